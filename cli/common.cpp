@@ -1,0 +1,62 @@
+#include "cli/common.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "backends/registry.h"
+#include "core/error.h"
+
+namespace llm::cli {
+
+void add_model_options(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("model", o.model, "Model: a Hugging Face folder")->required();
+  cmd->add_option("--device", o.device, "auto, cpu, cuda[:N] or vulkan[:N]")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)");
+  cmd->add_option("--context-size", o.context_size,
+                  "Context window in tokens (default: the model's, at most 4096)");
+}
+
+std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
+      fail("invalid token id '%s' in %s (expected comma-separated integers)", item.c_str(), flag);
+    ids.push_back(static_cast<int32_t>(v));
+    pos = comma + 1;
+  }
+  if (ids.empty()) fail("%s is empty", flag);
+  return ids;
+}
+
+LoadedModel load_model(const ModelOptions& o) {
+  LoadedModel lm;
+  lm.backend = create_backend(o.device, o.threads);
+  lm.model = Model::load(o.model, *lm.backend);
+  const ModelConfig& c = lm.model->config();
+  std::fprintf(stderr, "llmcli: %s (%s, %d layers, hidden %d) on %s (%s), weights %s\n",
+               o.model.c_str(), c.model_type.c_str(), c.num_layers, c.hidden_size,
+               lm.backend->info().id.c_str(), lm.backend->info().name.c_str(),
+               format_bytes(lm.model->weight_bytes()).c_str());
+  return lm;
+}
+
+std::string format_bytes(size_t bytes) {
+  char buf[64];
+  if (bytes >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
+  else if (bytes >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / double(1ull << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
+  return buf;
+}
+
+}  // namespace llm::cli

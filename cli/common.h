@@ -1,0 +1,43 @@
+// Helpers shared by the llmcli subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model.h"
+
+namespace llm::cli {
+
+// Options every model command takes.
+struct ModelOptions {
+  std::string model;
+  std::string device = "auto";
+  int threads = 0;
+  int context_size = 0;
+};
+
+void add_model_options(CLI::App* cmd, ModelOptions& o);
+
+// "1,2,3" -> {1,2,3}; throws llm::Error naming the bad item.
+std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag);
+
+// A backend and a model on it, loaded as the options say.
+struct LoadedModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Model> model;
+};
+LoadedModel load_model(const ModelOptions& o);
+
+std::string format_bytes(size_t bytes);
+
+// Subcommands (one file each).
+void register_devices(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_generate(CLI::App& app);
+
+}  // namespace llm::cli

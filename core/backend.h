@@ -1,0 +1,85 @@
+// The Backend interface: device buffers plus the op set of core/graph.h.
+// Core never includes a GPU API; each backend (backends/cpu, backends/cuda,
+// backends/vulkan) is a library of its own behind this header.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/graph.h"
+#include "core/tensor.h"
+
+namespace llm {
+
+// A block of device memory. Destroying it frees the memory (RAII).
+class DeviceBuffer {
+ public:
+  virtual ~DeviceBuffer() = default;
+  size_t size() const { return size_; }
+
+ protected:
+  explicit DeviceBuffer(size_t size) : size_(size) {}
+  size_t size_;
+};
+
+// Where a tensor lives on the device.
+struct TensorRef {
+  DeviceBuffer* buffer = nullptr;
+  size_t offset = 0;
+  DType dtype = DType::F32;
+  Shape shape;
+};
+
+// A node with its tensors resolved to device memory.
+struct BoundNode {
+  const Node* node = nullptr;
+  std::vector<TensorRef> inputs;
+  TensorRef output;
+};
+
+// A compiled step: the same bound nodes run again and again. Backends may record
+// it once and replay it (CUDA graphs, pre-recorded Vulkan command buffers), so it
+// must not depend on host state other than the contents of its buffers.
+class Program {
+ public:
+  virtual ~Program() = default;
+  virtual void run() = 0;
+};
+
+struct DeviceInfo {
+  std::string id;    // "cpu", "cuda:0", "vulkan:1"
+  std::string name;  // "AMD EPYC 7B13", "NVIDIA H100 80GB HBM3"
+  std::string type;  // "cpu", "discrete-gpu", "integrated-gpu", "virtual-gpu"
+  size_t total_memory = 0;
+  size_t free_memory = 0;
+  std::string details;  // backend specific (threads, compute capability ...)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceInfo info() const = 0;
+
+  // Allocates device memory; `what` names the use in an out-of-memory error.
+  virtual std::unique_ptr<DeviceBuffer> alloc(size_t bytes, const std::string& what) = 0;
+  // A buffer holding a copy of host memory that stays valid while the buffer
+  // lives (memory-mapped weights). Host backends may alias it instead of copying.
+  virtual std::unique_ptr<DeviceBuffer> from_host(const void* data, size_t bytes,
+                                                  const std::string& what);
+  virtual void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) = 0;
+  virtual void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) = 0;
+  // Fills bytes with zero.
+  virtual void clear(DeviceBuffer& dst, size_t offset, size_t bytes);
+
+  // Returns an empty string when this backend implements the node as bound
+  // (op, dtypes, parameters), or the reason why not.
+  virtual std::string check(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                            const TensorInfo& output) const = 0;
+  virtual std::unique_ptr<Program> compile(std::vector<BoundNode> nodes) = 0;
+  // Waits until all work submitted so far has finished.
+  virtual void synchronize() {}
+};
+
+}  // namespace llm

@@ -1,0 +1,106 @@
+#include "core/engine/session.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace llm {
+
+Session::Session(Model& model, SessionOptions opts) : model_(model), opts_(opts) {
+  const ModelConfig& cfg = model.config();
+  context_size_ = opts.context_size > 0 ? opts.context_size
+                                        : std::min(cfg.max_position_embeddings, 4096);
+  if (context_size_ <= 0) fail("context size must be positive");
+  if (opts_.page_size <= 0 || opts_.prefill_chunk_size <= 0)
+    fail("page size and prefill chunk size must be positive");
+  n_pages_ = (context_size_ + opts_.page_size - 1) / opts_.page_size;
+  const int64_t slots = static_cast<int64_t>(n_pages_) * opts_.page_size;
+  const size_t bytes = tensor_bytes(DType::F32, {slots, int64_t(cfg.num_kv_heads) * cfg.head_dim});
+  Backend& be = model.backend();
+  for (int l = 0; l < cfg.num_layers; l++) {
+    for (bool value : {false, true}) {
+      const std::string name = kv_cache_name(l, value);
+      cache_[name] = be.alloc(bytes, "KV cache (" + std::to_string(context_size_) +
+                                         " tokens; lower it with --context-size)");
+      be.clear(*cache_[name], 0, bytes);
+      cache_bytes_ += bytes;
+    }
+  }
+}
+
+TensorRef Session::resolve_state(const TensorInfo& t) const {
+  auto it = cache_.find(t.name);
+  if (it == cache_.end()) fail("session has no state tensor '%s'", t.name.c_str());
+  return {it->second.get(), 0, t.dtype, t.shape};
+}
+
+Executor& Session::executor_for(int n_tokens, int n_logit_rows) {
+  auto key = std::make_pair(n_tokens, n_logit_rows);
+  auto it = executors_.find(key);
+  if (it != executors_.end()) return *it->second;
+  StepShape shape;
+  shape.n_tokens = n_tokens;
+  shape.n_seqs = 1;
+  shape.max_pages_per_seq = n_pages_;
+  shape.n_logit_rows = n_logit_rows;
+  shape.page_size = opts_.page_size;
+  shape.n_cache_slots = n_pages_ * opts_.page_size;
+  Graph g = build_step_graph(model_.config(), shape,
+                             [&](const std::string& n) { return model_.weight_dtype(n); });
+  auto ex = std::make_unique<Executor>(
+      model_.backend(), std::move(g), [&](const TensorInfo& t) { return model_.resolve(t); },
+      [&](const TensorInfo& t) { return resolve_state(t); });
+  Executor& ref = *ex;
+  executors_[key] = std::move(ex);
+  // The block table of this single sequence is the identity and never changes.
+  std::vector<int32_t> table(n_pages_);
+  std::iota(table.begin(), table.end(), 0);
+  ref.set_input(step_io::kBlockTable, table.data(), table.size() * sizeof(int32_t));
+  return ref;
+}
+
+std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all_logits) {
+  const ModelConfig& cfg = model_.config();
+  const int n = static_cast<int>(tokens.size());
+  if (n == 0) fail("no tokens to run");
+  for (int32_t id : tokens)
+    if (id < 0 || id >= cfg.vocab_size)
+      fail("token id %d is out of range (vocab size %d)", id, cfg.vocab_size);
+  if (position_ + n > context_size_) {
+    if (position_ == 0)
+      fail("prompt of %d tokens exceeds the context window of %d tokens", n, context_size_);
+    fail("context window of %d tokens is full (%d tokens used, %d more asked)", context_size_,
+         position_, n);
+  }
+  const int V = cfg.vocab_size;
+  std::vector<float> logits(static_cast<size_t>(all_logits ? n : 1) * V);
+  for (int begin = 0; begin < n; begin += opts_.prefill_chunk_size) {
+    const int T = std::min(opts_.prefill_chunk_size, n - begin);
+    const bool last_chunk = begin + T == n;
+    // Without all_logits, earlier chunks only fill the cache; their one row is ignored.
+    const int R = all_logits ? T : 1;
+    Executor& ex = executor_for(T, R);
+    std::vector<int32_t> pos(T), seq(T, 0), rows(R);
+    for (int t = 0; t < T; t++) pos[t] = position_ + t;
+    if (all_logits)
+      std::iota(rows.begin(), rows.end(), 0);
+    else
+      rows[0] = T - 1;
+    ex.set_input(step_io::kTokens, tokens.data() + begin, T * sizeof(int32_t));
+    ex.set_input(step_io::kPositions, pos.data(), T * sizeof(int32_t));
+    ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
+    ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
+    ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
+    ex.run();
+    position_ += T;
+    if (all_logits)
+      ex.read_output(step_io::kLogits, logits.data() + static_cast<size_t>(begin) * V,
+                     static_cast<size_t>(R) * V * sizeof(float));
+    else if (last_chunk)
+      ex.read_output(step_io::kLogits, logits.data(), static_cast<size_t>(V) * sizeof(float));
+  }
+  return logits;
+}
+
+}  // namespace llm

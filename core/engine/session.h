@@ -1,0 +1,52 @@
+// A single-sequence inference session: the KV cache of one sequence and the
+// compiled step graphs, one per shape bucket. Used by `llmcli logits` and
+// `llmcli generate`; the batching engine builds on the same graphs.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "core/executor.h"
+#include "core/model.h"
+
+namespace llm {
+
+struct SessionOptions {
+  int context_size = 0;          // 0: the model's max_position_embeddings, capped at 4096
+  int page_size = 16;            // KV cache page, tokens
+  int prefill_chunk_size = 512;  // longer prompts run in chunks of this many tokens
+};
+
+class Session {
+ public:
+  explicit Session(Model& model, SessionOptions opts = {});
+
+  // Appends tokens at the next positions and returns logits row-major:
+  // [tokens.size(), vocab] when all_logits, else [1, vocab] for the last token.
+  std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits);
+
+  int position() const { return position_; }
+  int context_size() const { return context_size_; }
+  // Forgets the sequence (the cache is overwritten by the next forward).
+  void reset() { position_ = 0; }
+  // Bytes of KV cache on the device.
+  size_t cache_bytes() const { return cache_bytes_; }
+
+ private:
+  Executor& executor_for(int n_tokens, int n_logit_rows);
+  TensorRef resolve_state(const TensorInfo& t) const;
+
+  Model& model_;
+  SessionOptions opts_;
+  int context_size_ = 0;
+  int n_pages_ = 0;
+  int position_ = 0;
+  size_t cache_bytes_ = 0;
+  std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;
+  std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+};
+
+}  // namespace llm

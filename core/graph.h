@@ -1,0 +1,126 @@
+// Graph IR: a list of op nodes over named tensors, built by a model file once per
+// step shape (see core/models). Nodes are kept in execution order; the executor
+// runs them in that order and plans intermediate memory from their liveness.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace llm {
+
+// The op set of DESIGN.md. Every backend implements each op with the semantics
+// documented here; the CPU backend (backends/cpu) is the reference.
+enum class Op : uint8_t {
+  // out[r, :] = f32(table[ids[r], :]).  in: table [V, D] (any dtype), ids [R] i32.
+  GetRows,
+  // out = x / rms(x) * w (per row); in: x [T, D], w [D]. p.eps.
+  RmsNorm,
+  // out = (x - mean) / std * w + b; in: x, w [, b]. p.eps.
+  LayerNorm,
+  // out = x · Wᵀ (+ bias); in: x [T, K] f32, W [N, K] (f32/f16/bf16/q8_0/q4_0) [, bias [N]].
+  MatMul,
+  // Rotary embedding on x [T, H*D] viewed as [T, H, D]; in: x, positions [T] i32,
+  // inv_freq [rot/2] f32. p.n_heads, p.head_dim, p.rot_dims, p.rope_style.
+  Rope,
+  // Writes rows of src [T, W] into cache [slots, W] at slots[t]; in: src, slots [T] i32,
+  // cache. The output is the cache itself (updated in place).
+  KvAppend,
+  // Causal attention over the paged KV cache. in: q [T, H*D], k_cache, v_cache
+  // [pages*page_size, Hkv*D], positions [T] i32, seq_ids [T] i32, block_table [S, P] i32.
+  // Token t of sequence s at position p attends to positions max(0, p-window+1)..p,
+  // whose cache slot is block_table[s][j / page_size] * page_size + j % page_size.
+  // p.n_heads, p.n_kv_heads, p.head_dim, p.scale, p.window (0 = none), p.page_size, p.softcap.
+  Attention,
+  // out = silu(a) * b; in: a, b of one shape.
+  SiluMul,
+  // out = gelu(a) * b (erf form).
+  GeluMul,
+  // out = gelu(a) (erf form) / gelu_tanh(a).
+  Gelu,
+  GeluTanh,
+  // out = a + b / a * b (same shape, or b one row broadcast over the rows of a).
+  Add,
+  Mul,
+  // out = a * p.scale.
+  Scale,
+  kCount
+};
+
+const char* op_name(Op op);
+
+enum class RopeStyle : uint8_t { NeoX, GptJ };
+
+// Parameters of a node; which fields an op reads is documented in Op.
+struct OpParams {
+  float eps = 0.f;
+  float scale = 1.f;
+  float softcap = 0.f;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int rot_dims = 0;
+  int window = 0;
+  int page_size = 0;
+  RopeStyle rope_style = RopeStyle::NeoX;
+};
+
+enum class TensorKind : uint8_t {
+  Weight,        // bound to model weights at load
+  Constant,      // host data owned by the graph (e.g. rope frequencies)
+  Input,         // written by the host before each step (token ids, positions ...)
+  Intermediate,  // planned by the executor (memory reused by liveness)
+  Output,        // read by the host after each step
+  State,         // persistent across steps, owned by the session (KV cache)
+};
+
+using TensorId = int32_t;
+
+struct TensorInfo {
+  std::string name;
+  TensorKind kind = TensorKind::Intermediate;
+  DType dtype = DType::F32;
+  Shape shape;
+  std::vector<uint8_t> constant;  // data of a Constant tensor
+};
+
+struct Node {
+  Op op;
+  std::string name;  // e.g. "layers.0.attn.q"
+  std::vector<TensorId> inputs;
+  TensorId output;
+  OpParams params;
+};
+
+class Graph {
+ public:
+  TensorId weight(const std::string& name, DType dtype, Shape shape);
+  TensorId input(const std::string& name, DType dtype, Shape shape);
+  TensorId state(const std::string& name, DType dtype, Shape shape);
+  TensorId constant(const std::string& name, DType dtype, Shape shape, const void* data);
+  // Appends a node producing a new intermediate tensor and returns it.
+  TensorId add(Op op, const std::string& name, std::vector<TensorId> inputs, DType out_dtype,
+               Shape out_shape, OpParams params = {});
+  // Appends a node that updates an existing tensor in place (KvAppend).
+  void add_inplace(Op op, const std::string& name, std::vector<TensorId> inputs, TensorId target,
+                   OpParams params = {});
+  // Marks an intermediate as an output the host reads after the step.
+  void mark_output(TensorId t, const std::string& name);
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const TensorInfo& tensor(TensorId id) const { return tensors_[id]; }
+  // Returns -1 when there is no tensor of that name.
+  TensorId find(const std::string& name) const;
+
+ private:
+  TensorId new_tensor(TensorInfo info);
+  std::vector<TensorInfo> tensors_;
+  std::vector<Node> nodes_;
+  std::unordered_map<std::string, TensorId> by_name_;
+};
+
+}  // namespace llm

@@ -1,0 +1,49 @@
+#include "core/models/architecture.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace llm {
+
+std::string kv_cache_name(int layer, bool value) {
+  return std::string(value ? "cache.v." : "cache.k.") + std::to_string(layer);
+}
+
+Graph build_step_graph(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype) {
+  if (cfg.model_type == "llama" || cfg.model_type == "mistral" || cfg.model_type == "qwen2")
+    return build_llama(cfg, shape, dtype);
+  fail("no graph builder for model_type '%s'", cfg.model_type.c_str());
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims) {
+  const int half = rot_dims / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; i++) {
+    // As transformers: base ** (arange(0, dim, 2) / dim) in float32.
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(rot_dims);
+    inv[i] = 1.0f / std::pow(cfg.rope_theta, expo);
+  }
+  const RopeScaling& rs = cfg.rope_scaling;
+  if (rs.type == "linear") {
+    for (float& f : inv) f /= rs.factor;
+  } else if (rs.type == "llama3") {
+    const double old_ctx = rs.original_max_position_embeddings;
+    const double low_wavelen = old_ctx / rs.low_freq_factor;
+    const double high_wavelen = old_ctx / rs.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2.0 * M_PI / f;
+      if (wavelen < high_wavelen) continue;  // high frequencies unchanged
+      if (wavelen > low_wavelen) {
+        f = static_cast<float>(f / rs.factor);
+      } else {
+        const double smooth =
+            (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        f = static_cast<float>((1.0 - smooth) * f / rs.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+}  // namespace llm

@@ -1,0 +1,51 @@
+// Builds the graph of one model step from a config. One builder per
+// architecture family (llama.cpp here covers llama, mistral and qwen2).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/graph.h"
+#include "core/models/model_config.h"
+
+namespace llm {
+
+// The shape bucket of a step: the graph is built once per bucket and replayed.
+// Per-step values (token ids, positions, cache slots, page tables) are inputs.
+struct StepShape {
+  int n_tokens = 1;           // tokens in the step, all sequences together
+  int n_seqs = 1;             // sequences in the step
+  int max_pages_per_seq = 1;  // columns of the block table
+  int n_logit_rows = 1;       // tokens whose logits are computed
+  int page_size = 16;         // KV cache page size in tokens
+  int n_cache_slots = 16;     // total KV cache slots (pages * page_size)
+};
+
+// Names of a step's inputs and outputs (see Op::Attention for their meaning).
+namespace step_io {
+inline constexpr const char* kTokens = "tokens";            // [T] i32
+inline constexpr const char* kPositions = "positions";      // [T] i32
+inline constexpr const char* kSeqIds = "seq_ids";           // [T] i32
+inline constexpr const char* kSlots = "slots";              // [T] i32 cache slot per token
+inline constexpr const char* kBlockTable = "block_table";   // [S, P] i32
+inline constexpr const char* kLogitRows = "logit_rows";     // [R] i32 token index per row
+inline constexpr const char* kLogits = "logits";            // [R, vocab] f32 output
+}  // namespace step_io
+
+// Name of the KV cache state tensors of a layer: [n_cache_slots, n_kv_heads*head_dim] f32.
+std::string kv_cache_name(int layer, bool value);
+
+// dtype in which the model stores a weight matrix (f32/f16/bf16 ...).
+using WeightDTypeFn = std::function<DType(const std::string& name)>;
+
+// Builds the step graph for cfg.model_type; throws for an unknown type.
+Graph build_step_graph(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+
+// The rope inverse frequencies of cfg (rope_theta and rope_scaling applied), rot/2 values.
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims);
+
+// Architecture builders (one file each).
+Graph build_llama(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+
+}  // namespace llm

@@ -1,0 +1,49 @@
+// Hyper-parameters of a model, read from a Hugging Face config.json.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace llm {
+
+struct RopeScaling {
+  std::string type = "default";  // "default" (none), "llama3", "linear"
+  float factor = 1.f;
+  float low_freq_factor = 1.f;
+  float high_freq_factor = 4.f;
+  int original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string model_type;  // "llama", "mistral", "qwen2"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // hidden_size / num_heads unless config.json says
+  int max_position_embeddings = 0;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  RopeScaling rope_scaling;
+  int sliding_window = 0;  // 0: full attention
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // bias on q/k/v projections (qwen2 always)
+  bool attention_out_bias = false;
+  bool mlp_bias = false;
+  std::string hidden_act = "silu";
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+};
+
+// Parses config.json text; throws llm::Error for an unknown model_type or a
+// missing/invalid field (the message names the field).
+ModelConfig parse_hf_config(const std::string& json_text);
+// Reads DIR/config.json.
+ModelConfig load_hf_config(const std::string& dir);
+
+// Model types this build can run.
+std::vector<std::string> supported_model_types();
+
+}  // namespace llm

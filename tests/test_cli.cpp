@@ -1,0 +1,195 @@
+// llmcli end to end: logits/generate reproduce the references, and bad input
+// gives a one-line error naming the problem and a non-zero exit.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/formats/safetensors.h"
+#include "test_util.h"
+
+using namespace llm;
+using namespace llm::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Exit code non-zero, one line on stderr starting "error:" and containing what.
+void check_error(const CommandResult& r, const std::string& what) {
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code < 128);  // not killed by a signal
+  CHECK(r.err.find("error: ") != std::string::npos);
+  CHECK(r.err.find(what) != std::string::npos);
+}
+
+// Rewrites DIR/model.safetensors with `edit` applied to its tensor list.
+template <typename Edit>
+void rewrite_weights(const std::string& dir, Edit edit) {
+  std::vector<std::pair<std::string, HostTensor>> tensors;
+  std::vector<std::vector<uint8_t>> keep;
+  {
+    SafetensorsFile f(dir + "/model.safetensors");
+    for (const auto& [name, t] : f.tensors()) {
+      keep.emplace_back(static_cast<const uint8_t*>(t.data),
+                        static_cast<const uint8_t*>(t.data) + t.nbytes);
+      HostTensor copy = t;
+      copy.data = keep.back().data();
+      tensors.emplace_back(name, copy);
+    }
+  }
+  edit(tensors, keep);
+  write_safetensors(dir + "/model.safetensors", tensors);
+}
+
+}  // namespace
+
+TEST_CASE("llmcli logits reproduces the reference", "[cli]") {
+  for (const char* name : {"llama3", "qwen2"}) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      TempDir tmp;
+      const auto r = run_cli({"logits", model_dir(name), "--device", "cpu", "--token-ids",
+                              join_ids(ref.input_ids), "--out", tmp.file("x.safetensors")});
+      INFO(r.err);
+      REQUIRE(r.exit_code == 0);
+      SafetensorsFile out(tmp.file("x.safetensors"));
+      const HostTensor& t = out.tensors().at("logits");
+      CHECK(t.dtype == DType::F32);
+      CHECK(t.shape == Shape({24, 256}));
+      const float* p = static_cast<const float*>(t.data);
+      CHECK(max_rel_error(std::vector<float>(p, p + t.shape.numel()), ref.logits) <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE("llmcli generate --json gives the reference greedy ids", "[cli]") {
+  const Reference ref = load_reference("mistral");
+  const auto r = run_cli({"generate", model_dir("mistral"), "--device", "auto", "--token-ids",
+                          join_ids(ref.input_ids), "-n", "16", "--temperature", "0", "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["ids"].get<std::vector<int32_t>>() == ref.greedy_ids);
+}
+
+TEST_CASE("llmcli generate samples reproducibly with a seed", "[cli]") {
+  const std::vector<std::string> args = {"generate", model_dir("llama2"), "--token-ids", "1,2,3",
+                                         "-n", "12", "--temperature", "1.5", "--top-p", "0.9",
+                                         "--seed", "7", "--json"};
+  const auto a = run_cli(args), b = run_cli(args);
+  REQUIRE(a.exit_code == 0);
+  CHECK(a.out == b.out);
+  const auto ids = nlohmann::json::parse(a.out)["ids"].get<std::vector<int32_t>>();
+  CHECK(ids.size() == 12);
+  // At temperature 1.5 the sampled sequence is not the greedy one.
+  const auto g = run_cli({"generate", model_dir("llama2"), "--token-ids", "1,2,3", "-n", "12",
+                          "--temperature", "0", "--json"});
+  CHECK(nlohmann::json::parse(g.out)["ids"].get<std::vector<int32_t>>() != ids);
+}
+
+TEST_CASE("llmcli devices lists the CPU", "[cli]") {
+  const auto r = run_cli({"devices", "--json"});
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  bool has_cpu = false;
+  for (const auto& d : j["devices"]) has_cpu |= d["id"] == "cpu";
+  CHECK(has_cpu);
+  CHECK(j["auto"].is_string());
+}
+
+TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
+  TempDir tmp;
+  const std::string ids = "1,2,3";
+  SECTION("missing model") {
+    check_error(run_cli({"generate", tmp.file("nope"), "--token-ids", ids}), "does not exist");
+  }
+  SECTION("folder without config.json") {
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "config.json");
+  }
+  SECTION("truncated weights") {
+    copy_model("llama3", tmp.path());
+    const std::string w = tmp.file("model.safetensors");
+    fs::resize_file(w, fs::file_size(w) - 1000);
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "truncated");
+  }
+  SECTION("missing weight file") {
+    copy_model("llama3", tmp.path());
+    fs::remove(tmp.file("model.safetensors"));
+    fs::remove(tmp.file("reference.safetensors"));
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "no .safetensors");
+  }
+  SECTION("tensor with the wrong shape") {
+    copy_model("llama3", tmp.path());
+    rewrite_weights(tmp.path(), [](auto& tensors, auto&) {
+      for (auto& [name, t] : tensors)
+        if (name == "model.layers.1.self_attn.k_proj.weight") t.shape = {16, 128};  // was [32, 64]
+    });
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}),
+                "tensor 'model.layers.1.self_attn.k_proj.weight' has shape [16, 128], expected "
+                "[32, 64]");
+  }
+  SECTION("tensor with the wrong dtype") {
+    copy_model("llama3", tmp.path());
+    rewrite_weights(tmp.path(), [](auto& tensors, auto&) {
+      for (auto& [name, t] : tensors)
+        if (name == "model.norm.weight") {
+          t.dtype = DType::I32;
+        }
+    });
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}),
+                "tensor 'model.norm.weight' has dtype i32");
+  }
+  SECTION("missing tensor") {
+    copy_model("llama3", tmp.path());
+    rewrite_weights(tmp.path(), [](auto& tensors, auto&) {
+      tensors.erase(std::remove_if(tensors.begin(), tensors.end(),
+                                   [](auto& e) { return e.first == "lm_head.weight"; }),
+                    tensors.end());
+    });
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}),
+                "missing tensor 'lm_head.weight'");
+  }
+  SECTION("unknown model_type") {
+    copy_model("llama3", tmp.path());
+    std::string cfg = read_file(tmp.file("config.json"));
+    cfg.replace(cfg.find("\"llama\""), 7, "\"gpt2\"");
+    write_file(tmp.file("config.json"), cfg);
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}),
+                "unsupported model_type 'gpt2'");
+  }
+  SECTION("malformed config.json") {
+    copy_model("llama3", tmp.path());
+    write_file(tmp.file("config.json"), "{\"model_type\": \"llama\",");
+    check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "invalid JSON");
+  }
+  SECTION("token id out of range") {
+    check_error(run_cli({"logits", model_dir("llama3"), "--token-ids", "5,300",
+                         "--out", tmp.file("x.safetensors")}),
+                "token id 300 is out of range (vocab size 256)");
+  }
+  SECTION("token ids that are not numbers") {
+    check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", "1,x"}),
+                "invalid token id 'x'");
+  }
+  SECTION("prompt longer than the context") {
+    check_error(run_cli({"logits", model_dir("llama3"), "--context-size", "4", "--token-ids",
+                         "1,2,3,4,5", "--out", tmp.file("x.safetensors")}),
+                "prompt of 5 tokens exceeds the context window of 4 tokens");
+    // The model's own limit (max_position_embeddings 128) applies by default.
+    std::string many = "1";
+    for (int i = 0; i < 128; i++) many += ",1";
+    check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", many}),
+                "exceeds the context window of 128 tokens");
+  }
+  SECTION("invalid device") {
+    check_error(run_cli({"generate", model_dir("llama3"), "--device", "tpu", "--token-ids", ids}),
+                "invalid device 'tpu'");
+  }
+  SECTION("invalid sampling parameters") {
+    check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--top-p", "0"}),
+                "top_p must be in (0, 1]");
+  }
+}

@@ -1,0 +1,134 @@
+// The llama-family fixtures on the CPU backend against transformers' outputs.
+#include <catch2/catch.hpp>
+
+#include "backends/cpu/cpu_backend.h"
+#include "core/engine/sampler.h"
+#include "core/engine/session.h"
+#include "core/model.h"
+#include "test_util.h"
+
+using namespace llm;
+using namespace llm::test;
+
+namespace {
+
+const char* kLlamaFamily[] = {"llama3", "llama2", "qwen2", "mistral"};
+
+std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab) {
+  std::vector<int32_t> out;
+  std::vector<float> logits = s.forward(prompt, false);
+  for (int i = 0; i < n; i++) {
+    out.push_back(argmax(logits.data(), vocab));
+    if (i + 1 < n) logits = s.forward({out.back()}, false);
+  }
+  return out;
+}
+
+// Other sizes of the same families (scripts/make_fixtures.py): GQA 3:1 with a
+// hidden size of 72, MQA with head_dim != hidden/heads plus llama3 rope in the
+// rope_parameters form and biases, bf16 shards, f16 untied qwen2, window 5.
+const char* kOtherSizes[] = {"llama_gqa3", "llama_mqa_bias", "llama_bf16_sharded",
+                             "qwen2_f16_untied", "mistral_w5"};
+
+}  // namespace
+
+TEST_CASE("other sizes of the llama family match transformers", "[models][cpu]") {
+  for (const char* name : kOtherSizes) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      auto backend = make_cpu_backend();
+      auto model = Model::load(model_dir(name), *backend);
+      Session session(*model);
+      const std::vector<float> logits = session.forward(ref.input_ids, true);
+      const double err = max_rel_error(logits, ref.logits);
+      INFO("max |Δ| / max |ref| = " << err);
+      CHECK(err <= 1e-4);
+      session.reset();
+      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+    }
+  }
+}
+
+TEST_CASE("llama-family fixtures match transformers logits on the CPU", "[models][cpu]") {
+  for (const char* name : kLlamaFamily) {
+    for (int threads : {1, 2}) {
+      DYNAMIC_SECTION(name << " with " << threads << " threads") {
+        const Reference ref = load_reference(name);
+        auto backend = make_cpu_backend(threads);
+        auto model = Model::load(model_dir(name), *backend);
+        Session session(*model);
+        const std::vector<float> logits = session.forward(ref.input_ids, true);
+        const double err = max_rel_error(logits, ref.logits);
+        INFO("max |Δ| / max |ref| = " << err);
+        CHECK(err <= 1e-4);
+      }
+    }
+  }
+}
+
+TEST_CASE("llama-family fixtures give the reference greedy ids", "[models][cpu]") {
+  for (const char* name : kLlamaFamily) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      auto backend = make_cpu_backend();
+      auto model = Model::load(model_dir(name), *backend);
+      Session session(*model);
+      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+    }
+  }
+}
+
+TEST_CASE("decode with the KV cache equals a full forward pass", "[models][cpu]") {
+  for (const char* name : kLlamaFamily) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      auto backend = make_cpu_backend();
+      auto model = Model::load(model_dir(name), *backend);
+      Session full(*model);
+      const std::vector<float> all = full.forward(ref.input_ids, true);
+
+      // Prefill 10 tokens, then one token per step through the cache.
+      Session inc(*model);
+      const int split = 10;
+      std::vector<int32_t> head(ref.input_ids.begin(), ref.input_ids.begin() + split);
+      std::vector<float> got = inc.forward(head, true);
+      for (size_t t = split; t < ref.input_ids.size(); t++) {
+        std::vector<float> row = inc.forward({ref.input_ids[t]}, false);
+        got.insert(got.end(), row.begin(), row.end());
+      }
+      REQUIRE(got.size() == all.size());
+      CHECK(max_rel_error(got, all) <= 1e-5);
+      CHECK(inc.position() == static_cast<int>(ref.input_ids.size()));
+    }
+  }
+}
+
+TEST_CASE("chunked prefill equals one pass, and reset starts over", "[models][cpu]") {
+  const Reference ref = load_reference("mistral");  // sliding window 8 across chunks
+  auto backend = make_cpu_backend();
+  auto model = Model::load(model_dir("mistral"), *backend);
+  SessionOptions opts;
+  opts.prefill_chunk_size = 5;
+  opts.page_size = 4;
+  Session chunked(*model, opts);
+  std::vector<float> logits = chunked.forward(ref.input_ids, true);
+  CHECK(max_rel_error(logits, ref.logits) <= 1e-4);
+  chunked.reset();
+  logits = chunked.forward(ref.input_ids, true);
+  CHECK(max_rel_error(logits, ref.logits) <= 1e-4);
+}
+
+TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
+  auto backend = make_cpu_backend(1);
+  auto model = Model::load(model_dir("llama3"), *backend);
+  SessionOptions opts;
+  opts.context_size = 8;
+  Session s(*model, opts);
+  CHECK_THROWS_WITH(s.forward({1, 2, 256}, true),
+                    Catch::Contains("token id 256 is out of range (vocab size 256)"));
+  CHECK_THROWS_WITH(s.forward({-1}, true), Catch::Contains("token id -1 is out of range"));
+  CHECK_THROWS_WITH(s.forward(std::vector<int32_t>(9, 1), true),
+                    Catch::Contains("prompt of 9 tokens exceeds the context window of 8 tokens"));
+  s.forward(std::vector<int32_t>(8, 1), false);
+  CHECK_THROWS_WITH(s.forward({1}, false), Catch::Contains("context window of 8 tokens is full"));
+}

@@ -1,0 +1,114 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace llm::test {
+
+namespace fs = std::filesystem;
+
+std::string model_dir(const std::string& name) {
+  const std::string shared = data_dir() + "/models/" + name;
+  return fs::exists(shared) ? shared : data_dir() + "/models-extra/" + name;
+}
+
+TempDir::TempDir() {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    fs::path p = fs::temp_directory_path() / ("llmrt-test-" + std::to_string(rd()));
+    if (fs::create_directory(p)) {
+      path_ = p.string();
+      return;
+    }
+  }
+  throw std::runtime_error("cannot create a temporary folder");
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+Reference load_reference(const std::string& model) {
+  SafetensorsFile f(model_dir(model) + "/reference.safetensors");
+  Reference r;
+  auto ids = [&](const char* name) {
+    const HostTensor& t = f.tensors().at(name);
+    const int64_t* p = static_cast<const int64_t*>(t.data);
+    return std::vector<int32_t>(p, p + t.shape.numel());
+  };
+  r.input_ids = ids("input_ids");
+  r.greedy_ids = ids("greedy_ids");
+  const HostTensor& l = f.tensors().at("logits");
+  const float* p = static_cast<const float*>(l.data);
+  r.logits.assign(p, p + l.shape.numel());
+  r.vocab = static_cast<int>(l.shape[1]);
+  return r;
+}
+
+double max_rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    max_diff = std::max(max_diff, std::fabs(double(a[i]) - double(b[i])));
+    max_ref = std::max(max_ref, std::fabs(double(b[i])));
+  }
+  return max_diff / max_ref;
+}
+
+namespace {
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace
+
+CommandResult run_cli(const std::vector<std::string>& args) {
+  TempDir tmp;
+  std::string cmd = shell_quote(LLM_CLI_PATH);
+  for (const auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " >" + shell_quote(tmp.file("out")) + " 2>" + shell_quote(tmp.file("err")) + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(tmp.file("out"));
+  r.err = read_file(tmp.file("err"));
+  return r;
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); i++) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+void copy_model(const std::string& name, const std::string& dst) {
+  for (const auto& e : fs::directory_iterator(model_dir(name))) {
+    const fs::path target = fs::path(dst) / e.path().filename();
+    fs::copy_file(e.path(), target, fs::copy_options::overwrite_existing);
+    fs::permissions(target, fs::perms::owner_write, fs::perm_options::add);
+  }
+}
+
+}  // namespace llm::test

@@ -1,0 +1,58 @@
+// Helpers shared by the tests: fixture paths, temp folders, running llmcli.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/formats/safetensors.h"
+
+namespace llm::test {
+
+inline std::string data_dir() { return LLM_TEST_DATA; }
+// A fixture model folder: tests/data/models/NAME (transformers' tiny checkpoints
+// from shared/) or tests/data/models-extra/NAME (made by scripts/make_fixtures.py).
+std::string model_dir(const std::string& name);
+
+// A fresh temporary folder, removed with its contents at scope exit.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// The reference outputs of a fixture model (transformers, float32).
+struct Reference {
+  std::vector<int32_t> input_ids;
+  std::vector<float> logits;  // [input_ids.size(), vocab]
+  std::vector<int32_t> greedy_ids;
+  int vocab = 0;
+};
+Reference load_reference(const std::string& model);
+
+// max |a - b| / max |b|.
+double max_rel_error(const std::vector<float>& a, const std::vector<float>& b);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs llmcli with the given arguments (shell-quoted here).
+CommandResult run_cli(const std::vector<std::string>& args);
+
+std::string join_ids(const std::vector<int32_t>& ids);
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+// Copies a fixture model folder into dst (a folder that exists).
+void copy_model(const std::string& name, const std::string& dst);
+
+}  // namespace llm::test
