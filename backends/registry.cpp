@@ -31,7 +31,7 @@ std::vector<DeviceEntry> list_devices() {
 #ifdef LLM_HAVE_VULKAN
   for (DeviceInfo& d : vulkan_list_devices()) out.push_back({std::move(d), false});
 #endif
-  out.push_back({make_cpu_backend(1)->info(), true});
+  out.push_back({make_cpu_backend()->info(), true});
   return out;
 }
 

@@ -57,6 +57,12 @@ def randomize(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / (p.shape[1] ** 0.5))
 
 
+def round_params(model, dtype):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(getattr(torch, dtype)).float())
+
+
 def main(out_dir):
     torch.manual_seed(0)
     for i, (name, (cls, kw, dtype, shard)) in enumerate(VARIANTS.items()):
@@ -65,15 +71,16 @@ def main(out_dir):
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float().eval()
         randomize(model, 100 + i)
         ids = torch.randint(3, VOCAB, (1, 24), generator=torch.Generator().manual_seed(i))
-        # Round the weights to the stored dtype first, so the reference is what
-        # the stored checkpoint computes in float32.
-        model = model.to(getattr(torch, dtype)).float()
+        # Round the weights (not buffers such as rope's inv_freq, which
+        # transformers recomputes in float32 at load) to the stored dtype, so the
+        # reference is what the stored checkpoint computes in float32.
+        round_params(model, dtype)
         with torch.no_grad():
             logits = model(ids).logits[0]
             scale = 1.0 / float(logits.std())
             head = model.get_output_embeddings().weight
             head.mul_(scale)
-            model = model.to(getattr(torch, dtype)).float()
+            round_params(model, dtype)
             logits = model(ids).logits[0].float()
             out = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False,
                                  eos_token_id=None, pad_token_id=0)

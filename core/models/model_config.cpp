@@ -1,0 +1,236 @@
+#include "core/models/model_config.h"
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace llm {
+
+namespace {
+
+using json = nlohmann::json;
+
+// The field named in messages: "rope_scaling.factor" for nested ones.
+std::string label(const std::string& prefix, const char* key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+// HF writes null for "unset"; treat it like an absent key.
+const json* find_field(const json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+// Integers, and floats with an integral value (some exporters write 8192.0).
+bool json_to_int(const json& v, int64_t* out) {
+  if (v.is_number_integer()) {  // also true for unsigned
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      return false;
+    *out = v.get<int64_t>();
+    return true;
+  }
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::floor(d) != d || std::fabs(d) > 9.0e15) return false;
+    *out = static_cast<int64_t>(d);
+    return true;
+  }
+  return false;
+}
+
+int checked_int(const json& v, const std::string& name, int64_t min) {
+  int64_t x;
+  if (!json_to_int(v, &x) || x < min || x > INT_MAX)
+    fail("config.json: field '%s' must be a %s integer", name.c_str(),
+         min > 0 ? "positive" : "non-negative");
+  return static_cast<int>(x);
+}
+
+int req_int(const json& obj, const char* key, const std::string& prefix = "",
+            const char* why = nullptr) {
+  const std::string name = label(prefix, key);
+  const json* v = find_field(obj, key);
+  if (v == nullptr) {
+    if (why != nullptr) fail("config.json: missing field '%s' (%s)", name.c_str(), why);
+    fail("config.json: missing field '%s'", name.c_str());
+  }
+  return checked_int(*v, name, 1);
+}
+
+int opt_int(const json& obj, const char* key, int def, int64_t min = 1) {
+  const json* v = find_field(obj, key);
+  return v == nullptr ? def : checked_int(*v, key, min);
+}
+
+float checked_positive(const json& v, const std::string& name) {
+  if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>()))
+    fail("config.json: field '%s' must be a positive number", name.c_str());
+  return static_cast<float>(v.get<double>());
+}
+
+float req_positive(const json& obj, const char* key, const std::string& prefix, const char* why) {
+  const json* v = find_field(obj, key);
+  if (v == nullptr) fail("config.json: missing field '%s' (%s)", label(prefix, key).c_str(), why);
+  return checked_positive(*v, label(prefix, key));
+}
+
+float opt_positive(const json& obj, const char* key, float def) {
+  const json* v = find_field(obj, key);
+  return v == nullptr ? def : checked_positive(*v, key);
+}
+
+bool opt_bool(const json& obj, const char* key, bool def) {
+  const json* v = find_field(obj, key);
+  if (v == nullptr) return def;
+  if (!v->is_boolean()) fail("config.json: field '%s' must be true or false", key);
+  return v->get<bool>();
+}
+
+std::string opt_string(const json& obj, const char* key, const std::string& prefix,
+                       const std::string& def) {
+  const json* v = find_field(obj, key);
+  if (v == nullptr) return def;
+  if (!v->is_string()) fail("config.json: field '%s' must be a string", label(prefix, key).c_str());
+  return v->get<std::string>();
+}
+
+// Reads "rope_parameters" (transformers >= 5) or the classic "rope_scaling" object;
+// both may carry rope_theta, which then wins over the top-level field.
+void parse_rope(const json& j, ModelConfig* c) {
+  const char* key = find_field(j, "rope_parameters") ? "rope_parameters" : "rope_scaling";
+  const json* rope = find_field(j, key);
+  c->rope_theta = opt_positive(j, "rope_theta", 10000.f);
+  if (rope == nullptr) return;
+  if (!rope->is_object()) fail("config.json: field '%s' must be an object", key);
+  if (const json* theta = find_field(*rope, "rope_theta"))
+    c->rope_theta = checked_positive(*theta, label(key, "rope_theta"));
+
+  RopeScaling& rs = c->rope_scaling;
+  const char* type_key = find_field(*rope, "rope_type") ? "rope_type" : "type";
+  rs.type = opt_string(*rope, type_key, key, "default");
+  if (rs.type == "default") return;
+  if (rs.type == "linear") {
+    rs.factor = req_positive(*rope, "factor", key, "needed by rope type 'linear'");
+    return;
+  }
+  if (rs.type == "llama3") {
+    const char* why = "needed by rope type 'llama3'";
+    rs.factor = req_positive(*rope, "factor", key, why);
+    rs.low_freq_factor = req_positive(*rope, "low_freq_factor", key, why);
+    rs.high_freq_factor = req_positive(*rope, "high_freq_factor", key, why);
+    rs.original_max_position_embeddings =
+        req_int(*rope, "original_max_position_embeddings", key, why);
+    // The llama3 smoothing divides by (high - low).
+    if (!(rs.high_freq_factor > rs.low_freq_factor))
+      fail("config.json: %s.high_freq_factor (%g) must be greater than low_freq_factor (%g)", key,
+           rs.high_freq_factor, rs.low_freq_factor);
+    return;
+  }
+  fail("unsupported rope_scaling type '%s'", rs.type.c_str());
+}
+
+void parse_token_ids(const json& j, ModelConfig* c) {
+  if (const json* bos = find_field(j, "bos_token_id"))
+    c->bos_token_id = checked_int(*bos, "bos_token_id", 0);
+  if (const json* eos = find_field(j, "eos_token_id")) {
+    if (eos->is_array()) {
+      for (const json& e : *eos) c->eos_token_ids.push_back(checked_int(e, "eos_token_id", 0));
+    } else {
+      c->eos_token_ids.push_back(checked_int(*eos, "eos_token_id", 0));
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> supported_model_types() { return {"llama", "mistral", "qwen2"}; }
+
+ModelConfig parse_hf_config(const std::string& json_text) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    fail("config.json: invalid JSON: %s", e.what());
+  }
+  if (!j.is_object()) fail("config.json: expected a JSON object");
+
+  ModelConfig c;
+  const json* mt = find_field(j, "model_type");
+  if (mt == nullptr) fail("config.json: missing field 'model_type'");
+  if (!mt->is_string()) fail("config.json: field 'model_type' must be a string");
+  c.model_type = mt->get<std::string>();
+  const std::vector<std::string> types = supported_model_types();
+  bool known = false;
+  std::string list;
+  for (const std::string& t : types) {
+    known = known || t == c.model_type;
+    list += (list.empty() ? "" : ", ") + t;
+  }
+  if (!known)
+    fail("unsupported model_type '%s' (supported: %s)", c.model_type.c_str(), list.c_str());
+  const bool llama = c.model_type == "llama";
+  const bool qwen2 = c.model_type == "qwen2";
+  const bool mistral = c.model_type == "mistral";
+
+  c.vocab_size = req_int(j, "vocab_size");
+  c.hidden_size = req_int(j, "hidden_size");
+  c.intermediate_size = req_int(j, "intermediate_size");
+  c.num_layers = req_int(j, "num_hidden_layers");
+  c.num_heads = req_int(j, "num_attention_heads");
+  c.num_kv_heads = opt_int(j, "num_key_value_heads", c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("config.json: num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)",
+         c.num_heads, c.num_kv_heads);
+  if (find_field(j, "head_dim") == nullptr && c.hidden_size % c.num_heads != 0)
+    fail(
+        "config.json: hidden_size (%d) is not divisible by num_attention_heads (%d) and no "
+        "head_dim is given",
+        c.hidden_size, c.num_heads);
+  c.head_dim = opt_int(j, "head_dim", c.hidden_size / c.num_heads);
+  c.max_position_embeddings = opt_int(j, "max_position_embeddings", 2048);
+  // Defaults follow the transformers config classes.
+  c.norm_eps = opt_positive(j, "rms_norm_eps", mistral ? 1e-5f : 1e-6f);
+  parse_rope(j, &c);
+
+  if (mistral) {
+    c.sliding_window = opt_int(j, "sliding_window", 0, 0);
+  } else if (qwen2 && opt_bool(j, "use_sliding_window", false)) {
+    c.sliding_window = req_int(j, "sliding_window", "", "needed when use_sliding_window is true");
+  }
+
+  c.tie_word_embeddings = opt_bool(j, "tie_word_embeddings", false);
+  if (qwen2) {
+    c.attention_bias = true;  // Qwen2 always has q/k/v biases and never an o_proj bias
+  } else if (llama) {
+    c.attention_bias = opt_bool(j, "attention_bias", false);
+    c.attention_out_bias = c.attention_bias;  // HF Llama applies it to o_proj as well
+    c.mlp_bias = opt_bool(j, "mlp_bias", false);
+  }
+
+  c.hidden_act = opt_string(j, "hidden_act", "", "silu");
+  if (c.hidden_act != "silu")
+    fail("config.json: hidden_act '%s' is not supported for model_type '%s' (only 'silu')",
+         c.hidden_act.c_str(), c.model_type.c_str());
+  parse_token_ids(j, &c);
+  return c;
+}
+
+ModelConfig load_hf_config(const std::string& dir) {
+  const std::filesystem::path path = std::filesystem::path(dir) / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) fail("no config.json in '%s'", dir.c_str());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open '%s': %s", path.string().c_str(), std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_hf_config(ss.str());
+}
+
+}  // namespace llm
