@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/formats/gguf_model.h"
 
 namespace llm {
 
@@ -24,13 +25,18 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) fail("model path '%s' does not exist", path.c_str());
-  if (!is_dir(path)) {
-    if (ends_with(path, ".gguf")) fail("'%s': GGUF models are not supported yet", path.c_str());
-    fail("'%s' is not a model folder (expected a directory with config.json)", path.c_str());
-  }
   std::unique_ptr<Model> m(new Model(path, backend));
-  m->config_ = load_hf_config(path);
-  m->store_ = WeightStore::open_dir(path);
+  if (is_dir(path)) {
+    m->config_ = load_hf_config(path);
+    m->store_ = WeightStore::open_dir(path);
+  } else if (ends_with(path, ".gguf")) {
+    auto gguf = std::make_shared<const GgufFile>(path);
+    m->config_ = config_from_gguf(*gguf);
+    m->store_ = std::make_unique<WeightStore>();
+    add_gguf_weights(gguf, *m->store_);
+  } else {
+    fail("'%s' is not a model (expected a Hugging Face folder or a .gguf file)", path.c_str());
+  }
   // A one-token graph names every weight the architecture reads.
   StepShape probe;
   const Graph g = build_step_graph(m->config_, probe,

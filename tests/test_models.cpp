@@ -132,3 +132,26 @@ TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
   s.forward(std::vector<int32_t>(8, 1), false);
   CHECK_THROWS_WITH(s.forward({1}, false), Catch::Contains("context window of 8 tokens is full"));
 }
+
+TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits", "[models][cpu][gguf]") {
+  // llama.cpp permutes Q/K rows of llama checkpoints (rope then rotates
+  // interleaved pairs) and stores llama3 scaling as rope_freqs.weight.
+  // mistral's GGUF is left out: llama.cpp's converter drops sliding_window.
+  for (const char* name : {"llama3", "llama2", "qwen2"}) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      auto backend = make_cpu_backend();
+      auto st = Model::load(model_dir(name), *backend);
+      auto gguf = Model::load(model_dir(name) + "/model-f32.gguf", *backend);
+      CHECK(gguf->config().num_kv_heads == st->config().num_kv_heads);
+      CHECK(gguf->config().tie_word_embeddings == st->config().tie_word_embeddings);
+      Session a(*st), b(*gguf);
+      const std::vector<float> la = a.forward(ref.input_ids, true);
+      const std::vector<float> lb = b.forward(ref.input_ids, true);
+      CHECK(max_rel_error(lb, la) <= 1e-5);
+      CHECK(max_rel_error(lb, ref.logits) <= 1e-4);
+      b.reset();
+      CHECK(greedy(b, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+    }
+  }
+}

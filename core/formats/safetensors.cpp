@@ -259,6 +259,13 @@ std::vector<std::string> WeightStore::names() const {
   return out;
 }
 
+void WeightStore::add_external(const std::string& name, const HostTensor& t,
+                               std::shared_ptr<const void> keep_alive) {
+  if (tensors_.count(name)) fail("duplicate tensor '%s'", name.c_str());
+  tensors_[name] = t;
+  external_.push_back(std::move(keep_alive));
+}
+
 void WeightStore::add_owned(const std::string& name, DType dtype, Shape shape,
                             std::vector<uint8_t> data) {
   const size_t need = tensor_bytes(dtype, shape);

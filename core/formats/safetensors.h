@@ -43,11 +43,15 @@ class WeightStore {
   std::vector<std::string> names() const;
   // Adds a tensor whose storage the store keeps (converted or synthesized data).
   void add_owned(const std::string& name, DType dtype, Shape shape, std::vector<uint8_t> data);
+  // Adds a tensor whose memory `keep_alive` owns (e.g. a memory-mapped GGUF file).
+  void add_external(const std::string& name, const HostTensor& t,
+                    std::shared_ptr<const void> keep_alive);
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, HostTensor> tensors_;
   std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
+  std::vector<std::shared_ptr<const void>> external_;
 };
 
 // Writes tensors to a .safetensors file (data 8-byte aligned, keys sorted).

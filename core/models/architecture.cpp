@@ -24,6 +24,12 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims) {
     const float expo = static_cast<float>(2 * i) / static_cast<float>(rot_dims);
     inv[i] = 1.0f / std::pow(cfg.rope_theta, expo);
   }
+  if (!cfg.rope_freq_factors.empty()) {
+    if (static_cast<int>(cfg.rope_freq_factors.size()) != half)
+      fail("rope frequency factors: %zu values for %d frequencies", cfg.rope_freq_factors.size(),
+           half);
+    for (int i = 0; i < half; i++) inv[i] /= cfg.rope_freq_factors[i];
+  }
   const RopeScaling& rs = cfg.rope_scaling;
   if (rs.type == "linear") {
     for (float& f : inv) f /= rs.factor;

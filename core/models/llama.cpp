@@ -45,7 +45,7 @@ Graph build_llama(const ModelConfig& cfg, const StepShape& shape, const WeightDT
   OpParams rope;
   rope.head_dim = static_cast<int>(Dh);
   rope.rot_dims = static_cast<int>(Dh);
-  rope.rope_style = RopeStyle::NeoX;
+  rope.rope_style = cfg.rope_interleaved ? RopeStyle::GptJ : RopeStyle::NeoX;
   OpParams attn;
   attn.n_heads = static_cast<int>(H);
   attn.n_kv_heads = static_cast<int>(Hkv);

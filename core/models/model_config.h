@@ -27,6 +27,12 @@ struct ModelConfig {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.f;
   RopeScaling rope_scaling;
+  // Per-frequency divisors of the rope inverse frequencies (GGUF rope_freqs.weight,
+  // how llama.cpp stores llama3 scaling); empty when none.
+  std::vector<float> rope_freq_factors;
+  // Q/K weight rows are in llama.cpp's interleaved order (GGUF llama family),
+  // so rope rotates pairs (2i, 2i+1) instead of (i, i + d/2).
+  bool rope_interleaved = false;
   int sliding_window = 0;  // 0: full attention
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // bias on q/k/v projections (qwen2 always)

@@ -1,0 +1,120 @@
+#include "core/formats/gguf_model.h"
+
+#include <cstring>
+#include <regex>
+
+#include "core/error.h"
+
+namespace llm {
+
+namespace {
+
+const GgufTensorInfo* find_tensor(const GgufFile& f, const std::string& name) {
+  for (const GgufTensorInfo& t : f.tensors())
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+// llama.cpp's names -> Hugging Face's, for the llama family.
+std::string hf_name(const std::string& gguf) {
+  static const std::pair<const char*, const char*> kGlobal[] = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"},
+  };
+  for (const auto& [from, to] : kGlobal)
+    if (gguf == from) return to;
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm", "input_layernorm"},     {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},       {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"},  {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+  };
+  static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (std::regex_match(gguf, m, kBlock)) {
+    for (const auto& [from, to] : kLayer)
+      if (m[2] == from) return "model.layers." + m[1].str() + "." + to + "." + m[3].str();
+  }
+  return gguf;  // kept under its own name; unused by the builders
+}
+
+}  // namespace
+
+ModelConfig config_from_gguf(const GgufFile& f) {
+  const std::string arch = f.get_string("general.architecture");
+  ModelConfig c;
+  if (arch == "llama") {
+    // llama.cpp's converter permutes the Q/K rows of llama and mistral checkpoints.
+    c.model_type = "llama";
+    c.rope_interleaved = true;
+  } else if (arch == "qwen2") {
+    c.model_type = "qwen2";
+  } else {
+    fail("'%s': unsupported GGUF architecture '%s' (supported: llama, qwen2)", f.path().c_str(),
+         arch.c_str());
+  }
+  const std::string p = arch + ".";
+  c.hidden_size = static_cast<int>(f.get_int(p + "embedding_length"));
+  c.num_layers = static_cast<int>(f.get_int(p + "block_count"));
+  c.intermediate_size = static_cast<int>(f.get_int(p + "feed_forward_length"));
+  c.num_heads = static_cast<int>(f.get_int(p + "attention.head_count"));
+  c.num_kv_heads = static_cast<int>(f.get_int_or(p + "attention.head_count_kv", c.num_heads));
+  if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
+    fail("'%s': invalid head counts %d / %d", f.path().c_str(), c.num_heads, c.num_kv_heads);
+  c.head_dim = static_cast<int>(f.get_int_or(p + "attention.key_length", c.hidden_size / c.num_heads));
+  c.max_position_embeddings = static_cast<int>(f.get_int_or(p + "context_length", 2048));
+  c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5));
+  c.rope_theta = static_cast<float>(f.get_float_or(p + "rope.freq_base", 10000.0));
+  c.sliding_window = static_cast<int>(f.get_int_or(p + "attention.sliding_window", 0));
+  const int64_t rope_dims = f.get_int_or(p + "rope.dimension_count", c.head_dim);
+  if (rope_dims != c.head_dim)
+    fail("'%s': partial rotary (%lld of %d dims) is not supported for %s", f.path().c_str(),
+         static_cast<long long>(rope_dims), c.head_dim, arch.c_str());
+  const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
+  if (scaling == "linear") {
+    c.rope_scaling.type = "linear";
+    c.rope_scaling.factor = static_cast<float>(f.get_float(p + "rope.scaling.factor"));
+  } else if (scaling != "none") {
+    fail("'%s': unsupported rope scaling '%s'", f.path().c_str(), scaling.c_str());
+  }
+
+  const GgufTensorInfo* embd = find_tensor(f, "token_embd.weight");
+  if (!embd) fail("'%s' has no tensor 'token_embd.weight'", f.path().c_str());
+  c.vocab_size = static_cast<int>(f.get_int_or(p + "vocab_size", embd->shape[0]));
+  c.tie_word_embeddings = find_tensor(f, "output.weight") == nullptr;
+  c.attention_bias = find_tensor(f, "blk.0.attn_q.bias") != nullptr;
+  c.attention_out_bias = find_tensor(f, "blk.0.attn_output.bias") != nullptr;
+  c.mlp_bias = find_tensor(f, "blk.0.ffn_up.bias") != nullptr;
+
+  // llama3 rope scaling is stored as per-frequency divisors.
+  if (const GgufTensorInfo* rf = find_tensor(f, "rope_freqs.weight")) {
+    if (rf->ggml_type != 0 || rf->shape.numel() != c.head_dim / 2)
+      fail("'%s': rope_freqs.weight must be f32 [%d]", f.path().c_str(), c.head_dim / 2);
+    c.rope_freq_factors.resize(c.head_dim / 2);
+    std::memcpy(c.rope_freq_factors.data(), rf->data, c.rope_freq_factors.size() * sizeof(float));
+  }
+  c.bos_token_id = static_cast<int>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
+  const int64_t eos = f.get_int_or("tokenizer.ggml.eos_token_id", -1);
+  if (eos >= 0) c.eos_token_ids.push_back(static_cast<int>(eos));
+  return c;
+}
+
+void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store) {
+  for (const GgufTensorInfo& t : f->tensors()) {
+    if (t.name == "rope_freqs.weight") continue;  // folded into the config
+    DType dt;
+    if (!dtype_from_ggml_type(t.ggml_type, &dt))
+      fail("'%s': tensor '%s' has ggml type %u, which this build cannot load yet",
+           f->path().c_str(), t.name.c_str(), t.ggml_type);
+    HostTensor h;
+    h.dtype = dt;
+    h.shape = t.shape;
+    h.data = t.data;
+    h.nbytes = t.nbytes;
+    store.add_external(hf_name(t.name), h, f);
+  }
+}
+
+}  // namespace llm
