@@ -39,5 +39,6 @@ std::string format_bytes(size_t bytes);
 void register_devices(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_tokenize(CLI::App& app);  // tokenize and detokenize
 
 }  // namespace llm::cli

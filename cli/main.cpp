@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   llm::cli::register_devices(app);
   llm::cli::register_logits(app);
   llm::cli::register_generate(app);
+  llm::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -193,3 +193,39 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
                 "top_p must be in (0, 1]");
   }
 }
+
+TEST_CASE("llmcli tokenize and detokenize", "[cli][tokenizer]") {
+  const std::string vocab = data_dir() + "/tokenizers/ggml-vocab-gpt-2.gguf";
+  // The first vector of the gpt-2 conformance file.
+  auto r = run_cli({"tokenize", vocab, "--text", "ied 4 ½ months", "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>() ==
+        std::vector<int32_t>{798, 604, 25208, 1933});
+  r = run_cli({"detokenize", vocab, "--ids", "798,604,25208,1933"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "ied 4 ½ months\n");
+  // A Hugging Face folder: tokenizer.json.
+  r = run_cli({"tokenize", data_dir() + "/tokenizers/hf-gpt2", "--text", "ied 4 ½ months"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "798,604,25208,1933\n");
+  // Special tokens only with --parse-special; BOS only with --add-special.
+  const std::string spm = data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf";
+  r = run_cli({"tokenize", spm, "--text", "<s>hi", "--json"});
+  const auto plain = nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>();
+  r = run_cli({"tokenize", spm, "--text", "<s>hi", "--json", "--parse-special"});
+  const auto parsed = nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>();
+  REQUIRE(!parsed.empty());
+  CHECK(parsed[0] == 1);
+  CHECK(plain[0] != 1);
+  r = run_cli({"tokenize", spm, "--text", "hi", "--json", "--add-special"});
+  CHECK(nlohmann::json::parse(r.out)["ids"][0] == 1);
+}
+
+TEST_CASE("llmcli tokenize errors", "[cli][tokenizer][errors]") {
+  check_error(run_cli({"tokenize", model_dir("llama3") + "/model-f32.gguf", "--text", "x"}),
+              "tokenizer");
+  check_error(run_cli({"detokenize", data_dir() + "/tokenizers/ggml-vocab-gpt-2.gguf", "--ids",
+                       "99999999"}),
+              "99999999");
+}
