@@ -1,0 +1,502 @@
+// The CPU backend: host buffers, op checks, and programs that run the bound nodes
+// in order through the kernels of cpu_*.cpp on one thread pool.
+#include "backends/cpu/cpu_backend.h"
+
+#include <sys/sysinfo.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/thread_pool.h"
+#include "core/error.h"
+
+namespace llm {
+
+namespace {
+
+using cpu::ThreadPool;
+
+constexpr size_t kAlign = 64;  // cache line, and the widest vector we use
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+class CpuBuffer final : public DeviceBuffer {
+ public:
+  CpuBuffer(uint8_t* data, size_t size, bool owned)
+      : DeviceBuffer(size), data_(data), owned_(owned) {}
+  ~CpuBuffer() override {
+    if (owned_) std::free(data_);
+  }
+  CpuBuffer(const CpuBuffer&) = delete;
+  CpuBuffer& operator=(const CpuBuffer&) = delete;
+  uint8_t* data() const { return data_; }
+
+ private:
+  uint8_t* data_;
+  bool owned_;  // false when aliasing host memory (from_host)
+};
+
+uint8_t* host_ptr(const DeviceBuffer& b) {
+  const CpuBuffer* cb = dynamic_cast<const CpuBuffer*>(&b);
+  if (!cb) fail("cpu backend: a buffer of another backend was passed in");
+  return cb->data();
+}
+
+void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char* what) {
+  if (offset > b.size() || bytes > b.size() - offset)
+    fail("cpu backend: %s of %zu bytes at offset %zu overruns a buffer of %zu bytes", what, bytes,
+         offset, b.size());
+}
+
+bool is_float(DType t) { return dtype_info(t).is_float; }
+
+// ---- Device info -----------------------------------------------------------------------
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.compare(0, 10, "model name") != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const size_t start = line.find_first_not_of(" \t", colon + 1);
+    if (start != std::string::npos) return line.substr(start);
+  }
+  return "CPU";
+}
+
+// MemAvailable counts reclaimable page cache, unlike sysinfo's freeram.
+void host_memory(size_t* total, size_t* avail) {
+  *total = *avail = 0;
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb) {
+    std::getline(f, unit);
+    if (key == "MemTotal:") *total = kb * 1024;
+    if (key == "MemAvailable:") *avail = kb * 1024;
+  }
+  struct sysinfo si;
+  if ((*total == 0 || *avail == 0) && sysinfo(&si) == 0) {
+    if (*total == 0) *total = static_cast<size_t>(si.totalram) * si.mem_unit;
+    if (*avail == 0) *avail = static_cast<size_t>(si.freeram + si.bufferram) * si.mem_unit;
+  }
+}
+
+// ---- Programs --------------------------------------------------------------------------
+
+struct Arg {
+  uint8_t* ptr = nullptr;
+  DType dtype = DType::F32;
+  Shape shape;
+  const float* f32() const { return reinterpret_cast<const float*>(ptr); }
+  float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
+  const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
+};
+
+struct Step {
+  Op op;
+  OpParams p;
+  std::vector<Arg> in;
+  Arg out;
+  // Norm weights / matmul bias that are not f32 are decoded here on every run (they
+  // are small), so that a program never caches the contents of a buffer.
+  std::vector<float> scratch;
+};
+
+// Returns the input as float32: in place when it is f32, else decoded into scratch.
+const float* as_f32(const Arg& a, std::vector<float>& scratch, size_t at) {
+  if (a.dtype == DType::F32) return a.f32();
+  float* dst = scratch.data() + at;
+  cpu::dequant_row_fn(a.dtype)(a.ptr, 0, a.shape.numel(), dst);
+  return dst;
+}
+
+void run_step(ThreadPool& pool, Step& s) {
+  const std::vector<Arg>& in = s.in;
+  const OpParams& p = s.p;
+  switch (s.op) {
+    case Op::GetRows:
+      cpu::get_rows(pool, in[0].ptr, in[0].dtype, in[0].shape.rows(), in[0].shape.row_len(),
+                    in[1].i32(), in[1].shape.numel(), s.out.f32_mut());
+      return;
+    case Op::RmsNorm: {
+      const float* w = as_f32(in[1], s.scratch, 0);
+      cpu::rms_norm(pool, in[0].f32(), w, s.out.f32_mut(), in[0].shape.rows(),
+                    in[0].shape.row_len(), p.eps);
+      return;
+    }
+    case Op::LayerNorm: {
+      const int64_t d = in[0].shape.row_len();
+      const float* w = as_f32(in[1], s.scratch, 0);
+      const float* b = in.size() > 2 ? as_f32(in[2], s.scratch, d) : nullptr;
+      cpu::layer_norm(pool, in[0].f32(), w, b, s.out.f32_mut(), in[0].shape.rows(), d, p.eps);
+      return;
+    }
+    case Op::MatMul: {
+      const float* bias = in.size() > 2 ? as_f32(in[2], s.scratch, 0) : nullptr;
+      cpu::matmul(pool, in[0].f32(), in[1].ptr, in[1].dtype, bias, s.out.f32_mut(),
+                  in[0].shape.rows(), in[0].shape.row_len(), in[1].shape[0]);
+      return;
+    }
+    case Op::Rope:
+      cpu::rope(pool, in[0].f32(), in[1].i32(), in[2].f32(), s.out.f32_mut(), in[0].shape.rows(),
+                p.n_heads, p.head_dim, p.rot_dims, p.rope_style);
+      return;
+    case Op::KvAppend:
+      cpu::kv_append(pool, in[0].f32(), in[1].i32(), in[0].shape.rows(), in[0].shape.row_len(),
+                     s.out.ptr, s.out.dtype, s.out.shape.rows());
+      return;
+    case Op::Attention: {
+      cpu::AttentionArgs a;
+      a.q = in[0].f32();
+      a.k_cache = in[1].ptr;
+      a.v_cache = in[2].ptr;
+      a.k_type = in[1].dtype;
+      a.v_type = in[2].dtype;
+      a.cache_rows = in[1].shape.rows();
+      a.positions = in[3].i32();
+      a.seq_ids = in[4].i32();
+      a.block_table = in[5].i32();
+      a.n_seqs = in[5].shape[0];
+      a.max_pages = in[5].shape[1];
+      a.out = s.out.f32_mut();
+      a.T = in[0].shape.rows();
+      a.p = p;
+      cpu::attention(pool, a);
+      return;
+    }
+    case Op::SiluMul:
+      cpu::silu_mul(pool, in[0].f32(), in[1].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::GeluMul:
+      cpu::gelu_mul(pool, in[0].f32(), in[1].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::Gelu:
+      cpu::gelu(pool, in[0].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::GeluTanh:
+      cpu::gelu_tanh(pool, in[0].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::Add:
+    case Op::Mul: {
+      const int64_t d = in[0].shape.row_len();
+      const int64_t rows = in[0].shape.numel() / d;
+      const int64_t b_rows = in[1].shape.numel() / d;
+      (s.op == Op::Add ? cpu::add : cpu::mul)(pool, in[0].f32(), in[1].f32(), b_rows,
+                                              s.out.f32_mut(), rows, d);
+      return;
+    }
+    case Op::Scale:
+      cpu::scale(pool, in[0].f32(), p.scale, s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::kCount:
+      break;
+  }
+  fail("cpu backend: unknown op %d", static_cast<int>(s.op));
+}
+
+class CpuProgram final : public Program {
+ public:
+  CpuProgram(std::shared_ptr<ThreadPool> pool, std::vector<Step> steps)
+      : pool_(std::move(pool)), steps_(std::move(steps)) {}
+  void run() override {
+    for (Step& s : steps_) run_step(*pool_, s);
+  }
+
+ private:
+  std::shared_ptr<ThreadPool> pool_;
+  std::vector<Step> steps_;
+};
+
+// ---- The backend -----------------------------------------------------------------------
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(std::make_shared<ThreadPool>(n_threads)) {}
+
+  DeviceInfo info() const override {
+    DeviceInfo d;
+    d.id = "cpu";
+    d.name = cpu_model_name();
+    d.type = "cpu";
+    host_memory(&d.total_memory, &d.free_memory);
+    d.details = format("%d threads, %s", pool_->n_threads(), cpu::matmul_isa());
+    return d;
+  }
+
+  std::unique_ptr<DeviceBuffer> alloc(size_t bytes, const std::string& what) override {
+    // aligned_alloc wants a multiple of the alignment; never ask for 0 bytes.
+    const size_t rounded = (std::max<size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, rounded);
+    if (!p)
+      fail("out of host memory allocating %zu MiB for %s", (bytes + (1 << 20) - 1) >> 20,
+           what.c_str());
+    return std::make_unique<CpuBuffer>(static_cast<uint8_t*>(p), bytes, true);
+  }
+
+  // Aliases the host memory (memory-mapped weights): no copy, nothing to free.
+  std::unique_ptr<DeviceBuffer> from_host(const void* data, size_t bytes,
+                                          const std::string&) override {
+    return std::make_unique<CpuBuffer>(static_cast<uint8_t*>(const_cast<void*>(data)), bytes,
+                                       false);
+  }
+
+  void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) override {
+    check_range(dst, offset, bytes, "upload");
+    if (bytes) std::memcpy(host_ptr(dst) + offset, src, bytes);
+  }
+
+  void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) override {
+    check_range(src, offset, bytes, "download");
+    if (bytes) std::memcpy(dst, host_ptr(src) + offset, bytes);
+  }
+
+  void clear(DeviceBuffer& dst, size_t offset, size_t bytes) override {
+    check_range(dst, offset, bytes, "clear");
+    if (bytes) std::memset(host_ptr(dst) + offset, 0, bytes);
+  }
+
+  std::string check(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                    const TensorInfo& output) const override;
+
+  std::unique_ptr<Program> compile(std::vector<BoundNode> nodes) override;
+
+ private:
+  std::shared_ptr<ThreadPool> pool_;
+};
+
+std::string CpuBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                              const TensorInfo& output) const {
+  const Op op = node.op;
+  if (static_cast<int>(op) >= static_cast<int>(Op::kCount))
+    return format("op %d is not implemented by the cpu backend", static_cast<int>(op));
+  const char* name = op_name(op);
+  const OpParams& p = node.params;
+  const size_t n_in = inputs.size();
+  auto in_count = [&](size_t lo, size_t hi) -> std::string {
+    if (n_in < lo || n_in > hi)
+      return format("%s: takes %zu to %zu inputs, got %zu", name, lo, hi, n_in);
+    for (const TensorInfo* t : inputs)
+      if (!t) return format("%s: missing input", name);
+    return "";
+  };
+  auto need = [&](const TensorInfo& t, DType d, const char* what) -> std::string {
+    if (t.dtype == d) return "";
+    return format("%s: %s must be %s, got %s", name, what, dtype_name(d), dtype_name(t.dtype));
+  };
+  auto need_float = [&](const TensorInfo& t, const char* what) -> std::string {
+    if (is_float(t.dtype)) return "";
+    if (t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0)
+      return format("%s: %s %s are not supported by the cpu backend yet", name, dtype_name(t.dtype),
+                    what);
+    return format("%s: %s %s are not supported", name, dtype_name(t.dtype), what);
+  };
+#define LLM_TRY(expr)                   \
+  do {                                  \
+    std::string llm_r_ = (expr);        \
+    if (!llm_r_.empty()) return llm_r_; \
+  } while (0)
+
+  if (op != Op::KvAppend) LLM_TRY(need(output, DType::F32, "the output"));
+  switch (op) {
+    case Op::GetRows: {
+      LLM_TRY(in_count(2, 2));
+      const TensorInfo &table = *inputs[0], &ids = *inputs[1];
+      LLM_TRY(need_float(table, "tables"));
+      LLM_TRY(need(ids, DType::I32, "ids"));
+      if (table.shape.rank != 2) return format("get_rows: the table must be 2-d");
+      if (output.shape.numel() != ids.shape.numel() * table.shape[1])
+        return format("get_rows: output %s does not hold %lld rows of %lld",
+                      output.shape.str().c_str(), (long long)ids.shape.numel(),
+                      (long long)table.shape[1]);
+      return "";
+    }
+    case Op::RmsNorm:
+    case Op::LayerNorm: {
+      LLM_TRY(op == Op::RmsNorm ? in_count(2, 2) : in_count(2, 3));
+      const TensorInfo& x = *inputs[0];
+      LLM_TRY(need(x, DType::F32, "x"));
+      for (size_t i = 1; i < n_in; i++) {
+        LLM_TRY(need_float(*inputs[i], "norm weights"));
+        if (inputs[i]->shape.numel() != x.shape.row_len())
+          return format("%s: weight %s does not match rows of %lld", name,
+                        inputs[i]->shape.str().c_str(), (long long)x.shape.row_len());
+      }
+      if (output.shape.numel() != x.shape.numel()) return format("%s: output shape mismatch", name);
+      return "";
+    }
+    case Op::MatMul: {
+      LLM_TRY(in_count(2, 3));
+      const TensorInfo &x = *inputs[0], &w = *inputs[1];
+      LLM_TRY(need(x, DType::F32, "x"));
+      LLM_TRY(need_float(w, "weights"));
+      if (w.shape.rank != 2 || w.shape[1] != x.shape.row_len())
+        return format("matmul: weight %s does not match x %s", w.shape.str().c_str(),
+                      x.shape.str().c_str());
+      if (n_in > 2) {
+        LLM_TRY(need_float(*inputs[2], "biases"));
+        if (inputs[2]->shape.numel() != w.shape[0])
+          return format("matmul: bias %s does not match %lld outputs",
+                        inputs[2]->shape.str().c_str(), (long long)w.shape[0]);
+      }
+      if (output.shape.numel() != x.shape.rows() * w.shape[0])
+        return format("matmul: output %s is not [%lld, %lld]", output.shape.str().c_str(),
+                      (long long)x.shape.rows(), (long long)w.shape[0]);
+      return "";
+    }
+    case Op::Rope: {
+      LLM_TRY(in_count(3, 3));
+      const TensorInfo &x = *inputs[0], &pos = *inputs[1], &freq = *inputs[2];
+      LLM_TRY(need(x, DType::F32, "x"));
+      LLM_TRY(need(pos, DType::I32, "positions"));
+      LLM_TRY(need(freq, DType::F32, "inv_freq"));
+      if (p.n_heads <= 0 || p.head_dim <= 0 || int64_t{p.n_heads} * p.head_dim != x.shape.row_len())
+        return format("rope: %d heads of %d do not match rows of %lld", p.n_heads, p.head_dim,
+                      (long long)x.shape.row_len());
+      if (p.rot_dims <= 0 || p.rot_dims % 2 || p.rot_dims > p.head_dim)
+        return format("rope: rot_dims %d must be even and in (0, head_dim %d]", p.rot_dims,
+                      p.head_dim);
+      if (freq.shape.numel() < p.rot_dims / 2)
+        return format("rope: inv_freq has %lld entries, needs %d", (long long)freq.shape.numel(),
+                      p.rot_dims / 2);
+      if (pos.shape.numel() != x.shape.rows()) return "rope: one position per row of x";
+      if (output.shape.numel() != x.shape.numel()) return "rope: output shape mismatch";
+      return "";
+    }
+    case Op::KvAppend: {
+      LLM_TRY(in_count(3, 3));
+      const TensorInfo &src = *inputs[0], &slots = *inputs[1], &cache = *inputs[2];
+      LLM_TRY(need(src, DType::F32, "src"));
+      LLM_TRY(need(slots, DType::I32, "slots"));
+      LLM_TRY(need_float(cache, "caches"));
+      if (output.dtype != cache.dtype || output.shape != cache.shape)
+        return "kv_append: the output must be the cache";
+      if (src.shape.row_len() != cache.shape.row_len())
+        return format("kv_append: rows of %lld do not match cache rows of %lld",
+                      (long long)src.shape.row_len(), (long long)cache.shape.row_len());
+      if (slots.shape.numel() != src.shape.rows()) return "kv_append: one slot per row of src";
+      return "";
+    }
+    case Op::Attention: {
+      LLM_TRY(in_count(6, 6));
+      const TensorInfo &q = *inputs[0], &kc = *inputs[1], &vc = *inputs[2];
+      LLM_TRY(need(q, DType::F32, "q"));
+      LLM_TRY(need_float(kc, "caches"));
+      LLM_TRY(need_float(vc, "caches"));
+      LLM_TRY(need(*inputs[3], DType::I32, "positions"));
+      LLM_TRY(need(*inputs[4], DType::I32, "seq_ids"));
+      LLM_TRY(need(*inputs[5], DType::I32, "block_table"));
+      if (p.n_heads <= 0 || p.n_kv_heads <= 0 || p.n_heads % p.n_kv_heads || p.head_dim <= 0)
+        return format("attention: bad heads (%d query, %d kv, head_dim %d)", p.n_heads,
+                      p.n_kv_heads, p.head_dim);
+      if (p.page_size <= 0) return "attention: page_size must be positive";
+      if (q.shape.row_len() != int64_t{p.n_heads} * p.head_dim)
+        return format("attention: q rows of %lld are not %d heads of %d",
+                      (long long)q.shape.row_len(), p.n_heads, p.head_dim);
+      if (kc.shape != vc.shape || kc.shape.row_len() != int64_t{p.n_kv_heads} * p.head_dim)
+        return format("attention: caches %s / %s are not [slots, %d * %d]", kc.shape.str().c_str(),
+                      vc.shape.str().c_str(), p.n_kv_heads, p.head_dim);
+      if (inputs[3]->shape.numel() != q.shape.rows() || inputs[4]->shape.numel() != q.shape.rows())
+        return "attention: one position and sequence id per token";
+      if (inputs[5]->shape.rank != 2) return "attention: the block table must be 2-d";
+      if (output.shape.numel() != q.shape.numel()) return "attention: output shape mismatch";
+      return "";
+    }
+    case Op::SiluMul:
+    case Op::GeluMul:
+    case Op::Add:
+    case Op::Mul: {
+      LLM_TRY(in_count(2, 2));
+      const TensorInfo &a = *inputs[0], &b = *inputs[1];
+      LLM_TRY(need(a, DType::F32, "a"));
+      LLM_TRY(need(b, DType::F32, "b"));
+      const bool bcast = (op == Op::Add || op == Op::Mul) && b.shape.numel() == a.shape.row_len();
+      if (b.shape.numel() != a.shape.numel() && !bcast)
+        return format("%s: b %s does not match a %s", name, b.shape.str().c_str(),
+                      a.shape.str().c_str());
+      if (output.shape.numel() != a.shape.numel()) return format("%s: output shape mismatch", name);
+      return "";
+    }
+    case Op::Gelu:
+    case Op::GeluTanh:
+    case Op::Scale: {
+      LLM_TRY(in_count(1, 1));
+      LLM_TRY(need(*inputs[0], DType::F32, "a"));
+      if (output.shape.numel() != inputs[0]->shape.numel())
+        return format("%s: output shape mismatch", name);
+      return "";
+    }
+    case Op::kCount:
+      break;
+  }
+#undef LLM_TRY
+  return format("op %d is not implemented by the cpu backend", static_cast<int>(op));
+}
+
+std::unique_ptr<Program> CpuBackend::compile(std::vector<BoundNode> nodes) {
+  std::vector<Step> steps;
+  steps.reserve(nodes.size());
+  auto resolve = [](const TensorRef& r, const std::string& node, const char* what) {
+    if (!r.buffer) fail("cpu backend: node '%s': %s has no buffer", node.c_str(), what);
+    const size_t bytes = tensor_bytes(r.dtype, r.shape);
+    if (r.offset > r.buffer->size() || bytes > r.buffer->size() - r.offset)
+      fail("cpu backend: node '%s': %s (%zu bytes at %zu) overruns its buffer of %zu bytes",
+           node.c_str(), what, bytes, r.offset, r.buffer->size());
+    return Arg{host_ptr(*r.buffer) + r.offset, r.dtype, r.shape};
+  };
+  for (const BoundNode& bn : nodes) {
+    if (!bn.node) fail("cpu backend: bound node without a node");
+    const Node& node = *bn.node;
+    // Check against the bound tensors, which is what the kernels will see.
+    std::vector<TensorInfo> infos(bn.inputs.size());
+    std::vector<const TensorInfo*> ptrs;
+    for (size_t i = 0; i < bn.inputs.size(); i++) {
+      infos[i].dtype = bn.inputs[i].dtype;
+      infos[i].shape = bn.inputs[i].shape;
+      ptrs.push_back(&infos[i]);
+    }
+    TensorInfo out;
+    out.dtype = bn.output.dtype;
+    out.shape = bn.output.shape;
+    const std::string why = check(node, ptrs, out);
+    if (!why.empty()) fail("cpu backend: node '%s': %s", node.name.c_str(), why.c_str());
+
+    Step s;
+    s.op = node.op;
+    s.p = node.params;
+    for (const TensorRef& r : bn.inputs) s.in.push_back(resolve(r, node.name, "an input"));
+    s.out = resolve(bn.output, node.name, "the output");
+    // Room to decode non-f32 norm weights / biases ([d] each) and matmul biases ([N]).
+    auto decoded = [&](size_t i) { return s.in.size() > i && s.in[i].dtype != DType::F32; };
+    size_t scratch = 0;
+    if ((node.op == Op::RmsNorm || node.op == Op::LayerNorm) && (decoded(1) || decoded(2)))
+      scratch = 2 * static_cast<size_t>(s.in[0].shape.row_len());
+    if (node.op == Op::MatMul && decoded(2)) scratch = static_cast<size_t>(s.in[2].shape.numel());
+    s.scratch.resize(scratch);
+    steps.push_back(std::move(s));
+  }
+  return std::make_unique<CpuProgram>(pool_, std::move(steps));
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+  return std::make_unique<CpuBackend>(n_threads);
+}
+
+}  // namespace llm
