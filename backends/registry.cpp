@@ -4,6 +4,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #ifdef LLM_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_devices.h"
 #endif
 #ifdef LLM_HAVE_VULKAN
@@ -26,7 +27,7 @@ std::vector<std::string> compiled_backends() {
 std::vector<DeviceEntry> list_devices() {
   std::vector<DeviceEntry> out;
 #ifdef LLM_HAVE_CUDA
-  for (DeviceInfo& d : cuda_list_devices()) out.push_back({std::move(d), false});
+  for (DeviceInfo& d : cuda_list_devices()) out.push_back({std::move(d), true});
 #endif
 #ifdef LLM_HAVE_VULKAN
   for (DeviceInfo& d : vulkan_list_devices()) out.push_back({std::move(d), false});
@@ -53,7 +54,14 @@ std::unique_ptr<Backend> create_backend(const std::string& device, int cpu_threa
   if (!compiled)
     fail("this build has no %s backend (rebuild with -DLLM_%s=ON)", spec.kind.c_str(),
          spec.kind == "cuda" ? "CUDA" : "VULKAN");
-  const std::string id = spec.kind + ":" + std::to_string(spec.index < 0 ? 0 : spec.index);
+  const int index = spec.index < 0 ? 0 : spec.index;
+  const std::string id = spec.kind + ":" + std::to_string(index);
+#ifdef LLM_HAVE_CUDA
+  if (spec.kind == "cuda") {
+    for (const DeviceEntry& d : list_devices())
+      if (d.info.id == id) return make_cuda_backend(index);
+  }
+#endif
   for (const DeviceEntry& d : list_devices()) {
     if (d.info.id != id) continue;
     fail("device %s (%s) was found, but the %s backend cannot run models yet; use --device cpu",
