@@ -9,11 +9,13 @@
 namespace llm::cli {
 
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
-  cmd->add_option("model", o.model, "Model: a Hugging Face folder")->required();
+  cmd->add_option("model", o.model, "Model: a Hugging Face folder or a .gguf file")->required();
   cmd->add_option("--device", o.device, "auto, cpu, cuda[:N] or vulkan[:N]")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)");
   cmd->add_option("--context-size", o.context_size,
                   "Context window in tokens (default: the model's, at most 4096)");
+  cmd->add_option("--quantization", o.quantization,
+                  "Quantize float weights at load: q4f16_1, q8f16_1, q0f16 or q0f32");
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) {
@@ -39,7 +41,9 @@ std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) 
 LoadedModel load_model(const ModelOptions& o) {
   LoadedModel lm;
   lm.backend = create_backend(o.device, o.threads);
-  lm.model = Model::load(o.model, *lm.backend);
+  LoadOptions lo;
+  lo.quantization = o.quantization;
+  lm.model = Model::load(o.model, *lm.backend, lo);
   const ModelConfig& c = lm.model->config();
   std::fprintf(stderr, "llmcli: %s (%s, %d layers, hidden %d) on %s (%s), weights %s\n",
                o.model.c_str(), c.model_type.c_str(), c.num_layers, c.hidden_size,

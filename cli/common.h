@@ -19,6 +19,7 @@ struct ModelOptions {
   std::string device = "auto";
   int threads = 0;
   int context_size = 0;
+  std::string quantization;  // empty: as stored
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);

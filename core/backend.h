@@ -68,6 +68,12 @@ class Backend {
   // lives (memory-mapped weights). Host backends may alias it instead of copying.
   virtual std::unique_ptr<DeviceBuffer> from_host(const void* data, size_t bytes,
                                                   const std::string& what);
+  // Puts a weight tensor on the device. Backends may store it in their own layout
+  // (e.g. quantized blocks split into aligned data and scale arrays); their
+  // kernels then read that layout for the tensor's dtype. Default: from_host.
+  virtual std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t, const std::string& what) {
+    return from_host(t.data, t.nbytes, what);
+  }
   virtual void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) = 0;
   // Fills bytes with zero.

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/formats/gguf_model.h"
+#include "core/formats/quantize.h"
 
 namespace llm {
 
@@ -22,10 +23,15 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
+std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
+                                   const LoadOptions& opts) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) fail("model path '%s' does not exist", path.c_str());
   std::unique_ptr<Model> m(new Model(path, backend));
+  if (!opts.quantization.empty()) {
+    m->has_target_ = true;
+    m->target_dtype_ = parse_quant_scheme(opts.quantization).weight_dtype;
+  }
   if (is_dir(path)) {
     m->config_ = load_hf_config(path);
     m->store_ = WeightStore::open_dir(path);
@@ -48,13 +54,23 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend) {
 DType Model::weight_dtype(const std::string& name) const {
   const HostTensor* t = store_->find(name);
   if (!t) fail("model '%s' is missing tensor '%s'", path_.c_str(), name.c_str());
-  if (!dtype_info(t->dtype).is_float)
-    fail("tensor '%s' has dtype %s; expected f32, f16 or bf16", name.c_str(),
-         dtype_name(t->dtype));
-  return t->dtype;
+  const DType stored = t->dtype;
+  if (!dtype_info(stored).is_float && stored != DType::Q8_0 && stored != DType::Q4_0)
+    fail("tensor '%s' has dtype %s; expected f32, f16, bf16, q8_0 or q4_0", name.c_str(),
+         dtype_name(stored));
+  // --quantization converts float matrices whose rows fill whole blocks.
+  if (has_target_ && dtype_info(stored).is_float && t->shape.rank == 2) {
+    const DType target = target_dtype_;
+    if (!dtype_info(target).is_float && t->shape.row_len() % dtype_info(target).block_elems != 0)
+      return stored;
+    return target;
+  }
+  return stored;
 }
 
 void Model::upload(const Graph& g) {
+  // Backends that alias host memory need converted copies to outlive the load.
+  const bool keep_host_copies = backend_.info().type == "cpu";
   for (const TensorInfo& info : g.tensors()) {
     if (info.kind != TensorKind::Weight || weights_.count(info.name)) continue;
     const HostTensor* t = store_->find(info.name);
@@ -62,30 +78,41 @@ void Model::upload(const Graph& g) {
     if (t->shape != info.shape)
       fail("tensor '%s' has shape %s, expected %s", info.name.c_str(), t->shape.str().c_str(),
            info.shape.str().c_str());
-    if (!dtype_info(t->dtype).is_float)
-      fail("tensor '%s' has dtype %s; expected f32, f16 or bf16", info.name.c_str(),
-           dtype_name(t->dtype));
     const void* data = t->data;
     size_t bytes = t->nbytes;
-    // Vectors (norms, biases) are kept in f32; matrices in their stored dtype.
-    // Misaligned data is copied so that kernels can use aligned loads.
+    // Vectors (norms, biases) are kept in f32; matrices in their stored dtype or
+    // the --quantization target. Misaligned data is copied for aligned loads.
     const bool misaligned = reinterpret_cast<uintptr_t>(data) % 16 != 0;
-    if (t->dtype != info.dtype || misaligned) {
-      std::vector<uint8_t> copy(tensor_bytes(info.dtype, info.shape));
-      if (t->dtype == info.dtype) {
-        std::memcpy(copy.data(), data, bytes);
-      } else if (info.dtype == DType::F32) {
-        convert_to_f32(t->dtype, data, reinterpret_cast<float*>(copy.data()), t->shape.numel());
-      } else {
-        fail("tensor '%s': cannot convert %s to %s", info.name.c_str(), dtype_name(t->dtype),
-             dtype_name(info.dtype));
-      }
-      converted_.push_back(std::move(copy));
-      data = converted_.back().data();
-      bytes = converted_.back().size();
+    std::vector<uint8_t> copy;
+    if (t->dtype == info.dtype) {
+      if (misaligned) copy.assign(static_cast<const uint8_t*>(data),
+                                  static_cast<const uint8_t*>(data) + bytes);
+    } else if (!dtype_info(t->dtype).is_float) {
+      fail("tensor '%s' has dtype %s; expected %s", info.name.c_str(), dtype_name(t->dtype),
+           dtype_name(info.dtype));
+    } else if (info.dtype == DType::F32) {
+      copy.resize(tensor_bytes(info.dtype, info.shape));
+      convert_to_f32(t->dtype, data, reinterpret_cast<float*>(copy.data()), t->shape.numel());
+    } else if (info.dtype == DType::F16) {
+      std::vector<float> f(t->shape.numel());
+      convert_to_f32(t->dtype, data, f.data(), t->shape.numel());
+      copy.resize(f.size() * 2);
+      uint16_t* h = reinterpret_cast<uint16_t*>(copy.data());
+      for (size_t i = 0; i < f.size(); i++) h[i] = f32_to_f16(f[i]);
+    } else if (info.dtype == DType::Q8_0 || info.dtype == DType::Q4_0) {
+      copy = quantize_tensor(*t, info.dtype);
+    } else {
+      fail("tensor '%s': cannot convert %s to %s", info.name.c_str(), dtype_name(t->dtype),
+           dtype_name(info.dtype));
     }
-    weights_[info.name] = backend_.from_host(data, bytes, "weight '" + info.name + "'");
+    if (!copy.empty()) {
+      data = copy.data();
+      bytes = copy.size();
+    }
+    HostTensor host{info.dtype, info.shape, data, bytes};
+    weights_[info.name] = backend_.upload_weight(host, "weight '" + info.name + "'");
     weight_bytes_ += bytes;
+    if (!copy.empty() && keep_host_copies) converted_.push_back(std::move(copy));
   }
 }
 

@@ -13,11 +13,18 @@
 
 namespace llm {
 
+struct LoadOptions {
+  // MLC-style scheme applied to float matrices at load ("q4f16_1", "q8f16_1",
+  // "q0f16", "q0f32"); empty: keep the stored dtypes.
+  std::string quantization;
+};
+
 class Model {
  public:
   // Loads a Hugging Face folder (config.json + safetensors). Every weight the
   // architecture needs is checked (present, shape, dtype) and put on the backend.
-  static std::unique_ptr<Model> load(const std::string& path, Backend& backend);
+  static std::unique_ptr<Model> load(const std::string& path, Backend& backend,
+                                     const LoadOptions& opts = {});
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() const { return backend_; }
@@ -41,6 +48,8 @@ class Model {
   std::map<std::string, std::unique_ptr<DeviceBuffer>> weights_;
   std::vector<std::vector<uint8_t>> converted_;  // host copies that device buffers may alias
   size_t weight_bytes_ = 0;
+  bool has_target_ = false;
+  DType target_dtype_ = DType::F32;
 };
 
 }  // namespace llm
