@@ -41,5 +41,6 @@ void register_devices(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_tokenize(CLI::App& app);  // tokenize and detokenize
+void register_bench(CLI::App& app);
 
 }  // namespace llm::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   llm::cli::register_logits(app);
   llm::cli::register_generate(app);
   llm::cli::register_tokenize(app);
+  llm::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -229,3 +229,17 @@ TEST_CASE("llmcli tokenize errors", "[cli][tokenizer][errors]") {
                        "99999999"}),
               "99999999");
 }
+
+TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
+  const auto r = run_cli({"bench", model_dir("llama2"), "--device", "cpu", "-p", "8", "-n", "4",
+                          "-r", "2", "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["results"].size() == 2);
+  CHECK(j["results"][0]["test"] == "pp8");
+  CHECK(j["results"][1]["test"] == "tg4");
+  CHECK(j["results"][1]["samples"].size() == 2);
+  CHECK(j["results"][1]["tokens_per_second"].get<double>() > 0);
+  check_error(run_cli({"bench", model_dir("llama2"), "--batch", "8"}), "--batch 8");
+}

@@ -1,0 +1,141 @@
+// llmcli bench MODEL -p 512 -n 128: prefill and decode tokens/s in the manner
+// of llama-bench (random prompt tokens, warm-up run, mean ± std over -r runs).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "core/engine/sampler.h"
+#include "core/engine/session.h"
+#include "core/error.h"
+
+namespace llm::cli {
+
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int repetitions = 3;
+  std::string batch = "1";
+  bool json = false;
+};
+
+struct Stat {
+  double mean = 0, std = 0;
+};
+
+Stat stats(const std::vector<double>& v) {
+  Stat s;
+  for (double x : v) s.mean += x;
+  s.mean /= v.size();
+  for (double x : v) s.std += (x - s.mean) * (x - s.mean);
+  s.std = v.size() > 1 ? std::sqrt(s.std / (v.size() - 1)) : 0;
+  return s;
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void run_bench(const BenchOptions& o) {
+  if (o.n_prompt < 0 || o.n_gen < 0 || (o.n_prompt == 0 && o.n_gen == 0))
+    fail("-p and -n must be >= 0 and not both 0");
+  if (o.repetitions <= 0) fail("-r must be positive");
+  if (o.batch != "1")
+    fail("--batch %s: batched decode needs the batching engine, which is not built yet",
+         o.batch.c_str());
+  LoadedModel lm = load_model(o.model);
+  const ModelConfig& cfg = lm.model->config();
+  SessionOptions so;
+  so.context_size = o.model.context_size > 0 ? o.model.context_size : o.n_prompt + o.n_gen + 1;
+  so.prefill_chunk_size = std::max(1, o.n_prompt);
+  Session session(*lm.model, so);
+  Backend& be = lm.model->backend();
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(0, cfg.vocab_size - 1);
+  std::vector<int32_t> prompt(std::max(1, o.n_prompt));
+  for (int32_t& t : prompt) t = tok(rng);
+
+  std::vector<double> pp, tg;
+  // Run 0 warms up (graph building, allocation, CUDA graph capture) and is not counted.
+  for (int rep = 0; rep <= o.repetitions; rep++) {
+    session.reset();
+    if (o.n_prompt > 0) {
+      be.synchronize();
+      const double t0 = now_s();
+      session.forward(prompt, false);
+      be.synchronize();
+      if (rep > 0) pp.push_back(o.n_prompt / (now_s() - t0));
+    } else {
+      session.forward({prompt[0]}, false);
+    }
+    if (o.n_gen > 0) {
+      int32_t next = tok(rng);
+      be.synchronize();
+      const double t0 = now_s();
+      for (int i = 0; i < o.n_gen; i++) {
+        const std::vector<float> logits = session.forward({next}, false);
+        next = argmax(logits.data(), cfg.vocab_size);
+      }
+      be.synchronize();
+      if (rep > 0) tg.push_back(o.n_gen / (now_s() - t0));
+    }
+  }
+
+  const DeviceInfo dev = be.info();
+  const std::string quant = o.model.quantization.empty() ? "as stored" : o.model.quantization;
+  nlohmann::json results = nlohmann::json::array();
+  auto add = [&](const char* test, int n, const std::vector<double>& v) {
+    if (v.empty()) return;
+    const Stat s = stats(v);
+    results.push_back({{"test", std::string(test) + std::to_string(n)},
+                       {"tokens_per_second", s.mean},
+                       {"stddev", s.std},
+                       {"samples", v}});
+  };
+  add("pp", o.n_prompt, pp);
+  add("tg", o.n_gen, tg);
+  if (o.json) {
+    nlohmann::json j{{"model", o.model.model},
+                     {"device", dev.id},
+                     {"device_name", dev.name},
+                     {"quantization", quant},
+                     {"weight_bytes", lm.model->weight_bytes()},
+                     {"results", results}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("| model | weights | quant | device | test | t/s |\n");
+  std::printf("| --- | ---: | --- | --- | ---: | ---: |\n");
+  for (const auto& r : results)
+    std::printf("| %s | %s | %s | %s (%s) | %s | %.2f ± %.2f |\n", o.model.model.c_str(),
+                format_bytes(lm.model->weight_bytes()).c_str(), quant.c_str(), dev.id.c_str(),
+                dev.name.c_str(), r["test"].get<std::string>().c_str(),
+                r["tokens_per_second"].get<double>(), r["stddev"].get<double>());
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Measure prefill and decode speed (llama-bench style)");
+  auto o = std::make_shared<BenchOptions>();
+  add_model_options(cmd, o->model);
+  cmd->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens (prefill test)")
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", o->n_gen, "Generated tokens (decode test)")->capture_default_str();
+  cmd->add_option("-r,--repetitions", o->repetitions, "Timed runs after one warm-up")
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Concurrent sequences (only 1 until the engine lands)")
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->callback([o]() { run_bench(*o); });
+}
+
+}  // namespace llm::cli
