@@ -42,5 +42,8 @@ void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_tokenize(CLI::App& app);  // tokenize and detokenize
 void register_bench(CLI::App& app);
+void register_template(CLI::App& app);
+void register_synth(CLI::App& app);
+void register_convert(CLI::App& app);  // convert and gen-config
 
 }  // namespace llm::cli

@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   llm::cli::register_generate(app);
   llm::cli::register_tokenize(app);
   llm::cli::register_bench(app);
+  llm::cli::register_template(app);
+  llm::cli::register_synth(app);
+  llm::cli::register_convert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/formats/gguf_model.h"
+#include "core/formats/native_folder.h"
 #include "core/formats/quantize.h"
 
 namespace llm {
@@ -32,7 +33,11 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     m->has_target_ = true;
     m->target_dtype_ = parse_quant_scheme(opts.quantization).weight_dtype;
   }
-  if (is_dir(path)) {
+  if (is_dir(path) && is_native_folder(path)) {
+    // llm-config.json: written by llmcli convert / synth (quantized blocks stay as stored).
+    m->config_ = read_native_config(path).model;
+    m->store_ = open_native_weights(path);
+  } else if (is_dir(path)) {
     m->config_ = load_hf_config(path);
     m->store_ = WeightStore::open_dir(path);
   } else if (ends_with(path, ".gguf")) {
@@ -41,7 +46,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     m->store_ = std::make_unique<WeightStore>();
     add_gguf_weights(gguf, *m->store_);
   } else {
-    fail("'%s' is not a model (expected a Hugging Face folder or a .gguf file)", path.c_str());
+    fail("'%s' is not a model (expected a Hugging Face folder, a native folder or a .gguf file)",
+         path.c_str());
   }
   // A one-token graph names every weight the architecture reads.
   StepShape probe;

@@ -243,3 +243,50 @@ TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
   CHECK(j["results"][1]["tokens_per_second"].get<double>() > 0);
   check_error(run_cli({"bench", model_dir("llama2"), "--batch", "8"}), "--batch 8");
 }
+
+TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
+  const auto doc = nlohmann::ordered_json::parse(
+      read_file(data_dir() + "/chat-templates/expected.json"));
+  TempDir tmp;
+  int checked = 0;
+  for (const auto& c : doc["cases"]) {
+    if (!c.contains("expected") || c["template"] != "meta-llama-Llama-3.1-8B-Instruct.jinja")
+      continue;
+    write_file(tmp.file("m.json"), doc["conversations"][c["conversation"].get<std::string>()].dump());
+    std::vector<std::string> args = {"template",
+                                     data_dir() + "/chat-templates/" + c["template"].get<std::string>(),
+                                     "--messages", tmp.file("m.json"), "--date", "2026-01-15"};
+    if (c["add_generation_prompt"].get<bool>()) args.push_back("--add-generation-prompt");
+    const auto r = run_cli(args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out == c["expected"].get<std::string>());
+    checked++;
+  }
+  CHECK(checked >= 4);
+
+  // A Hugging Face folder's tokenizer_config.json: its template and special tokens.
+  write_file(tmp.file("tokenizer_config.json"),
+             R"({"bos_token": {"content": "<|b|>"}, "eos_token": "<|e|>",
+                 "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}{% endfor %}"})");
+  write_file(tmp.file("m.json"), R"([{"role": "user", "content": "hi"}])");
+  auto r = run_cli({"template", tmp.path(), "--messages", tmp.file("m.json")});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "<|b|>user: hi<|e|>");
+  // A built-in conversation template.
+  r = run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("m.json"),
+               "--add-generation-prompt"});
+  REQUIRE(r.exit_code == 0);
+  // chatml's default system prompt, then the turn and the generation prompt.
+  CHECK(r.out.rfind("<|im_start|>system\n", 0) == 0);
+  const std::string tail = "<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+  CHECK(r.out.size() > tail.size());
+  CHECK(r.out.compare(r.out.size() - tail.size(), tail.size(), tail) == 0);
+  check_error(run_cli({"template", model_dir("llama3"), "--messages", tmp.file("m.json")}),
+              "has no chat template");
+  check_error(run_cli({"template", "--conv-template", "nope", "--messages", tmp.file("m.json")}),
+              "unknown conversation template 'nope'");
+  write_file(tmp.file("bad.json"), "[{\"role\": ");
+  check_error(run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("bad.json")}),
+              "invalid JSON");
+}

@@ -16,6 +16,7 @@
 #include "core/backend.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/formats/quantize.h"
 #include "core/graph.h"
 
 namespace {
@@ -218,18 +219,211 @@ TEST_CASE("cpu matmul takes f16 and bf16 biases", "[cpu][matmul]") {
   check_matmul(*be, 1, 40, 11, DType::F32, true, DType::BF16);
 }
 
-TEST_CASE("cpu check rejects quantized matmul weights with a reason", "[cpu][matmul]") {
-  auto be = make_cpu_backend(1);
-  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+// ---- Quantized weights (q8_0 / q4_0) -----------------------------------------------------
+
+// Quantizes rows of k floats to t; v becomes the values the bytes decode to.
+Bytes quantize_rows(DType t, std::vector<float>& v, int64_t k) {
+  const int64_t rows = static_cast<int64_t>(v.size()) / k;
+  const size_t rb = dtype_row_bytes(t, k);
+  Bytes q(rb * rows);
+  for (int64_t r = 0; r < rows; r++) {
+    if (t == DType::Q8_0) {
+      quantize_row_q8_0(&v[r * k], &q[r * rb], k);
+      dequantize_row_q8_0(&q[r * rb], &v[r * k], k);
+    } else {
+      quantize_row_q4_0(&v[r * k], &q[r * rb], k);
+      dequantize_row_q4_0(&q[r * rb], &v[r * k], k);
+    }
+  }
+  return q;
+}
+
+// Decode with quantized weights (up to cpu::kQuantGemvMaxTokens tokens) quantizes each
+// block of 32 values of x to int8 with d = max|x| / 127, so x is off by at most d / 2
+// per element, and output n by at most sum_blocks d / 2 * sum_block |w[n, k]| (w as
+// dequantized) plus float32 rounding: each output is checked against that bound.
+// Typically: x uniform in [-1, 1] has d ~ 1/127, an rms error of d / sqrt(12) per
+// element against an rms x of 1 / sqrt(3), so y's rms error is ~3.9e-3 of its rms
+// (independent of K). Measured max |err| / max |y|: 3.1e-3 .. 5.1e-3 over these sizes
+// (several outputs each); kQuantRelTol gives 2x margin, while a wrong nibble order or
+// scale is off by the order of max |y|. Prefill (more tokens) runs in float32 on the
+// dequantized weights and is only off by float32 rounding.
+constexpr double kQuantRelTol = 1e-2;
+
+// What x holds: uniform values; one large outlier; values on the q8 grid (per block
+// k / 128 with |k| <= 127, and +-127 / 128 present), which 8-bit activations represent
+// exactly, so the integer path must then match to float32 rounding.
+enum class XKind { kUniform, kOutlier, kOnGrid };
+
+void check_matmul_quant(Backend& be, int64_t T, int64_t K, int64_t N, DType wt, bool with_bias,
+                        XKind kind) {
+  CAPTURE(T, K, N, dtype_name(wt), with_bias, static_cast<int>(kind));
+  std::mt19937 rng(static_cast<uint32_t>(T * 7919 + K * 31 + N));
+  std::vector<float> x = uniform(T * K, rng), w = uniform(N * K, rng), b = uniform(N, rng);
+  if (kind == XKind::kOnGrid) {
+    for (size_t i = 0; i < x.size(); i++) x[i] = std::round(x[i] * 127) / 128;
+    for (size_t i = 0; i < x.size(); i += 32)
+      x[i + i / 32 % 32] = i % 64 ? 127.f / 128 : -127.f / 128;
+  }
+  // A block of x that is all zero (d = 0), and one with a single large value (its
+  // block's d grows with it, and so does the error: checked against the bound only).
+  if (K >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.f);
+  if (kind == XKind::kOutlier) x[K - 5] = 40.f;
+  const Bytes w_bytes = quantize_rows(wt, w, K);
+
+  Graph g;
+  const TensorId tx = g.input("x", DType::F32, {T, K});
+  const TensorId tw = g.weight("w", wt, {N, K});
+  std::vector<TensorId> ins = {tx, tw};
+  std::map<TensorId, Bytes> data = {{tx, to_bytes(x)}, {tw, w_bytes}};
+  if (with_bias) {
+    const TensorId tb = g.weight("b", DType::F32, {N});
+    ins.push_back(tb);
+    data[tb] = to_bytes(b);
+  }
+  g.add(Op::MatMul, "mm", ins, DType::F32, {T, N});
+  const std::vector<float> y = to_floats(run_node(be, g, data));
+
+  std::vector<double> ref(T * N), bound(T * N);
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t n = 0; n < N; n++) {
+      double s = with_bias ? b[n] : 0.0, e = 0.0, mag = 0.0;
+      for (int64_t k0 = 0; k0 < K; k0 += 32) {
+        double amax = 0, wsum = 0;
+        for (int64_t k = k0; k < k0 + 32; k++) {
+          const double xv = x[t * K + k], wv = w[n * K + k];
+          s += xv * wv;
+          amax = std::max(amax, std::fabs(xv));
+          wsum += std::fabs(wv);
+          mag += std::fabs(xv * wv);
+        }
+        e += amax / 127 / 2 * wsum;
+      }
+      ref[t * N + n] = s;
+      const bool int8_path = T <= cpu::kQuantGemvMaxTokens && kind != XKind::kOnGrid;
+      // float32 rounding: measured <= 6e-8 of sum |x w|.
+      bound[t * N + n] = (int8_path ? e * (1 + 1e-4) : 0.0) + 1e-6 * (mag + 1.0);
+    }
+  size_t over = 0;
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < ref.size(); i++) {
+    const double err = std::fabs(y[i] - ref[i]);
+    if (!(err <= bound[i])) over++;
+    max_ref = std::max(max_ref, std::fabs(ref[i]));
+    max_err = std::max(max_err, err);
+  }
+  CHECK(over == 0);
+  INFO("max abs error " << max_err << ", max |ref| " << max_ref);
+  if (kind == XKind::kUniform && T * N >= 6) CHECK(max_err <= kQuantRelTol * max_ref);
+}
+
+TEST_CASE("cpu matmul q8_0/q4_0 matches a double reference on the dequantized weights",
+          "[cpu][matmul][quant]") {
+  struct Size {
+    int64_t T, K, N;
+  };
+  // Decode and a few tokens (integer path, up to cpu::kQuantGemvMaxTokens), prefill
+  // (float path) within and over a token block, a long K (three float K slices), N
+  // not a multiple of the row tiles, a single block and row, both sides of the switch.
+  const Size sizes[] = {{1, 96, 13},  {1, 2080, 13}, {3, 96, 13},   {7, 96, 13},
+                        {7, 2080, 9}, {12, 96, 13},  {70, 96, 13},  {70, 2080, 5},
+                        {1, 32, 1},   {2, 64, 6},    {8, 2080, 13}, {9, 64, 7}};
+  const std::vector<int> levels = x86_levels();
+  for (int level : levels) {
+    LevelCap cap(level);
+    for (auto& be : backends_1_and_3()) {
+      CAPTURE(level, be->info().details, cpu::matmul_q_isa());
+      for (DType wt : {DType::Q8_0, DType::Q4_0})
+        for (const Size& s : sizes)
+          for (bool bias : {false, true})
+            for (XKind kind : {XKind::kUniform, XKind::kOutlier, XKind::kOnGrid})
+              check_matmul_quant(*be, s.T, s.K, s.N, wt, bias, kind);
+    }
+  }
+}
+
+TEST_CASE("cpu get_rows from q8_0/q4_0 tables is bit exact", "[cpu][get_rows][quant]") {
+  const int64_t V = 11, D = 96;
+  const std::vector<int32_t> ids = {3, 0, 10, 3, 7};
+  auto be = make_cpu_backend(3);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    CAPTURE(dtype_name(t));
+    std::mt19937 rng(6);
+    std::vector<float> table = uniform(V * D, rng, -3.f, 3.f);
+    const Bytes tb = quantize_rows(t, table, D);
     Graph g;
-    const TensorId x = g.input("x", DType::F32, {2, 64});
-    const TensorId w = g.weight("w", wt, {16, 64});
-    g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
-    const std::string why =
-        be->check(g.nodes()[0], {&g.tensor(x), &g.tensor(w)}, g.tensor(g.nodes()[0].output));
-    CAPTURE(why);
-    CHECK(why.find(dtype_name(wt)) != std::string::npos);
-    CHECK(why.find("not supported") != std::string::npos);
+    const TensorId tt = g.weight("table", t, {V, D});
+    const TensorId ti = g.input("ids", DType::I32, {static_cast<int64_t>(ids.size())});
+    g.add(Op::GetRows, "embed", {tt, ti}, DType::F32, {static_cast<int64_t>(ids.size()), D});
+    const auto y = to_floats(run_node(*be, g, {{tt, tb}, {ti, to_bytes(ids)}}));
+    std::vector<float> want(ids.size() * D);
+    const size_t rb = dtype_row_bytes(t, D);
+    for (size_t r = 0; r < ids.size(); r++) {
+      if (t == DType::Q8_0)
+        dequantize_row_q8_0(&tb[ids[r] * rb], &want[r * D], D);
+      else
+        dequantize_row_q4_0(&tb[ids[r] * rb], &want[r * D], D);
+    }
+    CHECK(std::memcmp(y.data(), want.data(), want.size() * 4) == 0);
+  }
+}
+
+TEST_CASE("cpu check takes quantized matmul weights and tables, and nothing else quantized",
+          "[cpu][quant]") {
+  auto be = make_cpu_backend(1);
+  auto why = [&](const Graph& g) {
+    const Node& n = g.nodes()[0];
+    std::vector<const TensorInfo*> ins;
+    for (TensorId id : n.inputs) ins.push_back(&g.tensor(id));
+    return be->check(n, ins, g.tensor(n.output));
+  };
+  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+    CAPTURE(dtype_name(wt));
+    {
+      Graph g;
+      const TensorId x = g.input("x", DType::F32, {2, 64});
+      const TensorId w = g.weight("w", wt, {16, 64});
+      g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
+      CHECK(why(g) == "");
+    }
+    {
+      Graph g;
+      const TensorId t = g.weight("table", wt, {16, 64});
+      const TensorId ids = g.input("ids", DType::I32, {3});
+      g.add(Op::GetRows, "embed", {t, ids}, DType::F32, {3, 64});
+      CHECK(why(g) == "");
+    }
+    {  // rows must be whole blocks
+      Graph g;
+      const TensorId x = g.input("x", DType::F32, {2, 40});
+      const TensorId w = g.weight("w", wt, {16, 40});
+      g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
+      CHECK_THAT(why(g), Catch::Contains("multiple of 32"));
+    }
+    {  // a quantized bias
+      Graph g;
+      const TensorId x = g.input("x", DType::F32, {2, 64});
+      const TensorId w = g.weight("w", DType::F32, {32, 64});
+      const TensorId b = g.weight("b", wt, {32});
+      g.add(Op::MatMul, "mm", {x, w, b}, DType::F32, {2, 32});
+      CHECK_THAT(why(g), Catch::Contains(dtype_name(wt)) && Catch::Contains("not supported"));
+    }
+    {  // quantized norm weights
+      Graph g;
+      const TensorId x = g.input("x", DType::F32, {2, 64});
+      const TensorId w = g.weight("w", wt, {64});
+      OpParams p;
+      p.eps = 1e-5f;
+      g.add(Op::RmsNorm, "norm", {x, w}, DType::F32, {2, 64}, p);
+      CHECK_THAT(why(g), Catch::Contains(dtype_name(wt)) && Catch::Contains("not supported"));
+    }
+    {  // a quantized x
+      Graph g;
+      const TensorId x = g.input("x", wt, {2, 64});
+      const TensorId w = g.weight("w", DType::F32, {16, 64});
+      g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
+      CHECK_THAT(why(g), Catch::Contains(dtype_name(wt)));
+    }
   }
 }
 
@@ -706,16 +900,20 @@ TEST_CASE("cpu compile rejects what check rejects", "[cpu][program]") {
   auto be = make_cpu_backend(1);
   Graph g;
   const TensorId x = g.input("x", DType::F32, {2, 64});
-  const TensorId w = g.weight("w", DType::Q4_0, {16, 64});
-  g.add(Op::MatMul, "layers.0.mlp.up", {x, w}, DType::F32, {2, 16});
-  auto bx = be->alloc(2 * 64 * 4, "x"), bw = be->alloc(16 * 2 * 18, "w"), by = be->alloc(128, "y");
+  const TensorId w = g.weight("w", DType::Q4_0, {32, 64});
+  const TensorId b = g.weight("b", DType::Q4_0, {32});
+  g.add(Op::MatMul, "layers.0.mlp.up", {x, w, b}, DType::F32, {2, 32});
+  auto bx = be->alloc(2 * 64 * 4, "x"), bw = be->alloc(32 * 2 * 18, "w"), by = be->alloc(256, "y");
+  auto bb = be->alloc(18, "b");
   BoundNode bn;
   bn.node = &g.nodes()[0];
-  bn.inputs = {{bx.get(), 0, DType::F32, {2, 64}}, {bw.get(), 0, DType::Q4_0, {16, 64}}};
-  bn.output = {by.get(), 0, DType::F32, {2, 16}};
+  bn.inputs = {{bx.get(), 0, DType::F32, {2, 64}},
+               {bw.get(), 0, DType::Q4_0, {32, 64}},
+               {bb.get(), 0, DType::Q4_0, {32}}};
+  bn.output = {by.get(), 0, DType::F32, {2, 32}};
   try {
     be->compile({bn});
-    FAIL("compile accepted q4_0 weights");
+    FAIL("compile accepted a q4_0 bias");
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("layers.0.mlp.up") != std::string::npos);
     CHECK(std::string(e.what()).find("q4_0") != std::string::npos);

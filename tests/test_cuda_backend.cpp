@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdarg>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -25,6 +27,8 @@
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
 #include "core/error.h"
+#include "core/formats/quantize.h"
+#include "core/formats/safetensors.h"
 #include "core/graph.h"
 #include "core/model.h"
 #include "test_util.h"
@@ -191,6 +195,16 @@ double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const H
   return max_rel_error(got, want);
 }
 
+std::string format_str(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format_str(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
 Node make_node(Op op, OpParams p = {}) {
   Node n;
   n.op = op;
@@ -218,11 +232,20 @@ TEST_CASE("cuda backend names what it cannot run and what does not fit", "[cuda]
   TensorInfo x{"x", TensorKind::Input, DType::F32, {1, 64}, {}};
   TensorInfo out{"y", TensorKind::Intermediate, DType::F32, {1, 8}, {}};
   for (DType q : {DType::Q8_0, DType::Q4_0}) {
+    // Quantized matrices run; quantized KV caches do not (yet).
     TensorInfo w{"w", TensorKind::Weight, q, {8, 64}, {}};
-    const std::string why = be->check(make_node(Op::MatMul), {&x, &w}, out);
+    CHECK(be->check(make_node(Op::MatMul), {&x, &w}, out).empty());
+    TensorInfo src{"k", TensorKind::Intermediate, DType::F32, {1, 64}, {}};
+    TensorInfo slots{"s", TensorKind::Input, DType::I32, {1}, {}};
+    TensorInfo cache{"c", TensorKind::State, q, {16, 64}, {}};
+    const std::string why = be->check(make_node(Op::KvAppend), {&src, &slots, &cache}, cache);
     CHECK_THAT(why, Catch::Contains(dtype_name(q)) &&
                         Catch::Contains("not supported by the cuda backend yet"));
   }
+  TensorInfo x40{"x", TensorKind::Input, DType::F32, {1, 40}, {}};
+  TensorInfo w40{"w", TensorKind::Weight, DType::Q4_0, {8, 40}, {}};
+  CHECK_THAT(be->check(make_node(Op::MatMul), {&x40, &w40}, out),
+             Catch::Contains("not whole blocks of 32"));
   CHECK_THROWS_WITH(be->alloc(size_t{1} << 52, "a test tensor"),
                     Catch::Contains("out of device memory on cuda:0 allocating") &&
                         Catch::Contains("MiB for a test tensor (free"));
@@ -429,9 +452,13 @@ TEST_CASE("cuda attention matches the cpu (GQA, window, softcap, ragged batch, p
     float softcap;
     DType cache;
   };
+  // Head dims of 64/128/256 with 1, 2, 4 or 8 query heads per kv head take the decode
+  // kernel (8 tokens); the others the general one.
   const Case cases[] = {{6, 2, 64, 0, 0.f, DType::F32},   {6, 2, 64, 3, 0.f, DType::F32},
                         {4, 4, 20, 0, 2.f, DType::F32},   {6, 1, 36, 5, 0.f, DType::F16},
-                        {8, 2, 128, 0, 0.f, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F32}};
+                        {8, 2, 128, 0, 0.f, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F32},
+                        {8, 1, 64, 0, 0.f, DType::F16},   {4, 2, 64, 5, 0.f, DType::F32},
+                        {4, 1, 256, 0, 0.f, DType::F32}};
   for (const Case& c : cases) {
     DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
                              << " window " << c.window << " softcap " << c.softcap << " "
@@ -490,6 +517,263 @@ TEST_CASE("cuda split-context decode attention matches the cpu", "[cuda][ops]") 
         INFO("max rel err " << err);
         CHECK(err <= 1e-5);
       }
+    }
+  }
+}
+
+// ---- Quantized matrices -------------------------------------------------------------------
+
+namespace {
+
+constexpr double kU16 = 1.0 / 2048;      // f16 unit roundoff
+constexpr double kU32 = 1.0 / 16777216;  // f32 unit roundoff
+
+// GGUF blocks of a random [N, K] matrix, and its dequantized values (what both the CPU
+// and the CUDA kernels multiply by).
+struct QuantMatrix {
+  Bytes blocks;
+  std::vector<float> values;
+};
+
+QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
+  const std::vector<float> w = uniform(N * K, rng);
+  QuantMatrix q;
+  const size_t row = dtype_row_bytes(t, K);
+  q.blocks.resize(row * N);
+  q.values.resize(N * K);
+  for (int64_t n = 0; n < N; n++) {
+    if (t == DType::Q8_0) {
+      quantize_row_q8_0(w.data() + n * K, q.blocks.data() + n * row, K);
+      dequantize_row_q8_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
+    } else {
+      quantize_row_q4_0(w.data() + n * K, q.blocks.data() + n * row, K);
+      dequantize_row_q4_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
+    }
+  }
+  return q;
+}
+
+// y = x · Wᵀ (+ b) for a quantized W on a backend. via_weight: W goes through
+// upload_weight (the backend's own layout); else a plain buffer of GGUF blocks. The
+// output starts as NaN, so unwritten elements fail every comparison.
+std::vector<float> run_qmatmul(Backend& be, const std::vector<float>& x, int64_t T, int64_t K,
+                               const QuantMatrix& w, DType wt, int64_t N,
+                               const std::vector<float>* bias, bool via_weight) {
+  const Node node = make_node(Op::MatMul);
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  auto put = [&](const Bytes& data) {
+    bufs.push_back(be.alloc(data.size(), "test"));
+    be.upload(*bufs.back(), 0, data.data(), data.size());
+    return bufs.back().get();
+  };
+  BoundNode bn;
+  bn.node = &node;
+  bn.inputs.push_back({put(to_bytes(x)), 0, DType::F32, {T, K}});
+  if (via_weight) {
+    bufs.push_back(be.upload_weight(HostTensor{wt, {N, K}, w.blocks.data(), w.blocks.size()}, "w"));
+    bn.inputs.push_back({bufs.back().get(), 0, wt, {N, K}});
+  } else {
+    bn.inputs.push_back({put(w.blocks), 0, wt, {N, K}});
+  }
+  if (bias) bn.inputs.push_back({put(to_bytes(*bias)), 0, DType::F32, {N}});
+  bn.output = {put(to_bytes(std::vector<float>(T * N, NAN))), 0, DType::F32, {T, N}};
+  auto prog = be.compile({bn});
+  prog->run();
+  prog->run();
+  Bytes o(T * N * 4);
+  be.download(*bn.output.buffer, 0, o.data(), o.size());
+  return decode(DType::F32, o);
+}
+
+}  // namespace
+
+// Error bounds, per output element, against y = Σ_k x_k · w_k in exact arithmetic with the
+// dequantized w (which the CPU also uses, in float32):
+//  - decode GEMV (T <= 8, x fits shared memory): x is rounded to s · amax/32512 per block
+//    of 32 (s a 16-bit integer), products are exact integers, so
+//    |Δ| <= Σ_k |w_k| · amax_blk(k) / 65024 plus float32 rounding of the per-block terms
+//    and their sum, <= (K/32 + 16) · 2^-24 · Σ_k |x_k w_k|;
+//  - prefill (tensor cores): x and w are rounded to f16 (relative 2^-11 each, absolute
+//    2^-25 for x below f16's normal range) and accumulated in float32 by cuBLAS, so
+//    |Δ| <= (2 · 2^-11 + 2^-22 + K · 2^-24) · Σ_k |x_k w_k| + 2^-25 · Σ_k |w_k|.
+TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM paths)",
+          "[cuda][ops][quant]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(21);
+  auto cpu = make_cpu_backend(2);
+  auto gpu = make_cuda_backend(0);
+  struct Case {
+    int64_t K, N;
+    std::vector<int64_t> Ts;
+  };
+  const Case cases[] = {{32, 7, {1, 9}},
+                        {96, 130, {1, 2, 3, 8, 9, 33}},
+                        {2080, 130, {1, 2, 5, 8, 9, 33}},
+                        {8192, 3, {1, 8}}};  // T = 8 does not fit shared memory: GEMM path
+  int run = 0;
+  for (DType wt : {DType::Q8_0, DType::Q4_0}) {
+    for (const Case& c : cases) {
+      const QuantMatrix w = quantize_random(wt, c.N, c.K, rng);
+      for (int64_t T : c.Ts) {
+        run++;
+        const bool bias = run % 2 == 0, via_weight = run % 3 != 0;
+        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << c.K << " N=" << c.N
+                                       << (bias ? " +bias" : "")
+                                       << (via_weight ? " (upload_weight)" : " (raw blocks)")) {
+          const int64_t K = c.K, N = c.N;
+          const std::vector<float> x = uniform(T * K, rng, -3.f, 3.f);
+          const std::vector<float> b = uniform(N, rng);
+          const std::vector<float> got =
+              run_qmatmul(*gpu, x, T, K, w, wt, N, bias ? &b : nullptr, via_weight);
+          const bool gemv = T <= 8 && T * (2 * K + K / 4) <= 96 * 1024;
+          double worst = 0;
+          std::vector<double> bound(T * N), abs_sum(T * N), q16(T * N);
+          for (int64_t t = 0; t < T; t++) {
+            std::vector<double> amax(K / 32, 0.0);
+            for (int64_t k = 0; k < K; k++)
+              amax[k / 32] = std::max(amax[k / 32], std::fabs(double{x[t * K + k]}));
+            for (int64_t n = 0; n < N; n++) {
+              double y = bias ? b[n] : 0.0, a = 0, g = 0, wsum = 0;
+              for (int64_t k = 0; k < K; k++) {
+                const double xv = x[t * K + k], wv = w.values[n * K + k];
+                y += xv * wv;
+                a += std::fabs(xv * wv);
+                g += std::fabs(wv) * amax[k / 32] / 65024.0;
+                wsum += std::fabs(wv);
+              }
+              const double tol =
+                  gemv ? 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y))
+                       : (2 * kU16 + 4 * kU32 + K * kU32) * 1.01 * a + wsum / 33554432.0 +
+                             4 * kU32 * std::fabs(y);
+              abs_sum[t * N + n] = a;
+              q16[t * N + n] = g;
+              bound[t * N + n] = tol;
+              const double d = std::fabs(got[t * N + n] - y);
+              worst = std::max(worst, std::isnan(d) ? 1e30 : d / tol);
+            }
+          }
+          INFO("worst |Δ| / bound = " << worst << (gemv ? " (GEMV)" : " (GEMM)"));
+          CHECK(worst <= 1.0);
+          // The CPU backend on the same blocks, where it takes them: within the bound plus
+          // its own error: float32 rounding, and on its integer GEMV path (few tokens)
+          // x rounded to int8 per block of 32, under amax / 254 per element, 256 times
+          // the 16-bit rounding's.
+          TensorInfo xi{"x", TensorKind::Input, DType::F32, {T, K}, {}};
+          TensorInfo wi{"w", TensorKind::Weight, wt, {N, K}, {}};
+          TensorInfo oi{"y", TensorKind::Intermediate, DType::F32, {T, N}, {}};
+          if (cpu->check(make_node(Op::MatMul), {&xi, &wi}, oi).empty()) {
+            const std::vector<float> c_out =
+                run_qmatmul(*cpu, x, T, K, w, wt, N, bias ? &b : nullptr, false);
+            double cw = 0;
+            for (int64_t i = 0; i < T * N; i++) {
+              const double extra = (K + 2) * kU32 * abs_sum[i] + 256.5 * q16[i];
+              const double d = std::fabs(double{got[i]} - c_out[i]);
+              cw = std::max(cw, std::isnan(d) ? 1e30 : d / (bound[i] + extra));
+            }
+            INFO("against the cpu: worst |Δ| / bound = " << cw);
+            CHECK(cw <= 1.0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda get_rows of q8_0/q4_0 tables is exact", "[cuda][ops][quant]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(22);
+  auto gpu = make_cuda_backend(0);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t D : {32, 96, 2080}) {
+      for (bool via_weight : {false, true}) {
+        DYNAMIC_SECTION(dtype_name(t) << " D=" << D << (via_weight ? " (upload_weight)" : "")) {
+          const int64_t V = 50, R = 7;
+          const QuantMatrix table = quantize_random(t, V, D, rng);
+          const std::vector<int32_t> ids = {3, 0, 49, 3, 17, 8, 22};
+          const Node node = make_node(Op::GetRows);
+          std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+          auto put = [&](const Bytes& data) {
+            bufs.push_back(gpu->alloc(data.size(), "test"));
+            gpu->upload(*bufs.back(), 0, data.data(), data.size());
+            return bufs.back().get();
+          };
+          BoundNode bn;
+          bn.node = &node;
+          if (via_weight) {
+            bufs.push_back(gpu->upload_weight(
+                HostTensor{t, {V, D}, table.blocks.data(), table.blocks.size()}, "table"));
+            bn.inputs.push_back({bufs.back().get(), 0, t, {V, D}});
+          } else {
+            bn.inputs.push_back({put(table.blocks), 0, t, {V, D}});
+          }
+          bn.inputs.push_back({put(to_bytes(ids)), 0, DType::I32, {R}});
+          bn.output = {put(to_bytes(std::vector<float>(R * D, NAN))), 0, DType::F32, {R, D}};
+          auto prog = gpu->compile({bn});
+          prog->run();
+          Bytes o(R * D * 4);
+          gpu->download(*bn.output.buffer, 0, o.data(), o.size());
+          const std::vector<float> got = decode(DType::F32, o);
+          std::vector<float> want;
+          for (int32_t id : ids)
+            want.insert(want.end(), table.values.begin() + id * D,
+                        table.values.begin() + (id + 1) * D);
+          CHECK(got == want);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda prefill attention (tiles of rows) matches the cpu across sequences",
+          "[cuda][ops]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(23);
+  // 40 tokens of three sequences in one step: 0 continues at 30..49 (20 tokens), 1 starts
+  // at 0..11, 2 continues at 5..12; tiles of 16 rows mix sequences.
+  const int page = 8, max_pages = 8, cache_pages = 24;
+  std::vector<int32_t> table(3 * max_pages);
+  std::vector<int32_t> pages(cache_pages);
+  std::iota(pages.begin(), pages.end(), 0);
+  std::shuffle(pages.begin(), pages.end(), rng);
+  std::copy(pages.begin(), pages.begin() + 3 * max_pages, table.begin());
+  std::vector<int32_t> pos, seq;
+  for (int i = 0; i < 20; i++) pos.push_back(30 + i), seq.push_back(0);
+  for (int i = 0; i < 12; i++) pos.push_back(i), seq.push_back(1);
+  for (int i = 0; i < 8; i++) pos.push_back(5 + i), seq.push_back(2);
+  const int64_t T = static_cast<int64_t>(pos.size());
+  struct Case {
+    int heads, kv_heads, head_dim, window;
+    float softcap;
+    DType cache;
+  };
+  const Case cases[] = {{8, 2, 64, 0, 0.f, DType::F32},
+                        {4, 4, 128, 0, 0.f, DType::F32},
+                        {6, 2, 64, 9, 0.f, DType::F16},
+                        {4, 1, 128, 0, 1.5f, DType::BF16},
+                        {12, 4, 64, 0, 0.f, DType::F32}};
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
+                             << " window " << c.window << " softcap " << c.softcap << " "
+                             << dtype_name(c.cache)) {
+      OpParams p;
+      p.n_heads = c.heads;
+      p.n_kv_heads = c.kv_heads;
+      p.head_dim = c.head_dim;
+      p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+      p.window = c.window;
+      p.page_size = page;
+      p.softcap = c.softcap;
+      const int64_t rows = int64_t{cache_pages} * page, W = int64_t{c.kv_heads} * c.head_dim;
+      const int64_t Q = int64_t{c.heads} * c.head_dim;
+      const HostT k{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng, -2.f, 2.f))};
+      const HostT v{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng))};
+      const double err = compare_with_cpu(
+          make_node(Op::Attention, p),
+          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)), k, v, i32_tensor({T}, pos),
+           i32_tensor({T}, seq), i32_tensor({3, max_pages}, table)},
+          f32_tensor({T, Q}, std::vector<float>(T * Q, 0.f)));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
     }
   }
 }
@@ -651,94 +935,329 @@ TEST_CASE("cuda: chunked prefill over small pages equals one pass", "[cuda][mode
   CHECK(max_rel_error(chunked.forward(ref.input_ids, true), ref.logits) <= 1e-4);
 }
 
-// ---- Speed (hidden: run with "[cuda-bench]"; never asserted) -------------------------------
+// ---- Quantized models ----------------------------------------------------------------------
 
 namespace {
 
-// A llama-shaped model with random f16 weights: hidden 2048, 16 layers, 32/8 heads of
-// 64, FFN 8192, vocab 32000 (about 1.1 B parameters, a Llama-3.2-1B-like shape).
-void write_bench_model(const std::string& dir) {
-  const int64_t D = 2048, F = 8192, L = 16, H = 32, Hkv = 8, Dh = 64, V = 32000;
-  write_file(dir + "/config.json",
-             "{\"vocab_size\": 32000, \"hidden_size\": 2048, \"intermediate_size\": 8192,"
-             " \"num_hidden_layers\": 16, \"num_attention_heads\": 32,"
-             " \"num_key_value_heads\": 8, \"max_position_embeddings\": 4096,"
-             " \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0,"
-             " \"tie_word_embeddings\": false, \"hidden_act\": \"silu\","
-             " \"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
-             " \"torch_dtype\": \"float16\"}");
-  std::mt19937 rng(9);
-  std::vector<uint16_t> pool(1 << 22);
-  for (uint16_t& h : pool)
-    h = f32_to_f16(std::uniform_real_distribution<float>(-0.03f, 0.03f)(rng));
-  std::vector<std::unique_ptr<std::vector<uint8_t>>> store;
-  std::vector<std::pair<std::string, HostTensor>> tensors;
-  size_t cursor = 0;
-  auto add = [&](const std::string& name, Shape shape, bool ones) {
-    const int64_t n = shape.numel();
-    store.push_back(std::make_unique<std::vector<uint8_t>>(n * 2));
-    uint16_t* p = reinterpret_cast<uint16_t*>(store.back()->data());
-    for (int64_t i = 0; i < n; i++)
-      p[i] = ones ? f32_to_f16(1.f) : pool[(cursor + i * 7) % pool.size()];
-    cursor += 12345;
-    tensors.push_back({name, HostTensor{DType::F16, shape, p, static_cast<size_t>(n) * 2}});
-  };
-  add("model.embed_tokens.weight", {V, D}, false);
-  for (int64_t l = 0; l < L; l++) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "input_layernorm.weight", {D}, true);
-    add(p + "post_attention_layernorm.weight", {D}, true);
-    add(p + "self_attn.q_proj.weight", {H * Dh, D}, false);
-    add(p + "self_attn.k_proj.weight", {Hkv * Dh, D}, false);
-    add(p + "self_attn.v_proj.weight", {Hkv * Dh, D}, false);
-    add(p + "self_attn.o_proj.weight", {D, H * Dh}, false);
-    add(p + "mlp.gate_proj.weight", {F, D}, false);
-    add(p + "mlp.up_proj.weight", {F, D}, false);
-    add(p + "mlp.down_proj.weight", {D, F}, false);
+// A copy of a fixture whose matrices hold their quantize-then-dequantize values in f32:
+// any backend computes with it what the quantized model computes, in float32.
+void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir) {
+  write_file(dir + "/config.json", read_file(model_dir(name) + "/config.json"));
+  auto store = WeightStore::open_dir(model_dir(name));
+  std::vector<std::unique_ptr<std::vector<float>>> keep;
+  std::vector<std::pair<std::string, HostTensor>> out;
+  for (const std::string& n : store->names()) {
+    const HostTensor* h = store->find(n);
+    if (!dtype_info(h->dtype).is_float ||
+        (n.find(".weight") == std::string::npos && n.find(".bias") == std::string::npos))
+      continue;
+    keep.push_back(std::make_unique<std::vector<float>>(h->shape.numel()));
+    std::vector<float>& v = *keep.back();
+    convert_to_f32(h->dtype, h->data, v.data(), h->shape.numel());
+    // What --quantization converts: float matrices with rows of whole blocks.
+    if (h->shape.rank == 2 && h->shape.row_len() % 32 == 0) {
+      const int64_t K = h->shape.row_len();
+      std::vector<uint8_t> row(dtype_row_bytes(t, K));
+      for (int64_t r = 0; r < h->shape.rows(); r++) {
+        float* p = v.data() + r * K;
+        if (t == DType::Q8_0) {
+          quantize_row_q8_0(p, row.data(), K);
+          dequantize_row_q8_0(row.data(), p, K);
+        } else {
+          quantize_row_q4_0(p, row.data(), K);
+          dequantize_row_q4_0(row.data(), p, K);
+        }
+      }
+    }
+    out.push_back({n, HostTensor{DType::F32, h->shape, v.data(), v.size() * 4}});
   }
-  add("model.norm.weight", {D}, true);
-  add("lm_head.weight", {V, D}, false);
-  write_safetensors(dir + "/model.safetensors", tensors);
+  write_safetensors(dir + "/model.safetensors", out);
 }
 
 }  // namespace
 
-TEST_CASE("cuda: decode and prefill speed of a 1B-shaped f16 model", "[.][cuda-bench]") {
+// The same quantized weights on the CPU (as float32 values) and on CUDA (q8_0/q4_0 blocks).
+// Prefill runs the tensor-core path (x and w rounded to f16: a relative error of about
+// 2^-11 per product, so ~1e-3 of the logits' scale after the model's 15 matmuls); token
+// by token runs the GEMV path (x rounded to 16-bit integers per block of 32: under
+// amax/65024 per element, ~1e-5 per matmul). The tolerances are those estimates with a
+// margin of about 5x.
+TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized weights",
+          "[cuda][models][quant]") {
   SKIP_WITHOUT_CUDA();
-  TempDir dir;
-  write_bench_model(dir.path());
-  for (bool graphs : {true, false}) {
-    auto backend = graphs ? make_cuda_backend(0) : cuda_backend_without_graphs();
-    auto model = Model::load(dir.path(), *backend);
-    Session s(*model);
-    const int prompt = 512, steps = 128;
-    std::vector<int32_t> ids(prompt);
-    for (int i = 0; i < prompt; i++) ids[i] = (i * 7919) % 32000;
-    s.forward(ids, false);  // warm-up: compiles (and captures) both shapes
-    s.forward({1}, false);
-    s.reset();
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> logits = s.forward(ids, false);
-    auto t1 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; i++) logits = s.forward({argmax(logits.data(), 32000)}, false);
-    auto t2 = std::chrono::steady_clock::now();
-    const double pre = std::chrono::duration<double>(t1 - t0).count();
-    const double dec = std::chrono::duration<double>(t2 - t1).count();
-    std::printf(
-        "cuda bench (%s, %.2f GB of f16 weights, CUDA graphs %s): prefill %d tokens "
-        "%.1f tok/s, decode %d tokens %.1f tok/s (%.2f ms/token)\n",
-        backend->info().name.c_str(), model->weight_bytes() / 1e9, graphs ? "on" : "off", prompt,
-        prompt / pre, steps, steps / dec, 1e3 * dec / steps);
+  struct Scheme {
+    const char* name;
+    DType t;
+  };
+  for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
+    for (const char* name : {"llama3", "qwen2"}) {
+      DYNAMIC_SECTION(name << " " << q.name) {
+        const Reference ref = load_reference(name);
+        TempDir dir;
+        write_dequantized_fixture(name, q.t, dir.path());
+        auto cpu = make_cpu_backend(2);
+        auto gpu = make_cuda_backend(0);
+        auto cm = Model::load(dir.path(), *cpu);
+        auto gm = Model::load(model_dir(name), *gpu, LoadOptions{q.name});
+        CHECK(gm->weight_bytes() * 3 < cm->weight_bytes());
+        Session cs(*cm), gs(*gm);
+        const std::vector<float> want = cs.forward(ref.input_ids, true);
+        const std::vector<float> got = gs.forward(ref.input_ids, true);
+        const double pre = max_rel_error(got, want);
+
+        std::vector<int32_t> tokens = ref.input_ids;
+        tokens.insert(tokens.end(), ref.greedy_ids.begin(), ref.greedy_ids.begin() + 6);
+        cs.reset();
+        gs.reset();
+        std::vector<float> wd, gd;
+        for (int32_t id : tokens) {
+          const std::vector<float> a = cs.forward({id}, false), b = gs.forward({id}, false);
+          wd.insert(wd.end(), a.begin(), a.end());
+          gd.insert(gd.end(), b.begin(), b.end());
+        }
+        const double dec = max_rel_error(gd, wd);
+        std::printf("cuda %s %s vs cpu on the same weights: prefill max|Δ|/max|ref| %.3g, "
+                    "token by token %.3g\n",
+                    name, q.name, pre, dec);
+        CHECK(pre <= 5e-3);
+        CHECK(dec <= 2e-4);
+
+        // Greedy decoding along the CPU's choices: the same argmax except where the CPU's
+        // top two logits are closer than the error allows.
+        cs.reset();
+        gs.reset();
+        std::vector<float> lc = cs.forward(ref.input_ids, false);
+        std::vector<float> lg = gs.forward(ref.input_ids, false);
+        int differ = 0;
+        for (int step = 0; step < 16; step++) {
+          const int32_t a = argmax(lc.data(), ref.vocab), b = argmax(lg.data(), ref.vocab);
+          if (a != b) {
+            float scale = 0.f;
+            for (float v : lc) scale = std::max(scale, std::fabs(v));
+            const double margin = lc[a] - lc[b];
+            INFO("step " << step << ": cpu " << a << " cuda " << b << " margin " << margin);
+            CHECK(margin <= 2 * (step == 0 ? 5e-3 : 2e-4) * scale);
+            differ++;
+          }
+          lc = cs.forward({a}, false);
+          lg = gs.forward({a}, false);
+        }
+        if (q.t == DType::Q8_0) CHECK(differ == 0);
+
+        if (std::string(name) == "llama3" && q.t == DType::Q4_0) {
+          // Fused launches replayed as a graph give the bits of direct launches.
+          auto direct = cuda_backend_without_graphs();
+          auto dm = Model::load(model_dir(name), *direct, LoadOptions{q.name});
+          Session ds(*dm);
+          gs.reset();
+          CHECK(ds.forward(ref.input_ids, true) == gs.forward(ref.input_ids, true));
+          for (int32_t id : ref.greedy_ids) CHECK(ds.forward({id}, false) == gs.forward({id}, false));
+        }
+      }
+    }
   }
-  // Where the time goes: GPU time per op (printed when the programs are destroyed).
+}
+
+// ---- Speed (hidden: run with "[cuda-bench]"; never asserted) -------------------------------
+
+namespace {
+
+struct BenchShape {
+  const char* name;
+  int64_t D, F, L, H, Hkv, V;
+};
+// PERF.md's shapes (head_dim 128 for 7b, 64 for 1b).
+const BenchShape kLlama1b{"llama-1b", 2048, 8192, 16, 32, 8, 32000};
+const BenchShape kLlama7b{"llama-7b", 4096, 11008, 32, 32, 32, 32000};
+
+// A llama-shaped model with random f16 weights. Layers share their host memory (speed does
+// not depend on the values), so even 7b takes under 1 GB to build; the file is full size.
+void write_bench_model(const std::string& dir, const BenchShape& m) {
+  const int64_t D = m.D, F = m.F, Dh = D / m.H;
+  write_file(dir + "/config.json",
+             format_str("{\"vocab_size\": %lld, \"hidden_size\": %lld, \"intermediate_size\": "
+                        "%lld, \"num_hidden_layers\": %lld, \"num_attention_heads\": %lld,"
+                        " \"num_key_value_heads\": %lld, \"max_position_embeddings\": 4096,"
+                        " \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0,"
+                        " \"tie_word_embeddings\": false, \"hidden_act\": \"silu\","
+                        " \"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
+                        " \"torch_dtype\": \"float16\"}",
+                        (long long)m.V, (long long)D, (long long)F, (long long)m.L,
+                        (long long)m.H, (long long)m.Hkv));
+  std::mt19937 rng(9);
+  std::vector<uint16_t> pool(1 << 20);
+  for (uint16_t& h : pool)
+    h = f32_to_f16(std::uniform_real_distribution<float>(-0.03f, 0.03f)(rng));
+  std::map<std::string, std::unique_ptr<std::vector<uint16_t>>> store;
+  size_t cursor = 0;
+  auto data = [&](const std::string& role, int64_t n, bool ones) {
+    auto& slot = store[role];
+    if (!slot) {
+      slot = std::make_unique<std::vector<uint16_t>>(n);
+      for (int64_t i = 0; i < n; i++)
+        (*slot)[i] = ones ? f32_to_f16(1.f) : pool[(cursor + i * 7) % pool.size()];
+      cursor += 12345;
+    }
+    return slot->data();
+  };
+  std::vector<std::pair<std::string, HostTensor>> tensors;
+  auto add = [&](const std::string& name, const std::string& role, Shape shape, bool ones) {
+    const int64_t n = shape.numel();
+    tensors.push_back({name, HostTensor{DType::F16, shape, data(role, n, ones), size_t(n) * 2}});
+  };
+  add("model.embed_tokens.weight", "embed", {m.V, D}, false);
+  for (int64_t l = 0; l < m.L; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", "norm", {D}, true);
+    add(p + "post_attention_layernorm.weight", "norm", {D}, true);
+    add(p + "self_attn.q_proj.weight", "q", {m.H * Dh, D}, false);
+    add(p + "self_attn.k_proj.weight", "k", {m.Hkv * Dh, D}, false);
+    add(p + "self_attn.v_proj.weight", "v", {m.Hkv * Dh, D}, false);
+    add(p + "self_attn.o_proj.weight", "o", {D, m.H * Dh}, false);
+    add(p + "mlp.gate_proj.weight", "gate", {F, D}, false);
+    add(p + "mlp.up_proj.weight", "up", {F, D}, false);
+    add(p + "mlp.down_proj.weight", "down", {D, F}, false);
+  }
+  add("model.norm.weight", "norm", {D}, true);
+  add("lm_head.weight", "head", {m.V, D}, false);
+  write_safetensors(dir + "/model.safetensors", tensors);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// llama-bench's pp512 / tg128, as llmcli bench runs them: prefill 512 random tokens, then
+// 128 greedy decode steps after them (context 641); each step is a whole Session::forward
+// (inputs up, graph replay, logits down, argmax on the host). Median of 3 after a warm-up.
+void bench_model(const std::string& dir, const BenchShape& m, const char* scheme,
+                 bool pdl = true) {
+  ScopedEnv env("LLM_CUDA_PDL", pdl ? "1" : "0");
+  auto backend = make_cuda_backend(0);
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = Model::load(dir, *backend, LoadOptions{scheme});
+  const double load_s = seconds_since(t0);
+  SessionOptions so;
+  so.context_size = 512 + 128 + 1;
+  so.prefill_chunk_size = 512;
+  Session s(*model, so);
+  std::mt19937 rng(42);
+  std::vector<int32_t> ids(512);
+  for (int32_t& t : ids) t = std::uniform_int_distribution<int32_t>(0, int32_t(m.V) - 1)(rng);
+  s.forward(ids, false);  // warm-up: compiles and captures both shapes
+  s.forward({1}, false);
+  std::vector<double> pp, tg;
+  for (int rep = 0; rep < 3; rep++) {
+    s.reset();
+    backend->synchronize();
+    t0 = std::chrono::steady_clock::now();
+    std::vector<float> logits = s.forward(ids, false);
+    pp.push_back(512 / seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 128; i++)
+      logits = s.forward({argmax(logits.data(), static_cast<int>(m.V))}, false);
+    tg.push_back(128 / seconds_since(t0));
+  }
+  std::sort(pp.begin(), pp.end());
+  std::sort(tg.begin(), tg.end());
+  std::printf("BENCH | %s | %s | %.2f GB | pp512 %.0f tok/s | tg128 %.1f tok/s (%.3f ms/token) | "
+              "load %.1f s | %s | PDL %s\n",
+              m.name, scheme, model->weight_bytes() / 1e9, pp[1], tg[1], 1e3 / tg[1], load_s,
+              backend->info().name.c_str(), pdl ? "on" : "off");
+  std::fflush(stdout);
+}
+
+// Where the time goes: GPU time per launch label (printed when the programs are
+// destroyed), launches direct with an event between each pair.
+void profile_model(const std::string& dir, const BenchShape& m, const char* scheme) {
   ScopedEnv env("LLM_CUDA_PROFILE", "1");
   auto backend = make_cuda_backend(0);
-  auto model = Model::load(dir.path(), *backend);
-  Session s(*model);
+  auto model = Model::load(dir, *backend, LoadOptions{scheme});
+  SessionOptions so;
+  so.context_size = 512 + 128 + 1;
+  Session s(*model, so);
   std::vector<int32_t> ids(512);
-  for (int i = 0; i < 512; i++) ids[i] = (i * 7919) % 32000;
+  for (int i = 0; i < 512; i++) ids[i] = (i * 7919) % static_cast<int32_t>(m.V);
+  std::printf("PROFILE %s %s (prefill 512, then 32 decode steps):\n", m.name, scheme);
+  std::fflush(stdout);
   std::vector<float> logits = s.forward(ids, false);
-  for (int i = 0; i < 16; i++) logits = s.forward({argmax(logits.data(), 32000)}, false);
+  for (int i = 0; i < 32; i++)
+    logits = s.forward({argmax(logits.data(), static_cast<int>(m.V))}, false);
+}
+
+// GEMV bandwidth: 32 matmuls of distinct [N, K] weights on one x (T = 1) in one program,
+// timed over graph replays; bytes are the weights' (as stored on the device).
+void bench_gemv(DType t, int64_t N, int64_t K) {
+  auto be = make_cuda_backend(0);
+  const int n = 32;
+  std::mt19937 rng(5);
+  Bytes w;
+  if (t == DType::F16) {
+    w = encode(DType::F16, uniform(N * K, rng, -0.1f, 0.1f));
+  } else {
+    w = quantize_random(t, N, K, rng).blocks;
+  }
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  std::vector<Node> nodes(n, make_node(Op::MatMul));
+  bufs.push_back(be->alloc(K * 4, "x"));
+  const Bytes x = to_bytes(uniform(K, rng));
+  be->upload(*bufs.back(), 0, x.data(), x.size());
+  const TensorRef xr{bufs.back().get(), 0, DType::F32, {1, K}};
+  std::vector<BoundNode> bound;
+  for (int i = 0; i < n; i++) {
+    BoundNode bn;
+    bn.node = &nodes[i];
+    bufs.push_back(be->upload_weight(HostTensor{t, {N, K}, w.data(), w.size()}, "w"));
+    bn.inputs.push_back(xr);
+    bn.inputs.push_back({bufs.back().get(), 0, t, {N, K}});
+    bufs.push_back(be->alloc(N * 4, "y"));
+    bn.output = {bufs.back().get(), 0, DType::F32, {1, N}};
+    bound.push_back(bn);
+  }
+  auto prog = be->compile(bound);
+  for (int i = 0; i < 3; i++) prog->run();
+  be->synchronize();
+  const int reps = 20;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; i++) prog->run();
+  be->synchronize();
+  const double per = seconds_since(t0) / reps / n;
+  std::printf("GEMV | %s [%lld x %lld] | %.2f us | %.0f GB/s\n", dtype_name(t), (long long)N,
+              (long long)K, per * 1e6, w.size() / per / 1e9);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+TEST_CASE("cuda: GEMV bandwidth (q4_0, q8_0, f16)", "[.][cuda-bench]") {
+  SKIP_WITHOUT_CUDA();
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16}) {
+    bench_gemv(t, 4096, 4096);
+    bench_gemv(t, 11008, 4096);
+    bench_gemv(t, 4096, 11008);
+    bench_gemv(t, 2048, 2048);
+  }
+}
+
+TEST_CASE("cuda: prefill and decode speed of llama-1b and llama-7b shaped models",
+          "[.][cuda-bench]") {
+  SKIP_WITHOUT_CUDA();
+  {
+    TempDir dir;
+    write_bench_model(dir.path(), kLlama1b);
+    bench_model(dir.path(), kLlama1b, "q4f16_1");
+    bench_model(dir.path(), kLlama1b, "q4f16_1", false);
+    bench_model(dir.path(), kLlama1b, "q8f16_1");
+    profile_model(dir.path(), kLlama1b, "q4f16_1");
+  }
+  {
+    TempDir dir;
+    write_bench_model(dir.path(), kLlama7b);
+    bench_model(dir.path(), kLlama7b, "q4f16_1");
+    bench_model(dir.path(), kLlama7b, "q4f16_1", false);
+    profile_model(dir.path(), kLlama7b, "q4f16_1");
+    bench_model(dir.path(), kLlama7b, "q0f16");
+  }
 }
 
 #else  // !LLM_HAVE_CUDA

@@ -236,14 +236,15 @@ TEST_CASE("write_safetensors round trip", "[safetensors]") {
 TEST_CASE("write_safetensors rejects bad input", "[safetensors]") {
   TempDir tmp;
   const std::string path = tmp.file("bad.safetensors");
+  // q8_0/q4_0 rows are stored as U8 blocks (tests/test_convert.cpp); a scalar has no row.
   const std::vector<uint8_t> q(34);
   llm::HostTensor qt;
   qt.dtype = llm::DType::Q8_0;
-  qt.shape = {32};
+  qt.shape = {};
   qt.data = q.data();
   qt.nbytes = q.size();
   REQUIRE_THROWS_WITH(llm::write_safetensors(path, {{"q", qt}}),
-                      Contains("tensor 'q' has dtype q8_0"));
+                      Contains("tensor 'q' is a q8_0 scalar"));
 
   const std::vector<float> v = {1, 2, 3};
   REQUIRE_THROWS_WITH(llm::write_safetensors(path, {{"w", host(llm::DType::F32, {4}, v)}}),

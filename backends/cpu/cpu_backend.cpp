@@ -299,11 +299,24 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     if (t.dtype == d) return "";
     return format("%s: %s must be %s, got %s", name, what, dtype_name(d), dtype_name(t.dtype));
   };
+  // Matmul weights and get_rows tables may also be q8_0 / q4_0, with rows of whole blocks.
+  auto need_float_or_quant = [&](const TensorInfo& t, const char* what) -> std::string {
+    if (is_float(t.dtype)) return "";
+    if (t.dtype != DType::Q8_0 && t.dtype != DType::Q4_0)
+      return format("%s: %s %s are not supported", name, dtype_name(t.dtype), what);
+    const int64_t block = dtype_info(t.dtype).block_elems;
+    if (t.shape.row_len() % block != 0)
+      return format("%s: %s %s need rows that are a multiple of %lld, got %s", name,
+                    dtype_name(t.dtype), what, (long long)block, t.shape.str().c_str());
+    return "";
+  };
   auto need_float = [&](const TensorInfo& t, const char* what) -> std::string {
     if (is_float(t.dtype)) return "";
     if (t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0)
-      return format("%s: %s %s are not supported by the cpu backend yet", name, dtype_name(t.dtype),
-                    what);
+      return format(
+          "%s: %s %s are not supported (only matmul weights and get_rows tables may "
+          "be quantized)",
+          name, dtype_name(t.dtype), what);
     return format("%s: %s %s are not supported", name, dtype_name(t.dtype), what);
   };
 #define LLM_TRY(expr)                   \
@@ -317,7 +330,7 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
       const TensorInfo &table = *inputs[0], &ids = *inputs[1];
-      LLM_TRY(need_float(table, "tables"));
+      LLM_TRY(need_float_or_quant(table, "tables"));
       LLM_TRY(need(ids, DType::I32, "ids"));
       if (table.shape.rank != 2) return format("get_rows: the table must be 2-d");
       if (output.shape.numel() != ids.shape.numel() * table.shape[1])
@@ -344,7 +357,7 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
       LLM_TRY(in_count(2, 3));
       const TensorInfo &x = *inputs[0], &w = *inputs[1];
       LLM_TRY(need(x, DType::F32, "x"));
-      LLM_TRY(need_float(w, "weights"));
+      LLM_TRY(need_float_or_quant(w, "weights"));
       if (w.shape.rank != 2 || w.shape[1] != x.shape.row_len())
         return format("matmul: weight %s does not match x %s", w.shape.str().c_str(),
                       x.shape.str().c_str());

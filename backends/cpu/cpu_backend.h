@@ -1,4 +1,5 @@
-// The CPU backend: float32 reference implementation of the op set, multithreaded.
+// The CPU backend: float32 reference implementation of the op set, multithreaded
+// (q8_0 / q4_0 weights: integer dot products against 8-bit activations in decode).
 #pragma once
 
 #include <memory>

@@ -1,6 +1,8 @@
 // Row decoders from weight formats to float32 (see DequantRowFn). Matmul decodes a
 // block of weight rows into scratch with these and runs its float32 micro-kernel on
-// it; get_rows decodes whole rows. Quantized formats plug in here.
+// it (prefill; quantized decode has its own integer GEMV in cpu_matmul_q.cpp);
+// get_rows decodes whole rows. The q8_0 / q4_0 decoders are bit exact with
+// llm::dequantize_row_q8_0 / _q4_0: each value is one exact small integer times d.
 #include <algorithm>
 #include <atomic>
 
@@ -25,6 +27,51 @@ LLM_CPU_CLONES void dequant_f16(const void* row, int64_t k0, int64_t n, float* d
 
 LLM_CPU_CLONES void dequant_bf16(const void* row, int64_t k0, int64_t n, float* dst) {
   bf16_to_f32_row(static_cast<const uint16_t*>(row) + k0, dst, n);
+}
+
+typedef int8_t i8x8 __attribute__((vector_size(8)));
+typedef uint8_t u8x8 __attribute__((vector_size(8)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+
+// q8_0 block: f16 d, then 32 int8; value = q * d.
+LLM_CPU_INLINE void q8_0_block(const uint8_t* b, float d, float* dst) {
+#pragma GCC unroll 4
+  for (int j = 0; j < 32; j += 8) {
+    const i32x8 q = __builtin_convertvector(LLM_LOADV(i8x8, b + 2 + j), i32x8);
+    const f32x8 v = __builtin_convertvector(q, f32x8) * d;
+    std::memcpy(dst + j, &v, sizeof(v));
+  }
+}
+
+// q4_0 block: f16 d, then 16 bytes; byte j holds element j (low nibble) and j + 16
+// (high nibble); value = (q - 8) * d.
+LLM_CPU_INLINE void q4_0_block(const uint8_t* b, float d, float* dst) {
+#pragma GCC unroll 2
+  for (int j = 0; j < 16; j += 8) {
+    const i32x8 q = __builtin_convertvector(LLM_LOADV(u8x8, b + 2 + j), i32x8);
+    const f32x8 lo = __builtin_convertvector((q & 15) - 8, f32x8) * d;
+    const f32x8 hi = __builtin_convertvector((q >> 4) - 8, f32x8) * d;
+    std::memcpy(dst + j, &lo, sizeof(lo));
+    std::memcpy(dst + j + 16, &hi, sizeof(hi));
+  }
+}
+
+LLM_CPU_INLINE uint16_t block_scale_bits(const uint8_t* block) {
+  uint16_t h;
+  std::memcpy(&h, block, 2);
+  return h;
+}
+
+LLM_CPU_CLONES void dequant_q8_0(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 34;
+  for (int64_t i = 0; i < n; i += 32, b += 34, dst += 32)
+    q8_0_block(b, f16_to_f32(block_scale_bits(b)), dst);
+}
+
+LLM_CPU_CLONES void dequant_q4_0(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 18;
+  for (int64_t i = 0; i < n; i += 32, b += 18, dst += 32)
+    q4_0_block(b, f16_to_f32(block_scale_bits(b)), dst);
 }
 
 #if LLM_CPU_X86_MULTIVERSION
@@ -54,6 +101,38 @@ __attribute__((target("arch=x86-64-v3"))) void dequant_bf16_avx2(const void* row
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_slli_epi32(v, 16));
   }
   bf16_to_f32_row(src + i, dst + i, n - i);
+}
+
+// AVX2 widening loads and F16C scales: GCC turns the portable int8 -> int32 vector
+// conversions above into scalar code, and calls f16_to_f32 once per block.
+#define LLM_AVX2_FN __attribute__((target("arch=x86-64-v3")))
+
+LLM_AVX2_FN void dequant_q8_0_avx2(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 34;
+  for (int64_t i = 0; i < n; i += 32, b += 34, dst += 32) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(block_scale_bits(b)));
+    for (int j = 0; j < 32; j += 8) {
+      const __m256i q =
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j)));
+      _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+    }
+  }
+}
+
+LLM_AVX2_FN void dequant_q4_0_avx2(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 18;
+  const __m256i m4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+  for (int64_t i = 0; i < n; i += 32, b += 18, dst += 32) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(block_scale_bits(b)));
+    for (int j = 0; j < 16; j += 8) {
+      const __m256i q =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j)));
+      const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(q, m4), eight);
+      const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight);
+      _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), d));
+      _mm256_storeu_ps(dst + j + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d));
+    }
+  }
 }
 #endif
 
@@ -90,6 +169,14 @@ int x86_level() {
 }
 
 void set_x86_level_cap(int cap) { g_level_cap.store(cap, std::memory_order_relaxed); }
+
+bool x86_avx512_vnni() {
+  static const bool vnni = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") != 0;
+  }();
+  return vnni && x86_level() >= 4;
+}
 #endif
 
 DequantRowFn dequant_row_fn(DType t) {
@@ -97,6 +184,8 @@ DequantRowFn dequant_row_fn(DType t) {
   if (x86_level() >= 3) {
     if (t == DType::F16) return dequant_f16_f16c;
     if (t == DType::BF16) return dequant_bf16_avx2;
+    if (t == DType::Q8_0) return dequant_q8_0_avx2;
+    if (t == DType::Q4_0) return dequant_q4_0_avx2;
   }
 #endif
   switch (t) {
@@ -106,8 +195,12 @@ DequantRowFn dequant_row_fn(DType t) {
       return dequant_f16;
     case DType::BF16:
       return dequant_bf16;
+    case DType::Q8_0:
+      return dequant_q8_0;
+    case DType::Q4_0:
+      return dequant_q4_0;
     default:
-      return nullptr;  // q8_0 / q4_0: a later issue
+      return nullptr;
   }
 }
 

@@ -127,6 +127,8 @@ int x86_level();
 // Only the matmul and weight decoding follow the cap; the target_clones kernels
 // always take the machine's best.
 void set_x86_level_cap(int cap);
+// AVX-512 VNNI (vpdpbusd) on top of level 4; follows the cap.
+bool x86_avx512_vnni();
 #endif
 
 // ---- Weight decoding -------------------------------------------------------------------
@@ -149,6 +151,19 @@ const char* matmul_isa();
 // y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]).
 void matmul(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,
             float* y, int64_t T, int64_t K, int64_t N);
+
+// Up to this many tokens, matmul with q8_0 / q4_0 weights takes matmul_q; longer
+// batches decode weight tiles to float32 for the GEMM micro-kernel, which reuses each
+// decoded tile across tokens (measured: faster from ~16 tokens, slower at 8).
+constexpr int64_t kQuantGemvMaxTokens = 8;
+
+// matmul for q8_0 / q4_0 weights (K a multiple of 32) by integer dot products: the
+// rows of x are quantized to 8 bits per block of 32 first (see cpu_matmul_q.cpp for
+// the error this adds).
+void matmul_q(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,
+              float* y, int64_t T, int64_t K, int64_t N);
+// The instruction set matmul_q was picked for ("avx512-vnni", "avx2", "neon-dotprod" ...).
+const char* matmul_q_isa();
 
 struct AttentionArgs {
   const float* q = nullptr;  // [T, n_heads * head_dim]

@@ -11,7 +11,8 @@
 //
 // Decode (one token) is a GEMV bound by memory bandwidth: W is streamed row group by
 // row group through a 1 x 8 tile; on x86 f16/bf16 rows are converted in registers
-// (F16C) instead of going through scratch.
+// (F16C) instead of going through scratch. Quantized weights (q8_0 / q4_0) decode
+// through the integer GEMV of cpu_matmul_q.cpp, and prefill through scratch here.
 //
 // The tile shape depends on the register file, so the block loop is compiled per
 // x86 level (AVX-512 has 32 vector registers, AVX2 16) and picked at run time.
@@ -294,6 +295,8 @@ const char* matmul_isa() { return kernel().isa; }
 void matmul(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,
             float* y, int64_t T, int64_t K, int64_t N) {
   if (T <= 0 || N <= 0) return;
+  if ((w_type == DType::Q8_0 || w_type == DType::Q4_0) && T <= kQuantGemvMaxTokens)
+    return matmul_q(pool, x, w, w_type, bias, y, T, K, N);
   const Kernel kernel = cpu::kernel();
   Job job;
   job.x = x;

@@ -19,6 +19,14 @@ namespace cuda {
 
 namespace {
 
+// Programmatic dependent launch (sm_90): lets the next kernel in the stream start its
+// blocks (which wait for this grid before reading its results) before this one ends.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 constexpr int kThreads = 128;
 constexpr int kTile = kThreads;  // keys per tile: one per thread
 constexpr int kDimsPerThread = kAttentionMaxHeadDim / kThreads;
@@ -38,6 +46,7 @@ struct Params {
   float* partial_acc;  // [T * n_heads * n_splits, head_dim]
   float* partial_ml;   // [T * n_heads * n_splits, 2]: running max, sum
   int* err;
+  int64_t T_total;
 };
 
 template <typename KT, bool kVec>
@@ -236,6 +245,412 @@ __global__ void __launch_bounds__(kThreads) attention_combine_kernel(Params a) {
   }
 }
 
+// ---- Decode: few tokens, GQA groups per block, split-K merged by the last split.
+
+constexpr int kDecWarps = 4;
+constexpr int kDecMinChunk = 32;   // fewest keys per split
+constexpr int kDecMaxSplits = 64;
+
+// E elements of a K/V row at p (aligned to E elements) as floats.
+template <typename KT, int E>
+__device__ __forceinline__ void load_row(const KT* p, float* out) {
+  constexpr int kBytes = E * static_cast<int>(sizeof(KT));
+  if constexpr (kBytes >= 16) {
+    constexpr int kPer = 16 / sizeof(KT);
+#pragma unroll
+    for (int i = 0; i < kBytes / 16; i++) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p) + i);
+      const KT* e = reinterpret_cast<const KT*>(&raw);
+#pragma unroll
+      for (int k = 0; k < kPer; k++) out[i * kPer + k] = to_f32(e[k]);
+    }
+  } else if constexpr (kBytes == 8) {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
+    const KT* e = reinterpret_cast<const KT*>(&raw);
+#pragma unroll
+    for (int k = 0; k < E; k++) out[k] = to_f32(e[k]);
+  } else {
+    static_assert(kBytes == 4, "row slices of 4, 8 or 16n bytes");
+    const unsigned raw = __ldg(reinterpret_cast<const unsigned*>(p));
+    const KT* e = reinterpret_cast<const KT*>(&raw);
+#pragma unroll
+    for (int k = 0; k < E; k++) out[k] = to_f32(e[k]);
+  }
+}
+
+// Keys a warp takes per step: as many as registers allow (K and V slices of E floats).
+__host__ __device__ constexpr int dec_keys(int E, int G) { return E * G <= 8 ? 8 : (E * G <= 16 ? 4 : 2); }
+
+template <typename KT, int E, int G>
+__global__ void __launch_bounds__(kDecWarps * 32)
+    attention_decode_kernel(Params a, int* __restrict__ counters) {
+  constexpr int D = 32 * E;
+  constexpr int KS = dec_keys(E, G);
+  __shared__ float sm_m[kDecWarps][G], sm_l[kDecWarps][G];
+  __shared__ __align__(16) float sm_acc[kDecWarps][G][D];
+  __shared__ float sm_ml[kDecMaxSplits][G][2];
+  __shared__ float sm_w[kDecMaxSplits][G];
+  __shared__ int sm_last;
+  pdl_trigger();  // the o projection after this may start streaming its weights
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int H = a.n_heads, Hkv = a.n_kv_heads, S = a.n_splits;
+  const int64_t t = blockIdx.x / Hkv;
+  const int kh = blockIdx.x % Hkv;
+  const int split = blockIdx.y;
+  const int64_t kv_row = static_cast<int64_t>(Hkv) * D, kv_off = static_cast<int64_t>(kh) * D;
+  const KT* k_cache = static_cast<const KT*>(a.k_cache);
+  const KT* v_cache = static_cast<const KT*>(a.v_cache);
+  const int64_t s = a.seq_ids[t], pos64 = a.positions[t];
+  const int ps = a.page_size;
+  const bool ok = s >= 0 && s < a.n_seqs && pos64 >= 0 && pos64 / ps < a.max_pages;
+  if (!ok && tid == 0 && split == 0) report(a.err, kErrSeqOrPos);
+
+  float m[G], l[G], acc[G][E];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; e++) acc[g][e] = 0.f;
+  }
+  if (ok) {
+    // Positions fit 32 bits here (pos / page_size indexes the block table).
+    const int pos = static_cast<int>(pos64);
+    float q[G][E];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      const float* qr = a.q + (t * H + static_cast<int64_t>(kh) * G + g) * D + lane * E;
+      load_row<float, E>(qr, q[g]);
+    }
+    const int lo = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    const int n = pos - lo + 1;
+    int chunk = (n + S - 1) / S;
+    if (chunk < kDecMinChunk) chunk = kDecMinChunk;
+    const int begin = lo + split * chunk;
+    const int end = pos + 1 < begin + chunk ? pos + 1 : begin + chunk;
+    const int32_t* pages = a.block_table + s * a.max_pages;
+    // The chunk's block-table entries, one per lane, fetched once.
+    const int first_page = begin / ps;
+    const int my_page = first_page + lane;
+    const int pg = begin < end && my_page * ps < end ? pages[my_page] : -1;
+    for (int j0 = begin + warp * KS; j0 < end; j0 += kDecWarps * KS) {
+      float kk[KS][E], vv[KS][E];
+      bool valid[KS];
+#pragma unroll
+      for (int u = 0; u < KS; u++) {
+        const int j = j0 + u;
+        const int pi = j / ps - first_page;
+        int page = __shfl_sync(kFullMask, pg, pi & 31);
+        if (pi >= 32) page = j < end ? pages[j / ps] : -1;
+        valid[u] = j < end;
+        if (valid[u] && (page < 0 || page >= a.n_pages)) {
+          if (lane == 0) report(a.err, kErrPage);
+          valid[u] = false;
+        }
+        if (valid[u]) {
+          const int64_t slot = static_cast<int64_t>(page) * ps + j % ps;
+          load_row<KT, E>(k_cache + slot * kv_row + kv_off + lane * E, kk[u]);
+          load_row<KT, E>(v_cache + slot * kv_row + kv_off + lane * E, vv[u]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < E; e++) kk[u][e] = vv[u][e] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float sc[KS];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < KS; u++) {
+          float d = 0.f;
+#pragma unroll
+          for (int e = 0; e < E; e++) d = fmaf(q[g][e], kk[u][e], d);
+          d = warp_sum(d) * a.scale;
+          if (a.softcap > 0.f) d = a.softcap * tanhf(d / a.softcap);
+          sc[u] = valid[u] ? d : -INFINITY;
+          mx = fmaxf(mx, sc[u]);
+        }
+        if (mx == -INFINITY) continue;
+        const float m_new = fmaxf(m[g], mx);
+        const float corr = m[g] == -INFINITY ? 0.f : expf(m[g] - m_new);
+        l[g] *= corr;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[g][e] *= corr;
+#pragma unroll
+        for (int u = 0; u < KS; u++) {
+          const float pr = sc[u] == -INFINITY ? 0.f : expf(sc[u] - m_new);
+          l[g] += pr;
+#pragma unroll
+          for (int e = 0; e < E; e++) acc[g][e] = fmaf(pr, vv[u][e], acc[g][e]);
+        }
+        m[g] = m_new;
+      }
+    }
+  }
+
+  // Merge the warps.
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    if (lane == 0) {
+      sm_m[warp][g] = m[g];
+      sm_l[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < E; e++) sm_acc[warp][g][lane * E + e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int i = tid; i < G * D; i += kDecWarps * 32) {
+    const int g = i / D, d = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; w++)
+      if (sm_l[w][g] > 0.f) M = fmaxf(M, sm_m[w][g]);
+    float L = 0.f, A = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; w++) {
+      if (sm_l[w][g] > 0.f) {
+        const float f = expf(sm_m[w][g] - M);
+        L = fmaf(sm_l[w][g], f, L);
+        A = fmaf(sm_acc[w][g][d], f, A);
+      }
+    }
+    const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
+    if (S == 1) {
+      a.out[row * D + d] = L > 0.f ? A / L : 0.f;
+    } else {
+      const int64_t part = row * S + split;
+      a.partial_acc[part * D + d] = A;
+      if (d == 0) {
+        a.partial_ml[part * 2] = M;
+        a.partial_ml[part * 2 + 1] = L;
+      }
+    }
+  }
+  if (S == 1) return;
+
+  // The last split of this (token, kv head) to finish merges them all.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) sm_last = atomicAdd(&counters[blockIdx.x], 1) == S - 1;
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+  // Every (split, head) statistic in one parallel round of loads (from L2: other
+  // blocks wrote them), then the weights per head.
+  for (int i = tid; i < S * G; i += kDecWarps * 32) {
+    const int sp = i / G, g = i % G;
+    const float* ml = a.partial_ml + ((t * H + static_cast<int64_t>(kh) * G + g) * S + sp) * 2;
+    sm_ml[sp][g][0] = __ldcg(ml);
+    sm_ml[sp][g][1] = __ldcg(ml + 1);
+  }
+  __syncthreads();
+  if (tid < G) {
+    float M = -INFINITY;
+    for (int sp = 0; sp < S; sp++)
+      if (sm_ml[sp][tid][1] > 0.f) M = fmaxf(M, sm_ml[sp][tid][0]);
+    float L = 0.f;
+    for (int sp = 0; sp < S; sp++)
+      if (sm_ml[sp][tid][1] > 0.f) L = fmaf(sm_ml[sp][tid][1], expf(sm_ml[sp][tid][0] - M), L);
+    for (int sp = 0; sp < S; sp++)
+      sm_w[sp][tid] = sm_ml[sp][tid][1] > 0.f && L > 0.f ? expf(sm_ml[sp][tid][0] - M) / L : 0.f;
+  }
+  __syncthreads();
+  for (int i = tid; i < G * D; i += kDecWarps * 32) {
+    const int g = i / D, d = i % D;
+    const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
+    const float* pa = a.partial_acc + row * S * D + d;
+    float v = 0.f;
+#pragma unroll 8
+    for (int sp = 0; sp < S; sp++) v = fmaf(__ldcg(pa + static_cast<int64_t>(sp) * D), sm_w[sp][g], v);
+    a.out[row * D + d] = v;
+  }
+  if (tid == 0) counters[blockIdx.x] = 0;
+}
+
+// ---- Prefill: tiles of 16 query rows x 128 keys.
+
+constexpr int kPreRows = 16;
+constexpr int kPreKeys = kThreads;  // one key per thread in the score phase
+
+template <typename KT, int D>
+__global__ void __launch_bounds__(kThreads) attention_prefill_kernel(Params a, int GQ) {
+  constexpr int R = kPreRows;
+  constexpr int RPT = R * D / kThreads;  // rows per thread in the P·V phase
+  static_assert(RPT % 4 == 0, "P·V reads probabilities 4 rows at a time");
+  __shared__ __align__(16) float q_s[R][D];
+  __shared__ __align__(16) float p_s[kPreKeys][R];
+  __shared__ int64_t slot_s[kPreKeys];
+  __shared__ float m_s[R], l_s[R], mnew_s[R], corr_s[R];
+  __shared__ float red_s[kThreads / 32][R];
+  __shared__ int64_t seq_s[R], pos_s[R], lo_s[R];
+  __shared__ int ok_s[R], active_s[R];
+  __shared__ int64_t pass_seq_s, klo_s, khi_s;
+  __shared__ int done_s[R];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int H = a.n_heads, Hkv = a.n_kv_heads, G = H / Hkv, D_ = D;
+  const int TQ = R / GQ;  // tokens per tile
+  const int groups = G / GQ;
+  const int kh = blockIdx.y / groups, hg = blockIdx.y % groups;
+  const int64_t tok0 = static_cast<int64_t>(blockIdx.x) * TQ;
+  const int64_t kv_row = static_cast<int64_t>(Hkv) * D, kv_off = static_cast<int64_t>(kh) * D;
+  const KT* k_cache = static_cast<const KT*>(a.k_cache);
+  const KT* v_cache = static_cast<const KT*>(a.v_cache);
+  const int64_t T = a.T_total;
+  auto row_tok = [&](int r) { return tok0 + r / GQ; };
+  auto row_head = [&](int r) { return kh * G + hg * GQ + r % GQ; };
+
+  for (int i = tid; i < R * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    const int64_t tk = row_tok(r);
+    q_s[r][d] = tk < T ? a.q[(tk * H + row_head(r)) * D_ + d] : 0.f;
+  }
+  if (tid < R) {
+    const int r = tid;
+    const int64_t tk = row_tok(r);
+    int ok = 0;
+    if (tk < T) {
+      const int64_t sq = a.seq_ids[tk], pos = a.positions[tk];
+      ok = sq >= 0 && sq < a.n_seqs && pos >= 0 && pos / a.page_size < a.max_pages;
+      if (!ok && row_head(r) % G == 0) report(a.err, kErrSeqOrPos);
+      seq_s[r] = sq;
+      pos_s[r] = pos;
+      lo_s[r] = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    }
+    ok_s[r] = ok;
+    done_s[r] = !ok;
+    m_s[r] = -INFINITY;
+    l_s[r] = 0.f;
+  }
+  const int dcol = tid % D, rg = tid / D;  // P·V: column and row group of this thread
+  float acc[RPT];
+#pragma unroll
+  for (int i = 0; i < RPT; i++) acc[i] = 0.f;
+  const int64_t ps = a.page_size;
+
+  // One pass per sequence among the rows (one pass in a single-sequence prefill).
+  while (true) {
+    __syncthreads();
+    if (tid == 0) {
+      int64_t sq = -1, klo = INT64_MAX, khi = -1;
+      for (int r = 0; r < R; r++) {
+        if (done_s[r]) continue;
+        if (sq < 0) sq = seq_s[r];
+        if (seq_s[r] != sq) continue;
+        done_s[r] = 1;
+        klo = lo_s[r] < klo ? lo_s[r] : klo;
+        khi = pos_s[r] > khi ? pos_s[r] : khi;
+      }
+      pass_seq_s = sq;
+      klo_s = klo;
+      khi_s = khi;
+    }
+    __syncthreads();
+    const int64_t sq = pass_seq_s;
+    if (sq < 0) break;
+    if (tid < R) active_s[tid] = ok_s[tid] && seq_s[tid] == sq;
+    const int64_t klo = klo_s, khi = khi_s;
+    const int32_t* pages = a.block_table + sq * a.max_pages;
+    __syncthreads();
+
+    for (int64_t j0 = klo; j0 <= khi; j0 += kPreKeys) {
+      // Scores: one key per thread against the 16 rows.
+      const int64_t j = j0 + tid;
+      int64_t slot = -1;
+      if (j <= khi) {
+        const int64_t page = pages[j / ps];
+        if (page < 0 || page >= a.n_pages)
+          report(a.err, kErrPage);
+        else
+          slot = page * ps + j % ps;
+      }
+      float sc[R];
+#pragma unroll
+      for (int r = 0; r < R; r++) sc[r] = 0.f;
+      if (slot >= 0) {
+        const KT* kr = k_cache + slot * kv_row + kv_off;
+#pragma unroll 4
+        for (int d = 0; d < D; d += 4) {
+          float kv[4];
+          load_row<KT, 4>(kr + d, kv);
+#pragma unroll
+          for (int r = 0; r < R; r++) {
+            const float4 qv = *reinterpret_cast<const float4*>(&q_s[r][d]);
+            sc[r] = fmaf(qv.x, kv[0], sc[r]);
+            sc[r] = fmaf(qv.y, kv[1], sc[r]);
+            sc[r] = fmaf(qv.z, kv[2], sc[r]);
+            sc[r] = fmaf(qv.w, kv[3], sc[r]);
+          }
+        }
+      }
+      slot_s[tid] = slot;
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        float v = sc[r] * a.scale;
+        if (a.softcap > 0.f) v = a.softcap * tanhf(v / a.softcap);
+        const bool live = slot >= 0 && active_s[r] && j >= lo_s[r] && j <= pos_s[r];
+        sc[r] = live ? v : -INFINITY;
+        const float mx = warp_max(sc[r]);
+        if (lane == 0) red_s[warp][r] = mx;
+      }
+      __syncthreads();
+      if (tid < R) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++) mx = fmaxf(mx, red_s[w][tid]);
+        const float m_new = fmaxf(m_s[tid], mx);
+        mnew_s[tid] = m_new;
+        corr_s[tid] = m_s[tid] == -INFINITY ? (m_new == -INFINITY ? 1.f : 0.f)
+                                             : expf(m_s[tid] - m_new);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        const float pr = sc[r] == -INFINITY ? 0.f : expf(sc[r] - mnew_s[r]);
+        p_s[tid][r] = pr;
+        const float sum = warp_sum(pr);
+        if (lane == 0) red_s[warp][r] = sum;
+      }
+      __syncthreads();
+      if (tid < R) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; w++) sum += red_s[w][tid];
+        l_s[tid] = l_s[tid] * corr_s[tid] + sum;
+        m_s[tid] = mnew_s[tid];
+      }
+      // Values: this thread's column for its RPT rows.
+#pragma unroll
+      for (int i = 0; i < RPT; i++) acc[i] *= corr_s[rg * RPT + i];
+      const int n_keys = khi - j0 + 1 < kPreKeys ? static_cast<int>(khi - j0 + 1) : kPreKeys;
+#pragma unroll 4
+      for (int kk = 0; kk < n_keys; kk++) {
+        const int64_t sl = slot_s[kk];
+        if (sl < 0) continue;
+        const float v = to_f32(v_cache[sl * kv_row + kv_off + dcol]);
+#pragma unroll
+        for (int i = 0; i < RPT; i += 4) {
+          const float4 pr = *reinterpret_cast<const float4*>(&p_s[kk][rg * RPT + i]);
+          acc[i] = fmaf(pr.x, v, acc[i]);
+          acc[i + 1] = fmaf(pr.y, v, acc[i + 1]);
+          acc[i + 2] = fmaf(pr.z, v, acc[i + 2]);
+          acc[i + 3] = fmaf(pr.w, v, acc[i + 3]);
+        }
+      }
+      __syncthreads();  // p_s, slot_s and the row state are rewritten by the next tile
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < RPT; i++) {
+    const int r = rg * RPT + i;
+    const int64_t tk = row_tok(r);
+    if (tk >= T) continue;
+    const float L = l_s[r];
+    a.out[(tk * H + row_head(r)) * D_ + dcol] = ok_s[r] && L > 0.f ? acc[i] / L : 0.f;
+  }
+}
+
 }  // namespace
 
 int attention_splits(int64_t T, int n_heads, int64_t max_context, int n_sms) {
@@ -251,10 +666,9 @@ size_t attention_partials_floats(int64_t T, int n_heads, int head_dim, int n_spl
   return static_cast<size_t>(T) * n_heads * n_splits * (head_dim + 2);
 }
 
-void attention(cudaStream_t stream, const AttentionArgs& a) {
-  if (a.T <= 0) return;
-  if (a.head_dim > kAttentionMaxHeadDim)
-    fail("cuda attention: head_dim %d > %d", a.head_dim, kAttentionMaxHeadDim);
+namespace {
+
+Params make_params(const AttentionArgs& a) {
   Params p;
   p.q = a.q;
   p.k_cache = a.k_cache;
@@ -275,10 +689,102 @@ void attention(cudaStream_t stream, const AttentionArgs& a) {
   p.scale = a.scale;
   p.softcap = a.softcap;
   p.err = a.err;
+  p.T_total = a.T;
   p.partial_acc = a.partials;
   p.partial_ml = a.partials
                      ? a.partials + static_cast<size_t>(a.T) * a.n_heads * p.n_splits * a.head_dim
                      : nullptr;
+  return p;
+}
+
+int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
+
+template <typename KT, int E>
+void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters) {
+  switch (G) {
+    case 1:
+      attention_decode_kernel<KT, E, 1><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      break;
+    case 2:
+      attention_decode_kernel<KT, E, 2><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      break;
+    case 4:
+      attention_decode_kernel<KT, E, 4><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      break;
+    default:
+      if constexpr (E <= 4)
+        attention_decode_kernel<KT, E, 8><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      break;
+  }
+}
+
+}  // namespace
+
+bool attention_decode_ok(const AttentionArgs& a) {
+  const int G = a.n_kv_heads > 0 ? a.n_heads / a.n_kv_heads : 0;
+  const int E = a.head_dim / 32;
+  return (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) &&
+         (G == 1 || G == 2 || G == 4 || G == 8) && G * E <= 32 && aligned16(a.q) &&
+         aligned16(a.k_cache) && aligned16(a.v_cache) && a.n_splits <= kDecMaxSplits;
+}
+
+int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms) {
+  const int64_t blocks = std::max<int64_t>(1, T * n_kv_heads);
+  const int64_t by_ctx = (max_context + kDecMinChunk - 1) / kDecMinChunk;
+  const int64_t by_fill = (3 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, kDecMaxSplits})));
+}
+
+void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters) {
+  if (a.T <= 0) return;
+  if (!attention_decode_ok(a)) fail("cuda attention: the decode kernel does not take this shape");
+  const Params p = make_params(a);
+  if (p.n_splits > 1 && (!a.partials || !counters))
+    fail("cuda attention: %d splits without partials", p.n_splits);
+  const dim3 grid(static_cast<unsigned>(a.T * a.n_kv_heads), static_cast<unsigned>(p.n_splits));
+  const int G = a.n_heads / a.n_kv_heads;
+  dispatch_float(a.cache_type, "attention caches", [&](auto tag) {
+    using KT = decltype(tag);
+    if (a.head_dim == 64)
+      launch_decode<KT, 2>(stream, p, G, grid, counters);
+    else if (a.head_dim == 128)
+      launch_decode<KT, 4>(stream, p, G, grid, counters);
+    else
+      launch_decode<KT, 8>(stream, p, G, grid, counters);
+  });
+  LLM_CUDA_CHECK_LAUNCH("attention_decode_kernel");
+}
+
+bool attention_prefill_ok(const AttentionArgs& a) {
+  return (a.head_dim == 64 || a.head_dim == 128) && a.n_kv_heads > 0 &&
+         a.n_heads % a.n_kv_heads == 0 && aligned16(a.k_cache) && aligned16(a.v_cache);
+}
+
+void attention_prefill(cudaStream_t stream, const AttentionArgs& a) {
+  if (a.T <= 0) return;
+  if (!attention_prefill_ok(a)) fail("cuda attention: the prefill kernel does not take this shape");
+  Params p = make_params(a);
+  p.n_splits = 1;
+  const int G = a.n_heads / a.n_kv_heads;
+  const int GQ = gcd(G, kPreRows);
+  const int TQ = kPreRows / GQ;
+  const dim3 grid(static_cast<unsigned>((a.T + TQ - 1) / TQ),
+                  static_cast<unsigned>(a.n_kv_heads * (G / GQ)));
+  dispatch_float(a.cache_type, "attention caches", [&](auto tag) {
+    using KT = decltype(tag);
+    if (a.head_dim == 64)
+      attention_prefill_kernel<KT, 64><<<grid, kThreads, 0, stream>>>(p, GQ);
+    else
+      attention_prefill_kernel<KT, 128><<<grid, kThreads, 0, stream>>>(p, GQ);
+  });
+  LLM_CUDA_CHECK_LAUNCH("attention_prefill_kernel");
+}
+
+void attention(cudaStream_t stream, const AttentionArgs& a) {
+  if (a.T <= 0) return;
+  if (a.head_dim > kAttentionMaxHeadDim)
+    fail("cuda attention: head_dim %d > %d", a.head_dim, kAttentionMaxHeadDim);
+  const Params p = make_params(a);
   if (p.n_splits > 1 && !a.partials) fail("cuda attention: %d splits without partials", p.n_splits);
 
   const dim3 grid(static_cast<unsigned>(a.T * a.n_heads), static_cast<unsigned>(p.n_splits));

@@ -7,6 +7,7 @@
 #include "backends/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <unordered_map>
 
 #include "backends/cuda/cuda_common.h"
 #include "backends/cuda/cuda_kernels.h"
@@ -74,9 +76,23 @@ class CudaBuffer final : public DeviceBuffer {
   uint8_t* data() const { return data_; }
   int device() const { return device_; }
 
+  // Set by upload_weight when the buffer holds a quantized matrix in the split layout.
+  void set_split(DType t, int64_t N, int64_t K) {
+    split_ = true;
+    split_type_ = t;
+    split_N_ = N;
+    split_K_ = K;
+  }
+  bool holds_split(DType t, int64_t N, int64_t K) const {
+    return split_ && split_type_ == t && split_N_ == N && split_K_ == K;
+  }
+
  private:
   uint8_t* data_;
   int device_;
+  bool split_ = false;
+  DType split_type_ = DType::F32;
+  int64_t split_N_ = 0, split_K_ = 0;
 };
 
 // Allocates device memory or fails with the message DESIGN.md asks for.
@@ -110,6 +126,7 @@ void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char*
 }
 
 bool is_float(DType t) { return dtype_info(t).is_float; }
+bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
 // What a backend's programs share; programs keep it alive, so they outlive nothing
 // they use.
@@ -125,6 +142,7 @@ struct Context {
   int n_sms = 0;
   bool graphs = true;
   bool profile = false;  // LLM_CUDA_PROFILE=1: time each launch (no graphs)
+  bool pdl = true;       // programmatic dependent launch of GEMVs (LLM_CUDA_PDL=0: off)
   Stream stream;
   std::unique_ptr<CudaBuffer> err_flag;  // one int of ErrorBits
   PinnedHost err_host{sizeof(int)};
@@ -133,6 +151,10 @@ struct Context {
   // Weight conversion buffer of the GEMM path: replaced by a larger one when a new
   // program needs more; programs keep the one their launches point into.
   std::shared_ptr<CudaBuffer> gemm_scratch;
+  // f16 tiles of the quantized prefill GEMMs: dequantized weight chunks (the first
+  // f16_w16_bytes), then the activations. Shared the same way.
+  std::shared_ptr<CudaBuffer> f16_scratch;
+  size_t f16_w16_bytes = 0;
 
   ~Context() {
     if (cublas) {
@@ -225,6 +247,9 @@ class CudaProgram final : public Program {
       for (size_t i = 0; i <= launches_.size(); i++) events_.push_back(std::make_unique<Event>());
       totals_.assign(launches_.size(), 0.0);
     }
+    // A spinning kernel first holds the stream while the host enqueues everything, so
+    // the events time the launches back to back rather than the host's pace.
+    cuda::spin(s, std::min<double>(100e3, 25.0 * static_cast<double>(launches_.size())));
     for (size_t i = 0; i < launches_.size(); i++) {
       LLM_CUDA_CHECK(cudaEventRecord(events_[i]->get(), s));
       launches_[i](s);
@@ -309,6 +334,8 @@ class CudaBackend final : public Backend {
     }
     const char* env = std::getenv("LLM_CUDA_GRAPHS");
     ctx_->graphs = !(env && std::strcmp(env, "0") == 0);
+    const char* pdl = std::getenv("LLM_CUDA_PDL");
+    ctx_->pdl = !(pdl && std::strcmp(pdl, "0") == 0) && prop.major >= 9;
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     ctx_->err_flag = device_alloc(device, sizeof(int), "the kernel error flag");
@@ -332,11 +359,12 @@ class CudaBackend final : public Backend {
       d.total_memory = total_b;
     }
     cudaGetLastError();
-    d.details = format("compute capability %d.%d, %d SMs, CUDA graphs %s", cc_major_, cc_minor_,
-                       ctx_->n_sms,
+    d.details = format("compute capability %d.%d, %d SMs, CUDA graphs %s, PDL %s", cc_major_,
+                       cc_minor_, ctx_->n_sms,
                        ctx_->profile  ? "off (LLM_CUDA_PROFILE=1)"
                        : ctx_->graphs ? "on"
-                                      : "off (LLM_CUDA_GRAPHS=0)");
+                                      : "off (LLM_CUDA_GRAPHS=0)",
+                       ctx_->pdl ? "on" : "off");
     return d;
   }
 
@@ -356,13 +384,49 @@ class CudaBackend final : public Backend {
     return buf;
   }
 
-  // Ordered on the stream with the programs. From pageable memory the copy is staged
-  // before this returns, so the caller may reuse `src` at once.
+  // Quantized matrices go into the split layout (quants apart from scales, rows
+  // 16-byte aligned) that the kernels read; everything else is copied as is.
+  std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
+                                              const std::string& what) override {
+    if (!is_quant(t.dtype)) return from_host(t.data, t.nbytes, what);
+    const int64_t K = t.shape.row_len(), N = t.shape.rows();
+    if (t.shape.rank < 1 || K % 32 != 0 || t.nbytes != tensor_bytes(t.dtype, t.shape))
+      fail("cuda backend: %s: %s tensor %s of %zu bytes is not whole blocks of 32", what.c_str(),
+           dtype_name(t.dtype), t.shape.str().c_str(), t.nbytes);
+    auto buf = device_alloc(ctx_->device, cuda::qsplit_bytes(t.dtype, N, K), what);
+    {
+      auto staging = device_alloc(ctx_->device, t.nbytes, what);
+      const cudaStream_t s = ctx_->stream.get();
+      LLM_CUDA_CHECK(cudaMemcpyAsync(staging->data(), t.data, t.nbytes, cudaMemcpyHostToDevice, s));
+      cuda::repack_quant(s, staging->data(), t.dtype, N, K, buf->data());
+      // The host memory may go away once this returns; the staging buffer with this scope.
+      LLM_CUDA_CHECK(cudaStreamSynchronize(s));
+    }
+    buf->set_split(t.dtype, N, K);
+    return buf;
+  }
+
+  // Ordered on the stream with the programs. The copy is staged before this returns, so
+  // the caller may reuse `src` at once: small ones (the per-step inputs) through a
+  // pinned ring, which keeps them asynchronous; larger ones through the driver.
   void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) override {
     check_range(dst, offset, bytes, "upload");
     if (!bytes) return;
     use_device(ctx_->device);
     const CudaBuffer& b = cuda_buffer(dst, ctx_->device);
+    if (bytes <= kStageMaxCopy) {
+      if (stage_used_ + bytes > kStageBytes) {
+        // Earlier copies out of the ring must be done before it is overwritten.
+        LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
+        stage_used_ = 0;
+      }
+      uint8_t* p = static_cast<uint8_t*>(stage_.get()) + stage_used_;
+      std::memcpy(p, src, bytes);
+      stage_used_ += (bytes + 255) / 256 * 256;
+      LLM_CUDA_CHECK(cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice,
+                                     ctx_->stream.get()));
+      return;
+    }
     LLM_CUDA_CHECK(
         cudaMemcpyAsync(b.data() + offset, src, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
   }
@@ -396,7 +460,11 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Program> compile(std::vector<BoundNode> nodes) override;
 
  private:
+  static constexpr size_t kStageBytes = size_t{1} << 20;
+  static constexpr size_t kStageMaxCopy = size_t{64} << 10;
   std::shared_ptr<Context> ctx_;
+  PinnedHost stage_{kStageBytes};
+  size_t stage_used_ = 0;
   std::string name_;
   bool integrated_ = false;
   int cc_major_ = 0, cc_minor_ = 0;
@@ -442,9 +510,12 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
       const TensorInfo &table = *inputs[0], &ids = *inputs[1];
-      LLM_TRY(need_float(table, "tables"));
+      if (!is_quant(table.dtype)) LLM_TRY(need_float(table, "tables"));
       LLM_TRY(need(ids, DType::I32, "ids"));
       if (table.shape.rank != 2) return "get_rows: the table must be 2-d";
+      if (is_quant(table.dtype) && table.shape[1] % 32 != 0)
+        return format("get_rows: %s rows of %lld are not whole blocks of 32",
+                      dtype_name(table.dtype), (long long)table.shape[1]);
       LLM_TRY(fits_int(ids.shape.numel(), "row count"));
       if (output.shape.numel() != ids.shape.numel() * table.shape[1])
         return format("get_rows: output %s does not hold %lld rows of %lld",
@@ -471,10 +542,13 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
       LLM_TRY(in_count(2, 3));
       const TensorInfo &x = *inputs[0], &w = *inputs[1];
       LLM_TRY(need(x, DType::F32, "x"));
-      LLM_TRY(need_float(w, "weights"));
+      if (!is_quant(w.dtype)) LLM_TRY(need_float(w, "weights"));
       if (w.shape.rank != 2 || w.shape[1] != x.shape.row_len())
         return format("matmul: weight %s does not match x %s", w.shape.str().c_str(),
                       x.shape.str().c_str());
+      if (is_quant(w.dtype) && w.shape[1] % 32 != 0)
+        return format("matmul: %s rows of %lld are not whole blocks of 32", dtype_name(w.dtype),
+                      (long long)w.shape[1]);
       LLM_TRY(fits_int(x.shape.rows(), "token count"));
       LLM_TRY(fits_int(w.shape[0], "output count"));
       LLM_TRY(fits_int(w.shape[1], "input count"));
@@ -596,9 +670,50 @@ struct Arg {
   const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
 };
 
+// Device memory a tensor occupies, for the aliasing rules of fused launches.
+struct Region {
+  const uint8_t* p = nullptr;
+  size_t bytes = 0;
+  bool overlaps(const Region& o) const {
+    return p && o.p && bytes && o.bytes && p < o.p + o.bytes && o.p < p + bytes;
+  }
+};
+Region region_of(const Arg& a) { return {a.ptr, tensor_bytes(a.dtype, a.shape)}; }
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Scratch the launches of a program read at run time; allocated once the program's
+// launches are known, before its first run.
+struct Scratch {
+  float* gemm = nullptr;  // f16/bf16 -> f32 weight chunks (SGEMM path)
+  size_t gemm_floats = 0;
+  __half* w16 = nullptr;  // quantized -> f16 weight chunks (tensor-core path)
+  size_t w16_elems = 0;
+  __half* x16 = nullptr;  // activations as f16 (tensor-core path)
+  float* partials = nullptr;  // split attention
+  int* counters = nullptr;    // decode attention: splits finished per (token, kv head)
+};
+
+// Most f16 elements of one dequantized weight chunk (32 MiB: mostly still in L2 when the
+// GEMM reads what the dequantizing kernel wrote, and GEMMs large enough to fill the GPU).
+constexpr size_t kW16ChunkElems = size_t{16} << 20;
+
+// compile() turns the bound nodes into a list of launches, in order. Most nodes are one
+// launch each; a few patterns of the transformer step run as one fused launch:
+//  - consecutive matmuls of one x (q/k/v, gate/up) share a GEMV launch (decode);
+//  - for quantized weights (decode) that launch also takes the RmsNorm producing x
+//    (as its prologue) and the residual Add or SiluMul consuming its outputs (as its
+//    epilogue);
+//  - Rope(q), Rope(k), KvAppend(k), KvAppend(v) run as one launch (decode).
+// Fusions need the nodes' tensor ids (Node::inputs matching the bound inputs). A fused
+// launch computes the same values as the separate ones; it writes every tensor the
+// separate launches write, except one whose memory the planner gave to a tensor the
+// same launch writes later (so it was dead by then), and it is used only when no tensor
+// it writes shares memory with one it reads (a multi-block kernel cannot order those).
 std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   use_device(ctx_->device);
   const int device = ctx_->device;
+  const int n_sms = ctx_->n_sms;
   auto resolve = [&](const TensorRef& r, const std::string& node, const char* what) {
     if (!r.buffer) fail("cuda backend: node '%s': %s has no buffer", node.c_str(), what);
     const size_t bytes = tensor_bytes(r.dtype, r.shape);
@@ -608,134 +723,337 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     return Arg{cuda_buffer(*r.buffer, device).data() + r.offset, r.dtype, r.shape};
   };
 
-  // First pass: validate, and size the scratch the launches will need.
-  size_t gemm_scratch_floats = 0, partial_floats = 0;
-  bool need_blas = false;
-  for (const BoundNode& bn : nodes) {
+  const size_t n_nodes = nodes.size();
+  std::vector<std::vector<Arg>> ins(n_nodes);
+  std::vector<Arg> outs(n_nodes);
+  bool ids = true;
+  for (size_t i = 0; i < n_nodes; i++) {
+    const BoundNode& bn = nodes[i];
     if (!bn.node) fail("cuda backend: bound node without a node");
     const Node& node = *bn.node;
     std::vector<TensorInfo> infos(bn.inputs.size());
     std::vector<const TensorInfo*> ptrs;
-    for (size_t i = 0; i < bn.inputs.size(); i++) {
-      infos[i].dtype = bn.inputs[i].dtype;
-      infos[i].shape = bn.inputs[i].shape;
-      ptrs.push_back(&infos[i]);
+    for (size_t k = 0; k < bn.inputs.size(); k++) {
+      infos[k].dtype = bn.inputs[k].dtype;
+      infos[k].shape = bn.inputs[k].shape;
+      ptrs.push_back(&infos[k]);
     }
     TensorInfo out;
     out.dtype = bn.output.dtype;
     out.shape = bn.output.shape;
     const std::string why = check(node, ptrs, out);
     if (!why.empty()) fail("cuda backend: node '%s': %s", node.name.c_str(), why.c_str());
-
-    if (node.op == Op::MatMul && bn.inputs[0].shape.rows() > cuda::kGemvMaxTokens) {
-      need_blas = true;
-      const TensorRef& w = bn.inputs[1];
-      if (w.dtype != DType::F32) {
-        const size_t K = static_cast<size_t>(w.shape[1]), N = static_cast<size_t>(w.shape[0]);
-        const size_t rows = std::max<size_t>(1, std::min(N, kGemmScratchMax / 4 / K));
-        gemm_scratch_floats = std::max(gemm_scratch_floats, rows * K);
-      }
-    }
-    if (node.op == Op::Attention) {
-      const OpParams& p = node.params;
-      const TensorRef& q = bn.inputs[0];
-      int64_t ctx =
-          std::min<int64_t>(bn.inputs[5].shape[1] * p.page_size, bn.inputs[1].shape.rows());
-      if (p.window > 0) ctx = std::min<int64_t>(ctx, p.window);
-      const int splits = cuda::attention_splits(q.shape.rows(), p.n_heads, ctx, ctx_->n_sms);
-      partial_floats = std::max(partial_floats, cuda::attention_partials_floats(
-                                                    q.shape.rows(), p.n_heads, p.head_dim, splits));
-    }
+    for (const TensorRef& r : bn.inputs) ins[i].push_back(resolve(r, node.name, "an input"));
+    outs[i] = resolve(bn.output, node.name, "the output");
+    if (node.inputs.size() != bn.inputs.size()) ids = false;
   }
 
+  // Dataflow by tensor id: which node writes each tensor, and which reads it last.
+  std::unordered_map<TensorId, int> producer, last_use;
+  if (ids) {
+    for (size_t i = 0; i < n_nodes; i++) {
+      const Node& node = *nodes[i].node;
+      for (TensorId id : node.inputs) last_use[id] = static_cast<int>(i);
+      if (node.op != Op::KvAppend) producer.emplace(node.output, static_cast<int>(i));
+    }
+  }
+  auto in_id = [&](size_t i, size_t k) { return nodes[i].node->inputs[k]; };
+  auto out_id = [&](size_t i) { return nodes[i].node->output; };
+  auto op_at = [&](size_t i) { return i < n_nodes ? nodes[i].node->op : Op::kCount; };
+
+  auto scratch = std::make_shared<Scratch>();
+  size_t need_gemm = 0, need_w16 = 0, need_x16 = 0, need_partials = 0, need_counters = 0;
   std::vector<std::shared_ptr<CudaBuffer>> keep;
-  cublasHandle_t blas = need_blas ? ctx_->blas() : nullptr;
-  float* gemm_scratch = nullptr;
-  if (gemm_scratch_floats) {
-    if (!ctx_->gemm_scratch || ctx_->gemm_scratch->size() < gemm_scratch_floats * 4)
-      ctx_->gemm_scratch = device_alloc(device, gemm_scratch_floats * 4,
-                                        "f16/bf16 weight conversion for prefill GEMMs");
-    keep.push_back(ctx_->gemm_scratch);
-    gemm_scratch = reinterpret_cast<float*>(ctx_->gemm_scratch->data());
-    gemm_scratch_floats = ctx_->gemm_scratch->size() / 4;
-  }
-  float* partials = nullptr;
-  if (partial_floats) {
-    keep.push_back(device_alloc(device, partial_floats * 4, "split attention partials"));
-    partials = reinterpret_cast<float*>(keep.back()->data());
-  }
-  int* err = reinterpret_cast<int*>(ctx_->err_flag->data());
-
   std::vector<Launch> launches;
   std::vector<std::string> labels;
-  launches.reserve(nodes.size());
+  launches.reserve(n_nodes);
+  auto emit = [&](std::string label, Launch l) {
+    labels.push_back(std::move(label));
+    launches.push_back(std::move(l));
+  };
+  int* err = reinterpret_cast<int*>(ctx_->err_flag->data());
+
+  // A quantized matrix as the kernels read it: in place when upload_weight stored it,
+  // else (raw GGUF blocks in an ordinary buffer) repacked into a buffer of this program
+  // at the start of every run, so later uploads to the raw buffer are seen.
+  auto qview = [&](size_t i, size_t k) {
+    const Arg& a = ins[i][k];
+    const int64_t N = a.shape.rows(), K = a.shape.row_len();
+    const TensorRef& r = nodes[i].inputs[k];
+    const CudaBuffer& b = cuda_buffer(*r.buffer, device);
+    if (r.offset == 0 && b.holds_split(a.dtype, N, K))
+      return cuda::qsplit_view(b.data(), a.dtype, N, K);
+    keep.push_back(device_alloc(device, cuda::qsplit_bytes(a.dtype, N, K),
+                                "a repacked quantized tensor"));
+    uint8_t* dst = keep.back()->data();
+    const uint8_t* src = a.ptr;
+    const DType t = a.dtype;
+    emit(format("repack %s", dtype_name(t)),
+         [=](cudaStream_t s) { cuda::repack_quant(s, src, t, N, K, dst); });
+    return cuda::qsplit_view(dst, t, N, K);
+  };
+
+  auto qgemv_ok = [&](size_t i) {
+    if (op_at(i) != Op::MatMul || !is_quant(ins[i][1].dtype)) return false;
+    const int64_t T = ins[i][0].shape.rows(), K = ins[i][0].shape.row_len();
+    return T <= cuda::kQGemvMaxTokens && cuda::qgemv_smem_bytes(T, K) <= cuda::kQGemvMaxSmem &&
+           aligned16(ins[i][0].ptr);
+  };
+  // Matmuls of one x and one weight dtype.
+  auto same_x = [&](size_t i, size_t j) {
+    if (op_at(i) != Op::MatMul || op_at(j) != Op::MatMul) return false;
+    const BoundNode &a = nodes[i], &b = nodes[j];
+    return b.inputs[0].buffer == a.inputs[0].buffer && b.inputs[0].offset == a.inputs[0].offset &&
+           b.inputs[0].shape == a.inputs[0].shape && b.inputs[1].dtype == a.inputs[1].dtype;
+  };
+
+  // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
+  // first matmul); returns the index of the last node it covers, or -1.
+  auto try_qgemv = [&](size_t ni) -> int64_t {
+    const bool has_norm = ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) &&
+                          in_id(ni + 1, 0) == out_id(ni);
+    const size_t m0 = has_norm ? ni + 1 : ni;
+    if (!qgemv_ok(m0)) return -1;
+    size_t m1 = m0;
+    while (m1 + 1 - m0 < static_cast<size_t>(cuda::kGemvMaxSegs) && same_x(m0, m1 + 1)) m1++;
+    // Epilogue candidates.
+    cuda::QEpilogue epi = cuda::QEpilogue::None;
+    size_t res_k = 0;
+    const size_t e = m1 + 1;
+    if (ids && op_at(e) == Op::SiluMul && m1 == m0 + 1 && in_id(e, 0) == out_id(m0) &&
+        in_id(e, 1) == out_id(m1) && ins[m0][1].shape[0] == ins[m1][1].shape[0]) {
+      epi = cuda::QEpilogue::SiluPair;
+    } else if (ids && op_at(e) == Op::Add && m1 == m0) {
+      for (size_t k = 0; k < 2; k++) {
+        if (in_id(e, k) == out_id(m0) && in_id(e, 1 - k) != out_id(m0) &&
+            ins[e][1 - k].shape.numel() == outs[m0].shape.numel()) {
+          epi = cuda::QEpilogue::Residual;
+          res_k = 1 - k;
+        }
+      }
+    }
+    std::vector<bool> variants = {epi != cuda::QEpilogue::None};
+    if (variants[0]) variants.push_back(false);
+    for (const bool use_epi : variants) {
+      // Reads and writes of the fused launch.
+      std::vector<Region> reads, writes;
+      reads.push_back(region_of(has_norm ? ins[ni][0] : ins[m0][0]));
+      if (has_norm) reads.push_back(region_of(ins[ni][1]));
+      for (size_t m = m0; m <= m1; m++) {
+        writes.push_back(region_of(outs[m]));
+        if (ins[m].size() > 2) reads.push_back(region_of(ins[m][2]));
+      }
+      if (use_epi) {
+        writes.push_back(region_of(outs[e]));
+        if (epi == cuda::QEpilogue::Residual) reads.push_back(region_of(ins[e][res_k]));
+      }
+      // The normalized x is skipped when a later output of this launch took its memory.
+      bool write_norm = has_norm;
+      if (has_norm) {
+        const Region h = region_of(outs[ni]);
+        const auto lu = last_use.find(out_id(ni));
+        for (size_t m = m0; m <= (use_epi ? e : m1); m++) {
+          const auto pr = producer.find(out_id(m));
+          if (h.overlaps(region_of(outs[m])) && lu != last_use.end() && pr != producer.end() &&
+              lu->second < pr->second)
+            write_norm = false;
+        }
+        if (write_norm) writes.push_back(h);
+      }
+      bool ok = true;
+      for (size_t a = 0; a < writes.size() && ok; a++) {
+        for (const Region& r : reads) ok = ok && !writes[a].overlaps(r);
+        for (size_t b = a + 1; b < writes.size(); b++) ok = ok && !writes[a].overlaps(writes[b]);
+      }
+      // Plain grouping reads x and writes outputs whose lifetimes overlap it: always fine.
+      if (!ok && (has_norm || use_epi)) continue;
+
+      cuda::QGemvArgs qa;
+      qa.x = has_norm ? ins[ni][0].f32() : ins[m0][0].f32();
+      qa.T = ins[m0][0].shape.rows();
+      qa.K = ins[m0][0].shape.row_len();
+      qa.type = ins[m0][1].dtype;
+      qa.n_segs = static_cast<int>(m1 - m0 + 1);
+      std::string label = format("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
+      const size_t launches_before = launches.size();
+      for (size_t m = m0; m <= m1; m++) {
+        cuda::QGemvSeg& sg = qa.segs[m - m0];
+        sg.w = qview(m, 1);
+        if (ins[m].size() > 2) {
+          sg.bias = ins[m][2].ptr;
+          sg.bias_type = ins[m][2].dtype;
+        }
+        sg.y = outs[m].f32_mut();
+        label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
+      }
+      if (has_norm) {
+        qa.norm_w = ins[ni][1].ptr;
+        qa.norm_type = ins[ni][1].dtype;
+        qa.eps = nodes[ni].node->params.eps;
+        qa.norm_out = write_norm ? outs[ni].f32_mut() : nullptr;
+        label += " +rms_norm";
+      }
+      if (use_epi) {
+        qa.epilogue = epi;
+        qa.out2 = outs[e].f32_mut();
+        if (epi == cuda::QEpilogue::Residual) {
+          qa.residual = ins[e][res_k].f32();
+          label += " +residual";
+        } else {
+          label += " +silu_mul";
+        }
+      }
+      // Weights repacked by a launch of this program are written just before: no early
+      // start then.
+      qa.pdl = ctx_->pdl && launches.size() == launches_before;
+      emit(label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); });
+      return static_cast<int64_t>(use_epi ? e : m1);
+    }
+    return -1;
+  };
+
+  // Rope(q), Rope(k), KvAppend(k), KvAppend(v) at ni as one single-block launch.
+  auto try_rope_kv = [&](size_t ni) -> bool {
+    if (!ids || op_at(ni) != Op::Rope || op_at(ni + 1) != Op::Rope ||
+        op_at(ni + 2) != Op::KvAppend || op_at(ni + 3) != Op::KvAppend)
+      return false;
+    const OpParams &pq = nodes[ni].node->params, &pk = nodes[ni + 1].node->params;
+    const std::vector<Arg> &q = ins[ni], &k = ins[ni + 1], &ak = ins[ni + 2], &av = ins[ni + 3];
+    const int64_t T = q[0].shape.rows();
+    if (in_id(ni, 1) != in_id(ni + 1, 1) || in_id(ni, 2) != in_id(ni + 1, 2) ||
+        in_id(ni + 2, 0) != out_id(ni + 1) || in_id(ni + 3, 1) != in_id(ni + 2, 1) ||
+        pq.head_dim != pk.head_dim || pq.rot_dims != pk.rot_dims ||
+        pq.rope_style != pk.rope_style || k[0].shape.rows() != T || av[0].shape != ak[0].shape ||
+        av[0].shape.rows() != T || ak[2].dtype != av[2].dtype || ak[2].shape != av[2].shape ||
+        av[0].shape.row_len() != int64_t{pk.n_heads} * pk.head_dim ||
+        cuda::rope_kv_smem_bytes(T, pq.n_heads, pk.n_heads, pq.head_dim) > cuda::kRopeKvMaxSmem)
+      return false;
+    cuda::RopeKvArgs a;
+    a.q = q[0].f32();
+    a.k = k[0].f32();
+    a.v = av[0].f32();
+    a.positions = q[1].i32();
+    a.inv_freq = q[2].f32();
+    a.slots = ak[1].i32();
+    a.q_out = outs[ni].f32_mut();
+    a.k_out = outs[ni + 1].f32_mut();
+    a.k_cache = outs[ni + 2].ptr;
+    a.v_cache = outs[ni + 3].ptr;
+    a.cache_type = ak[2].dtype;
+    a.cache_rows = ak[2].shape.rows();
+    a.T = T;
+    a.n_heads = pq.n_heads;
+    a.n_kv_heads = pk.n_heads;
+    a.head_dim = pq.head_dim;
+    a.rot_dims = pq.rot_dims;
+    a.style = pq.rope_style;
+    a.err = err;
+    emit("rope+kv_append", [=](cudaStream_t s) { cuda::rope_kv(s, a); });
+    return true;
+  };
+
   // A GEMV (few tokens) reads x once per weight row; consecutive matmuls of one x
   // (q/k/v, gate/up) share one launch, which saves launches and fills the GPU better
   // for the small matrices. The results are the same bits as separate launches.
-  auto gemv_with = [&](size_t i, size_t j) {
-    const BoundNode &a = nodes[i], &b = nodes[j];
-    return b.node->op == Op::MatMul && a.node->op == Op::MatMul &&
-           b.inputs[0].buffer == a.inputs[0].buffer && b.inputs[0].offset == a.inputs[0].offset &&
-           b.inputs[0].shape == a.inputs[0].shape && b.inputs[1].dtype == a.inputs[1].dtype;
-  };
-  for (size_t ni = 0; ni < nodes.size(); ni++) {
+  struct X16 {
+    const uint8_t* ptr = nullptr;
+    Shape shape;
+  } x16_holds;  // what the f16 activation scratch holds at this point of the program
+  for (size_t ni = 0; ni < n_nodes; ni++) {
     const BoundNode& bn = nodes[ni];
     const Node& node = *bn.node;
     const OpParams p = node.params;
-    std::vector<Arg> in;
-    for (const TensorRef& r : bn.inputs) in.push_back(resolve(r, node.name, "an input"));
-    const Arg out = resolve(bn.output, node.name, "the output");
+    const std::vector<Arg>& in = ins[ni];
+    const Arg out = outs[ni];
+    const X16 x16_before = x16_holds;
+    x16_holds = X16{};
+
+    if (node.op == Op::RmsNorm || node.op == Op::MatMul) {
+      const int64_t last = try_qgemv(ni);
+      if (last >= 0) {
+        ni = static_cast<size_t>(last);
+        continue;
+      }
+    }
+    if (try_rope_kv(ni)) {
+      ni += 3;
+      continue;
+    }
+    if (node.op == Op::MatMul && is_quant(in[1].dtype)) {
+      // Prefill: dequantized f16 chunks on the tensor cores.
+      const Arg x = in[0];
+      const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = in[1].shape.rows();
+      const Arg b = in.size() > 2 ? in[2] : Arg{};
+      need_w16 = std::max(need_w16, std::min<size_t>(static_cast<size_t>(N) * K,
+                                                     std::max<size_t>(kW16ChunkElems, K)));
+      need_x16 = std::max(need_x16, static_cast<size_t>(T * K));
+      const bool convert = !(x16_before.ptr == x.ptr && x16_before.shape == x.shape);
+      const cuda::QMatrix w = qview(ni, 1);
+      cublasHandle_t blas = ctx_->blas();
+      emit(format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
+                  (long long)N, (long long)K),
+           [=](cudaStream_t s) {
+             cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
+                         convert, scratch->w16, scratch->w16_elems);
+           });
+      x16_holds = X16{x.ptr, x.shape};
+      continue;
+    }
     if (node.op == Op::MatMul && in[0].shape.rows() <= cuda::kGemvMaxTokens) {
       const Arg x = in[0];
       const int64_t T = x.shape.rows(), K = x.shape.row_len();
       const DType wt = in[1].dtype;
       std::vector<cuda::GemvSeg> segs;
-      auto add_seg = [&](const std::vector<Arg>& ins, const Arg& y) {
+      auto add_seg = [&](const std::vector<Arg>& a, const Arg& y) {
         cuda::GemvSeg sg;
-        sg.w = ins[1].ptr;
-        sg.N = ins[1].shape[0];
-        if (ins.size() > 2) {
-          sg.bias = ins[2].ptr;
-          sg.bias_type = ins[2].dtype;
+        sg.w = a[1].ptr;
+        sg.N = a[1].shape[0];
+        if (a.size() > 2) {
+          sg.bias = a[2].ptr;
+          sg.bias_type = a[2].dtype;
         }
         sg.y = y.f32_mut();
         segs.push_back(sg);
       };
       add_seg(in, out);
-      while (segs.size() < static_cast<size_t>(cuda::kGemvMaxSegs) && ni + 1 < nodes.size() &&
-             gemv_with(ni, ni + 1)) {
-        const BoundNode& nb = nodes[++ni];
-        std::vector<Arg> nin;
-        for (const TensorRef& r : nb.inputs) nin.push_back(resolve(r, nb.node->name, "an input"));
-        add_seg(nin, resolve(nb.output, nb.node->name, "the output"));
+      const size_t first = ni;
+      while (segs.size() < static_cast<size_t>(cuda::kGemvMaxSegs) && same_x(first, ni + 1)) {
+        ni++;
+        add_seg(ins[ni], outs[ni]);
       }
       std::string label = format("matmul %s T=%lld:", dtype_name(wt), (long long)T);
       for (const cuda::GemvSeg& sg : segs)
         label += format(" [%lld x %lld]", (long long)sg.N, (long long)K);
-      labels.push_back(label);
-      launches.push_back([=](cudaStream_t s) {
+      emit(label, [=](cudaStream_t s) {
         cuda::gemv(s, x.f32(), segs.data(), static_cast<int>(segs.size()), wt, T, K);
       });
       continue;
     }
+
+    std::string label = op_name(node.op);
     if (node.op == Op::MatMul)
-      labels.push_back(format("matmul %s T=%lld: [%lld x %lld]", dtype_name(in[1].dtype),
-                              (long long)in[0].shape.rows(), (long long)in[1].shape[0],
-                              (long long)in[1].shape[1]));
-    else
-      labels.push_back(op_name(node.op));
+      label = format("matmul %s T=%lld: [%lld x %lld]", dtype_name(in[1].dtype),
+                     (long long)in[0].shape.rows(), (long long)in[1].shape[0],
+                     (long long)in[1].shape[1]);
     switch (node.op) {
       case Op::GetRows: {
-        const Arg table = in[0], ids = in[1];
-        launches.push_back([=](cudaStream_t s) {
+        const Arg table = in[0], ids_arg = in[1];
+        if (is_quant(table.dtype)) {
+          const cuda::QMatrix q = qview(ni, 0);
+          emit(format("get_rows %s", dtype_name(table.dtype)), [=](cudaStream_t s) {
+            cuda::get_rows_quant(s, q, ids_arg.i32(), ids_arg.shape.numel(), out.f32_mut(), err);
+          });
+          break;
+        }
+        emit(label, [=](cudaStream_t s) {
           cuda::get_rows(s, table.ptr, table.dtype, table.shape.rows(), table.shape.row_len(),
-                         ids.i32(), ids.shape.numel(), out.f32_mut(), err);
+                         ids_arg.i32(), ids_arg.shape.numel(), out.f32_mut(), err);
         });
         break;
       }
       case Op::RmsNorm: {
         const Arg x = in[0], w = in[1];
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::rms_norm(s, x.f32(), w.ptr, w.dtype, out.f32_mut(), x.shape.rows(),
                          x.shape.row_len(), p.eps);
         });
@@ -744,27 +1062,33 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       case Op::LayerNorm: {
         const Arg x = in[0], w = in[1];
         const Arg b = in.size() > 2 ? in[2] : Arg{};
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::layer_norm(s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(),
                            x.shape.rows(), x.shape.row_len(), p.eps);
         });
         break;
       }
       case Op::MatMul: {
+        // Many tokens, float weights: SGEMM in float32.
         const Arg x = in[0], w = in[1];
         const Arg b = in.size() > 2 ? in[2] : Arg{};
         const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = w.shape[0];
-        const size_t scratch_n = w.dtype == DType::F32 ? 0 : gemm_scratch_floats;
-        float* scratch = w.dtype == DType::F32 ? nullptr : gemm_scratch;
-        launches.push_back([=](cudaStream_t s) {
+        if (w.dtype != DType::F32) {
+          const size_t rows = std::max<size_t>(
+              1, std::min<size_t>(N, kGemmScratchMax / 4 / static_cast<size_t>(K)));
+          need_gemm = std::max(need_gemm, rows * K);
+        }
+        cublasHandle_t blas = ctx_->blas();
+        emit(label, [=](cudaStream_t s) {
+          const bool f32 = w.dtype == DType::F32;
           cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
-                     scratch, scratch_n);
+                     f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
         });
         break;
       }
       case Op::Rope: {
         const Arg x = in[0], pos = in[1], freq = in[2];
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::rope(s, x.f32(), pos.i32(), freq.f32(), out.f32_mut(), x.shape.rows(), p.n_heads,
                      p.head_dim, p.rot_dims, p.rope_style);
         });
@@ -772,7 +1096,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::KvAppend: {
         const Arg src = in[0], slots = in[1];
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::kv_append(s, src.f32(), slots.i32(), src.shape.rows(), src.shape.row_len(), out.ptr,
                           out.dtype, out.shape.rows(), err);
         });
@@ -799,12 +1123,37 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         a.page_size = p.page_size;
         a.scale = p.scale;
         a.softcap = p.softcap;
+        a.err = err;
         int64_t ctx = std::min<int64_t>(a.max_pages * a.page_size, a.cache_rows);
         if (a.window > 0) ctx = std::min<int64_t>(ctx, a.window);
-        a.n_splits = cuda::attention_splits(a.T, a.n_heads, ctx, ctx_->n_sms);
-        a.partials = a.n_splits > 1 ? partials : nullptr;
-        a.err = err;
-        launches.push_back([=](cudaStream_t s) { cuda::attention(s, a); });
+        if (a.T <= cuda::kGemvMaxTokens) {
+          a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads, ctx, n_sms);
+          if (cuda::attention_decode_ok(a)) {
+            if (a.n_splits > 1) {
+              need_partials = std::max(need_partials,
+                                       cuda::attention_partials_floats(a.T, a.n_heads, a.head_dim,
+                                                                       a.n_splits));
+              need_counters = std::max(need_counters, static_cast<size_t>(a.T * a.n_kv_heads));
+            }
+            emit("attention (decode)", [=](cudaStream_t s) {
+              cuda::AttentionArgs b = a;
+              b.partials = scratch->partials;
+              cuda::attention_decode(s, b, scratch->counters);
+            });
+            break;
+          }
+        } else if (cuda::attention_prefill_ok(a)) {
+          emit("attention (prefill)", [=](cudaStream_t s) { cuda::attention_prefill(s, a); });
+          break;
+        }
+        a.n_splits = cuda::attention_splits(a.T, a.n_heads, ctx, n_sms);
+        need_partials = std::max(
+            need_partials, cuda::attention_partials_floats(a.T, a.n_heads, a.head_dim, a.n_splits));
+        emit(label, [=](cudaStream_t s) {
+          cuda::AttentionArgs b = a;
+          b.partials = a.n_splits > 1 ? scratch->partials : nullptr;
+          cuda::attention(s, b);
+        });
         break;
       }
       case Op::SiluMul:
@@ -820,7 +1169,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         const int64_t rows = a.shape.numel() / d;
         // SiluMul/GeluMul take b of a's shape; Add/Mul may broadcast one row.
         const int64_t b_rows = b.shape.numel() / d;
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::binary(s, op, a.f32(), b.f32(), b_rows, out.f32_mut(), rows, d);
         });
         break;
@@ -832,7 +1181,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
                                : node.op == Op::GeluTanh ? cuda::Unary::GeluTanh
                                                          : cuda::Unary::Scale;
         const Arg a = in[0];
-        launches.push_back([=](cudaStream_t s) {
+        emit(label, [=](cudaStream_t s) {
           cuda::unary(s, op, a.f32(), p.scale, out.f32_mut(), a.shape.numel());
         });
         break;
@@ -841,6 +1190,48 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         fail("cuda backend: node '%s' has no op", node.name.c_str());
     }
   }
+
+  // Scratch: the conversion buffers are shared by the backend's programs (they run one
+  // at a time on the stream) and replaced by larger ones when a program needs more;
+  // each program keeps the ones its launches point into.
+  if (need_gemm) {
+    if (!ctx_->gemm_scratch || ctx_->gemm_scratch->size() < need_gemm * 4)
+      ctx_->gemm_scratch =
+          device_alloc(device, need_gemm * 4, "f16/bf16 weight conversion for prefill GEMMs");
+    keep.push_back(ctx_->gemm_scratch);
+    scratch->gemm = reinterpret_cast<float*>(ctx_->gemm_scratch->data());
+    scratch->gemm_floats = ctx_->gemm_scratch->size() / 4;
+  }
+  if (need_w16 || need_x16) {
+    const size_t w_bytes = (need_w16 * 2 + 255) / 256 * 256;
+    const size_t bytes = w_bytes + need_x16 * 2;
+    if (!ctx_->f16_scratch || ctx_->f16_scratch->size() < bytes ||
+        ctx_->f16_w16_bytes < w_bytes) {
+      const size_t wb = std::max(w_bytes, ctx_->f16_scratch ? ctx_->f16_w16_bytes : 0);
+      const size_t xb = std::max(need_x16 * 2, ctx_->f16_scratch
+                                                   ? ctx_->f16_scratch->size() - ctx_->f16_w16_bytes
+                                                   : 0);
+      ctx_->f16_scratch = device_alloc(device, wb + xb, "f16 tiles for quantized prefill GEMMs");
+      ctx_->f16_w16_bytes = wb;
+    }
+    keep.push_back(ctx_->f16_scratch);
+    scratch->w16 = reinterpret_cast<__half*>(ctx_->f16_scratch->data());
+    scratch->w16_elems = ctx_->f16_w16_bytes / 2;
+    scratch->x16 = reinterpret_cast<__half*>(ctx_->f16_scratch->data() + ctx_->f16_w16_bytes);
+  }
+  if (need_partials) {
+    keep.push_back(device_alloc(device, need_partials * 4, "split attention partials"));
+    scratch->partials = reinterpret_cast<float*>(keep.back()->data());
+  }
+  if (need_counters) {
+    keep.push_back(device_alloc(device, need_counters * sizeof(int), "attention split counters"));
+    scratch->counters = reinterpret_cast<int*>(keep.back()->data());
+    LLM_CUDA_CHECK(
+        cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));
+  }
+  cuda::qgemv_prepare();
+  cuda::rope_kv_prepare();
+  // Launches hold the scratch through their captures.
   return std::make_unique<CudaProgram>(ctx_, std::move(launches), std::move(labels),
                                        std::move(keep));
 }

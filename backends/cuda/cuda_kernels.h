@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -56,6 +57,85 @@ void convert_to_f32(cudaStream_t stream, const void* src, DType src_type, float*
 void add_bias(cudaStream_t stream, float* y, const void* bias, DType bias_type, int64_t rows,
               int64_t n);
 
+// ---- quant.cu / qgemv.cu: Q8_0 and Q4_0 matrices ------------------------------------------
+
+// The backend's layout of a quantized matrix [N, K] (K % 32 == 0): the quants of all
+// blocks row after row (16 bytes per Q4_0 block, GGUF's nibble order; 32 int8 per Q8_0
+// block), so every row starts 16-byte aligned, then at scales_offset() the f16 scales
+// [N, K / 32]. Kernels stream the quants with 16-byte loads and never touch the
+// 18/34-byte GGUF blocks.
+size_t qsplit_quant_bytes(DType t, int64_t N, int64_t K);
+size_t qsplit_scales_offset(DType t, int64_t N, int64_t K);
+size_t qsplit_bytes(DType t, int64_t N, int64_t K);
+
+// A matrix in that layout.
+struct QMatrix {
+  const uint8_t* qs = nullptr;
+  const uint16_t* scales = nullptr;  // f16 bits
+  DType type = DType::Q4_0;
+  int64_t N = 0, K = 0;
+};
+QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K);
+
+// GGUF blocks (N rows of K / 32 blocks) -> the split layout at dst.
+void repack_quant(cudaStream_t stream, const void* blocks, DType t, int64_t N, int64_t K,
+                  void* dst);
+
+// out[r, :] = dequantized rows ids[r] of a split-layout table (exact, as the CPU's
+// dequantize_row_*). Bad ids give zero rows and set kErrRowId.
+void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* ids, int64_t R,
+                    float* out, int* err);
+
+// Prefill: y[T, N] = x · Wᵀ (+ bias) on the tensor cores. x is rounded to f16 once into
+// x16 (skipped when convert_x is false: x16 already holds it), W is dequantized to f16
+// in chunks that fit w16 (w16_elems >= K), and cuBLAS multiplies f16 x f16 with
+// float32 accumulation and output. Chunks take all rows and a slice of the columns
+// where that fits (so each GEMM is wide enough to fill the GPU), else slices of rows.
+void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMatrix& w,
+           const void* bias, DType bias_type, float* y, int64_t T, __half* x16, bool convert_x,
+           __half* w16, size_t w16_elems);
+
+// Decode: one launch of up to kGemvMaxSegs quantized matrices of one dtype and K over
+// one x [T, K], T <= kQGemvMaxTokens. The x rows are quantized once per block into
+// shared memory as 16-bit integers per block of 32 (two int8 planes, scale amax /
+// 32512), and the products run on dp4a; so the result differs from float32 math on
+// dequantized weights by at most sum_k |w_k| * amax_blk(k) / 65024 (rounding of x).
+// Optional fusions (see CudaBackend::compile): an RmsNorm of x as prologue, a residual
+// add or a SiLU-gated product of two segments as epilogue.
+constexpr int64_t kQGemvMaxTokens = 8;
+struct QGemvSeg {
+  QMatrix w;
+  const void* bias = nullptr;
+  DType bias_type = DType::F32;
+  float* y = nullptr;  // nullptr: not written (read only inside the fused launch)
+};
+enum class QEpilogue { None, Residual, SiluPair };
+struct QGemvArgs {
+  const float* x = nullptr;  // [T, K]
+  int64_t T = 0, K = 0;
+  DType type = DType::Q4_0;
+  QGemvSeg segs[kGemvMaxSegs];
+  int n_segs = 0;
+  // Prologue: x <- rms_norm(x) * norm_w; block 0 writes that to norm_out when set.
+  const void* norm_w = nullptr;
+  DType norm_type = DType::F32;
+  float eps = 0.f;
+  float* norm_out = nullptr;
+  // Residual: out2 = residual + y (one segment). SiluPair: out2 = silu(y0) * y1.
+  QEpilogue epilogue = QEpilogue::None;
+  const float* residual = nullptr;
+  float* out2 = nullptr;
+  // Programmatic dependent launch: the kernel may start before the previous one in the
+  // stream ends and stream its weights meanwhile (they must not be written by it).
+  bool pdl = false;
+};
+// Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
+size_t qgemv_smem_bytes(int64_t T, int64_t K);
+constexpr size_t kQGemvMaxSmem = 96 * 1024;
+// Raises the kernels' shared memory limit on the current device (outside stream capture).
+void qgemv_prepare();
+void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms);
+
 // ---- attention.cu ------------------------------------------------------------------------
 
 struct AttentionArgs {
@@ -88,6 +168,20 @@ int attention_splits(int64_t T, int n_heads, int64_t max_context, int n_sms);
 size_t attention_partials_floats(int64_t T, int n_heads, int head_dim, int n_splits);
 void attention(cudaStream_t stream, const AttentionArgs& a);
 
+// Decode attention (few tokens): one block per (token, kv head, split) takes all query
+// heads of the kv head (GQA: K/V read once), a warp per group of keys with the head's
+// dims across lanes; the last split to finish merges the splits (counters: one int per
+// (token, kv head), zero before the first launch, left zero after each). Supported
+// when attention_decode_ok(); n_splits from attention_decode_splits().
+bool attention_decode_ok(const AttentionArgs& a);
+int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms);
+void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters);
+
+// Prefill attention: blocks of 16 query rows (tokens x query heads of one kv head)
+// share each tile of 128 keys, so K/V are read once per tile rather than once per row.
+bool attention_prefill_ok(const AttentionArgs& a);
+void attention_prefill(cudaStream_t stream, const AttentionArgs& a);
+
 // ---- norm.cu -----------------------------------------------------------------------------
 
 // w and b are f32/f16/bf16 vectors of d; b may be nullptr.
@@ -101,10 +195,39 @@ void layer_norm(cudaStream_t stream, const float* x, const void* w, DType w_type
 void rope(cudaStream_t stream, const float* x, const int32_t* positions, const float* inv_freq,
           float* y, int64_t T, int n_heads, int head_dim, int rot_dims, RopeStyle style);
 
+// Rope of q and k, then k and v appended to their caches, in one single-block launch
+// (decode): every input is read into shared memory before anything is written, so
+// outputs may share memory with inputs. Bits equal rope() + kv_append().
+struct RopeKvArgs {
+  const float* q = nullptr;  // [T, n_heads * head_dim]
+  const float* k = nullptr;  // [T, n_kv_heads * head_dim]
+  const float* v = nullptr;
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;
+  const int32_t* slots = nullptr;
+  float* q_out = nullptr;
+  float* k_out = nullptr;  // may be nullptr (not needed outside the fusion)
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  DType cache_type = DType::F32;
+  int64_t cache_rows = 0;
+  int64_t T = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dims = 0;
+  RopeStyle style = RopeStyle::NeoX;
+  int* err = nullptr;
+};
+size_t rope_kv_smem_bytes(int64_t T, int n_heads, int n_kv_heads, int head_dim);
+constexpr size_t kRopeKvMaxSmem = 96 * 1024;
+void rope_kv_prepare();
+void rope_kv(cudaStream_t stream, const RopeKvArgs& a);
+
 // ---- elementwise.cu ----------------------------------------------------------------------
 
 // cudaErrorInvalidDeviceFunction when this build has no code for the current device.
 cudaError_t probe_kernels();
+
+// A one-thread kernel that returns after `us` microseconds (profiling).
+void spin(cudaStream_t stream, double us);
 
 enum class Unary { Gelu, GeluTanh, Scale };
 enum class Binary { SiluMul, GeluMul, Add, Mul };

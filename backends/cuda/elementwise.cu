@@ -47,7 +47,21 @@ constexpr int kThreads = 256;
 
 __global__ void probe_kernel() {}
 
+__global__ void spin_kernel(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
 }  // namespace
+
+void spin(cudaStream_t stream, double us) {
+  spin_kernel<<<1, 1, 0, stream>>>(static_cast<unsigned long long>(us * 1e3));
+  LLM_CUDA_CHECK_LAUNCH("spin_kernel");
+}
 
 cudaError_t probe_kernels() {
   cudaFuncAttributes attr;

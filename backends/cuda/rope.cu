@@ -44,7 +44,123 @@ __global__ void rope_kernel(const float* x, const int32_t* __restrict__ position
   }
 }
 
+// Single block: stage q, k, v and slots in shared memory, then write (positions and
+// inv_freq are inputs and constants, which no intermediate shares memory with). Index
+// math in 32 bits: one multiprocessor does all of it (sizes are checked by the launcher).
+template <typename CT>
+__global__ void __launch_bounds__(1024) rope_kv_kernel(const RopeKvArgs a) {
+  extern __shared__ __align__(16) float stage[];
+  const int T = static_cast<int>(a.T);
+  const int D = a.head_dim, H = a.n_heads, Hkv = a.n_kv_heads, HH = H + Hkv;
+  const int qw = H * D, kw = Hkv * D;
+  float* qs = stage;
+  float* ks = qs + T * qw;
+  float* vs = ks + T * kw;
+  int32_t* slot = reinterpret_cast<int32_t*>(vs + T * kw);
+  float* sin_s = reinterpret_cast<float*>(slot + T);
+  const int half = a.rot_dims / 2;
+  float* cos_s = sin_s + T * half;
+  for (int i = threadIdx.x; i < T * qw; i += blockDim.x) qs[i] = a.q[i];
+  for (int i = threadIdx.x; i < T * kw; i += blockDim.x) {
+    ks[i] = a.k[i];
+    vs[i] = a.v[i];
+  }
+  for (int i = threadIdx.x; i < T; i += blockDim.x) slot[i] = a.slots[i];
+  // The angles depend on (token, frequency) only: one sincosf each, shared by the heads.
+  for (int i = threadIdx.x; i < T * half; i += blockDim.x) {
+    const float theta = static_cast<float>(a.positions[i / half]) * a.inv_freq[i % half];
+    sincosf(theta, &sin_s[i], &cos_s[i]);
+  }
+  __syncthreads();
+
+  const bool neox = a.style == RopeStyle::NeoX;
+  CT* kc = static_cast<CT*>(a.k_cache);
+  CT* vc = static_cast<CT*>(a.v_cache);
+  auto cache_ok = [&](int t) { return slot[t] >= 0 && slot[t] < a.cache_rows; };
+  // Rotated pairs of q heads then k heads, as rope_kernel computes them.
+  for (int idx = threadIdx.x; idx < T * HH * half; idx += blockDim.x) {
+    const int i = idx % half, th = idx / half;  // th = token * (H + Hkv) + head
+    const int t = th / HH, hh = th % HH;
+    const bool is_k = hh >= H;
+    const float sn = sin_s[t * half + i], cs = cos_s[t * half + i];
+    const int off = is_k ? t * kw + (hh - H) * D : t * qw + hh * D;
+    const int ia = off + (neox ? i : 2 * i), ib = off + (neox ? i + half : 2 * i + 1);
+    const float* src = is_k ? ks : qs;
+    const float x0 = src[ia], x1 = src[ib];
+    const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+    if (!is_k) {
+      a.q_out[ia] = y0;
+      a.q_out[ib] = y1;
+    } else {
+      if (a.k_out) {
+        a.k_out[ia] = y0;
+        a.k_out[ib] = y1;
+      }
+      if (cache_ok(t)) {
+        const int64_t c = static_cast<int64_t>(slot[t]) * kw + (ia - t * kw);
+        kc[c] = from_f32<CT>(y0);
+        kc[c + (ib - ia)] = from_f32<CT>(y1);
+      }
+    }
+  }
+  // Dims past rot_dims pass through; v goes to its cache as is.
+  const int tail = D - a.rot_dims;
+  if (tail > 0) {
+    for (int idx = threadIdx.x; idx < T * HH * tail; idx += blockDim.x) {
+      const int th = idx / tail, d = a.rot_dims + idx % tail;
+      const int t = th / HH, hh = th % HH;
+      if (hh < H) {
+        const int at = t * qw + hh * D + d;
+        a.q_out[at] = qs[at];
+      } else {
+        const int at = t * kw + (hh - H) * D + d;
+        if (a.k_out) a.k_out[at] = ks[at];
+        if (cache_ok(t)) kc[static_cast<int64_t>(slot[t]) * kw + (at - t * kw)] = from_f32<CT>(ks[at]);
+      }
+    }
+  }
+  for (int i = threadIdx.x; i < T * kw; i += blockDim.x) {
+    const int t = i / kw;
+    if (cache_ok(t))
+      vc[static_cast<int64_t>(slot[t]) * kw + (i - t * kw)] = from_f32<CT>(vs[i]);
+    else if (i == t * kw)
+      report(a.err, kErrSlot);
+  }
+}
+
+template <typename CT>
+void set_rope_kv_smem() {
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(rope_kv_kernel<CT>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kRopeKvMaxSmem)));
+}
+
 }  // namespace
+
+size_t rope_kv_smem_bytes(int64_t T, int n_heads, int n_kv_heads, int head_dim) {
+  // q, k, v, slots, then sin and cos of up to head_dim / 2 frequencies.
+  return static_cast<size_t>(T) *
+         ((static_cast<size_t>(n_heads) + 2 * static_cast<size_t>(n_kv_heads)) * head_dim + 2 +
+          static_cast<size_t>(head_dim)) *
+         4;
+}
+
+void rope_kv_prepare() {
+  set_rope_kv_smem<float>();
+  set_rope_kv_smem<__half>();
+  set_rope_kv_smem<__nv_bfloat16>();
+}
+
+void rope_kv(cudaStream_t stream, const RopeKvArgs& a) {
+  if (a.T <= 0) return;
+  const size_t smem = rope_kv_smem_bytes(a.T, a.n_heads, a.n_kv_heads, a.head_dim);
+  if (smem > kRopeKvMaxSmem) fail("cuda rope_kv: %zu bytes of shared memory", smem);
+  dispatch_float(a.cache_type, "kv caches", [&](auto tag) {
+    using CT = decltype(tag);
+    rope_kv_kernel<CT><<<1, 1024, smem, stream>>>(a);
+  });
+  LLM_CUDA_CHECK_LAUNCH("rope_kv_kernel");
+}
 
 void rope(cudaStream_t stream, const float* x, const int32_t* positions, const float* inv_freq,
           float* y, int64_t T, int n_heads, int head_dim, int rot_dims, RopeStyle style) {

@@ -52,6 +52,21 @@ const char* st_dtype_name(DType t) {
   return nullptr;
 }
 
+// Quantized tensors (Q8_0/Q4_0) are stored as U8 [rows, row_bytes] holding the GGUF
+// blocks, with their dtype and logical shape in the header metadata, so that standard
+// safetensors readers still accept the file.
+const char kPackedDtypePrefix[] = "llmrt.dtype.";
+const char kPackedShapePrefix[] = "llmrt.shape.";
+
+bool is_packed(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+// The largest power of two (at most 64) dividing n; 64 for 0.
+size_t size_alignment(size_t n) {
+  size_t a = 1;
+  while (a < 64 && n % (a * 2) == 0) a *= 2;
+  return a;
+}
+
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
@@ -80,6 +95,43 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
+// The file's metadata names the block dtype and logical shape of a U8 [rows, row_bytes]
+// tensor; checks that they agree with the stored bytes and applies them to *t.
+void unpack_quantized(const char* p, const std::string& name, const std::string& block_dtype,
+                      const std::map<std::string, std::string>& metadata, HostTensor* t) {
+  const char* n = name.c_str();
+  DType q;
+  if (!dtype_from_name(block_dtype, &q) || !is_packed(q))
+    fail("%s: tensor '%s' has unsupported packed dtype '%s'", p, n, block_dtype.c_str());
+  const auto sh = metadata.find(kPackedShapePrefix + name);
+  if (sh == metadata.end())
+    fail("%s: tensor '%s' has no %s%s metadata", p, n, kPackedShapePrefix, n);
+  Shape logical;
+  json dims;
+  try {
+    dims = json::parse(sh->second);
+  } catch (const json::parse_error&) {
+  }
+  bool ok = dims.is_array() && dims.size() >= 1 && dims.size() <= 4;
+  uint64_t numel = 1;
+  for (size_t i = 0; ok && i < dims.size(); i++) {
+    uint64_t d;
+    ok = json_to_u64(dims[i], &d) && !__builtin_mul_overflow(numel, d, &numel) &&
+         numel <= (uint64_t(1) << 62);
+    if (ok) logical.dims[logical.rank++] = static_cast<int64_t>(d);
+  }
+  if (!ok || logical.row_len() <= 0)  // rows() divides by the row length
+    fail("%s: tensor '%s' has an invalid logical shape '%s'", p, n, sh->second.c_str());
+  const int64_t row_len = logical.row_len();
+  const DTypeInfo& info = dtype_info(q);
+  if (row_len % info.block_elems != 0 || t->shape.rank != 2 || t->shape[0] != logical.rows() ||
+      static_cast<uint64_t>(t->shape[1]) != row_len / info.block_elems * info.block_bytes)
+    fail("%s: tensor '%s': stored U8 %s does not hold %s %s", p, n, t->shape.str().c_str(),
+         info.name, logical.str().c_str());
+  t->dtype = q;
+  t->shape = logical;
+}
+
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
@@ -104,28 +156,32 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
 
   const uint8_t* data = file_.data() + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
+  // Metadata first: it says how to read packed quantized tensors.
+  if (const auto meta = header.find(kMetadataKey); meta != header.end() && !meta->is_null()) {
+    if (!meta->is_object()) fail("%s: __metadata__ is not a JSON object", p);
+    // The format says string values; keep other values as JSON text rather than
+    // refusing weights over informational fields.
+    for (const auto& m : meta->items())
+      metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+  }
   for (const auto& item : header.items()) {
     const std::string& name = item.key();
     const json& v = item.value();
     const char* n = name.c_str();
-    if (name == kMetadataKey) {
-      if (v.is_null()) continue;
-      if (!v.is_object()) fail("%s: __metadata__ is not a JSON object", p);
-      // The format says string values; keep other values as JSON text rather than
-      // refusing weights over informational fields.
-      for (const auto& m : v.items())
-        metadata_[m.key()] =
-            m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
-      continue;
-    }
+    if (name == kMetadataKey) continue;
     if (!v.is_object()) fail("%s: entry for tensor '%s' is not a JSON object", p, n);
 
     const auto dt = v.find("dtype");
     if (dt == v.end() || !dt->is_string()) fail("%s: tensor '%s' has no string 'dtype'", p, n);
     HostTensor t;
     const std::string dtype_str = dt->get<std::string>();
-    if (!st_dtype_from_name(dtype_str, &t.dtype))
+    const auto packed_dtype = metadata_.find(kPackedDtypePrefix + name);
+    const bool packed = dtype_str == "U8" && packed_dtype != metadata_.end();
+    if (packed) {
+      t.dtype = DType::I32;  // placeholder: counted in bytes below, replaced once checked
+    } else if (!st_dtype_from_name(dtype_str, &t.dtype)) {
       fail("%s: tensor '%s' has unsupported dtype %s", p, n, dtype_str.c_str());
+    }
 
     const auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array()) fail("%s: tensor '%s' has no 'shape' array", p, n);
@@ -143,7 +199,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
       if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / dim) overflow = true;
       numel *= dim;
     }
-    const uint64_t elem = dtype_info(t.dtype).block_bytes;
+    const uint64_t elem = packed ? 1 : dtype_info(t.dtype).block_bytes;
     if (numel > std::numeric_limits<uint64_t>::max() / elem) overflow = true;
     if (overflow) fail("%s: tensor '%s' shape %s is too large", p, n, t.shape.str().c_str());
 
@@ -161,6 +217,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
            (unsigned long long)(numel * elem));
     t.data = data + begin;
     t.nbytes = static_cast<size_t>(end - begin);
+    if (packed) unpack_quantized(p, name, packed_dtype->second, metadata_, &t);
     tensors_[name] = t;
   }
 }
@@ -291,39 +348,53 @@ void write_safetensors(const std::string& path,
     if (name == kMetadataKey)
       fail("%s: '%s' is not a valid tensor name", path.c_str(), kMetadataKey);
     if (!seen.insert(name).second) fail("%s: duplicate tensor '%s'", path.c_str(), name.c_str());
-    if (st_dtype_name(t.dtype) == nullptr)
+    if (st_dtype_name(t.dtype) == nullptr && !is_packed(t.dtype))
       fail("%s: tensor '%s' has dtype %s, which safetensors cannot store", path.c_str(),
            name.c_str(), dtype_name(t.dtype));
+    if (is_packed(t.dtype) && t.shape.rank == 0)
+      fail("%s: tensor '%s' is a %s scalar", path.c_str(), name.c_str(), dtype_name(t.dtype));
     const size_t need = tensor_bytes(t.dtype, t.shape);
     if (t.nbytes != need || (need > 0 && t.data == nullptr))
       fail("%s: tensor '%s' has %zu bytes but %s %s needs %zu", path.c_str(), name.c_str(),
            t.nbytes, dtype_name(t.dtype), t.shape.str().c_str(), need);
   }
 
-  // Data goes out widest element first (then by name): with an 8-aligned data start every
-  // tensor then starts at a multiple of its element size, with no holes between tensors.
+  // Data goes out by decreasing power-of-two alignment of each tensor's size (then by
+  // name): with a 64-aligned data start every tensor then starts at a multiple of its
+  // element size, mostly of 16 or more (aligned loads from the mapping), with no holes
+  // between tensors (the format forbids them).
   std::vector<const std::pair<std::string, HostTensor>*> order;
   for (const auto& e : tensors) order.push_back(&e);
   std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
-    const size_t ea = dtype_info(a->second.dtype).block_bytes;
-    const size_t eb = dtype_info(b->second.dtype).block_bytes;
+    const size_t ea = size_alignment(a->second.nbytes), eb = size_alignment(b->second.nbytes);
     return ea != eb ? ea > eb : a->first < b->first;
   });
 
   json header = json::object();  // std::map-backed: keys are written sorted
+  std::map<std::string, std::string> meta = metadata;
   uint64_t offset = 0;
   for (const auto* e : order) {
     const HostTensor& t = e->second;
     json shape = json::array();
-    for (int i = 0; i < t.shape.rank; i++) shape.push_back(t.shape.dims[i]);
-    header[e->first] = {{"dtype", st_dtype_name(t.dtype)},
-                        {"shape", shape},
-                        {"data_offsets", {offset, offset + t.nbytes}}};
+    const char* dtype = st_dtype_name(t.dtype);
+    if (is_packed(t.dtype)) {
+      // Blocks as U8 rows; the metadata says how to read them back.
+      dtype = "U8";
+      shape = {t.shape.rows(), dtype_row_bytes(t.dtype, t.shape.row_len())};
+      json logical = json::array();
+      for (int i = 0; i < t.shape.rank; i++) logical.push_back(t.shape.dims[i]);
+      meta[kPackedDtypePrefix + e->first] = dtype_name(t.dtype);
+      meta[kPackedShapePrefix + e->first] = logical.dump();
+    } else {
+      for (int i = 0; i < t.shape.rank; i++) shape.push_back(t.shape.dims[i]);
+    }
+    header[e->first] = {
+        {"dtype", dtype}, {"shape", shape}, {"data_offsets", {offset, offset + t.nbytes}}};
     offset += t.nbytes;
   }
-  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  if (!meta.empty()) header[kMetadataKey] = meta;
   std::string text = header.dump();
-  text.append((8 - (8 + text.size()) % 8) % 8, ' ');
+  text.append((64 - (8 + text.size()) % 64) % 64, ' ');
 
   // Write beside the target and rename, so readers never see a half-written file.
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());

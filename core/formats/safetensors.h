@@ -17,7 +17,9 @@ namespace llm {
 class SafetensorsFile {
  public:
   // Validates the header (JSON, dtypes, offsets inside the file, sizes matching
-  // shapes); throws llm::Error naming the file and the problem.
+  // shapes); throws llm::Error naming the file and the problem. U8 tensors that
+  // the metadata marks as packed q8_0/q4_0 blocks come back with that dtype and
+  // their logical shape (see write_safetensors).
   explicit SafetensorsFile(const std::string& path);
 
   const std::map<std::string, HostTensor>& tensors() const { return tensors_; }
@@ -54,8 +56,10 @@ class WeightStore {
   std::vector<std::shared_ptr<const void>> external_;
 };
 
-// Writes tensors to a .safetensors file (data 8-byte aligned, keys sorted).
-// Supported dtypes: f32, f16, bf16, i32, i64.
+// Writes tensors to a .safetensors file (data section 64-byte aligned, keys sorted).
+// Supported dtypes: f32, f16, bf16, i32, i64, and q8_0/q4_0 stored as U8
+// [rows, row_bytes] with "llmrt.dtype.NAME" / "llmrt.shape.NAME" metadata
+// (SafetensorsFile reads them back as the quantized dtype and logical shape).
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, HostTensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});

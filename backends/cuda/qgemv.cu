@@ -1,0 +1,446 @@
+// Decode GEMV over Q8_0 / Q4_0 matrices in the split layout (see cuda_kernels.h).
+//
+// Bytes: one pass over the quants and scales, 16-byte loads coalesced across the warp
+// (a lane takes one 16-byte chunk: a whole Q4_0 block or half a Q8_0 block), each warp
+// working on two rows at once with the next iteration's loads issued before the current
+// one is computed. Arithmetic: each block first turns the rows of x into 16-bit
+// integers per block of 32 (s = round(x * 32512 / amax), kept as two int8 planes
+// s = 256 h + l) in shared memory, so one Q4_0 block costs 8 dp4a per plane and a few
+// float operations: the kernel stays bound by memory on the H100 where a float
+// dequantizing loop would be bound by issue. The 16-bit activations keep the result
+// within amax / 65024 per element of the float32 product, far tighter than q8 ones.
+//
+// Blocks are capped at what fits on the GPU at once (80 registers a thread: three blocks
+// of 8 warps per multiprocessor); warps stride over row pairs, so
+// the prologue (quantizing x, and optionally the RmsNorm that produces it) is paid once
+// per resident block. The first loads are issued before the prologue so the weights are
+// already on their way while it runs.
+#include <algorithm>
+
+#include "backends/cuda/cuda_device.cuh"
+#include "backends/cuda/cuda_kernels.h"
+
+namespace llm {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRows = 2;    // rows per warp task
+constexpr int kUnroll = 2;  // 16-byte chunks per row per lane per iteration
+constexpr int kBlock = 32;
+constexpr float kSMax = 32512.f;  // 127 * 256: s = 256 h + l with |h| <= 127
+
+struct Params {
+  const float* x;
+  int T;
+  int K, nb, C;  // columns, blocks of 32 and 16-byte chunks per row
+  const uint8_t* qs[kGemvMaxSegs];
+  const uint16_t* sc[kGemvMaxSegs];
+  const void* bias[kGemvMaxSegs];
+  int bias_type[kGemvMaxSegs];
+  float* y[kGemvMaxSegs];
+  int N[kGemvMaxSegs];
+  int row0[kGemvMaxSegs + 1];  // first row of each segment in the concatenation
+  int n_segs;
+  bool pair;  // task j = row j of segments 0 and 1
+  int n_tasks;
+  const void* norm_w;
+  int norm_type;
+  float eps;
+  float* norm_out;
+  int epilogue;
+  const float* residual;
+  float* out2;
+};
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+
+// Programmatic dependent launch (sm_90); no-ops when launched without it.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ uint4 lds16(const uint8_t* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+
+__device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
+  return (static_cast<uint32_t>(a) & 0xff) | ((static_cast<uint32_t>(b) & 0xff) << 8) |
+         ((static_cast<uint32_t>(c) & 0xff) << 16) | (static_cast<uint32_t>(d) << 24);
+}
+
+template <bool kQ4, int TMAX>
+__global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float red[32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int T = p.T, K = p.K, nb = p.nb, C = p.C;
+  // Shared memory: per token 2K bytes of planes (Q4_0: hi of elements 0-15, hi of
+  // 16-31, lo of 0-15, lo of 16-31, each [nb][16]; Q8_0: hi, lo, each [2 nb][16], so
+  // that lanes read consecutive 16-byte entries), then the scales and sums [T][nb].
+  float* a_scale = reinterpret_cast<float*>(smem + static_cast<size_t>(T) * 2 * K);
+  int* a_sum = reinterpret_cast<int*>(a_scale + T * nb);
+
+  // Row (segment, index) of each row of a task; -1 when past the end.
+  auto row_of = [&](int j, int r, int& seg, int& n) {
+    if (p.pair) {
+      seg = r;
+      n = j;
+      if (j >= p.N[0]) seg = -1;
+      return;
+    }
+    const int g = kRows * j + r;
+    if (g >= p.row0[p.n_segs]) {
+      seg = -1;
+      return;
+    }
+    seg = g >= p.row0[1] ? (p.n_segs > 2 && g >= p.row0[2] ? 2 : 1) : 0;
+    n = g - p.row0[seg];
+  };
+
+  struct Batch {
+    uint4 w[kRows][kUnroll];
+    uint16_t d[kRows][kUnroll];
+  };
+  auto load = [&](int j, int it, Batch& b) {
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      int seg, n;
+      row_of(j, r, seg, n);
+#pragma unroll
+      for (int u = 0; u < kUnroll; u++) {
+        const int c = it * 32 * kUnroll + u * 32 + lane;
+        if (seg >= 0 && c < C) {
+          const uint8_t* qrow = p.qs[seg] + static_cast<size_t>(n) * C * 16;
+          b.w[r][u] = __ldg(reinterpret_cast<const uint4*>(qrow) + c);
+          b.d[r][u] = __ldg(reinterpret_cast<const unsigned short*>(p.sc[seg]) +
+                            static_cast<size_t>(n) * nb + (kQ4 ? c : c >> 1));
+        } else {
+          b.w[r][u] = make_uint4(0, 0, 0, 0);
+          b.d[r][u] = 0;
+        }
+      }
+    }
+  };
+
+  const int n_it = (C + 32 * kUnroll - 1) / (32 * kUnroll);
+  const int gstride = gridDim.x * kWarps;
+  auto advance = [&](int& jj, int& ii) {
+    if (++ii == n_it) {
+      ii = 0;
+      jj += gstride;
+    }
+  };
+  // Two batches of weights in flight before anything waits: they do not depend on the
+  // kernels before this one, so with programmatic dependent launch they stream while
+  // those finish, and in any case during the prologue.
+  int j = blockIdx.x * kWarps + warp, it = 0;
+  bool have = j < p.n_tasks;
+  Batch cur, nxt;
+  if (have) load(j, 0, cur);
+  int j2 = j, it2 = 0;
+  advance(j2, it2);
+  bool have2 = j2 < p.n_tasks;
+  if (have2) load(j2, it2, nxt);
+  pdl_wait();
+  pdl_trigger();
+
+  // ---- Prologue: x (optionally RMS-normalized) as 16-bit integers per block of 32.
+  float inv[TMAX];
+#pragma unroll
+  for (int t = 0; t < TMAX; t++) inv[t] = 1.f;
+  if (p.norm_w) {
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+      if (t < T) {
+        const float4* xr = reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K);
+        float ss = 0.f;
+        for (int i = tid; i < K / 4; i += kThreads) {
+          const float4 v = __ldg(xr + i);
+          ss = fmaf(v.x, v.x, ss);
+          ss = fmaf(v.y, v.y, ss);
+          ss = fmaf(v.z, v.z, ss);
+          ss = fmaf(v.w, v.w, ss);
+        }
+        ss = block_sum(ss, red);
+        inv[t] = 1.f / sqrtf(ss / static_cast<float>(K) + p.eps);
+      }
+    }
+  }
+  {
+    const int q = tid & 7;  // 8 threads per block of 32, 4 elements each
+    const int A = kQ4 ? nb * 16 : K;  // bytes per plane array
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+      if (t >= T) break;
+      uint8_t* planes = smem + static_cast<size_t>(t) * 2 * K;
+      // Trip count uniform over the block: every lane takes part in the shuffles.
+      for (int b0 = 0; b0 < nb; b0 += kThreads / 8) {
+        const int b = b0 + (tid >> 3);
+        const bool live = b < nb;
+        const int e = b * kBlock + q * 4;
+        float4 v = live ? __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e))
+                        : make_float4(0.f, 0.f, 0.f, 0.f);
+        if (p.norm_w && live) {
+          // As the RmsNorm kernel: (x * inv) * w.
+          v.x = (v.x * inv[t]) * load_any(p.norm_w, p.norm_type, e);
+          v.y = (v.y * inv[t]) * load_any(p.norm_w, p.norm_type, e + 1);
+          v.z = (v.z * inv[t]) * load_any(p.norm_w, p.norm_type, e + 2);
+          v.w = (v.w * inv[t]) * load_any(p.norm_w, p.norm_type, e + 3);
+          if (p.norm_out && blockIdx.x == 0)
+            *reinterpret_cast<float4*>(p.norm_out + static_cast<size_t>(t) * K + e) = v;
+        }
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+        int bad = (v.x != v.x) | (v.y != v.y) | (v.z != v.z) | (v.w != v.w);
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) {
+          amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+          bad |= __shfl_xor_sync(kFullMask, bad, o);
+        }
+        const float inv_step = amax > 0.f ? kSMax / amax : 0.f;
+        const int s0 = __float2int_rn(v.x * inv_step), s1 = __float2int_rn(v.y * inv_step);
+        const int s2 = __float2int_rn(v.z * inv_step), s3 = __float2int_rn(v.w * inv_step);
+        // Low bytes as signed int8, high parts exact: s = 256 h + l.
+        const int l0 = static_cast<int8_t>(s0 & 0xff), l1 = static_cast<int8_t>(s1 & 0xff);
+        const int l2 = static_cast<int8_t>(s2 & 0xff), l3 = static_cast<int8_t>(s3 & 0xff);
+        const uint32_t hw = pack_bytes((s0 - l0) >> 8, (s1 - l1) >> 8, (s2 - l2) >> 8, (s3 - l3) >> 8);
+        const uint32_t lw = pack_bytes(l0, l1, l2, l3);
+        int sum = s0 + s1 + s2 + s3;
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(kFullMask, sum, o);
+        const int half = q >> 2;
+        const int entry = kQ4 ? b : 2 * b + half;
+        const int hi_arr = kQ4 ? half : 0, lo_arr = kQ4 ? 2 + half : 1;
+        const int off = entry * 16 + (q & 3) * 4;
+        if (!live) continue;
+        *reinterpret_cast<uint32_t*>(planes + hi_arr * A + off) = hw;
+        *reinterpret_cast<uint32_t*>(planes + lo_arr * A + off) = lw;
+        if (q == 0) {
+          // Non-finite inputs make the whole product NaN, as float math would.
+          a_scale[t * nb + b] = (bad || isinf(amax)) ? __int_as_float(0x7fc00000) : amax / kSMax;
+          a_sum[t * nb + b] = sum;
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // ---- Main loop.
+  float acc[kRows][TMAX];
+#pragma unroll
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
+  const int A = kQ4 ? nb * 16 : K;
+
+  while (have) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; u++) {
+      const int c = it * 32 * kUnroll + u * 32 + lane;
+      if (c >= C) continue;
+      const int blk = kQ4 ? c : c >> 1;
+      float dw[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) dw[r] = __half2float(__ushort_as_half(cur.d[r][u]));
+#pragma unroll
+      for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        const uint8_t* planes = smem + static_cast<size_t>(t) * 2 * K;
+        const float as = a_scale[t * nb + blk];
+        if constexpr (kQ4) {
+          const uint4 h0 = lds16(planes + c * 16), h1 = lds16(planes + A + c * 16);
+          const uint4 l0 = lds16(planes + 2 * A + c * 16), l1 = lds16(planes + 3 * A + c * 16);
+          const int corr = 8 * a_sum[t * nb + blk];
+#pragma unroll
+          for (int r = 0; r < kRows; r++) {
+            const uint4 w = cur.w[r][u];
+            const uint32_t ww[4] = {w.x, w.y, w.z, w.w};
+            const uint32_t hh0[4] = {h0.x, h0.y, h0.z, h0.w}, hh1[4] = {h1.x, h1.y, h1.z, h1.w};
+            const uint32_t ll0[4] = {l0.x, l0.y, l0.z, l0.w}, ll1[4] = {l1.x, l1.y, l1.z, l1.w};
+            int dh = 0, dl = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+              const int lo = static_cast<int>(ww[i] & 0x0f0f0f0fu);
+              const int hi = static_cast<int>((ww[i] >> 4) & 0x0f0f0f0fu);
+              dh = __dp4a(lo, static_cast<int>(hh0[i]), dh);
+              dh = __dp4a(hi, static_cast<int>(hh1[i]), dh);
+              dl = __dp4a(lo, static_cast<int>(ll0[i]), dl);
+              dl = __dp4a(hi, static_cast<int>(ll1[i]), dl);
+            }
+            const int dot = dh * 256 + dl - corr;
+            acc[r][t] = fmaf(static_cast<float>(dot), dw[r] * as, acc[r][t]);
+          }
+        } else {
+          const uint4 h = lds16(planes + c * 16), l = lds16(planes + A + c * 16);
+#pragma unroll
+          for (int r = 0; r < kRows; r++) {
+            const uint4 w = cur.w[r][u];
+            int dh = __dp4a(static_cast<int>(w.x), static_cast<int>(h.x), 0);
+            dh = __dp4a(static_cast<int>(w.y), static_cast<int>(h.y), dh);
+            dh = __dp4a(static_cast<int>(w.z), static_cast<int>(h.z), dh);
+            dh = __dp4a(static_cast<int>(w.w), static_cast<int>(h.w), dh);
+            int dl = __dp4a(static_cast<int>(w.x), static_cast<int>(l.x), 0);
+            dl = __dp4a(static_cast<int>(w.y), static_cast<int>(l.y), dl);
+            dl = __dp4a(static_cast<int>(w.z), static_cast<int>(l.z), dl);
+            dl = __dp4a(static_cast<int>(w.w), static_cast<int>(l.w), dl);
+            acc[r][t] = fmaf(static_cast<float>(dh * 256 + dl), dw[r] * as, acc[r][t]);
+          }
+        }
+      }
+    }
+
+    if (it == n_it - 1) {
+      // Row sums; lane t writes token t.
+      float sum[kRows][TMAX];
+#pragma unroll
+      for (int r = 0; r < kRows; r++)
+#pragma unroll
+        for (int t = 0; t < TMAX; t++) {
+          sum[r][t] = warp_sum(acc[r][t]);
+          acc[r][t] = 0.f;
+        }
+      int seg[kRows], n[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) row_of(j, r, seg[r], n[r]);
+#pragma unroll
+      for (int t = 0; t < TMAX; t++) {
+        if (lane != t || t >= T) continue;
+        float val[kRows];
+#pragma unroll
+        for (int r = 0; r < kRows; r++) {
+          if (seg[r] < 0) continue;
+          const int s = seg[r];
+          val[r] = sum[r][t] + (p.bias[s] ? load_any(p.bias[s], p.bias_type[s], n[r]) : 0.f);
+          const size_t at = static_cast<size_t>(t) * p.N[s] + n[r];
+          if (p.y[s]) p.y[s][at] = val[r];
+          if (p.epilogue == static_cast<int>(QEpilogue::Residual)) p.out2[at] = p.residual[at] + val[r];
+        }
+        if (p.epilogue == static_cast<int>(QEpilogue::SiluPair) && seg[0] >= 0)
+          p.out2[static_cast<size_t>(t) * p.N[0] + n[0]] = silu(val[0]) * val[1];
+      }
+    }
+    cur = nxt;
+    j = j2;
+    it = it2;
+    have = have2;
+    advance(j2, it2);
+    have2 = j2 < p.n_tasks;
+    if (have2) load(j2, it2, nxt);
+  }
+}
+
+template <bool kQ4, int TMAX>
+void set_smem_limit() {
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kQ4, TMAX>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kQGemvMaxSmem)));
+}
+
+template <bool kQ4, int TMAX>
+void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX>, p));
+}
+
+template <bool kQ4>
+void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
+  if (p.T == 1)
+    launch_one<kQ4, 1>(stream, p, grid, smem, pdl);
+  else if (p.T == 2)
+    launch_one<kQ4, 2>(stream, p, grid, smem, pdl);
+  else if (p.T <= 4)
+    launch_one<kQ4, 4>(stream, p, grid, smem, pdl);
+  else
+    launch_one<kQ4, 8>(stream, p, grid, smem, pdl);
+  LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
+}
+
+}  // namespace
+
+size_t qgemv_smem_bytes(int64_t T, int64_t K) {
+  return static_cast<size_t>(T) * (2 * K + 8 * (K / kBlock));
+}
+
+void qgemv_prepare() {
+  // Per call rather than once: the attribute belongs to the current device.
+  set_smem_limit<true, 1>();
+  set_smem_limit<true, 2>();
+  set_smem_limit<true, 4>();
+  set_smem_limit<true, 8>();
+  set_smem_limit<false, 1>();
+  set_smem_limit<false, 2>();
+  set_smem_limit<false, 4>();
+  set_smem_limit<false, 8>();
+}
+
+void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
+  if (a.T < 1 || a.T > kQGemvMaxTokens) fail("cuda qgemv: %lld tokens", (long long)a.T);
+  if (a.n_segs < 1 || a.n_segs > kGemvMaxSegs) fail("cuda qgemv: %d matrices", a.n_segs);
+  if (a.K % kBlock != 0 || !aligned16(a.x)) fail("cuda qgemv: bad x");
+  const size_t smem = qgemv_smem_bytes(a.T, a.K);
+  if (smem > kQGemvMaxSmem) fail("cuda qgemv: %zu bytes of shared memory", smem);
+  Params p{};
+  p.x = a.x;
+  p.T = static_cast<int>(a.T);
+  p.K = static_cast<int>(a.K);
+  p.nb = p.K / kBlock;
+  p.C = a.type == DType::Q4_0 ? p.nb : 2 * p.nb;
+  p.n_segs = a.n_segs;
+  int rows = 0;
+  for (int s = 0; s < a.n_segs; s++) {
+    const QGemvSeg& g = a.segs[s];
+    if (g.w.type != a.type || g.w.K != a.K) fail("cuda qgemv: segments differ in dtype or K");
+    p.qs[s] = g.w.qs;
+    p.sc[s] = g.w.scales;
+    p.bias[s] = g.bias;
+    p.bias_type[s] = static_cast<int>(g.bias_type);
+    p.y[s] = g.y;
+    p.N[s] = static_cast<int>(g.w.N);
+    p.row0[s] = rows;
+    rows += p.N[s];
+  }
+  p.row0[a.n_segs] = rows;
+  p.pair = a.epilogue == QEpilogue::SiluPair;
+  if (p.pair && (a.n_segs != 2 || p.N[0] != p.N[1])) fail("cuda qgemv: bad silu pair");
+  if (a.epilogue == QEpilogue::Residual && a.n_segs != 1) fail("cuda qgemv: bad residual");
+  p.n_tasks = p.pair ? p.N[0] : (rows + kRows - 1) / kRows;
+  if (p.n_tasks == 0) return;
+  p.norm_w = a.norm_w;
+  p.norm_type = static_cast<int>(a.norm_type);
+  p.eps = a.eps;
+  p.norm_out = a.norm_out;
+  p.epilogue = static_cast<int>(a.epilogue);
+  p.residual = a.residual;
+  p.out2 = a.out2;
+  // One wave: as many blocks as fit on a multiprocessor at once (three by the launch
+  // bounds, fewer when x takes much shared memory), fewer when there are fewer row pairs.
+  const int per_sm = smem <= 70 * 1024 ? 3 : (smem <= 110 * 1024 ? 2 : 1);
+  const int64_t want = (p.n_tasks + kWarps - 1) / kWarps;
+  const unsigned grid =
+      static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{per_sm} * n_sms)));
+  if (a.type == DType::Q4_0)
+    launch<true>(stream, p, grid, smem, a.pdl);
+  else
+    launch<false>(stream, p, grid, smem, a.pdl);
+}
+
+}  // namespace cuda
+}  // namespace llm
