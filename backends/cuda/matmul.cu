@@ -4,8 +4,8 @@
 // output row, each lane loading 16 bytes of the row at a time (4 f32 or 8 f16/bf16,
 // converted in registers) and using them for every token; a warp-shuffle sum ends
 // each row. Consecutive matmuls of one x (q/k/v, gate/up) run as segments of one
-// launch. The weight type is a template parameter with a 16-byte loader, so a
-// dequantizing GEMV (q8_0/q4_0) plugs in as another loader of a block of K.
+// launch. Quantized weights (q8_0/q4_0) have their own GEMV and GEMM in qgemv.cu and
+// quant.cu.
 //
 // Prefill goes through cuBLAS SGEMM in float32: f32 weights in place, f16/bf16 weights
 // converted to f32 in chunks of rows first. That keeps prefill as accurate as the

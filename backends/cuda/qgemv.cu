@@ -164,6 +164,7 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
       if (t < T) {
         const float4* xr = reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K);
         float ss = 0.f;
+#pragma unroll 4
         for (int i = tid; i < K / 4; i += kThreads) {
           const float4 v = __ldg(xr + i);
           ss = fmaf(v.x, v.x, ss);
@@ -177,57 +178,76 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
     }
   }
   {
-    const int q = tid & 7;  // 8 threads per block of 32, 4 elements each
+    const int q = tid & 7;            // 8 threads per block of 32, 4 elements each
     const int A = kQ4 ? nb * 16 : K;  // bytes per plane array
 #pragma unroll
     for (int t = 0; t < TMAX; t++) {
       if (t >= T) break;
       uint8_t* planes = smem + static_cast<size_t>(t) * 2 * K;
-      // Trip count uniform over the block: every lane takes part in the shuffles.
-      for (int b0 = 0; b0 < nb; b0 += kThreads / 8) {
-        const int b = b0 + (tid >> 3);
-        const bool live = b < nb;
-        const int e = b * kBlock + q * 4;
-        float4 v = live ? __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e))
-                        : make_float4(0.f, 0.f, 0.f, 0.f);
-        if (p.norm_w && live) {
-          // As the RmsNorm kernel: (x * inv) * w.
-          v.x = (v.x * inv[t]) * load_any(p.norm_w, p.norm_type, e);
-          v.y = (v.y * inv[t]) * load_any(p.norm_w, p.norm_type, e + 1);
-          v.z = (v.z * inv[t]) * load_any(p.norm_w, p.norm_type, e + 2);
-          v.w = (v.w * inv[t]) * load_any(p.norm_w, p.norm_type, e + 3);
-          if (p.norm_out && blockIdx.x == 0)
-            *reinterpret_cast<float4*>(p.norm_out + static_cast<size_t>(t) * K + e) = v;
-        }
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        int bad = (v.x != v.x) | (v.y != v.y) | (v.z != v.z) | (v.w != v.w);
+      // Trip count uniform over the block: every lane takes part in the shuffles. The
+      // loads of kPre rounds of blocks go out together: fewer round trips to L2.
+      constexpr int kPre = 2;
+      for (int b0 = 0; b0 < nb; b0 += kPre * (kThreads / 8)) {
+        float4 vv[kPre], ww[kPre];
 #pragma unroll
-        for (int o = 1; o < 8; o <<= 1) {
-          amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
-          bad |= __shfl_xor_sync(kFullMask, bad, o);
+        for (int u = 0; u < kPre; u++) {
+          const int b = b0 + u * (kThreads / 8) + (tid >> 3);
+          const int e = b * kBlock + q * 4;
+          vv[u] = ww[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (b < nb) {
+            vv[u] = __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e));
+            if (p.norm_w)
+              ww[u] = make_float4(
+                  load_any(p.norm_w, p.norm_type, e), load_any(p.norm_w, p.norm_type, e + 1),
+                  load_any(p.norm_w, p.norm_type, e + 2), load_any(p.norm_w, p.norm_type, e + 3));
+          }
         }
-        const float inv_step = amax > 0.f ? kSMax / amax : 0.f;
-        const int s0 = __float2int_rn(v.x * inv_step), s1 = __float2int_rn(v.y * inv_step);
-        const int s2 = __float2int_rn(v.z * inv_step), s3 = __float2int_rn(v.w * inv_step);
-        // Low bytes as signed int8, high parts exact: s = 256 h + l.
-        const int l0 = static_cast<int8_t>(s0 & 0xff), l1 = static_cast<int8_t>(s1 & 0xff);
-        const int l2 = static_cast<int8_t>(s2 & 0xff), l3 = static_cast<int8_t>(s3 & 0xff);
-        const uint32_t hw = pack_bytes((s0 - l0) >> 8, (s1 - l1) >> 8, (s2 - l2) >> 8, (s3 - l3) >> 8);
-        const uint32_t lw = pack_bytes(l0, l1, l2, l3);
-        int sum = s0 + s1 + s2 + s3;
 #pragma unroll
-        for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(kFullMask, sum, o);
-        const int half = q >> 2;
-        const int entry = kQ4 ? b : 2 * b + half;
-        const int hi_arr = kQ4 ? half : 0, lo_arr = kQ4 ? 2 + half : 1;
-        const int off = entry * 16 + (q & 3) * 4;
-        if (!live) continue;
-        *reinterpret_cast<uint32_t*>(planes + hi_arr * A + off) = hw;
-        *reinterpret_cast<uint32_t*>(planes + lo_arr * A + off) = lw;
-        if (q == 0) {
-          // Non-finite inputs make the whole product NaN, as float math would.
-          a_scale[t * nb + b] = (bad || isinf(amax)) ? __int_as_float(0x7fc00000) : amax / kSMax;
-          a_sum[t * nb + b] = sum;
+        for (int u = 0; u < kPre; u++) {
+          const int b = b0 + u * (kThreads / 8) + (tid >> 3);
+          const bool live = b < nb;
+          const int e = b * kBlock + q * 4;
+          float4 v = vv[u];
+          if (p.norm_w && live) {
+            // As the RmsNorm kernel: (x * inv) * w.
+            v.x = (v.x * inv[t]) * ww[u].x;
+            v.y = (v.y * inv[t]) * ww[u].y;
+            v.z = (v.z * inv[t]) * ww[u].z;
+            v.w = (v.w * inv[t]) * ww[u].w;
+            if (p.norm_out && blockIdx.x == 0)
+              *reinterpret_cast<float4*>(p.norm_out + static_cast<size_t>(t) * K + e) = v;
+          }
+          float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+          int bad = (v.x != v.x) | (v.y != v.y) | (v.z != v.z) | (v.w != v.w);
+#pragma unroll
+          for (int o = 1; o < 8; o <<= 1) {
+            amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+            bad |= __shfl_xor_sync(kFullMask, bad, o);
+          }
+          const float inv_step = amax > 0.f ? kSMax / amax : 0.f;
+          const int s0 = __float2int_rn(v.x * inv_step), s1 = __float2int_rn(v.y * inv_step);
+          const int s2 = __float2int_rn(v.z * inv_step), s3 = __float2int_rn(v.w * inv_step);
+          // Low bytes as signed int8, high parts exact: s = 256 h + l.
+          const int l0 = static_cast<int8_t>(s0 & 0xff), l1 = static_cast<int8_t>(s1 & 0xff);
+          const int l2 = static_cast<int8_t>(s2 & 0xff), l3 = static_cast<int8_t>(s3 & 0xff);
+          const uint32_t hw =
+              pack_bytes((s0 - l0) >> 8, (s1 - l1) >> 8, (s2 - l2) >> 8, (s3 - l3) >> 8);
+          const uint32_t lw = pack_bytes(l0, l1, l2, l3);
+          int sum = s0 + s1 + s2 + s3;
+#pragma unroll
+          for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(kFullMask, sum, o);
+          const int half = q >> 2;
+          const int entry = kQ4 ? b : 2 * b + half;
+          const int hi_arr = kQ4 ? half : 0, lo_arr = kQ4 ? 2 + half : 1;
+          const int off = entry * 16 + (q & 3) * 4;
+          if (!live) continue;
+          *reinterpret_cast<uint32_t*>(planes + hi_arr * A + off) = hw;
+          *reinterpret_cast<uint32_t*>(planes + lo_arr * A + off) = lw;
+          if (q == 0) {
+            // Non-finite inputs make the whole product NaN, as float math would.
+            a_scale[t * nb + b] = (bad || isinf(amax)) ? __int_as_float(0x7fc00000) : amax / kSMax;
+            a_sum[t * nb + b] = sum;
+          }
         }
       }
     }
@@ -322,7 +342,8 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
           val[r] = sum[r][t] + (p.bias[s] ? load_any(p.bias[s], p.bias_type[s], n[r]) : 0.f);
           const size_t at = static_cast<size_t>(t) * p.N[s] + n[r];
           if (p.y[s]) p.y[s][at] = val[r];
-          if (p.epilogue == static_cast<int>(QEpilogue::Residual)) p.out2[at] = p.residual[at] + val[r];
+          if (p.epilogue == static_cast<int>(QEpilogue::Residual))
+            p.out2[at] = p.residual[at] + val[r];
         }
         if (p.epilogue == static_cast<int>(QEpilogue::SiluPair) && seg[0] >= 0)
           p.out2[static_cast<size_t>(t) * p.N[0] + n[0]] = silu(val[0]) * val[1];

@@ -40,8 +40,7 @@ __global__ void repack_kernel(const uint16_t* __restrict__ src, uint8_t* __restr
 
 // Block j of a row as 32 floats, exactly (q - 8) * d or q * d as the CPU computes them.
 template <bool kQ4>
-__device__ __forceinline__ void dequant_block(const uint8_t* qs, uint16_t scale_bits,
-                                              float* out) {
+__device__ __forceinline__ void dequant_block(const uint8_t* qs, uint16_t scale_bits, float* out) {
   const float d = __half2float(__ushort_as_half(scale_bits));
   if constexpr (kQ4) {
     const uint4 raw = __ldg(reinterpret_cast<const uint4*>(qs));
@@ -94,8 +93,7 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
 template <bool kQ4>
 __global__ void dequant_f16_kernel(const uint8_t* __restrict__ qs,
                                    const uint16_t* __restrict__ scales, int64_t nb, int64_t n0,
-                                   int64_t b0, int64_t rows, int64_t kb,
-                                   __half* __restrict__ out) {
+                                   int64_t b0, int64_t rows, int64_t kb, __half* __restrict__ out) {
   constexpr int kQB = kQ4 ? 16 : 32;
   const int64_t n_blocks = rows * kb;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -125,8 +123,7 @@ __device__ __forceinline__ __half to_half_sat(float v) {
 
 __global__ void to_f16_kernel(const float* __restrict__ x, __half* __restrict__ y, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride)
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     y[i] = to_half_sat(x[i]);
 }
 
@@ -225,11 +222,11 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
       LLM_CUDA_CHECK_LAUNCH("dequant_f16_kernel");
       // Row-major y[T, N] (+)= x[:, k0:] · W[n0:, k0:]ᵀ as column-major
       // yᵀ = W' · x' (see gemm()); later column slices add to the first.
-      LLM_CUBLAS_CHECK(cublasGemmEx(
-          cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nr), static_cast<int>(T),
-          static_cast<int>(kn), &one, w16, CUDA_R_16F, static_cast<int>(kn), x16 + k0,
-          CUDA_R_16F, static_cast<int>(K), k0 == 0 ? &zero : &one, y + n0, CUDA_R_32F,
-          static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      LLM_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nr),
+                                    static_cast<int>(T), static_cast<int>(kn), &one, w16,
+                                    CUDA_R_16F, static_cast<int>(kn), x16 + k0, CUDA_R_16F,
+                                    static_cast<int>(K), k0 == 0 ? &zero : &one, y + n0, CUDA_R_32F,
+                                    static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
   }
   if (bias) add_bias(stream, y, bias, bias_type, T, N);
