@@ -9,7 +9,7 @@
 namespace llm::cli {
 
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
-  cmd->add_option("model", o.model, "Model: a Hugging Face folder or a .gguf file")->required();
+  cmd->add_option("model", o.model, "Model: a Hugging Face folder, a native folder (llm-config.json) or a .gguf file")->required();
   cmd->add_option("--device", o.device, "auto, cpu, cuda[:N] or vulkan[:N]")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)");
   cmd->add_option("--context-size", o.context_size,

@@ -104,8 +104,9 @@ TEST_CASE("extra_context variables reach the template", "[chat_template]") {
 }
 
 TEST_CASE("ChatTemplate parses once and renders many times", "[chat_template]") {
-  llm::ChatTemplate t("{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}"
-                      "{% endfor %}{% if add_generation_prompt %}>{% endif %}");
+  llm::ChatTemplate t(
+      "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}"
+      "{% endfor %}{% if add_generation_prompt %}>{% endif %}");
   llm::ChatTemplateOptions opts;
   opts.bos_token = "<|begin|>";
   opts.eos_token = "<|end|>";
@@ -113,7 +114,7 @@ TEST_CASE("ChatTemplate parses once and renders many times", "[chat_template]") 
   CHECK(t.render(one, opts) == "<|begin|>a<|end|>");
   opts.add_generation_prompt = true;
   CHECK(t.render(one, opts) == "<|begin|>a<|end|>>");
-  CHECK_THROWS_WITH(t.render(ordered_json::object(), opts),
-                    "chat messages must be a JSON array");
-  CHECK_THROWS_WITH(llm::ChatTemplate("{% if x %}"), "template line 1: unclosed 'if' (missing 'endif')");
+  CHECK_THROWS_WITH(t.render(ordered_json::object(), opts), "chat messages must be a JSON array");
+  CHECK_THROWS_WITH(llm::ChatTemplate("{% if x %}"),
+                    "template line 1: unclosed 'if' (missing 'endif')");
 }

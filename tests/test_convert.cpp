@@ -357,6 +357,14 @@ TEST_CASE("gen-config and convert reject bad options", "[convert][cli]") {
               "--prefill-chunk-size 128 is larger than the context window 64");
   check_error(run_cli({"convert", tmp.file("nothing"), "-o", out, "--quantization", "q4f16_1"}),
               "does not exist");
+  const std::string copy = tmp.file("copy");
+  fs::create_directory(copy);
+  copy_model("llama3", copy);
+  for (const char* cmd : {"convert", "gen-config"}) {
+    check_error(run_cli({cmd, copy, "-o", copy + "/.", "--quantization", "q4f16_1"}),
+                "is the source folder");
+    CHECK_FALSE(fs::exists(copy + "/llm-config.json"));
+  }
   CHECK_FALSE(fs::exists(out));
   const CommandResult r = run_cli({"convert", src, "-o", out});
   CHECK(r.exit_code != 0);

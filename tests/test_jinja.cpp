@@ -71,11 +71,12 @@ TEST_CASE("comments, raw blocks and the trailing newline", "[jinja]") {
 // ---- values and expressions --------------------------------------------------------------------
 
 TEST_CASE("literals print as Python str()", "[jinja]") {
-  CHECK(render("{{ [1, 'a', \"it's\", none, true, 1.5, {'k': [1]}] }} {{ (1,) }} {{ ('a', 'b') }}") ==
-        "[1, 'a', \"it's\", None, True, 1.5, {'k': [1]}] (1,) ('a', 'b')");
+  CHECK(
+      render("{{ [1, 'a', \"it's\", none, true, 1.5, {'k': [1]}] }} {{ (1,) }} {{ ('a', 'b') }}") ==
+      "[1, 'a', \"it's\", None, True, 1.5, {'k': [1]}] (1,) ('a', 'b')");
   CHECK(render("{{ True }} {{ false }} {{ None }} {{ none }}") == "True False None None");
-  CHECK(render("{{ 1.0 }} {{ 1e20 }} {{ 1e16 }} {{ 1e15 }} {{ 0.0001 }} {{ 0.00001 }} {{ 0.1 + 0.2 }}") ==
-        "1.0 1e+20 1e+16 1000000000000000.0 0.0001 1e-05 0.30000000000000004");
+  CHECK(render("{{ 1.0 }} {{ 1e20 }} {{ 1e16 }} {{ 1e15 }} {{ 0.0001 }} {{ 0.00001 }} {{ 0.1 + 0.2 "
+               "}}") == "1.0 1e+20 1e+16 1000000000000000.0 0.0001 1e-05 0.30000000000000004");
   CHECK(render(R"({{ 'a "q" \'s\' \\ \n\t\x41\u00e9\U0001F600 \101' }})") ==
         "a \"q\" 's' \\ \n\tAé😀 A");
   CHECK(render("{{ 'a' 'b' \"c\" }}") == "abc");
@@ -148,9 +149,10 @@ TEST_CASE("undefined values behave like jinja2.Undefined", "[jinja]") {
 // ---- statements --------------------------------------------------------------------------------
 
 TEST_CASE("for loops expose the loop variable", "[jinja]") {
-  CHECK(render("{% for x in 'abc' %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}"
-               "{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}") ==
-        "1032TrueFalse3;2121FalseFalse3;3210FalseTrue3;");
+  CHECK(
+      render("{% for x in 'abc' %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}"
+             "{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}") ==
+      "1032TrueFalse3;2121FalseFalse3;3210FalseTrue3;");
   CHECK(render("{% for x in 'abc' %}{{ loop.previtem }}{{ x }}{{ loop.nextitem }}|"
                "{{ loop.cycle('o', 'e') }}|{% endfor %}") == "ab|o|abc|e|bc|o|");
   CHECK(render("{% for x in [1, 1, 2] %}{{ loop.changed(x) }}{% endfor %}") == "TrueFalseTrue");
@@ -180,7 +182,8 @@ TEST_CASE("loop bodies get a fresh scope per iteration", "[jinja]") {
 }
 
 TEST_CASE("recursive loops", "[jinja]") {
-  ordered_json ctx = parse(R"({"tree": [{"n": "a", "c": [{"n": "b", "c": []}]}, {"n": "c", "c": []}]})");
+  ordered_json ctx =
+      parse(R"({"tree": [{"n": "a", "c": [{"n": "b", "c": []}]}, {"n": "c", "c": []}]})");
   CHECK(render("{% for x in tree recursive %}{{ x.n }}{{ loop.depth }}"
                "{% if x.c %}({{ loop(x.c) }}){% endif %}{% endfor %}",
                ctx) == "a1(b2)c1");
@@ -188,8 +191,9 @@ TEST_CASE("recursive loops", "[jinja]") {
 
 TEST_CASE("set, block set and namespace", "[jinja]") {
   CHECK(render("{% set a, b = 1, 2 %}{{ a }}{{ b }}") == "12");
-  CHECK(render("{% set x %}BLK{{ 1 }}{% endset %}{{ x }}{% set y | upper %}abc{% endset %}{{ y }}") ==
-        "BLK1ABC");
+  CHECK(
+      render("{% set x %}BLK{{ 1 }}{% endset %}{{ x }}{% set y | upper %}abc{% endset %}{{ y }}") ==
+      "BLK1ABC");
   CHECK(render("{% set ns = namespace(a=1) %}{% for i in range(3) %}{% set ns.a = ns.a + i %}"
                "{% endfor %}{{ ns.a }} {{ ns }}") == "4 <Namespace {'a': 4}>");
   CHECK(render("{% set ns = namespace(items=[]) %}{% for i in range(3) %}"
@@ -232,8 +236,9 @@ TEST_CASE("string filters", "[jinja]") {
         "a b|a|ABC|abc|Hello World-Foo|Hello");
   CHECK(render("{{ 'aaa'|replace('a', 'b', 2) }} {{ 'a\\nb'|indent(2) }} "
                "{{ 'a\\n\\nb'|indent(2, true) }}") == "bba a\n  b   a\n\n  b");
-  CHECK(render("{{ 'hello world foo'|truncate(9) }} {{ 'a b c'|wordcount }} {{ 'ab'|center(6) }}|") ==
-        "hello... 3   ab  |");
+  CHECK(
+      render("{{ 'hello world foo'|truncate(9) }} {{ 'a b c'|wordcount }} {{ 'ab'|center(6) }}|") ==
+      "hello... 3   ab  |");
   CHECK(render("{{ '<a href=\"x\">'|e }} {{ '%s-%d'|format('a', 3) }} {{ 42|string ~ '!' }}") ==
         "&lt;a href=&#34;x&#34;&gt; a-3 42!");
   CHECK(render("{{ x|default('d') }} {{ ''|default('e') }} {{ ''|default('e', true) }} "
@@ -241,8 +246,9 @@ TEST_CASE("string filters", "[jinja]") {
 }
 
 TEST_CASE("number filters", "[jinja]") {
-  CHECK(render("{{ '42'|int }} {{ '3.7'|int }} {{ 'x'|int }} {{ 'x'|int(7) }} {{ 'ff'|int(base=16) }} "
-               "{{ '1.5'|float }} {{ -3|abs }} {{ (-3)|abs }}") == "42 3 0 7 255 1.5 3 3");
+  CHECK(render(
+            "{{ '42'|int }} {{ '3.7'|int }} {{ 'x'|int }} {{ 'x'|int(7) }} {{ 'ff'|int(base=16) }} "
+            "{{ '1.5'|float }} {{ -3|abs }} {{ (-3)|abs }}") == "42 3 0 7 255 1.5 3 3");
   CHECK(render("{{ 2.5|round }} {{ 3.5|round }} {{ 2.675|round(2) }} {{ 3|round }} "
                "{{ 3.2|round(0, 'ceil') }}") == "2.0 4.0 2.67 3 4.0");
 }
@@ -276,8 +282,8 @@ TEST_CASE("tojson matches transformers' json.dumps", "[jinja]") {
         R"({"a": "x", "b": [1, 2.0, null, true], "é": "\"\n"})");
   CHECK(render("{{ {'a': [], 'b': {}, 'c': [1, {'d': 2}]}|tojson(indent=2) }}") ==
         "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": 2\n    }\n  ]\n}");
-  CHECK(render("{{ {'b': 1, 'a': 2}|tojson(sort_keys=true) }} {{ 'é😀'|tojson(ensure_ascii=true) }} "
-               "{{ [1, 2]|tojson(separators=(',', ':')) }}") ==
+  CHECK(render("{{ {'b': 1, 'a': 2}|tojson(sort_keys=true) }} "
+               "{{ 'é😀'|tojson(ensure_ascii=true) }} {{ [1, 2]|tojson(separators=(',', ':')) }}") ==
         R"({"a": 2, "b": 1} "\u00e9\ud83d\ude00" [1,2])");
   // Key order is the caller's when the context is an ordered_json.
   CHECK(render("{{ t|tojson }}", parse(R"({"t": {"z": 1, "a": 2}})")) == R"({"z": 1, "a": 2})");
@@ -304,15 +310,18 @@ TEST_CASE("string methods", "[jinja]") {
   CHECK(render("{{ '  a b  '.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} "
                "{{ 'a b c'.rsplit(' ', 1) }} {{ 'a\\nb\\r\\nc'.splitlines() }}") ==
         "['a', 'b'] ['a', 'b', '', 'c'] ['a', 'b c'] ['a b', 'c'] ['a', 'b', 'c']");
-  CHECK(render("{{ ' x '.strip() }}|{{ 'xyx'.strip('x') }}|{{ ' x'.lstrip() }}|{{ 'x '.rstrip() }}|") ==
-        "x|y|x|x|");
+  CHECK(
+      render(
+          "{{ ' x '.strip() }}|{{ 'xyx'.strip('x') }}|{{ ' x'.lstrip() }}|{{ 'x '.rstrip() }}|") ==
+      "x|y|x|x|");
   CHECK(render("{% set s = 'Hello World' %}{{ s.startswith('He') }} {{ s.endswith(('x', 'ld')) }} "
                "{{ s.find('o') }} {{ s.rfind('o') }} {{ s.count('o') }} {{ s.replace('o', '0') }} "
                "{{ s.upper() }} {{ s.lower() }} {{ 'they\\'re'.title() }}") ==
         "True True 4 7 2 Hell0 W0rld HELLO WORLD hello world They'Re");
-  CHECK(render("{{ '123'.isdigit() }} {{ 'ab'.isalpha() }} {{ ' '.isspace() }} {{ 'AB'.isupper() }} "
-               "{{ ','.join(['a', 'b']) }} {{ 'a.b.c'.partition('.') }}") ==
-        "True True True True a,b ('a', '.', 'b.c')");
+  CHECK(
+      render("{{ '123'.isdigit() }} {{ 'ab'.isalpha() }} {{ ' '.isspace() }} {{ 'AB'.isupper() }} "
+             "{{ ','.join(['a', 'b']) }} {{ 'a.b.c'.partition('.') }}") ==
+      "True True True True a,b ('a', '.', 'b.c')");
   CHECK(render("{{ '{} {x}'.format(1, x=2) }} {{ '{0:>3}{0}'.format(1) }} "
                "{{ '{:.2f}|{:,}'.format(3.14159, 1234567) }} {{ '%s and %r' % ('a', 'b') }}") ==
         "1 2   11 3.14|1,234,567 a and 'b'");
@@ -336,7 +345,8 @@ TEST_CASE("dict and list methods", "[jinja]") {
         "template line 1: access to attribute 'append' of 'list' object is unsafe.");
 }
 
-// ---- tests and globals ---------------------------------------------------------------------------
+// ---- tests and globals
+// ---------------------------------------------------------------------------
 
 TEST_CASE("tests", "[jinja]") {
   CHECK(render("{{ none is none }} {{ 1 is not none }} {{ 'a' is string }} {{ 1 is number }} "
@@ -366,7 +376,8 @@ TEST_CASE("globals", "[jinja]") {
         "Conversation roles must alternate");
 }
 
-// ---- errors --------------------------------------------------------------------------------------
+// ---- errors
+// --------------------------------------------------------------------------------------
 
 TEST_CASE("errors name the template line", "[jinja]") {
   const std::string many_lines = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n{{ x|frobnicate }}";
@@ -378,11 +389,30 @@ TEST_CASE("errors name the template line", "[jinja]") {
   CHECK(error_of("{{ 1 + }}") == "template line 1: unexpected '}}'");
   CHECK(error_of("\n\n{{ 'abc }}") == "template line 3: unterminated string literal");
   CHECK(error_of("{% break %}") == "template line 1: 'break' outside of a loop");
-  CHECK(error_of("{{ f(a=1, 2) }}") == "template line 1: positional argument follows keyword argument");
+  CHECK(error_of("{{ f(a=1, 2) }}") ==
+        "template line 1: positional argument follows keyword argument");
   CHECK(error_of("{% include 'x' %}") == "template line 1: unsupported tag 'include'");
   CHECK(error_of("{% for m in messages %}\n  {{ m.content.upper() }}\n{% endfor %}",
                  parse(R"({"messages": [{"role": "user"}]})")) ==
         "template line 2: 'dict object' has no attribute 'content'");
+}
+
+TEST_CASE("parse-time checks follow jinja2", "[jinja]") {
+  // Unknown filters and tests fail when the template is parsed ...
+  CHECK(error_of("{% for x in [] %}\n{{ x|nofilter }}{% endfor %}") ==
+        "template line 2: unknown filter 'nofilter'");
+  CHECK_THROWS_WITH(llm::jinja::Template("{% macro m() %}{{ 1 is notest }}{% endmacro %}"),
+                    "template line 1: unknown test 'notest'");
+  // ... except inside an `if` or an inline if-expression, where they fail only when run
+  // (DeepSeek's templates rely on this for `from_json`).
+  CHECK(render("{% if false %}{{ x|from_json }}{% endif %}{{ 1 if true else x|nofilter }}") == "1");
+  CHECK(error_of("{% if true %}{{ {}|from_json }}{% endif %}") ==
+        "template line 1: unknown filter 'from_json'");
+  // Python-style colons before %}, and non-ASCII identifiers.
+  CHECK(render("{% if true: %}a{% else: %}b{% endif %}{% for x in [1]: %}{{ x }}{% endfor %}") ==
+        "a1");
+  CHECK(render("{% set größe = 3 %}{{ größe }}") == "3");
+  CHECK(error_of("{% set a, = [1] %}") == "template line 1: expected a name, got '='");
 }
 
 TEST_CASE("hostile templates fail cleanly", "[jinja]") {
@@ -394,20 +424,27 @@ TEST_CASE("hostile templates fail cleanly", "[jinja]") {
   llm::jinja::RenderOptions small;
   small.max_loop_iterations = 1000;
   CHECK(error_of("{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}",
-                 ordered_json::object(), small) ==
-        "template line 1: too many loop iterations (limit 1000)");
+                 ordered_json::object(),
+                 small) == "template line 1: too many loop iterations (limit 1000)");
   small.max_output_bytes = 100;
   CHECK(error_of("{{ 'x' * 101 }}", ordered_json::object(), small) ==
         "template line 1: output exceeds 100 bytes");
   CHECK(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}")
-            .find("too deep") !=
-        std::string::npos);
+            .find("too deep") != std::string::npos);
   std::string chain = "{{ 1";
   for (int i = 0; i < 5000; ++i) chain += " + 1";
   CHECK(error_of(chain + " }}").find("too deeply nested") != std::string::npos);
   CHECK(error_of("{% set l = [] %}{% set _ = l.append(l) %}{{ l }}").find("nesting") !=
         std::string::npos);
-  CHECK(error_of("{{ 'x' * 10**12 }}") == "template line 1: repeated string too large");
+  CHECK(error_of("{{ 'x' * 10**12 }}") ==
+        "template line 1: string too large (over 268435456 bytes)");
+  // Doubling a string in a loop hits the same cap instead of exhausting memory.
+  CHECK(error_of("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                 "{% set ns.s = ns.s ~ ns.s %}{% endfor %}") ==
+        "template line 1: string too large (over 268435456 bytes)");
+  CHECK(error_of("{% set ns = namespace(s='xx') %}{% for i in range(40) %}"
+                 "{% set ns.s = ns.s.replace('x', ns.s) %}{% endfor %}") ==
+        "template line 1: string too large (over 268435456 bytes)");
   CHECK_NOTHROW(error_of(std::string("{{ \xff\xfe }}")));
   CHECK(render("{{ '\xff' }}") == "\xff");  // invalid UTF-8 passes through untouched
 }
@@ -478,6 +515,6 @@ TEST_CASE("built-in templates: defaults, generation prompt and roles", "[conv_te
                                       {"role": "tool", "content": "t"}])");
   CHECK_THROWS_WITH(llm::render_chat_template(*llm::find_conv_template("gemma"), tool, opts),
                     "the gemma template does not support role 'tool'");
-  CHECK(llm::render_chat_template(*llm::find_conv_template("chatml"), tool, opts).find(
-            "<|im_start|>tool\nt<|im_end|>\n") != std::string::npos);
+  CHECK(llm::render_chat_template(*llm::find_conv_template("chatml"), tool, opts)
+            .find("<|im_start|>tool\nt<|im_end|>\n") != std::string::npos);
 }

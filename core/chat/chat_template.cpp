@@ -12,12 +12,9 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
   // transformers passes tools and documents explicitly, as None when absent: templates can
   // tell `tools is none` apart from undefined.
   nlohmann::ordered_json ctx = {
-      {"messages", messages},
-      {"tools", nullptr},
-      {"documents", nullptr},
-      {"add_generation_prompt", opts.add_generation_prompt},
-      {"bos_token", opts.bos_token},
-      {"eos_token", opts.eos_token},
+      {"messages", messages},        {"tools", nullptr},
+      {"documents", nullptr},        {"add_generation_prompt", opts.add_generation_prompt},
+      {"bos_token", opts.bos_token}, {"eos_token", opts.eos_token},
   };
   if (!opts.extra_context.is_null()) {
     if (!opts.extra_context.is_object()) throw llm::Error("extra_context must be a JSON object");
@@ -31,8 +28,7 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
   return tmpl_.render(ctx, ro);
 }
 
-std::string render_chat_template(const std::string& source,
-                                 const nlohmann::ordered_json& messages,
+std::string render_chat_template(const std::string& source, const nlohmann::ordered_json& messages,
                                  const ChatTemplateOptions& opts) {
   return ChatTemplate(source).render(messages, opts);
 }

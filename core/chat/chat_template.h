@@ -7,10 +7,8 @@
 //   std::string prompt = llm::render_chat_template(source, messages, opts);
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "core/chat/jinja.h"
 
@@ -20,8 +18,8 @@ struct ChatTemplateOptions {
   bool add_generation_prompt = false;
   std::string bos_token = "<s>", eos_token = "</s>";
   std::string date;  // YYYY-MM-DD for strftime_now, empty = today
-  // Further template variables (e.g. "tools", "documents", "enable_thinking"); a JSON object.
-  // Its keys override the defaults above.
+  // Further template variables, a JSON object: "tools", "documents" (both None unless given
+  // here), "enable_thinking", ... Its keys win over the variables set above.
   nlohmann::json extra_context;
   // Reject list/dict mutation (append, pop, ...) exactly like transformers' sandbox.
   bool immutable_sandbox = false;
@@ -35,8 +33,7 @@ class ChatTemplate {
 
   // `messages` is a JSON array of {"role": ..., "content": ...} objects. Throws llm::Error;
   // a template's raise_exception("msg") surfaces as exactly "msg".
-  std::string render(const nlohmann::ordered_json& messages,
-                     const ChatTemplateOptions& opts) const;
+  std::string render(const nlohmann::ordered_json& messages, const ChatTemplateOptions& opts) const;
 
  private:
   jinja::Template tmpl_;
@@ -46,8 +43,7 @@ class ChatTemplate {
 // `tojson` output; pass nlohmann::ordered_json to keep the caller's key order.
 std::string render_chat_template(const std::string& source, const nlohmann::json& messages,
                                  const ChatTemplateOptions& opts);
-std::string render_chat_template(const std::string& source,
-                                 const nlohmann::ordered_json& messages,
+std::string render_chat_template(const std::string& source, const nlohmann::ordered_json& messages,
                                  const ChatTemplateOptions& opts);
 
 }  // namespace llm

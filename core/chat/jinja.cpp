@@ -1,5 +1,7 @@
 #include "core/chat/jinja.h"
 
+#include <new>
+
 #include "core/chat/jinja_interp.h"
 #include "core/chat/jinja_lexer.h"
 #include "core/chat/jinja_parser.h"
@@ -33,6 +35,8 @@ std::string Template::render(const nlohmann::ordered_json& context,
   } catch (const RenderError& e) {
     if (e.line == 0) throw llm::Error(std::string("template: ") + e.what());
     throw llm::Error("template line " + std::to_string(e.line) + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw llm::Error("template: out of memory while rendering");
   }
 }
 

@@ -60,9 +60,7 @@ constexpr char kLe[] = "<=";
 constexpr char kGt[] = ">";
 constexpr char kGe[] = ">=";
 
-bool t_in(Interpreter&, const Value& v, CallArgs& args) {
-  return op_contains(arg0(args, "in"), v);
-}
+bool t_in(Interpreter&, const Value& v, CallArgs& args) { return op_contains(arg0(args, "in"), v); }
 
 // Python `is`: identity for containers, equal value and type for scalars.
 bool t_sameas(Interpreter&, const Value& v, CallArgs& args) {

@@ -44,7 +44,8 @@ ArgParser::ArgParser(const std::string& what, const CallArgs& args,
     if (i == names.size()) {
       render_fail("%s() got an unexpected keyword argument '%s'", what.c_str(), key.c_str());
     }
-    if (set_[i]) render_fail("%s() got multiple values for argument '%s'", what.c_str(), key.c_str());
+    if (set_[i])
+      render_fail("%s() got multiple values for argument '%s'", what.c_str(), key.c_str());
     values_[i] = value;
     set_[i] = true;
   }
@@ -197,8 +198,8 @@ void Interpreter::assign(const Stmt& s, const Value& v, const ScopePtr& scope) {
   ns->dict().set(s.text, v);
 }
 
-Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope,
-                                        const Value& iterable, int depth, std::string& out) {
+Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope, const Value& iterable,
+                                        int depth, std::string& out) {
   std::vector<Value> items = iterate(iterable);
   if (s.cond) {  // `for x in xs if cond`: filtered before the loop, so loop.length agrees
     std::vector<Value> kept;
@@ -217,8 +218,8 @@ Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope,
     closure_scopes_.push_back(scope);
     std::weak_ptr<Scope> weak = scope;
     const Stmt* stmt = &s;
-    recurse = Value::make_callable(
-        "loop", [stmt, weak, depth](Interpreter& in, CallArgs& args) -> Value {
+    recurse =
+        Value::make_callable("loop", [stmt, weak, depth](Interpreter& in, CallArgs& args) -> Value {
           if (args.pos.size() != 1) render_fail("loop() takes exactly one argument");
           ScopePtr sc = weak.lock();
           if (!sc) render_fail("recursive loop called outside its scope");
@@ -325,8 +326,10 @@ Value Interpreter::make_macro(const Stmt& s, const ScopePtr& scope) {
         for (auto& [key, value] : rest) {
           if (!stmt->catch_kwargs) {
             if (key == "caller") {
-              render_fail("macro '%s' was invoked with two values for the special caller "
-                          "argument. This is most likely a bug.", name);
+              render_fail(
+                  "macro '%s' was invoked with two values for the special caller "
+                  "argument. This is most likely a bug.",
+                  name);
             }
             render_fail("macro '%s' takes no keyword argument '%s'", name, key.c_str());
           }
@@ -341,8 +344,7 @@ Value Interpreter::make_macro(const Stmt& s, const ScopePtr& scope) {
           scope->set(params[i].name,
                      params[i].default_value
                          ? in.eval(*params[i].default_value, scope)
-                         : Value::undefined("parameter '" + params[i].name +
-                                            "' was not provided"));
+                         : Value::undefined("parameter '" + params[i].name + "' was not provided"));
         }
         if (stmt->catch_varargs) {
           scope->set("varargs", Value::make_list(std::move(varargs), SeqKind::kTuple));
@@ -491,7 +493,12 @@ Value Interpreter::eval_inner(const Expr& e, const ScopePtr& scope) {
       if (e.name == "and") return truthy(left) ? eval(*e.b, scope) : left;
       if (e.name == "or") return truthy(left) ? left : eval(*e.b, scope);
       Value right = eval(*e.b, scope);
-      if (e.name == "~") return Value(to_str(left) + to_str(right));
+      if (e.name == "~") {
+        std::string text = to_str(left);
+        std::string rhs = to_str(right);
+        check_string_size(text.size() + rhs.size());
+        return Value(text + rhs);
+      }
       return op_binary(e.name, left, right);
     }
     case ExprKind::kCompare: {
@@ -506,8 +513,9 @@ Value Interpreter::eval_inner(const Expr& e, const ScopePtr& scope) {
     case ExprKind::kCond:
       if (truthy(eval(*e.a, scope))) return eval(*e.b, scope);
       if (e.c) return eval(*e.c, scope);
-      return Value::undefined("the inline if-expression evaluated to false and no else "
-                              "section was defined");
+      return Value::undefined(
+          "the inline if-expression evaluated to false and no else "
+          "section was defined");
   }
   return Value();
 }

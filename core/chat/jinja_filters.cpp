@@ -48,9 +48,12 @@ Value lookup_path(const Value& item, const Value& attribute) {
   size_t start = 0;
   while (true) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    v = get_item(v, digits ? Value(static_cast<int64_t>(std::strtoll(part.c_str(), nullptr, 10))) : Value(part));
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                               [](char c) { return c >= '0' && c <= '9'; });
+    v = get_item(v, digits ? Value(static_cast<int64_t>(std::strtoll(part.c_str(), nullptr, 10)))
+                           : Value(part));
     if (dot == std::string::npos) return v;
     start = dot + 1;
   }
@@ -63,15 +66,18 @@ Value fold_case(const Value& v, bool case_sensitive) {
 
 size_t length_of(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return 0;
-    case Value::Kind::kString: return utf8_length(v.str());
+    case Value::Kind::kUndefined:
+      return 0;
+    case Value::Kind::kString:
+      return utf8_length(v.str());
     case Value::Kind::kList:
       if (is_iterator(v)) break;
       return v.list().items.size();
     case Value::Kind::kDict:
       if (v.is_mapping()) return v.dict().size();
       break;
-    default: break;
+    default:
+      break;
   }
   render_fail("object of type '%s' has no len()", type_name(v).c_str());
 }
@@ -113,19 +119,33 @@ Value f_tojson(Interpreter&, const Value& v, CallArgs& args) {
   return to_json(v, st);
 }
 
-Value f_upper(Interpreter&, const Value& v, CallArgs& args) { no_args("upper", args); return like(v, py_upper(str_of(v))); }
-Value f_lower(Interpreter&, const Value& v, CallArgs& args) { no_args("lower", args); return like(v, py_lower(str_of(v))); }
-Value f_title(Interpreter&, const Value& v, CallArgs& args) { no_args("title", args); return like(v, jinja_title(str_of(v))); }
+Value f_upper(Interpreter&, const Value& v, CallArgs& args) {
+  no_args("upper", args);
+  return like(v, py_upper(str_of(v)));
+}
+Value f_lower(Interpreter&, const Value& v, CallArgs& args) {
+  no_args("lower", args);
+  return like(v, py_lower(str_of(v)));
+}
+Value f_title(Interpreter&, const Value& v, CallArgs& args) {
+  no_args("title", args);
+  return like(v, jinja_title(str_of(v)));
+}
 Value f_capitalize(Interpreter&, const Value& v, CallArgs& args) {
   no_args("capitalize", args);
   return like(v, py_capitalize(str_of(v)));
 }
-Value f_string(Interpreter&, const Value& v, CallArgs& args) { no_args("string", args); return like(v, str_of(v)); }
+Value f_string(Interpreter&, const Value& v, CallArgs& args) {
+  no_args("string", args);
+  return like(v, str_of(v));
+}
 
 Value f_replace(Interpreter&, const Value& v, CallArgs& args) {
   ArgParser a("replace", args, {"old", "new", "count"});
-  return py_replace(str_of(v), str_of(a.get(0)), str_of(a.get(1)),
-                    static_cast<long>(a.get_int(2, -1)));
+  std::optional<std::string> out =
+      py_replace(str_of(v), str_of(a.get(0)), str_of(a.get(1)), a.get_int(2, -1), kMaxStringBytes);
+  if (!out) check_string_size(kMaxStringBytes + 1);
+  return *out;
 }
 
 Value f_join(Interpreter&, const Value& v, CallArgs& args) {
@@ -194,7 +214,9 @@ Value f_dictsort(Interpreter&, const Value& v, CallArgs& args) {
 }
 
 Value f_list(Interpreter&, const Value& v, CallArgs& args) {
-  no_args("list", args); return Value::make_list(iterate(v)); }
+  no_args("list", args);
+  return Value::make_list(iterate(v));
+}
 
 Value f_first(Interpreter&, const Value& v, CallArgs& args) {
   no_args("first", args);
@@ -286,7 +308,8 @@ bool parse_int(const std::string& s, int base, int64_t* out) {
   char* end = nullptr;
   errno = 0;
   long long v = std::strtoll(clean.c_str(), &end, base);
-  if (errno || *end || clean == "+" || clean == "-" || std::isspace(static_cast<unsigned char>(clean[0]))) {
+  if (errno || *end || clean == "+" || clean == "-" ||
+      std::isspace(static_cast<unsigned char>(clean[0]))) {
     return false;
   }
   *out = v;
@@ -362,7 +385,8 @@ Value f_round(Interpreter&, const Value& v, CallArgs& args) {
   if (method != "common" && method != "ceil" && method != "floor") {
     render_fail("method must be common, ceil or floor");
   }
-  if (!v.is_number() && !v.is_bool()) render_fail("type %s doesn't define __round__ method", type_name(v).c_str());
+  if (!v.is_number() && !v.is_bool())
+    render_fail("type %s doesn't define __round__ method", type_name(v).c_str());
   if (method == "common" && !v.is_float() && prec >= 0) return v.as_int();
   double x = v.as_float();
   if (method != "common") {
@@ -398,7 +422,8 @@ Value sort_or_unique(const Value& v, CallArgs& args) {
   // `attribute` may list several comma-separated keys for sort.
   std::vector<Value> attrs;
   if (attr.is_string() && !kUnique) {
-    for (const std::string& p : py_split(attr.str(), std::string(","), -1)) attrs.push_back(Value(p));
+    for (const std::string& p : py_split(attr.str(), std::string(","), -1))
+      attrs.push_back(Value(p));
   } else if (!attr.is_none()) {
     attrs.push_back(attr);
   }
@@ -412,7 +437,8 @@ Value sort_or_unique(const Value& v, CallArgs& args) {
     std::vector<Value> out, seen;
     for (const Value& item : items) {
       Value k = key(item);
-      if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return values_equal(s, k); })) {
+      if (std::none_of(seen.begin(), seen.end(),
+                       [&](const Value& s) { return values_equal(s, k); })) {
         seen.push_back(k);
         out.push_back(item);
       }
@@ -422,15 +448,20 @@ Value sort_or_unique(const Value& v, CallArgs& args) {
   std::vector<std::pair<Value, Value>> keyed;
   for (const Value& item : items) keyed.emplace_back(key(item), item);
   std::stable_sort(keyed.begin(), keyed.end(), [rev](const auto& x, const auto& y) {
-    return rev ? compare_values(y.first, x.first, "<") < 0 : compare_values(x.first, y.first, "<") < 0;
+    return rev ? compare_values(y.first, x.first, "<") < 0
+               : compare_values(x.first, y.first, "<") < 0;
   });
   std::vector<Value> out;
   for (auto& kv : keyed) out.push_back(kv.second);
   return Value::make_list(std::move(out));
 }
 
-Value f_sort(Interpreter&, const Value& v, CallArgs& args) { return sort_or_unique<false>(v, args); }
-Value f_unique(Interpreter&, const Value& v, CallArgs& args) { return sort_or_unique<true>(v, args); }
+Value f_sort(Interpreter&, const Value& v, CallArgs& args) {
+  return sort_or_unique<false>(v, args);
+}
+Value f_unique(Interpreter&, const Value& v, CallArgs& args) {
+  return sort_or_unique<true>(v, args);
+}
 
 template <bool kMax>
 Value f_minmax(Interpreter&, const Value& v, CallArgs& args) {
@@ -470,8 +501,7 @@ Value f_reverse(Interpreter&, const Value& v, CallArgs& args) {
   bool reversible = !is_iterator(v) && (v.is_seq() || v.is_mapping() || v.is_undefined());
   std::vector<Value> items = iterate(v);
   std::vector<Value> rev(items.rbegin(), items.rend());
-  return Value::make_list(std::move(rev),
-                          reversible ? SeqKind::kReverseIterator : SeqKind::kList);
+  return Value::make_list(std::move(rev), reversible ? SeqKind::kReverseIterator : SeqKind::kList);
 }
 
 Value f_indent(Interpreter&, const Value& v, CallArgs& args) {
@@ -494,7 +524,8 @@ Value f_indent(Interpreter&, const Value& v, CallArgs& args) {
     }
   } else if (!lines.empty()) {
     out = lines[0];
-    for (size_t i = 1; i < lines.size(); ++i) out += "\n" + (lines[i].empty() ? "" : ind + lines[i]);
+    for (size_t i = 1; i < lines.size(); ++i)
+      out += "\n" + (lines[i].empty() ? "" : ind + lines[i]);
   }
   return first ? ind + out : out;
 }
@@ -510,14 +541,17 @@ Value f_forceescape(Interpreter&, const Value& v, CallArgs& args) {
 }
 
 Value f_safe(Interpreter&, const Value& v, CallArgs& args) {
-  no_args("safe", args); return Value::markup(str_of(v)); }
+  no_args("safe", args);
+  return Value::markup(str_of(v));
+}
 
 Value f_wordcount(Interpreter&, const Value& v, CallArgs& args) {
   no_args("wordcount", args);
   int64_t n = 0;
   bool in_word = false;
   for (char32_t c : decode_utf8(str_of(v))) {
-    bool w = c == '_' || py_isalpha(c) || py_isdigit(c) || (c >= 0x80 && !py_isspace(c) && c > 0xBF);
+    bool w =
+        c == '_' || py_isalpha(c) || py_isdigit(c) || (c >= 0x80 && !py_isspace(c) && c > 0xBF);
     if (w && !in_word) ++n;
     in_word = w;
   }
@@ -579,7 +613,9 @@ Value f_truncate(Interpreter&, const Value& v, CallArgs& args) {
   std::u32string end = decode_utf8(a.get_str(2, "..."));
   int64_t leeway = a.get_int(3, 5);
   int64_t end_len = static_cast<int64_t>(end.size());
-  if (length < end_len) render_fail("expected length >= %lld, got %lld", static_cast<long long>(end_len), static_cast<long long>(length));
+  if (length < end_len)
+    render_fail("expected length >= %lld, got %lld", static_cast<long long>(end_len),
+                static_cast<long long>(length));
   if (static_cast<int64_t>(s.size()) <= length + leeway) return encode_utf8(s);
   std::u32string head = s.substr(0, static_cast<size_t>(length - end_len));
   if (!killwords) {
@@ -598,8 +634,8 @@ Value f_format(Interpreter&, const Value& v, CallArgs& args) {
     for (const auto& [k, val] : args.kw) d.dict().set(Value(k), val);
     return like(v, percent_format(str_of(v), d, v.is_markup()));
   }
-  return like(v, percent_format(str_of(v), Value::make_list(args.pos, SeqKind::kTuple),
-                                v.is_markup()));
+  return like(
+      v, percent_format(str_of(v), Value::make_list(args.pos, SeqKind::kTuple), v.is_markup()));
 }
 
 // Python getattr() only: methods, namespace/loop attributes, but not dict keys.
@@ -614,7 +650,9 @@ Value f_attr(Interpreter&, const Value& v, CallArgs& args) {
 }
 
 Value f_pprint(Interpreter&, const Value& v, CallArgs& args) {
-  no_args("pprint", args); return repr(v); }
+  no_args("pprint", args);
+  return repr(v);
+}
 
 const std::unordered_map<std::string, FilterFn>& filters() {
   static const std::unordered_map<std::string, FilterFn> table = {

@@ -12,7 +12,9 @@ namespace llm::jinja {
 
 namespace {
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 bool is_name_char(char c) { return is_name_start(c) || is_digit(c); }
@@ -201,7 +203,8 @@ class Lexer {
     const size_t n = src_.size();
     while (true) {
       while (i < n && is_ws(src_[i])) ++i;
-      if (i >= n) error(start, block ? "unclosed tag (missing '%}')" : "unclosed tag (missing '}}')");
+      if (i >= n)
+        error(start, block ? "unclosed tag (missing '%}')" : "unclosed tag (missing '}}')");
       if (brackets.empty()) {
         const char* end = block ? "%}" : "}}";
         char mark = src_[i] == '-' || (block && src_[i] == '+') ? src_[i] : 0;
@@ -232,9 +235,11 @@ class Lexer {
   size_t name_char_len(size_t i, bool first) const {
     if (i >= src_.size()) return 0;
     char c = src_[i];
-    if (static_cast<unsigned char>(c) < 0x80) return (first ? is_name_start(c) : is_name_char(c)) ? 1 : 0;
+    if (static_cast<unsigned char>(c) < 0x80)
+      return (first ? is_name_start(c) : is_name_char(c)) ? 1 : 0;
     size_t len = 1;
-    while (len < 4 && i + len < src_.size() && (static_cast<unsigned char>(src_[i + len]) & 0xC0) == 0x80) {
+    while (len < 4 && i + len < src_.size() &&
+           (static_cast<unsigned char>(src_[i + len]) & 0xC0) == 0x80) {
       ++len;
     }
     std::u32string cp = decode_utf8(std::string_view(src_).substr(i, len));
@@ -249,12 +254,16 @@ class Lexer {
       while (j < n && (pred(src_[j]) || (src_[j] == '_' && j + 1 < n && pred(src_[j + 1])))) ++j;
     };
     std::string clean;
-    if (src_[i] == '0' && i + 1 < n && std::string("xXoObB").find(src_[i + 1]) != std::string::npos &&
-        i + 2 < n && hex_value(src_[i + 2]) >= 0) {
+    if (src_[i] == '0' && i + 1 < n &&
+        std::string("xXoObB").find(src_[i + 1]) != std::string::npos && i + 2 < n &&
+        hex_value(src_[i + 2]) >= 0) {
       char base_ch = static_cast<char>(src_[i + 1] | 0x20);
       int base = base_ch == 'x' ? 16 : base_ch == 'o' ? 8 : 2;
       j = i + 2;
-      digits([base](char ch) { int v = hex_value(ch); return v >= 0 && v < base; });
+      digits([base](char ch) {
+        int v = hex_value(ch);
+        return v >= 0 && v < base;
+      });
       for (size_t k = i + 2; k < j; ++k) {
         if (src_[k] != '_') clean += src_[k];
       }
@@ -323,17 +332,38 @@ class Lexer {
       char e = src_[j + 1];
       j += 2;
       switch (e) {
-        case '\n': break;  // line continuation
-        case '\\': value += '\\'; break;
-        case '\'': value += '\''; break;
-        case '"': value += '"'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'n': value += '\n'; break;
-        case 'r': value += '\r'; break;
-        case 't': value += '\t'; break;
-        case 'v': value += '\v'; break;
+        case '\n':
+          break;  // line continuation
+        case '\\':
+          value += '\\';
+          break;
+        case '\'':
+          value += '\'';
+          break;
+        case '"':
+          value += '"';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'n':
+          value += '\n';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'v':
+          value += '\v';
+          break;
         case 'x':
         case 'u':
         case 'U': {
@@ -383,11 +413,15 @@ class Lexer {
             char buf[16];
             unsigned v = static_cast<unsigned>(cp.empty() ? 0 : cp[0]);
             if (v >= 0xDC80 && v <= 0xDCFF) v -= 0xDC00;  // an invalid byte
-            std::snprintf(buf, sizeof buf, v < 0x100 ? "x%02x" : v < 0x10000 ? "u%04x" : "U%08x", v);
+            std::snprintf(buf, sizeof buf,
+                          v < 0x100     ? "x%02x"
+                          : v < 0x10000 ? "u%04x"
+                                        : "U%08x",
+                          v);
             value += '\\';
             value += buf;
             j += encode_utf8(cp.substr(0, 1)).size() - 1;  // the rest of this character
-          } else {  // unknown escapes stay as written
+          } else {                                         // unknown escapes stay as written
             value += '\\';
             value += e;
           }

@@ -38,15 +38,15 @@ Value m_startswith(Interpreter&, const Value& self, CallArgs& args) {
   ArgParser a(kEnd ? "endswith" : "startswith", args, {"prefix", "start", "end"});
   std::string s = self.str();
   if (a.has(1) || a.has(2)) {  // start/end are code-point offsets
-    Value sub = get_slice(self, a.get_or(1, Value::none()), a.get_or(2, Value::none()),
-                          Value::none());
+    Value sub =
+        get_slice(self, a.get_or(1, Value::none()), a.get_or(2, Value::none()), Value::none());
     s = sub.is_string() ? sub.str() : "";
   }
   auto test = [&](const Value& p) {
     if (!p.is_string()) render_fail("expected str or a tuple of str, not %s", type_name(p).c_str());
     const std::string& x = p.str();
-    return x.size() <= s.size() &&
-           (kEnd ? s.compare(s.size() - x.size(), x.size(), x) == 0 : s.compare(0, x.size(), x) == 0);
+    return x.size() <= s.size() && (kEnd ? s.compare(s.size() - x.size(), x.size(), x) == 0
+                                         : s.compare(0, x.size(), x) == 0);
   };
   const Value& p = a.get(0);
   if (p.is_list()) {
@@ -76,9 +76,7 @@ Value m_splitlines(Interpreter&, const Value& self, CallArgs& args) {
 Value m_upper(Interpreter&, const Value& self, CallArgs&) { return py_upper(self.str()); }
 Value m_lower(Interpreter&, const Value& self, CallArgs&) { return py_lower(self.str()); }
 Value m_title(Interpreter&, const Value& self, CallArgs&) { return py_title(self.str()); }
-Value m_capitalize(Interpreter&, const Value& self, CallArgs&) {
-  return py_capitalize(self.str());
-}
+Value m_capitalize(Interpreter&, const Value& self, CallArgs&) { return py_capitalize(self.str()); }
 Value m_swapcase(Interpreter&, const Value& self, CallArgs&) {
   std::string out;
   for (char32_t c : decode_utf8(self.str())) {
@@ -90,8 +88,12 @@ Value m_swapcase(Interpreter&, const Value& self, CallArgs&) {
 
 Value m_replace(Interpreter&, const Value& self, CallArgs& args) {
   ArgParser a("replace", args, {"old", "new", "count"});
-  if (!a.get(0).is_string() || !a.get(1).is_string()) render_fail("replace() arguments must be str");
-  return py_replace(self.str(), a.get(0).str(), a.get(1).str(), static_cast<long>(a.get_int(2, -1)));
+  if (!a.get(0).is_string() || !a.get(1).is_string())
+    render_fail("replace() arguments must be str");
+  std::optional<std::string> out =
+      py_replace(self.str(), a.get(0).str(), a.get(1).str(), a.get_int(2, -1), kMaxStringBytes);
+  if (!out) check_string_size(kMaxStringBytes + 1);  // reports the size error
+  return *out;
 }
 
 template <bool kReverse, bool kRaise>
@@ -247,14 +249,16 @@ std::string apply_format_spec(const Value& v, const std::string& spec) {
     ++j;
   }
   int width = 0;
-  while (j < rest.size() && rest[j] >= '0' && rest[j] <= '9') width = std::min(width * 10 + (rest[j++] - '0'), 1000);
+  while (j < rest.size() && rest[j] >= '0' && rest[j] <= '9')
+    width = std::min(width * 10 + (rest[j++] - '0'), 1000);
   bool group = j < rest.size() && rest[j] == ',';
   if (group) ++j;
   int prec = -1;
   if (j < rest.size() && rest[j] == '.') {
     ++j;
     prec = 0;
-    while (j < rest.size() && rest[j] >= '0' && rest[j] <= '9') prec = std::min(prec * 10 + (rest[j++] - '0'), 100);
+    while (j < rest.size() && rest[j] >= '0' && rest[j] <= '9')
+      prec = std::min(prec * 10 + (rest[j++] - '0'), 100);
   }
   char type = j < rest.size() ? rest[j] : 0;
   std::string body;
@@ -262,14 +266,19 @@ std::string apply_format_spec(const Value& v, const std::string& spec) {
   bool is_num = v.is_number() || v.is_bool();
   if (type == 'f' || type == 'F' || type == 'e' || type == 'E' || type == 'g' || type == 'G' ||
       type == '%') {
-    if (!is_num) render_fail("Unknown format code '%c' for object of type '%s'", type, type_name(v).c_str());
+    if (!is_num)
+      render_fail("Unknown format code '%c' for object of type '%s'", type, type_name(v).c_str());
     double x = v.as_float() * (type == '%' ? 100.0 : 1.0);
-    std::string f = std::string("%") + (sign == '+' ? "+" : sign == ' ' ? " " : "") + "." +
-                    std::to_string(prec < 0 ? 6 : prec) + (type == '%' ? 'f' : type);
+    std::string f = std::string("%") +
+                    (sign == '+'   ? "+"
+                     : sign == ' ' ? " "
+                                   : "") +
+                    "." + std::to_string(prec < 0 ? 6 : prec) + (type == '%' ? 'f' : type);
     std::snprintf(buf, sizeof buf, f.c_str(), x);
     body = std::string(buf) + (type == '%' ? "%" : "");
   } else if (type == 'd' || type == 'x' || type == 'X' || type == 'o' || type == 'b') {
-    if (!v.is_int() && !v.is_bool()) render_fail("Unknown format code '%c' for object of type '%s'", type, type_name(v).c_str());
+    if (!v.is_int() && !v.is_bool())
+      render_fail("Unknown format code '%c' for object of type '%s'", type, type_name(v).c_str());
     int64_t x = v.as_int();
     if (type == 'b') {
       uint64_t m = x < 0 ? static_cast<uint64_t>(-(x + 1)) + 1 : static_cast<uint64_t>(x);
@@ -279,14 +288,18 @@ std::string apply_format_spec(const Value& v, const std::string& spec) {
       } while (m);
       if (x < 0) body.insert(body.begin(), '-');
     } else {
-      std::string f = std::string("%") + (sign == '+' ? "+" : sign == ' ' ? " " : "") + "ll" +
-                      (type == 'd' ? 'd' : type);
+      std::string f = std::string("%") +
+                      (sign == '+'   ? "+"
+                       : sign == ' ' ? " "
+                                     : "") +
+                      "ll" + (type == 'd' ? 'd' : type);
       std::snprintf(buf, sizeof buf, f.c_str(), static_cast<long long>(x));
       body = buf;
     }
   } else {
     body = to_str(v);
-    if (prec >= 0 && v.is_string()) body = encode_utf8(decode_utf8(body).substr(0, static_cast<size_t>(prec)));
+    if (prec >= 0 && v.is_string())
+      body = encode_utf8(decode_utf8(body).substr(0, static_cast<size_t>(prec)));
     if (prec >= 0 && v.is_float()) {
       std::snprintf(buf, sizeof buf, "%.*g", prec, v.as_float());
       body = buf;
@@ -303,14 +316,17 @@ std::string apply_format_spec(const Value& v, const std::string& spec) {
     return s;
   };
   switch (align) {
-    case '<': return body + fills(pad);
-    case '^': return fills(pad / 2) + body + fills(pad - pad / 2);
+    case '<':
+      return body + fills(pad);
+    case '^':
+      return fills(pad / 2) + body + fills(pad - pad / 2);
     case '=':
       if (!body.empty() && (body[0] == '-' || body[0] == '+' || body[0] == ' ')) {
         return body.substr(0, 1) + fills(pad) + body.substr(1);
       }
       return fills(pad) + body;
-    default: return fills(pad) + body;
+    default:
+      return fills(pad) + body;
   }
 }
 
@@ -356,9 +372,8 @@ Value m_format(Interpreter&, const Value& self, CallArgs& args) {
     size_t end = field.find_first_of(".[");
     std::string head = field.substr(0, end);
     Value v;
-    bool numbered = !head.empty() && std::all_of(head.begin(), head.end(), [](char ch) {
-      return ch >= '0' && ch <= '9';
-    });
+    bool numbered = !head.empty() && std::all_of(head.begin(), head.end(),
+                                                 [](char ch) { return ch >= '0' && ch <= '9'; });
     if (head.empty() && used_manual) {
       render_fail("cannot switch from manual field specification to automatic field numbering");
     }
@@ -368,14 +383,16 @@ Value m_format(Interpreter&, const Value& self, CallArgs& args) {
     used_auto = used_auto || head.empty();
     used_manual = used_manual || numbered;
     if (head.empty()) {
-      if (auto_index >= args.pos.size()) render_fail("Replacement index %zu out of range", auto_index);
+      if (auto_index >= args.pos.size())
+        render_fail("Replacement index %zu out of range", auto_index);
       v = args.pos[auto_index++];
     } else if (numbered) {
       size_t k = std::stoul(head);
       if (k >= args.pos.size()) render_fail("Replacement index %zu out of range", k);
       v = args.pos[k];
     } else {
-      auto it = std::find_if(args.kw.begin(), args.kw.end(), [&](const auto& kv) { return kv.first == head; });
+      auto it = std::find_if(args.kw.begin(), args.kw.end(),
+                             [&](const auto& kv) { return kv.first == head; });
       if (it == args.kw.end()) render_fail("'%s'", head.c_str());
       v = it->second;
     }
@@ -383,13 +400,15 @@ Value m_format(Interpreter&, const Value& self, CallArgs& args) {
     while (end != std::string::npos && end < field.size()) {
       if (field[end] == '.') {
         size_t next = field.find_first_of(".[", end + 1);
-        v = get_attr(v, field.substr(end + 1, next == std::string::npos ? std::string::npos : next - end - 1));
+        v = get_attr(v, field.substr(end + 1, next == std::string::npos ? std::string::npos
+                                                                        : next - end - 1));
         end = next;
       } else {
         size_t rb = field.find(']', end);
         if (rb == std::string::npos) render_fail("Missing ']' in format string");
         std::string key = field.substr(end + 1, rb - end - 1);
-        bool digits = !key.empty() && std::all_of(key.begin(), key.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+        bool digits = !key.empty() && std::all_of(key.begin(), key.end(),
+                                                  [](char ch) { return ch >= '0' && ch <= '9'; });
         v = get_item(v, digits ? Value(static_cast<int64_t>(std::stoll(key))) : Value(key));
         end = rb + 1;
       }
@@ -553,9 +572,10 @@ Value m_reverse(Interpreter&, const Value& self, CallArgs&) {
 Value m_sort(Interpreter&, const Value& self, CallArgs& args) {
   ArgParser a("sort", args, {"reverse"});
   bool rev = truthy(a.get_or(0, false));
-  std::stable_sort(items_of(self).begin(), items_of(self).end(), [rev](const Value& x, const Value& y) {
-    return rev ? compare_values(y, x, "<") < 0 : compare_values(x, y, "<") < 0;
-  });
+  std::stable_sort(items_of(self).begin(), items_of(self).end(),
+                   [rev](const Value& x, const Value& y) {
+                     return rev ? compare_values(y, x, "<") < 0 : compare_values(x, y, "<") < 0;
+                   });
   return Value::none();
 }
 
@@ -621,18 +641,18 @@ const std::unordered_map<std::string, Method>& str_methods() {
 
 const std::unordered_map<std::string, Method>& dict_methods() {
   static const std::unordered_map<std::string, Method> m = {
-      {"items", m_items},   {"keys", m_keys},         {"values", m_values},
-      {"get", m_get},       {"pop", m_dict_pop},      {"setdefault", m_setdefault},
-      {"update", m_update}, {"copy", m_dict_copy},    {"clear", m_clear},
+      {"items", m_items},   {"keys", m_keys},      {"values", m_values},
+      {"get", m_get},       {"pop", m_dict_pop},   {"setdefault", m_setdefault},
+      {"update", m_update}, {"copy", m_dict_copy}, {"clear", m_clear},
   };
   return m;
 }
 
 const std::unordered_map<std::string, Method>& list_methods() {
   static const std::unordered_map<std::string, Method> m = {
-      {"append", m_append},  {"extend", m_extend},     {"insert", m_insert},
-      {"pop", m_list_pop},   {"index", m_list_index},  {"count", m_list_count},
-      {"remove", m_remove},  {"reverse", m_reverse},   {"sort", m_sort},
+      {"append", m_append},  {"extend", m_extend},    {"insert", m_insert},
+      {"pop", m_list_pop},   {"index", m_list_index}, {"count", m_list_count},
+      {"remove", m_remove},  {"reverse", m_reverse},  {"sort", m_sort},
       {"copy", m_list_copy}, {"clear", m_clear},
   };
   return m;
@@ -663,8 +683,8 @@ Value find_method(const Value& obj, const std::string& name) {
   Method m = it->second;
   // jinja2.sandbox's _mutable_spec for lists and dicts.
   static const std::unordered_set<std::string> kMutating = {
-      "append", "clear", "pop", "reverse", "insert", "sort", "extend", "remove", "setdefault",
-      "update"};
+      "append", "clear",  "pop",    "reverse",    "insert",
+      "sort",   "extend", "remove", "setdefault", "update"};
   bool mutating = !obj.is_string() && kMutating.count(name) > 0;
   return Value::make_callable(name, [obj, m, mutating, name](Interpreter& in, CallArgs& args) {
     if (mutating && in.options().immutable_sandbox) {

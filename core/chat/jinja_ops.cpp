@@ -10,9 +10,6 @@ namespace llm::jinja {
 
 namespace {
 
-// Refuse to build strings or lists beyond this, e.g. from `'x' * 10**12`.
-constexpr size_t kMaxRepeatBytes = size_t{256} << 20;
-
 bool numeric(const Value& v) { return v.is_bool() || v.is_number(); }
 bool int_like(const Value& v) { return v.is_bool() || v.is_int(); }
 
@@ -34,8 +31,8 @@ Value missing_item(const Value& obj, const Value& key) {
 }
 
 [[noreturn]] void unsupported(const std::string& op, const Value& a, const Value& b) {
-  render_fail("unsupported operand type(s) for %s: '%s' and '%s'", op.c_str(),
-              type_name(a).c_str(), type_name(b).c_str());
+  render_fail("unsupported operand type(s) for %s: '%s' and '%s'", op.c_str(), type_name(a).c_str(),
+              type_name(b).c_str());
 }
 
 // Python ints are unbounded; ours are int64, so overflow is an error rather than a wrap.
@@ -116,18 +113,14 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
 Value repeat(const Value& seq, const Value& count) {
   int64_t n = std::max<int64_t>(0, count.as_int());
   if (seq.is_string()) {
-    if (n > 0 && seq.str().size() * static_cast<uint64_t>(n) > kMaxRepeatBytes) {
-      render_fail("repeated string too large");
-    }
+    if (n > 0) check_string_size(seq.str().size() * static_cast<uint64_t>(n));
     std::string out;
     out.reserve(seq.str().size() * static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) out += seq.str();
     return seq.is_markup() ? Value::markup(std::move(out)) : Value(std::move(out));
   }
   const auto& items = seq.list().items;
-  if (n > 0 && items.size() * static_cast<uint64_t>(n) > kMaxRepeatBytes / 16) {
-    render_fail("repeated list too large");
-  }
+  if (n > 0) check_list_size(items.size() * static_cast<uint64_t>(n));
   std::vector<Value> out;
   for (int64_t i = 0; i < n; ++i) out.insert(out.end(), items.begin(), items.end());
   return Value::make_list(std::move(out), seq.seq_kind());
@@ -141,12 +134,14 @@ Value op_binary(const std::string& op, const Value& a, const Value& b) {
   if (numeric(a) && numeric(b)) return arithmetic(op, a, b);
   if (op == "+") {
     if (a.is_string() && b.is_string()) {
+      check_string_size(a.str().size() + b.str().size());
       if (!a.is_markup() && !b.is_markup()) return a.str() + b.str();
       // Markup + str escapes the plain side (markupsafe), as `"x"|safe + y` relies on.
       return Value::markup((a.is_markup() ? a.str() : html_escape(a.str())) +
                            (b.is_markup() ? b.str() : html_escape(b.str())));
     }
     if (a.is_list() && b.is_list() && a.seq_kind() == b.seq_kind()) {
+      check_list_size(a.list().items.size() + b.list().items.size());
       std::vector<Value> items = a.list().items;
       items.insert(items.end(), b.list().items.begin(), b.list().items.end());
       return Value::make_list(std::move(items), a.seq_kind());
@@ -377,7 +372,8 @@ std::string percent_format(const std::string& fmt, const Value& args, bool escap
         return static_cast<int>(std::min<int64_t>(take().as_int(), 1000));
       }
       int n = 0;
-      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') n = std::min(n * 10 + (fmt[i++] - '0'), 1000);
+      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9')
+        n = std::min(n * 10 + (fmt[i++] - '0'), 1000);
       return n;
     };
     int width = number();
@@ -422,9 +418,9 @@ std::string percent_format(const std::string& fmt, const Value& args, bool escap
           render_fail("%%%c format: a real number is required, not %s", conv,
                       type_name(arg).c_str());
         }
-        std::snprintf(buf, sizeof buf, (spec + "ll" + (conv == 'i' || conv == 'u' ? 'd' : conv)).c_str(),
-                      static_cast<long long>(arg.is_float() ? std::trunc(arg.as_float())
-                                                            : arg.as_int()));
+        std::snprintf(
+            buf, sizeof buf, (spec + "ll" + (conv == 'i' || conv == 'u' ? 'd' : conv)).c_str(),
+            static_cast<long long>(arg.is_float() ? std::trunc(arg.as_float()) : arg.as_int()));
         piece = buf;
         break;
       case 'f':

@@ -57,21 +57,31 @@ class Parser {
 
   static std::string describe(const Token& t) {
     switch (t.type) {
-      case TokenType::kText: return "text";
-      case TokenType::kVarBegin: return "'{{'";
-      case TokenType::kVarEnd: return "'}}'";
-      case TokenType::kBlockBegin: return "'{%'";
-      case TokenType::kBlockEnd: return "'%}'";
-      case TokenType::kString: return "string";
+      case TokenType::kText:
+        return "text";
+      case TokenType::kVarBegin:
+        return "'{{'";
+      case TokenType::kVarEnd:
+        return "'}}'";
+      case TokenType::kBlockBegin:
+        return "'{%'";
+      case TokenType::kBlockEnd:
+        return "'%}'";
+      case TokenType::kString:
+        return "string";
       case TokenType::kInt:
-      case TokenType::kFloat: return "number " + t.text;
-      case TokenType::kEof: return "end of template";
-      default: return "'" + t.text + "'";
+      case TokenType::kFloat:
+        return "number " + t.text;
+      case TokenType::kEof:
+        return "end of template";
+      default:
+        return "'" + t.text + "'";
     }
   }
 
   void expect_op(const char* op) {
-    if (!skip_op(op)) fail(cur().line, std::string("expected '") + op + "', got " + describe(cur()));
+    if (!skip_op(op))
+      fail(cur().line, std::string("expected '") + op + "', got " + describe(cur()));
   }
   std::string expect_name() {
     if (cur().type != TokenType::kName) fail(cur().line, "expected a name, got " + describe(cur()));
@@ -155,7 +165,8 @@ class Parser {
         body.push_back(std::move(s));
       } else if (t.type == TokenType::kBlockBegin) {
         next();
-        if (cur().type != TokenType::kName) fail(cur().line, "expected a tag name, got " + describe(cur()));
+        if (cur().type != TokenType::kName)
+          fail(cur().line, "expected a tag name, got " + describe(cur()));
         if (ends.count(cur().text)) {
           *found = cur().text;
           next();
@@ -203,15 +214,14 @@ class Parser {
     if (name == "break" || name == "continue") {
       if (loop_depth_ == 0) fail(line, "'" + name + "' outside of a loop");
       expect_block_end();
-      return std::make_unique<Stmt>(name == "break" ? StmtKind::kBreak : StmtKind::kContinue,
-                                    line);
+      return std::make_unique<Stmt>(name == "break" ? StmtKind::kBreak : StmtKind::kContinue, line);
     }
     static const std::set<std::string> kUnexpected = {"elif", "else"};
     if (kUnexpected.count(name) || name.rfind("end", 0) == 0) {
       fail(line, "unexpected '" + name + "'");
     }
-    static const std::set<std::string> kUnsupported = {
-        "include", "extends", "block", "import", "from", "autoescape", "do", "trans"};
+    static const std::set<std::string> kUnsupported = {"include", "extends",    "block", "import",
+                                                       "from",    "autoescape", "do",    "trans"};
     if (kUnsupported.count(name)) fail(line, "unsupported tag '" + name + "'");
     fail(line, "unknown tag '" + name + "'");
   }
@@ -858,7 +868,7 @@ class Parser {
   size_t pos_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;
-  bool soft_ = false;  // see SoftScope
+  bool soft_ = false;                                       // see SoftScope
   std::vector<std::pair<int, std::string>> unknown_names_;  // (line, message)
 };
 

@@ -77,8 +77,8 @@ size_t utf8_length(std::string_view s) {
 
 bool py_isspace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 bool py_isdigit(char32_t c) {
@@ -140,9 +140,8 @@ bool py_isalpha(char32_t c) {
   if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
   if (is_cased(c) || c == 0xDF || c == 0xAA || c == 0xBA) return true;
   return (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7) || (c >= 0x370 && c <= 0x3FF) ||
-         (c >= 0x400 && c <= 0x52F) || (c >= 0x531 && c <= 0x587) ||
-         (c >= 0x5D0 && c <= 0x5EA) || (c >= 0x620 && c <= 0x64A) ||
-         (c >= 0x904 && c <= 0x939) || (c >= 0xE01 && c <= 0xE30) ||
+         (c >= 0x400 && c <= 0x52F) || (c >= 0x531 && c <= 0x587) || (c >= 0x5D0 && c <= 0x5EA) ||
+         (c >= 0x620 && c <= 0x64A) || (c >= 0x904 && c <= 0x939) || (c >= 0xE01 && c <= 0xE30) ||
          (c >= 0x3041 && c <= 0x3096) || (c >= 0x30A1 && c <= 0x30FA) ||
          (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x4E00 && c <= 0x9FFF) ||
          (c >= 0xAC00 && c <= 0xD7A3);
@@ -231,8 +230,7 @@ std::string py_strip(std::string_view s, const std::optional<std::string>& chars
   return encode_utf8(std::u32string_view(u).substr(b, e - b));
 }
 
-static std::vector<std::string> split_whitespace(std::string_view s, long maxsplit,
-                                                 bool reverse) {
+static std::vector<std::string> split_whitespace(std::string_view s, long maxsplit, bool reverse) {
   std::u32string u = decode_utf8(s);
   std::vector<std::u32string> parts;
   if (!reverse) {
@@ -322,14 +320,15 @@ std::vector<std::string> py_splitlines(std::string_view s, bool keepends) {
   return out;
 }
 
-std::string py_replace(std::string_view s, std::string_view old, std::string_view repl,
-                       long count) {
+std::optional<std::string> py_replace(std::string_view s, std::string_view old,
+                                      std::string_view repl, long count, size_t max_bytes) {
   std::string out;
   if (old.empty()) {  // Python inserts repl around every code point
     std::u32string u = decode_utf8(s);
     long done = 0;
     for (size_t i = 0; i <= u.size(); ++i) {
       if (count < 0 || done < count) {
+        if (out.size() + repl.size() > max_bytes) return std::nullopt;
         out += repl;
         ++done;
       }
@@ -343,6 +342,7 @@ std::string py_replace(std::string_view s, std::string_view old, std::string_vie
     size_t hit = s.find(old, pos);
     if (hit == std::string_view::npos) break;
     out.append(s.substr(pos, hit - pos));
+    if (out.size() + repl.size() > max_bytes) return std::nullopt;
     out.append(repl);
     pos = hit + old.size();
     ++done;
@@ -389,8 +389,8 @@ std::string float_repr(double v) {
     if (exp >= 0) {
       std::string int_part = digits.substr(0, std::min<size_t>(digits.size(), exp + 1));
       int_part.append(exp + 1 - int_part.size(), '0');
-      std::string frac = digits.size() > static_cast<size_t>(exp + 1) ? digits.substr(exp + 1)
-                                                                         : "0";
+      std::string frac =
+          digits.size() > static_cast<size_t>(exp + 1) ? digits.substr(exp + 1) : "0";
       out += int_part + "." + frac;
     } else {
       out += "0." + std::string(-exp - 1, '0') + digits;
@@ -457,13 +457,27 @@ std::string json_quote(std::string_view s, bool ensure_ascii) {
   };
   for (char32_t c : decode_utf8(s)) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           hex4(c);

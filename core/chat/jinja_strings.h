@@ -38,8 +38,9 @@ std::vector<std::string> py_split(std::string_view s, const std::optional<std::s
 std::vector<std::string> py_rsplit(std::string_view s, const std::optional<std::string>& sep,
                                    long maxsplit);
 std::vector<std::string> py_splitlines(std::string_view s, bool keepends);
-std::string py_replace(std::string_view s, std::string_view old, std::string_view repl,
-                       long count);
+// str.replace; nullopt if the result would exceed max_bytes.
+std::optional<std::string> py_replace(std::string_view s, std::string_view old,
+                                      std::string_view repl, long count, size_t max_bytes);
 size_t py_count(std::string_view s, std::string_view sub);
 // Code-point index of the first (or last) occurrence, or -1.
 long py_find(std::string_view s, std::string_view sub, bool reverse);

@@ -29,6 +29,14 @@ void note_child(int* depth, const Value& child) {
   }
 }
 
+void check_string_size(size_t bytes) {
+  if (bytes > kMaxStringBytes) render_fail("string too large (over %zu bytes)", kMaxStringBytes);
+}
+
+void check_list_size(size_t items) {
+  if (items > kMaxListItems) render_fail("list too large (over %zu items)", kMaxListItems);
+}
+
 void render_fail(const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -182,31 +190,49 @@ bool truthy(const Value& v) {
 
 std::string type_name(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return "Undefined";
-    case Value::Kind::kNone: return "NoneType";
-    case Value::Kind::kBool: return "bool";
-    case Value::Kind::kInt: return "int";
-    case Value::Kind::kFloat: return "float";
-    case Value::Kind::kString: return v.is_markup() ? "Markup" : "str";
+    case Value::Kind::kUndefined:
+      return "Undefined";
+    case Value::Kind::kNone:
+      return "NoneType";
+    case Value::Kind::kBool:
+      return "bool";
+    case Value::Kind::kInt:
+      return "int";
+    case Value::Kind::kFloat:
+      return "float";
+    case Value::Kind::kString:
+      return v.is_markup() ? "Markup" : "str";
     case Value::Kind::kList:
       switch (v.seq_kind()) {
-        case SeqKind::kList: return "list";
-        case SeqKind::kTuple: return "tuple";
-        case SeqKind::kGenerator: return "generator";
-        case SeqKind::kReverseIterator: return "list_reverseiterator";
-        case SeqKind::kRange: return "range";
-        case SeqKind::kDictItems: return "dict_items";
-        case SeqKind::kDictKeys: return "dict_keys";
-        case SeqKind::kDictValues: return "dict_values";
+        case SeqKind::kList:
+          return "list";
+        case SeqKind::kTuple:
+          return "tuple";
+        case SeqKind::kGenerator:
+          return "generator";
+        case SeqKind::kReverseIterator:
+          return "list_reverseiterator";
+        case SeqKind::kRange:
+          return "range";
+        case SeqKind::kDictItems:
+          return "dict_items";
+        case SeqKind::kDictKeys:
+          return "dict_keys";
+        case SeqKind::kDictValues:
+          return "dict_values";
       }
       return "list";
     case Value::Kind::kDict:
       switch (v.dict().kind) {
-        case DictKind::kNamespace: return "Namespace";
-        case DictKind::kLoop: return "LoopContext";
-        default: return "dict";
+        case DictKind::kNamespace:
+          return "Namespace";
+        case DictKind::kLoop:
+          return "LoopContext";
+        default:
+          return "dict";
       }
-    case Value::Kind::kCallable: return v.callable().is_macro ? "Macro" : "function";
+    case Value::Kind::kCallable:
+      return v.callable().is_macro ? "Macro" : "function";
   }
   return "object";
 }
@@ -297,13 +323,20 @@ std::string repr(const Value& v) {
 
 std::string to_str(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::kUndefined: return "";
-    case Value::Kind::kNone: return "None";
-    case Value::Kind::kBool: return v.as_bool() ? "True" : "False";
-    case Value::Kind::kInt: return std::to_string(v.as_int());
-    case Value::Kind::kFloat: return float_repr(v.as_float());
-    case Value::Kind::kString: return v.str();
-    default: return repr(v);
+    case Value::Kind::kUndefined:
+      return "";
+    case Value::Kind::kNone:
+      return "None";
+    case Value::Kind::kBool:
+      return v.as_bool() ? "True" : "False";
+    case Value::Kind::kInt:
+      return std::to_string(v.as_int());
+    case Value::Kind::kFloat:
+      return float_repr(v.as_float());
+    case Value::Kind::kString:
+      return v.str();
+    default:
+      return repr(v);
   }
 }
 
@@ -372,19 +405,24 @@ int compare_values(const Value& a, const Value& b, const char* op) {
     }
     return x.size() < y.size() ? -1 : x.size() > y.size() ? 1 : 0;
   }
-  render_fail("'%s' not supported between instances of '%s' and '%s'", op,
-              type_name(a).c_str(), type_name(b).c_str());
+  render_fail("'%s' not supported between instances of '%s' and '%s'", op, type_name(a).c_str(),
+              type_name(b).c_str());
 }
 
 // ---- JSON ----------------------------------------------------------------------------------
 
 static std::string json_key(const Value& k) {
   switch (k.kind()) {
-    case Value::Kind::kString: return k.str();
-    case Value::Kind::kBool: return k.as_bool() ? "true" : "false";
-    case Value::Kind::kNone: return "null";
-    case Value::Kind::kInt: return std::to_string(k.as_int());
-    case Value::Kind::kFloat: return float_repr(k.as_float());
+    case Value::Kind::kString:
+      return k.str();
+    case Value::Kind::kBool:
+      return k.as_bool() ? "true" : "false";
+    case Value::Kind::kNone:
+      return "null";
+    case Value::Kind::kInt:
+      return std::to_string(k.as_int());
+    case Value::Kind::kFloat:
+      return float_repr(k.as_float());
     default:
       render_fail("keys must be str, int, float, bool or None, not %s", type_name(k).c_str());
   }
@@ -398,16 +436,25 @@ static void json_into(const Value& v, const JsonStyle& st, int depth, std::strin
     for (int i = 0; i < level; ++i) out += st.indent;
   };
   switch (v.kind()) {
-    case Value::Kind::kNone: out += "null"; return;
-    case Value::Kind::kBool: out += v.as_bool() ? "true" : "false"; return;
-    case Value::Kind::kInt: out += std::to_string(v.as_int()); return;
+    case Value::Kind::kNone:
+      out += "null";
+      return;
+    case Value::Kind::kBool:
+      out += v.as_bool() ? "true" : "false";
+      return;
+    case Value::Kind::kInt:
+      out += std::to_string(v.as_int());
+      return;
     case Value::Kind::kFloat: {
       double f = v.as_float();
-      out += std::isnan(f) ? "NaN" : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity")
-                                                    : float_repr(f);
+      out += std::isnan(f)   ? "NaN"
+             : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity")
+                             : float_repr(f);
       return;
     }
-    case Value::Kind::kString: out += json_quote(v.str(), st.ensure_ascii); return;
+    case Value::Kind::kString:
+      out += json_quote(v.str(), st.ensure_ascii);
+      return;
     case Value::Kind::kList: {
       if (!v.is_list()) break;
       const auto& items = v.list().items;
@@ -460,12 +507,23 @@ std::string html_escape(const std::string& s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;

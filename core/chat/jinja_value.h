@@ -6,14 +6,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace llm::jinja {
 
@@ -33,6 +32,13 @@ class RaisedError : public std::runtime_error {
 };
 
 [[noreturn]] void render_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Cap on strings and lists a template builds (`'x' * n`, `s ~ s` or `l + l` in a loop), so
+// repeated doubling fails cleanly instead of exhausting memory.
+constexpr size_t kMaxStringBytes = size_t{256} << 20;
+constexpr size_t kMaxListItems = size_t{16} << 20;
+void check_string_size(size_t bytes);
+void check_list_size(size_t items);
 
 class Value;
 class Interpreter;
@@ -56,23 +62,38 @@ enum class DictKind : uint8_t { kDict, kNamespace, kLoop };
 // no len(), consumed by one iteration, not JSON-serializable), reversed() iterators, range
 // objects and dict views.
 enum class SeqKind : uint8_t {
-  kList, kTuple, kGenerator, kReverseIterator, kRange, kDictItems, kDictKeys, kDictValues
+  kList,
+  kTuple,
+  kGenerator,
+  kReverseIterator,
+  kRange,
+  kDictItems,
+  kDictKeys,
+  kDictValues
 };
 
 class Value {
  public:
   enum class Kind : uint8_t {
-    kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kCallable
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kCallable
   };
 
-  Value() = default;  // undefined
+  Value() = default;                            // undefined
   Value(bool b) : kind_(Kind::kBool), b_(b) {}  // NOLINT: implicit like Python literals
   template <typename T,
             std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   Value(T i) : kind_(Kind::kInt), i_(static_cast<int64_t>(i)) {}  // NOLINT
-  Value(double f) : kind_(Kind::kFloat), f_(f) {}                  // NOLINT
-  Value(std::string s);                                            // NOLINT
-  Value(const char* s) : Value(std::string(s)) {}                  // NOLINT
+  Value(double f) : kind_(Kind::kFloat), f_(f) {}                 // NOLINT
+  Value(std::string s);                                           // NOLINT
+  Value(const char* s) : Value(std::string(s)) {}                 // NOLINT
 
   // A markupsafe.Markup string (from |safe or |escape): `+` HTML-escapes the other operand.
   static Value markup(std::string s);
@@ -96,18 +117,16 @@ class Value {
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_markup() const { return kind_ == Kind::kString && markup_; }
   bool is_seq() const { return kind_ == Kind::kList; }  // any SeqKind
-  bool is_list() const;                                  // a Python list or tuple
+  bool is_list() const;                                 // a Python list or tuple
   bool is_tuple() const;
   SeqKind seq_kind() const;
   bool is_dict() const { return kind_ == Kind::kDict; }  // dict, namespace or loop
-  bool is_mapping() const;                                 // a plain dict
+  bool is_mapping() const;                               // a plain dict
   bool is_callable() const { return kind_ == Kind::kCallable; }
 
   bool as_bool() const { return b_; }
   int64_t as_int() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
-  double as_float() const {
-    return kind_ == Kind::kFloat ? f_ : static_cast<double>(as_int());
-  }
+  double as_float() const { return kind_ == Kind::kFloat ? f_ : static_cast<double>(as_int()); }
   // The text of a string, or the error message of an undefined.
   const std::string& str() const { return *static_cast<const std::string*>(ptr_.get()); }
   List& list() const { return *static_cast<List*>(ptr_.get()); }
@@ -179,11 +198,15 @@ struct Callable {
 };
 
 inline SeqKind Value::seq_kind() const { return list().kind; }
-inline bool Value::is_tuple() const { return kind_ == Kind::kList && list().kind == SeqKind::kTuple; }
+inline bool Value::is_tuple() const {
+  return kind_ == Kind::kList && list().kind == SeqKind::kTuple;
+}
 inline bool Value::is_list() const {
   return kind_ == Kind::kList && (list().kind == SeqKind::kList || list().kind == SeqKind::kTuple);
 }
-inline bool Value::is_mapping() const { return kind_ == Kind::kDict && dict().kind == DictKind::kDict; }
+inline bool Value::is_mapping() const {
+  return kind_ == Kind::kDict && dict().kind == DictKind::kDict;
+}
 
 // Python semantics of the basic protocols.
 bool truthy(const Value& v);
@@ -197,8 +220,8 @@ int compare_values(const Value& a, const Value& b, const char* op);
 // json.dumps options, as transformers' tojson passes them.
 struct JsonStyle {
   bool ensure_ascii = false;
-  bool pretty = false;      // indent given
-  std::string indent;       // per-level indent when pretty
+  bool pretty = false;  // indent given
+  std::string indent;   // per-level indent when pretty
   std::string item_sep = ", ";
   std::string key_sep = ": ";
   bool sort_keys = false;

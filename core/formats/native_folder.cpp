@@ -602,8 +602,13 @@ NativeConfig make_native_config(const Source& s, const GenConfigOptions& o) {
   return nc;
 }
 
-void make_dir(const std::string& dir) {
+// Creates the output folder, which must not be the source: shards are named as
+// Hugging Face names its own (writing over mapped source files), and an
+// llm-config.json would turn a Hugging Face folder into a broken native one.
+void make_dir(const std::string& src, const std::string& dir) {
   std::error_code ec;
+  if (fs::equivalent(src, dir, ec))
+    fail("the output folder '%s' is the source folder; choose another", dir.c_str());
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     fail("output '%s' exists and is not a folder", dir.c_str());
   fs::create_directories(dir, ec);
@@ -637,7 +642,7 @@ NativeConfig gen_native_config(const std::string& src, const std::string& dir,
                                const GenConfigOptions& opts) {
   const Source s = open_source(src);
   NativeConfig nc = make_native_config(s, opts);
-  make_dir(dir);
+  make_dir(src, dir);
   nc.tokenizer_files = write_tokenizer(s, dir);
   write_native_config(dir, nc);
   return nc;
@@ -648,7 +653,7 @@ void convert_model(const std::string& src, const std::string& dir, const GenConf
   NativeConfig nc = make_native_config(s, opts);  // checks the options before the long part
   const DType target = parse_quant_scheme(opts.quantization).weight_dtype;
   std::unique_ptr<WeightStore> store = open_weights(s);
-  make_dir(dir);
+  make_dir(src, dir);
 
   std::vector<TensorSource> tensors;
   for (const std::string& name : store->names()) {
