@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/formats/gguf.h"
 #include "core/formats/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -27,25 +28,7 @@ namespace {
 const std::string kModels = std::string(LLM_TEST_DATA) + "/models";
 const std::string kVocabs = std::string(LLM_TEST_DATA) + "/tokenizers";
 
-// A fresh directory under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() / ("llmrt_gguf_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(ticks) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using llm::test::TempDir;
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

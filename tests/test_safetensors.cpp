@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/formats/mapped_file.h"
 #include "core/formats/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -23,26 +24,7 @@ namespace {
 
 const std::string kModels = std::string(LLM_TEST_DATA) + "/models";
 
-// A fresh directory under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() / ("llmrt_st_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(ticks) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using llm::test::TempDir;
 
 template <typename T>
 T at(const llm::HostTensor& t, size_t i) {
@@ -94,7 +76,7 @@ TEST_CASE("MappedFile maps a file and reports errors", "[safetensors]") {
   const std::string missing = tmp.file("nope.bin");
   REQUIRE_THROWS_WITH(llm::MappedFile(missing),
                       "cannot open '" + missing + "': No such file or directory");
-  REQUIRE_THROWS_WITH(llm::MappedFile(tmp.str()), Contains("not a regular file"));
+  REQUIRE_THROWS_WITH(llm::MappedFile(tmp.path()), Contains("not a regular file"));
 
   const std::string empty = tmp.file("empty.bin");
   std::ofstream(empty).close();
@@ -279,7 +261,7 @@ TEST_CASE("WeightStore::open_dir follows a sharded index", "[safetensors]") {
                                   {"c", "model-00002-of-00002.safetensors"}}}};
   std::ofstream(tmp.file("model.safetensors.index.json")) << index.dump(2);
 
-  auto store = llm::WeightStore::open_dir(tmp.str());
+  auto store = llm::WeightStore::open_dir(tmp.path());
   CHECK(store->names() == std::vector<std::string>{"a", "b", "c"});
   const llm::HostTensor* ta = store->find("a");
   const llm::HostTensor* tc = store->find("c");
@@ -294,33 +276,33 @@ TEST_CASE("WeightStore::open_dir follows a sharded index", "[safetensors]") {
 
   SECTION("missing shard") {
     fs::remove(tmp.file("model-00002-of-00002.safetensors"));
-    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
+    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
                         Contains("shard 'model-00002-of-00002.safetensors' is missing"));
   }
   SECTION("index names a tensor its shard lacks") {
     nlohmann::json bad = index;
     bad["weight_map"]["d"] = "model-00002-of-00002.safetensors";
     std::ofstream(tmp.file("model.safetensors.index.json")) << bad.dump();
-    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
+    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
                         Contains("tensor 'd' is listed in shard 'model-00002-of-00002."
                                  "safetensors' but that file does not contain it"));
   }
   SECTION("bad index JSON") {
     std::ofstream(tmp.file("model.safetensors.index.json")) << "{\"weight_map\": ";
-    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
+    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
                         Contains("model.safetensors.index.json: invalid JSON"));
   }
   SECTION("index without weight_map") {
     std::ofstream(tmp.file("model.safetensors.index.json")) << "{\"metadata\": {}}";
-    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
+    REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
                         Contains("missing 'weight_map' object"));
   }
 }
 
 TEST_CASE("WeightStore::open_dir errors", "[safetensors]") {
   TempDir tmp;
-  REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
-                      "no .safetensors weights in '" + tmp.str() + "'");
+  REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
+                      "no .safetensors weights in '" + tmp.path() + "'");
   const std::string gone = tmp.file("gone");
   REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(gone),
                       "weights directory '" + gone + "' does not exist");
@@ -328,7 +310,7 @@ TEST_CASE("WeightStore::open_dir errors", "[safetensors]") {
   const std::vector<float> v = {1, 2};
   llm::write_safetensors(tmp.file("a.safetensors"), {{"w", host(llm::DType::F32, {2}, v)}});
   llm::write_safetensors(tmp.file("b.safetensors"), {{"w", host(llm::DType::F32, {2}, v)}});
-  REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.str()),
+  REQUIRE_THROWS_WITH(llm::WeightStore::open_dir(tmp.path()),
                       "duplicate tensor 'w' in '" + tmp.file("b.safetensors") + "' (already in '" +
                           tmp.file("a.safetensors") + "')");
 }
@@ -337,7 +319,7 @@ TEST_CASE("WeightStore::add_owned keeps and replaces tensors", "[safetensors]") 
   TempDir tmp;
   const std::vector<uint16_t> half = {0x3c00, 0x4000};
   llm::write_safetensors(tmp.file("m.safetensors"), {{"w", host(llm::DType::F16, {2}, half)}});
-  auto store = llm::WeightStore::open_dir(tmp.str());
+  auto store = llm::WeightStore::open_dir(tmp.path());
   REQUIRE(store->find("w")->dtype == llm::DType::F16);
 
   // A converted copy supersedes the mapped original under the same name.
