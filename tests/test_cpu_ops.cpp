@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -23,21 +25,9 @@ namespace {
 
 using namespace llm;
 
-using Bytes = std::vector<uint8_t>;
-
-std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-template <class T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
+using llm::test::Bytes;
+using llm::test::to_bytes;
+using llm::test::uniform;
 
 std::vector<float> to_floats(const Bytes& b) {
   std::vector<float> v(b.size() / sizeof(float));

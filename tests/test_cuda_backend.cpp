@@ -38,7 +38,9 @@ using namespace llm::test;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
+using llm::test::Bytes;
+using llm::test::to_bytes;
+using llm::test::uniform;
 
 bool have_cuda() {
   static const bool have = !cuda_list_devices().empty();
@@ -77,20 +79,6 @@ class ScopedEnv {
 std::unique_ptr<Backend> cuda_backend_without_graphs() {
   ScopedEnv env("LLM_CUDA_GRAPHS", "0");
   return make_cuda_backend(0);
-}
-
-std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-template <class T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
 }
 
 // Float values of an f32/f16/bf16 tensor's bytes.
@@ -840,16 +828,6 @@ const Fixture kFixtures[] = {{"llama3", 1e-4},
                              {"llama_bf16_sharded", 1e-2},
                              {"qwen2_f16_untied", 1e-2},
                              {"mistral_w5", 1e-4}};
-
-std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab) {
-  std::vector<int32_t> out;
-  std::vector<float> logits = s.forward(prompt, false);
-  for (int i = 0; i < n; i++) {
-    out.push_back(argmax(logits.data(), vocab));
-    if (i + 1 < n) logits = s.forward({out.back()}, false);
-  }
-  return out;
-}
 
 // Prefill logits, then the logits of 6 decode steps, concatenated.
 std::vector<float> prefill_and_decode(Backend& be, const std::string& name, const Reference& ref) {

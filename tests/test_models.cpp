@@ -14,16 +14,6 @@ namespace {
 
 const char* kLlamaFamily[] = {"llama3", "llama2", "qwen2", "mistral"};
 
-std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab) {
-  std::vector<int32_t> out;
-  std::vector<float> logits = s.forward(prompt, false);
-  for (int i = 0; i < n; i++) {
-    out.push_back(argmax(logits.data(), vocab));
-    if (i + 1 < n) logits = s.forward({out.back()}, false);
-  }
-  return out;
-}
-
 // Other sizes of the same families (scripts/make_fixtures.py): GQA 3:1 with a
 // hidden size of 72, MQA with head_dim != hidden/heads plus llama3 rope in the
 // rope_parameters form and biases, bf16 shards, f16 untied qwen2, window 5.

@@ -300,16 +300,6 @@ TEST_CASE("parse_quant_scheme knows MLC's names and lists them otherwise", "[qua
 
 namespace {
 
-std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab) {
-  std::vector<int32_t> out;
-  std::vector<float> logits = s.forward(prompt, false);
-  for (int i = 0; i < n; i++) {
-    out.push_back(argmax(logits.data(), vocab));
-    if (i + 1 < n) logits = s.forward({out.back()}, false);
-  }
-  return out;
-}
-
 // Logits of every prompt position, fed one token at a time (the decode GEMV).
 std::vector<float> decode_logits(Model& m, const std::vector<int32_t>& ids) {
   Session s(m);

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "core/engine/sampler.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +91,23 @@ std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
   for (size_t i = 0; i < ids.size(); i++) s += (i ? "," : "") + std::to_string(ids[i]);
   return s;
+}
+
+std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab) {
+  std::vector<int32_t> out;
+  std::vector<float> logits = s.forward(prompt, false);
+  for (int i = 0; i < n; i++) {
+    out.push_back(argmax(logits.data(), vocab));
+    if (i + 1 < n) logits = s.forward({out.back()}, false);
+  }
+  return out;
+}
+
+std::vector<float> uniform(size_t n, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
 }
 
 std::string read_file(const std::string& path) {

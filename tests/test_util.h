@@ -2,10 +2,13 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "core/engine/session.h"
 #include "core/formats/safetensors.h"
 
 namespace llm::test {
@@ -50,6 +53,20 @@ struct CommandResult {
 CommandResult run_cli(const std::vector<std::string>& args);
 
 std::string join_ids(const std::vector<int32_t>& ids);
+
+// n tokens by greedy decoding after prompt, through the session's KV cache.
+std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab);
+
+// n values uniform in [lo, hi).
+std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f);
+
+using Bytes = std::vector<uint8_t>;
+template <class T>
+Bytes to_bytes(const std::vector<T>& v) {
+  Bytes b(v.size() * sizeof(T));
+  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 // Copies a fixture model folder into dst (a folder that exists).

@@ -1,5 +1,7 @@
 #include "core/formats/native_folder.h"
 
+#include "core/formats/atomic_file.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -48,22 +50,7 @@ std::string read_text(const std::string& path) {
 
 // Writes beside the target and renames, so a reader never sees half a file.
 void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("cannot create '%s': %s", tmp.c_str(), std::strerror(errno));
-    out << text;
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail("cannot write '%s'", path.c_str());
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    fail("cannot write '%s': %s", path.c_str(), std::strerror(err));
-  }
+  write_file_atomic(path, [&](std::ostream& out) { out << text; });
 }
 
 json parse_json_file(const std::string& path) {

@@ -1,5 +1,7 @@
 #include "core/formats/safetensors.h"
 
+#include "core/formats/atomic_file.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -396,11 +398,7 @@ void write_safetensors(const std::string& path,
   std::string text = header.dump();
   text.append((64 - (8 + text.size()) % 64) % 64, ' ');
 
-  // Write beside the target and rename, so readers never see a half-written file.
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("cannot create '%s': %s", tmp.c_str(), std::strerror(errno));
+  write_file_atomic(path, [&](std::ostream& out) {
     uint8_t len[8];
     uint64_t n = text.size();
     for (int i = 0; i < 8; i++, n >>= 8) len[i] = static_cast<uint8_t>(n & 0xff);
@@ -411,17 +409,7 @@ void write_safetensors(const std::string& path,
         out.write(static_cast<const char*>(e->second.data),
                   static_cast<std::streamsize>(e->second.nbytes));
     }
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail("cannot write '%s'", path.c_str());
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    fail("cannot write '%s': %s", path.c_str(), std::strerror(err));
-  }
+  });
 }
 
 }  // namespace llm
