@@ -46,6 +46,22 @@ class Program {
  public:
   virtual ~Program() = default;
   virtual void run() = 0;
+
+  // One launch of a kernel/shader (or one CPU op call) and the bound nodes it
+  // serves: several when the backend fused them (e.g. rms_norm+matmul).
+  struct Dispatch {
+    std::string kernel;     // e.g. "qgemv_q4_0_fused_rmsnorm", "matmul_q4_tiled.comp"
+    std::vector<int> nodes;  // indexes into the BoundNode list given to compile()
+  };
+  // What runs, in order (llmcli trace). Empty when the backend does not say.
+  virtual std::vector<Dispatch> dispatches() const { return {}; }
+  // Runs the step once outside any replay, measuring the device time of each
+  // dispatch in milliseconds (llmcli bench --profile). Must compute exactly what
+  // run() computes. Empty when the backend cannot measure.
+  virtual std::vector<double> run_profiled() {
+    run();
+    return {};
+  }
 };
 
 struct DeviceInfo {

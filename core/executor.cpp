@@ -67,16 +67,15 @@ Executor::Executor(Backend& backend, Graph graph, const TensorResolver& weights,
            r.shape.str().c_str(), dtype_name(t.dtype), t.shape.str().c_str());
   }
 
-  std::vector<BoundNode> bound;
-  bound.reserve(graph_.nodes().size());
+  bound_.reserve(graph_.nodes().size());
   for (const Node& n : graph_.nodes()) {
     BoundNode b;
     b.node = &n;
     for (TensorId id : n.inputs) b.inputs.push_back(refs_[id]);
     b.output = refs_[n.output];
-    bound.push_back(std::move(b));
+    bound_.push_back(std::move(b));
   }
-  program_ = backend_.compile(std::move(bound));
+  program_ = backend_.compile(bound_);
 }
 
 TensorId Executor::find_kind(const std::string& name, TensorKind kind, const char* what) const {

@@ -32,6 +32,9 @@ class Executor {
 
   const Graph& graph() const { return graph_; }
   const MemoryPlan& plan() const { return plan_; }
+  // The compiled step (for trace and profiling) and the nodes it was compiled from.
+  Program& program() { return *program_; }
+  const std::vector<BoundNode>& bound_nodes() const { return bound_; }
 
  private:
   TensorRef ref_of(TensorId id) const;
@@ -44,6 +47,7 @@ class Executor {
   std::unique_ptr<DeviceBuffer> inputs_;     // all Input tensors, back to back
   std::unique_ptr<DeviceBuffer> constants_;  // all Constant tensors
   std::vector<TensorRef> refs_;              // per tensor id
+  std::vector<BoundNode> bound_;             // what program_ was compiled from
   std::unique_ptr<Program> program_;
 };
 

@@ -20,6 +20,7 @@ struct StepShape {
   int n_logit_rows = 1;       // tokens whose logits are computed
   int page_size = 16;         // KV cache page size in tokens
   int n_cache_slots = 16;     // total KV cache slots (pages * page_size)
+  int n_state_slots = 1;      // rows of recurrent State tensors (RWKV): sequences alive at once
 };
 
 // Names of a step's inputs and outputs (see Op::Attention for their meaning).
@@ -31,7 +32,15 @@ inline constexpr const char* kSlots = "slots";              // [T] i32 cache slo
 inline constexpr const char* kBlockTable = "block_table";   // [S, P] i32
 inline constexpr const char* kLogitRows = "logit_rows";     // [R] i32 token index per row
 inline constexpr const char* kLogits = "logits";            // [R, vocab] f32 output
+// [S] i32: row of the recurrent State tensors that step sequence s reads and
+// updates. Only graphs with recurrent state (RWKV) declare it.
+inline constexpr const char* kStateSlots = "state_slots";
 }  // namespace step_io
+
+// State tensors: the KV cache (kv_cache_name, [n_cache_slots, ...], indexed by
+// `slots`) and recurrent states (any other name, [n_state_slots, ...], indexed by
+// `state_slots`). The engine allocates every State tensor a graph declares and
+// zeroes a sequence's recurrent rows when the sequence starts.
 
 // Name of the KV cache state tensors of a layer: [n_cache_slots, n_kv_heads*head_dim] f32.
 std::string kv_cache_name(int layer, bool value);
