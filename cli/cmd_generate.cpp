@@ -1,14 +1,13 @@
-// llmcli generate MODEL --token-ids ... -n N: one completion from token ids,
-// greedy when --temperature is 0.
+// llmcli generate MODEL (-p TEXT [--chat] | --token-ids ...) -n N: one completion
+// through the engine, streamed to stdout (text for -p, ids for --token-ids).
 #include <chrono>
 #include <cstdio>
-#include <random>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "core/engine/sampler.h"
-#include "core/engine/session.h"
+#include "cli/sampling_options.h"
+#include "core/chat/chat_prompt.h"
+#include "core/engine/engine.h"
 #include "core/error.h"
 
 namespace llm::cli {
@@ -17,10 +16,14 @@ namespace {
 
 struct GenerateOptions {
   ModelOptions model;
+  SamplingOptions sampling;
+  std::string prompt;
   std::string token_ids;
+  std::string system;
+  std::string conv_template;
+  std::vector<std::string> stop;
   int n_new = 16;
-  SamplingParams sampling;
-  bool seed_given = false;
+  bool chat = false;
   bool json = false;
   bool ignore_eos = false;
 };
@@ -30,74 +33,83 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 void run_generate(const GenerateOptions& o) {
-  const std::vector<int32_t> prompt = parse_token_ids(o.token_ids, "--token-ids");
-  if (o.n_new < 0) fail("-n must be >= 0, got %d", o.n_new);
-  SamplingParams sp = o.sampling;
-  if (!o.seed_given) sp.seed = std::random_device{}();
-  validate(sp);
+  if (o.prompt.empty() == o.token_ids.empty()) fail("give exactly one of -p and --token-ids");
+  if (o.chat && o.prompt.empty()) fail("--chat needs -p TEXT");
+  if (o.n_new < 1) fail("-n must be >= 1, got %d", o.n_new);
+  GenerationRequest req;
+  req.sampling = o.sampling.resolve();
+  req.max_tokens = o.n_new;
+  req.ignore_eos = o.ignore_eos;
+  req.stop = o.stop;
+  if (!o.token_ids.empty()) req.prompt = parse_token_ids(o.token_ids, "--token-ids");
 
   LoadedModel lm = load_model(o.model);
-  const ModelConfig& cfg = lm.model->config();
-  SessionOptions so;
-  so.context_size = o.model.context_size;
-  Session session(*lm.model, so);
-  if (static_cast<int>(prompt.size()) + o.n_new > session.context_size())
-    fail("prompt of %zu tokens plus %d new tokens exceeds the context window of %d tokens",
-         prompt.size(), o.n_new, session.context_size());
+  std::unique_ptr<Tokenizer> tok;
+  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(o.model.model);
+  if (o.chat) {
+    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+    messages.push_back({{"role", "user"}, {"content", o.prompt}});
+    req.prompt = ChatPrompt(*tok, o.model.model, o.conv_template).encode(messages);
+  } else if (!o.prompt.empty()) {
+    req.prompt = tok->encode(o.prompt, /*add_special=*/true);
+  }
+  EngineOptions eo;
+  eo.context_size = o.model.context_size;
+  eo.max_seqs = 1;
+  Engine engine(*lm.model, tok.get(), eo);
 
-  Sampler sampler(sp);
-  std::vector<int32_t> out;
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits = session.forward(prompt, /*all_logits=*/false);
-  const double prefill_s = seconds_since(t0);
-  const auto t1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < o.n_new; i++) {
-    const int32_t next = sampler.sample(logits.data(), cfg.vocab_size);
-    out.push_back(next);
-    bool eos = false;
-    for (int e : cfg.eos_token_ids) eos |= next == e;
-    if ((eos && !o.ignore_eos) || i + 1 == o.n_new) break;
-    logits = session.forward({next}, /*all_logits=*/false);
+  auto stream = engine.submit(req);
+  std::vector<int32_t> ids;
+  double ttft = 0;
+  FinishReason finish = FinishReason::None;
+  while (finish == FinishReason::None) {
+    GenerationEvent ev = stream->next();
+    if (ids.empty() && !ev.tokens.empty()) ttft = seconds_since(t0);
+    if (o.token_ids.empty() && !o.json) {
+      std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+      std::fflush(stdout);
+    }
+    ids.insert(ids.end(), ev.tokens.begin(), ev.tokens.end());
+    finish = ev.finish;
+    if (finish == FinishReason::Error) fail("%s", ev.error.c_str());
   }
-  const double decode_s = seconds_since(t1);
-
+  const double total = seconds_since(t0);
   if (o.json) {
-    std::printf("%s\n", nlohmann::json{{"ids", out}}.dump().c_str());
-  } else {
-    for (size_t i = 0; i < out.size(); i++) std::printf(i ? ",%d" : "%d", out[i]);
+    std::printf(
+        "%s\n",
+        nlohmann::json{{"ids", ids}, {"finish_reason", finish_reason_name(finish)}}.dump().c_str());
+  } else if (!o.token_ids.empty()) {
+    for (size_t i = 0; i < ids.size(); i++) std::printf(i ? ",%d" : "%d", ids[i]);
     std::printf("\n");
+  } else {
+    std::printf("\n");  // after the streamed text
   }
-  const int decoded = static_cast<int>(out.size()) - 1;
-  std::fprintf(stderr, "llmcli: prompt %zu tokens in %.3f s (%.1f tok/s), %d new tokens",
-               prompt.size(), prefill_s, prompt.size() / prefill_s, static_cast<int>(out.size()));
-  if (decoded > 0)
-    std::fprintf(stderr, ", decode %.1f tok/s", decoded / decode_s);
-  std::fprintf(stderr, "\n");
+  const int decoded = static_cast<int>(ids.size()) - 1;
+  std::fprintf(stderr, "llmcli: prompt %zu tokens in %.3f s (%.1f tok/s), %zu new tokens",
+               req.prompt.size(), ttft, req.prompt.size() / ttft, ids.size());
+  if (decoded > 0) std::fprintf(stderr, ", decode %.1f tok/s", decoded / (total - ttft));
+  std::fprintf(stderr, " [%s]\n", finish_reason_name(finish));
 }
 
 }  // namespace
 
 void register_generate(CLI::App& app) {
-  auto* cmd = app.add_subcommand("generate", "Generate tokens after a prompt of token ids");
+  auto* cmd = app.add_subcommand("generate", "Generate a completion of a text or token-id prompt");
   auto o = std::make_shared<GenerateOptions>();
-  o->sampling.temperature = 0.8f;
-  o->sampling.top_p = 0.95f;
   add_model_options(cmd, o->model);
-  cmd->add_option("--token-ids", o->token_ids, "Prompt token ids, comma-separated")->required();
+  add_sampling_options(cmd, o->sampling);
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text (raw, or a user message with --chat)");
+  cmd->add_option("--token-ids", o->token_ids, "Prompt token ids, comma-separated (prints ids)");
+  cmd->add_flag("--chat", o->chat, "Render -p through the model's chat template");
+  cmd->add_option("--system", o->system, "System message (with --chat)");
+  cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");
+  cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   cmd->add_option("-n,--max-tokens", o->n_new, "New tokens to generate")->capture_default_str();
-  cmd->add_option("--temperature", o->sampling.temperature, "0 means greedy")
-      ->capture_default_str();
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")
-      ->capture_default_str();
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: off)");
-  cmd->add_option("--min-p", o->sampling.min_p, "Drop tokens below min_p * p_max (0: off)");
-  auto* seed = cmd->add_option("--seed", o->sampling.seed, "Random seed (default: random)");
-  cmd->add_flag("--json", o->json, "Print {\"ids\":[...]}");
+  cmd->add_flag("--json", o->json, "Print {\"ids\":[...],\"finish_reason\":...}");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at the model's EOS tokens");
-  cmd->callback([o, seed]() {
-    o->seed_given = seed->count() > 0;
-    run_generate(*o);
-  });
+  cmd->callback([o]() { run_generate(*o); });
 }
 
 }  // namespace llm::cli

@@ -52,6 +52,15 @@ LoadedModel load_model(const ModelOptions& o) {
   return lm;
 }
 
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
+  try {
+    return Tokenizer::load(model_path);
+  } catch (const Error& e) {
+    fail("%s has no usable tokenizer (%s); text prompts need one, token ids (--token-ids) do not",
+         model_path.c_str(), e.what());
+  }
+}
+
 std::string format_bytes(size_t bytes) {
   char buf[64];
   if (bytes >= (1ull << 30))

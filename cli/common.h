@@ -10,6 +10,7 @@
 
 #include "core/backend.h"
 #include "core/model.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace llm::cli {
 
@@ -34,6 +35,10 @@ struct LoadedModel {
 };
 LoadedModel load_model(const ModelOptions& o);
 
+// The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
+// llm::Error saying what is missing.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path);
+
 std::string format_bytes(size_t bytes);
 
 // Subcommands (one file each).
@@ -45,5 +50,7 @@ void register_bench(CLI::App& app);
 void register_template(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_convert(CLI::App& app);  // convert and gen-config
+void register_chat(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace llm::cli

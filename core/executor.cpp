@@ -99,7 +99,7 @@ void Executor::read_output(const std::string& name, void* dst, size_t bytes) con
   const TensorId id = find_kind(name, TensorKind::Output, "output");
   const TensorRef& r = refs_[id];
   const size_t expected = tensor_bytes(r.dtype, r.shape);
-  if (bytes != expected)
+  if (bytes > expected)
     fail("output '%s' has %zu bytes, asked for %zu", name.c_str(), expected, bytes);
   backend_.download(*r.buffer, r.offset, dst, bytes);
 }

@@ -27,7 +27,7 @@ class Executor {
   // Copies host data into an Input tensor; bytes must equal the tensor's size.
   void set_input(const std::string& name, const void* data, size_t bytes);
   void run();
-  // Copies an Output tensor to the host.
+  // Copies the first `bytes` of an Output tensor to the host (leading rows).
   void read_output(const std::string& name, void* dst, size_t bytes) const;
 
   const Graph& graph() const { return graph_; }

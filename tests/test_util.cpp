@@ -1,7 +1,5 @@
 #include "test_util.h"
 
-#include "core/engine/sampler.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,9 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/engine/sampler.h"
+#include "core/models/synth.h"
 
 namespace llm::test {
 
@@ -128,6 +131,24 @@ void copy_model(const std::string& name, const std::string& dst) {
     fs::copy_file(e.path(), target, fs::copy_options::overwrite_existing);
     fs::permissions(target, fs::perms::owner_write, fs::perm_options::add);
   }
+}
+
+const std::string& tiny_chat_model(const std::string& quantization, uint64_t seed) {
+  static TempDir dir;
+  static std::map<std::pair<std::string, uint64_t>, std::string> made;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_pair(quantization, seed);
+  auto it = made.find(key);
+  if (it != made.end()) return it->second;
+  SynthOptions o;
+  o.shape = "tiny";
+  o.quantization = quantization;
+  o.vocab = data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf";
+  o.out = dir.file("tiny-" + quantization + "-" + std::to_string(seed));
+  o.seed = seed;
+  synth_model(o);
+  return made.emplace(key, o.out).first->second;
 }
 
 }  // namespace llm::test

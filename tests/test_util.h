@@ -69,6 +69,11 @@ Bytes to_bytes(const std::vector<T>& v) {
 }
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
+// The tiny synthetic llama (hidden 64, 2 layers) with the Llama 2 vocabulary, a
+// native folder made once per (quantization, seed) for the whole test run: an
+// end-to-end model with a real tokenizer and chat template.
+const std::string& tiny_chat_model(const std::string& quantization, uint64_t seed);
+
 // Copies a fixture model folder into dst (a folder that exists).
 void copy_model(const std::string& name, const std::string& dst);
 

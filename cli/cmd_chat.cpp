@@ -1,0 +1,227 @@
+// llmcli chat MODEL: a conversation in the terminal through the model's chat
+// template, streamed as it is generated. Interactive (line editing, history,
+// /commands, Ctrl-C stops the answer) on a terminal; one message per line when
+// stdin is a pipe, so it can be scripted.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "cli/line_reader.h"
+#include "cli/sampling_options.h"
+#include "core/chat/chat_prompt.h"
+#include "core/engine/engine.h"
+#include "core/error.h"
+
+namespace llm::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::ordered_json;
+
+struct ChatOptions {
+  ModelOptions model;
+  SamplingOptions sampling;
+  std::string system;
+  std::string conv_template;
+  int max_tokens = 1024;
+};
+
+struct AnswerStats {
+  int prompt_tokens = 0;
+  int tokens = 0;
+  double prefill_s = 0;
+  double decode_s = 0;
+};
+
+void print_stats(const char* what, const AnswerStats& s) {
+  std::printf(
+      "%s: prompt %d tokens in %.2f s (%.1f tok/s), answer %d tokens in %.2f s (%.1f tok/s)\n",
+      what, s.prompt_tokens, s.prefill_s, s.prefill_s > 0 ? s.prompt_tokens / s.prefill_s : 0,
+      s.tokens, s.decode_s, s.decode_s > 0 ? (s.tokens - 1) / s.decode_s : 0);
+}
+
+std::string history_path() {
+  const char* cache = std::getenv("LLMRT_CACHE");
+  const char* home = std::getenv("HOME");
+  std::string dir = cache ? cache : home ? std::string(home) + "/.cache/llmrt" : "";
+  if (dir.empty()) return {};
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  return ec ? std::string() : dir + "/chat_history";
+}
+
+class Chat {
+ public:
+  Chat(const ChatOptions& o, Engine& engine, const ChatPrompt& prompt, bool interactive)
+      : o_(o), engine_(engine), prompt_(prompt), interactive_(interactive), system_(o.system) {}
+
+  // Handles one input line; false to quit.
+  bool handle(const std::string& input) {
+    if (input.empty()) return true;
+    if (input[0] == '/') return command(input);
+    answer(input);
+    return true;
+  }
+
+ private:
+  bool command(const std::string& input) {
+    const size_t sp = input.find(' ');
+    const std::string cmd = input.substr(0, sp);
+    const std::string arg = sp == std::string::npos ? "" : input.substr(sp + 1);
+    if (cmd == "/exit" || cmd == "/quit" || cmd == "/bye") return false;
+    if (cmd == "/reset" || cmd == "/clear") {
+      history_ = json::array();
+      std::printf("(conversation cleared)\n");
+    } else if (cmd == "/system") {
+      system_ = arg;
+      history_ = json::array();
+      std::printf(arg.empty() ? "(system message removed, conversation cleared)\n"
+                              : "(system message set, conversation cleared)\n");
+    } else if (cmd == "/stats") {
+      if (last_.tokens == 0)
+        std::printf("(nothing generated yet)\n");
+      else {
+        print_stats("last answer", last_);
+        print_stats("this session", total_);
+      }
+    } else if (cmd == "/help" || cmd == "/?") {
+      std::printf(
+          "/reset          forget the conversation\n"
+          "/system TEXT    set the system message (and reset)\n"
+          "/stats          prompt and decode speed\n"
+          "/exit           quit (or Ctrl-D)\n"
+          "Ctrl-C stops an answer. End a line with \\ to continue it, or wrap lines in \"\"\".\n");
+    } else {
+      std::printf("unknown command %s (try /help)\n", cmd.c_str());
+    }
+    std::fflush(stdout);
+    return true;
+  }
+
+  json messages_with(const std::string& user) const {
+    json m = json::array();
+    if (!system_.empty()) m.push_back({{"role", "system"}, {"content", system_}});
+    for (const auto& h : history_) m.push_back(h);
+    m.push_back({{"role", "user"}, {"content", user}});
+    return m;
+  }
+
+  void answer(const std::string& user) {
+    std::vector<int32_t> ids = prompt_.encode(messages_with(user));
+    // Drop the oldest exchanges until the prompt leaves room to answer.
+    int dropped = 0;
+    while (static_cast<int>(ids.size()) + 16 > engine_.context_size() && !history_.empty()) {
+      history_.erase(history_.begin(), history_.begin() + std::min<size_t>(2, history_.size()));
+      dropped += 2;
+      ids = prompt_.encode(messages_with(user));
+    }
+    if (dropped)
+      std::fprintf(stderr, "(dropped the %d oldest messages to fit the context)\n", dropped);
+    if (static_cast<int>(ids.size()) >= engine_.context_size()) {
+      std::fprintf(stderr,
+                   "error: the message (%zu tokens) does not fit the context window of %d tokens\n",
+                   ids.size(), engine_.context_size());
+      return;
+    }
+    GenerationRequest req;
+    req.prompt = ids;
+    req.sampling = o_.sampling.resolve();
+    req.max_tokens = o_.max_tokens;
+    const auto t0 = Clock::now();
+    auto stream = engine_.submit(req);
+    std::string text;
+    AnswerStats st;
+    st.prompt_tokens = static_cast<int>(ids.size());
+    Clock::time_point first;
+    FinishReason finish = FinishReason::None;
+    while (finish == FinishReason::None) {
+      GenerationEvent ev;
+      if (!stream->next(ev, std::chrono::milliseconds(50))) {
+        if (take_interrupt()) stream->cancel();
+        continue;
+      }
+      if (st.tokens == 0 && !ev.tokens.empty()) first = Clock::now();
+      st.tokens += static_cast<int>(ev.tokens.size());
+      text += ev.text;
+      std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+      std::fflush(stdout);
+      finish = ev.finish;
+      if (finish == FinishReason::Error) std::fprintf(stderr, "\nerror: %s", ev.error.c_str());
+    }
+    take_interrupt();
+    std::printf(finish == FinishReason::Cancelled ? " [stopped]\n" : "\n");
+    if (interactive_) std::printf("\n");
+    std::fflush(stdout);
+    if (st.tokens > 0) {
+      const auto t1 = Clock::now();
+      st.prefill_s = std::chrono::duration<double>(first - t0).count();
+      st.decode_s = std::chrono::duration<double>(t1 - first).count();
+      last_ = st;
+      total_.prompt_tokens += st.prompt_tokens;
+      total_.tokens += st.tokens;
+      total_.prefill_s += st.prefill_s;
+      total_.decode_s += st.decode_s;
+    }
+    if (finish != FinishReason::Error) {
+      history_.push_back({{"role", "user"}, {"content", user}});
+      history_.push_back({{"role", "assistant"}, {"content", text}});
+    }
+  }
+
+  const ChatOptions& o_;
+  Engine& engine_;
+  const ChatPrompt& prompt_;
+  bool interactive_;
+  std::string system_;
+  json history_ = json::array();
+  AnswerStats last_, total_;
+};
+
+void run_chat(const ChatOptions& o) {
+  o.sampling.resolve();  // bad flags fail before the model loads
+  if (o.max_tokens == 0 || o.max_tokens < -1) fail("--max-tokens must be >= 1 (or -1: no limit)");
+  const bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+  LoadedModel lm = load_model(o.model);
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model.model);
+  ChatPrompt prompt(*tok, o.model.model, o.conv_template);
+  EngineOptions eo;
+  eo.context_size = o.model.context_size;
+  eo.max_seqs = 1;
+  Engine engine(*lm.model, tok.get(), eo);
+  std::fprintf(stderr, "llmcli: chat template from %s; context %d tokens, KV cache %s\n",
+               prompt.origin().c_str(), engine.context_size(),
+               format_bytes(engine.cache_bytes()).c_str());
+  if (interactive) std::fprintf(stderr, "Type a message, /help for commands, Ctrl-D to quit.\n");
+
+  install_interrupt_handler();
+  LineReader reader(interactive, interactive ? history_path() : "");
+  Chat chat(o, engine, prompt, interactive);
+  std::string msg;
+  while (reader.read_message(msg))
+    if (!chat.handle(msg)) break;
+  if (interactive) std::printf("\n");
+}
+
+}  // namespace
+
+void register_chat(CLI::App& app) {
+  auto* cmd = app.add_subcommand("chat", "Chat with a model in the terminal (or through a pipe)");
+  auto o = std::make_shared<ChatOptions>();
+  add_model_options(cmd, o->model);
+  add_sampling_options(cmd, o->sampling);
+  cmd->add_option("--system", o->system, "System message");
+  cmd->add_option("--conv-template", o->conv_template,
+                  "Built-in conversation template (default: the model's own)");
+  cmd->add_option("--max-tokens", o->max_tokens,
+                  "Longest answer in tokens (-1: until the context is full)")
+      ->capture_default_str();
+  cmd->callback([o]() { run_chat(*o); });
+}
+
+}  // namespace llm::cli

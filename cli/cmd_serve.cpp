@@ -1,0 +1,115 @@
+// llmcli serve MODEL: the OpenAI-compatible HTTP server. It listens at once
+// (/health says 503 while the model loads), serves until SIGINT/SIGTERM, then
+// stops accepting, lets in-flight requests finish briefly and exits cleanly.
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli/common.h"
+#include "core/chat/chat_prompt.h"
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include "server/http_server.h"
+
+namespace llm::cli {
+
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  server::ServerOptions http;
+  EngineOptions engine;
+  std::string conv_template;
+  std::string served_name;
+};
+
+void run_serve(ServeOptions o) {
+  if (o.http.port < 0 || o.http.port > 65535)
+    fail("--port must be in 0..65535, got %d", o.http.port);
+  if (o.http.max_body < 1024) fail("--max-body must be at least 1024 bytes");
+  o.engine.context_size = o.model.context_size;
+  o.http.model_name = !o.served_name.empty()
+                          ? o.served_name
+                          : std::filesystem::path(o.model.model).filename().string();
+  if (o.http.model_name.empty()) o.http.model_name = o.model.model;
+  if (o.http.threads == 0)
+    o.http.threads = o.engine.max_seqs + (o.engine.max_queue > 0 ? o.engine.max_queue : 64) + 8;
+
+  // Block the stop signals in every thread; this one waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  server::Server srv(o.http);
+  const int port = srv.bind();
+  std::thread http([&] { srv.serve(); });
+  std::printf("llmcli: listening on http://%s:%d (model loading)\n", o.http.host.c_str(), port);
+  std::fflush(stdout);
+
+  std::unique_ptr<Engine> engine;
+  LoadedModel lm;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<ChatPrompt> chat;
+  try {
+    lm = load_model(o.model);
+    tok = load_tokenizer(o.model.model);
+    try {
+      chat = std::make_unique<ChatPrompt>(*tok, o.model.model, o.conv_template);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "llmcli: no chat template (%s): /v1/chat/completions is off\n",
+                   e.what());
+    }
+    engine = std::make_unique<Engine>(*lm.model, tok.get(), o.engine);
+  } catch (...) {
+    srv.shutdown();
+    http.join();
+    throw;
+  }
+  srv.set_ready(*engine, *tok, chat.get());
+  std::printf("llmcli: ready: model '%s', context %d tokens, %d sequences per batch, KV cache %s\n",
+              o.http.model_name.c_str(), engine->context_size(), o.engine.max_seqs,
+              format_bytes(engine->cache_bytes()).c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::printf("llmcli: %s: finishing in-flight requests, then exiting\n",
+              sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  srv.shutdown();
+  http.join();
+  std::printf("llmcli: stopped\n");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto* cmd = app.add_subcommand("serve", "Serve an OpenAI-compatible HTTP API");
+  auto o = std::make_shared<ServeOptions>();
+  add_model_options(cmd, o->model);
+  cmd->add_option("--host", o->http.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", o->http.port, "Port (0: any free port)")->capture_default_str();
+  cmd->add_option("--api-key", o->http.api_key, "Require 'Authorization: Bearer KEY' on /v1/");
+  cmd->add_option("--max-queue", o->engine.max_queue,
+                  "Waiting requests before answering 429 (0: unlimited)")
+      ->capture_default_str();
+  cmd->add_option("--max-body", o->http.max_body, "Largest request body in bytes")
+      ->capture_default_str();
+  cmd->add_option("--max-seqs", o->engine.max_seqs, "Sequences decoded together")
+      ->capture_default_str();
+  cmd->add_option("--prefill-chunk-size", o->engine.prefill_chunk_size, "Tokens per step")
+      ->capture_default_str();
+  cmd->add_option("--kv-cache-size", o->engine.kv_cache_tokens,
+                  "KV cache in tokens, all sequences together (default: from free memory)");
+  cmd->add_option("--threads-http", o->http.threads,
+                  "HTTP worker threads (default: from --max-seqs)");
+  cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");
+  cmd->add_option("--served-model-name", o->served_name,
+                  "Model id in /v1/models (default: folder name)");
+  cmd->callback([o]() { run_serve(*o); });
+}
+
+}  // namespace llm::cli

@@ -1,0 +1,21 @@
+// Sampling flags shared by `generate` and `chat`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "core/engine/sampler.h"
+
+namespace llm::cli {
+
+struct SamplingOptions {
+  SamplingParams params;
+  CLI::Option* seed = nullptr;
+  // The params with a random seed when --seed was not given; validated.
+  SamplingParams resolve() const;
+};
+
+// --temperature --top-p --top-k --min-p --repeat-penalty --presence-penalty
+// --frequency-penalty --seed, with defaults temperature 0.8, top_p 0.95.
+void add_sampling_options(CLI::App* cmd, SamplingOptions& o);
+
+}  // namespace llm::cli

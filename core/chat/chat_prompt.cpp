@@ -1,0 +1,30 @@
+#include "core/chat/chat_prompt.h"
+
+namespace llm {
+
+ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path,
+                       const std::string& conv_template)
+    : tok_(tokenizer) {
+  const ModelChatTemplate t = find_chat_template(model_path, conv_template);
+  template_ = std::make_unique<ChatTemplate>(t.source);
+  origin_ = t.origin;
+  opts_.add_generation_prompt = true;
+  // The template writes the tokenizer's own BOS/EOS strings.
+  const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
+  opts_.bos_token = bos >= 0 ? tokenizer.decode({bos}) : t.bos_token;
+  opts_.eos_token = eos >= 0 ? tokenizer.decode({eos}) : t.eos_token;
+}
+
+std::string ChatPrompt::render(const nlohmann::ordered_json& messages) const {
+  return template_->render(messages, opts_);
+}
+
+std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages) const {
+  const std::string text = render(messages);
+  std::vector<int32_t> ids = tok_.encode(text, /*add_special=*/false, /*parse_special=*/true);
+  const int32_t bos = tok_.bos_id();
+  if (tok_.add_bos() && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
+  return ids;
+}
+
+}  // namespace llm

@@ -1,0 +1,38 @@
+// Turns a conversation into prompt token ids: the model's chat template rendered
+// with its BOS/EOS strings, then tokenized with control tokens recognised, and
+// BOS prepended when the tokenizer wants one and the template did not write it.
+// Shared by `llmcli chat`, `llmcli generate --chat` and the server.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/chat/chat_template.h"
+#include "core/chat/model_chat_template.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace llm {
+
+class ChatPrompt {
+ public:
+  // model_path: where find_chat_template looks; conv_template: a built-in
+  // template by name instead. Throws llm::Error when there is no template.
+  ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path,
+             const std::string& conv_template = "");
+
+  // messages: a JSON list of {"role", "content"}; ends with the assistant's turn opened.
+  std::string render(const nlohmann::ordered_json& messages) const;
+  std::vector<int32_t> encode(const nlohmann::ordered_json& messages) const;
+  const std::string& origin() const { return origin_; }
+
+ private:
+  const Tokenizer& tok_;
+  std::unique_ptr<ChatTemplate> template_;
+  std::string origin_;
+  ChatTemplateOptions opts_;
+};
+
+}  // namespace llm

@@ -1,0 +1,394 @@
+#include "core/engine/engine.h"
+
+#include <algorithm>
+
+#include "core/engine/kv_pages.h"
+#include "core/engine/step_runner.h"
+#include "core/engine/stop_matcher.h"
+
+namespace llm {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None:
+      return "none";
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------- RequestStream
+
+void RequestStream::push(GenerationEvent ev) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(ev));
+  }
+  cv_.notify_all();
+}
+
+bool RequestStream::next(GenerationEvent& ev, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return false;
+  ev = std::move(events_.front());
+  events_.pop_front();
+  return true;
+}
+
+GenerationEvent RequestStream::next() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !events_.empty(); });
+  GenerationEvent ev = std::move(events_.front());
+  events_.pop_front();
+  return ev;
+}
+
+// ---------------------------------------------------------------- Sequence
+
+struct Engine::Sequence {
+  Sequence(GenerationRequest r, const Tokenizer* tok)
+      : req(std::move(r)), sampler(req.sampling), stop(req.stop) {
+    if (tok) decoder = std::make_unique<StreamDecoder>(*tok);
+  }
+  std::shared_ptr<RequestStream> stream;
+  GenerationRequest req;
+  std::vector<int32_t> tokens;  // prompt and generated tokens fed (or to feed) to the model
+  int n_prompt = 0;
+  int n_cached = 0;  // tokens whose KV is in the cache
+  int n_generated = 0;
+  uint64_t admitted = 0;  // admission order: the youngest is preempted first
+  PageTable pages;
+  int state_slot = -1;
+  Sampler sampler;
+  TokenHistory history;
+  std::unique_ptr<StreamDecoder> decoder;
+  StopMatcher stop;
+  bool done = false;
+  int take = 0;  // tokens of this sequence in the current step
+};
+
+// ---------------------------------------------------------------- Engine
+
+Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
+    : model_(model), tokenizer_(tokenizer), opts_(opts) {
+  const ModelConfig& cfg = model.config();
+  context_size_ =
+      opts_.context_size > 0 ? opts_.context_size : std::min(cfg.max_position_embeddings, 4096);
+  if (context_size_ <= 0) fail("context size must be positive");
+  if (opts_.max_seqs <= 0) fail("max sequences must be positive, got %d", opts_.max_seqs);
+  if (opts_.page_size <= 0) fail("page size must be positive, got %d", opts_.page_size);
+  if (opts_.prefill_chunk_size < opts_.max_seqs)
+    fail("prefill chunk size (%d) must be at least the number of sequences (%d)",
+         opts_.prefill_chunk_size, opts_.max_seqs);
+  if (opts_.max_queue < 0) fail("max queue must be >= 0, got %d", opts_.max_queue);
+
+  for (int id : cfg.eos_token_ids) eos_ids_.push_back(id);
+  if (tokenizer_)
+    for (int32_t id : tokenizer_->eos_ids())
+      if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end()) eos_ids_.push_back(id);
+
+  // Size the KV cache.
+  const int64_t per_token = int64_t(cfg.num_layers) * 2 * cfg.num_kv_heads * cfg.head_dim * 4;
+  int64_t tokens = opts_.kv_cache_tokens;
+  const int64_t most = int64_t(opts_.max_seqs) * context_size_;
+  if (tokens <= 0) {
+    const size_t free_bytes = model.backend().info().free_memory;
+    tokens = most;
+    if (free_bytes > 0 && per_token > 0)
+      tokens = std::min<int64_t>(most, int64_t(free_bytes * opts_.kv_memory_fraction) / per_token);
+    tokens = std::max<int64_t>(tokens, context_size_);
+  }
+  if (tokens < context_size_)
+    fail(
+        "a KV cache of %lld tokens cannot hold one context window of %d tokens; raise "
+        "--kv-cache-size or lower --context-size",
+        static_cast<long long>(tokens), context_size_);
+  const int n_pages = static_cast<int>((tokens + opts_.page_size - 1) / opts_.page_size);
+  pages_ = std::make_unique<PagePool>(n_pages, opts_.page_size);
+
+  StepRunnerOptions ro;
+  ro.n_pages = n_pages;
+  ro.page_size = opts_.page_size;
+  ro.max_pages_per_seq = (context_size_ + opts_.page_size - 1) / opts_.page_size;
+  ro.max_seqs = opts_.max_seqs;
+  ro.max_tokens = opts_.prefill_chunk_size;
+  runner_ = std::make_unique<StepRunner>(model, ro);
+  // Allocate the cache now, so that running out of memory shows at start-up.
+  runner_->executor_for(1, 1);
+  for (int i = opts_.max_seqs - 1; i >= 0; i--) free_state_slots_.push_back(i);
+  stats_.pages_total = n_pages;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  shutdown();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+}
+
+size_t Engine::cache_bytes() const { return runner_->cache_bytes(); }
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats s = stats_;
+  s.waiting += static_cast<int>(incoming_.size());
+  return s;
+}
+
+std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
+  const int n_vocab = model_.config().vocab_size;
+  const int n = static_cast<int>(req.prompt.size());
+  if (n == 0) fail("the prompt is empty");
+  for (int32_t id : req.prompt)
+    if (id < 0 || id >= n_vocab) fail("token id %d is out of range (vocab size %d)", id, n_vocab);
+  if (n > context_size_)
+    fail("prompt of %d tokens exceeds the context window of %d tokens", n, context_size_);
+  validate(req.sampling, n_vocab);
+  if (req.top_logprobs > 20) fail("top_logprobs must be at most 20, got %d", req.top_logprobs);
+  bool has_stop = false;
+  for (const auto& s : req.stop) has_stop |= !s.empty();
+  if (has_stop && !tokenizer_) fail("stop strings need a tokenizer");
+  if (req.max_tokens == 0) fail("max_tokens must be at least 1");
+
+  auto seq = std::make_unique<Sequence>(std::move(req), tokenizer_);
+  seq->tokens = seq->req.prompt;
+  seq->n_prompt = n;
+  for (int32_t id : seq->tokens) seq->history.add_prompt(id);
+  auto stream = std::make_shared<RequestStream>();
+  seq->stream = stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) fail("the engine is shutting down");
+    if (opts_.max_queue > 0 &&
+        static_cast<int>(incoming_.size()) + stats_.waiting >= opts_.max_queue)
+      throw QueueFullError("the request queue is full (" + std::to_string(opts_.max_queue) +
+                           " waiting); retry later");
+    stream->id_ = next_id_++;
+    incoming_.push_back(std::move(seq));
+  }
+  cv_.notify_all();
+  return stream;
+}
+
+void Engine::finish(Sequence& s, FinishReason why, const std::string& error) {
+  if (s.done) return;
+  s.done = true;
+  s.pages.release(*pages_);
+  if (s.state_slot >= 0) free_state_slots_.push_back(s.state_slot);
+  s.state_slot = -1;
+  if (why == FinishReason::Cancelled || why == FinishReason::Error) {
+    GenerationEvent ev;
+    ev.finish = why;
+    ev.error = error;
+    ev.prompt_tokens = s.n_prompt;
+    ev.completion_tokens = s.n_generated;
+    s.stream->push(std::move(ev));
+  }
+}
+
+void Engine::admit() {
+  while (!waiting_.empty() && !free_state_slots_.empty() &&
+         static_cast<int>(running_.size()) < opts_.max_seqs) {
+    Sequence& s = *waiting_.front();
+    // Keep a page in hand for each running sequence's next decode token.
+    const int n_tokens = std::min(static_cast<int>(s.tokens.size()) + 1, context_size_);
+    const int need = pages_->pages_for(n_tokens);
+    if (pages_->free_pages() < need + static_cast<int>(running_.size()) && !running_.empty()) break;
+    if (!s.pages.reserve(*pages_, n_tokens)) break;
+    s.state_slot = free_state_slots_.back();
+    free_state_slots_.pop_back();
+    if (runner_->has_recurrent_state()) runner_->clear_state_row(s.state_slot);
+    s.n_cached = 0;
+    s.admitted = ++admit_counter_;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+void Engine::preempt_one(const Sequence* keep) {
+  // The youngest running sequence goes back to the front of the queue; its KV is
+  // recomputed when it is admitted again.
+  auto youngest = running_.end();
+  for (auto it = running_.begin(); it != running_.end(); ++it)
+    if (!(*it)->done && it->get() != keep &&
+        (youngest == running_.end() || (*it)->admitted > (*youngest)->admitted))
+      youngest = it;
+  if (youngest == running_.end()) fail("internal: nothing to preempt");
+  Sequence& s = **youngest;
+  s.pages.release(*pages_);
+  free_state_slots_.push_back(s.state_slot);
+  s.state_slot = -1;
+  s.n_cached = 0;
+  waiting_.push_front(std::move(*youngest));
+  running_.erase(youngest);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.preemptions++;
+}
+
+void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
+  const int n_vocab = model_.config().vocab_size;
+  s.history.add_output(token);
+  s.n_generated++;
+  GenerationEvent ev;
+  ev.tokens = {token};
+  if (s.req.top_logprobs >= 0)
+    ev.logprobs.push_back(token_logprobs(logits, n_vocab, token, s.req.top_logprobs));
+  const bool eos =
+      !s.req.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
+  if (!eos && s.decoder) ev.text = s.stop.push(s.decoder->push(token));
+
+  FinishReason why = FinishReason::None;
+  if (eos || s.stop.stopped())
+    why = FinishReason::Stop;
+  else if ((s.req.max_tokens > 0 && s.n_generated >= s.req.max_tokens) ||
+           static_cast<int>(s.tokens.size()) + 1 > context_size_)
+    why = FinishReason::Length;
+  if (why != FinishReason::None && !s.stop.stopped() && s.decoder) {
+    ev.text += s.stop.push(s.decoder->flush());
+    ev.text += s.stop.flush();
+    if (s.stop.stopped()) why = FinishReason::Stop;
+  }
+  ev.finish = why;
+  ev.prompt_tokens = s.n_prompt;
+  ev.completion_tokens = s.n_generated;
+  s.stream->push(std::move(ev));
+  if (why != FinishReason::None)
+    finish(s, why);
+  else
+    s.tokens.push_back(token);
+}
+
+bool Engine::step() {
+  // Every decode token needs its slot: grow page tables oldest first, preempting
+  // the youngest sequences when pages run out.
+  std::sort(running_.begin(), running_.end(),
+            [](const auto& a, const auto& b) { return a->admitted < b->admitted; });
+  for (size_t i = 0; i < running_.size(); i++) {
+    Sequence* s = running_[i].get();
+    const int want = static_cast<int>(s->tokens.size());
+    while (!s->pages.reserve(*pages_, want)) {
+      if (running_.size() == 1) fail("internal: the KV cache cannot hold one sequence");
+      const bool self_youngest = running_.back().get() == s;
+      preempt_one(self_youngest ? nullptr : s);
+      if (self_youngest) break;
+    }
+  }
+  if (running_.empty()) return false;
+
+  // Decode tokens first, then prompt chunks in admission order.
+  int budget = opts_.prefill_chunk_size;
+  for (auto& s : running_) {
+    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+    s->take = pending == 1 ? 1 : 0;
+    budget -= s->take;
+  }
+  for (auto& s : running_) {
+    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+    if (pending > 1 && budget > 0) {
+      s->take = std::min(pending, budget);
+      budget -= s->take;
+    }
+  }
+  std::vector<int32_t> tokens, positions;
+  std::vector<StepSeq> seqs;
+  std::vector<Sequence*> in_step;
+  for (auto& s : running_) {
+    if (s->take == 0) continue;
+    StepSeq q;
+    q.pages = &s->pages.pages();
+    q.state_slot = s->state_slot;
+    q.first = static_cast<int>(tokens.size());
+    q.count = s->take;
+    q.wants_logits = s->n_cached + s->take == static_cast<int>(s->tokens.size());
+    for (int i = 0; i < s->take; i++) {
+      tokens.push_back(s->tokens[s->n_cached + i]);
+      positions.push_back(s->n_cached + i);
+    }
+    seqs.push_back(q);
+    in_step.push_back(s.get());
+  }
+  if (seqs.empty()) return false;
+
+  const std::vector<float>& logits = runner_->run(tokens, positions, seqs);
+  const int n_vocab = model_.config().vocab_size;
+  uint64_t prompt_run = 0, generated = 0;
+  for (size_t i = 0; i < in_step.size(); i++) {
+    Sequence& s = *in_step[i];
+    const bool was_prefill = s.take > 1 || s.n_cached < s.n_prompt;
+    if (was_prefill) prompt_run += s.take;
+    s.n_cached += s.take;
+    if (!seqs[i].wants_logits) continue;
+    const float* row = logits.data() + i * size_t(n_vocab);
+    const int32_t token = s.sampler.sample(row, n_vocab, &s.history);
+    emit_token(s, token, row);
+    generated++;
+  }
+  running_.erase(
+      std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
+      running_.end());
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.prompt_tokens += prompt_run;
+  stats_.generated_tokens += generated;
+  stats_.steps++;
+  return true;
+}
+
+void Engine::loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stop_ || !incoming_.empty() || !running_.empty() || !waiting_.empty();
+      });
+      while (!incoming_.empty()) {
+        waiting_.push_back(std::move(incoming_.front()));
+        incoming_.pop_front();
+      }
+      if (stop_) break;
+    }
+    // Cancellations, wherever the request is.
+    for (auto& s : running_)
+      if (s->stream->cancel_requested()) finish(*s, FinishReason::Cancelled);
+    running_.erase(
+        std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
+        running_.end());
+    for (auto& s : waiting_)
+      if (s->stream->cancel_requested()) finish(*s, FinishReason::Cancelled);
+    waiting_.erase(
+        std::remove_if(waiting_.begin(), waiting_.end(), [](const auto& s) { return s->done; }),
+        waiting_.end());
+
+    admit();
+    try {
+      step();
+    } catch (const std::exception& e) {
+      // A failed step (device error, out of memory) ends the requests it held.
+      for (auto& s : running_) finish(*s, FinishReason::Error, e.what());
+      running_.clear();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.running = static_cast<int>(running_.size());
+    stats_.waiting = static_cast<int>(waiting_.size());
+    stats_.pages_used = pages_->used_pages();
+  }
+  for (auto& s : running_) finish(*s, FinishReason::Cancelled);
+  for (auto& s : waiting_) finish(*s, FinishReason::Cancelled);
+  running_.clear();
+  waiting_.clear();
+}
+
+}  // namespace llm

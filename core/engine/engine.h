@@ -1,0 +1,152 @@
+// The engine: a scheduler thread that runs many generation requests together
+// (continuous batching) over the paged KV cache. Each step mixes one decode
+// token of every running sequence with chunks of the prompts being prefilled;
+// requests are admitted while pages are free and preempted (recomputed later)
+// when decode runs out of them. The CLI (chat, generate) and the HTTP server
+// share this API: submit a request, read its stream of events, cancel it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/engine/sampler.h"
+#include "core/error.h"
+#include "core/model.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace llm {
+
+struct EngineOptions {
+  int context_size = 0;  // per sequence; 0: the model's max_position_embeddings, at most 4096
+  int max_seqs = 16;     // sequences decoded together
+  int prefill_chunk_size = 512;  // tokens per step (prefill chunks plus decode tokens)
+  int page_size = 16;
+  // KV cache size in tokens, all sequences together; 0: as much as fits in
+  // kv_memory_fraction of the device's free memory, between one context window
+  // and max_seqs of them.
+  int64_t kv_cache_tokens = 0;
+  double kv_memory_fraction = 0.5;
+  int max_queue = 0;  // waiting requests before submit() refuses; 0: unlimited
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int max_tokens = 256;           // < 0: until the context window is full
+  std::vector<std::string> stop;  // stop strings (not included in the output)
+  bool ignore_eos = false;
+  int top_logprobs = -1;  // -1: no logprobs; 0..20: the chosen token's and this many others
+};
+
+enum class FinishReason { None, Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
+
+struct GenerationEvent {
+  std::string text;                     // new text (stop strings and unfinished UTF-8 held back)
+  std::vector<int32_t> tokens;          // new token ids
+  std::vector<TokenLogprobs> logprobs;  // one per new token when asked
+  FinishReason finish = FinishReason::None;  // set on the last event of a request
+  std::string error;                         // FinishReason::Error
+  int prompt_tokens = 0;
+  int completion_tokens = 0;  // so far
+};
+
+// Thrown by submit() when the queue is full (the server answers 429).
+class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The events of one request, in order. Thread-safe.
+class RequestStream {
+ public:
+  // Waits up to timeout for the next event; false on timeout.
+  bool next(GenerationEvent& ev, std::chrono::milliseconds timeout);
+  // Waits as long as it takes.
+  GenerationEvent next();
+  // Asks the engine to stop this request; a final event (Cancelled) follows.
+  void cancel() { cancelled_ = true; }
+  bool cancel_requested() const { return cancelled_; }
+  uint64_t id() const { return id_; }
+
+ private:
+  friend class Engine;
+  void push(GenerationEvent ev);
+  uint64_t id_ = 0;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<GenerationEvent> events_;
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int pages_used = 0;
+  int pages_total = 0;
+  uint64_t prompt_tokens = 0;  // prompt tokens run, preemption recompute included
+  uint64_t generated_tokens = 0;
+  uint64_t steps = 0;
+  uint64_t preemptions = 0;
+};
+
+class Engine {
+ public:
+  // tokenizer may be null: then events carry no text and stop strings are refused.
+  Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts = {});
+  ~Engine();  // cancels what is left and joins the scheduler
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a request. Throws llm::Error for an invalid one (a prompt longer than
+  // the context, bad sampling values) and QueueFullError when the queue is full.
+  std::shared_ptr<RequestStream> submit(GenerationRequest req);
+  EngineStats stats() const;
+  int context_size() const { return context_size_; }
+  int vocab_size() const { return model_.config().vocab_size; }
+  size_t cache_bytes() const;
+  const EngineOptions& options() const { return opts_; }
+  // Stops admitting work; cancels everything queued or running.
+  void shutdown();
+
+ private:
+  struct Sequence;
+  void loop();
+  void admit();
+  bool step();
+  void finish(Sequence& s, FinishReason why, const std::string& error = {});
+  void preempt_one(const Sequence* keep);
+  void emit_token(Sequence& s, int32_t token, const float* logits);
+
+  Model& model_;
+  const Tokenizer* tokenizer_;
+  EngineOptions opts_;
+  int context_size_ = 0;
+  std::vector<int32_t> eos_ids_;
+  std::unique_ptr<class StepRunner> runner_;
+  std::unique_ptr<class PagePool> pages_;
+  std::vector<int> free_state_slots_;
+  uint64_t admit_counter_ = 0;
+
+  mutable std::mutex mu_;  // guards incoming_, stop_, stats_
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Sequence>> incoming_;
+  bool stop_ = false;
+  EngineStats stats_;
+  uint64_t next_id_ = 1;
+
+  // Owned by the scheduler thread.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::thread thread_;
+};
+
+}  // namespace llm

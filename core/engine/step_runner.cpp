@@ -1,0 +1,128 @@
+#include "core/engine/step_runner.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace llm {
+
+StepRunner::StepRunner(Model& model, const StepRunnerOptions& opts) : model_(model), opts_(opts) {
+  if (opts_.n_pages <= 0 || opts_.page_size <= 0 || opts_.max_pages_per_seq <= 0 ||
+      opts_.max_seqs <= 0 || opts_.max_tokens <= 0)
+    fail(
+        "step runner: pages, page size, pages per sequence, sequences and tokens must be positive");
+  // One extra page and one extra state row absorb the writes of padding tokens.
+  scratch_page_ = opts_.n_pages;
+  scratch_row_ = opts_.max_seqs;
+}
+
+int StepRunner::bucket(int n, int limit) {
+  int b = 1;
+  while (b < n) b *= 2;
+  return std::min(b, std::max(limit, n));
+}
+
+TensorRef StepRunner::resolve_state(const TensorInfo& t) {
+  auto it = states_.find(t.name);
+  if (it == states_.end()) {
+    const size_t bytes = tensor_bytes(t.dtype, t.shape);
+    const bool is_cache =
+        t.shape.rank > 0 && t.shape[0] == int64_t(opts_.n_pages + 1) * opts_.page_size;
+    std::string what = is_cache ? "KV cache (" + std::to_string(opts_.n_pages) + " pages of " +
+                                      std::to_string(opts_.page_size) +
+                                      " tokens; lower it with --kv-cache-size or --context-size)"
+                                : "recurrent state '" + t.name + "'";
+    auto buf = model_.backend().alloc(bytes, what);
+    model_.backend().clear(*buf, 0, bytes);
+    cache_bytes_ += bytes;
+    if (!is_cache) {
+      recurrent_rows_ = opts_.max_seqs + 1;
+      recurrent_row_bytes_[t.name] = bytes / recurrent_rows_;
+    }
+    it = states_.emplace(t.name, std::move(buf)).first;
+  }
+  return {it->second.get(), 0, t.dtype, t.shape};
+}
+
+void StepRunner::clear_state_row(int slot) {
+  for (const auto& [name, row_bytes] : recurrent_row_bytes_)
+    model_.backend().clear(*states_.at(name), row_bytes * slot, row_bytes);
+}
+
+Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
+  const auto key = std::make_pair(n_tokens, n_seqs);
+  auto it = executors_.find(key);
+  if (it != executors_.end()) return *it->second;
+  StepShape shape;
+  shape.n_tokens = n_tokens;
+  shape.n_seqs = n_seqs;
+  shape.max_pages_per_seq = opts_.max_pages_per_seq;
+  shape.n_logit_rows = n_seqs;
+  shape.page_size = opts_.page_size;
+  shape.n_cache_slots = (opts_.n_pages + 1) * opts_.page_size;
+  shape.n_state_slots = opts_.max_seqs + 1;
+  Graph g = build_step_graph(model_.config(), shape,
+                             [&](const std::string& n) { return model_.weight_dtype(n); });
+  auto ex = std::make_unique<Executor>(
+      model_.backend(), std::move(g), [&](const TensorInfo& t) { return model_.resolve(t); },
+      [&](const TensorInfo& t) { return resolve_state(t); });
+  return *executors_.emplace(key, std::move(ex)).first->second;
+}
+
+const std::vector<float>& StepRunner::run(const std::vector<int32_t>& tokens,
+                                          const std::vector<int32_t>& positions,
+                                          const std::vector<StepSeq>& seqs) {
+  const int n_real = static_cast<int>(tokens.size());
+  const int s_real = static_cast<int>(seqs.size());
+  if (n_real == 0 || s_real == 0) fail("internal: empty step");
+  if (n_real > opts_.max_tokens || s_real > opts_.max_seqs)
+    fail("internal: step of %d tokens / %d sequences exceeds %d / %d", n_real, s_real,
+         opts_.max_tokens, opts_.max_seqs);
+  const int T = bucket(n_real, opts_.max_tokens);
+  // Padding tokens belong to a padding sequence, so keep a row for it.
+  const int S = bucket(s_real + (T > n_real ? 1 : 0), opts_.max_seqs + 1);
+  const int P = opts_.max_pages_per_seq;
+  const int ps = opts_.page_size;
+  Executor& ex = executor_for(T, S);
+
+  in_tokens_.assign(T, 0);
+  in_pos_.assign(T, 0);
+  in_seq_.assign(T, s_real < S ? s_real : 0);
+  in_slots_.resize(T);
+  in_table_.assign(static_cast<size_t>(S) * P, scratch_page_);
+  in_rows_.assign(S, 0);
+  in_states_.assign(S, scratch_row_);
+  std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
+  std::copy(positions.begin(), positions.end(), in_pos_.begin());
+  for (int t = n_real; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n_real) % ps;
+  for (int s = 0; s < s_real; s++) {
+    const StepSeq& q = seqs[s];
+    const std::vector<int>& pages = *q.pages;
+    if (static_cast<int>(pages.size()) > P) fail("internal: page table longer than the window");
+    std::copy(pages.begin(), pages.end(), in_table_.begin() + static_cast<size_t>(s) * P);
+    for (int t = q.first; t < q.first + q.count; t++) {
+      const int pos = positions[t];
+      in_seq_[t] = s;
+      in_slots_[t] = pages[pos / ps] * ps + pos % ps;
+    }
+    in_rows_[s] = q.first + q.count - 1;
+    in_states_[s] = q.state_slot;
+  }
+  auto set = [&](const char* name, const std::vector<int32_t>& v) {
+    ex.set_input(name, v.data(), v.size() * sizeof(int32_t));
+  };
+  set(step_io::kTokens, in_tokens_);
+  set(step_io::kPositions, in_pos_);
+  set(step_io::kSeqIds, in_seq_);
+  set(step_io::kSlots, in_slots_);
+  set(step_io::kBlockTable, in_table_);
+  set(step_io::kLogitRows, in_rows_);
+  if (ex.graph().find(step_io::kStateSlots) >= 0) set(step_io::kStateSlots, in_states_);
+  ex.run();
+  const size_t V = model_.config().vocab_size;
+  logits_.resize(static_cast<size_t>(s_real) * V);
+  ex.read_output(step_io::kLogits, logits_.data(), logits_.size() * sizeof(float));
+  return logits_;
+}
+
+}  // namespace llm

@@ -1,0 +1,77 @@
+// Runs batched model steps over the paged KV cache: owns the State tensors (KV
+// cache pages and recurrent state rows) and one compiled executor per shape
+// bucket, pads each step up to its bucket, and returns one logits row per
+// sequence. The scheduler (core/engine/engine) decides what goes into a step.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/executor.h"
+#include "core/model.h"
+
+namespace llm {
+
+struct StepRunnerOptions {
+  int n_pages = 0;            // KV cache pages shared by all sequences
+  int page_size = 16;         // tokens per page
+  int max_pages_per_seq = 0;  // columns of the block table (context window / page size)
+  int max_seqs = 1;           // sequences in one step, and rows of recurrent state
+  int max_tokens = 512;       // tokens in one step
+};
+
+// One sequence's part of a step: its tokens are tokens[first, first + count).
+struct StepSeq {
+  const std::vector<int>* pages = nullptr;  // page table covering every position used
+  int state_slot = 0;                       // row of the recurrent states
+  int first = 0;
+  int count = 0;
+  bool wants_logits = false;  // logits of its last token in this step
+};
+
+class StepRunner {
+ public:
+  StepRunner(Model& model, const StepRunnerOptions& opts);
+
+  // tokens/positions hold every token of the step, sequence by sequence.
+  // Returns [seqs.size(), vocab] row-major; rows of sequences without
+  // wants_logits are left unspecified.
+  const std::vector<float>& run(const std::vector<int32_t>& tokens,
+                                const std::vector<int32_t>& positions,
+                                const std::vector<StepSeq>& seqs);
+
+  // Zeroes a recurrent-state row (a sequence starting in that slot).
+  void clear_state_row(int slot);
+  bool has_recurrent_state() const { return recurrent_rows_ > 0; }
+  size_t cache_bytes() const { return cache_bytes_; }
+  const StepRunnerOptions& options() const { return opts_; }
+  // The executors compiled so far, by (tokens, sequences) bucket (for trace/profile).
+  const std::map<std::pair<int, int>, std::unique_ptr<Executor>>& executors() const {
+    return executors_;
+  }
+  // The executor of a bucket, compiled on first use.
+  Executor& executor_for(int n_tokens, int n_seqs);
+  // Smallest bucket holding n (powers of two, capped at limit).
+  static int bucket(int n, int limit);
+
+ private:
+  TensorRef resolve_state(const TensorInfo& t);
+
+  Model& model_;
+  StepRunnerOptions opts_;
+  int scratch_page_ = 0;  // receives the KV of padding tokens
+  int scratch_row_ = 0;   // recurrent-state row of padding sequences
+  int recurrent_rows_ = 0;
+  size_t cache_bytes_ = 0;
+  std::map<std::string, std::unique_ptr<DeviceBuffer>> states_;
+  std::map<std::string, size_t> recurrent_row_bytes_;
+  std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+  std::vector<float> logits_;
+  std::vector<int32_t> in_tokens_, in_pos_, in_seq_, in_slots_, in_table_, in_rows_, in_states_;
+};
+
+}  // namespace llm

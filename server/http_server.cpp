@@ -1,0 +1,419 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <ctime>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+#include "server/openai_protocol.h"
+
+namespace llm::server {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Server::Ready {
+  Engine* engine = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  const ChatPrompt* chat = nullptr;
+};
+
+namespace {
+
+void reply_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void reply_error(httplib::Response& res, const ApiError& e) {
+  if (e.status == 429 || e.status == 503) res.set_header("Retry-After", "1");
+  reply_json(res, e.status, error_body(e));
+}
+
+std::string random_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s%016llx", prefix, static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Counts a request as in flight for as long as this lives.
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>& n) : n_(n) { n_++; }
+  ~InFlight() { n_--; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
+// Debian's cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG is
+// compiled into the library), so a burst of clients overflows the accept queue
+// and some connections get reset. Calling listen() again on the bound socket
+// raises the backlog; httplib keeps the descriptor private, so find it by port.
+void raise_listen_backlog(int port) {
+  for (int fd = 3; fd < 4096; fd++) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = -1;
+    if (addr.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (p == port) ::listen(fd, 1024);
+  }
+}
+
+const char* route_label(const std::string& path) {
+  for (const char* r :
+       {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
+    if (path == r) return r;
+  return "other";
+}
+
+const char* finish_name(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
+
+std::vector<TokenLogprob> to_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps) {
+  std::vector<TokenLogprob> out;
+  for (const auto& lp : lps) {
+    TokenLogprob t;
+    t.token = tok.decode({lp.token});
+    t.logprob = lp.logprob;
+    for (const auto& [id, v] : lp.top) t.top.emplace_back(tok.decode({id}), v);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// Everything one completion request needs while it runs (kept alive by the
+// streaming callbacks after the handler returns).
+struct Job {
+  Job(std::atomic<int>& in_flight) : guard(in_flight) {}
+  InFlight guard;
+  std::shared_ptr<RequestStream> stream;
+  std::shared_ptr<Server::Ready> ready;  // keeps the engine pointers valid
+  ParsedRequest req;
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+  Clock::time_point start = Clock::now(), last_token, last_write = Clock::now();
+  bool first = true;
+  bool done = false;
+  Usage usage;
+};
+
+}  // namespace
+
+Server::Server(ServerOptions opts)
+    : opts_(std::move(opts)), http_(std::make_unique<httplib::Server>()) {
+  const int threads = std::max(opts_.threads, 16);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(opts_.max_body);
+  http_->set_read_timeout(30, 0);
+  http_->set_write_timeout(30, 0);
+  routes();
+}
+
+Server::~Server() { shutdown(); }
+
+int Server::bind() {
+  int port = opts_.port;
+  if (port == 0) {
+    port = http_->bind_to_any_port(opts_.host);
+    if (port < 0) fail("cannot listen on %s (any port)", opts_.host.c_str());
+  } else if (!http_->bind_to_port(opts_.host, port)) {
+    fail("cannot listen on %s:%d (in use, or not an address of this machine)", opts_.host.c_str(),
+         port);
+  }
+  raise_listen_backlog(port);
+  return port;
+}
+
+void Server::serve() { http_->listen_after_bind(); }
+
+void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat) {
+  auto r = std::make_shared<Ready>();
+  r->engine = &engine;
+  r->tokenizer = &tokenizer;
+  r->chat = chat;
+  metrics_.add_gauge({"llmrt_requests_running", "Requests being decoded",
+                      [&engine] { return double(engine.stats().running); }});
+  metrics_.add_gauge({"llmrt_requests_waiting", "Requests queued for admission",
+                      [&engine] { return double(engine.stats().waiting); }});
+  metrics_.add_gauge({"llmrt_kv_pages_used", "KV cache pages in use",
+                      [&engine] { return double(engine.stats().pages_used); }});
+  metrics_.add_gauge({"llmrt_kv_pages_total", "KV cache pages",
+                      [&engine] { return double(engine.stats().pages_total); }});
+  metrics_.add_gauge({"llmrt_preemptions_total", "Sequences preempted for lack of KV pages",
+                      [&engine] { return double(engine.stats().preemptions); }});
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_ = std::move(r);
+}
+
+std::shared_ptr<Server::Ready> Server::ready() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ready_;
+}
+
+void Server::shutdown() {
+  if (shut_down_.exchange(true)) return;
+  stopping_ = true;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(opts_.shutdown_grace_s);
+  while (in_flight_ > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (auto r = ready()) r->engine->shutdown();  // cancels what is left
+  const auto hard = Clock::now() + std::chrono::seconds(5);
+  while (in_flight_ > 0 && Clock::now() < hard)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  http_->stop();
+}
+
+void Server::routes() {
+  using httplib::Request;
+  using httplib::Response;
+
+  http_->set_pre_routing_handler([this](const Request& req, Response& res) {
+    if (stopping_) {
+      reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (!opts_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
+        req.get_header_value("Authorization") != "Bearer " + opts_.api_key) {
+      const bool missing = !req.has_header("Authorization");
+      reply_error(res, ApiError(401,
+                                missing ? "missing API key: send 'Authorization: Bearer KEY'"
+                                        : "invalid API key",
+                                "", "invalid_request_error", "invalid_api_key"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  // Statuses httplib sets by itself (unknown route, body too large ...) get a JSON body.
+  http_->set_error_handler([this](const Request& req, Response& res) {
+    if (!res.body.empty()) return;
+    std::string msg;
+    switch (res.status) {
+      case 404:
+        msg = "unknown route " + req.method + " " + req.path;
+        break;
+      case 413:
+        msg = "request body larger than " + std::to_string(opts_.max_body) + " bytes";
+        break;
+      case 405:
+        msg = "method " + req.method + " not allowed on " + req.path;
+        break;
+      default:
+        msg = "bad request";
+    }
+    reply_json(res, res.status, error_body(msg, "invalid_request_error", "", ""));
+  });
+  http_->set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    reply_json(res, 500, error_body(what, "server_error", "", ""));
+  });
+  http_->set_logger([this](const Request& req, const Response& res) {
+    metrics_.count_request(route_label(req.path), res.status);
+  });
+
+  http_->Get("/health", [this](const Request&, Response& res) {
+    if (ready())
+      reply_json(res, 200, {{"status", "ok"}});
+    else
+      reply_json(res, 503, {{"status", "loading"}});
+  });
+  http_->Get("/v1/models", [this](const Request&, Response& res) {
+    json data = json::array();
+    data.push_back({{"id", opts_.model_name},
+                    {"object", "model"},
+                    {"created", static_cast<int64_t>(std::time(nullptr))},
+                    {"owned_by", "llmrt"}});
+    reply_json(res, 200, {{"object", "list"}, {"data", data}});
+  });
+  http_->Get("/metrics", [this](const Request&, Response& res) {
+    res.set_content(metrics_.render(), "text/plain; version=0.0.4");
+  });
+
+  auto completion = [this](bool chat) {
+    return [this, chat](const Request& req, Response& res) {
+      auto job = std::make_shared<Job>(in_flight_);
+      try {
+        job->ready = ready();
+        if (!job->ready) throw ApiError(503, "the model is still loading", "", "server_error");
+        const Ready& r = *job->ready;
+        const int vocab = r.engine->vocab_size();
+        const json body = parse_body(req.body);
+        job->req = chat ? parse_chat_request(body, vocab) : parse_completion_request(body, vocab);
+        const ParsedRequest& p = job->req;
+
+        GenerationRequest g;
+        if (chat) {
+          if (!r.chat) throw ApiError(400, "this model has no chat template; use /v1/completions");
+          nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+          for (const auto& m : p.messages)
+            messages.push_back({{"role", m.role}, {"content", m.content}});
+          try {
+            g.prompt = r.chat->encode(messages);
+          } catch (const Error& e) {
+            throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
+          }
+        } else {
+          g.prompt =
+              p.prompt_tokens.empty() ? r.tokenizer->encode(p.prompt, true) : p.prompt_tokens;
+        }
+        g.sampling.temperature = p.temperature;
+        g.sampling.top_p = p.top_p;
+        g.sampling.top_k = p.top_k;
+        g.sampling.min_p = p.min_p;
+        g.sampling.presence_penalty = p.presence_penalty;
+        g.sampling.frequency_penalty = p.frequency_penalty;
+        g.sampling.repetition_penalty = p.repetition_penalty;
+        g.sampling.seed = p.seed ? *p.seed : std::random_device{}();
+        for (const auto& [id, bias] : p.logit_bias) g.sampling.logit_bias[id] = bias;
+        g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
+        g.stop = p.stop;
+        g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
+        try {
+          job->stream = r.engine->submit(std::move(g));
+        } catch (const QueueFullError& e) {
+          throw ApiError(429, e.what(), "", "rate_limit_exceeded");
+        } catch (const Error& e) {
+          throw ApiError(400, e.what(), chat ? "messages" : "prompt");
+        }
+      } catch (const ApiError& e) {
+        reply_error(res, e);
+        return;
+      }
+      job->id = random_id(chat ? "chatcmpl-" : "cmpl-");
+      job->model = opts_.model_name;
+      job->created = static_cast<int64_t>(std::time(nullptr));
+      const Tokenizer& tok = *job->ready->tokenizer;
+
+      // Bookkeeping of one event: metrics and usage.
+      auto account = [this](Job& j, const GenerationEvent& ev) {
+        const auto now = Clock::now();
+        if (!ev.tokens.empty()) {
+          if (j.usage.completion_tokens == 0)
+            metrics_.observe_ttft(seconds(j.start, now));
+          else
+            metrics_.observe_token_latency(seconds(j.last_token, now));
+          j.last_token = now;
+        }
+        j.usage.prompt_tokens = ev.prompt_tokens;
+        j.usage.completion_tokens = ev.completion_tokens;
+        if (ev.finish != FinishReason::None) {
+          metrics_.observe_request(seconds(j.start, now));
+          metrics_.add_tokens(j.usage.prompt_tokens, j.usage.completion_tokens);
+        }
+      };
+
+      if (!job->req.stream) {
+        std::string text;
+        std::vector<TokenLogprob> lps;
+        GenerationEvent ev;
+        for (;;) {
+          ev = job->stream->next();
+          account(*job, ev);
+          text += ev.text;
+          if (job->req.logprobs) {
+            auto more = to_logprobs(tok, ev.logprobs);
+            lps.insert(lps.end(), more.begin(), more.end());
+          }
+          if (ev.finish != FinishReason::None) break;
+        }
+        if (ev.finish == FinishReason::Error)
+          return reply_error(res, ApiError(500, ev.error, "", "server_error"));
+        if (ev.finish == FinishReason::Cancelled)
+          return reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
+        const auto* lp = job->req.logprobs ? &lps : nullptr;
+        reply_json(res, 200,
+                   chat ? chat_response(job->id, job->created, job->model, text,
+                                        finish_name(ev.finish), job->usage, lp)
+                        : completion_response(job->id, job->created, job->model, text,
+                                              finish_name(ev.finish), job->usage, lp));
+        return;
+      }
+
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider(
+          "text/event-stream",
+          [job, chat, account](size_t, httplib::DataSink& sink) {
+            const Tokenizer& tok = *job->ready->tokenizer;
+            if (job->done) {
+              sink.done();
+              return true;
+            }
+            GenerationEvent ev;
+            if (!job->stream->next(ev, std::chrono::milliseconds(200))) {
+              // A comment now and then notices a client that went away while queued.
+              if (seconds(job->last_write, Clock::now()) < 5) return true;
+              job->last_write = Clock::now();
+              static const char kAlive[] = ": keep-alive\n\n";
+              return sink.write(kAlive, sizeof kAlive - 1);
+            }
+            account(*job, ev);
+            std::string out;
+            const bool finished = ev.finish != FinishReason::None;
+            std::vector<TokenLogprob> lps;
+            if (job->req.logprobs) lps = to_logprobs(tok, ev.logprobs);
+            const auto* lp = job->req.logprobs && !lps.empty() ? &lps : nullptr;
+            if (!ev.text.empty() || lp || job->first) {
+              out += sse_event(
+                  chat ? chat_chunk(job->id, job->created, job->model, ev.text, job->first, "", lp)
+                       : completion_chunk(job->id, job->created, job->model, ev.text, "", lp));
+              job->first = false;
+            }
+            if (finished) {
+              if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled) {
+                const std::string msg = ev.finish == FinishReason::Error
+                                            ? ev.error
+                                            : std::string("the request was cancelled");
+                out += sse_event(error_body(msg, "server_error", "", ""));
+              } else {
+                const char* why = finish_name(ev.finish);
+                out += sse_event(
+                    chat ? chat_chunk(job->id, job->created, job->model, "", false, why, nullptr)
+                         : completion_chunk(job->id, job->created, job->model, "", why, nullptr));
+                if (job->req.include_usage)
+                  out +=
+                      sse_event(usage_chunk(job->id, job->created, job->model, chat, job->usage));
+              }
+              out += kSseDone;
+              job->done = true;
+            }
+            if (out.empty()) return true;  // a zero-length chunk would end the response
+            job->last_write = Clock::now();
+            if (!sink.write(out.data(), out.size())) return false;
+            if (job->done) sink.done();
+            return true;
+          },
+          [job](bool success) {
+            // The client went away (or the write failed): stop generating for it.
+            if (!success || !job->done) job->stream->cancel();
+          });
+    };
+  };
+  http_->Post("/v1/chat/completions", completion(true));
+  http_->Post("/v1/completions", completion(false));
+}
+
+}  // namespace llm::server

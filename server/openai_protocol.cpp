@@ -1,0 +1,390 @@
+#include "server/openai_protocol.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace llm::server {
+
+using nlohmann::json;
+
+json error_body(const std::string& message, const std::string& type, const std::string& param,
+                const std::string& code) {
+  json e = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (!param.empty()) e["param"] = param;
+  if (!code.empty()) e["code"] = code;
+  return json{{"error", e}};
+}
+
+json error_body(const ApiError& e) { return error_body(e.what(), e.type, e.param, e.code); }
+
+bool json_too_deep(const std::string& body, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return false;
+}
+
+json parse_body(const std::string& body) {
+  constexpr int kMaxDepth = 64;
+  if (json_too_deep(body, kMaxDepth))
+    throw ApiError(400, "request body nests JSON deeper than 64 levels");
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, std::string("malformed JSON in request body: ") + e.what());
+  }
+  if (!j.is_object()) throw ApiError(400, "request body must be a JSON object");
+  return j;
+}
+
+namespace {
+
+const char* type_name(const json& v) { return v.type_name(); }
+
+// Optional fields: absent and null mean "use the default".
+bool present(const json& body, const char* key) {
+  auto it = body.find(key);
+  return it != body.end() && !it->is_null();
+}
+
+double number_field(const json& body, const char* key, double lo, double hi) {
+  const json& v = body.at(key);
+  if (!v.is_number())
+    throw ApiError(400, std::string("'") + key + "' must be a number, got " + type_name(v), key);
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "'%s' must be between %g and %g, got %g", key, lo, hi, x);
+    throw ApiError(400, msg, key);
+  }
+  return x;
+}
+
+int64_t int_field(const json& body, const char* key, int64_t lo, int64_t hi) {
+  const json& v = body.at(key);
+  if (!v.is_number_integer() &&
+      !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>())))
+    throw ApiError(400, std::string("'") + key + "' must be an integer, got " + type_name(v), key);
+  const double x = v.get<double>();
+  if (x < static_cast<double>(lo) || x > static_cast<double>(hi)) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "'%s' must be between %lld and %lld, got %.0f", key,
+                  static_cast<long long>(lo), static_cast<long long>(hi), x);
+    throw ApiError(400, msg, key);
+  }
+  return static_cast<int64_t>(x);
+}
+
+bool bool_field(const json& body, const char* key) {
+  const json& v = body.at(key);
+  if (!v.is_boolean())
+    throw ApiError(400, std::string("'") + key + "' must be a boolean, got " + type_name(v), key);
+  return v.get<bool>();
+}
+
+std::string string_field(const json& body, const char* key) {
+  const json& v = body.at(key);
+  if (!v.is_string())
+    throw ApiError(400, std::string("'") + key + "' must be a string, got " + type_name(v), key);
+  return v.get<std::string>();
+}
+
+// Content of a message: a string, or a list of parts of which only text is supported.
+std::string message_content(const json& m, size_t i) {
+  const std::string param = "messages[" + std::to_string(i) + "].content";
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {
+    std::string text;
+    for (const json& part : *it) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+          !part["text"].is_string())
+        throw ApiError(400, param + ": only text content parts are supported", param);
+      text += part["text"].get<std::string>();
+    }
+    return text;
+  }
+  throw ApiError(400, param + " must be a string or a list of text parts", param);
+}
+
+void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
+  if (present(body, "model")) r.model = string_field(body, "model");
+  if (present(body, "n") && int_field(body, "n", 1, 128) != 1)
+    throw ApiError(400, "only n=1 is supported", "n");
+  for (const char* key : {"max_tokens", "max_completion_tokens"})
+    if (present(body, key)) r.max_tokens = static_cast<int>(int_field(body, key, 0, 1 << 30));
+  if (present(body, "temperature"))
+    r.temperature = static_cast<float>(number_field(body, "temperature", 0, 2));
+  if (present(body, "top_p")) r.top_p = static_cast<float>(number_field(body, "top_p", 0, 1));
+  if (present(body, "top_k")) r.top_k = static_cast<int>(int_field(body, "top_k", -1, vocab_size));
+  if (r.top_k < 0) r.top_k = 0;  // -1: off, as in vLLM
+  if (present(body, "min_p")) r.min_p = static_cast<float>(number_field(body, "min_p", 0, 1));
+  if (present(body, "presence_penalty"))
+    r.presence_penalty = static_cast<float>(number_field(body, "presence_penalty", -2, 2));
+  if (present(body, "frequency_penalty"))
+    r.frequency_penalty = static_cast<float>(number_field(body, "frequency_penalty", -2, 2));
+  if (present(body, "repetition_penalty"))
+    r.repetition_penalty = static_cast<float>(number_field(body, "repetition_penalty", 0.01, 10));
+  if (present(body, "seed"))
+    r.seed = static_cast<uint64_t>(int_field(body, "seed", INT64_MIN / 2, INT64_MAX / 2));
+  if (present(body, "stop")) {
+    const json& s = body["stop"];
+    if (s.is_string()) {
+      r.stop.push_back(s.get<std::string>());
+    } else if (s.is_array()) {
+      if (s.size() > 16) throw ApiError(400, "'stop' has more than 16 strings", "stop");
+      for (const json& x : s) {
+        if (!x.is_string())
+          throw ApiError(400, "'stop' must be a string or a list of strings", "stop");
+        r.stop.push_back(x.get<std::string>());
+      }
+    } else {
+      throw ApiError(400, "'stop' must be a string or a list of strings", "stop");
+    }
+    for (const std::string& x : r.stop)
+      if (x.empty()) throw ApiError(400, "'stop' strings must not be empty", "stop");
+  }
+  if (present(body, "logit_bias")) {
+    const json& b = body["logit_bias"];
+    if (!b.is_object()) throw ApiError(400, "'logit_bias' must be an object", "logit_bias");
+    for (auto it = b.begin(); it != b.end(); ++it) {
+      char* end = nullptr;
+      const long id = std::strtol(it.key().c_str(), &end, 10);
+      if (it.key().empty() || *end != '\0' || id < 0 || id >= vocab_size)
+        throw ApiError(400,
+                       "'logit_bias' key '" + it.key() + "' is not a token id below " +
+                           std::to_string(vocab_size),
+                       "logit_bias");
+      if (!it->is_number() || it->get<double>() < -100 || it->get<double>() > 100)
+        throw ApiError(400, "'logit_bias' values must be numbers between -100 and 100",
+                       "logit_bias");
+      r.logit_bias[static_cast<int32_t>(id)] = it->get<float>();
+    }
+  }
+  if (present(body, "stream")) r.stream = bool_field(body, "stream");
+  if (present(body, "stream_options")) {
+    const json& so = body["stream_options"];
+    if (!so.is_object())
+      throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    if (!r.stream)
+      throw ApiError(400, "'stream_options' is only allowed when 'stream' is true",
+                     "stream_options");
+    if (present(so, "include_usage")) r.include_usage = bool_field(so, "include_usage");
+  }
+}
+
+}  // namespace
+
+ParsedRequest parse_chat_request(const json& body, int vocab_size) {
+  ParsedRequest r;
+  r.chat = true;
+  parse_common(body, vocab_size, r);
+  if (!body.contains("messages")) throw ApiError(400, "'messages' is required", "messages");
+  const json& msgs = body["messages"];
+  if (!msgs.is_array() || msgs.empty())
+    throw ApiError(400, "'messages' must be a non-empty list", "messages");
+  for (size_t i = 0; i < msgs.size(); i++) {
+    const json& m = msgs[i];
+    const std::string param = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) throw ApiError(400, param + " must be an object", param);
+    if (!m.contains("role") || !m["role"].is_string())
+      throw ApiError(400, param + ".role must be a string", param + ".role");
+    ChatMessage cm;
+    cm.role = m["role"].get<std::string>();
+    if (cm.role == "developer") cm.role = "system";
+    if (cm.role != "system" && cm.role != "user" && cm.role != "assistant" && cm.role != "tool")
+      throw ApiError(400, param + ".role '" + cm.role + "' is not one of system, user, assistant",
+                     param + ".role");
+    cm.content = message_content(m, i);
+    r.messages.push_back(std::move(cm));
+  }
+  if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");
+  if (present(body, "top_logprobs")) {
+    r.top_logprobs = static_cast<int>(int_field(body, "top_logprobs", 0, 20));
+    if (!r.logprobs && r.top_logprobs > 0)
+      throw ApiError(400, "'top_logprobs' needs 'logprobs': true", "top_logprobs");
+  }
+  return r;
+}
+
+ParsedRequest parse_completion_request(const json& body, int vocab_size) {
+  ParsedRequest r;
+  r.chat = false;
+  parse_common(body, vocab_size, r);
+  if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
+  const json& p = body["prompt"];
+  auto token_list = [&](const json& a) {
+    for (const json& t : a) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab_size)
+        throw ApiError(400,
+                       "'prompt' token ids must be integers below " + std::to_string(vocab_size),
+                       "prompt");
+      r.prompt_tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+  };
+  if (p.is_string()) {
+    r.prompt = p.get<std::string>();
+  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+    r.prompt = p[0].get<std::string>();
+  } else if (p.is_array() && !p.empty() && p[0].is_number()) {
+    token_list(p);
+  } else if (p.is_array() && p.size() == 1 && p[0].is_array() && !p[0].empty()) {
+    token_list(p[0]);
+  } else if (p.is_array() && p.size() > 1) {
+    throw ApiError(400, "only one prompt per request is supported", "prompt");
+  } else {
+    throw ApiError(400, "'prompt' must be a string, a list of token ids, or a list of one of those",
+                   "prompt");
+  }
+  if (present(body, "logprobs")) {
+    r.top_logprobs = static_cast<int>(int_field(body, "logprobs", 0, 20));
+    r.logprobs = true;
+  }
+  if (present(body, "echo") && bool_field(body, "echo"))
+    throw ApiError(400, "'echo' is not supported", "echo");
+  if (present(body, "suffix")) throw ApiError(400, "'suffix' is not supported", "suffix");
+  if (present(body, "best_of") && int_field(body, "best_of", 1, 128) != 1)
+    throw ApiError(400, "only best_of=1 is supported", "best_of");
+  return r;
+}
+
+namespace {
+
+json token_bytes(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+json chat_logprobs(const std::vector<TokenLogprob>& lp) {
+  json content = json::array();
+  for (const TokenLogprob& t : lp) {
+    json top = json::array();
+    for (const auto& [tok, l] : t.top)
+      top.push_back({{"token", tok}, {"logprob", l}, {"bytes", token_bytes(tok)}});
+    content.push_back({{"token", t.token},
+                       {"logprob", t.logprob},
+                       {"bytes", token_bytes(t.token)},
+                       {"top_logprobs", top}});
+  }
+  return json{{"content", content}};
+}
+
+// The legacy completions shape; text_offset counts bytes from the start of the text
+// generated in this response (or chunk).
+json completion_logprobs(const std::vector<TokenLogprob>& lp) {
+  json tokens = json::array(), logprobs = json::array(), tops = json::array(),
+       offsets = json::array();
+  size_t offset = 0;
+  for (const TokenLogprob& t : lp) {
+    tokens.push_back(t.token);
+    logprobs.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [tok, l] : t.top) top[tok] = l;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += t.token.size();
+  }
+  return json{{"tokens", tokens},
+              {"token_logprobs", logprobs},
+              {"top_logprobs", tops},
+              {"text_offset", offsets}};
+}
+
+json usage_json(const Usage& u) {
+  return json{{"prompt_tokens", u.prompt_tokens},
+              {"completion_tokens", u.completion_tokens},
+              {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json nullable(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+}  // namespace
+
+json chat_response(const std::string& id, int64_t created, const std::string& model,
+                   const std::string& text, const std::string& finish_reason, const Usage& usage,
+                   const std::vector<TokenLogprob>* logprobs) {
+  json choice = {{"index", 0},
+                 {"message", {{"role", "assistant"}, {"content", text}}},
+                 {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
+                 {"finish_reason", nullable(finish_reason)}};
+  return json{{"id", id},       {"object", "chat.completion"},      {"created", created},
+              {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(usage)}};
+}
+
+json completion_response(const std::string& id, int64_t created, const std::string& model,
+                         const std::string& text, const std::string& finish_reason,
+                         const Usage& usage, const std::vector<TokenLogprob>* logprobs) {
+  json choice = {{"index", 0},
+                 {"text", text},
+                 {"logprobs", logprobs ? completion_logprobs(*logprobs) : json(nullptr)},
+                 {"finish_reason", nullable(finish_reason)}};
+  return json{{"id", id},       {"object", "text_completion"},      {"created", created},
+              {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(usage)}};
+}
+
+json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+                const std::string& delta, bool role_first, const std::string& finish_reason,
+                const std::vector<TokenLogprob>* logprobs) {
+  json d = json::object();
+  if (role_first) d["role"] = "assistant";
+  if (!delta.empty() || role_first) d["content"] = delta;
+  json choice = {{"index", 0},
+                 {"delta", d},
+                 {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
+                 {"finish_reason", nullable(finish_reason)}};
+  return json{{"id", id},
+              {"object", "chat.completion.chunk"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array({choice})}};
+}
+
+json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                      const std::string& delta, const std::string& finish_reason,
+                      const std::vector<TokenLogprob>* logprobs) {
+  json choice = {{"index", 0},
+                 {"text", delta},
+                 {"logprobs", logprobs ? completion_logprobs(*logprobs) : json(nullptr)},
+                 {"finish_reason", nullable(finish_reason)}};
+  return json{{"id", id},
+              {"object", "text_completion"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array({choice})}};
+}
+
+json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                 const Usage& usage) {
+  return json{{"id", id},
+              {"object", chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array()},
+              {"usage", usage_json(usage)}};
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string sse_event(const json& j) { return "data: " + dump(j) + "\n\n"; }
+
+}  // namespace llm::server

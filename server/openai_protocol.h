@@ -1,0 +1,121 @@
+// OpenAI's request and response shapes for /v1/chat/completions and
+// /v1/completions: parsing and validating requests, building responses and
+// server-sent-event chunks, and errors in OpenAI's `{"error": {...}}` shape.
+// Engine-neutral: the HTTP layer maps ParsedRequest onto an engine request.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llm::server {
+
+// An error answered in OpenAI's shape with an HTTP status.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = "",
+           std::string type = "invalid_request_error", std::string code = "")
+      : std::runtime_error(message),
+        status(status),
+        type(std::move(type)),
+        param(std::move(param)),
+        code(std::move(code)) {}
+  int status;
+  std::string type;
+  std::string param;
+  std::string code;
+};
+
+// {"error": {"message", "type", "param", "code"}} (param/code null when empty).
+nlohmann::json error_body(const std::string& message, const std::string& type,
+                          const std::string& param, const std::string& code);
+nlohmann::json error_body(const ApiError& e);
+
+// Rejects JSON nested deeper than max_depth before parsing it: a recursive parser
+// would otherwise exhaust the stack on "[[[[...".
+bool json_too_deep(const std::string& body, int max_depth);
+
+// Parses a request body: 400 on malformed JSON (or invalid UTF-8), a body that is
+// not an object, or nesting deeper than 64.
+nlohmann::json parse_body(const std::string& body);
+
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+// A validated completion request (both routes).
+struct ParsedRequest {
+  bool chat = false;
+  std::string model;
+  std::vector<ChatMessage> messages;   // chat
+  std::string prompt;                  // completions: text prompt
+  std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
+  std::optional<int> max_tokens;       // absent: until EOS or the context is full
+  float temperature = 1.f;
+  float top_p = 1.f;
+  int top_k = 0;
+  float min_p = 0.f;
+  float presence_penalty = 0.f;
+  float frequency_penalty = 0.f;
+  float repetition_penalty = 1.f;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  std::map<int32_t, float> logit_bias;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool logprobs = false;
+  int top_logprobs = 0;  // alternatives per token (chat: top_logprobs; completions: logprobs)
+  bool echo = false;     // completions: not supported (400 when true)
+};
+
+// Validates a parsed body; throws ApiError (400) naming the offending param.
+// vocab_size bounds logit_bias keys and prompt token ids.
+ParsedRequest parse_chat_request(const nlohmann::json& body, int vocab_size);
+ParsedRequest parse_completion_request(const nlohmann::json& body, int vocab_size);
+
+// One generated token as the response reports it.
+struct TokenLogprob {
+  std::string token;  // its text (may be part of a UTF-8 sequence)
+  float logprob = 0.f;
+  std::vector<std::pair<std::string, float>> top;  // alternatives, best first
+};
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+// The response of a finished request, not streamed.
+nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& text, const std::string& finish_reason,
+                             const Usage& usage, const std::vector<TokenLogprob>* logprobs);
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
+                                   const std::string& text, const std::string& finish_reason,
+                                   const Usage& usage, const std::vector<TokenLogprob>* logprobs);
+
+// One streamed chunk. `role_first` adds the assistant role to a chat chunk's delta
+// (the first chunk); an empty finish_reason is null.
+nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+                          const std::string& delta, bool role_first,
+                          const std::string& finish_reason,
+                          const std::vector<TokenLogprob>* logprobs);
+nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                                const std::string& delta, const std::string& finish_reason,
+                                const std::vector<TokenLogprob>* logprobs);
+// The last chunk of a stream with stream_options.include_usage: no choices, usage.
+nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
+                           bool chat, const Usage& usage);
+
+// "data: <json>\n\n", and the stream's end "data: [DONE]\n\n".
+std::string sse_event(const nlohmann::json& j);
+inline constexpr const char* kSseDone = "data: [DONE]\n\n";
+
+// JSON text that never throws on invalid UTF-8 in generated text (replaced by U+FFFD).
+std::string dump(const nlohmann::json& j);
+
+}  // namespace llm::server

@@ -1,0 +1,131 @@
+// llmcli chat through a pipe and in a real terminal (tmux), and generate -p.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "test_util.h"
+
+using namespace llm;
+using namespace llm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string& chat_model() { return tiny_chat_model("q8f16_1", 21); }
+
+std::string shell(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+bool have_tmux() { return std::system("command -v tmux >/dev/null 2>&1") == 0; }
+
+// Polls a tmux pane until it shows text (or 30 s pass).
+bool pane_shows(const std::string& session, const std::string& text, std::string* pane = nullptr) {
+  for (int i = 0; i < 600; i++) {
+    const std::string p = shell("tmux capture-pane -p -S -200 -t " + session);
+    if (pane) *pane = p;
+    if (p.find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("llmcli generate -p streams text, raw or through the chat template", "[cli][chat]") {
+  const auto raw = run_cli({"generate", chat_model(), "-p", "Once upon a time", "-n", "8",
+                            "--temperature", "0", "--ignore-eos"});
+  INFO(raw.err);
+  REQUIRE(raw.exit_code == 0);
+  CHECK(raw.out.size() > 1);
+  const auto ids = run_cli({"generate", chat_model(), "-p", "Once upon a time", "-n", "8",
+                            "--temperature", "0", "--ignore-eos", "--json"});
+  REQUIRE(ids.exit_code == 0);
+  const auto detok =
+      run_cli({"detokenize", chat_model(), "--ids",
+               join_ids(nlohmann::json::parse(ids.out)["ids"].get<std::vector<int32_t>>())});
+  REQUIRE(detok.exit_code == 0);
+  CHECK(raw.out == detok.out);
+  const auto chat =
+      run_cli({"generate", chat_model(), "-p", "Hello", "--chat", "-n", "8", "--temperature", "0"});
+  REQUIRE(chat.exit_code == 0);
+  CHECK(chat.out != raw.out);
+  CHECK(run_cli({"generate", chat_model(), "-n", "4"}).exit_code != 0);  // no prompt
+}
+
+TEST_CASE("llmcli chat reads messages from a pipe and answers each", "[cli][chat]") {
+  TempDir tmp;
+  write_file(tmp.file("in.txt"), "Hello\n/stats\n/reset\nHello\n/system Be brief.\nHello\n");
+  const std::string cmd = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                          " --device cpu --temperature 0 --max-tokens 8 < " + tmp.file("in.txt") +
+                          " 2>" + tmp.file("err.txt");
+  const std::string out = shell(cmd);
+  INFO(out);
+  INFO(read_file(tmp.file("err.txt")));
+  const auto single =
+      run_cli({"generate", chat_model(), "-p", "Hello", "--chat", "-n", "8", "--temperature", "0"});
+  REQUIRE(single.exit_code == 0);
+  const std::string answer = single.out;  // ends with a newline
+  // First answer, stats, the same answer after /reset, then a different one with a system message.
+  REQUIRE(out.rfind(answer, 0) == 0);
+  CHECK_THAT(out, Catch::Contains("last answer: prompt"));
+  CHECK_THAT(out, Catch::Contains("(conversation cleared)"));
+  const size_t cleared = out.find("(conversation cleared)\n");
+  CHECK(out.compare(cleared + 23, answer.size(), answer) == 0);
+  CHECK_THAT(out, Catch::Contains("(system message set, conversation cleared)"));
+  CHECK_THAT(read_file(tmp.file("err.txt")), Catch::Contains("chat template from"));
+}
+
+TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the answer",
+          "[cli][chat]") {
+  if (!have_tmux()) {
+    WARN("tmux not installed: terminal chat test skipped");
+    return;
+  }
+  TempDir tmp;
+  const std::string session = "llmrt_chat_" + std::to_string(getpid());
+  // A long context so that an unlimited answer is still running when Ctrl-C comes.
+  const std::string run = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                          " --device cpu --temperature 0 --max-tokens -1 --context-size 60000";
+  REQUIRE(std::system(("LLMRT_CACHE=" + tmp.path() + " tmux new-session -d -x 160 -y 50 -s " +
+                       session + " 'LLMRT_CACHE=" + tmp.path() + " " + run + "; sleep 30'")
+                          .c_str()) == 0);
+  struct Kill {
+    std::string s;
+    ~Kill() { std::system(("tmux kill-session -t " + s + " 2>/dev/null").c_str()); }
+  } kill{session};
+  std::string pane;
+  REQUIRE(pane_shows(session, ">>>", &pane));
+  // Line editing: type, move left, insert, and the corrected line is sent.
+  std::system(
+      ("tmux send-keys -t " + session + " '/stat' Left Left Left Left BSpace '/' C-e 's' Enter")
+          .c_str());
+  REQUIRE(pane_shows(session, "(nothing generated yet)", &pane));
+  std::system(("tmux send-keys -t " + session + " 'Tell me everything' Enter").c_str());
+  std::this_thread::sleep_for(1500ms);
+  std::system(("tmux send-keys -t " + session + " C-c").c_str());
+  INFO(pane);
+  REQUIRE(pane_shows(session, "[stopped]", &pane));
+  std::system(("tmux send-keys -t " + session + " '/stats' Enter").c_str());
+  REQUIRE(pane_shows(session, "last answer: prompt", &pane));
+  std::system(("tmux send-keys -t " + session + " '/exit' Enter").c_str());
+  // The history file was written on exit.
+  bool saved = false;
+  for (int i = 0; i < 200 && !saved; i++) {
+    saved = read_file(tmp.file("chat_history")).find("everything") != std::string::npos;
+    if (!saved) std::this_thread::sleep_for(50ms);
+  }
+  CHECK(saved);
+}

@@ -1,0 +1,384 @@
+// The engine: paged KV bookkeeping, stop strings, penalties, and continuous
+// batching that gives every request exactly the tokens it gets alone.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
+
+#include "backends/registry.h"
+#include "core/engine/engine.h"
+#include "core/engine/kv_pages.h"
+#include "core/engine/stop_matcher.h"
+#include "test_util.h"
+
+using namespace llm;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Collected {
+  std::vector<int32_t> tokens;
+  std::string text;
+  FinishReason finish = FinishReason::None;
+  std::string error;
+  std::vector<TokenLogprobs> logprobs;
+  int events = 0;
+};
+
+Collected collect(RequestStream& s) {
+  Collected c;
+  for (;;) {
+    GenerationEvent ev;
+    REQUIRE(s.next(ev, 60s));  // a hang fails the test instead of blocking it
+    c.events++;
+    c.tokens.insert(c.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+    c.text += ev.text;
+    c.logprobs.insert(c.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
+    if (ev.finish != FinishReason::None) {
+      c.finish = ev.finish;
+      c.error = ev.error;
+      return c;
+    }
+  }
+}
+
+// Waits until the scheduler has returned every page (it updates its stats after
+// the events of a step are out).
+void wait_idle(const Engine& e) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((e.stats().pages_used != 0 || e.stats().running != 0) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+}
+
+GenerationRequest greedy_request(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  return r;
+}
+
+// Prompts of different lengths from a fixed seed, ids in [3, vocab).
+std::vector<std::vector<int32_t>> make_prompts(int n, int vocab, int min_len, int max_len) {
+  std::mt19937 rng(1234);
+  std::vector<std::vector<int32_t>> out;
+  for (int i = 0; i < n; i++) {
+    const int len = min_len + static_cast<int>(rng() % (max_len - min_len + 1));
+    std::vector<int32_t> p(len);
+    for (auto& t : p) t = 3 + static_cast<int32_t>(rng() % (vocab - 3));
+    out.push_back(p);
+  }
+  return out;
+}
+
+// The tiny synthetic llama with the Llama 2 vocabulary (a real tokenizer).
+struct TinyChatModel {
+  std::unique_ptr<Backend> backend = create_backend("cpu", 2);
+  std::unique_ptr<Model> model = Model::load(test::tiny_chat_model("q0f32", 3), *backend);
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(test::tiny_chat_model("q0f32", 3));
+};
+
+}  // namespace
+
+TEST_CASE("page pool hands out each page once and takes them back", "[engine]") {
+  PagePool pool(4, 16);
+  CHECK(pool.pages_for(1) == 1);
+  CHECK(pool.pages_for(16) == 1);
+  CHECK(pool.pages_for(17) == 2);
+  PageTable a, b;
+  REQUIRE(a.reserve(pool, 20));  // 2 pages
+  CHECK(a.pages().size() == 2);
+  REQUIRE(a.reserve(pool, 32));  // still 2
+  CHECK(pool.free_pages() == 2);
+  CHECK_FALSE(b.reserve(pool, 49));  // 4 pages: too many, and nothing taken
+  CHECK(pool.free_pages() == 2);
+  REQUIRE(b.reserve(pool, 32));
+  CHECK(pool.free_pages() == 0);
+  std::vector<int> all = a.pages();
+  all.insert(all.end(), b.pages().begin(), b.pages().end());
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<int>{0, 1, 2, 3});
+  CHECK(a.slot(17, 16) == a.pages()[1] * 16 + 1);
+  a.release(pool);
+  CHECK(pool.free_pages() == 2);
+  CHECK(a.pages().empty());
+  CHECK_THROWS_WITH(pool.give_back({b.pages()[0], b.pages()[0]}),
+                    Catch::Contains("returned twice"));
+}
+
+TEST_CASE("stop strings are found across pushes and held back until decided", "[engine]") {
+  StopMatcher m({"</s>", "STOP"});
+  CHECK(m.push("Hello <") == "Hello ");
+  CHECK(m.push("/") == "");
+  CHECK(m.push("x") == "</x");  // not a stop string after all
+  CHECK(m.push(" wo") == " wo");
+  CHECK(m.push("rd ST") == "rd ");
+  CHECK_FALSE(m.stopped());
+  CHECK(m.push("OP and more") == "");
+  CHECK(m.stopped());
+  CHECK(m.matched() == "STOP");
+  CHECK(m.push("ignored") == "");
+  CHECK(m.flush() == "");
+
+  StopMatcher tail({"abc"});
+  CHECK(tail.push("xxab") == "xx");
+  CHECK(tail.flush() == "ab");  // the generation ended: nothing is a stop string
+
+  StopMatcher earliest({"bc", "a"});
+  CHECK(earliest.push("xabc") == "x");
+  CHECK(earliest.matched() == "a");
+
+  StopMatcher none({});
+  CHECK(none.push("anything") == "anything");
+}
+
+TEST_CASE("logit bias and penalties change the logits as documented", "[engine][sampling]") {
+  std::vector<float> logits = {1.f, 2.f, -1.f, 0.5f};
+  TokenHistory h;
+  h.add_prompt(0);
+  h.add_output(2);
+  h.add_output(2);
+  h.add_output(3);
+  SamplingParams p;
+  p.repetition_penalty = 2.f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  p.logit_bias = {{1, -3.f}};
+  Sampler s(p);
+  std::vector<float> out = logits;
+  s.adjust(out.data(), 4, &h);
+  CHECK(out[0] == Approx(0.5f));                      // prompt token: 1 / 2
+  CHECK(out[1] == Approx(-1.f));                      // bias only
+  CHECK(out[2] == Approx(-2.f - 0.5f - 0.25f * 2));   // -1 * 2, then presence + 2 * frequency
+  CHECK(out[3] == Approx(0.25f - 0.5f - 0.25f * 1));  // 0.5 / 2, then penalties
+  // Greedy follows the adjusted logits: token 0 is now the largest.
+  CHECK(s.sample(logits.data(), 4, &h) == 0);
+
+  SamplingParams bad;
+  bad.logit_bias = {{7, 1.f}};
+  CHECK_THROWS_WITH(validate(bad, 4), Catch::Contains("out of range"));
+  bad.logit_bias = {{1, 500.f}};
+  CHECK_THROWS_WITH(validate(bad), Catch::Contains("logit_bias"));
+  SamplingParams neg;
+  neg.repetition_penalty = 0.f;
+  CHECK_THROWS_WITH(validate(neg), Catch::Contains("repetition_penalty"));
+}
+
+TEST_CASE("token logprobs are a log-softmax with the top alternatives", "[engine][sampling]") {
+  std::vector<float> logits = {0.f, 1.f, 2.f};
+  const TokenLogprobs lp = token_logprobs(logits.data(), 3, 1, 2);
+  const double z = std::log(std::exp(0.0) + std::exp(1.0) + std::exp(2.0));
+  CHECK(lp.logprob == Approx(1.0 - z));
+  REQUIRE(lp.top.size() == 2);
+  CHECK(lp.top[0].first == 2);
+  CHECK(lp.top[0].second == Approx(2.0 - z));
+  CHECK(lp.top[1].first == 1);
+}
+
+TEST_CASE("engine: one request alone gives the reference greedy ids", "[engine]") {
+  auto backend = create_backend("cpu", 2);
+  for (const char* name : {"llama2", "qwen2", "mistral"}) {
+    DYNAMIC_SECTION(name) {
+      auto model = Model::load(test::model_dir(name), *backend);
+      const test::Reference ref = test::load_reference(name);
+      Engine engine(*model, nullptr, EngineOptions{});
+      auto s =
+          engine.submit(greedy_request(ref.input_ids, static_cast<int>(ref.greedy_ids.size())));
+      const Collected c = collect(*s);
+      CHECK(c.finish == FinishReason::Length);
+      CHECK(c.tokens == ref.greedy_ids);
+    }
+  }
+}
+
+TEST_CASE("engine: prompts decoded together give exactly the tokens of each alone",
+          "[engine][batch]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  const int vocab = model->config().vocab_size;
+  const auto prompts = make_prompts(7, vocab, 1, 40);
+  const int n_new = 24;
+
+  std::vector<std::vector<int32_t>> alone;
+  {
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.prefill_chunk_size = 16;  // several chunks for the long prompts
+    Engine engine(*model, nullptr, o);
+    for (const auto& p : prompts)
+      alone.push_back(collect(*engine.submit(greedy_request(p, n_new))).tokens);
+  }
+  for (const auto& a : alone) REQUIRE(a.size() == size_t(n_new));
+
+  SECTION("all at once, mixed prefill and decode") {
+    EngineOptions o;
+    o.max_seqs = 8;
+    o.prefill_chunk_size = 32;
+    Engine engine(*model, nullptr, o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
+    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
+    wait_idle(engine);
+    CHECK(engine.stats().pages_used == 0);
+  }
+  SECTION("a KV cache so small that sequences are preempted and recomputed") {
+    EngineOptions o;
+    o.max_seqs = 4;
+    o.prefill_chunk_size = 32;
+    o.context_size = 64;
+    o.kv_cache_tokens = 96;  // 6 pages of 16: not enough for 4 sequences of ~60 tokens
+    Engine engine(*model, nullptr, o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
+    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
+    CHECK(engine.stats().preemptions > 0);
+    wait_idle(engine);
+    CHECK(engine.stats().pages_used == 0);
+  }
+  SECTION("requests arriving while others decode") {
+    EngineOptions o;
+    o.max_seqs = 4;
+    o.prefill_chunk_size = 8;
+    Engine engine(*model, nullptr, o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (size_t i = 0; i < prompts.size(); i++) {
+      streams.push_back(engine.submit(greedy_request(prompts[i], n_new)));
+      std::this_thread::sleep_for(2ms);
+    }
+    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
+  }
+}
+
+TEST_CASE("engine: cancelled requests return their pages, the rest finish", "[engine]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  EngineOptions o;
+  o.max_seqs = 4;
+  o.context_size = 128;
+  Engine engine(*model, nullptr, o);
+  const auto prompts = make_prompts(6, model->config().vocab_size, 5, 30);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, -1)));
+  // Cancel some at once (possibly still queued) and the others after a first token.
+  streams[4]->cancel();
+  streams[5]->cancel();
+  for (int i = 0; i < 4; i++) {
+    GenerationEvent ev;
+    REQUIRE(streams[i]->next(ev, 60s));
+    streams[i]->cancel();
+  }
+  for (int i = 0; i < 6; i++) {
+    const Collected c = collect(*streams[i]);
+    CHECK((c.finish == FinishReason::Cancelled || c.finish == FinishReason::Length));
+  }
+  wait_idle(engine);
+  CHECK(engine.stats().pages_used == 0);
+  CHECK(engine.stats().running == 0);
+}
+
+TEST_CASE("engine: invalid requests are refused with a clear error", "[engine]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  EngineOptions o;
+  o.context_size = 32;
+  o.max_queue = 1;
+  Engine engine(*model, nullptr, o);
+  CHECK_THROWS_WITH(engine.submit(greedy_request(std::vector<int32_t>(33, 5), 4)),
+                    Catch::Contains("prompt of 33 tokens exceeds the context window of 32"));
+  CHECK_THROWS_WITH(engine.submit(greedy_request({}, 4)), Catch::Contains("empty"));
+  CHECK_THROWS_WITH(engine.submit(greedy_request({5, 999}, 4)), Catch::Contains("out of range"));
+  GenerationRequest stop = greedy_request({5, 6}, 4);
+  stop.stop = {"x"};
+  CHECK_THROWS_WITH(engine.submit(stop), Catch::Contains("tokenizer"));
+
+  // A prompt that fills the context leaves room for one token, then "length".
+  const Collected full = collect(*engine.submit(greedy_request(std::vector<int32_t>(32, 5), 10)));
+  CHECK(full.tokens.size() == 1);
+  CHECK(full.finish == FinishReason::Length);
+  // max_tokens < 0 runs to the end of the context.
+  const Collected rest = collect(*engine.submit(greedy_request({5, 6, 7}, -1)));
+  CHECK(rest.tokens.size() == 30);
+}
+
+TEST_CASE("engine: the queue refuses requests beyond max_queue", "[engine]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  EngineOptions o;
+  o.max_seqs = 1;
+  o.max_queue = 2;
+  Engine engine(*model, nullptr, o);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  bool refused = false;
+  for (int i = 0; i < 10 && !refused; i++) {
+    try {
+      streams.push_back(engine.submit(greedy_request({5, 6, 7}, 100)));
+    } catch (const QueueFullError& e) {
+      refused = true;
+      CHECK_THAT(e.what(), Catch::Contains("queue is full"));
+    }
+  }
+  CHECK(refused);
+  for (auto& s : streams) s->cancel();
+  for (auto& s : streams) collect(*s);
+}
+
+TEST_CASE("engine: text, stop strings across token boundaries, logprobs", "[engine][stop]") {
+  TinyChatModel m;
+  Engine engine(*m.model, m.tokenizer.get(), EngineOptions{});
+  const std::vector<int32_t> prompt = m.tokenizer->encode("Once upon a time", true);
+  GenerationRequest r = greedy_request(prompt, 24);
+  r.top_logprobs = 3;
+  const Collected full = collect(*engine.submit(r));
+  REQUIRE(full.tokens.size() == 24);
+  CHECK(full.text == m.tokenizer->decode(full.tokens, true));
+  REQUIRE(full.logprobs.size() == 24);
+  for (size_t i = 0; i < full.logprobs.size(); i++) {
+    CHECK(full.logprobs[i].token == full.tokens[i]);
+    REQUIRE(full.logprobs[i].top.size() == 3);
+    // Greedy picks the most likely token.
+    CHECK(full.logprobs[i].top[0].first == full.tokens[i]);
+    CHECK(full.logprobs[i].logprob <= 0.f);
+  }
+
+  // A stop string made of the last character of one token's text and the first
+  // of the next one's, where it first occurs in the text.
+  std::string before, stop;
+  for (size_t i = 2; i + 1 < full.tokens.size() && stop.empty(); i++) {
+    const std::string a = m.tokenizer->decode({full.tokens.begin(), full.tokens.begin() + i}, true);
+    const std::string b =
+        m.tokenizer->decode({full.tokens.begin(), full.tokens.begin() + i + 1}, true);
+    if (a.empty() || b.size() <= a.size() || (a.back() & 0x80) || (b[a.size()] & 0x80)) continue;
+    const std::string candidate = std::string(1, a.back()) + b[a.size()];
+    if (full.text.find(candidate) != a.size() - 1) continue;
+    stop = candidate;
+    before = a.substr(0, a.size() - 1);
+  }
+  REQUIRE_FALSE(stop.empty());
+  GenerationRequest rs = greedy_request(prompt, 24);
+  rs.stop = {stop};
+  const Collected stopped = collect(*engine.submit(rs));
+  CHECK(stopped.finish == FinishReason::Stop);
+  CHECK(stopped.text == before);
+  CHECK(stopped.tokens.size() < full.tokens.size());
+}
+
+TEST_CASE("engine: seeded sampling is reproducible per request, also in a batch",
+          "[engine][sampling]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  EngineOptions o;
+  o.max_seqs = 4;
+  Engine engine(*model, nullptr, o);
+  GenerationRequest r = greedy_request({5, 17, 33}, 20);
+  r.sampling.temperature = 1.0f;
+  r.sampling.top_p = 0.9f;
+  r.sampling.seed = 42;
+  const auto alone = collect(*engine.submit(r)).tokens;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 3; i++) streams.push_back(engine.submit(r));
+  GenerationRequest other = r;
+  other.sampling.seed = 43;
+  auto s_other = engine.submit(other);
+  for (auto& s : streams) CHECK(collect(*s).tokens == alone);
+  CHECK(collect(*s_other).tokens != alone);
+}

@@ -1,0 +1,462 @@
+// The HTTP server on 127.0.0.1 with the tiny synthetic model: every route, streaming
+// and not, every error case, batching that keeps each answer exact, hostile input.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "backends/registry.h"
+#include "server/http_server.h"
+#include "test_util.h"
+
+using namespace llm;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string& tiny_model_path() { return test::tiny_chat_model("q0f32", 11); }
+
+struct TestServer {
+  std::unique_ptr<Backend> backend = create_backend("cpu", 2);
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<ChatPrompt> chat;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<server::Server> srv;
+  std::thread thread;
+  int port = 0;
+
+  explicit TestServer(EngineOptions eo = {}, server::ServerOptions so = {}, bool load = true) {
+    so.port = 0;
+    so.model_name = "tiny";
+    so.shutdown_grace_s = 2;
+    if (so.threads == 0) so.threads = 48;
+    srv = std::make_unique<server::Server>(so);
+    port = srv->bind();
+    thread = std::thread([this] { srv->serve(); });
+    if (load) this->load(eo);
+  }
+  void load(EngineOptions eo) {
+    model = Model::load(tiny_model_path(), *backend);
+    tok = Tokenizer::load(tiny_model_path());
+    chat = std::make_unique<ChatPrompt>(*tok, tiny_model_path());
+    if (eo.context_size == 0) eo.context_size = 256;
+    engine = std::make_unique<Engine>(*model, tok.get(), eo);
+    srv->set_ready(*engine, *tok, chat.get());
+  }
+  ~TestServer() {
+    srv->shutdown();
+    thread.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+};
+
+json post(const TestServer& s, const std::string& path, const json& body, int expect_status,
+          httplib::Headers headers = {}) {
+  auto c = s.client();
+  auto res = c.Post(path.c_str(), headers, body.dump(), "application/json");
+  REQUIRE(res);
+  INFO(res->body);
+  REQUIRE(res->status == expect_status);
+  return json::parse(res->body);
+}
+
+void check_error_shape(const json& j) {
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["message"].is_string());
+  CHECK(j["error"]["type"].is_string());
+  CHECK(j["error"].contains("param"));
+  CHECK(j["error"].contains("code"));
+}
+
+json chat_body(const std::string& user, int max_tokens) {
+  return {{"model", "tiny"},
+          {"messages", json::array({{{"role", "user"}, {"content", user}}})},
+          {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+// The data: lines of an SSE body, [DONE] included.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("server: health, models, metrics", "[server]") {
+  TestServer s({}, {}, /*load=*/false);
+  auto c = s.client();
+  auto h = c.Get("/health");
+  REQUIRE(h);
+  CHECK(h->status == 503);  // loading
+  auto early = c.Post("/v1/completions", json{{"prompt", "hi"}}.dump(), "application/json");
+  REQUIRE(early);
+  CHECK(early->status == 503);
+  CHECK(early->has_header("Retry-After"));
+  s.load({});
+  h = c.Get("/health");
+  REQUIRE(h);
+  CHECK(h->status == 200);
+  auto m = c.Get("/v1/models");
+  REQUIRE(m);
+  REQUIRE(m->status == 200);
+  const json models = json::parse(m->body);
+  CHECK(models["object"] == "list");
+  CHECK(models["data"][0]["id"] == "tiny");
+  CHECK(models["data"][0]["object"] == "model");
+
+  post(s, "/v1/chat/completions", chat_body("Hello", 4), 200);
+  auto metrics = c.Get("/metrics");
+  REQUIRE(metrics);
+  REQUIRE(metrics->status == 200);
+  const std::string& t = metrics->body;
+  CHECK_THAT(
+      t, Catch::Contains("llmrt_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1"));
+  CHECK_THAT(t, Catch::Contains("llmrt_generation_tokens_total 4"));
+  CHECK_THAT(t, Catch::Contains("llmrt_time_to_first_token_seconds_count 1"));
+  CHECK_THAT(t, Catch::Contains("llmrt_time_per_output_token_seconds_count 3"));
+  CHECK_THAT(t, Catch::Contains("llmrt_kv_pages_used 0"));
+  CHECK_THAT(t, Catch::Contains("llmrt_requests_waiting 0"));
+}
+
+TEST_CASE("server: chat and text completions, streamed and not, agree", "[server]") {
+  TestServer s;
+  // What the engine gives alone for the same prompt.
+  nlohmann::ordered_json msgs =
+      nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Tell me a story"}}});
+  GenerationRequest g;
+  g.prompt = s.chat->encode(msgs);
+  g.max_tokens = 12;
+  auto direct = s.engine->submit(g);
+  std::string expected;
+  int expected_tokens = 0;
+  for (;;) {
+    GenerationEvent ev = direct->next();
+    expected += ev.text;
+    expected_tokens += static_cast<int>(ev.tokens.size());
+    if (ev.finish != FinishReason::None) break;
+  }
+
+  const json r = post(s, "/v1/chat/completions", chat_body("Tell me a story", 12), 200);
+  CHECK(r["object"] == "chat.completion");
+  CHECK(r["model"] == "tiny");
+  CHECK(r["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
+  const json& choice = r["choices"][0];
+  CHECK(choice["message"]["role"] == "assistant");
+  CHECK(choice["message"]["content"] == expected);
+  const std::string finish = expected_tokens == 12 ? "length" : "stop";
+  CHECK(choice["finish_reason"] == finish);
+  CHECK(r["usage"]["prompt_tokens"] == g.prompt.size());
+  CHECK(r["usage"]["completion_tokens"] == expected_tokens);
+  CHECK(r["usage"]["total_tokens"] == g.prompt.size() + expected_tokens);
+
+  SECTION("streamed chat: chunks add up, finish chunk, usage, [DONE]") {
+    json body = chat_body("Tell me a story", 12);
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    auto c = s.client();
+    auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    CHECK_THAT(res->get_header_value("Content-Type"), Catch::StartsWith("text/event-stream"));
+    const auto data = sse_data(res->body);
+    REQUIRE(data.size() >= 4);
+    CHECK(data.back() == "[DONE]");
+    std::string text;
+    const json first = json::parse(data[0]);
+    CHECK(first["object"] == "chat.completion.chunk");
+    CHECK(first["choices"][0]["delta"]["role"] == "assistant");
+    for (size_t i = 0; i + 2 < data.size(); i++) {
+      const json j = json::parse(data[i]);
+      if (j["choices"][0]["delta"].contains("content"))
+        text += j["choices"][0]["delta"]["content"].get<std::string>();
+    }
+    CHECK(text == expected);
+    const json fin = json::parse(data[data.size() - 3]);
+    CHECK(fin["choices"][0]["finish_reason"] == finish);
+    const json usage = json::parse(data[data.size() - 2]);
+    CHECK(usage["choices"].empty());
+    CHECK(usage["usage"]["completion_tokens"] == expected_tokens);
+  }
+  SECTION("text completion from a string and from token ids") {
+    const std::vector<int32_t> ids = s.tok->encode("Once upon a time", true);
+    json a = post(s, "/v1/completions",
+                  {{"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0}}, 200);
+    json b =
+        post(s, "/v1/completions", {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}}, 200);
+    CHECK(a["object"] == "text_completion");
+    CHECK(a["choices"][0]["text"] == b["choices"][0]["text"]);
+    CHECK(a["usage"]["prompt_tokens"] == ids.size());
+    json st = {
+        {"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0}, {"stream", true}};
+    auto c = s.client();
+    auto res = c.Post("/v1/completions", st.dump(), "application/json");
+    REQUIRE(res);
+    std::string text;
+    for (const auto& d : sse_data(res->body))
+      if (d != "[DONE]") text += json::parse(d)["choices"][0]["text"].get<std::string>();
+    CHECK(text == a["choices"][0]["text"].get<std::string>());
+  }
+  SECTION("stop strings and logprobs") {
+    const std::string content = choice["message"]["content"];
+    REQUIRE(content.size() >= 6);
+    json body = chat_body("Tell me a story", 12);
+    body["stop"] = content.substr(3, 2);
+    const json st = post(s, "/v1/chat/completions", body, 200);
+    CHECK(st["choices"][0]["finish_reason"] == "stop");
+    CHECK(st["choices"][0]["message"]["content"] ==
+          content.substr(0, content.find(content.substr(3, 2))));
+
+    json lp = chat_body("Tell me a story", 5);
+    lp["logprobs"] = true;
+    lp["top_logprobs"] = 2;
+    const json l = post(s, "/v1/chat/completions", lp, 200);
+    const json& items = l["choices"][0]["logprobs"]["content"];
+    REQUIRE(items.size() == 5);
+    for (const auto& it : items) {
+      CHECK(it["logprob"].get<double>() <= 0);
+      REQUIRE(it["top_logprobs"].size() == 2);
+      CHECK(it["top_logprobs"][0]["token"] == it["token"]);  // greedy
+    }
+  }
+  SECTION("seeded sampling repeats") {
+    json body = chat_body("Tell me a story", 12);
+    body["temperature"] = 1.0;
+    body["seed"] = 5;
+    const json a = post(s, "/v1/chat/completions", body, 200);
+    const json b = post(s, "/v1/chat/completions", body, 200);
+    CHECK(a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]);
+  }
+}
+
+TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") {
+  server::ServerOptions so;
+  so.max_body = 4096;
+  so.api_key = "sekret";
+  TestServer s({}, so);
+  const httplib::Headers auth = {{"Authorization", "Bearer sekret"}};
+  auto c = s.client();
+
+  check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401));
+  check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401,
+                         {{"Authorization", "Bearer wrong"}}));
+  post(s, "/v1/chat/completions", chat_body("hi", 2), 200, auth);
+
+  auto raw = [&](const std::string& path, const std::string& body) {
+    auto res = c.Post(path.c_str(), auth, body, "application/json");
+    REQUIRE(res);
+    INFO(res->body);
+    check_error_shape(json::parse(res->body));
+    return res->status;
+  };
+  CHECK(raw("/v1/chat/completions", "{\"messages\": [") == 400);
+  CHECK(raw("/v1/chat/completions", "[1, 2]") == 400);
+  CHECK(raw("/v1/chat/completions", json{{"messages", "hi"}}.dump()) == 400);
+  json bad_temp = chat_body("hi", 2);
+  bad_temp["temperature"] = "hot";
+  {
+    auto res = c.Post("/v1/chat/completions", auth, bad_temp.dump(), "application/json");
+    REQUIRE(res);
+    CHECK(res->status == 400);
+    CHECK(json::parse(res->body)["error"]["param"] == "temperature");
+  }
+  json two = chat_body("hi", 2);
+  two["n"] = 2;
+  CHECK(raw("/v1/chat/completions", two.dump()) == 400);
+  CHECK(raw("/v1/completions", json{{"prompt", 5}}.dump()) == 400);
+  // Longer than the context window (256 tokens) but under the body limit.
+  std::string long_prompt;
+  for (int i = 0; i < 400; i++) long_prompt += "x ";
+  {
+    auto res =
+        c.Post("/v1/completions", auth, json{{"prompt", long_prompt}}.dump(), "application/json");
+    REQUIRE(res);
+    CHECK(res->status == 400);
+    CHECK_THAT(json::parse(res->body)["error"]["message"].get<std::string>(),
+               Catch::Contains("exceeds the context window"));
+  }
+  CHECK(raw("/v1/completions", std::string(5000, ' ')) == 413);
+  {
+    auto res = c.Get("/v1/nope", auth);
+    REQUIRE(res);
+    CHECK(res->status == 404);
+    check_error_shape(json::parse(res->body));
+  }
+  // Deep nesting and invalid UTF-8 are refused, and the server keeps serving.
+  CHECK(raw("/v1/completions", std::string(2000, '[') + std::string(2000, ']')) == 400);
+  CHECK(raw("/v1/completions", "{\"prompt\": \"\xff\xfe\"}") == 400);
+  post(s, "/v1/chat/completions", chat_body("still there?", 2), 200, auth);
+}
+
+TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {
+  EngineOptions eo;
+  eo.max_seqs = 1;
+  eo.max_queue = 1;
+  TestServer s(eo);
+  json body = chat_body("go on", 200);
+  body["max_tokens"] = nullptr;  // until the context is full: keeps the engine busy
+  std::atomic<int> ok{0}, refused{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; i++) {
+    clients.emplace_back([&] {
+      auto c = s.client();
+      auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+      if (!res) return;
+      if (res->status == 200) ok++;
+      if (res->status == 429) {
+        refused++;
+        CHECK(res->get_header_value("Retry-After") == "1");
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  CHECK(refused > 0);
+  CHECK(ok > 0);
+  CHECK(ok + refused == 6);
+}
+
+TEST_CASE("server: 32 concurrent greedy requests each get their answer alone", "[server][batch]") {
+  EngineOptions eo;
+  eo.max_seqs = 16;
+  eo.prefill_chunk_size = 64;
+  TestServer s(eo);
+  const int n = 32;
+  std::vector<std::string> prompts, alone(n), together(n);
+  for (int i = 0; i < n; i++) prompts.push_back("Request number " + std::to_string(i * 7919));
+  for (int i = 0; i < n; i++)
+    alone[i] =
+        post(s, "/v1/completions", {{"prompt", prompts[i]}, {"max_tokens", 12}, {"temperature", 0}},
+             200)["choices"][0]["text"];
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; i++) {
+    clients.emplace_back([&, i] {
+      auto c = s.client();
+      json body = {
+          {"prompt", prompts[i]}, {"max_tokens", 12}, {"temperature", 0}, {"stream", i % 2 == 0}};
+      auto res = c.Post("/v1/completions", body.dump(), "application/json");
+      if (!res) {
+        together[i] =
+            "(no response to " + std::to_string(i) + ": " + httplib::to_string(res.error()) + ")";
+        return;
+      }
+      if (res->status != 200) {
+        together[i] = "(status " + std::to_string(res->status) + ": " + res->body + ")";
+        return;
+      }
+      if (i % 2 == 1) {
+        together[i] = json::parse(res->body)["choices"][0]["text"];
+      } else {
+        for (const auto& d : sse_data(res->body))
+          if (d != "[DONE]") together[i] += json::parse(d)["choices"][0]["text"].get<std::string>();
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < n; i++) CHECK(together[i] == alone[i]);
+}
+
+TEST_CASE("server: a client leaving mid-stream cancels its request", "[server]") {
+  TestServer s;
+  json body = chat_body("go on and on", 1);
+  body["max_tokens"] = nullptr;
+  body["stream"] = true;
+  {
+    auto c = s.client();
+    int chunks = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+    c.send(req);
+    CHECK(chunks == 3);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while ((s.engine->stats().running > 0 || s.engine->stats().pages_used > 0) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  CHECK(s.engine->stats().running == 0);
+  CHECK(s.engine->stats().pages_used == 0);
+  CHECK(s.engine->stats().generated_tokens < 200);  // it did not run to the end of the context
+}
+
+TEST_CASE("server: a slow client does not block the others", "[server]") {
+  TestServer s;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const std::string partial =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro";
+  REQUIRE(write(fd, partial.data(), partial.size()) == ssize_t(partial.size()));
+  post(s, "/v1/chat/completions", chat_body("meanwhile", 3), 200);
+  close(fd);
+}
+
+TEST_CASE("llmcli serve: listens, answers, and exits cleanly on SIGTERM", "[server][cli]") {
+  int out_pipe[2];
+  REQUIRE(pipe(out_pipe) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(out_pipe[1], 1);
+    close(out_pipe[0]);
+    execl(LLM_CLI_PATH, LLM_CLI_PATH, "serve", tiny_model_path().c_str(), "--port", "0", "--device",
+          "cpu", "--context-size", "128", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  FILE* out = fdopen(out_pipe[0], "r");
+  char line[512];
+  int port = 0;
+  while (fgets(line, sizeof line, out)) {
+    if (std::sscanf(line, "llmcli: listening on http://127.0.0.1:%d", &port) == 1) break;
+  }
+  REQUIRE(port > 0);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  bool ready = false;
+  for (int i = 0; i < 600 && !ready; i++) {
+    auto h = c.Get("/health");
+    ready = h && h->status == 200;
+    if (!ready) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(ready);
+  auto res = c.Post("/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 3}}.dump(),
+                    "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  kill(pid, SIGTERM);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  std::string rest;
+  while (fgets(line, sizeof line, out)) rest += line;
+  fclose(out);
+  CHECK_THAT(rest, Catch::Contains("stopped"));
+}
