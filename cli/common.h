@@ -45,5 +45,6 @@ void register_bench(CLI::App& app);
 void register_template(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_convert(CLI::App& app);  // convert and gen-config
+void register_trace(CLI::App& app);
 
 }  // namespace llm::cli
