@@ -4,9 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "cli/common.h"
 #include "core/engine/sampler.h"
@@ -45,9 +44,10 @@ void print_profile(const StepProfile& p, double bandwidth_gbs) {
   if (p.runs == 0) return;
   int calls = 0;
   for (const KernelStat& k : p.kernels) calls += k.calls;
-  std::printf("\n%s: %.3f ms per step (sum of %d kernel times, mean of %d runs)\n",
-              p.step.c_str(), p.step_ms, calls, p.runs);
-  std::printf("| kernel | ops | ms | calls | avg µs | %% step | MB | GB/s | %% peak | GFLOP | TFLOP/s |\n");
+  std::printf("\n%s: %.3f ms per step (%d dispatches, mean of %d runs)\n", p.step.c_str(),
+              p.step_ms, calls, p.runs);
+  std::printf(
+      "| kernel | ops | ms | calls | avg µs | %% step | MB | GB/s | %% peak | GFLOP | TFLOP/s |\n");
   std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const KernelStat& k : p.kernels) {
     const double s = k.ms / 1e3;
@@ -55,10 +55,10 @@ void print_profile(const StepProfile& p, double bandwidth_gbs) {
     char peak[32] = "-", flops[32] = "-", tflops[32] = "-";
     if (bandwidth_gbs > 0) std::snprintf(peak, sizeof(peak), "%.1f", 100 * gbs / bandwidth_gbs);
     if (k.flops > 0) {
-      std::snprintf(flops, sizeof(flops), "%.3f", k.flops / 1e9);
+      std::snprintf(flops, sizeof(flops), "%.4g", k.flops / 1e9);
       std::snprintf(tflops, sizeof(tflops), "%.3f", s > 0 ? k.flops / s / 1e12 : 0.0);
     }
-    std::printf("| %s | %s | %.3f | %d | %.1f | %.1f | %.2f | %.1f | %s | %s | %s |\n",
+    std::printf("| %s | %s | %.3f | %d | %.1f | %.1f | %.4g | %.1f | %s | %s | %s |\n",
                 k.kernel.c_str(), k.ops.c_str(), k.ms, k.calls, k.calls ? k.ms * 1e3 / k.calls : 0,
                 p.step_ms > 0 ? 100 * k.ms / p.step_ms : 0, k.bytes / 1e6, gbs, peak, flops,
                 tflops);
@@ -66,8 +66,7 @@ void print_profile(const StepProfile& p, double bandwidth_gbs) {
 }
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void run_bench(const BenchOptions& o) {
@@ -164,9 +163,10 @@ void run_bench(const BenchOptions& o) {
                      {"weight_bytes", lm.model->weight_bytes()},
                      {"results", results}};
     if (o.profile)
-      j["profile"] = {{"bandwidth_gbs", dev.bandwidth_gbs},
-                      {"steps", {to_json(pre.result(), dev.bandwidth_gbs),
-                                 to_json(dec.result(), dev.bandwidth_gbs)}}};
+      j["profile"] = {
+          {"bandwidth_gbs", dev.bandwidth_gbs},
+          {"steps",
+           {to_json(pre.result(), dev.bandwidth_gbs), to_json(dec.result(), dev.bandwidth_gbs)}}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }

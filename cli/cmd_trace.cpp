@@ -4,9 +4,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/common.h"
 #include "core/engine/sampler.h"
@@ -37,24 +36,24 @@ std::string join(const std::vector<std::string>& v) {
 void print_step(const StepTrace& t, const std::set<int>& layers) {
   std::printf("%s: %d token%s after %d cached; %zu nodes in %zu dispatches\n", t.step.c_str(),
               t.n_tokens, t.n_tokens == 1 ? "" : "s", t.n_past, t.ops.size(), t.dispatches.size());
-  std::printf("%5s %5s  %-24s %-10s %-40s %-16s %s\n", "node", "disp", "name", "op", "inputs",
-              "output", "kernel");
+  std::printf("%5s %5s  %-24s %-10s %-30s %s\n", "node", "disp", "name", "op", "kernel",
+              "inputs -> output");
   for (size_t d = 0; d < t.dispatches.size(); d++) {
     const Program::Dispatch& dp = t.dispatches[d];
     if (dp.nodes.empty()) {  // a helper launch (e.g. weight repacking) of its own
       if (layers.empty())
-        std::printf("%5s %5zu  %-24s %-10s %-40s %-16s %s\n", "-", d, "-", "-", "", "",
-                    dp.kernel.c_str());
+        std::printf("%5s %5zu  %-24s %-10s %s\n", "-", d, "-", "-", dp.kernel.c_str());
       continue;
     }
     for (size_t k = 0; k < dp.nodes.size(); k++) {
       const TraceOp& op = t.ops[dp.nodes[k]];
       if (!layers.empty() && !layers.count(op.layer)) continue;
       // Nodes after the first of a dispatch were fused into it.
-      const std::string kernel =
-          k == 0 ? (dp.kernel.empty() ? "-" : dp.kernel) : "  (fused into " + std::to_string(d) + ")";
-      std::printf("%5d %5zu  %-24s %-10s %-40s %-16s %s\n", dp.nodes[k], d, op.name.c_str(),
-                  op.op.c_str(), join(op.inputs).c_str(), op.output.c_str(), kernel.c_str());
+      const std::string kernel = k > 0               ? "  + fused into " + std::to_string(d)
+                                 : dp.kernel.empty() ? "-"
+                                                     : dp.kernel;
+      std::printf("%5d %5zu  %-24s %-10s %-30s %s -> %s\n", dp.nodes[k], d, op.name.c_str(),
+                  op.op.c_str(), kernel.c_str(), join(op.inputs).c_str(), op.output.c_str());
     }
   }
   std::printf("calls per op (%s, whole step):\n", t.step.c_str());

@@ -224,8 +224,8 @@ nlohmann::json to_json(const StepTrace& t) {
   nlohmann::json summary = nlohmann::json::array();
   for (const OpCount& c : op_counts(t))
     summary.push_back({{"op", c.op}, {"calls", c.calls}, {"breakdown", c.breakdown}});
-  return {{"step", t.step},      {"n_tokens", t.n_tokens},     {"n_past", t.n_past},
-          {"ops", ops},          {"dispatches", dispatches}, {"summary", summary}};
+  return {{"step", t.step}, {"n_tokens", t.n_tokens},   {"n_past", t.n_past},
+          {"ops", ops},     {"dispatches", dispatches}, {"summary", summary}};
 }
 
 nlohmann::json to_json(const StepProfile& p, double bandwidth_gbs) {

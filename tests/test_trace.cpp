@@ -2,7 +2,6 @@
 // their architecture implies, the cost model, and per-op times against the step's
 // wall time. The [cuda] cases run the same checks on the GPU (skipped without one).
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -20,8 +19,8 @@ using namespace llm::test;
 
 namespace {
 
-const char* kLlamaFamily[] = {"llama3", "llama2", "qwen2", "mistral", "llama_gqa3",
-                              "llama_mqa_bias", "qwen2_f16_untied"};
+const char* kLlamaFamily[] = {"llama3",     "llama2",         "qwen2",           "mistral",
+                              "llama_gqa3", "llama_mqa_bias", "qwen2_f16_untied"};
 
 // The traces of a prefill of the reference prompt and of the decode step after it.
 struct Traces {
@@ -35,7 +34,8 @@ Traces trace_model(Model& model, const std::vector<int32_t>& prompt) {
   bool in_prefill = true;
   session.observe_steps(
       [&](Executor& ex, int n_past, const std::vector<double>&) {
-        (in_prefill ? t.prefill : t.decode) = trace_step(ex, in_prefill ? "prefill" : "decode", n_past);
+        (in_prefill ? t.prefill : t.decode) =
+            trace_step(ex, in_prefill ? "prefill" : "decode", n_past);
       },
       false);
   t.prefill_logits = session.forward(prompt, false);
@@ -63,10 +63,9 @@ void check_llama_step(const StepTrace& t, const ModelConfig& c, int T, int n_pas
   CHECK(t.n_tokens == T);
   CHECK(t.n_past == n_past);
   const int L = c.num_layers;
-  std::map<std::string, int> expected = {{"get_rows", 2},   {"rms_norm", 2 * L + 1},
-                                         {"matmul", 7 * L + 1}, {"rope", 2 * L},
-                                         {"kv_append", 2 * L},  {"attention", L},
-                                         {"silu_mul", L},       {"add", 2 * L}};
+  std::map<std::string, int> expected = {
+      {"get_rows", 2},      {"rms_norm", 2 * L + 1}, {"matmul", 7 * L + 1}, {"rope", 2 * L},
+      {"kv_append", 2 * L}, {"attention", L},        {"silu_mul", L},       {"add", 2 * L}};
   std::map<std::string, int> got;
   for (const OpCount& c : op_counts(t)) got[c.op] = c.calls;
   CHECK(got == expected);
@@ -187,9 +186,10 @@ TEST_CASE("trace estimates bytes and FLOPs from shapes", "[trace][cpu]") {
   const TraceOp& q = find_op(t.prefill, "layers.0.attn.q");
   CHECK(q.flops == Approx(2 * T * D * H * Dh));
   // x and y in f32, W as stored.
-  const double w_bytes = static_cast<double>(dtype_row_bytes(model->weight_dtype(
-                             "model.layers.0.self_attn.q_proj.weight"), c.hidden_size)) *
-                         H * Dh;
+  const double w_bytes =
+      static_cast<double>(dtype_row_bytes(
+          model->weight_dtype("model.layers.0.self_attn.q_proj.weight"), c.hidden_size)) *
+      H * Dh;
   CHECK(q.bytes == Approx(4 * T * D + w_bytes + 4 * T * H * Dh));
   // Causal attention: token t attends to t+1 positions; decode to all 7.
   const TraceOp& a = find_op(t.prefill, "layers.0.attn.sdpa");
@@ -284,8 +284,8 @@ TEST_CASE("llmcli trace and bench --profile", "[trace][cli]") {
   REQUIRE(!j["steps"][0]["ops"].empty());
   for (const auto& op : j["steps"][0]["ops"]) CHECK(op["layer"] == 1);
 
-  const auto b = run_cli({"bench", model, "--device", "cpu", "-p", "8", "-n", "3", "-r", "2",
-                          "--profile", "--json"});
+  const auto b = run_cli(
+      {"bench", model, "--device", "cpu", "-p", "8", "-n", "3", "-r", "2", "--profile", "--json"});
   INFO(b.err);
   REQUIRE(b.exit_code == 0);
   const auto bj = nlohmann::json::parse(b.out);
@@ -295,8 +295,8 @@ TEST_CASE("llmcli trace and bench --profile", "[trace][cli]") {
     CHECK(s["step_ms"].get<double>() > 0);
     CHECK(!s["kernels"].empty());
   }
-  const auto text = run_cli({"bench", model, "--device", "cpu", "-p", "4", "-n", "2", "-r", "1",
-                             "--profile"});
+  const auto text =
+      run_cli({"bench", model, "--device", "cpu", "-p", "4", "-n", "2", "-r", "1", "--profile"});
   CHECK(text.exit_code == 0);
   CHECK(text.out.find("| cpu_matmul_f32 | matmul |") != std::string::npos);
   CHECK(text.out.find("decode: ") != std::string::npos);

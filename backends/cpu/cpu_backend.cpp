@@ -221,7 +221,8 @@ class CpuProgram final : public Program {
   }
   std::vector<Dispatch> dispatches() const override {
     std::vector<Dispatch> d;
-    for (size_t i = 0; i < steps_.size(); i++) d.push_back({steps_[i].kernel, {static_cast<int>(i)}});
+    for (size_t i = 0; i < steps_.size(); i++)
+      d.push_back({steps_[i].kernel, {static_cast<int>(i)}});
     return d;
   }
   // Kernels return when their threads are done, so wall time per step is its time.
