@@ -4,8 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/common.h"
 #include "core/engine/sampler.h"
@@ -66,7 +67,8 @@ void print_profile(const StepProfile& p, double bandwidth_gbs) {
 }
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 void run_bench(const BenchOptions& o) {

@@ -50,7 +50,7 @@ class Program {
   // One launch of a kernel/shader (or one CPU op call) and the bound nodes it
   // serves: several when the backend fused them (e.g. rms_norm+matmul).
   struct Dispatch {
-    std::string kernel;      // e.g. "qgemv_q4_0_fused_rmsnorm", "matmul_q4_tiled.comp"
+    std::string kernel;     // e.g. "qgemv_q4_0_fused_rmsnorm", "matmul_q4_tiled.comp"
     std::vector<int> nodes;  // indexes into the BoundNode list given to compile()
   };
   // What runs, in order (llmcli trace). Empty when the backend does not say.
@@ -90,8 +90,7 @@ class Backend {
   // Puts a weight tensor on the device. Backends may store it in their own layout
   // (e.g. quantized blocks split into aligned data and scale arrays); their
   // kernels then read that layout for the tensor's dtype. Default: from_host.
-  virtual std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
-                                                      const std::string& what) {
+  virtual std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t, const std::string& what) {
     return from_host(t.data, t.nbytes, what);
   }
   virtual void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) = 0;

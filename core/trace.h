@@ -4,10 +4,11 @@
 // backend; backends only say which kernel served which nodes and how long it took.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/backend.h"
 #include "core/executor.h"

@@ -2,9 +2,11 @@
 // their architecture implies, the cost model, and per-op times against the step's
 // wall time. The [cuda] cases run the same checks on the GPU (skipped without one).
 #include <catch2/catch.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu_backend.h"

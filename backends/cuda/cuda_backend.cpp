@@ -447,8 +447,8 @@ class CudaBackend final : public Backend {
       uint8_t* p = static_cast<uint8_t*>(stage_.get()) + stage_used_;
       std::memcpy(p, src, bytes);
       stage_used_ += (bytes + 255) / 256 * 256;
-      LLM_CUDA_CHECK(
-          cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
+      LLM_CUDA_CHECK(cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice,
+                                     ctx_->stream.get()));
       return;
     }
     LLM_CUDA_CHECK(
@@ -714,7 +714,7 @@ struct Scratch {
   size_t gemm_floats = 0;
   __half* w16 = nullptr;  // quantized -> f16 weight chunks (tensor-core path)
   size_t w16_elems = 0;
-  __half* x16 = nullptr;      // activations as f16 (tensor-core path)
+  __half* x16 = nullptr;  // activations as f16 (tensor-core path)
   float* partials = nullptr;  // split attention
   int* counters = nullptr;    // decode attention: splits finished per (token, kv head)
 };
@@ -815,8 +815,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     const CudaBuffer& b = cuda_buffer(*r.buffer, device);
     if (r.offset == 0 && b.holds_split(a.dtype, N, K))
       return cuda::qsplit_view(b.data(), a.dtype, N, K);
-    keep.push_back(
-        device_alloc(device, cuda::qsplit_bytes(a.dtype, N, K), "a repacked quantized tensor"));
+    keep.push_back(device_alloc(device, cuda::qsplit_bytes(a.dtype, N, K),
+                                "a repacked quantized tensor"));
     uint8_t* dst = keep.back()->data();
     const uint8_t* src = a.ptr;
     const DType t = a.dtype;
@@ -842,8 +842,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
   // first matmul); returns the index of the last node it covers, or -1.
   auto try_qgemv = [&](size_t ni) -> int64_t {
-    const bool has_norm =
-        ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni);
+    const bool has_norm = ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) &&
+                          in_id(ni + 1, 0) == out_id(ni);
     const size_t m0 = has_norm ? ni + 1 : ni;
     if (!qgemv_ok(m0)) return -1;
     size_t m1 = m0;
@@ -942,8 +942,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // Weights repacked by a launch of this program are written just before: no early
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
-      emit(
-          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
+      emit(label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
       return static_cast<int64_t>(use_epi ? e : m1);
     }
     return -1;
@@ -955,7 +954,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         op_at(ni + 2) != Op::KvAppend || op_at(ni + 3) != Op::KvAppend)
       return false;
     const OpParams &pq = nodes[ni].node->params, &pk = nodes[ni + 1].node->params;
-    const std::vector<Arg>&q = ins[ni], &k = ins[ni + 1], &ak = ins[ni + 2], &av = ins[ni + 3];
+    const std::vector<Arg> &q = ins[ni], &k = ins[ni + 1], &ak = ins[ni + 2], &av = ins[ni + 3];
     const int64_t T = q[0].shape.rows();
     if (in_id(ni, 1) != in_id(ni + 1, 1) || in_id(ni, 2) != in_id(ni + 1, 2) ||
         in_id(ni + 2, 0) != out_id(ni + 1) || in_id(ni + 3, 1) != in_id(ni + 2, 1) ||
@@ -1029,14 +1028,13 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       const bool convert = !(x16_before.ptr == x.ptr && x16_before.shape == x.shape);
       const cuda::QMatrix w = qview(ni, 1);
       cublasHandle_t blas = ctx_->blas();
-      emit(
-          format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T, (long long)N,
-                 (long long)K),
-          [=](cudaStream_t s) {
-            cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
-                        convert, scratch->w16, scratch->w16_elems);
-          },
-          format("qgemm_%s (cublas f16)", dtype_name(w.type)));
+      emit(format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
+                  (long long)N, (long long)K),
+           [=](cudaStream_t s) {
+             cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
+                         convert, scratch->w16, scratch->w16_elems);
+           },
+           format("qgemm_%s (cublas f16)", dtype_name(w.type)));
       x16_holds = X16{x.ptr, x.shape};
       continue;
     }
@@ -1127,8 +1125,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
             label,
             [=](cudaStream_t s) {
               const bool f32 = w.dtype == DType::F32;
-              cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
-                         f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
+              cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K,
+                         N, f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
             },
             format("gemm_%s (cublas)", dtype_name(w.dtype)));
         break;
@@ -1177,8 +1175,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads, ctx, n_sms);
           if (cuda::attention_decode_ok(a)) {
             if (a.n_splits > 1) {
-              need_partials = std::max(need_partials, cuda::attention_partials_floats(
-                                                          a.T, a.n_heads, a.head_dim, a.n_splits));
+              need_partials = std::max(need_partials,
+                                       cuda::attention_partials_floats(a.T, a.n_heads, a.head_dim,
+                                                                       a.n_splits));
               need_counters = std::max(need_counters, static_cast<size_t>(a.T * a.n_kv_heads));
             }
             emit("attention (decode)", [=](cudaStream_t s) {
@@ -1251,10 +1250,12 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   if (need_w16 || need_x16) {
     const size_t w_bytes = (need_w16 * 2 + 255) / 256 * 256;
     const size_t bytes = w_bytes + need_x16 * 2;
-    if (!ctx_->f16_scratch || ctx_->f16_scratch->size() < bytes || ctx_->f16_w16_bytes < w_bytes) {
+    if (!ctx_->f16_scratch || ctx_->f16_scratch->size() < bytes ||
+        ctx_->f16_w16_bytes < w_bytes) {
       const size_t wb = std::max(w_bytes, ctx_->f16_scratch ? ctx_->f16_w16_bytes : 0);
-      const size_t xb = std::max(
-          need_x16 * 2, ctx_->f16_scratch ? ctx_->f16_scratch->size() - ctx_->f16_w16_bytes : 0);
+      const size_t xb = std::max(need_x16 * 2, ctx_->f16_scratch
+                                                   ? ctx_->f16_scratch->size() - ctx_->f16_w16_bytes
+                                                   : 0);
       ctx_->f16_scratch = device_alloc(device, wb + xb, "f16 tiles for quantized prefill GEMMs");
       ctx_->f16_w16_bytes = wb;
     }

@@ -9,8 +9,8 @@ namespace llm {
 
 Session::Session(Model& model, SessionOptions opts) : model_(model), opts_(opts) {
   const ModelConfig& cfg = model.config();
-  context_size_ =
-      opts.context_size > 0 ? opts.context_size : std::min(cfg.max_position_embeddings, 4096);
+  context_size_ = opts.context_size > 0 ? opts.context_size
+                                        : std::min(cfg.max_position_embeddings, 4096);
   if (context_size_ <= 0) fail("context size must be positive");
   if (opts_.page_size <= 0 || opts_.prefill_chunk_size <= 0)
     fail("page size and prefill chunk size must be positive");
