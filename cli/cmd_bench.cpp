@@ -56,10 +56,10 @@ void print_profile(const StepProfile& p, double bandwidth_gbs) {
     char peak[32] = "-", flops[32] = "-", tflops[32] = "-";
     if (bandwidth_gbs > 0) std::snprintf(peak, sizeof(peak), "%.1f", 100 * gbs / bandwidth_gbs);
     if (k.flops > 0) {
-      std::snprintf(flops, sizeof(flops), "%.4g", k.flops / 1e9);
+      std::snprintf(flops, sizeof(flops), "%.4f", k.flops / 1e9);
       std::snprintf(tflops, sizeof(tflops), "%.3f", s > 0 ? k.flops / s / 1e12 : 0.0);
     }
-    std::printf("| %s | %s | %.3f | %d | %.1f | %.1f | %.4g | %.1f | %s | %s | %s |\n",
+    std::printf("| %s | %s | %.3f | %d | %.1f | %.1f | %.3f | %.1f | %s | %s | %s |\n",
                 k.kernel.c_str(), k.ops.c_str(), k.ms, k.calls, k.calls ? k.ms * 1e3 / k.calls : 0,
                 p.step_ms > 0 ? 100 * k.ms / p.step_ms : 0, k.bytes / 1e6, gbs, peak, flops,
                 tflops);
