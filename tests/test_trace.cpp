@@ -107,6 +107,26 @@ void check_llama_step(const StepTrace& t, const ModelConfig& c, int T, int n_pas
     }
 }
 
+// A fixture loaded on be (quantized at load when asked), its reference prompt
+// traced, and both steps checked against the llama architecture.
+struct Traced {
+  Reference ref;
+  std::unique_ptr<Model> model;
+  Traces t;
+};
+Traced trace_fixture(Backend& be, const std::string& name, const std::string& quantization = "") {
+  Traced r;
+  r.ref = load_reference(name);
+  LoadOptions lo;
+  lo.quantization = quantization;
+  r.model = Model::load(model_dir(name), be, lo);
+  r.t = trace_model(*r.model, r.ref.input_ids);
+  const int T = static_cast<int>(r.ref.input_ids.size());
+  check_llama_step(r.t.prefill, r.model->config(), T, 0);
+  check_llama_step(r.t.decode, r.model->config(), 1, T);
+  return r;
+}
+
 // Per-dispatch times of profiled steps against the measured step: on the CPU the
 // wall time around run_profiled itself; on a GPU (replay) the time of the step as
 // run() replays it, 20 times back to back, since run_profiled there starts with a
@@ -161,12 +181,7 @@ TEST_CASE("trace lists the ops the llama architecture implies", "[trace][cpu]") 
   auto be = make_cpu_backend();
   for (const char* name : kLlamaFamily) {
     DYNAMIC_SECTION(name) {
-      const Reference ref = load_reference(name);
-      auto model = Model::load(model_dir(name), *be);
-      const Traces t = trace_model(*model, ref.input_ids);
-      const int T = static_cast<int>(ref.input_ids.size());
-      check_llama_step(t.prefill, model->config(), T, 0);
-      check_llama_step(t.decode, model->config(), 1, T);
+      const Traces t = trace_fixture(*be, name).t;
       // The CPU backend runs each node on its own, with the weight dtype in the name.
       CHECK(t.prefill.dispatches.size() == t.prefill.ops.size());
       const TraceOp& q = find_op(t.prefill, "layers.0.attn.q");
@@ -327,20 +342,22 @@ TEST_CASE("cuda: trace covers every node, fuses decode, and op times add up", "[
   }
   auto be = create_backend("cuda:0");
   CHECK(be->info().bandwidth_gbs > 100);
-  for (const char* name : {"llama3", "qwen2"}) {
-    DYNAMIC_SECTION(name) {
-      const Reference ref = load_reference(name);
-      auto model = Model::load(model_dir(name), *be);
-      const Traces t = trace_model(*model, ref.input_ids);
-      const int T = static_cast<int>(ref.input_ids.size());
-      check_llama_step(t.prefill, model->config(), T, 0);
-      check_llama_step(t.decode, model->config(), 1, T);
-      // Decode groups q/k/v and gate/up and fuses rope with the cache writes.
-      CHECK(t.decode.dispatches.size() < t.decode.ops.size());
-      bool fused = false;
-      for (const Program::Dispatch& d : t.decode.dispatches) fused |= d.nodes.size() > 1;
-      CHECK(fused);
-      check_profile_adds_up(*be, *model, ref.input_ids, /*replay=*/true);
+  for (const char* quant : {"", "q4f16_1"}) {
+    for (const char* name : {"llama3", "qwen2"}) {
+      DYNAMIC_SECTION(name << " " << quant) {
+        const Traced r = trace_fixture(*be, name, quant);
+        // Decode groups q/k/v and gate/up and fuses rope with the cache writes (and,
+        // quantized, the norms and the residual adds into the GEMVs).
+        const StepTrace& d = r.t.decode;
+        CHECK(d.dispatches.size() < d.ops.size());
+        std::map<std::string, size_t> fused;  // kernel -> nodes
+        for (const Program::Dispatch& dp : d.dispatches)
+          if (dp.nodes.size() > 1) fused[dp.kernel] = dp.nodes.size();
+        INFO("decode dispatches " << d.dispatches.size() << " for " << d.ops.size() << " nodes");
+        CHECK(fused.count("rope+kv_append"));
+        if (*quant) CHECK(fused.count("qgemv_q4_0+rms_norm"));
+        check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true);
+      }
     }
   }
 }
