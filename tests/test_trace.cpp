@@ -127,10 +127,12 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
   return r;
 }
 
-// Per-dispatch times of profiled steps against the measured step: on the CPU the
-// wall time around run_profiled itself; on a GPU (replay) the time of the step as
-// run() replays it, 20 times back to back, since run_profiled there starts with a
-// spin kernel that holds the stream while the launches are queued.
+// Per-dispatch times of profiled steps against the measured step. On the CPU: the
+// wall time around run_profiled itself, within 10%. On a GPU (replay): run_profiled
+// starts with a spin kernel that holds the stream while the launches are queued, so
+// its wall time is an upper bound only; the step is measured as run() replays it
+// (CUDA graph), 20 times back to back, and the kernel times must add up to it
+// within 10%.
 void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>& prompt,
                            bool replay) {
   using Clock = std::chrono::steady_clock;
@@ -138,7 +140,7 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
   Session session(model);
-  double step_ms = 0, sum_ms = 0;
+  double wall_ms = 0, replay_ms = 0, sum_ms = 0;
   int steps = 0;
   session.observe_steps(
       [&](Executor& ex, int, const std::vector<double>&) {
@@ -146,13 +148,13 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
         auto t0 = Clock::now();
         const std::vector<double> ms = ex.program().run_profiled();
         be.synchronize();
-        if (!replay) step_ms += since(t0);
+        wall_ms += since(t0);
         if (replay) {
           constexpr int kRuns = 20;
           t0 = Clock::now();
           for (int i = 0; i < kRuns; i++) ex.program().run();
           be.synchronize();
-          step_ms += since(t0) / kRuns;
+          replay_ms += since(t0) / kRuns;
         }
         REQUIRE(ms.size() == ex.program().dispatches().size());
         for (double m : ms) {
@@ -167,10 +169,13 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
     session.forward(prompt, false);
     for (int i = 0; i < 4; i++) session.forward({prompt[i % prompt.size()]}, false);
   }
-  INFO("sum of per-op times " << sum_ms << " ms, measured " << step_ms << " ms over " << steps
-                              << " steps");
+  const double step_ms = replay ? replay_ms : wall_ms;
+  if (replay)
+    WARN("per-kernel sum " << sum_ms << " ms, replayed steps " << replay_ms
+                           << " ms, profiled wall " << wall_ms << " ms (" << steps << " steps)");
+  INFO("per-op sum " << sum_ms << " ms, step " << step_ms << " ms over " << steps << " steps");
   CHECK(steps == 25);
-  if (!replay) CHECK(sum_ms <= step_ms);
+  CHECK(sum_ms <= wall_ms);
   CHECK(sum_ms >= 0.9 * step_ms);
   CHECK(sum_ms <= 1.1 * step_ms);
 }
