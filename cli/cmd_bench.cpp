@@ -1,5 +1,6 @@
 // llmcli bench MODEL -p 512 -n 128: prefill and decode tokens/s in the manner
-// of llama-bench (random prompt tokens, warm-up run, mean ± std over -r runs).
+// of llama-bench (random prompt tokens, warm-up run, mean ± std over -r runs);
+// with --profile, then the time per kernel of both steps.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
 #include "core/error.h"
+#include "core/trace.h"
 
 namespace llm::cli {
 
@@ -23,6 +25,7 @@ struct BenchOptions {
   int repetitions = 3;
   std::string batch = "1";
   bool json = false;
+  bool profile = false;
 };
 
 struct Stat {
@@ -36,6 +39,31 @@ Stat stats(const std::vector<double>& v) {
   for (double x : v) s.std += (x - s.mean) * (x - s.mean);
   s.std = v.size() > 1 ? std::sqrt(s.std / (v.size() - 1)) : 0;
   return s;
+}
+
+void print_profile(const StepProfile& p, double bandwidth_gbs) {
+  if (p.runs == 0) return;
+  int calls = 0;
+  for (const KernelStat& k : p.kernels) calls += k.calls;
+  std::printf("\n%s: %.3f ms per step (%d dispatches, mean of %d runs)\n", p.step.c_str(),
+              p.step_ms, calls, p.runs);
+  std::printf(
+      "| kernel | ops | ms | calls | avg µs | %% step | MB | GB/s | %% peak | GFLOP | TFLOP/s |\n");
+  std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (const KernelStat& k : p.kernels) {
+    const double s = k.ms / 1e3;
+    const double gbs = s > 0 ? k.bytes / s / 1e9 : 0;
+    char peak[32] = "-", flops[32] = "-", tflops[32] = "-";
+    if (bandwidth_gbs > 0) std::snprintf(peak, sizeof(peak), "%.1f", 100 * gbs / bandwidth_gbs);
+    if (k.flops > 0) {
+      std::snprintf(flops, sizeof(flops), "%.4f", k.flops / 1e9);
+      std::snprintf(tflops, sizeof(tflops), "%.3f", s > 0 ? k.flops / s / 1e12 : 0.0);
+    }
+    std::printf("| %s | %s | %.3f | %d | %.1f | %.1f | %.3f | %.1f | %s | %s | %s |\n",
+                k.kernel.c_str(), k.ops.c_str(), k.ms, k.calls, k.calls ? k.ms * 1e3 / k.calls : 0,
+                p.step_ms > 0 ? 100 * k.ms / p.step_ms : 0, k.bytes / 1e6, gbs, peak, flops,
+                tflops);
+  }
 }
 
 double now_s() {
@@ -89,6 +117,33 @@ void run_bench(const BenchOptions& o) {
     }
   }
 
+  // Profiled runs come after the timed ones: they launch kernels one by one (no CUDA
+  // graph), so they are not the speed above.
+  Profiler pre("prefill"), dec("decode");
+  if (o.profile) {
+    bool in_prefill = true, measured = true;
+    session.observe_steps(
+        [&](Executor& ex, int n_past, const std::vector<double>& ms) {
+          if (ms.empty()) {
+            measured = false;
+            return;
+          }
+          const char* step = in_prefill ? "prefill" : "decode";
+          (in_prefill ? pre : dec).add(trace_step(ex, step, n_past), ms);
+        },
+        /*profile=*/true);
+    for (int rep = 0; rep < o.repetitions && measured; rep++) {
+      session.reset();
+      in_prefill = o.n_prompt > 0;
+      std::vector<float> logits = session.forward(prompt, false);
+      in_prefill = false;
+      for (int i = 0; i < o.n_gen; i++)
+        logits = session.forward({argmax(logits.data(), cfg.vocab_size)}, false);
+    }
+    session.observe_steps(nullptr, false);
+    if (!measured) fail("--profile: device %s cannot time its kernels", be.info().id.c_str());
+  }
+
   const DeviceInfo dev = be.info();
   const std::string quant = o.model.quantization.empty() ? "as stored" : o.model.quantization;
   nlohmann::json results = nlohmann::json::array();
@@ -109,6 +164,11 @@ void run_bench(const BenchOptions& o) {
                      {"quantization", quant},
                      {"weight_bytes", lm.model->weight_bytes()},
                      {"results", results}};
+    if (o.profile)
+      j["profile"] = {
+          {"bandwidth_gbs", dev.bandwidth_gbs},
+          {"steps",
+           {to_json(pre.result(), dev.bandwidth_gbs), to_json(dec.result(), dev.bandwidth_gbs)}}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -119,6 +179,10 @@ void run_bench(const BenchOptions& o) {
                 format_bytes(lm.model->weight_bytes()).c_str(), quant.c_str(), dev.id.c_str(),
                 dev.name.c_str(), r["test"].get<std::string>().c_str(),
                 r["tokens_per_second"].get<double>(), r["stddev"].get<double>());
+  if (o.profile) {
+    print_profile(pre.result(), dev.bandwidth_gbs);
+    print_profile(dec.result(), dev.bandwidth_gbs);
+  }
 }
 
 }  // namespace
@@ -135,6 +199,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Concurrent sequences (only 1 until the engine lands)")
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_flag("--profile", o->profile,
+                "Then time each kernel of the prefill and decode steps (-r more runs)");
   cmd->callback([o]() { run_bench(*o); });
 }
 

@@ -52,5 +52,6 @@ void register_synth(CLI::App& app);
 void register_convert(CLI::App& app);  // convert and gen-config
 void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_trace(CLI::App& app);
 
 }  // namespace llm::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   llm::cli::register_template(app);
   llm::cli::register_synth(app);
   llm::cli::register_convert(app);
+  llm::cli::register_trace(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

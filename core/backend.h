@@ -71,6 +71,9 @@ struct DeviceInfo {
   size_t total_memory = 0;
   size_t free_memory = 0;
   std::string details;  // backend specific (threads, compute capability ...)
+  // Peak memory bandwidth in GB/s as the device reports it (CUDA: memory clock ×
+  // bus width); 0 when unknown (the CPU). For the achieved share in bench --profile.
+  double bandwidth_gbs = 0;
 };
 
 class Backend {

@@ -5,6 +5,7 @@
 #include <sys/sysinfo.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +112,7 @@ struct Arg {
 struct Step {
   Op op;
   OpParams p;
+  std::string kernel;  // what Program::dispatches() reports, e.g. "cpu_matmul_q4_0"
   std::vector<Arg> in;
   Arg out;
   // Norm weights / matmul bias that are not f32 are decoded here on every run (they
@@ -217,11 +219,51 @@ class CpuProgram final : public Program {
   void run() override {
     for (Step& s : steps_) run_step(*pool_, s);
   }
+  std::vector<Dispatch> dispatches() const override {
+    std::vector<Dispatch> d;
+    for (size_t i = 0; i < steps_.size(); i++)
+      d.push_back({steps_[i].kernel, {static_cast<int>(i)}});
+    return d;
+  }
+  // Kernels return when their threads are done, so wall time per step is its time.
+  std::vector<double> run_profiled() override {
+    std::vector<double> ms(steps_.size());
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < steps_.size(); i++) {
+      run_step(*pool_, steps_[i]);
+      const auto t1 = std::chrono::steady_clock::now();
+      ms[i] = std::chrono::duration<double, std::milli>(t1 - t0).count();
+      t0 = t1;
+    }
+    return ms;
+  }
 
  private:
   std::shared_ptr<ThreadPool> pool_;
   std::vector<Step> steps_;
 };
+
+// The kernel that run_step picks for a node: the weight / table / cache dtype
+// names the variant, and quantized matmuls of few tokens take the integer GEMV.
+std::string kernel_name(const BoundNode& bn) {
+  const Op op = bn.node->op;
+  std::string name = std::string("cpu_") + op_name(op);
+  switch (op) {
+    case Op::MatMul: {
+      const DType w = bn.inputs[1].dtype;
+      if ((w == DType::Q8_0 || w == DType::Q4_0) &&
+          bn.inputs[0].shape.rows() <= cpu::kQuantGemvMaxTokens)
+        name = "cpu_qgemv";
+      return name + "_" + dtype_name(w);
+    }
+    case Op::GetRows:
+      return name + "_" + dtype_name(bn.inputs[0].dtype);
+    case Op::KvAppend:
+      return name + "_" + dtype_name(bn.output.dtype);
+    default:
+      return name;
+  }
+}
 
 // ---- The backend -----------------------------------------------------------------------
 
@@ -492,6 +534,7 @@ std::unique_ptr<Program> CpuBackend::compile(std::vector<BoundNode> nodes) {
     Step s;
     s.op = node.op;
     s.p = node.params;
+    s.kernel = kernel_name(bn);
     for (const TensorRef& r : bn.inputs) s.in.push_back(resolve(r, node.name, "an input"));
     s.out = resolve(bn.output, node.name, "the output");
     // Room to decode non-f32 norm weights / biases ([d] each) and matmul biases ([N]).

@@ -215,10 +215,12 @@ class CudaProgram final : public Program {
  public:
   // labels[i] names launch i in the LLM_CUDA_PROFILE=1 breakdown.
   CudaProgram(std::shared_ptr<Context> ctx, std::vector<Launch> launches,
-              std::vector<std::string> labels, std::vector<std::shared_ptr<CudaBuffer>> keep)
+              std::vector<std::string> labels, std::vector<Dispatch> dispatches,
+              std::vector<std::shared_ptr<CudaBuffer>> keep)
       : ctx_(std::move(ctx)),
         launches_(std::move(launches)),
         labels_(std::move(labels)),
+        dispatches_(std::move(dispatches)),
         keep_(std::move(keep)) {}
   ~CudaProgram() override {
     // A replay may still be reading the scratch this program owns.
@@ -231,7 +233,12 @@ class CudaProgram final : public Program {
   void run() override {
     use_device(ctx_->device);
     const cudaStream_t s = ctx_->stream.get();
-    if (ctx_->profile) return run_profiled(s);
+    if (ctx_->profile) {
+      const std::vector<double> ms = time_launches(s);
+      for (size_t i = 0; i < ms.size(); i++) totals_[i] += ms[i];
+      profile_runs_++;
+      return;
+    }
     if (!ctx_->graphs) {
       for (const Launch& l : launches_) l(s);
       return;
@@ -240,9 +247,17 @@ class CudaProgram final : public Program {
     exec_.launch(s);
   }
 
+  std::vector<Dispatch> dispatches() const override { return dispatches_; }
+
+  std::vector<double> run_profiled() override {
+    use_device(ctx_->device);
+    return time_launches(ctx_->stream.get());
+  }
+
  private:
-  // Direct launches with an event between each pair: GPU time per launch label.
-  void run_profiled(cudaStream_t s) {
+  // Direct launches (not the graph) with an event between each pair: the GPU time of
+  // each launch in ms. Waits for the stream.
+  std::vector<double> time_launches(cudaStream_t s) {
     if (events_.empty()) {
       for (size_t i = 0; i <= launches_.size(); i++) events_.push_back(std::make_unique<Event>());
       totals_.assign(launches_.size(), 0.0);
@@ -256,12 +271,13 @@ class CudaProgram final : public Program {
     }
     LLM_CUDA_CHECK(cudaEventRecord(events_.back()->get(), s));
     LLM_CUDA_CHECK(cudaEventSynchronize(events_.back()->get()));
+    std::vector<double> out(launches_.size());
     for (size_t i = 0; i < launches_.size(); i++) {
       float ms = 0.f;
       LLM_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i]->get(), events_[i + 1]->get()));
-      totals_[i] += ms;
+      out[i] = ms;
     }
-    profile_runs_++;
+    return out;
   }
 
   void print_profile() const {
@@ -305,9 +321,10 @@ class CudaProgram final : public Program {
   std::shared_ptr<Context> ctx_;
   std::vector<Launch> launches_;
   std::vector<std::string> labels_;
+  std::vector<Dispatch> dispatches_;
   std::vector<std::shared_ptr<CudaBuffer>> keep_;  // scratch the launches point into
   GraphExec exec_;
-  std::vector<std::unique_ptr<Event>> events_;  // LLM_CUDA_PROFILE=1 only
+  std::vector<std::unique_ptr<Event>> events_;  // profiled runs only
   std::vector<double> totals_;
   int profile_runs_ = 0;
 };
@@ -324,6 +341,12 @@ class CudaBackend final : public Backend {
     cc_major_ = prop.major;
     cc_minor_ = prop.minor;
     ctx_->n_sms = prop.multiProcessorCount;
+    // Double data rate: two transfers per memory clock (kHz) over the bus (bits).
+    int mem_khz = 0, bus_bits = 0;
+    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess)
+      bandwidth_gbs_ = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+    cudaGetLastError();
     const cudaError_t probe = cuda::probe_kernels();
     if (probe != cudaSuccess) {
       cudaGetLastError();
@@ -352,6 +375,7 @@ class CudaBackend final : public Backend {
     d.id = "cuda:" + std::to_string(ctx_->device);
     d.name = name_;
     d.type = integrated_ ? "integrated-gpu" : "discrete-gpu";
+    d.bandwidth_gbs = bandwidth_gbs_;
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(ctx_->device) == cudaSuccess &&
         cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
@@ -467,6 +491,7 @@ class CudaBackend final : public Backend {
   size_t stage_used_ = 0;
   std::string name_;
   bool integrated_ = false;
+  double bandwidth_gbs_ = 0;  // 0: the driver did not say
   int cc_major_ = 0, cc_minor_ = 0;
 };
 
@@ -766,10 +791,17 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   std::vector<std::shared_ptr<CudaBuffer>> keep;
   std::vector<Launch> launches;
   std::vector<std::string> labels;
+  // For Program::dispatches(): each launch's kernel, and the first node of the loop
+  // iteration that emitted it (an iteration covers its node and those it fused).
+  std::vector<std::string> kernels;
+  std::vector<size_t> launch_iter, iter_starts;
+  size_t iter_first = 0;
   launches.reserve(n_nodes);
-  auto emit = [&](std::string label, Launch l) {
+  auto emit = [&](std::string label, Launch l, std::string kernel = "") {
+    kernels.push_back(kernel.empty() ? label : std::move(kernel));
     labels.push_back(std::move(label));
     launches.push_back(std::move(l));
+    launch_iter.push_back(iter_first);
   };
   int* err = reinterpret_cast<int*>(ctx_->err_flag->data());
 
@@ -875,6 +907,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       qa.type = ins[m0][1].dtype;
       qa.n_segs = static_cast<int>(m1 - m0 + 1);
       std::string label = format("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
+      std::string kernel = format("qgemv_%s", dtype_name(qa.type));
       const size_t launches_before = launches.size();
       for (size_t m = m0; m <= m1; m++) {
         cuda::QGemvSeg& sg = qa.segs[m - m0];
@@ -892,6 +925,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         qa.eps = nodes[ni].node->params.eps;
         qa.norm_out = write_norm ? outs[ni].f32_mut() : nullptr;
         label += " +rms_norm";
+        kernel += "+rms_norm";
       }
       if (use_epi) {
         qa.epilogue = epi;
@@ -899,14 +933,16 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         if (epi == cuda::QEpilogue::Residual) {
           qa.residual = ins[e][res_k].f32();
           label += " +residual";
+          kernel += "+residual";
         } else {
           label += " +silu_mul";
+          kernel += "+silu_mul";
         }
       }
       // Weights repacked by a launch of this program are written just before: no early
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
-      emit(label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); });
+      emit(label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
       return static_cast<int64_t>(use_epi ? e : m1);
     }
     return -1;
@@ -960,6 +996,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     Shape shape;
   } x16_holds;  // what the f16 activation scratch holds at this point of the program
   for (size_t ni = 0; ni < n_nodes; ni++) {
+    iter_first = ni;
+    iter_starts.push_back(ni);
     const BoundNode& bn = nodes[ni];
     const Node& node = *bn.node;
     const OpParams p = node.params;
@@ -995,7 +1033,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
            [=](cudaStream_t s) {
              cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
                          convert, scratch->w16, scratch->w16_elems);
-           });
+           },
+           format("qgemm_%s (cublas f16)", dtype_name(w.type)));
       x16_holds = X16{x.ptr, x.shape};
       continue;
     }
@@ -1024,9 +1063,12 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       std::string label = format("matmul %s T=%lld:", dtype_name(wt), (long long)T);
       for (const cuda::GemvSeg& sg : segs)
         label += format(" [%lld x %lld]", (long long)sg.N, (long long)K);
-      emit(label, [=](cudaStream_t s) {
-        cuda::gemv(s, x.f32(), segs.data(), static_cast<int>(segs.size()), wt, T, K);
-      });
+      emit(
+          label,
+          [=](cudaStream_t s) {
+            cuda::gemv(s, x.f32(), segs.data(), static_cast<int>(segs.size()), wt, T, K);
+          },
+          format("gemv_%s", dtype_name(wt)));
       continue;
     }
 
@@ -1079,11 +1121,14 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           need_gemm = std::max(need_gemm, rows * K);
         }
         cublasHandle_t blas = ctx_->blas();
-        emit(label, [=](cudaStream_t s) {
-          const bool f32 = w.dtype == DType::F32;
-          cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
-                     f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
-        });
+        emit(
+            label,
+            [=](cudaStream_t s) {
+              const bool f32 = w.dtype == DType::F32;
+              cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K,
+                         N, f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
+            },
+            format("gemm_%s (cublas)", dtype_name(w.dtype)));
         break;
       }
       case Op::Rope: {
@@ -1231,9 +1276,21 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   }
   cuda::qgemv_prepare();
   cuda::rope_kv_prepare();
+  // The last launch of an iteration computes its nodes; launches before it in the same
+  // iteration (weight repacking) serve no node of their own.
+  std::vector<Program::Dispatch> dispatches;
+  for (size_t i = 0; i < launches.size(); i++) {
+    Program::Dispatch d{kernels[i], {}};
+    if (i + 1 == launches.size() || launch_iter[i + 1] != launch_iter[i]) {
+      const auto next = std::upper_bound(iter_starts.begin(), iter_starts.end(), launch_iter[i]);
+      const size_t end = next == iter_starts.end() ? n_nodes : *next;
+      for (size_t n = launch_iter[i]; n < end; n++) d.nodes.push_back(static_cast<int>(n));
+    }
+    dispatches.push_back(std::move(d));
+  }
   // Launches hold the scratch through their captures.
   return std::make_unique<CudaProgram>(ctx_, std::move(launches), std::move(labels),
-                                       std::move(keep));
+                                       std::move(dispatches), std::move(keep));
 }
 
 }  // namespace

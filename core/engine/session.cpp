@@ -92,7 +92,12 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
     ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
     ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
     ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
-    ex.run();
+    if (observer_ && profile_) {
+      observer_(ex, position_, ex.program().run_profiled());
+    } else {
+      ex.run();
+      if (observer_) observer_(ex, position_, {});
+    }
     position_ += T;
     if (all_logits)
       ex.read_output(step_io::kLogits, logits.data() + static_cast<size_t>(begin) * V,

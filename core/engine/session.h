@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -32,6 +33,16 @@ class Session {
   int context_size() const { return context_size_; }
   // Forgets the sequence (the cache is overwritten by the next forward).
   void reset() { position_ = 0; }
+  // Called after each step (each prefill chunk, each decode token) with the
+  // executor that ran it, the tokens cached before it, and with profile the time
+  // of each of its dispatches (Program::run_profiled, which the step then runs
+  // through instead of run). For llmcli trace and bench --profile; the default,
+  // no observer, adds nothing to a step.
+  using StepObserver = std::function<void(Executor& ex, int n_past, const std::vector<double>& ms)>;
+  void observe_steps(StepObserver fn, bool profile) {
+    observer_ = std::move(fn);
+    profile_ = profile;
+  }
   // Bytes of KV cache on the device.
   size_t cache_bytes() const { return cache_bytes_; }
 
@@ -47,6 +58,8 @@ class Session {
   size_t cache_bytes_ = 0;
   std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+  StepObserver observer_;
+  bool profile_ = false;
 };
 
 }  // namespace llm
