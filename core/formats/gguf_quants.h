@@ -1,0 +1,34 @@
+// Decoding of the GGUF block types that no backend runs directly (Q4_1, Q5_0,
+// Q5_1, Q4_K, Q5_K, Q6_K): ggml's block layouts, dequantized exactly to floats.
+// At load such tensors are transcoded to a type the backends run (see
+// gguf_model.cpp): Q8_0 (q8f16_1) by default, F16 under --quantization q0f16.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace llm {
+
+// ggml type numbers of the block types decoded here.
+enum GgmlBlockType : uint32_t {
+  kGgmlQ4_1 = 3,
+  kGgmlQ5_0 = 6,
+  kGgmlQ5_1 = 7,
+  kGgmlQ4_K = 12,
+  kGgmlQ5_K = 13,
+  kGgmlQ6_K = 14,
+};
+
+struct GgmlBlockLayout {
+  const char* name;
+  int64_t block_elems;
+  size_t block_bytes;
+};
+
+// nullptr for a type not decoded here.
+const GgmlBlockLayout* ggml_block_layout(uint32_t ggml_type);
+
+// Dequantizes n values (a multiple of the block size) of one of the types above.
+void dequantize_ggml_row(uint32_t ggml_type, const void* src, float* dst, int64_t n);
+
+}  // namespace llm
