@@ -2,7 +2,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,6 +33,10 @@ struct LoadedModel {
 };
 LoadedModel load_model(const ModelOptions& o);
 
+// MODEL as given, or for hf://ORG/NAME[/FILE.gguf] the local copy (downloaded
+// into the cache first, with a progress bar per file on stderr).
+std::string resolve_model(const std::string& model);
+
 std::string format_bytes(size_t bytes);
 
 // Subcommands (one file each).
@@ -45,5 +48,6 @@ void register_bench(CLI::App& app);
 void register_template(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_convert(CLI::App& app);  // convert and gen-config
+void register_pull(CLI::App& app);
 
 }  // namespace llm::cli

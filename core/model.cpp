@@ -44,7 +44,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     auto gguf = std::make_shared<const GgufFile>(path);
     m->config_ = config_from_gguf(*gguf);
     m->store_ = std::make_unique<WeightStore>();
-    add_gguf_weights(gguf, *m->store_);
+    add_gguf_weights(gguf, *m->store_, gguf_transcode_target(opts.quantization));
   } else {
     fail("'%s' is not a model (expected a Hugging Face folder, a native folder or a .gguf file)",
          path.c_str());

@@ -9,7 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev catch2
   libvulkan-dev glslc spirv-headers
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
-  libcpp-httplib-dev libpcre2-dev
+  libcpp-httplib-dev libssl-dev libpcre2-dev
   python3
 )
 

@@ -6,6 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
 
 namespace llm {
 
@@ -30,5 +33,12 @@ const GgmlBlockLayout* ggml_block_layout(uint32_t ggml_type);
 
 // Dequantizes n values (a multiple of the block size) of one of the types above.
 void dequantize_ggml_row(uint32_t ggml_type, const void* src, float* dst, int64_t n);
+
+// Transcodes a whole tensor of one of the types above (rows of shape.row_len()
+// values, nbytes of blocks) to target: F32 or F16 (exact values, F16 rounded),
+// or Q8_0 (the exact values requantized per block of 32, ggml's rounding).
+// Rows are split over n_threads threads (0: all hardware threads).
+std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, const Shape& shape,
+                                           DType target, int n_threads = 0);
 
 }  // namespace llm

@@ -172,11 +172,12 @@ bool gguf_has_vocab(const GgufFile& f) {
          f.get_string_or("tokenizer.ggml.model", "none") != "none";
 }
 
-std::unique_ptr<WeightStore> open_weights(const Source& s) {
+// GGUF block types no backend runs are transcoded as Model::load does.
+std::unique_ptr<WeightStore> open_weights(const Source& s, const std::string& quantization) {
   if (s.kind == "native") return open_native_weights(s.path);
   if (s.kind == "hf") return WeightStore::open_dir(s.path);
   auto store = std::make_unique<WeightStore>();
-  add_gguf_weights(s.gguf, *store);
+  add_gguf_weights(s.gguf, *store, gguf_transcode_target(quantization));
   return store;
 }
 
@@ -639,7 +640,7 @@ void convert_model(const std::string& src, const std::string& dir, const GenConf
   const Source s = open_source(src);
   NativeConfig nc = make_native_config(s, opts);  // checks the options before the long part
   const DType target = parse_quant_scheme(opts.quantization).weight_dtype;
-  std::unique_ptr<WeightStore> store = open_weights(s);
+  std::unique_ptr<WeightStore> store = open_weights(s, opts.quantization);
   make_dir(src, dir);
 
   std::vector<TensorSource> tensors;
