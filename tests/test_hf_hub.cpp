@@ -67,13 +67,13 @@ class FakeHub {
                  res.set_redirect("/cdn/" + id + "/" + file);
                  return;
                }
-               serve(req, res, id, file);
+               serve(res, id, file);
              });
-    svr_.Get(R"(/cdn/([^/]+)/([^/]+)/(.+))", [this](const httplib::Request& req,
-                                                    httplib::Response& res) {
-      record(req);
-      serve(req, res, req.matches[1].str() + "/" + req.matches[2].str(), req.matches[3].str());
-    });
+    svr_.Get(R"(/cdn/([^/]+)/([^/]+)/(.+))",
+             [this](const httplib::Request& req, httplib::Response& res) {
+               record(req);
+               serve(res, req.matches[1].str() + "/" + req.matches[2].str(), req.matches[3].str());
+             });
     port_ = svr_.bind_to_any_port("127.0.0.1");
     REQUIRE(port_ > 0);
     thread_ = std::thread([this] { svr_.listen_after_bind(); });
@@ -121,8 +121,7 @@ class FakeHub {
     return &it->second;
   }
 
-  void serve(const httplib::Request& req, httplib::Response& res, const std::string& id,
-             const std::string& file) {
+  void serve(httplib::Response& res, const std::string& id, const std::string& file) {
     const Repo& r = repos_.at(id);
     const std::string path = r.dir + "/" + file;
     if (file.find("..") != std::string::npos || !fs::is_regular_file(path)) {

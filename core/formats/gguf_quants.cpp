@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/formats/parallel_rows.h"
 #include "core/formats/quantize.h"
 
 namespace llm {
@@ -74,28 +74,13 @@ void k_scale_min(const uint8_t* s, int j, int* sc, int* mn) {
 // block_q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of
 // nibbles. Eight sub-blocks of 32: x = d*sc * q - dmin*mn. Each 32 bytes of qs
 // hold two sub-blocks: the low nibbles the first, the high nibbles the second.
-void decode_q4_K(const uint8_t* b, float* y) {
-  const float d = half_at(b), dmin = half_at(b + 2);
-  const uint8_t* scales = b + 4;
-  const uint8_t* qs = b + 16;
-  for (int j = 0; j < 8; j++) {
-    int sc, mn;
-    k_scale_min(scales, j, &sc, &mn);
-    const float dl = d * sc, ml = dmin * mn;
-    const uint8_t* q = qs + (j / 2) * 32;
-    const int shift = (j % 2) * 4;
-    for (int l = 0; l < 32; l++) y[j * 32 + l] = dl * ((q[l] >> shift) & 0x0F) - ml;
-  }
-}
-
-// block_q5_K (176 bytes): f16 d, f16 dmin, 12 bytes of scales/mins, 32 bytes qh,
-// 128 bytes of nibbles. As q4_K, plus a fifth bit: bit j of qh[l] for value l of
-// sub-block j.
-void decode_q5_K(const uint8_t* b, float* y) {
+// block_q5_K (176 bytes) puts 32 bytes qh before the nibbles: bit j of qh[l] is
+// the fifth bit of value l of sub-block j.
+void decode_q45_K(const uint8_t* b, float* y, bool five) {
   const float d = half_at(b), dmin = half_at(b + 2);
   const uint8_t* scales = b + 4;
   const uint8_t* qh = b + 16;
-  const uint8_t* qs = b + 48;
+  const uint8_t* qs = b + (five ? 48 : 16);
   for (int j = 0; j < 8; j++) {
     int sc, mn;
     k_scale_min(scales, j, &sc, &mn);
@@ -103,11 +88,14 @@ void decode_q5_K(const uint8_t* b, float* y) {
     const uint8_t* q = qs + (j / 2) * 32;
     const int shift = (j % 2) * 4;
     for (int l = 0; l < 32; l++) {
-      const int v = ((q[l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
-      y[j * 32 + l] = dl * v - ml;
+      const int hi = five ? ((qh[l] >> j) & 1) << 4 : 0;
+      y[j * 32 + l] = dl * (((q[l] >> shift) & 0x0F) | hi) - ml;
     }
   }
 }
+
+void decode_q4_K(const uint8_t* b, float* y) { decode_q45_K(b, y, false); }
+void decode_q5_K(const uint8_t* b, float* y) { decode_q45_K(b, y, true); }
 
 // block_q6_K (210 bytes): 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits),
 // 16 int8 scales, f16 d. x = d * scale[i / 16] * (q - 32). Each half of 128
@@ -202,15 +190,7 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
       }
     }
   };
-  if (n_threads <= 0)
-    n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  n_threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(1, rows / 16)));
-  const int64_t per = (rows + n_threads - 1) / n_threads;
-  std::vector<std::thread> threads;
-  for (int t = 1; t < n_threads; t++)
-    threads.emplace_back(work, std::min(rows, t * per), std::min(rows, (t + 1) * per));
-  work(0, std::min(rows, per));
-  for (std::thread& t : threads) t.join();
+  parallel_rows(rows, n_threads, work);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/formats/parallel_rows.h"
 
 namespace llm {
 
@@ -14,8 +15,9 @@ namespace {
 constexpr int kBlock = 32;
 
 void check_row(int64_t n) {
-  if (n % kBlock != 0) fail("quantization needs rows that are a multiple of %d, got %lld", kBlock,
-                            static_cast<long long>(n));
+  if (n % kBlock != 0)
+    fail("quantization needs rows that are a multiple of %d, got %lld", kBlock,
+         static_cast<long long>(n));
 }
 
 }  // namespace
@@ -86,16 +88,13 @@ void dequantize_row_q4_0(const void* src, float* dst, int64_t n) {
 }
 
 std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_threads) {
-  if (!dtype_info(src.dtype).is_float)
-    fail("cannot quantize a %s tensor", dtype_name(src.dtype));
+  if (!dtype_info(src.dtype).is_float) fail("cannot quantize a %s tensor", dtype_name(src.dtype));
   if (target != DType::Q8_0 && target != DType::Q4_0)
     fail("cannot quantize to %s", dtype_name(target));
   const int64_t rows = src.shape.rows(), cols = src.shape.row_len();
   check_row(cols);
   const size_t in_row = dtype_row_bytes(src.dtype, cols), out_row = dtype_row_bytes(target, cols);
   std::vector<uint8_t> out(out_row * rows);
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  n_threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(1, rows / 16)));
   auto work = [&](int64_t r0, int64_t r1) {
     std::vector<float> row(cols);
     for (int64_t r = r0; r < r1; r++) {
@@ -107,18 +106,15 @@ std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_
         quantize_row_q4_0(row.data(), out.data() + r * out_row, cols);
     }
   };
-  std::vector<std::thread> threads;
-  const int64_t per = (rows + n_threads - 1) / n_threads;
-  for (int t = 1; t < n_threads; t++)
-    threads.emplace_back(work, std::min(rows, t * per), std::min(rows, (t + 1) * per));
-  work(0, std::min(rows, per));
-  for (auto& th : threads) th.join();
+  parallel_rows(rows, n_threads, work);
   return out;
 }
 
 QuantScheme parse_quant_scheme(const std::string& name) {
-  static const QuantScheme kSchemes[] = {
-      {"q0f32", DType::F32}, {"q0f16", DType::F16}, {"q8f16_1", DType::Q8_0}, {"q4f16_1", DType::Q4_0}};
+  static const QuantScheme kSchemes[] = {{"q0f32", DType::F32},
+                                         {"q0f16", DType::F16},
+                                         {"q8f16_1", DType::Q8_0},
+                                         {"q4f16_1", DType::Q4_0}};
   for (const QuantScheme& s : kSchemes)
     if (s.name == name) return s;
   fail("unknown quantization '%s' (known: q0f32, q0f16, q8f16_1, q4f16_1)", name.c_str());

@@ -162,8 +162,13 @@ void http_download(const std::string& url, const std::string& path, const HttpOp
       fail("cannot rename '%s' to '%s': %s", part.c_str(), path.c_str(), ec.message().c_str());
     return;
   }
-  fail("cannot download %s after %d attempts: %s (the partial file '%s' is kept for a resume)",
-       url.c_str(), opts.max_attempts, last_error.c_str(), part.c_str());
+  const uint64_t kept = file_size_or_zero(part);
+  fail("cannot download %s after %d attempts: %s%s", url.c_str(), opts.max_attempts,
+       last_error.c_str(),
+       kept > 0 ? (" (the " + std::to_string(kept) + " bytes in '" + part +
+                   "' are kept: the next run resumes from there)")
+                      .c_str()
+                : "");
 }
 
 }  // namespace llm
