@@ -43,6 +43,30 @@ httplib::Headers auth_headers(const HttpOptions& o) {
   return h;
 }
 
+// cpp-httplib 0.11 names its errors only ("Connection"); say what happened.
+std::string describe(httplib::Error e) {
+  switch (e) {
+    case httplib::Error::Connection:
+      return "could not connect (no network, a wrong HF_ENDPOINT or a firewall)";
+    case httplib::Error::ConnectionTimeout:
+      return "the connection timed out";
+    case httplib::Error::Read:
+      return "the connection broke while reading";
+    case httplib::Error::Write:
+      return "the connection broke while sending";
+    case httplib::Error::ExceedRedirectCount:
+      return "too many redirects";
+    case httplib::Error::SSLConnection:
+      return "the TLS handshake failed";
+    case httplib::Error::SSLLoadingCerts:
+      return "the system's CA certificates could not be loaded";
+    case httplib::Error::SSLServerVerification:
+      return "the server's TLS certificate was not accepted";
+    default:
+      return "network error (" + httplib::to_string(e) + ")";
+  }
+}
+
 [[noreturn]] void http_error(int status, const std::string& url, bool has_token) {
   if (status == 401 || status == 403)
     fail("HTTP %d for %s: access denied (%s)", status, url.c_str(),
@@ -77,7 +101,7 @@ std::string http_get(const std::string& url, const HttpOptions& opts) {
   const auto [base, path] = split_url(url);
   auto client = make_client(base, opts);
   httplib::Result r = client->Get(path, auth_headers(opts));
-  if (!r) fail("cannot reach %s: %s", url.c_str(), httplib::to_string(r.error()).c_str());
+  if (!r) fail("cannot reach %s: %s", url.c_str(), describe(r.error()).c_str());
   if (r->status != 200) http_error(r->status, url, !opts.token.empty());
   return r->body;
 }
@@ -148,7 +172,7 @@ void http_download(const std::string& url, const std::string& path, const HttpOp
     }
     if (status != 0 && status != 200 && status != 206) http_error(status, url, !opts.token.empty());
     if (!r || !flushed) {
-      last_error = r ? "cannot flush '" + part + "'" : httplib::to_string(r.error());
+      last_error = r ? "cannot flush '" + part + "'" : describe(r.error());
       continue;  // resume from what reached the disk
     }
     const uint64_t size = file_size_or_zero(part);
