@@ -34,6 +34,7 @@ namespace {
 struct Request {
   std::string path;
   std::string range;  // the Range header, empty when none
+  bool auth = false;  // an Authorization header came
 };
 
 // The Hub's routes over local folders: ORG/NAME -> a fixture folder.
@@ -57,18 +58,19 @@ class FakeHub {
       for (const std::string& f : r->extra_listed) sib.push_back({{"rfilename", f}});
       res.set_content(nlohmann::json{{"id", "x"}, {"siblings", sib}}.dump(), "application/json");
     });
-    // Weights go through a redirect, as the Hub sends LFS files to its CDN.
-    svr_.Get(R"(/([^/]+)/([^/]+)/resolve/([^/]+)/(.+))",
-             [this](const httplib::Request& req, httplib::Response& res) {
-               const std::string id = req.matches[1].str() + "/" + req.matches[2].str();
-               const std::string file = req.matches[4].str();
-               if (repo(req, res, id) == nullptr) return;
-               if (file.size() > 12 && file.substr(file.size() - 12) == ".safetensors") {
-                 res.set_redirect("/cdn/" + id + "/" + file);
-                 return;
-               }
-               serve(res, id, file);
-             });
+    // Weights go through a redirect to another host name (localhost), as the Hub
+    // sends LFS files to its CDN.
+    svr_.Get(R"(/([^/]+)/([^/]+)/resolve/([^/]+)/(.+))", [this](const httplib::Request& req,
+                                                                httplib::Response& res) {
+      const std::string id = req.matches[1].str() + "/" + req.matches[2].str();
+      const std::string file = req.matches[4].str();
+      if (repo(req, res, id) == nullptr) return;
+      if (file.size() > 12 && file.substr(file.size() - 12) == ".safetensors") {
+        res.set_redirect("http://localhost:" + std::to_string(port_) + "/cdn/" + id + "/" + file);
+        return;
+      }
+      serve(res, id, file);
+    });
     svr_.Get(R"(/cdn/([^/]+)/([^/]+)/(.+))",
              [this](const httplib::Request& req, httplib::Response& res) {
                record(req);
@@ -101,7 +103,7 @@ class FakeHub {
  private:
   void record(const httplib::Request& req) {
     std::lock_guard<std::mutex> l(mu_);
-    requests_.push_back({req.path, req.get_header_value("Range")});
+    requests_.push_back({req.path, req.get_header_value("Range"), req.has_header("Authorization")});
   }
 
   const Repo* repo(const httplib::Request& req, httplib::Response& res, const std::string& id) {
@@ -333,6 +335,13 @@ TEST_CASE("hf:// errors: 401 without the token, 404, no server", "[hf]") {
                     Contains("HTTP 401"));
   const std::string dir = hf_fetch(parse_hf_uri("hf://org/gated"), hub(h, cache, "secret"));
   CHECK(same_bytes(dir + "/model.safetensors", model_dir("llama2") + "/model.safetensors"));
+  // The token goes to the endpoint, not to the CDN host the weights redirect to.
+  const std::vector<Request> resolve = h.requests_for("/org/gated/resolve/main/model.safetensors");
+  const std::vector<Request> cdn = h.requests_for("/cdn/org/gated/model.safetensors");
+  REQUIRE(resolve.size() == 1);
+  CHECK(resolve[0].auth);
+  REQUIRE(cdn.size() == 1);
+  CHECK_FALSE(cdn[0].auth);
 
   CHECK_THROWS_WITH(hf_fetch(parse_hf_uri("hf://org/nope"), hub(h, cache)),
                     Contains("HTTP 404") && Contains("/api/models/org/nope/revision/main"));

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 
 #include "core/error.h"
@@ -31,16 +32,10 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 std::unique_ptr<httplib::Client> make_client(const std::string& base, const HttpOptions& o) {
   auto c = std::make_unique<httplib::Client>(base);
   if (!c->is_valid()) fail("cannot make an HTTP client for '%s'", base.c_str());
-  c->set_follow_location(true);
+  c->set_follow_location(false);  // get() follows redirects itself, see there
   c->set_connection_timeout(o.timeout_s, 0);
   c->set_read_timeout(o.timeout_s, 0);
   return c;
-}
-
-httplib::Headers auth_headers(const HttpOptions& o) {
-  httplib::Headers h;
-  if (!o.token.empty()) h.emplace("Authorization", "Bearer " + o.token);
-  return h;
 }
 
 // cpp-httplib 0.11 names its errors only ("Connection"); say what happened.
@@ -95,20 +90,74 @@ bool parse_content_range(const std::string& v, uint64_t* start, uint64_t* total)
   return true;
 }
 
+// Location -> an absolute URL (Hugging Face sends absolute ones; allow paths).
+std::string absolute_url(const std::string& location, const std::string& base) {
+  if (location.compare(0, 7, "http://") == 0 || location.compare(0, 8, "https://") == 0)
+    return location;
+  return base + (location.empty() || location[0] != '/' ? "/" : "") + location;
+}
+
+struct GetResult {
+  int status = 0;  // the last response's status, 0 when none came
+  httplib::Error error = httplib::Error::Success;
+};
+
+// A GET that follows up to 10 redirects itself, sending the token only to the
+// first URL's host: the Hub redirects weights to pre-signed CDN URLs, which must
+// not get a second credential (nor should any other host see the token).
+// on_response sees the final response (not the redirects) and may refuse it.
+GetResult get(const std::string& url, const HttpOptions& o, const httplib::Headers& extra,
+              const std::function<bool(const httplib::Response&)>& on_response,
+              const std::function<bool(const char*, size_t)>& on_data) {
+  const std::string origin = split_url(url).first;
+  std::string current = url;
+  for (int hop = 0; hop <= 10; hop++) {
+    const auto [base, path] = split_url(current);
+    httplib::Headers h = extra;
+    if (!o.token.empty() && base == origin) h.emplace("Authorization", "Bearer " + o.token);
+    GetResult g;
+    std::string location;
+    auto client = make_client(base, o);
+    httplib::Result r = client->Get(
+        path, h,
+        [&](const httplib::Response& res) {
+          g.status = res.status;
+          if (res.status >= 300 && res.status < 400 && res.has_header("Location")) {
+            location = res.get_header_value("Location");
+            return false;
+          }
+          return on_response(res);
+        },
+        [&](const char* data, size_t n) { return on_data(data, n); });
+    if (!location.empty()) {
+      current = absolute_url(location, base);
+      continue;
+    }
+    g.error = r ? httplib::Error::Success : r.error();
+    return g;
+  }
+  return {0, httplib::Error::ExceedRedirectCount};
+}
+
 }  // namespace
 
 std::string http_get(const std::string& url, const HttpOptions& opts) {
-  const auto [base, path] = split_url(url);
-  auto client = make_client(base, opts);
-  httplib::Result r = client->Get(path, auth_headers(opts));
-  if (!r) fail("cannot reach %s: %s", url.c_str(), describe(r.error()).c_str());
-  if (r->status != 200) http_error(r->status, url, !opts.token.empty());
-  return r->body;
+  std::string body;
+  const GetResult g = get(
+      url, opts, {}, [](const httplib::Response& res) { return res.status == 200; },
+      [&](const char* data, size_t n) {
+        body.append(data, n);
+        return true;
+      });
+  if (g.status != 0 && g.status != 200) http_error(g.status, url, !opts.token.empty());
+  if (g.error != httplib::Error::Success)
+    fail("cannot reach %s: %s", url.c_str(), describe(g.error).c_str());
+  return body;
 }
 
 void http_download(const std::string& url, const std::string& path, const HttpOptions& opts,
                    const DownloadProgress& progress) {
-  const auto [base, target] = split_url(url);
+  split_url(url);  // a clear error for a malformed URL before anything is written
   const std::string part = path + ".part";
   std::string last_error;
   for (int attempt = 1; attempt <= opts.max_attempts; attempt++) {
@@ -119,11 +168,10 @@ void http_download(const std::string& url, const std::string& path, const HttpOp
     std::unique_ptr<FILE, FileCloser> f;
     std::string write_error;
 
-    httplib::Headers headers = auth_headers(opts);
+    httplib::Headers headers;
     if (have > 0) headers.emplace("Range", "bytes=" + std::to_string(have) + "-");
-    auto client = make_client(base, opts);
-    httplib::Result r = client->Get(
-        target, headers,
+    const GetResult g = get(
+        url, opts, headers,
         [&](const httplib::Response& res) {
           status = res.status;
           if (status == 200) {
@@ -171,8 +219,9 @@ void http_download(const std::string& url, const std::string& path, const HttpOp
       continue;
     }
     if (status != 0 && status != 200 && status != 206) http_error(status, url, !opts.token.empty());
-    if (!r || !flushed) {
-      last_error = r ? "cannot flush '" + part + "'" : describe(r.error());
+    if (g.error != httplib::Error::Success || !flushed) {
+      last_error =
+          g.error == httplib::Error::Success ? "cannot flush '" + part + "'" : describe(g.error);
       continue;  // resume from what reached the disk
     }
     const uint64_t size = file_size_or_zero(part);
