@@ -117,6 +117,8 @@ void Model::upload(const Graph& g) {
     }
     HostTensor host{info.dtype, info.shape, data, bytes};
     weights_[info.name] = backend_.upload_weight(host, "weight '" + info.name + "'");
+    // Device backends copied it: transcoded GGUF tensors need not stay in host memory.
+    if (!keep_host_copies) store_->release_owned(info.name);
     weight_bytes_ += bytes;
     if (!copy.empty() && keep_host_copies) converted_.push_back(std::move(copy));
   }

@@ -667,3 +667,17 @@ TEST_CASE("GGUF llama.attention.sliding_window gives the HF config's window", "[
                         logits_of(model_dir("mistral_w5"), r5.input_ids)) <= 1e-5);
   }
 }
+
+TEST_CASE("WeightStore::release_owned frees owned tensors only", "[gguf][kquant]") {
+  WeightStore store;
+  store.add_owned("a", DType::F32, {2}, std::vector<uint8_t>(8, 1));
+  const std::vector<float> ext = {1.f, 2.f};
+  store.add_external("b", HostTensor{DType::F32, {2}, ext.data(), 8}, nullptr);
+  store.release_owned("a");
+  store.release_owned("b");
+  store.release_owned("missing");
+  REQUIRE(store.find("a") != nullptr);
+  CHECK(store.find("a")->data == nullptr);
+  CHECK(store.find("a")->shape == Shape{2});
+  CHECK(store.find("b")->data == ext.data());
+}

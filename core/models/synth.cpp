@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "core/error.h"
-#include "core/formats/native_folder.h"
 #include "core/formats/parallel_rows.h"
+#include "core/formats/native_folder.h"
 #include "core/formats/quantize.h"
 #include "core/tokenizer/tokenizer.h"
 
