@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/registry.h"
 #include "core/engine/session.h"
 #include "core/error.h"
 #include "core/formats/gguf.h"
@@ -556,11 +557,12 @@ TEST_CASE("GGUF Q4_1/Q5_0/Q5_1 model: the logits of its decoded values", "[gguf]
   CHECK(err > 1e-3);  // the weights really changed
 }
 
-// A random llama (synth) with K-quant-sized rows (hidden 256, ffn 512), matrices
-// in Q4_K, Q5_K and Q6_K as a Q4_K_M file mixes them. Against the float32 model it
-// came from the error is that of 4-bit weights with 6-bit sub-scales: measured
-// 0.13 of max |logit|; bound 0.25.
-TEST_CASE("GGUF Q4_K/Q5_K/Q6_K model: the logits of its decoded values", "[gguf][kquant][models]") {
+namespace {
+
+// A random llama (synth) with K-quant-sized rows (hidden 256, ffn 512) as f32.gguf
+// in dir, and as q.gguf with its matrices in Q4_K, Q5_K and Q6_K as a Q4_K_M file
+// mixes them; fake.gguf holds the f32 values q.gguf decodes to.
+void write_kquant_model(const TempDir& dir) {
   ModelConfig cfg = synth_config("tiny", 256);
   cfg.hidden_size = 256;
   cfg.intermediate_size = 512;
@@ -569,25 +571,36 @@ TEST_CASE("GGUF Q4_K/Q5_K/Q6_K model: the logits of its decoded values", "[gguf]
   cfg.num_kv_heads = 2;
   cfg.head_dim = 64;
   cfg.max_position_embeddings = 64;
-  TempDir dir;
-  const std::string f32 = dir.file("f32.gguf"), q = dir.file("q.gguf"),
-                    fake = dir.file("fake.gguf");
-  write_llama_gguf(f32, cfg, synth_tensors(cfg, DType::F32, 5, 2),
+  write_llama_gguf(dir.file("f32.gguf"), cfg, synth_tensors(cfg, DType::F32, 5, 2),
                    GgufModelOptions{"k", nullptr, {}});
   rewrite_gguf(
-      f32, q,
+      dir.file("f32.gguf"), dir.file("q.gguf"),
       [](const GgufTensorInfo& t) -> uint32_t {
         if (t.shape.rank != 2) return 0;
         if (ends_with(t.name, "ffn_down.weight") || t.name == "output.weight") return kGgmlQ6_K;
         if (ends_with(t.name, "attn_v.weight")) return kGgmlQ5_K;
         return kGgmlQ4_K;
       },
-      {}, fake);
+      {}, dir.file("fake.gguf"));
+}
+
+const std::vector<int32_t> kKquantIds = {1, 17, 42, 99, 3, 250, 128, 7, 64, 200, 31, 5};
+
+}  // namespace
+
+// The model of write_kquant_model. Against the float32 model it
+// came from the error is that of 4-bit weights with 6-bit sub-scales: measured
+// 0.13 of max |logit|; bound 0.25.
+TEST_CASE("GGUF Q4_K/Q5_K/Q6_K model: the logits of its decoded values", "[gguf][kquant][models]") {
+  TempDir dir;
+  write_kquant_model(dir);
+  const std::string f32 = dir.file("f32.gguf"), q = dir.file("q.gguf"),
+                    fake = dir.file("fake.gguf");
   std::set<uint32_t> seen;
   const GgufFile qf(q);
   for (const GgufTensorInfo& t : qf.tensors()) seen.insert(t.ggml_type);
   CHECK(seen == std::set<uint32_t>{0, kGgmlQ4_K, kGgmlQ5_K, kGgmlQ6_K});
-  const std::vector<int32_t> ids = {1, 17, 42, 99, 3, 250, 128, 7, 64, 200, 31, 5};
+  const std::vector<int32_t>& ids = kKquantIds;
   check_against_fake(q, fake, ids);
   const double err = max_rel_error(logits_of(q, ids), logits_of(f32, ids));
   CHECK(err <= 0.25);
@@ -680,4 +693,26 @@ TEST_CASE("WeightStore::release_owned frees owned tensors only", "[gguf][kquant]
   CHECK(store.find("a")->data == nullptr);
   CHECK(store.find("a")->shape == Shape{2});
   CHECK(store.find("b")->data == ext.data());
+}
+
+// On a GPU the transcoded tensors are uploaded and their host copies freed
+// (WeightStore::release_owned); the logits must be the CPU's on the same q8_0
+// weights within what test_cuda_backend.cpp allows for q8f16_1 prefill (5e-3).
+TEST_CASE("cuda: a K-quant GGUF gives the cpu's logits", "[cuda][gguf][kquant]") {
+  bool have = false;
+  for (const DeviceEntry& d : list_devices()) have |= d.info.id.compare(0, 5, "cuda:") == 0;
+  if (!have) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  TempDir dir;
+  write_kquant_model(dir);
+  auto cpu = make_cpu_backend(2);
+  auto gpu = create_backend("cuda:0");
+  auto cm = Model::load(dir.file("q.gguf"), *cpu);
+  auto gm = Model::load(dir.file("q.gguf"), *gpu);
+  CHECK(gm->weight_bytes() == cm->weight_bytes());
+  const std::vector<float> want = Session(*cm).forward(kKquantIds, true);
+  const std::vector<float> got = Session(*gm).forward(kKquantIds, true);
+  CHECK(max_rel_error(got, want) <= 5e-3);
 }
