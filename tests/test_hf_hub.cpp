@@ -324,9 +324,15 @@ TEST_CASE("hf:// download resumes a .part left by an earlier run", "[hf]") {
 }
 
 TEST_CASE("hf:// errors: 401 without the token, 404, no server", "[hf]") {
+  TempDir gguf_only;
+  write_file(gguf_only.file("tiny-Q4_K_M.gguf"),
+             read_file(model_dir("llama2") + "/model-f32.gguf"));
   FakeHub h({{"org/gated", {model_dir("llama2"), {}, "secret", ""}},
-             {"org/llama2", {model_dir("llama2"), {}, "", ""}}});
+             {"org/llama2", {model_dir("llama2"), {}, "", ""}},
+             {"org/gguf-only", {gguf_only.path(), {}, "", ""}}});
   TempDir cache;
+  CHECK_THROWS_WITH(hf_fetch(parse_hf_uri("hf://org/gguf-only"), hub(h, cache)),
+                    Contains("no safetensors weights") && Contains("tiny-Q4_K_M.gguf"));
   CHECK_THROWS_WITH(hf_fetch(parse_hf_uri("hf://org/gated"), hub(h, cache)),
                     Contains("HTTP 401") && Contains("set HF_TOKEN"));
   CHECK_THROWS_WITH(hf_fetch(parse_hf_uri("hf://org/gated"), hub(h, cache, "wrong")),
