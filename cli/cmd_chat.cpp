@@ -188,8 +188,8 @@ void run_chat(const ChatOptions& o) {
   if (o.max_tokens == 0 || o.max_tokens < -1) fail("--max-tokens must be >= 1 (or -1: no limit)");
   const bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
   LoadedModel lm = load_model(o.model);
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model.model);
-  ChatPrompt prompt(*tok, o.model.model, o.conv_template);
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(lm.path);
+  ChatPrompt prompt(*tok, lm.path, o.conv_template);
   EngineOptions eo;
   eo.context_size = o.model.context_size;
   eo.max_seqs = 1;

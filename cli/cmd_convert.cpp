@@ -51,7 +51,7 @@ void register_convert(CLI::App& app) {
     g.shard_bytes = static_cast<size_t>(co->shard_mib) << 20;
     ProgressBar bar("convert " + g.quantization);
     g.progress = bar.callback();
-    convert_model(co->src, co->out, g);
+    convert_model(resolve_model(co->src), co->out, g);
     bar.finish();
     std::fprintf(stderr, "llmcli: wrote %s\n", co->out.c_str());
   });
@@ -60,7 +60,7 @@ void register_convert(CLI::App& app) {
   auto go = std::make_shared<ConvertCliOptions>();
   add_gen_config_options(gen, *go);
   gen->callback([go]() {
-    const NativeConfig nc = gen_native_config(go->src, go->out, go->gen);
+    const NativeConfig nc = gen_native_config(resolve_model(go->src), go->out, go->gen);
     std::fprintf(stderr, "llmcli: wrote %s/%s (conv_template %s, context %d)\n", go->out.c_str(),
                  kNativeConfigName, nc.conv_template.c_str(), nc.context_window_size);
   });

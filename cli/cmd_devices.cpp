@@ -1,6 +1,5 @@
 // llmcli devices [--json]: the devices this build can see and which `auto` picks.
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "backends/registry.h"

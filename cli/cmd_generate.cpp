@@ -45,12 +45,12 @@ void run_generate(const GenerateOptions& o) {
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;
-  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(o.model.model);
+  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(lm.path);
   if (o.chat) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
     messages.push_back({{"role", "user"}, {"content", o.prompt}});
-    req.prompt = ChatPrompt(*tok, o.model.model, o.conv_template).encode(messages);
+    req.prompt = ChatPrompt(*tok, lm.path, o.conv_template).encode(messages);
   } else if (!o.prompt.empty()) {
     req.prompt = tok->encode(o.prompt, /*add_special=*/true);
   }

@@ -55,9 +55,9 @@ void run_serve(ServeOptions o) {
   std::unique_ptr<ChatPrompt> chat;
   try {
     lm = load_model(o.model);
-    tok = load_tokenizer(o.model.model);
+    tok = load_tokenizer(lm.path);
     try {
-      chat = std::make_unique<ChatPrompt>(*tok, o.model.model, o.conv_template);
+      chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);
     } catch (const Error& e) {
       std::fprintf(stderr, "llmcli: no chat template (%s): /v1/chat/completions is off\n",
                    e.what());

@@ -3,9 +3,8 @@
 // prints the prompt the chat template renders.
 #include <cstdio>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/common.h"
 #include "core/chat/chat_template.h"
@@ -47,7 +46,7 @@ void run_template(const TemplateOptions& o) {
     opts.extra_context = extra;
   }
   if (!messages.is_array()) fail("%s: messages must be a JSON list", o.messages.c_str());
-  const ModelChatTemplate t = find_chat_template(o.model, o.conv_template);
+  const ModelChatTemplate t = find_chat_template(resolve_model(o.model), o.conv_template);
   opts.add_generation_prompt = o.add_generation_prompt;
   opts.bos_token = o.bos.empty() ? t.bos_token : o.bos;
   opts.eos_token = o.eos.empty() ? t.eos_token : o.eos;

@@ -1,7 +1,6 @@
 // llmcli tokenize MODEL --text TEXT [--json] and llmcli detokenize MODEL --ids 1,2,3.
 // MODEL is a Hugging Face folder or a GGUF file (a vocab-only GGUF will do).
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -34,7 +33,7 @@ void register_tokenize(CLI::App& app) {
   tok->add_flag("--parse-special", o->parse_special,
                 "Recognise special tokens (e.g. <|im_start|>) written in the text");
   tok->callback([o]() {
-    auto t = Tokenizer::load(o->model);
+    auto t = Tokenizer::load(resolve_model(o->model));
     const std::vector<int32_t> ids = t->encode(o->text, o->add_special, o->parse_special);
     if (o->json) {
       std::printf("%s\n", nlohmann::json{{"ids", ids}}.dump().c_str());
@@ -49,7 +48,7 @@ void register_tokenize(CLI::App& app) {
   detok->add_option("--ids", o->ids, "Token ids, comma-separated")->required();
   detok->add_flag("--skip-special", o->skip_special, "Leave out special tokens");
   detok->callback([o]() {
-    auto t = Tokenizer::load(o->model);
+    auto t = Tokenizer::load(resolve_model(o->model));
     const std::string text = t->decode(parse_token_ids(o->ids, "--ids"), o->skip_special);
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::printf("\n");

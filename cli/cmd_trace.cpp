@@ -4,9 +4,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/common.h"
 #include "core/engine/sampler.h"

@@ -4,12 +4,17 @@
 #include <cstdlib>
 
 #include "backends/registry.h"
+#include "cli/progress.h"
 #include "core/error.h"
+#include "core/sources/hf_hub.h"
 
 namespace llm::cli {
 
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
-  cmd->add_option("model", o.model, "Model: a Hugging Face folder, a native folder (llm-config.json) or a .gguf file")->required();
+  cmd->add_option("model", o.model,
+                  "Model: a Hugging Face folder, a native folder (llm-config.json), a .gguf file "
+                  "or hf://ORG/NAME[/FILE.gguf]")
+      ->required();
   cmd->add_option("--device", o.device, "auto, cpu, cuda[:N] or vulkan[:N]")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)");
   cmd->add_option("--context-size", o.context_size,
@@ -43,7 +48,8 @@ LoadedModel load_model(const ModelOptions& o) {
   lm.backend = create_backend(o.device, o.threads);
   LoadOptions lo;
   lo.quantization = o.quantization;
-  lm.model = Model::load(o.model, *lm.backend, lo);
+  lm.path = resolve_model(o.model);
+  lm.model = Model::load(lm.path, *lm.backend, lo);
   const ModelConfig& c = lm.model->config();
   std::fprintf(stderr, "llmcli: %s (%s, %d layers, hidden %d) on %s (%s), weights %s\n",
                o.model.c_str(), c.model_type.c_str(), c.num_layers, c.hidden_size,
@@ -59,6 +65,24 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
     fail("%s has no usable tokenizer (%s); text prompts need one, token ids (--token-ids) do not",
          model_path.c_str(), e.what());
   }
+}
+
+std::string resolve_model(const std::string& model) {
+  // One bar per file; a new file name ends the previous bar.
+  std::string current;
+  std::unique_ptr<ProgressBar> bar;
+  const std::string path =
+      resolve_model_source(model, [&](const std::string& file, uint64_t done, uint64_t total) {
+        if (file != current) {
+          if (bar) bar->finish();
+          current = file;
+          bar = std::make_unique<ProgressBar>("download " + file);
+        }
+        bar->update(done, total);
+        if (total > 0 && done == total) bar->finish();
+      });
+  if (bar) bar->finish();
+  return path;
 }
 
 std::string format_bytes(size_t bytes) {

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,6 +29,7 @@ std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag);
 
 // A backend and a model on it, loaded as the options say.
 struct LoadedModel {
+  std::string path;  // the local model path (hf:// resolved)
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
 };
@@ -38,6 +38,9 @@ LoadedModel load_model(const ModelOptions& o);
 // The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
 // llm::Error saying what is missing.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path);
+// MODEL as given, or for hf://ORG/NAME[/FILE.gguf] the local copy (downloaded
+// into the cache first, with a progress bar per file on stderr).
+std::string resolve_model(const std::string& model);
 
 std::string format_bytes(size_t bytes);
 
@@ -53,5 +56,6 @@ void register_convert(CLI::App& app);  // convert and gen-config
 void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_trace(CLI::App& app);
+void register_pull(CLI::App& app);
 
 }  // namespace llm::cli

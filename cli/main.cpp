@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   llm::cli::register_synth(app);
   llm::cli::register_convert(app);
   llm::cli::register_trace(app);
+  llm::cli::register_pull(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -44,7 +44,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     auto gguf = std::make_shared<const GgufFile>(path);
     m->config_ = config_from_gguf(*gguf);
     m->store_ = std::make_unique<WeightStore>();
-    add_gguf_weights(gguf, *m->store_);
+    add_gguf_weights(gguf, *m->store_, gguf_transcode_target(opts.quantization));
   } else {
     fail("'%s' is not a model (expected a Hugging Face folder, a native folder or a .gguf file)",
          path.c_str());
@@ -117,6 +117,8 @@ void Model::upload(const Graph& g) {
     }
     HostTensor host{info.dtype, info.shape, data, bytes};
     weights_[info.name] = backend_.upload_weight(host, "weight '" + info.name + "'");
+    // Device backends copied it: transcoded GGUF tensors need not stay in host memory.
+    if (!keep_host_copies) store_->release_owned(info.name);
     weight_bytes_ += bytes;
     if (!copy.empty() && keep_host_copies) converted_.push_back(std::move(copy));
   }

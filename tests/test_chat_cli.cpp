@@ -42,6 +42,18 @@ bool pane_shows(const std::string& session, const std::string& text, std::string
   return false;
 }
 
+// Waits until the pane's last non-empty line is the input prompt.
+bool at_prompt(const std::string& session) {
+  for (int i = 0; i < 600; i++) {
+    std::string p = shell("tmux capture-pane -p -t " + session);
+    while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
+    const size_t nl = p.rfind('\n');
+    if (p.substr(nl == std::string::npos ? 0 : nl + 1) == ">>>") return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("llmcli generate -p streams text, raw or through the chat template", "[cli][chat]") {
@@ -113,11 +125,14 @@ TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the ans
       ("tmux send-keys -t " + session + " '/stat' Left Left Left Left BSpace '/' C-e 's' Enter")
           .c_str());
   REQUIRE(pane_shows(session, "(nothing generated yet)", &pane));
+  REQUIRE(at_prompt(session));
   std::system(("tmux send-keys -t " + session + " 'Tell me everything' Enter").c_str());
-  std::this_thread::sleep_for(1500ms);
+  REQUIRE(pane_shows(session, "Tell me everything", &pane));
+  std::this_thread::sleep_for(1000ms);  // the answer is under way (it runs to 60000 tokens)
   std::system(("tmux send-keys -t " + session + " C-c").c_str());
   INFO(pane);
   REQUIRE(pane_shows(session, "[stopped]", &pane));
+  REQUIRE(at_prompt(session));
   std::system(("tmux send-keys -t " + session + " '/stats' Enter").c_str());
   REQUIRE(pane_shows(session, "last answer: prompt", &pane));
   std::system(("tmux send-keys -t " + session + " '/exit' Enter").c_str());

@@ -190,6 +190,7 @@ void Engine::finish(Sequence& s, FinishReason why, const std::string& error) {
   s.pages.release(*pages_);
   if (s.state_slot >= 0) free_state_slots_.push_back(s.state_slot);
   s.state_slot = -1;
+  publish_stats();  // before the last event, so a client never sees its pages in use
   if (why == FinishReason::Cancelled || why == FinishReason::Error) {
     GenerationEvent ev;
     ev.finish = why;
@@ -198,6 +199,15 @@ void Engine::finish(Sequence& s, FinishReason why, const std::string& error) {
     ev.completion_tokens = s.n_generated;
     s.stream->push(std::move(ev));
   }
+}
+
+void Engine::publish_stats() {
+  int running = 0;
+  for (const auto& s : running_) running += s->done ? 0 : 1;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = running;
+  stats_.waiting = static_cast<int>(waiting_.size());
+  stats_.pages_used = pages_->used_pages();
 }
 
 void Engine::admit() {
@@ -265,11 +275,11 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
   ev.finish = why;
   ev.prompt_tokens = s.n_prompt;
   ev.completion_tokens = s.n_generated;
-  s.stream->push(std::move(ev));
   if (why != FinishReason::None)
     finish(s, why);
   else
     s.tokens.push_back(token);
+  s.stream->push(std::move(ev));
 }
 
 bool Engine::step() {
@@ -380,10 +390,7 @@ void Engine::loop() {
       for (auto& s : running_) finish(*s, FinishReason::Error, e.what());
       running_.clear();
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.running = static_cast<int>(running_.size());
-    stats_.waiting = static_cast<int>(waiting_.size());
-    stats_.pages_used = pages_->used_pages();
+    publish_stats();
   }
   for (auto& s : running_) finish(*s, FinishReason::Cancelled);
   for (auto& s : waiting_) finish(*s, FinishReason::Cancelled);

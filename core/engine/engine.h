@@ -124,6 +124,7 @@ class Engine {
   bool step();
   void finish(Sequence& s, FinishReason why, const std::string& error = {});
   void preempt_one(const Sequence* keep);
+  void publish_stats();  // scheduler thread: running/waiting/pages into stats_
   void emit_token(Sequence& s, int32_t token, const float* logits);
 
   Model& model_;

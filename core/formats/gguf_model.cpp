@@ -4,6 +4,8 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/formats/gguf_quants.h"
+#include "core/formats/quantize.h"
 
 namespace llm {
 
@@ -25,10 +27,10 @@ std::string hf_name(const std::string& gguf) {
   for (const auto& [from, to] : kGlobal)
     if (gguf == from) return to;
   static const std::pair<const char*, const char*> kLayer[] = {
-      {"attn_norm", "input_layernorm"},     {"attn_q", "self_attn.q_proj"},
-      {"attn_k", "self_attn.k_proj"},       {"attn_v", "self_attn.v_proj"},
-      {"attn_output", "self_attn.o_proj"},  {"ffn_norm", "post_attention_layernorm"},
-      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+      {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
       {"ffn_down", "mlp.down_proj"},
   };
   static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
@@ -63,11 +65,16 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.num_kv_heads = static_cast<int>(f.get_int_or(p + "attention.head_count_kv", c.num_heads));
   if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     fail("'%s': invalid head counts %d / %d", f.path().c_str(), c.num_heads, c.num_kv_heads);
-  c.head_dim = static_cast<int>(f.get_int_or(p + "attention.key_length", c.hidden_size / c.num_heads));
+  c.head_dim =
+      static_cast<int>(f.get_int_or(p + "attention.key_length", c.hidden_size / c.num_heads));
   c.max_position_embeddings = static_cast<int>(f.get_int_or(p + "context_length", 2048));
   c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5));
   c.rope_theta = static_cast<float>(f.get_float_or(p + "rope.freq_base", 10000.0));
   c.sliding_window = static_cast<int>(f.get_int_or(p + "attention.sliding_window", 0));
+  if (c.sliding_window < 0)
+    fail("'%s': %sattention.sliding_window is %d", f.path().c_str(), p.c_str(), c.sliding_window);
+  // Hugging Face calls a llama with a sliding window mistral (llama has no such key).
+  if (arch == "llama" && c.sliding_window > 0) c.model_type = "mistral";
   const int64_t rope_dims = f.get_int_or(p + "rope.dimension_count", c.head_dim);
   if (rope_dims != c.head_dim)
     fail("'%s': partial rotary (%lld of %d dims) is not supported for %s", f.path().c_str(),
@@ -101,13 +108,31 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   return c;
 }
 
-void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store) {
+DType gguf_transcode_target(const std::string& quantization) {
+  if (quantization.empty()) return DType::Q8_0;
+  const DType t = parse_quant_scheme(quantization).weight_dtype;
+  return t == DType::F16 || t == DType::F32 ? t : DType::Q8_0;
+}
+
+void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to) {
   for (const GgufTensorInfo& t : f->tensors()) {
     if (t.name == "rope_freqs.weight") continue;  // folded into the config
+    if (ggml_block_layout(t.ggml_type) != nullptr) {
+      const DType target = t.shape.rank >= 2 ? transcode_to : DType::F32;
+      try {
+        store.add_owned(hf_name(t.name), target, t.shape,
+                        transcode_ggml_tensor(t.ggml_type, t.data, t.shape, target));
+      } catch (const Error& e) {
+        fail("'%s': tensor '%s': %s", f->path().c_str(), t.name.c_str(), e.what());
+      }
+      continue;
+    }
     DType dt;
     if (!dtype_from_ggml_type(t.ggml_type, &dt))
-      fail("'%s': tensor '%s' has ggml type %u, which this build cannot load yet",
-           f->path().c_str(), t.name.c_str(), t.ggml_type);
+      fail(
+          "'%s': tensor '%s' has ggml type %u, which this build cannot load (supported: F32, F16, "
+          "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+          f->path().c_str(), t.name.c_str(), t.ggml_type);
     HostTensor h;
     h.dtype = dt;
     h.shape = t.shape;

@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/formats/gguf_quants.h"
 
 namespace llm {
 
@@ -168,15 +169,29 @@ void GgufWriter::set(const std::string& key, GgufValue v) {
 }
 
 void GgufWriter::add_tensor(const std::string& name, DType dtype, const Shape& shape) {
+  add_info(name, ggml_type_of(dtype), shape, tensor_bytes(dtype, shape));
+}
+
+void GgufWriter::add_ggml_tensor(const std::string& name, uint32_t ggml_type, const Shape& shape) {
+  const GgmlBlockLayout* l = ggml_block_layout(ggml_type);
+  if (l == nullptr)
+    fail("GGUF writer: tensor '%s': ggml type %u is not a block type", name.c_str(), ggml_type);
+  if (shape.rank == 0 || shape.row_len() % l->block_elems != 0)
+    fail("GGUF writer: tensor '%s' %s: rows must be a multiple of %lld values", name.c_str(),
+         shape.str().c_str(), static_cast<long long>(l->block_elems));
+  add_info(name, ggml_type, shape,
+           static_cast<size_t>(shape.numel() / l->block_elems) * l->block_bytes);
+}
+
+void GgufWriter::add_info(const std::string& name, uint32_t ggml_type, const Shape& shape,
+                          size_t nbytes) {
   if (f_ != nullptr) fail("GGUF writer: add_tensor('%s') after begin()", name.c_str());
-  ggml_type_of(dtype);  // validates
   if (shape.rank == 0) fail("GGUF writer: tensor '%s' has no dimensions", name.c_str());
   for (const Info& t : tensors_)
     if (t.name == name) fail("GGUF writer: duplicate tensor '%s'", name.c_str());
-  const size_t nbytes = tensor_bytes(dtype, shape);
   const uint64_t offset =
       tensors_.empty() ? 0 : align_up(tensors_.back().offset + tensors_.back().nbytes, kAlignment);
-  tensors_.push_back({name, dtype, shape, offset, nbytes});
+  tensors_.push_back({name, ggml_type, shape, offset, nbytes});
 }
 
 void GgufWriter::put(const void* p, size_t n) {
@@ -267,8 +282,7 @@ void GgufWriter::begin(const std::string& path) {
       const uint64_t ne = static_cast<uint64_t>(t.shape[d]);
       put(&ne, 8);
     }
-    const uint32_t type = ggml_type_of(t.dtype);
-    put(&type, 4);
+    put(&t.ggml_type, 4);
     put(&t.offset, 8);
   }
   pad_to(kAlignment);
@@ -310,10 +324,10 @@ std::string gguf_tensor_name(const std::string& hf) {
   for (const auto& [from, to] : kGlobal)
     if (hf == from) return to;
   static const std::pair<const char*, const char*> kLayer[] = {
-      {"input_layernorm", "attn_norm"},     {"self_attn.q_proj", "attn_q"},
-      {"self_attn.k_proj", "attn_k"},       {"self_attn.v_proj", "attn_v"},
-      {"self_attn.o_proj", "attn_output"},  {"post_attention_layernorm", "ffn_norm"},
-      {"mlp.gate_proj", "ffn_gate"},        {"mlp.up_proj", "ffn_up"},
+      {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
+      {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
+      {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+      {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
       {"mlp.down_proj", "ffn_down"},
   };
   static const std::regex kLayerName(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
@@ -325,8 +339,8 @@ std::string gguf_tensor_name(const std::string& hf) {
   return "";
 }
 
-void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes,
-                     int n_heads, bool to_gguf) {
+void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes, int n_heads,
+                     bool to_gguf) {
   if (n_heads <= 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0)
     fail("cannot permute %lld rows for %d heads", static_cast<long long>(rows), n_heads);
   const int64_t dh = rows / n_heads, half = dh / 2;
@@ -345,8 +359,7 @@ void write_llama_gguf(const std::string& path, const ModelConfig& cfg,
                       const std::vector<TensorSource>& tensors, const GgufModelOptions& opts) {
   if (cfg.model_type != "llama" && cfg.model_type != "mistral")
     fail("GGUF export supports the llama family only, not model_type '%s'", cfg.model_type.c_str());
-  if (cfg.rope_interleaved)
-    fail("GGUF export expects Q/K rows in Hugging Face order");
+  if (cfg.rope_interleaved) fail("GGUF export expects Q/K rows in Hugging Face order");
   GgufWriter w;
   w.set("general.architecture", gguf_string("llama"));
   w.set("general.type", gguf_string("model"));
@@ -367,16 +380,18 @@ void write_llama_gguf(const std::string& path, const ModelConfig& cfg,
     copy_tokenizer_keys(w, *opts.vocab);
     const GgufValue* tokens = opts.vocab->find("tokenizer.ggml.tokens");
     if (tokens != nullptr && static_cast<int64_t>(tokens->array.size()) != cfg.vocab_size)
-      fail("the vocab '%s' has %zu tokens but the model has vocab_size %d (llama.cpp refuses "
-           "such a file)",
-           opts.vocab->path().c_str(), tokens->array.size(), cfg.vocab_size);
+      fail(
+          "the vocab '%s' has %zu tokens but the model has vocab_size %d (llama.cpp refuses "
+          "such a file)",
+          opts.vocab->path().c_str(), tokens->array.size(), cfg.vocab_size);
   } else {
     w.set("tokenizer.ggml.model", gguf_string("none"));
   }
 
   // llama3 rope scaling travels as a tensor.
   std::vector<float> rope_freqs = cfg.rope_freq_factors;
-  if (rope_freqs.empty() && cfg.rope_scaling.type == "llama3") rope_freqs = llama3_rope_factors(cfg);
+  if (rope_freqs.empty() && cfg.rope_scaling.type == "llama3")
+    rope_freqs = llama3_rope_factors(cfg);
   if (!rope_freqs.empty())
     w.add_tensor("rope_freqs.weight", DType::F32, {static_cast<int64_t>(rope_freqs.size())});
 

@@ -39,6 +39,9 @@ class GgufWriter {
   void set(const std::string& key, GgufValue v);
   // Declares the next tensor (shape outermost first, as in Shape).
   void add_tensor(const std::string& name, DType dtype, const Shape& shape);
+  // Declares a tensor of a GGUF block type we read but do not run (Q4_1, Q5_0,
+  // Q5_1, Q4_K, Q5_K, Q6_K: see gguf_quants.h); its blocks are written as given.
+  void add_ggml_tensor(const std::string& name, uint32_t ggml_type, const Shape& shape);
 
   // Writes the header, metadata and tensor infos to PATH.tmpPID; then call
   // write_tensor once per declared tensor, in order, and finish() to move the
@@ -50,11 +53,12 @@ class GgufWriter {
  private:
   struct Info {
     std::string name;
-    DType dtype;
+    uint32_t ggml_type;
     Shape shape;
     uint64_t offset;
     size_t nbytes;
   };
+  void add_info(const std::string& name, uint32_t ggml_type, const Shape& shape, size_t nbytes);
   void put(const void* p, size_t n);
   void put_value(const GgufValue& v);
   void pad_to(uint64_t alignment);
@@ -89,8 +93,8 @@ std::string gguf_tensor_name(const std::string& hf_name);
 // Reorders the rows of a Q or K projection (weight or bias, any dtype: whole rows
 // move) between Hugging Face's rotate-half order and llama.cpp's interleaved one.
 // to_gguf: HF -> GGUF; else GGUF -> HF. n_heads: heads of this projection.
-void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes,
-                     int n_heads, bool to_gguf);
+void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes, int n_heads,
+                     bool to_gguf);
 
 struct GgufModelOptions {
   std::string name;  // general.name

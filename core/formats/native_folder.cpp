@@ -18,6 +18,7 @@
 #include "core/chat/conv_templates.h"
 #include "core/error.h"
 #include "core/formats/gguf_model.h"
+#include "core/formats/parallel_rows.h"
 #include "core/formats/quantize.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -172,27 +173,13 @@ bool gguf_has_vocab(const GgufFile& f) {
          f.get_string_or("tokenizer.ggml.model", "none") != "none";
 }
 
-std::unique_ptr<WeightStore> open_weights(const Source& s) {
+// GGUF block types no backend runs are transcoded as Model::load does.
+std::unique_ptr<WeightStore> open_weights(const Source& s, const std::string& quantization) {
   if (s.kind == "native") return open_native_weights(s.path);
   if (s.kind == "hf") return WeightStore::open_dir(s.path);
   auto store = std::make_unique<WeightStore>();
-  add_gguf_weights(s.gguf, *store);
+  add_gguf_weights(s.gguf, *store, gguf_transcode_target(quantization));
   return store;
-}
-
-int hardware_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
-
-// Runs fn(r0, r1) over [0, rows) on up to n_threads threads.
-template <typename Fn>
-void parallel_rows(int64_t rows, int n_threads, Fn fn) {
-  if (n_threads <= 0) n_threads = hardware_threads();
-  n_threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(1, rows / 16)));
-  const int64_t per = (rows + n_threads - 1) / n_threads;
-  std::vector<std::thread> threads;
-  for (int t = 1; t < n_threads; t++)
-    threads.emplace_back(fn, std::min(rows, t * per), std::min(rows, (t + 1) * per));
-  fn(0, std::min(rows, per));
-  for (auto& th : threads) th.join();
 }
 
 // The dtype Model::load gives a stored tensor under --quantization (see
@@ -639,7 +626,7 @@ void convert_model(const std::string& src, const std::string& dir, const GenConf
   const Source s = open_source(src);
   NativeConfig nc = make_native_config(s, opts);  // checks the options before the long part
   const DType target = parse_quant_scheme(opts.quantization).weight_dtype;
-  std::unique_ptr<WeightStore> store = open_weights(s);
+  std::unique_ptr<WeightStore> store = open_weights(s, opts.quantization);
   make_dir(src, dir);
 
   std::vector<TensorSource> tensors;

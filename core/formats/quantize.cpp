@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/formats/parallel_rows.h"
 
 namespace llm {
 
@@ -94,8 +95,6 @@ std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_
   check_row(cols);
   const size_t in_row = dtype_row_bytes(src.dtype, cols), out_row = dtype_row_bytes(target, cols);
   std::vector<uint8_t> out(out_row * rows);
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  n_threads = static_cast<int>(std::min<int64_t>(n_threads, std::max<int64_t>(1, rows / 16)));
   auto work = [&](int64_t r0, int64_t r1) {
     std::vector<float> row(cols);
     for (int64_t r = r0; r < r1; r++) {
@@ -107,12 +106,7 @@ std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_
         quantize_row_q4_0(row.data(), out.data() + r * out_row, cols);
     }
   };
-  std::vector<std::thread> threads;
-  const int64_t per = (rows + n_threads - 1) / n_threads;
-  for (int t = 1; t < n_threads; t++)
-    threads.emplace_back(work, std::min(rows, t * per), std::min(rows, (t + 1) * per));
-  work(0, std::min(rows, per));
-  for (auto& th : threads) th.join();
+  parallel_rows(rows, n_threads, work);
   return out;
 }
 

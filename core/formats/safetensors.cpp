@@ -325,6 +325,18 @@ void WeightStore::add_external(const std::string& name, const HostTensor& t,
   external_.push_back(std::move(keep_alive));
 }
 
+void WeightStore::release_owned(const std::string& name) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end() || it->second.data == nullptr) return;
+  for (std::unique_ptr<std::vector<uint8_t>>& o : owned_) {
+    if (o && o->data() == it->second.data) {
+      o.reset();
+      it->second.data = nullptr;
+      return;
+    }
+  }
+}
+
 void WeightStore::add_owned(const std::string& name, DType dtype, Shape shape,
                             std::vector<uint8_t> data) {
   const size_t need = tensor_bytes(dtype, shape);

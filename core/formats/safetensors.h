@@ -45,6 +45,9 @@ class WeightStore {
   std::vector<std::string> names() const;
   // Adds a tensor whose storage the store keeps (converted or synthesized data).
   void add_owned(const std::string& name, DType dtype, Shape shape, std::vector<uint8_t> data);
+  // Frees what add_owned stored under name (a no-op for other tensors), once a
+  // device holds its own copy; the entry keeps dtype and shape, data becomes nullptr.
+  void release_owned(const std::string& name);
   // Adds a tensor whose memory `keep_alive` owns (e.g. a memory-mapped GGUF file).
   void add_external(const std::string& name, const HostTensor& t,
                     std::shared_ptr<const void> keep_alive);

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/formats/parallel_rows.h"
 #include "core/formats/native_folder.h"
 #include "core/formats/quantize.h"
 #include "core/tokenizer/tokenizer.h"
@@ -59,8 +60,6 @@ void fill_row(uint64_t state, float* out, int64_t n, float mean, float stddev) {
   }
 }
 
-int hardware_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
-
 TensorSource random_tensor(const std::string& name, DType dtype, Shape shape, float mean,
                            float stddev, uint64_t seed, int n_threads) {
   TensorSource t;
@@ -97,14 +96,7 @@ TensorSource random_tensor(const std::string& name, DType dtype, Shape shape, fl
         }
       }
     };
-    int n = n_threads > 0 ? n_threads : hardware_threads();
-    n = static_cast<int>(std::min<int64_t>(n, std::max<int64_t>(1, rows / 8)));
-    const int64_t per = (rows + n - 1) / n;
-    std::vector<std::thread> threads;
-    for (int i = 1; i < n; i++)
-      threads.emplace_back(work, std::min(rows, i * per), std::min(rows, (i + 1) * per));
-    work(0, std::min(rows, per));
-    for (auto& th : threads) th.join();
+    parallel_rows(rows, n_threads, work, /*min_rows=*/8);
   };
   return t;
 }
