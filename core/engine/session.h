@@ -45,7 +45,8 @@ class Session {
   int n_pages_ = 0;
   int position_ = 0;
   size_t cache_bytes_ = 0;
-  std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;
+  std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;  // all State tensors
+  std::vector<std::string> recurrent_;  // the non-KV ones, zeroed when a sequence starts
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
 };
 

@@ -15,8 +15,9 @@ const GgufTensorInfo* find_tensor(const GgufFile& f, const std::string& name) {
   return nullptr;
 }
 
-// llama.cpp's names -> Hugging Face's, for the llama family.
-std::string hf_name(const std::string& gguf) {
+// llama.cpp's names -> Hugging Face's, for the llama family and phi3 (whose
+// ffn_up is the fused gate_up_proj).
+std::string hf_name(const std::string& arch, const std::string& gguf) {
   static const std::pair<const char*, const char*> kGlobal[] = {
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
@@ -25,15 +26,17 @@ std::string hf_name(const std::string& gguf) {
   for (const auto& [from, to] : kGlobal)
     if (gguf == from) return to;
   static const std::pair<const char*, const char*> kLayer[] = {
-      {"attn_norm", "input_layernorm"},     {"attn_q", "self_attn.q_proj"},
-      {"attn_k", "self_attn.k_proj"},       {"attn_v", "self_attn.v_proj"},
-      {"attn_output", "self_attn.o_proj"},  {"ffn_norm", "post_attention_layernorm"},
-      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
-      {"ffn_down", "mlp.down_proj"},
+      {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},       {"attn_qkv", "self_attn.qkv_proj"},
   };
   static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
   std::smatch m;
   if (std::regex_match(gguf, m, kBlock)) {
+    if (arch == "phi3" && m[2] == "ffn_up")
+      return "model.layers." + m[1].str() + ".mlp.gate_up_proj." + m[3].str();
     for (const auto& [from, to] : kLayer)
       if (m[2] == from) return "model.layers." + m[1].str() + "." + to + "." + m[3].str();
   }
@@ -51,9 +54,14 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     c.rope_interleaved = true;
   } else if (arch == "qwen2") {
     c.model_type = "qwen2";
+  } else if (arch == "phi3") {
+    c.model_type = "phi3";  // llama.cpp keeps phi3's Q/K rows in Hugging Face order
+    if (find_tensor(f, "rope_factors_long.weight") || find_tensor(f, "rope_factors_short.weight"))
+      fail("'%s': phi3 longrope scaling (rope_factors_long/short) is not supported yet",
+           f.path().c_str());
   } else {
-    fail("'%s': unsupported GGUF architecture '%s' (supported: llama, qwen2)", f.path().c_str(),
-         arch.c_str());
+    fail("'%s': unsupported GGUF architecture '%s' (supported: llama, qwen2, phi3)",
+         f.path().c_str(), arch.c_str());
   }
   const std::string p = arch + ".";
   c.hidden_size = static_cast<int>(f.get_int(p + "embedding_length"));
@@ -69,9 +77,15 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.rope_theta = static_cast<float>(f.get_float_or(p + "rope.freq_base", 10000.0));
   c.sliding_window = static_cast<int>(f.get_int_or(p + "attention.sliding_window", 0));
   const int64_t rope_dims = f.get_int_or(p + "rope.dimension_count", c.head_dim);
-  if (rope_dims != c.head_dim)
+  if (arch == "phi3" && rope_dims != c.head_dim) {
+    if (rope_dims <= 0 || rope_dims % 2 || rope_dims > c.head_dim)
+      fail("'%s': rope.dimension_count %lld is not an even number up to the head size %d",
+           f.path().c_str(), static_cast<long long>(rope_dims), c.head_dim);
+    c.rotary_dims = static_cast<int>(rope_dims);
+  } else if (rope_dims != c.head_dim) {
     fail("'%s': partial rotary (%lld of %d dims) is not supported for %s", f.path().c_str(),
          static_cast<long long>(rope_dims), c.head_dim, arch.c_str());
+  }
   const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
   if (scaling == "linear") {
     c.rope_scaling.type = "linear";
@@ -102,6 +116,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
 }
 
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store) {
+  const std::string arch = f->get_string("general.architecture");
   for (const GgufTensorInfo& t : f->tensors()) {
     if (t.name == "rope_freqs.weight") continue;  // folded into the config
     DType dt;
@@ -113,7 +128,7 @@ void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store) {
     h.shape = t.shape;
     h.data = t.data;
     h.nbytes = t.nbytes;
-    store.add_external(hf_name(t.name), h, f);
+    store.add_external(hf_name(arch, t.name), h, f);
   }
 }
 
