@@ -149,7 +149,6 @@ void parse_token_ids(const json& j, ModelConfig* c) {
   }
 }
 
-}  // namespace
 
 // The first of several keys that is present (GPT-J's n_embd is hidden_size elsewhere).
 const char* first_key(const json& j, std::initializer_list<const char*> keys) {
