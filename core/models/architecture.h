@@ -1,5 +1,5 @@
 // Builds the graph of one model step from a config. One builder per
-// architecture family (llama.cpp covers llama, mistral and qwen2; phi3.cpp,
+// architecture family (llama.cpp covers llama, mistral, qwen2 and phi3;
 // gpt_neox.cpp, gptj.cpp, rwkv.cpp one each).
 #pragma once
 
@@ -57,7 +57,6 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims);
 
 // Architecture builders (one file each).
 Graph build_llama(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
-Graph build_phi3(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
 Graph build_gpt_neox(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
 Graph build_gptj(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
 Graph build_rwkv(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
