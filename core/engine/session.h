@@ -1,4 +1,4 @@
-// A single-sequence inference session: the KV cache of one sequence and the
+// A single-sequence inference session: the KV cache (or recurrent state) of one sequence and the
 // compiled step graphs, one per shape bucket. Used by `llmcli logits` and
 // `llmcli generate`; the batching engine builds on the same graphs.
 #pragma once
@@ -32,7 +32,7 @@ class Session {
   int context_size() const { return context_size_; }
   // Forgets the sequence (the cache is overwritten by the next forward).
   void reset() { position_ = 0; }
-  // Bytes of KV cache on the device.
+  // Bytes of KV cache (and recurrent state, RWKV) on the device.
   size_t cache_bytes() const { return cache_bytes_; }
 
  private:
