@@ -9,6 +9,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/formats/gguf_writer.h"
 #include "core/formats/safetensors.h"
 #include "core/model.h"
 #include "core/models/architecture.h"
@@ -225,6 +226,78 @@ TEST_CASE("phi3 GGUF from llama.cpp gives the safetensors logits", "[archs][mode
   CHECK(max_rel_error(b.forward(ref.input_ids, true), a.forward(ref.input_ids, true)) <= 1e-5);
   b.reset();
   CHECK(greedy(b, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+}
+
+TEST_CASE("gpt_neox GGUF in llama.cpp's layout gives the safetensors logits",
+          "[archs][models][cpu][gguf]") {
+  // What llama.cpp's converter (GPTNeoXModel) writes: its tensor names, and
+  // query_key_value regrouped from per head [q_h k_h v_h] to [q | k | v] (weight and bias).
+  const std::string src = model_dir("gpt_neox");
+  const ModelConfig cfg = load_hf_config(src);
+  auto store = WeightStore::open_dir(src);
+  const int64_t H = cfg.num_heads, Dh = cfg.head_dim, D = cfg.hidden_size;
+  auto gguf_name = [](const std::string& hf) -> std::string {
+    const std::pair<const char*, const char*> kMap[] = {
+        {"gpt_neox.embed_in.weight", "token_embd.weight"},
+        {"gpt_neox.final_layer_norm.", "output_norm."},
+        {"embed_out.weight", "output.weight"},
+        {"input_layernorm.", "attn_norm."},
+        {"attention.query_key_value.", "attn_qkv."},
+        {"attention.dense.", "attn_output."},
+        {"post_attention_layernorm.", "ffn_norm."},
+        {"mlp.dense_h_to_4h.", "ffn_up."},
+        {"mlp.dense_4h_to_h.", "ffn_down."}};
+    std::string n = hf;
+    if (n.rfind("gpt_neox.layers.", 0) == 0) n = "blk." + n.substr(16);
+    for (const auto& [from, to] : kMap) {
+      const size_t at = n.find(from);
+      if (at != std::string::npos) n.replace(at, std::strlen(from), to);
+    }
+    return n;
+  };
+  std::vector<std::pair<std::string, std::vector<float>>> tensors;
+  for (const std::string& name : store->names()) {
+    const HostTensor* t = store->find(name);
+    std::vector<float> v(t->shape.numel());
+    std::memcpy(v.data(), t->data, v.size() * 4);
+    if (name.find("query_key_value") != std::string::npos) {
+      const int64_t row = t->shape.rank == 2 ? t->shape[1] : 1;  // elements per output row
+      std::vector<float> r(v.size());
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t part = 0; part < 3; part++)
+          for (int64_t i = 0; i < Dh; i++)
+            std::memcpy(&r[((part * D) + h * Dh + i) * row], &v[((h * 3 + part) * Dh + i) * row],
+                        row * 4);
+      v = r;
+    }
+    tensors.push_back({name, v});
+  }
+  TempDir tmp;
+  const std::string path = tmp.file("neox.gguf");
+  GgufWriter w;
+  w.set("general.architecture", gguf_string("gptneox"));
+  w.set("gptneox.context_length", gguf_u32(cfg.max_position_embeddings));
+  w.set("gptneox.embedding_length", gguf_u32(D));
+  w.set("gptneox.block_count", gguf_u32(cfg.num_layers));
+  w.set("gptneox.feed_forward_length", gguf_u32(cfg.intermediate_size));
+  w.set("gptneox.rope.dimension_count", gguf_u32(cfg.rotary_dims));
+  w.set("gptneox.attention.head_count", gguf_u32(H));
+  w.set("gptneox.use_parallel_residual", gguf_bool(cfg.parallel_residual));
+  w.set("gptneox.attention.layer_norm_epsilon", gguf_f32(cfg.norm_eps));
+  for (const auto& [name, v] : tensors)
+    w.add_tensor(gguf_name(name), DType::F32, store->find(name)->shape);
+  w.begin(path);
+  for (const auto& [name, v] : tensors) w.write_tensor(v.data(), v.size() * 4);
+  w.finish();
+
+  const Reference ref = load_reference("gpt_neox");
+  auto backend = make_cpu_backend();
+  auto model = Model::load(path, *backend);
+  CHECK(model->config().qkv_blocked);
+  CHECK(model->config().rotary_dims == cfg.rotary_dims);
+  CHECK_FALSE(model->config().parallel_residual);
+  Session s(*model);
+  CHECK(max_rel_error(s.forward(ref.input_ids, true), ref.logits) <= 1e-4);
 }
 
 TEST_CASE("convert q8f16_1 / q4f16_1 of each architecture reloads within the bounds",

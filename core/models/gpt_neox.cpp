@@ -1,5 +1,6 @@
 // GPT-NeoX (Pythia, RedPajama-INCITE, Dolly v2): LayerNorm with bias, a fused
-// query_key_value projection laid out per head as [q | k | v], partial NeoX
+// query_key_value projection laid out per head as [q | k | v] (or as whole
+// [q | k | v] blocks in llama.cpp's GGUF), partial NeoX
 // rotary, a GELU MLP, sequential or parallel residual, untied embed_out.
 #include "core/models/step_builder.h"
 
@@ -20,9 +21,10 @@ Graph build_gpt_neox(const ModelConfig& cfg, const StepShape& shape, const Weigh
     TensorId h = b.layer_norm(n + "attn_norm", x, p + "input_layernorm", true);
     const TensorId qkv =
         b.linear(n + "attn.qkv", h, p + "attention.query_key_value", 3 * D, D, cfg.attention_bias);
-    const TensorId q = b.slice(n + "attn.q", qkv, H, Dh, 0);
-    const TensorId k = b.slice(n + "attn.k", qkv, H, Dh, Dh);
-    const TensorId v = b.slice(n + "attn.v", qkv, H, Dh, 2 * Dh);
+    const int64_t groups = cfg.qkv_blocked ? 1 : H, width = cfg.qkv_blocked ? D : Dh;
+    const TensorId q = b.slice(n + "attn.q", qkv, groups, width, 0);
+    const TensorId k = b.slice(n + "attn.k", qkv, groups, width, width);
+    const TensorId v = b.slice(n + "attn.v", qkv, groups, width, 2 * width);
     TensorId a = b.attention(l, n + "attn", q, k, v);
     a = b.linear(n + "attn.o", a, p + "attention.dense", D, D, cfg.attention_out_bias);
 

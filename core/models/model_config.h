@@ -44,6 +44,9 @@ struct ModelConfig {
   int rotary_dims = 0;
   // gpt_neox use_parallel_residual: x + attn(ln1(x)) + mlp(ln2(x)).
   bool parallel_residual = false;
+  // gpt_neox: query_key_value rows are [q | k | v] (llama.cpp's GGUF) rather than
+  // Hugging Face's per-head [q_h k_h v_h] groups.
+  bool qkv_blocked = false;
   // rwkv: attention (time-mix) width and the halving of the residual every
   // rescale_every layers (0: never).
   int attention_hidden_size = 0;
