@@ -30,6 +30,7 @@ struct ChatOptions {
   std::string system;
   std::string conv_template;
   int max_tokens = 1024;
+  bool ignore_eos = false;
 };
 
 struct AnswerStats {
@@ -133,6 +134,7 @@ class Chat {
     req.prompt = ids;
     req.sampling = o_.sampling.resolve();
     req.max_tokens = o_.max_tokens;
+    req.ignore_eos = o_.ignore_eos;
     const auto t0 = Clock::now();
     auto stream = engine_.submit(req);
     std::string text;
@@ -141,11 +143,9 @@ class Chat {
     Clock::time_point first;
     FinishReason finish = FinishReason::None;
     while (finish == FinishReason::None) {
+      if (take_interrupt()) stream->cancel();
       GenerationEvent ev;
-      if (!stream->next(ev, std::chrono::milliseconds(50))) {
-        if (take_interrupt()) stream->cancel();
-        continue;
-      }
+      if (!stream->next(ev, std::chrono::milliseconds(50))) continue;
       if (st.tokens == 0 && !ev.tokens.empty()) first = Clock::now();
       st.tokens += static_cast<int>(ev.tokens.size());
       text += ev.text;
@@ -221,6 +221,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--max-tokens", o->max_tokens,
                   "Longest answer in tokens (-1: until the context is full)")
       ->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep answering past the model's EOS tokens");
   cmd->callback([o]() { run_chat(*o); });
 }
 

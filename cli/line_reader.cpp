@@ -21,7 +21,9 @@ void install_interrupt_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns, so the prompt can be redrawn
+  // SA_RESTART: writes of the streamed answer must not fail with EINTR (stdio would
+  // drop everything after). libedit still returns from readline() on Ctrl-C.
+  sa.sa_flags = SA_RESTART;
   sigaction(SIGINT, &sa, nullptr);
 }
 

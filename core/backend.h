@@ -76,6 +76,12 @@ struct DeviceInfo {
   double bandwidth_gbs = 0;
 };
 
+// Checks of Slice and the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv), whose
+// constraints are the same on every backend: f32 tensors of matching shapes. Returns ""
+// when the node is valid, else the reason; backends call it from check().
+std::string check_recurrent_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                               const TensorInfo& output);
+
 class Backend {
  public:
   virtual ~Backend() = default;

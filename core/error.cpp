@@ -14,4 +14,13 @@ void fail(const char* fmt, ...) {
   throw Error(buf);
 }
 
+std::string format_message(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
 }  // namespace llm

@@ -15,4 +15,7 @@ class Error : public std::runtime_error {
 // Throws llm::Error with a printf-style message.
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// A printf-style message as a string (for check() results that are returned, not thrown).
+std::string format_message(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
 }  // namespace llm

@@ -47,6 +47,30 @@ enum class Op : uint8_t {
   Mul,
   // out = a * p.scale.
   Scale,
+  // Columns of groups: a [T, G*Win] viewed as [T, G, Win]; out [T, G, p.head_dim] takes
+  // columns p.offset .. p.offset + p.head_dim of each group. G = p.n_heads (1 for a
+  // plain column range). Splits fused projections (phi3 qkv/gate_up, gpt_neox qkv).
+  Slice,
+  // out = a * w + b * (1 - w); in: a, b [T, D], w [D] (RWKV time_mix).
+  Mix,
+  // out = sigmoid(a) * b (RWKV receptance gate).
+  SigmoidMul,
+  // out = relu(a)² (RWKV channel-mix key).
+  ReluSqr,
+  // RWKV token shift. in: x [T, D], state [n_state_slots, D], seq_ids [T] i32,
+  // state_slots [S] i32. out[t] = x of the previous token of sequence s = seq_ids[t] in
+  // this step, or state[state_slots[s]] for its first token; then state[state_slots[s]]
+  // is set to x of the last token of s (the state is updated in place). Tokens of one
+  // sequence are in order in the step; sequences may interleave.
+  TokenShift,
+  // RWKV-4 WKV recurrence (HF rwkv_linear_attention), a scan over the tokens of each
+  // sequence. in: k, v [T, A], time_decay [A] (w = -exp(time_decay)), time_first [A] (u),
+  // state [n_state_slots, 3*A] = (num, den, max) per channel, seq_ids [T], state_slots [S].
+  // Per token: m = max(max, k+u); out = (e^(max-m) num + e^(k+u-m) v) / (e^(max-m) den +
+  // e^(k+u-m)); then m' = max(max+w, k); num = e^(max+w-m') num + e^(k-m') v; den likewise;
+  // max = m'. The state row is updated in place. An all-zero row is a fresh sequence
+  // (num = den = 0 represents the same sums as HF's max = -1e38).
+  Wkv,
   kCount
 };
 
@@ -65,6 +89,7 @@ struct OpParams {
   int rot_dims = 0;
   int window = 0;
   int page_size = 0;
+  int offset = 0;  // Slice
   RopeStyle rope_style = RopeStyle::NeoX;
 };
 
@@ -105,6 +130,7 @@ class Graph {
   TensorId add(Op op, const std::string& name, std::vector<TensorId> inputs, DType out_dtype,
                Shape out_shape, OpParams params = {});
   // Appends a node that updates an existing tensor in place (KvAppend).
+  // (TokenShift and Wkv produce a new output and also update their state input.)
   void add_inplace(Op op, const std::string& name, std::vector<TensorId> inputs, TensorId target,
                    OpParams params = {});
   // Marks an intermediate as an output the host reads after the step.

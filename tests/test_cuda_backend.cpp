@@ -403,6 +403,53 @@ TEST_CASE("cuda element-wise ops match the cpu", "[cuda][ops]") {
   }
 }
 
+TEST_CASE("cuda slice and the RWKV ops match the cpu (state carried across runs)",
+          "[cuda][ops][archs]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(41);
+  const int64_t T = 7, D = 67;
+  const HostT a = f32_tensor({T, D}, uniform(T * D, rng, -4.f, 4.f));
+  const HostT b = f32_tensor({T, D}, uniform(T * D, rng, -4.f, 4.f));
+  const HostT w = f32_tensor({1, 1, D}, uniform(D, rng, 0.f, 1.f));
+  const HostT out = f32_tensor({T, D}, std::vector<float>(T * D, 0.f));
+  CHECK(compare_with_cpu(make_node(Op::Mix), {a, b, w}, out) <= 1e-6);
+  CHECK(compare_with_cpu(make_node(Op::SigmoidMul), {a, b}, out) <= 1e-6);
+  CHECK(compare_with_cpu(make_node(Op::ReluSqr), {a}, out) <= 1e-6);
+  OpParams sl;  // per-head columns 5..15 of 3 groups of 24 (gpt_neox qkv)
+  sl.n_heads = 3;
+  sl.head_dim = 10;
+  sl.offset = 5;
+  const HostT x3 = f32_tensor({T, 72}, uniform(T * 72, rng));
+  CHECK(compare_with_cpu(make_node(Op::Slice, sl), {x3},
+                         f32_tensor({T, 30}, std::vector<float>(T * 30, 0.f))) == 0.0);
+
+  // Three sequences interleaved over 7 tokens, in state rows 4, 0 and 2 of 5; run
+  // twice so the second run starts from the state the first one left.
+  const HostT seq = i32_tensor({T}, {0, 1, 0, 2, 2, 0, 1});
+  const HostT slots = i32_tensor({3}, {4, 0, 2});
+  const int64_t n_slots = 5, A = 33;
+  auto twice = [&](const Node& node, const std::vector<HostT>& ins, const HostT& o) {
+    auto cpu = make_cpu_backend(2);
+    auto gpu = make_cuda_backend(0);
+    OneNode c(*cpu, node, ins, o), g(*gpu, node, ins, o);
+    c.run();
+    g.run();
+    const double first = max_rel_error(decode(o.dtype, g.output()), decode(o.dtype, c.output()));
+    c.run();
+    g.run();
+    return std::max(first, max_rel_error(decode(o.dtype, g.output()), decode(o.dtype, c.output())));
+  };
+  const HostT shift_state = f32_tensor({n_slots, D}, uniform(n_slots * D, rng));
+  CHECK(twice(make_node(Op::TokenShift), {a, shift_state, seq, slots}, out) == 0.0);
+  const HostT k = f32_tensor({T, A}, uniform(T * A, rng, -3.f, 3.f));
+  const HostT v = f32_tensor({T, A}, uniform(T * A, rng, -3.f, 3.f));
+  const HostT decay = f32_tensor({A}, uniform(A, rng, -2.f, 2.f));
+  const HostT first = f32_tensor({A}, uniform(A, rng, -1.f, 1.f));
+  const HostT wkv_state = f32_tensor({n_slots, 3 * A}, std::vector<float>(n_slots * 3 * A, 0.f));
+  CHECK(twice(make_node(Op::Wkv), {k, v, decay, first, wkv_state, seq, slots},
+              f32_tensor({T, A}, std::vector<float>(T * A, 0.f))) <= 1e-5);
+}
+
 TEST_CASE("cuda get_rows and kv_append match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(5);
@@ -827,7 +874,11 @@ const Fixture kFixtures[] = {{"llama3", 1e-4},
                              {"llama_mqa_bias", 1e-4},
                              {"llama_bf16_sharded", 1e-2},
                              {"qwen2_f16_untied", 1e-2},
-                             {"mistral_w5", 1e-4}};
+                             {"mistral_w5", 1e-4},
+                             {"gpt_neox", 1e-4},
+                             {"gptj", 1e-4},
+                             {"rwkv", 1e-4},
+                             {"phi3", 1e-4}};
 
 // Prefill logits, then the logits of 6 decode steps, concatenated.
 std::vector<float> prefill_and_decode(Backend& be, const std::string& name, const Reference& ref) {
@@ -878,7 +929,8 @@ TEST_CASE("cuda: graph replay gives the logits of direct launches", "[cuda][mode
 
 TEST_CASE("cuda: decode through the cache equals a full forward pass", "[cuda][models]") {
   SKIP_WITHOUT_CUDA();
-  for (const char* name : {"llama3", "qwen2", "mistral", "mistral_w5", "qwen2_f16_untied"}) {
+  for (const char* name : {"llama3", "qwen2", "mistral", "mistral_w5", "qwen2_f16_untied",
+                           "gpt_neox", "gptj", "rwkv", "phi3"}) {
     DYNAMIC_SECTION(name) {
       const Reference ref = load_reference(name);
       auto backend = make_cuda_backend(0);

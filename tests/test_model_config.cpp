@@ -27,7 +27,8 @@ llm::ModelConfig parse(const json& j) { return llm::parse_hf_config(j.dump()); }
 }  // namespace
 
 TEST_CASE("supported model types", "[config]") {
-  CHECK(llm::supported_model_types() == std::vector<std::string>{"llama", "mistral", "qwen2"});
+  CHECK(llm::supported_model_types() ==
+        std::vector<std::string>{"llama", "mistral", "qwen2", "phi3", "gpt_neox", "gptj", "rwkv"});
 }
 
 TEST_CASE("llama3 fixture config", "[config]") {
@@ -133,8 +134,10 @@ TEST_CASE("config defaults", "[config]") {
 }
 
 TEST_CASE("config errors name the problem", "[config]") {
-  REQUIRE_THROWS_WITH(parse(base_config("gpt2")),
-                      "unsupported model_type 'gpt2' (supported: llama, mistral, qwen2)");
+  REQUIRE_THROWS_WITH(
+      parse(base_config("gpt2")),
+      "unsupported model_type 'gpt2' (supported: llama, mistral, qwen2, phi3, gpt_neox, "
+      "gptj, rwkv)");
   json j = base_config("llama");
   j.erase("model_type");
   REQUIRE_THROWS_WITH(parse(j), "config.json: missing field 'model_type'");

@@ -206,6 +206,32 @@ void run_step(ThreadPool& pool, Step& s) {
     case Op::Scale:
       cpu::scale(pool, in[0].f32(), p.scale, s.out.f32_mut(), in[0].shape.numel());
       return;
+    case Op::Slice: {
+      const int64_t rows = in[0].shape.rows();
+      cpu::slice(pool, in[0].f32(), s.out.f32_mut(), rows, p.n_heads,
+                 in[0].shape.row_len() / p.n_heads, p.head_dim, p.offset);
+      return;
+    }
+    case Op::Mix:
+      cpu::mix(pool, in[0].f32(), in[1].f32(), in[2].f32(), s.out.f32_mut(), in[0].shape.rows(),
+               in[0].shape.row_len());
+      return;
+    case Op::SigmoidMul:
+      cpu::sigmoid_mul(pool, in[0].f32(), in[1].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::ReluSqr:
+      cpu::relu_sqr(pool, in[0].f32(), s.out.f32_mut(), in[0].shape.numel());
+      return;
+    case Op::TokenShift:
+      cpu::token_shift(pool, in[0].f32(), in[1].f32_mut(), in[2].i32(), in[3].i32(),
+                       s.out.f32_mut(), in[0].shape.rows(), in[0].shape.row_len(),
+                       in[3].shape.numel(), in[1].shape.rows());
+      return;
+    case Op::Wkv:
+      cpu::wkv(pool, in[0].f32(), in[1].f32(), in[2].f32(), in[3].f32(), in[4].f32_mut(),
+               in[5].i32(), in[6].i32(), s.out.f32_mut(), in[0].shape.rows(), in[0].shape.row_len(),
+               in[6].shape.numel(), in[4].shape.rows());
+      return;
     case Op::kCount:
       break;
   }
@@ -496,6 +522,13 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
         return format("%s: output shape mismatch", name);
       return "";
     }
+    case Op::Slice:
+    case Op::Mix:
+    case Op::SigmoidMul:
+    case Op::ReluSqr:
+    case Op::TokenShift:
+    case Op::Wkv:
+      return check_recurrent_op(node, inputs, output);
     case Op::kCount:
       break;
   }

@@ -99,5 +99,49 @@ void mul(ThreadPool& pool, const float* a, const float* b, int64_t b_rows, float
       rows, [&](int64_t r0, int64_t r1) { mul_rows(a, b, bcast, y, r0, r1, d); }, row_grain(d));
 }
 
+void slice(ThreadPool& pool, const float* a, float* y, int64_t T, int64_t G, int64_t w_in,
+           int64_t w_out, int64_t offset) {
+  pool.parallel_for(
+      T * G,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++)
+          std::copy(a + r * w_in + offset, a + r * w_in + offset + w_out, y + r * w_out);
+      },
+      row_grain(w_out));
+}
+
+void mix(ThreadPool& pool, const float* a, const float* b, const float* w, float* y, int64_t rows,
+         int64_t d) {
+  pool.parallel_for(
+      rows,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++)
+          for (int64_t i = 0; i < d; i++)
+            y[r * d + i] = a[r * d + i] * w[i] + b[r * d + i] * (1.f - w[i]);
+      },
+      row_grain(d));
+}
+
+void sigmoid_mul(ThreadPool& pool, const float* a, const float* b, float* y, int64_t n) {
+  pool.parallel_for(
+      n,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++) y[i] = b[i] / (1.f + std::exp(-a[i]));
+      },
+      kGrain);
+}
+
+void relu_sqr(ThreadPool& pool, const float* a, float* y, int64_t n) {
+  pool.parallel_for(
+      n,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++) {
+          const float r = std::max(a[i], 0.f);
+          y[i] = r * r;
+        }
+      },
+      kGrain);
+}
+
 }  // namespace cpu
 }  // namespace llm

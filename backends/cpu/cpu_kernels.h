@@ -211,6 +211,23 @@ void add(ThreadPool& pool, const float* a, const float* b, int64_t b_rows, float
          int64_t d);
 void mul(ThreadPool& pool, const float* a, const float* b, int64_t b_rows, float* y, int64_t rows,
          int64_t d);
+// y[t, g, :] = a[t, g, offset : offset + w_out] with a [T, G, w_in].
+void slice(ThreadPool& pool, const float* a, float* y, int64_t T, int64_t G, int64_t w_in,
+           int64_t w_out, int64_t offset);
+// y = a * w + b * (1 - w), w one row [d].
+void mix(ThreadPool& pool, const float* a, const float* b, const float* w, float* y, int64_t rows,
+         int64_t d);
+void sigmoid_mul(ThreadPool& pool, const float* a, const float* b, float* y, int64_t n);
+void relu_sqr(ThreadPool& pool, const float* a, float* y, int64_t n);
+
+// RWKV (cpu_rwkv.cpp); semantics in Op::TokenShift / Op::Wkv. state is [n_slots, D] / [n_slots,
+// 3A].
+void token_shift(ThreadPool& pool, const float* x, float* state, const int32_t* seq_ids,
+                 const int32_t* state_slots, float* y, int64_t T, int64_t D, int64_t S,
+                 int64_t n_slots);
+void wkv(ThreadPool& pool, const float* k, const float* v, const float* time_decay,
+         const float* time_first, float* state, const int32_t* seq_ids, const int32_t* state_slots,
+         float* y, int64_t T, int64_t A, int64_t S, int64_t n_slots);
 
 }  // namespace cpu
 }  // namespace llm

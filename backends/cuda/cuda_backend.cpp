@@ -196,6 +196,7 @@ struct Context {
     add(cuda::kErrSlot, "kv_append: a cache slot outside the cache");
     add(cuda::kErrSeqOrPos, "attention: a sequence id or position outside the block table");
     add(cuda::kErrPage, "attention: a block table entry outside the cache");
+    add(cuda::kErrState, "token_shift/wkv: a sequence id or state slot out of range");
     fail("cuda:%d: a kernel was given bad indices (%s); their results were left out", device,
          what.c_str());
   }
@@ -678,6 +679,16 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
         return format("%s: output shape mismatch", name);
       return "";
     }
+    case Op::Slice:
+    case Op::Mix:
+    case Op::SigmoidMul:
+    case Op::ReluSqr:
+    case Op::TokenShift:
+    case Op::Wkv:
+      LLM_TRY(check_recurrent_op(node, inputs, output));
+      if (op == Op::TokenShift || op == Op::Wkv || op == Op::Slice)
+        LLM_TRY(fits_int(inputs[0]->shape.numel(), "element count"));
+      return "";
     case Op::kCount:
       break;
   }
@@ -1228,6 +1239,50 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         const Arg a = in[0];
         emit(label, [=](cudaStream_t s) {
           cuda::unary(s, op, a.f32(), p.scale, out.f32_mut(), a.shape.numel());
+        });
+        break;
+      }
+      case Op::Slice: {
+        const Arg a = in[0];
+        const int64_t groups = p.n_heads, w_in = a.shape.row_len() / groups;
+        emit(label, [=](cudaStream_t s) {
+          cuda::slice(s, a.f32(), out.f32_mut(), a.shape.rows() * groups, w_in, p.head_dim,
+                      p.offset);
+        });
+        break;
+      }
+      case Op::Mix:
+      case Op::SigmoidMul:
+      case Op::ReluSqr: {
+        const cuda::RwkvElementwise op = node.op == Op::Mix ? cuda::RwkvElementwise::Mix
+                                         : node.op == Op::SigmoidMul
+                                             ? cuda::RwkvElementwise::SigmoidMul
+                                             : cuda::RwkvElementwise::ReluSqr;
+        const Arg a = in[0];
+        const float* b = in.size() > 1 ? in[1].f32() : nullptr;
+        const float* w = in.size() > 2 ? in[2].f32() : nullptr;
+        emit(label, [=](cudaStream_t s) {
+          cuda::rwkv_elementwise(s, op, a.f32(), b, w, out.f32_mut(), a.shape.numel(),
+                                 a.shape.row_len());
+        });
+        break;
+      }
+      case Op::TokenShift: {
+        const Arg x = in[0], st = in[1], seq = in[2], slots = in[3];
+        emit(label, [=](cudaStream_t s) {
+          cuda::token_shift(s, x.f32(), st.f32_mut(), seq.i32(), slots.i32(), out.f32_mut(),
+                            x.shape.rows(), x.shape.row_len(), slots.shape.numel(), st.shape.rows(),
+                            err);
+        });
+        break;
+      }
+      case Op::Wkv: {
+        const Arg k = in[0], v = in[1], decay = in[2], first = in[3], st = in[4], seq = in[5],
+                  slots = in[6];
+        emit(label, [=](cudaStream_t s) {
+          cuda::wkv(s, k.f32(), v.f32(), decay.f32(), first.f32(), st.f32_mut(), seq.i32(),
+                    slots.i32(), out.f32_mut(), k.shape.rows(), k.shape.row_len(),
+                    slots.shape.numel(), st.shape.rows(), err);
         });
         break;
       }

@@ -45,6 +45,7 @@ enum ErrorBits : int {
   kErrSlot = 2,      // kv_append: slot outside the cache
   kErrSeqOrPos = 4,  // attention: sequence id or position outside the block table
   kErrPage = 8,      // attention: block table entry outside the cache
+  kErrState = 16,    // token_shift / wkv: sequence id or state slot out of range
 };
 
 // Owns a cudaStream_t.

@@ -237,6 +237,24 @@ void unary(cudaStream_t stream, Unary op, const float* a, float s, float* y, int
 void binary(cudaStream_t stream, Binary op, const float* a, const float* b, int64_t b_rows,
             float* y, int64_t rows, int64_t d);
 
+// ---- rwkv.cu: Slice and the RWKV ops (semantics in core/graph.h) --------------------------
+
+// y[r, :] = a[r, offset : offset + w_out] for rows of a of w_in (groups are rows here).
+void slice(cudaStream_t stream, const float* a, float* y, int64_t rows, int64_t w_in, int64_t w_out,
+           int64_t offset);
+enum class RwkvElementwise { Mix, SigmoidMul, ReluSqr };
+// Mix: y = a * w + b * (1 - w) with w one row of d; SigmoidMul: y = sigmoid(a) * b;
+// ReluSqr: y = relu(a)^2 (b, w unused).
+void rwkv_elementwise(cudaStream_t stream, RwkvElementwise op, const float* a, const float* b,
+                      const float* w, float* y, int64_t n, int64_t d);
+// Bad sequence ids or state slots set kErrState and leave those rows out.
+void token_shift(cudaStream_t stream, const float* x, float* state, const int32_t* seq_ids,
+                 const int32_t* state_slots, float* y, int64_t T, int64_t D, int64_t S,
+                 int64_t n_slots, int* err);
+void wkv(cudaStream_t stream, const float* k, const float* v, const float* time_decay,
+         const float* time_first, float* state, const int32_t* seq_ids, const int32_t* state_slots,
+         float* y, int64_t T, int64_t A, int64_t S, int64_t n_slots, int* err);
+
 // ---- rows.cu -----------------------------------------------------------------------------
 
 // out[r, :] = f32(table[ids[r], :]); table f32/f16/bf16 [V, D]. Bad ids give zero rows.

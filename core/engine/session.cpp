@@ -15,17 +15,25 @@ Session::Session(Model& model, SessionOptions opts) : model_(model), opts_(opts)
   if (opts_.page_size <= 0 || opts_.prefill_chunk_size <= 0)
     fail("page size and prefill chunk size must be positive");
   n_pages_ = (context_size_ + opts_.page_size - 1) / opts_.page_size;
-  const int64_t slots = static_cast<int64_t>(n_pages_) * opts_.page_size;
-  const size_t bytes = tensor_bytes(DType::F32, {slots, int64_t(cfg.num_kv_heads) * cfg.head_dim});
+  // Every State tensor the architecture declares: KV caches and recurrent states
+  // (one row, n_state_slots = 1: this session runs one sequence).
+  StepShape probe;
+  probe.max_pages_per_seq = n_pages_;
+  probe.page_size = opts_.page_size;
+  probe.n_cache_slots = n_pages_ * opts_.page_size;
+  const Graph g =
+      build_step_graph(cfg, probe, [&](const std::string& n) { return model.weight_dtype(n); });
   Backend& be = model.backend();
-  for (int l = 0; l < cfg.num_layers; l++) {
-    for (bool value : {false, true}) {
-      const std::string name = kv_cache_name(l, value);
-      cache_[name] = be.alloc(bytes, "KV cache (" + std::to_string(context_size_) +
-                                         " tokens; lower it with --context-size)");
-      be.clear(*cache_[name], 0, bytes);
-      cache_bytes_ += bytes;
-    }
+  for (const TensorInfo& t : g.tensors()) {
+    if (t.kind != TensorKind::State) continue;
+    const size_t bytes = tensor_bytes(t.dtype, t.shape);
+    const bool kv = t.name.compare(0, 6, "cache.") == 0;
+    cache_[t.name] = be.alloc(bytes, kv ? "KV cache (" + std::to_string(context_size_) +
+                                              " tokens; lower it with --context-size)"
+                                        : "recurrent state '" + t.name + "'");
+    be.clear(*cache_[t.name], 0, bytes);
+    if (!kv) recurrent_.push_back(t.name);
+    cache_bytes_ += bytes;
   }
 }
 
@@ -57,6 +65,10 @@ Executor& Session::executor_for(int n_tokens, int n_logit_rows) {
   std::vector<int32_t> table(n_pages_);
   std::iota(table.begin(), table.end(), 0);
   ref.set_input(step_io::kBlockTable, table.data(), table.size() * sizeof(int32_t));
+  if (ref.graph().find(step_io::kStateSlots) >= 0) {
+    const int32_t row = 0;
+    ref.set_input(step_io::kStateSlots, &row, sizeof(row));
+  }
   return ref;
 }
 
@@ -73,6 +85,12 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
     fail("context window of %d tokens is full (%d tokens used, %d more asked)", context_size_,
          position_, n);
   }
+  // A (re)started sequence begins from zero recurrent state.
+  if (position_ == 0)
+    for (const std::string& name : recurrent_) {
+      DeviceBuffer& b = *cache_.at(name);
+      model_.backend().clear(b, 0, b.size());
+    }
   const int V = cfg.vocab_size;
   std::vector<float> logits(static_cast<size_t>(all_logits ? n : 1) * V);
   for (int begin = 0; begin < n; begin += opts_.prefill_chunk_size) {

@@ -1,4 +1,4 @@
-// A single-sequence inference session: the KV cache of one sequence and the
+// A single-sequence inference session: the KV cache (or recurrent state) of one sequence and the
 // compiled step graphs, one per shape bucket. Used by `llmcli logits` and
 // `llmcli generate`; the batching engine builds on the same graphs.
 #pragma once
@@ -43,7 +43,7 @@ class Session {
     observer_ = std::move(fn);
     profile_ = profile;
   }
-  // Bytes of KV cache on the device.
+  // Bytes of KV cache (and recurrent state, RWKV) on the device.
   size_t cache_bytes() const { return cache_bytes_; }
 
  private:
@@ -56,7 +56,8 @@ class Session {
   int n_pages_ = 0;
   int position_ = 0;
   size_t cache_bytes_ = 0;
-  std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;
+  std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;  // all State tensors
+  std::vector<std::string> recurrent_;  // the non-KV ones, zeroed when a sequence starts
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
   StepObserver observer_;
   bool profile_ = false;

@@ -17,29 +17,61 @@ const GgufTensorInfo* find_tensor(const GgufFile& f, const std::string& name) {
   return nullptr;
 }
 
-// llama.cpp's names -> Hugging Face's, for the llama family.
-std::string hf_name(const std::string& gguf) {
-  static const std::pair<const char*, const char*> kGlobal[] = {
+using NamePair = std::pair<const char*, const char*>;
+
+// gguf's name under Hugging Face's: whole-model tensors by `global`, and
+// blk.N.KIND.weight|bias as LAYER_PREFIX.N.layer[KIND].weight|bias; else unchanged
+// (kept under its own name, unused by the builders).
+template <size_t G, size_t L>
+std::string map_name(const std::string& gguf, const NamePair (&global)[G],
+                     const std::string& layer_prefix, const NamePair (&layer)[L]) {
+  for (const auto& [from, to] : global)
+    if (gguf == from) return to;
+  static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (std::regex_match(gguf, m, kBlock)) {
+    for (const auto& [from, to] : layer)
+      if (m[2] == from) return layer_prefix + "." + m[1].str() + "." + to + "." + m[3].str();
+  }
+  return gguf;
+}
+
+// llama.cpp's names -> Hugging Face's: the llama family, phi3 (whose ffn_up is the
+// fused gate_up_proj) and gptneox.
+std::string hf_name(const std::string& arch, const std::string& gguf) {
+  if (arch == "gptneox") {
+    static const NamePair kGlobal[] = {
+        {"token_embd.weight", "gpt_neox.embed_in.weight"},
+        {"output_norm.weight", "gpt_neox.final_layer_norm.weight"},
+        {"output_norm.bias", "gpt_neox.final_layer_norm.bias"},
+        {"output.weight", "embed_out.weight"},
+    };
+    static const NamePair kLayer[] = {
+        {"attn_norm", "input_layernorm"},   {"attn_qkv", "attention.query_key_value"},
+        {"attn_output", "attention.dense"}, {"ffn_norm", "post_attention_layernorm"},
+        {"ffn_up", "mlp.dense_h_to_4h"},    {"ffn_down", "mlp.dense_4h_to_h"},
+    };
+    return map_name(gguf, kGlobal, "gpt_neox.layers", kLayer);
+  }
+  static const NamePair kGlobal[] = {
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
       {"output.weight", "lm_head.weight"},
   };
-  for (const auto& [from, to] : kGlobal)
-    if (gguf == from) return to;
-  static const std::pair<const char*, const char*> kLayer[] = {
+  static const NamePair kLayer[] = {
       {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
       {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
       {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
       {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
       {"ffn_down", "mlp.down_proj"},
   };
-  static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
-  std::smatch m;
-  if (std::regex_match(gguf, m, kBlock)) {
-    for (const auto& [from, to] : kLayer)
-      if (m[2] == from) return "model.layers." + m[1].str() + "." + to + "." + m[3].str();
-  }
-  return gguf;  // kept under its own name; unused by the builders
+  static const NamePair kPhi3Layer[] = {
+      {"attn_norm", "input_layernorm"},    {"attn_qkv", "self_attn.qkv_proj"},
+      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_up", "mlp.gate_up_proj"},      {"ffn_down", "mlp.down_proj"},
+  };
+  if (arch == "phi3") return map_name(gguf, kGlobal, "model.layers", kPhi3Layer);
+  return map_name(gguf, kGlobal, "model.layers", kLayer);
 }
 
 }  // namespace
@@ -53,9 +85,20 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     c.rope_interleaved = true;
   } else if (arch == "qwen2") {
     c.model_type = "qwen2";
+  } else if (arch == "phi3") {
+    c.model_type = "phi3";  // llama.cpp keeps phi3's Q/K rows in Hugging Face order
+    if (find_tensor(f, "rope_factors_long.weight") || find_tensor(f, "rope_factors_short.weight"))
+      fail("'%s': phi3 longrope scaling (rope_factors_long/short) is not supported yet",
+           f.path().c_str());
+  } else if (arch == "gptneox") {
+    // llama.cpp's converter regroups query_key_value from per head to [q | k | v].
+    c.model_type = "gpt_neox";
+    c.qkv_blocked = true;
+    c.hidden_act = "gelu";
+    c.mlp_bias = true;
   } else {
-    fail("'%s': unsupported GGUF architecture '%s' (supported: llama, qwen2)", f.path().c_str(),
-         arch.c_str());
+    fail("'%s': unsupported GGUF architecture '%s' (supported: llama, qwen2, phi3, gptneox)",
+         f.path().c_str(), arch.c_str());
   }
   const std::string p = arch + ".";
   c.hidden_size = static_cast<int>(f.get_int(p + "embedding_length"));
@@ -69,6 +112,10 @@ ModelConfig config_from_gguf(const GgufFile& f) {
       static_cast<int>(f.get_int_or(p + "attention.key_length", c.hidden_size / c.num_heads));
   c.max_position_embeddings = static_cast<int>(f.get_int_or(p + "context_length", 2048));
   c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5));
+  if (arch == "gptneox") {
+    c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_epsilon", 1e-5));
+    c.parallel_residual = f.get_int_or(p + "use_parallel_residual", 1) != 0;
+  }
   c.rope_theta = static_cast<float>(f.get_float_or(p + "rope.freq_base", 10000.0));
   c.sliding_window = static_cast<int>(f.get_int_or(p + "attention.sliding_window", 0));
   if (c.sliding_window < 0)
@@ -76,9 +123,15 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   // Hugging Face calls a llama with a sliding window mistral (llama has no such key).
   if (arch == "llama" && c.sliding_window > 0) c.model_type = "mistral";
   const int64_t rope_dims = f.get_int_or(p + "rope.dimension_count", c.head_dim);
-  if (rope_dims != c.head_dim)
+  if ((arch == "phi3" || arch == "gptneox") && rope_dims != c.head_dim) {
+    if (rope_dims <= 0 || rope_dims % 2 || rope_dims > c.head_dim)
+      fail("'%s': rope.dimension_count %lld is not an even number up to the head size %d",
+           f.path().c_str(), static_cast<long long>(rope_dims), c.head_dim);
+    c.rotary_dims = static_cast<int>(rope_dims);
+  } else if (rope_dims != c.head_dim) {
     fail("'%s': partial rotary (%lld of %d dims) is not supported for %s", f.path().c_str(),
          static_cast<long long>(rope_dims), c.head_dim, arch.c_str());
+  }
   const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
   if (scaling == "linear") {
     c.rope_scaling.type = "linear";
@@ -93,6 +146,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.tie_word_embeddings = find_tensor(f, "output.weight") == nullptr;
   c.attention_bias = find_tensor(f, "blk.0.attn_q.bias") != nullptr;
   c.attention_out_bias = find_tensor(f, "blk.0.attn_output.bias") != nullptr;
+  if (arch == "gptneox") c.attention_bias = find_tensor(f, "blk.0.attn_qkv.bias") != nullptr;
   c.mlp_bias = find_tensor(f, "blk.0.ffn_up.bias") != nullptr;
 
   // llama3 rope scaling is stored as per-frequency divisors.
@@ -115,12 +169,13 @@ DType gguf_transcode_target(const std::string& quantization) {
 }
 
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to) {
+  const std::string arch = f->get_string("general.architecture");
   for (const GgufTensorInfo& t : f->tensors()) {
     if (t.name == "rope_freqs.weight") continue;  // folded into the config
     if (ggml_block_layout(t.ggml_type) != nullptr) {
       const DType target = t.shape.rank >= 2 ? transcode_to : DType::F32;
       try {
-        store.add_owned(hf_name(t.name), target, t.shape,
+        store.add_owned(hf_name(arch, t.name), target, t.shape,
                         transcode_ggml_tensor(t.ggml_type, t.data, t.shape, target));
       } catch (const Error& e) {
         fail("'%s': tensor '%s': %s", f->path().c_str(), t.name.c_str(), e.what());
@@ -138,7 +193,7 @@ void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DTy
     h.shape = t.shape;
     h.data = t.data;
     h.nbytes = t.nbytes;
-    store.add_external(hf_name(t.name), h, f);
+    store.add_external(hf_name(arch, t.name), h, f);
   }
 }
 

@@ -379,6 +379,9 @@ std::unique_ptr<WeightStore> open_native_weights(const std::string& dir) {
 
 std::string model_config_to_json(const ModelConfig& c) {
   const bool llama = c.model_type == "llama", qwen2 = c.model_type == "qwen2";
+  // Only GGUF sources come here; the other types keep their own config.json.
+  if (c.model_type == "gpt_neox" || c.model_type == "gptj" || c.model_type == "rwkv")
+    fail("model_config: %s cannot be written from a GGUF source", c.model_type.c_str());
   ordered_json j;
   j["model_type"] = c.model_type;
   j["vocab_size"] = c.vocab_size;
@@ -403,6 +406,8 @@ std::string model_config_to_json(const ModelConfig& c) {
   } else if (rs.type != "default") {
     fail("model_config: cannot write rope scaling '%s'", rs.type.c_str());
   }
+  if (c.rotary_dims > 0 && c.rotary_dims != c.head_dim)
+    j["partial_rotary_factor"] = static_cast<double>(c.rotary_dims) / c.head_dim;
   j["hidden_act"] = c.hidden_act;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   // config.json can say only what parse_hf_config derives for each type.
@@ -524,6 +529,9 @@ std::string guess_conv_template(const ModelConfig& c, const std::vector<std::str
   if (vocab.count("<start_of_turn>")) return "gemma";
   if (c.model_type == "mistral") return "mistral";
   if (c.model_type == "qwen2") return "chatml";
+  if (c.model_type == "phi3") return "phi-3";
+  if (c.model_type == "rwkv") return "rwkv_world";
+  if (c.model_type == "gpt_neox") return "redpajama_chat";
   return "llama-2";
 }
 

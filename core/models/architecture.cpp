@@ -11,8 +11,12 @@ std::string kv_cache_name(int layer, bool value) {
 }
 
 Graph build_step_graph(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype) {
-  if (cfg.model_type == "llama" || cfg.model_type == "mistral" || cfg.model_type == "qwen2")
+  if (cfg.model_type == "llama" || cfg.model_type == "mistral" || cfg.model_type == "qwen2" ||
+      cfg.model_type == "phi3")
     return build_llama(cfg, shape, dtype);
+  if (cfg.model_type == "gpt_neox") return build_gpt_neox(cfg, shape, dtype);
+  if (cfg.model_type == "gptj") return build_gptj(cfg, shape, dtype);
+  if (cfg.model_type == "rwkv") return build_rwkv(cfg, shape, dtype);
   fail("no graph builder for model_type '%s'", cfg.model_type.c_str());
 }
 

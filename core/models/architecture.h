@@ -1,5 +1,6 @@
 // Builds the graph of one model step from a config. One builder per
-// architecture family (llama.cpp here covers llama, mistral and qwen2).
+// architecture family (llama.cpp covers llama, mistral, qwen2 and phi3;
+// gpt_neox.cpp, gptj.cpp, rwkv.cpp one each).
 #pragma once
 
 #include <functional>
@@ -56,5 +57,11 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims);
 
 // Architecture builders (one file each).
 Graph build_llama(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+Graph build_gpt_neox(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+Graph build_gptj(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+Graph build_rwkv(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
+
+// Name of an RWKV recurrent state of a layer ("att_shift", "ffn_shift", "wkv").
+std::string rwkv_state_name(int layer, const char* what);
 
 }  // namespace llm

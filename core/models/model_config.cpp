@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -148,9 +149,119 @@ void parse_token_ids(const json& j, ModelConfig* c) {
   }
 }
 
+
+// The first of several keys that is present (GPT-J's n_embd is hidden_size elsewhere).
+const char* first_key(const json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys)
+    if (find_field(j, k)) return k;
+  return *keys.begin();
+}
+
+// A fraction in (0, 1] (rotary_pct, partial_rotary_factor).
+float opt_fraction(const json& obj, const char* key, float def) {
+  const float f = opt_positive(obj, key, def);
+  if (f > 1.f) fail("config.json: field '%s' must be in (0, 1]", key);
+  return f;
+}
+
+int rotary_dims_of(int head_dim, float fraction, const char* key) {
+  const int rot = static_cast<int>(head_dim * fraction);
+  if (rot < 2 || rot % 2 != 0)
+    fail("config.json: %s %g of head_dim %d gives %d rotary dims; need an even number >= 2", key,
+         fraction, head_dim, rot);
+  return rot;
+}
+
+// The partial rotary fraction: top level or inside rope_parameters (transformers >= 5).
+float rotary_fraction(const json& j, const char* key, float def) {
+  if (const json* rp = find_field(j, "rope_parameters"))
+    if (rp->is_object() && find_field(*rp, "partial_rotary_factor"))
+      return opt_fraction(*rp, "partial_rotary_factor", def);
+  return opt_fraction(j, key, def);
+}
+
+void check_gelu(const ModelConfig& c) {
+  static const char* kOk[] = {"gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh"};
+  for (const char* a : kOk)
+    if (c.hidden_act == a) return;
+  fail("config.json: activation '%s' is not supported for model_type '%s' (gelu, gelu_new)",
+       c.hidden_act.c_str(), c.model_type.c_str());
+}
+
+// GPT-NeoX, GPT-J and RWKV: LayerNorm models with their own field names.
+void parse_gpt_neox(const json& j, ModelConfig* c) {
+  c->vocab_size = req_int(j, "vocab_size");
+  c->hidden_size = req_int(j, "hidden_size");
+  c->intermediate_size = req_int(j, "intermediate_size");
+  c->num_layers = req_int(j, "num_hidden_layers");
+  c->num_heads = c->num_kv_heads = req_int(j, "num_attention_heads");
+  if (c->hidden_size % c->num_heads != 0)
+    fail("config.json: hidden_size (%d) is not divisible by num_attention_heads (%d)",
+         c->hidden_size, c->num_heads);
+  c->head_dim = c->hidden_size / c->num_heads;
+  c->max_position_embeddings = opt_int(j, "max_position_embeddings", 2048);
+  c->norm_eps = opt_positive(j, "layer_norm_eps", 1e-5f);
+  parse_rope(j, c);
+  if (!find_field(j, "rope_theta") && !find_field(j, "rope_parameters"))
+    c->rope_theta = opt_positive(j, "rotary_emb_base", 10000.f);
+  c->rotary_dims =
+      rotary_dims_of(c->head_dim, rotary_fraction(j, "rotary_pct", 0.25f), "rotary_pct");
+  c->parallel_residual = opt_bool(j, "use_parallel_residual", true);
+  c->attention_bias = c->attention_out_bias = opt_bool(j, "attention_bias", true);
+  c->mlp_bias = true;
+  c->hidden_act = opt_string(j, "hidden_act", "", "gelu");
+  check_gelu(*c);
+}
+
+void parse_gptj(const json& j, ModelConfig* c) {
+  c->vocab_size = req_int(j, first_key(j, {"vocab_size"}));
+  c->hidden_size = req_int(j, first_key(j, {"n_embd", "hidden_size"}));
+  c->num_layers = req_int(j, first_key(j, {"n_layer", "num_hidden_layers"}));
+  c->num_heads = c->num_kv_heads = req_int(j, first_key(j, {"n_head", "num_attention_heads"}));
+  if (c->hidden_size % c->num_heads != 0)
+    fail("config.json: n_embd (%d) is not divisible by n_head (%d)", c->hidden_size, c->num_heads);
+  c->head_dim = c->hidden_size / c->num_heads;
+  c->intermediate_size = opt_int(j, "n_inner", 4 * c->hidden_size);
+  c->max_position_embeddings =
+      opt_int(j, first_key(j, {"n_positions", "max_position_embeddings"}), 2048);
+  c->norm_eps = opt_positive(j, "layer_norm_epsilon", 1e-5f);
+  c->rotary_dims = opt_int(j, "rotary_dim", c->head_dim);
+  if (c->rotary_dims % 2 != 0 || c->rotary_dims > c->head_dim)
+    fail("config.json: rotary_dim (%d) must be even and at most the head size (%d)", c->rotary_dims,
+         c->head_dim);
+  c->rope_interleaved = true;
+  c->parallel_residual = true;
+  c->mlp_bias = true;
+  c->hidden_act = opt_string(j, "activation_function", "", "gelu_new");
+  check_gelu(*c);
+}
+
+void parse_rwkv(const json& j, ModelConfig* c) {
+  c->vocab_size = req_int(j, "vocab_size");
+  c->hidden_size = req_int(j, "hidden_size");
+  c->num_layers = req_int(j, "num_hidden_layers");
+  c->attention_hidden_size = opt_int(j, "attention_hidden_size", c->hidden_size);
+  c->intermediate_size = opt_int(j, "intermediate_size", 4 * c->hidden_size);
+  c->max_position_embeddings = opt_int(j, "context_length", 1024);
+  c->norm_eps = opt_positive(j, "layer_norm_epsilon", 1e-5f);
+  c->rescale_every = opt_int(j, "rescale_every", 6, 0);
+  // No attention: one "head" keeps the shared code paths (KV sizes) well defined.
+  c->num_heads = c->num_kv_heads = 1;
+  c->head_dim = c->hidden_size;
+}
+
+// Phi-3: the llama layout with fused qkv_proj and gate_up_proj.
+void parse_phi3(const json& j, ModelConfig* c) {
+  c->rotary_dims = rotary_dims_of(c->head_dim, rotary_fraction(j, "partial_rotary_factor", 1.f),
+                                  "partial_rotary_factor");
+  c->sliding_window = opt_int(j, "sliding_window", 0, 0);
+}
+
 }  // namespace
 
-std::vector<std::string> supported_model_types() { return {"llama", "mistral", "qwen2"}; }
+std::vector<std::string> supported_model_types() {
+  return {"llama", "mistral", "qwen2", "phi3", "gpt_neox", "gptj", "rwkv"};
+}
 
 ModelConfig parse_hf_config(const std::string& json_text) {
   json j;
@@ -175,6 +286,14 @@ ModelConfig parse_hf_config(const std::string& json_text) {
   }
   if (!known)
     fail("unsupported model_type '%s' (supported: %s)", c.model_type.c_str(), list.c_str());
+  if (c.model_type == "gpt_neox" || c.model_type == "gptj" || c.model_type == "rwkv") {
+    if (c.model_type == "gpt_neox") parse_gpt_neox(j, &c);
+    if (c.model_type == "gptj") parse_gptj(j, &c);
+    if (c.model_type == "rwkv") parse_rwkv(j, &c);
+    c.tie_word_embeddings = opt_bool(j, "tie_word_embeddings", false);
+    parse_token_ids(j, &c);
+    return c;
+  }
   const bool llama = c.model_type == "llama";
   const bool qwen2 = c.model_type == "qwen2";
   const bool mistral = c.model_type == "mistral";
@@ -196,11 +315,13 @@ ModelConfig parse_hf_config(const std::string& json_text) {
   c.head_dim = opt_int(j, "head_dim", c.hidden_size / c.num_heads);
   c.max_position_embeddings = opt_int(j, "max_position_embeddings", 2048);
   // Defaults follow the transformers config classes.
-  c.norm_eps = opt_positive(j, "rms_norm_eps", mistral ? 1e-5f : 1e-6f);
+  c.norm_eps = opt_positive(j, "rms_norm_eps", mistral || c.model_type == "phi3" ? 1e-5f : 1e-6f);
   parse_rope(j, &c);
 
   if (mistral) {
     c.sliding_window = opt_int(j, "sliding_window", 0, 0);
+  } else if (c.model_type == "phi3") {
+    parse_phi3(j, &c);
   } else if (qwen2 && opt_bool(j, "use_sliding_window", false)) {
     c.sliding_window = req_int(j, "sliding_window", "", "needed when use_sliding_window is true");
   }

@@ -15,7 +15,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string model_type;  // "llama", "mistral", "qwen2"
+  std::string model_type;  // "llama", "mistral", "qwen2", "phi3", "gpt_neox", "gptj", "rwkv"
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -39,6 +39,18 @@ struct ModelConfig {
   bool attention_out_bias = false;
   bool mlp_bias = false;
   std::string hidden_act = "silu";
+  // Rotary dims per head (gpt_neox rotary_pct, gptj rotary_dim, phi3
+  // partial_rotary_factor); 0: all of head_dim.
+  int rotary_dims = 0;
+  // gpt_neox use_parallel_residual: x + attn(ln1(x)) + mlp(ln2(x)).
+  bool parallel_residual = false;
+  // gpt_neox: query_key_value rows are [q | k | v] (llama.cpp's GGUF) rather than
+  // Hugging Face's per-head [q_h k_h v_h] groups.
+  bool qkv_blocked = false;
+  // rwkv: attention (time-mix) width and the halving of the residual every
+  // rescale_every layers (0: never).
+  int attention_hidden_size = 0;
+  int rescale_every = 0;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
 };
