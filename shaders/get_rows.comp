@@ -5,6 +5,7 @@
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const int WDT = DT_F32;
+layout(constant_id = 1) const int SPLIT = 0;
 layout(std430, binding = 0) readonly buffer Table { uint wts[]; };
 layout(std430, binding = 1) readonly buffer Ids { int ids[]; };
 layout(std430, binding = 2) writeonly buffer Out { float outv[]; };

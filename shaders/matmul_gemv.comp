@@ -9,6 +9,7 @@
 layout(local_size_x = WG) in;
 layout(constant_id = 0) const int WDT = DT_F32;
 layout(constant_id = 1) const int BDT = DT_F32;
+layout(constant_id = 2) const int SPLIT = 0;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
@@ -30,14 +31,15 @@ void main() {
     const uint bs = WDT == DT_Q8_0 ? 34u : 18u;
     const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);
     for (uint blk = tid; blk < p.K / 32u; blk += WG) {
-      const uint a = row + blk * bs;
-      const float d = f16_bits_to_f32(LOAD_U16(wts, a));
+      const uint sa = SPLIT != 0 ? row + blk * 2u : row + blk * bs;
+      const uint a = SPLIT != 0 ? row + split_scale_bytes(p.K) + blk * quant_block_bytes() : sa + 2u;
+      const float d = f16_bits_to_f32(LOAD_U16(wts, sa));
       float v[32];
       if (WDT == DT_Q8_0) {
-        for (uint j = 0u; j < 32u; j++) v[j] = float(int(LOAD_BYTE(wts, a + 2u + j) << 24) >> 24) * d;
+        for (uint j = 0u; j < 32u; j++) v[j] = float(int(LOAD_BYTE(wts, a + j) << 24) >> 24) * d;
       } else {
         for (uint j = 0u; j < 16u; j++) {
-          const uint q = LOAD_BYTE(wts, a + 2u + j);
+          const uint q = LOAD_BYTE(wts, a + j);
           v[j] = float(int(q & 15u) - 8) * d;
           v[j + 16u] = float(int(q >> 4) - 8) * d;
         }

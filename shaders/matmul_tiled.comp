@@ -10,6 +10,7 @@
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const int WDT = DT_F32;
 layout(constant_id = 1) const int BDT = DT_F32;
+layout(constant_id = 2) const int SPLIT = 0;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };

@@ -35,7 +35,7 @@ Node make_node(Op op, OpParams p) {
 }
 
 OneNode::OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
-                 int inplace)
+                 int inplace, int weight)
     : be_(be), node_(node) {
   std::vector<TensorInfo> infos(ins.size());
   std::vector<const TensorInfo*> ptrs;
@@ -53,9 +53,15 @@ OneNode::OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, c
 
   BoundNode bn;
   bn.node = &node_;
-  for (const HostT& t : ins) {
-    bufs_.push_back(be.alloc(t.data.size(), "test input"));
-    be.upload(*bufs_.back(), 0, t.data.data(), t.data.size());
+  for (size_t i = 0; i < ins.size(); i++) {
+    const HostT& t = ins[i];
+    if (static_cast<int>(i) == weight) {
+      bufs_.push_back(be.upload_weight(HostTensor{t.dtype, t.shape, t.data.data(), t.data.size()},
+                                       "test weight"));
+    } else {
+      bufs_.push_back(be.alloc(t.data.size(), "test input"));
+      be.upload(*bufs_.back(), 0, t.data.data(), t.data.size());
+    }
     bn.inputs.push_back({bufs_.back().get(), 0, t.dtype, t.shape});
   }
   if (inplace >= 0) {

@@ -31,11 +31,12 @@ Node make_node(Op op, OpParams p = {});
 
 // One node on one backend: inputs uploaded to buffers of their own, the output
 // (initialised from `out`) downloaded after the compiled program ran. inplace >= 0
-// binds the output to that input (KvAppend).
+// binds the output to that input (KvAppend); input weight >= 0 goes through
+// Backend::upload_weight (the backend's own layout).
 class OneNode {
  public:
   OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
-          int inplace = -1);
+          int inplace = -1, int weight = -1);
   void set_input(size_t i, const Bytes& data);
   void run() { prog_->run(); }
   Bytes output();

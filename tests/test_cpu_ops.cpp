@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
-
-#include "test_util.h"
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -20,6 +18,7 @@
 #include "core/error.h"
 #include "core/formats/quantize.h"
 #include "core/graph.h"
+#include "test_util.h"
 
 namespace {
 

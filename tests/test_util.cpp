@@ -1,7 +1,5 @@
 #include "test_util.h"
 
-#include "core/engine/sampler.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +10,8 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/engine/sampler.h"
 
 namespace llm::test {
 

@@ -120,8 +120,12 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
       if (quant && kn.K % 32) continue;
       for (int64_t T : {1, 3, 8, 9, 70}) {
         const bool bias = (T + kn.N) % 2 == 1;
+        // Quantized weights through upload_weight (the backend's row layout) or as raw
+        // GGUF blocks in a plain buffer.
+        const bool via_weight = quant && (T + kn.K / 32) % 2 == 0;
         DYNAMIC_SECTION(dtype_name(wt)
-                        << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")) {
+                        << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")
+                        << (via_weight ? " (upload_weight)" : "")) {
           const HostT x = f32_tensor({T, kn.K}, uniform(T * kn.K, rng, -2.f, 2.f));
           std::vector<HostT> ins = {x}, ref_ins = {x};
           if (quant) {
@@ -143,9 +147,14 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
           const HostT out = zeros({T, kn.N});
           OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
           c.run();
-          OneNode g(*gpu, make_node(Op::MatMul), ins, out);
+          OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
           g.run();
           g.run();
+          const std::string kernel = g.program().dispatches().at(0).kernel;
+          INFO(kernel);
+          CHECK(kernel.rfind(T > 8 ? "matmul_tiled" : "matmul_gemv", 0) == 0);
+          if (via_weight && T <= 8 && gpu->info().details.find("subgroup ops") != std::string::npos)
+            CHECK(kernel.rfind("matmul_gemv_q", 0) == 0);
           const double err =
               max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output()));
           INFO("max rel err " << err);
@@ -256,9 +265,17 @@ TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
     DYNAMIC_SECTION(dtype_name(t)) {
       const int64_t D = 96;
       const QuantMatrix table = quantize_random(t, V, D, rng);
-      CHECK(compare_with_cpu(make_node(Op::GetRows),
-                             {{t, {V, D}, table.blocks}, i32_tensor({R}, ids)},
-                             zeros({R, D})) == 0.0);
+      auto gpu = make_vulkan_backend();
+      for (int weight : {-1, 0}) {
+        OneNode g(*gpu, make_node(Op::GetRows), {{t, {V, D}, table.blocks}, i32_tensor({R}, ids)},
+                  zeros({R, D}), -1, weight);
+        g.run();
+        std::vector<float> want;
+        for (int32_t id : ids)
+          want.insert(want.end(), table.values.begin() + id * D,
+                      table.values.begin() + (id + 1) * D);
+        CHECK(decode(DType::F32, g.output()) == want);
+      }
     }
   }
 }

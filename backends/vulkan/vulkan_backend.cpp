@@ -65,6 +65,25 @@ void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char*
          bytes, offset, b.size());
 }
 
+// GGUF blocks of a q4_0/q8_0 [N, K] matrix in the backend's row layout
+// (shaders/weights.glsl): per row its K/32 f16 scales padded to 16 bytes, then the
+// quants of its blocks (16 bytes of nibbles or 32 int8 each).
+std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64_t K) {
+  const size_t nb = static_cast<size_t>(K / 32);
+  const size_t block = t == DType::Q8_0 ? 34 : 18, qb = block - 2;
+  const size_t scales = (nb * 2 + 15) / 16 * 16, row = scales + nb * qb;
+  std::vector<uint8_t> out(row * static_cast<size_t>(N), 0);
+  for (int64_t n = 0; n < N; n++) {
+    uint8_t* dst = out.data() + row * n;
+    const uint8_t* src = blocks + nb * block * n;
+    for (size_t b = 0; b < nb; b++) {
+      std::memcpy(dst + 2 * b, src + block * b, 2);
+      std::memcpy(dst + scales + qb * b, src + block * b + 2, qb);
+    }
+  }
+  return out;
+}
+
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
 // The attention shader's MAX_D.
@@ -274,6 +293,20 @@ class VulkanBackend final : public Backend {
     return std::make_unique<Buffer>(*ctx_, ctx_, bytes, what);
   }
 
+  std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
+                                              const std::string& what) override {
+    const bool quant = t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0;
+    const int64_t K = t.shape.row_len(), N = t.shape.rows();
+    if (!quant || t.shape.rank != 2 || K % 32 != 0 || t.nbytes != tensor_bytes(t.dtype, t.shape))
+      return from_host(t.data, t.nbytes, what);
+    const std::vector<uint8_t> rows =
+        split_rows(t.dtype, static_cast<const uint8_t*>(t.data), N, K);
+    auto buf = std::make_unique<Buffer>(*ctx_, ctx_, rows.size(), what);
+    ctx_->copy_to_device(*buf, 0, rows.data(), rows.size());
+    buf->set_split(t.dtype, N, K);
+    return buf;
+  }
+
   void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) override {
     check_range(dst, offset, bytes, "upload");
     ctx_->copy_to_device(vk_buffer(dst), offset, src, bytes);
@@ -390,6 +423,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       std::memcpy(&u, &v, 4);
       push(u);
     };
+    // Whether quantized input k is in the row layout of upload_weight.
+    auto split = [&](size_t k) -> int32_t {
+      const TensorRef& r = bn.inputs[k];
+      const bool quant = r.dtype == DType::Q8_0 || r.dtype == DType::Q4_0;
+      return quant && r.offset == 0 &&
+             vk_buffer(*r.buffer).holds_split(r.dtype, r.shape.rows(), r.shape.row_len());
+    };
     auto use = [&](const char* shader, std::vector<int32_t> spec) {
       x.pipeline = &ctx_->pipeline(shader, static_cast<uint32_t>(x.bindings.size()), spec);
     };
@@ -407,7 +447,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(static_cast<uint32_t>(V));
         push(static_cast<uint32_t>(D));
         push(static_cast<uint32_t>(R));
-        use("get_rows", {dt_code(in[0].dtype)});
+        use("get_rows", {dt_code(in[0].dtype), split(0)});
         x.label = format("get_rows %s", dtype_name(in[0].dtype));
         grid(x, (static_cast<uint64_t>(R * D) + 63) / 64);
         break;
@@ -440,8 +480,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(static_cast<uint32_t>(K));
         push(static_cast<uint32_t>(N));
         push(bias ? 1 : 0);
-        const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0};
-        if (T <= kGemvMaxTokens) {
+        const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
+                                           split(1)};
+        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic &&
+            in[0].offset % 16 == 0 && K % 4 == 0) {
+          use("matmul_gemv_q", spec);
+          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K);
+          grid(x, static_cast<uint64_t>(N));
+        } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
           x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);

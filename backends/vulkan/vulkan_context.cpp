@@ -212,9 +212,10 @@ DeviceInfo device_info(int index, const PhysicalInfo& p) {
   d.type = device_type_name(p.props.deviceType);
   d.total_memory = p.device_local_bytes;
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "Vulkan %u.%u.%u, subgroup %u, fp16 %s, coopmat %s",
+  std::snprintf(buf, sizeof(buf), "Vulkan %u.%u.%u, subgroup %u%s, fp16 %s, coopmat %s",
                 VK_API_VERSION_MAJOR(p.props.apiVersion), VK_API_VERSION_MINOR(p.props.apiVersion),
-                VK_API_VERSION_PATCH(p.props.apiVersion), p.subgroup_size, p.fp16 ? "yes" : "no",
+                VK_API_VERSION_PATCH(p.props.apiVersion), p.subgroup_size,
+                p.subgroup_arithmetic ? " (subgroup ops)" : "", p.fp16 ? "yes" : "no",
                 p.coopmat_nv ? "NV" : "no");
   d.details = buf;
   return d;

@@ -1,0 +1,82 @@
+// Decode GEMV for q4_0/q8_0 matrices in the backend's row layout (SPLIT = 1, see
+// weights.glsl), for devices with subgroup arithmetic: a workgroup per output row,
+// each thread a block of 32 weights at a time with one 16-byte load (q4_0; two for
+// q8_0) and one scale, T <= 8 token sums reduced with subgroupAdd and then across the
+// workgroup's subgroups in shared memory. Weights are dequantized exactly (q * d) and
+// multiplied in float32.
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#include "common.glsl"
+#define WG 128
+#define MAX_T 8
+layout(local_size_x = WG) in;
+layout(constant_id = 0) const int WDT = DT_Q4_0;
+layout(constant_id = 1) const int BDT = DT_F32;
+layout(constant_id = 2) const int SPLIT = 1;
+layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer W { uint wts[]; };
+layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
+layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform P {
+  uint x_off, w_off, b_off, y_off, T, K, N, has_bias;
+} p;
+#include "weights.glsl"
+
+shared float partial[MAX_T][WG];  // one entry per subgroup used
+
+void main() {
+  const uint n = flat_group();
+  if (n >= p.N) return;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint nb = p.K / 32u;
+  const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);  // bytes, 16-aligned
+  const uint q_base = (row + split_scale_bytes(p.K)) / 16u;  // in uvec4
+  float acc[MAX_T];
+  for (uint t = 0u; t < MAX_T; t++) acc[t] = 0.0;
+  for (uint blk = tid; blk < nb; blk += WG) {
+    const float d = f16_bits_to_f32(LOAD_U16(wts, row + blk * 2u));
+    float v[32];
+    if (WDT == DT_Q4_0) {
+      const uvec4 q = wts4[q_base + blk];
+      for (uint w = 0u; w < 4u; w++) {
+        const uint word = q[w];
+        for (uint b = 0u; b < 4u; b++) {
+          const uint byte_ = (word >> (8u * b)) & 0xffu;
+          v[w * 4u + b] = float(int(byte_ & 15u) - 8) * d;
+          v[w * 4u + b + 16u] = float(int(byte_ >> 4) - 8) * d;
+        }
+      }
+    } else {
+      for (uint h = 0u; h < 2u; h++) {
+        const uvec4 q = wts4[q_base + blk * 2u + h];
+        for (uint w = 0u; w < 4u; w++)
+          for (uint b = 0u; b < 4u; b++)
+            v[h * 16u + w * 4u + b] = float(int(((q[w] >> (8u * b)) & 0xffu) << 24) >> 24) * d;
+      }
+    }
+    for (uint t = 0u; t < p.T; t++) {
+      // x rows are 16-byte aligned when x_off and K are multiples of 4 (checked on the host).
+      const uint xb = (p.x_off + t * p.K + blk * 32u) / 4u;
+      float s = 0.0;
+      for (uint k = 0u; k < 8u; k++) {
+        const vec4 xv = x4[xb + k];
+        s += dot(xv, vec4(v[4u * k], v[4u * k + 1u], v[4u * k + 2u], v[4u * k + 3u]));
+      }
+      acc[t] += s;
+    }
+  }
+  for (uint t = 0u; t < p.T; t++) {
+    const float s = subgroupAdd(acc[t]);
+    if (subgroupElect()) partial[t][gl_SubgroupID] = s;
+  }
+  barrier();
+  if (tid < p.T) {
+    float s = 0.0;
+    for (uint g = 0u; g < gl_NumSubgroups; g++) s += partial[tid][g];
+    const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
+    y[p.y_off + tid * p.N + n] = s + b;
+  }
+}
