@@ -25,6 +25,9 @@ layout(push_constant) uniform P {
   float scale, softcap;
 } p;
 
+// -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
 shared float qs[MAX_D];
 shared float red[WG];
 shared float probs[WG];
@@ -78,12 +81,12 @@ void main() {
 
   const uint lo = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
   const uint hi = uint(pos);
-  float m = -1.0 / 0.0, l = 0.0;
+  float m = NEG_INF, l = 0.0;
   float acc[PER_T];
   for (uint i = 0u; i < PER_T; i++) acc[i] = 0.0;
   for (uint base = lo; base <= hi; base += WG) {
     const uint j = base + tid;
-    float sc = -1.0 / 0.0;
+    float sc = NEG_INF;
     int slot = -1;
     if (j <= hi) {
       const int page = table[p.table_off + uint(s) * p.max_pages + j / p.page_size];
@@ -103,7 +106,7 @@ void main() {
     probs[tid] = pr;
     slot_of[tid] = slot;
     const float csum = reduce_sum(pr);  // its barriers also publish probs and slot_of
-    if (new_m == -1.0 / 0.0) continue;  // every key of the chunk was skipped
+    if (new_m == NEG_INF) continue;  // every key of the chunk was skipped
     const float alpha = exp(m - new_m);
     l = l * alpha + csum;
     m = new_m;

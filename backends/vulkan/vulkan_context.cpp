@@ -361,8 +361,12 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   // staged copies through host-visible memory.
   const VkMemoryPropertyFlags host =
       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  const bool integrated = phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ||
-                          phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  // LLM_VULKAN_STAGING=1 takes the discrete-GPU path everywhere (to test it on lavapipe).
+  const char* staging_env = std::getenv("LLM_VULKAN_STAGING");
+  const bool force_staging = staging_env && std::strcmp(staging_env, "1") == 0;
+  const bool integrated =
+      !force_staging && (phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ||
+                         phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
   uint32_t dev_type =
       integrated ? find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | host) : UINT32_MAX;
   const bool unified = dev_type != UINT32_MAX;
