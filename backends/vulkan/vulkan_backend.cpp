@@ -90,11 +90,35 @@ constexpr int64_t kGemvMaxTokens = 8;
 constexpr int kAttentionMaxHeadDim = 1024;
 constexpr uint32_t kMaxGroups = 65535;
 
+// Bytes [begin, end) of a buffer that a dispatch reads or writes.
+struct Region {
+  const Buffer* buffer = nullptr;
+  size_t begin = 0, end = 0;
+  bool overlaps(const Region& o) const {
+    return buffer == o.buffer && begin < o.end && o.begin < end;
+  }
+};
+
+bool any_overlap(const std::vector<Region>& a, const std::vector<Region>& b) {
+  for (const Region& x : a)
+    for (const Region& y : b)
+      if (x.overlaps(y)) return true;
+  return false;
+}
+
 // One recorded dispatch.
 struct Recorded {
+  std::vector<Region> reads, writes;  // tensors, for the barriers (not the error word)
+  bool barrier_before = false;
   const Pipeline* pipeline = nullptr;
   VkDescriptorSet set = VK_NULL_HANDLE;
-  std::vector<Buffer*> bindings;
+  // Descriptor ranges: each tensor's bytes from a suitably aligned start, so the
+  // validation layer's synchronization checks see what a dispatch really touches.
+  struct Binding {
+    Buffer* buffer = nullptr;
+    VkDeviceSize offset = 0, range = 0;
+  };
+  std::vector<Binding> bindings;
   uint32_t push[vk::kPushBytes / 4] = {};
   uint32_t push_words = 0;
   uint32_t groups_x = 1, groups_y = 1;
@@ -119,7 +143,6 @@ class VulkanProgram final : public Program {
       dpi.pPoolSizes = &size;
       LLM_VK_CHECK(d.vkCreateDescriptorPool(dev, &dpi, nullptr, &pool_));
     }
-    const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange / 4 * 4;
     std::vector<VkDescriptorBufferInfo> infos(n_desc);
     std::vector<VkWriteDescriptorSet> writes;
     size_t k = 0;
@@ -131,8 +154,7 @@ class VulkanProgram final : public Program {
       ai.pSetLayouts = &x.pipeline->set_layout;
       LLM_VK_CHECK(d.vkAllocateDescriptorSets(dev, &ai, &x.set));
       for (size_t b = 0; b < x.bindings.size(); b++, k++) {
-        const VkDeviceSize whole = std::max<VkDeviceSize>(4, (x.bindings[b]->size() + 3) / 4 * 4);
-        infos[k] = {x.bindings[b]->get(), 0, std::min(whole, max_range)};
+        infos[k] = {x.bindings[b].buffer->get(), x.bindings[b].offset, x.bindings[b].range};
         VkWriteDescriptorSet w{};
         w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
         w.dstSet = x.set;
@@ -142,6 +164,20 @@ class VulkanProgram final : public Program {
         w.pBufferInfo = &infos[k];
         writes.push_back(w);
       }
+    }
+    // A barrier goes before a dispatch that reads or writes what a dispatch since the
+    // last barrier wrote, or writes what one read; independent dispatches (q/k/v,
+    // gate/up) run without one between them.
+    std::vector<Region> pending_r, pending_w;
+    for (Recorded& x : ds_) {
+      x.barrier_before = any_overlap(x.reads, pending_w) || any_overlap(x.writes, pending_w) ||
+                         any_overlap(x.writes, pending_r);
+      if (x.barrier_before) {
+        pending_r.clear();
+        pending_w.clear();
+      }
+      pending_r.insert(pending_r.end(), x.reads.begin(), x.reads.end());
+      pending_w.insert(pending_w.end(), x.writes.begin(), x.writes.end());
     }
     if (!writes.empty())
       d.vkUpdateDescriptorSets(dev, static_cast<uint32_t>(writes.size()), writes.data(), 0,
@@ -204,7 +240,7 @@ class VulkanProgram final : public Program {
 
  private:
   // The whole step in one command buffer: dispatches in order with a global memory
-  // barrier after each (the next may read what it wrote), barriers against earlier
+  // barrier where one depends on an earlier one (barrier_before), barriers against earlier
   // transfers at the start and for host reads at the end; timestamps between
   // dispatches when profiled.
   VkCommandBuffer record(bool timestamps) {
@@ -236,6 +272,11 @@ class VulkanProgram final : public Program {
     cc.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
     for (size_t i = 0; i < ds_.size(); i++) {
       const Recorded& x = ds_[i];
+      // Profiled runs keep a barrier after every dispatch, so each is timed alone.
+      if (i > 0 && (timestamps || x.barrier_before))
+        d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
+                               nullptr);
       d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->pipeline);
       d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->layout, 0, 1,
                                 &x.set, 0, nullptr);
@@ -246,10 +287,6 @@ class VulkanProgram final : public Program {
       if (timestamps)
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
                               static_cast<uint32_t>(i + 1));
-      if (i + 1 < ds_.size())
-        d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
-                               nullptr);
     }
     mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
     mb.dstAccessMask =
@@ -379,6 +416,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   std::vector<Recorded> out;
   out.reserve(nodes.size());
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
+  const size_t align =
+      std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
     if (!bn.node) fail("vulkan backend: bound node without a node");
@@ -400,22 +439,30 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     Recorded x;
     x.node = static_cast<int>(ni);
     // Binds a tensor and returns its offset in words.
-    auto bind = [&](const TensorRef& r, const char* what) -> uint32_t {
+    auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
       if (!r.buffer) fail("vulkan backend: node '%s': %s has no buffer", node.name.c_str(), what);
-      const size_t bytes = tensor_bytes(r.dtype, r.shape);
+      size_t bytes = tensor_bytes(r.dtype, r.shape);
       if (r.offset > r.buffer->size() || bytes > r.buffer->size() - r.offset)
         fail("vulkan backend: node '%s': %s (%zu bytes at %zu) overruns its buffer of %zu bytes",
              node.name.c_str(), what, bytes, r.offset, r.buffer->size());
       if (r.offset % 4 != 0)
         fail("vulkan backend: node '%s': %s at offset %zu is not 4-byte aligned", node.name.c_str(),
              what, r.offset);
-      if (r.offset + bytes > max_range)
+      // A quantized matrix in the row layout of upload_weight takes its whole buffer.
+      Buffer* buf = &vk_buffer(*r.buffer);
+      if (r.offset == 0 && buf->holds_split(r.dtype, r.shape.rows(), r.shape.row_len()))
+        bytes = buf->size();
+      // Starts aligned for the device and to 16 bytes (shaders load 16-byte vectors).
+      const size_t base = r.offset / align * align;
+      const size_t range = (r.offset + bytes - base + 3) / 4 * 4;
+      if (range > max_range)
         fail(
-            "vulkan backend: node '%s': %s ends at byte %zu, past the device's storage buffer "
-            "range of %llu bytes",
-            node.name.c_str(), what, r.offset + bytes, (unsigned long long)max_range);
-      x.bindings.push_back(&vk_buffer(*r.buffer));
-      return static_cast<uint32_t>(r.offset / 4);
+            "vulkan backend: node '%s': %s of %zu bytes is more than the device's storage "
+            "buffer range of %llu bytes",
+            node.name.c_str(), what, bytes, (unsigned long long)max_range);
+      x.bindings.push_back({buf, base, std::max<VkDeviceSize>(range, 4)});
+      (write ? x.writes : x.reads).push_back({buf, r.offset, r.offset + bytes});
+      return static_cast<uint32_t>((r.offset - base) / 4);
     };
     auto push = [&](uint32_t v) { x.push[x.push_words++] = v; };
     auto push_f = [&](float v) {
@@ -442,8 +489,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const int64_t V = in[0].shape[0], D = in[0].shape[1], R = in[1].shape.numel();
         push(bind(in[0], "the table"));
         push(bind(in[1], "ids"));
-        push(bind(o, "the output"));
-        x.bindings.push_back(&ctx_->error_buffer());
+        push(bind(o, "the output", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
         push(static_cast<uint32_t>(V));
         push(static_cast<uint32_t>(D));
         push(static_cast<uint32_t>(R));
@@ -459,7 +506,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bind(in[0], "x"));
         push(bind(in[1], "the weight"));
         push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
-        push(bind(o, "the output"));
+        push(bind(o, "the output", true));
         push(static_cast<uint32_t>(rows));
         push(static_cast<uint32_t>(d));
         push(bias ? 1 : 0);
@@ -475,7 +522,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bind(in[0], "x"));
         push(bind(in[1], "the weight"));
         push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
-        push(bind(o, "the output"));
+        push(bind(o, "the output", true));
         push(static_cast<uint32_t>(T));
         push(static_cast<uint32_t>(K));
         push(static_cast<uint32_t>(N));
@@ -509,7 +556,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bind(in[0], "x"));
         push(bind(in[1], "positions"));
         push(bind(in[2], "inv_freq"));
-        push(bind(o, "the output"));
+        push(bind(o, "the output", true));
         for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.head_dim}, int64_t{p.rot_dims}})
           push(static_cast<uint32_t>(v));
         push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
@@ -522,8 +569,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const int64_t T = in[0].shape.rows(), W = in[0].shape.row_len();
         push(bind(in[0], "src"));
         push(bind(in[1], "slots"));
-        push(bind(o, "the cache"));
-        x.bindings.push_back(&ctx_->error_buffer());
+        push(bind(o, "the cache", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
         push(static_cast<uint32_t>(T));
         push(static_cast<uint32_t>(W));
         push(static_cast<uint32_t>(o.shape.rows()));
@@ -535,8 +582,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       case Op::Attention: {
         const int64_t T = in[0].shape.rows();
         for (size_t k = 0; k < 6; k++) push(bind(in[k], "an attention input"));
-        push(bind(o, "the output"));
-        x.bindings.push_back(&ctx_->error_buffer());
+        push(bind(o, "the output", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
         for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.n_kv_heads}, int64_t{p.head_dim},
                           int64_t{std::max(p.window, 0)}, int64_t{p.page_size}, in[5].shape[0],
                           in[5].shape[1], in[1].shape.rows()})
@@ -562,7 +609,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool binary = in.size() > 1;
         push(bind(in[0], "a"));
         push(binary ? bind(in[1], "b") : bind(in[0], "a"));
-        push(bind(o, "the output"));
+        push(bind(o, "the output", true));
         push(static_cast<uint32_t>(n));
         push(static_cast<uint32_t>(d));
         push(binary && in[1].shape.numel() != n ? 1 : 0);
