@@ -86,6 +86,8 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
+// Output rows per workgroup of matmul_gemv_q (its ROWS).
+constexpr int64_t kGemvQRows = 4;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
 constexpr uint32_t kMaxGroups = 65535;
@@ -534,7 +536,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           use("matmul_gemv_q", spec);
           x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);
-          grid(x, static_cast<uint64_t>(N));
+          grid(x, static_cast<uint64_t>(N + kGemvQRows - 1) / kGemvQRows);
         } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
           x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
