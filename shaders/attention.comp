@@ -2,6 +2,9 @@
 // query head). Keys go in chunks of WG, a thread per key for the score q·k (scaled,
 // soft-capped); an online softmax (running max and sum, exact rescaling) folds each
 // chunk into the output, whose dims are spread over the threads (up to 8 each).
+// With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
+// split over SPLITS workgroups, each writing its running max, sum and unnormalised
+// output to `part`, which attention_merge.comp combines.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -11,6 +14,7 @@
 layout(local_size_x = WG) in;
 layout(constant_id = 0) const int KDT = DT_F32;
 layout(constant_id = 1) const int VDT = DT_F32;
+layout(constant_id = 2) const uint SPLITS = 1;
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
 layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
@@ -19,6 +23,7 @@ layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
 layout(std430, binding = 5) readonly buffer Table { int table[]; };
 layout(std430, binding = 6) writeonly buffer Out { float outv[]; };
 layout(std430, binding = 7) buffer Err { uint err_bits[]; };
+layout(std430, binding = 8) writeonly buffer Part { float part[]; };  // [T * H * SPLITS][2 + D]
 layout(push_constant) uniform P {
   uint q_off, k_off, v_off, pos_off, seq_off, table_off, out_off;
   uint T, H, Hkv, D, window, page_size, n_seqs, max_pages, cache_rows;
@@ -59,18 +64,41 @@ float reduce_sum(float v) {
   return r;
 }
 
+// The result of one (token, head, split): normalised into the output, or as a partial.
+void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
+  const uint tid = gl_LocalInvocationID.x;
+  if (SPLITS == 1u) {
+    for (uint i = 0u; i < PER_T; i++) {
+      const uint d = tid + i * WG;
+      if (d < p.D) outv[p.out_off + item * p.D + d] = l > 0.0 ? acc[i] / l : 0.0;
+    }
+    return;
+  }
+  const uint base = (item * SPLITS + split) * (p.D + 2u);
+  if (tid == 0u) {
+    part[base] = m;
+    part[base + 1u] = l;
+  }
+  for (uint i = 0u; i < PER_T; i++) {
+    const uint d = tid + i * WG;
+    if (d < p.D) part[base + 2u + d] = acc[i];
+  }
+}
+
 void main() {
-  const uint item = flat_group();
-  if (item >= p.T * p.H) return;
+  const uint group = flat_group();
+  if (group >= p.T * p.H * SPLITS) return;
+  const uint item = group / SPLITS, split = group % SPLITS;
   const uint tid = gl_LocalInvocationID.x;
   const uint t = item / p.H, h = item % p.H;
   const uint D = p.D;
-  const uint out_base = p.out_off + item * D;
+  float acc[PER_T];
+  for (uint i = 0u; i < PER_T; i++) acc[i] = 0.0;
   const int pos = positions[p.pos_off + t];
   const int s = seq_ids[p.seq_off + t];
   if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
     if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
-    for (uint d = tid; d < D; d += WG) outv[out_base + d] = 0.0;
+    finish(item, split, NEG_INF, 0.0, acc);
     return;
   }
   const uint kv_row = p.Hkv * D;
@@ -79,11 +107,12 @@ void main() {
   for (uint d = tid; d < D; d += WG) qs[d] = q[p.q_off + item * D + d];
   barrier();
 
-  const uint lo = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
-  const uint hi = uint(pos);
+  // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
+  const uint lo0 = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
+  const uint per = (uint(pos) - lo0 + SPLITS) / SPLITS;
+  const uint lo = lo0 + split * per;
+  const uint hi = min(uint(pos), lo + per - 1u);
   float m = NEG_INF, l = 0.0;
-  float acc[PER_T];
-  for (uint i = 0u; i < PER_T; i++) acc[i] = 0.0;
   for (uint base = lo; base <= hi; base += WG) {
     const uint j = base + tid;
     float sc = NEG_INF;
@@ -123,8 +152,5 @@ void main() {
     }
     barrier();  // probs and slot_of are rewritten by the next chunk
   }
-  for (uint i = 0u; i < PER_T; i++) {
-    const uint d = tid + i * WG;
-    if (d < D) outv[out_base + d] = l > 0.0 ? acc[i] / l : 0.0;
-  }
+  finish(item, split, m, l, acc);
 }

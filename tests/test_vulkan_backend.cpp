@@ -348,15 +348,21 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
       const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
       const std::vector<int32_t> positions = {5, 200, 383};
       const int64_t T = 3;
-      const double err = compare_with_cpu(
-          make_node(Op::Attention, p),
-          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
-           f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
-           f32_tensor({rows, W}, uniform(rows * W, rng)), i32_tensor({T}, positions),
-           i32_tensor({T}, {0, 0, 0}), i32_tensor({1, max_pages}, table)},
-          zeros({T, Q}));
+      const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng)),
+                                      i32_tensor({T}, positions),
+                                      i32_tensor({T}, {0, 0, 0}),
+                                      i32_tensor({1, max_pages}, table)};
+      const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);
+      // 12 (token, head) pairs: the keys are split over workgroups and merged.
+      auto gpu = make_vulkan_backend();
+      OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
+      const auto ds = g.program().dispatches();
+      REQUIRE(ds.size() == 2);
+      CHECK(ds[1].kernel.rfind("attention_merge", 0) == 0);
     }
   }
 }

@@ -90,6 +90,12 @@ constexpr int64_t kGemvMaxTokens = 8;
 constexpr int64_t kGemvQRows = 4;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
+// Attention splits the keys of each (token, head) when there are fewer pairs than
+// this (decode), into one split per kAttentionSplitKeys of context, at most
+// kAttentionMaxSplits.
+constexpr int64_t kAttentionSplitItems = 256;
+constexpr int64_t kAttentionSplitKeys = 128;
+constexpr int64_t kAttentionMaxSplits = 16;
 constexpr uint32_t kMaxGroups = 65535;
 
 // Bytes [begin, end) of a buffer that a dispatch reads or writes.
@@ -130,8 +136,10 @@ struct Recorded {
 
 class VulkanProgram final : public Program {
  public:
-  VulkanProgram(std::shared_ptr<Context> ctx, std::vector<Recorded> dispatches)
-      : ctx_(std::move(ctx)), ds_(std::move(dispatches)) {
+  // keep: buffers of this program's own (scratch) that dispatches use.
+  VulkanProgram(std::shared_ptr<Context> ctx, std::vector<Recorded> dispatches,
+                std::vector<std::shared_ptr<Buffer>> keep)
+      : ctx_(std::move(ctx)), ds_(std::move(dispatches)), keep_(std::move(keep)) {
     const vk::DeviceApi& d = ctx_->d();
     const VkDevice dev = ctx_->device();
     uint32_t n_desc = 0;
@@ -302,6 +310,7 @@ class VulkanProgram final : public Program {
 
   std::shared_ptr<Context> ctx_;
   std::vector<Recorded> ds_;
+  std::vector<std::shared_ptr<Buffer>> keep_;
   VkDescriptorPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_profiled_ = VK_NULL_HANDLE;
@@ -417,6 +426,7 @@ void grid(Recorded& x, uint64_t n) {
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   std::vector<Recorded> out;
   out.reserve(nodes.size());
+  std::vector<std::shared_ptr<Buffer>> keep;
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
   const size_t align =
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
@@ -440,6 +450,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     }
     Recorded x;
     x.node = static_cast<int>(ni);
+    Recorded merge;  // a second dispatch of the node (split attention)
+    bool has_merge = false;
     // Binds a tensor and returns its offset in words.
     auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
       if (!r.buffer) fail("vulkan backend: node '%s': %s has no buffer", node.name.c_str(), what);
@@ -592,9 +604,46 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           push(static_cast<uint32_t>(v));
         push_f(p.scale);
         push_f(p.softcap);
-        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype)});
+        // Few (token, head) pairs over a long context (decode): the keys are split over
+        // more workgroups, whose partial results a second dispatch merges.
+        int64_t context = std::min(in[5].shape[1] * p.page_size, in[1].shape.rows());
+        if (p.window > 0) context = std::min<int64_t>(context, p.window);
+        const int64_t items = T * p.n_heads;
+        const uint32_t splits = items >= kAttentionSplitItems
+                                    ? 1
+                                    : static_cast<uint32_t>(std::clamp<int64_t>(
+                                          context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
+        std::shared_ptr<Buffer> partials;
+        if (splits > 1) {
+          partials = std::make_shared<Buffer>(
+              *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
+              "attention partials");
+          keep.push_back(partials);
+          x.bindings.push_back({partials.get(), 0, partials->size()});
+        } else {
+          x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        }
+        use("attention",
+            {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits)});
         x.label = format("attention %s", dtype_name(in[1].dtype));
-        grid(x, static_cast<uint64_t>(T) * p.n_heads);
+        grid(x, static_cast<uint64_t>(items) * splits);
+        if (splits > 1) {
+          // The output is written by the merge; this dispatch writes the partials.
+          Recorded m;
+          m.node = x.node;
+          m.label = format("attention_merge x%u", splits);
+          m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
+          m.reads = {{partials.get(), 0, partials->size()}};
+          m.writes = x.writes;  // the output
+          x.writes = {{partials.get(), 0, partials->size()}};
+          for (uint32_t v :
+               {x.push[6], static_cast<uint32_t>(items), static_cast<uint32_t>(p.head_dim), splits})
+            m.push[m.push_words++] = v;
+          m.pipeline = &ctx_->pipeline("attention_merge", 2, {});
+          grid(m, (static_cast<uint64_t>(items) * p.head_dim + 63) / 64);
+          merge = std::move(m);
+          has_merge = true;
+        }
         break;
       }
       case Op::SiluMul:
@@ -624,8 +673,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         fail("vulkan backend: node '%s' has no op", node.name.c_str());
     }
     out.push_back(std::move(x));
+    if (has_merge) out.push_back(std::move(merge));
   }
-  return std::make_unique<VulkanProgram>(ctx_, std::move(out));
+  return std::make_unique<VulkanProgram>(ctx_, std::move(out), std::move(keep));
 }
 
 // The physical devices in enumeration order, described.
