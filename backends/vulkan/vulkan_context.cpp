@@ -19,6 +19,8 @@ namespace {
 
 constexpr VkDeviceSize kMiB = VkDeviceSize{1} << 20;
 constexpr size_t kStagingBytes = 64 * kMiB;
+// Buffers up to this size go to mapped device memory where there is some.
+constexpr size_t kSmallBuffer = 1 << 20;
 
 std::atomic<int> g_validation_errors{0};
 
@@ -378,6 +380,9 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
       16 * kMiB, std::min<VkDeviceSize>(256 * kMiB, phys_.device_local_bytes / 16));
   memory_ = std::make_unique<Allocator>(d_, device_, dev_type, unified, block);
   staging_memory_ = std::make_unique<Allocator>(d_, device_, host_type, true, 64 * kMiB);
+  const uint32_t bar_type = find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | host);
+  if (!unified && !force_staging && bar_type != UINT32_MAX)
+    small_memory_ = std::make_unique<Allocator>(d_, device_, bar_type, true, 16 * kMiB);
   err_ = std::make_unique<Buffer>(*this, nullptr, 256, "the shader error flags", true);
   std::memset(err_->mapped(), 0, 256);
 
@@ -423,6 +428,7 @@ Context::~Context() {
   if (cache_) d_.vkDestroyPipelineCache(device_, cache_, nullptr);
   memory_.reset();
   staging_memory_.reset();
+  small_memory_.reset();
   if (fence_) d_.vkDestroyFence(device_, fence_, nullptr);
   if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
   if (device_) d_.vkDestroyDevice(device_, nullptr);
@@ -653,7 +659,22 @@ Buffer::Buffer(Context& ctx, std::shared_ptr<Context> keep, size_t bytes, const 
   check(rc, "vkCreateBuffer");
   VkMemoryRequirements req;
   d.vkGetBufferMemoryRequirements(ctx.device(), buffer_, &req);
-  const VkResult r = allocator_->allocate(req.size, req.alignment, &alloc_);
+  // Small buffers in mapped device memory where there is some (it may run out: then
+  // ordinary device memory).
+  VkResult r = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+  Allocator* small = ctx.small_memory();
+  if (!staging && small && bytes <= kSmallBuffer && (req.memoryTypeBits & (1u << small->type()))) {
+    r = small->allocate(req.size, req.alignment, &alloc_);
+    if (r == VK_SUCCESS) allocator_ = small;
+  }
+  if (r != VK_SUCCESS) {
+    if (!(req.memoryTypeBits & (1u << allocator_->type()))) {
+      d.vkDestroyBuffer(ctx.device(), buffer_, nullptr);
+      fail("%s: buffers cannot live in memory type %u (allowed types 0x%x)", ctx.id().c_str(),
+           allocator_->type(), req.memoryTypeBits);
+    }
+    r = allocator_->allocate(req.size, req.alignment, &alloc_);
+  }
   if (r != VK_SUCCESS) {
     d.vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     out_of_memory(r);

@@ -82,6 +82,7 @@ class Allocator {
   VkResult allocate(VkDeviceSize size, VkDeviceSize align, Allocation* out);
   void release(const Allocation& a);
   VkDeviceMemory memory(int block) const { return blocks_[block].memory; }
+  uint32_t type() const { return type_; }
   bool host_visible() const { return host_visible_; }
 
  private:
@@ -130,6 +131,10 @@ class Context {
   VkCommandPool command_pool() const { return pool_; }
   Allocator& memory() { return *memory_; }
   Allocator& staging_memory() { return *staging_memory_; }
+  // Device-local memory the host maps (BAR / resizable BAR) on discrete GPUs, for
+  // small buffers (step inputs, norm weights): written without a staged copy.
+  // nullptr where there is none, or all memory is mapped anyway.
+  Allocator* small_memory() { return small_memory_.get(); }
   bool unified() const { return memory_->host_visible(); }
 
   // The pipeline of shader `name` (embedded SPIR-V) with these specialization
@@ -171,6 +176,7 @@ class Context {
   std::map<std::pair<std::string, std::vector<int32_t>>, Pipeline> pipelines_;
   std::unique_ptr<Allocator> memory_;
   std::unique_ptr<Allocator> staging_memory_;
+  std::unique_ptr<Allocator> small_memory_;
   std::unique_ptr<Buffer> staging_;  // host visible, for transfers of non-unified memory
   std::unique_ptr<Buffer> err_;      // one uint of error bits, host visible
 };
