@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -200,6 +201,7 @@ class VulkanProgram final : public Program {
       ctx_->wait_idle();
     } catch (const std::exception&) {
     }
+    if (profile_runs_ > 0) print_profile();
     const vk::DeviceApi& d = ctx_->d();
     const VkDevice dev = ctx_->device();
     for (VkCommandBuffer cb : {cb_, cb_profiled_})
@@ -210,7 +212,14 @@ class VulkanProgram final : public Program {
   VulkanProgram(const VulkanProgram&) = delete;
   VulkanProgram& operator=(const VulkanProgram&) = delete;
 
-  void run() override { ctx_->submit(cb_, false); }
+  void run() override {
+    if (!profile_) return ctx_->submit(cb_, false);
+    // LLM_VULKAN_PROFILE=1: every run timed per dispatch, a summary at destruction.
+    const std::vector<double> ms = run_profiled();
+    if (totals_.empty()) totals_.assign(ds_.size(), 0.0);
+    for (size_t i = 0; i < ms.size(); i++) totals_[i] += ms[i];
+    profile_runs_++;
+  }
 
   std::vector<Program::Dispatch> dispatches() const override {
     std::vector<Program::Dispatch> out;
@@ -308,7 +317,35 @@ class VulkanProgram final : public Program {
     return cb;
   }
 
+  // Device time per dispatch label over the profiled runs, largest first (stderr).
+  void print_profile() const {
+    std::vector<std::pair<std::string, double>> by_label;
+    double all = 0;
+    for (size_t i = 0; i < totals_.size(); i++) {
+      all += totals_[i];
+      auto it = std::find_if(by_label.begin(), by_label.end(),
+                             [&](const auto& e) { return e.first == ds_[i].label; });
+      if (it == by_label.end())
+        by_label.push_back({ds_[i].label, totals_[i]});
+      else
+        it->second += totals_[i];
+    }
+    std::sort(by_label.begin(), by_label.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::fprintf(stderr, "%s profile: %zu dispatches x %d runs, %.3f ms per run\n",
+                 ctx_->id().c_str(), ds_.size(), profile_runs_, all / profile_runs_);
+    for (const auto& [label, ms] : by_label)
+      std::fprintf(stderr, "  %-48s %9.3f ms per run %5.1f%%\n", label.c_str(), ms / profile_runs_,
+                   all > 0 ? 100.0 * ms / all : 0.0);
+  }
+
   std::shared_ptr<Context> ctx_;
+  const bool profile_ = [] {
+    const char* v = std::getenv("LLM_VULKAN_PROFILE");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  std::vector<double> totals_;
+  int profile_runs_ = 0;
   std::vector<Recorded> ds_;
   std::vector<std::shared_ptr<Buffer>> keep_;
   VkDescriptorPool pool_ = VK_NULL_HANDLE;
