@@ -660,8 +660,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         } else {
           x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
         }
-        use("attention",
-            {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits)});
+const bool k_vec4 =
+            in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
+        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype),
+                          static_cast<int32_t>(splits), k_vec4 ? 1 : 0});
         x.label = format("attention %s", dtype_name(in[1].dtype));
         grid(x, static_cast<uint64_t>(items) * splits);
         if (splits > 1) {
