@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -18,7 +20,6 @@
 #include "core/error.h"
 #include "core/formats/quantize.h"
 #include "core/graph.h"
-#include "test_util.h"
 
 namespace {
 

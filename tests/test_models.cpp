@@ -123,8 +123,7 @@ TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
   CHECK_THROWS_WITH(s.forward({1}, false), Catch::Contains("context window of 8 tokens is full"));
 }
 
-TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits",
-          "[models][cpu][gguf]") {
+TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits", "[models][cpu][gguf]") {
   // llama.cpp permutes Q/K rows of llama checkpoints (rope then rotates
   // interleaved pairs) and stores llama3 scaling as rope_freqs.weight.
   // mistral's GGUF is left out: llama.cpp's converter drops sliding_window.

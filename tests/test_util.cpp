@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "core/engine/sampler.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,8 +12,6 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
-
-#include "core/engine/sampler.h"
 
 namespace llm::test {
 
