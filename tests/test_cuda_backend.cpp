@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdarg>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,7 +19,6 @@
 #include <string>
 #include <vector>
 
-#include "backend_test_util.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_devices.h"
@@ -32,6 +31,7 @@
 #include "core/formats/safetensors.h"
 #include "core/graph.h"
 #include "core/model.h"
+#include "backend_test_util.h"
 #include "test_util.h"
 
 using namespace llm;
@@ -459,9 +459,9 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
       for (int64_t T : c.Ts) {
         run++;
         const bool bias = run % 2 == 0, via_weight = run % 3 != 0;
-        DYNAMIC_SECTION(dtype_name(wt)
-                        << " T=" << T << " K=" << c.K << " N=" << c.N << (bias ? " +bias" : "")
-                        << (via_weight ? " (upload_weight)" : " (raw blocks)")) {
+        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << c.K << " N=" << c.N
+                                       << (bias ? " +bias" : "")
+                                       << (via_weight ? " (upload_weight)" : " (raw blocks)")) {
           const int64_t K = c.K, N = c.N;
           const std::vector<float> x = uniform(T * K, rng, -3.f, 3.f);
           const std::vector<float> b = uniform(N, rng);
@@ -483,9 +483,10 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
                 g += std::fabs(wv) * amax[k / 32] / 65024.0;
                 wsum += std::fabs(wv);
               }
-              const double tol = gemv ? 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y))
-                                      : (2 * kU16 + 4 * kU32 + K * kU32) * 1.01 * a +
-                                            wsum / 33554432.0 + 4 * kU32 * std::fabs(y);
+              const double tol =
+                  gemv ? 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y))
+                       : (2 * kU16 + 4 * kU32 + K * kU32) * 1.01 * a + wsum / 33554432.0 +
+                             4 * kU32 * std::fabs(y);
               abs_sum[t * N + n] = a;
               q16[t * N + n] = g;
               bound[t * N + n] = tol;
@@ -809,10 +810,9 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
           gd.insert(gd.end(), b.begin(), b.end());
         }
         const double dec = max_rel_error(gd, wd);
-        std::printf(
-            "cuda %s %s vs cpu on the same weights: prefill max|Δ|/max|ref| %.3g, "
-            "token by token %.3g\n",
-            name, q.name, pre, dec);
+        std::printf("cuda %s %s vs cpu on the same weights: prefill max|Δ|/max|ref| %.3g, "
+                    "token by token %.3g\n",
+                    name, q.name, pre, dec);
         CHECK(pre <= 5e-3);
         CHECK(dec <= 2e-4);
 
@@ -845,8 +845,7 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
           Session ds(*dm);
           gs.reset();
           CHECK(ds.forward(ref.input_ids, true) == gs.forward(ref.input_ids, true));
-          for (int32_t id : ref.greedy_ids)
-            CHECK(ds.forward({id}, false) == gs.forward({id}, false));
+          for (int32_t id : ref.greedy_ids) CHECK(ds.forward({id}, false) == gs.forward({id}, false));
         }
       }
     }
@@ -877,8 +876,8 @@ void write_bench_model(const std::string& dir, const BenchShape& m) {
                         " \"tie_word_embeddings\": false, \"hidden_act\": \"silu\","
                         " \"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
                         " \"torch_dtype\": \"float16\"}",
-                        (long long)m.V, (long long)D, (long long)F, (long long)m.L, (long long)m.H,
-                        (long long)m.Hkv));
+                        (long long)m.V, (long long)D, (long long)F, (long long)m.L,
+                        (long long)m.H, (long long)m.Hkv));
   std::mt19937 rng(9);
   std::vector<uint16_t> pool(1 << 20);
   for (uint16_t& h : pool)
@@ -925,7 +924,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // llama-bench's pp512 / tg128, as llmcli bench runs them: prefill 512 random tokens, then
 // 128 greedy decode steps after them (context 641); each step is a whole Session::forward
 // (inputs up, graph replay, logits down, argmax on the host). Median of 3 after a warm-up.
-void bench_model(const std::string& dir, const BenchShape& m, const char* scheme, bool pdl = true) {
+void bench_model(const std::string& dir, const BenchShape& m, const char* scheme,
+                 bool pdl = true) {
   ScopedEnv env("LLM_CUDA_PDL", pdl ? "1" : "0");
   auto backend = make_cuda_backend(0);
   auto t0 = std::chrono::steady_clock::now();
@@ -954,11 +954,10 @@ void bench_model(const std::string& dir, const BenchShape& m, const char* scheme
   }
   std::sort(pp.begin(), pp.end());
   std::sort(tg.begin(), tg.end());
-  std::printf(
-      "BENCH | %s | %s | %.2f GB | pp512 %.0f tok/s | tg128 %.1f tok/s (%.3f ms/token) | "
-      "load %.1f s | %s | PDL %s\n",
-      m.name, scheme, model->weight_bytes() / 1e9, pp[1], tg[1], 1e3 / tg[1], load_s,
-      backend->info().name.c_str(), pdl ? "on" : "off");
+  std::printf("BENCH | %s | %s | %.2f GB | pp512 %.0f tok/s | tg128 %.1f tok/s (%.3f ms/token) | "
+              "load %.1f s | %s | PDL %s\n",
+              m.name, scheme, model->weight_bytes() / 1e9, pp[1], tg[1], 1e3 / tg[1], load_s,
+              backend->info().name.c_str(), pdl ? "on" : "off");
   std::fflush(stdout);
 }
 
