@@ -21,8 +21,11 @@ layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
 layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+// fuse_add: the Add of a residual that follows in the graph, out2 = y + residual.
+layout(std430, binding = 4) readonly buffer Res { float residual[]; };
+layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
 layout(push_constant) uniform P {
-  uint x_off, w_off, b_off, y_off, T, K, N, has_bias;
+  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add;
 } p;
 #include "weights.glsl"
 
@@ -89,7 +92,9 @@ void main() {
       float s = 0.0;
       for (uint g = 0u; g < gl_NumSubgroups; g++) s += partial[r * MAX_T + t][g];
       const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
-      y[p.y_off + t * p.N + n] = s + b;
+      const float v = s + b;
+      y[p.y_off + t * p.N + n] = v;
+      if (p.fuse_add != 0u) out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
     }
   }
 }

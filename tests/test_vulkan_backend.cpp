@@ -165,6 +165,63 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
   }
 }
 
+TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(12);
+  const int64_t T = 2, K = 128, N = 70;
+  const QuantMatrix w = quantize_random(DType::Q4_0, N, K, rng);
+  const std::vector<float> x = uniform(T * K, rng), res = uniform(T * N, rng);
+  // Tensor ids: x 0, w 1, y 2, residual 3, sum 4 (the fusion follows ids).
+  Node mm = make_node(Op::MatMul), add = make_node(Op::Add);
+  mm.inputs = {0, 1};
+  mm.output = 2;
+  add.inputs = {3, 2};
+  add.output = 4;
+  auto run = [&](Backend& be, const Bytes& wdata, DType wt, bool as_weight,
+                 std::vector<Program::Dispatch>* ds) {
+    std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+    auto put = [&](const Bytes& data) {
+      bufs.push_back(be.alloc(data.size(), "test"));
+      be.upload(*bufs.back(), 0, data.data(), data.size());
+      return bufs.back().get();
+    };
+    const TensorRef xr{put(to_bytes(x)), 0, DType::F32, {T, K}};
+    DeviceBuffer* wb = nullptr;
+    if (as_weight) {
+      bufs.push_back(be.upload_weight(HostTensor{wt, {N, K}, wdata.data(), wdata.size()}, "w"));
+      wb = bufs.back().get();
+    } else {
+      wb = put(wdata);
+    }
+    const TensorRef yr{put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
+    const TensorRef rr{put(to_bytes(res)), 0, DType::F32, {T, N}};
+    const TensorRef sr{put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
+    BoundNode a{&mm, {xr, {wb, 0, wt, {N, K}}}, yr}, b{&add, {rr, yr}, sr};
+    auto prog = be.compile({a, b});
+    prog->run();
+    if (ds) *ds = prog->dispatches();
+    std::vector<float> out;
+    for (const TensorRef& r : {yr, sr}) {
+      Bytes o(T * N * 4);
+      be.download(*r.buffer, 0, o.data(), o.size());
+      const std::vector<float> v = decode(DType::F32, o);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return out;
+  };
+  auto cpu = make_cpu_backend(1);
+  auto gpu = make_vulkan_backend();
+  std::vector<Program::Dispatch> ds;
+  const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
+  const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
+  CHECK(max_rel_error(got, want) <= 1e-5);
+  if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kernel.find("+add") != std::string::npos);
+    CHECK(ds[0].nodes == std::vector<int>{0, 1});
+  }
+}
+
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(2);

@@ -132,7 +132,7 @@ struct Recorded {
   uint32_t push_words = 0;
   uint32_t groups_x = 1, groups_y = 1;
   std::string label;
-  int node = -1;
+  std::vector<int> nodes;  // bound nodes it computes
 };
 
 class VulkanProgram final : public Program {
@@ -223,7 +223,7 @@ class VulkanProgram final : public Program {
 
   std::vector<Program::Dispatch> dispatches() const override {
     std::vector<Program::Dispatch> out;
-    for (const Recorded& x : ds_) out.push_back({x.label, {x.node}});
+    for (const Recorded& x : ds_) out.push_back({x.label, x.nodes});
     return out;
   }
 
@@ -461,6 +461,50 @@ void grid(Recorded& x, uint64_t n) {
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
+  // Fails naming the node when it is not what this backend implements.
+  auto check_node = [&](const BoundNode& bn) {
+    if (!bn.node) fail("vulkan backend: bound node without a node");
+    std::vector<TensorInfo> infos(bn.inputs.size());
+    std::vector<const TensorInfo*> ptrs;
+    for (size_t k = 0; k < bn.inputs.size(); k++) {
+      infos[k].dtype = bn.inputs[k].dtype;
+      infos[k].shape = bn.inputs[k].shape;
+      ptrs.push_back(&infos[k]);
+    }
+    TensorInfo o;
+    o.dtype = bn.output.dtype;
+    o.shape = bn.output.shape;
+    const std::string why = check(*bn.node, ptrs, o);
+    if (!why.empty()) fail("vulkan backend: node '%s': %s", bn.node->name.c_str(), why.c_str());
+  };
+  // The bytes a bound tensor occupies.
+  auto region = [](const TensorRef& r) {
+    return Region{&vk_buffer(*r.buffer), r.offset, r.offset + tensor_bytes(r.dtype, r.shape)};
+  };
+  // Which input of node i + 1 is the residual when it is an Add of node i's product and
+  // another tensor of its shape that the fused dispatch may compute without races (its
+  // output overlaps nothing the GEMV reads or writes); -1 when none.
+  auto residual_add = [&](size_t i) -> int {
+    if (i + 1 >= nodes.size()) return -1;
+    const BoundNode &mm = nodes[i], &an = nodes[i + 1];
+    if (!an.node || an.node->op != Op::Add || an.inputs.size() != 2 ||
+        an.node->inputs.size() != 2 || mm.node->inputs.size() != mm.inputs.size())
+      return -1;
+    for (int k = 0; k < 2; k++) {
+      const TensorRef& r = an.inputs[1 - k];
+      if (an.node->inputs[k] != mm.node->output || an.node->inputs[1 - k] == mm.node->output ||
+          r.dtype != DType::F32 || r.shape.numel() != mm.output.shape.numel() || r.offset % 4)
+        continue;
+      const Region o2 = region(an.output);
+      std::vector<Region> others = {region(r), region(mm.output)};
+      for (const TensorRef& in : mm.inputs) others.push_back(region(in));
+      bool clash = false;
+      for (const Region& g : others) clash |= g.overlaps(o2);
+      if (!clash && !region(r).overlaps(region(mm.output))) return 1 - k;
+    }
+    return -1;
+  };
+
   std::vector<Recorded> out;
   out.reserve(nodes.size());
   std::vector<std::shared_ptr<Buffer>> keep;
@@ -469,25 +513,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
-    if (!bn.node) fail("vulkan backend: bound node without a node");
+    check_node(bn);
     const Node& node = *bn.node;
-    {
-      std::vector<TensorInfo> infos(bn.inputs.size());
-      std::vector<const TensorInfo*> ptrs;
-      for (size_t k = 0; k < bn.inputs.size(); k++) {
-        infos[k].dtype = bn.inputs[k].dtype;
-        infos[k].shape = bn.inputs[k].shape;
-        ptrs.push_back(&infos[k]);
-      }
-      TensorInfo o;
-      o.dtype = bn.output.dtype;
-      o.shape = bn.output.shape;
-      const std::string why = check(node, ptrs, o);
-      if (!why.empty()) fail("vulkan backend: node '%s': %s", node.name.c_str(), why.c_str());
-    }
     Recorded x;
-    x.node = static_cast<int>(ni);
-    Recorded merge;  // a second dispatch of the node (split attention)
+    x.nodes = {static_cast<int>(ni)};
+    bool fused_next = false;  // node ni + 1 is computed by this dispatch
+    Recorded merge;           // a second dispatch of the node (split attention)
     bool has_merge = false;
     // Binds a tensor and returns its offset in words.
     auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
@@ -582,9 +613,24 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                            split(1)};
         if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic &&
             in[0].offset % 16 == 0 && K % 4 == 0) {
+          // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
+          // which writes the product and the sum.
+          const int res = residual_add(ni);
+          if (res >= 0) {
+            check_node(nodes[ni + 1]);
+            push(bind(nodes[ni + 1].inputs[res], "the residual"));
+            push(bind(nodes[ni + 1].output, "the sum", true));
+            push(1);
+            x.nodes.push_back(static_cast<int>(ni + 1));
+            fused_next = true;
+          } else {
+            push(bind(in[0], "x"));
+            push(bind(o, "the output", true));
+            push(0);
+          }
           use("matmul_gemv_q", spec);
-          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K);
+          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K, res >= 0 ? " +add" : "");
           grid(x, static_cast<uint64_t>(N + kGemvQRows - 1) / kGemvQRows);
         } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
@@ -660,16 +706,16 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         } else {
           x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
         }
-const bool k_vec4 =
+        const bool k_vec4 =
             in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
-        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype),
-                          static_cast<int32_t>(splits), k_vec4 ? 1 : 0});
+        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
+                          k_vec4 ? 1 : 0});
         x.label = format("attention %s", dtype_name(in[1].dtype));
         grid(x, static_cast<uint64_t>(items) * splits);
         if (splits > 1) {
           // The output is written by the merge; this dispatch writes the partials.
           Recorded m;
-          m.node = x.node;
+          m.nodes = x.nodes;
           m.label = format("attention_merge x%u", splits);
           m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
           m.reads = {{partials.get(), 0, partials->size()}};
@@ -713,6 +759,7 @@ const bool k_vec4 =
     }
     out.push_back(std::move(x));
     if (has_merge) out.push_back(std::move(merge));
+    if (fused_next) ni++;
   }
   return std::make_unique<VulkanProgram>(ctx_, std::move(out), std::move(keep));
 }
