@@ -87,8 +87,9 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
-// Output rows per workgroup of matmul_gemv_q (its ROWS).
-constexpr int64_t kGemvQRows = 4;
+// Output rows per group of threads of matmul_gemv_q (its ROWS), and its workgroup size.
+constexpr uint32_t kGemvQRows = 4;
+constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
 // Attention splits the keys of each (token, head) when there are fewer pairs than
@@ -628,10 +629,16 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
+          // Threads per row: about the row's blocks, at least a subgroup, at most all.
+          uint32_t tpr = std::max<uint32_t>(1, ctx_->phys().subgroup_size);
+          while (tpr < kGemvQThreads && tpr < static_cast<uint64_t>(K / 32)) tpr *= 2;
+          tpr = std::min<uint32_t>(tpr, kGemvQThreads);
+          push(tpr);
           use("matmul_gemv_q", spec);
           x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K, res >= 0 ? " +add" : "");
-          grid(x, static_cast<uint64_t>(N + kGemvQRows - 1) / kGemvQRows);
+          const uint64_t rows_per_group = kGemvQRows * (kGemvQThreads / tpr);
+          grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
         } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
           x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
