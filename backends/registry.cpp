@@ -8,6 +8,7 @@
 #include "backends/cuda/cuda_devices.h"
 #endif
 #ifdef LLM_HAVE_VULKAN
+#include "backends/vulkan/vulkan_backend.h"
 #include "backends/vulkan/vulkan_devices.h"
 #endif
 
@@ -30,7 +31,7 @@ std::vector<DeviceEntry> list_devices() {
   for (DeviceInfo& d : cuda_list_devices()) out.push_back({std::move(d), true});
 #endif
 #ifdef LLM_HAVE_VULKAN
-  for (DeviceInfo& d : vulkan_list_devices()) out.push_back({std::move(d), false});
+  for (DeviceInfo& d : vulkan_list_devices()) out.push_back({std::move(d), true});
 #endif
   out.push_back({make_cpu_backend()->info(), true});
   return out;
@@ -38,9 +39,14 @@ std::vector<DeviceEntry> list_devices() {
 
 std::string auto_device_id() {
   // Preference: CUDA, then Vulkan, then the CPU, among backends that run models.
-  for (const char* kind : {"cuda:", "vulkan:"})
-    for (const DeviceEntry& d : list_devices())
-      if (d.can_run_models && d.info.id.rfind(kind, 0) == 0) return d.info.id;
+  for (const DeviceEntry& d : list_devices())
+    if (d.can_run_models && d.info.id.rfind("cuda:", 0) == 0) return d.info.id;
+#ifdef LLM_HAVE_VULKAN
+  // The best Vulkan device, unless it is a CPU driver (lavapipe): the CPU backend is
+  // faster than a Vulkan driver emulating a GPU on the same cores.
+  const VulkanBest best = vulkan_best_device();
+  if (best.index >= 0 && !best.cpu_type) return "vulkan:" + std::to_string(best.index);
+#endif
   return "cpu";
 }
 
@@ -61,6 +67,10 @@ std::unique_ptr<Backend> create_backend(const std::string& device, int cpu_threa
     for (const DeviceEntry& d : list_devices())
       if (d.info.id == id) return make_cuda_backend(index);
   }
+#endif
+#ifdef LLM_HAVE_VULKAN
+  // vulkan without an index: the best device (discrete > integrated > virtual > cpu).
+  if (spec.kind == "vulkan") return make_vulkan_backend(spec.index);
 #endif
   for (const DeviceEntry& d : list_devices()) {
     if (d.info.id != id) continue;

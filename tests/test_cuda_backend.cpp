@@ -31,6 +31,7 @@
 #include "core/formats/safetensors.h"
 #include "core/graph.h"
 #include "core/model.h"
+#include "backend_test_util.h"
 #include "test_util.h"
 
 using namespace llm;
@@ -55,117 +56,10 @@ bool have_cuda() {
     }                                  \
   } while (0)
 
-// Sets an environment variable for a scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      setenv(name_.c_str(), old_.c_str(), 1);
-    else
-      unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
-
 std::unique_ptr<Backend> cuda_backend_without_graphs() {
   ScopedEnv env("LLM_CUDA_GRAPHS", "0");
   return make_cuda_backend(0);
 }
-
-// Float values of an f32/f16/bf16 tensor's bytes.
-std::vector<float> decode(DType t, const Bytes& b) {
-  const size_t n = b.size() / dtype_row_bytes(t, 1);
-  std::vector<float> v(n);
-  convert_to_f32(t, b.data(), v.data(), static_cast<int64_t>(n));
-  return v;
-}
-
-Bytes encode(DType t, const std::vector<float>& v) {
-  if (t == DType::F32) return to_bytes(v);
-  std::vector<uint16_t> h(v.size());
-  for (size_t i = 0; i < v.size(); i++)
-    h[i] = t == DType::F16 ? f32_to_f16(v[i]) : f32_to_bf16(v[i]);
-  return to_bytes(h);
-}
-
-struct HostT {
-  DType dtype = DType::F32;
-  Shape shape;
-  Bytes data;
-};
-
-HostT f32_tensor(Shape s, std::vector<float> v) { return {DType::F32, s, to_bytes(v)}; }
-HostT i32_tensor(Shape s, const std::vector<int32_t>& v) { return {DType::I32, s, to_bytes(v)}; }
-
-// One node on one backend: inputs uploaded to buffers of their own, the output
-// (initialised from `out`) downloaded after `runs` runs of the compiled program.
-// inplace >= 0 binds the output to that input (KvAppend).
-class OneNode {
- public:
-  OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
-          int inplace = -1)
-      : be_(be), node_(node) {
-    std::vector<TensorInfo> infos(ins.size());
-    std::vector<const TensorInfo*> ptrs;
-    for (size_t i = 0; i < ins.size(); i++) {
-      infos[i].dtype = ins[i].dtype;
-      infos[i].shape = ins[i].shape;
-      ptrs.push_back(&infos[i]);
-    }
-    TensorInfo oi;
-    oi.dtype = out.dtype;
-    oi.shape = out.shape;
-    const std::string why = be.check(node_, ptrs, oi);
-    INFO(why);
-    REQUIRE(why.empty());
-
-    BoundNode bn;
-    bn.node = &node_;
-    for (const HostT& t : ins) {
-      bufs_.push_back(be.alloc(t.data.size(), "test input"));
-      be.upload(*bufs_.back(), 0, t.data.data(), t.data.size());
-      bn.inputs.push_back({bufs_.back().get(), 0, t.dtype, t.shape});
-    }
-    if (inplace >= 0) {
-      bn.output = bn.inputs[inplace];
-      out_ = bufs_[inplace].get();
-    } else {
-      bufs_.push_back(be.alloc(out.data.size(), "test output"));
-      be.upload(*bufs_.back(), 0, out.data.data(), out.data.size());
-      out_ = bufs_.back().get();
-      bn.output = {out_, 0, out.dtype, out.shape};
-    }
-    out_bytes_ = out.data.size();
-    prog_ = be.compile({bn});
-  }
-
-  void set_input(size_t i, const Bytes& data) {
-    be_.upload(*bufs_[i], 0, data.data(), data.size());
-  }
-  void run() { prog_->run(); }
-  Bytes output() {
-    Bytes b(out_bytes_);
-    be_.download(*out_, 0, b.data(), b.size());
-    return b;
-  }
-
- private:
-  Backend& be_;
-  Node node_;
-  std::vector<std::unique_ptr<DeviceBuffer>> bufs_;
-  DeviceBuffer* out_ = nullptr;
-  size_t out_bytes_ = 0;
-  std::unique_ptr<Program> prog_;
-};
 
 // Runs the node on the CPU and on CUDA (with CUDA graphs, run twice so the second run
 // is a replay) and returns max |Δ| / max |cpu|.
@@ -173,14 +67,7 @@ double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const H
                         int inplace = -1) {
   auto cpu = make_cpu_backend(2);
   auto gpu = make_cuda_backend(0);
-  OneNode c(*cpu, node, ins, out, inplace);
-  c.run();
-  const std::vector<float> want = decode(out.dtype, c.output());
-  OneNode g(*gpu, node, ins, out, inplace);
-  g.run();
-  if (inplace < 0) g.run();  // a replay of the captured graph
-  const std::vector<float> got = decode(out.dtype, g.output());
-  return max_rel_error(got, want);
+  return compare_backends(*cpu, *gpu, node, ins, out, inplace);
 }
 
 std::string format_str(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -191,14 +78,6 @@ std::string format_str(const char* fmt, ...) {
   vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
   return buf;
-}
-
-Node make_node(Op op, OpParams p = {}) {
-  Node n;
-  n.op = op;
-  n.name = "test";
-  n.params = p;
-  return n;
 }
 
 }  // namespace
@@ -562,31 +441,6 @@ namespace {
 
 constexpr double kU16 = 1.0 / 2048;      // f16 unit roundoff
 constexpr double kU32 = 1.0 / 16777216;  // f32 unit roundoff
-
-// GGUF blocks of a random [N, K] matrix, and its dequantized values (what both the CPU
-// and the CUDA kernels multiply by).
-struct QuantMatrix {
-  Bytes blocks;
-  std::vector<float> values;
-};
-
-QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
-  const std::vector<float> w = uniform(N * K, rng);
-  QuantMatrix q;
-  const size_t row = dtype_row_bytes(t, K);
-  q.blocks.resize(row * N);
-  q.values.resize(N * K);
-  for (int64_t n = 0; n < N; n++) {
-    if (t == DType::Q8_0) {
-      quantize_row_q8_0(w.data() + n * K, q.blocks.data() + n * row, K);
-      dequantize_row_q8_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
-    } else {
-      quantize_row_q4_0(w.data() + n * K, q.blocks.data() + n * row, K);
-      dequantize_row_q4_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
-    }
-  }
-  return q;
-}
 
 // y = x · Wᵀ (+ b) for a quantized W on a backend. via_weight: W goes through
 // upload_weight (the backend's own layout); else a plain buffer of GGUF blocks. The
@@ -966,45 +820,6 @@ TEST_CASE("cuda: chunked prefill over small pages equals one pass", "[cuda][mode
 }
 
 // ---- Quantized models ----------------------------------------------------------------------
-
-namespace {
-
-// A copy of a fixture whose matrices hold their quantize-then-dequantize values in f32:
-// any backend computes with it what the quantized model computes, in float32.
-void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir) {
-  write_file(dir + "/config.json", read_file(model_dir(name) + "/config.json"));
-  auto store = WeightStore::open_dir(model_dir(name));
-  std::vector<std::unique_ptr<std::vector<float>>> keep;
-  std::vector<std::pair<std::string, HostTensor>> out;
-  for (const std::string& n : store->names()) {
-    const HostTensor* h = store->find(n);
-    if (!dtype_info(h->dtype).is_float ||
-        (n.find(".weight") == std::string::npos && n.find(".bias") == std::string::npos))
-      continue;
-    keep.push_back(std::make_unique<std::vector<float>>(h->shape.numel()));
-    std::vector<float>& v = *keep.back();
-    convert_to_f32(h->dtype, h->data, v.data(), h->shape.numel());
-    // What --quantization converts: float matrices with rows of whole blocks.
-    if (h->shape.rank == 2 && h->shape.row_len() % 32 == 0) {
-      const int64_t K = h->shape.row_len();
-      std::vector<uint8_t> row(dtype_row_bytes(t, K));
-      for (int64_t r = 0; r < h->shape.rows(); r++) {
-        float* p = v.data() + r * K;
-        if (t == DType::Q8_0) {
-          quantize_row_q8_0(p, row.data(), K);
-          dequantize_row_q8_0(row.data(), p, K);
-        } else {
-          quantize_row_q4_0(p, row.data(), K);
-          dequantize_row_q4_0(row.data(), p, K);
-        }
-      }
-    }
-    out.push_back({n, HostTensor{DType::F32, h->shape, v.data(), v.size() * 4}});
-  }
-  write_safetensors(dir + "/model.safetensors", out);
-}
-
-}  // namespace
 
 // The same quantized weights on the CPU (as float32 values) and on CUDA (q8_0/q4_0 blocks).
 // Prefill runs the tensor-core path (x and w rounded to f16: a relative error of about

@@ -8,7 +8,9 @@
 
 namespace llm {
 
-// Empty when there is no loader or no device (never throws).
+// In enumeration order ("vulkan:N" is the N-th); the type (discrete-gpu ... cpu),
+// device-local memory, and in details the API version, subgroup size, fp16 and
+// cooperative-matrix support. Empty when there is no loader or no device (never throws).
 std::vector<DeviceInfo> vulkan_list_devices();
 
 }  // namespace llm

@@ -1,0 +1,820 @@
+// The Vulkan backend: buffers in device memory (vulkan_context.h), op checks (the CPU
+// backend's semantic checks plus this backend's limits), and programs that record
+// their dispatches into one command buffer at compile time, a global memory barrier
+// between dependent dispatches, and replay it with one vkQueueSubmit per step. Every
+// per-step value comes from buffers (inputs the executor uploads), so the recording
+// stays valid. Shapes and tensor offsets go in push constants; dtypes and ops are
+// specialization constants, so each (shader, dtypes) pair is one pipeline.
+#include "backends/vulkan/vulkan_backend.h"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/vulkan/vulkan_context.h"
+#include "core/error.h"
+
+namespace llm {
+
+namespace {
+
+using vk::Buffer;
+using vk::Context;
+using vk::Pipeline;
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// Dtype codes of shaders/common.glsl.
+int32_t dt_code(DType t) {
+  switch (t) {
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::BF16:
+      return 2;
+    case DType::Q8_0:
+      return 3;
+    case DType::Q4_0:
+      return 4;
+    default:
+      fail("vulkan backend: no shader reads %s tensors", dtype_name(t));
+  }
+}
+
+Buffer& vk_buffer(const DeviceBuffer& b) {
+  const Buffer* vb = dynamic_cast<const Buffer*>(&b);
+  if (!vb) fail("vulkan backend: a buffer of another backend was passed in");
+  return const_cast<Buffer&>(*vb);
+}
+
+void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char* what) {
+  if (offset > b.size() || bytes > b.size() - offset)
+    fail("vulkan backend: %s of %zu bytes at offset %zu overruns a buffer of %zu bytes", what,
+         bytes, offset, b.size());
+}
+
+// GGUF blocks of a q4_0/q8_0 [N, K] matrix in the backend's row layout
+// (shaders/weights.glsl): per row its K/32 f16 scales padded to 16 bytes, then the
+// quants of its blocks (16 bytes of nibbles or 32 int8 each).
+std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64_t K) {
+  const size_t nb = static_cast<size_t>(K / 32);
+  const size_t block = t == DType::Q8_0 ? 34 : 18, qb = block - 2;
+  const size_t scales = (nb * 2 + 15) / 16 * 16, row = scales + nb * qb;
+  std::vector<uint8_t> out(row * static_cast<size_t>(N), 0);
+  for (int64_t n = 0; n < N; n++) {
+    uint8_t* dst = out.data() + row * n;
+    const uint8_t* src = blocks + nb * block * n;
+    for (size_t b = 0; b < nb; b++) {
+      std::memcpy(dst + 2 * b, src + block * b, 2);
+      std::memcpy(dst + scales + qb * b, src + block * b + 2, qb);
+    }
+  }
+  return out;
+}
+
+// Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
+constexpr int64_t kGemvMaxTokens = 8;
+// Output rows per group of threads of matmul_gemv_q (its ROWS), and its workgroup size.
+constexpr uint32_t kGemvQRows = 4;
+constexpr uint32_t kGemvQThreads = 128;
+// The attention shader's MAX_D.
+constexpr int kAttentionMaxHeadDim = 1024;
+// Attention splits the keys of each (token, head) when there are fewer pairs than
+// this (decode), into one split per kAttentionSplitKeys of context, at most
+// kAttentionMaxSplits.
+constexpr int64_t kAttentionSplitItems = 256;
+constexpr int64_t kAttentionSplitKeys = 128;
+constexpr int64_t kAttentionMaxSplits = 16;
+constexpr uint32_t kMaxGroups = 65535;
+
+// Bytes [begin, end) of a buffer that a dispatch reads or writes.
+struct Region {
+  const Buffer* buffer = nullptr;
+  size_t begin = 0, end = 0;
+  bool overlaps(const Region& o) const {
+    return buffer == o.buffer && begin < o.end && o.begin < end;
+  }
+};
+
+bool any_overlap(const std::vector<Region>& a, const std::vector<Region>& b) {
+  for (const Region& x : a)
+    for (const Region& y : b)
+      if (x.overlaps(y)) return true;
+  return false;
+}
+
+// One recorded dispatch.
+struct Recorded {
+  std::vector<Region> reads, writes;  // tensors, for the barriers (not the error word)
+  bool barrier_before = false;
+  const Pipeline* pipeline = nullptr;
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  // Descriptor ranges: each tensor's bytes from a suitably aligned start, so the
+  // validation layer's synchronization checks see what a dispatch really touches.
+  struct Binding {
+    Buffer* buffer = nullptr;
+    VkDeviceSize offset = 0, range = 0;
+  };
+  std::vector<Binding> bindings;
+  uint32_t push[vk::kPushBytes / 4] = {};
+  uint32_t push_words = 0;
+  uint32_t groups_x = 1, groups_y = 1;
+  std::string label;
+  std::vector<int> nodes;  // bound nodes it computes
+};
+
+class VulkanProgram final : public Program {
+ public:
+  // keep: buffers of this program's own (scratch) that dispatches use.
+  VulkanProgram(std::shared_ptr<Context> ctx, std::vector<Recorded> dispatches,
+                std::vector<std::shared_ptr<Buffer>> keep)
+      : ctx_(std::move(ctx)), ds_(std::move(dispatches)), keep_(std::move(keep)) {
+    const vk::DeviceApi& d = ctx_->d();
+    const VkDevice dev = ctx_->device();
+    uint32_t n_desc = 0;
+    for (const Recorded& x : ds_) n_desc += static_cast<uint32_t>(x.bindings.size());
+    if (!ds_.empty()) {
+      VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n_desc};
+      VkDescriptorPoolCreateInfo dpi{};
+      dpi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+      dpi.maxSets = static_cast<uint32_t>(ds_.size());
+      dpi.poolSizeCount = 1;
+      dpi.pPoolSizes = &size;
+      LLM_VK_CHECK(d.vkCreateDescriptorPool(dev, &dpi, nullptr, &pool_));
+    }
+    std::vector<VkDescriptorBufferInfo> infos(n_desc);
+    std::vector<VkWriteDescriptorSet> writes;
+    size_t k = 0;
+    for (Recorded& x : ds_) {
+      VkDescriptorSetAllocateInfo ai{};
+      ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+      ai.descriptorPool = pool_;
+      ai.descriptorSetCount = 1;
+      ai.pSetLayouts = &x.pipeline->set_layout;
+      LLM_VK_CHECK(d.vkAllocateDescriptorSets(dev, &ai, &x.set));
+      for (size_t b = 0; b < x.bindings.size(); b++, k++) {
+        infos[k] = {x.bindings[b].buffer->get(), x.bindings[b].offset, x.bindings[b].range};
+        VkWriteDescriptorSet w{};
+        w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+        w.dstSet = x.set;
+        w.dstBinding = static_cast<uint32_t>(b);
+        w.descriptorCount = 1;
+        w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        w.pBufferInfo = &infos[k];
+        writes.push_back(w);
+      }
+    }
+    // A barrier goes before a dispatch that reads or writes what a dispatch since the
+    // last barrier wrote, or writes what one read; independent dispatches (q/k/v,
+    // gate/up) run without one between them.
+    std::vector<Region> pending_r, pending_w;
+    for (Recorded& x : ds_) {
+      x.barrier_before = any_overlap(x.reads, pending_w) || any_overlap(x.writes, pending_w) ||
+                         any_overlap(x.writes, pending_r);
+      if (x.barrier_before) {
+        pending_r.clear();
+        pending_w.clear();
+      }
+      pending_r.insert(pending_r.end(), x.reads.begin(), x.reads.end());
+      pending_w.insert(pending_w.end(), x.writes.begin(), x.writes.end());
+    }
+    if (!writes.empty())
+      d.vkUpdateDescriptorSets(dev, static_cast<uint32_t>(writes.size()), writes.data(), 0,
+                               nullptr);
+    cb_ = record(false);
+  }
+
+  ~VulkanProgram() override {
+    try {
+      ctx_->wait_idle();
+    } catch (const std::exception&) {
+    }
+    if (profile_runs_ > 0) print_profile();
+    const vk::DeviceApi& d = ctx_->d();
+    const VkDevice dev = ctx_->device();
+    for (VkCommandBuffer cb : {cb_, cb_profiled_})
+      if (cb) d.vkFreeCommandBuffers(dev, ctx_->command_pool(), 1, &cb);
+    if (queries_) d.vkDestroyQueryPool(dev, queries_, nullptr);
+    if (pool_) d.vkDestroyDescriptorPool(dev, pool_, nullptr);
+  }
+  VulkanProgram(const VulkanProgram&) = delete;
+  VulkanProgram& operator=(const VulkanProgram&) = delete;
+
+  void run() override {
+    if (!profile_) return ctx_->submit(cb_, false);
+    // LLM_VULKAN_PROFILE=1: every run timed per dispatch, a summary at destruction.
+    const std::vector<double> ms = run_profiled();
+    if (totals_.empty()) totals_.assign(ds_.size(), 0.0);
+    for (size_t i = 0; i < ms.size(); i++) totals_[i] += ms[i];
+    profile_runs_++;
+  }
+
+  std::vector<Program::Dispatch> dispatches() const override {
+    std::vector<Program::Dispatch> out;
+    for (const Recorded& x : ds_) out.push_back({x.label, x.nodes});
+    return out;
+  }
+
+  std::vector<double> run_profiled() override {
+    const vk::PhysicalInfo& ph = ctx_->phys();
+    if (ph.timestamp_bits == 0 || ds_.empty()) {
+      run();
+      return {};
+    }
+    const vk::DeviceApi& d = ctx_->d();
+    const uint32_t n = static_cast<uint32_t>(ds_.size()) + 1;
+    if (!queries_) {
+      VkQueryPoolCreateInfo qi{};
+      qi.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+      qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+      qi.queryCount = n;
+      LLM_VK_CHECK(d.vkCreateQueryPool(ctx_->device(), &qi, nullptr, &queries_));
+      cb_profiled_ = record(true);
+    }
+    ctx_->submit(cb_profiled_, true);
+    std::vector<uint64_t> ts(n);
+    LLM_VK_CHECK(d.vkGetQueryPoolResults(ctx_->device(), queries_, 0, n, n * sizeof(uint64_t),
+                                         ts.data(), sizeof(uint64_t),
+                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+    const uint64_t mask =
+        ph.timestamp_bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << ph.timestamp_bits) - 1;
+    const double ms_per_tick = ph.props.limits.timestampPeriod * 1e-6;
+    std::vector<double> ms(ds_.size());
+    for (size_t i = 0; i < ds_.size(); i++)
+      ms[i] = static_cast<double>((ts[i + 1] - ts[i]) & mask) * ms_per_tick;
+    return ms;
+  }
+
+ private:
+  // The whole step in one command buffer: dispatches in order with a global memory
+  // barrier where one depends on an earlier one (barrier_before), barriers against earlier
+  // transfers at the start and for host reads at the end; timestamps between
+  // dispatches when profiled.
+  VkCommandBuffer record(bool timestamps) {
+    const vk::DeviceApi& d = ctx_->d();
+    VkCommandBuffer cb = VK_NULL_HANDLE;
+    VkCommandBufferAllocateInfo cai{};
+    cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    cai.commandPool = ctx_->command_pool();
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    LLM_VK_CHECK(d.vkAllocateCommandBuffers(ctx_->device(), &cai, &cb));
+    VkCommandBufferBeginInfo bi{};
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    LLM_VK_CHECK(d.vkBeginCommandBuffer(cb, &bi));
+    VkMemoryBarrier mb{};
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    const uint32_t n_q = static_cast<uint32_t>(ds_.size()) + 1;
+    if (timestamps) {
+      d.vkCmdResetQueryPool(cb, queries_, 0, n_q);
+      d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_, 0);
+    }
+    VkMemoryBarrier cc{};
+    cc.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    cc.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    cc.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+    for (size_t i = 0; i < ds_.size(); i++) {
+      const Recorded& x = ds_[i];
+      // Profiled runs keep a barrier after every dispatch, so each is timed alone.
+      if (i > 0 && (timestamps || x.barrier_before))
+        d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
+                               nullptr);
+      d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->pipeline);
+      d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->layout, 0, 1,
+                                &x.set, 0, nullptr);
+      if (x.push_words)
+        d.vkCmdPushConstants(cb, x.pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                             x.push_words * 4, x.push);
+      d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+      if (timestamps)
+        d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
+                              static_cast<uint32_t>(i + 1));
+    }
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    mb.dstAccessMask =
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb,
+                           0, nullptr, 0, nullptr);
+    LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
+    return cb;
+  }
+
+  // Device time per dispatch label over the profiled runs, largest first (stderr).
+  void print_profile() const {
+    std::vector<std::pair<std::string, double>> by_label;
+    double all = 0;
+    for (size_t i = 0; i < totals_.size(); i++) {
+      all += totals_[i];
+      auto it = std::find_if(by_label.begin(), by_label.end(),
+                             [&](const auto& e) { return e.first == ds_[i].label; });
+      if (it == by_label.end())
+        by_label.push_back({ds_[i].label, totals_[i]});
+      else
+        it->second += totals_[i];
+    }
+    std::sort(by_label.begin(), by_label.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::fprintf(stderr, "%s profile: %zu dispatches x %d runs, %.3f ms per run\n",
+                 ctx_->id().c_str(), ds_.size(), profile_runs_, all / profile_runs_);
+    for (const auto& [label, ms] : by_label)
+      std::fprintf(stderr, "  %-48s %9.3f ms per run %5.1f%%\n", label.c_str(), ms / profile_runs_,
+                   all > 0 ? 100.0 * ms / all : 0.0);
+  }
+
+  std::shared_ptr<Context> ctx_;
+  const bool profile_ = [] {
+    const char* v = std::getenv("LLM_VULKAN_PROFILE");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  std::vector<double> totals_;
+  int profile_runs_ = 0;
+  std::vector<Recorded> ds_;
+  std::vector<std::shared_ptr<Buffer>> keep_;
+  VkDescriptorPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cb_ = VK_NULL_HANDLE;
+  VkCommandBuffer cb_profiled_ = VK_NULL_HANDLE;
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+};
+
+// ---- The backend -----------------------------------------------------------------------
+
+class VulkanBackend final : public Backend {
+ public:
+  explicit VulkanBackend(std::shared_ptr<Context> ctx)
+      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {}
+
+  ~VulkanBackend() override {
+    try {
+      ctx_->wait_idle();
+    } catch (const std::exception&) {
+    }
+  }
+
+  DeviceInfo info() const override {
+    DeviceInfo d = vk::device_info(ctx_->index(), ctx_->phys());
+    d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
+    return d;
+  }
+
+  std::unique_ptr<DeviceBuffer> alloc(size_t bytes, const std::string& what) override {
+    return std::make_unique<Buffer>(*ctx_, ctx_, bytes, what);
+  }
+
+  std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
+                                              const std::string& what) override {
+    const bool quant = t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0;
+    const int64_t K = t.shape.row_len(), N = t.shape.rows();
+    if (!quant || t.shape.rank != 2 || K % 32 != 0 || t.nbytes != tensor_bytes(t.dtype, t.shape))
+      return from_host(t.data, t.nbytes, what);
+    const std::vector<uint8_t> rows =
+        split_rows(t.dtype, static_cast<const uint8_t*>(t.data), N, K);
+    auto buf = std::make_unique<Buffer>(*ctx_, ctx_, rows.size(), what);
+    ctx_->copy_to_device(*buf, 0, rows.data(), rows.size());
+    buf->set_split(t.dtype, N, K);
+    return buf;
+  }
+
+  void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) override {
+    check_range(dst, offset, bytes, "upload");
+    ctx_->copy_to_device(vk_buffer(dst), offset, src, bytes);
+  }
+
+  void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) override {
+    check_range(src, offset, bytes, "download");
+    ctx_->copy_to_host(vk_buffer(src), offset, dst, bytes);
+    ctx_->raise_device_errors();
+  }
+
+  void clear(DeviceBuffer& dst, size_t offset, size_t bytes) override {
+    check_range(dst, offset, bytes, "clear");
+    ctx_->fill_zero(vk_buffer(dst), offset, bytes);
+  }
+
+  void synchronize() override {
+    ctx_->wait_idle();
+    ctx_->raise_device_errors();
+  }
+
+  std::string check(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                    const TensorInfo& output) const override;
+  std::unique_ptr<Program> compile(std::vector<BoundNode> nodes) override;
+
+ private:
+  std::shared_ptr<Context> ctx_;
+  // The CPU backend is the reference for the op semantics; its checks are reused.
+  std::unique_ptr<Backend> reference_;
+};
+
+std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                                 const TensorInfo& output) const {
+  if (static_cast<int>(node.op) >= static_cast<int>(Op::kCount))
+    return format("op %d is not implemented by the vulkan backend", static_cast<int>(node.op));
+  std::string why = reference_->check(node, inputs, output);
+  if (!why.empty()) return why;
+  // Shaders index elements with 32-bit integers.
+  auto fits = [&](const TensorInfo& t) {
+    return t.shape.numel() < (int64_t{1} << 31) &&
+           tensor_bytes(t.dtype, t.shape) < (size_t{1} << 32);
+  };
+  for (const TensorInfo* t : inputs)
+    if (!fits(*t))
+      return format("%s: a tensor %s is too large for the vulkan backend (32-bit indices)",
+                    op_name(node.op), t->shape.str().c_str());
+  if (!fits(output))
+    return format("%s: the output is too large for the vulkan backend", op_name(node.op));
+  const OpParams& p = node.params;
+  if (node.op == Op::Attention && p.head_dim > kAttentionMaxHeadDim)
+    return format("attention: head_dim %d is larger than the vulkan shader's %d", p.head_dim,
+                  kAttentionMaxHeadDim);
+  if (node.op == Op::MatMul && inputs[1]->shape[0] > int64_t{kMaxGroups} * 64)
+    return format("matmul: %lld outputs are more than the vulkan backend takes",
+                  (long long)inputs[1]->shape[0]);
+  return "";
+}
+
+// Groups of a 2-d grid covering n groups (x at most 65535); shaders take
+// flat_group() / flat_id() and skip what lies past the end.
+void grid(Recorded& x, uint64_t n) {
+  n = std::max<uint64_t>(n, 1);
+  x.groups_x = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxGroups));
+  x.groups_y = static_cast<uint32_t>((n + x.groups_x - 1) / x.groups_x);
+  if (x.groups_y > kMaxGroups)
+    fail("vulkan backend: %s needs too many workgroups", x.label.c_str());
+}
+
+std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
+  // Fails naming the node when it is not what this backend implements.
+  auto check_node = [&](const BoundNode& bn) {
+    if (!bn.node) fail("vulkan backend: bound node without a node");
+    std::vector<TensorInfo> infos(bn.inputs.size());
+    std::vector<const TensorInfo*> ptrs;
+    for (size_t k = 0; k < bn.inputs.size(); k++) {
+      infos[k].dtype = bn.inputs[k].dtype;
+      infos[k].shape = bn.inputs[k].shape;
+      ptrs.push_back(&infos[k]);
+    }
+    TensorInfo o;
+    o.dtype = bn.output.dtype;
+    o.shape = bn.output.shape;
+    const std::string why = check(*bn.node, ptrs, o);
+    if (!why.empty()) fail("vulkan backend: node '%s': %s", bn.node->name.c_str(), why.c_str());
+  };
+  // The bytes a bound tensor occupies.
+  auto region = [](const TensorRef& r) {
+    return Region{&vk_buffer(*r.buffer), r.offset, r.offset + tensor_bytes(r.dtype, r.shape)};
+  };
+  // Which input of node i + 1 is the residual when it is an Add of node i's product and
+  // another tensor of its shape that the fused dispatch may compute without races (its
+  // output overlaps nothing the GEMV reads or writes); -1 when none.
+  auto residual_add = [&](size_t i) -> int {
+    if (i + 1 >= nodes.size()) return -1;
+    const BoundNode &mm = nodes[i], &an = nodes[i + 1];
+    if (!an.node || an.node->op != Op::Add || an.inputs.size() != 2 ||
+        an.node->inputs.size() != 2 || mm.node->inputs.size() != mm.inputs.size())
+      return -1;
+    for (int k = 0; k < 2; k++) {
+      const TensorRef& r = an.inputs[1 - k];
+      if (an.node->inputs[k] != mm.node->output || an.node->inputs[1 - k] == mm.node->output ||
+          r.dtype != DType::F32 || r.shape.numel() != mm.output.shape.numel() || r.offset % 4)
+        continue;
+      const Region o2 = region(an.output);
+      std::vector<Region> others = {region(r), region(mm.output)};
+      for (const TensorRef& in : mm.inputs) others.push_back(region(in));
+      bool clash = false;
+      for (const Region& g : others) clash |= g.overlaps(o2);
+      if (!clash && !region(r).overlaps(region(mm.output))) return 1 - k;
+    }
+    return -1;
+  };
+
+  std::vector<Recorded> out;
+  out.reserve(nodes.size());
+  std::vector<std::shared_ptr<Buffer>> keep;
+  const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
+  const size_t align =
+      std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
+  for (size_t ni = 0; ni < nodes.size(); ni++) {
+    const BoundNode& bn = nodes[ni];
+    check_node(bn);
+    const Node& node = *bn.node;
+    Recorded x;
+    x.nodes = {static_cast<int>(ni)};
+    bool fused_next = false;  // node ni + 1 is computed by this dispatch
+    Recorded merge;           // a second dispatch of the node (split attention)
+    bool has_merge = false;
+    // Binds a tensor and returns its offset in words.
+    auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
+      if (!r.buffer) fail("vulkan backend: node '%s': %s has no buffer", node.name.c_str(), what);
+      size_t bytes = tensor_bytes(r.dtype, r.shape);
+      if (r.offset > r.buffer->size() || bytes > r.buffer->size() - r.offset)
+        fail("vulkan backend: node '%s': %s (%zu bytes at %zu) overruns its buffer of %zu bytes",
+             node.name.c_str(), what, bytes, r.offset, r.buffer->size());
+      if (r.offset % 4 != 0)
+        fail("vulkan backend: node '%s': %s at offset %zu is not 4-byte aligned", node.name.c_str(),
+             what, r.offset);
+      // A quantized matrix in the row layout of upload_weight takes its whole buffer.
+      Buffer* buf = &vk_buffer(*r.buffer);
+      if (r.offset == 0 && buf->holds_split(r.dtype, r.shape.rows(), r.shape.row_len()))
+        bytes = buf->size();
+      // Starts aligned for the device and to 16 bytes (shaders load 16-byte vectors).
+      const size_t base = r.offset / align * align;
+      const size_t range = (r.offset + bytes - base + 3) / 4 * 4;
+      if (range > max_range)
+        fail(
+            "vulkan backend: node '%s': %s of %zu bytes is more than the device's storage "
+            "buffer range of %llu bytes",
+            node.name.c_str(), what, bytes, (unsigned long long)max_range);
+      x.bindings.push_back({buf, base, std::max<VkDeviceSize>(range, 4)});
+      (write ? x.writes : x.reads).push_back({buf, r.offset, r.offset + bytes});
+      return static_cast<uint32_t>((r.offset - base) / 4);
+    };
+    auto push = [&](uint32_t v) { x.push[x.push_words++] = v; };
+    auto push_f = [&](float v) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      push(u);
+    };
+    // Whether quantized input k is in the row layout of upload_weight.
+    auto split = [&](size_t k) -> int32_t {
+      const TensorRef& r = bn.inputs[k];
+      const bool quant = r.dtype == DType::Q8_0 || r.dtype == DType::Q4_0;
+      return quant && r.offset == 0 &&
+             vk_buffer(*r.buffer).holds_split(r.dtype, r.shape.rows(), r.shape.row_len());
+    };
+    auto use = [&](const char* shader, std::vector<int32_t> spec) {
+      x.pipeline = &ctx_->pipeline(shader, static_cast<uint32_t>(x.bindings.size()), spec);
+    };
+    const OpParams& p = node.params;
+    const std::vector<TensorRef>& in = bn.inputs;
+    const TensorRef& o = bn.output;
+    x.label = op_name(node.op);
+    switch (node.op) {
+      case Op::GetRows: {
+        const int64_t V = in[0].shape[0], D = in[0].shape[1], R = in[1].shape.numel();
+        push(bind(in[0], "the table"));
+        push(bind(in[1], "ids"));
+        push(bind(o, "the output", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        push(static_cast<uint32_t>(V));
+        push(static_cast<uint32_t>(D));
+        push(static_cast<uint32_t>(R));
+        use("get_rows", {dt_code(in[0].dtype), split(0)});
+        x.label = format("get_rows %s", dtype_name(in[0].dtype));
+        grid(x, (static_cast<uint64_t>(R * D) + 63) / 64);
+        break;
+      }
+      case Op::RmsNorm:
+      case Op::LayerNorm: {
+        const bool bias = in.size() > 2;
+        const int64_t d = in[0].shape.row_len(), rows = in[0].shape.numel() / d;
+        push(bind(in[0], "x"));
+        push(bind(in[1], "the weight"));
+        push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(rows));
+        push(static_cast<uint32_t>(d));
+        push(bias ? 1 : 0);
+        push_f(p.eps);
+        use("norm", {node.op == Op::RmsNorm ? 0 : 1, dt_code(in[1].dtype),
+                     bias ? dt_code(in[2].dtype) : 0});
+        grid(x, static_cast<uint64_t>(rows));
+        break;
+      }
+      case Op::MatMul: {
+        const bool bias = in.size() > 2;
+        const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
+        push(bind(in[0], "x"));
+        push(bind(in[1], "the weight"));
+        push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(T));
+        push(static_cast<uint32_t>(K));
+        push(static_cast<uint32_t>(N));
+        push(bias ? 1 : 0);
+        const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
+                                           split(1)};
+        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic &&
+            in[0].offset % 16 == 0 && K % 4 == 0) {
+          // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
+          // which writes the product and the sum.
+          const int res = residual_add(ni);
+          if (res >= 0) {
+            check_node(nodes[ni + 1]);
+            push(bind(nodes[ni + 1].inputs[res], "the residual"));
+            push(bind(nodes[ni + 1].output, "the sum", true));
+            push(1);
+            x.nodes.push_back(static_cast<int>(ni + 1));
+            fused_next = true;
+          } else {
+            push(bind(in[0], "x"));
+            push(bind(o, "the output", true));
+            push(0);
+          }
+          // Threads per row: about the row's blocks, at least a subgroup, at most all.
+          uint32_t tpr = std::max<uint32_t>(1, ctx_->phys().subgroup_size);
+          while (tpr < kGemvQThreads && tpr < static_cast<uint64_t>(K / 32)) tpr *= 2;
+          tpr = std::min<uint32_t>(tpr, kGemvQThreads);
+          push(tpr);
+          use("matmul_gemv_q", spec);
+          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K, res >= 0 ? " +add" : "");
+          const uint64_t rows_per_group = kGemvQRows * (kGemvQThreads / tpr);
+          grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
+        } else if (T <= kGemvMaxTokens) {
+          use("matmul_gemv", spec);
+          x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K);
+          grid(x, static_cast<uint64_t>(N));
+        } else {
+          use("matmul_tiled", spec);
+          x.label = format("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K);
+          x.groups_x = static_cast<uint32_t>((N + 63) / 64);
+          x.groups_y = static_cast<uint32_t>((T + 63) / 64);
+          if (x.groups_y > kMaxGroups)
+            fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
+        }
+        break;
+      }
+      case Op::Rope: {
+        const int64_t T = in[0].shape.rows();
+        push(bind(in[0], "x"));
+        push(bind(in[1], "positions"));
+        push(bind(in[2], "inv_freq"));
+        push(bind(o, "the output", true));
+        for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.head_dim}, int64_t{p.rot_dims}})
+          push(static_cast<uint32_t>(v));
+        push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
+        use("rope", {});
+        x.label = p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox";
+        grid(x, (static_cast<uint64_t>(T) * p.n_heads * p.head_dim + 63) / 64);
+        break;
+      }
+      case Op::KvAppend: {
+        const int64_t T = in[0].shape.rows(), W = in[0].shape.row_len();
+        push(bind(in[0], "src"));
+        push(bind(in[1], "slots"));
+        push(bind(o, "the cache", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        push(static_cast<uint32_t>(T));
+        push(static_cast<uint32_t>(W));
+        push(static_cast<uint32_t>(o.shape.rows()));
+        use("kv_append", {dt_code(o.dtype)});
+        x.label = format("kv_append %s", dtype_name(o.dtype));
+        grid(x, (static_cast<uint64_t>(T * W) + 63) / 64);
+        break;
+      }
+      case Op::Attention: {
+        const int64_t T = in[0].shape.rows();
+        for (size_t k = 0; k < 6; k++) push(bind(in[k], "an attention input"));
+        push(bind(o, "the output", true));
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.n_kv_heads}, int64_t{p.head_dim},
+                          int64_t{std::max(p.window, 0)}, int64_t{p.page_size}, in[5].shape[0],
+                          in[5].shape[1], in[1].shape.rows()})
+          push(static_cast<uint32_t>(v));
+        push_f(p.scale);
+        push_f(p.softcap);
+        // Few (token, head) pairs over a long context (decode): the keys are split over
+        // more workgroups, whose partial results a second dispatch merges.
+        int64_t context = std::min(in[5].shape[1] * p.page_size, in[1].shape.rows());
+        if (p.window > 0) context = std::min<int64_t>(context, p.window);
+        const int64_t items = T * p.n_heads;
+        const uint32_t splits = items >= kAttentionSplitItems
+                                    ? 1
+                                    : static_cast<uint32_t>(std::clamp<int64_t>(
+                                          context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
+        std::shared_ptr<Buffer> partials;
+        if (splits > 1) {
+          partials = std::make_shared<Buffer>(
+              *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
+              "attention partials");
+          keep.push_back(partials);
+          x.bindings.push_back({partials.get(), 0, partials->size()});
+        } else {
+          x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        }
+        const bool k_vec4 =
+            in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
+        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
+                          k_vec4 ? 1 : 0});
+        x.label = format("attention %s", dtype_name(in[1].dtype));
+        grid(x, static_cast<uint64_t>(items) * splits);
+        if (splits > 1) {
+          // The output is written by the merge; this dispatch writes the partials.
+          Recorded m;
+          m.nodes = x.nodes;
+          m.label = format("attention_merge x%u", splits);
+          m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
+          m.reads = {{partials.get(), 0, partials->size()}};
+          m.writes = x.writes;  // the output
+          x.writes = {{partials.get(), 0, partials->size()}};
+          for (uint32_t v :
+               {x.push[6], static_cast<uint32_t>(items), static_cast<uint32_t>(p.head_dim), splits})
+            m.push[m.push_words++] = v;
+          m.pipeline = &ctx_->pipeline("attention_merge", 2, {});
+          grid(m, (static_cast<uint64_t>(items) * p.head_dim + 63) / 64);
+          merge = std::move(m);
+          has_merge = true;
+        }
+        break;
+      }
+      case Op::SiluMul:
+      case Op::GeluMul:
+      case Op::Gelu:
+      case Op::GeluTanh:
+      case Op::Add:
+      case Op::Mul:
+      case Op::Scale: {
+        static const std::map<Op, int32_t> codes = {
+            {Op::SiluMul, 0}, {Op::GeluMul, 1}, {Op::Gelu, 2}, {Op::GeluTanh, 3},
+            {Op::Add, 4},     {Op::Mul, 5},     {Op::Scale, 6}};
+        const int64_t n = in[0].shape.numel(), d = in[0].shape.row_len();
+        const bool binary = in.size() > 1;
+        push(bind(in[0], "a"));
+        push(binary ? bind(in[1], "b") : bind(in[0], "a"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(n));
+        push(static_cast<uint32_t>(d));
+        push(binary && in[1].shape.numel() != n ? 1 : 0);
+        push_f(p.scale);
+        use("elementwise", {codes.at(node.op)});
+        grid(x, (static_cast<uint64_t>(n) + 63) / 64);
+        break;
+      }
+      case Op::kCount:
+        fail("vulkan backend: node '%s' has no op", node.name.c_str());
+    }
+    out.push_back(std::move(x));
+    if (has_merge) out.push_back(std::move(merge));
+    if (fused_next) ni++;
+  }
+  return std::make_unique<VulkanProgram>(ctx_, std::move(out), std::move(keep));
+}
+
+// The physical devices in enumeration order, described.
+std::vector<vk::PhysicalInfo> describe_all(const vk::Instance& inst) {
+  std::vector<vk::PhysicalInfo> out;
+  for (VkPhysicalDevice d : inst.physical_devices()) out.push_back(vk::describe(inst, d));
+  return out;
+}
+
+int best_index(const std::vector<vk::PhysicalInfo>& devs) {
+  int best = -1;
+  for (size_t i = 0; i < devs.size(); i++)
+    if (best < 0 || vk::device_type_rank(devs[i].props.deviceType) <
+                        vk::device_type_rank(devs[best].props.deviceType))
+      best = static_cast<int>(i);
+  return best;
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_vulkan_backend(int device_index) {
+  auto instance = std::make_unique<vk::Instance>(vk::validation_requested());
+  const std::vector<vk::PhysicalInfo> devs = describe_all(*instance);
+  if (devs.empty()) fail("vulkan: no Vulkan device found");
+  const int index = device_index < 0 ? best_index(devs) : device_index;
+  if (index >= static_cast<int>(devs.size()))
+    fail("vulkan:%d does not exist (%zu Vulkan device%s found)", index, devs.size(),
+         devs.size() == 1 ? "" : "s");
+  auto ctx = std::make_shared<Context>(std::move(instance), devs[index], index);
+  return std::make_unique<VulkanBackend>(std::move(ctx));
+}
+
+VulkanBest vulkan_best_device() {
+  VulkanBest b;
+  if (!vk::global_api()) return b;
+  try {
+    vk::Instance inst(false);
+    const std::vector<vk::PhysicalInfo> devs = describe_all(inst);
+    b.index = best_index(devs);
+    if (b.index >= 0) b.cpu_type = devs[b.index].props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  } catch (const std::exception&) {
+    b.index = -1;
+  }
+  return b;
+}
+
+int vulkan_validation_errors() { return vk::validation_error_count(); }
+
+}  // namespace llm

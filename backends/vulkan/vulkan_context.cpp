@@ -1,0 +1,702 @@
+#include "backends/vulkan/vulkan_context.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "backends/vulkan/vulkan_shaders.h"
+#include "core/error.h"
+#include "core/formats/atomic_file.h"
+
+namespace llm::vk {
+
+namespace {
+
+constexpr VkDeviceSize kMiB = VkDeviceSize{1} << 20;
+constexpr size_t kStagingBytes = 64 * kMiB;
+// Buffers up to this size go to mapped device memory where there is some.
+constexpr size_t kSmallBuffer = 1 << 20;
+
+std::atomic<int> g_validation_errors{0};
+
+VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                             VkDebugUtilsMessageTypeFlagsEXT,
+                                             const VkDebugUtilsMessengerCallbackDataEXT* data,
+                                             void*) {
+  if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
+    g_validation_errors++;
+    std::fprintf(stderr, "vulkan validation error: %s\n", data->pMessage);
+  } else if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
+    std::fprintf(stderr, "vulkan validation warning: %s\n", data->pMessage);
+  }
+  return VK_FALSE;
+}
+
+bool has_layer(const Api& api, const char* name) {
+  uint32_t n = 0;
+  if (api.vkEnumerateInstanceLayerProperties(&n, nullptr) != VK_SUCCESS) return false;
+  std::vector<VkLayerProperties> layers(n);
+  api.vkEnumerateInstanceLayerProperties(&n, layers.data());
+  for (const VkLayerProperties& l : layers)
+    if (std::strcmp(l.layerName, name) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+bool validation_requested() {
+  const char* v = std::getenv("LLM_VULKAN_VALIDATION");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+int validation_error_count() { return g_validation_errors.load(); }
+
+// ---- Instance ------------------------------------------------------------------------------
+
+Instance::Instance(bool validation) {
+  const Api* g = global_api();
+  if (!g) fail("Vulkan: no Vulkan loader (libvulkan.so.1) on this machine");
+  api_ = *g;
+  const char* layer = "VK_LAYER_KHRONOS_validation";
+  std::vector<const char*> layers, exts;
+  if (validation && !has_layer(api_, layer)) {
+    static bool warned = false;
+    if (!warned)
+      std::fprintf(stderr,
+                   "warning: LLM_VULKAN_VALIDATION=1 but the layer %s is not installed "
+                   "(Debian: vulkan-validationlayers); running without it\n",
+                   layer);
+    warned = true;
+    validation = false;
+  }
+  if (validation) {
+    layers.push_back(layer);
+    exts.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+  }
+  VkApplicationInfo app{};
+  app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+  app.pApplicationName = "llmrt";
+  app.pEngineName = "llmrt";
+  app.apiVersion = VK_API_VERSION_1_2;
+  VkInstanceCreateInfo ici{};
+  ici.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+  ici.pApplicationInfo = &app;
+  ici.enabledLayerCount = static_cast<uint32_t>(layers.size());
+  ici.ppEnabledLayerNames = layers.data();
+  ici.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  ici.ppEnabledExtensionNames = exts.data();
+  LLM_VK_CHECK(api_.vkCreateInstance(&ici, nullptr, &instance_));
+  load_instance_api(api_, instance_);
+  if (validation && api_.vkCreateDebugUtilsMessengerEXT) {
+    VkDebugUtilsMessengerCreateInfoEXT mci{};
+    mci.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT;
+    mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT |
+                          VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT;
+    mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                      VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                      VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
+    mci.pfnUserCallback = on_validation;
+    LLM_VK_CHECK(api_.vkCreateDebugUtilsMessengerEXT(instance_, &mci, nullptr, &messenger_));
+  }
+}
+
+Instance::~Instance() {
+  if (messenger_) api_.vkDestroyDebugUtilsMessengerEXT(instance_, messenger_, nullptr);
+  if (instance_) api_.vkDestroyInstance(instance_, nullptr);
+}
+
+std::vector<VkPhysicalDevice> Instance::physical_devices() const {
+  uint32_t n = 0;
+  LLM_VK_CHECK(api_.vkEnumeratePhysicalDevices(instance_, &n, nullptr));
+  std::vector<VkPhysicalDevice> devs(n);
+  LLM_VK_CHECK(api_.vkEnumeratePhysicalDevices(instance_, &n, devs.data()));
+  devs.resize(n);
+  return devs;
+}
+
+// ---- Physical devices ----------------------------------------------------------------------
+
+const char* device_type_name(VkPhysicalDeviceType t) {
+  switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete-gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated-gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual-gpu";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
+  }
+}
+
+int device_type_rank(VkPhysicalDeviceType t) {
+  switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return 3;
+    default:
+      return 4;
+  }
+}
+
+PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
+  const Api& api = instance.api();
+  PhysicalInfo p;
+  p.handle = dev;
+  api.vkGetPhysicalDeviceProperties(dev, &p.props);
+  api.vkGetPhysicalDeviceMemoryProperties(dev, &p.memory);
+  for (uint32_t h = 0; h < p.memory.memoryHeapCount; h++)
+    if (p.memory.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+      p.device_local_bytes += p.memory.memoryHeaps[h].size;
+  if (p.props.apiVersion >= VK_API_VERSION_1_1) {
+    VkPhysicalDeviceSubgroupProperties sub{};
+    sub.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+    VkPhysicalDeviceProperties2 props2{};
+    props2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+    props2.pNext = &sub;
+    api.vkGetPhysicalDeviceProperties2(dev, &props2);
+    p.subgroup_size = sub.subgroupSize;
+    p.subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                            (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  }
+  if (p.props.apiVersion >= VK_API_VERSION_1_2) {
+    VkPhysicalDeviceShaderFloat16Int8Features f16{};
+    f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+    VkPhysicalDevice16BitStorageFeatures s16{};
+    s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+    s16.pNext = &f16;
+    VkPhysicalDeviceFeatures2 f2{};
+    f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+    f2.pNext = &s16;
+    api.vkGetPhysicalDeviceFeatures2(dev, &f2);
+    p.fp16 = f16.shaderFloat16;
+    p.storage16 = s16.storageBuffer16BitAccess;
+  }
+  uint32_t n_ext = 0;
+  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
+  std::vector<VkExtensionProperties> exts(n_ext);
+  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
+  for (const VkExtensionProperties& e : exts)
+    if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
+  uint32_t n_fam = 0;
+  api.vkGetPhysicalDeviceQueueFamilyProperties(dev, &n_fam, nullptr);
+  std::vector<VkQueueFamilyProperties> fams(n_fam);
+  api.vkGetPhysicalDeviceQueueFamilyProperties(dev, &n_fam, fams.data());
+  // Prefer a compute family without graphics (an async compute queue) when there is one.
+  for (int pass = 0; pass < 2 && p.compute_family == UINT32_MAX; pass++) {
+    for (uint32_t i = 0; i < n_fam; i++) {
+      const VkQueueFlags f = fams[i].queueFlags;
+      if (!(f & VK_QUEUE_COMPUTE_BIT) || (pass == 0 && (f & VK_QUEUE_GRAPHICS_BIT))) continue;
+      p.compute_family = i;
+      p.timestamp_bits = fams[i].timestampValidBits;
+      break;
+    }
+  }
+  return p;
+}
+
+DeviceInfo device_info(int index, const PhysicalInfo& p) {
+  DeviceInfo d;
+  d.id = "vulkan:" + std::to_string(index);
+  d.name = p.props.deviceName;
+  d.type = device_type_name(p.props.deviceType);
+  d.total_memory = p.device_local_bytes;
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "Vulkan %u.%u.%u, subgroup %u%s, fp16 %s, coopmat %s",
+                VK_API_VERSION_MAJOR(p.props.apiVersion), VK_API_VERSION_MINOR(p.props.apiVersion),
+                VK_API_VERSION_PATCH(p.props.apiVersion), p.subgroup_size,
+                p.subgroup_arithmetic ? " (subgroup ops)" : "", p.fp16 ? "yes" : "no",
+                p.coopmat_nv ? "NV" : "no");
+  d.details = buf;
+  return d;
+}
+
+// ---- Memory --------------------------------------------------------------------------------
+
+Allocator::Allocator(const DeviceApi& d, VkDevice device, uint32_t type, bool host_visible,
+                     VkDeviceSize block_bytes)
+    : d_(d), device_(device), type_(type), host_visible_(host_visible), block_bytes_(block_bytes) {}
+
+Allocator::~Allocator() {
+  for (Block& b : blocks_)
+    if (b.memory) d_.vkFreeMemory(device_, b.memory, nullptr);  // unmaps too
+}
+
+VkResult Allocator::allocate(VkDeviceSize size, VkDeviceSize align, Allocation* out) {
+  size = std::max<VkDeviceSize>(size, 1);
+  const bool dedicated = size >= block_bytes_ / 4;
+  if (!dedicated) {
+    for (size_t bi = 0; bi < blocks_.size(); bi++) {
+      Block& b = blocks_[bi];
+      if (!b.memory || b.dedicated) continue;
+      for (auto it = b.free.begin(); it != b.free.end(); ++it) {
+        const VkDeviceSize start = (it->first + align - 1) / align * align;
+        const VkDeviceSize end = it->first + it->second;
+        if (start + size > end) continue;
+        const VkDeviceSize f_off = it->first;
+        b.free.erase(it);
+        if (start > f_off) b.free[f_off] = start - f_off;
+        if (end > start + size) b.free[start + size] = end - start - size;
+        *out = {static_cast<int>(bi), start, size, b.mapped ? b.mapped + start : nullptr};
+        return VK_SUCCESS;
+      }
+    }
+  }
+  Block b;
+  b.size = dedicated ? size : block_bytes_;
+  b.dedicated = dedicated;
+  VkMemoryAllocateInfo mai{};
+  mai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+  mai.allocationSize = b.size;
+  mai.memoryTypeIndex = type_;
+  VkResult r = d_.vkAllocateMemory(device_, &mai, nullptr, &b.memory);
+  if (r != VK_SUCCESS) return r;
+  if (host_visible_) {
+    void* p = nullptr;
+    r = d_.vkMapMemory(device_, b.memory, 0, VK_WHOLE_SIZE, 0, &p);
+    if (r != VK_SUCCESS) {
+      d_.vkFreeMemory(device_, b.memory, nullptr);
+      return r;
+    }
+    b.mapped = static_cast<uint8_t*>(p);
+  }
+  if (!dedicated && b.size > size) b.free[size] = b.size - size;
+  // Reuse a slot of a freed block.
+  int bi = -1;
+  for (size_t i = 0; i < blocks_.size(); i++)
+    if (!blocks_[i].memory) bi = static_cast<int>(i);
+  if (bi < 0) {
+    blocks_.push_back(std::move(b));
+    bi = static_cast<int>(blocks_.size() - 1);
+  } else {
+    blocks_[bi] = std::move(b);
+  }
+  *out = {bi, 0, size, blocks_[bi].mapped};
+  return VK_SUCCESS;
+}
+
+void Allocator::release(const Allocation& a) {
+  if (a.block < 0) return;
+  Block& b = blocks_[a.block];
+  if (b.dedicated) {
+    d_.vkFreeMemory(device_, b.memory, nullptr);
+    b = Block{};
+    return;
+  }
+  VkDeviceSize off = a.offset, size = a.size;
+  auto next = b.free.lower_bound(off);
+  if (next != b.free.end() && next->first == off + size) {
+    size += next->second;
+    next = b.free.erase(next);
+  }
+  if (next != b.free.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == off) {
+      off = prev->first;
+      size += prev->second;
+      b.free.erase(prev);
+    }
+  }
+  b.free[off] = size;
+}
+
+// ---- Context -------------------------------------------------------------------------------
+
+namespace {
+
+// A memory type with all of `want`, or UINT32_MAX.
+uint32_t find_type(const VkPhysicalDeviceMemoryProperties& m, VkMemoryPropertyFlags want) {
+  for (uint32_t i = 0; i < m.memoryTypeCount; i++)
+    if ((m.memoryTypes[i].propertyFlags & want) == want) return i;
+  return UINT32_MAX;
+}
+
+}  // namespace
+
+Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, int index)
+    : instance_(std::move(instance)), phys_(phys), index_(index) {
+  const Api& api = instance_->api();
+  if (phys_.compute_family == UINT32_MAX) fail("%s has no compute queue", id().c_str());
+  const float priority = 1.f;
+  VkDeviceQueueCreateInfo qci{};
+  qci.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
+  qci.queueFamilyIndex = phys_.compute_family;
+  qci.queueCount = 1;
+  qci.pQueuePriorities = &priority;
+  VkDeviceCreateInfo dci{};
+  dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+  dci.queueCreateInfoCount = 1;
+  dci.pQueueCreateInfos = &qci;
+  LLM_VK_CHECK(api.vkCreateDevice(phys_.handle, &dci, nullptr, &device_));
+  load_device_api(api, device_, d_);
+  d_.vkGetDeviceQueue(device_, phys_.compute_family, 0, &queue_);
+
+  VkCommandPoolCreateInfo pci{};
+  pci.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+  pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+  pci.queueFamilyIndex = phys_.compute_family;
+  LLM_VK_CHECK(d_.vkCreateCommandPool(device_, &pci, nullptr, &pool_));
+  VkCommandBufferAllocateInfo cai{};
+  cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+  cai.commandPool = pool_;
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &transfer_cb_));
+  VkFenceCreateInfo fci{};
+  fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+  LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &fence_));
+
+  // Unified-memory devices (integrated GPUs, CPU drivers): device-local memory the host
+  // maps, so transfers are plain copies. Discrete GPUs: device-local memory only, and
+  // staged copies through host-visible memory.
+  const VkMemoryPropertyFlags host =
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  // LLM_VULKAN_STAGING=1 takes the discrete-GPU path everywhere (to test it on lavapipe).
+  const char* staging_env = std::getenv("LLM_VULKAN_STAGING");
+  const bool force_staging = staging_env && std::strcmp(staging_env, "1") == 0;
+  const bool integrated =
+      !force_staging && (phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ||
+                         phys_.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
+  uint32_t dev_type =
+      integrated ? find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | host) : UINT32_MAX;
+  const bool unified = dev_type != UINT32_MAX;
+  if (!unified) dev_type = find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+  if (dev_type == UINT32_MAX) dev_type = find_type(phys_.memory, 0);
+  const uint32_t host_type = find_type(phys_.memory, host);
+  if (host_type == UINT32_MAX) fail("%s has no host-visible coherent memory", id().c_str());
+  const VkDeviceSize block = std::max<VkDeviceSize>(
+      16 * kMiB, std::min<VkDeviceSize>(256 * kMiB, phys_.device_local_bytes / 16));
+  memory_ = std::make_unique<Allocator>(d_, device_, dev_type, unified, block);
+  staging_memory_ = std::make_unique<Allocator>(d_, device_, host_type, true, 64 * kMiB);
+  const uint32_t bar_type = find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | host);
+  if (!unified && !force_staging && bar_type != UINT32_MAX)
+    small_memory_ = std::make_unique<Allocator>(d_, device_, bar_type, true, 16 * kMiB);
+  err_ = std::make_unique<Buffer>(*this, nullptr, 256, "the shader error flags", true);
+  std::memset(err_->mapped(), 0, 256);
+
+  // The pipeline cache: what an earlier run of this device left on disk, if its header
+  // names this device and driver.
+  std::vector<char> data;
+  {
+    std::ifstream in(cache_path(), std::ios::binary);
+    if (in) data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const size_t header = 16 + VK_UUID_SIZE;
+  if (data.size() >= header) {
+    uint32_t vendor = 0, device = 0;
+    std::memcpy(&vendor, data.data() + 8, 4);
+    std::memcpy(&device, data.data() + 12, 4);
+    if (vendor != phys_.props.vendorID || device != phys_.props.deviceID ||
+        std::memcmp(data.data() + 16, phys_.props.pipelineCacheUUID, VK_UUID_SIZE) != 0)
+      data.clear();
+  } else {
+    data.clear();
+  }
+  VkPipelineCacheCreateInfo cci{};
+  cci.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO;
+  cci.initialDataSize = data.size();
+  cci.pInitialData = data.empty() ? nullptr : data.data();
+  if (d_.vkCreatePipelineCache(device_, &cci, nullptr, &cache_) != VK_SUCCESS) {
+    cci.initialDataSize = 0;
+    cci.pInitialData = nullptr;
+    LLM_VK_CHECK(d_.vkCreatePipelineCache(device_, &cci, nullptr, &cache_));
+  }
+}
+
+Context::~Context() {
+  if (device_) d_.vkDeviceWaitIdle(device_);
+  if (cache_) save_pipeline_cache();
+  staging_.reset();
+  err_.reset();
+  for (auto& [key, p] : pipelines_) {
+    d_.vkDestroyPipeline(device_, p.pipeline, nullptr);
+    d_.vkDestroyPipelineLayout(device_, p.layout, nullptr);
+    d_.vkDestroyDescriptorSetLayout(device_, p.set_layout, nullptr);
+  }
+  if (cache_) d_.vkDestroyPipelineCache(device_, cache_, nullptr);
+  memory_.reset();
+  staging_memory_.reset();
+  small_memory_.reset();
+  if (fence_) d_.vkDestroyFence(device_, fence_, nullptr);
+  if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
+  if (device_) d_.vkDestroyDevice(device_, nullptr);
+}
+
+std::string Context::cache_path() const {
+  const char* dir = std::getenv("LLMRT_CACHE");
+  if (dir && *dir) return std::string(dir) + "/vulkan-pipelines.bin";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.cache/llmrt/vulkan-pipelines.bin";
+}
+
+void Context::save_pipeline_cache() {
+  size_t n = 0;
+  if (d_.vkGetPipelineCacheData(device_, cache_, &n, nullptr) != VK_SUCCESS || n == 0) return;
+  std::vector<char> data(n);
+  if (d_.vkGetPipelineCacheData(device_, cache_, &n, data.data()) != VK_SUCCESS) return;
+  // A cache that cannot be written costs only pipeline compile time next run.
+  try {
+    const std::string path = cache_path();
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    write_file_atomic(path, [&](std::ostream& out) { out.write(data.data(), n); });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: %s: pipeline cache not saved: %s\n", id().c_str(), e.what());
+  }
+}
+
+const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
+                                  const std::vector<int32_t>& spec) {
+  auto key = std::make_pair(name, spec);
+  auto it = pipelines_.find(key);
+  if (it != pipelines_.end()) return it->second;
+  const ShaderCode* code = vulkan_shader(name.c_str());
+  if (!code) fail("vulkan backend: no shader named %s in this build", name.c_str());
+  Pipeline p;
+  p.name = name;
+  p.n_bindings = n_bindings;
+  std::vector<VkDescriptorSetLayoutBinding> binds(n_bindings);
+  for (uint32_t i = 0; i < n_bindings; i++) {
+    binds[i].binding = i;
+    binds[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    binds[i].descriptorCount = 1;
+    binds[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+  }
+  VkDescriptorSetLayoutCreateInfo dl{};
+  dl.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+  dl.bindingCount = n_bindings;
+  dl.pBindings = binds.data();
+  LLM_VK_CHECK(d_.vkCreateDescriptorSetLayout(device_, &dl, nullptr, &p.set_layout));
+  VkPushConstantRange pcr{VK_SHADER_STAGE_COMPUTE_BIT, 0, kPushBytes};
+  VkPipelineLayoutCreateInfo pl{};
+  pl.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO;
+  pl.setLayoutCount = 1;
+  pl.pSetLayouts = &p.set_layout;
+  pl.pushConstantRangeCount = 1;
+  pl.pPushConstantRanges = &pcr;
+  LLM_VK_CHECK(d_.vkCreatePipelineLayout(device_, &pl, nullptr, &p.layout));
+  VkShaderModuleCreateInfo smi{};
+  smi.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+  smi.codeSize = code->bytes;
+  smi.pCode = reinterpret_cast<const uint32_t*>(code->spirv);
+  VkShaderModule module = VK_NULL_HANDLE;
+  LLM_VK_CHECK(d_.vkCreateShaderModule(device_, &smi, nullptr, &module));
+  std::vector<VkSpecializationMapEntry> entries(spec.size());
+  for (size_t i = 0; i < spec.size(); i++)
+    entries[i] = {static_cast<uint32_t>(i), static_cast<uint32_t>(i * 4), 4};
+  VkSpecializationInfo si{static_cast<uint32_t>(spec.size()), entries.data(), spec.size() * 4,
+                          spec.data()};
+  VkComputePipelineCreateInfo cpi{};
+  cpi.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+  cpi.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+  cpi.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  cpi.stage.module = module;
+  cpi.stage.pName = "main";
+  cpi.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
+  cpi.layout = p.layout;
+  const VkResult r = d_.vkCreateComputePipelines(device_, cache_, 1, &cpi, nullptr, &p.pipeline);
+  d_.vkDestroyShaderModule(device_, module, nullptr);
+  if (r != VK_SUCCESS) {
+    d_.vkDestroyPipelineLayout(device_, p.layout, nullptr);
+    d_.vkDestroyDescriptorSetLayout(device_, p.set_layout, nullptr);
+    fail("vulkan backend: creating the pipeline of shader %s failed (%s)", name.c_str(),
+         result_name(r));
+  }
+  return pipelines_.emplace(key, p).first->second;
+}
+
+void Context::submit(VkCommandBuffer cb, bool wait) {
+  wait_idle();
+  VkSubmitInfo si{};
+  si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cb;
+  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &fence_));
+  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, fence_));
+  pending_ = true;
+  if (wait) wait_idle();
+}
+
+void Context::wait_idle() {
+  if (!pending_) return;
+  pending_ = false;
+  LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX));
+}
+
+void Context::record_transfer(const std::function<void(VkCommandBuffer)>& rec) {
+  wait_idle();
+  LLM_VK_CHECK(d_.vkResetCommandBuffer(transfer_cb_, 0));
+  VkCommandBufferBeginInfo bi{};
+  bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  LLM_VK_CHECK(d_.vkBeginCommandBuffer(transfer_cb_, &bi));
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+  d_.vkCmdPipelineBarrier(transfer_cb_, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                          VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  rec(transfer_cb_);
+  mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT;
+  d_.vkCmdPipelineBarrier(transfer_cb_, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1,
+                          &mb, 0, nullptr, 0, nullptr);
+  LLM_VK_CHECK(d_.vkEndCommandBuffer(transfer_cb_));
+  submit(transfer_cb_, true);
+}
+
+void Context::copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes) {
+  if (!bytes) return;
+  wait_idle();
+  if (dst.mapped()) {
+    std::memcpy(dst.mapped() + offset, src, bytes);
+    return;
+  }
+  if (!staging_)
+    staging_ = std::make_unique<Buffer>(*this, nullptr, kStagingBytes, "staging", true);
+  const uint8_t* s = static_cast<const uint8_t*>(src);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(kStagingBytes, bytes - done);
+    std::memcpy(staging_->mapped(), s + done, n);
+    VkBufferCopy c{0, offset + done, n};
+    record_transfer(
+        [&](VkCommandBuffer cb) { d_.vkCmdCopyBuffer(cb, staging_->get(), dst.get(), 1, &c); });
+    done += n;
+  }
+}
+
+void Context::copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
+  wait_idle();
+  if (!bytes) return;
+  if (src.mapped()) {
+    std::memcpy(dst, src.mapped() + offset, bytes);
+    return;
+  }
+  if (!staging_)
+    staging_ = std::make_unique<Buffer>(*this, nullptr, kStagingBytes, "staging", true);
+  uint8_t* d = static_cast<uint8_t*>(dst);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(kStagingBytes, bytes - done);
+    VkBufferCopy c{offset + done, 0, n};
+    record_transfer(
+        [&](VkCommandBuffer cb) { d_.vkCmdCopyBuffer(cb, src.get(), staging_->get(), 1, &c); });
+    std::memcpy(d + done, staging_->mapped(), n);
+    done += n;
+  }
+}
+
+void Context::fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes) {
+  if (!bytes) return;
+  wait_idle();
+  if (dst.mapped()) {
+    std::memset(dst.mapped() + offset, 0, bytes);
+    return;
+  }
+  if (offset % 4 == 0 && bytes % 4 == 0) {
+    record_transfer(
+        [&](VkCommandBuffer cb) { d_.vkCmdFillBuffer(cb, dst.get(), offset, bytes, 0); });
+    return;
+  }
+  const std::vector<uint8_t> zeros(bytes, 0);
+  copy_to_device(dst, offset, zeros.data(), bytes);
+}
+
+void Context::raise_device_errors() {
+  uint32_t bits = 0;
+  std::memcpy(&bits, err_->mapped(), 4);
+  if (!bits) return;
+  std::memset(err_->mapped(), 0, 4);
+  std::string what;
+  auto add = [&](uint32_t bit, const char* text) {
+    if (!(bits & bit)) return;
+    if (!what.empty()) what += "; ";
+    what += text;
+  };
+  add(1, "get_rows: a row id outside the table");
+  add(2, "kv_append: a cache slot outside the cache");
+  add(4, "attention: a sequence id or position outside the block table");
+  add(8, "attention: a block table entry outside the cache");
+  fail("%s: a shader was given bad indices (%s); their results were left out", id().c_str(),
+       what.c_str());
+}
+
+// ---- Buffers -------------------------------------------------------------------------------
+
+Buffer::Buffer(Context& ctx, std::shared_ptr<Context> keep, size_t bytes, const std::string& what,
+               bool staging)
+    : DeviceBuffer(bytes),
+      ctx_(ctx),
+      keep_(std::move(keep)),
+      allocator_(staging ? &ctx.staging_memory() : &ctx.memory()) {
+  const DeviceApi& d = ctx.d();
+  VkBufferCreateInfo bci{};
+  bci.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+  // Buffers are rounded up to whole words: shaders read 16-bit data as uints.
+  bci.size = std::max<VkDeviceSize>(4, (bytes + 3) / 4 * 4);
+  bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+              VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  bci.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+  auto out_of_memory = [&](VkResult r) {
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+      fail("out of device memory on %s allocating %zu MiB for %s (%s, device-local memory %zu MiB)",
+           ctx.id().c_str(), static_cast<size_t>((bytes + kMiB - 1) / kMiB), what.c_str(),
+           result_name(r), static_cast<size_t>(ctx.phys().device_local_bytes / kMiB));
+  };
+  const VkResult rc = d.vkCreateBuffer(ctx.device(), &bci, nullptr, &buffer_);
+  out_of_memory(rc);
+  check(rc, "vkCreateBuffer");
+  VkMemoryRequirements req;
+  d.vkGetBufferMemoryRequirements(ctx.device(), buffer_, &req);
+  // Small buffers in mapped device memory where there is some (it may run out: then
+  // ordinary device memory).
+  VkResult r = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+  Allocator* small = ctx.small_memory();
+  if (!staging && small && bytes <= kSmallBuffer && (req.memoryTypeBits & (1u << small->type()))) {
+    r = small->allocate(req.size, req.alignment, &alloc_);
+    if (r == VK_SUCCESS) allocator_ = small;
+  }
+  if (r != VK_SUCCESS) {
+    if (!(req.memoryTypeBits & (1u << allocator_->type()))) {
+      d.vkDestroyBuffer(ctx.device(), buffer_, nullptr);
+      fail("%s: buffers cannot live in memory type %u (allowed types 0x%x)", ctx.id().c_str(),
+           allocator_->type(), req.memoryTypeBits);
+    }
+    r = allocator_->allocate(req.size, req.alignment, &alloc_);
+  }
+  if (r != VK_SUCCESS) {
+    d.vkDestroyBuffer(ctx.device(), buffer_, nullptr);
+    out_of_memory(r);
+    check(r, "vkAllocateMemory");
+  }
+  const VkResult rb =
+      d.vkBindBufferMemory(ctx.device(), buffer_, allocator_->memory(alloc_.block), alloc_.offset);
+  if (rb != VK_SUCCESS) {
+    allocator_->release(alloc_);
+    d.vkDestroyBuffer(ctx.device(), buffer_, nullptr);
+    check(rb, "vkBindBufferMemory");
+  }
+}
+
+Buffer::~Buffer() {
+  // Work that may still read this buffer finishes first (errors cannot leave here).
+  try {
+    ctx_.wait_idle();
+  } catch (const std::exception&) {
+  }
+  ctx_.d().vkDestroyBuffer(ctx_.device(), buffer_, nullptr);
+  allocator_->release(alloc_);
+}
+
+}  // namespace llm::vk

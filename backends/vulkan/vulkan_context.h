@@ -1,0 +1,220 @@
+// Vulkan objects of the backend, each behind an RAII owner: the instance (with the
+// validation layer when LLM_VULKAN_VALIDATION=1), a device with one compute queue, a
+// sub-allocator of device memory, buffers, staged transfers, the on-disk pipeline
+// cache and compute pipelines keyed by shader and specialization constants.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/vulkan/vulkan_api.h"
+#include "core/backend.h"
+
+namespace llm::vk {
+
+// Validation: LLM_VULKAN_VALIDATION=1 enables VK_LAYER_KHRONOS_validation; errors it
+// reports are printed and counted (tests fail on them).
+bool validation_requested();
+int validation_error_count();
+
+class Instance {
+ public:
+  // Throws llm::Error when there is no loader or the instance cannot be created.
+  explicit Instance(bool validation);
+  ~Instance();
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+
+  VkInstance get() const { return instance_; }
+  const Api& api() const { return api_; }
+  std::vector<VkPhysicalDevice> physical_devices() const;
+
+ private:
+  Api api_;
+  VkInstance instance_ = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+};
+
+// What the backend needs to know of a physical device.
+struct PhysicalInfo {
+  VkPhysicalDevice handle = VK_NULL_HANDLE;
+  VkPhysicalDeviceProperties props{};
+  VkPhysicalDeviceMemoryProperties memory{};
+  uint32_t subgroup_size = 0;
+  bool subgroup_arithmetic = false;  // subgroupAdd and friends in compute shaders
+  bool fp16 = false;                 // shaderFloat16
+  bool storage16 = false;            // storageBuffer16BitAccess
+  bool coopmat_nv = false;           // VK_NV_cooperative_matrix
+  uint32_t compute_family = UINT32_MAX;
+  uint32_t timestamp_bits = 0;  // of the compute family
+  size_t device_local_bytes = 0;
+};
+PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev);
+// "discrete-gpu", "integrated-gpu", "virtual-gpu", "cpu", "other".
+const char* device_type_name(VkPhysicalDeviceType t);
+// Preference among devices: discrete < integrated < virtual < cpu < other.
+int device_type_rank(VkPhysicalDeviceType t);
+// The DeviceInfo of `llmcli devices` for device `index`.
+DeviceInfo device_info(int index, const PhysicalInfo& p);
+
+// A range of one block of device memory.
+struct Allocation {
+  int block = -1;
+  VkDeviceSize offset = 0, size = 0;
+  uint8_t* mapped = nullptr;  // host pointer when the memory is host visible
+};
+
+// Device memory in large blocks handed out first-fit (neighbouring free ranges merge);
+// allocations of at least a quarter block get a block of their own.
+class Allocator {
+ public:
+  Allocator(const DeviceApi& d, VkDevice device, uint32_t type, bool host_visible,
+            VkDeviceSize block_bytes);
+  ~Allocator();
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+  // Fails with VK_ERROR_OUT_OF_DEVICE_MEMORY as the result when it cannot.
+  VkResult allocate(VkDeviceSize size, VkDeviceSize align, Allocation* out);
+  void release(const Allocation& a);
+  VkDeviceMemory memory(int block) const { return blocks_[block].memory; }
+  uint32_t type() const { return type_; }
+  bool host_visible() const { return host_visible_; }
+
+ private:
+  struct Block {
+    VkDeviceMemory memory = VK_NULL_HANDLE;
+    VkDeviceSize size = 0;
+    uint8_t* mapped = nullptr;
+    bool dedicated = false;
+    std::map<VkDeviceSize, VkDeviceSize> free;  // offset -> size
+  };
+  const DeviceApi& d_;
+  VkDevice device_;
+  uint32_t type_;
+  bool host_visible_;
+  VkDeviceSize block_bytes_;
+  std::vector<Block> blocks_;
+};
+
+struct Pipeline {
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  VkPipeline pipeline = VK_NULL_HANDLE;
+  uint32_t n_bindings = 0;
+  std::string name;
+};
+
+// Bytes of push constants every pipeline layout declares (the guaranteed minimum).
+constexpr uint32_t kPushBytes = 128;
+
+class Buffer;
+
+// The device and everything shared by the backend, its buffers and its programs.
+class Context {
+ public:
+  // index: the physical device's place in enumeration order ("vulkan:N").
+  Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, int index);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  const DeviceApi& d() const { return d_; }
+  VkDevice device() const { return device_; }
+  const PhysicalInfo& phys() const { return phys_; }
+  int index() const { return index_; }
+  std::string id() const { return "vulkan:" + std::to_string(index_); }
+  VkCommandPool command_pool() const { return pool_; }
+  Allocator& memory() { return *memory_; }
+  Allocator& staging_memory() { return *staging_memory_; }
+  // Device-local memory the host maps (BAR / resizable BAR) on discrete GPUs, for
+  // small buffers (step inputs, norm weights): written without a staged copy.
+  // nullptr where there is none, or all memory is mapped anyway.
+  Allocator* small_memory() { return small_memory_.get(); }
+  bool unified() const { return memory_->host_visible(); }
+
+  // The pipeline of shader `name` (embedded SPIR-V) with these specialization
+  // constants (constant_id 0, 1, ...), created once and kept.
+  const Pipeline& pipeline(const std::string& name, uint32_t n_bindings,
+                           const std::vector<int32_t>& spec);
+
+  // Submits a recorded command buffer; with wait, returns when it has finished. A
+  // submission without wait is waited for by the next wait_idle() (or submit()).
+  void submit(VkCommandBuffer cb, bool wait);
+  void wait_idle();
+
+  // One-off transfer commands, submitted and waited for.
+  void copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes);
+  void copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes);
+  void fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes);
+
+  // The error bits the shaders set (bad indices); throws llm::Error naming them and
+  // clears them. Call after wait_idle().
+  void raise_device_errors();
+  Buffer& error_buffer() { return *err_; }
+
+ private:
+  void record_transfer(const std::function<void(VkCommandBuffer)>& rec);
+  std::string cache_path() const;
+  void save_pipeline_cache();
+
+  std::unique_ptr<Instance> instance_;
+  PhysicalInfo phys_;
+  int index_;
+  DeviceApi d_{};
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer transfer_cb_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  bool pending_ = false;
+  VkPipelineCache cache_ = VK_NULL_HANDLE;
+  std::map<std::pair<std::string, std::vector<int32_t>>, Pipeline> pipelines_;
+  std::unique_ptr<Allocator> memory_;
+  std::unique_ptr<Allocator> staging_memory_;
+  std::unique_ptr<Allocator> small_memory_;
+  std::unique_ptr<Buffer> staging_;  // host visible, for transfers of non-unified memory
+  std::unique_ptr<Buffer> err_;      // one uint of error bits, host visible
+};
+
+// A VkBuffer over an allocation of the context's memory (staging: of its host-visible
+// memory). `keep` holds the context alive (null for the context's own buffers).
+class Buffer final : public DeviceBuffer {
+ public:
+  Buffer(Context& ctx, std::shared_ptr<Context> keep, size_t bytes, const std::string& what,
+         bool staging = false);
+  ~Buffer() override;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  VkBuffer get() const { return buffer_; }
+  uint8_t* mapped() const { return alloc_.mapped; }
+  Context& context() const { return ctx_; }
+
+  // Set by upload_weight when the buffer holds a quantized [N, K] matrix in the
+  // backend's row layout (shaders/weights.glsl, SPLIT = 1).
+  void set_split(DType t, int64_t N, int64_t K) {
+    split_ = true;
+    split_type_ = t;
+    split_N_ = N;
+    split_K_ = K;
+  }
+  bool holds_split(DType t, int64_t N, int64_t K) const {
+    return split_ && split_type_ == t && split_N_ == N && split_K_ == K;
+  }
+
+ private:
+  Context& ctx_;
+  std::shared_ptr<Context> keep_;
+  Allocator* allocator_;
+  Allocation alloc_;
+  VkBuffer buffer_ = VK_NULL_HANDLE;
+  bool split_ = false;
+  DType split_type_ = DType::F32;
+  int64_t split_N_ = 0, split_K_ = 0;
+};
+
+}  // namespace llm::vk

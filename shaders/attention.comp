@@ -1,0 +1,166 @@
+// Causal attention over the paged KV cache (core/graph.h): a workgroup per (token,
+// query head). Keys go in chunks of WG, a thread per key for the score q·k (scaled,
+// soft-capped); an online softmax (running max and sum, exact rescaling) folds each
+// chunk into the output, whose dims are spread over the threads (up to 8 each).
+// With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
+// split over SPLITS workgroups, each writing its running max, sum and unnormalised
+// output to `part`, which attention_merge.comp combines.
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#define WG 128
+#define MAX_D 1024
+#define PER_T (MAX_D / WG)
+layout(local_size_x = WG) in;
+layout(constant_id = 0) const int KDT = DT_F32;
+layout(constant_id = 1) const int VDT = DT_F32;
+layout(constant_id = 2) const uint SPLITS = 1;
+// 1: f32 K rows 16-byte aligned with D % 4 == 0, read as vec4 (4x fewer loads).
+layout(constant_id = 3) const int K_VEC4 = 0;
+layout(std430, binding = 0) readonly buffer Q { float q[]; };
+layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
+layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
+layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
+layout(std430, binding = 3) readonly buffer Pos { int positions[]; };
+layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
+layout(std430, binding = 5) readonly buffer Table { int table[]; };
+layout(std430, binding = 6) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 7) buffer Err { uint err_bits[]; };
+layout(std430, binding = 8) writeonly buffer Part { float part[]; };  // [T * H * SPLITS][2 + D]
+layout(push_constant) uniform P {
+  uint q_off, k_off, v_off, pos_off, seq_off, table_off, out_off;
+  uint T, H, Hkv, D, window, page_size, n_seqs, max_pages, cache_rows;
+  float scale, softcap;
+} p;
+
+// -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+shared float qs[MAX_D];
+shared float red[WG];
+shared float probs[WG];
+shared int slot_of[WG];
+
+float reduce_max(float v) {
+  const uint tid = gl_LocalInvocationID.x;
+  red[tid] = v;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) red[tid] = max(red[tid], red[tid + s]);
+    barrier();
+  }
+  const float r = red[0];
+  barrier();
+  return r;
+}
+
+float reduce_sum(float v) {
+  const uint tid = gl_LocalInvocationID.x;
+  red[tid] = v;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) red[tid] += red[tid + s];
+    barrier();
+  }
+  const float r = red[0];
+  barrier();
+  return r;
+}
+
+// The result of one (token, head, split): normalised into the output, or as a partial.
+void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
+  const uint tid = gl_LocalInvocationID.x;
+  if (SPLITS == 1u) {
+    for (uint i = 0u; i < PER_T; i++) {
+      const uint d = tid + i * WG;
+      if (d < p.D) outv[p.out_off + item * p.D + d] = l > 0.0 ? acc[i] / l : 0.0;
+    }
+    return;
+  }
+  const uint base = (item * SPLITS + split) * (p.D + 2u);
+  if (tid == 0u) {
+    part[base] = m;
+    part[base + 1u] = l;
+  }
+  for (uint i = 0u; i < PER_T; i++) {
+    const uint d = tid + i * WG;
+    if (d < p.D) part[base + 2u + d] = acc[i];
+  }
+}
+
+void main() {
+  const uint group = flat_group();
+  if (group >= p.T * p.H * SPLITS) return;
+  const uint item = group / SPLITS, split = group % SPLITS;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint t = item / p.H, h = item % p.H;
+  const uint D = p.D;
+  float acc[PER_T];
+  for (uint i = 0u; i < PER_T; i++) acc[i] = 0.0;
+  const int pos = positions[p.pos_off + t];
+  const int s = seq_ids[p.seq_off + t];
+  if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
+    if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
+    finish(item, split, NEG_INF, 0.0, acc);
+    return;
+  }
+  const uint kv_row = p.Hkv * D;
+  const uint kv_off = (h / (p.H / p.Hkv)) * D;
+  const uint n_pages = p.cache_rows / p.page_size;
+  for (uint d = tid; d < D; d += WG) qs[d] = q[p.q_off + item * D + d];
+  barrier();
+
+  // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
+  const uint lo0 = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
+  const uint per = (uint(pos) - lo0 + SPLITS) / SPLITS;
+  const uint lo = lo0 + split * per;
+  const uint hi = min(uint(pos), lo + per - 1u);
+  float m = NEG_INF, l = 0.0;
+  for (uint base = lo; base <= hi; base += WG) {
+    const uint j = base + tid;
+    float sc = NEG_INF;
+    int slot = -1;
+    if (j <= hi) {
+      const int page = table[p.table_off + uint(s) * p.max_pages + j / p.page_size];
+      if (page < 0 || uint(page) >= n_pages) {
+        atomicOr(err_bits[0], ERR_PAGE);
+      } else {
+        slot = page * int(p.page_size) + int(j % p.page_size);
+        const uint kb = uint(slot) * kv_row + kv_off;
+        float qk = 0.0;
+        if (K_VEC4 != 0) {
+          const uint kb4 = (p.k_off + kb) / 4u;
+          for (uint d4 = 0u; d4 < D / 4u; d4++)
+            qk += dot(vec4(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]),
+                       kc4[kb4 + d4]);
+        } else {
+          for (uint d = 0u; d < D; d++) qk += qs[d] * LOAD_FLOAT(kc, KDT, p.k_off, kb + d);
+        }
+        sc = qk * p.scale;
+        if (p.softcap > 0.0) sc = p.softcap * tanh_accurate(sc / p.softcap);
+      }
+    }
+    const float new_m = max(m, reduce_max(sc));
+    const float pr = slot >= 0 ? exp(sc - new_m) : 0.0;
+    probs[tid] = pr;
+    slot_of[tid] = slot;
+    const float csum = reduce_sum(pr);  // its barriers also publish probs and slot_of
+    if (new_m == NEG_INF) continue;  // every key of the chunk was skipped
+    const float alpha = exp(m - new_m);
+    l = l * alpha + csum;
+    m = new_m;
+    const uint n_keys = min(uint(WG), hi - base + 1u);
+    for (uint i = 0u; i < PER_T; i++) {
+      const uint d = tid + i * WG;
+      if (d >= D) break;
+      float a = acc[i] * alpha;
+      for (uint jj = 0u; jj < n_keys; jj++) {
+        const int sl = slot_of[jj];
+        if (sl >= 0) a += probs[jj] * LOAD_FLOAT(vc, VDT, p.v_off, uint(sl) * kv_row + kv_off + d);
+      }
+      acc[i] = a;
+    }
+    barrier();  // probs and slot_of are rewritten by the next chunk
+  }
+  finish(item, split, m, l, acc);
+}

@@ -1,0 +1,60 @@
+// RmsNorm (OP 0) and LayerNorm (OP 1): a workgroup per row, float32 statistics.
+// RmsNorm: y = x * (1 / sqrt(mean(x^2) + eps)) * w. LayerNorm: two passes (mean, then
+// squared deviations), y = (x - mean) * inv * w (+ b).
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#define WG 256
+layout(local_size_x = WG) in;
+layout(constant_id = 0) const int OP = 0;
+layout(constant_id = 1) const int WDT = DT_F32;
+layout(constant_id = 2) const int BDT = DT_F32;
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer W { uint w[]; };
+layout(std430, binding = 2) readonly buffer B { uint b[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform P {
+  uint x_off, w_off, b_off, y_off, rows, d, has_bias;
+  float eps;
+} p;
+
+shared float red[WG];
+
+float block_sum(float v) {
+  const uint tid = gl_LocalInvocationID.x;
+  red[tid] = v;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) red[tid] += red[tid + s];
+    barrier();
+  }
+  const float r = red[0];
+  barrier();
+  return r;
+}
+
+void main() {
+  const uint tid = gl_LocalInvocationID.x;
+  const float fd = float(p.d);
+  for (uint row = flat_group(); row < p.rows; row += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
+    const uint base = p.x_off + row * p.d;
+    float inv, mean = 0.0;
+    if (OP == 0) {
+      float s = 0.0;
+      for (uint i = tid; i < p.d; i += WG) s += x[base + i] * x[base + i];
+      inv = 1.0 / sqrt(block_sum(s) / fd + p.eps);
+    } else {
+      float s = 0.0;
+      for (uint i = tid; i < p.d; i += WG) s += x[base + i];
+      mean = block_sum(s) / fd;
+      float v = 0.0;
+      for (uint i = tid; i < p.d; i += WG) v += (x[base + i] - mean) * (x[base + i] - mean);
+      inv = 1.0 / sqrt(block_sum(v) / fd + p.eps);
+    }
+    for (uint i = tid; i < p.d; i += WG) {
+      float o = (OP == 0 ? x[base + i] * inv : (x[base + i] - mean) * inv) * LOAD_FLOAT(w, WDT, p.w_off, i);
+      if (OP == 1 && p.has_bias != 0u) o += LOAD_FLOAT(b, BDT, p.b_off, i);
+      y[p.y_off + row * p.d + i] = o;
+    }
+  }
+}

@@ -1,0 +1,167 @@
+#include "backend_test_util.h"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+
+#include "core/formats/quantize.h"
+#include "core/formats/safetensors.h"
+
+namespace llm::test {
+
+std::vector<float> decode(DType t, const Bytes& b) {
+  const size_t n = b.size() / dtype_row_bytes(t, 1);
+  std::vector<float> v(n);
+  convert_to_f32(t, b.data(), v.data(), static_cast<int64_t>(n));
+  return v;
+}
+
+Bytes encode(DType t, const std::vector<float>& v) {
+  if (t == DType::F32) return to_bytes(v);
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); i++)
+    h[i] = t == DType::F16 ? f32_to_f16(v[i]) : f32_to_bf16(v[i]);
+  return to_bytes(h);
+}
+
+HostT f32_tensor(Shape s, std::vector<float> v) { return {DType::F32, s, to_bytes(v)}; }
+HostT i32_tensor(Shape s, const std::vector<int32_t>& v) { return {DType::I32, s, to_bytes(v)}; }
+
+Node make_node(Op op, OpParams p) {
+  Node n;
+  n.op = op;
+  n.name = "test";
+  n.params = p;
+  return n;
+}
+
+OneNode::OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
+                 int inplace, int weight)
+    : be_(be), node_(node) {
+  std::vector<TensorInfo> infos(ins.size());
+  std::vector<const TensorInfo*> ptrs;
+  for (size_t i = 0; i < ins.size(); i++) {
+    infos[i].dtype = ins[i].dtype;
+    infos[i].shape = ins[i].shape;
+    ptrs.push_back(&infos[i]);
+  }
+  TensorInfo oi;
+  oi.dtype = out.dtype;
+  oi.shape = out.shape;
+  const std::string why = be.check(node_, ptrs, oi);
+  INFO(why);
+  REQUIRE(why.empty());
+
+  BoundNode bn;
+  bn.node = &node_;
+  for (size_t i = 0; i < ins.size(); i++) {
+    const HostT& t = ins[i];
+    if (static_cast<int>(i) == weight) {
+      bufs_.push_back(be.upload_weight(HostTensor{t.dtype, t.shape, t.data.data(), t.data.size()},
+                                       "test weight"));
+    } else {
+      bufs_.push_back(be.alloc(t.data.size(), "test input"));
+      be.upload(*bufs_.back(), 0, t.data.data(), t.data.size());
+    }
+    bn.inputs.push_back({bufs_.back().get(), 0, t.dtype, t.shape});
+  }
+  if (inplace >= 0) {
+    bn.output = bn.inputs[inplace];
+    out_ = bufs_[inplace].get();
+  } else {
+    bufs_.push_back(be.alloc(out.data.size(), "test output"));
+    be.upload(*bufs_.back(), 0, out.data.data(), out.data.size());
+    out_ = bufs_.back().get();
+    bn.output = {out_, 0, out.dtype, out.shape};
+  }
+  out_bytes_ = out.data.size();
+  prog_ = be.compile({bn});
+}
+
+void OneNode::set_input(size_t i, const Bytes& data) {
+  be_.upload(*bufs_[i], 0, data.data(), data.size());
+}
+
+Bytes OneNode::output() {
+  Bytes b(out_bytes_);
+  be_.download(*out_, 0, b.data(), b.size());
+  return b;
+}
+
+double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,
+                        const HostT& out, int inplace) {
+  OneNode c(ref, node, ins, out, inplace);
+  c.run();
+  const std::vector<float> want = decode(out.dtype, c.output());
+  OneNode g(dev, node, ins, out, inplace);
+  g.run();
+  if (inplace < 0) g.run();
+  const std::vector<float> got = decode(out.dtype, g.output());
+  return max_rel_error(got, want);
+}
+
+QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
+  const std::vector<float> w = uniform(N * K, rng);
+  QuantMatrix q;
+  const size_t row = dtype_row_bytes(t, K);
+  q.blocks.resize(row * N);
+  q.values.resize(N * K);
+  for (int64_t n = 0; n < N; n++) {
+    if (t == DType::Q8_0) {
+      quantize_row_q8_0(w.data() + n * K, q.blocks.data() + n * row, K);
+      dequantize_row_q8_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
+    } else {
+      quantize_row_q4_0(w.data() + n * K, q.blocks.data() + n * row, K);
+      dequantize_row_q4_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
+    }
+  }
+  return q;
+}
+
+void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir) {
+  write_file(dir + "/config.json", read_file(model_dir(name) + "/config.json"));
+  auto store = WeightStore::open_dir(model_dir(name));
+  std::vector<std::unique_ptr<std::vector<float>>> keep;
+  std::vector<std::pair<std::string, HostTensor>> out;
+  for (const std::string& n : store->names()) {
+    const HostTensor* h = store->find(n);
+    if (!dtype_info(h->dtype).is_float ||
+        (n.find(".weight") == std::string::npos && n.find(".bias") == std::string::npos))
+      continue;
+    keep.push_back(std::make_unique<std::vector<float>>(h->shape.numel()));
+    std::vector<float>& v = *keep.back();
+    convert_to_f32(h->dtype, h->data, v.data(), h->shape.numel());
+    // What --quantization converts: float matrices with rows of whole blocks.
+    if (h->shape.rank == 2 && h->shape.row_len() % 32 == 0) {
+      const int64_t K = h->shape.row_len();
+      std::vector<uint8_t> row(dtype_row_bytes(t, K));
+      for (int64_t r = 0; r < h->shape.rows(); r++) {
+        float* p = v.data() + r * K;
+        if (t == DType::Q8_0) {
+          quantize_row_q8_0(p, row.data(), K);
+          dequantize_row_q8_0(row.data(), p, K);
+        } else {
+          quantize_row_q4_0(p, row.data(), K);
+          dequantize_row_q4_0(row.data(), p, K);
+        }
+      }
+    }
+    out.push_back({n, HostTensor{DType::F32, h->shape, v.data(), v.size() * 4}});
+  }
+  write_safetensors(dir + "/model.safetensors", out);
+}
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  const char* old = std::getenv(name);
+  had_ = old != nullptr;
+  if (had_) old_ = old;
+  setenv(name, value, 1);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (had_)
+    setenv(name_.c_str(), old_.c_str(), 1);
+  else
+    unsetenv(name_.c_str());
+}
+
+}  // namespace llm::test

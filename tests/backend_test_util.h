@@ -1,0 +1,83 @@
+// Helpers of the GPU backend tests (CUDA, Vulkan): one node run on a backend, float
+// encodings, random quantized matrices, dequantized copies of fixtures.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/dtype.h"
+#include "core/graph.h"
+#include "test_util.h"
+
+namespace llm::test {
+
+// Float values of an f32/f16/bf16 tensor's bytes, and back.
+std::vector<float> decode(DType t, const Bytes& b);
+Bytes encode(DType t, const std::vector<float>& v);
+
+struct HostT {
+  DType dtype = DType::F32;
+  Shape shape;
+  Bytes data;
+};
+HostT f32_tensor(Shape s, std::vector<float> v);
+HostT i32_tensor(Shape s, const std::vector<int32_t>& v);
+
+Node make_node(Op op, OpParams p = {});
+
+// One node on one backend: inputs uploaded to buffers of their own, the output
+// (initialised from `out`) downloaded after the compiled program ran. inplace >= 0
+// binds the output to that input (KvAppend); input weight >= 0 goes through
+// Backend::upload_weight (the backend's own layout).
+class OneNode {
+ public:
+  OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
+          int inplace = -1, int weight = -1);
+  void set_input(size_t i, const Bytes& data);
+  void run() { prog_->run(); }
+  Bytes output();
+  Program& program() { return *prog_; }
+
+ private:
+  Backend& be_;
+  Node node_;
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs_;
+  DeviceBuffer* out_ = nullptr;
+  size_t out_bytes_ = 0;
+  std::unique_ptr<Program> prog_;
+};
+
+// Runs the node on `ref` once and on `dev` (twice unless in place: the second run is
+// a replay) and returns max |Δ| / max |ref|.
+double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,
+                        const HostT& out, int inplace = -1);
+
+// GGUF blocks of a random [N, K] matrix and its dequantized values.
+struct QuantMatrix {
+  Bytes blocks;
+  std::vector<float> values;
+};
+QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng);
+
+// A copy of fixture `name` in dir whose matrices hold their quantize-then-dequantize
+// values in f32: any backend computes with it what the quantized model computes.
+void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir);
+
+// Sets an environment variable for a scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+}  // namespace llm::test

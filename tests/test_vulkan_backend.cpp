@@ -1,0 +1,638 @@
+// The Vulkan backend against the CPU backend (op by op, awkward sizes, every dtype) and
+// against the fixtures' transformers references (whole models). Runs on any Vulkan
+// device, Mesa's lavapipe included; with LLM_VULKAN_VALIDATION=1 the validation layer
+// is on and every test fails on a validation error. Without a device, or in a build
+// without Vulkan, every test reports itself skipped.
+#include <catch2/catch.hpp>
+
+#ifdef LLM_HAVE_VULKAN
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend_test_util.h"
+#include "backends/cpu/cpu_backend.h"
+#include "backends/registry.h"
+#include "backends/vulkan/vulkan_backend.h"
+#include "backends/vulkan/vulkan_devices.h"
+#include "core/backend.h"
+#include "core/engine/session.h"
+#include "core/model.h"
+#include "test_util.h"
+
+using namespace llm;
+using namespace llm::test;
+
+namespace {
+
+bool have_vulkan() {
+  static const bool have = !vulkan_list_devices().empty();
+  return have;
+}
+
+// Skips without a device; at the end of the test, fails on validation errors.
+class VulkanTest {
+ public:
+  VulkanTest() : before_(vulkan_validation_errors()) {}
+  ~VulkanTest() { CHECK(vulkan_validation_errors() == before_); }
+
+ private:
+  int before_;
+};
+
+#define VULKAN_TEST()                  \
+  if (!have_vulkan()) {                \
+    WARN("no Vulkan device: skipped"); \
+    return;                            \
+  }                                    \
+  VulkanTest vulkan_test_guard_
+
+double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
+                        int inplace = -1) {
+  auto cpu = make_cpu_backend(2);
+  auto gpu = make_vulkan_backend();
+  return compare_backends(*cpu, *gpu, node, ins, out, inplace);
+}
+
+HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
+
+}  // namespace
+
+TEST_CASE("vulkan backend describes its device", "[vulkan]") {
+  VULKAN_TEST();
+  auto be = make_vulkan_backend();
+  const DeviceInfo d = be->info();
+  CHECK(d.id.rfind("vulkan:", 0) == 0);
+  CHECK(!d.name.empty());
+  CHECK(d.details.find("subgroup") != std::string::npos);
+  CHECK(d.details.find("fp16") != std::string::npos);
+  CHECK(d.details.find("coopmat") != std::string::npos);
+  CHECK_THROWS_WITH(make_vulkan_backend(99), Catch::Contains("vulkan:99 does not exist"));
+  // --device vulkan takes the best device; auto passes over CPU-type Vulkan devices.
+  CHECK(create_backend("vulkan")->info().id == d.id);
+  if (d.type == "cpu") CHECK(auto_device_id().rfind("vulkan:", 0) != 0);
+}
+
+TEST_CASE("vulkan backend names what it cannot run and what does not fit", "[vulkan][errors]") {
+  VULKAN_TEST();
+  auto be = make_vulkan_backend();
+  TensorInfo q{"q", TensorKind::Intermediate, DType::F32, {1, 2048}, {}};
+  TensorInfo c{"c", TensorKind::State, DType::F32, {16, 2048}, {}};
+  TensorInfo i{"i", TensorKind::Input, DType::I32, {1}, {}};
+  TensorInfo t{"t", TensorKind::Input, DType::I32, {1, 4}, {}};
+  OpParams p;
+  p.n_heads = 1;
+  p.n_kv_heads = 1;
+  p.head_dim = 2048;
+  p.page_size = 4;
+  CHECK_THAT(be->check(make_node(Op::Attention, p), {&q, &c, &c, &i, &i, &t}, q),
+             Catch::Contains("head_dim 2048 is larger than the vulkan shader's 1024"));
+  TensorInfo x{"x", TensorKind::Input, DType::F32, {1, 64}, {}};
+  TensorInfo w{"w", TensorKind::Weight, DType::Q4_0, {8, 40}, {}};
+  TensorInfo out{"y", TensorKind::Intermediate, DType::F32, {1, 8}, {}};
+  CHECK(!be->check(make_node(Op::MatMul), {&x, &w}, out).empty());
+  CHECK_THROWS_WITH(
+      be->alloc(size_t{1} << 50, "a test tensor"),
+      Catch::Contains("out of device memory on vulkan:") && Catch::Contains("for a test tensor"));
+  // The failed allocation leaves the device usable.
+  auto buf = be->alloc(1024, "after");
+  be->clear(*buf, 0, 1024);
+  be->synchronize();
+}
+
+TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(1);
+  auto cpu = make_cpu_backend(2);
+  auto gpu = make_vulkan_backend();
+  struct KN {
+    int64_t K, N;
+  };
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const bool quant = wt == DType::Q8_0 || wt == DType::Q4_0;
+    for (KN kn : {KN{67, 13}, KN{96, 130}, KN{160, 70}}) {
+      if (quant && kn.K % 32) continue;
+      for (int64_t T : {1, 3, 8, 9, 70}) {
+        const bool bias = (T + kn.N) % 2 == 1;
+        // Quantized weights through upload_weight (the backend's row layout) or as raw
+        // GGUF blocks in a plain buffer.
+        const bool via_weight = quant && (T + kn.K / 32) % 2 == 0;
+        DYNAMIC_SECTION(dtype_name(wt)
+                        << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")
+                        << (via_weight ? " (upload_weight)" : "")) {
+          const HostT x = f32_tensor({T, kn.K}, uniform(T * kn.K, rng, -2.f, 2.f));
+          std::vector<HostT> ins = {x}, ref_ins = {x};
+          if (quant) {
+            // The CPU multiplies by the same dequantized values in float32 (its own
+            // quantized path rounds x to 8 bits, which this backend does not).
+            const QuantMatrix q = quantize_random(wt, kn.N, kn.K, rng);
+            ins.push_back({wt, {kn.N, kn.K}, q.blocks});
+            ref_ins.push_back(f32_tensor({kn.N, kn.K}, q.values));
+          } else {
+            const HostT w{wt, {kn.N, kn.K}, encode(wt, uniform(kn.N * kn.K, rng))};
+            ins.push_back(w);
+            ref_ins.push_back(w);
+          }
+          if (bias) {
+            const HostT b{DType::BF16, {kn.N}, encode(DType::BF16, uniform(kn.N, rng))};
+            ins.push_back(b);
+            ref_ins.push_back(b);
+          }
+          const HostT out = zeros({T, kn.N});
+          OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
+          c.run();
+          OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
+          g.run();
+          g.run();
+          const std::string kernel = g.program().dispatches().at(0).kernel;
+          INFO(kernel);
+          CHECK(kernel.rfind(T > 8 ? "matmul_tiled" : "matmul_gemv", 0) == 0);
+          if (via_weight && T <= 8 && gpu->info().details.find("subgroup ops") != std::string::npos)
+            CHECK(kernel.rfind("matmul_gemv_q", 0) == 0);
+          const double err =
+              max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output()));
+          INFO("max rel err " << err);
+          CHECK(err <= 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(12);
+  const int64_t T = 2, K = 128, N = 70;
+  const QuantMatrix w = quantize_random(DType::Q4_0, N, K, rng);
+  const std::vector<float> x = uniform(T * K, rng), res = uniform(T * N, rng);
+  // Tensor ids: x 0, w 1, y 2, residual 3, sum 4 (the fusion follows ids).
+  Node mm = make_node(Op::MatMul), add = make_node(Op::Add);
+  mm.inputs = {0, 1};
+  mm.output = 2;
+  add.inputs = {3, 2};
+  add.output = 4;
+  auto run = [&](Backend& be, const Bytes& wdata, DType wt, bool as_weight,
+                 std::vector<Program::Dispatch>* ds) {
+    std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+    auto put = [&](const Bytes& data) {
+      bufs.push_back(be.alloc(data.size(), "test"));
+      be.upload(*bufs.back(), 0, data.data(), data.size());
+      return bufs.back().get();
+    };
+    const TensorRef xr{put(to_bytes(x)), 0, DType::F32, {T, K}};
+    DeviceBuffer* wb = nullptr;
+    if (as_weight) {
+      bufs.push_back(be.upload_weight(HostTensor{wt, {N, K}, wdata.data(), wdata.size()}, "w"));
+      wb = bufs.back().get();
+    } else {
+      wb = put(wdata);
+    }
+    const TensorRef yr{put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
+    const TensorRef rr{put(to_bytes(res)), 0, DType::F32, {T, N}};
+    const TensorRef sr{put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
+    BoundNode a{&mm, {xr, {wb, 0, wt, {N, K}}}, yr}, b{&add, {rr, yr}, sr};
+    auto prog = be.compile({a, b});
+    prog->run();
+    if (ds) *ds = prog->dispatches();
+    std::vector<float> out;
+    for (const TensorRef& r : {yr, sr}) {
+      Bytes o(T * N * 4);
+      be.download(*r.buffer, 0, o.data(), o.size());
+      const std::vector<float> v = decode(DType::F32, o);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return out;
+  };
+  auto cpu = make_cpu_backend(1);
+  auto gpu = make_vulkan_backend();
+  std::vector<Program::Dispatch> ds;
+  const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
+  const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
+  CHECK(max_rel_error(got, want) <= 1e-5);
+  if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kernel.find("+add") != std::string::npos);
+    CHECK(ds[0].nodes == std::vector<int>{0, 1});
+  }
+}
+
+TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(2);
+  OpParams p;
+  p.eps = 1e-5f;
+  for (int64_t rows : {1, 7}) {
+    for (int64_t d : {67, 600}) {
+      for (DType wt : {DType::F32, DType::F16, DType::BF16}) {
+        DYNAMIC_SECTION("rows=" << rows << " d=" << d << " w " << dtype_name(wt)) {
+          const HostT x = f32_tensor({rows, d}, uniform(rows * d, rng, -3.f, 3.f));
+          const HostT w{wt, {d}, encode(wt, uniform(d, rng))};
+          const HostT b{wt, {d}, encode(wt, uniform(d, rng))};
+          CHECK(compare_with_cpu(make_node(Op::RmsNorm, p), {x, w}, zeros({rows, d})) <= 1e-5);
+          CHECK(compare_with_cpu(make_node(Op::LayerNorm, p), {x, w}, zeros({rows, d})) <= 1e-5);
+          CHECK(compare_with_cpu(make_node(Op::LayerNorm, p), {x, w, b}, zeros({rows, d})) <= 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan rope matches the cpu (NeoX, GPT-J, partial rotary)", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(3);
+  struct Case {
+    int heads, head_dim, rot;
+  };
+  for (RopeStyle style : {RopeStyle::NeoX, RopeStyle::GptJ}) {
+    for (Case c : {Case{3, 16, 16}, Case{2, 24, 8}, Case{5, 64, 32}}) {
+      DYNAMIC_SECTION((style == RopeStyle::NeoX ? "neox" : "gptj")
+                      << " heads=" << c.heads << " head_dim=" << c.head_dim << " rot=" << c.rot) {
+        const int64_t T = 7, W = int64_t{c.heads} * c.head_dim;
+        const std::vector<int32_t> pos = {0, 1, 2, 17, 100, 1000, 40000};
+        std::vector<float> freq(c.rot / 2);
+        for (int i = 0; i < c.rot / 2; i++)
+          freq[i] = 1.f / std::pow(10000.f, 2.f * i / static_cast<float>(c.rot));
+        OpParams p;
+        p.n_heads = c.heads;
+        p.head_dim = c.head_dim;
+        p.rot_dims = c.rot;
+        p.rope_style = style;
+        const double err = compare_with_cpu(make_node(Op::Rope, p),
+                                            {f32_tensor({T, W}, uniform(T * W, rng)),
+                                             i32_tensor({T}, pos), f32_tensor({c.rot / 2}, freq)},
+                                            zeros({T, W}));
+        INFO("max rel err " << err);
+        CHECK(err <= 2e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan element-wise ops match the cpu", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(4);
+  const int64_t rows = 7, d = 67;
+  const HostT a = f32_tensor({rows, d}, uniform(rows * d, rng, -6.f, 6.f));
+  const HostT b = f32_tensor({rows, d}, uniform(rows * d, rng, -4.f, 4.f));
+  const HostT b_row = f32_tensor({d}, uniform(d, rng, -4.f, 4.f));
+  for (Op op : {Op::SiluMul, Op::GeluMul, Op::Add, Op::Mul}) {
+    INFO(op_name(op));
+    CHECK(compare_with_cpu(make_node(op), {a, b}, zeros({rows, d})) <= 1e-6);
+  }
+  for (Op op : {Op::Add, Op::Mul}) {
+    INFO(op_name(op) << " with one row broadcast");
+    CHECK(compare_with_cpu(make_node(op), {a, b_row}, zeros({rows, d})) <= 1e-6);
+  }
+  OpParams p;
+  p.scale = 0.37f;
+  for (Op op : {Op::Gelu, Op::GeluTanh, Op::Scale}) {
+    INFO(op_name(op));
+    CHECK(compare_with_cpu(make_node(op, p), {a}, zeros({rows, d})) <= 1e-6);
+  }
+}
+
+TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(5);
+  const std::vector<int32_t> ids = {3, 0, 49, 3, 17, 8, 22};
+  const int64_t V = 50, R = 7;
+  for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+    DYNAMIC_SECTION(dtype_name(t)) {
+      const int64_t D = 67;
+      const HostT table{t, {V, D}, encode(t, uniform(V * D, rng))};
+      CHECK(compare_with_cpu(make_node(Op::GetRows), {table, i32_tensor({R}, ids)},
+                             zeros({R, D})) == 0.0);
+      // Odd rows of 16-bit elements: neighbouring slots share 32-bit words.
+      for (int64_t W : {24, 13}) {
+        const int64_t slots = 40, T = 5;
+        const HostT cache{t, {slots, W}, encode(t, uniform(slots * W, rng))};
+        const HostT src = f32_tensor({T, W}, uniform(T * W, rng, -100.f, 100.f));
+        CHECK(compare_with_cpu(make_node(Op::KvAppend),
+                               {src, i32_tensor({T}, {39, 0, 12, 13, 7}), cache}, cache, 2) == 0.0);
+      }
+    }
+  }
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    DYNAMIC_SECTION(dtype_name(t)) {
+      const int64_t D = 96;
+      const QuantMatrix table = quantize_random(t, V, D, rng);
+      auto gpu = make_vulkan_backend();
+      for (int weight : {-1, 0}) {
+        OneNode g(*gpu, make_node(Op::GetRows), {{t, {V, D}, table.blocks}, i32_tensor({R}, ids)},
+                  zeros({R, D}), -1, weight);
+        g.run();
+        std::vector<float> want;
+        for (int32_t id : ids)
+          want.insert(want.end(), table.values.begin() + id * D,
+                      table.values.begin() + (id + 1) * D);
+        CHECK(decode(DType::F32, g.output()) == want);
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch, paged)",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(6);
+  // Two sequences in one step: sequence 0 continues at positions 9..13 (5 tokens),
+  // sequence 1 starts at 0..2; their pages are scattered over the cache.
+  const int page = 4, max_pages = 6, cache_pages = 16;
+  const std::vector<int32_t> table = {7,  2, 11, 0, 5,  9,   // sequence 0
+                                      14, 3, 8,  1, 12, 6};  // sequence 1
+  const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
+  const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
+  const int64_t T = static_cast<int64_t>(pos.size());
+  struct Case {
+    int heads, kv_heads, head_dim, window;
+    float softcap;
+    DType k, v;
+  };
+  const Case cases[] = {
+      {6, 2, 64, 0, 0.f, DType::F32, DType::F32},    {6, 2, 64, 3, 0.f, DType::F32, DType::F32},
+      {4, 4, 20, 0, 2.f, DType::F32, DType::F32},    {6, 1, 36, 5, 0.f, DType::F16, DType::F16},
+      {8, 2, 130, 0, 0.f, DType::BF16, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F16, DType::BF16}};
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
+                             << " window " << c.window << " softcap " << c.softcap << " "
+                             << dtype_name(c.k) << "/" << dtype_name(c.v)) {
+      OpParams p;
+      p.n_heads = c.heads;
+      p.n_kv_heads = c.kv_heads;
+      p.head_dim = c.head_dim;
+      p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+      p.window = c.window;
+      p.page_size = page;
+      p.softcap = c.softcap;
+      const int64_t rows = int64_t{cache_pages} * page, W = int64_t{c.kv_heads} * c.head_dim;
+      const int64_t Q = int64_t{c.heads} * c.head_dim;
+      const HostT k{c.k, {rows, W}, encode(c.k, uniform(rows * W, rng, -2.f, 2.f))};
+      const HostT v{c.v, {rows, W}, encode(c.v, uniform(rows * W, rng))};
+      const double err = compare_with_cpu(
+          make_node(Op::Attention, p),
+          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)), k, v, i32_tensor({T}, pos),
+           i32_tensor({T}, seq), i32_tensor({2, max_pages}, table)},
+          zeros({T, Q}));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+    }
+  }
+}
+
+TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(7);
+  const int page = 16, max_pages = 24, cache_pages = 30;
+  std::vector<int32_t> table(cache_pages);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  table.resize(max_pages);
+  for (int window : {0, 300}) {
+    DYNAMIC_SECTION("window " << window) {
+      OpParams p;
+      p.n_heads = 4;
+      p.n_kv_heads = 1;
+      p.head_dim = 64;
+      p.scale = 0.125f;
+      p.window = window;
+      p.page_size = page;
+      const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
+      const std::vector<int32_t> positions = {5, 200, 383};
+      const int64_t T = 3;
+      const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng)),
+                                      i32_tensor({T}, positions),
+                                      i32_tensor({T}, {0, 0, 0}),
+                                      i32_tensor({1, max_pages}, table)};
+      const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+      // 12 (token, head) pairs: the keys are split over workgroups and merged.
+      auto gpu = make_vulkan_backend();
+      OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
+      const auto ds = g.program().dispatches();
+      REQUIRE(ds.size() == 2);
+      CHECK(ds[1].kernel.rfind("attention_merge", 0) == 0);
+    }
+  }
+}
+
+TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vulkan][replay]") {
+  VULKAN_TEST();
+  std::mt19937 rng(8);
+  const int64_t T = 3, K = 96, N = 40;
+  const HostT w{DType::F16, {N, K}, encode(DType::F16, uniform(N * K, rng))};
+  const HostT x0 = f32_tensor({T, K}, uniform(T * K, rng));
+  auto cpu = make_cpu_backend(1);
+  auto gpu = make_vulkan_backend();
+  const Node node = make_node(Op::MatMul);
+  OneNode c(*cpu, node, {x0, w}, zeros({T, N})), g(*gpu, node, {x0, w}, zeros({T, N}));
+  for (int step = 0; step < 4; step++) {
+    const Bytes x = to_bytes(uniform(T * K, rng));
+    c.set_input(0, x);
+    g.set_input(0, x);
+    c.run();
+    g.run();
+    CHECK(max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output())) <= 1e-5);
+  }
+  const auto ds = g.program().dispatches();
+  REQUIRE(ds.size() == 1);
+  CHECK(ds[0].kernel.find("matmul_gemv f16") != std::string::npos);
+  CHECK(ds[0].nodes == std::vector<int>{0});
+  const Bytes before = g.output();
+  const std::vector<double> ms = g.program().run_profiled();
+  CHECK(g.output() == before);  // the profiled run computes what run() does
+  if (!ms.empty()) {
+    REQUIRE(ms.size() == 1);
+    CHECK(ms[0] >= 0.0);
+  }
+}
+
+TEST_CASE("vulkan shaders report bad indices instead of reading out of bounds",
+          "[vulkan][errors]") {
+  VULKAN_TEST();
+  auto be = make_vulkan_backend();
+  const HostT table = f32_tensor({4, 8}, std::vector<float>(32, 1.f));
+  OneNode bad(*be, make_node(Op::GetRows), {table, i32_tensor({2}, {1, 4})}, zeros({2, 8}));
+  bad.run();
+  CHECK_THROWS_WITH(bad.output(), Catch::Contains("get_rows: a row id outside the table"));
+  // Reported once; the backend goes on working.
+  OneNode good(*be, make_node(Op::GetRows), {table, i32_tensor({2}, {1, 3})}, zeros({2, 8}));
+  good.run();
+  CHECK(decode(DType::F32, good.output()) == std::vector<float>(16, 1.f));
+}
+
+TEST_CASE("vulkan pipeline cache is kept on disk", "[vulkan]") {
+  VULKAN_TEST();
+  TempDir dir;
+  ScopedEnv env("LLMRT_CACHE", dir.path().c_str());
+  {
+    auto be = make_vulkan_backend();
+    OneNode n(*be, make_node(Op::Gelu), {f32_tensor({1, 3}, {0.f, 1.f, 2.f})}, zeros({1, 3}));
+    n.run();
+    n.output();
+  }
+  const std::string path = dir.file("vulkan-pipelines.bin");
+  REQUIRE(std::filesystem::exists(path));
+  CHECK(std::filesystem::file_size(path) > 16);
+  // A second backend starts from it (and a damaged file is ignored).
+  { auto be = make_vulkan_backend(); }
+  write_file(path, "not a pipeline cache");
+  { auto be = make_vulkan_backend(); }
+}
+
+// ---- Whole models --------------------------------------------------------------------------
+
+namespace {
+
+struct Fixture {
+  const char* name;
+  double tol;  // max |Δ| / max |ref| against transformers
+};
+// float32 checkpoints at 1e-4; the f16/bf16 ones at 1e-2.
+const Fixture kFixtures[] = {{"llama3", 1e-4},
+                             {"llama2", 1e-4},
+                             {"qwen2", 1e-4},
+                             {"mistral", 1e-4},
+                             {"llama_gqa3", 1e-4},
+                             {"llama_mqa_bias", 1e-4},
+                             {"llama_bf16_sharded", 1e-2},
+                             {"qwen2_f16_untied", 1e-2},
+                             {"mistral_w5", 1e-4}};
+
+}  // namespace
+
+TEST_CASE("vulkan: fixtures match transformers logits and greedy ids", "[vulkan][models]") {
+  VULKAN_TEST();
+  auto backend = make_vulkan_backend();
+  for (const Fixture& f : kFixtures) {
+    DYNAMIC_SECTION(f.name) {
+      const Reference ref = load_reference(f.name);
+      auto model = Model::load(model_dir(f.name), *backend);
+      Session session(*model);
+      const std::vector<float> logits = session.forward(ref.input_ids, true);
+      const double err = max_rel_error(logits, ref.logits);
+      INFO(f.name << ": max |Δ| / max |ref| = " << err);
+      CHECK(err <= f.tol);
+      session.reset();
+      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+    }
+  }
+}
+
+TEST_CASE("vulkan: staged transfers (the discrete-GPU path) give the same logits",
+          "[vulkan][models]") {
+  VULKAN_TEST();
+  const Reference ref = load_reference("qwen2");
+  auto unified = make_vulkan_backend();
+  std::unique_ptr<Backend> staged;
+  {
+    ScopedEnv env("LLM_VULKAN_STAGING", "1");
+    staged = make_vulkan_backend();
+  }
+  CHECK(staged->info().details.find("staged uploads") != std::string::npos);
+  std::vector<std::vector<float>> logits;
+  for (Backend* be : {unified.get(), staged.get()}) {
+    auto model = Model::load(model_dir("qwen2"), *be, LoadOptions{"q4f16_1"});
+    Session s(*model);
+    std::vector<float> all = s.forward(ref.input_ids, true);
+    for (int i = 0; i < 3; i++) {
+      const std::vector<float> row = s.forward({ref.greedy_ids[i]}, false);
+      all.insert(all.end(), row.begin(), row.end());
+    }
+    logits.push_back(all);
+  }
+  CHECK(logits[0] == logits[1]);
+  // Transfers of odd sizes and offsets, and clears, through the staging buffer.
+  auto buf = staged->alloc(1001, "odd");
+  std::vector<uint8_t> data(1001);
+  for (size_t i = 0; i < data.size(); i++) data[i] = static_cast<uint8_t>(i * 7);
+  staged->upload(*buf, 0, data.data(), data.size());
+  staged->clear(*buf, 3, 10);
+  std::fill(data.begin() + 3, data.begin() + 13, 0);
+  std::vector<uint8_t> back(998);
+  staged->download(*buf, 3, back.data(), back.size());
+  CHECK(back == std::vector<uint8_t>(data.begin() + 3, data.end()));
+}
+
+TEST_CASE("vulkan: decode through the cache equals a full forward pass", "[vulkan][models]") {
+  VULKAN_TEST();
+  auto backend = make_vulkan_backend();
+  for (const char* name : {"llama3", "mistral_w5", "qwen2_f16_untied"}) {
+    DYNAMIC_SECTION(name) {
+      const Reference ref = load_reference(name);
+      auto model = Model::load(model_dir(name), *backend);
+      Session full(*model);
+      const std::vector<float> all = full.forward(ref.input_ids, true);
+      Session inc(*model);
+      const size_t split = 10;
+      std::vector<int32_t> head(ref.input_ids.begin(), ref.input_ids.begin() + split);
+      std::vector<float> got = inc.forward(head, true);
+      for (size_t t = split; t < ref.input_ids.size(); t++) {
+        const std::vector<float> row = inc.forward({ref.input_ids[t]}, false);
+        got.insert(got.end(), row.begin(), row.end());
+      }
+      REQUIRE(got.size() == all.size());
+      CHECK(max_rel_error(got, all) <= 1e-5);
+    }
+  }
+}
+
+// The same quantized weights on the CPU (as float32 values) and on Vulkan (q8_0/q4_0
+// blocks, which the shaders dequantize exactly and multiply in float32).
+TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized weights",
+          "[vulkan][models][quant]") {
+  VULKAN_TEST();
+  struct Scheme {
+    const char* name;
+    DType t;
+  };
+  auto cpu = make_cpu_backend(2);
+  auto gpu = make_vulkan_backend();
+  for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
+    DYNAMIC_SECTION("llama3 " << q.name) {
+      const Reference ref = load_reference("llama3");
+      TempDir dir;
+      write_dequantized_fixture("llama3", q.t, dir.path());
+      auto cm = Model::load(dir.path(), *cpu);
+      auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{q.name});
+      CHECK(gm->weight_bytes() * 3 < cm->weight_bytes());
+      Session cs(*cm), gs(*gm);
+      CHECK(max_rel_error(gs.forward(ref.input_ids, true), cs.forward(ref.input_ids, true)) <=
+            1e-4);
+      cs.reset();
+      gs.reset();
+      const int32_t vocab = ref.vocab;
+      CHECK(greedy(gs, ref.input_ids, 8, vocab) == greedy(cs, ref.input_ids, 8, vocab));
+    }
+  }
+}
+
+TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {
+  VULKAN_TEST();
+  const CommandResult devices = run_cli({"devices"});
+  REQUIRE(devices.exit_code == 0);
+  CHECK(devices.out.find("vulkan:0") != std::string::npos);
+  CHECK(devices.out.find("subgroup") != std::string::npos);
+  const Reference ref = load_reference("llama3");
+  const CommandResult gen =
+      run_cli({"generate", model_dir("llama3"), "--device", "vulkan", "--token-ids",
+               join_ids(ref.input_ids), "-n", "8", "--temperature", "0", "--json"});
+  INFO(gen.err);
+  REQUIRE(gen.exit_code == 0);
+  std::vector<int32_t> want(ref.greedy_ids.begin(), ref.greedy_ids.begin() + 8);
+  CHECK(gen.out.find(join_ids(want)) != std::string::npos);
+}
+
+#else  // !LLM_HAVE_VULKAN
+
+TEST_CASE("vulkan backend", "[vulkan]") { WARN("built without Vulkan (LLM_VULKAN=OFF): skipped"); }
+
+#endif
