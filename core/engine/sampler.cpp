@@ -76,54 +76,65 @@ int32_t Sampler::sample(const float* logits, int n_vocab, const TokenHistory* hi
   }
   if (params_.temperature == 0.f) return argmax(logits, n_vocab);
 
+  // top-k, then softmax over the survivors, then min-p and top-p on those
+  // probabilities. Only the most likely tokens need to be in order: the sorted
+  // prefix grows (8x) until the cut-offs are inside it, so a 128k vocabulary
+  // costs a linear pass and a small partial sort, not a full sort per token.
+  // Candidates hold exp((logit - max) / T): ordered like the logits, so sorting
+  // them orders the tokens, and each exponential is taken once.
+  float max_logit = logits[0];
+  for (int i = 1; i < n_vocab; i++) max_logit = std::max(max_logit, logits[i]);
   candidates_.resize(n_vocab);
-  for (int i = 0; i < n_vocab; i++) candidates_[i] = {logits[i] / params_.temperature, i};
-  auto by_logit = [](const auto& a, const auto& b) {
+  const float inv_t = 1.f / params_.temperature;
+  for (int i = 0; i < n_vocab; i++) candidates_[i] = {std::exp((logits[i] - max_logit) * inv_t), i};
+  auto by_weight = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  size_t keep = candidates_.size();
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
-    keep = params_.top_k;
-    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), by_logit);
-  } else {
-    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+  size_t n = candidates_.size();
+  size_t sorted = 0;
+  auto sort_prefix = [&](size_t k) {
+    k = std::min(k, n);
+    if (k <= sorted) return;
+    if (k > n / 4) k = n;  // a flat distribution: one full sort beats growing further
+    std::partial_sort(candidates_.begin(), candidates_.begin() + k, candidates_.begin() + n,
+                      by_weight);
+    sorted = k;
+  };
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+    sort_prefix(params_.top_k);
+    n = params_.top_k;
   }
-  candidates_.resize(keep);
-
-  // Softmax over the survivors (sorted, so the first is the maximum).
-  const float max_logit = candidates_[0].first;
   double sum = 0;
-  for (auto& c : candidates_) {
-    c.first = std::exp(c.first - max_logit);
-    sum += c.first;
-  }
-  for (auto& c : candidates_) c.first = static_cast<float>(c.first / sum);
+  for (size_t i = 0; i < n; i++) sum += candidates_[i].first;
 
-  if (params_.min_p > 0.f) {
-    const float threshold = params_.min_p * candidates_[0].first;
-    size_t n = 1;
-    while (n < candidates_.size() && candidates_[n].first >= threshold) n++;
-    candidates_.resize(n);
-  }
-  if (params_.top_p < 1.f) {
+  // How many of the most likely tokens survive min-p (weight >= min_p * the
+  // largest, which is 1) and top-p.
+  size_t keep = n;
+  if (params_.min_p > 0.f || params_.top_p < 1.f) {
+    const double target = params_.top_p * sum;
     double cum = 0;
-    size_t n = 0;
-    while (n < candidates_.size()) {
-      cum += candidates_[n].first;
-      n++;
-      if (cum >= params_.top_p) break;
+    sort_prefix(128);
+    size_t i = 0;
+    for (; i < n; i++) {
+      if (i == sorted) sort_prefix(sorted * 8);
+      if (i > 0 && candidates_[i].first < params_.min_p) break;
+      cum += candidates_[i].first;
+      if (params_.top_p < 1.f && cum >= target) {
+        i++;
+        break;
+      }
     }
-    candidates_.resize(n);
+    keep = std::max<size_t>(i, 1);
   }
   double total = 0;
-  for (const auto& c : candidates_) total += c.first;
+  for (size_t i = 0; i < keep; i++) total += candidates_[i].first;
   std::uniform_real_distribution<double> uni(0.0, total);
   double r = uni(rng_);
-  for (const auto& c : candidates_) {
-    r -= c.first;
-    if (r < 0) return c.second;
+  for (size_t i = 0; i < keep; i++) {
+    r -= candidates_[i].first;
+    if (r < 0) return candidates_[i].second;
   }
-  return candidates_.back().second;
+  return candidates_[keep - 1].second;
 }
 
 TokenLogprobs token_logprobs(const float* logits, int n_vocab, int32_t token, int top_n) {
