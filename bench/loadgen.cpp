@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   std::string url = "http://127.0.0.1:8000", api_key,
               prompt = "Write a long story about a lighthouse.";
   int concurrency = 8, max_tokens = 128;
+  double temperature = 0.8;
   double duration = 30;
   bool chat = false, json_out = false;
   app.add_option("--url", url, "Server base URL")->capture_default_str();
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens", max_tokens, "max_tokens per request")->capture_default_str();
   app.add_option("--prompt", prompt, "Prompt text (each client appends its number)");
   app.add_option("--api-key", api_key, "Bearer token");
+  app.add_option("--temperature", temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
   app.add_flag("--chat", chat, "Use /v1/chat/completions instead of /v1/completions");
   app.add_flag("--json", json_out, "Print the report as JSON");
   CLI11_PARSE(app, argc, argv);
@@ -70,7 +73,7 @@ int main(int argc, char** argv) {
       for (int n = 0; Clock::now() < end; n++) {
         nlohmann::json body = {{"max_tokens", max_tokens},
                                {"stream", true},
-                               {"temperature", 0.8},
+                               {"temperature", temperature},
                                {"seed", c * 100003 + n}};
         const std::string text = prompt + " (" + std::to_string(c) + "." + std::to_string(n) + ")";
         if (chat)

@@ -107,10 +107,9 @@ StepTrace trace_step(Executor& ex, const std::string& step, int n_past) {
       if (i < 0 || i >= static_cast<int>(nodes.size()))
         fail("trace: dispatch %zu (%s) names node %d of %zu", d, t.dispatches[d].kernel.c_str(), i,
              nodes.size());
-      if (served[i] >= 0)
-        fail("trace: node '%s' is served by dispatches %d and %zu", nodes[i].node->name.c_str(),
-             served[i], d);
-      served[i] = static_cast<int>(d);
+      // A node may take several dispatches (split-K attention and its merge); it is
+      // listed under the first.
+      if (served[i] < 0) served[i] = static_cast<int>(d);
     }
   }
   for (size_t i = 0; i < nodes.size(); i++) {

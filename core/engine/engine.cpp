@@ -335,6 +335,25 @@ bool Engine::step() {
 
   const std::vector<float>& logits = runner_->run(tokens, positions, seqs);
   const int n_vocab = model_.config().vocab_size;
+  // Sampling reads every logit of a row (softmax); with many rows the host
+  // threads share them. Each sequence has its own sampler, so rows are independent.
+  std::vector<int32_t> sampled(in_step.size(), -1);
+  auto sample_rows = [&](size_t first, size_t step) {
+    for (size_t i = first; i < in_step.size(); i += step)
+      if (seqs[i].wants_logits)
+        sampled[i] = in_step[i]->sampler.sample(logits.data() + i * size_t(n_vocab), n_vocab,
+                                                &in_step[i]->history);
+  };
+  const size_t n_threads =
+      std::min<size_t>({in_step.size(), std::max(1u, std::thread::hardware_concurrency()), 16});
+  if (n_threads > 1 && in_step.size() * size_t(n_vocab) >= (1u << 20)) {
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < n_threads; t++) pool.emplace_back(sample_rows, t, n_threads);
+    sample_rows(0, n_threads);
+    for (auto& t : pool) t.join();
+  } else {
+    sample_rows(0, 1);
+  }
   uint64_t prompt_run = 0, generated = 0;
   for (size_t i = 0; i < in_step.size(); i++) {
     Sequence& s = *in_step[i];
@@ -342,9 +361,7 @@ bool Engine::step() {
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
     if (!seqs[i].wants_logits) continue;
-    const float* row = logits.data() + i * size_t(n_vocab);
-    const int32_t token = s.sampler.sample(row, n_vocab, &s.history);
-    emit_token(s, token, row);
+    emit_token(s, sampled[i], logits.data() + i * size_t(n_vocab));
     generated++;
   }
   running_.erase(
