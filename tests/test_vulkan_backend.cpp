@@ -55,8 +55,10 @@ class VulkanTest {
 
 double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
                         int inplace = -1) {
-  auto cpu = make_cpu_backend(2);
-  auto gpu = make_vulkan_backend();
+  // One device for all op comparisons: NVIDIA's driver refuses new instances
+  // after a few hundred have been created in one process.
+  static auto cpu = make_cpu_backend(2);
+  static auto gpu = make_vulkan_backend();
   return compare_backends(*cpu, *gpu, node, ins, out, inplace);
 }
 

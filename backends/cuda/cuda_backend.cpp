@@ -1182,7 +1182,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         a.err = err;
         int64_t ctx = std::min<int64_t>(a.max_pages * a.page_size, a.cache_rows);
         if (a.window > 0) ctx = std::min<int64_t>(ctx, a.window);
-        if (a.T <= cuda::kGemvMaxTokens) {
+        if (a.T <= cuda::kAttnDecodeMaxTokens) {
           a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads, ctx, n_sms);
           if (cuda::attention_decode_ok(a)) {
             if (a.n_splits > 1) {

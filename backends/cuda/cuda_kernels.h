@@ -103,6 +103,11 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
 // Optional fusions (see CudaBackend::compile): an RmsNorm of x as prologue, a residual
 // add or a SiLU-gated product of two segments as epilogue.
 constexpr int64_t kQGemvMaxTokens = 8;
+// Attention steps of up to this many tokens use the decode kernel (a block per
+// token and KV head, split over the context): batched decode of many sequences
+// is a step of one token per sequence, where the prefill kernel's query tiles
+// (built for one long prompt) are mostly empty.
+constexpr int64_t kAttnDecodeMaxTokens = 128;
 struct QGemvSeg {
   QMatrix w;
   const void* bias = nullptr;
