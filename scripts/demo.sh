@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: show the devices, make a tiny model with a real tokenizer, and run
-# it on the best device found (`llmcli chat` arrives with the engine).
+# it on the best device found, then chat with it through `llmcli chat`.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 CLI="$BUILD_DIR/llmcli"
@@ -20,3 +20,6 @@ echo "== greedy generation (--device auto); random weights, so the text is noise
 OUT=$("$CLI" generate "$MODEL" --device auto --token-ids "$IDS" -n 16 --temperature 0)
 echo "ids: $OUT"
 echo "text: $("$CLI" detokenize "$MODEL" --ids "$OUT")"
+echo
+echo "== llmcli chat, scripted through a pipe (interactive when run on a terminal)"
+printf 'Hello! Who are you?\n/stats\n' | "$CLI" chat "$MODEL" --device auto --temperature 0 --max-tokens 24
