@@ -442,8 +442,13 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
     case Op::Mul:
     case Op::Scale:
     case Op::Slice:
+    case Op::Mix:
+    case Op::SigmoidMul:
+    case Op::ReluSqr:
+    case Op::TokenShift:
+    case Op::Wkv:
       break;
-    default:  // the RWKV ops have no shaders yet
+    default:
       return format("op %s is not implemented by the vulkan backend yet", op_name(node.op));
   }
   std::string why = reference_->check(node, inputs, output);
@@ -794,10 +799,54 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::Mix:
       case Op::SigmoidMul:
-      case Op::ReluSqr:
-      case Op::TokenShift:
-      case Op::Wkv:
-      case Op::kCount:  // refused by check()
+      case Op::ReluSqr: {
+        const int64_t n = o.shape.numel();
+        push(bind(in[0], "a"));
+        push(in.size() > 1 ? bind(in[1], "b") : bind(in[0], "a"));
+        push(node.op == Op::Mix ? bind(in[2], "the mix weights") : bind(in[0], "a"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(n));
+        push(static_cast<uint32_t>(in[0].shape.row_len()));
+        use("rwkv_elementwise", {node.op == Op::Mix ? 0 : node.op == Op::SigmoidMul ? 1 : 2});
+        grid(x, (static_cast<uint64_t>(n) + 63) / 64);
+        break;
+      }
+      case Op::TokenShift: {
+        const int64_t T = in[0].shape.rows(), D = in[0].shape.row_len();
+        const int64_t S = in[3].shape.numel();
+        push(bind(in[0], "x"));
+        push(bind(in[1], "the state", true));
+        push(bind(in[2], "seq_ids"));
+        push(bind(in[3], "state_slots"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(T));
+        push(static_cast<uint32_t>(D));
+        push(static_cast<uint32_t>(S));
+        push(static_cast<uint32_t>(in[1].shape.rows()));
+        use("token_shift", {});
+        grid(x, (static_cast<uint64_t>(S * D) + 63) / 64);
+        break;
+      }
+      case Op::Wkv: {
+        const int64_t T = in[0].shape.rows(), A = in[0].shape.row_len();
+        const int64_t S = in[6].shape.numel();
+        push(bind(in[0], "k"));
+        push(bind(in[1], "v"));
+        push(bind(in[2], "time_decay"));
+        push(bind(in[3], "time_first"));
+        push(bind(in[4], "the state", true));
+        push(bind(in[5], "seq_ids"));
+        push(bind(in[6], "state_slots"));
+        push(bind(o, "the output", true));
+        push(static_cast<uint32_t>(T));
+        push(static_cast<uint32_t>(A));
+        push(static_cast<uint32_t>(S));
+        push(static_cast<uint32_t>(in[4].shape.rows()));
+        use("wkv", {});
+        grid(x, (static_cast<uint64_t>(S * A) + 63) / 64);
+        break;
+      }
+      case Op::kCount:
         fail("vulkan backend: node '%s' (%s) has no shader", node.name.c_str(), op_name(node.op));
     }
     out.push_back(std::move(x));
