@@ -369,3 +369,45 @@ TEST_CASE("config errors of the new architectures name the field", "[archs][erro
   CHECK_THAT(err({{"model_type", "rwkv"}, {"vocab_size", 8}, {"num_hidden_layers", 1}}),
              Catch::Contains("missing field 'hidden_size'"));
 }
+
+TEST_CASE("phi3 longrope: short/long factors by context, attention factor", "[archs][cpu]") {
+  // The phi3 fixture with rope_scaling added: factors of 1 change nothing; short
+  // factors of 2 equal linear scaling by 2; beyond the original context the long
+  // factors apply; a longer max_position_embeddings scales q·k.
+  auto backend = make_cpu_backend(2);
+  const Reference ref = load_reference("phi3");
+  auto run = [&](const nlohmann::json& rope_scaling, int orig, int max_pos, int context) {
+    TempDir dir;
+    copy_model("phi3", dir.path());
+    auto cfg = nlohmann::json::parse(read_file(dir.file("config.json")));
+    cfg["rope_scaling"] = rope_scaling;
+    if (orig > 0) cfg["original_max_position_embeddings"] = orig;
+    cfg["max_position_embeddings"] = max_pos;
+    write_file(dir.file("config.json"), cfg.dump());
+    auto model = Model::load(dir.path(), *backend);
+    SessionOptions so;
+    so.context_size = context;
+    Session s(*model, so);
+    return std::make_pair(s.forward(ref.input_ids, true), rope_attention_factor(model->config()));
+  };
+  const int half = 8;  // head_dim 16 / 2
+  auto longrope = [&](float sf, float lf) {
+    return nlohmann::json{{"type", "longrope"},
+                          {"short_factor", std::vector<float>(half, sf)},
+                          {"long_factor", std::vector<float>(half, lf)}};
+  };
+  const auto ones = run(longrope(1, 1), 128, 128, 64);
+  CHECK(ones.second == 1.f);
+  CHECK(max_rel_error(ones.first, ref.logits) <= 1e-4);
+  const auto linear2 = run({{"type", "linear"}, {"factor", 2.0}}, 0, 128, 64);
+  CHECK(max_rel_error(run(longrope(2, 1), 128, 128, 64).first, linear2.first) <= 1e-6);
+  // Context beyond the original 64: the long factors (2) are used.
+  CHECK(max_rel_error(run(longrope(1, 2), 64, 64, 128).first, linear2.first) <= 1e-6);
+  // max_position_embeddings 4x the original: cos/sin scaled by sqrt(1 + ln 4 / ln 32).
+  const auto scaled = run(longrope(1, 1), 32, 128, 32);
+  CHECK(scaled.second == Approx(std::sqrt(1.0 + std::log(4.0) / std::log(32.0))));
+  CHECK(max_rel_error(scaled.first, ref.logits) > 1e-3);
+  CHECK_THROWS_WITH(
+      run({{"type", "longrope"}, {"short_factor", {1}}, {"long_factor", {1, 2}}}, 64, 64, 32),
+      Catch::Contains("differ in length"));
+}

@@ -1,6 +1,6 @@
 #include "core/formats/native_folder.h"
 
-#include "core/formats/atomic_file.h"
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,10 +13,10 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 #include "core/chat/conv_templates.h"
 #include "core/error.h"
+#include "core/formats/atomic_file.h"
 #include "core/formats/gguf_model.h"
 #include "core/formats/parallel_rows.h"
 #include "core/formats/quantize.h"
@@ -35,9 +35,9 @@ const char kTokenizerGguf[] = "tokenizer.gguf";
 // What a Hugging Face folder may carry for its tokenizer (MLC copies the same set);
 // generation_config.json too, since Tokenizer::from_hf_dir reads its EOS ids.
 const char* const kTokenizerFiles[] = {
-    "tokenizer.json",    "tokenizer_config.json", "special_tokens_map.json",
-    "tokenizer.model",   "added_tokens.json",     "vocab.json",
-    "merges.txt",        "generation_config.json",
+    "tokenizer.json",  "tokenizer_config.json",  "special_tokens_map.json",
+    "tokenizer.model", "added_tokens.json",      "vocab.json",
+    "merges.txt",      "generation_config.json",
 };
 
 std::string read_text(const std::string& path) {
@@ -107,8 +107,9 @@ struct Fields {
     const json* v = find(key);
     if (v == nullptr) return def;
     if (!v->is_number_integer() || v->get<int64_t>() < min || v->get<int64_t>() > INT32_MAX)
-      bad(key, min == 0 ? "a non-negative integer" : min > 0 ? "a positive integer"
-                                                             : "an integer >= -1");
+      bad(key, min == 0  ? "a non-negative integer"
+               : min > 0 ? "a positive integer"
+                         : "an integer >= -1");
     return static_cast<int>(v->get<int64_t>());
   }
   float number(const char* key, float def) const {
@@ -258,13 +259,13 @@ void describe_source(const Source& s, NativeConfig* nc, std::vector<std::string>
   }
   // Unique, in first-seen order.
   for (int id : eos)
-    if (std::find(nc->eos_token_ids.begin(), nc->eos_token_ids.end(), id) == nc->eos_token_ids.end())
+    if (std::find(nc->eos_token_ids.begin(), nc->eos_token_ids.end(), id) ==
+        nc->eos_token_ids.end())
       nc->eos_token_ids.push_back(id);
 
   // Sampling defaults as generation_config.json says, MLC's otherwise.
   auto num = [&](const char* key, float* out) {
-    if (gen.is_object() && gen.contains(key) && gen[key].is_number())
-      *out = gen[key].get<float>();
+    if (gen.is_object() && gen.contains(key) && gen[key].is_number()) *out = gen[key].get<float>();
   };
   num("temperature", &nc->temperature);
   num("top_p", &nc->top_p);
@@ -287,10 +288,11 @@ NativeConfig read_native_config(const std::string& dir) {
   const Fields f{j, path};
   NativeConfig c;
   const json& version = f.require("version");
-  if (!version.is_number_integer() || version.get<int64_t>() < 1) f.bad("version", "an integer >= 1");
+  if (!version.is_number_integer() || version.get<int64_t>() < 1)
+    f.bad("version", "an integer >= 1");
   if (version.get<int64_t>() > kNativeFormatVersion)
-    fail("%s: format version %lld is newer than this build reads (%d); update llmrt",
-         path.c_str(), static_cast<long long>(version.get<int64_t>()), kNativeFormatVersion);
+    fail("%s: format version %lld is newer than this build reads (%d); update llmrt", path.c_str(),
+         static_cast<long long>(version.get<int64_t>()), kNativeFormatVersion);
   c.version = version.get<int>();
   c.model_type = f.str("model_type", "", true);
   c.quantization = f.str("quantization", "", true);
@@ -308,8 +310,7 @@ NativeConfig read_native_config(const std::string& dir) {
          c.model_type.c_str(), c.model.model_type.c_str());
 
   c.context_window_size = f.integer("context_window_size", c.model.max_position_embeddings, 1);
-  c.prefill_chunk_size =
-      f.integer("prefill_chunk_size", std::min(2048, c.context_window_size), 1);
+  c.prefill_chunk_size = f.integer("prefill_chunk_size", std::min(2048, c.context_window_size), 1);
   c.sliding_window_size = f.integer("sliding_window_size", -1, -1);
   if (c.sliding_window_size == 0) f.bad("sliding_window_size", "positive or -1");
   c.temperature = f.number("temperature", c.temperature);
@@ -403,6 +404,16 @@ std::string model_config_to_json(const ModelConfig& c) {
                          {"low_freq_factor", json_float(rs.low_freq_factor)},
                          {"high_freq_factor", json_float(rs.high_freq_factor)},
                          {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+  } else if (rs.type == "longrope") {
+    json sf = json::array(), lf = json::array();
+    for (float f : rs.short_factor) sf.push_back(json_float(f));
+    for (float f : rs.long_factor) lf.push_back(json_float(f));
+    j["rope_scaling"] = {{"rope_type", "longrope"},
+                         {"short_factor", sf},
+                         {"long_factor", lf},
+                         {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+    if (rs.attention_factor > 0)
+      j["rope_scaling"]["attention_factor"] = json_float(rs.attention_factor);
   } else if (rs.type != "default") {
     fail("model_config: cannot write rope scaling '%s'", rs.type.c_str());
   }
@@ -422,8 +433,10 @@ std::string model_config_to_json(const ModelConfig& c) {
     fail("model_config: %s with these biases cannot be written", c.model_type.c_str());
   }
   if (c.sliding_window > 0) {
-    if (qwen2) j["use_sliding_window"] = true;
-    else if (llama) fail("model_config: llama with a sliding window cannot be written");
+    if (qwen2)
+      j["use_sliding_window"] = true;
+    else if (llama)
+      fail("model_config: llama with a sliding window cannot be written");
     j["sliding_window"] = c.sliding_window;
   }
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;

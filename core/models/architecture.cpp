@@ -20,7 +20,7 @@ Graph build_step_graph(const ModelConfig& cfg, const StepShape& shape, const Wei
   fail("no graph builder for model_type '%s'", cfg.model_type.c_str());
 }
 
-std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims) {
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims, int64_t context) {
   const int half = rot_dims / 2;
   std::vector<float> inv(half);
   for (int i = 0; i < half; i++) {
@@ -35,7 +35,13 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims) {
     for (int i = 0; i < half; i++) inv[i] /= cfg.rope_freq_factors[i];
   }
   const RopeScaling& rs = cfg.rope_scaling;
-  if (rs.type == "linear") {
+  if (rs.type == "longrope") {
+    const bool long_ctx = context > rs.original_max_position_embeddings;
+    const std::vector<float>& ext = long_ctx ? rs.long_factor : rs.short_factor;
+    if (static_cast<int>(ext.size()) != half)
+      fail("rope_scaling: %zu longrope factors for %d rotary frequencies", ext.size(), half);
+    for (int i = 0; i < half; i++) inv[i] /= ext[i];
+  } else if (rs.type == "linear") {
     for (float& f : inv) f /= rs.factor;
   } else if (rs.type == "llama3") {
     const double old_ctx = rs.original_max_position_embeddings;
@@ -54,6 +60,17 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims) {
     }
   }
   return inv;
+}
+
+float rope_attention_factor(const ModelConfig& cfg) {
+  const RopeScaling& rs = cfg.rope_scaling;
+  if (rs.type != "longrope") return 1.f;
+  if (rs.attention_factor > 0) return rs.attention_factor;
+  const double scale =
+      double(cfg.max_position_embeddings) / double(rs.original_max_position_embeddings);
+  if (scale <= 1.0) return 1.f;
+  return static_cast<float>(
+      std::sqrt(1.0 + std::log(scale) / std::log(double(rs.original_max_position_embeddings))));
 }
 
 }  // namespace llm

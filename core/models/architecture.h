@@ -53,7 +53,11 @@ using WeightDTypeFn = std::function<DType(const std::string& name)>;
 Graph build_step_graph(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);
 
 // The rope inverse frequencies of cfg (rope_theta and rope_scaling applied), rot/2 values.
-std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims);
+// context: the step's context window; longrope uses its long factors beyond the
+// original context (as llama.cpp does; transformers switches by sequence length).
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int rot_dims, int64_t context = 0);
+// The factor rope's cos/sin are multiplied by (longrope), 1 otherwise; q·k scales by its square.
+float rope_attention_factor(const ModelConfig& cfg);
 
 // Architecture builders (one file each).
 Graph build_llama(const ModelConfig& cfg, const StepShape& shape, const WeightDTypeFn& dtype);

@@ -134,6 +134,39 @@ void parse_rope(const json& j, ModelConfig* c) {
            rs.high_freq_factor, rs.low_freq_factor);
     return;
   }
+  if (rs.type == "longrope" || rs.type == "su") {
+    rs.type = "longrope";
+    auto factors = [&](const char* name) {
+      const json* f = find_field(*rope, name);
+      if (f == nullptr || !f->is_array() || f->empty())
+        fail("config.json: %s.%s must be a list of numbers (needed by rope type 'longrope')", key,
+             name);
+      std::vector<float> out;
+      for (const json& v : *f) {
+        if (!v.is_number() || !(v.get<double>() > 0))
+          fail("config.json: %s.%s must hold positive numbers", key, name);
+        out.push_back(v.get<float>());
+      }
+      return out;
+    };
+    rs.short_factor = factors("short_factor");
+    rs.long_factor = factors("long_factor");
+    if (rs.short_factor.size() != rs.long_factor.size())
+      fail("config.json: %s.short_factor and long_factor differ in length (%zu, %zu)", key,
+           rs.short_factor.size(), rs.long_factor.size());
+    if (const json* a = find_field(*rope, "attention_factor"))
+      rs.attention_factor = checked_positive(*a, label(key, "attention_factor"));
+    // Phi-3 keeps the original context at the top level.
+    const json* orig = find_field(*rope, "original_max_position_embeddings")
+                           ? find_field(*rope, "original_max_position_embeddings")
+                           : find_field(j, "original_max_position_embeddings");
+    if (orig == nullptr || !orig->is_number_integer() || orig->get<int64_t>() <= 0)
+      fail(
+          "config.json: original_max_position_embeddings (a positive integer) is needed by rope "
+          "type 'longrope'");
+    rs.original_max_position_embeddings = orig->get<int>();
+    return;
+  }
   fail("unsupported rope_scaling type '%s'", rs.type.c_str());
 }
 
@@ -148,7 +181,6 @@ void parse_token_ids(const json& j, ModelConfig* c) {
     }
   }
 }
-
 
 // The first of several keys that is present (GPT-J's n_embd is hidden_size elsewhere).
 const char* first_key(const json& j, std::initializer_list<const char*> keys) {

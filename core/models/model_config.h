@@ -7,8 +7,13 @@
 namespace llm {
 
 struct RopeScaling {
-  std::string type = "default";  // "default" (none), "llama3", "linear"
+  std::string type = "default";  // "default" (none), "llama3", "linear", "longrope"
   float factor = 1.f;
+  // longrope (Phi-3 128k / Phi-3.5, also "su"): per-frequency divisors for contexts
+  // up to / beyond original_max_position_embeddings, and the cos/sin scale (0: from
+  // max_position_embeddings / original, as transformers derives it).
+  std::vector<float> short_factor, long_factor;
+  float attention_factor = 0.f;
   float low_freq_factor = 1.f;
   float high_freq_factor = 4.f;
   int original_max_position_embeddings = 8192;

@@ -71,7 +71,8 @@ TensorId StepBuilder::attention(int layer, const std::string& node, TensorId q, 
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads, Dh = cfg_.head_dim;
   const int rot = cfg_.rotary_dims > 0 ? cfg_.rotary_dims : cfg_.head_dim;
   if (rope_freq_ < 0) {
-    const std::vector<float> inv = rope_inv_freq(cfg_, rot);
+    const std::vector<float> inv =
+        rope_inv_freq(cfg_, rot, int64_t(shape_.max_pages_per_seq) * shape_.page_size);
     rope_freq_ =
         g_.constant("rope.inv_freq", DType::F32, {static_cast<int64_t>(inv.size())}, inv.data());
   }
@@ -95,7 +96,9 @@ TensorId StepBuilder::attention(int layer, const std::string& node, TensorId q, 
   attn.n_heads = static_cast<int>(H);
   attn.n_kv_heads = static_cast<int>(Hkv);
   attn.head_dim = static_cast<int>(Dh);
-  attn.scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  // longrope scales cos and sin, so q·k by the factor squared.
+  const float rope_factor = rope_attention_factor(cfg_);
+  attn.scale = rope_factor * rope_factor / std::sqrt(static_cast<float>(Dh));
   attn.window = cfg_.sliding_window;
   attn.page_size = shape_.page_size;
   return g_.add(Op::Attention, node + ".sdpa",
