@@ -1,10 +1,8 @@
 // llmcli end to end: logits/generate reproduce the references, and bad input
 // gives a one-line error naming the problem and a non-zero exit.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "core/formats/safetensors.h"
@@ -76,9 +74,9 @@ TEST_CASE("llmcli generate --json gives the reference greedy ids", "[cli]") {
 }
 
 TEST_CASE("llmcli generate samples reproducibly with a seed", "[cli]") {
-  const std::vector<std::string> args = {"generate", model_dir("llama2"), "--token-ids", "1,2,3",
-                                         "-n", "12", "--temperature", "1.5", "--top-p", "0.9",
-                                         "--seed", "7", "--json"};
+  const std::vector<std::string> args = {
+      "generate", model_dir("llama2"), "--token-ids", "1,2,3",  "-n", "12",    "--temperature",
+      "1.5",      "--top-p",           "0.9",         "--seed", "7",  "--json"};
   const auto a = run_cli(args), b = run_cli(args);
   REQUIRE(a.exit_code == 0);
   CHECK(a.out == b.out);
@@ -166,8 +164,8 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
     check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "invalid JSON");
   }
   SECTION("token id out of range") {
-    check_error(run_cli({"logits", model_dir("llama3"), "--token-ids", "5,300",
-                         "--out", tmp.file("x.safetensors")}),
+    check_error(run_cli({"logits", model_dir("llama3"), "--token-ids", "5,300", "--out",
+                         tmp.file("x.safetensors")}),
                 "token id 300 is out of range (vocab size 256)");
   }
   SECTION("token ids that are not numbers") {
@@ -231,8 +229,8 @@ TEST_CASE("llmcli tokenize errors", "[cli][tokenizer][errors]") {
 }
 
 TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
-  const auto r = run_cli({"bench", model_dir("llama2"), "--device", "cpu", "-p", "8", "-n", "4",
-                          "-r", "2", "--json"});
+  const auto r = run_cli(
+      {"bench", model_dir("llama2"), "--device", "cpu", "-p", "8", "-n", "4", "-r", "2", "--json"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   const auto j = nlohmann::json::parse(r.out);
@@ -241,21 +239,32 @@ TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
   CHECK(j["results"][1]["test"] == "tg4");
   CHECK(j["results"][1]["samples"].size() == 2);
   CHECK(j["results"][1]["tokens_per_second"].get<double>() > 0);
-  check_error(run_cli({"bench", model_dir("llama2"), "--batch", "8"}), "--batch 8");
+  // Batched: several sequences at once through the engine.
+  const auto b = run_cli(
+      {"bench", model_dir("llama2"), "--batch", "1,3", "-p", "8", "-n", "4", "-r", "1", "--json"});
+  INFO(b.err);
+  REQUIRE(b.exit_code == 0);
+  const auto jb = nlohmann::json::parse(b.out);
+  REQUIRE(jb["results"].size() == 2);
+  CHECK(jb["results"][1]["batch"] == 3);
+  CHECK(jb["results"][1]["tg_tokens_per_second"].get<double>() > 0);
+  check_error(run_cli({"bench", model_dir("llama2"), "--batch", "0"}), "must be positive");
 }
 
 TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
-  const auto doc = nlohmann::ordered_json::parse(
-      read_file(data_dir() + "/chat-templates/expected.json"));
+  const auto doc =
+      nlohmann::ordered_json::parse(read_file(data_dir() + "/chat-templates/expected.json"));
   TempDir tmp;
   int checked = 0;
   for (const auto& c : doc["cases"]) {
     if (!c.contains("expected") || c["template"] != "meta-llama-Llama-3.1-8B-Instruct.jinja")
       continue;
-    write_file(tmp.file("m.json"), doc["conversations"][c["conversation"].get<std::string>()].dump());
-    std::vector<std::string> args = {"template",
-                                     data_dir() + "/chat-templates/" + c["template"].get<std::string>(),
-                                     "--messages", tmp.file("m.json"), "--date", "2026-01-15"};
+    write_file(tmp.file("m.json"),
+               doc["conversations"][c["conversation"].get<std::string>()].dump());
+    std::vector<std::string> args = {
+        "template",   data_dir() + "/chat-templates/" + c["template"].get<std::string>(),
+        "--messages", tmp.file("m.json"),
+        "--date",     "2026-01-15"};
     if (c["add_generation_prompt"].get<bool>()) args.push_back("--add-generation-prompt");
     const auto r = run_cli(args);
     INFO(r.err);
@@ -287,6 +296,7 @@ TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
   check_error(run_cli({"template", "--conv-template", "nope", "--messages", tmp.file("m.json")}),
               "unknown conversation template 'nope'");
   write_file(tmp.file("bad.json"), "[{\"role\": ");
-  check_error(run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("bad.json")}),
-              "invalid JSON");
+  check_error(
+      run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("bad.json")}),
+      "invalid JSON");
 }
