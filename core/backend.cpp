@@ -18,6 +18,22 @@ void Backend::clear(DeviceBuffer& dst, size_t offset, size_t bytes) {
   upload(dst, offset, zeros.data(), bytes);
 }
 
+void Backend::check_bound(const BoundNode& bn, const char* who) const {
+  if (!bn.node) fail("%s: bound node without a node", who);
+  std::vector<TensorInfo> infos(bn.inputs.size());
+  std::vector<const TensorInfo*> ptrs;
+  for (size_t k = 0; k < bn.inputs.size(); k++) {
+    infos[k].dtype = bn.inputs[k].dtype;
+    infos[k].shape = bn.inputs[k].shape;
+    ptrs.push_back(&infos[k]);
+  }
+  TensorInfo out;
+  out.dtype = bn.output.dtype;
+  out.shape = bn.output.shape;
+  const std::string why = check(*bn.node, ptrs, out);
+  if (!why.empty()) fail("%s: node '%s': %s", who, bn.node->name.c_str(), why.c_str());
+}
+
 std::string check_recurrent_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
                                const TensorInfo& output) {
   const Op op = node.op;

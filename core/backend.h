@@ -50,7 +50,7 @@ class Program {
   // One launch of a kernel/shader (or one CPU op call) and the bound nodes it
   // serves: several when the backend fused them (e.g. rms_norm+matmul).
   struct Dispatch {
-    std::string kernel;     // e.g. "qgemv_q4_0_fused_rmsnorm", "matmul_q4_tiled.comp"
+    std::string kernel;      // e.g. "qgemv_q4_0_fused_rmsnorm", "matmul_q4_tiled.comp"
     std::vector<int> nodes;  // indexes into the BoundNode list given to compile()
   };
   // What runs, in order (llmcli trace). Empty when the backend does not say.
@@ -96,7 +96,8 @@ class Backend {
   // Puts a weight tensor on the device. Backends may store it in their own layout
   // (e.g. quantized blocks split into aligned data and scale arrays); their
   // kernels then read that layout for the tensor's dtype. Default: from_host.
-  virtual std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t, const std::string& what) {
+  virtual std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
+                                                      const std::string& what) {
     return from_host(t.data, t.nbytes, what);
   }
   virtual void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) = 0;
@@ -108,6 +109,9 @@ class Backend {
   // (op, dtypes, parameters), or the reason why not.
   virtual std::string check(const Node& node, const std::vector<const TensorInfo*>& inputs,
                             const TensorInfo& output) const = 0;
+  // check() of a bound node against its bound tensors (what the kernels will see);
+  // fails naming the backend (`who`) and the node when it is not implemented.
+  void check_bound(const BoundNode& bn, const char* who) const;
   virtual std::unique_ptr<Program> compile(std::vector<BoundNode> nodes) = 0;
   // Waits until all work submitted so far has finished.
   virtual void synchronize() {}

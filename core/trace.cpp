@@ -1,6 +1,7 @@
 #include "core/trace.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 
@@ -245,6 +246,29 @@ nlohmann::json to_json(const StepProfile& p, double bandwidth_gbs) {
     kernels.push_back(std::move(j));
   }
   return {{"step", p.step}, {"runs", p.runs}, {"step_ms", p.step_ms}, {"kernels", kernels}};
+}
+
+void print_label_profile(const std::string& device, const char* unit, size_t n_dispatches,
+                         const std::vector<std::string>& labels,
+                         const std::vector<double>& totals_ms, int runs) {
+  std::vector<std::pair<std::string, double>> by_label;
+  double all = 0;
+  for (size_t i = 0; i < labels.size() && i < totals_ms.size(); i++) {
+    all += totals_ms[i];
+    auto it = std::find_if(by_label.begin(), by_label.end(),
+                           [&](const auto& e) { return e.first == labels[i]; });
+    if (it == by_label.end())
+      by_label.push_back({labels[i], totals_ms[i]});
+    else
+      it->second += totals_ms[i];
+  }
+  std::sort(by_label.begin(), by_label.end(),
+            [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::fprintf(stderr, "%s profile: %zu %s x %d runs, %.3f ms per run\n", device.c_str(),
+               n_dispatches, unit, runs, all / runs);
+  for (const auto& [label, ms] : by_label)
+    std::fprintf(stderr, "  %-48s %9.3f ms per run %5.1f%%\n", label.c_str(), ms / runs,
+                 all > 0 ? 100.0 * ms / all : 0.0);
 }
 
 }  // namespace llm

@@ -4,11 +4,10 @@
 // backend; backends only say which kernel served which nodes and how long it took.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/backend.h"
 #include "core/executor.h"
@@ -95,5 +94,11 @@ class Profiler {
 nlohmann::json to_json(const StepTrace& t);
 // bandwidth_gbs <= 0: unknown (no share of peak).
 nlohmann::json to_json(const StepProfile& p, double bandwidth_gbs);
+
+// The backends' environment-variable profiles (LLM_CUDA_PROFILE, LLM_VULKAN_PROFILE):
+// device time per label summed over `runs` runs, largest first, on stderr.
+void print_label_profile(const std::string& device, const char* unit, size_t n_dispatches,
+                         const std::vector<std::string>& labels,
+                         const std::vector<double>& totals_ms, int runs);
 
 }  // namespace llm

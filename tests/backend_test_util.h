@@ -80,4 +80,24 @@ class ScopedEnv {
   bool had_ = false;
 };
 
+// The model fixtures every GPU backend must match against transformers, with their
+// bounds (max |Δ| / max |ref|): float32 checkpoints at 1e-4, the f16/bf16 ones at 1e-2.
+struct Fixture {
+  const char* name;
+  double tol;
+};
+inline constexpr Fixture kFixtures[] = {{"llama3", 1e-4},
+                                        {"llama2", 1e-4},
+                                        {"qwen2", 1e-4},
+                                        {"mistral", 1e-4},
+                                        {"llama_gqa3", 1e-4},
+                                        {"llama_mqa_bias", 1e-4},
+                                        {"llama_bf16_sharded", 1e-2},
+                                        {"qwen2_f16_untied", 1e-2},
+                                        {"mistral_w5", 1e-4},
+                                        {"gpt_neox", 1e-4},
+                                        {"gptj", 1e-4},
+                                        {"rwkv", 1e-4},
+                                        {"phi3", 1e-4}};
+
 }  // namespace llm::test

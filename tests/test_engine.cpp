@@ -191,61 +191,61 @@ TEST_CASE("engine: one request alone gives the reference greedy ids", "[engine]"
   }
 }
 
+namespace {
+
+// Greedy tokens of each prompt, all submitted at once (each `gap` after the last);
+// afterwards every page is back in the pool. With max_seqs 1 this is each prompt alone.
+std::vector<std::vector<int32_t>> decode_all(Model& model,
+                                             const std::vector<std::vector<int32_t>>& prompts,
+                                             int n_new, const EngineOptions& o,
+                                             std::chrono::milliseconds gap = 0ms,
+                                             uint64_t* preemptions = nullptr) {
+  Engine engine(model, nullptr, o);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) {
+    streams.push_back(engine.submit(greedy_request(p, n_new)));
+    if (gap.count() > 0) std::this_thread::sleep_for(gap);
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (auto& s : streams) out.push_back(collect(*s).tokens);
+  wait_idle(engine);
+  CHECK(engine.stats().pages_used == 0);
+  if (preemptions) *preemptions = engine.stats().preemptions;
+  return out;
+}
+
+EngineOptions batch_options(int max_seqs, int prefill_chunk) {
+  EngineOptions o;
+  o.max_seqs = max_seqs;
+  o.prefill_chunk_size = prefill_chunk;
+  return o;
+}
+
+}  // namespace
+
 TEST_CASE("engine: prompts decoded together give exactly the tokens of each alone",
           "[engine][batch]") {
   auto backend = create_backend("cpu", 2);
   auto model = Model::load(test::model_dir("llama2"), *backend);
-  const int vocab = model->config().vocab_size;
-  const auto prompts = make_prompts(7, vocab, 1, 40);
+  const auto prompts = make_prompts(7, model->config().vocab_size, 1, 40);
   const int n_new = 24;
-
-  std::vector<std::vector<int32_t>> alone;
-  {
-    EngineOptions o;
-    o.max_seqs = 1;
-    o.prefill_chunk_size = 16;  // several chunks for the long prompts
-    Engine engine(*model, nullptr, o);
-    for (const auto& p : prompts)
-      alone.push_back(collect(*engine.submit(greedy_request(p, n_new))).tokens);
-  }
+  // Alone: one sequence at a time, long prompts in several chunks.
+  const auto alone = decode_all(*model, prompts, n_new, batch_options(1, 16));
   for (const auto& a : alone) REQUIRE(a.size() == size_t(n_new));
 
   SECTION("all at once, mixed prefill and decode") {
-    EngineOptions o;
-    o.max_seqs = 8;
-    o.prefill_chunk_size = 32;
-    Engine engine(*model, nullptr, o);
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
-    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
-    wait_idle(engine);
-    CHECK(engine.stats().pages_used == 0);
+    CHECK(decode_all(*model, prompts, n_new, batch_options(8, 32)) == alone);
   }
   SECTION("a KV cache so small that sequences are preempted and recomputed") {
-    EngineOptions o;
-    o.max_seqs = 4;
-    o.prefill_chunk_size = 32;
+    EngineOptions o = batch_options(4, 32);
     o.context_size = 64;
     o.kv_cache_tokens = 96;  // 6 pages of 16: not enough for 4 sequences of ~60 tokens
-    Engine engine(*model, nullptr, o);
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
-    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
-    CHECK(engine.stats().preemptions > 0);
-    wait_idle(engine);
-    CHECK(engine.stats().pages_used == 0);
+    uint64_t preemptions = 0;
+    CHECK(decode_all(*model, prompts, n_new, o, 0ms, &preemptions) == alone);
+    CHECK(preemptions > 0);
   }
   SECTION("requests arriving while others decode") {
-    EngineOptions o;
-    o.max_seqs = 4;
-    o.prefill_chunk_size = 8;
-    Engine engine(*model, nullptr, o);
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    for (size_t i = 0; i < prompts.size(); i++) {
-      streams.push_back(engine.submit(greedy_request(prompts[i], n_new)));
-      std::this_thread::sleep_for(2ms);
-    }
-    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
+    CHECK(decode_all(*model, prompts, n_new, batch_options(4, 8), 2ms) == alone);
   }
 }
 
@@ -257,29 +257,12 @@ void check_batch_invariance(const std::string& device) {
   auto backend = create_backend(device);
   const test::Reference ref = test::load_reference("llama2");
   auto model = Model::load(test::model_dir("llama2"), *backend);
+  CHECK(decode_all(*model, {ref.input_ids}, int(ref.greedy_ids.size()), batch_options(1, 16))[0] ==
+        ref.greedy_ids);
   const auto prompts = make_prompts(12, model->config().vocab_size, 1, 40);
   const int n_new = 20;
-  std::vector<std::vector<int32_t>> alone;
-  {
-    EngineOptions o;
-    o.max_seqs = 1;
-    o.prefill_chunk_size = 16;
-    Engine engine(*model, nullptr, o);
-    CHECK(
-        collect(*engine.submit(greedy_request(ref.input_ids, int(ref.greedy_ids.size())))).tokens ==
-        ref.greedy_ids);
-    for (const auto& p : prompts)
-      alone.push_back(collect(*engine.submit(greedy_request(p, n_new))).tokens);
-  }
-  EngineOptions o;
-  o.max_seqs = 8;
-  o.prefill_chunk_size = 32;
-  Engine engine(*model, nullptr, o);
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
-  for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == alone[i]);
-  wait_idle(engine);
-  CHECK(engine.stats().pages_used == 0);
+  const auto alone = decode_all(*model, prompts, n_new, batch_options(1, 16));
+  CHECK(decode_all(*model, prompts, n_new, batch_options(8, 32)) == alone);
 }
 
 }  // namespace

@@ -492,29 +492,6 @@ TEST_CASE("vulkan pipeline cache is kept on disk", "[vulkan]") {
 
 // ---- Whole models --------------------------------------------------------------------------
 
-namespace {
-
-struct Fixture {
-  const char* name;
-  double tol;  // max |Δ| / max |ref| against transformers
-};
-// float32 checkpoints at 1e-4; the f16/bf16 ones at 1e-2.
-const Fixture kFixtures[] = {{"llama3", 1e-4},
-                             {"llama2", 1e-4},
-                             {"qwen2", 1e-4},
-                             {"mistral", 1e-4},
-                             {"llama_gqa3", 1e-4},
-                             {"llama_mqa_bias", 1e-4},
-                             {"llama_bf16_sharded", 1e-2},
-                             {"qwen2_f16_untied", 1e-2},
-                             {"mistral_w5", 1e-4},
-                             {"gpt_neox", 1e-4},
-                             {"gptj", 1e-4},
-                             {"phi3", 1e-4},
-                             {"rwkv", 1e-4}};
-
-}  // namespace
-
 TEST_CASE("vulkan: fixtures match transformers logits and greedy ids", "[vulkan][models]") {
   VULKAN_TEST();
   auto backend = make_vulkan_backend();

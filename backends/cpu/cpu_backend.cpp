@@ -548,21 +548,8 @@ std::unique_ptr<Program> CpuBackend::compile(std::vector<BoundNode> nodes) {
     return Arg{host_ptr(*r.buffer) + r.offset, r.dtype, r.shape};
   };
   for (const BoundNode& bn : nodes) {
-    if (!bn.node) fail("cpu backend: bound node without a node");
+    check_bound(bn, "cpu backend");  // against the bound tensors the kernels will see
     const Node& node = *bn.node;
-    // Check against the bound tensors, which is what the kernels will see.
-    std::vector<TensorInfo> infos(bn.inputs.size());
-    std::vector<const TensorInfo*> ptrs;
-    for (size_t i = 0; i < bn.inputs.size(); i++) {
-      infos[i].dtype = bn.inputs[i].dtype;
-      infos[i].shape = bn.inputs[i].shape;
-      ptrs.push_back(&infos[i]);
-    }
-    TensorInfo out;
-    out.dtype = bn.output.dtype;
-    out.shape = bn.output.shape;
-    const std::string why = check(node, ptrs, out);
-    if (!why.empty()) fail("cpu backend: node '%s': %s", node.name.c_str(), why.c_str());
 
     Step s;
     s.op = node.op;

@@ -21,6 +21,7 @@
 #include "backends/cuda/cuda_common.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "core/error.h"
+#include "core/trace.h"
 
 namespace llm {
 
@@ -282,24 +283,8 @@ class CudaProgram final : public Program {
   }
 
   void print_profile() const {
-    std::vector<std::pair<std::string, double>> by_label;
-    double all = 0;
-    for (size_t i = 0; i < labels_.size(); i++) {
-      all += totals_[i];
-      auto it = std::find_if(by_label.begin(), by_label.end(),
-                             [&](const auto& e) { return e.first == labels_[i]; });
-      if (it == by_label.end())
-        by_label.push_back({labels_[i], totals_[i]});
-      else
-        it->second += totals_[i];
-    }
-    std::sort(by_label.begin(), by_label.end(),
-              [](const auto& a, const auto& b) { return a.second > b.second; });
-    std::fprintf(stderr, "cuda:%d profile: %zu launches x %d runs, %.3f ms per run\n", ctx_->device,
-                 launches_.size(), profile_runs_, all / profile_runs_);
-    for (const auto& [label, ms] : by_label)
-      std::fprintf(stderr, "  %-40s %9.3f ms per run %5.1f%%\n", label.c_str(), ms / profile_runs_,
-                   all > 0 ? 100.0 * ms / all : 0.0);
+    print_label_profile("cuda:" + std::to_string(ctx_->device), "launches", launches_.size(),
+                        labels_, totals_, profile_runs_);
   }
 
   void capture(cudaStream_t s) {
@@ -765,20 +750,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   bool ids = true;
   for (size_t i = 0; i < n_nodes; i++) {
     const BoundNode& bn = nodes[i];
-    if (!bn.node) fail("cuda backend: bound node without a node");
+    check_bound(bn, "cuda backend");
     const Node& node = *bn.node;
-    std::vector<TensorInfo> infos(bn.inputs.size());
-    std::vector<const TensorInfo*> ptrs;
-    for (size_t k = 0; k < bn.inputs.size(); k++) {
-      infos[k].dtype = bn.inputs[k].dtype;
-      infos[k].shape = bn.inputs[k].shape;
-      ptrs.push_back(&infos[k]);
-    }
-    TensorInfo out;
-    out.dtype = bn.output.dtype;
-    out.shape = bn.output.shape;
-    const std::string why = check(node, ptrs, out);
-    if (!why.empty()) fail("cuda backend: node '%s': %s", node.name.c_str(), why.c_str());
     for (const TensorRef& r : bn.inputs) ins[i].push_back(resolve(r, node.name, "an input"));
     outs[i] = resolve(bn.output, node.name, "the output");
     if (node.inputs.size() != bn.inputs.size()) ids = false;

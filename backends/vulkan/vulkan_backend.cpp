@@ -17,6 +17,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/vulkan/vulkan_context.h"
 #include "core/error.h"
+#include "core/trace.h"
 
 namespace llm {
 
@@ -320,24 +321,9 @@ class VulkanProgram final : public Program {
 
   // Device time per dispatch label over the profiled runs, largest first (stderr).
   void print_profile() const {
-    std::vector<std::pair<std::string, double>> by_label;
-    double all = 0;
-    for (size_t i = 0; i < totals_.size(); i++) {
-      all += totals_[i];
-      auto it = std::find_if(by_label.begin(), by_label.end(),
-                             [&](const auto& e) { return e.first == ds_[i].label; });
-      if (it == by_label.end())
-        by_label.push_back({ds_[i].label, totals_[i]});
-      else
-        it->second += totals_[i];
-    }
-    std::sort(by_label.begin(), by_label.end(),
-              [](const auto& a, const auto& b) { return a.second > b.second; });
-    std::fprintf(stderr, "%s profile: %zu dispatches x %d runs, %.3f ms per run\n",
-                 ctx_->id().c_str(), ds_.size(), profile_runs_, all / profile_runs_);
-    for (const auto& [label, ms] : by_label)
-      std::fprintf(stderr, "  %-48s %9.3f ms per run %5.1f%%\n", label.c_str(), ms / profile_runs_,
-                   all > 0 ? 100.0 * ms / all : 0.0);
+    std::vector<std::string> labels;
+    for (const auto& d : ds_) labels.push_back(d.label);
+    print_label_profile(ctx_->id(), "dispatches", ds_.size(), labels, totals_, profile_runs_);
   }
 
   std::shared_ptr<Context> ctx_;
@@ -485,22 +471,6 @@ void grid(Recorded& x, uint64_t n) {
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
-  // Fails naming the node when it is not what this backend implements.
-  auto check_node = [&](const BoundNode& bn) {
-    if (!bn.node) fail("vulkan backend: bound node without a node");
-    std::vector<TensorInfo> infos(bn.inputs.size());
-    std::vector<const TensorInfo*> ptrs;
-    for (size_t k = 0; k < bn.inputs.size(); k++) {
-      infos[k].dtype = bn.inputs[k].dtype;
-      infos[k].shape = bn.inputs[k].shape;
-      ptrs.push_back(&infos[k]);
-    }
-    TensorInfo o;
-    o.dtype = bn.output.dtype;
-    o.shape = bn.output.shape;
-    const std::string why = check(*bn.node, ptrs, o);
-    if (!why.empty()) fail("vulkan backend: node '%s': %s", bn.node->name.c_str(), why.c_str());
-  };
   // The bytes a bound tensor occupies.
   auto region = [](const TensorRef& r) {
     return Region{&vk_buffer(*r.buffer), r.offset, r.offset + tensor_bytes(r.dtype, r.shape)};
@@ -537,7 +507,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
-    check_node(bn);
+    check_bound(bn, "vulkan backend");
     const Node& node = *bn.node;
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
@@ -641,7 +611,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // which writes the product and the sum.
           const int res = residual_add(ni);
           if (res >= 0) {
-            check_node(nodes[ni + 1]);
+            check_bound(nodes[ni + 1], "vulkan backend");
             push(bind(nodes[ni + 1].inputs[res], "the residual"));
             push(bind(nodes[ni + 1].output, "the sum", true));
             push(1);
