@@ -62,6 +62,8 @@ class Program {
     run();
     return {};
   }
+  // How run_profiled() measures, for the profile's heading ("" when unsaid).
+  virtual std::string profile_method() const { return ""; }
 };
 
 struct DeviceInfo {

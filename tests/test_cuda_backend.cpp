@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdarg>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_test_util.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_devices.h"
@@ -31,7 +32,6 @@
 #include "core/formats/safetensors.h"
 #include "core/graph.h"
 #include "core/model.h"
-#include "backend_test_util.h"
 #include "test_util.h"
 
 using namespace llm;
@@ -495,9 +495,11 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
     int64_t K, N;
     std::vector<int64_t> Ts;
   };
+  // T of 9..256 take the MMA kernel (split over K where N is small), more cuBLAS.
   const Case cases[] = {{32, 7, {1, 9}},
-                        {96, 130, {1, 2, 3, 8, 9, 33}},
-                        {2080, 130, {1, 2, 5, 8, 9, 33}},
+                        {96, 130, {1, 2, 3, 8, 9, 33, 64}},
+                        {2080, 130, {1, 2, 5, 8, 9, 17, 33, 100, 300}},
+                        {4096, 300, {24, 65}},
                         {8192, 3, {1, 8}}};  // T = 8 does not fit shared memory: GEMM path
   int run = 0;
   for (DType wt : {DType::Q8_0, DType::Q4_0}) {
@@ -506,9 +508,9 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
       for (int64_t T : c.Ts) {
         run++;
         const bool bias = run % 2 == 0, via_weight = run % 3 != 0;
-        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << c.K << " N=" << c.N
-                                       << (bias ? " +bias" : "")
-                                       << (via_weight ? " (upload_weight)" : " (raw blocks)")) {
+        DYNAMIC_SECTION(dtype_name(wt)
+                        << " T=" << T << " K=" << c.K << " N=" << c.N << (bias ? " +bias" : "")
+                        << (via_weight ? " (upload_weight)" : " (raw blocks)")) {
           const int64_t K = c.K, N = c.N;
           const std::vector<float> x = uniform(T * K, rng, -3.f, 3.f);
           const std::vector<float> b = uniform(N, rng);
@@ -530,10 +532,9 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
                 g += std::fabs(wv) * amax[k / 32] / 65024.0;
                 wsum += std::fabs(wv);
               }
-              const double tol =
-                  gemv ? 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y))
-                       : (2 * kU16 + 4 * kU32 + K * kU32) * 1.01 * a + wsum / 33554432.0 +
-                             4 * kU32 * std::fabs(y);
+              const double tol = gemv ? 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y))
+                                      : (2 * kU16 + 4 * kU32 + K * kU32) * 1.01 * a +
+                                            wsum / 33554432.0 + 4 * kU32 * std::fabs(y);
               abs_sum[t * N + n] = a;
               q16[t * N + n] = g;
               bound[t * N + n] = tol;
@@ -842,9 +843,10 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
           gd.insert(gd.end(), b.begin(), b.end());
         }
         const double dec = max_rel_error(gd, wd);
-        std::printf("cuda %s %s vs cpu on the same weights: prefill max|Δ|/max|ref| %.3g, "
-                    "token by token %.3g\n",
-                    name, q.name, pre, dec);
+        std::printf(
+            "cuda %s %s vs cpu on the same weights: prefill max|Δ|/max|ref| %.3g, "
+            "token by token %.3g\n",
+            name, q.name, pre, dec);
         CHECK(pre <= 5e-3);
         CHECK(dec <= 2e-4);
 
@@ -877,7 +879,8 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
           Session ds(*dm);
           gs.reset();
           CHECK(ds.forward(ref.input_ids, true) == gs.forward(ref.input_ids, true));
-          for (int32_t id : ref.greedy_ids) CHECK(ds.forward({id}, false) == gs.forward({id}, false));
+          for (int32_t id : ref.greedy_ids)
+            CHECK(ds.forward({id}, false) == gs.forward({id}, false));
         }
       }
     }
@@ -908,8 +911,8 @@ void write_bench_model(const std::string& dir, const BenchShape& m) {
                         " \"tie_word_embeddings\": false, \"hidden_act\": \"silu\","
                         " \"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
                         " \"torch_dtype\": \"float16\"}",
-                        (long long)m.V, (long long)D, (long long)F, (long long)m.L,
-                        (long long)m.H, (long long)m.Hkv));
+                        (long long)m.V, (long long)D, (long long)F, (long long)m.L, (long long)m.H,
+                        (long long)m.Hkv));
   std::mt19937 rng(9);
   std::vector<uint16_t> pool(1 << 20);
   for (uint16_t& h : pool)
@@ -956,8 +959,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // llama-bench's pp512 / tg128, as llmcli bench runs them: prefill 512 random tokens, then
 // 128 greedy decode steps after them (context 641); each step is a whole Session::forward
 // (inputs up, graph replay, logits down, argmax on the host). Median of 3 after a warm-up.
-void bench_model(const std::string& dir, const BenchShape& m, const char* scheme,
-                 bool pdl = true) {
+void bench_model(const std::string& dir, const BenchShape& m, const char* scheme, bool pdl = true) {
   ScopedEnv env("LLM_CUDA_PDL", pdl ? "1" : "0");
   auto backend = make_cuda_backend(0);
   auto t0 = std::chrono::steady_clock::now();
@@ -986,10 +988,11 @@ void bench_model(const std::string& dir, const BenchShape& m, const char* scheme
   }
   std::sort(pp.begin(), pp.end());
   std::sort(tg.begin(), tg.end());
-  std::printf("BENCH | %s | %s | %.2f GB | pp512 %.0f tok/s | tg128 %.1f tok/s (%.3f ms/token) | "
-              "load %.1f s | %s | PDL %s\n",
-              m.name, scheme, model->weight_bytes() / 1e9, pp[1], tg[1], 1e3 / tg[1], load_s,
-              backend->info().name.c_str(), pdl ? "on" : "off");
+  std::printf(
+      "BENCH | %s | %s | %.2f GB | pp512 %.0f tok/s | tg128 %.1f tok/s (%.3f ms/token) | "
+      "load %.1f s | %s | PDL %s\n",
+      m.name, scheme, model->weight_bytes() / 1e9, pp[1], tg[1], 1e3 / tg[1], load_s,
+      backend->info().name.c_str(), pdl ? "on" : "off");
   std::fflush(stdout);
 }
 
@@ -1011,49 +1014,74 @@ void profile_model(const std::string& dir, const BenchShape& m, const char* sche
     logits = s.forward({argmax(logits.data(), static_cast<int>(m.V))}, false);
 }
 
-// GEMV bandwidth: 32 matmuls of distinct [N, K] weights on one x (T = 1) in one program,
-// timed over graph replays; bytes are the weights' (as stored on the device).
-void bench_gemv(DType t, int64_t N, int64_t K) {
-  auto be = make_cuda_backend(0);
-  const int n = 32;
+// Seconds per matmul of n matmuls of distinct [N, K] weights (blocks w of dtype t) on
+// one x [T, K] in one program, timed over graph replays.
+double time_matmuls(Backend& be, DType t, const Bytes& w, int64_t N, int64_t K, int64_t T,
+                    int n, int reps) {
   std::mt19937 rng(5);
-  Bytes w;
-  if (t == DType::F16) {
-    w = encode(DType::F16, uniform(N * K, rng, -0.1f, 0.1f));
-  } else {
-    w = quantize_random(t, N, K, rng).blocks;
-  }
   std::vector<std::unique_ptr<DeviceBuffer>> bufs;
   std::vector<Node> nodes(n, make_node(Op::MatMul));
-  bufs.push_back(be->alloc(K * 4, "x"));
-  const Bytes x = to_bytes(uniform(K, rng));
-  be->upload(*bufs.back(), 0, x.data(), x.size());
-  const TensorRef xr{bufs.back().get(), 0, DType::F32, {1, K}};
+  bufs.push_back(be.alloc(T * K * 4, "x"));
+  const Bytes x = to_bytes(uniform(T * K, rng));
+  be.upload(*bufs.back(), 0, x.data(), x.size());
+  const TensorRef xr{bufs.back().get(), 0, DType::F32, {T, K}};
   std::vector<BoundNode> bound;
   for (int i = 0; i < n; i++) {
     BoundNode bn;
     bn.node = &nodes[i];
-    bufs.push_back(be->upload_weight(HostTensor{t, {N, K}, w.data(), w.size()}, "w"));
+    bufs.push_back(be.upload_weight(HostTensor{t, {N, K}, w.data(), w.size()}, "w"));
     bn.inputs.push_back(xr);
     bn.inputs.push_back({bufs.back().get(), 0, t, {N, K}});
-    bufs.push_back(be->alloc(N * 4, "y"));
-    bn.output = {bufs.back().get(), 0, DType::F32, {1, N}};
+    bufs.push_back(be.alloc(T * N * 4, "y"));
+    bn.output = {bufs.back().get(), 0, DType::F32, {T, N}};
     bound.push_back(bn);
   }
-  auto prog = be->compile(bound);
+  auto prog = be.compile(bound);
   for (int i = 0; i < 3; i++) prog->run();
-  be->synchronize();
-  const int reps = 20;
+  be.synchronize();
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < reps; i++) prog->run();
-  be->synchronize();
-  const double per = seconds_since(t0) / reps / n;
+  be.synchronize();
+  return seconds_since(t0) / reps / n;
+}
+
+// GEMV bandwidth (T = 1); bytes are the weights' (as stored on the device).
+void bench_gemv(DType t, int64_t N, int64_t K) {
+  auto be = make_cuda_backend(0);
+  std::mt19937 rng(5);
+  const Bytes w = t == DType::F16 ? encode(DType::F16, uniform(N * K, rng, -0.1f, 0.1f))
+                                  : quantize_random(t, N, K, rng).blocks;
+  const double per = time_matmuls(*be, t, w, N, K, 1, 32, 20);
   std::printf("GEMV | %s [%lld x %lld] | %.2f us | %.0f GB/s\n", dtype_name(t), (long long)N,
               (long long)K, per * 1e6, w.size() / per / 1e9);
   std::fflush(stdout);
 }
 
+// Quantized matmuls of T tokens: the MMA kernel against dequantize + cuBLAS
+// (LLM_CUDA_QMMA_MAX_TOKENS=0).
+void bench_qmm(DType t, int64_t N, int64_t K, int64_t T, bool mma) {
+  ScopedEnv env("LLM_CUDA_QMMA_MAX_TOKENS", mma ? "100000" : "0");
+  auto be = make_cuda_backend(0);
+  std::mt19937 rng(5);
+  const Bytes w = quantize_random(t, N, K, rng).blocks;
+  const double per = time_matmuls(*be, t, w, N, K, T, 16, 10);
+  std::printf("QMM | %s | %s [%lld x %lld] T=%lld | %.2f us | %.0f GB/s | %.1f TFLOP/s\n",
+              mma ? "mma" : "cublas", dtype_name(t), (long long)N, (long long)K, (long long)T,
+              per * 1e6, w.size() / per / 1e9, 2.0 * T * N * K / per / 1e12);
+  std::fflush(stdout);
+}
+
 }  // namespace
+
+TEST_CASE("cuda: quantized GEMM speed (MMA kernel against cuBLAS)", "[.][cuda-bench]") {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t T : {16, 32, 64, 128, 256, 512})
+    for (bool mma : {true, false}) {
+      bench_qmm(DType::Q4_0, 4096, 4096, T, mma);
+      bench_qmm(DType::Q4_0, 11008, 4096, T, mma);
+      bench_qmm(DType::Q4_0, 4096, 11008, T, mma);
+    }
+}
 
 TEST_CASE("cuda: GEMV bandwidth (q4_0, q8_0, f16)", "[.][cuda-bench]") {
   SKIP_WITHOUT_CUDA();

@@ -20,6 +20,7 @@
 
 #include "backends/cuda/cuda_common.h"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/kernel_timeline.h"
 #include "core/error.h"
 #include "core/trace.h"
 
@@ -144,6 +145,9 @@ struct Context {
   bool graphs = true;
   bool profile = false;  // LLM_CUDA_PROFILE=1: time each launch (no graphs)
   bool pdl = true;       // programmatic dependent launch of GEMVs (LLM_CUDA_PDL=0: off)
+  // Quantized matmuls of up to this many tokens (beyond the GEMV's) take the MMA
+  // kernel, more take cuBLAS (LLM_CUDA_QMMA_MAX_TOKENS overrides; 0: cuBLAS only).
+  int64_t qmma_max_tokens = cuda::kQMmaMaxTokens;
   Stream stream;
   std::unique_ptr<CudaBuffer> err_flag;  // one int of ErrorBits
   PinnedHost err_host{sizeof(int)};
@@ -251,12 +255,78 @@ class CudaProgram final : public Program {
 
   std::vector<Dispatch> dispatches() const override { return dispatches_; }
 
+  std::string profile_method() const override {
+    return ctx_->graphs && cuda::KernelTimeline::get()
+               ? "CUPTI: kernels of one CUDA graph replay, each charged from the previous "
+                 "kernel's end to its own"
+               : "CUDA events around each launch, no graph (no CUPTI: launch gaps included)";
+  }
+
+  // The graph replayed once with CUPTI recording its kernels, each launch charged
+  // with its kernels' shares of the step's timeline (kernel_timeline.h). Without
+  // CUPTI, or with graphs off: launches timed one by one between events.
   std::vector<double> run_profiled() override {
     use_device(ctx_->device);
-    return time_launches(ctx_->stream.get());
+    const cudaStream_t s = ctx_->stream.get();
+    cuda::KernelTimeline* timeline = ctx_->graphs ? cuda::KernelTimeline::get() : nullptr;
+    if (!timeline) return time_launches(s);
+    if (kernels_per_launch_.empty()) kernels_per_launch_ = count_kernels(s);
+    if (!exec_.ready()) capture(s);
+    LLM_CUDA_CHECK(cudaStreamSynchronize(s));
+    timeline->begin();
+    exec_.launch(s);
+    LLM_CUDA_CHECK(cudaStreamSynchronize(s));
+    const std::vector<cuda::KernelSpan> spans = timeline->end();
+    size_t expected = 0;
+    for (int n : kernels_per_launch_) expected += static_cast<size_t>(n);
+    if (spans.size() != expected)
+      fail("cuda profile: CUPTI saw %zu kernels in a step of %zu", spans.size(), expected);
+    const std::vector<double> share = cuda::exclusive_ms(spans);
+    std::vector<double> out(launches_.size(), 0.0);
+    size_t k = 0;
+    for (size_t i = 0; i < launches_.size(); i++)
+      for (int j = 0; j < kernels_per_launch_[i]; j++) out[i] += share[k++];
+    return out;
   }
 
  private:
+  // Kernel nodes each launch adds to a graph: captured into a throwaway graph (nothing
+  // runs), counting after every launch.
+  std::vector<int> count_kernels(cudaStream_t s) {
+    std::vector<int> counts;
+    LLM_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t g = nullptr;
+    try {
+      size_t seen = 0;
+      for (const Launch& l : launches_) {
+        l(s);
+        cudaStreamCaptureStatus status;
+        cudaGraph_t building = nullptr;
+        LLM_CUDA_CHECK(cudaStreamGetCaptureInfo(s, &status, nullptr, &building));
+        size_t n = 0;
+        LLM_CUDA_CHECK(cudaGraphGetNodes(building, nullptr, &n));
+        std::vector<cudaGraphNode_t> nodes(n);
+        if (n) LLM_CUDA_CHECK(cudaGraphGetNodes(building, nodes.data(), &n));
+        size_t kernels = 0;
+        for (cudaGraphNode_t node : nodes) {
+          cudaGraphNodeType type;
+          LLM_CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+          kernels += type == cudaGraphNodeTypeKernel;
+        }
+        counts.push_back(static_cast<int>(kernels - seen));
+        seen = kernels;
+      }
+    } catch (...) {
+      cudaStreamEndCapture(s, &g);
+      if (g) cudaGraphDestroy(g);
+      cudaGetLastError();
+      throw;
+    }
+    LLM_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    cudaGraphDestroy(g);
+    return counts;
+  }
+
   // Direct launches (not the graph) with an event between each pair: the GPU time of
   // each launch in ms. Waits for the stream.
   std::vector<double> time_launches(cudaStream_t s) {
@@ -313,6 +383,7 @@ class CudaProgram final : public Program {
   std::vector<std::unique_ptr<Event>> events_;  // profiled runs only
   std::vector<double> totals_;
   int profile_runs_ = 0;
+  std::vector<int> kernels_per_launch_;  // CUPTI profiles only
 };
 
 // ---- The backend -----------------------------------------------------------------------
@@ -347,6 +418,8 @@ class CudaBackend final : public Backend {
     ctx_->pdl = !(pdl && std::strcmp(pdl, "0") == 0) && prop.major >= 9;
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
+    if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
+      ctx_->qmma_max_tokens = std::max(0, std::atoi(q));
     ctx_->err_flag = device_alloc(device, sizeof(int), "the kernel error flag");
     LLM_CUDA_CHECK(cudaMemsetAsync(ctx_->err_flag->data(), 0, sizeof(int), ctx_->stream.get()));
     LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
@@ -433,8 +506,8 @@ class CudaBackend final : public Backend {
       uint8_t* p = static_cast<uint8_t*>(stage_.get()) + stage_used_;
       std::memcpy(p, src, bytes);
       stage_used_ += (bytes + 255) / 256 * 256;
-      LLM_CUDA_CHECK(cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice,
-                                     ctx_->stream.get()));
+      LLM_CUDA_CHECK(
+          cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
       return;
     }
     LLM_CUDA_CHECK(
@@ -710,7 +783,7 @@ struct Scratch {
   size_t gemm_floats = 0;
   __half* w16 = nullptr;  // quantized -> f16 weight chunks (tensor-core path)
   size_t w16_elems = 0;
-  __half* x16 = nullptr;  // activations as f16 (tensor-core path)
+  __half* x16 = nullptr;      // activations as f16 (tensor-core path)
   float* partials = nullptr;  // split attention
   int* counters = nullptr;    // decode attention: splits finished per (token, kv head)
 };
@@ -799,8 +872,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     const CudaBuffer& b = cuda_buffer(*r.buffer, device);
     if (r.offset == 0 && b.holds_split(a.dtype, N, K))
       return cuda::qsplit_view(b.data(), a.dtype, N, K);
-    keep.push_back(device_alloc(device, cuda::qsplit_bytes(a.dtype, N, K),
-                                "a repacked quantized tensor"));
+    keep.push_back(
+        device_alloc(device, cuda::qsplit_bytes(a.dtype, N, K), "a repacked quantized tensor"));
     uint8_t* dst = keep.back()->data();
     const uint8_t* src = a.ptr;
     const DType t = a.dtype;
@@ -826,8 +899,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
   // first matmul); returns the index of the last node it covers, or -1.
   auto try_qgemv = [&](size_t ni) -> int64_t {
-    const bool has_norm = ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) &&
-                          in_id(ni + 1, 0) == out_id(ni);
+    const bool has_norm =
+        ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni);
     const size_t m0 = has_norm ? ni + 1 : ni;
     if (!qgemv_ok(m0)) return -1;
     size_t m1 = m0;
@@ -926,7 +999,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // Weights repacked by a launch of this program are written just before: no early
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
-      emit(label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
+      emit(
+          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
       return static_cast<int64_t>(use_epi ? e : m1);
     }
     return -1;
@@ -938,7 +1012,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         op_at(ni + 2) != Op::KvAppend || op_at(ni + 3) != Op::KvAppend)
       return false;
     const OpParams &pq = nodes[ni].node->params, &pk = nodes[ni + 1].node->params;
-    const std::vector<Arg> &q = ins[ni], &k = ins[ni + 1], &ak = ins[ni + 2], &av = ins[ni + 3];
+    const std::vector<Arg>&q = ins[ni], &k = ins[ni + 1], &ak = ins[ni + 2], &av = ins[ni + 3];
     const int64_t T = q[0].shape.rows();
     if (in_id(ni, 1) != in_id(ni + 1, 1) || in_id(ni, 2) != in_id(ni + 1, 2) ||
         in_id(ni + 2, 0) != out_id(ni + 1) || in_id(ni + 3, 1) != in_id(ni + 2, 1) ||
@@ -978,6 +1052,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   struct X16 {
     const uint8_t* ptr = nullptr;
     Shape shape;
+    bool fragment_order = false;  // qmma's layout, else row-major (qgemm)
   } x16_holds;  // what the f16 activation scratch holds at this point of the program
   for (size_t ni = 0; ni < n_nodes; ni++) {
     iter_first = ni;
@@ -1006,20 +1081,51 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       const Arg x = in[0];
       const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = in[1].shape.rows();
       const Arg b = in.size() > 2 ? in[2] : Arg{};
+      const cuda::QMatrix w = qview(ni, 1);
+      if (T <= ctx_->qmma_max_tokens) {
+        // Batched decode: the quantized blocks straight into the tensor cores.
+        cuda::QMmaArgs qa;
+        qa.T = T;
+        qa.w = w;
+        qa.bias = b.ptr;
+        qa.bias_type = b.dtype;
+        qa.y = out.f32_mut();
+        qa.splits = cuda::qmma_splits(T, N, K, n_sms);
+        need_x16 = std::max(need_x16, cuda::qmma_x16_elems(T, K));
+        need_partials = std::max(need_partials, cuda::qmma_partials_floats(T, N, qa.splits));
+        if (qa.splits > 1) need_counters = std::max(need_counters, cuda::qmma_counters(T, N));
+        const bool convert =
+            !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && x16_before.fragment_order);
+        emit(
+            format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
+                   (long long)N, (long long)K),
+            [=](cudaStream_t s) {
+              if (convert) cuda::qmma_convert_x(s, x.f32(), T, K, scratch->x16);
+              cuda::QMmaArgs a = qa;
+              a.x16 = scratch->x16;
+              a.partials = scratch->partials;
+              a.counters = scratch->counters;
+              cuda::qmma(s, a);
+            },
+            format("qmma_%s", dtype_name(w.type)));
+        x16_holds = X16{x.ptr, x.shape, true};
+        continue;
+      }
       need_w16 = std::max(need_w16, std::min<size_t>(static_cast<size_t>(N) * K,
                                                      std::max<size_t>(kW16ChunkElems, K)));
       need_x16 = std::max(need_x16, static_cast<size_t>(T * K));
-      const bool convert = !(x16_before.ptr == x.ptr && x16_before.shape == x.shape);
-      const cuda::QMatrix w = qview(ni, 1);
+      const bool convert =
+          !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && !x16_before.fragment_order);
       cublasHandle_t blas = ctx_->blas();
-      emit(format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
-                  (long long)N, (long long)K),
-           [=](cudaStream_t s) {
-             cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
-                         convert, scratch->w16, scratch->w16_elems);
-           },
-           format("qgemm_%s (cublas f16)", dtype_name(w.type)));
-      x16_holds = X16{x.ptr, x.shape};
+      emit(
+          format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T, (long long)N,
+                 (long long)K),
+          [=](cudaStream_t s) {
+            cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
+                        convert, scratch->w16, scratch->w16_elems);
+          },
+          format("qgemm_%s (cublas f16)", dtype_name(w.type)));
+      x16_holds = X16{x.ptr, x.shape, false};
       continue;
     }
     if (node.op == Op::MatMul && in[0].shape.rows() <= cuda::kGemvMaxTokens) {
@@ -1109,8 +1215,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
             label,
             [=](cudaStream_t s) {
               const bool f32 = w.dtype == DType::F32;
-              cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K,
-                         N, f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
+              cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
+                         f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
             },
             format("gemm_%s (cublas)", dtype_name(w.dtype)));
         break;
@@ -1159,9 +1265,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads, ctx, n_sms);
           if (cuda::attention_decode_ok(a)) {
             if (a.n_splits > 1) {
-              need_partials = std::max(need_partials,
-                                       cuda::attention_partials_floats(a.T, a.n_heads, a.head_dim,
-                                                                       a.n_splits));
+              need_partials = std::max(need_partials, cuda::attention_partials_floats(
+                                                          a.T, a.n_heads, a.head_dim, a.n_splits));
               need_counters = std::max(need_counters, static_cast<size_t>(a.T * a.n_kv_heads));
             }
             emit("attention (decode)", [=](cudaStream_t s) {
@@ -1278,12 +1383,10 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   if (need_w16 || need_x16) {
     const size_t w_bytes = (need_w16 * 2 + 255) / 256 * 256;
     const size_t bytes = w_bytes + need_x16 * 2;
-    if (!ctx_->f16_scratch || ctx_->f16_scratch->size() < bytes ||
-        ctx_->f16_w16_bytes < w_bytes) {
+    if (!ctx_->f16_scratch || ctx_->f16_scratch->size() < bytes || ctx_->f16_w16_bytes < w_bytes) {
       const size_t wb = std::max(w_bytes, ctx_->f16_scratch ? ctx_->f16_w16_bytes : 0);
-      const size_t xb = std::max(need_x16 * 2, ctx_->f16_scratch
-                                                   ? ctx_->f16_scratch->size() - ctx_->f16_w16_bytes
-                                                   : 0);
+      const size_t xb = std::max(
+          need_x16 * 2, ctx_->f16_scratch ? ctx_->f16_scratch->size() - ctx_->f16_w16_bytes : 0);
       ctx_->f16_scratch = device_alloc(device, wb + xb, "f16 tiles for quantized prefill GEMMs");
       ctx_->f16_w16_bytes = wb;
     }
@@ -1293,11 +1396,12 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     scratch->x16 = reinterpret_cast<__half*>(ctx_->f16_scratch->data() + ctx_->f16_w16_bytes);
   }
   if (need_partials) {
-    keep.push_back(device_alloc(device, need_partials * 4, "split attention partials"));
+    keep.push_back(device_alloc(device, need_partials * 4, "split attention / GEMM partials"));
     scratch->partials = reinterpret_cast<float*>(keep.back()->data());
   }
   if (need_counters) {
-    keep.push_back(device_alloc(device, need_counters * sizeof(int), "attention split counters"));
+    keep.push_back(
+        device_alloc(device, need_counters * sizeof(int), "attention / GEMM split counters"));
     scratch->counters = reinterpret_cast<int*>(keep.back()->data());
     LLM_CUDA_CHECK(
         cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));

@@ -95,6 +95,35 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
            const void* bias, DType bias_type, float* y, int64_t T, __half* x16, bool convert_x,
            __half* w16, size_t w16_elems);
 
+// ---- qmma.cu: batched decode and short prefill on the tensor cores ----------------------
+
+// y[T, N] = x · Wᵀ (+ bias), reading the quantized blocks directly (see qmma.cu): the
+// values of qgemm (x and each weight rounded to f16 once, float32 sums). x must first
+// be converted by qmma_convert_x into x16 (qmma_x16_elems halves) in the kernel's
+// fragment order; matmuls of one x share it. More tokens than kQMmaMaxTokens go
+// through qgemm (cuBLAS), which is faster there.
+constexpr int64_t kQMmaMaxTokens = 256;
+size_t qmma_x16_elems(int64_t T, int64_t K);
+void qmma_convert_x(cudaStream_t stream, const float* x, int64_t T, int64_t K, __half* x16);
+// Column splits for a matrix: more than one when its row tiles alone cannot fill the
+// GPU; the splits then need partials and counters (zeroed once; the kernel leaves
+// them zero).
+int qmma_splits(int64_t T, int64_t N, int64_t K, int n_sms);
+size_t qmma_partials_floats(int64_t T, int64_t N, int splits);
+size_t qmma_counters(int64_t T, int64_t N);
+struct QMmaArgs {
+  const __half* x16 = nullptr;
+  int64_t T = 0;
+  QMatrix w;
+  const void* bias = nullptr;
+  DType bias_type = DType::F32;
+  float* y = nullptr;
+  int splits = 1;
+  float* partials = nullptr;
+  int* counters = nullptr;
+};
+void qmma(cudaStream_t stream, const QMmaArgs& a);
+
 // Decode: one launch of up to kGemvMaxSegs quantized matrices of one dtype and K over
 // one x [T, K], T <= kQGemvMaxTokens. The x rows are quantized once per block into
 // shared memory as 16-bit integers per block of 32 (two int8 planes, scale amax /
