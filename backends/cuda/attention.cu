@@ -10,6 +10,7 @@
 // the program is compiled; each block finds its range of keys from the positions at
 // run time, so a replayed graph stays valid as the context grows.
 #include <algorithm>
+#include <cstdlib>
 
 #include "backends/cuda/cuda_device.cuh"
 #include "backends/cuda/cuda_kernels.h"
@@ -42,6 +43,7 @@ struct Params {
   int64_t n_seqs, max_pages;
   float* out;
   int n_heads, n_kv_heads, head_dim, window, page_size, n_splits;
+  int min_chunk;  // decode: fewest keys per split
   float scale, softcap;
   float* partial_acc;  // [T * n_heads * n_splits, head_dim]
   float* partial_ml;   // [T * n_heads * n_splits, 2]: running max, sum
@@ -248,8 +250,17 @@ __global__ void __launch_bounds__(kThreads) attention_combine_kernel(Params a) {
 // ---- Decode: few tokens, GQA groups per block, split-K merged by the last split.
 
 constexpr int kDecWarps = 4;
-constexpr int kDecMinChunk = 32;   // fewest keys per split
+constexpr int kDecMinChunk = 32;  // fewest keys per split
 constexpr int kDecMaxSplits = 64;
+
+// Fewest keys per decode split (LLM_CUDA_ATTN_MIN_CHUNK overrides, for tuning).
+int dec_min_chunk() {
+  static const int v = [] {
+    const char* e = std::getenv("LLM_CUDA_ATTN_MIN_CHUNK");
+    return e ? std::max(1, std::atoi(e)) : kDecMinChunk;
+  }();
+  return v;
+}
 
 // E elements of a K/V row at p (aligned to E elements) as floats.
 template <typename KT, int E>
@@ -279,7 +290,9 @@ __device__ __forceinline__ void load_row(const KT* p, float* out) {
 }
 
 // Keys a warp takes per step: as many as registers allow (K and V slices of E floats).
-__host__ __device__ constexpr int dec_keys(int E, int G) { return E * G <= 8 ? 8 : (E * G <= 16 ? 4 : 2); }
+__host__ __device__ constexpr int dec_keys(int E, int G) {
+  return E * G <= 8 ? 8 : (E * G <= 16 ? 4 : 2);
+}
 
 template <typename KT, int E, int G>
 __global__ void __launch_bounds__(kDecWarps * 32)
@@ -325,7 +338,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const int lo = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     const int n = pos - lo + 1;
     int chunk = (n + S - 1) / S;
-    if (chunk < kDecMinChunk) chunk = kDecMinChunk;
+    if (chunk < a.min_chunk) chunk = a.min_chunk;
     const int begin = lo + split * chunk;
     const int end = pos + 1 < begin + chunk ? pos + 1 : begin + chunk;
     const int32_t* pages = a.block_table + s * a.max_pages;
@@ -461,7 +474,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const float* pa = a.partial_acc + row * S * D + d;
     float v = 0.f;
 #pragma unroll 8
-    for (int sp = 0; sp < S; sp++) v = fmaf(__ldcg(pa + static_cast<int64_t>(sp) * D), sm_w[sp][g], v);
+    for (int sp = 0; sp < S; sp++)
+      v = fmaf(__ldcg(pa + static_cast<int64_t>(sp) * D), sm_w[sp][g], v);
     a.out[row * D + d] = v;
   }
   if (tid == 0) counters[blockIdx.x] = 0;
@@ -600,8 +614,8 @@ __global__ void __launch_bounds__(kThreads) attention_prefill_kernel(Params a, i
         for (int w = 0; w < kThreads / 32; w++) mx = fmaxf(mx, red_s[w][tid]);
         const float m_new = fmaxf(m_s[tid], mx);
         mnew_s[tid] = m_new;
-        corr_s[tid] = m_s[tid] == -INFINITY ? (m_new == -INFINITY ? 1.f : 0.f)
-                                             : expf(m_s[tid] - m_new);
+        corr_s[tid] =
+            m_s[tid] == -INFINITY ? (m_new == -INFINITY ? 1.f : 0.f) : expf(m_s[tid] - m_new);
       }
       __syncthreads();
 #pragma unroll
@@ -686,6 +700,7 @@ Params make_params(const AttentionArgs& a) {
   p.window = a.window;
   p.page_size = a.page_size;
   p.n_splits = std::max(1, a.n_splits);
+  p.min_chunk = dec_min_chunk();
   p.scale = a.scale;
   p.softcap = a.softcap;
   p.err = a.err;
@@ -730,9 +745,10 @@ bool attention_decode_ok(const AttentionArgs& a) {
 
 int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms) {
   const int64_t blocks = std::max<int64_t>(1, T * n_kv_heads);
-  const int64_t by_ctx = (max_context + kDecMinChunk - 1) / kDecMinChunk;
+  const int64_t by_ctx = (max_context + dec_min_chunk() - 1) / dec_min_chunk();
   const int64_t by_fill = (3 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, kDecMaxSplits})));
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, kDecMaxSplits})));
 }
 
 void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters) {

@@ -1093,7 +1093,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         qa.splits = cuda::qmma_splits(T, N, K, n_sms);
         need_x16 = std::max(need_x16, cuda::qmma_x16_elems(T, K));
         need_partials = std::max(need_partials, cuda::qmma_partials_floats(T, N, qa.splits));
-        if (qa.splits > 1) need_counters = std::max(need_counters, cuda::qmma_counters(T, N));
         const bool convert =
             !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && x16_before.fragment_order);
         emit(
@@ -1104,7 +1103,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
               cuda::QMmaArgs a = qa;
               a.x16 = scratch->x16;
               a.partials = scratch->partials;
-              a.counters = scratch->counters;
               cuda::qmma(s, a);
             },
             format("qmma_%s", dtype_name(w.type)));
@@ -1400,13 +1398,13 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     scratch->partials = reinterpret_cast<float*>(keep.back()->data());
   }
   if (need_counters) {
-    keep.push_back(
-        device_alloc(device, need_counters * sizeof(int), "attention / GEMM split counters"));
+    keep.push_back(device_alloc(device, need_counters * sizeof(int), "attention split counters"));
     scratch->counters = reinterpret_cast<int*>(keep.back()->data());
     LLM_CUDA_CHECK(
         cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));
   }
   cuda::qgemv_prepare();
+  cuda::qmma_prepare();
   cuda::rope_kv_prepare();
   // The last launch of an iteration computes its nodes; launches before it in the same
   // iteration (weight repacking) serve no node of their own.

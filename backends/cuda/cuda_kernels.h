@@ -62,9 +62,11 @@ void add_bias(cudaStream_t stream, float* y, const void* bias, DType bias_type, 
 // The backend's layout of a quantized matrix [N, K] (K % 32 == 0): the quants of all
 // blocks row after row (16 bytes per Q4_0 block, GGUF's nibble order; 32 int8 per Q8_0
 // block), so every row starts 16-byte aligned, then at scales_offset() the f16 scales
-// [N, K / 32]. Kernels stream the quants with 16-byte loads and never touch the
-// 18/34-byte GGUF blocks.
+// [N, scale_stride] (K / 32 rounded up to a multiple of 4, the padding zero, so a
+// row's scales come in aligned groups of 4). Kernels stream the quants with 16-byte
+// loads and never touch the 18/34-byte GGUF blocks.
 size_t qsplit_quant_bytes(DType t, int64_t N, int64_t K);
+int64_t qsplit_scale_stride(int64_t K);
 size_t qsplit_scales_offset(DType t, int64_t N, int64_t K);
 size_t qsplit_bytes(DType t, int64_t N, int64_t K);
 
@@ -74,6 +76,7 @@ struct QMatrix {
   const uint16_t* scales = nullptr;  // f16 bits
   DType type = DType::Q4_0;
   int64_t N = 0, K = 0;
+  int64_t scale_stride = 0;  // f16 scales per row
 };
 QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K);
 
@@ -102,15 +105,15 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
 // be converted by qmma_convert_x into x16 (qmma_x16_elems halves) in the kernel's
 // fragment order; matmuls of one x share it. More tokens than kQMmaMaxTokens go
 // through qgemm (cuBLAS), which is faster there.
-constexpr int64_t kQMmaMaxTokens = 256;
+constexpr int64_t kQMmaMaxTokens = 128;
 size_t qmma_x16_elems(int64_t T, int64_t K);
+// Raises the kernels' shared memory limit on the current device (outside stream capture).
+void qmma_prepare();
 void qmma_convert_x(cudaStream_t stream, const float* x, int64_t T, int64_t K, __half* x16);
 // Column splits for a matrix: more than one when its row tiles alone cannot fill the
-// GPU; the splits then need partials and counters (zeroed once; the kernel leaves
-// them zero).
+// GPU; the splits then need partials (added up by a second kernel).
 int qmma_splits(int64_t T, int64_t N, int64_t K, int n_sms);
 size_t qmma_partials_floats(int64_t T, int64_t N, int splits);
-size_t qmma_counters(int64_t T, int64_t N);
 struct QMmaArgs {
   const __half* x16 = nullptr;
   int64_t T = 0;
@@ -120,7 +123,6 @@ struct QMmaArgs {
   float* y = nullptr;
   int splits = 1;
   float* partials = nullptr;
-  int* counters = nullptr;
 };
 void qmma(cudaStream_t stream, const QMmaArgs& a);
 

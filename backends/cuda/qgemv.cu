@@ -36,6 +36,7 @@ struct Params {
   const float* x;
   int T;
   int K, nb, C;  // columns, blocks of 32 and 16-byte chunks per row
+  int ss;        // scales per row (stride)
   const uint8_t* qs[kGemvMaxSegs];
   const uint16_t* sc[kGemvMaxSegs];
   const void* bias[kGemvMaxSegs];
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
           const uint8_t* qrow = p.qs[seg] + static_cast<size_t>(n) * C * 16;
           b.w[r][u] = __ldg(reinterpret_cast<const uint4*>(qrow) + c);
           b.d[r][u] = __ldg(reinterpret_cast<const unsigned short*>(p.sc[seg]) +
-                            static_cast<size_t>(n) * nb + (kQ4 ? c : c >> 1));
+                            static_cast<size_t>(n) * p.ss + (kQ4 ? c : c >> 1));
         } else {
           b.w[r][u] = make_uint4(0, 0, 0, 0);
           b.d[r][u] = 0;
@@ -423,6 +424,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   p.T = static_cast<int>(a.T);
   p.K = static_cast<int>(a.K);
   p.nb = p.K / kBlock;
+  p.ss = static_cast<int>(qsplit_scale_stride(a.K));
   p.C = a.type == DType::Q4_0 ? p.nb : 2 * p.nb;
   p.n_segs = a.n_segs;
   int rows = 0;

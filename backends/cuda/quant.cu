@@ -20,13 +20,14 @@ int quant_bytes(DType t) { return is_q4(t) ? 16 : 32; }
 // One thread per block. GGUF blocks are 2-byte aligned (18 / 34 bytes): read as u16.
 template <int kQuantBytes>
 __global__ void repack_kernel(const uint16_t* __restrict__ src, uint8_t* __restrict__ qs,
-                              uint16_t* __restrict__ scales, int64_t n_blocks) {
+                              uint16_t* __restrict__ scales, int64_t n_blocks, int64_t nb,
+                              int64_t scale_stride) {
   constexpr int kWords = kQuantBytes / 2 + 1;  // u16 per GGUF block
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < n_blocks;
        b += stride) {
     const uint16_t* in = src + b * kWords;
-    scales[b] = in[0];
+    scales[b / nb * scale_stride + b % nb] = in[0];
     uint32_t w[kQuantBytes / 4];
 #pragma unroll
     for (int i = 0; i < kQuantBytes / 4; i++)
@@ -67,8 +68,8 @@ __device__ __forceinline__ void dequant_block(const uint8_t* qs, uint16_t scale_
 template <bool kQ4>
 __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
                                       const uint16_t* __restrict__ scales, int64_t V, int64_t nb,
-                                      const int32_t* __restrict__ ids, float* __restrict__ out,
-                                      int* err) {
+                                      int64_t ss, const int32_t* __restrict__ ids,
+                                      float* __restrict__ out, int* err) {
   const int64_t r = blockIdx.x;
   const int64_t id = ids[r];
   float* o = out + r * nb * kBlock;
@@ -80,7 +81,7 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
   constexpr int kQB = kQ4 ? 16 : 32;
   for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) {
     float v[kBlock];
-    dequant_block<kQ4>(qs + (id * nb + b) * kQB, scales[id * nb + b], v);
+    dequant_block<kQ4>(qs + (id * nb + b) * kQB, scales[id * ss + b], v);
     float4* dst = reinterpret_cast<float4*>(o + b * kBlock);
 #pragma unroll
     for (int i = 0; i < kBlock / 4; i++)
@@ -92,16 +93,17 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
 // rounded once), one thread per block of 32.
 template <bool kQ4>
 __global__ void dequant_f16_kernel(const uint8_t* __restrict__ qs,
-                                   const uint16_t* __restrict__ scales, int64_t nb, int64_t n0,
-                                   int64_t b0, int64_t rows, int64_t kb, __half* __restrict__ out) {
+                                   const uint16_t* __restrict__ scales, int64_t nb, int64_t ss,
+                                   int64_t n0, int64_t b0, int64_t rows, int64_t kb,
+                                   __half* __restrict__ out) {
   constexpr int kQB = kQ4 ? 16 : 32;
   const int64_t n_blocks = rows * kb;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_blocks;
        i += stride) {
-    const int64_t b = (n0 + i / kb) * nb + b0 + i % kb;
+    const int64_t row = n0 + i / kb, blk = b0 + i % kb;
     float v[kBlock];
-    dequant_block<kQ4>(qs + b * kQB, scales[b], v);
+    dequant_block<kQ4>(qs + (row * nb + blk) * kQB, scales[row * ss + blk], v);
     uint4* dst = reinterpret_cast<uint4*>(out + i * kBlock);
 #pragma unroll
     for (int c = 0; c < kBlock / 8; c++) {
@@ -137,8 +139,10 @@ size_t qsplit_scales_offset(DType t, int64_t N, int64_t K) {
   return (qsplit_quant_bytes(t, N, K) + 255) / 256 * 256;
 }
 
+int64_t qsplit_scale_stride(int64_t K) { return (K / kBlock + 3) / 4 * 4; }
+
 size_t qsplit_bytes(DType t, int64_t N, int64_t K) {
-  return qsplit_scales_offset(t, N, K) + static_cast<size_t>(N) * (K / kBlock) * 2;
+  return qsplit_scales_offset(t, N, K) + static_cast<size_t>(N) * qsplit_scale_stride(K) * 2;
 }
 
 QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K) {
@@ -148,6 +152,7 @@ QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K) {
   m.type = t;
   m.N = N;
   m.K = K;
+  m.scale_stride = qsplit_scale_stride(K);
   return m;
 }
 
@@ -158,11 +163,15 @@ void repack_quant(cudaStream_t stream, const void* blocks, DType t, int64_t N, i
   uint8_t* qs = static_cast<uint8_t*>(dst);
   uint16_t* scales = reinterpret_cast<uint16_t*>(qs + qsplit_scales_offset(t, N, K));
   const uint16_t* src = static_cast<const uint16_t*>(blocks);
+  const int64_t nb = K / kBlock, ss = qsplit_scale_stride(K);
+  // The scales of the padding blocks at the end of a row are zero: kernels that read
+  // whole groups of 4 blocks multiply them away.
+  if (ss != nb) LLM_CUDA_CHECK(cudaMemsetAsync(scales, 0, N * ss * 2, stream));
   const unsigned grid = grid_for(n_blocks, 256);
   if (is_q4(t))
-    repack_kernel<16><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks);
+    repack_kernel<16><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks, nb, ss);
   else
-    repack_kernel<32><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks);
+    repack_kernel<32><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks, nb, ss);
   LLM_CUDA_CHECK_LAUNCH("repack_kernel");
 }
 
@@ -173,10 +182,10 @@ void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* id
   const int threads = nb >= 128 ? 128 : 32;
   if (is_q4(table.type))
     get_rows_quant_kernel<true><<<static_cast<unsigned>(R), threads, 0, stream>>>(
-        table.qs, table.scales, table.N, nb, ids, out, err);
+        table.qs, table.scales, table.N, nb, table.scale_stride, ids, out, err);
   else
     get_rows_quant_kernel<false><<<static_cast<unsigned>(R), threads, 0, stream>>>(
-        table.qs, table.scales, table.N, nb, ids, out, err);
+        table.qs, table.scales, table.N, nb, table.scale_stride, ids, out, err);
   LLM_CUDA_CHECK_LAUNCH("get_rows_quant_kernel");
 }
 
@@ -215,10 +224,10 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
       const int64_t blocks = nr * (kn / kBlock);
       if (is_q4(w.type))
         dequant_f16_kernel<true><<<grid_for(blocks, 256), 256, 0, stream>>>(
-            w.qs, w.scales, nb, n0, k0 / kBlock, nr, kn / kBlock, w16);
+            w.qs, w.scales, nb, w.scale_stride, n0, k0 / kBlock, nr, kn / kBlock, w16);
       else
         dequant_f16_kernel<false><<<grid_for(blocks, 256), 256, 0, stream>>>(
-            w.qs, w.scales, nb, n0, k0 / kBlock, nr, kn / kBlock, w16);
+            w.qs, w.scales, nb, w.scale_stride, n0, k0 / kBlock, nr, kn / kBlock, w16);
       LLM_CUDA_CHECK_LAUNCH("dequant_f16_kernel");
       // Row-major y[T, N] (+)= x[:, k0:] · W[n0:, k0:]ᵀ as column-major
       // yᵀ = W' · x' (see gemm()); later column slices add to the first.

@@ -115,7 +115,8 @@ __global__ void __launch_bounds__(1024) rope_kv_kernel(const RopeKvArgs a) {
       } else {
         const int at = t * kw + (hh - H) * D + d;
         if (a.k_out) a.k_out[at] = ks[at];
-        if (cache_ok(t)) kc[static_cast<int64_t>(slot[t]) * kw + (at - t * kw)] = from_f32<CT>(ks[at]);
+        if (cache_ok(t))
+          kc[static_cast<int64_t>(slot[t]) * kw + (at - t * kw)] = from_f32<CT>(ks[at]);
       }
     }
   }
