@@ -1030,7 +1030,11 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     a.inv_freq = q[2].f32();
     a.slots = ak[1].i32();
     a.q_out = outs[ni].f32_mut();
-    a.k_out = outs[ni + 1].f32_mut();
+    // The rotated k is written out only when a node after the cache write reads it.
+    const auto k_use = last_use.find(out_id(ni + 1));
+    a.k_out = k_use != last_use.end() && k_use->second > static_cast<int>(ni) + 2
+                  ? outs[ni + 1].f32_mut()
+                  : nullptr;
     a.k_cache = outs[ni + 2].ptr;
     a.v_cache = outs[ni + 3].ptr;
     a.cache_type = ak[2].dtype;
@@ -1042,6 +1046,22 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     a.rot_dims = pq.rot_dims;
     a.style = pq.rope_style;
     a.err = err;
+    // Byte ranges: an output may be its own input exactly, but must not overlap any
+    // other input (the planner may reuse a dead q for k's output, say).
+    auto range = [](const void* p, int64_t n) {
+      const uint8_t* b = static_cast<const uint8_t*>(p);
+      return std::make_pair(b, b + n * 4);
+    };
+    auto overlap = [](std::pair<const uint8_t*, const uint8_t*> x,
+                      std::pair<const uint8_t*, const uint8_t*> y) {
+      return x.first < y.second && y.first < x.second;
+    };
+    const int64_t nq = T * pq.n_heads * pq.head_dim, nk = T * pk.n_heads * pk.head_dim;
+    const auto rq = range(a.q, nq), rk = range(a.k, nk), rv = range(a.v, nk);
+    const auto oq = range(a.q_out, nq), ok = range(a.k_out, nk);
+    a.heads_apart = (a.q_out == a.q || !overlap(oq, rq)) && !overlap(oq, rk) && !overlap(oq, rv) &&
+                    (!a.k_out || ((a.k_out == a.k || !overlap(ok, rk)) && !overlap(ok, rq) &&
+                                  !overlap(ok, rv) && !overlap(ok, oq)));
     emit("rope+kv_append", [=](cudaStream_t s) { cuda::rope_kv(s, a); });
     return true;
   };

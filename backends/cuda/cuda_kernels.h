@@ -251,6 +251,9 @@ struct RopeKvArgs {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dims = 0;
   RopeStyle style = RopeStyle::NeoX;
   int* err = nullptr;
+  // No output overlaps another head's input (at most exactly in place): one block per
+  // (token, head) instead of one block staging everything in shared memory.
+  bool heads_apart = false;
 };
 size_t rope_kv_smem_bytes(int64_t T, int n_heads, int n_kv_heads, int head_dim);
 constexpr size_t kRopeKvMaxSmem = 96 * 1024;

@@ -1,6 +1,8 @@
 // Rotary position embedding. Angles follow HF: theta = float(pos) * inv_freq[i] in
 // float32, then cos/sin in float32 with sincosf (no fast math: it matches the CPU's
 // libm within an ulp or two). One thread per rotated pair; in-place safe (y == x).
+#include <algorithm>
+
 #include "backends/cuda/cuda_device.cuh"
 #include "backends/cuda/cuda_kernels.h"
 
@@ -129,6 +131,50 @@ __global__ void __launch_bounds__(1024) rope_kv_kernel(const RopeKvArgs a) {
   }
 }
 
+// One block per (token, head), for when no output overlaps another head's input (the
+// host checks; exact in-place is fine: each thread reads its pair before writing it):
+// many multiprocessors instead of one. Threads take rotated pairs, then the tail dims;
+// blocks of k heads also store k and v to the caches.
+template <typename CT>
+__global__ void rope_kv_heads_kernel(const RopeKvArgs a) {
+  const int t = blockIdx.x, hh = blockIdx.y;
+  const int D = a.head_dim, H = a.n_heads, half = a.rot_dims / 2;
+  const bool is_k = hh >= H;
+  const int kw = a.n_kv_heads * D;
+  const int off = is_k ? t * kw + (hh - H) * D : t * H * D + hh * D;
+  const float* src = is_k ? a.k : a.q;
+  float* dst = is_k ? a.k_out : a.q_out;
+  const int32_t slot = a.slots[t];
+  const bool store = is_k && slot >= 0 && slot < a.cache_rows;
+  if (is_k && !store && hh == H && threadIdx.x == 0) report(a.err, kErrSlot);
+  CT* kc = static_cast<CT*>(a.k_cache) + static_cast<int64_t>(slot) * kw + (hh - H) * D;
+  CT* vc = static_cast<CT*>(a.v_cache) + static_cast<int64_t>(slot) * kw + (hh - H) * D;
+  const bool neox = a.style == RopeStyle::NeoX;
+  const float pos = static_cast<float>(a.positions[t]);
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float sn, cs;
+    sincosf(pos * a.inv_freq[i], &sn, &cs);
+    const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+    const float x0 = src[off + ia], x1 = src[off + ib];
+    const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+    if (dst) {
+      dst[off + ia] = y0;
+      dst[off + ib] = y1;
+    }
+    if (store) {
+      kc[ia] = from_f32<CT>(y0);
+      kc[ib] = from_f32<CT>(y1);
+    }
+  }
+  for (int d = a.rot_dims + threadIdx.x; d < D; d += blockDim.x) {
+    const float x = src[off + d];
+    if (dst) dst[off + d] = x;
+    if (store) kc[d] = from_f32<CT>(x);
+  }
+  if (store)
+    for (int d = threadIdx.x; d < D; d += blockDim.x) vc[d] = from_f32<CT>(a.v[off + d]);
+}
+
 template <typename CT>
 void set_rope_kv_smem() {
   LLM_CUDA_CHECK(cudaFuncSetAttribute(rope_kv_kernel<CT>,
@@ -154,6 +200,16 @@ void rope_kv_prepare() {
 
 void rope_kv(cudaStream_t stream, const RopeKvArgs& a) {
   if (a.T <= 0) return;
+  if (a.heads_apart) {
+    const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.n_heads + a.n_kv_heads));
+    const int threads = std::min(256, std::max(32, (a.head_dim / 2 + 31) / 32 * 32));
+    dispatch_float(a.cache_type, "kv caches", [&](auto tag) {
+      using CT = decltype(tag);
+      rope_kv_heads_kernel<CT><<<grid, threads, 0, stream>>>(a);
+    });
+    LLM_CUDA_CHECK_LAUNCH("rope_kv_heads_kernel");
+    return;
+  }
   const size_t smem = rope_kv_smem_bytes(a.T, a.n_heads, a.n_kv_heads, a.head_dim);
   if (smem > kRopeKvMaxSmem) fail("cuda rope_kv: %zu bytes of shared memory", smem);
   dispatch_float(a.cache_type, "kv caches", [&](auto tag) {
