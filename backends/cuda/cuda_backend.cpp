@@ -148,6 +148,10 @@ struct Context {
   // Quantized matmuls of up to this many tokens (beyond the GEMV's) take the MMA
   // kernel, more take cuBLAS (LLM_CUDA_QMMA_MAX_TOKENS overrides; 0: cuBLAS only).
   int64_t qmma_max_tokens = cuda::kQMmaMaxTokens;
+  // Quantized matmuls of up to this many tokens take the fused GEMV (LLM_CUDA_QGEMV_MAX_
+  // TOKENS overrides, up to kQGemvMaxTokens): beyond a few tokens its 16-bit dot
+  // products cost more than the MMA kernel's tensor cores.
+  int64_t qgemv_max_tokens = 4;
   Stream stream;
   std::unique_ptr<CudaBuffer> err_flag;  // one int of ErrorBits
   PinnedHost err_host{sizeof(int)};
@@ -420,6 +424,8 @@ class CudaBackend final : public Backend {
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
       ctx_->qmma_max_tokens = std::max(0, std::atoi(q));
+    if (const char* q = std::getenv("LLM_CUDA_QGEMV_MAX_TOKENS"))
+      ctx_->qgemv_max_tokens = std::min<int64_t>(cuda::kQGemvMaxTokens, std::max(1, std::atoi(q)));
     ctx_->err_flag = device_alloc(device, sizeof(int), "the kernel error flag");
     LLM_CUDA_CHECK(cudaMemsetAsync(ctx_->err_flag->data(), 0, sizeof(int), ctx_->stream.get()));
     LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
@@ -885,7 +891,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   auto qgemv_ok = [&](size_t i) {
     if (op_at(i) != Op::MatMul || !is_quant(ins[i][1].dtype)) return false;
     const int64_t T = ins[i][0].shape.rows(), K = ins[i][0].shape.row_len();
-    return T <= cuda::kQGemvMaxTokens && cuda::qgemv_smem_bytes(T, K) <= cuda::kQGemvMaxSmem &&
+    return T <= ctx_->qgemv_max_tokens && cuda::qgemv_smem_bytes(T, K) <= cuda::kQGemvMaxSmem &&
            aligned16(ins[i][0].ptr);
   };
   // Matmuls of one x and one weight dtype.
