@@ -36,15 +36,21 @@ bool have_vulkan() {
   return have;
 }
 
-// Skips without a device; at the end of the test, fails on validation errors.
+// Skips without a device; at the end of the test, fails on validation errors. Backends
+// made in a test take the float32 path (the tensor-core GEMM is fp16, tested on its own).
 class VulkanTest {
  public:
   VulkanTest() : before_(vulkan_validation_errors()) {}
   ~VulkanTest() { CHECK(vulkan_validation_errors() == before_); }
 
  private:
+  ScopedEnv fp32_{"LLM_VULKAN_COOPMAT", "0"};
   int before_;
 };
+
+bool has_coop_gemm(const Backend& be) {
+  return be.info().details.find("tensor-core GEMM") != std::string::npos;
+}
 
 #define VULKAN_TEST()                  \
   if (!have_vulkan()) {                \
@@ -167,6 +173,85 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
   }
 }
 
+// The tensor-core GEMM (GL_NV_cooperative_matrix, fp16 inputs, float32 sums) where the
+// device has it: every dtype, edges of its 128 x 128 tiles and of its K steps.
+TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[vulkan][ops]") {
+  VULKAN_TEST();
+  ScopedEnv coop("LLM_VULKAN_COOPMAT", "1");
+  auto gpu = make_vulkan_backend();
+  if (!has_coop_gemm(*gpu)) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << gpu->info().name << ": skipped");
+    return;
+  }
+  std::mt19937 rng(3);
+  auto cpu = make_cpu_backend(2);
+  struct TKN {
+    int64_t T, K, N;
+  };
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const bool quant = wt == DType::Q8_0 || wt == DType::Q4_0;
+    for (TKN s : {TKN{9, 96, 13}, TKN{70, 160, 130}, TKN{200, 67, 300}, TKN{130, 288, 257}}) {
+      if (quant && s.K % 32) continue;
+      const bool bias = s.N % 2 == 1, via_weight = quant && s.T % 2 == 0;
+      DYNAMIC_SECTION(dtype_name(wt)
+                      << " T=" << s.T << " K=" << s.K << " N=" << s.N << (bias ? " +bias" : "")
+                      << (via_weight ? " (upload_weight)" : "")) {
+        const HostT x = f32_tensor({s.T, s.K}, uniform(s.T * s.K, rng, -2.f, 2.f));
+        std::vector<HostT> ins = {x}, ref_ins = {x};
+        if (quant) {
+          const QuantMatrix q = quantize_random(wt, s.N, s.K, rng);
+          ins.push_back({wt, {s.N, s.K}, q.blocks});
+          ref_ins.push_back(f32_tensor({s.N, s.K}, q.values));
+        } else {
+          const HostT w{wt, {s.N, s.K}, encode(wt, uniform(s.N * s.K, rng))};
+          ins.push_back(w);
+          ref_ins.push_back(w);
+        }
+        if (bias) {
+          const HostT b{DType::BF16, {s.N}, encode(DType::BF16, uniform(s.N, rng))};
+          ins.push_back(b);
+          ref_ins.push_back(b);
+        }
+        const HostT out = zeros({s.T, s.N});
+        OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
+        c.run();
+        OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
+        g.run();
+        CHECK(g.program().dispatches().at(0).kernel.rfind("matmul_coop", 0) == 0);
+        const double err =
+            max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output()));
+        INFO("max rel err " << err);
+        CHECK(err <= 1e-2);
+        CHECK(err > 0.0);  // really the fp16 path
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bound",
+          "[vulkan][models]") {
+  VULKAN_TEST();
+  ScopedEnv coop("LLM_VULKAN_COOPMAT", "1");
+  auto backend = make_vulkan_backend();
+  if (!has_coop_gemm(*backend)) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << backend->info().name << ": skipped");
+    return;
+  }
+  for (const Fixture& f : kFixtures) {
+    DYNAMIC_SECTION(f.name) {
+      const Reference ref = load_reference(f.name);
+      auto model = Model::load(model_dir(f.name), *backend);
+      Session session(*model);
+      const std::vector<float> logits = session.forward(ref.input_ids, true);
+      const double err = max_rel_error(logits, ref.logits);
+      INFO(f.name << ": max |Δ| / max |ref| = " << err);
+      CHECK(err <= 1e-2);
+      session.reset();
+      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+    }
+  }
+}
+
 TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(12);
@@ -222,6 +307,70 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     CHECK(ds[0].kernel.find("+add") != std::string::npos);
     CHECK(ds[0].nodes == std::vector<int>{0, 1});
   }
+}
+
+TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(13);
+  const int64_t K = 192, N = 37;
+  // Tensor ids: x 0, gate weight 1, up weight 2, gate 3, up 4, act 5.
+  Node mg = make_node(Op::MatMul), mu = make_node(Op::MatMul), act = make_node(Op::SiluMul);
+  mg.inputs = {0, 1};
+  mg.output = 3;
+  mu.inputs = {0, 2};
+  mu.output = 4;
+  act.inputs = {3, 4};
+  act.output = 5;
+  for (DType wt : {DType::Q4_0, DType::Q8_0})
+    for (int64_t T : {1, 3}) {
+      DYNAMIC_SECTION(dtype_name(wt) << " T=" << T) {
+        const QuantMatrix wg = quantize_random(wt, N, K, rng), wu = quantize_random(wt, N, K, rng);
+        const std::vector<float> x = uniform(T * K, rng);
+        auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+          std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+          auto put = [&](const Bytes& data) {
+            bufs.push_back(be.alloc(data.size(), "test"));
+            be.upload(*bufs.back(), 0, data.data(), data.size());
+            return bufs.back().get();
+          };
+          auto weight = [&](const QuantMatrix& q) -> TensorRef {
+            if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {N, K}};
+            bufs.push_back(
+                be.upload_weight(HostTensor{wt, {N, K}, q.blocks.data(), q.blocks.size()}, "w"));
+            return {bufs.back().get(), 0, wt, {N, K}};
+          };
+          const TensorRef xr{put(to_bytes(x)), 0, DType::F32, {T, K}};
+          const TensorRef gw = weight(wg), uw = weight(wu);
+          std::vector<TensorRef> outs;
+          for (int k = 0; k < 3; k++)
+            outs.push_back({put(Bytes(T * N * 4)), 0, DType::F32, {T, N}});
+          auto prog =
+              be.compile({BoundNode{&mg, {xr, gw}, outs[0]}, BoundNode{&mu, {xr, uw}, outs[1]},
+                          BoundNode{&act, {outs[0], outs[1]}, outs[2]}});
+          prog->run();
+          if (ds) *ds = prog->dispatches();
+          std::vector<float> all;
+          for (const TensorRef& r : outs) {
+            Bytes o(T * N * 4);
+            be.download(*r.buffer, 0, o.data(), o.size());
+            const std::vector<float> v = decode(DType::F32, o);
+            all.insert(all.end(), v.begin(), v.end());
+          }
+          return all;
+        };
+        auto cpu = make_cpu_backend(1);
+        auto gpu = make_vulkan_backend();
+        std::vector<Program::Dispatch> ds;
+        const std::vector<float> want = run(*cpu, false, nullptr);
+        const std::vector<float> got = run(*gpu, true, &ds);
+        CHECK(max_rel_error(got, want) <= 1e-5);
+        if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+          REQUIRE(ds.size() == 1);
+          CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
+          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+        }
+      }
+    }
 }
 
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {

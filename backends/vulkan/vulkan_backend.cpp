@@ -88,8 +88,7 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
-// Output rows per group of threads of matmul_gemv_q (its ROWS), and its workgroup size.
-constexpr uint32_t kGemvQRows = 4;
+// The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
@@ -346,7 +345,12 @@ class VulkanProgram final : public Program {
 class VulkanBackend final : public Backend {
  public:
   explicit VulkanBackend(std::shared_ptr<Context> ctx)
-      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {}
+      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {
+    // Tensor cores for many-token matmuls where the device has them, unless
+    // LLM_VULKAN_COOPMAT=0 asks for the float32 path (its tolerance is tighter).
+    const char* e = std::getenv("LLM_VULKAN_COOPMAT");
+    coop_ = ctx_->phys().coop_gemm() && !(e && std::strcmp(e, "0") == 0);
+  }
 
   ~VulkanBackend() override {
     try {
@@ -358,6 +362,7 @@ class VulkanBackend final : public Backend {
   DeviceInfo info() const override {
     DeviceInfo d = vk::device_info(ctx_->index(), ctx_->phys());
     d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
+    if (coop_) d.details += ", f16 tensor-core GEMM";
     return d;
   }
 
@@ -406,6 +411,7 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
+  bool coop_ = false;  // many-token matmuls through matmul_coop
   // The CPU backend is the reference for the op semantics; its checks are reused.
   std::unique_ptr<Backend> reference_;
 };
@@ -460,6 +466,28 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
   return "";
 }
 
+// Threads per row (a power of two, at least a subgroup) and rows per group of
+// threads of matmul_gemv_q for rows of K weights. LLM_VULKAN_GEMV_TPR and
+// LLM_VULKAN_GEMV_ROWS override them (for tuning).
+struct GemvShape {
+  uint32_t tpr = 32, rows = 4;
+};
+GemvShape gemv_shape(uint32_t subgroup, int64_t K) {
+  GemvShape s;
+  // About two blocks per thread: enough loads in flight, few idle threads on short rows.
+  s.tpr = subgroup;
+  while (s.tpr < kGemvQThreads && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
+  s.rows = 2;
+  auto env = [](const char* name, uint32_t& v) {
+    if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
+  };
+  env("LLM_VULKAN_GEMV_TPR", s.tpr);
+  env("LLM_VULKAN_GEMV_ROWS", s.rows);
+  s.tpr = std::clamp(s.tpr, subgroup, kGemvQThreads);
+  s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
+  return s;
+}
+
 // Groups of a 2-d grid covering n groups (x at most 65535); shaders take
 // flat_group() / flat_id() and skip what lies past the end.
 void grid(Recorded& x, uint64_t n) {
@@ -499,6 +527,34 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
+  // Whether nodes i, i + 1, i + 2 are gate = x·Wgᵀ, up = x·Wuᵀ (the same x, both
+  // quantized in the row layout, one shape, no bias) and SiluMul(gate, up), and the
+  // fused dispatch's outputs overlap nothing it reads.
+  auto glu_fusable = [&](size_t i) -> bool {
+    if (i + 2 >= nodes.size()) return false;
+    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2];
+    if (!u.node || !a.node || u.node->op != Op::MatMul || a.node->op != Op::SiluMul ||
+        g.node->inputs.size() != 2 || u.node->inputs.size() != 2 || u.inputs.size() != 2 ||
+        a.node->inputs.size() != 2 || a.inputs.size() != 2 || a.node->inputs[0] != g.node->output ||
+        a.node->inputs[1] != u.node->output || u.node->inputs[0] != g.node->inputs[0] ||
+        g.node->output == u.node->output)
+      return false;
+    const TensorRef &wg = g.inputs[1], &wu = u.inputs[1];
+    if (wu.dtype != wg.dtype || wu.shape.rows() != wg.shape.rows() ||
+        wu.shape.row_len() != wg.shape.row_len() || wu.offset != 0 ||
+        !vk_buffer(*wu.buffer).holds_split(wu.dtype, wu.shape.rows(), wu.shape.row_len()) ||
+        u.inputs[0].buffer != g.inputs[0].buffer || u.inputs[0].offset != g.inputs[0].offset)
+      return false;
+    const Region outs[3] = {region(g.output), region(u.output), region(a.output)};
+    const Region ins[3] = {region(g.inputs[0]), region(wg), region(wu)};
+    for (int k = 0; k < 3; k++)
+      for (int j = 0; j < 3; j++) {
+        if (outs[k].overlaps(ins[j])) return false;
+        if (j != k && outs[k].overlaps(outs[j])) return false;
+      }
+    return true;
+  };
+
   std::vector<Recorded> out;
   out.reserve(nodes.size());
   std::vector<std::shared_ptr<Buffer>> keep;
@@ -511,8 +567,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     const Node& node = *bn.node;
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
-    bool fused_next = false;  // node ni + 1 is computed by this dispatch
-    Recorded merge;           // a second dispatch of the node (split attention)
+    size_t fused = 0;  // nodes after ni that this dispatch computes
+    Recorded merge;    // a second dispatch of the node (split attention)
     bool has_merge = false;
     // Binds a tensor and returns its offset in words.
     auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
@@ -605,32 +661,52 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bias ? 1 : 0);
         const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
                                            split(1)};
-        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic &&
-            in[0].offset % 16 == 0 && K % 4 == 0) {
+        const uint32_t sg = ctx_->phys().subgroup_size;
+        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic && sg > 0 &&
+            sg <= kGemvQThreads && in[0].offset % 16 == 0 && K % 4 == 0) {
           // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
-          // which writes the product and the sum.
+          // which writes the product and the sum; so do gate and up with the SiluMul
+          // after them (it writes both products and the activation).
           const int res = residual_add(ni);
+          const bool glu = res < 0 && !bias && glu_fusable(ni);
+          int32_t mode = 0;
           if (res >= 0) {
             check_bound(nodes[ni + 1], "vulkan backend");
             push(bind(nodes[ni + 1].inputs[res], "the residual"));
             push(bind(nodes[ni + 1].output, "the sum", true));
             push(1);
             x.nodes.push_back(static_cast<int>(ni + 1));
-            fused_next = true;
+            fused = 1;
+          } else if (glu) {
+            push(bind(in[0], "x"));
+            push(bind(nodes[ni + 2].output, "the activation", true));
+            push(0);
+            x.nodes.push_back(static_cast<int>(ni + 1));
+            x.nodes.push_back(static_cast<int>(ni + 2));
+            fused = 2;
+            mode = 1;
           } else {
             push(bind(in[0], "x"));
             push(bind(o, "the output", true));
             push(0);
           }
-          // Threads per row: about the row's blocks, at least a subgroup, at most all.
-          uint32_t tpr = std::max<uint32_t>(1, ctx_->phys().subgroup_size);
-          while (tpr < kGemvQThreads && tpr < static_cast<uint64_t>(K / 32)) tpr *= 2;
-          tpr = std::min<uint32_t>(tpr, kGemvQThreads);
-          push(tpr);
-          use("matmul_gemv_q", spec);
+          const GemvShape gs = gemv_shape(sg, K);
+          push(gs.tpr);
+          if (glu) {
+            bind(nodes[ni + 1].inputs[1], "the second weight");
+            push(bind(nodes[ni + 1].output, "the second output", true));
+          } else {
+            bind(in[1], "the weight");
+            push(bind(o, "the output", true));
+          }
+          use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
+                                static_cast<int32_t>(gs.rows), mode});
           x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K, res >= 0 ? " +add" : "");
-          const uint64_t rows_per_group = kGemvQRows * (kGemvQThreads / tpr);
+                           (long long)T, (long long)N, (long long)K,
+                           res >= 0 ? " +add"
+                           : glu    ? " x2 +silu_mul"
+                                    : "");
+          const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
           grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
         } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
@@ -638,11 +714,19 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                            (long long)T, (long long)N, (long long)K);
           grid(x, static_cast<uint64_t>(N));
         } else {
-          use("matmul_tiled", spec);
-          x.label = format("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+          // Many tokens: tiles of the tensor-core GEMM (128 x 128) or the float32 one (64).
+          const vk::PhysicalInfo& ph = ctx_->phys();
+          const char* shader = coop_ ? "matmul_coop" : "matmul_tiled";
+          const int64_t tile = coop_ ? 128 : 64;
+          if (coop_)
+            use(shader, {spec[0], spec[1], spec[2], static_cast<int32_t>(ph.coop_m),
+                         static_cast<int32_t>(ph.coop_n), static_cast<int32_t>(ph.coop_k)});
+          else
+            use(shader, spec);
+          x.label = format("%s %s T=%lld [%lld x %lld]", shader, dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);
-          x.groups_x = static_cast<uint32_t>((N + 63) / 64);
-          x.groups_y = static_cast<uint32_t>((T + 63) / 64);
+          x.groups_x = static_cast<uint32_t>((N + tile - 1) / tile);
+          x.groups_y = static_cast<uint32_t>((T + tile - 1) / tile);
           if (x.groups_y > kMaxGroups)
             fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
         }
@@ -821,7 +905,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     }
     out.push_back(std::move(x));
     if (has_merge) out.push_back(std::move(merge));
-    if (fused_next) ni++;
+    ni += fused;
   }
   return std::make_unique<VulkanProgram>(ctx_, std::move(out), std::move(keep));
 }
