@@ -70,6 +70,33 @@ double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const H
 
 HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
 
+// Inputs of a matmul [T, K] x [N, K]ᵀ with weights of dtype wt (random), for the GPU and
+// for the CPU reference, which multiplies by the same dequantized values in float32
+// (its own quantized path rounds x to 8 bits, which this backend does not).
+struct MatMulInputs {
+  std::vector<HostT> gpu, cpu;
+};
+MatMulInputs matmul_inputs(DType wt, int64_t T, int64_t K, int64_t N, bool bias,
+                           std::mt19937& rng) {
+  const HostT x = f32_tensor({T, K}, uniform(T * K, rng, -2.f, 2.f));
+  MatMulInputs m{{x}, {x}};
+  if (wt == DType::Q8_0 || wt == DType::Q4_0) {
+    const QuantMatrix q = quantize_random(wt, N, K, rng);
+    m.gpu.push_back({wt, {N, K}, q.blocks});
+    m.cpu.push_back(f32_tensor({N, K}, q.values));
+  } else {
+    const HostT w{wt, {N, K}, encode(wt, uniform(N * K, rng))};
+    m.gpu.push_back(w);
+    m.cpu.push_back(w);
+  }
+  if (bias) {
+    const HostT b{DType::BF16, {N}, encode(DType::BF16, uniform(N, rng))};
+    m.gpu.push_back(b);
+    m.cpu.push_back(b);
+  }
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("vulkan backend describes its device", "[vulkan]") {
@@ -134,28 +161,11 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
         DYNAMIC_SECTION(dtype_name(wt)
                         << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")
                         << (via_weight ? " (upload_weight)" : "")) {
-          const HostT x = f32_tensor({T, kn.K}, uniform(T * kn.K, rng, -2.f, 2.f));
-          std::vector<HostT> ins = {x}, ref_ins = {x};
-          if (quant) {
-            // The CPU multiplies by the same dequantized values in float32 (its own
-            // quantized path rounds x to 8 bits, which this backend does not).
-            const QuantMatrix q = quantize_random(wt, kn.N, kn.K, rng);
-            ins.push_back({wt, {kn.N, kn.K}, q.blocks});
-            ref_ins.push_back(f32_tensor({kn.N, kn.K}, q.values));
-          } else {
-            const HostT w{wt, {kn.N, kn.K}, encode(wt, uniform(kn.N * kn.K, rng))};
-            ins.push_back(w);
-            ref_ins.push_back(w);
-          }
-          if (bias) {
-            const HostT b{DType::BF16, {kn.N}, encode(DType::BF16, uniform(kn.N, rng))};
-            ins.push_back(b);
-            ref_ins.push_back(b);
-          }
+          const MatMulInputs mi = matmul_inputs(wt, T, kn.K, kn.N, bias, rng);
           const HostT out = zeros({T, kn.N});
-          OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
+          OneNode c(*cpu, make_node(Op::MatMul), mi.cpu, out);
           c.run();
-          OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
+          OneNode g(*gpu, make_node(Op::MatMul), mi.gpu, out, -1, via_weight ? 1 : -1);
           g.run();
           g.run();
           const std::string kernel = g.program().dispatches().at(0).kernel;
@@ -196,26 +206,11 @@ TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[v
       DYNAMIC_SECTION(dtype_name(wt)
                       << " T=" << s.T << " K=" << s.K << " N=" << s.N << (bias ? " +bias" : "")
                       << (via_weight ? " (upload_weight)" : "")) {
-        const HostT x = f32_tensor({s.T, s.K}, uniform(s.T * s.K, rng, -2.f, 2.f));
-        std::vector<HostT> ins = {x}, ref_ins = {x};
-        if (quant) {
-          const QuantMatrix q = quantize_random(wt, s.N, s.K, rng);
-          ins.push_back({wt, {s.N, s.K}, q.blocks});
-          ref_ins.push_back(f32_tensor({s.N, s.K}, q.values));
-        } else {
-          const HostT w{wt, {s.N, s.K}, encode(wt, uniform(s.N * s.K, rng))};
-          ins.push_back(w);
-          ref_ins.push_back(w);
-        }
-        if (bias) {
-          const HostT b{DType::BF16, {s.N}, encode(DType::BF16, uniform(s.N, rng))};
-          ins.push_back(b);
-          ref_ins.push_back(b);
-        }
+        const MatMulInputs mi = matmul_inputs(wt, s.T, s.K, s.N, bias, rng);
         const HostT out = zeros({s.T, s.N});
-        OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
+        OneNode c(*cpu, make_node(Op::MatMul), mi.cpu, out);
         c.run();
-        OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
+        OneNode g(*gpu, make_node(Op::MatMul), mi.gpu, out, -1, via_weight ? 1 : -1);
         g.run();
         CHECK(g.program().dispatches().at(0).kernel.rfind("matmul_coop", 0) == 0);
         const double err =
