@@ -14,7 +14,10 @@
 // (about 1e-6 relative), far inside the float32 path's tolerance.
 //
 // MODE 1 (gate/up + SiLU): W2 is a second matrix of W's shape (up), Y2 its product,
-// and out2 = silu(y) * y2, as the SiluMul node that follows in the graph.
+// and out2 = silu(y) * y2, as the SiluMul node that follows in the graph (written to a
+// scratch buffer, as the activation's place may still be x). The down GEMV then reads
+// x from that scratch and copies it to the activation's place (copy_n floats, spread
+// over its workgroups), so the graph's tensors end up as without the fusion.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -39,8 +42,11 @@ layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
 layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
 layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
 layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
+layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
+layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(push_constant) uniform P {
-  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off;
+  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
+      copy_off, copy_n;
 } p;
 #include "weights.glsl"
 
@@ -87,6 +93,9 @@ void write_out(uint n, uint t, float s, float s2) {
 }
 
 void main() {
+  for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
+       i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
+    xcopy[p.copy_off + i] = x1[p.x_off + i];
   const uint tpr = p.tpr, groups = WG / tpr;
   const uint n0 = flat_group() * groups * R;
   if (n0 >= p.N) return;

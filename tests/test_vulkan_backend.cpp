@@ -304,22 +304,27 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
   }
 }
 
-TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV", "[vulkan][ops]") {
+TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down reads it",
+          "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(13);
-  const int64_t K = 192, N = 37;
-  // Tensor ids: x 0, gate weight 1, up weight 2, gate 3, up 4, act 5.
-  Node mg = make_node(Op::MatMul), mu = make_node(Op::MatMul), act = make_node(Op::SiluMul);
+  const int64_t K = 192, F = 96;
+  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
+  Node mg = make_node(Op::MatMul), mu = make_node(Op::MatMul), act = make_node(Op::SiluMul),
+       md = make_node(Op::MatMul);
   mg.inputs = {0, 1};
   mg.output = 3;
   mu.inputs = {0, 2};
   mu.output = 4;
   act.inputs = {3, 4};
   act.output = 5;
+  md.inputs = {5, 6};
+  md.output = 7;
   for (DType wt : {DType::Q4_0, DType::Q8_0})
     for (int64_t T : {1, 3}) {
       DYNAMIC_SECTION(dtype_name(wt) << " T=" << T) {
-        const QuantMatrix wg = quantize_random(wt, N, K, rng), wu = quantize_random(wt, N, K, rng);
+        const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
+                          wd = quantize_random(wt, K, F, rng);
         const std::vector<float> x = uniform(T * K, rng);
         auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
           std::vector<std::unique_ptr<DeviceBuffer>> bufs;
@@ -328,27 +333,31 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV", "[vulkan
             be.upload(*bufs.back(), 0, data.data(), data.size());
             return bufs.back().get();
           };
-          auto weight = [&](const QuantMatrix& q) -> TensorRef {
-            if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {N, K}};
+          auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) -> TensorRef {
+            if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {n, k}};
             bufs.push_back(
-                be.upload_weight(HostTensor{wt, {N, K}, q.blocks.data(), q.blocks.size()}, "w"));
-            return {bufs.back().get(), 0, wt, {N, K}};
+                be.upload_weight(HostTensor{wt, {n, k}, q.blocks.data(), q.blocks.size()}, "w"));
+            return {bufs.back().get(), 0, wt, {n, k}};
           };
-          const TensorRef xr{put(to_bytes(x)), 0, DType::F32, {T, K}};
-          const TensorRef gw = weight(wg), uw = weight(wu);
-          std::vector<TensorRef> outs;
-          for (int k = 0; k < 3; k++)
-            outs.push_back({put(Bytes(T * N * 4)), 0, DType::F32, {T, N}});
+          // x and act share memory, as the memory planner lays them out.
+          DeviceBuffer* arena = put(Bytes(T * K * 4 + T * F * 12 + 4096));
+          be.upload(*arena, 0, x.data(), x.size() * 4);
+          const TensorRef xr{arena, 0, DType::F32, {T, K}};
+          const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
+          const TensorRef ur{
+              arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
+          const TensorRef ar{arena, 0, DType::F32, {T, F}};
+          const TensorRef dr{put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
           auto prog =
-              be.compile({BoundNode{&mg, {xr, gw}, outs[0]}, BoundNode{&mu, {xr, uw}, outs[1]},
-                          BoundNode{&act, {outs[0], outs[1]}, outs[2]}});
+              be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
+                          BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
+                          BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
           prog->run();
           if (ds) *ds = prog->dispatches();
           std::vector<float> all;
-          for (const TensorRef& r : outs) {
-            Bytes o(T * N * 4);
-            be.download(*r.buffer, 0, o.data(), o.size());
-            const std::vector<float> v = decode(DType::F32, o);
+          for (const TensorRef& r : {gr, ur, ar, dr}) {
+            std::vector<float> v(r.shape.numel());
+            be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
             all.insert(all.end(), v.begin(), v.end());
           }
           return all;
@@ -360,9 +369,10 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV", "[vulkan
         const std::vector<float> got = run(*gpu, true, &ds);
         CHECK(max_rel_error(got, want) <= 1e-5);
         if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-          REQUIRE(ds.size() == 1);
+          REQUIRE(ds.size() == 2);
           CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
           CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+          CHECK(ds[1].nodes == std::vector<int>{3});
         }
       }
     }

@@ -527,33 +527,57 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
-  // Whether nodes i, i + 1, i + 2 are gate = x·Wgᵀ, up = x·Wuᵀ (the same x, both
-  // quantized in the row layout, one shape, no bias) and SiluMul(gate, up), and the
-  // fused dispatch's outputs overlap nothing it reads.
-  auto glu_fusable = [&](size_t i) -> bool {
-    if (i + 2 >= nodes.size()) return false;
-    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2];
-    if (!u.node || !a.node || u.node->op != Op::MatMul || a.node->op != Op::SiluMul ||
-        g.node->inputs.size() != 2 || u.node->inputs.size() != 2 || u.inputs.size() != 2 ||
-        a.node->inputs.size() != 2 || a.inputs.size() != 2 || a.node->inputs[0] != g.node->output ||
+  // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
+  // layout, aligned x).
+  auto gemv_q = [&](size_t i) -> bool {
+    const BoundNode& bn = nodes[i];
+    if (!bn.node || bn.node->op != Op::MatMul || bn.inputs.size() < 2) return false;
+    const TensorRef &x = bn.inputs[0], &w = bn.inputs[1];
+    const uint32_t sg = ctx_->phys().subgroup_size;
+    return x.shape.rows() <= kGemvMaxTokens && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
+           w.offset == 0 &&
+           vk_buffer(*w.buffer).holds_split(w.dtype, w.shape.rows(), w.shape.row_len()) &&
+           ctx_->phys().subgroup_arithmetic && sg > 0 && sg <= kGemvQThreads &&
+           x.offset % 16 == 0 && x.shape.row_len() % 4 == 0;
+  };
+  // Whether nodes i..i + 3 are gate = x·Wgᵀ, up = x·Wuᵀ (the same x, one shape, no
+  // bias), act = SiluMul(gate, up) and down = act·Wdᵀ, all four fit for one GEMV
+  // dispatch for gate/up/act and one for down (which reads act from a scratch buffer
+  // and writes act's place: see matmul_gemv_q.comp), without races.
+  auto ffn_fusable = [&](size_t i) -> bool {
+    if (i + 3 >= nodes.size()) return false;
+    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2], &dn = nodes[i + 3];
+    if (!u.node || !a.node || !dn.node || a.node->op != Op::SiluMul || !gemv_q(i) ||
+        !gemv_q(i + 1) || !gemv_q(i + 3) || g.inputs.size() != 2 || u.inputs.size() != 2 ||
+        g.node->inputs.size() != 2 || u.node->inputs.size() != 2 || a.inputs.size() != 2 ||
+        a.node->inputs.size() != 2 || a.node->inputs[0] != g.node->output ||
         a.node->inputs[1] != u.node->output || u.node->inputs[0] != g.node->inputs[0] ||
-        g.node->output == u.node->output)
+        g.node->output == u.node->output || dn.node->inputs[0] != a.node->output)
       return false;
     const TensorRef &wg = g.inputs[1], &wu = u.inputs[1];
     if (wu.dtype != wg.dtype || wu.shape.rows() != wg.shape.rows() ||
-        wu.shape.row_len() != wg.shape.row_len() || wu.offset != 0 ||
-        !vk_buffer(*wu.buffer).holds_split(wu.dtype, wu.shape.rows(), wu.shape.row_len()) ||
-        u.inputs[0].buffer != g.inputs[0].buffer || u.inputs[0].offset != g.inputs[0].offset)
+        wu.shape.row_len() != wg.shape.row_len() || u.inputs[0].buffer != g.inputs[0].buffer ||
+        u.inputs[0].offset != g.inputs[0].offset)
       return false;
-    const Region outs[3] = {region(g.output), region(u.output), region(a.output)};
-    const Region ins[3] = {region(g.inputs[0]), region(wg), region(wu)};
-    for (int k = 0; k < 3; k++)
-      for (int j = 0; j < 3; j++) {
-        if (outs[k].overlaps(ins[j])) return false;
-        if (j != k && outs[k].overlaps(outs[j])) return false;
-      }
+    const Region outs[2] = {region(g.output), region(u.output)};
+    if (outs[0].overlaps(outs[1])) return false;
+    for (const Region& o : outs)
+      for (const TensorRef* r : {&g.inputs[0], &wg, &wu})
+        if (o.overlaps(region(*r))) return false;
+    // The down dispatch writes act: nothing else it (or a fused Add after it) touches.
+    const Region act = region(a.output);
+    std::vector<Region> others = {region(dn.output)};
+    for (size_t k = 1; k < dn.inputs.size(); k++) others.push_back(region(dn.inputs[k]));
+    if (i + 4 < nodes.size() && nodes[i + 4].node) {
+      others.push_back(region(nodes[i + 4].output));
+      for (const TensorRef& r : nodes[i + 4].inputs) others.push_back(region(r));
+    }
+    for (const Region& o : others)
+      if (o.overlaps(act)) return false;
     return true;
   };
+  // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
+  std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
   std::vector<Recorded> out;
   out.reserve(nodes.size());
@@ -651,7 +675,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       case Op::MatMul: {
         const bool bias = in.size() > 2;
         const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
-        push(bind(in[0], "x"));
+        // The down matmul of a fused FFN reads x from the scratch of the gate/up dispatch.
+        const auto scratch = ffn_scratch.find(ni);
+        push(scratch != ffn_scratch.end()
+                 ? bind(TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}, "x")
+                 : bind(in[0], "x"));
         push(bind(in[1], "the weight"));
         push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
         push(bind(o, "the output", true));
@@ -661,14 +689,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bias ? 1 : 0);
         const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
                                            split(1)};
-        const uint32_t sg = ctx_->phys().subgroup_size;
-        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic && sg > 0 &&
-            sg <= kGemvQThreads && in[0].offset % 16 == 0 && K % 4 == 0) {
+        if (gemv_q(ni)) {
           // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
           // which writes the product and the sum; so do gate and up with the SiluMul
-          // after them (it writes both products and the activation).
+          // after them (both products, and the activation into a scratch buffer).
           const int res = residual_add(ni);
-          const bool glu = res < 0 && !bias && glu_fusable(ni);
+          const bool glu = res < 0 && !bias && ffn_fusable(ni);
           int32_t mode = 0;
           if (res >= 0) {
             check_bound(nodes[ni + 1], "vulkan backend");
@@ -678,8 +704,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             x.nodes.push_back(static_cast<int>(ni + 1));
             fused = 1;
           } else if (glu) {
+            auto buf = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(T * N * 4),
+                                                "fused ffn activation");
+            keep.push_back(buf);
+            ffn_scratch[ni + 3] = buf;
             push(bind(in[0], "x"));
-            push(bind(nodes[ni + 2].output, "the activation", true));
+            push(bind(TensorRef{buf.get(), 0, DType::F32, {T, N}}, "the activation", true));
             push(0);
             x.nodes.push_back(static_cast<int>(ni + 1));
             x.nodes.push_back(static_cast<int>(ni + 2));
@@ -690,7 +720,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
-          const GemvShape gs = gemv_shape(sg, K);
+          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K);
           push(gs.tpr);
           if (glu) {
             bind(nodes[ni + 1].inputs[1], "the second weight");
@@ -698,6 +728,14 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           } else {
             bind(in[1], "the weight");
             push(bind(o, "the output", true));
+          }
+          // The fused FFN's down matmul copies its x (the activation) to its place.
+          if (scratch != ffn_scratch.end()) {
+            push(bind(in[0], "the activation", true));
+            push(static_cast<uint32_t>(T * K));
+          } else {
+            push(bind(in[0], "x"));
+            push(0);
           }
           use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
                                 static_cast<int32_t>(gs.rows), mode});
