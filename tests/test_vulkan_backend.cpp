@@ -59,13 +59,31 @@ bool has_coop_gemm(const Backend& be) {
   }                                    \
   VulkanTest vulkan_test_guard_
 
+// One backend per GEMM path for the whole run: NVIDIA's driver refuses new instances
+// after a few hundred in one process, and every section re-runs its test's body.
+Backend& shared_vulkan(bool tensor_cores = false) {
+  static std::unique_ptr<Backend> fp32, coop;
+  std::unique_ptr<Backend>& b = tensor_cores ? coop : fp32;
+  if (!b) {
+    ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
+    b = make_vulkan_backend();
+  }
+  return *b;
+}
+
+// The backend with the tensor-core GEMM, or null where the device has none (only then
+// is a second backend made: two instances at exit upset the validation layer).
+Backend* coop_backend() {
+  if (shared_vulkan().info().details.find("coopmat NV (") == std::string::npos) return nullptr;
+  Backend& b = shared_vulkan(true);
+  return has_coop_gemm(b) ? &b : nullptr;
+}
+
 double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
                         int inplace = -1) {
-  // One device for all op comparisons: NVIDIA's driver refuses new instances
-  // after a few hundred have been created in one process.
   static auto cpu = make_cpu_backend(2);
-  static auto gpu = make_vulkan_backend();
-  return compare_backends(*cpu, *gpu, node, ins, out, inplace);
+  Backend& gpu = shared_vulkan();
+  return compare_backends(*cpu, gpu, node, ins, out, inplace);
 }
 
 HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
@@ -145,7 +163,7 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
   VULKAN_TEST();
   std::mt19937 rng(1);
   auto cpu = make_cpu_backend(2);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   struct KN {
     int64_t K, N;
   };
@@ -187,10 +205,9 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
 // device has it: every dtype, edges of its 128 x 128 tiles and of its K steps.
 TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[vulkan][ops]") {
   VULKAN_TEST();
-  ScopedEnv coop("LLM_VULKAN_COOPMAT", "1");
-  auto gpu = make_vulkan_backend();
-  if (!has_coop_gemm(*gpu)) {
-    WARN("no VK_NV_cooperative_matrix GEMM on " << gpu->info().name << ": skipped");
+  Backend* gpu = coop_backend();
+  if (!gpu) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << shared_vulkan().info().name << ": skipped");
     return;
   }
   std::mt19937 rng(3);
@@ -226,10 +243,9 @@ TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[v
 TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bound",
           "[vulkan][models]") {
   VULKAN_TEST();
-  ScopedEnv coop("LLM_VULKAN_COOPMAT", "1");
-  auto backend = make_vulkan_backend();
-  if (!has_coop_gemm(*backend)) {
-    WARN("no VK_NV_cooperative_matrix GEMM on " << backend->info().name << ": skipped");
+  Backend* backend = coop_backend();
+  if (!backend) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << shared_vulkan().info().name << ": skipped");
     return;
   }
   for (const Fixture& f : kFixtures) {
@@ -292,7 +308,7 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     return out;
   };
   auto cpu = make_cpu_backend(1);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   std::vector<Program::Dispatch> ds;
   const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
   const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
@@ -363,7 +379,7 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
           return all;
         };
         auto cpu = make_cpu_backend(1);
-        auto gpu = make_vulkan_backend();
+        Backend* gpu = &shared_vulkan();
         std::vector<Program::Dispatch> ds;
         const std::vector<float> want = run(*cpu, false, nullptr);
         const std::vector<float> got = run(*gpu, true, &ds);
@@ -478,7 +494,7 @@ TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
     DYNAMIC_SECTION(dtype_name(t)) {
       const int64_t D = 96;
       const QuantMatrix table = quantize_random(t, V, D, rng);
-      auto gpu = make_vulkan_backend();
+      Backend* gpu = &shared_vulkan();
       for (int weight : {-1, 0}) {
         OneNode g(*gpu, make_node(Op::GetRows), {{t, {V, D}, table.blocks}, i32_tensor({R}, ids)},
                   zeros({R, D}), -1, weight);
@@ -571,7 +587,7 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);
       // 12 (token, head) pairs: the keys are split over workgroups and merged.
-      auto gpu = make_vulkan_backend();
+      Backend* gpu = &shared_vulkan();
       OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
       const auto ds = g.program().dispatches();
       REQUIRE(ds.size() == 2);
@@ -587,7 +603,7 @@ TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vu
   const HostT w{DType::F16, {N, K}, encode(DType::F16, uniform(N * K, rng))};
   const HostT x0 = f32_tensor({T, K}, uniform(T * K, rng));
   auto cpu = make_cpu_backend(1);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   const Node node = make_node(Op::MatMul);
   OneNode c(*cpu, node, {x0, w}, zeros({T, N})), g(*gpu, node, {x0, w}, zeros({T, N}));
   for (int step = 0; step < 4; step++) {
@@ -648,7 +664,7 @@ TEST_CASE("vulkan pipeline cache is kept on disk", "[vulkan]") {
 
 TEST_CASE("vulkan: fixtures match transformers logits and greedy ids", "[vulkan][models]") {
   VULKAN_TEST();
-  auto backend = make_vulkan_backend();
+  Backend* backend = &shared_vulkan();
   for (const Fixture& f : kFixtures) {
     DYNAMIC_SECTION(f.name) {
       const Reference ref = load_reference(f.name);
@@ -701,7 +717,7 @@ TEST_CASE("vulkan: staged transfers (the discrete-GPU path) give the same logits
 
 TEST_CASE("vulkan: decode through the cache equals a full forward pass", "[vulkan][models]") {
   VULKAN_TEST();
-  auto backend = make_vulkan_backend();
+  Backend* backend = &shared_vulkan();
   for (const char* name : {"llama3", "mistral_w5", "qwen2_f16_untied"}) {
     DYNAMIC_SECTION(name) {
       const Reference ref = load_reference(name);
@@ -732,7 +748,7 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
     DType t;
   };
   auto cpu = make_cpu_backend(2);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
     DYNAMIC_SECTION("llama3 " << q.name) {
       const Reference ref = load_reference("llama3");

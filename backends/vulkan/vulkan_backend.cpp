@@ -96,8 +96,8 @@ constexpr int kAttentionMaxHeadDim = 1024;
 // this (decode), into one split per kAttentionSplitKeys of context, at most
 // kAttentionMaxSplits.
 constexpr int64_t kAttentionSplitItems = 256;
-constexpr int64_t kAttentionSplitKeys = 128;
-constexpr int64_t kAttentionMaxSplits = 16;
+constexpr int64_t kAttentionSplitKeys = 32;
+constexpr int64_t kAttentionMaxSplits = 32;
 constexpr uint32_t kMaxGroups = 65535;
 
 // Bytes [begin, end) of a buffer that a dispatch reads or writes.
@@ -477,7 +477,7 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K) {
   // About two blocks per thread: enough loads in flight, few idle threads on short rows.
   s.tpr = subgroup;
   while (s.tpr < kGemvQThreads && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
-  s.rows = 2;
+  s.rows = 4;
   auto env = [](const char* name, uint32_t& v) {
     if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
   };
@@ -758,7 +758,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const int64_t tile = coop_ ? 128 : 64;
           if (coop_)
             use(shader, {spec[0], spec[1], spec[2], static_cast<int32_t>(ph.coop_m),
-                         static_cast<int32_t>(ph.coop_n), static_cast<int32_t>(ph.coop_k)});
+                         static_cast<int32_t>(ph.coop_n), static_cast<int32_t>(ph.coop_k),
+                         in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0});
           else
             use(shader, spec);
           x.label = format("%s %s T=%lld [%lld x %lld]", shader, dtype_name(in[1].dtype),

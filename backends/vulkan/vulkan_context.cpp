@@ -416,7 +416,9 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   const bool unified = dev_type != UINT32_MAX;
   if (!unified) dev_type = find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
   if (dev_type == UINT32_MAX) dev_type = find_type(phys_.memory, 0);
-  const uint32_t host_type = find_type(phys_.memory, host);
+  // Staging memory that the CPU caches where there is some: downloads read it.
+  uint32_t host_type = find_type(phys_.memory, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+  if (host_type == UINT32_MAX) host_type = find_type(phys_.memory, host);
   if (host_type == UINT32_MAX) fail("%s has no host-visible coherent memory", id().c_str());
   const VkDeviceSize block = std::max<VkDeviceSize>(
       16 * kMiB, std::min<VkDeviceSize>(256 * kMiB, phys_.device_local_bytes / 16));
@@ -622,7 +624,7 @@ void Context::copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, 
 void Context::copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
   wait_idle();
   if (!bytes) return;
-  if (src.mapped()) {
+  if (src.mapped() && !src.in_bar()) {
     std::memcpy(dst, src.mapped() + offset, bytes);
     return;
   }

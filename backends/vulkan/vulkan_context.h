@@ -201,6 +201,9 @@ class Buffer final : public DeviceBuffer {
   Buffer& operator=(const Buffer&) = delete;
   VkBuffer get() const { return buffer_; }
   uint8_t* mapped() const { return alloc_.mapped; }
+  // In device-local memory that the host maps (BAR): fast to write from the host, but
+  // host reads cross PCIe uncached (milliseconds for the logits), so they go staged.
+  bool in_bar() const { return allocator_ == ctx_.small_memory(); }
   Context& context() const { return ctx_; }
 
   // Set by upload_weight when the buffer holds a quantized [N, K] matrix in the
