@@ -13,6 +13,7 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_NV_cooperative_matrix : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define BM 128
 #define BN 128
@@ -24,12 +25,13 @@ layout(local_size_x = 256) in;
 layout(constant_id = 0) const int WDT = DT_F32;
 layout(constant_id = 1) const int BDT = DT_F32;
 layout(constant_id = 2) const int SPLIT = 0;
-// The device's fragment shape for f16 x f16 + f32 (VkCooperativeMatrixPropertiesNV).
-layout(constant_id = 3) const uint CM = 16;
-layout(constant_id = 4) const uint CN = 16;
-layout(constant_id = 5) const uint CK = 16;
 // 1: x rows 16-byte aligned (x_off and K multiples of 4), read as vec4.
-layout(constant_id = 6) const int X_VEC4 = 0;
+layout(constant_id = 3) const int X_VEC4 = 0;
+// The fragment shape (the host checks the device lists it for f16 x f16 + f32), fixed
+// at compile time so the fragment loops unroll and fragments stay in registers.
+#define CM 16u
+#define CN 16u
+#define CK 16u
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
@@ -41,7 +43,8 @@ layout(push_constant) uniform P {
 } p;
 #include "weights.glsl"
 
-const uint FM = WM / CM, FN = WN / CN;
+#define FM (WM / CM)
+#define FN (WN / CN)
 shared float16_t as[BM * SK];  // x tile, row-major [m][k]
 shared float16_t bs[BN * SK];  // W tile [n][k]: Wᵀ column-major
 shared float cs[8][CM * CN];   // a subgroup's output fragment on its way out
@@ -120,28 +123,28 @@ void main() {
   const uint n0 = gl_WorkGroupID.x * BN, m0 = gl_WorkGroupID.y * BM;
   const uint wm = (sg / 4u) * WM, wn = (sg % 4u) * WN;
   fcoopmatNV<32, gl_ScopeSubgroup, CM, CN> acc[FM][FN];
-  for (uint i = 0u; i < FM; i++)
-    for (uint j = 0u; j < FN; j++) acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, CM, CN>(0.0);
+  [[unroll]] for (uint i = 0u; i < FM; i++)
+    [[unroll]] for (uint j = 0u; j < FN; j++) acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, CM, CN>(0.0);
   fetch(m0, n0, 0u, tid);
   for (uint k0 = 0u; k0 < p.K; k0 += BK) {
     stash(tid);
     barrier();
     if (k0 + BK < p.K) fetch(m0, n0, k0 + BK, tid);
-    for (uint kk = 0u; kk < BK; kk += CK) {
+    [[unroll]] for (uint kk = 0u; kk < BK; kk += CK) {
       fcoopmatNV<16, gl_ScopeSubgroup, CM, CK> a[FM];
       fcoopmatNV<16, gl_ScopeSubgroup, CK, CN> b[FN];
-      for (uint i = 0u; i < FM; i++)
+      [[unroll]] for (uint i = 0u; i < FM; i++)
         coopMatLoadNV(a[i], as, (wm + i * CM) * SK + kk, SK, false);
-      for (uint j = 0u; j < FN; j++)
+      [[unroll]] for (uint j = 0u; j < FN; j++)
         coopMatLoadNV(b[j], bs, (wn + j * CN) * SK + kk, SK, true);
-      for (uint i = 0u; i < FM; i++)
-        for (uint j = 0u; j < FN; j++) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+      [[unroll]] for (uint i = 0u; i < FM; i++)
+        [[unroll]] for (uint j = 0u; j < FN; j++) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
     }
     barrier();
   }
   const uint lane = gl_SubgroupInvocationID;
-  for (uint i = 0u; i < FM; i++)
-    for (uint j = 0u; j < FN; j++) {
+  [[unroll]] for (uint i = 0u; i < FM; i++)
+    [[unroll]] for (uint j = 0u; j < FN; j++) {
       coopMatStoreNV(acc[i][j], cs[sg], 0, CN, false);
       subgroupMemoryBarrierShared();
       subgroupBarrier();

@@ -22,6 +22,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define WG 128
 layout(local_size_x = WG) in;
@@ -106,17 +107,17 @@ void main() {
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
   // Rows past N read row N - 1 (valid memory) and are not written.
   uint srow[R];
-  for (int r = 0; r < R; r++)
+  [[unroll]] for (int r = 0; r < R; r++)
     srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), p.N - 1u) * row_bytes;
   float acc[M][R][NT];
-  for (int m = 0; m < M; m++)
-    for (int r = 0; r < R; r++)
-      for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
+  [[unroll]] for (int m = 0; m < M; m++)
+    [[unroll]] for (int r = 0; r < R; r++)
+      [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
   for (uint blk = lane; blk < nb; blk += tpr) {
     // Every load of the block first, so R (2R) of them are in flight together.
     uvec4 qa[M][R], qb[M][R];
     float d[M][R];
-    for (int r = 0; r < R; r++) {
+    [[unroll]] for (int r = 0; r < R; r++) {
       const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
       qa[0][r] = wts4[q];
       qb[0][r] = WDT == DT_Q8_0 ? wts4[q + 1u] : uvec4(0u);
@@ -127,7 +128,7 @@ void main() {
         d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, srow[r] + blk * 2u));
       }
     }
-    for (int t = 0; t < NT; t++) {
+    [[unroll]] for (int t = 0; t < NT; t++) {
       // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
       const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
       vec4 xv[8];
@@ -137,8 +138,8 @@ void main() {
         xs4 += xv[k];
       }
       const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
-      for (int m = 0; m < M; m++)
-        for (int r = 0; r < R; r++) {
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++) {
           const float s = block_dot(qa[m][r], qb[m][r], xv);
           acc[m][r][t] += WDT == DT_Q4_0 ? d[m][r] * (16.0 * s - 24.0 * xs)
                                          : d[m][r] * (256.0 * s - 384.0 * xs);
@@ -150,8 +151,8 @@ void main() {
     const uint per_group = tpr / gl_SubgroupSize;
     if (per_group == 1u) {
       // One subgroup per group: every lane has the sums; lane 0 writes.
-      for (int r = 0; r < R; r++)
-        for (int t = 0; t < NT; t++) {
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
           const float s = subgroupAdd(acc[0][r][t]);
           const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
           const uint n = n0 + g * uint(R) + uint(r);
@@ -159,9 +160,9 @@ void main() {
         }
       return;
     }
-    for (int m = 0; m < M; m++)
-      for (int r = 0; r < R; r++)
-        for (int t = 0; t < NT; t++) {
+    [[unroll]] for (int m = 0; m < M; m++)
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
           const float s = subgroupAdd(acc[m][r][t]);
           if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
         }
@@ -180,10 +181,10 @@ void main() {
     return;
   }
   // Subgroups wider than a group: a tree in shared memory per (row, token).
-  for (int r = 0; r < R; r++)
-    for (int t = 0; t < NT; t++) {
+  [[unroll]] for (int r = 0; r < R; r++)
+    [[unroll]] for (int t = 0; t < NT; t++) {
       float s[M];
-      for (int m = 0; m < M; m++) {
+      [[unroll]] for (int m = 0; m < M; m++) {
         red[tid] = acc[m][r][t];
         barrier();
         for (uint h = tpr / 2u; h > 0u; h >>= 1) {

@@ -60,19 +60,20 @@ bool has_coop_gemm(const Backend& be) {
   VulkanTest vulkan_test_guard_
 
 // One backend per GEMM path for the whole run: NVIDIA's driver refuses new instances
-// after a few hundred in one process, and every section re-runs its test's body.
+// after a few hundred in one process, and every section re-runs its test's body. They
+// are never destroyed: NVIDIA's driver crashed tearing down two at exit.
 Backend& shared_vulkan(bool tensor_cores = false) {
-  static std::unique_ptr<Backend> fp32, coop;
-  std::unique_ptr<Backend>& b = tensor_cores ? coop : fp32;
+  static Backend *fp32 = nullptr, *coop = nullptr;
+  Backend*& b = tensor_cores ? coop : fp32;
   if (!b) {
     ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
-    b = make_vulkan_backend();
+    b = make_vulkan_backend().release();
   }
   return *b;
 }
 
-// The backend with the tensor-core GEMM, or null where the device has none (only then
-// is a second backend made: two instances at exit upset the validation layer).
+// The backend with the tensor-core GEMM, or null where the device has none (a second
+// backend is made only where it can be used).
 Backend* coop_backend() {
   if (shared_vulkan().info().details.find("coopmat NV (") == std::string::npos) return nullptr;
   Backend& b = shared_vulkan(true);

@@ -753,13 +753,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           grid(x, static_cast<uint64_t>(N));
         } else {
           // Many tokens: tiles of the tensor-core GEMM (128 x 128) or the float32 one (64).
-          const vk::PhysicalInfo& ph = ctx_->phys();
           const char* shader = coop_ ? "matmul_coop" : "matmul_tiled";
           const int64_t tile = coop_ ? 128 : 64;
           if (coop_)
-            use(shader, {spec[0], spec[1], spec[2], static_cast<int32_t>(ph.coop_m),
-                         static_cast<int32_t>(ph.coop_n), static_cast<int32_t>(ph.coop_k),
-                         in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0});
+            use(shader, {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0});
           else
             use(shader, spec);
           x.label = format("%s %s T=%lld [%lld x %lld]", shader, dtype_name(in[1].dtype),

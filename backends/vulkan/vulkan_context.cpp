@@ -200,12 +200,13 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     std::vector<VkCooperativeMatrixPropertiesNV> cps(n);
     for (auto& c : cps) c.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
     api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(dev, &n, cps.data());
-    // The largest fragment that fits the shader's 64 x 32 subgroup tile and K steps of 64.
+    // The shader's fragment shape (16 x 16 x 16), or else the largest listed (reported).
     for (const auto& c : cps)
       if (c.AType == VK_COMPONENT_TYPE_FLOAT16_NV && c.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
           c.CType == VK_COMPONENT_TYPE_FLOAT32_NV && c.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-          c.scope == VK_SCOPE_SUBGROUP_NV && 64 % c.MSize == 0 && 32 % c.NSize == 0 &&
-          64 % c.KSize == 0 && c.MSize * c.NSize * c.KSize > p.coop_m * p.coop_n * p.coop_k) {
+          c.scope == VK_SCOPE_SUBGROUP_NV && p.coop_m * p.coop_n * p.coop_k != 16 * 16 * 16 &&
+          (c.MSize * c.NSize * c.KSize > p.coop_m * p.coop_n * p.coop_k ||
+           (c.MSize == 16 && c.NSize == 16 && c.KSize == 16))) {
         p.coop_m = c.MSize;
         p.coop_n = c.NSize;
         p.coop_k = c.KSize;

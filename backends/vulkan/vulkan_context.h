@@ -54,10 +54,11 @@ struct PhysicalInfo {
   // A subgroup-scope f16 x f16 + f32 fragment shape of VK_NV_cooperative_matrix
   // (M x N, depth K); 0 when there is none.
   uint32_t coop_m = 0, coop_n = 0, coop_k = 0;
-  // Whether the tensor-core GEMM (shaders/matmul_coop.comp) can run: the extension and
-  // such a shape, fp16 arithmetic, the Vulkan memory model, subgroups of 32.
+  // Whether the tensor-core GEMM (shaders/matmul_coop.comp) can run: the extension with
+  // its 16 x 16 x 16 shape, fp16 arithmetic, the Vulkan memory model, subgroups of 32.
   bool coop_gemm() const {
-    return coopmat_nv && coop_m && fp16 && memory_model && subgroup_size == 32;
+    return coopmat_nv && coop_m == 16 && coop_n == 16 && coop_k == 16 && fp16 && memory_model &&
+           subgroup_size == 32;
   }
   uint32_t compute_family = UINT32_MAX;
   uint32_t timestamp_bits = 0;  // of the compute family
