@@ -472,12 +472,16 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 struct GemvShape {
   uint32_t tpr = 32, rows = 4;
 };
-GemvShape gemv_shape(uint32_t subgroup, int64_t K) {
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   GemvShape s;
   // About two blocks per thread: enough loads in flight, few idle threads on short rows.
   s.tpr = subgroup;
   while (s.tpr < kGemvQThreads && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
+  // 4 rows per group (x read once per 4 rows; measured best on the H200), fewer where
+  // that leaves under 256 workgroups (small matrices: k/v of GQA models).
   s.rows = 4;
+  while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (kGemvQThreads / s.tpr)) < 256)
+    s.rows /= 2;
   auto env = [](const char* name, uint32_t& v) {
     if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
   };
@@ -574,6 +578,21 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     }
     for (const Region& o : others)
       if (o.overlaps(act)) return false;
+    return true;
+  };
+  // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
+  // dispatch can write without races (the cache overlaps nothing the rope touches).
+  auto rope_store_fusable = [&](size_t i) -> bool {
+    if (i + 1 >= nodes.size()) return false;
+    const BoundNode &r = nodes[i], &kv = nodes[i + 1];
+    if (!kv.node || kv.node->op != Op::KvAppend || kv.inputs.size() != 3 ||
+        kv.node->inputs.empty() || kv.node->inputs[0] != r.node->output ||
+        kv.output.dtype != DType::F32 || kv.output.shape.row_len() != r.output.shape.row_len() ||
+        kv.output.offset % 4 != 0)
+      return false;
+    const Region cache = region(kv.output);
+    for (const TensorRef* t : {&r.inputs[0], &r.inputs[1], &r.inputs[2], &r.output, &kv.inputs[1]})
+      if (cache.overlaps(region(*t))) return false;
     return true;
   };
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
@@ -720,7 +739,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
-          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K);
+          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, N);
           push(gs.tpr);
           if (glu) {
             bind(nodes[ni + 1].inputs[1], "the second weight");
@@ -777,8 +796,25 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.head_dim}, int64_t{p.rot_dims}})
           push(static_cast<uint32_t>(v));
         push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
+        // A KvAppend of the result right after (k) writes the f32 cache rows here too.
+        const bool store = rope_store_fusable(ni);
+        if (store) {
+          const BoundNode& kv = nodes[ni + 1];
+          push(bind(kv.inputs[1], "slots"));
+          push(bind(kv.output, "the cache", true));
+          push(static_cast<uint32_t>(kv.output.shape.rows()));
+          x.nodes.push_back(static_cast<int>(ni + 1));
+          fused = 1;
+        } else {
+          push(bind(in[1], "positions"));
+          push(bind(o, "the output", true));
+          push(0);
+        }
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        push(store ? 1 : 0);
         use("rope", {});
-        x.label = p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox";
+        x.label = std::string(p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox") +
+                  (store ? " +kv_append" : "");
         grid(x, (static_cast<uint64_t>(T) * p.n_heads * p.head_dim + 63) / 64);
         break;
       }
