@@ -753,7 +753,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(in[0], "the activation", true));
             push(static_cast<uint32_t>(T * K));
           } else {
-            push(bind(in[0], "x"));
+            // Unused, but the shader may write it: the output (validation sees a write).
+            push(bind(o, "the output", true));
             push(0);
           }
           use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
