@@ -1,7 +1,8 @@
 // Causal attention over the paged KV cache (core/graph.h): a workgroup per (token,
 // query head). Keys go in chunks of WG, a thread per key for the score q·k (scaled,
 // soft-capped); an online softmax (running max and sum, exact rescaling) folds each
-// chunk into the output, whose dims are spread over the threads (up to 8 each).
+// chunk into the output, whose dims are spread over the threads (up to 8 each). Dot
+// products and weighted sums keep four partial sums, so loads overlap.
 // With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
 // split over SPLITS workgroups, each writing its running max, sum and unnormalised
 // output to `part`, which attention_merge.comp combines.
@@ -127,15 +128,28 @@ void main() {
       } else {
         slot = page * int(p.page_size) + int(j % p.page_size);
         const uint kb = uint(slot) * kv_row + kv_off;
-        float qk = 0.0;
+        // Four independent sums, so four loads of the key row are in flight at once
+        // (one sum waits for memory once per element).
+        vec4 qk4 = vec4(0.0);
         if (K_VEC4 != 0) {
-          const uint kb4 = (p.k_off + kb) / 4u;
-          for (uint d4 = 0u; d4 < D / 4u; d4++)
-            qk += dot(vec4(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]),
-                       kc4[kb4 + d4]);
+          const uint kb4 = (p.k_off + kb) / 4u, n4 = D / 4u;
+          uint d4 = 0u;
+          for (; d4 + 4u <= n4; d4 += 4u)
+            for (uint u = 0u; u < 4u; u++) {
+              const uint e = 4u * (d4 + u);
+              qk4[u] += dot(vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]), kc4[kb4 + d4 + u]);
+            }
+          for (; d4 < n4; d4++)
+            qk4.x += dot(vec4(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]),
+                         kc4[kb4 + d4]);
         } else {
-          for (uint d = 0u; d < D; d++) qk += qs[d] * LOAD_FLOAT(kc, KDT, p.k_off, kb + d);
+          uint d = 0u;
+          for (; d + 4u <= D; d += 4u)
+            for (uint u = 0u; u < 4u; u++)
+              qk4[u] += qs[d + u] * LOAD_FLOAT(kc, KDT, p.k_off, kb + d + u);
+          for (; d < D; d++) qk4.x += qs[d] * LOAD_FLOAT(kc, KDT, p.k_off, kb + d);
         }
+        const float qk = (qk4.x + qk4.y) + (qk4.z + qk4.w);
         sc = qk * p.scale;
         if (p.softcap > 0.0) sc = p.softcap * tanh_accurate(sc / p.softcap);
       }
@@ -153,12 +167,20 @@ void main() {
     for (uint i = 0u; i < PER_T; i++) {
       const uint d = tid + i * WG;
       if (d >= D) break;
-      float a = acc[i] * alpha;
-      for (uint jj = 0u; jj < n_keys; jj++) {
+      // Four independent sums over the chunk's keys, as for q·k.
+      vec4 a4 = vec4(acc[i] * alpha, 0.0, 0.0, 0.0);
+      uint jj = 0u;
+      for (; jj + 4u <= n_keys; jj += 4u)
+        for (uint u = 0u; u < 4u; u++) {
+          const int sl = slot_of[jj + u];
+          if (sl >= 0)
+            a4[u] += probs[jj + u] * LOAD_FLOAT(vc, VDT, p.v_off, uint(sl) * kv_row + kv_off + d);
+        }
+      for (; jj < n_keys; jj++) {
         const int sl = slot_of[jj];
-        if (sl >= 0) a += probs[jj] * LOAD_FLOAT(vc, VDT, p.v_off, uint(sl) * kv_row + kv_off + d);
+        if (sl >= 0) a4.x += probs[jj] * LOAD_FLOAT(vc, VDT, p.v_off, uint(sl) * kv_row + kv_off + d);
       }
-      acc[i] = a;
+      acc[i] = (a4.x + a4.y) + (a4.z + a4.w);
     }
     barrier();  // probs and slot_of are rewritten by the next chunk
   }

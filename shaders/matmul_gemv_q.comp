@@ -1,23 +1,37 @@
 // Decode GEMV for q4_0/q8_0 matrices in the backend's row layout (SPLIT = 1, see
 // weights.glsl), for devices with subgroup arithmetic. The workgroup's threads form
-// groups of p.tpr (a power of two >= the subgroup size, about the row's block count,
-// so short rows leave no thread idle); each group computes 4 output rows (x is read
-// from L2 once per 4 rows), each thread a block of 32 weights at a time with one
-// 16-byte load (q4_0; two for q8_0) and one scale, keeping T <= 8 token sums, reduced
-// with subgroupAdd and then across the group's subgroups in shared memory. Weights are
-// dequantized exactly (q * d) and multiplied in float32.
+// groups of p.tpr (a power of two >= the subgroup size); each group computes R output
+// rows (x is read once per R rows), each thread a block of 32 weights of every row at
+// a time with one 16-byte load per row (q4_0; two for q8_0), the R loads issued before
+// any arithmetic. Sums are reduced with subgroupAdd, then across the group's subgroups
+// in shared memory. Tokens (NT <= 8) and rows (R) are specialization constants, so the
+// accumulators stay in registers.
+//
+// Dequantization without int->float conversions: a 4-bit q (8-bit for q8_0, offset by
+// 128) is put at the top of the mantissa of 1.0, giving f = 1 + q/16 (1 + u/256); the
+// block's sum is d * (16 Σ f x - 24 Σ x) for q4_0 (q - 8 is the weight) and
+// d * (256 Σ f x - 384 Σ x) for q8_0. In float32 this loses a few bits to cancellation
+// (about 1e-6 relative), far inside the float32 path's tolerance.
+//
+// MODE 1 (gate/up + SiLU): W2 is a second matrix of W's shape (up), Y2 its product,
+// and out2 = silu(y) * y2, as the SiluMul node that follows in the graph (written to a
+// scratch buffer, as the activation's place may still be x). The down GEMV then reads
+// x from that scratch and copies it to the activation's place (copy_n floats, spread
+// over its workgroups), so the graph's tensors end up as without the fusion.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define WG 128
-#define MAX_T 8
-#define ROWS 4  // output rows per group of threads
 layout(local_size_x = WG) in;
 layout(constant_id = 0) const int WDT = DT_Q4_0;
 layout(constant_id = 1) const int BDT = DT_F32;
 layout(constant_id = 2) const int SPLIT = 1;
+layout(constant_id = 3) const int NT = 1;    // tokens
+layout(constant_id = 4) const int R = 4;     // output rows per group of threads
+layout(constant_id = 5) const int MODE = 0;  // 0 plain (+ residual add), 1 gate/up + SiLU
 layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
@@ -26,102 +40,161 @@ layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 // fuse_add: the Add of a residual that follows in the graph, out2 = y + residual.
 layout(std430, binding = 4) readonly buffer Res { float residual[]; };
 layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
+layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
+layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
+layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
+layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
+layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(push_constant) uniform P {
-  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr;
+  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
+      copy_off, copy_n;
 } p;
 #include "weights.glsl"
 
-// Partial sums per (row, token, subgroup); subgroups are at least 4 wide.
-shared float partial[ROWS * MAX_T][WG / 4];
+#define M (MODE == 1 ? 2 : 1)  // matrices
+// Partial sums per (matrix, row, token, subgroup); subgroups are at least 4 wide.
+shared float partial[M * R * NT][WG / 4];
 shared float red[WG];  // when subgroups are wider than a group of threads
 
-void write_out(uint n, uint t, float s) {
+// 1 + q/16 for the 4 bits at 19..22 of v; 1 + u/256 for the 8 bits at 15..22.
+float nib(uint v) { return uintBitsToFloat((v & 0x00780000u) | 0x3f800000u); }
+float byt(uint v) { return uintBitsToFloat((v & 0x007f8000u) | 0x3f800000u); }
+
+// Σ f·x over one block of 32 weights (quants q, one uvec4 for q4_0, two for q8_0)
+// and the x of that block (xv[8]).
+float block_dot(uvec4 qa, uvec4 qb, vec4 xv[8]) {
+  float s = 0.0;
+  if (WDT == DT_Q4_0) {
+    // Word w holds elements 4w..4w+3 (low nibbles) and 16+4w.. (high nibbles).
+    for (uint w = 0u; w < 4u; w++) {
+      const uint v = qa[w];
+      s += dot(xv[w], vec4(nib(v << 19), nib(v << 11), nib(v << 3), nib(v >> 5)));
+      s += dot(xv[w + 4u], vec4(nib(v << 15), nib(v << 7), nib(v >> 1), nib(v >> 9)));
+    }
+  } else {
+    for (uint w = 0u; w < 4u; w++) {
+      const uint v = qa[w] ^ 0x80808080u, u = qb[w] ^ 0x80808080u;
+      s += dot(xv[w], vec4(byt(v << 15), byt(v << 7), byt(v >> 1), byt(v >> 9)));
+      s += dot(xv[w + 4u], vec4(byt(u << 15), byt(u << 7), byt(u >> 1), byt(u >> 9)));
+    }
+  }
+  return s;
+}
+
+void write_out(uint n, uint t, float s, float s2) {
   const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
   const float v = s + b;
   y[p.y_off + t * p.N + n] = v;
-  if (p.fuse_add != 0u) out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
+  if (MODE == 1) {
+    y2[p.y2_off + t * p.N + n] = s2;
+    out2[p.out2_off + t * p.N + n] = v / (1.0 + exp(-v)) * s2;
+  } else if (p.fuse_add != 0u) {
+    out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
+  }
 }
 
 void main() {
+  for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
+       i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
+    xcopy[p.copy_off + i] = x1[p.x_off + i];
   const uint tpr = p.tpr, groups = WG / tpr;
-  const uint n0 = flat_group() * groups * ROWS;
+  const uint n0 = flat_group() * groups * R;
   if (n0 >= p.N) return;
   const uint tid = gl_LocalInvocationID.x;
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
-  const uint row_bytes = quant_row_bytes(p.K);
-  float acc[ROWS][MAX_T];
-  for (uint r = 0u; r < ROWS; r++)
-    for (uint t = 0u; t < MAX_T; t++) acc[r][t] = 0.0;
+  const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
+  const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
+  // Rows past N read row N - 1 (valid memory) and are not written.
+  uint srow[R];
+  [[unroll]] for (int r = 0; r < R; r++)
+    srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), p.N - 1u) * row_bytes;
+  float acc[M][R][NT];
+  [[unroll]] for (int m = 0; m < M; m++)
+    [[unroll]] for (int r = 0; r < R; r++)
+      [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
   for (uint blk = lane; blk < nb; blk += tpr) {
-    for (uint r = 0u; r < ROWS; r++) {
-      const uint n = n0 + g * ROWS + r;
-      if (n >= p.N) break;
-      const uint row = p.w_off * 4u + n * row_bytes;              // bytes, 16-aligned
-      const uint q_base = (row + split_scale_bytes(p.K)) / 16u;  // in uvec4
-      const float d = f16_bits_to_f32(LOAD_U16(wts, row + blk * 2u));
-      float v[32];
-      if (WDT == DT_Q4_0) {
-        const uvec4 q = wts4[q_base + blk];
-        for (uint w = 0u; w < 4u; w++) {
-          const uint word = q[w];
-          for (uint b = 0u; b < 4u; b++) {
-            const uint byte_ = (word >> (8u * b)) & 0xffu;
-            v[w * 4u + b] = float(int(byte_ & 15u) - 8) * d;
-            v[w * 4u + b + 16u] = float(int(byte_ >> 4) - 8) * d;
-          }
-        }
-      } else {
-        for (uint h = 0u; h < 2u; h++) {
-          const uvec4 q = wts4[q_base + blk * 2u + h];
-          for (uint w = 0u; w < 4u; w++)
-            for (uint b = 0u; b < 4u; b++)
-              v[h * 16u + w * 4u + b] = float(int(((q[w] >> (8u * b)) & 0xffu) << 24) >> 24) * d;
-        }
+    // Every load of the block first, so R (2R) of them are in flight together.
+    uvec4 qa[M][R], qb[M][R];
+    float d[M][R];
+    [[unroll]] for (int r = 0; r < R; r++) {
+      const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
+      qa[0][r] = wts4[q];
+      qb[0][r] = WDT == DT_Q8_0 ? wts4[q + 1u] : uvec4(0u);
+      d[0][r] = f16_bits_to_f32(LOAD_U16(wts, srow[r] + blk * 2u));
+      if (MODE == 1) {
+        qa[M - 1][r] = wts24[q];
+        qb[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);
+        d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, srow[r] + blk * 2u));
       }
-      // The same x block for every row: from L1 after the first.
-      for (uint t = 0u; t < p.T; t++) {
-        // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
-        const uint xb = (p.x_off + t * p.K + blk * 32u) / 4u;
-        float s = 0.0;
-        for (uint k = 0u; k < 8u; k++) {
-          const vec4 xv = x4[xb + k];
-          s += dot(xv, vec4(v[4u * k], v[4u * k + 1u], v[4u * k + 2u], v[4u * k + 3u]));
-        }
-        acc[r][t] += s;
+    }
+    [[unroll]] for (int t = 0; t < NT; t++) {
+      // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
+      const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
+      vec4 xv[8];
+      vec4 xs4 = vec4(0.0);
+      for (uint k = 0u; k < 8u; k++) {
+        xv[k] = x4[xb + k];
+        xs4 += xv[k];
       }
+      const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++) {
+          const float s = block_dot(qa[m][r], qb[m][r], xv);
+          acc[m][r][t] += WDT == DT_Q4_0 ? d[m][r] * (16.0 * s - 24.0 * xs)
+                                         : d[m][r] * (256.0 * s - 384.0 * xs);
+        }
     }
   }
   if (gl_SubgroupSize <= tpr) {
     // Subgroups lie within one group (both are powers of two, groups aligned).
-    for (uint r = 0u; r < ROWS; r++)
-      for (uint t = 0u; t < p.T; t++) {
-        const float s = subgroupAdd(acc[r][t]);
-        if (subgroupElect()) partial[r * MAX_T + t][gl_SubgroupID] = s;
-      }
-    barrier();
     const uint per_group = tpr / gl_SubgroupSize;
-    for (uint o = tid; o < groups * ROWS * p.T; o += WG) {
-      const uint og = o / (ROWS * p.T), r = (o / p.T) % ROWS, t = o % p.T;
-      const uint n = n0 + og * ROWS + r;
+    if (per_group == 1u) {
+      // One subgroup per group: every lane has the sums; lane 0 writes.
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          const float s = subgroupAdd(acc[0][r][t]);
+          const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
+          const uint n = n0 + g * uint(R) + uint(r);
+          if (lane == 0u && n < p.N) write_out(n, uint(t), s, s2);
+        }
+      return;
+    }
+    [[unroll]] for (int m = 0; m < M; m++)
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          const float s = subgroupAdd(acc[m][r][t]);
+          if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
+        }
+    barrier();
+    for (uint o = tid; o < groups * uint(R * NT); o += WG) {
+      const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
+      const uint n = n0 + og * uint(R) + r;
       if (n >= p.N) continue;
-      float s = 0.0;
-      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) s += partial[r * MAX_T + t][sg];
-      write_out(n, t, s);
+      float s = 0.0, s2 = 0.0;
+      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
+        s += partial[r * uint(NT) + t][sg];
+        if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
+      }
+      write_out(n, t, s, s2);
     }
     return;
   }
   // Subgroups wider than a group: a tree in shared memory per (row, token).
-  for (uint r = 0u; r < ROWS; r++)
-    for (uint t = 0u; t < p.T; t++) {
-      red[tid] = acc[r][t];
-      barrier();
-      for (uint s = tpr / 2u; s > 0u; s >>= 1) {
-        if (lane < s) red[tid] += red[tid + s];
+  [[unroll]] for (int r = 0; r < R; r++)
+    [[unroll]] for (int t = 0; t < NT; t++) {
+      float s[M];
+      [[unroll]] for (int m = 0; m < M; m++) {
+        red[tid] = acc[m][r][t];
+        barrier();
+        for (uint h = tpr / 2u; h > 0u; h >>= 1) {
+          if (lane < h) red[tid] += red[tid + h];
+          barrier();
+        }
+        s[m] = red[tid];
         barrier();
       }
-      const uint n = n0 + g * ROWS + r;
-      if (lane == 0u && n < p.N) write_out(n, t, red[tid]);
-      barrier();
+      const uint n = n0 + g * uint(R) + uint(r);
+      if (lane == 0u && n < p.N) write_out(n, uint(t), s[0], s[M - 1]);
     }
 }

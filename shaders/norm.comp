@@ -33,11 +33,43 @@ float block_sum(float v) {
   return r;
 }
 
+// Rows of up to WG * PER elements are held in registers: every load of a pass is
+// issued at once (a strided loop waits for memory once per iteration), and x is read
+// only once.
+#define PER 16
+
 void main() {
   const uint tid = gl_LocalInvocationID.x;
   const float fd = float(p.d);
   for (uint row = flat_group(); row < p.rows; row += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
     const uint base = p.x_off + row * p.d;
+    if (p.d <= WG * PER) {
+      float v[PER];
+      float s = 0.0;
+      for (uint i = 0u; i < PER; i++) {
+        const uint k = tid + i * WG;
+        v[i] = k < p.d ? x[base + k] : 0.0;
+        s += OP == 0 ? v[i] * v[i] : v[i];
+      }
+      float inv, mean = 0.0;
+      if (OP == 0) {
+        inv = 1.0 / sqrt(block_sum(s) / fd + p.eps);
+      } else {
+        mean = block_sum(s) / fd;
+        float q = 0.0;
+        for (uint i = 0u; i < PER; i++)
+          if (tid + i * WG < p.d) q += (v[i] - mean) * (v[i] - mean);
+        inv = 1.0 / sqrt(block_sum(q) / fd + p.eps);
+      }
+      for (uint i = 0u; i < PER; i++) {
+        const uint k = tid + i * WG;
+        if (k >= p.d) break;
+        float o = (OP == 0 ? v[i] * inv : (v[i] - mean) * inv) * LOAD_FLOAT(w, WDT, p.w_off, k);
+        if (OP == 1 && p.has_bias != 0u) o += LOAD_FLOAT(b, BDT, p.b_off, k);
+        y[p.y_off + row * p.d + k] = o;
+      }
+      continue;
+    }
     float inv, mean = 0.0;
     if (OP == 0) {
       float s = 0.0;

@@ -36,15 +36,21 @@ bool have_vulkan() {
   return have;
 }
 
-// Skips without a device; at the end of the test, fails on validation errors.
+// Skips without a device; at the end of the test, fails on validation errors. Backends
+// made in a test take the float32 path (the tensor-core GEMM is fp16, tested on its own).
 class VulkanTest {
  public:
   VulkanTest() : before_(vulkan_validation_errors()) {}
   ~VulkanTest() { CHECK(vulkan_validation_errors() == before_); }
 
  private:
+  ScopedEnv fp32_{"LLM_VULKAN_COOPMAT", "0"};
   int before_;
 };
+
+bool has_coop_gemm(const Backend& be) {
+  return be.info().details.find("tensor-core GEMM") != std::string::npos;
+}
 
 #define VULKAN_TEST()                  \
   if (!have_vulkan()) {                \
@@ -53,16 +59,62 @@ class VulkanTest {
   }                                    \
   VulkanTest vulkan_test_guard_
 
+// One backend per GEMM path for the whole run: NVIDIA's driver refuses new instances
+// after a few hundred in one process, and every section re-runs its test's body. They
+// are never destroyed: NVIDIA's driver crashed tearing down two at exit.
+Backend& shared_vulkan(bool tensor_cores = false) {
+  static Backend *fp32 = nullptr, *coop = nullptr;
+  Backend*& b = tensor_cores ? coop : fp32;
+  if (!b) {
+    ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
+    b = make_vulkan_backend().release();
+  }
+  return *b;
+}
+
+// The backend with the tensor-core GEMM, or null where the device has none (a second
+// backend is made only where it can be used).
+Backend* coop_backend() {
+  if (shared_vulkan().info().details.find("coopmat NV (") == std::string::npos) return nullptr;
+  Backend& b = shared_vulkan(true);
+  return has_coop_gemm(b) ? &b : nullptr;
+}
+
 double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
                         int inplace = -1) {
-  // One device for all op comparisons: NVIDIA's driver refuses new instances
-  // after a few hundred have been created in one process.
   static auto cpu = make_cpu_backend(2);
-  static auto gpu = make_vulkan_backend();
-  return compare_backends(*cpu, *gpu, node, ins, out, inplace);
+  Backend& gpu = shared_vulkan();
+  return compare_backends(*cpu, gpu, node, ins, out, inplace);
 }
 
 HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
+
+// Inputs of a matmul [T, K] x [N, K]ᵀ with weights of dtype wt (random), for the GPU and
+// for the CPU reference, which multiplies by the same dequantized values in float32
+// (its own quantized path rounds x to 8 bits, which this backend does not).
+struct MatMulInputs {
+  std::vector<HostT> gpu, cpu;
+};
+MatMulInputs matmul_inputs(DType wt, int64_t T, int64_t K, int64_t N, bool bias,
+                           std::mt19937& rng) {
+  const HostT x = f32_tensor({T, K}, uniform(T * K, rng, -2.f, 2.f));
+  MatMulInputs m{{x}, {x}};
+  if (wt == DType::Q8_0 || wt == DType::Q4_0) {
+    const QuantMatrix q = quantize_random(wt, N, K, rng);
+    m.gpu.push_back({wt, {N, K}, q.blocks});
+    m.cpu.push_back(f32_tensor({N, K}, q.values));
+  } else {
+    const HostT w{wt, {N, K}, encode(wt, uniform(N * K, rng))};
+    m.gpu.push_back(w);
+    m.cpu.push_back(w);
+  }
+  if (bias) {
+    const HostT b{DType::BF16, {N}, encode(DType::BF16, uniform(N, rng))};
+    m.gpu.push_back(b);
+    m.cpu.push_back(b);
+  }
+  return m;
+}
 
 }  // namespace
 
@@ -112,7 +164,7 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
   VULKAN_TEST();
   std::mt19937 rng(1);
   auto cpu = make_cpu_backend(2);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   struct KN {
     int64_t K, N;
   };
@@ -128,28 +180,11 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
         DYNAMIC_SECTION(dtype_name(wt)
                         << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")
                         << (via_weight ? " (upload_weight)" : "")) {
-          const HostT x = f32_tensor({T, kn.K}, uniform(T * kn.K, rng, -2.f, 2.f));
-          std::vector<HostT> ins = {x}, ref_ins = {x};
-          if (quant) {
-            // The CPU multiplies by the same dequantized values in float32 (its own
-            // quantized path rounds x to 8 bits, which this backend does not).
-            const QuantMatrix q = quantize_random(wt, kn.N, kn.K, rng);
-            ins.push_back({wt, {kn.N, kn.K}, q.blocks});
-            ref_ins.push_back(f32_tensor({kn.N, kn.K}, q.values));
-          } else {
-            const HostT w{wt, {kn.N, kn.K}, encode(wt, uniform(kn.N * kn.K, rng))};
-            ins.push_back(w);
-            ref_ins.push_back(w);
-          }
-          if (bias) {
-            const HostT b{DType::BF16, {kn.N}, encode(DType::BF16, uniform(kn.N, rng))};
-            ins.push_back(b);
-            ref_ins.push_back(b);
-          }
+          const MatMulInputs mi = matmul_inputs(wt, T, kn.K, kn.N, bias, rng);
           const HostT out = zeros({T, kn.N});
-          OneNode c(*cpu, make_node(Op::MatMul), ref_ins, out);
+          OneNode c(*cpu, make_node(Op::MatMul), mi.cpu, out);
           c.run();
-          OneNode g(*gpu, make_node(Op::MatMul), ins, out, -1, via_weight ? 1 : -1);
+          OneNode g(*gpu, make_node(Op::MatMul), mi.gpu, out, -1, via_weight ? 1 : -1);
           g.run();
           g.run();
           const std::string kernel = g.program().dispatches().at(0).kernel;
@@ -163,6 +198,68 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
           CHECK(err <= 1e-5);
         }
       }
+    }
+  }
+}
+
+// The tensor-core GEMM (GL_NV_cooperative_matrix, fp16 inputs, float32 sums) where the
+// device has it: every dtype, edges of its 128 x 128 tiles and of its K steps.
+TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[vulkan][ops]") {
+  VULKAN_TEST();
+  Backend* gpu = coop_backend();
+  if (!gpu) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << shared_vulkan().info().name << ": skipped");
+    return;
+  }
+  std::mt19937 rng(3);
+  auto cpu = make_cpu_backend(2);
+  struct TKN {
+    int64_t T, K, N;
+  };
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const bool quant = wt == DType::Q8_0 || wt == DType::Q4_0;
+    for (TKN s : {TKN{9, 96, 13}, TKN{70, 160, 130}, TKN{200, 67, 300}, TKN{130, 288, 257}}) {
+      if (quant && s.K % 32) continue;
+      const bool bias = s.N % 2 == 1, via_weight = quant && s.T % 2 == 0;
+      DYNAMIC_SECTION(dtype_name(wt)
+                      << " T=" << s.T << " K=" << s.K << " N=" << s.N << (bias ? " +bias" : "")
+                      << (via_weight ? " (upload_weight)" : "")) {
+        const MatMulInputs mi = matmul_inputs(wt, s.T, s.K, s.N, bias, rng);
+        const HostT out = zeros({s.T, s.N});
+        OneNode c(*cpu, make_node(Op::MatMul), mi.cpu, out);
+        c.run();
+        OneNode g(*gpu, make_node(Op::MatMul), mi.gpu, out, -1, via_weight ? 1 : -1);
+        g.run();
+        CHECK(g.program().dispatches().at(0).kernel.rfind("matmul_coop", 0) == 0);
+        const double err =
+            max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output()));
+        INFO("max rel err " << err);
+        CHECK(err <= 1e-2);
+        CHECK(err > 0.0);  // really the fp16 path
+      }
+    }
+  }
+}
+
+TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bound",
+          "[vulkan][models]") {
+  VULKAN_TEST();
+  Backend* backend = coop_backend();
+  if (!backend) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << shared_vulkan().info().name << ": skipped");
+    return;
+  }
+  for (const Fixture& f : kFixtures) {
+    DYNAMIC_SECTION(f.name) {
+      const Reference ref = load_reference(f.name);
+      auto model = Model::load(model_dir(f.name), *backend);
+      Session session(*model);
+      const std::vector<float> logits = session.forward(ref.input_ids, true);
+      const double err = max_rel_error(logits, ref.logits);
+      INFO(f.name << ": max |Δ| / max |ref| = " << err);
+      CHECK(err <= 1e-2);
+      session.reset();
+      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
     }
   }
 }
@@ -212,7 +309,7 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     return out;
   };
   auto cpu = make_cpu_backend(1);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   std::vector<Program::Dispatch> ds;
   const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
   const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
@@ -222,6 +319,80 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     CHECK(ds[0].kernel.find("+add") != std::string::npos);
     CHECK(ds[0].nodes == std::vector<int>{0, 1});
   }
+}
+
+TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down reads it",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(13);
+  const int64_t K = 192, F = 96;
+  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
+  Node mg = make_node(Op::MatMul), mu = make_node(Op::MatMul), act = make_node(Op::SiluMul),
+       md = make_node(Op::MatMul);
+  mg.inputs = {0, 1};
+  mg.output = 3;
+  mu.inputs = {0, 2};
+  mu.output = 4;
+  act.inputs = {3, 4};
+  act.output = 5;
+  md.inputs = {5, 6};
+  md.output = 7;
+  for (DType wt : {DType::Q4_0, DType::Q8_0})
+    for (int64_t T : {1, 3}) {
+      DYNAMIC_SECTION(dtype_name(wt) << " T=" << T) {
+        const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
+                          wd = quantize_random(wt, K, F, rng);
+        const std::vector<float> x = uniform(T * K, rng);
+        auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+          std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+          auto put = [&](const Bytes& data) {
+            bufs.push_back(be.alloc(data.size(), "test"));
+            be.upload(*bufs.back(), 0, data.data(), data.size());
+            return bufs.back().get();
+          };
+          auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) -> TensorRef {
+            if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {n, k}};
+            bufs.push_back(
+                be.upload_weight(HostTensor{wt, {n, k}, q.blocks.data(), q.blocks.size()}, "w"));
+            return {bufs.back().get(), 0, wt, {n, k}};
+          };
+          // x and act share memory, as the memory planner lays them out.
+          DeviceBuffer* arena = put(Bytes(T * K * 4 + T * F * 12 + 4096));
+          be.upload(*arena, 0, x.data(), x.size() * 4);
+          const TensorRef xr{arena, 0, DType::F32, {T, K}};
+          const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
+          const TensorRef ur{
+              arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
+          const TensorRef ar{arena, 0, DType::F32, {T, F}};
+          const TensorRef dr{put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+          auto prog =
+              be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
+                          BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
+                          BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
+          prog->run();
+          if (ds) *ds = prog->dispatches();
+          std::vector<float> all;
+          for (const TensorRef& r : {gr, ur, ar, dr}) {
+            std::vector<float> v(r.shape.numel());
+            be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
+            all.insert(all.end(), v.begin(), v.end());
+          }
+          return all;
+        };
+        auto cpu = make_cpu_backend(1);
+        Backend* gpu = &shared_vulkan();
+        std::vector<Program::Dispatch> ds;
+        const std::vector<float> want = run(*cpu, false, nullptr);
+        const std::vector<float> got = run(*gpu, true, &ds);
+        CHECK(max_rel_error(got, want) <= 1e-5);
+        if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+          REQUIRE(ds.size() == 2);
+          CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
+          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+          CHECK(ds[1].nodes == std::vector<int>{3});
+        }
+      }
+    }
 }
 
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {
@@ -324,7 +495,7 @@ TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
     DYNAMIC_SECTION(dtype_name(t)) {
       const int64_t D = 96;
       const QuantMatrix table = quantize_random(t, V, D, rng);
-      auto gpu = make_vulkan_backend();
+      Backend* gpu = &shared_vulkan();
       for (int weight : {-1, 0}) {
         OneNode g(*gpu, make_node(Op::GetRows), {{t, {V, D}, table.blocks}, i32_tensor({R}, ids)},
                   zeros({R, D}), -1, weight);
@@ -417,7 +588,7 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);
       // 12 (token, head) pairs: the keys are split over workgroups and merged.
-      auto gpu = make_vulkan_backend();
+      Backend* gpu = &shared_vulkan();
       OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
       const auto ds = g.program().dispatches();
       REQUIRE(ds.size() == 2);
@@ -433,7 +604,7 @@ TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vu
   const HostT w{DType::F16, {N, K}, encode(DType::F16, uniform(N * K, rng))};
   const HostT x0 = f32_tensor({T, K}, uniform(T * K, rng));
   auto cpu = make_cpu_backend(1);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   const Node node = make_node(Op::MatMul);
   OneNode c(*cpu, node, {x0, w}, zeros({T, N})), g(*gpu, node, {x0, w}, zeros({T, N}));
   for (int step = 0; step < 4; step++) {
@@ -494,7 +665,7 @@ TEST_CASE("vulkan pipeline cache is kept on disk", "[vulkan]") {
 
 TEST_CASE("vulkan: fixtures match transformers logits and greedy ids", "[vulkan][models]") {
   VULKAN_TEST();
-  auto backend = make_vulkan_backend();
+  Backend* backend = &shared_vulkan();
   for (const Fixture& f : kFixtures) {
     DYNAMIC_SECTION(f.name) {
       const Reference ref = load_reference(f.name);
@@ -547,7 +718,7 @@ TEST_CASE("vulkan: staged transfers (the discrete-GPU path) give the same logits
 
 TEST_CASE("vulkan: decode through the cache equals a full forward pass", "[vulkan][models]") {
   VULKAN_TEST();
-  auto backend = make_vulkan_backend();
+  Backend* backend = &shared_vulkan();
   for (const char* name : {"llama3", "mistral_w5", "qwen2_f16_untied"}) {
     DYNAMIC_SECTION(name) {
       const Reference ref = load_reference(name);
@@ -578,7 +749,7 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
     DType t;
   };
   auto cpu = make_cpu_backend(2);
-  auto gpu = make_vulkan_backend();
+  Backend* gpu = &shared_vulkan();
   for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
     DYNAMIC_SECTION("llama3 " << q.name) {
       const Reference ref = load_reference("llama3");

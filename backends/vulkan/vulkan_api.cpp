@@ -35,6 +35,9 @@ void load_instance_api(Api& api, VkInstance instance) {
       api.vkGetInstanceProcAddr(instance, "vkCreateDebugUtilsMessengerEXT"));
   api.vkDestroyDebugUtilsMessengerEXT = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
       api.vkGetInstanceProcAddr(instance, "vkDestroyDebugUtilsMessengerEXT"));
+  api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV =
+      reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
+          api.vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
 }
 
 void load_device_api(const Api& api, VkDevice device, DeviceApi& out) {

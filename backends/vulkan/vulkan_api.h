@@ -86,6 +86,9 @@ struct Api {
   LLM_VK_INSTANCE_FUNCS(LLM_VK_DECLARE)
   PFN_vkCreateDebugUtilsMessengerEXT vkCreateDebugUtilsMessengerEXT = nullptr;
   PFN_vkDestroyDebugUtilsMessengerEXT vkDestroyDebugUtilsMessengerEXT = nullptr;
+  // Present when the driver has VK_NV_cooperative_matrix.
+  PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV
+      vkGetPhysicalDeviceCooperativeMatrixPropertiesNV = nullptr;
 };
 
 struct DeviceApi {

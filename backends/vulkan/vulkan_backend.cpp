@@ -88,8 +88,7 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
-// Output rows per group of threads of matmul_gemv_q (its ROWS), and its workgroup size.
-constexpr uint32_t kGemvQRows = 4;
+// The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
@@ -97,8 +96,8 @@ constexpr int kAttentionMaxHeadDim = 1024;
 // this (decode), into one split per kAttentionSplitKeys of context, at most
 // kAttentionMaxSplits.
 constexpr int64_t kAttentionSplitItems = 256;
-constexpr int64_t kAttentionSplitKeys = 128;
-constexpr int64_t kAttentionMaxSplits = 16;
+constexpr int64_t kAttentionSplitKeys = 32;
+constexpr int64_t kAttentionMaxSplits = 32;
 constexpr uint32_t kMaxGroups = 65535;
 
 // Bytes [begin, end) of a buffer that a dispatch reads or writes.
@@ -346,7 +345,12 @@ class VulkanProgram final : public Program {
 class VulkanBackend final : public Backend {
  public:
   explicit VulkanBackend(std::shared_ptr<Context> ctx)
-      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {}
+      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {
+    // Tensor cores for many-token matmuls where the device has them, unless
+    // LLM_VULKAN_COOPMAT=0 asks for the float32 path (its tolerance is tighter).
+    const char* e = std::getenv("LLM_VULKAN_COOPMAT");
+    coop_ = ctx_->phys().coop_gemm() && !(e && std::strcmp(e, "0") == 0);
+  }
 
   ~VulkanBackend() override {
     try {
@@ -358,6 +362,7 @@ class VulkanBackend final : public Backend {
   DeviceInfo info() const override {
     DeviceInfo d = vk::device_info(ctx_->index(), ctx_->phys());
     d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
+    if (coop_) d.details += ", f16 tensor-core GEMM";
     return d;
   }
 
@@ -406,6 +411,7 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
+  bool coop_ = false;  // many-token matmuls through matmul_coop
   // The CPU backend is the reference for the op semantics; its checks are reused.
   std::unique_ptr<Backend> reference_;
 };
@@ -460,6 +466,32 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
   return "";
 }
 
+// Threads per row (a power of two, at least a subgroup) and rows per group of
+// threads of matmul_gemv_q for rows of K weights. LLM_VULKAN_GEMV_TPR and
+// LLM_VULKAN_GEMV_ROWS override them (for tuning).
+struct GemvShape {
+  uint32_t tpr = 32, rows = 4;
+};
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
+  GemvShape s;
+  // About two blocks per thread: enough loads in flight, few idle threads on short rows.
+  s.tpr = subgroup;
+  while (s.tpr < kGemvQThreads && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
+  // 4 rows per group (x read once per 4 rows; measured best on the H200), fewer where
+  // that leaves under 256 workgroups (small matrices: k/v of GQA models).
+  s.rows = 4;
+  while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (kGemvQThreads / s.tpr)) < 256)
+    s.rows /= 2;
+  auto env = [](const char* name, uint32_t& v) {
+    if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
+  };
+  env("LLM_VULKAN_GEMV_TPR", s.tpr);
+  env("LLM_VULKAN_GEMV_ROWS", s.rows);
+  s.tpr = std::clamp(s.tpr, subgroup, kGemvQThreads);
+  s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
+  return s;
+}
+
 // Groups of a 2-d grid covering n groups (x at most 65535); shaders take
 // flat_group() / flat_id() and skip what lies past the end.
 void grid(Recorded& x, uint64_t n) {
@@ -499,6 +531,73 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
+  // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
+  // layout, aligned x).
+  auto gemv_q = [&](size_t i) -> bool {
+    const BoundNode& bn = nodes[i];
+    if (!bn.node || bn.node->op != Op::MatMul || bn.inputs.size() < 2) return false;
+    const TensorRef &x = bn.inputs[0], &w = bn.inputs[1];
+    const uint32_t sg = ctx_->phys().subgroup_size;
+    return x.shape.rows() <= kGemvMaxTokens && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
+           w.offset == 0 &&
+           vk_buffer(*w.buffer).holds_split(w.dtype, w.shape.rows(), w.shape.row_len()) &&
+           ctx_->phys().subgroup_arithmetic && sg > 0 && sg <= kGemvQThreads &&
+           x.offset % 16 == 0 && x.shape.row_len() % 4 == 0;
+  };
+  // Whether nodes i..i + 3 are gate = x·Wgᵀ, up = x·Wuᵀ (the same x, one shape, no
+  // bias), act = SiluMul(gate, up) and down = act·Wdᵀ, all four fit for one GEMV
+  // dispatch for gate/up/act and one for down (which reads act from a scratch buffer
+  // and writes act's place: see matmul_gemv_q.comp), without races.
+  auto ffn_fusable = [&](size_t i) -> bool {
+    if (i + 3 >= nodes.size()) return false;
+    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2], &dn = nodes[i + 3];
+    if (!u.node || !a.node || !dn.node || a.node->op != Op::SiluMul || !gemv_q(i) ||
+        !gemv_q(i + 1) || !gemv_q(i + 3) || g.inputs.size() != 2 || u.inputs.size() != 2 ||
+        g.node->inputs.size() != 2 || u.node->inputs.size() != 2 || a.inputs.size() != 2 ||
+        a.node->inputs.size() != 2 || a.node->inputs[0] != g.node->output ||
+        a.node->inputs[1] != u.node->output || u.node->inputs[0] != g.node->inputs[0] ||
+        g.node->output == u.node->output || dn.node->inputs[0] != a.node->output)
+      return false;
+    const TensorRef &wg = g.inputs[1], &wu = u.inputs[1];
+    if (wu.dtype != wg.dtype || wu.shape.rows() != wg.shape.rows() ||
+        wu.shape.row_len() != wg.shape.row_len() || u.inputs[0].buffer != g.inputs[0].buffer ||
+        u.inputs[0].offset != g.inputs[0].offset)
+      return false;
+    const Region outs[2] = {region(g.output), region(u.output)};
+    if (outs[0].overlaps(outs[1])) return false;
+    for (const Region& o : outs)
+      for (const TensorRef* r : {&g.inputs[0], &wg, &wu})
+        if (o.overlaps(region(*r))) return false;
+    // The down dispatch writes act: nothing else it (or a fused Add after it) touches.
+    const Region act = region(a.output);
+    std::vector<Region> others = {region(dn.output)};
+    for (size_t k = 1; k < dn.inputs.size(); k++) others.push_back(region(dn.inputs[k]));
+    if (i + 4 < nodes.size() && nodes[i + 4].node) {
+      others.push_back(region(nodes[i + 4].output));
+      for (const TensorRef& r : nodes[i + 4].inputs) others.push_back(region(r));
+    }
+    for (const Region& o : others)
+      if (o.overlaps(act)) return false;
+    return true;
+  };
+  // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
+  // dispatch can write without races (the cache overlaps nothing the rope touches).
+  auto rope_store_fusable = [&](size_t i) -> bool {
+    if (i + 1 >= nodes.size()) return false;
+    const BoundNode &r = nodes[i], &kv = nodes[i + 1];
+    if (!kv.node || kv.node->op != Op::KvAppend || kv.inputs.size() != 3 ||
+        kv.node->inputs.empty() || kv.node->inputs[0] != r.node->output ||
+        kv.output.dtype != DType::F32 || kv.output.shape.row_len() != r.output.shape.row_len() ||
+        kv.output.offset % 4 != 0)
+      return false;
+    const Region cache = region(kv.output);
+    for (const TensorRef* t : {&r.inputs[0], &r.inputs[1], &r.inputs[2], &r.output, &kv.inputs[1]})
+      if (cache.overlaps(region(*t))) return false;
+    return true;
+  };
+  // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
+  std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
+
   std::vector<Recorded> out;
   out.reserve(nodes.size());
   std::vector<std::shared_ptr<Buffer>> keep;
@@ -511,8 +610,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     const Node& node = *bn.node;
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
-    bool fused_next = false;  // node ni + 1 is computed by this dispatch
-    Recorded merge;           // a second dispatch of the node (split attention)
+    size_t fused = 0;  // nodes after ni that this dispatch computes
+    Recorded merge;    // a second dispatch of the node (split attention)
     bool has_merge = false;
     // Binds a tensor and returns its offset in words.
     auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
@@ -595,7 +694,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       case Op::MatMul: {
         const bool bias = in.size() > 2;
         const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
-        push(bind(in[0], "x"));
+        // The down matmul of a fused FFN reads x from the scratch of the gate/up dispatch.
+        const auto scratch = ffn_scratch.find(ni);
+        push(scratch != ffn_scratch.end()
+                 ? bind(TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}, "x")
+                 : bind(in[0], "x"));
         push(bind(in[1], "the weight"));
         push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
         push(bind(o, "the output", true));
@@ -605,32 +708,63 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bias ? 1 : 0);
         const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
                                            split(1)};
-        if (T <= kGemvMaxTokens && split(1) && ctx_->phys().subgroup_arithmetic &&
-            in[0].offset % 16 == 0 && K % 4 == 0) {
+        if (gemv_q(ni)) {
           // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
-          // which writes the product and the sum.
+          // which writes the product and the sum; so do gate and up with the SiluMul
+          // after them (both products, and the activation into a scratch buffer).
           const int res = residual_add(ni);
+          const bool glu = res < 0 && !bias && ffn_fusable(ni);
+          int32_t mode = 0;
           if (res >= 0) {
             check_bound(nodes[ni + 1], "vulkan backend");
             push(bind(nodes[ni + 1].inputs[res], "the residual"));
             push(bind(nodes[ni + 1].output, "the sum", true));
             push(1);
             x.nodes.push_back(static_cast<int>(ni + 1));
-            fused_next = true;
+            fused = 1;
+          } else if (glu) {
+            auto buf = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(T * N * 4),
+                                                "fused ffn activation");
+            keep.push_back(buf);
+            ffn_scratch[ni + 3] = buf;
+            push(bind(in[0], "x"));
+            push(bind(TensorRef{buf.get(), 0, DType::F32, {T, N}}, "the activation", true));
+            push(0);
+            x.nodes.push_back(static_cast<int>(ni + 1));
+            x.nodes.push_back(static_cast<int>(ni + 2));
+            fused = 2;
+            mode = 1;
           } else {
             push(bind(in[0], "x"));
             push(bind(o, "the output", true));
             push(0);
           }
-          // Threads per row: about the row's blocks, at least a subgroup, at most all.
-          uint32_t tpr = std::max<uint32_t>(1, ctx_->phys().subgroup_size);
-          while (tpr < kGemvQThreads && tpr < static_cast<uint64_t>(K / 32)) tpr *= 2;
-          tpr = std::min<uint32_t>(tpr, kGemvQThreads);
-          push(tpr);
-          use("matmul_gemv_q", spec);
+          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, N);
+          push(gs.tpr);
+          if (glu) {
+            bind(nodes[ni + 1].inputs[1], "the second weight");
+            push(bind(nodes[ni + 1].output, "the second output", true));
+          } else {
+            bind(in[1], "the weight");
+            push(bind(o, "the output", true));
+          }
+          // The fused FFN's down matmul copies its x (the activation) to its place.
+          if (scratch != ffn_scratch.end()) {
+            push(bind(in[0], "the activation", true));
+            push(static_cast<uint32_t>(T * K));
+          } else {
+            // Unused, but the shader may write it: the output (validation sees a write).
+            push(bind(o, "the output", true));
+            push(0);
+          }
+          use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
+                                static_cast<int32_t>(gs.rows), mode});
           x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K, res >= 0 ? " +add" : "");
-          const uint64_t rows_per_group = kGemvQRows * (kGemvQThreads / tpr);
+                           (long long)T, (long long)N, (long long)K,
+                           res >= 0 ? " +add"
+                           : glu    ? " x2 +silu_mul"
+                                    : "");
+          const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
           grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
         } else if (T <= kGemvMaxTokens) {
           use("matmul_gemv", spec);
@@ -638,11 +772,17 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                            (long long)T, (long long)N, (long long)K);
           grid(x, static_cast<uint64_t>(N));
         } else {
-          use("matmul_tiled", spec);
-          x.label = format("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+          // Many tokens: tiles of the tensor-core GEMM (128 x 128) or the float32 one (64).
+          const char* shader = coop_ ? "matmul_coop" : "matmul_tiled";
+          const int64_t tile = coop_ ? 128 : 64;
+          if (coop_)
+            use(shader, {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0});
+          else
+            use(shader, spec);
+          x.label = format("%s %s T=%lld [%lld x %lld]", shader, dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);
-          x.groups_x = static_cast<uint32_t>((N + 63) / 64);
-          x.groups_y = static_cast<uint32_t>((T + 63) / 64);
+          x.groups_x = static_cast<uint32_t>((N + tile - 1) / tile);
+          x.groups_y = static_cast<uint32_t>((T + tile - 1) / tile);
           if (x.groups_y > kMaxGroups)
             fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
         }
@@ -657,8 +797,25 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.head_dim}, int64_t{p.rot_dims}})
           push(static_cast<uint32_t>(v));
         push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
+        // A KvAppend of the result right after (k) writes the f32 cache rows here too.
+        const bool store = rope_store_fusable(ni);
+        if (store) {
+          const BoundNode& kv = nodes[ni + 1];
+          push(bind(kv.inputs[1], "slots"));
+          push(bind(kv.output, "the cache", true));
+          push(static_cast<uint32_t>(kv.output.shape.rows()));
+          x.nodes.push_back(static_cast<int>(ni + 1));
+          fused = 1;
+        } else {
+          push(bind(in[1], "positions"));
+          push(bind(o, "the output", true));
+          push(0);
+        }
+        x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+        push(store ? 1 : 0);
         use("rope", {});
-        x.label = p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox";
+        x.label = std::string(p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox") +
+                  (store ? " +kv_append" : "");
         grid(x, (static_cast<uint64_t>(T) * p.n_heads * p.head_dim + 63) / 64);
         break;
       }
@@ -821,7 +978,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     }
     out.push_back(std::move(x));
     if (has_merge) out.push_back(std::move(merge));
-    if (fused_next) ni++;
+    ni += fused;
   }
   return std::make_unique<VulkanProgram>(ctx_, std::move(out), std::move(keep));
 }

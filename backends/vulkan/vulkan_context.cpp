@@ -172,8 +172,11 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
                             (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   }
   if (p.props.apiVersion >= VK_API_VERSION_1_2) {
+    VkPhysicalDeviceVulkanMemoryModelFeatures mm{};
+    mm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
     VkPhysicalDeviceShaderFloat16Int8Features f16{};
     f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+    f16.pNext = &mm;
     VkPhysicalDevice16BitStorageFeatures s16{};
     s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
     s16.pNext = &f16;
@@ -183,6 +186,7 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     api.vkGetPhysicalDeviceFeatures2(dev, &f2);
     p.fp16 = f16.shaderFloat16;
     p.storage16 = s16.storageBuffer16BitAccess;
+    p.memory_model = mm.vulkanMemoryModel;
   }
   uint32_t n_ext = 0;
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
@@ -190,6 +194,24 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
   for (const VkExtensionProperties& e : exts)
     if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
+  if (p.coopmat_nv && api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) {
+    uint32_t n = 0;
+    api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(dev, &n, nullptr);
+    std::vector<VkCooperativeMatrixPropertiesNV> cps(n);
+    for (auto& c : cps) c.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(dev, &n, cps.data());
+    // The shader's fragment shape (16 x 16 x 16), or else the largest listed (reported).
+    for (const auto& c : cps)
+      if (c.AType == VK_COMPONENT_TYPE_FLOAT16_NV && c.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+          c.CType == VK_COMPONENT_TYPE_FLOAT32_NV && c.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+          c.scope == VK_SCOPE_SUBGROUP_NV && p.coop_m * p.coop_n * p.coop_k != 16 * 16 * 16 &&
+          (c.MSize * c.NSize * c.KSize > p.coop_m * p.coop_n * p.coop_k ||
+           (c.MSize == 16 && c.NSize == 16 && c.KSize == 16))) {
+        p.coop_m = c.MSize;
+        p.coop_n = c.NSize;
+        p.coop_k = c.KSize;
+      }
+  }
   uint32_t n_fam = 0;
   api.vkGetPhysicalDeviceQueueFamilyProperties(dev, &n_fam, nullptr);
   std::vector<VkQueueFamilyProperties> fams(n_fam);
@@ -220,6 +242,9 @@ DeviceInfo device_info(int index, const PhysicalInfo& p) {
                 p.subgroup_arithmetic ? " (subgroup ops)" : "", p.fp16 ? "yes" : "no",
                 p.coopmat_nv ? "NV" : "no");
   d.details = buf;
+  if (p.coop_m)
+    d.details += " (" + std::to_string(p.coop_m) + "x" + std::to_string(p.coop_n) + "x" +
+                 std::to_string(p.coop_k) + " f16)";
   return d;
 }
 
@@ -339,6 +364,24 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
+  // The tensor-core GEMM's extension and features, only where it can run.
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coop{};
+  coop.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  coop.cooperativeMatrix = VK_TRUE;
+  VkPhysicalDeviceVulkanMemoryModelFeatures mm{};
+  mm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
+  mm.vulkanMemoryModel = VK_TRUE;
+  mm.pNext = &coop;
+  VkPhysicalDeviceShaderFloat16Int8Features f16{};
+  f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+  f16.shaderFloat16 = VK_TRUE;
+  f16.pNext = &mm;
+  const char* coop_ext = "VK_NV_cooperative_matrix";
+  if (phys_.coop_gemm()) {
+    dci.pNext = &f16;
+    dci.enabledExtensionCount = 1;
+    dci.ppEnabledExtensionNames = &coop_ext;
+  }
   LLM_VK_CHECK(api.vkCreateDevice(phys_.handle, &dci, nullptr, &device_));
   load_device_api(api, device_, d_);
   d_.vkGetDeviceQueue(device_, phys_.compute_family, 0, &queue_);
@@ -374,7 +417,9 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   const bool unified = dev_type != UINT32_MAX;
   if (!unified) dev_type = find_type(phys_.memory, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
   if (dev_type == UINT32_MAX) dev_type = find_type(phys_.memory, 0);
-  const uint32_t host_type = find_type(phys_.memory, host);
+  // Staging memory that the CPU caches where there is some: downloads read it.
+  uint32_t host_type = find_type(phys_.memory, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+  if (host_type == UINT32_MAX) host_type = find_type(phys_.memory, host);
   if (host_type == UINT32_MAX) fail("%s has no host-visible coherent memory", id().c_str());
   const VkDeviceSize block = std::max<VkDeviceSize>(
       16 * kMiB, std::min<VkDeviceSize>(256 * kMiB, phys_.device_local_bytes / 16));
@@ -580,7 +625,7 @@ void Context::copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, 
 void Context::copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
   wait_idle();
   if (!bytes) return;
-  if (src.mapped()) {
+  if (src.mapped() && !src.in_bar()) {
     std::memcpy(dst, src.mapped() + offset, bytes);
     return;
   }

@@ -50,6 +50,16 @@ struct PhysicalInfo {
   bool fp16 = false;                 // shaderFloat16
   bool storage16 = false;            // storageBuffer16BitAccess
   bool coopmat_nv = false;           // VK_NV_cooperative_matrix
+  bool memory_model = false;         // vulkanMemoryModel (the coop-matrix shader needs it)
+  // A subgroup-scope f16 x f16 + f32 fragment shape of VK_NV_cooperative_matrix
+  // (M x N, depth K); 0 when there is none.
+  uint32_t coop_m = 0, coop_n = 0, coop_k = 0;
+  // Whether the tensor-core GEMM (shaders/matmul_coop.comp) can run: the extension with
+  // its 16 x 16 x 16 shape, fp16 arithmetic, the Vulkan memory model, subgroups of 32.
+  bool coop_gemm() const {
+    return coopmat_nv && coop_m == 16 && coop_n == 16 && coop_k == 16 && fp16 && memory_model &&
+           subgroup_size == 32;
+  }
   uint32_t compute_family = UINT32_MAX;
   uint32_t timestamp_bits = 0;  // of the compute family
   size_t device_local_bytes = 0;
@@ -192,6 +202,9 @@ class Buffer final : public DeviceBuffer {
   Buffer& operator=(const Buffer&) = delete;
   VkBuffer get() const { return buffer_; }
   uint8_t* mapped() const { return alloc_.mapped; }
+  // In device-local memory that the host maps (BAR): fast to write from the host, but
+  // host reads cross PCIe uncached (milliseconds for the logits), so they go staged.
+  bool in_bar() const { return allocator_ == ctx_.small_memory(); }
   Context& context() const { return ctx_; }
 
   // Set by upload_weight when the buffer holds a quantized [N, K] matrix in the
