@@ -126,12 +126,14 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
 }
 
 // Per-dispatch times of profiled steps against the measured step, within 10%. On the
-// CPU: the wall time around run_profiled itself. On CUDA (replay): the step as run()
-// replays it (CUDA graph), 20 times back to back; the profile charges each kernel of
-// one replay from the previous kernel's end to its own (CUPTI), so gaps inside the
-// graph count and the shares add up to the replay.
+// CPU: the wall time around run_profiled itself. On a GPU (replay): the step as run()
+// replays it (CUDA graph, Vulkan command buffer), 10 times back to back; the profile
+// charges each kernel from the end of the work before it to its own end (CUPTI on
+// CUDA, timestamps on Vulkan), so gaps count and the shares add up to the replay. Both
+// sides take the best of 3 tries per step: a shared machine (lavapipe in CI runs on
+// the CPU) adds noise to single runs.
 void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>& prompt,
-                           bool replay) {
+                           bool replay, const char* method_prefix = "") {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -143,20 +145,33 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   session.observe_steps(
       [&](Executor& ex, int, const std::vector<double>&) {
         method = ex.program().profile_method();
-        be.synchronize();
-        auto t0 = Clock::now();
-        const std::vector<double> ms = ex.program().run_profiled();
-        be.synchronize();
-        wall_ms += since(t0);
-        if (replay) {
-          constexpr int kRuns = 20;
-          for (int i = 0; i < 2; i++) ex.program().run();  // warm
+        std::vector<double> ms;
+        double best_sum = 1e30, best_wall = 0, best_replay = 1e30;
+        for (int attempt = 0; attempt < (replay ? 3 : 1); attempt++) {
           be.synchronize();
-          t0 = Clock::now();
-          for (int i = 0; i < kRuns; i++) ex.program().run();
+          auto t0 = Clock::now();
+          std::vector<double> got = ex.program().run_profiled();
           be.synchronize();
-          replay_ms += since(t0) / kRuns;
+          const double wall = since(t0);
+          double sum = 0;
+          for (double m : got) sum += m;
+          if (sum < best_sum) {
+            best_sum = sum;
+            best_wall = wall;
+            ms = std::move(got);
+          }
+          if (replay) {
+            constexpr int kRuns = 10;
+            for (int i = 0; i < 2; i++) ex.program().run();  // warm
+            be.synchronize();
+            t0 = Clock::now();
+            for (int i = 0; i < kRuns; i++) ex.program().run();
+            be.synchronize();
+            best_replay = std::min(best_replay, since(t0) / kRuns);
+          }
         }
+        wall_ms += best_wall;
+        if (replay) replay_ms += best_replay;
         REQUIRE(ms.size() == ex.program().dispatches().size());
         for (double m : ms) {
           CHECK(m >= 0);
@@ -176,7 +191,7 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
                            << wall_ms << " ms (" << steps << " steps), timed by " << method);
   INFO("per-op sum " << sum_ms << " ms, step " << step_ms << " ms over " << steps << " steps");
   CHECK(steps == 25);
-  if (replay) CHECK(method.rfind("CUPTI", 0) == 0);
+  CHECK(method.rfind(method_prefix, 0) == 0);
   CHECK(sum_ms <= wall_ms);
   CHECK(sum_ms >= 0.9 * step_ms);
   CHECK(sum_ms <= 1.1 * step_ms);
@@ -363,8 +378,29 @@ TEST_CASE("cuda: trace covers every node, fuses decode, and op times add up", "[
         INFO("decode dispatches " << d.dispatches.size() << " for " << d.ops.size() << " nodes");
         CHECK(fused.count("rope+kv_append"));
         if (*quant) CHECK(fused.count("qgemv_q4_0+rms_norm"));
-        check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true);
+        check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "CUPTI");
       }
+    }
+  }
+}
+
+// Vulkan (lavapipe in CI): timestamps between the dispatches of a second recording,
+// against run() replaying the step's command buffer.
+TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][trace]") {
+  bool have = false;
+  for (const DeviceEntry& d : list_devices()) have |= d.info.id.rfind("vulkan:", 0) == 0;
+  if (!have) {
+    WARN("no Vulkan device: skipped");
+    return;
+  }
+  auto be = create_backend("vulkan");
+  for (const char* quant : {"", "q4f16_1"}) {
+    DYNAMIC_SECTION("llama3 " << quant) {
+      const Traced r = trace_fixture(*be, "llama3", quant);
+      size_t covered = 0;
+      for (const Program::Dispatch& dp : r.t.decode.dispatches) covered += dp.nodes.size();
+      CHECK(covered == r.t.decode.ops.size());
+      check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp");
     }
   }
 }

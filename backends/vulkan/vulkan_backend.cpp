@@ -228,6 +228,12 @@ class VulkanProgram final : public Program {
     return out;
   }
 
+  std::string profile_method() const override {
+    return ctx_->phys().timestamp_bits
+               ? "timestamp queries between the dispatches of a second recording of the step"
+               : "";
+  }
+
   std::vector<double> run_profiled() override {
     const vk::PhysicalInfo& ph = ctx_->phys();
     if (ph.timestamp_bits == 0 || ds_.empty()) {
@@ -292,8 +298,11 @@ class VulkanProgram final : public Program {
     cc.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
     for (size_t i = 0; i < ds_.size(); i++) {
       const Recorded& x = ds_[i];
-      // Profiled runs keep a barrier after every dispatch, so each is timed alone.
-      if (i > 0 && (timestamps || x.barrier_before))
+      // Profiled runs keep the same barriers: a timestamp at the compute stage is
+      // written once every earlier dispatch has finished, so consecutive timestamps
+      // charge each dispatch from the end of the work before it to its own end and
+      // add up to the step as run() runs it.
+      if (i > 0 && x.barrier_before)
         d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                                VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
                                nullptr);
@@ -872,7 +881,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         if (splits > 1) {
           // The output is written by the merge; this dispatch writes the partials.
           Recorded m;
-          m.nodes = x.nodes;
+          // The merge computes the node; the partials' dispatch serves none of its own.
+          m.nodes = std::move(x.nodes);
+          x.nodes.clear();
           m.label = format("attention_merge x%u", splits);
           m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
           m.reads = {{partials.get(), 0, partials->size()}};
