@@ -197,6 +197,12 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   CHECK(sum_ms <= 1.1 * step_ms);
 }
 
+bool has_device(const std::string& id_prefix) {
+  for (const DeviceEntry& d : list_devices())
+    if (d.info.id.rfind(id_prefix, 0) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("trace lists the ops the llama architecture implies", "[trace][cpu]") {
@@ -356,9 +362,7 @@ TEST_CASE("llmcli trace errors", "[trace][cli][errors]") {
 }
 
 TEST_CASE("cuda: trace covers every node, fuses decode, and op times add up", "[cuda][trace]") {
-  bool have = false;
-  for (const DeviceEntry& d : list_devices()) have |= d.info.id.rfind("cuda:", 0) == 0;
-  if (!have) {
+  if (!has_device("cuda:")) {
     WARN("no CUDA device: skipped");
     return;
   }
@@ -387,9 +391,7 @@ TEST_CASE("cuda: trace covers every node, fuses decode, and op times add up", "[
 // Vulkan (lavapipe in CI): timestamps between the dispatches of a second recording,
 // against run() replaying the step's command buffer.
 TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][trace]") {
-  bool have = false;
-  for (const DeviceEntry& d : list_devices()) have |= d.info.id.rfind("vulkan:", 0) == 0;
-  if (!have) {
+  if (!has_device("vulkan:")) {
     WARN("no Vulkan device: skipped");
     return;
   }
