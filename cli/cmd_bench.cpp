@@ -89,6 +89,7 @@ void run_batched(const BenchOptions& o) {
   EngineOptions eo;
   eo.context_size = o.model.context_size > 0 ? o.model.context_size : o.n_prompt + o.n_gen + 1;
   eo.max_seqs = max_b;
+  eo.kv_dtype = kv_cache_dtype(o.model);
   eo.prefill_chunk_size = std::max(512, max_b);
   eo.kv_cache_tokens = int64_t(max_b) * eo.context_size;
   Engine engine(*lm.model, nullptr, eo);
@@ -154,6 +155,7 @@ void run_bench(const BenchOptions& o) {
   SessionOptions so;
   so.context_size = o.model.context_size > 0 ? o.model.context_size : o.n_prompt + o.n_gen + 1;
   so.prefill_chunk_size = std::max(1, o.n_prompt);
+  so.kv_dtype = kv_cache_dtype(o.model);
   Session session(*lm.model, so);
   Backend& be = lm.model->backend();
 

@@ -57,6 +57,7 @@ void run_generate(const GenerateOptions& o) {
   EngineOptions eo;
   eo.context_size = o.model.context_size;
   eo.max_seqs = 1;
+  eo.kv_dtype = kv_cache_dtype(o.model);
   Engine engine(*lm.model, tok.get(), eo);
 
   const auto t0 = std::chrono::steady_clock::now();

@@ -21,6 +21,7 @@ void register_logits(CLI::App& app) {
     LoadedModel lm = load_model(*opts);
     SessionOptions so;
     so.context_size = opts->context_size;
+    so.kv_dtype = kv_cache_dtype(*opts);
     Session session(*lm.model, so);
     const std::vector<float> logits = session.forward(tokens, /*all_logits=*/true);
     HostTensor t;

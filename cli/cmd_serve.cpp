@@ -29,6 +29,7 @@ void run_serve(ServeOptions o) {
     fail("--port must be in 0..65535, got %d", o.http.port);
   if (o.http.max_body < 1024) fail("--max-body must be at least 1024 bytes");
   o.engine.context_size = o.model.context_size;
+  o.engine.kv_dtype = kv_cache_dtype(o.model);
   o.http.model_name = !o.served_name.empty()
                           ? o.served_name
                           : std::filesystem::path(o.model.model).filename().string();

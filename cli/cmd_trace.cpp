@@ -87,6 +87,7 @@ void run_trace(const TraceOptions& o) {
   so.context_size = o.model.context_size > 0 ? o.model.context_size
                                              : static_cast<int>(prompt.size()) + o.n_decode;
   so.prefill_chunk_size = static_cast<int>(prompt.size());  // the prompt is one step
+  so.kv_dtype = kv_cache_dtype(o.model);
   Session session(*lm.model, so);
 
   // The prefill step, and the last of the decode steps.

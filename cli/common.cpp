@@ -21,6 +21,17 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
                   "Context window in tokens (default: the model's, at most 4096)");
   cmd->add_option("--quantization", o.quantization,
                   "Quantize float weights at load: q4f16_1, q8f16_1, q0f16 or q0f32");
+  cmd->add_option("--kv-cache-type", o.kv_cache_type,
+                  "KV cache elements: f32, or f16 / bf16 (half the memory and bandwidth)")
+      ->capture_default_str();
+}
+
+DType kv_cache_dtype(const ModelOptions& o) {
+  DType t;
+  if (!dtype_from_name(o.kv_cache_type, &t) ||
+      (t != DType::F32 && t != DType::F16 && t != DType::BF16))
+    fail("--kv-cache-type %s: expected f32, f16 or bf16", o.kv_cache_type.c_str());
+  return t;
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) {

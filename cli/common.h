@@ -20,7 +20,11 @@ struct ModelOptions {
   int threads = 0;
   int context_size = 0;
   std::string quantization;  // empty: as stored
+  std::string kv_cache_type = "f32";
 };
+
+// --kv-cache-type as a DType (throws llm::Error naming the allowed types).
+DType kv_cache_dtype(const ModelOptions& o);
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
 

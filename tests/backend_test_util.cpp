@@ -3,8 +3,11 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 
+#include "core/engine/sampler.h"
+#include "core/engine/session.h"
 #include "core/formats/quantize.h"
 #include "core/formats/safetensors.h"
+#include "core/model.h"
 
 namespace llm::test {
 
@@ -162,6 +165,30 @@ ScopedEnv::~ScopedEnv() {
     setenv(name_.c_str(), old_.c_str(), 1);
   else
     unsetenv(name_.c_str());
+}
+
+void check_half_kv_cache(Backend& be, const char* name, DType kv, double tol) {
+  const Reference ref = load_reference(name);
+  auto model = Model::load(model_dir(name), be);
+  SessionOptions half_opts;
+  half_opts.kv_dtype = kv;
+  Session half(*model, half_opts), full(*model);
+  std::vector<float> lh = half.forward(ref.input_ids, true);
+  const double err = max_rel_error(lh, ref.logits);
+  INFO(name << " " << dtype_name(kv) << " cache: prompt max |Δ| / max |ref| = " << err);
+  CHECK(err <= tol);
+  half.reset();
+  std::vector<float> lf = full.forward(ref.input_ids, false);
+  lh = half.forward(ref.input_ids, false);
+  double worst = 0;
+  for (int i = 0; i < 16; i++) {
+    const int32_t next = argmax(lf.data(), ref.vocab);
+    lf = full.forward({next}, false);
+    lh = half.forward({next}, false);
+    worst = std::max(worst, max_rel_error(lh, lf));
+  }
+  INFO(name << " " << dtype_name(kv) << " cache: decode max |Δ| / max |f32 cache| = " << worst);
+  CHECK(worst <= tol);
 }
 
 }  // namespace llm::test

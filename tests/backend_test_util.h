@@ -100,4 +100,9 @@ inline constexpr Fixture kFixtures[] = {{"llama3", 1e-4},
                                         {"rwkv", 1e-4},
                                         {"phi3", 1e-4}};
 
+// Fixture `name` on be with a `kv` (f16/bf16) KV cache: the prompt's logits within tol
+// of transformers', then 16 greedy steps through the cache whose logits stay within
+// tol of the same steps with a float32 cache on be.
+void check_half_kv_cache(Backend& be, const char* name, DType kv, double tol);
+
 }  // namespace llm::test

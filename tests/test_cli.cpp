@@ -73,6 +73,16 @@ TEST_CASE("llmcli generate --json gives the reference greedy ids", "[cli]") {
   CHECK(j["ids"].get<std::vector<int32_t>>() == ref.greedy_ids);
 }
 
+TEST_CASE("llmcli generate with an f16 KV cache gives the reference greedy ids", "[cli]") {
+  const Reference ref = load_reference("llama3");
+  const auto r = run_cli({"generate", model_dir("llama3"), "--device", "cpu", "--token-ids",
+                          join_ids(ref.input_ids), "-n", "16", "--temperature", "0", "--json",
+                          "--kv-cache-type", "f16"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>() == ref.greedy_ids);
+}
+
 TEST_CASE("llmcli generate samples reproducibly with a seed", "[cli]") {
   const std::vector<std::string> args = {
       "generate", model_dir("llama2"), "--token-ids", "1,2,3",  "-n", "12",    "--temperature",
@@ -106,6 +116,11 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
   }
   SECTION("folder without config.json") {
     check_error(run_cli({"generate", tmp.path(), "--token-ids", ids}), "config.json");
+  }
+  SECTION("unknown KV cache type") {
+    check_error(
+        run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--kv-cache-type", "q8_0"}),
+        "--kv-cache-type q8_0: expected f32, f16 or bf16");
   }
   SECTION("truncated weights") {
     copy_model("llama3", tmp.path());

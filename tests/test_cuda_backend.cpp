@@ -748,6 +748,14 @@ TEST_CASE("cuda: fixtures match transformers logits and greedy ids", "[cuda][mod
   }
 }
 
+TEST_CASE("cuda: an f16 KV cache stays close to the float32 one", "[cuda][models]") {
+  SKIP_WITHOUT_CUDA();
+  auto backend = make_cuda_backend(0);
+  for (const Fixture& f : kFixtures) DYNAMIC_SECTION(f.name) {
+      check_half_kv_cache(*backend, f.name, DType::F16, 1e-2);
+    }
+}
+
 TEST_CASE("cuda: graph replay gives the logits of direct launches", "[cuda][models][graphs]") {
   SKIP_WITHOUT_CUDA();
   for (const Fixture& f : kFixtures) {

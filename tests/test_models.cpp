@@ -1,6 +1,7 @@
 // The llama-family fixtures on the CPU backend against transformers' outputs.
 #include <catch2/catch.hpp>
 
+#include "backend_test_util.h"
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
@@ -54,6 +55,15 @@ TEST_CASE("llama-family fixtures match transformers logits on the CPU", "[models
       }
     }
   }
+}
+
+TEST_CASE("f16 and bf16 KV caches stay close to the float32 one", "[models][cpu]") {
+  auto backend = make_cpu_backend();
+  for (const Fixture& f : kFixtures) DYNAMIC_SECTION(f.name << " f16") {
+      check_half_kv_cache(*backend, f.name, DType::F16, 1e-2);
+    }
+  // bf16 keeps 8 bits of mantissa: a coarser bound.
+  SECTION("llama3 bf16") { check_half_kv_cache(*backend, "llama3", DType::BF16, 5e-2); }
 }
 
 TEST_CASE("llama-family fixtures give the reference greedy ids", "[models][cpu]") {
@@ -123,7 +133,8 @@ TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
   CHECK_THROWS_WITH(s.forward({1}, false), Catch::Contains("context window of 8 tokens is full"));
 }
 
-TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits", "[models][cpu][gguf]") {
+TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits",
+          "[models][cpu][gguf]") {
   // llama.cpp permutes Q/K rows of llama checkpoints (rope then rotates
   // interleaved pairs) and stores llama3 scaling as rope_freqs.weight.
   // mistral's GGUF is left out: llama.cpp's converter drops sliding_window.

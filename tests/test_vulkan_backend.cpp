@@ -264,6 +264,13 @@ TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bo
   }
 }
 
+TEST_CASE("vulkan: an f16 KV cache stays close to the float32 one", "[vulkan][models]") {
+  VULKAN_TEST();
+  for (const Fixture& f : kFixtures) DYNAMIC_SECTION(f.name) {
+      check_half_kv_cache(shared_vulkan(), f.name, DType::F16, 1e-2);
+    }
+}
+
 TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(12);

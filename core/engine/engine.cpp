@@ -95,7 +95,9 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
       if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end()) eos_ids_.push_back(id);
 
   // Size the KV cache.
-  const int64_t per_token = int64_t(cfg.num_layers) * 2 * cfg.num_kv_heads * cfg.head_dim * 4;
+  check_kv_dtype(opts_.kv_dtype);
+  const int64_t per_token = int64_t(cfg.num_layers) * 2 * cfg.num_kv_heads * cfg.head_dim *
+                            int64_t(dtype_row_bytes(opts_.kv_dtype, 1));
   int64_t tokens = opts_.kv_cache_tokens;
   const int64_t most = int64_t(opts_.max_seqs) * context_size_;
   if (tokens <= 0) {
@@ -119,6 +121,7 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
   ro.max_pages_per_seq = (context_size_ + opts_.page_size - 1) / opts_.page_size;
   ro.max_seqs = opts_.max_seqs;
   ro.max_tokens = opts_.prefill_chunk_size;
+  ro.kv_dtype = opts_.kv_dtype;
   runner_ = std::make_unique<StepRunner>(model, ro);
   // Allocate the cache now, so that running out of memory shows at start-up.
   runner_->executor_for(1, 1);

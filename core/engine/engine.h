@@ -35,6 +35,8 @@ struct EngineOptions {
   int64_t kv_cache_tokens = 0;
   double kv_memory_fraction = 0.5;
   int max_queue = 0;  // waiting requests before submit() refuses; 0: unlimited
+  // KV cache elements: F32 (exact), F16 or BF16 (half the memory and bandwidth).
+  DType kv_dtype = DType::F32;
 };
 
 struct GenerationRequest {

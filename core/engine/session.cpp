@@ -9,8 +9,8 @@ namespace llm {
 
 Session::Session(Model& model, SessionOptions opts) : model_(model), opts_(opts) {
   const ModelConfig& cfg = model.config();
-  context_size_ = opts.context_size > 0 ? opts.context_size
-                                        : std::min(cfg.max_position_embeddings, 4096);
+  context_size_ =
+      opts.context_size > 0 ? opts.context_size : std::min(cfg.max_position_embeddings, 4096);
   if (context_size_ <= 0) fail("context size must be positive");
   if (opts_.page_size <= 0 || opts_.prefill_chunk_size <= 0)
     fail("page size and prefill chunk size must be positive");
@@ -21,6 +21,8 @@ Session::Session(Model& model, SessionOptions opts) : model_(model), opts_(opts)
   probe.max_pages_per_seq = n_pages_;
   probe.page_size = opts_.page_size;
   probe.n_cache_slots = n_pages_ * opts_.page_size;
+  check_kv_dtype(opts_.kv_dtype);
+  probe.kv_dtype = opts_.kv_dtype;
   const Graph g =
       build_step_graph(cfg, probe, [&](const std::string& n) { return model.weight_dtype(n); });
   Backend& be = model.backend();
@@ -54,6 +56,7 @@ Executor& Session::executor_for(int n_tokens, int n_logit_rows) {
   shape.n_logit_rows = n_logit_rows;
   shape.page_size = opts_.page_size;
   shape.n_cache_slots = n_pages_ * opts_.page_size;
+  shape.kv_dtype = opts_.kv_dtype;
   Graph g = build_step_graph(model_.config(), shape,
                              [&](const std::string& n) { return model_.weight_dtype(n); });
   auto ex = std::make_unique<Executor>(

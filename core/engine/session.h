@@ -19,6 +19,7 @@ struct SessionOptions {
   int context_size = 0;          // 0: the model's max_position_embeddings, capped at 4096
   int page_size = 16;            // KV cache page, tokens
   int prefill_chunk_size = 512;  // longer prompts run in chunks of this many tokens
+  DType kv_dtype = DType::F32;   // KV cache elements: F32, F16 or BF16
 };
 
 class Session {

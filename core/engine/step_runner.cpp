@@ -61,6 +61,7 @@ Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
   shape.page_size = opts_.page_size;
   shape.n_cache_slots = (opts_.n_pages + 1) * opts_.page_size;
   shape.n_state_slots = opts_.max_seqs + 1;
+  shape.kv_dtype = opts_.kv_dtype;
   Graph g = build_step_graph(model_.config(), shape,
                              [&](const std::string& n) { return model_.weight_dtype(n); });
   auto ex = std::make_unique<Executor>(

@@ -17,11 +17,12 @@
 namespace llm {
 
 struct StepRunnerOptions {
-  int n_pages = 0;            // KV cache pages shared by all sequences
-  int page_size = 16;         // tokens per page
-  int max_pages_per_seq = 0;  // columns of the block table (context window / page size)
-  int max_seqs = 1;           // sequences in one step, and rows of recurrent state
-  int max_tokens = 512;       // tokens in one step
+  int n_pages = 0;              // KV cache pages shared by all sequences
+  int page_size = 16;           // tokens per page
+  int max_pages_per_seq = 0;    // columns of the block table (context window / page size)
+  int max_seqs = 1;             // sequences in one step, and rows of recurrent state
+  int max_tokens = 512;         // tokens in one step
+  DType kv_dtype = DType::F32;  // KV cache elements
 };
 
 // One sequence's part of a step: its tokens are tokens[first, first + count).

@@ -6,6 +6,11 @@
 
 namespace llm {
 
+void check_kv_dtype(DType t) {
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16)
+    fail("KV cache type %s: expected f32, f16 or bf16", dtype_name(t));
+}
+
 std::string kv_cache_name(int layer, bool value) {
   return std::string(value ? "cache.v." : "cache.k.") + std::to_string(layer);
 }

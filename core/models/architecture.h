@@ -15,24 +15,28 @@ namespace llm {
 // The shape bucket of a step: the graph is built once per bucket and replayed.
 // Per-step values (token ids, positions, cache slots, page tables) are inputs.
 struct StepShape {
-  int n_tokens = 1;           // tokens in the step, all sequences together
-  int n_seqs = 1;             // sequences in the step
-  int max_pages_per_seq = 1;  // columns of the block table
-  int n_logit_rows = 1;       // tokens whose logits are computed
-  int page_size = 16;         // KV cache page size in tokens
-  int n_cache_slots = 16;     // total KV cache slots (pages * page_size)
-  int n_state_slots = 1;      // rows of recurrent State tensors (RWKV): sequences alive at once
+  int n_tokens = 1;             // tokens in the step, all sequences together
+  int n_seqs = 1;               // sequences in the step
+  int max_pages_per_seq = 1;    // columns of the block table
+  int n_logit_rows = 1;         // tokens whose logits are computed
+  int page_size = 16;           // KV cache page size in tokens
+  int n_cache_slots = 16;       // total KV cache slots (pages * page_size)
+  int n_state_slots = 1;        // rows of recurrent State tensors (RWKV): sequences alive at once
+  DType kv_dtype = DType::F32;  // KV cache elements: F32, F16 or BF16
 };
+
+// The KV cache element types a step can use; throws llm::Error for others.
+void check_kv_dtype(DType t);
 
 // Names of a step's inputs and outputs (see Op::Attention for their meaning).
 namespace step_io {
-inline constexpr const char* kTokens = "tokens";            // [T] i32
-inline constexpr const char* kPositions = "positions";      // [T] i32
-inline constexpr const char* kSeqIds = "seq_ids";           // [T] i32
-inline constexpr const char* kSlots = "slots";              // [T] i32 cache slot per token
-inline constexpr const char* kBlockTable = "block_table";   // [S, P] i32
-inline constexpr const char* kLogitRows = "logit_rows";     // [R] i32 token index per row
-inline constexpr const char* kLogits = "logits";            // [R, vocab] f32 output
+inline constexpr const char* kTokens = "tokens";           // [T] i32
+inline constexpr const char* kPositions = "positions";     // [T] i32
+inline constexpr const char* kSeqIds = "seq_ids";          // [T] i32
+inline constexpr const char* kSlots = "slots";             // [T] i32 cache slot per token
+inline constexpr const char* kBlockTable = "block_table";  // [S, P] i32
+inline constexpr const char* kLogitRows = "logit_rows";    // [R] i32 token index per row
+inline constexpr const char* kLogits = "logits";           // [R, vocab] f32 output
 // [S] i32: row of the recurrent State tensors that step sequence s reads and
 // updates. Only graphs with recurrent state (RWKV) declare it.
 inline constexpr const char* kStateSlots = "state_slots";

@@ -87,9 +87,9 @@ TensorId StepBuilder::attention(int layer, const std::string& node, TensorId q, 
   k = g_.add(Op::Rope, node + ".k_rope", {k, positions, rope_freq_}, DType::F32, {T(), Hkv * Dh},
              rope);
   const TensorId k_cache =
-      g_.state(kv_cache_name(layer, false), DType::F32, {shape_.n_cache_slots, Hkv * Dh});
+      g_.state(kv_cache_name(layer, false), shape_.kv_dtype, {shape_.n_cache_slots, Hkv * Dh});
   const TensorId v_cache =
-      g_.state(kv_cache_name(layer, true), DType::F32, {shape_.n_cache_slots, Hkv * Dh});
+      g_.state(kv_cache_name(layer, true), shape_.kv_dtype, {shape_.n_cache_slots, Hkv * Dh});
   g_.add_inplace(Op::KvAppend, node + ".k_store", {k, slots, k_cache}, k_cache);
   g_.add_inplace(Op::KvAppend, node + ".v_store", {v, slots, v_cache}, v_cache);
   OpParams attn;
