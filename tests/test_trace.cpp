@@ -133,7 +133,7 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
 // sides take the best of 3 tries per step: a shared machine (lavapipe in CI runs on
 // the CPU) adds noise to single runs.
 void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>& prompt,
-                           bool replay, const char* method_prefix = "") {
+                           bool replay, const char* method_prefix = "", bool within_10 = true) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -194,7 +194,7 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   CHECK(method.rfind(method_prefix, 0) == 0);
   CHECK(sum_ms <= wall_ms);
   CHECK(sum_ms >= 0.9 * step_ms);
-  CHECK(sum_ms <= 1.1 * step_ms);
+  if (within_10) CHECK(sum_ms <= 1.1 * step_ms);
 }
 
 bool has_device(const std::string& id_prefix) {
@@ -402,7 +402,13 @@ TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][t
       size_t covered = 0;
       for (const Program::Dispatch& dp : r.t.decode.dispatches) covered += dp.nodes.size();
       CHECK(covered == r.t.decode.ops.size());
-      check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp");
+      // Within 10% on CPU drivers (lavapipe, CI). On a GPU the replay overlaps
+      // dispatches that no barrier orders, which timestamps between them serialize: on
+      // the H200 the sum was 19-28% over the replayed step, so there the profiled
+      // wall is the bound.
+      const bool cpu_driver = be->info().type == "cpu";
+      check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp",
+                            cpu_driver);
     }
   }
 }
