@@ -27,6 +27,7 @@
 // each split writes float32 partials and a second kernel adds them in split order
 // (deterministic), adds the bias and writes y.
 #include <algorithm>
+#include <cstdlib>
 
 #include "backends/cuda/cuda_device.cuh"
 #include "backends/cuda/cuda_kernels.h"
@@ -299,6 +300,11 @@ __global__ void convert_x_kernel(const float* __restrict__ x, int T, int Tpad, i
   }
 }
 
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::max<int64_t>(1, std::atoll(v)) : fallback;
+}
+
 int tokens_per_block(int64_t T) { return T <= 16 ? 16 : (T <= 32 ? 32 : 64); }
 
 template <bool kQ4, int NT>
@@ -350,13 +356,16 @@ size_t qmma_x16_elems(int64_t T, int64_t K) {
 }
 
 int qmma_splits(int64_t T, int64_t N, int64_t K, int n_sms) {
+  // Tuning knobs for measurements: LLM_CUDA_QMMA_BLOCKS_PER_SM, LLM_CUDA_QMMA_MAX_SPLITS.
+  static const int64_t blocks_per_sm = env_int("LLM_CUDA_QMMA_BLOCKS_PER_SM", 2);
+  static const int64_t max_splits = env_int("LLM_CUDA_QMMA_MAX_SPLITS", 8);
   const int64_t tiles = (N + kRowsPerBlock - 1) / kRowsPerBlock *
                         ((T + tokens_per_block(T) - 1) / tokens_per_block(T));
   // About two blocks per multiprocessor, at most 8 splits of at least 2 chunks: the
   // partials are written and read once more.
-  const int64_t want = (2 * int64_t{n_sms} + tiles - 1) / tiles;
+  const int64_t want = (blocks_per_sm * n_sms + tiles - 1) / tiles;
   return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>({want, int64_t{8}, n_chunks(K) / 2})));
+      std::max<int64_t>(1, std::min<int64_t>({want, max_splits, n_chunks(K) / 2})));
 }
 
 size_t qmma_partials_floats(int64_t T, int64_t N, int splits) {
