@@ -167,6 +167,18 @@ ScopedEnv::~ScopedEnv() {
     unsetenv(name_.c_str());
 }
 
+void check_fixture_reference(Backend& be, const char* name, double tol) {
+  const Reference ref = load_reference(name);
+  auto model = Model::load(model_dir(name), be);
+  Session session(*model);
+  const std::vector<float> logits = session.forward(ref.input_ids, true);
+  const double err = max_rel_error(logits, ref.logits);
+  INFO(name << ": max |Δ| / max |ref| = " << err);
+  CHECK(err <= tol);
+  session.reset();
+  CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+}
+
 void check_half_kv_cache(Backend& be, const char* name, DType kv, double tol) {
   const Reference ref = load_reference(name);
   auto model = Model::load(model_dir(name), be);

@@ -100,6 +100,10 @@ inline constexpr Fixture kFixtures[] = {{"llama3", 1e-4},
                                         {"rwkv", 1e-4},
                                         {"phi3", 1e-4}};
 
+// Fixture `name` on be: the prompt's logits within tol (max |Δ| / max |ref|) of
+// transformers', and the reference greedy ids through the KV cache.
+void check_fixture_reference(Backend& be, const char* name, double tol);
+
 // Fixture `name` on be with a `kv` (f16/bf16) KV cache: the prompt's logits within tol
 // of transformers', then 16 greedy steps through the cache whose logits stay within
 // tol of the same steps with a float32 cache on be.

@@ -734,16 +734,8 @@ TEST_CASE("cuda: fixtures match transformers logits and greedy ids", "[cuda][mod
   SKIP_WITHOUT_CUDA();
   for (const Fixture& f : kFixtures) {
     DYNAMIC_SECTION(f.name) {
-      const Reference ref = load_reference(f.name);
       auto backend = make_cuda_backend(0);
-      auto model = Model::load(model_dir(f.name), *backend);
-      Session session(*model);
-      const std::vector<float> logits = session.forward(ref.input_ids, true);
-      const double err = max_rel_error(logits, ref.logits);
-      INFO(f.name << ": max |Δ| / max |ref| = " << err);
-      CHECK(err <= f.tol);
-      session.reset();
-      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+      check_fixture_reference(*backend, f.name, f.tol);
     }
   }
 }

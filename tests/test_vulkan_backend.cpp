@@ -250,17 +250,7 @@ TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bo
     return;
   }
   for (const Fixture& f : kFixtures) {
-    DYNAMIC_SECTION(f.name) {
-      const Reference ref = load_reference(f.name);
-      auto model = Model::load(model_dir(f.name), *backend);
-      Session session(*model);
-      const std::vector<float> logits = session.forward(ref.input_ids, true);
-      const double err = max_rel_error(logits, ref.logits);
-      INFO(f.name << ": max |Δ| / max |ref| = " << err);
-      CHECK(err <= 1e-2);
-      session.reset();
-      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
-    }
+    DYNAMIC_SECTION(f.name) { check_fixture_reference(*backend, f.name, 1e-2); }
   }
 }
 
@@ -674,17 +664,7 @@ TEST_CASE("vulkan: fixtures match transformers logits and greedy ids", "[vulkan]
   VULKAN_TEST();
   Backend* backend = &shared_vulkan();
   for (const Fixture& f : kFixtures) {
-    DYNAMIC_SECTION(f.name) {
-      const Reference ref = load_reference(f.name);
-      auto model = Model::load(model_dir(f.name), *backend);
-      Session session(*model);
-      const std::vector<float> logits = session.forward(ref.input_ids, true);
-      const double err = max_rel_error(logits, ref.logits);
-      INFO(f.name << ": max |Δ| / max |ref| = " << err);
-      CHECK(err <= f.tol);
-      session.reset();
-      CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
-    }
+    DYNAMIC_SECTION(f.name) { check_fixture_reference(*backend, f.name, f.tol); }
   }
 }
 
