@@ -372,7 +372,8 @@ TEST_CASE("cuda attention matches the cpu (GQA, window, softcap, ragged batch, p
                         {4, 4, 20, 0, 2.f, DType::F32},   {6, 1, 36, 5, 0.f, DType::F16},
                         {8, 2, 128, 0, 0.f, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F32},
                         {8, 1, 64, 0, 0.f, DType::F16},   {4, 2, 64, 5, 0.f, DType::F32},
-                        {4, 1, 256, 0, 0.f, DType::F32}};
+                        {4, 1, 256, 0, 0.f, DType::F32},  {8, 1, 128, 0, 1.5f, DType::F32},
+                        {8, 1, 256, 3, 0.f, DType::F16}};
   for (const Case& c : cases) {
     DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
                              << " window " << c.window << " softcap " << c.softcap << " "
@@ -404,32 +405,39 @@ TEST_CASE("cuda split-context decode attention matches the cpu", "[cuda][ops]") 
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(7);
   // One token over a long context: few (token, head) blocks, so the context is split
-  // over blocks and merged.
-  const int page = 16, max_pages = 64, cache_pages = 80;
-  std::vector<int32_t> table(cache_pages);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), rng);
-  table.resize(max_pages);
-  for (int window : {0, 300}) {
-    for (int32_t position : {5, 200, 700, 1023}) {
-      DYNAMIC_SECTION("position " << position << " window " << window) {
-        OpParams p;
-        p.n_heads = 4;
-        p.n_kv_heads = 1;
-        p.head_dim = 128;
-        p.scale = 1.f / std::sqrt(128.f);
-        p.window = window;
-        p.page_size = page;
-        const int64_t rows = int64_t{cache_pages} * page, W = 128, Q = 4 * 128;
-        const HostT k = f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f));
-        const HostT v = f32_tensor({rows, W}, uniform(rows * W, rng));
-        const double err = compare_with_cpu(
-            make_node(Op::Attention, p),
-            {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v, i32_tensor({1}, {position}),
-             i32_tensor({1}, {0}), i32_tensor({1, max_pages}, table)},
-            f32_tensor({1, Q}, std::vector<float>(Q, 0.f)));
-        INFO("max rel err " << err);
-        CHECK(err <= 1e-5);
+  // over blocks and merged. Pages of 16 and 12 slots (the kernel shifts for powers of two
+  // and divides otherwise), GQA groups of 4 and 1.
+  for (const int page : {16, 12}) {
+    const int max_pages = 1024 / page + 1, cache_pages = max_pages + 16;
+    std::vector<int32_t> table(cache_pages);
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng);
+    table.resize(max_pages);
+    for (const int heads : {4, 1}) {
+      for (int window : {0, 300}) {
+        for (int32_t position : {5, 200, 700, 1023}) {
+          DYNAMIC_SECTION("page " << page << " heads " << heads << " position " << position
+                                  << " window " << window) {
+            OpParams p;
+            p.n_heads = heads;
+            p.n_kv_heads = 1;
+            p.head_dim = 128;
+            p.scale = 1.f / std::sqrt(128.f);
+            p.window = window;
+            p.page_size = page;
+            const int64_t rows = int64_t{cache_pages} * page, W = 128, Q = heads * 128;
+            const HostT k = f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f));
+            const HostT v = f32_tensor({rows, W}, uniform(rows * W, rng));
+            const double err = compare_with_cpu(
+                make_node(Op::Attention, p),
+                {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v,
+                 i32_tensor({1}, {position}), i32_tensor({1}, {0}),
+                 i32_tensor({1, max_pages}, table)},
+                f32_tensor({1, Q}, std::vector<float>(Q, 0.f)));
+            INFO("max rel err " << err);
+            CHECK(err <= 1e-5);
+          }
+        }
       }
     }
   }

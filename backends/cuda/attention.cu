@@ -289,28 +289,45 @@ __device__ __forceinline__ void load_row(const KT* p, float* out) {
   }
 }
 
-// Keys a warp takes per step: as many as registers allow (K and V slices of E floats).
-__host__ __device__ constexpr int dec_keys(int E, int G) {
-  return E * G <= 8 ? 8 : (E * G <= 16 ? 4 : 2);
-}
+// How the decode kernel lays a key over a warp: a group of LPK lanes holds one key's
+// K and V rows, DL dimensions per lane, so q.k costs log2(LPK) shuffles and p.V none;
+// the NG = 32 / LPK groups of a warp take NG keys at once, KS times per step (loads
+// in flight). DL keeps q and the accumulator at G * DL <= 64 floats per lane.
+template <int D, int G>
+struct DecodeLayout {
+  static constexpr int DL = G <= 2 ? 16 : 8;
+  static constexpr int LPK = D / DL;
+  static constexpr int NG = 32 / LPK;
+  static constexpr int KS = 32 / DL;
+  static constexpr int KPW = NG * KS;             // keys per warp step
+  static constexpr int NP = kDecWarps * NG;       // partial softmax states per block
+  static_assert(LPK >= 1 && LPK <= 32 && 32 % LPK == 0, "head_dim 64, 128 or 256");
+};
 
-template <typename KT, int E, int G>
+constexpr float kLog2e = 1.4426950408889634f;
+
+// One block per (token, kv head, split): its G query heads share each K/V row read.
+// Scores are kept in log2 units (q is pre-scaled by scale * log2 e) for exp2f.
+template <typename KT, int D, int G>
 __global__ void __launch_bounds__(kDecWarps * 32)
     attention_decode_kernel(Params a, int* __restrict__ counters) {
-  constexpr int D = 32 * E;
-  constexpr int KS = dec_keys(E, G);
-  __shared__ float sm_m[kDecWarps][G], sm_l[kDecWarps][G];
-  __shared__ __align__(16) float sm_acc[kDecWarps][G][D];
+  using L = DecodeLayout<D, G>;
+  constexpr int DL = L::DL, LPK = L::LPK, NG = L::NG, KS = L::KS, KPW = L::KPW, NP = L::NP;
+  __shared__ float sm_m[NP][G], sm_l[NP][G];
+  __shared__ __align__(16) float sm_acc[NP][G][D];
+  __shared__ float sm_w[kDecMaxSplits > NP ? kDecMaxSplits : NP][G];
   __shared__ float sm_ml[kDecMaxSplits][G][2];
-  __shared__ float sm_w[kDecMaxSplits][G];
+  __shared__ float sm_L[G];
   __shared__ int sm_last;
   pdl_trigger();  // the o projection after this may start streaming its weights
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int grp = lane / LPK, li = lane % LPK;
   const int H = a.n_heads, Hkv = a.n_kv_heads, S = a.n_splits;
   const int64_t t = blockIdx.x / Hkv;
   const int kh = blockIdx.x % Hkv;
   const int split = blockIdx.y;
-  const int64_t kv_row = static_cast<int64_t>(Hkv) * D, kv_off = static_cast<int64_t>(kh) * D;
+  const int64_t kv_row = static_cast<int64_t>(Hkv) * D;
+  const int64_t kv_off = static_cast<int64_t>(kh) * D + li * DL;
   const KT* k_cache = static_cast<const KT*>(a.k_cache);
   const KT* v_cache = static_cast<const KT*>(a.v_cache);
   const int64_t s = a.seq_ids[t], pos64 = a.positions[t];
@@ -318,22 +335,25 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   const bool ok = s >= 0 && s < a.n_seqs && pos64 >= 0 && pos64 / ps < a.max_pages;
   if (!ok && tid == 0 && split == 0) report(a.err, kErrSeqOrPos);
 
-  float m[G], l[G], acc[G][E];
+  float m[G], l[G], acc[G][DL];
 #pragma unroll
   for (int g = 0; g < G; g++) {
     m[g] = -INFINITY;
     l[g] = 0.f;
 #pragma unroll
-    for (int e = 0; e < E; e++) acc[g][e] = 0.f;
+    for (int e = 0; e < DL; e++) acc[g][e] = 0.f;
   }
   if (ok) {
     // Positions fit 32 bits here (pos / page_size indexes the block table).
     const int pos = static_cast<int>(pos64);
-    float q[G][E];
+    const float q_scale = a.scale * kLog2e;
+    const float cap = a.softcap * kLog2e;  // softcap in log2 units
+    float q[G][DL];
 #pragma unroll
     for (int g = 0; g < G; g++) {
-      const float* qr = a.q + (t * H + static_cast<int64_t>(kh) * G + g) * D + lane * E;
-      load_row<float, E>(qr, q[g]);
+      load_row<float, DL>(a.q + (t * H + static_cast<int64_t>(kh) * G + g) * D + li * DL, q[g]);
+#pragma unroll
+      for (int e = 0; e < DL; e++) q[g][e] *= q_scale;
     }
     const int lo = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     const int n = pos - lo + 1;
@@ -342,31 +362,30 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const int begin = lo + split * chunk;
     const int end = pos + 1 < begin + chunk ? pos + 1 : begin + chunk;
     const int32_t* pages = a.block_table + s * a.max_pages;
-    // The chunk's block-table entries, one per lane, fetched once.
-    const int first_page = begin / ps;
-    const int my_page = first_page + lane;
-    const int pg = begin < end && my_page * ps < end ? pages[my_page] : -1;
-    for (int j0 = begin + warp * KS; j0 < end; j0 += kDecWarps * KS) {
-      float kk[KS][E], vv[KS][E];
+    const int ps_shift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
+    for (int j0 = begin + warp * KPW; j0 < end; j0 += kDecWarps * KPW) {
+      float kk[KS][DL], vv[KS][DL];
       bool valid[KS];
 #pragma unroll
       for (int u = 0; u < KS; u++) {
-        const int j = j0 + u;
-        const int pi = j / ps - first_page;
-        int page = __shfl_sync(kFullMask, pg, pi & 31);
-        if (pi >= 32) page = j < end ? pages[j / ps] : -1;
+        const int j = j0 + u * NG + grp;
         valid[u] = j < end;
-        if (valid[u] && (page < 0 || page >= a.n_pages)) {
-          if (lane == 0) report(a.err, kErrPage);
-          valid[u] = false;
+        int64_t slot = 0;
+        if (valid[u]) {
+          const int pi = ps_shift >= 0 ? j >> ps_shift : j / ps;
+          const int page = __ldg(pages + pi);
+          if (page < 0 || page >= a.n_pages) {
+            report(a.err, kErrPage);
+            valid[u] = false;
+          }
+          slot = static_cast<int64_t>(page) * ps + (j - pi * ps);
         }
         if (valid[u]) {
-          const int64_t slot = static_cast<int64_t>(page) * ps + j % ps;
-          load_row<KT, E>(k_cache + slot * kv_row + kv_off + lane * E, kk[u]);
-          load_row<KT, E>(v_cache + slot * kv_row + kv_off + lane * E, vv[u]);
+          load_row<KT, DL>(k_cache + slot * kv_row + kv_off, kk[u]);
+          load_row<KT, DL>(v_cache + slot * kv_row + kv_off, vv[u]);
         } else {
 #pragma unroll
-          for (int e = 0; e < E; e++) kk[u][e] = vv[u][e] = 0.f;
+          for (int e = 0; e < DL; e++) kk[u][e] = vv[u][e] = 0.f;
         }
       }
 #pragma unroll
@@ -377,67 +396,75 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         for (int u = 0; u < KS; u++) {
           float d = 0.f;
 #pragma unroll
-          for (int e = 0; e < E; e++) d = fmaf(q[g][e], kk[u][e], d);
-          d = warp_sum(d) * a.scale;
-          if (a.softcap > 0.f) d = a.softcap * tanhf(d / a.softcap);
+          for (int e = 0; e < DL; e++) d = fmaf(q[g][e], kk[u][e], d);
+#pragma unroll
+          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(kFullMask, d, o);
+          if (cap > 0.f) d = cap * tanhf(d / cap);
           sc[u] = valid[u] ? d : -INFINITY;
           mx = fmaxf(mx, sc[u]);
         }
-        if (mx == -INFINITY) continue;
-        const float m_new = fmaxf(m[g], mx);
-        const float corr = m[g] == -INFINITY ? 0.f : expf(m[g] - m_new);
-        l[g] *= corr;
+        if (mx > -INFINITY) {
+          const float m_new = fmaxf(m[g], mx);
+          const float corr = exp2f(m[g] - m_new);  // 0 while m[g] is -inf
+          l[g] *= corr;
 #pragma unroll
-        for (int e = 0; e < E; e++) acc[g][e] *= corr;
+          for (int e = 0; e < DL; e++) acc[g][e] *= corr;
 #pragma unroll
-        for (int u = 0; u < KS; u++) {
-          const float pr = sc[u] == -INFINITY ? 0.f : expf(sc[u] - m_new);
-          l[g] += pr;
+          for (int u = 0; u < KS; u++) {
+            const float pr = exp2f(sc[u] - m_new);  // 0 for invalid keys
+            l[g] += pr;
 #pragma unroll
-          for (int e = 0; e < E; e++) acc[g][e] = fmaf(pr, vv[u][e], acc[g][e]);
+            for (int e = 0; e < DL; e++) acc[g][e] = fmaf(pr, vv[u][e], acc[g][e]);
+          }
+          m[g] = m_new;
         }
-        m[g] = m_new;
       }
     }
   }
 
-  // Merge the warps.
+  // Merge the block's NP partial states (one per lane group): weights per state and
+  // head first, then each output dimension.
+  const int me = warp * NG + grp;
 #pragma unroll
   for (int g = 0; g < G; g++) {
-    if (lane == 0) {
-      sm_m[warp][g] = m[g];
-      sm_l[warp][g] = l[g];
+    if (li == 0) {
+      sm_m[me][g] = m[g];
+      sm_l[me][g] = l[g];
     }
 #pragma unroll
-    for (int e = 0; e < E; e++) sm_acc[warp][g][lane * E + e] = acc[g][e];
+    for (int e = 0; e < DL; e += 4)
+      *reinterpret_cast<float4*>(&sm_acc[me][g][li * DL + e]) =
+          make_float4(acc[g][e], acc[g][e + 1], acc[g][e + 2], acc[g][e + 3]);
+  }
+  __syncthreads();
+  float M_g = -INFINITY;  // valid in threads tid < G
+  if (tid < G) {
+    for (int p = 0; p < NP; p++)
+      if (sm_l[p][tid] > 0.f) M_g = fmaxf(M_g, sm_m[p][tid]);
+    float Lsum = 0.f;
+    for (int p = 0; p < NP; p++) {
+      const float w = sm_l[p][tid] > 0.f ? exp2f(sm_m[p][tid] - M_g) : 0.f;
+      sm_w[p][tid] = w;
+      Lsum = fmaf(sm_l[p][tid], w, Lsum);
+    }
+    sm_L[tid] = Lsum;
+    if (S > 1) {
+      const int64_t part = (t * H + static_cast<int64_t>(kh) * G + tid) * S + split;
+      a.partial_ml[part * 2] = M_g;
+      a.partial_ml[part * 2 + 1] = Lsum;
+    }
   }
   __syncthreads();
   for (int i = tid; i < G * D; i += kDecWarps * 32) {
     const int g = i / D, d = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kDecWarps; w++)
-      if (sm_l[w][g] > 0.f) M = fmaxf(M, sm_m[w][g]);
-    float L = 0.f, A = 0.f;
-#pragma unroll
-    for (int w = 0; w < kDecWarps; w++) {
-      if (sm_l[w][g] > 0.f) {
-        const float f = expf(sm_m[w][g] - M);
-        L = fmaf(sm_l[w][g], f, L);
-        A = fmaf(sm_acc[w][g][d], f, A);
-      }
-    }
+    float A = 0.f;
+#pragma unroll 8
+    for (int p = 0; p < NP; p++) A = fmaf(sm_acc[p][g][d], sm_w[p][g], A);
     const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
-    if (S == 1) {
-      a.out[row * D + d] = L > 0.f ? A / L : 0.f;
-    } else {
-      const int64_t part = row * S + split;
-      a.partial_acc[part * D + d] = A;
-      if (d == 0) {
-        a.partial_ml[part * 2] = M;
-        a.partial_ml[part * 2 + 1] = L;
-      }
-    }
+    if (S == 1)
+      a.out[row * D + d] = sm_L[g] > 0.f ? A / sm_L[g] : 0.f;
+    else
+      a.partial_acc[(row * S + split) * D + d] = A;
   }
   if (S == 1) return;
 
@@ -461,11 +488,12 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     float M = -INFINITY;
     for (int sp = 0; sp < S; sp++)
       if (sm_ml[sp][tid][1] > 0.f) M = fmaxf(M, sm_ml[sp][tid][0]);
-    float L = 0.f;
+    float Lsum = 0.f;
     for (int sp = 0; sp < S; sp++)
-      if (sm_ml[sp][tid][1] > 0.f) L = fmaf(sm_ml[sp][tid][1], expf(sm_ml[sp][tid][0] - M), L);
+      if (sm_ml[sp][tid][1] > 0.f) Lsum = fmaf(sm_ml[sp][tid][1], exp2f(sm_ml[sp][tid][0] - M), Lsum);
     for (int sp = 0; sp < S; sp++)
-      sm_w[sp][tid] = sm_ml[sp][tid][1] > 0.f && L > 0.f ? expf(sm_ml[sp][tid][0] - M) / L : 0.f;
+      sm_w[sp][tid] =
+          sm_ml[sp][tid][1] > 0.f && Lsum > 0.f ? exp2f(sm_ml[sp][tid][0] - M) / Lsum : 0.f;
   }
   __syncthreads();
   for (int i = tid; i < G * D; i += kDecWarps * 32) {
@@ -714,21 +742,20 @@ Params make_params(const AttentionArgs& a) {
 
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
-template <typename KT, int E>
+template <typename KT, int D>
 void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters) {
   switch (G) {
     case 1:
-      attention_decode_kernel<KT, E, 1><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      attention_decode_kernel<KT, D, 1><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
       break;
     case 2:
-      attention_decode_kernel<KT, E, 2><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      attention_decode_kernel<KT, D, 2><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
       break;
     case 4:
-      attention_decode_kernel<KT, E, 4><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      attention_decode_kernel<KT, D, 4><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
       break;
     default:
-      if constexpr (E <= 4)
-        attention_decode_kernel<KT, E, 8><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
+      attention_decode_kernel<KT, D, 8><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
       break;
   }
 }
@@ -737,9 +764,8 @@ void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* 
 
 bool attention_decode_ok(const AttentionArgs& a) {
   const int G = a.n_kv_heads > 0 ? a.n_heads / a.n_kv_heads : 0;
-  const int E = a.head_dim / 32;
   return (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) &&
-         (G == 1 || G == 2 || G == 4 || G == 8) && G * E <= 32 && aligned16(a.q) &&
+         (G == 1 || G == 2 || G == 4 || G == 8) && aligned16(a.q) &&
          aligned16(a.k_cache) && aligned16(a.v_cache) && a.n_splits <= kDecMaxSplits;
 }
 
@@ -762,11 +788,11 @@ void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters
   dispatch_float(a.cache_type, "attention caches", [&](auto tag) {
     using KT = decltype(tag);
     if (a.head_dim == 64)
-      launch_decode<KT, 2>(stream, p, G, grid, counters);
+      launch_decode<KT, 64>(stream, p, G, grid, counters);
     else if (a.head_dim == 128)
-      launch_decode<KT, 4>(stream, p, G, grid, counters);
+      launch_decode<KT, 128>(stream, p, G, grid, counters);
     else
-      launch_decode<KT, 8>(stream, p, G, grid, counters);
+      launch_decode<KT, 256>(stream, p, G, grid, counters);
   });
   LLM_CUDA_CHECK_LAUNCH("attention_decode_kernel");
 }
