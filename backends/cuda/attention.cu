@@ -20,14 +20,6 @@ namespace cuda {
 
 namespace {
 
-// Programmatic dependent launch (sm_90): lets the next kernel in the stream start its
-// blocks (which wait for this grid before reading its results) before this one ends.
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
-
 constexpr int kThreads = 128;
 constexpr int kTile = kThreads;  // keys per tile: one per thread
 constexpr int kDimsPerThread = kAttentionMaxHeadDim / kThreads;
@@ -346,15 +338,6 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   if (ok) {
     // Positions fit 32 bits here (pos / page_size indexes the block table).
     const int pos = static_cast<int>(pos64);
-    const float q_scale = a.scale * kLog2e;
-    const float cap = a.softcap * kLog2e;  // softcap in log2 units
-    float q[G][DL];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-      load_row<float, DL>(a.q + (t * H + static_cast<int64_t>(kh) * G + g) * D + li * DL, q[g]);
-#pragma unroll
-      for (int e = 0; e < DL; e++) q[g][e] *= q_scale;
-    }
     const int lo = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     const int n = pos - lo + 1;
     int chunk = (n + S - 1) / S;
@@ -363,9 +346,9 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const int end = pos + 1 < begin + chunk ? pos + 1 : begin + chunk;
     const int32_t* pages = a.block_table + s * a.max_pages;
     const int ps_shift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
-    for (int j0 = begin + warp * KPW; j0 < end; j0 += kDecWarps * KPW) {
-      float kk[KS][DL], vv[KS][DL];
-      bool valid[KS];
+    float kk[KS][DL], vv[KS][DL];
+    bool valid[KS];
+    auto load_keys = [&](int j0) {
 #pragma unroll
       for (int u = 0; u < KS; u++) {
         const int j = j0 + u * NG + grp;
@@ -388,6 +371,27 @@ __global__ void __launch_bounds__(kDecWarps * 32)
           for (int e = 0; e < DL; e++) kk[u][e] = vv[u][e] = 0.f;
         }
       }
+    };
+    // Keys at positions <= pos - T were written by earlier steps (this step's tokens of
+    // a sequence sit at its last <= T positions), so the first batch of those is read
+    // before waiting on the kernel that appends this step's keys and rotates q. The
+    // indices come from step inputs, complete before that kernel started.
+    int j0 = begin + warp * KPW;
+    bool loaded = j0 < end && j0 + KPW <= pos - a.T_total + 1;
+    if (loaded) load_keys(j0);
+    pdl_wait();
+    const float q_scale = a.scale * kLog2e;
+    const float cap = a.softcap * kLog2e;  // softcap in log2 units
+    float q[G][DL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      load_row<float, DL>(a.q + (t * H + static_cast<int64_t>(kh) * G + g) * D + li * DL, q[g]);
+#pragma unroll
+      for (int e = 0; e < DL; e++) q[g][e] *= q_scale;
+    }
+    for (; j0 < end; j0 += kDecWarps * KPW) {
+      if (!loaded) load_keys(j0);
+      loaded = false;
 #pragma unroll
       for (int g = 0; g < G; g++) {
         float sc[KS];
@@ -420,6 +424,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         }
       }
     }
+  } else {
+    pdl_wait();
   }
 
   // Merge the block's NP partial states (one per lane group): weights per state and
@@ -437,21 +443,22 @@ __global__ void __launch_bounds__(kDecWarps * 32)
           make_float4(acc[g][e], acc[g][e + 1], acc[g][e + 2], acc[g][e + 3]);
   }
   __syncthreads();
-  float M_g = -INFINITY;  // valid in threads tid < G
-  if (tid < G) {
-    for (int p = 0; p < NP; p++)
-      if (sm_l[p][tid] > 0.f) M_g = fmaxf(M_g, sm_m[p][tid]);
-    float Lsum = 0.f;
-    for (int p = 0; p < NP; p++) {
-      const float w = sm_l[p][tid] > 0.f ? exp2f(sm_m[p][tid] - M_g) : 0.f;
-      sm_w[p][tid] = w;
-      Lsum = fmaf(sm_l[p][tid], w, Lsum);
-    }
-    sm_L[tid] = Lsum;
-    if (S > 1) {
-      const int64_t part = (t * H + static_cast<int64_t>(kh) * G + tid) * S + split;
-      a.partial_ml[part * 2] = M_g;
-      a.partial_ml[part * 2 + 1] = Lsum;
+  // A warp per head: lanes over the states (NP <= 32), shuffles for max and sum.
+  static_assert(NP <= 32, "one state per lane");
+  for (int g = warp; g < G; g += kDecWarps) {
+    const bool has = lane < NP && sm_l[lane < NP ? lane : 0][g] > 0.f;
+    const float mp = has ? sm_m[lane][g] : -INFINITY;
+    const float M_g = warp_max(mp);
+    const float w = has ? exp2f(mp - M_g) : 0.f;
+    const float Lsum = warp_sum(has ? sm_l[lane][g] * w : 0.f);
+    if (lane < NP) sm_w[lane][g] = w;
+    if (lane == 0) {
+      sm_L[g] = Lsum;
+      if (S > 1) {
+        const int64_t part = (t * H + static_cast<int64_t>(kh) * G + g) * S + split;
+        a.partial_ml[part * 2] = M_g;
+        a.partial_ml[part * 2 + 1] = Lsum;
+      }
     }
   }
   __syncthreads();
@@ -484,16 +491,27 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     sm_ml[sp][g][1] = __ldcg(ml + 1);
   }
   __syncthreads();
-  if (tid < G) {
-    float M = -INFINITY;
-    for (int sp = 0; sp < S; sp++)
-      if (sm_ml[sp][tid][1] > 0.f) M = fmaxf(M, sm_ml[sp][tid][0]);
-    float Lsum = 0.f;
-    for (int sp = 0; sp < S; sp++)
-      if (sm_ml[sp][tid][1] > 0.f) Lsum = fmaf(sm_ml[sp][tid][1], exp2f(sm_ml[sp][tid][0] - M), Lsum);
-    for (int sp = 0; sp < S; sp++)
-      sm_w[sp][tid] =
-          sm_ml[sp][tid][1] > 0.f && Lsum > 0.f ? exp2f(sm_ml[sp][tid][0] - M) / Lsum : 0.f;
+  // A warp per head: lanes over the splits (two each at most).
+  static_assert(kDecMaxSplits <= 64, "two splits per lane");
+  for (int g = warp; g < G; g += kDecWarps) {
+    float mv[2], lv[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int sp = lane + 32 * h;
+      const bool has = sp < S && sm_ml[sp < S ? sp : 0][g][1] > 0.f;
+      mv[h] = has ? sm_ml[sp][g][0] : -INFINITY;
+      lv[h] = has ? sm_ml[sp][g][1] : 0.f;
+    }
+    const float M = warp_max(fmaxf(mv[0], mv[1]));
+    float w[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) w[h] = lv[h] > 0.f ? exp2f(mv[h] - M) : 0.f;
+    const float Lsum = warp_sum(fmaf(lv[0], w[0], lv[1] * w[1]));
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int sp = lane + 32 * h;
+      if (sp < S) sm_w[sp][g] = Lsum > 0.f ? w[h] / Lsum : 0.f;
+    }
   }
   __syncthreads();
   for (int i = tid; i < G * D; i += kDecWarps * 32) {
@@ -742,21 +760,32 @@ Params make_params(const AttentionArgs& a) {
 
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
+template <typename KT, int D, int G>
+void launch_decode_g(cudaStream_t stream, const Params& p, dim3 grid, int* counters, bool pdl) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kDecWarps * 32);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, attention_decode_kernel<KT, D, G>, p, counters));
+}
+
 template <typename KT, int D>
-void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters) {
+void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters,
+                   bool pdl) {
   switch (G) {
     case 1:
-      attention_decode_kernel<KT, D, 1><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
-      break;
+      return launch_decode_g<KT, D, 1>(stream, p, grid, counters, pdl);
     case 2:
-      attention_decode_kernel<KT, D, 2><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
-      break;
+      return launch_decode_g<KT, D, 2>(stream, p, grid, counters, pdl);
     case 4:
-      attention_decode_kernel<KT, D, 4><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
-      break;
+      return launch_decode_g<KT, D, 4>(stream, p, grid, counters, pdl);
     default:
-      attention_decode_kernel<KT, D, 8><<<grid, kDecWarps * 32, 0, stream>>>(p, counters);
-      break;
+      return launch_decode_g<KT, D, 8>(stream, p, grid, counters, pdl);
   }
 }
 
@@ -788,11 +817,11 @@ void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters
   dispatch_float(a.cache_type, "attention caches", [&](auto tag) {
     using KT = decltype(tag);
     if (a.head_dim == 64)
-      launch_decode<KT, 64>(stream, p, G, grid, counters);
+      launch_decode<KT, 64>(stream, p, G, grid, counters, a.pdl);
     else if (a.head_dim == 128)
-      launch_decode<KT, 128>(stream, p, G, grid, counters);
+      launch_decode<KT, 128>(stream, p, G, grid, counters, a.pdl);
     else
-      launch_decode<KT, 256>(stream, p, G, grid, counters);
+      launch_decode<KT, 256>(stream, p, G, grid, counters, a.pdl);
   });
   LLM_CUDA_CHECK_LAUNCH("attention_decode_kernel");
 }

@@ -1283,6 +1283,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         a.scale = p.scale;
         a.softcap = p.softcap;
         a.err = err;
+        a.pdl = ctx_->pdl;
         int64_t ctx = std::min<int64_t>(a.max_pages * a.page_size, a.cache_rows);
         if (a.window > 0) ctx = std::min<int64_t>(ctx, a.window);
         if (a.T <= cuda::kAttnDecodeMaxTokens) {

@@ -64,6 +64,20 @@ __device__ __forceinline__ float load_any(const void* p, int dtype, int64_t i) {
   }
 }
 
+// Programmatic dependent launch (sm_90; no-ops before, and when the kernel was launched
+// without it): pdl_wait blocks until the kernel before this one has finished and its
+// writes are visible; pdl_trigger lets the next kernel start its blocks early.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);

@@ -194,6 +194,9 @@ struct AttentionArgs {
   int n_splits = 1;
   float* partials = nullptr;
   int* err = nullptr;
+  // Decode: launched with programmatic serialization (sm_90), so the kernel starts while
+  // the one before it (the kv append) runs and reads the older keys meanwhile.
+  bool pdl = false;
 };
 
 constexpr int kAttentionMaxHeadDim = 512;

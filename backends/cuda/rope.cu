@@ -137,6 +137,7 @@ __global__ void __launch_bounds__(1024) rope_kv_kernel(const RopeKvArgs a) {
 // blocks of k heads also store k and v to the caches.
 template <typename CT>
 __global__ void rope_kv_heads_kernel(const RopeKvArgs a) {
+  pdl_trigger();  // decode attention may start reading older keys
   const int t = blockIdx.x, hh = blockIdx.y;
   const int D = a.head_dim, H = a.n_heads, half = a.rot_dims / 2;
   const bool is_k = hh >= H;
