@@ -34,8 +34,8 @@ void Backend::check_bound(const BoundNode& bn, const char* who) const {
   if (!why.empty()) fail("%s: node '%s': %s", who, bn.node->name.c_str(), why.c_str());
 }
 
-std::string check_recurrent_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
-                               const TensorInfo& output) {
+std::string check_shared_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                            const TensorInfo& output) {
   const Op op = node.op;
   const char* name = op_name(op);
   const OpParams& p = node.params;
@@ -57,7 +57,7 @@ std::string check_recurrent_op(const Node& node, const std::vector<const TensorI
     std::string llm_r_ = (expr);        \
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
-  LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::Slice: {
       LLM_TRY(in_count(1, 1));
@@ -116,11 +116,20 @@ std::string check_recurrent_op(const Node& node, const std::vector<const TensorI
         return format_message("%s: output shape mismatch", name);
       return "";
     }
+    case Op::ArgMax: {
+      LLM_TRY(in_count(1, 1));
+      LLM_TRY(need(*inputs[0], DType::F32, "x"));
+      if (output.dtype != DType::I32) return "argmax: the output must be i32";
+      if (inputs[0]->shape.rank < 1 || inputs[0]->shape.row_len() < 1)
+        return "argmax: x has no columns";
+      if (output.shape.numel() != inputs[0]->shape.rows()) return "argmax: one output per row of x";
+      return "";
+    }
     default:
       break;
   }
 #undef LLM_TRY
-  return format_message("%s is not one of the ops check_recurrent_op knows", name);
+  return format_message("%s is not one of the ops check_shared_op knows", name);
 }
 
 }  // namespace llm

@@ -78,10 +78,10 @@ struct DeviceInfo {
   double bandwidth_gbs = 0;
 };
 
-// Checks of Slice and the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv), whose
-// constraints are the same on every backend: f32 tensors of matching shapes. Returns ""
-// when the node is valid, else the reason; backends call it from check().
-std::string check_recurrent_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
+// Checks of Slice, the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv) and ArgMax,
+// whose constraints are the same on every backend. Returns "" when the node is valid,
+// else the reason; backends call it from check().
+std::string check_shared_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
                                const TensorInfo& output);
 
 class Backend {

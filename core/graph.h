@@ -71,6 +71,9 @@ enum class Op : uint8_t {
   // max = m'. The state row is updated in place. An all-zero row is a fresh sequence
   // (num = den = 0 represents the same sums as HF's max = -1e38).
   Wkv,
+  // out[r] = index of the largest value of row r (the first of equal ones); in: x [R, N]
+  // f32, out [R] i32. Greedy decoding reads these R ids instead of R x vocab logits.
+  ArgMax,
   kCount
 };
 

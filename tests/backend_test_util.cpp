@@ -1,7 +1,9 @@
 #include "backend_test_util.h"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
@@ -14,6 +16,14 @@ namespace llm::test {
 std::vector<float> decode(DType t, const Bytes& b) {
   const size_t n = b.size() / dtype_row_bytes(t, 1);
   std::vector<float> v(n);
+  if (t == DType::I32) {  // ids (exact in float below 2^24)
+    for (size_t i = 0; i < n; i++) {
+      int32_t x;
+      std::memcpy(&x, b.data() + 4 * i, 4);
+      v[i] = static_cast<float>(x);
+    }
+    return v;
+  }
   convert_to_f32(t, b.data(), v.data(), static_cast<int64_t>(n));
   return v;
 }
@@ -100,6 +110,24 @@ double compare_backends(Backend& ref, Backend& dev, const Node& node, const std:
   if (inplace < 0) g.run();
   const std::vector<float> got = decode(out.dtype, g.output());
   return max_rel_error(got, want);
+}
+
+HostT argmax_rows_input(int64_t R, int64_t N, std::mt19937& rng) {
+  std::vector<float> x = uniform(R * N, rng, -10.f, 10.f);
+  std::uniform_int_distribution<int64_t> col(0, N - 1);
+  for (int64_t r = 0; r < R; r++) {
+    float* row = x.data() + r * N;
+    if (r == 0) {
+      for (int64_t i = 0; i < N; i++) row[i] = i % 3 == 0 ? NAN : -INFINITY;
+      continue;
+    }
+    // The same maximum at two columns, a NaN, and in row 1 a NaN at column 0.
+    const int64_t a = col(rng), b = col(rng);
+    row[a] = row[b] = 20.f + static_cast<float>(r);
+    row[col(rng)] = NAN;
+    if (r == 1) row[0] = NAN;
+  }
+  return f32_tensor({R, N}, x);
 }
 
 QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {

@@ -56,6 +56,10 @@ class OneNode {
 double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,
                         const HostT& out, int inplace = -1);
 
+// Rows of logits for ArgMax: random values with planted ties of the maximum (the first
+// must win), NaNs, and one row of NaN / -inf only. [R, N], R >= 4.
+HostT argmax_rows_input(int64_t R, int64_t N, std::mt19937& rng);
+
 // GGUF blocks of a random [N, K] matrix and its dequantized values.
 struct QuantMatrix {
   Bytes blocks;

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
-
-#include "test_util.h"
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -17,9 +15,11 @@
 #include "backends/cpu/thread_pool.h"
 #include "core/backend.h"
 #include "core/dtype.h"
+#include "core/engine/sampler.h"
 #include "core/error.h"
 #include "core/formats/quantize.h"
 #include "core/graph.h"
+#include "test_util.h"
 
 namespace {
 
@@ -763,6 +763,41 @@ TEST_CASE("cpu element-wise ops", "[cpu][elementwise]") {
       check_elementwise(*be, op, 7, 37, true);
       check_elementwise(*be, op, 60, 1001, true);
     }
+  }
+}
+
+TEST_CASE("cpu argmax: the first of equal maxima, NaN below every number", "[cpu][argmax]") {
+  const std::vector<std::vector<float>> rows = {
+      {1.f, 3.f, 3.f, 2.f},       {NAN, -INFINITY, -5.f, -5.f},
+      {NAN, NAN, NAN, NAN},       {-INFINITY, -INFINITY, -INFINITY, -INFINITY},
+      {NAN, -INFINITY, NAN, NAN}, {2.f, NAN, 7.f, 7.f}};
+  const std::vector<int32_t> want = {1, 2, 0, 0, 1, 2};
+  std::vector<float> x;
+  for (const auto& r : rows) x.insert(x.end(), r.begin(), r.end());
+  for (auto& be : backends_1_and_3()) {
+    Graph g;
+    const int64_t R = static_cast<int64_t>(rows.size());
+    const TensorId tx = g.input("x", DType::F32, {R, 4});
+    g.add(Op::ArgMax, "ids", {tx}, DType::I32, {R});
+    const Bytes y = run_node(*be, g, {{tx, to_bytes(x)}});
+    std::vector<int32_t> got(rows.size());
+    std::memcpy(got.data(), y.data(), y.size());
+    CHECK(got == want);
+  }
+  // Against llm::argmax (the host sampler's greedy pick) on rows without NaN.
+  std::mt19937 rng(3);
+  auto be = make_cpu_backend(2);
+  const int64_t R = 9, N = 32003;
+  std::vector<float> v = uniform(R * N, rng, -4.f, 4.f);
+  v[5 * N + 17] = v[5 * N + 900] = 9.f;
+  Graph g;
+  const TensorId tx = g.input("x", DType::F32, {R, N});
+  g.add(Op::ArgMax, "ids", {tx}, DType::I32, {R});
+  const Bytes y = run_node(*be, g, {{tx, to_bytes(v)}});
+  for (int64_t r = 0; r < R; r++) {
+    int32_t id;
+    std::memcpy(&id, y.data() + 4 * r, 4);
+    CHECK(id == argmax(v.data() + r * N, static_cast<int>(N)));
   }
 }
 

@@ -329,6 +329,17 @@ TEST_CASE("cuda slice and the RWKV ops match the cpu (state carried across runs)
               f32_tensor({T, A}, std::vector<float>(T * A, 0.f))) <= 1e-5);
 }
 
+TEST_CASE("cuda argmax picks what the cpu picks (ties, NaN, long rows)", "[cuda][ops]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(11);
+  for (const int64_t N : {7, 32000, 32003, 151936}) {
+    CAPTURE(N);
+    const HostT x = argmax_rows_input(6, N, rng);
+    CHECK(compare_with_cpu(make_node(Op::ArgMax), {x}, i32_tensor({6}, std::vector<int32_t>(6))) ==
+          0.0);
+  }
+}
+
 TEST_CASE("cuda get_rows and kv_append match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(5);
@@ -430,9 +441,8 @@ TEST_CASE("cuda split-context decode attention matches the cpu", "[cuda][ops]") 
             const HostT v = f32_tensor({rows, W}, uniform(rows * W, rng));
             const double err = compare_with_cpu(
                 make_node(Op::Attention, p),
-                {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v,
-                 i32_tensor({1}, {position}), i32_tensor({1}, {0}),
-                 i32_tensor({1, max_pages}, table)},
+                {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v, i32_tensor({1}, {position}),
+                 i32_tensor({1}, {0}), i32_tensor({1, max_pages}, table)},
                 f32_tensor({1, Q}, std::vector<float>(Q, 0.f)));
             INFO("max rel err " << err);
             CHECK(err <= 1e-5);

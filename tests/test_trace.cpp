@@ -57,7 +57,7 @@ std::string ts(const char* dtype, std::initializer_list<int64_t> dims) {
 
 // A llama-family step: per layer 2 rms_norm, 7 matmul, 2 rope, 2 kv_append, 1
 // attention, 1 silu_mul, 2 add; outside them the embedding and logit-row gathers,
-// the final norm and the head. Shapes follow the config.
+// the final norm, the head and the argmax of the logits. Shapes follow the config.
 void check_llama_step(const StepTrace& t, const ModelConfig& c, int T, int n_past) {
   INFO(t.step);
   CHECK(t.n_tokens == T);
@@ -65,7 +65,8 @@ void check_llama_step(const StepTrace& t, const ModelConfig& c, int T, int n_pas
   const int L = c.num_layers;
   std::map<std::string, int> expected = {
       {"get_rows", 2},      {"rms_norm", 2 * L + 1}, {"matmul", 7 * L + 1}, {"rope", 2 * L},
-      {"kv_append", 2 * L}, {"attention", L},        {"silu_mul", L},       {"add", 2 * L}};
+      {"kv_append", 2 * L}, {"attention", L},        {"silu_mul", L},       {"add", 2 * L},
+      {"argmax", 1}};
   std::map<std::string, int> got;
   for (const OpCount& c : op_counts(t)) got[c.op] = c.calls;
   CHECK(got == expected);

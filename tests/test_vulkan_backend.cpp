@@ -392,6 +392,17 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
     }
 }
 
+TEST_CASE("vulkan argmax picks what the cpu picks (ties, NaN, long rows)", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(11);
+  for (const int64_t N : {7, 32003, 151936}) {
+    CAPTURE(N);
+    const HostT x = argmax_rows_input(5, N, rng);
+    CHECK(compare_with_cpu(make_node(Op::ArgMax), {x}, i32_tensor({5}, std::vector<int32_t>(5))) ==
+          0.0);
+  }
+}
+
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(2);

@@ -107,6 +107,7 @@ struct Arg {
   const float* f32() const { return reinterpret_cast<const float*>(ptr); }
   float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
   const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
+  int32_t* i32_mut() const { return reinterpret_cast<int32_t*>(ptr); }
 };
 
 struct Step {
@@ -226,6 +227,10 @@ void run_step(ThreadPool& pool, Step& s) {
       cpu::token_shift(pool, in[0].f32(), in[1].f32_mut(), in[2].i32(), in[3].i32(),
                        s.out.f32_mut(), in[0].shape.rows(), in[0].shape.row_len(),
                        in[3].shape.numel(), in[1].shape.rows());
+      return;
+    case Op::ArgMax:
+      cpu::argmax_rows(pool, in[0].f32(), in[0].shape.rows(), in[0].shape.row_len(),
+                       s.out.i32_mut());
       return;
     case Op::Wkv:
       cpu::wkv(pool, in[0].f32(), in[1].f32(), in[2].f32(), in[3].f32(), in[4].f32_mut(),
@@ -394,7 +399,7 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
 
-  if (op != Op::KvAppend) LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::KvAppend && op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
@@ -529,7 +534,8 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-      return check_recurrent_op(node, inputs, output);
+    case Op::ArgMax:
+      return check_shared_op(node, inputs, output);
     case Op::kCount:
       break;
   }

@@ -291,8 +291,8 @@ struct DecodeLayout {
   static constexpr int LPK = D / DL;
   static constexpr int NG = 32 / LPK;
   static constexpr int KS = 32 / DL;
-  static constexpr int KPW = NG * KS;             // keys per warp step
-  static constexpr int NP = kDecWarps * NG;       // partial softmax states per block
+  static constexpr int KPW = NG * KS;        // keys per warp step
+  static constexpr int NP = kDecWarps * NG;  // partial softmax states per block
   static_assert(LPK >= 1 && LPK <= 32 && 32 % LPK == 0, "head_dim 64, 128 or 256");
 };
 
@@ -794,8 +794,8 @@ void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* 
 bool attention_decode_ok(const AttentionArgs& a) {
   const int G = a.n_kv_heads > 0 ? a.n_heads / a.n_kv_heads : 0;
   return (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) &&
-         (G == 1 || G == 2 || G == 4 || G == 8) && aligned16(a.q) &&
-         aligned16(a.k_cache) && aligned16(a.v_cache) && a.n_splits <= kDecMaxSplits;
+         (G == 1 || G == 2 || G == 4 || G == 8) && aligned16(a.q) && aligned16(a.k_cache) &&
+         aligned16(a.v_cache) && a.n_splits <= kDecMaxSplits;
 }
 
 int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms) {

@@ -595,7 +595,7 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
 
-  if (op != Op::KvAppend) LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::KvAppend && op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
@@ -749,7 +749,8 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-      LLM_TRY(check_recurrent_op(node, inputs, output));
+    case Op::ArgMax:
+      LLM_TRY(check_shared_op(node, inputs, output));
       if (op == Op::TokenShift || op == Op::Wkv || op == Op::Slice)
         LLM_TRY(fits_int(inputs[0]->shape.numel(), "element count"));
       return "";
@@ -768,6 +769,7 @@ struct Arg {
   const float* f32() const { return reinterpret_cast<const float*>(ptr); }
   float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
   const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
+  int32_t* i32_mut() const { return reinterpret_cast<int32_t*>(ptr); }
 };
 
 // Device memory a tensor occupies, for the aliasing rules of fused launches.
@@ -1386,6 +1388,13 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           cuda::wkv(s, k.f32(), v.f32(), decay.f32(), first.f32(), st.f32_mut(), seq.i32(),
                     slots.i32(), out.f32_mut(), k.shape.rows(), k.shape.row_len(),
                     slots.shape.numel(), st.shape.rows(), err);
+        });
+        break;
+      }
+      case Op::ArgMax: {
+        const Arg x = in[0];
+        emit(label, [=](cudaStream_t s) {
+          cuda::argmax_rows(s, x.f32(), x.shape.rows(), x.shape.row_len(), out.i32_mut());
         });
         break;
       }

@@ -307,5 +307,10 @@ void get_rows(cudaStream_t stream, const void* table, DType table_type, int64_t 
 void kv_append(cudaStream_t stream, const float* src, const int32_t* slots, int64_t T, int64_t W,
                void* cache, DType cache_type, int64_t cache_rows, int* err);
 
+// ---- sampling.cu: logits ops -------------------------------------------------------------
+
+// out[r] = argmax of row r of x [R, N] (semantics in Op::ArgMax).
+void argmax_rows(cudaStream_t stream, const float* x, int64_t R, int64_t N, int32_t* out);
+
 }  // namespace cuda
 }  // namespace llm

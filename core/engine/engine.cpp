@@ -336,20 +336,38 @@ bool Engine::step() {
   }
   if (seqs.empty()) return false;
 
-  const std::vector<float>& logits = runner_->run(tokens, positions, seqs);
+  runner_->run(tokens, positions, seqs);
   const int n_vocab = model_.config().vocab_size;
+  // Plain greedy rows without logprobs take the argmax computed on the device (R ids
+  // cross the bus, not R x vocab logits); the others need their logits on the host.
+  std::vector<int32_t> sampled(in_step.size(), -1);
+  std::vector<char> on_host(in_step.size(), 0);
+  bool any_host = false, any_device = false;
+  for (size_t i = 0; i < in_step.size(); i++) {
+    if (!seqs[i].wants_logits) continue;
+    const Sequence& s = *in_step[i];
+    on_host[i] = !s.sampler.plain_greedy() || s.req.top_logprobs >= 0;
+    (on_host[i] ? any_host : any_device) = true;
+  }
+  if (any_device) {
+    const std::vector<int32_t>& ids = runner_->argmax();
+    for (size_t i = 0; i < in_step.size(); i++)
+      if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[i];
+  }
+  static const std::vector<float> kNoLogits;
+  const std::vector<float>& logits = any_host ? runner_->logits() : kNoLogits;
   // Sampling reads every logit of a row (softmax); with many rows the host
   // threads share them. Each sequence has its own sampler, so rows are independent.
-  std::vector<int32_t> sampled(in_step.size(), -1);
   auto sample_rows = [&](size_t first, size_t step) {
     for (size_t i = first; i < in_step.size(); i += step)
-      if (seqs[i].wants_logits)
+      if (on_host[i])
         sampled[i] = in_step[i]->sampler.sample(logits.data() + i * size_t(n_vocab), n_vocab,
                                                 &in_step[i]->history);
   };
   const size_t n_threads =
       std::min<size_t>({in_step.size(), std::max(1u, std::thread::hardware_concurrency()), 16});
-  if (n_threads > 1 && in_step.size() * size_t(n_vocab) >= (1u << 20)) {
+  if (!any_host) {
+  } else if (n_threads > 1 && in_step.size() * size_t(n_vocab) >= (1u << 20)) {
     std::vector<std::thread> pool;
     for (size_t t = 1; t < n_threads; t++) pool.emplace_back(sample_rows, t, n_threads);
     sample_rows(0, n_threads);
@@ -364,7 +382,7 @@ bool Engine::step() {
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
     if (!seqs[i].wants_logits) continue;
-    emit_token(s, sampled[i], logits.data() + i * size_t(n_vocab));
+    emit_token(s, sampled[i], on_host[i] ? logits.data() + i * size_t(n_vocab) : nullptr);
     generated++;
   }
   running_.erase(

@@ -50,6 +50,8 @@ class Sampler {
   // Applies logit bias and penalties in place (what sample() does first).
   void adjust(float* logits, int n_vocab, const TokenHistory* history) const;
   const SamplingParams& params() const { return params_; }
+  // Greedy with no bias or penalty: the token is the argmax of the raw logits.
+  bool plain_greedy() const { return params_.temperature == 0.f && !adjusts(); }
 
  private:
   bool adjusts() const;

@@ -70,9 +70,8 @@ Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
   return *executors_.emplace(key, std::move(ex)).first->second;
 }
 
-const std::vector<float>& StepRunner::run(const std::vector<int32_t>& tokens,
-                                          const std::vector<int32_t>& positions,
-                                          const std::vector<StepSeq>& seqs) {
+void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                     const std::vector<StepSeq>& seqs) {
   const int n_real = static_cast<int>(tokens.size());
   const int s_real = static_cast<int>(seqs.size());
   if (n_real == 0 || s_real == 0) fail("internal: empty step");
@@ -119,11 +118,32 @@ const std::vector<float>& StepRunner::run(const std::vector<int32_t>& tokens,
   set(step_io::kBlockTable, in_table_);
   set(step_io::kLogitRows, in_rows_);
   if (ex.graph().find(step_io::kStateSlots) >= 0) set(step_io::kStateSlots, in_states_);
+  have_logits_ = have_argmax_ = false;
+  last_ = nullptr;
   ex.run();
-  const size_t V = model_.config().vocab_size;
-  logits_.resize(static_cast<size_t>(s_real) * V);
-  ex.read_output(step_io::kLogits, logits_.data(), logits_.size() * sizeof(float));
+  last_ = &ex;
+  last_rows_ = s_real;
+}
+
+const std::vector<float>& StepRunner::logits() {
+  if (!last_) fail("internal: logits before a step");
+  if (!have_logits_) {
+    const size_t V = model_.config().vocab_size;
+    logits_.resize(static_cast<size_t>(last_rows_) * V);
+    last_->read_output(step_io::kLogits, logits_.data(), logits_.size() * sizeof(float));
+    have_logits_ = true;
+  }
   return logits_;
+}
+
+const std::vector<int32_t>& StepRunner::argmax() {
+  if (!last_) fail("internal: argmax before a step");
+  if (!have_argmax_) {
+    argmax_.resize(static_cast<size_t>(last_rows_));
+    last_->read_output(step_io::kArgmax, argmax_.data(), argmax_.size() * sizeof(int32_t));
+    have_argmax_ = true;
+  }
+  return argmax_;
 }
 
 }  // namespace llm

@@ -38,12 +38,15 @@ class StepRunner {
  public:
   StepRunner(Model& model, const StepRunnerOptions& opts);
 
-  // tokens/positions hold every token of the step, sequence by sequence.
-  // Returns [seqs.size(), vocab] row-major; rows of sequences without
-  // wants_logits are left unspecified.
-  const std::vector<float>& run(const std::vector<int32_t>& tokens,
-                                const std::vector<int32_t>& positions,
-                                const std::vector<StepSeq>& seqs);
+  // Runs a step. tokens/positions hold every token of the step, sequence by sequence.
+  // Its results are read afterwards, each copied from the device on first use: logits()
+  // ([seqs.size(), vocab] row-major) or, for greedy decoding, argmax() (one id per
+  // sequence, computed on the device). Rows of sequences without wants_logits are
+  // left unspecified.
+  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+           const std::vector<StepSeq>& seqs);
+  const std::vector<float>& logits();
+  const std::vector<int32_t>& argmax();
 
   // Zeroes a recurrent-state row (a sequence starting in that slot).
   void clear_state_row(int slot);
@@ -71,7 +74,11 @@ class StepRunner {
   std::map<std::string, std::unique_ptr<DeviceBuffer>> states_;
   std::map<std::string, size_t> recurrent_row_bytes_;
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+  Executor* last_ = nullptr;  // the executor of the last step
+  int last_rows_ = 0;
+  bool have_logits_ = false, have_argmax_ = false;
   std::vector<float> logits_;
+  std::vector<int32_t> argmax_;
   std::vector<int32_t> in_tokens_, in_pos_, in_seq_, in_slots_, in_table_, in_rows_, in_states_;
 };
 

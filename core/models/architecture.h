@@ -37,6 +37,7 @@ inline constexpr const char* kSlots = "slots";             // [T] i32 cache slot
 inline constexpr const char* kBlockTable = "block_table";  // [S, P] i32
 inline constexpr const char* kLogitRows = "logit_rows";    // [R] i32 token index per row
 inline constexpr const char* kLogits = "logits";           // [R, vocab] f32 output
+inline constexpr const char* kArgmax = "argmax_ids";       // [R] i32 output: argmax of logits
 // [S] i32: row of the recurrent State tensors that step sequence s reads and
 // updates. Only graphs with recurrent state (RWKV) declare it.
 inline constexpr const char* kStateSlots = "state_slots";

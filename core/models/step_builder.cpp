@@ -117,6 +117,9 @@ void StepBuilder::logits(TensorId x, TensorId head, TensorId head_bias) {
   const TensorId out = g_.add(Op::MatMul, "output", ins, DType::F32,
                               {shape_.n_logit_rows, int64_t{cfg_.vocab_size}});
   g_.mark_output(out, step_io::kLogits);
+  // Greedy rows read their token id from here instead of the whole row of logits.
+  const TensorId ids = g_.add(Op::ArgMax, "argmax", {out}, DType::I32, {shape_.n_logit_rows});
+  g_.mark_output(ids, step_io::kArgmax);
 }
 
 }  // namespace llm
