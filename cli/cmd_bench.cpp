@@ -181,10 +181,7 @@ void run_bench(const BenchOptions& o) {
       int32_t next = tok(rng);
       be.synchronize();
       const double t0 = now_s();
-      for (int i = 0; i < o.n_gen; i++) {
-        const std::vector<float> logits = session.forward({next}, false);
-        next = argmax(logits.data(), cfg.vocab_size);
-      }
+      for (int i = 0; i < o.n_gen; i++) next = session.forward_greedy({next});
       be.synchronize();
       if (rep > 0) tg.push_back(o.n_gen / (now_s() - t0));
     }
@@ -210,10 +207,9 @@ void run_bench(const BenchOptions& o) {
     for (int rep = 0; rep < o.repetitions && measured; rep++) {
       session.reset();
       in_prefill = o.n_prompt > 0;
-      std::vector<float> logits = session.forward(prompt, false);
+      int32_t next = session.forward_greedy(prompt);
       in_prefill = false;
-      for (int i = 0; i < o.n_gen; i++)
-        logits = session.forward({argmax(logits.data(), cfg.vocab_size)}, false);
+      for (int i = 0; i < o.n_gen; i++) next = session.forward_greedy({next});
     }
     session.observe_steps(nullptr, false);
     if (!measured) fail("--profile: device %s cannot time its kernels", be.info().id.c_str());

@@ -74,6 +74,8 @@ TEST_CASE("llama-family fixtures give the reference greedy ids", "[models][cpu]"
       auto model = Model::load(model_dir(name), *backend);
       Session session(*model);
       CHECK(greedy(session, ref.input_ids, 16, ref.vocab) == ref.greedy_ids);
+      session.reset();
+      CHECK(greedy_on_device(session, ref.input_ids, 16) == ref.greedy_ids);
     }
   }
 }

@@ -106,6 +106,16 @@ std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int 
   return out;
 }
 
+std::vector<int32_t> greedy_on_device(Session& s, const std::vector<int32_t>& prompt, int n) {
+  std::vector<int32_t> out;
+  int32_t next = s.forward_greedy(prompt);
+  for (int i = 0; i < n; i++) {
+    out.push_back(next);
+    if (i + 1 < n) next = s.forward_greedy({next});
+  }
+  return out;
+}
+
 std::vector<float> uniform(size_t n, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);

@@ -56,6 +56,8 @@ std::string join_ids(const std::vector<int32_t>& ids);
 
 // n tokens by greedy decoding after prompt, through the session's KV cache.
 std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab);
+// The same through Session::forward_greedy (the argmax taken on the device).
+std::vector<int32_t> greedy_on_device(Session& s, const std::vector<int32_t>& prompt, int n);
 
 // n values uniform in [lo, hi).
 std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f);

@@ -76,6 +76,21 @@ Executor& Session::executor_for(int n_tokens, int n_logit_rows) {
 }
 
 std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all_logits) {
+  const size_t rows = all_logits ? tokens.size() : 1;
+  std::vector<float> logits(rows * static_cast<size_t>(model_.config().vocab_size));
+  Executor& ex = run_chunks(tokens, all_logits, logits.data());
+  if (!all_logits) ex.read_output(step_io::kLogits, logits.data(), logits.size() * sizeof(float));
+  return logits;
+}
+
+int32_t Session::forward_greedy(const std::vector<int32_t>& tokens) {
+  Executor& ex = run_chunks(tokens, false, nullptr);
+  int32_t id = 0;
+  ex.read_output(step_io::kArgmax, &id, sizeof(id));
+  return id;
+}
+
+Executor& Session::run_chunks(const std::vector<int32_t>& tokens, bool all_logits, float* logits) {
   const ModelConfig& cfg = model_.config();
   const int n = static_cast<int>(tokens.size());
   if (n == 0) fail("no tokens to run");
@@ -95,10 +110,9 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
       model_.backend().clear(b, 0, b.size());
     }
   const int V = cfg.vocab_size;
-  std::vector<float> logits(static_cast<size_t>(all_logits ? n : 1) * V);
+  Executor* last = nullptr;
   for (int begin = 0; begin < n; begin += opts_.prefill_chunk_size) {
     const int T = std::min(opts_.prefill_chunk_size, n - begin);
-    const bool last_chunk = begin + T == n;
     // Without all_logits, earlier chunks only fill the cache; their one row is ignored.
     const int R = all_logits ? T : 1;
     Executor& ex = executor_for(T, R);
@@ -121,12 +135,11 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
     }
     position_ += T;
     if (all_logits)
-      ex.read_output(step_io::kLogits, logits.data() + static_cast<size_t>(begin) * V,
+      ex.read_output(step_io::kLogits, logits + static_cast<size_t>(begin) * V,
                      static_cast<size_t>(R) * V * sizeof(float));
-    else if (last_chunk)
-      ex.read_output(step_io::kLogits, logits.data(), static_cast<size_t>(V) * sizeof(float));
+    last = &ex;
   }
-  return logits;
+  return *last;
 }
 
 }  // namespace llm

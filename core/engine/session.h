@@ -29,8 +29,12 @@ class Session {
   // Appends tokens at the next positions and returns logits row-major:
   // [tokens.size(), vocab] when all_logits, else [1, vocab] for the last token.
   std::vector<float> forward(const std::vector<int32_t>& tokens, bool all_logits);
+  // Like forward without all_logits, but returns the argmax of the last token's logits,
+  // computed on the device (only the id crosses the bus): greedy decoding.
+  int32_t forward_greedy(const std::vector<int32_t>& tokens);
 
   int position() const { return position_; }
+
   int context_size() const { return context_size_; }
   // Forgets the sequence (the cache is overwritten by the next forward).
   void reset() { position_ = 0; }
@@ -48,6 +52,9 @@ class Session {
   size_t cache_bytes() const { return cache_bytes_; }
 
  private:
+  // Runs tokens in chunks (writing every row of logits when all_logits) and returns the
+  // executor of the last chunk, whose outputs are current.
+  Executor& run_chunks(const std::vector<int32_t>& tokens, bool all_logits, float* logits);
   Executor& executor_for(int n_tokens, int n_logit_rows);
   TensorRef resolve_state(const TensorInfo& t) const;
 
