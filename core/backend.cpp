@@ -57,7 +57,7 @@ std::string check_shared_op(const Node& node, const std::vector<const TensorInfo
     std::string llm_r_ = (expr);        \
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
-  if (op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::Sample) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::Slice: {
       LLM_TRY(in_count(1, 1));
@@ -116,13 +116,16 @@ std::string check_shared_op(const Node& node, const std::vector<const TensorInfo
         return format_message("%s: output shape mismatch", name);
       return "";
     }
-    case Op::ArgMax: {
-      LLM_TRY(in_count(1, 1));
+    case Op::Sample: {
+      LLM_TRY(in_count(2, 2));
       LLM_TRY(need(*inputs[0], DType::F32, "x"));
-      if (output.dtype != DType::I32) return "argmax: the output must be i32";
+      LLM_TRY(need(*inputs[1], DType::F32, "params"));
+      if (output.dtype != DType::I32) return "sample: the output must be i32";
       if (inputs[0]->shape.rank < 1 || inputs[0]->shape.row_len() < 1)
-        return "argmax: x has no columns";
-      if (output.shape.numel() != inputs[0]->shape.rows()) return "argmax: one output per row of x";
+        return "sample: x has no columns";
+      if (inputs[1]->shape.numel() != 2 * inputs[0]->shape.rows())
+        return "sample: params must be [rows, 2] (temperature, u)";
+      if (output.shape.numel() != inputs[0]->shape.rows()) return "sample: one output per row of x";
       return "";
     }
     default:

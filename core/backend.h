@@ -78,7 +78,7 @@ struct DeviceInfo {
   double bandwidth_gbs = 0;
 };
 
-// Checks of Slice, the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv) and ArgMax,
+// Checks of Slice, the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv) and Sample,
 // whose constraints are the same on every backend. Returns "" when the node is valid,
 // else the reason; backends call it from check().
 std::string check_shared_op(const Node& node, const std::vector<const TensorInfo*>& inputs,

@@ -10,7 +10,7 @@ const char* op_name(Op op) {
   static const char* kNames[] = {
       "get_rows", "rms_norm", "layer_norm",  "matmul",    "rope",        "kv_append", "attention",
       "silu_mul", "gelu_mul", "gelu",        "gelu_tanh", "add",         "mul",       "scale",
-      "slice",    "mix",      "sigmoid_mul", "relu_sqr",  "token_shift", "wkv",       "argmax"};
+      "slice",    "mix",      "sigmoid_mul", "relu_sqr",  "token_shift", "wkv",       "sample"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Op::kCount),
                 "op names out of sync with Op");
   return kNames[static_cast<int>(op)];

@@ -71,9 +71,14 @@ enum class Op : uint8_t {
   // max = m'. The state row is updated in place. An all-zero row is a fresh sequence
   // (num = den = 0 represents the same sums as HF's max = -1e38).
   Wkv,
-  // out[r] = index of the largest value of row r (the first of equal ones); in: x [R, N]
-  // f32, out [R] i32. Greedy decoding reads these R ids instead of R x vocab logits.
-  ArgMax,
+  // One token per row of logits. in: x [R, N] f32, params [R, 2] f32 = (temperature,
+  // u); out [R] i32. Temperature 0: the index of the largest value (the first of equal
+  // ones; NaN ranks below every number; a row of NaNs gives 0). Above 0: with weights
+  // w_i = exp((x_i - max) / temperature) (NaN weighs 0), the first index, in index
+  // order, at which the running sum exceeds u * sum(w), u in [0, 1) (the argmax when
+  // the sum is not a positive finite number). Greedy and plain temperature sampling
+  // read these R ids instead of R x vocab logits.
+  Sample,
   kCount
 };
 

@@ -112,7 +112,7 @@ double compare_backends(Backend& ref, Backend& dev, const Node& node, const std:
   return max_rel_error(got, want);
 }
 
-HostT argmax_rows_input(int64_t R, int64_t N, std::mt19937& rng) {
+HostT sample_rows_input(int64_t R, int64_t N, std::mt19937& rng) {
   std::vector<float> x = uniform(R * N, rng, -10.f, 10.f);
   std::uniform_int_distribution<int64_t> col(0, N - 1);
   for (int64_t r = 0; r < R; r++) {
@@ -121,13 +121,26 @@ HostT argmax_rows_input(int64_t R, int64_t N, std::mt19937& rng) {
       for (int64_t i = 0; i < N; i++) row[i] = i % 3 == 0 ? NAN : -INFINITY;
       continue;
     }
-    // The same maximum at two columns, a NaN, and in row 1 a NaN at column 0.
-    const int64_t a = col(rng), b = col(rng);
-    row[a] = row[b] = 20.f + static_cast<float>(r);
+    // Odd rows: the same maximum at two columns. Every row: a NaN; row 1: at column 0.
+    if (r % 2 == 1) {
+      const int64_t a = col(rng), b = col(rng);
+      row[a] = row[b] = 20.f + static_cast<float>(r);
+    }
     row[col(rng)] = NAN;
     if (r == 1) row[0] = NAN;
   }
   return f32_tensor({R, N}, x);
+}
+
+HostT sample_params_input(int64_t R, std::mt19937& rng) {
+  const float temps[] = {0.f, 0.7f, 1.3f};
+  std::uniform_real_distribution<float> uni(0.f, 1.f);
+  std::vector<float> p;
+  for (int64_t r = 0; r < R; r++) {
+    p.push_back(temps[r % 3]);
+    p.push_back(uni(rng));
+  }
+  return f32_tensor({R, 2}, p);
 }
 
 QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {

@@ -56,9 +56,12 @@ class OneNode {
 double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,
                         const HostT& out, int inplace = -1);
 
-// Rows of logits for ArgMax: random values with planted ties of the maximum (the first
-// must win), NaNs, and one row of NaN / -inf only. [R, N], R >= 4.
-HostT argmax_rows_input(int64_t R, int64_t N, std::mt19937& rng);
+// Rows of logits for Op::Sample: random values in [-10, 10], with planted ties of the
+// maximum (the first must win) in odd rows, NaNs, and a first row of NaN / -inf only.
+// [R, N], R >= 4.
+HostT sample_rows_input(int64_t R, int64_t N, std::mt19937& rng);
+// Its params [R, 2]: temperatures 0, 0.7, 1.3 in turn and random draws u.
+HostT sample_params_input(int64_t R, std::mt19937& rng);
 
 // GGUF blocks of a random [N, K] matrix and its dequantized values.
 struct QuantMatrix {

@@ -766,7 +766,25 @@ TEST_CASE("cpu element-wise ops", "[cpu][elementwise]") {
   }
 }
 
-TEST_CASE("cpu argmax: the first of equal maxima, NaN below every number", "[cpu][argmax]") {
+namespace {
+
+// Runs Op::Sample on rows x [R, N] with params [R, 2]; the ids.
+std::vector<int32_t> run_sample(Backend& be, const std::vector<float>& x, int64_t R, int64_t N,
+                                const std::vector<float>& params) {
+  Graph g;
+  const TensorId tx = g.input("x", DType::F32, {R, N});
+  const TensorId tp = g.input("params", DType::F32, {R, 2});
+  g.add(Op::Sample, "ids", {tx, tp}, DType::I32, {R});
+  const Bytes y = run_node(be, g, {{tx, to_bytes(x)}, {tp, to_bytes(params)}});
+  std::vector<int32_t> ids(static_cast<size_t>(R));
+  std::memcpy(ids.data(), y.data(), y.size());
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("cpu sample at temperature 0: the first of equal maxima, NaN below every number",
+          "[cpu][sample]") {
   const std::vector<std::vector<float>> rows = {
       {1.f, 3.f, 3.f, 2.f},       {NAN, -INFINITY, -5.f, -5.f},
       {NAN, NAN, NAN, NAN},       {-INFINITY, -INFINITY, -INFINITY, -INFINITY},
@@ -774,30 +792,55 @@ TEST_CASE("cpu argmax: the first of equal maxima, NaN below every number", "[cpu
   const std::vector<int32_t> want = {1, 2, 0, 0, 1, 2};
   std::vector<float> x;
   for (const auto& r : rows) x.insert(x.end(), r.begin(), r.end());
-  for (auto& be : backends_1_and_3()) {
-    Graph g;
-    const int64_t R = static_cast<int64_t>(rows.size());
-    const TensorId tx = g.input("x", DType::F32, {R, 4});
-    g.add(Op::ArgMax, "ids", {tx}, DType::I32, {R});
-    const Bytes y = run_node(*be, g, {{tx, to_bytes(x)}});
-    std::vector<int32_t> got(rows.size());
-    std::memcpy(got.data(), y.data(), y.size());
-    CHECK(got == want);
-  }
+  const int64_t R = static_cast<int64_t>(rows.size());
+  for (auto& be : backends_1_and_3())
+    CHECK(run_sample(*be, x, R, 4, std::vector<float>(2 * R, 0.f)) == want);
   // Against llm::argmax (the host sampler's greedy pick) on rows without NaN.
   std::mt19937 rng(3);
   auto be = make_cpu_backend(2);
-  const int64_t R = 9, N = 32003;
-  std::vector<float> v = uniform(R * N, rng, -4.f, 4.f);
+  const int64_t N = 32003;
+  std::vector<float> v = uniform(9 * N, rng, -4.f, 4.f);
   v[5 * N + 17] = v[5 * N + 900] = 9.f;
-  Graph g;
-  const TensorId tx = g.input("x", DType::F32, {R, N});
-  g.add(Op::ArgMax, "ids", {tx}, DType::I32, {R});
-  const Bytes y = run_node(*be, g, {{tx, to_bytes(v)}});
-  for (int64_t r = 0; r < R; r++) {
-    int32_t id;
-    std::memcpy(&id, y.data() + 4 * r, 4);
-    CHECK(id == argmax(v.data() + r * N, static_cast<int>(N)));
+  const std::vector<int32_t> ids = run_sample(*be, v, 9, N, std::vector<float>(18, 0.f));
+  for (int64_t r = 0; r < 9; r++) CHECK(ids[r] == argmax(v.data() + r * N, static_cast<int>(N)));
+}
+
+TEST_CASE("cpu sample with a temperature picks where the running sum passes u * sum",
+          "[cpu][sample]") {
+  auto be = make_cpu_backend(2);
+  // Weights at temperature 1: 1, 2, 3, 0, 0 (sum 6); at 0.5: 1, 4, 9, 0, 0 (sum 14).
+  const std::vector<float> row = {0.f, std::log(2.f), std::log(3.f), -INFINITY, NAN};
+  const std::vector<std::pair<float, float>> cases = {{1.f, 0.1f},  {1.f, 0.2f},  {1.f, 0.5f},
+                                                      {1.f, 0.99f}, {0.5f, 0.3f}, {0.5f, 0.01f}};
+  const std::vector<int32_t> want = {0, 1, 2, 2, 1, 0};
+  std::vector<float> x, params;
+  for (const auto& c : cases) {
+    x.insert(x.end(), row.begin(), row.end());
+    params.push_back(c.first);
+    params.push_back(c.second);
+  }
+  CHECK(run_sample(*be, x, static_cast<int64_t>(cases.size()), 5, params) == want);
+
+  // Frequencies over many draws follow softmax(x / T).
+  std::mt19937 rng(9);
+  const std::vector<float> logits = {0.3f, -1.2f, 1.1f, 0.f, 2.f};
+  const float T = 0.8f;
+  const int n = 20000;
+  std::vector<float> xs, ps;
+  std::uniform_real_distribution<float> uni(0.f, 1.f);
+  for (int i = 0; i < n; i++) {
+    xs.insert(xs.end(), logits.begin(), logits.end());
+    ps.push_back(T);
+    ps.push_back(uni(rng));
+  }
+  const std::vector<int32_t> ids = run_sample(*be, xs, n, 5, ps);
+  std::vector<double> p(5);
+  double z = 0;
+  for (int i = 0; i < 5; i++) z += p[i] = std::exp(logits[i] / T);
+  for (int i = 0; i < 5; i++) {
+    const double freq = std::count(ids.begin(), ids.end(), i) / static_cast<double>(n);
+    INFO("token " << i);
+    CHECK(std::abs(freq - p[i] / z) < 0.015);
   }
 }
 

@@ -329,14 +329,15 @@ TEST_CASE("cuda slice and the RWKV ops match the cpu (state carried across runs)
               f32_tensor({T, A}, std::vector<float>(T * A, 0.f))) <= 1e-5);
 }
 
-TEST_CASE("cuda argmax picks what the cpu picks (ties, NaN, long rows)", "[cuda][ops]") {
+TEST_CASE("cuda sample picks what the cpu picks (argmax and temperature; ties, NaN, long rows)",
+          "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(11);
   for (const int64_t N : {7, 32000, 32003, 151936}) {
     CAPTURE(N);
-    const HostT x = argmax_rows_input(6, N, rng);
-    CHECK(compare_with_cpu(make_node(Op::ArgMax), {x}, i32_tensor({6}, std::vector<int32_t>(6))) ==
-          0.0);
+    const HostT x = sample_rows_input(6, N, rng), params = sample_params_input(6, rng);
+    CHECK(compare_with_cpu(make_node(Op::Sample), {x, params},
+                           i32_tensor({6}, std::vector<int32_t>(6))) == 0.0);
   }
 }
 

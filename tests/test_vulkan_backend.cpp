@@ -392,14 +392,15 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
     }
 }
 
-TEST_CASE("vulkan argmax picks what the cpu picks (ties, NaN, long rows)", "[vulkan][ops]") {
+TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties, NaN, long rows)",
+          "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(11);
   for (const int64_t N : {7, 32003, 151936}) {
     CAPTURE(N);
-    const HostT x = argmax_rows_input(5, N, rng);
-    CHECK(compare_with_cpu(make_node(Op::ArgMax), {x}, i32_tensor({5}, std::vector<int32_t>(5))) ==
-          0.0);
+    const HostT x = sample_rows_input(5, N, rng), params = sample_params_input(5, rng);
+    CHECK(compare_with_cpu(make_node(Op::Sample), {x, params},
+                           i32_tensor({5}, std::vector<int32_t>(5))) == 0.0);
   }
 }
 

@@ -228,8 +228,8 @@ void run_step(ThreadPool& pool, Step& s) {
                        s.out.f32_mut(), in[0].shape.rows(), in[0].shape.row_len(),
                        in[3].shape.numel(), in[1].shape.rows());
       return;
-    case Op::ArgMax:
-      cpu::argmax_rows(pool, in[0].f32(), in[0].shape.rows(), in[0].shape.row_len(),
+    case Op::Sample:
+      cpu::sample_rows(pool, in[0].f32(), in[1].f32(), in[0].shape.rows(), in[0].shape.row_len(),
                        s.out.i32_mut());
       return;
     case Op::Wkv:
@@ -399,7 +399,7 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
 
-  if (op != Op::KvAppend && op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::KvAppend && op != Op::Sample) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
@@ -534,7 +534,7 @@ std::string CpuBackend::check(const Node& node, const std::vector<const TensorIn
     case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-    case Op::ArgMax:
+    case Op::Sample:
       return check_shared_op(node, inputs, output);
     case Op::kCount:
       break;

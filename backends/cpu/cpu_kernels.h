@@ -220,8 +220,9 @@ void mix(ThreadPool& pool, const float* a, const float* b, const float* w, float
 void sigmoid_mul(ThreadPool& pool, const float* a, const float* b, float* y, int64_t n);
 void relu_sqr(ThreadPool& pool, const float* a, float* y, int64_t n);
 
-// Logits ops (cpu_sampling.cpp); semantics in Op::ArgMax.
-void argmax_rows(ThreadPool& pool, const float* x, int64_t R, int64_t N, int32_t* out);
+// Logits ops (cpu_sampling.cpp); semantics in Op::Sample. params [R, 2].
+void sample_rows(ThreadPool& pool, const float* x, const float* params, int64_t R, int64_t N,
+                 int32_t* out);
 
 // RWKV (cpu_rwkv.cpp); semantics in Op::TokenShift / Op::Wkv. state is [n_slots, D] / [n_slots,
 // 3A].

@@ -595,7 +595,7 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     if (!llm_r_.empty()) return llm_r_; \
   } while (0)
 
-  if (op != Op::KvAppend && op != Op::ArgMax) LLM_TRY(need(output, DType::F32, "the output"));
+  if (op != Op::KvAppend && op != Op::Sample) LLM_TRY(need(output, DType::F32, "the output"));
   switch (op) {
     case Op::GetRows: {
       LLM_TRY(in_count(2, 2));
@@ -749,7 +749,7 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-    case Op::ArgMax:
+    case Op::Sample:
       LLM_TRY(check_shared_op(node, inputs, output));
       if (op == Op::TokenShift || op == Op::Wkv || op == Op::Slice)
         LLM_TRY(fits_int(inputs[0]->shape.numel(), "element count"));
@@ -1391,10 +1391,11 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         });
         break;
       }
-      case Op::ArgMax: {
-        const Arg x = in[0];
+      case Op::Sample: {
+        const Arg x = in[0], params = in[1];
         emit(label, [=](cudaStream_t s) {
-          cuda::argmax_rows(s, x.f32(), x.shape.rows(), x.shape.row_len(), out.i32_mut());
+          cuda::sample_rows(s, x.f32(), params.f32(), x.shape.rows(), x.shape.row_len(),
+                            out.i32_mut());
         });
         break;
       }

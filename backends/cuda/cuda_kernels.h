@@ -309,8 +309,9 @@ void kv_append(cudaStream_t stream, const float* src, const int32_t* slots, int6
 
 // ---- sampling.cu: logits ops -------------------------------------------------------------
 
-// out[r] = argmax of row r of x [R, N] (semantics in Op::ArgMax).
-void argmax_rows(cudaStream_t stream, const float* x, int64_t R, int64_t N, int32_t* out);
+// One token per row of x [R, N] with params [R, 2] (semantics in Op::Sample).
+void sample_rows(cudaStream_t stream, const float* x, const float* params, int64_t R, int64_t N,
+                 int32_t* out);
 
 }  // namespace cuda
 }  // namespace llm

@@ -448,7 +448,7 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
     case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-    case Op::ArgMax:
+    case Op::Sample:
       break;
     default:
       return format("op %s is not implemented by the vulkan backend yet", op_name(node.op));
@@ -900,13 +900,14 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         }
         break;
       }
-      case Op::ArgMax: {
+      case Op::Sample: {
         const int64_t rows = in[0].shape.rows();
         push(bind(in[0], "the logits"));
+        push(bind(in[1], "the sampling parameters"));
         push(bind(o, "the output", true));
         push(static_cast<uint32_t>(rows));
         push(static_cast<uint32_t>(in[0].shape.row_len()));
-        use("argmax", {});
+        use("sample", {});
         grid(x, static_cast<uint64_t>(rows));
         break;
       }

@@ -316,9 +316,14 @@ bool Engine::step() {
       budget -= s->take;
     }
   }
+  // Greedy and plain temperature rows without logprobs are sampled on the device by the
+  // step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
+  // their logits on the host.
   std::vector<int32_t> tokens, positions;
   std::vector<StepSeq> seqs;
   std::vector<Sequence*> in_step;
+  std::vector<char> on_host;
+  bool any_host = false, any_device = false;
   for (auto& s : running_) {
     if (s->take == 0) continue;
     StepSeq q;
@@ -331,6 +336,14 @@ bool Engine::step() {
       tokens.push_back(s->tokens[s->n_cached + i]);
       positions.push_back(s->n_cached + i);
     }
+    const bool host =
+        q.wants_logits && (!s->sampler.samples_on_device() || s->req.top_logprobs >= 0);
+    if (q.wants_logits && !host) {
+      q.temperature = s->sampler.params().temperature;
+      q.u = s->sampler.device_draw();
+    }
+    (host ? any_host : any_device) |= q.wants_logits;
+    on_host.push_back(host);
     seqs.push_back(q);
     in_step.push_back(s.get());
   }
@@ -338,19 +351,9 @@ bool Engine::step() {
 
   runner_->run(tokens, positions, seqs);
   const int n_vocab = model_.config().vocab_size;
-  // Plain greedy rows without logprobs take the argmax computed on the device (R ids
-  // cross the bus, not R x vocab logits); the others need their logits on the host.
   std::vector<int32_t> sampled(in_step.size(), -1);
-  std::vector<char> on_host(in_step.size(), 0);
-  bool any_host = false, any_device = false;
-  for (size_t i = 0; i < in_step.size(); i++) {
-    if (!seqs[i].wants_logits) continue;
-    const Sequence& s = *in_step[i];
-    on_host[i] = !s.sampler.plain_greedy() || s.req.top_logprobs >= 0;
-    (on_host[i] ? any_host : any_device) = true;
-  }
   if (any_device) {
-    const std::vector<int32_t>& ids = runner_->argmax();
+    const std::vector<int32_t>& ids = runner_->sampled();
     for (size_t i = 0; i < in_step.size(); i++)
       if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[i];
   }

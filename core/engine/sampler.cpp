@@ -42,6 +42,12 @@ int32_t argmax(const float* values, int n) {
 
 Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) { validate(p); }
 
+float Sampler::device_draw() {
+  if (params_.temperature == 0.f) return 0.f;
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  return std::min(static_cast<float>(u), 0x1.fffffep-1f);  // rounding must stay below 1
+}
+
 bool Sampler::adjusts() const {
   return !params_.logit_bias.empty() || params_.repetition_penalty != 1.f ||
          params_.presence_penalty != 0.f || params_.frequency_penalty != 0.f;

@@ -50,8 +50,16 @@ class Sampler {
   // Applies logit bias and penalties in place (what sample() does first).
   void adjust(float* logits, int n_vocab, const TokenHistory* history) const;
   const SamplingParams& params() const { return params_; }
-  // Greedy with no bias or penalty: the token is the argmax of the raw logits.
-  bool plain_greedy() const { return params_.temperature == 0.f && !adjusts(); }
+  // Whether Op::Sample on the device picks what this sampler would (up to rounding at
+  // a boundary): greedy, or temperature alone (no top-k / top-p / min-p cut), with no
+  // bias or penalty.
+  bool samples_on_device() const {
+    return !adjusts() && (params_.temperature == 0.f ||
+                          (params_.top_k == 0 && params_.top_p >= 1.f && params_.min_p <= 0.f));
+  }
+  // The uniform draw in [0, 1) that Op::Sample takes for one token (0 when greedy): the
+  // sampler's own generator, so a seed repeats its tokens.
+  float device_draw();
 
  private:
   bool adjusts() const;

@@ -86,7 +86,7 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
 int32_t Session::forward_greedy(const std::vector<int32_t>& tokens) {
   Executor& ex = run_chunks(tokens, false, nullptr);
   int32_t id = 0;
-  ex.read_output(step_io::kArgmax, &id, sizeof(id));
+  ex.read_output(step_io::kSampled, &id, sizeof(id));  // temperature 0: the argmax
   return id;
 }
 
@@ -127,6 +127,8 @@ Executor& Session::run_chunks(const std::vector<int32_t>& tokens, bool all_logit
     ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
     ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
     ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
+    const std::vector<float> greedy(2 * static_cast<size_t>(R), 0.f);
+    ex.set_input(step_io::kSampleParams, greedy.data(), greedy.size() * sizeof(float));
     if (observer_ && profile_) {
       observer_(ex, position_, ex.program().run_profiled());
     } else {

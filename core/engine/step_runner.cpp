@@ -92,6 +92,7 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
   in_table_.assign(static_cast<size_t>(S) * P, scratch_page_);
   in_rows_.assign(S, 0);
   in_states_.assign(S, scratch_row_);
+  in_params_.assign(2 * static_cast<size_t>(S), 0.f);
   std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
   std::copy(positions.begin(), positions.end(), in_pos_.begin());
   for (int t = n_real; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n_real) % ps;
@@ -106,6 +107,8 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
       in_slots_[t] = pages[pos / ps] * ps + pos % ps;
     }
     in_rows_[s] = q.first + q.count - 1;
+    in_params_[2 * s] = q.temperature;
+    in_params_[2 * s + 1] = q.u;
     in_states_[s] = q.state_slot;
   }
   auto set = [&](const char* name, const std::vector<int32_t>& v) {
@@ -117,8 +120,9 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
   set(step_io::kSlots, in_slots_);
   set(step_io::kBlockTable, in_table_);
   set(step_io::kLogitRows, in_rows_);
+  ex.set_input(step_io::kSampleParams, in_params_.data(), in_params_.size() * sizeof(float));
   if (ex.graph().find(step_io::kStateSlots) >= 0) set(step_io::kStateSlots, in_states_);
-  have_logits_ = have_argmax_ = false;
+  have_logits_ = have_sampled_ = false;
   last_ = nullptr;
   ex.run();
   last_ = &ex;
@@ -136,14 +140,14 @@ const std::vector<float>& StepRunner::logits() {
   return logits_;
 }
 
-const std::vector<int32_t>& StepRunner::argmax() {
-  if (!last_) fail("internal: argmax before a step");
-  if (!have_argmax_) {
-    argmax_.resize(static_cast<size_t>(last_rows_));
-    last_->read_output(step_io::kArgmax, argmax_.data(), argmax_.size() * sizeof(int32_t));
-    have_argmax_ = true;
+const std::vector<int32_t>& StepRunner::sampled() {
+  if (!last_) fail("internal: sampled ids before a step");
+  if (!have_sampled_) {
+    sampled_.resize(static_cast<size_t>(last_rows_));
+    last_->read_output(step_io::kSampled, sampled_.data(), sampled_.size() * sizeof(int32_t));
+    have_sampled_ = true;
   }
-  return argmax_;
+  return sampled_;
 }
 
 }  // namespace llm

@@ -32,6 +32,8 @@ struct StepSeq {
   int first = 0;
   int count = 0;
   bool wants_logits = false;  // logits of its last token in this step
+  // Op::Sample's parameters for its row: temperature (0: argmax) and the uniform draw.
+  float temperature = 0.f, u = 0.f;
 };
 
 class StepRunner {
@@ -40,13 +42,13 @@ class StepRunner {
 
   // Runs a step. tokens/positions hold every token of the step, sequence by sequence.
   // Its results are read afterwards, each copied from the device on first use: logits()
-  // ([seqs.size(), vocab] row-major) or, for greedy decoding, argmax() (one id per
-  // sequence, computed on the device). Rows of sequences without wants_logits are
-  // left unspecified.
+  // ([seqs.size(), vocab] row-major) or sampled() (one id per sequence, picked on the
+  // device by Op::Sample with the sequence's temperature and u). Rows of sequences
+  // without wants_logits are left unspecified.
   void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
            const std::vector<StepSeq>& seqs);
   const std::vector<float>& logits();
-  const std::vector<int32_t>& argmax();
+  const std::vector<int32_t>& sampled();
 
   // Zeroes a recurrent-state row (a sequence starting in that slot).
   void clear_state_row(int slot);
@@ -76,9 +78,10 @@ class StepRunner {
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
   Executor* last_ = nullptr;  // the executor of the last step
   int last_rows_ = 0;
-  bool have_logits_ = false, have_argmax_ = false;
+  bool have_logits_ = false, have_sampled_ = false;
   std::vector<float> logits_;
-  std::vector<int32_t> argmax_;
+  std::vector<int32_t> sampled_;
+  std::vector<float> in_params_;
   std::vector<int32_t> in_tokens_, in_pos_, in_seq_, in_slots_, in_table_, in_rows_, in_states_;
 };
 

@@ -30,14 +30,15 @@ void check_kv_dtype(DType t);
 
 // Names of a step's inputs and outputs (see Op::Attention for their meaning).
 namespace step_io {
-inline constexpr const char* kTokens = "tokens";           // [T] i32
-inline constexpr const char* kPositions = "positions";     // [T] i32
-inline constexpr const char* kSeqIds = "seq_ids";          // [T] i32
-inline constexpr const char* kSlots = "slots";             // [T] i32 cache slot per token
-inline constexpr const char* kBlockTable = "block_table";  // [S, P] i32
-inline constexpr const char* kLogitRows = "logit_rows";    // [R] i32 token index per row
-inline constexpr const char* kLogits = "logits";           // [R, vocab] f32 output
-inline constexpr const char* kArgmax = "argmax_ids";       // [R] i32 output: argmax of logits
+inline constexpr const char* kTokens = "tokens";               // [T] i32
+inline constexpr const char* kPositions = "positions";         // [T] i32
+inline constexpr const char* kSeqIds = "seq_ids";              // [T] i32
+inline constexpr const char* kSlots = "slots";                 // [T] i32 cache slot per token
+inline constexpr const char* kBlockTable = "block_table";      // [S, P] i32
+inline constexpr const char* kLogitRows = "logit_rows";        // [R] i32 token index per row
+inline constexpr const char* kLogits = "logits";               // [R, vocab] f32 output
+inline constexpr const char* kSampleParams = "sample_params";  // [R, 2] f32 (temperature, u)
+inline constexpr const char* kSampled = "sampled_ids";  // [R] i32 output: Op::Sample of logits
 // [S] i32: row of the recurrent State tensors that step sequence s reads and
 // updates. Only graphs with recurrent state (RWKV) declare it.
 inline constexpr const char* kStateSlots = "state_slots";

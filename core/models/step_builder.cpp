@@ -13,6 +13,7 @@ StepBuilder::StepBuilder(const ModelConfig& cfg, const StepShape& shape, const W
   slots = g_.input(step_io::kSlots, DType::I32, {n});
   block_table = g_.input(step_io::kBlockTable, DType::I32, {shape.n_seqs, shape.max_pages_per_seq});
   logit_rows = g_.input(step_io::kLogitRows, DType::I32, {shape.n_logit_rows});
+  sample_params = g_.input(step_io::kSampleParams, DType::F32, {shape.n_logit_rows, 2});
 }
 
 TensorId StepBuilder::matrix(const std::string& name, int64_t rows, int64_t cols) {
@@ -117,9 +118,11 @@ void StepBuilder::logits(TensorId x, TensorId head, TensorId head_bias) {
   const TensorId out = g_.add(Op::MatMul, "output", ins, DType::F32,
                               {shape_.n_logit_rows, int64_t{cfg_.vocab_size}});
   g_.mark_output(out, step_io::kLogits);
-  // Greedy rows read their token id from here instead of the whole row of logits.
-  const TensorId ids = g_.add(Op::ArgMax, "argmax", {out}, DType::I32, {shape_.n_logit_rows});
-  g_.mark_output(ids, step_io::kArgmax);
+  // Greedy and plain temperature rows read their token id from here instead of the
+  // whole row of logits.
+  const TensorId ids =
+      g_.add(Op::Sample, "sample", {out, sample_params}, DType::I32, {shape_.n_logit_rows});
+  g_.mark_output(ids, step_io::kSampled);
 }
 
 }  // namespace llm

@@ -31,7 +31,7 @@ class StepBuilder {
   TensorId op(Op op, const std::string& node, std::vector<TensorId> in, OpParams p = {});
 
   // The step inputs of step_io (all graphs declare them, so engines can set them alike).
-  TensorId tokens, positions, seq_ids, slots, block_table, logit_rows;
+  TensorId tokens, positions, seq_ids, slots, block_table, logit_rows, sample_params;
   // Declared by recurrent architectures only.
   TensorId state_slots();
 
