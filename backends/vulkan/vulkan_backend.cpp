@@ -88,6 +88,15 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
+// Most tokens a quantized matmul takes through matmul_gemv_q where the tensor-core GEMM
+// exists (LLM_VULKAN_GEMV_MAX_TOKENS sets it, 1..8, for measuring).
+int64_t coop_gemv_max_tokens() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("LLM_VULKAN_GEMV_MAX_TOKENS");
+    return e ? std::clamp<int64_t>(std::atoi(e), 1, kGemvMaxTokens) : kGemvMaxTokens;
+  }();
+  return v;
+}
 // The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
@@ -502,6 +511,34 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   return s;
 }
 
+// How matmul_coop covers a [T, K] x [N, K]ᵀ product: token tiles of bm (16, 32, 64 or
+// 128: a decode batch does not pay for 128), tiles of 128 weight rows, and K split over
+// `splits` workgroups per tile (k_per_split columns each, a multiple of 64) when the
+// tiles alone would leave most of the GPU idle; LLM_VULKAN_COOP_SPLITS fixes the
+// number of splits (for measuring).
+struct CoopPlan {
+  uint32_t bm = 128, m_tiles = 1, n_tiles = 1, splits = 1, k_per_split = 0;
+  size_t partial_bytes(int64_t T, int64_t N) const {
+    return splits > 1 ? size_t{splits} * static_cast<size_t>(T * N) * 4 : 0;
+  }
+};
+CoopPlan coop_plan(int64_t T, int64_t K, int64_t N) {
+  CoopPlan c;
+  c.bm = T <= 16 ? 16 : T <= 32 ? 32 : T <= 64 ? 64 : 128;
+  c.m_tiles = static_cast<uint32_t>((T + c.bm - 1) / c.bm);
+  c.n_tiles = static_cast<uint32_t>((N + 127) / 128);
+  const uint64_t tiles = uint64_t{c.m_tiles} * c.n_tiles;
+  // About two workgroups per multiprocessor of a large GPU, at least 256 columns each.
+  int64_t want = tiles < 128 ? static_cast<int64_t>((256 + tiles - 1) / tiles) : 1;
+  if (const char* e = std::getenv("LLM_VULKAN_COOP_SPLITS")) want = std::max(1, std::atoi(e));
+  want = std::clamp<int64_t>(want, 1, std::clamp<int64_t>(K / 256, 1, 16));
+  const int64_t steps = (K + 63) / 64;
+  const int64_t per = (steps + want - 1) / want;
+  c.k_per_split = static_cast<uint32_t>(per * 64);
+  c.splits = static_cast<uint32_t>((steps + per - 1) / per);
+  return c;
+}
+
 // Groups of a 2-d grid covering n groups (x at most 65535); shaders take
 // flat_group() / flat_id() and skip what lies past the end.
 void grid(Recorded& x, uint64_t n) {
@@ -543,12 +580,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
 
   // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
   // layout, aligned x).
+  // Whether a matmul of T tokens runs as matmul_coop.
+  auto use_coop = [&](int64_t T) { return coop_ && T > coop_gemv_max_tokens(); };
   auto gemv_q = [&](size_t i) -> bool {
     const BoundNode& bn = nodes[i];
     if (!bn.node || bn.node->op != Op::MatMul || bn.inputs.size() < 2) return false;
     const TensorRef &x = bn.inputs[0], &w = bn.inputs[1];
     const uint32_t sg = ctx_->phys().subgroup_size;
-    return x.shape.rows() <= kGemvMaxTokens && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
+    const int64_t max_t = coop_ ? coop_gemv_max_tokens() : kGemvMaxTokens;
+    return x.shape.rows() <= max_t && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
            w.offset == 0 &&
            vk_buffer(*w.buffer).holds_split(w.dtype, w.shape.rows(), w.shape.row_len()) &&
            ctx_->phys().subgroup_arithmetic && sg > 0 && sg <= kGemvQThreads &&
@@ -611,6 +651,24 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   std::vector<Recorded> out;
   out.reserve(nodes.size());
   std::vector<std::shared_ptr<Buffer>> keep;
+  // One buffer for the split-K partials of every tensor-core matmul of the program
+  // (dispatches run in order; the barriers see each reuse as a write after a read).
+  std::shared_ptr<Buffer> coop_partials;
+  if (coop_) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < nodes.size(); i++) {
+      const BoundNode& b = nodes[i];
+      if (!b.node || b.node->op != Op::MatMul || b.inputs.size() < 2) continue;
+      const int64_t T = b.inputs[0].shape.rows(), K = b.inputs[0].shape.row_len();
+      const int64_t N = b.inputs[1].shape[0];
+      if (use_coop(T))
+        bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
+    }
+    if (bytes > 0) {
+      coop_partials = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "matmul split-K partials");
+      keep.push_back(coop_partials);
+    }
+  }
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
   const size_t align =
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
@@ -776,23 +834,57 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                     : "");
           const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
           grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
-        } else if (T <= kGemvMaxTokens) {
+        } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);
           x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);
           grid(x, static_cast<uint64_t>(N));
+        } else if (coop_) {
+          // Many tokens: tiles of the tensor-core GEMM, K split when the tiles are few
+          // (their float32 partials then go to the scratch and a second dispatch adds them).
+          const CoopPlan c = coop_plan(T, K, N);
+          for (uint32_t v : {c.m_tiles, c.splits, c.k_per_split}) push(v);
+          use("matmul_coop", {spec[0], spec[1], spec[2],
+                              in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
+                              static_cast<int32_t>(c.bm)});
+          x.label = format("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K,
+                           c.splits > 1 ? format(" /%u", c.splits).c_str() : "");
+          x.groups_x = c.n_tiles;
+          if (uint64_t{c.m_tiles} * c.splits > kMaxGroups)
+            fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
+          x.groups_y = c.m_tiles * c.splits;
+          if (c.splits > 1) {
+            // This dispatch writes the partials (binding 3, word 0 of the scratch); the
+            // reduce computes the node: the bias and y.
+            Recorded r;
+            r.nodes = std::move(x.nodes);
+            x.nodes.clear();
+            const size_t pbytes = c.partial_bytes(T, N);
+            const Recorded::Binding y_binding = x.bindings[3];
+            const uint32_t y_push = x.push[3];
+            x.bindings[3] = {coop_partials.get(), 0, pbytes};
+            x.push[3] = 0;
+            r.writes = x.writes;  // y
+            x.writes = {{coop_partials.get(), 0, pbytes}};
+            r.reads = {{coop_partials.get(), 0, pbytes}};
+            if (bias) r.reads.push_back(x.reads[2]);
+            r.bindings = {{coop_partials.get(), 0, pbytes}, x.bindings[2], y_binding};
+            for (uint32_t v : {x.push[2], y_push, static_cast<uint32_t>(T * N),
+                               static_cast<uint32_t>(N), c.splits, bias ? 1u : 0u})
+              r.push[r.push_words++] = v;
+            r.pipeline = &ctx_->pipeline("matmul_reduce", 3, {bias ? dt_code(in[2].dtype) : 0});
+            r.label = format("matmul_reduce x%u", c.splits);
+            grid(r, (static_cast<uint64_t>(T * N) + 63) / 64);
+            merge = std::move(r);
+            has_merge = true;
+          }
         } else {
-          // Many tokens: tiles of the tensor-core GEMM (128 x 128) or the float32 one (64).
-          const char* shader = coop_ ? "matmul_coop" : "matmul_tiled";
-          const int64_t tile = coop_ ? 128 : 64;
-          if (coop_)
-            use(shader, {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0});
-          else
-            use(shader, spec);
-          x.label = format("%s %s T=%lld [%lld x %lld]", shader, dtype_name(in[1].dtype),
+          use("matmul_tiled", spec);
+          x.label = format("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K);
-          x.groups_x = static_cast<uint32_t>((N + tile - 1) / tile);
-          x.groups_y = static_cast<uint32_t>((T + tile - 1) / tile);
+          x.groups_x = static_cast<uint32_t>((N + 63) / 64);
+          x.groups_y = static_cast<uint32_t>((T + 63) / 64);
           if (x.groups_y > kMaxGroups)
             fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
         }
