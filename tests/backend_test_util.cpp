@@ -161,6 +161,18 @@ QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
   return q;
 }
 
+DeviceBuffer* TestBuffers::put(const Bytes& data) {
+  bufs_.push_back(be_.alloc(std::max<size_t>(data.size(), 4), "test"));
+  if (!data.empty()) be_.upload(*bufs_.back(), 0, data.data(), data.size());
+  return bufs_.back().get();
+}
+
+TensorRef TestBuffers::weight(const QuantMatrix& q, DType t, int64_t N, int64_t K, bool quant) {
+  if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {N, K}};
+  bufs_.push_back(be_.upload_weight(HostTensor{t, {N, K}, q.blocks.data(), q.blocks.size()}, "w"));
+  return {bufs_.back().get(), 0, t, {N, K}};
+}
+
 void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir) {
   write_file(dir + "/config.json", read_file(model_dir(name) + "/config.json"));
   auto store = WeightStore::open_dir(model_dir(name));

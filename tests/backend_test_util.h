@@ -70,6 +70,20 @@ struct QuantMatrix {
 };
 QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng);
 
+// Device buffers of a hand-built program (kept until it goes out of scope).
+class TestBuffers {
+ public:
+  explicit TestBuffers(Backend& be) : be_(be) {}
+  // A buffer holding data.
+  DeviceBuffer* put(const Bytes& data);
+  // An [N, K] matrix: through upload_weight as t (quant), or its values as f32.
+  TensorRef weight(const QuantMatrix& q, DType t, int64_t N, int64_t K, bool quant);
+
+ private:
+  Backend& be_;
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs_;
+};
+
 // A copy of fixture `name` in dir whose matrices hold their quantize-then-dequantize
 // values in f32: any backend computes with it what the quantized model computes.
 void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir);

@@ -344,27 +344,16 @@ TEST_CASE("vulkan fuses an rms_norm into the quantized GEMVs that read it", "[vu
                             wk = quantize_random(DType::Q8_0, NK, K, rng);
           const std::vector<float> x = uniform(T * K, rng), nwv = uniform(K, rng);
           auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-            std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-            auto put = [&](const Bytes& data) {
-              bufs.push_back(be.alloc(data.size(), "test"));
-              be.upload(*bufs.back(), 0, data.data(), data.size());
-              return bufs.back().get();
-            };
-            auto weight = [&](const QuantMatrix& q, DType wt, int64_t n) -> TensorRef {
-              if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {n, K}};
-              bufs.push_back(
-                  be.upload_weight(HostTensor{wt, {n, K}, q.blocks.data(), q.blocks.size()}, "w"));
-              return {bufs.back().get(), 0, wt, {n, K}};
-            };
+            TestBuffers b(be);
             const Bytes nwb = nt == DType::F32 ? to_bytes(nwv) : encode(DType::F16, nwv);
-            const TensorRef xr{put(to_bytes(x)), 0, DType::F32, {T, K}};
-            const TensorRef nr{put(nwb), 0, nt, {K}};
-            const TensorRef hr{put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
-            const TensorRef qr{put(Bytes(T * NQ * 4)), 0, DType::F32, {T, NQ}};
-            const TensorRef kr{put(Bytes(T * NK * 4)), 0, DType::F32, {T, NK}};
+            const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+            const TensorRef nr{b.put(nwb), 0, nt, {K}};
+            const TensorRef hr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+            const TensorRef qr{b.put(Bytes(T * NQ * 4)), 0, DType::F32, {T, NQ}};
+            const TensorRef kr{b.put(Bytes(T * NK * 4)), 0, DType::F32, {T, NK}};
             auto prog = be.compile({BoundNode{&norm, {xr, nr}, hr},
-                                    BoundNode{&mq, {hr, weight(wq, DType::Q4_0, NQ)}, qr},
-                                    BoundNode{&mk, {hr, weight(wk, DType::Q8_0, NK)}, kr}});
+                                    BoundNode{&mq, {hr, b.weight(wq, DType::Q4_0, NQ, K, quant)}, qr},
+                                    BoundNode{&mk, {hr, b.weight(wk, DType::Q8_0, NK, K, quant)}, kr}});
             prog->run();
             if (ds) *ds = prog->dispatches();
             std::vector<float> all;
@@ -414,18 +403,11 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
                           wd = quantize_random(wt, K, F, rng);
         const std::vector<float> x = uniform(T * K, rng);
         auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-          std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-          auto put = [&](const Bytes& data) {
-            bufs.push_back(be.alloc(data.size(), "test"));
-            be.upload(*bufs.back(), 0, data.data(), data.size());
-            return bufs.back().get();
+          TestBuffers b(be);
+          auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+            return b.weight(q, wt, n, k, quant);
           };
-          auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) -> TensorRef {
-            if (!quant) return {put(to_bytes(q.values)), 0, DType::F32, {n, k}};
-            bufs.push_back(
-                be.upload_weight(HostTensor{wt, {n, k}, q.blocks.data(), q.blocks.size()}, "w"));
-            return {bufs.back().get(), 0, wt, {n, k}};
-          };
+          auto put = [&](const Bytes& data) { return b.put(data); };
           // x and act share memory, as the memory planner lays them out.
           DeviceBuffer* arena = put(Bytes(T * K * 4 + T * F * 12 + 4096));
           be.upload(*arena, 0, x.data(), x.size() * 4);
