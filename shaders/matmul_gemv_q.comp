@@ -54,6 +54,8 @@ layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
 layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(std430, binding = 9) readonly buffer NW { uint nw[]; };
+layout(std430, binding = 9) readonly buffer NW4 { vec4 nw4[]; };    // f32, 16-byte aligned
+layout(std430, binding = 9) readonly buffer NWH { uvec4 nwh4[]; };  // f16, 16-byte aligned
 layout(std430, binding = 10) writeonly buffer NormOut { float norm_out[]; };
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
@@ -164,11 +166,22 @@ void main() {
         d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, srow[r] + blk * 2u));
       }
     }
+    // The norm weights of the block: vector loads for f32 and f16 (the host checks the
+    // alignment), which keep the fused norm nearly free; bf16 element by element.
     vec4 nv[8];
-    if (NORM != 0)
+    if (NORM != 0 && NDT == DT_F32) {
+      [[unroll]] for (uint k = 0u; k < 8u; k++) nv[k] = nw4[p.nw_off / 4u + blk * 8u + k];
+    } else if (NORM != 0 && NDT == DT_F16) {
+      [[unroll]] for (uint k = 0u; k < 4u; k++) {
+        const uvec4 h = nwh4[p.nw_off / 4u + blk * 4u + k];
+        nv[2u * k] = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+        nv[2u * k + 1u] = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
+      }
+    } else if (NORM != 0) {
       [[unroll]] for (uint k = 0u; k < 8u; k++)
         [[unroll]] for (uint e = 0u; e < 4u; e++)
           nv[k][e] = LOAD_FLOAT(nw, NDT, p.nw_off, blk * 32u + 4u * k + e);
+    }
     [[unroll]] for (int t = 0; t < NT; t++) {
       // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
       const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
