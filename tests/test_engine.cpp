@@ -7,7 +7,6 @@
 #include "backends/registry.h"
 #include "core/engine/engine.h"
 #include "core/engine/kv_pages.h"
-#include "core/engine/step_runner.h"
 #include "core/engine/stop_matcher.h"
 #include "test_util.h"
 
@@ -105,22 +104,6 @@ TEST_CASE("page pool hands out each page once and takes them back", "[engine]") 
   CHECK(a.pages().empty());
   CHECK_THROWS_WITH(pool.give_back({b.pages()[0], b.pages()[0]}),
                     Catch::Contains("returned twice"));
-}
-
-TEST_CASE("step buckets: powers of two, steps of 16 from 64 to 256, capped", "[engine]") {
-  CHECK(StepRunner::bucket(1, 1024) == 1);
-  CHECK(StepRunner::bucket(3, 1024) == 4);
-  CHECK(StepRunner::bucket(33, 1024) == 64);
-  CHECK(StepRunner::bucket(64, 1024) == 64);
-  CHECK(StepRunner::bucket(65, 1024) == 80);
-  CHECK(StepRunner::bucket(79, 1024) == 80);
-  CHECK(StepRunner::bucket(250, 1024) == 256);
-  CHECK(StepRunner::bucket(257, 1024) == 512);
-  CHECK(StepRunner::bucket(600, 1024) == 1024);
-  // Capped at the limit, but never below n.
-  CHECK(StepRunner::bucket(65, 65) == 65);
-  CHECK(StepRunner::bucket(40, 48) == 48);
-  CHECK(StepRunner::bucket(100, 90) == 100);
 }
 
 TEST_CASE("stop strings are found across pushes and held back until decided", "[engine]") {

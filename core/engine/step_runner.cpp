@@ -17,14 +17,8 @@ StepRunner::StepRunner(Model& model, const StepRunnerOptions& opts) : model_(mod
 }
 
 int StepRunner::bucket(int n, int limit) {
-  // Steps of 16 between 64 and 256: a full decode batch of 64 plus a short prompt chunk
-  // pads to 80 tokens (and 65 sequences to 80 rows), not 128, which would double the
-  // matmuls of that step. Elsewhere powers of two keep the number of compiled graphs low.
   int b = 1;
-  if (n > 64 && n <= 256)
-    b = (n + 15) / 16 * 16;
-  else
-    while (b < n) b *= 2;
+  while (b < n) b *= 2;
   return std::min(b, std::max(limit, n));
 }
 

@@ -61,8 +61,7 @@ class StepRunner {
   }
   // The executor of a bucket, compiled on first use.
   Executor& executor_for(int n_tokens, int n_seqs);
-  // Smallest bucket holding n (powers of two, multiples of 16 from 64 to 256),
-  // capped at limit.
+  // Smallest bucket holding n (powers of two, capped at limit).
   static int bucket(int n, int limit);
 
  private:
