@@ -18,12 +18,6 @@
 // scratch buffer, as the activation's place may still be x). The down GEMV then reads
 // x from that scratch and copies it to the activation's place (copy_n floats, spread
 // over its workgroups), so the graph's tensors end up as without the fusion.
-//
-// NORM 1: x is the input of an RmsNorm (weight nw, p.eps) whose output this matmul
-// reads; every group sees all of x, so it sums x² on the way (for 1 / rms) and
-// multiplies x by nw as it loads it: y = inv · Σ W (x · nw), one dispatch and one
-// barrier less than the separate norm. Workgroup 0 also writes the normalized x to
-// p.norm_out_off when p.write_norm is set (another node may read it).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -38,8 +32,6 @@ layout(constant_id = 2) const int SPLIT = 1;
 layout(constant_id = 3) const int NT = 1;    // tokens
 layout(constant_id = 4) const int R = 4;     // output rows per group of threads
 layout(constant_id = 5) const int MODE = 0;  // 0 plain (+ residual add), 1 gate/up + SiLU
-layout(constant_id = 6) const int NORM = 0;  // 1: RmsNorm of x fused in (weight dtype NDT)
-layout(constant_id = 7) const int NDT = DT_F32;
 layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
@@ -53,21 +45,15 @@ layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
 layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
 layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
-layout(std430, binding = 9) readonly buffer NW { uint nw[]; };
-layout(std430, binding = 9) readonly buffer NW4 { vec4 nw4[]; };    // f32, 16-byte aligned
-layout(std430, binding = 9) readonly buffer NWH { uvec4 nwh4[]; };  // f16, 16-byte aligned
-layout(std430, binding = 10) writeonly buffer NormOut { float norm_out[]; };
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
-      copy_off, copy_n, nw_off, norm_out_off, write_norm;
-  float eps;
+      copy_off, copy_n;
 } p;
 #include "weights.glsl"
 
 #define M (MODE == 1 ? 2 : 1)  // matrices
-// Partial sums per (matrix, row, token, subgroup), then the tokens' sums of x² (NORM);
-// subgroups are at least 4 wide.
-shared float partial[M * R * NT + NT][WG / 4];
+// Partial sums per (matrix, row, token, subgroup); subgroups are at least 4 wide.
+shared float partial[M * R * NT][WG / 4];
 shared float red[WG];  // when subgroups are wider than a group of threads
 
 // 1 + q/16 for the 4 bits at 19..22 of v; 1 + u/256 for the 8 bits at 15..22.
@@ -107,32 +93,10 @@ void write_out(uint n, uint t, float s, float s2) {
   }
 }
 
-float inv_rms(float sum_sq) { return 1.0 / sqrt(sum_sq / float(p.K) + p.eps); }
-
-// The normalized x (as the RmsNorm shader computes it) for whoever else reads it.
-void write_normalized() {
-  for (uint t = 0u; t < p.T; t++) {
-    float s = 0.0;
-    for (uint k = gl_LocalInvocationID.x; k < p.K; k += WG) s += x1[p.x_off + t * p.K + k] * x1[p.x_off + t * p.K + k];
-    red[gl_LocalInvocationID.x] = s;
-    barrier();
-    for (uint h = WG / 2u; h > 0u; h >>= 1) {
-      if (gl_LocalInvocationID.x < h) red[gl_LocalInvocationID.x] += red[gl_LocalInvocationID.x + h];
-      barrier();
-    }
-    const float inv = 1.0 / sqrt(red[0] / float(p.K) + p.eps);
-    barrier();
-    for (uint k = gl_LocalInvocationID.x; k < p.K; k += WG)
-      norm_out[p.norm_out_off + t * p.K + k] =
-          x1[p.x_off + t * p.K + k] * inv * LOAD_FLOAT(nw, NDT, p.nw_off, k);
-  }
-}
-
 void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
     xcopy[p.copy_off + i] = x1[p.x_off + i];
-  if (NORM != 0 && p.write_norm != 0u && flat_group() == 0u) write_normalized();
   const uint tpr = p.tpr, groups = WG / tpr;
   const uint n0 = flat_group() * groups * R;
   if (n0 >= p.N) return;
@@ -149,8 +113,6 @@ void main() {
   [[unroll]] for (int m = 0; m < M; m++)
     [[unroll]] for (int r = 0; r < R; r++)
       [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
-  float ssq[NT];
-  [[unroll]] for (int t = 0; t < NT; t++) ssq[t] = 0.0;
   for (uint blk = lane; blk < nb; blk += tpr) {
     // Every load of the block first, so R (2R) of them are in flight together.
     uvec4 qa[M][R], qb[M][R];
@@ -166,33 +128,13 @@ void main() {
         d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, srow[r] + blk * 2u));
       }
     }
-    // The norm weights of the block: vector loads for f32 and f16 (the host checks the
-    // alignment), which keep the fused norm nearly free; bf16 element by element.
-    vec4 nv[8];
-    if (NORM != 0 && NDT == DT_F32) {
-      [[unroll]] for (uint k = 0u; k < 8u; k++) nv[k] = nw4[p.nw_off / 4u + blk * 8u + k];
-    } else if (NORM != 0 && NDT == DT_F16) {
-      [[unroll]] for (uint k = 0u; k < 4u; k++) {
-        const uvec4 h = nwh4[p.nw_off / 4u + blk * 4u + k];
-        nv[2u * k] = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
-        nv[2u * k + 1u] = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
-      }
-    } else if (NORM != 0) {
-      [[unroll]] for (uint k = 0u; k < 8u; k++)
-        [[unroll]] for (uint e = 0u; e < 4u; e++)
-          nv[k][e] = LOAD_FLOAT(nw, NDT, p.nw_off, blk * 32u + 4u * k + e);
-    }
     [[unroll]] for (int t = 0; t < NT; t++) {
       // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
       const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
       vec4 xv[8];
       vec4 xs4 = vec4(0.0);
-      [[unroll]] for (uint k = 0u; k < 8u; k++) {
+      for (uint k = 0u; k < 8u; k++) {
         xv[k] = x4[xb + k];
-        if (NORM != 0) {
-          ssq[t] += dot(xv[k], xv[k]);
-          xv[k] *= nv[k];
-        }
         xs4 += xv[k];
       }
       const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
@@ -209,12 +151,10 @@ void main() {
     const uint per_group = tpr / gl_SubgroupSize;
     if (per_group == 1u) {
       // One subgroup per group: every lane has the sums; lane 0 writes.
-      float inv[NT];
-      [[unroll]] for (int t = 0; t < NT; t++) inv[t] = NORM != 0 ? inv_rms(subgroupAdd(ssq[t])) : 1.0;
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) {
-          const float s = subgroupAdd(acc[0][r][t]) * inv[t];
-          const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) * inv[t] : 0.0;
+          const float s = subgroupAdd(acc[0][r][t]);
+          const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
           const uint n = n0 + g * uint(R) + uint(r);
           if (lane == 0u && n < p.N) write_out(n, uint(t), s, s2);
         }
@@ -226,42 +166,21 @@ void main() {
           const float s = subgroupAdd(acc[m][r][t]);
           if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
         }
-    if (NORM != 0)
-      [[unroll]] for (int t = 0; t < NT; t++) {
-        const float s = subgroupAdd(ssq[t]);
-        if (subgroupElect()) partial[M * R * NT + t][gl_SubgroupID] = s;
-      }
     barrier();
     for (uint o = tid; o < groups * uint(R * NT); o += WG) {
       const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
       const uint n = n0 + og * uint(R) + r;
       if (n >= p.N) continue;
-      float s = 0.0, s2 = 0.0, sq = 0.0;
+      float s = 0.0, s2 = 0.0;
       for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
         s += partial[r * uint(NT) + t][sg];
         if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
-        if (NORM != 0) sq += partial[uint(M * R * NT) + t][sg];
       }
-      const float inv = NORM != 0 ? inv_rms(sq) : 1.0;
-      write_out(n, t, s * inv, s2 * inv);
+      write_out(n, t, s, s2);
     }
     return;
   }
   // Subgroups wider than a group: a tree in shared memory per (row, token).
-  float inv[NT];
-  [[unroll]] for (int t = 0; t < NT; t++) {
-    inv[t] = 1.0;
-    if (NORM != 0) {
-      red[tid] = ssq[t];
-      barrier();
-      for (uint h = tpr / 2u; h > 0u; h >>= 1) {
-        if (lane < h) red[tid] += red[tid + h];
-        barrier();
-      }
-      inv[t] = inv_rms(red[tid - lane]);
-      barrier();
-    }
-  }
   [[unroll]] for (int r = 0; r < R; r++)
     [[unroll]] for (int t = 0; t < NT; t++) {
       float s[M];
@@ -276,6 +195,6 @@ void main() {
         barrier();
       }
       const uint n = n0 + g * uint(R) + uint(r);
-      if (lane == 0u && n < p.N) write_out(n, uint(t), s[0] * inv[t], s[M - 1] * inv[t]);
+      if (lane == 0u && n < p.N) write_out(n, uint(t), s[0], s[M - 1]);
     }
 }

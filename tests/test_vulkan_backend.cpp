@@ -323,63 +323,6 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
   }
 }
 
-TEST_CASE("vulkan fuses an rms_norm into the quantized GEMVs that read it", "[vulkan][ops]") {
-  VULKAN_TEST();
-  std::mt19937 rng(14);
-  // Tensor ids: x 0, norm weight 1, normalized 2, q/k weights 3/5, q 4, k 6.
-  Node norm = make_node(Op::RmsNorm), mq = make_node(Op::MatMul), mk = make_node(Op::MatMul);
-  norm.inputs = {0, 1};
-  norm.output = 2;
-  norm.params.eps = 1e-5f;
-  mq.inputs = {2, 3};
-  mq.output = 4;
-  mk.inputs = {2, 5};
-  mk.output = 6;
-  for (DType nt : {DType::F32, DType::F16})
-    for (int64_t K : {96, 4096})
-      for (int64_t T : {1, 3}) {
-        DYNAMIC_SECTION(dtype_name(nt) << " norm weight, K=" << K << " T=" << T) {
-          const int64_t NQ = 70, NK = 33;
-          const QuantMatrix wq = quantize_random(DType::Q4_0, NQ, K, rng),
-                            wk = quantize_random(DType::Q8_0, NK, K, rng);
-          const std::vector<float> x = uniform(T * K, rng), nwv = uniform(K, rng);
-          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-            TestBuffers b(be);
-            const Bytes nwb = nt == DType::F32 ? to_bytes(nwv) : encode(DType::F16, nwv);
-            const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
-            const TensorRef nr{b.put(nwb), 0, nt, {K}};
-            const TensorRef hr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
-            const TensorRef qr{b.put(Bytes(T * NQ * 4)), 0, DType::F32, {T, NQ}};
-            const TensorRef kr{b.put(Bytes(T * NK * 4)), 0, DType::F32, {T, NK}};
-            auto prog = be.compile({BoundNode{&norm, {xr, nr}, hr},
-                                    BoundNode{&mq, {hr, b.weight(wq, DType::Q4_0, NQ, K, quant)}, qr},
-                                    BoundNode{&mk, {hr, b.weight(wk, DType::Q8_0, NK, K, quant)}, kr}});
-            prog->run();
-            if (ds) *ds = prog->dispatches();
-            std::vector<float> all;
-            for (const TensorRef& r : {hr, qr, kr}) {
-              std::vector<float> v(r.shape.numel());
-              be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
-              all.insert(all.end(), v.begin(), v.end());
-            }
-            return all;
-          };
-          auto cpu = make_cpu_backend(1);
-          Backend* gpu = &shared_vulkan();
-          std::vector<Program::Dispatch> ds;
-          const std::vector<float> want = run(*cpu, false, nullptr);
-          const std::vector<float> got = run(*gpu, true, &ds);
-          CHECK(max_rel_error(got, want) <= 1e-5);
-          if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-            REQUIRE(ds.size() == 2);
-            CHECK(ds[0].kernel.find("+rms_norm") != std::string::npos);
-            CHECK(ds[0].nodes == std::vector<int>{0, 1});
-            CHECK(ds[1].nodes == std::vector<int>{2});
-          }
-        }
-      }
-}
-
 TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down reads it",
           "[vulkan][ops]") {
   VULKAN_TEST();

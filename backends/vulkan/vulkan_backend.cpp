@@ -89,8 +89,8 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
 // Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
 constexpr int64_t kGemvMaxTokens = 8;
 // Most tokens a matmul takes through the GEMVs where the tensor-core GEMM exists: one.
-// The GEMV dequantizes each weight once per token, so on the H200 a step of 8 tokens
-// took 83 ms through it against 8.5 ms through the GEMM (7b q4; 16 tokens: 8.9 ms).
+// The GEMV dequantizes each weight once per token: on the H200, 8 sequences of 7b q4
+// decoded 319 tok/s through it and 889 through the GEMM (`bench --batch 8`).
 // LLM_VULKAN_GEMV_MAX_TOKENS sets it (1..8), for measuring.
 int64_t coop_gemv_max_tokens() {
   static const int64_t v = [] {
@@ -513,16 +513,6 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   return s;
 }
 
-// Whether RmsNorms run inside the quantized GEMVs that read them (LLM_VULKAN_FUSE_NORM=0
-// turns it off, for measuring).
-bool fuse_norm_enabled() {
-  static const bool v = [] {
-    const char* e = std::getenv("LLM_VULKAN_FUSE_NORM");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return v;
-}
-
 // How matmul_coop covers a [T, K] x [N, K]ᵀ product: token tiles of bm (16, 32, 64 or
 // 128: a decode batch does not pay for 128), tiles of 128 weight rows, and K split over
 // `splits` workgroups per tile (k_per_split columns each, a multiple of 64) when the
@@ -657,42 +647,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (cache.overlaps(region(*t))) return false;
     return true;
   };
-  // Whether RmsNorm node i can run inside the GEMVs that read its output (see
-  // matmul_gemv_q.comp, NORM): every reader is a matmul taking it as x through
-  // matmul_gemv_q, and nothing up to the last of them (and what that dispatch fuses)
-  // writes over the norm's input, which they read instead.
-  auto norm_fusable = [&](size_t i) -> bool {
-    const BoundNode& n = nodes[i];
-    if (!n.node || n.node->op != Op::RmsNorm || n.inputs.size() != 2 ||
-        n.node->inputs.size() != 2 || n.inputs[0].dtype != DType::F32 ||
-        n.inputs[0].offset % 16 != 0 || n.inputs[0].shape.row_len() % 4 != 0 ||
-        n.inputs[1].offset % 16 != 0 || !fuse_norm_enabled() ||
-        (n.inputs[1].dtype != DType::F32 && n.inputs[1].dtype != DType::F16 &&
-         n.inputs[1].dtype != DType::BF16))
-      return false;
-    const TensorId out_id = n.node->output;
-    size_t last = 0;
-    for (size_t j = i + 1; j < nodes.size(); j++) {
-      const BoundNode& c = nodes[j];
-      if (!c.node) continue;
-      const auto& ids = c.node->inputs;
-      if (std::find(ids.begin(), ids.end(), out_id) == ids.end()) continue;
-      if (c.node->op != Op::MatMul || ids[0] != out_id ||
-          std::count(ids.begin(), ids.end(), out_id) != 1 || !gemv_q(j) ||
-          c.inputs[0].shape != n.output.shape)
-        return false;
-      last = j;
-    }
-    if (last == 0) return false;
-    const Region src = region(n.inputs[0]);
-    for (size_t k = i + 1; k <= std::min(last + 3, nodes.size() - 1); k++)
-      if (nodes[k].node && src.overlaps(region(nodes[k].output))) return false;
-    return true;
-  };
-  // Output tensor of a fused RmsNorm -> its node index; whether its output was written.
-  std::map<TensorId, size_t> fused_norm;
-  std::map<TensorId, bool> norm_written;
-
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
@@ -792,11 +746,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::RmsNorm:
       case Op::LayerNorm: {
-        if (norm_fusable(ni)) {
-          // No dispatch: the GEMVs reading it normalize x themselves.
-          fused_norm[node.output] = ni;
-          continue;
-        }
         const bool bias = in.size() > 2;
         const int64_t d = in[0].shape.row_len(), rows = in[0].shape.numel() / d;
         push(bind(in[0], "x"));
@@ -815,15 +764,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       case Op::MatMul: {
         const bool bias = in.size() > 2;
         const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
-        // The down matmul of a fused FFN reads x from the scratch of the gate/up dispatch;
-        // one reading a fused RmsNorm's output reads that norm's input.
+        // The down matmul of a fused FFN reads x from the scratch of the gate/up dispatch.
         const auto scratch = ffn_scratch.find(ni);
-        const auto norm_it = node.inputs.empty() ? fused_norm.end() : fused_norm.find(node.inputs[0]);
-        const BoundNode* norm = norm_it != fused_norm.end() ? &nodes[norm_it->second] : nullptr;
         push(scratch != ffn_scratch.end()
                  ? bind(TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}, "x")
-             : norm ? bind(norm->inputs[0], "the norm's input")
-                    : bind(in[0], "x"));
+                 : bind(in[0], "x"));
         push(bind(in[1], "the weight"));
         push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
         push(bind(o, "the output", true));
@@ -882,30 +827,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
-          // The fused RmsNorm: its weight, and its output written once (by the first
-          // reader's dispatch, unless a write of this dispatch takes that memory).
-          if (norm) {
-            push(bind(norm->inputs[1], "the norm weight"));
-            const Region h = region(norm->output);
-            bool clash = false;
-            for (const Region& w : x.writes) clash |= h.overlaps(w);
-            const bool write = !norm_written[node.inputs[0]] && !clash;
-            push(write ? bind(norm->output, "the normalized x", true) : 0);
-            if (!write) x.bindings.push_back(x.bindings[3]);
-            push(write ? 1 : 0);
-            push_f(norm->node->params.eps);
-            if (!norm_written[node.inputs[0]]) x.nodes.insert(x.nodes.begin(), norm_it->second);
-            norm_written[node.inputs[0]] = true;
-          } else {
-            bind(in[1], "the weight");
-            x.bindings.push_back(x.bindings[3]);
-            for (int k = 0; k < 4; k++) push(0);
-          }
           use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
-                                static_cast<int32_t>(gs.rows), mode, norm ? 1 : 0,
-                                norm ? dt_code(norm->inputs[1].dtype) : 0});
-          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s%s", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K, norm ? " +rms_norm" : "",
+                                static_cast<int32_t>(gs.rows), mode});
+          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                           (long long)T, (long long)N, (long long)K,
                            res >= 0 ? " +add"
                            : glu    ? " x2 +silu_mul"
                                     : "");
