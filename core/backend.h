@@ -82,7 +82,7 @@ struct DeviceInfo {
 // whose constraints are the same on every backend. Returns "" when the node is valid,
 // else the reason; backends call it from check().
 std::string check_shared_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
-                               const TensorInfo& output);
+                            const TensorInfo& output);
 
 class Backend {
  public:

@@ -64,9 +64,9 @@ void check_llama_step(const StepTrace& t, const ModelConfig& c, int T, int n_pas
   CHECK(t.n_past == n_past);
   const int L = c.num_layers;
   std::map<std::string, int> expected = {
-      {"get_rows", 2},      {"rms_norm", 2 * L + 1}, {"matmul", 7 * L + 1}, {"rope", 2 * L},
-      {"kv_append", 2 * L}, {"attention", L},        {"silu_mul", L},       {"add", 2 * L},
-      {"sample", 1}};
+      {"get_rows", 2}, {"rms_norm", 2 * L + 1}, {"matmul", 7 * L + 1},
+      {"rope", 2 * L}, {"kv_append", 2 * L},    {"attention", L},
+      {"silu_mul", L}, {"add", 2 * L},          {"sample", 1}};
   std::map<std::string, int> got;
   for (const OpCount& c : op_counts(t)) got[c.op] = c.calls;
   CHECK(got == expected);

@@ -663,8 +663,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (!b.node || b.node->op != Op::MatMul || b.inputs.size() < 2) continue;
       const int64_t T = b.inputs[0].shape.rows(), K = b.inputs[0].shape.row_len();
       const int64_t N = b.inputs[1].shape[0];
-      if (use_coop(T))
-        bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
+      if (use_coop(T)) bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
     }
     if (bytes > 0) {
       coop_partials = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "matmul split-K partials");
@@ -846,9 +845,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // (their float32 partials then go to the scratch and a second dispatch adds them).
           const CoopPlan c = coop_plan(T, K, N);
           for (uint32_t v : {c.m_tiles, c.splits, c.k_per_split}) push(v);
-          use("matmul_coop", {spec[0], spec[1], spec[2],
-                              in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
-                              static_cast<int32_t>(c.bm)});
+          use("matmul_coop",
+              {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
+               static_cast<int32_t>(c.bm)});
           x.label = format("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
                            (long long)T, (long long)N, (long long)K,
                            c.splits > 1 ? format(" /%u", c.splits).c_str() : "");
