@@ -680,7 +680,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
     size_t fused = 0;  // nodes after ni that this dispatch computes
-    Recorded merge;    // a second dispatch of the node (split attention)
+    Recorded merge;    // a second dispatch of the node (attention merge, split-K reduce)
     bool has_merge = false;
     // Binds a tensor and returns its offset in words.
     auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
