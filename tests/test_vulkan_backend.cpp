@@ -350,16 +350,15 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
           auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
             return b.weight(q, wt, n, k, quant);
           };
-          auto put = [&](const Bytes& data) { return b.put(data); };
           // x and act share memory, as the memory planner lays them out.
-          DeviceBuffer* arena = put(Bytes(T * K * 4 + T * F * 12 + 4096));
+          DeviceBuffer* arena = b.put(Bytes(T * K * 4 + T * F * 12 + 4096));
           be.upload(*arena, 0, x.data(), x.size() * 4);
           const TensorRef xr{arena, 0, DType::F32, {T, K}};
           const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
           const TensorRef ur{
               arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
           const TensorRef ar{arena, 0, DType::F32, {T, F}};
-          const TensorRef dr{put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+          const TensorRef dr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
           auto prog =
               be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
                           BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},

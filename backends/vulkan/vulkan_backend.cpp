@@ -532,7 +532,11 @@ CoopPlan coop_plan(int64_t T, int64_t K, int64_t N) {
   const uint64_t tiles = uint64_t{c.m_tiles} * c.n_tiles;
   // About two workgroups per multiprocessor of a large GPU, at least 256 columns each.
   int64_t want = tiles < 128 ? static_cast<int64_t>((256 + tiles - 1) / tiles) : 1;
-  if (const char* e = std::getenv("LLM_VULKAN_COOP_SPLITS")) want = std::max(1, std::atoi(e));
+  static const int fixed = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_SPLITS");
+    return e ? std::max(1, std::atoi(e)) : 0;
+  }();
+  if (fixed > 0) want = fixed;
   want = std::clamp<int64_t>(want, 1, std::clamp<int64_t>(K / 256, 1, 16));
   const int64_t steps = (K + 63) / 64;
   const int64_t per = (steps + want - 1) / want;
@@ -580,10 +584,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
-  // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
-  // layout, aligned x).
   // Whether a matmul of T tokens runs as matmul_coop.
   auto use_coop = [&](int64_t T) { return coop_ && T > coop_gemv_max_tokens(); };
+  // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
+  // layout, aligned x).
   auto gemv_q = [&](size_t i) -> bool {
     const BoundNode& bn = nodes[i];
     if (!bn.node || bn.node->op != Op::MatMul || bn.inputs.size() < 2) return false;
