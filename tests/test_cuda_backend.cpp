@@ -837,7 +837,9 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
     DType t;
   };
   for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
-    for (const char* name : {"llama3", "qwen2"}) {
+    // llama3/qwen2: GQA, q/k/v bias; gptj/gpt_neox: partial rotary, interleaved and
+    // NeoX (the q/k/v GEMV's rope epilogue); phi3: fused qkv weights.
+    for (const char* name : {"llama3", "qwen2", "gptj", "gpt_neox", "phi3"}) {
       DYNAMIC_SECTION(name << " " << q.name) {
         const Reference ref = load_reference(name);
         TempDir dir;
@@ -891,6 +893,22 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
           lg = gs.forward({a}, false);
         }
         if (q.t == DType::Q8_0) CHECK(differ == 0);
+
+        if (q.t == DType::Q4_0) {
+          // Half-precision caches, written by the GEMV's rope epilogue in decode: token by
+          // token against the CPU with the same cache type.
+          for (DType kv : {DType::F16, DType::BF16}) {
+            SessionOptions so;
+            so.kv_dtype = kv;
+            Session ch(*cm, so), gh(*gm, so);
+            double worst = 0;
+            for (int32_t id : tokens)
+              worst =
+                  std::max(worst, max_rel_error(gh.forward({id}, false), ch.forward({id}, false)));
+            INFO(dtype_name(kv) << " cache: token by token max|Δ|/max|ref| " << worst);
+            CHECK(worst <= 2e-4);
+          }
+        }
 
         if (std::string(name) == "llama3" && q.t == DType::Q4_0) {
           // Fused launches replayed as a graph give the bits of direct launches.

@@ -254,6 +254,16 @@ int dec_min_chunk() {
   return v;
 }
 
+// Blocks per multiprocessor the decode splits aim at (LLM_CUDA_ATTN_BLOCKS_PER_SM
+// overrides, for tuning).
+int dec_blocks_per_sm() {
+  static const int v = [] {
+    const char* e = std::getenv("LLM_CUDA_ATTN_BLOCKS_PER_SM");
+    return e ? std::max(1, std::atoi(e)) : 3;
+  }();
+  return v;
+}
+
 // E elements of a K/V row at p (aligned to E elements) as floats.
 template <typename KT, int E>
 __device__ __forceinline__ void load_row(const KT* p, float* out) {
@@ -801,7 +811,7 @@ bool attention_decode_ok(const AttentionArgs& a) {
 int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms) {
   const int64_t blocks = std::max<int64_t>(1, T * n_kv_heads);
   const int64_t by_ctx = (max_context + dec_min_chunk() - 1) / dec_min_chunk();
-  const int64_t by_fill = (3 * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
+  const int64_t by_fill = (dec_blocks_per_sm() * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
   return static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, kDecMaxSplits})));
 }

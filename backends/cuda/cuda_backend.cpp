@@ -904,118 +904,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
            b.inputs[0].shape == a.inputs[0].shape && b.inputs[1].dtype == a.inputs[1].dtype;
   };
 
-  // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
-  // first matmul); returns the index of the last node it covers, or -1.
-  auto try_qgemv = [&](size_t ni) -> int64_t {
-    const bool has_norm =
-        ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni);
-    const size_t m0 = has_norm ? ni + 1 : ni;
-    if (!qgemv_ok(m0)) return -1;
-    size_t m1 = m0;
-    while (m1 + 1 - m0 < static_cast<size_t>(cuda::kGemvMaxSegs) && same_x(m0, m1 + 1)) m1++;
-    // Epilogue candidates.
-    cuda::QEpilogue epi = cuda::QEpilogue::None;
-    size_t res_k = 0;
-    const size_t e = m1 + 1;
-    if (ids && op_at(e) == Op::SiluMul && m1 == m0 + 1 && in_id(e, 0) == out_id(m0) &&
-        in_id(e, 1) == out_id(m1) && ins[m0][1].shape[0] == ins[m1][1].shape[0]) {
-      epi = cuda::QEpilogue::SiluPair;
-    } else if (ids && op_at(e) == Op::Add && m1 == m0) {
-      for (size_t k = 0; k < 2; k++) {
-        if (in_id(e, k) == out_id(m0) && in_id(e, 1 - k) != out_id(m0) &&
-            ins[e][1 - k].shape.numel() == outs[m0].shape.numel()) {
-          epi = cuda::QEpilogue::Residual;
-          res_k = 1 - k;
-        }
-      }
-    }
-    std::vector<bool> variants = {epi != cuda::QEpilogue::None};
-    if (variants[0]) variants.push_back(false);
-    for (const bool use_epi : variants) {
-      // Reads and writes of the fused launch.
-      std::vector<Region> reads, writes;
-      reads.push_back(region_of(has_norm ? ins[ni][0] : ins[m0][0]));
-      if (has_norm) reads.push_back(region_of(ins[ni][1]));
-      for (size_t m = m0; m <= m1; m++) {
-        writes.push_back(region_of(outs[m]));
-        if (ins[m].size() > 2) reads.push_back(region_of(ins[m][2]));
-      }
-      if (use_epi) {
-        writes.push_back(region_of(outs[e]));
-        if (epi == cuda::QEpilogue::Residual) reads.push_back(region_of(ins[e][res_k]));
-      }
-      // The normalized x is skipped when a later output of this launch took its memory.
-      bool write_norm = has_norm;
-      if (has_norm) {
-        const Region h = region_of(outs[ni]);
-        const auto lu = last_use.find(out_id(ni));
-        for (size_t m = m0; m <= (use_epi ? e : m1); m++) {
-          const auto pr = producer.find(out_id(m));
-          if (h.overlaps(region_of(outs[m])) && lu != last_use.end() && pr != producer.end() &&
-              lu->second < pr->second)
-            write_norm = false;
-        }
-        if (write_norm) writes.push_back(h);
-      }
-      bool ok = true;
-      for (size_t a = 0; a < writes.size() && ok; a++) {
-        for (const Region& r : reads) ok = ok && !writes[a].overlaps(r);
-        for (size_t b = a + 1; b < writes.size(); b++) ok = ok && !writes[a].overlaps(writes[b]);
-      }
-      // Plain grouping reads x and writes outputs whose lifetimes overlap it: always fine.
-      if (!ok && (has_norm || use_epi)) continue;
-
-      cuda::QGemvArgs qa;
-      qa.x = has_norm ? ins[ni][0].f32() : ins[m0][0].f32();
-      qa.T = ins[m0][0].shape.rows();
-      qa.K = ins[m0][0].shape.row_len();
-      qa.type = ins[m0][1].dtype;
-      qa.n_segs = static_cast<int>(m1 - m0 + 1);
-      std::string label = format("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
-      std::string kernel = format("qgemv_%s", dtype_name(qa.type));
-      const size_t launches_before = launches.size();
-      for (size_t m = m0; m <= m1; m++) {
-        cuda::QGemvSeg& sg = qa.segs[m - m0];
-        sg.w = qview(m, 1);
-        if (ins[m].size() > 2) {
-          sg.bias = ins[m][2].ptr;
-          sg.bias_type = ins[m][2].dtype;
-        }
-        sg.y = outs[m].f32_mut();
-        label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
-      }
-      if (has_norm) {
-        qa.norm_w = ins[ni][1].ptr;
-        qa.norm_type = ins[ni][1].dtype;
-        qa.eps = nodes[ni].node->params.eps;
-        qa.norm_out = write_norm ? outs[ni].f32_mut() : nullptr;
-        label += " +rms_norm";
-        kernel += "+rms_norm";
-      }
-      if (use_epi) {
-        qa.epilogue = epi;
-        qa.out2 = outs[e].f32_mut();
-        if (epi == cuda::QEpilogue::Residual) {
-          qa.residual = ins[e][res_k].f32();
-          label += " +residual";
-          kernel += "+residual";
-        } else {
-          label += " +silu_mul";
-          kernel += "+silu_mul";
-        }
-      }
-      // Weights repacked by a launch of this program are written just before: no early
-      // start then.
-      qa.pdl = ctx_->pdl && launches.size() == launches_before;
-      emit(
-          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
-      return static_cast<int64_t>(use_epi ? e : m1);
-    }
-    return -1;
-  };
-
-  // Rope(q), Rope(k), KvAppend(k), KvAppend(v) at ni as one single-block launch.
-  auto try_rope_kv = [&](size_t ni) -> bool {
+  // Rope(q), Rope(k), KvAppend(k), KvAppend(v) at ni: their arguments as one launch's.
+  auto rope_kv_at = [&](size_t ni, cuda::RopeKvArgs& a) -> bool {
     if (!ids || op_at(ni) != Op::Rope || op_at(ni + 1) != Op::Rope ||
         op_at(ni + 2) != Op::KvAppend || op_at(ni + 3) != Op::KvAppend)
       return false;
@@ -1030,7 +920,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         av[0].shape.row_len() != int64_t{pk.n_heads} * pk.head_dim ||
         cuda::rope_kv_smem_bytes(T, pq.n_heads, pk.n_heads, pq.head_dim) > cuda::kRopeKvMaxSmem)
       return false;
-    cuda::RopeKvArgs a;
+    a = cuda::RopeKvArgs{};
     a.q = q[0].f32();
     a.k = k[0].f32();
     a.v = av[0].f32();
@@ -1070,6 +960,145 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     a.heads_apart = (a.q_out == a.q || !overlap(oq, rq)) && !overlap(oq, rk) && !overlap(oq, rv) &&
                     (!a.k_out || ((a.k_out == a.k || !overlap(ok, rk)) && !overlap(ok, rq) &&
                                   !overlap(ok, rv) && !overlap(ok, oq)));
+    return true;
+  };
+
+  // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
+  // first matmul); returns the index of the last node it covers, or -1.
+  auto try_qgemv = [&](size_t ni) -> int64_t {
+    const bool has_norm =
+        ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni);
+    const size_t m0 = has_norm ? ni + 1 : ni;
+    if (!qgemv_ok(m0)) return -1;
+    size_t m1 = m0;
+    while (m1 + 1 - m0 < static_cast<size_t>(cuda::kGemvMaxSegs) && same_x(m0, m1 + 1)) m1++;
+    // Epilogue candidates.
+    cuda::QEpilogue epi = cuda::QEpilogue::None;
+    size_t res_k = 0;
+    const size_t e = m1 + 1;
+    if (ids && op_at(e) == Op::SiluMul && m1 == m0 + 1 && in_id(e, 0) == out_id(m0) &&
+        in_id(e, 1) == out_id(m1) && ins[m0][1].shape[0] == ins[m1][1].shape[0]) {
+      epi = cuda::QEpilogue::SiluPair;
+    } else if (ids && op_at(e) == Op::Add && m1 == m0) {
+      for (size_t k = 0; k < 2; k++) {
+        if (in_id(e, k) == out_id(m0) && in_id(e, 1 - k) != out_id(m0) &&
+            ins[e][1 - k].shape.numel() == outs[m0].shape.numel()) {
+          epi = cuda::QEpilogue::Residual;
+          res_k = 1 - k;
+        }
+      }
+    }
+    // q, k and v, then their rope and cache appends (the rope_kv launch's nodes).
+    cuda::RopeKvArgs rope;
+    if (ids && epi == cuda::QEpilogue::None && m1 == m0 + 2 && rope_kv_at(e, rope) &&
+        in_id(e, 0) == out_id(m0) && in_id(e + 1, 0) == out_id(m0 + 1) &&
+        in_id(e + 3, 0) == out_id(m0 + 2))
+      epi = cuda::QEpilogue::RopeKv;
+    const size_t e_last = epi == cuda::QEpilogue::RopeKv ? e + 3 : e;
+    // With the rope epilogue a product is written only when a node after it reads it.
+    auto y_needed = [&](size_t m, bool use_epi) {
+      if (!use_epi || epi != cuda::QEpilogue::RopeKv) return true;
+      const auto lu = last_use.find(out_id(m));
+      return lu != last_use.end() && lu->second > static_cast<int>(e_last);
+    };
+    std::vector<bool> variants = {epi != cuda::QEpilogue::None};
+    if (variants[0]) variants.push_back(false);
+    for (const bool use_epi : variants) {
+      // Reads and writes of the fused launch.
+      std::vector<Region> reads, writes;
+      reads.push_back(region_of(has_norm ? ins[ni][0] : ins[m0][0]));
+      if (has_norm) reads.push_back(region_of(ins[ni][1]));
+      for (size_t m = m0; m <= m1; m++) {
+        if (y_needed(m, use_epi)) writes.push_back(region_of(outs[m]));
+        if (ins[m].size() > 2) reads.push_back(region_of(ins[m][2]));
+      }
+      if (use_epi && epi == cuda::QEpilogue::RopeKv) {
+        writes.push_back(region_of(outs[e]));
+        if (rope.k_out) writes.push_back(region_of(outs[e + 1]));
+        writes.push_back(region_of(outs[e + 2]));
+        writes.push_back(region_of(outs[e + 3]));
+        for (size_t k = 1; k < 3; k++) reads.push_back(region_of(ins[e][k]));
+        reads.push_back(region_of(ins[e + 2][1]));
+      } else if (use_epi) {
+        writes.push_back(region_of(outs[e]));
+        if (epi == cuda::QEpilogue::Residual) reads.push_back(region_of(ins[e][res_k]));
+      }
+      // The normalized x is written only for readers after this launch (so no output of
+      // the launch can share its memory).
+      const size_t last = use_epi ? e_last : m1;
+      const auto lu = has_norm ? last_use.find(out_id(ni)) : last_use.end();
+      const bool write_norm =
+          has_norm && lu != last_use.end() && lu->second > static_cast<int>(last);
+      if (write_norm) writes.push_back(region_of(outs[ni]));
+      bool ok = true;
+      for (size_t a = 0; a < writes.size() && ok; a++) {
+        for (const Region& r : reads) ok = ok && !writes[a].overlaps(r);
+        for (size_t b = a + 1; b < writes.size(); b++) ok = ok && !writes[a].overlaps(writes[b]);
+      }
+      // Plain grouping reads x and writes outputs whose lifetimes overlap it: always fine.
+      if (!ok && (has_norm || use_epi)) continue;
+
+      cuda::QGemvArgs qa;
+      qa.x = has_norm ? ins[ni][0].f32() : ins[m0][0].f32();
+      qa.T = ins[m0][0].shape.rows();
+      qa.K = ins[m0][0].shape.row_len();
+      qa.type = ins[m0][1].dtype;
+      qa.n_segs = static_cast<int>(m1 - m0 + 1);
+      std::string label = format("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
+      std::string kernel = format("qgemv_%s", dtype_name(qa.type));
+      const size_t launches_before = launches.size();
+      for (size_t m = m0; m <= m1; m++) {
+        cuda::QGemvSeg& sg = qa.segs[m - m0];
+        sg.w = qview(m, 1);
+        if (ins[m].size() > 2) {
+          sg.bias = ins[m][2].ptr;
+          sg.bias_type = ins[m][2].dtype;
+        }
+        sg.y = y_needed(m, use_epi) ? outs[m].f32_mut() : nullptr;
+        label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
+      }
+      if (has_norm) {
+        qa.norm_w = ins[ni][1].ptr;
+        qa.norm_type = ins[ni][1].dtype;
+        qa.eps = nodes[ni].node->params.eps;
+        qa.norm_out = write_norm ? outs[ni].f32_mut() : nullptr;
+        label += " +rms_norm";
+        kernel += "+rms_norm";
+      }
+      if (use_epi && epi == cuda::QEpilogue::RopeKv) {
+        qa.epilogue = epi;
+        qa.rope = rope;
+        // Decode attention follows: its blocks start early (PDL) in the room that
+        // finished GEMV blocks leave, which one block per multiprocessor never does.
+        qa.block_warps = 8;
+        label += " +rope+kv_append";
+        kernel += "+rope+kv";
+      } else if (use_epi) {
+        qa.epilogue = epi;
+        qa.out2 = outs[e].f32_mut();
+        if (epi == cuda::QEpilogue::Residual) {
+          qa.residual = ins[e][res_k].f32();
+          label += " +residual";
+          kernel += "+residual";
+        } else {
+          label += " +silu_mul";
+          kernel += "+silu_mul";
+        }
+      }
+      // Weights repacked by a launch of this program are written just before: no early
+      // start then.
+      qa.pdl = ctx_->pdl && launches.size() == launches_before;
+      emit(
+          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
+      return static_cast<int64_t>(use_epi ? e_last : m1);
+    }
+    return -1;
+  };
+
+  // The four as one launch (a block per head, or one block staging everything).
+  auto try_rope_kv = [&](size_t ni) -> bool {
+    cuda::RopeKvArgs a;
+    if (!rope_kv_at(ni, a)) return false;
     emit("rope+kv_append", [=](cudaStream_t s) { cuda::rope_kv(s, a); });
     return true;
   };

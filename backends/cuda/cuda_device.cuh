@@ -64,6 +64,20 @@ __device__ __forceinline__ float load_any(const void* p, int dtype, int64_t i) {
   }
 }
 
+// Stores v as dtype (f32, f16 or bf16) at element i of p.
+__device__ __forceinline__ void store_any(void* p, int dtype, int64_t i, float v) {
+  switch (dtype) {
+    case static_cast<int>(DType::F16):
+      static_cast<__half*>(p)[i] = __float2half_rn(v);
+      return;
+    case static_cast<int>(DType::BF16):
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+      return;
+    default:
+      static_cast<float*>(p)[i] = v;
+  }
+}
+
 // Programmatic dependent launch (sm_90; no-ops before, and when the kernel was launched
 // without it): pdl_wait blocks until the kernel before this one has finished and its
 // writes are visible; pdl_trigger lets the next kernel start its blocks early.

@@ -139,13 +139,39 @@ constexpr int64_t kQGemvMaxTokens = 8;
 // is a step of one token per sequence, where the prefill kernel's query tiles
 // (built for one long prompt) are mostly empty.
 constexpr int64_t kAttnDecodeMaxTokens = 128;
+// Rotary embedding of q and k and the append of k and v to the paged caches (rope.cu;
+// the q/k/v GEMV's RopeKv epilogue takes the same arguments).
+struct RopeKvArgs {
+  const float* q = nullptr;  // [T, n_heads * head_dim]
+  const float* k = nullptr;  // [T, n_kv_heads * head_dim]
+  const float* v = nullptr;
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;
+  const int32_t* slots = nullptr;
+  float* q_out = nullptr;
+  float* k_out = nullptr;  // may be nullptr (not needed outside the fusion)
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  DType cache_type = DType::F32;
+  int64_t cache_rows = 0;
+  int64_t T = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dims = 0;
+  RopeStyle style = RopeStyle::NeoX;
+  int* err = nullptr;
+  // No output overlaps another head's input (at most exactly in place): one block per
+  // (token, head) instead of one block staging everything in shared memory.
+  bool heads_apart = false;
+};
+
 struct QGemvSeg {
   QMatrix w;
   const void* bias = nullptr;
   DType bias_type = DType::F32;
   float* y = nullptr;  // nullptr: not written (read only inside the fused launch)
 };
-enum class QEpilogue { None, Residual, SiluPair };
+// RopeKv: the three segments are q, k and v of one attention layer; the epilogue
+// rotates q and k as `rope_kv` does and stores k and v in the caches (see RopeKvArgs).
+enum class QEpilogue { None, Residual, SiluPair, RopeKv };
 struct QGemvArgs {
   const float* x = nullptr;  // [T, K]
   int64_t T = 0, K = 0;
@@ -161,9 +187,15 @@ struct QGemvArgs {
   QEpilogue epilogue = QEpilogue::None;
   const float* residual = nullptr;
   float* out2 = nullptr;
+  // RopeKv: every field of RopeKvArgs but q, k, v (the products) and heads_apart.
+  RopeKvArgs rope;
   // Programmatic dependent launch: the kernel may start before the previous one in the
   // stream ends and stream its weights meanwhile (they must not be written by it).
   bool pdl = false;
+  // Warps per block: 24 (one block per multiprocessor, x prepared once per
+  // multiprocessor) or 8 (three blocks, which leave room sooner for the next kernel's
+  // early start as they finish).
+  int block_warps = 24;
 };
 // Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
 size_t qgemv_smem_bytes(int64_t T, int64_t K);
@@ -237,27 +269,6 @@ void rope(cudaStream_t stream, const float* x, const int32_t* positions, const f
 // Rope of q and k, then k and v appended to their caches, in one single-block launch
 // (decode): every input is read into shared memory before anything is written, so
 // outputs may share memory with inputs. Bits equal rope() + kv_append().
-struct RopeKvArgs {
-  const float* q = nullptr;  // [T, n_heads * head_dim]
-  const float* k = nullptr;  // [T, n_kv_heads * head_dim]
-  const float* v = nullptr;
-  const int32_t* positions = nullptr;
-  const float* inv_freq = nullptr;
-  const int32_t* slots = nullptr;
-  float* q_out = nullptr;
-  float* k_out = nullptr;  // may be nullptr (not needed outside the fusion)
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-  DType cache_type = DType::F32;
-  int64_t cache_rows = 0;
-  int64_t T = 0;
-  int n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dims = 0;
-  RopeStyle style = RopeStyle::NeoX;
-  int* err = nullptr;
-  // No output overlaps another head's input (at most exactly in place): one block per
-  // (token, head) instead of one block staging everything in shared memory.
-  bool heads_apart = false;
-};
 size_t rope_kv_smem_bytes(int64_t T, int n_heads, int n_kv_heads, int head_dim);
 constexpr size_t kRopeKvMaxSmem = 96 * 1024;
 void rope_kv_prepare();

@@ -26,8 +26,8 @@ namespace cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+// Warps per block (a template parameter): 24, one block per multiprocessor, so x is
+// quantized once per multiprocessor; or 8, three blocks of 8.
 constexpr int kRows = 2;    // rows per warp task
 constexpr int kUnroll = 2;  // 16-byte chunks per row per lane per iteration
 constexpr int kBlock = 32;
@@ -56,6 +56,18 @@ struct Params {
   int epilogue;
   const float* residual;
   float* out2;
+  // RopeKv: a task is a rotated pair of q or k (or two consecutive rows of v).
+  int head_dim, rot_half, neox;
+  const int32_t* positions;
+  const float* inv_freq;
+  const int32_t* slots;
+  float* q_out;
+  float* k_out;
+  void* k_cache;
+  void* v_cache;
+  int cache_type;
+  int64_t cache_rows;
+  int* err;
 };
 
 __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
@@ -69,8 +81,9 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
          ((static_cast<uint32_t>(c) & 0xff) << 16) | (static_cast<uint32_t>(d) << 24);
 }
 
-template <bool kQ4, int TMAX>
-__global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
+template <bool kQ4, int TMAX, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const Params p) {
+  constexpr int kThreads = kWarps * 32;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float red[32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -82,11 +95,30 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
   int* a_sum = reinterpret_cast<int*>(a_scale + T * nb);
 
   // Row (segment, index) of each row of a task; -1 when past the end.
+  const bool rope = p.epilogue == static_cast<int>(QEpilogue::RopeKv);
   auto row_of = [&](int j, int r, int& seg, int& n) {
     if (p.pair) {
       seg = r;
       n = j;
       if (j >= p.N[0]) seg = -1;
+      return;
+    }
+    if (rope) {
+      // Segments of whole heads (even row counts); in q and k, task i of a head takes
+      // the rows that rotate together: (i, i + rot/2) for NeoX, (2i, 2i + 1) for GPT-J
+      // and for the dims past rot_dims.
+      if (2 * j >= p.row0[3]) {
+        seg = -1;
+        return;
+      }
+      seg = 2 * j >= p.row0[1] ? (2 * j >= p.row0[2] ? 2 : 1) : 0;
+      const int jl = j - p.row0[seg] / 2;
+      if (seg == 2) {
+        n = 2 * jl + r;
+        return;
+      }
+      const int hd2 = p.head_dim >> 1, h = jl / hd2, i = jl - h * hd2;
+      n = h * p.head_dim + (p.neox && i < p.rot_half ? i + r * p.rot_half : 2 * i + r);
       return;
     }
     const int g = kRows * j + r;
@@ -375,6 +407,37 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
         }
         if (p.epilogue == static_cast<int>(QEpilogue::SiluPair) && seg[0] >= 0)
           p.out2[static_cast<size_t>(t) * p.N[0] + n[0]] = silu(val[0]) * val[1];
+        if (rope && seg[0] >= 0) {
+          // As rope_kv: theta = float(pos) * inv_freq[i] in float32, sincosf.
+          const int s = seg[0];
+          float y0 = val[0], y1 = val[1];
+          const int i = (task - p.row0[s] / 2) % (p.head_dim >> 1);
+          if (s < 2 && i < p.rot_half) {
+            float sn, cs;
+            sincosf(static_cast<float>(p.positions[t]) * p.inv_freq[i], &sn, &cs);
+            y0 = val[0] * cs - val[1] * sn;
+            y1 = val[1] * cs + val[0] * sn;
+          }
+          const size_t at = static_cast<size_t>(t) * p.N[s];
+          if (s == 0) {
+            p.q_out[at + n[0]] = y0;
+            p.q_out[at + n[1]] = y1;
+          } else {
+            if (s == 1 && p.k_out) {
+              p.k_out[at + n[0]] = y0;
+              p.k_out[at + n[1]] = y1;
+            }
+            const int32_t slot = p.slots[t];
+            if (slot >= 0 && slot < p.cache_rows) {
+              void* cache = s == 1 ? p.k_cache : p.v_cache;
+              const int64_t c = static_cast<int64_t>(slot) * p.N[s];
+              store_any(cache, p.cache_type, c + n[0], y0);
+              store_any(cache, p.cache_type, c + n[1], y1);
+            } else if (s == 1 && n[0] == 0) {
+              report(p.err, kErrSlot);
+            }
+          }
+        }
       }
     }
   }
@@ -382,16 +445,16 @@ __global__ void __launch_bounds__(kThreads, 3) qgemv_kernel(const Params p) {
 
 template <bool kQ4, int TMAX>
 void set_smem_limit() {
-  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kQ4, TMAX>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(kQGemvMaxSmem)));
+  for (auto* k : {qgemv_kernel<kQ4, TMAX, 8>, qgemv_kernel<kQ4, TMAX, 24>})
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX>
+template <bool kQ4, int TMAX, int W>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(W * 32);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -399,20 +462,30 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, W>, p));
 }
 
-template <bool kQ4>
+template <bool kQ4, int W>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   if (p.T == 1)
-    launch_one<kQ4, 1>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 1, W>(stream, p, grid, smem, pdl);
   else if (p.T == 2)
-    launch_one<kQ4, 2>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 2, W>(stream, p, grid, smem, pdl);
   else if (p.T <= 4)
-    launch_one<kQ4, 4>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 4, W>(stream, p, grid, smem, pdl);
   else
-    launch_one<kQ4, 8>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 8, W>(stream, p, grid, smem, pdl);
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
+}
+
+// LLM_CUDA_QGEMV_WARPS=8|24 fixes the warps per block of every launch (for measuring).
+int qgemv_block_warps(int asked) {
+  static const int v = [] {
+    const char* e = std::getenv("LLM_CUDA_QGEMV_WARPS");
+    const int w = e ? std::atoi(e) : 0;
+    return w == 8 || w == 24 ? w : 0;
+  }();
+  return v ? v : asked;
 }
 
 // LLM_CUDA_QGEMV_KSPLIT=1|2|4|8 fixes the warps per task (for measuring); 0 or unset
@@ -475,6 +548,26 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   p.pair = a.epilogue == QEpilogue::SiluPair;
   if (p.pair && (a.n_segs != 2 || p.N[0] != p.N[1])) fail("cuda qgemv: bad silu pair");
   if (a.epilogue == QEpilogue::Residual && a.n_segs != 1) fail("cuda qgemv: bad residual");
+  if (a.epilogue == QEpilogue::RopeKv) {
+    const RopeKvArgs& r = a.rope;
+    if (a.n_segs != 3 || r.head_dim % 2 != 0 || r.rot_dims % 2 != 0 || r.rot_dims > r.head_dim ||
+        p.N[0] != r.n_heads * r.head_dim || p.N[1] != r.n_kv_heads * r.head_dim ||
+        p.N[2] != p.N[1] || !r.q_out || !r.positions || !r.inv_freq || !r.slots)
+      fail("cuda qgemv: bad rope epilogue");
+    p.head_dim = r.head_dim;
+    p.rot_half = r.rot_dims / 2;
+    p.neox = r.style == RopeStyle::NeoX;
+    p.positions = r.positions;
+    p.inv_freq = r.inv_freq;
+    p.slots = r.slots;
+    p.q_out = r.q_out;
+    p.k_out = r.k_out;
+    p.k_cache = r.k_cache;
+    p.v_cache = r.v_cache;
+    p.cache_type = static_cast<int>(r.cache_type);
+    p.cache_rows = r.cache_rows;
+    p.err = r.err;
+  }
   p.n_tasks = p.pair ? p.N[0] : (rows + kRows - 1) / kRows;
   if (p.n_tasks == 0) return;
   p.norm_w = a.norm_w;
@@ -490,23 +583,30 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   // warps split the iterations of a task: more of the GPU streams, and each warp's chain
   // of loads is shorter. (H200: llama-1b's down projection, 1,024 pairs over K = 5,632,
   // gains 5% a token; splitting llama-7b's, 2,048 pairs, loses 5-20%.)
-  const int per_sm = smem <= 70 * 1024 ? 3 : (smem <= 110 * 1024 ? 2 : 1);
+  const int kWarps = qgemv_block_warps(a.block_warps);
+  if (kWarps != 8 && kWarps != 24) fail("cuda qgemv: %d warps per block", kWarps);
+  const int per_sm = kWarps == 24 ? 1 : (smem <= 70 * 1024 ? 3 : (smem <= 110 * 1024 ? 2 : 1));
   const int64_t max_blocks = int64_t{per_sm} * n_sms;
   const int n_it = (p.C + 32 * kUnroll - 1) / (32 * kUnroll);
   p.ksplit = qgemv_ksplit_override();
   if (p.ksplit == 0) {
     p.ksplit = 1;
-    while (p.ksplit < kWarps && 2 * p.ksplit <= n_it &&
+    while (p.ksplit < 8 && 2 * p.ksplit <= n_it &&
            2 * int64_t{p.n_tasks} * p.ksplit < max_blocks * kWarps)
       p.ksplit *= 2;
   }
-  p.ksplit = std::min(p.ksplit, kWarps);
   const int64_t want = (int64_t{p.n_tasks} * p.ksplit + kWarps - 1) / kWarps;
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(want, max_blocks)));
-  if (a.type == DType::Q4_0)
-    launch<true>(stream, p, grid, smem, a.pdl);
-  else
-    launch<false>(stream, p, grid, smem, a.pdl);
+  if (kWarps == 24) {
+    if (a.type == DType::Q4_0)
+      launch<true, 24>(stream, p, grid, smem, a.pdl);
+    else
+      launch<false, 24>(stream, p, grid, smem, a.pdl);
+  } else if (a.type == DType::Q4_0) {
+    launch<true, 8>(stream, p, grid, smem, a.pdl);
+  } else {
+    launch<false, 8>(stream, p, grid, smem, a.pdl);
+  }
 }
 
 }  // namespace cuda
