@@ -896,7 +896,9 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
 
         if (q.t == DType::Q4_0) {
           // Half-precision caches, written by the GEMV's rope epilogue in decode: token by
-          // token against the CPU with the same cache type.
+          // token against the CPU with the same cache type. Products that differ by the
+          // GEMV's rounding may round to neighbouring halves: about one ulp of the cache
+          // type (f16 2^-11, bf16 2^-8) on top of the float32 bound.
           for (DType kv : {DType::F16, DType::BF16}) {
             SessionOptions so;
             so.kv_dtype = kv;
@@ -906,7 +908,7 @@ TEST_CASE("cuda: q8f16_1 / q4f16_1 models match the cpu on the same quantized we
               worst =
                   std::max(worst, max_rel_error(gh.forward({id}, false), ch.forward({id}, false)));
             INFO(dtype_name(kv) << " cache: token by token max|Δ|/max|ref| " << worst);
-            CHECK(worst <= 2e-4);
+            CHECK(worst <= (kv == DType::F16 ? 1e-3 : 4e-3));
           }
         }
 

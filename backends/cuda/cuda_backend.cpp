@@ -1068,9 +1068,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       if (use_epi && epi == cuda::QEpilogue::RopeKv) {
         qa.epilogue = epi;
         qa.rope = rope;
-        // Decode attention follows: its blocks start early (PDL) in the room that
-        // finished GEMV blocks leave, which one block per multiprocessor never does.
-        qa.block_warps = 8;
         label += " +rope+kv_append";
         kernel += "+rope+kv";
       } else if (use_epi) {

@@ -192,10 +192,6 @@ struct QGemvArgs {
   // Programmatic dependent launch: the kernel may start before the previous one in the
   // stream ends and stream its weights meanwhile (they must not be written by it).
   bool pdl = false;
-  // Warps per block: 24 (one block per multiprocessor, x prepared once per
-  // multiprocessor) or 8 (three blocks, which leave room sooner for the next kernel's
-  // early start as they finish).
-  int block_warps = 24;
 };
 // Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
 size_t qgemv_smem_bytes(int64_t T, int64_t K);
