@@ -78,6 +78,36 @@ __device__ __forceinline__ void store_any(void* p, int dtype, int64_t i, float v
   }
 }
 
+// Asynchronous copies global -> shared (sm_80+): each thread's copies land after its
+// cp_async_wait of their group; other threads see them after a barrier as well. Only
+// the wait is a compiler memory barrier: a caller that rewrites shared memory it read
+// without a barrier in between adds one (asm volatile("" ::: "memory")).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+// 16 bytes, or zeros without reading when !valid.
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(gmem));
+}
+// 4 bytes, or zeros without reading when !valid.
+__device__ __forceinline__ void cp_async4_zfill(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Programmatic dependent launch (sm_90; no-ops before, and when the kernel was launched
 // without it): pdl_wait blocks until the kernel before this one has finished and its
 // writes are visible; pdl_trigger lets the next kernel start its blocks early.

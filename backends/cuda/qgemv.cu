@@ -48,7 +48,8 @@ struct Params {
   int n_segs;
   bool pair;  // task j = row j of segments 0 and 1
   int n_tasks;
-  int ksplit;  // warps sharing a task, each taking every ksplit-th iteration over K
+  int ksplit;     // warps sharing a task, each taking every ksplit-th iteration over K
+  int stage_off;  // staged kernels: where the rings start in dynamic shared memory
   const void* norm_w;
   int norm_type;
   float eps;
@@ -81,7 +82,10 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
          ((static_cast<uint32_t>(c) & 0xff) << 16) | (static_cast<uint32_t>(d) << 24);
 }
 
-template <bool kQ4, int TMAX, int kWarps>
+// kStages > 0 (single tokens): the weights stream through a ring of kStages batches per
+// warp in shared memory (cp.async) instead of two in registers, so more bytes are in
+// flight per multiprocessor than registers could hold. The ring starts at stage_off.
+template <bool kQ4, int TMAX, int kWarps, int kStages>
 __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const Params p) {
   constexpr int kThreads = kWarps * 32;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -155,6 +159,48 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
     }
   };
 
+  // The staged ring: per warp kStages batches, each [kRows * kUnroll][32 lanes] of
+  // 16-byte chunks, then as many 4-byte words holding each chunk's scale (the aligned
+  // pair of u16 it sits in: scale rows have even strides). Every lane reads back only
+  // what it copied itself, so its own cp.async wait is all the synchronization needed.
+  constexpr int kSlots = kRows * kUnroll;
+  constexpr int kStageBytes = kSlots * 32 * (16 + 4);
+  uint8_t* ring = smem + p.stage_off + static_cast<size_t>(warp) * kStages * kStageBytes;
+  auto stage_issue = [&](int j, int it, int st) {
+    uint8_t* base = ring + st * kStageBytes;
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      int seg, n;
+      row_of(j, r, seg, n);
+#pragma unroll
+      for (int u = 0; u < kUnroll; u++) {
+        const int c = it * 32 * kUnroll + u * 32 + lane;
+        const bool ok = seg >= 0 && c < C;
+        const int sg = ok ? seg : 0;
+        const size_t row = ok ? static_cast<size_t>(n) : 0;
+        const int slot_i = (r * kUnroll + u) * 32 + lane;
+        cp_async16_zfill(base + slot_i * 16, p.qs[sg] + (row * C + (ok ? c : 0)) * 16, ok);
+        const size_t di = row * p.ss + (ok ? (kQ4 ? c : c >> 1) : 0);
+        cp_async4_zfill(base + kSlots * 32 * 16 + slot_i * 4, p.sc[sg] + (di & ~size_t{1}), ok);
+      }
+    }
+  };
+  auto stage_read = [&](int st, Batch& b) {
+    const uint8_t* base = ring + st * kStageBytes;
+    // The chunk's scale index has the parity of its block: c's (Q4_0) or c / 2's (Q8_0).
+    const int shift = 16 * (kQ4 ? (lane & 1) : ((lane >> 1) & 1));
+#pragma unroll
+    for (int r = 0; r < kRows; r++)
+#pragma unroll
+      for (int u = 0; u < kUnroll; u++) {
+        const int slot_i = (r * kUnroll + u) * 32 + lane;
+        b.w[r][u] = *reinterpret_cast<const uint4*>(base + slot_i * 16);
+        const uint32_t dd =
+            *reinterpret_cast<const uint32_t*>(base + kSlots * 32 * 16 + slot_i * 4);
+        b.d[r][u] = static_cast<uint16_t>(dd >> shift);
+      }
+  };
+
   const int n_it = (C + 32 * kUnroll - 1) / (32 * kUnroll);
   // A block takes 8 / ksplit tasks at once; the ksplit warps of a task (its "slot")
   // take iterations sub, sub + ksplit, ... and add their sums in shared memory.
@@ -175,11 +221,25 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
   if (sub >= n_it) j = p.n_tasks;  // a warp with no iteration: only adds zeros
   bool have = j < p.n_tasks;
   Batch cur, nxt;
-  if (have) load(j, it, cur);
   int j2 = j, it2 = it;
-  advance(j2, it2);
-  bool have2 = have && j2 < p.n_tasks;
-  if (have2) load(j2, it2, nxt);
+  bool have2 = false;
+  int jl = j, itl = it, k = 0;  // staged: the last position issued, the one to consume
+  if constexpr (kStages > 0) {
+    // kStages - 1 batches in flight; a commit group per position, empty or not.
+    if (have) stage_issue(jl, itl, 0);
+    cp_async_commit();
+#pragma unroll
+    for (int st = 1; st < kStages - 1; st++) {
+      advance(jl, itl);
+      if (jl < p.n_tasks) stage_issue(jl, itl, st);
+      cp_async_commit();
+    }
+  } else {
+    if (have) load(j, it, cur);
+    advance(j2, it2);
+    have2 = have && j2 < p.n_tasks;
+    if (have2) load(j2, it2, nxt);
+  }
   pdl_wait();
   pdl_trigger();
 
@@ -297,6 +357,16 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
   for (int base = blockIdx.x * slots; base < p.n_tasks; base += tstride, buf ^= 1) {
     const int task = base + slot;
     while (have && j == task) {
+      if constexpr (kStages > 0) {
+        cp_async_wait<kStages - 2>();
+        stage_read(k % kStages, cur);
+        // The stage rewritten next is the one read in the previous round.
+        asm volatile("" ::: "memory");
+        advance(jl, itl);
+        if (jl < p.n_tasks) stage_issue(jl, itl, (k + kStages - 1) % kStages);
+        cp_async_commit();
+        k++;
+      }
 #pragma unroll
       for (int u = 0; u < kUnroll; u++) {
         const int c = it * 32 * kUnroll + u * 32 + lane;
@@ -351,13 +421,18 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
           }
         }
       }
-      cur = nxt;
-      j = j2;
-      it = it2;
-      have = have2;
-      advance(j2, it2);
-      have2 = j2 < p.n_tasks;
-      if (have2) load(j2, it2, nxt);
+      if constexpr (kStages > 0) {
+        advance(j, it);
+        have = j < p.n_tasks;
+      } else {
+        cur = nxt;
+        j = j2;
+        it = it2;
+        have = have2;
+        advance(j2, it2);
+        have2 = j2 < p.n_tasks;
+        if (have2) load(j2, it2, nxt);
+      }
     }
     // Row sums; with a split, the slot's warps add theirs through shared memory and its
     // first warp finishes. Lane t holds token t.
@@ -443,14 +518,25 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
   }
 }
 
+constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
+constexpr size_t kRingBytes = size_t{24} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
+
+// The largest dynamic shared memory a block of the current device may opt into.
+int smem_optin() {
+  int dev = 0, v = 0;
+  LLM_CUDA_CHECK(cudaGetDevice(&dev));
+  LLM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return v;
+}
+
 template <bool kQ4, int TMAX>
 void set_smem_limit() {
-  for (auto* k : {qgemv_kernel<kQ4, TMAX, 8>, qgemv_kernel<kQ4, TMAX, 24>})
+  for (auto* k : {qgemv_kernel<kQ4, TMAX, 8, 0>, qgemv_kernel<kQ4, TMAX, 24, 0>})
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX, int W>
+template <bool kQ4, int TMAX, int W, int S>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
@@ -462,20 +548,34 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, W>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, W, S>, p));
 }
 
 template <bool kQ4, int W>
-void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
-  if (p.T == 1)
-    launch_one<kQ4, 1, W>(stream, p, grid, smem, pdl);
+void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
+            bool staged) {
+  if (staged && W == 24 && p.T == 1)
+    launch_one<kQ4, 1, 24, kRingStages>(stream, p, grid, smem, pdl);
+  else if (p.T == 1)
+    launch_one<kQ4, 1, W, 0>(stream, p, grid, smem, pdl);
   else if (p.T == 2)
-    launch_one<kQ4, 2, W>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 2, W, 0>(stream, p, grid, smem, pdl);
   else if (p.T <= 4)
-    launch_one<kQ4, 4, W>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 4, W, 0>(stream, p, grid, smem, pdl);
   else
-    launch_one<kQ4, 8, W>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 8, W, 0>(stream, p, grid, smem, pdl);
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
+}
+
+// Single tokens stream the weights through shared memory (the staged kernels) where
+// the device has room for the rings; LLM_CUDA_QGEMV_STAGED=0 keeps them in registers
+// (for measuring).
+bool qgemv_staged_allowed() {
+  static const bool v = [] {
+    const char* e = std::getenv("LLM_CUDA_QGEMV_STAGED");
+    return !(e && std::atoi(e) == 0);
+  }();
+  return v;
 }
 
 // Warps per block: 24 (one block per multiprocessor: x is prepared once per
@@ -508,6 +608,9 @@ size_t qgemv_smem_bytes(int64_t T, int64_t K) {
 
 void qgemv_prepare() {
   // Per call rather than once: the attribute belongs to the current device.
+  const int optin = smem_optin();
+  for (auto* k : {qgemv_kernel<true, 1, 24, kRingStages>, qgemv_kernel<false, 1, 24, kRingStages>})
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
   set_smem_limit<true, 1>();
   set_smem_limit<true, 2>();
   set_smem_limit<true, 4>();
@@ -597,15 +700,21 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   }
   const int64_t want = (int64_t{p.n_tasks} * p.ksplit + kWarps - 1) / kWarps;
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(want, max_blocks)));
+  // The rings go after x (16-byte aligned); the static arrays need about 2 KB besides.
+  p.stage_off = static_cast<int>((smem + 15) / 16 * 16);
+  const size_t staged_smem = p.stage_off + kRingBytes;
+  const bool staged = kWarps == 24 && p.T == 1 && qgemv_staged_allowed() &&
+                      staged_smem + 2048 <= static_cast<size_t>(smem_optin());
+  const size_t dyn = staged ? staged_smem : smem;
   if (kWarps == 24) {
     if (a.type == DType::Q4_0)
-      launch<true, 24>(stream, p, grid, smem, a.pdl);
+      launch<true, 24>(stream, p, grid, dyn, a.pdl, staged);
     else
-      launch<false, 24>(stream, p, grid, smem, a.pdl);
+      launch<false, 24>(stream, p, grid, dyn, a.pdl, staged);
   } else if (a.type == DType::Q4_0) {
-    launch<true, 8>(stream, p, grid, smem, a.pdl);
+    launch<true, 8>(stream, p, grid, dyn, a.pdl, false);
   } else {
-    launch<false, 8>(stream, p, grid, smem, a.pdl);
+    launch<false, 8>(stream, p, grid, dyn, a.pdl, false);
   }
 }
 
