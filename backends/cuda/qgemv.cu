@@ -608,9 +608,15 @@ size_t qgemv_smem_bytes(int64_t T, int64_t K) {
 
 void qgemv_prepare() {
   // Per call rather than once: the attribute belongs to the current device.
+  // The staged kernels may take all the device offers beside their static arrays.
   const int optin = smem_optin();
-  for (auto* k : {qgemv_kernel<true, 1, 24, kRingStages>, qgemv_kernel<false, 1, 24, kRingStages>})
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+  for (auto* k :
+       {qgemv_kernel<true, 1, 24, kRingStages>, qgemv_kernel<false, 1, 24, kRingStages>}) {
+    cudaFuncAttributes fa{};
+    LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        optin - static_cast<int>(fa.sharedSizeBytes)));
+  }
   set_smem_limit<true, 1>();
   set_smem_limit<true, 2>();
   set_smem_limit<true, 4>();
