@@ -10,11 +10,12 @@
 // dequantizing loop would be bound by issue. The 16-bit activations keep the result
 // within amax / 65024 per element of the float32 product, far tighter than q8 ones.
 //
-// Blocks are capped at what fits on the GPU at once (80 registers a thread: three blocks
-// of 8 warps per multiprocessor); warps stride over row pairs, so
-// the prologue (quantizing x, and optionally the RmsNorm that produces it) is paid once
-// per resident block. The first loads are issued before the prologue so the weights are
-// already on their way while it runs.
+// One block of 24 warps per multiprocessor (80 registers a thread), at most one wave;
+// warps stride over row pairs, so the prologue (quantizing x, and optionally the
+// RmsNorm that produces it) is paid once per multiprocessor. The first loads are issued
+// before the prologue so the weights are already on their way while it runs. For a
+// single token the weights stream through a ring of batches in shared memory (cp.async)
+// where the device has the room: more bytes in flight than registers can hold.
 #include <algorithm>
 #include <cstdlib>
 
@@ -26,8 +27,10 @@ namespace cuda {
 
 namespace {
 
-// Warps per block (a template parameter): 24, one block per multiprocessor, so x is
-// quantized once per multiprocessor; or 8, three blocks of 8.
+// One block of 24 warps per multiprocessor: x is quantized once per multiprocessor,
+// where three blocks of 8 did it three times (H200 7b decode: 421 -> 460 tok/s).
+constexpr int kWarps = 24;
+constexpr int kThreads = kWarps * 32;
 constexpr int kRows = 2;    // rows per warp task
 constexpr int kUnroll = 2;  // 16-byte chunks per row per lane per iteration
 constexpr int kBlock = 32;
@@ -85,9 +88,8 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
 // kStages > 0 (single tokens): the weights stream through a ring of kStages batches per
 // warp in shared memory (cp.async) instead of two in registers, so more bytes are in
 // flight per multiprocessor than registers could hold. The ring starts at stage_off.
-template <bool kQ4, int TMAX, int kWarps, int kStages>
-__global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const Params p) {
-  constexpr int kThreads = kWarps * 32;
+template <bool kQ4, int TMAX, int kStages>
+__global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float red[32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -519,7 +521,7 @@ __global__ void __launch_bounds__(kWarps * 32, 24 / kWarps) qgemv_kernel(const P
 }
 
 constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
-constexpr size_t kRingBytes = size_t{24} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
+constexpr size_t kRingBytes = size_t{kWarps} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
 
 // The largest dynamic shared memory a block of the current device may opt into.
 int smem_optin() {
@@ -531,16 +533,16 @@ int smem_optin() {
 
 template <bool kQ4, int TMAX>
 void set_smem_limit() {
-  for (auto* k : {qgemv_kernel<kQ4, TMAX, 8, 0>, qgemv_kernel<kQ4, TMAX, 24, 0>})
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(kQGemvMaxSmem)));
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kQ4, TMAX, 0>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX, int W, int S>
+template <bool kQ4, int TMAX, int S>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(W * 32);
+  cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -548,22 +550,22 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, W, S>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S>, p));
 }
 
-template <bool kQ4, int W>
+template <bool kQ4>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
             bool staged) {
-  if (staged && W == 24 && p.T == 1)
-    launch_one<kQ4, 1, 24, kRingStages>(stream, p, grid, smem, pdl);
+  if (staged && p.T == 1)
+    launch_one<kQ4, 1, kRingStages>(stream, p, grid, smem, pdl);
   else if (p.T == 1)
-    launch_one<kQ4, 1, W, 0>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 1, 0>(stream, p, grid, smem, pdl);
   else if (p.T == 2)
-    launch_one<kQ4, 2, W, 0>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 2, 0>(stream, p, grid, smem, pdl);
   else if (p.T <= 4)
-    launch_one<kQ4, 4, W, 0>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 4, 0>(stream, p, grid, smem, pdl);
   else
-    launch_one<kQ4, 8, W, 0>(stream, p, grid, smem, pdl);
+    launch_one<kQ4, 8, 0>(stream, p, grid, smem, pdl);
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
 }
 
@@ -574,17 +576,6 @@ bool qgemv_staged_allowed() {
   static const bool v = [] {
     const char* e = std::getenv("LLM_CUDA_QGEMV_STAGED");
     return !(e && std::atoi(e) == 0);
-  }();
-  return v;
-}
-
-// Warps per block: 24 (one block per multiprocessor: x is prepared once per
-// multiprocessor, not three times; H200 7b decode 421 -> 460 tok/s), or 8 with
-// LLM_CUDA_QGEMV_WARPS=8 (three blocks per multiprocessor, for measuring).
-int qgemv_block_warps() {
-  static const int v = [] {
-    const char* e = std::getenv("LLM_CUDA_QGEMV_WARPS");
-    return e && std::atoi(e) == 8 ? 8 : 24;
   }();
   return v;
 }
@@ -610,8 +601,7 @@ void qgemv_prepare() {
   // Per call rather than once: the attribute belongs to the current device.
   // The staged kernels may take all the device offers beside their static arrays.
   const int optin = smem_optin();
-  for (auto* k :
-       {qgemv_kernel<true, 1, 24, kRingStages>, qgemv_kernel<false, 1, 24, kRingStages>}) {
+  for (auto* k : {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -687,15 +677,13 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   p.epilogue = static_cast<int>(a.epilogue);
   p.residual = a.residual;
   p.out2 = a.out2;
-  // One wave: as many blocks as fit on a multiprocessor at once (three by the launch
-  // bounds, fewer when x takes much shared memory), fewer when there is less work. When
+  // One wave: a block per multiprocessor, fewer when there is less work. When
   // the tasks (row pairs) would not occupy half the warps of that wave and K is long,
   // warps split the iterations of a task: more of the GPU streams, and each warp's chain
   // of loads is shorter. (H200: llama-1b's down projection, 1,024 pairs over K = 5,632,
-  // gains 5% a token; splitting llama-7b's, 2,048 pairs, loses 5-20%.)
-  const int kWarps = qgemv_block_warps();
-  const int per_sm = kWarps == 24 ? 1 : (smem <= 70 * 1024 ? 3 : (smem <= 110 * 1024 ? 2 : 1));
-  const int64_t max_blocks = int64_t{per_sm} * n_sms;
+  // gains 5% a token; splitting llama-7b's, 2,048 pairs, loses 5-20%; measured with
+  // three blocks of 8 warps.)
+  const int64_t max_blocks = n_sms;
   const int n_it = (p.C + 32 * kUnroll - 1) / (32 * kUnroll);
   p.ksplit = qgemv_ksplit_override();
   if (p.ksplit == 0) {
@@ -709,19 +697,13 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   // The rings go after x (16-byte aligned); the static arrays need about 2 KB besides.
   p.stage_off = static_cast<int>((smem + 15) / 16 * 16);
   const size_t staged_smem = p.stage_off + kRingBytes;
-  const bool staged = kWarps == 24 && p.T == 1 && qgemv_staged_allowed() &&
-                      staged_smem + 2048 <= static_cast<size_t>(smem_optin());
+  const bool staged =
+      p.T == 1 && qgemv_staged_allowed() && staged_smem + 2048 <= static_cast<size_t>(smem_optin());
   const size_t dyn = staged ? staged_smem : smem;
-  if (kWarps == 24) {
-    if (a.type == DType::Q4_0)
-      launch<true, 24>(stream, p, grid, dyn, a.pdl, staged);
-    else
-      launch<false, 24>(stream, p, grid, dyn, a.pdl, staged);
-  } else if (a.type == DType::Q4_0) {
-    launch<true, 8>(stream, p, grid, dyn, a.pdl, false);
-  } else {
-    launch<false, 8>(stream, p, grid, dyn, a.pdl, false);
-  }
+  if (a.type == DType::Q4_0)
+    launch<true>(stream, p, grid, dyn, a.pdl, staged);
+  else
+    launch<false>(stream, p, grid, dyn, a.pdl, staged);
 }
 
 }  // namespace cuda
