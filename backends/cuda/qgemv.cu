@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   };
 
   const int n_it = (C + 32 * kUnroll - 1) / (32 * kUnroll);
-  // A block takes 8 / ksplit tasks at once; the ksplit warps of a task (its "slot")
+  // A block takes kWarps / ksplit tasks at once; the ksplit warps of a task (its "slot")
   // take iterations sub, sub + ksplit, ... and add their sums in shared memory.
   const int KS = p.ksplit, slots = kWarps / KS, slot = warp / KS, sub = warp % KS;
   const int tstride = gridDim.x * slots;
