@@ -174,8 +174,12 @@ TensorRef TestBuffers::weight(const QuantMatrix& q, DType t, int64_t N, int64_t 
 }
 
 void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir) {
-  write_file(dir + "/config.json", read_file(model_dir(name) + "/config.json"));
-  auto store = WeightStore::open_dir(model_dir(name));
+  write_dequantized_model(model_dir(name), t, dir);
+}
+
+void write_dequantized_model(const std::string& src, DType t, const std::string& dir) {
+  write_file(dir + "/config.json", read_file(src + "/config.json"));
+  auto store = WeightStore::open_dir(src);
   std::vector<std::unique_ptr<std::vector<float>>> keep;
   std::vector<std::pair<std::string, HostTensor>> out;
   for (const std::string& n : store->names()) {

@@ -87,6 +87,8 @@ class TestBuffers {
 // A copy of fixture `name` in dir whose matrices hold their quantize-then-dequantize
 // values in f32: any backend computes with it what the quantized model computes.
 void write_dequantized_fixture(const std::string& name, DType t, const std::string& dir);
+// The same for the model folder src.
+void write_dequantized_model(const std::string& src, DType t, const std::string& dir);
 
 // Sets an environment variable for a scope.
 class ScopedEnv {
