@@ -838,14 +838,11 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     if (node.inputs.size() != bn.inputs.size()) ids = false;
   }
 
-  // Dataflow by tensor id: which node writes each tensor, and which reads it last.
-  std::unordered_map<TensorId, int> producer, last_use;
+  // Dataflow by tensor id: which node reads each tensor last.
+  std::unordered_map<TensorId, int> last_use;
   if (ids) {
-    for (size_t i = 0; i < n_nodes; i++) {
-      const Node& node = *nodes[i].node;
-      for (TensorId id : node.inputs) last_use[id] = static_cast<int>(i);
-      if (node.op != Op::KvAppend) producer.emplace(node.output, static_cast<int>(i));
-    }
+    for (size_t i = 0; i < n_nodes; i++)
+      for (TensorId id : nodes[i].node->inputs) last_use[id] = static_cast<int>(i);
   }
   auto in_id = [&](size_t i, size_t k) { return nodes[i].node->inputs[k]; };
   auto out_id = [&](size_t i) { return nodes[i].node->output; };
