@@ -142,6 +142,7 @@ struct Context {
   int device;
   Select select;
   int n_sms = 0;
+  int smem_optin = 0;  // shared memory a block may opt into
   bool graphs = true;
   bool profile = false;  // LLM_CUDA_PROFILE=1: time each launch (no graphs)
   bool pdl = true;       // programmatic dependent launch of GEMVs (LLM_CUDA_PDL=0: off)
@@ -402,6 +403,7 @@ class CudaBackend final : public Backend {
     cc_major_ = prop.major;
     cc_minor_ = prop.minor;
     ctx_->n_sms = prop.multiProcessorCount;
+    ctx_->smem_optin = static_cast<int>(prop.sharedMemPerBlockOptin);
     // Double data rate: two transfers per memory clock (kHz) over the bus (bits).
     int mem_khz = 0, bus_bits = 0;
     if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
@@ -815,7 +817,7 @@ constexpr size_t kW16ChunkElems = size_t{16} << 20;
 std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   use_device(ctx_->device);
   const int device = ctx_->device;
-  const int n_sms = ctx_->n_sms;
+  const int n_sms = ctx_->n_sms, smem_optin = ctx_->smem_optin;
   auto resolve = [&](const TensorRef& r, const std::string& node, const char* what) {
     if (!r.buffer) fail("cuda backend: node '%s': %s has no buffer", node.c_str(), what);
     const size_t bytes = tensor_bytes(r.dtype, r.shape);
@@ -1083,7 +1085,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
       emit(
-          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms); }, kernel);
+          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms, smem_optin); }, kernel);
       return static_cast<int64_t>(use_epi ? e_last : m1);
     }
     return -1;
@@ -1463,7 +1465,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     LLM_CUDA_CHECK(
         cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));
   }
-  cuda::qgemv_prepare();
+  cuda::qgemv_prepare(ctx_->smem_optin);
   cuda::qmma_prepare();
   cuda::rope_kv_prepare();
   // The last launch of an iteration computes its nodes; launches before it in the same

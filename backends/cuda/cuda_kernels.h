@@ -197,8 +197,10 @@ struct QGemvArgs {
 size_t qgemv_smem_bytes(int64_t T, int64_t K);
 constexpr size_t kQGemvMaxSmem = 96 * 1024;
 // Raises the kernels' shared memory limit on the current device (outside stream capture).
-void qgemv_prepare();
-void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms);
+// smem_optin: the device's cudaDeviceProp::sharedMemPerBlockOptin (single tokens take
+// the staged kernels where their rings fit in it).
+void qgemv_prepare(int smem_optin);
+void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin);
 
 // ---- attention.cu ------------------------------------------------------------------------
 

@@ -523,14 +523,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
 constexpr size_t kRingBytes = size_t{kWarps} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
 
-// The largest dynamic shared memory a block of the current device may opt into.
-int smem_optin() {
-  int dev = 0, v = 0;
-  LLM_CUDA_CHECK(cudaGetDevice(&dev));
-  LLM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return v;
-}
-
 template <bool kQ4, int TMAX>
 void set_smem_limit() {
   LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kQ4, TMAX, 0>,
@@ -597,15 +589,14 @@ size_t qgemv_smem_bytes(int64_t T, int64_t K) {
   return static_cast<size_t>(T) * (2 * K + 8 * (K / kBlock));
 }
 
-void qgemv_prepare() {
+void qgemv_prepare(int smem_optin) {
   // Per call rather than once: the attribute belongs to the current device.
   // The staged kernels may take all the device offers beside their static arrays.
-  const int optin = smem_optin();
   for (auto* k : {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        optin - static_cast<int>(fa.sharedSizeBytes)));
+                                        smem_optin - static_cast<int>(fa.sharedSizeBytes)));
   }
   set_smem_limit<true, 1>();
   set_smem_limit<true, 2>();
@@ -617,7 +608,7 @@ void qgemv_prepare() {
   set_smem_limit<false, 8>();
 }
 
-void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
+void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   if (a.T < 1 || a.T > kQGemvMaxTokens) fail("cuda qgemv: %lld tokens", (long long)a.T);
   if (a.n_segs < 1 || a.n_segs > kGemvMaxSegs) fail("cuda qgemv: %d matrices", a.n_segs);
   if (a.K % kBlock != 0 || !aligned16(a.x)) fail("cuda qgemv: bad x");
@@ -698,7 +689,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms) {
   p.stage_off = static_cast<int>((smem + 15) / 16 * 16);
   const size_t staged_smem = p.stage_off + kRingBytes;
   const bool staged =
-      p.T == 1 && qgemv_staged_allowed() && staged_smem + 2048 <= static_cast<size_t>(smem_optin());
+      p.T == 1 && qgemv_staged_allowed() && staged_smem + 2048 <= static_cast<size_t>(smem_optin);
   const size_t dyn = staged ? staged_smem : smem;
   if (a.type == DType::Q4_0)
     launch<true>(stream, p, grid, dyn, a.pdl, staged);
