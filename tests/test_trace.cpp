@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/registry.h"
@@ -386,6 +387,19 @@ TEST_CASE("cuda: trace covers every node, fuses decode, and op times add up", "[
           // q/k/v with their norm, rope and cache appends: one launch of 1 + 3 + 4 nodes.
           CHECK(fused["qgemv_q4_0+rms_norm+rope+kv"] == 8);
           CHECK(fused.count("qgemv_q4_0+rms_norm+silu_mul"));
+          // The prompt (24 tokens) through the MMA kernel: its conversion of x computes
+          // the norms and the SiLU product, its output stage the residual adds.
+          std::multiset<std::pair<std::string, size_t>> pre;
+          for (const Program::Dispatch& dp : r.t.prefill.dispatches)
+            pre.insert({dp.kernel, dp.nodes.size()});
+          const size_t L = static_cast<size_t>(r.model->config().num_layers);
+          INFO("prefill dispatches " << r.t.prefill.dispatches.size() << " for "
+                                     << r.t.prefill.ops.size() << " nodes");
+          CHECK(pre.count({"qmma_q4_0+rms_norm", 4}) == L);  // norm, q, k, v
+          CHECK(pre.count({"qmma_q4_0+rms_norm", 3}) == L);  // norm, gate, up
+          CHECK(pre.count({"qmma_q4_0+residual", 2}) == L);  // o, add
+          CHECK(pre.count({"qmma_q4_0+silu_mul+residual", 3}) == L);
+          CHECK(pre.count({"rope+kv_append", 4}) == L);
         } else {
           CHECK(fused.count("rope+kv_append"));
         }

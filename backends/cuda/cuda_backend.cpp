@@ -808,7 +808,10 @@ constexpr size_t kW16ChunkElems = size_t{16} << 20;
 //  - for quantized weights (decode) that launch also takes the RmsNorm producing x
 //    (as its prologue) and the residual Add or SiluMul consuming its outputs (as its
 //    epilogue);
-//  - Rope(q), Rope(k), KvAppend(k), KvAppend(v) run as one launch (decode).
+//  - batched decode (more tokens, up to qmma_max_tokens) groups them the same way in
+//    one MMA launch, whose conversion of x computes the RmsNorm or SiluMul producing x
+//    and whose output stage adds the residual;
+//  - Rope(q), Rope(k), KvAppend(k), KvAppend(v) run as one launch.
 // Fusions need the nodes' tensor ids (Node::inputs matching the bound inputs). A fused
 // launch computes the same values as the separate ones; it writes every tensor the
 // separate launches write, except one whose memory the planner gave to a tensor the
@@ -916,8 +919,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         pq.head_dim != pk.head_dim || pq.rot_dims != pk.rot_dims ||
         pq.rope_style != pk.rope_style || k[0].shape.rows() != T || av[0].shape != ak[0].shape ||
         av[0].shape.rows() != T || ak[2].dtype != av[2].dtype || ak[2].shape != av[2].shape ||
-        av[0].shape.row_len() != int64_t{pk.n_heads} * pk.head_dim ||
-        cuda::rope_kv_smem_bytes(T, pq.n_heads, pk.n_heads, pq.head_dim) > cuda::kRopeKvMaxSmem)
+        av[0].shape.row_len() != int64_t{pk.n_heads} * pk.head_dim)
       return false;
     a = cuda::RopeKvArgs{};
     a.q = q[0].f32();
@@ -959,7 +961,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     a.heads_apart = (a.q_out == a.q || !overlap(oq, rq)) && !overlap(oq, rk) && !overlap(oq, rv) &&
                     (!a.k_out || ((a.k_out == a.k || !overlap(ok, rk)) && !overlap(ok, rq) &&
                                   !overlap(ok, rv) && !overlap(ok, oq)));
-    return true;
+    // Without that, one block stages everything (so only a few tokens).
+    return a.heads_apart ||
+           cuda::rope_kv_smem_bytes(T, pq.n_heads, pk.n_heads, pq.head_dim) <= cuda::kRopeKvMaxSmem;
   };
 
   // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
@@ -1091,6 +1095,126 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
+  // Batched decode and short prefill: quantized matmuls of one x (up to kQMmaMaxSegs)
+  // as one MMA launch. The conversion of x to f16 computes the RmsNorm or SiluMul that
+  // produced x (so it needs no launch of its own), and a residual Add after a single
+  // matmul runs in the kernel that writes its y. Returns the last node covered, or -1.
+  struct X16 {
+    const uint8_t* ptr = nullptr;
+    Shape shape;
+    bool fragment_order = false;  // qmma's layout, else row-major (qgemm)
+  };
+  // (Not what the GEMV takes: its 16-bit activations are more exact than f16.)
+  auto qmma_ok = [&](size_t i) {
+    if (op_at(i) != Op::MatMul || !is_quant(ins[i][1].dtype) || qgemv_ok(i)) return false;
+    const Arg& x = ins[i][0];
+    return x.shape.rows() <= ctx_->qmma_max_tokens && aligned16(x.ptr);
+  };
+  // Element-wise reads and writes may share memory exactly, not in part.
+  auto same_or_apart = [](const Region& a, const Region& b) {
+    return !a.overlaps(b) || (a.p == b.p && a.bytes == b.bytes);
+  };
+  auto try_qmma = [&](size_t ni, const X16& x16_before, X16& x16_after) -> int64_t {
+    const Op pro_op = op_at(ni);
+    const bool has_pro = ids && (pro_op == Op::RmsNorm || pro_op == Op::SiluMul) &&
+                         qmma_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni) &&
+                         ins[ni][0].shape == outs[ni].shape &&
+                         (pro_op == Op::RmsNorm || ins[ni][1].shape == outs[ni].shape);
+    const size_t m0 = has_pro ? ni + 1 : ni;
+    if (!qmma_ok(m0)) return -1;
+    size_t m1 = m0;
+    while (m1 + 1 - m0 < static_cast<size_t>(cuda::kQMmaMaxSegs) && same_x(m0, m1 + 1)) m1++;
+    // The residual Add: y of the single matmul plus the other input, of y's shape.
+    const size_t e = m1 + 1;
+    int res_k = -1;
+    if (ids && m1 == m0 && op_at(e) == Op::Add) {
+      for (int k = 0; k < 2; k++)
+        if (in_id(e, k) == out_id(m0) && in_id(e, 1 - k) != out_id(m0) &&
+            ins[e][1 - k].shape == outs[m0].shape && outs[e].shape == outs[m0].shape)
+          res_k = 1 - k;
+    }
+    if (res_k >= 0) {
+      const Region out2 = region_of(outs[e]), res = region_of(ins[e][res_k]);
+      if (!same_or_apart(out2, res) || !aligned16(outs[e].ptr)) res_k = -1;
+    }
+    const size_t last = res_k >= 0 ? e : m1;
+    auto read_after = [&](TensorId id) {
+      const auto lu = last_use.find(id);
+      return lu != last_use.end() && lu->second > static_cast<int>(last);
+    };
+    cuda::QMmaConvertArgs cv;
+    cv.T = ins[m0][0].shape.rows();
+    cv.K = ins[m0][0].shape.row_len();
+    cv.x = ins[m0][0].f32();
+    std::string suffix;
+    if (has_pro) {
+      // The node's own output only for readers after the launch; it may be its input.
+      const Arg& in0 = ins[ni][0];
+      if (!aligned16(in0.ptr)) return -1;
+      cv.x = in0.f32();
+      cv.out = read_after(out_id(ni)) ? outs[ni].f32_mut() : nullptr;
+      if (pro_op == Op::RmsNorm) {
+        cv.kind = cuda::QMmaInput::RmsNorm;
+        cv.norm_w = ins[ni][1].ptr;
+        cv.norm_type = ins[ni][1].dtype;
+        cv.eps = nodes[ni].node->params.eps;
+        suffix = "+rms_norm";
+      } else {
+        if (!aligned16(ins[ni][1].ptr)) return -1;
+        cv.kind = cuda::QMmaInput::SiluMul;
+        cv.x2 = ins[ni][1].f32();
+        suffix = "+silu_mul";
+      }
+      if (cv.out) {
+        const Region o = region_of(outs[ni]);
+        for (size_t k = 0; k < (pro_op == Op::SiluMul ? 2 : 1); k++)
+          if (!same_or_apart(o, region_of(ins[ni][k]))) return -1;
+      }
+    }
+    const bool convert =
+        has_pro || !(x16_before.ptr == ins[m0][0].ptr && x16_before.shape == ins[m0][0].shape &&
+                     x16_before.fragment_order);
+
+    cuda::QMmaArgs qa;
+    qa.T = cv.T;
+    qa.n_segs = static_cast<int>(m1 - m0 + 1);
+    int64_t Ns[cuda::kQMmaMaxSegs] = {}, n_total = 0;
+    std::string label = format("qmatmul %s T=%lld:", dtype_name(ins[m0][1].dtype), (long long)qa.T);
+    for (size_t m = m0; m <= m1; m++) {
+      cuda::QMmaSeg& sg = qa.segs[m - m0];
+      sg.w = qview(m, 1);
+      if (ins[m].size() > 2) {
+        sg.bias = ins[m][2].ptr;
+        sg.bias_type = ins[m][2].dtype;
+      }
+      // With the residual epilogue y itself only for readers after the Add.
+      sg.y = res_k < 0 || read_after(out_id(m)) ? outs[m].f32_mut() : nullptr;
+      Ns[m - m0] = sg.w.N;
+      n_total += sg.w.N;
+      label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)cv.K);
+    }
+    if (res_k >= 0) {
+      qa.residual = ins[e][res_k].f32();
+      qa.out2 = outs[e].f32_mut();
+      suffix += "+residual";
+    }
+    qa.splits = cuda::qmma_splits(ins[m0][1].dtype, qa.T, Ns, qa.n_segs, cv.K, n_sms);
+    need_x16 = std::max(need_x16, cuda::qmma_x16_elems(qa.T, cv.K));
+    need_partials = std::max(need_partials, cuda::qmma_partials_floats(qa.T, n_total, qa.splits));
+    emit(
+        label + (suffix.empty() ? "" : " " + suffix),
+        [=](cudaStream_t s) {
+          if (convert) cuda::qmma_convert(s, cv, scratch->x16);
+          cuda::QMmaArgs a = qa;
+          a.x16 = scratch->x16;
+          a.partials = scratch->partials;
+          cuda::qmma(s, a);
+        },
+        format("qmma_%s%s", dtype_name(ins[m0][1].dtype), suffix.c_str()));
+    x16_after = X16{ins[m0][0].ptr, ins[m0][0].shape, true};
+    return static_cast<int64_t>(last);
+  };
+
   // The four as one launch (a block per head, or one block staging everything).
   auto try_rope_kv = [&](size_t ni) -> bool {
     cuda::RopeKvArgs a;
@@ -1102,11 +1226,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   // A GEMV (few tokens) reads x once per weight row; consecutive matmuls of one x
   // (q/k/v, gate/up) share one launch, which saves launches and fills the GPU better
   // for the small matrices. The results are the same bits as separate launches.
-  struct X16 {
-    const uint8_t* ptr = nullptr;
-    Shape shape;
-    bool fragment_order = false;  // qmma's layout, else row-major (qgemm)
-  } x16_holds;  // what the f16 activation scratch holds at this point of the program
+  X16 x16_holds;  // what the f16 activation scratch holds at this point of the program
   for (size_t ni = 0; ni < n_nodes; ni++) {
     iter_first = ni;
     iter_starts.push_back(ni);
@@ -1125,6 +1245,13 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         continue;
       }
     }
+    if (node.op == Op::RmsNorm || node.op == Op::SiluMul || node.op == Op::MatMul) {
+      const int64_t last = try_qmma(ni, x16_before, x16_holds);
+      if (last >= 0) {
+        ni = static_cast<size_t>(last);
+        continue;
+      }
+    }
     if (try_rope_kv(ni)) {
       ni += 3;
       continue;
@@ -1135,33 +1262,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = in[1].shape.rows();
       const Arg b = in.size() > 2 ? in[2] : Arg{};
       const cuda::QMatrix w = qview(ni, 1);
-      if (T <= ctx_->qmma_max_tokens) {
-        // Batched decode: the quantized blocks straight into the tensor cores.
-        cuda::QMmaArgs qa;
-        qa.T = T;
-        qa.w = w;
-        qa.bias = b.ptr;
-        qa.bias_type = b.dtype;
-        qa.y = out.f32_mut();
-        qa.splits = cuda::qmma_splits(T, N, K, n_sms);
-        need_x16 = std::max(need_x16, cuda::qmma_x16_elems(T, K));
-        need_partials = std::max(need_partials, cuda::qmma_partials_floats(T, N, qa.splits));
-        const bool convert =
-            !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && x16_before.fragment_order);
-        emit(
-            format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
-                   (long long)N, (long long)K),
-            [=](cudaStream_t s) {
-              if (convert) cuda::qmma_convert_x(s, x.f32(), T, K, scratch->x16);
-              cuda::QMmaArgs a = qa;
-              a.x16 = scratch->x16;
-              a.partials = scratch->partials;
-              cuda::qmma(s, a);
-            },
-            format("qmma_%s", dtype_name(w.type)));
-        x16_holds = X16{x.ptr, x.shape, true};
-        continue;
-      }
       need_w16 = std::max(need_w16, std::min<size_t>(static_cast<size_t>(N) * K,
                                                      std::max<size_t>(kW16ChunkElems, K)));
       need_x16 = std::max(need_x16, static_cast<size_t>(T * K));

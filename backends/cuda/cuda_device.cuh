@@ -159,6 +159,17 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// SiLU as HF computes it in float32 (accurate expf: there is no --use_fast_math).
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+
+// Threads per row of the norm kernels: enough to cover a row in a few steps, a multiple
+// of 32 (the block sum's order, so kernels that fuse a norm get its bits).
+inline int norm_threads(int64_t d) {
+  int t = 32;
+  while (t < 1024 && t < d / 4) t *= 2;
+  return t;
+}
+
 __device__ __forceinline__ void report(int* err, int bit) {
   if (err) atomicOr(err, bit);
 }

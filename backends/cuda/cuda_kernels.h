@@ -100,27 +100,54 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
 
 // ---- qmma.cu: batched decode and short prefill on the tensor cores ----------------------
 
-// y[T, N] = x · Wᵀ (+ bias), reading the quantized blocks directly (see qmma.cu): the
-// values of qgemm (x and each weight rounded to f16 once, float32 sums). x must first
-// be converted by qmma_convert_x into x16 (qmma_x16_elems halves) in the kernel's
-// fragment order; matmuls of one x share it. More tokens than kQMmaMaxTokens go
-// through qgemm (cuBLAS), which is faster there.
+// y_s[T, N_s] = x · W_sᵀ (+ bias_s) for up to kQMmaMaxSegs matrices of one dtype and K
+// (q/k/v, gate/up), reading the quantized blocks directly (see qmma.cu): the values of
+// qgemm (x and each weight rounded to f16 once, float32 sums). x must first be
+// converted by qmma_convert into x16 (qmma_x16_elems halves) in the kernel's fragment
+// order; matmuls of one x share it. More tokens than kQMmaMaxTokens go through qgemm
+// (cuBLAS), which is faster there.
 constexpr int64_t kQMmaMaxTokens = 128;
+constexpr int kQMmaMaxSegs = 3;
 size_t qmma_x16_elems(int64_t T, int64_t K);
 // Raises the kernels' shared memory limit on the current device (outside stream capture).
 void qmma_prepare();
-void qmma_convert_x(cudaStream_t stream, const float* x, int64_t T, int64_t K, __half* x16);
-// Column splits for a matrix: more than one when its row tiles alone cannot fill the
-// GPU; the splits then need partials (added up by a second kernel).
-int qmma_splits(int64_t T, int64_t N, int64_t K, int n_sms);
-size_t qmma_partials_floats(int64_t T, int64_t N, int splits);
-struct QMmaArgs {
-  const __half* x16 = nullptr;
-  int64_t T = 0;
+
+// What qmma_convert rounds into x16: x itself, or the node that produced x computed on
+// the way (its float32 output `out` written only when set, for readers elsewhere):
+//  - RmsNorm: rms_norm(x) * norm_w, one block per token, the bits of rms_norm();
+//  - SiluMul: silu(x) * x2, element-wise, the bits of the SiluMul kernel.
+enum class QMmaInput { Plain, RmsNorm, SiluMul };
+struct QMmaConvertArgs {
+  QMmaInput kind = QMmaInput::Plain;
+  const float* x = nullptr;   // [T, K]
+  const float* x2 = nullptr;  // SiluMul: the up projection [T, K]
+  const void* norm_w = nullptr;
+  DType norm_type = DType::F32;
+  float eps = 0.f;
+  float* out = nullptr;  // the fused node's output (nullptr: not written)
+  int64_t T = 0, K = 0;
+};
+void qmma_convert(cudaStream_t stream, const QMmaConvertArgs& a, __half* x16);
+
+// Column splits for matrices of N[0..n_segs) rows: more than one when their row tiles
+// alone cannot fill the GPU, chosen so the blocks come in whole waves; the splits then
+// need partials (added up by a second kernel). Call after qmma_prepare.
+int qmma_splits(DType type, int64_t T, const int64_t* N, int n_segs, int64_t K, int n_sms);
+size_t qmma_partials_floats(int64_t T, int64_t N_total, int splits);
+struct QMmaSeg {
   QMatrix w;
   const void* bias = nullptr;
   DType bias_type = DType::F32;
-  float* y = nullptr;
+  float* y = nullptr;  // nullptr: not written (only the epilogue's out2 is read)
+};
+struct QMmaArgs {
+  const __half* x16 = nullptr;
+  int64_t T = 0;
+  QMmaSeg segs[kQMmaMaxSegs];
+  int n_segs = 0;
+  // Residual epilogue (one segment): out2 = residual + y. out2 may be residual itself.
+  const float* residual = nullptr;
+  float* out2 = nullptr;
   int splits = 1;
   float* partials = nullptr;
 };

@@ -9,13 +9,6 @@ namespace cuda {
 
 namespace {
 
-// Threads per row: enough to cover a row in a few steps, a multiple of 32.
-int norm_threads(int64_t d) {
-  int t = 32;
-  while (t < 1024 && t < d / 4) t *= 2;
-  return t;
-}
-
 __global__ void rms_norm_kernel(const float* __restrict__ x, const void* w, int w_type,
                                 float* __restrict__ y, int64_t d, float eps) {
   __shared__ float red[32];

@@ -74,8 +74,6 @@ struct Params {
   int* err;
 };
 
-__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
-
 __device__ __forceinline__ uint4 lds16(const uint8_t* p) {
   return *reinterpret_cast<const uint4*>(p);
 }

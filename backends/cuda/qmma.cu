@@ -1,5 +1,6 @@
 // Batched-decode GEMM over Q4_0 / Q8_0 matrices in the split layout: y[T, N] = x · Wᵀ
-// (+ bias) on the tensor cores (mma.sync m16n8k16, f16 operands, f32 accumulators),
+// (+ bias) for up to three matrices of one x (q/k/v, gate/up: their row tiles side by
+// side in one grid) on the tensor cores (mma.sync m16n8k16, f16 operands, f32 accumulators),
 // reading the quantized blocks straight from memory: one pass over the weights per
 // 64 tokens, where dequantizing the whole matrix to f16 for cuBLAS reads and writes it
 // several times over.
@@ -25,8 +26,13 @@
 //
 // Few row tiles (N / 128) cannot fill the GPU, so the columns are split (split-K):
 // each split writes float32 partials and a second kernel adds them in split order
-// (deterministic), adds the bias and writes y.
+// (deterministic), adds the bias and writes y. A residual add after the matmul runs in
+// whichever kernel writes y.
+//
+// The conversion of x into fragment order can compute the node that produced x on the
+// way (an RmsNorm, a SiLU-gated product), so that node needs no launch of its own.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include "backends/cuda/cuda_device.cuh"
@@ -45,17 +51,46 @@ constexpr int kChunk = 128;                       // columns per iteration: 4 qu
 constexpr int kSteps = kChunk / 16;               // k16 MMA steps per chunk
 constexpr int kMaxNT = 8;                         // n8 tiles (tokens / 8) per block
 
-struct Params {
-  const __half* x16;  // fragment order, [chunks][kSteps][Tpad][16]
-  int T, Tpad, K, N, nb, ss, n_chunks;
+// One matrix of the launch; its row tiles are blockIdx.x in [tile0, next seg's tile0),
+// its outputs columns [n0, n0 + N) of the partials.
+struct SegParams {
   const uint8_t* qs;
   const uint16_t* sc;
   const void* bias;
-  int bias_type;
   float* y;
-  int splits, chunks_per_split;
-  float* partials;  // [splits][T][N] when splits > 1
+  int ss, N, tile0, n0, bias_type;
 };
+
+struct Params {
+  const __half* x16;  // fragment order, [chunks][kSteps][Tpad][16]
+  int T, Tpad, K, nb, n_chunks;
+  SegParams seg[kQMmaMaxSegs];
+  int n_segs, N_total;
+  const float* residual;  // residual epilogue (one segment): out2 = residual + y
+  float* out2;
+  int splits, chunks_per_split;
+  float* partials;  // [splits][T][N_total] when splits > 1
+};
+
+// The segment that holds row tile / output column `key` (selects, no indexed loads
+// from the parameter space).
+template <typename F>
+__device__ __forceinline__ SegParams seg_of(const Params& p, int key, F start) {
+  SegParams s = p.seg[0];
+#pragma unroll
+  for (int i = 1; i < kQMmaMaxSegs; i++)
+    if (i < p.n_segs && key >= start(p.seg[i])) s = p.seg[i];
+  return s;
+}
+
+// y and the residual epilogue's out2 for output (t, n) of segment s.
+__device__ __forceinline__ void store_out(const Params& p, const SegParams& s, int t, int n,
+                                          float v) {
+  if (s.bias) v += load_any(s.bias, s.bias_type, n);
+  const size_t i = static_cast<size_t>(t) * s.N + n;
+  if (s.y) s.y[i] = v;
+  if (p.out2) p.out2[i] = p.residual[i] + v;
+}
 
 __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -116,7 +151,8 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
   St* stage = reinterpret_cast<St*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, c = lane & 3;
-  const int row0 = blockIdx.x * kRowsPerBlock;
+  const SegParams sg = seg_of(p, blockIdx.x, [](const SegParams& s) { return s.tile0; });
+  const int row0 = (blockIdx.x - sg.tile0) * kRowsPerBlock;
   const int tok0 = blockIdx.y * kTok;
   const int split = blockIdx.z;
   const int ch0 = split * p.chunks_per_split;
@@ -128,15 +164,15 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
     constexpr int kRowPieces = 4 * kQB / 16;  // 16-byte pieces per row and chunk
     for (int i = tid; i < kRowsPerBlock * kRowPieces; i += kThreads) {
       const int r = i / kRowPieces, piece = i % kRowPieces;
-      const int row = min(row0 + r, p.N - 1);
+      const int row = min(row0 + r, sg.N - 1);
       const int blk = ch * 4 + piece * 16 / kQB;
       cp_async16_zfill(&S.q[r][piece * 16],
-                       p.qs + (static_cast<size_t>(row) * p.nb + blk) * kQB + piece * 16 % kQB,
+                       sg.qs + (static_cast<size_t>(row) * p.nb + blk) * kQB + piece * 16 % kQB,
                        blk < p.nb);
     }
     for (int r = tid; r < kRowsPerBlock; r += kThreads) {
-      const int row = min(row0 + r, p.N - 1);
-      cp_async8(&S.d[r][0], p.sc + static_cast<size_t>(row) * p.ss + ch * 4);
+      const int row = min(row0 + r, sg.N - 1);
+      cp_async8(&S.d[r][0], sg.sc + static_cast<size_t>(row) * sg.ss + ch * 4);
     }
     constexpr int kXPieces = kSteps * kTok * 2;
     for (int i = tid; i < kXPieces; i += kThreads) {
@@ -205,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
   cp_async_wait<0>();
 
   // acc[mt][nt]: rows row_base + mt*16 + g (+8), tokens tok0 + nt*8 + 2c (+1).
-  const int row_base = row0 + warp * kMT * 16;
+  const int row_base = row0 + warp * kMT * 16;  // of the segment
   auto for_each_out = [&](auto&& fn) {
 #pragma unroll
     for (int mt = 0; mt < kMT; mt++)
@@ -215,33 +251,31 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
         for (int i = 0; i < 4; i++) {
           const int n = row_base + mt * 16 + g + (i >> 1) * 8;
           const int t = tok0 + nt * 8 + 2 * c + (i & 1);
-          if (n < p.N && t < p.T) fn(n, t, acc[mt][nt][i]);
+          if (n < sg.N && t < p.T) fn(n, t, acc[mt][nt][i]);
         }
   };
   if (p.splits == 1) {
-    for_each_out([&](int n, int t, float v) {
-      if (p.bias) v += load_any(p.bias, p.bias_type, n);
-      p.y[static_cast<size_t>(t) * p.N + n] = v;
-    });
+    for_each_out([&](int n, int t, float v) { store_out(p, sg, t, n, v); });
     return;
   }
-  float* part = p.partials + static_cast<size_t>(split) * p.T * p.N;
-  for_each_out([&](int n, int t, float v) { part[static_cast<size_t>(t) * p.N + n] = v; });
+  float* part = p.partials + static_cast<size_t>(split) * p.T * p.N_total + sg.n0;
+  for_each_out([&](int n, int t, float v) { part[static_cast<size_t>(t) * p.N_total + n] = v; });
 }
 
-// y = the splits' partials added in split order (+ bias): every multiprocessor takes
-// part, where one block per tile would add them up one after another.
-__global__ void reduce_kernel(const float* __restrict__ partials, int splits, int64_t T, int64_t N,
-                              const void* bias, int bias_type, float* __restrict__ y) {
-  const int64_t total = T * N;
+// y = the splits' partials added in split order (+ bias, + the epilogue): every
+// multiprocessor takes part, where one block per tile would add them up one after
+// another.
+__global__ void reduce_kernel(const Params p) {
+  const int64_t total = static_cast<int64_t>(p.T) * p.N_total;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
     float v = 0.f;
 #pragma unroll 8
-    for (int sp = 0; sp < splits; sp++) v += __ldcg(partials + sp * total + i);
-    if (bias) v += load_any(bias, bias_type, i % N);
-    y[i] = v;
+    for (int sp = 0; sp < p.splits; sp++) v += __ldcg(p.partials + sp * total + i);
+    const int t = static_cast<int>(i / p.N_total), col = static_cast<int>(i % p.N_total);
+    const SegParams sg = seg_of(p, col, [](const SegParams& s) { return s.n0; });
+    store_out(p, sg, t, col - sg.n0, v);
   }
 }
 
@@ -251,31 +285,95 @@ __device__ __forceinline__ __half sat_half(float v) {
   return __float2half_rn(v);
 }
 
-// One thread per (chunk, step, token): 4 elements of each of the chunk's 4 blocks.
-__global__ void convert_x_kernel(const float* __restrict__ x, int T, int Tpad, int K, int n_chunks,
+// Four values of one token, as fragment order stores them: (e0, e2, e1, e3).
+__device__ __forceinline__ void put4(__half* h, float4 v) {
+  h[0] = sat_half(v.x);
+  h[1] = sat_half(v.z);
+  h[2] = sat_half(v.y);
+  h[3] = sat_half(v.w);
+}
+
+// Group i of x16: chunk, k16 step and token.
+struct Group {
+  int ch, s, t;
+};
+__device__ __forceinline__ Group group_of(int64_t i, int Tpad) {
+  return {static_cast<int>(i / (static_cast<int64_t>(Tpad) * kSteps)),
+          static_cast<int>((i / Tpad) % kSteps), static_cast<int>(i % Tpad)};
+}
+
+__device__ __forceinline__ void store_group(__half* x16, int64_t i, const __half* h) {
+  uint4* dst = reinterpret_cast<uint4*>(x16 + i * 16);
+  dst[0] = *reinterpret_cast<const uint4*>(&h[0]);
+  dst[1] = *reinterpret_cast<const uint4*>(&h[8]);
+}
+
+// One thread per (chunk, step, token): 4 elements of each of the chunk's 4 blocks; x
+// itself or, kSilu, silu(x) * x2 (written to `out` as well when set).
+template <bool kSilu>
+__global__ void convert_x_kernel(const QMmaConvertArgs a, int Tpad, int n_chunks,
                                  __half* __restrict__ out) {
+  const int T = static_cast<int>(a.T), K = static_cast<int>(a.K);
   const int64_t total = static_cast<int64_t>(n_chunks) * kSteps * Tpad;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
-    const int t = static_cast<int>(i % Tpad);
-    const int s = static_cast<int>((i / Tpad) % kSteps);
-    const int ch = static_cast<int>(i / (static_cast<int64_t>(Tpad) * kSteps));
+    const Group g = group_of(i, Tpad);
+    __half h[16];
+#pragma unroll
+    for (int blk = 0; blk < 4; blk++) {
+      const int k = g.ch * kChunk + blk * 32 + 4 * g.s;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (g.t < T && k < K) {
+        const size_t at = static_cast<size_t>(g.t) * K + k;
+        v = __ldg(reinterpret_cast<const float4*>(a.x + at));
+        if constexpr (kSilu) {
+          const float4 u = *reinterpret_cast<const float4*>(a.x2 + at);
+          v = make_float4(silu(v.x) * u.x, silu(v.y) * u.y, silu(v.z) * u.z, silu(v.w) * u.w);
+          if (a.out) *reinterpret_cast<float4*>(a.out + at) = v;
+        }
+      }
+      put4(&h[blk * 4], v);
+    }
+    store_group(out, i, h);
+  }
+}
+
+// One block per token (Tpad blocks; the padding tokens get zeros): the token's sum of
+// squares in rms_norm_kernel's order (same threads, so the same bits), then its
+// normalized values into x16 (and `out` when set).
+__global__ void convert_rms_norm_kernel(const QMmaConvertArgs a, int Tpad, int n_chunks,
+                                        __half* __restrict__ out) {
+  __shared__ float red[32];
+  const int t = blockIdx.x, K = static_cast<int>(a.K);
+  const bool real = t < a.T;
+  const float* xr = a.x + static_cast<size_t>(t) * K;
+  float inv = 0.f;
+  if (real) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
+    ss = block_sum(ss, red);
+    inv = 1.f / sqrtf(ss / static_cast<float>(K) + a.eps);
+  }
+  const int w_type = static_cast<int>(a.norm_type);
+  for (int gi = threadIdx.x; gi < n_chunks * kSteps; gi += blockDim.x) {
+    const int ch = gi / kSteps, s = gi % kSteps;
     __half h[16];
 #pragma unroll
     for (int blk = 0; blk < 4; blk++) {
       const int k = ch * kChunk + blk * 32 + 4 * s;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (t < T && k < K)
-        v = __ldg(reinterpret_cast<const float4*>(x + static_cast<size_t>(t) * K + k));
-      h[blk * 4 + 0] = sat_half(v.x);  // e0
-      h[blk * 4 + 1] = sat_half(v.z);  // e2
-      h[blk * 4 + 2] = sat_half(v.y);  // e1
-      h[blk * 4 + 3] = sat_half(v.w);  // e3
+      if (real && k < K) {
+        v = *reinterpret_cast<const float4*>(xr + k);
+        v.x = (v.x * inv) * load_any(a.norm_w, w_type, k);
+        v.y = (v.y * inv) * load_any(a.norm_w, w_type, k + 1);
+        v.z = (v.z * inv) * load_any(a.norm_w, w_type, k + 2);
+        v.w = (v.w * inv) * load_any(a.norm_w, w_type, k + 3);
+        if (a.out) *reinterpret_cast<float4*>(a.out + static_cast<size_t>(t) * K + k) = v;
+      }
+      put4(&h[blk * 4], v);
     }
-    uint4* dst = reinterpret_cast<uint4*>(out + i * 16);
-    dst[0] = *reinterpret_cast<const uint4*>(&h[0]);
-    dst[1] = *reinterpret_cast<const uint4*>(&h[8]);
+    store_group(out, (static_cast<int64_t>(ch) * kSteps + s) * Tpad + t, h);
   }
 }
 
@@ -334,64 +432,130 @@ size_t qmma_x16_elems(int64_t T, int64_t K) {
   return static_cast<size_t>(n_chunks(K) * kSteps * tokens_padded(T) * 16);
 }
 
-int qmma_splits(int64_t T, int64_t N, int64_t K, int n_sms) {
-  // Tuning knobs for measurements: LLM_CUDA_QMMA_BLOCKS_PER_SM, LLM_CUDA_QMMA_MAX_SPLITS.
-  static const int64_t blocks_per_sm = env_int("LLM_CUDA_QMMA_BLOCKS_PER_SM", 2);
+// Blocks of the kernel for T tokens that fit on one multiprocessor at once.
+template <bool kQ4>
+int blocks_per_sm(int64_t T) {
+  int n = 0;
+  auto query = [&](auto kernel, size_t smem) {
+    LLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+  };
+  switch (tokens_per_block(T) / 8) {
+    case 2:
+      query(qmma_kernel<kQ4, 2>, smem_bytes<kQ4, 2>());
+      break;
+    case 4:
+      query(qmma_kernel<kQ4, 4>, smem_bytes<kQ4, 4>());
+      break;
+    default:
+      query(qmma_kernel<kQ4, kMaxNT>, smem_bytes<kQ4, kMaxNT>());
+  }
+  return std::max(1, n);
+}
+
+int qmma_splits(DType type, int64_t T, const int64_t* N, int n_segs, int64_t K, int n_sms) {
+  // Tuning knob for measurements: LLM_CUDA_QMMA_MAX_SPLITS.
   static const int64_t max_splits = env_int("LLM_CUDA_QMMA_MAX_SPLITS", 8);
-  const int64_t tiles = (N + kRowsPerBlock - 1) / kRowsPerBlock *
-                        ((T + tokens_per_block(T) - 1) / tokens_per_block(T));
-  // About two blocks per multiprocessor, at most 8 splits of at least 2 chunks: the
-  // partials are written and read once more.
-  const int64_t want = (blocks_per_sm * n_sms + tiles - 1) / tiles;
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>({want, max_splits, n_chunks(K) / 2})));
+  const bool q4 = type == DType::Q4_0;
+  int64_t row_tiles = 0;
+  for (int i = 0; i < n_segs; i++) row_tiles += (N[i] + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t tiles = row_tiles * ((T + tokens_per_block(T) - 1) / tokens_per_block(T));
+  const int64_t slots = int64_t{n_sms} * (q4 ? blocks_per_sm<true>(T) : blocks_per_sm<false>(T));
+  const int64_t chunks = n_chunks(K), fill = (q4 ? stages<true>() : stages<false>()) - 1;
+  // A block's time is about its chunks plus the pipeline's fill, and a launch takes as
+  // many of those as it has waves of blocks: a last wave a quarter full costs a whole
+  // one. More splits also write and add more partials, so ties go to fewer.
+  int best = 1;
+  int64_t best_cost = INT64_MAX;
+  for (int64_t s = 1; s <= std::max<int64_t>(1, std::min(max_splits, chunks / 2)); s++) {
+    const int64_t waves = (tiles * s + slots - 1) / slots;
+    const int64_t cost = waves * ((chunks + s - 1) / s + fill);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = static_cast<int>(s);
+    }
+  }
+  return best;
 }
 
-size_t qmma_partials_floats(int64_t T, int64_t N, int splits) {
-  return splits > 1 ? static_cast<size_t>(splits) * T * N : 0;
+size_t qmma_partials_floats(int64_t T, int64_t N_total, int splits) {
+  return splits > 1 ? static_cast<size_t>(splits) * T * N_total : 0;
 }
 
-void qmma_convert_x(cudaStream_t stream, const float* x, int64_t T, int64_t K, __half* x16) {
-  if (T <= 0) return;
-  const int64_t groups = n_chunks(K) * kSteps * tokens_padded(T);
-  convert_x_kernel<<<grid_for(groups, 256), 256, 0, stream>>>(
-      x, static_cast<int>(T), static_cast<int>(tokens_padded(T)), static_cast<int>(K),
-      static_cast<int>(n_chunks(K)), x16);
-  LLM_CUDA_CHECK_LAUNCH("qmma_convert_x");
+void qmma_convert(cudaStream_t stream, const QMmaConvertArgs& a, __half* x16) {
+  if (a.T <= 0) return;
+  if (a.K % 32 != 0 || !aligned16(a.x) || (a.x2 && !aligned16(a.x2)) ||
+      (a.out && !aligned16(a.out)))
+    fail("cuda qmma_convert: K %lld or x not 16-byte aligned", (long long)a.K);
+  const int Tpad = static_cast<int>(tokens_padded(a.T)), nc = static_cast<int>(n_chunks(a.K));
+  const int64_t groups = int64_t{nc} * kSteps * Tpad;
+  switch (a.kind) {
+    case QMmaInput::Plain:
+      convert_x_kernel<false><<<grid_for(groups, 256), 256, 0, stream>>>(a, Tpad, nc, x16);
+      break;
+    case QMmaInput::SiluMul:
+      if (!a.x2) fail("cuda qmma_convert: SiluMul without its second input");
+      convert_x_kernel<true><<<grid_for(groups, 256), 256, 0, stream>>>(a, Tpad, nc, x16);
+      break;
+    case QMmaInput::RmsNorm:
+      if (!a.norm_w) fail("cuda qmma_convert: RmsNorm without its weight");
+      convert_rms_norm_kernel<<<static_cast<unsigned>(Tpad), norm_threads(a.K), 0, stream>>>(
+          a, Tpad, nc, x16);
+      break;
+  }
+  LLM_CUDA_CHECK_LAUNCH("qmma_convert");
 }
 
 void qmma(cudaStream_t stream, const QMmaArgs& a) {
-  const int64_t T = a.T, K = a.w.K, N = a.w.N;
-  if (T <= 0 || N <= 0) return;
+  const int64_t T = a.T;
+  if (a.n_segs < 1 || a.n_segs > kQMmaMaxSegs) fail("cuda qmma: %d matrices", a.n_segs);
+  const QMatrix& w0 = a.segs[0].w;
+  const int64_t K = w0.K;
+  if (T <= 0) return;
   if (K % 32 != 0 || K / 32 > (int64_t{1} << 26)) fail("cuda qmma: bad K %lld", (long long)K);
   if (a.splits > 1 && !a.partials) fail("cuda qmma: splits without partials");
+  if (a.out2 && (a.n_segs != 1 || !a.residual)) fail("cuda qmma: bad residual epilogue");
   Params p{};
   p.x16 = a.x16;
   p.T = static_cast<int>(T);
   p.Tpad = static_cast<int>(tokens_padded(T));
   p.K = static_cast<int>(K);
-  p.N = static_cast<int>(N);
   p.nb = static_cast<int>(K / 32);
-  p.ss = static_cast<int>(a.w.scale_stride);
   p.n_chunks = static_cast<int>(n_chunks(K));
-  p.qs = a.w.qs;
-  p.sc = a.w.scales;
-  p.bias = a.bias;
-  p.bias_type = static_cast<int>(a.bias_type);
-  p.y = a.y;
+  int64_t tiles = 0, cols = 0;
+  for (int i = 0; i < a.n_segs; i++) {
+    const QMmaSeg& s = a.segs[i];
+    if (s.w.K != K || s.w.type != w0.type) fail("cuda qmma: matrices of different K or type");
+    if (s.w.N <= 0 || tiles + s.w.N / kRowsPerBlock + 1 > (int64_t{1} << 30))
+      fail("cuda qmma: bad N %lld", (long long)s.w.N);
+    SegParams& sp = p.seg[i];
+    sp.qs = s.w.qs;
+    sp.sc = s.w.scales;
+    sp.bias = s.bias;
+    sp.bias_type = static_cast<int>(s.bias_type);
+    sp.y = s.y;
+    sp.ss = static_cast<int>(s.w.scale_stride);
+    sp.N = static_cast<int>(s.w.N);
+    sp.tile0 = static_cast<int>(tiles);
+    sp.n0 = static_cast<int>(cols);
+    tiles += (s.w.N + kRowsPerBlock - 1) / kRowsPerBlock;
+    cols += s.w.N;
+  }
+  p.n_segs = a.n_segs;
+  p.N_total = static_cast<int>(cols);
+  p.residual = a.residual;
+  p.out2 = a.out2;
   p.splits = std::max(1, a.splits);
   p.chunks_per_split = (p.n_chunks + p.splits - 1) / p.splits;
   p.partials = a.partials;
-  const dim3 grid(static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock),
+  const dim3 grid(static_cast<unsigned>(tiles),
                   static_cast<unsigned>((T + tokens_per_block(T) - 1) / tokens_per_block(T)),
                   static_cast<unsigned>(p.splits));
-  if (a.w.type == DType::Q4_0)
+  if (w0.type == DType::Q4_0)
     launch<true>(stream, p, grid);
   else
     launch<false>(stream, p, grid);
   if (p.splits > 1) {
-    reduce_kernel<<<grid_for(T * N, 256), 256, 0, stream>>>(a.partials, p.splits, T, N, a.bias,
-                                                            static_cast<int>(a.bias_type), a.y);
+    reduce_kernel<<<grid_for(T * cols, 256), 256, 0, stream>>>(p);
     LLM_CUDA_CHECK_LAUNCH("qmma reduce_kernel");
   }
 }
