@@ -47,6 +47,13 @@ Node make_node(Op op, OpParams p) {
   return n;
 }
 
+Node make_node(Op op, std::vector<TensorId> inputs, TensorId output) {
+  Node n = make_node(op);
+  n.inputs = std::move(inputs);
+  n.output = output;
+  return n;
+}
+
 OneNode::OneNode(Backend& be, const Node& node, const std::vector<HostT>& ins, const HostT& out,
                  int inplace, int weight)
     : be_(be), node_(node) {

@@ -28,6 +28,8 @@ HostT f32_tensor(Shape s, std::vector<float> v);
 HostT i32_tensor(Shape s, const std::vector<int32_t>& v);
 
 Node make_node(Op op, OpParams p = {});
+// A node with tensor ids (what the backends' fusions follow).
+Node make_node(Op op, std::vector<TensorId> inputs, TensorId output);
 
 // One node on one backend: inputs uploaded to buffers of their own, the output
 // (initialised from `out`) downloaded after the compiled program ran. inplace >= 0

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -246,6 +247,69 @@ TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[v
   }
 }
 
+// Batched decode: the split-K reduce of the tensor-core GEMM also computes the SiluMul
+// of gate and up (after up) and the residual Add (after o), as the separate nodes would.
+TEST_CASE("vulkan's tensor-core GEMM adds the residual and the SiLU product in its reduce",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  Backend* gpu = coop_backend();
+  if (!gpu) {
+    WARN("no VK_NV_cooperative_matrix GEMM on " << shared_vulkan().info().name << ": skipped");
+    return;
+  }
+  std::mt19937 rng(14);
+  const int64_t T = 40, K = 1024, F = 130, N = 96;  // K >= 512: the columns are split
+  // Tensor ids: x 0, gate/up/o weights 1/2/6, gate 3, up 4, act 5, o 7, residual 8, sum 9.
+  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
+             act = make_node(Op::SiluMul, {3, 4}, 5), mo = make_node(Op::MatMul, {0, 6}, 7),
+             add = make_node(Op::Add, {8, 7}, 9);
+  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+    DYNAMIC_SECTION(dtype_name(wt)) {
+      const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
+                        wo = quantize_random(wt, N, K, rng);
+      const std::vector<float> x = uniform(T * K, rng), res = uniform(T * N, rng);
+      auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+        TestBuffers b(be);
+        const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+        auto out = [&](int64_t n) {
+          return TensorRef{b.put(Bytes(T * n * 4)), 0, DType::F32, {T, n}};
+        };
+        // act takes the gate's place, as the memory planner lays them out.
+        const TensorRef gr = out(F), ur = out(F), ar = gr, yr = out(N), sr = out(N);
+        const TensorRef rr{b.put(to_bytes(res)), 0, DType::F32, {T, N}};
+        auto prog = be.compile({BoundNode{&mg, {xr, b.weight(wg, wt, F, K, quant)}, gr},
+                                BoundNode{&mu, {xr, b.weight(wu, wt, F, K, quant)}, ur},
+                                BoundNode{&act, {gr, ur}, ar},
+                                BoundNode{&mo, {xr, b.weight(wo, wt, N, K, quant)}, yr},
+                                BoundNode{&add, {rr, yr}, sr}});
+        prog->run();
+        if (ds) *ds = prog->dispatches();
+        std::vector<float> all;
+        for (const TensorRef& r : {gr, ur, ar, yr, sr}) {
+          std::vector<float> v(r.shape.numel());
+          be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
+          all.insert(all.end(), v.begin(), v.end());
+        }
+        return all;
+      };
+      auto cpu = make_cpu_backend(2);
+      std::vector<Program::Dispatch> ds;
+      const std::vector<float> want = run(*cpu, false, nullptr);
+      const std::vector<float> got = run(*gpu, true, &ds);
+      const double err = max_rel_error(got, want);
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-2);  // x and the weights in fp16, as every tensor-core product
+      std::map<std::string, std::vector<int>> fused;
+      for (const Program::Dispatch& d : ds)
+        if (d.kernel.rfind("matmul_reduce", 0) == 0 && d.nodes.size() > 1) {
+          fused[d.kernel.substr(d.kernel.find('+'))] = d.nodes;
+        }
+      CHECK(fused["+silu_mul"] == std::vector<int>{1, 2});
+      CHECK(fused["+add"] == std::vector<int>{3, 4});
+    }
+  }
+}
+
 TEST_CASE("vulkan: fixtures through the tensor-core GEMM stay within the fp16 bound",
           "[vulkan][models]") {
   VULKAN_TEST();
@@ -329,16 +393,8 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
   std::mt19937 rng(13);
   const int64_t K = 192, F = 96;
   // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
-  Node mg = make_node(Op::MatMul), mu = make_node(Op::MatMul), act = make_node(Op::SiluMul),
-       md = make_node(Op::MatMul);
-  mg.inputs = {0, 1};
-  mg.output = 3;
-  mu.inputs = {0, 2};
-  mu.output = 4;
-  act.inputs = {3, 4};
-  act.output = 5;
-  md.inputs = {5, 6};
-  md.output = 7;
+  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
+             act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
   for (DType wt : {DType::Q4_0, DType::Q8_0})
     for (int64_t T : {1, 3}) {
       DYNAMIC_SECTION(dtype_name(wt) << " T=" << T) {

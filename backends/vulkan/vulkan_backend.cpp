@@ -584,6 +584,31 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     return -1;
   };
 
+  // Whether node i + 1 is SiluMul(gate, node i's product) with a gate of its shape that
+  // the split-K reduce of node i may compute without races: its output may take the
+  // place of the gate or of the product exactly (each invocation reads both, then
+  // writes), not overlap them in part or anything else.
+  auto silu_after = [&](size_t i) -> bool {
+    if (i + 1 >= nodes.size()) return false;
+    const BoundNode &mm = nodes[i], &an = nodes[i + 1];
+    if (!an.node || an.node->op != Op::SiluMul || an.inputs.size() != 2 ||
+        an.node->inputs.size() != 2 || mm.node->inputs.size() != mm.inputs.size() ||
+        an.node->inputs[1] != mm.node->output || an.node->inputs[0] == mm.node->output)
+      return false;
+    const TensorRef& g = an.inputs[0];
+    const int64_t n = mm.output.shape.numel();
+    if (g.dtype != DType::F32 || g.shape.numel() != n || an.output.shape.numel() != n ||
+        g.offset % 4)
+      return false;
+    const Region o2 = region(an.output);
+    for (const Region& r : {region(g), region(mm.output)})
+      if (r.overlaps(o2) && !(r.begin == o2.begin && r.end == o2.end && r.buffer == o2.buffer))
+        return false;
+    for (const TensorRef& in : mm.inputs)
+      if (region(in).overlaps(o2)) return false;
+    return true;
+  };
+
   // Whether a matmul of T tokens runs as matmul_coop.
   auto use_coop = [&](int64_t T) { return coop_ && T > coop_gemv_max_tokens(); };
   // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
@@ -878,8 +903,41 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             for (uint32_t v : {x.push[2], y_push, static_cast<uint32_t>(T * N),
                                static_cast<uint32_t>(N), c.splits, bias ? 1u : 0u})
               r.push[r.push_words++] = v;
-            r.pipeline = &ctx_->pipeline("matmul_reduce", 3, {bias ? dt_code(in[2].dtype) : 0});
-            r.label = format("matmul_reduce x%u", c.splits);
+            // A residual Add (o, down) or the SiluMul of gate and this product (up) right
+            // after runs in the reduce: one dispatch and barrier less.
+            const int res = residual_add(ni);
+            const int32_t epi = res >= 0 ? 1 : silu_after(ni) ? 2 : 0;
+            if (epi) {
+              const BoundNode& an = nodes[ni + 1];
+              check_bound(an, "vulkan backend");
+              // bind() records into x: move the two bindings and regions to the reduce.
+              const uint32_t a_off = bind(an.inputs[epi == 1 ? res : 0], "the other input");
+              r.bindings.push_back(x.bindings.back());
+              x.bindings.pop_back();
+              r.reads.push_back(x.reads.back());
+              x.reads.pop_back();
+              const uint32_t o2_off = bind(an.output, "the second output", true);
+              r.bindings.push_back(x.bindings.back());
+              x.bindings.pop_back();
+              r.writes.push_back(x.writes.back());
+              x.writes.pop_back();
+              r.push[r.push_words++] = a_off;
+              r.push[r.push_words++] = o2_off;
+              r.nodes.push_back(static_cast<int>(ni + 1));
+              fused = 1;
+            } else {
+              // Unused (EPI 0): y again.
+              r.bindings.push_back(y_binding);
+              r.bindings.push_back(y_binding);
+              r.push[r.push_words++] = 0;
+              r.push[r.push_words++] = 0;
+            }
+            r.pipeline =
+                &ctx_->pipeline("matmul_reduce", 5, {bias ? dt_code(in[2].dtype) : 0, epi});
+            r.label = format("matmul_reduce x%u%s", c.splits,
+                             epi == 1   ? " +add"
+                             : epi == 2 ? " +silu_mul"
+                                        : "");
             grid(r, (static_cast<uint64_t>(T * N) + 63) / 64);
             merge = std::move(r);
             has_merge = true;
