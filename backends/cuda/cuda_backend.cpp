@@ -819,6 +819,10 @@ constexpr size_t kW16ChunkElems = size_t{16} << 20;
 // it writes shares memory with one it reads (a multi-block kernel cannot order those).
 std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   use_device(ctx_->device);
+  // Shared memory limits first: qmma_splits asks the occupancy API, which counts them.
+  cuda::qgemv_prepare(ctx_->smem_optin);
+  cuda::qmma_prepare(ctx_->smem_optin);
+  cuda::rope_kv_prepare();
   const int device = ctx_->device;
   const int n_sms = ctx_->n_sms, smem_optin = ctx_->smem_optin;
   auto resolve = [&](const TensorRef& r, const std::string& node, const char* what) {
@@ -1108,7 +1112,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   auto qmma_ok = [&](size_t i) {
     if (op_at(i) != Op::MatMul || !is_quant(ins[i][1].dtype) || qgemv_ok(i)) return false;
     const Arg& x = ins[i][0];
-    return x.shape.rows() <= ctx_->qmma_max_tokens && aligned16(x.ptr);
+    return x.shape.rows() <= ctx_->qmma_max_tokens && aligned16(x.ptr) &&
+           cuda::qmma_fits(ins[i][1].dtype, x.shape.rows(), smem_optin);
   };
   // Element-wise reads and writes may share memory exactly, not in part.
   auto same_or_apart = [](const Region& a, const Region& b) {
@@ -1565,9 +1570,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     LLM_CUDA_CHECK(
         cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));
   }
-  cuda::qgemv_prepare(ctx_->smem_optin);
-  cuda::qmma_prepare();
-  cuda::rope_kv_prepare();
   // The last launch of an iteration computes its nodes; launches before it in the same
   // iteration (weight repacking) serve no node of their own.
   std::vector<Program::Dispatch> dispatches;

@@ -109,8 +109,12 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
 constexpr int64_t kQMmaMaxTokens = 128;
 constexpr int kQMmaMaxSegs = 3;
 size_t qmma_x16_elems(int64_t T, int64_t K);
-// Raises the kernels' shared memory limit on the current device (outside stream capture).
-void qmma_prepare();
+// Raises the kernels' shared memory limit on the current device (outside stream capture)
+// to what each needs, where that fits in smem_optin (cudaDeviceProp::
+// sharedMemPerBlockOptin). qmma_fits: whether the kernel for T tokens of this dtype
+// fits there (sm_86 offers 99 KB: q4 steps of 33-128 tokens take qgemm there).
+void qmma_prepare(int smem_optin);
+bool qmma_fits(DType type, int64_t T, int smem_optin);
 
 // What qmma_convert rounds into x16: x itself, or the node that produced x computed on
 // the way (its float32 output `out` written only when set, for readers elsewhere):

@@ -404,8 +404,11 @@ void launch(cudaStream_t stream, const Params& p, dim3 grid) {
   LLM_CUDA_CHECK_LAUNCH("qmma_kernel");
 }
 
+// Raises the kernel's limit where the device has the room (kernels that do not fit are
+// never launched: see qmma_fits).
 template <bool kQ4, int NT>
-void set_smem_limit() {
+void set_smem_limit(int smem_optin) {
+  if (smem_bytes<kQ4, NT>() > static_cast<size_t>(smem_optin)) return;
   LLM_CUDA_CHECK(cudaFuncSetAttribute(qmma_kernel<kQ4, NT>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(smem_bytes<kQ4, NT>())));
@@ -419,13 +422,29 @@ int64_t tokens_padded(int64_t T) {
 
 }  // namespace
 
-void qmma_prepare() {
-  set_smem_limit<true, 2>();
-  set_smem_limit<true, 4>();
-  set_smem_limit<true, kMaxNT>();
-  set_smem_limit<false, 2>();
-  set_smem_limit<false, 4>();
-  set_smem_limit<false, kMaxNT>();
+void qmma_prepare(int smem_optin) {
+  set_smem_limit<true, 2>(smem_optin);
+  set_smem_limit<true, 4>(smem_optin);
+  set_smem_limit<true, kMaxNT>(smem_optin);
+  set_smem_limit<false, 2>(smem_optin);
+  set_smem_limit<false, 4>(smem_optin);
+  set_smem_limit<false, kMaxNT>(smem_optin);
+}
+
+bool qmma_fits(DType type, int64_t T, int smem_optin) {
+  const bool q4 = type == DType::Q4_0;
+  size_t need = 0;
+  switch (tokens_per_block(T) / 8) {
+    case 2:
+      need = q4 ? smem_bytes<true, 2>() : smem_bytes<false, 2>();
+      break;
+    case 4:
+      need = q4 ? smem_bytes<true, 4>() : smem_bytes<false, 4>();
+      break;
+    default:
+      need = q4 ? smem_bytes<true, kMaxNT>() : smem_bytes<false, kMaxNT>();
+  }
+  return need <= static_cast<size_t>(smem_optin);
 }
 
 size_t qmma_x16_elems(int64_t T, int64_t K) {
