@@ -109,8 +109,9 @@ TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the ans
   TempDir tmp;
   const std::string session = "llmrt_chat_" + std::to_string(getpid());
   // A long context so that an unlimited answer is still running when Ctrl-C comes.
-  const std::string run = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
-                          " --device cpu --temperature 0 --max-tokens -1 --context-size 60000 --ignore-eos";
+  const std::string run =
+      std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+      " --device cpu --temperature 0 --max-tokens -1 --context-size 60000 --ignore-eos";
   REQUIRE(std::system(("LLMRT_CACHE=" + tmp.path() + " tmux new-session -d -x 160 -y 50 -s " +
                        session + " 'LLMRT_CACHE=" + tmp.path() + " " + run + "; sleep 30'")
                           .c_str()) == 0);
