@@ -78,11 +78,11 @@ struct DeviceInfo {
   double bandwidth_gbs = 0;
 };
 
-// Checks of Slice, the RWKV ops (Mix, SigmoidMul, ReluSqr, TokenShift, Wkv) and Sample,
-// whose constraints are the same on every backend. Returns "" when the node is valid,
-// else the reason; backends call it from check().
-std::string check_shared_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
-                            const TensorInfo& output);
+// The op set's rules for a node (input count, dtypes, shapes, params), the same on every
+// backend: "" when the node is valid, else the reason. Backends call it from check()
+// and add their own limits; `backend` names the backend in messages.
+std::string check_op(const Node& node, const std::vector<const TensorInfo*>& inputs,
+                     const TensorInfo& output, const char* backend);
 
 class Backend {
  public:

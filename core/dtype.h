@@ -27,6 +27,10 @@ struct DTypeInfo {
 
 const DTypeInfo& dtype_info(DType t);
 inline const char* dtype_name(DType t) { return dtype_info(t).name; }
+// f32/f16/bf16.
+inline bool is_float(DType t) { return dtype_info(t).is_float; }
+// The block-quantized types (matmul weights and get_rows tables only).
+inline bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 // Bytes of a row of n elements; n must be a multiple of the block size.
 size_t dtype_row_bytes(DType t, int64_t n);
 // Parses names as written by safetensors ("F32", "BF16") or ours ("f32").

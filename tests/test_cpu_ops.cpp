@@ -417,6 +417,27 @@ TEST_CASE("cpu check takes quantized matmul weights and tables, and nothing else
   }
 }
 
+// Every backend checks nodes through check_op (and adds its own limits): its reasons
+// name the backend that asked.
+TEST_CASE("check_op names the backend in its reasons", "[cpu][errors]") {
+  TensorInfo src{"k", TensorKind::Intermediate, DType::F32, {1, 64}, {}};
+  TensorInfo slots{"s", TensorKind::Input, DType::I32, {1}, {}};
+  TensorInfo cache{"c", TensorKind::State, DType::Q8_0, {16, 64}, {}};
+  Node append;
+  append.op = Op::KvAppend;
+  for (const char* backend : {"cpu", "cuda", "vulkan"}) {
+    CAPTURE(backend);
+    const std::string why = check_op(append, {&src, &slots, &cache}, cache, backend);
+    CHECK_THAT(why, Catch::Contains("kv_append: q8_0 caches are not supported by the " +
+                                    std::string(backend) + " backend yet"));
+    Node bad;
+    bad.op = Op::kCount;
+    CHECK(check_op(bad, {&src, &src}, src, backend) ==
+          "op " + std::to_string(static_cast<int>(Op::kCount)) + " is not implemented by the " +
+              backend + " backend");
+  }
+}
+
 // ---- Attention ---------------------------------------------------------------------------
 
 struct AttnCase {

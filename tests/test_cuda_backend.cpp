@@ -112,7 +112,7 @@ TEST_CASE("cuda backend names what it cannot run and what does not fit", "[cuda]
   TensorInfo x40{"x", TensorKind::Input, DType::F32, {1, 40}, {}};
   TensorInfo w40{"w", TensorKind::Weight, DType::Q4_0, {8, 40}, {}};
   CHECK_THAT(be->check(make_node(Op::MatMul), {&x40, &w40}, out),
-             Catch::Contains("not whole blocks of 32"));
+             Catch::Contains("multiple of 32"));
   CHECK_THROWS_WITH(be->alloc(size_t{1} << 52, "a test tensor"),
                     Catch::Contains("out of device memory on cuda:0 allocating") &&
                         Catch::Contains("MiB for a test tensor (free"));

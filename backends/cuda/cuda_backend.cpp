@@ -127,9 +127,6 @@ void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char*
          offset, b.size());
 }
 
-bool is_float(DType t) { return dtype_info(t).is_float; }
-bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
-
 // What a backend's programs share; programs keep it alive, so they outlive nothing
 // they use.
 struct Context {
@@ -564,203 +561,47 @@ class CudaBackend final : public Backend {
 
 std::string CudaBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
                                const TensorInfo& output) const {
-  const Op op = node.op;
-  const char* name = op_name(op);
+  std::string why = check_op(node, inputs, output, "cuda");
+  if (!why.empty()) return why;
+  // The kernels' own limits on top of the op set's rules.
+  const char* name = op_name(node.op);
   const OpParams& p = node.params;
-  const size_t n_in = inputs.size();
-  auto in_count = [&](size_t lo, size_t hi) -> std::string {
-    if (n_in < lo || n_in > hi)
-      return format("%s: takes %zu to %zu inputs, got %zu", name, lo, hi, n_in);
-    for (const TensorInfo* t : inputs)
-      if (!t) return format("%s: missing input", name);
-    return "";
-  };
-  auto need = [&](const TensorInfo& t, DType d, const char* what) -> std::string {
-    if (t.dtype == d) return "";
-    return format("%s: %s must be %s, got %s", name, what, dtype_name(d), dtype_name(t.dtype));
-  };
-  auto need_float = [&](const TensorInfo& t, const char* what) -> std::string {
-    if (is_float(t.dtype)) return "";
-    if (t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0)
-      return format("%s: %s %s are not supported by the cuda backend yet", name,
-                    dtype_name(t.dtype), what);
-    return format("%s: %s %s are not supported", name, dtype_name(t.dtype), what);
-  };
   // cuBLAS and the launch grids take 32-bit sizes.
   auto fits_int = [&](int64_t v, const char* what) -> std::string {
     if (v >= 0 && v < (int64_t{1} << 31)) return "";
     return format("%s: %s of %lld is too large for the cuda backend", name, what, (long long)v);
   };
-#define LLM_TRY(expr)                   \
-  do {                                  \
-    std::string llm_r_ = (expr);        \
-    if (!llm_r_.empty()) return llm_r_; \
-  } while (0)
-
-  if (op != Op::KvAppend && op != Op::Sample) LLM_TRY(need(output, DType::F32, "the output"));
-  switch (op) {
-    case Op::GetRows: {
-      LLM_TRY(in_count(2, 2));
-      const TensorInfo &table = *inputs[0], &ids = *inputs[1];
-      if (!is_quant(table.dtype)) LLM_TRY(need_float(table, "tables"));
-      LLM_TRY(need(ids, DType::I32, "ids"));
-      if (table.shape.rank != 2) return "get_rows: the table must be 2-d";
-      if (is_quant(table.dtype) && table.shape[1] % 32 != 0)
-        return format("get_rows: %s rows of %lld are not whole blocks of 32",
-                      dtype_name(table.dtype), (long long)table.shape[1]);
-      LLM_TRY(fits_int(ids.shape.numel(), "row count"));
-      if (output.shape.numel() != ids.shape.numel() * table.shape[1])
-        return format("get_rows: output %s does not hold %lld rows of %lld",
-                      output.shape.str().c_str(), (long long)ids.shape.numel(),
-                      (long long)table.shape[1]);
-      return "";
-    }
+  switch (node.op) {
+    case Op::GetRows:
+      return fits_int(inputs[1]->shape.numel(), "row count");
     case Op::RmsNorm:
-    case Op::LayerNorm: {
-      LLM_TRY(op == Op::RmsNorm ? in_count(2, 2) : in_count(2, 3));
-      const TensorInfo& x = *inputs[0];
-      LLM_TRY(need(x, DType::F32, "x"));
-      LLM_TRY(fits_int(x.shape.rows(), "row count"));
-      for (size_t i = 1; i < n_in; i++) {
-        LLM_TRY(need_float(*inputs[i], "norm weights"));
-        if (inputs[i]->shape.numel() != x.shape.row_len())
-          return format("%s: weight %s does not match rows of %lld", name,
-                        inputs[i]->shape.str().c_str(), (long long)x.shape.row_len());
-      }
-      if (output.shape.numel() != x.shape.numel()) return format("%s: output shape mismatch", name);
+    case Op::LayerNorm:
+      return fits_int(inputs[0]->shape.rows(), "row count");
+    case Op::MatMul:
+      for (const auto& [v, what] : {std::pair{inputs[0]->shape.rows(), "token count"},
+                                    std::pair{inputs[1]->shape[0], "output count"},
+                                    std::pair{inputs[1]->shape[1], "input count"}})
+        if (why = fits_int(v, what); !why.empty()) return why;
       return "";
-    }
-    case Op::MatMul: {
-      LLM_TRY(in_count(2, 3));
-      const TensorInfo &x = *inputs[0], &w = *inputs[1];
-      LLM_TRY(need(x, DType::F32, "x"));
-      if (!is_quant(w.dtype)) LLM_TRY(need_float(w, "weights"));
-      if (w.shape.rank != 2 || w.shape[1] != x.shape.row_len())
-        return format("matmul: weight %s does not match x %s", w.shape.str().c_str(),
-                      x.shape.str().c_str());
-      if (is_quant(w.dtype) && w.shape[1] % 32 != 0)
-        return format("matmul: %s rows of %lld are not whole blocks of 32", dtype_name(w.dtype),
-                      (long long)w.shape[1]);
-      LLM_TRY(fits_int(x.shape.rows(), "token count"));
-      LLM_TRY(fits_int(w.shape[0], "output count"));
-      LLM_TRY(fits_int(w.shape[1], "input count"));
-      if (n_in > 2) {
-        LLM_TRY(need_float(*inputs[2], "biases"));
-        if (inputs[2]->shape.numel() != w.shape[0])
-          return format("matmul: bias %s does not match %lld outputs",
-                        inputs[2]->shape.str().c_str(), (long long)w.shape[0]);
-      }
-      if (output.shape.numel() != x.shape.rows() * w.shape[0])
-        return format("matmul: output %s is not [%lld, %lld]", output.shape.str().c_str(),
-                      (long long)x.shape.rows(), (long long)w.shape[0]);
-      return "";
-    }
-    case Op::Rope: {
-      LLM_TRY(in_count(3, 3));
-      const TensorInfo &x = *inputs[0], &pos = *inputs[1], &freq = *inputs[2];
-      LLM_TRY(need(x, DType::F32, "x"));
-      LLM_TRY(need(pos, DType::I32, "positions"));
-      LLM_TRY(need(freq, DType::F32, "inv_freq"));
-      if (p.n_heads <= 0 || p.head_dim <= 0 || int64_t{p.n_heads} * p.head_dim != x.shape.row_len())
-        return format("rope: %d heads of %d do not match rows of %lld", p.n_heads, p.head_dim,
-                      (long long)x.shape.row_len());
-      if (p.rot_dims <= 0 || p.rot_dims % 2 || p.rot_dims > p.head_dim)
-        return format("rope: rot_dims %d must be even and in (0, head_dim %d]", p.rot_dims,
-                      p.head_dim);
-      if (freq.shape.numel() < p.rot_dims / 2)
-        return format("rope: inv_freq has %lld entries, needs %d", (long long)freq.shape.numel(),
-                      p.rot_dims / 2);
-      if (pos.shape.numel() != x.shape.rows()) return "rope: one position per row of x";
-      if (output.shape.numel() != x.shape.numel()) return "rope: output shape mismatch";
-      return "";
-    }
-    case Op::KvAppend: {
-      LLM_TRY(in_count(3, 3));
-      const TensorInfo &src = *inputs[0], &slots = *inputs[1], &cache = *inputs[2];
-      LLM_TRY(need(src, DType::F32, "src"));
-      LLM_TRY(need(slots, DType::I32, "slots"));
-      LLM_TRY(need_float(cache, "caches"));
-      if (output.dtype != cache.dtype || output.shape != cache.shape)
-        return "kv_append: the output must be the cache";
-      if (src.shape.row_len() != cache.shape.row_len())
-        return format("kv_append: rows of %lld do not match cache rows of %lld",
-                      (long long)src.shape.row_len(), (long long)cache.shape.row_len());
-      if (slots.shape.numel() != src.shape.rows()) return "kv_append: one slot per row of src";
-      LLM_TRY(fits_int(src.shape.rows(), "token count"));
-      return "";
-    }
+    case Op::KvAppend:
+      return fits_int(inputs[0]->shape.rows(), "token count");
     case Op::Attention: {
-      LLM_TRY(in_count(6, 6));
       const TensorInfo &q = *inputs[0], &kc = *inputs[1], &vc = *inputs[2];
-      LLM_TRY(need(q, DType::F32, "q"));
-      LLM_TRY(need_float(kc, "caches"));
-      LLM_TRY(need_float(vc, "caches"));
       if (kc.dtype != vc.dtype)
         return format("attention: K cache %s and V cache %s must share a dtype on cuda",
                       dtype_name(kc.dtype), dtype_name(vc.dtype));
-      LLM_TRY(need(*inputs[3], DType::I32, "positions"));
-      LLM_TRY(need(*inputs[4], DType::I32, "seq_ids"));
-      LLM_TRY(need(*inputs[5], DType::I32, "block_table"));
-      if (p.n_heads <= 0 || p.n_kv_heads <= 0 || p.n_heads % p.n_kv_heads || p.head_dim <= 0)
-        return format("attention: bad heads (%d query, %d kv, head_dim %d)", p.n_heads,
-                      p.n_kv_heads, p.head_dim);
       if (p.head_dim > cuda::kAttentionMaxHeadDim)
         return format("attention: head_dim %d is larger than the cuda kernel's %d", p.head_dim,
                       cuda::kAttentionMaxHeadDim);
-      if (p.page_size <= 0) return "attention: page_size must be positive";
-      if (q.shape.row_len() != int64_t{p.n_heads} * p.head_dim)
-        return format("attention: q rows of %lld are not %d heads of %d",
-                      (long long)q.shape.row_len(), p.n_heads, p.head_dim);
-      if (kc.shape != vc.shape || kc.shape.row_len() != int64_t{p.n_kv_heads} * p.head_dim)
-        return format("attention: caches %s / %s are not [slots, %d * %d]", kc.shape.str().c_str(),
-                      vc.shape.str().c_str(), p.n_kv_heads, p.head_dim);
-      if (inputs[3]->shape.numel() != q.shape.rows() || inputs[4]->shape.numel() != q.shape.rows())
-        return "attention: one position and sequence id per token";
-      if (inputs[5]->shape.rank != 2) return "attention: the block table must be 2-d";
-      LLM_TRY(fits_int(q.shape.rows() * p.n_heads, "token x head count"));
-      if (output.shape.numel() != q.shape.numel()) return "attention: output shape mismatch";
-      return "";
+      return fits_int(q.shape.rows() * p.n_heads, "token x head count");
     }
-    case Op::SiluMul:
-    case Op::GeluMul:
-    case Op::Add:
-    case Op::Mul: {
-      LLM_TRY(in_count(2, 2));
-      const TensorInfo &a = *inputs[0], &b = *inputs[1];
-      LLM_TRY(need(a, DType::F32, "a"));
-      LLM_TRY(need(b, DType::F32, "b"));
-      const bool bcast = (op == Op::Add || op == Op::Mul) && b.shape.numel() == a.shape.row_len();
-      if (b.shape.numel() != a.shape.numel() && !bcast)
-        return format("%s: b %s does not match a %s", name, b.shape.str().c_str(),
-                      a.shape.str().c_str());
-      if (output.shape.numel() != a.shape.numel()) return format("%s: output shape mismatch", name);
-      return "";
-    }
-    case Op::Gelu:
-    case Op::GeluTanh:
-    case Op::Scale: {
-      LLM_TRY(in_count(1, 1));
-      LLM_TRY(need(*inputs[0], DType::F32, "a"));
-      if (output.shape.numel() != inputs[0]->shape.numel())
-        return format("%s: output shape mismatch", name);
-      return "";
-    }
-    case Op::Slice:
-    case Op::Mix:
-    case Op::SigmoidMul:
-    case Op::ReluSqr:
     case Op::TokenShift:
     case Op::Wkv:
-    case Op::Sample:
-      LLM_TRY(check_shared_op(node, inputs, output));
-      if (op == Op::TokenShift || op == Op::Wkv || op == Op::Slice)
-        LLM_TRY(fits_int(inputs[0]->shape.numel(), "element count"));
+    case Op::Slice:
+      return fits_int(inputs[0]->shape.numel(), "element count");
+    default:
       return "";
-    case Op::kCount:
-      break;
   }
-#undef LLM_TRY
-  return format("op %d is not implemented by the cuda backend", static_cast<int>(op));
 }
 
 // A bound tensor as a device pointer.

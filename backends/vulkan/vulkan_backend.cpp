@@ -14,7 +14,6 @@
 #include <cstring>
 #include <map>
 
-#include "backends/cpu/cpu_backend.h"
 #include "backends/vulkan/vulkan_context.h"
 #include "core/error.h"
 #include "core/trace.h"
@@ -364,8 +363,7 @@ class VulkanProgram final : public Program {
 
 class VulkanBackend final : public Backend {
  public:
-  explicit VulkanBackend(std::shared_ptr<Context> ctx)
-      : ctx_(std::move(ctx)), reference_(make_cpu_backend(1)) {
+  explicit VulkanBackend(std::shared_ptr<Context> ctx) : ctx_(std::move(ctx)) {
     // Tensor cores for many-token matmuls where the device has them, unless
     // LLM_VULKAN_COOPMAT=0 asks for the float32 path (its tolerance is tighter).
     const char* e = std::getenv("LLM_VULKAN_COOPMAT");
@@ -432,8 +430,6 @@ class VulkanBackend final : public Backend {
  private:
   std::shared_ptr<Context> ctx_;
   bool coop_ = false;  // many-token matmuls through matmul_coop
-  // The CPU backend is the reference for the op semantics; its checks are reused.
-  std::unique_ptr<Backend> reference_;
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -464,7 +460,7 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
     default:
       return format("op %s is not implemented by the vulkan backend yet", op_name(node.op));
   }
-  std::string why = reference_->check(node, inputs, output);
+  std::string why = check_op(node, inputs, output, "vulkan");
   if (!why.empty()) return why;
   // Shaders index elements with 32-bit integers.
   auto fits = [&](const TensorInfo& t) {
