@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,16 +22,6 @@ namespace {
 using cpu::ThreadPool;
 
 constexpr size_t kAlign = 64;  // cache line, and the widest vector we use
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
-}
 
 class CpuBuffer final : public DeviceBuffer {
  public:
@@ -307,7 +296,7 @@ class CpuBackend final : public Backend {
     d.name = cpu_model_name();
     d.type = "cpu";
     host_memory(&d.total_memory, &d.free_memory);
-    d.details = format("%d threads, %s", pool_->n_threads(), cpu::matmul_isa());
+    d.details = format_message("%d threads, %s", pool_->n_threads(), cpu::matmul_isa());
     return d;
   }
 

@@ -11,7 +11,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,16 +48,6 @@ constexpr size_t kMiB = size_t{1} << 20;
 constexpr size_t kCublasWorkspace = 32 * kMiB;
 // Upper bound of the f16/bf16 -> f32 weight conversion buffer of the GEMM path.
 constexpr size_t kGemmScratchMax = 64 * kMiB;
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
-}
 
 size_t mib(size_t bytes) { return (bytes + kMiB - 1) / kMiB; }
 
@@ -447,12 +436,12 @@ class CudaBackend final : public Backend {
       d.total_memory = total_b;
     }
     cudaGetLastError();
-    d.details = format("compute capability %d.%d, %d SMs, CUDA graphs %s, PDL %s", cc_major_,
-                       cc_minor_, ctx_->n_sms,
-                       ctx_->profile  ? "off (LLM_CUDA_PROFILE=1)"
-                       : ctx_->graphs ? "on"
-                                      : "off (LLM_CUDA_GRAPHS=0)",
-                       ctx_->pdl ? "on" : "off");
+    d.details = format_message("compute capability %d.%d, %d SMs, CUDA graphs %s, PDL %s",
+                               cc_major_, cc_minor_, ctx_->n_sms,
+                               ctx_->profile  ? "off (LLM_CUDA_PROFILE=1)"
+                               : ctx_->graphs ? "on"
+                                              : "off (LLM_CUDA_GRAPHS=0)",
+                               ctx_->pdl ? "on" : "off");
     return d;
   }
 
@@ -569,7 +558,8 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
   // cuBLAS and the launch grids take 32-bit sizes.
   auto fits_int = [&](int64_t v, const char* what) -> std::string {
     if (v >= 0 && v < (int64_t{1} << 31)) return "";
-    return format("%s: %s of %lld is too large for the cuda backend", name, what, (long long)v);
+    return format_message("%s: %s of %lld is too large for the cuda backend", name, what,
+                          (long long)v);
   };
   switch (node.op) {
     case Op::GetRows:
@@ -588,11 +578,11 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
     case Op::Attention: {
       const TensorInfo &q = *inputs[0], &kc = *inputs[1], &vc = *inputs[2];
       if (kc.dtype != vc.dtype)
-        return format("attention: K cache %s and V cache %s must share a dtype on cuda",
-                      dtype_name(kc.dtype), dtype_name(vc.dtype));
+        return format_message("attention: K cache %s and V cache %s must share a dtype on cuda",
+                              dtype_name(kc.dtype), dtype_name(vc.dtype));
       if (p.head_dim > cuda::kAttentionMaxHeadDim)
-        return format("attention: head_dim %d is larger than the cuda kernel's %d", p.head_dim,
-                      cuda::kAttentionMaxHeadDim);
+        return format_message("attention: head_dim %d is larger than the cuda kernel's %d",
+                              p.head_dim, cuda::kAttentionMaxHeadDim);
       return fits_int(q.shape.rows() * p.n_heads, "token x head count");
     }
     case Op::TokenShift:
@@ -732,7 +722,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     uint8_t* dst = keep.back()->data();
     const uint8_t* src = a.ptr;
     const DType t = a.dtype;
-    emit(format("repack %s", dtype_name(t)),
+    emit(format_message("repack %s", dtype_name(t)),
          [=](cudaStream_t s) { cuda::repack_quant(s, src, t, N, K, dst); });
     return cuda::qsplit_view(dst, t, N, K);
   };
@@ -892,8 +882,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       qa.K = ins[m0][0].shape.row_len();
       qa.type = ins[m0][1].dtype;
       qa.n_segs = static_cast<int>(m1 - m0 + 1);
-      std::string label = format("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
-      std::string kernel = format("qgemv_%s", dtype_name(qa.type));
+      std::string label =
+          format_message("qmatmul %s T=%lld:", dtype_name(qa.type), (long long)qa.T);
+      std::string kernel = format_message("qgemv_%s", dtype_name(qa.type));
       const size_t launches_before = launches.size();
       for (size_t m = m0; m <= m1; m++) {
         cuda::QGemvSeg& sg = qa.segs[m - m0];
@@ -903,7 +894,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           sg.bias_type = ins[m][2].dtype;
         }
         sg.y = y_needed(m, use_epi) ? outs[m].f32_mut() : nullptr;
-        label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
+        label += format_message(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
       }
       if (has_norm) {
         qa.norm_w = ins[ni][1].ptr;
@@ -1025,7 +1016,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     qa.T = cv.T;
     qa.n_segs = static_cast<int>(m1 - m0 + 1);
     int64_t Ns[cuda::kQMmaMaxSegs] = {}, n_total = 0;
-    std::string label = format("qmatmul %s T=%lld:", dtype_name(ins[m0][1].dtype), (long long)qa.T);
+    std::string label =
+        format_message("qmatmul %s T=%lld:", dtype_name(ins[m0][1].dtype), (long long)qa.T);
     for (size_t m = m0; m <= m1; m++) {
       cuda::QMmaSeg& sg = qa.segs[m - m0];
       sg.w = qview(m, 1);
@@ -1037,7 +1029,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       sg.y = res_k < 0 || read_after(out_id(m)) ? outs[m].f32_mut() : nullptr;
       Ns[m - m0] = sg.w.N;
       n_total += sg.w.N;
-      label += format(" [%lld x %lld]", (long long)sg.w.N, (long long)cv.K);
+      label += format_message(" [%lld x %lld]", (long long)sg.w.N, (long long)cv.K);
     }
     if (res_k >= 0) {
       qa.residual = ins[e][res_k].f32();
@@ -1056,7 +1048,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           a.partials = scratch->partials;
           cuda::qmma(s, a);
         },
-        format("qmma_%s%s", dtype_name(ins[m0][1].dtype), suffix.c_str()));
+        format_message("qmma_%s%s", dtype_name(ins[m0][1].dtype), suffix.c_str()));
     x16_after = X16{ins[m0][0].ptr, ins[m0][0].shape, true};
     return static_cast<int64_t>(last);
   };
@@ -1115,13 +1107,13 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && !x16_before.fragment_order);
       cublasHandle_t blas = ctx_->blas();
       emit(
-          format("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T, (long long)N,
-                 (long long)K),
+          format_message("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
+                         (long long)N, (long long)K),
           [=](cudaStream_t s) {
             cuda::qgemm(blas, s, x.f32(), w, b.ptr, b.dtype, out.f32_mut(), T, scratch->x16,
                         convert, scratch->w16, scratch->w16_elems);
           },
-          format("qgemm_%s (cublas f16)", dtype_name(w.type)));
+          format_message("qgemm_%s (cublas f16)", dtype_name(w.type)));
       x16_holds = X16{x.ptr, x.shape, false};
       continue;
     }
@@ -1147,29 +1139,29 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         ni++;
         add_seg(ins[ni], outs[ni]);
       }
-      std::string label = format("matmul %s T=%lld:", dtype_name(wt), (long long)T);
+      std::string label = format_message("matmul %s T=%lld:", dtype_name(wt), (long long)T);
       for (const cuda::GemvSeg& sg : segs)
-        label += format(" [%lld x %lld]", (long long)sg.N, (long long)K);
+        label += format_message(" [%lld x %lld]", (long long)sg.N, (long long)K);
       emit(
           label,
           [=](cudaStream_t s) {
             cuda::gemv(s, x.f32(), segs.data(), static_cast<int>(segs.size()), wt, T, K);
           },
-          format("gemv_%s", dtype_name(wt)));
+          format_message("gemv_%s", dtype_name(wt)));
       continue;
     }
 
     std::string label = op_name(node.op);
     if (node.op == Op::MatMul)
-      label = format("matmul %s T=%lld: [%lld x %lld]", dtype_name(in[1].dtype),
-                     (long long)in[0].shape.rows(), (long long)in[1].shape[0],
-                     (long long)in[1].shape[1]);
+      label = format_message("matmul %s T=%lld: [%lld x %lld]", dtype_name(in[1].dtype),
+                             (long long)in[0].shape.rows(), (long long)in[1].shape[0],
+                             (long long)in[1].shape[1]);
     switch (node.op) {
       case Op::GetRows: {
         const Arg table = in[0], ids_arg = in[1];
         if (is_quant(table.dtype)) {
           const cuda::QMatrix q = qview(ni, 0);
-          emit(format("get_rows %s", dtype_name(table.dtype)), [=](cudaStream_t s) {
+          emit(format_message("get_rows %s", dtype_name(table.dtype)), [=](cudaStream_t s) {
             cuda::get_rows_quant(s, q, ids_arg.i32(), ids_arg.shape.numel(), out.f32_mut(), err);
           });
           break;
@@ -1215,7 +1207,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
               cuda::gemm(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
                          f32 ? nullptr : scratch->gemm, f32 ? 0 : scratch->gemm_floats);
             },
-            format("gemm_%s (cublas)", dtype_name(w.dtype)));
+            format_message("gemm_%s (cublas)", dtype_name(w.dtype)));
         break;
       }
       case Op::Rope: {

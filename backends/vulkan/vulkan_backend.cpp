@@ -8,7 +8,6 @@
 #include "backends/vulkan/vulkan_backend.h"
 
 #include <algorithm>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,16 +24,6 @@ namespace {
 using vk::Buffer;
 using vk::Context;
 using vk::Pipeline;
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
-}
 
 // Dtype codes of shaders/common.glsl.
 int32_t dt_code(DType t) {
@@ -458,7 +447,7 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
     case Op::Sample:
       break;
     default:
-      return format("op %s is not implemented by the vulkan backend yet", op_name(node.op));
+      return format_message("op %s is not implemented by the vulkan backend yet", op_name(node.op));
   }
   std::string why = check_op(node, inputs, output, "vulkan");
   if (!why.empty()) return why;
@@ -469,17 +458,17 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
   };
   for (const TensorInfo* t : inputs)
     if (!fits(*t))
-      return format("%s: a tensor %s is too large for the vulkan backend (32-bit indices)",
-                    op_name(node.op), t->shape.str().c_str());
+      return format_message("%s: a tensor %s is too large for the vulkan backend (32-bit indices)",
+                            op_name(node.op), t->shape.str().c_str());
   if (!fits(output))
-    return format("%s: the output is too large for the vulkan backend", op_name(node.op));
+    return format_message("%s: the output is too large for the vulkan backend", op_name(node.op));
   const OpParams& p = node.params;
   if (node.op == Op::Attention && p.head_dim > kAttentionMaxHeadDim)
-    return format("attention: head_dim %d is larger than the vulkan shader's %d", p.head_dim,
-                  kAttentionMaxHeadDim);
+    return format_message("attention: head_dim %d is larger than the vulkan shader's %d",
+                          p.head_dim, kAttentionMaxHeadDim);
   if (node.op == Op::MatMul && inputs[1]->shape[0] > int64_t{kMaxGroups} * 64)
-    return format("matmul: %lld outputs are more than the vulkan backend takes",
-                  (long long)inputs[1]->shape[0]);
+    return format_message("matmul: %lld outputs are more than the vulkan backend takes",
+                          (long long)inputs[1]->shape[0]);
   return "";
 }
 
@@ -764,7 +753,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(static_cast<uint32_t>(D));
         push(static_cast<uint32_t>(R));
         use("get_rows", {dt_code(in[0].dtype), split(0)});
-        x.label = format("get_rows %s", dtype_name(in[0].dtype));
+        x.label = format_message("get_rows %s", dtype_name(in[0].dtype));
         grid(x, (static_cast<uint64_t>(R * D) + 63) / 64);
         break;
       }
@@ -853,17 +842,18 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
                                 static_cast<int32_t>(gs.rows), mode});
-          x.label = format("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K,
-                           res >= 0 ? " +add"
-                           : glu    ? " x2 +silu_mul"
-                                    : "");
+          x.label =
+              format_message("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                             (long long)T, (long long)N, (long long)K,
+                             res >= 0 ? " +add"
+                             : glu    ? " x2 +silu_mul"
+                                      : "");
           const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
           grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
         } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);
-          x.label = format("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K);
+          x.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                                   (long long)T, (long long)N, (long long)K);
           grid(x, static_cast<uint64_t>(N));
         } else if (coop_) {
           // Many tokens: tiles of the tensor-core GEMM, K split when the tiles are few
@@ -873,9 +863,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           use("matmul_coop",
               {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
                static_cast<int32_t>(c.bm)});
-          x.label = format("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K,
-                           c.splits > 1 ? format(" /%u", c.splits).c_str() : "");
+          x.label = format_message("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                                   (long long)T, (long long)N, (long long)K,
+                                   c.splits > 1 ? format_message(" /%u", c.splits).c_str() : "");
           x.groups_x = c.n_tiles;
           if (uint64_t{c.m_tiles} * c.splits > kMaxGroups)
             fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
@@ -930,18 +920,18 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             }
             r.pipeline =
                 &ctx_->pipeline("matmul_reduce", 5, {bias ? dt_code(in[2].dtype) : 0, epi});
-            r.label = format("matmul_reduce x%u%s", c.splits,
-                             epi == 1   ? " +add"
-                             : epi == 2 ? " +silu_mul"
-                                        : "");
+            r.label = format_message("matmul_reduce x%u%s", c.splits,
+                                     epi == 1   ? " +add"
+                                     : epi == 2 ? " +silu_mul"
+                                                : "");
             grid(r, (static_cast<uint64_t>(T * N) + 63) / 64);
             merge = std::move(r);
             has_merge = true;
           }
         } else {
           use("matmul_tiled", spec);
-          x.label = format("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
-                           (long long)T, (long long)N, (long long)K);
+          x.label = format_message("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                                   (long long)T, (long long)N, (long long)K);
           x.groups_x = static_cast<uint32_t>((N + 63) / 64);
           x.groups_y = static_cast<uint32_t>((T + 63) / 64);
           if (x.groups_y > kMaxGroups)
@@ -990,7 +980,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(static_cast<uint32_t>(W));
         push(static_cast<uint32_t>(o.shape.rows()));
         use("kv_append", {dt_code(o.dtype)});
-        x.label = format("kv_append %s", dtype_name(o.dtype));
+        x.label = format_message("kv_append %s", dtype_name(o.dtype));
         grid(x, (static_cast<uint64_t>(T * W) + 63) / 64);
         break;
       }
@@ -1028,7 +1018,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
         use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
                           k_vec4 ? 1 : 0});
-        x.label = format("attention %s", dtype_name(in[1].dtype));
+        x.label = format_message("attention %s", dtype_name(in[1].dtype));
         grid(x, static_cast<uint64_t>(items) * splits);
         if (splits > 1) {
           // The output is written by the merge; this dispatch writes the partials.
@@ -1036,7 +1026,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // The merge computes the node; the partials' dispatch serves none of its own.
           m.nodes = std::move(x.nodes);
           x.nodes.clear();
-          m.label = format("attention_merge x%u", splits);
+          m.label = format_message("attention_merge x%u", splits);
           m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
           m.reads = {{partials.get(), 0, partials->size()}};
           m.writes = x.writes;  // the output
