@@ -970,10 +970,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
             ins[e][1 - k].shape == outs[m0].shape && outs[e].shape == outs[m0].shape)
           res_k = 1 - k;
     }
-    if (res_k >= 0) {
-      const Region out2 = region_of(outs[e]), res = region_of(ins[e][res_k]);
-      if (!same_or_apart(out2, res) || !aligned16(outs[e].ptr)) res_k = -1;
-    }
+    if (res_k >= 0 && !same_or_apart(region_of(outs[e]), region_of(ins[e][res_k]))) res_k = -1;
     const size_t last = res_k >= 0 ? e : m1;
     auto read_after = [&](TensorId id) {
       const auto lu = last_use.find(id);
@@ -1015,7 +1012,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     cuda::QMmaArgs qa;
     qa.T = cv.T;
     qa.n_segs = static_cast<int>(m1 - m0 + 1);
-    int64_t Ns[cuda::kQMmaMaxSegs] = {}, n_total = 0;
     std::string label =
         format_message("qmatmul %s T=%lld:", dtype_name(ins[m0][1].dtype), (long long)qa.T);
     for (size_t m = m0; m <= m1; m++) {
@@ -1027,8 +1023,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       }
       // With the residual epilogue y itself only for readers after the Add.
       sg.y = res_k < 0 || read_after(out_id(m)) ? outs[m].f32_mut() : nullptr;
-      Ns[m - m0] = sg.w.N;
-      n_total += sg.w.N;
       label += format_message(" [%lld x %lld]", (long long)sg.w.N, (long long)cv.K);
     }
     if (res_k >= 0) {
@@ -1036,9 +1030,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       qa.out2 = outs[e].f32_mut();
       suffix += "+residual";
     }
-    qa.splits = cuda::qmma_splits(ins[m0][1].dtype, qa.T, Ns, qa.n_segs, cv.K, n_sms);
+    qa.splits = cuda::qmma_splits(qa, n_sms);
     need_x16 = std::max(need_x16, cuda::qmma_x16_elems(qa.T, cv.K));
-    need_partials = std::max(need_partials, cuda::qmma_partials_floats(qa.T, n_total, qa.splits));
+    need_partials = std::max(need_partials, cuda::qmma_partials_floats(qa));
     emit(
         label + (suffix.empty() ? "" : " " + suffix),
         [=](cudaStream_t s) {

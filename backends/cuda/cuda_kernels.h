@@ -133,11 +133,6 @@ struct QMmaConvertArgs {
 };
 void qmma_convert(cudaStream_t stream, const QMmaConvertArgs& a, __half* x16);
 
-// Column splits for matrices of N[0..n_segs) rows: more than one when their row tiles
-// alone cannot fill the GPU, chosen so the blocks come in whole waves; the splits then
-// need partials (added up by a second kernel). Call after qmma_prepare.
-int qmma_splits(DType type, int64_t T, const int64_t* N, int n_segs, int64_t K, int n_sms);
-size_t qmma_partials_floats(int64_t T, int64_t N_total, int splits);
 struct QMmaSeg {
   QMatrix w;
   const void* bias = nullptr;
@@ -155,6 +150,11 @@ struct QMmaArgs {
   int splits = 1;
   float* partials = nullptr;
 };
+// Column splits for a's matrices: more than one when their row tiles alone cannot fill
+// the GPU, chosen so the blocks come in whole waves (call after qmma_prepare); the
+// splits then need qmma_partials_floats(a) of scratch (added up by a second kernel).
+int qmma_splits(const QMmaArgs& a, int n_sms);
+size_t qmma_partials_floats(const QMmaArgs& a);
 void qmma(cudaStream_t stream, const QMmaArgs& a);
 
 // Decode: one launch of up to kGemvMaxSegs quantized matrices of one dtype and K over

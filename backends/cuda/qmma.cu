@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "backends/cuda/cuda_device.cuh"
 #include "backends/cuda/cuda_kernels.h"
@@ -384,24 +385,26 @@ int64_t env_int(const char* name, int64_t fallback) {
 
 int tokens_per_block(int64_t T) { return T <= 16 ? 16 : (T <= 32 ? 32 : 64); }
 
-template <bool kQ4, int NT>
-void launch_nt(cudaStream_t stream, const Params& p, dim3 grid) {
-  qmma_kernel<kQ4, NT><<<grid, kThreads, smem_bytes<kQ4, NT>(), stream>>>(p);
-}
-
-template <bool kQ4>
-void launch(cudaStream_t stream, const Params& p, dim3 grid) {
-  switch (tokens_per_block(p.T) / 8) {
-    case 2:
-      launch_nt<kQ4, 2>(stream, p, grid);
-      break;
-    case 4:
-      launch_nt<kQ4, 4>(stream, p, grid);
-      break;
-    default:
-      launch_nt<kQ4, kMaxNT>(stream, p, grid);
-  }
-  LLM_CUDA_CHECK_LAUNCH("qmma_kernel");
+// Calls f(std::bool_constant<kQ4>, std::integral_constant<int, NT>) with the kernel
+// variant that takes T tokens of `type`.
+template <typename F>
+void with_variant(DType type, int64_t T, F&& f) {
+  auto pick_nt = [&](auto q4) {
+    switch (tokens_per_block(T) / 8) {
+      case 2:
+        f(q4, std::integral_constant<int, 2>{});
+        break;
+      case 4:
+        f(q4, std::integral_constant<int, 4>{});
+        break;
+      default:
+        f(q4, std::integral_constant<int, kMaxNT>{});
+    }
+  };
+  if (type == DType::Q4_0)
+    pick_nt(std::true_type{});
+  else
+    pick_nt(std::false_type{});
 }
 
 // Raises the kernel's limit where the device has the room (kernels that do not fit are
@@ -432,18 +435,10 @@ void qmma_prepare(int smem_optin) {
 }
 
 bool qmma_fits(DType type, int64_t T, int smem_optin) {
-  const bool q4 = type == DType::Q4_0;
   size_t need = 0;
-  switch (tokens_per_block(T) / 8) {
-    case 2:
-      need = q4 ? smem_bytes<true, 2>() : smem_bytes<false, 2>();
-      break;
-    case 4:
-      need = q4 ? smem_bytes<true, 4>() : smem_bytes<false, 4>();
-      break;
-    default:
-      need = q4 ? smem_bytes<true, kMaxNT>() : smem_bytes<false, kMaxNT>();
-  }
+  with_variant(type, T, [&](auto q4, auto nt) {
+    need = smem_bytes<decltype(q4)::value, decltype(nt)::value>();
+  });
   return need <= static_cast<size_t>(smem_optin);
 }
 
@@ -451,35 +446,24 @@ size_t qmma_x16_elems(int64_t T, int64_t K) {
   return static_cast<size_t>(n_chunks(K) * kSteps * tokens_padded(T) * 16);
 }
 
-// Blocks of the kernel for T tokens that fit on one multiprocessor at once.
-template <bool kQ4>
-int blocks_per_sm(int64_t T) {
-  int n = 0;
-  auto query = [&](auto kernel, size_t smem) {
-    LLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
-  };
-  switch (tokens_per_block(T) / 8) {
-    case 2:
-      query(qmma_kernel<kQ4, 2>, smem_bytes<kQ4, 2>());
-      break;
-    case 4:
-      query(qmma_kernel<kQ4, 4>, smem_bytes<kQ4, 4>());
-      break;
-    default:
-      query(qmma_kernel<kQ4, kMaxNT>, smem_bytes<kQ4, kMaxNT>());
-  }
-  return std::max(1, n);
-}
-
-int qmma_splits(DType type, int64_t T, const int64_t* N, int n_segs, int64_t K, int n_sms) {
+int qmma_splits(const QMmaArgs& a, int n_sms) {
   // Tuning knob for measurements: LLM_CUDA_QMMA_MAX_SPLITS.
   static const int64_t max_splits = env_int("LLM_CUDA_QMMA_MAX_SPLITS", 8);
-  const bool q4 = type == DType::Q4_0;
+  const int64_t T = a.T;
   int64_t row_tiles = 0;
-  for (int i = 0; i < n_segs; i++) row_tiles += (N[i] + kRowsPerBlock - 1) / kRowsPerBlock;
+  for (int i = 0; i < a.n_segs; i++)
+    row_tiles += (a.segs[i].w.N + kRowsPerBlock - 1) / kRowsPerBlock;
   const int64_t tiles = row_tiles * ((T + tokens_per_block(T) - 1) / tokens_per_block(T));
-  const int64_t slots = int64_t{n_sms} * (q4 ? blocks_per_sm<true>(T) : blocks_per_sm<false>(T));
-  const int64_t chunks = n_chunks(K), fill = (q4 ? stages<true>() : stages<false>()) - 1;
+  // Blocks that fit on one multiprocessor at once, and the pipeline's depth.
+  int per_sm = 0, fill = 0;
+  with_variant(a.segs[0].w.type, T, [&](auto q4, auto nt) {
+    constexpr bool kQ4 = decltype(q4)::value;
+    constexpr int NT = decltype(nt)::value;
+    LLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, qmma_kernel<kQ4, NT>,
+                                                                 kThreads, smem_bytes<kQ4, NT>()));
+    fill = stages<kQ4>() - 1;
+  });
+  const int64_t slots = int64_t{n_sms} * std::max(1, per_sm), chunks = n_chunks(a.segs[0].w.K);
   // A block's time is about its chunks plus the pipeline's fill, and a launch takes as
   // many of those as it has waves of blocks: a last wave a quarter full costs a whole
   // one. More splits also write and add more partials, so ties go to fewer.
@@ -496,8 +480,11 @@ int qmma_splits(DType type, int64_t T, const int64_t* N, int n_segs, int64_t K, 
   return best;
 }
 
-size_t qmma_partials_floats(int64_t T, int64_t N_total, int splits) {
-  return splits > 1 ? static_cast<size_t>(splits) * T * N_total : 0;
+size_t qmma_partials_floats(const QMmaArgs& a) {
+  if (a.splits <= 1) return 0;
+  size_t cols = 0;
+  for (int i = 0; i < a.n_segs; i++) cols += static_cast<size_t>(a.segs[i].w.N);
+  return static_cast<size_t>(a.splits) * a.T * cols;
 }
 
 void qmma_convert(cudaStream_t stream, const QMmaConvertArgs& a, __half* x16) {
@@ -569,10 +556,12 @@ void qmma(cudaStream_t stream, const QMmaArgs& a) {
   const dim3 grid(static_cast<unsigned>(tiles),
                   static_cast<unsigned>((T + tokens_per_block(T) - 1) / tokens_per_block(T)),
                   static_cast<unsigned>(p.splits));
-  if (w0.type == DType::Q4_0)
-    launch<true>(stream, p, grid);
-  else
-    launch<false>(stream, p, grid);
+  with_variant(w0.type, T, [&](auto q4, auto nt) {
+    constexpr bool kQ4 = decltype(q4)::value;
+    constexpr int NT = decltype(nt)::value;
+    qmma_kernel<kQ4, NT><<<grid, kThreads, smem_bytes<kQ4, NT>(), stream>>>(p);
+  });
+  LLM_CUDA_CHECK_LAUNCH("qmma_kernel");
   if (p.splits > 1) {
     reduce_kernel<<<grid_for(T * cols, 256), 256, 0, stream>>>(p);
     LLM_CUDA_CHECK_LAUNCH("qmma reduce_kernel");
