@@ -199,12 +199,6 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   if (within_10) CHECK(sum_ms <= 1.1 * step_ms);
 }
 
-bool has_device(const std::string& id_prefix) {
-  for (const DeviceEntry& d : list_devices())
-    if (d.info.id.rfind(id_prefix, 0) == 0) return true;
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("trace lists the ops the llama architecture implies", "[trace][cpu]") {

@@ -13,12 +13,19 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "backends/registry.h"
 #include "core/engine/sampler.h"
 #include "core/models/synth.h"
 
 namespace llm::test {
 
 namespace fs = std::filesystem;
+
+bool has_device(const std::string& id_prefix) {
+  for (const DeviceEntry& d : list_devices())
+    if (d.info.id.rfind(id_prefix, 0) == 0) return true;
+  return false;
+}
 
 std::string model_dir(const std::string& name) {
   const std::string shared = data_dir() + "/models/" + name;

@@ -18,6 +18,9 @@ inline std::string data_dir() { return LLM_TEST_DATA; }
 // from shared/) or tests/data/models-extra/NAME (made by scripts/make_fixtures.py).
 std::string model_dir(const std::string& name);
 
+// Whether llmcli's device list has one whose id starts with id_prefix ("cuda:", ...).
+bool has_device(const std::string& id_prefix);
+
 // A fresh temporary folder, removed with its contents at scope exit.
 class TempDir {
  public:
