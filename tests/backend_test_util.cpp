@@ -1,5 +1,6 @@
 #include "backend_test_util.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
@@ -267,6 +268,31 @@ void check_half_kv_cache(Backend& be, const char* name, DType kv, double tol) {
   }
   INFO(name << " " << dtype_name(kv) << " cache: decode max |Δ| / max |f32 cache| = " << worst);
   CHECK(worst <= tol);
+}
+
+double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float>& w,
+                            const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
+                            const std::vector<float>& got) {
+  constexpr double kU32 = 1.0 / 16777216;
+  double worst = 0;
+  for (int64_t t = 0; t < T; t++) {
+    std::vector<double> amax(K / 32, 0.0);
+    for (int64_t k = 0; k < K; k++)
+      amax[k / 32] = std::max(amax[k / 32], std::fabs(double{x[t * K + k]}));
+    for (int64_t n = 0; n < N; n++) {
+      double y = bias ? (*bias)[n] : 0.0, a = 0, g = 0;
+      for (int64_t k = 0; k < K; k++) {
+        const double xv = x[t * K + k], wv = w[n * K + k];
+        y += xv * wv;
+        a += std::fabs(xv * wv);
+        g += std::fabs(wv) * amax[k / 32] / 65024.0;
+      }
+      const double tol = 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y));
+      const double d = std::fabs(got[t * N + n] - y);
+      worst = std::max(worst, std::isnan(d) ? 1e30 : d / tol);
+    }
+  }
+  return worst;
 }
 
 }  // namespace llm::test

@@ -53,6 +53,15 @@ class OneNode {
   std::unique_ptr<Program> prog_;
 };
 
+// The worst |got - y| / bound over a quantized matmul y = x · wᵀ (+ bias) computed as the
+// CUDA and Vulkan decode GEMVs do: x rounded to s · amax / 32512 per block of 32 (s a
+// 16-bit integer), exact integer products, float32 per-block terms. Per element the
+// bound is Σ_k |w_k| · amax_blk(k) / 65024 (the rounding of x) plus (K/32 + 16) · 2^-24 ·
+// (Σ_k |x_k w_k| + |y|) (float32). x [T, K], w the dequantized [N, K], got [T, N].
+double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float>& w,
+                            const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
+                            const std::vector<float>& got);
+
 // Runs the node on `ref` once and on `dev` (twice unless in place: the second run is
 // a replay) and returns max |Δ| / max |ref|.
 double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,

@@ -2,13 +2,11 @@
 // folder reloading to the same weights and logits as quantizing at load, GGUF
 // sources, llm-config.json, and damaged folders.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/engine/session.h"
@@ -124,8 +122,9 @@ TEST_CASE("safetensors stores q8_0/q4_0 tensors as U8 blocks", "[convert][safete
     return tmp.file("bad.safetensors");
   };
   std::string bad = rewrite("llmrt.shape.w.q4", "[3,96]");
-  REQUIRE_THROWS_WITH(SafetensorsFile(bad), bad + ": tensor 'w.q4': stored U8 [3, 36] does not "
-                                                  "hold q4_0 [3, 96]");
+  REQUIRE_THROWS_WITH(SafetensorsFile(bad), bad +
+                                                ": tensor 'w.q4': stored U8 [3, 36] does not "
+                                                "hold q4_0 [3, 96]");
   bad = rewrite("llmrt.dtype.w.q4", "q5_k");
   REQUIRE_THROWS_WITH(SafetensorsFile(bad), Contains("tensor 'w.q4' has unsupported packed dtype "
                                                      "'q5_k'"));
@@ -294,8 +293,9 @@ TEST_CASE("llmcli gen-config writes llm-config.json", "[convert][cli]") {
   copy_model("llama3", src);
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     fs::copy_file(data_dir() + "/tokenizers/hf-gpt2/" + f, src + "/" + f);
-  write_file(src + "/generation_config.json",
-             R"({"temperature": 0.6, "top_p": 0.9, "eos_token_id": [2, 50256], "pad_token_id": 0})");
+  write_file(
+      src + "/generation_config.json",
+      R"({"temperature": 0.6, "top_p": 0.9, "eos_token_id": [2, 50256], "pad_token_id": 0})");
   const CommandResult r =
       run_cli({"gen-config", src, "-o", out, "--quantization", "q4f16_1", "--conv-template",
                "chatml", "--context-window-size", "96", "--prefill-chunk-size", "32"});
@@ -349,8 +349,8 @@ TEST_CASE("gen-config and convert reject bad options", "[convert][cli]") {
   const std::string src = model_dir("llama3"), out = tmp.file("out");
   check_error(run_cli({"convert", src, "-o", out, "--quantization", "q5f16"}),
               "unknown quantization 'q5f16'");
-  check_error(run_cli({"gen-config", src, "-o", out, "--quantization", "q4f16_1",
-                       "--conv-template", "nope"}),
+  check_error(run_cli({"gen-config", src, "-o", out, "--quantization", "q4f16_1", "--conv-template",
+                       "nope"}),
               "unknown conversation template 'nope' (known: ");
   check_error(run_cli({"gen-config", src, "-o", out, "--quantization", "q4f16_1",
                        "--context-window-size", "64", "--prefill-chunk-size", "128"}),
@@ -406,8 +406,9 @@ TEST_CASE("damaged native folders fail naming the file and the tensor", "[conver
     bytes.replace(at, key.size() + 4, key + "96]\"");
     write_file(shard, bytes);
     REQUIRE_THROWS_WITH(Model::load(dir, *backend),
-                        shard + ": tensor 'model.embed_tokens.weight': stored U8 [256, 36] does "
-                                "not hold q4_0 [256, 96]");
+                        shard +
+                            ": tensor 'model.embed_tokens.weight': stored U8 [256, 36] does "
+                            "not hold q4_0 [256, 96]");
   }
   SECTION("no weights") {
     fs::remove(dir + "/model.safetensors.index.json");
@@ -429,12 +430,14 @@ TEST_CASE("damaged native folders fail naming the file and the tensor", "[conver
     REQUIRE_THROWS_WITH(load_with(v), Contains("unknown quantization 'q3f16_0'"));
     v = j;
     v["model_config"].erase("hidden_size");
-    REQUIRE_THROWS_WITH(load_with(v), cfg + ": model_config: config.json: missing field "
-                                            "'hidden_size'");
+    REQUIRE_THROWS_WITH(load_with(v), cfg +
+                                          ": model_config: config.json: missing field "
+                                          "'hidden_size'");
     v = j;
     v["eos_token_id"] = "two";
-    REQUIRE_THROWS_WITH(load_with(v), cfg + ": field 'eos_token_id' must be a token id or a "
-                                            "list of them");
+    REQUIRE_THROWS_WITH(load_with(v), cfg +
+                                          ": field 'eos_token_id' must be a token id or a "
+                                          "list of them");
     write_file(cfg, "{\"version\": 1,");
     REQUIRE_THROWS_WITH(Model::load(dir, *backend), Contains(cfg + ": invalid JSON"));
   }

@@ -1,7 +1,6 @@
 // The executor's memory planning: tensors alive at the same time never share
 // bytes, and tensors that are not share memory.
 #include <catch2/catch.hpp>
-
 #include <random>
 
 #include "core/memory_plan.h"
@@ -37,7 +36,8 @@ void check_no_overlap(const Graph& g, const MemoryPlan& plan) {
 TEST_CASE("a chain reuses memory: two buffers suffice", "[executor]") {
   Graph g;
   TensorId x = g.input("x", DType::F32, {4, 64});  // 1 KiB
-  for (int i = 0; i < 10; i++) x = g.add(Op::Scale, "s" + std::to_string(i), {x}, DType::F32, {4, 64});
+  for (int i = 0; i < 10; i++)
+    x = g.add(Op::Scale, "s" + std::to_string(i), {x}, DType::F32, {4, 64});
   g.mark_output(x, "y");
   const MemoryPlan plan = plan_memory(g, 256);
   check_no_overlap(g, plan);

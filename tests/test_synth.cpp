@@ -2,12 +2,10 @@
 // Llama 2 vocab in both formats (same logits), GGUF keys read back, and files that
 // match llama.cpp's own converter bit for bit.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu_backend.h"
@@ -17,8 +15,8 @@
 #include "core/formats/gguf.h"
 #include "core/formats/gguf_writer.h"
 #include "core/formats/native_folder.h"
-#include "core/model.h"
 #include "core/formats/quantize.h"
+#include "core/model.h"
 #include "core/models/synth.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
@@ -31,7 +29,8 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kSpmVocab = data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf";
-const std::vector<int32_t> kPrompt = {1, 15043, 3186, 29892, 920, 526};  // "<s> Hello world, how are"
+const std::vector<int32_t> kPrompt = {1,     15043, 3186,
+                                      29892, 920,   526};  // "<s> Hello world, how are"
 
 std::vector<uint8_t> fill(const TensorSource& t) {
   std::vector<uint8_t> out(t.nbytes());
@@ -222,7 +221,8 @@ TEST_CASE("synth GGUF and native folder of the same seed give the same logits", 
     DYNAMIC_SECTION(q) {
       TempDir tmp;
       const std::string dir = tmp.file("native"), gguf = tmp.file("tiny.gguf");
-      synth({"--shape", "tiny", "--quantization", q, "--vocab", kSpmVocab, "--seed", "5", "-o", dir});
+      synth(
+          {"--shape", "tiny", "--quantization", q, "--vocab", kSpmVocab, "--seed", "5", "-o", dir});
       synth({"--shape", "tiny", "--quantization", q, "--vocab", kSpmVocab, "--seed", "5",
              "--format", "gguf", "-o", gguf});
       const std::vector<float> a = cpu_logits(dir), b = cpu_logits(gguf);
@@ -247,10 +247,10 @@ TEST_CASE("a synth GGUF carries every key written and the vocab's keys", "[synth
   CHECK(f.get_int("general.quantization_version") == 2);
   CHECK(f.find("general.alignment")->type == GgufType::U32);
   const std::pair<const char*, int64_t> ints[] = {
-      {"llama.context_length", 2048},      {"llama.embedding_length", 64},
-      {"llama.block_count", 2},            {"llama.feed_forward_length", 160},
-      {"llama.attention.head_count", 4},   {"llama.attention.head_count_kv", 2},
-      {"llama.rope.dimension_count", 16},  {"llama.vocab_size", 32000}};
+      {"llama.context_length", 2048},     {"llama.embedding_length", 64},
+      {"llama.block_count", 2},           {"llama.feed_forward_length", 160},
+      {"llama.attention.head_count", 4},  {"llama.attention.head_count_kv", 2},
+      {"llama.rope.dimension_count", 16}, {"llama.vocab_size", 32000}};
   for (const auto& [key, v] : ints) {
     INFO(key);
     CHECK(f.find(key)->type == GgufType::U32);
@@ -471,8 +471,7 @@ TEST_CASE("synth with a tokenizer.json vocab copies the tokenizer files", "[synt
   synth({"--shape", "tiny", "--quantization", "q8f16_1", "--vocab",
          data_dir() + "/tokenizers/hf-gpt2/tokenizer.json", "-o", dir});
   const NativeConfig nc = read_native_config(dir);
-  CHECK(nc.tokenizer_files ==
-        std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"});
+  CHECK(nc.tokenizer_files == std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"});
   CHECK(nc.model.vocab_size == 50257);
   auto tok = Tokenizer::load(dir);  // the folder works as a tokenizer source as it is
   CHECK(tok->vocab_size() == 50257);

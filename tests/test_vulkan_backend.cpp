@@ -7,6 +7,7 @@
 
 #ifdef LLM_HAVE_VULKAN
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -62,15 +63,41 @@ bool has_coop_gemm(const Backend& be) {
 
 // One backend per GEMM path for the whole run: NVIDIA's driver refuses new instances
 // after a few hundred in one process, and every section re-runs its test's body. They
-// are never destroyed: NVIDIA's driver crashed tearing down two at exit.
-Backend& shared_vulkan(bool tensor_cores = false) {
-  static Backend *fp32 = nullptr, *coop = nullptr;
-  Backend*& b = tensor_cores ? coop : fp32;
+// are never destroyed: NVIDIA's driver crashed tearing down two at exit. The default
+// one takes the float32 paths everywhere; int_dot: its quantized GEMVs use integer dot
+// products where the device has them at all (emulated ones included: lavapipe).
+Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false) {
+  static Backend* backends[2][2] = {};
+  Backend*& b = backends[tensor_cores][int_dot];
   if (!b) {
     ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
+    ScopedEnv dot("LLM_VULKAN_INT_DOT", int_dot ? "1" : "0");
     b = make_vulkan_backend().release();
   }
   return *b;
+}
+
+bool has_int_dot_gemv(const Backend& be) {
+  return be.info().details.find("int8-dot GEMV") != std::string::npos;
+}
+
+// The backends whose quantized GEMVs differ: float32 x, and integer dots where the
+// device has them.
+std::vector<Backend*> gemv_backends() {
+  std::vector<Backend*> out = {&shared_vulkan()};
+  if (shared_vulkan().info().details.find("int8 dot no") == std::string::npos &&
+      has_int_dot_gemv(shared_vulkan(false, true)))
+    out.push_back(&shared_vulkan(false, true));
+  return out;
+}
+
+// The dispatches' kernels without the quantize_x ones before integer-dot GEMVs.
+std::vector<Program::Dispatch> without_quantize(std::vector<Program::Dispatch> ds) {
+  ds.erase(std::remove_if(
+               ds.begin(), ds.end(),
+               [](const Program::Dispatch& d) { return d.kernel.rfind("quantize_x", 0) == 0; }),
+           ds.end());
+  return ds;
 }
 
 // The backend with the tensor-core GEMM, or null where the device has none (a second
@@ -201,6 +228,52 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
       }
     }
   }
+}
+
+// The quantized GEMV with x rounded to 16-bit integers per block and integer dot
+// products, where the device has them (emulated ones included): within the bound that
+// rounding gives (the CUDA GEMV's, backend_test_util.h).
+TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, several tokens)",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  const std::vector<Backend*> gpus = gemv_backends();
+  if (gpus.size() < 2) {
+    WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
+    return;
+  }
+  Backend& gpu = *gpus[1];
+  std::mt19937 rng(21);
+  auto cpu = make_cpu_backend(2);
+  struct KN {
+    int64_t K, N;
+  };
+  for (DType wt : {DType::Q4_0, DType::Q8_0})
+    for (KN kn : {KN{96, 130}, KN{4096, 70}, KN{11008, 33}})
+      for (int64_t T : {1, 3, 8}) {
+        const bool bias = (T + kn.N) % 2 == 0;
+        DYNAMIC_SECTION(dtype_name(wt)
+                        << " T=" << T << " K=" << kn.K << " N=" << kn.N << (bias ? " +bias" : "")) {
+          const MatMulInputs mi = matmul_inputs(wt, T, kn.K, kn.N, bias, rng);
+          const HostT out = zeros({T, kn.N});
+          OneNode c(*cpu, make_node(Op::MatMul), mi.cpu, out);
+          c.run();
+          OneNode g(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+          g.run();
+          g.run();
+          const std::vector<Program::Dispatch> ds = g.program().dispatches();
+          REQUIRE(ds.size() == 2);
+          CHECK(ds[0].kernel.rfind("quantize_x", 0) == 0);
+          CHECK(ds[1].kernel.rfind("matmul_gemv_q", 0) == 0);
+          CHECK(ds[1].nodes == std::vector<int>{0});
+          const std::vector<float> bv =
+              bias ? decode(DType::BF16, mi.cpu[2].data) : std::vector<float>{};
+          const double worst = worst_q16_gemv_error(
+              decode(DType::F32, mi.cpu[0].data), decode(DType::F32, mi.cpu[1].data),
+              bias ? &bv : nullptr, T, kn.K, kn.N, decode(DType::F32, g.output()));
+          INFO("worst |Δ| / bound = " << worst);
+          CHECK(worst <= 1.0);
+        }
+      }
 }
 
 // The tensor-core GEMM (GL_NV_cooperative_matrix, fp16 inputs, float32 sums) where the
@@ -375,15 +448,21 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     return out;
   };
   auto cpu = make_cpu_backend(1);
-  Backend* gpu = &shared_vulkan();
-  std::vector<Program::Dispatch> ds;
   const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
-  const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
-  CHECK(max_rel_error(got, want) <= 1e-5);
-  if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-    REQUIRE(ds.size() == 1);
-    CHECK(ds[0].kernel.find("+add") != std::string::npos);
-    CHECK(ds[0].nodes == std::vector<int>{0, 1});
+  for (Backend* gpu : gemv_backends()) {
+    INFO(gpu->info().details);
+    std::vector<Program::Dispatch> ds;
+    const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
+    // Integer dots round x to 16 bits per block (their bound is tested above).
+    CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
+    if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+      // Integer dots: x is quantized by a dispatch of its own first.
+      CHECK(ds.size() == (has_int_dot_gemv(*gpu) ? 2u : 1u));
+      ds = without_quantize(ds);
+      REQUIRE(ds.size() == 1);
+      CHECK(ds[0].kernel.find("+add") != std::string::npos);
+      CHECK(ds[0].nodes == std::vector<int>{0, 1});
+    }
   }
 }
 
@@ -430,16 +509,25 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
           return all;
         };
         auto cpu = make_cpu_backend(1);
-        Backend* gpu = &shared_vulkan();
-        std::vector<Program::Dispatch> ds;
         const std::vector<float> want = run(*cpu, false, nullptr);
-        const std::vector<float> got = run(*gpu, true, &ds);
-        CHECK(max_rel_error(got, want) <= 1e-5);
-        if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-          REQUIRE(ds.size() == 2);
-          CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
-          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
-          CHECK(ds[1].nodes == std::vector<int>{3});
+        for (Backend* gpu : gemv_backends()) {
+          INFO(gpu->info().details);
+          std::vector<Program::Dispatch> ds;
+          const std::vector<float> got = run(*gpu, true, &ds);
+          CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
+          if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+            // Integer dots: a quantize_x before each GEMV; the second copies the activation.
+            if (has_int_dot_gemv(*gpu)) {
+              REQUIRE(ds.size() == 4);
+              CHECK(ds[2].kernel.find("quantize_x") == 0);
+              CHECK(ds[2].kernel.find("+copy") != std::string::npos);
+            }
+            ds = without_quantize(ds);
+            REQUIRE(ds.size() == 2);
+            CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
+            CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+            CHECK(ds[1].nodes == std::vector<int>{3});
+          }
         }
       }
     }
@@ -801,24 +889,24 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
     DType t;
   };
   auto cpu = make_cpu_backend(2);
-  Backend* gpu = &shared_vulkan();
-  for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}}) {
-    DYNAMIC_SECTION("llama3 " << q.name) {
-      const Reference ref = load_reference("llama3");
-      TempDir dir;
-      write_dequantized_fixture("llama3", q.t, dir.path());
-      auto cm = Model::load(dir.path(), *cpu);
-      auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{q.name});
-      CHECK(gm->weight_bytes() * 3 < cm->weight_bytes());
-      Session cs(*cm), gs(*gm);
-      CHECK(max_rel_error(gs.forward(ref.input_ids, true), cs.forward(ref.input_ids, true)) <=
-            1e-4);
-      cs.reset();
-      gs.reset();
-      const int32_t vocab = ref.vocab;
-      CHECK(greedy(gs, ref.input_ids, 8, vocab) == greedy(cs, ref.input_ids, 8, vocab));
-    }
-  }
+  const std::vector<Backend*> gpus = gemv_backends();
+  for (const Scheme& q : {Scheme{"q8f16_1", DType::Q8_0}, Scheme{"q4f16_1", DType::Q4_0}})
+    for (Backend* gpu : gpus)
+      DYNAMIC_SECTION("llama3 " << q.name << (has_int_dot_gemv(*gpu) ? " (int8 dot)" : "")) {
+        const Reference ref = load_reference("llama3");
+        TempDir dir;
+        write_dequantized_fixture("llama3", q.t, dir.path());
+        auto cm = Model::load(dir.path(), *cpu);
+        auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{q.name});
+        CHECK(gm->weight_bytes() * 3 < cm->weight_bytes());
+        Session cs(*cm), gs(*gm);
+        CHECK(max_rel_error(gs.forward(ref.input_ids, true), cs.forward(ref.input_ids, true)) <=
+              1e-4);
+        cs.reset();
+        gs.reset();
+        const int32_t vocab = ref.vocab;
+        CHECK(greedy(gs, ref.input_ids, 8, vocab) == greedy(cs, ref.input_ids, 8, vocab));
+      }
 }
 
 TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {

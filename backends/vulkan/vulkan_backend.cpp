@@ -357,6 +357,12 @@ class VulkanBackend final : public Backend {
     // LLM_VULKAN_COOPMAT=0 asks for the float32 path (its tolerance is tighter).
     const char* e = std::getenv("LLM_VULKAN_COOPMAT");
     coop_ = ctx_->phys().coop_gemm() && !(e && std::strcmp(e, "0") == 0);
+    // Integer dot products in the quantized GEMV where the device makes them fast;
+    // LLM_VULKAN_INT_DOT=1 takes them where they are emulated too (lavapipe, in the
+    // tests), 0 never.
+    const char* d = std::getenv("LLM_VULKAN_INT_DOT");
+    const bool forced = d && std::strcmp(d, "1") == 0, off = d && std::strcmp(d, "0") == 0;
+    int_dot_ = ctx_->phys().int_dot && (ctx_->phys().int_dot_fast || forced) && !off;
   }
 
   ~VulkanBackend() override {
@@ -370,6 +376,7 @@ class VulkanBackend final : public Backend {
     DeviceInfo d = vk::device_info(ctx_->index(), ctx_->phys());
     d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
     if (coop_) d.details += ", f16 tensor-core GEMM";
+    if (int_dot_) d.details += ", int8-dot GEMV";
     return d;
   }
 
@@ -418,7 +425,8 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool coop_ = false;  // many-token matmuls through matmul_coop
+  bool coop_ = false;     // many-token matmuls through matmul_coop
+  bool int_dot_ = false;  // quantized GEMVs through quantize_x + matmul_gemv_qdot
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -684,6 +692,19 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       keep.push_back(coop_partials);
     }
   }
+  // One buffer for x quantized for the integer-dot GEMVs (quantize_x.comp's layout:
+  // 64 bytes of planes and 8 of scale and sum per block of 32), reused by each.
+  std::shared_ptr<Buffer> x_planes;
+  if (int_dot_) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < nodes.size(); i++)
+      if (gemv_q(i))
+        bytes = std::max(bytes, static_cast<size_t>(nodes[i].inputs[0].shape.numel() / 32 * 72));
+    if (bytes > 0) {
+      x_planes = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "quantized x");
+      keep.push_back(x_planes);
+    }
+  }
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
   const size_t align =
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
@@ -696,8 +717,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     size_t fused = 0;  // nodes after ni that this dispatch computes
     Recorded merge;    // a second dispatch of the node (attention merge, split-K reduce)
     bool has_merge = false;
-    // Binds a tensor and returns its offset in words.
-    auto bind = [&](const TensorRef& r, const char* what, bool write = false) -> uint32_t {
+    Recorded pre;  // a dispatch before it (quantize_x)
+    bool has_pre = false;
+    // Binds a tensor to dispatch d and returns its offset in words.
+    auto bind_to = [&](Recorded& d, const TensorRef& r, const char* what,
+                       bool write = false) -> uint32_t {
       if (!r.buffer) fail("vulkan backend: node '%s': %s has no buffer", node.name.c_str(), what);
       size_t bytes = tensor_bytes(r.dtype, r.shape);
       if (r.offset > r.buffer->size() || bytes > r.buffer->size() - r.offset)
@@ -718,9 +742,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             "vulkan backend: node '%s': %s of %zu bytes is more than the device's storage "
             "buffer range of %llu bytes",
             node.name.c_str(), what, bytes, (unsigned long long)max_range);
-      x.bindings.push_back({buf, base, std::max<VkDeviceSize>(range, 4)});
-      (write ? x.writes : x.reads).push_back({buf, r.offset, r.offset + bytes});
+      d.bindings.push_back({buf, base, std::max<VkDeviceSize>(range, 4)});
+      (write ? d.writes : d.reads).push_back({buf, r.offset, r.offset + bytes});
       return static_cast<uint32_t>((r.offset - base) / 4);
+    };
+    auto bind = [&](const TensorRef& r, const char* what, bool write = false) {
+      return bind_to(x, r, what, write);
     };
     auto push = [&](uint32_t v) { x.push[x.push_words++] = v; };
     auto push_f = [&](float v) {
@@ -831,8 +858,34 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             bind(in[1], "the weight");
             push(bind(o, "the output", true));
           }
+          // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
+          // activation to its place), and the GEMV reads the planes as its x.
+          const TensorRef x_src = scratch != ffn_scratch.end()
+                                      ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
+                                      : in[0];
+          if (int_dot_) {
+            const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
+            pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
+            pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
+            const bool copy = scratch != ffn_scratch.end();
+            pre.push[pre.push_words++] = static_cast<uint32_t>(T);
+            pre.push[pre.push_words++] = static_cast<uint32_t>(K);
+            pre.push[pre.push_words++] =
+                bind_to(pre, copy ? in[0] : planes, "the activation", copy);
+            pre.push[pre.push_words++] = copy ? static_cast<uint32_t>(T * K) : 0;
+            pre.pipeline = &ctx_->pipeline("quantize_x", 3, {});
+            pre.label = format_message("quantize_x T=%lld K=%lld%s", (long long)T, (long long)K,
+                                       copy ? " +copy" : "");
+            grid(pre, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
+            has_pre = true;
+            // Binding 0 of the GEMV: the planes instead of x.
+            Recorded tmp;
+            x.push[0] = bind_to(tmp, planes, "the quantized x");
+            x.bindings[0] = tmp.bindings[0];
+            x.reads[0] = tmp.reads[0];
+          }
           // The fused FFN's down matmul copies its x (the activation) to its place.
-          if (scratch != ffn_scratch.end()) {
+          if (scratch != ffn_scratch.end() && !int_dot_) {
             push(bind(in[0], "the activation", true));
             push(static_cast<uint32_t>(T * K));
           } else {
@@ -840,8 +893,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
-          use("matmul_gemv_q", {spec[0], spec[1], spec[2], static_cast<int32_t>(T),
-                                static_cast<int32_t>(gs.rows), mode});
+          use(int_dot_ ? "matmul_gemv_qdot" : "matmul_gemv_q",
+              {spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
+               mode});
           x.label =
               format_message("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
                              (long long)T, (long long)N, (long long)K,
@@ -1140,6 +1194,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       case Op::kCount:
         fail("vulkan backend: node '%s' (%s) has no shader", node.name.c_str(), op_name(node.op));
     }
+    if (has_pre) out.push_back(std::move(pre));
     out.push_back(std::move(x));
     if (has_merge) out.push_back(std::move(merge));
     ni += fused;

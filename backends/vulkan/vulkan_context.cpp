@@ -160,9 +160,22 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   for (uint32_t h = 0; h < p.memory.memoryHeapCount; h++)
     if (p.memory.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
       p.device_local_bytes += p.memory.memoryHeaps[h].size;
+  uint32_t n_ext = 0;
+  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
+  std::vector<VkExtensionProperties> exts(n_ext);
+  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
+  bool has_int_dot = false;
+  for (const VkExtensionProperties& e : exts) {
+    if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
+    if (std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0)
+      has_int_dot = true;
+  }
   if (p.props.apiVersion >= VK_API_VERSION_1_1) {
+    VkPhysicalDeviceShaderIntegerDotProductProperties dot{};
+    dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES;
     VkPhysicalDeviceSubgroupProperties sub{};
     sub.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+    sub.pNext = has_int_dot ? &dot : nullptr;
     VkPhysicalDeviceProperties2 props2{};
     props2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
     props2.pNext = &sub;
@@ -170,10 +183,14 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     p.subgroup_size = sub.subgroupSize;
     p.subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                             (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    p.int_dot_fast = dot.integerDotProduct4x8BitPackedSignedAccelerated;
   }
   if (p.props.apiVersion >= VK_API_VERSION_1_2) {
+    VkPhysicalDeviceShaderIntegerDotProductFeatures dot{};
+    dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES;
     VkPhysicalDeviceVulkanMemoryModelFeatures mm{};
     mm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
+    mm.pNext = has_int_dot ? &dot : nullptr;
     VkPhysicalDeviceShaderFloat16Int8Features f16{};
     f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
     f16.pNext = &mm;
@@ -187,13 +204,9 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     p.fp16 = f16.shaderFloat16;
     p.storage16 = s16.storageBuffer16BitAccess;
     p.memory_model = mm.vulkanMemoryModel;
+    p.int_dot = dot.shaderIntegerDotProduct;
   }
-  uint32_t n_ext = 0;
-  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
-  std::vector<VkExtensionProperties> exts(n_ext);
-  api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
-  for (const VkExtensionProperties& e : exts)
-    if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
+  p.int_dot_fast = p.int_dot && p.int_dot_fast;
   if (p.coopmat_nv && api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) {
     uint32_t n = 0;
     api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(dev, &n, nullptr);
@@ -236,10 +249,14 @@ DeviceInfo device_info(int index, const PhysicalInfo& p) {
   d.type = device_type_name(p.props.deviceType);
   d.total_memory = p.device_local_bytes;
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "Vulkan %u.%u.%u, subgroup %u%s, fp16 %s, coopmat %s",
+  std::snprintf(buf, sizeof(buf),
+                "Vulkan %u.%u.%u, subgroup %u%s, fp16 %s, int8 dot %s, coopmat %s",
                 VK_API_VERSION_MAJOR(p.props.apiVersion), VK_API_VERSION_MINOR(p.props.apiVersion),
                 VK_API_VERSION_PATCH(p.props.apiVersion), p.subgroup_size,
                 p.subgroup_arithmetic ? " (subgroup ops)" : "", p.fp16 ? "yes" : "no",
+                p.int_dot_fast ? "yes"
+                : p.int_dot    ? "emulated"
+                               : "no",
                 p.coopmat_nv ? "NV" : "no");
   d.details = buf;
   if (p.coop_m)
@@ -376,12 +393,24 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
   f16.shaderFloat16 = VK_TRUE;
   f16.pNext = &mm;
-  const char* coop_ext = "VK_NV_cooperative_matrix";
+  // Integer dot products (the quantized GEMV's), where the device has them.
+  VkPhysicalDeviceShaderIntegerDotProductFeatures idot{};
+  idot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES;
+  idot.shaderIntegerDotProduct = VK_TRUE;
+  std::vector<const char*> exts;
+  void* chain = nullptr;
   if (phys_.coop_gemm()) {
-    dci.pNext = &f16;
-    dci.enabledExtensionCount = 1;
-    dci.ppEnabledExtensionNames = &coop_ext;
+    chain = &f16;
+    exts.push_back("VK_NV_cooperative_matrix");
   }
+  if (phys_.int_dot) {
+    idot.pNext = chain;
+    chain = &idot;
+    exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  }
+  dci.pNext = chain;
+  dci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  dci.ppEnabledExtensionNames = exts.data();
   LLM_VK_CHECK(api.vkCreateDevice(phys_.handle, &dci, nullptr, &device_));
   load_device_api(api, device_, d_);
   d_.vkGetDeviceQueue(device_, phys_.compute_family, 0, &queue_);

@@ -51,6 +51,10 @@ struct PhysicalInfo {
   bool storage16 = false;            // storageBuffer16BitAccess
   bool coopmat_nv = false;           // VK_NV_cooperative_matrix
   bool memory_model = false;         // vulkanMemoryModel (the coop-matrix shader needs it)
+  // VK_KHR_shader_integer_dot_product with its feature, and whether the device says
+  // signed 4 x 8-bit packed dot products are fast (a native instruction, not emulated).
+  bool int_dot = false;
+  bool int_dot_fast = false;
   // A subgroup-scope f16 x f16 + f32 fragment shape of VK_NV_cooperative_matrix
   // (M x N, depth K); 0 when there is none.
   uint32_t coop_m = 0, coop_n = 0, coop_k = 0;

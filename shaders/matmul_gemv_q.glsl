@@ -1,0 +1,236 @@
+// Decode GEMV for q4_0/q8_0 matrices in the backend's row layout (SPLIT = 1, see
+// weights.glsl), for devices with subgroup arithmetic; the body of matmul_gemv_q.comp
+// (float x) and matmul_gemv_qdot.comp (INT_DOT: x quantized by quantize_x.comp).
+//
+// The workgroup's threads form groups of p.tpr (a power of two >= the subgroup size);
+// each group computes R output rows (x is read once per R rows), each thread a block of
+// 32 weights of every row at a time with one 16-byte load per row (q4_0; two for q8_0),
+// the R loads issued before any arithmetic. Sums are reduced with subgroupAdd, then across the group's subgroups
+// in shared memory. Tokens (NT <= 8) and rows (R) are specialization constants, so the
+// accumulators stay in registers.
+//
+// Dequantization without int->float conversions: a 4-bit q (8-bit for q8_0, offset by
+// 128) is put at the top of the mantissa of 1.0, giving f = 1 + q/16 (1 + u/256); the
+// block's sum is d * (16 Σ f x - 24 Σ x) for q4_0 (q - 8 is the weight) and
+// d * (256 Σ f x - 384 Σ x) for q8_0. In float32 this loses a few bits to cancellation
+// (about 1e-6 relative), far inside the float32 path's tolerance.
+//
+// INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
+// a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
+// products (OpSDot, GL_EXT_spirv_intrinsics: Debian's glslc predates
+// GL_EXT_integer_dot_product) instead of about 3 float instructions per weight:
+// Σ (q - 8) x = scale (256 Σ q h + Σ q l - 8 Σ s).
+//
+// MODE 1 (gate/up + SiLU): W2 is a second matrix of W's shape (up), Y2 its product,
+// and out2 = silu(y) * y2, as the SiluMul node that follows in the graph (written to a
+// scratch buffer, as the activation's place may still be x). The down GEMV then reads
+// x from that scratch and copies it to the activation's place (copy_n floats, spread
+// over its workgroups; with INT_DOT quantize_x.comp copies it), so the graph's tensors
+// end up as without the fusion.
+#include "common.glsl"
+#ifdef INT_DOT
+// OpSDot with PackedVectorFormat4x8Bit: the sum of the products of the 4 signed bytes.
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6018, 6019],
+                  id = 4450) int sdot4x8(uint a, uint b, spirv_literal int packed_4x8);
+int dot4(uint a, uint b) { return sdot4x8(a, b, 0); }
+#endif
+#define WG 128
+layout(local_size_x = WG) in;
+layout(constant_id = 0) const int WDT = DT_Q4_0;
+layout(constant_id = 1) const int BDT = DT_F32;
+layout(constant_id = 2) const int SPLIT = 1;
+layout(constant_id = 3) const int NT = 1;    // tokens
+layout(constant_id = 4) const int R = 4;     // output rows per group of threads
+layout(constant_id = 5) const int MODE = 0;  // 0 plain (+ residual add), 1 gate/up + SiLU
+layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer W { uint wts[]; };
+layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
+layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
+layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+// fuse_add: the Add of a residual that follows in the graph, out2 = y + residual.
+layout(std430, binding = 4) readonly buffer Res { float residual[]; };
+layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
+layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
+layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
+layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
+layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
+layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
+layout(std430, binding = 0) readonly buffer XQ { uvec4 xq[]; };  // INT_DOT: planes
+layout(std430, binding = 0) readonly buffer XM { uvec2 xm[]; };  // INT_DOT: scale, sum
+layout(push_constant) uniform P {
+  uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
+      copy_off, copy_n;
+} p;
+#include "weights.glsl"
+
+#define M (MODE == 1 ? 2 : 1)  // matrices
+// Partial sums per (matrix, row, token, subgroup); subgroups are at least 4 wide.
+shared float partial[M * R * NT][WG / 4];
+shared float red[WG];  // when subgroups are wider than a group of threads
+
+// 1 + q/16 for the 4 bits at 19..22 of v; 1 + u/256 for the 8 bits at 15..22.
+float nib(uint v) { return uintBitsToFloat((v & 0x00780000u) | 0x3f800000u); }
+float byt(uint v) { return uintBitsToFloat((v & 0x007f8000u) | 0x3f800000u); }
+
+// Σ f·x over one block of 32 weights (quants q, one uvec4 for q4_0, two for q8_0)
+// and the x of that block (xv[8]).
+float block_dot(uvec4 qa, uvec4 qb, vec4 xv[8]) {
+  float s = 0.0;
+  if (WDT == DT_Q4_0) {
+    // Word w holds elements 4w..4w+3 (low nibbles) and 16+4w.. (high nibbles).
+    for (uint w = 0u; w < 4u; w++) {
+      const uint v = qa[w];
+      s += dot(xv[w], vec4(nib(v << 19), nib(v << 11), nib(v << 3), nib(v >> 5)));
+      s += dot(xv[w + 4u], vec4(nib(v << 15), nib(v << 7), nib(v >> 1), nib(v >> 9)));
+    }
+  } else {
+    for (uint w = 0u; w < 4u; w++) {
+      const uint v = qa[w] ^ 0x80808080u, u = qb[w] ^ 0x80808080u;
+      s += dot(xv[w], vec4(byt(v << 15), byt(v << 7), byt(v >> 1), byt(v >> 9)));
+      s += dot(xv[w + 4u], vec4(byt(u << 15), byt(u << 7), byt(u >> 1), byt(u >> 9)));
+    }
+  }
+  return s;
+}
+
+void write_out(uint n, uint t, float s, float s2) {
+  const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
+  const float v = s + b;
+  y[p.y_off + t * p.N + n] = v;
+  if (MODE == 1) {
+    y2[p.y2_off + t * p.N + n] = s2;
+    out2[p.out2_off + t * p.N + n] = v / (1.0 + exp(-v)) * s2;
+  } else if (p.fuse_add != 0u) {
+    out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
+  }
+}
+
+void main() {
+  for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
+       i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
+    xcopy[p.copy_off + i] = x1[p.x_off + i];
+  const uint tpr = p.tpr, groups = WG / tpr;
+  const uint n0 = flat_group() * groups * R;
+  if (n0 >= p.N) return;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint g = tid / tpr, lane = tid % tpr;
+  const uint nb = p.K / 32u;
+  const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
+  const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
+  // Rows past N read row N - 1 (valid memory) and are not written.
+  uint srow[R];
+  [[unroll]] for (int r = 0; r < R; r++)
+    srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), p.N - 1u) * row_bytes;
+  float acc[M][R][NT];
+  [[unroll]] for (int m = 0; m < M; m++)
+    [[unroll]] for (int r = 0; r < R; r++)
+      [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
+  for (uint blk = lane; blk < nb; blk += tpr) {
+    // Every load of the block first, so R (2R) of them are in flight together.
+    uvec4 qa[M][R], qb[M][R];
+    float d[M][R];
+    [[unroll]] for (int r = 0; r < R; r++) {
+      const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
+      qa[0][r] = wts4[q];
+      qb[0][r] = WDT == DT_Q8_0 ? wts4[q + 1u] : uvec4(0u);
+      d[0][r] = f16_bits_to_f32(LOAD_U16(wts, srow[r] + blk * 2u));
+      if (MODE == 1) {
+        qa[M - 1][r] = wts24[q];
+        qb[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);
+        d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, srow[r] + blk * 2u));
+      }
+    }
+#ifdef INT_DOT
+    [[unroll]] for (int t = 0; t < NT; t++) {
+      const uint xb = p.x_off / 4u + (uint(t) * nb + blk) * 4u;
+      const uvec4 h0 = xq[xb], h1 = xq[xb + 1u], l0 = xq[xb + 2u], l1 = xq[xb + 3u];
+      const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
+      const float xs = uintBitsToFloat(meta.x);
+      const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++) {
+          int dh = 0, dl = 0;
+          [[unroll]] for (int w = 0; w < 4; w++) {
+            uint a = qa[m][r][w], b = qb[m][r][w];
+            if (WDT == DT_Q4_0) {
+              b = (a >> 4) & 0x0f0f0f0fu;
+              a &= 0x0f0f0f0fu;
+            }
+            dh += dot4(a, h0[w]) + dot4(b, h1[w]);
+            dl += dot4(a, l0[w]) + dot4(b, l1[w]);
+          }
+          acc[m][r][t] += float(dh * 256 + dl - corr) * (d[m][r] * xs);
+        }
+    }
+#else
+    [[unroll]] for (int t = 0; t < NT; t++) {
+      // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
+      const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
+      vec4 xv[8];
+      vec4 xs4 = vec4(0.0);
+      for (uint k = 0u; k < 8u; k++) {
+        xv[k] = x4[xb + k];
+        xs4 += xv[k];
+      }
+      const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++) {
+          const float s = block_dot(qa[m][r], qb[m][r], xv);
+          acc[m][r][t] += WDT == DT_Q4_0 ? d[m][r] * (16.0 * s - 24.0 * xs)
+                                         : d[m][r] * (256.0 * s - 384.0 * xs);
+        }
+    }
+#endif
+  }
+  if (gl_SubgroupSize <= tpr) {
+    // Subgroups lie within one group (both are powers of two, groups aligned).
+    const uint per_group = tpr / gl_SubgroupSize;
+    if (per_group == 1u) {
+      // One subgroup per group: every lane has the sums; lane 0 writes.
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          const float s = subgroupAdd(acc[0][r][t]);
+          const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
+          const uint n = n0 + g * uint(R) + uint(r);
+          if (lane == 0u && n < p.N) write_out(n, uint(t), s, s2);
+        }
+      return;
+    }
+    [[unroll]] for (int m = 0; m < M; m++)
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          const float s = subgroupAdd(acc[m][r][t]);
+          if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
+        }
+    barrier();
+    for (uint o = tid; o < groups * uint(R * NT); o += WG) {
+      const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
+      const uint n = n0 + og * uint(R) + r;
+      if (n >= p.N) continue;
+      float s = 0.0, s2 = 0.0;
+      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
+        s += partial[r * uint(NT) + t][sg];
+        if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
+      }
+      write_out(n, t, s, s2);
+    }
+    return;
+  }
+  // Subgroups wider than a group: a tree in shared memory per (row, token).
+  [[unroll]] for (int r = 0; r < R; r++)
+    [[unroll]] for (int t = 0; t < NT; t++) {
+      float s[M];
+      [[unroll]] for (int m = 0; m < M; m++) {
+        red[tid] = acc[m][r][t];
+        barrier();
+        for (uint h = tpr / 2u; h > 0u; h >>= 1) {
+          if (lane < h) red[tid] += red[tid + h];
+          barrier();
+        }
+        s[m] = red[tid];
+        barrier();
+      }
+      const uint n = n0 + g * uint(R) + uint(r);
+      if (lane == 0u && n < p.N) write_out(n, uint(t), s[0], s[M - 1]);
+    }
+}
