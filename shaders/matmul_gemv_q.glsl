@@ -5,8 +5,8 @@
 // The workgroup's threads form groups of p.tpr (a power of two >= the subgroup size);
 // each group computes R output rows (x is read once per R rows), each thread a block of
 // 32 weights of every row at a time with one 16-byte load per row (q4_0; two for q8_0),
-// the R loads issued before any arithmetic. Sums are reduced with subgroupAdd, then across the group's subgroups
-// in shared memory. Tokens (NT <= 8) and rows (R) are specialization constants, so the
+// the R loads issued before any arithmetic. Sums are reduced with subgroupAdd, then
+// across the group's subgroups in shared memory. Tokens (NT <= 8) and rows (R) are specialization constants, so the
 // accumulators stay in registers.
 //
 // Dequantization without int->float conversions: a 4-bit q (8-bit for q8_0, offset by
@@ -27,6 +27,10 @@
 // x from that scratch and copies it to the activation's place (copy_n floats, spread
 // over its workgroups; with INT_DOT quantize_x.comp copies it), so the graph's tensors
 // end up as without the fusion.
+//
+// MODE 2 (q/k/v): two or three matrices of one K that multiply the same x (W, W2, W3;
+// N, n2, n3 rows; outputs Y, Y2, Y3, no bias) in one grid, segment after segment, so
+// small matrices share the GPU instead of running one after another.
 #include "common.glsl"
 #ifdef INT_DOT
 // OpSDot with PackedVectorFormat4x8Bit: the sum of the products of the 4 signed bytes.
@@ -41,7 +45,8 @@ layout(constant_id = 1) const int BDT = DT_F32;
 layout(constant_id = 2) const int SPLIT = 1;
 layout(constant_id = 3) const int NT = 1;    // tokens
 layout(constant_id = 4) const int R = 4;     // output rows per group of threads
-layout(constant_id = 5) const int MODE = 0;  // 0 plain (+ residual add), 1 gate/up + SiLU
+// 0 plain (+ residual add), 1 gate/up + SiLU, 2 up to three matrices side by side (q/k/v)
+layout(constant_id = 5) const int MODE = 0;
 layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
@@ -54,12 +59,15 @@ layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
 layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
 layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
+layout(std430, binding = 9) readonly buffer W3 { uint wts3[]; };
+layout(std430, binding = 9) readonly buffer W34 { uvec4 wts34[]; };
+layout(std430, binding = 10) writeonly buffer Y3 { float y3[]; };
 layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(std430, binding = 0) readonly buffer XQ { uvec4 xq[]; };  // INT_DOT: planes
 layout(std430, binding = 0) readonly buffer XM { uvec2 xm[]; };  // INT_DOT: scale, sum
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
-      copy_off, copy_n;
+      copy_off, copy_n, n2, n3, y3_off;
 } p;
 #include "weights.glsl"
 
@@ -93,7 +101,27 @@ float block_dot(uvec4 qa, uvec4 qb, vec4 xv[8]) {
   return s;
 }
 
-void write_out(uint n, uint t, float s, float s2) {
+// Words of matrix m (MODE 1: gate, up; MODE 2: segment m) at word / uvec4 index i.
+uint w_word(uint m, uint i) {
+  if ((M > 1 || MODE == 2) && m == 1u) return wts2[i];
+  if (MODE == 2 && m == 2u) return wts3[i];
+  return wts[i];
+}
+uvec4 w_quad(uint m, uint i) {
+  if ((M > 1 || MODE == 2) && m == 1u) return wts24[i];
+  if (MODE == 2 && m == 2u) return wts34[i];
+  return wts4[i];
+}
+
+// Output row n of token t of segment seg (MODE 2; 0 otherwise), N rows.
+void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
+  if (MODE == 2 && seg > 0u) {
+    if (seg == 1u)
+      y2[p.y2_off + t * N + n] = s;
+    else
+      y3[p.y3_off + t * N + n] = s;
+    return;
+  }
   const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
   const float v = s + b;
   y[p.y_off + t * p.N + n] = v;
@@ -110,8 +138,23 @@ void main() {
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
     xcopy[p.copy_off + i] = x1[p.x_off + i];
   const uint tpr = p.tpr, groups = WG / tpr;
-  const uint n0 = flat_group() * groups * R;
-  if (n0 >= p.N) return;
+  // MODE 2: the grid covers segment 0's rows, then 1's, then 2's.
+  uint seg = 0u, N = p.N, wg = flat_group();
+  if (MODE == 2) {
+    const uint per = groups * uint(R), g0 = (p.N + per - 1u) / per, g1 = (p.n2 + per - 1u) / per;
+    if (wg >= g0) {
+      wg -= g0;
+      seg = 1u;
+      N = p.n2;
+      if (wg >= g1) {
+        wg -= g1;
+        seg = 2u;
+        N = p.n3;
+      }
+    }
+  }
+  const uint n0 = wg * groups * R;
+  if (n0 >= N) return;
   const uint tid = gl_LocalInvocationID.x;
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
@@ -120,7 +163,7 @@ void main() {
   // Rows past N read row N - 1 (valid memory) and are not written.
   uint srow[R];
   [[unroll]] for (int r = 0; r < R; r++)
-    srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), p.N - 1u) * row_bytes;
+    srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), N - 1u) * row_bytes;
   float acc[M][R][NT];
   [[unroll]] for (int m = 0; m < M; m++)
     [[unroll]] for (int r = 0; r < R; r++)
@@ -131,9 +174,11 @@ void main() {
     float d[M][R];
     [[unroll]] for (int r = 0; r < R; r++) {
       const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
-      qa[0][r] = wts4[q];
-      qb[0][r] = WDT == DT_Q8_0 ? wts4[q + 1u] : uvec4(0u);
-      d[0][r] = f16_bits_to_f32(LOAD_U16(wts, srow[r] + blk * 2u));
+      qa[0][r] = w_quad(seg, q);
+      qb[0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);
+      const uint sb = srow[r] + blk * 2u;
+      d[0][r] = f16_bits_to_f32(MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu
+                                          : LOAD_U16(wts, sb));
       if (MODE == 1) {
         qa[M - 1][r] = wts24[q];
         qb[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);
@@ -192,7 +237,7 @@ void main() {
           const float s = subgroupAdd(acc[0][r][t]);
           const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
           const uint n = n0 + g * uint(R) + uint(r);
-          if (lane == 0u && n < p.N) write_out(n, uint(t), s, s2);
+          if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s, s2);
         }
       return;
     }
@@ -206,13 +251,13 @@ void main() {
     for (uint o = tid; o < groups * uint(R * NT); o += WG) {
       const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
       const uint n = n0 + og * uint(R) + r;
-      if (n >= p.N) continue;
+      if (n >= N) continue;
       float s = 0.0, s2 = 0.0;
       for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
         s += partial[r * uint(NT) + t][sg];
         if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
       }
-      write_out(n, t, s, s2);
+      write_out(seg, N, n, t, s, s2);
     }
     return;
   }
@@ -231,6 +276,6 @@ void main() {
         barrier();
       }
       const uint n = n0 + g * uint(R) + uint(r);
-      if (lane == 0u && n < p.N) write_out(n, uint(t), s[0], s[M - 1]);
+      if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s[0], s[M - 1]);
     }
 }

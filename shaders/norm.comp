@@ -1,6 +1,8 @@
 // RmsNorm (OP 0) and LayerNorm (OP 1): a workgroup per row, float32 statistics.
 // RmsNorm: y = x * (1 / sqrt(mean(x^2) + eps)) * w. LayerNorm: two passes (mean, then
 // squared deviations), y = (x - mean) * inv * w (+ b).
+// QUANT 1: rows of at most WG * PER elements also go, rounded for the integer-dot GEMV
+// that reads them, to `q` in quantize_x.comp's layout (one dispatch less before it).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -9,14 +11,19 @@ layout(local_size_x = WG) in;
 layout(constant_id = 0) const int OP = 0;
 layout(constant_id = 1) const int WDT = DT_F32;
 layout(constant_id = 2) const int BDT = DT_F32;
+layout(constant_id = 3) const int QUANT = 0;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { uint w[]; };
 layout(std430, binding = 2) readonly buffer B { uint b[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 4) writeonly buffer Q { uvec4 q[]; };
+layout(std430, binding = 4) writeonly buffer QM { uvec2 qm[]; };
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, rows, d, has_bias;
   float eps;
+  uint q_off;
 } p;
+#include "quantize_block.glsl"
 
 shared float red[WG];
 
@@ -37,6 +44,7 @@ float block_sum(float v) {
 // issued at once (a strided loop waits for memory once per iteration), and x is read
 // only once.
 #define PER 16
+shared vec4 row_out[QUANT != 0 ? WG * PER / 4 : 1];  // QUANT: the row's y, for the blocks
 
 void main() {
   const uint tid = gl_LocalInvocationID.x;
@@ -67,6 +75,18 @@ void main() {
         float o = (OP == 0 ? v[i] * inv : (v[i] - mean) * inv) * LOAD_FLOAT(w, WDT, p.w_off, k);
         if (OP == 1 && p.has_bias != 0u) o += LOAD_FLOAT(b, BDT, p.b_off, k);
         y[p.y_off + row * p.d + k] = o;
+        if (QUANT != 0) row_out[k / 4u][k % 4u] = o;
+      }
+      if (QUANT != 0) {
+        barrier();
+        const uint nb = p.d / 32u;
+        for (uint blk = tid; blk < nb; blk += WG) {
+          vec4 v[8];
+          for (uint j = 0u; j < 8u; j++) v[j] = row_out[blk * 8u + j];
+          const uint i = row * nb + blk;
+          quantize_block(v, p.q_off / 4u + i * 4u, (p.q_off / 4u + p.rows * nb * 4u) * 2u + i);
+        }
+        barrier();
       }
       continue;
     }

@@ -19,11 +19,7 @@ layout(std430, binding = 1) writeonly buffer Q { uvec4 q[]; };
 layout(std430, binding = 1) writeonly buffer QM { uvec2 qm[]; };
 layout(std430, binding = 2) writeonly buffer C { float copy[]; };
 layout(push_constant) uniform P { uint x_off, q_off, T, K, copy_off, copy_n; } p;
-
-uint pack4(int a, int b, int c, int d) {
-  return (uint(a) & 0xffu) | ((uint(b) & 0xffu) << 8) | ((uint(c) & 0xffu) << 16) |
-         (uint(d) << 24);
-}
+#include "quantize_block.glsl"
 
 void main() {
   const uint i = flat_id(), nb = p.K / 32u;
@@ -32,29 +28,10 @@ void main() {
   // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
   const uint xb = (p.x_off + t * p.K + b * 32u) / 4u;
   vec4 v[8];
-  float amax = 0.0;
-  for (uint k = 0u; k < 8u; k++) {
-    v[k] = x4[xb + k];
-    amax = max(amax, max(max(abs(v[k].x), abs(v[k].y)), max(abs(v[k].z), abs(v[k].w))));
-  }
+  for (uint k = 0u; k < 8u; k++) v[k] = x4[xb + k];
   if (p.copy_n > 0u)
     for (uint k = 0u; k < 8u; k++)
       for (uint j = 0u; j < 4u; j++) copy[p.copy_off + t * p.K + b * 32u + 4u * k + j] = v[k][j];
-  const float inv = amax > 0.0 ? 32512.0 / amax : 0.0;
-  int sum = 0;
-  uint h[8], l[8];
-  for (uint k = 0u; k < 8u; k++) {
-    const ivec4 s = ivec4(roundEven(v[k] * inv));
-    const ivec4 hi = (s + 128) >> 8;
-    const ivec4 lo = s - hi * 256;
-    sum += s.x + s.y + s.z + s.w;
-    h[k] = pack4(hi.x, hi.y, hi.z, hi.w);
-    l[k] = pack4(lo.x, lo.y, lo.z, lo.w);
-  }
-  const uint o = p.q_off / 4u + i * 4u;
-  q[o] = uvec4(h[0], h[1], h[2], h[3]);
-  q[o + 1u] = uvec4(h[4], h[5], h[6], h[7]);
-  q[o + 2u] = uvec4(l[0], l[1], l[2], l[3]);
-  q[o + 3u] = uvec4(l[4], l[5], l[6], l[7]);
-  qm[(p.q_off / 4u + p.T * nb * 4u) * 2u + i] = uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
+  const uint qi = p.q_off / 4u + i * 4u;
+  quantize_block(v, qi, (p.q_off / 4u + p.T * nb * 4u) * 2u + i);
 }

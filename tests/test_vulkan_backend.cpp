@@ -533,6 +533,72 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
     }
 }
 
+TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(14);
+  const int64_t K = 128, Nq = 96, Nkv = 32;
+  // Tensor ids: x 0, weights 1/2/3, q/k/v 4/5/6, the norm's input 7 and weight 8.
+  OpParams np;
+  np.eps = 1e-5f;
+  const Node norm = make_node(Op::RmsNorm, np);
+  const Node mq = make_node(Op::MatMul, {0, 1}, 4), mk = make_node(Op::MatMul, {0, 2}, 5),
+             mv = make_node(Op::MatMul, {0, 3}, 6);
+  for (DType wt : {DType::Q4_0, DType::Q8_0})
+    for (int64_t T : {1, 3})
+      for (int segs : {2, 3}) {
+        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " " << segs << " matrices") {
+          const QuantMatrix wq = quantize_random(wt, Nq, K, rng),
+                            wk = quantize_random(wt, Nkv, K, rng),
+                            wv = quantize_random(wt, Nkv, K, rng);
+          const std::vector<float> x = uniform(T * K, rng), nw = uniform(K, rng);
+          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+            TestBuffers b(be);
+            const TensorRef x0{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+            const TensorRef wr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
+            const TensorRef xr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+            const TensorRef outs[3] = {{b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
+                                       {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
+                                       {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}}};
+            std::vector<BoundNode> nodes = {
+                BoundNode{&norm, {x0, wr}, xr},
+                BoundNode{&mq, {xr, b.weight(wq, wt, Nq, K, quant)}, outs[0]},
+                BoundNode{&mk, {xr, b.weight(wk, wt, Nkv, K, quant)}, outs[1]},
+                BoundNode{&mv, {xr, b.weight(wv, wt, Nkv, K, quant)}, outs[2]}};
+            nodes.resize(1 + segs);
+            auto prog = be.compile(nodes);
+            prog->run();
+            if (ds) *ds = prog->dispatches();
+            std::vector<float> all;
+            for (int k = 0; k < segs; k++) {
+              std::vector<float> v(outs[k].shape.numel());
+              be.download(*outs[k].buffer, 0, v.data(), v.size() * 4);
+              all.insert(all.end(), v.begin(), v.end());
+            }
+            return all;
+          };
+          auto cpu = make_cpu_backend(1);
+          const std::vector<float> want = run(*cpu, false, nullptr);
+          for (Backend* gpu : gemv_backends()) {
+            INFO(gpu->info().details);
+            std::vector<Program::Dispatch> ds;
+            const std::vector<float> got = run(*gpu, true, &ds);
+            CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
+            if (gpu->info().details.find("subgroup ops") != std::string::npos) {
+              // Integer dots: the norm rounds its output for the GEMV (no quantize_x).
+              REQUIRE(ds.size() == 2);
+              CHECK(ds[0].kernel ==
+                    std::string(has_int_dot_gemv(*gpu) ? "rms_norm +quantize" : "rms_norm"));
+              CHECK(ds[1].kernel.find(segs == 3 ? "[96 + 32 + 32 x 128]" : "[96 + 32 x 128]") !=
+                    std::string::npos);
+              std::vector<int> want_nodes(segs);
+              std::iota(want_nodes.begin(), want_nodes.end(), 1);
+              CHECK(ds[1].nodes == want_nodes);
+            }
+          }
+        }
+      }
+}
+
 TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties, NaN, long rows)",
           "[vulkan][ops]") {
   VULKAN_TEST();

@@ -87,6 +87,8 @@ int64_t coop_gemv_max_tokens() {
   }();
   return v;
 }
+// The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
+constexpr int64_t kNormQuantMaxRow = 4096;
 // The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
@@ -654,6 +656,33 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (o.overlaps(act)) return false;
     return true;
   };
+  // How many of nodes i, i + 1, i + 2 (q/k/v) run as one matmul_gemv_q dispatch (MODE
+  // 2): matmuls without bias of the same x by quantized matrices of one dtype and K,
+  // whose outputs overlap nothing the others read or write.
+  auto gemv_segments = [&](size_t i) -> size_t {
+    if (!gemv_q(i) || nodes[i].inputs.size() != 2) return 1;
+    const TensorRef &x0 = nodes[i].inputs[0], &w0 = nodes[i].inputs[1];
+    std::vector<Region> outs = {region(nodes[i].output)}, ins = {region(x0), region(w0)};
+    size_t n = 1;
+    for (size_t j = i + 1; j < nodes.size() && n < 3; j++, n++) {
+      const BoundNode& b = nodes[j];
+      if (!gemv_q(j) || b.inputs.size() != 2 || b.inputs[0].buffer != x0.buffer ||
+          b.inputs[0].offset != x0.offset || b.inputs[0].shape.numel() != x0.shape.numel() ||
+          b.inputs[1].dtype != w0.dtype || b.inputs[1].shape.row_len() != w0.shape.row_len())
+        break;
+      const Region o = region(b.output);
+      ins.push_back(region(b.inputs[1]));
+      bool clash = false;
+      for (const Region& r : outs) clash |= r.overlaps(o);
+      for (const Region& r : ins) clash |= r.overlaps(o);
+      if (clash) break;
+      outs.push_back(o);
+    }
+    for (const Region& o : outs)
+      for (const Region& r : ins)
+        if (o.overlaps(r)) return 1;
+    return n;
+  };
   // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
   // dispatch can write without races (the cache overlaps nothing the rope touches).
   auto rope_store_fusable = [&](size_t i) -> bool {
@@ -708,9 +737,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
   const size_t align =
       std::max<size_t>(16, ctx_->phys().props.limits.minStorageBufferOffsetAlignment);
+  // The x region whose planes x_planes holds (written by a norm or quantize_x, kept for
+  // the matmuls right after it that read the same x).
+  Region planes_hold;
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
     check_bound(bn, "vulkan backend");
+    if (!bn.node || bn.node->op != Op::MatMul) planes_hold = Region{};
     const Node& node = *bn.node;
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
@@ -796,8 +829,23 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(static_cast<uint32_t>(d));
         push(bias ? 1 : 0);
         push_f(p.eps);
+        // An integer-dot GEMV right after that reads the output: the rows go to it
+        // rounded too (norm.comp, QUANT), so it needs no quantize_x.
+        const bool quant = int_dot_ && ni + 1 < nodes.size() && gemv_q(ni + 1) &&
+                           !ffn_scratch.count(ni + 1) && d <= kNormQuantMaxRow && d % 32 == 0 &&
+                           region(nodes[ni + 1].inputs[0]).buffer == region(o).buffer &&
+                           nodes[ni + 1].inputs[0].offset == o.offset &&
+                           nodes[ni + 1].inputs[0].shape.numel() == o.shape.numel();
+        if (quant) {
+          push(bind(TensorRef{x_planes.get(), 0, DType::F32, {rows * (d / 32) * 18}},
+                    "the quantized output", true));
+          planes_hold = region(o);
+        } else {
+          push(bind(o, "the output", true));  // unused (QUANT 0)
+        }
         use("norm", {node.op == Op::RmsNorm ? 0 : 1, dt_code(in[1].dtype),
-                     bias ? dt_code(in[2].dtype) : 0});
+                     bias ? dt_code(in[2].dtype) : 0, quant ? 1 : 0});
+        if (quant) x.label += " +quantize";
         grid(x, static_cast<uint64_t>(rows));
         break;
       }
@@ -824,7 +872,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // after them (both products, and the activation into a scratch buffer).
           const int res = residual_add(ni);
           const bool glu = res < 0 && !bias && ffn_fusable(ni);
-          int32_t mode = 0;
+          // q/k/v: up to three matmuls of the same x in one grid.
+          const size_t segs = res < 0 && !glu ? gemv_segments(ni) : 1;
+          int32_t mode = segs > 1 ? 2 : 0;
           if (res >= 0) {
             check_bound(nodes[ni + 1], "vulkan backend");
             push(bind(nodes[ni + 1].inputs[res], "the residual"));
@@ -849,9 +899,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
-          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, N);
+          int64_t seg_rows[3] = {N, 0, 0};
+          for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
+          const GemvShape gs =
+              gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2]);
           push(gs.tpr);
-          if (glu) {
+          if (glu || segs > 1) {
+            check_bound(nodes[ni + 1], "vulkan backend");
             bind(nodes[ni + 1].inputs[1], "the second weight");
             push(bind(nodes[ni + 1].output, "the second output", true));
           } else {
@@ -863,8 +917,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const TensorRef x_src = scratch != ffn_scratch.end()
                                       ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
                                       : in[0];
-          if (int_dot_) {
-            const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
+          const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
+          if (int_dot_ && planes_hold.buffer && planes_hold.begin == region(x_src).begin &&
+              planes_hold.buffer == region(x_src).buffer && planes_hold.end == region(x_src).end) {
+            // The norm before (or a matmul of the same x) left x's planes in place.
+            Recorded tmp;
+            x.push[0] = bind_to(tmp, planes, "the quantized x");
+            x.bindings[0] = tmp.bindings[0];
+            x.reads[0] = tmp.reads[0];
+          } else if (int_dot_) {
             pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
             pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
             const bool copy = scratch != ffn_scratch.end();
@@ -878,6 +939,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                        copy ? " +copy" : "");
             grid(pre, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
             has_pre = true;
+            planes_hold = region(x_src);
             // Binding 0 of the GEMV: the planes instead of x.
             Recorded tmp;
             x.push[0] = bind_to(tmp, planes, "the quantized x");
@@ -893,17 +955,30 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(bind(o, "the output", true));
             push(0);
           }
+          // MODE 2: the third segment (the second's bindings again when there are two).
+          const BoundNode& last = nodes[ni + segs - 1];
+          if (segs > 2) check_bound(last, "vulkan backend");
+          bind(last.inputs[1], "the third weight");
+          push(static_cast<uint32_t>(seg_rows[1]));
+          push(static_cast<uint32_t>(seg_rows[2]));
+          push(bind(last.output, "the third output", true));
+          for (size_t k = 1; k < segs; k++) x.nodes.push_back(static_cast<int>(ni + k));
+          if (segs > 1) fused = segs - 1;
           use(int_dot_ ? "matmul_gemv_qdot" : "matmul_gemv_q",
               {spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
                mode});
-          x.label =
-              format_message("matmul_gemv_q %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
-                             (long long)T, (long long)N, (long long)K,
-                             res >= 0 ? " +add"
-                             : glu    ? " x2 +silu_mul"
-                                      : "");
+          std::string rows = std::to_string(N);
+          for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
+          x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
+                                   (long long)T, rows.c_str(), (long long)K,
+                                   res >= 0 ? " +add"
+                                   : glu    ? " x2 +silu_mul"
+                                            : "");
           const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
-          grid(x, (static_cast<uint64_t>(N) + rows_per_group - 1) / rows_per_group);
+          uint64_t groups = 0;
+          for (int64_t r : seg_rows)
+            groups += (static_cast<uint64_t>(r) + rows_per_group - 1) / rows_per_group;
+          grid(x, groups);
         } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);
           x.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),

@@ -1,0 +1,33 @@
+// One block of 32 floats into the integer-dot GEMV's x layout (quantize_x.comp): the
+// includer declares `uvec4 q[]` and `uvec2 qm[]` (one buffer); the planes go to uvec4
+// q[qi .. qi + 3], the block's (scale, Σ s) to qm[mi].
+#ifndef LLM_QUANTIZE_BLOCK_GLSL
+#define LLM_QUANTIZE_BLOCK_GLSL
+
+uint pack4(ivec4 v) {
+  return (uint(v.x) & 0xffu) | ((uint(v.y) & 0xffu) << 8) | ((uint(v.z) & 0xffu) << 16) |
+         (uint(v.w) << 24);
+}
+
+void quantize_block(vec4 v[8], uint qi, uint mi) {
+  float amax = 0.0;
+  for (uint k = 0u; k < 8u; k++)
+    amax = max(amax, max(max(abs(v[k].x), abs(v[k].y)), max(abs(v[k].z), abs(v[k].w))));
+  const float inv = amax > 0.0 ? 32512.0 / amax : 0.0;
+  int sum = 0;
+  uint h[8], l[8];
+  for (uint k = 0u; k < 8u; k++) {
+    const ivec4 s = ivec4(roundEven(v[k] * inv));
+    const ivec4 hi = (s + 128) >> 8;  // arithmetic shift: floor
+    sum += s.x + s.y + s.z + s.w;
+    h[k] = pack4(hi);
+    l[k] = pack4(s - hi * 256);
+  }
+  q[qi] = uvec4(h[0], h[1], h[2], h[3]);
+  q[qi + 1u] = uvec4(h[4], h[5], h[6], h[7]);
+  q[qi + 2u] = uvec4(l[0], l[1], l[2], l[3]);
+  q[qi + 3u] = uvec4(l[4], l[5], l[6], l[7]);
+  qm[mi] = uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
+}
+
+#endif
