@@ -5,6 +5,7 @@
 // that reads them, to `q` in quantize_x.comp's layout (one dispatch less before it).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define WG 256
 layout(local_size_x = WG) in;
@@ -52,11 +53,18 @@ void main() {
   for (uint row = flat_group(); row < p.rows; row += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
     const uint base = p.x_off + row * p.d;
     if (p.d <= WG * PER) {
-      float v[PER];
+      // Every load of x and w first, unconditionally (indices clamped into the row), so
+      // the thread waits for memory once: conditional loads were issued one by one (H200:
+      // 11 us for a row of 4,096, 7.7 for 2,048).
+      float v[PER], wv[PER];
+      [[unroll]] for (uint i = 0u; i < PER; i++) {
+        const uint k = min(tid + i * WG, p.d - 1u);
+        v[i] = x[base + k];
+        wv[i] = LOAD_FLOAT(w, WDT, p.w_off, k);
+      }
       float s = 0.0;
-      for (uint i = 0u; i < PER; i++) {
-        const uint k = tid + i * WG;
-        v[i] = k < p.d ? x[base + k] : 0.0;
+      [[unroll]] for (uint i = 0u; i < PER; i++) {
+        if (tid + i * WG >= p.d) v[i] = 0.0;
         s += OP == 0 ? v[i] * v[i] : v[i];
       }
       float inv, mean = 0.0;
@@ -72,7 +80,7 @@ void main() {
       for (uint i = 0u; i < PER; i++) {
         const uint k = tid + i * WG;
         if (k >= p.d) break;
-        float o = (OP == 0 ? v[i] * inv : (v[i] - mean) * inv) * LOAD_FLOAT(w, WDT, p.w_off, k);
+        float o = (OP == 0 ? v[i] * inv : (v[i] - mean) * inv) * wv[i];
         if (OP == 1 && p.has_bias != 0u) o += LOAD_FLOAT(b, BDT, p.b_off, k);
         y[p.y_off + row * p.d + k] = o;
         if (QUANT != 0) row_out[k / 4u][k % 4u] = o;

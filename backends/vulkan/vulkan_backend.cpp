@@ -487,6 +487,7 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 // LLM_VULKAN_GEMV_ROWS override them (for tuning).
 struct GemvShape {
   uint32_t tpr = 32, rows = 4;
+  uint32_t prefetch = 0;  // the next block's weights loaded before the current's arithmetic
 };
 GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   GemvShape s;
@@ -503,6 +504,7 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   };
   env("LLM_VULKAN_GEMV_TPR", s.tpr);
   env("LLM_VULKAN_GEMV_ROWS", s.rows);
+  env("LLM_VULKAN_GEMV_PREFETCH", s.prefetch);
   s.tpr = std::clamp(s.tpr, subgroup, kGemvQThreads);
   s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
   return s;
@@ -966,7 +968,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           if (segs > 1) fused = segs - 1;
           use(int_dot_ ? "matmul_gemv_qdot" : "matmul_gemv_q",
               {spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
-               mode});
+               mode, gs.prefetch ? 1 : 0});
           std::string rows = std::to_string(N);
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
           x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
