@@ -47,8 +47,6 @@ layout(constant_id = 3) const int NT = 1;    // tokens
 layout(constant_id = 4) const int R = 4;     // output rows per group of threads
 // 0 plain (+ residual add), 1 gate/up + SiLU, 2 up to three matrices side by side (q/k/v)
 layout(constant_id = 5) const int MODE = 0;
-// 1: the next block's weights are loaded before the current one is computed.
-layout(constant_id = 6) const int PREFETCH = 0;
 layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
@@ -115,24 +113,6 @@ uvec4 w_quad(uint m, uint i) {
   return wts4[i];
 }
 
-// The quants and scales of block BLK of rows srow (byte offsets) of matrix seg (and of
-// W2, MODE 1) into QA, QB, D (a macro: arrays sized by specialization constants can be
-// neither passed nor assigned whole).
-#define LOAD_BLOCK(BLK, QA, QB, D)                                                         \
-  [[unroll]] for (int r = 0; r < R; r++) {                                                 \
-    const uint q = (srow[r] + scale_bytes) / 16u + (BLK) * qpb;                            \
-    QA[0][r] = w_quad(seg, q);                                                             \
-    QB[0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);                           \
-    const uint sb = srow[r] + (BLK) * 2u;                                                  \
-    D[0][r] = f16_bits_to_f32(MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu \
-                                        : LOAD_U16(wts, sb));                              \
-    if (MODE == 1) {                                                                       \
-      QA[M - 1][r] = wts24[q];                                                             \
-      QB[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);                           \
-      D[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                                   \
-    }                                                                                      \
-  }
-
 // Output row n of token t of segment seg (MODE 2; 0 otherwise), N rows.
 void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   if (MODE == 2 && seg > 0u) {
@@ -188,20 +168,23 @@ void main() {
   [[unroll]] for (int m = 0; m < M; m++)
     [[unroll]] for (int r = 0; r < R; r++)
       [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
-  // Every load of a block first, so R (2R) of them are in flight together; with
-  // PREFETCH the next block's too, before the current one's arithmetic.
-  uvec4 qa[M][R], qb[M][R];
-  float d[M][R];
-  if (PREFETCH != 0 && lane < nb) {
-    LOAD_BLOCK(lane, qa, qb, d);
-  }
   for (uint blk = lane; blk < nb; blk += tpr) {
-    uvec4 na[M][R], nq[M][R];
-    float nd[M][R];
-    if (PREFETCH == 0) {
-      LOAD_BLOCK(blk, qa, qb, d);
-    } else if (blk + tpr < nb) {
-      LOAD_BLOCK(blk + tpr, na, nq, nd);
+    // Every load of the block first, so R (2R) of them are in flight together (loading
+    // the next block's too before this one's arithmetic was no faster on the H200).
+    uvec4 qa[M][R], qb[M][R];
+    float d[M][R];
+    [[unroll]] for (int r = 0; r < R; r++) {
+      const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
+      qa[0][r] = w_quad(seg, q);
+      qb[0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);
+      const uint sb = srow[r] + blk * 2u;
+      d[0][r] = f16_bits_to_f32(MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu
+                                          : LOAD_U16(wts, sb));
+      if (MODE == 1) {
+        qa[M - 1][r] = wts24[q];
+        qb[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);
+        d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));
+      }
     }
 #ifdef INT_DOT
     [[unroll]] for (int t = 0; t < NT; t++) {
@@ -244,13 +227,6 @@ void main() {
         }
     }
 #endif
-    if (PREFETCH != 0)
-      [[unroll]] for (int m = 0; m < M; m++)
-        [[unroll]] for (int r = 0; r < R; r++) {
-          qa[m][r] = na[m][r];
-          qb[m][r] = nq[m][r];
-          d[m][r] = nd[m][r];
-        }
   }
   if (gl_SubgroupSize <= tpr) {
     // Subgroups lie within one group (both are powers of two, groups aligned).

@@ -487,16 +487,20 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 // LLM_VULKAN_GEMV_ROWS override them (for tuning).
 struct GemvShape {
   uint32_t tpr = 32, rows = 4;
-  uint32_t prefetch = 0;  // the next block's weights loaded before the current's arithmetic
 };
-GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot) {
   GemvShape s;
   // About two blocks per thread: enough loads in flight, few idle threads on short rows.
+  // Integer dots: at most 64 threads per row and 2 rows per group (H200, 7b decode,
+  // LLM_VULKAN_GEMV_TPR/ROWS over 32/64/128 and 2/4/8: 270 tok/s against 240 with the
+  // float path's 4 rows; fewer rows were faster at every width).
+  const uint32_t max_tpr = int_dot ? std::min<uint32_t>(64, kGemvQThreads) : kGemvQThreads;
   s.tpr = subgroup;
-  while (s.tpr < kGemvQThreads && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
-  // 4 rows per group (x read once per 4 rows; measured best on the H200), fewer where
-  // that leaves under 256 workgroups (small matrices: k/v of GQA models).
-  s.rows = 4;
+  while (s.tpr < max_tpr && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
+  // 4 rows per group on the float path (x read once per 4 rows; measured best on the
+  // H200), fewer where that leaves under 256 workgroups (small matrices: k/v of GQA
+  // models).
+  s.rows = int_dot ? 2 : 4;
   while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (kGemvQThreads / s.tpr)) < 256)
     s.rows /= 2;
   auto env = [](const char* name, uint32_t& v) {
@@ -504,7 +508,6 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N) {
   };
   env("LLM_VULKAN_GEMV_TPR", s.tpr);
   env("LLM_VULKAN_GEMV_ROWS", s.rows);
-  env("LLM_VULKAN_GEMV_PREFETCH", s.prefetch);
   s.tpr = std::clamp(s.tpr, subgroup, kGemvQThreads);
   s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
   return s;
@@ -903,8 +906,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           int64_t seg_rows[3] = {N, 0, 0};
           for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
-          const GemvShape gs =
-              gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2]);
+          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
+                                          seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_);
           push(gs.tpr);
           if (glu || segs > 1) {
             check_bound(nodes[ni + 1], "vulkan backend");
@@ -968,7 +971,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           if (segs > 1) fused = segs - 1;
           use(int_dot_ ? "matmul_gemv_qdot" : "matmul_gemv_q",
               {spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
-               mode, gs.prefetch ? 1 : 0});
+               mode});
           std::string rows = std::to_string(N);
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
           x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
