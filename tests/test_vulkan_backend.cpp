@@ -975,6 +975,52 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
       }
 }
 
+// Decode through the integer-dot GEMVs after a prompt long enough for the attention to
+// split its keys: the merge rounds its output for o, the norms theirs for q/k/v and
+// gate/up (no quantize_x before them).
+TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
+          "[vulkan][models][quant]") {
+  VULKAN_TEST();
+  const std::vector<Backend*> gpus = gemv_backends();
+  if (gpus.size() < 2) {
+    WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
+    return;
+  }
+  auto cpu = make_cpu_backend(2);
+  const Reference ref = load_reference("llama3");
+  TempDir dir;
+  write_dequantized_fixture("llama3", DType::Q4_0, dir.path());
+  auto cm = Model::load(dir.path(), *cpu);
+  auto gm = Model::load(model_dir("llama3"), *gpus[1], LoadOptions{"q4f16_1"});
+  std::vector<int32_t> prompt;
+  while (prompt.size() < 100)
+    prompt.insert(prompt.end(), ref.input_ids.begin(), ref.input_ids.end());
+  Session cs(*cm), gs(*gm);
+  std::vector<std::string> kernels;
+  gs.observe_steps(
+      [&](Executor& ex, int, const std::vector<double>&) {
+        for (const Program::Dispatch& d : ex.program().dispatches()) kernels.push_back(d.kernel);
+      },
+      false);
+  std::vector<float> c = cs.forward(prompt, false), g = gs.forward(prompt, false);
+  CHECK(max_rel_error(g, c) <= 1e-4);
+  for (int step = 0; step < 3; step++) {
+    const int32_t next = static_cast<int32_t>(std::max_element(c.begin(), c.end()) - c.begin());
+    c = cs.forward({next}, false);
+    g = gs.forward({next}, false);
+    INFO("decode step " << step);
+    CHECK(max_rel_error(g, c) <= 1e-4);
+  }
+  auto count = [&](const std::string& prefix, const std::string& part) {
+    return std::count_if(kernels.begin(), kernels.end(), [&](const std::string& k) {
+      return k.rfind(prefix, 0) == 0 && k.find(part) != std::string::npos;
+    });
+  };
+  CHECK(count("attention_merge", "+quantize") > 0);
+  CHECK(count("rms_norm", "+quantize") > 0);
+  CHECK(count("matmul_gemv_q", " + ") > 0);  // q/k/v as one dispatch
+}
+
 TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {
   VULKAN_TEST();
   const CommandResult devices = run_cli({"devices"});

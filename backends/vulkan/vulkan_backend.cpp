@@ -1168,7 +1168,24 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           for (uint32_t v :
                {x.push[6], static_cast<uint32_t>(items), static_cast<uint32_t>(p.head_dim), splits})
             m.push[m.push_words++] = v;
-          m.pipeline = &ctx_->pipeline("attention_merge", 2, {});
+          // An integer-dot GEMV right after that reads the output (o): the merge rounds
+          // it for the GEMV too, so it needs no quantize_x.
+          const bool quant = int_dot_ && ni + 1 < nodes.size() && gemv_q(ni + 1) &&
+                             (items * p.head_dim) % 32 == 0 &&
+                             nodes[ni + 1].inputs[0].shape.row_len() % 32 == 0 &&
+                             region(nodes[ni + 1].inputs[0]).buffer == region(o).buffer &&
+                             nodes[ni + 1].inputs[0].offset == o.offset &&
+                             nodes[ni + 1].inputs[0].shape.numel() == o.shape.numel();
+          if (quant) {
+            const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
+            m.push[m.push_words++] = bind_to(m, planes, "the quantized output", true);
+            planes_hold = region(o);
+            m.label += " +quantize";
+          } else {
+            m.bindings.push_back(x.bindings[6]);  // unused (QUANT 0)
+            m.push[m.push_words++] = 0;
+          }
+          m.pipeline = &ctx_->pipeline("attention_merge", 3, {quant ? 1 : 0});
           grid(m, (static_cast<uint64_t>(items) * p.head_dim + 63) / 64);
           merge = std::move(m);
           has_merge = true;
