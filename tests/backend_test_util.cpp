@@ -270,6 +270,16 @@ void check_half_kv_cache(Backend& be, const char* name, DType kv, double tol) {
   CHECK(worst <= tol);
 }
 
+std::vector<float> download_f32(Backend& be, const std::vector<TensorRef>& tensors) {
+  std::vector<float> all;
+  for (const TensorRef& r : tensors) {
+    std::vector<float> v(r.shape.numel());
+    be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
 double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float>& w,
                             const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
                             const std::vector<float>& got) {

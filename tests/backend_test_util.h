@@ -62,6 +62,9 @@ double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float
                             const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
                             const std::vector<float>& got);
 
+// The float32 tensors, downloaded and concatenated in order.
+std::vector<float> download_f32(Backend& be, const std::vector<TensorRef>& tensors);
+
 // Runs the node on `ref` once and on `dev` (twice unless in place: the second run is
 // a replay) and returns max |Δ| / max |ref|.
 double compare_backends(Backend& ref, Backend& dev, const Node& node, const std::vector<HostT>& ins,

@@ -357,13 +357,7 @@ TEST_CASE("vulkan's tensor-core GEMM adds the residual and the SiLU product in i
                                 BoundNode{&add, {rr, yr}, sr}});
         prog->run();
         if (ds) *ds = prog->dispatches();
-        std::vector<float> all;
-        for (const TensorRef& r : {gr, ur, ar, yr, sr}) {
-          std::vector<float> v(r.shape.numel());
-          be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
-          all.insert(all.end(), v.begin(), v.end());
-        }
-        return all;
+        return download_f32(be, {gr, ur, ar, yr, sr});
       };
       auto cpu = make_cpu_backend(2);
       std::vector<Program::Dispatch> ds;
@@ -438,14 +432,7 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     auto prog = be.compile({a, b});
     prog->run();
     if (ds) *ds = prog->dispatches();
-    std::vector<float> out;
-    for (const TensorRef& r : {yr, sr}) {
-      Bytes o(T * N * 4);
-      be.download(*r.buffer, 0, o.data(), o.size());
-      const std::vector<float> v = decode(DType::F32, o);
-      out.insert(out.end(), v.begin(), v.end());
-    }
-    return out;
+    return download_f32(be, {yr, sr});
   };
   auto cpu = make_cpu_backend(1);
   const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
@@ -500,13 +487,7 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
                           BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
           prog->run();
           if (ds) *ds = prog->dispatches();
-          std::vector<float> all;
-          for (const TensorRef& r : {gr, ur, ar, dr}) {
-            std::vector<float> v(r.shape.numel());
-            be.download(*r.buffer, r.offset, v.data(), v.size() * 4);
-            all.insert(all.end(), v.begin(), v.end());
-          }
-          return all;
+          return download_f32(be, {gr, ur, ar, dr});
         };
         auto cpu = make_cpu_backend(1);
         const std::vector<float> want = run(*cpu, false, nullptr);
@@ -568,13 +549,7 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
             auto prog = be.compile(nodes);
             prog->run();
             if (ds) *ds = prog->dispatches();
-            std::vector<float> all;
-            for (int k = 0; k < segs; k++) {
-              std::vector<float> v(outs[k].shape.numel());
-              be.download(*outs[k].buffer, 0, v.data(), v.size() * 4);
-              all.insert(all.end(), v.begin(), v.end());
-            }
-            return all;
+            return download_f32(be, std::vector<TensorRef>(outs, outs + segs));
           };
           auto cpu = make_cpu_backend(1);
           const std::vector<float> want = run(*cpu, false, nullptr);

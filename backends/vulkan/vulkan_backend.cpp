@@ -108,6 +108,9 @@ struct Region {
   bool overlaps(const Region& o) const {
     return buffer == o.buffer && begin < o.end && o.begin < end;
   }
+  bool operator==(const Region& o) const {
+    return buffer == o.buffer && begin == o.begin && end == o.end;
+  }
 };
 
 bool any_overlap(const std::vector<Region>& a, const std::vector<Region>& b) {
@@ -661,6 +664,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (o.overlaps(act)) return false;
     return true;
   };
+  // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
+  // output), which node i's dispatch may then round for it.
+  auto feeds_int_dot_gemv = [&](size_t i, const TensorRef& t) -> bool {
+    return int_dot_ && i + 1 < nodes.size() && gemv_q(i + 1) &&
+           region(nodes[i + 1].inputs[0]) == region(t);
+  };
   // How many of nodes i, i + 1, i + 2 (q/k/v) run as one matmul_gemv_q dispatch (MODE
   // 2): matmuls without bias of the same x by quantized matrices of one dtype and K,
   // whose outputs overlap nothing the others read or write.
@@ -836,11 +845,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push_f(p.eps);
         // An integer-dot GEMV right after that reads the output: the rows go to it
         // rounded too (norm.comp, QUANT), so it needs no quantize_x.
-        const bool quant = int_dot_ && ni + 1 < nodes.size() && gemv_q(ni + 1) &&
-                           !ffn_scratch.count(ni + 1) && d <= kNormQuantMaxRow && d % 32 == 0 &&
-                           region(nodes[ni + 1].inputs[0]).buffer == region(o).buffer &&
-                           nodes[ni + 1].inputs[0].offset == o.offset &&
-                           nodes[ni + 1].inputs[0].shape.numel() == o.shape.numel();
+        const bool quant = d <= kNormQuantMaxRow && d % 32 == 0 && feeds_int_dot_gemv(ni, o);
         if (quant) {
           push(bind(TensorRef{x_planes.get(), 0, DType::F32, {rows * (d / 32) * 18}},
                     "the quantized output", true));
@@ -923,14 +928,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                       ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
                                       : in[0];
           const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
-          if (int_dot_ && planes_hold.buffer && planes_hold.begin == region(x_src).begin &&
-              planes_hold.buffer == region(x_src).buffer && planes_hold.end == region(x_src).end) {
-            // The norm before (or a matmul of the same x) left x's planes in place.
-            Recorded tmp;
-            x.push[0] = bind_to(tmp, planes, "the quantized x");
-            x.bindings[0] = tmp.bindings[0];
-            x.reads[0] = tmp.reads[0];
-          } else if (int_dot_) {
+          // Unless the dispatch before (a norm, the attention merge, a matmul of the
+          // same x) left x's planes in place.
+          if (int_dot_ && !(planes_hold == region(x_src))) {
             pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
             pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
             const bool copy = scratch != ffn_scratch.end();
@@ -945,6 +945,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             grid(pre, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
             has_pre = true;
             planes_hold = region(x_src);
+          }
+          if (int_dot_) {
             // Binding 0 of the GEMV: the planes instead of x.
             Recorded tmp;
             x.push[0] = bind_to(tmp, planes, "the quantized x");
@@ -1170,12 +1172,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             m.push[m.push_words++] = v;
           // An integer-dot GEMV right after that reads the output (o): the merge rounds
           // it for the GEMV too, so it needs no quantize_x.
-          const bool quant = int_dot_ && ni + 1 < nodes.size() && gemv_q(ni + 1) &&
-                             (items * p.head_dim) % 32 == 0 &&
-                             nodes[ni + 1].inputs[0].shape.row_len() % 32 == 0 &&
-                             region(nodes[ni + 1].inputs[0]).buffer == region(o).buffer &&
-                             nodes[ni + 1].inputs[0].offset == o.offset &&
-                             nodes[ni + 1].inputs[0].shape.numel() == o.shape.numel();
+          // (The GEMV's rows, quantized, are whole blocks of 32: so are the merge's.)
+          const bool quant = feeds_int_dot_gemv(ni, o);
           if (quant) {
             const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
             m.push[m.push_words++] = bind_to(m, planes, "the quantized output", true);
