@@ -18,6 +18,13 @@ void Backend::clear(DeviceBuffer& dst, size_t offset, size_t bytes) {
   upload(dst, offset, zeros.data(), bytes);
 }
 
+void Backend::copy(DeviceBuffer& dst, size_t dst_offset, const DeviceBuffer& src, size_t src_offset,
+                   size_t bytes) {
+  std::vector<uint8_t> host(bytes);
+  download(src, src_offset, host.data(), bytes);
+  upload(dst, dst_offset, host.data(), bytes);
+}
+
 void Backend::check_bound(const BoundNode& bn, const char* who) const {
   if (!bn.node) fail("%s: bound node without a node", who);
   std::vector<TensorInfo> infos(bn.inputs.size());

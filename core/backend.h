@@ -106,6 +106,20 @@ class Backend {
   virtual void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) = 0;
   // Fills bytes with zero.
   virtual void clear(DeviceBuffer& dst, size_t offset, size_t bytes);
+  // Copies bytes between device buffers, ordered with uploads and programs. Default:
+  // through the host.
+  virtual void copy(DeviceBuffer& dst, size_t dst_offset, const DeviceBuffer& src,
+                    size_t src_offset, size_t bytes);
+  // A download that the host collects later, so it can queue more work first: the
+  // bytes are those src holds once everything queued before this call has run, and
+  // they are in dst when finish_download(ticket) returns (dst must stay valid until
+  // then; tickets are finished in the order they were started). Device errors are
+  // raised by finish_download. Default: download() at once.
+  virtual uint64_t start_download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) {
+    download(src, offset, dst, bytes);
+    return 0;
+  }
+  virtual void finish_download(uint64_t /*ticket*/) {}
 
   // Returns an empty string when this backend implements the node as bound
   // (op, dtypes, parameters), or the reason why not.

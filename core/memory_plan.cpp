@@ -44,7 +44,13 @@ MemoryPlan plan_memory(const Graph& g, size_t alignment) {
   std::vector<TensorId> order;
   for (TensorId id = 0; id < static_cast<TensorId>(tensors.size()); id++) {
     if (!is_planned(tensors[id]) || plan.lifetime[id].first < 0) continue;
-    if (tensors[id].kind == TensorKind::Output) plan.lifetime[id].last = n_nodes;
+    if (tensors[id].kind == TensorKind::Output) {
+      // Outputs are read after the step, and backends may compute one in the same
+      // launch as the node before it (a norm and the head GEMV), so none shares memory
+      // with that node's inputs either.
+      plan.lifetime[id].last = n_nodes;
+      plan.lifetime[id].first = std::max(0, plan.lifetime[id].first - 1);
+    }
     order.push_back(id);
   }
   std::vector<size_t> bytes(tensors.size(), 0);

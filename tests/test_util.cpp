@@ -123,6 +123,14 @@ std::vector<int32_t> greedy_on_device(Session& s, const std::vector<int32_t>& pr
   return out;
 }
 
+std::vector<int32_t> greedy_queued(Session& s, const std::vector<int32_t>& prompt, int n) {
+  std::vector<int32_t> out;
+  s.queue_greedy(prompt);
+  for (int i = 0; i + 1 < n; i++) out.push_back(s.queue_greedy_next());
+  out.push_back(s.finish_greedy());
+  return out;
+}
+
 std::vector<float> uniform(size_t n, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);

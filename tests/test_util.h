@@ -61,6 +61,8 @@ std::string join_ids(const std::vector<int32_t>& ids);
 std::vector<int32_t> greedy(Session& s, const std::vector<int32_t>& prompt, int n, int vocab);
 // The same through Session::forward_greedy (the argmax taken on the device).
 std::vector<int32_t> greedy_on_device(Session& s, const std::vector<int32_t>& prompt, int n);
+// The same through Session::queue_greedy: each token fed to the next step on the device.
+std::vector<int32_t> greedy_queued(Session& s, const std::vector<int32_t>& prompt, int n);
 
 // n values uniform in [lo, hi).
 std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f);

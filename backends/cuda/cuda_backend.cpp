@@ -518,6 +518,63 @@ class CudaBackend final : public Backend {
     ctx_->sync_and_check();
   }
 
+  void copy(DeviceBuffer& dst, size_t dst_offset, const DeviceBuffer& src, size_t src_offset,
+            size_t bytes) override {
+    check_range(dst, dst_offset, bytes, "copy");
+    check_range(src, src_offset, bytes, "copy");
+    if (!bytes) return;
+    use_device(ctx_->device);
+    LLM_CUDA_CHECK(cudaMemcpyAsync(cuda_buffer(dst, ctx_->device).data() + dst_offset,
+                                   cuda_buffer(src, ctx_->device).data() + src_offset, bytes,
+                                   cudaMemcpyDeviceToDevice, ctx_->stream.get()));
+  }
+
+  // Small downloads land in a pinned slot with the error flag of that moment and an
+  // event; the host copies them out when it asks (larger ones: download() at once).
+  uint64_t start_download(const DeviceBuffer& src, size_t offset, void* dst,
+                          size_t bytes) override {
+    check_range(src, offset, bytes, "download");
+    if (bytes > kDownloadSlotBytes - kDownloadHeader) {
+      download(src, offset, dst, bytes);
+      return 0;
+    }
+    const uint64_t ticket = next_ticket_++;
+    PendingDownload& slot = pending_[ticket % kDownloadSlots];
+    if (slot.ticket) finish_download(slot.ticket);  // the ring is full: the oldest first
+    use_device(ctx_->device);
+    uint8_t* host = download_host(ticket);
+    const cudaStream_t s = ctx_->stream.get();
+    if (bytes)
+      LLM_CUDA_CHECK(cudaMemcpyAsync(host + kDownloadHeader,
+                                     cuda_buffer(src, ctx_->device).data() + offset, bytes,
+                                     cudaMemcpyDeviceToHost, s));
+    LLM_CUDA_CHECK(
+        cudaMemcpyAsync(host, ctx_->err_flag->data(), sizeof(int), cudaMemcpyDeviceToHost, s));
+    std::unique_ptr<Event>& done = download_done_[ticket % kDownloadSlots];
+    if (!done) done = std::make_unique<Event>(cudaEventDisableTiming);
+    LLM_CUDA_CHECK(cudaEventRecord(done->get(), s));
+    slot = {ticket, dst, bytes};
+    return ticket;
+  }
+
+  void finish_download(uint64_t ticket) override {
+    while (finished_ < ticket) {
+      const uint64_t t = ++finished_;
+      PendingDownload& slot = pending_[t % kDownloadSlots];
+      if (slot.ticket != t) continue;
+      slot.ticket = 0;
+      LLM_CUDA_CHECK(cudaEventSynchronize(download_done_[t % kDownloadSlots]->get()));
+      const uint8_t* host = download_host(t);
+      std::memcpy(slot.dst, host + kDownloadHeader, slot.bytes);
+      int bits = 0;
+      std::memcpy(&bits, host, sizeof(int));
+      if (bits) {
+        *static_cast<int*>(ctx_->err_host.get()) = bits;
+        ctx_->raise_device_errors();
+      }
+    }
+  }
+
   void clear(DeviceBuffer& dst, size_t offset, size_t bytes) override {
     check_range(dst, offset, bytes, "clear");
     if (!bytes) return;
@@ -542,6 +599,22 @@ class CudaBackend final : public Backend {
   std::shared_ptr<Context> ctx_;
   PinnedHost stage_{kStageBytes};
   size_t stage_used_ = 0;
+  // start_download's slots: the error flag (header), then the bytes.
+  static constexpr int kDownloadSlots = 4;
+  static constexpr size_t kDownloadSlotBytes = 256, kDownloadHeader = 16;
+  struct PendingDownload {
+    uint64_t ticket = 0;  // 0: free
+    void* dst = nullptr;
+    size_t bytes = 0;
+  };
+  uint8_t* download_host(uint64_t ticket) const {
+    return static_cast<uint8_t*>(download_slots_.get()) +
+           (ticket % kDownloadSlots) * kDownloadSlotBytes;
+  }
+  PinnedHost download_slots_{kDownloadSlots * kDownloadSlotBytes};
+  std::unique_ptr<Event> download_done_[kDownloadSlots];  // made on the backend's device
+  PendingDownload pending_[kDownloadSlots];
+  uint64_t next_ticket_ = 1, finished_ = 0;
   std::string name_;
   bool integrated_ = false;
   double bandwidth_gbs_ = 0;  // 0: the driver did not say
@@ -1246,7 +1319,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         int64_t ctx = std::min<int64_t>(a.max_pages * a.page_size, a.cache_rows);
         if (a.window > 0) ctx = std::min<int64_t>(ctx, a.window);
         if (a.T <= cuda::kAttnDecodeMaxTokens) {
-          a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads, ctx, n_sms);
+          a.n_splits = cuda::attention_decode_splits(
+              a.T, a.n_kv_heads, a.n_heads / std::max(1, a.n_kv_heads), ctx, n_sms);
           if (cuda::attention_decode_ok(a)) {
             if (a.n_splits > 1) {
               need_partials = std::max(need_partials, cuda::attention_partials_floats(

@@ -90,10 +90,12 @@ class GraphExec {
   cudaGraphExec_t exec_ = nullptr;
 };
 
-// Owns a cudaEvent_t (timing enabled: used by the LLM_CUDA_PROFILE=1 breakdown).
+// Owns a cudaEvent_t (timing enabled unless flags say cudaEventDisableTiming).
 class Event {
  public:
-  Event() { LLM_CUDA_CHECK(cudaEventCreate(&e_)); }
+  explicit Event(unsigned flags = cudaEventDefault) {
+    LLM_CUDA_CHECK(cudaEventCreateWithFlags(&e_, flags));
+  }
   ~Event() {
     if (e_) cudaEventDestroy(e_);
   }

@@ -274,7 +274,7 @@ void attention(cudaStream_t stream, const AttentionArgs& a);
 // (token, kv head), zero before the first launch, left zero after each). Supported
 // when attention_decode_ok(); n_splits from attention_decode_splits().
 bool attention_decode_ok(const AttentionArgs& a);
-int attention_decode_splits(int64_t T, int n_kv_heads, int64_t max_context, int n_sms);
+int attention_decode_splits(int64_t T, int n_kv_heads, int G, int64_t max_context, int n_sms);
 void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters);
 
 // Prefill attention: blocks of 16 query rows (tokens x query heads of one kv head)

@@ -419,6 +419,13 @@ class VulkanBackend final : public Backend {
     ctx_->fill_zero(vk_buffer(dst), offset, bytes);
   }
 
+  void copy(DeviceBuffer& dst, size_t dst_offset, const DeviceBuffer& src, size_t src_offset,
+            size_t bytes) override {
+    check_range(dst, dst_offset, bytes, "copy");
+    check_range(src, src_offset, bytes, "copy");
+    ctx_->copy_buffer(vk_buffer(dst), dst_offset, vk_buffer(src), src_offset, bytes);
+  }
+
   void synchronize() override {
     ctx_->wait_idle();
     ctx_->raise_device_errors();

@@ -671,6 +671,13 @@ void Context::copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, si
   }
 }
 
+void Context::copy_buffer(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src,
+                          VkDeviceSize src_offset, size_t bytes) {
+  if (!bytes) return;
+  const VkBufferCopy c{src_offset, dst_offset, bytes};
+  record_transfer([&](VkCommandBuffer cb) { d_.vkCmdCopyBuffer(cb, src.get(), dst.get(), 1, &c); });
+}
+
 void Context::fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes) {
   if (!bytes) return;
   wait_idle();

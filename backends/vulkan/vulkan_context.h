@@ -165,6 +165,8 @@ class Context {
   void copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes);
   void copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes);
   void fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes);
+  void copy_buffer(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src, VkDeviceSize src_offset,
+                   size_t bytes);
 
   // The error bits the shaders set (bad indices); throws llm::Error naming them and
   // clears them. Call after wait_idle().

@@ -76,6 +76,7 @@ Executor& Session::executor_for(int n_tokens, int n_logit_rows) {
 }
 
 std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all_logits) {
+  greedy_from_ = nullptr;
   const size_t rows = all_logits ? tokens.size() : 1;
   std::vector<float> logits(rows * static_cast<size_t>(model_.config().vocab_size));
   Executor& ex = run_chunks(tokens, all_logits, logits.data());
@@ -84,9 +85,39 @@ std::vector<float> Session::forward(const std::vector<int32_t>& tokens, bool all
 }
 
 int32_t Session::forward_greedy(const std::vector<int32_t>& tokens) {
+  greedy_from_ = nullptr;
   Executor& ex = run_chunks(tokens, false, nullptr);
   int32_t id = 0;
   ex.read_output(step_io::kSampled, &id, sizeof(id));  // temperature 0: the argmax
+  return id;
+}
+
+void Session::queue_greedy(const std::vector<int32_t>& tokens) {
+  greedy_from_ = nullptr;
+  greedy_from_ = &run_chunks(tokens, false, nullptr);
+}
+
+int32_t Session::queue_greedy_next() {
+  if (!greedy_from_) fail("queue_greedy_next: no step queued (call queue_greedy first)");
+  Executor& prev = *greedy_from_;
+  greedy_from_ = nullptr;
+  if (position_ + 1 > context_size_)
+    fail("context window of %d tokens is full (%d tokens used, 1 more asked)", context_size_,
+         position_);
+  // The copy out is queued before the step that overwrites the argmax.
+  int32_t id = 0;
+  const uint64_t ticket = prev.start_read_output(step_io::kSampled, &id, sizeof(id));
+  Executor& ex = run_step(1, 1, nullptr, &prev);
+  model_.backend().finish_download(ticket);
+  greedy_from_ = &ex;
+  return id;
+}
+
+int32_t Session::finish_greedy() {
+  if (!greedy_from_) fail("finish_greedy: no step queued (call queue_greedy first)");
+  int32_t id = 0;
+  greedy_from_->read_output(step_io::kSampled, &id, sizeof(id));
+  greedy_from_ = nullptr;
   return id;
 }
 
@@ -103,45 +134,53 @@ Executor& Session::run_chunks(const std::vector<int32_t>& tokens, bool all_logit
     fail("context window of %d tokens is full (%d tokens used, %d more asked)", context_size_,
          position_, n);
   }
-  // A (re)started sequence begins from zero recurrent state.
-  if (position_ == 0)
-    for (const std::string& name : recurrent_) {
-      DeviceBuffer& b = *cache_.at(name);
-      model_.backend().clear(b, 0, b.size());
-    }
   const int V = cfg.vocab_size;
   Executor* last = nullptr;
   for (int begin = 0; begin < n; begin += opts_.prefill_chunk_size) {
     const int T = std::min(opts_.prefill_chunk_size, n - begin);
     // Without all_logits, earlier chunks only fill the cache; their one row is ignored.
     const int R = all_logits ? T : 1;
-    Executor& ex = executor_for(T, R);
-    std::vector<int32_t> pos(T), seq(T, 0), rows(R);
-    for (int t = 0; t < T; t++) pos[t] = position_ + t;
-    if (all_logits)
-      std::iota(rows.begin(), rows.end(), 0);
-    else
-      rows[0] = T - 1;
-    ex.set_input(step_io::kTokens, tokens.data() + begin, T * sizeof(int32_t));
-    ex.set_input(step_io::kPositions, pos.data(), T * sizeof(int32_t));
-    ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
-    ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
-    ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
-    const std::vector<float> greedy(2 * static_cast<size_t>(R), 0.f);
-    ex.set_input(step_io::kSampleParams, greedy.data(), greedy.size() * sizeof(float));
-    if (observer_ && profile_) {
-      observer_(ex, position_, ex.program().run_profiled());
-    } else {
-      ex.run();
-      if (observer_) observer_(ex, position_, {});
-    }
-    position_ += T;
+    Executor& ex = run_step(T, R, tokens.data() + begin, nullptr);
     if (all_logits)
       ex.read_output(step_io::kLogits, logits + static_cast<size_t>(begin) * V,
                      static_cast<size_t>(R) * V * sizeof(float));
     last = &ex;
   }
   return *last;
+}
+
+Executor& Session::run_step(int T, int R, const int32_t* tokens, const Executor* fed_by) {
+  // A (re)started sequence begins from zero recurrent state.
+  if (position_ == 0)
+    for (const std::string& name : recurrent_) {
+      DeviceBuffer& b = *cache_.at(name);
+      model_.backend().clear(b, 0, b.size());
+    }
+  Executor& ex = executor_for(T, R);
+  std::vector<int32_t> pos(T), seq(T, 0), rows(R);
+  for (int t = 0; t < T; t++) pos[t] = position_ + t;
+  if (R == T)
+    std::iota(rows.begin(), rows.end(), 0);
+  else
+    rows[0] = T - 1;
+  if (tokens)
+    ex.set_input(step_io::kTokens, tokens, T * sizeof(int32_t));
+  else
+    ex.feed_input(step_io::kTokens, *fed_by, step_io::kSampled);
+  ex.set_input(step_io::kPositions, pos.data(), T * sizeof(int32_t));
+  ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
+  ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
+  ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
+  const std::vector<float> greedy(2 * static_cast<size_t>(R), 0.f);
+  ex.set_input(step_io::kSampleParams, greedy.data(), greedy.size() * sizeof(float));
+  if (observer_ && profile_) {
+    observer_(ex, position_, ex.run_profiled());
+  } else {
+    ex.run();
+    if (observer_) observer_(ex, position_, {});
+  }
+  position_ += T;
+  return ex;
 }
 
 }  // namespace llm

@@ -32,12 +32,24 @@ class Session {
   // Like forward without all_logits, but returns the argmax of the last token's logits,
   // computed on the device (only the id crosses the bus): greedy decoding.
   int32_t forward_greedy(const std::vector<int32_t>& tokens);
+  // Greedy decoding with the device a step ahead of the host: queue_greedy(tokens) runs
+  // tokens and leaves the argmax of the last one on the device; each queue_greedy_next()
+  // queues one more step whose token is that argmax, fed on the device, and returns the
+  // argmax once it is copied out (while the new step runs); finish_greedy() returns
+  // the argmax of the last step queued. The host never waits between steps, so a
+  // decode step costs what the device takes for it.
+  void queue_greedy(const std::vector<int32_t>& tokens);
+  int32_t queue_greedy_next();
+  int32_t finish_greedy();
 
   int position() const { return position_; }
 
   int context_size() const { return context_size_; }
   // Forgets the sequence (the cache is overwritten by the next forward).
-  void reset() { position_ = 0; }
+  void reset() {
+    position_ = 0;
+    greedy_from_ = nullptr;
+  }
   // Called after each step (each prefill chunk, each decode token) with the
   // executor that ran it, the tokens cached before it, and with profile the time
   // of each of its dispatches (Program::run_profiled, which the step then runs
@@ -55,6 +67,9 @@ class Session {
   // Runs tokens in chunks (writing every row of logits when all_logits) and returns the
   // executor of the last chunk, whose outputs are current.
   Executor& run_chunks(const std::vector<int32_t>& tokens, bool all_logits, float* logits);
+  // Runs T tokens at the next positions: from the host (tokens) or, for T = 1 and
+  // tokens null, the Sampled output of fed_by. R: rows of logits (T or 1).
+  Executor& run_step(int T, int R, const int32_t* tokens, const Executor* fed_by);
   Executor& executor_for(int n_tokens, int n_logit_rows);
   TensorRef resolve_state(const TensorInfo& t) const;
 
@@ -67,6 +82,7 @@ class Session {
   std::map<std::string, std::unique_ptr<DeviceBuffer>> cache_;  // all State tensors
   std::vector<std::string> recurrent_;  // the non-KV ones, zeroed when a sequence starts
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+  Executor* greedy_from_ = nullptr;  // holds the argmax queue_greedy_next() feeds on
   StepObserver observer_;
   bool profile_ = false;
 };

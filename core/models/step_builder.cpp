@@ -108,6 +108,8 @@ TensorId StepBuilder::attention(int layer, const std::string& node, TensorId q, 
 }
 
 TensorId StepBuilder::rows_for_logits(TensorId x) {
+  // One token, one row: the row is that token's (a decode step saves a launch).
+  if (shape_.n_tokens == 1 && shape_.n_logit_rows == 1) return x;
   const int64_t D = g_.tensor(x).shape.row_len();
   return g_.add(Op::GetRows, "logit_rows", {x, logit_rows}, DType::F32, {shape_.n_logit_rows, D});
 }
