@@ -1,12 +1,16 @@
 // y[T, N] = x[T, K] · Wᵀ (+ bias) for many tokens on tensor cores
 // (GL_NV_cooperative_matrix): tiles of BM tokens x 128 weight rows, 256 threads in 8
-// subgroups (2 x 4 of 64 x 32 outputs for BM = 128; 1 x 8 of BM x 16 for smaller BM, so
-// a batch of 16-64 decode tokens does not pay for 128), K in steps of 64 through
-// shared memory, the next step's tiles loaded into registers during the current
-// step's products. x is rounded to f16 and the weights dequantized to f16 on the way
-// in (q4_0/q8_0 rows of the backend's layout a block per thread with packed f16 math,
-// other dtypes element by element); products accumulate in float32. An fp16 path:
-// about 1e-3 relative error against the float32 GEMM.
+// subgroups, SG_ROWS x (8 / SG_ROWS) of them, each BM / SG_ROWS x 128 / (8 / SG_ROWS)
+// outputs as 16 x 16 fragments. Prefill takes tiles of 64 tokens in 1 x 8 subgroups
+// (64 x 16 outputs each, four float32 accumulators): on the H200 (NVIDIA's driver) the
+// products of 128-token tiles in 2 x 4 subgroups (eight accumulators each) ran at
+// under half that rate, and 7b prefill went from 2,389 to 5,570 tokens/s. Decode
+// batches of 16-32 tokens take 16/32-token tiles. K goes in steps of 64 through shared
+// memory, the next step's tiles loaded into registers during the current step's
+// products. x is rounded to f16 and the weights dequantized to f16 on the way in
+// (q4_0/q8_0 rows of the backend's layout a block per thread with packed f16 math,
+// other dtypes 8 values per thread), stored 8 halves at a time; products accumulate in
+// float32. An fp16 path: about 1e-3 relative error against the float32 GEMM.
 //
 // Split-K: with few tiles (a decode batch: N / 128 x 1 of them) the workgroups of a
 // tile column take slices of K (gl_WorkGroupID.y = split * m_tiles + tile) and write
@@ -30,7 +34,9 @@ layout(constant_id = 2) const int SPLIT = 0;
 // 1: x rows 16-byte aligned (x_off and K multiples of 4), read as vec4.
 layout(constant_id = 3) const int X_VEC4 = 0;
 // Tokens per tile: 16, 32, 64 or 128.
-layout(constant_id = 4) const int BM = 128;
+layout(constant_id = 4) const int BM = 64;
+// Rows of subgroups (1 or 2; BM / SG_M rows each, at most 64).
+layout(constant_id = 5) const int SG_ROWS = 1;
 // The fragment shape (the host checks the device lists it for f16 x f16 + f32), fixed
 // at compile time so the fragment loops unroll and fragments stay in registers.
 #define CM 16u
@@ -49,38 +55,43 @@ layout(push_constant) uniform P {
 #include "weights.glsl"
 
 // Subgroup layout: SG_M x SG_N subgroups, each WM x WN outputs as FM x FN fragments.
-const uint SG_M = BM == 128 ? 2u : 1u;
+const uint SG_M = uint(SG_ROWS);
 const uint SG_N = 8u / SG_M;
 const uint WM = uint(BM) / SG_M;
 const uint WN = BN / SG_N;
 const uint FM = WM / CM;  // 1..4
 const uint FN = WN / CN;  // 1..2
-const uint XR = uint(BM) / 16u;  // x rows per thread per step (16 threads per row)
+const uint XP = (uint(BM) + 31u) / 32u;  // x rows per thread per step (8 threads per row)
+const uint SKV = SK / 8u;  // shared row stride in uvec4 (8 halves)
 
-shared float16_t as[128 * SK];  // x tile, row-major [m][k]
-shared float16_t bs[BN * SK];   // W tile [n][k]: Wᵀ column-major
-shared float cs[8][CM * CN];    // a subgroup's output fragment on its way out
+// Tiles as f16, 8 to a uvec4, so each thread stores 16 bytes at once; the fragment
+// loads index them in uvec4 units.
+shared uvec4 as[128 * SKV];  // x tile, row-major [m][k]
+shared uvec4 bs[BN * SKV];   // W tile [n][k]: Wᵀ column-major
+shared float cs[8][CM * CN];  // a subgroup's output fragment on its way out
 
 // The next K step's tiles, fetched into registers while the current one is multiplied
-// (then stashed into shared memory): x as XR vec4 per thread (row tid / 16 + 16 l, 4
-// columns), the weights as one raw quantized block (row tid / 2, half tid % 2) or 32
-// values of other dtypes.
+// (then stashed into shared memory): x as 8 consecutive columns of rows tid / 8 + 32 l,
+// the weights as one raw quantized block (row tid / 2, half tid % 2) or 8 consecutive
+// values of rows tid / 8 + 32 l of other dtypes.
 vec4 rx[8];
 uvec4 rq0, rq1;
 float rd;
 float rw[32];
 
 void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
-  [[unroll]] for (uint l = 0u; l < 8u; l++) {
-    if (l >= XR) break;
-    const uint r = tid / 16u + l * 16u, k = k0 + (tid % 16u) * 4u, m = m0 + r;
-    if (m >= p.T || k >= k_end) {
-      rx[l] = vec4(0.0);
-    } else if (X_VEC4 != 0) {
-      rx[l] = x4[(p.x_off + m * p.K + k) / 4u];
+  [[unroll]] for (uint l = 0u; l < 4u; l++) {
+    if (l >= XP) break;
+    const uint r = tid / 8u + l * 32u, k = k0 + (tid % 8u) * 8u, m = m0 + r;
+    if (r >= uint(BM) || m >= p.T || k >= k_end) {
+      rx[2u * l] = rx[2u * l + 1u] = vec4(0.0);
+    } else if (X_VEC4 != 0 && k + 8u <= k_end) {
+      rx[2u * l] = x4[(p.x_off + m * p.K + k) / 4u];
+      rx[2u * l + 1u] = x4[(p.x_off + m * p.K + k) / 4u + 1u];
     } else {
       const uint at = p.x_off + m * p.K + k;
-      [[unroll]] for (uint e = 0u; e < 4u; e++) rx[l][e] = k + e < k_end ? x[at + e] : 0.0;
+      [[unroll]] for (uint e = 0u; e < 8u; e++)
+        rx[2u * l + e / 4u][e % 4u] = k + e < k_end ? x[at + e] : 0.0;
     }
   }
   if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0)) {
@@ -96,57 +107,67 @@ void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
     }
     return;
   }
-  [[unroll]] for (uint l = 0u; l < 32u; l++) {
-    const uint idx = tid + l * 256u, r = idx / BK, kk = idx % BK;
-    const uint n = n0 + r, k = k0 + kk;
-    rw[l] = n < p.N && k < k_end ? weight_at(p.w_off, n, p.K, k) : 0.0;
+  [[unroll]] for (uint l = 0u; l < 4u; l++) {
+    const uint r = tid / 8u + l * 32u, n = n0 + r, k = k0 + (tid % 8u) * 8u;
+    [[unroll]] for (uint e = 0u; e < 8u; e++)
+      rw[8u * l + e] = n < p.N && k + e < k_end ? weight_at(p.w_off, n, p.K, k + e) : 0.0;
   }
 }
 
 // 1024 + q for the 4-bit q at bits 0-3 and 16-19 of v, as two halves.
 f16vec2 nib2(uint v) { return unpackFloat2x16(v | 0x64006400u); }
+uint pack2(vec2 v) { return packFloat2x16(f16vec2(v)); }
 
 void stash(uint tid) {
-  [[unroll]] for (uint l = 0u; l < 8u; l++) {
-    if (l >= XR) break;
-    const uint at = (tid / 16u + l * 16u) * SK + (tid % 16u) * 4u;
-    const f16vec4 h = f16vec4(rx[l]);
-    [[unroll]] for (uint e = 0u; e < 4u; e++) as[at + e] = h[e];
+  [[unroll]] for (uint l = 0u; l < 4u; l++) {
+    if (l >= XP) break;
+    const uint r = tid / 8u + l * 32u;
+    if (r < uint(BM))
+      as[r * SKV + tid % 8u] = uvec4(pack2(rx[2u * l].xy), pack2(rx[2u * l].zw),
+                                     pack2(rx[2u * l + 1u].xy), pack2(rx[2u * l + 1u].zw));
   }
   if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0)) {
-    const uint base = (tid / 2u) * SK + (tid % 2u) * 32u;
+    // Row tid / 2, elements 32 (tid % 2) .. +32: four uvec4 of 8 halves.
+    const uint base = (tid / 2u) * SKV + (tid % 2u) * 4u;
     const float16_t d = float16_t(rd);  // exact: rd came from f16 bits
     if (WDT == DT_Q4_0) {
       // Word w: elements 4w..4w+3 in its low nibbles, 16+4w.. in its high ones. The
       // products (q - 8) d of two f16 values round once, as in float32 then f16.
       const f16vec2 d2 = f16vec2(d), off = f16vec2(float16_t(1032.0));
+      uint lo[8], hi[8];
       [[unroll]] for (uint w = 0u; w < 4u; w++) {
         const uint v = rq0[w];
-        const f16vec2 lo01 = (nib2((v & 0xfu) | ((v & 0xf00u) << 8)) - off) * d2;
-        const f16vec2 lo23 = (nib2(((v >> 16) & 0xfu) | ((v >> 8) & 0xf0000u)) - off) * d2;
-        const f16vec2 hi01 = (nib2(((v >> 4) & 0xfu) | ((v << 4) & 0xf0000u)) - off) * d2;
-        const f16vec2 hi23 = (nib2(((v >> 20) & 0xfu) | ((v >> 12) & 0xf0000u)) - off) * d2;
-        bs[base + 4u * w] = lo01.x;
-        bs[base + 4u * w + 1u] = lo01.y;
-        bs[base + 4u * w + 2u] = lo23.x;
-        bs[base + 4u * w + 3u] = lo23.y;
-        bs[base + 16u + 4u * w] = hi01.x;
-        bs[base + 16u + 4u * w + 1u] = hi01.y;
-        bs[base + 16u + 4u * w + 2u] = hi23.x;
-        bs[base + 16u + 4u * w + 3u] = hi23.y;
+        lo[2u * w] = packFloat2x16((nib2((v & 0xfu) | ((v & 0xf00u) << 8)) - off) * d2);
+        lo[2u * w + 1u] = packFloat2x16((nib2(((v >> 16) & 0xfu) | ((v >> 8) & 0xf0000u)) - off) * d2);
+        hi[2u * w] = packFloat2x16((nib2(((v >> 4) & 0xfu) | ((v << 4) & 0xf0000u)) - off) * d2);
+        hi[2u * w + 1u] = packFloat2x16((nib2(((v >> 20) & 0xfu) | ((v >> 12) & 0xf0000u)) - off) * d2);
       }
+      bs[base] = uvec4(lo[0], lo[1], lo[2], lo[3]);
+      bs[base + 1u] = uvec4(lo[4], lo[5], lo[6], lo[7]);
+      bs[base + 2u] = uvec4(hi[0], hi[1], hi[2], hi[3]);
+      bs[base + 3u] = uvec4(hi[4], hi[5], hi[6], hi[7]);
     } else {
-      [[unroll]] for (uint j = 0u; j < 16u; j++) {
-        const uint sh = 8u * (j % 4u);
-        bs[base + j] = float16_t(float(int(((rq0[j / 4u] >> sh) & 0xffu) << 24) >> 24) * rd);
-        bs[base + 16u + j] = float16_t(float(int(((rq1[j / 4u] >> sh) & 0xffu) << 24) >> 24) * rd);
+      [[unroll]] for (uint h = 0u; h < 2u; h++) {
+        const uvec4 q = h == 0u ? rq0 : rq1;
+        [[unroll]] for (uint v = 0u; v < 2u; v++) {
+          uint o[4];
+          [[unroll]] for (uint j = 0u; j < 4u; j++) {
+            const uint word = q[2u * v + j / 2u], sh = 16u * (j % 2u);
+            const float a = float(int((word >> sh) << 24) >> 24);
+            const float b = float(int((word >> (sh + 8u)) << 24) >> 24);
+            o[j] = packFloat2x16(f16vec2(float16_t(a * rd), float16_t(b * rd)));
+          }
+          bs[base + 2u * h + v] = uvec4(o[0], o[1], o[2], o[3]);
+        }
       }
     }
     return;
   }
-  [[unroll]] for (uint l = 0u; l < 32u; l++) {
-    const uint idx = tid + l * 256u;
-    bs[(idx / BK) * SK + idx % BK] = float16_t(rw[l]);
+  [[unroll]] for (uint l = 0u; l < 4u; l++) {
+    const uint r = tid / 8u + l * 32u;
+    bs[r * SKV + tid % 8u] =
+        uvec4(pack2(vec2(rw[8u * l], rw[8u * l + 1u])), pack2(vec2(rw[8u * l + 2u], rw[8u * l + 3u])),
+              pack2(vec2(rw[8u * l + 4u], rw[8u * l + 5u])), pack2(vec2(rw[8u * l + 6u], rw[8u * l + 7u])));
   }
 }
 
@@ -160,17 +181,17 @@ void main() {
   [[unroll]] for (uint i = 0u; i < FM; i++)
     [[unroll]] for (uint j = 0u; j < FN; j++) acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, CM, CN>(0.0);
   fetch(m0, n0, k_begin, k_end, tid);
+  fcoopmatNV<16, gl_ScopeSubgroup, CM, CK> a[4];
+  fcoopmatNV<16, gl_ScopeSubgroup, CK, CN> b[2];
   for (uint k0 = k_begin; k0 < k_end; k0 += BK) {
     stash(tid);
     barrier();
     if (k0 + BK < k_end) fetch(m0, n0, k0 + BK, k_end, tid);
     [[unroll]] for (uint kk = 0u; kk < BK; kk += CK) {
-      fcoopmatNV<16, gl_ScopeSubgroup, CM, CK> a[4];
-      fcoopmatNV<16, gl_ScopeSubgroup, CK, CN> b[2];
       [[unroll]] for (uint i = 0u; i < FM; i++)
-        coopMatLoadNV(a[i], as, (wm + i * CM) * SK + kk, SK, false);
+        coopMatLoadNV(a[i], as, (wm + i * CM) * SKV + kk / 8u, SKV, false);
       [[unroll]] for (uint j = 0u; j < FN; j++)
-        coopMatLoadNV(b[j], bs, (wn + j * CN) * SK + kk, SK, true);
+        coopMatLoadNV(b[j], bs, (wn + j * CN) * SKV + kk / 8u, SKV, true);
       [[unroll]] for (uint i = 0u; i < FM; i++)
         [[unroll]] for (uint j = 0u; j < FN; j++) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
     }

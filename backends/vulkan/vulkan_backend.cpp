@@ -523,20 +523,33 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot) {
   return s;
 }
 
-// How matmul_coop covers a [T, K] x [N, K]ᵀ product: token tiles of bm (16, 32, 64 or
-// 128: a decode batch does not pay for 128), tiles of 128 weight rows, and K split over
+// How matmul_coop covers a [T, K] x [N, K]ᵀ product: token tiles of bm (16, 32 or 64:
+// a decode batch does not pay for 64), tiles of 128 weight rows, and K split over
 // `splits` workgroups per tile (k_per_split columns each, a multiple of 64) when the
 // tiles alone would leave most of the GPU idle; LLM_VULKAN_COOP_SPLITS fixes the
 // number of splits (for measuring).
 struct CoopPlan {
-  uint32_t bm = 128, m_tiles = 1, n_tiles = 1, splits = 1, k_per_split = 0;
+  uint32_t bm = 64, sg_rows = 1, m_tiles = 1, n_tiles = 1, splits = 1, k_per_split = 0;
   size_t partial_bytes(int64_t T, int64_t N) const {
     return splits > 1 ? size_t{splits} * static_cast<size_t>(T * N) * 4 : 0;
   }
 };
 CoopPlan coop_plan(int64_t T, int64_t K, int64_t N) {
   CoopPlan c;
-  c.bm = T <= 16 ? 16 : T <= 32 ? 32 : T <= 64 ? 64 : 128;
+  // LLM_VULKAN_COOP_BM (16, 32, 64 or 128) caps the token tile and
+  // LLM_VULKAN_COOP_SG_ROWS (1 or 2) sets the subgroup rows of 64-token tiles, for
+  // measuring: 128-token tiles in 2 x 4 subgroups were under half as fast.
+  static const uint32_t max_bm = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_BM");
+    const uint32_t v = e ? static_cast<uint32_t>(std::atoi(e)) : 64u;
+    return v == 16 || v == 32 || v == 128 ? v : 64u;
+  }();
+  static const uint32_t sg_rows_64 = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_SG_ROWS");
+    return e && std::atoi(e) == 2 ? 2u : 1u;
+  }();
+  c.bm = std::min<uint32_t>(T <= 16 ? 16 : T <= 32 ? 32 : T <= 64 ? 64 : 128, max_bm);
+  c.sg_rows = c.bm == 128 ? 2 : c.bm == 64 ? sg_rows_64 : 1;
   c.m_tiles = static_cast<uint32_t>((T + c.bm - 1) / c.bm);
   c.n_tiles = static_cast<uint32_t>((N + 127) / 128);
   const uint64_t tiles = uint64_t{c.m_tiles} * c.n_tiles;
@@ -1005,7 +1018,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           for (uint32_t v : {c.m_tiles, c.splits, c.k_per_split}) push(v);
           use("matmul_coop",
               {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
-               static_cast<int32_t>(c.bm)});
+               static_cast<int32_t>(c.bm), static_cast<int32_t>(c.sg_rows)});
           x.label = format_message("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
                                    (long long)T, (long long)N, (long long)K,
                                    c.splits > 1 ? format_message(" /%u", c.splits).c_str() : "");
