@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
@@ -149,6 +150,41 @@ HostT sample_params_input(int64_t R, std::mt19937& rng) {
     p.push_back(uni(rng));
   }
   return f32_tensor({R, 2}, p);
+}
+
+std::string attention_case_name(const AttentionCase& c) {
+  std::ostringstream o;
+  o << "heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim << " window "
+    << c.window << " softcap " << c.softcap << " " << dtype_name(c.k) << "/" << dtype_name(c.v);
+  return o.str();
+}
+
+OpParams attention_params(const AttentionCase& c, int page_size) {
+  OpParams p;
+  p.n_heads = c.heads;
+  p.n_kv_heads = c.kv_heads;
+  p.head_dim = c.head_dim;
+  p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  p.window = c.window;
+  p.page_size = page_size;
+  p.softcap = c.softcap;
+  return p;
+}
+
+std::vector<HostT> attention_inputs(const AttentionCase& c, int64_t cache_rows,
+                                    const std::vector<int32_t>& pos,
+                                    const std::vector<int32_t>& seq,
+                                    const std::vector<int32_t>& table, int max_pages,
+                                    std::mt19937& rng) {
+  const int64_t T = static_cast<int64_t>(pos.size());
+  const int64_t W = int64_t{c.kv_heads} * c.head_dim, Q = int64_t{c.heads} * c.head_dim;
+  const int64_t n_rows = static_cast<int64_t>(table.size()) / max_pages;
+  return {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+          {c.k, {cache_rows, W}, encode(c.k, uniform(cache_rows * W, rng, -2.f, 2.f))},
+          {c.v, {cache_rows, W}, encode(c.v, uniform(cache_rows * W, rng))},
+          i32_tensor({T}, pos),
+          i32_tensor({T}, seq),
+          i32_tensor({n_rows, max_pages}, table)};
 }
 
 QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {

@@ -77,6 +77,24 @@ HostT sample_rows_input(int64_t R, int64_t N, std::mt19937& rng);
 // Its params [R, 2]: temperatures 0, 0.7, 1.3 in turn and random draws u.
 HostT sample_params_input(int64_t R, std::mt19937& rng);
 
+// One shape of Op::Attention for the op tests: heads, head dims, window, softcap and
+// the dtypes of the K and V caches.
+struct AttentionCase {
+  int heads, kv_heads, head_dim, window;
+  float softcap;
+  DType k, v;
+};
+// "heads 6/2 head_dim 64 window 0 softcap 0 f32/f32".
+std::string attention_case_name(const AttentionCase& c);
+OpParams attention_params(const AttentionCase& c, int page_size);
+// The node's inputs: random q [T, heads * head_dim] and caches of cache_rows rows, then
+// the positions, sequence ids and block table ([table.size() / max_pages, max_pages]).
+std::vector<HostT> attention_inputs(const AttentionCase& c, int64_t cache_rows,
+                                    const std::vector<int32_t>& pos,
+                                    const std::vector<int32_t>& seq,
+                                    const std::vector<int32_t>& table, int max_pages,
+                                    std::mt19937& rng);
+
 // GGUF blocks of a random [N, K] matrix and its dequantized values.
 struct QuantMatrix {
   Bytes blocks;

@@ -373,39 +373,22 @@ TEST_CASE("cuda attention matches the cpu (GQA, window, softcap, ragged batch, p
   const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
   const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
   const int64_t T = static_cast<int64_t>(pos.size());
-  struct Case {
-    int heads, kv_heads, head_dim, window;
-    float softcap;
-    DType cache;
-  };
   // Head dims of 64/128/256 with 1, 2, 4 or 8 query heads per kv head take the decode
   // kernel (8 tokens); the others the general one.
-  const Case cases[] = {{6, 2, 64, 0, 0.f, DType::F32},   {6, 2, 64, 3, 0.f, DType::F32},
-                        {4, 4, 20, 0, 2.f, DType::F32},   {6, 1, 36, 5, 0.f, DType::F16},
-                        {8, 2, 128, 0, 0.f, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F32},
-                        {8, 1, 64, 0, 0.f, DType::F16},   {4, 2, 64, 5, 0.f, DType::F32},
-                        {4, 1, 256, 0, 0.f, DType::F32},  {8, 1, 128, 0, 1.5f, DType::F32},
-                        {8, 1, 256, 3, 0.f, DType::F16}};
-  for (const Case& c : cases) {
-    DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
-                             << " window " << c.window << " softcap " << c.softcap << " "
-                             << dtype_name(c.cache)) {
-      OpParams p;
-      p.n_heads = c.heads;
-      p.n_kv_heads = c.kv_heads;
-      p.head_dim = c.head_dim;
-      p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-      p.window = c.window;
-      p.page_size = page;
-      p.softcap = c.softcap;
-      const int64_t rows = int64_t{cache_pages} * page, W = int64_t{c.kv_heads} * c.head_dim;
+  using F = DType;
+  const AttentionCase cases[] = {
+      {6, 2, 64, 0, 0.f, F::F32, F::F32},    {6, 2, 64, 3, 0.f, F::F32, F::F32},
+      {4, 4, 20, 0, 2.f, F::F32, F::F32},    {6, 1, 36, 5, 0.f, F::F16, F::F16},
+      {8, 2, 128, 0, 0.f, F::BF16, F::BF16}, {2, 2, 256, 7, 1.5f, F::F32, F::F32},
+      {8, 1, 64, 0, 0.f, F::F16, F::F16},    {4, 2, 64, 5, 0.f, F::F32, F::F32},
+      {4, 1, 256, 0, 0.f, F::F32, F::F32},   {8, 1, 128, 0, 1.5f, F::F32, F::F32},
+      {8, 1, 256, 3, 0.f, F::F16, F::F16}};
+  for (const AttentionCase& c : cases) {
+    DYNAMIC_SECTION(attention_case_name(c)) {
       const int64_t Q = int64_t{c.heads} * c.head_dim;
-      const HostT k{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng, -2.f, 2.f))};
-      const HostT v{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng))};
       const double err = compare_with_cpu(
-          make_node(Op::Attention, p),
-          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)), k, v, i32_tensor({T}, pos),
-           i32_tensor({T}, seq), i32_tensor({2, max_pages}, table)},
+          make_node(Op::Attention, attention_params(c, page)),
+          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
           f32_tensor({T, Q}, std::vector<float>(T * Q, 0.f)));
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);
@@ -651,36 +634,18 @@ TEST_CASE("cuda prefill attention (tiles of rows) matches the cpu across sequenc
   for (int i = 0; i < 12; i++) pos.push_back(i), seq.push_back(1);
   for (int i = 0; i < 8; i++) pos.push_back(5 + i), seq.push_back(2);
   const int64_t T = static_cast<int64_t>(pos.size());
-  struct Case {
-    int heads, kv_heads, head_dim, window;
-    float softcap;
-    DType cache;
-  };
-  const Case cases[] = {{8, 2, 64, 0, 0.f, DType::F32},
-                        {4, 4, 128, 0, 0.f, DType::F32},
-                        {6, 2, 64, 9, 0.f, DType::F16},
-                        {4, 1, 128, 0, 1.5f, DType::BF16},
-                        {12, 4, 64, 0, 0.f, DType::F32}};
-  for (const Case& c : cases) {
-    DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
-                             << " window " << c.window << " softcap " << c.softcap << " "
-                             << dtype_name(c.cache)) {
-      OpParams p;
-      p.n_heads = c.heads;
-      p.n_kv_heads = c.kv_heads;
-      p.head_dim = c.head_dim;
-      p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-      p.window = c.window;
-      p.page_size = page;
-      p.softcap = c.softcap;
-      const int64_t rows = int64_t{cache_pages} * page, W = int64_t{c.kv_heads} * c.head_dim;
+  using F = DType;
+  const AttentionCase cases[] = {{8, 2, 64, 0, 0.f, F::F32, F::F32},
+                                 {4, 4, 128, 0, 0.f, F::F32, F::F32},
+                                 {6, 2, 64, 9, 0.f, F::F16, F::F16},
+                                 {4, 1, 128, 0, 1.5f, F::BF16, F::BF16},
+                                 {12, 4, 64, 0, 0.f, F::F32, F::F32}};
+  for (const AttentionCase& c : cases) {
+    DYNAMIC_SECTION(attention_case_name(c)) {
       const int64_t Q = int64_t{c.heads} * c.head_dim;
-      const HostT k{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng, -2.f, 2.f))};
-      const HostT v{c.cache, {rows, W}, encode(c.cache, uniform(rows * W, rng))};
       const double err = compare_with_cpu(
-          make_node(Op::Attention, p),
-          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)), k, v, i32_tensor({T}, pos),
-           i32_tensor({T}, seq), i32_tensor({3, max_pages}, table)},
+          make_node(Op::Attention, attention_params(c, page)),
+          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
           f32_tensor({T, Q}, std::vector<float>(T * Q, 0.f)));
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);

@@ -713,38 +713,68 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
   const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
   const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
   const int64_t T = static_cast<int64_t>(pos.size());
-  struct Case {
-    int heads, kv_heads, head_dim, window;
-    float softcap;
-    DType k, v;
-  };
-  const Case cases[] = {
+  const AttentionCase cases[] = {
       {6, 2, 64, 0, 0.f, DType::F32, DType::F32},    {6, 2, 64, 3, 0.f, DType::F32, DType::F32},
       {4, 4, 20, 0, 2.f, DType::F32, DType::F32},    {6, 1, 36, 5, 0.f, DType::F16, DType::F16},
       {8, 2, 130, 0, 0.f, DType::BF16, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F16, DType::BF16}};
-  for (const Case& c : cases) {
-    DYNAMIC_SECTION("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
-                             << " window " << c.window << " softcap " << c.softcap << " "
-                             << dtype_name(c.k) << "/" << dtype_name(c.v)) {
-      OpParams p;
-      p.n_heads = c.heads;
-      p.n_kv_heads = c.kv_heads;
-      p.head_dim = c.head_dim;
-      p.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-      p.window = c.window;
-      p.page_size = page;
-      p.softcap = c.softcap;
-      const int64_t rows = int64_t{cache_pages} * page, W = int64_t{c.kv_heads} * c.head_dim;
-      const int64_t Q = int64_t{c.heads} * c.head_dim;
-      const HostT k{c.k, {rows, W}, encode(c.k, uniform(rows * W, rng, -2.f, 2.f))};
-      const HostT v{c.v, {rows, W}, encode(c.v, uniform(rows * W, rng))};
+  for (const AttentionCase& c : cases) {
+    DYNAMIC_SECTION(attention_case_name(c)) {
       const double err = compare_with_cpu(
-          make_node(Op::Attention, p),
-          {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)), k, v, i32_tensor({T}, pos),
-           i32_tensor({T}, seq), i32_tensor({2, max_pages}, table)},
-          zeros({T, Q}));
+          make_node(Op::Attention, attention_params(c, page)),
+          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
+          zeros({T, int64_t{c.heads} * c.head_dim}));
       INFO("max rel err " << err);
       CHECK(err <= 1e-5);
+    }
+  }
+}
+
+TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(17);
+  // 53 tokens of three sequences; sequence 0's come in two runs around sequence 1's, so
+  // tiles hold one, two or three sequences (a pass over the keys for each).
+  const int page = 8, max_pages = 8, cache_pages = 24;
+  std::vector<int32_t> table(cache_pages);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  std::vector<int32_t> pos, seq;
+  auto run = [&](int s, int first, int n) {
+    for (int i = 0; i < n; i++) {
+      pos.push_back(first + i);
+      seq.push_back(s);
+    }
+  };
+  run(0, 30, 12);
+  run(1, 0, 7);
+  run(0, 42, 9);
+  run(2, 5, 25);
+  const int64_t T = static_cast<int64_t>(pos.size());
+  struct Case {
+    AttentionCase a;
+    bool tiled;
+  };
+  const Case cases[] = {{{8, 2, 64, 0, 0.f, DType::F32, DType::F32}, true},
+                        {{4, 4, 128, 0, 1.5f, DType::F16, DType::F16}, true},
+                        {{6, 3, 20, 0, 0.f, DType::BF16, DType::F32}, true},
+                        {{4, 1, 100, 0, 0.f, DType::F32, DType::F32}, true},
+                        {{4, 2, 64, 9, 0.f, DType::F32, DType::F32}, false},
+                        {{2, 1, 130, 0, 0.f, DType::F32, DType::F32}, false}};
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(attention_case_name(c.a)) {
+      const Node node = make_node(Op::Attention, attention_params(c.a, page));
+      const std::vector<HostT> ins =
+          attention_inputs(c.a, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng);
+      const HostT out = zeros({T, int64_t{c.a.heads} * c.a.head_dim});
+      const double err = compare_with_cpu(node, ins, out);
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+      OneNode g(shared_vulkan(), node, ins, out);
+      const auto ds = g.program().dispatches();
+      REQUIRE(!ds.empty());
+      INFO(ds[0].kernel);
+      CHECK((ds[0].kernel.find("attention tiled") != std::string::npos) == c.tiled);
+      if (c.tiled) CHECK(ds.size() == 1);
     }
   }
 }

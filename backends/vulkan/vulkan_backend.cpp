@@ -93,6 +93,11 @@ constexpr int64_t kNormQuantMaxRow = 4096;
 constexpr uint32_t kGemvQThreads = 128;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
+// attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
+// tokens of a step that take it.
+constexpr int64_t kAttentionTile = 16;
+constexpr int kAttentionTiledMaxHeadDim = 128;
+constexpr int64_t kAttentionTiledMinTokens = 16;
 // Attention splits the keys of each (token, head) when there are fewer pairs than
 // this (decode), into one split per kAttentionSplitKeys of context, at most
 // kAttentionMaxSplits.
@@ -1156,7 +1161,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         int64_t context = std::min(in[5].shape[1] * p.page_size, in[1].shape.rows());
         if (p.window > 0) context = std::min<int64_t>(context, p.window);
         const int64_t items = T * p.n_heads;
-        const uint32_t splits = items >= kAttentionSplitItems
+        // Many tokens (prefill): tiles of 16 queries share each K/V row they read
+        // (LLM_VULKAN_ATTN_TILED=0 keeps a workgroup per token, for measuring).
+        static const bool tiled_on = [] {
+          const char* e = std::getenv("LLM_VULKAN_ATTN_TILED");
+          return !(e && std::strcmp(e, "0") == 0);
+        }();
+        const bool tiled = tiled_on && T >= kAttentionTiledMinTokens && p.window <= 0 &&
+                           p.head_dim <= kAttentionTiledMaxHeadDim && p.head_dim % 4 == 0;
+        const uint32_t splits = tiled || items >= kAttentionSplitItems
                                     ? 1
                                     : static_cast<uint32_t>(std::clamp<int64_t>(
                                           context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
@@ -1172,6 +1185,17 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         }
         const bool k_vec4 =
             in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
+        if (tiled) {
+          const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
+          // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
+          const int32_t bkey =
+              ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
+          use("attention_tiled",
+              {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_vec4 ? 1 : 0, bkey});
+          x.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
+          grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
+          break;
+        }
         use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
                           k_vec4 ? 1 : 0});
         x.label = format_message("attention %s", dtype_name(in[1].dtype));
