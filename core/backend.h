@@ -120,6 +120,9 @@ class Backend {
     return 0;
   }
   virtual void finish_download(uint64_t /*ticket*/) {}
+  // Whether start_download returns before the copy is done (else queuing work ahead
+  // of the host gains nothing and a host round trip is cheaper than Backend::copy).
+  virtual bool downloads_overlap() const { return false; }
 
   // Returns an empty string when this backend implements the node as bound
   // (op, dtypes, parameters), or the reason why not.

@@ -777,6 +777,19 @@ TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[v
       if (c.tiled) CHECK(ds.size() == 1);
     }
   }
+  SECTION("under 16 tokens per sequence (a decode batch) keeps a workgroup per token") {
+    const AttentionCase c{8, 2, 64, 0, 0.f, DType::F32, DType::F32};
+    std::vector<int32_t> table4 = table;  // 4 block-table rows for 53 tokens
+    table4.insert(table4.end(), table.begin(), table.begin() + max_pages);
+    const Node node = make_node(Op::Attention, attention_params(c, page));
+    const std::vector<HostT> ins =
+        attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table4, max_pages, rng);
+    const HostT out = zeros({T, int64_t{c.heads} * c.head_dim});
+    CHECK(compare_with_cpu(node, ins, out) <= 1e-5);
+    OneNode g(shared_vulkan(), node, ins, out);
+    for (const auto& d : g.program().dispatches())
+      CHECK(d.kernel.find("attention tiled") == std::string::npos);
+  }
 }
 
 TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vulkan][ops]") {

@@ -557,6 +557,8 @@ class CudaBackend final : public Backend {
     return ticket;
   }
 
+  bool downloads_overlap() const override { return true; }
+
   void finish_download(uint64_t ticket) override {
     while (finished_ < ticket) {
       const uint64_t t = ++finished_;

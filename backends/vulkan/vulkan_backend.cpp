@@ -1167,7 +1167,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const char* e = std::getenv("LLM_VULKAN_ATTN_TILED");
           return !(e && std::strcmp(e, "0") == 0);
         }();
-        const bool tiled = tiled_on && T >= kAttentionTiledMinTokens && p.window <= 0 &&
+        // At least 16 tokens per sequence on average (block table rows): a tile of
+        // decode tokens of 16 sequences would take 16 passes over the keys.
+        const int64_t n_seqs = std::max<int64_t>(1, in[5].shape[0]);
+        const bool tiled = tiled_on && T >= kAttentionTiledMinTokens &&
+                           T >= kAttentionTile * n_seqs && p.window <= 0 &&
                            p.head_dim <= kAttentionTiledMaxHeadDim && p.head_dim % 4 == 0;
         const uint32_t splits = tiled || items >= kAttentionSplitItems
                                     ? 1

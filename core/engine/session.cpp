@@ -104,11 +104,18 @@ int32_t Session::queue_greedy_next() {
   if (position_ + 1 > context_size_)
     fail("context window of %d tokens is full (%d tokens used, 1 more asked)", context_size_,
          position_);
-  // The copy out is queued before the step that overwrites the argmax.
   int32_t id = 0;
+  Backend& be = model_.backend();
+  if (!be.downloads_overlap()) {
+    // Nothing to overlap: the id goes through the host, as in forward_greedy.
+    prev.read_output(step_io::kSampled, &id, sizeof(id));
+    greedy_from_ = &run_step(1, 1, &id, nullptr);
+    return id;
+  }
+  // The copy out is queued before the step that overwrites the argmax.
   const uint64_t ticket = prev.start_read_output(step_io::kSampled, &id, sizeof(id));
   Executor& ex = run_step(1, 1, nullptr, &prev);
-  model_.backend().finish_download(ticket);
+  be.finish_download(ticket);
   greedy_from_ = &ex;
   return id;
 }
