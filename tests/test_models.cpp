@@ -133,6 +133,18 @@ TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
                     Catch::Contains("prompt of 9 tokens exceeds the context window of 8 tokens"));
   s.forward(std::vector<int32_t>(8, 1), false);
   CHECK_THROWS_WITH(s.forward({1}, false), Catch::Contains("context window of 8 tokens is full"));
+  // Queued greedy decoding: misuse, and a full context that keeps the last step's id.
+  s.reset();
+  CHECK_THROWS_WITH(s.queue_greedy_next(), Catch::Contains("no step queued"));
+  CHECK_THROWS_WITH(s.finish_greedy(), Catch::Contains("no step queued"));
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6};
+  const std::vector<int32_t> want = greedy_on_device(s, prompt, 3);  // fills the 8 positions
+  s.reset();
+  s.queue_greedy(prompt);
+  CHECK(s.queue_greedy_next() == want[0]);
+  CHECK(s.queue_greedy_next() == want[1]);
+  CHECK_THROWS_WITH(s.queue_greedy_next(), Catch::Contains("context window of 8 tokens is full"));
+  CHECK(s.finish_greedy() == want[2]);
 }
 
 TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits",

@@ -99,11 +99,12 @@ void Session::queue_greedy(const std::vector<int32_t>& tokens) {
 
 int32_t Session::queue_greedy_next() {
   if (!greedy_from_) fail("queue_greedy_next: no step queued (call queue_greedy first)");
-  Executor& prev = *greedy_from_;
-  greedy_from_ = nullptr;
+  // A full context leaves the last step queued: finish_greedy() still returns its id.
   if (position_ + 1 > context_size_)
     fail("context window of %d tokens is full (%d tokens used, 1 more asked)", context_size_,
          position_);
+  Executor& prev = *greedy_from_;
+  greedy_from_ = nullptr;
   int32_t id = 0;
   Backend& be = model_.backend();
   if (!be.downloads_overlap()) {
