@@ -15,6 +15,13 @@
 // d * (256 Σ f x - 384 Σ x) for q8_0. In float32 this loses a few bits to cancellation
 // (about 1e-6 relative), far inside the float32 path's tolerance.
 //
+// ROPE_KV (matmul_gemv_qdot_rope.comp, with MODE 2 and R = 2): the rope of q and k and
+// the cache appends of k and v in the same dispatch; a group's two rows are then a
+// pair that rotates together.
+//
+// X_SHARED (matmul_gemv_qdot_sx.comp): the workgroup first copies x's planes into shared
+// memory and reads them there.
+//
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
 // products (OpSDot, GL_EXT_spirv_intrinsics: Debian's glslc predates
@@ -38,7 +45,9 @@ spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [
                   id = 4450) int sdot4x8(uint a, uint b, spirv_literal int packed_4x8);
 int dot4(uint a, uint b) { return sdot4x8(a, b, 0); }
 #endif
+#ifndef WG
 #define WG 128
+#endif
 layout(local_size_x = WG) in;
 layout(constant_id = 0) const int WDT = DT_Q4_0;
 layout(constant_id = 1) const int BDT = DT_F32;
@@ -47,6 +56,12 @@ layout(constant_id = 3) const int NT = 1;    // tokens
 layout(constant_id = 4) const int R = 4;     // output rows per group of threads
 // 0 plain (+ residual add), 1 gate/up + SiLU, 2 up to three matrices side by side (q/k/v)
 layout(constant_id = 5) const int MODE = 0;
+// Blocks of 32 weights per row a thread loads before computing any (more bytes in flight).
+layout(constant_id = 8) const int U = 1;
+#ifdef X_SHARED
+// The blocks of 32 of x a workgroup holds in shared memory (NT * K / 32).
+layout(constant_id = 6) const int XBLOCKS = 128;
+#endif
 layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
@@ -65,9 +80,29 @@ layout(std430, binding = 10) writeonly buffer Y3 { float y3[]; };
 layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(std430, binding = 0) readonly buffer XQ { uvec4 xq[]; };  // INT_DOT: planes
 layout(std430, binding = 0) readonly buffer XM { uvec2 xm[]; };  // INT_DOT: scale, sum
+#ifdef ROPE_KV
+// The rotary embedding of q and k and the cache appends of k and v after the q/k/v
+// products (MODE 2): rotated q to QRot, rotated k to KRot and its cache row, v to its
+// cache row (CDT: f32, or f16/bf16 halves written with atomics on their word).
+layout(constant_id = 7) const int CDT = DT_F32;
+layout(std430, binding = 11) readonly buffer Pos { int pos[]; };
+layout(std430, binding = 12) readonly buffer Freq { float inv_freq[]; };
+layout(std430, binding = 13) readonly buffer Slots { int slots[]; };
+layout(std430, binding = 14) buffer KCache { uint k_cache[]; };
+layout(std430, binding = 15) buffer VCache { uint v_cache[]; };
+layout(std430, binding = 16) writeonly buffer QRot { float q_rot[]; };
+layout(std430, binding = 17) writeonly buffer KRot { float k_rot[]; };
+layout(std430, binding = 18) buffer Err { uint err_bits[]; };
+#endif
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
       copy_off, copy_n, n2, n3, y3_off;
+#ifdef ROPE_KV
+  // write_mask: which of the q, k, v products (bits 0-2) and the rotated k (bit 3) to
+  // write (not those whose memory another output of the dispatch reuses).
+  uint pos_off, f_off, slots_off, kc_off, vc_off, cache_rows, qr_off, kr_off, head_dim, rot, gptj,
+      write_mask;
+#endif
 } p;
 #include "weights.glsl"
 
@@ -75,6 +110,13 @@ layout(push_constant) uniform P {
 // Partial sums per (matrix, row, token, subgroup); subgroups are at least 4 wide.
 shared float partial[M * R * NT][WG / 4];
 shared float red[WG];  // when subgroups are wider than a group of threads
+#ifdef X_SHARED
+// x's planes and (scale, sum) per block, copied once per workgroup: lanes read
+// consecutive blocks, so each plane is its own array (no bank conflicts), and the
+// weights stream through L1 without evicting x.
+shared uvec4 sx[4][XBLOCKS];
+shared uvec2 sxm[XBLOCKS];
+#endif
 
 // 1 + q/16 for the 4 bits at 19..22 of v; 1 + u/256 for the 8 bits at 15..22.
 float nib(uint v) { return uintBitsToFloat((v & 0x00780000u) | 0x3f800000u); }
@@ -112,6 +154,101 @@ uvec4 w_quad(uint m, uint i) {
   if (MODE == 2 && m == 2u) return wts34[i];
   return wts4[i];
 }
+
+// Loads the weights of blocks B0, B0 + tpr, ... (U of them) of the R rows at byte
+// offsets srow into qa (qb: q8_0's second half) and their scales into d. Blocks past
+// the end load the last one again (valid memory; not used). A macro: arrays sized by
+// specialization constants do not pass to functions.
+#define ISSUE_BLOCKS(B0)                                                                  \
+  [[unroll]] for (int u = 0; u < U; u++) {                                                \
+    const uint blk_ = min((B0) + uint(u) * tpr, nb - 1u);                                 \
+    [[unroll]] for (int r = 0; r < R; r++) {                                              \
+      const uint q = (srow[r] + scale_bytes) / 16u + blk_ * qpb;                          \
+      qa[u][0][r] = w_quad(seg, q);                                                       \
+      qb[u][0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);                     \
+      const uint sb = srow[r] + blk_ * 2u;                                                \
+      d[u][0][r] = f16_bits_to_f32(                                                       \
+          MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, sb)); \
+      if (MODE == 1) {                                                                    \
+        qa[u][M - 1][r] = wts24[q];                                                       \
+        qb[u][M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);                     \
+        d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                             \
+      }                                                                                   \
+    }                                                                                     \
+  }
+
+#ifdef ROPE_KV
+// Row r (0, 1) of task j of segment seg: q and k tasks are the pairs that rotate
+// together (NeoX: i, i + rot/2; GPT-J and the dims past rot: 2i, 2i + 1), v's are
+// consecutive rows.
+uint rope_row(uint seg, uint j, uint r) {
+  if (seg == 2u) return 2u * j + r;
+  const uint hd2 = p.head_dim / 2u, h = j / hd2, i = j % hd2, half_ = p.rot / 2u;
+  return h * p.head_dim + (p.gptj == 0u && i < half_ ? i + r * half_ : 2u * i + r);
+}
+
+void cache_put(bool is_k, uint i, float v) {
+  if (CDT == DT_F32) {
+    if (is_k)
+      k_cache[p.kc_off + i] = floatBitsToUint(v);
+    else
+      v_cache[p.vc_off + i] = floatBitsToUint(v);
+    return;
+  }
+  const uint h = (is_k ? p.kc_off : p.vc_off) * 2u + i;
+  const uint bits = CDT == DT_F16 ? f32_to_f16_bits(v) : f32_to_bf16_bits(v);
+  const uint shift = (h & 1u) * 16u;
+  if (is_k) {
+    atomicAnd(k_cache[h >> 1], ~(0xffffu << shift));
+    atomicOr(k_cache[h >> 1], bits << shift);
+  } else {
+    atomicAnd(v_cache[h >> 1], ~(0xffffu << shift));
+    atomicOr(v_cache[h >> 1], bits << shift);
+  }
+}
+
+// Task j of segment seg (N rows), token t, with the products s0, s1 of its two rows:
+// the products as the matmuls write them, then the rope and the cache rows.
+void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
+  const uint n0 = rope_row(seg, j, 0u), n1 = rope_row(seg, j, 1u);
+  if ((p.write_mask >> seg & 1u) != 0u) {
+    if (seg == 0u) {
+      y[p.y_off + t * N + n0] = s0;
+      y[p.y_off + t * N + n1] = s1;
+    } else if (seg == 1u) {
+      y2[p.y2_off + t * N + n0] = s0;
+      y2[p.y2_off + t * N + n1] = s1;
+    } else {
+      y3[p.y3_off + t * N + n0] = s0;
+      y3[p.y3_off + t * N + n1] = s1;
+    }
+  }
+  float a = s0, b = s1;
+  if (seg < 2u && j % (p.head_dim / 2u) < p.rot / 2u) {
+    const float theta = float(pos[p.pos_off + t]) * inv_freq[p.f_off + j % (p.head_dim / 2u)];
+    float sn, cs;
+    sincos_accurate(theta, sn, cs);
+    a = s0 * cs - s1 * sn;
+    b = s1 * cs + s0 * sn;
+  }
+  if (seg == 0u) {
+    q_rot[p.qr_off + t * N + n0] = a;
+    q_rot[p.qr_off + t * N + n1] = b;
+    return;
+  }
+  if (seg == 1u && (p.write_mask & 8u) != 0u) {
+    k_rot[p.kr_off + t * N + n0] = a;
+    k_rot[p.kr_off + t * N + n1] = b;
+  }
+  const int slot = slots[p.slots_off + t];
+  if (slot < 0 || uint(slot) >= p.cache_rows) {
+    if (j == 0u) atomicOr(err_bits[0], ERR_SLOT);
+    return;
+  }
+  cache_put(seg == 1u, uint(slot) * N + n0, a);
+  cache_put(seg == 1u, uint(slot) * N + n1, b);
+}
+#endif
 
 // Output row n of token t of segment seg (MODE 2; 0 otherwise), N rows.
 void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
@@ -159,80 +296,102 @@ void main() {
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
   const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
-  const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
   // Rows past N read row N - 1 (valid memory) and are not written.
   uint srow[R];
-  [[unroll]] for (int r = 0; r < R; r++)
-    srow[r] = p.w_off * 4u + min(n0 + g * uint(R) + uint(r), N - 1u) * row_bytes;
+  [[unroll]] for (int r = 0; r < R; r++) {
+#ifdef ROPE_KV
+    const uint n = rope_row(seg, n0 / 2u + g, uint(r));  // R is 2
+#else
+    const uint n = n0 + g * uint(R) + uint(r);
+#endif
+    srow[r] = p.w_off * 4u + min(n, N - 1u) * row_bytes;
+  }
   float acc[M][R][NT];
   [[unroll]] for (int m = 0; m < M; m++)
     [[unroll]] for (int r = 0; r < R; r++)
       [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
-  for (uint blk = lane; blk < nb; blk += tpr) {
-    // Every load of the block first, so R (2R) of them are in flight together (loading
-    // the next block's too before this one's arithmetic was no faster on the H200).
-    uvec4 qa[M][R], qb[M][R];
-    float d[M][R];
-    [[unroll]] for (int r = 0; r < R; r++) {
-      const uint q = (srow[r] + scale_bytes) / 16u + blk * qpb;
-      qa[0][r] = w_quad(seg, q);
-      qb[0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);
-      const uint sb = srow[r] + blk * 2u;
-      d[0][r] = f16_bits_to_f32(MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu
-                                          : LOAD_U16(wts, sb));
-      if (MODE == 1) {
-        qa[M - 1][r] = wts24[q];
-        qb[M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);
-        d[M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));
-      }
-    }
-#ifdef INT_DOT
-    [[unroll]] for (int t = 0; t < NT; t++) {
-      const uint xb = p.x_off / 4u + (uint(t) * nb + blk) * 4u;
-      const uvec4 h0 = xq[xb], h1 = xq[xb + 1u], l0 = xq[xb + 2u], l1 = xq[xb + 3u];
-      const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
-      const float xs = uintBitsToFloat(meta.x);
-      const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
-      [[unroll]] for (int m = 0; m < M; m++)
-        [[unroll]] for (int r = 0; r < R; r++) {
-          int dh = 0, dl = 0;
-          [[unroll]] for (int w = 0; w < 4; w++) {
-            uint a = qa[m][r][w], b = qb[m][r][w];
-            if (WDT == DT_Q4_0) {
-              b = (a >> 4) & 0x0f0f0f0fu;
-              a &= 0x0f0f0f0fu;
-            }
-            dh += dot4(a, h0[w]) + dot4(b, h1[w]);
-            dl += dot4(a, l0[w]) + dot4(b, l1[w]);
-          }
-          acc[m][r][t] += float(dh * 256 + dl - corr) * (d[m][r] * xs);
-        }
-    }
-#else
-    [[unroll]] for (int t = 0; t < NT; t++) {
-      // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
-      const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
-      vec4 xv[8];
-      vec4 xs4 = vec4(0.0);
-      for (uint k = 0u; k < 8u; k++) {
-        xv[k] = x4[xb + k];
-        xs4 += xv[k];
-      }
-      const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
-      [[unroll]] for (int m = 0; m < M; m++)
-        [[unroll]] for (int r = 0; r < R; r++) {
-          const float s = block_dot(qa[m][r], qb[m][r], xv);
-          acc[m][r][t] += WDT == DT_Q4_0 ? d[m][r] * (16.0 * s - 24.0 * xs)
-                                         : d[m][r] * (256.0 * s - 384.0 * xs);
-        }
-    }
+  // The weights of U blocks per row in registers; the first ones are issued before x's
+  // planes are copied (X_SHARED), so they are on their way during the copy.
+  uvec4 qa[U][M][R], qb[U][M][R];
+  float d[U][M][R];
+  const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
+  ISSUE_BLOCKS(lane)
+#ifdef X_SHARED
+  {
+    const uint xb0 = p.x_off / 4u, nxb = p.T * nb;
+    for (uint i = tid; i < nxb * 4u; i += WG) sx[i % 4u][i / 4u] = xq[xb0 + i];
+    for (uint i = tid; i < nxb; i += WG) sxm[i] = xm[(xb0 + nxb * 4u) * 2u + i];
+    barrier();
+  }
 #endif
+  for (uint blk0 = lane; blk0 < nb; blk0 += tpr * uint(U)) {
+    [[unroll]] for (int u = 0; u < U; u++) {
+      const uint blk = blk0 + uint(u) * tpr;
+      if (blk >= nb) break;
+#ifdef INT_DOT
+      [[unroll]] for (int t = 0; t < NT; t++) {
+#ifdef X_SHARED
+        const uint xi = uint(t) * nb + blk;
+        const uvec4 h0 = sx[0][xi], h1 = sx[1][xi], l0 = sx[2][xi], l1 = sx[3][xi];
+        const uvec2 meta = sxm[xi];
+#else
+        const uint xb = p.x_off / 4u + (uint(t) * nb + blk) * 4u;
+        const uvec4 h0 = xq[xb], h1 = xq[xb + 1u], l0 = xq[xb + 2u], l1 = xq[xb + 3u];
+        const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
+#endif
+        const float xs = uintBitsToFloat(meta.x);
+        const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
+        [[unroll]] for (int m = 0; m < M; m++)
+          [[unroll]] for (int r = 0; r < R; r++) {
+            int dh = 0, dl = 0;
+            [[unroll]] for (int w = 0; w < 4; w++) {
+              uint a = qa[u][m][r][w], b = qb[u][m][r][w];
+              if (WDT == DT_Q4_0) {
+                b = (a >> 4) & 0x0f0f0f0fu;
+                a &= 0x0f0f0f0fu;
+              }
+              dh += dot4(a, h0[w]) + dot4(b, h1[w]);
+              dl += dot4(a, l0[w]) + dot4(b, l1[w]);
+            }
+            acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
+          }
+      }
+#else
+      [[unroll]] for (int t = 0; t < NT; t++) {
+        // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
+        const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
+        vec4 xv[8];
+        vec4 xs4 = vec4(0.0);
+        for (uint k = 0u; k < 8u; k++) {
+          xv[k] = x4[xb + k];
+          xs4 += xv[k];
+        }
+        const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
+        [[unroll]] for (int m = 0; m < M; m++)
+          [[unroll]] for (int r = 0; r < R; r++) {
+            const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
+            acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
+                                           : d[u][m][r] * (256.0 * s - 384.0 * xs);
+          }
+      }
+#endif
+    }
+    if (blk0 + tpr * uint(U) < nb) {
+      ISSUE_BLOCKS(blk0 + tpr * uint(U))
+    }
   }
   if (gl_SubgroupSize <= tpr) {
     // Subgroups lie within one group (both are powers of two, groups aligned).
     const uint per_group = tpr / gl_SubgroupSize;
     if (per_group == 1u) {
       // One subgroup per group: every lane has the sums; lane 0 writes.
+#ifdef ROPE_KV
+      [[unroll]] for (int t = 0; t < NT; t++) {
+        const float s0 = subgroupAdd(acc[0][0][t]), s1 = subgroupAdd(acc[0][R - 1][t]);
+        if (lane == 0u && n0 + 2u * g < N) write_rope_pair(seg, N, n0 / 2u + g, uint(t), s0, s1);
+      }
+      return;
+#endif
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) {
           const float s = subgroupAdd(acc[0][r][t]);
@@ -249,6 +408,19 @@ void main() {
           if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
         }
     barrier();
+#ifdef ROPE_KV
+    for (uint o = tid; o < groups * uint(NT); o += WG) {
+      const uint og = o / uint(NT), t = o % uint(NT);
+      if (n0 + 2u * og >= N) continue;
+      float s0 = 0.0, s1 = 0.0;
+      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
+        s0 += partial[t][sg];
+        s1 += partial[uint(NT) + t][sg];
+      }
+      write_rope_pair(seg, N, n0 / 2u + og, t, s0, s1);
+    }
+    return;
+#endif
     for (uint o = tid; o < groups * uint(R * NT); o += WG) {
       const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
       const uint n = n0 + og * uint(R) + r;
@@ -263,8 +435,9 @@ void main() {
     return;
   }
   // Subgroups wider than a group: a tree in shared memory per (row, token).
-  [[unroll]] for (int r = 0; r < R; r++)
-    [[unroll]] for (int t = 0; t < NT; t++) {
+  float pair_s[R];  // ROPE_KV: the sums of a task's two rows
+  [[unroll]] for (int t = 0; t < NT; t++)
+    [[unroll]] for (int r = 0; r < R; r++) {
       float s[M];
       [[unroll]] for (int m = 0; m < M; m++) {
         red[tid] = acc[m][r][t];
@@ -276,6 +449,12 @@ void main() {
         s[m] = red[tid];
         barrier();
       }
+#ifdef ROPE_KV
+      pair_s[r] = s[0];
+      if (r == R - 1 && lane == 0u && n0 + 2u * g < N)
+        write_rope_pair(seg, N, n0 / 2u + g, uint(t), pair_s[0], pair_s[R - 1]);
+      continue;
+#endif
       const uint n = n0 + g * uint(R) + uint(r);
       if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s[0], s[M - 1]);
     }

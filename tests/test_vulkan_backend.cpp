@@ -65,13 +65,15 @@ bool has_coop_gemm(const Backend& be) {
 // after a few hundred in one process, and every section re-runs its test's body. They
 // are never destroyed: NVIDIA's driver crashed tearing down two at exit. The default
 // one takes the float32 paths everywhere; int_dot: its quantized GEMVs use integer dot
-// products where the device has them at all (emulated ones included: lavapipe).
-Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false) {
-  static Backend* backends[2][2] = {};
-  Backend*& b = backends[tensor_cores][int_dot];
+// products where the device has them at all (emulated ones included: lavapipe), with
+// x's planes in shared memory unless shared_x is false.
+Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true) {
+  static Backend* backends[2][2][2] = {};
+  Backend*& b = backends[tensor_cores][int_dot][shared_x];
   if (!b) {
     ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", int_dot ? "1" : "0");
+    ScopedEnv sx("LLM_VULKAN_GEMV_SX", shared_x ? "1" : "0");
     b = make_vulkan_backend().release();
   }
   return *b;
@@ -82,12 +84,14 @@ bool has_int_dot_gemv(const Backend& be) {
 }
 
 // The backends whose quantized GEMVs differ: float32 x, and integer dots where the
-// device has them.
+// device has them, with x's planes in shared memory and without.
 std::vector<Backend*> gemv_backends() {
   std::vector<Backend*> out = {&shared_vulkan()};
   if (shared_vulkan().info().details.find("int8 dot no") == std::string::npos &&
-      has_int_dot_gemv(shared_vulkan(false, true)))
+      has_int_dot_gemv(shared_vulkan(false, true))) {
     out.push_back(&shared_vulkan(false, true));
+    out.push_back(&shared_vulkan(false, true, false));
+  }
   return out;
 }
 
@@ -574,6 +578,112 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
       }
 }
 
+TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEMV",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(15);
+  // Tensor ids: x 0, weights 1/2/3, q/k/v 4/5/6, positions 7, inv_freq 8, rotated q/k
+  // 9/10, slots 11, k/v caches 12/13.
+  struct Case {
+    int heads, kv_heads, head_dim, rot;
+    RopeStyle style;
+    DType cache;
+  };
+  const int64_t K = 160, cache_rows = 9;
+  for (const Case c : {Case{4, 2, 32, 32, RopeStyle::NeoX, DType::F32},
+                       Case{3, 1, 64, 32, RopeStyle::NeoX, DType::F16},
+                       Case{4, 2, 32, 16, RopeStyle::GptJ, DType::BF16}})
+    for (int64_t T : {1, 3}) {
+      DYNAMIC_SECTION((c.style == RopeStyle::NeoX ? "neox" : "gptj")
+                      << " heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim
+                      << " rot " << c.rot << " " << dtype_name(c.cache) << " T=" << T) {
+        const int64_t Nq = int64_t{c.heads} * c.head_dim, Nkv = int64_t{c.kv_heads} * c.head_dim;
+        OpParams pq, pk;
+        pq.n_heads = c.heads;
+        pk.n_heads = c.kv_heads;
+        for (OpParams* p : {&pq, &pk}) {
+          p->head_dim = c.head_dim;
+          p->rot_dims = c.rot;
+          p->rope_style = c.style;
+        }
+        Node rq = make_node(Op::Rope, {4, 7, 8}, 9), rk = make_node(Op::Rope, {5, 7, 8}, 10);
+        rq.params = pq;
+        rk.params = pk;
+        const Node mq = make_node(Op::MatMul, {0, 1}, 4), mk = make_node(Op::MatMul, {0, 2}, 5),
+                   mv = make_node(Op::MatMul, {0, 3}, 6),
+                   ak = make_node(Op::KvAppend, {10, 11, 12}, 12),
+                   av = make_node(Op::KvAppend, {6, 11, 13}, 13);
+        const DType wt = DType::Q4_0;
+        const QuantMatrix wq = quantize_random(wt, Nq, K, rng),
+                          wk = quantize_random(wt, Nkv, K, rng),
+                          wv = quantize_random(wt, Nkv, K, rng);
+        const std::vector<float> x = uniform(T * K, rng);
+        const std::vector<int32_t> pos = {5, 1000, 17}, slots = {8, 0, 3};
+        std::vector<float> freq(c.rot / 2);
+        for (int i = 0; i < c.rot / 2; i++)
+          freq[i] = 1.f / std::pow(10000.f, 2.f * i / static_cast<float>(c.rot));
+        const std::vector<float> kc0 = uniform(cache_rows * Nkv, rng),
+                                 vc0 = uniform(cache_rows * Nkv, rng);
+        // The products, the rotated q and k, then both caches, as floats.
+        auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+          TestBuffers b(be);
+          const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+          const TensorRef outs[5] = {{b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
+                                     {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
+                                     {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
+                                     {b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
+                                     {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}}};
+          const TensorRef pr{b.put(to_bytes(std::vector<int32_t>(pos.begin(), pos.begin() + T))),
+                             0,
+                             DType::I32,
+                             {T}};
+          const TensorRef fr{b.put(to_bytes(freq)), 0, DType::F32, {c.rot / 2}};
+          const TensorRef sr{
+              b.put(to_bytes(std::vector<int32_t>(slots.begin(), slots.begin() + T))),
+              0,
+              DType::I32,
+              {T}};
+          const TensorRef kc{b.put(encode(c.cache, kc0)), 0, c.cache, {cache_rows, Nkv}};
+          const TensorRef vc{b.put(encode(c.cache, vc0)), 0, c.cache, {cache_rows, Nkv}};
+          auto prog = be.compile({BoundNode{&mq, {xr, b.weight(wq, wt, Nq, K, quant)}, outs[0]},
+                                  BoundNode{&mk, {xr, b.weight(wk, wt, Nkv, K, quant)}, outs[1]},
+                                  BoundNode{&mv, {xr, b.weight(wv, wt, Nkv, K, quant)}, outs[2]},
+                                  BoundNode{&rq, {outs[0], pr, fr}, outs[3]},
+                                  BoundNode{&rk, {outs[1], pr, fr}, outs[4]},
+                                  BoundNode{&ak, {outs[4], sr, kc}, kc},
+                                  BoundNode{&av, {outs[2], sr, vc}, vc}});
+          prog->run();
+          if (ds) *ds = prog->dispatches();
+          std::vector<float> got = download_f32(be, std::vector<TensorRef>(outs, outs + 5));
+          for (const TensorRef& cache : {kc, vc}) {
+            Bytes raw(tensor_bytes(c.cache, cache.shape));
+            be.download(*cache.buffer, 0, raw.data(), raw.size());
+            const std::vector<float> v = decode(c.cache, raw);
+            got.insert(got.end(), v.begin(), v.end());
+          }
+          return got;
+        };
+        auto cpu = make_cpu_backend(1);
+        const std::vector<float> want = run(*cpu, false, nullptr);
+        for (Backend* gpu : gemv_backends()) {
+          INFO(gpu->info().details);
+          std::vector<Program::Dispatch> ds;
+          const std::vector<float> got = run(*gpu, true, &ds);
+          // The caches round to 16 bits in two of the cases.
+          const double tol = c.cache == DType::F32 ? (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5) : 1e-2;
+          CHECK(max_rel_error(got, want) <= tol);
+          // With x in shared memory the ropes and appends join the GEMV.
+          if (gpu->info().details.find("x in shared memory") != std::string::npos) {
+            ds = without_quantize(ds);
+            REQUIRE(ds.size() == 1);
+            CHECK(ds[0].kernel.find("+rope +kv_append") != std::string::npos);
+            CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
+          }
+        }
+      }
+    }
+}
+
 TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties, NaN, long rows)",
           "[vulkan][ops]") {
   VULKAN_TEST();
@@ -990,9 +1100,10 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
       }
 }
 
-// Decode through the integer-dot GEMVs after a prompt long enough for the attention to
-// split its keys: the merge rounds its output for o, the norms theirs for q/k/v and
-// gate/up (no quantize_x before them).
+// Decode through the integer-dot GEMVs (x in shared memory) after a prompt long enough
+// for the attention to split its keys: the merge rounds its output for o, the norms
+// theirs for q/k/v and gate/up (no quantize_x before them), and the q/k/v GEMV does
+// the ropes and the cache appends.
 TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
           "[vulkan][models][quant]") {
   VULKAN_TEST();
@@ -1019,6 +1130,7 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
       false);
   std::vector<float> c = cs.forward(prompt, false), g = gs.forward(prompt, false);
   CHECK(max_rel_error(g, c) <= 1e-4);
+  kernels.clear();  // the decode steps' dispatches only
   for (int step = 0; step < 3; step++) {
     const int32_t next = static_cast<int32_t>(std::max_element(c.begin(), c.end()) - c.begin());
     c = cs.forward({next}, false);
@@ -1034,6 +1146,10 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   CHECK(count("attention_merge", "+quantize") > 0);
   CHECK(count("rms_norm", "+quantize") > 0);
   CHECK(count("matmul_gemv_q", " + ") > 0);  // q/k/v as one dispatch
+  // With x in shared memory, their ropes and cache appends in the same dispatch.
+  CHECK(count("matmul_gemv_q", "+rope +kv_append") > 0);
+  CHECK(count("rope", "") == 0);
+  CHECK(count("kv_append", "") == 0);
 }
 
 TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {

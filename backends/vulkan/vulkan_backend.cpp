@@ -91,6 +91,9 @@ int64_t coop_gemv_max_tokens() {
 constexpr int64_t kNormQuantMaxRow = 4096;
 // The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
+// The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
+// per workgroup: more rows share each copy).
+constexpr uint32_t kGemvQThreadsShared = 256;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
@@ -373,6 +376,10 @@ class VulkanBackend final : public Backend {
     const char* d = std::getenv("LLM_VULKAN_INT_DOT");
     const bool forced = d && std::strcmp(d, "1") == 0, off = d && std::strcmp(d, "0") == 0;
     int_dot_ = ctx_->phys().int_dot && (ctx_->phys().int_dot_fast || forced) && !off;
+    // Integer-dot GEMVs keep x's planes in shared memory where they fit, unless
+    // LLM_VULKAN_GEMV_SX=0 (for measuring, and for testing the other path).
+    const char* sx = std::getenv("LLM_VULKAN_GEMV_SX");
+    shared_x_ = int_dot_ && !(sx && std::strcmp(sx, "0") == 0);
   }
 
   ~VulkanBackend() override {
@@ -386,7 +393,8 @@ class VulkanBackend final : public Backend {
     DeviceInfo d = vk::device_info(ctx_->index(), ctx_->phys());
     d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
     if (coop_) d.details += ", f16 tensor-core GEMM";
-    if (int_dot_) d.details += ", int8-dot GEMV";
+    if (int_dot_)
+      d.details += shared_x_ ? ", int8-dot GEMV (x in shared memory)" : ", int8-dot GEMV";
     return d;
   }
 
@@ -442,8 +450,9 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool coop_ = false;     // many-token matmuls through matmul_coop
-  bool int_dot_ = false;  // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool coop_ = false;      // many-token matmuls through matmul_coop
+  bool int_dot_ = false;   // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;  // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -501,30 +510,35 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 // threads of matmul_gemv_q for rows of K weights. LLM_VULKAN_GEMV_TPR and
 // LLM_VULKAN_GEMV_ROWS override them (for tuning).
 struct GemvShape {
-  uint32_t tpr = 32, rows = 4;
+  uint32_t tpr = 32, rows = 4, unroll = 1;  // unroll: blocks a thread loads at once
 };
-GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot) {
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint32_t threads) {
   GemvShape s;
   // About two blocks per thread: enough loads in flight, few idle threads on short rows.
   // Integer dots: at most 64 threads per row and 2 rows per group (H200, 7b decode,
   // LLM_VULKAN_GEMV_TPR/ROWS over 32/64/128 and 2/4/8: 270 tok/s against 240 with the
   // float path's 4 rows; fewer rows were faster at every width).
-  const uint32_t max_tpr = int_dot ? std::min<uint32_t>(64, kGemvQThreads) : kGemvQThreads;
+  const uint32_t max_tpr = int_dot ? std::min<uint32_t>(64, threads) : threads;
   s.tpr = subgroup;
   while (s.tpr < max_tpr && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
   // 4 rows per group on the float path (x read once per 4 rows; measured best on the
   // H200), fewer where that leaves under 256 workgroups (small matrices: k/v of GQA
   // models).
   s.rows = int_dot ? 2 : 4;
-  while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (kGemvQThreads / s.tpr)) < 256)
-    s.rows /= 2;
+  while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (threads / s.tpr)) < 256) s.rows /= 2;
   auto env = [](const char* name, uint32_t& v) {
     if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
   };
+  // Every block of a thread's rows at once where that is at most 4 (the weights of a
+  // short row are then all in flight together).
+  const uint64_t per_thread = (static_cast<uint64_t>(K / 32) + s.tpr - 1) / s.tpr;
+  s.unroll = static_cast<uint32_t>(std::clamp<uint64_t>(per_thread, 1, 4));
   env("LLM_VULKAN_GEMV_TPR", s.tpr);
   env("LLM_VULKAN_GEMV_ROWS", s.rows);
-  s.tpr = std::clamp(s.tpr, subgroup, kGemvQThreads);
+  env("LLM_VULKAN_GEMV_UNROLL", s.unroll);
+  s.tpr = std::clamp(s.tpr, subgroup, threads);
   s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
+  s.unroll = std::clamp<uint32_t>(s.unroll, 1, 4);
   return s;
 }
 
@@ -737,6 +751,92 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (cache.overlaps(region(*t))) return false;
     return true;
   };
+  // Whether q/k/v matmuls at i..i + 2 (one GEMV dispatch) are followed by Rope(q),
+  // Rope(k), KvAppend(rotated k) and KvAppend(v), which that dispatch can then compute
+  // (matmul_gemv_qdot_rope, integer dots only): one rope setting and position and slot
+  // tensor for both, caches of one dtype, and outputs that overlap nothing else the
+  // dispatch touches (a rope's output may be its input exactly).
+  auto rope_kv_fusable = [&](size_t i) -> int {
+    if (i + 6 >= nodes.size()) return -1;
+    for (size_t j = i; j <= i + 6; j++)
+      if (!nodes[j].node || nodes[j].node->inputs.size() != nodes[j].inputs.size()) return -1;
+    const BoundNode &rq = nodes[i + 3], &rk = nodes[i + 4], &ak = nodes[i + 5], &av = nodes[i + 6];
+    if (rq.node->op != Op::Rope || rk.node->op != Op::Rope || ak.node->op != Op::KvAppend ||
+        av.node->op != Op::KvAppend || rq.inputs.size() != 3 || rk.inputs.size() != 3 ||
+        ak.inputs.size() != 3 || av.inputs.size() != 3)
+      return -1;
+    const Node &q = *rq.node, &k = *rk.node, &a = *ak.node, &v = *av.node;
+    const OpParams &pq = q.params, &pk = k.params;
+    const int64_t T = nodes[i].inputs[0].shape.rows();
+    const int64_t nq = nodes[i].output.shape.row_len(), nk = nodes[i + 1].output.shape.row_len(),
+                  nv = nodes[i + 2].output.shape.row_len();
+    if (q.inputs[0] != nodes[i].node->output || k.inputs[0] != nodes[i + 1].node->output ||
+        a.inputs[0] != k.output || v.inputs[0] != nodes[i + 2].node->output ||
+        q.inputs[1] != k.inputs[1] || q.inputs[2] != k.inputs[2] || a.inputs[1] != v.inputs[1] ||
+        pq.head_dim != pk.head_dim || pq.rot_dims != pk.rot_dims ||
+        pq.rope_style != pk.rope_style || pq.head_dim % 2 != 0 || pq.rot_dims % 2 != 0 ||
+        pq.rot_dims > pq.head_dim || int64_t{pq.n_heads} * pq.head_dim != nq ||
+        int64_t{pk.n_heads} * pk.head_dim != nk || nv % 2 != 0 ||
+        ak.output.dtype != av.output.dtype || ak.output.shape.row_len() != nk ||
+        av.output.shape.row_len() != nv || ak.output.shape.rows() != av.output.shape.rows() ||
+        rq.inputs[1].shape.numel() < T || ak.inputs[1].shape.numel() < T ||
+        rq.inputs[1].dtype != DType::I32 || rq.inputs[2].dtype != DType::F32 ||
+        ak.inputs[1].dtype != DType::I32)
+      return -1;
+    const DType ct = ak.output.dtype;
+    if (ct != DType::F32 && ct != DType::F16 && ct != DType::BF16) return -1;
+    if (rq.output.offset % 4 || rk.output.offset % 4 || ak.output.offset % 4 ||
+        av.output.offset % 4)
+      return -1;
+    // Not x itself: the dispatch reads its planes (the outputs may take x's place).
+    std::vector<Region> reads = {region(rq.inputs[1]), region(rq.inputs[2]), region(ak.inputs[1])};
+    for (size_t j = i; j < i + 3; j++) reads.push_back(region(nodes[j].inputs[1]));
+    const Region prods[3] = {region(nodes[i].output), region(nodes[i + 1].output),
+                             region(nodes[i + 2].output)};
+    const Region outs[4] = {region(rq.output), region(rk.output), region(ak.output),
+                            region(av.output)};
+    for (int o = 0; o < 4; o++) {
+      for (const Region& r : reads)
+        if (r.overlaps(outs[o])) return -1;
+      for (int o2 = 0; o2 < o; o2++)
+        if (outs[o2].overlaps(outs[o])) return -1;
+    }
+    // The products (and the rotated k) are written unless they share memory with
+    // another output (the planner reuses a dead q for the rotated k, say); then nothing
+    // after the group may read them.
+    auto read_after = [&](TensorId t) {
+      for (size_t j = i + 7; j < nodes.size(); j++)
+        if (nodes[j].node &&
+            std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(), t))
+          return true;
+      return false;
+    };
+    // own: the tensor; mine: the output its thread writes right after it (an exact
+    // overlap there is the same element, written in order).
+    auto clashes = [&](const Region& own, int mine) {
+      for (int o = 0; o < 4; o++)
+        if (own.overlaps(outs[o]) && !(o == mine && own == outs[o])) return true;
+      return false;
+    };
+    int mask = 0;
+    for (int m = 0; m < 3; m++) {
+      if (!clashes(prods[m], m < 2 ? m : -1)) {
+        mask |= 1 << m;
+      } else if (read_after(nodes[i + m].node->output)) {
+        return -1;
+      }
+    }
+    // The rotated k (outs[1]) against the products written.
+    bool k_clash = false;
+    for (int m = 0; m < 3; m++)
+      if ((mask >> m & 1) && outs[1].overlaps(prods[m]) && !(m == 1 && outs[1] == prods[1]))
+        k_clash = true;
+    if (!k_clash)
+      mask |= 8;
+    else if (read_after(k.output))
+      return -1;
+    return mask;
+  };
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
@@ -936,8 +1036,18 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           int64_t seg_rows[3] = {N, 0, 0};
           for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
-          const GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
-                                          seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_);
+          // Integer dots with x's planes in shared memory where they fit (workgroups of
+          // 256 threads).
+          const bool sx = shared_x_ && static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
+                                           ctx_->phys().props.limits.maxComputeSharedMemorySize;
+          const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
+          GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
+                                    seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
+          // q/k/v with the ropes and cache appends after them: a group's two rows are a
+          // pair that rotates together.
+          const int rope_mask = sx && segs == 3 ? rope_kv_fusable(ni) : -1;
+          const bool rope_kv = rope_mask >= 0;
+          if (rope_kv) gs.rows = 2;
           push(gs.tpr);
           if (glu || segs > 1) {
             check_bound(nodes[ni + 1], "vulkan backend");
@@ -996,17 +1106,48 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           push(bind(last.output, "the third output", true));
           for (size_t k = 1; k < segs; k++) x.nodes.push_back(static_cast<int>(ni + k));
           if (segs > 1) fused = segs - 1;
-          use(int_dot_ ? "matmul_gemv_qdot" : "matmul_gemv_q",
-              {spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
-               mode});
+          if (rope_kv) fused += 4;
+          std::vector<int32_t> gemv_spec = {
+              spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows),
+              mode};
+          gemv_spec.push_back(sx ? static_cast<int32_t>(T * (K / 32)) : 0);  // XBLOCKS
+          if (rope_kv) {
+            const BoundNode &rq = nodes[ni + 3], &rk = nodes[ni + 4], &ak = nodes[ni + 5],
+                            &av = nodes[ni + 6];
+            for (size_t k = 3; k <= 6; k++) check_bound(nodes[ni + k], "vulkan backend");
+            const OpParams& rp = rq.node->params;
+            const uint32_t pos_off = bind(rq.inputs[1], "positions");
+            const uint32_t f_off = bind(rq.inputs[2], "inv_freq");
+            const uint32_t slots_off = bind(ak.inputs[1], "slots");
+            const uint32_t kc_off = bind(ak.output, "the k cache", true);
+            const uint32_t vc_off = bind(av.output, "the v cache", true);
+            const uint32_t qr_off = bind(rq.output, "the rotated q", true);
+            const uint32_t kr_off = bind(rk.output, "the rotated k", true);
+            x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+            for (uint32_t v :
+                 {pos_off, f_off, slots_off, kc_off, vc_off,
+                  static_cast<uint32_t>(ak.output.shape.rows()), qr_off, kr_off,
+                  static_cast<uint32_t>(rp.head_dim), static_cast<uint32_t>(rp.rot_dims),
+                  rp.rope_style == RopeStyle::GptJ ? 1u : 0u, static_cast<uint32_t>(rope_mask)})
+              push(v);
+            for (size_t k = 3; k <= 6; k++) x.nodes.push_back(static_cast<int>(ni + k));
+          }
+          gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
+          gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
+          use(rope_kv    ? "matmul_gemv_qdot_rope"
+              : sx       ? "matmul_gemv_qdot_sx"
+              : int_dot_ ? "matmul_gemv_qdot"
+                         : "matmul_gemv_q",
+              gemv_spec);
           std::string rows = std::to_string(N);
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
           x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
-                                   res >= 0 ? " +add"
-                                   : glu    ? " x2 +silu_mul"
-                                            : "");
-          const uint64_t rows_per_group = gs.rows * (kGemvQThreads / gs.tpr);
+                                   res >= 0  ? " +add"
+                                   : glu     ? " x2 +silu_mul"
+                                   : rope_kv ? " +rope +kv_append"
+                                             : "");
+          const uint64_t rows_per_group = gs.rows * (threads / gs.tpr);
           uint64_t groups = 0;
           for (int64_t r : seg_rows)
             groups += (static_cast<uint64_t>(r) + rows_per_group - 1) / rows_per_group;

@@ -1,0 +1,13 @@
+// The integer-dot decode GEMV with x's planes held in shared memory (X_SHARED) by
+// workgroups of 256 threads: see matmul_gemv_q.glsl. Taken where the planes of the
+// step's tokens fit in shared memory.
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_EXT_spirv_intrinsics : require
+#define INT_DOT 1
+#define X_SHARED 1
+#define WG 256
+#include "matmul_gemv_q.glsl"
