@@ -5,7 +5,11 @@
 // products and weighted sums keep four partial sums, so loads overlap.
 // With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
 // split over SPLITS workgroups, each writing its running max, sum and unnormalised
-// output to `part`, which attention_merge.comp combines.
+// output to `part`, which attention_merge.comp combines; or, with MERGE, the last of
+// the SPLITS workgroups of a (token, head) to finish combines them (a counter per
+// (token, head), which it resets for the next run), and with QUANT also rounds the
+// output for the integer-dot GEMV that reads it (quantize_x.comp's layout): one
+// dispatch and barrier less per layer.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -18,7 +22,9 @@ layout(constant_id = 1) const int VDT = DT_F32;
 layout(constant_id = 2) const uint SPLITS = 1;
 // 1: f32 K rows 16-byte aligned with D % 4 == 0, read as vec4 (4x fewer loads).
 layout(constant_id = 3) const int K_VEC4 = 0;
-layout(std430, binding = 0) readonly buffer Q { float q[]; };
+layout(constant_id = 4) const int MERGE = 0;
+layout(constant_id = 5) const int QUANT = 0;
+layout(std430, binding = 0) readonly buffer Qry { float qry[]; };
 layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
 layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
 layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
@@ -27,12 +33,18 @@ layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
 layout(std430, binding = 5) readonly buffer Table { int table[]; };
 layout(std430, binding = 6) writeonly buffer Out { float outv[]; };
 layout(std430, binding = 7) buffer Err { uint err_bits[]; };
-layout(std430, binding = 8) writeonly buffer Part { float part[]; };  // [T * H * SPLITS][2 + D]
+// [T * H * SPLITS][2 + D]; coherent: with MERGE another workgroup reads it.
+layout(std430, binding = 8) coherent buffer Part { float part[]; };
+layout(std430, binding = 9) buffer Counters { uint counters[]; };  // MERGE: [T * H]
+layout(std430, binding = 10) writeonly buffer QP { uvec4 q[]; };    // QUANT: planes
+layout(std430, binding = 10) writeonly buffer QPM { uvec2 qm[]; };
 layout(push_constant) uniform P {
   uint q_off, k_off, v_off, pos_off, seq_off, table_off, out_off;
   uint T, H, Hkv, D, window, page_size, n_seqs, max_pages, cache_rows;
   float scale, softcap;
+  uint planes_off;
 } p;
+#include "quantize_block.glsl"
 
 // -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
 #define NEG_INF uintBitsToFloat(0xff800000u)
@@ -89,6 +101,49 @@ void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
   }
 }
 
+shared bool merging;
+
+// MERGE: called by every split of `item` after its partial is written; the last one
+// to get here combines them as attention_merge.comp does (qs holds the result).
+void merge_if_last(uint item) {
+  const uint tid = gl_LocalInvocationID.x;
+  memoryBarrierBuffer();
+  barrier();
+  if (tid == 0u) merging = atomicAdd(counters[item], 1u) == SPLITS - 1u;
+  barrier();
+  if (!merging) return;
+  memoryBarrierBuffer();
+  if (tid == 0u) counters[item] = 0u;
+  const uint D = p.D, stride = D + 2u, base = item * SPLITS * stride;
+  float M = NEG_INF;
+  for (uint s = 0u; s < SPLITS; s++) M = max(M, part[base + s * stride]);
+  for (uint d = tid; d < D; d += WG) {
+    float num = 0.0, den = 0.0;
+    for (uint s = 0u; s < SPLITS; s++) {
+      const float l = part[base + s * stride + 1u];
+      if (l <= 0.0) continue;  // a split without keys
+      const float w = exp(part[base + s * stride] - M);
+      den += w * l;
+      num += w * part[base + s * stride + 2u + d];
+    }
+    const float o = den > 0.0 ? num / den : 0.0;
+    outv[p.out_off + item * D + d] = o;
+    qs[d] = o;
+  }
+  if (QUANT == 0) return;
+  // Blocks of 32 of the output (D is a multiple of 32, checked on the host).
+  barrier();
+  const uint n = p.T * p.H * D;
+  for (uint b = tid; b < D / 32u; b += WG) {
+    vec4 v[8];
+    for (uint j = 0u; j < 8u; j++)
+      v[j] = vec4(qs[b * 32u + 4u * j], qs[b * 32u + 4u * j + 1u], qs[b * 32u + 4u * j + 2u],
+                  qs[b * 32u + 4u * j + 3u]);
+    const uint blk = item * (D / 32u) + b;
+    quantize_block(v, p.planes_off / 4u + blk * 4u, (p.planes_off / 4u + (n / 32u) * 4u) * 2u + blk);
+  }
+}
+
 void main() {
   const uint group = flat_group();
   if (group >= p.T * p.H * SPLITS) return;
@@ -103,12 +158,13 @@ void main() {
   if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
     if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
     finish(item, split, NEG_INF, 0.0, acc);
+    if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
     return;
   }
   const uint kv_row = p.Hkv * D;
   const uint kv_off = (h / (p.H / p.Hkv)) * D;
   const uint n_pages = p.cache_rows / p.page_size;
-  for (uint d = tid; d < D; d += WG) qs[d] = q[p.q_off + item * D + d];
+  for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
   barrier();
 
   // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
@@ -185,4 +241,5 @@ void main() {
     barrier();  // probs and slot_of are rewritten by the next chunk
   }
   finish(item, split, m, l, acc);
+  if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
 }

@@ -529,10 +529,9 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint
   auto env = [](const char* name, uint32_t& v) {
     if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
   };
-  // Every block of a thread's rows at once where that is at most 4 (the weights of a
-  // short row are then all in flight together).
-  const uint64_t per_thread = (static_cast<uint64_t>(K / 32) + s.tpr - 1) / s.tpr;
-  s.unroll = static_cast<uint32_t>(std::clamp<uint64_t>(per_thread, 1, 4));
+  // One block per row at a time: loading 2 or 4 at once was slower at every shape
+  // (H200, 7b decode 253.6 / 234.3 / 185.7 tok/s with 1 / 2 / 4).
+  s.unroll = 1;
   env("LLM_VULKAN_GEMV_TPR", s.tpr);
   env("LLM_VULKAN_GEMV_ROWS", s.rows);
   env("LLM_VULKAN_GEMV_UNROLL", s.unroll);
@@ -1036,16 +1035,28 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           int64_t seg_rows[3] = {N, 0, 0};
           for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
-          // Integer dots with x's planes in shared memory where they fit (workgroups of
-          // 256 threads).
-          const bool sx = shared_x_ && static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
-                                           ctx_->phys().props.limits.maxComputeSharedMemorySize;
+          // Integer dots with x's planes in shared memory (workgroups of 256 threads) for
+          // rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096) weights: longer ones
+          // copy so much x per workgroup that they ran slower (H200, 7b down: 27.3 µs
+          // against 20.2).
+          static const int64_t sx_max_k = [] {
+            const char* e = std::getenv("LLM_VULKAN_GEMV_SX_MAX_K");
+            return e ? std::atoll(e) : int64_t{4096};
+          }();
+          const bool sx = shared_x_ && K <= sx_max_k &&
+                          static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
+                              ctx_->phys().props.limits.maxComputeSharedMemorySize;
           const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
           GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
                                     seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
           // q/k/v with the ropes and cache appends after them: a group's two rows are a
           // pair that rotates together.
-          const int rope_mask = sx && segs == 3 ? rope_kv_fusable(ni) : -1;
+          // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
+          static const bool rope_fuse_on = [] {
+            const char* e = std::getenv("LLM_VULKAN_ROPE_FUSE");
+            return !(e && std::strcmp(e, "0") == 0);
+          }();
+          const int rope_mask = rope_fuse_on && sx && segs == 3 ? rope_kv_fusable(ni) : -1;
           const bool rope_kv = rope_mask >= 0;
           if (rope_kv) gs.rows = 2;
           push(gs.tpr);
@@ -1319,15 +1330,46 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                     : static_cast<uint32_t>(std::clamp<int64_t>(
                                           context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
         std::shared_ptr<Buffer> partials;
+        // Splits merged by the last workgroup of each (token, head) to finish, unless
+        // LLM_VULKAN_ATTN_MERGE_IN=0 (a second dispatch, attention_merge, for measuring).
+        static const bool merge_in_on = [] {
+          const char* e = std::getenv("LLM_VULKAN_ATTN_MERGE_IN");
+          return !(e && std::strcmp(e, "0") == 0);
+        }();
+        const bool merge_in = splits > 1 && merge_in_on;
+        // ... and then rounded for an integer-dot GEMV right after that reads the output.
+        const bool merge_quant = merge_in && feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
+        const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
         if (splits > 1) {
           partials = std::make_shared<Buffer>(
               *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
               "attention partials");
           keep.push_back(partials);
           x.bindings.push_back({partials.get(), 0, partials->size()});
+          x.writes.push_back({partials.get(), 0, partials->size()});
         } else {
-          x.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+          x.bindings.push_back(unused);
         }
+        if (merge_in) {
+          // One counter per (token, head), zero between runs (the last split resets it).
+          auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
+                                                   "attention split counters");
+          clear(*counters, 0, counters->size());
+          keep.push_back(counters);
+          x.bindings.push_back({counters.get(), 0, counters->size()});
+          x.writes.push_back({counters.get(), 0, counters->size()});
+        } else {
+          x.bindings.push_back(unused);
+        }
+        uint32_t planes_off = 0;
+        if (merge_quant) {
+          const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
+          planes_off = bind(planes, "the quantized output", true);
+          planes_hold = region(o);
+        } else {
+          x.bindings.push_back(unused);
+        }
+        push(planes_off);
         const bool k_vec4 =
             in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
         if (tiled) {
@@ -1335,6 +1377,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
           const int32_t bkey =
               ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
+          // attention_tiled takes bindings 0-8.
+          x.bindings.resize(9);
+          x.push_words--;
           use("attention_tiled",
               {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_vec4 ? 1 : 0, bkey});
           x.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
@@ -1342,10 +1387,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           break;
         }
         use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-                          k_vec4 ? 1 : 0});
+                          k_vec4 ? 1 : 0, merge_in ? 1 : 0, merge_quant ? 1 : 0});
         x.label = format_message("attention %s", dtype_name(in[1].dtype));
+        if (merge_in)
+          x.label += format_message(" x%u +merge%s", splits, merge_quant ? " +quantize" : "");
         grid(x, static_cast<uint64_t>(items) * splits);
-        if (splits > 1) {
+        if (splits > 1 && !merge_in) {
           // The output is written by the merge; this dispatch writes the partials.
           Recorded m;
           // The merge computes the node; the partials' dispatch serves none of its own.

@@ -167,6 +167,8 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   bool has_int_dot = false;
   for (const VkExtensionProperties& e : exts) {
     if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
+    if (std::strcmp(e.extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME) == 0)
+      p.executable_stats = true;
     if (std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0)
       has_int_dot = true;
   }
@@ -408,11 +410,28 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
     chain = &idot;
     exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
   }
+  // Compiler statistics of each pipeline, on request (for tuning shaders).
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats{};
+  stats.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
+  stats.pipelineExecutableInfo = VK_TRUE;
+  const char* want_stats = std::getenv("LLM_VULKAN_PIPELINE_STATS");
+  const bool stats_on = phys_.executable_stats && want_stats && std::strcmp(want_stats, "1") == 0;
+  if (stats_on) {
+    stats.pNext = chain;
+    chain = &stats;
+    exts.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+  }
   dci.pNext = chain;
   dci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
   dci.ppEnabledExtensionNames = exts.data();
   LLM_VK_CHECK(api.vkCreateDevice(phys_.handle, &dci, nullptr, &device_));
   load_device_api(api, device_, d_);
+  if (stats_on) {
+    get_executables_ = reinterpret_cast<PFN_vkGetPipelineExecutablePropertiesKHR>(
+        api.vkGetDeviceProcAddr(device_, "vkGetPipelineExecutablePropertiesKHR"));
+    get_statistics_ = reinterpret_cast<PFN_vkGetPipelineExecutableStatisticsKHR>(
+        api.vkGetDeviceProcAddr(device_, "vkGetPipelineExecutableStatisticsKHR"));
+  }
   d_.vkGetDeviceQueue(device_, phys_.compute_family, 0, &queue_);
 
   VkCommandPoolCreateInfo pci{};
@@ -531,6 +550,46 @@ void Context::save_pipeline_cache() {
   }
 }
 
+void Context::print_statistics(const std::string& name, const std::vector<int32_t>& spec,
+                               VkPipeline pipeline) {
+  std::string line = "pipeline " + name + " [";
+  for (size_t i = 0; i < spec.size(); i++) line += (i ? " " : "") + std::to_string(spec[i]);
+  line += "]";
+  VkPipelineInfoKHR pi{};
+  pi.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
+  pi.pipeline = pipeline;
+  uint32_t n_exec = 0;
+  if (get_executables_(device_, &pi, &n_exec, nullptr) != VK_SUCCESS) return;
+  for (uint32_t e = 0; e < n_exec; e++) {
+    VkPipelineExecutableInfoKHR ei{};
+    ei.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR;
+    ei.pipeline = pipeline;
+    ei.executableIndex = e;
+    uint32_t n = 0;
+    if (get_statistics_(device_, &ei, &n, nullptr) != VK_SUCCESS) continue;
+    std::vector<VkPipelineExecutableStatisticKHR> st(n);
+    for (auto& x : st) x.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR;
+    if (get_statistics_(device_, &ei, &n, st.data()) != VK_SUCCESS) continue;
+    for (const auto& x : st) {
+      line += std::string(", ") + x.name + " ";
+      switch (x.format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          line += x.value.b32 ? "yes" : "no";
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          line += std::to_string(x.value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          line += std::to_string(x.value.u64);
+          break;
+        default:
+          line += std::to_string(x.value.f64);
+      }
+    }
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
                                   const std::vector<int32_t>& spec) {
   auto key = std::make_pair(name, spec);
@@ -580,6 +639,8 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
   cpi.stage.pName = "main";
   cpi.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
   cpi.layout = p.layout;
+  const bool stats = get_executables_ && get_statistics_;
+  if (stats) cpi.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   const VkResult r = d_.vkCreateComputePipelines(device_, cache_, 1, &cpi, nullptr, &p.pipeline);
   d_.vkDestroyShaderModule(device_, module, nullptr);
   if (r != VK_SUCCESS) {
@@ -588,6 +649,7 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
     fail("vulkan backend: creating the pipeline of shader %s failed (%s)", name.c_str(),
          result_name(r));
   }
+  if (stats) print_statistics(name, spec, p.pipeline);
   return pipelines_.emplace(key, p).first->second;
 }
 

@@ -50,6 +50,7 @@ struct PhysicalInfo {
   bool fp16 = false;                 // shaderFloat16
   bool storage16 = false;            // storageBuffer16BitAccess
   bool coopmat_nv = false;           // VK_NV_cooperative_matrix
+  bool executable_stats = false;     // VK_KHR_pipeline_executable_properties
   bool memory_model = false;         // vulkanMemoryModel (the coop-matrix shader needs it)
   // VK_KHR_shader_integer_dot_product with its feature, and whether the device says
   // signed 4 x 8-bit packed dot products are fast (a native instruction, not emulated).
@@ -174,6 +175,8 @@ class Context {
   Buffer& error_buffer() { return *err_; }
 
  private:
+  void print_statistics(const std::string& name, const std::vector<int32_t>& spec,
+                        VkPipeline pipeline);
   void record_transfer(const std::function<void(VkCommandBuffer)>& rec);
   std::string cache_path() const;
   void save_pipeline_cache();
@@ -189,6 +192,10 @@ class Context {
   VkFence fence_ = VK_NULL_HANDLE;
   bool pending_ = false;
   VkPipelineCache cache_ = VK_NULL_HANDLE;
+  // LLM_VULKAN_PIPELINE_STATS=1: each pipeline's compiler statistics (registers, ...)
+  // go to stderr as it is created, where the driver reports them.
+  PFN_vkGetPipelineExecutablePropertiesKHR get_executables_ = nullptr;
+  PFN_vkGetPipelineExecutableStatisticsKHR get_statistics_ = nullptr;
   std::map<std::pair<std::string, std::vector<int32_t>>, Pipeline> pipelines_;
   std::unique_ptr<Allocator> memory_;
   std::unique_ptr<Allocator> staging_memory_;
