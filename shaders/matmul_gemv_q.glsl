@@ -95,13 +95,10 @@ layout(std430, binding = 16) writeonly buffer QRot { float q_rot[]; };
 layout(std430, binding = 17) writeonly buffer KRot { float k_rot[]; };
 layout(std430, binding = 18) buffer Err { uint err_bits[]; };
 #else
-// NORM 1 (MODE 0 with fuse_add): the RmsNorm of the sum that follows in the graph, by
-// the last workgroup to finish (a counter it resets): the normalized rows to NOut and,
+// NORM (MODE 0 with fuse_add): the RmsNorm of the sum that follows in the graph, by the
+// last workgroup to finish (a counter it resets): the normalized rows to NOut and,
 // rounded for the integer-dot GEMV that reads them, to the planes (quantize_x.comp's
 // layout). One dispatch and barrier less per norm.
-// NORM 2 (MODE 1): the activation (out2) rounded for the down GEMV into the planes, each
-// block of 32 rows by the last workgroup to write one of them (a counter per block):
-// no quantize_x before down.
 layout(constant_id = 9) const int NORM = 0;
 layout(constant_id = 10) const int NWDT = DT_F32;  // the norm weight's dtype
 layout(std430, binding = 11) readonly buffer NW { uint nw[]; };
@@ -529,48 +526,9 @@ void norm_tail() {
 }
 #endif
 
-#ifndef ROPE_KV
-shared uint act_blocks[16];
-shared uint n_act_blocks;
-
-// NORM 2: after this workgroup wrote its rows [n0, n0 + rows) of out2 for every token,
-// it counts them into their blocks' counters; the blocks it completes, it rounds.
-void act_quant_tail() {
-  const uint tid = gl_LocalInvocationID.x;
-  const uint rows = (WG / p.tpr) * uint(R), n0 = flat_group() * rows, N = p.N, nb = N / 32u;
-  memoryBarrierBuffer();
-  barrier();
-  if (tid == 0u) {
-    uint k = 0u;
-    if (n0 < N) {
-      const uint n1 = min(n0 + rows, N);
-      for (uint t = 0u; t < p.T; t++)
-        for (uint b = n0 / 32u; b <= (n1 - 1u) / 32u; b++) {
-          const uint mine = min(n1, b * 32u + 32u) - max(n0, b * 32u);
-          if (atomicAdd(norm_counter[t * nb + b], mine) + mine == 32u && k < 16u)
-            act_blocks[k++] = t * nb + b;
-        }
-    }
-    n_act_blocks = k;
-  }
-  barrier();
-  if (tid >= n_act_blocks) return;
-  memoryBarrierBuffer();
-  const uint i = act_blocks[tid], t = i / nb, b = i % nb;
-  norm_counter[i] = 0u;
-  const uint base = p.out2_off + t * N + b * 32u;
-  vec4 v[8];
-  for (uint j = 0u; j < 8u; j++)
-    v[j] = vec4(out2[base + 4u * j], out2[base + 4u * j + 1u], out2[base + 4u * j + 2u],
-                out2[base + 4u * j + 3u]);
-  quantize_block(v, p.planes_off / 4u + i * 4u, (p.planes_off / 4u + p.T * nb * 4u) * 2u + i);
-}
-#endif
-
 void main() {
   gemv_main();
 #ifndef ROPE_KV
-  if (NORM == 1) norm_tail();
-  if (NORM == 2) act_quant_tail();
+  if (NORM != 0) norm_tail();
 #endif
 }

@@ -857,24 +857,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     const Region ro = region(o), rs = region(an.output);
     return !ro.overlaps(rs) || ro == rs;
   };
-  // Whether a fused gate/up dispatch at i (ffn_fusable) can write the activation to its
-  // own place and round it for the down GEMV (NORM 2 in matmul_gemv_q.glsl): integer
-  // dots (x is read as planes, so the activation may take x's place), whole blocks of
-  // 32 rows, and an activation apart from the weights and from the products unless it
-  // is one of them exactly (the thread writing a row writes both, in order).
-  auto act_quantizable = [&](size_t i) -> bool {
-    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2];
-    const int64_t T = g.inputs[0].shape.rows(), N = g.inputs[1].shape[0];
-    if (!int_dot_ || T > kGemvMaxTokens || N % 32 != 0 || a.output.dtype != DType::F32 ||
-        a.output.offset % 4 != 0)
-      return false;
-    const Region act = region(a.output);
-    for (const TensorRef* w : {&g.inputs[1], &u.inputs[1]})
-      if (act.overlaps(region(*w))) return false;
-    for (const TensorRef* y : {&g.output, &u.output})
-      if (act.overlaps(region(*y)) && !(act == region(*y))) return false;
-    return true;
-  };
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
@@ -901,9 +883,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   // One buffer for x quantized for the integer-dot GEMVs (quantize_x.comp's layout:
   // 64 bytes of planes and 8 of scale and sum per block of 32), reused by each.
   std::shared_ptr<Buffer> x_planes;
-  // A second one: a fused gate/up dispatch rounds the activation for the down GEMV
-  // while its own x's planes are still being read.
-  std::shared_ptr<Buffer> x_planes2;
   if (int_dot_) {
     size_t bytes = 0;
     for (size_t i = 0; i < nodes.size(); i++)
@@ -912,8 +891,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     if (bytes > 0) {
       x_planes = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "quantized x");
       keep.push_back(x_planes);
-      x_planes2 = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "quantized activation");
-      keep.push_back(x_planes2);
     }
   }
   const VkDeviceSize max_range = ctx_->phys().props.limits.maxStorageBufferRange;
@@ -922,12 +899,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   // The x region whose planes x_planes holds (written by a norm or quantize_x, kept for
   // the matmuls right after it that read the same x).
   Region planes_hold;
-  // The activation region whose planes x_planes2 holds (for the down GEMV next).
-  Region planes2_hold;
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
     check_bound(bn, "vulkan backend");
-    if (!bn.node || bn.node->op != Op::MatMul) planes_hold = planes2_hold = Region{};
+    if (!bn.node || bn.node->op != Op::MatMul) planes_hold = Region{};
     const Node& node = *bn.node;
     Recorded x;
     x.nodes = {static_cast<int>(ni)};
@@ -1052,9 +1027,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // after them (both products, and the activation into a scratch buffer).
           const int res = residual_add(ni);
           const bool glu = res < 0 && !bias && ffn_fusable(ni);
-          // ... which with integer dots also rounds the activation for the down GEMV
-          // (the last workgroup of each block of 32 rows).
-          const bool act_q = glu && act_quantizable(ni);
           // q/k/v: up to three matmuls of the same x in one grid.
           const size_t segs = res < 0 && !glu ? gemv_segments(ni) : 1;
           int32_t mode = segs > 1 ? 2 : 0;
@@ -1065,16 +1037,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             push(1);
             x.nodes.push_back(static_cast<int>(ni + 1));
             fused = 1;
-          } else if (glu && act_q) {
-            // Integer dots read x's planes, not x: the activation goes to its own place,
-            // and its planes (x_planes2) to the down GEMV.
-            push(bind(in[0], "x"));
-            push(bind(nodes[ni + 2].output, "the activation", true));
-            push(0);
-            x.nodes.push_back(static_cast<int>(ni + 1));
-            x.nodes.push_back(static_cast<int>(ni + 2));
-            fused = 2;
-            mode = 1;
           } else if (glu) {
             auto buf = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(T * N * 4),
                                                 "fused ffn activation");
@@ -1132,14 +1094,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const TensorRef x_src = scratch != ffn_scratch.end()
                                       ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
                                       : in[0];
-          // The down GEMV after a gate/up dispatch that rounded the activation.
-          const bool from_planes2 = int_dot_ && planes2_hold == region(x_src);
-          planes2_hold = Region{};
-          const TensorRef planes{
-              (from_planes2 ? x_planes2 : x_planes).get(), 0, DType::F32, {T * (K / 32) * 18}};
+          const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
           // Unless the dispatch before (a norm, the attention merge, a matmul of the
           // same x) left x's planes in place.
-          if (int_dot_ && !from_planes2 && !(planes_hold == region(x_src))) {
+          if (int_dot_ && !(planes_hold == region(x_src))) {
             pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
             pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
             const bool copy = scratch != ffn_scratch.end();
@@ -1227,19 +1185,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               eps = nn.node->params.eps;
               x.nodes.push_back(static_cast<int>(ni + 2));
               fused += 1;
-            } else if (act_q) {
-              x.bindings.push_back(unused);
-              x.bindings.push_back(unused);
-              const TensorRef planes2{x_planes2.get(), 0, DType::F32, {T * (N / 32) * 18}};
-              planes_off = bind(planes2, "the quantized activation", true);
-              // A counter per block of 32 rows of each token.
-              const size_t bytes = static_cast<size_t>(T * (N / 32) * 4);
-              auto counters = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "activation counters");
-              clear(*counters, 0, bytes);
-              keep.push_back(counters);
-              x.bindings.push_back({counters.get(), 0, bytes});
-              x.writes.push_back({counters.get(), 0, bytes});
-              planes2_hold = region(nodes[ni + 2].output);
             } else {
               for (int k = 0; k < 4; k++) x.bindings.push_back(unused);
             }
@@ -1250,7 +1195,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
-          gemv_spec.push_back(norm ? 1 : act_q ? 2 : 0);                           // NORM
+          gemv_spec.push_back(norm ? 1 : 0);                                       // NORM
           gemv_spec.push_back(norm ? dt_code(nodes[ni + 2].inputs[1].dtype) : 0);  // NWDT
           use(rope_kv    ? "matmul_gemv_qdot_rope"
               : sx       ? "matmul_gemv_qdot_sx"
@@ -1263,7 +1208,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                    (long long)T, rows.c_str(), (long long)K,
                                    res >= 0 && norm ? " +add +rms_norm"
                                    : res >= 0       ? " +add"
-                                   : act_q          ? " x2 +silu_mul +quantize"
                                    : glu            ? " x2 +silu_mul"
                                    : rope_kv        ? " +rope +kv_append"
                                                     : "");
