@@ -69,8 +69,7 @@ layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 // fuse_add: the Add of a residual that follows in the graph, out2 = y + residual.
 layout(std430, binding = 4) readonly buffer Res { float residual[]; };
-// coherent: with NORM the last workgroup reads what the others wrote.
-layout(std430, binding = 5) coherent buffer Out2 { float out2[]; };
+layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
 layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
 layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
 layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
@@ -94,18 +93,6 @@ layout(std430, binding = 15) buffer VCache { uint v_cache[]; };
 layout(std430, binding = 16) writeonly buffer QRot { float q_rot[]; };
 layout(std430, binding = 17) writeonly buffer KRot { float k_rot[]; };
 layout(std430, binding = 18) buffer Err { uint err_bits[]; };
-#else
-// NORM (MODE 0 with fuse_add): the RmsNorm of the sum that follows in the graph, by the
-// last workgroup to finish (a counter it resets): the normalized rows to NOut and,
-// rounded for the integer-dot GEMV that reads them, to the planes (quantize_x.comp's
-// layout). One dispatch and barrier less per norm.
-layout(constant_id = 9) const int NORM = 0;
-layout(constant_id = 10) const int NWDT = DT_F32;  // the norm weight's dtype
-layout(std430, binding = 11) readonly buffer NW { uint nw[]; };
-layout(std430, binding = 12) writeonly buffer NOut { float nout[]; };
-layout(std430, binding = 13) writeonly buffer QP { uvec4 q[]; };
-layout(std430, binding = 13) writeonly buffer QPM { uvec2 qm[]; };
-layout(std430, binding = 14) buffer NormCounter { uint norm_counter[]; };
 #endif
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
@@ -115,14 +102,8 @@ layout(push_constant) uniform P {
   // write (not those whose memory another output of the dispatch reuses).
   uint pos_off, f_off, slots_off, kc_off, vc_off, cache_rows, qr_off, kr_off, head_dim, rot, gptj,
       write_mask;
-#else
-  uint nw_off, nout_off, planes_off;
-  float eps;
 #endif
 } p;
-#ifndef ROPE_KV
-#include "quantize_block.glsl"
-#endif
 #include "weights.glsl"
 
 #define M (MODE == 1 ? 2 : 1)  // matrices
@@ -289,7 +270,7 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   }
 }
 
-void gemv_main() {
+void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
     xcopy[p.copy_off + i] = x1[p.x_off + i];
@@ -477,58 +458,4 @@ void gemv_main() {
       const uint n = n0 + g * uint(R) + uint(r);
       if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s[0], s[M - 1]);
     }
-}
-
-#ifndef ROPE_KV
-shared bool norm_last;
-shared float norm_red[WG];
-
-// NORM: after every workgroup wrote its rows of the sum (out2), the last one to get
-// here normalizes the T rows of N: a thread per block of 32.
-void norm_tail() {
-  const uint tid = gl_LocalInvocationID.x;
-  memoryBarrierBuffer();
-  barrier();
-  if (tid == 0u)
-    norm_last = atomicAdd(norm_counter[0], 1u) == gl_NumWorkGroups.x * gl_NumWorkGroups.y - 1u;
-  barrier();
-  if (!norm_last) return;
-  memoryBarrierBuffer();
-  if (tid == 0u) norm_counter[0] = 0u;
-  const uint N = p.N, nb = N / 32u;
-  for (uint t = 0u; t < p.T; t++) {
-    const uint base = p.out2_off + t * N;
-    float ss = 0.0;
-    for (uint i = tid; i < N; i += WG) ss += out2[base + i] * out2[base + i];
-    norm_red[tid] = ss;
-    barrier();
-    for (uint h = WG / 2u; h > 0u; h >>= 1) {
-      if (tid < h) norm_red[tid] += norm_red[tid + h];
-      barrier();
-    }
-    const float inv = 1.0 / sqrt(norm_red[0] / float(N) + p.eps);
-    barrier();
-    for (uint b = tid; b < nb; b += WG) {
-      vec4 v[8];
-      for (uint j = 0u; j < 8u; j++)
-        v[j] = vec4(out2[base + b * 32u + 4u * j], out2[base + b * 32u + 4u * j + 1u],
-                    out2[base + b * 32u + 4u * j + 2u], out2[base + b * 32u + 4u * j + 3u]);
-      for (uint j = 0u; j < 8u; j++)
-        for (uint c = 0u; c < 4u; c++) {
-          const uint k = b * 32u + 4u * j + c;
-          v[j][c] = v[j][c] * inv * LOAD_FLOAT(nw, NWDT, p.nw_off, k);
-          nout[p.nout_off + t * N + k] = v[j][c];
-        }
-      const uint i = t * nb + b;
-      quantize_block(v, p.planes_off / 4u + i * 4u, (p.planes_off / 4u + p.T * nb * 4u) * 2u + i);
-    }
-  }
-}
-#endif
-
-void main() {
-  gemv_main();
-#ifndef ROPE_KV
-  if (NORM != 0) norm_tail();
-#endif
 }

@@ -1155,8 +1155,8 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
 
 // Decode through the integer-dot GEMVs (x in shared memory) after a prompt long enough
 // for the attention to split its keys: its merge rounds its output for o, the norms
-// theirs for q/k/v and gate/up (no quantize_x before them), the q/k/v GEMV does the
-// ropes and the cache appends, o and down the norms after their residual adds.
+// theirs for q/k/v and gate/up (no quantize_x before them), and the q/k/v GEMV does
+// the ropes and the cache appends.
 TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
           "[vulkan][models][quant]") {
   VULKAN_TEST();
@@ -1205,10 +1205,6 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   CHECK(count("matmul_gemv_q", "+rope +kv_append") > 0);
   CHECK(count("rope", "") == 0);
   CHECK(count("kv_append", "") == 0);
-  // o and down with their residual add and the norm after it: per decode step only the
-  // first layer's norm (after the embedding) is a dispatch of its own.
-  CHECK(count("matmul_gemv_q", "+add +rms_norm") == 3 * 2 * 2);
-  CHECK(count("rms_norm", "") == 3);
 }
 
 TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {

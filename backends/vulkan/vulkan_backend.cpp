@@ -836,27 +836,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       return -1;
     return mask;
   };
-  // Whether node i (a GEMV with the residual Add at i + 1 fused) can also do the RmsNorm
-  // of that sum at i + 2 (NORM in matmul_gemv_q.glsl): integer dots, a norm without
-  // bias feeding the integer-dot GEMV after it, rows of whole blocks of 32, and an
-  // output that is the sum itself or apart from it (the last workgroup reads the sum
-  // after every other one is done, so nothing else can clash).
-  auto norm_after_add = [&](size_t i) -> bool {
-    if (!int_dot_ || i + 3 >= nodes.size()) return false;
-    const BoundNode &an = nodes[i + 1], &nn = nodes[i + 2];
-    if (!nn.node || nn.node->op != Op::RmsNorm || nn.inputs.size() != 2 ||
-        nn.node->inputs.size() != 2 || nn.node->inputs[0] != an.node->output)
-      return false;
-    const TensorRef &w = nn.inputs[1], &o = nn.output;
-    const int64_t N = an.output.shape.row_len();
-    if ((w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16) ||
-        w.shape.numel() != N || o.dtype != DType::F32 ||
-        o.shape.numel() != an.output.shape.numel() || N % 32 != 0 || o.offset % 4 != 0 ||
-        !feeds_int_dot_gemv(i + 2, o))
-      return false;
-    const Region ro = region(o), rs = region(an.output);
-    return !ro.overlaps(rs) || ro == rs;
-  };
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
@@ -1164,39 +1143,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               push(v);
             for (size_t k = 3; k <= 6; k++) x.nodes.push_back(static_cast<int>(ni + k));
           }
-          // The next RmsNorm of the sum (o, down + residual) by the last workgroup.
-          const bool norm = !rope_kv && res >= 0 && norm_after_add(ni);
-          if (!rope_kv) {
-            const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
-            uint32_t nw_off = 0, nout_off = 0, planes_off = 0;
-            float eps = 0.f;
-            if (norm) {
-              const BoundNode& nn = nodes[ni + 2];
-              check_bound(nn, "vulkan backend");
-              nw_off = bind(nn.inputs[1], "the norm weight");
-              nout_off = bind(nn.output, "the normalized rows", true);
-              const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (N / 32) * 18}};
-              planes_off = bind(planes, "the quantized normalized rows", true);
-              auto counter = std::make_shared<Buffer>(*ctx_, ctx_, 4, "norm counter");
-              clear(*counter, 0, 4);
-              keep.push_back(counter);
-              x.bindings.push_back({counter.get(), 0, 4});
-              x.writes.push_back({counter.get(), 0, 4});
-              eps = nn.node->params.eps;
-              x.nodes.push_back(static_cast<int>(ni + 2));
-              fused += 1;
-            } else {
-              for (int k = 0; k < 4; k++) x.bindings.push_back(unused);
-            }
-            push(nw_off);
-            push(nout_off);
-            push(planes_off);
-            push_f(eps);
-          }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
-          gemv_spec.push_back(norm ? 1 : 0);                                       // NORM
-          gemv_spec.push_back(norm ? dt_code(nodes[ni + 2].inputs[1].dtype) : 0);  // NWDT
           use(rope_kv    ? "matmul_gemv_qdot_rope"
               : sx       ? "matmul_gemv_qdot_sx"
               : int_dot_ ? "matmul_gemv_qdot"
@@ -1206,18 +1154,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
           x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
-                                   res >= 0 && norm ? " +add +rms_norm"
-                                   : res >= 0       ? " +add"
-                                   : glu            ? " x2 +silu_mul"
-                                   : rope_kv        ? " +rope +kv_append"
-                                                    : "");
+                                   res >= 0  ? " +add"
+                                   : glu     ? " x2 +silu_mul"
+                                   : rope_kv ? " +rope +kv_append"
+                                             : "");
           const uint64_t rows_per_group = gs.rows * (threads / gs.tpr);
           uint64_t groups = 0;
           for (int64_t r : seg_rows)
             groups += (static_cast<uint64_t>(r) + rows_per_group - 1) / rows_per_group;
           grid(x, groups);
-          // The normalized rows' planes are in place for the matmuls that read them.
-          if (norm) planes_hold = region(nodes[ni + 2].output);
         } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);
           x.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
