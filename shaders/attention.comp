@@ -184,12 +184,27 @@ void main() {
       } else {
         slot = page * int(p.page_size) + int(j % p.page_size);
         const uint kb = uint(slot) * kv_row + kv_off;
-        // Four independent sums, so four loads of the key row are in flight at once
-        // (one sum waits for memory once per element).
+        // Independent sums, so several loads of the key row are in flight at once
+        // (one sum waits for memory once per element): eight 16-byte loads with vec4
+        // rows, four otherwise.
         vec4 qk4 = vec4(0.0);
         if (K_VEC4 != 0) {
           const uint kb4 = (p.k_off + kb) / 4u, n4 = D / 4u;
           uint d4 = 0u;
+          vec4 qk8 = vec4(0.0);
+          for (; d4 + 8u <= n4; d4 += 8u) {
+            vec4 kv[8];
+            for (uint u = 0u; u < 8u; u++) kv[u] = kc4[kb4 + d4 + u];
+            for (uint u = 0u; u < 8u; u++) {
+              const uint e = 4u * (d4 + u);
+              const float t = dot(vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]), kv[u]);
+              if (u < 4u)
+                qk4[u] += t;
+              else
+                qk8[u - 4u] += t;
+            }
+          }
+          qk4 += qk8;
           for (; d4 + 4u <= n4; d4 += 4u)
             for (uint u = 0u; u < 4u; u++) {
               const uint e = 4u * (d4 + u);
@@ -223,9 +238,19 @@ void main() {
     for (uint i = 0u; i < PER_T; i++) {
       const uint d = tid + i * WG;
       if (d >= D) break;
-      // Four independent sums over the chunk's keys, as for q·k.
+      // Independent sums over the chunk's keys, as for q·k: eight V loads at once.
       vec4 a4 = vec4(acc[i] * alpha, 0.0, 0.0, 0.0);
       uint jj = 0u;
+      for (; jj + 8u <= n_keys; jj += 8u) {
+        float vv[8];
+        for (uint u = 0u; u < 8u; u++) {
+          const int sl = slot_of[jj + u];
+          vv[u] = sl >= 0 ? probs[jj + u] *
+                                LOAD_FLOAT(vc, VDT, p.v_off, uint(max(sl, 0)) * kv_row + kv_off + d)
+                          : 0.0;
+        }
+        for (uint u = 0u; u < 8u; u++) a4[u % 4u] += vv[u];
+      }
       for (; jj + 4u <= n_keys; jj += 4u)
         for (uint u = 0u; u < 4u; u++) {
           const int sl = slot_of[jj + u];
