@@ -824,9 +824,16 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
   const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
   const int64_t T = static_cast<int64_t>(pos.size());
   const AttentionCase cases[] = {
-      {6, 2, 64, 0, 0.f, DType::F32, DType::F32},    {6, 2, 64, 3, 0.f, DType::F32, DType::F32},
-      {4, 4, 20, 0, 2.f, DType::F32, DType::F32},    {6, 1, 36, 5, 0.f, DType::F16, DType::F16},
-      {8, 2, 130, 0, 0.f, DType::BF16, DType::BF16}, {2, 2, 256, 7, 1.5f, DType::F16, DType::BF16}};
+      {6, 2, 64, 0, 0.f, DType::F32, DType::F32},
+      {6, 2, 64, 3, 0.f, DType::F32, DType::F32},
+      {4, 4, 20, 0, 2.f, DType::F32, DType::F32},
+      {6, 1, 36, 5, 0.f, DType::F16, DType::F16},
+      {8, 2, 130, 0, 0.f, DType::BF16, DType::BF16},
+      {2, 2, 256, 7, 1.5f, DType::F16, DType::BF16},
+      // attention_decode (heads of up to 128 dims, a multiple of 16) with 16-bit caches,
+      // a soft cap and a window; the others above take attention.comp.
+      {4, 2, 32, 0, 1.5f, DType::F16, DType::BF16},
+      {4, 1, 128, 5, 0.f, DType::BF16, DType::F16}};
   for (const AttentionCase& c : cases) {
     DYNAMIC_SECTION(attention_case_name(c)) {
       const double err = compare_with_cpu(

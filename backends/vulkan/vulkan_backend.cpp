@@ -1386,9 +1386,20 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
           break;
         }
-        use("attention", {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-                          k_vec4 ? 1 : 0, merge_in ? 1 : 0, merge_quant ? 1 : 0});
-        x.label = format_message("attention %s", dtype_name(in[1].dtype));
+        // Heads of up to 128 dims (a multiple of 16): attention_decode, whose chunks of
+        // 32 keys wait for memory twice (four threads per key for q·k, four groups of
+        // keys for p·V); LLM_VULKAN_ATTN_DECODE=0 keeps attention.comp (for measuring).
+        static const bool decode_on = [] {
+          const char* e = std::getenv("LLM_VULKAN_ATTN_DECODE");
+          return !(e && std::strcmp(e, "0") == 0);
+        }();
+        const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
+        const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
+        use(decode ? "attention_decode" : "attention",
+            {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
+             k_vec4 ? 1 : 0, merge_in ? 1 : 0, merge_quant ? 1 : 0, kv_vec4 ? 1 : 0});
+        x.label =
+            format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
         if (merge_in)
           x.label += format_message(" x%u +merge%s", splits, merge_quant ? " +quantize" : "");
         grid(x, static_cast<uint64_t>(items) * splits);

@@ -1,0 +1,133 @@
+// Shared by attention.comp and attention_decode.comp: their specialization constants,
+// bindings and push constants, block reductions, and the end of a (token, head, split):
+// the normalised output, or a partial that the last split to finish merges (MERGE) and
+// rounds for the o GEMV (QUANT). The includer defines WG, MAX_D (head dims at most)
+// and PER_T (output dims per thread: d = tid + i * WG).
+#ifndef LLM_ATTENTION_COMMON_GLSL
+#define LLM_ATTENTION_COMMON_GLSL
+layout(constant_id = 0) const int KDT = DT_F32;
+layout(constant_id = 1) const int VDT = DT_F32;
+layout(constant_id = 2) const uint SPLITS = 1;
+// 1: f32 K rows 16-byte aligned with D % 4 == 0, read as vec4 (4x fewer loads).
+layout(constant_id = 3) const int K_VEC4 = 0;
+layout(constant_id = 4) const int MERGE = 0;
+layout(constant_id = 5) const int QUANT = 0;
+layout(std430, binding = 0) readonly buffer Qry { float qry[]; };
+layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
+layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
+layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
+layout(std430, binding = 3) readonly buffer Pos { int positions[]; };
+layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
+layout(std430, binding = 5) readonly buffer Table { int table[]; };
+layout(std430, binding = 6) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 7) buffer Err { uint err_bits[]; };
+// [T * H * SPLITS][2 + D]; coherent: with MERGE another workgroup reads it.
+layout(std430, binding = 8) coherent buffer Part { float part[]; };
+layout(std430, binding = 9) buffer Counters { uint counters[]; };  // MERGE: [T * H]
+layout(std430, binding = 10) writeonly buffer QP { uvec4 q[]; };    // QUANT: planes
+layout(std430, binding = 10) writeonly buffer QPM { uvec2 qm[]; };
+layout(push_constant) uniform P {
+  uint q_off, k_off, v_off, pos_off, seq_off, table_off, out_off;
+  uint T, H, Hkv, D, window, page_size, n_seqs, max_pages, cache_rows;
+  float scale, softcap;
+  uint planes_off;
+} p;
+#include "quantize_block.glsl"
+
+// -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+shared float qs[MAX_D];
+shared float red[WG];
+
+float reduce_max(float v) {
+  const uint tid = gl_LocalInvocationID.x;
+  red[tid] = v;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) red[tid] = max(red[tid], red[tid + s]);
+    barrier();
+  }
+  const float r = red[0];
+  barrier();
+  return r;
+}
+
+float reduce_sum(float v) {
+  const uint tid = gl_LocalInvocationID.x;
+  red[tid] = v;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) red[tid] += red[tid + s];
+    barrier();
+  }
+  const float r = red[0];
+  barrier();
+  return r;
+}
+
+// The result of one (token, head, split): normalised into the output, or as a partial.
+void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
+  const uint tid = gl_LocalInvocationID.x;
+  if (SPLITS == 1u) {
+    for (uint i = 0u; i < PER_T; i++) {
+      const uint d = tid + i * WG;
+      if (d < p.D) outv[p.out_off + item * p.D + d] = l > 0.0 ? acc[i] / l : 0.0;
+    }
+    return;
+  }
+  const uint base = (item * SPLITS + split) * (p.D + 2u);
+  if (tid == 0u) {
+    part[base] = m;
+    part[base + 1u] = l;
+  }
+  for (uint i = 0u; i < PER_T; i++) {
+    const uint d = tid + i * WG;
+    if (d < p.D) part[base + 2u + d] = acc[i];
+  }
+}
+
+shared bool merging;
+
+// MERGE: called by every split of `item` after its partial is written; the last one
+// to get here combines them as attention_merge.comp does (qs holds the result).
+void merge_if_last(uint item) {
+  const uint tid = gl_LocalInvocationID.x;
+  memoryBarrierBuffer();
+  barrier();
+  if (tid == 0u) merging = atomicAdd(counters[item], 1u) == SPLITS - 1u;
+  barrier();
+  if (!merging) return;
+  memoryBarrierBuffer();
+  if (tid == 0u) counters[item] = 0u;
+  const uint D = p.D, stride = D + 2u, base = item * SPLITS * stride;
+  float M = NEG_INF;
+  for (uint s = 0u; s < SPLITS; s++) M = max(M, part[base + s * stride]);
+  for (uint d = tid; d < D; d += WG) {
+    float num = 0.0, den = 0.0;
+    for (uint s = 0u; s < SPLITS; s++) {
+      const float l = part[base + s * stride + 1u];
+      if (l <= 0.0) continue;  // a split without keys
+      const float w = exp(part[base + s * stride] - M);
+      den += w * l;
+      num += w * part[base + s * stride + 2u + d];
+    }
+    const float o = den > 0.0 ? num / den : 0.0;
+    outv[p.out_off + item * D + d] = o;
+    qs[d] = o;
+  }
+  if (QUANT == 0) return;
+  // Blocks of 32 of the output (D is a multiple of 32, checked on the host).
+  barrier();
+  const uint n = p.T * p.H * D;
+  for (uint b = tid; b < D / 32u; b += WG) {
+    vec4 v[8];
+    for (uint j = 0u; j < 8u; j++)
+      v[j] = vec4(qs[b * 32u + 4u * j], qs[b * 32u + 4u * j + 1u], qs[b * 32u + 4u * j + 2u],
+                  qs[b * 32u + 4u * j + 3u]);
+    const uint blk = item * (D / 32u) + b;
+    quantize_block(v, p.planes_off / 4u + blk * 4u, (p.planes_off / 4u + (n / 32u) * 4u) * 2u + blk);
+  }
+}
+
+#endif
