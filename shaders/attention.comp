@@ -2,10 +2,11 @@
 // query head). Keys go in chunks of WG, a thread per key for the score q·k (scaled,
 // soft-capped); an online softmax (running max and sum, exact rescaling) folds each
 // chunk into the output, whose dims are spread over the threads (up to 8 each). Dot
-// products and weighted sums keep four partial sums, so loads overlap.
+// products and weighted sums issue up to eight loads before adding them, so they overlap.
+// Heads of up to 128 dims take attention_decode.comp instead (without tiles).
 // With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
 // split over SPLITS workgroups, each writing its running max, sum and unnormalised
-// output to `part`, which attention_merge.comp combines; or, with MERGE, the last of
+// output to `part`, which attention_merge.comp combines; or, with MERGE (the default), the last of
 // the SPLITS workgroups of a (token, head) to finish combines them (a counter per
 // (token, head), which it resets for the next run), and with QUANT also rounds the
 // output for the integer-dot GEMV that reads it (quantize_x.comp's layout): one
