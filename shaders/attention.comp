@@ -6,11 +6,9 @@
 // Heads of up to 128 dims take attention_decode.comp instead (without tiles).
 // With SPLITS > 1 (few tokens and heads: decode) the keys of each (token, head) are
 // split over SPLITS workgroups, each writing its running max, sum and unnormalised
-// output to `part`, which attention_merge.comp combines; or, with MERGE (the default), the last of
-// the SPLITS workgroups of a (token, head) to finish combines them (a counter per
-// (token, head), which it resets for the next run), and with QUANT also rounds the
-// output for the integer-dot GEMV that reads it (quantize_x.comp's layout): one
-// dispatch and barrier less per layer.
+// output to `part`; the last of them to finish combines them (a counter per (token,
+// head), which it resets for the next run), and with QUANT also rounds the output for
+// the integer-dot GEMV that reads it (quantize_x.comp's layout).
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -37,7 +35,7 @@ void main() {
   if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
     if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
     finish(item, split, NEG_INF, 0.0, acc);
-    if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
+    if (SPLITS > 1u) merge_if_last(item);
     return;
   }
   const uint kv_row = p.Hkv * D;
@@ -145,5 +143,5 @@ void main() {
     barrier();  // probs and slot_of are rewritten by the next chunk
   }
   finish(item, split, m, l, acc);
-  if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
+  if (SPLITS > 1u) merge_if_last(item);
 }

@@ -1,7 +1,7 @@
 // Shared by attention.comp and attention_decode.comp: their specialization constants,
 // bindings and push constants, block reductions, and the end of a (token, head, split):
-// the normalised output, or a partial that the last split to finish merges (MERGE) and
-// rounds for the o GEMV (QUANT). The includer defines WG, MAX_D (head dims at most)
+// the normalised output, or (SPLITS > 1) a partial that the last split to finish merges
+// and rounds for the o GEMV (QUANT). The includer defines WG, MAX_D (head dims at most)
 // and PER_T (output dims per thread: d = tid + i * WG).
 #ifndef LLM_ATTENTION_COMMON_GLSL
 #define LLM_ATTENTION_COMMON_GLSL
@@ -10,8 +10,7 @@ layout(constant_id = 1) const int VDT = DT_F32;
 layout(constant_id = 2) const uint SPLITS = 1;
 // 1: f32 K rows 16-byte aligned with D % 4 == 0, read as vec4 (4x fewer loads).
 layout(constant_id = 3) const int K_VEC4 = 0;
-layout(constant_id = 4) const int MERGE = 0;
-layout(constant_id = 5) const int QUANT = 0;
+layout(constant_id = 4) const int QUANT = 0;
 layout(std430, binding = 0) readonly buffer Qry { float qry[]; };
 layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
 layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
@@ -21,9 +20,9 @@ layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
 layout(std430, binding = 5) readonly buffer Table { int table[]; };
 layout(std430, binding = 6) writeonly buffer Out { float outv[]; };
 layout(std430, binding = 7) buffer Err { uint err_bits[]; };
-// [T * H * SPLITS][2 + D]; coherent: with MERGE another workgroup reads it.
+// [T * H * SPLITS][2 + D]; coherent: the merging workgroup reads the others' parts.
 layout(std430, binding = 8) coherent buffer Part { float part[]; };
-layout(std430, binding = 9) buffer Counters { uint counters[]; };  // MERGE: [T * H]
+layout(std430, binding = 9) buffer Counters { uint counters[]; };  // SPLITS > 1: [T * H]
 layout(std430, binding = 10) writeonly buffer QP { uvec4 q[]; };    // QUANT: planes
 layout(std430, binding = 10) writeonly buffer QPM { uvec2 qm[]; };
 layout(push_constant) uniform P {
@@ -89,8 +88,9 @@ void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
 
 shared bool merging;
 
-// MERGE: called by every split of `item` after its partial is written; the last one
-// to get here combines them as attention_merge.comp does (qs holds the result).
+// SPLITS > 1: called by every split of `item` after its partial is written; the last
+// one to get here combines them: out = Σ e^(m_s - M) acc_s / Σ e^(m_s - M) l_s with M
+// the largest running max (qs holds the result).
 void merge_if_last(uint item) {
   const uint tid = gl_LocalInvocationID.x;
   memoryBarrierBuffer();

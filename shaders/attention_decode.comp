@@ -4,7 +4,7 @@
 // key, each a quarter of the head with all its loads issued at once, summed in shared
 // memory. p·V: four groups of 32 threads take every fourth key of the chunk, a thread
 // 4 dims of it, eight keys' loads at once; the groups' sums are added at the end.
-// The online softmax, the splits, the merge by the last split (MERGE) and its
+// The online softmax, the splits, the merge by the last split and its
 // rounding for the o GEMV (QUANT) are attention.comp's (attention_common.glsl).
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -19,7 +19,7 @@
 layout(local_size_x = WG) in;
 #include "attention_common.glsl"
 // 1: f32 K and V rows 16-byte aligned, read as vec4.
-layout(constant_id = 6) const int KV_VEC4 = 0;
+layout(constant_id = 5) const int KV_VEC4 = 0;
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
 
 shared float qk_part[WG];
@@ -80,7 +80,7 @@ void main() {
   if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
     if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
     finish(item, split, NEG_INF, 0.0, acc);
-    if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
+    if (SPLITS > 1u) merge_if_last(item);
     return;
   }
   const uint kv_row = p.Hkv * D;
@@ -161,5 +161,5 @@ void main() {
     acc[0] = o;
   }
   finish(item, split, m, l, acc);
-  if (SPLITS > 1u && MERGE != 0) merge_if_last(item);
+  if (SPLITS > 1u) merge_if_last(item);
 }

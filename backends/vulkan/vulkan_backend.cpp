@@ -1309,7 +1309,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push_f(p.scale);
         push_f(p.softcap);
         // Few (token, head) pairs over a long context (decode): the keys are split over
-        // more workgroups, whose partial results a second dispatch merges.
+        // more workgroups, the last of which to finish merges their partial results.
         int64_t context = std::min(in[5].shape[1] * p.page_size, in[1].shape.rows());
         if (p.window > 0) context = std::min<int64_t>(context, p.window);
         const int64_t items = T * p.n_heads;
@@ -1325,40 +1325,43 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool tiled = tiled_on && T >= kAttentionTiledMinTokens &&
                            T >= kAttentionTile * n_seqs && p.window <= 0 &&
                            p.head_dim <= kAttentionTiledMaxHeadDim && p.head_dim % 4 == 0;
-        const uint32_t splits = tiled || items >= kAttentionSplitItems
+        const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+        const bool k_vec4 =
+            in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
+        const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
+        if (tiled) {
+          x.bindings.push_back(unused);  // binding 8, the splits' partials: none
+          // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
+          const int32_t bkey =
+              ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
+          use("attention_tiled",
+              {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_vec4 ? 1 : 0, bkey});
+          x.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
+          grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
+          break;
+        }
+        const uint32_t splits = items >= kAttentionSplitItems
                                     ? 1
                                     : static_cast<uint32_t>(std::clamp<int64_t>(
                                           context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
-        std::shared_ptr<Buffer> partials;
-        // Splits merged by the last workgroup of each (token, head) to finish, unless
-        // LLM_VULKAN_ATTN_MERGE_IN=0 (a second dispatch, attention_merge, for measuring).
-        static const bool merge_in_on = [] {
-          const char* e = std::getenv("LLM_VULKAN_ATTN_MERGE_IN");
-          return !(e && std::strcmp(e, "0") == 0);
-        }();
-        const bool merge_in = splits > 1 && merge_in_on;
-        // ... and then rounded for an integer-dot GEMV right after that reads the output.
-        const bool merge_quant = merge_in && feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
-        const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+        // The merge also rounds the output for an integer-dot GEMV right after that reads
+        // it (o), a head per workgroup: heads of whole blocks of 32.
+        const bool merge_quant = splits > 1 && feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
         if (splits > 1) {
-          partials = std::make_shared<Buffer>(
+          auto partials = std::make_shared<Buffer>(
               *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
               "attention partials");
-          keep.push_back(partials);
-          x.bindings.push_back({partials.get(), 0, partials->size()});
-          x.writes.push_back({partials.get(), 0, partials->size()});
-        } else {
-          x.bindings.push_back(unused);
-        }
-        if (merge_in) {
           // One counter per (token, head), zero between runs (the last split resets it).
           auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
                                                    "attention split counters");
           clear(*counters, 0, counters->size());
-          keep.push_back(counters);
-          x.bindings.push_back({counters.get(), 0, counters->size()});
-          x.writes.push_back({counters.get(), 0, counters->size()});
+          for (const auto& buf : {partials, counters}) {
+            keep.push_back(buf);
+            x.bindings.push_back({buf.get(), 0, buf->size()});
+            x.writes.push_back({buf.get(), 0, buf->size()});
+          }
         } else {
+          x.bindings.push_back(unused);
           x.bindings.push_back(unused);
         }
         uint32_t planes_off = 0;
@@ -1370,22 +1373,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           x.bindings.push_back(unused);
         }
         push(planes_off);
-        const bool k_vec4 =
-            in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
-        if (tiled) {
-          const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
-          // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
-          const int32_t bkey =
-              ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
-          // attention_tiled takes bindings 0-8.
-          x.bindings.resize(9);
-          x.push_words--;
-          use("attention_tiled",
-              {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_vec4 ? 1 : 0, bkey});
-          x.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
-          grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
-          break;
-        }
         // Heads of up to 128 dims (a multiple of 16): attention_decode, whose chunks of
         // 32 keys wait for memory twice (four threads per key for q·k, four groups of
         // keys for p·V); LLM_VULKAN_ATTN_DECODE=0 keeps attention.comp (for measuring).
@@ -1394,47 +1381,14 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           return !(e && std::strcmp(e, "0") == 0);
         }();
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
-        const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, merge_in ? 1 : 0, merge_quant ? 1 : 0, kv_vec4 ? 1 : 0});
+             k_vec4 ? 1 : 0, merge_quant ? 1 : 0, kv_vec4 ? 1 : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
-        if (merge_in)
+        if (splits > 1)
           x.label += format_message(" x%u +merge%s", splits, merge_quant ? " +quantize" : "");
         grid(x, static_cast<uint64_t>(items) * splits);
-        if (splits > 1 && !merge_in) {
-          // The output is written by the merge; this dispatch writes the partials.
-          Recorded m;
-          // The merge computes the node; the partials' dispatch serves none of its own.
-          m.nodes = std::move(x.nodes);
-          x.nodes.clear();
-          m.label = format_message("attention_merge x%u", splits);
-          m.bindings = {{partials.get(), 0, partials->size()}, x.bindings[6]};
-          m.reads = {{partials.get(), 0, partials->size()}};
-          m.writes = x.writes;  // the output
-          x.writes = {{partials.get(), 0, partials->size()}};
-          for (uint32_t v :
-               {x.push[6], static_cast<uint32_t>(items), static_cast<uint32_t>(p.head_dim), splits})
-            m.push[m.push_words++] = v;
-          // An integer-dot GEMV right after that reads the output (o): the merge rounds
-          // it for the GEMV too, so it needs no quantize_x.
-          // (The GEMV's rows, quantized, are whole blocks of 32: so are the merge's.)
-          const bool quant = feeds_int_dot_gemv(ni, o);
-          if (quant) {
-            const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
-            m.push[m.push_words++] = bind_to(m, planes, "the quantized output", true);
-            planes_hold = region(o);
-            m.label += " +quantize";
-          } else {
-            m.bindings.push_back(x.bindings[6]);  // unused (QUANT 0)
-            m.push[m.push_words++] = 0;
-          }
-          m.pipeline = &ctx_->pipeline("attention_merge", 3, {quant ? 1 : 0});
-          grid(m, (static_cast<uint64_t>(items) * p.head_dim + 63) / 64);
-          merge = std::move(m);
-          has_merge = true;
-        }
         break;
       }
       case Op::Sample: {
