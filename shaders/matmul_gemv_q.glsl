@@ -20,7 +20,12 @@
 // pair that rotates together.
 //
 // X_SHARED (matmul_gemv_qdot_sx.comp): the workgroup first copies x's planes into shared
-// memory and reads them there.
+// memory and reads them there; with NORM it computes them itself from x's rows and the
+// RmsNorm before the matmul (whose dispatch it replaces).
+//
+// PERSIST: a fixed grid (a few workgroups per multiprocessor) whose groups loop over
+// the tasks (R rows of one matrix each), issuing the next task's first weights before
+// writing this one's sums; x's planes are then copied once per workgroup for many rows.
 //
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
@@ -58,6 +63,15 @@ layout(constant_id = 4) const int R = 4;     // output rows per group of threads
 layout(constant_id = 5) const int MODE = 0;
 // Blocks of 32 weights per row a thread loads before computing any (more bytes in flight).
 layout(constant_id = 8) const int U = 1;
+// A fixed grid whose workgroups loop over the tasks (see main).
+layout(constant_id = 9) const int PERSIST = 0;
+#ifdef X_SHARED
+// NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
+// the matmul itself (weight of dtype NWDT at the binding after the others), rounding
+// its result into shared memory: one dispatch less.
+layout(constant_id = 10) const int NORM = 0;
+layout(constant_id = 11) const int NWDT = DT_F32;
+#endif
 #ifdef X_SHARED
 // The blocks of 32 of x a workgroup holds in shared memory (NT * K / 32).
 layout(constant_id = 6) const int XBLOCKS = 128;
@@ -94,6 +108,16 @@ layout(std430, binding = 16) writeonly buffer QRot { float q_rot[]; };
 layout(std430, binding = 17) writeonly buffer KRot { float k_rot[]; };
 layout(std430, binding = 18) buffer Err { uint err_bits[]; };
 #endif
+#ifdef X_SHARED
+// The weight as 4 floats (f32) or 4 halves (f16, bf16) at a time: the host aligns it.
+#ifdef ROPE_KV
+#define NORM_BINDING 19
+#else
+#define NORM_BINDING 11
+#endif
+layout(std430, binding = NORM_BINDING) readonly buffer NormW4 { vec4 norm_w4[]; };
+layout(std430, binding = NORM_BINDING) readonly buffer NormH4 { uvec2 norm_h4[]; };
+#endif
 layout(push_constant) uniform P {
   uint x_off, w_off, b_off, y_off, T, K, N, has_bias, res_off, out2_off, fuse_add, tpr, y2_off,
       copy_off, copy_n, n2, n3, y3_off;
@@ -102,6 +126,10 @@ layout(push_constant) uniform P {
   // write (not those whose memory another output of the dispatch reuses).
   uint pos_off, f_off, slots_off, kc_off, vc_off, cache_rows, qr_off, kr_off, head_dim, rot, gptj,
       write_mask;
+#endif
+#ifdef X_SHARED
+  uint nw_off;  // NORM: the norm weight's offset
+  float eps;
 #endif
 } p;
 #include "weights.glsl"
@@ -116,6 +144,58 @@ shared float red[WG];  // when subgroups are wider than a group of threads
 // weights stream through L1 without evicting x.
 shared uvec4 sx[4][XBLOCKS];
 shared uvec2 sxm[XBLOCKS];
+shared float norm_inv[8];  // NORM: 1 / rms per token (NT <= 8)
+#define QUANTIZE_PLANES_ONLY 1
+#include "quantize_block.glsl"
+
+// NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
+void norm_into_shared(uint nb) {
+  const uint tid = gl_LocalInvocationID.x;
+  for (uint t = 0u; t < p.T; t++) {
+    const uint row = (p.x_off + t * p.K) / 4u;
+    float ss = 0.0;
+    for (uint i = tid; i < p.K / 4u; i += WG) {
+      const vec4 v = x4[row + i];
+      ss += dot(v, v);
+    }
+    ss = subgroupAdd(ss);
+    if (subgroupElect()) red[gl_SubgroupID] = ss;
+    barrier();
+    if (tid == 0u) {
+      float sum = 0.0;
+      for (uint k = 0u; k < gl_NumSubgroups; k++) sum += red[k];
+      norm_inv[t] = 1.0 / sqrt(sum / float(p.K) + p.eps);
+    }
+    barrier();
+  }
+  for (uint i = tid; i < p.T * nb; i += WG) {
+    const uint t = i / nb, e0 = (i % nb) * 32u;
+    const uint xb = (p.x_off + t * p.K + e0) / 4u;
+    const float inv = norm_inv[t];
+    vec4 v[8];
+    for (uint k = 0u; k < 8u; k++) {
+      vec4 w;
+      if (NWDT == DT_F32) {
+        w = norm_w4[p.nw_off / 4u + e0 / 4u + k];
+      } else {
+        const uvec2 h = norm_h4[(p.nw_off * 2u + e0) / 4u + k];
+        w = NWDT == DT_F16 ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
+                                  f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
+                           : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
+                                  bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+      }
+      v[k] = x4[xb + k] * inv * w;
+    }
+    uvec4 h0, h1, l0, l1;
+    uvec2 meta;
+    quantize_planes(v, h0, h1, l0, l1, meta);
+    sx[0][i] = h0;
+    sx[1][i] = h1;
+    sx[2][i] = l0;
+    sx[3][i] = l1;
+    sxm[i] = meta;
+  }
+}
 #endif
 
 // 1 + q/16 for the 4 bits at 19..22 of v; 1 + u/256 for the 8 bits at 15..22.
@@ -270,192 +350,231 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   }
 }
 
+// Task `task` (R rows of one segment; MODE 2 covers segment 0's tasks, then 1's, then
+// 2's): its segment, that segment's rows N, and the task's index j within it.
+uint task_of(uint task, out uint N, out uint j) {
+  j = task;
+  N = p.N;
+  if (MODE != 2) return 0u;
+  const uint t0 = (p.N + uint(R) - 1u) / uint(R), t1 = (p.n2 + uint(R) - 1u) / uint(R);
+  if (j < t0) return 0u;
+  j -= t0;
+  N = p.n2;
+  if (j < t1) return 1u;
+  j -= t1;
+  N = p.n3;
+  return 2u;
+}
+
 void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
     xcopy[p.copy_off + i] = x1[p.x_off + i];
   const uint tpr = p.tpr, groups = WG / tpr;
-  // MODE 2: the grid covers segment 0's rows, then 1's, then 2's.
-  uint seg = 0u, N = p.N, wg = flat_group();
-  if (MODE == 2) {
-    const uint per = groups * uint(R), g0 = (p.N + per - 1u) / per, g1 = (p.n2 + per - 1u) / per;
-    if (wg >= g0) {
-      wg -= g0;
-      seg = 1u;
-      N = p.n2;
-      if (wg >= g1) {
-        wg -= g1;
-        seg = 2u;
-        N = p.n3;
-      }
-    }
-  }
-  const uint n0 = wg * groups * R;
-  if (n0 >= N) return;
+  const uint tasks = (p.N + uint(R) - 1u) / uint(R) +
+                     (MODE == 2 ? (p.n2 + uint(R) - 1u) / uint(R) + (p.n3 + uint(R) - 1u) / uint(R)
+                                : 0u);
+  // Group g of the workgroup takes task base + g; with PERSIST the workgroups (a few per
+  // multiprocessor) then step over the tasks together (uniform, for the barriers).
+  uint base = flat_group() * groups;
+  if (base >= tasks) return;
+  const uint step = PERSIST != 0 ? gl_NumWorkGroups.x * gl_NumWorkGroups.y * groups : tasks;
   const uint tid = gl_LocalInvocationID.x;
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
   const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
-  // Rows past N read row N - 1 (valid memory) and are not written.
+  // Rows of a task: R consecutive ones, or (ROPE_KV, R = 2) a pair that rotates
+  // together. A group past the last task reads the last task's rows (valid memory) and
+  // writes nothing; so do rows past N (row N - 1).
+  uint seg, N, j;
   uint srow[R];
-  [[unroll]] for (int r = 0; r < R; r++) {
 #ifdef ROPE_KV
-    const uint n = rope_row(seg, n0 / 2u + g, uint(r));  // R is 2
+#define TASK_ROW(r) rope_row(seg, j, uint(r))
 #else
-    const uint n = n0 + g * uint(R) + uint(r);
+#define TASK_ROW(r) (j * uint(R) + uint(r))
 #endif
-    srow[r] = p.w_off * 4u + min(n, N - 1u) * row_bytes;
-  }
+#define SET_TASK(task)                                                  \
+  seg = task_of(min(task, tasks - 1u), N, j);                           \
+  [[unroll]] for (int r = 0; r < R; r++)                                \
+    srow[r] = p.w_off * 4u + min(TASK_ROW(r), N - 1u) * row_bytes;
+  SET_TASK(base + g)
   float acc[M][R][NT];
-  [[unroll]] for (int m = 0; m < M; m++)
-    [[unroll]] for (int r = 0; r < R; r++)
-      [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
   // The weights of U blocks per row in registers; the first ones are issued before x's
   // planes are copied (X_SHARED), so they are on their way during the copy.
   uvec4 qa[U][M][R], qb[U][M][R];
   float d[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
-  ISSUE_BLOCKS(lane)
 #ifdef X_SHARED
-  {
+  // NORM: the weights after the norm, whose registers would otherwise hold them too.
+  if (NORM == 0) {
+    ISSUE_BLOCKS(lane)
+  }
+  if (NORM != 0) {
+    norm_into_shared(nb);
+  } else {
     const uint xb0 = p.x_off / 4u, nxb = p.T * nb;
     for (uint i = tid; i < nxb * 4u; i += WG) sx[i % 4u][i / 4u] = xq[xb0 + i];
     for (uint i = tid; i < nxb; i += WG) sxm[i] = xm[(xb0 + nxb * 4u) * 2u + i];
-    barrier();
   }
-#endif
-  for (uint blk0 = lane; blk0 < nb; blk0 += tpr * uint(U)) {
-    [[unroll]] for (int u = 0; u < U; u++) {
-      const uint blk = blk0 + uint(u) * tpr;
-      if (blk >= nb) break;
-#ifdef INT_DOT
-      [[unroll]] for (int t = 0; t < NT; t++) {
-#ifdef X_SHARED
-        const uint xi = uint(t) * nb + blk;
-        const uvec4 h0 = sx[0][xi], h1 = sx[1][xi], l0 = sx[2][xi], l1 = sx[3][xi];
-        const uvec2 meta = sxm[xi];
+  barrier();
+  if (NORM != 0) {
+    ISSUE_BLOCKS(lane)
+  }
 #else
-        const uint xb = p.x_off / 4u + (uint(t) * nb + blk) * 4u;
-        const uvec4 h0 = xq[xb], h1 = xq[xb + 1u], l0 = xq[xb + 2u], l1 = xq[xb + 3u];
-        const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
+  ISSUE_BLOCKS(lane)
 #endif
-        const float xs = uintBitsToFloat(meta.x);
-        const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
-        [[unroll]] for (int m = 0; m < M; m++)
-          [[unroll]] for (int r = 0; r < R; r++) {
-            int dh = 0, dl = 0;
-            [[unroll]] for (int w = 0; w < 4; w++) {
-              uint a = qa[u][m][r][w], b = qb[u][m][r][w];
-              if (WDT == DT_Q4_0) {
-                b = (a >> 4) & 0x0f0f0f0fu;
-                a &= 0x0f0f0f0fu;
+  while (true) {
+    [[unroll]] for (int m = 0; m < M; m++)
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
+    for (uint blk0 = lane; blk0 < nb; blk0 += tpr * uint(U)) {
+      [[unroll]] for (int u = 0; u < U; u++) {
+        const uint blk = blk0 + uint(u) * tpr;
+        if (blk >= nb) break;
+  #ifdef INT_DOT
+        [[unroll]] for (int t = 0; t < NT; t++) {
+  #ifdef X_SHARED
+          const uint xi = uint(t) * nb + blk;
+          const uvec4 h0 = sx[0][xi], h1 = sx[1][xi], l0 = sx[2][xi], l1 = sx[3][xi];
+          const uvec2 meta = sxm[xi];
+  #else
+          const uint xb = p.x_off / 4u + (uint(t) * nb + blk) * 4u;
+          const uvec4 h0 = xq[xb], h1 = xq[xb + 1u], l0 = xq[xb + 2u], l1 = xq[xb + 3u];
+          const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
+  #endif
+          const float xs = uintBitsToFloat(meta.x);
+          const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
+          [[unroll]] for (int m = 0; m < M; m++)
+            [[unroll]] for (int r = 0; r < R; r++) {
+              int dh = 0, dl = 0;
+              [[unroll]] for (int w = 0; w < 4; w++) {
+                uint a = qa[u][m][r][w], b = qb[u][m][r][w];
+                if (WDT == DT_Q4_0) {
+                  b = (a >> 4) & 0x0f0f0f0fu;
+                  a &= 0x0f0f0f0fu;
+                }
+                dh += dot4(a, h0[w]) + dot4(b, h1[w]);
+                dl += dot4(a, l0[w]) + dot4(b, l1[w]);
               }
-              dh += dot4(a, h0[w]) + dot4(b, h1[w]);
-              dl += dot4(a, l0[w]) + dot4(b, l1[w]);
+              acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
             }
-            acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
-          }
-      }
-#else
-      [[unroll]] for (int t = 0; t < NT; t++) {
-        // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
-        const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
-        vec4 xv[8];
-        vec4 xs4 = vec4(0.0);
-        for (uint k = 0u; k < 8u; k++) {
-          xv[k] = x4[xb + k];
-          xs4 += xv[k];
         }
-        const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
-        [[unroll]] for (int m = 0; m < M; m++)
-          [[unroll]] for (int r = 0; r < R; r++) {
-            const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
-            acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
-                                           : d[u][m][r] * (256.0 * s - 384.0 * xs);
+  #else
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          // x rows are 16-byte aligned (x_off and K multiples of 4, checked on the host).
+          const uint xb = (p.x_off + uint(t) * p.K + blk * 32u) / 4u;
+          vec4 xv[8];
+          vec4 xs4 = vec4(0.0);
+          for (uint k = 0u; k < 8u; k++) {
+            xv[k] = x4[xb + k];
+            xs4 += xv[k];
           }
+          const float xs = xs4.x + xs4.y + xs4.z + xs4.w;
+          [[unroll]] for (int m = 0; m < M; m++)
+            [[unroll]] for (int r = 0; r < R; r++) {
+              const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
+              acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
+                                             : d[u][m][r] * (256.0 * s - 384.0 * xs);
+            }
+        }
+  #endif
       }
-#endif
+      if (blk0 + tpr * uint(U) < nb) {
+        ISSUE_BLOCKS(blk0 + tpr * uint(U))
+      }
     }
-    if (blk0 + tpr * uint(U) < nb) {
-      ISSUE_BLOCKS(blk0 + tpr * uint(U))
+    // This task's sums; the next task's first weights are issued before they are written.
+    const uint cur = base + g, cseg = seg, cN = N, cj = j;
+    const bool live = cur < tasks;
+    base += step;
+    const bool more = base < tasks;
+    if (more) {
+      SET_TASK(base + g)
+      ISSUE_BLOCKS(lane)
     }
-  }
-  if (gl_SubgroupSize <= tpr) {
-    // Subgroups lie within one group (both are powers of two, groups aligned).
-    const uint per_group = tpr / gl_SubgroupSize;
-    if (per_group == 1u) {
-      // One subgroup per group: every lane has the sums; lane 0 writes.
+    if (gl_SubgroupSize == tpr) {
+      // A group is one subgroup: every lane gets the sums; lane 0 writes.
 #ifdef ROPE_KV
       [[unroll]] for (int t = 0; t < NT; t++) {
         const float s0 = subgroupAdd(acc[0][0][t]), s1 = subgroupAdd(acc[0][R - 1][t]);
-        if (lane == 0u && n0 + 2u * g < N) write_rope_pair(seg, N, n0 / 2u + g, uint(t), s0, s1);
+        if (lane == 0u && live) write_rope_pair(cseg, cN, cj, uint(t), s0, s1);
       }
-      return;
-#endif
+#else
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) {
           const float s = subgroupAdd(acc[0][r][t]);
           const float s2 = MODE == 1 ? subgroupAdd(acc[M - 1][r][t]) : 0.0;
-          const uint n = n0 + g * uint(R) + uint(r);
-          if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s, s2);
+          const uint n = cj * uint(R) + uint(r);
+          if (lane == 0u && live && n < cN) write_out(cseg, cN, n, uint(t), s, s2);
         }
-      return;
-    }
-    [[unroll]] for (int m = 0; m < M; m++)
-      [[unroll]] for (int r = 0; r < R; r++)
-        [[unroll]] for (int t = 0; t < NT; t++) {
-          const float s = subgroupAdd(acc[m][r][t]);
-          if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
-        }
-    barrier();
-#ifdef ROPE_KV
-    for (uint o = tid; o < groups * uint(NT); o += WG) {
-      const uint og = o / uint(NT), t = o % uint(NT);
-      if (n0 + 2u * og >= N) continue;
-      float s0 = 0.0, s1 = 0.0;
-      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
-        s0 += partial[t][sg];
-        s1 += partial[uint(NT) + t][sg];
-      }
-      write_rope_pair(seg, N, n0 / 2u + og, t, s0, s1);
-    }
-    return;
 #endif
-    for (uint o = tid; o < groups * uint(R * NT); o += WG) {
-      const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
-      const uint n = n0 + og * uint(R) + r;
-      if (n >= N) continue;
-      float s = 0.0, s2 = 0.0;
-      for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
-        s += partial[r * uint(NT) + t][sg];
-        if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
+    } else if (gl_SubgroupSize < tpr) {
+      // Several subgroups per group (both are powers of two, groups aligned): their sums
+      // meet in shared memory, and the workgroup's threads write the round's outputs.
+      const uint per_group = tpr / gl_SubgroupSize, b0 = base - step;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++)
+          [[unroll]] for (int t = 0; t < NT; t++) {
+            const float s = subgroupAdd(acc[m][r][t]);
+            if (subgroupElect()) partial[(m * R + r) * NT + t][gl_SubgroupID] = s;
+          }
+      barrier();
+#ifdef ROPE_KV
+      for (uint o = tid; o < groups * uint(NT); o += WG) {
+        const uint og = o / uint(NT), t = o % uint(NT);
+        if (b0 + og >= tasks) continue;
+        uint oN, oj;
+        const uint oseg = task_of(b0 + og, oN, oj);
+        float s0 = 0.0, s1 = 0.0;
+        for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
+          s0 += partial[t][sg];
+          s1 += partial[uint(NT) + t][sg];
+        }
+        write_rope_pair(oseg, oN, oj, t, s0, s1);
       }
-      write_out(seg, N, n, t, s, s2);
+#else
+      for (uint o = tid; o < groups * uint(R * NT); o += WG) {
+        const uint og = o / uint(R * NT), r = (o / uint(NT)) % uint(R), t = o % uint(NT);
+        if (b0 + og >= tasks) continue;
+        uint oN, oj;
+        const uint oseg = task_of(b0 + og, oN, oj);
+        const uint n = oj * uint(R) + r;
+        if (n >= oN) continue;
+        float s = 0.0, s2 = 0.0;
+        for (uint sg = og * per_group; sg < (og + 1u) * per_group; sg++) {
+          s += partial[r * uint(NT) + t][sg];
+          if (MODE == 1) s2 += partial[(uint(R) + r) * uint(NT) + t][sg];
+        }
+        write_out(oseg, oN, n, t, s, s2);
+      }
+#endif
+      barrier();  // partial is written again by the next round
+    } else {
+      // Subgroups wider than a group: a tree in shared memory per (row, token).
+      float pair_s[R];  // ROPE_KV: the sums of a task's two rows
+      [[unroll]] for (int t = 0; t < NT; t++)
+        [[unroll]] for (int r = 0; r < R; r++) {
+          float s[M];
+          [[unroll]] for (int m = 0; m < M; m++) {
+            red[tid] = acc[m][r][t];
+            barrier();
+            for (uint h = tpr / 2u; h > 0u; h >>= 1) {
+              if (lane < h) red[tid] += red[tid + h];
+              barrier();
+            }
+            s[m] = red[tid];
+            barrier();
+          }
+#ifdef ROPE_KV
+          pair_s[r] = s[0];
+          if (r == R - 1 && lane == 0u && live)
+            write_rope_pair(cseg, cN, cj, uint(t), pair_s[0], pair_s[R - 1]);
+#else
+          const uint n = cj * uint(R) + uint(r);
+          if (lane == 0u && live && n < cN) write_out(cseg, cN, n, uint(t), s[0], s[M - 1]);
+#endif
+        }
     }
-    return;
+    if (!more) break;
   }
-  // Subgroups wider than a group: a tree in shared memory per (row, token).
-  float pair_s[R];  // ROPE_KV: the sums of a task's two rows
-  [[unroll]] for (int t = 0; t < NT; t++)
-    [[unroll]] for (int r = 0; r < R; r++) {
-      float s[M];
-      [[unroll]] for (int m = 0; m < M; m++) {
-        red[tid] = acc[m][r][t];
-        barrier();
-        for (uint h = tpr / 2u; h > 0u; h >>= 1) {
-          if (lane < h) red[tid] += red[tid + h];
-          barrier();
-        }
-        s[m] = red[tid];
-        barrier();
-      }
-#ifdef ROPE_KV
-      pair_s[r] = s[0];
-      if (r == R - 1 && lane == 0u && n0 + 2u * g < N)
-        write_rope_pair(seg, N, n0 / 2u + g, uint(t), pair_s[0], pair_s[R - 1]);
-      continue;
-#endif
-      const uint n = n0 + g * uint(R) + uint(r);
-      if (lane == 0u && n < N) write_out(seg, N, n, uint(t), s[0], s[M - 1]);
-    }
 }

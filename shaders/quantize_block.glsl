@@ -1,6 +1,7 @@
 // One block of 32 floats into the integer-dot GEMV's x layout (quantize_x.comp): the
 // includer declares `uvec4 q[]` and `uvec2 qm[]` (one buffer); the planes go to uvec4
-// q[qi .. qi + 3], the block's (scale, Σ s) to qm[mi].
+// q[qi .. qi + 3], the block's (scale, Σ s) to qm[mi]. With QUANTIZE_PLANES_ONLY
+// defined, only quantize_planes (no buffers).
 #ifndef LLM_QUANTIZE_BLOCK_GLSL
 #define LLM_QUANTIZE_BLOCK_GLSL
 
@@ -9,7 +10,10 @@ uint pack4(ivec4 v) {
          (uint(v.w) << 24);
 }
 
-void quantize_block(vec4 v[8], uint qi, uint mi) {
+// The planes of one block of 32 floats (h of elements 0-15, h of 16-31, l of 0-15, l
+// of 16-31) and its (scale, Σ s).
+void quantize_planes(vec4 v[8], out uvec4 h0, out uvec4 h1, out uvec4 l0, out uvec4 l1,
+                     out uvec2 meta) {
   float amax = 0.0;
   for (uint k = 0u; k < 8u; k++)
     amax = max(amax, max(max(abs(v[k].x), abs(v[k].y)), max(abs(v[k].z), abs(v[k].w))));
@@ -23,11 +27,24 @@ void quantize_block(vec4 v[8], uint qi, uint mi) {
     h[k] = pack4(hi);
     l[k] = pack4(s - hi * 256);
   }
-  q[qi] = uvec4(h[0], h[1], h[2], h[3]);
-  q[qi + 1u] = uvec4(h[4], h[5], h[6], h[7]);
-  q[qi + 2u] = uvec4(l[0], l[1], l[2], l[3]);
-  q[qi + 3u] = uvec4(l[4], l[5], l[6], l[7]);
-  qm[mi] = uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
+  h0 = uvec4(h[0], h[1], h[2], h[3]);
+  h1 = uvec4(h[4], h[5], h[6], h[7]);
+  l0 = uvec4(l[0], l[1], l[2], l[3]);
+  l1 = uvec4(l[4], l[5], l[6], l[7]);
+  meta = uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
 }
+
+#ifndef QUANTIZE_PLANES_ONLY
+void quantize_block(vec4 v[8], uint qi, uint mi) {
+  uvec4 h0, h1, l0, l1;
+  uvec2 meta;
+  quantize_planes(v, h0, h1, l0, l1, meta);
+  q[qi] = h0;
+  q[qi + 1u] = h1;
+  q[qi + 2u] = l0;
+  q[qi + 3u] = l1;
+  qm[mi] = meta;
+}
+#endif
 
 #endif

@@ -122,7 +122,7 @@ void write_dequantized_fixture(const std::string& name, DType t, const std::stri
 // The same for the model folder src.
 void write_dequantized_model(const std::string& src, DType t, const std::string& dir);
 
-// Sets an environment variable for a scope.
+// Sets an environment variable for a scope (unsets it for a null value).
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value);

@@ -66,14 +66,19 @@ bool has_coop_gemm(const Backend& be) {
 // are never destroyed: NVIDIA's driver crashed tearing down two at exit. The default
 // one takes the float32 paths everywhere; int_dot: its quantized GEMVs use integer dot
 // products where the device has them at all (emulated ones included: lavapipe), with
-// x's planes in shared memory unless shared_x is false.
-Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true) {
-  static Backend* backends[2][2][2] = {};
-  Backend*& b = backends[tensor_cores][int_dot][shared_x];
+// x's planes in shared memory unless shared_x is false, those on the fixed grid of
+// workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
+// so that every group takes many tasks) or one pass (persist 0).
+Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
+                       int persist = 1) {
+  static Backend* backends[2][2][2][3] = {};
+  Backend*& b = backends[tensor_cores][int_dot][shared_x][persist];
   if (!b) {
     ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", int_dot ? "1" : "0");
     ScopedEnv sx("LLM_VULKAN_GEMV_SX", shared_x ? "1" : "0");
+    ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 ? "0" : "1");
+    ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
     b = make_vulkan_backend().release();
   }
   return *b;
@@ -90,6 +95,8 @@ std::vector<Backend*> gemv_backends() {
   if (shared_vulkan().info().details.find("int8 dot no") == std::string::npos &&
       has_int_dot_gemv(shared_vulkan(false, true))) {
     out.push_back(&shared_vulkan(false, true));
+    out.push_back(&shared_vulkan(false, true, true, 2));
+    out.push_back(&shared_vulkan(false, true, true, 0));
     out.push_back(&shared_vulkan(false, true, false));
   }
   return out;
@@ -522,60 +529,85 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
   VULKAN_TEST();
   std::mt19937 rng(14);
   const int64_t K = 128, Nq = 96, Nkv = 32;
-  // Tensor ids: x 0, weights 1/2/3, q/k/v 4/5/6, the norm's input 7 and weight 8.
-  OpParams np;
-  np.eps = 1e-5f;
-  const Node norm = make_node(Op::RmsNorm, np);
+  // Tensor ids: x 0, weights 1/2/3, q/k/v 4/5/6, the norm's input 7 and weight 8 (x
+  // is the norm's output), x + the norm's input 9.
+  Node norm = make_node(Op::RmsNorm, {7, 8}, 0);
+  norm.params.eps = 1e-5f;
   const Node mq = make_node(Op::MatMul, {0, 1}, 4), mk = make_node(Op::MatMul, {0, 2}, 5),
-             mv = make_node(Op::MatMul, {0, 3}, 6);
+             mv = make_node(Op::MatMul, {0, 3}, 6), add = make_node(Op::Add, {7, 0}, 9);
   for (DType wt : {DType::Q4_0, DType::Q8_0})
     for (int64_t T : {1, 3})
-      for (int segs : {2, 3}) {
-        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " " << segs << " matrices") {
-          const QuantMatrix wq = quantize_random(wt, Nq, K, rng),
-                            wk = quantize_random(wt, Nkv, K, rng),
-                            wv = quantize_random(wt, Nkv, K, rng);
-          const std::vector<float> x = uniform(T * K, rng), nw = uniform(K, rng);
-          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-            TestBuffers b(be);
-            const TensorRef x0{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
-            const TensorRef wr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
-            const TensorRef xr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
-            const TensorRef outs[3] = {{b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
-                                       {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
-                                       {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}}};
-            std::vector<BoundNode> nodes = {
-                BoundNode{&norm, {x0, wr}, xr},
-                BoundNode{&mq, {xr, b.weight(wq, wt, Nq, K, quant)}, outs[0]},
-                BoundNode{&mk, {xr, b.weight(wk, wt, Nkv, K, quant)}, outs[1]},
-                BoundNode{&mv, {xr, b.weight(wv, wt, Nkv, K, quant)}, outs[2]}};
-            nodes.resize(1 + segs);
-            auto prog = be.compile(nodes);
-            prog->run();
-            if (ds) *ds = prog->dispatches();
-            return download_f32(be, std::vector<TensorRef>(outs, outs + segs));
-          };
-          auto cpu = make_cpu_backend(1);
-          const std::vector<float> want = run(*cpu, false, nullptr);
-          for (Backend* gpu : gemv_backends()) {
-            INFO(gpu->info().details);
-            std::vector<Program::Dispatch> ds;
-            const std::vector<float> got = run(*gpu, true, &ds);
-            CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
-            if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-              // Integer dots: the norm rounds its output for the GEMV (no quantize_x).
-              REQUIRE(ds.size() == 2);
-              CHECK(ds[0].kernel ==
-                    std::string(has_int_dot_gemv(*gpu) ? "rms_norm +quantize" : "rms_norm"));
-              CHECK(ds[1].kernel.find(segs == 3 ? "[96 + 32 + 32 x 128]" : "[96 + 32 x 128]") !=
-                    std::string::npos);
-              std::vector<int> want_nodes(segs);
-              std::iota(want_nodes.begin(), want_nodes.end(), 1);
-              CHECK(ds[1].nodes == want_nodes);
+      for (int segs : {2, 3})
+        for (bool reader : {false, true}) {
+          DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " " << segs << " matrices"
+                                         << (reader ? ", the norm's output read after" : "")) {
+            const QuantMatrix wq = quantize_random(wt, Nq, K, rng),
+                              wk = quantize_random(wt, Nkv, K, rng),
+                              wv = quantize_random(wt, Nkv, K, rng);
+            const std::vector<float> x = uniform(T * K, rng), nw = uniform(K, rng);
+            auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+              TestBuffers b(be);
+              const TensorRef x0{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+              // The norm's weight in f16 with two matrices (the fused norm reads both).
+              const DType nwt = segs == 2 ? DType::F16 : DType::F32;
+              const TensorRef wr{b.put(encode(nwt, nw)), 0, nwt, {K}};
+              const TensorRef xr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+              const TensorRef outs[3] = {{b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
+                                         {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
+                                         {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}}};
+              std::vector<BoundNode> nodes = {
+                  BoundNode{&norm, {x0, wr}, xr},
+                  BoundNode{&mq, {xr, b.weight(wq, wt, Nq, K, quant)}, outs[0]},
+                  BoundNode{&mk, {xr, b.weight(wk, wt, Nkv, K, quant)}, outs[1]},
+                  BoundNode{&mv, {xr, b.weight(wv, wt, Nkv, K, quant)}, outs[2]}};
+              nodes.resize(1 + segs);
+              std::vector<TensorRef> results(outs, outs + segs);
+              if (reader) {
+                // Another reader of the norm's output after the matmuls: x + norm(x).
+                results.push_back({b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}});
+                nodes.push_back(BoundNode{&add, {x0, xr}, results.back()});
+              }
+              auto prog = be.compile(nodes);
+              prog->run();
+              if (ds) *ds = prog->dispatches();
+              return download_f32(be, results);
+            };
+            auto cpu = make_cpu_backend(1);
+            const std::vector<float> want = run(*cpu, false, nullptr);
+            for (Backend* gpu : gemv_backends()) {
+              INFO(gpu->info().details);
+              std::vector<Program::Dispatch> ds;
+              const std::vector<float> got = run(*gpu, true, &ds);
+              CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
+              if (gpu->info().details.find("x in shared memory") != std::string::npos) {
+                // x in shared memory: each workgroup of the GEMV takes the norm itself, unless
+                // another node reads the norm's output.
+                if (reader) {
+                  REQUIRE(ds.size() == 3);
+                  CHECK(ds[0].kernel == "rms_norm +quantize");
+                } else {
+                  REQUIRE(ds.size() == 1);
+                  CHECK(ds[0].kernel.rfind("rms_norm + matmul_gemv_q", 0) == 0);
+                  CHECK(ds[0].kernel.find(segs == 3 ? "[96 + 32 + 32 x 128]" : "[96 + 32 x 128]") !=
+                        std::string::npos);
+                  std::vector<int> want_nodes(segs + 1);
+                  std::iota(want_nodes.begin(), want_nodes.end(), 0);
+                  CHECK(ds[0].nodes == want_nodes);
+                }
+              } else if (gpu->info().details.find("subgroup ops") != std::string::npos && !reader) {
+                // Integer dots: the norm rounds its output for the GEMV (no quantize_x).
+                REQUIRE(ds.size() == 2);
+                CHECK(ds[0].kernel ==
+                      std::string(has_int_dot_gemv(*gpu) ? "rms_norm +quantize" : "rms_norm"));
+                CHECK(ds[1].kernel.find(segs == 3 ? "[96 + 32 + 32 x 128]" : "[96 + 32 x 128]") !=
+                      std::string::npos);
+                std::vector<int> want_nodes(segs);
+                std::iota(want_nodes.begin(), want_nodes.end(), 1);
+                CHECK(ds[1].nodes == want_nodes);
+              }
             }
           }
         }
-      }
 }
 
 TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEMV",
@@ -1161,9 +1193,9 @@ TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized 
 }
 
 // Decode through the integer-dot GEMVs (x in shared memory) after a prompt long enough
-// for the attention to split its keys: its merge rounds its output for o, the norms
-// theirs for q/k/v and gate/up (no quantize_x before them), and the q/k/v GEMV does
-// the ropes and the cache appends.
+// for the attention to split its keys: its merge rounds its output for o, the GEMVs of
+// q/k/v, gate/up and the head take the RmsNorm before them (no norm or quantize_x
+// dispatch), and the q/k/v GEMV does the ropes and the cache appends.
 TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
           "[vulkan][models][quant]") {
   VULKAN_TEST();
@@ -1206,10 +1238,12 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   // The fixture's heads (16 dims) are not whole blocks of 32: o's x is rounded by a
   // quantize_x (the merge rounds whole heads; tested on its own below).
   CHECK(count("attention", "+merge") > 0);
-  CHECK(count("rms_norm", "+quantize") > 0);
-  CHECK(count("matmul_gemv_q", " + ") > 0);  // q/k/v as one dispatch
-  // With x in shared memory, their ropes and cache appends in the same dispatch.
-  CHECK(count("matmul_gemv_q", "+rope +kv_append") > 0);
+  // Only the final norm may keep its dispatch (the logits may take its input's place).
+  CHECK(count("rms_norm", "+quantize") <= 3);
+  CHECK(count("rms_norm + matmul_gemv_q", " x2 +silu_mul") > 0);
+  // q/k/v as one dispatch, with x in shared memory their ropes and cache appends too.
+  CHECK(count("rms_norm + matmul_gemv_q", " + ") > 0);
+  CHECK(count("rms_norm + matmul_gemv_q", "+rope +kv_append") > 0);
   CHECK(count("rope", "") == 0);
   CHECK(count("kv_append", "") == 0);
 }

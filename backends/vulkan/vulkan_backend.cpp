@@ -94,6 +94,11 @@ constexpr uint32_t kGemvQThreads = 128;
 // The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
 // per workgroup: more rows share each copy).
 constexpr uint32_t kGemvQThreadsShared = 256;
+// matmul_gemv_qdot_sx's fixed grid: workgroups per multiprocessor (four of 256 threads
+// fill one at the GEMV's 64 registers a thread), and the multiprocessors assumed where
+// the driver does not tell.
+constexpr uint32_t kGemvWorkgroupsPerUnit = 4;
+constexpr uint32_t kGemvUnitsUnknown = 16;
 // The attention shader's MAX_D.
 constexpr int kAttentionMaxHeadDim = 1024;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
@@ -380,6 +385,17 @@ class VulkanBackend final : public Backend {
     // LLM_VULKAN_GEMV_SX=0 (for measuring, and for testing the other path).
     const char* sx = std::getenv("LLM_VULKAN_GEMV_SX");
     shared_x_ = int_dot_ && !(sx && std::strcmp(sx, "0") == 0);
+    // Those GEMVs run on a fixed grid whose workgroups loop over the rows
+    // (matmul_gemv_q.glsl, PERSIST): kGemvWorkgroupsPerUnit per multiprocessor, or
+    // LLM_VULKAN_GEMV_WGS in all; LLM_VULKAN_GEMV_PERSIST=0 gives each workgroup its
+    // own rows instead (for measuring, and for testing that path).
+    const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
+    const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
+    if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
+      const uint32_t units = ctx_->phys().compute_units;
+      persist_wgs_ = wgs ? static_cast<uint32_t>(std::max(1, std::atoi(wgs)))
+                         : kGemvWorkgroupsPerUnit * (units ? units : kGemvUnitsUnknown);
+    }
   }
 
   ~VulkanBackend() override {
@@ -394,7 +410,10 @@ class VulkanBackend final : public Backend {
     d.details += ctx_->unified() ? ", unified memory" : ", staged uploads";
     if (coop_) d.details += ", f16 tensor-core GEMM";
     if (int_dot_)
-      d.details += shared_x_ ? ", int8-dot GEMV (x in shared memory)" : ", int8-dot GEMV";
+      d.details += persist_wgs_ ? ", int8-dot GEMV (x in shared memory, " +
+                                      std::to_string(persist_wgs_) + " workgroups)"
+                   : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
+                               : ", int8-dot GEMV";
     return d;
   }
 
@@ -450,9 +469,10 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool coop_ = false;      // many-token matmuls through matmul_coop
-  bool int_dot_ = false;   // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;  // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  bool coop_ = false;         // many-token matmuls through matmul_coop
+  bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;  // ... on a fixed grid of this many workgroups (0: one pass)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -735,6 +755,68 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         if (o.overlaps(r)) return 1;
     return n;
   };
+  // Whether the GEMV of node i (gemv_q) keeps x's planes in shared memory
+  // (matmul_gemv_qdot_sx): rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096)
+  // weights, as longer ones copy so much x per workgroup that they ran slower (H200, 7b
+  // down: 27.3 µs against 20.2).
+  auto uses_shared_x = [&](size_t i) -> bool {
+    static const int64_t sx_max_k = [] {
+      const char* e = std::getenv("LLM_VULKAN_GEMV_SX_MAX_K");
+      return e ? std::atoll(e) : int64_t{4096};
+    }();
+    const int64_t T = nodes[i].inputs[0].shape.rows(), K = nodes[i].inputs[0].shape.row_len();
+    return shared_x_ && K <= sx_max_k &&
+           static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
+               ctx_->phys().props.limits.maxComputeSharedMemorySize;
+  };
+  // Whether RmsNorm node i runs inside the GEMV dispatch of node i + 1 (each workgroup
+  // normalizes x itself, NORM in matmul_gemv_q.glsl): that GEMV keeps x in shared
+  // memory, only the matmuls it computes read the norm's output (as their x), and
+  // nothing that dispatch writes touches the norm's input or weight.
+  // LLM_VULKAN_NORM_FUSE=0 keeps the norm apart (for measuring).
+  auto norm_into_gemv = [&](size_t i) -> bool {
+    static const bool on = [] {
+      const char* e = std::getenv("LLM_VULKAN_NORM_FUSE");
+      return !(e && std::strcmp(e, "0") == 0);
+    }();
+    const size_t m = i + 1;
+    if (!on || m >= nodes.size() || !nodes[m].node || !gemv_q(m) || !uses_shared_x(m)) return false;
+    const BoundNode& nb = nodes[i];
+    if (nb.node->op != Op::RmsNorm || nb.inputs.size() != 2 || nb.node->inputs.empty() ||
+        nodes[m].node->inputs[0] != nb.node->output)
+      return false;
+    const TensorRef &x = nb.inputs[0], &w = nb.inputs[1];
+    const int64_t T = x.shape.rows(), K = x.shape.row_len();
+    // The shader reads the weight 4 elements at a time.
+    if (x.dtype != DType::F32 || x.offset % 16 || K % 32 || T > 8 ||
+        w.offset % (w.dtype == DType::F32 ? 16 : 8) ||
+        (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16) ||
+        !(region(nodes[m].inputs[0]) == region(nb.output)))
+      return false;
+    // The matmuls of the GEMV dispatch, grouped as the MatMul case below groups them.
+    size_t last = m;
+    const bool glu = residual_add(m) < 0 && nodes[m].inputs.size() == 2 && ffn_fusable(m);
+    if (glu)
+      last = m + 1;
+    else if (residual_add(m) < 0)
+      last = m + gemv_segments(m) - 1;
+    for (size_t j = m; j < nodes.size(); j++) {
+      if (!nodes[j].node) continue;
+      const std::vector<TensorId>& ins = nodes[j].node->inputs;
+      for (size_t k = 0; k < ins.size(); k++)
+        if (ins[k] == nb.node->output && !(j <= last && k == 0)) return false;
+    }
+    // What the dispatch may write: those matmuls' outputs and the nodes it may fuse after
+    // them (the SiluMul after gate/up; ropes and cache appends after q/k/v).
+    const size_t written_to = std::min(nodes.size(), last + (last == m + 2 ? 5 : 2));
+    for (size_t j = m; j < written_to; j++)
+      if (nodes[j].node && (region(nodes[j].output).overlaps(region(x)) ||
+                            region(nodes[j].output).overlaps(region(w))))
+        return false;
+    return true;
+  };
+  // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
+  std::map<size_t, size_t> norm_in_gemv;
   // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
   // dispatch can write without races (the cache overlaps nothing the rope touches).
   auto rope_store_fusable = [&](size_t i) -> bool {
@@ -957,6 +1039,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::RmsNorm:
       case Op::LayerNorm: {
+        if (norm_into_gemv(ni)) {
+          norm_in_gemv[ni + 1] = ni;
+          continue;  // no dispatch of its own
+        }
         const bool bias = in.size() > 2;
         const int64_t d = in[0].shape.row_len(), rows = in[0].shape.numel() / d;
         push(bind(in[0], "x"));
@@ -1035,17 +1121,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           }
           int64_t seg_rows[3] = {N, 0, 0};
           for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
-          // Integer dots with x's planes in shared memory (workgroups of 256 threads) for
-          // rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096) weights: longer ones
-          // copy so much x per workgroup that they ran slower (H200, 7b down: 27.3 µs
-          // against 20.2).
-          static const int64_t sx_max_k = [] {
-            const char* e = std::getenv("LLM_VULKAN_GEMV_SX_MAX_K");
-            return e ? std::atoll(e) : int64_t{4096};
-          }();
-          const bool sx = shared_x_ && K <= sx_max_k &&
-                          static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
-                              ctx_->phys().props.limits.maxComputeSharedMemorySize;
+          // Integer dots with x's planes in shared memory (workgroups of 256 threads).
+          const bool sx = uses_shared_x(ni);
+          const auto norm_it = norm_in_gemv.find(ni);
+          const bool norm_in = norm_it != norm_in_gemv.end();
+          if (norm_in && !sx)
+            fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
           const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
           GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
                                     seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
@@ -1059,6 +1140,25 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const int rope_mask = rope_fuse_on && sx && segs == 3 ? rope_kv_fusable(ni) : -1;
           const bool rope_kv = rope_mask >= 0;
           if (rope_kv) gs.rows = 2;
+          // Tasks of gs.rows rows of one matrix, a group of threads each, and the
+          // workgroups that take them in one pass.
+          auto count_groups = [&] {
+            uint64_t tasks = 0;
+            for (int64_t r : seg_rows) tasks += (static_cast<uint64_t>(r) + gs.rows - 1) / gs.rows;
+            const uint64_t per_wg = threads / gs.tpr;
+            return (tasks + per_wg - 1) / per_wg;
+          };
+          uint64_t groups = count_groups();
+          // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
+          // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
+          // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks).
+          const bool persist =
+              sx && persist_wgs_ > 0 && (!glu || norm_in) && groups > 2 * uint64_t{persist_wgs_};
+          if (persist) {
+            gs.tpr = ctx_->phys().subgroup_size;
+            gs.rows = 2;
+            groups = std::min<uint64_t>(count_groups(), persist_wgs_);
+          }
           push(gs.tpr);
           if (glu || segs > 1) {
             check_bound(nodes[ni + 1], "vulkan backend");
@@ -1076,7 +1176,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
           // Unless the dispatch before (a norm, the attention merge, a matmul of the
           // same x) left x's planes in place.
-          if (int_dot_ && !(planes_hold == region(x_src))) {
+          if (int_dot_ && !norm_in && !(planes_hold == region(x_src))) {
             pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
             pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
             const bool copy = scratch != ffn_scratch.end();
@@ -1093,9 +1193,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             planes_hold = region(x_src);
           }
           if (int_dot_) {
-            // Binding 0 of the GEMV: the planes instead of x.
+            // Binding 0 of the GEMV: the planes instead of x, or the norm's input.
             Recorded tmp;
-            x.push[0] = bind_to(tmp, planes, "the quantized x");
+            x.push[0] = norm_in ? bind_to(tmp, nodes[norm_it->second].inputs[0], "x")
+                                : bind_to(tmp, planes, "the quantized x");
             x.bindings[0] = tmp.bindings[0];
             x.reads[0] = tmp.reads[0];
           }
@@ -1143,8 +1244,22 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               push(v);
             for (size_t k = 3; k <= 6; k++) x.nodes.push_back(static_cast<int>(ni + k));
           }
+          // NORM: the norm's weight at the binding after the others (another read of
+          // the matrix where it is unused) and its eps.
+          if (sx) {
+            const BoundNode* nn = norm_in ? &nodes[norm_it->second] : nullptr;
+            push(nn ? bind(nn->inputs[1], "the norm weight") : bind(in[1], "the weight"));
+            push_f(nn ? nn->node->params.eps : 0.f);
+            if (nn) {
+              x.nodes.insert(x.nodes.begin(), static_cast<int>(norm_it->second));
+              planes_hold = Region{};
+            }
+          }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
+          gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
+          gemv_spec.push_back(norm_in ? 1 : 0);                                    // NORM
+          gemv_spec.push_back(norm_in ? dt_code(nodes[norm_it->second].inputs[1].dtype) : 0);
           use(rope_kv    ? "matmul_gemv_qdot_rope"
               : sx       ? "matmul_gemv_qdot_sx"
               : int_dot_ ? "matmul_gemv_qdot"
@@ -1152,16 +1267,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               gemv_spec);
           std::string rows = std::to_string(N);
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
-          x.label = format_message("matmul_gemv_q %s T=%lld [%s x %lld]%s", dtype_name(in[1].dtype),
+          x.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s",
+                                   norm_in ? "rms_norm + " : "", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
                                    res >= 0  ? " +add"
                                    : glu     ? " x2 +silu_mul"
                                    : rope_kv ? " +rope +kv_append"
                                              : "");
-          const uint64_t rows_per_group = gs.rows * (threads / gs.tpr);
-          uint64_t groups = 0;
-          for (int64_t r : seg_rows)
-            groups += (static_cast<uint64_t>(r) + rows_per_group - 1) / rows_per_group;
           grid(x, groups);
         } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);

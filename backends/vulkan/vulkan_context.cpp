@@ -164,13 +164,16 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
   std::vector<VkExtensionProperties> exts(n_ext);
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
-  bool has_int_dot = false;
+  bool has_int_dot = false, has_sm = false, has_amd_cores = false;
   for (const VkExtensionProperties& e : exts) {
     if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
     if (std::strcmp(e.extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME) == 0)
       p.executable_stats = true;
     if (std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0)
       has_int_dot = true;
+    if (std::strcmp(e.extensionName, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME) == 0) has_sm = true;
+    if (std::strcmp(e.extensionName, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME) == 0)
+      has_amd_cores = true;
   }
   if (p.props.apiVersion >= VK_API_VERSION_1_1) {
     VkPhysicalDeviceShaderIntegerDotProductProperties dot{};
@@ -178,11 +181,30 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     VkPhysicalDeviceSubgroupProperties sub{};
     sub.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
     sub.pNext = has_int_dot ? &dot : nullptr;
+    // The multiprocessor count, where the driver tells it.
+    VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm{};
+    sm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV;
+    VkPhysicalDeviceShaderCorePropertiesAMD amd{};
+    amd.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD;
+    void* chain = &sub;
+    if (has_sm) {
+      sm.pNext = chain;
+      chain = &sm;
+    }
+    if (has_amd_cores) {
+      amd.pNext = chain;
+      chain = &amd;
+    }
     VkPhysicalDeviceProperties2 props2{};
     props2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
-    props2.pNext = &sub;
+    props2.pNext = chain;
     api.vkGetPhysicalDeviceProperties2(dev, &props2);
     p.subgroup_size = sub.subgroupSize;
+    if (has_sm)
+      p.compute_units = sm.shaderSMCount;
+    else if (has_amd_cores)
+      p.compute_units =
+          amd.shaderEngineCount * amd.shaderArraysPerEngineCount * amd.computeUnitsPerShaderArray;
     p.subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                             (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     p.int_dot_fast = dot.integerDotProduct4x8BitPackedSignedAccelerated;
@@ -264,6 +286,7 @@ DeviceInfo device_info(int index, const PhysicalInfo& p) {
   if (p.coop_m)
     d.details += " (" + std::to_string(p.coop_m) + "x" + std::to_string(p.coop_n) + "x" +
                  std::to_string(p.coop_k) + " f16)";
+  if (p.compute_units) d.details += ", " + std::to_string(p.compute_units) + " compute units";
   return d;
 }
 

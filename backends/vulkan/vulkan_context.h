@@ -46,6 +46,8 @@ struct PhysicalInfo {
   VkPhysicalDeviceProperties props{};
   VkPhysicalDeviceMemoryProperties memory{};
   uint32_t subgroup_size = 0;
+  // Multiprocessors (NVIDIA) or compute units (AMD); 0 where the driver does not say.
+  uint32_t compute_units = 0;
   bool subgroup_arithmetic = false;  // subgroupAdd and friends in compute shaders
   bool fp16 = false;                 // shaderFloat16
   bool storage16 = false;            // storageBuffer16BitAccess
