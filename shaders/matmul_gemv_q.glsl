@@ -37,8 +37,9 @@
 // and out2 = silu(y) * y2, as the SiluMul node that follows in the graph (written to a
 // scratch buffer, as the activation's place may still be x). The down GEMV then reads
 // x from that scratch and copies it to the activation's place (copy_n floats, spread
-// over its workgroups; with INT_DOT quantize_x.comp copies it), so the graph's tensors
-// end up as without the fusion.
+// over its workgroups; with INT_DOT quantize_x.comp copies it, or, where gate/up rounded
+// it (QOUT), the down GEMV from binding 6), so the graph's tensors end up as without the
+// fusion.
 //
 // MODE 2 (q/k/v): two or three matrices of one K that multiply the same x (W, W2, W3;
 // N, n2, n3 rows; outputs Y, Y2, Y3, no bias) in one grid, segment after segment, so
@@ -72,6 +73,16 @@ layout(constant_id = 9) const int PERSIST = 0;
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
 #endif
+#if defined(X_SHARED) && !defined(ROPE_KV)
+// QOUT (MODE 1, one token, a workgroup's round of tasks = 32 rows): the activation is
+// also rounded for the integer-dot down GEMV after it, into quantize_x.comp's layout at
+// binding 12 (one dispatch less).
+layout(constant_id = 12) const int QOUT = 0;
+layout(std430, binding = 12) writeonly buffer QOutM { uvec2 qom[]; };
+layout(std430, binding = 12) writeonly buffer QOutW { uint qo_w[]; };
+#else
+const int QOUT = 0;
+#endif
 #ifdef X_SHARED
 // The blocks of 32 of x a workgroup holds in shared memory (NT * K / 32).
 layout(constant_id = 6) const int XBLOCKS = 128;
@@ -86,6 +97,8 @@ layout(std430, binding = 4) readonly buffer Res { float residual[]; };
 layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
 layout(std430, binding = 6) readonly buffer W2 { uint wts2[]; };
 layout(std430, binding = 6) readonly buffer W24 { uvec4 wts24[]; };
+// INT_DOT, MODE 0: the fused FFN's activation to copy (from word 0; x is its planes).
+layout(std430, binding = 6) readonly buffer CopySrc { float copy_src[]; };
 layout(std430, binding = 7) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 8) writeonly buffer XCopy { float xcopy[]; };
 layout(std430, binding = 9) readonly buffer W3 { uint wts3[]; };
@@ -130,6 +143,9 @@ layout(push_constant) uniform P {
 #ifdef X_SHARED
   uint nw_off;  // NORM: the norm weight's offset
   float eps;
+#ifndef ROPE_KV
+  uint qo_off;  // QOUT: the planes' offset
+#endif
 #endif
 } p;
 #include "weights.glsl"
@@ -145,6 +161,7 @@ shared float red[WG];  // when subgroups are wider than a group of threads
 shared uvec4 sx[4][XBLOCKS];
 shared uvec2 sxm[XBLOCKS];
 shared float norm_inv[8];  // NORM: 1 / rms per token (NT <= 8)
+shared float act_s[32];    // QOUT: the round's activations
 #define QUANTIZE_PLANES_ONLY 1
 #include "quantize_block.glsl"
 
@@ -344,7 +361,11 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   y[p.y_off + t * p.N + n] = v;
   if (MODE == 1) {
     y2[p.y2_off + t * p.N + n] = s2;
-    out2[p.out2_off + t * p.N + n] = v / (1.0 + exp(-v)) * s2;
+    const float act = v / (1.0 + exp(-v)) * s2;
+    out2[p.out2_off + t * p.N + n] = act;
+#if defined(X_SHARED) && !defined(ROPE_KV)
+    if (QOUT != 0) act_s[n % 32u] = act;
+#endif
   } else if (p.fuse_add != 0u) {
     out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
   }
@@ -369,7 +390,11 @@ uint task_of(uint task, out uint N, out uint j) {
 void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
+#ifdef INT_DOT
+    xcopy[p.copy_off + i] = copy_src[i];
+#else
     xcopy[p.copy_off + i] = x1[p.x_off + i];
+#endif
   const uint tpr = p.tpr, groups = WG / tpr;
   const uint tasks = (p.N + uint(R) - 1u) / uint(R) +
                      (MODE == 2 ? (p.n2 + uint(R) - 1u) / uint(R) + (p.n3 + uint(R) - 1u) / uint(R)
@@ -549,6 +574,17 @@ void main() {
       }
 #endif
       barrier();  // partial is written again by the next round
+#ifdef CLUSTER16
+    } else if (tpr == 16u) {
+      // Groups of 16 within wider subgroups: clustered sums; each group's lane 0 writes.
+      [[unroll]] for (int r = 0; r < R; r++)
+        [[unroll]] for (int t = 0; t < NT; t++) {
+          const float s = subgroupClusteredAdd(acc[0][r][t], 16u);
+          const float s2 = MODE == 1 ? subgroupClusteredAdd(acc[M - 1][r][t], 16u) : 0.0;
+          const uint n = cj * uint(R) + uint(r);
+          if (lane == 0u && live && n < cN) write_out(cseg, cN, n, uint(t), s, s2);
+        }
+#endif
     } else {
       // Subgroups wider than a group: a tree in shared memory per (row, token).
       float pair_s[R];  // ROPE_KV: the sums of a task's two rows
@@ -575,6 +611,33 @@ void main() {
 #endif
         }
     }
+#if defined(X_SHARED) && !defined(ROPE_KV)
+    if (QOUT != 0) {
+      // The round's 32 rows are one block of the down GEMV's x.
+      barrier();
+      // quantize_planes word by word from shared memory (few registers: the next
+      // task's weights are in flight).
+      const uint blk = (base - step) * uint(R) / 32u;
+      if (tid == 0u && blk < p.N / 32u) {
+        float amax = 0.0;
+        for (uint k = 0u; k < 32u; k++) amax = max(amax, abs(act_s[k]));
+        const float inv = amax > 0.0 ? 32512.0 / amax : 0.0;
+        int sum = 0;
+        const uint qw = p.qo_off + blk * 16u;  // words: h of 0-15, h of 16-31, l, l
+        for (uint w = 0u; w < 8u; w++) {
+          const ivec4 sv = ivec4(roundEven(vec4(act_s[4u * w], act_s[4u * w + 1u],
+                                                act_s[4u * w + 2u], act_s[4u * w + 3u]) * inv));
+          const ivec4 hi = (sv + 128) >> 8;  // arithmetic shift: floor
+          sum += sv.x + sv.y + sv.z + sv.w;
+          qo_w[qw + w] = pack4(hi);
+          qo_w[qw + 8u + w] = pack4(sv - hi * 256);
+        }
+        qom[(p.qo_off / 4u + p.N / 32u * 4u) * 2u + blk] =
+            uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
+      }
+      barrier();  // act_s is written again by the next round
+    }
+#endif
     if (!more) break;
   }
 }

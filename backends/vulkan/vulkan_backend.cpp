@@ -943,14 +943,18 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   }
   // One buffer for x quantized for the integer-dot GEMVs (quantize_x.comp's layout:
   // 64 bytes of planes and 8 of scale and sum per block of 32), reused by each.
+  // Its second half takes the activation that gate/up round for down (QOUT), as other
+  // workgroups of gate/up may still read x's planes in the first.
   std::shared_ptr<Buffer> x_planes;
+  size_t act_planes_off = 0;
   if (int_dot_) {
     size_t bytes = 0;
     for (size_t i = 0; i < nodes.size(); i++)
       if (gemv_q(i))
         bytes = std::max(bytes, static_cast<size_t>(nodes[i].inputs[0].shape.numel() / 32 * 72));
     if (bytes > 0) {
-      x_planes = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "quantized x");
+      act_planes_off = (bytes + 255) / 256 * 256;
+      x_planes = std::make_shared<Buffer>(*ctx_, ctx_, 2 * act_planes_off, "quantized x");
       keep.push_back(x_planes);
     }
   }
@@ -960,6 +964,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   // The x region whose planes x_planes holds (written by a norm or quantize_x, kept for
   // the matmuls right after it that read the same x).
   Region planes_hold;
+  size_t planes_hold_off = 0;  // where in x_planes
   for (size_t ni = 0; ni < nodes.size(); ni++) {
     const BoundNode& bn = nodes[ni];
     check_bound(bn, "vulkan backend");
@@ -1060,6 +1065,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           push(bind(TensorRef{x_planes.get(), 0, DType::F32, {rows * (d / 32) * 18}},
                     "the quantized output", true));
           planes_hold = region(o);
+          planes_hold_off = 0;
         } else {
           push(bind(o, "the output", true));  // unused (QUANT 0)
         }
@@ -1127,9 +1133,31 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const bool norm_in = norm_it != norm_in_gemv.end();
           if (norm_in && !sx)
             fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
+          // Gate/up that also round the activation for the integer-dot down GEMV after
+          // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
+          // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
+          // are wider); only where nothing after down reads the activation (quantize_x
+          // would have copied it to its place).
+          // LLM_VULKAN_ACT_QUANT_FUSE=0 keeps quantize_x (for measuring).
+          static const bool qout_on = [] {
+            const char* e = std::getenv("LLM_VULKAN_ACT_QUANT_FUSE");
+            return !(e && std::strcmp(e, "0") == 0);
+          }();
+          const uint32_t sg = ctx_->phys().subgroup_size;
+          bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && gemv_q(ni + 3) &&
+                      (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
+          for (size_t j = ni + 4; qout && j < nodes.size(); j++)
+            if (nodes[j].node &&
+                std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(),
+                           nodes[ni + 2].node->output))
+              qout = false;
           const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
           GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
                                     seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
+          if (qout) {
+            gs.tpr = 16;
+            gs.rows = 2;
+          }
           // q/k/v with the ropes and cache appends after them: a group's two rows are a
           // pair that rotates together.
           // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
@@ -1155,28 +1183,37 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const bool persist =
               sx && persist_wgs_ > 0 && (!glu || norm_in) && groups > 2 * uint64_t{persist_wgs_};
           if (persist) {
-            gs.tpr = ctx_->phys().subgroup_size;
+            if (!qout) gs.tpr = ctx_->phys().subgroup_size;
             gs.rows = 2;
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
           push(gs.tpr);
-          if (glu || segs > 1) {
-            check_bound(nodes[ni + 1], "vulkan backend");
-            bind(nodes[ni + 1].inputs[1], "the second weight");
-            push(bind(nodes[ni + 1].output, "the second output", true));
-          } else {
-            bind(in[1], "the weight");
-            push(bind(o, "the output", true));
-          }
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
           // activation to its place), and the GEMV reads the planes as its x.
           const TensorRef x_src = scratch != ffn_scratch.end()
                                       ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
                                       : in[0];
-          const TensorRef planes{x_planes.get(), 0, DType::F32, {T * (K / 32) * 18}};
+          // The fused FFN's down matmul copies its x (the activation) to its place itself
+          // where no quantize_x does (float x; gate/up rounded it), from binding 6.
+          const bool copy_act =
+              scratch != ffn_scratch.end() && (!int_dot_ || planes_hold == region(x_src));
+          if (glu || segs > 1) {
+            check_bound(nodes[ni + 1], "vulkan backend");
+            bind(nodes[ni + 1].inputs[1], "the second weight");
+            push(bind(nodes[ni + 1].output, "the second output", true));
+          } else {
+            if (copy_act && int_dot_)
+              bind(x_src, "the activation");  // at word 0
+            else
+              bind(in[1], "the weight");
+            push(bind(o, "the output", true));
+          }
+          const bool planes_held = planes_hold == region(x_src);
+          const TensorRef planes{
+              x_planes.get(), planes_held ? planes_hold_off : 0, DType::F32, {T * (K / 32) * 18}};
           // Unless the dispatch before (a norm, the attention merge, a matmul of the
           // same x) left x's planes in place.
-          if (int_dot_ && !norm_in && !(planes_hold == region(x_src))) {
+          if (int_dot_ && !norm_in && !planes_held) {
             pre.push[pre.push_words++] = bind_to(pre, x_src, "x");
             pre.push[pre.push_words++] = bind_to(pre, planes, "the quantized x", true);
             const bool copy = scratch != ffn_scratch.end();
@@ -1191,6 +1228,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             grid(pre, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
             has_pre = true;
             planes_hold = region(x_src);
+            planes_hold_off = 0;
           }
           if (int_dot_) {
             // Binding 0 of the GEMV: the planes instead of x, or the norm's input.
@@ -1200,8 +1238,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             x.bindings[0] = tmp.bindings[0];
             x.reads[0] = tmp.reads[0];
           }
-          // The fused FFN's down matmul copies its x (the activation) to its place.
-          if (scratch != ffn_scratch.end() && !int_dot_) {
+          if (copy_act) {
             push(bind(in[0], "the activation", true));
             push(static_cast<uint32_t>(T * K));
           } else {
@@ -1254,16 +1291,29 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               x.nodes.insert(x.nodes.begin(), static_cast<int>(norm_it->second));
               planes_hold = Region{};
             }
+            // QOUT: the planes of the activation (down's x) at binding 12.
+            if (!rope_kv) {
+              const TensorRef act_planes{
+                  x_planes.get(), act_planes_off, DType::F32, {T * (N / 32) * 18}};
+              push(qout ? bind(act_planes, "the rounded activation", true)
+                        : bind(in[1], "the weight"));
+              if (qout) {
+                planes_hold = region(TensorRef{ffn_scratch[ni + 3].get(), 0, DType::F32, {T, N}});
+                planes_hold_off = act_planes_off;
+              }
+            }
           }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
           gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
           gemv_spec.push_back(norm_in ? 1 : 0);                                    // NORM
           gemv_spec.push_back(norm_in ? dt_code(nodes[norm_it->second].inputs[1].dtype) : 0);
-          use(rope_kv    ? "matmul_gemv_qdot_rope"
-              : sx       ? "matmul_gemv_qdot_sx"
-              : int_dot_ ? "matmul_gemv_qdot"
-                         : "matmul_gemv_q",
+          gemv_spec.push_back(qout ? 1 : 0);  // QOUT
+          use(rope_kv           ? "matmul_gemv_qdot_rope"
+              : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
+              : sx              ? "matmul_gemv_qdot_sx"
+              : int_dot_        ? "matmul_gemv_qdot"
+                                : "matmul_gemv_q",
               gemv_spec);
           std::string rows = std::to_string(N);
           for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
@@ -1271,6 +1321,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                    norm_in ? "rms_norm + " : "", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
                                    res >= 0  ? " +add"
+                                   : qout    ? " x2 +silu_mul +quantize"
                                    : glu     ? " x2 +silu_mul"
                                    : rope_kv ? " +rope +kv_append"
                                              : "");
@@ -1481,6 +1532,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
           planes_off = bind(planes, "the quantized output", true);
           planes_hold = region(o);
+          planes_hold_off = 0;
         } else {
           x.bindings.push_back(unused);
         }

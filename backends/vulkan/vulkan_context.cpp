@@ -207,6 +207,8 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
           amd.shaderEngineCount * amd.shaderArraysPerEngineCount * amd.computeUnitsPerShaderArray;
     p.subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                             (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    p.subgroup_clustered = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (sub.supportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
     p.int_dot_fast = dot.integerDotProduct4x8BitPackedSignedAccelerated;
   }
   if (p.props.apiVersion >= VK_API_VERSION_1_2) {

@@ -49,6 +49,7 @@ struct PhysicalInfo {
   // Multiprocessors (NVIDIA) or compute units (AMD); 0 where the driver does not say.
   uint32_t compute_units = 0;
   bool subgroup_arithmetic = false;  // subgroupAdd and friends in compute shaders
+  bool subgroup_clustered = false;   // subgroupClusteredAdd and friends
   bool fp16 = false;                 // shaderFloat16
   bool storage16 = false;            // storageBuffer16BitAccess
   bool coopmat_nv = false;           // VK_NV_cooperative_matrix
