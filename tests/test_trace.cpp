@@ -133,15 +133,17 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
   return r;
 }
 
-// Per-dispatch times of profiled steps against the measured step, within 10%. On the
-// CPU: the wall time around run_profiled itself. On a GPU (replay): the step as run()
-// replays it (CUDA graph, Vulkan command buffer), 10 times back to back; the profile
+// Per-dispatch times of profiled steps against the measured step: not under 90% of it,
+// and (bounded) not over max_over times it. On the CPU: the wall time around
+// run_profiled itself. On a GPU (replay): the step as run() replays it (CUDA graph,
+// Vulkan command buffer), 10 times back to back; the profile
 // charges each kernel from the end of the work before it to its own end (CUPTI on
 // CUDA, timestamps on Vulkan), so gaps count and the shares add up to the replay. Both
 // sides take the best of 3 tries per step: a shared machine (lavapipe in CI runs on
 // the CPU) adds noise to single runs.
 void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>& prompt,
-                           bool replay, const char* method_prefix = "", bool within_10 = true) {
+                           bool replay, const char* method_prefix = "", bool bounded = true,
+                           double max_over = 1.1) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -202,7 +204,7 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   CHECK(method.rfind(method_prefix, 0) == 0);
   CHECK(sum_ms <= wall_ms);
   CHECK(sum_ms >= 0.9 * step_ms);
-  if (within_10) CHECK(sum_ms <= 1.1 * step_ms);
+  if (bounded) CHECK(sum_ms <= max_over * step_ms);
 }
 
 }  // namespace
@@ -423,13 +425,14 @@ TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][t
       size_t covered = 0;
       for (const Program::Dispatch& dp : r.t.decode.dispatches) covered += dp.nodes.size();
       CHECK(covered == r.t.decode.ops.size());
-      // Within 10% on CPU drivers (lavapipe, CI). On a GPU the replay overlaps
-      // dispatches that no barrier orders, which timestamps between them serialize: on
-      // the H200 the sum was 19-28% over the replayed step, so there the profiled
-      // wall is the bound.
+      // Within 25% on CPU drivers (lavapipe, CI): each timestamp between dispatches costs
+      // lavapipe tens of µs (on a 2-core VM the sum was 16-20% over the replayed step,
+      // with about 30 dispatches a step). On a GPU the replay overlaps dispatches that
+      // no barrier orders, which timestamps between them serialize: on the H200 the sum
+      // was 19-28% over the replayed step, so there the profiled wall is the bound.
       const bool cpu_driver = be->info().type == "cpu";
       check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp",
-                            cpu_driver);
+                            cpu_driver, 1.25);
     }
   }
 }
