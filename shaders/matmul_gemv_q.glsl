@@ -2,12 +2,14 @@
 // weights.glsl), for devices with subgroup arithmetic; the body of matmul_gemv_q.comp
 // (float x) and matmul_gemv_qdot.comp (INT_DOT: x quantized by quantize_x.comp).
 //
-// The workgroup's threads form groups of p.tpr (a power of two >= the subgroup size);
-// each group computes R output rows (x is read once per R rows), each thread a block of
-// 32 weights of every row at a time with one 16-byte load per row (q4_0; two for q8_0),
-// the R loads issued before any arithmetic. Sums are reduced with subgroupAdd, then
-// across the group's subgroups in shared memory. Tokens (NT <= 8) and rows (R) are specialization constants, so the
-// accumulators stay in registers.
+// The workgroup's threads form groups of p.tpr (a power of two); each group computes a
+// task of R output rows (x is read once per R rows), each thread a block of 32 weights
+// of every row at a time with one 16-byte load per row (q4_0; two for q8_0), the R
+// loads issued before any arithmetic. Sums are reduced with subgroupAdd, then across
+// the group's subgroups in shared memory (groups wider than a subgroup), by clustered
+// adds (CLUSTER16: groups of 16 in wider subgroups, matmul_gemv_qdot_sx16.comp) or by a
+// tree in shared memory (other groups narrower than a subgroup). Tokens (NT <= 8) and
+// rows (R) are specialization constants, so the accumulators stay in registers.
 //
 // Dequantization without int->float conversions: a 4-bit q (8-bit for q8_0, offset by
 // 128) is put at the top of the mantissa of 1.0, giving f = 1 + q/16 (1 + u/256); the
@@ -26,6 +28,10 @@
 // PERSIST: a fixed grid (a few workgroups per multiprocessor) whose groups loop over
 // the tasks (R rows of one matrix each), issuing the next task's first weights before
 // writing this one's sums; x's planes are then copied once per workgroup for many rows.
+//
+// QOUT (MODE 1, X_SHARED, one token, 16 groups of 2 rows): each round of a workgroup's
+// tasks is one block of 32 activations, which it also rounds into quantize_x.comp's
+// layout for the integer-dot down GEMV after it.
 //
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
