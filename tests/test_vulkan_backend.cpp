@@ -1217,47 +1217,51 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   const Reference ref = load_reference("llama3");
   TempDir dir;
   write_dequantized_fixture("llama3", DType::Q4_0, dir.path());
-  auto cm = Model::load(dir.path(), *cpu);
-  auto gm = Model::load(model_dir("llama3"), *gpus[1], LoadOptions{"q4f16_1"});
-  std::vector<int32_t> prompt;
-  while (prompt.size() < 100)
-    prompt.insert(prompt.end(), ref.input_ids.begin(), ref.input_ids.end());
-  Session cs(*cm), gs(*gm);
-  std::vector<std::string> kernels;
-  gs.observe_steps(
-      [&](Executor& ex, int, const std::vector<double>&) {
-        for (const Program::Dispatch& d : ex.program().dispatches()) kernels.push_back(d.kernel);
-      },
-      false);
-  std::vector<float> c = cs.forward(prompt, false), g = gs.forward(prompt, false);
-  CHECK(max_rel_error(g, c) <= 1e-4);
-  kernels.clear();  // the decode steps' dispatches only
-  for (int step = 0; step < 3; step++) {
-    const int32_t next = static_cast<int32_t>(std::max_element(c.begin(), c.end()) - c.begin());
-    c = cs.forward({next}, false);
-    g = gs.forward({next}, false);
-    INFO("decode step " << step);
-    CHECK(max_rel_error(g, c) <= 1e-4);
-  }
-  auto count = [&](const std::string& prefix, const std::string& part) {
-    return std::count_if(kernels.begin(), kernels.end(), [&](const std::string& k) {
-      return k.rfind(prefix, 0) == 0 && k.find(part) != std::string::npos;
-    });
-  };
-  // The fixture's heads (16 dims) are not whole blocks of 32: o's x is rounded by a
-  // quantize_x (the merge rounds whole heads; tested on its own below).
-  CHECK(count("attention", "+merge") > 0);
-  // Only the final norm may keep its dispatch (the logits may take its input's place).
-  CHECK(count("rms_norm +quantize", "") <= 3);
-  // Gate/up round the activation for down: no quantize_x before it.
-  CHECK(count("rms_norm + matmul_gemv_q", "x2 +silu_mul +quantize") > 0);
-  CHECK(count("quantize_x", "K=160") == 0);
-  CHECK(count("rms_norm + matmul_gemv_q", " x2 +silu_mul") > 0);
-  // q/k/v as one dispatch, with x in shared memory their ropes and cache appends too.
-  CHECK(count("rms_norm + matmul_gemv_q", " + ") > 0);
-  CHECK(count("rms_norm + matmul_gemv_q", "+rope +kv_append") > 0);
-  CHECK(count("rope", "") == 0);
-  CHECK(count("kv_append", "") == 0);
+  // The default grid (one pass at these sizes), and two workgroups looping over the rows.
+  for (size_t b = 1; b <= 2; b++) DYNAMIC_SECTION(gpus[b]->info().details) {
+      auto cm = Model::load(dir.path(), *cpu);
+      auto gm = Model::load(model_dir("llama3"), *gpus[b], LoadOptions{"q4f16_1"});
+      std::vector<int32_t> prompt;
+      while (prompt.size() < 100)
+        prompt.insert(prompt.end(), ref.input_ids.begin(), ref.input_ids.end());
+      Session cs(*cm), gs(*gm);
+      std::vector<std::string> kernels;
+      gs.observe_steps(
+          [&](Executor& ex, int, const std::vector<double>&) {
+            for (const Program::Dispatch& d : ex.program().dispatches())
+              kernels.push_back(d.kernel);
+          },
+          false);
+      std::vector<float> c = cs.forward(prompt, false), g = gs.forward(prompt, false);
+      CHECK(max_rel_error(g, c) <= 1e-4);
+      kernels.clear();  // the decode steps' dispatches only
+      for (int step = 0; step < 3; step++) {
+        const int32_t next = static_cast<int32_t>(std::max_element(c.begin(), c.end()) - c.begin());
+        c = cs.forward({next}, false);
+        g = gs.forward({next}, false);
+        INFO("decode step " << step);
+        CHECK(max_rel_error(g, c) <= 1e-4);
+      }
+      auto count = [&](const std::string& prefix, const std::string& part) {
+        return std::count_if(kernels.begin(), kernels.end(), [&](const std::string& k) {
+          return k.rfind(prefix, 0) == 0 && k.find(part) != std::string::npos;
+        });
+      };
+      // The fixture's heads (16 dims) are not whole blocks of 32: o's x is rounded by a
+      // quantize_x (the merge rounds whole heads; tested on its own below).
+      CHECK(count("attention", "+merge") > 0);
+      // Only the final norm may keep its dispatch (the logits may take its input's place).
+      CHECK(count("rms_norm +quantize", "") <= 3);
+      // Gate/up round the activation for down: no quantize_x before it.
+      CHECK(count("rms_norm + matmul_gemv_q", "x2 +silu_mul +quantize") > 0);
+      CHECK(count("quantize_x", "K=160") == 0);
+      CHECK(count("rms_norm + matmul_gemv_q", " x2 +silu_mul") > 0);
+      // q/k/v as one dispatch, with x in shared memory their ropes and cache appends too.
+      CHECK(count("rms_norm + matmul_gemv_q", " + ") > 0);
+      CHECK(count("rms_norm + matmul_gemv_q", "+rope +kv_append") > 0);
+      CHECK(count("rope", "") == 0);
+      CHECK(count("kv_append", "") == 0);
+    }
 }
 
 TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {
