@@ -1509,10 +1509,15 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
           break;
         }
+        // LLM_VULKAN_ATTN_SPLIT_KEYS sets the keys per split (for measuring).
+        static const int64_t split_keys = [] {
+          const char* e = std::getenv("LLM_VULKAN_ATTN_SPLIT_KEYS");
+          return e ? std::max<int64_t>(1, std::atoll(e)) : kAttentionSplitKeys;
+        }();
         const uint32_t splits = items >= kAttentionSplitItems
                                     ? 1
                                     : static_cast<uint32_t>(std::clamp<int64_t>(
-                                          context / kAttentionSplitKeys, 1, kAttentionMaxSplits));
+                                          context / split_keys, 1, kAttentionMaxSplits));
         // The merge also rounds the output for an integer-dot GEMV right after that reads
         // it (o), a head per workgroup: heads of whole blocks of 32.
         const bool merge_quant = splits > 1 && feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
