@@ -133,8 +133,8 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
   return r;
 }
 
-// Per-dispatch times of profiled steps against the measured step: not under 90% of it,
-// and (bounded) not over max_over times it. On the CPU: the wall time around
+// Per-dispatch times of profiled steps against the measured step: not under min_share
+// of it, and (bounded) not over max_over times it. On the CPU: the wall time around
 // run_profiled itself. On a GPU (replay): the step as run() replays it (CUDA graph,
 // Vulkan command buffer), 10 times back to back; the profile
 // charges each kernel from the end of the work before it to its own end (CUPTI on
@@ -143,7 +143,7 @@ Traced trace_fixture(Backend& be, const std::string& name, const std::string& qu
 // the CPU) adds noise to single runs.
 void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>& prompt,
                            bool replay, const char* method_prefix = "", bool bounded = true,
-                           double max_over = 1.1) {
+                           double max_over = 1.1, double min_share = 0.9) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -203,7 +203,7 @@ void check_profile_adds_up(Backend& be, Model& model, const std::vector<int32_t>
   CHECK(steps == 25);
   CHECK(method.rfind(method_prefix, 0) == 0);
   CHECK(sum_ms <= wall_ms);
-  CHECK(sum_ms >= 0.9 * step_ms);
+  CHECK(sum_ms >= min_share * step_ms);
   if (bounded) CHECK(sum_ms <= max_over * step_ms);
 }
 
@@ -430,9 +430,12 @@ TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][t
       // with about 30 dispatches a step). On a GPU the replay overlaps dispatches that
       // no barrier orders, which timestamps between them serialize: on the H200 the sum
       // was 19-28% over the replayed step, so there the profiled wall is the bound.
+      // And at least 80% of the replay on a GPU: the fixture's steps take about 130 µs
+      // there, and back-to-back replays include the host's submissions between them,
+      // which no timestamp sees (H200: 89.7% with 5 dispatches a decode layer).
       const bool cpu_driver = be->info().type == "cpu";
       check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp",
-                            cpu_driver, 1.25);
+                            cpu_driver, 1.25, cpu_driver ? 0.9 : 0.8);
     }
   }
 }

@@ -108,9 +108,10 @@ constexpr int kAttentionTiledMaxHeadDim = 128;
 constexpr int64_t kAttentionTiledMinTokens = 16;
 // Attention splits the keys of each (token, head) when there are fewer pairs than
 // this (decode), into one split per kAttentionSplitKeys of context, at most
-// kAttentionMaxSplits.
+// kAttentionMaxSplits (H200, 640-token context, 7b / 1b tok/s: 16 keys 266.6 / 782.4,
+// 32 keys 279.3 / 840.3, 64 keys 283.0 / 861.0).
 constexpr int64_t kAttentionSplitItems = 256;
-constexpr int64_t kAttentionSplitKeys = 32;
+constexpr int64_t kAttentionSplitKeys = 64;
 constexpr int64_t kAttentionMaxSplits = 32;
 constexpr uint32_t kMaxGroups = 65535;
 
