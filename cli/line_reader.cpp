@@ -42,11 +42,14 @@ LineReader::~LineReader() {
 bool LineReader::read_line(const char* prompt, std::string& line) {
   if (!interactive_) return static_cast<bool>(std::getline(std::cin, line));
   for (;;) {
+    // A Ctrl-C from before the prompt (during a command's output) is stale. One that
+    // comes after Enter, while readline() still returns the line (a loaded machine), is
+    // meant for the answer: it stays pending and stops it.
+    take_interrupt();
     char* raw = readline(prompt);
     if (raw) {
       line = raw;
       std::free(raw);
-      take_interrupt();
       return true;
     }
     // Ctrl-C ends readline() too: start a fresh line; Ctrl-D (no interrupt) is the end.
