@@ -621,25 +621,24 @@ void main() {
     if (QOUT != 0) {
       // The round's 32 rows are one block of the down GEMV's x.
       barrier();
-      // quantize_planes word by word from shared memory (few registers: the next
+            // quantize_planes word by word from shared memory (few registers: the next
       // task's weights are in flight).
       const uint blk = (base - step) * uint(R) / 32u;
       if (tid == 0u && blk < p.N / 32u) {
         float amax = 0.0;
         for (uint k = 0u; k < 32u; k++) amax = max(amax, abs(act_s[k]));
-        const float inv = amax > 0.0 ? 32512.0 / amax : 0.0;
+        const float inv = quantize_inv(amax);
         int sum = 0;
         const uint qw = p.qo_off + blk * 16u;  // words: h of 0-15, h of 16-31, l, l
         for (uint w = 0u; w < 8u; w++) {
-          const ivec4 sv = ivec4(roundEven(vec4(act_s[4u * w], act_s[4u * w + 1u],
-                                                act_s[4u * w + 2u], act_s[4u * w + 3u]) * inv));
-          const ivec4 hi = (sv + 128) >> 8;  // arithmetic shift: floor
-          sum += sv.x + sv.y + sv.z + sv.w;
-          qo_w[qw + w] = pack4(hi);
-          qo_w[qw + 8u + w] = pack4(sv - hi * 256);
+          uint h, l;
+          sum += quantize4(vec4(act_s[4u * w], act_s[4u * w + 1u], act_s[4u * w + 2u],
+                                act_s[4u * w + 3u]),
+                           inv, h, l);
+          qo_w[qw + w] = h;
+          qo_w[qw + 8u + w] = l;
         }
-        qom[(p.qo_off / 4u + p.N / 32u * 4u) * 2u + blk] =
-            uvec2(floatBitsToUint(amax / 32512.0), uint(sum));
+        qom[(p.qo_off / 4u + p.N / 32u * 4u) * 2u + blk] = quantize_meta(amax, sum);
       }
       barrier();  // act_s is written again by the next round
     }

@@ -762,6 +762,29 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         if (o.overlaps(r)) return 1;
     return n;
   };
+  // How the GEMV dispatch of node i (gemv_q) groups the nodes after it: the residual
+  // Add's index of the residual (res >= 0), gate/up with their SiluMul (glu), or up to
+  // three matmuls of one x (segs).
+  struct GemvGroup {
+    int res;
+    bool glu;
+    size_t segs;
+  };
+  auto gemv_group = [&](size_t i) -> GemvGroup {
+    GemvGroup g;
+    g.res = residual_add(i);
+    g.glu = g.res < 0 && nodes[i].inputs.size() == 2 && ffn_fusable(i);
+    g.segs = g.res < 0 && !g.glu ? gemv_segments(i) : 1;
+    return g;
+  };
+  // Whether a node from index j on reads tensor t.
+  auto read_from = [&](size_t j, TensorId t) {
+    for (; j < nodes.size(); j++)
+      if (nodes[j].node &&
+          std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(), t))
+        return true;
+    return false;
+  };
   // Whether the GEMV of node i (gemv_q) keeps x's planes in shared memory
   // (matmul_gemv_qdot_sx): rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096)
   // weights, as longer ones copy so much x per workgroup that they ran slower (H200, 7b
@@ -800,13 +823,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16) ||
         !(region(nodes[m].inputs[0]) == region(nb.output)))
       return false;
-    // The matmuls of the GEMV dispatch, grouped as the MatMul case below groups them.
-    size_t last = m;
-    const bool glu = residual_add(m) < 0 && nodes[m].inputs.size() == 2 && ffn_fusable(m);
-    if (glu)
-      last = m + 1;
-    else if (residual_add(m) < 0)
-      last = m + gemv_segments(m) - 1;
+    // The matmuls of the GEMV dispatch.
+    const GemvGroup g = gemv_group(m);
+    const size_t last = g.glu ? m + 1 : m + g.segs - 1;
     for (size_t j = m; j < nodes.size(); j++) {
       if (!nodes[j].node) continue;
       const std::vector<TensorId>& ins = nodes[j].node->inputs;
@@ -892,13 +911,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     // The products (and the rotated k) are written unless they share memory with
     // another output (the planner reuses a dead q for the rotated k, say); then nothing
     // after the group may read them.
-    auto read_after = [&](TensorId t) {
-      for (size_t j = i + 7; j < nodes.size(); j++)
-        if (nodes[j].node &&
-            std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(), t))
-          return true;
-      return false;
-    };
+    auto read_after = [&](TensorId t) { return read_from(i + 7, t); };
     // own: the tensor; mine: the output its thread writes right after it (an exact
     // overlap there is the same element, written in order).
     auto clashes = [&](const Region& own, int mine) {
@@ -1103,10 +1116,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
           // which writes the product and the sum; so do gate and up with the SiluMul
           // after them (both products, and the activation into a scratch buffer).
-          const int res = residual_add(ni);
-          const bool glu = res < 0 && !bias && ffn_fusable(ni);
           // q/k/v: up to three matmuls of the same x in one grid.
-          const size_t segs = res < 0 && !glu ? gemv_segments(ni) : 1;
+          const GemvGroup group = gemv_group(ni);
+          const int res = group.res;
+          const bool glu = group.glu;
+          const size_t segs = group.segs;
           int32_t mode = segs > 1 ? 2 : 0;
           if (res >= 0) {
             check_bound(nodes[ni + 1], "vulkan backend");
@@ -1153,11 +1167,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const uint32_t sg = ctx_->phys().subgroup_size;
           bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && gemv_q(ni + 3) &&
                       (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
-          for (size_t j = ni + 4; qout && j < nodes.size(); j++)
-            if (nodes[j].node &&
-                std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(),
-                           nodes[ni + 2].node->output))
-              qout = false;
+          if (qout && read_from(ni + 4, nodes[ni + 2].node->output)) qout = false;
           const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
           GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
                                     seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
