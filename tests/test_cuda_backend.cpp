@@ -93,6 +93,40 @@ TEST_CASE("cuda backend describes its device", "[cuda]") {
   CHECK_THROWS_WITH(make_cuda_backend(99), Catch::Contains("cuda:99 does not exist"));
 }
 
+TEST_CASE("cuda small copies keep the order they were asked in", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  // A decode step's traffic: small uploads, a device copy and small downloads, batched
+  // into one launch where they do not touch each other (LLM_CUDA_SMALL_COPIES=0: the
+  // copy engine for each). Each buffer is written again right after it is read, so a
+  // copy batched with a later one it conflicts with would see the later bytes.
+  for (const char* batch : {"1", "0"}) {
+    DYNAMIC_SECTION("batched " << batch) {
+      ScopedEnv env("LLM_CUDA_SMALL_COPIES", batch);
+      auto be = make_cuda_backend(0);
+      auto a = be->alloc(64, "a"), b = be->alloc(64, "b");
+      std::vector<int32_t> ids(16), got(16), got2(3), again(16);
+      std::iota(ids.begin(), ids.end(), 100);
+      be->upload(*a, 0, ids.data(), 64);
+      be->copy(*b, 4, *a, 0, 12);  // b[1..3] = 100..102
+      const uint64_t t1 = be->start_download(*b, 4, got2.data(), 12);
+      std::vector<int32_t> later(16, -7);
+      be->upload(*a, 0, later.data(), 64);  // a changes after the copy read it
+      be->upload(*b, 4, later.data(), 4);   // b[1] changes after the download read it
+      const uint64_t t2 = be->start_download(*a, 0, got.data(), 64);
+      be->copy(*a, 8, *b, 4, 8);  // a[2..3] = -7, 101: after t2 read a
+      be->finish_download(t1);
+      be->finish_download(t2);
+      CHECK(got2 == std::vector<int32_t>{100, 101, 102});
+      CHECK(got == later);
+      be->download(*a, 0, again.data(), 64);
+      std::vector<int32_t> want = later;
+      want[2] = -7;
+      want[3] = 101;
+      CHECK(again == want);
+    }
+  }
+}
+
 TEST_CASE("cuda backend names what it cannot run and what does not fit", "[cuda][errors]") {
   SKIP_WITHOUT_CUDA();
   auto be = make_cuda_backend(0);

@@ -141,6 +141,12 @@ struct Context {
   // products cost more than the MMA kernel's tensor cores.
   int64_t qgemv_max_tokens = 4;
   Stream stream;
+  // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
+  // as one launch before the next operation on the stream, with the events recorded
+  // after them (LLM_CUDA_SMALL_COPIES=0: a copy-engine operation each).
+  bool batch_copies = true;
+  cuda::SmallCopies queued;
+  std::vector<cudaEvent_t> queued_events;
   std::unique_ptr<CudaBuffer> err_flag;  // one int of ErrorBits
   PinnedHost err_host{sizeof(int)};
   cublasHandle_t cublas = nullptr;
@@ -152,6 +158,55 @@ struct Context {
   // f16_w16_bytes), then the activations. Shared the same way.
   std::shared_ptr<CudaBuffer> f16_scratch;
   size_t f16_w16_bytes = 0;
+
+  // The stream, after the queued copies: every other operation enqueues through this.
+  cudaStream_t ordered() {
+    flush_copies();
+    return stream.get();
+  }
+
+  // Queues a copy of `bytes` for the next flush; false when it is not small (or
+  // batching is off) and the caller copies it itself, after ordered().
+  bool queue_copy(void* dst, const void* src, size_t bytes) {
+    if (!batch_copies || bytes > cuda::kSmallCopyMaxBytes) return false;
+    const auto overlaps = [](const void* a, size_t na, const void* b, size_t nb) {
+      const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+      return pa < pb + nb && pb < pa + na;
+    };
+    // Copies of one launch run side by side: one that writes what another touches, or
+    // reads what another writes, waits for the next launch.
+    for (int k = 0; k < queued.n; k++) {
+      const cuda::SmallCopy& q = queued.op[k];
+      if (overlaps(dst, bytes, q.dst, q.bytes) || overlaps(dst, bytes, q.src, q.bytes) ||
+          overlaps(src, bytes, q.dst, q.bytes)) {
+        flush_copies();
+        break;
+      }
+    }
+    if (queued.n == cuda::kMaxSmallCopies) flush_copies();
+    queued.op[queued.n++] = {dst, src, static_cast<uint32_t>(bytes)};
+    return true;
+  }
+
+  // Records `e` on the stream after the queued copies (at the next flush).
+  void record_after_copies(cudaEvent_t e) {
+    if (queued.n == 0) {
+      LLM_CUDA_CHECK(cudaEventRecord(e, stream.get()));
+      return;
+    }
+    queued_events.push_back(e);
+  }
+
+  void flush_copies() {
+    if (queued.n == 0) return;
+    const cuda::SmallCopies c = queued;
+    const std::vector<cudaEvent_t> events = std::move(queued_events);
+    queued = {};
+    queued_events.clear();
+    use_device(device);
+    cuda::small_copies(stream.get(), c);
+    for (cudaEvent_t e : events) LLM_CUDA_CHECK(cudaEventRecord(e, stream.get()));
+  }
 
   ~Context() {
     if (cublas) {
@@ -182,7 +237,7 @@ struct Context {
     const int bits = *static_cast<volatile int*>(err_host.get());
     if (!bits) return;
     *static_cast<int*>(err_host.get()) = 0;
-    LLM_CUDA_CHECK(cudaMemsetAsync(err_flag->data(), 0, sizeof(int), stream.get()));
+    LLM_CUDA_CHECK(cudaMemsetAsync(err_flag->data(), 0, sizeof(int), ordered()));
     std::string what;
     auto add = [&](int bit, const char* text) {
       if (!(bits & bit)) return;
@@ -201,8 +256,8 @@ struct Context {
   // Waits for the stream and reports bad indices seen by kernels.
   void sync_and_check() {
     LLM_CUDA_CHECK(cudaMemcpyAsync(err_host.get(), err_flag->data(), sizeof(int),
-                                   cudaMemcpyDeviceToHost, stream.get()));
-    LLM_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+                                   cudaMemcpyDeviceToHost, ordered()));
+    LLM_CUDA_CHECK(cudaStreamSynchronize(ordered()));
     raise_device_errors();
   }
 };
@@ -230,7 +285,7 @@ class CudaProgram final : public Program {
 
   void run() override {
     use_device(ctx_->device);
-    const cudaStream_t s = ctx_->stream.get();
+    const cudaStream_t s = ctx_->ordered();
     if (ctx_->profile) {
       const std::vector<double> ms = time_launches(s);
       for (size_t i = 0; i < ms.size(); i++) totals_[i] += ms[i];
@@ -259,7 +314,7 @@ class CudaProgram final : public Program {
   // CUPTI, or with graphs off: launches timed one by one between events.
   std::vector<double> run_profiled() override {
     use_device(ctx_->device);
-    const cudaStream_t s = ctx_->stream.get();
+    const cudaStream_t s = ctx_->ordered();
     cuda::KernelTimeline* timeline = ctx_->graphs ? cuda::KernelTimeline::get() : nullptr;
     if (!timeline) return time_launches(s);
     if (kernels_per_launch_.empty()) kernels_per_launch_ = count_kernels(s);
@@ -410,6 +465,9 @@ class CudaBackend final : public Backend {
     const char* pdl = std::getenv("LLM_CUDA_PDL");
     ctx_->pdl = !(pdl && std::strcmp(pdl, "0") == 0) && prop.major >= 9;
     ctx_->attn_cluster_max = cuda::attention_decode_cluster_max(prop.major);
+    // The copy kernel reaches pinned host memory by its host address (unified addressing).
+    const char* batch = std::getenv("LLM_CUDA_SMALL_COPIES");
+    ctx_->batch_copies = prop.unifiedAddressing && !(batch && std::strcmp(batch, "0") == 0);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
@@ -417,8 +475,8 @@ class CudaBackend final : public Backend {
     if (const char* q = std::getenv("LLM_CUDA_QGEMV_MAX_TOKENS"))
       ctx_->qgemv_max_tokens = std::min<int64_t>(cuda::kQGemvMaxTokens, std::max(1, std::atoi(q)));
     ctx_->err_flag = device_alloc(device, sizeof(int), "the kernel error flag");
-    LLM_CUDA_CHECK(cudaMemsetAsync(ctx_->err_flag->data(), 0, sizeof(int), ctx_->stream.get()));
-    LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
+    LLM_CUDA_CHECK(cudaMemsetAsync(ctx_->err_flag->data(), 0, sizeof(int), ctx_->ordered()));
+    LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->ordered()));
   }
 
   ~CudaBackend() override {
@@ -459,9 +517,9 @@ class CudaBackend final : public Backend {
     auto buf = device_alloc(ctx_->device, bytes, what);
     if (bytes) {
       LLM_CUDA_CHECK(
-          cudaMemcpyAsync(buf->data(), data, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
+          cudaMemcpyAsync(buf->data(), data, bytes, cudaMemcpyHostToDevice, ctx_->ordered()));
       // The host memory (a mapped file) may go away once this returns.
-      LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
+      LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->ordered()));
     }
     return buf;
   }
@@ -478,7 +536,7 @@ class CudaBackend final : public Backend {
     auto buf = device_alloc(ctx_->device, cuda::qsplit_bytes(t.dtype, N, K), what);
     {
       auto staging = device_alloc(ctx_->device, t.nbytes, what);
-      const cudaStream_t s = ctx_->stream.get();
+      const cudaStream_t s = ctx_->ordered();
       LLM_CUDA_CHECK(cudaMemcpyAsync(staging->data(), t.data, t.nbytes, cudaMemcpyHostToDevice, s));
       cuda::repack_quant(s, staging->data(), t.dtype, N, K, buf->data());
       // The host memory may go away once this returns; the staging buffer with this scope.
@@ -499,18 +557,19 @@ class CudaBackend final : public Backend {
     if (bytes <= kStageMaxCopy) {
       if (stage_used_ + bytes > kStageBytes) {
         // Earlier copies out of the ring must be done before it is overwritten.
-        LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream.get()));
+        LLM_CUDA_CHECK(cudaStreamSynchronize(ctx_->ordered()));
         stage_used_ = 0;
       }
       uint8_t* p = static_cast<uint8_t*>(stage_.get()) + stage_used_;
       std::memcpy(p, src, bytes);
       stage_used_ += (bytes + 255) / 256 * 256;
-      LLM_CUDA_CHECK(
-          cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
+      if (!ctx_->queue_copy(b.data() + offset, p, bytes))
+        LLM_CUDA_CHECK(
+            cudaMemcpyAsync(b.data() + offset, p, bytes, cudaMemcpyHostToDevice, ctx_->ordered()));
       return;
     }
     LLM_CUDA_CHECK(
-        cudaMemcpyAsync(b.data() + offset, src, bytes, cudaMemcpyHostToDevice, ctx_->stream.get()));
+        cudaMemcpyAsync(b.data() + offset, src, bytes, cudaMemcpyHostToDevice, ctx_->ordered()));
   }
 
   void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) override {
@@ -518,8 +577,8 @@ class CudaBackend final : public Backend {
     use_device(ctx_->device);
     const CudaBuffer& b = cuda_buffer(src, ctx_->device);
     if (bytes)
-      LLM_CUDA_CHECK(cudaMemcpyAsync(dst, b.data() + offset, bytes, cudaMemcpyDeviceToHost,
-                                     ctx_->stream.get()));
+      LLM_CUDA_CHECK(
+          cudaMemcpyAsync(dst, b.data() + offset, bytes, cudaMemcpyDeviceToHost, ctx_->ordered()));
     ctx_->sync_and_check();
   }
 
@@ -529,9 +588,10 @@ class CudaBackend final : public Backend {
     check_range(src, src_offset, bytes, "copy");
     if (!bytes) return;
     use_device(ctx_->device);
-    LLM_CUDA_CHECK(cudaMemcpyAsync(cuda_buffer(dst, ctx_->device).data() + dst_offset,
-                                   cuda_buffer(src, ctx_->device).data() + src_offset, bytes,
-                                   cudaMemcpyDeviceToDevice, ctx_->stream.get()));
+    uint8_t* to = cuda_buffer(dst, ctx_->device).data() + dst_offset;
+    const uint8_t* from = cuda_buffer(src, ctx_->device).data() + src_offset;
+    if (!ctx_->queue_copy(to, from, bytes))
+      LLM_CUDA_CHECK(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice, ctx_->ordered()));
   }
 
   // Small downloads land in a pinned slot with the error flag of that moment and an
@@ -548,16 +608,21 @@ class CudaBackend final : public Backend {
     if (slot.ticket) finish_download(slot.ticket);  // the ring is full: the oldest first
     use_device(ctx_->device);
     uint8_t* host = download_host(ticket);
-    const cudaStream_t s = ctx_->stream.get();
-    if (bytes)
-      LLM_CUDA_CHECK(cudaMemcpyAsync(host + kDownloadHeader,
-                                     cuda_buffer(src, ctx_->device).data() + offset, bytes,
-                                     cudaMemcpyDeviceToHost, s));
-    LLM_CUDA_CHECK(
-        cudaMemcpyAsync(host, ctx_->err_flag->data(), sizeof(int), cudaMemcpyDeviceToHost, s));
+    const uint8_t* from = cuda_buffer(src, ctx_->device).data() + offset;
+    // Queued with the step's input copies where they fit, else through the copy engine.
+    const bool queued = ctx_->queue_copy(host + kDownloadHeader, from, bytes) &&
+                        ctx_->queue_copy(host, ctx_->err_flag->data(), sizeof(int));
+    if (!queued) {
+      const cudaStream_t s = ctx_->ordered();
+      if (bytes)
+        LLM_CUDA_CHECK(
+            cudaMemcpyAsync(host + kDownloadHeader, from, bytes, cudaMemcpyDeviceToHost, s));
+      LLM_CUDA_CHECK(
+          cudaMemcpyAsync(host, ctx_->err_flag->data(), sizeof(int), cudaMemcpyDeviceToHost, s));
+    }
     std::unique_ptr<Event>& done = download_done_[ticket % kDownloadSlots];
     if (!done) done = std::make_unique<Event>(cudaEventDisableTiming);
-    LLM_CUDA_CHECK(cudaEventRecord(done->get(), s));
+    ctx_->record_after_copies(done->get());
     slot = {ticket, dst, bytes};
     return ticket;
   }
@@ -565,6 +630,7 @@ class CudaBackend final : public Backend {
   bool downloads_overlap() const override { return true; }
 
   void finish_download(uint64_t ticket) override {
+    ctx_->flush_copies();  // its event is recorded after the queued copies
     while (finished_ < ticket) {
       const uint64_t t = ++finished_;
       PendingDownload& slot = pending_[t % kDownloadSlots];
@@ -587,7 +653,7 @@ class CudaBackend final : public Backend {
     if (!bytes) return;
     use_device(ctx_->device);
     const CudaBuffer& b = cuda_buffer(dst, ctx_->device);
-    LLM_CUDA_CHECK(cudaMemsetAsync(b.data() + offset, 0, bytes, ctx_->stream.get()));
+    LLM_CUDA_CHECK(cudaMemsetAsync(b.data() + offset, 0, bytes, ctx_->ordered()));
   }
 
   void synchronize() override {
@@ -1478,7 +1544,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     keep.push_back(device_alloc(device, need_counters * sizeof(int), "attention split counters"));
     scratch->counters = reinterpret_cast<int*>(keep.back()->data());
     LLM_CUDA_CHECK(
-        cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->stream.get()));
+        cudaMemsetAsync(scratch->counters, 0, need_counters * sizeof(int), ctx_->ordered()));
   }
   // The last launch of an iteration computes its nodes; launches before it in the same
   // iteration (weight repacking) serve no node of their own.

@@ -17,6 +17,25 @@
 namespace llm {
 namespace cuda {
 
+// ---- copies.cu ---------------------------------------------------------------------------
+
+// One copy of a SmallCopies launch: device or pinned host pointers (mapped: the device
+// reaches them under unified addressing).
+struct SmallCopy {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  uint32_t bytes = 0;
+};
+constexpr int kMaxSmallCopies = 8;
+constexpr uint32_t kSmallCopyMaxBytes = 16u << 10;  // larger copies take the copy engine
+struct SmallCopies {
+  SmallCopy op[kMaxSmallCopies];
+  int n = 0;
+};
+// All of c's copies in one launch; they run side by side, so none may write what
+// another reads or writes.
+void small_copies(cudaStream_t stream, const SmallCopies& c);
+
 // ---- matmul.cu ---------------------------------------------------------------------------
 
 // Most tokens the GEMV path takes; more go through a GEMM.
