@@ -18,23 +18,35 @@
 #define GROUPS (WG / 32)  // key groups for p·V
 layout(local_size_x = WG) in;
 #include "attention_common.glsl"
-// 1: f32 K and V rows 16-byte aligned, read as vec4.
+// 1: f32 K and V rows 16-byte aligned, read as vec4; 2: 16-bit K and V (one dtype)
+// 8-byte aligned, four halves a load.
 layout(constant_id = 5) const int KV_VEC4 = 0;
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
+layout(std430, binding = 1) readonly buffer KC2 { uvec2 kc2[]; };
+layout(std430, binding = 2) readonly buffer VC2 { uvec2 vc2[]; };
 
 shared float qk_part[WG];
 shared float probs[KPC];
 shared int slot_of[KPC];
 shared vec4 group_acc[GROUPS][MAX_D / 4];
 
+// Four halves (f16 or bf16) as floats.
+vec4 halves4(uvec2 u, int dt) {
+  if (dt == DT_F16) return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+  return vec4(uintBitsToFloat(u.x << 16), uintBitsToFloat(u.x & 0xffff0000u),
+              uintBitsToFloat(u.y << 16), uintBitsToFloat(u.y & 0xffff0000u));
+}
+
 vec4 k_at(uint e) {
-  if (KV_VEC4 != 0) return kc4[(p.k_off + e) / 4u];
+  if (KV_VEC4 == 1) return kc4[(p.k_off + e) / 4u];
+  if (KV_VEC4 == 2) return halves4(kc2[(p.k_off * 2u + e) / 4u], KDT);
   return vec4(LOAD_FLOAT(kc, KDT, p.k_off, e), LOAD_FLOAT(kc, KDT, p.k_off, e + 1u),
               LOAD_FLOAT(kc, KDT, p.k_off, e + 2u), LOAD_FLOAT(kc, KDT, p.k_off, e + 3u));
 }
 
 vec4 v_at(uint e) {
-  if (KV_VEC4 != 0) return vc4[(p.v_off + e) / 4u];
+  if (KV_VEC4 == 1) return vc4[(p.v_off + e) / 4u];
+  if (KV_VEC4 == 2) return halves4(vc2[(p.v_off * 2u + e) / 4u], VDT);
   return vec4(LOAD_FLOAT(vc, VDT, p.v_off, e), LOAD_FLOAT(vc, VDT, p.v_off, e + 1u),
               LOAD_FLOAT(vc, VDT, p.v_off, e + 2u), LOAD_FLOAT(vc, VDT, p.v_off, e + 3u));
 }

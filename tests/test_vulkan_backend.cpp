@@ -873,7 +873,10 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
       // attention_decode (heads of up to 128 dims, a multiple of 16) with 16-bit caches,
       // a soft cap and a window; the others above take attention.comp.
       {4, 2, 32, 0, 1.5f, DType::F16, DType::BF16},
-      {4, 1, 128, 5, 0.f, DType::BF16, DType::F16}};
+      {4, 1, 128, 5, 0.f, DType::BF16, DType::F16},
+      // K and V of one 16-bit dtype: four halves a load.
+      {4, 2, 64, 0, 0.f, DType::F16, DType::F16},
+      {4, 1, 128, 3, 1.5f, DType::BF16, DType::BF16}};
   for (const AttentionCase& c : cases) {
     DYNAMIC_SECTION(attention_case_name(c)) {
       const double err = compare_with_cpu(

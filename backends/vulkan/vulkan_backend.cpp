@@ -1567,9 +1567,16 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           return !(e && std::strcmp(e, "0") == 0);
         }();
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
+        // attention_decode reads 16-bit caches four halves a load (8-byte aligned rows).
+        const bool kv_half4 = decode && (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16) &&
+                              in[2].dtype == in[1].dtype && in[1].offset % 8 == 0 &&
+                              in[2].offset % 8 == 0;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, merge_quant ? 1 : 0, kv_vec4 ? 1 : 0});
+             k_vec4 ? 1 : 0, merge_quant ? 1 : 0,
+             kv_vec4    ? 1
+             : kv_half4 ? 2
+                        : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
         if (splits > 1)
