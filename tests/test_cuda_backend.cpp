@@ -435,41 +435,35 @@ TEST_CASE("cuda split-context decode attention matches the cpu", "[cuda][ops]") 
   std::mt19937 rng(7);
   // One token over a long context: few (token, head) blocks, so the context is split
   // over blocks and merged. Pages of 16 and 12 slots (the kernel shifts for powers of two
-  // and divides otherwise), GQA groups of 4 and 1. The splits merge in a thread block
-  // cluster on sm_90 (8 or 16 of them: portable and non-portable sizes) and through
-  // global partials with clusters off (and on older devices).
-  for (const char* cluster : {"8", "16", "0"}) {
-    ScopedEnv env("LLM_CUDA_ATTN_CLUSTER", cluster);
-    for (const int page : {16, 12}) {
-      const int max_pages = 1024 / page + 1, cache_pages = max_pages + 16;
-      std::vector<int32_t> table(cache_pages);
-      std::iota(table.begin(), table.end(), 0);
-      std::shuffle(table.begin(), table.end(), rng);
-      table.resize(max_pages);
-      for (const int heads : {4, 1}) {
-        for (int window : {0, 300}) {
-          for (int32_t position : {5, 200, 700, 1023}) {
-            DYNAMIC_SECTION("cluster " << cluster << " page " << page << " heads " << heads
-                                       << " position " << position << " window " << window) {
-              OpParams p;
-              p.n_heads = heads;
-              p.n_kv_heads = 1;
-              p.head_dim = 128;
-              p.scale = 1.f / std::sqrt(128.f);
-              p.window = window;
-              p.page_size = page;
-              const int64_t rows = int64_t{cache_pages} * page, W = 128, Q = heads * 128;
-              const HostT k = f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f));
-              const HostT v = f32_tensor({rows, W}, uniform(rows * W, rng));
-              const double err =
-                  compare_with_cpu(make_node(Op::Attention, p),
-                                   {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v,
-                                    i32_tensor({1}, {position}), i32_tensor({1}, {0}),
-                                    i32_tensor({1, max_pages}, table)},
-                                   f32_tensor({1, Q}, std::vector<float>(Q, 0.f)));
-              INFO("max rel err " << err);
-              CHECK(err <= 1e-5);
-            }
+  // and divides otherwise), GQA groups of 4 and 1.
+  for (const int page : {16, 12}) {
+    const int max_pages = 1024 / page + 1, cache_pages = max_pages + 16;
+    std::vector<int32_t> table(cache_pages);
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng);
+    table.resize(max_pages);
+    for (const int heads : {4, 1}) {
+      for (int window : {0, 300}) {
+        for (int32_t position : {5, 200, 700, 1023}) {
+          DYNAMIC_SECTION("page " << page << " heads " << heads << " position " << position
+                                  << " window " << window) {
+            OpParams p;
+            p.n_heads = heads;
+            p.n_kv_heads = 1;
+            p.head_dim = 128;
+            p.scale = 1.f / std::sqrt(128.f);
+            p.window = window;
+            p.page_size = page;
+            const int64_t rows = int64_t{cache_pages} * page, W = 128, Q = heads * 128;
+            const HostT k = f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f));
+            const HostT v = f32_tensor({rows, W}, uniform(rows * W, rng));
+            const double err = compare_with_cpu(
+                make_node(Op::Attention, p),
+                {f32_tensor({1, Q}, uniform(Q, rng, -2.f, 2.f)), k, v, i32_tensor({1}, {position}),
+                 i32_tensor({1}, {0}), i32_tensor({1, max_pages}, table)},
+                f32_tensor({1, Q}, std::vector<float>(Q, 0.f)));
+            INFO("max rel err " << err);
+            CHECK(err <= 1e-5);
           }
         }
       }

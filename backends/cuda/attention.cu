@@ -9,8 +9,6 @@
 // and a second kernel merges their partial softmaxes. The split count is fixed when
 // the program is compiled; each block finds its range of keys from the positions at
 // run time, so a replayed graph stays valid as the context grows.
-#include <cooperative_groups.h>
-
 #include <algorithm>
 #include <cstdlib>
 
@@ -246,17 +244,6 @@ __global__ void __launch_bounds__(kThreads) attention_combine_kernel(Params a) {
 constexpr int kDecWarps = 4;
 constexpr int kDecMinChunk = 32;  // fewest keys per split
 constexpr int kDecMaxSplits = 64;
-constexpr int kDecMaxCluster = 16;  // non-portable cluster size of sm_90
-
-// Splits per (token, kv head) merged through distributed shared memory (sm_90 thread
-// block clusters) instead of global partials, a fence and an atomic counter: the
-// merge then costs one cluster barrier and a few remote shared loads. Read when a
-// backend is created: LLM_CUDA_ATTN_CLUSTER (0: off, else the largest cluster, 2-16).
-int dec_cluster_max() {
-  const char* e = std::getenv("LLM_CUDA_ATTN_CLUSTER");
-  const int n = e ? std::atoi(e) : 8;
-  return n < 2 ? 0 : std::min(n, kDecMaxCluster);
-}
 
 // Fewest keys per decode split (LLM_CUDA_ATTN_MIN_CHUNK overrides, for tuning).
 int dec_min_chunk() {
@@ -325,10 +312,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // One block per (token, kv head, split): its G query heads share each K/V row read.
 // Scores are kept in log2 units (q is pre-scaled by scale * log2 e) for exp2f.
-// CL: the splits of a (token, kv head) are one thread block cluster (sm_90) and merge
-// through distributed shared memory; otherwise the last split to finish merges them
-// from global partials.
-template <typename KT, int D, int G, bool CL>
+template <typename KT, int D, int G>
 __global__ void __launch_bounds__(kDecWarps * 32)
     attention_decode_kernel(Params a, int* __restrict__ counters) {
   using L = DecodeLayout<D, G>;
@@ -339,9 +323,6 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   __shared__ float sm_ml[kDecMaxSplits][G][2];
   __shared__ float sm_L[G];
   __shared__ int sm_last;
-  // CL: this split's merged state, read by the other blocks of the cluster.
-  __shared__ __align__(16) float cl_acc[CL ? G : 1][D];
-  __shared__ float cl_ml[CL ? G : 1][2];
   pdl_trigger();  // the o projection after this may start streaming its weights
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int grp = lane / LPK, li = lane % LPK;
@@ -485,10 +466,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     if (lane < NP) sm_w[lane][g] = w;
     if (lane == 0) {
       sm_L[g] = Lsum;
-      if (CL) {
-        cl_ml[g][0] = M_g;
-        cl_ml[g][1] = Lsum;
-      } else if (S > 1) {
+      if (S > 1) {
         const int64_t part = (t * H + static_cast<int64_t>(kh) * G + g) * S + split;
         a.partial_ml[part * 2] = M_g;
         a.partial_ml[part * 2 + 1] = Lsum;
@@ -504,54 +482,10 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
     if (S == 1)
       a.out[row * D + d] = sm_L[g] > 0.f ? A / sm_L[g] : 0.f;
-    else if (CL)
-      cl_acc[g][d] = A;
     else
       a.partial_acc[(row * S + split) * D + d] = A;
   }
   if (S == 1) return;
-  if constexpr (CL) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // The cluster's blocks are the splits (cluster rank = split): each block merges a
-    // share of the G x D outputs from every split's shared memory, and the second
-    // barrier keeps every block's shared memory alive until all have read it.
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    for (int i = split * kDecWarps * 32 + tid; i < G * D; i += S * kDecWarps * 32) {
-      const int g = i / D, d = i % D;
-      float ms[kDecMaxCluster], ls[kDecMaxCluster], as[kDecMaxCluster];
-#pragma unroll
-      for (int sp = 0; sp < kDecMaxCluster; sp++) {
-        if (sp < S) {
-          const float* ml = cluster.map_shared_rank(&cl_ml[g][0], sp);
-          ms[sp] = ml[0];
-          ls[sp] = ml[1];
-          as[sp] = *cluster.map_shared_rank(&cl_acc[g][d], sp);
-        } else {
-          ms[sp] = -INFINITY;
-          ls[sp] = as[sp] = 0.f;
-        }
-      }
-      float M = -INFINITY;
-#pragma unroll
-      for (int sp = 0; sp < kDecMaxCluster; sp++)
-        if (ls[sp] > 0.f) M = fmaxf(M, ms[sp]);
-      float num = 0.f, den = 0.f;
-#pragma unroll
-      for (int sp = 0; sp < kDecMaxCluster; sp++) {
-        const float w = ls[sp] > 0.f ? exp2f(ms[sp] - M) : 0.f;
-        num = fmaf(w, as[sp], num);
-        den = fmaf(w, ls[sp], den);
-      }
-      a.out[(t * H + static_cast<int64_t>(kh) * G + g) * D + d] = den > 0.f ? num / den : 0.f;
-    }
-    cluster.sync();
-#else
-    __trap();  // the host launches clusters on sm_90 only
-#endif
-    return;
-  }
 
   // The last split of this (token, kv head) to finish merges them all.
   __threadfence();
@@ -839,50 +773,31 @@ Params make_params(const AttentionArgs& a) {
 int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
 
 template <typename KT, int D, int G>
-void launch_decode_g(cudaStream_t stream, const Params& p, dim3 grid, int* counters, bool pdl,
-                     bool cluster) {
+void launch_decode_g(cudaStream_t stream, const Params& p, dim3 grid, int* counters, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(kDecWarps * 32);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  if (!cluster) {
-    LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, attention_decode_kernel<KT, D, G, false>, p, counters));
-    return;
-  }
-  auto* kernel = attention_decode_kernel<KT, D, G, true>;
-  if (p.n_splits > 8) {  // beyond the portable cluster size
-    static const bool allowed = [&] {
-      LLM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-      return true;
-    }();
-    (void)allowed;
-  }
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = 1;
-  attr[1].val.clusterDim.y = static_cast<unsigned>(p.n_splits);
-  attr[1].val.clusterDim.z = 1;
-  cfg.numAttrs = 2;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, counters));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, attention_decode_kernel<KT, D, G>, p, counters));
 }
 
 template <typename KT, int D>
-void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters, bool pdl,
-                   bool cluster) {
+void launch_decode(cudaStream_t stream, const Params& p, int G, dim3 grid, int* counters,
+                   bool pdl) {
   switch (G) {
     case 1:
-      return launch_decode_g<KT, D, 1>(stream, p, grid, counters, pdl, cluster);
+      return launch_decode_g<KT, D, 1>(stream, p, grid, counters, pdl);
     case 2:
-      return launch_decode_g<KT, D, 2>(stream, p, grid, counters, pdl, cluster);
+      return launch_decode_g<KT, D, 2>(stream, p, grid, counters, pdl);
     case 4:
-      return launch_decode_g<KT, D, 4>(stream, p, grid, counters, pdl, cluster);
+      return launch_decode_g<KT, D, 4>(stream, p, grid, counters, pdl);
     default:
-      return launch_decode_g<KT, D, 8>(stream, p, grid, counters, pdl, cluster);
+      return launch_decode_g<KT, D, 8>(stream, p, grid, counters, pdl);
   }
 }
 
@@ -895,42 +810,36 @@ bool attention_decode_ok(const AttentionArgs& a) {
          aligned16(a.v_cache) && a.n_splits <= kDecMaxSplits;
 }
 
-int attention_decode_cluster_max(int cc_major) { return cc_major >= 9 ? dec_cluster_max() : 0; }
-
-int attention_decode_splits(int64_t T, int n_kv_heads, int G, int64_t max_context, int n_sms,
-                            int cluster_max) {
+int attention_decode_splits(int64_t T, int n_kv_heads, int G, int64_t max_context, int n_sms) {
   static const int forced = [] {  // LLM_CUDA_ATTN_SPLITS: a fixed count, for tuning
     const char* e = std::getenv("LLM_CUDA_ATTN_SPLITS");
     return e ? std::clamp(std::atoi(e), 1, kDecMaxSplits) : 0;
   }();
-  if (forced) return cluster_max > 0 ? std::min(forced, cluster_max) : forced;
+  if (forced) return forced;
   const int64_t blocks = std::max<int64_t>(1, T * n_kv_heads);
   const int64_t by_ctx = (max_context + dec_min_chunk() - 1) / dec_min_chunk();
   const int64_t by_fill =
       (dec_blocks_per_sm(G) * static_cast<int64_t>(n_sms) + blocks - 1) / blocks;
-  const int64_t most = cluster_max > 0 ? cluster_max : kDecMaxSplits;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, most})));
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({by_ctx, by_fill, kDecMaxSplits})));
 }
 
 void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters) {
   if (a.T <= 0) return;
   if (!attention_decode_ok(a)) fail("cuda attention: the decode kernel does not take this shape");
   const Params p = make_params(a);
-  const bool cluster = a.cluster && p.n_splits > 1;
-  if (cluster && p.n_splits > kDecMaxCluster)
-    fail("cuda attention: %d splits do not fit a cluster", p.n_splits);
-  if (!cluster && p.n_splits > 1 && (!a.partials || !counters))
+  if (p.n_splits > 1 && (!a.partials || !counters))
     fail("cuda attention: %d splits without partials", p.n_splits);
   const dim3 grid(static_cast<unsigned>(a.T * a.n_kv_heads), static_cast<unsigned>(p.n_splits));
   const int G = a.n_heads / a.n_kv_heads;
   dispatch_float(a.cache_type, "attention caches", [&](auto tag) {
     using KT = decltype(tag);
     if (a.head_dim == 64)
-      launch_decode<KT, 64>(stream, p, G, grid, counters, a.pdl, cluster);
+      launch_decode<KT, 64>(stream, p, G, grid, counters, a.pdl);
     else if (a.head_dim == 128)
-      launch_decode<KT, 128>(stream, p, G, grid, counters, a.pdl, cluster);
+      launch_decode<KT, 128>(stream, p, G, grid, counters, a.pdl);
     else
-      launch_decode<KT, 256>(stream, p, G, grid, counters, a.pdl, cluster);
+      launch_decode<KT, 256>(stream, p, G, grid, counters, a.pdl);
   });
   LLM_CUDA_CHECK_LAUNCH("attention_decode_kernel");
 }

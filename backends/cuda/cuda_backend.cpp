@@ -130,9 +130,8 @@ struct Context {
   int n_sms = 0;
   int smem_optin = 0;  // shared memory a block may opt into
   bool graphs = true;
-  bool profile = false;      // LLM_CUDA_PROFILE=1: time each launch (no graphs)
-  bool pdl = true;           // programmatic dependent launch of GEMVs (LLM_CUDA_PDL=0: off)
-  int attn_cluster_max = 0;  // decode attention: splits merged in a cluster (0: none)
+  bool profile = false;  // LLM_CUDA_PROFILE=1: time each launch (no graphs)
+  bool pdl = true;       // programmatic dependent launch of GEMVs (LLM_CUDA_PDL=0: off)
   // Quantized matmuls of up to this many tokens (beyond the GEMV's) take the MMA
   // kernel, more take cuBLAS (LLM_CUDA_QMMA_MAX_TOKENS overrides; 0: cuBLAS only).
   int64_t qmma_max_tokens = cuda::kQMmaMaxTokens;
@@ -464,7 +463,6 @@ class CudaBackend final : public Backend {
     ctx_->graphs = !(env && std::strcmp(env, "0") == 0);
     const char* pdl = std::getenv("LLM_CUDA_PDL");
     ctx_->pdl = !(pdl && std::strcmp(pdl, "0") == 0) && prop.major >= 9;
-    ctx_->attn_cluster_max = cuda::attention_decode_cluster_max(prop.major);
     // The copy kernel reaches pinned host memory by its host address (unified addressing).
     const char* batch = std::getenv("LLM_CUDA_SMALL_COPIES");
     ctx_->batch_copies = prop.unifiedAddressing && !(batch && std::strcmp(batch, "0") == 0);
@@ -496,15 +494,12 @@ class CudaBackend final : public Backend {
       d.total_memory = total_b;
     }
     cudaGetLastError();
-    const std::string clusters =
-        ctx_->attn_cluster_max > 0 ? format_message("up to %d", ctx_->attn_cluster_max) : "off";
-    d.details = format_message(
-        "compute capability %d.%d, %d SMs, CUDA graphs %s, PDL %s, attention clusters %s",
-        cc_major_, cc_minor_, ctx_->n_sms,
-        ctx_->profile  ? "off (LLM_CUDA_PROFILE=1)"
-        : ctx_->graphs ? "on"
-                       : "off (LLM_CUDA_GRAPHS=0)",
-        ctx_->pdl ? "on" : "off", clusters.c_str());
+    d.details = format_message("compute capability %d.%d, %d SMs, CUDA graphs %s, PDL %s",
+                               cc_major_, cc_minor_, ctx_->n_sms,
+                               ctx_->profile  ? "off (LLM_CUDA_PROFILE=1)"
+                               : ctx_->graphs ? "on"
+                                              : "off (LLM_CUDA_GRAPHS=0)",
+                               ctx_->pdl ? "on" : "off");
     return d;
   }
 
@@ -1392,12 +1387,10 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         int64_t ctx = std::min<int64_t>(a.max_pages * a.page_size, a.cache_rows);
         if (a.window > 0) ctx = std::min<int64_t>(ctx, a.window);
         if (a.T <= cuda::kAttnDecodeMaxTokens) {
-          a.n_splits = cuda::attention_decode_splits(a.T, a.n_kv_heads,
-                                                     a.n_heads / std::max(1, a.n_kv_heads), ctx,
-                                                     n_sms, ctx_->attn_cluster_max);
-          a.cluster = ctx_->attn_cluster_max > 0 && a.n_splits > 1;
+          a.n_splits = cuda::attention_decode_splits(
+              a.T, a.n_kv_heads, a.n_heads / std::max(1, a.n_kv_heads), ctx, n_sms);
           if (cuda::attention_decode_ok(a)) {
-            if (a.n_splits > 1 && !a.cluster) {
+            if (a.n_splits > 1) {
               need_partials = std::max(need_partials, cuda::attention_partials_floats(
                                                           a.T, a.n_heads, a.head_dim, a.n_splits));
               need_counters = std::max(need_counters, static_cast<size_t>(a.T * a.n_kv_heads));

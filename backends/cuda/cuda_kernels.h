@@ -277,9 +277,6 @@ struct AttentionArgs {
   // Decode: launched with programmatic serialization (sm_90), so the kernel starts while
   // the one before it (the kv append) runs and reads the older keys meanwhile.
   bool pdl = false;
-  // Decode with n_splits > 1: the splits merge inside a thread block cluster (sm_90;
-  // n_splits <= attention_decode_cluster_max()) instead of through `partials`.
-  bool cluster = false;
 };
 
 constexpr int kAttentionMaxHeadDim = 512;
@@ -296,11 +293,7 @@ void attention(cudaStream_t stream, const AttentionArgs& a);
 // (token, kv head), zero before the first launch, left zero after each). Supported
 // when attention_decode_ok(); n_splits from attention_decode_splits().
 bool attention_decode_ok(const AttentionArgs& a);
-// The most splits a decode cluster takes on a device of compute capability cc_major (0:
-// no clusters), and the split count; cluster_max > 0 caps it for the cluster merge.
-int attention_decode_cluster_max(int cc_major);
-int attention_decode_splits(int64_t T, int n_kv_heads, int G, int64_t max_context, int n_sms,
-                            int cluster_max);
+int attention_decode_splits(int64_t T, int n_kv_heads, int G, int64_t max_context, int n_sms);
 void attention_decode(cudaStream_t stream, const AttentionArgs& a, int* counters);
 
 // Prefill attention: blocks of 16 query rows (tokens x query heads of one kv head)
