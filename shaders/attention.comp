@@ -11,6 +11,7 @@
 // the integer-dot GEMV that reads it (quantize_x.comp's layout).
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define WG 128
 #define MAX_D 1024

@@ -101,18 +101,30 @@ void merge_if_last(uint item) {
   memoryBarrierBuffer();
   if (tid == 0u) counters[item] = 0u;
   const uint D = p.D, stride = D + 2u, base = item * SPLITS * stride;
+  // Every load first, all in flight at once: the partials come from L2 (other
+  // workgroups wrote them), and loads behind a branch on each split's sum went out
+  // one split after another.
+  float ms[SPLITS], ls[SPLITS], av[SPLITS][PER_T];
+  [[unroll]] for (uint s = 0u; s < SPLITS; s++) {
+    ms[s] = part[base + s * stride];
+    ls[s] = part[base + s * stride + 1u];
+    [[unroll]] for (uint i = 0u; i < PER_T; i++)
+      av[s][i] = part[base + s * stride + 2u + min(tid + i * WG, D - 1u)];
+  }
   float M = NEG_INF;
-  for (uint s = 0u; s < SPLITS; s++) M = max(M, part[base + s * stride]);
-  for (uint d = tid; d < D; d += WG) {
-    float num = 0.0, den = 0.0;
-    for (uint s = 0u; s < SPLITS; s++) {
-      const float l = part[base + s * stride + 1u];
-      if (l <= 0.0) continue;  // a split without keys
-      const float w = exp(part[base + s * stride] - M);
-      den += w * l;
-      num += w * part[base + s * stride + 2u + d];
-    }
-    const float o = den > 0.0 ? num / den : 0.0;
+  [[unroll]] for (uint s = 0u; s < SPLITS; s++) M = max(M, ms[s]);
+  float num[PER_T];
+  [[unroll]] for (uint i = 0u; i < PER_T; i++) num[i] = 0.0;
+  float den = 0.0;
+  [[unroll]] for (uint s = 0u; s < SPLITS; s++) {
+    const float w = ls[s] > 0.0 ? exp(ms[s] - M) : 0.0;  // 0: a split without keys
+    den += w * ls[s];
+    [[unroll]] for (uint i = 0u; i < PER_T; i++) num[i] += w * av[s][i];
+  }
+  [[unroll]] for (uint i = 0u; i < PER_T; i++) {
+    const uint d = tid + i * WG;
+    if (d >= D) continue;
+    const float o = den > 0.0 ? num[i] / den : 0.0;
     outv[p.out_off + item * D + d] = o;
     qs[d] = o;
   }

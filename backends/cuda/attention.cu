@@ -244,6 +244,7 @@ __global__ void __launch_bounds__(kThreads) attention_combine_kernel(Params a) {
 constexpr int kDecWarps = 4;
 constexpr int kDecMinChunk = 32;  // fewest keys per split
 constexpr int kDecMaxSplits = 64;
+constexpr int kMergeLoads = 64;  // partial sums a thread of the merge loads at once
 
 // Fewest keys per decode split (LLM_CUDA_ATTN_MIN_CHUNK overrides, for tuning).
 int dec_min_chunk() {
@@ -494,8 +495,28 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   __syncthreads();
   if (!sm_last) return;
   __threadfence();
-  // Every (split, head) statistic in one parallel round of loads (from L2: other
-  // blocks wrote them), then the weights per head.
+  // The merge is a chain of L2 round trips (other blocks wrote the partials), so its
+  // loads go out together: each thread's partial sums (kOuts outputs x up to kPerOut
+  // splits, kMergeLoads values) are loaded here, before the statistics, and stay in
+  // flight across the barriers. More splits or outputs than that: read per output
+  // below, 8 splits at a time.
+  constexpr int kOuts = (G * D + kDecWarps * 32 - 1) / (kDecWarps * 32);
+  constexpr int kPerOut = kOuts <= 4 ? kMergeLoads / kOuts : 1;
+  const bool in_flight = kOuts <= 4 && S <= kPerOut;
+  float pv[kOuts <= 4 ? kOuts : 1][kPerOut];
+  if (in_flight) {
+#pragma unroll
+    for (int k = 0; k < (kOuts <= 4 ? kOuts : 1); k++) {
+      const int i = tid + k * kDecWarps * 32;
+      const int g = i < G * D ? i / D : 0, d = i % D;
+      const float* pa = a.partial_acc + (t * H + static_cast<int64_t>(kh) * G + g) * S * D + d;
+#pragma unroll
+      for (int sp = 0; sp < kPerOut; sp++)
+        pv[k][sp] = i < G * D && sp < S ? __ldcg(pa + sp * D) : 0.f;
+    }
+  }
+  // Every (split, head) statistic in one parallel round of loads, then the weights
+  // per head.
   for (int i = tid; i < S * G; i += kDecWarps * 32) {
     const int sp = i / G, g = i % G;
     const float* ml = a.partial_ml + ((t * H + static_cast<int64_t>(kh) * G + g) * S + sp) * 2;
@@ -526,15 +547,28 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     }
   }
   __syncthreads();
-  for (int i = tid; i < G * D; i += kDecWarps * 32) {
-    const int g = i / D, d = i % D;
-    const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
-    const float* pa = a.partial_acc + row * S * D + d;
-    float v = 0.f;
+  if (in_flight) {
+#pragma unroll
+    for (int k = 0; k < (kOuts <= 4 ? kOuts : 1); k++) {
+      const int i = tid + k * kDecWarps * 32;
+      if (i >= G * D) break;
+      const int g = i / D, d = i % D;
+      float v = 0.f;
+#pragma unroll
+      for (int sp = 0; sp < kPerOut; sp++) v = fmaf(pv[k][sp], sp < S ? sm_w[sp][g] : 0.f, v);
+      a.out[(t * H + static_cast<int64_t>(kh) * G + g) * D + d] = v;
+    }
+  } else {
+    for (int i = tid; i < G * D; i += kDecWarps * 32) {
+      const int g = i / D, d = i % D;
+      const int64_t row = t * H + static_cast<int64_t>(kh) * G + g;
+      const float* pa = a.partial_acc + row * S * D + d;
+      float v = 0.f;
 #pragma unroll 8
-    for (int sp = 0; sp < S; sp++)
-      v = fmaf(__ldcg(pa + static_cast<int64_t>(sp) * D), sm_w[sp][g], v);
-    a.out[row * D + d] = v;
+      for (int sp = 0; sp < S; sp++)
+        v = fmaf(__ldcg(pa + static_cast<int64_t>(sp) * D), sm_w[sp][g], v);
+      a.out[row * D + d] = v;
+    }
   }
   if (tid == 0) counters[blockIdx.x] = 0;
 }
