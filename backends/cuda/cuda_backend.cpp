@@ -848,6 +848,29 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   };
   int* err = reinterpret_cast<int*>(ctx_->err_flag->data());
 
+  // Whether `a`, read by node `reader`, is complete whenever the next launch starts, so
+  // that launch may read it before its programmatic-launch wait. The next launch starts
+  // when the one before it triggers: the GEMVs trigger after their own wait (everything
+  // before them is then complete), other kernels may trigger at their start, so a run
+  // of them just before lets the next launch start that much earlier.
+  auto written_before_previous_starts = [&](const Arg& a, size_t reader) {
+    const Region r = region_of(a);
+    int writer = -1;  // the last node before `reader` whose output overlaps `a`
+    for (size_t n = reader; n-- > 0;)
+      if (region_of(outs[n]).overlaps(r)) {
+        writer = static_cast<int>(n);
+        break;
+      }
+    if (writer < 0) return true;  // written before the program runs
+    int64_t last = -1;            // the writer's iteration's last launch (or a later one)
+    for (size_t k = 0; k < launches.size(); k++)
+      if (launch_iter[k] <= static_cast<size_t>(writer)) last = static_cast<int64_t>(k);
+    if (last < 0) return true;
+    int64_t complete = static_cast<int64_t>(launches.size()) - 2;  // before the last GEMV
+    while (complete >= 0 && kernels[complete + 1].rfind("qgemv_", 0) != 0) complete--;
+    return last <= complete;
+  };
+
   // A quantized matrix as the kernels read it: in place when upload_weight stored it,
   // else (raw GGUF blocks in an ordinary buffer) repacked into a buffer of this program
   // at the start of every run, so later uploads to the raw buffer are seen.
@@ -1065,6 +1088,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // Weights repacked by a launch of this program are written just before: no early
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
+      if (qa.residual && qa.pdl)
+        qa.residual_early = written_before_previous_starts(ins[e][res_k], e);
       emit(
           label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms, smem_optin); }, kernel);
       return static_cast<int64_t>(use_epi ? e_last : m1);

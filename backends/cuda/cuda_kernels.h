@@ -236,6 +236,9 @@ struct QGemvArgs {
   // Residual: out2 = residual + y (one segment). SiluPair: out2 = silu(y0) * y1.
   QEpilogue epilogue = QEpilogue::None;
   const float* residual = nullptr;
+  // The residual was complete before the launch ahead of this one could start, so the
+  // kernel may read it before its programmatic-launch wait.
+  bool residual_early = false;
   float* out2 = nullptr;
   // RopeKv: every field of RopeKvArgs but q, k, v (the products) and heads_apart.
   RopeKvArgs rope;

@@ -59,6 +59,7 @@ struct Params {
   float* norm_out;
   int epilogue;
   const float* residual;
+  bool residual_early;  // the residual may be read before the wait (see QGemvArgs)
   float* out2;
   // RopeKv: a task is a rotated pair of q or k (or two consecutive rows of v).
   int head_dim, rot_half, neox;
@@ -240,50 +241,97 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     have2 = have && j2 < p.n_tasks;
     if (have2) load(j2, it2, nxt);
   }
+  // ---- Prologue: x (optionally RMS-normalized) as 16-bit integers per block of 32.
+  // A thread rounds 4 elements of each of kPre * kThreads / 8 blocks a round, float4
+  // index tid + u * kThreads of the round: the same the sum of squares reads, so the
+  // first round's x is loaded once for both, and the norm weights of the first round
+  // (constants) go out before the wait.
+  constexpr int kPre = 2;
+  const int q = tid & 7;            // 8 threads per block of 32, 4 elements each
+  const int A = kQ4 ? nb * 16 : K;  // bytes per plane array
+  float4 ww0[kPre];
+#pragma unroll
+  for (int u = 0; u < kPre; u++) {
+    const int b = u * (kThreads / 8) + (tid >> 3), e = b * kBlock + q * 4;
+    ww0[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (p.norm_w && b < nb)
+      ww0[u] = make_float4(
+          load_any(p.norm_w, p.norm_type, e), load_any(p.norm_w, p.norm_type, e + 1),
+          load_any(p.norm_w, p.norm_type, e + 2), load_any(p.norm_w, p.norm_type, e + 3));
+  }
+  // The epilogue of the warp's first task (lane t: token t) reads what the kernels
+  // before this one did not write: the rope's angles come from the step's positions
+  // and the constant frequencies, and the residual where the host found it written
+  // before the previous launch started (residual_early). Both are fetched before the
+  // wait, off the end of the chain.
+  const int task0 = blockIdx.x * slots + slot;
+  float res0[kRows], sin0 = 0.f, cos0 = 1.f;
+#pragma unroll
+  for (int r = 0; r < kRows; r++) res0[r] = 0.f;
+  if (lane < T && task0 < p.n_tasks) {
+    if (p.epilogue == static_cast<int>(QEpilogue::Residual) && p.residual_early) {
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        int seg, n;
+        row_of(task0, r, seg, n);
+        if (seg >= 0) res0[r] = p.residual[static_cast<size_t>(lane) * p.N[0] + n];
+      }
+    } else if (rope) {
+      int seg, n;
+      row_of(task0, 0, seg, n);
+      const int i = seg >= 0 ? (task0 - p.row0[seg] / 2) % (p.head_dim >> 1) : 0;
+      if (seg >= 0 && seg < 2 && i < p.rot_half)
+        sincosf(static_cast<float>(p.positions[lane]) * p.inv_freq[i], &sin0, &cos0);
+    }
+  }
   pdl_wait();
   pdl_trigger();
 
-  // ---- Prologue: x (optionally RMS-normalized) as 16-bit integers per block of 32.
-  float inv[TMAX];
 #pragma unroll
-  for (int t = 0; t < TMAX; t++) inv[t] = 1.f;
-  if (p.norm_w) {
+  for (int t = 0; t < TMAX; t++) {
+    if (t >= T) break;
+    const float4* xr = reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K);
+    float4 xv0[kPre];
 #pragma unroll
-    for (int t = 0; t < TMAX; t++) {
-      if (t < T) {
-        const float4* xr = reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K);
-        float ss = 0.f;
-#pragma unroll 4
-        for (int i = tid; i < K / 4; i += kThreads) {
-          const float4 v = __ldg(xr + i);
-          ss = fmaf(v.x, v.x, ss);
-          ss = fmaf(v.y, v.y, ss);
-          ss = fmaf(v.z, v.z, ss);
-          ss = fmaf(v.w, v.w, ss);
-        }
-        ss = block_sum(ss, red);
-        inv[t] = 1.f / sqrtf(ss / static_cast<float>(K) + p.eps);
-      }
+    for (int u = 0; u < kPre; u++) {
+      const int i = u * kThreads + tid;
+      xv0[u] = i < K / 4 ? __ldg(xr + i) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-  }
-  {
-    const int q = tid & 7;            // 8 threads per block of 32, 4 elements each
-    const int A = kQ4 ? nb * 16 : K;  // bytes per plane array
+    float inv = 1.f;
+    if (p.norm_w) {
+      float ss = 0.f;
 #pragma unroll
-    for (int t = 0; t < TMAX; t++) {
-      if (t >= T) break;
+      for (int u = 0; u < kPre; u++) {
+        const float4 v = xv0[u];
+        ss = fmaf(v.x, v.x, ss);
+        ss = fmaf(v.y, v.y, ss);
+        ss = fmaf(v.z, v.z, ss);
+        ss = fmaf(v.w, v.w, ss);
+      }
+#pragma unroll 4
+      for (int i = kPre * kThreads + tid; i < K / 4; i += kThreads) {
+        const float4 v = __ldg(xr + i);
+        ss = fmaf(v.x, v.x, ss);
+        ss = fmaf(v.y, v.y, ss);
+        ss = fmaf(v.z, v.z, ss);
+        ss = fmaf(v.w, v.w, ss);
+      }
+      ss = block_sum(ss, red);
+      inv = 1.f / sqrtf(ss / static_cast<float>(K) + p.eps);
+    }
+    {
       uint8_t* planes = smem + static_cast<size_t>(t) * 2 * K;
       // Trip count uniform over the block: every lane takes part in the shuffles. The
       // loads of kPre rounds of blocks go out together: fewer round trips to L2.
-      constexpr int kPre = 2;
       for (int b0 = 0; b0 < nb; b0 += kPre * (kThreads / 8)) {
         float4 vv[kPre], ww[kPre];
 #pragma unroll
         for (int u = 0; u < kPre; u++) {
           const int b = b0 + u * (kThreads / 8) + (tid >> 3);
           const int e = b * kBlock + q * 4;
-          vv[u] = ww[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (b < nb) {
+          vv[u] = xv0[u];
+          ww[u] = ww0[u];
+          if (b0 > 0 && b < nb) {
             vv[u] = __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e));
             if (p.norm_w)
               ww[u] = make_float4(
@@ -299,10 +347,10 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           float4 v = vv[u];
           if (p.norm_w && live) {
             // As the RmsNorm kernel: (x * inv) * w.
-            v.x = (v.x * inv[t]) * ww[u].x;
-            v.y = (v.y * inv[t]) * ww[u].y;
-            v.z = (v.z * inv[t]) * ww[u].z;
-            v.w = (v.w * inv[t]) * ww[u].w;
+            v.x = (v.x * inv) * ww[u].x;
+            v.y = (v.y * inv) * ww[u].y;
+            v.z = (v.z * inv) * ww[u].z;
+            v.w = (v.w * inv) * ww[u].w;
             if (p.norm_out && blockIdx.x == 0)
               *reinterpret_cast<float4*>(p.norm_out + static_cast<size_t>(t) * K + e) = v;
           }
@@ -349,7 +397,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   for (int r = 0; r < kRows; r++)
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
-  const int A = kQ4 ? nb * 16 : K;
 
   // Tasks in rounds uniform over the block (the split sums meet at a barrier).
   __shared__ float part[2][kWarps][kRows][TMAX];
@@ -478,7 +525,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           const size_t at = static_cast<size_t>(t) * p.N[s] + n[r];
           if (p.y[s]) p.y[s][at] = val[r];
           if (p.epilogue == static_cast<int>(QEpilogue::Residual))
-            p.out2[at] = p.residual[at] + val[r];
+            p.out2[at] = (task == task0 && p.residual_early ? res0[r] : p.residual[at]) + val[r];
         }
         if (p.epilogue == static_cast<int>(QEpilogue::SiluPair) && seg[0] >= 0)
           p.out2[static_cast<size_t>(t) * p.N[0] + n[0]] = silu(val[0]) * val[1];
@@ -488,8 +535,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           float y0 = val[0], y1 = val[1];
           const int i = (task - p.row0[s] / 2) % (p.head_dim >> 1);
           if (s < 2 && i < p.rot_half) {
-            float sn, cs;
-            sincosf(static_cast<float>(p.positions[t]) * p.inv_freq[i], &sn, &cs);
+            float sn = sin0, cs = cos0;
+            if (task != task0)
+              sincosf(static_cast<float>(p.positions[t]) * p.inv_freq[i], &sn, &cs);
             y0 = val[0] * cs - val[1] * sn;
             y1 = val[1] * cs + val[0] * sn;
           }
@@ -665,6 +713,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   p.norm_out = a.norm_out;
   p.epilogue = static_cast<int>(a.epilogue);
   p.residual = a.residual;
+  p.residual_early = a.residual_early;
   p.out2 = a.out2;
   // One wave: a block per multiprocessor, fewer when there is less work. When
   // the tasks (row pairs) would not occupy half the warps of that wave and K is long,
