@@ -371,9 +371,10 @@ void kv_append(cudaStream_t stream, const float* src, const int32_t* slots, int6
 
 // ---- sampling.cu: logits ops -------------------------------------------------------------
 
-// One token per row of x [R, N] with params [R, 2] (semantics in Op::Sample).
+// One token per row of x [R, N] with params [R, 2] (semantics in Op::Sample). pdl: may
+// start before the launch ahead of it ends (it waits before reading x).
 void sample_rows(cudaStream_t stream, const float* x, const float* params, int64_t R, int64_t N,
-                 int32_t* out);
+                 int32_t* out, bool pdl = false);
 
 }  // namespace cuda
 }  // namespace llm
