@@ -1517,10 +1517,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::Sample: {
         const Arg x = in[0], params = in[1];
-        const bool pdl = ctx_->pdl;
         emit(label, [=](cudaStream_t s) {
           cuda::sample_rows(s, x.f32(), params.f32(), x.shape.rows(), x.shape.row_len(),
-                            out.i32_mut(), pdl);
+                            out.i32_mut());
         });
         break;
       }

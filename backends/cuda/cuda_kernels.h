@@ -371,10 +371,9 @@ void kv_append(cudaStream_t stream, const float* src, const int32_t* slots, int6
 
 // ---- sampling.cu: logits ops -------------------------------------------------------------
 
-// One token per row of x [R, N] with params [R, 2] (semantics in Op::Sample). pdl: may
-// start before the launch ahead of it ends (it waits before reading x).
+// One token per row of x [R, N] with params [R, 2] (semantics in Op::Sample).
 void sample_rows(cudaStream_t stream, const float* x, const float* params, int64_t R, int64_t N,
-                 int32_t* out, bool pdl = false);
+                 int32_t* out);
 
 }  // namespace cuda
 }  // namespace llm

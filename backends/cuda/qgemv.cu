@@ -207,12 +207,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // take iterations sub, sub + ksplit, ... and add their sums in shared memory.
   const int KS = p.ksplit, slots = kWarps / KS, slot = warp / KS, sub = warp % KS;
   const int tstride = gridDim.x * slots;
-  // Round r's tasks go to the blocks in turn (task r * tstride + slot * gridDim.x +
-  // block), so a last partial round spreads over every multiprocessor instead of
-  // giving the first blocks a whole round more than the others (llama-1b on the H200:
-  // gate/up's 8,192 row pairs took a third round on 78 of 132 multiprocessors, the
-  // head's 16,000 a sixth on 7).
-  const int task0 = slot * static_cast<int>(gridDim.x) + blockIdx.x;
   // A warp's (task, iteration) pairs in order; it ends up at n_tasks.
   auto advance = [&](int& jj, int& ii) {
     ii += KS;
@@ -224,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // Two batches of weights in flight before anything waits: they do not depend on the
   // kernels before this one, so with programmatic dependent launch they stream while
   // those finish, and in any case during the prologue.
-  int j = task0, it = sub;
+  int j = blockIdx.x * slots + slot, it = sub;
   if (sub >= n_it) j = p.n_tasks;  // a warp with no iteration: only adds zeros
   bool have = j < p.n_tasks;
   Batch cur, nxt;
@@ -270,6 +264,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // and the constant frequencies, and the residual where the host found it written
   // before the previous launch started (residual_early). Both are fetched before the
   // wait, off the end of the chain.
+  const int task0 = blockIdx.x * slots + slot;
   float res0[kRows], sin0 = 0.f, cos0 = 1.f;
 #pragma unroll
   for (int r = 0; r < kRows; r++) res0[r] = 0.f;
@@ -406,8 +401,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // Tasks in rounds uniform over the block (the split sums meet at a barrier).
   __shared__ float part[2][kWarps][kRows][TMAX];
   int buf = 0;
-  for (int base = 0; base < p.n_tasks; base += tstride, buf ^= 1) {
-    const int task = base + task0;
+  for (int base = blockIdx.x * slots; base < p.n_tasks; base += tstride, buf ^= 1) {
+    const int task = base + slot;
     while (have && j == task) {
       if constexpr (kStages > 0) {
         cp_async_wait<kStages - 2>();

@@ -75,29 +75,15 @@ __global__ void __launch_bounds__(kSampleThreads)
     sample_kernel(const float* __restrict__ x, const float* __restrict__ params, int N,
                   int32_t* __restrict__ out) {
   const float* row = x + static_cast<int64_t>(blockIdx.x) * N;
-  pdl_wait();  // the logits come from the launch before
   Best b{-INFINITY, -1};
   if constexpr (kVec) {
-    // kBatch loads per thread in flight at once (a vocabulary of 32,000 is one batch).
-    constexpr int kBatch = 8;
     const float4* row4 = reinterpret_cast<const float4*>(row);
-    const int n4 = N / 4;
-    for (int k0 = threadIdx.x; k0 < n4; k0 += kBatch * kSampleThreads) {
-      float4 v[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; u++) {
-        const int k = k0 + u * kSampleThreads;
-        v[u] = k < n4 ? __ldg(row4 + k) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; u++) {
-        const int k = k0 + u * kSampleThreads;
-        if (k >= n4) break;
-        take(b, v[u].x, 4 * k);
-        take(b, v[u].y, 4 * k + 1);
-        take(b, v[u].z, 4 * k + 2);
-        take(b, v[u].w, 4 * k + 3);
-      }
+    for (int k = threadIdx.x; k < N / 4; k += kSampleThreads) {
+      const float4 v = __ldg(row4 + k);
+      take(b, v.x, 4 * k);
+      take(b, v.y, 4 * k + 1);
+      take(b, v.z, 4 * k + 2);
+      take(b, v.w, 4 * k + 3);
     }
   } else {
     for (int k = threadIdx.x; k < N; k += kSampleThreads) take(b, __ldg(row + k), k);
@@ -159,23 +145,14 @@ __global__ void __launch_bounds__(kSampleThreads)
 }  // namespace
 
 void sample_rows(cudaStream_t stream, const float* x, const float* params, int64_t R, int64_t N,
-                 int32_t* out, bool pdl) {
+                 int32_t* out) {
   if (R <= 0) return;
   if (N <= 0 || N > (int64_t{1} << 30)) fail("cuda sample: rows of %lld values", (long long)N);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(R));
-  cfg.blockDim = dim3(kSampleThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  const int n = static_cast<int>(N);
+  const unsigned grid = static_cast<unsigned>(R);
   if (N % 4 == 0 && aligned16(x))
-    LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel<true>, x, params, n, out));
+    sample_kernel<true><<<grid, kSampleThreads, 0, stream>>>(x, params, static_cast<int>(N), out);
   else
-    LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel<false>, x, params, n, out));
+    sample_kernel<false><<<grid, kSampleThreads, 0, stream>>>(x, params, static_cast<int>(N), out);
   LLM_CUDA_CHECK_LAUNCH("sample_kernel");
 }
 
