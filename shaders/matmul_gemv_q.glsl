@@ -171,9 +171,49 @@ shared float act_s[32];    // QOUT: the round's activations
 #define QUANTIZE_PLANES_ONLY 1
 #include "quantize_block.glsl"
 
+// The norm weight's elements e0 .. e0 + 31 (4 at a time from k).
+vec4 norm_weight4(uint e0, uint k) {
+  if (NWDT == DT_F32) return norm_w4[p.nw_off / 4u + e0 / 4u + k];
+  const uvec2 h = norm_h4[(p.nw_off * 2u + e0) / 4u + k];
+  return NWDT == DT_F16 ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
+                               f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
+                        : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
+                               bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+}
+
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
+  if (p.T == 1u && nb <= uint(WG)) {
+    // One token, a block of 32 per thread: x and the weights are loaded once, together,
+    // for the sum of squares and the rounding (one round trip instead of two).
+    const bool has = tid < nb;
+    vec4 v[8], w[8];
+    float ss = 0.0;
+    for (uint k = 0u; k < 8u; k++) {
+      v[k] = has ? x4[p.x_off / 4u + tid * 8u + k] : vec4(0.0);
+      w[k] = has ? norm_weight4(tid * 32u, k) : vec4(0.0);
+      ss += dot(v[k], v[k]);
+    }
+    ss = subgroupAdd(ss);
+    if (subgroupElect()) red[gl_SubgroupID] = ss;
+    barrier();
+    float sum = 0.0;
+    for (uint k = 0u; k < gl_NumSubgroups; k++) sum += red[k];
+    const float inv = 1.0 / sqrt(sum / float(p.K) + p.eps);
+    if (has) {
+      for (uint k = 0u; k < 8u; k++) v[k] = v[k] * inv * w[k];
+      uvec4 h0, h1, l0, l1;
+      uvec2 meta;
+      quantize_planes(v, h0, h1, l0, l1, meta);
+      sx[0][tid] = h0;
+      sx[1][tid] = h1;
+      sx[2][tid] = l0;
+      sx[3][tid] = l1;
+      sxm[tid] = meta;
+    }
+    return;
+  }
   for (uint t = 0u; t < p.T; t++) {
     const uint row = (p.x_off + t * p.K) / 4u;
     float ss = 0.0;
@@ -196,19 +236,7 @@ void norm_into_shared(uint nb) {
     const uint xb = (p.x_off + t * p.K + e0) / 4u;
     const float inv = norm_inv[t];
     vec4 v[8];
-    for (uint k = 0u; k < 8u; k++) {
-      vec4 w;
-      if (NWDT == DT_F32) {
-        w = norm_w4[p.nw_off / 4u + e0 / 4u + k];
-      } else {
-        const uvec2 h = norm_h4[(p.nw_off * 2u + e0) / 4u + k];
-        w = NWDT == DT_F16 ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
-                                  f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
-                           : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
-                                  bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
-      }
-      v[k] = x4[xb + k] * inv * w;
-    }
+    for (uint k = 0u; k < 8u; k++) v[k] = x4[xb + k] * inv * norm_weight4(e0, k);
     uvec4 h0, h1, l0, l1;
     uvec2 meta;
     quantize_planes(v, h0, h1, l0, l1, meta);
