@@ -75,7 +75,7 @@ layout(constant_id = 9) const int PERSIST = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
-// its result into shared memory: one dispatch less.
+// its result into shared memory: one dispatch less. 2: one token of at most WG blocks.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
 #endif
@@ -184,9 +184,10 @@ vec4 norm_weight4(uint e0, uint k) {
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
-  if (p.T == 1u && nb <= uint(WG)) {
-    // One token, a block of 32 per thread: x and the weights are loaded once, together,
-    // for the sum of squares and the rounding (one round trip instead of two).
+  if (NORM == 2) {
+    // One token, a block of 32 per thread (the host checks): x and the weights are
+    // loaded once, together, for the sum of squares and the rounding (one round trip
+    // instead of two, at the cost of registers).
     const bool has = tid < nb;
     vec4 v[8], w[8];
     float ss = 0.0;

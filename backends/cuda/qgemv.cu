@@ -246,10 +246,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // index tid + u * kThreads of the round: the same the sum of squares reads, so the
   // first round's x is loaded once for both, and the norm weights of the first round
   // (constants) go out before the wait.
-  // Rounds of kPre * kThreads / 8 blocks: 3 with the staged ring (the weights wait in
-  // shared memory: rows of up to 9,216 in one round trip to L2, llama-1b's down
-  // projection among them; 4 would spill), else 2.
-  constexpr int kPre = kStages > 0 ? 3 : 2;
+  // Rounds of kPre * kThreads / 8 blocks (3 with the staged ring, rows of up to 9,216
+  // in one trip to L2, made every GEMV slower on the H200: 1b 1,784 -> 1,747 tok/s).
+  constexpr int kPre = 2;
   const int q = tid & 7;            // 8 threads per block of 32, 4 elements each
   const int A = kQ4 ? nb * 16 : K;  // bytes per plane array
   float4 ww0[kPre];
