@@ -75,7 +75,7 @@ layout(constant_id = 9) const int PERSIST = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
-// its result into shared memory: one dispatch less. 2: one token of at most WG blocks.
+// its result into shared memory: one dispatch less.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
 #endif
@@ -184,37 +184,6 @@ vec4 norm_weight4(uint e0, uint k) {
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
-  if (NORM == 2) {
-    // One token, a block of 32 per thread (the host checks): x and the weights are
-    // loaded once, together, for the sum of squares and the rounding (one round trip
-    // instead of two, at the cost of registers).
-    const bool has = tid < nb;
-    vec4 v[8], w[8];
-    float ss = 0.0;
-    for (uint k = 0u; k < 8u; k++) {
-      v[k] = has ? x4[p.x_off / 4u + tid * 8u + k] : vec4(0.0);
-      w[k] = has ? norm_weight4(tid * 32u, k) : vec4(0.0);
-      ss += dot(v[k], v[k]);
-    }
-    ss = subgroupAdd(ss);
-    if (subgroupElect()) red[gl_SubgroupID] = ss;
-    barrier();
-    float sum = 0.0;
-    for (uint k = 0u; k < gl_NumSubgroups; k++) sum += red[k];
-    const float inv = 1.0 / sqrt(sum / float(p.K) + p.eps);
-    if (has) {
-      for (uint k = 0u; k < 8u; k++) v[k] = v[k] * inv * w[k];
-      uvec4 h0, h1, l0, l1;
-      uvec2 meta;
-      quantize_planes(v, h0, h1, l0, l1, meta);
-      sx[0][tid] = h0;
-      sx[1][tid] = h1;
-      sx[2][tid] = l0;
-      sx[3][tid] = l1;
-      sxm[tid] = meta;
-    }
-    return;
-  }
   for (uint t = 0u; t < p.T; t++) {
     const uint row = (p.x_off + t * p.K) / 4u;
     float ss = 0.0;

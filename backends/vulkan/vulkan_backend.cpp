@@ -1323,14 +1323,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
           gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
-          // NORM 2: one token with a block of 32 per thread (x and the weight loaded
-          // once); LLM_VULKAN_NORM_ONE_PASS=0 keeps the two passes (for measuring).
-          static const bool one_pass_on = [] {
-            const char* e = std::getenv("LLM_VULKAN_NORM_ONE_PASS");
-            return !(e && std::strcmp(e, "0") == 0);
-          }();
-          const bool one_pass = one_pass_on && T == 1 && K / 32 <= kGemvQThreadsShared;
-          gemv_spec.push_back(norm_in ? (one_pass ? 2 : 1) : 0);  // NORM
+          gemv_spec.push_back(norm_in ? 1 : 0);                                    // NORM
           gemv_spec.push_back(norm_in ? dt_code(nodes[norm_it->second].inputs[1].dtype) : 0);
           gemv_spec.push_back(qout ? 1 : 0);  // QOUT
           use(rope_kv           ? "matmul_gemv_qdot_rope"
