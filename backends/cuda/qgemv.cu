@@ -59,9 +59,7 @@ struct Params {
   float* norm_out;
   int epilogue;
   const float* residual;
-  bool residual_early;
-  bool spread;  // the last partial round spread over the blocks  // the residual may be read before
-                // the wait (see QGemvArgs)
+  bool residual_early;  // the residual may be read before the wait (see QGemvArgs)
   float* out2;
   // RopeKv: a task is a rotated pair of q or k (or two consecutive rows of v).
   int head_dim, rot_half, neox;
@@ -209,28 +207,18 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // take iterations sub, sub + ksplit, ... and add their sums in shared memory.
   const int KS = p.ksplit, slots = kWarps / KS, slot = warp / KS, sub = warp % KS;
   const int tstride = gridDim.x * slots;
-  // Round r takes tasks r * tstride + (block * slots + slot): neighbouring rows on one
-  // multiprocessor. spread: a last, partial round after full ones goes to the blocks in
-  // turn (+ slot * blocks + block) instead of filling the first blocks.
-  const int blocked = blockIdx.x * slots + slot;
-  const int last_base = (p.n_tasks - 1) / tstride * tstride;
-  const bool spread_last = p.spread && last_base > 0;
-  const int spread_idx = slot * static_cast<int>(gridDim.x) + blockIdx.x;
-  auto task_in = [&](int round_base) {
-    return round_base + (spread_last && round_base == last_base ? spread_idx : blocked);
-  };
-  // A warp's (task, iteration) pairs in order; it ends up at n_tasks or past it.
+  // A warp's (task, iteration) pairs in order; it ends up at n_tasks.
   auto advance = [&](int& jj, int& ii) {
     ii += KS;
     if (ii >= n_it) {
       ii = sub;
-      jj = task_in((jj / tstride + 1) * tstride);
+      jj += tstride;
     }
   };
   // Two batches of weights in flight before anything waits: they do not depend on the
   // kernels before this one, so with programmatic dependent launch they stream while
   // those finish, and in any case during the prologue.
-  int j = blocked, it = sub;
+  int j = blockIdx.x * slots + slot, it = sub;
   if (sub >= n_it) j = p.n_tasks;  // a warp with no iteration: only adds zeros
   bool have = j < p.n_tasks;
   Batch cur, nxt;
@@ -278,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // and the constant frequencies, and the residual where the host found it written
   // before the previous launch started (residual_early). Both are fetched before the
   // wait, off the end of the chain.
-  const int task0 = blocked;
+  const int task0 = blockIdx.x * slots + slot;
   float res0[kRows], sin0 = 0.f, cos0 = 1.f;
 #pragma unroll
   for (int r = 0; r < kRows; r++) res0[r] = 0.f;
@@ -415,8 +403,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   // Tasks in rounds uniform over the block (the split sums meet at a barrier).
   __shared__ float part[2][kWarps][kRows][TMAX];
   int buf = 0;
-  for (int base = 0; base < p.n_tasks; base += tstride, buf ^= 1) {
-    const int task = task_in(base);
+  for (int base = blockIdx.x * slots; base < p.n_tasks; base += tstride, buf ^= 1) {
+    const int task = base + slot;
     while (have && j == task) {
       if constexpr (kStages > 0) {
         cp_async_wait<kStages - 2>();
@@ -632,15 +620,6 @@ bool qgemv_staged_allowed() {
   return v;
 }
 
-// LLM_CUDA_QGEMV_SPREAD=1 spreads a last partial round of tasks over the blocks.
-bool qgemv_spread() {
-  static const bool v = [] {
-    const char* e = std::getenv("LLM_CUDA_QGEMV_SPREAD");
-    return e && std::atoi(e) == 1;
-  }();
-  return v;
-}
-
 // LLM_CUDA_QGEMV_KSPLIT=1|2|4|8 fixes the warps per task (for measuring); 0 or unset
 // chooses by shape.
 int qgemv_ksplit_override() {
@@ -737,7 +716,6 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   p.epilogue = static_cast<int>(a.epilogue);
   p.residual = a.residual;
   p.residual_early = a.residual_early;
-  p.spread = qgemv_spread();
   p.out2 = a.out2;
   // One wave: a block per multiprocessor, fewer when there is less work. When
   // the tasks (row pairs) would not occupy half the warps of that wave and K is long,

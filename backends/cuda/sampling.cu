@@ -77,26 +77,13 @@ __global__ void __launch_bounds__(kSampleThreads)
   const float* row = x + static_cast<int64_t>(blockIdx.x) * N;
   Best b{-INFINITY, -1};
   if constexpr (kVec) {
-    // kBatch loads per thread in flight at once (a vocabulary of 32,768 is one batch).
-    constexpr int kBatch = 8;
     const float4* row4 = reinterpret_cast<const float4*>(row);
-    const int n4 = N / 4;
-    for (int k0 = threadIdx.x; k0 < n4; k0 += kBatch * kSampleThreads) {
-      float4 v[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; u++) {
-        const int k = k0 + u * kSampleThreads;
-        v[u] = k < n4 ? __ldg(row4 + k) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; u++) {
-        const int k = k0 + u * kSampleThreads;
-        if (k >= n4) break;
-        take(b, v[u].x, 4 * k);
-        take(b, v[u].y, 4 * k + 1);
-        take(b, v[u].z, 4 * k + 2);
-        take(b, v[u].w, 4 * k + 3);
-      }
+    for (int k = threadIdx.x; k < N / 4; k += kSampleThreads) {
+      const float4 v = __ldg(row4 + k);
+      take(b, v.x, 4 * k);
+      take(b, v.y, 4 * k + 1);
+      take(b, v.z, 4 * k + 2);
+      take(b, v.w, 4 * k + 3);
     }
   } else {
     for (int k = threadIdx.x; k < N; k += kSampleThreads) take(b, __ldg(row + k), k);
