@@ -30,13 +30,6 @@ shared float probs[KPC];
 shared int slot_of[KPC];
 shared vec4 group_acc[GROUPS][MAX_D / 4];
 
-// Four halves (f16 or bf16) as floats.
-vec4 halves4(uvec2 u, int dt) {
-  if (dt == DT_F16) return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-  return vec4(uintBitsToFloat(u.x << 16), uintBitsToFloat(u.x & 0xffff0000u),
-              uintBitsToFloat(u.y << 16), uintBitsToFloat(u.y & 0xffff0000u));
-}
-
 vec4 k_at(uint e) {
   if (KV_VEC4 == 1) return kc4[(p.k_off + e) / 4u];
   if (KV_VEC4 == 2) return halves4(kc2[(p.k_off * 2u + e) / 4u], KDT);

@@ -18,7 +18,8 @@
 layout(local_size_x = WG) in;
 layout(constant_id = 0) const int KDT = DT_F32;
 layout(constant_id = 1) const int VDT = DT_F32;
-// 1: f32 K and V rows 16-byte aligned with D % 4 == 0, read as vec4.
+// 1: f32 K and V rows 16-byte aligned with D % 4 == 0, read as vec4; 2: 16-bit K and V
+// (one dtype) 8-byte aligned, four halves a load.
 layout(constant_id = 2) const int KV_VEC4 = 0;
 // Keys per chunk: 32, or 16 where shared memory is under 44 KiB.
 layout(constant_id = 3) const uint BKEY = 32;
@@ -27,6 +28,8 @@ layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
 layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
 layout(std430, binding = 2) readonly buffer VC { uint vc[]; };
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
+layout(std430, binding = 1) readonly buffer KC2 { uvec2 kc2[]; };
+layout(std430, binding = 2) readonly buffer VC2 { uvec2 vc2[]; };
 layout(std430, binding = 3) readonly buffer Pos { int positions[]; };
 layout(std430, binding = 4) readonly buffer Seq { int seq_ids[]; };
 layout(std430, binding = 5) readonly buffer Table { int table[]; };
@@ -111,9 +114,12 @@ void main() {
           const int page = table[p.table_off + uint(s) * p.max_pages + j / p.page_size];
           if (page >= 0 && uint(page) < n_pages) {
             const uint at = (uint(page) * p.page_size + j % p.page_size) * kv_row + kv_off + d;
-            if (KV_VEC4 != 0) {
+            if (KV_VEC4 == 1) {
               kv = kc4[(p.k_off + at) / 4u];
               vv = vc4[(p.v_off + at) / 4u];
+            } else if (KV_VEC4 == 2) {
+              kv = halves4(kc2[(p.k_off * 2u + at) / 4u], KDT);
+              vv = halves4(vc2[(p.v_off * 2u + at) / 4u], VDT);
             } else {
               for (uint e = 0u; e < 4u; e++) {
                 kv[e] = d + e < D ? LOAD_FLOAT(kc, KDT, p.k_off, at + e) : 0.0;

@@ -32,6 +32,13 @@ float f16_bits_to_f32(uint h) {
 
 float bf16_bits_to_f32(uint h) { return uintBitsToFloat(h << 16); }
 
+// Four halves (f16 or bf16 by dt, loaded as one uvec2) as floats.
+vec4 halves4(uvec2 u, int dt) {
+  if (dt == DT_F16) return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+  return vec4(uintBitsToFloat(u.x << 16), uintBitsToFloat(u.x & 0xffff0000u),
+              uintBitsToFloat(u.y << 16), uintBitsToFloat(u.y & 0xffff0000u));
+}
+
 // f32 -> f16 bits, round to nearest even (llm::f32_to_f16).
 uint f32_to_f16_bits(float f) {
   const uint x = floatBitsToUint(f);

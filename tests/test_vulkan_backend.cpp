@@ -921,6 +921,7 @@ TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[v
   };
   const Case cases[] = {{{8, 2, 64, 0, 0.f, DType::F32, DType::F32}, true, &table},
                         {{4, 4, 128, 0, 1.5f, DType::F16, DType::F16}, true, &table},
+                        {{4, 2, 64, 0, 0.f, DType::BF16, DType::BF16}, true, &table},
                         {{6, 3, 20, 0, 0.f, DType::BF16, DType::F32}, true, &table},
                         {{4, 1, 100, 0, 0.f, DType::F32, DType::F32}, true, &table},
                         {{4, 2, 64, 9, 0.f, DType::F32, DType::F32}, false, &table},

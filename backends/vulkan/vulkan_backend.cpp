@@ -1509,13 +1509,17 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool k_vec4 =
             in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
         const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
+        // 16-bit caches of one dtype, 8-byte aligned rows: four halves a load.
+        const bool kv_half4 = (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16) &&
+                              in[2].dtype == in[1].dtype && p.head_dim % 4 == 0 &&
+                              in[1].offset % 8 == 0 && in[2].offset % 8 == 0;
+        const int32_t kv_load = kv_vec4 ? 1 : kv_half4 ? 2 : 0;
         if (tiled) {
           x.bindings.push_back(unused);  // binding 8, the splits' partials: none
           // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
           const int32_t bkey =
               ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
-          use("attention_tiled",
-              {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_vec4 ? 1 : 0, bkey});
+          use("attention_tiled", {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_load, bkey});
           x.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
           grid(x, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
           break;
@@ -1567,16 +1571,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           return !(e && std::strcmp(e, "0") == 0);
         }();
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
-        // attention_decode reads 16-bit caches four halves a load (8-byte aligned rows).
-        const bool kv_half4 = decode && (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16) &&
-                              in[2].dtype == in[1].dtype && in[1].offset % 8 == 0 &&
-                              in[2].offset % 8 == 0;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, merge_quant ? 1 : 0,
-             kv_vec4    ? 1
-             : kv_half4 ? 2
-                        : 0});
+             k_vec4 ? 1 : 0, merge_quant ? 1 : 0, decode ? kv_load : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
         if (splits > 1)
