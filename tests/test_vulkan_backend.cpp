@@ -102,6 +102,27 @@ std::vector<Backend*> gemv_backends() {
   return out;
 }
 
+// Checks run(gpu, true, &dispatches) of each GEMV backend against the CPU's
+// run(cpu, false, nullptr): within 1e-4 with integer dots (x rounded to 16 bits per
+// block), 1e-5 without, or within tol(gpu) when given; then check(gpu, dispatches).
+template <class Run, class Check, class Tol>
+void check_gemv_backends(Run run, Check check, Tol tol) {
+  auto cpu = make_cpu_backend(1);
+  const std::vector<float> want = run(*cpu, false, nullptr);
+  for (Backend* gpu : gemv_backends()) {
+    INFO(gpu->info().details);
+    std::vector<Program::Dispatch> ds;
+    const std::vector<float> got = run(*gpu, true, &ds);
+    CHECK(max_rel_error(got, want) <= tol(*gpu));
+    check(*gpu, ds);
+  }
+}
+template <class Run, class Check>
+void check_gemv_backends(Run run, Check check) {
+  check_gemv_backends(run, check,
+                      [](const Backend& gpu) { return has_int_dot_gemv(gpu) ? 1e-4 : 1e-5; });
+}
+
 // The dispatches' kernels without the quantize_x ones before integer-dot GEMVs.
 std::vector<Program::Dispatch> without_quantize(std::vector<Program::Dispatch> ds) {
   ds.erase(std::remove_if(
@@ -445,23 +466,20 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
     if (ds) *ds = prog->dispatches();
     return download_f32(be, {yr, sr});
   };
-  auto cpu = make_cpu_backend(1);
-  const std::vector<float> want = run(*cpu, to_bytes(w.values), DType::F32, false, nullptr);
-  for (Backend* gpu : gemv_backends()) {
-    INFO(gpu->info().details);
-    std::vector<Program::Dispatch> ds;
-    const std::vector<float> got = run(*gpu, w.blocks, DType::Q4_0, true, &ds);
-    // Integer dots round x to 16 bits per block (their bound is tested above).
-    CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
-    if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-      // Integer dots: x is quantized by a dispatch of its own first.
-      CHECK(ds.size() == (has_int_dot_gemv(*gpu) ? 2u : 1u));
-      ds = without_quantize(ds);
-      REQUIRE(ds.size() == 1);
-      CHECK(ds[0].kernel.find("+add") != std::string::npos);
-      CHECK(ds[0].nodes == std::vector<int>{0, 1});
-    }
-  }
+  // The CPU takes the float matrix, the GPUs its q4 blocks through upload_weight.
+  auto run_either = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+    return quant ? run(be, w.blocks, DType::Q4_0, true, ds)
+                 : run(be, to_bytes(w.values), DType::F32, false, ds);
+  };
+  check_gemv_backends(run_either, [](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+    if (gpu.info().details.find("subgroup ops") == std::string::npos) return;
+    // Integer dots: x is quantized by a dispatch of its own first.
+    CHECK(ds.size() == (has_int_dot_gemv(gpu) ? 2u : 1u));
+    ds = without_quantize(ds);
+    REQUIRE(ds.size() == 1);
+    CHECK(ds[0].kernel.find("+add") != std::string::npos);
+    CHECK(ds[0].nodes == std::vector<int>{0, 1});
+  });
 }
 
 TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down reads it",
@@ -500,35 +518,28 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
           if (ds) *ds = prog->dispatches();
           return download_f32(be, {gr, ur, ar, dr});
         };
-        auto cpu = make_cpu_backend(1);
-        const std::vector<float> want = run(*cpu, false, nullptr);
-        for (Backend* gpu : gemv_backends()) {
-          INFO(gpu->info().details);
-          std::vector<Program::Dispatch> ds;
-          const std::vector<float> got = run(*gpu, true, &ds);
-          CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
-          if (gpu->info().details.find("subgroup ops") != std::string::npos) {
-            // Integer dots: a quantize_x before each GEMV; the second copies the activation.
-            // With x in shared memory and one token, gate/up round the activation for down
-            // themselves, which copies it to its place.
-            const bool rounds_act =
-                T == 1 && gpu->info().details.find("x in shared memory") != std::string::npos;
-            if (has_int_dot_gemv(*gpu) && rounds_act) {
-              REQUIRE(ds.size() == 3);
-              CHECK(ds[0].kernel.find("quantize_x") == 0);
-              CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
-            } else if (has_int_dot_gemv(*gpu)) {
-              REQUIRE(ds.size() == 4);
-              CHECK(ds[2].kernel.find("quantize_x") == 0);
-              CHECK(ds[2].kernel.find("+copy") != std::string::npos);
-            }
-            ds = without_quantize(ds);
-            REQUIRE(ds.size() == 2);
-            CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
-            CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
-            CHECK(ds[1].nodes == std::vector<int>{3});
+        check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+          const std::string& details = gpu.info().details;
+          if (details.find("subgroup ops") == std::string::npos) return;
+          // Integer dots: a quantize_x before each GEMV; the second copies the activation.
+          // With x in shared memory and one token, gate/up round the activation for down
+          // themselves, which copies it to its place.
+          const bool rounds_act = T == 1 && details.find("x in shared memory") != std::string::npos;
+          if (has_int_dot_gemv(gpu) && rounds_act) {
+            REQUIRE(ds.size() == 3);
+            CHECK(ds[0].kernel.find("quantize_x") == 0);
+            CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
+          } else if (has_int_dot_gemv(gpu)) {
+            REQUIRE(ds.size() == 4);
+            CHECK(ds[2].kernel.find("quantize_x") == 0);
+            CHECK(ds[2].kernel.find("+copy") != std::string::npos);
           }
-        }
+          ds = without_quantize(ds);
+          REQUIRE(ds.size() == 2);
+          CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
+          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+          CHECK(ds[1].nodes == std::vector<int>{3});
+        });
       }
     }
 }
@@ -580,14 +591,8 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
               if (ds) *ds = prog->dispatches();
               return download_f32(be, results);
             };
-            auto cpu = make_cpu_backend(1);
-            const std::vector<float> want = run(*cpu, false, nullptr);
-            for (Backend* gpu : gemv_backends()) {
-              INFO(gpu->info().details);
-              std::vector<Program::Dispatch> ds;
-              const std::vector<float> got = run(*gpu, true, &ds);
-              CHECK(max_rel_error(got, want) <= (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5));
-              if (gpu->info().details.find("x in shared memory") != std::string::npos) {
+            check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+              if (gpu.info().details.find("x in shared memory") != std::string::npos) {
                 // x in shared memory: each workgroup of the GEMV takes the norm itself, unless
                 // another node reads the norm's output.
                 if (reader) {
@@ -602,18 +607,18 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
                   std::iota(want_nodes.begin(), want_nodes.end(), 0);
                   CHECK(ds[0].nodes == want_nodes);
                 }
-              } else if (gpu->info().details.find("subgroup ops") != std::string::npos && !reader) {
+              } else if (gpu.info().details.find("subgroup ops") != std::string::npos && !reader) {
                 // Integer dots: the norm rounds its output for the GEMV (no quantize_x).
                 REQUIRE(ds.size() == 2);
                 CHECK(ds[0].kernel ==
-                      std::string(has_int_dot_gemv(*gpu) ? "rms_norm +quantize" : "rms_norm"));
+                      std::string(has_int_dot_gemv(gpu) ? "rms_norm +quantize" : "rms_norm"));
                 CHECK(ds[1].kernel.find(segs == 3 ? "[96 + 32 + 32 x 128]" : "[96 + 32 x 128]") !=
                       std::string::npos);
                 std::vector<int> want_nodes(segs);
                 std::iota(want_nodes.begin(), want_nodes.end(), 1);
                 CHECK(ds[1].nodes == want_nodes);
               }
-            }
+            });
           }
         }
 }
@@ -703,23 +708,20 @@ TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEM
           }
           return got;
         };
-        auto cpu = make_cpu_backend(1);
-        const std::vector<float> want = run(*cpu, false, nullptr);
-        for (Backend* gpu : gemv_backends()) {
-          INFO(gpu->info().details);
-          std::vector<Program::Dispatch> ds;
-          const std::vector<float> got = run(*gpu, true, &ds);
-          // The caches round to 16 bits in two of the cases.
-          const double tol = c.cache == DType::F32 ? (has_int_dot_gemv(*gpu) ? 1e-4 : 1e-5) : 1e-2;
-          CHECK(max_rel_error(got, want) <= tol);
-          // With x in shared memory the ropes and appends join the GEMV.
-          if (gpu->info().details.find("x in shared memory") != std::string::npos) {
-            ds = without_quantize(ds);
-            REQUIRE(ds.size() == 1);
-            CHECK(ds[0].kernel.find("+rope +kv_append") != std::string::npos);
-            CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
-          }
-        }
+        check_gemv_backends(
+            run,
+            [](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+              // With x in shared memory the ropes and appends join the GEMV.
+              if (gpu.info().details.find("x in shared memory") == std::string::npos) return;
+              ds = without_quantize(ds);
+              REQUIRE(ds.size() == 1);
+              CHECK(ds[0].kernel.find("+rope +kv_append") != std::string::npos);
+              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
+            },
+            // The caches round to 16 bits in two of the cases.
+            [&](const Backend& gpu) {
+              return c.cache == DType::F32 ? (has_int_dot_gemv(gpu) ? 1e-4 : 1e-5) : 1e-2;
+            });
       }
     }
 }
