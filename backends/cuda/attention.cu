@@ -501,12 +501,13 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   // flight across the barriers. More splits or outputs than that: read per output
   // below, 8 splits at a time.
   constexpr int kOuts = (G * D + kDecWarps * 32 - 1) / (kDecWarps * 32);
+  constexpr int kHeld = kOuts <= 4 ? kOuts : 1;  // outputs whose partials are held
   constexpr int kPerOut = kOuts <= 4 ? kMergeLoads / kOuts : 1;
   const bool in_flight = kOuts <= 4 && S <= kPerOut;
-  float pv[kOuts <= 4 ? kOuts : 1][kPerOut];
+  float pv[kHeld][kPerOut];
   if (in_flight) {
 #pragma unroll
-    for (int k = 0; k < (kOuts <= 4 ? kOuts : 1); k++) {
+    for (int k = 0; k < kHeld; k++) {
       const int i = tid + k * kDecWarps * 32;
       const int g = i < G * D ? i / D : 0, d = i % D;
       const float* pa = a.partial_acc + (t * H + static_cast<int64_t>(kh) * G + g) * S * D + d;
@@ -549,7 +550,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   __syncthreads();
   if (in_flight) {
 #pragma unroll
-    for (int k = 0; k < (kOuts <= 4 ? kOuts : 1); k++) {
+    for (int k = 0; k < kHeld; k++) {
       const int i = tid + k * kDecWarps * 32;
       if (i >= G * D) break;
       const int g = i / D, d = i % D;

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kCopyThreads) small_copies_kernel(SmallCopies 
 void small_copies(cudaStream_t stream, const SmallCopies& c) {
   if (c.n <= 0) return;
   uint32_t most = 0;
-  for (int k = 0; k < c.n; k++) most = most > c.op[k].bytes ? most : c.op[k].bytes;
+  for (int k = 0; k < c.n; k++) most = std::max(most, c.op[k].bytes);
   const uint32_t blocks = std::max(1u, (most / 4 + kCopyThreads - 1) / kCopyThreads);
   small_copies_kernel<<<blocks, kCopyThreads, 0, stream>>>(c);
   LLM_CUDA_CHECK_LAUNCH("small_copies_kernel");

@@ -199,12 +199,11 @@ struct Context {
   void flush_copies() {
     if (queued.n == 0) return;
     const cuda::SmallCopies c = queued;
-    const std::vector<cudaEvent_t> events = std::move(queued_events);
-    queued = {};
-    queued_events.clear();
+    queued.n = 0;
     use_device(device);
     cuda::small_copies(stream.get(), c);
-    for (cudaEvent_t e : events) LLM_CUDA_CHECK(cudaEventRecord(e, stream.get()));
+    for (cudaEvent_t e : queued_events) LLM_CUDA_CHECK(cudaEventRecord(e, stream.get()));
+    queued_events.clear();  // keeps its capacity: no allocation per step
   }
 
   ~Context() {
@@ -838,36 +837,37 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   // iteration that emitted it (an iteration covers its node and those it fused).
   std::vector<std::string> kernels;
   std::vector<size_t> launch_iter, iter_starts;
+  // Launches whose kernel lets the next one start only after its own programmatic-launch
+  // wait (the GEMVs): everything before them is then complete.
+  std::vector<bool> triggers_after_wait;
   size_t iter_first = 0;
   launches.reserve(n_nodes);
-  auto emit = [&](std::string label, Launch l, std::string kernel = "") {
+  auto emit = [&](std::string label, Launch l, std::string kernel = "", bool late_trigger = false) {
     kernels.push_back(kernel.empty() ? label : std::move(kernel));
     labels.push_back(std::move(label));
     launches.push_back(std::move(l));
     launch_iter.push_back(iter_first);
+    triggers_after_wait.push_back(late_trigger);
   };
   int* err = reinterpret_cast<int*>(ctx_->err_flag->data());
 
   // Whether `a`, read by node `reader`, is complete whenever the next launch starts, so
   // that launch may read it before its programmatic-launch wait. The next launch starts
-  // when the one before it triggers: the GEMVs trigger after their own wait (everything
-  // before them is then complete), other kernels may trigger at their start, so a run
-  // of them just before lets the next launch start that much earlier.
+  // when the one before it triggers; a launch that triggers after its own wait has
+  // everything before it complete, others may trigger at their start, so a run of them
+  // just before lets the next launch start that much earlier.
   auto written_before_previous_starts = [&](const Arg& a, size_t reader) {
     const Region r = region_of(a);
-    int writer = -1;  // the last node before `reader` whose output overlaps `a`
-    for (size_t n = reader; n-- > 0;)
-      if (region_of(outs[n]).overlaps(r)) {
-        writer = static_cast<int>(n);
-        break;
-      }
-    if (writer < 0) return true;  // written before the program runs
-    int64_t last = -1;            // the writer's iteration's last launch (or a later one)
-    for (size_t k = 0; k < launches.size(); k++)
-      if (launch_iter[k] <= static_cast<size_t>(writer)) last = static_cast<int64_t>(k);
+    size_t n = reader;
+    while (n > 0 && !region_of(outs[n - 1]).overlaps(r)) n--;
+    if (n == 0) return true;      // written before the program runs
+    const size_t writer = n - 1;  // the last node before `reader` whose output overlaps `a`
+    // The writer's iteration's last launch (launch_iter rises with the launches).
+    const auto after = std::upper_bound(launch_iter.begin(), launch_iter.end(), writer);
+    const int64_t last = (after - launch_iter.begin()) - 1;
     if (last < 0) return true;
-    int64_t complete = static_cast<int64_t>(launches.size()) - 2;  // before the last GEMV
-    while (complete >= 0 && kernels[complete + 1].rfind("qgemv_", 0) != 0) complete--;
+    int64_t complete = static_cast<int64_t>(launches.size()) - 2;  // before the last late trigger
+    while (complete >= 0 && !triggers_after_wait[complete + 1]) complete--;
     return last <= complete;
   };
 
@@ -1091,7 +1091,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       if (qa.residual && qa.pdl)
         qa.residual_early = written_before_previous_starts(ins[e][res_k], e);
       emit(
-          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms, smem_optin); }, kernel);
+          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms, smem_optin); }, kernel,
+          /*late_trigger=*/true);
       return static_cast<int64_t>(use_epi ? e_last : m1);
     }
     return -1;
