@@ -139,6 +139,9 @@ struct Context {
   // TOKENS overrides, up to kQGemvMaxTokens): beyond a few tokens its 16-bit dot
   // products cost more than the MMA kernel's tensor cores.
   int64_t qgemv_max_tokens = 4;
+  // A single row's Sample runs in the GEMV of its logits (LLM_CUDA_FUSE_SAMPLE=0: a
+  // launch of its own).
+  bool fuse_sample = true;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded
@@ -465,6 +468,8 @@ class CudaBackend final : public Backend {
     // The copy kernel reaches pinned host memory by its host address (unified addressing).
     const char* batch = std::getenv("LLM_CUDA_SMALL_COPIES");
     ctx_->batch_copies = prop.unifiedAddressing && !(batch && std::strcmp(batch, "0") == 0);
+    const char* fuse_sample = std::getenv("LLM_CUDA_FUSE_SAMPLE");
+    ctx_->fuse_sample = !(fuse_sample && std::strcmp(fuse_sample, "0") == 0);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
@@ -767,6 +772,7 @@ struct Scratch {
   __half* x16 = nullptr;      // activations as f16 (tensor-core path)
   float* partials = nullptr;  // split attention
   int* counters = nullptr;    // decode attention: splits finished per (token, kv head)
+  void* sample = nullptr;     // the GEMV's Sample epilogue (zeroed once)
 };
 
 // Most f16 elements of one dequantized weight chunk (32 MiB: mostly still in L2 when the
@@ -830,6 +836,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
 
   auto scratch = std::make_shared<Scratch>();
   size_t need_gemm = 0, need_w16 = 0, need_x16 = 0, need_partials = 0, need_counters = 0;
+  bool need_sample = false;
   std::vector<std::shared_ptr<CudaBuffer>> keep;
   std::vector<Launch> launches;
   std::vector<std::string> labels;
@@ -989,6 +996,10 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           res_k = 1 - k;
         }
       }
+    } else if (ids && op_at(e) == Op::Sample && ctx_->fuse_sample && m1 == m0 &&
+               in_id(e, 0) == out_id(m0) && outs[m0].shape.rows() == 1 &&
+               outs[e].shape.numel() == 1) {
+      epi = cuda::QEpilogue::Sample;
     }
     // q, k and v, then their rope and cache appends (the rope_kv launch's nodes).
     cuda::RopeKvArgs rope;
@@ -1024,6 +1035,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       } else if (use_epi) {
         writes.push_back(region_of(outs[e]));
         if (epi == cuda::QEpilogue::Residual) reads.push_back(region_of(ins[e][res_k]));
+        if (epi == cuda::QEpilogue::Sample) reads.push_back(region_of(ins[e][1]));
       }
       // The normalized x is written only for readers after this launch (so no output of
       // the launch can share its memory).
@@ -1068,11 +1080,19 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         label += " +rms_norm";
         kernel += "+rms_norm";
       }
+      const bool samples = use_epi && epi == cuda::QEpilogue::Sample;
       if (use_epi && epi == cuda::QEpilogue::RopeKv) {
         qa.epilogue = epi;
         qa.rope = rope;
         label += " +rope+kv_append";
         kernel += "+rope+kv";
+      } else if (samples) {
+        qa.epilogue = epi;
+        qa.sample_params = ins[e][1].f32();
+        qa.sample_out = outs[e].i32_mut();
+        need_sample = true;
+        label += " +sample";
+        kernel += "+sample";
       } else if (use_epi) {
         qa.epilogue = epi;
         qa.out2 = outs[e].f32_mut();
@@ -1090,9 +1110,16 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
       if (qa.residual && qa.pdl)
         qa.residual_early = written_before_previous_starts(ins[e][res_k], e);
+      // The Sample epilogue's scratch is allocated once the program's launches are known.
       emit(
-          label, [=](cudaStream_t s) { cuda::qgemv(s, qa, n_sms, smem_optin); }, kernel,
-          /*late_trigger=*/true);
+          label,
+          [=](cudaStream_t s) {
+            if (!samples) return cuda::qgemv(s, qa, n_sms, smem_optin);
+            cuda::QGemvArgs a = qa;
+            a.sample_scratch = scratch->sample;
+            cuda::qgemv(s, a, n_sms, smem_optin);
+          },
+          kernel, /*late_trigger=*/true);
       return static_cast<int64_t>(use_epi ? e_last : m1);
     }
     return -1;
@@ -1558,6 +1585,12 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   if (need_partials) {
     keep.push_back(device_alloc(device, need_partials * 4, "split attention / GEMM partials"));
     scratch->partials = reinterpret_cast<float*>(keep.back()->data());
+  }
+  if (need_sample) {
+    const size_t bytes = cuda::qgemv_sample_scratch_bytes(n_sms);
+    keep.push_back(device_alloc(device, bytes, "the sampling GEMV's scratch"));
+    scratch->sample = keep.back()->data();
+    LLM_CUDA_CHECK(cudaMemsetAsync(scratch->sample, 0, bytes, ctx_->ordered()));
   }
   if (need_counters) {
     keep.push_back(device_alloc(device, need_counters * sizeof(int), "attention split counters"));

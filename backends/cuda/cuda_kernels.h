@@ -221,7 +221,8 @@ struct QGemvSeg {
 };
 // RopeKv: the three segments are q, k and v of one attention layer; the epilogue
 // rotates q and k as `rope_kv` does and stores k and v in the caches (see RopeKvArgs).
-enum class QEpilogue { None, Residual, SiluPair, RopeKv };
+// Sample: Op::Sample of the one row of logits (one token, one segment, y written).
+enum class QEpilogue { None, Residual, SiluPair, RopeKv, Sample };
 struct QGemvArgs {
   const float* x = nullptr;  // [T, K]
   int64_t T = 0, K = 0;
@@ -242,12 +243,19 @@ struct QGemvArgs {
   float* out2 = nullptr;
   // RopeKv: every field of RopeKvArgs but q, k, v (the products) and heads_apart.
   RopeKvArgs rope;
+  // Sample: params [1, 2] (temperature, u), the id out, and device scratch of
+  // qgemv_sample_scratch_bytes(n_sms) bytes, zeroed before the first launch (the kernel
+  // leaves it zeroed).
+  const float* sample_params = nullptr;
+  int32_t* sample_out = nullptr;
+  void* sample_scratch = nullptr;
   // Programmatic dependent launch: the kernel may start before the previous one in the
   // stream ends and stream its weights meanwhile (they must not be written by it).
   bool pdl = false;
 };
 // Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
 size_t qgemv_smem_bytes(int64_t T, int64_t K);
+size_t qgemv_sample_scratch_bytes(int n_sms);
 constexpr size_t kQGemvMaxSmem = 96 * 1024;
 // Raises the kernels' shared memory limit on the current device (outside stream capture).
 // smem_optin: the device's cudaDeviceProp::sharedMemPerBlockOptin (single tokens take

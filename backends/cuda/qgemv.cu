@@ -21,6 +21,7 @@
 
 #include "backends/cuda/cuda_device.cuh"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/sampling.cuh"
 
 namespace llm {
 namespace cuda {
@@ -73,6 +74,12 @@ struct Params {
   int cache_type;
   int64_t cache_rows;
   int* err;
+  // Sample (one token, one segment): each block's best logit, and the count of blocks
+  // done (the last one resets it), then the drawn id.
+  const float* sample_params;
+  SampleBest* sample_partials;
+  unsigned* sample_counter;
+  int32_t* sample_out;
 };
 
 __device__ __forceinline__ uint4 lds16(const uint8_t* p) {
@@ -87,7 +94,8 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
 // kStages > 0 (single tokens): the weights stream through a ring of kStages batches per
 // warp in shared memory (cp.async) instead of two in registers, so more bytes are in
 // flight per multiprocessor than registers could hold. The ring starts at stage_off.
-template <bool kQ4, int TMAX, int kStages>
+// kSample (one token, one segment): Op::Sample of the row of logits computed, after it.
+template <bool kQ4, int TMAX, int kStages, bool kSample = false>
 __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float red[32];
@@ -400,6 +408,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[r][t] = 0.f;
 
+  // Sample: lane 0's best of its warp's rows (rising indices: take keeps the first).
+  SampleBest best{-INFINITY, -1};
+
   // Tasks in rounds uniform over the block (the split sums meet at a barrier).
   __shared__ float part[2][kWarps][kRows][TMAX];
   int buf = 0;
@@ -526,6 +537,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           val[r] = sum[r][t] + (p.bias[s] ? load_any(p.bias[s], p.bias_type[s], n[r]) : 0.f);
           const size_t at = static_cast<size_t>(t) * p.N[s] + n[r];
           if (p.y[s]) p.y[s][at] = val[r];
+          if constexpr (kSample) sample_take(best, val[r], n[r]);
           if (p.epilogue == static_cast<int>(QEpilogue::Residual))
             p.out2[at] = (task == task0 && p.residual_early ? res0[r] : p.residual[at]) + val[r];
         }
@@ -566,6 +578,47 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       }
     }
   }
+  if constexpr (kSample) {
+    // Each block's best goes out, and the last block to finish merges them all and
+    // draws (its loads of the logits go through L2, where the other blocks wrote them).
+    __shared__ SampleBest warp_best[kWarps];
+    __shared__ double warp_sums[kWarps];
+    __shared__ SampleBest all_best;
+    __shared__ int last, picked;
+    if (lane == 0) warp_best[warp] = best;
+    __threadfence();  // this block's logits before its count
+    __syncthreads();
+    if (warp == 0) {
+      SampleBest b = lane < kWarps ? warp_best[lane] : SampleBest{-INFINITY, -1};
+      b = sample_warp_best(b);
+      if (lane == 0) {
+        __stcg(reinterpret_cast<int2*>(p.sample_partials + blockIdx.x),
+               make_int2(__float_as_int(b.v), b.i));
+        __threadfence();
+        last = atomicAdd(p.sample_counter, 1u) == gridDim.x - 1;
+      }
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (warp == 0) {
+      SampleBest b{-INFINITY, -1};
+      for (int i = lane; i < static_cast<int>(gridDim.x); i += 32) {
+        const int2 v = __ldcg(reinterpret_cast<const int2*>(p.sample_partials + i));
+        b = sample_better(b, SampleBest{__int_as_float(v.x), v.y});
+      }
+      b = sample_warp_best(b);
+      if (lane == 0) {
+        all_best = b;
+        picked = b.i < 0 ? 0 : b.i;
+        *p.sample_counter = 0;  // for the next launch
+      }
+    }
+    __syncthreads();
+    sample_temperature<kThreads, true>(p.y[0], p.N[0], all_best, p.sample_params[0],
+                                       p.sample_params[1], warp_sums, &picked);
+    if (tid == 0) *p.sample_out = picked;
+  }
 }
 
 constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
@@ -578,7 +631,7 @@ void set_smem_limit() {
                                       static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX, int S>
+template <bool kQ4, int TMAX, int S, bool kSample = false>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
@@ -590,13 +643,17 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S, kSample>, p));
 }
 
 template <bool kQ4>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
             bool staged) {
-  if (staged && p.T == 1)
+  if (p.sample_out && staged)
+    launch_one<kQ4, 1, kRingStages, true>(stream, p, grid, smem, pdl);
+  else if (p.sample_out)
+    launch_one<kQ4, 1, 0, true>(stream, p, grid, smem, pdl);
+  else if (staged && p.T == 1)
     launch_one<kQ4, 1, kRingStages>(stream, p, grid, smem, pdl);
   else if (p.T == 1)
     launch_one<kQ4, 1, 0>(stream, p, grid, smem, pdl);
@@ -633,6 +690,10 @@ int qgemv_ksplit_override() {
 
 }  // namespace
 
+size_t qgemv_sample_scratch_bytes(int n_sms) {
+  return sizeof(SampleBest) * static_cast<size_t>(n_sms) + sizeof(unsigned);
+}
+
 size_t qgemv_smem_bytes(int64_t T, int64_t K) {
   return static_cast<size_t>(T) * (2 * K + 8 * (K / kBlock));
 }
@@ -640,7 +701,9 @@ size_t qgemv_smem_bytes(int64_t T, int64_t K) {
 void qgemv_prepare(int smem_optin) {
   // Per call rather than once: the attribute belongs to the current device.
   // The staged kernels may take all the device offers beside their static arrays.
-  for (auto* k : {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>}) {
+  for (auto* k :
+       {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>,
+        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -654,6 +717,9 @@ void qgemv_prepare(int smem_optin) {
   set_smem_limit<false, 2>();
   set_smem_limit<false, 4>();
   set_smem_limit<false, 8>();
+  for (auto* k : {qgemv_kernel<true, 1, 0, true>, qgemv_kernel<false, 1, 0, true>})
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kQGemvMaxSmem)));
 }
 
 void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
@@ -687,6 +753,15 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   p.pair = a.epilogue == QEpilogue::SiluPair;
   if (p.pair && (a.n_segs != 2 || p.N[0] != p.N[1])) fail("cuda qgemv: bad silu pair");
   if (a.epilogue == QEpilogue::Residual && a.n_segs != 1) fail("cuda qgemv: bad residual");
+  if (a.epilogue == QEpilogue::Sample) {
+    if (a.T != 1 || a.n_segs != 1 || !a.segs[0].y || !a.sample_params || !a.sample_out ||
+        !a.sample_scratch)
+      fail("cuda qgemv: bad sample epilogue");
+    p.sample_params = a.sample_params;
+    p.sample_out = a.sample_out;
+    p.sample_partials = static_cast<SampleBest*>(a.sample_scratch);
+    p.sample_counter = reinterpret_cast<unsigned*>(p.sample_partials + n_sms);
+  }
   if (a.epilogue == QEpilogue::RopeKv) {
     const RopeKvArgs& r = a.rope;
     if (a.n_segs != 3 || r.head_dim % 2 != 0 || r.rot_dims % 2 != 0 || r.rot_dims > r.head_dim ||
