@@ -70,6 +70,9 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
                                       const uint16_t* __restrict__ scales, int64_t V, int64_t nb,
                                       int64_t ss, const int32_t* __restrict__ ids,
                                       float* __restrict__ out, int* err) {
+  // The GEMV after an embedding lookup may start streaming its weights (it waits for
+  // this kernel before it reads the rows).
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int64_t id = ids[r];
   float* o = out + r * nb * kBlock;

@@ -14,6 +14,9 @@ template <typename T>
 __global__ void get_rows_kernel(const T* __restrict__ table, int64_t V, int64_t D,
                                 const int32_t* __restrict__ ids, float* __restrict__ out,
                                 int* err) {
+  // The GEMV after an embedding lookup may start streaming its weights (it waits for
+  // this kernel before it reads the rows).
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int64_t id = ids[r];
   float* o = out + r * D;
