@@ -1032,10 +1032,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         writes.push_back(region_of(outs[e + 3]));
         for (size_t k = 1; k < 3; k++) reads.push_back(region_of(ins[e][k]));
         reads.push_back(region_of(ins[e + 2][1]));
-      } else if (use_epi) {
+      } else if (use_epi && epi != cuda::QEpilogue::Sample) {
         writes.push_back(region_of(outs[e]));
         if (epi == cuda::QEpilogue::Residual) reads.push_back(region_of(ins[e][res_k]));
-        if (epi == cuda::QEpilogue::Sample) reads.push_back(region_of(ins[e][1]));
       }
       // The normalized x is written only for readers after this launch (so no output of
       // the launch can share its memory).
@@ -1049,6 +1048,11 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         for (const Region& r : reads) ok = ok && !writes[a].overlaps(r);
         for (size_t b = a + 1; b < writes.size(); b++) ok = ok && !writes[a].overlaps(writes[b]);
       }
+      // The sampled id is written last, by the last block, once every block has read all
+      // it reads (the planner may give it the memory of the dead x): only other writes
+      // must keep off it.
+      if (use_epi && epi == cuda::QEpilogue::Sample)
+        for (const Region& w : writes) ok = ok && !w.overlaps(region_of(outs[e]));
       // Plain grouping reads x and writes outputs whose lifetimes overlap it: always fine.
       if (!ok && (has_norm || use_epi)) continue;
 
@@ -1090,6 +1094,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         qa.epilogue = epi;
         qa.sample_params = ins[e][1].f32();
         qa.sample_out = outs[e].i32_mut();
+        qa.sample_params_early = qa.pdl && written_before_previous_starts(ins[e][1], e);
         need_sample = true;
         label += " +sample";
         kernel += "+sample";
