@@ -478,6 +478,98 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
   }
 }
 
+TEST_CASE("cuda looks up a token's embedding inside the GEMV after its norm",
+          "[cuda][ops][quant]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(19);
+  const int64_t V = 300, D = 320, N = 75;
+  // Tensor ids: table 0, id 1, row 2, norm weight 3, normalized row 4, weight 5, y 6,
+  // and a second norm of the row (7), which makes the GEMV write the row out.
+  const Node lookup = make_node(Op::GetRows, {0, 1}, 2), norm = make_node(Op::RmsNorm, {2, 3}, 4),
+             mm = make_node(Op::MatMul, {4, 5}, 6), norm2 = make_node(Op::RmsNorm, {2, 3}, 7);
+  const QuantMatrix w = quantize_random(DType::Q4_0, N, D, rng);
+  const std::vector<float> nw = uniform(D, rng, 0.5f, 1.5f);
+  for (DType tt : {DType::Q4_0, DType::Q8_0, DType::F16, DType::BF16, DType::F32}) {
+    DYNAMIC_SECTION("table " << dtype_name(tt)) {
+      QuantMatrix table;
+      if (is_quant(tt)) {
+        table = quantize_random(tt, V, D, rng);
+      } else {
+        table.blocks = encode(tt, uniform(V * D, rng, -3.f, 3.f));
+        table.values = decode(tt, table.blocks);
+      }
+      // The GPU takes the table and the weight as stored, the CPU their float values.
+      auto run = [&](Backend& be, bool gpu, std::vector<Program::Dispatch>* ds) {
+        TestBuffers bufs(be);
+        TensorRef tr;
+        if (!gpu)
+          tr = {bufs.put(to_bytes(table.values)), 0, DType::F32, {V, D}};
+        else if (is_quant(tt))
+          tr = bufs.weight(table, tt, V, D, true);
+        else
+          tr = {bufs.put(table.blocks), 0, tt, {V, D}};
+        DeviceBuffer* idb = bufs.put(Bytes(4));
+        const TensorRef ir{idb, 0, DType::I32, {1}};
+        const TensorRef hr{bufs.put(Bytes(D * 4)), 0, DType::F32, {1, D}};
+        const TensorRef nr{bufs.put(to_bytes(nw)), 0, DType::F32, {D}};
+        const TensorRef xr{bufs.put(Bytes(D * 4)), 0, DType::F32, {1, D}};
+        const TensorRef yr{bufs.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
+        const TensorRef zr{bufs.put(Bytes(D * 4)), 0, DType::F32, {1, D}};
+        auto prog = be.compile({{&lookup, {tr, ir}, hr},
+                                {&norm, {hr, nr}, xr},
+                                {&mm, {xr, bufs.weight(w, DType::Q4_0, N, D, gpu)}, yr},
+                                {&norm2, {hr, nr}, zr}});
+        if (ds) *ds = prog->dispatches();
+        // Two ids through one program (a replay reads the new one), then a bad one.
+        std::vector<float> out;
+        for (const int32_t id : {17, int32_t(V - 1)}) {
+          be.upload(*idb, 0, &id, 4);
+          prog->run();
+          for (const std::vector<float>& v : {download_f32(be, {hr, zr}), download_f32(be, {yr})})
+            out.insert(out.end(), v.begin(), v.end());
+        }
+        if (gpu) {
+          const int32_t bad = static_cast<int32_t>(V);
+          be.upload(*idb, 0, &bad, 4);
+          prog->run();
+          CHECK_THROWS_WITH(download_f32(be, {hr}), Catch::Contains("row id outside the table"));
+        }
+        return out;
+      };
+      auto cpu = make_cpu_backend(1);
+      std::unique_ptr<Backend> gpu_fused, gpu_apart;
+      {
+        ScopedEnv env("LLM_CUDA_FUSE_EMBED", "1");
+        gpu_fused = make_cuda_backend(0);
+      }
+      {
+        ScopedEnv env("LLM_CUDA_FUSE_EMBED", "0");
+        gpu_apart = make_cuda_backend(0);
+      }
+      const std::vector<float> want = run(*cpu, false, nullptr);
+      std::vector<Program::Dispatch> ds;
+      const std::vector<float> fused = run(*gpu_fused, true, &ds);
+      const std::vector<float> apart = run(*gpu_apart, true, nullptr);
+      REQUIRE(fused.size() == want.size());
+      // The looked-up rows exactly (per id: the row, its norm, the product)...
+      for (int k = 0; k < 2; k++) {
+        const size_t at = k * (2 * D + N);
+        CHECK(std::equal(fused.begin() + at, fused.begin() + at + D, want.begin() + at));
+      }
+      // ...the products within the GEMV's bound, and as the separate launches give them.
+      CHECK(max_rel_error(fused, want) <= 1e-4);
+      CHECK(fused == apart);
+      int with_lookup = 0, alone = 0;
+      for (const Program::Dispatch& d : ds) {
+        with_lookup += d.kernel.find("+get_rows") != std::string::npos;
+        alone += d.kernel.rfind("get_rows", 0) == 0;
+      }
+      CHECK(with_lookup == 1);
+      CHECK(alone == 0);
+    }
+  }
+}
+
 TEST_CASE("cuda get_rows and kv_append match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(5);
