@@ -142,9 +142,6 @@ struct Context {
   // A single row's Sample runs in the GEMV of its logits (LLM_CUDA_FUSE_SAMPLE=0: a
   // launch of its own).
   bool fuse_sample = true;
-  // A one-token embedding lookup runs in the GEMV after its norm (LLM_CUDA_FUSE_EMBED=0:
-  // a launch of its own).
-  bool fuse_embed = true;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded
@@ -473,8 +470,6 @@ class CudaBackend final : public Backend {
     ctx_->batch_copies = prop.unifiedAddressing && !(batch && std::strcmp(batch, "0") == 0);
     const char* fuse_sample = std::getenv("LLM_CUDA_FUSE_SAMPLE");
     ctx_->fuse_sample = !(fuse_sample && std::strcmp(fuse_sample, "0") == 0);
-    const char* fuse_embed = std::getenv("LLM_CUDA_FUSE_EMBED");
-    ctx_->fuse_embed = !(fuse_embed && std::strcmp(fuse_embed, "0") == 0);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
@@ -980,20 +975,9 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
   // Tries the quantized GEMV group that starts at ni (an RmsNorm feeding it, or the
   // first matmul); returns the index of the last node it covers, or -1.
   auto try_qgemv = [&](size_t ni) -> int64_t {
-    // A one-token embedding lookup feeding the norm: the GEMV reads the table's row
-    // itself, before its wait, so the ids must be complete before the launch ahead starts.
-    const bool has_embed = ids && ctx_->fuse_embed && op_at(ni) == Op::GetRows &&
-                           op_at(ni + 1) == Op::RmsNorm && in_id(ni + 1, 0) == out_id(ni) &&
-                           outs[ni].shape.rows() == 1 && aligned16(ins[ni][0].ptr) &&
-                           (is_quant(ins[ni][0].dtype) || ins[ni][0].dtype == DType::F32 ||
-                            ins[ni][0].dtype == DType::F16 || ins[ni][0].dtype == DType::BF16) &&
-                           written_before_previous_starts(ins[ni][1], ni);
-    if (op_at(ni) == Op::GetRows && !has_embed) return -1;
-    const size_t nn = has_embed ? ni + 1 : ni;  // the norm's node, if any
     const bool has_norm =
-        ids && op_at(nn) == Op::RmsNorm && qgemv_ok(nn + 1) && in_id(nn + 1, 0) == out_id(nn);
-    if (has_embed && !has_norm) return -1;
-    const size_t m0 = has_norm ? nn + 1 : nn;
+        ids && op_at(ni) == Op::RmsNorm && qgemv_ok(ni + 1) && in_id(ni + 1, 0) == out_id(ni);
+    const size_t m0 = has_norm ? ni + 1 : ni;
     if (!qgemv_ok(m0)) return -1;
     size_t m1 = m0;
     while (m1 + 1 - m0 < static_cast<size_t>(cuda::kGemvMaxSegs) && same_x(m0, m1 + 1)) m1++;
@@ -1035,13 +1019,8 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     for (const bool use_epi : variants) {
       // Reads and writes of the fused launch.
       std::vector<Region> reads, writes;
-      if (has_embed) {
-        reads.push_back(region_of(ins[ni][0]));
-        reads.push_back(region_of(ins[ni][1]));
-      } else {
-        reads.push_back(region_of(has_norm ? ins[nn][0] : ins[m0][0]));
-      }
-      if (has_norm) reads.push_back(region_of(ins[nn][1]));
+      reads.push_back(region_of(has_norm ? ins[ni][0] : ins[m0][0]));
+      if (has_norm) reads.push_back(region_of(ins[ni][1]));
       for (size_t m = m0; m <= m1; m++) {
         if (y_needed(m, use_epi)) writes.push_back(region_of(outs[m]));
         if (ins[m].size() > 2) reads.push_back(region_of(ins[m][2]));
@@ -1060,14 +1039,10 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // The normalized x is written only for readers after this launch (so no output of
       // the launch can share its memory).
       const size_t last = use_epi ? e_last : m1;
-      const auto lu = has_norm ? last_use.find(out_id(nn)) : last_use.end();
+      const auto lu = has_norm ? last_use.find(out_id(ni)) : last_use.end();
       const bool write_norm =
           has_norm && lu != last_use.end() && lu->second > static_cast<int>(last);
-      if (write_norm) writes.push_back(region_of(outs[nn]));
-      // The looked-up row likewise (the residual stream, as a rule).
-      const auto le = has_embed ? last_use.find(out_id(ni)) : last_use.end();
-      const bool write_embed = le != last_use.end() && le->second > static_cast<int>(last);
-      if (write_embed) writes.push_back(region_of(outs[ni]));
+      if (write_norm) writes.push_back(region_of(outs[ni]));
       bool ok = true;
       for (size_t a = 0; a < writes.size() && ok; a++) {
         for (const Region& r : reads) ok = ok && !writes[a].overlaps(r);
@@ -1082,7 +1057,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       if (!ok && (has_norm || use_epi)) continue;
 
       cuda::QGemvArgs qa;
-      qa.x = has_embed ? nullptr : has_norm ? ins[nn][0].f32() : ins[m0][0].f32();
+      qa.x = has_norm ? ins[ni][0].f32() : ins[m0][0].f32();
       qa.T = ins[m0][0].shape.rows();
       qa.K = ins[m0][0].shape.row_len();
       qa.type = ins[m0][1].dtype;
@@ -1101,28 +1076,11 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         sg.y = y_needed(m, use_epi) ? outs[m].f32_mut() : nullptr;
         label += format_message(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
       }
-      if (has_embed) {
-        const Arg& table = ins[ni][0];
-        qa.embed_ids = ins[ni][1].i32();
-        qa.embed_type = table.dtype;
-        qa.embed_rows = table.shape.rows();
-        qa.embed = table.ptr;
-        if (is_quant(table.dtype)) {
-          const cuda::QMatrix q = qview(ni, 0);  // a repack launch makes pdl false below
-          qa.embed = q.qs;
-          qa.embed_scales = q.scales;
-          qa.embed_ss = q.scale_stride;
-        }
-        qa.embed_out = write_embed ? outs[ni].f32_mut() : nullptr;
-        qa.embed_err = err;
-        label = "get_rows+" + label;
-        kernel += "+get_rows";
-      }
       if (has_norm) {
-        qa.norm_w = ins[nn][1].ptr;
-        qa.norm_type = ins[nn][1].dtype;
-        qa.eps = nodes[nn].node->params.eps;
-        qa.norm_out = write_norm ? outs[nn].f32_mut() : nullptr;
+        qa.norm_w = ins[ni][1].ptr;
+        qa.norm_type = ins[ni][1].dtype;
+        qa.eps = nodes[ni].node->params.eps;
+        qa.norm_out = write_norm ? outs[ni].f32_mut() : nullptr;
         label += " +rms_norm";
         kernel += "+rms_norm";
       }
@@ -1311,7 +1269,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     const X16 x16_before = x16_holds;
     x16_holds = X16{};
 
-    if (node.op == Op::RmsNorm || node.op == Op::MatMul || node.op == Op::GetRows) {
+    if (node.op == Op::RmsNorm || node.op == Op::MatMul) {
       const int64_t last = try_qgemv(ni);
       if (last >= 0) {
         ni = static_cast<size_t>(last);

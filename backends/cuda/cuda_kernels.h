@@ -246,17 +246,6 @@ struct QGemvArgs {
   // Sample: params [1, 2] (temperature, u), the id out, and device scratch of
   // qgemv_sample_scratch_bytes(n_sms) bytes, zeroed before the first launch (the kernel
   // leaves it zeroed).
-  // Embedding prologue (one token, with the norm): x = row ids[0] of the table (f32,
-  // f16, bf16, or Q8_0/Q4_0 in the split layout with its scales), which block 0 writes
-  // to embed_out (when set); a bad id gives a zero row and kErrRowId in embed_err. The
-  // ids must be complete before the launch ahead of this one starts.
-  const int32_t* embed_ids = nullptr;
-  const void* embed = nullptr;
-  const uint16_t* embed_scales = nullptr;
-  DType embed_type = DType::F32;
-  int64_t embed_rows = 0, embed_ss = 0;
-  float* embed_out = nullptr;
-  int* embed_err = nullptr;
   const float* sample_params = nullptr;
   bool sample_params_early = false;  // may be read before the wait (as residual_early)
   int32_t* sample_out = nullptr;

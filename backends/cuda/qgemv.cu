@@ -81,60 +81,7 @@ struct Params {
   SampleBest* sample_partials;
   unsigned* sample_counter;
   int32_t* sample_out;
-  // Embedding (one token): x is row ids[0] of the table (f32/f16/bf16, or Q8_0/Q4_0 in
-  // the split layout: quants embed, scales embed_scales), which block 0 writes to
-  // embed_out; a bad id gives a zero row and kErrRowId, as get_rows.
-  const int32_t* embed_ids;
-  const void* embed;
-  const uint16_t* embed_scales;
-  int embed_type;
-  int embed_rows;
-  int embed_ss;
-  float* embed_out;
 };
-
-// Elements e .. e + 3 (e a multiple of 4) of table row id as get_rows computes them.
-__device__ __forceinline__ float4 embed_x4(const Params& p, int64_t id, int e) {
-  if (id < 0) return make_float4(0.f, 0.f, 0.f, 0.f);
-  const int64_t K = p.K;
-  switch (p.embed_type) {
-    case static_cast<int>(DType::F32):
-      return __ldg(
-          reinterpret_cast<const float4*>(static_cast<const float*>(p.embed) + id * K + e));
-    case static_cast<int>(DType::F16):
-    case static_cast<int>(DType::BF16): {
-      const uint2 raw =
-          __ldg(reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p.embed) + id * K + e));
-      const uint16_t h[4] = {static_cast<uint16_t>(raw.x), static_cast<uint16_t>(raw.x >> 16),
-                             static_cast<uint16_t>(raw.y), static_cast<uint16_t>(raw.y >> 16)};
-      float v[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-        v[i] = p.embed_type == static_cast<int>(DType::F16)
-                   ? __half2float(__ushort_as_half(h[i]))
-                   : __bfloat162float(__ushort_as_bfloat16(h[i]));
-      return make_float4(v[0], v[1], v[2], v[3]);
-    }
-    default: {
-      // Block b's quants: Q4_0 16 bytes, element i < 16 the low nibble of byte i and
-      // i + 16 its high one; Q8_0 32 int8. (q - 8) * d or q * d, as dequantize_row_*.
-      const bool q4 = p.embed_type == static_cast<int>(DType::Q4_0);
-      const int b = e >> 5, i = e & 31;
-      const int64_t nb = K >> 5;
-      const float d = __half2float(__ushort_as_half(__ldg(p.embed_scales + id * p.embed_ss + b)));
-      const uint8_t* blk = static_cast<const uint8_t*>(p.embed) + (id * nb + b) * (q4 ? 16 : 32);
-      const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(blk + (q4 ? (i & 15) : i)));
-      float v[4];
-#pragma unroll
-      for (int k = 0; k < 4; k++) {
-        const uint32_t byte = (w >> (8 * k)) & 0xffu;
-        v[k] = q4 ? static_cast<float>(static_cast<int>(i < 16 ? byte & 0x0f : byte >> 4) - 8) * d
-                  : static_cast<float>(static_cast<int8_t>(byte)) * d;
-      }
-      return make_float4(v[0], v[1], v[2], v[3]);
-    }
-  }
-}
 
 __device__ __forceinline__ uint4 lds16(const uint8_t* p) {
   return *reinterpret_cast<const uint4*>(p);
@@ -149,8 +96,7 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
 // warp in shared memory (cp.async) instead of two in registers, so more bytes are in
 // flight per multiprocessor than registers could hold. The ring starts at stage_off.
 // kSample (one token, one segment): Op::Sample of the row of logits computed, after it.
-// kEmbed (one token): x is a row of the embedding table (see Params).
-template <bool kQ4, int TMAX, int kStages, bool kSample = false, bool kEmbed = false>
+template <bool kQ4, int TMAX, int kStages, bool kSample = false>
 __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float red[32];
@@ -355,16 +301,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     if (tid == 0 && p.sample_params_early)
       draw = make_float2(p.sample_params[0], p.sample_params[1]);
   }
-  // Embedding: the id and the table are inputs and constants, complete before the
-  // program runs (the host fuses only then): the row is read before the wait.
-  int64_t embed_id = -1;
-  if constexpr (kEmbed) {
-    embed_id = p.embed_ids[0];
-    if (embed_id < 0 || embed_id >= p.embed_rows) {
-      if (blockIdx.x == 0 && tid == 0) report(p.err, kErrRowId);
-      embed_id = -1;
-    }
-  }
   pdl_wait();
   pdl_trigger();
 
@@ -376,10 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 #pragma unroll
     for (int u = 0; u < kPre; u++) {
       const int i = u * kThreads + tid;
-      if constexpr (kEmbed)
-        xv0[u] = i < K / 4 ? embed_x4(p, embed_id, 4 * i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      else
-        xv0[u] = i < K / 4 ? __ldg(xr + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      xv0[u] = i < K / 4 ? __ldg(xr + i) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     float inv = 1.f;
     if (p.norm_w) {
@@ -394,11 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       }
 #pragma unroll 4
       for (int i = kPre * kThreads + tid; i < K / 4; i += kThreads) {
-        float4 v;
-        if constexpr (kEmbed)
-          v = embed_x4(p, embed_id, 4 * i);
-        else
-          v = __ldg(xr + i);
+        const float4 v = __ldg(xr + i);
         ss = fmaf(v.x, v.x, ss);
         ss = fmaf(v.y, v.y, ss);
         ss = fmaf(v.z, v.z, ss);
@@ -420,10 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           vv[u] = xv0[u];
           ww[u] = ww0[u];
           if (b0 > 0 && b < nb) {
-            if constexpr (kEmbed)
-              vv[u] = embed_x4(p, embed_id, e);
-            else
-              vv[u] = __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e));
+            vv[u] = __ldg(reinterpret_cast<const float4*>(p.x + static_cast<size_t>(t) * K + e));
             if (p.norm_w)
               ww[u] = make_float4(
                   load_any(p.norm_w, p.norm_type, e), load_any(p.norm_w, p.norm_type, e + 1),
@@ -436,10 +362,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           const bool live = b < nb;
           const int e = b * kBlock + q * 4;
           float4 v = vv[u];
-          if constexpr (kEmbed) {
-            if (blockIdx.x == 0 && live && p.embed_out)
-              *reinterpret_cast<float4*>(p.embed_out + e) = v;
-          }
           if (p.norm_w && live) {
             // As the RmsNorm kernel: (x * inv) * w.
             v.x = (v.x * inv) * ww[u].x;
@@ -721,7 +643,7 @@ void set_smem_limit() {
                                       static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX, int S, bool kSample = false, bool kEmbed = false>
+template <bool kQ4, int TMAX, int S, bool kSample = false>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
@@ -733,17 +655,13 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S, kSample, kEmbed>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S, kSample>, p));
 }
 
 template <bool kQ4>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
             bool staged) {
-  if (p.embed_ids && staged)
-    launch_one<kQ4, 1, kRingStages, false, true>(stream, p, grid, smem, pdl);
-  else if (p.embed_ids)
-    launch_one<kQ4, 1, 0, false, true>(stream, p, grid, smem, pdl);
-  else if (p.sample_out && staged)
+  if (p.sample_out && staged)
     launch_one<kQ4, 1, kRingStages, true>(stream, p, grid, smem, pdl);
   else if (p.sample_out)
     launch_one<kQ4, 1, 0, true>(stream, p, grid, smem, pdl);
@@ -797,9 +715,7 @@ void qgemv_prepare(int smem_optin) {
   // The staged kernels may take all the device offers beside their static arrays.
   for (auto* k :
        {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>,
-        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>,
-        qgemv_kernel<true, 1, kRingStages, false, true>,
-        qgemv_kernel<false, 1, kRingStages, false, true>}) {
+        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -813,8 +729,7 @@ void qgemv_prepare(int smem_optin) {
   set_smem_limit<false, 2>();
   set_smem_limit<false, 4>();
   set_smem_limit<false, 8>();
-  for (auto* k : {qgemv_kernel<true, 1, 0, true>, qgemv_kernel<false, 1, 0, true>,
-                  qgemv_kernel<true, 1, 0, false, true>, qgemv_kernel<false, 1, 0, false, true>})
+  for (auto* k : {qgemv_kernel<true, 1, 0, true>, qgemv_kernel<false, 1, 0, true>})
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(kQGemvMaxSmem)));
 }
@@ -822,27 +737,11 @@ void qgemv_prepare(int smem_optin) {
 void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   if (a.T < 1 || a.T > kQGemvMaxTokens) fail("cuda qgemv: %lld tokens", (long long)a.T);
   if (a.n_segs < 1 || a.n_segs > kGemvMaxSegs) fail("cuda qgemv: %d matrices", a.n_segs);
-  if (a.K % kBlock != 0 || (a.embed_ids ? !aligned16(a.embed) : !aligned16(a.x)))
-    fail("cuda qgemv: bad x");
+  if (a.K % kBlock != 0 || !aligned16(a.x)) fail("cuda qgemv: bad x");
   const size_t smem = qgemv_smem_bytes(a.T, a.K);
   if (smem > kQGemvMaxSmem) fail("cuda qgemv: %zu bytes of shared memory", smem);
   Params p{};
   p.x = a.x;
-  if (a.embed_ids) {
-    const bool quant = a.embed_type == DType::Q4_0 || a.embed_type == DType::Q8_0;
-    if (a.T != 1 || !a.norm_w || (quant && !a.embed_scales) ||
-        (!quant && a.embed_type != DType::F32 && a.embed_type != DType::F16 &&
-         a.embed_type != DType::BF16))
-      fail("cuda qgemv: bad embedding prologue");
-    p.embed_ids = a.embed_ids;
-    p.embed = a.embed;
-    p.embed_scales = a.embed_scales;
-    p.embed_type = static_cast<int>(a.embed_type);
-    p.embed_rows = static_cast<int>(a.embed_rows);
-    p.embed_ss = static_cast<int>(a.embed_ss);
-    p.embed_out = a.embed_out;
-    p.err = a.embed_err;
-  }
   p.T = static_cast<int>(a.T);
   p.K = static_cast<int>(a.K);
   p.nb = p.K / kBlock;
