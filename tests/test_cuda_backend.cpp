@@ -634,10 +634,7 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
     int64_t K, N;
     std::vector<int64_t> Ts;
   };
-  // T of 9..256 take the MMA kernel (split over K where N is small), more cuBLAS. One
-  // token streams its weights through a ring of four batches where it fits beside x
-  // (K = 2,080 on the H200: a partial second iteration over K) and of three otherwise
-  // (K = 8,192).
+  // T of 9..256 take the MMA kernel (split over K where N is small), more cuBLAS.
   const Case cases[] = {{32, 7, {1, 9}},
                         {96, 130, {1, 2, 3, 8, 9, 33, 64}},
                         {2080, 130, {1, 2, 5, 8, 9, 17, 33, 100, 300}},

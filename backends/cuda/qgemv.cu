@@ -170,17 +170,11 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   };
 
   // The staged ring: per warp kStages batches, each [kRows * kUnroll][32 lanes] of
-  // 16-byte chunks, then the chunks' scales. Three stages: as many 4-byte words, each
-  // the aligned pair of u16 a chunk's scale sits in (scale rows have even strides), so
-  // every lane reads back only what it copied itself and its own cp.async wait is all
-  // the synchronization needed. Four stages (kCompact, where three stages would not
-  // fit): per [row][unroll] the 32 chunks' scales as they lie in the scale row (Q4_0
-  // 32, Q8_0 16 u16), 8 bytes a lane from the first lanes; a lane then reads scales
-  // another lane copied, so a __syncwarp() after the wait orders them (and every
-  // lane's reads of a stage before its rewrite).
+  // 16-byte chunks, then as many 4-byte words holding each chunk's scale (the aligned
+  // pair of u16 it sits in: scale rows have even strides). Every lane reads back only
+  // what it copied itself, so its own cp.async wait is all the synchronization needed.
   constexpr int kSlots = kRows * kUnroll;
-  constexpr bool kCompact = kStages >= 4;
-  constexpr int kStageBytes = kSlots * 32 * 16 + (kCompact ? kSlots * 64 : kSlots * 32 * 4);
+  constexpr int kStageBytes = kSlots * 32 * (16 + 4);
   uint8_t* ring = smem + p.stage_off + static_cast<size_t>(warp) * kStages * kStageBytes;
   auto stage_issue = [&](int j, int it, int st) {
     uint8_t* base = ring + st * kStageBytes;
@@ -196,19 +190,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         const size_t row = ok ? static_cast<size_t>(n) : 0;
         const int slot_i = (r * kUnroll + u) * 32 + lane;
         cp_async16_zfill(base + slot_i * 16, p.qs[sg] + (row * C + (ok ? c : 0)) * 16, ok);
-        if constexpr (kCompact) {
-          // Scale rows pad to a multiple of 4 (zeros): a group of 4 lies inside or past it.
-          const int s0 = (kQ4 ? c - lane : (c - lane) >> 1) + 4 * lane;
-          if (lane < (kQ4 ? 8 : 4)) {
-            const bool sok = seg >= 0 && s0 < p.ss;
-            const size_t si = sok ? static_cast<size_t>(n) * p.ss + s0 : 0;
-            cp_async8_zfill(base + kSlots * 32 * 16 + (r * kUnroll + u) * 64 + lane * 8,
-                            p.sc[sok ? seg : 0] + si, sok);
-          }
-        } else {
-          const size_t di = row * p.ss + (ok ? (kQ4 ? c : c >> 1) : 0);
-          cp_async4_zfill(base + kSlots * 32 * 16 + slot_i * 4, p.sc[sg] + (di & ~size_t{1}), ok);
-        }
+        const size_t di = row * p.ss + (ok ? (kQ4 ? c : c >> 1) : 0);
+        cp_async4_zfill(base + kSlots * 32 * 16 + slot_i * 4, p.sc[sg] + (di & ~size_t{1}), ok);
       }
     }
   };
@@ -222,14 +205,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       for (int u = 0; u < kUnroll; u++) {
         const int slot_i = (r * kUnroll + u) * 32 + lane;
         b.w[r][u] = *reinterpret_cast<const uint4*>(base + slot_i * 16);
-        if constexpr (kCompact) {
-          b.d[r][u] = *reinterpret_cast<const uint16_t*>(
-              base + kSlots * 32 * 16 + (r * kUnroll + u) * 64 + (kQ4 ? lane : lane >> 1) * 2);
-        } else {
-          const uint32_t dd =
-              *reinterpret_cast<const uint32_t*>(base + kSlots * 32 * 16 + slot_i * 4);
-          b.d[r][u] = static_cast<uint16_t>(dd >> shift);
-        }
+        const uint32_t dd =
+            *reinterpret_cast<const uint32_t*>(base + kSlots * 32 * 16 + slot_i * 4);
+        b.d[r][u] = static_cast<uint16_t>(dd >> shift);
       }
   };
 
@@ -448,7 +426,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     while (have && j == task) {
       if constexpr (kStages > 0) {
         cp_async_wait<kStages - 2>();
-        if constexpr (kCompact) __syncwarp();
         stage_read(k % kStages, cur);
         // The stage rewritten next is the one read in the previous round.
         asm volatile("" ::: "memory");
@@ -656,13 +633,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
   }
 }
 
-// Batches per warp in the staged kernels' rings: four (three in flight, compact
-// scales) where they fit beside x, else three.
-constexpr int kRingStages = 3;
-constexpr int kDeepRingStages = 4;
-constexpr size_t ring_bytes(int stages) {
-  return size_t{kWarps} * stages * kRows * kUnroll * (32 * 16 + (stages >= 4 ? 64 : 32 * 4));
-}
+constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
+constexpr size_t kRingBytes = size_t{kWarps} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
 
 template <bool kQ4, int TMAX>
 void set_smem_limit() {
@@ -688,14 +660,8 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
 
 template <bool kQ4>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
-            int stages) {
-  const bool staged = stages > 0;
-  if (stages == kDeepRingStages) {
-    if (p.sample_out)
-      launch_one<kQ4, 1, kDeepRingStages, true>(stream, p, grid, smem, pdl);
-    else
-      launch_one<kQ4, 1, kDeepRingStages>(stream, p, grid, smem, pdl);
-  } else if (p.sample_out && staged)
+            bool staged) {
+  if (p.sample_out && staged)
     launch_one<kQ4, 1, kRingStages, true>(stream, p, grid, smem, pdl);
   else if (p.sample_out)
     launch_one<kQ4, 1, 0, true>(stream, p, grid, smem, pdl);
@@ -719,16 +685,6 @@ bool qgemv_staged_allowed() {
   static const bool v = [] {
     const char* e = std::getenv("LLM_CUDA_QGEMV_STAGED");
     return !(e && std::atoi(e) == 0);
-  }();
-  return v;
-}
-
-// LLM_CUDA_QGEMV_RING=3 keeps the staged kernels to rings of three batches (for
-// measuring).
-int qgemv_ring_limit() {
-  static const int v = [] {
-    const char* e = std::getenv("LLM_CUDA_QGEMV_RING");
-    return e && std::atoi(e) == 3 ? 3 : 4;
   }();
   return v;
 }
@@ -759,10 +715,7 @@ void qgemv_prepare(int smem_optin) {
   // The staged kernels may take all the device offers beside their static arrays.
   for (auto* k :
        {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>,
-        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>,
-        qgemv_kernel<true, 1, kDeepRingStages>, qgemv_kernel<false, 1, kDeepRingStages>,
-        qgemv_kernel<true, 1, kDeepRingStages, true>,
-        qgemv_kernel<false, 1, kDeepRingStages, true>}) {
+        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -871,21 +824,14 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(want, max_blocks)));
   // The rings go after x (16-byte aligned); the static arrays need about 2 KB besides.
   p.stage_off = static_cast<int>((smem + 15) / 16 * 16);
-  int stages = 0;
-  if (p.T == 1 && qgemv_staged_allowed()) {
-    for (const int s : {kDeepRingStages, kRingStages}) {
-      if (s > qgemv_ring_limit()) continue;
-      if (p.stage_off + ring_bytes(s) + 2048 <= static_cast<size_t>(smem_optin)) {
-        stages = s;
-        break;
-      }
-    }
-  }
-  const size_t dyn = stages ? p.stage_off + ring_bytes(stages) : smem;
+  const size_t staged_smem = p.stage_off + kRingBytes;
+  const bool staged =
+      p.T == 1 && qgemv_staged_allowed() && staged_smem + 2048 <= static_cast<size_t>(smem_optin);
+  const size_t dyn = staged ? staged_smem : smem;
   if (a.type == DType::Q4_0)
-    launch<true>(stream, p, grid, dyn, a.pdl, stages);
+    launch<true>(stream, p, grid, dyn, a.pdl, staged);
   else
-    launch<false>(stream, p, grid, dyn, a.pdl, stages);
+    launch<false>(stream, p, grid, dyn, a.pdl, staged);
 }
 
 }  // namespace cuda
