@@ -42,6 +42,18 @@ bool pane_shows(const std::string& session, const std::string& text, std::string
   return false;
 }
 
+// Polls until the pane shows text after the line holding `line` (an answer under way).
+bool pane_shows_after(const std::string& session, const std::string& line) {
+  for (int i = 0; i < 600; i++) {
+    const std::string p = shell("tmux capture-pane -p -S -200 -t " + session);
+    const size_t at = p.rfind(line);
+    const size_t nl = at == std::string::npos ? std::string::npos : p.find('\n', at);
+    if (nl != std::string::npos && p.find_first_not_of(" \n", nl) != std::string::npos) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
 // Waits until the pane's last non-empty line is the input prompt.
 bool at_prompt(const std::string& session) {
   for (int i = 0; i < 600; i++) {
@@ -129,7 +141,9 @@ TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the ans
   REQUIRE(at_prompt(session));
   std::system(("tmux send-keys -t " + session + " 'Tell me everything' Enter").c_str());
   REQUIRE(pane_shows(session, "Tell me everything", &pane));
-  std::this_thread::sleep_for(1000ms);  // the answer is under way (it runs to 60000 tokens)
+  // Ctrl-C once the answer is under way (it runs to 60000 tokens): a fixed wait was too
+  // short on a loaded machine.
+  REQUIRE(pane_shows_after(session, "Tell me everything"));
   std::system(("tmux send-keys -t " + session + " C-c").c_str());
   INFO(pane);
   REQUIRE(pane_shows(session, "[stopped]", &pane));
