@@ -51,6 +51,7 @@ namespace llm::vk {
   X(vkResetCommandBuffer)          \
   X(vkCmdCopyBuffer)               \
   X(vkCmdFillBuffer)               \
+  X(vkCmdUpdateBuffer)             \
   X(vkCmdPipelineBarrier)          \
   X(vkCmdBindPipeline)             \
   X(vkCmdBindDescriptorSets)       \

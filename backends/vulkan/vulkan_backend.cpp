@@ -232,7 +232,7 @@ class VulkanProgram final : public Program {
   VulkanProgram& operator=(const VulkanProgram&) = delete;
 
   void run() override {
-    if (!profile_) return ctx_->submit(cb_, false);
+    if (!profile_) return ctx_->submit_queued(cb_);
     // LLM_VULKAN_PROFILE=1: every run timed per dispatch, a summary at destruction.
     const std::vector<double> ms = run_profiled();
     if (totals_.empty()) totals_.assign(ds_.size(), 0.0);
@@ -298,6 +298,8 @@ class VulkanProgram final : public Program {
     LLM_VK_CHECK(d.vkAllocateCommandBuffers(ctx_->device(), &cai, &cb));
     VkCommandBufferBeginInfo bi{};
     bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    // Queued again while its last submission may still run (a step ahead).
+    bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;
     LLM_VK_CHECK(d.vkBeginCommandBuffer(cb, &bi));
     VkMemoryBarrier mb{};
     mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
@@ -376,6 +378,10 @@ class VulkanBackend final : public Backend {
     // LLM_VULKAN_COOPMAT=0 asks for the float32 path (its tolerance is tighter).
     const char* e = std::getenv("LLM_VULKAN_COOPMAT");
     coop_ = ctx_->phys().coop_gemm() && !(e && std::strcmp(e, "0") == 0);
+    // Greedy decode queues the next step before collecting the last one's token, unless
+    // LLM_VULKAN_STEP_AHEAD=0 (each token through the host, for measuring).
+    const char* ahead = std::getenv("LLM_VULKAN_STEP_AHEAD");
+    step_ahead_ = !(ahead && std::strcmp(ahead, "0") == 0);
     // Integer dot products in the quantized GEMV where the device makes them fast;
     // LLM_VULKAN_INT_DOT=1 takes them where they are emulated too (lavapipe, in the
     // tests), 0 never.
@@ -436,9 +442,12 @@ class VulkanBackend final : public Backend {
     return buf;
   }
 
+  // Small uploads and device copies queue behind the work in flight (a step's inputs
+  // while the step before it runs); larger ones wait for it.
   void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) override {
     check_range(dst, offset, bytes, "upload");
-    ctx_->copy_to_device(vk_buffer(dst), offset, src, bytes);
+    if (!ctx_->queue_upload(vk_buffer(dst), offset, src, bytes))
+      ctx_->copy_to_device(vk_buffer(dst), offset, src, bytes);
   }
 
   void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) override {
@@ -456,8 +465,19 @@ class VulkanBackend final : public Backend {
             size_t bytes) override {
     check_range(dst, dst_offset, bytes, "copy");
     check_range(src, src_offset, bytes, "copy");
-    ctx_->copy_buffer(vk_buffer(dst), dst_offset, vk_buffer(src), src_offset, bytes);
+    ctx_->queue_copy(vk_buffer(dst), dst_offset, vk_buffer(src), src_offset, bytes);
   }
+
+  uint64_t start_download(const DeviceBuffer& src, size_t offset, void* dst,
+                          size_t bytes) override {
+    check_range(src, offset, bytes, "download");
+    return ctx_->queue_download(vk_buffer(src), offset, dst, bytes);
+  }
+  void finish_download(uint64_t ticket) override {
+    ctx_->finish_download(ticket);
+    ctx_->raise_device_errors();
+  }
+  bool downloads_overlap() const override { return step_ahead_; }
 
   void synchronize() override {
     ctx_->wait_idle();
@@ -470,6 +490,7 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
+  bool step_ahead_ = true;    // downloads_overlap(): decode a step ahead of the host
   bool coop_ = false;         // many-token matmuls through matmul_coop
   bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
   bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)

@@ -472,7 +472,10 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &transfer_cb_));
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
-  LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &fence_));
+  for (Slot& slot : ring_) {
+    LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &slot.fence));
+    LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &slot.cb));
+  }
 
   // Unified-memory devices (integrated GPUs, CPU drivers): device-local memory the host
   // maps, so transfers are plain copies. Discrete GPUs: device-local memory only, and
@@ -537,6 +540,7 @@ Context::~Context() {
   if (device_) d_.vkDeviceWaitIdle(device_);
   if (cache_) save_pipeline_cache();
   staging_.reset();
+  readback_.reset();
   err_.reset();
   for (auto& [key, p] : pipelines_) {
     d_.vkDestroyPipeline(device_, p.pipeline, nullptr);
@@ -547,7 +551,8 @@ Context::~Context() {
   memory_.reset();
   staging_memory_.reset();
   small_memory_.reset();
-  if (fence_) d_.vkDestroyFence(device_, fence_, nullptr);
+  for (Slot& slot : ring_)
+    if (slot.fence) d_.vkDestroyFence(device_, slot.fence, nullptr);
   if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
   if (device_) d_.vkDestroyDevice(device_, nullptr);
 }
@@ -680,20 +685,146 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
 
 void Context::submit(VkCommandBuffer cb, bool wait) {
   wait_idle();
+  submit_in_slot(acquire_slot(), cb);
+  if (wait) wait_idle();
+}
+
+size_t Context::acquire_slot() {
+  const size_t i = next_slot_;
+  next_slot_ = (next_slot_ + 1) % kRing;
+  Slot& slot = ring_[i];
+  if (slot.busy) {
+    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+    slot.busy = false;
+  }
+  return i;
+}
+
+void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
+  Slot& slot = ring_[i];
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cb;
-  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &fence_));
-  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, fence_));
-  pending_ = true;
-  if (wait) wait_idle();
+  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &slot.fence));
+  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
+  slot.busy = true;
+  slot.use++;
 }
 
 void Context::wait_idle() {
-  if (!pending_) return;
-  pending_ = false;
-  LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX));
+  flush_transfer();
+  for (Slot& slot : ring_) {
+    if (!slot.busy) continue;
+    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+    slot.busy = false;
+  }
+}
+
+void Context::submit_queued(VkCommandBuffer cb) {
+  flush_transfer();
+  submit_in_slot(acquire_slot(), cb);
+}
+
+VkCommandBuffer Context::open_transfer() {
+  if (open_slot_ >= 0) {
+    // Queued commands may touch the same bytes: each waits for the ones before it.
+    VkMemoryBarrier mb{};
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    const VkCommandBuffer cb = ring_[open_slot_].cb;
+    d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0,
+                            1, &mb, 0, nullptr, 0, nullptr);
+    return cb;
+  }
+  const size_t i = acquire_slot();
+  const VkCommandBuffer cb = ring_[i].cb;
+  LLM_VK_CHECK(d_.vkResetCommandBuffer(cb, 0));
+  VkCommandBufferBeginInfo bi{};
+  bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  LLM_VK_CHECK(d_.vkBeginCommandBuffer(cb, &bi));
+  // After everything submitted before (programs read and write what these touch).
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0,
+                          1, &mb, 0, nullptr, 0, nullptr);
+  open_slot_ = static_cast<int>(i);
+  return cb;
+}
+
+void Context::flush_transfer() {
+  if (open_slot_ < 0) return;
+  const size_t i = static_cast<size_t>(open_slot_);
+  open_slot_ = -1;
+  const VkCommandBuffer cb = ring_[i].cb;
+  // Before everything submitted after, and visible to the host (readback).
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.dstAccessMask =
+      VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1,
+                          &mb, 0, nullptr, 0, nullptr);
+  LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
+  submit_in_slot(i, cb);
+}
+
+bool Context::queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes) {
+  if (bytes == 0) return true;
+  if (bytes > 65536 || bytes % 4 || offset % 4) return false;
+  d_.vkCmdUpdateBuffer(open_transfer(), dst.get(), offset, bytes, src);
+  return true;
+}
+
+void Context::queue_copy(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src,
+                         VkDeviceSize src_offset, size_t bytes) {
+  if (!bytes) return;
+  const VkBufferCopy c{src_offset, dst_offset, bytes};
+  d_.vkCmdCopyBuffer(open_transfer(), src.get(), dst.get(), 1, &c);
+}
+
+uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
+  constexpr size_t kReadbackBytes = size_t{1} << 16;
+  const size_t at = (readback_used_ + 15) / 16 * 16;
+  if (bytes > kReadbackBytes || at + bytes > kReadbackBytes) {
+    copy_to_host(src, offset, dst, bytes);  // waits for everything queued before
+    return 0;
+  }
+  if (!readback_)
+    readback_ = std::make_unique<Buffer>(*this, nullptr, kReadbackBytes, "readback", true);
+  if (bytes) {
+    const VkBufferCopy c{offset, at, bytes};
+    d_.vkCmdCopyBuffer(open_transfer(), src.get(), readback_->get(), 1, &c);
+  } else {
+    open_transfer();
+  }
+  readback_used_ = at + bytes;
+  const size_t slot = static_cast<size_t>(open_slot_);
+  downloads_.push_back({slot, ring_[slot].use + 1, at, dst, bytes});
+  return ++downloads_started_;
+}
+
+void Context::finish_download(uint64_t ticket) {
+  if (ticket == 0) return;
+  if (downloads_.empty() || ticket != downloads_finished_ + 1)
+    fail("vulkan backend: download %llu finished out of order", (unsigned long long)ticket);
+  const Download dl = downloads_.front();
+  downloads_.pop_front();
+  downloads_finished_++;
+  if (open_slot_ == static_cast<int>(dl.slot)) flush_transfer();
+  Slot& slot = ring_[dl.slot];
+  // The slot has carried later submissions only after its fence was waited for.
+  if (slot.busy && slot.use == dl.use) {
+    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+    slot.busy = false;
+  }
+  if (dl.bytes) std::memcpy(dl.dst, readback_->mapped() + dl.at, dl.bytes);
+  if (downloads_.empty()) readback_used_ = 0;
 }
 
 void Context::record_transfer(const std::function<void(VkCommandBuffer)>& rec) {
@@ -756,13 +887,6 @@ void Context::copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, si
     std::memcpy(d + done, staging_->mapped(), n);
     done += n;
   }
-}
-
-void Context::copy_buffer(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src,
-                          VkDeviceSize src_offset, size_t bytes) {
-  if (!bytes) return;
-  const VkBufferCopy c{src_offset, dst_offset, bytes};
-  record_transfer([&](VkCommandBuffer cb) { d_.vkCmdCopyBuffer(cb, src.get(), dst.get(), 1, &c); });
 }
 
 void Context::fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes) {

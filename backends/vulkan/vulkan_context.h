@@ -1,10 +1,13 @@
 // Vulkan objects of the backend, each behind an RAII owner: the instance (with the
 // validation layer when LLM_VULKAN_VALIDATION=1), a device with one compute queue, a
-// sub-allocator of device memory, buffers, staged transfers, the on-disk pipeline
-// cache and compute pipelines keyed by shader and specialization constants.
+// sub-allocator of device memory, buffers, staged transfers, queued submissions (a
+// ring of fences), the on-disk pipeline cache and compute pipelines keyed by shader
+// and specialization constants.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -160,17 +163,37 @@ class Context {
   const Pipeline& pipeline(const std::string& name, uint32_t n_bindings,
                            const std::vector<int32_t>& spec);
 
-  // Submits a recorded command buffer; with wait, returns when it has finished. A
-  // submission without wait is waited for by the next wait_idle() (or submit()).
+  // Submits a recorded command buffer after everything in flight has finished; with
+  // wait, returns when it has finished too. A submission without wait is waited for by
+  // the next wait_idle() (or submit()).
   void submit(VkCommandBuffer cb, bool wait);
+  // Waits for every submission in flight, after sending the queued transfers.
   void wait_idle();
+
+  // Work queued behind what is in flight, for decoding a step ahead of the host: small
+  // uploads (the data is copied into the command buffer), device copies and downloads
+  // into readback memory are recorded into an open transfer command buffer, which goes
+  // out as a submission of its own before the next queued program or any wait. Every
+  // submission and every queued command is ordered after all earlier ones (barriers).
+  // Submissions take fences from a ring, so a program can be queued while the last
+  // one still runs. The recorded command buffer of a queued program must allow
+  // simultaneous use.
+  void submit_queued(VkCommandBuffer cb);
+  // False (nothing queued) for uploads vkCmdUpdateBuffer cannot take: over 64 KiB, or
+  // offset or size not a multiple of 4.
+  bool queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes);
+  void queue_copy(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src, VkDeviceSize src_offset,
+                  size_t bytes);
+  // A download finish_download() completes (in the order they were started): the bytes
+  // src holds once everything queued before has run. Larger ones than the readback
+  // memory are done at once (ticket 0).
+  uint64_t queue_download(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes);
+  void finish_download(uint64_t ticket);
 
   // One-off transfer commands, submitted and waited for.
   void copy_to_device(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes);
   void copy_to_host(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes);
   void fill_zero(Buffer& dst, VkDeviceSize offset, size_t bytes);
-  void copy_buffer(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src, VkDeviceSize src_offset,
-                   size_t bytes);
 
   // The error bits the shaders set (bad indices); throws llm::Error naming them and
   // clears them. Call after wait_idle().
@@ -181,6 +204,12 @@ class Context {
   void print_statistics(const std::string& name, const std::vector<int32_t>& spec,
                         VkPipeline pipeline);
   void record_transfer(const std::function<void(VkCommandBuffer)>& rec);
+  // A ring slot for the next submission, waiting for its last one if still in flight.
+  size_t acquire_slot();
+  void submit_in_slot(size_t slot, VkCommandBuffer cb);
+  // The open transfer command buffer, begun (with its leading barrier) if need be.
+  VkCommandBuffer open_transfer();
+  void flush_transfer();
   std::string cache_path() const;
   void save_pipeline_cache();
 
@@ -192,8 +221,28 @@ class Context {
   VkQueue queue_ = VK_NULL_HANDLE;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer transfer_cb_ = VK_NULL_HANDLE;
-  VkFence fence_ = VK_NULL_HANDLE;
-  bool pending_ = false;
+  // Submissions in flight: a fence and a transfer command buffer per slot.
+  static constexpr size_t kRing = 8;
+  struct Slot {
+    VkFence fence = VK_NULL_HANDLE;
+    VkCommandBuffer cb = VK_NULL_HANDLE;
+    bool busy = false;
+    uint64_t use = 0;  // how many submissions the slot has carried
+  };
+  std::array<Slot, kRing> ring_{};
+  size_t next_slot_ = 0;
+  int open_slot_ = -1;  // the slot whose transfer command buffer is open
+  struct Download {
+    size_t slot;
+    uint64_t use;  // the slot's submission that carries the copy
+    size_t at;     // offset in readback_
+    void* dst;
+    size_t bytes;
+  };
+  std::deque<Download> downloads_;
+  uint64_t downloads_started_ = 0, downloads_finished_ = 0;
+  size_t readback_used_ = 0;
+  std::unique_ptr<Buffer> readback_;  // host visible, for queued downloads
   VkPipelineCache cache_ = VK_NULL_HANDLE;
   // LLM_VULKAN_PIPELINE_STATS=1: each pipeline's compiler statistics (registers, ...)
   // go to stderr as it is created, where the driver reports them.
