@@ -10,6 +10,7 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #define WG 256
+#define UNROLL 8u
 layout(local_size_x = WG) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Params { float params[]; };
@@ -29,8 +30,20 @@ void main() {
     const uint base = p.x_off + row * p.n;
     float bv = 0.0;
     int bi = -1;
-    // Indices rise within an invocation: a tie keeps the earlier one.
-    for (uint k = tid; k < p.n; k += WG) {
+    // Indices rise within an invocation: a tie keeps the earlier one. UNROLL loads go
+    // out before the first comparison (one trip to memory for them, not UNROLL).
+    uint k = tid;
+    for (; k + (UNROLL - 1u) * WG < p.n; k += UNROLL * WG) {
+      float v[UNROLL];
+      for (uint j = 0u; j < UNROLL; j++) v[j] = x[base + k + j * WG];
+      for (uint j = 0u; j < UNROLL; j++) {
+        if (!isnan(v[j]) && (bi < 0 || v[j] > bv)) {
+          bv = v[j];
+          bi = int(k + j * WG);
+        }
+      }
+    }
+    for (; k < p.n; k += WG) {
       const float v = x[base + k];
       if (!isnan(v) && (bi < 0 || v > bv)) {
         bv = v;
