@@ -24,6 +24,7 @@
 #include "backends/vulkan/vulkan_backend.h"
 #include "backends/vulkan/vulkan_devices.h"
 #include "core/backend.h"
+#include "core/engine/sampler.h"
 #include "core/engine/session.h"
 #include "core/model.h"
 #include "test_util.h"
@@ -579,6 +580,50 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
         });
       }
     }
+}
+
+TEST_CASE("vulkan runs the final norm in the head GEMV when the sampled id takes its input",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(15);
+  const int64_t K = 128, V = 300;
+  // Tensor ids: the norm's input 0 and weight 1, x 2, head 3, logits 4, params 5, id 6.
+  // The id is placed over the norm's input, dead by then (as the step planner may do).
+  Node norm = make_node(Op::RmsNorm, {0, 1}, 2);
+  norm.params.eps = 1e-5f;
+  const Node head = make_node(Op::MatMul, {2, 3}, 4), sample = make_node(Op::Sample, {4, 5}, 6);
+  const QuantMatrix w = quantize_random(DType::Q4_0, V, K, rng);
+  const std::vector<float> h = uniform(K, rng), nw = uniform(K, rng, 0.5f, 1.5f);
+  auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+    TestBuffers b(be);
+    DeviceBuffer* hb = b.put(to_bytes(h));
+    const TensorRef hr{hb, 0, DType::F32, {1, K}};
+    const TensorRef nr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
+    const TensorRef xr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+    const TensorRef lr{b.put(Bytes(V * 4)), 0, DType::F32, {1, V}};
+    const TensorRef pr{b.put(to_bytes(std::vector<float>{0.f, 0.5f})), 0, DType::F32, {1, 2}};
+    const TensorRef ir{hb, 0, DType::I32, {1}};
+    auto prog = be.compile({{&norm, {hr, nr}, xr},
+                            {&head, {xr, b.weight(w, DType::Q4_0, V, K, quant)}, lr},
+                            {&sample, {lr, pr}, ir}});
+    prog->run();
+    if (ds) *ds = prog->dispatches();
+    std::vector<float> out = download_f32(be, {lr});
+    int32_t id = -1;
+    be.download(*hb, 0, &id, 4);
+    // The id: the argmax of the very logits.
+    CHECK(id == argmax(out.data(), static_cast<int>(V)));
+    return out;
+  };
+  check_gemv_backends(
+      run,
+      [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+        if (gpu.info().details.find("x in shared memory") == std::string::npos) return;
+        REQUIRE(ds.size() == 2);
+        CHECK(ds[0].kernel.rfind("rms_norm + matmul_gemv_q", 0) == 0);
+        CHECK(ds[1].kernel == "sample");
+      },
+      [](const Backend& gpu) { return has_int_dot_gemv(gpu) ? 1e-4 : 1e-5; });
 }
 
 TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vulkan][ops]") {

@@ -854,12 +854,16 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         if (ins[k] == nb.node->output && !(j <= last && k == 0)) return false;
     }
     // What the dispatch may write: those matmuls' outputs and the nodes it may fuse after
-    // them (the SiluMul after gate/up; ropes and cache appends after q/k/v).
+    // them (the SiluMul after gate/up, an Add after one matrix; ropes and cache appends
+    // after q/k/v). A Sample after the head has a dispatch of its own, so its id may
+    // take the dead norm input's memory.
     const size_t written_to = std::min(nodes.size(), last + (last == m + 2 ? 5 : 2));
-    for (size_t j = m; j < written_to; j++)
-      if (nodes[j].node && (region(nodes[j].output).overlaps(region(x)) ||
-                            region(nodes[j].output).overlaps(region(w))))
+    for (size_t j = m; j < written_to; j++) {
+      if (!nodes[j].node || (j > last && nodes[j].node->op == Op::Sample)) continue;
+      if (region(nodes[j].output).overlaps(region(x)) ||
+          region(nodes[j].output).overlaps(region(w)))
         return false;
+    }
     return true;
   };
   // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
