@@ -425,9 +425,10 @@ TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][t
       size_t covered = 0;
       for (const Program::Dispatch& dp : r.t.decode.dispatches) covered += dp.nodes.size();
       CHECK(covered == r.t.decode.ops.size());
-      // Within 25% on CPU drivers (lavapipe, CI): each timestamp between dispatches costs
+      // Within 50% on CPU drivers (lavapipe, CI): each timestamp between dispatches costs
       // lavapipe tens of µs (on a 2-core VM the sum was 16-20% over the replayed step,
-      // with about 30 dispatches a step). On a GPU the replay overlaps dispatches that
+      // with about 30 dispatches a step, and up to 25% once replays were queued back to
+      // back without a host round trip between them). On a GPU the replay overlaps dispatches that
       // no barrier orders, which timestamps between them serialize: on the H200 the sum
       // was 19-28% over the replayed step, so there the profiled wall is the bound.
       // And at least 80% of the replay on a GPU: the fixture's steps take about 130 µs
@@ -435,7 +436,7 @@ TEST_CASE("vulkan: trace covers every node and shader times add up", "[vulkan][t
       // which no timestamp sees (H200: 89.7% with 5 dispatches a decode layer).
       const bool cpu_driver = be->info().type == "cpu";
       check_profile_adds_up(*be, *r.model, r.ref.input_ids, /*replay=*/true, "timestamp",
-                            cpu_driver, 1.25, cpu_driver ? 0.9 : 0.8);
+                            cpu_driver, 1.5, cpu_driver ? 0.9 : 0.8);
     }
   }
 }
