@@ -739,39 +739,45 @@ VkCommandBuffer Context::open_transfer() {
     return cb;
   }
   const size_t i = acquire_slot();
-  const VkCommandBuffer cb = ring_[i].cb;
-  LLM_VK_CHECK(d_.vkResetCommandBuffer(cb, 0));
-  VkCommandBufferBeginInfo bi{};
-  bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
-  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-  LLM_VK_CHECK(d_.vkBeginCommandBuffer(cb, &bi));
-  // After everything submitted before (programs read and write what these touch).
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0,
-                          1, &mb, 0, nullptr, 0, nullptr);
+  begin_transfer(ring_[i].cb);
   open_slot_ = static_cast<int>(i);
-  return cb;
+  return ring_[i].cb;
 }
 
 void Context::flush_transfer() {
   if (open_slot_ < 0) return;
   const size_t i = static_cast<size_t>(open_slot_);
   open_slot_ = -1;
-  const VkCommandBuffer cb = ring_[i].cb;
-  // Before everything submitted after, and visible to the host (readback).
+  end_transfer(ring_[i].cb);
+  submit_in_slot(i, ring_[i].cb);
+}
+
+void Context::begin_transfer(VkCommandBuffer cb) {
+  LLM_VK_CHECK(d_.vkResetCommandBuffer(cb, 0));
+  VkCommandBufferBeginInfo bi{};
+  bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  LLM_VK_CHECK(d_.vkBeginCommandBuffer(cb, &bi));
+  // After everything submitted before (programs read and write what transfers touch).
   VkMemoryBarrier mb{};
   mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                          VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+void Context::end_transfer(VkCommandBuffer cb) {
+  // Before everything submitted after, and visible to the host (staging, readback).
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
   mb.dstAccessMask =
       VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
                           VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1,
                           &mb, 0, nullptr, 0, nullptr);
   LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
-  submit_in_slot(i, cb);
 }
 
 bool Context::queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes) {
@@ -829,23 +835,9 @@ void Context::finish_download(uint64_t ticket) {
 
 void Context::record_transfer(const std::function<void(VkCommandBuffer)>& rec) {
   wait_idle();
-  LLM_VK_CHECK(d_.vkResetCommandBuffer(transfer_cb_, 0));
-  VkCommandBufferBeginInfo bi{};
-  bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
-  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-  LLM_VK_CHECK(d_.vkBeginCommandBuffer(transfer_cb_, &bi));
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-  d_.vkCmdPipelineBarrier(transfer_cb_, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                          VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  begin_transfer(transfer_cb_);
   rec(transfer_cb_);
-  mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT;
-  d_.vkCmdPipelineBarrier(transfer_cb_, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1,
-                          &mb, 0, nullptr, 0, nullptr);
-  LLM_VK_CHECK(d_.vkEndCommandBuffer(transfer_cb_));
+  end_transfer(transfer_cb_);
   submit(transfer_cb_, true);
 }
 

@@ -210,6 +210,10 @@ class Context {
   // The open transfer command buffer, begun (with its leading barrier) if need be.
   VkCommandBuffer open_transfer();
   void flush_transfer();
+  // A one-time transfer command buffer begun / ended with barriers against everything
+  // submitted before / after it (and for host reads at the end).
+  void begin_transfer(VkCommandBuffer cb);
+  void end_transfer(VkCommandBuffer cb);
   std::string cache_path() const;
   void save_pipeline_cache();
 
