@@ -142,6 +142,10 @@ struct Context {
   // A single row's Sample runs in the GEMV of its logits (LLM_CUDA_FUSE_SAMPLE=0: a
   // launch of its own).
   bool fuse_sample = true;
+  // Single-token GEMVs stream their weights through shared memory where it has room
+  // (LLM_CUDA_QGEMV_STAGED=0 keeps them in registers: for measuring, and for testing the
+  // path of devices with less shared memory).
+  bool qgemv_staged = true;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded
@@ -470,6 +474,8 @@ class CudaBackend final : public Backend {
     ctx_->batch_copies = prop.unifiedAddressing && !(batch && std::strcmp(batch, "0") == 0);
     const char* fuse_sample = std::getenv("LLM_CUDA_FUSE_SAMPLE");
     ctx_->fuse_sample = !(fuse_sample && std::strcmp(fuse_sample, "0") == 0);
+    const char* staged = std::getenv("LLM_CUDA_QGEMV_STAGED");
+    ctx_->qgemv_staged = !(staged && std::strcmp(staged, "0") == 0);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
@@ -1113,6 +1119,7 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
       // Weights repacked by a launch of this program are written just before: no early
       // start then.
       qa.pdl = ctx_->pdl && launches.size() == launches_before;
+      qa.allow_staged = ctx_->qgemv_staged;
       if (qa.residual && qa.pdl)
         qa.residual_early = written_before_previous_starts(ins[e][res_k], e);
       // The Sample epilogue's scratch is allocated once the program's launches are known.

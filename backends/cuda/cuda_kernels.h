@@ -253,6 +253,9 @@ struct QGemvArgs {
   // Programmatic dependent launch: the kernel may start before the previous one in the
   // stream ends and stream its weights meanwhile (they must not be written by it).
   bool pdl = false;
+  // A single token's weights may stream through shared memory (the staged kernels)
+  // where the device has room for the rings; false keeps them in registers.
+  bool allow_staged = true;
 };
 // Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
 size_t qgemv_smem_bytes(int64_t T, int64_t K);

@@ -678,17 +678,6 @@ void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bo
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
 }
 
-// Single tokens stream the weights through shared memory (the staged kernels) where
-// the device has room for the rings; LLM_CUDA_QGEMV_STAGED=0 keeps them in registers
-// (for measuring).
-bool qgemv_staged_allowed() {
-  static const bool v = [] {
-    const char* e = std::getenv("LLM_CUDA_QGEMV_STAGED");
-    return !(e && std::atoi(e) == 0);
-  }();
-  return v;
-}
-
 // LLM_CUDA_QGEMV_KSPLIT=1|2|4|8 fixes the warps per task (for measuring); 0 or unset
 // chooses by shape.
 int qgemv_ksplit_override() {
@@ -826,7 +815,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   p.stage_off = static_cast<int>((smem + 15) / 16 * 16);
   const size_t staged_smem = p.stage_off + kRingBytes;
   const bool staged =
-      p.T == 1 && qgemv_staged_allowed() && staged_smem + 2048 <= static_cast<size_t>(smem_optin);
+      p.T == 1 && a.allow_staged && staged_smem + 2048 <= static_cast<size_t>(smem_optin);
   const size_t dyn = staged ? staged_smem : smem;
   if (a.type == DType::Q4_0)
     launch<true>(stream, p, grid, dyn, a.pdl, staged);
