@@ -1100,7 +1100,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
         qa.epilogue = epi;
         qa.sample_params = ins[e][1].f32();
         qa.sample_out = outs[e].i32_mut();
-        qa.sample_params_early = qa.pdl && written_before_previous_starts(ins[e][1], e);
         need_sample = true;
         label += " +sample";
         kernel += "+sample";

@@ -247,7 +247,6 @@ struct QGemvArgs {
   // qgemv_sample_scratch_bytes(n_sms) bytes, zeroed before the first launch (the kernel
   // leaves it zeroed).
   const float* sample_params = nullptr;
-  bool sample_params_early = false;  // may be read before the wait (as residual_early)
   int32_t* sample_out = nullptr;
   void* sample_scratch = nullptr;
   // Programmatic dependent launch: the kernel may start before the previous one in the

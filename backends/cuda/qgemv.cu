@@ -77,7 +77,6 @@ struct Params {
   // Sample (one token, one segment): each block's best logit, and the count of blocks
   // done (the last one resets it), then the drawn id.
   const float* sample_params;
-  bool sample_params_early;
   SampleBest* sample_partials;
   unsigned* sample_counter;
   int32_t* sample_out;
@@ -294,12 +293,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       if (seg >= 0 && seg < 2 && i < p.rot_half)
         sincosf(static_cast<float>(p.positions[lane]) * p.inv_freq[i], &sin0, &cos0);
     }
-  }
-  // Sample: its (temperature, u), off the end of the chain where the host allows it.
-  float2 draw = make_float2(0.f, 0.f);
-  if constexpr (kSample) {
-    if (tid == 0 && p.sample_params_early)
-      draw = make_float2(p.sample_params[0], p.sample_params[1]);
   }
   pdl_wait();
   pdl_trigger();
@@ -619,8 +612,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       if (lane == 0) {
         all_best = b;
         picked = b.i < 0 ? 0 : b.i;
-        all_draw =
-            p.sample_params_early ? draw : make_float2(p.sample_params[0], p.sample_params[1]);
+        all_draw = make_float2(p.sample_params[0], p.sample_params[1]);
         *p.sample_counter = 0;  // for the next launch
       }
     }
@@ -759,7 +751,6 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
         !a.sample_scratch)
       fail("cuda qgemv: bad sample epilogue");
     p.sample_params = a.sample_params;
-    p.sample_params_early = a.sample_params_early;
     p.sample_out = a.sample_out;
     p.sample_partials = static_cast<SampleBest*>(a.sample_scratch);
     p.sample_counter = reinterpret_cast<unsigned*>(p.sample_partials + n_sms);
