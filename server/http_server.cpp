@@ -231,7 +231,10 @@ void Server::routes() {
     }
     reply_json(res, 500, error_body(what, "server_error", "", ""));
   });
-  http_->set_logger([this](const Request& req, const Response& res) {
+  // Counted once the status is final but before the response goes out (httplib's
+  // logger runs after it is written, so a client could read /metrics before its own
+  // request was counted).
+  http_->set_post_routing_handler([this](const Request& req, Response& res) {
     metrics_.count_request(route_label(req.path), res.status);
   });
 
