@@ -78,6 +78,10 @@ layout(constant_id = 9) const int PERSIST = 0;
 // its result into shared memory: one dispatch less.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
+// EARLY (with NORM): the first weights are issued before the norm, so they are on
+// their way while it runs (more registers held across it: taken where the grid is one
+// pass, which does not rely on a fixed count of workgroups per multiprocessor).
+layout(constant_id = 13) const int EARLY = 0;
 #endif
 #if defined(X_SHARED) && !defined(ROPE_KV)
 // QOUT (MODE 1, one token, a workgroup's round of tasks = 32 rows): the activation is
@@ -434,8 +438,9 @@ void main() {
   float d[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
 #ifdef X_SHARED
-  // NORM: the weights after the norm, whose registers would otherwise hold them too.
-  if (NORM == 0) {
+  // NORM: the weights after the norm, whose registers would otherwise hold them too
+  // (unless EARLY).
+  if (NORM == 0 || EARLY != 0) {
     ISSUE_BLOCKS(lane)
   }
   if (NORM != 0) {
@@ -446,7 +451,7 @@ void main() {
     for (uint i = tid; i < nxb; i += WG) sxm[i] = xm[(xb0 + nxb * 4u) * 2u + i];
   }
   barrier();
-  if (NORM != 0) {
+  if (NORM != 0 && EARLY == 0) {
     ISSUE_BLOCKS(lane)
   }
 #else

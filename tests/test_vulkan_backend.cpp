@@ -69,17 +69,19 @@ bool has_coop_gemm(const Backend& be) {
 // products where the device has them at all (emulated ones included: lavapipe), with
 // x's planes in shared memory unless shared_x is false, those on the fixed grid of
 // workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
-// so that every group takes many tasks) or one pass (persist 0).
+// so that every group takes many tasks) or one pass (persist 0; 3: one pass whose
+// GEMVs with a norm inside issue their first weights before it).
 Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
                        int persist = 1) {
-  static Backend* backends[2][2][2][3] = {};
+  static Backend* backends[2][2][2][4] = {};
   Backend*& b = backends[tensor_cores][int_dot][shared_x][persist];
   if (!b) {
     ScopedEnv env("LLM_VULKAN_COOPMAT", tensor_cores ? "1" : "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", int_dot ? "1" : "0");
     ScopedEnv sx("LLM_VULKAN_GEMV_SX", shared_x ? "1" : "0");
-    ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 ? "0" : "1");
+    ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 || persist == 3 ? "0" : "1");
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
+    ScopedEnv early("LLM_VULKAN_GEMV_EARLY", persist == 3 ? "1" : "0");
     b = make_vulkan_backend().release();
   }
   return *b;
@@ -98,6 +100,7 @@ std::vector<Backend*> gemv_backends() {
     out.push_back(&shared_vulkan(false, true));
     out.push_back(&shared_vulkan(false, true, true, 2));
     out.push_back(&shared_vulkan(false, true, true, 0));
+    out.push_back(&shared_vulkan(false, true, true, 3));
     out.push_back(&shared_vulkan(false, true, false));
   }
   return out;

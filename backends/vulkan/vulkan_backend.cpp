@@ -396,6 +396,11 @@ class VulkanBackend final : public Backend {
     // (matmul_gemv_q.glsl, PERSIST): kGemvWorkgroupsPerUnit per multiprocessor, or
     // LLM_VULKAN_GEMV_WGS in all; LLM_VULKAN_GEMV_PERSIST=0 gives each workgroup its
     // own rows instead (for measuring, and for testing that path).
+    // One-pass GEMVs with the norm inside may issue their first weights before the norm
+    // (EARLY in matmul_gemv_q.glsl) with LLM_VULKAN_GEMV_EARLY=1: not yet measured on a
+    // GPU, so off by default.
+    const char* early = std::getenv("LLM_VULKAN_GEMV_EARLY");
+    norm_early_ = early && std::strcmp(early, "1") == 0;
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
     const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
     if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
@@ -421,6 +426,7 @@ class VulkanBackend final : public Backend {
                                       std::to_string(persist_wgs_) + " workgroups)"
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
+    if (int_dot_ && norm_early_) d.details += ", one-pass GEMVs load weights before their norm";
     return d;
   }
 
@@ -495,6 +501,7 @@ class VulkanBackend final : public Backend {
   bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
   bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
   uint32_t persist_wgs_ = 0;  // ... on a fixed grid of this many workgroups (0: one pass)
+  bool norm_early_ = false;   // ... one-pass ones issuing weights before their norm
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -1350,7 +1357,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
           gemv_spec.push_back(norm_in ? 1 : 0);                                    // NORM
           gemv_spec.push_back(norm_in ? dt_code(nodes[norm_it->second].inputs[1].dtype) : 0);
-          gemv_spec.push_back(qout ? 1 : 0);  // QOUT
+          gemv_spec.push_back(qout ? 1 : 0);                                // QOUT
+          gemv_spec.push_back(norm_in && !persist && norm_early_ ? 1 : 0);  // EARLY
           use(rope_kv           ? "matmul_gemv_qdot_rope"
               : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
               : sx              ? "matmul_gemv_qdot_sx"
