@@ -1,7 +1,7 @@
 // Shared by attention.comp and attention_decode.comp: their specialization constants,
 // bindings and push constants, block reductions, and the end of a (token, head, split):
-// the normalised output, or (SPLITS > 1) a partial that the last split to finish merges
-// and rounds for the o GEMV (QUANT). The includer defines WG, MAX_D (head dims at most)
+// the normalised output, or (SPLITS > 1) a partial that the last split to finish merges;
+// the output rounded for the o GEMV (QUANT) by the workgroup that writes it. The includer defines WG, MAX_D (head dims at most)
 // and PER_T (output dims per thread: d = tid + i * WG).
 #ifndef LLM_ATTENTION_COMMON_GLSL
 #define LLM_ATTENTION_COMMON_GLSL
@@ -65,14 +65,36 @@ float reduce_sum(float v) {
   return r;
 }
 
-// The result of one (token, head, split): normalised into the output, or as a partial.
+// QUANT: the head's output (in qs) rounded for the integer-dot o GEMV, a block of 32 a
+// thread (D is a multiple of 32, checked on the host).
+void round_for_gemv(uint item) {
+  const uint tid = gl_LocalInvocationID.x, D = p.D;
+  barrier();
+  const uint n = p.T * p.H * D;
+  for (uint b = tid; b < D / 32u; b += WG) {
+    vec4 v[8];
+    for (uint j = 0u; j < 8u; j++)
+      v[j] = vec4(qs[b * 32u + 4u * j], qs[b * 32u + 4u * j + 1u], qs[b * 32u + 4u * j + 2u],
+                  qs[b * 32u + 4u * j + 3u]);
+    const uint blk = item * (D / 32u) + b;
+    quantize_block(v, p.planes_off / 4u + blk * 4u, (p.planes_off / 4u + (n / 32u) * 4u) * 2u + blk);
+  }
+}
+
+// The result of one (token, head, split): normalised into the output (and rounded for
+// the o GEMV: QUANT), or as a partial.
 void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
   const uint tid = gl_LocalInvocationID.x;
   if (SPLITS == 1u) {
+    if (QUANT != 0) barrier();  // every read of q (qs) is done
     for (uint i = 0u; i < PER_T; i++) {
       const uint d = tid + i * WG;
-      if (d < p.D) outv[p.out_off + item * p.D + d] = l > 0.0 ? acc[i] / l : 0.0;
+      if (d >= p.D) continue;
+      const float o = l > 0.0 ? acc[i] / l : 0.0;
+      outv[p.out_off + item * p.D + d] = o;
+      if (QUANT != 0) qs[d] = o;
     }
+    if (QUANT != 0) round_for_gemv(item);
     return;
   }
   const uint base = (item * SPLITS + split) * (p.D + 2u);
@@ -128,18 +150,7 @@ void merge_if_last(uint item) {
     outv[p.out_off + item * D + d] = o;
     qs[d] = o;
   }
-  if (QUANT == 0) return;
-  // Blocks of 32 of the output (D is a multiple of 32, checked on the host).
-  barrier();
-  const uint n = p.T * p.H * D;
-  for (uint b = tid; b < D / 32u; b += WG) {
-    vec4 v[8];
-    for (uint j = 0u; j < 8u; j++)
-      v[j] = vec4(qs[b * 32u + 4u * j], qs[b * 32u + 4u * j + 1u], qs[b * 32u + 4u * j + 2u],
-                  qs[b * 32u + 4u * j + 3u]);
-    const uint blk = item * (D / 32u) + b;
-    quantize_block(v, p.planes_off / 4u + blk * 4u, (p.planes_off / 4u + (n / 32u) * 4u) * 2u + blk);
-  }
+  if (QUANT != 0) round_for_gemv(item);
 }
 
 #endif

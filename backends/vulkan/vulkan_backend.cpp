@@ -1566,9 +1566,10 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                     ? 1
                                     : static_cast<uint32_t>(std::clamp<int64_t>(
                                           context / split_keys, 1, kAttentionMaxSplits));
-        // The merge also rounds the output for an integer-dot GEMV right after that reads
-        // it (o), a head per workgroup: heads of whole blocks of 32.
-        const bool merge_quant = splits > 1 && feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
+        // The workgroup that writes a head's output (the merging split, or the only one)
+        // also rounds it for an integer-dot GEMV right after that reads it (o): heads of
+        // whole blocks of 32.
+        const bool round_out = feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
         if (splits > 1) {
           auto partials = std::make_shared<Buffer>(
               *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
@@ -1587,7 +1588,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           x.bindings.push_back(unused);
         }
         uint32_t planes_off = 0;
-        if (merge_quant) {
+        if (round_out) {
           const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
           planes_off = bind(planes, "the quantized output", true);
           planes_hold = region(o);
@@ -1606,11 +1607,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, merge_quant ? 1 : 0, decode ? kv_load : 0});
+             k_vec4 ? 1 : 0, round_out ? 1 : 0, decode ? kv_load : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
-        if (splits > 1)
-          x.label += format_message(" x%u +merge%s", splits, merge_quant ? " +quantize" : "");
+        if (splits > 1) x.label += format_message(" x%u +merge", splits);
+        if (round_out) x.label += " +quantize";
         grid(x, static_cast<uint64_t>(items) * splits);
         break;
       }
