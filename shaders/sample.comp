@@ -3,18 +3,26 @@
 // below every number; a row of NaNs gives 0). Above 0: the first index at which the
 // running sum of exp((x - max) / temperature) exceeds u * sum (float sums here: the
 // CPU reference sums in double, so a draw within rounding of a boundary may differ).
-// A workgroup per row: invocations keep the best of strided elements, a shared-memory
-// tree merges them; for sampling each invocation sums a contiguous chunk, a scan places
-// the chunks, and the invocation whose chunk holds the target walks it.
+// SPLITS workgroups per row, each over a contiguous part of it: invocations keep the
+// best of strided elements, a shared-memory tree merges them, and the last workgroup
+// of the row to finish (a counter) merges the parts' bests, so a long row is read by
+// many multiprocessors at once. For sampling that workgroup then sums contiguous
+// chunks of the whole row, a scan places the chunks, and the invocation whose chunk
+// holds the target walks it.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #define WG 256
 #define UNROLL 8u
 layout(local_size_x = WG) in;
+layout(constant_id = 0) const uint SPLITS = 1;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Params { float params[]; };
 layout(std430, binding = 2) writeonly buffer Out { int outv[]; };
+// SPLITS > 1: each part's best (value bits, index) [rows][SPLITS], read by the merging
+// workgroup (coherent), and a counter per row, zero between runs (the merger resets it).
+layout(std430, binding = 3) coherent buffer Part { uvec2 part[]; };
+layout(std430, binding = 4) buffer Counters { uint counters[]; };
 layout(push_constant) uniform P {
   uint x_off, params_off, out_off, rows, n;
 } p;
@@ -23,17 +31,42 @@ shared float best_v[WG];
 shared int best_i[WG];
 shared float sums[WG];
 shared int picked;
+shared bool merging;
+
+// Merges the invocations' (bv, bi) into best_v[0], best_i[0]: the larger value, the
+// smaller index of equal ones; -1 (no number seen) loses to any index.
+void reduce_best(float bv, int bi) {
+  const uint tid = gl_LocalInvocationID.x;
+  best_v[tid] = bv;
+  best_i[tid] = bi;
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) {
+      const float ov = best_v[tid + s];
+      const int oi = best_i[tid + s];
+      const int mi = best_i[tid];
+      if (oi >= 0 && (mi < 0 || ov > best_v[tid] || (ov == best_v[tid] && oi < mi))) {
+        best_v[tid] = ov;
+        best_i[tid] = oi;
+      }
+    }
+    barrier();
+  }
+}
 
 void main() {
   const uint tid = gl_LocalInvocationID.x;
-  for (uint row = flat_group(); row < p.rows; row += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
+  const uint per = (p.n + SPLITS - 1u) / SPLITS;  // elements per part
+  for (uint g = flat_group(); g < p.rows * SPLITS; g += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
+    const uint row = g / SPLITS, split = g % SPLITS;
     const uint base = p.x_off + row * p.n;
+    const uint part_lo = min(p.n, split * per), part_hi = min(p.n, part_lo + per);
     float bv = 0.0;
     int bi = -1;
     // Indices rise within an invocation: a tie keeps the earlier one. UNROLL loads go
     // out before the first comparison (one trip to memory for them, not UNROLL).
-    uint k = tid;
-    for (; k + (UNROLL - 1u) * WG < p.n; k += UNROLL * WG) {
+    uint k = part_lo + tid;
+    for (; k + (UNROLL - 1u) * WG < part_hi; k += UNROLL * WG) {
       float v[UNROLL];
       for (uint j = 0u; j < UNROLL; j++) v[j] = x[base + k + j * WG];
       for (uint j = 0u; j < UNROLL; j++) {
@@ -43,27 +76,27 @@ void main() {
         }
       }
     }
-    for (; k < p.n; k += WG) {
+    for (; k < part_hi; k += WG) {
       const float v = x[base + k];
       if (!isnan(v) && (bi < 0 || v > bv)) {
         bv = v;
         bi = int(k);
       }
     }
-    best_v[tid] = bv;
-    best_i[tid] = bi;
-    barrier();
-    for (uint s = WG / 2u; s > 0u; s >>= 1) {
-      if (tid < s) {
-        const float ov = best_v[tid + s];
-        const int oi = best_i[tid + s];
-        const int mi = best_i[tid];
-        if (oi >= 0 && (mi < 0 || ov > best_v[tid] || (ov == best_v[tid] && oi < mi))) {
-          best_v[tid] = ov;
-          best_i[tid] = oi;
-        }
-      }
+    reduce_best(bv, bi);
+    if (SPLITS > 1u) {
+      // This part's best out, then the last part of the row to finish merges them all.
+      if (tid == 0u) part[row * SPLITS + split] = uvec2(floatBitsToUint(best_v[0]), uint(best_i[0]));
+      memoryBarrierBuffer();
       barrier();
+      if (tid == 0u) merging = atomicAdd(counters[row], 1u) == SPLITS - 1u;
+      barrier();
+      if (!merging) continue;  // uniform: merging is shared
+      memoryBarrierBuffer();
+      if (tid == 0u) counters[row] = 0u;
+      // Parts hold rising index ranges, so the tree's tie rule still picks the first.
+      const uvec2 e = tid < SPLITS ? part[row * SPLITS + tid] : uvec2(0u, 0xffffffffu);
+      reduce_best(uintBitsToFloat(e.x), int(e.y));
     }
     if (tid == 0u) picked = max(best_i[0], 0);
     barrier();

@@ -818,6 +818,30 @@ TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties,
     CHECK(compare_with_cpu(make_node(Op::Sample), {x, params},
                            i32_tensor({5}, std::vector<int32_t>(5))) == 0.0);
   }
+  // A row of a vocabulary is read by several workgroups, and the last to finish merges
+  // their bests: runs after the first must merge too (the counters start at zero again),
+  // and the best's index may lie in any part.
+  const int64_t R = 3, N = 32000;
+  const HostT params = f32_tensor({R, 2}, {0.f, 0.5f, 0.f, 0.5f, 0.f, 0.5f});
+  const HostT ids = i32_tensor({R}, std::vector<int32_t>(R, -1));
+  auto cpu = make_cpu_backend(1);
+  HostT x = f32_tensor({R, N}, uniform(R * N, rng, -10.f, 10.f));
+  OneNode ref(*cpu, make_node(Op::Sample), {x, params}, ids),
+      gpu(shared_vulkan(), make_node(Op::Sample), {x, params}, ids);
+  bool split = false;
+  for (const Program::Dispatch& d : gpu.program().dispatches())
+    split = split || d.kernel.rfind("sample x", 0) == 0;
+  CHECK(split);
+  for (int run = 0; run < 6; run++) {
+    std::vector<float> v = uniform(R * N, rng, -10.f, 10.f);
+    for (int64_t r = 0; r < R; r++) v[r * N + (run * 5003 + r * 9001) % N] = 50.f;
+    const Bytes b = to_bytes(v);
+    ref.set_input(0, b);
+    gpu.set_input(0, b);
+    ref.run();
+    gpu.run();
+    CHECK(gpu.output() == ref.output());
+  }
 }
 
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {

@@ -113,6 +113,10 @@ constexpr int64_t kAttentionTiledMinTokens = 16;
 constexpr int64_t kAttentionSplitItems = 256;
 constexpr int64_t kAttentionSplitKeys = 64;
 constexpr int64_t kAttentionMaxSplits = 32;
+// Sample: a row is cut into parts of at least this many logits (one round of sample.comp's
+// unrolled loads per invocation), each a workgroup, at most kSampleMaxSplits of them.
+constexpr int64_t kSampleSplitElems = 2048;
+constexpr int64_t kSampleMaxSplits = 64;
 constexpr uint32_t kMaxGroups = 65535;
 
 // Bytes [begin, end) of a buffer that a dispatch reads or writes.
@@ -1620,10 +1624,32 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bind(in[0], "the logits"));
         push(bind(in[1], "the sampling parameters"));
         push(bind(o, "the output", true));
+        const int64_t n = in[0].shape.row_len();
         push(static_cast<uint32_t>(rows));
-        push(static_cast<uint32_t>(in[0].shape.row_len()));
-        use("sample", {});
-        grid(x, static_cast<uint64_t>(rows));
+        push(static_cast<uint32_t>(n));
+        // Long rows (a vocabulary) over several workgroups, merged by the row's last.
+        const int64_t splits = std::clamp<int64_t>((n + kSampleSplitElems - 1) / kSampleSplitElems,
+                                                   1, kSampleMaxSplits);
+        if (splits > 1) {
+          auto parts = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(rows * splits * 8),
+                                                "sample parts");
+          // One counter per row, zero between runs (the merging workgroup resets it).
+          auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(rows * 4),
+                                                   "sample counters");
+          clear(*counters, 0, counters->size());
+          for (const auto& buf : {parts, counters}) {
+            keep.push_back(buf);
+            x.bindings.push_back({buf.get(), 0, buf->size()});
+            x.writes.push_back({buf.get(), 0, buf->size()});
+          }
+        } else {
+          const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+          x.bindings.push_back(unused);
+          x.bindings.push_back(unused);
+        }
+        use("sample", {static_cast<int32_t>(splits)});
+        if (splits > 1) x.label = format_message("sample x%lld", (long long)splits);
+        grid(x, static_cast<uint64_t>(rows * splits));
         break;
       }
       case Op::Slice: {
