@@ -1064,6 +1064,27 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       return bind_to(x, r, what, write);
     };
     auto push = [&](uint32_t v) { x.push[x.push_words++] = v; };
+    // The next two bindings of a dispatch whose workgroups split each of `items` and whose
+    // last to finish merges the parts (decode attention, a long row's Sample): the parts
+    // (part_bytes), and a counter per item, zero between runs (the merging workgroup
+    // resets it). Unsplit dispatches bind the error buffer there, unused.
+    auto bind_merge_scratch = [&](bool split, size_t part_bytes, int64_t items, const char* what) {
+      if (!split) {
+        const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+        x.bindings.push_back(unused);
+        x.bindings.push_back(unused);
+        return;
+      }
+      auto parts = std::make_shared<Buffer>(*ctx_, ctx_, part_bytes, std::string(what) + " parts");
+      auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
+                                               std::string(what) + " counters");
+      clear(*counters, 0, counters->size());
+      for (const auto& buf : {parts, counters}) {
+        keep.push_back(buf);
+        x.bindings.push_back({buf.get(), 0, buf->size()});
+        x.writes.push_back({buf.get(), 0, buf->size()});
+      }
+    };
     auto push_f = [&](float v) {
       uint32_t u;
       std::memcpy(&u, &v, 4);
@@ -1574,23 +1595,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         // also rounds it for an integer-dot GEMV right after that reads it (o): heads of
         // whole blocks of 32.
         const bool round_out = feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
-        if (splits > 1) {
-          auto partials = std::make_shared<Buffer>(
-              *ctx_, ctx_, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
-              "attention partials");
-          // One counter per (token, head), zero between runs (the last split resets it).
-          auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
-                                                   "attention split counters");
-          clear(*counters, 0, counters->size());
-          for (const auto& buf : {partials, counters}) {
-            keep.push_back(buf);
-            x.bindings.push_back({buf.get(), 0, buf->size()});
-            x.writes.push_back({buf.get(), 0, buf->size()});
-          }
-        } else {
-          x.bindings.push_back(unused);
-          x.bindings.push_back(unused);
-        }
+        // Partials (max, sum and the output dims) and a counter per (token, head).
+        bind_merge_scratch(splits > 1, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
+                           items, "attention split");
         uint32_t planes_off = 0;
         if (round_out) {
           const TensorRef planes{x_planes.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
@@ -1630,23 +1637,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         // Long rows (a vocabulary) over several workgroups, merged by the row's last.
         const int64_t splits = std::clamp<int64_t>((n + kSampleSplitElems - 1) / kSampleSplitElems,
                                                    1, kSampleMaxSplits);
-        if (splits > 1) {
-          auto parts = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(rows * splits * 8),
-                                                "sample parts");
-          // One counter per row, zero between runs (the merging workgroup resets it).
-          auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(rows * 4),
-                                                   "sample counters");
-          clear(*counters, 0, counters->size());
-          for (const auto& buf : {parts, counters}) {
-            keep.push_back(buf);
-            x.bindings.push_back({buf.get(), 0, buf->size()});
-            x.writes.push_back({buf.get(), 0, buf->size()});
-          }
-        } else {
-          const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
-          x.bindings.push_back(unused);
-          x.bindings.push_back(unused);
-        }
+        // Each part's best (value, index) and a counter per row.
+        bind_merge_scratch(splits > 1, static_cast<size_t>(rows * splits * 8), rows, "sample");
         use("sample", {static_cast<int32_t>(splits)});
         if (splits > 1) x.label = format_message("sample x%lld", (long long)splits);
         grid(x, static_cast<uint64_t>(rows * splits));
