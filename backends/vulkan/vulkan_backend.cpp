@@ -405,6 +405,8 @@ class VulkanBackend final : public Backend {
     // GPU, so off by default.
     const char* early = std::getenv("LLM_VULKAN_GEMV_EARLY");
     norm_early_ = early && std::strcmp(early, "1") == 0;
+    if (const char* u = std::getenv("LLM_VULKAN_GEMV_ONEPASS_UNROLL"))
+      onepass_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
     const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
     if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
@@ -431,6 +433,8 @@ class VulkanBackend final : public Backend {
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
     if (int_dot_ && norm_early_) d.details += ", one-pass GEMVs load weights before their norm";
+    if (int_dot_ && onepass_unroll_ > 1)
+      d.details += ", " + std::to_string(onepass_unroll_) + " blocks a thread in one-pass GEMVs";
     return d;
   }
 
@@ -500,12 +504,13 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool step_ahead_ = true;    // downloads_overlap(): decode a step ahead of the host
-  bool coop_ = false;         // many-token matmuls through matmul_coop
-  bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
-  uint32_t persist_wgs_ = 0;  // ... on a fixed grid of this many workgroups (0: one pass)
-  bool norm_early_ = false;   // ... one-pass ones issuing weights before their norm
+  bool step_ahead_ = true;       // downloads_overlap(): decode a step ahead of the host
+  bool coop_ = false;            // many-token matmuls through matmul_coop
+  bool int_dot_ = false;         // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;        // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;     // ... on a fixed grid of this many workgroups (0: one pass)
+  bool norm_early_ = false;      // ... one-pass ones issuing weights before their norm
+  uint32_t onepass_unroll_ = 1;  // ... blocks per thread at once in small one-pass grids
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -1261,6 +1266,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             gs.rows = 2;
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
+          // A one-pass grid of at most 2 workgroups per multiprocessor may hold more blocks
+          // per thread in flight (its occupancy does not depend on the registers that
+          // cost): LLM_VULKAN_GEMV_ONEPASS_UNROLL=N, not yet measured on a GPU.
+          const uint32_t units = ctx_->phys().compute_units;
+          if (sx && !persist && onepass_unroll_ > 1 &&
+              groups <= 2 * uint64_t{units ? units : kGemvUnitsUnknown})
+            gs.unroll = onepass_unroll_;
           push(gs.tpr);
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
           // activation to its place), and the GEMV reads the planes as its x.
