@@ -1110,56 +1110,60 @@ TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split a
     return;
   }
   // A context of 256 keys (split over workgroups, merged by the last) and one of 32 (a
-  // single workgroup per head).
-  for (const int max_pages : {8, 2}) {
-    DYNAMIC_SECTION("max_pages " << max_pages) {
-      std::mt19937 rng(16);
-      const AttentionCase c{4, 2, 64, 0, 0.f, DType::F32, DType::F32};
-      const int page = 16;
-      const int64_t cache_rows = 2 * max_pages * page, T = 2, Q = 4 * 64, N = 96;
-      std::vector<int32_t> table(2 * max_pages);
-      std::iota(table.begin(), table.end(), 0);
-      const std::vector<int32_t> positions =
-          max_pages == 8 ? std::vector<int32_t>{120, 37} : std::vector<int32_t>{30, 7};
-      const std::vector<HostT> ins =
-          attention_inputs(c, cache_rows, positions, {0, 1}, table, max_pages, rng);
-      const OpParams ap = attention_params(c, page);
-      // Tensor ids: attention inputs 0-5, its output 6, o's weight 7 and output 8.
-      std::vector<TensorId> ids = {0, 1, 2, 3, 4, 5};
-      Node att = make_node(Op::Attention, ids, 6);
-      att.params = ap;
-      const Node mo = make_node(Op::MatMul, {6, 7}, 8);
-      const QuantMatrix wo = quantize_random(DType::Q4_0, N, Q, rng);
-      auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-        TestBuffers b(be);
-        std::vector<TensorRef> in;
-        for (const HostT& h : ins) in.push_back({b.put(h.data), 0, h.dtype, h.shape});
-        const TensorRef ar{b.put(Bytes(T * Q * 4)), 0, DType::F32, {T, Q}};
-        const TensorRef yr{b.put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
-        auto prog = be.compile({BoundNode{&att, in, ar},
-                                BoundNode{&mo, {ar, b.weight(wo, DType::Q4_0, N, Q, quant)}, yr}});
-        // A first run on other queries: the split counters must be back at zero for the
-        // second, whose result is checked.
-        const std::vector<float> q2 = uniform(T * Q, rng);
-        be.upload(*in[0].buffer, 0, q2.data(), q2.size() * 4);
-        prog->run();
-        be.upload(*in[0].buffer, 0, ins[0].data.data(), ins[0].data.size());
-        prog->run();
-        if (ds) *ds = prog->dispatches();
-        return download_f32(be, {ar, yr});
-      };
-      auto cpu = make_cpu_backend(1);
-      const std::vector<float> want = run(*cpu, false, nullptr);
-      std::vector<Program::Dispatch> ds;
-      const std::vector<float> got = run(*gpus[1], true, &ds);
-      CHECK(max_rel_error(got, want) <= 1e-4);
-      REQUIRE(ds.size() == 2);
-      CHECK(ds[0].kernel.find(max_pages == 8 ? "+merge +quantize" : "+quantize") !=
-            std::string::npos);
-      if (max_pages == 2) CHECK(ds[0].kernel.find("+merge") == std::string::npos);
-      CHECK(ds[1].kernel.rfind("matmul_gemv_q", 0) == 0);
+  // single workgroup per head); heads of 64 dims (attention_decode.comp) and of 256
+  // (attention.comp).
+  for (const int head_dim : {64, 256})
+    for (const int max_pages : {8, 2}) {
+      DYNAMIC_SECTION("head_dim " << head_dim << " max_pages " << max_pages) {
+        std::mt19937 rng(16);
+        const AttentionCase c{4, 2, head_dim, 0, 0.f, DType::F32, DType::F32};
+        const int page = 16;
+        const int64_t cache_rows = 2 * max_pages * page, T = 2, Q = 4 * head_dim, N = 96;
+        std::vector<int32_t> table(2 * max_pages);
+        std::iota(table.begin(), table.end(), 0);
+        const std::vector<int32_t> positions =
+            max_pages == 8 ? std::vector<int32_t>{120, 37} : std::vector<int32_t>{30, 7};
+        const std::vector<HostT> ins =
+            attention_inputs(c, cache_rows, positions, {0, 1}, table, max_pages, rng);
+        const OpParams ap = attention_params(c, page);
+        // Tensor ids: attention inputs 0-5, its output 6, o's weight 7 and output 8.
+        std::vector<TensorId> ids = {0, 1, 2, 3, 4, 5};
+        Node att = make_node(Op::Attention, ids, 6);
+        att.params = ap;
+        const Node mo = make_node(Op::MatMul, {6, 7}, 8);
+        const QuantMatrix wo = quantize_random(DType::Q4_0, N, Q, rng);
+        auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+          TestBuffers b(be);
+          std::vector<TensorRef> in;
+          for (const HostT& h : ins) in.push_back({b.put(h.data), 0, h.dtype, h.shape});
+          const TensorRef ar{b.put(Bytes(T * Q * 4)), 0, DType::F32, {T, Q}};
+          const TensorRef yr{b.put(Bytes(T * N * 4)), 0, DType::F32, {T, N}};
+          auto prog =
+              be.compile({BoundNode{&att, in, ar},
+                          BoundNode{&mo, {ar, b.weight(wo, DType::Q4_0, N, Q, quant)}, yr}});
+          // A first run on other queries: the split counters must be back at zero for the
+          // second, whose result is checked.
+          const std::vector<float> q2 = uniform(T * Q, rng);
+          be.upload(*in[0].buffer, 0, q2.data(), q2.size() * 4);
+          prog->run();
+          be.upload(*in[0].buffer, 0, ins[0].data.data(), ins[0].data.size());
+          prog->run();
+          if (ds) *ds = prog->dispatches();
+          return download_f32(be, {ar, yr});
+        };
+        auto cpu = make_cpu_backend(1);
+        const std::vector<float> want = run(*cpu, false, nullptr);
+        std::vector<Program::Dispatch> ds;
+        const std::vector<float> got = run(*gpus[1], true, &ds);
+        CHECK(max_rel_error(got, want) <= 1e-4);
+        REQUIRE(ds.size() == 2);
+        CHECK(ds[0].kernel.find(max_pages == 8 ? "+merge +quantize" : "+quantize") !=
+              std::string::npos);
+        CHECK((ds[0].kernel.find("attention decode") == 0) == (head_dim == 64));
+        if (max_pages == 2) CHECK(ds[0].kernel.find("+merge") == std::string::npos);
+        CHECK(ds[1].kernel.rfind("matmul_gemv_q", 0) == 0);
+      }
     }
-  }
 }
 
 TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vulkan][replay]") {
