@@ -69,9 +69,9 @@ bool has_coop_gemm(const Backend& be) {
 // products where the device has them at all (emulated ones included: lavapipe), with
 // x's planes in shared memory unless shared_x is false, those on the fixed grid of
 // workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
-// so that every group takes many tasks) or one pass (persist 0; 3: one pass whose
-// GEMVs with a norm inside issue their first weights before it and whose threads load
-// two blocks per row at once).
+// so that every group takes many tasks, loading two blocks per row at once) or one
+// pass (persist 0; 3: one pass whose GEMVs with a norm inside issue their first
+// weights before it and whose threads load two blocks per row at once).
 Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
                        int persist = 1) {
   static Backend* backends[2][2][2][4] = {};
@@ -84,6 +84,7 @@ Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool sha
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
     ScopedEnv early("LLM_VULKAN_GEMV_EARLY", persist == 3 ? "1" : "0");
     ScopedEnv unroll("LLM_VULKAN_GEMV_ONEPASS_UNROLL", persist == 3 ? "2" : nullptr);
+    ScopedEnv persist_unroll("LLM_VULKAN_GEMV_PERSIST_UNROLL", persist == 2 ? "2" : nullptr);
     b = make_vulkan_backend().release();
   }
   return *b;

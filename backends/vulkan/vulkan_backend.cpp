@@ -407,6 +407,8 @@ class VulkanBackend final : public Backend {
     norm_early_ = early && std::strcmp(early, "1") == 0;
     if (const char* u = std::getenv("LLM_VULKAN_GEMV_ONEPASS_UNROLL"))
       onepass_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
+    if (const char* u = std::getenv("LLM_VULKAN_GEMV_PERSIST_UNROLL"))
+      persist_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
     const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
     if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
@@ -435,6 +437,8 @@ class VulkanBackend final : public Backend {
     if (int_dot_ && norm_early_) d.details += ", one-pass GEMVs load weights before their norm";
     if (int_dot_ && onepass_unroll_ > 1)
       d.details += ", " + std::to_string(onepass_unroll_) + " blocks a thread in one-pass GEMVs";
+    if (int_dot_ && persist_unroll_ > 1)
+      d.details += ", " + std::to_string(persist_unroll_) + " blocks a thread on the fixed grid";
     return d;
   }
 
@@ -511,6 +515,7 @@ class VulkanBackend final : public Backend {
   uint32_t persist_wgs_ = 0;     // ... on a fixed grid of this many workgroups (0: one pass)
   bool norm_early_ = false;      // ... one-pass ones issuing weights before their norm
   uint32_t onepass_unroll_ = 1;  // ... blocks per thread at once in small one-pass grids
+  uint32_t persist_unroll_ = 1;  // ... and in the fixed grid's single matrices
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -1266,13 +1271,16 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             gs.rows = 2;
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
-          // A one-pass grid of at most 2 workgroups per multiprocessor may hold more blocks
-          // per thread in flight (its occupancy does not depend on the registers that
-          // cost): LLM_VULKAN_GEMV_ONEPASS_UNROLL=N, not yet measured on a GPU.
+          // More blocks per thread in flight (not yet measured on a GPU, so opt-in): a
+          // one-pass grid of at most 2 workgroups per multiprocessor, whose occupancy does
+          // not depend on the registers that costs (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N), and
+          // the fixed grid's single matrices (q/k/v, the head: LLM_VULKAN_GEMV_PERSIST_
+          // UNROLL=N), whose registers must still leave room for its 4 workgroups.
           const uint32_t units = ctx_->phys().compute_units;
           if (sx && !persist && onepass_unroll_ > 1 &&
               groups <= 2 * uint64_t{units ? units : kGemvUnitsUnknown})
             gs.unroll = onepass_unroll_;
+          if (persist && !glu && persist_unroll_ > 1) gs.unroll = persist_unroll_;
           push(gs.tpr);
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
           // activation to its place), and the GEMV reads the planes as its x.
