@@ -1271,15 +1271,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             gs.rows = 2;
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
-          // More blocks per thread in flight (not yet measured on a GPU, so opt-in): a
-          // one-pass grid of at most 2 workgroups per multiprocessor, whose occupancy does
-          // not depend on the registers that costs (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N), and
-          // the fixed grid's single matrices (q/k/v, the head: LLM_VULKAN_GEMV_PERSIST_
-          // UNROLL=N), whose registers must still leave room for its 4 workgroups.
-          const uint32_t units = ctx_->phys().compute_units;
-          if (sx && !persist && onepass_unroll_ > 1 &&
-              groups <= 2 * uint64_t{units ? units : kGemvUnitsUnknown})
-            gs.unroll = onepass_unroll_;
+          // More blocks per thread in flight (not yet measured on a GPU, so opt-in): in
+          // one-pass grids (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N: 1b's have at most 2
+          // workgroups per multiprocessor, so the registers that costs need not cut their
+          // occupancy), and on the fixed grid's single matrices (q/k/v, the head:
+          // LLM_VULKAN_GEMV_PERSIST_UNROLL=N), whose registers must still leave room for
+          // its 4 workgroups.
+          if (sx && !persist && onepass_unroll_ > 1) gs.unroll = onepass_unroll_;
           if (persist && !glu && persist_unroll_ > 1) gs.unroll = persist_unroll_;
           push(gs.tpr);
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
