@@ -1,0 +1,246 @@
+// VulkanProgram: see vulkan_program.h.
+#include "backends/vulkan/vulkan_program.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/trace.h"
+
+namespace llm {
+namespace vk {
+
+namespace {
+
+bool any_overlap(const std::vector<Region>& a, const std::vector<Region>& b) {
+  for (const Region& x : a)
+    for (const Region& y : b)
+      if (x.overlaps(y)) return true;
+  return false;
+}
+
+class VulkanProgram final : public Program {
+ public:
+  // keep: buffers of this program's own (scratch) that dispatches use.
+  VulkanProgram(std::shared_ptr<Context> ctx, std::vector<Recorded> dispatches,
+                std::vector<std::shared_ptr<Buffer>> keep)
+      : ctx_(std::move(ctx)), ds_(std::move(dispatches)), keep_(std::move(keep)) {
+    const DeviceApi& d = ctx_->d();
+    const VkDevice dev = ctx_->device();
+    uint32_t n_desc = 0;
+    for (const Recorded& x : ds_) n_desc += static_cast<uint32_t>(x.bindings.size());
+    if (!ds_.empty()) {
+      VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n_desc};
+      VkDescriptorPoolCreateInfo dpi{};
+      dpi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+      dpi.maxSets = static_cast<uint32_t>(ds_.size());
+      dpi.poolSizeCount = 1;
+      dpi.pPoolSizes = &size;
+      LLM_VK_CHECK(d.vkCreateDescriptorPool(dev, &dpi, nullptr, &pool_));
+    }
+    std::vector<VkDescriptorBufferInfo> infos(n_desc);
+    std::vector<VkWriteDescriptorSet> writes;
+    size_t k = 0;
+    for (Recorded& x : ds_) {
+      VkDescriptorSetAllocateInfo ai{};
+      ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+      ai.descriptorPool = pool_;
+      ai.descriptorSetCount = 1;
+      ai.pSetLayouts = &x.pipeline->set_layout;
+      LLM_VK_CHECK(d.vkAllocateDescriptorSets(dev, &ai, &x.set));
+      for (size_t b = 0; b < x.bindings.size(); b++, k++) {
+        infos[k] = {x.bindings[b].buffer->get(), x.bindings[b].offset, x.bindings[b].range};
+        VkWriteDescriptorSet w{};
+        w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+        w.dstSet = x.set;
+        w.dstBinding = static_cast<uint32_t>(b);
+        w.descriptorCount = 1;
+        w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        w.pBufferInfo = &infos[k];
+        writes.push_back(w);
+      }
+    }
+    // A barrier goes before a dispatch that reads or writes what a dispatch since the
+    // last barrier wrote, or writes what one read; independent dispatches (q/k/v,
+    // gate/up) run without one between them.
+    std::vector<Region> pending_r, pending_w;
+    for (Recorded& x : ds_) {
+      x.barrier_before = any_overlap(x.reads, pending_w) || any_overlap(x.writes, pending_w) ||
+                         any_overlap(x.writes, pending_r);
+      if (x.barrier_before) {
+        pending_r.clear();
+        pending_w.clear();
+      }
+      pending_r.insert(pending_r.end(), x.reads.begin(), x.reads.end());
+      pending_w.insert(pending_w.end(), x.writes.begin(), x.writes.end());
+    }
+    if (!writes.empty())
+      d.vkUpdateDescriptorSets(dev, static_cast<uint32_t>(writes.size()), writes.data(), 0,
+                               nullptr);
+    cb_ = record(false);
+  }
+
+  ~VulkanProgram() override {
+    try {
+      ctx_->wait_idle();
+    } catch (const std::exception&) {
+    }
+    if (profile_runs_ > 0) print_profile();
+    const DeviceApi& d = ctx_->d();
+    const VkDevice dev = ctx_->device();
+    for (VkCommandBuffer cb : {cb_, cb_profiled_})
+      if (cb) d.vkFreeCommandBuffers(dev, ctx_->command_pool(), 1, &cb);
+    if (queries_) d.vkDestroyQueryPool(dev, queries_, nullptr);
+    if (pool_) d.vkDestroyDescriptorPool(dev, pool_, nullptr);
+  }
+  VulkanProgram(const VulkanProgram&) = delete;
+  VulkanProgram& operator=(const VulkanProgram&) = delete;
+
+  void run() override {
+    if (!profile_) return ctx_->submit_queued(cb_);
+    // LLM_VULKAN_PROFILE=1: every run timed per dispatch, a summary at destruction.
+    const std::vector<double> ms = run_profiled();
+    if (totals_.empty()) totals_.assign(ds_.size(), 0.0);
+    for (size_t i = 0; i < ms.size(); i++) totals_[i] += ms[i];
+    profile_runs_++;
+  }
+
+  std::vector<Program::Dispatch> dispatches() const override {
+    std::vector<Program::Dispatch> out;
+    for (const Recorded& x : ds_) out.push_back({x.label, x.nodes});
+    return out;
+  }
+
+  std::string profile_method() const override {
+    return ctx_->phys().timestamp_bits
+               ? "timestamp queries between the dispatches of a second recording of the step"
+               : "";
+  }
+
+  std::vector<double> run_profiled() override {
+    const PhysicalInfo& ph = ctx_->phys();
+    if (ph.timestamp_bits == 0 || ds_.empty()) {
+      run();
+      return {};
+    }
+    const DeviceApi& d = ctx_->d();
+    const uint32_t n = static_cast<uint32_t>(ds_.size()) + 1;
+    if (!queries_) {
+      VkQueryPoolCreateInfo qi{};
+      qi.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+      qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+      qi.queryCount = n;
+      LLM_VK_CHECK(d.vkCreateQueryPool(ctx_->device(), &qi, nullptr, &queries_));
+      cb_profiled_ = record(true);
+    }
+    ctx_->submit(cb_profiled_, true);
+    std::vector<uint64_t> ts(n);
+    LLM_VK_CHECK(d.vkGetQueryPoolResults(ctx_->device(), queries_, 0, n, n * sizeof(uint64_t),
+                                         ts.data(), sizeof(uint64_t),
+                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+    const uint64_t mask =
+        ph.timestamp_bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << ph.timestamp_bits) - 1;
+    const double ms_per_tick = ph.props.limits.timestampPeriod * 1e-6;
+    std::vector<double> ms(ds_.size());
+    for (size_t i = 0; i < ds_.size(); i++)
+      ms[i] = static_cast<double>((ts[i + 1] - ts[i]) & mask) * ms_per_tick;
+    return ms;
+  }
+
+ private:
+  // The whole step in one command buffer: dispatches in order with a global memory
+  // barrier where one depends on an earlier one (barrier_before), barriers against earlier
+  // transfers at the start and for host reads at the end; timestamps between
+  // dispatches when profiled.
+  VkCommandBuffer record(bool timestamps) {
+    const DeviceApi& d = ctx_->d();
+    VkCommandBuffer cb = VK_NULL_HANDLE;
+    VkCommandBufferAllocateInfo cai{};
+    cai.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    cai.commandPool = ctx_->command_pool();
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    LLM_VK_CHECK(d.vkAllocateCommandBuffers(ctx_->device(), &cai, &cb));
+    VkCommandBufferBeginInfo bi{};
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    // Queued again while its last submission may still run (a step ahead).
+    bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;
+    LLM_VK_CHECK(d.vkBeginCommandBuffer(cb, &bi));
+    VkMemoryBarrier mb{};
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
+    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    const uint32_t n_q = static_cast<uint32_t>(ds_.size()) + 1;
+    if (timestamps) {
+      d.vkCmdResetQueryPool(cb, queries_, 0, n_q);
+      d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_, 0);
+    }
+    VkMemoryBarrier cc{};
+    cc.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    cc.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    cc.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+    for (size_t i = 0; i < ds_.size(); i++) {
+      const Recorded& x = ds_[i];
+      // Profiled runs keep the same barriers: a timestamp at the compute stage is
+      // written once every earlier dispatch has finished, so consecutive timestamps
+      // charge each dispatch from the end of the work before it to its own end and
+      // add up to the step as run() runs it.
+      if (i > 0 && x.barrier_before)
+        d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
+                               nullptr);
+      d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->pipeline);
+      d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->layout, 0, 1,
+                                &x.set, 0, nullptr);
+      if (x.push_words)
+        d.vkCmdPushConstants(cb, x.pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                             x.push_words * 4, x.push);
+      d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+      if (timestamps)
+        d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
+                              static_cast<uint32_t>(i + 1));
+    }
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    mb.dstAccessMask =
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb,
+                           0, nullptr, 0, nullptr);
+    LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
+    return cb;
+  }
+
+  // Device time per dispatch label over the profiled runs, largest first (stderr).
+  void print_profile() const {
+    std::vector<std::string> labels;
+    for (const auto& d : ds_) labels.push_back(d.label);
+    print_label_profile(ctx_->id(), "dispatches", ds_.size(), labels, totals_, profile_runs_);
+  }
+
+  std::shared_ptr<Context> ctx_;
+  const bool profile_ = [] {
+    const char* v = std::getenv("LLM_VULKAN_PROFILE");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  std::vector<double> totals_;
+  int profile_runs_ = 0;
+  std::vector<Recorded> ds_;
+  std::vector<std::shared_ptr<Buffer>> keep_;
+  VkDescriptorPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cb_ = VK_NULL_HANDLE;
+  VkCommandBuffer cb_profiled_ = VK_NULL_HANDLE;
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+};
+
+}  // namespace
+
+std::unique_ptr<Program> make_program(std::shared_ptr<Context> ctx,
+                                      std::vector<Recorded> dispatches,
+                                      std::vector<std::shared_ptr<Buffer>> keep) {
+  return std::make_unique<VulkanProgram>(std::move(ctx), std::move(dispatches), std::move(keep));
+}
+
+}  // namespace vk
+}  // namespace llm
