@@ -726,16 +726,23 @@ void Context::submit_queued(VkCommandBuffer cb) {
   submit_in_slot(acquire_slot(), cb);
 }
 
+void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageFlags src_stages,
+                        VkAccessFlags src_access, VkPipelineStageFlags dst_stages,
+                        VkAccessFlags dst_access) {
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = src_access;
+  mb.dstAccessMask = dst_access;
+  d.vkCmdPipelineBarrier(cb, src_stages, dst_stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
 VkCommandBuffer Context::open_transfer() {
   if (open_slot_ >= 0) {
     // Queued commands may touch the same bytes: each waits for the ones before it.
-    VkMemoryBarrier mb{};
-    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
     const VkCommandBuffer cb = ring_[open_slot_].cb;
-    d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0,
-                            1, &mb, 0, nullptr, 0, nullptr);
+    cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_TRANSFER_BIT,
+                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     return cb;
   }
   const size_t i = acquire_slot();
@@ -759,24 +766,17 @@ void Context::begin_transfer(VkCommandBuffer cb) {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   LLM_VK_CHECK(d_.vkBeginCommandBuffer(cb, &bi));
   // After everything submitted before (programs read and write what transfers touch).
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                          VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                     VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                     VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
 }
 
 void Context::end_transfer(VkCommandBuffer cb) {
   // Before everything submitted after, and visible to the host (staging, readback).
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-  mb.dstAccessMask =
-      VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-  d_.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1,
-                          &mb, 0, nullptr, 0, nullptr);
+  cmd_memory_barrier(
+      d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+      VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+      VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
   LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
 }
 

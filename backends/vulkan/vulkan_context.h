@@ -133,6 +133,12 @@ struct Pipeline {
 // Bytes of push constants every pipeline layout declares (the guaranteed minimum).
 constexpr uint32_t kPushBytes = 128;
 
+// Records a global memory barrier: src_access by src_stages before dst_access by
+// dst_stages.
+void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageFlags src_stages,
+                        VkAccessFlags src_access, VkPipelineStageFlags dst_stages,
+                        VkAccessFlags dst_access);
+
 class Buffer;
 
 // The device and everything shared by the backend, its buffers and its programs.

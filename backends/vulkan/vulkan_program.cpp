@@ -166,21 +166,14 @@ class VulkanProgram final : public Program {
     // Queued again while its last submission may still run (a step ahead).
     bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;
     LLM_VK_CHECK(d.vkBeginCommandBuffer(cb, &bi));
-    VkMemoryBarrier mb{};
-    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-    mb.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT;
-    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                       VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
     const uint32_t n_q = static_cast<uint32_t>(ds_.size()) + 1;
     if (timestamps) {
       d.vkCmdResetQueryPool(cb, queries_, 0, n_q);
       d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_, 0);
     }
-    VkMemoryBarrier cc{};
-    cc.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-    cc.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-    cc.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
     for (size_t i = 0; i < ds_.size(); i++) {
       const Recorded& x = ds_[i];
       // Profiled runs keep the same barriers: a timestamp at the compute stage is
@@ -188,9 +181,9 @@ class VulkanProgram final : public Program {
       // charge each dispatch from the end of the work before it to its own end and
       // add up to the step as run() runs it.
       if (i > 0 && x.barrier_before)
-        d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0, nullptr, 0,
-                               nullptr);
+        cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
       d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->pipeline);
       d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->layout, 0, 1,
                                 &x.set, 0, nullptr);
@@ -202,12 +195,10 @@ class VulkanProgram final : public Program {
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
                               static_cast<uint32_t>(i + 1));
     }
-    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-    mb.dstAccessMask =
-        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-    d.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                           VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb,
-                           0, nullptr, 0, nullptr);
+    cmd_memory_barrier(
+        d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+        VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
     return cb;
   }
