@@ -1,14 +1,9 @@
-// Op::Sample: one token per row of x [R, N] with params [R, 2] = (temperature, u).
-// Temperature 0: the index of the largest value (the first of equal ones; NaN ranks
-// below every number; a row of NaNs gives 0). Above 0: the first index at which the
-// running sum of exp((x - max) / temperature) exceeds u * sum (float sums here: the
-// CPU reference sums in double, so a draw within rounding of a boundary may differ).
-// SPLITS workgroups per row, each over a contiguous part of it: invocations keep the
-// best of strided elements, a shared-memory tree merges them, and the last workgroup
-// of the row to finish (a counter) merges the parts' bests, so a long row is read by
-// many multiprocessors at once. For sampling that workgroup then sums contiguous
-// chunks of the whole row, a scan places the chunks, and the invocation whose chunk
-// holds the target walks it.
+// Op::Sample: one token per row of x [R, N] with params [R, 2] = (temperature, u); the
+// rule is sample_common.glsl's. SPLITS workgroups per row, each over a contiguous part
+// of it: invocations keep the best of strided elements, a shared-memory tree merges
+// them, and the last workgroup of the row to finish (a counter) merges the parts'
+// bests, so a long row is read by many multiprocessors at once; that workgroup then
+// draws (at a temperature) over the whole row.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -27,32 +22,9 @@ layout(push_constant) uniform P {
   uint x_off, params_off, out_off, rows, n;
 } p;
 
-shared float best_v[WG];
-shared int best_i[WG];
-shared float sums[WG];
-shared int picked;
-shared bool merging;
-
-// Merges the invocations' (bv, bi) into best_v[0], best_i[0]: the larger value, the
-// smaller index of equal ones; -1 (no number seen) loses to any index.
-void reduce_best(float bv, int bi) {
-  const uint tid = gl_LocalInvocationID.x;
-  best_v[tid] = bv;
-  best_i[tid] = bi;
-  barrier();
-  for (uint s = WG / 2u; s > 0u; s >>= 1) {
-    if (tid < s) {
-      const float ov = best_v[tid + s];
-      const int oi = best_i[tid + s];
-      const int mi = best_i[tid];
-      if (oi >= 0 && (mi < 0 || ov > best_v[tid] || (ov == best_v[tid] && oi < mi))) {
-        best_v[tid] = ov;
-        best_i[tid] = oi;
-      }
-    }
-    barrier();
-  }
-}
+uint row_base;  // the row's first element in x
+#define SAMPLE_LOGIT(i) x[row_base + (i)]
+#include "sample_common.glsl"
 
 void main() {
   const uint tid = gl_LocalInvocationID.x;
@@ -60,6 +32,7 @@ void main() {
   for (uint g = flat_group(); g < p.rows * SPLITS; g += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
     const uint row = g / SPLITS, split = g % SPLITS;
     const uint base = p.x_off + row * p.n;
+    row_base = base;
     const uint part_lo = min(p.n, split * per), part_hi = min(p.n, part_lo + per);
     float bv = 0.0;
     int bi = -1;
@@ -94,54 +67,11 @@ void main() {
       if (!merging) continue;  // uniform: merging is shared
       memoryBarrierBuffer();
       if (tid == 0u) counters[row] = 0u;
-      // Parts hold rising index ranges, so the tree's tie rule still picks the first.
+      // The tie rule compares indices, so the parts may merge in any order.
       const uvec2 e = tid < SPLITS ? part[row * SPLITS + tid] : uvec2(0u, 0xffffffffu);
       reduce_best(uintBitsToFloat(e.x), int(e.y));
     }
-    if (tid == 0u) picked = max(best_i[0], 0);
-    barrier();
-    const float temperature = params[p.params_off + 2u * row];
-    const float u = params[p.params_off + 2u * row + 1u];
-    const float m = best_v[0];
-    if (temperature > 0.0 && best_i[0] >= 0 && !isinf(m)) {
-      const float inv_t = 1.0 / temperature;
-      const uint chunk = (p.n + WG - 1u) / WG;
-      const uint lo = min(p.n, tid * chunk), hi = min(p.n, lo + chunk);
-      float sum = 0.0;
-      for (uint i = lo; i < hi; i++) {
-        const float v = x[base + i];
-        if (!isnan(v)) sum += exp((v - m) * inv_t);
-      }
-      // Inclusive scan (Hillis-Steele) over the chunk sums.
-      sums[tid] = sum;
-      barrier();
-      for (uint o = 1u; o < WG; o <<= 1) {
-        const float add = tid >= o ? sums[tid - o] : 0.0;
-        barrier();
-        sums[tid] += add;
-        barrier();
-      }
-      const float incl = sums[tid], total = sums[WG - 1u];
-      const float excl = incl - sum;
-      if (total > 0.0 && !isinf(total)) {
-        const float target = u * total;
-        if (lo < hi && excl <= target && target < incl) {
-          float run = excl;
-          int last = -1, pick = -1;
-          for (uint i = lo; i < hi && pick < 0; i++) {
-            const float v = x[base + i];
-            if (isnan(v)) continue;
-            const float w = exp((v - m) * inv_t);
-            run += w;
-            if (w > 0.0) last = int(i);
-            if (run > target) pick = int(i);
-          }
-          if (pick < 0) pick = last;
-          if (pick >= 0) picked = pick;
-        }
-      }
-      barrier();
-    }
+    sample_pick(p.n, params[p.params_off + 2u * row], params[p.params_off + 2u * row + 1u]);
     if (tid == 0u) outv[p.out_off + row] = picked;
     barrier();
   }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "backends/cpu/cpu_backend.h"
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
 #include "core/formats/quantize.h"
@@ -203,6 +204,68 @@ QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
     }
   }
   return q;
+}
+
+PlantedHead plant_head_maxima(QuantMatrix& w, DType t, int64_t N, int64_t K,
+                              const std::vector<float>& x, const std::vector<float>& nw) {
+  const size_t row = dtype_row_bytes(t, K), block = dtype_row_bytes(t, 32);
+  std::vector<float> xn(K);
+  double ss = 0;
+  for (float v : x) ss += double{v} * v;
+  for (int64_t k = 0; k < K; k++)
+    xn[k] = x[k] / static_cast<float>(std::sqrt(ss / K + 1e-5)) * nw[k];
+  PlantedHead h;
+  double top_v = -1e30;
+  for (int64_t n = 0; n < N; n++) {
+    double d = 0;
+    for (int64_t k = 0; k < K; k++) d += double{xn[k]} * w.values[n * K + k];
+    if (d > top_v) top_v = d, h.top = n;
+  }
+  REQUIRE(top_v > 0);
+  for (size_t b = 0; b < row; b += block) {
+    uint8_t* d = w.blocks.data() + h.top * row + b;
+    const uint16_t s = f32_to_f16(4.f * f16_to_f32(uint16_t(d[0] | d[1] << 8)));
+    d[0] = static_cast<uint8_t>(s), d[1] = static_cast<uint8_t>(s >> 8);
+  }
+  h.lo = (h.top < 4 ? h.top + 2 : h.top / 2) & ~int64_t{1};
+  h.pair = h.lo + 1;
+  h.hi = (h.top + N) / 2 + 1;
+  REQUIRE(h.pair < N);
+  for (int64_t r : {h.lo, h.pair, h.hi})
+    if (r < N) std::memcpy(w.blocks.data() + r * row, w.blocks.data() + h.top * row, row);
+  h.nan_row = 1;
+  while (h.nan_row == h.top || h.nan_row == h.lo || h.nan_row == h.pair || h.nan_row == h.hi)
+    h.nan_row++;
+  w.blocks[h.nan_row * row] = 0x00, w.blocks[h.nan_row * row + 1] = 0x7e;  // f16 NaN
+  return h;
+}
+
+void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
+                        const std::vector<std::pair<float, float>>& draws, const PlantedHead& ph,
+                        int64_t N) {
+  REQUIRE(fused.size() == draws.size());
+  REQUIRE(apart.size() == draws.size());
+  auto cpu = make_cpu_backend(1);
+  for (size_t i = 0; i < draws.size(); i++) {
+    INFO("temperature " << draws[i].first << " u " << draws[i].second);
+    const std::vector<float>& logits = fused[i].first;
+    // Bit for bit (a NaN is planted).
+    REQUIRE(std::memcmp(logits.data(), apart[i].first.data(), N * 4) == 0);
+    CHECK(std::isnan(logits[ph.nan_row]));
+    if (ph.hi < N) CHECK(logits[ph.lo] == logits[ph.hi]);
+    CHECK(logits[ph.lo] == logits[ph.top]);
+    CHECK(logits[ph.pair] == logits[ph.top]);
+    // The CPU's Sample of the very logits the GEMV wrote.
+    OneNode ref(*cpu, make_node(Op::Sample),
+                {f32_tensor({1, N}, logits), f32_tensor({1, 2}, {draws[i].first, draws[i].second})},
+                i32_tensor({1}, {-1}));
+    ref.run();
+    int32_t want = -1;
+    std::memcpy(&want, ref.output().data(), 4);
+    CHECK(fused[i].second == want);
+    CHECK(apart[i].second == want);
+    if (draws[i].first == 0.f) CHECK(want == ph.first());
+  }
 }
 
 DeviceBuffer* TestBuffers::put(const Bytes& data) {

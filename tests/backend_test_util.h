@@ -2,6 +2,7 @@
 // encodings, random quantized matrices, dequantized copies of fixtures.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -101,6 +102,26 @@ struct QuantMatrix {
   std::vector<float> values;
 };
 QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng);
+
+// A head for the tests of a Sample inside the head GEMV: the row of w with the largest
+// logit for x after an RmsNorm (eps 1e-5) with weight nw (top) gets its scales times 4
+// and is copied to an even row before it (lo), the row after that (pair: one task, one
+// thread writes both) and a row after it (hi, when < N): equal maxima whose first
+// (first()) a greedy Sample must pick. Row nan_row gets a NaN scale.
+struct PlantedHead {
+  int64_t top = 0, lo = 0, pair = 0, hi = 0, nan_row = 0;
+  int64_t first() const { return std::min(lo, top); }
+};
+PlantedHead plant_head_maxima(QuantMatrix& w, DType t, int64_t N, int64_t K,
+                              const std::vector<float>& x, const std::vector<float>& nw);
+// Per draw (temperature, u) of such a head's program: the logits and the sampled id.
+using HeadSamples = std::vector<std::pair<std::vector<float>, int32_t>>;
+// Checks the runs of a program that samples inside the head GEMV (fused) against those
+// of one with a Sample of its own (apart): logits bit for bit, the planted maxima, and
+// both ids the CPU's Sample of those logits.
+void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
+                        const std::vector<std::pair<float, float>>& draws, const PlantedHead& ph,
+                        int64_t N);
 
 // Device buffers of a hand-built program (kept until it goes out of scope).
 class TestBuffers {

@@ -394,33 +394,7 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
         DYNAMIC_SECTION(dtype_name(wt) << " N=" << N << (*staged == '0' ? " in registers" : "")) {
           QuantMatrix w = quantize_random(wt, N, K, rng);
           const std::vector<float> x = uniform(K, rng), nw = uniform(K, rng, 0.5f, 1.5f);
-          // The row of the largest logit, its scales times 4, copied before and after
-          // itself: three equal maxima (the first must win); row 1 gets a NaN scale.
-          const size_t row = dtype_row_bytes(wt, K), block = dtype_row_bytes(wt, 32);
-          std::vector<float> xn(K);
-          double ss = 0;
-          for (float v : x) ss += double{v} * v;
-          for (int64_t k = 0; k < K; k++)
-            xn[k] = x[k] / static_cast<float>(std::sqrt(ss / K + 1e-5)) * nw[k];
-          int64_t top = 0;
-          double top_v = -1e30;
-          for (int64_t n = 0; n < N; n++) {
-            double d = 0;
-            for (int64_t k = 0; k < K; k++) d += double{xn[k]} * w.values[n * K + k];
-            if (d > top_v) top_v = d, top = n;
-          }
-          REQUIRE(top_v > 0);
-          for (size_t b = 0; b < row; b += block) {
-            uint8_t* d = w.blocks.data() + top * row + b;
-            const uint16_t h = f32_to_f16(4.f * f16_to_f32(uint16_t(d[0] | d[1] << 8)));
-            d[0] = static_cast<uint8_t>(h), d[1] = static_cast<uint8_t>(h >> 8);
-          }
-          const int64_t lo = top < 4 ? top + 2 : top / 2, hi = (top + N) / 2 + 1;
-          std::memcpy(w.blocks.data() + lo * row, w.blocks.data() + top * row, row);
-          if (hi < N) std::memcpy(w.blocks.data() + hi * row, w.blocks.data() + top * row, row);
-          int64_t nan_row = 1;
-          while (nan_row == top || nan_row == lo || nan_row == hi) nan_row++;
-          w.blocks[nan_row * row] = 0x00, w.blocks[nan_row * row + 1] = 0x7e;  // f16 NaN
+          const PlantedHead ph = plant_head_maxima(w, wt, N, K, x, nw);
           // Programs with the fused launch (default) and with Sample's own.
           auto run = [&](bool fused) {
             ScopedEnv env("LLM_CUDA_FUSE_SAMPLE", fused ? "1" : "0"),
@@ -444,7 +418,7 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
             }
             CHECK(with_sample == (fused ? 1 : 0));
             CHECK(alone == (fused ? 0 : 1));
-            std::vector<std::pair<std::vector<float>, int32_t>> got;
+            HeadSamples got;
             for (const auto& [t, u] : draws) {
               const std::vector<float> p = {t, u};
               gpu->upload(*pb, 0, p.data(), 8);
@@ -456,27 +430,7 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
             return got;
           };
           const auto fused = run(true), apart = run(false);
-          auto cpu = make_cpu_backend(1);
-          for (size_t i = 0; i < draws.size(); i++) {
-            INFO("temperature " << draws[i].first << " u " << draws[i].second);
-            const std::vector<float>& logits = fused[i].first;
-            // Bit for bit (a NaN is planted).
-            REQUIRE(std::memcmp(logits.data(), apart[i].first.data(), N * 4) == 0);
-            CHECK(std::isnan(logits[nan_row]));
-            if (hi < N) CHECK(logits[lo] == logits[hi]);
-            CHECK(logits[lo] == logits[top]);
-            // The CPU's Sample of the very logits the GEMV wrote.
-            OneNode ref(
-                *cpu, make_node(Op::Sample),
-                {f32_tensor({1, N}, logits), f32_tensor({1, 2}, {draws[i].first, draws[i].second})},
-                i32_tensor({1}, {-1}));
-            ref.run();
-            int32_t want = -1;
-            std::memcpy(&want, ref.output().data(), 4);
-            CHECK(fused[i].second == want);
-            CHECK(apart[i].second == want);
-            if (draws[i].first == 0.f) CHECK(want == std::min(lo, top));
-          }
+          check_head_samples(fused, apart, draws, ph, N);
         }
   }
 }

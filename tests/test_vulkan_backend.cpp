@@ -629,6 +629,76 @@ TEST_CASE("vulkan runs the final norm in the head GEMV when the sampled id takes
   });
 }
 
+TEST_CASE("vulkan samples a token inside the head GEMV (LLM_VULKAN_FUSE_SAMPLE=1)",
+          "[vulkan][ops][quant]") {
+  VULKAN_TEST();
+  if (gemv_backends().size() < 2) {
+    WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
+    return;
+  }
+  // Integer-dot backends with the Sample inside the head GEMV and without (made once:
+  // sections re-run the body).
+  static Backend* backends[2] = {};
+  for (int f = 0; f < 2; f++)
+    if (!backends[f]) {
+      ScopedEnv coop("LLM_VULKAN_COOPMAT", "0"), dot("LLM_VULKAN_INT_DOT", "1"),
+          fuse("LLM_VULKAN_FUSE_SAMPLE", f ? "1" : "0");
+      backends[f] = make_vulkan_backend().release();
+    }
+  CHECK(backends[1]->info().details.find("the head GEMV samples") != std::string::npos);
+  std::mt19937 rng(17);
+  const int64_t K = 256;
+  // Tensor ids: x 0, norm weight 1, normalized x 2, head 3, logits 4, params 5, id 6.
+  Node norm = make_node(Op::RmsNorm, {0, 1}, 2);
+  norm.params.eps = 1e-5f;
+  const Node head = make_node(Op::MatMul, {2, 3}, 4), sample = make_node(Op::Sample, {4, 5}, 6);
+  // (temperature, u): greedy, peaked and nearly flat draws, u at both ends.
+  const std::vector<std::pair<float, float>> draws = {
+      {0.f, 0.5f}, {0.7f, 0.3f}, {50.f, 0.f}, {50.f, 0.62f}, {50.f, 0.999f}};
+  for (DType wt : {DType::Q4_0, DType::Q8_0})
+    // A few rows (one pass) and many (the fixed grid, several rounds).
+    for (int64_t N : {77, 20011}) DYNAMIC_SECTION(dtype_name(wt) << " N=" << N) {
+        QuantMatrix w = quantize_random(wt, N, K, rng);
+        const std::vector<float> x = uniform(K, rng), nw = uniform(K, rng, 0.5f, 1.5f);
+        const PlantedHead ph = plant_head_maxima(w, wt, N, K, x, nw);
+        auto run = [&](Backend& gpu, bool fused) {
+          TestBuffers bufs(gpu);
+          // The id takes the norm's input, dead once the norm has read it.
+          DeviceBuffer* xb = bufs.put(to_bytes(x));
+          const TensorRef xr{xb, 0, DType::F32, {1, K}};
+          const TensorRef nr{bufs.put(to_bytes(nw)), 0, DType::F32, {K}};
+          const TensorRef xnr{bufs.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+          const TensorRef lr{bufs.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
+          DeviceBuffer* pb = bufs.put(Bytes(8));
+          const TensorRef pr{pb, 0, DType::F32, {1, 2}};
+          const TensorRef ir{xb, 0, DType::I32, {1}};
+          auto prog = gpu.compile({{&norm, {xr, nr}, xnr},
+                                   {&head, {xnr, bufs.weight(w, wt, N, K, true)}, lr},
+                                   {&sample, {lr, pr}, ir}});
+          int with_sample = 0, alone = 0;
+          for (const Program::Dispatch& d : prog->dispatches()) {
+            with_sample += d.kernel.find("+sample") != std::string::npos;
+            alone += d.kernel.rfind("sample", 0) == 0;
+          }
+          CHECK(with_sample == (fused ? 1 : 0));
+          CHECK(alone == (fused ? 0 : 1));
+          HeadSamples got;
+          for (const auto& [t, u] : draws) {
+            const std::vector<float> p = {t, u};
+            gpu.upload(*xb, 0, x.data(), K * 4);  // the last run's id took it
+            gpu.upload(*pb, 0, p.data(), 8);
+            prog->run();
+            int32_t id = -1;
+            gpu.download(*xb, 0, &id, 4);
+            got.push_back({download_f32(gpu, {lr}), id});
+          }
+          return got;
+        };
+        const auto fused = run(*backends[1], true), apart = run(*backends[0], false);
+        check_head_samples(fused, apart, draws, ph, N);
+      }
+}
+
 TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(14);

@@ -2,8 +2,9 @@
 // backend's semantic checks plus this backend's limits), and the planning of a step's
 // dispatches (compile), which vulkan_program.h records into one command buffer and
 // replays with one vkQueueSubmit per step. Every per-step value comes from buffers
-// (inputs the executor uploads), so the recording stays valid. Shapes and tensor offsets go in push constants; dtypes and ops are
-// specialization constants, so each (shader, dtypes) pair is one pipeline.
+// (inputs the executor uploads), so the recording stays valid. Shapes and tensor offsets go in push
+// constants; dtypes and ops are specialization constants, so each (shader, dtypes) pair is one
+// pipeline.
 #include "backends/vulkan/vulkan_backend.h"
 
 #include <algorithm>
@@ -155,6 +156,8 @@ class VulkanBackend final : public Backend {
     norm_early_ = early && std::strcmp(early, "1") == 0;
     if (const char* u = std::getenv("LLM_VULKAN_GEMV_ONEPASS_UNROLL"))
       onepass_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
+    const char* fs = std::getenv("LLM_VULKAN_FUSE_SAMPLE");
+    fuse_sample_ = fs && std::strcmp(fs, "1") == 0;
     if (const char* u = std::getenv("LLM_VULKAN_GEMV_PERSIST_UNROLL"))
       persist_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
@@ -185,6 +188,7 @@ class VulkanBackend final : public Backend {
     if (int_dot_ && norm_early_) d.details += ", one-pass GEMVs load weights before their norm";
     if (int_dot_ && onepass_unroll_ > 1)
       d.details += ", " + std::to_string(onepass_unroll_) + " blocks a thread in one-pass GEMVs";
+    if (int_dot_ && fuse_sample_) d.details += ", the head GEMV samples";
     if (int_dot_ && persist_unroll_ > 1)
       d.details += ", " + std::to_string(persist_unroll_) + " blocks a thread on the fixed grid";
     return d;
@@ -264,6 +268,7 @@ class VulkanBackend final : public Backend {
   bool norm_early_ = false;      // ... one-pass ones issuing weights before their norm
   uint32_t onepass_unroll_ = 1;  // ... blocks per thread at once in small one-pass grids
   uint32_t persist_unroll_ = 1;  // ... and in the fixed grid's single matrices
+  bool fuse_sample_ = false;     // ... the head's with the Sample after it
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -624,8 +629,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     }
     // What the dispatch may write: those matmuls' outputs and the nodes it may fuse after
     // them (the SiluMul after gate/up, an Add after one matrix; ropes and cache appends
-    // after q/k/v). A Sample after the head has a dispatch of its own, so its id may
-    // take the dead norm input's memory.
+    // after q/k/v). A Sample after the head has a dispatch of its own, or (SAMPLE) writes
+    // its id once every workgroup is done, so its id may take the dead norm input's
+    // memory.
     const size_t written_to = std::min(nodes.size(), last + (last == m + 2 ? 5 : 2));
     for (size_t j = m; j < written_to; j++) {
       if (!nodes[j].node || (j > last && nodes[j].node->op == Op::Sample)) continue;
@@ -637,6 +643,24 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   };
   // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
   std::map<size_t, size_t> norm_in_gemv;
+  // Whether node i + 1 is a Sample of node i's one row of logits that node i's GEMV
+  // dispatch (one token, one matrix, x in shared memory) may run itself (SAMPLE): its
+  // id overlaps neither the logits nor the parameters, which the dispatch's last
+  // workgroup reads before writing it (every other read of the dispatch is done then,
+  // so the id may take x's memory). LLM_VULKAN_FUSE_SAMPLE=1 (not yet measured on a
+  // GPU, so opt-in).
+  auto sample_into_gemv = [&](size_t i) -> bool {
+    const size_t s = i + 1;
+    if (!fuse_sample_ || s >= nodes.size() || !nodes[s].node || nodes[s].node->op != Op::Sample ||
+        !nodes[i].node || nodes[s].node->inputs.size() != 2 ||
+        nodes[s].node->inputs[0] != nodes[i].node->output)
+      return false;
+    const BoundNode& sn = nodes[s];
+    const TensorRef& logits = nodes[i].output;
+    return logits.shape.rows() == 1 && region(sn.inputs[0]) == region(logits) &&
+           !region(sn.output).overlaps(region(logits)) &&
+           !region(sn.output).overlaps(region(sn.inputs[1]));
+  };
   // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
   // dispatch can write without races (the cache overlaps nothing the rope touches).
   auto rope_store_fusable = [&](size_t i) -> bool {
@@ -969,6 +993,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const bool norm_in = norm_it != norm_in_gemv.end();
           if (norm_in && !sx)
             fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
+          const bool sample_in =
+              sx && mode == 0 && res < 0 && segs == 1 && T == 1 && sample_into_gemv(ni);
           // Gate/up that also round the activation for the integer-dot down GEMV after
           // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
           // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
@@ -1143,6 +1169,21 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               }
             }
           }
+          // SAMPLE: the parameters (13), each workgroup's best and the counter (14, 15),
+          // the id (16).
+          if (sample_in) {
+            const BoundNode& sn = nodes[ni + 1];
+            check_bound(sn, "vulkan backend");
+            push(bind(sn.inputs[1], "the sampling parameters"));
+            // Every workgroup grid() launches (a 2D grid rounds up) writes a best.
+            const uint64_t launched =
+                groups <= kMaxGroups ? groups : (groups + kMaxGroups - 1) / kMaxGroups * kMaxGroups;
+            bind_merge_scratch(true, static_cast<size_t>(std::max<uint64_t>(launched, 1) * 8), 1,
+                               "sample");
+            push(bind(sn.output, "the sampled id", true));
+            x.nodes.push_back(static_cast<int>(ni + 1));
+            fused = 1;
+          }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
           gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
@@ -1152,6 +1193,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           gemv_spec.push_back(norm_in && !persist && norm_early_ ? 1 : 0);  // EARLY
           use(rope_kv           ? "matmul_gemv_qdot_rope"
               : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
+              : sample_in       ? "matmul_gemv_qdot_sx_sample"
               : sx              ? "matmul_gemv_qdot_sx"
               : int_dot_        ? "matmul_gemv_qdot"
                                 : "matmul_gemv_q",
@@ -1161,11 +1203,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           x.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s",
                                    norm_in ? "rms_norm + " : "", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
-                                   res >= 0  ? " +add"
-                                   : qout    ? " x2 +silu_mul +quantize"
-                                   : glu     ? " x2 +silu_mul"
-                                   : rope_kv ? " +rope +kv_append"
-                                             : "");
+                                   res >= 0    ? " +add"
+                                   : qout      ? " x2 +silu_mul +quantize"
+                                   : glu       ? " x2 +silu_mul"
+                                   : rope_kv   ? " +rope +kv_append"
+                                   : sample_in ? " +sample"
+                                               : "");
           grid(x, groups);
         } else if (T <= kGemvMaxTokens && !use_coop(T)) {
           use("matmul_gemv", spec);
