@@ -21,6 +21,10 @@ layout(local_size_x = WG) in;
 // 1: f32 K and V rows 16-byte aligned, read as vec4; 2: 16-bit K and V (one dtype)
 // 8-byte aligned, four halves a load.
 layout(constant_id = 5) const int KV_VEC4 = 0;
+// EARLY_V: each p·V thread finds its keys' slots in the block table itself and issues
+// their V loads with the chunk's K loads, so a chunk waits for memory once instead of
+// twice (its V registers stay live across the softmax's barriers).
+layout(constant_id = 6) const int EARLY_V = 0;
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
 layout(std430, binding = 1) readonly buffer KC2 { uvec2 kc2[]; };
 layout(std430, binding = 2) readonly buffer VC2 { uvec2 vc2[]; };
@@ -107,6 +111,19 @@ void main() {
   float m = NEG_INF, l = 0.0;
   vec4 av = vec4(0.0);
   for (uint base = lo; base <= hi; base += KPC) {
+    // EARLY_V: this thread's V rows of the chunk (keys g, g + GROUPS, ...), on their way
+    // during q·k and the softmax.
+    vec4 vv[KPC / GROUPS];
+    if (EARLY_V != 0) {
+      [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
+        const uint jv = base + g + GROUPS * i;
+        const int page =
+            jv <= hi ? table[p.table_off + uint(s) * p.max_pages + jv / p.page_size] : -1;
+        vv[i] = page >= 0 && uint(page) < n_pages
+                    ? v_at((uint(page) * p.page_size + jv % p.page_size) * kv_row + kv_off + dv)
+                    : vec4(0.0);
+      }
+    }
     const uint j = base + kq;
     int slot = -1;
     float part_dot = 0.0;
@@ -148,10 +165,11 @@ void main() {
     l = l * alpha + csum;
     m = new_m;
     // p·V: this group's keys g, g + GROUPS, ... of the chunk, all loads first.
-    vec4 vv[KPC / GROUPS];
-    [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
-      const int sl = slot_of[g + GROUPS * i];
-      vv[i] = sl >= 0 ? v_at(uint(sl) * kv_row + kv_off + dv) : vec4(0.0);
+    if (EARLY_V == 0) {
+      [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
+        const int sl = slot_of[g + GROUPS * i];
+        vv[i] = sl >= 0 ? v_at(uint(sl) * kv_row + kv_off + dv) : vec4(0.0);
+      }
     }
     av *= alpha;
     [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) av += probs[g + GROUPS * i] * vv[i];

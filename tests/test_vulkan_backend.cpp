@@ -148,10 +148,19 @@ Backend* coop_backend() {
 }
 
 double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
-                        int inplace = -1) {
+                        int inplace = -1, Backend* gpu = nullptr) {
   static auto cpu = make_cpu_backend(2);
-  Backend& gpu = shared_vulkan();
-  return compare_backends(*cpu, gpu, node, ins, out, inplace);
+  return compare_backends(*cpu, gpu ? *gpu : shared_vulkan(), node, ins, out, inplace);
+}
+
+// The default backend, and one whose decode attention issues V loads with K loads
+// (LLM_VULKAN_ATTN_EARLY_V=1; made once).
+std::vector<Backend*> attention_backends() {
+  static Backend* early_v = [] {
+    ScopedEnv coop("LLM_VULKAN_COOPMAT", "0"), ev("LLM_VULKAN_ATTN_EARLY_V", "1");
+    return make_vulkan_backend().release();
+  }();
+  return {&shared_vulkan(), early_v};
 }
 
 HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
@@ -1058,16 +1067,17 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
       // K and V of one 16-bit dtype: four halves a load.
       {4, 2, 64, 0, 0.f, DType::F16, DType::F16},
       {4, 1, 128, 3, 1.5f, DType::BF16, DType::BF16}};
-  for (const AttentionCase& c : cases) {
-    DYNAMIC_SECTION(attention_case_name(c)) {
-      const double err = compare_with_cpu(
-          make_node(Op::Attention, attention_params(c, page)),
-          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
-          zeros({T, int64_t{c.heads} * c.head_dim}));
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
+  for (const AttentionCase& c : cases)
+    for (Backend* gpu : attention_backends()) {
+      DYNAMIC_SECTION(attention_case_name(c) << " " << gpu->info().details) {
+        const double err = compare_with_cpu(
+            make_node(Op::Attention, attention_params(c, page)),
+            attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
+            zeros({T, int64_t{c.heads} * c.head_dim}), -1, gpu);
+        INFO("max rel err " << err);
+        CHECK(err <= 1e-5);
+      }
     }
-  }
 }
 
 TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[vulkan][ops]") {
@@ -1139,37 +1149,38 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
   table.resize(max_pages);
-  for (int window : {0, 300}) {
-    DYNAMIC_SECTION("window " << window) {
-      OpParams p;
-      p.n_heads = 4;
-      p.n_kv_heads = 1;
-      p.head_dim = 64;
-      p.scale = 0.125f;
-      p.window = window;
-      p.page_size = page;
-      const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
-      const std::vector<int32_t> positions = {5, 200, 383};
-      const int64_t T = 3;
-      const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
-                                      f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
-                                      f32_tensor({rows, W}, uniform(rows * W, rng)),
-                                      i32_tensor({T}, positions),
-                                      i32_tensor({T}, {0, 0, 0}),
-                                      i32_tensor({1, max_pages}, table)};
-      const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
-      // 12 (token, head) pairs: the keys are split over workgroups, which the last
-      // of each pair to finish merges (compare_with_cpu runs it twice: the counters
-      // are back at zero for the replay).
-      Backend* gpu = &shared_vulkan();
-      OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
-      const auto ds = g.program().dispatches();
-      REQUIRE(ds.size() == 1);
-      CHECK(ds[0].kernel.find("+merge") != std::string::npos);
+  for (int window : {0, 300})
+    for (Backend* gpu : attention_backends()) {
+      DYNAMIC_SECTION("window " << window << " " << gpu->info().details) {
+        OpParams p;
+        p.n_heads = 4;
+        p.n_kv_heads = 1;
+        p.head_dim = 64;
+        p.scale = 0.125f;
+        p.window = window;
+        p.page_size = page;
+        const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
+        const std::vector<int32_t> positions = {5, 200, 383};
+        const int64_t T = 3;
+        const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+                                        f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
+                                        f32_tensor({rows, W}, uniform(rows * W, rng)),
+                                        i32_tensor({T}, positions),
+                                        i32_tensor({T}, {0, 0, 0}),
+                                        i32_tensor({1, max_pages}, table)};
+        const double err =
+            compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}), -1, gpu);
+        INFO("max rel err " << err);
+        CHECK(err <= 1e-5);
+        // 12 (token, head) pairs: the keys are split over workgroups, which the last
+        // of each pair to finish merges (compare_with_cpu runs it twice: the counters
+        // are back at zero for the replay).
+        OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
+        const auto ds = g.program().dispatches();
+        REQUIRE(ds.size() == 1);
+        CHECK(ds[0].kernel.find("+merge") != std::string::npos);
+      }
     }
-  }
 }
 
 TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split and merged ones)",

@@ -156,6 +156,10 @@ class VulkanBackend final : public Backend {
     norm_early_ = early && std::strcmp(early, "1") == 0;
     if (const char* u = std::getenv("LLM_VULKAN_GEMV_ONEPASS_UNROLL"))
       onepass_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
+    // Decode attention issuing a chunk's V loads with its K loads (attention_decode's
+    // EARLY_V): LLM_VULKAN_ATTN_EARLY_V=1, not yet measured on a GPU, so opt-in.
+    const char* ev = std::getenv("LLM_VULKAN_ATTN_EARLY_V");
+    attn_early_v_ = ev && std::strcmp(ev, "1") == 0;
     const char* fs = std::getenv("LLM_VULKAN_FUSE_SAMPLE");
     fuse_sample_ = fs && std::strcmp(fs, "1") == 0;
     if (const char* u = std::getenv("LLM_VULKAN_GEMV_PERSIST_UNROLL"))
@@ -189,6 +193,7 @@ class VulkanBackend final : public Backend {
     if (int_dot_ && onepass_unroll_ > 1)
       d.details += ", " + std::to_string(onepass_unroll_) + " blocks a thread in one-pass GEMVs";
     if (int_dot_ && fuse_sample_) d.details += ", the head GEMV samples";
+    if (attn_early_v_) d.details += ", decode attention loads V with K";
     if (int_dot_ && persist_unroll_ > 1)
       d.details += ", " + std::to_string(persist_unroll_) + " blocks a thread on the fixed grid";
     return d;
@@ -269,6 +274,7 @@ class VulkanBackend final : public Backend {
   uint32_t onepass_unroll_ = 1;  // ... blocks per thread at once in small one-pass grids
   uint32_t persist_unroll_ = 1;  // ... and in the fixed grid's single matrices
   bool fuse_sample_ = false;     // ... the head's with the Sample after it
+  bool attn_early_v_ = false;    // decode attention loads V with K
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -1427,7 +1433,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, round_out ? 1 : 0, decode ? kv_load : 0});
+             k_vec4 ? 1 : 0, round_out ? 1 : 0, decode ? kv_load : 0,
+             decode && attn_early_v_ ? 1 : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
         if (splits > 1) x.label += format_message(" x%u +merge", splits);
