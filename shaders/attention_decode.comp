@@ -23,7 +23,8 @@ layout(local_size_x = WG) in;
 layout(constant_id = 5) const int KV_VEC4 = 0;
 // EARLY_V: each p·V thread finds its keys' slots in the block table itself and issues
 // their V loads with the chunk's K loads, so a chunk waits for memory once instead of
-// twice (its V registers stay live across the softmax's barriers).
+// twice (its V registers stay live across the softmax's barriers); q is read once the
+// first chunk's loads are out.
 layout(constant_id = 6) const int EARLY_V = 0;
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
 layout(std430, binding = 1) readonly buffer KC2 { uvec2 kc2[]; };
@@ -95,8 +96,11 @@ void main() {
   const uint kv_row = p.Hkv * D;
   const uint kv_off = (h / (p.H / p.Hkv)) * D;
   const uint n_pages = p.cache_rows / p.page_size;
-  for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
-  barrier();
+  // EARLY_V reads q once the first chunk's K and V loads are out (they do not need it).
+  if (EARLY_V == 0) {
+    for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
+    barrier();
+  }
 
   // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
   const uint lo0 = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
@@ -127,6 +131,8 @@ void main() {
     const uint j = base + kq;
     int slot = -1;
     float part_dot = 0.0;
+    // Every load of the quarter first (indices clamped into it), then the sums.
+    vec4 kv[MAX_D / LPK / 4];
     if (j <= hi) {
       const int page = table[p.table_off + uint(s) * p.max_pages + j / p.page_size];
       if (page < 0 || uint(page) >= n_pages) {
@@ -134,17 +140,21 @@ void main() {
       } else {
         slot = page * int(p.page_size) + int(j % p.page_size);
         const uint kb = uint(slot) * kv_row + kv_off + qq * dq;
-        // Every load of the quarter first (indices clamped into it), then the sums.
-        vec4 kv[MAX_D / LPK / 4];
         [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) kv[i] = k_at(kb + min(4u * i, dq - 4u));
-        vec4 s4 = vec4(0.0);
-        [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) {
-          if (4u * i >= dq) break;
-          const uint e = qq * dq + 4u * i;
-          s4 += vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * kv[i];
-        }
-        part_dot = (s4.x + s4.y) + (s4.z + s4.w);
       }
+    }
+    if (EARLY_V != 0 && base == lo) {  // uniform: the first chunk
+      for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
+      barrier();
+    }
+    if (slot >= 0) {
+      vec4 s4 = vec4(0.0);
+      [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) {
+        if (4u * i >= dq) break;
+        const uint e = qq * dq + 4u * i;
+        s4 += vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * kv[i];
+      }
+      part_dot = (s4.x + s4.y) + (s4.z + s4.w);
     }
     qk_part[tid] = part_dot;
     if (qq == 0u) slot_of[kq] = slot;
