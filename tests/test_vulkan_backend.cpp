@@ -105,6 +105,7 @@ std::vector<Backend*> gemv_backends() {
     out.push_back(&shared_vulkan(false, true, true, 0));
     out.push_back(&shared_vulkan(false, true, true, 3));
     out.push_back(&shared_vulkan(false, true, false));
+    out.push_back(&shared_vulkan(false, true, false, 3));
   }
   return out;
 }

@@ -1052,12 +1052,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
           // More blocks per thread in flight (not yet measured on a GPU, so opt-in): in
-          // one-pass grids (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N: 1b's have at most 2
+          // one-pass integer-dot grids (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N: 1b's have at most 2
           // workgroups per multiprocessor, so the registers that costs need not cut their
           // occupancy), and on the fixed grid's single matrices (q/k/v, the head:
           // LLM_VULKAN_GEMV_PERSIST_UNROLL=N), whose registers must still leave room for
           // its 4 workgroups.
-          if (sx && !persist && onepass_unroll_ > 1) gs.unroll = onepass_unroll_;
+          if (int_dot_ && !persist && onepass_unroll_ > 1) gs.unroll = onepass_unroll_;
           if (persist && !glu && persist_unroll_ > 1) gs.unroll = persist_unroll_;
           push(gs.tpr);
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
