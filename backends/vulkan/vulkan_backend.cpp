@@ -653,7 +653,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   // dispatch (one token, one matrix, x in shared memory) may run itself (SAMPLE): its
   // id overlaps neither the logits nor the parameters, which the dispatch's last
   // workgroup reads before writing it (every other read of the dispatch is done then,
-  // so the id may take x's memory). LLM_VULKAN_FUSE_SAMPLE=1 (not yet measured on a
+  // so the id may take x's memory), and the logits the GEMV writes are not the
+  // parameters. LLM_VULKAN_FUSE_SAMPLE=1 (not yet measured on a
   // GPU, so opt-in).
   auto sample_into_gemv = [&](size_t i) -> bool {
     const size_t s = i + 1;
@@ -665,7 +666,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
     const TensorRef& logits = nodes[i].output;
     return logits.shape.rows() == 1 && region(sn.inputs[0]) == region(logits) &&
            !region(sn.output).overlaps(region(logits)) &&
-           !region(sn.output).overlaps(region(sn.inputs[1]));
+           !region(sn.output).overlaps(region(sn.inputs[1])) &&
+           !region(sn.inputs[1]).overlaps(region(logits));
   };
   // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
   // dispatch can write without races (the cache overlaps nothing the rope touches).
