@@ -14,6 +14,7 @@
 #include <map>
 
 #include "backends/vulkan/vulkan_context.h"
+#include "backends/vulkan/vulkan_fusion.h"
 #include "backends/vulkan/vulkan_program.h"
 #include "core/error.h"
 #include "core/trace.h"
@@ -24,9 +25,13 @@ namespace {
 
 using vk::Buffer;
 using vk::Context;
+using vk::kGemvMaxTokens;
+using vk::kGemvQThreads;
 using vk::Pipeline;
 using vk::Recorded;
 using vk::Region;
+using vk::region;
+using vk::vk_buffer;
 
 // Dtype codes of shaders/common.glsl.
 int32_t dt_code(DType t) {
@@ -44,12 +49,6 @@ int32_t dt_code(DType t) {
     default:
       fail("vulkan backend: no shader reads %s tensors", dtype_name(t));
   }
-}
-
-Buffer& vk_buffer(const DeviceBuffer& b) {
-  const Buffer* vb = dynamic_cast<const Buffer*>(&b);
-  if (!vb) fail("vulkan backend: a buffer of another backend was passed in");
-  return const_cast<Buffer&>(*vb);
 }
 
 void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char* what) {
@@ -77,8 +76,6 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
   return out;
 }
 
-// Most tokens the GEMV shader takes (its MAX_T); more go through the tiled GEMM.
-constexpr int64_t kGemvMaxTokens = 8;
 // Most tokens a matmul takes through the GEMVs where the tensor-core GEMM exists: one.
 // The GEMV dequantizes each weight once per token: on the H200, 8 sequences of 7b q4
 // decoded 319 tok/s through it and 889 through the GEMM (`bench --batch 8`).
@@ -92,8 +89,6 @@ int64_t coop_gemv_max_tokens() {
 }
 // The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
 constexpr int64_t kNormQuantMaxRow = 4096;
-// The workgroup size of matmul_gemv_q (its WG).
-constexpr uint32_t kGemvQThreads = 128;
 // The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
 // per workgroup: more rows share each copy).
 constexpr uint32_t kGemvQThreadsShared = 256;
@@ -425,345 +420,11 @@ void grid(Recorded& x, uint64_t n) {
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
-  // The bytes a bound tensor occupies.
-  auto region = [](const TensorRef& r) {
-    return Region{&vk_buffer(*r.buffer), r.offset, r.offset + tensor_bytes(r.dtype, r.shape)};
-  };
-  // Which input of node i + 1 is the residual when it is an Add of node i's product and
-  // another tensor of its shape that the fused dispatch may compute without races (its
-  // output overlaps nothing the GEMV reads or writes); -1 when none.
-  auto residual_add = [&](size_t i) -> int {
-    if (i + 1 >= nodes.size()) return -1;
-    const BoundNode &mm = nodes[i], &an = nodes[i + 1];
-    if (!an.node || an.node->op != Op::Add || an.inputs.size() != 2 ||
-        an.node->inputs.size() != 2 || mm.node->inputs.size() != mm.inputs.size())
-      return -1;
-    for (int k = 0; k < 2; k++) {
-      const TensorRef& r = an.inputs[1 - k];
-      if (an.node->inputs[k] != mm.node->output || an.node->inputs[1 - k] == mm.node->output ||
-          r.dtype != DType::F32 || r.shape.numel() != mm.output.shape.numel() || r.offset % 4)
-        continue;
-      const Region o2 = region(an.output);
-      std::vector<Region> others = {region(r), region(mm.output)};
-      for (const TensorRef& in : mm.inputs) others.push_back(region(in));
-      bool clash = false;
-      for (const Region& g : others) clash |= g.overlaps(o2);
-      if (!clash && !region(r).overlaps(region(mm.output))) return 1 - k;
-    }
-    return -1;
-  };
-
-  // Whether node i + 1 is SiluMul(gate, node i's product) with a gate of its shape that
-  // the split-K reduce of node i may compute without races: its output may take the
-  // place of the gate or of the product exactly (each invocation reads both, then
-  // writes), not overlap them in part or anything else.
-  auto silu_after = [&](size_t i) -> bool {
-    if (i + 1 >= nodes.size()) return false;
-    const BoundNode &mm = nodes[i], &an = nodes[i + 1];
-    if (!an.node || an.node->op != Op::SiluMul || an.inputs.size() != 2 ||
-        an.node->inputs.size() != 2 || mm.node->inputs.size() != mm.inputs.size() ||
-        an.node->inputs[1] != mm.node->output || an.node->inputs[0] == mm.node->output)
-      return false;
-    const TensorRef& g = an.inputs[0];
-    const int64_t n = mm.output.shape.numel();
-    if (g.dtype != DType::F32 || g.shape.numel() != n || an.output.shape.numel() != n ||
-        g.offset % 4)
-      return false;
-    const Region o2 = region(an.output);
-    for (const Region& r : {region(g), region(mm.output)})
-      if (r.overlaps(o2) && !(r.begin == o2.begin && r.end == o2.end && r.buffer == o2.buffer))
-        return false;
-    for (const TensorRef& in : mm.inputs)
-      if (region(in).overlaps(o2)) return false;
-    return true;
-  };
-
-  // Whether a matmul of T tokens runs as matmul_coop.
-  auto use_coop = [&](int64_t T) { return coop_ && T > coop_gemv_max_tokens(); };
-  // Whether node i runs as matmul_gemv_q (few tokens, a quantized matrix in the row
-  // layout, aligned x).
-  auto gemv_q = [&](size_t i) -> bool {
-    const BoundNode& bn = nodes[i];
-    if (!bn.node || bn.node->op != Op::MatMul || bn.inputs.size() < 2) return false;
-    const TensorRef &x = bn.inputs[0], &w = bn.inputs[1];
-    const uint32_t sg = ctx_->phys().subgroup_size;
-    const int64_t max_t = coop_ ? coop_gemv_max_tokens() : kGemvMaxTokens;
-    return x.shape.rows() <= max_t && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
-           w.offset == 0 &&
-           vk_buffer(*w.buffer).holds_split(w.dtype, w.shape.rows(), w.shape.row_len()) &&
-           ctx_->phys().subgroup_arithmetic && sg > 0 && sg <= kGemvQThreads &&
-           x.offset % 16 == 0 && x.shape.row_len() % 4 == 0;
-  };
-  // Whether nodes i..i + 3 are gate = x·Wgᵀ, up = x·Wuᵀ (the same x, one shape, no
-  // bias), act = SiluMul(gate, up) and down = act·Wdᵀ, all four fit for one GEMV
-  // dispatch for gate/up/act and one for down (which reads act from a scratch buffer
-  // and writes act's place: see matmul_gemv_q.comp), without races.
-  auto ffn_fusable = [&](size_t i) -> bool {
-    if (i + 3 >= nodes.size()) return false;
-    const BoundNode &g = nodes[i], &u = nodes[i + 1], &a = nodes[i + 2], &dn = nodes[i + 3];
-    if (!u.node || !a.node || !dn.node || a.node->op != Op::SiluMul || !gemv_q(i) ||
-        !gemv_q(i + 1) || !gemv_q(i + 3) || g.inputs.size() != 2 || u.inputs.size() != 2 ||
-        g.node->inputs.size() != 2 || u.node->inputs.size() != 2 || a.inputs.size() != 2 ||
-        a.node->inputs.size() != 2 || a.node->inputs[0] != g.node->output ||
-        a.node->inputs[1] != u.node->output || u.node->inputs[0] != g.node->inputs[0] ||
-        g.node->output == u.node->output || dn.node->inputs[0] != a.node->output)
-      return false;
-    const TensorRef &wg = g.inputs[1], &wu = u.inputs[1];
-    if (wu.dtype != wg.dtype || wu.shape.rows() != wg.shape.rows() ||
-        wu.shape.row_len() != wg.shape.row_len() || u.inputs[0].buffer != g.inputs[0].buffer ||
-        u.inputs[0].offset != g.inputs[0].offset)
-      return false;
-    const Region outs[2] = {region(g.output), region(u.output)};
-    if (outs[0].overlaps(outs[1])) return false;
-    for (const Region& o : outs)
-      for (const TensorRef* r : {&g.inputs[0], &wg, &wu})
-        if (o.overlaps(region(*r))) return false;
-    // The down dispatch writes act: nothing else it (or a fused Add after it) touches.
-    const Region act = region(a.output);
-    std::vector<Region> others = {region(dn.output)};
-    for (size_t k = 1; k < dn.inputs.size(); k++) others.push_back(region(dn.inputs[k]));
-    if (i + 4 < nodes.size() && nodes[i + 4].node) {
-      others.push_back(region(nodes[i + 4].output));
-      for (const TensorRef& r : nodes[i + 4].inputs) others.push_back(region(r));
-    }
-    for (const Region& o : others)
-      if (o.overlaps(act)) return false;
-    return true;
-  };
-  // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
-  // output), which node i's dispatch may then round for it.
-  auto feeds_int_dot_gemv = [&](size_t i, const TensorRef& t) -> bool {
-    return int_dot_ && i + 1 < nodes.size() && gemv_q(i + 1) &&
-           region(nodes[i + 1].inputs[0]) == region(t);
-  };
-  // How many of nodes i, i + 1, i + 2 (q/k/v) run as one matmul_gemv_q dispatch (MODE
-  // 2): matmuls without bias of the same x by quantized matrices of one dtype and K,
-  // whose outputs overlap nothing the others read or write.
-  auto gemv_segments = [&](size_t i) -> size_t {
-    if (!gemv_q(i) || nodes[i].inputs.size() != 2) return 1;
-    const TensorRef &x0 = nodes[i].inputs[0], &w0 = nodes[i].inputs[1];
-    std::vector<Region> outs = {region(nodes[i].output)}, ins = {region(x0), region(w0)};
-    size_t n = 1;
-    for (size_t j = i + 1; j < nodes.size() && n < 3; j++, n++) {
-      const BoundNode& b = nodes[j];
-      if (!gemv_q(j) || b.inputs.size() != 2 || b.inputs[0].buffer != x0.buffer ||
-          b.inputs[0].offset != x0.offset || b.inputs[0].shape.numel() != x0.shape.numel() ||
-          b.inputs[1].dtype != w0.dtype || b.inputs[1].shape.row_len() != w0.shape.row_len())
-        break;
-      const Region o = region(b.output);
-      ins.push_back(region(b.inputs[1]));
-      bool clash = false;
-      for (const Region& r : outs) clash |= r.overlaps(o);
-      for (const Region& r : ins) clash |= r.overlaps(o);
-      if (clash) break;
-      outs.push_back(o);
-    }
-    for (const Region& o : outs)
-      for (const Region& r : ins)
-        if (o.overlaps(r)) return 1;
-    return n;
-  };
-  // How the GEMV dispatch of node i (gemv_q) groups the nodes after it: the residual
-  // Add's index of the residual (res >= 0), gate/up with their SiluMul (glu), or up to
-  // three matmuls of one x (segs).
-  struct GemvGroup {
-    int res;
-    bool glu;
-    size_t segs;
-  };
-  auto gemv_group = [&](size_t i) -> GemvGroup {
-    GemvGroup g;
-    g.res = residual_add(i);
-    g.glu = g.res < 0 && nodes[i].inputs.size() == 2 && ffn_fusable(i);
-    g.segs = g.res < 0 && !g.glu ? gemv_segments(i) : 1;
-    return g;
-  };
-  // Whether a node from index j on reads tensor t.
-  auto read_from = [&](size_t j, TensorId t) {
-    for (; j < nodes.size(); j++)
-      if (nodes[j].node &&
-          std::count(nodes[j].node->inputs.begin(), nodes[j].node->inputs.end(), t))
-        return true;
-    return false;
-  };
-  // Whether the GEMV of node i (gemv_q) keeps x's planes in shared memory
-  // (matmul_gemv_qdot_sx): rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096)
-  // weights, as longer ones copy so much x per workgroup that they ran slower (H200, 7b
-  // down: 27.3 µs against 20.2).
-  auto uses_shared_x = [&](size_t i) -> bool {
-    static const int64_t sx_max_k = [] {
-      const char* e = std::getenv("LLM_VULKAN_GEMV_SX_MAX_K");
-      return e ? std::atoll(e) : int64_t{4096};
-    }();
-    const int64_t T = nodes[i].inputs[0].shape.rows(), K = nodes[i].inputs[0].shape.row_len();
-    return shared_x_ && K <= sx_max_k &&
-           static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
-               ctx_->phys().props.limits.maxComputeSharedMemorySize;
-  };
-  // Whether RmsNorm node i runs inside the GEMV dispatch of node i + 1 (each workgroup
-  // normalizes x itself, NORM in matmul_gemv_q.glsl): that GEMV keeps x in shared
-  // memory, only the matmuls it computes read the norm's output (as their x), and
-  // nothing that dispatch writes touches the norm's input or weight.
-  // LLM_VULKAN_NORM_FUSE=0 keeps the norm apart (for measuring).
-  auto norm_into_gemv = [&](size_t i) -> bool {
-    static const bool on = [] {
-      const char* e = std::getenv("LLM_VULKAN_NORM_FUSE");
-      return !(e && std::strcmp(e, "0") == 0);
-    }();
-    const size_t m = i + 1;
-    if (!on || m >= nodes.size() || !nodes[m].node || !gemv_q(m) || !uses_shared_x(m)) return false;
-    const BoundNode& nb = nodes[i];
-    if (nb.node->op != Op::RmsNorm || nb.inputs.size() != 2 || nb.node->inputs.empty() ||
-        nodes[m].node->inputs[0] != nb.node->output)
-      return false;
-    const TensorRef &x = nb.inputs[0], &w = nb.inputs[1];
-    const int64_t T = x.shape.rows(), K = x.shape.row_len();
-    // The shader reads the weight 4 elements at a time.
-    if (x.dtype != DType::F32 || x.offset % 16 || K % 32 || T > 8 ||
-        w.offset % (w.dtype == DType::F32 ? 16 : 8) ||
-        (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16) ||
-        !(region(nodes[m].inputs[0]) == region(nb.output)))
-      return false;
-    // The matmuls of the GEMV dispatch.
-    const GemvGroup g = gemv_group(m);
-    const size_t last = g.glu ? m + 1 : m + g.segs - 1;
-    for (size_t j = m; j < nodes.size(); j++) {
-      if (!nodes[j].node) continue;
-      const std::vector<TensorId>& ins = nodes[j].node->inputs;
-      for (size_t k = 0; k < ins.size(); k++)
-        if (ins[k] == nb.node->output && !(j <= last && k == 0)) return false;
-    }
-    // What the dispatch may write: those matmuls' outputs and the nodes it may fuse after
-    // them (the SiluMul after gate/up, an Add after one matrix; ropes and cache appends
-    // after q/k/v). A Sample after the head has a dispatch of its own, or (SAMPLE) writes
-    // its id once every workgroup is done, so its id may take the dead norm input's
-    // memory.
-    const size_t written_to = std::min(nodes.size(), last + (last == m + 2 ? 5 : 2));
-    for (size_t j = m; j < written_to; j++) {
-      if (!nodes[j].node || (j > last && nodes[j].node->op == Op::Sample)) continue;
-      if (region(nodes[j].output).overlaps(region(x)) ||
-          region(nodes[j].output).overlaps(region(w)))
-        return false;
-    }
-    return true;
-  };
+  // Which nodes each dispatch computes (vulkan_fusion.h).
+  const vk::FusionRules rules(nodes, ctx_->phys(),
+                              {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, fuse_sample_});
   // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
   std::map<size_t, size_t> norm_in_gemv;
-  // Whether node i + 1 is a Sample of node i's one row of logits that node i's GEMV
-  // dispatch (one token, one matrix, x in shared memory) may run itself (SAMPLE): its
-  // id overlaps neither the logits nor the parameters, which the dispatch's last
-  // workgroup reads before writing it (every other read of the dispatch is done then,
-  // so the id may take x's memory), and the logits the GEMV writes are not the
-  // parameters. LLM_VULKAN_FUSE_SAMPLE=1 (not yet measured on a
-  // GPU, so opt-in).
-  auto sample_into_gemv = [&](size_t i) -> bool {
-    const size_t s = i + 1;
-    if (!fuse_sample_ || s >= nodes.size() || !nodes[s].node || nodes[s].node->op != Op::Sample ||
-        !nodes[i].node || nodes[s].node->inputs.size() != 2 ||
-        nodes[s].node->inputs[0] != nodes[i].node->output)
-      return false;
-    const BoundNode& sn = nodes[s];
-    const TensorRef& logits = nodes[i].output;
-    return logits.shape.rows() == 1 && region(sn.inputs[0]) == region(logits) &&
-           !region(sn.output).overlaps(region(logits)) &&
-           !region(sn.output).overlaps(region(sn.inputs[1])) &&
-           !region(sn.inputs[1]).overlaps(region(logits));
-  };
-  // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
-  // dispatch can write without races (the cache overlaps nothing the rope touches).
-  auto rope_store_fusable = [&](size_t i) -> bool {
-    if (i + 1 >= nodes.size()) return false;
-    const BoundNode &r = nodes[i], &kv = nodes[i + 1];
-    if (!kv.node || kv.node->op != Op::KvAppend || kv.inputs.size() != 3 ||
-        kv.node->inputs.empty() || kv.node->inputs[0] != r.node->output ||
-        kv.output.dtype != DType::F32 || kv.output.shape.row_len() != r.output.shape.row_len() ||
-        kv.output.offset % 4 != 0)
-      return false;
-    const Region cache = region(kv.output);
-    for (const TensorRef* t : {&r.inputs[0], &r.inputs[1], &r.inputs[2], &r.output, &kv.inputs[1]})
-      if (cache.overlaps(region(*t))) return false;
-    return true;
-  };
-  // Whether q/k/v matmuls at i..i + 2 (one GEMV dispatch) are followed by Rope(q),
-  // Rope(k), KvAppend(rotated k) and KvAppend(v), which that dispatch can then compute
-  // (matmul_gemv_qdot_rope, integer dots only): one rope setting and position and slot
-  // tensor for both, caches of one dtype, and outputs that overlap nothing else the
-  // dispatch touches (a rope's output may be its input exactly).
-  auto rope_kv_fusable = [&](size_t i) -> int {
-    if (i + 6 >= nodes.size()) return -1;
-    for (size_t j = i; j <= i + 6; j++)
-      if (!nodes[j].node || nodes[j].node->inputs.size() != nodes[j].inputs.size()) return -1;
-    const BoundNode &rq = nodes[i + 3], &rk = nodes[i + 4], &ak = nodes[i + 5], &av = nodes[i + 6];
-    if (rq.node->op != Op::Rope || rk.node->op != Op::Rope || ak.node->op != Op::KvAppend ||
-        av.node->op != Op::KvAppend || rq.inputs.size() != 3 || rk.inputs.size() != 3 ||
-        ak.inputs.size() != 3 || av.inputs.size() != 3)
-      return -1;
-    const Node &q = *rq.node, &k = *rk.node, &a = *ak.node, &v = *av.node;
-    const OpParams &pq = q.params, &pk = k.params;
-    const int64_t T = nodes[i].inputs[0].shape.rows();
-    const int64_t nq = nodes[i].output.shape.row_len(), nk = nodes[i + 1].output.shape.row_len(),
-                  nv = nodes[i + 2].output.shape.row_len();
-    if (q.inputs[0] != nodes[i].node->output || k.inputs[0] != nodes[i + 1].node->output ||
-        a.inputs[0] != k.output || v.inputs[0] != nodes[i + 2].node->output ||
-        q.inputs[1] != k.inputs[1] || q.inputs[2] != k.inputs[2] || a.inputs[1] != v.inputs[1] ||
-        pq.head_dim != pk.head_dim || pq.rot_dims != pk.rot_dims ||
-        pq.rope_style != pk.rope_style || pq.head_dim % 2 != 0 || pq.rot_dims % 2 != 0 ||
-        pq.rot_dims > pq.head_dim || int64_t{pq.n_heads} * pq.head_dim != nq ||
-        int64_t{pk.n_heads} * pk.head_dim != nk || nv % 2 != 0 ||
-        ak.output.dtype != av.output.dtype || ak.output.shape.row_len() != nk ||
-        av.output.shape.row_len() != nv || ak.output.shape.rows() != av.output.shape.rows() ||
-        rq.inputs[1].shape.numel() < T || ak.inputs[1].shape.numel() < T ||
-        rq.inputs[1].dtype != DType::I32 || rq.inputs[2].dtype != DType::F32 ||
-        ak.inputs[1].dtype != DType::I32)
-      return -1;
-    const DType ct = ak.output.dtype;
-    if (ct != DType::F32 && ct != DType::F16 && ct != DType::BF16) return -1;
-    if (rq.output.offset % 4 || rk.output.offset % 4 || ak.output.offset % 4 ||
-        av.output.offset % 4)
-      return -1;
-    // Not x itself: the dispatch reads its planes (the outputs may take x's place).
-    std::vector<Region> reads = {region(rq.inputs[1]), region(rq.inputs[2]), region(ak.inputs[1])};
-    for (size_t j = i; j < i + 3; j++) reads.push_back(region(nodes[j].inputs[1]));
-    const Region prods[3] = {region(nodes[i].output), region(nodes[i + 1].output),
-                             region(nodes[i + 2].output)};
-    const Region outs[4] = {region(rq.output), region(rk.output), region(ak.output),
-                            region(av.output)};
-    for (int o = 0; o < 4; o++) {
-      for (const Region& r : reads)
-        if (r.overlaps(outs[o])) return -1;
-      for (int o2 = 0; o2 < o; o2++)
-        if (outs[o2].overlaps(outs[o])) return -1;
-    }
-    // The products (and the rotated k) are written unless they share memory with
-    // another output (the planner reuses a dead q for the rotated k, say); then nothing
-    // after the group may read them.
-    auto read_after = [&](TensorId t) { return read_from(i + 7, t); };
-    // own: the tensor; mine: the output its thread writes right after it (an exact
-    // overlap there is the same element, written in order).
-    auto clashes = [&](const Region& own, int mine) {
-      for (int o = 0; o < 4; o++)
-        if (own.overlaps(outs[o]) && !(o == mine && own == outs[o])) return true;
-      return false;
-    };
-    int mask = 0;
-    for (int m = 0; m < 3; m++) {
-      if (!clashes(prods[m], m < 2 ? m : -1)) {
-        mask |= 1 << m;
-      } else if (read_after(nodes[i + m].node->output)) {
-        return -1;
-      }
-    }
-    // The rotated k (outs[1]) against the products written.
-    bool k_clash = false;
-    for (int m = 0; m < 3; m++)
-      if ((mask >> m & 1) && outs[1].overlaps(prods[m]) && !(m == 1 && outs[1] == prods[1]))
-        k_clash = true;
-    if (!k_clash)
-      mask |= 8;
-    else if (read_after(k.output))
-      return -1;
-    return mask;
-  };
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch;
 
@@ -780,7 +441,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       if (!b.node || b.node->op != Op::MatMul || b.inputs.size() < 2) continue;
       const int64_t T = b.inputs[0].shape.rows(), K = b.inputs[0].shape.row_len();
       const int64_t N = b.inputs[1].shape[0];
-      if (use_coop(T)) bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
+      if (rules.use_coop(T)) bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
     }
     if (bytes > 0) {
       coop_partials = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "matmul split-K partials");
@@ -796,7 +457,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   if (int_dot_) {
     size_t bytes = 0;
     for (size_t i = 0; i < nodes.size(); i++)
-      if (gemv_q(i))
+      if (rules.gemv_q(i))
         bytes = std::max(bytes, static_cast<size_t>(nodes[i].inputs[0].shape.numel() / 32 * 72));
     if (bytes > 0) {
       act_planes_off = (bytes + 255) / 256 * 256;
@@ -911,7 +572,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
       }
       case Op::RmsNorm:
       case Op::LayerNorm: {
-        if (norm_into_gemv(ni)) {
+        if (rules.norm_into_gemv(ni)) {
           norm_in_gemv[ni + 1] = ni;
           continue;  // no dispatch of its own
         }
@@ -927,7 +588,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push_f(p.eps);
         // An integer-dot GEMV right after that reads the output: the rows go to it
         // rounded too (norm.comp, QUANT), so it needs no quantize_x.
-        const bool quant = d <= kNormQuantMaxRow && d % 32 == 0 && feeds_int_dot_gemv(ni, o);
+        const bool quant = d <= kNormQuantMaxRow && d % 32 == 0 && rules.feeds_int_dot_gemv(ni, o);
         if (quant) {
           push(bind(TensorRef{x_planes.get(), 0, DType::F32, {rows * (d / 32) * 18}},
                     "the quantized output", true));
@@ -959,12 +620,12 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         push(bias ? 1 : 0);
         const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
                                            split(1)};
-        if (gemv_q(ni)) {
+        if (rules.gemv_q(ni)) {
           // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
           // which writes the product and the sum; so do gate and up with the SiluMul
           // after them (both products, and the activation into a scratch buffer).
           // q/k/v: up to three matmuls of the same x in one grid.
-          const GemvGroup group = gemv_group(ni);
+          const vk::FusionRules::GemvGroup group = rules.gemv_group(ni);
           const int res = group.res;
           const bool glu = group.glu;
           const size_t segs = group.segs;
@@ -996,13 +657,13 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           int64_t seg_rows[3] = {N, 0, 0};
           for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes[ni + k].inputs[1].shape[0];
           // Integer dots with x's planes in shared memory (workgroups of 256 threads).
-          const bool sx = uses_shared_x(ni);
+          const bool sx = rules.uses_shared_x(ni);
           const auto norm_it = norm_in_gemv.find(ni);
           const bool norm_in = norm_it != norm_in_gemv.end();
           if (norm_in && !sx)
             fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
           const bool sample_in =
-              sx && mode == 0 && res < 0 && segs == 1 && T == 1 && sample_into_gemv(ni);
+              sx && mode == 0 && res < 0 && segs == 1 && T == 1 && rules.sample_into_gemv(ni);
           // Gate/up that also round the activation for the integer-dot down GEMV after
           // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
           // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
@@ -1014,9 +675,9 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             return !(e && std::strcmp(e, "0") == 0);
           }();
           const uint32_t sg = ctx_->phys().subgroup_size;
-          bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && gemv_q(ni + 3) &&
+          bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules.gemv_q(ni + 3) &&
                       (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
-          if (qout && read_from(ni + 4, nodes[ni + 2].node->output)) qout = false;
+          if (qout && rules.read_from(ni + 4, nodes[ni + 2].node->output)) qout = false;
           const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
           GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K,
                                     seg_rows[0] + seg_rows[1] + seg_rows[2], int_dot_, threads);
@@ -1031,7 +692,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             const char* e = std::getenv("LLM_VULKAN_ROPE_FUSE");
             return !(e && std::strcmp(e, "0") == 0);
           }();
-          const int rope_mask = rope_fuse_on && sx && segs == 3 ? rope_kv_fusable(ni) : -1;
+          const int rope_mask = rope_fuse_on && sx && segs == 3 ? rules.rope_kv_fusable(ni) : -1;
           const bool rope_kv = rope_mask >= 0;
           if (rope_kv) gs.rows = 2;
           // Tasks of gs.rows rows of one matrix, a group of threads each, and the
@@ -1218,7 +879,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
                                    : sample_in ? " +sample"
                                                : "");
           grid(x, groups);
-        } else if (T <= kGemvMaxTokens && !use_coop(T)) {
+        } else if (T <= kGemvMaxTokens && !rules.use_coop(T)) {
           use("matmul_gemv", spec);
           x.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
                                    (long long)T, (long long)N, (long long)K);
@@ -1259,8 +920,8 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               r.push[r.push_words++] = v;
             // A residual Add (o, down) or the SiluMul of gate and this product (up) right
             // after runs in the reduce: one dispatch and barrier less.
-            const int res = residual_add(ni);
-            const int32_t epi = res >= 0 ? 1 : silu_after(ni) ? 2 : 0;
+            const int res = rules.residual_add(ni);
+            const int32_t epi = res >= 0 ? 1 : rules.silu_after(ni) ? 2 : 0;
             if (epi) {
               const BoundNode& an = nodes[ni + 1];
               check_bound(an, "vulkan backend");
@@ -1317,7 +978,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           push(static_cast<uint32_t>(v));
         push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
         // A KvAppend of the result right after (k) writes the f32 cache rows here too.
-        const bool store = rope_store_fusable(ni);
+        const bool store = rules.rope_store_fusable(ni);
         if (store) {
           const BoundNode& kv = nodes[ni + 1];
           push(bind(kv.inputs[1], "slots"));
@@ -1411,7 +1072,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         // The workgroup that writes a head's output (the merging split, or the only one)
         // also rounds it for an integer-dot GEMV right after that reads it (o): heads of
         // whole blocks of 32.
-        const bool round_out = feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
+        const bool round_out = rules.feeds_int_dot_gemv(ni, o) && p.head_dim % 32 == 0;
         // Partials (max, sum and the output dims) and a counter per (token, head).
         bind_merge_scratch(splits > 1, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4),
                            items, "attention split");

@@ -227,6 +227,16 @@ class VulkanProgram final : public Program {
 
 }  // namespace
 
+Buffer& vk_buffer(const DeviceBuffer& b) {
+  const Buffer* vb = dynamic_cast<const Buffer*>(&b);
+  if (!vb) fail("vulkan backend: a buffer of another backend was passed in");
+  return const_cast<Buffer&>(*vb);
+}
+
+Region region(const TensorRef& r) {
+  return Region{&vk_buffer(*r.buffer), r.offset, r.offset + tensor_bytes(r.dtype, r.shape)};
+}
+
 std::unique_ptr<Program> make_program(std::shared_ptr<Context> ctx,
                                       std::vector<Recorded> dispatches,
                                       std::vector<std::shared_ptr<Buffer>> keep) {

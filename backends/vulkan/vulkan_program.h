@@ -46,6 +46,11 @@ struct Recorded {
   std::vector<int> nodes;  // bound nodes it computes
 };
 
+// The buffer behind a tensor of this backend (fails on another backend's).
+Buffer& vk_buffer(const DeviceBuffer& b);
+// The bytes a bound tensor occupies.
+Region region(const TensorRef& r);
+
 // The program of the dispatches; keep: buffers of its own (scratch) that they use.
 std::unique_ptr<Program> make_program(std::shared_ptr<Context> ctx,
                                       std::vector<Recorded> dispatches,
