@@ -375,7 +375,7 @@ void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
 #endif
 
 #ifdef SAMPLE
-#define SAMPLE_LOGIT(i) y[p.y_off + (i)]
+#define SAMPLE_LOGIT(i) y[i]
 #include "sample_common.glsl"
 float sample_bv;  // this thread's best logit and its row (-1: none yet)
 int sample_bi;
@@ -708,7 +708,7 @@ void sample_tail() {
     }
   }
   reduce_best(bv, bi);
-  sample_pick(p.N, sample_params[p.sp_off], sample_params[p.sp_off + 1u]);
+  sample_pick(p.y_off, p.N, sample_params[p.sp_off], sample_params[p.sp_off + 1u]);
   if (tid == 0u) sample_out[p.sid_off] = picked;
 }
 #endif

@@ -22,8 +22,7 @@ layout(push_constant) uniform P {
   uint x_off, params_off, out_off, rows, n;
 } p;
 
-uint row_base;  // the row's first element in x
-#define SAMPLE_LOGIT(i) x[row_base + (i)]
+#define SAMPLE_LOGIT(i) x[i]
 #include "sample_common.glsl"
 
 void main() {
@@ -32,7 +31,6 @@ void main() {
   for (uint g = flat_group(); g < p.rows * SPLITS; g += gl_NumWorkGroups.x * gl_NumWorkGroups.y) {
     const uint row = g / SPLITS, split = g % SPLITS;
     const uint base = p.x_off + row * p.n;
-    row_base = base;
     const uint part_lo = min(p.n, split * per), part_hi = min(p.n, part_lo + per);
     float bv = 0.0;
     int bi = -1;
@@ -71,7 +69,7 @@ void main() {
       const uvec2 e = tid < SPLITS ? part[row * SPLITS + tid] : uvec2(0u, 0xffffffffu);
       reduce_best(uintBitsToFloat(e.x), int(e.y));
     }
-    sample_pick(p.n, params[p.params_off + 2u * row], params[p.params_off + 2u * row + 1u]);
+    sample_pick(base, p.n, params[p.params_off + 2u * row], params[p.params_off + 2u * row + 1u]);
     if (tid == 0u) outv[p.out_off + row] = picked;
     barrier();
   }

@@ -1,6 +1,6 @@
 // Op::Sample's reductions and draw, shared by sample.comp and the head GEMV that samples
 // its own logits (matmul_gemv_qdot_sx_sample.comp). The includer defines WG and
-// SAMPLE_LOGIT(i), element i of the row being drawn from.
+// SAMPLE_LOGIT(i), element i of the buffer holding the logits.
 //
 // Temperature 0: the index of the largest value (the first of equal ones; NaN ranks
 // below every number; a row of NaNs gives 0). Above 0: the first index at which the
@@ -36,11 +36,12 @@ void reduce_best(float bv, int bi) {
   }
 }
 
-// The id of a row of n logits whose best (reduce_best) is in best_v[0], best_i[0], into
+// The id of the row of n logits from element base whose best (reduce_best) is in
+// best_v[0], best_i[0], into
 // `picked`: the argmax, or above temperature 0 the inverse-CDF draw at u. Each
 // invocation sums a contiguous chunk, a scan places the chunks, and the invocation
 // whose chunk holds the target walks it. Uniform control flow; barriers inside.
-void sample_pick(uint n, float temperature, float u) {
+void sample_pick(uint base, uint n, float temperature, float u) {
   const uint tid = gl_LocalInvocationID.x;
   if (tid == 0u) picked = max(best_i[0], 0);
   barrier();
@@ -51,7 +52,7 @@ void sample_pick(uint n, float temperature, float u) {
     const uint lo = min(n, tid * chunk), hi = min(n, lo + chunk);
     float sum = 0.0;
     for (uint i = lo; i < hi; i++) {
-      const float v = SAMPLE_LOGIT(i);
+      const float v = SAMPLE_LOGIT(base + i);
       if (!isnan(v)) sum += exp((v - m) * inv_t);
     }
     // Inclusive scan (Hillis-Steele) over the chunk sums.
@@ -71,7 +72,7 @@ void sample_pick(uint n, float temperature, float u) {
         float run = excl;
         int last = -1, pick = -1;
         for (uint i = lo; i < hi && pick < 0; i++) {
-          const float v = SAMPLE_LOGIT(i);
+          const float v = SAMPLE_LOGIT(base + i);
           if (isnan(v)) continue;
           const float w = exp((v - m) * inv_t);
           run += w;

@@ -598,37 +598,61 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
     }
 }
 
+// The final norm, the head and a Sample of its one row of logits, the id placed over the
+// norm's input (dead once the norm has read it, as the step planner may do). Tensor ids:
+// the norm's input 0 and weight 1, x 2, head 3, logits 4, params 5, id 6.
+struct NormHeadSample {
+  NormHeadSample() { norm.params.eps = 1e-5f; }
+  // Compiles it on be over the input h, the norm weight nw and the head w ([N, K]);
+  // params: (temperature, u).
+  std::unique_ptr<Program> compile(Backend& be, TestBuffers& b, const std::vector<float>& h,
+                                   const std::vector<float>& nw, const TensorRef& w,
+                                   const std::vector<float>& params) {
+    const int64_t K = static_cast<int64_t>(h.size()), N = w.shape.rows();
+    h_buf = b.put(to_bytes(h));
+    params_buf = b.put(to_bytes(params));
+    // One float into their buffer (no descriptor alignment absorbs it): shaders must
+    // add the logits' offset.
+    logits = {b.put(Bytes(N * 4 + 4)), 4, DType::F32, {1, N}};
+    const TensorRef hr{h_buf, 0, DType::F32, {1, K}};
+    const TensorRef nr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
+    const TensorRef xr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+    const TensorRef pr{params_buf, 0, DType::F32, {1, 2}};
+    const TensorRef ir{h_buf, 0, DType::I32, {1}};
+    return be.compile(
+        {{&norm, {hr, nr}, xr}, {&head, {xr, w}, logits}, {&sample, {logits, pr}, ir}});
+  }
+  // The id the last run wrote (over the input, which the next run needs again).
+  int32_t id(Backend& be) const {
+    int32_t v = -1;
+    be.download(*h_buf, 0, &v, 4);
+    return v;
+  }
+
+  Node norm = make_node(Op::RmsNorm, {0, 1}, 2);
+  const Node head = make_node(Op::MatMul, {2, 3}, 4);
+  const Node sample = make_node(Op::Sample, {4, 5}, 6);
+  DeviceBuffer* h_buf = nullptr;
+  DeviceBuffer* params_buf = nullptr;
+  TensorRef logits;
+};
+
 TEST_CASE("vulkan runs the final norm in the head GEMV when the sampled id takes its input",
           "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(15);
   const int64_t K = 128, V = 300;
-  // Tensor ids: the norm's input 0 and weight 1, x 2, head 3, logits 4, params 5, id 6.
-  // The id is placed over the norm's input, dead by then (as the step planner may do).
-  Node norm = make_node(Op::RmsNorm, {0, 1}, 2);
-  norm.params.eps = 1e-5f;
-  const Node head = make_node(Op::MatMul, {2, 3}, 4), sample = make_node(Op::Sample, {4, 5}, 6);
   const QuantMatrix w = quantize_random(DType::Q4_0, V, K, rng);
   const std::vector<float> h = uniform(K, rng), nw = uniform(K, rng, 0.5f, 1.5f);
   auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
     TestBuffers b(be);
-    DeviceBuffer* hb = b.put(to_bytes(h));
-    const TensorRef hr{hb, 0, DType::F32, {1, K}};
-    const TensorRef nr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
-    const TensorRef xr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-    const TensorRef lr{b.put(Bytes(V * 4)), 0, DType::F32, {1, V}};
-    const TensorRef pr{b.put(to_bytes(std::vector<float>{0.f, 0.5f})), 0, DType::F32, {1, 2}};
-    const TensorRef ir{hb, 0, DType::I32, {1}};
-    auto prog = be.compile({{&norm, {hr, nr}, xr},
-                            {&head, {xr, b.weight(w, DType::Q4_0, V, K, quant)}, lr},
-                            {&sample, {lr, pr}, ir}});
+    NormHeadSample g;
+    auto prog = g.compile(be, b, h, nw, b.weight(w, DType::Q4_0, V, K, quant), {0.f, 0.5f});
     prog->run();
     if (ds) *ds = prog->dispatches();
-    std::vector<float> out = download_f32(be, {lr});
-    int32_t id = -1;
-    be.download(*hb, 0, &id, 4);
+    std::vector<float> out = download_f32(be, {g.logits});
     // The id: the argmax of the very logits.
-    CHECK(id == argmax(out.data(), static_cast<int>(V)));
+    CHECK(g.id(be) == argmax(out.data(), static_cast<int>(V)));
     return out;
   };
   check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
@@ -658,10 +682,6 @@ TEST_CASE("vulkan samples a token inside the head GEMV (LLM_VULKAN_FUSE_SAMPLE=1
   CHECK(backends[1]->info().details.find("the head GEMV samples") != std::string::npos);
   std::mt19937 rng(17);
   const int64_t K = 256;
-  // Tensor ids: x 0, norm weight 1, normalized x 2, head 3, logits 4, params 5, id 6.
-  Node norm = make_node(Op::RmsNorm, {0, 1}, 2);
-  norm.params.eps = 1e-5f;
-  const Node head = make_node(Op::MatMul, {2, 3}, 4), sample = make_node(Op::Sample, {4, 5}, 6);
   // (temperature, u): greedy, peaked and nearly flat draws, u at both ends.
   const std::vector<std::pair<float, float>> draws = {
       {0.f, 0.5f}, {0.7f, 0.3f}, {50.f, 0.f}, {50.f, 0.62f}, {50.f, 0.999f}};
@@ -673,18 +693,8 @@ TEST_CASE("vulkan samples a token inside the head GEMV (LLM_VULKAN_FUSE_SAMPLE=1
         const PlantedHead ph = plant_head_maxima(w, wt, N, K, x, nw);
         auto run = [&](Backend& gpu, bool fused) {
           TestBuffers bufs(gpu);
-          // The id takes the norm's input, dead once the norm has read it.
-          DeviceBuffer* xb = bufs.put(to_bytes(x));
-          const TensorRef xr{xb, 0, DType::F32, {1, K}};
-          const TensorRef nr{bufs.put(to_bytes(nw)), 0, DType::F32, {K}};
-          const TensorRef xnr{bufs.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-          const TensorRef lr{bufs.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
-          DeviceBuffer* pb = bufs.put(Bytes(8));
-          const TensorRef pr{pb, 0, DType::F32, {1, 2}};
-          const TensorRef ir{xb, 0, DType::I32, {1}};
-          auto prog = gpu.compile({{&norm, {xr, nr}, xnr},
-                                   {&head, {xnr, bufs.weight(w, wt, N, K, true)}, lr},
-                                   {&sample, {lr, pr}, ir}});
+          NormHeadSample g;
+          auto prog = g.compile(gpu, bufs, x, nw, bufs.weight(w, wt, N, K, true), {0.f, 0.f});
           int with_sample = 0, alone = 0;
           for (const Program::Dispatch& d : prog->dispatches()) {
             with_sample += d.kernel.find("+sample") != std::string::npos;
@@ -695,12 +705,10 @@ TEST_CASE("vulkan samples a token inside the head GEMV (LLM_VULKAN_FUSE_SAMPLE=1
           HeadSamples got;
           for (const auto& [t, u] : draws) {
             const std::vector<float> p = {t, u};
-            gpu.upload(*xb, 0, x.data(), K * 4);  // the last run's id took it
-            gpu.upload(*pb, 0, p.data(), 8);
+            gpu.upload(*g.h_buf, 0, x.data(), K * 4);  // the last run's id took it
+            gpu.upload(*g.params_buf, 0, p.data(), 8);
             prog->run();
-            int32_t id = -1;
-            gpu.download(*xb, 0, &id, 4);
-            got.push_back({download_f32(gpu, {lr}), id});
+            got.push_back({download_f32(gpu, {g.logits}), g.id(gpu)});
           }
           return got;
         };
