@@ -31,39 +31,46 @@ std::string shell(const std::string& cmd) {
 
 bool have_tmux() { return std::system("command -v tmux >/dev/null 2>&1") == 0; }
 
-// Polls a tmux pane until it shows text (or 30 s pass).
-bool pane_shows(const std::string& session, const std::string& text, std::string* pane = nullptr) {
-  for (int i = 0; i < 600; i++) {
-    const std::string p = shell("tmux capture-pane -p -S -200 -t " + session);
-    if (pane) *pane = p;
-    if (p.find(text) != std::string::npos) return true;
+// The last pane a poll below saw (reported when a wait fails).
+std::string last_pane;
+
+// Polls a tmux pane (its last 200 lines) until seen(pane) holds, for up to 90 s: a
+// loaded 2-core machine (ctest -j2 beside the Vulkan tests) once took over 30.
+template <class Pred>
+bool poll_pane(const std::string& session, Pred seen) {
+  for (int i = 0; i < 1800; i++) {
+    last_pane = shell("tmux capture-pane -p -S -200 -t " + session);
+    if (seen(last_pane)) return true;
     std::this_thread::sleep_for(50ms);
   }
+  UNSCOPED_INFO("the pane when the wait ended:\n" << last_pane);
   return false;
 }
 
-// Polls until the pane shows text after the line holding `line` (an answer under way).
+// Until the pane shows text.
+bool pane_shows(const std::string& session, const std::string& text, std::string* pane = nullptr) {
+  const bool ok =
+      poll_pane(session, [&](const std::string& p) { return p.find(text) != std::string::npos; });
+  if (pane) *pane = last_pane;
+  return ok;
+}
+
+// Until the pane shows text after the line holding `line` (an answer under way).
 bool pane_shows_after(const std::string& session, const std::string& line) {
-  for (int i = 0; i < 600; i++) {
-    const std::string p = shell("tmux capture-pane -p -S -200 -t " + session);
+  return poll_pane(session, [&](const std::string& p) {
     const size_t at = p.rfind(line);
     const size_t nl = at == std::string::npos ? std::string::npos : p.find('\n', at);
-    if (nl != std::string::npos && p.find_first_not_of(" \n", nl) != std::string::npos) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
+    return nl != std::string::npos && p.find_first_not_of(" \n", nl) != std::string::npos;
+  });
 }
 
-// Waits until the pane's last non-empty line is the input prompt.
+// Until the pane's last non-empty line is the input prompt.
 bool at_prompt(const std::string& session) {
-  for (int i = 0; i < 600; i++) {
-    std::string p = shell("tmux capture-pane -p -t " + session);
+  return poll_pane(session, [](std::string p) {
     while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
     const size_t nl = p.rfind('\n');
-    if (p.substr(nl == std::string::npos ? 0 : nl + 1) == ">>>") return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
+    return p.substr(nl == std::string::npos ? 0 : nl + 1) == ">>>";
+  });
 }
 
 }  // namespace
