@@ -21,11 +21,6 @@ layout(local_size_x = WG) in;
 // 1: f32 K and V rows 16-byte aligned, read as vec4; 2: 16-bit K and V (one dtype)
 // 8-byte aligned, four halves a load.
 layout(constant_id = 5) const int KV_VEC4 = 0;
-// EARLY_V: each p·V thread finds its keys' slots in the block table itself and issues
-// their V loads with the chunk's K loads, so a chunk waits for memory once instead of
-// twice (its V registers stay live across the softmax's barriers); q is read once the
-// first chunk's loads are out.
-layout(constant_id = 6) const int EARLY_V = 0;
 layout(std430, binding = 2) readonly buffer VC4 { vec4 vc4[]; };
 layout(std430, binding = 1) readonly buffer KC2 { uvec2 kc2[]; };
 layout(std430, binding = 2) readonly buffer VC2 { uvec2 vc2[]; };
@@ -96,11 +91,8 @@ void main() {
   const uint kv_row = p.Hkv * D;
   const uint kv_off = (h / (p.H / p.Hkv)) * D;
   const uint n_pages = p.cache_rows / p.page_size;
-  // EARLY_V reads q once the first chunk's K and V loads are out (they do not need it).
-  if (EARLY_V == 0) {
-    for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
-    barrier();
-  }
+  for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
+  barrier();
 
   // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
   const uint lo0 = p.window > 0u ? uint(max(0, pos - int(p.window) + 1)) : 0u;
@@ -115,24 +107,9 @@ void main() {
   float m = NEG_INF, l = 0.0;
   vec4 av = vec4(0.0);
   for (uint base = lo; base <= hi; base += KPC) {
-    // EARLY_V: this thread's V rows of the chunk (keys g, g + GROUPS, ...), on their way
-    // during q·k and the softmax.
-    vec4 vv[KPC / GROUPS];
-    if (EARLY_V != 0) {
-      [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
-        const uint jv = base + g + GROUPS * i;
-        const int page =
-            jv <= hi ? table[p.table_off + uint(s) * p.max_pages + jv / p.page_size] : -1;
-        vv[i] = page >= 0 && uint(page) < n_pages
-                    ? v_at((uint(page) * p.page_size + jv % p.page_size) * kv_row + kv_off + dv)
-                    : vec4(0.0);
-      }
-    }
     const uint j = base + kq;
     int slot = -1;
     float part_dot = 0.0;
-    // Every load of the quarter first (indices clamped into it), then the sums.
-    vec4 kv[MAX_D / LPK / 4];
     if (j <= hi) {
       const int page = table[p.table_off + uint(s) * p.max_pages + j / p.page_size];
       if (page < 0 || uint(page) >= n_pages) {
@@ -140,21 +117,17 @@ void main() {
       } else {
         slot = page * int(p.page_size) + int(j % p.page_size);
         const uint kb = uint(slot) * kv_row + kv_off + qq * dq;
+        // Every load of the quarter first (indices clamped into it), then the sums.
+        vec4 kv[MAX_D / LPK / 4];
         [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) kv[i] = k_at(kb + min(4u * i, dq - 4u));
+        vec4 s4 = vec4(0.0);
+        [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) {
+          if (4u * i >= dq) break;
+          const uint e = qq * dq + 4u * i;
+          s4 += vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * kv[i];
+        }
+        part_dot = (s4.x + s4.y) + (s4.z + s4.w);
       }
-    }
-    if (EARLY_V != 0 && base == lo) {  // uniform: the first chunk
-      for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
-      barrier();
-    }
-    if (slot >= 0) {
-      vec4 s4 = vec4(0.0);
-      [[unroll]] for (uint i = 0u; i < MAX_D / LPK / 4u; i++) {
-        if (4u * i >= dq) break;
-        const uint e = qq * dq + 4u * i;
-        s4 += vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]) * kv[i];
-      }
-      part_dot = (s4.x + s4.y) + (s4.z + s4.w);
     }
     qk_part[tid] = part_dot;
     if (qq == 0u) slot_of[kq] = slot;
@@ -175,11 +148,10 @@ void main() {
     l = l * alpha + csum;
     m = new_m;
     // p·V: this group's keys g, g + GROUPS, ... of the chunk, all loads first.
-    if (EARLY_V == 0) {
-      [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
-        const int sl = slot_of[g + GROUPS * i];
-        vv[i] = sl >= 0 ? v_at(uint(sl) * kv_row + kv_off + dv) : vec4(0.0);
-      }
+    vec4 vv[KPC / GROUPS];
+    [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) {
+      const int sl = slot_of[g + GROUPS * i];
+      vv[i] = sl >= 0 ? v_at(uint(sl) * kv_row + kv_off + dv) : vec4(0.0);
     }
     av *= alpha;
     [[unroll]] for (uint i = 0u; i < KPC / GROUPS; i++) av += probs[g + GROUPS * i] * vv[i];

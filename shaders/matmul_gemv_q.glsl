@@ -47,12 +47,6 @@
 // it (QOUT), the down GEMV from binding 6), so the graph's tensors end up as without the
 // fusion.
 //
-// SAMPLE (matmul_gemv_qdot_sx_sample.comp: one token, MODE 0, one matrix, the head):
-// Op::Sample of the row of logits, after it. Each thread keeps the best of the rows it
-// writes, each workgroup writes its best, and the last workgroup to finish (a counter)
-// merges them and, at a temperature, draws over the logits the others wrote (Y is
-// coherent there), as sample.comp does (sample_common.glsl).
-//
 // MODE 2 (q/k/v): two or three matrices of one K that multiply the same x (W, W2, W3;
 // N, n2, n3 rows; outputs Y, Y2, Y3, no bias) in one grid, segment after segment, so
 // small matrices share the GPU instead of running one after another.
@@ -84,10 +78,6 @@ layout(constant_id = 9) const int PERSIST = 0;
 // its result into shared memory: one dispatch less.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
-// EARLY (with NORM): the first weights are issued before the norm, so they are on
-// their way while it runs (more registers held across it: taken where the grid is one
-// pass, which does not rely on a fixed count of workgroups per multiprocessor).
-layout(constant_id = 13) const int EARLY = 0;
 #endif
 #if defined(X_SHARED) && !defined(ROPE_KV)
 // QOUT (MODE 1, one token, a workgroup's round of tasks = 32 rows): the activation is
@@ -107,17 +97,7 @@ layout(std430, binding = 0) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W { uint wts[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 wts4[]; };
 layout(std430, binding = 2) readonly buffer Bias { uint bias[]; };
-#ifdef SAMPLE
-layout(std430, binding = 3) coherent buffer Y { float y[]; };
-// The sampling parameters (temperature, u), each workgroup's best (value bits, index),
-// the count of workgroups done (zero between runs: the last resets it), the id.
-layout(std430, binding = 13) readonly buffer SampleParams { float sample_params[]; };
-layout(std430, binding = 14) coherent buffer SampleParts { uvec2 sample_parts[]; };
-layout(std430, binding = 15) buffer SampleCounter { uint sample_counter[]; };
-layout(std430, binding = 16) writeonly buffer SampleOut { int sample_out[]; };
-#else
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
-#endif
 // fuse_add: the Add of a residual that follows in the graph, out2 = y + residual.
 layout(std430, binding = 4) readonly buffer Res { float residual[]; };
 layout(std430, binding = 5) writeonly buffer Out2 { float out2[]; };
@@ -171,9 +151,6 @@ layout(push_constant) uniform P {
   float eps;
 #ifndef ROPE_KV
   uint qo_off;  // QOUT: the planes' offset
-#endif
-#ifdef SAMPLE
-  uint sp_off, sid_off;  // the sampling parameters' and the id's offsets
 #endif
 #endif
 } p;
@@ -374,13 +351,6 @@ void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
 }
 #endif
 
-#ifdef SAMPLE
-#define SAMPLE_LOGIT(i) y[i]
-#include "sample_common.glsl"
-float sample_bv;  // this thread's best logit and its row (-1: none yet)
-int sample_bi;
-#endif
-
 // Output row n of token t of segment seg (MODE 2; 0 otherwise), N rows.
 void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   if (MODE == 2 && seg > 0u) {
@@ -393,12 +363,6 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
   const float v = s + b;
   y[p.y_off + t * p.N + n] = v;
-#ifdef SAMPLE
-  if (!isnan(v) && sample_better(v, int(n), sample_bv, sample_bi)) {
-    sample_bv = v;
-    sample_bi = int(n);
-  }
-#endif
   if (MODE == 1) {
     y2[p.y2_off + t * p.N + n] = s2;
     const float act = v / (1.0 + exp(-v)) * s2;
@@ -427,7 +391,7 @@ uint task_of(uint task, out uint N, out uint j) {
   return 2u;
 }
 
-void gemv_main() {
+void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
        i += gl_NumWorkGroups.x * gl_NumWorkGroups.y * WG)
 #ifdef INT_DOT
@@ -470,9 +434,8 @@ void gemv_main() {
   float d[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
 #ifdef X_SHARED
-  // NORM: the weights after the norm, whose registers would otherwise hold them too
-  // (unless EARLY).
-  if (NORM == 0 || EARLY != 0) {
+  // NORM: the weights after the norm, whose registers would otherwise hold them too.
+  if (NORM == 0) {
     ISSUE_BLOCKS(lane)
   }
   if (NORM != 0) {
@@ -483,7 +446,7 @@ void gemv_main() {
     for (uint i = tid; i < nxb; i += WG) sxm[i] = xm[(xb0 + nxb * 4u) * 2u + i];
   }
   barrier();
-  if (NORM != 0 && EARLY == 0) {
+  if (NORM != 0) {
     ISSUE_BLOCKS(lane)
   }
 #else
@@ -680,46 +643,4 @@ void gemv_main() {
 #endif
     if (!more) break;
   }
-}
-
-#ifdef SAMPLE
-// After the GEMV: this workgroup's best out; the last workgroup to finish merges them
-// all and draws.
-void sample_tail() {
-  const uint tid = gl_LocalInvocationID.x;
-  const uint n_wg = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
-  reduce_best(sample_bv, sample_bi);
-  if (tid == 0u)
-    sample_parts[flat_group()] = uvec2(floatBitsToUint(best_v[0]), uint(best_i[0]));
-  memoryBarrierBuffer();
-  barrier();
-  if (tid == 0u) merging = atomicAdd(sample_counter[0], 1u) == n_wg - 1u;
-  barrier();
-  if (!merging) return;  // uniform: merging is shared
-  memoryBarrierBuffer();
-  if (tid == 0u) sample_counter[0] = 0u;
-  float bv = 0.0;
-  int bi = -1;
-  for (uint k = tid; k < n_wg; k += WG) {
-    const uvec2 e = sample_parts[k];
-    if (sample_better(uintBitsToFloat(e.x), int(e.y), bv, bi)) {
-      bv = uintBitsToFloat(e.x);
-      bi = int(e.y);
-    }
-  }
-  reduce_best(bv, bi);
-  sample_pick(p.y_off, p.N, sample_params[p.sp_off], sample_params[p.sp_off + 1u]);
-  if (tid == 0u) sample_out[p.sid_off] = picked;
-}
-#endif
-
-void main() {
-#ifdef SAMPLE
-  sample_bv = 0.0;
-  sample_bi = -1;
-#endif
-  gemv_main();
-#ifdef SAMPLE
-  sample_tail();
-#endif
 }

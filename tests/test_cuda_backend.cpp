@@ -435,50 +435,6 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
   }
 }
 
-TEST_CASE("cuda keeps the largest GEMV matrix in L2 without changing a bit", "[cuda][ops][quant]") {
-  SKIP_WITHOUT_CUDA();
-  std::mt19937 rng(23);
-  const int64_t K = 512, n_big = 3040, n_small = 96;
-  // Two single-token GEMVs of one x: the larger matrix is the program's L2 window.
-  const Node big = make_node(Op::MatMul, {0, 1}, 2), small = make_node(Op::MatMul, {2, 3}, 4);
-  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
-    DYNAMIC_SECTION(dtype_name(wt)) {
-      const QuantMatrix wb = quantize_random(wt, n_big, K, rng),
-                        ws = quantize_random(wt, n_small, n_big, rng);
-      const std::vector<float> x = uniform(K, rng);
-      auto run = [&](const char* persist) {
-        ScopedEnv env("LLM_CUDA_L2_PERSIST", persist);
-        auto gpu = make_cuda_backend(0);
-        const std::string details = gpu->info().details;
-        if (*persist == '0') CHECK(details.find("of L2") == std::string::npos);
-        INFO(details);
-        TestBuffers bufs(*gpu);
-        const TensorRef xr{bufs.put(to_bytes(x)), 0, DType::F32, {1, K}};
-        // The second matmul reads the first's output.
-        const TensorRef yb{
-            bufs.put(to_bytes(std::vector<float>(n_big, NAN))), 0, DType::F32, {1, n_big}};
-        const TensorRef ys{
-            bufs.put(to_bytes(std::vector<float>(n_small, NAN))), 0, DType::F32, {1, n_small}};
-        auto prog = gpu->compile({{&big, {xr, bufs.weight(wb, wt, n_big, K, true)}, yb},
-                                  {&small, {yb, bufs.weight(ws, wt, n_small, n_big, true)}, ys}});
-        std::vector<std::vector<float>> got;
-        for (int step = 0; step < 3; step++) {  // later runs read the persisting lines
-          prog->run();
-          got.push_back(download_f32(*gpu, {yb, ys}));
-        }
-        return got;
-      };
-      const auto with = run("1"), without = run("0");
-      for (size_t i = 0; i < with.size(); i++) {
-        CHECK(with[i] == without[i]);
-        CHECK(with[i] == with[0]);
-      }
-      // Outputs start as NaN: every element was written.
-      for (float v : with[0]) REQUIRE(std::isfinite(v));
-    }
-  }
-}
-
 TEST_CASE("cuda get_rows and kv_append match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(5);

@@ -70,8 +70,7 @@ bool has_coop_gemm(const Backend& be) {
 // x's planes in shared memory unless shared_x is false, those on the fixed grid of
 // workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
 // so that every group takes many tasks, loading two blocks per row at once) or one
-// pass (persist 0; 3: one pass whose GEMVs with a norm inside issue their first
-// weights before it and whose threads load two blocks per row at once).
+// pass (persist 0; 3: one pass whose threads load two blocks per row at once).
 Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
                        int persist = 1) {
   static Backend* backends[2][2][2][4] = {};
@@ -82,9 +81,7 @@ Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool sha
     ScopedEnv sx("LLM_VULKAN_GEMV_SX", shared_x ? "1" : "0");
     ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 || persist == 3 ? "0" : "1");
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
-    ScopedEnv early("LLM_VULKAN_GEMV_EARLY", persist == 3 ? "1" : "0");
-    ScopedEnv unroll("LLM_VULKAN_GEMV_ONEPASS_UNROLL", persist == 3 ? "2" : nullptr);
-    ScopedEnv persist_unroll("LLM_VULKAN_GEMV_PERSIST_UNROLL", persist == 2 ? "2" : nullptr);
+    ScopedEnv unroll("LLM_VULKAN_GEMV_UNROLL", persist >= 2 ? "2" : nullptr);
     b = make_vulkan_backend().release();
   }
   return *b;
@@ -149,19 +146,10 @@ Backend* coop_backend() {
 }
 
 double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out,
-                        int inplace = -1, Backend* gpu = nullptr) {
+                        int inplace = -1) {
   static auto cpu = make_cpu_backend(2);
-  return compare_backends(*cpu, gpu ? *gpu : shared_vulkan(), node, ins, out, inplace);
-}
-
-// The default backend, and one whose decode attention issues V loads with K loads
-// (LLM_VULKAN_ATTN_EARLY_V=1; made once).
-std::vector<Backend*> attention_backends() {
-  static Backend* early_v = [] {
-    ScopedEnv coop("LLM_VULKAN_COOPMAT", "0"), ev("LLM_VULKAN_ATTN_EARLY_V", "1");
-    return make_vulkan_backend().release();
-  }();
-  return {&shared_vulkan(), early_v};
+  Backend& gpu = shared_vulkan();
+  return compare_backends(*cpu, gpu, node, ins, out, inplace);
 }
 
 HostT zeros(Shape s) { return f32_tensor(s, std::vector<float>(s.numel(), 0.f)); }
@@ -663,60 +651,6 @@ TEST_CASE("vulkan runs the final norm in the head GEMV when the sampled id takes
   });
 }
 
-TEST_CASE("vulkan samples a token inside the head GEMV (LLM_VULKAN_FUSE_SAMPLE=1)",
-          "[vulkan][ops][quant]") {
-  VULKAN_TEST();
-  if (gemv_backends().size() < 2) {
-    WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
-    return;
-  }
-  // Integer-dot backends with the Sample inside the head GEMV and without (made once:
-  // sections re-run the body).
-  static Backend* backends[2] = {};
-  for (int f = 0; f < 2; f++)
-    if (!backends[f]) {
-      ScopedEnv coop("LLM_VULKAN_COOPMAT", "0"), dot("LLM_VULKAN_INT_DOT", "1"),
-          fuse("LLM_VULKAN_FUSE_SAMPLE", f ? "1" : "0");
-      backends[f] = make_vulkan_backend().release();
-    }
-  CHECK(backends[1]->info().details.find("the head GEMV samples") != std::string::npos);
-  std::mt19937 rng(17);
-  const int64_t K = 256;
-  // (temperature, u): greedy, peaked and nearly flat draws, u at both ends.
-  const std::vector<std::pair<float, float>> draws = {
-      {0.f, 0.5f}, {0.7f, 0.3f}, {50.f, 0.f}, {50.f, 0.62f}, {50.f, 0.999f}};
-  for (DType wt : {DType::Q4_0, DType::Q8_0})
-    // A few rows (one pass) and many (the fixed grid, several rounds).
-    for (int64_t N : {77, 20011}) DYNAMIC_SECTION(dtype_name(wt) << " N=" << N) {
-        QuantMatrix w = quantize_random(wt, N, K, rng);
-        const std::vector<float> x = uniform(K, rng), nw = uniform(K, rng, 0.5f, 1.5f);
-        const PlantedHead ph = plant_head_maxima(w, wt, N, K, x, nw);
-        auto run = [&](Backend& gpu, bool fused) {
-          TestBuffers bufs(gpu);
-          NormHeadSample g;
-          auto prog = g.compile(gpu, bufs, x, nw, bufs.weight(w, wt, N, K, true), {0.f, 0.f});
-          int with_sample = 0, alone = 0;
-          for (const Program::Dispatch& d : prog->dispatches()) {
-            with_sample += d.kernel.find("+sample") != std::string::npos;
-            alone += d.kernel.rfind("sample", 0) == 0;
-          }
-          CHECK(with_sample == (fused ? 1 : 0));
-          CHECK(alone == (fused ? 0 : 1));
-          HeadSamples got;
-          for (const auto& [t, u] : draws) {
-            const std::vector<float> p = {t, u};
-            gpu.upload(*g.h_buf, 0, x.data(), K * 4);  // the last run's id took it
-            gpu.upload(*g.params_buf, 0, p.data(), 8);
-            prog->run();
-            got.push_back({download_f32(gpu, {g.logits}), g.id(gpu)});
-          }
-          return got;
-        };
-        const auto fused = run(*backends[1], true), apart = run(*backends[0], false);
-        check_head_samples(fused, apart, draws, ph, N);
-      }
-}
-
 TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(14);
@@ -1076,17 +1010,16 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
       // K and V of one 16-bit dtype: four halves a load.
       {4, 2, 64, 0, 0.f, DType::F16, DType::F16},
       {4, 1, 128, 3, 1.5f, DType::BF16, DType::BF16}};
-  for (const AttentionCase& c : cases)
-    for (Backend* gpu : attention_backends()) {
-      DYNAMIC_SECTION(attention_case_name(c) << " " << gpu->info().details) {
-        const double err = compare_with_cpu(
-            make_node(Op::Attention, attention_params(c, page)),
-            attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
-            zeros({T, int64_t{c.heads} * c.head_dim}), -1, gpu);
-        INFO("max rel err " << err);
-        CHECK(err <= 1e-5);
-      }
+  for (const AttentionCase& c : cases) {
+    DYNAMIC_SECTION(attention_case_name(c)) {
+      const double err = compare_with_cpu(
+          make_node(Op::Attention, attention_params(c, page)),
+          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
+          zeros({T, int64_t{c.heads} * c.head_dim}));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
     }
+  }
 }
 
 TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[vulkan][ops]") {
@@ -1158,38 +1091,37 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
   table.resize(max_pages);
-  for (int window : {0, 300})
-    for (Backend* gpu : attention_backends()) {
-      DYNAMIC_SECTION("window " << window << " " << gpu->info().details) {
-        OpParams p;
-        p.n_heads = 4;
-        p.n_kv_heads = 1;
-        p.head_dim = 64;
-        p.scale = 0.125f;
-        p.window = window;
-        p.page_size = page;
-        const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
-        const std::vector<int32_t> positions = {5, 200, 383};
-        const int64_t T = 3;
-        const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
-                                        f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
-                                        f32_tensor({rows, W}, uniform(rows * W, rng)),
-                                        i32_tensor({T}, positions),
-                                        i32_tensor({T}, {0, 0, 0}),
-                                        i32_tensor({1, max_pages}, table)};
-        const double err =
-            compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}), -1, gpu);
-        INFO("max rel err " << err);
-        CHECK(err <= 1e-5);
-        // 12 (token, head) pairs: the keys are split over workgroups, which the last
-        // of each pair to finish merges (compare_with_cpu runs it twice: the counters
-        // are back at zero for the replay).
-        OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
-        const auto ds = g.program().dispatches();
-        REQUIRE(ds.size() == 1);
-        CHECK(ds[0].kernel.find("+merge") != std::string::npos);
-      }
+  for (int window : {0, 300}) {
+    DYNAMIC_SECTION("window " << window) {
+      OpParams p;
+      p.n_heads = 4;
+      p.n_kv_heads = 1;
+      p.head_dim = 64;
+      p.scale = 0.125f;
+      p.window = window;
+      p.page_size = page;
+      const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
+      const std::vector<int32_t> positions = {5, 200, 383};
+      const int64_t T = 3;
+      const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
+                                      f32_tensor({rows, W}, uniform(rows * W, rng)),
+                                      i32_tensor({T}, positions),
+                                      i32_tensor({T}, {0, 0, 0}),
+                                      i32_tensor({1, max_pages}, table)};
+      const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+      // 12 (token, head) pairs: the keys are split over workgroups, which the last
+      // of each pair to finish merges (compare_with_cpu runs it twice: the counters
+      // are back at zero for the replay).
+      Backend* gpu = &shared_vulkan();
+      OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
+      const auto ds = g.program().dispatches();
+      REQUIRE(ds.size() == 1);
+      CHECK(ds[0].kernel.find("+merge") != std::string::npos);
     }
+  }
 }
 
 TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split and merged ones)",

@@ -146,10 +146,6 @@ struct Context {
   // (LLM_CUDA_QGEMV_STAGED=0 keeps them in registers: for measuring, and for testing the
   // path of devices with less shared memory).
   bool qgemv_staged = true;
-  // The L2 set-aside for persisting lines (bytes; 0: none) and the largest access policy
-  // window a launch may name (LLM_CUDA_L2_PERSIST=1: a set-aside).
-  size_t l2_persist = 0;
-  size_t l2_max_window = 0;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded
@@ -480,21 +476,6 @@ class CudaBackend final : public Backend {
     ctx_->fuse_sample = !(fuse_sample && std::strcmp(fuse_sample, "0") == 0);
     const char* staged = std::getenv("LLM_CUDA_QGEMV_STAGED");
     ctx_->qgemv_staged = !(staged && std::strcmp(staged, "0") == 0);
-    // With LLM_CUDA_L2_PERSIST=1 the largest matrix a program's GEMVs read keeps its
-    // lines in L2 between runs where the device sets L2 aside for persisting lines (see
-    // compile()). Not yet measured on a GPU: off by default.
-    const char* l2 = std::getenv("LLM_CUDA_L2_PERSIST");
-    if (l2 && std::strcmp(l2, "1") == 0 && prop.persistingL2CacheMaxSize > 0 &&
-        prop.accessPolicyMaxWindowSize > 0) {
-      size_t got = 0;
-      if (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize,
-                             static_cast<size_t>(prop.persistingL2CacheMaxSize)) == cudaSuccess &&
-          cudaDeviceGetLimit(&got, cudaLimitPersistingL2CacheSize) == cudaSuccess) {
-        ctx_->l2_persist = got;
-        ctx_->l2_max_window = static_cast<size_t>(prop.accessPolicyMaxWindowSize);
-      }
-      cudaGetLastError();  // a device without it (MIG, some virtual GPUs) runs without
-    }
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))
@@ -529,9 +510,6 @@ class CudaBackend final : public Backend {
                                : ctx_->graphs ? "on"
                                               : "off (LLM_CUDA_GRAPHS=0)",
                                ctx_->pdl ? "on" : "off");
-    if (ctx_->l2_persist > 0)
-      d.details += format_message(", %.1f MiB of L2 for the largest GEMV matrix",
-                                  ctx_->l2_persist / 1048576.0);
     return d;
   }
 
@@ -932,22 +910,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
     return T <= ctx_->qgemv_max_tokens && cuda::qgemv_smem_bytes(T, K) <= cuda::kQGemvMaxSmem &&
            aligned16(ins[i][0].ptr);
   };
-  // The largest matrix the program's GEMVs read (a decode step's head on most models)
-  // keeps its lines in the L2 set-aside from one run to the next: the launch that reads
-  // it names it as its access policy window, so the step reads that much less from DRAM
-  // and its biggest GEMV reads it at L2's speed.
-  const void* l2_target = nullptr;
-  size_t l2_target_bytes = 0;
-  for (size_t i = 0; ctx_->l2_persist > 0 && i < n_nodes; i++) {
-    if (!qgemv_ok(i)) continue;
-    const Arg& w = ins[i][1];
-    const size_t bytes = cuda::qsplit_bytes(w.dtype, w.shape.rows(), w.shape.row_len());
-    if (bytes > l2_target_bytes) {
-      l2_target = w.ptr;
-      l2_target_bytes = bytes;
-    }
-  }
-
   // Matmuls of one x and one weight dtype.
   auto same_x = [&](size_t i, size_t j) {
     if (op_at(i) != Op::MatMul || op_at(j) != Op::MatMul) return false;
@@ -1118,12 +1080,6 @@ std::unique_ptr<Program> CudaBackend::compile(std::vector<BoundNode> nodes) {
           sg.bias_type = ins[m][2].dtype;
         }
         sg.y = y_needed(m, use_epi) ? outs[m].f32_mut() : nullptr;
-        if (ins[m][1].ptr == l2_target) {
-          qa.l2_base = sg.w.qs;
-          qa.l2_bytes = std::min(l2_target_bytes, ctx_->l2_max_window);
-          qa.l2_hit_ratio =
-              static_cast<float>(std::min(1.0, double(ctx_->l2_persist) / double(qa.l2_bytes)));
-        }
         label += format_message(" [%lld x %lld]", (long long)sg.w.N, (long long)qa.K);
       }
       if (has_norm) {

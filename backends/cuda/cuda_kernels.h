@@ -255,11 +255,6 @@ struct QGemvArgs {
   // A single token's weights may stream through shared memory (the staged kernels)
   // where the device has room for the rings; false keeps them in registers.
   bool allow_staged = true;
-  // An L2 access policy window for the launch (l2_bytes > 0): l2_hit_ratio of the lines
-  // of [l2_base, l2_base + l2_bytes) persist in the L2 set-aside between launches.
-  const void* l2_base = nullptr;
-  size_t l2_bytes = 0;
-  float l2_hit_ratio = 0.f;
 };
 // Shared memory the GEMV needs for T rows of K; the GEMV path is taken when it fits.
 size_t qgemv_smem_bytes(int64_t T, int64_t K);

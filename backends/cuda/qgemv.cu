@@ -635,51 +635,38 @@ void set_smem_limit() {
                                       static_cast<int>(kQGemvMaxSmem)));
 }
 
-// How a GEMV is launched besides its grid: programmatic dependent launch, and the L2
-// window of its weights (QGemvArgs).
-struct LaunchOpts {
-  unsigned grid = 0;
-  size_t smem = 0;
-  bool pdl = false;
-  cudaAccessPolicyWindow l2{};
-};
-
 template <bool kQ4, int TMAX, int S, bool kSample = false>
-void launch_one(cudaStream_t stream, const Params& p, const LaunchOpts& o) {
+void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(o.grid);
+  cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = o.smem;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = o.pdl ? 1 : 0;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  if (o.l2.num_bytes > 0) {
-    attr[1].id = cudaLaunchAttributeAccessPolicyWindow;
-    attr[1].val.accessPolicyWindow = o.l2;
-    cfg.numAttrs = 2;
-  }
   LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S, kSample>, p));
 }
 
 template <bool kQ4>
-void launch(cudaStream_t stream, const Params& p, const LaunchOpts& o, bool staged) {
+void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
+            bool staged) {
   if (p.sample_out && staged)
-    launch_one<kQ4, 1, kRingStages, true>(stream, p, o);
+    launch_one<kQ4, 1, kRingStages, true>(stream, p, grid, smem, pdl);
   else if (p.sample_out)
-    launch_one<kQ4, 1, 0, true>(stream, p, o);
+    launch_one<kQ4, 1, 0, true>(stream, p, grid, smem, pdl);
   else if (staged && p.T == 1)
-    launch_one<kQ4, 1, kRingStages>(stream, p, o);
+    launch_one<kQ4, 1, kRingStages>(stream, p, grid, smem, pdl);
   else if (p.T == 1)
-    launch_one<kQ4, 1, 0>(stream, p, o);
+    launch_one<kQ4, 1, 0>(stream, p, grid, smem, pdl);
   else if (p.T == 2)
-    launch_one<kQ4, 2, 0>(stream, p, o);
+    launch_one<kQ4, 2, 0>(stream, p, grid, smem, pdl);
   else if (p.T <= 4)
-    launch_one<kQ4, 4, 0>(stream, p, o);
+    launch_one<kQ4, 4, 0>(stream, p, grid, smem, pdl);
   else
-    launch_one<kQ4, 8, 0>(stream, p, o);
+    launch_one<kQ4, 8, 0>(stream, p, grid, smem, pdl);
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
 }
 
@@ -820,21 +807,11 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   const size_t staged_smem = p.stage_off + kRingBytes;
   const bool staged =
       p.T == 1 && a.allow_staged && staged_smem + 2048 <= static_cast<size_t>(smem_optin);
-  LaunchOpts o;
-  o.grid = grid;
-  o.smem = staged ? staged_smem : smem;
-  o.pdl = a.pdl;
-  if (a.l2_bytes > 0) {
-    o.l2.base_ptr = const_cast<void*>(a.l2_base);
-    o.l2.num_bytes = a.l2_bytes;
-    o.l2.hitRatio = a.l2_hit_ratio;
-    o.l2.hitProp = cudaAccessPropertyPersisting;
-    o.l2.missProp = cudaAccessPropertyStreaming;
-  }
+  const size_t dyn = staged ? staged_smem : smem;
   if (a.type == DType::Q4_0)
-    launch<true>(stream, p, o, staged);
+    launch<true>(stream, p, grid, dyn, a.pdl, staged);
   else
-    launch<false>(stream, p, o, staged);
+    launch<false>(stream, p, grid, dyn, a.pdl, staged);
 }
 
 }  // namespace cuda

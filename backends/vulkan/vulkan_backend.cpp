@@ -144,21 +144,6 @@ class VulkanBackend final : public Backend {
     // (matmul_gemv_q.glsl, PERSIST): kGemvWorkgroupsPerUnit per multiprocessor, or
     // LLM_VULKAN_GEMV_WGS in all; LLM_VULKAN_GEMV_PERSIST=0 gives each workgroup its
     // own rows instead (for measuring, and for testing that path).
-    // One-pass GEMVs with the norm inside may issue their first weights before the norm
-    // (EARLY in matmul_gemv_q.glsl) with LLM_VULKAN_GEMV_EARLY=1: not yet measured on a
-    // GPU, so off by default.
-    const char* early = std::getenv("LLM_VULKAN_GEMV_EARLY");
-    norm_early_ = early && std::strcmp(early, "1") == 0;
-    if (const char* u = std::getenv("LLM_VULKAN_GEMV_ONEPASS_UNROLL"))
-      onepass_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
-    // Decode attention issuing a chunk's V loads with its K loads (attention_decode's
-    // EARLY_V): LLM_VULKAN_ATTN_EARLY_V=1, not yet measured on a GPU, so opt-in.
-    const char* ev = std::getenv("LLM_VULKAN_ATTN_EARLY_V");
-    attn_early_v_ = ev && std::strcmp(ev, "1") == 0;
-    const char* fs = std::getenv("LLM_VULKAN_FUSE_SAMPLE");
-    fuse_sample_ = fs && std::strcmp(fs, "1") == 0;
-    if (const char* u = std::getenv("LLM_VULKAN_GEMV_PERSIST_UNROLL"))
-      persist_unroll_ = static_cast<uint32_t>(std::clamp(std::atoi(u), 1, 4));
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
     const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
     if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
@@ -184,13 +169,6 @@ class VulkanBackend final : public Backend {
                                       std::to_string(persist_wgs_) + " workgroups)"
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
-    if (int_dot_ && norm_early_) d.details += ", one-pass GEMVs load weights before their norm";
-    if (int_dot_ && onepass_unroll_ > 1)
-      d.details += ", " + std::to_string(onepass_unroll_) + " blocks a thread in one-pass GEMVs";
-    if (int_dot_ && fuse_sample_) d.details += ", the head GEMV samples";
-    if (attn_early_v_) d.details += ", decode attention loads V with K";
-    if (int_dot_ && persist_unroll_ > 1)
-      d.details += ", " + std::to_string(persist_unroll_) + " blocks a thread on the fixed grid";
     return d;
   }
 
@@ -260,16 +238,11 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool step_ahead_ = true;       // downloads_overlap(): decode a step ahead of the host
-  bool coop_ = false;            // many-token matmuls through matmul_coop
-  bool int_dot_ = false;         // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;        // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
-  uint32_t persist_wgs_ = 0;     // ... on a fixed grid of this many workgroups (0: one pass)
-  bool norm_early_ = false;      // ... one-pass ones issuing weights before their norm
-  uint32_t onepass_unroll_ = 1;  // ... blocks per thread at once in small one-pass grids
-  uint32_t persist_unroll_ = 1;  // ... and in the fixed grid's single matrices
-  bool fuse_sample_ = false;     // ... the head's with the Sample after it
-  bool attn_early_v_ = false;    // decode attention loads V with K
+  bool step_ahead_ = true;    // downloads_overlap(): decode a step ahead of the host
+  bool coop_ = false;         // many-token matmuls through matmul_coop
+  bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;  // ... on a fixed grid of this many workgroups (0: one pass)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -422,7 +395,7 @@ void grid(Recorded& x, uint64_t n) {
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   // Which nodes each dispatch computes (vulkan_fusion.h).
   const vk::FusionRules rules(nodes, ctx_->phys(),
-                              {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, fuse_sample_});
+                              {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_});
   // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
   std::map<size_t, size_t> norm_in_gemv;
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
@@ -662,8 +635,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           const bool norm_in = norm_it != norm_in_gemv.end();
           if (norm_in && !sx)
             fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
-          const bool sample_in =
-              sx && mode == 0 && res < 0 && segs == 1 && T == 1 && rules.sample_into_gemv(ni);
           // Gate/up that also round the activation for the integer-dot down GEMV after
           // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
           // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
@@ -714,14 +685,6 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
             gs.rows = 2;
             groups = std::min<uint64_t>(count_groups(), persist_wgs_);
           }
-          // More blocks per thread in flight (not yet measured on a GPU, so opt-in): in
-          // one-pass integer-dot grids (LLM_VULKAN_GEMV_ONEPASS_UNROLL=N: 1b's have at most 2
-          // workgroups per multiprocessor, so the registers that costs need not cut their
-          // occupancy), and on the fixed grid's single matrices (q/k/v, the head:
-          // LLM_VULKAN_GEMV_PERSIST_UNROLL=N), whose registers must still leave room for
-          // its 4 workgroups.
-          if (int_dot_ && !persist && onepass_unroll_ > 1) gs.unroll = onepass_unroll_;
-          if (persist && !glu && persist_unroll_ > 1) gs.unroll = persist_unroll_;
           push(gs.tpr);
           // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
           // activation to its place), and the GEMV reads the planes as its x.
@@ -838,31 +801,14 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
               }
             }
           }
-          // SAMPLE: the parameters (13), each workgroup's best and the counter (14, 15),
-          // the id (16).
-          if (sample_in) {
-            const BoundNode& sn = nodes[ni + 1];
-            check_bound(sn, "vulkan backend");
-            push(bind(sn.inputs[1], "the sampling parameters"));
-            // Every workgroup grid() launches (a 2D grid rounds up) writes a best.
-            const uint64_t launched =
-                groups <= kMaxGroups ? groups : (groups + kMaxGroups - 1) / kMaxGroups * kMaxGroups;
-            bind_merge_scratch(true, static_cast<size_t>(std::max<uint64_t>(launched, 1) * 8), 1,
-                               "sample");
-            push(bind(sn.output, "the sampled id", true));
-            x.nodes.push_back(static_cast<int>(ni + 1));
-            fused = 1;
-          }
           gemv_spec.push_back(rope_kv ? dt_code(nodes[ni + 5].output.dtype) : 0);  // CDT
           gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                    // U
           gemv_spec.push_back(persist ? 1 : 0);                                    // PERSIST
           gemv_spec.push_back(norm_in ? 1 : 0);                                    // NORM
           gemv_spec.push_back(norm_in ? dt_code(nodes[norm_it->second].inputs[1].dtype) : 0);
-          gemv_spec.push_back(qout ? 1 : 0);                                // QOUT
-          gemv_spec.push_back(norm_in && !persist && norm_early_ ? 1 : 0);  // EARLY
+          gemv_spec.push_back(qout ? 1 : 0);  // QOUT
           use(rope_kv           ? "matmul_gemv_qdot_rope"
               : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
-              : sample_in       ? "matmul_gemv_qdot_sx_sample"
               : sx              ? "matmul_gemv_qdot_sx"
               : int_dot_        ? "matmul_gemv_qdot"
                                 : "matmul_gemv_q",
@@ -872,12 +818,11 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
           x.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s",
                                    norm_in ? "rms_norm + " : "", dtype_name(in[1].dtype),
                                    (long long)T, rows.c_str(), (long long)K,
-                                   res >= 0    ? " +add"
-                                   : qout      ? " x2 +silu_mul +quantize"
-                                   : glu       ? " x2 +silu_mul"
-                                   : rope_kv   ? " +rope +kv_append"
-                                   : sample_in ? " +sample"
-                                               : "");
+                                   res >= 0  ? " +add"
+                                   : qout    ? " x2 +silu_mul +quantize"
+                                   : glu     ? " x2 +silu_mul"
+                                   : rope_kv ? " +rope +kv_append"
+                                             : "");
           grid(x, groups);
         } else if (T <= kGemvMaxTokens && !rules.use_coop(T)) {
           use("matmul_gemv", spec);
@@ -1096,8 +1041,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
         const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
         use(decode ? "attention_decode" : "attention",
             {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
-             k_vec4 ? 1 : 0, round_out ? 1 : 0, decode ? kv_load : 0,
-             decode && attn_early_v_ ? 1 : 0});
+             k_vec4 ? 1 : 0, round_out ? 1 : 0, decode ? kv_load : 0});
         x.label =
             format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
         if (splits > 1) x.label += format_message(" x%u +merge", splits);

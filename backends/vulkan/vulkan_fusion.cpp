@@ -205,9 +205,8 @@ bool FusionRules::norm_into_gemv(size_t i) const {
   }
   // What the dispatch may write: those matmuls' outputs and the nodes_ it may fuse after
   // them (the SiluMul after gate/up, an Add after one matrix; ropes and cache appends
-  // after q/k/v). A Sample after the head has a dispatch of its own, or (SAMPLE) writes
-  // its id once every workgroup is done, so its id may take the dead norm input's
-  // memory.
+  // after q/k/v). A Sample after the head has a dispatch of its own, so its id may
+  // take the dead norm input's memory.
   const size_t written_to = std::min(nodes_.size(), last + (last == m + 2 ? 5 : 2));
   for (size_t j = m; j < written_to; j++) {
     if (!nodes_[j].node || (j > last && nodes_[j].node->op == Op::Sample)) continue;
@@ -216,26 +215,6 @@ bool FusionRules::norm_into_gemv(size_t i) const {
       return false;
   }
   return true;
-}
-// Whether node i + 1 is a Sample of node i's one row of logits that node i's GEMV
-// dispatch (one token, one matrix, x in shared memory) may run itself (SAMPLE): its
-// id overlaps neither the logits nor the parameters, which the dispatch's last
-// workgroup reads before writing it (every other read of the dispatch is done then,
-// so the id may take x's memory), and the logits the GEMV writes are not the
-// parameters. LLM_VULKAN_FUSE_SAMPLE=1 (not yet measured on a
-// GPU, so opt-in).
-bool FusionRules::sample_into_gemv(size_t i) const {
-  const size_t s = i + 1;
-  if (!set_.fuse_sample || s >= nodes_.size() || !nodes_[s].node ||
-      nodes_[s].node->op != Op::Sample || !nodes_[i].node || nodes_[s].node->inputs.size() != 2 ||
-      nodes_[s].node->inputs[0] != nodes_[i].node->output)
-    return false;
-  const BoundNode& sn = nodes_[s];
-  const TensorRef& logits = nodes_[i].output;
-  return logits.shape.rows() == 1 && region(sn.inputs[0]) == region(logits) &&
-         !region(sn.output).overlaps(region(logits)) &&
-         !region(sn.output).overlaps(region(sn.inputs[1])) &&
-         !region(sn.inputs[1]).overlaps(region(logits));
 }
 // Whether node i + 1 appends node i's rope output to an f32 cache, which the rope
 // dispatch can write without races (the cache overlaps nothing the rope touches).

@@ -27,7 +27,6 @@ struct FusionSettings {
   int64_t coop_gemv_max_tokens = 1;  // ... and the most tokens the GEMVs take then
   bool int_dot = false;              // integer-dot GEMVs
   bool shared_x = false;             // ... with x's planes in shared memory
-  bool fuse_sample = false;          // a Sample inside the head GEMV (SAMPLE)
 };
 
 class FusionRules {
@@ -57,7 +56,6 @@ class FusionRules {
   bool read_from(size_t j, TensorId t) const;  // a node from j on reads t
   bool uses_shared_x(size_t i) const;          // the GEMV keeps x's planes in shared memory
   bool norm_into_gemv(size_t i) const;         // RmsNorm i runs in i + 1's GEMV
-  bool sample_into_gemv(size_t i) const;       // the Sample at i + 1 runs in i's GEMV
   bool rope_store_fusable(size_t i) const;     // the rope writes the cache row of i + 1
   int rope_kv_fusable(size_t i) const;         // q/k/v, ropes and appends: the outputs' mask
 
