@@ -1,6 +1,6 @@
 // Which nodes of a step the Vulkan backend computes in one dispatch: predicates over the
 // bound nodes (their ops, tensor ids, dtypes and the bytes they occupy) that
-// VulkanBackend::compile asks before it records a dispatch. A fused dispatch must
+// the planner (vulkan_planner.h) asks before it plans a dispatch. A fused dispatch must
 // compute what its nodes compute without races: each rule checks that no output of the
 // dispatch overlaps what another part of it still reads or writes.
 #pragma once

@@ -1,0 +1,1068 @@
+// Planner: see vulkan_planner.h. One method per kind of op plans the node at ni_ into
+// x_ (and pre_ / merge_ around it), asking vulkan_fusion.h which nodes after it the
+// dispatch computes; plan() keeps the state that passes from one dispatch to the next
+// (x's planes held for the GEMVs after a norm, a fused FFN's scratch, norms run inside
+// GEMVs).
+#include "backends/vulkan/vulkan_planner.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "backends/vulkan/vulkan_fusion.h"
+#include "core/error.h"
+
+namespace llm {
+namespace vk {
+
+int32_t dt_code(DType t) {
+  switch (t) {
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::BF16:
+      return 2;
+    case DType::Q8_0:
+      return 3;
+    case DType::Q4_0:
+      return 4;
+    default:
+      fail("vulkan backend: no shader reads %s tensors", dtype_name(t));
+  }
+}
+
+namespace {
+
+// The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
+constexpr int64_t kNormQuantMaxRow = 4096;
+// The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
+// per workgroup: more rows share each copy).
+constexpr uint32_t kGemvQThreadsShared = 256;
+// attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
+// tokens of a step that take it.
+constexpr int64_t kAttentionTile = 16;
+constexpr int kAttentionTiledMaxHeadDim = 128;
+constexpr int64_t kAttentionTiledMinTokens = 16;
+// Attention splits the keys of each (token, head) when there are fewer pairs than
+// this (decode), into one split per kAttentionSplitKeys of context, at most
+// kAttentionMaxSplits (H200, 640-token context, 7b / 1b tok/s: 16 keys 266.6 / 782.4,
+// 32 keys 279.3 / 840.3, 64 keys 283.0 / 861.0).
+constexpr int64_t kAttentionSplitItems = 256;
+constexpr int64_t kAttentionSplitKeys = 64;
+constexpr int64_t kAttentionMaxSplits = 32;
+// Sample: a row is cut into parts of at least this many logits (one round of sample.comp's
+// unrolled loads per invocation), each a workgroup, at most kSampleMaxSplits of them.
+constexpr int64_t kSampleSplitElems = 2048;
+constexpr int64_t kSampleMaxSplits = 64;
+// Threads per row (a power of two, at least a subgroup) and rows per group of
+// threads of matmul_gemv_q for rows of K weights. LLM_VULKAN_GEMV_TPR and
+// LLM_VULKAN_GEMV_ROWS override them (for tuning).
+struct GemvShape {
+  uint32_t tpr = 32, rows = 4, unroll = 1;  // unroll: blocks a thread loads at once
+};
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint32_t threads) {
+  GemvShape s;
+  // About two blocks per thread: enough loads in flight, few idle threads on short rows.
+  // Integer dots: at most 64 threads per row and 2 rows per group (H200, 7b decode,
+  // LLM_VULKAN_GEMV_TPR/ROWS over 32/64/128 and 2/4/8: 270 tok/s against 240 with the
+  // float path's 4 rows; fewer rows were faster at every width).
+  const uint32_t max_tpr = int_dot ? std::min<uint32_t>(64, threads) : threads;
+  s.tpr = subgroup;
+  while (s.tpr < max_tpr && s.tpr * 2 < static_cast<uint64_t>(K / 32)) s.tpr *= 2;
+  // 4 rows per group on the float path (x read once per 4 rows; measured best on the
+  // H200), fewer where that leaves under 256 workgroups (small matrices: k/v of GQA
+  // models).
+  s.rows = int_dot ? 2 : 4;
+  while (s.rows > 1 && static_cast<uint64_t>(N) / (s.rows * (threads / s.tpr)) < 256) s.rows /= 2;
+  // Integer dots on long rows of a matrix with few rows: a whole workgroup per row pair where
+  // fewer than 1,024 workgroups would run (H200, 1b down [2048 x 8192]: 10.9 µs against
+  // 12.7; 7b down and o, 1,024 workgroups, lost 2 µs that way).
+  if (int_dot && s.tpr * 2 <= threads && s.tpr * 2 < static_cast<uint64_t>(K / 32) &&
+      static_cast<uint64_t>(N) / (s.rows * (threads / s.tpr)) < 1024)
+    s.tpr *= 2;
+  auto env = [](const char* name, uint32_t& v) {
+    if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
+  };
+  // One block per row at a time: loading 2 or 4 at once was slower at every shape
+  // (H200, 7b decode 253.6 / 234.3 / 185.7 tok/s with 1 / 2 / 4).
+  s.unroll = 1;
+  env("LLM_VULKAN_GEMV_TPR", s.tpr);
+  env("LLM_VULKAN_GEMV_ROWS", s.rows);
+  env("LLM_VULKAN_GEMV_UNROLL", s.unroll);
+  s.tpr = std::clamp(s.tpr, subgroup, threads);
+  s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
+  s.unroll = std::clamp<uint32_t>(s.unroll, 1, 4);
+  return s;
+}
+
+// How matmul_coop covers a [T, K] x [N, K]ᵀ product: token tiles of bm (16, 32 or 64:
+// a decode batch does not pay for 64), tiles of 128 weight rows, and K split over
+// `splits` workgroups per tile (k_per_split columns each, a multiple of 64) when the
+// tiles alone would leave most of the GPU idle; LLM_VULKAN_COOP_SPLITS fixes the
+// number of splits (for measuring).
+struct CoopPlan {
+  uint32_t bm = 64, sg_rows = 1, m_tiles = 1, n_tiles = 1, splits = 1, k_per_split = 0;
+  size_t partial_bytes(int64_t T, int64_t N) const {
+    return splits > 1 ? size_t{splits} * static_cast<size_t>(T * N) * 4 : 0;
+  }
+};
+CoopPlan coop_plan(int64_t T, int64_t K, int64_t N) {
+  CoopPlan c;
+  // LLM_VULKAN_COOP_BM (16, 32, 64 or 128) caps the token tile and
+  // LLM_VULKAN_COOP_SG_ROWS (1 or 2) sets the subgroup rows of 64-token tiles, for
+  // measuring: 128-token tiles in 2 x 4 subgroups were under half as fast.
+  static const uint32_t max_bm = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_BM");
+    const uint32_t v = e ? static_cast<uint32_t>(std::atoi(e)) : 64u;
+    return v == 16 || v == 32 || v == 128 ? v : 64u;
+  }();
+  static const uint32_t sg_rows_64 = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_SG_ROWS");
+    return e && std::atoi(e) == 2 ? 2u : 1u;
+  }();
+  c.bm = std::min<uint32_t>(T <= 16 ? 16 : T <= 32 ? 32 : T <= 64 ? 64 : 128, max_bm);
+  c.sg_rows = c.bm == 128 ? 2 : c.bm == 64 ? sg_rows_64 : 1;
+  c.m_tiles = static_cast<uint32_t>((T + c.bm - 1) / c.bm);
+  c.n_tiles = static_cast<uint32_t>((N + 127) / 128);
+  const uint64_t tiles = uint64_t{c.m_tiles} * c.n_tiles;
+  // About two workgroups per multiprocessor of a large GPU, at least 256 columns each.
+  int64_t want = tiles < 128 ? static_cast<int64_t>((256 + tiles - 1) / tiles) : 1;
+  static const int fixed = [] {
+    const char* e = std::getenv("LLM_VULKAN_COOP_SPLITS");
+    return e ? std::max(1, std::atoi(e)) : 0;
+  }();
+  if (fixed > 0) want = fixed;
+  want = std::clamp<int64_t>(want, 1, std::clamp<int64_t>(K / 256, 1, 16));
+  const int64_t steps = (K + 63) / 64;
+  const int64_t per = (steps + want - 1) / want;
+  c.k_per_split = static_cast<uint32_t>(per * 64);
+  c.splits = static_cast<uint32_t>((steps + per - 1) / per);
+  return c;
+}
+
+// Groups of a 2-d grid covering n groups (x at most 65535); shaders take
+// flat_group() / flat_id() and skip what lies past the end.
+void grid(Recorded& x, uint64_t n) {
+  n = std::max<uint64_t>(n, 1);
+  x.groups_x = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxGroups));
+  x.groups_y = static_cast<uint32_t>((n + x.groups_x - 1) / x.groups_x);
+  if (x.groups_y > kMaxGroups)
+    fail("vulkan backend: %s needs too many workgroups", x.label.c_str());
+}
+
+class Planner {
+ public:
+  Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
+          const std::vector<BoundNode>& nodes, const PlanSettings& settings);
+  Plan plan();
+
+ private:
+  // The node at ni_ into x_ (pre_, merge_), the nodes after it the dispatch computes
+  // counted in fused_; dispatched_ false: the node runs inside a later dispatch.
+  void plan_get_rows();
+  void plan_norm();
+  void plan_matmul();
+  void plan_gemv_q(const std::vector<int32_t>& spec);
+  void plan_coop(const std::vector<int32_t>& spec);
+  void plan_rope();
+  void plan_kv_append();
+  void plan_attention();
+  void plan_sample();
+  void plan_slice();
+  void plan_elementwise();
+  void plan_rwkv_elementwise();
+  void plan_token_shift();
+  void plan_wkv();
+
+  // Binds a tensor to dispatch d and returns its offset in words.
+  uint32_t bind_to(Recorded& d, const TensorRef& r, const char* what, bool write = false);
+  uint32_t bind(const TensorRef& r, const char* what, bool write = false) {
+    return bind_to(x_, r, what, write);
+  }
+  void push(uint32_t v) { x_.push[x_.push_words++] = v; }
+  void push_f(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    push(u);
+  }
+  // The next two bindings of a dispatch whose workgroups split each of `items` and whose
+  // last to finish merges the parts (decode attention, a long row's Sample): the parts
+  // (part_bytes), and a counter per item, zero between runs (the merging workgroup
+  // resets it). Unsplit dispatches bind the error buffer there, unused.
+  void bind_merge_scratch(bool split, size_t part_bytes, int64_t items, const char* what);
+  // Whether quantized input k of the node is in the row layout of upload_weight.
+  int32_t split(size_t k) const;
+  void use(const char* shader, std::vector<int32_t> spec) {
+    x_.pipeline = &ctx_->pipeline(shader, static_cast<uint32_t>(x_.bindings.size()), spec);
+  }
+  Recorded::Binding unused_binding() const {
+    return {&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+  }
+
+  const Backend& backend_;  // its check_bound() for the nodes a dispatch takes over
+  std::shared_ptr<Context> ctx_;
+  const std::vector<BoundNode>& nodes_;
+  const PlanSettings set_;
+  const FusionRules rules_;
+  const VkDeviceSize max_range_;
+  const size_t align_;
+  std::vector<std::shared_ptr<Buffer>> keep_;
+  // One buffer for the split-K partials of every tensor-core matmul of the program
+  // (dispatches run in order; the barriers see each reuse as a write after a read).
+  std::shared_ptr<Buffer> coop_partials_;
+  // One buffer for x quantized for the integer-dot GEMVs (quantize_x.comp's layout:
+  // 64 bytes of planes and 8 of scale and sum per block of 32), reused by each.
+  // Its second half takes the activation that gate/up round for down (QOUT), as other
+  // workgroups of gate/up may still read x's planes in the first.
+  std::shared_ptr<Buffer> x_planes_;
+  size_t act_planes_off_ = 0;
+  // The x region whose planes x_planes_ holds (written by a norm or quantize_x, kept for
+  // the matmuls right after it that read the same x), and where in x_planes_.
+  Region planes_hold_;
+  size_t planes_hold_off_ = 0;
+  // GEMV node index -> the RmsNorm node it runs first (norm_into_gemv).
+  std::map<size_t, size_t> norm_in_gemv_;
+  // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
+  std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch_;
+
+  // The node being planned.
+  size_t ni_ = 0;
+  const BoundNode* bn_ = nullptr;
+  Recorded x_;      // its dispatch
+  Recorded pre_;    // a dispatch before it (quantize_x)
+  Recorded merge_;  // a second dispatch of the node (split-K reduce)
+  bool has_pre_ = false, has_merge_ = false, dispatched_ = true;
+  size_t fused_ = 0;  // nodes after ni_ that x_ computes
+};
+
+Planner::Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
+                 const std::vector<BoundNode>& nodes, const PlanSettings& settings)
+    : backend_(backend),
+      ctx_(ctx),
+      nodes_(nodes),
+      set_(settings),
+      rules_(nodes, ctx->phys(),
+             {settings.coop, settings.coop_gemv_max_tokens, settings.int_dot, settings.shared_x}),
+      max_range_(ctx->phys().props.limits.maxStorageBufferRange),
+      align_(std::max<size_t>(16, ctx->phys().props.limits.minStorageBufferOffsetAlignment)) {
+  if (set_.coop) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < nodes_.size(); i++) {
+      const BoundNode& b = nodes_[i];
+      if (!b.node || b.node->op != Op::MatMul || b.inputs.size() < 2) continue;
+      const int64_t T = b.inputs[0].shape.rows(), K = b.inputs[0].shape.row_len();
+      const int64_t N = b.inputs[1].shape[0];
+      if (rules_.use_coop(T)) bytes = std::max(bytes, coop_plan(T, K, N).partial_bytes(T, N));
+    }
+    if (bytes > 0) {
+      coop_partials_ = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "matmul split-K partials");
+      keep_.push_back(coop_partials_);
+    }
+  }
+  if (set_.int_dot) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < nodes_.size(); i++)
+      if (rules_.gemv_q(i))
+        bytes = std::max(bytes, static_cast<size_t>(nodes_[i].inputs[0].shape.numel() / 32 * 72));
+    if (bytes > 0) {
+      act_planes_off_ = (bytes + 255) / 256 * 256;
+      x_planes_ = std::make_shared<Buffer>(*ctx_, ctx_, 2 * act_planes_off_, "quantized x");
+      keep_.push_back(x_planes_);
+    }
+  }
+}
+
+Plan Planner::plan() {
+  Plan out;
+  out.dispatches.reserve(nodes_.size());
+  for (ni_ = 0; ni_ < nodes_.size(); ni_++) {
+    bn_ = &nodes_[ni_];
+    backend_.check_bound(*bn_, "vulkan backend");
+    if (!bn_->node || bn_->node->op != Op::MatMul) planes_hold_ = Region{};
+    x_ = Recorded{};
+    pre_ = Recorded{};
+    merge_ = Recorded{};
+    has_pre_ = has_merge_ = false;
+    dispatched_ = true;
+    fused_ = 0;
+    x_.nodes = {static_cast<int>(ni_)};
+    x_.label = op_name(bn_->node->op);
+    switch (bn_->node->op) {
+      case Op::GetRows:
+        plan_get_rows();
+        break;
+      case Op::RmsNorm:
+      case Op::LayerNorm:
+        plan_norm();
+        break;
+      case Op::MatMul:
+        plan_matmul();
+        break;
+      case Op::Rope:
+        plan_rope();
+        break;
+      case Op::KvAppend:
+        plan_kv_append();
+        break;
+      case Op::Attention:
+        plan_attention();
+        break;
+      case Op::Sample:
+        plan_sample();
+        break;
+      case Op::Slice:
+        plan_slice();
+        break;
+      case Op::SiluMul:
+      case Op::GeluMul:
+      case Op::Gelu:
+      case Op::GeluTanh:
+      case Op::Add:
+      case Op::Mul:
+      case Op::Scale:
+        plan_elementwise();
+        break;
+      case Op::Mix:
+      case Op::SigmoidMul:
+      case Op::ReluSqr:
+        plan_rwkv_elementwise();
+        break;
+      case Op::TokenShift:
+        plan_token_shift();
+        break;
+      case Op::Wkv:
+        plan_wkv();
+        break;
+      case Op::kCount:
+        fail("vulkan backend: node '%s' (%s) has no shader", bn_->node->name.c_str(),
+             op_name(bn_->node->op));
+    }
+    if (!dispatched_) continue;
+    if (has_pre_) out.dispatches.push_back(std::move(pre_));
+    out.dispatches.push_back(std::move(x_));
+    if (has_merge_) out.dispatches.push_back(std::move(merge_));
+    ni_ += fused_;
+  }
+  out.keep = std::move(keep_);
+  return out;
+}
+
+uint32_t Planner::bind_to(Recorded& d, const TensorRef& r, const char* what, bool write) {
+  const Node& node = *bn_->node;
+  if (!r.buffer) fail("vulkan backend: node '%s': %s has no buffer", node.name.c_str(), what);
+  size_t bytes = tensor_bytes(r.dtype, r.shape);
+  if (r.offset > r.buffer->size() || bytes > r.buffer->size() - r.offset)
+    fail("vulkan backend: node '%s': %s (%zu bytes at %zu) overruns its buffer of %zu bytes",
+         node.name.c_str(), what, bytes, r.offset, r.buffer->size());
+  if (r.offset % 4 != 0)
+    fail("vulkan backend: node '%s': %s at offset %zu is not 4-byte aligned", node.name.c_str(),
+         what, r.offset);
+  // A quantized matrix in the row layout of upload_weight takes its whole buffer.
+  Buffer* buf = &vk_buffer(*r.buffer);
+  if (r.offset == 0 && buf->holds_split(r.dtype, r.shape.rows(), r.shape.row_len()))
+    bytes = buf->size();
+  // Starts aligned for the device and to 16 bytes (shaders load 16-byte vectors).
+  const size_t base = r.offset / align_ * align_;
+  const size_t range = (r.offset + bytes - base + 3) / 4 * 4;
+  if (range > max_range_)
+    fail(
+        "vulkan backend: node '%s': %s of %zu bytes is more than the device's storage "
+        "buffer range of %llu bytes",
+        node.name.c_str(), what, bytes, (unsigned long long)max_range_);
+  d.bindings.push_back({buf, base, std::max<VkDeviceSize>(range, 4)});
+  (write ? d.writes : d.reads).push_back({buf, r.offset, r.offset + bytes});
+  return static_cast<uint32_t>((r.offset - base) / 4);
+}
+
+void Planner::bind_merge_scratch(bool split, size_t part_bytes, int64_t items, const char* what) {
+  if (!split) {
+    x_.bindings.push_back(unused_binding());
+    x_.bindings.push_back(unused_binding());
+    return;
+  }
+  auto parts = std::make_shared<Buffer>(*ctx_, ctx_, part_bytes, std::string(what) + " parts");
+  auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
+                                           std::string(what) + " counters");
+  ctx_->fill_zero(*counters, 0, counters->size());
+  for (const auto& buf : {parts, counters}) {
+    keep_.push_back(buf);
+    x_.bindings.push_back({buf.get(), 0, buf->size()});
+    x_.writes.push_back({buf.get(), 0, buf->size()});
+  }
+}
+
+int32_t Planner::split(size_t k) const {
+  const TensorRef& r = bn_->inputs[k];
+  const bool quant = r.dtype == DType::Q8_0 || r.dtype == DType::Q4_0;
+  return quant && r.offset == 0 &&
+         vk_buffer(*r.buffer).holds_split(r.dtype, r.shape.rows(), r.shape.row_len());
+}
+
+void Planner::plan_get_rows() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t V = in[0].shape[0], D = in[0].shape[1], R = in[1].shape.numel();
+  push(bind(in[0], "the table"));
+  push(bind(in[1], "ids"));
+  push(bind(o, "the output", true));
+  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  push(static_cast<uint32_t>(V));
+  push(static_cast<uint32_t>(D));
+  push(static_cast<uint32_t>(R));
+  use("get_rows", {dt_code(in[0].dtype), split(0)});
+  x_.label = format_message("get_rows %s", dtype_name(in[0].dtype));
+  grid(x_, (static_cast<uint64_t>(R * D) + 63) / 64);
+}
+
+void Planner::plan_norm() {
+  const Node& node = *bn_->node;
+  const OpParams& p = node.params;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  if (rules_.norm_into_gemv(ni_)) {
+    norm_in_gemv_[ni_ + 1] = ni_;
+    dispatched_ = false;  // no dispatch of its own
+    return;
+  }
+  const bool bias = in.size() > 2;
+  const int64_t d = in[0].shape.row_len(), rows = in[0].shape.numel() / d;
+  push(bind(in[0], "x"));
+  push(bind(in[1], "the weight"));
+  push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(rows));
+  push(static_cast<uint32_t>(d));
+  push(bias ? 1 : 0);
+  push_f(p.eps);
+  // An integer-dot GEMV right after that reads the output: the rows go to it
+  // rounded too (norm.comp, QUANT), so it needs no quantize_x.
+  const bool quant = d <= kNormQuantMaxRow && d % 32 == 0 && rules_.feeds_int_dot_gemv(ni_, o);
+  if (quant) {
+    push(bind(TensorRef{x_planes_.get(), 0, DType::F32, {rows * (d / 32) * 18}},
+              "the quantized output", true));
+    planes_hold_ = region(o);
+    planes_hold_off_ = 0;
+  } else {
+    push(bind(o, "the output", true));  // unused (QUANT 0)
+  }
+  use("norm", {node.op == Op::RmsNorm ? 0 : 1, dt_code(in[1].dtype),
+               bias ? dt_code(in[2].dtype) : 0, quant ? 1 : 0});
+  if (quant) x_.label += " +quantize";
+  grid(x_, static_cast<uint64_t>(rows));
+}
+
+void Planner::plan_matmul() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const bool bias = in.size() > 2;
+  const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
+  // The down matmul of a fused FFN reads x from the scratch of the gate/up dispatch.
+  const auto scratch = ffn_scratch_.find(ni_);
+  push(scratch != ffn_scratch_.end()
+           ? bind(TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}, "x")
+           : bind(in[0], "x"));
+  push(bind(in[1], "the weight"));
+  push(bias ? bind(in[2], "the bias") : bind(in[1], "the weight"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(T));
+  push(static_cast<uint32_t>(K));
+  push(static_cast<uint32_t>(N));
+  push(bias ? 1 : 0);
+  const std::vector<int32_t> spec = {dt_code(in[1].dtype), bias ? dt_code(in[2].dtype) : 0,
+                                     split(1)};
+  if (rules_.gemv_q(ni_)) {
+    plan_gemv_q(spec);
+  } else if (T <= kGemvMaxTokens && !rules_.use_coop(T)) {
+    use("matmul_gemv", spec);
+    x_.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                              (long long)T, (long long)N, (long long)K);
+    grid(x_, static_cast<uint64_t>(N));
+  } else if (set_.coop) {
+    plan_coop(spec);
+  } else {
+    use("matmul_tiled", spec);
+    x_.label = format_message("matmul_tiled %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
+                              (long long)T, (long long)N, (long long)K);
+    x_.groups_x = static_cast<uint32_t>((N + 63) / 64);
+    x_.groups_y = static_cast<uint32_t>((T + 63) / 64);
+    if (x_.groups_y > kMaxGroups)
+      fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
+  }
+}
+
+// A quantized GEMV (matmul_gemv_q.glsl and its variants) and the nodes after it that it
+// takes over; its first eight push constants and four bindings are plan_matmul's.
+void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
+  const Node& node = *bn_->node;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
+  const auto scratch = ffn_scratch_.find(ni_);
+  // A residual Add right after (o_proj, down_proj) runs in the same dispatch,
+  // which writes the product and the sum; so do gate and up with the SiluMul
+  // after them (both products, and the activation into a scratch buffer).
+  // q/k/v: up to three matmuls of the same x in one grid.
+  const vk::FusionRules::GemvGroup group = rules_.gemv_group(ni_);
+  const int res = group.res;
+  const bool glu = group.glu;
+  const size_t segs = group.segs;
+  int32_t mode = segs > 1 ? 2 : 0;
+  if (res >= 0) {
+    backend_.check_bound(nodes_[ni_ + 1], "vulkan backend");
+    push(bind(nodes_[ni_ + 1].inputs[res], "the residual"));
+    push(bind(nodes_[ni_ + 1].output, "the sum", true));
+    push(1);
+    x_.nodes.push_back(static_cast<int>(ni_ + 1));
+    fused_ = 1;
+  } else if (glu) {
+    auto buf = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(T * N * 4),
+                                        "fused ffn activation");
+    keep_.push_back(buf);
+    ffn_scratch_[ni_ + 3] = buf;
+    push(bind(in[0], "x"));
+    push(bind(TensorRef{buf.get(), 0, DType::F32, {T, N}}, "the activation", true));
+    push(0);
+    x_.nodes.push_back(static_cast<int>(ni_ + 1));
+    x_.nodes.push_back(static_cast<int>(ni_ + 2));
+    fused_ = 2;
+    mode = 1;
+  } else {
+    push(bind(in[0], "x"));
+    push(bind(o, "the output", true));
+    push(0);
+  }
+  int64_t seg_rows[3] = {N, 0, 0};
+  for (size_t k = 1; k < segs; k++) seg_rows[k] = nodes_[ni_ + k].inputs[1].shape[0];
+  // Integer dots with x's planes in shared memory (workgroups of 256 threads).
+  const bool sx = rules_.uses_shared_x(ni_);
+  const auto norm_it = norm_in_gemv_.find(ni_);
+  const bool norm_in = norm_it != norm_in_gemv_.end();
+  if (norm_in && !sx)
+    fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
+  // Gate/up that also round the activation for the integer-dot down GEMV after
+  // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
+  // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
+  // are wider); only where nothing after down reads the activation (quantize_x
+  // would have copied it to its place).
+  // LLM_VULKAN_ACT_QUANT_FUSE=0 keeps quantize_x (for measuring).
+  static const bool qout_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ACT_QUANT_FUSE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const uint32_t sg = ctx_->phys().subgroup_size;
+  bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules_.gemv_q(ni_ + 3) &&
+              (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
+  if (qout && rules_.read_from(ni_ + 4, nodes_[ni_ + 2].node->output)) qout = false;
+  const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
+  GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
+                            set_.int_dot, threads);
+  if (qout) {
+    gs.tpr = 16;
+    gs.rows = 2;
+  }
+  // q/k/v with the ropes and cache appends after them: a group's two rows are a
+  // pair that rotates together.
+  // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
+  static const bool rope_fuse_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ROPE_FUSE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const int rope_mask = rope_fuse_on && sx && segs == 3 ? rules_.rope_kv_fusable(ni_) : -1;
+  const bool rope_kv = rope_mask >= 0;
+  if (rope_kv) gs.rows = 2;
+  // Tasks of gs.rows rows of one matrix, a group of threads each, and the
+  // workgroups that take them in one pass.
+  auto count_groups = [&] {
+    uint64_t tasks = 0;
+    for (int64_t r : seg_rows) tasks += (static_cast<uint64_t>(r) + gs.rows - 1) / gs.rows;
+    const uint64_t per_wg = threads / gs.tpr;
+    return (tasks + per_wg - 1) / per_wg;
+  };
+  uint64_t groups = count_groups();
+  // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
+  // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
+  // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks).
+  const bool persist =
+      sx && set_.persist_wgs > 0 && (!glu || norm_in) && groups > 2 * uint64_t{set_.persist_wgs};
+  if (persist) {
+    if (!qout) gs.tpr = ctx_->phys().subgroup_size;
+    gs.rows = 2;
+    groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
+  }
+  push(gs.tpr);
+  // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
+  // activation to its place), and the GEMV reads the planes as its x.
+  const TensorRef x_src = scratch != ffn_scratch_.end()
+                              ? TensorRef{scratch->second.get(), 0, DType::F32, in[0].shape}
+                              : in[0];
+  // The fused FFN's down matmul copies its x (the activation) to its place itself
+  // where no quantize_x does (float x; gate/up rounded it), from binding 6.
+  const bool copy_act =
+      scratch != ffn_scratch_.end() && (!set_.int_dot || planes_hold_ == region(x_src));
+  if (glu || segs > 1) {
+    backend_.check_bound(nodes_[ni_ + 1], "vulkan backend");
+    bind(nodes_[ni_ + 1].inputs[1], "the second weight");
+    push(bind(nodes_[ni_ + 1].output, "the second output", true));
+  } else {
+    if (copy_act && set_.int_dot)
+      bind(x_src, "the activation");  // at word 0
+    else
+      bind(in[1], "the weight");
+    push(bind(o, "the output", true));
+  }
+  const bool planes_held = planes_hold_ == region(x_src);
+  const TensorRef planes{
+      x_planes_.get(), planes_held ? planes_hold_off_ : 0, DType::F32, {T * (K / 32) * 18}};
+  // Unless the dispatch before (a norm, the attention merge, a matmul of the
+  // same x) left x's planes in place.
+  if (set_.int_dot && !norm_in && !planes_held) {
+    pre_.push[pre_.push_words++] = bind_to(pre_, x_src, "x");
+    pre_.push[pre_.push_words++] = bind_to(pre_, planes, "the quantized x", true);
+    const bool copy = scratch != ffn_scratch_.end();
+    pre_.push[pre_.push_words++] = static_cast<uint32_t>(T);
+    pre_.push[pre_.push_words++] = static_cast<uint32_t>(K);
+    pre_.push[pre_.push_words++] = bind_to(pre_, copy ? in[0] : planes, "the activation", copy);
+    pre_.push[pre_.push_words++] = copy ? static_cast<uint32_t>(T * K) : 0;
+    pre_.pipeline = &ctx_->pipeline("quantize_x", 3, {});
+    pre_.label = format_message("quantize_x T=%lld K=%lld%s", (long long)T, (long long)K,
+                                copy ? " +copy" : "");
+    grid(pre_, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
+    has_pre_ = true;
+    planes_hold_ = region(x_src);
+    planes_hold_off_ = 0;
+  }
+  if (set_.int_dot) {
+    // Binding 0 of the GEMV: the planes instead of x, or the norm's input.
+    Recorded tmp;
+    x_.push[0] = norm_in ? bind_to(tmp, nodes_[norm_it->second].inputs[0], "x")
+                         : bind_to(tmp, planes, "the quantized x");
+    x_.bindings[0] = tmp.bindings[0];
+    x_.reads[0] = tmp.reads[0];
+  }
+  if (copy_act) {
+    push(bind(in[0], "the activation", true));
+    push(static_cast<uint32_t>(T * K));
+  } else {
+    // Unused, but the shader may write it: the output (validation sees a write).
+    push(bind(o, "the output", true));
+    push(0);
+  }
+  // MODE 2: the third segment (the second's bindings again when there are two).
+  const BoundNode& last = nodes_[ni_ + segs - 1];
+  if (segs > 2) backend_.check_bound(last, "vulkan backend");
+  bind(last.inputs[1], "the third weight");
+  push(static_cast<uint32_t>(seg_rows[1]));
+  push(static_cast<uint32_t>(seg_rows[2]));
+  push(bind(last.output, "the third output", true));
+  for (size_t k = 1; k < segs; k++) x_.nodes.push_back(static_cast<int>(ni_ + k));
+  if (segs > 1) fused_ = segs - 1;
+  if (rope_kv) fused_ += 4;
+  std::vector<int32_t> gemv_spec = {
+      spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows), mode};
+  gemv_spec.push_back(sx ? static_cast<int32_t>(T * (K / 32)) : 0);  // XBLOCKS
+  if (rope_kv) {
+    const BoundNode &rq = nodes_[ni_ + 3], &rk = nodes_[ni_ + 4], &ak = nodes_[ni_ + 5],
+                    &av = nodes_[ni_ + 6];
+    for (size_t k = 3; k <= 6; k++) backend_.check_bound(nodes_[ni_ + k], "vulkan backend");
+    const OpParams& rp = rq.node->params;
+    const uint32_t pos_off = bind(rq.inputs[1], "positions");
+    const uint32_t f_off = bind(rq.inputs[2], "inv_freq");
+    const uint32_t slots_off = bind(ak.inputs[1], "slots");
+    const uint32_t kc_off = bind(ak.output, "the k cache", true);
+    const uint32_t vc_off = bind(av.output, "the v cache", true);
+    const uint32_t qr_off = bind(rq.output, "the rotated q", true);
+    const uint32_t kr_off = bind(rk.output, "the rotated k", true);
+    x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+    for (uint32_t v :
+         {pos_off, f_off, slots_off, kc_off, vc_off, static_cast<uint32_t>(ak.output.shape.rows()),
+          qr_off, kr_off, static_cast<uint32_t>(rp.head_dim), static_cast<uint32_t>(rp.rot_dims),
+          rp.rope_style == RopeStyle::GptJ ? 1u : 0u, static_cast<uint32_t>(rope_mask)})
+      push(v);
+    for (size_t k = 3; k <= 6; k++) x_.nodes.push_back(static_cast<int>(ni_ + k));
+  }
+  // NORM: the norm's weight at the binding after the others (another read of
+  // the matrix where it is unused) and its eps.
+  if (sx) {
+    const BoundNode* nn = norm_in ? &nodes_[norm_it->second] : nullptr;
+    push(nn ? bind(nn->inputs[1], "the norm weight") : bind(in[1], "the weight"));
+    push_f(nn ? nn->node->params.eps : 0.f);
+    if (nn) {
+      x_.nodes.insert(x_.nodes.begin(), static_cast<int>(norm_it->second));
+      planes_hold_ = Region{};
+    }
+    // QOUT: the planes of the activation (down's x) at binding 12.
+    if (!rope_kv) {
+      const TensorRef act_planes{x_planes_.get(), act_planes_off_, DType::F32, {T * (N / 32) * 18}};
+      push(qout ? bind(act_planes, "the rounded activation", true) : bind(in[1], "the weight"));
+      if (qout) {
+        planes_hold_ = region(TensorRef{ffn_scratch_[ni_ + 3].get(), 0, DType::F32, {T, N}});
+        planes_hold_off_ = act_planes_off_;
+      }
+    }
+  }
+  gemv_spec.push_back(rope_kv ? dt_code(nodes_[ni_ + 5].output.dtype) : 0);  // CDT
+  gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                      // U
+  gemv_spec.push_back(persist ? 1 : 0);                                      // PERSIST
+  gemv_spec.push_back(norm_in ? 1 : 0);                                      // NORM
+  gemv_spec.push_back(norm_in ? dt_code(nodes_[norm_it->second].inputs[1].dtype) : 0);
+  gemv_spec.push_back(qout ? 1 : 0);  // QOUT
+  use(rope_kv           ? "matmul_gemv_qdot_rope"
+      : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
+      : sx              ? "matmul_gemv_qdot_sx"
+      : set_.int_dot    ? "matmul_gemv_qdot"
+                        : "matmul_gemv_q",
+      gemv_spec);
+  std::string rows = std::to_string(N);
+  for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
+  x_.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
+                            dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
+                            res >= 0  ? " +add"
+                            : qout    ? " x2 +silu_mul +quantize"
+                            : glu     ? " x2 +silu_mul"
+                            : rope_kv ? " +rope +kv_append"
+                                      : "");
+  grid(x_, groups);
+}
+
+// Many tokens on the tensor-core GEMM (after plan_matmul's bindings and push constants).
+void Planner::plan_coop(const std::vector<int32_t>& spec) {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const bool bias = in.size() > 2;
+  const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len(), N = in[1].shape[0];
+  // Many tokens: tiles of the tensor-core GEMM, K split when the tiles are few
+  // (their float32 partials then go to the scratch and a second dispatch adds them).
+  const CoopPlan c = coop_plan(T, K, N);
+  for (uint32_t v : {c.m_tiles, c.splits, c.k_per_split}) push(v);
+  use("matmul_coop", {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
+                      static_cast<int32_t>(c.bm), static_cast<int32_t>(c.sg_rows)});
+  x_.label = format_message("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                            (long long)T, (long long)N, (long long)K,
+                            c.splits > 1 ? format_message(" /%u", c.splits).c_str() : "");
+  x_.groups_x = c.n_tiles;
+  if (uint64_t{c.m_tiles} * c.splits > kMaxGroups)
+    fail("vulkan backend: matmul of %lld tokens is too long", (long long)T);
+  x_.groups_y = c.m_tiles * c.splits;
+  if (c.splits > 1) {
+    // This dispatch writes the partials (binding 3, word 0 of the scratch); the
+    // reduce computes the node: the bias and y.
+    Recorded r;
+    r.nodes = std::move(x_.nodes);
+    x_.nodes.clear();
+    const size_t pbytes = c.partial_bytes(T, N);
+    const Recorded::Binding y_binding = x_.bindings[3];
+    const uint32_t y_push = x_.push[3];
+    x_.bindings[3] = {coop_partials_.get(), 0, pbytes};
+    x_.push[3] = 0;
+    r.writes = x_.writes;  // y
+    x_.writes = {{coop_partials_.get(), 0, pbytes}};
+    r.reads = {{coop_partials_.get(), 0, pbytes}};
+    if (bias) r.reads.push_back(x_.reads[2]);
+    r.bindings = {{coop_partials_.get(), 0, pbytes}, x_.bindings[2], y_binding};
+    for (uint32_t v : {x_.push[2], y_push, static_cast<uint32_t>(T * N), static_cast<uint32_t>(N),
+                       c.splits, bias ? 1u : 0u})
+      r.push[r.push_words++] = v;
+    // A residual Add (o, down) or the SiluMul of gate and this product (up) right
+    // after runs in the reduce: one dispatch and barrier less.
+    const int res = rules_.residual_add(ni_);
+    const int32_t epi = res >= 0 ? 1 : rules_.silu_after(ni_) ? 2 : 0;
+    if (epi) {
+      const BoundNode& an = nodes_[ni_ + 1];
+      backend_.check_bound(an, "vulkan backend");
+      // bind() records into x: move the two bindings and regions to the reduce.
+      const uint32_t a_off = bind(an.inputs[epi == 1 ? res : 0], "the other input");
+      r.bindings.push_back(x_.bindings.back());
+      x_.bindings.pop_back();
+      r.reads.push_back(x_.reads.back());
+      x_.reads.pop_back();
+      const uint32_t o2_off = bind(an.output, "the second output", true);
+      r.bindings.push_back(x_.bindings.back());
+      x_.bindings.pop_back();
+      r.writes.push_back(x_.writes.back());
+      x_.writes.pop_back();
+      r.push[r.push_words++] = a_off;
+      r.push[r.push_words++] = o2_off;
+      r.nodes.push_back(static_cast<int>(ni_ + 1));
+      fused_ = 1;
+    } else {
+      // Unused (EPI 0): y again.
+      r.bindings.push_back(y_binding);
+      r.bindings.push_back(y_binding);
+      r.push[r.push_words++] = 0;
+      r.push[r.push_words++] = 0;
+    }
+    r.pipeline = &ctx_->pipeline("matmul_reduce", 5, {bias ? dt_code(in[2].dtype) : 0, epi});
+    r.label = format_message("matmul_reduce x%u%s", c.splits,
+                             epi == 1   ? " +add"
+                             : epi == 2 ? " +silu_mul"
+                                        : "");
+    grid(r, (static_cast<uint64_t>(T * N) + 63) / 64);
+    merge_ = std::move(r);
+    has_merge_ = true;
+  }
+}
+
+void Planner::plan_rope() {
+  const OpParams& p = bn_->node->params;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows();
+  push(bind(in[0], "x"));
+  push(bind(in[1], "positions"));
+  push(bind(in[2], "inv_freq"));
+  push(bind(o, "the output", true));
+  for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.head_dim}, int64_t{p.rot_dims}})
+    push(static_cast<uint32_t>(v));
+  push(p.rope_style == RopeStyle::GptJ ? 1 : 0);
+  // A KvAppend of the result right after (k) writes the f32 cache rows here too.
+  const bool store = rules_.rope_store_fusable(ni_);
+  if (store) {
+    const BoundNode& kv = nodes_[ni_ + 1];
+    push(bind(kv.inputs[1], "slots"));
+    push(bind(kv.output, "the cache", true));
+    push(static_cast<uint32_t>(kv.output.shape.rows()));
+    x_.nodes.push_back(static_cast<int>(ni_ + 1));
+    fused_ = 1;
+  } else {
+    push(bind(in[1], "positions"));
+    push(bind(o, "the output", true));
+    push(0);
+  }
+  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  push(store ? 1 : 0);
+  use("rope", {});
+  x_.label = std::string(p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox") +
+             (store ? " +kv_append" : "");
+  grid(x_, (static_cast<uint64_t>(T) * p.n_heads * p.head_dim + 63) / 64);
+}
+
+void Planner::plan_kv_append() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows(), W = in[0].shape.row_len();
+  push(bind(in[0], "src"));
+  push(bind(in[1], "slots"));
+  push(bind(o, "the cache", true));
+  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  push(static_cast<uint32_t>(T));
+  push(static_cast<uint32_t>(W));
+  push(static_cast<uint32_t>(o.shape.rows()));
+  use("kv_append", {dt_code(o.dtype)});
+  x_.label = format_message("kv_append %s", dtype_name(o.dtype));
+  grid(x_, (static_cast<uint64_t>(T * W) + 63) / 64);
+}
+
+void Planner::plan_attention() {
+  const OpParams& p = bn_->node->params;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows();
+  for (size_t k = 0; k < 6; k++) push(bind(in[k], "an attention input"));
+  push(bind(o, "the output", true));
+  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.n_kv_heads}, int64_t{p.head_dim},
+                    int64_t{std::max(p.window, 0)}, int64_t{p.page_size}, in[5].shape[0],
+                    in[5].shape[1], in[1].shape.rows()})
+    push(static_cast<uint32_t>(v));
+  push_f(p.scale);
+  push_f(p.softcap);
+  // Few (token, head) pairs over a long context (decode): the keys are split over
+  // more workgroups, the last of which to finish merges their partial results.
+  int64_t context = std::min(in[5].shape[1] * p.page_size, in[1].shape.rows());
+  if (p.window > 0) context = std::min<int64_t>(context, p.window);
+  const int64_t items = T * p.n_heads;
+  // Many tokens (prefill): tiles of 16 queries share each K/V row they read
+  // (LLM_VULKAN_ATTN_TILED=0 keeps a workgroup per token, for measuring).
+  static const bool tiled_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ATTN_TILED");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  // At least 16 tokens per sequence on average (block table rows): a tile of
+  // decode tokens of 16 sequences would take 16 passes over the keys.
+  const int64_t n_seqs = std::max<int64_t>(1, in[5].shape[0]);
+  const bool tiled = tiled_on && T >= kAttentionTiledMinTokens && T >= kAttentionTile * n_seqs &&
+                     p.window <= 0 && p.head_dim <= kAttentionTiledMaxHeadDim &&
+                     p.head_dim % 4 == 0;
+  const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+  const bool k_vec4 = in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
+  const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
+  // 16-bit caches of one dtype, 8-byte aligned rows: four halves a load.
+  const bool kv_half4 = (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16) &&
+                        in[2].dtype == in[1].dtype && p.head_dim % 4 == 0 &&
+                        in[1].offset % 8 == 0 && in[2].offset % 8 == 0;
+  const int32_t kv_load = kv_vec4 ? 1 : kv_half4 ? 2 : 0;
+  if (tiled) {
+    x_.bindings.push_back(unused);  // binding 8, the splits' partials: none
+    // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
+    const int32_t bkey =
+        ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024 ? 32 : 16;
+    use("attention_tiled", {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_load, bkey});
+    x_.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
+    grid(x_, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
+    return;
+  }
+  // LLM_VULKAN_ATTN_SPLIT_KEYS sets the keys per split (for measuring).
+  static const int64_t split_keys = [] {
+    const char* e = std::getenv("LLM_VULKAN_ATTN_SPLIT_KEYS");
+    return e ? std::max<int64_t>(1, std::atoll(e)) : kAttentionSplitKeys;
+  }();
+  const uint32_t splits = items >= kAttentionSplitItems
+                              ? 1
+                              : static_cast<uint32_t>(std::clamp<int64_t>(context / split_keys, 1,
+                                                                          kAttentionMaxSplits));
+  // The workgroup that writes a head's output (the merging split, or the only one)
+  // also rounds it for an integer-dot GEMV right after that reads it (o): heads of
+  // whole blocks of 32.
+  const bool round_out = rules_.feeds_int_dot_gemv(ni_, o) && p.head_dim % 32 == 0;
+  // Partials (max, sum and the output dims) and a counter per (token, head).
+  bind_merge_scratch(splits > 1, static_cast<size_t>(items * splits * (p.head_dim + 2) * 4), items,
+                     "attention split");
+  uint32_t planes_off = 0;
+  if (round_out) {
+    const TensorRef planes{x_planes_.get(), 0, DType::F32, {items * p.head_dim / 32 * 18}};
+    planes_off = bind(planes, "the quantized output", true);
+    planes_hold_ = region(o);
+    planes_hold_off_ = 0;
+  } else {
+    x_.bindings.push_back(unused);
+  }
+  push(planes_off);
+  // Heads of up to 128 dims (a multiple of 16): attention_decode, whose chunks of
+  // 32 keys wait for memory twice (four threads per key for q·k, four groups of
+  // keys for p·V); LLM_VULKAN_ATTN_DECODE=0 keeps attention.comp (for measuring).
+  static const bool decode_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ATTN_DECODE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
+  use(decode ? "attention_decode" : "attention",
+      {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits), k_vec4 ? 1 : 0,
+       round_out ? 1 : 0, decode ? kv_load : 0});
+  x_.label = format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
+  if (splits > 1) x_.label += format_message(" x%u +merge", splits);
+  if (round_out) x_.label += " +quantize";
+  grid(x_, static_cast<uint64_t>(items) * splits);
+}
+
+void Planner::plan_sample() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t rows = in[0].shape.rows();
+  push(bind(in[0], "the logits"));
+  push(bind(in[1], "the sampling parameters"));
+  push(bind(o, "the output", true));
+  const int64_t n = in[0].shape.row_len();
+  push(static_cast<uint32_t>(rows));
+  push(static_cast<uint32_t>(n));
+  // Long rows (a vocabulary) over several workgroups, merged by the row's last.
+  const int64_t splits =
+      std::clamp<int64_t>((n + kSampleSplitElems - 1) / kSampleSplitElems, 1, kSampleMaxSplits);
+  // Each part's best (value, index) and a counter per row.
+  bind_merge_scratch(splits > 1, static_cast<size_t>(rows * splits * 8), rows, "sample");
+  use("sample", {static_cast<int32_t>(splits)});
+  if (splits > 1) x_.label = format_message("sample x%lld", (long long)splits);
+  grid(x_, static_cast<uint64_t>(rows * splits));
+}
+
+void Planner::plan_slice() {
+  const OpParams& p = bn_->node->params;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t n = o.shape.numel(), G = std::max(p.n_heads, 1);
+  push(bind(in[0], "the input"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(n));
+  push(static_cast<uint32_t>(G));
+  push(static_cast<uint32_t>(in[0].shape.row_len() / G));
+  push(static_cast<uint32_t>(p.head_dim));
+  push(static_cast<uint32_t>(p.offset));
+  use("slice", {});
+  grid(x_, (static_cast<uint64_t>(n) + 63) / 64);
+}
+
+void Planner::plan_elementwise() {
+  const Node& node = *bn_->node;
+  const OpParams& p = node.params;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  static const std::map<Op, int32_t> codes = {{Op::SiluMul, 0},  {Op::GeluMul, 1}, {Op::Gelu, 2},
+                                              {Op::GeluTanh, 3}, {Op::Add, 4},     {Op::Mul, 5},
+                                              {Op::Scale, 6}};
+  const int64_t n = in[0].shape.numel(), d = in[0].shape.row_len();
+  const bool binary = in.size() > 1;
+  push(bind(in[0], "a"));
+  push(binary ? bind(in[1], "b") : bind(in[0], "a"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(n));
+  push(static_cast<uint32_t>(d));
+  push(binary && in[1].shape.numel() != n ? 1 : 0);
+  push_f(p.scale);
+  use("elementwise", {codes.at(node.op)});
+  grid(x_, (static_cast<uint64_t>(n) + 63) / 64);
+}
+
+void Planner::plan_rwkv_elementwise() {
+  const Node& node = *bn_->node;
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t n = o.shape.numel();
+  push(bind(in[0], "a"));
+  push(in.size() > 1 ? bind(in[1], "b") : bind(in[0], "a"));
+  push(node.op == Op::Mix ? bind(in[2], "the mix weights") : bind(in[0], "a"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(n));
+  push(static_cast<uint32_t>(in[0].shape.row_len()));
+  use("rwkv_elementwise", {node.op == Op::Mix ? 0 : node.op == Op::SigmoidMul ? 1 : 2});
+  grid(x_, (static_cast<uint64_t>(n) + 63) / 64);
+}
+
+void Planner::plan_token_shift() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows(), D = in[0].shape.row_len();
+  const int64_t S = in[3].shape.numel();
+  push(bind(in[0], "x"));
+  push(bind(in[1], "the state", true));
+  push(bind(in[2], "seq_ids"));
+  push(bind(in[3], "state_slots"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(T));
+  push(static_cast<uint32_t>(D));
+  push(static_cast<uint32_t>(S));
+  push(static_cast<uint32_t>(in[1].shape.rows()));
+  use("token_shift", {});
+  grid(x_, (static_cast<uint64_t>(S * D) + 63) / 64);
+}
+
+void Planner::plan_wkv() {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const TensorRef& o = bn_->output;
+  const int64_t T = in[0].shape.rows(), A = in[0].shape.row_len();
+  const int64_t S = in[6].shape.numel();
+  push(bind(in[0], "k"));
+  push(bind(in[1], "v"));
+  push(bind(in[2], "time_decay"));
+  push(bind(in[3], "time_first"));
+  push(bind(in[4], "the state", true));
+  push(bind(in[5], "seq_ids"));
+  push(bind(in[6], "state_slots"));
+  push(bind(o, "the output", true));
+  push(static_cast<uint32_t>(T));
+  push(static_cast<uint32_t>(A));
+  push(static_cast<uint32_t>(S));
+  push(static_cast<uint32_t>(in[4].shape.rows()));
+  use("wkv", {});
+  grid(x_, (static_cast<uint64_t>(S * A) + 63) / 64);
+}
+
+}  // namespace
+
+Plan plan_dispatches(const Backend& backend, const std::shared_ptr<Context>& ctx,
+                     const std::vector<BoundNode>& nodes, const PlanSettings& settings) {
+  return Planner(backend, ctx, nodes, settings).plan();
+}
+
+}  // namespace vk
+}  // namespace llm
