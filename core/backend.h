@@ -19,9 +19,27 @@ class DeviceBuffer {
   virtual ~DeviceBuffer() = default;
   size_t size() const { return size_; }
 
+  // A GPU backend's upload_weight may store a quantized [N, K] matrix in its own row
+  // layout (scales apart from quants) instead of GGUF blocks; it marks the buffer so,
+  // and its kernels read the buffer that way only when it holds that very matrix.
+  void set_split(DType t, int64_t N, int64_t K) {
+    split_ = true;
+    split_type_ = t;
+    split_N_ = N;
+    split_K_ = K;
+  }
+  bool holds_split(DType t, int64_t N, int64_t K) const {
+    return split_ && split_type_ == t && split_N_ == N && split_K_ == K;
+  }
+
  protected:
   explicit DeviceBuffer(size_t size) : size_(size) {}
   size_t size_;
+
+ private:
+  bool split_ = false;
+  DType split_type_ = DType::F32;
+  int64_t split_N_ = 0, split_K_ = 0;
 };
 
 // Where a tensor lives on the device.

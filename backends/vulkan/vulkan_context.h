@@ -282,27 +282,12 @@ class Buffer final : public DeviceBuffer {
   bool in_bar() const { return allocator_ == ctx_.small_memory(); }
   Context& context() const { return ctx_; }
 
-  // Set by upload_weight when the buffer holds a quantized [N, K] matrix in the
-  // backend's row layout (shaders/weights.glsl, SPLIT = 1).
-  void set_split(DType t, int64_t N, int64_t K) {
-    split_ = true;
-    split_type_ = t;
-    split_N_ = N;
-    split_K_ = K;
-  }
-  bool holds_split(DType t, int64_t N, int64_t K) const {
-    return split_ && split_type_ == t && split_N_ == N && split_K_ == K;
-  }
-
  private:
   Context& ctx_;
   std::shared_ptr<Context> keep_;
   Allocator* allocator_;
   Allocation alloc_;
   VkBuffer buffer_ = VK_NULL_HANDLE;
-  bool split_ = false;
-  DType split_type_ = DType::F32;
-  int64_t split_N_ = 0, split_K_ = 0;
 };
 
 }  // namespace llm::vk
