@@ -292,8 +292,11 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
           const std::string kernel = g.program().dispatches().at(0).kernel;
           INFO(kernel);
           CHECK(kernel.rfind(T > 8 ? "matmul_tiled" : "matmul_gemv", 0) == 0);
-          if (via_weight && T <= 8 && gpu->info().details.find("subgroup ops") != std::string::npos)
-            CHECK(kernel.rfind("matmul_gemv_q", 0) == 0);
+          const bool subgroup_ops = gpu->info().details.find("subgroup ops") != std::string::npos;
+          if (via_weight && T <= 8 && subgroup_ops) CHECK(kernel.rfind("matmul_gemv_q", 0) == 0);
+          // Float rows of whole 16-byte loads: a subgroup per row (matmul_gemv_f).
+          if (!quant && T <= 8 && subgroup_ops && kn.K % (wt == DType::F32 ? 4 : 8) == 0)
+            CHECK(kernel.find("subgroup rows") != std::string::npos);
           const double err =
               max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output()));
           INFO("max rel err " << err);

@@ -476,10 +476,26 @@ void Planner::plan_matmul() {
   if (rules_.gemv_q(ni_)) {
     plan_gemv_q(spec);
   } else if (T <= kGemvMaxTokens && !rules_.use_coop(T)) {
-    use("matmul_gemv", spec);
-    x_.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]", dtype_name(in[1].dtype),
-                              (long long)T, (long long)N, (long long)K);
-    grid(x_, static_cast<uint64_t>(N));
+    // Float weights: a subgroup per row in 16-byte loads (matmul_gemv_f) where rows are
+    // whole loads, 16-byte aligned, and the device has subgroup sums; else a workgroup
+    // per row (matmul_gemv).
+    const DType wt = in[1].dtype;
+    const int64_t per = wt == DType::F32 ? 4 : 8;
+    const uint32_t sg = ctx_->phys().subgroup_size;
+    const bool by_subgroup = (wt == DType::F32 || wt == DType::F16 || wt == DType::BF16) &&
+                             ctx_->phys().subgroup_arithmetic && sg >= 4 && sg <= 128 &&
+                             K % per == 0 && in[0].offset % 16 == 0 && in[1].offset % 16 == 0;
+    if (by_subgroup) {
+      const uint32_t rows = 128 / sg;  // its workgroups of 128 invocations
+      use("matmul_gemv_f", {spec[0], spec[1], static_cast<int32_t>(T), static_cast<int32_t>(rows)});
+      grid(x_, (static_cast<uint64_t>(N) + rows - 1) / rows);
+    } else {
+      use("matmul_gemv", spec);
+      grid(x_, static_cast<uint64_t>(N));
+    }
+    x_.label = format_message("matmul_gemv %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
+                              (long long)T, (long long)N, (long long)K,
+                              by_subgroup ? " subgroup rows" : "");
   } else if (set_.coop) {
     plan_coop(spec);
   } else {
