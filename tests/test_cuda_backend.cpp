@@ -174,7 +174,10 @@ TEST_CASE("cuda matmul matches the cpu (GEMV and GEMM paths, f32/f16/bf16)", "[c
             const HostT out = f32_tensor({T, kn.N}, std::vector<float>(T * kn.N, 0.f));
             const double err = compare_with_cpu(make_node(Op::MatMul), ins, out);
             INFO("max rel err " << err);
-            CHECK(err <= 1e-5);
+            // f16 weights past the GEMV's 8 tokens go to the tensor cores with x rounded
+            // to f16: 2^-11 of each |x·w|, at most K/4 of them against a largest output of
+            // about sqrt(K) here, so 2e-3; everything else is float32.
+            CHECK(err <= (wt == DType::F16 && T > 8 ? 2e-3 : 1e-5));
           }
         }
       }
@@ -860,7 +863,11 @@ TEST_CASE("cuda: decode through the cache equals a full forward pass", "[cuda][m
         got.insert(got.end(), row.begin(), row.end());
       }
       REQUIRE(got.size() == all.size());
-      CHECK(max_rel_error(got, all) <= 1e-5);
+      // f16 weights: the full pass's prefill runs on the tensor cores with x rounded to
+      // f16 (gemm_f16), the decode steps' GEMV in float32: the bound of the quantized
+      // models' tensor-core prefill (below); float32 models agree to 1e-5.
+      const bool f16 = std::string(name) == "qwen2_f16_untied";
+      CHECK(max_rel_error(got, all) <= (f16 ? 5e-3 : 1e-5));
     }
   }
 }

@@ -757,16 +757,30 @@ void Planner::plan_op(size_t ni) {
       break;
     }
     case Op::MatMul: {
-      // Many tokens, float weights: SGEMM in float32.
       const Arg x = in[0], w = in[1];
       const Arg b = in.size() > 2 ? in[2] : Arg{};
       const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = w.shape[0];
+      cublasHandle_t blas = ctx_->blas();
+      // Many tokens, f16 weights: f16 x f16 on the tensor cores (float32 sums); the
+      // SGEMM below converts the weights to float32 first and ran 7b f16 prefill at
+      // 3,045 tok/s on the H200.
+      if (w.dtype == DType::F16) {
+        need_x16_ = std::max(need_x16_, static_cast<size_t>(T * K));
+        emit(
+            label,
+            [=](cudaStream_t s) {
+              gemm_f16(blas, s, x.f32(), reinterpret_cast<const __half*>(w.ptr), b.ptr, b.dtype,
+                       out.f32_mut(), T, K, N, scratch->x16);
+            },
+            "gemm_f16 (cublas tensor cores)");
+        break;
+      }
+      // Other float weights: SGEMM in float32.
       if (w.dtype != DType::F32) {
         const size_t rows =
             std::max<size_t>(1, std::min<size_t>(N, kGemmScratchMax / 4 / static_cast<size_t>(K)));
         need_gemm_ = std::max(need_gemm_, rows * K);
       }
-      cublasHandle_t blas = ctx_->blas();
       emit(
           label,
           [=](cudaStream_t s) {

@@ -192,6 +192,24 @@ void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* id
   LLM_CUDA_CHECK_LAUNCH("get_rows_quant_kernel");
 }
 
+void gemm_f16(cublasHandle_t cublas, cudaStream_t stream, const float* x, const __half* w,
+              const void* bias, DType bias_type, float* y, int64_t T, int64_t K, int64_t N,
+              __half* x16) {
+  if (T <= 0 || N <= 0) return;
+  if (!x16) fail("cuda gemm_f16: no f16 scratch for x");
+  to_f16_kernel<<<grid_for(T * K, 256), 256, 0, stream>>>(x, x16, T * K);
+  LLM_CUDA_CHECK_LAUNCH("to_f16_kernel");
+  LLM_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  const float one = 1.f, zero = 0.f;
+  // Row-major y[T, N] = x · Wᵀ as column-major yᵀ = W' · x' (see gemm()).
+  LLM_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
+                                static_cast<int>(T), static_cast<int>(K), &one, w, CUDA_R_16F,
+                                static_cast<int>(K), x16, CUDA_R_16F, static_cast<int>(K), &zero,
+                                y, CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+  if (bias) add_bias(stream, y, bias, bias_type, T, N);
+}
+
 void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMatrix& w,
            const void* bias, DType bias_type, float* y, int64_t T, __half* x16, bool convert_x,
            __half* w16, size_t w16_elems) {
