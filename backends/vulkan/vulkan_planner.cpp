@@ -167,6 +167,20 @@ class Planner {
   void plan_matmul();
   void plan_gemv_q(const std::vector<int32_t>& spec);
   void plan_coop(const std::vector<int32_t>& spec);
+  // How a quantized GEMV dispatch runs: its shape, whether gate/up also round the
+  // activation for down (QOUT), which of q/k/v's ropes and cache appends it writes
+  // (rope_mask, -1: none fused), the fixed grid (persist) and its workgroups.
+  struct GemvLaunch {
+    GemvShape gs;
+    bool qout = false;
+    int rope_mask = -1;
+    bool persist = false;
+    uint64_t groups = 0;
+  };
+  GemvLaunch gemv_launch(bool glu, bool sx, bool norm_in, size_t segs, const int64_t seg_rows[3],
+                         int64_t T, int64_t K, int64_t N) const;
+  void plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy);
+  void bind_rope_kv(int mask);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -558,56 +572,12 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   const bool norm_in = norm_it != norm_in_gemv_.end();
   if (norm_in && !sx)
     fail("vulkan backend: node '%s': norm fused without shared x", node.name.c_str());
-  // Gate/up that also round the activation for the integer-dot down GEMV after
-  // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
-  // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
-  // are wider); only where nothing after down reads the activation (quantize_x
-  // would have copied it to its place).
-  // LLM_VULKAN_ACT_QUANT_FUSE=0 keeps quantize_x (for measuring).
-  static const bool qout_on = [] {
-    const char* e = std::getenv("LLM_VULKAN_ACT_QUANT_FUSE");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  const uint32_t sg = ctx_->phys().subgroup_size;
-  bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules_.gemv_q(ni_ + 3) &&
-              (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
-  if (qout && rules_.read_from(ni_ + 4, nodes_[ni_ + 2].node->output)) qout = false;
-  const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
-  GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
-                            set_.int_dot, threads);
-  if (qout) {
-    gs.tpr = 16;
-    gs.rows = 2;
-  }
-  // q/k/v with the ropes and cache appends after them: a group's two rows are a
-  // pair that rotates together.
-  // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
-  static const bool rope_fuse_on = [] {
-    const char* e = std::getenv("LLM_VULKAN_ROPE_FUSE");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  const int rope_mask = rope_fuse_on && sx && segs == 3 ? rules_.rope_kv_fusable(ni_) : -1;
+  const GemvLaunch gl = gemv_launch(glu, sx, norm_in, segs, seg_rows, T, K, N);
+  const GemvShape& gs = gl.gs;
+  const bool qout = gl.qout, persist = gl.persist;
+  const int rope_mask = gl.rope_mask;
   const bool rope_kv = rope_mask >= 0;
-  if (rope_kv) gs.rows = 2;
-  // Tasks of gs.rows rows of one matrix, a group of threads each, and the
-  // workgroups that take them in one pass.
-  auto count_groups = [&] {
-    uint64_t tasks = 0;
-    for (int64_t r : seg_rows) tasks += (static_cast<uint64_t>(r) + gs.rows - 1) / gs.rows;
-    const uint64_t per_wg = threads / gs.tpr;
-    return (tasks + per_wg - 1) / per_wg;
-  };
-  uint64_t groups = count_groups();
-  // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
-  // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
-  // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks).
-  const bool persist =
-      sx && set_.persist_wgs > 0 && (!glu || norm_in) && groups > 2 * uint64_t{set_.persist_wgs};
-  if (persist) {
-    if (!qout) gs.tpr = ctx_->phys().subgroup_size;
-    gs.rows = 2;
-    groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
-  }
+  const uint32_t sg = ctx_->phys().subgroup_size;
   push(gs.tpr);
   // Integer dots: quantize_x turns x into planes first (and copies a fused FFN's
   // activation to its place), and the GEMV reads the planes as its x.
@@ -634,22 +604,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
       x_planes_.get(), planes_held ? planes_hold_off_ : 0, DType::F32, {T * (K / 32) * 18}};
   // Unless the dispatch before (a norm, the attention merge, a matmul of the
   // same x) left x's planes in place.
-  if (set_.int_dot && !norm_in && !planes_held) {
-    pre_.push[pre_.push_words++] = bind_to(pre_, x_src, "x");
-    pre_.push[pre_.push_words++] = bind_to(pre_, planes, "the quantized x", true);
-    const bool copy = scratch != ffn_scratch_.end();
-    pre_.push[pre_.push_words++] = static_cast<uint32_t>(T);
-    pre_.push[pre_.push_words++] = static_cast<uint32_t>(K);
-    pre_.push[pre_.push_words++] = bind_to(pre_, copy ? in[0] : planes, "the activation", copy);
-    pre_.push[pre_.push_words++] = copy ? static_cast<uint32_t>(T * K) : 0;
-    pre_.pipeline = &ctx_->pipeline("quantize_x", 3, {});
-    pre_.label = format_message("quantize_x T=%lld K=%lld%s", (long long)T, (long long)K,
-                                copy ? " +copy" : "");
-    grid(pre_, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
-    has_pre_ = true;
-    planes_hold_ = region(x_src);
-    planes_hold_off_ = 0;
-  }
+  if (set_.int_dot && !norm_in && !planes_held)
+    plan_quantize_x(x_src, planes, scratch != ffn_scratch_.end());
   if (set_.int_dot) {
     // Binding 0 of the GEMV: the planes instead of x, or the norm's input.
     Recorded tmp;
@@ -679,26 +635,7 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   std::vector<int32_t> gemv_spec = {
       spec[0], spec[1], spec[2], static_cast<int32_t>(T), static_cast<int32_t>(gs.rows), mode};
   gemv_spec.push_back(sx ? static_cast<int32_t>(T * (K / 32)) : 0);  // XBLOCKS
-  if (rope_kv) {
-    const BoundNode &rq = nodes_[ni_ + 3], &rk = nodes_[ni_ + 4], &ak = nodes_[ni_ + 5],
-                    &av = nodes_[ni_ + 6];
-    for (size_t k = 3; k <= 6; k++) backend_.check_bound(nodes_[ni_ + k], "vulkan backend");
-    const OpParams& rp = rq.node->params;
-    const uint32_t pos_off = bind(rq.inputs[1], "positions");
-    const uint32_t f_off = bind(rq.inputs[2], "inv_freq");
-    const uint32_t slots_off = bind(ak.inputs[1], "slots");
-    const uint32_t kc_off = bind(ak.output, "the k cache", true);
-    const uint32_t vc_off = bind(av.output, "the v cache", true);
-    const uint32_t qr_off = bind(rq.output, "the rotated q", true);
-    const uint32_t kr_off = bind(rk.output, "the rotated k", true);
-    x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
-    for (uint32_t v :
-         {pos_off, f_off, slots_off, kc_off, vc_off, static_cast<uint32_t>(ak.output.shape.rows()),
-          qr_off, kr_off, static_cast<uint32_t>(rp.head_dim), static_cast<uint32_t>(rp.rot_dims),
-          rp.rope_style == RopeStyle::GptJ ? 1u : 0u, static_cast<uint32_t>(rope_mask)})
-      push(v);
-    for (size_t k = 3; k <= 6; k++) x_.nodes.push_back(static_cast<int>(ni_ + k));
-  }
+  if (rope_kv) bind_rope_kv(rope_mask);
   // NORM: the norm's weight at the binding after the others (another read of
   // the matrix where it is unused) and its eps.
   if (sx) {
@@ -740,7 +677,116 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
                             : glu     ? " x2 +silu_mul"
                             : rope_kv ? " +rope +kv_append"
                                       : "");
-  grid(x_, groups);
+  grid(x_, gl.groups);
+}
+
+// How the quantized GEMV of node ni_ runs (see GemvLaunch).
+Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t segs,
+                                         const int64_t seg_rows[3], int64_t T, int64_t K,
+                                         int64_t N) const {
+  // Gate/up that also round the activation for the integer-dot down GEMV after
+  // them (QOUT, no quantize_x): 16 groups of 16 threads take 2 rows each, a block
+  // of down's x per round (matmul_gemv_qdot_sx16, clustered sums, where subgroups
+  // are wider); only where nothing after down reads the activation (quantize_x
+  // would have copied it to its place).
+  // LLM_VULKAN_ACT_QUANT_FUSE=0 keeps quantize_x (for measuring).
+  static const bool qout_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ACT_QUANT_FUSE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const uint32_t sg = ctx_->phys().subgroup_size;
+  GemvLaunch gl;
+  bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules_.gemv_q(ni_ + 3) &&
+              (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
+  if (qout && rules_.read_from(ni_ + 4, nodes_[ni_ + 2].node->output)) qout = false;
+  const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
+  GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
+                            set_.int_dot, threads);
+  if (qout) {
+    gs.tpr = 16;
+    gs.rows = 2;
+  }
+  // q/k/v with the ropes and cache appends after them: a group's two rows are a
+  // pair that rotates together.
+  // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
+  static const bool rope_fuse_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ROPE_FUSE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const int rope_mask = rope_fuse_on && sx && segs == 3 ? rules_.rope_kv_fusable(ni_) : -1;
+  const bool rope_kv = rope_mask >= 0;
+  if (rope_kv) gs.rows = 2;
+  // Tasks of gs.rows rows of one matrix, a group of threads each, and the
+  // workgroups that take them in one pass.
+  auto count_groups = [&] {
+    uint64_t tasks = 0;
+    for (int k = 0; k < 3; k++)
+      tasks += (static_cast<uint64_t>(seg_rows[k]) + gs.rows - 1) / gs.rows;
+    const uint64_t per_wg = threads / gs.tpr;
+    return (tasks + per_wg - 1) / per_wg;
+  };
+  uint64_t groups = count_groups();
+  // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
+  // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
+  // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks).
+  const bool persist =
+      sx && set_.persist_wgs > 0 && (!glu || norm_in) && groups > 2 * uint64_t{set_.persist_wgs};
+  if (persist) {
+    if (!qout) gs.tpr = ctx_->phys().subgroup_size;
+    gs.rows = 2;
+    groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
+  }
+  gl.gs = gs;
+  gl.qout = qout;
+  gl.rope_mask = rope_mask;
+  gl.persist = persist;
+  gl.groups = groups;
+  return gl;
+}
+
+// quantize_x before the GEMV: x (or, copy, the fused FFN's activation in its scratch,
+// also copied to its place) rounded into planes, which the GEMVs after it of the same
+// x read too.
+void Planner::plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy) {
+  const std::vector<TensorRef>& in = bn_->inputs;
+  const int64_t T = in[0].shape.rows(), K = in[0].shape.row_len();
+  pre_.push[pre_.push_words++] = bind_to(pre_, x_src, "x");
+  pre_.push[pre_.push_words++] = bind_to(pre_, planes, "the quantized x", true);
+  pre_.push[pre_.push_words++] = static_cast<uint32_t>(T);
+  pre_.push[pre_.push_words++] = static_cast<uint32_t>(K);
+  pre_.push[pre_.push_words++] = bind_to(pre_, copy ? in[0] : planes, "the activation", copy);
+  pre_.push[pre_.push_words++] = copy ? static_cast<uint32_t>(T * K) : 0;
+  pre_.pipeline = &ctx_->pipeline("quantize_x", 3, {});
+  pre_.label = format_message("quantize_x T=%lld K=%lld%s", (long long)T, (long long)K,
+                              copy ? " +copy" : "");
+  grid(pre_, (static_cast<uint64_t>(T * (K / 32)) + 63) / 64);
+  has_pre_ = true;
+  planes_hold_ = region(x_src);
+  planes_hold_off_ = 0;
+}
+
+// q/k/v's GEMV with the ropes and cache appends after it (nodes ni_ + 3 .. ni_ + 6):
+// their bindings and push constants (matmul_gemv_q.glsl, ROPE_KV); mask: the outputs
+// to write (FusionRules::rope_kv_fusable).
+void Planner::bind_rope_kv(int mask) {
+  const BoundNode &rq = nodes_[ni_ + 3], &rk = nodes_[ni_ + 4], &ak = nodes_[ni_ + 5],
+                  &av = nodes_[ni_ + 6];
+  for (size_t k = 3; k <= 6; k++) backend_.check_bound(nodes_[ni_ + k], "vulkan backend");
+  const OpParams& rp = rq.node->params;
+  const uint32_t pos_off = bind(rq.inputs[1], "positions");
+  const uint32_t f_off = bind(rq.inputs[2], "inv_freq");
+  const uint32_t slots_off = bind(ak.inputs[1], "slots");
+  const uint32_t kc_off = bind(ak.output, "the k cache", true);
+  const uint32_t vc_off = bind(av.output, "the v cache", true);
+  const uint32_t qr_off = bind(rq.output, "the rotated q", true);
+  const uint32_t kr_off = bind(rk.output, "the rotated k", true);
+  x_.bindings.push_back(unused_binding());
+  for (uint32_t v :
+       {pos_off, f_off, slots_off, kc_off, vc_off, static_cast<uint32_t>(ak.output.shape.rows()),
+        qr_off, kr_off, static_cast<uint32_t>(rp.head_dim), static_cast<uint32_t>(rp.rot_dims),
+        rp.rope_style == RopeStyle::GptJ ? 1u : 0u, static_cast<uint32_t>(mask)})
+    push(v);
+  for (size_t k = 3; k <= 6; k++) x_.nodes.push_back(static_cast<int>(ni_ + k));
 }
 
 // Many tokens on the tensor-core GEMM (after plan_matmul's bindings and push constants).
