@@ -11,14 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 
 #include "backends/vulkan/vulkan_context.h"
 #include "backends/vulkan/vulkan_fusion.h"
 #include "backends/vulkan/vulkan_planner.h"
 #include "backends/vulkan/vulkan_program.h"
 #include "core/error.h"
-#include "core/trace.h"
 
 namespace llm {
 
@@ -28,12 +26,7 @@ using vk::Buffer;
 using vk::Context;
 using vk::kAttentionMaxHeadDim;
 using vk::kGemvMaxTokens;
-using vk::kGemvQThreads;
 using vk::kMaxGroups;
-using vk::Pipeline;
-using vk::Recorded;
-using vk::Region;
-using vk::region;
 using vk::vk_buffer;
 
 void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char* what) {
