@@ -3,11 +3,11 @@
 // below every number; a row of NaNs gives 0). Above 0: the first index at which the
 // running sum of exp((x - max) / temperature) exceeds u * sum (float sums: the CPU
 // reference sums in double, so a draw within rounding of a boundary may differ).
-// SPLITS workgroups per row, each over a contiguous part
-// of it: invocations keep the best of strided elements, a shared-memory tree merges
-// them, and the last workgroup of the row to finish (a counter) merges the parts'
-// bests, so a long row is read by many multiprocessors at once; that workgroup then
-// draws (at a temperature) over the whole row.
+// SPLITS workgroups per row, each over a contiguous part of it: invocations keep the
+// best of strided elements, a shared-memory tree merges them, and the last workgroup
+// of the row to finish (a counter) merges the parts' bests, so a long row is read by
+// many multiprocessors at once; that workgroup then draws (at a temperature) over the
+// whole row.
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

@@ -17,6 +17,9 @@
 namespace llm {
 namespace vk {
 
+namespace {
+
+// Dtype codes of shaders/common.glsl.
 int32_t dt_code(DType t) {
   switch (t) {
     case DType::F32:
@@ -33,8 +36,6 @@ int32_t dt_code(DType t) {
       fail("vulkan backend: no shader reads %s tensors", dtype_name(t));
   }
 }
-
-namespace {
 
 // The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
 constexpr int64_t kNormQuantMaxRow = 4096;
@@ -212,7 +213,8 @@ class Planner {
   void use(const char* shader, std::vector<int32_t> spec) {
     x_.pipeline = &ctx_->pipeline(shader, static_cast<uint32_t>(x_.bindings.size()), spec);
   }
-  Recorded::Binding unused_binding() const {
+  // The shader error flags; also what a binding a dispatch does not use takes.
+  Recorded::Binding error_binding() const {
     return {&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
   }
 
@@ -393,8 +395,8 @@ uint32_t Planner::bind_to(Recorded& d, const TensorRef& r, const char* what, boo
 
 void Planner::bind_merge_scratch(bool split, size_t part_bytes, int64_t items, const char* what) {
   if (!split) {
-    x_.bindings.push_back(unused_binding());
-    x_.bindings.push_back(unused_binding());
+    x_.bindings.push_back(error_binding());
+    x_.bindings.push_back(error_binding());
     return;
   }
   auto parts = std::make_shared<Buffer>(*ctx_, ctx_, part_bytes, std::string(what) + " parts");
@@ -422,7 +424,7 @@ void Planner::plan_get_rows() {
   push(bind(in[0], "the table"));
   push(bind(in[1], "ids"));
   push(bind(o, "the output", true));
-  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  x_.bindings.push_back(error_binding());
   push(static_cast<uint32_t>(V));
   push(static_cast<uint32_t>(D));
   push(static_cast<uint32_t>(R));
@@ -695,7 +697,6 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
     return !(e && std::strcmp(e, "0") == 0);
   }();
   const uint32_t sg = ctx_->phys().subgroup_size;
-  GemvLaunch gl;
   bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules_.gemv_q(ni_ + 3) &&
               (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
   if (qout && rules_.read_from(ni_ + 4, nodes_[ni_ + 2].node->output)) qout = false;
@@ -736,12 +737,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
     gs.rows = 2;
     groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
   }
-  gl.gs = gs;
-  gl.qout = qout;
-  gl.rope_mask = rope_mask;
-  gl.persist = persist;
-  gl.groups = groups;
-  return gl;
+  return {gs, qout, rope_mask, persist, groups};
 }
 
 // quantize_x before the GEMV: x (or, copy, the fused FFN's activation in its scratch,
@@ -780,7 +776,7 @@ void Planner::bind_rope_kv(int mask) {
   const uint32_t vc_off = bind(av.output, "the v cache", true);
   const uint32_t qr_off = bind(rq.output, "the rotated q", true);
   const uint32_t kr_off = bind(rk.output, "the rotated k", true);
-  x_.bindings.push_back(unused_binding());
+  x_.bindings.push_back(error_binding());
   for (uint32_t v :
        {pos_off, f_off, slots_off, kc_off, vc_off, static_cast<uint32_t>(ak.output.shape.rows()),
         qr_off, kr_off, static_cast<uint32_t>(rp.head_dim), static_cast<uint32_t>(rp.rot_dims),
@@ -892,7 +888,7 @@ void Planner::plan_rope() {
     push(bind(o, "the output", true));
     push(0);
   }
-  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  x_.bindings.push_back(error_binding());
   push(store ? 1 : 0);
   use("rope", {});
   x_.label = std::string(p.rope_style == RopeStyle::GptJ ? "rope gptj" : "rope neox") +
@@ -907,7 +903,7 @@ void Planner::plan_kv_append() {
   push(bind(in[0], "src"));
   push(bind(in[1], "slots"));
   push(bind(o, "the cache", true));
-  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  x_.bindings.push_back(error_binding());
   push(static_cast<uint32_t>(T));
   push(static_cast<uint32_t>(W));
   push(static_cast<uint32_t>(o.shape.rows()));
@@ -923,7 +919,7 @@ void Planner::plan_attention() {
   const int64_t T = in[0].shape.rows();
   for (size_t k = 0; k < 6; k++) push(bind(in[k], "an attention input"));
   push(bind(o, "the output", true));
-  x_.bindings.push_back({&ctx_->error_buffer(), 0, ctx_->error_buffer().size()});
+  x_.bindings.push_back(error_binding());
   for (int64_t v : {T, int64_t{p.n_heads}, int64_t{p.n_kv_heads}, int64_t{p.head_dim},
                     int64_t{std::max(p.window, 0)}, int64_t{p.page_size}, in[5].shape[0],
                     in[5].shape[1], in[1].shape.rows()})
@@ -947,7 +943,7 @@ void Planner::plan_attention() {
   const bool tiled = tiled_on && T >= kAttentionTiledMinTokens && T >= kAttentionTile * n_seqs &&
                      p.window <= 0 && p.head_dim <= kAttentionTiledMaxHeadDim &&
                      p.head_dim % 4 == 0;
-  const Recorded::Binding unused{&ctx_->error_buffer(), 0, ctx_->error_buffer().size()};
+  const Recorded::Binding unused = error_binding();
   const bool k_vec4 = in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
   const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
   // 16-bit caches of one dtype, 8-byte aligned rows: four halves a load.

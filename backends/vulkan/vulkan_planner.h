@@ -21,9 +21,6 @@ constexpr int kAttentionMaxHeadDim = 1024;
 // The most workgroups of one grid dimension.
 constexpr uint32_t kMaxGroups = 65535;
 
-// Dtype codes of shaders/common.glsl.
-int32_t dt_code(DType t);
-
 // The backend's choices that the plan follows.
 struct PlanSettings {
   bool coop = false;                 // many-token matmuls on the tensor-core GEMM
