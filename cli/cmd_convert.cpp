@@ -24,7 +24,7 @@ void add_gen_config_options(CLI::App* cmd, ConvertCliOptions& o) {
   cmd->add_option("src", o.src, "Source: a Hugging Face folder, a .gguf file or a native folder")
       ->required();
   cmd->add_option("-o,--output", o.out, "Output folder")->required();
-  cmd->add_option("--quantization", o.gen.quantization, "q4f16_1, q8f16_1, q0f16 or q0f32")
+  cmd->add_option("--quantization", o.gen.quantization, "q4f16_1, q8f16_1, q0f16, q0bf16 or q0f32")
       ->required();
   cmd->add_option("--conv-template", o.gen.conv_template,
                   "Conversation template (default: guessed from the vocab)");

@@ -23,7 +23,8 @@ void register_synth(CLI::App& app) {
   auto* cmd = app.add_subcommand("synth", "Write a random-weight model of a real shape");
   auto o = std::make_shared<SynthCliOptions>();
   cmd->add_option("--shape", o->synth.shape, "tiny, llama-1b, llama-7b or llama-8b")->required();
-  cmd->add_option("--quantization", o->synth.quantization, "q4f16_1, q8f16_1, q0f16 or q0f32")
+  cmd->add_option("--quantization", o->synth.quantization,
+                  "q4f16_1, q8f16_1, q0f16, q0bf16 or q0f32")
       ->capture_default_str();
   cmd->add_option("--vocab", o->synth.vocab,
                   "Tokenizer: a GGUF vocab or a tokenizer.json (sets vocab_size)");

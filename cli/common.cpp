@@ -20,7 +20,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--context-size", o.context_size,
                   "Context window in tokens (default: the model's, at most 4096)");
   cmd->add_option("--quantization", o.quantization,
-                  "Quantize float weights at load: q4f16_1, q8f16_1, q0f16 or q0f32");
+                  "Quantize float weights at load: q4f16_1, q8f16_1, q0f16, q0bf16 or q0f32");
   cmd->add_option("--kv-cache-type", o.kv_cache_type,
                   "KV cache elements: f32, or f16 / bf16 (half the memory and bandwidth)")
       ->capture_default_str();

@@ -51,5 +51,8 @@ uint16_t f32_to_bf16(float f);
 
 // Converts n elements of a float type (f32/f16/bf16) to f32.
 void convert_to_f32(DType t, const void* src, float* dst, int64_t n);
+// Converts n f32 values to a float type (f32/f16/bf16), rounding to nearest even.
+// dst needs no alignment.
+void convert_from_f32(DType t, const float* src, void* dst, int64_t n);
 
 }  // namespace llm

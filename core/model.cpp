@@ -19,7 +19,8 @@ bool is_dir(const std::string& p) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -51,8 +52,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
   }
   // A one-token graph names every weight the architecture reads.
   StepShape probe;
-  const Graph g = build_step_graph(m->config_, probe,
-                                   [&](const std::string& n) { return m->weight_dtype(n); });
+  const Graph g =
+      build_step_graph(m->config_, probe, [&](const std::string& n) { return m->weight_dtype(n); });
   m->upload(g);
   return m;
 }
@@ -91,20 +92,19 @@ void Model::upload(const Graph& g) {
     const bool misaligned = reinterpret_cast<uintptr_t>(data) % 16 != 0;
     std::vector<uint8_t> copy;
     if (t->dtype == info.dtype) {
-      if (misaligned) copy.assign(static_cast<const uint8_t*>(data),
-                                  static_cast<const uint8_t*>(data) + bytes);
+      if (misaligned)
+        copy.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + bytes);
     } else if (!dtype_info(t->dtype).is_float) {
       fail("tensor '%s' has dtype %s; expected %s", info.name.c_str(), dtype_name(t->dtype),
            dtype_name(info.dtype));
     } else if (info.dtype == DType::F32) {
       copy.resize(tensor_bytes(info.dtype, info.shape));
       convert_to_f32(t->dtype, data, reinterpret_cast<float*>(copy.data()), t->shape.numel());
-    } else if (info.dtype == DType::F16) {
+    } else if (info.dtype == DType::F16 || info.dtype == DType::BF16) {
       std::vector<float> f(t->shape.numel());
       convert_to_f32(t->dtype, data, f.data(), t->shape.numel());
-      copy.resize(f.size() * 2);
-      uint16_t* h = reinterpret_cast<uint16_t*>(copy.data());
-      for (size_t i = 0; i < f.size(); i++) h[i] = f32_to_f16(f[i]);
+      copy.resize(tensor_bytes(info.dtype, info.shape));
+      convert_from_f32(info.dtype, f.data(), copy.data(), t->shape.numel());
     } else if (info.dtype == DType::Q8_0 || info.dtype == DType::Q4_0) {
       copy = quantize_tensor(*t, info.dtype);
     } else {

@@ -15,7 +15,7 @@ namespace llm {
 
 struct LoadOptions {
   // MLC-style scheme applied to float matrices at load ("q4f16_1", "q8f16_1",
-  // "q0f16", "q0f32"); empty: keep the stored dtypes.
+  // "q0f16", "q0bf16", "q0f32"); empty: keep the stored dtypes.
   std::string quantization;
 };
 

@@ -408,7 +408,8 @@ TEST_CASE("GGUF block decoders give back known floats within the quantization st
   }
 }
 
-TEST_CASE("transcode_ggml_tensor: exact f32, rounded f16, requantized q8_0", "[gguf][kquant]") {
+TEST_CASE("transcode_ggml_tensor: exact f32, rounded f16/bf16, requantized q8_0",
+          "[gguf][kquant]") {
   std::mt19937 rng(3);
   for (const TypeCase& t : kTypes) {
     INFO(t.name);
@@ -421,16 +422,19 @@ TEST_CASE("transcode_ggml_tensor: exact f32, rounded f16, requantized q8_0", "[g
           transcode_ggml_tensor(t.type, b.data(), shape, DType::F32, threads);
       REQUIRE(f32.size() == size_t(n) * 4);
       CHECK(std::memcmp(f32.data(), want.data(), f32.size()) == 0);
-      const std::vector<uint8_t> f16 =
-          transcode_ggml_tensor(t.type, b.data(), shape, DType::F16, threads);
-      REQUIRE(f16.size() == size_t(n) * 2);
-      bool same16 = true;
-      for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        std::memcpy(&h, &f16[i * 2], 2);
-        same16 = same16 && h == f32_to_f16(want[i]);
+      for (DType half : {DType::F16, DType::BF16}) {
+        CAPTURE(dtype_name(half));
+        const std::vector<uint8_t> h16 =
+            transcode_ggml_tensor(t.type, b.data(), shape, half, threads);
+        REQUIRE(h16.size() == size_t(n) * 2);
+        bool same16 = true;
+        for (int64_t i = 0; i < n; i++) {
+          uint16_t h;
+          std::memcpy(&h, &h16[i * 2], 2);
+          same16 = same16 && h == (half == DType::F16 ? f32_to_f16(want[i]) : f32_to_bf16(want[i]));
+        }
+        CHECK(same16);
       }
-      CHECK(same16);
       const std::vector<uint8_t> q8 =
           transcode_ggml_tensor(t.type, b.data(), shape, DType::Q8_0, threads);
       std::vector<uint8_t> want_q8(dtype_row_bytes(DType::Q8_0, n));
@@ -442,6 +446,16 @@ TEST_CASE("transcode_ggml_tensor: exact f32, rounded f16, requantized q8_0", "[g
   }
   CHECK_THROWS_WITH(transcode_ggml_tensor(kGgmlQ6_K, nullptr, Shape{1, 256}, DType::Q4_0),
                     Contains("not q4_0"));
+}
+
+TEST_CASE("gguf_transcode_target follows the scheme's float type, else q8_0", "[gguf][kquant]") {
+  CHECK(gguf_transcode_target("") == DType::Q8_0);
+  CHECK(gguf_transcode_target("q0f32") == DType::F32);
+  CHECK(gguf_transcode_target("q0f16") == DType::F16);
+  CHECK(gguf_transcode_target("q0bf16") == DType::BF16);
+  CHECK(gguf_transcode_target("q8f16_1") == DType::Q8_0);
+  CHECK(gguf_transcode_target("q4f16_1") == DType::Q8_0);  // no 4-bit type holds them
+  CHECK_THROWS_WITH(gguf_transcode_target("q2"), Contains("unknown quantization 'q2'"));
 }
 
 // ---- models stored in these types ------------------------------------------------------
@@ -511,7 +525,7 @@ std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>
 }
 
 // What both model tests check. The block-type model q loads as q8_0 (default),
-// f16 (q0f16) or f32 (q0f32) copies of its decoded values, so it must give the
+// f16 (q0f16), bf16 (q0bf16) or f32 (q0f32) copies of its decoded values, so it must give the
 // logits of the float32 model `fake` holding those values quantized the same way
 // at load: the same weights reach the same kernels (bound 1e-6; measured 0, once
 // 3e-7).
@@ -520,6 +534,7 @@ void check_against_fake(const std::string& q, const std::string& fake,
   CHECK(max_rel_error(logits_of(q, ids), logits_of(fake, ids, "q8f16_1")) <= 1e-6);
   CHECK(max_rel_error(logits_of(q, ids, "q4f16_1"), logits_of(fake, ids, "q8f16_1")) <= 1e-6);
   CHECK(max_rel_error(logits_of(q, ids, "q0f16"), logits_of(fake, ids, "q0f16")) <= 1e-6);
+  CHECK(max_rel_error(logits_of(q, ids, "q0bf16"), logits_of(fake, ids, "q0bf16")) <= 1e-6);
   CHECK(max_rel_error(logits_of(q, ids, "q0f32"), logits_of(fake, ids)) <= 1e-6);
 }
 

@@ -285,15 +285,55 @@ TEST_CASE("quantize_tensor rejects what it cannot quantize", "[quant]") {
 TEST_CASE("parse_quant_scheme knows MLC's names and lists them otherwise", "[quant]") {
   CHECK(parse_quant_scheme("q0f32").weight_dtype == DType::F32);
   CHECK(parse_quant_scheme("q0f16").weight_dtype == DType::F16);
+  CHECK(parse_quant_scheme("q0bf16").weight_dtype == DType::BF16);
+  CHECK(parse_quant_scheme("q0bf16").name == "q0bf16");
   CHECK(parse_quant_scheme("q8f16_1").weight_dtype == DType::Q8_0);
   CHECK(parse_quant_scheme("q4f16_1").weight_dtype == DType::Q4_0);
   CHECK(parse_quant_scheme("q4f16_1").name == "q4f16_1");
-  for (const char* bad : {"q4f16_0", "q3f16_1", "", "q4f32_1"}) {
+  CHECK(quant_scheme_names() == "q0f32, q0f16, q0bf16, q8f16_1, q4f16_1");
+  for (const char* bad : {"q4f16_0", "q3f16_1", "", "q4f32_1", "q0bf32", "Q0BF16"}) {
     CAPTURE(bad);
-    CHECK_THROWS_WITH(parse_quant_scheme(bad), Catch::Contains("unknown quantization") &&
-                                                   Catch::Contains("q4f16_1") &&
-                                                   Catch::Contains("q8f16_1"));
+    CHECK_THROWS_WITH(parse_quant_scheme(bad),
+                      "unknown quantization '" + std::string(bad) +
+                          "' (known: q0f32, q0f16, q0bf16, q8f16_1, q4f16_1)");
   }
+}
+
+TEST_CASE("convert_from_f32 rounds to f16/bf16 to nearest even, at any alignment", "[quant]") {
+  // bf16 keeps 7 fraction bits: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (ties go
+  // to the even 1), 1 + 3 * 2^-8 halfway between 1 + 2^-7 and 1 + 2^-6 (even: up).
+  const float ties[] = {1.f + 0x1p-8f, 1.f + 3 * 0x1p-8f, 1.f + 0x1p-8f + 0x1p-20f, -2.5f};
+  const uint16_t want_bf16[] = {0x3f80, 0x3f82, 0x3f81, 0xc020};
+  for (int i = 0; i < 4; i++) CHECK(f32_to_bf16(ties[i]) == want_bf16[i]);
+  CHECK(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+  CHECK(f32_to_bf16(INFINITY) == 0x7f80);
+  CHECK(f32_to_bf16(3.4e38f) == 0x7f80);  // rounds past the largest bf16 (~3.39e38)
+
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 3.f);
+  std::vector<float> f(37);
+  for (float& v : f) v = g(rng);
+  std::vector<uint8_t> buf(2 * f.size() + 1);
+  for (DType t : {DType::F16, DType::BF16}) {
+    CAPTURE(dtype_name(t));
+    convert_from_f32(t, f.data(), buf.data() + 1, static_cast<int64_t>(f.size()));  // odd address
+    for (size_t i = 0; i < f.size(); i++) {
+      uint16_t h;
+      std::memcpy(&h, buf.data() + 1 + 2 * i, 2);
+      CHECK(h == (t == DType::F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i])));
+    }
+    // And back: convert_to_f32 reads what convert_from_f32 wrote.
+    std::vector<uint16_t> h(f.size());
+    std::vector<float> back(f.size());
+    convert_from_f32(t, f.data(), h.data(), static_cast<int64_t>(f.size()));
+    convert_to_f32(t, h.data(), back.data(), static_cast<int64_t>(f.size()));
+    for (size_t i = 0; i < f.size(); i++)
+      CHECK(std::fabs(back[i] - f[i]) <= std::fabs(f[i]) * (t == DType::F16 ? 0x1p-11f : 0x1p-8f));
+  }
+  std::vector<float> same(f.size());
+  convert_from_f32(DType::F32, f.data(), same.data(), static_cast<int64_t>(f.size()));
+  CHECK(same == f);
+  CHECK_THROWS_AS(convert_from_f32(DType::Q8_0, f.data(), buf.data(), 32), Error);
 }
 
 // ---- Quantized models ------------------------------------------------------------------

@@ -159,6 +159,31 @@ TEST_CASE("synth values depend on the seed only, and are well scaled", "[synth]"
   for (int64_t r = 0; r < f.shape[0]; r++)
     quantize_row_q4_0(reinterpret_cast<const float*>(fb.data()) + r * 64, want.data() + r * 36, 64);
   CHECK(qb == want);
+
+  // f16 / bf16 matrices are the float values rounded to nearest even; norms stay f32.
+  for (DType t : {DType::F16, DType::BF16}) {
+    CAPTURE(dtype_name(t));
+    const auto half = synth_tensors(c, t, 7, 2);
+    REQUIRE(half.size() == one.size());
+    for (size_t i = 0; i < one.size(); i++) {
+      INFO(one[i].name);
+      REQUIRE(half[i].name == one[i].name);
+      const std::vector<uint8_t> fv = fill(one[i]), hv = fill(half[i]);
+      if (one[i].shape.rank == 1) {
+        CHECK(half[i].dtype == DType::F32);
+        CHECK(hv == fv);
+        continue;
+      }
+      REQUIRE(half[i].dtype == t);
+      REQUIRE(hv.size() == fv.size() / 2);
+      const float* v = reinterpret_cast<const float*>(fv.data());
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(hv.data());
+      int64_t wrong = 0;
+      for (int64_t j = 0; j < one[i].shape.numel(); j++)
+        wrong += h[j] != (t == DType::F16 ? f32_to_f16(v[j]) : f32_to_bf16(v[j]));
+      CHECK(wrong == 0);
+    }
+  }
 }
 
 TEST_CASE("llmcli synth tiny with the Llama 2 vocab: a native folder that runs", "[synth][cli]") {
@@ -217,7 +242,17 @@ TEST_CASE("llmcli synth tiny with the Llama 2 vocab: a native folder that runs",
 }
 
 TEST_CASE("synth GGUF and native folder of the same seed give the same logits", "[synth][gguf]") {
-  for (const char* q : {"q0f16", "q8f16_1", "q4f16_1"}) {
+  struct Case {
+    const char* q;
+    DType matrices;
+    uint32_t ggml_type, file_type;  // of the matrices; llama_ftype
+  };
+  const Case cases[] = {{"q0f16", DType::F16, 1, 1},
+                        {"q0bf16", DType::BF16, 30, 32},
+                        {"q8f16_1", DType::Q8_0, 8, 7},
+                        {"q4f16_1", DType::Q4_0, 2, 2}};
+  for (const Case& k : cases) {
+    const char* q = k.q;
     DYNAMIC_SECTION(q) {
       TempDir tmp;
       const std::string dir = tmp.file("native"), gguf = tmp.file("tiny.gguf");
@@ -225,6 +260,18 @@ TEST_CASE("synth GGUF and native folder of the same seed give the same logits", 
           {"--shape", "tiny", "--quantization", q, "--vocab", kSpmVocab, "--seed", "5", "-o", dir});
       synth({"--shape", "tiny", "--quantization", q, "--vocab", kSpmVocab, "--seed", "5",
              "--format", "gguf", "-o", gguf});
+      // Both hold the matrices in the scheme's type (GGUF: its ggml type and file type).
+      CHECK(read_native_config(dir).quantization == q);
+      auto store = open_native_weights(dir);
+      CHECK(store->find("model.embed_tokens.weight")->dtype == k.matrices);
+      CHECK(store->find("model.layers.1.mlp.down_proj.weight")->dtype == k.matrices);
+      CHECK(store->find("model.norm.weight")->dtype == DType::F32);
+      GgufFile f(gguf);
+      CHECK(f.get_int("general.file_type") == k.file_type);
+      for (const GgufTensorInfo& t : f.tensors()) {
+        INFO(t.name);
+        CHECK(t.ggml_type == (t.shape.rank == 1 ? 0u : k.ggml_type));
+      }
       const std::vector<float> a = cpu_logits(dir), b = cpu_logits(gguf);
       if (a.empty() || b.empty()) continue;
       REQUIRE(a.size() == kPrompt.size() * 32000);
@@ -232,6 +279,37 @@ TEST_CASE("synth GGUF and native folder of the same seed give the same logits", 
       CHECK(max_rel_error(b, a) <= 1e-5);
     }
   }
+}
+
+TEST_CASE("synth q0bf16 is the q0f32 model of the same seed rounded to bf16", "[synth]") {
+  TempDir tmp;
+  const std::string f32 = tmp.file("f32"), bf16 = tmp.file("bf16");
+  synth({"--shape", "tiny", "--quantization", "q0f32", "--seed", "9", "-o", f32});
+  synth({"--shape", "tiny", "--quantization", "q0bf16", "--seed", "9", "-o", bf16});
+  auto a = open_native_weights(f32), b = open_native_weights(bf16);
+  REQUIRE(a->names() == b->names());
+  for (const std::string& name : a->names()) {
+    INFO(name);
+    const HostTensor &x = *a->find(name), &y = *b->find(name);
+    REQUIRE(x.dtype == DType::F32);
+    REQUIRE(y.shape == x.shape);
+    const float* v = static_cast<const float*>(x.data);
+    if (x.shape.rank == 1) {  // norms stay f32
+      CHECK(y.dtype == DType::F32);
+      CHECK(std::memcmp(x.data, y.data, x.nbytes) == 0);
+      continue;
+    }
+    REQUIRE(y.dtype == DType::BF16);
+    const uint16_t* h = static_cast<const uint16_t*>(y.data);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < x.shape.numel(); i++) wrong += h[i] != f32_to_bf16(v[i]);
+    CHECK(wrong == 0);
+  }
+  // The same weights reach the same kernels as rounding the f32 model at load.
+  const std::vector<float> want = cpu_logits(f32, {"q0bf16"}), got = cpu_logits(bf16);
+  REQUIRE(got.size() == kPrompt.size() * 32000);
+  CHECK(got == want);
+  CHECK(got != cpu_logits(f32));  // really rounded
 }
 
 TEST_CASE("a synth GGUF carries every key written and the vocab's keys", "[synth][gguf]") {
@@ -452,7 +530,7 @@ TEST_CASE("llmcli synth errors name the problem", "[synth][cli]") {
   const std::string out = tmp.file("out");
   check_error(run_cli({"synth", "--shape", "llama-3b", "-o", out}), "unknown shape 'llama-3b'");
   check_error(run_cli({"synth", "--shape", "tiny", "--quantization", "q3f16", "-o", out}),
-              "unknown quantization 'q3f16' (known: q0f32, q0f16, q8f16_1, q4f16_1)");
+              "unknown quantization 'q3f16' (known: q0f32, q0f16, q0bf16, q8f16_1, q4f16_1)");
   check_error(run_cli({"synth", "--shape", "tiny", "--vocab", tmp.file("none.gguf"), "-o", out}),
               "vocab '" + tmp.file("none.gguf") + "' does not exist");
   check_error(run_cli({"synth", "--shape", "tiny", "--vocab",

@@ -165,7 +165,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
 DType gguf_transcode_target(const std::string& quantization) {
   if (quantization.empty()) return DType::Q8_0;
   const DType t = parse_quant_scheme(quantization).weight_dtype;
-  return t == DType::F16 || t == DType::F32 ? t : DType::Q8_0;
+  return is_float(t) ? t : DType::Q8_0;
 }
 
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to) {

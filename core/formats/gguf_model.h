@@ -17,13 +17,13 @@ ModelConfig config_from_gguf(const GgufFile& f);
 // Adds f's tensors to store under Hugging Face names (token_embd.weight ->
 // model.embed_tokens.weight ...). The store keeps `f` alive. Tensors of the
 // GGUF block types no backend runs (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are
-// decoded and transcoded at this point: matrices to `transcode_to` (Q8_0, F16
-// or F32), vectors to F32; the store owns those copies.
+// decoded and transcoded at this point: matrices to `transcode_to` (Q8_0, F16,
+// BF16 or F32), vectors to F32; the store owns those copies.
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store,
                       DType transcode_to = DType::Q8_0);
 
 // What add_gguf_weights should transcode to under a quantization scheme name
-// ("" = as stored): f16 for q0f16, f32 for q0f32, q8_0 otherwise (no 4-bit
+// ("" = as stored): f16 for q0f16, bf16 for q0bf16, f32 for q0f32, q8_0 otherwise (no 4-bit
 // type holds K-quant values exactly, so q4f16_1 gets the closer 8-bit one too).
 DType gguf_transcode_target(const std::string& quantization);
 

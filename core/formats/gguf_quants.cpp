@@ -163,8 +163,9 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
                                            DType target, int n_threads) {
   const GgmlBlockLayout* layout = ggml_block_layout(ggml_type);
   if (layout == nullptr) fail("ggml type %u cannot be decoded", ggml_type);
-  if (target != DType::F32 && target != DType::F16 && target != DType::Q8_0)
-    fail("%s tensors transcode to f32, f16 or q8_0, not %s", layout->name, dtype_name(target));
+  if (!is_float(target) && target != DType::Q8_0)
+    fail("%s tensors transcode to f32, f16, bf16 or q8_0, not %s", layout->name,
+         dtype_name(target));
   const int64_t cols = shape.row_len(), rows = shape.rows();
   if (cols % layout->block_elems != 0)  // checked before threads start: they must not throw
     fail("%s rows must be a multiple of %lld values, got %lld", layout->name,
@@ -178,13 +179,8 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
       dequantize_ggml_row(ggml_type, static_cast<const uint8_t*>(src) + r * src_row, f.data(),
                           cols);
       uint8_t* dst = out.data() + r * dst_row;
-      if (target == DType::F32) {
-        std::memcpy(dst, f.data(), dst_row);
-      } else if (target == DType::F16) {
-        for (int64_t i = 0; i < cols; i++) {
-          const uint16_t h = f32_to_f16(f[i]);
-          std::memcpy(dst + 2 * i, &h, 2);
-        }
+      if (is_float(target)) {
+        convert_from_f32(target, f.data(), dst, cols);
       } else {
         quantize_row_q8_0(f.data(), dst, cols);
       }

@@ -1,7 +1,8 @@
 // Decoding of the GGUF block types that no backend runs directly (Q4_1, Q5_0,
 // Q5_1, Q4_K, Q5_K, Q6_K): ggml's block layouts, dequantized exactly to floats.
 // At load such tensors are transcoded to a type the backends run (see
-// gguf_model.cpp): Q8_0 (q8f16_1) by default, F16 under --quantization q0f16.
+// gguf_model.cpp): Q8_0 (q8f16_1) by default, F16 / BF16 / F32 under
+// --quantization q0f16 / q0bf16 / q0f32.
 #pragma once
 
 #include <cstddef>
@@ -35,9 +36,10 @@ const GgmlBlockLayout* ggml_block_layout(uint32_t ggml_type);
 void dequantize_ggml_row(uint32_t ggml_type, const void* src, float* dst, int64_t n);
 
 // Transcodes a whole tensor of one of the types above (rows of shape.row_len()
-// values, nbytes of blocks) to target: F32 or F16 (exact values, F16 rounded),
-// or Q8_0 (the exact values requantized per block of 32, ggml's rounding).
-// Rows are split over n_threads threads (0: all hardware threads).
+// values, nbytes of blocks) to target: F32, F16 or BF16 (exact values, F16 / BF16
+// rounded to nearest even), or Q8_0 (the exact values requantized per block of
+// 32, ggml's rounding). Rows are split over n_threads threads (0: all hardware
+// threads).
 std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, const Shape& shape,
                                            DType target, int n_threads = 0);
 

@@ -199,9 +199,9 @@ void convert_tensor(const HostTensor& t, DType to, uint8_t* dst, int n_threads) 
   } else if (to == DType::Q8_0 || to == DType::Q4_0) {
     const std::vector<uint8_t> q = quantize_tensor(t, to, n_threads);
     std::memcpy(dst, q.data(), q.size());
-  } else if (to == DType::F32 || to == DType::F16) {
+  } else if (is_float(to)) {  // f32, or f16 / bf16 rounded to nearest even
     const int64_t cols = t.shape.row_len();
-    const size_t in_row = dtype_row_bytes(t.dtype, cols);
+    const size_t in_row = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(to, cols);
     parallel_rows(t.shape.rows(), n_threads, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(cols);
       for (int64_t r = r0; r < r1; r++) {
@@ -211,8 +211,7 @@ void convert_tensor(const HostTensor& t, DType to, uint8_t* dst, int n_threads) 
           continue;
         }
         convert_to_f32(t.dtype, src, row.data(), cols);
-        uint16_t* h = reinterpret_cast<uint16_t*>(dst) + r * cols;
-        for (int64_t c = 0; c < cols; c++) h[c] = f32_to_f16(row[c]);
+        convert_from_f32(to, row.data(), dst + r * out_row, cols);
       }
     });
   } else {
@@ -552,7 +551,7 @@ namespace {
 
 // The part of gen-config that writes no files (tokenizer_files is filled in later).
 NativeConfig make_native_config(const Source& s, const GenConfigOptions& o) {
-  if (o.quantization.empty()) fail("--quantization is required (q0f32, q0f16, q8f16_1, q4f16_1)");
+  if (o.quantization.empty()) fail("--quantization is required (%s)", quant_scheme_names().c_str());
   parse_quant_scheme(o.quantization);
   NativeConfig nc;
   if (s.kind == "native") nc = s.native;  // keeps its sampling defaults, ids and files

@@ -11,7 +11,7 @@
 // llm-config.json (MLC's mlc-chat-config.json in spirit):
 //   version               format version (1)
 //   model_type            "llama", "mistral", "qwen2"
-//   quantization          q0f32, q0f16, q8f16_1, q4f16_1 (what float matrices became)
+//   quantization          q0f32, q0f16, q0bf16, q8f16_1, q4f16_1 (what float matrices became)
 //   model_config          a Hugging Face config.json object (+ llmrt_* extensions for
 //                         what config.json cannot say: llmrt_rope_freq_factors)
 //   context_window_size, prefill_chunk_size, sliding_window_size (-1: none)
@@ -94,14 +94,14 @@ std::vector<std::string> copy_tokenizer_files(const std::string& src, const std:
 std::string guess_conv_template(const ModelConfig& c, const std::vector<std::string>& tokens);
 
 struct GenConfigOptions {
-  std::string quantization;   // required
-  std::string conv_template;  // empty: guessed
+  std::string quantization;     // required
+  std::string conv_template;    // empty: guessed
   int context_window_size = 0;  // 0: the model's max_position_embeddings
   int prefill_chunk_size = 0;   // 0: min(2048, context window)
   int sliding_window_size = 0;  // 0: the model's (-1 when it has none)
   int threads = 0;              // convert only
   size_t shard_bytes = kDefaultShardBytes;
-  ProgressFn progress;          // convert only
+  ProgressFn progress;  // convert only
 };
 
 // `llmcli gen-config`: reads the source (a Hugging Face folder or a .gguf file),

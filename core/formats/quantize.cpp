@@ -15,8 +15,9 @@ namespace {
 constexpr int kBlock = 32;
 
 void check_row(int64_t n) {
-  if (n % kBlock != 0) fail("quantization needs rows that are a multiple of %d, got %lld", kBlock,
-                            static_cast<long long>(n));
+  if (n % kBlock != 0)
+    fail("quantization needs rows that are a multiple of %d, got %lld", kBlock,
+         static_cast<long long>(n));
 }
 
 }  // namespace
@@ -87,8 +88,7 @@ void dequantize_row_q4_0(const void* src, float* dst, int64_t n) {
 }
 
 std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_threads) {
-  if (!dtype_info(src.dtype).is_float)
-    fail("cannot quantize a %s tensor", dtype_name(src.dtype));
+  if (!dtype_info(src.dtype).is_float) fail("cannot quantize a %s tensor", dtype_name(src.dtype));
   if (target != DType::Q8_0 && target != DType::Q4_0)
     fail("cannot quantize to %s", dtype_name(target));
   const int64_t rows = src.shape.rows(), cols = src.shape.row_len();
@@ -110,12 +110,26 @@ std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_
   return out;
 }
 
+namespace {
+
+const QuantScheme kSchemes[] = {{"q0f32", DType::F32},
+                                {"q0f16", DType::F16},
+                                {"q0bf16", DType::BF16},
+                                {"q8f16_1", DType::Q8_0},
+                                {"q4f16_1", DType::Q4_0}};
+
+}  // namespace
+
 QuantScheme parse_quant_scheme(const std::string& name) {
-  static const QuantScheme kSchemes[] = {
-      {"q0f32", DType::F32}, {"q0f16", DType::F16}, {"q8f16_1", DType::Q8_0}, {"q4f16_1", DType::Q4_0}};
   for (const QuantScheme& s : kSchemes)
     if (s.name == name) return s;
-  fail("unknown quantization '%s' (known: q0f32, q0f16, q8f16_1, q4f16_1)", name.c_str());
+  fail("unknown quantization '%s' (known: %s)", name.c_str(), quant_scheme_names().c_str());
+}
+
+std::string quant_scheme_names() {
+  std::string names;
+  for (const QuantScheme& s : kSchemes) names += (names.empty() ? "" : ", ") + s.name;
+  return names;
 }
 
 }  // namespace llm

@@ -24,12 +24,14 @@ void dequantize_row_q4_0(const void* src, float* dst, int64_t n);
 // target (Q8_0 or Q4_0) with n_threads threads (0: all hardware threads).
 std::vector<uint8_t> quantize_tensor(const HostTensor& src, DType target, int n_threads = 0);
 
-// MLC-style scheme names: "q0f32", "q0f16", "q8f16_1", "q4f16_1".
+// MLC-style scheme names: "q0f32", "q0f16", "q0bf16", "q8f16_1", "q4f16_1".
 struct QuantScheme {
   std::string name;
-  DType weight_dtype;  // what matrices become: F32, F16, Q8_0, Q4_0
+  DType weight_dtype;  // what matrices become: F32, F16, BF16, Q8_0, Q4_0
 };
 // Throws llm::Error listing the known names.
 QuantScheme parse_quant_scheme(const std::string& name);
+// The known names, comma separated: "q0f32, q0f16, q0bf16, q8f16_1, q4f16_1".
+std::string quant_scheme_names();
 
 }  // namespace llm

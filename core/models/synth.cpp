@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "core/error.h"
-#include "core/formats/parallel_rows.h"
 #include "core/formats/native_folder.h"
+#include "core/formats/parallel_rows.h"
 #include "core/formats/quantize.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -82,8 +82,8 @@ TensorSource random_tensor(const std::string& name, DType dtype, Shape shape, fl
             std::memcpy(out, row.data(), row_bytes);
             break;
           case DType::F16:
-            for (int64_t c = 0; c < cols; c++)
-              reinterpret_cast<uint16_t*>(out)[c] = f32_to_f16(row[c]);
+          case DType::BF16:
+            convert_from_f32(dtype, row.data(), out, cols);
             break;
           case DType::Q8_0:
             quantize_row_q8_0(row.data(), out, cols);
@@ -141,8 +141,7 @@ ModelConfig synth_config(const std::string& shape, int vocab_size) {
 
 std::vector<TensorSource> synth_tensors(const ModelConfig& c, DType wt, uint64_t seed,
                                         int n_threads) {
-  if (wt != DType::F32 && wt != DType::F16 && wt != DType::Q8_0 && wt != DType::Q4_0)
-    fail("synth: weights cannot be %s", dtype_name(wt));
+  if (!is_float(wt) && !is_quant(wt)) fail("synth: weights cannot be %s", dtype_name(wt));
   const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const int64_t Q = int64_t(c.num_heads) * c.head_dim, KV = int64_t(c.num_kv_heads) * c.head_dim;
   std::vector<TensorSource> out;

@@ -22,7 +22,7 @@ ModelConfig synth_config(const std::string& shape, int vocab_size = 0);
 
 // The tensors of cfg under Hugging Face names, in Hugging Face row order, filled
 // on demand: matrices normal(0, 1/sqrt(fan_in)) stored as weight_dtype
-// (f32/f16/q8_0/q4_0), the embedding normal(0, 1), norms 1 + normal(0, 0.1) in
+// (f32/f16/bf16/q8_0/q4_0), the embedding normal(0, 1), norms 1 + normal(0, 0.1) in
 // f32. Values depend only on (seed, tensor name, row), never on n_threads
 // (0: all hardware threads).
 std::vector<TensorSource> synth_tensors(const ModelConfig& cfg, DType weight_dtype, uint64_t seed,
@@ -30,7 +30,7 @@ std::vector<TensorSource> synth_tensors(const ModelConfig& cfg, DType weight_dty
 
 struct SynthOptions {
   std::string shape = "tiny";
-  std::string quantization = "q4f16_1";  // q0f32, q0f16, q8f16_1, q4f16_1
+  std::string quantization = "q4f16_1";  // q0f32, q0f16, q0bf16, q8f16_1, q4f16_1
   std::string vocab;                     // a GGUF vocab or tokenizer.json; empty: none
   std::string format = "native";         // "native" (a folder) or "gguf" (a file)
   std::string out;
