@@ -9,7 +9,8 @@
 // memory, the next step's tiles loaded into registers during the current step's
 // products. x is rounded to f16 and the weights dequantized to f16 on the way in
 // (q4_0/q8_0 rows of the backend's layout a block per thread with packed f16 math,
-// other dtypes 8 values per thread), stored 8 halves at a time; products accumulate in
+// other dtypes 8 values per thread, one or two 16-byte loads where K and the offset
+// allow), stored 8 halves at a time; products accumulate in
 // float32. An fp16 path: about 1e-3 relative error against the float32 GEMM.
 //
 // Split-K: with few tiles (a decode batch: N / 128 x 1 of them) the workgroups of a
@@ -37,6 +38,9 @@ layout(constant_id = 3) const int X_VEC4 = 0;
 layout(constant_id = 4) const int BM = 64;
 // Rows of subgroups (1 or 2; BM / SG_M rows each, at most 64).
 layout(constant_id = 5) const int SG_ROWS = 1;
+// 1: float weights (f32/f16/bf16) with K a multiple of 8 and a 16-byte aligned offset,
+// fetched 8 values at a time (one uvec4 of halves, two of f32) instead of value by value.
+layout(constant_id = 6) const int W_VEC = 0;
 // The fragment shape (the host checks the device lists it for f16 x f16 + f32), fixed
 // at compile time so the fragment loops unroll and fragments stay in registers.
 #define CM 16u
@@ -78,6 +82,7 @@ vec4 rx[8];
 uvec4 rq0, rq1;
 float rd;
 float rw[32];
+uvec4 rv[8];  // W_VEC: rows tid / 8 + 32 l as raw uvec4 (l for halves, 2 l, 2 l + 1 for f32)
 
 void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
   [[unroll]] for (uint l = 0u; l < 4u; l++) {
@@ -104,6 +109,21 @@ void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
       rd = f16_bits_to_f32(LOAD_U16(wts, row + blk * 2u));
       rq0 = wts4[q];
       if (WDT == DT_Q8_0) rq1 = wts4[q + 1u];
+    }
+    return;
+  }
+  if (W_VEC != 0) {
+    // k is a multiple of 8 and so is k_end: a row's 8 values are all in or all out.
+    [[unroll]] for (uint l = 0u; l < 4u; l++) {
+      const uint r = tid / 8u + l * 32u, n = n0 + r, k = k0 + (tid % 8u) * 8u;
+      const bool in_range = n < p.N && k < k_end;
+      if (WDT == DT_F32) {
+        const uint at = (p.w_off + n * p.K + k) / 4u;
+        rv[2u * l] = in_range ? wts4[at] : uvec4(0u);
+        rv[2u * l + 1u] = in_range ? wts4[at + 1u] : uvec4(0u);
+      } else {
+        rv[l] = in_range ? wts4[(p.w_off * 2u + n * p.K + k) / 8u] : uvec4(0u);
+      }
     }
     return;
   }
@@ -160,6 +180,24 @@ void stash(uint tid) {
           bs[base + 2u * h + v] = uvec4(o[0], o[1], o[2], o[3]);
         }
       }
+    }
+    return;
+  }
+  if (W_VEC != 0) {
+    // As the value-by-value path rounds them: f16 as they are, bf16 and f32 to f16.
+    [[unroll]] for (uint l = 0u; l < 4u; l++) {
+      const uint r = tid / 8u + l * 32u;
+      uvec4 h;
+      if (WDT == DT_F16) {
+        h = rv[l];
+      } else if (WDT == DT_BF16) {
+        [[unroll]] for (uint w = 0u; w < 4u; w++)
+          h[w] = pack2(vec2(uintBitsToFloat(rv[l][w] << 16), uintBitsToFloat(rv[l][w] & 0xffff0000u)));
+      } else {
+        const vec4 a = uintBitsToFloat(rv[2u * l]), b = uintBitsToFloat(rv[2u * l + 1u]);
+        h = uvec4(pack2(a.xy), pack2(a.zw), pack2(b.xy), pack2(b.zw));
+      }
+      bs[r * SKV + tid % 8u] = h;
     }
     return;
   }

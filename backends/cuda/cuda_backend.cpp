@@ -25,11 +25,11 @@ namespace llm {
 namespace {
 
 using cuda::Context;
-using cuda::CudaBuffer;
 using cuda::cuda_buffer;
+using cuda::CudaBuffer;
+using cuda::device_alloc;
 using cuda::Event;
 using cuda::PinnedHost;
-using cuda::device_alloc;
 using cuda::use_device;
 
 void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char* what) {
@@ -76,6 +76,8 @@ class CudaBackend final : public Backend {
     ctx_->fuse_sample = !(fuse_sample && std::strcmp(fuse_sample, "0") == 0);
     const char* staged = std::getenv("LLM_CUDA_QGEMV_STAGED");
     ctx_->qgemv_staged = !(staged && std::strcmp(staged, "0") == 0);
+    const char* half_gemm = std::getenv("LLM_CUDA_HALF_GEMM");
+    ctx_->half_gemm = !(half_gemm && std::strcmp(half_gemm, "0") == 0);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))

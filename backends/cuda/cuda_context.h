@@ -80,6 +80,10 @@ struct Context {
   // (LLM_CUDA_QGEMV_STAGED=0 keeps them in registers: for measuring, and for testing the
   // path of devices with less shared memory).
   bool qgemv_staged = true;
+  // Matmuls past the GEMV's tokens with f16/bf16 weights take the tensor cores, x
+  // rounded to the weights' type (LLM_CUDA_HALF_GEMM=0: SGEMM in float32, the float32
+  // reference's accuracy at about a seventh of the speed).
+  bool half_gemm = true;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded

@@ -59,9 +59,9 @@ void gemv(cudaStream_t stream, const float* x, const GemvSeg* segs, int n_segs, 
           int64_t T, int64_t K);
 
 // The same product for any T through cuBLAS SGEMM in float32 (no TF32), so prefill
-// keeps the accuracy of the float32 reference (f32 and bf16 weights; f16 ones take
-// gemm_f16). bf16/f16 weights are converted to float32 in chunks of rows that fit
-// `scratch` (scratch_floats >= K).
+// keeps the accuracy of the float32 reference (f32 weights; f16/bf16 ones take
+// gemm_half unless LLM_CUDA_HALF_GEMM=0). bf16/f16 weights are converted to float32 in
+// chunks of rows that fit `scratch` (scratch_floats >= K).
 void gemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const void* w, DType w_type,
           const void* bias, DType bias_type, float* y, int64_t T, int64_t K, int64_t N,
           float* scratch, size_t scratch_floats);
@@ -109,11 +109,12 @@ void repack_quant(cudaStream_t stream, const void* blocks, DType t, int64_t N, i
 void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* ids, int64_t R,
                     float* out, int* err);
 
-// Prefill with f16 weights: y[T, N] = x · Wᵀ (+ bias) on the tensor cores, x rounded to
-// f16 into x16 (T * K halves), float32 accumulation and output (cuBLAS).
-void gemm_f16(cublasHandle_t cublas, cudaStream_t stream, const float* x, const __half* w,
-              const void* bias, DType bias_type, float* y, int64_t T, int64_t K, int64_t N,
-              __half* x16);
+// Prefill with f16 or bf16 weights: y[T, N] = x · Wᵀ (+ bias) on the tensor cores, x
+// rounded to the weights' type into x16 (T * K halves; skipped when convert_x is false:
+// x16 already holds it), float32 accumulation and output (cuBLAS).
+void gemm_half(cublasHandle_t cublas, cudaStream_t stream, const float* x, const void* w,
+               DType w_type, const void* bias, DType bias_type, float* y, int64_t T, int64_t K,
+               int64_t N, __half* x16, bool convert_x);
 
 // Prefill: y[T, N] = x · Wᵀ (+ bias) on the tensor cores. x is rounded to f16 once into
 // x16 (skipped when convert_x is false: x16 already holds it), W is dequantized to f16

@@ -64,7 +64,12 @@ constexpr size_t kW16ChunkElems = size_t{16} << 20;
 struct X16 {
   const uint8_t* ptr = nullptr;
   Shape shape;
-  bool fragment_order = false;  // qmma's layout, else row-major (qgemm)
+  bool fragment_order = false;  // qmma's layout, else row-major (qgemm, gemm_half)
+  bool bf16 = false;            // bf16 halves (gemm_half of bf16 weights), else f16
+  // Whether the scratch holds x as `fragment_order` f16 (or bf16) halves.
+  bool holds(const uint8_t* x, const Shape& x_shape, bool fragments, bool as_bf16) const {
+    return ptr == x && shape == x_shape && fragment_order == fragments && bf16 == as_bf16;
+  }
 };
 
 // Element-wise reads and writes may share memory exactly, not in part.
@@ -114,6 +119,7 @@ class Planner {
   int64_t try_qmma(size_t ni, const X16& x16_before, X16& x16_after);
   bool try_rope_kv(size_t ni);
   void plan_qgemm(size_t ni, const X16& x16_before);
+  void plan_half_gemm(size_t ni, const X16& x16_before);
   size_t plan_gemv(size_t ni);
   void plan_op(size_t ni);
   // The scratch the launches read, sized now that they are all known.
@@ -210,6 +216,9 @@ std::unique_ptr<Program> Planner::plan() {
       plan_qgemm(ni, x16_before);
     } else if (node.op == Op::MatMul && in[0].shape.rows() <= kGemvMaxTokens) {
       ni = plan_gemv(ni);
+    } else if (node.op == Op::MatMul && ctx_->half_gemm &&
+               (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16)) {
+      plan_half_gemm(ni, x16_before);
     } else {
       plan_op(ni);
     }
@@ -595,8 +604,7 @@ int64_t Planner::try_qmma(size_t ni, const X16& x16_before, X16& x16_after) {
     }
   }
   const bool convert =
-      has_pro || !(x16_before.ptr == ins_[m0][0].ptr && x16_before.shape == ins_[m0][0].shape &&
-                   x16_before.fragment_order);
+      has_pro || !x16_before.holds(ins_[m0][0].ptr, ins_[m0][0].shape, true, false);
 
   QMmaArgs qa;
   qa.T = cv.T;
@@ -657,8 +665,7 @@ void Planner::plan_qgemm(size_t ni, const X16& x16_before) {
   need_w16_ = std::max(
       need_w16_, std::min<size_t>(static_cast<size_t>(N) * K, std::max<size_t>(kW16ChunkElems, K)));
   need_x16_ = std::max(need_x16_, static_cast<size_t>(T * K));
-  const bool convert =
-      !(x16_before.ptr == x.ptr && x16_before.shape == x.shape && !x16_before.fragment_order);
+  const bool convert = !x16_before.holds(x.ptr, x.shape, false, false);
   cublasHandle_t blas = ctx_->blas();
   emit(
       format_message("qmatmul %s T=%lld: [%lld x %lld]", dtype_name(w.type), (long long)T,
@@ -669,6 +676,31 @@ void Planner::plan_qgemm(size_t ni, const X16& x16_before) {
       },
       format_message("qgemm_%s (cublas f16)", dtype_name(w.type)));
   x16_holds_ = X16{x.ptr, x.shape, false};
+}
+
+// Many tokens, f16/bf16 weights: on the tensor cores with x rounded to their type
+// (float32 sums; consecutive matmuls of one x round it once). SGEMM, which converts the
+// weights to float32 first, ran 7b f16 prefill at 3,045 tok/s on the H200 against
+// 20,963.
+void Planner::plan_half_gemm(size_t ni, const X16& x16_before) {
+  const std::shared_ptr<Scratch> scratch = scratch_;
+  const std::vector<Arg>& in = ins_[ni];
+  const Arg out = outs_[ni], x = in[0], w = in[1];
+  const Arg b = in.size() > 2 ? in[2] : Arg{};
+  const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = w.shape[0];
+  const bool bf16 = w.dtype == DType::BF16;
+  const bool convert = !x16_before.holds(x.ptr, x.shape, false, bf16);
+  need_x16_ = std::max(need_x16_, static_cast<size_t>(T * K));
+  cublasHandle_t blas = ctx_->blas();
+  emit(
+      format_message("matmul %s T=%lld: [%lld x %lld]", dtype_name(w.dtype), (long long)T,
+                     (long long)N, (long long)K),
+      [=](cudaStream_t s) {
+        gemm_half(blas, s, x.f32(), w.ptr, w.dtype, b.ptr, b.dtype, out.f32_mut(), T, K, N,
+                  scratch->x16, convert);
+      },
+      format_message("gemm_%s (cublas tensor cores)", dtype_name(w.dtype)));
+  x16_holds_ = X16{x.ptr, x.shape, false, bf16};
 }
 
 // Few tokens, float weights: matmuls of one x (q/k/v, gate/up) in one GEMV launch;
@@ -761,21 +793,7 @@ void Planner::plan_op(size_t ni) {
       const Arg b = in.size() > 2 ? in[2] : Arg{};
       const int64_t T = x.shape.rows(), K = x.shape.row_len(), N = w.shape[0];
       cublasHandle_t blas = ctx_->blas();
-      // Many tokens, f16 weights: f16 x f16 on the tensor cores (float32 sums); the
-      // SGEMM below converts the weights to float32 first and ran 7b f16 prefill at
-      // 3,045 tok/s on the H200.
-      if (w.dtype == DType::F16) {
-        need_x16_ = std::max(need_x16_, static_cast<size_t>(T * K));
-        emit(
-            label,
-            [=](cudaStream_t s) {
-              gemm_f16(blas, s, x.f32(), reinterpret_cast<const __half*>(w.ptr), b.ptr, b.dtype,
-                       out.f32_mut(), T, K, N, scratch->x16);
-            },
-            "gemm_f16 (cublas tensor cores)");
-        break;
-      }
-      // Other float weights: SGEMM in float32.
+      // Other float weights (f32; f16/bf16 with LLM_CUDA_HALF_GEMM=0): SGEMM in float32.
       if (w.dtype != DType::F32) {
         const size_t rows =
             std::max<size_t>(1, std::min<size_t>(N, kGemmScratchMax / 4 / static_cast<size_t>(K)));

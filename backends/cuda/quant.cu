@@ -132,6 +132,14 @@ __global__ void to_f16_kernel(const float* __restrict__ x, __half* __restrict__ 
     y[i] = to_half_sat(x[i]);
 }
 
+// f32 -> bf16, round to nearest even (bf16 has float32's range: nothing saturates).
+__global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y,
+                               int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
 }  // namespace
 
 size_t qsplit_quant_bytes(DType t, int64_t N, int64_t K) {
@@ -192,21 +200,30 @@ void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* id
   LLM_CUDA_CHECK_LAUNCH("get_rows_quant_kernel");
 }
 
-void gemm_f16(cublasHandle_t cublas, cudaStream_t stream, const float* x, const __half* w,
-              const void* bias, DType bias_type, float* y, int64_t T, int64_t K, int64_t N,
-              __half* x16) {
+void gemm_half(cublasHandle_t cublas, cudaStream_t stream, const float* x, const void* w,
+               DType w_type, const void* bias, DType bias_type, float* y, int64_t T, int64_t K,
+               int64_t N, __half* x16, bool convert_x) {
   if (T <= 0 || N <= 0) return;
-  if (!x16) fail("cuda gemm_f16: no f16 scratch for x");
-  to_f16_kernel<<<grid_for(T * K, 256), 256, 0, stream>>>(x, x16, T * K);
-  LLM_CUDA_CHECK_LAUNCH("to_f16_kernel");
+  if (w_type != DType::F16 && w_type != DType::BF16)
+    fail("cuda gemm_half: %s weights are not 16-bit floats", dtype_name(w_type));
+  if (!x16) fail("cuda gemm_half: no 16-bit scratch for x");
+  const bool bf16 = w_type == DType::BF16;
+  if (convert_x) {
+    if (bf16)
+      to_bf16_kernel<<<grid_for(T * K, 256), 256, 0, stream>>>(
+          x, reinterpret_cast<__nv_bfloat16*>(x16), T * K);
+    else
+      to_f16_kernel<<<grid_for(T * K, 256), 256, 0, stream>>>(x, x16, T * K);
+    LLM_CUDA_CHECK_LAUNCH(bf16 ? "to_bf16_kernel" : "to_f16_kernel");
+  }
   LLM_CUBLAS_CHECK(cublasSetStream(cublas, stream));
   const float one = 1.f, zero = 0.f;
+  const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   // Row-major y[T, N] = x · Wᵀ as column-major yᵀ = W' · x' (see gemm()).
-  LLM_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
-                                static_cast<int>(T), static_cast<int>(K), &one, w, CUDA_R_16F,
-                                static_cast<int>(K), x16, CUDA_R_16F, static_cast<int>(K), &zero,
-                                y, CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT));
+  LLM_CUBLAS_CHECK(cublasGemmEx(
+      cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T),
+      static_cast<int>(K), &one, w, type, static_cast<int>(K), x16, type, static_cast<int>(K),
+      &zero, y, CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   if (bias) add_bias(stream, y, bias, bias_type, T, N);
 }
 

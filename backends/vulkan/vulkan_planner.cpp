@@ -794,8 +794,12 @@ void Planner::plan_coop(const std::vector<int32_t>& spec) {
   // (their float32 partials then go to the scratch and a second dispatch adds them).
   const CoopPlan c = coop_plan(T, K, N);
   for (uint32_t v : {c.m_tiles, c.splits, c.k_per_split}) push(v);
+  // Float weights in whole 16-byte loads of 8 values where rows of them line up.
+  const DType wt = in[1].dtype;
+  const bool w_vec = (wt == DType::F32 || wt == DType::F16 || wt == DType::BF16) && K % 8 == 0 &&
+                     in[1].offset % 16 == 0;
   use("matmul_coop", {spec[0], spec[1], spec[2], in[0].offset % 16 == 0 && K % 4 == 0 ? 1 : 0,
-                      static_cast<int32_t>(c.bm), static_cast<int32_t>(c.sg_rows)});
+                      static_cast<int32_t>(c.bm), static_cast<int32_t>(c.sg_rows), w_vec ? 1 : 0});
   x_.label = format_message("matmul_coop %s T=%lld [%lld x %lld]%s", dtype_name(in[1].dtype),
                             (long long)T, (long long)N, (long long)K,
                             c.splits > 1 ? format_message(" /%u", c.splits).c_str() : "");
