@@ -78,6 +78,8 @@ class CudaBackend final : public Backend {
     ctx_->qgemv_staged = !(staged && std::strcmp(staged, "0") == 0);
     const char* half_gemm = std::getenv("LLM_CUDA_HALF_GEMM");
     ctx_->half_gemm = !(half_gemm && std::strcmp(half_gemm, "0") == 0);
+    if (const char* g = std::getenv("LLM_CUDA_HALF_GEMV_MAX_TOKENS"))
+      ctx_->half_gemv_max_tokens = std::clamp<int64_t>(std::atoi(g), 1, cuda::kGemvMaxTokens);
     const char* prof = std::getenv("LLM_CUDA_PROFILE");
     ctx_->profile = prof && std::strcmp(prof, "1") == 0;
     if (const char* q = std::getenv("LLM_CUDA_QMMA_MAX_TOKENS"))

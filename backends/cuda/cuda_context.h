@@ -84,6 +84,10 @@ struct Context {
   // rounded to the weights' type (LLM_CUDA_HALF_GEMM=0: SGEMM in float32, the float32
   // reference's accuracy at about a seventh of the speed).
   bool half_gemm = true;
+  // Matmuls of f16/bf16 weights over up to this many tokens take the float GEMV, more
+  // take gemm_half (LLM_CUDA_HALF_GEMV_MAX_TOKENS, 1-8): the GEMV reads x again for
+  // every token, so a few tokens already cost more there than on the tensor cores.
+  int64_t half_gemv_max_tokens = 1;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out
   // as one launch before the next operation on the stream, with the events recorded

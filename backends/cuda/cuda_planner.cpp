@@ -214,11 +214,12 @@ std::unique_ptr<Program> Planner::plan() {
       ni += 3;
     } else if (node.op == Op::MatMul && is_quant(in[1].dtype)) {
       plan_qgemm(ni, x16_before);
+    } else if (node.op == Op::MatMul && ctx_->half_gemm &&
+               (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16) &&
+               in[0].shape.rows() > ctx_->half_gemv_max_tokens) {
+      plan_half_gemm(ni, x16_before);
     } else if (node.op == Op::MatMul && in[0].shape.rows() <= kGemvMaxTokens) {
       ni = plan_gemv(ni);
-    } else if (node.op == Op::MatMul && ctx_->half_gemm &&
-               (in[1].dtype == DType::F16 || in[1].dtype == DType::BF16)) {
-      plan_half_gemm(ni, x16_before);
     } else {
       plan_op(ni);
     }

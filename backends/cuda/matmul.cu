@@ -1,16 +1,17 @@
 // MatMul: y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias).
 //
-// Decode (T <= kGemvMaxTokens) is a GEMV bound by how fast W streams in: one warp per
-// output row, each lane loading 16 bytes of the row at a time (4 f32 or 8 f16/bf16,
-// converted in registers) and using them for every token; a warp-shuffle sum ends
-// each row. Consecutive matmuls of one x (q/k/v, gate/up) run as segments of one
-// launch. Quantized weights (q8_0/q4_0) have their own GEMV and GEMM in qgemv.cu and
-// quant.cu.
+// Decode (T <= kGemvMaxTokens; f16/bf16 weights: one token unless
+// LLM_CUDA_HALF_GEMV_MAX_TOKENS says more) is a GEMV bound by how fast W streams in:
+// one warp per output row, each lane loading 16 bytes of the row at a time (4 f32 or
+// 8 f16/bf16, converted in registers) and using them for every token; a warp-shuffle
+// sum ends each row. Consecutive matmuls of one x (q/k/v, gate/up) run as segments of
+// one launch. Quantized weights (q8_0/q4_0) have their own GEMV and GEMM in qgemv.cu
+// and quant.cu, as f16/bf16 weights over more tokens have (gemm_half, quant.cu).
 //
-// Prefill goes through cuBLAS SGEMM in float32: f32 weights in place, f16/bf16 weights
-// converted to f32 in chunks of rows first. That keeps prefill as accurate as the
-// float32 reference; the conversion costs a read and a write of the chunk, small next
-// to a GEMM over many tokens.
+// More tokens go through cuBLAS SGEMM in float32: f32 weights in place, f16/bf16
+// weights (LLM_CUDA_HALF_GEMM=0) converted to f32 in chunks of rows first. That keeps
+// them as accurate as the float32 reference; the conversion costs a read and a write of
+// the chunk, small next to a GEMM over many tokens.
 #include <algorithm>
 
 #include "backends/cuda/cuda_device.cuh"
