@@ -587,7 +587,6 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     __shared__ float2 all_draw;
     __shared__ int last, picked;
     if (lane == 0) warp_best[warp] = best;
-    __threadfence();  // this block's logits before its count
     __syncthreads();
     if (warp == 0) {
       SampleBest b = lane < kWarps ? warp_best[lane] : SampleBest{-INFINITY, -1};
@@ -595,14 +594,20 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       if (lane == 0) {
         __stcg(reinterpret_cast<int2*>(p.sample_partials + blockIdx.x),
                make_int2(__float_as_int(b.v), b.i));
-        __threadfence();
-        last = atomicAdd(p.sample_counter, 1u) == gridDim.x - 1;
+        // Release: this block's logits (ordered before by the barrier) and its best,
+        // before its count; acquire: the last block then sees every block's. One
+        // acq_rel atomic in place of two full fences on the launch's last path.
+        last = sample_count_acq_rel(p.sample_counter) == gridDim.x - 1;
       }
     }
     __syncthreads();
     if (!last) return;
-    __threadfence();
     if (warp == 0) {
+      // The parameters' load goes out with the partials' (inputs of the step: complete
+      // since the GEMV's programmatic-launch wait).
+      const float2 draw = lane == 0
+                              ? make_float2(__ldcg(p.sample_params), __ldcg(p.sample_params + 1))
+                              : make_float2(0.f, 0.f);
       SampleBest b{-INFINITY, -1};
       for (int i = lane; i < static_cast<int>(gridDim.x); i += 32) {
         const int2 v = __ldcg(reinterpret_cast<const int2*>(p.sample_partials + i));
@@ -612,7 +617,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       if (lane == 0) {
         all_best = b;
         picked = b.i < 0 ? 0 : b.i;
-        all_draw = make_float2(p.sample_params[0], p.sample_params[1]);
+        all_draw = draw;
         *p.sample_counter = 0;  // for the next launch
       }
     }
