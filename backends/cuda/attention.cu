@@ -488,13 +488,14 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   }
   if (S == 1) return;
 
-  // The last split of this (token, kv head) to finish merges them all.
-  __threadfence();
+  // The last split of this (token, kv head) to finish merges them all (count_acq_rel:
+  // the partials written before the barrier are visible to the last split).
   __syncthreads();
-  if (tid == 0) sm_last = atomicAdd(&counters[blockIdx.x], 1) == S - 1;
+  if (tid == 0)
+    sm_last = count_acq_rel(reinterpret_cast<unsigned*>(&counters[blockIdx.x])) ==
+              static_cast<unsigned>(S - 1);
   __syncthreads();
   if (!sm_last) return;
-  __threadfence();
   // The merge is a chain of L2 round trips (other blocks wrote the partials), so its
   // loads go out together: each thread's partial sums (kOuts outputs x up to kPerOut
   // splits, kMergeLoads values) are loaded here, before the statistics, and stay in

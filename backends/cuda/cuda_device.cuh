@@ -122,6 +122,20 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// atomicAdd(counter, 1) with acquire-release semantics at GPU scope; returns the old
+// count. For "the last block to count merges": a block counts after a barrier, and
+// release is cumulative, so everything the block wrote before the barrier is visible
+// to the block that sees the final count (its other threads after a barrier), without
+// the full fences (__threadfence) on either side.
+__device__ __forceinline__ unsigned count_acq_rel(unsigned* counter) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
+               : "=r"(old)
+               : "l"(counter)
+               : "memory");
+  return old;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);

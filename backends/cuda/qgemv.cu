@@ -597,7 +597,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         // Release: this block's logits (ordered before by the barrier) and its best,
         // before its count; acquire: the last block then sees every block's. One
         // acq_rel atomic in place of two full fences on the launch's last path.
-        last = sample_count_acq_rel(p.sample_counter) == gridDim.x - 1;
+        last = count_acq_rel(p.sample_counter) == gridDim.x - 1;
       }
     }
     __syncthreads();

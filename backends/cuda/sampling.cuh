@@ -10,18 +10,6 @@
 namespace llm {
 namespace cuda {
 
-// atomicAdd(counter, 1) with acquire-release semantics at GPU scope (the last block
-// of a launch to count sees what every block wrote before counting); returns the old
-// count.
-__device__ __forceinline__ unsigned sample_count_acq_rel(unsigned* counter) {
-  unsigned old;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
-               : "=r"(old)
-               : "l"(counter)
-               : "memory");
-  return old;
-}
-
 struct SampleBest {
   float v;
   int i;  // -1: nothing yet
