@@ -608,10 +608,24 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       const float2 draw = lane == 0
                               ? make_float2(__ldcg(p.sample_params), __ldcg(p.sample_params + 1))
                               : make_float2(0.f, 0.f);
+      // Every block's best in one round of loads (a block per multiprocessor: up to 256
+      // in flight at once, the rest after).
+      constexpr int kAtOnce = 8;
+      const int blocks = static_cast<int>(gridDim.x);
+      int2 v[kAtOnce];
+#pragma unroll
+      for (int k = 0; k < kAtOnce; k++) {
+        const int i = lane + 32 * k;
+        v[k] = i < blocks ? __ldcg(reinterpret_cast<const int2*>(p.sample_partials + i))
+                          : make_int2(0, -1);
+      }
       SampleBest b{-INFINITY, -1};
-      for (int i = lane; i < static_cast<int>(gridDim.x); i += 32) {
-        const int2 v = __ldcg(reinterpret_cast<const int2*>(p.sample_partials + i));
-        b = sample_better(b, SampleBest{__int_as_float(v.x), v.y});
+#pragma unroll
+      for (int k = 0; k < kAtOnce; k++)
+        b = sample_better(b, SampleBest{__int_as_float(v[k].x), v[k].y});
+      for (int i = lane + 32 * kAtOnce; i < blocks; i += 32) {
+        const int2 w = __ldcg(reinterpret_cast<const int2*>(p.sample_partials + i));
+        b = sample_better(b, SampleBest{__int_as_float(w.x), w.y});
       }
       b = sample_warp_best(b);
       if (lane == 0) {
