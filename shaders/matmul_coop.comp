@@ -187,17 +187,13 @@ void stash(uint tid) {
     // As the value-by-value path rounds them: f16 as they are, bf16 and f32 to f16.
     [[unroll]] for (uint l = 0u; l < 4u; l++) {
       const uint r = tid / 8u + l * 32u;
-      uvec4 h;
       if (WDT == DT_F16) {
-        h = rv[l];
-      } else if (WDT == DT_BF16) {
-        [[unroll]] for (uint w = 0u; w < 4u; w++)
-          h[w] = pack2(vec2(uintBitsToFloat(rv[l][w] << 16), uintBitsToFloat(rv[l][w] & 0xffff0000u)));
-      } else {
-        const vec4 a = uintBitsToFloat(rv[2u * l]), b = uintBitsToFloat(rv[2u * l + 1u]);
-        h = uvec4(pack2(a.xy), pack2(a.zw), pack2(b.xy), pack2(b.zw));
+        bs[r * SKV + tid % 8u] = rv[l];
+        continue;
       }
-      bs[r * SKV + tid % 8u] = h;
+      const vec4 a = WDT == DT_BF16 ? halves4(rv[l].xy, DT_BF16) : uintBitsToFloat(rv[2u * l]);
+      const vec4 b = WDT == DT_BF16 ? halves4(rv[l].zw, DT_BF16) : uintBitsToFloat(rv[2u * l + 1u]);
+      bs[r * SKV + tid % 8u] = uvec4(pack2(a.xy), pack2(a.zw), pack2(b.xy), pack2(b.zw));
     }
     return;
   }

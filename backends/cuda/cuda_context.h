@@ -80,13 +80,14 @@ struct Context {
   // (LLM_CUDA_QGEMV_STAGED=0 keeps them in registers: for measuring, and for testing the
   // path of devices with less shared memory).
   bool qgemv_staged = true;
-  // Matmuls past the GEMV's tokens with f16/bf16 weights take the tensor cores, x
-  // rounded to the weights' type (LLM_CUDA_HALF_GEMM=0: SGEMM in float32, the float32
-  // reference's accuracy at about a seventh of the speed).
+  // Matmuls of f16/bf16 weights over more than half_gemv_max_tokens tokens take the
+  // tensor cores, x rounded to the weights' type (LLM_CUDA_HALF_GEMM=0: the float GEMV
+  // up to 8 tokens and SGEMM beyond, the float32 reference's accuracy at about a
+  // seventh of the speed).
   bool half_gemm = true;
-  // Matmuls of f16/bf16 weights over up to this many tokens take the float GEMV, more
-  // take gemm_half (LLM_CUDA_HALF_GEMV_MAX_TOKENS, 1-8): the GEMV reads x again for
-  // every token, so a few tokens already cost more there than on the tensor cores.
+  // ... and up to this many tokens the float GEMV (LLM_CUDA_HALF_GEMV_MAX_TOKENS, 1-8):
+  // it reads x again for every token, so two already cost more there than on the
+  // tensor cores.
   int64_t half_gemv_max_tokens = 1;
   Stream stream;
   // Small copies (a step's inputs, the fed token, the sampled id) wait here and go out

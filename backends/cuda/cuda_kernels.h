@@ -109,7 +109,7 @@ void repack_quant(cudaStream_t stream, const void* blocks, DType t, int64_t N, i
 void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* ids, int64_t R,
                     float* out, int* err);
 
-// Prefill with f16 or bf16 weights: y[T, N] = x · Wᵀ (+ bias) on the tensor cores, x
+// f16 or bf16 weights over more than a token: y[T, N] = x · Wᵀ (+ bias) on the tensor cores, x
 // rounded to the weights' type into x16 (T * K halves; skipped when convert_x is false:
 // x16 already holds it), float32 accumulation and output (cuBLAS).
 void gemm_half(cublasHandle_t cublas, cudaStream_t stream, const float* x, const void* w,
