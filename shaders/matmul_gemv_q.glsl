@@ -31,7 +31,8 @@
 //
 // QOUT (MODE 1, X_SHARED, one token, 16 groups of 2 rows): each round of a workgroup's
 // tasks is one block of 32 activations, which it also rounds into quantize_x.comp's
-// layout for the integer-dot down GEMV after it.
+// layout for the integer-dot down GEMV after it. With KSPLIT, K is cut into parts, a
+// workgroup each, and the last part of a round to finish merges the sums and rounds.
 //
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
@@ -86,8 +87,19 @@ layout(constant_id = 11) const int NWDT = DT_F32;
 layout(constant_id = 12) const int QOUT = 0;
 layout(std430, binding = 12) writeonly buffer QOutM { uvec2 qom[]; };
 layout(std430, binding = 12) writeonly buffer QOutW { uint qo_w[]; };
+// KSPLIT (QOUT, one pass): K cut into KSPLIT parts, a workgroup per (round, part), so
+// that a matrix of few rounds still fills the GPU; each part's sums of the round's 32
+// rows go to kpart, and the last part of the round to finish (a counter, reset by it)
+// adds them in part order, writes the outputs and rounds the block.
+layout(constant_id = 13) const int KSPLIT = 1;
+layout(std430, binding = 13) coherent buffer KPart { vec2 kpart[]; };
+layout(std430, binding = 14) buffer KCount { uint kcount[]; };
+shared vec2 ks_part[32];
+shared bool ks_merging;
+bool ks_final = false;  // this invocation writes the merged sums
 #else
 const int QOUT = 0;
+const int KSPLIT = 1;
 #endif
 #ifdef X_SHARED
 // The blocks of 32 of x a workgroup holds in shared memory (NT * K / 32).
@@ -360,6 +372,12 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
       y3[p.y3_off + t * N + n] = s;
     return;
   }
+#if defined(X_SHARED) && !defined(ROPE_KV)
+  if (KSPLIT > 1 && !ks_final) {
+    ks_part[n % 32u] = vec2(s, s2);  // this part's sums, merged in main
+    return;
+  }
+#endif
   const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
   const float v = s + b;
   y[p.y_off + t * p.N + n] = v;
@@ -405,12 +423,16 @@ void main() {
                                 : 0u);
   // Group g of the workgroup takes task base + g; with PERSIST the workgroups (a few per
   // multiprocessor) then step over the tasks together (uniform, for the barriers).
-  uint base = flat_group() * groups;
+  const uint kp = flat_group() % uint(KSPLIT);  // this workgroup's part of K
+  uint base = flat_group() / uint(KSPLIT) * groups;
   if (base >= tasks) return;
   const uint step = PERSIST != 0 ? gl_NumWorkGroups.x * gl_NumWorkGroups.y * groups : tasks;
   const uint tid = gl_LocalInvocationID.x;
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
+  // The blocks of this part: [b_lo, b_hi).
+  const uint b_lo = kp * ((nb + uint(KSPLIT) - 1u) / uint(KSPLIT));
+  const uint b_hi = min(nb, b_lo + (nb + uint(KSPLIT) - 1u) / uint(KSPLIT));
   const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
   // Rows of a task: R consecutive ones, or (ROPE_KV, R = 2) a pair that rotates
   // together. A group past the last task reads the last task's rows (valid memory) and
@@ -436,7 +458,7 @@ void main() {
 #ifdef X_SHARED
   // NORM: the weights after the norm, whose registers would otherwise hold them too.
   if (NORM == 0) {
-    ISSUE_BLOCKS(lane)
+    ISSUE_BLOCKS(b_lo + lane)
   }
   if (NORM != 0) {
     norm_into_shared(nb);
@@ -447,19 +469,19 @@ void main() {
   }
   barrier();
   if (NORM != 0) {
-    ISSUE_BLOCKS(lane)
+    ISSUE_BLOCKS(b_lo + lane)
   }
 #else
-  ISSUE_BLOCKS(lane)
+  ISSUE_BLOCKS(b_lo + lane)
 #endif
   while (true) {
     [[unroll]] for (int m = 0; m < M; m++)
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
-    for (uint blk0 = lane; blk0 < nb; blk0 += tpr * uint(U)) {
+    for (uint blk0 = b_lo + lane; blk0 < b_hi; blk0 += tpr * uint(U)) {
       [[unroll]] for (int u = 0; u < U; u++) {
         const uint blk = blk0 + uint(u) * tpr;
-        if (blk >= nb) break;
+        if (blk >= b_hi) break;
   #ifdef INT_DOT
         [[unroll]] for (int t = 0; t < NT; t++) {
   #ifdef X_SHARED
@@ -508,7 +530,7 @@ void main() {
         }
   #endif
       }
-      if (blk0 + tpr * uint(U) < nb) {
+      if (blk0 + tpr * uint(U) < b_hi) {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
     }
@@ -519,7 +541,7 @@ void main() {
     const bool more = base < tasks;
     if (more) {
       SET_TASK(base + g)
-      ISSUE_BLOCKS(lane)
+      ISSUE_BLOCKS(b_lo + lane)
     }
     if (gl_SubgroupSize == tpr) {
       // A group is one subgroup: every lane gets the sums; lane 0 writes.
@@ -622,7 +644,27 @@ void main() {
             // quantize_planes word by word from shared memory (few registers: the next
       // task's weights are in flight).
       const uint blk = (base - step) * uint(R) / 32u;
-      if (tid == 0u && blk < p.N / 32u) {
+      bool write_block = true;
+      if (KSPLIT > 1) {
+        if (tid < 32u) kpart[(blk * uint(KSPLIT) + kp) * 32u + tid] = ks_part[tid];
+        memoryBarrierBuffer();
+        barrier();
+        if (tid == 0u) ks_merging = atomicAdd(kcount[blk], 1u) == uint(KSPLIT) - 1u;
+        barrier();
+        write_block = ks_merging;  // uniform: shared
+        if (write_block) {
+          memoryBarrierBuffer();
+          if (tid == 0u) kcount[blk] = 0u;
+          if (tid < 32u) {
+            vec2 sum = vec2(0.0);
+            for (uint q = 0u; q < uint(KSPLIT); q++) sum += kpart[(blk * uint(KSPLIT) + q) * 32u + tid];
+            ks_final = true;
+            write_out(0u, p.N, blk * 32u + tid, 0u, sum.x, sum.y);
+          }
+          barrier();  // act_s
+        }
+      }
+      if (write_block && tid == 0u && blk < p.N / 32u) {
         float amax = 0.0;
         for (uint k = 0u; k < 32u; k++) amax = max(amax, abs(act_s[k]));
         const float inv = quantize_inv(amax);

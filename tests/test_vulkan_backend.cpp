@@ -531,62 +531,72 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
           "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(13);
-  const int64_t K = 192, F = 96;
+  const int64_t F = 96;
   // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
   const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
              act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
-  for (DType wt : {DType::Q4_0, DType::Q8_0})
-    for (int64_t T : {1, 3}) {
-      DYNAMIC_SECTION(dtype_name(wt) << " T=" << T) {
-        const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
-                          wd = quantize_random(wt, K, F, rng);
-        const std::vector<float> x = uniform(T * K, rng);
-        auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-          TestBuffers b(be);
-          auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
-            return b.weight(q, wt, n, k, quant);
+  // K = 2048: 64 blocks a row, which gate/up that round the activation cut in parts
+  // (3 rounds of 32 rows leave most workgroups of the fixed grid idle).
+  for (int64_t K : {192, 2048})
+    for (DType wt : {DType::Q4_0, DType::Q8_0})
+      for (int64_t T : {1, 3}) {
+        DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << K) {
+          const QuantMatrix wg = quantize_random(wt, F, K, rng),
+                            wu = quantize_random(wt, F, K, rng),
+                            wd = quantize_random(wt, K, F, rng);
+          const std::vector<float> x = uniform(T * K, rng);
+          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+            TestBuffers b(be);
+            auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+              return b.weight(q, wt, n, k, quant);
+            };
+            // x and act share memory, as the memory planner lays them out.
+            DeviceBuffer* arena = b.put(Bytes(T * K * 4 + T * F * 12 + 4096));
+            be.upload(*arena, 0, x.data(), x.size() * 4);
+            const TensorRef xr{arena, 0, DType::F32, {T, K}};
+            const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
+            const TensorRef ur{
+                arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
+            const TensorRef ar{arena, 0, DType::F32, {T, F}};
+            const TensorRef dr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+            auto prog = be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
+                                    BoundNode{&mu, {xr, weight(wu, F, K)}, ur},
+                                    BoundNode{&act, {gr, ur}, ar},
+                                    BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
+            prog->run();
+            if (ds) *ds = prog->dispatches();
+            return download_f32(be, {gr, ur, ar, dr});
           };
-          // x and act share memory, as the memory planner lays them out.
-          DeviceBuffer* arena = b.put(Bytes(T * K * 4 + T * F * 12 + 4096));
-          be.upload(*arena, 0, x.data(), x.size() * 4);
-          const TensorRef xr{arena, 0, DType::F32, {T, K}};
-          const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
-          const TensorRef ur{
-              arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
-          const TensorRef ar{arena, 0, DType::F32, {T, F}};
-          const TensorRef dr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
-          auto prog =
-              be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
-                          BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
-                          BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
-          prog->run();
-          if (ds) *ds = prog->dispatches();
-          return download_f32(be, {gr, ur, ar, dr});
-        };
-        check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
-          const std::string& details = gpu.info().details;
-          if (details.find("subgroup ops") == std::string::npos) return;
-          // Integer dots: a quantize_x before each GEMV; the second copies the activation.
-          // With x in shared memory and one token, gate/up round the activation for down
-          // themselves, which copies it to its place.
-          const bool rounds_act = T == 1 && details.find("x in shared memory") != std::string::npos;
-          if (has_int_dot_gemv(gpu) && rounds_act) {
-            REQUIRE(ds.size() == 3);
-            CHECK(ds[0].kernel.find("quantize_x") == 0);
-            CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
-          } else if (has_int_dot_gemv(gpu)) {
-            REQUIRE(ds.size() == 4);
-            CHECK(ds[2].kernel.find("quantize_x") == 0);
-            CHECK(ds[2].kernel.find("+copy") != std::string::npos);
-          }
-          ds = without_quantize(ds);
-          REQUIRE(ds.size() == 2);
-          CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
-          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
-          CHECK(ds[1].nodes == std::vector<int>{3});
-        });
+          check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+            const std::string& details = gpu.info().details;
+            if (details.find("subgroup ops") == std::string::npos) return;
+            // Integer dots: a quantize_x before each GEMV; the second copies the activation.
+            // With x in shared memory and one token, gate/up round the activation for down
+            // themselves, which copies it to its place.
+            const bool rounds_act =
+                T == 1 && details.find("x in shared memory") != std::string::npos;
+            if (has_int_dot_gemv(gpu) && rounds_act) {
+              REQUIRE(ds.size() == 3);
+              CHECK(ds[0].kernel.find("quantize_x") == 0);
+              CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
+              // K in parts where the fixed grid has room for them (6 workgroups or more).
+              const size_t at = details.find("x in shared memory, ");
+              const int wgs = at == std::string::npos ? 0 : std::atoi(details.c_str() + at + 20);
+              CHECK((ds[1].kernel.find("(K in 2 parts)") != std::string::npos) ==
+                    (K == 2048 && wgs >= 6));
+            } else if (has_int_dot_gemv(gpu)) {
+              REQUIRE(ds.size() == 4);
+              CHECK(ds[2].kernel.find("quantize_x") == 0);
+              CHECK(ds[2].kernel.find("+copy") != std::string::npos);
+            }
+            ds = without_quantize(ds);
+            REQUIRE(ds.size() == 2);
+            CHECK(ds[0].kernel.find("+silu_mul") != std::string::npos);
+            CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+            CHECK(ds[1].nodes == std::vector<int>{3});
+          });
+        }
       }
-    }
 }
 
 // The final norm, the head and a Sample of its one row of logits, the id placed over the

@@ -177,6 +177,7 @@ class Planner {
     int rope_mask = -1;
     bool persist = false;
     uint64_t groups = 0;
+    uint32_t ksplit = 1;  // QOUT: parts of K, a workgroup each (KSPLIT)
   };
   GemvLaunch gemv_launch(bool glu, bool sx, bool norm_in, size_t segs, const int64_t seg_rows[3],
                          int64_t T, int64_t K, int64_t N) const;
@@ -656,6 +657,9 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
         planes_hold_ = region(TensorRef{ffn_scratch_[ni_ + 3].get(), 0, DType::F32, {T, N}});
         planes_hold_off_ = act_planes_off_;
       }
+      // KSPLIT: each part's sums of its 32 rows, and a counter per round (bindings 13, 14).
+      bind_merge_scratch(gl.ksplit > 1, static_cast<size_t>(N / 32) * gl.ksplit * 32 * 8, N / 32,
+                         "gate/up split-K");
     }
   }
   gemv_spec.push_back(rope_kv ? dt_code(nodes_[ni_ + 5].output.dtype) : 0);  // CDT
@@ -663,7 +667,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(persist ? 1 : 0);                                      // PERSIST
   gemv_spec.push_back(norm_in ? 1 : 0);                                      // NORM
   gemv_spec.push_back(norm_in ? dt_code(nodes_[norm_it->second].inputs[1].dtype) : 0);
-  gemv_spec.push_back(qout ? 1 : 0);  // QOUT
+  gemv_spec.push_back(qout ? 1 : 0);                     // QOUT
+  gemv_spec.push_back(static_cast<int32_t>(gl.ksplit));  // KSPLIT
   use(rope_kv           ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
       : sx              ? "matmul_gemv_qdot_sx"
@@ -672,10 +677,13 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
       gemv_spec);
   std::string rows = std::to_string(N);
   for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
+  const std::string qout_label =
+      " x2 +silu_mul +quantize" +
+      (gl.ksplit > 1 ? format_message(" (K in %u parts)", gl.ksplit) : std::string());
   x_.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
                             dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
                             res >= 0  ? " +add"
-                            : qout    ? " x2 +silu_mul +quantize"
+                            : qout    ? qout_label.c_str()
                             : glu     ? " x2 +silu_mul"
                             : rope_kv ? " +rope +kv_append"
                                       : "");
@@ -737,7 +745,22 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
     gs.rows = 2;
     groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
   }
-  return {gs, qout, rope_mask, persist, groups};
+  // Gate/up rounding the activation take 32 rows a workgroup, too few workgroups for
+  // the GPU on small models (1b: 256 against 528 that fit on the H200): K in 2 or 4
+  // parts, each a workgroup, while they fit in one wave and each thread keeps at least
+  // two blocks per row. LLM_VULKAN_GLU_SPLIT fixes the parts (1, 2, 4; for measuring).
+  uint32_t ksplit = 1;
+  if (qout && !persist) {
+    const uint64_t blocks = static_cast<uint64_t>(K / 32);
+    while (ksplit < 4 && groups * ksplit * 2 <= set_.persist_wgs &&
+           blocks / (ksplit * 2 * gs.tpr) >= 2)
+      ksplit *= 2;
+    if (const char* e = std::getenv("LLM_VULKAN_GLU_SPLIT")) {
+      const int v = std::atoi(e);
+      ksplit = v >= 4 ? 4 : v >= 2 ? 2 : 1;
+    }
+  }
+  return {gs, qout, rope_mask, persist, groups * ksplit, ksplit};
 }
 
 // quantize_x before the GEMV: x (or, copy, the fused FFN's activation in its scratch,
