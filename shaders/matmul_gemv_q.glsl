@@ -431,8 +431,8 @@ void main() {
   const uint g = tid / tpr, lane = tid % tpr;
   const uint nb = p.K / 32u;
   // The blocks of this part: [b_lo, b_hi).
-  const uint b_lo = kp * ((nb + uint(KSPLIT) - 1u) / uint(KSPLIT));
-  const uint b_hi = min(nb, b_lo + (nb + uint(KSPLIT) - 1u) / uint(KSPLIT));
+  const uint per_part = (nb + uint(KSPLIT) - 1u) / uint(KSPLIT);
+  const uint b_lo = kp * per_part, b_hi = min(nb, b_lo + per_part);
   const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
   // Rows of a task: R consecutive ones, or (ROPE_KV, R = 2) a pair that rotates
   // together. A group past the last task reads the last task's rows (valid memory) and
