@@ -1233,6 +1233,38 @@ TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vu
   }
 }
 
+TEST_CASE("vulkan measuring aids: repeated dispatches, the dispatch list", "[vulkan][replay]") {
+  VULKAN_TEST();
+  std::mt19937 rng(9);
+  const int64_t T = 2, K = 64, N = 24;
+  const HostT w{DType::F16, {N, K}, encode(DType::F16, uniform(N * K, rng))};
+  const HostT x = f32_tensor({T, K}, uniform(T * K, rng));
+  auto cpu = make_cpu_backend(1);
+  const Node node = make_node(Op::MatMul);
+  OneNode c(*cpu, node, {x, w}, zeros({T, N}));
+  c.run();
+  // LLM_VULKAN_REPEAT runs the GEMV 3 more times in the replay: y = W x again, so the
+  // output stays the product (a repeat that broke the recording would not).
+  {
+    ScopedEnv repeat("LLM_VULKAN_REPEAT", "matmul_gemv:3");
+    auto be = make_vulkan_backend();
+    OneNode g(*be, node, {x, w}, zeros({T, N}));
+    g.run();
+    CHECK(max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output())) <= 1e-5);
+  }
+  // LLM_VULKAN_DUMP=1 lists each dispatch with its grid (llmcli's stderr).
+  const Reference ref = load_reference("llama3");
+  ScopedEnv dump("LLM_VULKAN_DUMP", "1");
+  const CommandResult gen =
+      run_cli({"generate", model_dir("llama3"), "--device", "vulkan", "--token-ids",
+               join_ids(ref.input_ids), "-n", "1", "--temperature", "0"});
+  INFO(gen.err);
+  REQUIRE(gen.exit_code == 0);
+  CHECK(gen.err.find("vulkan:0: a program of") != std::string::npos);
+  CHECK(gen.err.find("get_rows") != std::string::npos);
+  CHECK(gen.err.find("| groups ") != std::string::npos);
+}
+
 TEST_CASE("vulkan shaders report bad indices instead of reading out of bounds",
           "[vulkan][errors]") {
   VULKAN_TEST();

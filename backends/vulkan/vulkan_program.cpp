@@ -1,8 +1,11 @@
 // VulkanProgram: see vulkan_program.h.
 #include "backends/vulkan/vulkan_program.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 #include "core/trace.h"
@@ -191,6 +194,17 @@ class VulkanProgram final : public Program {
         d.vkCmdPushConstants(cb, x.pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                              x.push_words * 4, x.push);
       d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+      // LLM_VULKAN_REPEAT: the dispatch again, after a barrier, so that the step's time
+      // grows by what it costs inside the replay (profiles time it with a wait on each
+      // side). A measuring aid: the step's results are then not those of the graph.
+      for (int r = 0;
+           !timestamps && r < repeat_.second && x.label.find(repeat_.first) != std::string::npos;
+           r++) {
+        cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+      }
       if (timestamps)
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
                               static_cast<uint32_t>(i + 1));
@@ -214,6 +228,13 @@ class VulkanProgram final : public Program {
   const bool profile_ = [] {
     const char* v = std::getenv("LLM_VULKAN_PROFILE");
     return v && std::strcmp(v, "1") == 0;
+  }();
+  // LLM_VULKAN_REPEAT=TEXT:N: dispatches whose label holds TEXT run N more times.
+  const std::pair<std::string, int> repeat_ = [] {
+    const char* v = std::getenv("LLM_VULKAN_REPEAT");
+    const char* colon = v ? std::strrchr(v, ':') : nullptr;
+    if (!colon) return std::pair<std::string, int>{"", 0};
+    return std::pair<std::string, int>{std::string(v, colon), std::max(0, std::atoi(colon + 1))};
   }();
   std::vector<double> totals_;
   int profile_runs_ = 0;
@@ -240,6 +261,22 @@ Region region(const TensorRef& r) {
 std::unique_ptr<Program> make_program(std::shared_ptr<Context> ctx,
                                       std::vector<Recorded> dispatches,
                                       std::vector<std::shared_ptr<Buffer>> keep) {
+  // LLM_VULKAN_DUMP=1: each dispatch with its grid, push constants and binding ranges
+  // (stderr), for checking what a plan launches.
+  const char* dump = std::getenv("LLM_VULKAN_DUMP");
+  if (dump && std::strcmp(dump, "1") == 0) {
+    std::fprintf(stderr, "%s: a program of %zu dispatches\n", ctx->id().c_str(), dispatches.size());
+    for (const Recorded& x : dispatches) {
+      std::fprintf(stderr, "  %s | %s | groups %u x %u | push", x.label.c_str(),
+                   x.pipeline->name.c_str(), x.groups_x, x.groups_y);
+      for (uint32_t k = 0; k < x.push_words; k++) std::fprintf(stderr, " %u", x.push[k]);
+      std::fprintf(stderr, " | bytes@offset");
+      for (const Recorded::Binding& b : x.bindings)
+        std::fprintf(stderr, " %llu@%llu", static_cast<unsigned long long>(b.range),
+                     static_cast<unsigned long long>(b.offset));
+      std::fprintf(stderr, "\n");
+    }
+  }
   return std::make_unique<VulkanProgram>(std::move(ctx), std::move(dispatches), std::move(keep));
 }
 

@@ -1,0 +1,141 @@
+// llmrt-vk-probe: what dependent dispatches, shared-memory changes, grid-wide barriers
+// and weight streams cost on a Vulkan device, through the backend's own context and
+// program replay (shaders/dispatch_probe.comp). Times are host wall-clock over many
+// replays, differenced between two sizes, so fixed submission costs cancel.
+//
+//   llmrt-vk-probe [vulkan device index]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/vulkan/vulkan_context.h"
+#include "backends/vulkan/vulkan_program.h"
+
+using namespace llm;
+using namespace llm::vk;
+
+namespace {
+
+struct Probe {
+  std::shared_ptr<Context> ctx;
+  std::shared_ptr<Buffer> sync, weights, out;
+  uint32_t units = 0;
+
+  // Microseconds per replay of the program, over n replays after a warm-up.
+  double time_runs(Program& prog, int n) {
+    prog.run();
+    ctx->wait_idle();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; i++) prog.run();
+    ctx->wait_idle();
+    const auto t1 = std::chrono::steady_clock::now();
+    return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
+  }
+
+  Recorded dispatch(int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0, int smem = 1,
+                    int tag = 0, int loads = 1, int prefetch = 0) {
+    Recorded r;
+    r.pipeline = &ctx->pipeline("dispatch_probe", 3, {mode, smem, tag, loads, prefetch});
+    r.bindings = {{sync.get(), 0, 256}, {weights.get(), 0, weights->size()}, {out.get(), 0, 65536}};
+    r.push[0] = rounds;
+    r.push[1] = base;
+    r.push_words = 2;
+    r.groups_x = groups;
+    r.barrier_before = true;
+    r.label = "probe";
+    return r;
+  }
+
+  double run(std::vector<Recorded> ds, int n) {
+    auto prog = make_program(ctx, std::move(ds), {});
+    return time_runs(*prog, n);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const int index = argc > 1 ? std::atoi(argv[1]) : 0;
+    auto instance = std::make_unique<Instance>(false);
+    const std::vector<VkPhysicalDevice> devs = instance->physical_devices();
+    if (index < 0 || index >= static_cast<int>(devs.size())) {
+      std::fprintf(stderr, "llmrt-vk-probe: no Vulkan device %d\n", index);
+      return 1;
+    }
+    const PhysicalInfo ph = describe(*instance, devs[index]);
+    Probe pr;
+    pr.ctx = std::make_shared<Context>(std::move(instance), ph, index);
+    pr.units = ph.compute_units ? ph.compute_units : 4;
+    std::printf("%s (%u compute units)\n", ph.props.deviceName, pr.units);
+    const size_t weight_bytes = size_t{1200} << 20;
+    pr.sync = std::make_shared<Buffer>(*pr.ctx, pr.ctx, 256, "counters");
+    pr.weights = std::make_shared<Buffer>(*pr.ctx, pr.ctx, weight_bytes, "weights");
+    pr.out = std::make_shared<Buffer>(*pr.ctx, pr.ctx, 65536, "out");
+    pr.ctx->fill_zero(*pr.sync, 0, 256);
+    pr.ctx->fill_zero(*pr.weights, 0, weight_bytes);
+    const uint32_t wave = pr.units * 4;  // 4 workgroups of 256 a multiprocessor
+
+    std::printf("\nA dependent dispatch (barrier before each), per dispatch:\n");
+    struct Shape {
+      const char* what;
+      uint32_t groups;
+      int smem_a, smem_b, tag_b;
+    };
+    const Shape shapes[] = {
+        {"one word a workgroup, 64 workgroups", 64, 1, 1, 0},
+        {"one word a workgroup, 4 a unit", wave, 1, 1, 0},
+        {"two pipelines alternating, 4 a unit", wave, 1, 1, 1},
+        {"8 KB shared memory, 4 a unit", wave, 2048, 2048, 0},
+        {"40 KB shared memory, 4 a unit", wave, 10240, 10240, 0},
+        {"8 KB / 16 KB shared memory alternating", wave, 2048, 4096, 1},
+        {"8 KB / 40 KB shared memory alternating", wave, 2048, 10240, 1},
+    };
+    for (const Shape& s : shapes) {
+      double us[2];
+      for (int k = 0; k < 2; k++) {
+        std::vector<Recorded> ds;
+        const int n = k ? 402 : 2;
+        for (int i = 0; i < n; i++)
+          ds.push_back(i % 2 ? pr.dispatch(3, s.groups, 0, 0, s.smem_b, s.tag_b)
+                             : pr.dispatch(3, s.groups, 0, 0, s.smem_a, 0));
+        us[k] = pr.run(std::move(ds), 50);
+      }
+      std::printf("  %-42s %6.3f us\n", s.what, (us[1] - us[0]) / 400);
+    }
+
+    std::printf("\nA grid-wide barrier inside one dispatch (atomic counter), per barrier:\n");
+    for (uint32_t per_unit : {1u, 2u, 4u}) {
+      const uint32_t g = pr.units * per_unit;
+      const double one = pr.run({pr.dispatch(1, g, 1)}, 20);
+      const double many = pr.run({pr.dispatch(1, g, 401)}, 20);
+      std::printf("  %4u workgroups (%u a unit)                 %6.3f us\n", g, per_unit,
+                  (many - one) / 400);
+    }
+
+    std::printf("\nStreaming 64 phases of weights (%u workgroups): per phase\n", wave);
+    for (int loads : {1, 4, 8}) {
+      const uint32_t phases = 64;
+      const double mb = double(wave) * 256 * 16 * loads / 1e6;
+      if (mb * 1e6 * phases > double(weight_bytes)) continue;
+      std::vector<Recorded> ds;
+      for (uint32_t i = 0; i < phases; i++) ds.push_back(pr.dispatch(4, wave, 0, i, 1, 0, loads));
+      const double per_dispatch = pr.run(std::move(ds), 20) / phases;
+      double synced[2];
+      for (int pf : {0, 1})
+        synced[pf] = pr.run({pr.dispatch(5, wave, phases, 0, 1, 0, loads, pf)}, 20) / phases;
+      std::printf(
+          "  %6.2f MB a phase: a dispatch each %6.2f us (%4.0f GB/s); one dispatch with grid "
+          "barriers %6.2f us, loads issued before the barrier %6.2f us\n",
+          mb, per_dispatch, mb * 1e3 / per_dispatch, synced[0], synced[1]);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llmrt-vk-probe: %s\n", e.what());
+    return 1;
+  }
+}

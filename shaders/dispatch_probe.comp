@@ -1,0 +1,79 @@
+// Measuring shader of bench/vk_dispatch_probe.cpp (not used by the backend): what a
+// dependent dispatch, a change of shared-memory size, a grid-wide barrier and a
+// stream of weights cost on a device.
+#version 450
+layout(local_size_x = 256) in;
+// 0: one word a workgroup; 1: grid-wide barriers; 3: shared memory of SMEM_WORDS;
+// 4: L 16-byte loads a thread from phase p.base; 5: p.rounds such phases, each ended by
+// a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it).
+layout(constant_id = 0) const int MODE = 0;
+layout(constant_id = 1) const uint SMEM_WORDS = 1;
+layout(constant_id = 2) const uint TAG = 0;  // distinct pipelines of the same code
+layout(constant_id = 3) const uint L = 1;
+layout(constant_id = 4) const uint PREFETCH = 0;
+layout(std430, binding = 0) volatile coherent buffer Sync { uint counter[]; };
+layout(std430, binding = 1) readonly buffer W4 { uvec4 w4[]; };
+layout(std430, binding = 2) buffer Out { uint outw[]; };
+layout(push_constant) uniform P {
+  uint rounds, base;
+} p;
+shared uint sm[SMEM_WORDS];
+
+// Every workgroup of the grid (all resident) arrives before any leaves; thread 0 alone
+// fences, as CUDA's grid sync does, so other threads' loads stay in flight.
+void grid_sync(uint target) {
+  barrier();
+  if (gl_LocalInvocationIndex == 0u) {
+    memoryBarrier();
+    atomicAdd(counter[0], 1u);
+    while (counter[0] < target) {
+    }
+    memoryBarrier();
+  }
+  barrier();
+}
+
+// The last workgroup out resets the counters for the next run (no one waits by then).
+void reset_counters(uint groups) {
+  barrier();
+  if (gl_LocalInvocationIndex == 0u && atomicAdd(counter[1], 1u) == groups - 1u) {
+    counter[0] = 0u;
+    counter[1] = 0u;
+  }
+}
+
+uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
+  return w4[((phase * groups + w) * L + k) * 256u + t];
+}
+
+void main() {
+  const uint G = gl_NumWorkGroups.x, w = gl_WorkGroupID.x, t = gl_LocalInvocationIndex;
+  if (MODE == 0) {
+    if (t == 0u) outw[w] = p.base;
+  } else if (MODE == 1) {
+    for (uint r = 0u; r < p.rounds; r++) grid_sync((r + 1u) * G);
+    reset_counters(G);
+  } else if (MODE == 3) {
+    for (uint i = t; i < SMEM_WORDS; i += 256u) sm[i] = i + TAG;
+    barrier();
+    if (t == 0u) outw[w] = sm[(w * 31u) % SMEM_WORDS] + p.base;
+  } else {
+    const uint phases = MODE == 4 ? 1u : p.rounds, first = MODE == 4 ? p.base : 0u;
+    uvec4 acc = uvec4(0u), v[L];
+    for (uint k = 0u; k < L; k++) v[k] = load_phase(first, G, w, t, k);
+    for (uint ph = 0u; ph < phases; ph++) {
+      for (uint k = 0u; k < L; k++) acc ^= v[k];
+      if (MODE == 5) {
+        const bool more = ph + 1u < phases;
+        if (PREFETCH == 1u && more)
+          for (uint k = 0u; k < L; k++) v[k] = load_phase(ph + 1u, G, w, t, k);
+        grid_sync((ph + 1u) * G);
+        if (PREFETCH == 0u && more)
+          for (uint k = 0u; k < L; k++) v[k] = load_phase(ph + 1u, G, w, t, k);
+      }
+    }
+    // A test the data never passes keeps the loads.
+    if (acc.x == 0x12345678u && acc.y == 7u) outw[w] = acc.z;
+    if (MODE == 5) reset_counters(G);
+  }
+}
