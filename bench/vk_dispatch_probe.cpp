@@ -2,6 +2,8 @@
 // and weight streams cost on a Vulkan device, through the backend's own context and
 // program replay (shaders/dispatch_probe.comp). Times are host wall-clock over many
 // replays, differenced between two sizes, so fixed submission costs cancel.
+// "Dependent" dispatches read and write one region, so make_program puts a barrier
+// before each; "independent" ones have no regions, no barriers, and may overlap.
 //
 //   llmrt-vk-probe [vulkan device index]
 #include <chrono>
@@ -36,16 +38,16 @@ struct Probe {
     return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
   }
 
-  Recorded dispatch(int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0, int smem = 1,
-                    int tag = 0, int loads = 1, int prefetch = 0) {
+  Recorded dispatch(bool dependent, int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0,
+                    int smem = 1, int tag = 0, int loads = 1, int prefetch = 0) {
     Recorded r;
+    if (dependent) r.reads = r.writes = {Region{out.get(), 0, 65536}};
     r.pipeline = &ctx->pipeline("dispatch_probe", 3, {mode, smem, tag, loads, prefetch});
     r.bindings = {{sync.get(), 0, 256}, {weights.get(), 0, weights->size()}, {out.get(), 0, 65536}};
     r.push[0] = rounds;
     r.push[1] = base;
     r.push_words = 2;
     r.groups_x = groups;
-    r.barrier_before = true;
     r.label = "probe";
     return r;
   }
@@ -80,7 +82,7 @@ int main(int argc, char** argv) {
     pr.ctx->fill_zero(*pr.weights, 0, weight_bytes);
     const uint32_t wave = pr.units * 4;  // 4 workgroups of 256 a multiprocessor
 
-    std::printf("\nA dependent dispatch (barrier before each), per dispatch:\n");
+    std::printf("\nA dispatch, per dispatch: dependent (a barrier before each) / independent\n");
     struct Shape {
       const char* what;
       uint32_t groups;
@@ -96,23 +98,27 @@ int main(int argc, char** argv) {
         {"8 KB / 40 KB shared memory alternating", wave, 2048, 10240, 1},
     };
     for (const Shape& s : shapes) {
-      double us[2];
-      for (int k = 0; k < 2; k++) {
-        std::vector<Recorded> ds;
-        const int n = k ? 402 : 2;
-        for (int i = 0; i < n; i++)
-          ds.push_back(i % 2 ? pr.dispatch(3, s.groups, 0, 0, s.smem_b, s.tag_b)
-                             : pr.dispatch(3, s.groups, 0, 0, s.smem_a, 0));
-        us[k] = pr.run(std::move(ds), 50);
+      double per[2];
+      for (int dep = 1; dep >= 0; dep--) {
+        double us[2];
+        for (int k = 0; k < 2; k++) {
+          std::vector<Recorded> ds;
+          const int n = k ? 402 : 2;
+          for (int i = 0; i < n; i++)
+            ds.push_back(i % 2 ? pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_b, s.tag_b)
+                               : pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_a, 0));
+          us[k] = pr.run(std::move(ds), 50);
+        }
+        per[dep] = (us[1] - us[0]) / 400;
       }
-      std::printf("  %-42s %6.3f us\n", s.what, (us[1] - us[0]) / 400);
+      std::printf("  %-42s %6.3f / %6.3f us\n", s.what, per[1], per[0]);
     }
 
     std::printf("\nA grid-wide barrier inside one dispatch (atomic counter), per barrier:\n");
     for (uint32_t per_unit : {1u, 2u, 4u}) {
       const uint32_t g = pr.units * per_unit;
-      const double one = pr.run({pr.dispatch(1, g, 1)}, 20);
-      const double many = pr.run({pr.dispatch(1, g, 401)}, 20);
+      const double one = pr.run({pr.dispatch(false, 1, g, 1)}, 20);
+      const double many = pr.run({pr.dispatch(false, 1, g, 401)}, 20);
       std::printf("  %4u workgroups (%u a unit)                 %6.3f us\n", g, per_unit,
                   (many - one) / 400);
     }
@@ -122,16 +128,21 @@ int main(int argc, char** argv) {
       const uint32_t phases = 64;
       const double mb = double(wave) * 256 * 16 * loads / 1e6;
       if (mb * 1e6 * phases > double(weight_bytes)) continue;
-      std::vector<Recorded> ds;
-      for (uint32_t i = 0; i < phases; i++) ds.push_back(pr.dispatch(4, wave, 0, i, 1, 0, loads));
-      const double per_dispatch = pr.run(std::move(ds), 20) / phases;
+      double per_dispatch[2];
+      for (int dep = 0; dep < 2; dep++) {
+        std::vector<Recorded> ds;
+        for (uint32_t i = 0; i < phases; i++)
+          ds.push_back(pr.dispatch(dep, 4, wave, 0, i, 1, 0, loads));
+        per_dispatch[dep] = pr.run(std::move(ds), 20) / phases;
+      }
       double synced[2];
       for (int pf : {0, 1})
-        synced[pf] = pr.run({pr.dispatch(5, wave, phases, 0, 1, 0, loads, pf)}, 20) / phases;
+        synced[pf] = pr.run({pr.dispatch(false, 5, wave, phases, 0, 1, 0, loads, pf)}, 20) / phases;
       std::printf(
-          "  %6.2f MB a phase: a dispatch each %6.2f us (%4.0f GB/s); one dispatch with grid "
-          "barriers %6.2f us, loads issued before the barrier %6.2f us\n",
-          mb, per_dispatch, mb * 1e3 / per_dispatch, synced[0], synced[1]);
+          "  %6.2f MB a phase: a dependent dispatch each %6.2f us (%4.0f GB/s), independent "
+          "%6.2f us; one dispatch with grid barriers %6.2f us, loads issued before the "
+          "barrier %6.2f us\n",
+          mb, per_dispatch[1], mb * 1e3 / per_dispatch[1], per_dispatch[0], synced[0], synced[1]);
     }
     return 0;
   } catch (const std::exception& e) {

@@ -29,6 +29,8 @@ struct Region {
 // One recorded dispatch.
 struct Recorded {
   std::vector<Region> reads, writes;  // tensors, for the barriers (not the error word)
+  // Set by make_program from reads and writes (a dispatch without regions gets no
+  // barrier), not by the caller.
   bool barrier_before = false;
   const Pipeline* pipeline = nullptr;
   VkDescriptorSet set = VK_NULL_HANDLE;
