@@ -42,8 +42,11 @@ struct Probe {
                     int smem = 1, int tag = 0, int loads = 1, int prefetch = 0) {
     Recorded r;
     if (dependent) r.reads = r.writes = {Region{out.get(), 0, 65536}};
-    r.pipeline = &ctx->pipeline("dispatch_probe", 3, {mode, smem, tag, loads, prefetch});
-    r.bindings = {{sync.get(), 0, 256}, {weights.get(), 0, weights->size()}, {out.get(), 0, 65536}};
+    r.pipeline = &ctx->pipeline("dispatch_probe", 4, {mode, smem, tag, loads, prefetch});
+    r.bindings = {{sync.get(), 0, 256},
+                  {weights.get(), 0, weights->size()},
+                  {out.get(), 0, 65536},
+                  {weights.get(), 0, size_t{16} << 20}};
     r.push[0] = rounds;
     r.push[1] = base;
     r.push_words = 2;
@@ -121,6 +124,22 @@ int main(int argc, char** argv) {
       const double many = pr.run({pr.dispatch(false, 1, g, 401)}, 20);
       std::printf("  %4u workgroups (%u a unit)                 %6.3f us\n", g, per_unit,
                   (many - one) / 400);
+    }
+
+    std::printf("\nA generation barrier: neighbours' words read after it (should all match)\n");
+    for (int coherent : {0, 1}) {
+      const uint32_t g = wave, rounds = 101;
+      std::vector<uint32_t> zero(32, 0);
+      pr.ctx->copy_to_device(*pr.out, 0, zero.data(), zero.size() * 4);
+      const double one = pr.run({pr.dispatch(false, 6, g, 1, 0, 1, 0, 1, coherent)}, 10);
+      const double many = pr.run({pr.dispatch(false, 6, g, rounds, 0, 1, 0, 1, coherent)}, 10);
+      uint32_t bad[2] = {0, 0};
+      pr.ctx->copy_to_host(*pr.out, 16 * 4, bad, 8);
+      // Runs: 11 of 1 round and 11 of `rounds`, g * 256 words read a round.
+      const double reads = 11.0 * (1 + rounds) * g * 256;
+      std::printf("  %s loads: %u of %.0f words wrong, %u waits given up; %.3f us a barrier\n",
+                  coherent ? "coherent" : "plain", bad[0], reads, bad[1],
+                  (many - one) / (rounds - 1));
     }
 
     std::printf("\nStreaming 64 phases of weights (%u workgroups): per phase\n", wave);

@@ -5,7 +5,10 @@
 layout(local_size_x = 256) in;
 // 0: one word a workgroup; 1: grid-wide barriers; 3: shared memory of SMEM_WORDS;
 // 4: L 16-byte loads a thread from phase p.base; 5: p.rounds such phases, each ended by
-// a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it).
+// a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it);
+// 6: p.rounds rounds in which every thread writes a word, passes a generation barrier
+// and reads its neighbour workgroup's word (PREFETCH 1: through a coherent alias),
+// counting the words that do not match in outw[16].
 layout(constant_id = 0) const int MODE = 0;
 layout(constant_id = 1) const uint SMEM_WORDS = 1;
 layout(constant_id = 2) const uint TAG = 0;  // distinct pipelines of the same code
@@ -14,6 +17,8 @@ layout(constant_id = 4) const uint PREFETCH = 0;
 layout(std430, binding = 0) volatile coherent buffer Sync { uint counter[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 w4[]; };
 layout(std430, binding = 2) buffer Out { uint outw[]; };
+layout(std430, binding = 3) buffer Data { uint data[]; };
+layout(std430, binding = 3) coherent buffer DataC { uint datac[]; };
 layout(push_constant) uniform P {
   uint rounds, base;
 } p;
@@ -26,11 +31,47 @@ void grid_sync(uint target) {
   if (gl_LocalInvocationIndex == 0u) {
     memoryBarrier();
     atomicAdd(counter[0], 1u);
+    uint spins = 0u;
     while (counter[0] < target) {
+      if (++spins == (1u << 20)) {
+        atomicAdd(outw[17], 1u);
+        break;
+      }
     }
     memoryBarrier();
   }
   barrier();
+}
+
+// A barrier that needs no reset: the last of the G to arrive sets the arrival count back
+// to 0 and bumps the generation (counter[2]) that the others wait on.
+shared uint gen_s;
+void gen_sync(uint groups) {
+  memoryBarrier();  // every thread's writes out before the arrival
+  barrier();
+  if (gl_LocalInvocationIndex == 0u) {
+    memoryBarrier();
+    const uint g = gen_s;
+    if (atomicAdd(counter[3], 1u) == groups - 1u) {
+      counter[3] = 0u;
+      memoryBarrier();
+      atomicAdd(counter[2], 1u);
+    } else {
+      // Bounded: a wait that runs past it (workgroups not all resident) is counted in
+      // outw[17] and given up, so the probe reports instead of hanging.
+      uint spins = 0u;
+      while (counter[2] == g) {
+        if (++spins == (1u << 20)) {
+          atomicAdd(outw[17], 1u);
+          break;
+        }
+      }
+    }
+    memoryBarrier();
+    gen_s = g + 1u;
+  }
+  barrier();
+  memoryBarrier();
 }
 
 // The last workgroup out resets the counters for the next run (no one waits by then).
@@ -53,6 +94,21 @@ void main() {
   } else if (MODE == 1) {
     for (uint r = 0u; r < p.rounds; r++) grid_sync((r + 1u) * G);
     reset_counters(G);
+  } else if (MODE == 6) {
+    if (t == 0u) gen_s = counter[2];
+    uint bad = 0u;
+    for (uint r = 0u; r < p.rounds; r++) {
+      const uint slot = (r & 1u) * G * 256u, want = r * 7u + 1u;
+      if (PREFETCH == 1u)
+        datac[slot + w * 256u + t] = want + w;
+      else
+        data[slot + w * 256u + t] = want + w;
+      gen_sync(G);
+      const uint nb = (w + 1u) % G;
+      const uint v = PREFETCH == 1u ? datac[slot + nb * 256u + t] : data[slot + nb * 256u + t];
+      if (v != want + nb) bad++;
+    }
+    if (bad != 0u) atomicAdd(outw[16], bad);
   } else if (MODE == 3) {
     for (uint i = t; i < SMEM_WORDS; i += 256u) sm[i] = i + TAG;
     barrier();
