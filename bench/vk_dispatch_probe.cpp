@@ -12,6 +12,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/vulkan/vulkan_context.h"
@@ -53,6 +54,15 @@ struct Probe {
     r.groups_x = groups;
     r.label = "probe";
     return r;
+  }
+
+  // The shader's counts (outw[16]: words read wrong, outw[17]: waits given up), then
+  // zeroed for the next measurement.
+  std::pair<uint32_t, uint32_t> take_counts() {
+    uint32_t c[2] = {0, 0};
+    ctx->copy_to_host(*out, 16 * 4, c, sizeof c);
+    ctx->fill_zero(*out, 16 * 4, sizeof c);
+    return {c[0], c[1]};
   }
 
   double run(std::vector<Recorded> ds, int n) {
@@ -120,25 +130,24 @@ int main(int argc, char** argv) {
     std::printf("\nA grid-wide barrier inside one dispatch (atomic counter), per barrier:\n");
     for (uint32_t per_unit : {1u, 2u, 4u}) {
       const uint32_t g = pr.units * per_unit;
+      pr.take_counts();
       const double one = pr.run({pr.dispatch(false, 1, g, 1)}, 20);
       const double many = pr.run({pr.dispatch(false, 1, g, 401)}, 20);
-      std::printf("  %4u workgroups (%u a unit)                 %6.3f us\n", g, per_unit,
-                  (many - one) / 400);
+      std::printf("  %4u workgroups (%u a unit)                 %6.3f us (%u waits given up)\n", g,
+                  per_unit, (many - one) / 400, pr.take_counts().second);
     }
 
-    std::printf("\nA generation barrier: neighbours' words read after it (should all match)\n");
+    std::printf("\nNeighbours' words read after a grid-wide barrier (should all match)\n");
     for (int coherent : {0, 1}) {
       const uint32_t g = wave, rounds = 101;
-      std::vector<uint32_t> zero(32, 0);
-      pr.ctx->copy_to_device(*pr.out, 0, zero.data(), zero.size() * 4);
-      const double one = pr.run({pr.dispatch(false, 6, g, 1, 0, 1, 0, 1, coherent)}, 10);
-      const double many = pr.run({pr.dispatch(false, 6, g, rounds, 0, 1, 0, 1, coherent)}, 10);
-      uint32_t bad[2] = {0, 0};
-      pr.ctx->copy_to_host(*pr.out, 16 * 4, bad, 8);
-      // Runs: 11 of 1 round and 11 of `rounds`, g * 256 words read a round.
-      const double reads = 11.0 * (1 + rounds) * g * 256;
+      const int replays = 10;  // and a warm-up each
+      pr.take_counts();
+      const double one = pr.run({pr.dispatch(false, 6, g, 1, 0, 1, 0, 1, coherent)}, replays);
+      const double many = pr.run({pr.dispatch(false, 6, g, rounds, 0, 1, 0, 1, coherent)}, replays);
+      const auto [wrong, given_up] = pr.take_counts();
+      const double reads = (replays + 1.0) * (1 + rounds) * g * 256;
       std::printf("  %s loads: %u of %.0f words wrong, %u waits given up; %.3f us a barrier\n",
-                  coherent ? "coherent" : "plain", bad[0], reads, bad[1],
+                  coherent ? "coherent" : "plain", wrong, reads, given_up,
                   (many - one) / (rounds - 1));
     }
 
@@ -155,13 +164,15 @@ int main(int argc, char** argv) {
         per_dispatch[dep] = pr.run(std::move(ds), 20) / phases;
       }
       double synced[2];
+      pr.take_counts();
       for (int pf : {0, 1})
         synced[pf] = pr.run({pr.dispatch(false, 5, wave, phases, 0, 1, 0, loads, pf)}, 20) / phases;
       std::printf(
           "  %6.2f MB a phase: a dependent dispatch each %6.2f us (%4.0f GB/s), independent "
           "%6.2f us; one dispatch with grid barriers %6.2f us, loads issued before the "
-          "barrier %6.2f us\n",
-          mb, per_dispatch[1], mb * 1e3 / per_dispatch[1], per_dispatch[0], synced[0], synced[1]);
+          "barrier %6.2f us (%u waits given up)\n",
+          mb, per_dispatch[1], mb * 1e3 / per_dispatch[1], per_dispatch[0], synced[0], synced[1],
+          pr.take_counts().second);
     }
     return 0;
   } catch (const std::exception& e) {

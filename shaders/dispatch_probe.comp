@@ -6,7 +6,7 @@ layout(local_size_x = 256) in;
 // 0: one word a workgroup; 1: grid-wide barriers; 3: shared memory of SMEM_WORDS;
 // 4: L 16-byte loads a thread from phase p.base; 5: p.rounds such phases, each ended by
 // a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it);
-// 6: p.rounds rounds in which every thread writes a word, passes a generation barrier
+// 6: p.rounds rounds in which every thread writes a word, passes a grid-wide barrier
 // and reads its neighbour workgroup's word (PREFETCH 1: through a coherent alias),
 // counting the words that do not match in outw[16].
 layout(constant_id = 0) const int MODE = 0;
@@ -24,30 +24,14 @@ layout(push_constant) uniform P {
 } p;
 shared uint sm[SMEM_WORDS];
 
-// Every workgroup of the grid (all resident) arrives before any leaves; thread 0 alone
-// fences, as CUDA's grid sync does, so other threads' loads stay in flight.
-void grid_sync(uint target) {
-  barrier();
-  if (gl_LocalInvocationIndex == 0u) {
-    memoryBarrier();
-    atomicAdd(counter[0], 1u);
-    uint spins = 0u;
-    while (counter[0] < target) {
-      if (++spins == (1u << 20)) {
-        atomicAdd(outw[17], 1u);
-        break;
-      }
-    }
-    memoryBarrier();
-  }
-  barrier();
-}
-
-// A barrier that needs no reset: the last of the G to arrive sets the arrival count back
-// to 0 and bumps the generation (counter[2]) that the others wait on.
+// A grid-wide barrier that needs no reset (every workgroup resident): the last of the
+// `groups` to arrive sets the arrival count (counter[3]) back to 0 and bumps the
+// generation (counter[2]) that the others wait on. With fence_all every thread fences
+// its writes before arriving (needed when they are read after); without, thread 0
+// alone fences, as CUDA's grid sync does, so other threads' loads stay in flight.
 shared uint gen_s;
-void gen_sync(uint groups) {
-  memoryBarrier();  // every thread's writes out before the arrival
+void grid_sync(uint groups, bool fence_all) {
+  if (fence_all) memoryBarrier();
   barrier();
   if (gl_LocalInvocationIndex == 0u) {
     memoryBarrier();
@@ -57,8 +41,9 @@ void gen_sync(uint groups) {
       memoryBarrier();
       atomicAdd(counter[2], 1u);
     } else {
-      // Bounded: a wait that runs past it (workgroups not all resident) is counted in
-      // outw[17] and given up, so the probe reports instead of hanging.
+      // Bounded (a side effect, so compilers keep the loop): a wait past the bound
+      // (workgroups not all resident) is counted in outw[17] and given up, so the
+      // probe reports instead of hanging.
       uint spins = 0u;
       while (counter[2] == g) {
         if (++spins == (1u << 20)) {
@@ -71,16 +56,7 @@ void gen_sync(uint groups) {
     gen_s = g + 1u;
   }
   barrier();
-  memoryBarrier();
-}
-
-// The last workgroup out resets the counters for the next run (no one waits by then).
-void reset_counters(uint groups) {
-  barrier();
-  if (gl_LocalInvocationIndex == 0u && atomicAdd(counter[1], 1u) == groups - 1u) {
-    counter[0] = 0u;
-    counter[1] = 0u;
-  }
+  if (fence_all) memoryBarrier();
 }
 
 uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
@@ -89,13 +65,12 @@ uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
 
 void main() {
   const uint G = gl_NumWorkGroups.x, w = gl_WorkGroupID.x, t = gl_LocalInvocationIndex;
+  if (t == 0u) gen_s = counter[2];
   if (MODE == 0) {
     if (t == 0u) outw[w] = p.base;
   } else if (MODE == 1) {
-    for (uint r = 0u; r < p.rounds; r++) grid_sync((r + 1u) * G);
-    reset_counters(G);
+    for (uint r = 0u; r < p.rounds; r++) grid_sync(G, false);
   } else if (MODE == 6) {
-    if (t == 0u) gen_s = counter[2];
     uint bad = 0u;
     for (uint r = 0u; r < p.rounds; r++) {
       const uint slot = (r & 1u) * G * 256u, want = r * 7u + 1u;
@@ -103,7 +78,7 @@ void main() {
         datac[slot + w * 256u + t] = want + w;
       else
         data[slot + w * 256u + t] = want + w;
-      gen_sync(G);
+      grid_sync(G, true);
       const uint nb = (w + 1u) % G;
       const uint v = PREFETCH == 1u ? datac[slot + nb * 256u + t] : data[slot + nb * 256u + t];
       if (v != want + nb) bad++;
@@ -123,13 +98,12 @@ void main() {
         const bool more = ph + 1u < phases;
         if (PREFETCH == 1u && more)
           for (uint k = 0u; k < L; k++) v[k] = load_phase(ph + 1u, G, w, t, k);
-        grid_sync((ph + 1u) * G);
+        grid_sync(G, false);
         if (PREFETCH == 0u && more)
           for (uint k = 0u; k < L; k++) v[k] = load_phase(ph + 1u, G, w, t, k);
       }
     }
     // A test the data never passes keeps the loads.
     if (acc.x == 0x12345678u && acc.y == 7u) outw[w] = acc.z;
-    if (MODE == 5) reset_counters(G);
   }
 }
