@@ -409,4 +409,42 @@ double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float
   return worst;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double time_matmuls(Backend& be, DType t, const Bytes& w, int64_t N, int64_t K, int64_t T, int n,
+                    int reps, const Bytes* w_back) {
+  std::mt19937 rng(5);
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  std::vector<Node> nodes(n, make_node(Op::MatMul));
+  bufs.push_back(be.alloc(T * K * 4, "x"));
+  const Bytes x = to_bytes(uniform(T * K, rng));
+  be.upload(*bufs.back(), 0, x.data(), x.size());
+  TensorRef in{bufs.back().get(), 0, DType::F32, {T, K}};
+  std::vector<BoundNode> bound;
+  for (int i = 0; i < n; i++) {
+    // Chained: odd matmuls take the [K, N] weight back to K.
+    const bool back = w_back && i % 2 == 1;
+    const int64_t rows = back ? K : N, cols = back ? N : K;
+    const Bytes& wi = back ? *w_back : w;
+    BoundNode bn;
+    bn.node = &nodes[i];
+    bufs.push_back(be.upload_weight(HostTensor{t, {rows, cols}, wi.data(), wi.size()}, "w"));
+    bn.inputs.push_back(in);
+    bn.inputs.push_back({bufs.back().get(), 0, t, {rows, cols}});
+    bufs.push_back(be.alloc(T * rows * 4, "y"));
+    bn.output = {bufs.back().get(), 0, DType::F32, {T, rows}};
+    if (w_back) in = bn.output;
+    bound.push_back(bn);
+  }
+  auto prog = be.compile(bound);
+  for (int i = 0; i < 3; i++) prog->run();
+  be.synchronize();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; i++) prog->run();
+  be.synchronize();
+  return seconds_since(t0) / reps / n;
+}
+
 }  // namespace llm::test

@@ -1081,10 +1081,6 @@ void write_bench_model(const std::string& dir, const BenchShape& m) {
   write_safetensors(dir + "/model.safetensors", tensors);
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // llama-bench's pp512 / tg128, as llmcli bench runs them: prefill 512 random tokens, then
 // 128 greedy decode steps after them (context 641); each step is a whole Session::forward
 // (inputs up, graph replay, logits down, argmax on the host). Median of 3 after a warm-up.
@@ -1141,37 +1137,6 @@ void profile_model(const std::string& dir, const BenchShape& m, const char* sche
   std::vector<float> logits = s.forward(ids, false);
   for (int i = 0; i < 32; i++)
     logits = s.forward({argmax(logits.data(), static_cast<int>(m.V))}, false);
-}
-
-// Seconds per matmul of n matmuls of distinct [N, K] weights (blocks w of dtype t) on
-// one x [T, K] in one program, timed over graph replays.
-double time_matmuls(Backend& be, DType t, const Bytes& w, int64_t N, int64_t K, int64_t T, int n,
-                    int reps) {
-  std::mt19937 rng(5);
-  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-  std::vector<Node> nodes(n, make_node(Op::MatMul));
-  bufs.push_back(be.alloc(T * K * 4, "x"));
-  const Bytes x = to_bytes(uniform(T * K, rng));
-  be.upload(*bufs.back(), 0, x.data(), x.size());
-  const TensorRef xr{bufs.back().get(), 0, DType::F32, {T, K}};
-  std::vector<BoundNode> bound;
-  for (int i = 0; i < n; i++) {
-    BoundNode bn;
-    bn.node = &nodes[i];
-    bufs.push_back(be.upload_weight(HostTensor{t, {N, K}, w.data(), w.size()}, "w"));
-    bn.inputs.push_back(xr);
-    bn.inputs.push_back({bufs.back().get(), 0, t, {N, K}});
-    bufs.push_back(be.alloc(T * N * 4, "y"));
-    bn.output = {bufs.back().get(), 0, DType::F32, {T, N}};
-    bound.push_back(bn);
-  }
-  auto prog = be.compile(bound);
-  for (int i = 0; i < 3; i++) prog->run();
-  be.synchronize();
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; i++) prog->run();
-  be.synchronize();
-  return seconds_since(t0) / reps / n;
 }
 
 // GEMV bandwidth (T = 1); bytes are the weights' (as stored on the device).

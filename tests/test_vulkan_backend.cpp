@@ -1476,6 +1476,46 @@ TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {
   CHECK(gen.out.find(join_ids(want)) != std::string::npos);
 }
 
+// What a decode GEMV streams on its own (llmrt_tests "[vulkan-bench]" on a GPU; hidden):
+// 32 distinct matrices in one program, independent (nothing orders them, so they may
+// overlap) and chained (each multiplies the output of the one before, [N, K] and [K, N]
+// in turn, a barrier between them as in a model). The backend is llmcli's default one
+// (integer dots, x in shared memory where the device has them); LLM_VULKAN_* knobs apply.
+// GB/s are the weights' bytes as stored.
+TEST_CASE("vulkan: GEMV bandwidth (q4_0, q8_0, f16), independent and chained",
+          "[.][vulkan-bench]") {
+  if (!have_vulkan()) {
+    WARN("no Vulkan device: skipped");
+    return;
+  }
+  auto be = make_vulkan_backend();
+  if (be->info().type == "cpu") {
+    // ctest runs hidden tests by name: minutes of shaders on the CPU, measuring nothing.
+    WARN("a CPU Vulkan driver (" << be->info().name << "): skipped");
+    return;
+  }
+  std::printf("device: %s (%s)\n", be->info().name.c_str(), be->info().details.c_str());
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {4096, 4096}, {11008, 4096}, {2048, 2048}, {8192, 2048}};
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16})
+    for (const auto& [N, K] : shapes) {
+      std::mt19937 rng(5);
+      auto blocks = [&](int64_t rows, int64_t cols) {
+        return t == DType::F16 ? encode(DType::F16, uniform(rows * cols, rng, -0.1f, 0.1f))
+                               : quantize_random(t, rows, cols, rng).blocks;
+      };
+      const Bytes w = blocks(N, K), w_back = blocks(K, N);
+      const double alone = time_matmuls(*be, t, w, N, K, 1, 32, 20);
+      const double chained = time_matmuls(*be, t, w, N, K, 1, 32, 20, &w_back);
+      std::printf(
+          "GEMV | %s [%lld x %lld] | independent %.2f us, %.0f GB/s | chained with [%lld x "
+          "%lld] %.2f us, %.0f GB/s\n",
+          dtype_name(t), (long long)N, (long long)K, alone * 1e6, w.size() / alone / 1e9,
+          (long long)K, (long long)N, chained * 1e6, w.size() / chained / 1e9);
+      std::fflush(stdout);
+    }
+}
+
 #else  // !LLM_HAVE_VULKAN
 
 TEST_CASE("vulkan backend", "[vulkan]") { WARN("built without Vulkan (LLM_VULKAN=OFF): skipped"); }
