@@ -645,7 +645,7 @@ void main() {
     if (QOUT != 0) {
       // The round's 32 rows are one block of the down GEMV's x.
       barrier();
-            // quantize_planes word by word from shared memory (few registers: the next
+      // quantize_planes word by word from shared memory (few registers: the next
       // task's weights are in flight).
       const uint blk = (base - step) * uint(R) / 32u;
       bool write_block = true;

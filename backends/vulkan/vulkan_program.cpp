@@ -197,7 +197,8 @@ class VulkanProgram final : public Program {
       // LLM_VULKAN_REPEAT: the dispatch again, after a barrier, so that the step's time
       // grows by what it costs inside the replay (profiles time it with a wait on each
       // side). A measuring aid: the step's results are then not those of the graph.
-      const bool repeated = !timestamps && x.label.find(repeat_.first) != std::string::npos;
+      const bool repeated =
+          repeat_.second > 0 && !timestamps && x.label.find(repeat_.first) != std::string::npos;
       for (int r = 0; repeated && r < repeat_.second; r++) {
         cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
