@@ -439,7 +439,15 @@ double time_matmuls(Backend& be, DType t, const Bytes& w, int64_t N, int64_t K, 
     bound.push_back(bn);
   }
   auto prog = be.compile(bound);
-  for (int i = 0; i < 3; i++) prog->run();
+  // Warm up for a quarter of a second first: an idle GPU runs its cores at a low clock
+  // for a while (H200: 345 MHz), and a few runs of microseconds measured that clock,
+  // 3-5x slower than the same kernels inside a model's decode.
+  auto w0 = std::chrono::steady_clock::now();
+  int warm_runs = 0;
+  while (warm_runs < 3 || seconds_since(w0) < 0.25) {
+    prog->run();
+    if (++warm_runs % 8 == 0) be.synchronize();
+  }
   be.synchronize();
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < reps; i++) prog->run();

@@ -108,9 +108,9 @@ QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng);
 double seconds_since(std::chrono::steady_clock::time_point t0);
 
 // Seconds per matmul of n matmuls of distinct weights in one program, timed over `reps`
-// replays after 3 warm-ups. Without w_back each [N, K] weight (blocks w of dtype t)
-// multiplies the same x [T, K], so nothing orders the matmuls; with w_back (the blocks
-// of a [K, N] weight) they alternate [N, K] and [K, N], each multiplying the output of
+// replays after a quarter second of warm-up replays (clocks up). Without w_back each [N, K] weight
+// (blocks w of dtype t) multiplies the same x [T, K], so nothing orders the matmuls; with w_back
+// (the blocks of a [K, N] weight) they alternate [N, K] and [K, N], each multiplying the output of
 // the one before, so each waits for the one before it, as a model's do.
 double time_matmuls(Backend& be, DType t, const Bytes& w, int64_t N, int64_t K, int64_t T, int n,
                     int reps, const Bytes* w_back = nullptr);
