@@ -61,7 +61,16 @@ int dot4(uint a, uint b) { return sdot4x8(a, b, 0); }
 #ifndef WG
 #define WG 128
 #endif
+#ifdef X_SHARED
+// X_SHARED: the workgroup size is specialization constant 14 (WG by default): each
+// workgroup copies (or normalizes) x once, so larger workgroups read it fewer times.
 layout(local_size_x = WG) in;
+layout(local_size_x_id = 14) in;
+#undef WG
+#define WG gl_WorkGroupSize.x
+#else
+layout(local_size_x = WG) in;
+#endif
 layout(constant_id = 0) const int WDT = DT_Q4_0;
 layout(constant_id = 1) const int BDT = DT_F32;
 layout(constant_id = 2) const int SPLIT = 1;

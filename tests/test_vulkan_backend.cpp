@@ -70,7 +70,8 @@ bool has_coop_gemm(const Backend& be) {
 // x's planes in shared memory unless shared_x is false, those on the fixed grid of
 // workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
 // so that every group takes many tasks, loading two blocks per row at once) or one
-// pass (persist 0; 3: one pass whose threads load two blocks per row at once).
+// pass (persist 0; 3: one pass whose threads load two blocks per row at once); see
+// the workgroup sizes below.
 Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
                        int persist = 1) {
   static Backend* backends[2][2][2][4] = {};
@@ -82,6 +83,11 @@ Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool sha
     ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 || persist == 3 ? "0" : "1");
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
     ScopedEnv unroll("LLM_VULKAN_GEMV_UNROLL", persist >= 2 ? "2" : nullptr);
+    // Workgroups of 1,024 threads on one pass, 256 on the two-workgroup grid, and
+    // chosen per matrix on the others.
+    ScopedEnv threads("LLM_VULKAN_GEMV_THREADS", persist == 0   ? "1024"
+                                                 : persist == 2 ? "256"
+                                                                : nullptr);
     b = make_vulkan_backend().release();
   }
   return *b;
@@ -1478,7 +1484,8 @@ TEST_CASE("vulkan: llmcli runs models with --device vulkan", "[vulkan][cli]") {
 
 // What a decode GEMV streams on its own (llmrt_tests "[vulkan-bench]" on a GPU; hidden):
 // 32 distinct matrices in one program, independent (nothing orders them, so they may
-// overlap) and chained (each multiplies the output of the one before, [N, K] and [K, N]
+// overlap; the planner fuses quantized ones that share x three to a dispatch, as q/k/v)
+// and chained (each multiplies the output of the one before, [N, K] and [K, N]
 // in turn, a barrier between them as in a model). The backend is llmcli's default one
 // (integer dots, x in shared memory where the device has them); LLM_VULKAN_* knobs apply.
 // GB/s are the weights' bytes as stored.

@@ -100,10 +100,15 @@ class VulkanBackend final : public Backend {
     // own rows instead (for measuring, and for testing that path).
     const char* pe = std::getenv("LLM_VULKAN_GEMV_PERSIST");
     const char* wgs = std::getenv("LLM_VULKAN_GEMV_WGS");
-    if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0)) {
-      const uint32_t units = ctx_->phys().compute_units;
+    units_ = ctx_->phys().compute_units ? ctx_->phys().compute_units : kGemvUnitsUnknown;
+    if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0))
       persist_wgs_ = wgs ? static_cast<uint32_t>(std::max(1, std::atoi(wgs)))
-                         : kGemvWorkgroupsPerUnit * (units ? units : kGemvUnitsUnknown);
+                         : kGemvWorkgroupsPerUnit * units_;
+    // LLM_VULKAN_GEMV_THREADS=256|512|1024 fixes their workgroup size (for measuring,
+    // and for testing each size); by default it is chosen per matrix.
+    if (const char* th = std::getenv("LLM_VULKAN_GEMV_THREADS")) {
+      const int v = std::atoi(th);
+      gemv_threads_ = v >= 1024 ? 1024 : v >= 512 ? 512 : 256;
     }
   }
 
@@ -192,11 +197,13 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool step_ahead_ = true;    // downloads_overlap(): decode a step ahead of the host
-  bool coop_ = false;         // many-token matmuls through matmul_coop
-  bool int_dot_ = false;      // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;     // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
-  uint32_t persist_wgs_ = 0;  // ... on a fixed grid of this many workgroups (0: one pass)
+  bool step_ahead_ = true;     // downloads_overlap(): decode a step ahead of the host
+  bool coop_ = false;          // many-token matmuls through matmul_coop
+  bool int_dot_ = false;       // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;      // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;   // ... on a fixed grid of this many workgroups (0: one pass)
+  uint32_t gemv_threads_ = 0;  // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t units_ = 1;         // multiprocessors (kGemvUnitsUnknown where not reported)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -252,7 +259,8 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   vk::Plan plan = vk::plan_dispatches(
-      *this, ctx_, nodes, {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_});
+      *this, ctx_, nodes,
+      {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_, gemv_threads_, units_});
   return vk::make_program(ctx_, std::move(plan.dispatches), std::move(plan.keep));
 }
 

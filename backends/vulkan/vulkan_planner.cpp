@@ -42,6 +42,8 @@ constexpr int64_t kNormQuantMaxRow = 4096;
 // The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
 // per workgroup: more rows share each copy).
 constexpr uint32_t kGemvQThreadsShared = 256;
+// ... and the largest (one workgroup per multiprocessor where the grid has enough).
+constexpr uint32_t kGemvQThreadsMax = 1024;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
 // tokens of a step that take it.
 constexpr int64_t kAttentionTile = 16;
@@ -177,7 +179,8 @@ class Planner {
     int rope_mask = -1;
     bool persist = false;
     uint64_t groups = 0;
-    uint32_t ksplit = 1;  // QOUT: parts of K, a workgroup each (KSPLIT)
+    uint32_t ksplit = 1;   // QOUT: parts of K, a workgroup each (KSPLIT)
+    uint32_t threads = 0;  // per workgroup
   };
   GemvLaunch gemv_launch(bool glu, bool sx, bool norm_in, size_t segs, const int64_t seg_rows[3],
                          int64_t T, int64_t K, int64_t N) const;
@@ -667,8 +670,9 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(persist ? 1 : 0);                                      // PERSIST
   gemv_spec.push_back(norm_in ? 1 : 0);                                      // NORM
   gemv_spec.push_back(norm_in ? dt_code(nodes_[norm_it->second].inputs[1].dtype) : 0);
-  gemv_spec.push_back(qout ? 1 : 0);                     // QOUT
-  gemv_spec.push_back(static_cast<int32_t>(gl.ksplit));  // KSPLIT
+  gemv_spec.push_back(qout ? 1 : 0);                      // QOUT
+  gemv_spec.push_back(static_cast<int32_t>(gl.ksplit));   // KSPLIT
+  gemv_spec.push_back(static_cast<int32_t>(gl.threads));  // X_SHARED: the workgroup size
   use(rope_kv           ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
       : sx              ? "matmul_gemv_qdot_sx"
@@ -708,13 +712,6 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   bool qout = qout_on && glu && sx && T == 1 && N % 32 == 0 && rules_.gemv_q(ni_ + 3) &&
               (sg <= 16 || (sg <= 64 && ctx_->phys().subgroup_clustered));
   if (qout && rules_.read_from(ni_ + 4, nodes_[ni_ + 2].node->output)) qout = false;
-  const uint32_t threads = sx ? kGemvQThreadsShared : kGemvQThreads;
-  GemvShape gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
-                            set_.int_dot, threads);
-  if (qout) {
-    gs.tpr = 16;
-    gs.rows = 2;
-  }
   // q/k/v with the ropes and cache appends after them: a group's two rows are a
   // pair that rotates together.
   // LLM_VULKAN_ROPE_FUSE=0 keeps the ropes and appends apart (for measuring).
@@ -724,27 +721,67 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   }();
   const int rope_mask = rope_fuse_on && sx && segs == 3 ? rules_.rope_kv_fusable(ni_) : -1;
   const bool rope_kv = rope_mask >= 0;
-  if (rope_kv) gs.rows = 2;
-  // Tasks of gs.rows rows of one matrix, a group of threads each, and the
-  // workgroups that take them in one pass.
-  auto count_groups = [&] {
-    uint64_t tasks = 0;
-    for (int k = 0; k < 3; k++)
-      tasks += (static_cast<uint64_t>(seg_rows[k]) + gs.rows - 1) / gs.rows;
-    const uint64_t per_wg = threads / gs.tpr;
-    return (tasks + per_wg - 1) / per_wg;
+  // The shape, grid and workgroups of the GEMV with workgroups of `threads`.
+  struct Grid {
+    GemvShape gs;
+    bool persist = false;
+    uint64_t groups = 0;
   };
-  uint64_t groups = count_groups();
-  // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
-  // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
-  // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks).
-  const bool persist =
-      sx && set_.persist_wgs > 0 && (!glu || norm_in) && groups > 2 * uint64_t{set_.persist_wgs};
-  if (persist) {
-    if (!qout) gs.tpr = ctx_->phys().subgroup_size;
-    gs.rows = 2;
-    groups = std::min<uint64_t>(count_groups(), set_.persist_wgs);
+  auto grid_for = [&](uint32_t threads) {
+    Grid g;
+    GemvShape& gs = g.gs;
+    gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
+                    set_.int_dot, threads);
+    if (qout) {
+      gs.tpr = 16;
+      gs.rows = 2;
+    }
+    if (rope_kv) gs.rows = 2;
+    // Tasks of gs.rows rows of one matrix, a group of threads each, and the
+    // workgroups that take them in one pass.
+    auto count_groups = [&] {
+      uint64_t tasks = 0;
+      for (int k = 0; k < 3; k++)
+        tasks += (static_cast<uint64_t>(seg_rows[k]) + gs.rows - 1) / gs.rows;
+      const uint64_t per_wg = threads / gs.tpr;
+      return (tasks + per_wg - 1) / per_wg;
+    };
+    g.groups = count_groups();
+    // The fixed grid where one pass would take over two waves of it (H200: 7b q/k/v
+    // 21.6 -> 19.5 µs, the head 43.0 -> 35.4; gate/up, a pass and a half, lost
+    // 1 µs), a subgroup per task of two rows (no barriers in the loop over tasks). Its
+    // workgroups scale down with their size (the same threads per unit).
+    const uint64_t persist_wgs =
+        std::max<uint64_t>(1, uint64_t{set_.persist_wgs} * kGemvQThreadsShared / threads);
+    g.persist = sx && set_.persist_wgs > 0 && (!glu || norm_in) && g.groups > 2 * persist_wgs;
+    if (g.persist) {
+      if (!qout) gs.tpr = ctx_->phys().subgroup_size;
+      gs.rows = 2;
+      g.groups = std::min<uint64_t>(count_groups(), persist_wgs);
+    }
+    return g;
+  };
+  // X_SHARED: each workgroup copies (or normalizes) x once, so the largest workgroups
+  // that still leave one or more per multiprocessor (H200, 7b tg128: 323.6 -> 335.1
+  // with 1,024 threads everywhere; 1b's q/k/v and o, 48 and 32 workgroups of 1,024,
+  // lost 0.6 µs each). QOUT's rounds of 32 rows need 256. LLM_VULKAN_GEMV_THREADS
+  // fixes the size (256, 512, 1,024; for measuring and tests).
+  uint32_t threads = !sx ? kGemvQThreads : kGemvQThreadsShared;
+  Grid g = grid_for(threads);
+  if (sx && !qout) {
+    for (uint32_t t : {kGemvQThreadsMax, kGemvQThreadsMax / 2}) {
+      if (set_.gemv_threads && t != set_.gemv_threads) continue;
+      const Grid big = grid_for(t);
+      if (set_.gemv_threads || big.groups >= set_.units) {
+        threads = t;
+        g = big;
+        break;
+      }
+    }
   }
+  GemvShape& gs = g.gs;
+  const bool persist = g.persist;
+  uint64_t groups = g.groups;
   // Gate/up rounding the activation take 32 rows a workgroup, too few workgroups for
   // the GPU on small models (1b: 256 against 528 that fit on the H200): K in 2 or 4
   // parts, each a workgroup, while they fit in one wave and each thread keeps at least
@@ -760,7 +797,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       ksplit = v >= 4 ? 4 : v >= 2 ? 2 : 1;
     }
   }
-  return {gs, qout, rope_mask, persist, groups * ksplit, ksplit};
+  return {gs, qout, rope_mask, persist, groups * ksplit, ksplit, threads};
 }
 
 // quantize_x before the GEMV: x (or, copy, the fused FFN's activation in its scratch,

@@ -28,6 +28,8 @@ struct PlanSettings {
   bool int_dot = false;              // quantized GEMVs through integer dot products
   bool shared_x = false;             // ... with x's planes in shared memory
   uint32_t persist_wgs = 0;          // ... on a fixed grid of this many workgroups (0: one pass)
+  uint32_t gemv_threads = 0;         // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t units = 1;                // the device's multiprocessors (compute units)
 };
 
 // A step's dispatches in order, and the buffers of their own (scratch) that they use.
