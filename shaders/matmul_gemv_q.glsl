@@ -88,6 +88,9 @@ layout(constant_id = 9) const int PERSIST = 0;
 // its result into shared memory: one dispatch less.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
+// A measuring aid (LLM_VULKAN_GEMV_PROLOGUE_ONLY=1): stop once x is in shared memory
+// (no weights, no outputs), so that a profile times the launch and the prologue alone.
+layout(constant_id = 15) const int PROLOGUE_ONLY = 0;
 #endif
 #if defined(X_SHARED) && !defined(ROPE_KV)
 // QOUT (MODE 1, one token, a workgroup's round of tasks = 32 rows): the activation is
@@ -481,6 +484,11 @@ void main() {
     for (uint i = tid; i < nxb; i += WG) sxm[i] = xm[(xb0 + nxb * 4u) * 2u + i];
   }
   barrier();
+  if (PROLOGUE_ONLY != 0) {
+    // Reads what was copied, so that the copy is kept; writes nothing real.
+    if (sxm[tid % (p.T * nb)].x == 0x7fc00001u && p.K == 0u) y[0] = 0.0;
+    return;
+  }
   if (NORM != 0) {
     ISSUE_BLOCKS(b_lo + lane)
   }

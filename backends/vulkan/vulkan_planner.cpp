@@ -673,6 +673,13 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(qout ? 1 : 0);                      // QOUT
   gemv_spec.push_back(static_cast<int32_t>(gl.ksplit));   // KSPLIT
   gemv_spec.push_back(static_cast<int32_t>(gl.threads));  // X_SHARED: the workgroup size
+  // LLM_VULKAN_GEMV_PROLOGUE_ONLY=1: shared-x GEMVs stop after their prologue (a measuring
+  // aid: results are then wrong).
+  static const bool prologue_only = [] {
+    const char* e = std::getenv("LLM_VULKAN_GEMV_PROLOGUE_ONLY");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  gemv_spec.push_back(prologue_only ? 1 : 0);  // PROLOGUE_ONLY
   use(rope_kv           ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
       : sx              ? "matmul_gemv_qdot_sx"
