@@ -776,9 +776,17 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   uint32_t threads = !sx ? kGemvQThreads : kGemvQThreadsShared;
   Grid g = grid_for(threads);
   if (sx && !qout) {
+    // matmul_gemv_q.glsl's shared memory with `t` threads: x's planes (72 bytes a
+    // block), the partial sums (M * R * NT per subgroup of at least 4) and red (one a
+    // thread), and under 512 bytes of small arrays.
+    auto shared_bytes = [&](uint32_t t, const GemvShape& shape) {
+      const uint64_t m = glu ? 2 : 1, sums = m * shape.rows * static_cast<uint64_t>(T);
+      return static_cast<uint64_t>(T * (K / 32)) * 72 + (sums * (t / 4) + t) * 4 + 512;
+    };
     for (uint32_t t : {kGemvQThreadsMax, kGemvQThreadsMax / 2}) {
       if (set_.gemv_threads && t != set_.gemv_threads) continue;
       const Grid big = grid_for(t);
+      if (shared_bytes(t, big.gs) > ctx_->phys().props.limits.maxComputeSharedMemorySize) continue;
       if (set_.gemv_threads || big.groups >= set_.units) {
         threads = t;
         g = big;
