@@ -772,7 +772,8 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   // that still leave one or more per multiprocessor (H200, 7b tg128: 321.9 with 256
   // threads, 332.4-335.2 so; with 1,024 everywhere 1b's q/k/v and o, 48 and 32
   // workgroups, lost 0.6 µs each). QOUT's rounds of 32 rows need 256.
-  // LLM_VULKAN_GEMV_THREADS fixes the size (256, 512, 1,024; for measuring and tests).
+  // LLM_VULKAN_GEMV_THREADS fixes the size where it fits (256, 512, 1,024; for measuring
+  // and tests).
   uint32_t threads = !sx ? kGemvQThreads : kGemvQThreadsShared;
   Grid g = grid_for(threads);
   if (sx && !qout) {
