@@ -486,7 +486,8 @@ void main() {
   barrier();
   if (PROLOGUE_ONLY != 0) {
     // Reads what was copied, so that the copy is kept; writes nothing real.
-    if (sxm[tid % (p.T * nb)].x == 0x7fc00001u && p.K == 0u) y[0] = 0.0;
+    if (p.K == 0u && (sx[0][tid].x ^ sx[1][tid].x ^ sx[2][tid].x ^ sx[3][tid].x ^ sxm[tid].x) == 1u)
+      y[0] = 0.0;
     return;
   }
   if (NORM != 0) {

@@ -166,8 +166,9 @@ bool FusionRules::uses_shared_x(size_t i) const {
     return e ? std::atoll(e) : int64_t{4096};
   }();
   const int64_t T = nodes_[i].inputs[0].shape.rows(), K = nodes_[i].inputs[0].shape.row_len();
+  // At the default workgroup size, with the most partial sums (gate and up, 2 rows).
   return set_.shared_x && K <= sx_max_k &&
-         static_cast<uint64_t>(T * (K / 32)) * 72 + 4096 <=
+         gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), kGemvQThreadsShared) <=
              phys_.props.limits.maxComputeSharedMemorySize;
 }
 // Whether RmsNorm node i runs inside the GEMV dispatch of node i + 1 (each workgroup

@@ -20,6 +20,16 @@ namespace vk {
 constexpr int64_t kGemvMaxTokens = 8;
 // The workgroup size of matmul_gemv_q (its WG).
 constexpr uint32_t kGemvQThreads = 128;
+// The workgroup sizes of matmul_gemv_qdot_sx (X_SHARED, specialization constant 14): the
+// default, and the largest (one workgroup per multiprocessor where the grid has enough).
+constexpr uint32_t kGemvQThreadsShared = 256;
+constexpr uint32_t kGemvQThreadsMax = 1024;
+// The shared memory of matmul_gemv_q.glsl with x in it (X_SHARED): x's planes of T
+// tokens of K (72 bytes a block), `sums` partial sums (M * R * NT) per subgroup of at
+// least 4 threads, red (a float a thread) and under 512 bytes of small arrays.
+constexpr uint64_t gemv_shared_bytes(int64_t T, int64_t K, uint64_t sums, uint32_t threads) {
+  return static_cast<uint64_t>(T * (K / 32)) * 72 + (sums * (threads / 4) + threads) * 4 + 512;
+}
 
 // The backend's settings the rules depend on.
 struct FusionSettings {

@@ -39,11 +39,6 @@ int32_t dt_code(DType t) {
 
 // The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
 constexpr int64_t kNormQuantMaxRow = 4096;
-// The workgroup size of matmul_gemv_qdot_sx (x's planes in shared memory, copied once
-// per workgroup: more rows share each copy).
-constexpr uint32_t kGemvQThreadsShared = 256;
-// ... and the largest (one workgroup per multiprocessor where the grid has enough).
-constexpr uint32_t kGemvQThreadsMax = 1024;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
 // tokens of a step that take it.
 constexpr int64_t kAttentionTile = 16;
@@ -777,17 +772,12 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   uint32_t threads = !sx ? kGemvQThreads : kGemvQThreadsShared;
   Grid g = grid_for(threads);
   if (sx && !qout) {
-    // matmul_gemv_q.glsl's shared memory with `t` threads: x's planes (72 bytes a
-    // block), the partial sums (M * R * NT per subgroup of at least 4) and red (one a
-    // thread), and under 512 bytes of small arrays.
-    auto shared_bytes = [&](uint32_t t, const GemvShape& shape) {
-      const uint64_t m = glu ? 2 : 1, sums = m * shape.rows * static_cast<uint64_t>(T);
-      return static_cast<uint64_t>(T * (K / 32)) * 72 + (sums * (t / 4) + t) * 4 + 512;
-    };
     for (uint32_t t : {kGemvQThreadsMax, kGemvQThreadsMax / 2}) {
       if (set_.gemv_threads && t != set_.gemv_threads) continue;
       const Grid big = grid_for(t);
-      if (shared_bytes(t, big.gs) > ctx_->phys().props.limits.maxComputeSharedMemorySize) continue;
+      const uint64_t sums = (glu ? 2 : 1) * uint64_t{big.gs.rows} * static_cast<uint64_t>(T);
+      if (gemv_shared_bytes(T, K, sums, t) > ctx_->phys().props.limits.maxComputeSharedMemorySize)
+        continue;
       if (set_.gemv_threads || big.groups >= set_.units) {
         threads = t;
         g = big;
