@@ -34,12 +34,13 @@ bool have_tmux() { return std::system("command -v tmux >/dev/null 2>&1") == 0; }
 // The last pane a poll below saw (reported when a wait fails).
 std::string last_pane;
 
-// Polls a tmux pane (its last 200 lines) until seen(pane) holds, for up to 90 s: a
-// loaded 2-core machine (ctest -j2 beside the Vulkan tests) once took over 30.
+// Polls a tmux pane (its last 200 lines, wrapped lines joined: " [stopped]" at the end of
+// a long answer once wrapped as "[sto" / "pped]") until seen(pane) holds, for up to 90 s:
+// a loaded 2-core machine (ctest -j2 beside the Vulkan tests) once took over 30.
 template <class Pred>
 bool poll_pane(const std::string& session, Pred seen) {
   for (int i = 0; i < 1800; i++) {
-    last_pane = shell("tmux capture-pane -p -S -200 -t " + session);
+    last_pane = shell("tmux capture-pane -p -J -S -200 -t " + session);
     if (seen(last_pane)) return true;
     std::this_thread::sleep_for(50ms);
   }
