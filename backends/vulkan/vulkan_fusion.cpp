@@ -157,13 +157,14 @@ bool FusionRules::read_from(size_t j, TensorId t) const {
   return false;
 }
 // Whether the GEMV of node i (gemv_q) keeps x's planes in shared memory
-// (matmul_gemv_qdot_sx): rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 4096)
+// (matmul_gemv_qdot_sx): rows of at most LLM_VULKAN_GEMV_SX_MAX_K (default 8192)
 // weights, as longer ones copy so much x per workgroup that they ran slower (H200, 7b
-// down: 27.3 µs against 20.2).
+// down, K = 11008: 27.2 µs against 17.7), while 1b's down (K = 8192) gained (tg128
+// 1,105 -> 1,137).
 bool FusionRules::uses_shared_x(size_t i) const {
   static const int64_t sx_max_k = [] {
     const char* e = std::getenv("LLM_VULKAN_GEMV_SX_MAX_K");
-    return e ? std::atoll(e) : int64_t{4096};
+    return e ? std::atoll(e) : int64_t{8192};
   }();
   const int64_t T = nodes_[i].inputs[0].shape.rows(), K = nodes_[i].inputs[0].shape.row_len();
   // At the default workgroup size, with the most partial sums (gate and up, 2 rows).
