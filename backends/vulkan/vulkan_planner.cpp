@@ -1065,7 +1065,16 @@ void Planner::plan_attention() {
     return !(e && std::strcmp(e, "0") == 0);
   }();
   const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
-  use(decode ? "attention_decode" : "attention",
+  // attention_decode_sg: its chunks' max and sum by subgroup (it checks the subgroup
+  // size itself); LLM_VULKAN_ATTN_SUBGROUP=0 keeps the trees in shared memory.
+  static const bool subgroup_on = [] {
+    const char* e = std::getenv("LLM_VULKAN_ATTN_SUBGROUP");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  const bool by_subgroup = decode && subgroup_on && ctx_->phys().subgroup_arithmetic;
+  use(by_subgroup ? "attention_decode_sg"
+      : decode    ? "attention_decode"
+                  : "attention",
       {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits), k_vec4 ? 1 : 0,
        round_out ? 1 : 0, decode ? kv_load : 0});
   x_.label = format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
