@@ -8,14 +8,19 @@
 // rounding for the o GEMV (QUANT) are attention.comp's (attention_common.glsl).
 //
 // The body of attention_decode.comp and, with SUBGROUP_CHUNK, of
-// attention_decode_sg.comp: where subgroups hold a whole chunk (32 lanes or more) the
-// chunk's max and sum are subgroup reductions in the first subgroup, one barrier
-// instead of fourteen for the trees in shared memory.
+// attention_decode_sg.comp, whose workgroups of 256 take chunks of 64 keys (a split of
+// the default 64 keys is then one chunk: one round of waits instead of two), and
+// whose chunk max and sum are subgroup reductions (one barrier where a subgroup holds
+// the chunk, three where up to eight do) instead of trees in shared memory.
 #include "common.glsl"
+#ifndef WG
 #define WG 128
+#endif
 #define MAX_D 128
 #define PER_T 1
-#define KPC 32            // keys per chunk
+#ifndef KPC
+#define KPC 32  // keys per chunk
+#endif
 #define LPK (WG / KPC)    // threads per key for q·k
 #define GROUPS (WG / 32)  // key groups for p·V
 layout(local_size_x = WG) in;
@@ -31,7 +36,8 @@ shared float qk_part[WG];
 shared float probs[KPC];
 shared int slot_of[KPC];
 shared vec4 group_acc[GROUPS][MAX_D / 4];
-shared vec2 chunk_stat;  // SUBGROUP_CHUNK: the chunk's new running max and its sum
+shared vec2 chunk_stat;      // SUBGROUP_CHUNK: the chunk's new running max and its sum
+shared float chunk_red[8];  // ... or each subgroup's part of them
 
 vec4 k_at(uint e) {
   if (KV_VEC4 == 1) return kc4[(p.k_off + e) / 4u];
@@ -156,6 +162,27 @@ void main() {
       barrier();
       new_m = chunk_stat.x;
       csum = chunk_stat.y;
+    } else if (gl_SubgroupSize * 8u >= KPC) {
+      // The chunk's lanes fill the first nsg subgroups; their maxima, then their sums,
+      // meet in shared memory.
+      const uint nsg = (KPC + gl_SubgroupSize - 1u) / gl_SubgroupSize;
+      if (gl_SubgroupID < nsg) {
+        const float mx = subgroupMax(sc);
+        if (subgroupElect()) chunk_red[gl_SubgroupID] = mx;
+      }
+      barrier();
+      new_m = m;
+      for (uint k = 0u; k < nsg; k++) new_m = max(new_m, chunk_red[k]);
+      barrier();  // chunk_red takes the sums next
+      const float pr = tid < KPC && slot_of[tid] >= 0 ? exp(sc - new_m) : 0.0;
+      if (tid < KPC) probs[tid] = pr;
+      if (gl_SubgroupID < nsg) {
+        const float sm = subgroupAdd(pr);
+        if (subgroupElect()) chunk_red[gl_SubgroupID] = sm;
+      }
+      barrier();  // also publishes probs
+      csum = 0.0;
+      for (uint k = 0u; k < nsg; k++) csum += chunk_red[k];
     } else
 #endif
     {
