@@ -1,9 +1,10 @@
 // Attention for few tokens (decode; heads of up to 128 dims, a multiple of 16): a
-// workgroup per (token, query head, split of the context), built so that a chunk of 32
-// keys costs two waits for memory instead of one per few keys. q·k: four threads per
-// key, each a quarter of the head with all its loads issued at once, summed in shared
-// memory. p·V: four groups of 32 threads take every fourth key of the chunk, a thread
-// 4 dims of it, eight keys' loads at once; the groups' sums are added at the end.
+// workgroup per (token, query head, split of the context), built so that a chunk of
+// keys (KPC, a quarter of the workgroup's threads) costs two waits for memory instead
+// of one per few keys. q·k: four threads per key, each a quarter of the head with all
+// its loads issued at once, summed in shared memory. p·V: groups of 32 threads
+// (GROUPS) take every GROUPS-th key of the chunk, a thread 4 dims of it, eight keys'
+// loads at once; the groups' sums are added at the end.
 // The online softmax, the splits, the merge by the last split and its
 // rounding for the o GEMV (QUANT) are attention.comp's (attention_common.glsl).
 //
