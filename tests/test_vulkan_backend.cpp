@@ -1112,37 +1112,43 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
   table.resize(max_pages);
-  for (int window : {0, 300}) {
-    DYNAMIC_SECTION("window " << window) {
-      OpParams p;
-      p.n_heads = 4;
-      p.n_kv_heads = 1;
-      p.head_dim = 64;
-      p.scale = 0.125f;
-      p.window = window;
-      p.page_size = page;
-      const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
-      const std::vector<int32_t> positions = {5, 200, 383};
-      const int64_t T = 3;
-      const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
-                                      f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
-                                      f32_tensor({rows, W}, uniform(rows * W, rng)),
-                                      i32_tensor({T}, positions),
-                                      i32_tensor({T}, {0, 0, 0}),
-                                      i32_tensor({1, max_pages}, table)};
-      const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
-      // 12 (token, head) pairs: the keys are split over workgroups, which the last
-      // of each pair to finish merges (compare_with_cpu runs it twice: the counters
-      // are back at zero for the replay).
-      Backend* gpu = &shared_vulkan();
-      OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
-      const auto ds = g.program().dispatches();
-      REQUIRE(ds.size() == 1);
-      CHECK(ds[0].kernel.find("+merge") != std::string::npos);
+  for (int window : {0, 300})
+    for (bool by_subgroup : {true, false}) {
+      DYNAMIC_SECTION("window " << window << (by_subgroup ? "" : ", chunks of 32 by trees")) {
+        // Where the device has subgroup sums, chunks of 64 keys (attention_decode_sg);
+        // LLM_VULKAN_ATTN_SUBGROUP=0 takes attention_decode (devices without them).
+        ScopedEnv sg("LLM_VULKAN_ATTN_SUBGROUP", by_subgroup ? nullptr : "0");
+        OpParams p;
+        p.n_heads = 4;
+        p.n_kv_heads = 1;
+        p.head_dim = 64;
+        p.scale = 0.125f;
+        p.window = window;
+        p.page_size = page;
+        const int64_t rows = int64_t{cache_pages} * page, W = 64, Q = 4 * 64;
+        const std::vector<int32_t> positions = {5, 200, 383};
+        const int64_t T = 3;
+        const std::vector<HostT> ins = {f32_tensor({T, Q}, uniform(T * Q, rng, -2.f, 2.f)),
+                                        f32_tensor({rows, W}, uniform(rows * W, rng, -2.f, 2.f)),
+                                        f32_tensor({rows, W}, uniform(rows * W, rng)),
+                                        i32_tensor({T}, positions),
+                                        i32_tensor({T}, {0, 0, 0}),
+                                        i32_tensor({1, max_pages}, table)};
+        const double err = compare_with_cpu(make_node(Op::Attention, p), ins, zeros({T, Q}));
+        INFO("max rel err " << err);
+        CHECK(err <= 1e-5);
+        // 12 (token, head) pairs: the keys are split over workgroups, which the last
+        // of each pair to finish merges (compare_with_cpu runs it twice: the counters
+        // are back at zero for the replay).
+        Backend* gpu = &shared_vulkan();
+        OneNode g(*gpu, make_node(Op::Attention, p), ins, zeros({T, Q}));
+        const auto ds = g.program().dispatches();
+        REQUIRE(ds.size() == 1);
+        CHECK(ds[0].kernel.find("+merge") != std::string::npos);
+        const bool sg_ops = gpu->info().details.find("subgroup ops") != std::string::npos;
+        CHECK((ds[0].kernel.rfind("attention decode/64 ", 0) == 0) == (by_subgroup && sg_ops));
+      }
     }
-  }
 }
 
 TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split and merged ones)",

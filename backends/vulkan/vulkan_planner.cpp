@@ -1065,19 +1065,22 @@ void Planner::plan_attention() {
     return !(e && std::strcmp(e, "0") == 0);
   }();
   const bool decode = decode_on && p.head_dim % 16 == 0 && p.head_dim <= 128;
-  // attention_decode_sg: its chunks' max and sum by subgroup (it checks the subgroup
-  // size itself); LLM_VULKAN_ATTN_SUBGROUP=0 keeps the trees in shared memory.
-  static const bool subgroup_on = [] {
-    const char* e = std::getenv("LLM_VULKAN_ATTN_SUBGROUP");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  const bool by_subgroup = decode && subgroup_on && ctx_->phys().subgroup_arithmetic;
+  // attention_decode_sg: chunks of 64 keys in workgroups of 256, their max and sum by
+  // subgroup (it checks the subgroup size itself); LLM_VULKAN_ATTN_SUBGROUP=0 keeps
+  // attention_decode (read at each plan, so that tests can take either).
+  const char* sg_env = std::getenv("LLM_VULKAN_ATTN_SUBGROUP");
+  const bool by_subgroup =
+      decode && !(sg_env && std::strcmp(sg_env, "0") == 0) && ctx_->phys().subgroup_arithmetic;
   use(by_subgroup ? "attention_decode_sg"
       : decode    ? "attention_decode"
                   : "attention",
       {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits), k_vec4 ? 1 : 0,
        round_out ? 1 : 0, decode ? kv_load : 0});
-  x_.label = format_message("attention%s %s", decode ? " decode" : "", dtype_name(in[1].dtype));
+  x_.label = format_message("attention%s %s",
+                            by_subgroup ? " decode/64"
+                            : decode    ? " decode"
+                                        : "",
+                            dtype_name(in[1].dtype));
   if (splits > 1) x_.label += format_message(" x%u +merge", splits);
   if (round_out) x_.label += " +quantize";
   grid(x_, static_cast<uint64_t>(items) * splits);
