@@ -11,8 +11,9 @@
 // The body of attention_decode.comp and, with SUBGROUP_CHUNK, of
 // attention_decode_sg.comp, whose workgroups of 256 take chunks of 64 keys (a split of
 // the default 64 keys is then one chunk: one round of waits instead of two), and
-// whose chunk max and sum are subgroup reductions (one barrier where a subgroup holds
-// the chunk, three where up to eight do) instead of trees in shared memory.
+// whose chunk max and sum are subgroup reductions over the (up to eight) subgroups
+// that hold the chunk, their parts met in shared memory: three barriers instead of
+// fourteen for trees.
 #include "common.glsl"
 #ifndef WG
 #define WG 128
@@ -37,8 +38,7 @@ shared float qk_part[WG];
 shared float probs[KPC];
 shared int slot_of[KPC];
 shared vec4 group_acc[GROUPS][MAX_D / 4];
-shared vec2 chunk_stat;      // SUBGROUP_CHUNK: the chunk's new running max and its sum
-shared float chunk_red[8];  // ... or each subgroup's part of them
+shared float chunk_red[8];  // SUBGROUP_CHUNK: each subgroup's max, then sum, of the chunk
 
 vec4 k_at(uint e) {
   if (KV_VEC4 == 1) return kc4[(p.k_off + e) / 4u];
@@ -151,21 +151,9 @@ void main() {
     }
     float new_m, csum;
 #ifdef SUBGROUP_CHUNK
-    if (gl_SubgroupSize >= KPC) {
-      // Lanes 0 .. KPC - 1 are the first subgroup's; its other lanes pass identities.
-      if (gl_SubgroupID == 0u) {
-        const float nm = max(m, subgroupMax(sc));
-        const float pr = tid < KPC && slot_of[tid] >= 0 ? exp(sc - nm) : 0.0;
-        const float cs = subgroupAdd(pr);
-        if (tid < KPC) probs[tid] = pr;
-        if (tid == 0u) chunk_stat = vec2(nm, cs);
-      }
-      barrier();
-      new_m = chunk_stat.x;
-      csum = chunk_stat.y;
-    } else if (gl_SubgroupSize * 8u >= KPC) {
-      // The chunk's lanes fill the first nsg subgroups; their maxima, then their sums,
-      // meet in shared memory.
+    if (gl_SubgroupSize * 8u >= KPC) {
+      // The chunk's lanes fill the first nsg subgroups (their other lanes pass
+      // identities); their maxima, then their sums, meet in shared memory.
       const uint nsg = (KPC + gl_SubgroupSize - 1u) / gl_SubgroupSize;
       if (gl_SubgroupID < nsg) {
         const float mx = subgroupMax(sc);
