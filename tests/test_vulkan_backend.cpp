@@ -1247,7 +1247,7 @@ TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vu
   }
 }
 
-TEST_CASE("vulkan measuring aids: repeated dispatches, the dispatch list", "[vulkan][replay]") {
+TEST_CASE("vulkan measuring aids: repeated or left-out dispatches, the dispatch list", "[vulkan][replay]") {
   VULKAN_TEST();
   std::mt19937 rng(9);
   const int64_t T = 2, K = 64, N = 24;
@@ -1265,6 +1265,15 @@ TEST_CASE("vulkan measuring aids: repeated dispatches, the dispatch list", "[vul
     OneNode g(*be, node, {x, w}, zeros({T, N}));
     g.run();
     CHECK(max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, c.output())) <= 1e-5);
+  }
+  // ... and with -1 leaves it out: the output keeps the zeros it started with.
+  {
+    ScopedEnv skip("LLM_VULKAN_REPEAT", "matmul_gemv:-1");
+    auto be = make_vulkan_backend();
+    OneNode g(*be, node, {x, w}, zeros({T, N}));
+    g.run();
+    CHECK(decode(DType::F32, g.output()) == std::vector<float>(static_cast<size_t>(T * N), 0.f));
+    CHECK(decode(DType::F32, c.output()) != std::vector<float>(static_cast<size_t>(T * N), 0.f));
   }
   // LLM_VULKAN_DUMP=1 lists each dispatch with its grid (llmcli's stderr).
   const Reference ref = load_reference("llama3");

@@ -177,13 +177,23 @@ class VulkanProgram final : public Program {
       d.vkCmdResetQueryPool(cb, queries_, 0, n_q);
       d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_, 0);
     }
+    bool carried_barrier = false;  // that of a dispatch LLM_VULKAN_REPEAT=TEXT:-1 left out
     for (size_t i = 0; i < ds_.size(); i++) {
       const Recorded& x = ds_[i];
+      // LLM_VULKAN_REPEAT=TEXT:-1: the dispatch is left out (its barrier goes to the next
+      // one), so that the step's time shrinks by what it costs: an upper bound on what
+      // fusing it away could save. A measuring aid: results are then wrong.
+      if (repeat_.second < 0 && !timestamps && x.label.find(repeat_.first) != std::string::npos) {
+        carried_barrier = carried_barrier || x.barrier_before;
+        continue;
+      }
       // Profiled runs keep the same barriers: a timestamp at the compute stage is
       // written once every earlier dispatch has finished, so consecutive timestamps
       // charge each dispatch from the end of the work before it to its own end and
       // add up to the step as run() runs it.
-      if (i > 0 && x.barrier_before)
+      const bool barrier = x.barrier_before || carried_barrier;
+      carried_barrier = false;
+      if (i > 0 && barrier)
         cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
@@ -229,12 +239,13 @@ class VulkanProgram final : public Program {
     const char* v = std::getenv("LLM_VULKAN_PROFILE");
     return v && std::strcmp(v, "1") == 0;
   }();
-  // LLM_VULKAN_REPEAT=TEXT:N: dispatches whose label holds TEXT run N more times.
+  // LLM_VULKAN_REPEAT=TEXT:N: dispatches whose label holds TEXT run N more times (-1:
+  // are left out).
   const std::pair<std::string, int> repeat_ = [] {
     const char* v = std::getenv("LLM_VULKAN_REPEAT");
     const char* colon = v ? std::strrchr(v, ':') : nullptr;
     if (!colon) return std::pair<std::string, int>{"", 0};
-    return std::pair<std::string, int>{std::string(v, colon), std::max(0, std::atoi(colon + 1))};
+    return std::pair<std::string, int>{std::string(v, colon), std::max(-1, std::atoi(colon + 1))};
   }();
   std::vector<double> totals_;
   int profile_runs_ = 0;
