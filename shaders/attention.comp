@@ -103,11 +103,11 @@ void main() {
         if (p.softcap > 0.0) sc = p.softcap * tanh_accurate(sc / p.softcap);
       }
     }
-    const float new_m = max(m, reduce_max(sc));
+    const float new_m = max(m, tree_max(sc, WG));
     const float pr = slot >= 0 ? exp(sc - new_m) : 0.0;
     probs[tid] = pr;
     slot_of[tid] = slot;
-    const float csum = reduce_sum(pr);  // its barriers also publish probs and slot_of
+    const float csum = tree_sum(pr, WG);  // its barriers also publish probs and slot_of
     if (new_m == NEG_INF) continue;  // every key of the chunk was skipped
     const float alpha = exp(m - new_m);
     l = l * alpha + csum;

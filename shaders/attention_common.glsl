@@ -39,11 +39,13 @@ layout(push_constant) uniform P {
 shared float qs[MAX_D];
 shared float red[WG];
 
-float reduce_max(float v) {
+// Max and sum over the first n threads' values (n a power of two, at most WG; the other
+// threads' values are not read) by a tree in shared memory; every thread gets the result.
+float tree_max(float v, uint n) {
   const uint tid = gl_LocalInvocationID.x;
-  red[tid] = v;
+  if (tid < n) red[tid] = v;
   barrier();
-  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+  for (uint s = n / 2u; s > 0u; s >>= 1) {
     if (tid < s) red[tid] = max(red[tid], red[tid + s]);
     barrier();
   }
@@ -52,11 +54,11 @@ float reduce_max(float v) {
   return r;
 }
 
-float reduce_sum(float v) {
+float tree_sum(float v, uint n) {
   const uint tid = gl_LocalInvocationID.x;
-  red[tid] = v;
+  if (tid < n) red[tid] = v;
   barrier();
-  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+  for (uint s = n / 2u; s > 0u; s >>= 1) {
     if (tid < s) red[tid] += red[tid + s];
     barrier();
   }

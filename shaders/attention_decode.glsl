@@ -54,33 +54,6 @@ vec4 v_at(uint e) {
               LOAD_FLOAT(vc, VDT, p.v_off, e + 2u), LOAD_FLOAT(vc, VDT, p.v_off, e + 3u));
 }
 
-// Max and sum over the first KPC threads' values (the others pass the identity).
-float chunk_max(float v) {
-  const uint tid = gl_LocalInvocationID.x;
-  if (tid < KPC) red[tid] = v;
-  barrier();
-  for (uint s = KPC / 2u; s > 0u; s >>= 1) {
-    if (tid < s) red[tid] = max(red[tid], red[tid + s]);
-    barrier();
-  }
-  const float r = red[0];
-  barrier();
-  return r;
-}
-
-float chunk_sum(float v) {
-  const uint tid = gl_LocalInvocationID.x;
-  if (tid < KPC) red[tid] = v;
-  barrier();
-  for (uint s = KPC / 2u; s > 0u; s >>= 1) {
-    if (tid < s) red[tid] += red[tid + s];
-    barrier();
-  }
-  const float r = red[0];
-  barrier();
-  return r;
-}
-
 void main() {
   const uint group = flat_group();
   if (group >= p.T * p.H * SPLITS) return;
@@ -175,10 +148,10 @@ void main() {
     } else
 #endif
     {
-      new_m = max(m, chunk_max(sc));
+      new_m = max(m, tree_max(sc, KPC));
       const float pr = tid < KPC && slot_of[tid] >= 0 ? exp(sc - new_m) : 0.0;
       if (tid < KPC) probs[tid] = pr;
-      csum = chunk_sum(pr);  // its barriers also publish probs
+      csum = tree_sum(pr, KPC);  // its barriers also publish probs
     }
     if (new_m == NEG_INF) continue;  // every key of the chunk was skipped
     const float alpha = exp(m - new_m);

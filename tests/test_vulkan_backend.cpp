@@ -1247,7 +1247,8 @@ TEST_CASE("vulkan replays read new inputs; dispatches are named and timed", "[vu
   }
 }
 
-TEST_CASE("vulkan measuring aids: repeated or left-out dispatches, the dispatch list", "[vulkan][replay]") {
+TEST_CASE("vulkan measuring aids: repeated or left-out dispatches, the dispatch list",
+          "[vulkan][replay]") {
   VULKAN_TEST();
   std::mt19937 rng(9);
   const int64_t T = 2, K = 64, N = 24;
