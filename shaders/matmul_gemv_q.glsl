@@ -34,6 +34,13 @@
 // layout for the integer-dot down GEMV after it. With KSPLIT, K is cut into parts, a
 // workgroup each, and the last part of a round to finish merges the sums and rounds.
 //
+// FFN_DOWN (QOUT, matmul_gemv_qdot_ffn*.comp): the down GEMV and the residual Add
+// after it run in the same dispatch, split over K: each round's workgroup multiplies its
+// rounded block of 32 activations by that block of every row of down (a copy of down's
+// weights in block-major order at binding 15, so the block's rows are contiguous) and
+// adds the products into a float accumulator with atomics; the workgroup that finishes
+// the last round writes out = residual + accumulator and zeroes it for the next run.
+//
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
 // products (OpSDot, GL_EXT_spirv_intrinsics: Debian's glslc predates
@@ -109,6 +116,22 @@ layout(std430, binding = 14) buffer KCount { uint kcount[]; };
 shared vec2 ks_part[32];
 shared bool ks_merging;
 bool ks_final = false;  // this invocation writes the merged sums
+#ifdef FFN_DOWN
+// Down's weights in block-major order (Planner: block b's quants of rows 0 .. H - 1,
+// then all the f16 scales in the same order), the accumulator of its products (zero
+// between runs), the count of rounds done, the residual and the sum's output.
+layout(std430, binding = 15) readonly coherent buffer DownQ { uvec4 dn_q[]; };
+layout(std430, binding = 15) readonly coherent buffer DownW { uint dn_w[]; };
+layout(std430, binding = 16) buffer FfnAcc { float ffn_acc[]; };
+layout(std430, binding = 17) buffer FfnCount { uint ffn_count[]; };
+layout(std430, binding = 18) readonly buffer FfnRes { float ffn_res[]; };
+layout(std430, binding = 19) writeonly buffer FfnOut { float ffn_out[]; };
+// Rows of down a thread loads at once.
+layout(constant_id = 16) const int DN_ROWS = 4;
+shared uint dn_words[16];  // the round's rounded activation: h planes, then l planes
+shared uvec2 dn_meta;
+shared bool ffn_last;
+#endif
 #else
 const int QOUT = 0;
 const int KSPLIT = 1;
@@ -179,6 +202,9 @@ layout(push_constant) uniform P {
   float eps;
 #ifndef ROPE_KV
   uint qo_off;  // QOUT: the planes' offset
+#endif
+#ifdef FFN_DOWN
+  uint dn_off, dn_rows, fres_off, fout_off;  // down's weights (words), its rows, Add's
 #endif
 #endif
 } p;
@@ -396,6 +422,11 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
 #endif
   const float b = p.has_bias != 0u ? LOAD_FLOAT(bias, BDT, p.b_off, n) : 0.0;
   const float v = s + b;
+#ifdef FFN_DOWN
+  // Only the round's activations: nothing reads the products or the activation after.
+  act_s[n % 32u] = v / (1.0 + exp(-v)) * s2;
+  return;
+#endif
   y[p.y_off + t * p.N + n] = v;
   if (MODE == 1) {
     y2[p.y2_off + t * p.N + n] = s2;
@@ -424,6 +455,67 @@ uint task_of(uint task, out uint N, out uint j) {
   N = p.n3;
   return 2u;
 }
+
+#ifdef FFN_DOWN
+// Σ q s over one block of 32 weights and x's planes (s = 256 h + l), without q4_0's
+// offset of 8: quants qa (q8_0: qa, then qb; q4_0: qa's low nibbles pair with h0/l0,
+// its high ones with h1/l1). main's loop computes the same inline, left as it is
+// until a GPU measures the change (a reordered hot loop compiled slower before).
+int block_dot_planes(uvec4 qa, uvec4 qb, uvec4 h0, uvec4 h1, uvec4 l0, uvec4 l1) {
+  int dh = 0, dl = 0;
+  [[unroll]] for (int w = 0; w < 4; w++) {
+    uint a = qa[w], b = qb[w];
+    if (WDT == DT_Q4_0) {
+      b = (a >> 4) & 0x0f0f0f0fu;
+      a &= 0x0f0f0f0fu;
+    }
+    dh += dot4(a, h0[w]) + dot4(b, h1[w]);
+    dl += dot4(a, l0[w]) + dot4(b, l1[w]);
+  }
+  return dh * 256 + dl;
+}
+
+// Round blk's part of down (its block of 32 activations, rounded in dn_words/dn_meta,
+// times that block of each of down's rows) added into ffn_acc; the workgroup that
+// completes the last round then writes the residual sum. Uniform over the workgroup.
+void ffn_down_round(uint blk) {
+  const uint tid = gl_LocalInvocationID.x, H = p.dn_rows, nbd = p.N / 32u;
+  const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;
+  const uvec4 h0 = uvec4(dn_words[0], dn_words[1], dn_words[2], dn_words[3]);
+  const uvec4 h1 = uvec4(dn_words[4], dn_words[5], dn_words[6], dn_words[7]);
+  const uvec4 l0 = uvec4(dn_words[8], dn_words[9], dn_words[10], dn_words[11]);
+  const uvec4 l1 = uvec4(dn_words[12], dn_words[13], dn_words[14], dn_words[15]);
+  const float xs = uintBitsToFloat(dn_meta.x);
+  const int corr = WDT == DT_Q4_0 ? 8 * int(dn_meta.y) : 0;
+  const uint scale_at = p.dn_off * 4u + nbd * H * 16u * qpb;  // bytes
+  for (uint r0 = tid; r0 < H; r0 += uint(DN_ROWS) * WG) {
+    uvec4 qa[DN_ROWS], qb[DN_ROWS];
+    float d[DN_ROWS];
+    [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
+      const uint e = blk * H + min(r0 + uint(i) * WG, H - 1u);
+      qa[i] = dn_q[p.dn_off / 4u + e * qpb];
+      qb[i] = WDT == DT_Q8_0 ? dn_q[p.dn_off / 4u + e * qpb + 1u] : uvec4(0u);
+      d[i] = f16_bits_to_f32(LOAD_U16(dn_w, scale_at + e * 2u));
+    }
+    [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
+      const uint r = r0 + uint(i) * WG;
+      if (r >= H) break;
+      atomicAdd(ffn_acc[r],
+                float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs));
+    }
+  }
+  // This round's products are in the accumulator before it counts itself done.
+  memoryBarrierBuffer();
+  barrier();
+  if (tid == 0u) ffn_last = atomicAdd(ffn_count[0], 1u) == nbd - 1u;
+  barrier();
+  if (!ffn_last) return;
+  memoryBarrierBuffer();
+  if (tid == 0u) ffn_count[0] = 0u;
+  for (uint r = tid; r < H; r += WG)
+    ffn_out[p.fout_off + r] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
+}
+#endif
 
 void main() {
   for (uint i = flat_group() * WG + gl_LocalInvocationID.x; i < p.copy_n;
@@ -697,12 +789,27 @@ void main() {
           sum += quantize4(vec4(act_s[4u * w], act_s[4u * w + 1u], act_s[4u * w + 2u],
                                 act_s[4u * w + 3u]),
                            inv, h, l);
+#ifdef FFN_DOWN
+          dn_words[w] = h;
+          dn_words[8u + w] = l;
+#else
           qo_w[qw + w] = h;
           qo_w[qw + 8u + w] = l;
+#endif
         }
+#ifdef FFN_DOWN
+        dn_meta = quantize_meta(amax, sum);
+#else
         qom[(p.qo_off / 4u + p.N / 32u * 4u) * 2u + blk] = quantize_meta(amax, sum);
+#endif
       }
       barrier();  // act_s is written again by the next round
+#ifdef FFN_DOWN
+      if (write_block && blk < p.N / 32u) {
+        ffn_down_round(blk);
+        barrier();  // dn_words is written again by the next round
+      }
+#endif
     }
 #endif
     if (!more) break;

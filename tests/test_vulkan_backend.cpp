@@ -607,6 +607,86 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
       }
 }
 
+// The backend whose single-token gate/up dispatches also compute down and its residual
+// Add (LLM_VULKAN_FFN_FUSE=1, integer dots forced), or null where the device lacks float
+// atomics or integer dots.
+Backend* ffn_down_vulkan() {
+  static Backend* b = [] {
+    ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
+    ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
+    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", "1");
+    return make_vulkan_backend().release();
+  }();
+  return b->info().details.find("down inside gate/up") != std::string::npos ? b : nullptr;
+}
+
+TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DOWN)",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  Backend* gpu = ffn_down_vulkan();
+  if (!gpu) {
+    WARN("no float atomics or integer dots on this Vulkan device: skipped");
+    return;
+  }
+  std::mt19937 rng(29);
+  auto cpu = make_cpu_backend(1);
+  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7, the sum 8.
+  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
+             act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7),
+             add = make_node(Op::Add, {0, 7}, 8);
+  // F: gate/up rows (rounds of 32); K: down's rows, fewer than a workgroup's threads
+  // (192) or many of them (2048, whose gate/up the fixed grid also cuts in K parts).
+  for (int64_t F : {96, 320})
+    for (int64_t K : {192, 2048})
+      for (DType wt : {DType::Q4_0, DType::Q8_0})
+        DYNAMIC_SECTION(dtype_name(wt) << " F=" << F << " K=" << K) {
+          const QuantMatrix wg = quantize_random(wt, F, K, rng),
+                            wu = quantize_random(wt, F, K, rng),
+                            wd = quantize_random(wt, K, F, rng);
+          // Two runs of the same program on different x: the accumulator and the count
+          // must be back to zero after each.
+          const std::vector<float> xs[2] = {uniform(K, rng), uniform(K, rng, -3.f, 3.f)};
+          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+            TestBuffers b(be);
+            auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+              return b.weight(q, wt, n, k, quant);
+            };
+            DeviceBuffer* arena = b.put(Bytes(K * 4 + F * 12 + 4096));
+            const TensorRef xr{arena, 0, DType::F32, {1, K}};
+            const TensorRef gr{arena, static_cast<size_t>(1024 + K * 4), DType::F32, {1, F}};
+            const TensorRef ur{
+                arena, static_cast<size_t>(2048 + K * 4 + F * 4), DType::F32, {1, F}};
+            const TensorRef ar{
+                arena, static_cast<size_t>(3072 + K * 4 + F * 8), DType::F32, {1, F}};
+            const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+            const TensorRef sr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+            auto prog = be.compile(
+                {BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
+                 BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
+                 BoundNode{&md, {ar, weight(wd, K, F)}, dr}, BoundNode{&add, {xr, dr}, sr}});
+            std::vector<float> out;
+            for (const std::vector<float>& x : xs) {
+              be.upload(*arena, 0, x.data(), x.size() * 4);
+              prog->run();
+              const std::vector<float> got = download_f32(be, {sr});
+              out.insert(out.end(), got.begin(), got.end());
+            }
+            if (ds) *ds = prog->dispatches();
+            return out;
+          };
+          const std::vector<float> want = run(*cpu, false, nullptr);
+          std::vector<Program::Dispatch> ds;
+          const std::vector<float> got = run(*gpu, true, &ds);
+          // x and the activation rounded to 16 bits a block, down's sums in any order.
+          CHECK(max_rel_error(got, want) <= 1e-4);
+          ds = without_quantize(ds);
+          REQUIRE(ds.size() == 1);
+          CHECK(ds[0].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
+          CHECK(ds[0].kernel.find("+down +add") != std::string::npos);
+          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4});
+        }
+}
+
 // The final norm, the head and a Sample of its one row of logits, the id placed over the
 // norm's input (dead once the norm has read it, as the step planner may do). Tensor ids:
 // the norm's input 0 and weight 1, x 2, head 3, logits 4, params 5, id 6.
@@ -1437,10 +1517,14 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   const Reference ref = load_reference("llama3");
   TempDir dir;
   write_dequantized_fixture("llama3", DType::Q4_0, dir.path());
-  // The default grid (one pass at these sizes), and two workgroups looping over the rows.
-  for (size_t b = 1; b <= 2; b++) DYNAMIC_SECTION(gpus[b]->info().details) {
+  // The default grid (one pass at these sizes), two workgroups looping over the rows,
+  // and down inside the gate/up dispatch where the device has float atomics.
+  std::vector<Backend*> runs = {gpus[1], gpus[2]};
+  if (Backend* ffn = ffn_down_vulkan()) runs.push_back(ffn);
+  for (Backend* gpu : runs) DYNAMIC_SECTION(gpu->info().details) {
+      const bool ffn_down = gpu == ffn_down_vulkan();
       auto cm = Model::load(dir.path(), *cpu);
-      auto gm = Model::load(model_dir("llama3"), *gpus[b], LoadOptions{"q4f16_1"});
+      auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{"q4f16_1"});
       std::vector<int32_t> prompt;
       while (prompt.size() < 100)
         prompt.insert(prompt.end(), ref.input_ids.begin(), ref.input_ids.end());
@@ -1474,6 +1558,8 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
       CHECK(count("rms_norm +quantize", "") <= 3);
       // Gate/up round the activation for down: no quantize_x before it.
       CHECK(count("rms_norm + matmul_gemv_q", "x2 +silu_mul +quantize") > 0);
+      CHECK((count("rms_norm + matmul_gemv_q", "+down +add") > 0) == ffn_down);
+      CHECK((count("matmul_gemv_q", "[64 x 160] +add") > 0) == !ffn_down);
       CHECK(count("quantize_x", "K=160") == 0);
       CHECK(count("rms_norm + matmul_gemv_q", " x2 +silu_mul") > 0);
       // q/k/v as one dispatch, with x in shared memory their ropes and cache appends too.

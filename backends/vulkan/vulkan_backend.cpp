@@ -110,6 +110,11 @@ class VulkanBackend final : public Backend {
       const int v = std::atoi(th);
       gemv_threads_ = v >= 1024 ? 1024 : v >= 512 ? 512 : 256;
     }
+    // LLM_VULKAN_FFN_FUSE=1: single-token gate/up dispatches also compute down and its
+    // residual Add (float atomics, a block-major copy of down's weights); off by default
+    // until measured faster.
+    const char* ffn = std::getenv("LLM_VULKAN_FFN_FUSE");
+    ffn_down_ = shared_x_ && ctx_->phys().atomic_float_add && ffn && std::strcmp(ffn, "1") == 0;
   }
 
   ~VulkanBackend() override {
@@ -128,6 +133,7 @@ class VulkanBackend final : public Backend {
                                       std::to_string(persist_wgs_) + " workgroups)"
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
+    if (ffn_down_) d.details += ", down inside gate/up";
     return d;
   }
 
@@ -204,6 +210,7 @@ class VulkanBackend final : public Backend {
   uint32_t persist_wgs_ = 0;   // ... on a fixed grid of this many workgroups (0: one pass)
   uint32_t gemv_threads_ = 0;  // ... in workgroups of this size (0: chosen per matrix)
   uint32_t units_ = 1;         // multiprocessors (kGemvUnitsUnknown where not reported)
+  bool ffn_down_ = false;      // down and its Add inside the gate/up dispatch (FFN_DOWN)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -258,9 +265,9 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
-  vk::Plan plan = vk::plan_dispatches(
-      *this, ctx_, nodes,
-      {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_, gemv_threads_, units_});
+  vk::Plan plan = vk::plan_dispatches(*this, ctx_, nodes,
+                                      {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_,
+                                       persist_wgs_, gemv_threads_, units_, ffn_down_});
   return vk::make_program(ctx_, std::move(plan.dispatches), std::move(plan.keep));
 }
 

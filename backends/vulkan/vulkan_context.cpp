@@ -164,7 +164,7 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, nullptr);
   std::vector<VkExtensionProperties> exts(n_ext);
   api.vkEnumerateDeviceExtensionProperties(dev, nullptr, &n_ext, exts.data());
-  bool has_int_dot = false, has_sm = false, has_amd_cores = false;
+  bool has_int_dot = false, has_sm = false, has_amd_cores = false, has_atomic_float = false;
   for (const VkExtensionProperties& e : exts) {
     if (std::strcmp(e.extensionName, "VK_NV_cooperative_matrix") == 0) p.coopmat_nv = true;
     if (std::strcmp(e.extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME) == 0)
@@ -172,6 +172,8 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     if (std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0)
       has_int_dot = true;
     if (std::strcmp(e.extensionName, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME) == 0) has_sm = true;
+    if (std::strcmp(e.extensionName, VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME) == 0)
+      has_atomic_float = true;
     if (std::strcmp(e.extensionName, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME) == 0)
       has_amd_cores = true;
   }
@@ -214,9 +216,12 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
   if (p.props.apiVersion >= VK_API_VERSION_1_2) {
     VkPhysicalDeviceShaderIntegerDotProductFeatures dot{};
     dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES;
+    VkPhysicalDeviceShaderAtomicFloatFeaturesEXT af{};
+    af.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+    af.pNext = has_int_dot ? &dot : nullptr;
     VkPhysicalDeviceVulkanMemoryModelFeatures mm{};
     mm.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES;
-    mm.pNext = has_int_dot ? &dot : nullptr;
+    mm.pNext = has_atomic_float ? static_cast<void*>(&af) : (has_int_dot ? &dot : nullptr);
     VkPhysicalDeviceShaderFloat16Int8Features f16{};
     f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
     f16.pNext = &mm;
@@ -231,6 +236,8 @@ PhysicalInfo describe(const Instance& instance, VkPhysicalDevice dev) {
     p.storage16 = s16.storageBuffer16BitAccess;
     p.memory_model = mm.vulkanMemoryModel;
     p.int_dot = dot.shaderIntegerDotProduct;
+    p.atomic_float_add =
+        has_atomic_float && af.shaderBufferFloat32AtomicAdd && af.shaderBufferFloat32Atomics;
   }
   p.int_dot_fast = p.int_dot && p.int_dot_fast;
   if (p.coopmat_nv && api.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) {
@@ -434,6 +441,16 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
     idot.pNext = chain;
     chain = &idot;
     exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  }
+  // Float atomics (the fused FFN's down product), where the device has them.
+  VkPhysicalDeviceShaderAtomicFloatFeaturesEXT afloat{};
+  afloat.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT;
+  afloat.shaderBufferFloat32Atomics = VK_TRUE;
+  afloat.shaderBufferFloat32AtomicAdd = VK_TRUE;
+  if (phys_.atomic_float_add) {
+    afloat.pNext = chain;
+    chain = &afloat;
+    exts.push_back(VK_EXT_SHADER_ATOMIC_FLOAT_EXTENSION_NAME);
   }
   // Compiler statistics of each pipeline, on request (for tuning shaders).
   VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats{};

@@ -62,6 +62,9 @@ struct PhysicalInfo {
   // signed 4 x 8-bit packed dot products are fast (a native instruction, not emulated).
   bool int_dot = false;
   bool int_dot_fast = false;
+  // VK_EXT_shader_atomic_float's shaderBufferFloat32AtomicAdd (and exchange): the fused
+  // FFN's down product sums its parts with float atomics.
+  bool atomic_float_add = false;
   // A subgroup-scope f16 x f16 + f32 fragment shape of VK_NV_cooperative_matrix
   // (M x N, depth K); 0 when there is none.
   uint32_t coop_m = 0, coop_n = 0, coop_k = 0;
@@ -281,6 +284,9 @@ class Buffer final : public DeviceBuffer {
   // host reads cross PCIe uncached (milliseconds for the logits), so they go staged.
   bool in_bar() const { return allocator_ == ctx_.small_memory(); }
   Context& context() const { return ctx_; }
+  // The planner's block-major copy of the quantized matrix this buffer holds in the row
+  // layout (the fused FFN's down), made once on first use.
+  std::shared_ptr<Buffer> block_major;
 
  private:
   Context& ctx_;

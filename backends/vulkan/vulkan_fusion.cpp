@@ -108,6 +108,33 @@ bool FusionRules::ffn_fusable(size_t i) const {
     if (o.overlaps(act)) return false;
   return true;
 }
+// Which input of node i + 4 is the residual when nodes i..i + 3 are a fused FFN
+// (ffn_fusable) whose gate/up dispatch may also compute down and that Add (FFN_DOWN in
+// matmul_gemv_q.glsl, settings.ffn_down); -1 when not. That dispatch writes only the
+// sum (gate's and up's products, the activation and down's product stay in registers
+// and shared memory), so nothing after the Add may read those, and the sum may not
+// overlap what the dispatch reads: x (or the norm's input and weight before it), the
+// three weights and the residual.
+int FusionRules::ffn_down_fusable(size_t i) const {
+  if (!set_.ffn_down || !set_.int_dot || !set_.shared_x || !phys_.atomic_float_add ||
+      !ffn_fusable(i) || i + 4 >= nodes_.size() || !nodes_[i + 4].node)
+    return -1;
+  const int res = residual_add(i + 3);
+  if (res < 0) return -1;
+  const BoundNode &g = nodes_[i], &u = nodes_[i + 1], &dn = nodes_[i + 3], &add = nodes_[i + 4];
+  if (dn.inputs.size() != 2 || dn.output.shape.rows() != 1 || read_from(i + 3, g.node->output) ||
+      read_from(i + 3, u.node->output) || read_from(i + 4, nodes_[i + 2].node->output) ||
+      read_from(i + 5, dn.node->output))
+    return -1;
+  std::vector<Region> reads = {region(g.inputs[0]), region(g.inputs[1]), region(u.inputs[1]),
+                               region(dn.inputs[1]), region(add.inputs[res])};
+  if (i > 0 && nodes_[i - 1].node && nodes_[i - 1].node->op == Op::RmsNorm)
+    for (const TensorRef& r : nodes_[i - 1].inputs) reads.push_back(region(r));
+  const Region sum = region(add.output);
+  for (const Region& r : reads)
+    if (r.overlaps(sum)) return -1;
+  return res;
+}
 // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
 // output), which node i's dispatch may then round for it.
 bool FusionRules::feeds_int_dot_gemv(size_t i, const TensorRef& t) const {

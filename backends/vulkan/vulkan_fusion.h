@@ -37,6 +37,7 @@ struct FusionSettings {
   int64_t coop_gemv_max_tokens = 1;  // ... and the most tokens the GEMVs take then
   bool int_dot = false;              // integer-dot GEMVs
   bool shared_x = false;             // ... with x's planes in shared memory
+  bool ffn_down = false;             // down and its Add inside gate/up (float atomics)
 };
 
 class FusionRules {
@@ -55,11 +56,12 @@ class FusionRules {
   };
 
   // Each rule is documented at its definition (vulkan_fusion.cpp). Node i's dispatch:
-  int residual_add(size_t i) const;  // adds the residual of the Add after it (its index)
-  bool silu_after(size_t i) const;   // the split-K reduce computes the SiluMul after it
-  bool use_coop(int64_t T) const;    // a matmul of T tokens runs on the tensor cores
-  bool gemv_q(size_t i) const;       // a quantized GEMV (matmul_gemv_q and variants)
-  bool ffn_fusable(size_t i) const;  // gate/up/SiluMul at i, down at i + 3
+  int residual_add(size_t i) const;      // adds the residual of the Add after it (its index)
+  bool silu_after(size_t i) const;       // the split-K reduce computes the SiluMul after it
+  bool use_coop(int64_t T) const;        // a matmul of T tokens runs on the tensor cores
+  bool gemv_q(size_t i) const;           // a quantized GEMV (matmul_gemv_q and variants)
+  bool ffn_fusable(size_t i) const;      // gate/up/SiluMul at i, down at i + 3
+  int ffn_down_fusable(size_t i) const;  // ... and down's residual Add at i + 4 (its index)
   bool feeds_int_dot_gemv(size_t i, const TensorRef& t) const;  // rounds t for i + 1
   size_t gemv_segments(size_t i) const;  // matmuls of one x side by side (q/k/v)
   GemvGroup gemv_group(size_t i) const;

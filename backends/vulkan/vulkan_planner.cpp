@@ -141,6 +141,29 @@ CoopPlan coop_plan(int64_t T, int64_t K, int64_t N) {
   return c;
 }
 
+// The block-major copy of a q4_0/q8_0 [N, K] matrix held in the row layout
+// (shaders/weights.glsl): block b's quants of rows 0 .. N - 1 one after another, then
+// every scale in the same order (f16), so that one block of all rows is contiguous
+// (FFN_DOWN in matmul_gemv_q.glsl). Made once per weight, through the host.
+Buffer& block_major_copy(Context& ctx, const std::shared_ptr<Context>& keep, Buffer& rows, DType t,
+                         int64_t N, int64_t K) {
+  if (rows.block_major) return *rows.block_major;
+  const size_t nb = static_cast<size_t>(K / 32), n = static_cast<size_t>(N);
+  const size_t qb = t == DType::Q8_0 ? 32 : 16;
+  const size_t scales = (nb * 2 + 15) / 16 * 16, row = scales + nb * qb;
+  std::vector<uint8_t> in(row * n), out(nb * n * (qb + 2));
+  ctx.copy_to_host(rows, 0, in.data(), in.size());
+  for (size_t r = 0; r < n; r++)
+    for (size_t b = 0; b < nb; b++) {
+      const uint8_t* src = in.data() + row * r;
+      std::memcpy(out.data() + (b * n + r) * qb, src + scales + b * qb, qb);
+      std::memcpy(out.data() + nb * n * qb + (b * n + r) * 2, src + 2 * b, 2);
+    }
+  rows.block_major = std::make_shared<Buffer>(ctx, keep, out.size(), "block-major weight copy");
+  ctx.copy_to_device(*rows.block_major, 0, out.data(), out.size());
+  return *rows.block_major;
+}
+
 // Groups of a 2-d grid covering n groups (x at most 65535); shaders take
 // flat_group() / flat_id() and skip what lies past the end.
 void grid(Recorded& x, uint64_t n) {
@@ -181,6 +204,7 @@ class Planner {
                          int64_t T, int64_t K, int64_t N) const;
   void plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy);
   void bind_rope_kv(int mask);
+  void bind_ffn_down(int res, int64_t N);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -260,7 +284,8 @@ Planner::Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
       nodes_(nodes),
       set_(settings),
       rules_(nodes, ctx->phys(),
-             {settings.coop, settings.coop_gemv_max_tokens, settings.int_dot, settings.shared_x}),
+             {settings.coop, settings.coop_gemv_max_tokens, settings.int_dot, settings.shared_x,
+              settings.ffn_down}),
       max_range_(ctx->phys().props.limits.maxStorageBufferRange),
       align_(std::max<size_t>(16, ctx->phys().props.limits.minStorageBufferOffsetAlignment)) {
   if (set_.coop) {
@@ -576,6 +601,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   const GemvLaunch gl = gemv_launch(glu, sx, norm_in, segs, seg_rows, T, K, N);
   const GemvShape& gs = gl.gs;
   const bool qout = gl.qout, persist = gl.persist;
+  // Down and its residual Add in the same dispatch (the Add's residual input, or -1).
+  const int ffn_res = glu && qout ? rules_.ffn_down_fusable(ni_) : -1;
   const int rope_mask = gl.rope_mask;
   const bool rope_kv = rope_mask >= 0;
   const uint32_t sg = ctx_->phys().subgroup_size;
@@ -660,6 +687,7 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
                          "gate/up split-K");
     }
   }
+  if (ffn_res >= 0) bind_ffn_down(ffn_res, N);
   gemv_spec.push_back(rope_kv ? dt_code(nodes_[ni_ + 5].output.dtype) : 0);  // CDT
   gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                      // U
   gemv_spec.push_back(persist ? 1 : 0);                                      // PERSIST
@@ -675,7 +703,16 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
     return e && std::strcmp(e, "1") == 0;
   }();
   gemv_spec.push_back(prologue_only ? 1 : 0);  // PROLOGUE_ONLY
-  use(rope_kv           ? "matmul_gemv_qdot_rope"
+  if (ffn_res >= 0) {
+    // LLM_VULKAN_FFN_DOWN_ROWS: rows of down a thread loads at once (1..8, default 4).
+    static const int32_t dn_rows = [] {
+      const char* e = std::getenv("LLM_VULKAN_FFN_DOWN_ROWS");
+      return e ? std::clamp(std::atoi(e), 1, 8) : 4;
+    }();
+    gemv_spec.push_back(dn_rows);  // DN_ROWS
+  }
+  use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
+      : rope_kv         ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
       : sx              ? "matmul_gemv_qdot_sx"
       : set_.int_dot    ? "matmul_gemv_qdot"
@@ -688,12 +725,45 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
       (gl.ksplit > 1 ? format_message(" (K in %u parts)", gl.ksplit) : std::string());
   x_.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
                             dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
-                            res >= 0  ? " +add"
-                            : qout    ? qout_label.c_str()
-                            : glu     ? " x2 +silu_mul"
-                            : rope_kv ? " +rope +kv_append"
-                                      : "");
+                            res >= 0       ? " +add"
+                            : ffn_res >= 0 ? (qout_label + " +down +add").c_str()
+                            : qout         ? qout_label.c_str()
+                            : glu          ? " x2 +silu_mul"
+                            : rope_kv      ? " +rope +kv_append"
+                                           : "");
   grid(x_, gl.groups);
+}
+
+// FFN_DOWN (matmul_gemv_qdot_ffn*): bindings 15-19 and the push constants of down
+// (node ni_ + 3, whose K is gate/up's N) and its residual Add (ni_ + 4, residual input
+// res) inside the gate/up dispatch.
+void Planner::bind_ffn_down(int res, int64_t N) {
+  const BoundNode &dn = nodes_[ni_ + 3], &add = nodes_[ni_ + 4];
+  backend_.check_bound(dn, "vulkan backend");
+  backend_.check_bound(add, "vulkan backend");
+  const TensorRef& wd = dn.inputs[1];
+  const int64_t H = wd.shape.rows();
+  if (wd.shape.row_len() != N) fail("vulkan backend: fused FFN: down's K is not gate/up's N");
+  Buffer& blocks = block_major_copy(*ctx_, ctx_, vk_buffer(*wd.buffer), wd.dtype, H, N);
+  x_.bindings.push_back({&blocks, 0, blocks.size()});
+  x_.reads.push_back({&blocks, 0, blocks.size()});
+  push(0);  // dn_off
+  push(static_cast<uint32_t>(H));
+  // The accumulator of down's products and the count of rounds done: zero between runs
+  // (the last workgroup resets both).
+  for (size_t bytes : {static_cast<size_t>(H) * 4, size_t{4}}) {
+    auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn down sums");
+    ctx_->fill_zero(*buf, 0, bytes);
+    keep_.push_back(buf);
+    x_.bindings.push_back({buf.get(), 0, buf->size()});
+    x_.writes.push_back({buf.get(), 0, buf->size()});
+  }
+  push(bind(add.inputs[res], "the residual"));
+  push(bind(add.output, "the sum", true));
+  x_.nodes.push_back(static_cast<int>(ni_ + 3));
+  x_.nodes.push_back(static_cast<int>(ni_ + 4));
+  fused_ = 4;
+  planes_hold_ = Region{};
 }
 
 // How the quantized GEMV of node ni_ runs (see GemvLaunch).
