@@ -40,6 +40,8 @@
 // weights in block-major order at binding 15, so the block's rows are contiguous) and
 // adds the products into a float accumulator with atomics; the workgroup that finishes
 // the last round writes out = residual + accumulator and zeroes it for the next run.
+// With FFN_PARTS each round writes its products to a row of partials instead, and a
+// matmul_reduce after the dispatch adds them in order (deterministic).
 //
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
@@ -128,6 +130,9 @@ layout(std430, binding = 18) readonly buffer FfnRes { float ffn_res[]; };
 layout(std430, binding = 19) writeonly buffer FfnOut { float ffn_out[]; };
 // Rows of down a thread loads at once.
 layout(constant_id = 16) const int DN_ROWS = 4;
+// 1: each round writes its products to ffn_acc[round][row] instead (no atomics, no count),
+// which matmul_reduce adds up in round order with the residual (the same sum every run).
+layout(constant_id = 17) const int FFN_PARTS = 0;
 shared uint dn_words[16];  // the round's rounded activation: h planes, then l planes
 shared uvec2 dn_meta;
 shared bool ffn_last;
@@ -500,10 +505,14 @@ void ffn_down_round(uint blk) {
     [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
       const uint r = r0 + uint(i) * WG;
       if (r >= H) break;
-      atomicAdd(ffn_acc[r],
-                float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs));
+      const float v = float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs);
+      if (FFN_PARTS != 0)
+        ffn_acc[blk * H + r] = v;
+      else
+        atomicAdd(ffn_acc[r], v);
     }
   }
+  if (FFN_PARTS != 0) return;
   // This round's products are in the accumulator before it counts itself done.
   memoryBarrierBuffer();
   barrier();

@@ -608,23 +608,25 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
 }
 
 // The backend whose single-token gate/up dispatches also compute down and its residual
-// Add (LLM_VULKAN_FFN_FUSE=1, integer dots forced), or null where the device lacks float
+// Add (LLM_VULKAN_FFN_FUSE=mode, integer dots forced): mode 1 sums down's parts with
+// float atomics, 2 in a reduce dispatch after it. Null where the device lacks float
 // atomics or integer dots.
-Backend* ffn_down_vulkan() {
-  static Backend* b = [] {
+Backend* ffn_down_vulkan(int mode) {
+  static Backend* backends[3] = {};
+  Backend*& b = backends[mode];
+  if (!b) {
     ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
-    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", "1");
-    return make_vulkan_backend().release();
-  }();
+    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 1 ? "1" : "2");
+    b = make_vulkan_backend().release();
+  }
   return b->info().details.find("down inside gate/up") != std::string::npos ? b : nullptr;
 }
 
 TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DOWN)",
           "[vulkan][ops]") {
   VULKAN_TEST();
-  Backend* gpu = ffn_down_vulkan();
-  if (!gpu) {
+  if (!ffn_down_vulkan(1)) {
     WARN("no float atomics or integer dots on this Vulkan device: skipped");
     return;
   }
@@ -636,55 +638,65 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
              add = make_node(Op::Add, {0, 7}, 8);
   // F: gate/up rows (rounds of 32); K: down's rows, fewer than a workgroup's threads
   // (192) or many of them (2048, whose gate/up the fixed grid also cuts in K parts).
-  for (int64_t F : {96, 320})
-    for (int64_t K : {192, 2048})
-      for (DType wt : {DType::Q4_0, DType::Q8_0})
-        DYNAMIC_SECTION(dtype_name(wt) << " F=" << F << " K=" << K) {
-          const QuantMatrix wg = quantize_random(wt, F, K, rng),
-                            wu = quantize_random(wt, F, K, rng),
-                            wd = quantize_random(wt, K, F, rng);
-          // Two runs of the same program on different x: the accumulator and the count
-          // must be back to zero after each.
-          const std::vector<float> xs[2] = {uniform(K, rng), uniform(K, rng, -3.f, 3.f)};
-          auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-            TestBuffers b(be);
-            auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
-              return b.weight(q, wt, n, k, quant);
+  for (int mode : {1, 2})
+    for (int64_t F : {96, 320})
+      for (int64_t K : {192, 2048})
+        for (DType wt : {DType::Q4_0, DType::Q8_0})
+          DYNAMIC_SECTION("mode " << mode << " " << dtype_name(wt) << " F=" << F << " K=" << K) {
+            Backend* gpu = ffn_down_vulkan(mode);
+            const QuantMatrix wg = quantize_random(wt, F, K, rng),
+                              wu = quantize_random(wt, F, K, rng),
+                              wd = quantize_random(wt, K, F, rng);
+            // Two runs of the same program on different x: the accumulator and the count
+            // must be back to zero after each.
+            const std::vector<float> xs[2] = {uniform(K, rng), uniform(K, rng, -3.f, 3.f)};
+            auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+              TestBuffers b(be);
+              auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+                return b.weight(q, wt, n, k, quant);
+              };
+              DeviceBuffer* arena = b.put(Bytes(K * 4 + F * 12 + 4096));
+              const TensorRef xr{arena, 0, DType::F32, {1, K}};
+              const TensorRef gr{arena, static_cast<size_t>(1024 + K * 4), DType::F32, {1, F}};
+              const TensorRef ur{
+                  arena, static_cast<size_t>(2048 + K * 4 + F * 4), DType::F32, {1, F}};
+              const TensorRef ar{
+                  arena, static_cast<size_t>(3072 + K * 4 + F * 8), DType::F32, {1, F}};
+              const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+              const TensorRef sr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+              auto prog = be.compile(
+                  {BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
+                   BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
+                   BoundNode{&md, {ar, weight(wd, K, F)}, dr}, BoundNode{&add, {xr, dr}, sr}});
+              std::vector<float> out;
+              for (const std::vector<float>& x : xs) {
+                be.upload(*arena, 0, x.data(), x.size() * 4);
+                prog->run();
+                const std::vector<float> got = download_f32(be, {sr});
+                out.insert(out.end(), got.begin(), got.end());
+              }
+              if (ds) *ds = prog->dispatches();
+              return out;
             };
-            DeviceBuffer* arena = b.put(Bytes(K * 4 + F * 12 + 4096));
-            const TensorRef xr{arena, 0, DType::F32, {1, K}};
-            const TensorRef gr{arena, static_cast<size_t>(1024 + K * 4), DType::F32, {1, F}};
-            const TensorRef ur{
-                arena, static_cast<size_t>(2048 + K * 4 + F * 4), DType::F32, {1, F}};
-            const TensorRef ar{
-                arena, static_cast<size_t>(3072 + K * 4 + F * 8), DType::F32, {1, F}};
-            const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-            const TensorRef sr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-            auto prog = be.compile(
-                {BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
-                 BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
-                 BoundNode{&md, {ar, weight(wd, K, F)}, dr}, BoundNode{&add, {xr, dr}, sr}});
-            std::vector<float> out;
-            for (const std::vector<float>& x : xs) {
-              be.upload(*arena, 0, x.data(), x.size() * 4);
-              prog->run();
-              const std::vector<float> got = download_f32(be, {sr});
-              out.insert(out.end(), got.begin(), got.end());
+            const std::vector<float> want = run(*cpu, false, nullptr);
+            std::vector<Program::Dispatch> ds;
+            const std::vector<float> got = run(*gpu, true, &ds);
+            // x and the activation rounded to 16 bits a block, down's sums in any order.
+            CHECK(max_rel_error(got, want) <= 1e-4);
+            ds = without_quantize(ds);
+            REQUIRE(ds.size() == (mode == 1 ? 1u : 2u));
+            CHECK(ds[0].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
+            CHECK(ds[0].kernel.find("+down +add") != std::string::npos);
+            if (mode == 1) {
+              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4});
+            } else {
+              // The parts in round order: the same bits every run.
+              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3});
+              CHECK(ds[1].kernel.find("matmul_reduce") == 0);
+              CHECK(ds[1].nodes == std::vector<int>{4});
+              CHECK(run(*gpu, true, nullptr) == got);
             }
-            if (ds) *ds = prog->dispatches();
-            return out;
-          };
-          const std::vector<float> want = run(*cpu, false, nullptr);
-          std::vector<Program::Dispatch> ds;
-          const std::vector<float> got = run(*gpu, true, &ds);
-          // x and the activation rounded to 16 bits a block, down's sums in any order.
-          CHECK(max_rel_error(got, want) <= 1e-4);
-          ds = without_quantize(ds);
-          REQUIRE(ds.size() == 1);
-          CHECK(ds[0].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
-          CHECK(ds[0].kernel.find("+down +add") != std::string::npos);
-          CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4});
-        }
+          }
 }
 
 // The final norm, the head and a Sample of its one row of logits, the id placed over the
@@ -1520,9 +1532,10 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   // The default grid (one pass at these sizes), two workgroups looping over the rows,
   // and down inside the gate/up dispatch where the device has float atomics.
   std::vector<Backend*> runs = {gpus[1], gpus[2]};
-  if (Backend* ffn = ffn_down_vulkan()) runs.push_back(ffn);
+  for (int mode : {1, 2})
+    if (Backend* ffn = ffn_down_vulkan(mode)) runs.push_back(ffn);
   for (Backend* gpu : runs) DYNAMIC_SECTION(gpu->info().details) {
-      const bool ffn_down = gpu == ffn_down_vulkan();
+      const bool ffn_down = gpu == ffn_down_vulkan(1) || gpu == ffn_down_vulkan(2);
       auto cm = Model::load(dir.path(), *cpu);
       auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{"q4f16_1"});
       std::vector<int32_t> prompt;

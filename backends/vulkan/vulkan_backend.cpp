@@ -110,11 +110,14 @@ class VulkanBackend final : public Backend {
       const int v = std::atoi(th);
       gemv_threads_ = v >= 1024 ? 1024 : v >= 512 ? 512 : 256;
     }
-    // LLM_VULKAN_FFN_FUSE=1: single-token gate/up dispatches also compute down and its
-    // residual Add (float atomics, a block-major copy of down's weights); off by default
-    // until measured faster.
+    // LLM_VULKAN_FFN_FUSE=1: single-token gate/up dispatches also compute down (from a
+    // block-major copy of its weights) and its residual Add, summing down's parts with
+    // float atomics; =2: they write the parts, and a matmul_reduce adds them in order
+    // (deterministic). Off by default until measured faster.
     const char* ffn = std::getenv("LLM_VULKAN_FFN_FUSE");
-    ffn_down_ = shared_x_ && ctx_->phys().atomic_float_add && ffn && std::strcmp(ffn, "1") == 0;
+    const int ffn_mode = ffn ? std::atoi(ffn) : 0;
+    if (shared_x_ && ctx_->phys().atomic_float_add && (ffn_mode == 1 || ffn_mode == 2))
+      ffn_down_ = ffn_mode;
   }
 
   ~VulkanBackend() override {
@@ -133,7 +136,8 @@ class VulkanBackend final : public Backend {
                                       std::to_string(persist_wgs_) + " workgroups)"
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
-    if (ffn_down_) d.details += ", down inside gate/up";
+    if (ffn_down_)
+      d.details += ffn_down_ == 1 ? ", down inside gate/up" : ", down inside gate/up (parts)";
     return d;
   }
 
@@ -210,7 +214,7 @@ class VulkanBackend final : public Backend {
   uint32_t persist_wgs_ = 0;   // ... on a fixed grid of this many workgroups (0: one pass)
   uint32_t gemv_threads_ = 0;  // ... in workgroups of this size (0: chosen per matrix)
   uint32_t units_ = 1;         // multiprocessors (kGemvUnitsUnknown where not reported)
-  bool ffn_down_ = false;      // down and its Add inside the gate/up dispatch (FFN_DOWN)
+  int ffn_down_ = 0;           // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,

@@ -111,10 +111,10 @@ bool FusionRules::ffn_fusable(size_t i) const {
 // Which input of node i + 4 is the residual when nodes i..i + 3 are a fused FFN
 // (ffn_fusable) whose gate/up dispatch may also compute down and that Add (FFN_DOWN in
 // matmul_gemv_q.glsl, settings.ffn_down); -1 when not. That dispatch writes only the
-// sum (gate's and up's products, the activation and down's product stay in registers
-// and shared memory), so nothing after the Add may read those, and the sum may not
-// overlap what the dispatch reads: x (or the norm's input and weight before it), the
-// three weights and the residual.
+// sum (gate's and up's products and the activation stay in registers and shared
+// memory; down's product only with FFN_PARTS, by the reduce after it), so nothing
+// after the Add may read those, and the sum may not overlap what the dispatch reads:
+// x (or the norm's input and weight before it), the three weights and the residual.
 int FusionRules::ffn_down_fusable(size_t i) const {
   if (!set_.ffn_down || !set_.int_dot || !set_.shared_x || !phys_.atomic_float_add ||
       !ffn_fusable(i) || i + 4 >= nodes_.size() || !nodes_[i + 4].node)

@@ -37,7 +37,7 @@ struct FusionSettings {
   int64_t coop_gemv_max_tokens = 1;  // ... and the most tokens the GEMVs take then
   bool int_dot = false;              // integer-dot GEMVs
   bool shared_x = false;             // ... with x's planes in shared memory
-  bool ffn_down = false;             // down and its Add inside gate/up (float atomics)
+  int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
 };
 
 class FusionRules {

@@ -266,6 +266,8 @@ class Planner {
   std::map<size_t, size_t> norm_in_gemv_;
   // Node index of a fused FFN's down matmul -> the scratch buffer holding its x.
   std::map<size_t, std::shared_ptr<Buffer>> ffn_scratch_;
+  // Down's products per round where gate/up compute down (FFN_PARTS), for every layer.
+  std::shared_ptr<Buffer> ffn_parts_;
 
   // The node being planned.
   size_t ni_ = 0;
@@ -709,7 +711,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
       const char* e = std::getenv("LLM_VULKAN_FFN_DOWN_ROWS");
       return e ? std::clamp(std::atoi(e), 1, 8) : 4;
     }();
-    gemv_spec.push_back(dn_rows);  // DN_ROWS
+    gemv_spec.push_back(dn_rows);                     // DN_ROWS
+    gemv_spec.push_back(set_.ffn_down == 2 ? 1 : 0);  // FFN_PARTS
   }
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
@@ -736,19 +739,52 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
 
 // FFN_DOWN (matmul_gemv_qdot_ffn*): bindings 15-19 and the push constants of down
 // (node ni_ + 3, whose K is gate/up's N) and its residual Add (ni_ + 4, residual input
-// res) inside the gate/up dispatch.
+// res) inside the gate/up dispatch; with FFN_PARTS (settings.ffn_down 2) the dispatch
+// writes each round's products and a matmul_reduce after it adds them and the residual.
 void Planner::bind_ffn_down(int res, int64_t N) {
   const BoundNode &dn = nodes_[ni_ + 3], &add = nodes_[ni_ + 4];
   backend_.check_bound(dn, "vulkan backend");
   backend_.check_bound(add, "vulkan backend");
   const TensorRef& wd = dn.inputs[1];
-  const int64_t H = wd.shape.rows();
+  const int64_t H = wd.shape.rows(), rounds = N / 32;
   if (wd.shape.row_len() != N) fail("vulkan backend: fused FFN: down's K is not gate/up's N");
   Buffer& blocks = block_major_copy(*ctx_, ctx_, vk_buffer(*wd.buffer), wd.dtype, H, N);
   x_.bindings.push_back({&blocks, 0, blocks.size()});
   x_.reads.push_back({&blocks, 0, blocks.size()});
   push(0);  // dn_off
   push(static_cast<uint32_t>(H));
+  x_.nodes.push_back(static_cast<int>(ni_ + 3));
+  fused_ = 4;
+  planes_hold_ = Region{};
+  if (set_.ffn_down == 2) {
+    // Each round's products (one buffer for every layer: the dispatches are ordered).
+    const size_t bytes = static_cast<size_t>(rounds * H) * 4;
+    if (!ffn_parts_ || ffn_parts_->size() < bytes) {
+      ffn_parts_ = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn down parts");
+      keep_.push_back(ffn_parts_);
+    }
+    const TensorRef parts{ffn_parts_.get(), 0, DType::F32, {rounds, H}};
+    bind(parts, "down's parts", true);
+    for (int k = 0; k < 3; k++) x_.bindings.push_back(error_binding());  // bindings 17-19
+    push(0);
+    push(0);
+    // The reduce: y = Σ parts (down's product), sum = residual + y (matmul_reduce, EPI 1).
+    Recorded& r = merge_;
+    bind_to(r, parts, "down's parts");  // at word 0
+    const uint32_t y_off = bind_to(r, dn.output, "down's product", true);
+    r.bindings.push_back(r.bindings.back());  // the bias's binding (none): y's again
+    const uint32_t a_off = bind_to(r, add.inputs[res], "the residual");
+    const uint32_t o2_off = bind_to(r, add.output, "the sum", true);
+    for (uint32_t v : {0u, y_off, static_cast<uint32_t>(H), static_cast<uint32_t>(H),
+                       static_cast<uint32_t>(rounds), 0u, a_off, o2_off})
+      r.push[r.push_words++] = v;
+    r.pipeline = &ctx_->pipeline("matmul_reduce", 5, {0, 1});
+    r.label = format_message("matmul_reduce x%lld +add (fused ffn down)", (long long)rounds);
+    r.nodes = {static_cast<int>(ni_ + 4)};
+    grid(r, (static_cast<uint64_t>(H) + 63) / 64);
+    has_merge_ = true;
+    return;
+  }
   // The accumulator of down's products and the count of rounds done: zero between runs
   // (the last workgroup resets both).
   for (size_t bytes : {static_cast<size_t>(H) * 4, size_t{4}}) {
@@ -760,10 +796,7 @@ void Planner::bind_ffn_down(int res, int64_t N) {
   }
   push(bind(add.inputs[res], "the residual"));
   push(bind(add.output, "the sum", true));
-  x_.nodes.push_back(static_cast<int>(ni_ + 3));
   x_.nodes.push_back(static_cast<int>(ni_ + 4));
-  fused_ = 4;
-  planes_hold_ = Region{};
 }
 
 // How the quantized GEMV of node ni_ runs (see GemvLaunch).

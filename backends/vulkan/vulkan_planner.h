@@ -30,7 +30,7 @@ struct PlanSettings {
   uint32_t persist_wgs = 0;          // ... on a fixed grid of this many workgroups (0: one pass)
   uint32_t gemv_threads = 0;         // ... in workgroups of this size (0: chosen per matrix)
   uint32_t units = 1;                // the device's multiprocessors (compute units)
-  bool ffn_down = false;             // down and its Add inside gate/up where fusable
+  int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
 };
 
 // A step's dispatches in order, and the buffers of their own (scratch) that they use.
