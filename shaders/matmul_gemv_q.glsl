@@ -133,6 +133,15 @@ layout(constant_id = 16) const int DN_ROWS = 4;
 // 1: each round writes its products to ffn_acc[round][row] instead (no atomics, no count),
 // which matmul_reduce adds up in round order with the residual (the same sum every run).
 layout(constant_id = 17) const int FFN_PARTS = 0;
+// NEXT_NORM (not with FFN_PARTS): the last workgroup also takes the RmsNorm of the sum
+// (the next layer's, weight of dtype NNWDT at binding 20) and rounds it into the
+// integer-dot planes at binding 21, which the GEMV after reads as its x.
+layout(constant_id = 18) const int NEXT_NORM = 0;
+layout(constant_id = 19) const int NNWDT = DT_F32;
+layout(std430, binding = 20) readonly buffer NextNormW4 { vec4 nn_w4[]; };
+layout(std430, binding = 20) readonly buffer NextNormH4 { uvec2 nn_h4[]; };
+layout(std430, binding = 21) writeonly buffer NextPlanes { uvec4 nn_q[]; };
+layout(std430, binding = 21) writeonly buffer NextMeta { uvec2 nn_m[]; };
 shared uint dn_words[16];  // the round's rounded activation: h planes, then l planes
 shared uvec2 dn_meta;
 shared bool ffn_last;
@@ -210,6 +219,8 @@ layout(push_constant) uniform P {
 #endif
 #ifdef FFN_DOWN
   uint dn_off, dn_rows, fres_off, fout_off;  // down's weights (words), its rows, Add's
+  uint nn_w_off, nn_q_off;                   // NEXT_NORM: its weight, the planes (words)
+  float nn_eps;
 #endif
 #endif
 } p;
@@ -240,6 +251,20 @@ vec4 norm_weight4(uint e0, uint k) {
                                bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
 }
 
+// norm_inv[t] = 1 / rms of n values, each thread holding a part ss of their sum of
+// squares. Called by the whole workgroup.
+void rms_inv_into(float ss, uint n, float eps, uint t) {
+  ss = subgroupAdd(ss);
+  if (subgroupElect()) red[gl_SubgroupID] = ss;
+  barrier();
+  if (gl_LocalInvocationID.x == 0u) {
+    float sum = 0.0;
+    for (uint k = 0u; k < gl_NumSubgroups; k++) sum += red[k];
+    norm_inv[t] = 1.0 / sqrt(sum / float(n) + eps);
+  }
+  barrier();
+}
+
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
@@ -250,15 +275,7 @@ void norm_into_shared(uint nb) {
       const vec4 v = x4[row + i];
       ss += dot(v, v);
     }
-    ss = subgroupAdd(ss);
-    if (subgroupElect()) red[gl_SubgroupID] = ss;
-    barrier();
-    if (tid == 0u) {
-      float sum = 0.0;
-      for (uint k = 0u; k < gl_NumSubgroups; k++) sum += red[k];
-      norm_inv[t] = 1.0 / sqrt(sum / float(p.K) + p.eps);
-    }
-    barrier();
+    rms_inv_into(ss, p.K, p.eps, t);
   }
   for (uint i = tid; i < p.T * nb; i += WG) {
     const uint t = i / nb, e0 = (i % nb) * 32u;
@@ -521,8 +538,48 @@ void ffn_down_round(uint blk) {
   if (!ffn_last) return;
   memoryBarrierBuffer();
   if (tid == 0u) ffn_count[0] = 0u;
-  for (uint r = tid; r < H; r += WG)
-    ffn_out[p.fout_off + r] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
+  if (NEXT_NORM == 0) {
+    for (uint r = tid; r < H; r += WG)
+      ffn_out[p.fout_off + r] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
+    return;
+  }
+  // A block of 32 sums a thread (H / 32 <= WG, checked by the planner): the sums, their
+  // squares' total, and the block of sum ⊙ weight rounded (rounding is scale-free: the
+  // block's scale takes 1 / rms once the total is known).
+  const uint b = tid, nbn = H / 32u;
+  float ss = 0.0;
+  uvec2 meta = uvec2(0u);
+  if (b < nbn) {
+    vec4 v[8];
+    [[unroll]] for (uint k = 0u; k < 8u; k++) {
+      [[unroll]] for (uint c = 0u; c < 4u; c++) {
+        const uint r = 32u * b + 4u * k + c;
+        v[k][c] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
+        ffn_out[p.fout_off + r] = v[k][c];
+      }
+      ss += dot(v[k], v[k]);
+      if (NNWDT == DT_F32) {
+        v[k] *= nn_w4[p.nn_w_off / 4u + 8u * b + k];
+      } else {
+        const uvec2 h = nn_h4[(p.nn_w_off * 2u + 32u * b) / 4u + k];
+        v[k] *= NNWDT == DT_F16 ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
+                                       f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
+                                : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
+                                       bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+      }
+    }
+    uvec4 h0, h1, l0, l1;
+    quantize_planes(v, h0, h1, l0, l1, meta);
+    const uint q = p.nn_q_off / 4u + 4u * b;
+    nn_q[q] = h0;
+    nn_q[q + 1u] = h1;
+    nn_q[q + 2u] = l0;
+    nn_q[q + 3u] = l1;
+  }
+  rms_inv_into(ss, H, p.nn_eps, 0u);
+  if (b < nbn)
+    nn_m[(p.nn_q_off / 4u + nbn * 4u) * 2u + b] =
+        uvec2(floatBitsToUint(uintBitsToFloat(meta.x) * norm_inv[0]), meta.y);
 }
 #endif
 

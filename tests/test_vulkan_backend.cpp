@@ -608,16 +608,18 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
 }
 
 // The backend whose single-token gate/up dispatches also compute down and its residual
-// Add (LLM_VULKAN_FFN_FUSE=mode, integer dots forced): mode 1 sums down's parts with
-// float atomics, 2 in a reduce dispatch after it. Null where the device lacks float
-// atomics or integer dots.
+// Add (LLM_VULKAN_FFN_FUSE, integer dots forced): mode 1 sums down's parts with float
+// atomics, 2 in a reduce dispatch after it, 3 as 1 with the next RmsNorm's rounding
+// (LLM_VULKAN_FFN_NEXT_NORM=1). Null where the device lacks float atomics or integer
+// dots.
 Backend* ffn_down_vulkan(int mode) {
-  static Backend* backends[3] = {};
+  static Backend* backends[4] = {};
   Backend*& b = backends[mode];
   if (!b) {
     ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
-    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 1 ? "1" : "2");
+    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 2 ? "2" : "1");
+    ScopedEnv next_norm("LLM_VULKAN_FFN_NEXT_NORM", mode == 3 ? "1" : nullptr);
     b = make_vulkan_backend().release();
   }
   return b->info().details.find("down inside gate/up") != std::string::npos ? b : nullptr;
@@ -632,13 +634,18 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
   }
   std::mt19937 rng(29);
   auto cpu = make_cpu_backend(1);
-  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7, the sum 8.
+  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7, the sum 8,
+  // then the next layer's RmsNorm of the sum (weight 9, output 10) and a matmul of it
+  // (weight 11, output 12).
   const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
              act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7),
-             add = make_node(Op::Add, {0, 7}, 8);
+             add = make_node(Op::Add, {0, 7}, 8), mq = make_node(Op::MatMul, {10, 11}, 12);
+  Node norm = make_node(Op::RmsNorm, {8, 9}, 10);
+  norm.params.eps = 1e-5f;
+  const int64_t Q = 40;  // the next matmul's rows
   // F: gate/up rows (rounds of 32); K: down's rows, fewer than a workgroup's threads
   // (192) or many of them (2048, whose gate/up the fixed grid also cuts in K parts).
-  for (int mode : {1, 2})
+  for (int mode : {1, 2, 3})
     for (int64_t F : {96, 320})
       for (int64_t K : {192, 2048})
         for (DType wt : {DType::Q4_0, DType::Q8_0})
@@ -646,7 +653,9 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
             Backend* gpu = ffn_down_vulkan(mode);
             const QuantMatrix wg = quantize_random(wt, F, K, rng),
                               wu = quantize_random(wt, F, K, rng),
-                              wd = quantize_random(wt, K, F, rng);
+                              wd = quantize_random(wt, K, F, rng),
+                              wq = quantize_random(wt, Q, K, rng);
+            const std::vector<float> nw = uniform(K, rng, 0.5f, 1.5f);
             // Two runs of the same program on different x: the accumulator and the count
             // must be back to zero after each.
             const std::vector<float> xs[2] = {uniform(K, rng), uniform(K, rng, -3.f, 3.f)};
@@ -664,15 +673,19 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
                   arena, static_cast<size_t>(3072 + K * 4 + F * 8), DType::F32, {1, F}};
               const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
               const TensorRef sr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+              const TensorRef nwr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
+              const TensorRef nr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+              const TensorRef qr{b.put(Bytes(Q * 4)), 0, DType::F32, {1, Q}};
               auto prog = be.compile(
                   {BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
                    BoundNode{&mu, {xr, weight(wu, F, K)}, ur}, BoundNode{&act, {gr, ur}, ar},
-                   BoundNode{&md, {ar, weight(wd, K, F)}, dr}, BoundNode{&add, {xr, dr}, sr}});
+                   BoundNode{&md, {ar, weight(wd, K, F)}, dr}, BoundNode{&add, {xr, dr}, sr},
+                   BoundNode{&norm, {sr, nwr}, nr}, BoundNode{&mq, {nr, weight(wq, Q, K)}, qr}});
               std::vector<float> out;
               for (const std::vector<float>& x : xs) {
                 be.upload(*arena, 0, x.data(), x.size() * 4);
                 prog->run();
-                const std::vector<float> got = download_f32(be, {sr});
+                const std::vector<float> got = download_f32(be, {sr, qr});
                 out.insert(out.end(), got.begin(), got.end());
               }
               if (ds) *ds = prog->dispatches();
@@ -681,20 +694,38 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
             const std::vector<float> want = run(*cpu, false, nullptr);
             std::vector<Program::Dispatch> ds;
             const std::vector<float> got = run(*gpu, true, &ds);
-            // x and the activation rounded to 16 bits a block, down's sums in any order.
-            CHECK(max_rel_error(got, want) <= 1e-4);
+            // x and the activations rounded to 16 bits a block, down's sums in any order;
+            // the sums and the next matmul's outputs checked apart (their scales differ).
+            auto part = [&](const std::vector<float>& v, int run_index, bool next) {
+              const auto at = v.begin() + run_index * (K + Q) + (next ? K : 0);
+              return std::vector<float>(at, at + (next ? Q : K));
+            };
+            for (int r = 0; r < 2; r++)
+              for (bool next : {false, true}) {
+                INFO("run " << r << (next ? ": the next matmul" : ": the sum"));
+                CHECK(max_rel_error(part(got, r, next), part(want, r, next)) <= 1e-4);
+              }
             ds = without_quantize(ds);
-            REQUIRE(ds.size() == (mode == 1 ? 1u : 2u));
+            REQUIRE(ds.size() == (mode == 2 ? 3u : 2u));
             CHECK(ds[0].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
             CHECK(ds[0].kernel.find("+down +add") != std::string::npos);
+            const Program::Dispatch& last = ds.back();
+            CHECK(last.kernel.find("matmul_gemv_q") != std::string::npos);
             if (mode == 1) {
               CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4});
-            } else {
+              CHECK(last.nodes == std::vector<int>{5, 6});  // the norm inside the GEMV
+            } else if (mode == 2) {
               // The parts in round order: the same bits every run.
               CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3});
               CHECK(ds[1].kernel.find("matmul_reduce") == 0);
               CHECK(ds[1].nodes == std::vector<int>{4});
               CHECK(run(*gpu, true, nullptr) == got);
+            } else {
+              // The norm rounded by the last workgroup of the FFN, the GEMV on its planes.
+              CHECK(ds[0].kernel.find("+rms_norm") != std::string::npos);
+              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5});
+              CHECK(last.nodes == std::vector<int>{6});
+              CHECK(last.kernel.rfind("rms_norm", 0) == std::string::npos);
             }
           }
 }
@@ -1532,10 +1563,11 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   // The default grid (one pass at these sizes), two workgroups looping over the rows,
   // and down inside the gate/up dispatch where the device has float atomics.
   std::vector<Backend*> runs = {gpus[1], gpus[2]};
-  for (int mode : {1, 2})
+  for (int mode : {1, 2, 3})
     if (Backend* ffn = ffn_down_vulkan(mode)) runs.push_back(ffn);
   for (Backend* gpu : runs) DYNAMIC_SECTION(gpu->info().details) {
-      const bool ffn_down = gpu == ffn_down_vulkan(1) || gpu == ffn_down_vulkan(2);
+      const bool ffn_down = gpu->info().details.find("down inside") != std::string::npos;
+      const bool next_norm = gpu->info().details.find("next norm") != std::string::npos;
       auto cm = Model::load(dir.path(), *cpu);
       auto gm = Model::load(model_dir("llama3"), *gpu, LoadOptions{"q4f16_1"});
       std::vector<int32_t> prompt;
@@ -1578,6 +1610,9 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
       // q/k/v as one dispatch, with x in shared memory their ropes and cache appends too.
       CHECK(count("rms_norm + matmul_gemv_q", " + ") > 0);
       CHECK(count("rms_norm + matmul_gemv_q", "+rope +kv_append") > 0);
+      // With the next norm inside the FFN, layer 1's q/k/v read the planes it rounded.
+      CHECK((count("rms_norm + matmul_gemv_q", "+down +add +rms_norm") > 0) == next_norm);
+      CHECK((count("matmul_gemv_q", "+rope +kv_append") > 0) == next_norm);
       CHECK(count("rope", "") == 0);
       CHECK(count("kv_append", "") == 0);
     }

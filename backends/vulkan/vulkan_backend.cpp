@@ -118,6 +118,10 @@ class VulkanBackend final : public Backend {
     const int ffn_mode = ffn ? std::atoi(ffn) : 0;
     if (shared_x_ && ctx_->phys().atomic_float_add && (ffn_mode == 1 || ffn_mode == 2))
       ffn_down_ = ffn_mode;
+    // LLM_VULKAN_FFN_NEXT_NORM=1 (with =1): its last workgroup also rounds the next
+    // RmsNorm's output for the GEMV after it, which then skips its own norm prologue.
+    const char* next_norm = std::getenv("LLM_VULKAN_FFN_NEXT_NORM");
+    ffn_next_norm_ = ffn_down_ == 1 && next_norm && std::strcmp(next_norm, "1") == 0;
   }
 
   ~VulkanBackend() override {
@@ -137,7 +141,9 @@ class VulkanBackend final : public Backend {
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
     if (ffn_down_)
-      d.details += ffn_down_ == 1 ? ", down inside gate/up" : ", down inside gate/up (parts)";
+      d.details += ffn_down_ == 2   ? ", down inside gate/up (parts)"
+                   : ffn_next_norm_ ? ", down inside gate/up (+ next norm)"
+                                    : ", down inside gate/up";
     return d;
   }
 
@@ -207,14 +213,15 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool step_ahead_ = true;     // downloads_overlap(): decode a step ahead of the host
-  bool coop_ = false;          // many-token matmuls through matmul_coop
-  bool int_dot_ = false;       // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;      // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
-  uint32_t persist_wgs_ = 0;   // ... on a fixed grid of this many workgroups (0: one pass)
-  uint32_t gemv_threads_ = 0;  // ... in workgroups of this size (0: chosen per matrix)
-  uint32_t units_ = 1;         // multiprocessors (kGemvUnitsUnknown where not reported)
-  int ffn_down_ = 0;           // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
+  bool step_ahead_ = true;      // downloads_overlap(): decode a step ahead of the host
+  bool coop_ = false;           // many-token matmuls through matmul_coop
+  bool int_dot_ = false;        // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;       // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;    // ... on a fixed grid of this many workgroups (0: one pass)
+  uint32_t gemv_threads_ = 0;   // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t units_ = 1;          // multiprocessors (kGemvUnitsUnknown where not reported)
+  int ffn_down_ = 0;            // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
+  bool ffn_next_norm_ = false;  // ... 1 rounding the next RmsNorm's output too
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -269,9 +276,10 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
-  vk::Plan plan = vk::plan_dispatches(*this, ctx_, nodes,
-                                      {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_,
-                                       persist_wgs_, gemv_threads_, units_, ffn_down_});
+  vk::Plan plan =
+      vk::plan_dispatches(*this, ctx_, nodes,
+                          {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_,
+                           gemv_threads_, units_, ffn_down_, ffn_next_norm_});
   return vk::make_program(ctx_, std::move(plan.dispatches), std::move(plan.keep));
 }
 

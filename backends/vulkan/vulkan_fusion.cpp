@@ -135,6 +135,22 @@ int FusionRules::ffn_down_fusable(size_t i) const {
     if (r.overlaps(sum)) return -1;
   return res;
 }
+// Whether the fused FFN at i (ffn_down_fusable, with atomics) may also take the RmsNorm
+// at i + 5 of its sum: its last workgroup then holds the whole sum, a block of 32 a
+// thread (at most 256 blocks), and rounds the norm's output into the planes the GEMV
+// after it reads as x (NEXT_NORM in matmul_gemv_q.glsl); the conditions are those of a
+// norm run inside that GEMV (norm_into_gemv: only those matmuls read its output, a
+// weight the shader reads 4 at a time), whose output is then never written.
+bool FusionRules::norm_after_ffn(size_t i) const {
+  const size_t n = i + 5;
+  if (set_.ffn_down != 1 || !set_.ffn_next_norm || n >= nodes_.size() || !nodes_[n].node ||
+      nodes_[n].node->op != Op::RmsNorm || nodes_[n].node->inputs.empty() ||
+      nodes_[n].node->inputs[0] != nodes_[i + 4].node->output ||
+      !(region(nodes_[n].inputs[0]) == region(nodes_[i + 4].output)))
+    return false;
+  const int64_t H = nodes_[i + 4].output.shape.numel();
+  return H % 32 == 0 && H / 32 <= kGemvQThreadsShared && norm_into_gemv(n);
+}
 // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
 // output), which node i's dispatch may then round for it.
 bool FusionRules::feeds_int_dot_gemv(size_t i, const TensorRef& t) const {

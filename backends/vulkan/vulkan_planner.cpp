@@ -204,7 +204,7 @@ class Planner {
                          int64_t T, int64_t K, int64_t N) const;
   void plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy);
   void bind_rope_kv(int mask);
-  void bind_ffn_down(int res, int64_t N);
+  std::vector<int32_t> bind_ffn_down(int res, int64_t N);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -287,7 +287,7 @@ Planner::Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
       set_(settings),
       rules_(nodes, ctx->phys(),
              {settings.coop, settings.coop_gemv_max_tokens, settings.int_dot, settings.shared_x,
-              settings.ffn_down}),
+              settings.ffn_down, settings.ffn_next_norm}),
       max_range_(ctx->phys().props.limits.maxStorageBufferRange),
       align_(std::max<size_t>(16, ctx->phys().props.limits.minStorageBufferOffsetAlignment)) {
   if (set_.coop) {
@@ -689,7 +689,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
                          "gate/up split-K");
     }
   }
-  if (ffn_res >= 0) bind_ffn_down(ffn_res, N);
+  const std::vector<int32_t> ffn_spec =
+      ffn_res >= 0 ? bind_ffn_down(ffn_res, N) : std::vector<int32_t>{};
   gemv_spec.push_back(rope_kv ? dt_code(nodes_[ni_ + 5].output.dtype) : 0);  // CDT
   gemv_spec.push_back(static_cast<int32_t>(gs.unroll));                      // U
   gemv_spec.push_back(persist ? 1 : 0);                                      // PERSIST
@@ -705,15 +706,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
     return e && std::strcmp(e, "1") == 0;
   }();
   gemv_spec.push_back(prologue_only ? 1 : 0);  // PROLOGUE_ONLY
-  if (ffn_res >= 0) {
-    // LLM_VULKAN_FFN_DOWN_ROWS: rows of down a thread loads at once (1..8, default 4).
-    static const int32_t dn_rows = [] {
-      const char* e = std::getenv("LLM_VULKAN_FFN_DOWN_ROWS");
-      return e ? std::clamp(std::atoi(e), 1, 8) : 4;
-    }();
-    gemv_spec.push_back(dn_rows);                     // DN_ROWS
-    gemv_spec.push_back(set_.ffn_down == 2 ? 1 : 0);  // FFN_PARTS
-  }
+  // FFN_DOWN: DN_ROWS, FFN_PARTS, NEXT_NORM, NNWDT.
+  gemv_spec.insert(gemv_spec.end(), ffn_spec.begin(), ffn_spec.end());
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
@@ -726,22 +720,25 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   const std::string qout_label =
       " x2 +silu_mul +quantize" +
       (gl.ksplit > 1 ? format_message(" (K in %u parts)", gl.ksplit) : std::string());
-  x_.label = format_message("%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
-                            dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
-                            res >= 0       ? " +add"
-                            : ffn_res >= 0 ? (qout_label + " +down +add").c_str()
-                            : qout         ? qout_label.c_str()
-                            : glu          ? " x2 +silu_mul"
-                            : rope_kv      ? " +rope +kv_append"
-                                           : "");
+  x_.label = format_message(
+      "%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
+      dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
+      res >= 0       ? " +add"
+      : ffn_res >= 0 ? (qout_label + " +down +add" + (ffn_spec[2] ? " +rms_norm" : "")).c_str()
+      : qout         ? qout_label.c_str()
+      : glu          ? " x2 +silu_mul"
+      : rope_kv      ? " +rope +kv_append"
+                     : "");
   grid(x_, gl.groups);
 }
 
-// FFN_DOWN (matmul_gemv_qdot_ffn*): bindings 15-19 and the push constants of down
+// FFN_DOWN (matmul_gemv_qdot_ffn*): bindings 15-21 and the push constants of down
 // (node ni_ + 3, whose K is gate/up's N) and its residual Add (ni_ + 4, residual input
 // res) inside the gate/up dispatch; with FFN_PARTS (settings.ffn_down 2) the dispatch
-// writes each round's products and a matmul_reduce after it adds them and the residual.
-void Planner::bind_ffn_down(int res, int64_t N) {
+// writes each round's products and a matmul_reduce after it adds them and the residual;
+// with NEXT_NORM the RmsNorm after the Add (ni_ + 5) rounds its output for the GEMV
+// after it there too. Returns the shader's specialization constants 16-19.
+std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
   const BoundNode &dn = nodes_[ni_ + 3], &add = nodes_[ni_ + 4];
   backend_.check_bound(dn, "vulkan backend");
   backend_.check_bound(add, "vulkan backend");
@@ -756,7 +753,15 @@ void Planner::bind_ffn_down(int res, int64_t N) {
   x_.nodes.push_back(static_cast<int>(ni_ + 3));
   fused_ = 4;
   planes_hold_ = Region{};
-  if (set_.ffn_down == 2) {
+  // LLM_VULKAN_FFN_DOWN_ROWS: rows of down a thread loads at once (1..8, default 4).
+  static const int32_t dn_rows = [] {
+    const char* e = std::getenv("LLM_VULKAN_FFN_DOWN_ROWS");
+    return e ? std::clamp(std::atoi(e), 1, 8) : 4;
+  }();
+  const bool parts_mode = set_.ffn_down == 2;
+  const bool next_norm = !parts_mode && rules_.norm_after_ffn(ni_);
+  std::vector<int32_t> spec = {dn_rows, parts_mode ? 1 : 0, next_norm ? 1 : 0, 0};
+  if (parts_mode) {
     // Each round's products (one buffer for every layer: the dispatches are ordered).
     const size_t bytes = static_cast<size_t>(rounds * H) * 4;
     if (!ffn_parts_ || ffn_parts_->size() < bytes) {
@@ -783,20 +788,39 @@ void Planner::bind_ffn_down(int res, int64_t N) {
     r.nodes = {static_cast<int>(ni_ + 4)};
     grid(r, (static_cast<uint64_t>(H) + 63) / 64);
     has_merge_ = true;
-    return;
+  } else {
+    // The accumulator of down's products and the count of rounds done: zero between runs
+    // (the last workgroup resets both).
+    for (size_t bytes : {static_cast<size_t>(H) * 4, size_t{4}}) {
+      auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn down sums");
+      ctx_->fill_zero(*buf, 0, bytes);
+      keep_.push_back(buf);
+      x_.bindings.push_back({buf.get(), 0, buf->size()});
+      x_.writes.push_back({buf.get(), 0, buf->size()});
+    }
+    push(bind(add.inputs[res], "the residual"));
+    push(bind(add.output, "the sum", true));
+    x_.nodes.push_back(static_cast<int>(ni_ + 4));
   }
-  // The accumulator of down's products and the count of rounds done: zero between runs
-  // (the last workgroup resets both).
-  for (size_t bytes : {static_cast<size_t>(H) * 4, size_t{4}}) {
-    auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn down sums");
-    ctx_->fill_zero(*buf, 0, bytes);
-    keep_.push_back(buf);
-    x_.bindings.push_back({buf.get(), 0, buf->size()});
-    x_.writes.push_back({buf.get(), 0, buf->size()});
+  if (!next_norm) {
+    x_.bindings.push_back(error_binding());  // bindings 20, 21
+    x_.bindings.push_back(error_binding());
+    for (int k = 0; k < 3; k++) push(0);
+    return spec;
   }
-  push(bind(add.inputs[res], "the residual"));
-  push(bind(add.output, "the sum", true));
-  x_.nodes.push_back(static_cast<int>(ni_ + 4));
+  // The next norm's planes go where a norm with QUANT would put them, for the GEMV after.
+  const BoundNode& nn = nodes_[ni_ + 5];
+  backend_.check_bound(nn, "vulkan backend");
+  push(bind(nn.inputs[1], "the next norm's weight"));
+  push(bind(TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}}, "the next norm's planes",
+            true));
+  push_f(nn.node->params.eps);
+  spec[3] = dt_code(nn.inputs[1].dtype);
+  x_.nodes.push_back(static_cast<int>(ni_ + 5));
+  fused_ = 5;
+  planes_hold_ = region(nn.output);
+  planes_hold_off_ = 0;
+  return spec;
 }
 
 // How the quantized GEMV of node ni_ runs (see GemvLaunch).
