@@ -129,7 +129,7 @@ layout(std430, binding = 17) buffer FfnCount { uint ffn_count[]; };
 layout(std430, binding = 18) readonly buffer FfnRes { float ffn_res[]; };
 layout(std430, binding = 19) writeonly buffer FfnOut { float ffn_out[]; };
 // Rows of down a thread loads at once.
-layout(constant_id = 16) const int DN_ROWS = 4;
+layout(constant_id = 16) const int DN_ROWS = 8;
 // 1: each round writes its products to ffn_acc[round][row] instead (no atomics, no count),
 // which matmul_reduce adds up in round order with the residual (the same sum every run).
 layout(constant_id = 17) const int FFN_PARTS = 0;
@@ -522,7 +522,8 @@ void ffn_down_round(uint blk) {
     [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
       const uint r = r0 + uint(i) * WG;
       if (r >= H) break;
-      const float v = float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs);
+      const float v =
+          float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs);
       if (FFN_PARTS != 0)
         ffn_acc[blk * H + r] = v;
       else
@@ -538,9 +539,24 @@ void ffn_down_round(uint blk) {
   if (!ffn_last) return;
   memoryBarrierBuffer();
   if (tid == 0u) ffn_count[0] = 0u;
+  // Every exchange of a batch before any store: a store between them would wait for
+  // each exchange's round trip (the buffers might alias).
   if (NEXT_NORM == 0) {
-    for (uint r = tid; r < H; r += WG)
-      ffn_out[p.fout_off + r] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
+    for (uint r0 = tid; r0 < H; r0 += 8u * WG) {
+      float v[8];
+      [[unroll]] for (uint i = 0u; i < 8u; i++) {
+        const uint r = r0 + i * WG;
+        v[i] = r < H ? atomicExchange(ffn_acc[r], 0.0) : 0.0;
+      }
+      [[unroll]] for (uint i = 0u; i < 8u; i++) {
+        const uint r = r0 + i * WG;
+        if (r < H) v[i] += ffn_res[p.fres_off + r];
+      }
+      [[unroll]] for (uint i = 0u; i < 8u; i++) {
+        const uint r = r0 + i * WG;
+        if (r < H) ffn_out[p.fout_off + r] = v[i];
+      }
+    }
     return;
   }
   // A block of 32 sums a thread (H / 32 <= WG, checked by the planner): the sums, their
@@ -550,22 +566,26 @@ void ffn_down_round(uint blk) {
   float ss = 0.0;
   uvec2 meta = uvec2(0u);
   if (b < nbn) {
+    const uint r0 = 32u * b;
     vec4 v[8];
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+      [[unroll]] for (uint c = 0u; c < 4u; c++)
+        v[k][c] = atomicExchange(ffn_acc[r0 + 4u * k + c], 0.0);
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+      [[unroll]] for (uint c = 0u; c < 4u; c++) v[k][c] += ffn_res[p.fres_off + r0 + 4u * k + c];
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+      [[unroll]] for (uint c = 0u; c < 4u; c++) ffn_out[p.fout_off + r0 + 4u * k + c] = v[k][c];
     [[unroll]] for (uint k = 0u; k < 8u; k++) {
-      [[unroll]] for (uint c = 0u; c < 4u; c++) {
-        const uint r = 32u * b + 4u * k + c;
-        v[k][c] = atomicExchange(ffn_acc[r], 0.0) + ffn_res[p.fres_off + r];
-        ffn_out[p.fout_off + r] = v[k][c];
-      }
       ss += dot(v[k], v[k]);
       if (NNWDT == DT_F32) {
         v[k] *= nn_w4[p.nn_w_off / 4u + 8u * b + k];
       } else {
         const uvec2 h = nn_h4[(p.nn_w_off * 2u + 32u * b) / 4u + k];
-        v[k] *= NNWDT == DT_F16 ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
-                                       f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
-                                : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
-                                       bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+        v[k] *= NNWDT == DT_F16
+                    ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
+                           f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
+                    : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
+                           bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
       }
     }
     uvec4 h0, h1, l0, l1;

@@ -753,10 +753,11 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
   x_.nodes.push_back(static_cast<int>(ni_ + 3));
   fused_ = 4;
   planes_hold_ = Region{};
-  // LLM_VULKAN_FFN_DOWN_ROWS: rows of down a thread loads at once (1..8, default 4).
+  // LLM_VULKAN_FFN_DOWN_ROWS: rows of down a thread loads at once (1..8; default 8: two
+  // rounds of loads for 7b's 4,096 rows).
   static const int32_t dn_rows = [] {
     const char* e = std::getenv("LLM_VULKAN_FFN_DOWN_ROWS");
-    return e ? std::clamp(std::atoi(e), 1, 8) : 4;
+    return e ? std::clamp(std::atoi(e), 1, 8) : 8;
   }();
   const bool parts_mode = set_.ffn_down == 2;
   const bool next_norm = !parts_mode && rules_.norm_after_ffn(ni_);
