@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_op_checks.h"
 #include "backend_test_util.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/cuda_backend.h"
@@ -68,6 +69,11 @@ double compare_with_cpu(const Node& node, const std::vector<HostT>& ins, const H
   auto cpu = make_cpu_backend(2);
   auto gpu = make_cuda_backend(0);
   return compare_backends(*cpu, *gpu, node, ins, out, inplace);
+}
+
+// compare_with_cpu as the shared op checks take it (backend_op_checks.h).
+double compare_cpu(const Node& node, const std::vector<HostT>& ins, const HostT& out) {
+  return compare_with_cpu(node, ins, out);
 }
 
 std::string format_str(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -261,80 +267,17 @@ TEST_CASE("cuda matmuls of one x in a row (q/k/v) match the cpu", "[cuda][ops]")
 
 TEST_CASE("cuda norms match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
-  std::mt19937 rng(2);
-  OpParams p;
-  p.eps = 1e-5f;
-  for (int64_t rows : {1, 7}) {
-    for (int64_t d : {67, 200, 4096}) {
-      for (DType wt : {DType::F32, DType::BF16}) {
-        DYNAMIC_SECTION("rows=" << rows << " d=" << d << " w " << dtype_name(wt)) {
-          const HostT x = f32_tensor({rows, d}, uniform(rows * d, rng, -3.f, 3.f));
-          const HostT w{wt, {d}, encode(wt, uniform(d, rng))};
-          const HostT b = f32_tensor({d}, uniform(d, rng));
-          const HostT out = f32_tensor({rows, d}, std::vector<float>(rows * d, 0.f));
-          CHECK(compare_with_cpu(make_node(Op::RmsNorm, p), {x, w}, out) <= 1e-5);
-          CHECK(compare_with_cpu(make_node(Op::LayerNorm, p), {x, w}, out) <= 1e-5);
-          CHECK(compare_with_cpu(make_node(Op::LayerNorm, p), {x, w, b}, out) <= 1e-5);
-        }
-      }
-    }
-  }
+  check_norm_ops(compare_cpu, {67, 200, 4096}, {DType::F32, DType::BF16}, false);
 }
 
 TEST_CASE("cuda rope matches the cpu (NeoX, GPT-J, partial rotary)", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
-  std::mt19937 rng(3);
-  struct Case {
-    int heads, head_dim, rot;
-  };
-  for (RopeStyle style : {RopeStyle::NeoX, RopeStyle::GptJ}) {
-    for (Case c : {Case{3, 16, 16}, Case{2, 24, 8}, Case{5, 64, 32}}) {
-      DYNAMIC_SECTION((style == RopeStyle::NeoX ? "neox" : "gptj")
-                      << " heads=" << c.heads << " head_dim=" << c.head_dim << " rot=" << c.rot) {
-        const int64_t T = 7, W = int64_t{c.heads} * c.head_dim;
-        std::vector<int32_t> pos = {0, 1, 2, 17, 100, 1000, 4095};
-        std::vector<float> freq(c.rot / 2);
-        for (int i = 0; i < c.rot / 2; i++)
-          freq[i] = 1.f / std::pow(10000.f, 2.f * i / static_cast<float>(c.rot));
-        OpParams p;
-        p.n_heads = c.heads;
-        p.head_dim = c.head_dim;
-        p.rot_dims = c.rot;
-        p.rope_style = style;
-        const HostT out = f32_tensor({T, W}, std::vector<float>(T * W, 0.f));
-        const double err = compare_with_cpu(make_node(Op::Rope, p),
-                                            {f32_tensor({T, W}, uniform(T * W, rng)),
-                                             i32_tensor({T}, pos), f32_tensor({c.rot / 2}, freq)},
-                                            out);
-        INFO("max rel err " << err);
-        CHECK(err <= 2e-6);
-      }
-    }
-  }
+  check_rope_ops(compare_cpu, 4095);
 }
 
 TEST_CASE("cuda element-wise ops match the cpu", "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
-  std::mt19937 rng(4);
-  const int64_t rows = 7, d = 67;
-  const HostT a = f32_tensor({rows, d}, uniform(rows * d, rng, -4.f, 4.f));
-  const HostT b = f32_tensor({rows, d}, uniform(rows * d, rng, -4.f, 4.f));
-  const HostT b_row = f32_tensor({d}, uniform(d, rng, -4.f, 4.f));
-  const HostT out = f32_tensor({rows, d}, std::vector<float>(rows * d, 0.f));
-  for (Op op : {Op::SiluMul, Op::GeluMul, Op::Add, Op::Mul}) {
-    INFO(op_name(op));
-    CHECK(compare_with_cpu(make_node(op), {a, b}, out) <= 1e-6);
-  }
-  for (Op op : {Op::Add, Op::Mul}) {
-    INFO(op_name(op) << " with one row broadcast");
-    CHECK(compare_with_cpu(make_node(op), {a, b_row}, out) <= 1e-6);
-  }
-  OpParams p;
-  p.scale = 0.37f;
-  for (Op op : {Op::Gelu, Op::GeluTanh, Op::Scale}) {
-    INFO(op_name(op));
-    CHECK(compare_with_cpu(make_node(op, p), {a}, out) <= 1e-6);
-  }
+  check_elementwise_ops(compare_cpu, 4.f);
 }
 
 TEST_CASE("cuda slice and the RWKV ops match the cpu (state carried across runs)",
