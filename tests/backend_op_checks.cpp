@@ -79,4 +79,22 @@ void check_elementwise_ops(const CompareWithCpu& compare, float a_range) {
   }
 }
 
+void check_attention_ops(const CompareWithCpu& compare, const std::vector<AttentionCase>& cases) {
+  std::mt19937 rng(6);
+  const int page = 4, max_pages = 6, cache_pages = 16;
+  const std::vector<int32_t> table = {7,  2, 11, 0, 5,  9,   // sequence 0
+                                      14, 3, 8,  1, 12, 6};  // sequence 1
+  const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
+  const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
+  const int64_t T = static_cast<int64_t>(pos.size());
+  for (const AttentionCase& c : cases) DYNAMIC_SECTION(attention_case_name(c)) {
+      const double err =
+          compare(make_node(Op::Attention, attention_params(c, page)),
+                  attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
+                  zeros({T, int64_t{c.heads} * c.head_dim}));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+    }
+}
+
 }  // namespace llm::test

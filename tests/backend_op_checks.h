@@ -28,4 +28,9 @@ void check_rope_ops(const CompareWithCpu& compare, int32_t last_pos);
 // of 7 rows of 67, the first input in [-a_range, a_range]. Within 1e-6.
 void check_elementwise_ops(const CompareWithCpu& compare, float a_range);
 
+// Attention of a ragged batch for each case: two sequences in one step (sequence 0
+// continues at positions 9..13, sequence 1 starts at 0..2), their pages of 4 slots
+// scattered over the cache. Within 1e-5.
+void check_attention_ops(const CompareWithCpu& compare, const std::vector<AttentionCase>& cases);
+
 }  // namespace llm::test

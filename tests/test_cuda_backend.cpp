@@ -422,36 +422,20 @@ TEST_CASE("cuda get_rows and kv_append match the cpu", "[cuda][ops]") {
 TEST_CASE("cuda attention matches the cpu (GQA, window, softcap, ragged batch, paged)",
           "[cuda][ops]") {
   SKIP_WITHOUT_CUDA();
-  std::mt19937 rng(6);
-  // Two sequences in one step: sequence 0 continues at positions 9..13 (5 tokens),
-  // sequence 1 starts at 0..2; their pages are scattered over the cache.
-  const int page = 4, max_pages = 6, cache_pages = 16;
-  const std::vector<int32_t> table = {7,  2, 11, 0, 5,  9,   // sequence 0
-                                      14, 3, 8,  1, 12, 6};  // sequence 1
-  const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
-  const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
-  const int64_t T = static_cast<int64_t>(pos.size());
   // Head dims of 64/128/256 with 1, 2, 4 or 8 query heads per kv head take the decode
   // kernel (8 tokens); the others the general one.
   using F = DType;
-  const AttentionCase cases[] = {
-      {6, 2, 64, 0, 0.f, F::F32, F::F32},    {6, 2, 64, 3, 0.f, F::F32, F::F32},
-      {4, 4, 20, 0, 2.f, F::F32, F::F32},    {6, 1, 36, 5, 0.f, F::F16, F::F16},
-      {8, 2, 128, 0, 0.f, F::BF16, F::BF16}, {2, 2, 256, 7, 1.5f, F::F32, F::F32},
-      {8, 1, 64, 0, 0.f, F::F16, F::F16},    {4, 2, 64, 5, 0.f, F::F32, F::F32},
-      {4, 1, 256, 0, 0.f, F::F32, F::F32},   {8, 1, 128, 0, 1.5f, F::F32, F::F32},
-      {8, 1, 256, 3, 0.f, F::F16, F::F16}};
-  for (const AttentionCase& c : cases) {
-    DYNAMIC_SECTION(attention_case_name(c)) {
-      const int64_t Q = int64_t{c.heads} * c.head_dim;
-      const double err = compare_with_cpu(
-          make_node(Op::Attention, attention_params(c, page)),
-          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
-          f32_tensor({T, Q}, std::vector<float>(T * Q, 0.f)));
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
-    }
-  }
+  check_attention_ops(compare_cpu, {{6, 2, 64, 0, 0.f, F::F32, F::F32},
+                                    {6, 2, 64, 3, 0.f, F::F32, F::F32},
+                                    {4, 4, 20, 0, 2.f, F::F32, F::F32},
+                                    {6, 1, 36, 5, 0.f, F::F16, F::F16},
+                                    {8, 2, 128, 0, 0.f, F::BF16, F::BF16},
+                                    {2, 2, 256, 7, 1.5f, F::F32, F::F32},
+                                    {8, 1, 64, 0, 0.f, F::F16, F::F16},
+                                    {4, 2, 64, 5, 0.f, F::F32, F::F32},
+                                    {4, 1, 256, 0, 0.f, F::F32, F::F32},
+                                    {8, 1, 128, 0, 1.5f, F::F32, F::F32},
+                                    {8, 1, 256, 3, 0.f, F::F16, F::F16}});
 }
 
 TEST_CASE("cuda split-context decode attention matches the cpu", "[cuda][ops]") {

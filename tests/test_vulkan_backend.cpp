@@ -1077,39 +1077,21 @@ TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
 TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch, paged)",
           "[vulkan][ops]") {
   VULKAN_TEST();
-  std::mt19937 rng(6);
-  // Two sequences in one step: sequence 0 continues at positions 9..13 (5 tokens),
-  // sequence 1 starts at 0..2; their pages are scattered over the cache.
-  const int page = 4, max_pages = 6, cache_pages = 16;
-  const std::vector<int32_t> table = {7,  2, 11, 0, 5,  9,   // sequence 0
-                                      14, 3, 8,  1, 12, 6};  // sequence 1
-  const std::vector<int32_t> pos = {9, 10, 11, 12, 13, 0, 1, 2};
-  const std::vector<int32_t> seq = {0, 0, 0, 0, 0, 1, 1, 1};
-  const int64_t T = static_cast<int64_t>(pos.size());
-  const AttentionCase cases[] = {
-      {6, 2, 64, 0, 0.f, DType::F32, DType::F32},
-      {6, 2, 64, 3, 0.f, DType::F32, DType::F32},
-      {4, 4, 20, 0, 2.f, DType::F32, DType::F32},
-      {6, 1, 36, 5, 0.f, DType::F16, DType::F16},
-      {8, 2, 130, 0, 0.f, DType::BF16, DType::BF16},
-      {2, 2, 256, 7, 1.5f, DType::F16, DType::BF16},
-      // attention_decode (heads of up to 128 dims, a multiple of 16) with 16-bit caches,
-      // a soft cap and a window; the others above take attention.comp.
-      {4, 2, 32, 0, 1.5f, DType::F16, DType::BF16},
-      {4, 1, 128, 5, 0.f, DType::BF16, DType::F16},
-      // K and V of one 16-bit dtype: four halves a load.
-      {4, 2, 64, 0, 0.f, DType::F16, DType::F16},
-      {4, 1, 128, 3, 1.5f, DType::BF16, DType::BF16}};
-  for (const AttentionCase& c : cases) {
-    DYNAMIC_SECTION(attention_case_name(c)) {
-      const double err = compare_with_cpu(
-          make_node(Op::Attention, attention_params(c, page)),
-          attention_inputs(c, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng),
-          zeros({T, int64_t{c.heads} * c.head_dim}));
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
-    }
-  }
+  using F = DType;
+  check_attention_ops(compare_cpu, {{6, 2, 64, 0, 0.f, F::F32, F::F32},
+                                    {6, 2, 64, 3, 0.f, F::F32, F::F32},
+                                    {4, 4, 20, 0, 2.f, F::F32, F::F32},
+                                    {6, 1, 36, 5, 0.f, F::F16, F::F16},
+                                    {8, 2, 130, 0, 0.f, F::BF16, F::BF16},
+                                    {2, 2, 256, 7, 1.5f, F::F16, F::BF16},
+                                    // attention_decode (heads of up to 128 dims, a multiple
+                                    // of 16) with 16-bit caches, a soft cap and a window;
+                                    // the others above take attention.comp.
+                                    {4, 2, 32, 0, 1.5f, F::F16, F::BF16},
+                                    {4, 1, 128, 5, 0.f, F::BF16, F::F16},
+                                    // K and V of one 16-bit dtype: four halves a load.
+                                    {4, 2, 64, 0, 0.f, F::F16, F::F16},
+                                    {4, 1, 128, 3, 1.5f, F::BF16, F::BF16}});
 }
 
 TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[vulkan][ops]") {
