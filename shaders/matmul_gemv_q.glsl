@@ -41,7 +41,7 @@
 // adds the products into a float accumulator with atomics; the workgroup that finishes
 // the last round writes out = residual + accumulator and zeroes it for the next run.
 // With FFN_PARTS each round writes its products to a row of partials instead, and a
-// matmul_reduce after the dispatch adds them in order (deterministic).
+// parts_reduce after the dispatch adds them in order (deterministic).
 //
 // INT_DOT: x arrives as two int8 planes per block (s = 256 h + l, quantize_x.comp), and
 // a block costs per row 8 (q4_0: 4 ANDs, 4 shifts) plus 16 packed 4 x 8-bit dot
@@ -131,7 +131,7 @@ layout(std430, binding = 19) writeonly buffer FfnOut { float ffn_out[]; };
 // Rows of down a thread loads at once.
 layout(constant_id = 16) const int DN_ROWS = 8;
 // 1: each round writes its products to ffn_acc[round][row] instead (no atomics, no count),
-// which matmul_reduce adds up in round order with the residual (the same sum every run).
+// which parts_reduce adds up in a fixed order with the residual (the same sum every run).
 layout(constant_id = 17) const int FFN_PARTS = 0;
 // NEXT_NORM (not with FFN_PARTS): the last workgroup also takes the RmsNorm of the sum
 // (the next layer's, weight of dtype NNWDT at binding 20) and rounds it into the

@@ -735,7 +735,7 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
 // FFN_DOWN (matmul_gemv_qdot_ffn*): bindings 15-21 and the push constants of down
 // (node ni_ + 3, whose K is gate/up's N) and its residual Add (ni_ + 4, residual input
 // res) inside the gate/up dispatch; with FFN_PARTS (settings.ffn_down 2) the dispatch
-// writes each round's products and a matmul_reduce after it adds them and the residual;
+// writes each round's products and a parts_reduce after it adds them and the residual;
 // with NEXT_NORM the RmsNorm after the Add (ni_ + 5) rounds its output for the GEMV
 // after it there too. Returns the shader's specialization constants 16-19.
 std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
@@ -774,18 +774,21 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     for (int k = 0; k < 3; k++) x_.bindings.push_back(error_binding());  // bindings 17-19
     push(0);
     push(0);
-    // The reduce: y = Σ parts (down's product), sum = residual + y (matmul_reduce, EPI 1).
+    // The reduce: y = Σ parts (down's product), sum = residual + y (parts_reduce): 64
+    // outputs a workgroup, 16 threads each where the device takes 1,024 a workgroup.
     Recorded& r = merge_;
     bind_to(r, parts, "down's parts");  // at word 0
     const uint32_t y_off = bind_to(r, dn.output, "down's product", true);
-    r.bindings.push_back(r.bindings.back());  // the bias's binding (none): y's again
     const uint32_t a_off = bind_to(r, add.inputs[res], "the residual");
     const uint32_t o2_off = bind_to(r, add.output, "the sum", true);
-    for (uint32_t v : {0u, y_off, static_cast<uint32_t>(H), static_cast<uint32_t>(H),
-                       static_cast<uint32_t>(rounds), 0u, a_off, o2_off})
+    for (uint32_t v :
+         {y_off, static_cast<uint32_t>(H), static_cast<uint32_t>(rounds), a_off, o2_off})
       r.push[r.push_words++] = v;
-    r.pipeline = &ctx_->pipeline("matmul_reduce", 5, {0, 1});
-    r.label = format_message("matmul_reduce x%lld +add (fused ffn down)", (long long)rounds);
+    const VkPhysicalDeviceLimits& lim = ctx_->phys().props.limits;
+    const uint32_t lanes = std::clamp<uint32_t>(
+        std::min(lim.maxComputeWorkGroupInvocations / 64, lim.maxComputeWorkGroupSize[1]), 1, 16);
+    r.pipeline = &ctx_->pipeline("parts_reduce", 4, {static_cast<int32_t>(lanes)});
+    r.label = format_message("parts_reduce x%lld +add (fused ffn down)", (long long)rounds);
     r.nodes = {static_cast<int>(ni_ + 4)};
     grid(r, (static_cast<uint64_t>(H) + 63) / 64);
     has_merge_ = true;
