@@ -616,16 +616,17 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
 // The backend whose single-token gate/up dispatches also compute down and its residual
 // Add (LLM_VULKAN_FFN_FUSE, integer dots forced): mode 1 sums down's parts with float
 // atomics, 2 in a reduce dispatch after it, 3 as 1 with the next RmsNorm's rounding
-// (LLM_VULKAN_FFN_NEXT_NORM=1). Null where the device lacks float atomics or integer
-// dots.
+// (LLM_VULKAN_FFN_NEXT_NORM=1), 4 as 3 on a fixed grid of two workgroups (each loops
+// over the rounds). Null where the device lacks float atomics or integer dots.
 Backend* ffn_down_vulkan(int mode) {
-  static Backend* backends[4] = {};
+  static Backend* backends[5] = {};
   Backend*& b = backends[mode];
   if (!b) {
     ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
     ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 2 ? "2" : "1");
-    ScopedEnv next_norm("LLM_VULKAN_FFN_NEXT_NORM", mode == 3 ? "1" : nullptr);
+    ScopedEnv next_norm("LLM_VULKAN_FFN_NEXT_NORM", mode >= 3 ? "1" : nullptr);
+    ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", mode == 4 ? "2" : nullptr);
     b = make_vulkan_backend().release();
   }
   return b->info().details.find("down inside gate/up") != std::string::npos ? b : nullptr;
@@ -1491,7 +1492,7 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   // The default grid (one pass at these sizes), two workgroups looping over the rows,
   // and down inside the gate/up dispatch where the device has float atomics.
   std::vector<Backend*> runs = {gpus[1], gpus[2]};
-  for (int mode : {1, 2, 3})
+  for (int mode : {1, 2, 3, 4})
     if (Backend* ffn = ffn_down_vulkan(mode)) runs.push_back(ffn);
   for (Backend* gpu : runs) DYNAMIC_SECTION(gpu->info().details) {
       const bool ffn_down = gpu->info().details.find("down inside") != std::string::npos;
