@@ -539,18 +539,19 @@ void ffn_down_round(uint blk) {
   if (!ffn_last) return;
   memoryBarrierBuffer();
   if (tid == 0u) ffn_count[0] = 0u;
-  // Every exchange of a batch before any store: a store between them would wait for
-  // each exchange's round trip (the buffers might alias).
+  // The loads (residual, norm weight) and every exchange of a batch before any store:
+  // a store between them would wait for each one's round trip (the buffers might alias),
+  // and the compiler keeps loads and atomics in order.
   if (NEXT_NORM == 0) {
     for (uint r0 = tid; r0 < H; r0 += 8u * WG) {
       float v[8];
       [[unroll]] for (uint i = 0u; i < 8u; i++) {
         const uint r = r0 + i * WG;
-        v[i] = r < H ? atomicExchange(ffn_acc[r], 0.0) : 0.0;
+        v[i] = r < H ? ffn_res[p.fres_off + r] : 0.0;
       }
       [[unroll]] for (uint i = 0u; i < 8u; i++) {
         const uint r = r0 + i * WG;
-        if (r < H) v[i] += ffn_res[p.fres_off + r];
+        if (r < H) v[i] += atomicExchange(ffn_acc[r], 0.0);
       }
       [[unroll]] for (uint i = 0u; i < 8u; i++) {
         const uint r = r0 + i * WG;
@@ -567,26 +568,28 @@ void ffn_down_round(uint blk) {
   uvec2 meta = uvec2(0u);
   if (b < nbn) {
     const uint r0 = 32u * b;
-    vec4 v[8];
+    vec4 w[8], v[8];
+    [[unroll]] for (uint k = 0u; k < 8u; k++) {
+      if (NNWDT == DT_F32) {
+        w[k] = nn_w4[p.nn_w_off / 4u + 8u * b + k];
+      } else {
+        const uvec2 h = nn_h4[(p.nn_w_off * 2u + 32u * b) / 4u + k];
+        w[k] = NNWDT == DT_F16
+                   ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
+                          f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
+                   : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
+                          bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+      }
+      [[unroll]] for (uint c = 0u; c < 4u; c++) v[k][c] = ffn_res[p.fres_off + r0 + 4u * k + c];
+    }
     [[unroll]] for (uint k = 0u; k < 8u; k++)
       [[unroll]] for (uint c = 0u; c < 4u; c++)
-        v[k][c] = atomicExchange(ffn_acc[r0 + 4u * k + c], 0.0);
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-      [[unroll]] for (uint c = 0u; c < 4u; c++) v[k][c] += ffn_res[p.fres_off + r0 + 4u * k + c];
+        v[k][c] += atomicExchange(ffn_acc[r0 + 4u * k + c], 0.0);
     [[unroll]] for (uint k = 0u; k < 8u; k++)
       [[unroll]] for (uint c = 0u; c < 4u; c++) ffn_out[p.fout_off + r0 + 4u * k + c] = v[k][c];
     [[unroll]] for (uint k = 0u; k < 8u; k++) {
       ss += dot(v[k], v[k]);
-      if (NNWDT == DT_F32) {
-        v[k] *= nn_w4[p.nn_w_off / 4u + 8u * b + k];
-      } else {
-        const uvec2 h = nn_h4[(p.nn_w_off * 2u + 32u * b) / 4u + k];
-        v[k] *= NNWDT == DT_F16
-                    ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
-                           f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
-                    : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
-                           bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
-      }
+      v[k] *= w[k];
     }
     uvec4 h0, h1, l0, l1;
     quantize_planes(v, h0, h1, l0, l1, meta);
