@@ -112,7 +112,7 @@ class VulkanBackend final : public Backend {
     }
     // LLM_VULKAN_FFN_FUSE=1: single-token gate/up dispatches also compute down (from a
     // block-major copy of its weights) and its residual Add, summing down's parts with
-    // float atomics; =2: they write the parts, and a matmul_reduce adds them in order
+    // float atomics; =2: they write the parts, and a parts_reduce adds them in order
     // (deterministic). Off by default until measured faster.
     const char* ffn = std::getenv("LLM_VULKAN_FFN_FUSE");
     const int ffn_mode = ffn ? std::atoi(ffn) : 0;
