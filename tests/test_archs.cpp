@@ -9,6 +9,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/formats/gguf.h"
 #include "core/formats/gguf_writer.h"
 #include "core/formats/safetensors.h"
 #include "core/model.h"
@@ -412,4 +413,86 @@ TEST_CASE("phi3 longrope: short/long factors by context, attention factor", "[ar
   CHECK_THROWS_WITH(
       run({{"type", "longrope"}, {"short_factor", {1}}, {"long_factor", {1, 2}}}, 64, 64, 32),
       Catch::Contains("differ in length"));
+}
+
+TEST_CASE("phi3 longrope from GGUF (llama.cpp's factor tensors and keys)", "[archs][gguf][cpu]") {
+  // The phi3 fixture's GGUF (written by llama.cpp) with the longrope tensors and keys
+  // that llama.cpp's converter adds, against the same settings in config.json.
+  auto backend = make_cpu_backend(2);
+  const Reference ref = load_reference("phi3");
+  const int half = 8;  // rope.dimension_count 16 / 2
+  // Writes the fixture's GGUF with context_length max_pos and the given factors and keys
+  // (a missing tensor or key where its value is empty / 0), returns its path in dir.
+  auto gguf = [&](const TempDir& dir, const std::vector<float>& sf, const std::vector<float>& lf,
+                  int orig, int max_pos, float attn) {
+    GgufFile in(model_dir("phi3") + "/model-f32.gguf");
+    GgufWriter w;
+    for (const auto& [k, v] : in.metadata())
+      if (k != "general.alignment" && k != "phi3.rope.scaling.original_context_length") w.set(k, v);
+    w.set("phi3.context_length", gguf_u32(max_pos));
+    if (orig > 0) w.set("phi3.rope.scaling.original_context_length", gguf_u32(orig));
+    if (attn > 0) w.set("phi3.rope.scaling.attn_factor", gguf_f32(attn));
+    for (const GgufTensorInfo& t : in.tensors()) w.add_tensor(t.name, DType::F32, t.shape);
+    if (!lf.empty()) w.add_tensor("rope_factors_long.weight", DType::F32, {int64_t(lf.size())});
+    if (!sf.empty()) w.add_tensor("rope_factors_short.weight", DType::F32, {int64_t(sf.size())});
+    const std::string path = dir.file("phi3.gguf");
+    w.begin(path);
+    for (const GgufTensorInfo& t : in.tensors()) w.write_tensor(t.data, t.nbytes);
+    if (!lf.empty()) w.write_tensor(lf.data(), lf.size() * 4);
+    if (!sf.empty()) w.write_tensor(sf.data(), sf.size() * 4);
+    w.finish();
+    return path;
+  };
+  // The logits of the prompt at a context of `context`, and the cos/sin factor.
+  auto run = [&](const std::string& model, int context) {
+    auto m = Model::load(model, *backend);
+    SessionOptions so;
+    so.context_size = context;
+    Session s(*m, so);
+    return std::make_pair(s.forward(ref.input_ids, true), rope_attention_factor(m->config()));
+  };
+  auto hf = [&](const TempDir& dir, float sf, float lf, int orig, int max_pos) {
+    copy_model("phi3", dir.path());
+    auto cfg = json::parse(read_file(dir.file("config.json")));
+    cfg["rope_scaling"] = {{"type", "longrope"},
+                           {"short_factor", std::vector<float>(half, sf)},
+                           {"long_factor", std::vector<float>(half, lf)}};
+    cfg["original_max_position_embeddings"] = orig;
+    cfg["max_position_embeddings"] = max_pos;
+    write_file(dir.file("config.json"), cfg.dump());
+    return dir.path();
+  };
+  // Within the original context the short factors apply, beyond it the long ones.
+  for (int context : {64, 128}) {
+    DYNAMIC_SECTION("context " << context) {
+      TempDir a, b;
+      const std::vector<float> sf(half, 2.f), lf(half, 3.f);
+      const auto got = run(gguf(a, sf, lf, 64, 64, 0), context);
+      const auto want = run(hf(b, 2.f, 3.f, 64, 64), context);
+      CHECK(max_rel_error(got.first, want.first) <= 1e-6);
+      CHECK(max_rel_error(got.first, ref.logits) > 1e-3);  // the factors did change them
+      CHECK(got.second == 1.f);
+    }
+  }
+  {
+    // The converter's attn_factor is taken as written; without it, derived.
+    TempDir a, b, c;
+    const std::vector<float> ones(half, 1.f);
+    CHECK(run(gguf(a, ones, ones, 32, 128, 1.25f), 32).second == 1.25f);
+    CHECK(run(gguf(b, ones, ones, 32, 128, 0), 32).second ==
+          Approx(std::sqrt(1.0 + std::log(4.0) / std::log(32.0))));
+    CHECK(max_rel_error(run(gguf(c, ones, ones, 32, 32, 0), 32).first, ref.logits) <= 1e-4);
+  }
+  // Broken files are refused by name.
+  TempDir d1, d2, d3;
+  CHECK_THROWS_WITH(Model::load(gguf(d1, {}, std::vector<float>(half, 1.f), 64, 64, 0), *backend),
+                    Catch::Contains("rope_factors_short.weight as f32 [8]"));
+  CHECK_THROWS_WITH(Model::load(gguf(d2, std::vector<float>(half + 1, 1.f),
+                                     std::vector<float>(half, 1.f), 64, 64, 0),
+                                *backend),
+                    Catch::Contains("rope_factors_short.weight as f32 [8]"));
+  CHECK_THROWS_WITH(
+      Model::load(gguf(d3, std::vector<float>(half, 1.f), std::vector<float>(half, 1.f), -1, 64, 0),
+                  *backend),
+      Catch::Contains("rope.scaling.original_context_length"));
 }

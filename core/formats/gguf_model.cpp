@@ -87,9 +87,6 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     c.model_type = "qwen2";
   } else if (arch == "phi3") {
     c.model_type = "phi3";  // llama.cpp keeps phi3's Q/K rows in Hugging Face order
-    if (find_tensor(f, "rope_factors_long.weight") || find_tensor(f, "rope_factors_short.weight"))
-      fail("'%s': phi3 longrope scaling (rope_factors_long/short) is not supported yet",
-           f.path().c_str());
   } else if (arch == "gptneox") {
     // llama.cpp's converter regroups query_key_value from per head to [q | k | v].
     c.model_type = "gpt_neox";
@@ -140,6 +137,38 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     fail("'%s': unsupported rope scaling '%s'", f.path().c_str(), scaling.c_str());
   }
 
+  // Phi-3 longrope (the 128k models, Phi-3.5) as llama.cpp's converter stores it: the
+  // short and long per-frequency divisors as tensors, the original context and the
+  // cos/sin factor as keys.
+  const GgufTensorInfo* rf_long = find_tensor(f, "rope_factors_long.weight");
+  const GgufTensorInfo* rf_short = find_tensor(f, "rope_factors_short.weight");
+  if (rf_long || rf_short) {
+    if (arch != "phi3" || c.rope_scaling.type != "default")
+      fail(
+          "'%s': rope_factors_long/short (longrope) are read for phi3 without another rope "
+          "scaling only",
+          f.path().c_str());
+    const int half = (c.rotary_dims > 0 ? c.rotary_dims : c.head_dim) / 2;
+    auto factors = [&](const GgufTensorInfo* t, const char* name) {
+      if (t == nullptr || t->ggml_type != 0 || t->shape.numel() != half)
+        fail("'%s': phi3 longrope needs %s as f32 [%d]", f.path().c_str(), name, half);
+      std::vector<float> v(static_cast<size_t>(half));
+      std::memcpy(v.data(), t->data, v.size() * sizeof(float));
+      return v;
+    };
+    RopeScaling& rs = c.rope_scaling;
+    rs.type = "longrope";
+    rs.long_factor = factors(rf_long, "rope_factors_long.weight");
+    rs.short_factor = factors(rf_short, "rope_factors_short.weight");
+    rs.original_max_position_embeddings =
+        static_cast<int>(f.get_int(p + "rope.scaling.original_context_length"));
+    if (rs.original_max_position_embeddings <= 0)
+      fail("'%s': %srope.scaling.original_context_length is %d", f.path().c_str(), p.c_str(),
+           rs.original_max_position_embeddings);
+    // 0: derived from the context lengths, as transformers does.
+    rs.attention_factor = static_cast<float>(f.get_float_or(p + "rope.scaling.attn_factor", 0.0));
+  }
+
   const GgufTensorInfo* embd = find_tensor(f, "token_embd.weight");
   if (!embd) fail("'%s' has no tensor 'token_embd.weight'", f.path().c_str());
   c.vocab_size = static_cast<int>(f.get_int_or(p + "vocab_size", embd->shape[0]));
@@ -171,7 +200,10 @@ DType gguf_transcode_target(const std::string& quantization) {
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to) {
   const std::string arch = f->get_string("general.architecture");
   for (const GgufTensorInfo& t : f->tensors()) {
-    if (t.name == "rope_freqs.weight") continue;  // folded into the config
+    // Folded into the config.
+    if (t.name == "rope_freqs.weight" || t.name == "rope_factors_long.weight" ||
+        t.name == "rope_factors_short.weight")
+      continue;
     if (ggml_block_layout(t.ggml_type) != nullptr) {
       const DType target = t.shape.rank >= 2 ? transcode_to : DType::F32;
       try {
