@@ -472,6 +472,13 @@ TEST_CASE("phi3 longrope from GGUF (llama.cpp's factor tensors and keys)", "[arc
       CHECK(max_rel_error(got.first, want.first) <= 1e-6);
       CHECK(max_rel_error(got.first, ref.logits) > 1e-3);  // the factors did change them
       CHECK(got.second == 1.f);
+      // llmcli convert keeps them (llm-config.json's rope_scaling).
+      const std::string out = a.file("native");
+      const CommandResult r =
+          run_cli({"convert", a.file("phi3.gguf"), "-o", out, "--quantization", "q0f32"});
+      INFO("stderr: " << r.err);
+      REQUIRE(r.exit_code == 0);
+      CHECK(run(out, context).first == got.first);
     }
   }
   {
