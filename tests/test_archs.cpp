@@ -300,7 +300,26 @@ TEST_CASE("gpt_neox GGUF in llama.cpp's layout gives the safetensors logits",
   CHECK(model->config().rotary_dims == cfg.rotary_dims);
   CHECK_FALSE(model->config().parallel_residual);
   Session s(*model);
-  CHECK(max_rel_error(s.forward(ref.input_ids, true), ref.logits) <= 1e-4);
+  const std::vector<float> logits = s.forward(ref.input_ids, true);
+  CHECK(max_rel_error(logits, ref.logits) <= 1e-4);
+  // llmcli convert writes it as a native folder (config.json with llmrt_qkv_blocked): the
+  // same logits as the GGUF, and as quantizing it at load.
+  for (const char* scheme : {"q0f32", "q8f16_1"}) {
+    INFO(scheme);
+    const std::string out = tmp.file(std::string("native-") + scheme);
+    const CommandResult r = run_cli({"convert", path, "-o", out, "--quantization", scheme});
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    auto conv = Model::load(out, *backend);
+    CHECK(conv->config().qkv_blocked);
+    CHECK(conv->config().rotary_dims == cfg.rotary_dims);
+    const std::vector<float> got = Session(*conv).forward(ref.input_ids, true);
+    const std::vector<float> want = std::string(scheme) == "q0f32"
+                                        ? logits
+                                        : Session(*Model::load(path, *backend, LoadOptions{scheme}))
+                                              .forward(ref.input_ids, true);
+    CHECK(got == want);
+  }
 }
 
 TEST_CASE("convert q8f16_1 / q4f16_1 of each architecture reloads within the bounds",

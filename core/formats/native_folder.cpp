@@ -377,18 +377,57 @@ std::unique_ptr<WeightStore> open_native_weights(const std::string& dir) {
 
 // ---- model_config -----------------------------------------------------------
 
-std::string model_config_to_json(const ModelConfig& c) {
-  const bool llama = c.model_type == "llama", qwen2 = c.model_type == "qwen2";
-  // Only GGUF sources come here; the other types keep their own config.json.
-  if (c.model_type == "gpt_neox" || c.model_type == "gptj" || c.model_type == "rwkv")
-    fail("model_config: %s cannot be written from a GGUF source", c.model_type.c_str());
-  ordered_json j;
+namespace {
+
+// The sizes every config.json written here starts with.
+void put_sizes(ordered_json& j, const ModelConfig& c) {
   j["model_type"] = c.model_type;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
   j["num_hidden_layers"] = c.num_layers;
   j["num_attention_heads"] = c.num_heads;
+}
+// The BOS and EOS ids, where the source names them.
+void put_token_ids(ordered_json& j, const ModelConfig& c) {
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+}
+
+// A gpt_neox config.json of what llama.cpp's GGUF holds (config_from_gguf), with its
+// [q | k | v] rows of query_key_value (llmrt_qkv_blocked).
+std::string gpt_neox_config_to_json(const ModelConfig& c) {
+  if (c.num_kv_heads != c.num_heads || c.hidden_size != c.num_heads * c.head_dim ||
+      c.attention_bias != c.attention_out_bias || !c.mlp_bias || c.rope_scaling.type != "default")
+    fail("model_config: this gpt_neox cannot be written as config.json");
+  ordered_json j;
+  put_sizes(j, c);
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["layer_norm_eps"] = json_float(c.norm_eps);
+  j["rotary_emb_base"] = json_float(c.rope_theta);
+  // transformers takes int(head_dim * rotary_pct): half a dim more keeps rounding off it.
+  const int rot = c.rotary_dims > 0 ? c.rotary_dims : c.head_dim;
+  j["rotary_pct"] = (rot + 0.5) / c.head_dim;
+  j["use_parallel_residual"] = c.parallel_residual;
+  j["attention_bias"] = c.attention_bias;
+  j["hidden_act"] = c.hidden_act;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  put_token_ids(j, c);
+  if (c.qkv_blocked) j["llmrt_qkv_blocked"] = true;
+  return j.dump();
+}
+
+}  // namespace
+
+std::string model_config_to_json(const ModelConfig& c) {
+  const bool llama = c.model_type == "llama", qwen2 = c.model_type == "qwen2";
+  // Only GGUF sources come here; the other types keep their own config.json.
+  if (c.model_type == "gpt_neox") return gpt_neox_config_to_json(c);
+  if (c.model_type == "gptj" || c.model_type == "rwkv")
+    fail("model_config: %s cannot be written from a GGUF source", c.model_type.c_str());
+  ordered_json j;
+  put_sizes(j, c);
   j["num_key_value_heads"] = c.num_kv_heads;
   j["head_dim"] = c.head_dim;
   j["max_position_embeddings"] = c.max_position_embeddings;
@@ -438,9 +477,7 @@ std::string model_config_to_json(const ModelConfig& c) {
       fail("model_config: llama with a sliding window cannot be written");
     j["sliding_window"] = c.sliding_window;
   }
-  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
-  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
-  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+  put_token_ids(j, c);
   if (!c.rope_freq_factors.empty()) j["llmrt_rope_freq_factors"] = json_floats(c.rope_freq_factors);
   if (c.rope_interleaved) j["llmrt_rope_interleaved"] = true;
   return j.dump();
@@ -461,6 +498,10 @@ ModelConfig parse_model_config(const std::string& json_text) {
   if (const auto f = j.find("llmrt_rope_interleaved"); f != j.end()) {
     if (!f->is_boolean()) fail("field 'llmrt_rope_interleaved' must be true or false");
     c.rope_interleaved = f->get<bool>();
+  }
+  if (const auto f = j.find("llmrt_qkv_blocked"); f != j.end()) {
+    if (!f->is_boolean()) fail("field 'llmrt_qkv_blocked' must be true or false");
+    c.qkv_blocked = f->get<bool>();
   }
   return c;
 }
