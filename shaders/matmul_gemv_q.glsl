@@ -62,10 +62,7 @@
 // small matrices share the GPU instead of running one after another.
 #include "common.glsl"
 #ifdef INT_DOT
-// OpSDot with PackedVectorFormat4x8Bit: the sum of the products of the 4 signed bytes.
-spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6018, 6019],
-                  id = 4450) int sdot4x8(uint a, uint b, spirv_literal int packed_4x8);
-int dot4(uint a, uint b) { return sdot4x8(a, b, 0); }
+#include "qdot.glsl"
 #endif
 #ifndef WG
 #define WG 128
@@ -479,24 +476,6 @@ uint task_of(uint task, out uint N, out uint j) {
 }
 
 #ifdef FFN_DOWN
-// Σ q s over one block of 32 weights and x's planes (s = 256 h + l), without q4_0's
-// offset of 8: quants qa (q8_0: qa, then qb; q4_0: qa's low nibbles pair with h0/l0,
-// its high ones with h1/l1). main's loop computes the same inline, left as it is
-// until a GPU measures the change (a reordered hot loop compiled slower before).
-int block_dot_planes(uvec4 qa, uvec4 qb, uvec4 h0, uvec4 h1, uvec4 l0, uvec4 l1) {
-  int dh = 0, dl = 0;
-  [[unroll]] for (int w = 0; w < 4; w++) {
-    uint a = qa[w], b = qb[w];
-    if (WDT == DT_Q4_0) {
-      b = (a >> 4) & 0x0f0f0f0fu;
-      a &= 0x0f0f0f0fu;
-    }
-    dh += dot4(a, h0[w]) + dot4(b, h1[w]);
-    dl += dot4(a, l0[w]) + dot4(b, l1[w]);
-  }
-  return dh * 256 + dl;
-}
-
 // Round blk's part of down (its block of 32 activations, rounded in dn_words/dn_meta,
 // times that block of each of down's rows) added into ffn_acc; the workgroup that
 // completes the last round then writes the residual sum. Uniform over the workgroup.
@@ -522,8 +501,8 @@ void ffn_down_round(uint blk) {
     [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
       const uint r = r0 + uint(i) * WG;
       if (r >= H) break;
-      const float v =
-          float(block_dot_planes(qa[i], qb[i], h0, h1, l0, l1) - corr) * (d[i] * xs);
+      const int dot = block_dot_planes(WDT == DT_Q4_0, qa[i], qb[i], h0, h1, l0, l1);
+      const float v = float(dot - corr) * (d[i] * xs);
       if (FFN_PARTS != 0)
         ffn_acc[blk * H + r] = v;
       else
