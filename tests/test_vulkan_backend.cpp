@@ -617,14 +617,15 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
 // Add (LLM_VULKAN_FFN_FUSE, integer dots forced): mode 1 sums down's parts with float
 // atomics, 2 in a reduce dispatch after it, 3 as 1 with the next RmsNorm's rounding
 // (LLM_VULKAN_FFN_NEXT_NORM=1), 4 as 3 on a fixed grid of two workgroups (each loops
-// over the rounds). Null where the device lacks float atomics or integer dots.
+// over the rounds), 5 as 2 with the next RmsNorm's rounding in the reduce. Null where the
+// device lacks float atomics or integer dots.
 Backend* ffn_down_vulkan(int mode) {
-  static Backend* backends[5] = {};
+  static Backend* backends[6] = {};
   Backend*& b = backends[mode];
   if (!b) {
     ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
-    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 2 ? "2" : "1");
+    ScopedEnv ffn("LLM_VULKAN_FFN_FUSE", mode == 2 || mode == 5 ? "2" : "1");
     ScopedEnv next_norm("LLM_VULKAN_FFN_NEXT_NORM", mode >= 3 ? "1" : nullptr);
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", mode == 4 ? "2" : nullptr);
     b = make_vulkan_backend().release();
@@ -652,7 +653,7 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
   const int64_t Q = 40;  // the next matmul's rows
   // F: gate/up rows (rounds of 32); K: down's rows, fewer than a workgroup's threads
   // (192) or many of them (2048, whose gate/up the fixed grid also cuts in K parts).
-  for (int mode : {1, 2, 3})
+  for (int mode : {1, 2, 3, 5})
     for (int64_t F : {96, 320})
       for (int64_t K : {192, 2048})
         for (DType wt : {DType::Q4_0, DType::Q8_0})
@@ -713,7 +714,7 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
                 CHECK(max_rel_error(part(got, r, next), part(want, r, next)) <= 1e-4);
               }
             ds = without_quantize(ds);
-            REQUIRE(ds.size() == (mode == 2 ? 3u : 2u));
+            REQUIRE(ds.size() == (mode == 2 || mode == 5 ? 3u : 2u));
             CHECK(ds[0].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
             CHECK(ds[0].kernel.find("+down +add") != std::string::npos);
             const Program::Dispatch& last = ds.back();
@@ -726,6 +727,15 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
               CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3});
               CHECK(ds[1].kernel.find("parts_reduce") == 0);
               CHECK(ds[1].nodes == std::vector<int>{4});
+              CHECK(run(*gpu, true, nullptr) == got);
+            } else if (mode == 5) {
+              // ... and the norm rounded by the reduce, the GEMV on its planes.
+              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3});
+              CHECK(ds[1].kernel.find("parts_reduce") == 0);
+              CHECK(ds[1].kernel.find("+rms_norm") != std::string::npos);
+              CHECK(ds[1].nodes == std::vector<int>{4, 5});
+              CHECK(last.nodes == std::vector<int>{6});
+              CHECK(last.kernel.rfind("rms_norm", 0) == std::string::npos);
               CHECK(run(*gpu, true, nullptr) == got);
             } else {
               // The norm rounded by the last workgroup of the FFN, the GEMV on its planes.
@@ -1492,7 +1502,7 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
   // The default grid (one pass at these sizes), two workgroups looping over the rows,
   // and down inside the gate/up dispatch where the device has float atomics.
   std::vector<Backend*> runs = {gpus[1], gpus[2]};
-  for (int mode : {1, 2, 3, 4})
+  for (int mode : {1, 2, 3, 4, 5})
     if (Backend* ffn = ffn_down_vulkan(mode)) runs.push_back(ffn);
   for (Backend* gpu : runs) DYNAMIC_SECTION(gpu->info().details) {
       const bool ffn_down = gpu->info().details.find("down inside") != std::string::npos;
@@ -1540,7 +1550,9 @@ TEST_CASE("vulkan: integer-dot decode after a long prompt matches the cpu",
       CHECK(count("rms_norm + matmul_gemv_q", " + ") > 0);
       CHECK(count("rms_norm + matmul_gemv_q", "+rope +kv_append") > 0);
       // With the next norm inside the FFN, layer 1's q/k/v read the planes it rounded.
-      CHECK((count("rms_norm + matmul_gemv_q", "+down +add +rms_norm") > 0) == next_norm);
+      CHECK((count("rms_norm + matmul_gemv_q", "+down +add +rms_norm") +
+                 count("parts_reduce", "+rms_norm") >
+             0) == next_norm);
       CHECK((count("matmul_gemv_q", "+rope +kv_append") > 0) == next_norm);
       CHECK(count("rope", "") == 0);
       CHECK(count("kv_append", "") == 0);

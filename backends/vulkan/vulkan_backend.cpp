@@ -118,10 +118,10 @@ class VulkanBackend final : public Backend {
     const int ffn_mode = ffn ? std::atoi(ffn) : 0;
     if (shared_x_ && ctx_->phys().atomic_float_add && (ffn_mode == 1 || ffn_mode == 2))
       ffn_down_ = ffn_mode;
-    // LLM_VULKAN_FFN_NEXT_NORM=1 (with =1): its last workgroup also rounds the next
-    // RmsNorm's output for the GEMV after it, which then skips its own norm prologue.
+    // LLM_VULKAN_FFN_NEXT_NORM=1: its last workgroup (=1) or the reduce (=2) also rounds
+    // the next RmsNorm's output for the GEMV after it, which then skips its norm prologue.
     const char* next_norm = std::getenv("LLM_VULKAN_FFN_NEXT_NORM");
-    ffn_next_norm_ = ffn_down_ == 1 && next_norm && std::strcmp(next_norm, "1") == 0;
+    ffn_next_norm_ = ffn_down_ && next_norm && std::strcmp(next_norm, "1") == 0;
   }
 
   ~VulkanBackend() override {
@@ -141,9 +141,8 @@ class VulkanBackend final : public Backend {
                    : shared_x_ ? ", int8-dot GEMV (x in shared memory)"
                                : ", int8-dot GEMV";
     if (ffn_down_)
-      d.details += ffn_down_ == 2   ? ", down inside gate/up (parts)"
-                   : ffn_next_norm_ ? ", down inside gate/up (+ next norm)"
-                                    : ", down inside gate/up";
+      d.details += std::string(", down inside gate/up") + (ffn_down_ == 2 ? " (parts)" : "") +
+                   (ffn_next_norm_ ? " (+ next norm)" : "");
     return d;
   }
 
@@ -221,7 +220,7 @@ class VulkanBackend final : public Backend {
   uint32_t gemv_threads_ = 0;   // ... in workgroups of this size (0: chosen per matrix)
   uint32_t units_ = 1;          // multiprocessors (kGemvUnitsUnknown where not reported)
   int ffn_down_ = 0;            // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
-  bool ffn_next_norm_ = false;  // ... 1 rounding the next RmsNorm's output too
+  bool ffn_next_norm_ = false;  // ... rounding the next RmsNorm's output too
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,

@@ -135,15 +135,16 @@ int FusionRules::ffn_down_fusable(size_t i) const {
     if (r.overlaps(sum)) return -1;
   return res;
 }
-// Whether the fused FFN at i (ffn_down_fusable, with atomics) may also take the RmsNorm
-// at i + 5 of its sum: its last workgroup then holds the whole sum, a block of 32 a
-// thread (at most 256 blocks), and rounds the norm's output into the planes the GEMV
-// after it reads as x (NEXT_NORM in matmul_gemv_q.glsl); the conditions are those of a
-// norm run inside that GEMV (norm_into_gemv: only those matmuls read its output, a
-// weight the shader reads 4 at a time), whose output is then never written.
+// Whether the fused FFN at i (ffn_down_fusable) may also take the RmsNorm at i + 5 of
+// its sum and round the norm's output into the planes the GEMV after it reads as x:
+// with atomics its last workgroup, which holds the whole sum, a block of 32 a thread (at
+// most 256 blocks; NEXT_NORM in matmul_gemv_q.glsl), with parts the reduce after it
+// (NEXT_NORM in parts_reduce.comp). The conditions are those of a norm run inside that
+// GEMV (norm_into_gemv: only those matmuls read its output, a weight read 4 at a time),
+// whose output is then never written.
 bool FusionRules::norm_after_ffn(size_t i) const {
   const size_t n = i + 5;
-  if (set_.ffn_down != 1 || !set_.ffn_next_norm || n >= nodes_.size() || !nodes_[n].node ||
+  if (!set_.ffn_down || !set_.ffn_next_norm || n >= nodes_.size() || !nodes_[n].node ||
       nodes_[n].node->op != Op::RmsNorm || nodes_[n].node->inputs.empty() ||
       nodes_[n].node->inputs[0] != nodes_[i + 4].node->output ||
       !(region(nodes_[n].inputs[0]) == region(nodes_[i + 4].output)))

@@ -760,7 +760,8 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     return e ? std::clamp(std::atoi(e), 1, 8) : 8;
   }();
   const bool parts_mode = set_.ffn_down == 2;
-  const bool next_norm = !parts_mode && rules_.norm_after_ffn(ni_);
+  const bool with_norm = rules_.norm_after_ffn(ni_);
+  const bool next_norm = !parts_mode && with_norm;  // in this dispatch (NEXT_NORM)
   std::vector<int32_t> spec = {dn_rows, parts_mode ? 1 : 0, next_norm ? 1 : 0, 0};
   if (parts_mode) {
     // Each round's products (one buffer for every layer: the dispatches are ordered).
@@ -787,10 +788,42 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     const VkPhysicalDeviceLimits& lim = ctx_->phys().props.limits;
     const uint32_t lanes = std::clamp<uint32_t>(
         std::min(lim.maxComputeWorkGroupInvocations / 64, lim.maxComputeWorkGroupSize[1]), 1, 16);
-    r.pipeline = &ctx_->pipeline("parts_reduce", 4, {static_cast<int32_t>(lanes)});
-    r.label = format_message("parts_reduce x%lld +add (fused ffn down)", (long long)rounds);
+    const uint64_t groups = (static_cast<uint64_t>(H) + 63) / 64;
     r.nodes = {static_cast<int>(ni_ + 4)};
-    grid(r, (static_cast<uint64_t>(H) + 63) / 64);
+    int32_t nn_dt = 0;
+    if (with_norm) {
+      // The next RmsNorm's planes (NEXT_NORM in parts_reduce.comp): a counter, the
+      // weight, the planes where a norm with QUANT would put them, Σ o2² per workgroup.
+      const BoundNode& nn = nodes_[ni_ + 5];
+      backend_.check_bound(nn, "vulkan backend");
+      auto scratch = [&](size_t bytes) {
+        auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn norm scratch");
+        ctx_->fill_zero(*buf, 0, bytes);
+        keep_.push_back(buf);
+        r.bindings.push_back({buf.get(), 0, buf->size()});
+        r.writes.push_back({buf.get(), 0, buf->size()});
+      };
+      scratch(4);
+      r.push[r.push_words++] = bind_to(r, nn.inputs[1], "the next norm's weight");
+      r.push[r.push_words++] = bind_to(r, TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}},
+                                       "the next norm's planes", true);
+      scratch(static_cast<size_t>(groups) * 4);
+      float eps = nn.node->params.eps;
+      std::memcpy(&r.push[r.push_words++], &eps, 4);
+      nn_dt = dt_code(nn.inputs[1].dtype);
+      r.nodes.push_back(static_cast<int>(ni_ + 5));
+      fused_ = 5;
+      planes_hold_ = region(nn.output);
+      planes_hold_off_ = 0;
+    } else {
+      for (int k = 0; k < 4; k++) r.bindings.push_back(error_binding());  // bindings 4-7
+      for (int k = 0; k < 3; k++) r.push[r.push_words++] = 0;
+    }
+    r.pipeline =
+        &ctx_->pipeline("parts_reduce", 8, {static_cast<int32_t>(lanes), with_norm ? 1 : 0, nn_dt});
+    r.label = format_message("parts_reduce x%lld +add%s (fused ffn down)", (long long)rounds,
+                             with_norm ? " +rms_norm" : "");
+    grid(r, groups);
     has_merge_ = true;
   } else {
     // The accumulator of down's products and the count of rounds done: zero between runs
