@@ -10,8 +10,8 @@ DeviceSpec parse_device_spec(const std::string& text) {
   DeviceSpec spec;
   const size_t colon = text.find(':');
   spec.kind = text.substr(0, colon);
-  const bool known = spec.kind == "auto" || spec.kind == "cpu" || spec.kind == "cuda" ||
-                     spec.kind == "vulkan";
+  const bool known =
+      spec.kind == "auto" || spec.kind == "cpu" || spec.kind == "cuda" || spec.kind == "vulkan";
   bool ok = known;
   if (ok && colon != std::string::npos) {
     const std::string idx = text.substr(colon + 1);

@@ -3,9 +3,8 @@
 #include <sys/stat.h>
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/chat/conv_templates.h"
 #include "core/error.h"
@@ -26,7 +25,8 @@ bool is_dir(const std::string& p) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string read_text(const std::string& path) {
@@ -115,9 +115,9 @@ ModelChatTemplate find_chat_template(const std::string& path, const std::string&
     GgufFile f(path);
     t.source = f.get_string_or("tokenizer.chat_template", "");
     t.origin = path + " (tokenizer.chat_template)";
-    const std::vector<std::string> tokens =
-        f.find("tokenizer.ggml.tokens") ? f.get_string_array("tokenizer.ggml.tokens")
-                                        : std::vector<std::string>();
+    const std::vector<std::string> tokens = f.find("tokenizer.ggml.tokens")
+                                                ? f.get_string_array("tokenizer.ggml.tokens")
+                                                : std::vector<std::string>();
     auto special = [&](const char* key, std::string* out) {
       const int64_t id = f.get_int_or(key, -1);
       if (id >= 0 && id < static_cast<int64_t>(tokens.size())) *out = tokens[id];

@@ -17,6 +17,7 @@ struct ModelChatTemplate {
 // path: a .jinja file, a model folder or a .gguf file. conv_template, when not
 // empty, selects a built-in template instead (and is the fallback the native
 // folder's llm-config.json names). Throws llm::Error when none is found.
-ModelChatTemplate find_chat_template(const std::string& path, const std::string& conv_template = "");
+ModelChatTemplate find_chat_template(const std::string& path,
+                                     const std::string& conv_template = "");
 
 }  // namespace llm

@@ -1,7 +1,5 @@
 #include "core/formats/safetensors.h"
 
-#include "core/formats/atomic_file.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/formats/atomic_file.h"
 
 namespace llm {
 

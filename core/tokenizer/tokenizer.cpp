@@ -216,7 +216,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_path) {
   if (fs::is_directory(p, ec)) {
     if (fs::exists(p / "tokenizer.json", ec)) return from_hf_dir(model_path);
     // A native folder converted from a GGUF keeps its vocab as a vocab-only GGUF.
-    if (fs::exists(p / "tokenizer.gguf", ec)) return from_gguf(GgufFile((p / "tokenizer.gguf").string()));
+    if (fs::exists(p / "tokenizer.gguf", ec))
+      return from_gguf(GgufFile((p / "tokenizer.gguf").string()));
     fail(
         "tokenizer: folder '%s' has no tokenizer.json (expected a Hugging Face model folder "
         "or a .gguf file)",
