@@ -135,8 +135,7 @@ layout(constant_id = 17) const int FFN_PARTS = 0;
 // integer-dot planes at binding 21, which the GEMV after reads as its x.
 layout(constant_id = 18) const int NEXT_NORM = 0;
 layout(constant_id = 19) const int NNWDT = DT_F32;
-layout(std430, binding = 20) readonly buffer NextNormW4 { vec4 nn_w4[]; };
-layout(std430, binding = 20) readonly buffer NextNormH4 { uvec2 nn_h4[]; };
+layout(std430, binding = 20) readonly buffer NextNormW { uint nn_w[]; };
 layout(std430, binding = 21) writeonly buffer NextPlanes { uvec4 nn_q[]; };
 layout(std430, binding = 21) writeonly buffer NextMeta { uvec2 nn_m[]; };
 shared uint dn_words[16];  // the round's rounded activation: h planes, then l planes
@@ -548,19 +547,11 @@ void ffn_down_round(uint blk) {
   if (b < nbn) {
     const uint r0 = 32u * b;
     vec4 w[8], v[8];
-    [[unroll]] for (uint k = 0u; k < 8u; k++) {
-      if (NNWDT == DT_F32) {
-        w[k] = nn_w4[p.nn_w_off / 4u + 8u * b + k];
-      } else {
-        const uvec2 h = nn_h4[(p.nn_w_off * 2u + 32u * b) / 4u + k];
-        w[k] = NNWDT == DT_F16
-                   ? vec4(f16_bits_to_f32(h.x & 0xffffu), f16_bits_to_f32(h.x >> 16),
-                          f16_bits_to_f32(h.y & 0xffffu), f16_bits_to_f32(h.y >> 16))
-                   : vec4(bf16_bits_to_f32(h.x & 0xffffu), bf16_bits_to_f32(h.x >> 16),
-                          bf16_bits_to_f32(h.y & 0xffffu), bf16_bits_to_f32(h.y >> 16));
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+      [[unroll]] for (uint c = 0u; c < 4u; c++) {
+        w[k][c] = LOAD_FLOAT(nn_w, NNWDT, p.nn_w_off, r0 + 4u * k + c);
+        v[k][c] = ffn_res[p.fres_off + r0 + 4u * k + c];
       }
-      [[unroll]] for (uint c = 0u; c < 4u; c++) v[k][c] = ffn_res[p.fres_off + r0 + 4u * k + c];
-    }
     [[unroll]] for (uint k = 0u; k < 8u; k++)
       [[unroll]] for (uint c = 0u; c < 4u; c++)
         v[k][c] += atomicExchange(ffn_acc[r0 + 4u * k + c], 0.0);

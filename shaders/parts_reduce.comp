@@ -24,12 +24,12 @@ layout(std430, binding = 0) readonly buffer Parts { float part[]; };
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(std430, binding = 2) readonly buffer A { float a[]; };
 layout(std430, binding = 3) writeonly buffer O2 { float o2[]; };
-// NEXT_NORM: the count of workgroups done, the norm weight, the planes (and each
-// block's scale and Σ s after them), and each workgroup's Σ o2².
-layout(std430, binding = 4) buffer Count { uint count[]; };
-layout(std430, binding = 5) readonly buffer NormW { uint nw[]; };
-layout(std430, binding = 6) writeonly buffer Planes { uvec4 nq[]; };
-layout(std430, binding = 6) coherent buffer Meta { uvec2 nm[]; };
+// NEXT_NORM: the norm weight, the planes (and each block's scale and Σ s after them),
+// the count of workgroups done and each workgroup's Σ o2².
+layout(std430, binding = 4) readonly buffer NormW { uint nw[]; };
+layout(std430, binding = 5) writeonly buffer Planes { uvec4 nq[]; };
+layout(std430, binding = 5) coherent buffer Meta { uvec2 nm[]; };
+layout(std430, binding = 6) buffer Count { uint count[]; };
 layout(std430, binding = 7) coherent buffer SumSq { float sumsq[]; };
 layout(push_constant) uniform P {
   uint y_off, n, parts, a_off, o2_off;

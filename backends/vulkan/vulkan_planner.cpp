@@ -205,6 +205,10 @@ class Planner {
   void plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy);
   void bind_rope_kv(int mask);
   std::vector<int32_t> bind_ffn_down(int res, int64_t N);
+  int32_t bind_next_norm(Recorded& d, int64_t H);
+  // A buffer of its own for dispatch d (kept with the plan), zero before the first run
+  // and left zero by the dispatch after each: its next binding.
+  void bind_zeroed(Recorded& d, size_t bytes, const char* what);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -426,14 +430,18 @@ void Planner::bind_merge_scratch(bool split, size_t part_bytes, int64_t items, c
     return;
   }
   auto parts = std::make_shared<Buffer>(*ctx_, ctx_, part_bytes, std::string(what) + " parts");
-  auto counters = std::make_shared<Buffer>(*ctx_, ctx_, static_cast<size_t>(items * 4),
-                                           std::string(what) + " counters");
-  ctx_->fill_zero(*counters, 0, counters->size());
-  for (const auto& buf : {parts, counters}) {
-    keep_.push_back(buf);
-    x_.bindings.push_back({buf.get(), 0, buf->size()});
-    x_.writes.push_back({buf.get(), 0, buf->size()});
-  }
+  keep_.push_back(parts);
+  x_.bindings.push_back({parts.get(), 0, parts->size()});
+  x_.writes.push_back({parts.get(), 0, parts->size()});
+  bind_zeroed(x_, static_cast<size_t>(items * 4), (std::string(what) + " counters").c_str());
+}
+
+void Planner::bind_zeroed(Recorded& d, size_t bytes, const char* what) {
+  auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, what);
+  ctx_->fill_zero(*buf, 0, bytes);
+  keep_.push_back(buf);
+  d.bindings.push_back({buf.get(), 0, buf->size()});
+  d.writes.push_back({buf.get(), 0, buf->size()});
 }
 
 int32_t Planner::split(size_t k) const {
@@ -792,29 +800,11 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     r.nodes = {static_cast<int>(ni_ + 4)};
     int32_t nn_dt = 0;
     if (with_norm) {
-      // The next RmsNorm's planes (NEXT_NORM in parts_reduce.comp): a counter, the
-      // weight, the planes where a norm with QUANT would put them, Σ o2² per workgroup.
-      const BoundNode& nn = nodes_[ni_ + 5];
-      backend_.check_bound(nn, "vulkan backend");
-      auto scratch = [&](size_t bytes) {
-        auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn norm scratch");
-        ctx_->fill_zero(*buf, 0, bytes);
-        keep_.push_back(buf);
-        r.bindings.push_back({buf.get(), 0, buf->size()});
-        r.writes.push_back({buf.get(), 0, buf->size()});
-      };
-      scratch(4);
-      r.push[r.push_words++] = bind_to(r, nn.inputs[1], "the next norm's weight");
-      r.push[r.push_words++] = bind_to(r, TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}},
-                                       "the next norm's planes", true);
-      scratch(static_cast<size_t>(groups) * 4);
-      float eps = nn.node->params.eps;
-      std::memcpy(&r.push[r.push_words++], &eps, 4);
-      nn_dt = dt_code(nn.inputs[1].dtype);
-      r.nodes.push_back(static_cast<int>(ni_ + 5));
-      fused_ = 5;
-      planes_hold_ = region(nn.output);
-      planes_hold_off_ = 0;
+      // The next RmsNorm's planes (NEXT_NORM in parts_reduce.comp), a counter and each
+      // workgroup's Σ o2².
+      nn_dt = bind_next_norm(r, H);
+      bind_zeroed(r, 4, "fused ffn norm counter");
+      bind_zeroed(r, static_cast<size_t>(groups) * 4, "fused ffn norm sums");
     } else {
       for (int k = 0; k < 4; k++) r.bindings.push_back(error_binding());  // bindings 4-7
       for (int k = 0; k < 3; k++) r.push[r.push_words++] = 0;
@@ -826,15 +816,10 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     grid(r, groups);
     has_merge_ = true;
   } else {
-    // The accumulator of down's products and the count of rounds done: zero between runs
-    // (the last workgroup resets both).
-    for (size_t bytes : {static_cast<size_t>(H) * 4, size_t{4}}) {
-      auto buf = std::make_shared<Buffer>(*ctx_, ctx_, bytes, "fused ffn down sums");
-      ctx_->fill_zero(*buf, 0, bytes);
-      keep_.push_back(buf);
-      x_.bindings.push_back({buf.get(), 0, buf->size()});
-      x_.writes.push_back({buf.get(), 0, buf->size()});
-    }
+    // The accumulator of down's products and the count of rounds done (the last
+    // workgroup resets both).
+    bind_zeroed(x_, static_cast<size_t>(H) * 4, "fused ffn down sums");
+    bind_zeroed(x_, 4, "fused ffn down counter");
     push(bind(add.inputs[res], "the residual"));
     push(bind(add.output, "the sum", true));
     x_.nodes.push_back(static_cast<int>(ni_ + 4));
@@ -845,19 +830,26 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     for (int k = 0; k < 3; k++) push(0);
     return spec;
   }
-  // The next norm's planes go where a norm with QUANT would put them, for the GEMV after.
+  spec[3] = bind_next_norm(x_, H);
+  return spec;
+}
+
+// The RmsNorm after a fused FFN (node ni_ + 5) in dispatch d (NEXT_NORM): its weight and
+// the planes of its output, which go where a norm with QUANT would put them, for the
+// GEMV after it; pushes their offsets and eps; returns the weight's dtype code.
+int32_t Planner::bind_next_norm(Recorded& d, int64_t H) {
   const BoundNode& nn = nodes_[ni_ + 5];
   backend_.check_bound(nn, "vulkan backend");
-  push(bind(nn.inputs[1], "the next norm's weight"));
-  push(bind(TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}}, "the next norm's planes",
-            true));
-  push_f(nn.node->params.eps);
-  spec[3] = dt_code(nn.inputs[1].dtype);
-  x_.nodes.push_back(static_cast<int>(ni_ + 5));
+  d.push[d.push_words++] = bind_to(d, nn.inputs[1], "the next norm's weight");
+  d.push[d.push_words++] = bind_to(d, TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}},
+                                   "the next norm's planes", true);
+  const float eps = nn.node->params.eps;
+  std::memcpy(&d.push[d.push_words++], &eps, 4);
+  d.nodes.push_back(static_cast<int>(ni_ + 5));
   fused_ = 5;
   planes_hold_ = region(nn.output);
   planes_hold_off_ = 0;
-  return spec;
+  return dt_code(nn.inputs[1].dtype);
 }
 
 // How the quantized GEMV of node ni_ runs (see GemvLaunch).
