@@ -512,11 +512,11 @@ TEST_CASE("phi3 longrope from GGUF (llama.cpp's factor tensors and keys)", "[arc
   // Broken files are refused by name.
   TempDir d1, d2, d3;
   CHECK_THROWS_WITH(Model::load(gguf(d1, {}, std::vector<float>(half, 1.f), 64, 64, 0), *backend),
-                    Catch::Contains("rope_factors_short.weight as f32 [8]"));
+                    Catch::Contains("rope_factors_short.weight must be f32 [8]"));
   CHECK_THROWS_WITH(Model::load(gguf(d2, std::vector<float>(half + 1, 1.f),
                                      std::vector<float>(half, 1.f), 64, 64, 0),
                                 *backend),
-                    Catch::Contains("rope_factors_short.weight as f32 [8]"));
+                    Catch::Contains("rope_factors_short.weight must be f32 [8]"));
   CHECK_THROWS_WITH(
       Model::load(gguf(d3, std::vector<float>(half, 1.f), std::vector<float>(half, 1.f), -1, 64, 0),
                   *backend),

@@ -74,6 +74,16 @@ std::string hf_name(const std::string& arch, const std::string& gguf) {
   return map_name(gguf, kGlobal, "model.layers", kLayer);
 }
 
+// A rope tensor of per-frequency factors (f32 [n]) as a vector; t may be missing.
+std::vector<float> rope_factors(const GgufFile& f, const GgufTensorInfo* t, const char* name,
+                                int n) {
+  if (t == nullptr || t->ggml_type != 0 || t->shape.numel() != n)
+    fail("'%s': %s must be f32 [%d]", f.path().c_str(), name, n);
+  std::vector<float> v(static_cast<size_t>(n));
+  std::memcpy(v.data(), t->data, v.size() * sizeof(float));
+  return v;
+}
+
 }  // namespace
 
 ModelConfig config_from_gguf(const GgufFile& f) {
@@ -149,17 +159,10 @@ ModelConfig config_from_gguf(const GgufFile& f) {
           "scaling only",
           f.path().c_str());
     const int half = (c.rotary_dims > 0 ? c.rotary_dims : c.head_dim) / 2;
-    auto factors = [&](const GgufTensorInfo* t, const char* name) {
-      if (t == nullptr || t->ggml_type != 0 || t->shape.numel() != half)
-        fail("'%s': phi3 longrope needs %s as f32 [%d]", f.path().c_str(), name, half);
-      std::vector<float> v(static_cast<size_t>(half));
-      std::memcpy(v.data(), t->data, v.size() * sizeof(float));
-      return v;
-    };
     RopeScaling& rs = c.rope_scaling;
     rs.type = "longrope";
-    rs.long_factor = factors(rf_long, "rope_factors_long.weight");
-    rs.short_factor = factors(rf_short, "rope_factors_short.weight");
+    rs.long_factor = rope_factors(f, rf_long, "rope_factors_long.weight", half);
+    rs.short_factor = rope_factors(f, rf_short, "rope_factors_short.weight", half);
     rs.original_max_position_embeddings =
         static_cast<int>(f.get_int(p + "rope.scaling.original_context_length"));
     if (rs.original_max_position_embeddings <= 0)
@@ -179,12 +182,8 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.mlp_bias = find_tensor(f, "blk.0.ffn_up.bias") != nullptr;
 
   // llama3 rope scaling is stored as per-frequency divisors.
-  if (const GgufTensorInfo* rf = find_tensor(f, "rope_freqs.weight")) {
-    if (rf->ggml_type != 0 || rf->shape.numel() != c.head_dim / 2)
-      fail("'%s': rope_freqs.weight must be f32 [%d]", f.path().c_str(), c.head_dim / 2);
-    c.rope_freq_factors.resize(c.head_dim / 2);
-    std::memcpy(c.rope_freq_factors.data(), rf->data, c.rope_freq_factors.size() * sizeof(float));
-  }
+  if (const GgufTensorInfo* rf = find_tensor(f, "rope_freqs.weight"))
+    c.rope_freq_factors = rope_factors(f, rf, "rope_freqs.weight", c.head_dim / 2);
   c.bos_token_id = static_cast<int>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
   const int64_t eos = f.get_int_or("tokenizer.ggml.eos_token_id", -1);
   if (eos >= 0) c.eos_token_ids.push_back(static_cast<int>(eos));
