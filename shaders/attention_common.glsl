@@ -1,8 +1,9 @@
 // Shared by attention.comp and attention_decode.comp: their specialization constants,
 // bindings and push constants, block reductions, and the end of a (token, head, split):
 // the normalised output, or (SPLITS > 1) a partial that the last split to finish merges;
-// the output rounded for the o GEMV (QUANT) by the workgroup that writes it. The includer defines WG, MAX_D (head dims at most)
-// and PER_T (output dims per thread: d = tid + i * WG).
+// the output rounded for the o GEMV (QUANT) by the workgroup that writes it, which with
+// O_WORKERS also hands the head to the o workers (attention_o.glsl). The includer
+// defines WG, MAX_D (head dims at most) and PER_T (output dims per thread: d = tid + i * WG).
 #ifndef LLM_ATTENTION_COMMON_GLSL
 #define LLM_ATTENTION_COMMON_GLSL
 layout(constant_id = 0) const int KDT = DT_F32;
@@ -23,15 +24,28 @@ layout(std430, binding = 7) buffer Err { uint err_bits[]; };
 // [T * H * SPLITS][2 + D]; coherent: the merging workgroup reads the others' parts.
 layout(std430, binding = 8) coherent buffer Part { float part[]; };
 layout(std430, binding = 9) buffer Counters { uint counters[]; };  // SPLITS > 1: [T * H]
-layout(std430, binding = 10) writeonly buffer QP { uvec4 q[]; };    // QUANT: planes
-layout(std430, binding = 10) writeonly buffer QPM { uvec2 qm[]; };
+#ifdef O_WORKERS
+#define PLANES_COHERENT coherent  // read by other workgroups (the o workers)
+#else
+#define PLANES_COHERENT
+#endif
+layout(std430, binding = 10) PLANES_COHERENT writeonly buffer QP { uvec4 q[]; };  // QUANT: planes
+layout(std430, binding = 10) PLANES_COHERENT writeonly buffer QPM { uvec2 qm[]; };
 layout(push_constant) uniform P {
   uint q_off, k_off, v_off, pos_off, seq_off, table_off, out_off;
   uint T, H, Hkv, D, window, page_size, n_seqs, max_pages, cache_rows;
   float scale, softcap;
   uint planes_off;
+#ifdef O_WORKERS
+  // o's weight (words), rows and slices a head, the residual, the sum; a worker's spins
+  uint o_w_off, o_rows, o_parts, o_res_off, o_sum_off, o_spin;
+#endif
 } p;
 #include "quantize_block.glsl"
+
+#ifdef O_WORKERS
+#include "attention_o.glsl"
+#endif
 
 // -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
 #define NEG_INF uintBitsToFloat(0xff800000u)
@@ -97,6 +111,9 @@ void finish(uint item, uint split, float m, float l, float acc[PER_T]) {
       if (QUANT != 0) qs[d] = o;
     }
     if (QUANT != 0) round_for_gemv(item);
+#ifdef O_WORKERS
+    o_head_ready(item);
+#endif
     return;
   }
   const uint base = (item * SPLITS + split) * (p.D + 2u);
@@ -153,6 +170,9 @@ void merge_if_last(uint item) {
     qs[d] = o;
   }
   if (QUANT != 0) round_for_gemv(item);
+#ifdef O_WORKERS
+  o_head_ready(item);
+#endif
 }
 
 #endif

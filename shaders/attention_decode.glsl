@@ -56,6 +56,12 @@ vec4 v_at(uint e) {
 
 void main() {
   const uint group = flat_group();
+#ifdef O_WORKERS
+  if (group >= p.T * p.H * SPLITS) {
+    if (group < p.T * p.H * SPLITS + p.H * p.o_parts) o_worker(group - p.T * p.H * SPLITS);
+    return;
+  }
+#endif
   if (group >= p.T * p.H * SPLITS) return;
   const uint item = group / SPLITS, split = group % SPLITS;
   const uint tid = gl_LocalInvocationID.x;

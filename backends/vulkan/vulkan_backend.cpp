@@ -122,6 +122,11 @@ class VulkanBackend final : public Backend {
     // the next RmsNorm's output for the GEMV after it, which then skips its norm prologue.
     const char* next_norm = std::getenv("LLM_VULKAN_FFN_NEXT_NORM");
     ffn_next_norm_ = ffn_down_ && next_norm && std::strcmp(next_norm, "1") == 0;
+    // LLM_VULKAN_ATTN_O=1: single-token decode attention also runs o and its residual
+    // Add in its grid (o workers, float atomics); off by default until measured faster.
+    const char* attn_o = std::getenv("LLM_VULKAN_ATTN_O");
+    attn_o_ = int_dot_ && ctx_->phys().atomic_float_add && ctx_->phys().subgroup_arithmetic &&
+              attn_o && std::strcmp(attn_o, "1") == 0;
   }
 
   ~VulkanBackend() override {
@@ -143,6 +148,7 @@ class VulkanBackend final : public Backend {
     if (ffn_down_)
       d.details += std::string(", down inside gate/up") + (ffn_down_ == 2 ? " (parts)" : "") +
                    (ffn_next_norm_ ? " (+ next norm)" : "");
+    if (attn_o_) d.details += ", o inside the decode attention";
     return d;
   }
 
@@ -221,6 +227,7 @@ class VulkanBackend final : public Backend {
   uint32_t units_ = 1;          // multiprocessors (kGemvUnitsUnknown where not reported)
   int ffn_down_ = 0;            // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
   bool ffn_next_norm_ = false;  // ... rounding the next RmsNorm's output too
+  bool attn_o_ = false;         // o and its Add inside the decode attention (O_WORKERS)
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,
@@ -278,7 +285,7 @@ std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
   vk::Plan plan =
       vk::plan_dispatches(*this, ctx_, nodes,
                           {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_,
-                           gemv_threads_, units_, ffn_down_, ffn_next_norm_});
+                           gemv_threads_, units_, ffn_down_, ffn_next_norm_, attn_o_});
   return vk::make_program(ctx_, std::move(plan.dispatches), std::move(plan.keep));
 }
 

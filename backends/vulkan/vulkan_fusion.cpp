@@ -152,6 +152,30 @@ bool FusionRules::norm_after_ffn(size_t i) const {
   const int64_t H = nodes_[i + 4].output.shape.numel();
   return H % 32 == 0 && H / 32 <= kGemvQThreadsShared && norm_into_gemv(n);
 }
+// Which input of node i + 2 is the residual when attention i (one token), the o matmul
+// i + 1 of its output and the Add i + 2 of o's product may run as one grid (O_WORKERS in
+// attention_decode.glsl, settings.attn_o); -1 when not. The grid writes the attention's
+// output and the sum, not o's product: nothing after may read that, and the sum may
+// not overlap what the grid reads (the attention's inputs, o's weight, the residual) or
+// the attention's output.
+int FusionRules::attn_o_fusable(size_t i) const {
+  if (!set_.attn_o || !set_.int_dot || !phys_.atomic_float_add || i + 2 >= nodes_.size() ||
+      !nodes_[i + 1].node || !nodes_[i + 2].node || !gemv_q(i + 1))
+    return -1;
+  const BoundNode &at = nodes_[i], &o = nodes_[i + 1];
+  if (at.output.shape.rows() != 1 || o.inputs.size() != 2 || o.node->inputs[0] != at.node->output ||
+      !(region(o.inputs[0]) == region(at.output)) || read_from(i + 3, o.node->output))
+    return -1;
+  const int res = residual_add(i + 1);
+  if (res < 0) return -1;
+  const Region sum = region(nodes_[i + 2].output);
+  std::vector<Region> touched = {region(at.output), region(o.inputs[1]),
+                                 region(nodes_[i + 2].inputs[res])};
+  for (const TensorRef& r : at.inputs) touched.push_back(region(r));
+  for (const Region& t : touched)
+    if (t.overlaps(sum)) return -1;
+  return res;
+}
 // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
 // output), which node i's dispatch may then round for it.
 bool FusionRules::feeds_int_dot_gemv(size_t i, const TensorRef& t) const {

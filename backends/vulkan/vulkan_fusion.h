@@ -39,6 +39,7 @@ struct FusionSettings {
   bool shared_x = false;             // ... with x's planes in shared memory
   int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
   bool ffn_next_norm = false;        // ... 1 with the next RmsNorm's rounding too
+  bool attn_o = false;               // o and its Add inside the decode attention's grid
 };
 
 class FusionRules {
@@ -64,6 +65,7 @@ class FusionRules {
   bool ffn_fusable(size_t i) const;      // gate/up/SiluMul at i, down at i + 3
   int ffn_down_fusable(size_t i) const;  // ... and down's residual Add at i + 4 (its index)
   bool norm_after_ffn(size_t i) const;   // ... and the RmsNorm at i + 5 rounds for i + 6
+  int attn_o_fusable(size_t i) const;    // attention i, o i + 1, its Add i + 2 (residual)
   bool feeds_int_dot_gemv(size_t i, const TensorRef& t) const;  // rounds t for i + 1
   size_t gemv_segments(size_t i) const;  // matmuls of one x side by side (q/k/v)
   GemvGroup gemv_group(size_t i) const;

@@ -37,6 +37,12 @@ int32_t dt_code(DType t) {
   }
 }
 
+// A knob for measuring: the unsigned value of environment variable `name`, else fallback.
+uint32_t env_uint(const char* name, uint32_t fallback) {
+  const char* e = std::getenv(name);
+  return e ? static_cast<uint32_t>(std::atoi(e)) : fallback;
+}
+
 // The longest rows norm.comp also rounds for an integer-dot GEMV (its WG * PER).
 constexpr int64_t kNormQuantMaxRow = 4096;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
@@ -53,6 +59,11 @@ constexpr int64_t kAttentionSplitKeys = 64;
 constexpr int64_t kAttentionMaxSplits = 32;
 // Sample: a row is cut into parts of at least this many logits (one round of sample.comp's
 // unrolled loads per invocation), each a workgroup, at most kSampleMaxSplits of them.
+// O_WORKERS (attention_o.glsl): at most this many slices of o a head (a bit each in a
+// mask), and the spins a worker waits for its head before leaving its slice to the
+// head's workgroup (an L2 round trip each on a GPU: milliseconds in all).
+constexpr uint32_t kAttnOMaxParts = 32;
+constexpr uint32_t kAttnOSpin = 16384;
 constexpr int64_t kSampleSplitElems = 2048;
 constexpr int64_t kSampleMaxSplits = 64;
 // Threads per row (a power of two, at least a subgroup) and rows per group of
@@ -81,9 +92,7 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint
   if (int_dot && s.tpr * 2 <= threads && s.tpr * 2 < static_cast<uint64_t>(K / 32) &&
       static_cast<uint64_t>(N) / (s.rows * (threads / s.tpr)) < 1024)
     s.tpr *= 2;
-  auto env = [](const char* name, uint32_t& v) {
-    if (const char* e = std::getenv(name)) v = static_cast<uint32_t>(std::atoi(e));
-  };
+  auto env = [](const char* name, uint32_t& v) { v = env_uint(name, v); };
   // One block per row at a time: loading 2 or 4 at once was slower at every shape
   // (H200, 7b decode 253.6 / 234.3 / 185.7 tok/s with 1 / 2 / 4).
   s.unroll = 1;
@@ -209,6 +218,7 @@ class Planner {
   // A buffer of its own for dispatch d (kept with the plan), zero before the first run
   // and left zero by the dispatch after each: its next binding.
   void bind_zeroed(Recorded& d, size_t bytes, const char* what);
+  void bind_attn_o(int res, uint32_t o_parts);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -291,7 +301,7 @@ Planner::Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
       set_(settings),
       rules_(nodes, ctx->phys(),
              {settings.coop, settings.coop_gemv_max_tokens, settings.int_dot, settings.shared_x,
-              settings.ffn_down, settings.ffn_next_norm}),
+              settings.ffn_down, settings.ffn_next_norm, settings.attn_o}),
       max_range_(ctx->phys().props.limits.maxStorageBufferRange),
       align_(std::max<size_t>(16, ctx->phys().props.limits.minStorageBufferOffsetAlignment)) {
   if (set_.coop) {
@@ -1227,11 +1237,31 @@ void Planner::plan_attention() {
   const char* sg_env = std::getenv("LLM_VULKAN_ATTN_SUBGROUP");
   const bool by_subgroup =
       decode && !(sg_env && std::strcmp(sg_env, "0") == 0) && ctx_->phys().subgroup_arithmetic;
-  use(by_subgroup ? "attention_decode_sg"
-      : decode    ? "attention_decode"
-                  : "attention",
-      {dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits), k_vec4 ? 1 : 0,
-       round_out ? 1 : 0, decode ? kv_load : 0});
+  // o and its residual Add in the same grid (O_WORKERS): o_parts workers a head, about a
+  // worker a multiprocessor (LLM_VULKAN_ATTN_O_PARTS sets it, for measuring).
+  const int o_res = by_subgroup && round_out && T == 1 ? rules_.attn_o_fusable(ni_) : -1;
+  uint32_t o_parts = 0;
+  if (o_res >= 0) {
+    const uint32_t parts_env = env_uint("LLM_VULKAN_ATTN_O_PARTS", 0);
+    o_parts = parts_env ? parts_env : set_.units / static_cast<uint32_t>(p.n_heads);
+    o_parts = std::clamp<uint32_t>(o_parts, 1, kAttnOMaxParts);
+    bind_attn_o(o_res, o_parts);
+  }
+  std::vector<int32_t> spec = {
+      dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
+      k_vec4 ? 1 : 0,       round_out ? 1 : 0,    decode ? kv_load : 0};
+  if (o_res >= 0) {
+    // OWDT, and O_PF: rows a thread whose weights a worker loads before it waits
+    // (LLM_VULKAN_ATTN_O_PF=0..4, for measuring).
+    const uint32_t pf = std::min<uint32_t>(env_uint("LLM_VULKAN_ATTN_O_PF", 2), 4);
+    spec.push_back(dt_code(nodes_[ni_ + 1].inputs[1].dtype));
+    spec.push_back(static_cast<int32_t>(pf));
+  }
+  use(o_res >= 0    ? "attention_decode_o"
+      : by_subgroup ? "attention_decode_sg"
+      : decode      ? "attention_decode"
+                    : "attention",
+      spec);
   x_.label = format_message("attention%s %s",
                             by_subgroup ? " decode/64"
                             : decode    ? " decode"
@@ -1239,7 +1269,36 @@ void Planner::plan_attention() {
                             dtype_name(in[1].dtype));
   if (splits > 1) x_.label += format_message(" x%u +merge", splits);
   if (round_out) x_.label += " +quantize";
-  grid(x_, static_cast<uint64_t>(items) * splits);
+  if (o_res >= 0) x_.label += format_message(" +o (%u slices a head) +add", o_parts);
+  grid(x_, static_cast<uint64_t>(items) * splits + uint64_t{o_parts} * p.n_heads);
+}
+
+// O_WORKERS (attention_decode_o): bindings 11-16 and the push constants of o (node
+// ni_ + 1, a quantized matrix in the row layout) and its residual Add (ni_ + 2,
+// residual input res) in the decode attention's grid.
+void Planner::bind_attn_o(int res, uint32_t o_parts) {
+  const BoundNode &o = nodes_[ni_ + 1], &add = nodes_[ni_ + 2];
+  backend_.check_bound(o, "vulkan backend");
+  backend_.check_bound(add, "vulkan backend");
+  const int64_t heads = bn_->node->params.n_heads, rows = o.inputs[1].shape.rows();
+  push(bind(o.inputs[1], "o's weight"));
+  // The slices' states, o's sums and the count of slices done: the slice that completes
+  // the last leaves them at zero.
+  bind_zeroed(x_, static_cast<size_t>(heads) * o_parts * 4, "attention o states");
+  bind_zeroed(x_, static_cast<size_t>(rows) * 4, "attention o sums");
+  bind_zeroed(x_, 4, "attention o counter");
+  push(static_cast<uint32_t>(rows));
+  push(o_parts);
+  push(bind(add.inputs[res], "the residual"));
+  push(bind(add.output, "the sum", true));
+  // A worker's spins on its slice's state before it leaves the slice to the head's
+  // workgroup: a bound, not a timeout (lavapipe ends loops past 65,535 iterations).
+  const uint32_t spin = env_uint("LLM_VULKAN_ATTN_O_SPIN", kAttnOSpin);
+  push(spin);
+  x_.nodes.push_back(static_cast<int>(ni_ + 1));
+  x_.nodes.push_back(static_cast<int>(ni_ + 2));
+  fused_ = 2;
+  planes_hold_ = Region{};
 }
 
 void Planner::plan_sample() {
