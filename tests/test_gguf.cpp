@@ -544,6 +544,22 @@ TEST_CASE("GGUF: corrupt headers fail cleanly", "[gguf]") {
     expect(gguf(1, kv), "truncated");
   }
   {
+    // A key of control bytes (a NUL among them) and 1,000 more: escaped and cut, so the
+    // message keeps its reason and prints no raw bytes.
+    Bytes kv;
+    kv.str(std::string("ab\0\x01", 4) + std::string(1000, 'k')).u32(77);
+    write_bytes(path, gguf(1, kv));
+    try {
+      llm::GgufFile f(path);
+      FAIL("no error");
+    } catch (const llm::Error& e) {
+      const std::string msg = e.what();
+      CHECK_THAT(msg, Contains("ab\\x00\\x01kk") && Contains("...") &&
+                          Contains("has unknown value type 77"));
+      CHECK(msg.size() < 400);
+    }
+  }
+  {
     Bytes infos;
     infos.str(std::string(1 << 20, 'x'));  // fine length, but the file ends in it
     std::string bytes = gguf(1, one_kv(), 1, infos);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -694,6 +695,44 @@ TEST_CASE("GGUF llama.attention.sliding_window gives the HF config's window", "[
     CHECK(max_rel_error(logits_of(g5, r5.input_ids),
                         logits_of(model_dir("mistral_w5"), r5.input_ids)) <= 1e-5);
   }
+}
+
+// The model's shape keys are checked before use, each error naming its key: a zero
+// embedding length divided by the head count, a zero block count loaded a model with no
+// layers, and 0xffffffff became -1.
+TEST_CASE("GGUF shape keys out of range are errors that name the key", "[gguf][models]") {
+  TempDir dir;
+  const std::string src = model_dir("llama3") + "/model-f32.gguf";
+  struct Bad {
+    const char* key;
+    GgufValue value;
+    const char* says;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<Bad> cases = {
+      {"llama.embedding_length", gguf_u32(0), "llama.embedding_length is 0"},
+      {"llama.embedding_length", gguf_u32(0xffffffffu), "is 4294967295"},
+      {"llama.block_count", gguf_u32(0), "llama.block_count is 0"},
+      {"llama.block_count", gguf_u32(1), "past llama.block_count (1)"},
+      {"llama.feed_forward_length", gguf_u32(0), "llama.feed_forward_length is 0"},
+      {"llama.attention.head_count", gguf_u32(0), "llama.attention.head_count is 0"},
+      {"llama.attention.head_count_kv", gguf_u32(3), "not a multiple of head_count_kv (3)"},
+      {"llama.attention.key_length", gguf_u32(0), "llama.attention.key_length is 0"},
+      {"llama.context_length", gguf_u32(0xffffffffu), "llama.context_length is 4294967295"},
+      {"llama.attention.layer_norm_rms_epsilon", gguf_f32(-1.f), "must be a finite positive"},
+      {"llama.rope.freq_base", gguf_f32(nan), "llama.rope.freq_base is nan"},
+      {"tokenizer.ggml.eos_token_id", gguf_u32(999999), "past the vocabulary (256)"},
+  };
+  auto cpu = make_cpu_backend(1);
+  for (const Bad& b : cases) {
+    const std::string bad = dir.file("bad.gguf");
+    rewrite_gguf(src, bad, [](const GgufTensorInfo&) { return 0u; }, {{b.key, b.value}});
+    INFO(b.key << " -> " << b.says);
+    CHECK_THROWS_WITH(config_from_gguf(GgufFile(bad)), Contains(b.says) && Contains("bad.gguf"));
+    CHECK_THROWS_AS(Model::load(bad, *cpu), Error);
+  }
+  // The untouched file still loads.
+  CHECK(config_from_gguf(GgufFile(src)).num_layers == 2);
 }
 
 TEST_CASE("WeightStore::release_owned frees owned tensors only", "[gguf][kquant]") {

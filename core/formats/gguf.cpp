@@ -1,6 +1,7 @@
 #include "core/formats/gguf.h"
 
 #include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -165,8 +166,25 @@ class Reader {
   const std::string& path_;
 };
 
+// The message names keys and tensors read from the broken file: control bytes (a NUL
+// would cut the message short) are escaped, and a runaway name is cut at 200 bytes.
 [[noreturn]] void corrupt(const std::string& path, const std::string& what) {
-  fail("'%s' is corrupt: %s", path.c_str(), what.c_str());
+  std::string text;
+  for (size_t i = 0; i < what.size(); i++) {
+    if (text.size() >= 200 && what.size() - i > 40) {
+      text += "...";
+      i = what.size() - 40;
+    }
+    const unsigned char ch = static_cast<unsigned char>(what[i]);
+    if (ch < 0x20 || ch == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", ch);
+      text += esc;
+    } else {
+      text += what[i];
+    }
+  }
+  fail("'%s' is corrupt: %s", path.c_str(), text.c_str());
 }
 
 GgufType check_type(uint32_t raw, const std::string& path, const std::string& key) {

@@ -1,5 +1,7 @@
 #include "core/formats/gguf_model.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <regex>
 
@@ -84,6 +86,34 @@ std::vector<float> rope_factors(const GgufFile& f, const GgufTensorInfo* t, cons
   return v;
 }
 
+// A count of the model's shape (key present, or def where def > 0) in [min, max]: the
+// file's value is checked before it becomes an int, so 0xffffffff is not -1.
+constexpr int64_t kMaxGgufDim = int64_t{1} << 24;
+int gguf_count(const GgufFile& f, const std::string& key, int64_t def = -1, int64_t min = 1,
+               int64_t max = kMaxGgufDim) {
+  const int64_t v = def >= 0 ? f.get_int_or(key, def) : f.get_int(key);
+  if (v < min || v > max)
+    fail("'%s': %s is %lld; it must be an integer from %lld to %lld", f.path().c_str(), key.c_str(),
+         static_cast<long long>(v), static_cast<long long>(min), static_cast<long long>(max));
+  return static_cast<int>(v);
+}
+
+// A finite positive number (an epsilon, a rope base or factor), def where missing.
+float gguf_positive(const GgufFile& f, const std::string& key, double def) {
+  const double v = f.get_float_or(key, def);
+  if (!(v > 0) || !std::isfinite(v) || !std::isfinite(static_cast<float>(v)))
+    fail("'%s': %s is %g; it must be a finite positive number", f.path().c_str(), key.c_str(), v);
+  return static_cast<float>(v);
+}
+
+// The layer of a tensor named blk.N.*, else -1.
+int64_t block_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  char* end = nullptr;
+  const long long n = std::strtoll(name.c_str() + 4, &end, 10);
+  return end != name.c_str() + 4 && *end == '.' ? n : -1;
+}
+
 }  // namespace
 
 ModelConfig config_from_gguf(const GgufFile& f) {
@@ -108,25 +138,31 @@ ModelConfig config_from_gguf(const GgufFile& f) {
          f.path().c_str(), arch.c_str());
   }
   const std::string p = arch + ".";
-  c.hidden_size = static_cast<int>(f.get_int(p + "embedding_length"));
-  c.num_layers = static_cast<int>(f.get_int(p + "block_count"));
-  c.intermediate_size = static_cast<int>(f.get_int(p + "feed_forward_length"));
-  c.num_heads = static_cast<int>(f.get_int(p + "attention.head_count"));
-  c.num_kv_heads = static_cast<int>(f.get_int_or(p + "attention.head_count_kv", c.num_heads));
-  if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
-    fail("'%s': invalid head counts %d / %d", f.path().c_str(), c.num_heads, c.num_kv_heads);
-  c.head_dim =
-      static_cast<int>(f.get_int_or(p + "attention.key_length", c.hidden_size / c.num_heads));
-  c.max_position_embeddings = static_cast<int>(f.get_int_or(p + "context_length", 2048));
-  c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5));
+  c.hidden_size = gguf_count(f, p + "embedding_length");
+  c.num_layers = gguf_count(f, p + "block_count", -1, 1, 4096);
+  // A file whose tensors go past block_count would silently lose layers.
+  for (const GgufTensorInfo& t : f.tensors())
+    if (block_of(t.name) >= c.num_layers)
+      fail("'%s': tensor '%s' is past %sblock_count (%d)", f.path().c_str(), t.name.c_str(),
+           p.c_str(), c.num_layers);
+  c.intermediate_size = gguf_count(f, p + "feed_forward_length");
+  c.num_heads = gguf_count(f, p + "attention.head_count");
+  c.num_kv_heads = gguf_count(f, p + "attention.head_count_kv", c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("'%s': %sattention.head_count (%d) is not a multiple of head_count_kv (%d)",
+         f.path().c_str(), p.c_str(), c.num_heads, c.num_kv_heads);
+  if (f.find(p + "attention.key_length") == nullptr && c.hidden_size % c.num_heads != 0)
+    fail("'%s': %sembedding_length (%d) is not a multiple of attention.head_count (%d)",
+         f.path().c_str(), p.c_str(), c.hidden_size, c.num_heads);
+  c.head_dim = gguf_count(f, p + "attention.key_length", c.hidden_size / c.num_heads);
+  c.max_position_embeddings = gguf_count(f, p + "context_length", 2048, 1, int64_t{1} << 30);
+  c.norm_eps = gguf_positive(f, p + "attention.layer_norm_rms_epsilon", 1e-5);
   if (arch == "gptneox") {
-    c.norm_eps = static_cast<float>(f.get_float_or(p + "attention.layer_norm_epsilon", 1e-5));
+    c.norm_eps = gguf_positive(f, p + "attention.layer_norm_epsilon", 1e-5);
     c.parallel_residual = f.get_int_or(p + "use_parallel_residual", 1) != 0;
   }
-  c.rope_theta = static_cast<float>(f.get_float_or(p + "rope.freq_base", 10000.0));
-  c.sliding_window = static_cast<int>(f.get_int_or(p + "attention.sliding_window", 0));
-  if (c.sliding_window < 0)
-    fail("'%s': %sattention.sliding_window is %d", f.path().c_str(), p.c_str(), c.sliding_window);
+  c.rope_theta = gguf_positive(f, p + "rope.freq_base", 10000.0);
+  c.sliding_window = gguf_count(f, p + "attention.sliding_window", 0, 0, int64_t{1} << 30);
   // Hugging Face calls a llama with a sliding window mistral (llama has no such key).
   if (arch == "llama" && c.sliding_window > 0) c.model_type = "mistral";
   const int64_t rope_dims = f.get_int_or(p + "rope.dimension_count", c.head_dim);
@@ -142,7 +178,9 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
   if (scaling == "linear") {
     c.rope_scaling.type = "linear";
-    c.rope_scaling.factor = static_cast<float>(f.get_float(p + "rope.scaling.factor"));
+    if (f.find(p + "rope.scaling.factor") == nullptr)
+      fail("'%s': linear rope scaling without %srope.scaling.factor", f.path().c_str(), p.c_str());
+    c.rope_scaling.factor = gguf_positive(f, p + "rope.scaling.factor", 1.0);
   } else if (scaling != "none") {
     fail("'%s': unsupported rope scaling '%s'", f.path().c_str(), scaling.c_str());
   }
@@ -164,17 +202,15 @@ ModelConfig config_from_gguf(const GgufFile& f) {
     rs.long_factor = rope_factors(f, rf_long, "rope_factors_long.weight", half);
     rs.short_factor = rope_factors(f, rf_short, "rope_factors_short.weight", half);
     rs.original_max_position_embeddings =
-        static_cast<int>(f.get_int(p + "rope.scaling.original_context_length"));
-    if (rs.original_max_position_embeddings <= 0)
-      fail("'%s': %srope.scaling.original_context_length is %d", f.path().c_str(), p.c_str(),
-           rs.original_max_position_embeddings);
+        gguf_count(f, p + "rope.scaling.original_context_length", -1, 1, int64_t{1} << 30);
     // 0: derived from the context lengths, as transformers does.
-    rs.attention_factor = static_cast<float>(f.get_float_or(p + "rope.scaling.attn_factor", 0.0));
+    if (f.find(p + "rope.scaling.attn_factor") != nullptr)
+      rs.attention_factor = gguf_positive(f, p + "rope.scaling.attn_factor", 1.0);
   }
 
   const GgufTensorInfo* embd = find_tensor(f, "token_embd.weight");
   if (!embd) fail("'%s' has no tensor 'token_embd.weight'", f.path().c_str());
-  c.vocab_size = static_cast<int>(f.get_int_or(p + "vocab_size", embd->shape[0]));
+  c.vocab_size = gguf_count(f, p + "vocab_size", embd->shape[0], 1, int64_t{1} << 30);
   c.tie_word_embeddings = find_tensor(f, "output.weight") == nullptr;
   c.attention_bias = find_tensor(f, "blk.0.attn_q.bias") != nullptr;
   c.attention_out_bias = find_tensor(f, "blk.0.attn_output.bias") != nullptr;
@@ -184,9 +220,17 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   // llama3 rope scaling is stored as per-frequency divisors.
   if (const GgufTensorInfo* rf = find_tensor(f, "rope_freqs.weight"))
     c.rope_freq_factors = rope_factors(f, rf, "rope_freqs.weight", c.head_dim / 2);
-  c.bos_token_id = static_cast<int>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
-  const int64_t eos = f.get_int_or("tokenizer.ggml.eos_token_id", -1);
-  if (eos >= 0) c.eos_token_ids.push_back(static_cast<int>(eos));
+  // Special ids past the vocabulary would index outside the embedding.
+  auto special_id = [&](const char* key) {
+    const int64_t id = f.get_int_or(key, -1);
+    if (id >= c.vocab_size)
+      fail("'%s': %s is %lld, past the vocabulary (%d)", f.path().c_str(), key,
+           static_cast<long long>(id), c.vocab_size);
+    return static_cast<int>(id);
+  };
+  c.bos_token_id = special_id("tokenizer.ggml.bos_token_id");
+  const int eos = special_id("tokenizer.ggml.eos_token_id");
+  if (eos >= 0) c.eos_token_ids.push_back(eos);
   return c;
 }
 
