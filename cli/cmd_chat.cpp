@@ -188,7 +188,7 @@ void run_chat(const ChatOptions& o) {
   if (o.max_tokens == 0 || o.max_tokens < -1) fail("--max-tokens must be >= 1 (or -1: no limit)");
   const bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
   LoadedModel lm = load_model(o.model);
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(lm.path);
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(lm);
   ChatPrompt prompt(*tok, lm.path, o.conv_template);
   EngineOptions eo;
   eo.context_size = o.model.context_size;

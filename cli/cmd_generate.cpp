@@ -45,7 +45,7 @@ void run_generate(const GenerateOptions& o) {
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;
-  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(lm.path);
+  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(lm);
   if (o.chat) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});

@@ -56,7 +56,7 @@ void run_serve(ServeOptions o) {
   std::unique_ptr<ChatPrompt> chat;
   try {
     lm = load_model(o.model);
-    tok = load_tokenizer(lm.path);
+    tok = load_tokenizer(lm);
     try {
       chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);
     } catch (const Error& e) {

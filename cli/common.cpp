@@ -69,13 +69,28 @@ LoadedModel load_model(const ModelOptions& o) {
   return lm;
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path) {
+std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& lm) {
+  std::unique_ptr<Tokenizer> tok;
   try {
-    return Tokenizer::load(model_path);
+    tok = Tokenizer::load(lm.path);
   } catch (const Error& e) {
     fail("%s has no usable tokenizer (%s); text prompts need one, token ids (--token-ids) do not",
-         model_path.c_str(), e.what());
+         lm.path.c_str(), e.what());
   }
+  const int32_t model_vocab = lm.model->config().vocab_size;
+  if (model_vocab > tok->vocab_size()) {
+    std::fprintf(stderr,
+                 "llmcli: the model has %d token ids, the tokenizer %d; the %d past it (padding) "
+                 "decode to nothing\n",
+                 model_vocab, tok->vocab_size(), model_vocab - tok->vocab_size());
+    tok->pad_to(model_vocab);
+  } else if (model_vocab < tok->vocab_size()) {
+    std::fprintf(stderr,
+                 "llmcli: warning: the tokenizer has %d token ids, the model only %d; prompts "
+                 "with ids past them are refused\n",
+                 tok->vocab_size(), model_vocab);
+  }
+  return tok;
 }
 
 std::string resolve_model(const std::string& model) {

@@ -40,8 +40,9 @@ struct LoadedModel {
 LoadedModel load_model(const ModelOptions& o);
 
 // The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
-// llm::Error saying what is missing.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path);
+// llm::Error saying what is missing. Ids of the model's padded embedding rows past
+// the tokenizer's vocabulary decode to nothing (a warning says how many).
+std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& lm);
 // MODEL as given, or for hf://ORG/NAME[/FILE.gguf] the local copy (downloaded
 // into the cache first, with a progress bar per file on stderr).
 std::string resolve_model(const std::string& model);

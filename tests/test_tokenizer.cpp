@@ -595,6 +595,25 @@ TEST_CASE("token pieces and vocab facts", "[tokenizer]") {
   CHECK(gguf_tok("phi-3").vocab_size() == 32064);
 }
 
+// A model whose embedding has rows past the tokenizer (Qwen2.5, Phi-3 pad theirs): the
+// padding ids decode to nothing, in streams too; past the model they stay errors.
+TEST_CASE("padding ids past the vocabulary decode to nothing", "[tokenizer]") {
+  llm::GgufFile f(tok_dir() + "/ggml-vocab-llama-spm.gguf");
+  std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(f);
+  CHECK_THROWS_WITH(tok->decode({15043, 32000}), Catch::Contains("token id 32000 is out of range"));
+  tok->pad_to(32064);
+  CHECK(tok->vocab_size() == 32000);
+  CHECK(tok->decode({15043, 32000, 32063}) == tok->decode({15043}));
+  CHECK(tok->token_to_piece(32010).empty());
+  CHECK_FALSE(tok->is_special(32010));
+  llm::StreamDecoder sd(*tok);
+  std::string streamed = sd.push(15043);
+  streamed += sd.push(32005);
+  CHECK(streamed + sd.flush() == tok->decode({15043}));
+  CHECK_THROWS_WITH(tok->decode({32064}), Catch::Contains("token id 32064 is out of range"));
+  CHECK_THROWS(tok->token_to_piece(-1));
+}
+
 TEST_CASE("named pre-tokenizer regexes", "[tokenizer]") {
   using V = std::vector<std::string>;
   // GPT-2: contractions, optional leading space on letter/number/symbol runs,

@@ -101,7 +101,10 @@ void TokenizerImpl::encode_fragment(std::string_view text, bool at_text_start, W
 
 void TokenizerImpl::append_token_bytes(int32_t id, bool skip_special, bool* first,
                                        std::string* out) const {
-  if (!vocab.valid(id)) fail("token id %d is out of range (vocab size %d)", id, vocab.size());
+  if (!vocab.valid(id)) {
+    if (id >= 0 && id < padded_size) return;  // a padding row of the model's embedding
+    fail("token id %d is out of range (vocab size %d)", id, vocab.size());
+  }
   const TokenType t = vocab.type[id];
   if (t == TokenType::kControl || t == TokenType::kUnknown || t == TokenType::kUserDefined) {
     // Added tokens are shown verbatim, not run through the decoder.
@@ -191,10 +194,13 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 
 std::string Tokenizer::token_to_piece(int32_t id) const {
   if (!impl_->vocab.valid(id)) {
+    if (id >= 0 && id < impl_->padded_size) return "";
     fail("token id %d is out of range (vocab size %d)", id, impl_->vocab.size());
   }
   return impl_->vocab.text[id];
 }
+
+void Tokenizer::pad_to(int32_t model_vocab) { impl_->padded_size = model_vocab; }
 
 int32_t Tokenizer::vocab_size() const { return impl_->vocab.size(); }
 int32_t Tokenizer::bos_id() const { return impl_->bos; }

@@ -39,6 +39,9 @@ class Tokenizer {
   std::string token_to_piece(int32_t id) const;
 
   int32_t vocab_size() const;
+  // Models often pad their embedding past the tokenizer (Qwen2.5, Phi-3): ids from
+  // vocab_size() up to model_vocab then decode to nothing instead of being errors.
+  void pad_to(int32_t model_vocab);
   int32_t bos_id() const;  // -1 when none
   int32_t eos_id() const;  // -1 when none
   // Every token that ends generation: EOS, end-of-turn tokens, ...

@@ -33,6 +33,7 @@ struct TokenizerImpl {
   std::vector<int32_t> prefix, suffix;  // added around the ids when add_special
   int32_t bos = -1, eos = -1;
   std::vector<int32_t> eos_ids;
+  int32_t padded_size = 0;  // ids in [vocab.size(), padded_size) decode to nothing
   std::string pre_name;
 
   // Tokenizes one raw fragment (no added tokens in it).
