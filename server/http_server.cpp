@@ -4,8 +4,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -77,11 +79,54 @@ void raise_listen_backlog(int port) {
   }
 }
 
+// The API's routes, each with its one method (another method gets 405 and Allow).
+struct Route {
+  const char* path;
+  const char* method;
+};
+constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
+                             {"/v1/completions", "POST"},
+                             {"/v1/models", "GET"},
+                             {"/health", "GET"},
+                             {"/metrics", "GET"}};
+
+const Route* find_route(const std::string& path) {
+  for (const Route& r : kRoutes)
+    if (path == r.path) return &r;
+  return nullptr;
+}
+
 const char* route_label(const std::string& path) {
-  for (const char* r :
-       {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
-    if (path == r) return r;
-  return "other";
+  const Route* r = find_route(path);
+  return r ? r->path : "other";
+}
+
+// The request's body framing, checked before httplib reads the body (0.11 reads a
+// chunked body of any size, past --max-body, and waits for all of a Content-Length
+// that is over it): an error to send and close the connection on, or none.
+std::optional<ApiError> check_body_framing(const httplib::Request& req, size_t max_body) {
+  if (req.has_header("Transfer-Encoding"))
+    return ApiError(411,
+                    "send the request body with a Content-Length header (chunked bodies "
+                    "are not accepted)",
+                    "", "invalid_request_error");
+  if (!req.has_header("Content-Length")) {
+    if (req.method != "POST") return std::nullopt;
+    // httplib would wait for a body to end with the connection.
+    return ApiError(411, "send the request body with a Content-Length header", "",
+                    "invalid_request_error");
+  }
+  const std::string len = req.get_header_value("Content-Length");
+  const bool digits =
+      !len.empty() && len.size() <= 19 &&
+      std::all_of(len.begin(), len.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits)
+    return ApiError(400, "invalid Content-Length '" + len.substr(0, 32) + "'", "",
+                    "invalid_request_error");
+  if (std::stoull(len) > max_body)
+    return ApiError(413, "request body larger than " + std::to_string(max_body) + " bytes", "",
+                    "invalid_request_error");
+  return std::nullopt;
 }
 
 const char* finish_name(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
@@ -190,6 +235,11 @@ void Server::routes() {
       reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
       return httplib::Server::HandlerResponse::Handled;
     }
+    if (std::optional<ApiError> e = check_body_framing(req, opts_.max_body)) {
+      reply_error(res, *e);
+      res.set_header("Connection", "close");  // the body, if any, is left unread
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (!opts_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
         req.get_header_value("Authorization") != "Bearer " + opts_.api_key) {
       const bool missing = !req.has_header("Authorization");
@@ -208,7 +258,13 @@ void Server::routes() {
     std::string msg;
     switch (res.status) {
       case 404:
-        msg = "unknown route " + req.method + " " + req.path;
+        if (const Route* r = find_route(req.path)) {
+          res.status = 405;
+          res.set_header("Allow", r->method);
+          msg = "method " + req.method + " not allowed on " + req.path + " (use " + r->method + ")";
+        } else {
+          msg = "unknown route " + req.method + " " + req.path;
+        }
         break;
       case 413:
         msg = "request body larger than " + std::to_string(opts_.max_body) + " bytes";

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -399,6 +400,67 @@ TEST_CASE("server: a client leaving mid-stream cancels its request", "[server]")
   CHECK(s.engine->stats().running == 0);
   CHECK(s.engine->stats().pages_used == 0);
   CHECK(s.engine->stats().generated_tokens < 200);  // it did not run to the end of the context
+}
+
+// Sends `request` on a new connection and returns the response (or what came in 10 s:
+// a hang shows as an empty or partial answer).
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(write(fd, request.data(), request.size()) == ssize_t(request.size()));
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) {
+    got.append(buf, static_cast<size_t>(n));
+    // One whole response (headers, then Content-Length bytes) is enough.
+    const size_t end = got.find("\r\n\r\n"), cl = got.find("Content-Length: ");
+    if (end != std::string::npos && cl != std::string::npos && cl < end &&
+        got.size() >= end + 4 + std::stoul(got.substr(cl + 16)))
+      break;
+  }
+  close(fd);
+  return got;
+}
+
+// Bodies whose size httplib 0.11 would not bound (chunked, a Content-Length over the
+// limit that never arrives, none at all) are refused from their headers, and a known
+// route asked with another method says which one it takes.
+TEST_CASE("server: body framing and methods are checked from the headers", "[server]") {
+  server::ServerOptions so;
+  so.max_body = 4096;
+  TestServer s({}, so);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";
+  std::string got =
+      raw_exchange(s.port, head + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\n");
+  CHECK_THAT(got, Catch::StartsWith("HTTP/1.1 411") && Catch::Contains("chunked bodies"));
+  got = raw_exchange(s.port, head + "Content-Length: 100000000\r\n\r\n{");
+  CHECK_THAT(got, Catch::StartsWith("HTTP/1.1 413") && Catch::Contains("larger than 4096"));
+  got = raw_exchange(s.port, head + "Content-Length: -5\r\n\r\n");
+  CHECK_THAT(got, Catch::StartsWith("HTTP/1.1 400") && Catch::Contains("invalid Content-Length"));
+  got = raw_exchange(s.port, "POST /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK_THAT(got, Catch::StartsWith("HTTP/1.1 411"));
+  // Each answered at once, not after a read timeout.
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+
+  auto c = s.client();
+  auto res = c.Get("/v1/chat/completions");
+  REQUIRE(res);
+  CHECK(res->status == 405);
+  CHECK(res->get_header_value("Allow") == "POST");
+  check_error_shape(json::parse(res->body));
+  res = c.Delete("/v1/models");
+  REQUIRE(res);
+  CHECK(res->status == 405);
+  CHECK(res->get_header_value("Allow") == "GET");
+  post(s, "/v1/chat/completions", chat_body("still there?", 2), 200);
 }
 
 TEST_CASE("server: a slow client does not block the others", "[server]") {
