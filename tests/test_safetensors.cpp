@@ -1,4 +1,5 @@
 // Tests for MappedFile, SafetensorsFile, WeightStore and write_safetensors.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,9 +11,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
+#include "core/formats/atomic_file.h"
 #include "core/formats/mapped_file.h"
 #include "core/formats/safetensors.h"
 #include "test_util.h"
@@ -213,6 +216,40 @@ TEST_CASE("write_safetensors round trip", "[safetensors]") {
   llm::SafetensorsFile g(path);
   CHECK(g.tensors().size() == 1);
   CHECK(g.metadata().empty());
+}
+
+// --out through a symlink writes its target (the link stays a link), and into a FIFO
+// in place: the atomic rename replaced both (and /dev/full) with regular files.
+TEST_CASE("write_file_atomic keeps links and special files", "[safetensors]") {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  auto write_text = [](const std::string& path, const std::string& text) {
+    llm::write_file_atomic(path, [&](std::ostream& o) { o << text; });
+  };
+  auto read_text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  write_text(dir.file("a.txt"), "one");
+  CHECK(read_text(dir.file("a.txt")) == "one");
+  fs::create_symlink(dir.file("a.txt"), dir.file("link"));
+  write_text(dir.file("link"), "two");
+  CHECK(fs::is_symlink(fs::symlink_status(dir.file("link"))));
+  CHECK(read_text(dir.file("a.txt")) == "two");
+
+  REQUIRE(mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  std::string got;
+  std::thread reader([&] { got = read_text(dir.file("fifo")); });
+  write_text(dir.file("fifo"), "three");
+  reader.join();
+  CHECK(got == "three");
+  CHECK(fs::is_fifo(fs::status(dir.file("fifo"))));
+  CHECK_FALSE(fs::exists(dir.file("fifo.tmp") + std::to_string(getpid())));
+
+  CHECK_THROWS_WITH(write_text(dir.path(), "x"), Catch::Contains("it is a directory"));
+  if (fs::exists("/dev/full"))
+    CHECK_THROWS_WITH(write_text("/dev/full", std::string(1 << 16, 'x')),
+                      Catch::Contains("No space left on device"));
 }
 
 TEST_CASE("write_safetensors rejects bad input", "[safetensors]") {

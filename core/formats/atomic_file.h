@@ -1,5 +1,6 @@
 // Writing a file so that readers never see it half written: the content goes
-// to PATH.tmpPID, which is renamed over PATH once complete.
+// to PATH.tmpPID, which is renamed over PATH once complete. A symlink's target is
+// written (the link stays); a FIFO or a device is written in place, not replaced.
 #pragma once
 
 #include <functional>
