@@ -42,7 +42,8 @@ void register_convert(CLI::App& app) {
   auto* conv = app.add_subcommand("convert", "Convert a model to the native folder format");
   auto co = std::make_shared<ConvertCliOptions>();
   add_gen_config_options(conv, *co);
-  conv->add_option("--threads", co->gen.threads, "Threads (default: all hardware threads)");
+  conv->add_option("--threads", co->gen.threads, "Threads (default: all hardware threads)")
+      ->check(CLI::Range(1, kMaxThreads));
   conv->add_option("--max-shard-size", co->shard_mib, "MiB per safetensors shard")
       ->capture_default_str();
   conv->callback([co]() {

@@ -32,7 +32,8 @@ void register_synth(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-o,--output", o->synth.out, "Output folder (native) or .gguf file")->required();
   cmd->add_option("--seed", o->synth.seed, "Random seed")->capture_default_str();
-  cmd->add_option("--threads", o->synth.threads, "Threads (default: all hardware threads)");
+  cmd->add_option("--threads", o->synth.threads, "Threads (default: all hardware threads)")
+      ->check(CLI::Range(1, kMaxThreads));
   cmd->add_option("--max-shard-size", o->shard_mib, "MiB per safetensors shard (native)")
       ->capture_default_str();
   cmd->callback([o]() {

@@ -16,9 +16,11 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
                   "or hf://ORG/NAME[/FILE.gguf]")
       ->required();
   cmd->add_option("--device", o.device, "auto, cpu, cuda[:N] or vulkan[:N]")->capture_default_str();
-  cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)");
+  cmd->add_option("--threads", o.threads, "CPU threads (default: all hardware threads)")
+      ->check(CLI::Range(1, kMaxThreads));
   cmd->add_option("--context-size", o.context_size,
-                  "Context window in tokens (default: the model's, at most 4096)");
+                  "Context window in tokens (default: the model's, at most 4096)")
+      ->check(CLI::Range(1, 1 << 30));
   cmd->add_option("--quantization", o.quantization,
                   "Quantize float weights at load: q4f16_1, q8f16_1, q0f16, q0bf16 or q0f32");
   cmd->add_option("--kv-cache-type", o.kv_cache_type,

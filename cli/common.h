@@ -14,6 +14,9 @@
 namespace llm::cli {
 
 // Options every model command takes.
+// The most --threads a command takes (more would only add scheduling).
+constexpr int kMaxThreads = 1024;
+
 struct ModelOptions {
   std::string model;
   std::string device = "auto";

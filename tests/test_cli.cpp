@@ -197,6 +197,27 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
     check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", many}),
                 "exceeds the context window of 128 tokens");
   }
+  SECTION("threads and context sizes out of range") {
+    // Option errors come from CLI11 (its own format and exit status).
+    auto option_error = [](const CommandResult& r, const std::string& what) {
+      INFO("stderr: " << r.err);
+      CHECK(r.exit_code != 0);
+      CHECK(r.exit_code < 128);
+      CHECK(r.err.find(what) != std::string::npos);
+    };
+    option_error(run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--threads", "0"}),
+                 "--threads: Value 0 not in range 1 to 1024");
+    option_error(
+        run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--threads", "100000"}),
+        "not in range 1 to 1024");
+    option_error(
+        run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--context-size", "-1"}),
+        "--context-size: Value -1 not in range");
+    // Refused before the cache is allocated, not after taking all memory.
+    check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--context-size",
+                         "1000000000"}),
+                "needs a KV cache of");
+  }
   SECTION("invalid device") {
     check_error(run_cli({"generate", model_dir("llama3"), "--device", "tpu", "--token-ids", ids}),
                 "invalid device 'tpu'");

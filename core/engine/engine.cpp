@@ -100,8 +100,21 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
                             int64_t(dtype_row_bytes(opts_.kv_dtype, 1));
   int64_t tokens = opts_.kv_cache_tokens;
   const int64_t most = int64_t(opts_.max_seqs) * context_size_;
+  const size_t free_bytes = model.backend().info().free_memory;
+  // Checked before allocating: a huge context would otherwise take all host memory
+  // before failing (or be killed).
+  auto check_fits = [&](int64_t n, const char* what) {
+    if (free_bytes > 0 && per_token > 0 && double(n) * double(per_token) > double(free_bytes))
+      fail(
+          "%s of %lld tokens needs a KV cache of %.1f GiB, more than the %.1f GiB free on %s; "
+          "lower --context-size%s",
+          what, static_cast<long long>(n), double(n) * double(per_token) / double(1 << 30),
+          double(free_bytes) / double(1 << 30), model.backend().info().id.c_str(),
+          opts_.kv_cache_tokens > 0 ? " or --kv-cache-size" : " or use --kv-cache-type f16");
+  };
+  check_fits(context_size_, "a context window");
+  if (tokens > 0) check_fits(tokens, "--kv-cache-size");
   if (tokens <= 0) {
-    const size_t free_bytes = model.backend().info().free_memory;
     tokens = most;
     if (free_bytes > 0 && per_token > 0)
       tokens = std::min<int64_t>(most, int64_t(free_bytes * opts_.kv_memory_fraction) / per_token);
