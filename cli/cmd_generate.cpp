@@ -28,10 +28,6 @@ struct GenerateOptions {
   bool ignore_eos = false;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 void run_generate(const GenerateOptions& o) {
   if (o.prompt.empty() == o.token_ids.empty()) fail("give exactly one of -p and --token-ids");
   if (o.chat && o.prompt.empty()) fail("--chat needs -p TEXT");
@@ -63,11 +59,18 @@ void run_generate(const GenerateOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   auto stream = engine.submit(req);
   std::vector<int32_t> ids;
-  double ttft = 0;
+  // Timed by when the engine queued the events, not when this thread read them (it
+  // may read the first only after the last was queued).
+  std::chrono::steady_clock::time_point first_at, last_at;
+  size_t first_tokens = 0;  // tokens in the first event, which ends the prefill's timing
   FinishReason finish = FinishReason::None;
   while (finish == FinishReason::None) {
     GenerationEvent ev = stream->next();
-    if (ids.empty() && !ev.tokens.empty()) ttft = seconds_since(t0);
+    if (ids.empty() && !ev.tokens.empty()) {
+      first_at = ev.queued_at;
+      first_tokens = ev.tokens.size();
+    }
+    if (!ev.tokens.empty()) last_at = ev.queued_at;
     if (o.token_ids.empty() && !o.json) {
       std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
       std::fflush(stdout);
@@ -76,7 +79,6 @@ void run_generate(const GenerateOptions& o) {
     finish = ev.finish;
     if (finish == FinishReason::Error) fail("%s", ev.error.c_str());
   }
-  const double total = seconds_since(t0);
   if (o.json) {
     std::printf(
         "%s\n",
@@ -87,10 +89,16 @@ void run_generate(const GenerateOptions& o) {
   } else {
     std::printf("\n");  // after the streamed text
   }
-  const int decoded = static_cast<int>(ids.size()) - 1;
+  // The decode rate counts the tokens that came after the first event; an event may
+  // carry several (they queue while the host is slow), and when the first carried them
+  // all there is no rate to give.
+  const size_t decoded = ids.size() - first_tokens;
+  const double ttft = std::chrono::duration<double>(first_at - t0).count();
+  const double decode_s = std::chrono::duration<double>(last_at - first_at).count();
   std::fprintf(stderr, "llmcli: prompt %zu tokens in %.3f s (%.1f tok/s), %zu new tokens",
                req.prompt.size(), ttft, req.prompt.size() / ttft, ids.size());
-  if (decoded > 0) std::fprintf(stderr, ", decode %.1f tok/s", decoded / (total - ttft));
+  if (decoded > 0 && decode_s > 0)
+    std::fprintf(stderr, ", decode %.1f tok/s", static_cast<double>(decoded) / decode_s);
   std::fprintf(stderr, " [%s]\n", finish_reason_name(finish));
 }
 

@@ -27,6 +27,7 @@ const char* finish_reason_name(FinishReason r) {
 // ---------------------------------------------------------------- RequestStream
 
 void RequestStream::push(GenerationEvent ev) {
+  ev.queued_at = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     events_.push_back(std::move(ev));

@@ -59,6 +59,8 @@ struct GenerationEvent {
   std::string error;                         // FinishReason::Error
   int prompt_tokens = 0;
   int completion_tokens = 0;  // so far
+  // When the engine queued it (the reader may take it later): for timings.
+  std::chrono::steady_clock::time_point queued_at;
 };
 
 // Thrown by submit() when the queue is full (the server answers 429).
