@@ -328,10 +328,14 @@ void Server::routes() {
         if (chat) {
           if (!r.chat) throw ApiError(400, "this model has no chat template; use /v1/completions");
           nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-          for (const auto& m : p.messages)
-            messages.push_back({{"role", m.role}, {"content", m.content}});
+          for (const auto& m : p.messages) {
+            nlohmann::ordered_json msg = {{"role", m.role}, {"content", m.content}};
+            for (auto it = m.tool_fields.begin(); it != m.tool_fields.end(); ++it)
+              msg[it.key()] = *it;
+            messages.push_back(std::move(msg));
+          }
           try {
-            g.prompt = r.chat->encode(messages);
+            g.prompt = r.chat->encode(messages, p.tools);
           } catch (const Error& e) {
             throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
           }

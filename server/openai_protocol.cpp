@@ -180,6 +180,16 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
       r.logit_bias[static_cast<int32_t>(id)] = it->get<float>();
     }
   }
+  if (present(body, "response_format")) {
+    const json& f = body["response_format"];
+    if (!f.is_object() || !f.contains("type") || !f["type"].is_string())
+      throw ApiError(400, "'response_format' must be an object with a 'type'", "response_format");
+    if (f["type"] != "text")
+      throw ApiError(400,
+                     "'response_format' type '" + f["type"].get<std::string>() +
+                         "' is not supported (no constrained decoding); only 'text'",
+                     "response_format");
+  }
   if (present(body, "stream")) r.stream = bool_field(body, "stream");
   if (present(body, "stream_options")) {
     const json& so = body["stream_options"];
@@ -212,10 +222,43 @@ ParsedRequest parse_chat_request(const json& body, int vocab_size) {
     cm.role = m["role"].get<std::string>();
     if (cm.role == "developer") cm.role = "system";
     if (cm.role != "system" && cm.role != "user" && cm.role != "assistant" && cm.role != "tool")
-      throw ApiError(400, param + ".role '" + cm.role + "' is not one of system, user, assistant",
+      throw ApiError(400,
+                     param + ".role '" + cm.role + "' is not one of system, user, assistant, tool",
                      param + ".role");
     cm.content = message_content(m, i);
+    if (present(m, "tool_calls")) {
+      if (!m["tool_calls"].is_array())
+        throw ApiError(400, param + ".tool_calls must be a list", param + ".tool_calls");
+      for (const json& call : m["tool_calls"])
+        if (!call.is_object())
+          throw ApiError(400, param + ".tool_calls must hold objects", param + ".tool_calls");
+      cm.tool_fields["tool_calls"] = m["tool_calls"];
+    }
+    for (const char* key : {"tool_call_id", "name"})
+      if (present(m, key)) {
+        if (!m[key].is_string())
+          throw ApiError(400, param + "." + key + " must be a string", param + "." + key);
+        cm.tool_fields[key] = m[key];
+      }
     r.messages.push_back(std::move(cm));
+  }
+  // Tools go to the chat template, which writes them into the prompt; the reply is the
+  // model's text (tool calls are not parsed out of it), and no output is constrained.
+  if (present(body, "tools")) {
+    const json& tools = body["tools"];
+    if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
+    for (const json& t : tools)
+      if (!t.is_object() || !t.contains("function") || !t["function"].is_object())
+        throw ApiError(400, "'tools' must hold objects with a 'function' object", "tools");
+    if (!tools.empty()) r.tools = tools;
+  }
+  if (present(body, "tool_choice")) {
+    const json& c = body["tool_choice"];
+    if (!c.is_string() || (c != "auto" && c != "none"))
+      throw ApiError(400,
+                     "'tool_choice' may be \"auto\" or \"none\" (forcing a call is not supported)",
+                     "tool_choice");
+    if (c == "none") r.tools = nullptr;
   }
   if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");
   if (present(body, "top_logprobs")) {

@@ -46,6 +46,8 @@ nlohmann::json parse_body(const std::string& body);
 struct ChatMessage {
   std::string role;
   std::string content;
+  // tool_calls (assistant), tool_call_id and name (tool), passed to the template as sent.
+  nlohmann::json tool_fields = nlohmann::json::object();
 };
 
 // A validated completion request (both routes).
@@ -53,6 +55,7 @@ struct ParsedRequest {
   bool chat = false;
   std::string model;
   std::vector<ChatMessage> messages;   // chat
+  nlohmann::json tools;                // chat: the tools for the template (null: none)
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
   std::optional<int> max_tokens;       // absent: until EOS or the context is full

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -46,10 +47,10 @@ struct TestServer {
     thread = std::thread([this] { srv->serve(); });
     if (load) this->load(eo);
   }
-  void load(EngineOptions eo) {
-    model = Model::load(tiny_model_path(), *backend);
-    tok = Tokenizer::load(tiny_model_path());
-    chat = std::make_unique<ChatPrompt>(*tok, tiny_model_path());
+  void load(EngineOptions eo, const std::string& path = tiny_model_path()) {
+    model = Model::load(path, *backend);
+    tok = Tokenizer::load(path);
+    chat = std::make_unique<ChatPrompt>(*tok, path);
     if (eo.context_size == 0) eo.context_size = 256;
     engine = std::make_unique<Engine>(*model, tok.get(), eo);
     srv->set_ready(*engine, *tok, chat.get());
@@ -307,6 +308,63 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
   CHECK(raw("/v1/completions", std::string(2000, '[') + std::string(2000, ']')) == 400);
   CHECK(raw("/v1/completions", "{\"prompt\": \"\xff\xfe\"}") == 400);
   post(s, "/v1/chat/completions", chat_body("still there?", 2), 200, auth);
+}
+
+// Tools reach the chat template (Qwen2.5's writes them into the system turn), as do an
+// assistant's tool_calls and a tool's reply; what cannot be honoured is refused.
+TEST_CASE("server: tools go to the chat template", "[server]") {
+  test::TempDir dir;
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(tiny_model_path()))
+    fs::copy_file(e.path(), dir.path() + "/" + e.path().filename().string());
+  fs::copy_file(test::data_dir() + "/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
+                dir.file("chat_template.jinja"), fs::copy_options::overwrite_existing);
+  TestServer s({}, {}, false);
+  EngineOptions eo;
+  eo.context_size = 1024;
+  s.load(eo, dir.path());
+  const json weather = {
+      {"type", "function"},
+      {"function",
+       {{"name", "get_weather"},
+        {"description", "Weather of a city"},
+        {"parameters", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}}}}}};
+  auto prompt_tokens = [&](json body) {
+    return post(s, "/v1/chat/completions", body, 200)["usage"]["prompt_tokens"].get<int>();
+  };
+  json plain = chat_body("weather in Paris?", 1);
+  json with_tools = plain;
+  with_tools["tools"] = json::array({weather});
+  const int n_plain = prompt_tokens(plain), n_tools = prompt_tokens(with_tools);
+  CHECK(n_tools > n_plain + 20);  // the tool's signature is in the prompt
+  with_tools["tool_choice"] = "none";
+  CHECK(prompt_tokens(with_tools) == n_plain);
+  with_tools["tool_choice"] = "auto";
+  CHECK(prompt_tokens(with_tools) == n_tools);
+  // A call and its result, as a client sends them back.
+  json turn = with_tools;
+  turn["messages"].push_back(
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"tool_calls",
+        json::array(
+            {{{"id", "call_1"},
+              {"type", "function"},
+              {"function", {{"name", "get_weather"}, {"arguments", "{\"city\":\"Paris\"}"}}}}})}});
+  turn["messages"].push_back({{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "18 C"}});
+  CHECK(prompt_tokens(turn) > n_tools + 10);
+
+  json bad = with_tools;
+  bad["tools"] = "x";
+  CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tools");
+  bad = with_tools;
+  bad["tool_choice"] = "required";
+  CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tool_choice");
+  bad = plain;
+  bad["response_format"] = {{"type", "json_object"}};
+  CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "response_format");
+  bad["response_format"] = {{"type", "text"}};
+  post(s, "/v1/chat/completions", bad, 200);
 }
 
 TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {

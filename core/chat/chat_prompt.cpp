@@ -15,12 +15,17 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
   opts_.eos_token = eos >= 0 ? tokenizer.decode({eos}) : t.eos_token;
 }
 
-std::string ChatPrompt::render(const nlohmann::ordered_json& messages) const {
-  return template_->render(messages, opts_);
+std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
+                               const nlohmann::json& tools) const {
+  if (tools.is_null()) return template_->render(messages, opts_);
+  ChatTemplateOptions opts = opts_;
+  opts.extra_context = {{"tools", tools}};
+  return template_->render(messages, opts);
 }
 
-std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages) const {
-  const std::string text = render(messages);
+std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages,
+                                        const nlohmann::json& tools) const {
+  const std::string text = render(messages, tools);
   std::vector<int32_t> ids = tok_.encode(text, /*add_special=*/false, /*parse_special=*/true);
   const int32_t bos = tok_.bos_id();
   if (tok_.add_bos() && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
