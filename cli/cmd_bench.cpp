@@ -77,7 +77,7 @@ double now_s() {
 // token, then aggregate decode tokens/s until the last one finishes.
 void run_batched(const BenchOptions& o) {
   std::vector<int> batches;
-  for (int32_t b : parse_token_ids(o.batch, "--batch")) {
+  for (int32_t b : parse_int_list(o.batch, "--batch", "batch size")) {
     if (b < 1) fail("--batch: sizes must be positive, got %d", b);
     batches.push_back(b);
   }

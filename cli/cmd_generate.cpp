@@ -37,7 +37,7 @@ void run_generate(const GenerateOptions& o) {
   req.max_tokens = o.n_new;
   req.ignore_eos = o.ignore_eos;
   req.stop = o.stop;
-  if (!o.token_ids.empty()) req.prompt = parse_token_ids(o.token_ids, "--token-ids");
+  if (!o.token_ids.empty()) req.prompt = parse_int_list(o.token_ids, "--token-ids", "token id");
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;

@@ -17,7 +17,7 @@ void register_logits(CLI::App& app) {
   cmd->add_option("--token-ids", *ids, "Prompt token ids, comma-separated")->required();
   cmd->add_option("--out", *out, "Output .safetensors file")->required();
   cmd->callback([opts, ids, out]() {
-    const std::vector<int32_t> tokens = parse_token_ids(*ids, "--token-ids");
+    const std::vector<int32_t> tokens = parse_int_list(*ids, "--token-ids", "token id");
     LoadedModel lm = load_model(*opts);
     SessionOptions so;
     so.context_size = opts->context_size;

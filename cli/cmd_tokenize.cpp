@@ -49,7 +49,7 @@ void register_tokenize(CLI::App& app) {
   detok->add_flag("--skip-special", o->skip_special, "Leave out special tokens");
   detok->callback([o]() {
     auto t = Tokenizer::load(resolve_model(o->model));
-    const std::string text = t->decode(parse_token_ids(o->ids, "--ids"), o->skip_special);
+    const std::string text = t->decode(parse_int_list(o->ids, "--ids", "token id"), o->skip_special);
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::printf("\n");
   });

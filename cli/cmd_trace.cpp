@@ -68,11 +68,11 @@ void run_trace(const TraceOptions& o) {
   if (o.n_decode < 1) fail("-n must be at least 1, got %d", o.n_decode);
   std::set<int> layers;
   if (!o.layers.empty())
-    for (int32_t l : parse_token_ids(o.layers, "--layers")) layers.insert(l);
+    for (int32_t l : parse_int_list(o.layers, "--layers", "layer")) layers.insert(l);
 
   std::vector<int32_t> prompt;
   if (!o.token_ids.empty()) {
-    prompt = parse_token_ids(o.token_ids, "--token-ids");
+    prompt = parse_int_list(o.token_ids, "--token-ids", "token id");
   } else {
     prompt = Tokenizer::load(o.model.model)->encode(o.prompt, /*add_special=*/true);
     if (prompt.empty()) fail("-p \"%s\" gives no tokens", o.prompt.c_str());

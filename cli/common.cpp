@@ -36,7 +36,7 @@ DType kv_cache_dtype(const ModelOptions& o) {
   return t;
 }
 
-std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) {
+std::vector<int32_t> parse_int_list(const std::string& text, const char* flag, const char* what) {
   std::vector<int32_t> ids;
   size_t pos = 0;
   while (pos <= text.size()) {
@@ -48,7 +48,7 @@ std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag) 
     char* end = nullptr;
     const long long v = std::strtoll(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
-      fail("invalid token id '%s' in %s (expected comma-separated integers)", item.c_str(), flag);
+      fail("invalid %s '%s' in %s (expected comma-separated integers)", what, item.c_str(), flag);
     ids.push_back(static_cast<int32_t>(v));
     pos = comma + 1;
   }

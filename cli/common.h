@@ -31,8 +31,9 @@ DType kv_cache_dtype(const ModelOptions& o);
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
 
-// "1,2,3" -> {1,2,3}; throws llm::Error naming the bad item.
-std::vector<int32_t> parse_token_ids(const std::string& text, const char* flag);
+// "1,2,3" -> {1,2,3} (token ids, batch sizes, layers: `what` names them in the error);
+// throws llm::Error naming the bad item and the flag.
+std::vector<int32_t> parse_int_list(const std::string& text, const char* flag, const char* what);
 
 // A backend and a model on it, loaded as the options say.
 struct LoadedModel {

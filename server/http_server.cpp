@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <optional>
@@ -99,6 +100,22 @@ const Route* find_route(const std::string& path) {
 const char* route_label(const std::string& path) {
   const Route* r = find_route(path);
   return r ? r->path : "other";
+}
+
+// Whether an Authorization header carries `key` as a bearer token (the scheme is
+// case-insensitive, RFC 9110), compared in time independent of where they differ.
+bool bearer_matches(const std::string& header, const std::string& key) {
+  const size_t sp = header.find(' ');
+  if (sp == std::string::npos) return false;
+  std::string scheme = header.substr(0, sp);
+  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  size_t start = sp;
+  while (start < header.size() && header[start] == ' ') start++;
+  const std::string token = header.substr(start);
+  if (scheme != "bearer" || token.size() != key.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < key.size(); i++) diff |= static_cast<unsigned char>(token[i] ^ key[i]);
+  return diff == 0;
 }
 
 // The request's body framing, checked before httplib reads the body (0.11 reads a
@@ -241,7 +258,7 @@ void Server::routes() {
       return httplib::Server::HandlerResponse::Handled;
     }
     if (!opts_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
-        req.get_header_value("Authorization") != "Bearer " + opts_.api_key) {
+        !bearer_matches(req.get_header_value("Authorization"), opts_.api_key)) {
       const bool missing = !req.has_header("Authorization");
       reply_error(res, ApiError(401,
                                 missing ? "missing API key: send 'Authorization: Bearer KEY'"

@@ -131,7 +131,7 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
   if (present(body, "n") && int_field(body, "n", 1, 128) != 1)
     throw ApiError(400, "only n=1 is supported", "n");
   for (const char* key : {"max_tokens", "max_completion_tokens"})
-    if (present(body, key)) r.max_tokens = static_cast<int>(int_field(body, key, 0, 1 << 30));
+    if (present(body, key)) r.max_tokens = static_cast<int>(int_field(body, key, 1, 1 << 30));
   if (present(body, "temperature"))
     r.temperature = static_cast<float>(number_field(body, "temperature", 0, 2));
   if (present(body, "top_p")) r.top_p = static_cast<float>(number_field(body, "top_p", 0, 1));

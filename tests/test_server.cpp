@@ -263,6 +263,12 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
   check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401,
                          {{"Authorization", "Bearer wrong"}}));
   post(s, "/v1/chat/completions", chat_body("hi", 2), 200, auth);
+  // The scheme is case-insensitive; the key is not.
+  post(s, "/v1/chat/completions", chat_body("hi", 2), 200, {{"Authorization", "bearer sekret"}});
+  check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401,
+                         {{"Authorization", "Bearer SEKRET"}}));
+  check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401,
+                         {{"Authorization", "Bearer sekret2"}}));
 
   auto raw = [&](const std::string& path, const std::string& body) {
     auto res = c.Post(path.c_str(), auth, body, "application/json");
@@ -281,6 +287,13 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
     REQUIRE(res);
     CHECK(res->status == 400);
     CHECK(json::parse(res->body)["error"]["param"] == "temperature");
+  }
+  {
+    json zero = chat_body("hi", 0);
+    auto res = c.Post("/v1/chat/completions", auth, zero.dump(), "application/json");
+    REQUIRE(res);
+    CHECK(res->status == 400);
+    CHECK(json::parse(res->body)["error"]["param"] == "max_tokens");
   }
   json two = chat_body("hi", 2);
   two["n"] = 2;
