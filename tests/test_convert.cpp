@@ -1,7 +1,10 @@
 // llmcli convert / gen-config and the native folder: quantized safetensors, the
 // folder reloading to the same weights and logits as quantizing at load, GGUF
 // sources, llm-config.json, and damaged folders.
+#include <sys/resource.h>
+
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -237,6 +240,41 @@ TEST_CASE("convert shards, prints a progress summary, and re-converts", "[conver
   const Reference ref = load_reference("llama_bf16_sharded");
   const std::vector<float> l1 = cpu_logits(a, ref.input_ids), l2 = cpu_logits(b, ref.input_ids);
   CHECK(l1 == l2);
+}
+
+// A conversion that fails half way (here: files may not grow past 100 KB, as on a full
+// disk) removes the folder it made, and says why; a folder that was there stays.
+TEST_CASE("a failed convert leaves no half-written folder", "[convert]") {
+  TempDir tmp;
+  GenConfigOptions opts;
+  opts.quantization = "q0f32";
+  rlimit old{};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+  rlimit small = old;
+  small.rlim_cur = 100 * 1024;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string err_new, err_kept;
+  try {
+    convert_model(model_dir("llama3"), tmp.file("new"), opts);
+  } catch (const Error& e) {
+    err_new = e.what();
+  }
+  fs::create_directories(tmp.file("kept"));
+  try {
+    convert_model(model_dir("llama3"), tmp.file("kept"), opts);
+  } catch (const Error& e) {
+    err_kept = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK_THAT(err_new, Catch::Contains("cannot write") && Catch::Contains("File too large"));
+  CHECK_FALSE(fs::exists(tmp.file("new")));
+  CHECK_THAT(err_kept, Catch::Contains("cannot write"));
+  CHECK(fs::is_directory(tmp.file("kept")));
+  // With room again the same conversion succeeds.
+  convert_model(model_dir("llama3"), tmp.file("new"), opts);
+  CHECK(fs::exists(tmp.file("new") + "/llm-config.json"));
 }
 
 TEST_CASE("convert of a GGUF puts llama.cpp's Q/K rows back in order", "[convert][gguf]") {

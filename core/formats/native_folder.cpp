@@ -671,28 +671,12 @@ std::vector<std::string> write_tokenizer(const Source& s, const std::string& dir
   return copied;
 }
 
-}  // namespace
-
-NativeConfig gen_native_config(const std::string& src, const std::string& dir,
-                               const GenConfigOptions& opts) {
-  const Source s = open_source(src);
-  NativeConfig nc = make_native_config(s, opts);
-  make_dir(src, dir);
-  nc.tokenizer_files = write_tokenizer(s, dir);
-  write_native_config(dir, nc);
-  return nc;
-}
-
-void convert_model(const std::string& src, const std::string& dir, const GenConfigOptions& opts) {
-  const Source s = open_source(src);
-  NativeConfig nc = make_native_config(s, opts);  // checks the options before the long part
-  const DType target = parse_quant_scheme(opts.quantization).weight_dtype;
-  std::unique_ptr<WeightStore> store = open_weights(s, opts.quantization);
-  make_dir(src, dir);
-
+// The weights, tokenizer files and llm-config.json of a conversion into dir.
+void write_converted(const Source& s, const WeightStore& store, NativeConfig& nc, DType target,
+                     const std::string& dir, const GenConfigOptions& opts) {
   std::vector<TensorSource> tensors;
-  for (const std::string& name : store->names()) {
-    const HostTensor* t = store->find(name);
+  for (const std::string& name : store.names()) {
+    const HostTensor* t = store.find(name);
     TensorSource ts;
     ts.name = name;
     ts.dtype = converted_dtype(*t, target);
@@ -721,6 +705,36 @@ void convert_model(const std::string& src, const std::string& dir, const GenConf
   // llm-config.json last: a folder that has one is complete.
   nc.tokenizer_files = write_tokenizer(s, dir);
   write_native_config(dir, nc);
+}
+
+}  // namespace
+
+NativeConfig gen_native_config(const std::string& src, const std::string& dir,
+                               const GenConfigOptions& opts) {
+  const Source s = open_source(src);
+  NativeConfig nc = make_native_config(s, opts);
+  make_dir(src, dir);
+  nc.tokenizer_files = write_tokenizer(s, dir);
+  write_native_config(dir, nc);
+  return nc;
+}
+
+void convert_model(const std::string& src, const std::string& dir, const GenConfigOptions& opts) {
+  const Source s = open_source(src);
+  NativeConfig nc = make_native_config(s, opts);  // checks the options before the long part
+  const DType target = parse_quant_scheme(opts.quantization).weight_dtype;
+  std::unique_ptr<WeightStore> store = open_weights(s, opts.quantization);
+  std::error_code ec;
+  const bool created = !fs::exists(dir, ec);
+  make_dir(src, dir);
+  try {
+    write_converted(s, *store, nc, target, dir, opts);
+  } catch (...) {
+    // A folder this call made is removed again (a disk that filled up, a bad tensor):
+    // half a model must not look like one. A folder that was there is left alone.
+    if (created) fs::remove_all(dir, ec);
+    throw;
+  }
 }
 
 }  // namespace llm
