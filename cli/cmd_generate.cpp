@@ -29,8 +29,11 @@ struct GenerateOptions {
 };
 
 void run_generate(const GenerateOptions& o) {
-  if (o.prompt.empty() == o.token_ids.empty()) fail("give exactly one of -p and --token-ids");
+  if (o.prompt.empty() == o.token_ids.empty())
+    fail("give exactly one of -p TEXT (not empty) and --token-ids");
   if (o.chat && o.prompt.empty()) fail("--chat needs -p TEXT");
+  if (!o.chat && (!o.system.empty() || !o.conv_template.empty()))
+    fail("--system and --conv-template need --chat");
   if (o.n_new < 1) fail("-n must be >= 1, got %d", o.n_new);
   GenerationRequest req;
   req.sampling = o.sampling.resolve();

@@ -218,6 +218,12 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
                          "1000000000"}),
                 "needs a KV cache of");
   }
+  SECTION("options that need another") {
+    check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--system", "hi"}),
+                "--system and --conv-template need --chat");
+    check_error(run_cli({"generate", model_dir("llama3"), "-p", ""}),
+                "give exactly one of -p TEXT (not empty) and --token-ids");
+  }
   SECTION("invalid device") {
     check_error(run_cli({"generate", model_dir("llama3"), "--device", "tpu", "--token-ids", ids}),
                 "invalid device 'tpu'");

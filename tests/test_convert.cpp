@@ -475,6 +475,12 @@ TEST_CASE("damaged native folders fail naming the file and the tensor", "[conver
                                           ": model_config: config.json: missing field "
                                           "'hidden_size'");
     v = j;
+    v["top_p"] = 5;
+    REQUIRE_THROWS_WITH(load_with(v), cfg + ": field 'top_p' must be a number in (0, 1]");
+    v = j;
+    v["presence_penalty"] = -3;
+    REQUIRE_THROWS_WITH(load_with(v), Contains("'presence_penalty' must be a number from -2 to 2"));
+    v = j;
     v["eos_token_id"] = "two";
     REQUIRE_THROWS_WITH(load_with(v), cfg +
                                           ": field 'eos_token_id' must be a token id or a "

@@ -112,10 +112,11 @@ struct Fields {
                          : "an integer >= -1");
     return static_cast<int>(v->get<int64_t>());
   }
-  float number(const char* key, float def) const {
+  // A number in [lo, hi] (`what` says the range in the error), def when missing.
+  float number(const char* key, float def, double lo, double hi, const char* what) const {
     const json* v = find(key);
     if (v == nullptr) return def;
-    if (!v->is_number() || !(v->get<double>() >= 0)) bad(key, "a non-negative number");
+    if (!v->is_number() || !(v->get<double>() >= lo && v->get<double>() <= hi)) bad(key, what);
     return static_cast<float>(v->get<double>());
   }
 };
@@ -312,11 +313,15 @@ NativeConfig read_native_config(const std::string& dir) {
   c.prefill_chunk_size = f.integer("prefill_chunk_size", std::min(2048, c.context_window_size), 1);
   c.sliding_window_size = f.integer("sliding_window_size", -1, -1);
   if (c.sliding_window_size == 0) f.bad("sliding_window_size", "positive or -1");
-  c.temperature = f.number("temperature", c.temperature);
-  c.top_p = f.number("top_p", c.top_p);
-  c.repetition_penalty = f.number("repetition_penalty", c.repetition_penalty);
-  c.presence_penalty = f.number("presence_penalty", c.presence_penalty);
-  c.frequency_penalty = f.number("frequency_penalty", c.frequency_penalty);
+  // The sampling defaults, in the ranges the samplers accept.
+  c.temperature = f.number("temperature", c.temperature, 0, 100, "a number from 0 to 100");
+  c.top_p = f.number("top_p", c.top_p, 1e-6, 1, "a number in (0, 1]");
+  c.repetition_penalty =
+      f.number("repetition_penalty", c.repetition_penalty, 0.01, 10, "a number from 0.01 to 10");
+  c.presence_penalty =
+      f.number("presence_penalty", c.presence_penalty, -2, 2, "a number from -2 to 2");
+  c.frequency_penalty =
+      f.number("frequency_penalty", c.frequency_penalty, -2, 2, "a number from -2 to 2");
   c.conv_template = f.str("conv_template", "");
   if (const json* files = f.find("tokenizer_files")) {
     if (!files->is_array()) f.bad("tokenizer_files", "a list of file names");
