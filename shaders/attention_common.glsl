@@ -37,15 +37,13 @@ layout(push_constant) uniform P {
   float scale, softcap;
   uint planes_off;
 #ifdef O_WORKERS
-  // o's weight (words), rows and slices a head, the residual, the sum; a worker's spins
-  uint o_w_off, o_rows, o_parts, o_res_off, o_sum_off, o_spin;
+  // o's weight (words), rows and slices a head, the residual, the sum; a worker's spins;
+  // O_NEXT_NORM: the norm's weight and planes (words) and its eps
+  uint o_w_off, o_rows, o_parts, o_res_off, o_sum_off, o_spin, o_nn_w_off, o_nn_q_off;
+  float o_nn_eps;
 #endif
 } p;
 #include "quantize_block.glsl"
-
-#ifdef O_WORKERS
-#include "attention_o.glsl"
-#endif
 
 // -inf, spelled out: constant folding of -1.0 / 0.0 is not to be relied on.
 #define NEG_INF uintBitsToFloat(0xff800000u)
@@ -80,6 +78,10 @@ float tree_sum(float v, uint n) {
   barrier();
   return r;
 }
+
+#ifdef O_WORKERS
+#include "attention_o.glsl"
+#endif
 
 // QUANT: the head's output (in qs) rounded for the integer-dot o GEMV, a block of 32 a
 // thread (D is a multiple of 32, checked on the host).

@@ -16,7 +16,7 @@
 // residual + o_acc, and zeroes o_acc, the states and the count for the next run.
 //
 // The includer (attention_common.glsl) defines WG, MAX_D, the push constants p (o_w_off
-// .. o_spin) and binding 10, the planes that the head's workgroup writes.
+// .. o_nn_eps), binding 10 (the planes that the head's workgroup writes) and tree_sum.
 #ifndef LLM_ATTENTION_O_GLSL
 #define LLM_ATTENTION_O_GLSL
 #include "qdot.glsl"
@@ -35,6 +35,20 @@ layout(std430, binding = 13) buffer OAcc { float o_acc[]; };     // [o_rows]
 layout(std430, binding = 14) buffer OCount { uint o_count[]; };  // slices done
 layout(std430, binding = 15) readonly buffer ORes { float o_res[]; };
 layout(std430, binding = 16) writeonly buffer OSum { float o_sum[]; };
+// O_NEXT_NORM: the last slice done also takes the RmsNorm of the sum (the FFN's, weight
+// of dtype O_NNWDT) and rounds it into the integer-dot planes that the GEMV after it
+// (gate/up) reads as its x, as the fused FFN's NEXT_NORM does for q/k/v.
+layout(constant_id = 8) const int O_NEXT_NORM = 0;
+layout(constant_id = 9) const int O_NNWDT = DT_F32;
+layout(std430, binding = 17) readonly buffer ONormW { uint onn_w[]; };
+layout(std430, binding = 18) writeonly buffer ONormQ { uvec4 onn_q[]; };
+layout(std430, binding = 18) writeonly buffer ONormM { uvec2 onn_m[]; };
+#define NN_WEIGHT(i) LOAD_FLOAT(onn_w, O_NNWDT, p.o_nn_w_off, i)
+#define NN_RES(i) o_res[p.o_res_off + (i)]
+#define NN_ACC o_acc
+#define NN_OUT(i) o_sum[p.o_sum_off + (i)]
+#define NN_PLANE(j) onn_q[p.o_nn_q_off / 4u + (j)]
+#include "next_norm.glsl"
 
 shared uvec4 o_x[O_NBK][4];  // the head's planes
 shared uvec2 o_xm[O_NBK];
@@ -99,10 +113,24 @@ void o_rows(uint h, uvec2 rows, uint pf) {
   }
 }
 
+// O_NEXT_NORM: a block of 32 sums a thread (o_rows / 32 <= WG, checked by the planner):
+// the sums, their squares' total, and the block of sum ⊙ weight rounded (scale-free: the
+// block's scale takes 1 / rms once the total is known).
+void o_sum_and_norm() {
+  const uint b = gl_LocalInvocationID.x, nbn = p.o_rows / 32u;
+  float ss = 0.0;
+  uvec2 meta = uvec2(0u);
+  if (b < nbn) ss = next_norm_block(b, meta);
+  const float inv = 1.0 / sqrt(tree_sum(ss, WG) / float(p.o_rows) + p.o_nn_eps);
+  if (b < nbn)
+    onn_m[(p.o_nn_q_off / 4u + nbn * 4u) * 2u + b] =
+        uvec2(floatBitsToUint(uintBitsToFloat(meta.x) * inv), meta.y);
+}
+
 // n more slices are done (their products in o_acc); the workgroup that completes the
-// last writes out = residual + o_acc and leaves the scratch at zero. The residual loads
-// and every exchange of a batch go out before any store (see matmul_gemv_q.glsl's
-// FFN_DOWN).
+// last writes out = residual + o_acc (O_NEXT_NORM: and the norm's planes) and leaves the
+// scratch at zero. The residual loads and every exchange of a batch go out before any
+// store (see matmul_gemv_q.glsl's FFN_DOWN).
 void o_slices_done(uint n) {
   const uint tid = gl_LocalInvocationID.x, slices = p.H * p.o_parts;
   memoryBarrierBuffer();
@@ -113,6 +141,10 @@ void o_slices_done(uint n) {
   memoryBarrierBuffer();
   if (tid == 0u) o_count[0] = 0u;
   for (uint k = tid; k < slices; k += WG) o_state[k] = 0u;
+  if (O_NEXT_NORM != 0) {
+    o_sum_and_norm();
+    return;
+  }
   for (uint r0 = tid; r0 < p.o_rows; r0 += 8u * WG) {
     float v[8];
     [[unroll]] for (uint i = 0u; i < 8u; i++) {

@@ -475,6 +475,13 @@ uint task_of(uint task, out uint N, out uint j) {
 }
 
 #ifdef FFN_DOWN
+#define NN_WEIGHT(i) LOAD_FLOAT(nn_w, NNWDT, p.nn_w_off, i)
+#define NN_RES(i) ffn_res[p.fres_off + (i)]
+#define NN_ACC ffn_acc
+#define NN_OUT(i) ffn_out[p.fout_off + (i)]
+#define NN_PLANE(j) nn_q[p.nn_q_off / 4u + (j)]
+#include "next_norm.glsl"
+
 // Round blk's part of down (its block of 32 activations, rounded in dn_words/dn_meta,
 // times that block of each of down's rows) added into ffn_acc; the workgroup that
 // completes the last round then writes the residual sum. Uniform over the workgroup.
@@ -544,31 +551,7 @@ void ffn_down_round(uint blk) {
   const uint b = tid, nbn = H / 32u;
   float ss = 0.0;
   uvec2 meta = uvec2(0u);
-  if (b < nbn) {
-    const uint r0 = 32u * b;
-    vec4 w[8], v[8];
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-      [[unroll]] for (uint c = 0u; c < 4u; c++) {
-        w[k][c] = LOAD_FLOAT(nn_w, NNWDT, p.nn_w_off, r0 + 4u * k + c);
-        v[k][c] = ffn_res[p.fres_off + r0 + 4u * k + c];
-      }
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-      [[unroll]] for (uint c = 0u; c < 4u; c++)
-        v[k][c] += atomicExchange(ffn_acc[r0 + 4u * k + c], 0.0);
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-      [[unroll]] for (uint c = 0u; c < 4u; c++) ffn_out[p.fout_off + r0 + 4u * k + c] = v[k][c];
-    [[unroll]] for (uint k = 0u; k < 8u; k++) {
-      ss += dot(v[k], v[k]);
-      v[k] *= w[k];
-    }
-    uvec4 h0, h1, l0, l1;
-    quantize_planes(v, h0, h1, l0, l1, meta);
-    const uint q = p.nn_q_off / 4u + 4u * b;
-    nn_q[q] = h0;
-    nn_q[q + 1u] = h1;
-    nn_q[q + 2u] = l0;
-    nn_q[q + 3u] = l1;
-  }
+  if (b < nbn) ss = next_norm_block(b, meta);
   rms_inv_into(ss, H, p.nn_eps, 0u);
   if (b < nbn)
     nn_m[(p.nn_q_off / 4u + nbn * 4u) * 2u + b] =

@@ -45,6 +45,20 @@ void quantize_planes(vec4 v[8], out uvec4 h0, out uvec4 h1, out uvec4 l0, out uv
   meta = quantize_meta(amax, sum);
 }
 
+// A block of 32 sums v of an RmsNorm (weight w) rounded into planes, scale-free: meta's
+// scale still takes 1 / rms once the whole row's sum of squares is known. Returns the
+// block's part of that sum (the fused FFN's and the attention's o's NEXT_NORM).
+float norm_block_planes(vec4 v[8], vec4 w[8], out uvec4 h0, out uvec4 h1, out uvec4 l0,
+                        out uvec4 l1, out uvec2 meta) {
+  float ss = 0.0;
+  for (uint k = 0u; k < 8u; k++) {
+    ss += dot(v[k], v[k]);
+    v[k] *= w[k];
+  }
+  quantize_planes(v, h0, h1, l0, l1, meta);
+  return ss;
+}
+
 #ifndef QUANTIZE_PLANES_ONLY
 void quantize_block(vec4 v[8], uint qi, uint mi) {
   uvec4 h0, h1, l0, l1;

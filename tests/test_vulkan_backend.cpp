@@ -1279,51 +1279,56 @@ TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split a
 }
 
 // The backend whose single-token decode attention runs o and its residual Add in its
-// grid (LLM_VULKAN_ATTN_O=1, integer dots forced), or null where the device lacks float
-// atomics, integer dots or subgroup arithmetic.
-Backend* attn_o_vulkan() {
-  static Backend* b = [] {
+// grid (LLM_VULKAN_ATTN_O=1; =2 with the RmsNorm after them; integer dots forced), or
+// null where the device lacks float atomics, integer dots or subgroup arithmetic.
+Backend* attn_o_vulkan(int mode) {
+  static Backend* backends[3] = {};
+  Backend*& b = backends[mode];
+  if (!b) {
     ScopedEnv coop("LLM_VULKAN_COOPMAT", "0");
     ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
-    ScopedEnv attn_o("LLM_VULKAN_ATTN_O", "1");
-    return make_vulkan_backend().release();
-  }();
+    ScopedEnv attn_o("LLM_VULKAN_ATTN_O", mode == 2 ? "2" : "1");
+    b = make_vulkan_backend().release();
+  }
   return b->info().details.find("o inside the decode attention") != std::string::npos ? b : nullptr;
 }
 
 TEST_CASE("vulkan runs o and its residual add in the decode attention's grid (O_WORKERS)",
           "[vulkan][ops][quant]") {
   VULKAN_TEST();
-  Backend* gpu = attn_o_vulkan();
-  if (!gpu) {
+  if (!attn_o_vulkan(1)) {
     WARN("no float atomics, integer dots or subgroup ops on this Vulkan device: skipped");
     return;
   }
   // One token (decode) of 8 heads over 2 kv heads; a context of 200 keys (split over
   // workgroups, merged by the last) and one of 20 (a workgroup per head); o of 96 rows
-  // (under a workgroup per worker) and of 600. Slices a head, rows a thread loaded
-  // before the wait and spins: the planner's (2 slices on lavapipe's 16 units), one
-  // slice without prefetch and no wait (the head's workgroup takes most slices), and 5
-  // uneven slices with 4 rows prefetched.
-  struct OSettings {
+  // (under a workgroup per worker), 600 and 608, then the next RmsNorm and a matmul of
+  // it (which mode 2 rounds in the grid where o's rows are whole blocks: 96 and 608;
+  // for 600 the matmul is f32 and the norm its own dispatch).
+  // Slices a head, rows a thread loaded before the wait and spins: the planner's (2
+  // slices on lavapipe's 16 units), one slice without prefetch and no wait (the head's
+  // workgroups take most slices), and 5 uneven slices with 4 rows prefetched.
+  struct Variant {
+    int mode;
     const char *parts, *pf, *spin;
   };
-  for (const OSettings o : {OSettings{nullptr, nullptr, nullptr}, OSettings{"1", "0", "0"},
-                            OSettings{"5", "4", nullptr}})
+  for (const Variant o : {Variant{1, nullptr, nullptr, nullptr}, Variant{1, "1", "0", "0"},
+                          Variant{1, "5", "4", nullptr}, Variant{2, nullptr, nullptr, nullptr}})
     for (const int head_dim : {64, 128})
       for (const int max_pages : {16, 2})
-        for (const int64_t N : {96, 600})
+        for (const int64_t N : {96, 600, 608})
           for (DType wt : {DType::Q4_0, DType::Q8_0})
-            DYNAMIC_SECTION("slices " << (o.parts ? o.parts : "planned") << " head_dim " << head_dim
-                                      << " max_pages " << max_pages << " N " << N << " "
-                                      << dtype_name(wt)) {
+            DYNAMIC_SECTION("mode " << o.mode << " slices " << (o.parts ? o.parts : "planned")
+                                    << " head_dim " << head_dim << " max_pages " << max_pages
+                                    << " N " << N << " " << dtype_name(wt)) {
               ScopedEnv parts("LLM_VULKAN_ATTN_O_PARTS", o.parts);
               ScopedEnv pf("LLM_VULKAN_ATTN_O_PF", o.pf);
               ScopedEnv spin("LLM_VULKAN_ATTN_O_SPIN", o.spin);
+              Backend* gpu = attn_o_vulkan(o.mode);
               std::mt19937 rng(31);
               const AttentionCase c{8, 2, head_dim, 0, 0.f, DType::F32, DType::F32};
               const int page = 16;
-              const int64_t cache_rows = max_pages * page, Q = 8 * head_dim;
+              const int64_t cache_rows = max_pages * page, Q = 8 * head_dim, M = 40;
               std::vector<int32_t> table(max_pages);
               std::iota(table.begin(), table.end(), 0);
               std::shuffle(table.begin(), table.end(), rng);
@@ -1331,13 +1336,23 @@ TEST_CASE("vulkan runs o and its residual add in the decode attention's grid (O_
               const std::vector<HostT> ins =
                   attention_inputs(c, cache_rows, positions, {0}, table, max_pages, rng);
               // Tensor ids: attention inputs 0-5, its output 6, o's weight 7 and output 8,
-              // the residual 9 and the sum 10.
+              // the residual 9 and the sum 10, the norm's weight 11 and output 12, the
+              // next matmul's weight 13 and output 14.
               Node att = make_node(Op::Attention, {0, 1, 2, 3, 4, 5}, 6);
               att.params = attention_params(c, page);
               const Node mo = make_node(Op::MatMul, {6, 7}, 8);
               const Node add = make_node(Op::Add, {9, 8}, 10);
-              const QuantMatrix wo = quantize_random(wt, N, Q, rng);
-              const std::vector<float> res = uniform(N, rng, -2.f, 2.f);
+              Node norm = make_node(Op::RmsNorm, {10, 11}, 12);
+              norm.params.eps = 1e-5f;
+              const Node mq = make_node(Op::MatMul, {12, 13}, 14);
+              // The next matmul: quantized where o's rows are whole blocks, else f32 (the
+              // norm then runs on its own).
+              const bool blocks = N % 32 == 0;
+              const QuantMatrix wo = quantize_random(wt, N, Q, rng),
+                                wq = quantize_random(wt, M, blocks ? N : 32, rng);
+              const std::vector<float> wq32 = uniform(M * N, rng);
+              const std::vector<float> res = uniform(N, rng, -2.f, 2.f),
+                                       nw = uniform(N, rng, 0.5f, 1.5f);
               auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
                 TestBuffers b(be);
                 std::vector<TensorRef> in;
@@ -1346,9 +1361,17 @@ TEST_CASE("vulkan runs o and its residual add in the decode attention's grid (O_
                 const TensorRef yr{b.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
                 const TensorRef rr{b.put(to_bytes(res)), 0, DType::F32, {1, N}};
                 const TensorRef sr{b.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
-                auto prog = be.compile({BoundNode{&att, in, ar},
-                                        BoundNode{&mo, {ar, b.weight(wo, wt, N, Q, quant)}, yr},
-                                        BoundNode{&add, {rr, yr}, sr}});
+                const TensorRef nwr{b.put(to_bytes(nw)), 0, DType::F32, {N}};
+                const TensorRef nr{b.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
+                const TensorRef qr{b.put(Bytes(M * 4)), 0, DType::F32, {1, M}};
+                const TensorRef wqr = blocks
+                                          ? b.weight(wq, wt, M, N, quant)
+                                          : TensorRef{b.put(to_bytes(wq32)), 0, DType::F32, {M, N}};
+                auto prog =
+                    be.compile({BoundNode{&att, in, ar},
+                                BoundNode{&mo, {ar, b.weight(wo, wt, N, Q, quant)}, yr},
+                                BoundNode{&add, {rr, yr}, sr}, BoundNode{&norm, {sr, nwr}, nr},
+                                BoundNode{&mq, {nr, wqr}, qr}});
                 // A first run on other queries: the states, sums and counter must be back
                 // at zero for the second, whose result is checked.
                 const std::vector<float> q2 = uniform(Q, rng);
@@ -1357,20 +1380,26 @@ TEST_CASE("vulkan runs o and its residual add in the decode attention's grid (O_
                 be.upload(*in[0].buffer, 0, ins[0].data.data(), ins[0].data.size());
                 prog->run();
                 if (ds) *ds = prog->dispatches();
-                return std::make_pair(download_f32(be, {ar}), download_f32(be, {sr}));
+                return std::vector<std::vector<float>>{
+                    download_f32(be, {ar}), download_f32(be, {sr}), download_f32(be, {qr})};
               };
               auto cpu = make_cpu_backend(1);
               const auto want = run(*cpu, false, nullptr);
               std::vector<Program::Dispatch> ds;
               const auto got = run(*gpu, true, &ds);
-              CHECK(max_rel_error(got.first, want.first) <= 1e-5);
-              CHECK(max_rel_error(got.second, want.second) <= 1e-4);
-              REQUIRE(ds.size() == 1);
+              CHECK(max_rel_error(got[0], want[0]) <= 1e-5);
+              CHECK(max_rel_error(got[1], want[1]) <= 1e-4);
+              CHECK(max_rel_error(got[2], want[2]) <= 1e-4);
+              ds = without_quantize(ds);
+              REQUIRE(ds.size() >= 2);
               CHECK(ds[0].kernel.find(std::string("+o (") + (o.parts ? o.parts : "2") +
                                       " slices") != std::string::npos);
-              CHECK(ds[0].kernel.find("+add") != std::string::npos);
               CHECK((ds[0].kernel.find("+merge") != std::string::npos) == (max_pages == 16));
-              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2});
+              const bool norm_in = o.mode == 2 && blocks;
+              CHECK((ds[0].kernel.find("+add +rms_norm") != std::string::npos) == norm_in);
+              CHECK(ds[0].nodes ==
+                    (norm_in ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{0, 1, 2}));
+              CHECK(ds.size() == (blocks ? 2u : 3u));  // the norm inside the matmul
             }
 }
 

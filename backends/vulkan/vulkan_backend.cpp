@@ -123,10 +123,13 @@ class VulkanBackend final : public Backend {
     const char* next_norm = std::getenv("LLM_VULKAN_FFN_NEXT_NORM");
     ffn_next_norm_ = ffn_down_ && next_norm && std::strcmp(next_norm, "1") == 0;
     // LLM_VULKAN_ATTN_O=1: single-token decode attention also runs o and its residual
-    // Add in its grid (o workers, float atomics); off by default until measured faster.
+    // Add in its grid (o workers, float atomics); =2: and the RmsNorm after them,
+    // rounded for the GEMV after (gate/up). Off by default until measured faster.
     const char* attn_o = std::getenv("LLM_VULKAN_ATTN_O");
-    attn_o_ = int_dot_ && ctx_->phys().atomic_float_add && ctx_->phys().subgroup_arithmetic &&
-              attn_o && std::strcmp(attn_o, "1") == 0;
+    const int attn_o_mode = attn_o ? std::atoi(attn_o) : 0;
+    if (int_dot_ && ctx_->phys().atomic_float_add && ctx_->phys().subgroup_arithmetic &&
+        (attn_o_mode == 1 || attn_o_mode == 2))
+      attn_o_ = attn_o_mode;
   }
 
   ~VulkanBackend() override {
@@ -148,7 +151,9 @@ class VulkanBackend final : public Backend {
     if (ffn_down_)
       d.details += std::string(", down inside gate/up") + (ffn_down_ == 2 ? " (parts)" : "") +
                    (ffn_next_norm_ ? " (+ next norm)" : "");
-    if (attn_o_) d.details += ", o inside the decode attention";
+    if (attn_o_)
+      d.details += attn_o_ == 2 ? ", o inside the decode attention (+ next norm)"
+                                : ", o inside the decode attention";
     return d;
   }
 
@@ -227,7 +232,7 @@ class VulkanBackend final : public Backend {
   uint32_t units_ = 1;          // multiprocessors (kGemvUnitsUnknown where not reported)
   int ffn_down_ = 0;            // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
   bool ffn_next_norm_ = false;  // ... rounding the next RmsNorm's output too
-  bool attn_o_ = false;         // o and its Add inside the decode attention (O_WORKERS)
+  int attn_o_ = 0;  // o and its Add inside the decode attention (O_WORKERS); 2: + next norm
 };
 
 std::string VulkanBackend::check(const Node& node, const std::vector<const TensorInfo*>& inputs,

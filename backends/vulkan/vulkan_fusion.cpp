@@ -176,6 +176,19 @@ int FusionRules::attn_o_fusable(size_t i) const {
     if (t.overlaps(sum)) return -1;
   return res;
 }
+// Whether the decode attention at i with o and its Add (attn_o_fusable) may also take the
+// RmsNorm at i + 3 of the sum (O_NEXT_NORM in attention_o.glsl: the last slice done, a
+// block of 32 a thread of its 256) under the conditions of norm_after_ffn.
+bool FusionRules::norm_after_attn_o(size_t i) const {
+  const size_t n = i + 3;
+  if (set_.attn_o != 2 || n >= nodes_.size() || !nodes_[n].node ||
+      nodes_[n].node->op != Op::RmsNorm || nodes_[n].node->inputs.empty() ||
+      nodes_[n].node->inputs[0] != nodes_[i + 2].node->output ||
+      !(region(nodes_[n].inputs[0]) == region(nodes_[i + 2].output)))
+    return false;
+  const int64_t H = nodes_[i + 2].output.shape.numel();
+  return H % 32 == 0 && H / 32 <= kAttnDecodeThreads && norm_into_gemv(n);
+}
 // Whether node i + 1 is an integer-dot GEMV whose x is exactly tensor t (node i's
 // output), which node i's dispatch may then round for it.
 bool FusionRules::feeds_int_dot_gemv(size_t i, const TensorRef& t) const {

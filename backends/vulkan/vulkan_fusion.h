@@ -24,6 +24,8 @@ constexpr uint32_t kGemvQThreads = 128;
 // default, and the largest (one workgroup per multiprocessor where the grid has enough).
 constexpr uint32_t kGemvQThreadsShared = 256;
 constexpr uint32_t kGemvQThreadsMax = 1024;
+// The workgroup size of attention_decode_sg and attention_decode_o (their WG).
+constexpr uint32_t kAttnDecodeThreads = 256;
 // The shared memory of matmul_gemv_q.glsl with x in it (X_SHARED): x's planes of T
 // tokens of K (72 bytes a block), `sums` partial sums (M * R * NT) per subgroup of at
 // least 4 threads, red (a float a thread) and under 512 bytes of small arrays.
@@ -39,7 +41,7 @@ struct FusionSettings {
   bool shared_x = false;             // ... with x's planes in shared memory
   int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
   bool ffn_next_norm = false;        // ... 1 with the next RmsNorm's rounding too
-  bool attn_o = false;               // o and its Add inside the decode attention's grid
+  int attn_o = 0;  // o and its Add inside the decode attention's grid: 1; 2 the next norm too
 };
 
 class FusionRules {
@@ -58,14 +60,15 @@ class FusionRules {
   };
 
   // Each rule is documented at its definition (vulkan_fusion.cpp). Node i's dispatch:
-  int residual_add(size_t i) const;      // adds the residual of the Add after it (its index)
-  bool silu_after(size_t i) const;       // the split-K reduce computes the SiluMul after it
-  bool use_coop(int64_t T) const;        // a matmul of T tokens runs on the tensor cores
-  bool gemv_q(size_t i) const;           // a quantized GEMV (matmul_gemv_q and variants)
-  bool ffn_fusable(size_t i) const;      // gate/up/SiluMul at i, down at i + 3
-  int ffn_down_fusable(size_t i) const;  // ... and down's residual Add at i + 4 (its index)
-  bool norm_after_ffn(size_t i) const;   // ... and the RmsNorm at i + 5 rounds for i + 6
-  int attn_o_fusable(size_t i) const;    // attention i, o i + 1, its Add i + 2 (residual)
+  int residual_add(size_t i) const;        // adds the residual of the Add after it (its index)
+  bool silu_after(size_t i) const;         // the split-K reduce computes the SiluMul after it
+  bool use_coop(int64_t T) const;          // a matmul of T tokens runs on the tensor cores
+  bool gemv_q(size_t i) const;             // a quantized GEMV (matmul_gemv_q and variants)
+  bool ffn_fusable(size_t i) const;        // gate/up/SiluMul at i, down at i + 3
+  int ffn_down_fusable(size_t i) const;    // ... and down's residual Add at i + 4 (its index)
+  bool norm_after_ffn(size_t i) const;     // ... and the RmsNorm at i + 5 rounds for i + 6
+  int attn_o_fusable(size_t i) const;      // attention i, o i + 1, its Add i + 2 (residual)
+  bool norm_after_attn_o(size_t i) const;  // ... and the RmsNorm at i + 3 rounds for i + 4
   bool feeds_int_dot_gemv(size_t i, const TensorRef& t) const;  // rounds t for i + 1
   size_t gemv_segments(size_t i) const;  // matmuls of one x side by side (q/k/v)
   GemvGroup gemv_group(size_t i) const;

@@ -214,11 +214,11 @@ class Planner {
   void plan_quantize_x(const TensorRef& x_src, const TensorRef& planes, bool copy);
   void bind_rope_kv(int mask);
   std::vector<int32_t> bind_ffn_down(int res, int64_t N);
-  int32_t bind_next_norm(Recorded& d, int64_t H);
+  int32_t bind_next_norm(Recorded& d, int64_t H, size_t norm_node);
   // A buffer of its own for dispatch d (kept with the plan), zero before the first run
   // and left zero by the dispatch after each: its next binding.
   void bind_zeroed(Recorded& d, size_t bytes, const char* what);
-  void bind_attn_o(int res, uint32_t o_parts);
+  int32_t bind_attn_o(int res, uint32_t o_parts);
   void plan_rope();
   void plan_kv_append();
   void plan_attention();
@@ -812,7 +812,7 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     if (with_norm) {
       // The next RmsNorm's planes (NEXT_NORM in parts_reduce.comp), a counter and each
       // workgroup's Σ o2².
-      nn_dt = bind_next_norm(r, H);
+      nn_dt = bind_next_norm(r, H, ni_ + 5);
       bind_zeroed(r, 4, "fused ffn norm counter");
       bind_zeroed(r, static_cast<size_t>(groups) * 4, "fused ffn norm sums");
     } else {
@@ -840,23 +840,24 @@ std::vector<int32_t> Planner::bind_ffn_down(int res, int64_t N) {
     for (int k = 0; k < 3; k++) push(0);
     return spec;
   }
-  spec[3] = bind_next_norm(x_, H);
+  spec[3] = bind_next_norm(x_, H, ni_ + 5);
   return spec;
 }
 
-// The RmsNorm after a fused FFN (node ni_ + 5) in dispatch d (NEXT_NORM): its weight and
-// the planes of its output, which go where a norm with QUANT would put them, for the
-// GEMV after it; pushes their offsets and eps; returns the weight's dtype code.
-int32_t Planner::bind_next_norm(Recorded& d, int64_t H) {
-  const BoundNode& nn = nodes_[ni_ + 5];
+// The RmsNorm (node norm_node) after a fused FFN (NEXT_NORM) or o in the attention
+// (O_NEXT_NORM), in dispatch d: its weight and the planes of its output, which go where
+// a norm with QUANT would put them, for the GEMV after it; pushes their offsets and eps;
+// returns the weight's dtype code.
+int32_t Planner::bind_next_norm(Recorded& d, int64_t H, size_t norm_node) {
+  const BoundNode& nn = nodes_[norm_node];
   backend_.check_bound(nn, "vulkan backend");
   d.push[d.push_words++] = bind_to(d, nn.inputs[1], "the next norm's weight");
   d.push[d.push_words++] = bind_to(d, TensorRef{x_planes_.get(), 0, DType::F32, {H / 32 * 18}},
                                    "the next norm's planes", true);
   const float eps = nn.node->params.eps;
   std::memcpy(&d.push[d.push_words++], &eps, 4);
-  d.nodes.push_back(static_cast<int>(ni_ + 5));
-  fused_ = 5;
+  d.nodes.push_back(static_cast<int>(norm_node));
+  fused_ = norm_node - ni_;
   planes_hold_ = region(nn.output);
   planes_hold_off_ = 0;
   return dt_code(nn.inputs[1].dtype);
@@ -1241,11 +1242,12 @@ void Planner::plan_attention() {
   // worker a multiprocessor (LLM_VULKAN_ATTN_O_PARTS sets it, for measuring).
   const int o_res = by_subgroup && round_out && T == 1 ? rules_.attn_o_fusable(ni_) : -1;
   uint32_t o_parts = 0;
+  int32_t o_norm_dt = -1;  // the next norm's weight dtype where this grid takes it
   if (o_res >= 0) {
     const uint32_t parts_env = env_uint("LLM_VULKAN_ATTN_O_PARTS", 0);
     o_parts = parts_env ? parts_env : set_.units / static_cast<uint32_t>(p.n_heads);
     o_parts = std::clamp<uint32_t>(o_parts, 1, kAttnOMaxParts);
-    bind_attn_o(o_res, o_parts);
+    o_norm_dt = bind_attn_o(o_res, o_parts);
   }
   std::vector<int32_t> spec = {
       dt_code(in[1].dtype), dt_code(in[2].dtype), static_cast<int32_t>(splits),
@@ -1256,6 +1258,8 @@ void Planner::plan_attention() {
     const uint32_t pf = std::min<uint32_t>(env_uint("LLM_VULKAN_ATTN_O_PF", 2), 4);
     spec.push_back(dt_code(nodes_[ni_ + 1].inputs[1].dtype));
     spec.push_back(static_cast<int32_t>(pf));
+    spec.push_back(o_norm_dt >= 0 ? 1 : 0);  // O_NEXT_NORM, O_NNWDT
+    spec.push_back(std::max(o_norm_dt, 0));
   }
   use(o_res >= 0    ? "attention_decode_o"
       : by_subgroup ? "attention_decode_sg"
@@ -1269,14 +1273,17 @@ void Planner::plan_attention() {
                             dtype_name(in[1].dtype));
   if (splits > 1) x_.label += format_message(" x%u +merge", splits);
   if (round_out) x_.label += " +quantize";
-  if (o_res >= 0) x_.label += format_message(" +o (%u slices a head) +add", o_parts);
+  if (o_res >= 0)
+    x_.label += format_message(" +o (%u slices a head) +add%s", o_parts,
+                               o_norm_dt >= 0 ? " +rms_norm" : "");
   grid(x_, static_cast<uint64_t>(items) * splits + uint64_t{o_parts} * p.n_heads);
 }
 
-// O_WORKERS (attention_decode_o): bindings 11-16 and the push constants of o (node
-// ni_ + 1, a quantized matrix in the row layout) and its residual Add (ni_ + 2,
-// residual input res) in the decode attention's grid.
-void Planner::bind_attn_o(int res, uint32_t o_parts) {
+// O_WORKERS (attention_decode_o): bindings 11-18 and the push constants of o (node
+// ni_ + 1, a quantized matrix in the row layout), its residual Add (ni_ + 2, residual
+// input res) and where the rules allow the RmsNorm after (ni_ + 3) in the decode
+// attention's grid; returns that norm's weight dtype code, or -1.
+int32_t Planner::bind_attn_o(int res, uint32_t o_parts) {
   const BoundNode &o = nodes_[ni_ + 1], &add = nodes_[ni_ + 2];
   backend_.check_bound(o, "vulkan backend");
   backend_.check_bound(add, "vulkan backend");
@@ -1299,6 +1306,11 @@ void Planner::bind_attn_o(int res, uint32_t o_parts) {
   x_.nodes.push_back(static_cast<int>(ni_ + 2));
   fused_ = 2;
   planes_hold_ = Region{};
+  if (rules_.norm_after_attn_o(ni_)) return bind_next_norm(x_, rows, ni_ + 3);
+  x_.bindings.push_back(error_binding());  // bindings 17, 18
+  x_.bindings.push_back(error_binding());
+  for (int k = 0; k < 3; k++) push(0);
+  return -1;
 }
 
 void Planner::plan_sample() {

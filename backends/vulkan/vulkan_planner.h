@@ -32,7 +32,7 @@ struct PlanSettings {
   uint32_t units = 1;                // the device's multiprocessors (compute units)
   int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
   bool ffn_next_norm = false;        // ... 1 with the next RmsNorm's rounding too
-  bool attn_o = false;               // o and its Add inside the decode attention's grid
+  int attn_o = 0;  // o and its Add inside the decode attention's grid: 1; 2 the next norm too
 };
 
 // A step's dispatches in order, and the buffers of their own (scratch) that they use.
