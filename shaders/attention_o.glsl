@@ -100,16 +100,24 @@ void o_load_planes(uint h) {
 }
 
 // Rows [lo, hi) of head h's slice into o_acc; the first `pf` rows a thread were loaded
-// by o_load_row before.
+// by o_load_row before. O_PF sets the rows a thread holds at once (registers).
 void o_rows(uint h, uvec2 rows, uint pf) {
   const uint tid = gl_LocalInvocationID.x;
   [[unroll]] for (uint j = 0u; j < O_PF_MAX; j++) {
     const uint r = rows.x + tid + j * WG;
     if (j < pf && r < rows.y) atomicAdd(o_acc[r], o_row_sum(j));
   }
-  for (uint r = rows.x + tid + pf * WG; r < rows.y; r += WG) {
-    o_load_row(0u, r, h);
-    atomicAdd(o_acc[r], o_row_sum(0u));
+  // The rest, O_PF rows a thread at a time (at least one), their loads in flight together.
+  const uint batch = max(O_PF, 1u);
+  for (uint r0 = rows.x + tid + pf * WG; r0 < rows.y; r0 += batch * WG) {
+    [[unroll]] for (uint j = 0u; j < O_PF_MAX; j++) {
+      const uint r = r0 + j * WG;
+      if (j < batch && r < rows.y) o_load_row(j, r, h);
+    }
+    [[unroll]] for (uint j = 0u; j < O_PF_MAX; j++) {
+      const uint r = r0 + j * WG;
+      if (j < batch && r < rows.y) atomicAdd(o_acc[r], o_row_sum(j));
+    }
   }
 }
 
