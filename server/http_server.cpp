@@ -337,7 +337,7 @@ void Server::routes() {
         if (!job->ready) throw ApiError(503, "the model is still loading", "", "server_error");
         const Ready& r = *job->ready;
         const int vocab = r.engine->vocab_size();
-        const json body = parse_body(req.body);
+        const nlohmann::ordered_json body = parse_body(req.body);
         job->req = chat ? parse_chat_request(body, vocab) : parse_completion_request(body, vocab);
         const ParsedRequest& p = job->req;
 

@@ -6,6 +6,7 @@
 namespace llm::server {
 
 using nlohmann::json;
+using ojson = nlohmann::ordered_json;  // requests: key order kept for the template
 
 json error_body(const std::string& message, const std::string& type, const std::string& param,
                 const std::string& code) {
@@ -41,13 +42,13 @@ bool json_too_deep(const std::string& body, int max_depth) {
   return false;
 }
 
-json parse_body(const std::string& body) {
+ojson parse_body(const std::string& body) {
   constexpr int kMaxDepth = 64;
   if (json_too_deep(body, kMaxDepth))
     throw ApiError(400, "request body nests JSON deeper than 64 levels");
-  json j;
+  ojson j;
   try {
-    j = json::parse(body);
+    j = ojson::parse(body);
   } catch (const json::parse_error& e) {
     throw ApiError(400, std::string("malformed JSON in request body: ") + e.what());
   }
@@ -57,16 +58,16 @@ json parse_body(const std::string& body) {
 
 namespace {
 
-const char* type_name(const json& v) { return v.type_name(); }
+const char* type_name(const ojson& v) { return v.type_name(); }
 
 // Optional fields: absent and null mean "use the default".
-bool present(const json& body, const char* key) {
+bool present(const ojson& body, const char* key) {
   auto it = body.find(key);
   return it != body.end() && !it->is_null();
 }
 
-double number_field(const json& body, const char* key, double lo, double hi) {
-  const json& v = body.at(key);
+double number_field(const ojson& body, const char* key, double lo, double hi) {
+  const ojson& v = body.at(key);
   if (!v.is_number())
     throw ApiError(400, std::string("'") + key + "' must be a number, got " + type_name(v), key);
   const double x = v.get<double>();
@@ -78,8 +79,8 @@ double number_field(const json& body, const char* key, double lo, double hi) {
   return x;
 }
 
-int64_t int_field(const json& body, const char* key, int64_t lo, int64_t hi) {
-  const json& v = body.at(key);
+int64_t int_field(const ojson& body, const char* key, int64_t lo, int64_t hi) {
+  const ojson& v = body.at(key);
   if (!v.is_number_integer() &&
       !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>())))
     throw ApiError(400, std::string("'") + key + "' must be an integer, got " + type_name(v), key);
@@ -93,29 +94,29 @@ int64_t int_field(const json& body, const char* key, int64_t lo, int64_t hi) {
   return static_cast<int64_t>(x);
 }
 
-bool bool_field(const json& body, const char* key) {
-  const json& v = body.at(key);
+bool bool_field(const ojson& body, const char* key) {
+  const ojson& v = body.at(key);
   if (!v.is_boolean())
     throw ApiError(400, std::string("'") + key + "' must be a boolean, got " + type_name(v), key);
   return v.get<bool>();
 }
 
-std::string string_field(const json& body, const char* key) {
-  const json& v = body.at(key);
+std::string string_field(const ojson& body, const char* key) {
+  const ojson& v = body.at(key);
   if (!v.is_string())
     throw ApiError(400, std::string("'") + key + "' must be a string, got " + type_name(v), key);
   return v.get<std::string>();
 }
 
 // Content of a message: a string, or a list of parts of which only text is supported.
-std::string message_content(const json& m, size_t i) {
+std::string message_content(const ojson& m, size_t i) {
   const std::string param = "messages[" + std::to_string(i) + "].content";
   auto it = m.find("content");
   if (it == m.end() || it->is_null()) return "";
   if (it->is_string()) return it->get<std::string>();
   if (it->is_array()) {
     std::string text;
-    for (const json& part : *it) {
+    for (const ojson& part : *it) {
       if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
           !part["text"].is_string())
         throw ApiError(400, param + ": only text content parts are supported", param);
@@ -126,7 +127,7 @@ std::string message_content(const json& m, size_t i) {
   throw ApiError(400, param + " must be a string or a list of text parts", param);
 }
 
-void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
+void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
   if (present(body, "model")) r.model = string_field(body, "model");
   if (present(body, "n") && int_field(body, "n", 1, 128) != 1)
     throw ApiError(400, "only n=1 is supported", "n");
@@ -147,12 +148,12 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
   if (present(body, "seed"))
     r.seed = static_cast<uint64_t>(int_field(body, "seed", INT64_MIN / 2, INT64_MAX / 2));
   if (present(body, "stop")) {
-    const json& s = body["stop"];
+    const ojson& s = body["stop"];
     if (s.is_string()) {
       r.stop.push_back(s.get<std::string>());
     } else if (s.is_array()) {
       if (s.size() > 16) throw ApiError(400, "'stop' has more than 16 strings", "stop");
-      for (const json& x : s) {
+      for (const ojson& x : s) {
         if (!x.is_string())
           throw ApiError(400, "'stop' must be a string or a list of strings", "stop");
         r.stop.push_back(x.get<std::string>());
@@ -164,7 +165,7 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
       if (x.empty()) throw ApiError(400, "'stop' strings must not be empty", "stop");
   }
   if (present(body, "logit_bias")) {
-    const json& b = body["logit_bias"];
+    const ojson& b = body["logit_bias"];
     if (!b.is_object()) throw ApiError(400, "'logit_bias' must be an object", "logit_bias");
     for (auto it = b.begin(); it != b.end(); ++it) {
       char* end = nullptr;
@@ -181,7 +182,7 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
     }
   }
   if (present(body, "response_format")) {
-    const json& f = body["response_format"];
+    const ojson& f = body["response_format"];
     if (!f.is_object() || !f.contains("type") || !f["type"].is_string())
       throw ApiError(400, "'response_format' must be an object with a 'type'", "response_format");
     if (f["type"] != "text")
@@ -192,7 +193,7 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
   }
   if (present(body, "stream")) r.stream = bool_field(body, "stream");
   if (present(body, "stream_options")) {
-    const json& so = body["stream_options"];
+    const ojson& so = body["stream_options"];
     if (!so.is_object())
       throw ApiError(400, "'stream_options' must be an object", "stream_options");
     if (!r.stream)
@@ -204,16 +205,16 @@ void parse_common(const json& body, int vocab_size, ParsedRequest& r) {
 
 }  // namespace
 
-ParsedRequest parse_chat_request(const json& body, int vocab_size) {
+ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
   ParsedRequest r;
   r.chat = true;
   parse_common(body, vocab_size, r);
   if (!body.contains("messages")) throw ApiError(400, "'messages' is required", "messages");
-  const json& msgs = body["messages"];
+  const ojson& msgs = body["messages"];
   if (!msgs.is_array() || msgs.empty())
     throw ApiError(400, "'messages' must be a non-empty list", "messages");
   for (size_t i = 0; i < msgs.size(); i++) {
-    const json& m = msgs[i];
+    const ojson& m = msgs[i];
     const std::string param = "messages[" + std::to_string(i) + "]";
     if (!m.is_object()) throw ApiError(400, param + " must be an object", param);
     if (!m.contains("role") || !m["role"].is_string())
@@ -229,7 +230,7 @@ ParsedRequest parse_chat_request(const json& body, int vocab_size) {
     if (present(m, "tool_calls")) {
       if (!m["tool_calls"].is_array())
         throw ApiError(400, param + ".tool_calls must be a list", param + ".tool_calls");
-      for (const json& call : m["tool_calls"])
+      for (const ojson& call : m["tool_calls"])
         if (!call.is_object())
           throw ApiError(400, param + ".tool_calls must hold objects", param + ".tool_calls");
       cm.tool_fields["tool_calls"] = m["tool_calls"];
@@ -245,15 +246,15 @@ ParsedRequest parse_chat_request(const json& body, int vocab_size) {
   // Tools go to the chat template, which writes them into the prompt; the reply is the
   // model's text (tool calls are not parsed out of it), and no output is constrained.
   if (present(body, "tools")) {
-    const json& tools = body["tools"];
+    const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
-    for (const json& t : tools)
+    for (const ojson& t : tools)
       if (!t.is_object() || !t.contains("function") || !t["function"].is_object())
         throw ApiError(400, "'tools' must hold objects with a 'function' object", "tools");
     if (!tools.empty()) r.tools = tools;
   }
   if (present(body, "tool_choice")) {
-    const json& c = body["tool_choice"];
+    const ojson& c = body["tool_choice"];
     if (!c.is_string() || (c != "auto" && c != "none"))
       throw ApiError(400,
                      "'tool_choice' may be \"auto\" or \"none\" (forcing a call is not supported)",
@@ -269,14 +270,14 @@ ParsedRequest parse_chat_request(const json& body, int vocab_size) {
   return r;
 }
 
-ParsedRequest parse_completion_request(const json& body, int vocab_size) {
+ParsedRequest parse_completion_request(const ojson& body, int vocab_size) {
   ParsedRequest r;
   r.chat = false;
   parse_common(body, vocab_size, r);
   if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
-  const json& p = body["prompt"];
-  auto token_list = [&](const json& a) {
-    for (const json& t : a) {
+  const ojson& p = body["prompt"];
+  auto token_list = [&](const ojson& a) {
+    for (const ojson& t : a) {
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab_size)
         throw ApiError(400,
                        "'prompt' token ids must be integers below " + std::to_string(vocab_size),

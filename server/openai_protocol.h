@@ -40,14 +40,15 @@ nlohmann::json error_body(const ApiError& e);
 bool json_too_deep(const std::string& body, int max_depth);
 
 // Parses a request body: 400 on malformed JSON (or invalid UTF-8), a body that is
-// not an object, or nesting deeper than 64.
-nlohmann::json parse_body(const std::string& body);
+// not an object, or nesting deeper than 64. Ordered: what goes to the chat template
+// (tools, tool calls) keeps the client's key order.
+nlohmann::ordered_json parse_body(const std::string& body);
 
 struct ChatMessage {
   std::string role;
   std::string content;
   // tool_calls (assistant), tool_call_id and name (tool), passed to the template as sent.
-  nlohmann::json tool_fields = nlohmann::json::object();
+  nlohmann::ordered_json tool_fields = nlohmann::ordered_json::object();
 };
 
 // A validated completion request (both routes).
@@ -55,7 +56,7 @@ struct ParsedRequest {
   bool chat = false;
   std::string model;
   std::vector<ChatMessage> messages;   // chat
-  nlohmann::json tools;                // chat: the tools for the template (null: none)
+  nlohmann::ordered_json tools;        // chat: the tools for the template (null: none)
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
   std::optional<int> max_tokens;       // absent: until EOS or the context is full
@@ -78,8 +79,8 @@ struct ParsedRequest {
 
 // Validates a parsed body; throws ApiError (400) naming the offending param.
 // vocab_size bounds logit_bias keys and prompt token ids.
-ParsedRequest parse_chat_request(const nlohmann::json& body, int vocab_size);
-ParsedRequest parse_completion_request(const nlohmann::json& body, int vocab_size);
+ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, int vocab_size);
+ParsedRequest parse_completion_request(const nlohmann::ordered_json& body, int vocab_size);
 
 // One generated token as the response reports it.
 struct TokenLogprob {

@@ -97,6 +97,13 @@ TEST_CASE("extra_context variables reach the template", "[chat_template]") {
   const nlohmann::json messages = {{{"role", "user"}, {"content", "hi"}}};
   CHECK(llm::render_chat_template(src, messages, opts) ==
         "[{\"name\": \"f\"}][user]hithink=False2026-01-15");
+  // A tool's keys come out in the order given (transformers keeps insertion order;
+  // sorted keys show models schemas in an order they were not trained on).
+  opts.extra_context = nlohmann::ordered_json::parse(
+      R"({"tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]})");
+  CHECK(llm::render_chat_template(src, messages, opts) ==
+        "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": "
+        "\"d\"}}][user]hi2026-01-15");
 
   llm::ChatTemplateOptions plain;
   plain.date = "2026-01-15";

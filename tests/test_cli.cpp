@@ -341,4 +341,11 @@ TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
   check_error(
       run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("bad.json")}),
       "invalid JSON");
+  // Inline JSON is taken as it is; a folder is not a file.
+  const CommandResult inl = run_cli({"template", tmp.path(), "--messages",
+                                     R"([{"role": "user", "content": "hi"}])"});
+  REQUIRE(inl.exit_code == 0);
+  CHECK(inl.out == "<|b|>user: hi<|e|>");
+  check_error(run_cli({"template", "--conv-template", "chatml", "--messages", tmp.path()}),
+              "is a folder, not a JSON file");
 }

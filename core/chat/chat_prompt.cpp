@@ -16,7 +16,7 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
 }
 
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
-                               const nlohmann::json& tools) const {
+                               const nlohmann::ordered_json& tools) const {
   if (tools.is_null()) return template_->render(messages, opts_);
   ChatTemplateOptions opts = opts_;
   opts.extra_context = {{"tools", tools}};
@@ -24,7 +24,7 @@ std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
 }
 
 std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages,
-                                        const nlohmann::json& tools) const {
+                                        const nlohmann::ordered_json& tools) const {
   const std::string text = render(messages, tools);
   std::vector<int32_t> ids = tok_.encode(text, /*add_special=*/false, /*parse_special=*/true);
   const int32_t bos = tok_.bos_id();

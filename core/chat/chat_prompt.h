@@ -26,9 +26,9 @@ class ChatPrompt {
   // messages: a JSON list of {"role", "content"}; ends with the assistant's turn opened.
   // tools: a list for the template's `tools` variable, or null.
   std::string render(const nlohmann::ordered_json& messages,
-                     const nlohmann::json& tools = nullptr) const;
+                     const nlohmann::ordered_json& tools = nullptr) const;
   std::vector<int32_t> encode(const nlohmann::ordered_json& messages,
-                              const nlohmann::json& tools = nullptr) const;
+                              const nlohmann::ordered_json& tools = nullptr) const;
   const std::string& origin() const { return origin_; }
 
  private:

@@ -19,8 +19,10 @@ struct ChatTemplateOptions {
   std::string bos_token = "<s>", eos_token = "</s>";
   std::string date;  // YYYY-MM-DD for strftime_now, empty = today
   // Further template variables, a JSON object: "tools", "documents" (both None unless given
-  // here), "enable_thinking", ... Its keys win over the variables set above.
-  nlohmann::json extra_context;
+  // here), "enable_thinking", ... Its keys win over the variables set above. Ordered:
+  // `tojson` writes objects (a tool's schema) in the order they were given, as
+  // transformers does.
+  nlohmann::ordered_json extra_context;
   // Reject list/dict mutation (append, pop, ...) exactly like transformers' sandbox.
   bool immutable_sandbox = false;
 };
