@@ -64,10 +64,21 @@ class Chat {
 
   // Handles one input line; false to quit.
   bool handle(const std::string& input) {
-    if (input.empty()) return true;
+    if (input.find_first_not_of(" \t\r") == std::string::npos) return true;  // blank
     if (input[0] == '/') return command(input);
     answer(input);
     return true;
+  }
+
+  // Turns that failed (the exit status says so when stdin is not a terminal).
+  int failures() const { return failures_; }
+
+  // Whether the system message alone (with an empty user turn) leaves room to answer.
+  bool system_fits() const {
+    if (system_.empty()) return true;
+    const json only = {{{"role", "system"}, {"content", system_}},
+                       {{"role", "user"}, {"content", ""}}};
+    return static_cast<int>(prompt_.encode(only).size()) + kAnswerRoom <= engine_.context_size();
   }
 
  private:
@@ -80,7 +91,15 @@ class Chat {
       history_ = json::array();
       std::printf("(conversation cleared)\n");
     } else if (cmd == "/system") {
-      system_ = arg;
+      const std::string before = system_;
+      system_ = arg.find_first_not_of(" \t\r") == std::string::npos ? "" : arg;
+      if (!system_fits()) {
+        system_ = before;
+        std::fprintf(stderr,
+                     "error: that system message leaves no room to answer; kept the old one\n");
+        failures_++;
+        return true;
+      }
       history_ = json::array();
       std::printf(arg.empty() ? "(system message removed, conversation cleared)\n"
                               : "(system message set, conversation cleared)\n");
@@ -105,30 +124,40 @@ class Chat {
     return true;
   }
 
-  json messages_with(const std::string& user) const {
+  json messages_with(const std::string& user, const json& history) const {
     json m = json::array();
     if (!system_.empty()) m.push_back({{"role", "system"}, {"content", system_}});
-    for (const auto& h : history_) m.push_back(h);
+    for (const auto& h : history) m.push_back(h);
     m.push_back({{"role", "user"}, {"content", user}});
     return m;
   }
 
+  // Tokens a prompt leaves free at least, for the answer.
+  static constexpr int kAnswerRoom = 16;
+
   void answer(const std::string& user) {
-    std::vector<int32_t> ids = prompt_.encode(messages_with(user));
-    // Drop the oldest exchanges until the prompt leaves room to answer.
+    std::vector<int32_t> ids = prompt_.encode(messages_with(user, history_));
+    // Drop the oldest exchanges until the prompt leaves room to answer; the history
+    // changes only if the turn then fits.
+    json kept = history_;
     int dropped = 0;
-    while (static_cast<int>(ids.size()) + 16 > engine_.context_size() && !history_.empty()) {
-      history_.erase(history_.begin(), history_.begin() + std::min<size_t>(2, history_.size()));
+    while (static_cast<int>(ids.size()) + kAnswerRoom > engine_.context_size() && !kept.empty()) {
+      kept.erase(kept.begin(), kept.begin() + std::min<size_t>(2, kept.size()));
       dropped += 2;
-      ids = prompt_.encode(messages_with(user));
+      ids = prompt_.encode(messages_with(user, kept));
     }
-    if (dropped)
-      std::fprintf(stderr, "(dropped the %d oldest messages to fit the context)\n", dropped);
     if (static_cast<int>(ids.size()) >= engine_.context_size()) {
       std::fprintf(stderr,
-                   "error: the message (%zu tokens) does not fit the context window of %d tokens\n",
+                   "error: %s (%zu tokens) does not fit the context window of %d tokens; the "
+                   "conversation is kept as it was\n",
+                   system_.empty() ? "the message" : "the system message with this message",
                    ids.size(), engine_.context_size());
+      failures_++;
       return;
+    }
+    if (dropped) {
+      history_ = kept;
+      std::fprintf(stderr, "(dropped the %d oldest messages to fit the context)\n", dropped);
     }
     GenerationRequest req;
     req.prompt = ids;
@@ -152,7 +181,10 @@ class Chat {
       std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
       std::fflush(stdout);
       finish = ev.finish;
-      if (finish == FinishReason::Error) std::fprintf(stderr, "\nerror: %s", ev.error.c_str());
+      if (finish == FinishReason::Error) {
+        std::fprintf(stderr, "\nerror: %s", ev.error.c_str());
+        failures_++;
+      }
     }
     take_interrupt();
     std::printf(finish == FinishReason::Cancelled ? " [stopped]\n" : "\n");
@@ -181,6 +213,7 @@ class Chat {
   std::string system_;
   json history_ = json::array();
   AnswerStats last_, total_;
+  int failures_ = 0;
 };
 
 void run_chat(const ChatOptions& o) {
@@ -203,10 +236,18 @@ void run_chat(const ChatOptions& o) {
   install_interrupt_handler();
   LineReader reader(interactive, interactive ? history_path() : "");
   Chat chat(o, engine, prompt, interactive);
+  if (!chat.system_fits())
+    fail("the system message leaves no room to answer in the context window of %d tokens",
+         engine.context_size());
   std::string msg;
   while (reader.read_message(msg))
     if (!chat.handle(msg)) break;
-  if (interactive) std::printf("\n");
+  if (interactive) {
+    std::printf("\n");
+  } else if (chat.failures() > 0) {
+    // Scripts pair answers with input lines: a turn without one must show.
+    fail("%d turn%s failed (see above)", chat.failures(), chat.failures() == 1 ? "" : "s");
+  }
 }
 
 }  // namespace

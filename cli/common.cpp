@@ -76,8 +76,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& lm) {
   try {
     tok = Tokenizer::load(lm.path);
   } catch (const Error& e) {
-    fail("%s has no usable tokenizer (%s); text prompts need one, token ids (--token-ids) do not",
-         lm.path.c_str(), e.what());
+    fail(
+        "%s has no usable tokenizer (%s); chat and text prompts need one (generate and logits "
+        "also take --token-ids)",
+        lm.path.c_str(), e.what());
   }
   const int32_t model_vocab = lm.model->config().vocab_size;
   if (model_vocab > tok->vocab_size()) {

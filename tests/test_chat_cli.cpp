@@ -120,6 +120,47 @@ TEST_CASE("llmcli chat reads messages from a pipe and answers each", "[cli][chat
   CHECK_THAT(read_file(tmp.file("err.txt")), Catch::Contains("chat template from"));
 }
 
+// A message too long for the context is refused without trimming the conversation
+// (the next turn's prompt is as long as without it), a failed turn makes the piped run
+// exit non-zero, and a system message that leaves no room fails up front.
+TEST_CASE("llmcli chat keeps the conversation when a message does not fit", "[cli][chat]") {
+  TempDir tmp;
+  std::string words;
+  for (int i = 0; i < 300; i++) words += "word ";
+  write_file(tmp.file("plain.txt"), "Hello\nHello again\n/stats\n");
+  write_file(tmp.file("long.txt"), "Hello\n" + words + "\nHello again\n/stats\n");
+  auto run = [&](const std::string& in, const std::string& extra) {
+    const std::string cmd = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                            " --device cpu --temperature 0 --max-tokens 4 --context-size 128 " +
+                            extra + " < " + tmp.file(in) + " 2>" + tmp.file("err.txt") +
+                            "; echo \"rc=$?\"";
+    return shell(cmd);
+  };
+  // "last answer: prompt N tokens": the last turn's prompt, history included.
+  auto last_prompt = [](const std::string& out) {
+    const size_t at = out.find("last answer: prompt ");
+    return at == std::string::npos ? std::string() : out.substr(at, out.find(" tokens", at) - at);
+  };
+  const std::string plain = run("plain.txt", "");
+  INFO(plain);
+  REQUIRE_THAT(plain, Catch::EndsWith("rc=0\n"));
+  const std::string with_long = run("long.txt", "");
+  const std::string err = read_file(tmp.file("err.txt"));
+  INFO(with_long);
+  INFO(err);
+  CHECK_THAT(err, Catch::Contains("does not fit the context window of 128 tokens; the "
+                                  "conversation is kept as it was"));
+  CHECK_THAT(err, !Catch::Contains("dropped"));
+  CHECK(last_prompt(with_long) == last_prompt(plain));
+  CHECK_THAT(with_long, Catch::EndsWith("rc=1\n"));
+  CHECK_THAT(err, Catch::Contains("1 turn failed"));
+
+  const std::string big_system = run("plain.txt", "--system \"" + words + "\"");
+  CHECK_THAT(big_system, Catch::EndsWith("rc=1\n"));
+  CHECK_THAT(read_file(tmp.file("err.txt")),
+             Catch::Contains("the system message leaves no room to answer"));
+}
+
 TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the answer",
           "[cli][chat]") {
   if (!have_tmux()) {
