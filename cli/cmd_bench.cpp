@@ -83,6 +83,9 @@ void run_batched(const BenchOptions& o) {
   }
   if (o.n_prompt < 1 || o.n_gen < 2) fail("--batch needs -p >= 1 and -n >= 2");
   if (o.profile) fail("--profile runs with --batch 1 only");
+  if (o.model.context_size > 0 && o.model.context_size < o.n_prompt + o.n_gen)
+    fail("-p %d and -n %d need a context of %d tokens; --context-size is %d", o.n_prompt, o.n_gen,
+         o.n_prompt + o.n_gen, o.model.context_size);
   LoadedModel lm = load_model(o.model);
   const ModelConfig& cfg = lm.model->config();
   const int max_b = *std::max_element(batches.begin(), batches.end());
@@ -99,8 +102,9 @@ void run_batched(const BenchOptions& o) {
   for (int B : batches) {
     std::vector<double> pp, tg;
     for (int rep = 0; rep <= o.repetitions; rep++) {  // run 0 warms up
+      using Clock = std::chrono::steady_clock;
       std::vector<std::shared_ptr<RequestStream>> streams;
-      const double t0 = now_s();
+      const Clock::time_point t0 = Clock::now();
       for (int b = 0; b < B; b++) {
         GenerationRequest r;
         r.prompt.resize(o.n_prompt);
@@ -109,18 +113,29 @@ void run_batched(const BenchOptions& o) {
         r.ignore_eos = true;
         streams.push_back(engine.submit(std::move(r)));
       }
-      double all_first = 0;
-      for (auto& st : streams) {  // each stream's first event is its first token
-        st->next();
-        all_first = std::max(all_first, now_s());
-      }
-      for (auto& st : streams)
-        for (GenerationEvent ev = st->next(); ev.finish == FinishReason::None; ev = st->next()) {
+      // Timed by when the engine queued each stream's events (this thread may read them
+      // late): prefill until every stream has its first token, decode until the last.
+      Clock::time_point all_first{}, t1{};
+      for (auto& st : streams) {
+        int tokens = 0;
+        FinishReason finish = FinishReason::None;
+        while (finish == FinishReason::None) {
+          const GenerationEvent ev = st->next();
+          if (tokens == 0 && !ev.tokens.empty()) all_first = std::max(all_first, ev.queued_at);
+          if (!ev.tokens.empty()) t1 = std::max(t1, ev.queued_at);
+          tokens += static_cast<int>(ev.tokens.size());
+          finish = ev.finish;
+          if (finish == FinishReason::Error) fail("batch %d: %s", B, ev.error.c_str());
         }
-      const double t1 = now_s();
+        if (tokens != o.n_gen)
+          fail("batch %d: a sequence stopped after %d of %d tokens (%s)", B, tokens, o.n_gen,
+               finish_reason_name(finish));
+      }
       if (rep == 0) continue;
-      pp.push_back(double(B) * o.n_prompt / (all_first - t0));
-      tg.push_back(double(B) * (o.n_gen - 1) / (t1 - all_first));
+      const double prefill_s = std::chrono::duration<double>(all_first - t0).count();
+      const double decode_s = std::chrono::duration<double>(t1 - all_first).count();
+      pp.push_back(double(B) * o.n_prompt / prefill_s);
+      tg.push_back(double(B) * (o.n_gen - 1) / decode_s);
     }
     const Stat p = stats(pp), t = stats(tg);
     results.push_back({{"batch", B},

@@ -291,6 +291,10 @@ TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
   CHECK(jb["results"][1]["batch"] == 3);
   CHECK(jb["results"][1]["tg_tokens_per_second"].get<double>() > 0);
   check_error(run_cli({"bench", model_dir("llama2"), "--batch", "0"}), "must be positive");
+  // Sequences that could not reach -n tokens were counted as if they had.
+  check_error(run_cli({"bench", model_dir("llama2"), "--batch", "2", "-p", "10", "-n", "100",
+                       "--context-size", "64"}),
+              "need a context of 110 tokens; --context-size is 64");
 }
 
 TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
