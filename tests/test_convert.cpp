@@ -324,6 +324,12 @@ TEST_CASE("convert of a GGUF with a vocab writes tokenizer.gguf", "[convert][ggu
   const std::vector<int32_t> ids = {1, 15043, 3186};
   const std::vector<float> a = cpu_logits(gguf, ids), b = cpu_logits(dir, ids);
   if (!a.empty() && !b.empty()) CHECK(max_rel_error(b, a) <= 1e-5);
+
+  // Another model converted into the same folder, one without a tokenizer: the first
+  // one's tokenizer.gguf goes (the loader would have taken it).
+  convert({model_dir("llama3"), "-o", dir, "--quantization", "q0f32"});
+  CHECK(read_native_config(dir).tokenizer_files.empty());
+  CHECK_FALSE(fs::exists(dir + "/tokenizer.gguf"));
 }
 
 TEST_CASE("llmcli gen-config writes llm-config.json", "[convert][cli]") {

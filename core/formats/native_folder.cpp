@@ -655,6 +655,21 @@ void make_dir(const std::string& src, const std::string& dir) {
   if (ec) fail("cannot create folder '%s': %s", dir.c_str(), ec.message().c_str());
 }
 
+// Removes the tokenizer files of an earlier conversion into dir that this one does not
+// write: the loader would otherwise take a stale tokenizer.gguf or tokenizer.json.
+void remove_stale_tokenizer_files(const std::string& dir, const std::vector<std::string>& keep) {
+  std::vector<std::string> names(std::begin(kTokenizerFiles), std::end(kTokenizerFiles));
+  names.push_back(kTokenizerGguf);
+  for (const std::string& name : names) {
+    if (std::find(keep.begin(), keep.end(), name) != keep.end()) continue;
+    std::error_code ec;
+    fs::remove(fs::path(dir) / name, ec);
+    if (ec)
+      fail("cannot remove the stale '%s' in '%s': %s", name.c_str(), dir.c_str(),
+           ec.message().c_str());
+  }
+}
+
 // Tokenizer files into dir; returns their names.
 std::vector<std::string> write_tokenizer(const Source& s, const std::string& dir) {
   if (s.kind == "hf") return copy_tokenizer_files(s.path, dir);
@@ -709,6 +724,7 @@ void write_converted(const Source& s, const WeightStore& store, NativeConfig& nc
   write_native_weights(dir, tensors, wo);
   // llm-config.json last: a folder that has one is complete.
   nc.tokenizer_files = write_tokenizer(s, dir);
+  remove_stale_tokenizer_files(dir, nc.tokenizer_files);
   write_native_config(dir, nc);
 }
 
@@ -720,6 +736,7 @@ NativeConfig gen_native_config(const std::string& src, const std::string& dir,
   NativeConfig nc = make_native_config(s, opts);
   make_dir(src, dir);
   nc.tokenizer_files = write_tokenizer(s, dir);
+  remove_stale_tokenizer_files(dir, nc.tokenizer_files);
   write_native_config(dir, nc);
   return nc;
 }
