@@ -260,6 +260,20 @@ TEST_CASE("llmcli tokenize and detokenize", "[cli][tokenizer]") {
   CHECK(plain[0] != 1);
   r = run_cli({"tokenize", spm, "--text", "hi", "--json", "--add-special"});
   CHECK(nlohmann::json::parse(r.out)["ids"][0] == 1);
+  // Inputs past what an argument holds (128 KiB) come from files.
+  TempDir tmp;
+  std::string big;
+  for (int i = 0; i < 30000; i++) big += "ied 4 ½ months";
+  write_file(tmp.file("big.txt"), big);
+  r = run_cli({"tokenize", vocab, "--file", tmp.file("big.txt")});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.rfind("798,604,25208,1933,", 0) == 0);
+  write_file(tmp.file("ids.txt"), r.out);
+  r = run_cli({"detokenize", vocab, "--ids-file", tmp.file("ids.txt")});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == big + "\n");
+  check_error(run_cli({"tokenize", vocab}), "give one of --text and --file");
+  check_error(run_cli({"tokenize", vocab, "--file", tmp.path()}), "is a folder");
 }
 
 TEST_CASE("llmcli tokenize errors", "[cli][tokenizer][errors]") {
