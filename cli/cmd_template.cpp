@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 
 #include "cli/common.h"
 #include "core/chat/chat_template.h"
+#include "core/chat/jinja.h"
 #include "core/chat/model_chat_template.h"
 #include "core/error.h"
 
@@ -46,6 +48,9 @@ std::string messages_text(const std::string& arg) {
 }
 
 void run_template(const TemplateOptions& o) {
+  std::tm day{};
+  if (!o.date.empty() && !jinja::parse_date(o.date, &day))
+    fail("--date '%s' is not a calendar date YYYY-MM-DD", o.date.c_str());
   const std::string where = inline_json(o.messages) ? "--messages" : o.messages;
   nlohmann::ordered_json doc;
   try {

@@ -360,10 +360,14 @@ TEST_CASE("llmcli template renders as transformers does", "[cli][chat]") {
       run_cli({"template", "--conv-template", "chatml", "--messages", tmp.file("bad.json")}),
       "invalid JSON");
   // Inline JSON is taken as it is; a folder is not a file.
-  const CommandResult inl = run_cli({"template", tmp.path(), "--messages",
-                                     R"([{"role": "user", "content": "hi"}])"});
+  const CommandResult inl =
+      run_cli({"template", tmp.path(), "--messages", R"([{"role": "user", "content": "hi"}])"});
   REQUIRE(inl.exit_code == 0);
   CHECK(inl.out == "<|b|>user: hi<|e|>");
   check_error(run_cli({"template", "--conv-template", "chatml", "--messages", tmp.path()}),
               "is a folder, not a JSON file");
+  // --date is checked whether or not the template asks for it; Feb 30 is no date.
+  for (const char* bad : {"bogus", "2026-02-30", "2026-1-5"})
+    check_error(run_cli({"template", tmp.path(), "--messages", tmp.file("m.json"), "--date", bad}),
+                "is not a calendar date YYYY-MM-DD");
 }

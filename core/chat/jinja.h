@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -49,6 +50,10 @@ class Template {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Parses a calendar date "YYYY-MM-DD" (RenderOptions::date) into *out (00:00:00, the
+// weekday and day of the year filled in); false for anything else, 2026-02-30 included.
+bool parse_date(const std::string& date, std::tm* out);
 
 // Convenience: parse and render once.
 std::string render_template(std::string_view source, const nlohmann::ordered_json& context,

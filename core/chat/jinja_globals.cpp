@@ -6,6 +6,23 @@
 
 namespace llm::jinja {
 
+bool parse_date(const std::string& date, std::tm* out) {
+  int y = 0, m = 0, d = 0;
+  char tail = 0;
+  if (std::sscanf(date.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || date.size() != 10 ||
+      m < 1 || m > 12 || d < 1 || d > 31)
+    return false;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = m - 1;
+  tm.tm_mday = d;
+  const std::time_t t = timegm(&tm);  // normalizes and fills in weekday / day of year
+  gmtime_r(&t, &tm);
+  if (tm.tm_mday != d || tm.tm_mon != m - 1) return false;  // Feb 30 became Mar 2
+  *out = tm;
+  return true;
+}
+
 namespace {
 
 // range() materializes a list; jinja2's sandbox caps it at MAX_RANGE items too.
@@ -88,18 +105,8 @@ Value g_strftime_now(Interpreter& in, CallArgs& args) {
   if (date.empty()) {
     std::time_t now = std::time(nullptr);
     localtime_r(&now, &tm);
-  } else {
-    int y = 0, m = 0, d = 0;
-    char tail = 0;
-    if (std::sscanf(date.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
-        d < 1 || d > 31) {
-      render_fail("invalid date '%s' (expected YYYY-MM-DD)", date.c_str());
-    }
-    tm.tm_year = y - 1900;
-    tm.tm_mon = m - 1;
-    tm.tm_mday = d;
-    std::time_t t = timegm(&tm);  // normalizes and fills in weekday / day of year
-    gmtime_r(&t, &tm);
+  } else if (!parse_date(date, &tm)) {
+    render_fail("invalid date '%s' (expected YYYY-MM-DD)", date.c_str());
   }
   // A sentinel character tells an empty result apart from a too-small buffer.
   std::string f = fmt + "\x01";
