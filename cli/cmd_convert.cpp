@@ -3,6 +3,7 @@
 // llmcli gen-config SRC -o DIR --quantization Q: only llm-config.json and the
 // tokenizer files, like MLC's gen_config.
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/common.h"
 #include "cli/progress.h"
@@ -28,12 +29,21 @@ void add_gen_config_options(CLI::App* cmd, ConvertCliOptions& o) {
       ->required();
   cmd->add_option("--conv-template", o.gen.conv_template,
                   "Conversation template (default: guessed from the vocab)");
+  // 0 means "the default" inside; given on the command line it is an error.
   cmd->add_option("--context-window-size", o.gen.context_window_size,
-                  "Context window (default: the model's max_position_embeddings)");
+                  "Context window (default: the model's max_position_embeddings)")
+      ->check(CLI::Range(1, 1 << 30));
   cmd->add_option("--prefill-chunk-size", o.gen.prefill_chunk_size,
-                  "Tokens per prefill step (default: min(2048, context window))");
+                  "Tokens per prefill step (default: min(2048, context window))")
+      ->check(CLI::Range(1, 1 << 30));
   cmd->add_option("--sliding-window-size", o.gen.sliding_window_size,
-                  "Attention window, -1 for none (default: the model's)");
+                  "Attention window, -1 for none (default: the model's)")
+      ->check(
+          [](const std::string& v) {
+            return v == "-1" || std::atoll(v.c_str()) >= 1 ? std::string()
+                                                           : "must be -1 (none) or positive";
+          },
+          "-1 or positive");
 }
 
 }  // namespace

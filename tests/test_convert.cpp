@@ -416,6 +416,16 @@ TEST_CASE("gen-config and convert reject bad options", "[convert][cli]") {
   const CommandResult r = run_cli({"convert", src, "-o", out});
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("--quantization") != std::string::npos);
+  // 0 is the library's "default"; given on the command line it is a mistake.
+  for (const char* opt :
+       {"--context-window-size", "--prefill-chunk-size", "--sliding-window-size"}) {
+    const CommandResult z =
+        run_cli({"gen-config", src, "-o", out, "--quantization", "q4f16_1", opt, "0"});
+    INFO(opt << ": " << z.err);
+    CHECK(z.exit_code != 0);
+    CHECK(z.err.find(opt) != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(out));
 }
 
 TEST_CASE("damaged native folders fail naming the file and the tensor", "[convert]") {
