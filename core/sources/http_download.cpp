@@ -38,15 +38,17 @@ std::unique_ptr<httplib::Client> make_client(const std::string& base, const Http
   return c;
 }
 
-// cpp-httplib 0.11 names its errors only ("Connection"); say what happened.
-std::string describe(httplib::Error e) {
+// cpp-httplib 0.11 names its errors only ("Connection"); say what happened. A read
+// error is also what a server that stops sending for timeout_s seconds gives.
+std::string describe(httplib::Error e, int timeout_s) {
   switch (e) {
     case httplib::Error::Connection:
       return "could not connect (no network, a wrong HF_ENDPOINT or a firewall)";
     case httplib::Error::ConnectionTimeout:
       return "the connection timed out";
     case httplib::Error::Read:
-      return "the connection broke while reading";
+      return "the connection broke, or the server sent nothing for " + std::to_string(timeout_s) +
+             " s, while reading";
     case httplib::Error::Write:
       return "the connection broke while sending";
     case httplib::Error::ExceedRedirectCount:
@@ -151,7 +153,7 @@ std::string http_get(const std::string& url, const HttpOptions& opts) {
       });
   if (g.status != 0 && g.status != 200) http_error(g.status, url, !opts.token.empty());
   if (g.error != httplib::Error::Success)
-    fail("cannot reach %s: %s", url.c_str(), describe(g.error).c_str());
+    fail("cannot reach %s: %s", url.c_str(), describe(g.error, opts.timeout_s).c_str());
   return body;
 }
 
@@ -220,8 +222,8 @@ void http_download(const std::string& url, const std::string& path, const HttpOp
     }
     if (status != 0 && status != 200 && status != 206) http_error(status, url, !opts.token.empty());
     if (g.error != httplib::Error::Success || !flushed) {
-      last_error =
-          g.error == httplib::Error::Success ? "cannot flush '" + part + "'" : describe(g.error);
+      last_error = g.error == httplib::Error::Success ? "cannot flush '" + part + "'"
+                                                      : describe(g.error, opts.timeout_s);
       continue;  // resume from what reached the disk
     }
     const uint64_t size = file_size_or_zero(part);
