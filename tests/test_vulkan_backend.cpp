@@ -1392,8 +1392,11 @@ TEST_CASE("vulkan runs o and its residual add in the decode attention's grid (O_
               CHECK(max_rel_error(got[2], want[2]) <= 1e-4);
               ds = without_quantize(ds);
               REQUIRE(ds.size() >= 2);
-              CHECK(ds[0].kernel.find(std::string("+o (") + (o.parts ? o.parts : "2") +
-                                      " slices") != std::string::npos);
+              // The planner's count depends on the device (units / heads: 2 on lavapipe,
+              // 16 on an H200).
+              CHECK(ds[0].kernel.find(o.parts
+                                          ? std::string("+o (") + o.parts + " slices"
+                                          : std::string(" slices a head")) != std::string::npos);
               CHECK((ds[0].kernel.find("+merge") != std::string::npos) == (max_pages == 16));
               const bool norm_in = o.mode == 2 && blocks;
               CHECK((ds[0].kernel.find("+add +rms_norm") != std::string::npos) == norm_in);
