@@ -96,6 +96,7 @@ void run_generate(const GenerateOptions& o) {
   // carry several (they queue while the host is slow), and when the first carried them
   // all there is no rate to give.
   const size_t decoded = ids.size() - first_tokens;
+  if (ids.empty()) first_at = last_at = std::chrono::steady_clock::now();  // no token came
   const double ttft = std::chrono::duration<double>(first_at - t0).count();
   const double decode_s = std::chrono::duration<double>(last_at - first_at).count();
   std::fprintf(stderr, "llmcli: prompt %zu tokens in %.3f s (%.1f tok/s), %zu new tokens",
