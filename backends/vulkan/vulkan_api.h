@@ -59,6 +59,12 @@ namespace llm::vk {
   X(vkCmdDispatch)                 \
   X(vkCmdWriteTimestamp)           \
   X(vkCmdResetQueryPool)           \
+  X(vkCmdCopyQueryPoolResults)     \
+  X(vkCreateEvent)                 \
+  X(vkDestroyEvent)                \
+  X(vkCmdSetEvent)                 \
+  X(vkGetEventStatus)              \
+  X(vkResetEvent)                  \
   X(vkCreateQueryPool)             \
   X(vkDestroyQueryPool)            \
   X(vkGetQueryPoolResults)         \

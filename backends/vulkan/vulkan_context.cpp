@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "backends/vulkan/vulkan_shaders.h"
+#include "backends/vulkan/vulkan_step_times.h"
 #include "core/error.h"
 #include "core/formats/atomic_file.h"
 
@@ -489,9 +491,14 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &transfer_cb_));
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+  const char* one_submit = std::getenv("LLM_VULKAN_ONE_SUBMIT");
+  one_submit_ = one_submit && std::strcmp(one_submit, "1") == 0;
+  VkEventCreateInfo eci{};
+  eci.sType = VK_STRUCTURE_TYPE_EVENT_CREATE_INFO;
   for (Slot& slot : ring_) {
     LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &slot.fence));
     LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &slot.cb));
+    if (one_submit_) LLM_VK_CHECK(d_.vkCreateEvent(device_, &eci, nullptr, &slot.transfer_done));
   }
 
   // Unified-memory devices (integrated GPUs, CPU drivers): device-local memory the host
@@ -523,6 +530,8 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
     small_memory_ = std::make_unique<Allocator>(d_, device_, bar_type, true, 16 * kMiB);
   err_ = std::make_unique<Buffer>(*this, nullptr, 256, "the shader error flags", true);
   std::memset(err_->mapped(), 0, 256);
+  if (StepTimes::requested() && phys_.timestamp_bits)
+    step_times_ = std::make_unique<StepTimes>(*this);
 
   // The pipeline cache: what an earlier run of this device left on disk, if its header
   // names this device and driver.
@@ -556,6 +565,8 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
 Context::~Context() {
   if (device_) d_.vkDeviceWaitIdle(device_);
   if (cache_) save_pipeline_cache();
+  if (step_times_) step_times_->report();
+  step_times_.reset();
   staging_.reset();
   readback_.reset();
   err_.reset();
@@ -568,8 +579,10 @@ Context::~Context() {
   memory_.reset();
   staging_memory_.reset();
   small_memory_.reset();
-  for (Slot& slot : ring_)
+  for (Slot& slot : ring_) {
     if (slot.fence) d_.vkDestroyFence(device_, slot.fence, nullptr);
+    if (slot.transfer_done) d_.vkDestroyEvent(device_, slot.transfer_done, nullptr);
+  }
   if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
   if (device_) d_.vkDestroyDevice(device_, nullptr);
 }
@@ -727,6 +740,7 @@ void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
   LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
   slot.busy = true;
   slot.use++;
+  slot.with_program = false;
 }
 
 void Context::wait_idle() {
@@ -739,6 +753,23 @@ void Context::wait_idle() {
 }
 
 void Context::submit_queued(VkCommandBuffer cb) {
+  if (one_submit_ && open_slot_ >= 0) {
+    const size_t i = static_cast<size_t>(open_slot_);
+    open_slot_ = -1;
+    Slot& slot = ring_[i];
+    end_transfer(slot.cb, true, slot.transfer_done);
+    const VkCommandBuffer cbs[2] = {slot.cb, cb};
+    VkSubmitInfo si{};
+    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+    si.commandBufferCount = 2;
+    si.pCommandBuffers = cbs;
+    LLM_VK_CHECK(d_.vkResetFences(device_, 1, &slot.fence));
+    LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
+    slot.busy = true;
+    slot.use++;
+    slot.with_program = true;
+    return;
+  }
   flush_transfer();
   submit_in_slot(acquire_slot(), cb);
 }
@@ -753,18 +784,35 @@ void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageF
   d.vkCmdPipelineBarrier(cb, src_stages, dst_stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
 }
 
-VkCommandBuffer Context::open_transfer() {
+VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
+  auto overlaps = [](const std::vector<Span>& spans, const Span& x) {
+    for (const Span& y : spans)
+      if (x.buffer && y.buffer == x.buffer && x.begin < y.end && y.begin < x.end) return true;
+    return false;
+  };
   if (open_slot_ >= 0) {
-    // Queued commands may touch the same bytes: each waits for the ones before it.
+    // A queued command waits for the ones before it where it touches what they wrote,
+    // or writes what they read (a decode step's inputs, fed token and download are
+    // disjoint and go without barriers).
     const VkCommandBuffer cb = ring_[open_slot_].cb;
-    cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                       VK_PIPELINE_STAGE_TRANSFER_BIT,
-                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (overlaps(open_writes_, read) || overlaps(open_writes_, write) ||
+        overlaps(open_reads_, write)) {
+      cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                         VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+      open_reads_.clear();
+      open_writes_.clear();
+    }
+    open_reads_.push_back(read);
+    open_writes_.push_back(write);
     return cb;
   }
   const size_t i = acquire_slot();
-  begin_transfer(ring_[i].cb);
+  if (ring_[i].transfer_done) LLM_VK_CHECK(d_.vkResetEvent(device_, ring_[i].transfer_done));
+  begin_transfer(ring_[i].cb, true);
   open_slot_ = static_cast<int>(i);
+  open_reads_.assign(1, read);
+  open_writes_.assign(1, write);
   return ring_[i].cb;
 }
 
@@ -772,11 +820,11 @@ void Context::flush_transfer() {
   if (open_slot_ < 0) return;
   const size_t i = static_cast<size_t>(open_slot_);
   open_slot_ = -1;
-  end_transfer(ring_[i].cb);
+  end_transfer(ring_[i].cb, true);
   submit_in_slot(i, ring_[i].cb);
 }
 
-void Context::begin_transfer(VkCommandBuffer cb) {
+void Context::begin_transfer(VkCommandBuffer cb, bool queued) {
   LLM_VK_CHECK(d_.vkResetCommandBuffer(cb, 0));
   VkCommandBufferBeginInfo bi{};
   bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
@@ -786,21 +834,25 @@ void Context::begin_transfer(VkCommandBuffer cb) {
   cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                      VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
                      VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+  if (queued && step_times_) step_times_->transfer_begin(cb);
 }
 
-void Context::end_transfer(VkCommandBuffer cb) {
+void Context::end_transfer(VkCommandBuffer cb, bool queued, VkEvent done) {
+  if (queued && step_times_) step_times_->transfer_end(cb);
   // Before everything submitted after, and visible to the host (staging, readback).
   cmd_memory_barrier(
       d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
       VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
       VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+  if (done) d_.vkCmdSetEvent(cb, done, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT);
   LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
 }
 
 bool Context::queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes) {
   if (bytes == 0) return true;
   if (bytes > 65536 || bytes % 4 || offset % 4) return false;
-  d_.vkCmdUpdateBuffer(open_transfer(), dst.get(), offset, bytes, src);
+  d_.vkCmdUpdateBuffer(open_transfer({}, {dst.get(), offset, offset + bytes}), dst.get(), offset,
+                       bytes, src);
   return true;
 }
 
@@ -808,7 +860,9 @@ void Context::queue_copy(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src
                          VkDeviceSize src_offset, size_t bytes) {
   if (!bytes) return;
   const VkBufferCopy c{src_offset, dst_offset, bytes};
-  d_.vkCmdCopyBuffer(open_transfer(), src.get(), dst.get(), 1, &c);
+  d_.vkCmdCopyBuffer(open_transfer({src.get(), src_offset, src_offset + bytes},
+                                   {dst.get(), dst_offset, dst_offset + bytes}),
+                     src.get(), dst.get(), 1, &c);
 }
 
 uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
@@ -822,9 +876,11 @@ uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* d
     readback_ = std::make_unique<Buffer>(*this, nullptr, kReadbackBytes, "readback", true);
   if (bytes) {
     const VkBufferCopy c{offset, at, bytes};
-    d_.vkCmdCopyBuffer(open_transfer(), src.get(), readback_->get(), 1, &c);
+    d_.vkCmdCopyBuffer(
+        open_transfer({src.get(), offset, offset + bytes}, {readback_->get(), at, at + bytes}),
+        src.get(), readback_->get(), 1, &c);
   } else {
-    open_transfer();
+    open_transfer({}, {});
   }
   readback_used_ = at + bytes;
   const size_t slot = static_cast<size_t>(open_slot_);
@@ -843,8 +899,18 @@ void Context::finish_download(uint64_t ticket) {
   Slot& slot = ring_[dl.slot];
   // The slot has carried later submissions only after its fence was waited for.
   if (slot.busy && slot.use == dl.use) {
-    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
-    slot.busy = false;
+    if (slot.with_program) {
+      // The program after the transfer may still run: wait for the transfer alone.
+      for (;;) {
+        const VkResult r = d_.vkGetEventStatus(device_, slot.transfer_done);
+        if (r == VK_EVENT_SET) break;
+        if (r != VK_EVENT_RESET) LLM_VK_CHECK(r);
+        std::this_thread::yield();
+      }
+    } else {
+      LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+      slot.busy = false;
+    }
   }
   if (dl.bytes) std::memcpy(dl.dst, readback_->mapped() + dl.at, dl.bytes);
   if (downloads_.empty()) readback_used_ = 0;

@@ -143,6 +143,7 @@ void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageF
                         VkAccessFlags dst_access);
 
 class Buffer;
+class StepTimes;
 
 // The device and everything shared by the backend, its buffers and its programs.
 class Context {
@@ -209,6 +210,10 @@ class Context {
   void raise_device_errors();
   Buffer& error_buffer() { return *err_; }
 
+  // LLM_VULKAN_STEP_TIMES=1 (a measuring aid): timestamps around queued steps and
+  // transfers; nullptr otherwise.
+  StepTimes* step_times() const { return step_times_.get(); }
+
  private:
   void print_statistics(const std::string& name, const std::vector<int32_t>& spec,
                         VkPipeline pipeline);
@@ -216,13 +221,22 @@ class Context {
   // A ring slot for the next submission, waiting for its last one if still in flight.
   size_t acquire_slot();
   void submit_in_slot(size_t slot, VkCommandBuffer cb);
-  // The open transfer command buffer, begun (with its leading barrier) if need be.
-  VkCommandBuffer open_transfer();
+  // Bytes [begin, end) of a buffer (none: a null buffer).
+  struct Span {
+    VkBuffer buffer = VK_NULL_HANDLE;
+    VkDeviceSize begin = 0, end = 0;
+  };
+  // The open transfer command buffer, begun (with its leading barrier) if need be, for a
+  // command that reads `read` and writes `write` (a barrier first where they overlap
+  // what queued commands since the last barrier wrote, or write what they read).
+  VkCommandBuffer open_transfer(const Span& read, const Span& write);
   void flush_transfer();
   // A one-time transfer command buffer begun / ended with barriers against everything
   // submitted before / after it (and for host reads at the end).
-  void begin_transfer(VkCommandBuffer cb);
-  void end_transfer(VkCommandBuffer cb);
+  // queued: a ring slot's (LLM_VULKAN_STEP_TIMES times those); done: an event to set
+  // at the end.
+  void begin_transfer(VkCommandBuffer cb, bool queued = false);
+  void end_transfer(VkCommandBuffer cb, bool queued = false, VkEvent done = VK_NULL_HANDLE);
   std::string cache_path() const;
   void save_pipeline_cache();
 
@@ -241,10 +255,18 @@ class Context {
     VkCommandBuffer cb = VK_NULL_HANDLE;
     bool busy = false;
     uint64_t use = 0;  // how many submissions the slot has carried
+    // One submission of the transfer and the program after it: the event the transfer
+    // sets at its end (a download waits for it, not for the program).
+    VkEvent transfer_done = VK_NULL_HANDLE;
+    bool with_program = false;
   };
   std::array<Slot, kRing> ring_{};
   size_t next_slot_ = 0;
-  int open_slot_ = -1;  // the slot whose transfer command buffer is open
+  int open_slot_ = -1;                          // the slot whose transfer command buffer is open
+  std::vector<Span> open_reads_, open_writes_;  // its commands' since its last barrier
+  // LLM_VULKAN_ONE_SUBMIT=1: a queued program goes out in one submission with the
+  // transfer before it (one submission boundary a step instead of two).
+  bool one_submit_ = false;
   struct Download {
     size_t slot;
     uint64_t use;  // the slot's submission that carries the copy
@@ -256,6 +278,7 @@ class Context {
   uint64_t downloads_started_ = 0, downloads_finished_ = 0;
   size_t readback_used_ = 0;
   std::unique_ptr<Buffer> readback_;  // host visible, for queued downloads
+  std::unique_ptr<StepTimes> step_times_;
   VkPipelineCache cache_ = VK_NULL_HANDLE;
   // LLM_VULKAN_PIPELINE_STATS=1: each pipeline's compiler statistics (registers, ...)
   // go to stderr as it is created, where the driver reports them.
