@@ -199,7 +199,8 @@ std::vector<std::vector<int32_t>> decode_all(Model& model,
                                              const std::vector<std::vector<int32_t>>& prompts,
                                              int n_new, const EngineOptions& o,
                                              std::chrono::milliseconds gap = 0ms,
-                                             uint64_t* preemptions = nullptr) {
+                                             uint64_t* preemptions = nullptr,
+                                             uint64_t* steps_ahead = nullptr) {
   Engine engine(model, nullptr, o);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const auto& p : prompts) {
@@ -211,6 +212,7 @@ std::vector<std::vector<int32_t>> decode_all(Model& model,
   wait_idle(engine);
   CHECK(engine.stats().pages_used == 0);
   if (preemptions) *preemptions = engine.stats().preemptions;
+  if (steps_ahead) *steps_ahead = engine.stats().steps_ahead;
   return out;
 }
 
@@ -261,8 +263,11 @@ void check_batch_invariance(const std::string& device) {
   auto backend = create_backend(device);
   const test::Reference ref = test::load_reference("llama2");
   auto model = Model::load(test::model_dir("llama2"), *backend);
-  CHECK(decode_all(*model, {ref.input_ids}, int(ref.greedy_ids.size()), batch_options(1, 16))[0] ==
-        ref.greedy_ids);
+  // GPU backends decode a step ahead of the host by default.
+  uint64_t ahead = 0;
+  CHECK(decode_all(*model, {ref.input_ids}, int(ref.greedy_ids.size()), batch_options(1, 16), 0ms,
+                   nullptr, &ahead)[0] == ref.greedy_ids);
+  CHECK(ahead > 0);
   const auto prompts = make_prompts(12, model->config().vocab_size, 1, 40);
   const int n_new = 20;
   const auto alone = decode_all(*model, prompts, n_new, batch_options(1, 16));
@@ -411,4 +416,76 @@ TEST_CASE("engine: seeded sampling is reproducible per request, also in a batch"
   auto s_other = engine.submit(other);
   for (auto& s : streams) CHECK(collect(*s).tokens == alone);
   CHECK(collect(*s_other).tokens != alone);
+}
+
+TEST_CASE("engine: decoding a step ahead gives the tokens of step-by-step decoding",
+          "[engine][ahead]") {
+  // The CPU backend does not overlap downloads (so the default is off there); forced
+  // on, the engine still queues each decode step before reading the ids before it.
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  const test::Reference ref = test::load_reference("llama2");
+  EngineOptions on = batch_options(1, 16), off = batch_options(1, 16);
+  on.decode_ahead = 1;
+  off.decode_ahead = 0;
+  {
+    Engine engine(*model, nullptr, on);
+    const Collected c = collect(
+        *engine.submit(greedy_request(ref.input_ids, static_cast<int>(ref.greedy_ids.size()))));
+    CHECK(c.finish == FinishReason::Length);
+    CHECK(c.tokens == ref.greedy_ids);
+    wait_idle(engine);
+    CHECK(engine.stats().steps_ahead > 0);
+    CHECK(engine.stats().pages_used == 0);
+  }
+  {
+    // No step is queued ahead past a known end (max_tokens 1: none at all).
+    Engine engine(*model, nullptr, on);
+    CHECK(collect(*engine.submit(greedy_request(ref.input_ids, 1))).tokens.size() == 1);
+    wait_idle(engine);
+    CHECK(engine.stats().steps_ahead == 0);
+  }
+  const auto prompts = make_prompts(6, model->config().vocab_size, 1, 40);
+  const auto alone = decode_all(*model, prompts, 20, off);
+  EngineOptions batch_on = batch_options(8, 32);
+  batch_on.decode_ahead = 1;
+  CHECK(decode_all(*model, prompts, 20, batch_on) == alone);
+  CHECK(decode_all(*model, prompts, 20, batch_on, 2ms) == alone);  // arriving while others run
+
+  // Device sampling with a temperature: a seed gives the same tokens either way.
+  GenerationRequest r = greedy_request({5, 17, 33}, 20);
+  r.sampling.temperature = 1.0f;
+  r.sampling.top_p = 1.0f;
+  r.sampling.seed = 7;
+  std::vector<std::vector<int32_t>> sampled;
+  for (const EngineOptions& o : {off, on}) {
+    Engine engine(*model, nullptr, o);
+    sampled.push_back(collect(*engine.submit(r)).tokens);
+  }
+  CHECK(sampled[0].size() == 20);
+  CHECK(sampled[0] == sampled[1]);
+}
+
+TEST_CASE("engine: a step ahead past a stop string is dropped", "[engine][ahead][stop]") {
+  TinyChatModel m;
+  EngineOptions on;
+  on.decode_ahead = 1;
+  Engine engine(*m.model, m.tokenizer.get(), on);
+  const std::vector<int32_t> prompt = m.tokenizer->encode("Once upon a time", true);
+  const Collected full = collect(*engine.submit(greedy_request(prompt, 24)));
+  REQUIRE(full.tokens.size() == 24);
+  // Stop at the text of the 6th token: the step queued after it is wasted, not emitted.
+  const std::string head =
+      m.tokenizer->decode({full.tokens.begin(), full.tokens.begin() + 5}, true);
+  const std::string six = m.tokenizer->decode({full.tokens.begin(), full.tokens.begin() + 6}, true);
+  REQUIRE(six.size() > head.size());
+  GenerationRequest rs = greedy_request(prompt, 24);
+  rs.stop = {six.substr(head.size())};
+  const Collected stopped = collect(*engine.submit(rs));
+  CHECK(stopped.finish == FinishReason::Stop);
+  CHECK(stopped.tokens.size() <= 6);
+  CHECK(full.text.rfind(stopped.text, 0) == 0);
+  wait_idle(engine);
+  CHECK(engine.stats().steps_ahead > 0);
+  CHECK(engine.stats().pages_used == 0);
 }

@@ -1,6 +1,8 @@
 #include "core/engine/engine.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/engine/kv_pages.h"
 #include "core/engine/step_runner.h"
@@ -139,6 +141,12 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
   runner_ = std::make_unique<StepRunner>(model, ro);
   // Allocate the cache now, so that running out of memory shows at start-up.
   runner_->executor_for(1, 1);
+  const char* ahead_env = std::getenv("LLM_DECODE_AHEAD");
+  const int ahead = ahead_env && (!std::strcmp(ahead_env, "0") || !std::strcmp(ahead_env, "1"))
+                        ? std::atoi(ahead_env)
+                        : opts_.decode_ahead;
+  decode_ahead_ = !runner_->has_recurrent_state() &&
+                  (ahead < 0 ? model.backend().downloads_overlap() : ahead == 1);
   for (int i = opts_.max_seqs - 1; i >= 0; i--) free_state_slots_.push_back(i);
   stats_.pages_total = n_pages;
   thread_ = std::thread([this] { loop(); });
@@ -300,74 +308,91 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
 }
 
 bool Engine::step() {
-  // Every decode token needs its slot: grow page tables oldest first, preempting
-  // the youngest sequences when pages run out.
-  std::sort(running_.begin(), running_.end(),
-            [](const auto& a, const auto& b) { return a->admitted < b->admitted; });
-  for (size_t i = 0; i < running_.size(); i++) {
-    Sequence* s = running_[i].get();
-    const int want = static_cast<int>(s->tokens.size());
-    while (!s->pages.reserve(*pages_, want)) {
-      if (running_.size() == 1) fail("internal: the KV cache cannot hold one sequence");
-      const bool self_youngest = running_.back().get() == s;
-      preempt_one(self_youngest ? nullptr : s);
-      if (self_youngest) break;
-    }
-  }
-  if (running_.empty()) return false;
-
-  // Decode tokens first, then prompt chunks in admission order.
-  int budget = opts_.prefill_chunk_size;
-  for (auto& s : running_) {
-    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-    s->take = pending == 1 ? 1 : 0;
-    budget -= s->take;
-  }
-  for (auto& s : running_) {
-    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-    if (pending > 1 && budget > 0) {
-      s->take = std::min(pending, budget);
-      budget -= s->take;
-    }
-  }
-  // Greedy and plain temperature rows without logprobs are sampled on the device by the
-  // step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
-  // their logits on the host.
-  std::vector<int32_t> tokens, positions;
-  std::vector<StepSeq> seqs;
   std::vector<Sequence*> in_step;
+  std::vector<StepSeq> seqs;
   std::vector<char> on_host;
   bool any_host = false, any_device = false;
-  for (auto& s : running_) {
-    if (s->take == 0) continue;
-    StepSeq q;
-    q.pages = &s->pages.pages();
-    q.state_slot = s->state_slot;
-    q.first = static_cast<int>(tokens.size());
-    q.count = s->take;
-    q.wants_logits = s->n_cached + s->take == static_cast<int>(s->tokens.size());
-    for (int i = 0; i < s->take; i++) {
-      tokens.push_back(s->tokens[s->n_cached + i]);
-      positions.push_back(s->n_cached + i);
+  if (!ahead_.empty()) {
+    // The step queued ahead: one device-sampled token for each of its sequences (those
+    // finished since are skipped below).
+    in_step = std::move(ahead_);
+    ahead_.clear();
+    for (size_t i = 0; i < in_step.size(); i++) {
+      StepSeq q;
+      q.first = static_cast<int>(i);
+      q.count = 1;
+      q.wants_logits = true;
+      seqs.push_back(q);
+      on_host.push_back(false);
     }
-    const bool host =
-        q.wants_logits && (!s->sampler.samples_on_device() || s->req.top_logprobs >= 0);
-    if (q.wants_logits && !host) {
-      q.temperature = s->sampler.params().temperature;
-      q.u = s->sampler.device_draw();
+    any_device = true;
+  } else {
+    // Every decode token needs its slot: grow page tables oldest first, preempting
+    // the youngest sequences when pages run out.
+    std::sort(running_.begin(), running_.end(),
+              [](const auto& a, const auto& b) { return a->admitted < b->admitted; });
+    for (size_t i = 0; i < running_.size(); i++) {
+      Sequence* s = running_[i].get();
+      const int want = static_cast<int>(s->tokens.size());
+      while (!s->pages.reserve(*pages_, want)) {
+        if (running_.size() == 1) fail("internal: the KV cache cannot hold one sequence");
+        const bool self_youngest = running_.back().get() == s;
+        preempt_one(self_youngest ? nullptr : s);
+        if (self_youngest) break;
+      }
     }
-    (host ? any_host : any_device) |= q.wants_logits;
-    on_host.push_back(host);
-    seqs.push_back(q);
-    in_step.push_back(s.get());
-  }
-  if (seqs.empty()) return false;
+    if (running_.empty()) return false;
 
-  runner_->run(tokens, positions, seqs);
+    // Decode tokens first, then prompt chunks in admission order.
+    int budget = opts_.prefill_chunk_size;
+    for (auto& s : running_) {
+      const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+      s->take = pending == 1 ? 1 : 0;
+      budget -= s->take;
+    }
+    for (auto& s : running_) {
+      const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+      if (pending > 1 && budget > 0) {
+        s->take = std::min(pending, budget);
+        budget -= s->take;
+      }
+    }
+    // Greedy and plain temperature rows without logprobs are sampled on the device by
+    // the step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
+    // their logits on the host.
+    std::vector<int32_t> tokens, positions;
+    for (auto& s : running_) {
+      if (s->take == 0) continue;
+      StepSeq q;
+      q.pages = &s->pages.pages();
+      q.state_slot = s->state_slot;
+      q.first = static_cast<int>(tokens.size());
+      q.count = s->take;
+      q.wants_logits = s->n_cached + s->take == static_cast<int>(s->tokens.size());
+      for (int i = 0; i < s->take; i++) {
+        tokens.push_back(s->tokens[s->n_cached + i]);
+        positions.push_back(s->n_cached + i);
+      }
+      const bool host =
+          q.wants_logits && (!s->sampler.samples_on_device() || s->req.top_logprobs >= 0);
+      if (q.wants_logits && !host) {
+        q.temperature = s->sampler.params().temperature;
+        q.u = s->sampler.device_draw();
+      }
+      (host ? any_host : any_device) |= q.wants_logits;
+      on_host.push_back(host);
+      seqs.push_back(q);
+      in_step.push_back(s.get());
+    }
+    if (seqs.empty()) return false;
+    runner_->run(tokens, positions, seqs);
+  }
+
   const int n_vocab = model_.config().vocab_size;
   std::vector<int32_t> sampled(in_step.size(), -1);
   if (any_device) {
-    const std::vector<int32_t>& ids = runner_->sampled();
+    std::vector<int32_t> ids;
+    if (any_host || !queue_ahead(in_step, ids)) ids = runner_->sampled();
     for (size_t i = 0; i < in_step.size(); i++)
       if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[i];
   }
@@ -395,6 +420,7 @@ bool Engine::step() {
   uint64_t prompt_run = 0, generated = 0;
   for (size_t i = 0; i < in_step.size(); i++) {
     Sequence& s = *in_step[i];
+    if (s.done) continue;  // finished while its step was queued ahead
     const bool was_prefill = s.take > 1 || s.n_cached < s.n_prompt;
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
@@ -402,14 +428,67 @@ bool Engine::step() {
     emit_token(s, sampled[i], on_host[i] ? logits.data() + i * size_t(n_vocab) : nullptr);
     generated++;
   }
-  running_.erase(
-      std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
-      running_.end());
+  erase_done();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.prompt_tokens += prompt_run;
   stats_.generated_tokens += generated;
   stats_.steps++;
   return true;
+}
+
+bool Engine::queue_ahead(const std::vector<Sequence*>& in_step, std::vector<int32_t>& last_ids) {
+  if (!decode_ahead_ || !waiting_.empty()) return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!incoming_.empty() || stop_) return false;
+  }
+  // Every running sequence decodes one device-sampled token in this step and does not
+  // stop at it by length (a stop at EOS or a stop string cannot be known: the step
+  // after it is then wasted).
+  size_t live = 0;
+  for (const auto& s : running_) live += s->done ? 0 : 1;
+  if (live != in_step.size()) return false;
+  for (const Sequence* s : in_step) {
+    const int next_len = static_cast<int>(s->tokens.size()) + 1;
+    if (s->done || s->take != 1 || s->n_cached + 1 != static_cast<int>(s->tokens.size()) ||
+        !s->sampler.samples_on_device() || s->req.top_logprobs >= 0 ||
+        (s->req.max_tokens > 0 && s->n_generated + 1 >= s->req.max_tokens) ||
+        next_len > context_size_)
+      return false;
+  }
+  if (!runner_->can_run_ahead(static_cast<int>(in_step.size()))) return false;
+  // The next token's slot (at position tokens.size()), without preempting anyone.
+  for (Sequence* s : in_step)
+    if (!s->pages.reserve(*pages_, static_cast<int>(s->tokens.size()) + 1)) return false;
+  std::vector<int32_t> positions;
+  std::vector<StepSeq> seqs;
+  for (size_t i = 0; i < in_step.size(); i++) {
+    Sequence* s = in_step[i];
+    StepSeq q;
+    q.pages = &s->pages.pages();
+    q.state_slot = s->state_slot;
+    q.first = static_cast<int>(i);
+    q.count = 1;
+    q.wants_logits = true;
+    q.temperature = s->sampler.params().temperature;
+    q.u = s->sampler.device_draw();
+    positions.push_back(static_cast<int>(s->tokens.size()));
+    seqs.push_back(q);
+  }
+  if (!runner_->run_ahead(positions, seqs, last_ids)) return false;
+  ahead_ = in_step;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.steps_ahead++;
+  return true;
+}
+
+void Engine::erase_done() {
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [&](const auto& s) {
+                                  return s->done && std::find(ahead_.begin(), ahead_.end(),
+                                                              s.get()) == ahead_.end();
+                                }),
+                 running_.end());
 }
 
 void Engine::loop() {
@@ -428,9 +507,7 @@ void Engine::loop() {
     // Cancellations, wherever the request is.
     for (auto& s : running_)
       if (s->stream->cancel_requested()) finish(*s, FinishReason::Cancelled);
-    running_.erase(
-        std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
-        running_.end());
+    erase_done();
     for (auto& s : waiting_)
       if (s->stream->cancel_requested()) finish(*s, FinishReason::Cancelled);
     waiting_.erase(
@@ -443,12 +520,14 @@ void Engine::loop() {
     } catch (const std::exception& e) {
       // A failed step (device error, out of memory) ends the requests it held.
       for (auto& s : running_) finish(*s, FinishReason::Error, e.what());
+      ahead_.clear();
       running_.clear();
     }
     publish_stats();
   }
   for (auto& s : running_) finish(*s, FinishReason::Cancelled);
   for (auto& s : waiting_) finish(*s, FinishReason::Cancelled);
+  ahead_.clear();
   running_.clear();
   waiting_.clear();
 }

@@ -37,6 +37,12 @@ struct EngineOptions {
   int max_queue = 0;  // waiting requests before submit() refuses; 0: unlimited
   // KV cache elements: F32 (exact), F16 or BF16 (half the memory and bandwidth).
   DType kv_dtype = DType::F32;
+  // Decode a step ahead of the host: while the sequences of a decode step all sample on
+  // the device, the next step is queued (its tokens fed on the device) before the ids
+  // are read, so the device does not wait for the host between tokens. A sequence that
+  // stops at a token wastes the step queued after it. -1: where the backend overlaps
+  // downloads with work (CUDA, Vulkan; LLM_DECODE_AHEAD=0|1 overrides), 0: off, 1: on.
+  int decode_ahead = -1;
 };
 
 struct GenerationRequest {
@@ -99,6 +105,7 @@ struct EngineStats {
   uint64_t prompt_tokens = 0;  // prompt tokens run, preemption recompute included
   uint64_t generated_tokens = 0;
   uint64_t steps = 0;
+  uint64_t steps_ahead = 0;  // decode steps queued before the ids of the one before were read
   uint64_t preemptions = 0;
 };
 
@@ -130,6 +137,12 @@ class Engine {
   void preempt_one(const Sequence* keep);
   void publish_stats();  // scheduler thread: running/waiting/pages into stats_
   void emit_token(Sequence& s, int32_t token, const float* logits);
+  // Queues the next decode step of in_step (each sequence's next token fed on the device)
+  // where every running sequence is in it and will go on; then last_ids holds the ids
+  // of the step before it. False (nothing queued) otherwise.
+  bool queue_ahead(const std::vector<Sequence*>& in_step, std::vector<int32_t>& last_ids);
+  // Removes finished sequences from running_ (not those of a step queued ahead).
+  void erase_done();
 
   Model& model_;
   const Tokenizer* tokenizer_;
@@ -151,6 +164,9 @@ class Engine {
   // Owned by the scheduler thread.
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
+  bool decode_ahead_ = false;
+  // The sequences of the decode step queued ahead, in row order (empty: none queued).
+  std::vector<Sequence*> ahead_;
   std::thread thread_;
 };
 

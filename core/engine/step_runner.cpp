@@ -70,22 +70,19 @@ Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
   return *executors_.emplace(key, std::move(ex)).first->second;
 }
 
-void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
-                     const std::vector<StepSeq>& seqs) {
-  const int n_real = static_cast<int>(tokens.size());
-  const int s_real = static_cast<int>(seqs.size());
-  if (n_real == 0 || s_real == 0) fail("internal: empty step");
-  if (n_real > opts_.max_tokens || s_real > opts_.max_seqs)
-    fail("internal: step of %d tokens / %d sequences exceeds %d / %d", n_real, s_real,
-         opts_.max_tokens, opts_.max_seqs);
-  const int T = bucket(n_real, opts_.max_tokens);
+std::pair<int, int> StepRunner::buckets(int n_tokens, int n_seqs) const {
+  const int T = bucket(n_tokens, opts_.max_tokens);
   // Padding tokens belong to a padding sequence, so keep a row for it.
-  const int S = bucket(s_real + (T > n_real ? 1 : 0), opts_.max_seqs + 1);
+  const int S = bucket(n_seqs + (T > n_tokens ? 1 : 0), opts_.max_seqs + 1);
+  return {T, S};
+}
+
+void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
+                                 const std::vector<int32_t>& positions,
+                                 const std::vector<StepSeq>& seqs) {
+  const int s_real = static_cast<int>(seqs.size());
   const int P = opts_.max_pages_per_seq;
   const int ps = opts_.page_size;
-  Executor& ex = executor_for(T, S);
-
-  in_tokens_.assign(T, 0);
   in_pos_.assign(T, 0);
   in_seq_.assign(T, s_real < S ? s_real : 0);
   in_slots_.resize(T);
@@ -93,9 +90,8 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
   in_rows_.assign(S, 0);
   in_states_.assign(S, scratch_row_);
   in_params_.assign(2 * static_cast<size_t>(S), 0.f);
-  std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
   std::copy(positions.begin(), positions.end(), in_pos_.begin());
-  for (int t = n_real; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n_real) % ps;
+  for (int t = n; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n) % ps;
   for (int s = 0; s < s_real; s++) {
     const StepSeq& q = seqs[s];
     const std::vector<int>& pages = *q.pages;
@@ -114,7 +110,6 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
   auto set = [&](const char* name, const std::vector<int32_t>& v) {
     ex.set_input(name, v.data(), v.size() * sizeof(int32_t));
   };
-  set(step_io::kTokens, in_tokens_);
   set(step_io::kPositions, in_pos_);
   set(step_io::kSeqIds, in_seq_);
   set(step_io::kSlots, in_slots_);
@@ -122,11 +117,57 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
   set(step_io::kLogitRows, in_rows_);
   ex.set_input(step_io::kSampleParams, in_params_.data(), in_params_.size() * sizeof(float));
   if (ex.graph().find(step_io::kStateSlots) >= 0) set(step_io::kStateSlots, in_states_);
+}
+
+void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                     const std::vector<StepSeq>& seqs) {
+  const int n_real = static_cast<int>(tokens.size());
+  const int s_real = static_cast<int>(seqs.size());
+  if (n_real == 0 || s_real == 0) fail("internal: empty step");
+  if (n_real > opts_.max_tokens || s_real > opts_.max_seqs)
+    fail("internal: step of %d tokens / %d sequences exceeds %d / %d", n_real, s_real,
+         opts_.max_tokens, opts_.max_seqs);
+  const auto [T, S] = buckets(n_real, s_real);
+  Executor& ex = executor_for(T, S);
+  in_tokens_.assign(T, 0);
+  std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
+  ex.set_input(step_io::kTokens, in_tokens_.data(), in_tokens_.size() * sizeof(int32_t));
+  set_step_inputs(ex, T, S, n_real, positions, seqs);
   have_logits_ = have_sampled_ = false;
   last_ = nullptr;
   ex.run();
   last_ = &ex;
   last_rows_ = s_real;
+}
+
+bool StepRunner::can_run_ahead(int n_seqs) const {
+  if (!last_ || n_seqs <= 0 || n_seqs != last_rows_) return false;
+  // The token input takes the sampled ids whole: one row per token, same executor.
+  const auto [T, S] = buckets(n_seqs, n_seqs);
+  const auto it = executors_.find({T, S});
+  return T == S && it != executors_.end() && it->second.get() == last_;
+}
+
+bool StepRunner::run_ahead(const std::vector<int32_t>& positions, const std::vector<StepSeq>& seqs,
+                           std::vector<int32_t>& last_ids) {
+  const int n = static_cast<int>(seqs.size());
+  if (!can_run_ahead(n) || static_cast<int>(positions.size()) != n) return false;
+  for (int s = 0; s < n; s++)
+    if (seqs[s].first != s || seqs[s].count != 1) return false;
+  const auto [T, S] = buckets(n, n);
+  Executor& ex = *last_;
+  // Queued in this order: the ids' download, their copy into the token input, the step
+  // (which then overwrites them).
+  sampled_.resize(static_cast<size_t>(n));
+  const uint64_t ticket =
+      ex.start_read_output(step_io::kSampled, sampled_.data(), sampled_.size() * sizeof(int32_t));
+  ex.feed_input(step_io::kTokens, ex, step_io::kSampled);
+  set_step_inputs(ex, T, S, n, positions, seqs);
+  have_logits_ = have_sampled_ = false;
+  ex.run();
+  model_.backend().finish_download(ticket);
+  last_ids = sampled_;
+  return true;
 }
 
 const std::vector<float>& StepRunner::logits() {

@@ -49,6 +49,15 @@ class StepRunner {
            const std::vector<StepSeq>& seqs);
   const std::vector<float>& logits();
   const std::vector<int32_t>& sampled();
+  // Decoding a step ahead of the host: queues the next step of the last step's
+  // sequences (in the same order), one token each, the ids the last step sampled (fed
+  // to it on the device), and then returns those ids (read while the new step runs).
+  // False (nothing queued) where the tokens cannot be fed that way: the step's token
+  // and sequence buckets differ, or there was no such step.
+  bool run_ahead(const std::vector<int32_t>& positions, const std::vector<StepSeq>& seqs,
+                 std::vector<int32_t>& last_ids);
+  // Whether run_ahead can queue a step of n sequences after the last one.
+  bool can_run_ahead(int n_seqs) const;
 
   // Zeroes a recurrent-state row (a sequence starting in that slot).
   void clear_state_row(int slot);
@@ -66,6 +75,12 @@ class StepRunner {
 
  private:
   TensorRef resolve_state(const TensorInfo& t);
+  // The step's buckets (tokens T, sequences S) for n tokens of s sequences.
+  std::pair<int, int> buckets(int n_tokens, int n_seqs) const;
+  // Sets every input of ex but the tokens (the sequences' rows, positions, slots, page
+  // tables, logit rows, sampling parameters and state rows) for a step of n tokens.
+  void set_step_inputs(Executor& ex, int T, int S, int n, const std::vector<int32_t>& positions,
+                       const std::vector<StepSeq>& seqs);
 
   Model& model_;
   StepRunnerOptions opts_;
