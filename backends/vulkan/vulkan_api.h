@@ -60,11 +60,6 @@ namespace llm::vk {
   X(vkCmdWriteTimestamp)           \
   X(vkCmdResetQueryPool)           \
   X(vkCmdCopyQueryPoolResults)     \
-  X(vkCreateEvent)                 \
-  X(vkDestroyEvent)                \
-  X(vkCmdSetEvent)                 \
-  X(vkGetEventStatus)              \
-  X(vkResetEvent)                  \
   X(vkCreateQueryPool)             \
   X(vkDestroyQueryPool)            \
   X(vkGetQueryPoolResults)         \

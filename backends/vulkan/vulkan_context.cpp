@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <thread>
 
 #include "backends/vulkan/vulkan_shaders.h"
 #include "backends/vulkan/vulkan_step_times.h"
@@ -491,14 +490,9 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &transfer_cb_));
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
-  const char* one_submit = std::getenv("LLM_VULKAN_ONE_SUBMIT");
-  one_submit_ = one_submit && std::strcmp(one_submit, "1") == 0;
-  VkEventCreateInfo eci{};
-  eci.sType = VK_STRUCTURE_TYPE_EVENT_CREATE_INFO;
   for (Slot& slot : ring_) {
     LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &slot.fence));
     LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &slot.cb));
-    if (one_submit_) LLM_VK_CHECK(d_.vkCreateEvent(device_, &eci, nullptr, &slot.transfer_done));
   }
 
   // Unified-memory devices (integrated GPUs, CPU drivers): device-local memory the host
@@ -579,10 +573,8 @@ Context::~Context() {
   memory_.reset();
   staging_memory_.reset();
   small_memory_.reset();
-  for (Slot& slot : ring_) {
+  for (Slot& slot : ring_)
     if (slot.fence) d_.vkDestroyFence(device_, slot.fence, nullptr);
-    if (slot.transfer_done) d_.vkDestroyEvent(device_, slot.transfer_done, nullptr);
-  }
   if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
   if (device_) d_.vkDestroyDevice(device_, nullptr);
 }
@@ -740,7 +732,6 @@ void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
   LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
   slot.busy = true;
   slot.use++;
-  slot.with_program = false;
 }
 
 void Context::wait_idle() {
@@ -753,23 +744,6 @@ void Context::wait_idle() {
 }
 
 void Context::submit_queued(VkCommandBuffer cb) {
-  if (one_submit_ && open_slot_ >= 0) {
-    const size_t i = static_cast<size_t>(open_slot_);
-    open_slot_ = -1;
-    Slot& slot = ring_[i];
-    end_transfer(slot.cb, true, slot.transfer_done);
-    const VkCommandBuffer cbs[2] = {slot.cb, cb};
-    VkSubmitInfo si{};
-    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-    si.commandBufferCount = 2;
-    si.pCommandBuffers = cbs;
-    LLM_VK_CHECK(d_.vkResetFences(device_, 1, &slot.fence));
-    LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
-    slot.busy = true;
-    slot.use++;
-    slot.with_program = true;
-    return;
-  }
   flush_transfer();
   submit_in_slot(acquire_slot(), cb);
 }
@@ -808,7 +782,6 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
     return cb;
   }
   const size_t i = acquire_slot();
-  if (ring_[i].transfer_done) LLM_VK_CHECK(d_.vkResetEvent(device_, ring_[i].transfer_done));
   begin_transfer(ring_[i].cb, true);
   open_slot_ = static_cast<int>(i);
   open_reads_.assign(1, read);
@@ -837,14 +810,13 @@ void Context::begin_transfer(VkCommandBuffer cb, bool queued) {
   if (queued && step_times_) step_times_->transfer_begin(cb);
 }
 
-void Context::end_transfer(VkCommandBuffer cb, bool queued, VkEvent done) {
+void Context::end_transfer(VkCommandBuffer cb, bool queued) {
   if (queued && step_times_) step_times_->transfer_end(cb);
   // Before everything submitted after, and visible to the host (staging, readback).
   cmd_memory_barrier(
       d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
       VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
       VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
-  if (done) d_.vkCmdSetEvent(cb, done, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT);
   LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
 }
 
@@ -899,18 +871,8 @@ void Context::finish_download(uint64_t ticket) {
   Slot& slot = ring_[dl.slot];
   // The slot has carried later submissions only after its fence was waited for.
   if (slot.busy && slot.use == dl.use) {
-    if (slot.with_program) {
-      // The program after the transfer may still run: wait for the transfer alone.
-      for (;;) {
-        const VkResult r = d_.vkGetEventStatus(device_, slot.transfer_done);
-        if (r == VK_EVENT_SET) break;
-        if (r != VK_EVENT_RESET) LLM_VK_CHECK(r);
-        std::this_thread::yield();
-      }
-    } else {
-      LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
-      slot.busy = false;
-    }
+    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+    slot.busy = false;
   }
   if (dl.bytes) std::memcpy(dl.dst, readback_->mapped() + dl.at, dl.bytes);
   if (downloads_.empty()) readback_used_ = 0;

@@ -233,10 +233,9 @@ class Context {
   void flush_transfer();
   // A one-time transfer command buffer begun / ended with barriers against everything
   // submitted before / after it (and for host reads at the end).
-  // queued: a ring slot's (LLM_VULKAN_STEP_TIMES times those); done: an event to set
-  // at the end.
+  // queued: a ring slot's (LLM_VULKAN_STEP_TIMES times those).
   void begin_transfer(VkCommandBuffer cb, bool queued = false);
-  void end_transfer(VkCommandBuffer cb, bool queued = false, VkEvent done = VK_NULL_HANDLE);
+  void end_transfer(VkCommandBuffer cb, bool queued = false);
   std::string cache_path() const;
   void save_pipeline_cache();
 
@@ -255,18 +254,11 @@ class Context {
     VkCommandBuffer cb = VK_NULL_HANDLE;
     bool busy = false;
     uint64_t use = 0;  // how many submissions the slot has carried
-    // One submission of the transfer and the program after it: the event the transfer
-    // sets at its end (a download waits for it, not for the program).
-    VkEvent transfer_done = VK_NULL_HANDLE;
-    bool with_program = false;
   };
   std::array<Slot, kRing> ring_{};
   size_t next_slot_ = 0;
   int open_slot_ = -1;                          // the slot whose transfer command buffer is open
   std::vector<Span> open_reads_, open_writes_;  // its commands' since its last barrier
-  // LLM_VULKAN_ONE_SUBMIT=1: a queued program goes out in one submission with the
-  // transfer before it (one submission boundary a step instead of two).
-  bool one_submit_ = false;
   struct Download {
     size_t slot;
     uint64_t use;  // the slot's submission that carries the copy

@@ -222,14 +222,10 @@ class VulkanProgram final : public Program {
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
                               static_cast<uint32_t>(i + 1));
     }
-    // The host reads results itself only where memory is unified (discrete devices copy
-    // them out with a transfer, whose own barrier makes them visible to the host).
-    const char* hb = std::getenv("LLM_VULKAN_STEP_HOST_BARRIER");
-    const bool host = ctx_->unified() || !(hb && std::strcmp(hb, "0") == 0);
-    cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                       (host ? VK_PIPELINE_STAGE_HOST_BIT : 0) | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                       (host ? VK_ACCESS_HOST_READ_BIT : 0) | VK_ACCESS_TRANSFER_READ_BIT |
-                           VK_ACCESS_TRANSFER_WRITE_BIT);
+    cmd_memory_barrier(
+        d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+        VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     if (step_times) step_times->mark_step(cb, true);
     LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
     return cb;

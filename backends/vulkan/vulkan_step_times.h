@@ -6,7 +6,9 @@
 // and copies the two timestamps the step before it wrote (after its leading barrier and
 // at its end) into host memory. At exit the medians of the four intervals of a token go
 // to stderr: the transfer, from it to the step's first dispatch, the step, and from the
-// step's end to the next transfer.
+// step's end to the next transfer. The step's queries are reset by the transfer before
+// it, so a step run without one (a prefill, a synchronous step) writes them unreset:
+// the validation layer reports that, and such steps are not counted.
 #pragma once
 
 #include <cstdint>

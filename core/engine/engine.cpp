@@ -75,6 +75,8 @@ struct Engine::Sequence {
   StopMatcher stop;
   bool done = false;
   int take = 0;  // tokens of this sequence in the current step
+  // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
+  bool samples_on_device() const { return sampler.samples_on_device() && req.top_logprobs < 0; }
 };
 
 // ---------------------------------------------------------------- Engine
@@ -373,8 +375,7 @@ bool Engine::step() {
         tokens.push_back(s->tokens[s->n_cached + i]);
         positions.push_back(s->n_cached + i);
       }
-      const bool host =
-          q.wants_logits && (!s->sampler.samples_on_device() || s->req.top_logprobs >= 0);
+      const bool host = q.wants_logits && !s->samples_on_device();
       if (q.wants_logits && !host) {
         q.temperature = s->sampler.params().temperature;
         q.u = s->sampler.device_draw();
@@ -451,7 +452,7 @@ bool Engine::queue_ahead(const std::vector<Sequence*>& in_step, std::vector<int3
   for (const Sequence* s : in_step) {
     const int next_len = static_cast<int>(s->tokens.size()) + 1;
     if (s->done || s->take != 1 || s->n_cached + 1 != static_cast<int>(s->tokens.size()) ||
-        !s->sampler.samples_on_device() || s->req.top_logprobs >= 0 ||
+        !s->samples_on_device() ||
         (s->req.max_tokens > 0 && s->n_generated + 1 >= s->req.max_tokens) ||
         next_len > context_size_)
       return false;
