@@ -284,8 +284,8 @@ std::string check_op(const Node& node, const std::vector<const TensorInfo*>& inp
       if (output.dtype != DType::I32) return "sample: the output must be i32";
       if (inputs[0]->shape.rank < 1 || inputs[0]->shape.row_len() < 1)
         return "sample: x has no columns";
-      if (inputs[1]->shape.numel() != 2 * inputs[0]->shape.rows())
-        return "sample: params must be [rows, 2] (temperature, u)";
+      if (inputs[1]->shape.numel() != kSampleParamCount * inputs[0]->shape.rows())
+        return "sample: params must be [rows, 5] (temperature, u, top_k, top_p, min_p)";
       if (output.shape.numel() != inputs[0]->shape.rows()) return "sample: one output per row of x";
       return "";
     }

@@ -71,18 +71,31 @@ enum class Op : uint8_t {
   // max = m'. The state row is updated in place. An all-zero row is a fresh sequence
   // (num = den = 0 represents the same sums as HF's max = -1e38).
   Wkv,
-  // One token per row of logits. in: x [R, N] f32, params [R, 2] f32 = (temperature,
-  // u); out [R] i32. Temperature 0: the index of the largest value (the first of equal
-  // ones; NaN ranks below every number; a row of NaNs gives 0). Above 0: with weights
-  // w_i = exp((x_i - max) / temperature) (NaN weighs 0), the first index, in index
-  // order, at which the running sum exceeds u * sum(w), u in [0, 1) (the argmax when
-  // the sum is not a positive finite number). Greedy and plain temperature sampling
-  // read these R ids instead of R x vocab logits.
+  // One token per row of logits. in: x [R, N] f32, params [R, kSampleParamCount] f32 =
+  // (temperature, u, top_k, top_p, min_p); out [R] i32. Temperature 0: the index of the
+  // largest value (the first of equal ones; NaN ranks below every number; a row of NaNs
+  // gives 0). Above 0 (the argmax when the largest value is not finite), with weights
+  // w_i = exp((x_i - max) / temperature) (NaN weighs 0) and u in [0, 1): the first
+  // index, in index order, at which the running sum of the kept tokens' weights
+  // exceeds u * their sum. Every token is kept unless a cut is on (top_k > 0, top_p <
+  // 1, min_p > 0); then the kept tokens are the first `keep` of the non-NaN tokens
+  // ordered by value (descending, equal values by index), keep = min(K, P, M):
+  //   K = top_k when 0 < top_k < their count, else their count;
+  //   P = when top_p < 1, the shortest prefix whose mass reaches top_p of the first K's
+  //       mass, masses in fixed point for one answer on every device: a token's is
+  //       floor(w_i * 2^31), sums are exact, and the target is floor(S_K * t / 2^24)
+  //       with t = floor(top_p * 2^24);
+  //   M = when min_p > 0, the tokens with (x_i - max) / temperature >= ln(min_p)
+  //       (w_i >= min_p), a prefix of the order.
+  // Greedy and filtered sampling read these R ids instead of R x vocab logits.
   Sample,
   kCount
 };
 
 const char* op_name(Op op);
+
+// Op::Sample's parameters per row: temperature, u, top_k, top_p, min_p.
+inline constexpr int kSampleParamCount = 5;
 
 enum class RopeStyle : uint8_t { NeoX, GptJ };
 

@@ -1,8 +1,10 @@
-// Op::Sample: one token per row of x [R, N] with params [R, 2] = (temperature, u).
-// Temperature 0: the index of the largest value (the first of equal ones; NaN ranks
-// below every number; a row of NaNs gives 0). Above 0: the first index at which the
-// running sum of exp((x - max) / temperature) exceeds u * sum (float sums: the CPU
-// reference sums in double, so a draw within rounding of a boundary may differ).
+// Op::Sample: one token per row of x [R, N] with params [R, 5] = (temperature, u,
+// top_k, top_p, min_p). Temperature 0: the index of the largest value (the first of
+// equal ones; NaN ranks below every number; a row of NaNs gives 0). Above 0: the first
+// index at which the running sum of the kept tokens' exp((x - max) / temperature)
+// exceeds u * their sum (float sums: the CPU reference sums in double, so a draw within
+// rounding of a boundary may differ); the cuts that decide which are kept are
+// sample_cut.glsl's.
 // SPLITS workgroups per row, each over a contiguous part of it: invocations keep the
 // best of strided elements, a shared-memory tree merges them, and the last workgroup
 // of the row to finish (a counter) merges the parts' bests, so a long row is read by
@@ -26,10 +28,17 @@ layout(push_constant) uniform P {
   uint x_off, params_off, out_off, rows, n;
 } p;
 
+#include "sample_cut.glsl"
+
 shared float best_v[WG];
 shared int best_i[WG];
 shared float sums[WG];
 shared int picked;
+// The cuts of the row being drawn: tokens after (cut_key, cut_idx) in the order by value
+// are dropped (cut_on), and those below log(min_p) (log_min_p, -inf when off).
+shared bool cut_on;
+shared uint cut_key, cut_idx;
+shared float log_min_p;
 shared bool merging;
 
 // (v, i) beats (bv, bi): a number above bv, or equal to it at a smaller index; an index
@@ -53,6 +62,47 @@ void reduce_best(float bv, int bi) {
   }
 }
 
+// Whether token i of value v survives the row's cuts.
+bool kept(uint i, float v, float m, float inv_t) {
+  if ((v - m) * inv_t < log_min_p) return false;
+  if (!cut_on) return true;
+  const uint k = order_key(v);
+  return k > cut_key || (k == cut_key && i <= cut_idx);
+}
+
+// Sets the row's cuts (Op::Sample): the boundary of top-k, then of top-p within it.
+// Uniform control flow; barriers inside.
+void apply_cuts(uint base, uint n, float temperature, float top_k, float top_p, float min_p) {
+  const uint tid = gl_LocalInvocationID.x;
+  if (tid == 0u) {
+    cut_on = false;
+    log_min_p = min_p > 0.0 ? log(min_p) : uintBitsToFloat(0xff800000u);
+  }
+  barrier();
+  const float m = best_v[0];
+  if (!(temperature > 0.0) || best_i[0] < 0 || isinf(m)) return;
+  const float inv_t = 1.0 / temperature;
+  const bool by_k = top_k >= 1.0 && top_k < float(n);
+  uvec2 s_k = uvec2(0u);
+  if (by_k) {
+    select_boundary(base, n, m, inv_t, false, false, uvec2(uint(top_k), 0u));
+    s_k = b_mass;
+  }
+  if (top_p < 1.0) {
+    const uint t = uint(top_p * 16777216.0);
+    if (by_k)
+      select_boundary(base, n, m, inv_t, true, false, top_p_target(s_k, t));
+    else
+      select_boundary(base, n, m, inv_t, true, true, uvec2(t, 0u));
+  }
+  if (tid == 0u && (by_k || top_p < 1.0)) {
+    cut_on = true;
+    cut_key = b_key;
+    cut_idx = b_idx;
+  }
+  barrier();
+}
+
 // The id of the row of n logits from element base whose best (reduce_best) is in
 // best_v[0], best_i[0], into
 // `picked`: the argmax, or above temperature 0 the inverse-CDF draw at u. Each
@@ -70,7 +120,7 @@ void sample_pick(uint base, uint n, float temperature, float u) {
     float sum = 0.0;
     for (uint i = lo; i < hi; i++) {
       const float v = x[base + i];
-      if (!isnan(v)) sum += exp((v - m) * inv_t);
+      if (!isnan(v) && kept(i, v, m, inv_t)) sum += exp((v - m) * inv_t);
     }
     // Inclusive scan (Hillis-Steele) over the chunk sums.
     sums[tid] = sum;
@@ -90,7 +140,7 @@ void sample_pick(uint base, uint n, float temperature, float u) {
         int last = -1, pick = -1;
         for (uint i = lo; i < hi && pick < 0; i++) {
           const float v = x[base + i];
-          if (isnan(v)) continue;
+          if (isnan(v) || !kept(i, v, m, inv_t)) continue;
           const float w = exp((v - m) * inv_t);
           run += w;
           if (w > 0.0) last = int(i);
@@ -148,7 +198,9 @@ void main() {
       const uvec2 e = tid < SPLITS ? part[row * SPLITS + tid] : uvec2(0u, 0xffffffffu);
       reduce_best(uintBitsToFloat(e.x), int(e.y));
     }
-    sample_pick(base, p.n, params[p.params_off + 2u * row], params[p.params_off + 2u * row + 1u]);
+    const uint po = p.params_off + 5u * row;
+    apply_cuts(base, p.n, params[po], params[po + 2u], params[po + 3u], params[po + 4u]);
+    sample_pick(base, p.n, params[po], params[po + 1u]);
     if (tid == 0u) outv[p.out_off + row] = picked;
     barrier();
   }

@@ -1,6 +1,7 @@
 #include "backend_test_util.h"
 
 #include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
@@ -147,10 +148,88 @@ HostT sample_params_input(int64_t R, std::mt19937& rng) {
   std::uniform_real_distribution<float> uni(0.f, 1.f);
   std::vector<float> p;
   for (int64_t r = 0; r < R; r++) {
-    p.push_back(temps[r % 3]);
-    p.push_back(uni(rng));
+    const std::vector<float> row = sample_row_params(temps[r % 3], uni(rng));
+    p.insert(p.end(), row.begin(), row.end());
   }
-  return f32_tensor({R, 2}, p);
+  return f32_tensor({R, kSampleParamCount}, p);
+}
+
+void check_sample_cuts(Backend& gpu) {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(23);
+  // (temperature, top_k, top_p, min_p)
+  const std::vector<std::array<float, 4>> settings = {
+      {0.7f, 40, 1, 0},      {1.f, 0, 0.9f, 0}, {1.3f, 0, 0.5f, 0.05f}, {0.8f, 1000, 0.95f, 0},
+      {1.f, 5000, 1, 0.01f}, {0.6f, 1, 1, 0},   {1.f, 0, 0.999f, 0},    {2.f, 3, 0.3f, 0},
+      {1.f, 0, 1, 0.2f},     {1.5f, 700, 1, 0}};
+  const int kinds = 5;
+  int compared = 0, total = 0;
+  for (const int64_t N : {7, 1000, 32003, 151936}) {
+    const int64_t R = static_cast<int64_t>(settings.size());
+    for (int shift = 0; shift < kinds; shift++) {
+      CAPTURE(N, shift);
+      std::vector<float> x = uniform(R * N, rng, -10.f, 10.f);
+      std::uniform_int_distribution<int64_t> col(0, N - 1);
+      for (int64_t r = 0; r < R; r++) {
+        float* row = x.data() + r * N;
+        switch ((r + shift) % kinds) {
+          case 1:  // a few tokens far above the rest
+            for (float top : {20.f, 19.5f, 19.f, 18.f}) row[col(rng)] = top;
+            break;
+          case 2:  // few distinct values: long runs of equal ones
+            for (int64_t i = 0; i < N; i++) row[i] = std::round(row[i] * 0.2f) * 0.5f;
+            break;
+          case 3:  // all equal
+            std::fill(row, row + N, 1.f);
+            break;
+          case 4:  // NaN and -inf among them
+            for (int64_t i = 0; i < N; i += 3) row[i] = i % 2 ? NAN : -INFINITY;
+            break;
+          default:
+            break;
+        }
+      }
+      std::uniform_real_distribution<float> uni(0.02f, 0.98f);
+      std::vector<float> params;
+      for (int64_t r = 0; r < R; r++) {
+        const auto& st = settings[r];
+        const std::vector<float> p = sample_row_params(st[0], uni(rng), st[1], st[2], st[3]);
+        params.insert(params.end(), p.begin(), p.end());
+      }
+      const HostT xt = f32_tensor({R, N}, x);
+      const HostT ids = i32_tensor({R}, std::vector<int32_t>(R, -1));
+      auto pick = [&](Backend& be, const std::vector<float>& p) {
+        OneNode n(be, make_node(Op::Sample), {xt, f32_tensor({R, kSampleParamCount}, p)}, ids);
+        n.run();
+        std::vector<int32_t> v(R);
+        std::memcpy(v.data(), n.output().data(), 4 * R);
+        return v;
+      };
+      const std::vector<int32_t> want = pick(*cpu, params), got = pick(gpu, params);
+      // The CPU's picks with u, then top_p, nudged either way.
+      std::vector<std::vector<int32_t>> nudged;
+      for (int field : {1, 3})
+        for (float d : {-2e-6f, 2e-6f}) {
+          std::vector<float> p = params;
+          for (int64_t r = 0; r < R; r++) {
+            float& v = p[kSampleParamCount * r + field];
+            if (field == 1 || v < 1.f) v = std::clamp(v + d, 0.f, field == 1 ? 0.999f : 1.f);
+          }
+          nudged.push_back(pick(*cpu, p));
+        }
+      for (int64_t r = 0; r < R; r++) {
+        total++;
+        bool stable = true;
+        for (const auto& v : nudged) stable = stable && v[r] == want[r];
+        if (!stable) continue;
+        compared++;
+        INFO("row " << r << " kind " << (r + shift) % kinds << " setting " << r);
+        CHECK(got[r] == want[r]);
+      }
+    }
+  }
+  INFO(compared << " of " << total << " rows compared");
+  CHECK(compared >= total * 8 / 10);
 }
 
 std::string attention_case_name(const AttentionCase& c) {
@@ -256,9 +335,11 @@ void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
     CHECK(logits[ph.lo] == logits[ph.top]);
     CHECK(logits[ph.pair] == logits[ph.top]);
     // The CPU's Sample of the very logits the GEMV wrote.
-    OneNode ref(*cpu, make_node(Op::Sample),
-                {f32_tensor({1, N}, logits), f32_tensor({1, 2}, {draws[i].first, draws[i].second})},
-                i32_tensor({1}, {-1}));
+    OneNode ref(
+        *cpu, make_node(Op::Sample),
+        {f32_tensor({1, N}, logits),
+         f32_tensor({1, kSampleParamCount}, sample_row_params(draws[i].first, draws[i].second))},
+        i32_tensor({1}, {-1}));
     ref.run();
     int32_t want = -1;
     std::memcpy(&want, ref.output().data(), 4);

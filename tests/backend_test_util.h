@@ -78,6 +78,12 @@ double compare_backends(Backend& ref, Backend& dev, const Node& node, const std:
 HostT sample_rows_input(int64_t R, int64_t N, std::mt19937& rng);
 // Its params [R, 2]: temperatures 0, 0.7, 1.3 in turn and random draws u.
 HostT sample_params_input(int64_t R, std::mt19937& rng);
+// Op::Sample with top-k / top-p / min-p cuts on gpu against the CPU backend: rows of
+// spread, peaked, tied (more equal values than fit a shared-memory sort), flat and
+// NaN / -inf logits, short and vocabulary-long. Rows whose CPU pick moves when u or
+// top_p moves by 2e-6 (a draw at a boundary, where rounding may decide) are skipped;
+// at least 80% must be compared, and those must match.
+void check_sample_cuts(Backend& gpu);
 
 // One shape of Op::Attention for the op tests: heads, head dims, window, softcap and
 // the dtypes of the K and V caches.

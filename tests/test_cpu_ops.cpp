@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
@@ -26,6 +27,7 @@ namespace {
 using namespace llm;
 
 using llm::test::Bytes;
+using llm::test::sample_row_params;
 using llm::test::to_bytes;
 using llm::test::uniform;
 
@@ -789,17 +791,26 @@ TEST_CASE("cpu element-wise ops", "[cpu][elementwise]") {
 
 namespace {
 
-// Runs Op::Sample on rows x [R, N] with params [R, 2]; the ids.
+// Runs Op::Sample on rows x [R, N] with params [R, 5]; the ids.
 std::vector<int32_t> run_sample(Backend& be, const std::vector<float>& x, int64_t R, int64_t N,
                                 const std::vector<float>& params) {
   Graph g;
   const TensorId tx = g.input("x", DType::F32, {R, N});
-  const TensorId tp = g.input("params", DType::F32, {R, 2});
+  const TensorId tp = g.input("params", DType::F32, {R, kSampleParamCount});
   g.add(Op::Sample, "ids", {tx, tp}, DType::I32, {R});
   const Bytes y = run_node(be, g, {{tx, to_bytes(x)}, {tp, to_bytes(params)}});
   std::vector<int32_t> ids(static_cast<size_t>(R));
   std::memcpy(ids.data(), y.data(), y.size());
   return ids;
+}
+
+std::vector<float> greedy_params(int64_t R) {
+  std::vector<float> p;
+  for (int64_t r = 0; r < R; r++) {
+    const std::vector<float> row = sample_row_params(0.f, 0.f);
+    p.insert(p.end(), row.begin(), row.end());
+  }
+  return p;
 }
 
 }  // namespace
@@ -814,15 +825,14 @@ TEST_CASE("cpu sample at temperature 0: the first of equal maxima, NaN below eve
   std::vector<float> x;
   for (const auto& r : rows) x.insert(x.end(), r.begin(), r.end());
   const int64_t R = static_cast<int64_t>(rows.size());
-  for (auto& be : backends_1_and_3())
-    CHECK(run_sample(*be, x, R, 4, std::vector<float>(2 * R, 0.f)) == want);
+  for (auto& be : backends_1_and_3()) CHECK(run_sample(*be, x, R, 4, greedy_params(R)) == want);
   // Against llm::argmax (the host sampler's greedy pick) on rows without NaN.
   std::mt19937 rng(3);
   auto be = make_cpu_backend(2);
   const int64_t N = 32003;
   std::vector<float> v = uniform(9 * N, rng, -4.f, 4.f);
   v[5 * N + 17] = v[5 * N + 900] = 9.f;
-  const std::vector<int32_t> ids = run_sample(*be, v, 9, N, std::vector<float>(18, 0.f));
+  const std::vector<int32_t> ids = run_sample(*be, v, 9, N, greedy_params(9));
   for (int64_t r = 0; r < 9; r++) CHECK(ids[r] == argmax(v.data() + r * N, static_cast<int>(N)));
 }
 
@@ -837,8 +847,8 @@ TEST_CASE("cpu sample with a temperature picks where the running sum passes u * 
   std::vector<float> x, params;
   for (const auto& c : cases) {
     x.insert(x.end(), row.begin(), row.end());
-    params.push_back(c.first);
-    params.push_back(c.second);
+    const std::vector<float> p = sample_row_params(c.first, c.second);
+    params.insert(params.end(), p.begin(), p.end());
   }
   CHECK(run_sample(*be, x, static_cast<int64_t>(cases.size()), 5, params) == want);
 
@@ -851,8 +861,8 @@ TEST_CASE("cpu sample with a temperature picks where the running sum passes u * 
   std::uniform_real_distribution<float> uni(0.f, 1.f);
   for (int i = 0; i < n; i++) {
     xs.insert(xs.end(), logits.begin(), logits.end());
-    ps.push_back(T);
-    ps.push_back(uni(rng));
+    const std::vector<float> p = sample_row_params(T, uni(rng));
+    ps.insert(ps.end(), p.begin(), p.end());
   }
   const std::vector<int32_t> ids = run_sample(*be, xs, n, 5, ps);
   std::vector<double> p(5);
@@ -862,6 +872,111 @@ TEST_CASE("cpu sample with a temperature picks where the running sum passes u * 
     const double freq = std::count(ids.begin(), ids.end(), i) / static_cast<double>(n);
     INFO("token " << i);
     CHECK(std::abs(freq - p[i] / z) < 0.015);
+  }
+}
+
+TEST_CASE("cpu sample with top-k, top-p and min-p keeps the right prefix of the order",
+          "[cpu][sample]") {
+  auto be = make_cpu_backend(2);
+  // Weights at temperature 1 relative to the largest: 0.25, 1, 0.5, 0.75 (order 1, 3, 2,
+  // 0; the sum 2.5), then -inf and NaN, never kept.
+  const std::vector<float> row = {std::log(0.25f), 0.f,       std::log(0.5f),
+                                  std::log(0.75f), -INFINITY, NAN};
+  struct Case {
+    float top_k, top_p, min_p, u;
+    int32_t want;
+  };
+  const std::vector<Case> cases = {
+      // top_k 2 keeps {1, 3} (weights 1, 0.75 in index order): u * 1.75 against 1.
+      {2, 1, 0, 0.5f, 1},
+      {2, 1, 0, 0.6f, 3},
+      // top_p 0.5: 1.25 of 2.5 needs 1 and 3; top_p 0.4 (1.0) needs 1 alone.
+      {0, 0.5f, 0, 0.2f, 1},
+      {0, 0.5f, 0, 0.9f, 3},
+      {0, 0.4f, 0, 0.9f, 1},
+      // min_p 0.6 keeps weights >= 0.6: {1, 3}; 0.8: {1}.
+      {0, 1, 0.6f, 0.9f, 3},
+      {0, 1, 0.8f, 0.9f, 1},
+      // top_k 3 then top_p 0.8 of its 2.25 (1.8): 1, 3, 2 (1.75 < 1.8); index order 1, 2,
+      // 3 with weights 1, 0.5, 0.75: u = 0.5 reaches 1.125 at 2.
+      {3, 0.8f, 0, 0.5f, 2},
+      {3, 0.8f, 0, 0.1f, 1},
+      // top_k past the row's numbers: nothing is cut, and -inf / NaN still weigh 0.
+      {6, 1, 0, 0.99f, 3},
+      // No cut: all four by index, 0.25 of 2.5 covers index 0 up to u = 0.1.
+      {0, 1, 0, 0.09f, 0},
+  };
+  std::vector<float> x, params;
+  std::vector<int32_t> want;
+  for (const Case& c : cases) {
+    x.insert(x.end(), row.begin(), row.end());
+    const std::vector<float> p = sample_row_params(1.f, c.u, c.top_k, c.top_p, c.min_p);
+    params.insert(params.end(), p.begin(), p.end());
+    want.push_back(c.want);
+  }
+  CHECK(run_sample(*be, x, static_cast<int64_t>(cases.size()), 6, params) == want);
+
+  // Equal values are ordered by index: top_k 2 of four equal keeps 0 and 1, as does
+  // top_p 0.5.
+  const std::vector<float> flat(4, 3.f);
+  std::vector<float> fx, fp;
+  for (const auto& [k, tp, u] : std::vector<std::tuple<float, float, float>>{
+           {2, 1, 0.25f}, {2, 1, 0.75f}, {0, 0.5f, 0.75f}, {3, 1, 0.9f}}) {
+    fx.insert(fx.end(), flat.begin(), flat.end());
+    const std::vector<float> p = sample_row_params(0.7f, u, k, tp);
+    fp.insert(fp.end(), p.begin(), p.end());
+  }
+  CHECK(run_sample(*be, fx, 4, 4, fp) == std::vector<int32_t>{0, 1, 1, 2});
+}
+
+TEST_CASE("cpu sample's cuts draw from the truncated, renormalized softmax", "[cpu][sample]") {
+  auto be = make_cpu_backend(2);
+  std::mt19937 rng(21);
+  const std::vector<float> logits = {0.3f, -1.2f, 1.1f, 0.f, 2.f, 1.1f, -0.4f, 0.9f};
+  const int64_t N = static_cast<int64_t>(logits.size());
+  const float T = 0.9f;
+  // (top_k, top_p, min_p)
+  for (const auto& [k, tp, mp] : std::vector<std::tuple<int, float, float>>{
+           {3, 1.f, 0.f}, {0, 0.7f, 0.f}, {0, 1.f, 0.3f}, {5, 0.8f, 0.1f}}) {
+    CAPTURE(k, tp, mp);
+    // The kept set from a plain sort (value descending, index ascending).
+    std::vector<int> order(N);
+    for (int i = 0; i < N; i++) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return logits[a] > logits[b]; });
+    std::vector<double> w(N);
+    for (int i = 0; i < N; i++) w[i] = std::exp((logits[i] - 2.f) / T);
+    int keep = k > 0 ? k : static_cast<int>(N);
+    double s_k = 0;
+    for (int i = 0; i < keep; i++) s_k += w[order[i]];
+    double run = 0;
+    int n_p = keep, n_m = 0;
+    for (int i = 0; i < keep; i++) {
+      run += w[order[i]];
+      if (run >= tp * s_k) {
+        n_p = i + 1;
+        break;
+      }
+    }
+    for (int i = 0; i < keep; i++) n_m += w[order[i]] >= mp ? 1 : 0;
+    keep = std::min({keep, n_p, n_m});
+    std::vector<double> p(N, 0.0);
+    double z = 0;
+    for (int i = 0; i < keep; i++) z += p[order[i]] = w[order[i]];
+    const int n = 20000;
+    std::vector<float> xs, ps;
+    std::uniform_real_distribution<float> uni(0.f, 1.f);
+    for (int i = 0; i < n; i++) {
+      xs.insert(xs.end(), logits.begin(), logits.end());
+      const std::vector<float> row = sample_row_params(T, uni(rng), k, tp, mp);
+      ps.insert(ps.end(), row.begin(), row.end());
+    }
+    const std::vector<int32_t> ids = run_sample(*be, xs, n, N, ps);
+    for (int i = 0; i < N; i++) {
+      const double freq = std::count(ids.begin(), ids.end(), i) / static_cast<double>(n);
+      INFO("token " << i);
+      CHECK(std::abs(freq - p[i] / z) < 0.015);
+    }
   }
 }
 

@@ -339,6 +339,12 @@ TEST_CASE("cuda sample picks what the cpu picks (argmax and temperature; ties, N
   }
 }
 
+TEST_CASE("cuda sample's top-k, top-p and min-p cuts keep what the cpu keeps", "[cuda][ops]") {
+  SKIP_WITHOUT_CUDA();
+  auto gpu = make_cuda_backend(0);
+  check_sample_cuts(*gpu);
+}
+
 TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda][ops][quant]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(17);
@@ -369,8 +375,8 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
             const TensorRef nr{bufs.put(to_bytes(nw)), 0, DType::F32, {K}};
             const TensorRef xnr{bufs.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
             const TensorRef lr{bufs.put(Bytes(N * 4)), 0, DType::F32, {1, N}};
-            DeviceBuffer* pb = bufs.put(Bytes(8));
-            const TensorRef pr{pb, 0, DType::F32, {1, 2}};
+            DeviceBuffer* pb = bufs.put(Bytes(4 * kSampleParamCount));
+            const TensorRef pr{pb, 0, DType::F32, {1, kSampleParamCount}};
             const TensorRef ir{bufs.put(Bytes(4)), 0, DType::I32, {1}};
             auto prog = gpu->compile({{&norm, {xr, nr}, xnr},
                                       {&head, {xnr, bufs.weight(w, wt, N, K, true)}, lr},
@@ -384,8 +390,8 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
             CHECK(alone == (fused ? 0 : 1));
             HeadSamples got;
             for (const auto& [t, u] : draws) {
-              const std::vector<float> p = {t, u};
-              gpu->upload(*pb, 0, p.data(), 8);
+              const std::vector<float> p = sample_row_params(t, u);
+              gpu->upload(*pb, 0, p.data(), 4 * kSampleParamCount);
               prog->run();
               int32_t id = -1;
               gpu->download(*ir.buffer, 0, &id, 4);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
+#include <tuple>
 
 #include "backends/registry.h"
 #include "core/engine/engine.h"
@@ -272,6 +273,23 @@ void check_batch_invariance(const std::string& device) {
   const int n_new = 20;
   const auto alone = decode_all(*model, prompts, n_new, batch_options(1, 16));
   CHECK(decode_all(*model, prompts, n_new, batch_options(8, 32)) == alone);
+  // Sampling with top-k / top-p / min-p stays on the device, a step ahead, and a seed
+  // repeats its tokens.
+  GenerationRequest r = greedy_request(ref.input_ids, 16);
+  r.sampling.temperature = 0.8f;
+  r.sampling.top_k = 40;
+  r.sampling.top_p = 0.95f;
+  r.sampling.min_p = 0.02f;
+  r.sampling.seed = 11;
+  std::vector<std::vector<int32_t>> sampled;
+  for (int run = 0; run < 2; run++) {
+    Engine engine(*model, nullptr, batch_options(1, 16));
+    sampled.push_back(collect(*engine.submit(r)).tokens);
+    wait_idle(engine);
+    CHECK(engine.stats().steps_ahead > 0);
+  }
+  CHECK(sampled[0].size() == 16);
+  CHECK(sampled[0] == sampled[1]);
 }
 
 }  // namespace
@@ -452,18 +470,27 @@ TEST_CASE("engine: decoding a step ahead gives the tokens of step-by-step decodi
   CHECK(decode_all(*model, prompts, 20, batch_on) == alone);
   CHECK(decode_all(*model, prompts, 20, batch_on, 2ms) == alone);  // arriving while others run
 
-  // Device sampling with a temperature: a seed gives the same tokens either way.
-  GenerationRequest r = greedy_request({5, 17, 33}, 20);
-  r.sampling.temperature = 1.0f;
-  r.sampling.top_p = 1.0f;
-  r.sampling.seed = 7;
-  std::vector<std::vector<int32_t>> sampled;
-  for (const EngineOptions& o : {off, on}) {
-    Engine engine(*model, nullptr, o);
-    sampled.push_back(collect(*engine.submit(r)).tokens);
+  // Device sampling with a temperature, and with top-k / top-p / min-p cuts: a seed
+  // gives the same tokens either way, and the cuts too are drawn a step ahead.
+  for (const auto& [top_k, top_p, min_p] :
+       std::vector<std::tuple<int, float, float>>{{0, 1.f, 0.f}, {40, 0.9f, 0.05f}}) {
+    CAPTURE(top_k, top_p, min_p);
+    GenerationRequest r = greedy_request({5, 17, 33}, 20);
+    r.sampling.temperature = 1.0f;
+    r.sampling.top_k = top_k;
+    r.sampling.top_p = top_p;
+    r.sampling.min_p = min_p;
+    r.sampling.seed = 7;
+    std::vector<std::vector<int32_t>> sampled;
+    for (const EngineOptions& o : {off, on}) {
+      Engine engine(*model, nullptr, o);
+      sampled.push_back(collect(*engine.submit(r)).tokens);
+      wait_idle(engine);
+      CHECK((engine.stats().steps_ahead > 0) == (o.decode_ahead == 1));
+    }
+    CHECK(sampled[0].size() == 20);
+    CHECK(sampled[0] == sampled[1]);
   }
-  CHECK(sampled[0].size() == 20);
-  CHECK(sampled[0] == sampled[1]);
 }
 
 TEST_CASE("engine: a step ahead past a stop string is dropped", "[engine][ahead][stop]") {

@@ -67,6 +67,12 @@ std::vector<int32_t> greedy_queued(Session& s, const std::vector<int32_t>& promp
 // n values uniform in [lo, hi).
 std::vector<float> uniform(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f);
 
+// One row of Op::Sample's parameters (cuts off by default).
+inline std::vector<float> sample_row_params(float temperature, float u, float top_k = 0.f,
+                                            float top_p = 1.f, float min_p = 0.f) {
+  return {temperature, u, top_k, top_p, min_p};
+}
+
 using Bytes = std::vector<uint8_t>;
 template <class T>
 Bytes to_bytes(const std::vector<T>& v) {

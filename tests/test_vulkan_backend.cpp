@@ -753,7 +753,7 @@ TEST_CASE("vulkan runs down and its residual add inside the gate/up GEMV (FFN_DO
 struct NormHeadSample {
   NormHeadSample() { norm.params.eps = 1e-5f; }
   // Compiles it on be over the input h, the norm weight nw and the head w ([N, K]);
-  // params: (temperature, u).
+  // params: one row of Op::Sample's.
   std::unique_ptr<Program> compile(Backend& be, TestBuffers& b, const std::vector<float>& h,
                                    const std::vector<float>& nw, const TensorRef& w,
                                    const std::vector<float>& params) {
@@ -766,7 +766,7 @@ struct NormHeadSample {
     const TensorRef hr{h_buf, 0, DType::F32, {1, K}};
     const TensorRef nr{b.put(to_bytes(nw)), 0, DType::F32, {K}};
     const TensorRef xr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-    const TensorRef pr{params_buf, 0, DType::F32, {1, 2}};
+    const TensorRef pr{params_buf, 0, DType::F32, {1, kSampleParamCount}};
     const TensorRef ir{h_buf, 0, DType::I32, {1}};
     return be.compile(
         {{&norm, {hr, nr}, xr}, {&head, {xr, w}, logits}, {&sample, {logits, pr}, ir}});
@@ -796,7 +796,8 @@ TEST_CASE("vulkan runs the final norm in the head GEMV when the sampled id takes
   auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
     TestBuffers b(be);
     NormHeadSample g;
-    auto prog = g.compile(be, b, h, nw, b.weight(w, DType::Q4_0, V, K, quant), {0.f, 0.5f});
+    auto prog = g.compile(be, b, h, nw, b.weight(w, DType::Q4_0, V, K, quant),
+                          sample_row_params(0.f, 0.5f));
     prog->run();
     if (ds) *ds = prog->dispatches();
     std::vector<float> out = download_f32(be, {g.logits});
@@ -1008,7 +1009,12 @@ TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties,
   // their bests: runs after the first must merge too (the counters start at zero again),
   // and the best's index may lie in any part.
   const int64_t R = 3, N = 32000;
-  const HostT params = f32_tensor({R, 2}, {0.f, 0.5f, 0.f, 0.5f, 0.f, 0.5f});
+  std::vector<float> pv;
+  for (int64_t r = 0; r < R; r++) {
+    const std::vector<float> row = sample_row_params(0.f, 0.5f);
+    pv.insert(pv.end(), row.begin(), row.end());
+  }
+  const HostT params = f32_tensor({R, kSampleParamCount}, pv);
   const HostT ids = i32_tensor({R}, std::vector<int32_t>(R, -1));
   auto cpu = make_cpu_backend(1);
   HostT x = f32_tensor({R, N}, uniform(R * N, rng, -10.f, 10.f));
@@ -1028,6 +1034,11 @@ TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties,
     gpu.run();
     CHECK(gpu.output() == ref.output());
   }
+}
+
+TEST_CASE("vulkan sample's top-k, top-p and min-p cuts keep what the cpu keeps", "[vulkan][ops]") {
+  VULKAN_TEST();
+  check_sample_cuts(shared_vulkan());
 }
 
 TEST_CASE("vulkan norms match the cpu", "[vulkan][ops]") {

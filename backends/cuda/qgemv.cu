@@ -584,7 +584,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     __shared__ SampleBest warp_best[kWarps];
     __shared__ double warp_sums[kWarps];
     __shared__ SampleBest all_best;
-    __shared__ float2 all_draw;
+    __shared__ float all_draw[kSampleParamCount];
     __shared__ int last, picked;
     if (lane == 0) warp_best[warp] = best;
     __syncthreads();
@@ -605,9 +605,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
     if (warp == 0) {
       // The parameters' load goes out with the partials' (inputs of the step: complete
       // since the GEMV's programmatic-launch wait).
-      const float2 draw = lane == 0
-                              ? make_float2(__ldcg(p.sample_params), __ldcg(p.sample_params + 1))
-                              : make_float2(0.f, 0.f);
+      const float draw = lane < kSampleParamCount ? __ldcg(p.sample_params + lane) : 0.f;
       // Every block's best in one round of loads (a block per multiprocessor: up to 256
       // in flight at once, the rest after).
       constexpr int kAtOnce = 8;
@@ -631,15 +629,17 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
       if (lane == 0) {
         all_best = b;
         picked = b.i < 0 ? 0 : b.i;
-        all_draw = draw;
         *p.sample_counter = 0;  // for the next launch
       }
+      if (lane < kSampleParamCount) all_draw[lane] = draw;
     }
     // Every read of the params and the logits is done before the id is written (the
     // planner may place it in memory this launch reads).
     __syncthreads();
-    sample_temperature<kThreads, true>(p.y[0], p.N[0], all_best, all_draw.x, all_draw.y, warp_sums,
-                                       &picked);
+    const SampleCut cut = sample_cuts<kThreads, true>(p.y[0], p.N[0], all_best, all_draw[0],
+                                                      all_draw[2], all_draw[3], all_draw[4]);
+    sample_temperature<kThreads, true>(p.y[0], p.N[0], all_best, all_draw[0], all_draw[1], cut,
+                                       warp_sums, &picked);
     if (tid == 0) *p.sample_out = picked;
   }
 }

@@ -1,7 +1,7 @@
-// Logits ops on the device: Sample (semantics in Op::Sample). Greedy and plain
-// temperature sampling read R ids instead of R x vocab logits. One block per row: the
-// argmax first (each thread keeps the best of its strided elements, then the block
-// merges), then the temperature draw (sampling.cuh). A single row's Sample usually
+// Logits ops on the device: Sample (semantics in Op::Sample). Greedy, temperature and
+// top-k / top-p / min-p sampling read R ids instead of R x vocab logits. One block per
+// row: the argmax first (each thread keeps the best of its strided elements, then the
+// block merges), then the cuts and the draw (sampling.cuh). A single row's Sample usually
 // runs inside the GEMV that computes its logits instead (qgemv.cu).
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/sampling.cuh"
@@ -48,8 +48,11 @@ __global__ void __launch_bounds__(kSampleThreads)
     }
   }
   __syncthreads();
-  sample_temperature<kSampleThreads, false>(row, N, warps[0], params[2 * blockIdx.x],
-                                            params[2 * blockIdx.x + 1], warp_sums, &picked);
+  const float* pr = params + kSampleParamCount * blockIdx.x;
+  const SampleCut cut =
+      sample_cuts<kSampleThreads, false>(row, N, warps[0], pr[0], pr[2], pr[3], pr[4]);
+  sample_temperature<kSampleThreads, false>(row, N, warps[0], pr[0], pr[1], cut, warp_sums,
+                                            &picked);
   if (threadIdx.x == 0) out[blockIdx.x] = picked;
 }
 

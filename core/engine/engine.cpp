@@ -359,7 +359,7 @@ bool Engine::step() {
         budget -= s->take;
       }
     }
-    // Greedy and plain temperature rows without logprobs are sampled on the device by
+    // Rows without logit bias, penalties or logprobs are sampled on the device by
     // the step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
     // their logits on the host.
     std::vector<int32_t> tokens, positions;
@@ -377,8 +377,7 @@ bool Engine::step() {
       }
       const bool host = q.wants_logits && !s->samples_on_device();
       if (q.wants_logits && !host) {
-        q.temperature = s->sampler.params().temperature;
-        q.u = s->sampler.device_draw();
+        q.sample = s->sampler.device_params();
       }
       (host ? any_host : any_device) |= q.wants_logits;
       on_host.push_back(host);
@@ -471,8 +470,7 @@ bool Engine::queue_ahead(const std::vector<Sequence*>& in_step, std::vector<int3
     q.first = static_cast<int>(i);
     q.count = 1;
     q.wants_logits = true;
-    q.temperature = s->sampler.params().temperature;
-    q.u = s->sampler.device_draw();
+    q.sample = s->sampler.device_params();
     positions.push_back(static_cast<int>(s->tokens.size()));
     seqs.push_back(q);
   }

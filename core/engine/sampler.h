@@ -2,11 +2,14 @@
 // greedy or temperature / top-k / min-p / top-p sampling.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <random>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "core/graph.h"
 
 namespace llm {
 
@@ -50,16 +53,15 @@ class Sampler {
   // Applies logit bias and penalties in place (what sample() does first).
   void adjust(float* logits, int n_vocab, const TokenHistory* history) const;
   const SamplingParams& params() const { return params_; }
-  // Whether Op::Sample on the device picks what this sampler would (up to rounding at
-  // a boundary): greedy, or temperature alone (no top-k / top-p / min-p cut), with no
-  // bias or penalty.
-  bool samples_on_device() const {
-    return !adjusts() && (params_.temperature == 0.f ||
-                          (params_.top_k == 0 && params_.top_p >= 1.f && params_.min_p <= 0.f));
-  }
-  // The uniform draw in [0, 1) that Op::Sample takes for one token (0 when greedy): the
-  // sampler's own generator, so a seed repeats its tokens.
-  float device_draw();
+  // Whether Op::Sample on the device can draw for this sampler: everything but logit
+  // bias and penalties (greedy, temperature, top-k, top-p, min-p). Its draw follows the
+  // same distribution as sample(), though not the same token for a given seed: the
+  // device walks the kept tokens in index order, sample() most likely first.
+  bool samples_on_device() const { return !adjusts(); }
+  // Op::Sample's parameters for one token (temperature, u, top_k, top_p, min_p), with
+  // u, the uniform draw in [0, 1), from the sampler's own generator (0 when greedy), so
+  // a seed repeats its tokens.
+  std::array<float, kSampleParamCount> device_params();
 
  private:
   bool adjusts() const;

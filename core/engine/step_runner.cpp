@@ -89,7 +89,8 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
   in_table_.assign(static_cast<size_t>(S) * P, scratch_page_);
   in_rows_.assign(S, 0);
   in_states_.assign(S, scratch_row_);
-  in_params_.assign(2 * static_cast<size_t>(S), 0.f);
+  in_params_.assign(kSampleParamCount * static_cast<size_t>(S), 0.f);
+  for (int s = 0; s < S; s++) in_params_[kSampleParamCount * s + 3] = 1.f;  // top_p off
   std::copy(positions.begin(), positions.end(), in_pos_.begin());
   for (int t = n; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n) % ps;
   for (int s = 0; s < s_real; s++) {
@@ -103,8 +104,7 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
       in_slots_[t] = pages[pos / ps] * ps + pos % ps;
     }
     in_rows_[s] = q.first + q.count - 1;
-    in_params_[2 * s] = q.temperature;
-    in_params_[2 * s + 1] = q.u;
+    std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * s);
     in_states_[s] = q.state_slot;
   }
   auto set = [&](const char* name, const std::vector<int32_t>& v) {

@@ -4,6 +4,7 @@
 // sequence. The scheduler (core/engine/engine) decides what goes into a step.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,8 +33,9 @@ struct StepSeq {
   int first = 0;
   int count = 0;
   bool wants_logits = false;  // logits of its last token in this step
-  // Op::Sample's parameters for its row: temperature (0: argmax) and the uniform draw.
-  float temperature = 0.f, u = 0.f;
+  // Op::Sample's parameters for its row (temperature, u, top_k, top_p, min_p); greedy
+  // by default.
+  std::array<float, kSampleParamCount> sample{0.f, 0.f, 0.f, 1.f, 0.f};
 };
 
 class StepRunner {
@@ -43,7 +45,7 @@ class StepRunner {
   // Runs a step. tokens/positions hold every token of the step, sequence by sequence.
   // Its results are read afterwards, each copied from the device on first use: logits()
   // ([seqs.size(), vocab] row-major) or sampled() (one id per sequence, picked on the
-  // device by Op::Sample with the sequence's temperature and u). Rows of sequences
+  // device by Op::Sample with the sequence's parameters). Rows of sequences
   // without wants_logits are left unspecified.
   void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
            const std::vector<StepSeq>& seqs);

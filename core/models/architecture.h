@@ -37,7 +37,7 @@ inline constexpr const char* kSlots = "slots";                 // [T] i32 cache 
 inline constexpr const char* kBlockTable = "block_table";      // [S, P] i32
 inline constexpr const char* kLogitRows = "logit_rows";        // [R] i32 token index per row
 inline constexpr const char* kLogits = "logits";               // [R, vocab] f32 output
-inline constexpr const char* kSampleParams = "sample_params";  // [R, 2] f32 (temperature, u)
+inline constexpr const char* kSampleParams = "sample_params";  // [R, 5] f32: Op::Sample
 inline constexpr const char* kSampled = "sampled_ids";  // [R] i32 output: Op::Sample of logits
 // [S] i32: row of the recurrent State tensors that step sequence s reads and
 // updates. Only graphs with recurrent state (RWKV) declare it.

@@ -13,7 +13,8 @@ StepBuilder::StepBuilder(const ModelConfig& cfg, const StepShape& shape, const W
   slots = g_.input(step_io::kSlots, DType::I32, {n});
   block_table = g_.input(step_io::kBlockTable, DType::I32, {shape.n_seqs, shape.max_pages_per_seq});
   logit_rows = g_.input(step_io::kLogitRows, DType::I32, {shape.n_logit_rows});
-  sample_params = g_.input(step_io::kSampleParams, DType::F32, {shape.n_logit_rows, 2});
+  sample_params =
+      g_.input(step_io::kSampleParams, DType::F32, {shape.n_logit_rows, kSampleParamCount});
 }
 
 TensorId StepBuilder::matrix(const std::string& name, int64_t rows, int64_t cols) {
