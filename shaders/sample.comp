@@ -12,6 +12,7 @@
 // whole row.
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define WG 256
 #define UNROLL 8u

@@ -13,6 +13,7 @@
 // every device finds the same boundary for the same weights.
 #define CAP 512u
 #define BINS 64u
+#define CUT_UNROLL 8u  // loads of the row in flight per thread in each pass
 
 shared uint h_cnt[BINS], h_lo[BINS], h_hi[BINS];
 shared uint sel_klo, sel_khi, sel_above_cnt, sel_bin_cnt;
@@ -35,6 +36,15 @@ uint order_key(float v) {
 bool key_in(float v, uint klo, uint khi, out uint k) {
   k = order_key(v);
   return !isnan(v) && k >= klo && k <= khi;
+}
+
+// Element i0 + j * WG of the row for j < CUT_UNROLL, all loads issued first (NaN
+// past the end): a pass waits on memory n / (WG * CUT_UNROLL) times, not n / WG.
+void load_strided(uint base, uint n, uint i0, out float v[CUT_UNROLL]) {
+  [[unroll]] for (uint j = 0u; j < CUT_UNROLL; j++) {
+    const uint i = i0 + j * WG;
+    v[j] = i < n ? x[base + i] : uintBitsToFloat(0x7fc00000u);
+  }
 }
 
 float key_value(uint k) { return uintBitsToFloat((k & 0x80000000u) != 0u ? k & 0x7fffffffu : ~k); }
@@ -116,16 +126,19 @@ void select_boundary(uint base, uint n, float m, float inv_t, bool by_mass, bool
     const uint shift = uint(max(msb - 5, 0));
     if (tid < BINS) h_cnt[tid] = h_lo[tid] = h_hi[tid] = 0u;
     barrier();
-    for (uint i = tid; i < n; i += WG) {
-      const float v = x[base + i];
-      uint k;
-      if (!key_in(v, klo, khi, k)) continue;
-      const uint b = (k >> shift) & (BINS - 1u);
-      // Masses in count mode too: the prefix's mass through the boundary is wanted.
-      atomicAdd(h_cnt[b], 1u);
-      const uint w = mass_fixed(v, m, inv_t);
-      const uint old = atomicAdd(h_lo[b], w);
-      if (old + w < old) atomicAdd(h_hi[b], 1u);
+    for (uint i0 = tid; i0 < n; i0 += WG * CUT_UNROLL) {
+      float v[CUT_UNROLL];
+      load_strided(base, n, i0, v);
+      [[unroll]] for (uint j = 0u; j < CUT_UNROLL; j++) {
+        uint k;
+        if (!key_in(v[j], klo, khi, k)) continue;
+        const uint b = (k >> shift) & (BINS - 1u);
+        // Masses in count mode too: the prefix's mass through the boundary is wanted.
+        atomicAdd(h_cnt[b], 1u);
+        const uint w = mass_fixed(v[j], m, inv_t);
+        const uint old = atomicAdd(h_lo[b], w);
+        if (old + w < old) atomicAdd(h_hi[b], 1u);
+      }
     }
     barrier();
     if (tid == 0u) {
@@ -181,13 +194,17 @@ void select_boundary(uint base, uint n, float m, float inv_t, bool by_mass, bool
     // count is its own position).
     if (tid == 0u) c_n = 0u;
     barrier();
-    for (uint i = tid; i < n; i += WG) {
-      uint k;
-      if (!key_in(x[base + i], klo, khi, k)) continue;
-      const uint at = atomicAdd(c_n, 1u);
-      if (at < CAP) {
-        c_key[at] = k;
-        c_idx[at] = i;
+    for (uint i0 = tid; i0 < n; i0 += WG * CUT_UNROLL) {
+      float v[CUT_UNROLL];
+      load_strided(base, n, i0, v);
+      [[unroll]] for (uint j = 0u; j < CUT_UNROLL; j++) {
+        uint k;
+        if (!key_in(v[j], klo, khi, k)) continue;
+        const uint at = atomicAdd(c_n, 1u);
+        if (at < CAP) {
+          c_key[at] = k;
+          c_idx[at] = i0 + j * WG;
+        }
       }
     }
     barrier();

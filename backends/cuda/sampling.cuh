@@ -91,6 +91,18 @@ struct SampleCut {
   float log_min_p;
 };
 
+// Elements i0 + j * kThreads (j < kUnroll) of the row, every load issued before any is
+// used (NaN past the end).
+template <int kThreads, int kUnroll, bool kL2>
+__device__ __forceinline__ void sample_load_strided(const float* row, int N, int i0,
+                                                    float (&v)[kUnroll]) {
+#pragma unroll
+  for (int j = 0; j < kUnroll; j++) {
+    const int i = i0 + j * kThreads;
+    v[j] = i < N ? sample_load<kL2>(row + i) : __uint_as_float(0x7fc00000u);
+  }
+}
+
 // Larger values, larger keys.
 __device__ __forceinline__ unsigned sample_order_key(float v) {
   const unsigned b = __float_as_uint(v);
@@ -132,7 +144,7 @@ template <int kThreads, bool kL2>
 __device__ void sample_select(const float* row, int N, float m, float inv_t, bool by_mass,
                               bool want_top_p, unsigned long long want, unsigned* key, int* idx,
                               unsigned long long* mass) {
-  constexpr int kBins = 64, kCap = 512;
+  constexpr int kBins = 64, kCap = 512, kUnroll = 4;
   static_assert(kThreads >= kCap, "a thread per token of the sort and its scan");
   __shared__ unsigned h_cnt[kBins];
   __shared__ unsigned long long h_mass[kBins];
@@ -168,13 +180,17 @@ __device__ void sample_select(const float* row, int N, float m, float inv_t, boo
       h_mass[tid] = 0ull;
     }
     __syncthreads();
-    for (int i = tid; i < N; i += kThreads) {
-      const float v = sample_load<kL2>(row + i);
-      unsigned k;
-      if (!sample_key_in(v, klo, khi, &k)) continue;
-      const int b = (k >> shift) & (kBins - 1);
-      atomicAdd(&h_cnt[b], 1u);
-      atomicAdd(&h_mass[b], sample_mass(v, m, inv_t));
+    for (int i0 = tid; i0 < N; i0 += kThreads * kUnroll) {
+      float v[kUnroll];
+      sample_load_strided<kThreads, kUnroll, kL2>(row, N, i0, v);
+#pragma unroll
+      for (int j = 0; j < kUnroll; j++) {
+        unsigned k;
+        if (!sample_key_in(v[j], klo, khi, &k)) continue;
+        const int b = (k >> shift) & (kBins - 1);
+        atomicAdd(&h_cnt[b], 1u);
+        atomicAdd(&h_mass[b], sample_mass(v[j], m, inv_t));
+      }
     }
     __syncthreads();
     if (tid == 0) {
@@ -225,13 +241,18 @@ __device__ void sample_select(const float* row, int N, float m, float inv_t, boo
     // The bin's tokens into shared memory, sorted by key descending, index ascending.
     if (tid == 0) s_cn = 0u;
     __syncthreads();
-    for (int i = tid; i < N; i += kThreads) {
-      unsigned k;
-      if (!sample_key_in(sample_load<kL2>(row + i), klo, khi, &k)) continue;
-      const unsigned at = atomicAdd(&s_cn, 1u);
-      if (at < kCap) {
-        c_key[at] = k;
-        c_idx[at] = i;
+    for (int i0 = tid; i0 < N; i0 += kThreads * kUnroll) {
+      float v[kUnroll];
+      sample_load_strided<kThreads, kUnroll, kL2>(row, N, i0, v);
+#pragma unroll
+      for (int j = 0; j < kUnroll; j++) {
+        unsigned k;
+        if (!sample_key_in(v[j], klo, khi, &k)) continue;
+        const unsigned at = atomicAdd(&s_cn, 1u);
+        if (at < kCap) {
+          c_key[at] = k;
+          c_idx[at] = i0 + j * kThreads;
+        }
       }
     }
     __syncthreads();
