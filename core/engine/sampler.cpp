@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 
@@ -48,6 +50,16 @@ std::array<float, kSampleParamCount> Sampler::device_params() {
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
   return {p.temperature, std::min(static_cast<float>(u), 0x1.fffffep-1f),  // u stays below 1
           static_cast<float>(p.top_k), p.top_p, p.min_p};
+}
+
+bool Sampler::samples_on_device() const {
+  static const bool cuts_on_device = [] {
+    const char* e = std::getenv("LLM_SAMPLE_CUTS_ON_DEVICE");
+    return !(e && std::string(e) == "0");
+  }();
+  const bool cuts = params_.temperature > 0.f &&
+                    (params_.top_k > 0 || params_.top_p < 1.f || params_.min_p > 0.f);
+  return !adjusts() && (cuts_on_device || !cuts);
 }
 
 bool Sampler::adjusts() const {

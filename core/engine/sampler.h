@@ -57,7 +57,8 @@ class Sampler {
   // bias and penalties (greedy, temperature, top-k, top-p, min-p). Its draw follows the
   // same distribution as sample(), though not the same token for a given seed: the
   // device walks the kept tokens in index order, sample() most likely first.
-  bool samples_on_device() const { return !adjusts(); }
+  // LLM_SAMPLE_CUTS_ON_DEVICE=0 sends rows with a cut to the host instead (to compare).
+  bool samples_on_device() const;
   // Op::Sample's parameters for one token (temperature, u, top_k, top_p, min_p), with
   // u, the uniform draw in [0, 1), from the sampler's own generator (0 when greedy), so
   // a seed repeats its tokens.
