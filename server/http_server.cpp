@@ -175,7 +175,17 @@ struct Job {
   bool first = true;
   bool done = false;
   Usage usage;
+  // A chat request with tools whose template shows a tool-call syntax: replies are
+  // parsed for calls, and while streaming, text that may start one is held back.
+  ToolCallSyntax tools = ToolCallSyntax::None;
+  std::unique_ptr<ToolCallStream> tool_stream;  // streamed requests with tools
 };
+
+std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
+  std::vector<ResponseToolCall> out;
+  for (const ToolCall& c : calls) out.push_back({random_id("call_"), c.name, c.arguments});
+  return out;
+}
 
 }  // namespace
 
@@ -351,6 +361,10 @@ void Server::routes() {
               msg[it.key()] = *it;
             messages.push_back(std::move(msg));
           }
+          if (!p.tools.is_null()) {
+            job->tools = r.chat->tool_call_syntax();
+            g.keep_special = job->tools != ToolCallSyntax::None;  // markers may be such tokens
+          }
           try {
             g.prompt = r.chat->encode(messages, p.tools);
           } catch (const Error& e) {
@@ -425,9 +439,19 @@ void Server::routes() {
         if (ev.finish == FinishReason::Cancelled)
           return reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
         const auto* lp = job->req.logprobs ? &lps : nullptr;
+        std::vector<ResponseToolCall> calls;
+        std::string why = finish_name(ev.finish);
+        if (job->tools != ToolCallSyntax::None) {
+          ParsedReply parsed = parse_tool_calls(job->tools, text);
+          if (!parsed.calls.empty()) {
+            calls = response_calls(parsed.calls);
+            text = std::move(parsed.content);
+            why = "tool_calls";
+          }
+        }
         reply_json(res, 200,
-                   chat ? chat_response(job->id, job->created, job->model, text,
-                                        finish_name(ev.finish), job->usage, lp)
+                   chat ? chat_response(job->id, job->created, job->model, text, why, job->usage,
+                                        lp, calls)
                         : completion_response(job->id, job->created, job->model, text,
                                               finish_name(ev.finish), job->usage, lp));
         return;
@@ -456,12 +480,29 @@ void Server::routes() {
             std::vector<TokenLogprob> lps;
             if (job->req.logprobs) lps = to_logprobs(tok, ev.logprobs);
             const auto* lp = job->req.logprobs && !lps.empty() ? &lps : nullptr;
-            if (!ev.text.empty() || lp || job->first) {
+            std::string delta = ev.text;
+            std::vector<ResponseToolCall> calls;
+            if (job->tools != ToolCallSyntax::None) {
+              // Content goes out up to where a tool call may start; at the end the held
+              // text is parsed, and its calls go out whole.
+              if (!job->tool_stream)
+                job->tool_stream = std::make_unique<ToolCallStream>(job->tools);
+              delta = job->tool_stream->push(ev.text);
+              if (finished && ev.finish != FinishReason::Error &&
+                  ev.finish != FinishReason::Cancelled) {
+                ParsedReply end = job->tool_stream->finish();
+                delta += end.content;
+                calls = response_calls(end.calls);
+              }
+            }
+            if (!delta.empty() || lp || job->first) {
               out += sse_event(
-                  chat ? chat_chunk(job->id, job->created, job->model, ev.text, job->first, "", lp)
-                       : completion_chunk(job->id, job->created, job->model, ev.text, "", lp));
+                  chat ? chat_chunk(job->id, job->created, job->model, delta, job->first, "", lp)
+                       : completion_chunk(job->id, job->created, job->model, delta, "", lp));
               job->first = false;
             }
+            if (!calls.empty())
+              out += sse_event(chat_tool_calls_chunk(job->id, job->created, job->model, calls));
             if (finished) {
               if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled) {
                 const std::string msg = ev.finish == FinishReason::Error
@@ -469,7 +510,7 @@ void Server::routes() {
                                             : std::string("the request was cancelled");
                 out += sse_event(error_body(msg, "server_error", "", ""));
               } else {
-                const char* why = finish_name(ev.finish);
+                const char* why = calls.empty() ? finish_name(ev.finish) : "tool_calls";
                 out += sse_event(
                     chat ? chat_chunk(job->id, job->created, job->model, "", false, why, nullptr)
                          : completion_chunk(job->id, job->created, job->model, "", why, nullptr));

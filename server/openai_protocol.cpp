@@ -364,11 +364,34 @@ json nullable(const std::string& s) { return s.empty() ? json(nullptr) : json(s)
 
 }  // namespace
 
+namespace {
+
+json tool_calls_json(const std::vector<ResponseToolCall>& calls, bool indexed) {
+  json list = json::array();
+  for (size_t i = 0; i < calls.size(); i++) {
+    json c = json::object();
+    if (indexed) c["index"] = i;
+    c["id"] = calls[i].id;
+    c["type"] = "function";
+    c["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+    list.push_back(std::move(c));
+  }
+  return list;
+}
+
+}  // namespace
+
 json chat_response(const std::string& id, int64_t created, const std::string& model,
                    const std::string& text, const std::string& finish_reason, const Usage& usage,
-                   const std::vector<TokenLogprob>* logprobs) {
+                   const std::vector<TokenLogprob>* logprobs,
+                   const std::vector<ResponseToolCall>& tool_calls) {
+  json message = {{"role", "assistant"}, {"content", text}};
+  if (!tool_calls.empty()) {
+    if (text.empty()) message["content"] = nullptr;
+    message["tool_calls"] = tool_calls_json(tool_calls, false);
+  }
   json choice = {{"index", 0},
-                 {"message", {{"role", "assistant"}, {"content", text}}},
+                 {"message", message},
                  {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
                  {"finish_reason", nullable(finish_reason)}};
   return json{{"id", id},       {"object", "chat.completion"},      {"created", created},
@@ -396,6 +419,19 @@ json chat_chunk(const std::string& id, int64_t created, const std::string& model
                  {"delta", d},
                  {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
                  {"finish_reason", nullable(finish_reason)}};
+  return json{{"id", id},
+              {"object", "chat.completion.chunk"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array({choice})}};
+}
+
+json chat_tool_calls_chunk(const std::string& id, int64_t created, const std::string& model,
+                           const std::vector<ResponseToolCall>& tool_calls) {
+  json choice = {{"index", 0},
+                 {"delta", {{"tool_calls", tool_calls_json(tool_calls, true)}}},
+                 {"logprobs", nullptr},
+                 {"finish_reason", nullptr}};
   return json{{"id", id},
               {"object", "chat.completion.chunk"},
               {"created", created},

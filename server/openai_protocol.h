@@ -94,10 +94,19 @@ struct Usage {
   int completion_tokens = 0;
 };
 
-// The response of a finished request, not streamed.
+// A tool call as the response reports it (function.arguments is a JSON string).
+struct ResponseToolCall {
+  std::string id;  // "call_..."
+  std::string name;
+  std::string arguments;
+};
+
+// The response of a finished request, not streamed. With tool calls the message's
+// content is null when empty and `tool_calls` lists them.
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::string& text, const std::string& finish_reason,
-                             const Usage& usage, const std::vector<TokenLogprob>* logprobs);
+                             const Usage& usage, const std::vector<TokenLogprob>* logprobs,
+                             const std::vector<ResponseToolCall>& tool_calls = {});
 nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
                                    const Usage& usage, const std::vector<TokenLogprob>* logprobs);
@@ -108,6 +117,10 @@ nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::str
                           const std::string& delta, bool role_first,
                           const std::string& finish_reason,
                           const std::vector<TokenLogprob>* logprobs);
+// A streamed chunk whose delta carries every tool call of the reply, whole.
+nlohmann::json chat_tool_calls_chunk(const std::string& id, int64_t created,
+                                     const std::string& model,
+                                     const std::vector<ResponseToolCall>& tool_calls);
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
                                 const std::string& delta, const std::string& finish_reason,
                                 const std::vector<TokenLogprob>* logprobs);

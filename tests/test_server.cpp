@@ -367,6 +367,31 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   turn["messages"].push_back({{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "18 C"}});
   CHECK(prompt_tokens(turn) > n_tools + 10);
 
+  // With tools the reply is checked for calls (this model writes none): streamed or
+  // not, the same content and finish reason.
+  json ask = with_tools;
+  ask["max_tokens"] = 12;
+  const json whole = post(s, "/v1/chat/completions", ask, 200)["choices"][0];
+  CHECK(!whole["message"].contains("tool_calls"));
+  CHECK(whole["finish_reason"] != "tool_calls");
+  ask["stream"] = true;
+  auto c = s.client();
+  auto res = c.Post("/v1/chat/completions", ask.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const auto data = sse_data(res->body);
+  REQUIRE(data.size() >= 3);
+  std::string streamed;
+  for (size_t i = 0; i + 1 < data.size(); i++) {
+    const json chunk = json::parse(data[i]);
+    const json& d = chunk["choices"][0]["delta"];
+    CHECK(!d.contains("tool_calls"));
+    if (d.contains("content")) streamed += d["content"].get<std::string>();
+  }
+  CHECK(streamed == whole["message"]["content"].get<std::string>());
+  CHECK(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"] ==
+        whole["finish_reason"]);
+
   json bad = with_tools;
   bad["tools"] = "x";
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tools");

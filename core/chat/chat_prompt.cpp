@@ -8,6 +8,7 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
   const ModelChatTemplate t = find_chat_template(model_path, conv_template);
   template_ = std::make_unique<ChatTemplate>(t.source);
   origin_ = t.origin;
+  tool_syntax_ = detect_tool_call_syntax(t.source);
   opts_.add_generation_prompt = true;
   // The template writes the tokenizer's own BOS/EOS strings.
   const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();

@@ -12,6 +12,7 @@
 
 #include "core/chat/chat_template.h"
 #include "core/chat/model_chat_template.h"
+#include "core/chat/tool_calls.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace llm {
@@ -30,11 +31,14 @@ class ChatPrompt {
   std::vector<int32_t> encode(const nlohmann::ordered_json& messages,
                               const nlohmann::ordered_json& tools = nullptr) const;
   const std::string& origin() const { return origin_; }
+  // How the template writes tool calls, so that replies can be parsed back into calls.
+  ToolCallSyntax tool_call_syntax() const { return tool_syntax_; }
 
  private:
   const Tokenizer& tok_;
   std::unique_ptr<ChatTemplate> template_;
   std::string origin_;
+  ToolCallSyntax tool_syntax_ = ToolCallSyntax::None;
   ChatTemplateOptions opts_;
 };
 

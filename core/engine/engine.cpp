@@ -58,7 +58,7 @@ GenerationEvent RequestStream::next() {
 struct Engine::Sequence {
   Sequence(GenerationRequest r, const Tokenizer* tok)
       : req(std::move(r)), sampler(req.sampling), stop(req.stop) {
-    if (tok) decoder = std::make_unique<StreamDecoder>(*tok);
+    if (tok) decoder = std::make_unique<StreamDecoder>(*tok, !req.keep_special);
   }
   std::shared_ptr<RequestStream> stream;
   GenerationRequest req;

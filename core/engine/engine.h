@@ -52,6 +52,8 @@ struct GenerationRequest {
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool ignore_eos = false;
   int top_logprobs = -1;  // -1: no logprobs; 0..20: the chosen token's and this many others
+  // Control tokens appear in the text (a reply's tool-call markers may be such tokens).
+  bool keep_special = false;
 };
 
 enum class FinishReason { None, Stop, Length, Cancelled, Error };

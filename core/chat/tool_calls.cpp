@@ -1,0 +1,423 @@
+#include "core/chat/tool_calls.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace llm {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+// The end of the JSON object or array that starts at text[pos] ('{' or '['), found by
+// matching brackets outside strings; npos if it does not close.
+size_t json_end(const std::string& text, size_t pos) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = pos; i < text.size(); i++) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      depth++;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return std::string::npos;
+}
+
+// text as JSON; a discarded value when it is not.
+json parse_json(const std::string& text) { return json::parse(text, nullptr, false); }
+
+// A call from {"name": ..., "arguments" | "parameters": {...} or "..."}; false when the
+// object is not one.
+bool call_from_object(const json& j, ToolCall* out) {
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
+  const char* key = j.contains("arguments") ? "arguments" : "parameters";
+  json args = j.contains(key) ? j[key] : json::object();
+  if (args.is_string()) {
+    // Some models write the arguments as a JSON string: keep it if it is JSON.
+    const json inner = parse_json(args.get<std::string>());
+    if (inner.is_discarded()) return false;
+    args = inner;
+  }
+  if (!args.is_object()) return false;
+  out->name = j["name"].get<std::string>();
+  out->arguments = args.dump();
+  return true;
+}
+
+// An XML-ish parameter value as JSON: numbers, booleans, null, objects and arrays as
+// written; anything else is a string.
+json xml_value(const std::string& raw) {
+  std::string v = raw;
+  if (!v.empty() && v.front() == '\n') v.erase(0, 1);
+  if (!v.empty() && v.back() == '\n') v.pop_back();
+  const json j = parse_json(v);
+  if (!j.is_discarded() && !j.is_string()) return j;
+  return json(v);
+}
+
+// Calls inside open ... close blocks (the close may be missing at the end of the reply),
+// each block's inside given to parse_block; text outside the blocks, and blocks that do
+// not parse, are content.
+template <typename ParseBlock>
+ParsedReply parse_blocks(const std::string& text, const std::string& open, const std::string& close,
+                         ParseBlock parse_block) {
+  ParsedReply r;
+  std::string content;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t start = text.find(open, pos);
+    if (start == std::string::npos) break;
+    content += text.substr(pos, start - pos);
+    const size_t inner = start + open.size();
+    size_t end = text.find(close, inner);
+    const size_t next = end == std::string::npos ? text.size() : end + close.size();
+    if (end == std::string::npos) end = text.size();
+    ToolCall call;
+    if (parse_block(text.substr(inner, end - inner), &call))
+      r.calls.push_back(std::move(call));
+    else
+      content += text.substr(start, next - start);
+    pos = next;
+  }
+  if (pos < text.size()) content += text.substr(pos);
+  r.content = trim(content);
+  return r;
+}
+
+bool parse_hermes(const std::string& inner, ToolCall* out) {
+  return call_from_object(parse_json(trim(inner)), out);
+}
+
+// <function=NAME><parameter=K>V</parameter>...</function>
+bool parse_qwen_xml(const std::string& inner, ToolCall* out) {
+  const std::string body = trim(inner);
+  const std::string fn = "<function=";
+  if (body.rfind(fn, 0) != 0) return false;
+  const size_t name_end = body.find('>');
+  if (name_end == std::string::npos) return false;
+  json args = json::object();
+  size_t pos = name_end + 1;
+  for (;;) {
+    const size_t p = body.find("<parameter=", pos);
+    if (p == std::string::npos) break;
+    const size_t key_end = body.find('>', p);
+    if (key_end == std::string::npos) return false;
+    const size_t v_end = body.find("</parameter>", key_end);
+    if (v_end == std::string::npos) return false;
+    args[trim(body.substr(p + 11, key_end - p - 11))] =
+        xml_value(body.substr(key_end + 1, v_end - key_end - 1));
+    pos = v_end + 12;
+  }
+  out->name = trim(body.substr(fn.size(), name_end - fn.size()));
+  out->arguments = args.dump();
+  return !out->name.empty();
+}
+
+// NAME<arg_key>K</arg_key><arg_value>V</arg_value>...
+bool parse_glm_xml(const std::string& inner, ToolCall* out) {
+  const size_t first = inner.find("<arg_key>");
+  out->name = trim(inner.substr(0, first));
+  if (out->name.empty() || out->name.find('<') != std::string::npos) return false;
+  json args = json::object();
+  size_t pos = first;
+  while (pos != std::string::npos) {
+    const size_t k_end = inner.find("</arg_key>", pos);
+    const size_t v = inner.find("<arg_value>", pos);
+    const size_t v_end = inner.find("</arg_value>", pos);
+    if (k_end == std::string::npos || v == std::string::npos || v_end == std::string::npos)
+      return false;
+    args[trim(inner.substr(pos + 9, k_end - pos - 9))] =
+        xml_value(inner.substr(v + 11, v_end - v - 11));
+    pos = inner.find("<arg_key>", v_end);
+  }
+  out->arguments = args.dump();
+  return true;
+}
+
+// <function=NAME>{...}
+bool parse_function_tag(const std::string& inner, ToolCall* out) {
+  const size_t name_end = inner.find('>');
+  if (name_end == std::string::npos) return false;
+  out->name = trim(inner.substr(0, name_end));
+  const json args = parse_json(trim(inner.substr(name_end + 1)));
+  if (out->name.empty() || !args.is_object()) return false;
+  out->arguments = args.dump();
+  return true;
+}
+
+// functions.NAME:i<|tool_call_argument_begin|>{...}
+bool parse_kimi(const std::string& inner, ToolCall* out) {
+  const std::string sep = "<|tool_call_argument_begin|>";
+  const size_t s = inner.find(sep);
+  if (s == std::string::npos) return false;
+  std::string id = trim(inner.substr(0, s));
+  if (id.rfind("functions.", 0) == 0) id = id.substr(10);
+  out->name = id.substr(0, id.rfind(':'));
+  const json args = parse_json(trim(inner.substr(s + sep.size())));
+  if (out->name.empty() || !args.is_object()) return false;
+  out->arguments = args.dump();
+  return true;
+}
+
+// [TOOL_CALLS] then a JSON list of calls, or NAME[ARGS]{...} / NAME[CALL_ID]ID[ARGS]{...}
+// (repeated, each after its own [TOOL_CALLS] or not).
+ParsedReply parse_mistral(const std::string& text) {
+  const std::string tag = "[TOOL_CALLS]";
+  ParsedReply r;
+  const size_t start = text.find(tag);
+  if (start == std::string::npos) {
+    r.content = trim(text);
+    return r;
+  }
+  std::string rest = trim(text.substr(start + tag.size()));
+  bool ok = true;
+  if (!rest.empty() && rest[0] == '[') {
+    const json list = parse_json(rest.substr(0, json_end(rest, 0)));
+    ok = list.is_array() && !list.empty();
+    for (size_t i = 0; ok && i < list.size(); i++) {
+      ToolCall c;
+      ok = call_from_object(list[i], &c);
+      r.calls.push_back(std::move(c));
+    }
+  } else {
+    size_t pos = 0;
+    while (ok && pos < rest.size()) {
+      const size_t a = rest.find("[ARGS]", pos);
+      if (a == std::string::npos) {
+        ok = false;
+        break;
+      }
+      ToolCall c;
+      c.name = trim(rest.substr(pos, a - pos));
+      const size_t id = c.name.find("[CALL_ID]");  // Mistral Small 3.2: NAME[CALL_ID]ID[ARGS]
+      if (id != std::string::npos) c.name = trim(c.name.substr(0, id));
+      const size_t b = a + 6, e = json_end(rest, b);
+      const json args = e == std::string::npos ? json() : parse_json(rest.substr(b, e - b));
+      ok = !c.name.empty() && args.is_object();
+      c.arguments = args.dump();
+      r.calls.push_back(std::move(c));
+      pos = e == std::string::npos ? rest.size() : e;
+      while (pos < rest.size() && (rest[pos] == ' ' || rest[pos] == '\n')) pos++;
+      if (rest.compare(pos, tag.size(), tag) == 0) pos += tag.size();
+    }
+  }
+  if (!ok) {
+    r.calls.clear();
+    r.content = trim(text);
+    return r;
+  }
+  r.content = trim(text.substr(0, start));
+  return r;
+}
+
+const char* kPythonTag = "<|python_tag|>";
+
+// {"name": ..., "parameters": {...}} (several separated by ';'), after an optional
+// <|python_tag|>: only when that is the whole reply.
+ParsedReply parse_llama3(const std::string& text) {
+  ParsedReply r;
+  std::string body = trim(text);
+  if (body.rfind(kPythonTag, 0) == 0) body = trim(body.substr(std::string(kPythonTag).size()));
+  size_t pos = 0;
+  while (pos < body.size() && body[pos] == '{') {
+    const size_t e = json_end(body, pos);
+    ToolCall c;
+    if (e == std::string::npos || !call_from_object(parse_json(body.substr(pos, e - pos)), &c))
+      break;
+    r.calls.push_back(std::move(c));
+    pos = e;
+    while (pos < body.size() && (body[pos] == ';' || body[pos] == ' ' || body[pos] == '\n')) pos++;
+  }
+  if (r.calls.empty() || pos < body.size()) {
+    r.calls.clear();
+    r.content = trim(text);
+  }
+  return r;
+}
+
+// The strings that open a call in each syntax.
+std::vector<std::string> call_markers(ToolCallSyntax s) {
+  switch (s) {
+    case ToolCallSyntax::HermesJson:
+    case ToolCallSyntax::QwenXml:
+    case ToolCallSyntax::GlmXml:
+      return {"<tool_call>"};
+    case ToolCallSyntax::Mistral:
+      return {"[TOOL_CALLS]"};
+    case ToolCallSyntax::FunctionTags:
+      return {"<function=", kPythonTag};
+    case ToolCallSyntax::KimiK2:
+      return {"<|tool_calls_section_begin|>", "<|tool_call_begin|>"};
+    case ToolCallSyntax::Llama3Json:
+    case ToolCallSyntax::None:
+      break;
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* tool_call_syntax_name(ToolCallSyntax s) {
+  switch (s) {
+    case ToolCallSyntax::None:
+      return "none";
+    case ToolCallSyntax::HermesJson:
+      return "hermes";
+    case ToolCallSyntax::QwenXml:
+      return "qwen-xml";
+    case ToolCallSyntax::GlmXml:
+      return "glm-xml";
+    case ToolCallSyntax::Mistral:
+      return "mistral";
+    case ToolCallSyntax::Llama3Json:
+      return "llama3-json";
+    case ToolCallSyntax::FunctionTags:
+      return "function-tags";
+    case ToolCallSyntax::KimiK2:
+      return "kimi-k2";
+  }
+  return "?";
+}
+
+ToolCallSyntax detect_tool_call_syntax(const std::string& t) {
+  if (contains(t, "<|tool_call_begin|>")) return ToolCallSyntax::KimiK2;
+  if (contains(t, "[TOOL_CALLS]")) return ToolCallSyntax::Mistral;
+  if (contains(t, "<tool_call>")) {
+    if (contains(t, "<arg_key>")) return ToolCallSyntax::GlmXml;
+    if (contains(t, "<function=") && contains(t, "<parameter=")) return ToolCallSyntax::QwenXml;
+    return ToolCallSyntax::HermesJson;
+  }
+  if (contains(t, "<function=")) return ToolCallSyntax::FunctionTags;
+  if (contains(t, "\"parameters\": ") && contains(t, "tool_call"))
+    return ToolCallSyntax::Llama3Json;
+  return ToolCallSyntax::None;
+}
+
+namespace {
+
+// A reasoning model's empty think block (or the close of one the prompt opened) is not
+// content: "<think>\n\n</think>" before a call is all Qwen3 writes when it skips thinking.
+std::string without_empty_think(std::string content) {
+  for (;;) {
+    const size_t open = content.find("<think>");
+    if (open == std::string::npos) break;
+    const size_t close = content.find("</think>", open);
+    if (close == std::string::npos || !trim(content.substr(open + 7, close - open - 7)).empty())
+      break;
+    content.erase(open, close + 8 - open);
+  }
+  content = trim(content);
+  if (content.rfind("</think>", 0) == 0) content = trim(content.substr(8));
+  return content;
+}
+
+ParsedReply parse_any(ToolCallSyntax syntax, const std::string& text);
+
+}  // namespace
+
+ParsedReply parse_tool_calls(ToolCallSyntax syntax, const std::string& text) {
+  ParsedReply r = parse_any(syntax, text);
+  if (!r.calls.empty()) r.content = without_empty_think(std::move(r.content));
+  return r;
+}
+
+namespace {
+
+ParsedReply parse_any(ToolCallSyntax syntax, const std::string& text) {
+  switch (syntax) {
+    case ToolCallSyntax::HermesJson:
+      return parse_blocks(text, "<tool_call>", "</tool_call>", parse_hermes);
+    case ToolCallSyntax::QwenXml:
+      return parse_blocks(text, "<tool_call>", "</tool_call>", parse_qwen_xml);
+    case ToolCallSyntax::GlmXml:
+      return parse_blocks(text, "<tool_call>", "</tool_call>", parse_glm_xml);
+    case ToolCallSyntax::Mistral:
+      return parse_mistral(text);
+    case ToolCallSyntax::Llama3Json:
+      return parse_llama3(text);
+    case ToolCallSyntax::FunctionTags: {
+      // Functionary's python calls (<|python_tag|>CODE) stay content.
+      return parse_blocks(text, "<function=", "</function>", parse_function_tag);
+    }
+    case ToolCallSyntax::KimiK2: {
+      ParsedReply r = parse_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", parse_kimi);
+      for (const char* m : {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"}) {
+        size_t p;
+        while ((p = r.content.find(m)) != std::string::npos)
+          r.content.erase(p, std::string(m).size());
+      }
+      r.content = trim(r.content);
+      return r;
+    }
+    case ToolCallSyntax::None:
+      break;
+  }
+  return {trim(text), {}};
+}
+
+}  // namespace
+
+size_t tool_call_free_prefix(ToolCallSyntax syntax, const std::string& text) {
+  if (syntax == ToolCallSyntax::None) return text.size();
+  if (syntax == ToolCallSyntax::Llama3Json) {
+    // A call is the whole reply: held while the reply may still become one.
+    const std::string body = trim(text);
+    const std::string tag = kPythonTag;
+    if (body.empty() || body[0] == '{' || tag.rfind(body.substr(0, tag.size()), 0) == 0 ||
+        body.rfind(tag, 0) == 0)
+      return 0;
+    return text.size();
+  }
+  size_t free = text.size();
+  for (const std::string& m : call_markers(syntax)) {
+    const size_t at = text.find(m);
+    if (at != std::string::npos) {
+      free = std::min(free, at);
+      continue;
+    }
+    // The reply's end may be the start of a marker.
+    for (size_t n = std::min(m.size() - 1, text.size()); n > 0; n--)
+      if (text.compare(text.size() - n, n, m, 0, n) == 0) {
+        free = std::min(free, text.size() - n);
+        break;
+      }
+  }
+  return free;
+}
+
+std::string ToolCallStream::push(const std::string& text) {
+  reply_ += text;
+  const size_t upto = std::max(sent_, tool_call_free_prefix(syntax_, reply_));
+  std::string out = reply_.substr(sent_, upto - sent_);
+  sent_ = upto;
+  return out;
+}
+
+ParsedReply ToolCallStream::finish() {
+  ParsedReply parsed = parse_tool_calls(syntax_, reply_);
+  const size_t upto = parsed.calls.empty()
+                          ? reply_.size()
+                          : std::max(sent_, tool_call_free_prefix(syntax_, reply_));
+  parsed.content = reply_.substr(sent_, upto - sent_);
+  sent_ = upto;
+  return parsed;
+}
+
+}  // namespace llm
