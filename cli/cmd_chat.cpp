@@ -30,6 +30,7 @@ struct ChatOptions {
   std::string system;
   std::string conv_template;
   int max_tokens = 1024;
+  std::string format = "text";  // "json": every answer is one JSON object
   bool ignore_eos = false;
 };
 
@@ -164,6 +165,7 @@ class Chat {
     req.sampling = o_.sampling.resolve();
     req.max_tokens = o_.max_tokens;
     req.ignore_eos = o_.ignore_eos;
+    req.json_object = o_.format == "json";
     const auto t0 = Clock::now();
     auto stream = engine_.submit(req);
     std::string text;
@@ -262,6 +264,9 @@ void register_chat(CLI::App& app) {
                   "Built-in conversation template (default: the model's own)");
   cmd->add_option("--max-tokens", o->max_tokens,
                   "Longest answer in tokens (-1: until the context is full)")
+      ->capture_default_str();
+  cmd->add_option("--format", o->format, "json: every answer is one JSON object (JSON mode)")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep answering past the model's EOS tokens");
   cmd->callback([o]() { run_chat(*o); });

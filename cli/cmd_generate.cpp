@@ -25,6 +25,7 @@ struct GenerateOptions {
   int n_new = 16;
   bool chat = false;
   bool json = false;
+  std::string format = "text";  // "json": JSON mode
   bool ignore_eos = false;
 };
 
@@ -40,11 +41,12 @@ void run_generate(const GenerateOptions& o) {
   req.max_tokens = o.n_new;
   req.ignore_eos = o.ignore_eos;
   req.stop = o.stop;
+  req.json_object = o.format == "json";
   if (!o.token_ids.empty()) req.prompt = parse_int_list(o.token_ids, "--token-ids", "token id");
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;
-  if (!o.prompt.empty() || !o.stop.empty()) tok = load_tokenizer(lm);
+  if (!o.prompt.empty() || !o.stop.empty() || req.json_object) tok = load_tokenizer(lm);
   if (o.chat) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
@@ -121,6 +123,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   cmd->add_option("-n,--max-tokens", o->n_new, "New tokens to generate")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print {\"ids\":[...],\"finish_reason\":...}");
+  cmd->add_option("--format", o->format, "json: the reply is one JSON object (JSON mode)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at the model's EOS tokens");
   cmd->callback([o]() { run_generate(*o); });
 }

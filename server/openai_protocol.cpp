@@ -185,10 +185,12 @@ void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
     const ojson& f = body["response_format"];
     if (!f.is_object() || !f.contains("type") || !f["type"].is_string())
       throw ApiError(400, "'response_format' must be an object with a 'type'", "response_format");
-    if (f["type"] != "text")
+    if (f["type"] == "json_object")
+      r.json_object = true;
+    else if (f["type"] != "text")
       throw ApiError(400,
                      "'response_format' type '" + f["type"].get<std::string>() +
-                         "' is not supported (no constrained decoding); only 'text'",
+                         "' is not supported; 'text' and 'json_object' are",
                      "response_format");
   }
   if (present(body, "stream")) r.stream = bool_field(body, "stream");

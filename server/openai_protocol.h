@@ -73,8 +73,9 @@ struct ParsedRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;
-  int top_logprobs = 0;  // alternatives per token (chat: top_logprobs; completions: logprobs)
-  bool echo = false;     // completions: not supported (400 when true)
+  int top_logprobs = 0;      // alternatives per token (chat: top_logprobs; completions: logprobs)
+  bool echo = false;         // completions: not supported (400 when true)
+  bool json_object = false;  // response_format json_object: JSON mode
 };
 
 // Validates a parsed body; throws ApiError (400) naming the offending param.

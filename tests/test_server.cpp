@@ -399,10 +399,28 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   bad["tool_choice"] = "required";
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tool_choice");
   bad = plain;
-  bad["response_format"] = {{"type", "json_object"}};
+  bad["response_format"] = {{"type", "json_schema"}};
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "response_format");
   bad["response_format"] = {{"type", "text"}};
   post(s, "/v1/chat/completions", bad, 200);
+  // JSON mode: the reply is one object (or the start of one, cut by max_tokens).
+  json as_json = plain;
+  as_json["max_tokens"] = 64;
+  as_json["temperature"] = 1;
+  as_json["response_format"] = {{"type", "json_object"}};
+  int objects = 0;
+  for (int seed = 1; seed <= 8; seed++) {
+    as_json["seed"] = seed;
+    const json choice = post(s, "/v1/chat/completions", as_json, 200)["choices"][0];
+    const std::string content = choice["message"]["content"].get<std::string>();
+    INFO(content);
+    CHECK(content.find('{') != std::string::npos);
+    if (choice["finish_reason"] == "stop") {
+      CHECK(json::parse(content).is_object());
+      objects++;
+    }
+  }
+  CHECK(objects > 0);
 }
 
 TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
+#include "core/engine/json_grammar.h"
 #include "core/engine/kv_pages.h"
 #include "core/engine/step_runner.h"
 #include "core/engine/stop_matcher.h"
@@ -74,9 +76,12 @@ struct Engine::Sequence {
   std::unique_ptr<StreamDecoder> decoder;
   StopMatcher stop;
   bool done = false;
-  int take = 0;  // tokens of this sequence in the current step
+  int take = 0;                     // tokens of this sequence in the current step
+  std::optional<JsonGrammar> json;  // JSON mode: where the reply stands in its object
   // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
-  bool samples_on_device() const { return sampler.samples_on_device() && req.top_logprobs < 0; }
+  bool samples_on_device() const {
+    return sampler.samples_on_device() && req.top_logprobs < 0 && !json;
+  }
 };
 
 // ---------------------------------------------------------------- Engine
@@ -190,10 +195,21 @@ std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
   for (const auto& s : req.stop) has_stop |= !s.empty();
   if (has_stop && !tokenizer_) fail("stop strings need a tokenizer");
   if (req.max_tokens == 0) fail("max_tokens must be at least 1");
+  if (req.json_object) {
+    if (!tokenizer_) fail("JSON mode needs a tokenizer");
+    std::call_once(json_once_, [&] {
+      std::vector<std::string> bytes(static_cast<size_t>(n_vocab));
+      for (int id = 0; id < n_vocab && id < tokenizer_->vocab_size(); id++)
+        if (!tokenizer_->is_special(id))
+          bytes[static_cast<size_t>(id)] = tokenizer_->token_bytes(id);
+      json_mask_ = std::make_unique<JsonTokenMask>(std::move(bytes));
+    });
+  }
 
   auto seq = std::make_unique<Sequence>(std::move(req), tokenizer_);
   seq->tokens = seq->req.prompt;
   seq->n_prompt = n;
+  if (seq->req.json_object) seq->json.emplace();
   for (int32_t id : seq->tokens) seq->history.add_prompt(id);
   auto stream = std::make_shared<RequestStream>();
   seq->stream = stream;
@@ -288,8 +304,11 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
       !s.req.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
   if (!eos && s.decoder) ev.text = s.stop.push(s.decoder->push(token));
 
+  // JSON mode: the object closed with this token, so the reply is complete.
+  const bool json_done =
+      s.json && json_mask_ && s.json->feed(json_mask_->bytes(token)) && s.json->done();
   FinishReason why = FinishReason::None;
-  if (eos || s.stop.stopped())
+  if (eos || s.stop.stopped() || json_done)
     why = FinishReason::Stop;
   else if ((s.req.max_tokens > 0 && s.n_generated >= s.req.max_tokens) ||
            static_cast<int>(s.tokens.size()) + 1 > context_size_)
@@ -401,10 +420,22 @@ bool Engine::step() {
   // Sampling reads every logit of a row (softmax); with many rows the host
   // threads share them. Each sequence has its own sampler, so rows are independent.
   auto sample_rows = [&](size_t first, size_t step) {
-    for (size_t i = first; i < in_step.size(); i += step)
-      if (on_host[i])
-        sampled[i] = in_step[i]->sampler.sample(logits.data() + i * size_t(n_vocab), n_vocab,
-                                                &in_step[i]->history);
+    std::vector<float> masked;
+    for (size_t i = first; i < in_step.size(); i += step) {
+      if (!on_host[i]) continue;
+      Sequence& s = *in_step[i];
+      const float* row = logits.data() + i * size_t(n_vocab);
+      if (s.json) {
+        // JSON mode: only tokens that keep the reply inside its object (-1: none can).
+        masked.assign(row, row + n_vocab);
+        if (!json_mask_->apply(*s.json, masked.data(), n_vocab)) {
+          sampled[i] = -1;
+          continue;
+        }
+        row = masked.data();
+      }
+      sampled[i] = s.sampler.sample(row, n_vocab, &s.history);
+    }
   };
   const size_t n_threads =
       std::min<size_t>({in_step.size(), std::max(1u, std::thread::hardware_concurrency()), 16});
@@ -425,6 +456,10 @@ bool Engine::step() {
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
     if (!seqs[i].wants_logits) continue;
+    if (sampled[i] < 0) {
+      finish(s, FinishReason::Error, "JSON mode: no token of the vocabulary continues the object");
+      continue;
+    }
     emit_token(s, sampled[i], on_host[i] ? logits.data() + i * size_t(n_vocab) : nullptr);
     generated++;
   }

@@ -54,6 +54,9 @@ struct GenerationRequest {
   int top_logprobs = -1;  // -1: no logprobs; 0..20: the chosen token's and this many others
   // Control tokens appear in the text (a reply's tool-call markers may be such tokens).
   bool keep_special = false;
+  // JSON mode: the reply is one JSON object (tokens that would leave it are masked; the
+  // request stops when the object closes). Needs a tokenizer; samples on the host.
+  bool json_object = false;
 };
 
 enum class FinishReason { None, Stop, Length, Cancelled, Error };
@@ -149,6 +152,8 @@ class Engine {
   Model& model_;
   const Tokenizer* tokenizer_;
   EngineOptions opts_;
+  std::once_flag json_once_;
+  std::unique_ptr<class JsonTokenMask> json_mask_;  // built for the first JSON-mode request
   int context_size_ = 0;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<class StepRunner> runner_;

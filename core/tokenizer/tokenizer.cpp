@@ -192,6 +192,13 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   return unicode::take_valid_utf8(&bytes, true);
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const {
+  std::string bytes;
+  bool first = false;
+  impl_->append_token_bytes(id, /*skip_special=*/true, &first, &bytes);
+  return bytes;
+}
+
 std::string Tokenizer::token_to_piece(int32_t id) const {
   if (!impl_->vocab.valid(id)) {
     if (id >= 0 && id < impl_->padded_size) return "";

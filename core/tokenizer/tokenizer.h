@@ -37,6 +37,9 @@ class Tokenizer {
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
   // The raw vocab string of a token (e.g. "▁Hello", "Ġworld", "<0x0A>").
   std::string token_to_piece(int32_t id) const;
+  // The bytes a token adds after other text (a leading space kept; one byte of a UTF-8
+  // sequence for a byte token); empty for control tokens and padding ids.
+  std::string token_bytes(int32_t id) const;
 
   int32_t vocab_size() const;
   // Models often pad their embedding past the tokenizer (Qwen2.5, Phi-3): ids from

@@ -1,0 +1,183 @@
+// JSON mode: the byte-level recognizer against nlohmann's parser (what it accepts in
+// full is JSON, every JSON object it is shown is accepted), its limits, and the engine
+// keeping a random model's replies inside one object.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "backends/registry.h"
+#include "core/engine/engine.h"
+#include "core/engine/json_grammar.h"
+#include "core/model.h"
+#include "core/tokenizer/tokenizer.h"
+#include "test_util.h"
+
+using namespace llm;
+using nlohmann::json;
+
+namespace {
+
+// How many bytes of text the recognizer takes before refusing one (text.size(): all).
+size_t accepted(const std::string& text, bool* done = nullptr) {
+  JsonGrammar g;
+  size_t n = 0;
+  while (n < text.size() && g.feed(static_cast<uint8_t>(text[n]))) n++;
+  if (done) *done = n == text.size() && g.done();
+  return n;
+}
+
+json random_value(std::mt19937& rng, int depth) {
+  std::uniform_int_distribution<int> kind(0, depth > 4 ? 4 : 6);
+  switch (kind(rng)) {
+    case 0:
+      return nullptr;
+    case 1:
+      return rng() % 2 == 0;
+    case 2:
+      return static_cast<int>(rng() % 2000) - 1000;
+    case 3:
+      return std::uniform_real_distribution<double>(-1e6, 1e6)(rng) * 1e-3;
+    case 4: {
+      static const char* pieces[] = {"a",  "é",    "\"",  "\\",   "\n",
+                                     "\t", "日本", "x y", "\x01", "🙂"};
+      std::string s;
+      for (int i = rng() % 5; i > 0; i--) s += pieces[rng() % 10];
+      return s;
+    }
+    case 5: {
+      json a = json::array();
+      for (int i = rng() % 4; i > 0; i--) a.push_back(random_value(rng, depth + 1));
+      return a;
+    }
+    default: {
+      json o = json::object();
+      for (int i = rng() % 4; i > 0; i--)
+        o["k" + std::to_string(rng() % 100)] = random_value(rng, depth + 1);
+      return o;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("json mode: objects are accepted to their last byte, and nothing after", "[json_mode]") {
+  for (const std::string ok :
+       {"{}", " {\"a\":1}", "\n{\"a\": [1, -2.5e+3, 0, 0.5E-2, true, false, null]}",
+        "{\"s\": \"x\\u00e9\\n\\\"\\\\\\/\", \"o\": {\"b\": [], \"c\": {}}}",
+        "{\"utf8\": \"\xc3\xa9\xe6\x97\xa5\xf0\x9f\x99\x82\"}"}) {
+    INFO(ok);
+    bool done = false;
+    CHECK(accepted(ok, &done) == ok.size());
+    CHECK(done);
+    CHECK(accepted(ok + "}", nullptr) == ok.size());
+  }
+  // Refused at the byte that breaks it.
+  const std::vector<std::pair<std::string, size_t>> bad = {{"[]", 0},
+                                                           {"\"a\"", 0},
+                                                           {"   {}", 2},
+                                                           {"{\"a\"}", 4},
+                                                           {"{\"a\":01}", 6},
+                                                           {"{\"a\":1,}", 7},
+                                                           {"{,}", 1},
+                                                           {"{\"a\":tru}", 8},
+                                                           {"{\"a\":1.}", 7},
+                                                           {"{\"a\":-}", 6},
+                                                           {"{\"a\":\"\x01\"}", 6},
+                                                           {"{\"a\":\"\xff\"}", 6},
+                                                           {"{\"a\":\"\xc3(\"}", 7},
+                                                           {"{\"a\":\"\xe0\x80\x80\"}", 7},
+                                                           {"{\"a\":\"\xed\xa0\x80\"}", 7},
+                                                           {"{\"a\":\"\\x\"}", 7},
+                                                           {"{\"a\":\"\\u12g4\"}", 10},
+                                                           {"{\"a\" 1}", 5},
+                                                           {"{\"a\":[1 2]}", 8},
+                                                           {"{\"a\":[1,]}", 8},
+                                                           {"{\"a\":1]", 6}};
+  for (const auto& [text, at] : bad) {
+    INFO(text);
+    CHECK(accepted(text) == at);
+  }
+  // Depth and whitespace are bounded.
+  std::string deep = "{\"a\":";
+  for (int i = 1; i < JsonGrammar::kMaxDepth; i++) deep += "[";
+  CHECK(accepted(deep + "[") == deep.size());
+  CHECK(accepted("{" + std::string(JsonGrammar::kMaxSpaces + 1, ' ') + "}") ==
+        1 + JsonGrammar::kMaxSpaces);
+}
+
+TEST_CASE("json mode: agrees with a JSON parser on random and mutated objects", "[json_mode]") {
+  std::mt19937 rng(5);
+  int mutated_json = 0;
+  for (int i = 0; i < 400; i++) {
+    json o = json::object();
+    for (int k = rng() % 5; k > 0; k--) o["key" + std::to_string(k)] = random_value(rng, 1);
+    for (const std::string text : {o.dump(), o.dump(2), o.dump(1, '\t')}) {
+      INFO(text);
+      bool done = false;
+      CHECK(accepted(text, &done) == text.size());
+      CHECK(done);
+      // A byte changed: whatever the recognizer takes in full is JSON.
+      std::string m = text;
+      m[rng() % m.size()] = "{}[]\",:0-.e \\ax\x80"[rng() % 17];
+      bool m_done = false;
+      if (accepted(m, &m_done) == m.size() && m_done) {
+        // (A number too large for a double is JSON that this parser refuses.)
+        INFO("mutated: " << m);
+        bool parsed = true;
+        try {
+          json::parse(m);
+        } catch (const json::out_of_range& e) {
+          parsed = e.id == 406;  // number overflow
+        } catch (const json::exception&) {
+          parsed = false;
+        }
+        CHECK(parsed);
+        mutated_json++;
+      }
+    }
+  }
+  CHECK(mutated_json > 0);
+}
+
+TEST_CASE("json mode: the engine keeps a random model's replies inside one object",
+          "[json_mode][engine]") {
+  auto backend = create_backend("cpu", 2);
+  const std::string path = test::tiny_chat_model("q0f32", 3);
+  auto model = Model::load(path, *backend);
+  auto tok = Tokenizer::load(path);
+  Engine engine(*model, tok.get(), EngineOptions{});
+  int complete = 0;
+  for (uint64_t seed = 1; seed <= 12; seed++) {
+    GenerationRequest r;
+    r.prompt = tok->encode("Answer in JSON:", true);
+    r.max_tokens = 48;
+    r.json_object = true;
+    r.sampling.temperature = 1.f;
+    r.sampling.top_p = 0.95f;
+    r.sampling.seed = seed;
+    auto stream = engine.submit(r);
+    std::string text;
+    FinishReason why = FinishReason::None;
+    while (why == FinishReason::None) {
+      GenerationEvent ev = stream->next();
+      text += ev.text;
+      why = ev.finish;
+    }
+    INFO("seed " << seed << ": " << text);
+    REQUIRE((why == FinishReason::Stop || why == FinishReason::Length));
+    bool done = false;
+    CHECK(accepted(text, &done) == text.size());
+    CHECK(done == (why == FinishReason::Stop));
+    if (why == FinishReason::Stop) {
+      CHECK(json::parse(text).is_object());
+      complete++;
+    }
+  }
+  CHECK(complete > 0);
+  GenerationRequest no_tok;
+  no_tok.prompt = {1, 2};
+  no_tok.json_object = true;
+  Engine bare(*model, nullptr, EngineOptions{});
+  CHECK_THROWS_WITH(bare.submit(no_tok), Catch::Contains("JSON mode needs a tokenizer"));
+}
