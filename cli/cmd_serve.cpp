@@ -22,6 +22,7 @@ struct ServeOptions {
   EngineOptions engine;
   std::string conv_template;
   std::string served_name;
+  std::string reasoning_format = "deepseek";
 };
 
 void run_serve(ServeOptions o) {
@@ -30,6 +31,7 @@ void run_serve(ServeOptions o) {
   if (o.http.max_body < 1024) fail("--max-body must be at least 1024 bytes");
   o.engine.context_size = o.model.context_size;
   o.engine.kv_dtype = kv_cache_dtype(o.model);
+  o.http.split_reasoning = o.reasoning_format == "deepseek";
   o.http.model_name = !o.served_name.empty()
                           ? o.served_name
                           : std::filesystem::path(o.model.model).filename().string();
@@ -108,6 +110,11 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--threads-http", o->http.threads,
                   "HTTP worker threads (default: from --max-seqs)");
   cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");
+  cmd->add_option("--reasoning-format", o->reasoning_format,
+                  "deepseek: a reasoning model's <think> block goes to reasoning_content; "
+                  "none: it stays in the content")
+      ->check(CLI::IsMember({"deepseek", "none"}))
+      ->capture_default_str();
   cmd->add_option("--served-model-name", o->served_name,
                   "Model id in /v1/models (default: folder name)");
   cmd->callback([o]() { run_serve(*o); });

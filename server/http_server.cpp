@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "core/chat/reasoning.h"
 #include "core/error.h"
 #include "server/openai_protocol.h"
 
@@ -179,6 +180,10 @@ struct Job {
   // parsed for calls, and while streaming, text that may start one is held back.
   ToolCallSyntax tools = ToolCallSyntax::None;
   std::unique_ptr<ToolCallStream> tool_stream;  // streamed requests with tools
+  // A reasoning model's chat reply: its think block goes to reasoning_content
+  // (think_inside: the prompt opened the block).
+  bool thinks = false, think_inside = false;
+  std::unique_ptr<ReasoningStream> reasoning_stream;  // streamed
 };
 
 std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
@@ -366,7 +371,10 @@ void Server::routes() {
             g.keep_special = job->tools != ToolCallSyntax::None;  // markers may be such tokens
           }
           try {
-            g.prompt = r.chat->encode(messages, p.tools);
+            const std::string rendered = r.chat->render(messages, p.tools);
+            g.prompt = r.chat->encode_rendered(rendered);
+            job->thinks = opts_.split_reasoning && r.chat->thinks();
+            job->think_inside = job->thinks && prompt_opens_think(rendered);
           } catch (const Error& e) {
             throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
           }
@@ -442,6 +450,12 @@ void Server::routes() {
         const auto* lp = job->req.logprobs ? &lps : nullptr;
         std::vector<ResponseToolCall> calls;
         std::string why = finish_name(ev.finish);
+        std::string reasoning;
+        if (job->thinks) {
+          ReasoningSplit split = split_reasoning(text, job->think_inside);
+          reasoning = std::move(split.reasoning);
+          text = std::move(split.content);
+        }
         if (job->tools != ToolCallSyntax::None) {
           ParsedReply parsed = parse_tool_calls(job->tools, text);
           if (!parsed.calls.empty()) {
@@ -452,7 +466,7 @@ void Server::routes() {
         }
         reply_json(res, 200,
                    chat ? chat_response(job->id, job->created, job->model, text, why, job->usage,
-                                        lp, calls)
+                                        lp, calls, reasoning)
                         : completion_response(job->id, job->created, job->model, text,
                                               finish_name(ev.finish), job->usage, lp));
         return;
@@ -481,24 +495,39 @@ void Server::routes() {
             std::vector<TokenLogprob> lps;
             if (job->req.logprobs) lps = to_logprobs(tok, ev.logprobs);
             const auto* lp = job->req.logprobs && !lps.empty() ? &lps : nullptr;
-            std::string delta = ev.text;
+            std::string delta = ev.text, reasoning;
             std::vector<ResponseToolCall> calls;
+            const bool ended_well = finished && ev.finish != FinishReason::Error &&
+                                    ev.finish != FinishReason::Cancelled;
+            if (job->thinks) {
+              // The think block goes out as reasoning_content, the rest as content.
+              if (!job->reasoning_stream)
+                job->reasoning_stream = std::make_unique<ReasoningStream>(job->think_inside);
+              ReasoningSplit part = job->reasoning_stream->push(ev.text);
+              if (ended_well) {
+                ReasoningSplit end = job->reasoning_stream->finish();
+                part.reasoning += end.reasoning;
+                part.content += end.content;
+              }
+              reasoning = std::move(part.reasoning);
+              delta = std::move(part.content);
+            }
             if (job->tools != ToolCallSyntax::None) {
               // Content goes out up to where a tool call may start; at the end the held
               // text is parsed, and its calls go out whole.
               if (!job->tool_stream)
                 job->tool_stream = std::make_unique<ToolCallStream>(job->tools);
-              delta = job->tool_stream->push(ev.text);
-              if (finished && ev.finish != FinishReason::Error &&
-                  ev.finish != FinishReason::Cancelled) {
+              delta = job->tool_stream->push(delta);
+              if (ended_well) {
                 ParsedReply end = job->tool_stream->finish();
                 delta += end.content;
                 calls = response_calls(end.calls);
               }
             }
-            if (!delta.empty() || lp || job->first) {
+            if (!delta.empty() || !reasoning.empty() || lp || job->first) {
               out += sse_event(
-                  chat ? chat_chunk(job->id, job->created, job->model, delta, job->first, "", lp)
+                  chat ? chat_chunk(job->id, job->created, job->model, delta, job->first, "", lp,
+                                    reasoning)
                        : completion_chunk(job->id, job->created, job->model, delta, "", lp));
               job->first = false;
             }

@@ -29,6 +29,9 @@ struct ServerOptions {
   std::string model_name = "llmrt";
   int threads = 0;               // HTTP worker threads; 0: enough for the engine's batch and queue
   double shutdown_grace_s = 10;  // in-flight requests get this long to finish on shutdown
+  // Chat replies of templates that think (<think>...</think>) report the thinking as
+  // reasoning_content, apart from the content; false keeps it in the content.
+  bool split_reasoning = true;
 };
 
 class Server {

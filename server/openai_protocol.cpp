@@ -386,8 +386,9 @@ json tool_calls_json(const std::vector<ResponseToolCall>& calls, bool indexed) {
 json chat_response(const std::string& id, int64_t created, const std::string& model,
                    const std::string& text, const std::string& finish_reason, const Usage& usage,
                    const std::vector<TokenLogprob>* logprobs,
-                   const std::vector<ResponseToolCall>& tool_calls) {
+                   const std::vector<ResponseToolCall>& tool_calls, const std::string& reasoning) {
   json message = {{"role", "assistant"}, {"content", text}};
+  if (!reasoning.empty()) message["reasoning_content"] = reasoning;
   if (!tool_calls.empty()) {
     if (text.empty()) message["content"] = nullptr;
     message["tool_calls"] = tool_calls_json(tool_calls, false);
@@ -413,10 +414,11 @@ json completion_response(const std::string& id, int64_t created, const std::stri
 
 json chat_chunk(const std::string& id, int64_t created, const std::string& model,
                 const std::string& delta, bool role_first, const std::string& finish_reason,
-                const std::vector<TokenLogprob>* logprobs) {
+                const std::vector<TokenLogprob>* logprobs, const std::string& reasoning) {
   json d = json::object();
   if (role_first) d["role"] = "assistant";
   if (!delta.empty() || role_first) d["content"] = delta;
+  if (!reasoning.empty()) d["reasoning_content"] = reasoning;
   json choice = {{"index", 0},
                  {"delta", d},
                  {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},

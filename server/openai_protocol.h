@@ -107,17 +107,20 @@ struct ResponseToolCall {
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::string& text, const std::string& finish_reason,
                              const Usage& usage, const std::vector<TokenLogprob>* logprobs,
-                             const std::vector<ResponseToolCall>& tool_calls = {});
+                             const std::vector<ResponseToolCall>& tool_calls = {},
+                             const std::string& reasoning = "");
 nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
                                    const Usage& usage, const std::vector<TokenLogprob>* logprobs);
 
 // One streamed chunk. `role_first` adds the assistant role to a chat chunk's delta
-// (the first chunk); an empty finish_reason is null.
+// (the first chunk); an empty finish_reason is null; reasoning goes out as
+// delta.reasoning_content.
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
                           const std::string& delta, bool role_first,
                           const std::string& finish_reason,
-                          const std::vector<TokenLogprob>* logprobs);
+                          const std::vector<TokenLogprob>* logprobs,
+                          const std::string& reasoning = "");
 // A streamed chunk whose delta carries every tool call of the reply, whole.
 nlohmann::json chat_tool_calls_chunk(const std::string& id, int64_t created,
                                      const std::string& model,

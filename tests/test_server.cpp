@@ -91,6 +91,21 @@ json chat_body(const std::string& user, int max_tokens) {
           {"temperature", 0}};
 }
 
+// The tiny model copied into dir, with a real chat template of tests/data in place of its
+// own.
+void copy_with_template(const test::TempDir& dir, const std::string& template_name) {
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(tiny_model_path()))
+    fs::copy_file(e.path(), dir.path() + "/" + e.path().filename().string());
+  fs::copy_file(test::data_dir() + "/chat-templates/" + template_name + ".jinja",
+                dir.path() + "/chat_template.jinja", fs::copy_options::overwrite_existing);
+}
+
+std::string trim_copy(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \n\r\t");
+  return b == std::string::npos ? "" : s.substr(b, s.find_last_not_of(" \n\r\t") - b + 1);
+}
+
 // The data: lines of an SSE body, [DONE] included.
 std::vector<std::string> sse_data(const std::string& body) {
   std::vector<std::string> out;
@@ -327,11 +342,7 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
 // assistant's tool_calls and a tool's reply; what cannot be honoured is refused.
 TEST_CASE("server: tools go to the chat template", "[server]") {
   test::TempDir dir;
-  namespace fs = std::filesystem;
-  for (const auto& e : fs::directory_iterator(tiny_model_path()))
-    fs::copy_file(e.path(), dir.path() + "/" + e.path().filename().string());
-  fs::copy_file(test::data_dir() + "/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
-                dir.file("chat_template.jinja"), fs::copy_options::overwrite_existing);
+  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
   TestServer s({}, {}, false);
   EngineOptions eo;
   eo.context_size = 1024;
@@ -421,6 +432,46 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
     }
   }
   CHECK(objects > 0);
+}
+
+TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[server]") {
+  // GLM-4.7's generation prompt opens a think block, so a reply that never closes it
+  // (this random model's) is all reasoning.
+  test::TempDir dir;
+  copy_with_template(dir, "GLM-4.7-Flash");
+  for (const bool split : {true, false}) {
+    CAPTURE(split);
+    server::ServerOptions so;
+    so.split_reasoning = split;
+    TestServer s({}, so, false);
+    s.load({}, dir.path());
+    const json body = chat_body("Why is the sky blue?", 10);
+    const json msg = post(s, "/v1/chat/completions", body, 200)["choices"][0]["message"];
+    const std::string all =
+        split ? msg["reasoning_content"].get<std::string>() : msg["content"].get<std::string>();
+    CHECK(!all.empty());
+    CHECK(msg.contains("reasoning_content") == split);
+    if (split) CHECK(msg["content"] == "");
+    // Streamed: the same split, piece by piece.
+    json sb = body;
+    sb["stream"] = true;
+    auto c = s.client();
+    auto res = c.Post("/v1/chat/completions", sb.dump(), "application/json");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    std::string reasoning, content;
+    for (const std::string& d : sse_data(res->body)) {
+      if (d == "[DONE]") continue;
+      const json chunk = json::parse(d);
+      const json& delta = chunk["choices"][0]["delta"];
+      if (delta.contains("reasoning_content"))
+        reasoning += delta["reasoning_content"].get<std::string>();
+      if (delta.contains("content")) content += delta["content"].get<std::string>();
+    }
+    // (The whole reply is trimmed, the stream is not.)
+    CHECK(trim_copy(split ? reasoning : content) == all);
+    CHECK((split ? content : reasoning).empty());
+  }
 }
 
 TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {

@@ -9,6 +9,7 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
   template_ = std::make_unique<ChatTemplate>(t.source);
   origin_ = t.origin;
   tool_syntax_ = detect_tool_call_syntax(t.source);
+  thinks_ = t.source.find("</think>") != std::string::npos;
   opts_.add_generation_prompt = true;
   // The template writes the tokenizer's own BOS/EOS strings.
   const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
@@ -26,7 +27,10 @@ std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
 
 std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages,
                                         const nlohmann::ordered_json& tools) const {
-  const std::string text = render(messages, tools);
+  return encode_rendered(render(messages, tools));
+}
+
+std::vector<int32_t> ChatPrompt::encode_rendered(const std::string& text) const {
   std::vector<int32_t> ids = tok_.encode(text, /*add_special=*/false, /*parse_special=*/true);
   const int32_t bos = tok_.bos_id();
   if (tok_.add_bos() && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);

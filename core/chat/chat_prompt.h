@@ -30,15 +30,20 @@ class ChatPrompt {
                      const nlohmann::ordered_json& tools = nullptr) const;
   std::vector<int32_t> encode(const nlohmann::ordered_json& messages,
                               const nlohmann::ordered_json& tools = nullptr) const;
+  // The ids of a prompt render() gave.
+  std::vector<int32_t> encode_rendered(const std::string& text) const;
   const std::string& origin() const { return origin_; }
   // How the template writes tool calls, so that replies can be parsed back into calls.
   ToolCallSyntax tool_call_syntax() const { return tool_syntax_; }
+  // Whether the template knows think blocks (<think>...</think>): a reasoning model.
+  bool thinks() const { return thinks_; }
 
  private:
   const Tokenizer& tok_;
   std::unique_ptr<ChatTemplate> template_;
   std::string origin_;
   ToolCallSyntax tool_syntax_ = ToolCallSyntax::None;
+  bool thinks_ = false;
   ChatTemplateOptions opts_;
 };
 
