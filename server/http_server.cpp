@@ -236,6 +236,11 @@ void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPro
                       [&engine] { return double(engine.stats().pages_total); }});
   metrics_.add_gauge({"llmrt_preemptions_total", "Sequences preempted for lack of KV pages",
                       [&engine] { return double(engine.stats().preemptions); }});
+  metrics_.add_gauge({"llmrt_kv_pages_cached", "KV cache pages holding a cached prefix",
+                      [&engine] { return double(engine.stats().pages_cached); }});
+  metrics_.add_gauge({"llmrt_prefix_cached_tokens_total",
+                      "Prompt tokens taken from the prefix cache instead of computed",
+                      [&engine] { return double(engine.stats().prefix_cached_tokens); }});
   std::lock_guard<std::mutex> lock(mu_);
   ready_ = std::move(r);
 }

@@ -107,6 +107,39 @@ TEST_CASE("page pool hands out each page once and takes them back", "[engine]") 
                     Catch::Contains("returned twice"));
 }
 
+TEST_CASE("cached prefix pages are shared, kept while idle and evicted oldest first",
+          "[engine][prefix]") {
+  PagePool pool(3, 4);
+  const int32_t toks[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  const uint64_t ha = prefix_page_hash(0, toks, 4), hb = prefix_page_hash(ha, toks + 4, 4);
+  CHECK(ha != hb);
+  CHECK(prefix_page_hash(0, toks, 4) == ha);
+  CHECK(prefix_page_hash(1, toks, 4) != ha);  // the chain matters, not just the tokens
+  CHECK(pool.adopt(ha) == -1);
+  const int a = pool.take(), b = pool.take();
+  pool.publish(a, ha);
+  pool.publish(b, hb);
+  pool.publish(b, ha);  // a prefix is cached once
+  CHECK(pool.cached_pages() == 2);
+  // Shared: a second holder, and the page stays until both let go.
+  CHECK(pool.adopt(ha) == a);
+  pool.give_back({a});
+  CHECK(pool.free_pages() == 1);
+  pool.give_back({a, b});  // idle now, still cached, and free to take
+  CHECK(pool.free_pages() == 3);
+  CHECK(pool.used_pages() == 0);
+  CHECK(pool.cached_pages() == 2);
+  CHECK_THROWS_WITH(pool.give_back({a}), Catch::Contains("returned twice"));
+  // Taking: the never-published page first, then the idle page used least recently (a).
+  const int c = pool.take();
+  CHECK(c != a);
+  CHECK(c != b);
+  CHECK(pool.take() == a);
+  CHECK(pool.adopt(ha) == -1);
+  CHECK(pool.adopt(hb) == b);
+  CHECK(pool.take() == -1);
+}
+
 TEST_CASE("stop strings are found across pushes and held back until decided", "[engine]") {
   StopMatcher m({"</s>", "STOP"});
   CHECK(m.push("Hello <") == "Hello ");
@@ -293,6 +326,59 @@ void check_batch_invariance(const std::string& device) {
 }
 
 }  // namespace
+
+TEST_CASE("engine: prompts that share a prefix reuse its cached pages and decode the same",
+          "[engine][prefix]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  const int vocab = model->config().vocab_size;
+  EngineOptions cached = batch_options(4, 32), plain = cached;
+  plain.prefix_cache = false;
+  // A 40-token "system prompt" before each request's own tokens.
+  const auto shared = make_prompts(1, vocab, 40, 40)[0];
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& own : make_prompts(6, vocab, 3, 20)) {
+    prompts.push_back(shared);
+    prompts.back().insert(prompts.back().end(), own.begin(), own.end());
+  }
+  const auto want = decode_all(*model, prompts, 12, plain);
+
+  SECTION("one after another: every prompt after the first takes the two full pages") {
+    Engine engine(*model, nullptr, cached);
+    std::vector<std::vector<int32_t>> got;
+    for (const auto& p : prompts)
+      got.push_back(collect(*engine.submit(greedy_request(p, 12))).tokens);
+    CHECK(got == want);
+    wait_idle(engine);
+    CHECK(engine.stats().prefix_cached_tokens == 5 * 32);
+    CHECK(engine.stats().pages_cached > 0);
+    CHECK(engine.stats().pages_used == 0);
+  }
+  SECTION("a chat: the next turn's prompt starts with the last one and its answer") {
+    Engine engine(*model, nullptr, cached);
+    std::vector<int32_t> turn = prompts[0];
+    const auto answer = collect(*engine.submit(greedy_request(turn, 30))).tokens;
+    wait_idle(engine);
+    const uint64_t before = engine.stats().prefix_cached_tokens;
+    turn.insert(turn.end(), answer.begin(), answer.end());
+    turn.insert(turn.end(), prompts[1].begin() + 40, prompts[1].end());
+    const auto next = collect(*engine.submit(greedy_request(turn, 12))).tokens;
+    wait_idle(engine);
+    // The pages written while answering are cached too (the prompt was 40 + own tokens).
+    CHECK(engine.stats().prefix_cached_tokens - before >=
+          static_cast<uint64_t>((prompts[0].size() + answer.size() - 1) / 16 * 16));
+    Engine fresh(*model, nullptr, plain);
+    CHECK(next == collect(*fresh.submit(greedy_request(turn, 12))).tokens);
+  }
+  SECTION("together, in a cache so small that cached pages are evicted") {
+    EngineOptions tight = cached;
+    tight.context_size = 96;
+    tight.kv_cache_tokens = 160;  // 10 pages of 16 for 4 sequences of up to 72 tokens
+    uint64_t preemptions = 0;
+    CHECK(decode_all(*model, prompts, 12, tight, 0ms, &preemptions) == want);
+    CHECK(decode_all(*model, prompts, 12, tight, 3ms) == want);
+  }
+}
 
 TEST_CASE("engine on cuda: a batch decodes exactly as each prompt alone", "[cuda][engine]") {
   check_batch_invariance("cuda");

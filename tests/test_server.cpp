@@ -154,6 +154,13 @@ TEST_CASE("server: health, models, metrics", "[server]") {
   CHECK_THAT(t, Catch::Contains("llmrt_time_per_output_token_seconds_count 3"));
   CHECK_THAT(t, Catch::Contains("llmrt_kv_pages_used 0"));
   CHECK_THAT(t, Catch::Contains("llmrt_requests_waiting 0"));
+  CHECK_THAT(t, Catch::Contains("llmrt_prefix_cached_tokens_total 0"));
+  // The same long question again: its prompt's full pages come from the prefix cache.
+  const std::string question(200, 'a');
+  post(s, "/v1/chat/completions", chat_body(question, 2), 200);
+  post(s, "/v1/chat/completions", chat_body(question, 2), 200);
+  CHECK(s.engine->stats().prefix_cached_tokens >= 16);
+  CHECK_THAT(c.Get("/metrics")->body, !Catch::Contains("llmrt_prefix_cached_tokens_total 0\n"));
 }
 
 TEST_CASE("server: chat and text completions, streamed and not, agree", "[server]") {

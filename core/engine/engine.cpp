@@ -78,6 +78,9 @@ struct Engine::Sequence {
   bool done = false;
   int take = 0;                     // tokens of this sequence in the current step
   std::optional<JsonGrammar> json;  // JSON mode: where the reply stands in its object
+  // Prefix caching: the hash of the tokens up to the end of each of its first pages
+  // that are published (or were adopted).
+  std::vector<uint64_t> page_hashes;
   // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
   bool samples_on_device() const {
     return sampler.samples_on_device() && req.top_logprobs < 0 && !json;
@@ -154,6 +157,9 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
                         : opts_.decode_ahead;
   decode_ahead_ = !runner_->has_recurrent_state() &&
                   (ahead < 0 ? model.backend().downloads_overlap() : ahead == 1);
+  const char* prefix_env = std::getenv("LLM_PREFIX_CACHE");
+  prefix_cache_ = opts_.prefix_cache && !runner_->has_recurrent_state() &&
+                  !(prefix_env && !std::strcmp(prefix_env, "0"));
   for (int i = opts_.max_seqs - 1; i >= 0; i--) free_state_slots_.push_back(i);
   stats_.pages_total = n_pages;
   thread_ = std::thread([this] { loop(); });
@@ -251,21 +257,31 @@ void Engine::publish_stats() {
   stats_.running = running;
   stats_.waiting = static_cast<int>(waiting_.size());
   stats_.pages_used = pages_->used_pages();
+  stats_.pages_cached = pages_->cached_pages();
 }
 
 void Engine::admit() {
   while (!waiting_.empty() && !free_state_slots_.empty() &&
          static_cast<int>(running_.size()) < opts_.max_seqs) {
     Sequence& s = *waiting_.front();
+    const int adopted = adopt_cached_prefix(s);
     // Keep a page in hand for each running sequence's next decode token.
     const int n_tokens = std::min(static_cast<int>(s.tokens.size()) + 1, context_size_);
-    const int need = pages_->pages_for(n_tokens);
-    if (pages_->free_pages() < need + static_cast<int>(running_.size()) && !running_.empty()) break;
-    if (!s.pages.reserve(*pages_, n_tokens)) break;
+    const int need = pages_->pages_for(n_tokens) - adopted;
+    if ((pages_->free_pages() < need + static_cast<int>(running_.size()) && !running_.empty()) ||
+        !s.pages.reserve(*pages_, n_tokens)) {
+      s.pages.release(*pages_);  // the adopted pages stay cached
+      s.page_hashes.clear();
+      break;
+    }
     s.state_slot = free_state_slots_.back();
     free_state_slots_.pop_back();
     if (runner_->has_recurrent_state()) runner_->clear_state_row(s.state_slot);
-    s.n_cached = 0;
+    s.n_cached = adopted * pages_->page_size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.prefix_cached_tokens += static_cast<uint64_t>(s.n_cached);
+    }
     s.admitted = ++admit_counter_;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -283,6 +299,7 @@ void Engine::preempt_one(const Sequence* keep) {
   if (youngest == running_.end()) fail("internal: nothing to preempt");
   Sequence& s = **youngest;
   s.pages.release(*pages_);
+  s.page_hashes.clear();
   free_state_slots_.push_back(s.state_slot);
   s.state_slot = -1;
   s.n_cached = 0;
@@ -290,6 +307,34 @@ void Engine::preempt_one(const Sequence* keep) {
   running_.erase(youngest);
   std::lock_guard<std::mutex> lock(mu_);
   stats_.preemptions++;
+}
+
+int Engine::adopt_cached_prefix(Sequence& s) {
+  if (!prefix_cache_) return 0;
+  const int ps = pages_->page_size();
+  // Whole pages only, and not the last token: its logits are what the step computes.
+  const int limit = (static_cast<int>(s.tokens.size()) - 1) / ps;
+  uint64_t h = 0;
+  for (int j = 0; j < limit; j++) {
+    h = prefix_page_hash(h, s.tokens.data() + static_cast<size_t>(j) * ps, ps);
+    const int page = pages_->adopt(h);
+    if (page < 0) break;
+    s.pages.append(page);
+    s.page_hashes.push_back(h);
+  }
+  return static_cast<int>(s.page_hashes.size());
+}
+
+void Engine::publish_full_pages(Sequence& s) {
+  if (!prefix_cache_) return;
+  const int ps = pages_->page_size();
+  const int written = std::min(s.n_cached, static_cast<int>(s.tokens.size()));
+  for (size_t j = s.page_hashes.size(); static_cast<int>(j + 1) * ps <= written; j++) {
+    const uint64_t h = prefix_page_hash(j > 0 ? s.page_hashes[j - 1] : 0,
+                                        s.tokens.data() + j * static_cast<size_t>(ps), ps);
+    pages_->publish(s.pages.pages()[j], h);
+    s.page_hashes.push_back(h);
+  }
 }
 
 void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
@@ -455,6 +500,7 @@ bool Engine::step() {
     const bool was_prefill = s.take > 1 || s.n_cached < s.n_prompt;
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
+    publish_full_pages(s);
     if (!seqs[i].wants_logits) continue;
     if (sampled[i] < 0) {
       finish(s, FinishReason::Error, "JSON mode: no token of the vocabulary continues the object");

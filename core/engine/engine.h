@@ -43,6 +43,11 @@ struct EngineOptions {
   // stops at a token wastes the step queued after it. -1: where the backend overlaps
   // downloads with work (CUDA, Vulkan; LLM_DECODE_AHEAD=0|1 overrides), 0: off, 1: on.
   int decode_ahead = -1;
+  // Prefix caching: full pages of keys and values stay cached by the hash of the tokens
+  // up to their end, and a prompt that starts with the same tokens (a system prompt, the
+  // earlier turns of a chat) takes them instead of computing them again. Off for
+  // recurrent state (RWKV); LLM_PREFIX_CACHE=0 turns it off.
+  bool prefix_cache = true;
 };
 
 struct GenerationRequest {
@@ -112,6 +117,8 @@ struct EngineStats {
   uint64_t steps = 0;
   uint64_t steps_ahead = 0;  // decode steps queued before the ids of the one before were read
   uint64_t preemptions = 0;
+  uint64_t prefix_cached_tokens = 0;  // prompt tokens taken from the prefix cache
+  int pages_cached = 0;               // pages holding a cached prefix (in use or not)
 };
 
 class Engine {
@@ -148,6 +155,10 @@ class Engine {
   bool queue_ahead(const std::vector<Sequence*>& in_step, std::vector<int32_t>& last_ids);
   // Removes finished sequences from running_ (not those of a step queued ahead).
   void erase_done();
+  // Prefix caching: takes the cached pages that start s's tokens (at admission), and
+  // publishes the pages s has filled since.
+  int adopt_cached_prefix(Sequence& s);
+  void publish_full_pages(Sequence& s);
 
   Model& model_;
   const Tokenizer* tokenizer_;
@@ -172,6 +183,7 @@ class Engine {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
   bool decode_ahead_ = false;
+  bool prefix_cache_ = false;
   // The sequences of the decode step queued ahead, in row order (empty: none queued).
   std::vector<Sequence*> ahead_;
   std::thread thread_;
