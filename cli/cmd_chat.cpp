@@ -165,7 +165,7 @@ class Chat {
     req.sampling = o_.sampling.resolve();
     req.max_tokens = o_.max_tokens;
     req.ignore_eos = o_.ignore_eos;
-    req.json_object = o_.format == "json";
+    if (o_.format == "json") req.json = JsonSchema::any_object();
     const auto t0 = Clock::now();
     auto stream = engine_.submit(req);
     std::string text;

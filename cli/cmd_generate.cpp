@@ -2,6 +2,7 @@
 // through the engine, streamed to stdout (text for -p, ids for --token-ids).
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -26,6 +27,7 @@ struct GenerateOptions {
   bool chat = false;
   bool json = false;
   std::string format = "text";  // "json": JSON mode
+  std::string json_schema;      // a file: the reply follows this JSON schema
   bool ignore_eos = false;
 };
 
@@ -41,12 +43,23 @@ void run_generate(const GenerateOptions& o) {
   req.max_tokens = o.n_new;
   req.ignore_eos = o.ignore_eos;
   req.stop = o.stop;
-  req.json_object = o.format == "json";
+  if (o.format == "json") req.json = JsonSchema::any_object();
+  if (!o.json_schema.empty()) {
+    std::ifstream in(o.json_schema, std::ios::binary);
+    if (!in) fail("--json-schema: cannot read '%s'", o.json_schema.c_str());
+    nlohmann::json schema;
+    try {
+      schema = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      fail("--json-schema %s: %s", o.json_schema.c_str(), e.what());
+    }
+    req.json = JsonSchema::compile(schema);
+  }
   if (!o.token_ids.empty()) req.prompt = parse_int_list(o.token_ids, "--token-ids", "token id");
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;
-  if (!o.prompt.empty() || !o.stop.empty() || req.json_object) tok = load_tokenizer(lm);
+  if (!o.prompt.empty() || !o.stop.empty() || req.json) tok = load_tokenizer(lm);
   if (o.chat) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
@@ -123,6 +136,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   cmd->add_option("-n,--max-tokens", o->n_new, "New tokens to generate")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print {\"ids\":[...],\"finish_reason\":...}");
+  cmd->add_option("--json-schema", o->json_schema, "A JSON schema file the reply follows");
   cmd->add_option("--format", o->format, "json: the reply is one JSON object (JSON mode)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();

@@ -399,7 +399,7 @@ void Server::routes() {
         g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
         g.stop = p.stop;
         g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
-        g.json_object = p.json_object;
+        g.json = p.json;
         try {
           job->stream = r.engine->submit(std::move(g));
         } catch (const QueueFullError& e) {

@@ -185,13 +185,26 @@ void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
     const ojson& f = body["response_format"];
     if (!f.is_object() || !f.contains("type") || !f["type"].is_string())
       throw ApiError(400, "'response_format' must be an object with a 'type'", "response_format");
-    if (f["type"] == "json_object")
-      r.json_object = true;
-    else if (f["type"] != "text")
+    if (f["type"] == "json_object") {
+      r.json = JsonSchema::any_object();
+    } else if (f["type"] == "json_schema") {
+      if (!f.contains("json_schema") || !f["json_schema"].is_object() ||
+          !f["json_schema"].contains("schema"))
+        throw ApiError(400,
+                       "'response_format' json_schema needs {\"json_schema\": {\"schema\": ...}}",
+                       "response_format");
+      try {
+        r.json = JsonSchema::compile(nlohmann::json::parse(f["json_schema"]["schema"].dump()));
+      } catch (const llm::Error& e) {
+        throw ApiError(400, std::string("'response_format' schema: ") + e.what(),
+                       "response_format");
+      }
+    } else if (f["type"] != "text") {
       throw ApiError(400,
                      "'response_format' type '" + f["type"].get<std::string>() +
-                         "' is not supported; 'text' and 'json_object' are",
+                         "' is not supported; 'text', 'json_object' and 'json_schema' are",
                      "response_format");
+    }
   }
   if (present(body, "stream")) r.stream = bool_field(body, "stream");
   if (present(body, "stream_options")) {

@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "core/engine/json_schema.h"
+#include "core/error.h"
+
 namespace llm::server {
 
 // An error answered in OpenAI's shape with an HTTP status.
@@ -73,9 +76,10 @@ struct ParsedRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;
-  int top_logprobs = 0;      // alternatives per token (chat: top_logprobs; completions: logprobs)
-  bool echo = false;         // completions: not supported (400 when true)
-  bool json_object = false;  // response_format json_object: JSON mode
+  int top_logprobs = 0;  // alternatives per token (chat: top_logprobs; completions: logprobs)
+  bool echo = false;     // completions: not supported (400 when true)
+  // response_format json_object (any object) or json_schema (compiled): null for text.
+  std::shared_ptr<const JsonSchema> json;
 };
 
 // Validates a parsed body; throws ApiError (400) naming the offending param.

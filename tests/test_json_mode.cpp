@@ -9,6 +9,7 @@
 #include "backends/registry.h"
 #include "core/engine/engine.h"
 #include "core/engine/json_grammar.h"
+#include "core/engine/json_schema.h"
 #include "core/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
@@ -25,6 +26,28 @@ size_t accepted(const std::string& text, bool* done = nullptr) {
   while (n < text.size() && g.feed(static_cast<uint8_t>(text[n]))) n++;
   if (done) *done = n == text.size() && g.done();
   return n;
+}
+
+// A constrained reply of the engine's model to a fixed prompt, sampled with seed.
+std::string constrained_reply(Engine& engine, const Tokenizer& tok,
+                              std::shared_ptr<const JsonSchema> schema, int max_tokens,
+                              uint64_t seed, FinishReason* why) {
+  GenerationRequest r;
+  r.prompt = tok.encode("Answer in JSON:", true);
+  r.max_tokens = max_tokens;
+  r.json = std::move(schema);
+  r.sampling.temperature = 1.f;
+  r.sampling.top_p = 0.95f;
+  r.sampling.seed = seed;
+  auto stream = engine.submit(r);
+  std::string text;
+  *why = FinishReason::None;
+  while (*why == FinishReason::None) {
+    GenerationEvent ev = stream->next();
+    text += ev.text;
+    *why = ev.finish;
+  }
+  return text;
 }
 
 json random_value(std::mt19937& rng, int depth) {
@@ -149,21 +172,9 @@ TEST_CASE("json mode: the engine keeps a random model's replies inside one objec
   Engine engine(*model, tok.get(), EngineOptions{});
   int complete = 0;
   for (uint64_t seed = 1; seed <= 12; seed++) {
-    GenerationRequest r;
-    r.prompt = tok->encode("Answer in JSON:", true);
-    r.max_tokens = 48;
-    r.json_object = true;
-    r.sampling.temperature = 1.f;
-    r.sampling.top_p = 0.95f;
-    r.sampling.seed = seed;
-    auto stream = engine.submit(r);
-    std::string text;
     FinishReason why = FinishReason::None;
-    while (why == FinishReason::None) {
-      GenerationEvent ev = stream->next();
-      text += ev.text;
-      why = ev.finish;
-    }
+    const std::string text =
+        constrained_reply(engine, *tok, JsonSchema::any_object(), 48, seed, &why);
     INFO("seed " << seed << ": " << text);
     REQUIRE((why == FinishReason::Stop || why == FinishReason::Length));
     bool done = false;
@@ -177,7 +188,138 @@ TEST_CASE("json mode: the engine keeps a random model's replies inside one objec
   CHECK(complete > 0);
   GenerationRequest no_tok;
   no_tok.prompt = {1, 2};
-  no_tok.json_object = true;
+  no_tok.json = JsonSchema::any_object();
   Engine bare(*model, nullptr, EngineOptions{});
   CHECK_THROWS_WITH(bare.submit(no_tok), Catch::Contains("JSON mode needs a tokenizer"));
+}
+
+namespace {
+
+// How many bytes of text the schema's recognizer takes (text.size(): all), and whether
+// the object is then complete.
+size_t accepted_by(const JsonSchema& schema, const std::string& text, bool* done = nullptr) {
+  JsonGrammar g(schema);
+  size_t n = 0;
+  while (n < text.size() && g.feed(static_cast<uint8_t>(text[n]))) n++;
+  if (done) *done = n == text.size() && g.done();
+  return n;
+}
+
+const json kPerson = json::parse(R"({
+  "type": "object",
+  "properties": {
+    "name": {"type": "string", "description": "not enforced", "minLength": 1},
+    "age": {"type": "integer"},
+    "height": {"type": "number"},
+    "nick": {"type": ["string", "null"]},
+    "role": {"enum": ["admin", "user", 3, null]},
+    "tags": {"type": "array", "items": {"type": "string"}},
+    "boss": {"$ref": "#/$defs/person"},
+    "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "id": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+    "k\"q": {"const": true}
+  },
+  "required": ["name", "age"],
+  "additionalProperties": false,
+  "$defs": {"person": {"type": "object", "properties": {"name": {"type": "string"},
+            "boss": {"$ref": "#/$defs/person"}}, "required": ["name"],
+            "additionalProperties": false}}
+})");
+
+}  // namespace
+
+TEST_CASE("json schema: documents that follow it are accepted, in any key order",
+          "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(kPerson);
+  for (const std::string& ok : std::vector<std::string>{
+           R"({"name":"Ann","age":30})", R"({ "age" : -4 , "name" : "B\u00e9a\n" })",
+           R"({"name":"C","age":0,"height":1.5e3,"nick":null,"role":"admin","tags":["x",""],)"
+           R"("boss":{"name":"D","boss":{"name":"E"}},"meta":{"a":1,"b":2},"id":"x7",)"
+           R"("k\"q":true})",
+           R"({"role":3,"name":"F","nick":"f","age":12,"id":42,"meta":{}})",
+           "{\n  \"name\": \"G\",\n  \"age\": 1,\n  \"role\": null\n}"}) {
+    INFO(ok);
+    bool done = false;
+    CHECK(accepted_by(*schema, ok, &done) == ok.size());
+    CHECK(done);
+  }
+}
+
+TEST_CASE("json schema: what breaks it is refused at the byte that breaks it",
+          "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(kPerson);
+  auto refused_at = [&](const std::string& text, const std::string& at) {
+    INFO(text);
+    const size_t pos = text.find(at);
+    REQUIRE(pos != std::string::npos);
+    CHECK(accepted_by(*schema, text) == pos);
+  };
+  refused_at(R"({"name":"A"})", "}");                      // age is required
+  refused_at(R"({"nam":"A","age":1})", "\":\"A\",\"age");  // no such key (at its end)
+  refused_at(R"({"name":"A","age":1,"x":1})", "x");        // not declared
+  // Given twice: "n" may still become "nick", "na" only the name given already.
+  CHECK(accepted_by(*schema, R"({"name":"A","name":"B","age":1})") == 14);
+  refused_at(R"({"name":1,"age":1})", "1,");     // a string wanted
+  refused_at(R"({"name":"A","age":1.5})", ".");  // an integer
+  refused_at(R"({"name":"A","age":1e3})", "e3");
+  refused_at(R"({"name":"A","age":1,"role":"root"})", "root");  // "r" starts no enum value
+  refused_at(R"({"name":"A","age":1,"role":true})", "true");
+  refused_at(R"({"name":"A","age":1,"nick":5})", "5");
+  refused_at(R"({"name":"A","age":1,"tags":[1]})", "1]");
+  refused_at(R"({"name":"A","age":1,"meta":{"a":"b"}})", "\"b\"");
+  refused_at(R"({"name":"A","age":1,"boss":{"age":1}})", "age\":1}");
+  refused_at(R"({"name":"A","age":1,"id":true})", "true");
+  refused_at(R"({"name":"A","age":1,"k\"q":false})", "false");
+  refused_at(R"(["name"])", "[");  // the root is an object
+
+  // An object with no keys left takes no ','.
+  const auto one = JsonSchema::compile(json::parse(R"({"properties":{"a":{"type":"boolean"}},)"
+                                                   R"("additionalProperties":false})"));
+  CHECK(accepted_by(*one, R"({"a":true,)") == std::string(R"({"a":true)").size());
+  CHECK(accepted_by(*one, R"({})") == 2);
+}
+
+TEST_CASE("json schema: what it cannot enforce is refused with its place", "[json_schema]") {
+  auto fails_with = [](const char* schema, const char* what) {
+    INFO(schema);
+    CHECK_THROWS_WITH(JsonSchema::compile(json::parse(schema)), Catch::Contains(what));
+  };
+  fails_with(R"({"type":"array"})", "root must be an object");
+  fails_with(R"({"type":"object","properties":{"a":{"not":{}}}})", "#/properties/a: 'not'");
+  fails_with(R"({"type":"object","required":["b"]})", "required key \"b\"");
+  fails_with(R"({"type":"object","properties":{"a":{"anyOf":[{"type":"object"},)"
+             R"({"type":"object"}]}}})",
+             "same type");
+  fails_with(R"({"type":"object","properties":{"a":{"$ref":"#/$defs/x"}}})", "points nowhere");
+  fails_with(R"({"type":"object","properties":{"a":{"type":"date"}}})", "unknown type 'date'");
+  fails_with(R"({"type":"object","properties":{"a":{"items":[{}]}}})", "tuples");
+}
+
+TEST_CASE("json schema: the engine keeps a random model's replies to the schema",
+          "[json_mode][json_schema][engine]") {
+  auto backend = create_backend("cpu", 2);
+  const std::string path = test::tiny_chat_model("q0f32", 3);
+  auto model = Model::load(path, *backend);
+  auto tok = Tokenizer::load(path);
+  Engine engine(*model, tok.get(), EngineOptions{});
+  const auto schema = JsonSchema::compile(json::parse(R"({
+    "type": "object", "additionalProperties": false, "required": ["n", "ok", "color"],
+    "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"},
+                   "color": {"enum": ["red", "green"]}}})"));
+  int complete = 0;
+  for (uint64_t seed = 1; seed <= 8; seed++) {
+    FinishReason why = FinishReason::None;
+    const std::string text = constrained_reply(engine, *tok, schema, 64, seed, &why);
+    INFO("seed " << seed << ": " << text);
+    REQUIRE((why == FinishReason::Stop || why == FinishReason::Length));
+    CHECK(accepted_by(*schema, text) == text.size());
+    if (why != FinishReason::Stop) continue;
+    const json j = json::parse(text);
+    CHECK(j.size() == 3);
+    CHECK(j["n"].is_number_integer());
+    CHECK(j["ok"].is_boolean());
+    CHECK((j["color"] == "red" || j["color"] == "green"));
+    complete++;
+  }
+  CHECK(complete > 0);
 }

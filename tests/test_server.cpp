@@ -417,7 +417,7 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   bad["tool_choice"] = "required";
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tool_choice");
   bad = plain;
-  bad["response_format"] = {{"type", "json_schema"}};
+  bad["response_format"] = {{"type", "json_schema"}};  // no schema
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "response_format");
   bad["response_format"] = {{"type", "text"}};
   post(s, "/v1/chat/completions", bad, 200);
@@ -439,6 +439,34 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
     }
   }
   CHECK(objects > 0);
+  // A schema: every finished reply follows it; one that cannot be enforced is a 400.
+  json with_schema = as_json;
+  with_schema["response_format"] = {
+      {"type", "json_schema"},
+      {"json_schema",
+       {{"name", "flags"},
+        {"strict", true},
+        {"schema",
+         {{"type", "object"},
+          {"properties", {{"ok", {{"type", "boolean"}}}, {"n", {{"type", "integer"}}}}},
+          {"required", {"ok", "n"}},
+          {"additionalProperties", false}}}}}};
+  int valid = 0;
+  for (int seed = 1; seed <= 8; seed++) {
+    with_schema["seed"] = seed;
+    const json choice = post(s, "/v1/chat/completions", with_schema, 200)["choices"][0];
+    if (choice["finish_reason"] != "stop") continue;
+    const json j = json::parse(choice["message"]["content"].get<std::string>());
+    CHECK(j.size() == 2);
+    CHECK(j["ok"].is_boolean());
+    CHECK(j["n"].is_number_integer());
+    valid++;
+  }
+  CHECK(valid > 0);
+  with_schema["response_format"]["json_schema"]["schema"] = {{"type", "array"}};
+  const json e = post(s, "/v1/chat/completions", with_schema, 400);
+  CHECK(e["error"]["param"] == "response_format");
+  CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains("root must be an object"));
 }
 
 TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[server]") {

@@ -201,7 +201,7 @@ std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
   for (const auto& s : req.stop) has_stop |= !s.empty();
   if (has_stop && !tokenizer_) fail("stop strings need a tokenizer");
   if (req.max_tokens == 0) fail("max_tokens must be at least 1");
-  if (req.json_object) {
+  if (req.json) {
     if (!tokenizer_) fail("JSON mode needs a tokenizer");
     std::call_once(json_once_, [&] {
       std::vector<std::string> bytes(static_cast<size_t>(n_vocab));
@@ -215,7 +215,7 @@ std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
   auto seq = std::make_unique<Sequence>(std::move(req), tokenizer_);
   seq->tokens = seq->req.prompt;
   seq->n_prompt = n;
-  if (seq->req.json_object) seq->json.emplace();
+  if (seq->req.json) seq->json.emplace(*seq->req.json);
   for (int32_t id : seq->tokens) seq->history.add_prompt(id);
   auto stream = std::make_shared<RequestStream>();
   seq->stream = stream;

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/engine/json_schema.h"
 #include "core/engine/sampler.h"
 #include "core/error.h"
 #include "core/model.h"
@@ -59,9 +60,10 @@ struct GenerationRequest {
   int top_logprobs = -1;  // -1: no logprobs; 0..20: the chosen token's and this many others
   // Control tokens appear in the text (a reply's tool-call markers may be such tokens).
   bool keep_special = false;
-  // JSON mode: the reply is one JSON object (tokens that would leave it are masked; the
-  // request stops when the object closes). Needs a tokenizer; samples on the host.
-  bool json_object = false;
+  // A constrained reply: one JSON object (JsonSchema::any_object(), JSON mode) or one
+  // that follows a compiled schema. Tokens that would leave it are masked and the
+  // request stops when the object closes. Needs a tokenizer; samples on the host.
+  std::shared_ptr<const JsonSchema> json;
 };
 
 enum class FinishReason { None, Stop, Length, Cancelled, Error };

@@ -4,23 +4,74 @@
 
 namespace llm {
 
+namespace {
+
+int type_slot(uint8_t bit) {
+  for (int i = 0; i < JsonSchema::kTypes; i++)
+    if (bit == (1u << i)) return i;
+  return 0;
+}
+
+}  // namespace
+
+JsonGrammar::JsonGrammar(const JsonSchema& schema) : schema_(&schema), value_node_(schema.root()) {}
+
 bool JsonGrammar::feed(const std::string& bytes) {
   for (char c : bytes)
     if (!feed(static_cast<uint8_t>(c))) return false;
   return true;
 }
 
-bool JsonGrammar::value_start(uint8_t c) {
+bool JsonGrammar::may_add_key(const Frame& f) const {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  if (n.extra_keys) return true;
+  return n.key_trie >= 0 && (schema_->trie(n.key_trie).nodes[0].below & ~f.seen) != 0;
+}
+
+bool JsonGrammar::start_value(uint8_t c) {
+  int n = value_node_;
+  uint8_t type = 0;
+  // anyOf: the alternative of the byte's type (a few hops at most).
+  for (int hop = 0; hop < 8; hop++) {
+    const JsonSchema::Node& nd = schema_->node(n);
+    if (nd.enum_trie >= 0) {
+      const int next = schema_->trie(nd.enum_trie).child(0, c);
+      if (next < 0) return false;
+      mode_ = Mode::Enum;
+      enum_trie_ = nd.enum_trie;
+      enum_pos_ = next;
+      return true;
+    }
+    if (c == '{')
+      type = JsonSchema::kObject;
+    else if (c == '[')
+      type = JsonSchema::kArray;
+    else if (c == '"')
+      type = JsonSchema::kString;
+    else if (c == '-' || (c >= '0' && c <= '9'))
+      type = (nd.types & JsonSchema::kNumber) ? JsonSchema::kNumber : JsonSchema::kInteger;
+    else if (c == 't' || c == 'f')
+      type = JsonSchema::kBool;
+    else if (c == 'n')
+      type = JsonSchema::kNull;
+    else
+      return false;
+    if (!(nd.types & type)) return false;
+    const int d = nd.by_type[type_slot(type)];
+    if (d < 0 || d == n) break;
+    n = d;
+  }
+  spaces_ = 0;
   switch (c) {
     case '{':
     case '[':
       if (depth_ == kMaxDepth) return false;
-      stack_[depth_++] = static_cast<char>(c);
-      mode_ = c == '{' ? Mode::KeyFirst : Mode::ArrayFirst;
+      stack_[depth_++] =
+          Frame{0, n, -1, JsonSchema::kAny, c == '{', c == '{' ? Phase::KeyFirst : Phase::First};
+      mode_ = Mode::Between;
       return true;
     case '"':
       mode_ = Mode::String;
-      key_ = false;
       return true;
     case 't':
       lit_ = "rue";
@@ -34,84 +85,202 @@ bool JsonGrammar::value_start(uint8_t c) {
       lit_ = "ull";
       mode_ = Mode::Literal;
       return true;
-    case '-':
-      num_ = Num::Minus;
+    default:
+      integer_ = type == JsonSchema::kInteger;
+      num_ = c == '-' ? Num::Minus : c == '0' ? Num::Zero : Num::Int;
       mode_ = Mode::Number;
       return true;
-    default:
-      if (c >= '0' && c <= '9') {
-        num_ = c == '0' ? Num::Zero : Num::Int;
-        mode_ = Mode::Number;
-        return true;
-      }
-      return false;
   }
 }
 
-// A value just ended inside its container.
+// A value just ended: its container goes on (or the reply is complete).
 bool JsonGrammar::end_value() {
-  mode_ = Mode::AfterValue;
   spaces_ = 0;
-  return true;
-}
-
-// c closes the innermost container (if it matches).
-bool JsonGrammar::close(uint8_t c) {
-  if (depth_ == 0 || stack_[depth_ - 1] != (c == '}' ? '{' : '[')) return false;
-  depth_--;
   if (depth_ == 0) {
     mode_ = Mode::Done;
     return true;
   }
-  return end_value();
+  mode_ = Mode::Between;
+  stack_[depth_ - 1].phase = Phase::AfterValue;
+  return true;
+}
+
+// A byte of a key string (escapes and the closing quote included), walked through the
+// object's declared keys while it can still become one not given yet.
+bool JsonGrammar::key_byte(uint8_t c) {
+  Frame& f = stack_[depth_ - 1];
+  const JsonSchema::Node& n = schema_->node(f.node);
+  if (f.key_pos >= 0) {
+    const JsonSchema::Trie& t = schema_->trie(n.key_trie);
+    const int next = t.child(f.key_pos, c);
+    f.key_pos = next >= 0 && (t.nodes[static_cast<size_t>(next)].below & ~f.seen) != 0 ? next : -1;
+  }
+  return f.key_pos >= 0 || n.extra_keys;
+}
+
+bool JsonGrammar::string_byte(uint8_t c) {
+  if (utf8_left_ > 0) {
+    if (c < utf8_lo_ || c > utf8_hi_) return false;
+    utf8_left_--;
+    utf8_lo_ = 0x80;
+    utf8_hi_ = 0xbf;
+    return true;
+  }
+  if (c == '"') {
+    if (depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey) {
+      // The key is done: a declared one (the trie took the quote too) or an extra one.
+      Frame& f = stack_[depth_ - 1];
+      const JsonSchema::Node& n = schema_->node(f.node);
+      const int k = f.key_pos >= 0
+                        ? schema_->trie(n.key_trie).nodes[static_cast<size_t>(f.key_pos)].value
+                        : -1;
+      if (k >= 0) {
+        f.seen |= uint64_t{1} << k;
+        f.key_value = n.key_values[static_cast<size_t>(k)];
+      } else if (n.extra_keys) {
+        f.key_value = n.extra_value;
+      } else {
+        return false;
+      }
+      f.phase = Phase::Colon;
+      mode_ = Mode::Between;
+      spaces_ = 0;
+      return true;
+    }
+    return end_value();
+  }
+  if (c == '\\') {
+    mode_ = Mode::Escape;
+    return true;
+  }
+  if (c < 0x20 || c == 0x7f) return false;
+  if (c >= 0x80) {
+    // A UTF-8 lead byte: how many continuation bytes it wants, and the range of the
+    // first (no overlong forms, surrogates or code points past U+10FFFF).
+    utf8_lo_ = 0x80;
+    utf8_hi_ = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+      utf8_left_ = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      utf8_left_ = 2;
+      if (c == 0xe0) utf8_lo_ = 0xa0;
+      if (c == 0xed) utf8_hi_ = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      utf8_left_ = 3;
+      if (c == 0xf0) utf8_lo_ = 0x90;
+      if (c == 0xf4) utf8_hi_ = 0x8f;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool JsonGrammar::number_byte(uint8_t c) {
+  const bool digit = c >= '0' && c <= '9';
+  switch (num_) {
+    case Num::Minus:
+      if (!digit) return false;
+      num_ = c == '0' ? Num::Zero : Num::Int;
+      return true;
+    case Num::Zero:
+    case Num::Int:
+      if (digit && num_ == Num::Int) return true;
+      if (c == '.' && !integer_) {
+        num_ = Num::Dot;
+        return true;
+      }
+      if ((c == 'e' || c == 'E') && !integer_) {
+        num_ = Num::Exp;
+        return true;
+      }
+      break;
+    case Num::Dot:
+      if (!digit) return false;
+      num_ = Num::Frac;
+      return true;
+    case Num::Frac:
+      if (digit) return true;
+      if (c == 'e' || c == 'E') {
+        num_ = Num::Exp;
+        return true;
+      }
+      break;
+    case Num::Exp:
+      if (c == '+' || c == '-') {
+        num_ = Num::ExpSign;
+        return true;
+      }
+      [[fallthrough]];
+    case Num::ExpSign:
+      if (!digit) return false;
+      num_ = Num::ExpInt;
+      return true;
+    case Num::ExpInt:
+      if (digit) return true;
+      break;
+  }
+  // The number ended at a complete part; c belongs to what follows it.
+  end_value();
+  return feed(c);
+}
+
+bool JsonGrammar::between(uint8_t c) {
+  Frame& f = stack_[depth_ - 1];
+  const JsonSchema::Node& n = schema_->node(f.node);
+  auto close = [&]() {
+    depth_--;
+    return end_value();
+  };
+  switch (f.phase) {
+    case Phase::KeyFirst:
+      if (c == '}') return n.required == 0 && close();
+      [[fallthrough]];
+    case Phase::Key:
+      if (c != '"' || (f.phase == Phase::KeyFirst && !may_add_key(f))) return false;
+      f.phase = Phase::InKey;
+      f.key_pos = n.key_trie >= 0 ? 0 : -1;
+      mode_ = Mode::String;
+      return true;
+    case Phase::Colon:
+      if (c != ':') return false;
+      value_node_ = f.key_value;
+      mode_ = Mode::Value;
+      return true;
+    case Phase::First:
+      if (c == ']') return close();
+      value_node_ = n.items;
+      return start_value(c);
+    case Phase::AfterValue:
+      if (c == ',') {
+        if (f.object) {
+          if (!may_add_key(f)) return false;
+          f.phase = Phase::Key;
+        } else {
+          value_node_ = n.items;
+          mode_ = Mode::Value;
+        }
+        return true;
+      }
+      if (f.object ? c == '}' : c == ']')
+        return (!f.object || (n.required & ~f.seen) == 0) && close();
+      return false;
+    case Phase::InKey:
+      break;
+  }
+  return false;
 }
 
 bool JsonGrammar::feed(uint8_t c) {
+  const bool in_key = depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey;
   switch (mode_) {
     case Mode::Done:
       return false;
     case Mode::String:
-      if (utf8_left_ > 0) {
-        if (c < utf8_lo_ || c > utf8_hi_) return false;
-        utf8_left_--;
-        utf8_lo_ = 0x80;
-        utf8_hi_ = 0xbf;
-        return true;
-      }
-      if (c == '"') {
-        if (key_) {
-          mode_ = Mode::Colon;
-          spaces_ = 0;
-          return true;
-        }
-        return end_value();
-      }
-      if (c == '\\') {
-        mode_ = Mode::Escape;
-        return true;
-      }
-      if (c < 0x20 || c == 0x7f) return false;
-      if (c >= 0x80) {
-        // A UTF-8 lead byte: how many continuation bytes it wants, and the range of the
-        // first (no overlong forms, surrogates or code points past U+10FFFF).
-        utf8_lo_ = 0x80;
-        utf8_hi_ = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf) {
-          utf8_left_ = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-          utf8_left_ = 2;
-          if (c == 0xe0) utf8_lo_ = 0xa0;
-          if (c == 0xed) utf8_hi_ = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-          utf8_left_ = 3;
-          if (c == 0xf0) utf8_lo_ = 0x90;
-          if (c == 0xf4) utf8_hi_ = 0x8f;
-        } else {
-          return false;
-        }
-      }
-      return true;
+      if (in_key && !key_byte(c)) return false;
+      return string_byte(c);
     case Mode::Escape:
+      if (in_key && !key_byte(c)) return false;
       if (c == 'u') {
         mode_ = Mode::Unicode;
         hex_left_ = 4;
@@ -124,6 +293,7 @@ bool JsonGrammar::feed(uint8_t c) {
       }
       return false;
     case Mode::Unicode:
+      if (in_key && !key_byte(c)) return false;
       if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
         return false;
       if (--hex_left_ == 0) mode_ = Mode::String;
@@ -132,87 +302,30 @@ bool JsonGrammar::feed(uint8_t c) {
       if (*lit_ != static_cast<char>(c)) return false;
       if (*++lit_ == '\0') return end_value();
       return true;
-    case Mode::Number: {
-      const bool digit = c >= '0' && c <= '9';
-      switch (num_) {
-        case Num::Minus:
-          if (!digit) return false;
-          num_ = c == '0' ? Num::Zero : Num::Int;
-          return true;
-        case Num::Zero:
-        case Num::Int:
-          if (digit && num_ == Num::Int) return true;
-          if (c == '.') {
-            num_ = Num::Dot;
-            return true;
-          }
-          if (c == 'e' || c == 'E') {
-            num_ = Num::Exp;
-            return true;
-          }
-          break;
-        case Num::Dot:
-          if (!digit) return false;
-          num_ = Num::Frac;
-          return true;
-        case Num::Frac:
-          if (digit) return true;
-          if (c == 'e' || c == 'E') {
-            num_ = Num::Exp;
-            return true;
-          }
-          break;
-        case Num::Exp:
-          if (c == '+' || c == '-') {
-            num_ = Num::ExpSign;
-            return true;
-          }
-          [[fallthrough]];
-        case Num::ExpSign:
-          if (!digit) return false;
-          num_ = Num::ExpInt;
-          return true;
-        case Num::ExpInt:
-          if (digit) return true;
-          break;
+    case Mode::Number:
+      return number_byte(c);
+    case Mode::Enum: {
+      const JsonSchema::Trie& t = schema_->trie(enum_trie_);
+      const int next = t.child(enum_pos_, c);
+      if (next >= 0) {
+        enum_pos_ = next;
+        return true;
       }
-      // The number ended at a complete part; c belongs to what follows it.
+      if (t.nodes[static_cast<size_t>(enum_pos_)].value < 0) return false;
       end_value();
       return feed(c);
     }
-    default:
+    case Mode::Value:
+    case Mode::Between:
       break;
   }
-  // Between tokens: whitespace (a few in a row), then what the mode expects.
-  if (space(c)) return ++spaces_ <= (mode_ == Mode::Start ? kMaxLeadingSpaces : kMaxSpaces);
-  spaces_ = 0;
-  switch (mode_) {
-    case Mode::Start:
-      return c == '{' && value_start(c);
-    case Mode::Value:
-      return value_start(c);
-    case Mode::ArrayFirst:
-      return c == ']' ? close(c) : value_start(c);
-    case Mode::KeyFirst:
-    case Mode::Key:
-      if (c == '}' && mode_ == Mode::KeyFirst) return close(c);
-      if (c != '"') return false;
-      mode_ = Mode::String;
-      key_ = true;
-      return true;
-    case Mode::Colon:
-      if (c != ':') return false;
-      mode_ = Mode::Value;
-      return true;
-    case Mode::AfterValue:
-      if (c == ',') {
-        mode_ = stack_[depth_ - 1] == '{' ? Mode::Key : Mode::Value;
-        return true;
-      }
-      return (c == '}' || c == ']') && close(c);
-    default:
-      return false;
+  // Between tokens: whitespace (a few in a row), then what comes next.
+  if (space(c)) {
+    const int most = depth_ == 0 && mode_ == Mode::Value ? kMaxLeadingSpaces : kMaxSpaces;
+    return ++spaces_ <= most;
   }
+  spaces_ = 0;
+  return mode_ == Mode::Value ? start_value(c) : between(c);
 }
 
 bool JsonTokenMask::apply(const JsonGrammar& state, float* logits, int n_vocab) const {

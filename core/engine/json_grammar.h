@@ -1,23 +1,31 @@
-// JSON mode (OpenAI's response_format json_object, Ollama's format "json"): a byte-level
-// recognizer of one JSON object, and the mask of tokens that keep a reply inside it.
-// The state is a small fixed-size value, so testing a token is a copy and a few steps.
+// Constrained JSON replies (OpenAI's response_format json_object / json_schema, Ollama's
+// format): a byte-level recognizer of one JSON object, optionally following a compiled
+// JsonSchema, and the mask of tokens that keep a reply inside it. The state is a
+// fixed-size value, so testing a token is a copy and a few steps.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/engine/json_schema.h"
 
 namespace llm {
 
 class JsonGrammar {
  public:
-  static constexpr int kMaxDepth = 32;         // nested objects and arrays
+  static constexpr int kMaxDepth = 24;         // nested objects and arrays
   static constexpr int kMaxSpaces = 32;        // whitespace bytes in a row outside strings
   static constexpr int kMaxLeadingSpaces = 2;  // before the object's '{'
 
-  // Takes one byte; false (the state then undefined) if no JSON object continues so.
+  // Any JSON object, or one that follows schema (which must outlive this state).
+  JsonGrammar() : JsonGrammar(*JsonSchema::any_object()) {}
+  explicit JsonGrammar(const JsonSchema& schema);
+
+  // Takes one byte; false (the state then undefined) if no valid object continues so.
   bool feed(uint8_t c);
   bool feed(const std::string& bytes);
   // The top-level object is closed: nothing may follow.
@@ -25,37 +33,57 @@ class JsonGrammar {
 
  private:
   enum class Mode : uint8_t {
-    Start,       // before the top-level '{'
-    Value,       // a value is expected
-    ArrayFirst,  // after '[': a value or ']'
-    KeyFirst,    // after '{': a key or '}'
-    Key,         // after ',' in an object: a key
-    Colon,       // after a key
-    AfterValue,  // after a value in a container: ',' or its close
-    String,      // inside a string (key_ says whether it is a key)
-    Escape,      // after '\' in a string
-    Unicode,     // in \uXXXX (hex_left more digits)
-    Number,      // in a number (num_ its part)
-    Literal,     // in true / false / null (lit_ the rest to match)
+    Value,    // a value of node value_node_ is expected (Start at the top)
+    Between,  // inside a container, between its parts (see Frame::phase)
+    String,   // inside a string (a key when the top frame's phase is Key)
+    Escape,   // after '\' in a string
+    Unicode,  // in \uXXXX (hex_left_ more digits)
+    Number,   // in a number (num_ its part)
+    Literal,  // in true / false / null (lit_ the rest to match)
+    Enum,     // in an enum value (enum_pos_ in the node's trie)
     Done,
   };
   enum class Num : uint8_t { Minus, Zero, Int, Dot, Frac, Exp, ExpSign, ExpInt };
+  enum class Phase : uint8_t {
+    KeyFirst,    // after '{': a key or '}'
+    Key,         // after ',' in an object: a key
+    InKey,       // inside a key string
+    Colon,       // after a key
+    First,       // after '[': a value or ']'
+    AfterValue,  // after a value: ',' or the close
+  };
+  struct Frame {
+    uint64_t seen;  // objects: the declared keys given so far
+    int32_t node;
+    int32_t key_pos;    // objects, in a key: the position in the key trie (-1: off it)
+    int32_t key_value;  // objects: the node of the current key's value
+    bool object;
+    Phase phase;
+  };
 
-  bool value_start(uint8_t c);
+  bool start_value(uint8_t c);
   bool end_value();
-  bool close(uint8_t c);
+  bool between(uint8_t c);
+  bool key_byte(uint8_t c);
+  bool string_byte(uint8_t c);
+  bool number_byte(uint8_t c);
+  // Whether an object may take one more declared (or extra) key.
+  bool may_add_key(const Frame& f) const;
   static bool space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-  Mode mode_ = Mode::Start;
+  const JsonSchema* schema_;
+  Mode mode_ = Mode::Value;
   Num num_ = Num::Int;
-  bool key_ = false;
+  bool integer_ = false;  // the number may have no fraction or exponent
   uint8_t hex_left_ = 0;
   uint8_t utf8_left_ = 0;                    // continuation bytes still due in a string
   uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xbf;  // the range of the next one
   uint8_t spaces_ = 0;
   const char* lit_ = nullptr;
+  int32_t value_node_;
+  int32_t enum_trie_ = -1, enum_pos_ = 0;
   int depth_ = 0;
-  std::array<char, kMaxDepth> stack_{};  // '{' or '['
+  std::array<Frame, kMaxDepth> stack_{};
 };
 
 // The bytes of every token (Tokenizer::token_bytes), for masks.

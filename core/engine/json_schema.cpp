@@ -1,0 +1,229 @@
+#include "core/engine/json_schema.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace llm {
+
+using nlohmann::json;
+
+namespace {
+
+uint8_t type_bit(const std::string& name, const std::string& path) {
+  if (name == "object") return JsonSchema::kObject;
+  if (name == "array") return JsonSchema::kArray;
+  if (name == "string") return JsonSchema::kString;
+  if (name == "integer") return JsonSchema::kInteger;
+  if (name == "number") return JsonSchema::kNumber;
+  if (name == "boolean") return JsonSchema::kBool;
+  if (name == "null") return JsonSchema::kNull;
+  fail("%s: unknown type '%s'", path.c_str(), name.c_str());
+}
+
+uint8_t value_type(const json& v) {
+  if (v.is_object()) return JsonSchema::kObject;
+  if (v.is_array()) return JsonSchema::kArray;
+  if (v.is_string()) return JsonSchema::kString;
+  if (v.is_number_integer() || v.is_number_unsigned()) return JsonSchema::kInteger;
+  if (v.is_number()) return JsonSchema::kNumber;
+  if (v.is_boolean()) return JsonSchema::kBool;
+  return JsonSchema::kNull;
+}
+
+}  // namespace
+
+void JsonSchema::Trie::add(const std::string& s, int index) {
+  int cur = 0;
+  if (index < kMaxKeys) nodes[0].below |= uint64_t{1} << index;
+  for (char ch : s) {
+    const uint8_t c = static_cast<uint8_t>(ch);
+    int next = child(cur, c);
+    if (next < 0) {
+      next = static_cast<int>(nodes.size());
+      nodes[static_cast<size_t>(cur)].next.emplace_back(c, next);
+      nodes.emplace_back();
+    }
+    cur = next;
+    if (index < kMaxKeys) nodes[static_cast<size_t>(cur)].below |= uint64_t{1} << index;
+  }
+  nodes[static_cast<size_t>(cur)].value = index;
+}
+
+int JsonSchema::Trie::child(int node, uint8_t c) const {
+  for (const auto& [b, n] : nodes[static_cast<size_t>(node)].next)
+    if (b == c) return n;
+  return -1;
+}
+
+std::shared_ptr<const JsonSchema> JsonSchema::any_object() {
+  static const std::shared_ptr<const JsonSchema> s = [] {
+    auto j = std::make_shared<JsonSchema>();
+    j->nodes_.resize(2);
+    j->nodes_[1].types = kObject;
+    j->root_ = 1;
+    return j;
+  }();
+  return s;
+}
+
+std::shared_ptr<const JsonSchema> JsonSchema::compile(const json& schema) {
+  auto j = std::make_shared<JsonSchema>();
+  j->doc_ = schema;
+  j->nodes_.resize(1);  // kAny
+  j->root_ = j->compile_node(schema, "#");
+  const Node& root = j->nodes_[static_cast<size_t>(j->root_)];
+  if (root.types != kObject || root.enum_trie >= 0)
+    fail("the schema's root must be an object (type \"object\")");
+  return j;
+}
+
+int JsonSchema::add_enum(const std::vector<json>& values, const std::string& path) {
+  if (values.empty()) fail("%s: an empty enum accepts nothing", path.c_str());
+  Node n;
+  n.types = 0;
+  Trie t;
+  for (size_t i = 0; i < values.size(); i++) {
+    n.types |= value_type(values[i]);
+    t.add(values[i].dump(), static_cast<int>(i));
+  }
+  n.enum_trie = static_cast<int>(tries_.size());
+  tries_.push_back(std::move(t));
+  nodes_.push_back(std::move(n));
+  return static_cast<int>(nodes_.size()) - 1;
+}
+
+int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::string& path) {
+  Node merged;
+  merged.types = 0;
+  for (int a : alts) {
+    const uint8_t types = nodes_[static_cast<size_t>(a)].types;
+    const bool numbers = (types & (kInteger | kNumber)) != 0;
+    if ((merged.types & types) != 0 || (numbers && (merged.types & (kInteger | kNumber)) != 0))
+      fail("%s: anyOf/oneOf alternatives of the same type are not supported", path.c_str());
+    merged.types |= types;
+    for (int i = 0; i < kTypes; i++)
+      if (types & (1u << i)) merged.by_type[i] = a;
+  }
+  nodes_.push_back(std::move(merged));
+  return static_cast<int>(nodes_.size()) - 1;
+}
+
+int JsonSchema::compile_node(const json& s, const std::string& path) {
+  if (nodes_.size() > 10000) fail("%s: the schema is too large", path.c_str());
+  if (s.is_boolean()) {
+    if (s.get<bool>()) return kAny;
+    fail("%s: the schema false accepts nothing", path.c_str());
+  }
+  if (!s.is_object()) fail("%s: a schema must be an object or a boolean", path.c_str());
+  if (s.contains("$ref")) {
+    if (!s["$ref"].is_string()) fail("%s: $ref must be a string", path.c_str());
+    const std::string ref = s["$ref"].get<std::string>();
+    const auto known = refs_.find(ref);
+    if (known != refs_.end()) return known->second;
+    if (ref.rfind("#", 0) != 0) fail("%s: only local $refs (#/...) are supported", path.c_str());
+    json::json_pointer ptr;
+    try {
+      ptr = json::json_pointer(ref.substr(1));
+    } catch (const json::exception&) {
+      fail("%s: bad $ref '%s'", path.c_str(), ref.c_str());
+    }
+    if (!doc_.contains(ptr)) fail("%s: $ref '%s' points nowhere", path.c_str(), ref.c_str());
+    // The slot first, so that a recursive schema finds it.
+    const int slot = static_cast<int>(nodes_.size());
+    nodes_.emplace_back();
+    refs_[ref] = slot;
+    const json target = doc_.at(ptr);
+    const int compiled = compile_node(target, ref);
+    const Node copy = nodes_[static_cast<size_t>(compiled)];
+    nodes_[static_cast<size_t>(slot)] = copy;
+    return slot;
+  }
+  for (const char* k : {"not", "if", "then", "else", "patternProperties", "prefixItems",
+                        "dependentRequired", "dependentSchemas", "unevaluatedProperties",
+                        "unevaluatedItems", "propertyNames", "contains"})
+    if (s.contains(k)) fail("%s: '%s' is not supported", path.c_str(), k);
+  for (const char* k : {"anyOf", "oneOf"}) {
+    if (!s.contains(k)) continue;
+    if (!s[k].is_array() || s[k].empty()) fail("%s: %s must be a list", path.c_str(), k);
+    std::vector<int> alts;
+    for (size_t i = 0; i < s[k].size(); i++)
+      alts.push_back(compile_node(s[k][i], path + "/" + k + "/" + std::to_string(i)));
+    return merge_alternatives(alts, path);
+  }
+  if (s.contains("allOf")) {
+    if (!s["allOf"].is_array() || s["allOf"].size() != 1)
+      fail("%s: allOf is supported with one schema only", path.c_str());
+    return compile_node(s["allOf"][0], path + "/allOf/0");
+  }
+  if (s.contains("const")) return add_enum({s["const"]}, path);
+  if (s.contains("enum")) {
+    if (!s["enum"].is_array()) fail("%s: enum must be a list", path.c_str());
+    return add_enum(s["enum"].get<std::vector<json>>(), path);
+  }
+
+  Node n;
+  if (s.contains("type")) {
+    n.types = 0;
+    const json& t = s["type"];
+    if (t.is_string()) {
+      n.types = type_bit(t.get<std::string>(), path);
+    } else if (t.is_array()) {
+      for (const json& e : t) {
+        if (!e.is_string()) fail("%s: type must be names", path.c_str());
+        n.types |= type_bit(e.get<std::string>(), path);
+      }
+    } else {
+      fail("%s: type must be a name or a list of names", path.c_str());
+    }
+  } else if (s.contains("properties") || s.contains("required") ||
+             s.contains("additionalProperties")) {
+    n.types = kObject;
+  } else if (s.contains("items")) {
+    n.types = kArray;
+  }
+  if (n.types & kObject) {
+    if (s.contains("properties")) {
+      if (!s["properties"].is_object()) fail("%s: properties must be an object", path.c_str());
+      for (const auto& [key, sub] : s["properties"].items()) {
+        if (n.keys.size() == kMaxKeys) fail("%s: more than %d properties", path.c_str(), kMaxKeys);
+        n.keys.push_back(key);
+        n.key_values.push_back(0);  // compiled below: nodes_ may grow meanwhile
+      }
+      for (size_t i = 0; i < n.keys.size(); i++)
+        n.key_values[i] =
+            compile_node(s["properties"][n.keys[i]], path + "/properties/" + n.keys[i]);
+    }
+    if (s.contains("required")) {
+      if (!s["required"].is_array()) fail("%s: required must be a list", path.c_str());
+      for (const json& r : s["required"]) {
+        const auto it = r.is_string()
+                            ? std::find(n.keys.begin(), n.keys.end(), r.get<std::string>())
+                            : n.keys.end();
+        if (it == n.keys.end())
+          fail("%s: required key %s is not among the properties", path.c_str(), r.dump().c_str());
+        n.required |= uint64_t{1} << (it - n.keys.begin());
+      }
+    }
+    if (s.contains("additionalProperties")) {
+      const json& a = s["additionalProperties"];
+      if (a.is_boolean() && !a.get<bool>())
+        n.extra_keys = false;
+      else
+        n.extra_value = compile_node(a, path + "/additionalProperties");
+    }
+    Trie t;
+    for (size_t i = 0; i < n.keys.size(); i++)
+      t.add(json(n.keys[i]).dump().substr(1), static_cast<int>(i));
+    n.key_trie = static_cast<int>(tries_.size());
+    tries_.push_back(std::move(t));
+  }
+  if ((n.types & kArray) && s.contains("items")) {
+    if (s["items"].is_array()) fail("%s: items as a list (tuples) is not supported", path.c_str());
+    n.items = compile_node(s["items"], path + "/items");
+  }
+  nodes_.push_back(std::move(n));
+  return static_cast<int>(nodes_.size()) - 1;
+}
+
+}  // namespace llm

@@ -1,0 +1,86 @@
+// A JSON schema compiled for constrained decoding (JsonGrammar walks it byte by byte).
+//
+// Enforced: `type` (one or a list), `properties` with `required` and
+// `additionalProperties` (false, a schema, or anything), `items`, `enum`, `const`,
+// `anyOf` / `oneOf` whose alternatives differ in type, `allOf` of one schema, and local
+// `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion included). Keywords that only
+// describe or bound values (`description`, `format`, `pattern`, `minLength`, `minimum`,
+// `minItems`, ...) are accepted and not enforced. Anything else that would change
+// which documents are valid is refused with an llm::Error naming its place.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace llm {
+
+class JsonSchema {
+ public:
+  // Value types, as bits.
+  enum : uint8_t {
+    kObject = 1,
+    kArray = 2,
+    kString = 4,
+    kInteger = 8,
+    kNumber = 16,  // any number (integers included)
+    kBool = 32,
+    kNull = 64,
+    kAnyType = 127,
+  };
+  static constexpr int kTypes = 7;
+  static constexpr int kAny = 0;  // the node that takes any value
+  static constexpr int kMaxKeys = 64;
+
+  // A prefix tree over byte strings (object keys, or enum values as compact JSON).
+  struct Trie {
+    struct TrieNode {
+      std::vector<std::pair<uint8_t, int>> next;
+      int value = -1;      // the index of the string that ends here
+      uint64_t below = 0;  // keys: the indices of the strings at or below this node
+    };
+    std::vector<TrieNode> nodes{TrieNode{}};
+    void add(const std::string& s, int index);
+    int child(int node, uint8_t c) const;
+  };
+
+  struct Node {
+    uint8_t types = kAnyType;
+    int by_type[kTypes] = {-1, -1, -1, -1, -1, -1, -1};  // anyOf: the node for each type
+    // Objects: declared keys, the node of each one's value, and which are required.
+    std::vector<std::string> keys;
+    std::vector<int> key_values;
+    uint64_t required = 0;
+    bool extra_keys = true;  // additionalProperties is not false
+    int extra_value = kAny;
+    int key_trie = -1;
+    int items = kAny;    // arrays
+    int enum_trie = -1;  // enum / const: the value is one of these, as compact JSON
+  };
+
+  // Compiles schema; throws llm::Error for what it does not support.
+  static std::shared_ptr<const JsonSchema> compile(const nlohmann::json& schema);
+  // Any JSON object (JSON mode).
+  static std::shared_ptr<const JsonSchema> any_object();
+
+  const Node& node(int i) const { return nodes_[static_cast<size_t>(i)]; }
+  int root() const { return root_; }
+  const Trie& trie(int i) const { return tries_[static_cast<size_t>(i)]; }
+
+ private:
+  int compile_node(const nlohmann::json& s, const std::string& path);
+  int merge_alternatives(const std::vector<int>& alts, const std::string& path);
+  int add_enum(const std::vector<nlohmann::json>& values, const std::string& path);
+
+  std::vector<Node> nodes_;
+  std::vector<Trie> tries_;
+  int root_ = kAny;
+  nlohmann::json doc_;                         // for $ref
+  std::unordered_map<std::string, int> refs_;  // resolved $refs
+};
+
+}  // namespace llm
