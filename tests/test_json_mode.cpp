@@ -323,3 +323,27 @@ TEST_CASE("json schema: the engine keeps a random model's replies to the schema"
   }
   CHECK(complete > 0);
 }
+
+TEST_CASE("json grammar: assign gives the state a copy gives", "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(kPerson);
+  const std::string doc =
+      R"({"name":"C","age":0,"tags":["x"],"boss":{"name":"D","boss":{"name":"E"}},"meta":{"a":1}})";
+  const std::string bad = R"({"name":"C","age":0,"boss":{"name":1}})";
+  JsonGrammar g(*schema);
+  for (size_t i = 0; i < doc.size(); i++) {
+    // b held a deeper state before: what assign does not copy must not matter.
+    JsonGrammar a = g, b(*schema);
+    b.feed(std::string(R"({"boss":{"boss":{"boss":{)"));
+    b.assign(g);
+    for (const std::string& rest : {doc.substr(i), bad.substr(std::min(i, bad.size()))}) {
+      JsonGrammar x = a, y = b;
+      size_t nx = 0, ny = 0;
+      while (nx < rest.size() && x.feed(static_cast<uint8_t>(rest[nx]))) nx++;
+      while (ny < rest.size() && y.feed(static_cast<uint8_t>(rest[ny]))) ny++;
+      CHECK(nx == ny);
+      CHECK(x.done() == y.done());
+    }
+    REQUIRE(g.feed(static_cast<uint8_t>(doc[i])));
+  }
+  CHECK(g.done());
+}

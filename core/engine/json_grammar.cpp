@@ -1,5 +1,6 @@
 #include "core/engine/json_grammar.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace llm {
@@ -20,6 +21,24 @@ bool JsonGrammar::feed(const std::string& bytes) {
   for (char c : bytes)
     if (!feed(static_cast<uint8_t>(c))) return false;
   return true;
+}
+
+void JsonGrammar::assign(const JsonGrammar& o) {
+  schema_ = o.schema_;
+  mode_ = o.mode_;
+  num_ = o.num_;
+  integer_ = o.integer_;
+  hex_left_ = o.hex_left_;
+  utf8_left_ = o.utf8_left_;
+  utf8_lo_ = o.utf8_lo_;
+  utf8_hi_ = o.utf8_hi_;
+  spaces_ = o.spaces_;
+  lit_ = o.lit_;
+  value_node_ = o.value_node_;
+  enum_trie_ = o.enum_trie_;
+  enum_pos_ = o.enum_pos_;
+  depth_ = o.depth_;
+  std::copy(o.stack_.begin(), o.stack_.begin() + o.depth_, stack_.begin());
 }
 
 bool JsonGrammar::may_add_key(const Frame& f) const {
@@ -330,9 +349,10 @@ bool JsonGrammar::feed(uint8_t c) {
 
 bool JsonTokenMask::apply(const JsonGrammar& state, float* logits, int n_vocab) const {
   bool any = false;
+  JsonGrammar next = state;
   for (int id = 0; id < n_vocab; id++) {
     const std::string& b = id < size() ? bytes_[static_cast<size_t>(id)] : std::string();
-    JsonGrammar next = state;
+    next.assign(state);
     if (!b.empty() && next.feed(b)) {
       any = any || !std::isinf(logits[id]) || logits[id] > 0;
     } else {

@@ -30,6 +30,9 @@ class JsonGrammar {
   bool feed(const std::string& bytes);
   // The top-level object is closed: nothing may follow.
   bool done() const { return mode_ == Mode::Done; }
+  // Becomes a copy of o, copying only the containers open in it (a mask tests every
+  // token from the same state: a full copy of the stack each time would dominate).
+  void assign(const JsonGrammar& o);
 
  private:
   enum class Mode : uint8_t {
