@@ -184,11 +184,69 @@ struct Job {
   // (think_inside: the prompt opened the block).
   bool thinks = false, think_inside = false;
   std::unique_ptr<ReasoningStream> reasoning_stream;  // streamed
+
+  // What a reply (or the piece of one an event brings, streamed) shows: content,
+  // reasoning_content and tool calls.
+  struct Shown {
+    std::string content, reasoning;
+    std::vector<ResponseToolCall> calls;
+  };
+  // A whole reply.
+  Shown reply(std::string text) const;
+  // The next piece of a streamed reply (ended: the reply ended with it).
+  Shown piece(const std::string& text, bool ended);
 };
 
 std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
   std::vector<ResponseToolCall> out;
   for (const ToolCall& c : calls) out.push_back({random_id("call_"), c.name, c.arguments});
+  return out;
+}
+
+Job::Shown Job::reply(std::string text) const {
+  Shown out;
+  if (thinks) {
+    ReasoningSplit split = split_reasoning(text, think_inside);
+    out.reasoning = std::move(split.reasoning);
+    text = std::move(split.content);
+  }
+  if (tools != ToolCallSyntax::None) {
+    ParsedReply parsed = parse_tool_calls(tools, text);
+    if (!parsed.calls.empty()) {
+      out.calls = response_calls(parsed.calls);
+      text = std::move(parsed.content);
+    }
+  }
+  out.content = std::move(text);
+  return out;
+}
+
+Job::Shown Job::piece(const std::string& text, bool ended) {
+  Shown out;
+  out.content = text;
+  if (thinks) {
+    // The think block goes out as reasoning_content, the rest as content.
+    if (!reasoning_stream) reasoning_stream = std::make_unique<ReasoningStream>(think_inside);
+    ReasoningSplit part = reasoning_stream->push(text);
+    if (ended) {
+      ReasoningSplit end = reasoning_stream->finish();
+      part.reasoning += end.reasoning;
+      part.content += end.content;
+    }
+    out.reasoning = std::move(part.reasoning);
+    out.content = std::move(part.content);
+  }
+  if (tools != ToolCallSyntax::None) {
+    // Content goes out up to where a tool call may start; at the end the held text is
+    // parsed, and its calls go out whole.
+    if (!tool_stream) tool_stream = std::make_unique<ToolCallStream>(tools);
+    out.content = tool_stream->push(out.content);
+    if (ended) {
+      ParsedReply end = tool_stream->finish();
+      out.content += end.content;
+      out.calls = response_calls(end.calls);
+    }
+  }
   return out;
 }
 
@@ -453,27 +511,15 @@ void Server::routes() {
         if (ev.finish == FinishReason::Cancelled)
           return reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
         const auto* lp = job->req.logprobs ? &lps : nullptr;
-        std::vector<ResponseToolCall> calls;
-        std::string why = finish_name(ev.finish);
-        std::string reasoning;
-        if (job->thinks) {
-          ReasoningSplit split = split_reasoning(text, job->think_inside);
-          reasoning = std::move(split.reasoning);
-          text = std::move(split.content);
-        }
-        if (job->tools != ToolCallSyntax::None) {
-          ParsedReply parsed = parse_tool_calls(job->tools, text);
-          if (!parsed.calls.empty()) {
-            calls = response_calls(parsed.calls);
-            text = std::move(parsed.content);
-            why = "tool_calls";
-          }
-        }
+        if (!chat)
+          return reply_json(res, 200,
+                            completion_response(job->id, job->created, job->model, text,
+                                                finish_name(ev.finish), job->usage, lp));
+        const Job::Shown shown = job->reply(std::move(text));
         reply_json(res, 200,
-                   chat ? chat_response(job->id, job->created, job->model, text, why, job->usage,
-                                        lp, calls, reasoning)
-                        : completion_response(job->id, job->created, job->model, text,
-                                              finish_name(ev.finish), job->usage, lp));
+                   chat_response(job->id, job->created, job->model, shown.content,
+                                 shown.calls.empty() ? finish_name(ev.finish) : "tool_calls",
+                                 job->usage, lp, shown.calls, shown.reasoning));
         return;
       }
 
@@ -500,40 +546,19 @@ void Server::routes() {
             std::vector<TokenLogprob> lps;
             if (job->req.logprobs) lps = to_logprobs(tok, ev.logprobs);
             const auto* lp = job->req.logprobs && !lps.empty() ? &lps : nullptr;
-            std::string delta = ev.text, reasoning;
-            std::vector<ResponseToolCall> calls;
             const bool ended_well = finished && ev.finish != FinishReason::Error &&
                                     ev.finish != FinishReason::Cancelled;
-            if (job->thinks) {
-              // The think block goes out as reasoning_content, the rest as content.
-              if (!job->reasoning_stream)
-                job->reasoning_stream = std::make_unique<ReasoningStream>(job->think_inside);
-              ReasoningSplit part = job->reasoning_stream->push(ev.text);
-              if (ended_well) {
-                ReasoningSplit end = job->reasoning_stream->finish();
-                part.reasoning += end.reasoning;
-                part.content += end.content;
-              }
-              reasoning = std::move(part.reasoning);
-              delta = std::move(part.content);
-            }
-            if (job->tools != ToolCallSyntax::None) {
-              // Content goes out up to where a tool call may start; at the end the held
-              // text is parsed, and its calls go out whole.
-              if (!job->tool_stream)
-                job->tool_stream = std::make_unique<ToolCallStream>(job->tools);
-              delta = job->tool_stream->push(delta);
-              if (ended_well) {
-                ParsedReply end = job->tool_stream->finish();
-                delta += end.content;
-                calls = response_calls(end.calls);
-              }
-            }
-            if (!delta.empty() || !reasoning.empty() || lp || job->first) {
-              out += sse_event(
-                  chat ? chat_chunk(job->id, job->created, job->model, delta, job->first, "", lp,
-                                    reasoning)
-                       : completion_chunk(job->id, job->created, job->model, delta, "", lp));
+            Job::Shown shown;
+            if (chat)
+              shown = job->piece(ev.text, ended_well);
+            else
+              shown.content = ev.text;
+            const std::vector<ResponseToolCall>& calls = shown.calls;
+            if (!shown.content.empty() || !shown.reasoning.empty() || lp || job->first) {
+              out += sse_event(chat ? chat_chunk(job->id, job->created, job->model, shown.content,
+                                                 job->first, "", lp, shown.reasoning)
+                                    : completion_chunk(job->id, job->created, job->model,
+                                                       shown.content, "", lp));
               job->first = false;
             }
             if (!calls.empty())
