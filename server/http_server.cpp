@@ -166,24 +166,33 @@ std::vector<TokenLogprob> to_logprobs(const Tokenizer& tok, const std::vector<To
 struct Job {
   Job(std::atomic<int>& in_flight) : guard(in_flight) {}
   InFlight guard;
-  std::shared_ptr<RequestStream> stream;
   std::shared_ptr<Server::Ready> ready;  // keeps the engine pointers valid
   ParsedRequest req;
   std::string id;
   std::string model;
   int64_t created = 0;
   Clock::time_point start = Clock::now(), last_token, last_write = Clock::now();
-  bool first = true;
+  bool any_token = false;
   bool done = false;
-  Usage usage;
+  Usage usage;  // completion tokens over every choice
   // A chat request with tools whose template shows a tool-call syntax: replies are
   // parsed for calls, and while streaming, text that may start one is held back.
   ToolCallSyntax tools = ToolCallSyntax::None;
-  std::unique_ptr<ToolCallStream> tool_stream;  // streamed requests with tools
   // A reasoning model's chat reply: its think block goes to reasoning_content
   // (think_inside: the prompt opened the block).
   bool thinks = false, think_inside = false;
-  std::unique_ptr<ReasoningStream> reasoning_stream;  // streamed
+
+  // One of the request's n choices: an engine request of its own.
+  struct Choice {
+    std::shared_ptr<RequestStream> stream;
+    bool first = true;  // streamed: no chunk out yet
+    bool done = false;
+    int completion_tokens = 0;
+    std::unique_ptr<ToolCallStream> tool_stream;        // streamed, with tools
+    std::unique_ptr<ReasoningStream> reasoning_stream;  // streamed, a reasoning model
+  };
+  std::vector<Choice> choices;
+  size_t next_poll = 0;  // streamed: the choice asked first for its next event
 
   // What a reply (or the piece of one an event brings, streamed) shows: content,
   // reasoning_content and tool calls.
@@ -193,8 +202,17 @@ struct Job {
   };
   // A whole reply.
   Shown reply(std::string text) const;
-  // The next piece of a streamed reply (ended: the reply ended with it).
-  Shown piece(const std::string& text, bool ended);
+  // The next piece of a choice's streamed reply (ended: the reply ended with it).
+  Shown piece(Choice& c, const std::string& text, bool ended);
+  bool all_done() const {
+    for (const Choice& c : choices)
+      if (!c.done) return false;
+    return true;
+  }
+  void cancel_all() {
+    for (Choice& c : choices)
+      if (c.stream) c.stream->cancel();
+  }
 };
 
 std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
@@ -221,15 +239,15 @@ Job::Shown Job::reply(std::string text) const {
   return out;
 }
 
-Job::Shown Job::piece(const std::string& text, bool ended) {
+Job::Shown Job::piece(Choice& c, const std::string& text, bool ended) {
   Shown out;
   out.content = text;
   if (thinks) {
     // The think block goes out as reasoning_content, the rest as content.
-    if (!reasoning_stream) reasoning_stream = std::make_unique<ReasoningStream>(think_inside);
-    ReasoningSplit part = reasoning_stream->push(text);
+    if (!c.reasoning_stream) c.reasoning_stream = std::make_unique<ReasoningStream>(think_inside);
+    ReasoningSplit part = c.reasoning_stream->push(text);
     if (ended) {
-      ReasoningSplit end = reasoning_stream->finish();
+      ReasoningSplit end = c.reasoning_stream->finish();
       part.reasoning += end.reasoning;
       part.content += end.content;
     }
@@ -239,10 +257,10 @@ Job::Shown Job::piece(const std::string& text, bool ended) {
   if (tools != ToolCallSyntax::None) {
     // Content goes out up to where a tool call may start; at the end the held text is
     // parsed, and its calls go out whole.
-    if (!tool_stream) tool_stream = std::make_unique<ToolCallStream>(tools);
-    out.content = tool_stream->push(out.content);
+    if (!c.tool_stream) c.tool_stream = std::make_unique<ToolCallStream>(tools);
+    out.content = c.tool_stream->push(out.content);
     if (ended) {
-      ParsedReply end = tool_stream->finish();
+      ParsedReply end = c.tool_stream->finish();
       out.content += end.content;
       out.calls = response_calls(end.calls);
     }
@@ -452,17 +470,24 @@ void Server::routes() {
         g.sampling.presence_penalty = p.presence_penalty;
         g.sampling.frequency_penalty = p.frequency_penalty;
         g.sampling.repetition_penalty = p.repetition_penalty;
-        g.sampling.seed = p.seed ? *p.seed : std::random_device{}();
+        const uint64_t seed = p.seed ? *p.seed : std::random_device{}();
         for (const auto& [id, bias] : p.logit_bias) g.sampling.logit_bias[id] = bias;
         g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
         g.stop = p.stop;
         g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
         g.json = p.json;
+        // n choices: as many engine requests, each seeded with seed + its index.
+        job->choices.resize(static_cast<size_t>(p.n));
         try {
-          job->stream = r.engine->submit(std::move(g));
+          for (int i = 0; i < p.n; i++) {
+            g.sampling.seed = seed + static_cast<uint64_t>(i);
+            job->choices[static_cast<size_t>(i)].stream = r.engine->submit(g);
+          }
         } catch (const QueueFullError& e) {
+          job->cancel_all();
           throw ApiError(429, e.what(), "", "rate_limit_exceeded");
         } catch (const Error& e) {
+          job->cancel_all();
           throw ApiError(400, e.what(), chat ? "messages" : "prompt");
         }
       } catch (const ApiError& e) {
@@ -474,52 +499,71 @@ void Server::routes() {
       job->created = static_cast<int64_t>(std::time(nullptr));
       const Tokenizer& tok = *job->ready->tokenizer;
 
-      // Bookkeeping of one event: metrics and usage.
-      auto account = [this](Job& j, const GenerationEvent& ev) {
+      // Bookkeeping of one event of a choice: metrics and usage.
+      auto account = [this](Job& j, Job::Choice& c, const GenerationEvent& ev) {
         const auto now = Clock::now();
         if (!ev.tokens.empty()) {
-          if (j.usage.completion_tokens == 0)
+          if (!j.any_token)
             metrics_.observe_ttft(seconds(j.start, now));
           else
             metrics_.observe_token_latency(seconds(j.last_token, now));
+          j.any_token = true;
           j.last_token = now;
         }
         j.usage.prompt_tokens = ev.prompt_tokens;
-        j.usage.completion_tokens = ev.completion_tokens;
+        c.completion_tokens = ev.completion_tokens;
+        j.usage.completion_tokens = 0;
+        for (const Job::Choice& o : j.choices) j.usage.completion_tokens += o.completion_tokens;
         if (ev.finish != FinishReason::None) {
-          metrics_.observe_request(seconds(j.start, now));
-          metrics_.add_tokens(j.usage.prompt_tokens, j.usage.completion_tokens);
+          c.done = true;
+          if (j.all_done()) {
+            metrics_.observe_request(seconds(j.start, now));
+            metrics_.add_tokens(j.usage.prompt_tokens, j.usage.completion_tokens);
+          }
         }
       };
 
       if (!job->req.stream) {
-        std::string text;
-        std::vector<TokenLogprob> lps;
-        GenerationEvent ev;
-        for (;;) {
-          ev = job->stream->next();
-          account(*job, ev);
-          text += ev.text;
-          if (job->req.logprobs) {
-            auto more = to_logprobs(tok, ev.logprobs);
-            lps.insert(lps.end(), more.begin(), more.end());
+        const size_t n = job->choices.size();
+        std::vector<ChoiceOut> outs(n);
+        std::vector<std::vector<TokenLogprob>> lps(n);
+        for (size_t i = 0; i < n; i++) {
+          Job::Choice& c = job->choices[i];
+          std::string text;
+          GenerationEvent ev;
+          for (;;) {
+            ev = c.stream->next();
+            account(*job, c, ev);
+            text += ev.text;
+            if (job->req.logprobs) {
+              auto more = to_logprobs(tok, ev.logprobs);
+              lps[i].insert(lps[i].end(), more.begin(), more.end());
+            }
+            if (ev.finish != FinishReason::None) break;
           }
-          if (ev.finish != FinishReason::None) break;
+          if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled) {
+            job->cancel_all();
+            return reply_error(
+                res, ev.finish == FinishReason::Error
+                         ? ApiError(500, ev.error, "", "server_error")
+                         : ApiError(503, "the server is shutting down", "", "server_error"));
+          }
+          ChoiceOut& o = outs[i];
+          o.finish_reason = finish_name(ev.finish);
+          o.logprobs = job->req.logprobs ? &lps[i] : nullptr;
+          if (!chat) {
+            o.text = std::move(text);
+            continue;
+          }
+          Job::Shown shown = job->reply(std::move(text));
+          o.text = std::move(shown.content);
+          o.reasoning = std::move(shown.reasoning);
+          o.tool_calls = std::move(shown.calls);
+          if (!o.tool_calls.empty()) o.finish_reason = "tool_calls";
         }
-        if (ev.finish == FinishReason::Error)
-          return reply_error(res, ApiError(500, ev.error, "", "server_error"));
-        if (ev.finish == FinishReason::Cancelled)
-          return reply_error(res, ApiError(503, "the server is shutting down", "", "server_error"));
-        const auto* lp = job->req.logprobs ? &lps : nullptr;
-        if (!chat)
-          return reply_json(res, 200,
-                            completion_response(job->id, job->created, job->model, text,
-                                                finish_name(ev.finish), job->usage, lp));
-        const Job::Shown shown = job->reply(std::move(text));
         reply_json(res, 200,
-                   chat_response(job->id, job->created, job->model, shown.content,
-                                 shown.calls.empty() ? finish_name(ev.finish) : "tool_calls",
-                                 job->usage, lp, shown.calls, shown.reasoning));
+                   chat ? chat_response(job->id, job->created, job->model, outs, job->usage)
+                        : completion_response(job->id, job->created, job->model, outs, job->usage));
         return;
       }
 
@@ -532,15 +576,32 @@ void Server::routes() {
               sink.done();
               return true;
             }
+            // The next event of any choice: each one still running is asked without
+            // waiting (in turn, so none starves), then the first of them with a wait.
             GenerationEvent ev;
-            if (!job->stream->next(ev, std::chrono::milliseconds(200))) {
-              // A comment now and then notices a client that went away while queued.
-              if (seconds(job->last_write, Clock::now()) < 5) return true;
-              job->last_write = Clock::now();
-              static const char kAlive[] = ": keep-alive\n\n";
-              return sink.write(kAlive, sizeof kAlive - 1);
+            const size_t n = job->choices.size();
+            size_t which = n;
+            for (size_t k = 0; k < n && which == n; k++) {
+              const size_t i = (job->next_poll + k) % n;
+              Job::Choice& c = job->choices[i];
+              if (!c.done && c.stream->next(ev, std::chrono::milliseconds(0))) which = i;
             }
-            account(*job, ev);
+            if (which == n) {
+              size_t wait = 0;
+              while (job->choices[wait].done) wait++;
+              if (!job->choices[wait].stream->next(ev, std::chrono::milliseconds(200))) {
+                // A comment now and then notices a client that went away while queued.
+                if (seconds(job->last_write, Clock::now()) < 5) return true;
+                job->last_write = Clock::now();
+                static const char kAlive[] = ": keep-alive\n\n";
+                return sink.write(kAlive, sizeof kAlive - 1);
+              }
+              which = wait;
+            }
+            job->next_poll = which + 1;
+            Job::Choice& c = job->choices[which];
+            const int index = static_cast<int>(which);
+            account(*job, c, ev);
             std::string out;
             const bool finished = ev.finish != FinishReason::None;
             std::vector<TokenLogprob> lps;
@@ -550,36 +611,41 @@ void Server::routes() {
                                     ev.finish != FinishReason::Cancelled;
             Job::Shown shown;
             if (chat)
-              shown = job->piece(ev.text, ended_well);
+              shown = job->piece(c, ev.text, ended_well);
             else
               shown.content = ev.text;
-            const std::vector<ResponseToolCall>& calls = shown.calls;
-            if (!shown.content.empty() || !shown.reasoning.empty() || lp || job->first) {
-              out += sse_event(chat ? chat_chunk(job->id, job->created, job->model, shown.content,
-                                                 job->first, "", lp, shown.reasoning)
-                                    : completion_chunk(job->id, job->created, job->model,
+            if (!shown.content.empty() || !shown.reasoning.empty() || lp || c.first) {
+              out += sse_event(chat ? chat_chunk(job->id, job->created, job->model, index,
+                                                 shown.content, c.first, "", lp, shown.reasoning)
+                                    : completion_chunk(job->id, job->created, job->model, index,
                                                        shown.content, "", lp));
-              job->first = false;
+              c.first = false;
             }
-            if (!calls.empty())
-              out += sse_event(chat_tool_calls_chunk(job->id, job->created, job->model, calls));
-            if (finished) {
-              if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled) {
-                const std::string msg = ev.finish == FinishReason::Error
-                                            ? ev.error
-                                            : std::string("the request was cancelled");
-                out += sse_event(error_body(msg, "server_error", "", ""));
-              } else {
-                const char* why = calls.empty() ? finish_name(ev.finish) : "tool_calls";
-                out += sse_event(
-                    chat ? chat_chunk(job->id, job->created, job->model, "", false, why, nullptr)
-                         : completion_chunk(job->id, job->created, job->model, "", why, nullptr));
+            if (!shown.calls.empty())
+              out += sse_event(
+                  chat_tool_calls_chunk(job->id, job->created, job->model, index, shown.calls));
+            if (finished && !ended_well) {
+              // One choice failing ends them all.
+              job->cancel_all();
+              const std::string msg = ev.finish == FinishReason::Error
+                                          ? ev.error
+                                          : std::string("the request was cancelled");
+              out += sse_event(error_body(msg, "server_error", "", ""));
+              out += kSseDone;
+              job->done = true;
+            } else if (finished) {
+              const char* why = shown.calls.empty() ? finish_name(ev.finish) : "tool_calls";
+              out += sse_event(chat ? chat_chunk(job->id, job->created, job->model, index, "",
+                                                 false, why, nullptr)
+                                    : completion_chunk(job->id, job->created, job->model, index, "",
+                                                       why, nullptr));
+              if (job->all_done()) {
                 if (job->req.include_usage)
                   out +=
                       sse_event(usage_chunk(job->id, job->created, job->model, chat, job->usage));
+                out += kSseDone;
+                job->done = true;
               }
-              out += kSseDone;
-              job->done = true;
             }
             if (out.empty()) return true;  // a zero-length chunk would end the response
             job->last_write = Clock::now();
@@ -589,7 +655,7 @@ void Server::routes() {
           },
           [job](bool success) {
             // The client went away (or the write failed): stop generating for it.
-            if (!success || !job->done) job->stream->cancel();
+            if (!success || !job->done) job->cancel_all();
           });
     };
   };

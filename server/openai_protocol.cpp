@@ -129,8 +129,7 @@ std::string message_content(const ojson& m, size_t i) {
 
 void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
   if (present(body, "model")) r.model = string_field(body, "model");
-  if (present(body, "n") && int_field(body, "n", 1, 128) != 1)
-    throw ApiError(400, "only n=1 is supported", "n");
+  if (present(body, "n")) r.n = int_field(body, "n", 1, 16);
   for (const char* key : {"max_tokens", "max_completion_tokens"})
     if (present(body, key)) r.max_tokens = static_cast<int>(int_field(body, key, 1, 1 << 30));
   if (present(body, "temperature"))
@@ -397,42 +396,49 @@ json tool_calls_json(const std::vector<ResponseToolCall>& calls, bool indexed) {
 }  // namespace
 
 json chat_response(const std::string& id, int64_t created, const std::string& model,
-                   const std::string& text, const std::string& finish_reason, const Usage& usage,
-                   const std::vector<TokenLogprob>* logprobs,
-                   const std::vector<ResponseToolCall>& tool_calls, const std::string& reasoning) {
-  json message = {{"role", "assistant"}, {"content", text}};
-  if (!reasoning.empty()) message["reasoning_content"] = reasoning;
-  if (!tool_calls.empty()) {
-    if (text.empty()) message["content"] = nullptr;
-    message["tool_calls"] = tool_calls_json(tool_calls, false);
+                   const std::vector<ChoiceOut>& choices, const Usage& usage) {
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); i++) {
+    const ChoiceOut& c = choices[i];
+    json message = {{"role", "assistant"}, {"content", c.text}};
+    if (!c.reasoning.empty()) message["reasoning_content"] = c.reasoning;
+    if (!c.tool_calls.empty()) {
+      if (c.text.empty()) message["content"] = nullptr;
+      message["tool_calls"] = tool_calls_json(c.tool_calls, false);
+    }
+    list.push_back({{"index", i},
+                    {"message", message},
+                    {"logprobs", c.logprobs ? chat_logprobs(*c.logprobs) : json(nullptr)},
+                    {"finish_reason", nullable(c.finish_reason)}});
   }
-  json choice = {{"index", 0},
-                 {"message", message},
-                 {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
-                 {"finish_reason", nullable(finish_reason)}};
-  return json{{"id", id},       {"object", "chat.completion"},      {"created", created},
-              {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(usage)}};
+  return json{{"id", id},           {"object", "chat.completion"},
+              {"created", created}, {"model", model},
+              {"choices", list},    {"usage", usage_json(usage)}};
 }
 
 json completion_response(const std::string& id, int64_t created, const std::string& model,
-                         const std::string& text, const std::string& finish_reason,
-                         const Usage& usage, const std::vector<TokenLogprob>* logprobs) {
-  json choice = {{"index", 0},
-                 {"text", text},
-                 {"logprobs", logprobs ? completion_logprobs(*logprobs) : json(nullptr)},
-                 {"finish_reason", nullable(finish_reason)}};
-  return json{{"id", id},       {"object", "text_completion"},      {"created", created},
-              {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(usage)}};
+                         const std::vector<ChoiceOut>& choices, const Usage& usage) {
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); i++) {
+    const ChoiceOut& c = choices[i];
+    list.push_back({{"index", i},
+                    {"text", c.text},
+                    {"logprobs", c.logprobs ? completion_logprobs(*c.logprobs) : json(nullptr)},
+                    {"finish_reason", nullable(c.finish_reason)}});
+  }
+  return json{{"id", id},           {"object", "text_completion"},
+              {"created", created}, {"model", model},
+              {"choices", list},    {"usage", usage_json(usage)}};
 }
 
-json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+json chat_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                 const std::string& delta, bool role_first, const std::string& finish_reason,
                 const std::vector<TokenLogprob>* logprobs, const std::string& reasoning) {
   json d = json::object();
   if (role_first) d["role"] = "assistant";
   if (!delta.empty() || role_first) d["content"] = delta;
   if (!reasoning.empty()) d["reasoning_content"] = reasoning;
-  json choice = {{"index", 0},
+  json choice = {{"index", index},
                  {"delta", d},
                  {"logprobs", logprobs ? chat_logprobs(*logprobs) : json(nullptr)},
                  {"finish_reason", nullable(finish_reason)}};
@@ -444,8 +450,8 @@ json chat_chunk(const std::string& id, int64_t created, const std::string& model
 }
 
 json chat_tool_calls_chunk(const std::string& id, int64_t created, const std::string& model,
-                           const std::vector<ResponseToolCall>& tool_calls) {
-  json choice = {{"index", 0},
+                           int index, const std::vector<ResponseToolCall>& tool_calls) {
+  json choice = {{"index", index},
                  {"delta", {{"tool_calls", tool_calls_json(tool_calls, true)}}},
                  {"logprobs", nullptr},
                  {"finish_reason", nullptr}};
@@ -456,10 +462,10 @@ json chat_tool_calls_chunk(const std::string& id, int64_t created, const std::st
               {"choices", json::array({choice})}};
 }
 
-json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                       const std::string& delta, const std::string& finish_reason,
                       const std::vector<TokenLogprob>* logprobs) {
-  json choice = {{"index", 0},
+  json choice = {{"index", index},
                  {"text", delta},
                  {"logprobs", logprobs ? completion_logprobs(*logprobs) : json(nullptr)},
                  {"finish_reason", nullable(finish_reason)}};

@@ -78,6 +78,7 @@ struct ParsedRequest {
   bool logprobs = false;
   int top_logprobs = 0;  // alternatives per token (chat: top_logprobs; completions: logprobs)
   bool echo = false;     // completions: not supported (400 when true)
+  int n = 1;             // choices, each sampled with seed + its index
   // response_format json_object (any object) or json_schema (compiled): null for text.
   std::shared_ptr<const JsonSchema> json;
 };
@@ -106,31 +107,38 @@ struct ResponseToolCall {
   std::string arguments;
 };
 
-// The response of a finished request, not streamed. With tool calls the message's
-// content is null when empty and `tool_calls` lists them.
-nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
-                             const std::string& text, const std::string& finish_reason,
-                             const Usage& usage, const std::vector<TokenLogprob>* logprobs,
-                             const std::vector<ResponseToolCall>& tool_calls = {},
-                             const std::string& reasoning = "");
-nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
-                                   const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage, const std::vector<TokenLogprob>* logprobs);
+// One choice of a finished request: its text (a chat message's content), finish reason
+// and logprobs; chat replies also tool calls and reasoning_content.
+struct ChoiceOut {
+  std::string text;
+  std::string finish_reason;
+  const std::vector<TokenLogprob>* logprobs = nullptr;
+  std::vector<ResponseToolCall> tool_calls;
+  std::string reasoning;
+};
 
-// One streamed chunk. `role_first` adds the assistant role to a chat chunk's delta
-// (the first chunk); an empty finish_reason is null; reasoning goes out as
-// delta.reasoning_content.
+// The response of a finished request, not streamed, choice i at index i. With tool
+// calls a message's content is null when empty and `tool_calls` lists them.
+nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
+                             const std::vector<ChoiceOut>& choices, const Usage& usage);
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
+                                   const std::vector<ChoiceOut>& choices, const Usage& usage);
+
+// One streamed chunk of choice `index`. `role_first` adds the assistant role to a chat
+// chunk's delta (the choice's first chunk); an empty finish_reason is null; reasoning
+// goes out as delta.reasoning_content.
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
-                          const std::string& delta, bool role_first,
+                          int index, const std::string& delta, bool role_first,
                           const std::string& finish_reason,
                           const std::vector<TokenLogprob>* logprobs,
                           const std::string& reasoning = "");
-// A streamed chunk whose delta carries every tool call of the reply, whole.
+// A streamed chunk whose delta carries every tool call of a choice's reply, whole.
 nlohmann::json chat_tool_calls_chunk(const std::string& id, int64_t created,
-                                     const std::string& model,
+                                     const std::string& model, int index,
                                      const std::vector<ResponseToolCall>& tool_calls);
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
-                                const std::string& delta, const std::string& finish_reason,
+                                int index, const std::string& delta,
+                                const std::string& finish_reason,
                                 const std::vector<TokenLogprob>* logprobs);
 // The last chunk of a stream with stream_options.include_usage: no choices, usage.
 nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "backends/registry.h"
@@ -317,9 +318,9 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
     CHECK(res->status == 400);
     CHECK(json::parse(res->body)["error"]["param"] == "max_tokens");
   }
-  json two = chat_body("hi", 2);
-  two["n"] = 2;
-  CHECK(raw("/v1/chat/completions", two.dump()) == 400);
+  json many = chat_body("hi", 2);
+  many["n"] = 17;
+  CHECK(raw("/v1/chat/completions", many.dump()) == 400);
   CHECK(raw("/v1/completions", json{{"prompt", 5}}.dump()) == 400);
   // Longer than the context window (256 tokens) but under the body limit.
   std::string long_prompt;
@@ -467,6 +468,61 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   const json e = post(s, "/v1/chat/completions", with_schema, 400);
   CHECK(e["error"]["param"] == "response_format");
   CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains("root must be an object"));
+}
+
+TEST_CASE("server: n choices, streamed and not, each its own seeded request", "[server]") {
+  TestServer s;
+  json body = chat_body("Tell me a story", 6);
+  body["n"] = 3;
+  body["temperature"] = 1;
+  body["seed"] = 5;
+  const json r = post(s, "/v1/chat/completions", body, 200);
+  REQUIRE(r["choices"].size() == 3);
+  int tokens = 0;
+  std::set<std::string> distinct;
+  for (int i = 0; i < 3; i++) {
+    CHECK(r["choices"][i]["index"] == i);
+    distinct.insert(r["choices"][i]["message"]["content"].get<std::string>());
+  }
+  CHECK(distinct.size() > 1);  // seeds 5, 6, 7
+  // Choice i is what n = 1 gives with seed 5 + i.
+  json one = body;
+  one["n"] = 1;
+  one["seed"] = 6;
+  CHECK(post(s, "/v1/chat/completions", one, 200)["choices"][0]["message"]["content"] ==
+        r["choices"][1]["message"]["content"]);
+  tokens = r["usage"]["completion_tokens"].get<int>();
+  CHECK(tokens >= 3);
+  CHECK(tokens <= 18);
+
+  // Streamed: chunks of the three interleave, each adds up to its choice.
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto c = s.client();
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  std::vector<std::string> text(3);
+  std::vector<int> finishes(3, 0);
+  int usage_tokens = -1;
+  for (const std::string& d : sse_data(res->body)) {
+    if (d == "[DONE]") continue;
+    const json chunk = json::parse(d);
+    if (chunk["choices"].empty()) {
+      usage_tokens = chunk["usage"]["completion_tokens"].get<int>();
+      continue;
+    }
+    const json& ch = chunk["choices"][0];
+    const int i = ch["index"].get<int>();
+    REQUIRE((i >= 0 && i < 3));
+    if (ch["delta"].contains("content")) text[i] += ch["delta"]["content"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) finishes[i]++;
+  }
+  for (int i = 0; i < 3; i++) {
+    CHECK(text[i] == r["choices"][i]["message"]["content"].get<std::string>());
+    CHECK(finishes[i] == 1);
+  }
+  CHECK(usage_tokens == tokens);
 }
 
 TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[server]") {
