@@ -181,9 +181,12 @@ struct Job {
   // A reasoning model's chat reply: its think block goes to reasoning_content
   // (think_inside: the prompt opened the block).
   bool thinks = false, think_inside = false;
+  // tool_choice forced a call: the reply is that call's JSON object.
+  std::optional<ForcedToolCall> forced;
 
   // One of the request's n choices: an engine request of its own.
   struct Choice {
+    std::string held;  // streamed, a forced call: the reply so far
     std::shared_ptr<RequestStream> stream;
     bool first = true;  // streamed: no chunk out yet
     bool done = false;
@@ -223,6 +226,11 @@ std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls)
 
 Job::Shown Job::reply(std::string text) const {
   Shown out;
+  ToolCall call;
+  if (forced && forced_call_from_reply(*forced, text, &call)) {
+    out.calls = response_calls({call});
+    return out;
+  }
   if (thinks) {
     ReasoningSplit split = split_reasoning(text, think_inside);
     out.reasoning = std::move(split.reasoning);
@@ -240,6 +248,11 @@ Job::Shown Job::reply(std::string text) const {
 }
 
 Job::Shown Job::piece(Choice& c, const std::string& text, bool ended) {
+  if (forced) {
+    // The call's JSON goes out as a tool call, at the end.
+    c.held += text;
+    return ended ? reply(c.held) : Shown{};
+  }
   Shown out;
   out.content = text;
   if (thinks) {
@@ -451,11 +464,30 @@ void Server::routes() {
             job->tools = r.chat->tool_call_syntax();
             g.keep_special = job->tools != ToolCallSyntax::None;  // markers may be such tokens
           }
+          if (!p.forced_tool.empty()) {
+            // The reply is constrained to the call's JSON object, after the syntax's
+            // opener, which goes at the end of the prompt.
+            const nlohmann::json tools = nlohmann::json::parse(p.tools.dump());
+            try {
+              job->forced = forced_tool_call(r.chat->tool_call_syntax(), tools,
+                                             p.forced_tool == "*" ? "" : p.forced_tool);
+            } catch (const Error& e) {
+              throw ApiError(400, e.what(), "tool_choice");
+            }
+            try {
+              g.json = JsonSchema::compile(job->forced->schema);
+            } catch (const Error&) {
+              // Parameters this server cannot enforce: any arguments object.
+              job->forced->schema["properties"][job->forced->arguments_key] = {{"type", "object"}};
+              g.json = JsonSchema::compile(job->forced->schema);
+            }
+          }
           try {
-            const std::string rendered = r.chat->render(messages, p.tools);
-            g.prompt = r.chat->encode_rendered(rendered);
-            job->thinks = opts_.split_reasoning && r.chat->thinks();
+            std::string rendered = r.chat->render(messages, p.tools);
+            job->thinks = !job->forced && opts_.split_reasoning && r.chat->thinks();
             job->think_inside = job->thinks && prompt_opens_think(rendered);
+            if (job->forced) rendered += job->forced->opener;
+            g.prompt = r.chat->encode_rendered(rendered);
           } catch (const Error& e) {
             throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
           }
@@ -475,7 +507,7 @@ void Server::routes() {
         g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
         g.stop = p.stop;
         g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
-        g.json = p.json;
+        if (!job->forced) g.json = p.json;
         // n choices: as many engine requests, each seeded with seed + its index.
         job->choices.resize(static_cast<size_t>(p.n));
         try {

@@ -257,8 +257,8 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
       }
     r.messages.push_back(std::move(cm));
   }
-  // Tools go to the chat template, which writes them into the prompt; the reply is the
-  // model's text (tool calls are not parsed out of it), and no output is constrained.
+  // Tools go to the chat template, which writes them into the prompt; the server parses
+  // the reply's calls (and constrains it to one when tool_choice forces a call).
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
@@ -269,11 +269,27 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
   }
   if (present(body, "tool_choice")) {
     const ojson& c = body["tool_choice"];
-    if (!c.is_string() || (c != "auto" && c != "none"))
+    if (c == "required") {
+      r.forced_tool = "*";
+    } else if (c.is_object() && c.contains("function") && c["function"].is_object() &&
+               c["function"].contains("name") && c["function"]["name"].is_string()) {
+      r.forced_tool = c["function"]["name"].get<std::string>();
+      bool known = false;
+      if (r.tools.is_array())
+        for (const ojson& t : r.tools)
+          known = known || t["function"].value("name", "") == r.forced_tool;
+      if (!known)
+        throw ApiError(400, "'tool_choice' names '" + r.forced_tool + "', which is not in 'tools'",
+                       "tool_choice");
+    } else if (c != "auto" && c != "none") {
       throw ApiError(400,
-                     "'tool_choice' may be \"auto\" or \"none\" (forcing a call is not supported)",
+                     "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                     "{\"type\": \"function\", \"function\": {\"name\": ...}}",
                      "tool_choice");
+    }
     if (c == "none") r.tools = nullptr;
+    if (!r.forced_tool.empty() && r.tools.is_null())
+      throw ApiError(400, "'tool_choice' forces a call but there are no 'tools'", "tool_choice");
   }
   if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");
   if (present(body, "top_logprobs")) {

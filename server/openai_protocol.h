@@ -58,8 +58,10 @@ struct ChatMessage {
 struct ParsedRequest {
   bool chat = false;
   std::string model;
-  std::vector<ChatMessage> messages;   // chat
-  nlohmann::ordered_json tools;        // chat: the tools for the template (null: none)
+  std::vector<ChatMessage> messages;  // chat
+  nlohmann::ordered_json tools;       // chat: the tools for the template (null: none)
+  // tool_choice that forces a call: "*" (required: any tool) or the tool's name.
+  std::string forced_tool;
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
   std::optional<int> max_tokens;       // absent: until EOS or the context is full

@@ -415,8 +415,58 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   bad["tools"] = "x";
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tools");
   bad = with_tools;
-  bad["tool_choice"] = "required";
+  bad["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tool_choice");
+  bad["tool_choice"] = "sometimes";
+  CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "tool_choice");
+
+  // tool_choice forcing a call: the reply is constrained to the call (Qwen2.5's
+  // <tool_call> syntax, whose opener goes at the end of the prompt).
+  const json unit_tool = {{"type", "function"},
+                          {"function",
+                           {{"name", "set_unit"},
+                            {"parameters",
+                             {{"type", "object"},
+                              {"properties", {{"unit", {{"enum", {"c", "f"}}}}}},
+                              {"required", {"unit"}},
+                              {"additionalProperties", false}}}}}};
+  json forced = chat_body("weather in Paris?", 128);
+  forced["tools"] = json::array({weather, unit_tool});
+  for (const json& choice :
+       {json("required"), json{{"type", "function"}, {"function", {{"name", "set_unit"}}}}}) {
+    forced["tool_choice"] = choice;
+    const json r = post(s, "/v1/chat/completions", forced, 200)["choices"][0];
+    INFO(r.dump());
+    if (choice.is_object() || r["finish_reason"] == "tool_calls") {
+      CHECK(r["finish_reason"] == "tool_calls");
+      CHECK(r["message"]["content"].is_null());
+      const json& call = r["message"]["tool_calls"][0];
+      const std::string name = call["function"]["name"].get<std::string>();
+      CHECK((name == "set_unit" || name == "get_weather"));
+      CHECK(json::parse(call["function"]["arguments"].get<std::string>()).is_object());
+      if (choice.is_object()) {
+        CHECK(name == "set_unit");
+        const json args = json::parse(call["function"]["arguments"].get<std::string>());
+        CHECK((args == json{{"unit", "c"}} || args == json{{"unit", "f"}}));
+      }
+    }
+  }
+  // Streamed: no content, the call in one chunk at the end.
+  forced["stream"] = true;
+  auto fc = s.client();
+  auto fres = fc.Post("/v1/chat/completions", forced.dump(), "application/json");
+  REQUIRE(fres);
+  std::string streamed_content;
+  int calls = 0;
+  for (const std::string& d : sse_data(fres->body)) {
+    if (d == "[DONE]") continue;
+    const json chunk = json::parse(d);
+    const json& delta = chunk["choices"][0]["delta"];
+    if (delta.contains("content")) streamed_content += delta["content"].get<std::string>();
+    if (delta.contains("tool_calls")) calls++;
+  }
+  CHECK(streamed_content.empty());
+  CHECK(calls == 1);
   bad = plain;
   bad["response_format"] = {{"type", "json_schema"}};  // no schema
   CHECK(post(s, "/v1/chat/completions", bad, 400)["error"]["param"] == "response_format");
@@ -555,6 +605,12 @@ TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[se
     CHECK(!all.empty());
     CHECK(msg.contains("reasoning_content") == split);
     if (split) CHECK(msg["content"] == "");
+    // GLM's tool calls are not one JSON object: a forced call cannot be constrained.
+    json force = body;
+    force["tools"] = json::array(
+        {{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", json::object()}}}}});
+    force["tool_choice"] = "required";
+    CHECK(post(s, "/v1/chat/completions", force, 400)["error"]["param"] == "tool_choice");
     // Streamed: the same split, piece by piece.
     json sb = body;
     sb["stream"] = true;

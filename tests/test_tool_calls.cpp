@@ -217,3 +217,25 @@ TEST_CASE("streamed replies hold back what may start a tool call", "[tool_calls]
   CHECK(u.push("{not a call").empty());
   CHECK(u.finish().content == "{not a call");
 }
+
+TEST_CASE("a forced call is one JSON object after the syntax's opener", "[tool_calls]") {
+  const nlohmann::json tools = nlohmann::json::parse(R"([
+    {"type": "function", "function": {"name": "a", "parameters": {"type": "object",
+     "properties": {"x": {"type": "integer"}}}}},
+    {"type": "function", "function": {"name": "b"}}])");
+  const ForcedToolCall one = forced_tool_call(ToolCallSyntax::HermesJson, tools, "a");
+  CHECK(one.opener == "<tool_call>\n");
+  CHECK(one.schema["properties"]["name"]["enum"] == nlohmann::json::array({"a"}));
+  CHECK(one.schema["properties"]["arguments"] == tools[0]["function"]["parameters"]);
+  const ForcedToolCall any = forced_tool_call(ToolCallSyntax::Llama3Json, tools, "");
+  CHECK(any.opener.empty());
+  CHECK(any.schema["properties"]["name"]["enum"].size() == 2);
+  CHECK(any.schema["properties"]["parameters"] == nlohmann::json{{"type", "object"}});
+  CHECK_THROWS_WITH(forced_tool_call(ToolCallSyntax::QwenXml, tools, "a"),
+                    Catch::Contains("qwen-xml"));
+  ToolCall c;
+  REQUIRE(forced_call_from_reply(any, " {\"parameters\": {\"x\": 1}, \"name\": \"a\"}", &c));
+  CHECK(c.name == "a");
+  CHECK(c.arguments == R"({"x":1})");
+  CHECK_FALSE(forced_call_from_reply(any, "{\"name\": \"a\", \"parame", &c));
+}

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+
 namespace llm {
 
 namespace {
@@ -418,6 +420,47 @@ ParsedReply ToolCallStream::finish() {
   parsed.content = reply_.substr(sent_, upto - sent_);
   sent_ = upto;
   return parsed;
+}
+
+ForcedToolCall forced_tool_call(ToolCallSyntax syntax, const nlohmann::json& tools,
+                                const std::string& name) {
+  ForcedToolCall f;
+  if (syntax == ToolCallSyntax::HermesJson) {
+    f.opener = "<tool_call>\n";
+    f.arguments_key = "arguments";
+  } else if (syntax == ToolCallSyntax::Llama3Json) {
+    f.arguments_key = "parameters";
+  } else {
+    fail(
+        "forcing a tool call needs a chat template whose calls are one JSON object "
+        "(Hermes/Qwen <tool_call>, Llama 3); this one's are %s",
+        tool_call_syntax_name(syntax));
+  }
+  nlohmann::json names = nlohmann::json::array();
+  nlohmann::json params = {{"type", "object"}};
+  for (const auto& t : tools) {
+    const nlohmann::json& fn = t.at("function");
+    const std::string n = fn.value("name", "");
+    if (!name.empty() && n != name) continue;
+    names.push_back(n);
+    if (fn.contains("parameters")) params = fn["parameters"];
+  }
+  if (names.size() != 1) params = {{"type", "object"}};  // several tools: any arguments
+  f.schema = {{"type", "object"},
+              {"properties", {{"name", {{"enum", names}}}, {f.arguments_key, params}}},
+              {"required", {"name", f.arguments_key}},
+              {"additionalProperties", false}};
+  return f;
+}
+
+bool forced_call_from_reply(const ForcedToolCall& forced, const std::string& reply, ToolCall* out) {
+  const json j = parse_json(trim(reply));
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string() ||
+      !j.contains(forced.arguments_key) || !j[forced.arguments_key].is_object())
+    return false;
+  out->name = j["name"].get<std::string>();
+  out->arguments = j[forced.arguments_key].dump();
+  return true;
 }
 
 }  // namespace llm

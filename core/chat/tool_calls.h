@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,22 @@ ParsedReply parse_tool_calls(ToolCallSyntax syntax, const std::string& text);
 // i.e. come before any (possible) start of a tool call. The rest is held back until
 // the reply ends.
 size_t tool_call_free_prefix(ToolCallSyntax syntax, const std::string& text);
+
+// tool_choice forcing a call, in a syntax whose calls are one JSON object (Hermes/Qwen
+// <tool_call>, Llama 3): the schema of that object (the tool's name, and its parameters
+// where one tool is possible), the text the reply starts after (it goes at the end of
+// the prompt), and the key of the arguments.
+struct ForcedToolCall {
+  nlohmann::json schema;
+  std::string opener;
+  std::string arguments_key;
+};
+// name: the tool to call, or empty for any of tools. Throws llm::Error for a syntax whose
+// calls are not one JSON object.
+ForcedToolCall forced_tool_call(ToolCallSyntax syntax, const nlohmann::json& tools,
+                                const std::string& name);
+// The call a forced reply makes; false when it is not one (cut by max_tokens).
+bool forced_call_from_reply(const ForcedToolCall& forced, const std::string& reply, ToolCall* out);
 
 // A reply streamed in pieces: the content that can go out at once, then at the end the
 // calls and the content still held.
