@@ -12,8 +12,8 @@
 #include <random>
 #include <thread>
 
-#include "core/chat/reasoning.h"
 #include "core/error.h"
+#include "server/chat_reply.h"
 #include "server/openai_protocol.h"
 
 namespace llm::server {
@@ -37,13 +37,6 @@ void reply_json(httplib::Response& res, int status, const json& body) {
 void reply_error(httplib::Response& res, const ApiError& e) {
   if (e.status == 429 || e.status == 503) res.set_header("Retry-After", "1");
   reply_json(res, e.status, error_body(e));
-}
-
-std::string random_id(const char* prefix) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%s%016llx", prefix, static_cast<unsigned long long>(rng()));
-  return buf;
 }
 
 double seconds(Clock::time_point a, Clock::time_point b) {
@@ -174,39 +167,20 @@ struct Job {
   Clock::time_point start = Clock::now(), last_token, last_write = Clock::now();
   bool any_token = false;
   bool done = false;
-  Usage usage;  // completion tokens over every choice
-  // A chat request with tools whose template shows a tool-call syntax: replies are
-  // parsed for calls, and while streaming, text that may start one is held back.
-  ToolCallSyntax tools = ToolCallSyntax::None;
-  // A reasoning model's chat reply: its think block goes to reasoning_content
-  // (think_inside: the prompt opened the block).
-  bool thinks = false, think_inside = false;
-  // tool_choice forced a call: the reply is that call's JSON object.
-  std::optional<ForcedToolCall> forced;
+  Usage usage;         // completion tokens over every choice
+  ReplyFormat format;  // chat: how replies show (tool calls, reasoning, a forced call)
 
   // One of the request's n choices: an engine request of its own.
   struct Choice {
-    std::string held;  // streamed, a forced call: the reply so far
     std::shared_ptr<RequestStream> stream;
     bool first = true;  // streamed: no chunk out yet
     bool done = false;
     int completion_tokens = 0;
-    std::unique_ptr<ToolCallStream> tool_stream;        // streamed, with tools
-    std::unique_ptr<ReasoningStream> reasoning_stream;  // streamed, a reasoning model
+    std::unique_ptr<StreamedReply> reply;  // streamed chat
   };
   std::vector<Choice> choices;
   size_t next_poll = 0;  // streamed: the choice asked first for its next event
 
-  // What a reply (or the piece of one an event brings, streamed) shows: content,
-  // reasoning_content and tool calls.
-  struct Shown {
-    std::string content, reasoning;
-    std::vector<ResponseToolCall> calls;
-  };
-  // A whole reply.
-  Shown reply(std::string text) const;
-  // The next piece of a choice's streamed reply (ended: the reply ended with it).
-  Shown piece(Choice& c, const std::string& text, bool ended);
   bool all_done() const {
     for (const Choice& c : choices)
       if (!c.done) return false;
@@ -217,69 +191,6 @@ struct Job {
       if (c.stream) c.stream->cancel();
   }
 };
-
-std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
-  std::vector<ResponseToolCall> out;
-  for (const ToolCall& c : calls) out.push_back({random_id("call_"), c.name, c.arguments});
-  return out;
-}
-
-Job::Shown Job::reply(std::string text) const {
-  Shown out;
-  ToolCall call;
-  if (forced && forced_call_from_reply(*forced, text, &call)) {
-    out.calls = response_calls({call});
-    return out;
-  }
-  if (thinks) {
-    ReasoningSplit split = split_reasoning(text, think_inside);
-    out.reasoning = std::move(split.reasoning);
-    text = std::move(split.content);
-  }
-  if (tools != ToolCallSyntax::None) {
-    ParsedReply parsed = parse_tool_calls(tools, text);
-    if (!parsed.calls.empty()) {
-      out.calls = response_calls(parsed.calls);
-      text = std::move(parsed.content);
-    }
-  }
-  out.content = std::move(text);
-  return out;
-}
-
-Job::Shown Job::piece(Choice& c, const std::string& text, bool ended) {
-  if (forced) {
-    // The call's JSON goes out as a tool call, at the end.
-    c.held += text;
-    return ended ? reply(c.held) : Shown{};
-  }
-  Shown out;
-  out.content = text;
-  if (thinks) {
-    // The think block goes out as reasoning_content, the rest as content.
-    if (!c.reasoning_stream) c.reasoning_stream = std::make_unique<ReasoningStream>(think_inside);
-    ReasoningSplit part = c.reasoning_stream->push(text);
-    if (ended) {
-      ReasoningSplit end = c.reasoning_stream->finish();
-      part.reasoning += end.reasoning;
-      part.content += end.content;
-    }
-    out.reasoning = std::move(part.reasoning);
-    out.content = std::move(part.content);
-  }
-  if (tools != ToolCallSyntax::None) {
-    // Content goes out up to where a tool call may start; at the end the held text is
-    // parsed, and its calls go out whole.
-    if (!c.tool_stream) c.tool_stream = std::make_unique<ToolCallStream>(tools);
-    out.content = c.tool_stream->push(out.content);
-    if (ended) {
-      ParsedReply end = c.tool_stream->finish();
-      out.content += end.content;
-      out.calls = response_calls(end.calls);
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -461,32 +372,34 @@ void Server::routes() {
             messages.push_back(std::move(msg));
           }
           if (!p.tools.is_null()) {
-            job->tools = r.chat->tool_call_syntax();
-            g.keep_special = job->tools != ToolCallSyntax::None;  // markers may be such tokens
+            job->format.tools = r.chat->tool_call_syntax();
+            g.keep_special =
+                job->format.tools != ToolCallSyntax::None;  // markers may be such tokens
           }
           if (!p.forced_tool.empty()) {
             // The reply is constrained to the call's JSON object, after the syntax's
             // opener, which goes at the end of the prompt.
             const nlohmann::json tools = nlohmann::json::parse(p.tools.dump());
             try {
-              job->forced = forced_tool_call(r.chat->tool_call_syntax(), tools,
-                                             p.forced_tool == "*" ? "" : p.forced_tool);
+              job->format.forced = forced_tool_call(r.chat->tool_call_syntax(), tools,
+                                                    p.forced_tool == "*" ? "" : p.forced_tool);
             } catch (const Error& e) {
               throw ApiError(400, e.what(), "tool_choice");
             }
             try {
-              g.json = JsonSchema::compile(job->forced->schema);
+              g.json = JsonSchema::compile(job->format.forced->schema);
             } catch (const Error&) {
               // Parameters this server cannot enforce: any arguments object.
-              job->forced->schema["properties"][job->forced->arguments_key] = {{"type", "object"}};
-              g.json = JsonSchema::compile(job->forced->schema);
+              job->format.forced->schema["properties"][job->format.forced->arguments_key] = {
+                  {"type", "object"}};
+              g.json = JsonSchema::compile(job->format.forced->schema);
             }
           }
           try {
             std::string rendered = r.chat->render(messages, p.tools);
-            job->thinks = !job->forced && opts_.split_reasoning && r.chat->thinks();
-            job->think_inside = job->thinks && prompt_opens_think(rendered);
-            if (job->forced) rendered += job->forced->opener;
+            job->format.thinks = !job->format.forced && opts_.split_reasoning && r.chat->thinks();
+            job->format.think_inside = job->format.thinks && prompt_opens_think(rendered);
+            if (job->format.forced) rendered += job->format.forced->opener;
             g.prompt = r.chat->encode_rendered(rendered);
           } catch (const Error& e) {
             throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
@@ -507,7 +420,7 @@ void Server::routes() {
         g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
         g.stop = p.stop;
         g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
-        if (!job->forced) g.json = p.json;
+        if (!job->format.forced) g.json = p.json;
         // n choices: as many engine requests, each seeded with seed + its index.
         job->choices.resize(static_cast<size_t>(p.n));
         try {
@@ -587,7 +500,7 @@ void Server::routes() {
             o.text = std::move(text);
             continue;
           }
-          Job::Shown shown = job->reply(std::move(text));
+          ShownReply shown = show_reply(job->format, std::move(text));
           o.text = std::move(shown.content);
           o.reasoning = std::move(shown.reasoning);
           o.tool_calls = std::move(shown.calls);
@@ -641,11 +554,13 @@ void Server::routes() {
             const auto* lp = job->req.logprobs && !lps.empty() ? &lps : nullptr;
             const bool ended_well = finished && ev.finish != FinishReason::Error &&
                                     ev.finish != FinishReason::Cancelled;
-            Job::Shown shown;
-            if (chat)
-              shown = job->piece(c, ev.text, ended_well);
-            else
+            ShownReply shown;
+            if (chat) {
+              if (!c.reply) c.reply = std::make_unique<StreamedReply>(job->format);
+              shown = c.reply->push(ev.text, ended_well);
+            } else {
               shown.content = ev.text;
+            }
             if (!shown.content.empty() || !shown.reasoning.empty() || lp || c.first) {
               out += sse_event(chat ? chat_chunk(job->id, job->created, job->model, index,
                                                  shown.content, c.first, "", lp, shown.reasoning)

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <random>
 
 namespace llm::server {
 
@@ -490,6 +491,13 @@ json completion_chunk(const std::string& id, int64_t created, const std::string&
               {"created", created},
               {"model", model},
               {"choices", json::array({choice})}};
+}
+
+std::string random_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s%016llx", prefix, static_cast<unsigned long long>(rng()));
+  return buf;
 }
 
 json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,

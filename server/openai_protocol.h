@@ -146,6 +146,9 @@ nlohmann::json completion_chunk(const std::string& id, int64_t created, const st
 nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
                            bool chat, const Usage& usage);
 
+// A fresh id: prefix and 16 random hex digits ("chatcmpl-...", "call_...").
+std::string random_id(const char* prefix);
+
 // "data: <json>\n\n", and the stream's end "data: [DONE]\n\n".
 std::string sse_event(const nlohmann::json& j);
 inline constexpr const char* kSseDone = "data: [DONE]\n\n";
