@@ -52,16 +52,15 @@ std::string rendered_reply(const std::string& source, const ordered_json& calls)
   const ordered_json assistant = {{"role", "assistant"}, {"content", ""}, {"tool_calls", calls}};
   const std::string full =
       render_chat_template(source, ordered_json::array({user, assistant}), opts);
-  // A generation prompt may open a think block that a past turn shows closed only
-  // (GLM): the model's reply then starts inside it.
-  const std::string think = "<think>";
-  if (full.compare(0, prefix.size(), prefix) != 0 && prefix.size() >= think.size() &&
-      prefix.compare(prefix.size() - think.size(), think.size(), think) == 0)
-    prefix.resize(prefix.size() - think.size());
+  // A generation prompt may open (or open and close) a think block that past turns do
+  // not show (GLM, DeepSeek-R1): the reply is then what follows the prompt without it.
+  const size_t think = prefix.rfind("<think>");
+  if (full.compare(0, prefix.size(), prefix) != 0 && think != std::string::npos)
+    prefix.resize(think);
   if (full.compare(0, prefix.size(), prefix) != 0) return "";
   std::string reply = full.substr(prefix.size());
   for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>", "<|end|>", "<|im_end|>",
-                          "<|user|>", "<|observation|>"}) {
+                          "<|user|>", "<|observation|>", "<｜end▁of▁sentence｜>", "<seed:eos>"}) {
     const size_t at = reply.find(end);
     if (at != std::string::npos) reply.resize(at);
   }
@@ -84,6 +83,12 @@ TEST_CASE("tool call syntax is found from the template's text", "[tool_calls]") 
       {"meta-llama-Llama-3.3-70B-Instruct", ToolCallSyntax::Llama3Json},
       {"meetkai-functionary-medium-v3.1", ToolCallSyntax::FunctionTags},
       {"moonshotai-Kimi-K2", ToolCallSyntax::KimiK2},
+      {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", ToolCallSyntax::DeepSeek},
+      {"ByteDance-Seed-OSS", ToolCallSyntax::SeedXml},
+      {"ibm-granite-granite-3.3-2B-Instruct", ToolCallSyntax::GraniteList},
+      {"fireworks-ai-llama-3-firefunction-v2", ToolCallSyntax::Functools},
+      {"Apriel-1.6-15b-Thinker-fixed", ToolCallSyntax::TaggedList},
+      {"CohereForAI-c4ai-command-r7b-12-2024-tool_use", ToolCallSyntax::None},
       {"google-gemma-2-2b-it", ToolCallSyntax::None},
   };
   for (const auto& [name, want] : cases) {
@@ -110,6 +115,9 @@ TEST_CASE("tool calls the templates render parse back into the same calls", "[to
       {"meta-llama-Llama-3.3-70B-Instruct", 1},
       {"meetkai-functionary-medium-v3.1", 1},
       {"moonshotai-Kimi-K2", 2},
+      {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", 2},
+      {"ByteDance-Seed-OSS", 2},
+      {"unsloth-Apriel-1.5", 2},
   };
   for (const auto& [name, n] : templates) {
     INFO(name);
@@ -175,6 +183,27 @@ TEST_CASE("tool calls in hand-written replies; what does not parse stays text", 
     CHECK(parse_tool_calls(S::Llama3Json, "{\"name\": \"f\", \"parameters\": {}} and more")
               .calls.empty());
     CHECK(parse_tool_calls(S::Llama3Json, "{\"a\": 1}").content == "{\"a\": 1}");
+  }
+  {
+    // Granite's template only describes its syntax: a list after <|tool_call|>.
+    const ParsedReply r = parse_tool_calls(
+        S::GraniteList, "<|tool_call|>[{\"name\": \"f\", \"arguments\": {\"a\": 1}}]");
+    REQUIRE(r.calls.size() == 1);
+    CHECK(r.calls[0].arguments == R"({"a":1})");
+    CHECK(r.content.empty());
+    const ParsedReply d =
+        parse_tool_calls(S::DeepSeek,
+                         "ok<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>g<｜tool▁sep｜>{\"b\": 2}"
+                         "<｜tool▁call▁end｜><｜tool▁calls▁end｜>");  // V3.1's form
+    REQUIRE(d.calls.size() == 1);
+    CHECK(d.calls[0].name == "g");
+    CHECK(d.content == "ok");
+    // FireFunction's list after "functools" (its template needs a `functions` list).
+    const ParsedReply f = parse_tool_calls(S::Functools,
+                                           " functools[{\"name\": \"h\", \"arguments\": {}}, "
+                                           "{\"name\": \"i\", \"arguments\": {\"c\": [3]}}]");
+    REQUIRE(f.calls.size() == 2);
+    CHECK(f.calls[1].arguments == R"({"c":[3]})");
   }
   CHECK(parse_tool_calls(S::None, "  <tool_call>{}</tool_call> ").content ==
         "<tool_call>{}</tool_call>");

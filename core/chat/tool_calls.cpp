@@ -229,6 +229,61 @@ ParsedReply parse_mistral(const std::string& text) {
   return r;
 }
 
+// TYPE<｜tool▁sep｜>NAME\n```json\n{...}\n``` (R1, V3) or NAME<｜tool▁sep｜>{...} (V3.1).
+bool parse_deepseek(const std::string& inner, ToolCall* out) {
+  const std::string sep = "<｜tool▁sep｜>";
+  const size_t s = inner.find(sep);
+  if (s == std::string::npos) return false;
+  std::string right = inner.substr(s + sep.size());
+  const size_t fence = right.find("```json");
+  std::string args;
+  if (fence != std::string::npos) {
+    out->name = trim(right.substr(0, fence));
+    const size_t close = right.find("```", fence + 7);
+    args =
+        right.substr(fence + 7, close == std::string::npos ? std::string::npos : close - fence - 7);
+  } else {
+    out->name = trim(inner.substr(0, s));
+    args = right;
+  }
+  const json j = parse_json(trim(args));
+  if (out->name.empty() || !j.is_object()) return false;
+  out->arguments = j.dump();
+  return true;
+}
+
+// A JSON list of calls after marker (up to end_marker, if any); content is what comes
+// before the marker.
+ParsedReply parse_marked_list(const std::string& text, const std::string& marker,
+                              const std::string& end_marker) {
+  ParsedReply r;
+  const size_t start = text.find(marker);
+  if (start == std::string::npos) {
+    r.content = trim(text);
+    return r;
+  }
+  std::string rest = trim(text.substr(start + marker.size()));
+  if (!end_marker.empty()) {
+    const size_t e = rest.find(end_marker);
+    if (e != std::string::npos) rest = trim(rest.substr(0, e));
+  }
+  const size_t e = rest.empty() || rest[0] != '[' ? std::string::npos : json_end(rest, 0);
+  const json list = e == std::string::npos ? json() : parse_json(rest.substr(0, e));
+  bool ok = list.is_array() && !list.empty();
+  for (size_t i = 0; ok && i < list.size(); i++) {
+    ToolCall c;
+    ok = call_from_object(list[i], &c);
+    r.calls.push_back(std::move(c));
+  }
+  if (!ok) {
+    r.calls.clear();
+    r.content = trim(text);
+    return r;
+  }
+  r.content = trim(text.substr(0, start));
+  return r;
+}
+
 const char* kPythonTag = "<|python_tag|>";
 
 // {"name": ..., "parameters": {...}} (several separated by ';'), after an optional
@@ -267,6 +322,16 @@ std::vector<std::string> call_markers(ToolCallSyntax s) {
       return {"<function=", kPythonTag};
     case ToolCallSyntax::KimiK2:
       return {"<|tool_calls_section_begin|>", "<|tool_call_begin|>"};
+    case ToolCallSyntax::DeepSeek:
+      return {"<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>"};
+    case ToolCallSyntax::SeedXml:
+      return {"<seed:tool_call>"};
+    case ToolCallSyntax::GraniteList:
+      return {"<|tool_call|>"};
+    case ToolCallSyntax::Functools:
+      return {"functools["};
+    case ToolCallSyntax::TaggedList:
+      return {"<tool_calls>"};
     case ToolCallSyntax::Llama3Json:
     case ToolCallSyntax::None:
       break;
@@ -294,12 +359,27 @@ const char* tool_call_syntax_name(ToolCallSyntax s) {
       return "function-tags";
     case ToolCallSyntax::KimiK2:
       return "kimi-k2";
+    case ToolCallSyntax::DeepSeek:
+      return "deepseek";
+    case ToolCallSyntax::SeedXml:
+      return "seed-xml";
+    case ToolCallSyntax::GraniteList:
+      return "granite";
+    case ToolCallSyntax::Functools:
+      return "functools";
+    case ToolCallSyntax::TaggedList:
+      return "tagged-list";
   }
   return "?";
 }
 
 ToolCallSyntax detect_tool_call_syntax(const std::string& t) {
   if (contains(t, "<|tool_call_begin|>")) return ToolCallSyntax::KimiK2;
+  if (contains(t, "<｜tool▁call▁begin｜>")) return ToolCallSyntax::DeepSeek;
+  if (contains(t, "<seed:tool_call>")) return ToolCallSyntax::SeedXml;
+  if (contains(t, "<tool_calls>[")) return ToolCallSyntax::TaggedList;
+  if (contains(t, "<|tool_call|>")) return ToolCallSyntax::GraniteList;
+  if (contains(t, "functools[")) return ToolCallSyntax::Functools;
   if (contains(t, "[TOOL_CALLS]")) return ToolCallSyntax::Mistral;
   if (contains(t, "<tool_call>")) {
     if (contains(t, "<arg_key>")) return ToolCallSyntax::GlmXml;
@@ -307,7 +387,9 @@ ToolCallSyntax detect_tool_call_syntax(const std::string& t) {
     return ToolCallSyntax::HermesJson;
   }
   if (contains(t, "<function=")) return ToolCallSyntax::FunctionTags;
-  if (contains(t, "\"parameters\": ") && contains(t, "tool_call"))
+  // Llama 3's headers: Cohere's templates describe "parameters" too.
+  if (contains(t, "\"parameters\": ") && contains(t, "tool_call") &&
+      contains(t, "<|start_header_id|>"))
     return ToolCallSyntax::Llama3Json;
   return ToolCallSyntax::None;
 }
@@ -358,6 +440,25 @@ ParsedReply parse_any(ToolCallSyntax syntax, const std::string& text) {
       // Functionary's python calls (<|python_tag|>CODE) stay content.
       return parse_blocks(text, "<function=", "</function>", parse_function_tag);
     }
+    case ToolCallSyntax::DeepSeek: {
+      ParsedReply r =
+          parse_blocks(text, "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", parse_deepseek);
+      for (const char* m : {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"}) {
+        size_t p;
+        while ((p = r.content.find(m)) != std::string::npos)
+          r.content.erase(p, std::string(m).size());
+      }
+      r.content = trim(r.content);
+      return r;
+    }
+    case ToolCallSyntax::SeedXml:
+      return parse_blocks(text, "<seed:tool_call>", "</seed:tool_call>", parse_qwen_xml);
+    case ToolCallSyntax::GraniteList:
+      return parse_marked_list(text, "<|tool_call|>", "");
+    case ToolCallSyntax::Functools:
+      return parse_marked_list(text, "functools", "");
+    case ToolCallSyntax::TaggedList:
+      return parse_marked_list(text, "<tool_calls>", "</tool_calls>");
     case ToolCallSyntax::KimiK2: {
       ParsedReply r = parse_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", parse_kimi);
       for (const char* m : {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"}) {

@@ -20,6 +20,11 @@ enum class ToolCallSyntax {
   Llama3Json,    // {"name": ..., "parameters": {...}} as the whole reply (Llama 3.1-3.3)
   FunctionTags,  // <function=NAME>{...}</function> (Functionary v3.1)
   KimiK2,  // <|tool_call_begin|>functions.NAME:i<|tool_call_argument_begin|>{...}<|tool_call_end|>
+  DeepSeek,  // <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME ```json {...}``` (R1, V3)
+  SeedXml,   // <seed:tool_call><function=NAME><parameter=K>V</parameter>... (Seed-OSS)
+  GraniteList,  // <|tool_call|>[{"name", "arguments"}, ...] (Granite 3.x)
+  Functools,    // functools[{"name", "arguments"}, ...] (FireFunction v2)
+  TaggedList,   // <tool_calls>[{"name", "arguments"}, ...]</tool_calls> (Apriel)
 };
 
 const char* tool_call_syntax_name(ToolCallSyntax s);
