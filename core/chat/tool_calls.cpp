@@ -1,6 +1,7 @@
 #include "core/chat/tool_calls.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -284,6 +285,16 @@ ParsedReply parse_marked_list(const std::string& text, const std::string& marker
   return r;
 }
 
+// r with the markers that wrap a section of calls taken out of its content.
+ParsedReply without_markers(ParsedReply r, std::initializer_list<const char*> markers) {
+  for (const char* m : markers) {
+    size_t p;
+    while ((p = r.content.find(m)) != std::string::npos) r.content.erase(p, std::string(m).size());
+  }
+  r.content = trim(r.content);
+  return r;
+}
+
 const char* kPythonTag = "<|python_tag|>";
 
 // {"name": ..., "parameters": {...}} (several separated by ';'), after an optional
@@ -440,17 +451,10 @@ ParsedReply parse_any(ToolCallSyntax syntax, const std::string& text) {
       // Functionary's python calls (<|python_tag|>CODE) stay content.
       return parse_blocks(text, "<function=", "</function>", parse_function_tag);
     }
-    case ToolCallSyntax::DeepSeek: {
-      ParsedReply r =
-          parse_blocks(text, "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", parse_deepseek);
-      for (const char* m : {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"}) {
-        size_t p;
-        while ((p = r.content.find(m)) != std::string::npos)
-          r.content.erase(p, std::string(m).size());
-      }
-      r.content = trim(r.content);
-      return r;
-    }
+    case ToolCallSyntax::DeepSeek:
+      return without_markers(
+          parse_blocks(text, "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", parse_deepseek),
+          {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"});
     case ToolCallSyntax::SeedXml:
       return parse_blocks(text, "<seed:tool_call>", "</seed:tool_call>", parse_qwen_xml);
     case ToolCallSyntax::GraniteList:
@@ -459,16 +463,10 @@ ParsedReply parse_any(ToolCallSyntax syntax, const std::string& text) {
       return parse_marked_list(text, "functools", "");
     case ToolCallSyntax::TaggedList:
       return parse_marked_list(text, "<tool_calls>", "</tool_calls>");
-    case ToolCallSyntax::KimiK2: {
-      ParsedReply r = parse_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", parse_kimi);
-      for (const char* m : {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"}) {
-        size_t p;
-        while ((p = r.content.find(m)) != std::string::npos)
-          r.content.erase(p, std::string(m).size());
-      }
-      r.content = trim(r.content);
-      return r;
-    }
+    case ToolCallSyntax::KimiK2:
+      return without_markers(
+          parse_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", parse_kimi),
+          {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"});
     case ToolCallSyntax::None:
       break;
   }
