@@ -82,6 +82,8 @@ struct Route {
 constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/v1/completions", "POST"},
                              {"/v1/models", "GET"},
+                             {"/tokenize", "POST"},
+                             {"/detokenize", "POST"},
                              {"/health", "GET"},
                              {"/metrics", "GET"}};
 
@@ -277,7 +279,9 @@ void Server::routes() {
       res.set_header("Connection", "close");  // the body, if any, is left unread
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (!opts_.api_key.empty() && req.path.rfind("/v1/", 0) == 0 &&
+    const bool guarded =
+        req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize";
+    if (!opts_.api_key.empty() && guarded &&
         !bearer_matches(req.get_header_value("Authorization"), opts_.api_key)) {
       const bool missing = !req.has_header("Authorization");
       reply_error(res, ApiError(401,
@@ -336,6 +340,37 @@ void Server::routes() {
       reply_json(res, 200, {{"status", "ok"}});
     else
       reply_json(res, 503, {{"status", "loading"}});
+  });
+  // llama.cpp's tokenizer routes: {"content", "add_special", "with_pieces"} -> {"tokens"},
+  // and {"tokens"} -> {"content"}.
+  http_->Post("/tokenize", [this](const Request& req, Response& res) {
+    try {
+      const std::shared_ptr<Ready> r = ready();
+      if (!r) throw ApiError(503, "the model is still loading", "", "server_error");
+      const TokenizeRequest t = parse_tokenize_request(parse_body(req.body));
+      const std::vector<int32_t> ids = r->tokenizer->encode(t.content, t.add_special);
+      json tokens = json::array();
+      for (int32_t id : ids) {
+        if (t.with_pieces)
+          tokens.push_back({{"id", id}, {"piece", r->tokenizer->decode({id})}});
+        else
+          tokens.push_back(id);
+      }
+      reply_json(res, 200, {{"tokens", tokens}, {"count", ids.size()}});
+    } catch (const ApiError& e) {
+      reply_error(res, e);
+    }
+  });
+  http_->Post("/detokenize", [this](const Request& req, Response& res) {
+    try {
+      const std::shared_ptr<Ready> r = ready();
+      if (!r) throw ApiError(503, "the model is still loading", "", "server_error");
+      const std::vector<int32_t> ids =
+          parse_detokenize_request(parse_body(req.body), r->tokenizer->vocab_size());
+      reply_json(res, 200, {{"content", r->tokenizer->decode(ids)}});
+    } catch (const ApiError& e) {
+      reply_error(res, e);
+    }
   });
   http_->Get("/v1/models", [this](const Request&, Response& res) {
     json data = json::array();

@@ -301,6 +301,29 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
   return r;
 }
 
+TokenizeRequest parse_tokenize_request(const ojson& body) {
+  TokenizeRequest t;
+  if (!body.contains("content") || !body["content"].is_string())
+    throw ApiError(400, "'content' must be a string", "content");
+  t.content = body["content"].get<std::string>();
+  if (present(body, "add_special")) t.add_special = bool_field(body, "add_special");
+  if (present(body, "with_pieces")) t.with_pieces = bool_field(body, "with_pieces");
+  return t;
+}
+
+std::vector<int32_t> parse_detokenize_request(const ojson& body, int vocab_size) {
+  if (!body.contains("tokens") || !body["tokens"].is_array())
+    throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+  std::vector<int32_t> ids;
+  for (const ojson& t : body["tokens"]) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab_size)
+      throw ApiError(400, "'tokens' must hold token ids below " + std::to_string(vocab_size),
+                     "tokens");
+    ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return ids;
+}
+
 ParsedRequest parse_completion_request(const ojson& body, int vocab_size) {
   ParsedRequest r;
   r.chat = false;

@@ -85,6 +85,16 @@ struct ParsedRequest {
   std::shared_ptr<const JsonSchema> json;
 };
 
+// POST /tokenize (llama.cpp's shape).
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;  // the tokenizer's BOS (and the like)
+  bool with_pieces = false;  // each token as {"id", "piece"}
+};
+TokenizeRequest parse_tokenize_request(const nlohmann::ordered_json& body);
+// POST /detokenize: the ids, each below vocab_size.
+std::vector<int32_t> parse_detokenize_request(const nlohmann::ordered_json& body, int vocab_size);
+
 // Validates a parsed body; throws ApiError (400) naming the offending param.
 // vocab_size bounds logit_bias keys and prompt token ids.
 ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, int vocab_size);

@@ -164,6 +164,27 @@ TEST_CASE("server: health, models, metrics", "[server]") {
   CHECK_THAT(c.Get("/metrics")->body, !Catch::Contains("llmrt_prefix_cached_tokens_total 0\n"));
 }
 
+TEST_CASE("server: tokenize and detokenize as llama.cpp's routes do", "[server]") {
+  TestServer s;
+  const std::string text = "Hello world, how are you?";
+  const json t = post(s, "/tokenize", {{"content", text}}, 200);
+  std::vector<int32_t> ids = t["tokens"].get<std::vector<int32_t>>();
+  CHECK(ids == s.tok->encode(text, false));
+  CHECK(t["count"] == ids.size());
+  CHECK(post(s, "/detokenize", {{"tokens", ids}}, 200)["content"] == s.tok->decode(ids));
+  // add_special: the tokenizer's BOS first; with_pieces: each id with its text.
+  const json b = post(s, "/tokenize", {{"content", text}, {"add_special", true}}, 200);
+  CHECK(b["tokens"][0] == s.tok->bos_id());
+  const json p = post(s, "/tokenize", {{"content", "Hi"}, {"with_pieces", true}}, 200);
+  REQUIRE(p["tokens"].size() >= 1);
+  CHECK(p["tokens"][0]["id"].is_number_integer());
+  CHECK(p["tokens"][0]["piece"].is_string());
+  CHECK(post(s, "/detokenize", {{"tokens", {1, -3}}}, 400)["error"]["param"] == "tokens");
+  CHECK(post(s, "/detokenize", {{"tokens", {s.tok->vocab_size()}}}, 400)["error"]["param"] ==
+        "tokens");
+  CHECK(post(s, "/tokenize", {{"text", "x"}}, 400)["error"]["param"] == "content");
+}
+
 TEST_CASE("server: chat and text completions, streamed and not, agree", "[server]") {
   TestServer s;
   // What the engine gives alone for the same prompt.
@@ -292,6 +313,9 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
                          {{"Authorization", "Bearer SEKRET"}}));
   check_error_shape(post(s, "/v1/chat/completions", chat_body("hi", 2), 401,
                          {{"Authorization", "Bearer sekret2"}}));
+  // The tokenizer routes are guarded too.
+  check_error_shape(post(s, "/tokenize", {{"content", "hi"}}, 401));
+  post(s, "/tokenize", {{"content", "hi"}}, 200, auth);
 
   auto raw = [&](const std::string& path, const std::string& body) {
     auto res = c.Post(path.c_str(), auth, body, "application/json");
