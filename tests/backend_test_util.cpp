@@ -320,13 +320,13 @@ PlantedHead plant_head_maxima(QuantMatrix& w, DType t, int64_t N, int64_t K,
 }
 
 void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
-                        const std::vector<std::pair<float, float>>& draws, const PlantedHead& ph,
+                        const std::vector<std::vector<float>>& draws, const PlantedHead& ph,
                         int64_t N) {
   REQUIRE(fused.size() == draws.size());
   REQUIRE(apart.size() == draws.size());
   auto cpu = make_cpu_backend(1);
   for (size_t i = 0; i < draws.size(); i++) {
-    INFO("temperature " << draws[i].first << " u " << draws[i].second);
+    INFO("temperature " << draws[i][0] << " u " << draws[i][1] << " top_k " << draws[i][2]);
     const std::vector<float>& logits = fused[i].first;
     // Bit for bit (a NaN is planted).
     REQUIRE(std::memcmp(logits.data(), apart[i].first.data(), N * 4) == 0);
@@ -335,17 +335,15 @@ void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
     CHECK(logits[ph.lo] == logits[ph.top]);
     CHECK(logits[ph.pair] == logits[ph.top]);
     // The CPU's Sample of the very logits the GEMV wrote.
-    OneNode ref(
-        *cpu, make_node(Op::Sample),
-        {f32_tensor({1, N}, logits),
-         f32_tensor({1, kSampleParamCount}, sample_row_params(draws[i].first, draws[i].second))},
-        i32_tensor({1}, {-1}));
+    OneNode ref(*cpu, make_node(Op::Sample),
+                {f32_tensor({1, N}, logits), f32_tensor({1, kSampleParamCount}, draws[i])},
+                i32_tensor({1}, {-1}));
     ref.run();
     int32_t want = -1;
     std::memcpy(&want, ref.output().data(), 4);
     CHECK(fused[i].second == want);
     CHECK(apart[i].second == want);
-    if (draws[i].first == 0.f) CHECK(want == ph.first());
+    if (draws[i][0] == 0.f) CHECK(want == ph.first());
   }
 }
 

@@ -132,13 +132,14 @@ struct PlantedHead {
 };
 PlantedHead plant_head_maxima(QuantMatrix& w, DType t, int64_t N, int64_t K,
                               const std::vector<float>& x, const std::vector<float>& nw);
-// Per draw (temperature, u) of such a head's program: the logits and the sampled id.
+// Per draw (a row of Op::Sample's parameters) of such a head's program: the logits and
+// the sampled id.
 using HeadSamples = std::vector<std::pair<std::vector<float>, int32_t>>;
 // Checks the runs of a program that samples inside the head GEMV (fused) against those
 // of one with a Sample of its own (apart): logits bit for bit, the planted maxima, and
 // both ids the CPU's Sample of those logits.
 void check_head_samples(const HeadSamples& fused, const HeadSamples& apart,
-                        const std::vector<std::pair<float, float>>& draws, const PlantedHead& ph,
+                        const std::vector<std::vector<float>>& draws, const PlantedHead& ph,
                         int64_t N);
 
 // Device buffers of a hand-built program (kept until it goes out of scope).

@@ -352,9 +352,13 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
   // Tensor ids: x 0, norm weight 1, normalized x 2, head 3, logits 4, params 5, id 6.
   const Node norm = make_node(Op::RmsNorm, {0, 1}, 2), head = make_node(Op::MatMul, {2, 3}, 4),
              sample = make_node(Op::Sample, {4, 5}, 6);
-  // (temperature, u): greedy, peaked and nearly flat draws, u at both ends.
-  const std::vector<std::pair<float, float>> draws = {
-      {0.f, 0.5f}, {0.7f, 0.3f}, {50.f, 0.f}, {50.f, 0.62f}, {50.f, 0.999f}};
+  // Greedy, peaked and nearly flat draws, u at both ends; top-k cuts through the
+  // planted equal maxima (kept by index) and through the flat rest.
+  const std::vector<std::vector<float>> draws = {
+      sample_row_params(0.f, 0.5f),        sample_row_params(0.7f, 0.3f),
+      sample_row_params(50.f, 0.f),        sample_row_params(50.f, 0.62f),
+      sample_row_params(50.f, 0.999f),     sample_row_params(0.7f, 0.9f, 3.f),
+      sample_row_params(50.f, 0.62f, 40.f)};
   for (DType wt : {DType::Q4_0, DType::Q8_0}) {
     // A few rows (two blocks of the grid) and many (every block, several rounds); the
     // weights through the shared-memory ring, and in registers (the kernels of devices
@@ -389,8 +393,7 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
             CHECK(with_sample == (fused ? 1 : 0));
             CHECK(alone == (fused ? 0 : 1));
             HeadSamples got;
-            for (const auto& [t, u] : draws) {
-              const std::vector<float> p = sample_row_params(t, u);
+            for (const std::vector<float>& p : draws) {
               gpu->upload(*pb, 0, p.data(), 4 * kSampleParamCount);
               prog->run();
               int32_t id = -1;
