@@ -360,3 +360,33 @@ TEST_CASE("json grammar: assign gives the state a copy gives", "[json_mode][json
   }
   CHECK(g.done());
 }
+
+TEST_CASE("json mask: its shortcuts keep exactly the tokens a full check keeps",
+          "[json_mode][json_schema]") {
+  auto tok = Tokenizer::load(test::data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf");
+  std::vector<std::string> bytes(static_cast<size_t>(tok->vocab_size()));
+  for (int id = 0; id < tok->vocab_size(); id++)
+    if (!tok->is_special(id)) bytes[static_cast<size_t>(id)] = tok->token_bytes(id);
+  const JsonTokenMask mask(bytes);
+  const auto schema = JsonSchema::compile(kPerson);
+  // States of every kind: between parts, in keys, in values, in numbers, in a UTF-8
+  // character, in an escape, in an enum.
+  for (const std::string& prefix : std::vector<std::string>{
+           "", "{", R"({"na)", R"({"name":)", R"({"name":"ab)", "{\"name\":\"a\xc3",
+           R"({"name":"a\)", R"({"name":"a","age":1)", R"({"name":"a","age":-)",
+           R"({"name":"a","age":1,"role":"ad)", R"({"name":"a","age":1,"tags":[)"}) {
+    INFO(prefix);
+    JsonGrammar state(*schema);
+    REQUIRE(state.feed(prefix));
+    std::vector<float> got(bytes.size(), 0.f);
+    mask.apply(state, got.data(), static_cast<int>(got.size()));
+    int allowed = 0;
+    for (size_t id = 0; id < bytes.size(); id++) {
+      JsonGrammar g = state;
+      const bool want = !bytes[id].empty() && g.feed(bytes[id]);
+      if (want != (got[id] == 0.f)) FAIL_CHECK("token " << id << " '" << bytes[id] << "'");
+      allowed += want ? 1 : 0;
+    }
+    CHECK(allowed > 0);
+  }
+}

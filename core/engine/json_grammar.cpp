@@ -41,6 +41,11 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   std::copy(o.stack_.begin(), o.stack_.begin() + o.depth_, stack_.begin());
 }
 
+bool JsonGrammar::in_plain_string() const {
+  return mode_ == Mode::String && utf8_left_ == 0 &&
+         !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
+}
+
 bool JsonGrammar::may_add_key(const Frame& f) const {
   const JsonSchema::Node& n = schema_->node(f.node);
   if (n.extra_keys) return true;
@@ -347,13 +352,75 @@ bool JsonGrammar::feed(uint8_t c) {
   return mode_ == Mode::Value ? start_value(c) : between(c);
 }
 
+namespace {
+
+// Whether bytes are plain string characters: no quote, backslash or control byte, and
+// whole, valid UTF-8 sequences (what a string takes in any order and amount).
+bool plain_string_bytes(const std::string& bytes) {
+  if (bytes.empty()) return false;
+  JsonGrammar g;
+  // {"": then an open string value: a plain state to test the bytes in.
+  if (!g.feed(std::string("{\"\":\"")) || !g.in_plain_string()) return false;
+  for (char c : bytes) {
+    const uint8_t u = static_cast<uint8_t>(c);
+    if (u == '"' || u == '\\' || !g.feed(u)) return false;
+  }
+  return g.in_plain_string();
+}
+
+}  // namespace
+
+JsonTokenMask::JsonTokenMask(std::vector<std::string> token_bytes)
+    : bytes_(std::move(token_bytes)),
+      lead_(bytes_.size(), 0),
+      length_(bytes_.size(), 0),
+      plain_(bytes_.size(), 0) {
+  for (size_t i = 0; i < bytes_.size(); i++) {
+    const std::string& b = bytes_[i];
+    length_[i] = static_cast<uint8_t>(std::min<size_t>(b.size(), 255));
+    if (!b.empty()) lead_[i] = static_cast<uint8_t>(b[0]);
+    if (b.size() > 1) lead_[i] = static_cast<uint16_t>(lead_[i] | static_cast<uint8_t>(b[1]) << 8);
+    plain_[i] = plain_string_bytes(b) ? 1 : 0;
+  }
+}
+
 bool JsonTokenMask::apply(const JsonGrammar& state, float* logits, int n_vocab) const {
-  bool any = false;
-  JsonGrammar next = state;
-  for (int id = 0; id < n_vocab; id++) {
-    const std::string& b = id < size() ? bytes_[static_cast<size_t>(id)] : std::string();
+  // Which first bytes the state takes, and (outside plain string text, where most tokens
+  // take the shortcut below) which second bytes after each: a token refused there needs
+  // no closer look. Between a container's parts that is nearly all of them (most
+  // tokens start with a space, which is taken, and then a letter, which is not).
+  std::array<bool, 256> first_ok{};
+  JsonGrammar next = state, after_first = state;
+  for (int c = 0; c < 256; c++) {
     next.assign(state);
-    if (!b.empty() && next.feed(b)) {
+    first_ok[static_cast<size_t>(c)] = next.feed(static_cast<uint8_t>(c));
+  }
+  const bool plain = state.in_plain_string();
+  std::vector<uint8_t> second_ok;
+  if (!plain) {
+    second_ok.assign(256 * 256, 0);
+    for (int a = 0; a < 256; a++) {
+      if (!first_ok[static_cast<size_t>(a)]) continue;
+      after_first.assign(state);
+      after_first.feed(static_cast<uint8_t>(a));
+      for (int b = 0; b < 256; b++) {
+        next.assign(after_first);
+        second_ok[static_cast<size_t>(a * 256 + b)] = next.feed(static_cast<uint8_t>(b));
+      }
+    }
+  }
+  bool any = false;
+  for (int id = 0; id < n_vocab; id++) {
+    const size_t i = static_cast<size_t>(id);
+    const int len = id < size() ? length_[i] : 0;
+    const unsigned lead = id < size() ? lead_[i] : 0;
+    bool ok = len > 0 && first_ok[lead & 0xff];
+    if (ok && !plain && len >= 2) ok = second_ok[(lead & 0xff) * 256 + (lead >> 8)] != 0;
+    if (ok && len > 1 && !(plain && plain_[i])) {
+      next.assign(state);
+      ok = next.feed(bytes_[i]);
+    }
+    if (ok) {
       any = any || !std::isinf(logits[id]) || logits[id] > 0;
     } else {
       logits[id] = -INFINITY;

@@ -33,6 +33,9 @@ class JsonGrammar {
   // Becomes a copy of o, copying only the containers open in it (a mask tests every
   // token from the same state: a full copy of the stack each time would dominate).
   void assign(const JsonGrammar& o);
+  // Inside a string value, between characters: any run of plain characters (no quote,
+  // backslash or control byte; whole UTF-8 sequences) is taken.
+  bool in_plain_string() const;
 
  private:
   enum class Mode : uint8_t {
@@ -92,7 +95,7 @@ class JsonGrammar {
 // The bytes of every token (Tokenizer::token_bytes), for masks.
 class JsonTokenMask {
  public:
-  explicit JsonTokenMask(std::vector<std::string> token_bytes) : bytes_(std::move(token_bytes)) {}
+  explicit JsonTokenMask(std::vector<std::string> token_bytes);
   // Sets the logits of tokens that cannot follow `state` to -inf; false when none can.
   bool apply(const JsonGrammar& state, float* logits, int n_vocab) const;
   const std::string& bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
@@ -100,6 +103,12 @@ class JsonTokenMask {
 
  private:
   std::vector<std::string> bytes_;
+  // Per token, packed for the scan over the vocabulary: its first two bytes, its length
+  // (capped at 255), and whether it is plain string characters only (taken whole inside
+  // a string value, where most of a reply's tokens go: those skip the recognizer there).
+  std::vector<uint16_t> lead_;
+  std::vector<uint8_t> length_;
+  std::vector<uint8_t> plain_;
 };
 
 }  // namespace llm
