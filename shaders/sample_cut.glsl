@@ -166,7 +166,7 @@ void select_boundary(uint base, uint n, float m, float inv_t, bool by_mass, bool
       if (!found) {
         // want past the range (a top_k beyond the row's numbers): its last nonempty bin,
         // whose last token then ends the order.
-        while (h_cnt[pick] == 0u) pick++;
+        while (pick < BINS - 1u && h_cnt[pick] == 0u) pick++;
         cnt = sel_above_cnt;
         mass = sel_above_mass;
         for (uint b = pick + 1u; b < BINS; b++) {

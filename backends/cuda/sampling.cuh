@@ -214,7 +214,7 @@ __device__ void sample_select(const float* row, int N, float m, float inv_t, boo
         // want past the range (a top_k beyond the row's numbers): its last nonempty
         // bin, whose last token then ends the order.
         pick = 0;
-        while (h_cnt[pick] == 0u) pick++;
+        while (pick < kBins - 1 && h_cnt[pick] == 0u) pick++;
         cnt = s_above_cnt;
         ms = s_above_mass;
         for (int b = pick + 1; b < kBins; b++) {
