@@ -306,6 +306,21 @@ void check_batch_invariance(const std::string& device) {
   const int n_new = 20;
   const auto alone = decode_all(*model, prompts, n_new, batch_options(1, 16));
   CHECK(decode_all(*model, prompts, n_new, batch_options(8, 32)) == alone);
+  {
+    // The reference prompt again on the same engine: its full pages come from the prefix
+    // cache, and the tokens are the same.
+    const int n = static_cast<int>(ref.greedy_ids.size());
+    std::vector<int32_t> twice = ref.input_ids;
+    twice.insert(twice.end(), ref.input_ids.begin(), ref.input_ids.end());
+    EngineOptions no_cache = batch_options(1, 16);
+    no_cache.prefix_cache = false;
+    const std::vector<int32_t> want = decode_all(*model, {twice}, n, no_cache)[0];
+    Engine engine(*model, nullptr, batch_options(1, 16));
+    for (int run = 0; run < 2; run++)
+      CHECK(collect(*engine.submit(greedy_request(twice, n))).tokens == want);
+    wait_idle(engine);
+    CHECK(engine.stats().prefix_cached_tokens >= (twice.size() - 1) / 16 * 16);
+  }
   // Sampling with top-k / top-p / min-p stays on the device, a step ahead, and a seed
   // repeats its tokens.
   GenerationRequest r = greedy_request(ref.input_ids, 16);
