@@ -352,7 +352,7 @@ void Server::routes() {
       json tokens = json::array();
       for (int32_t id : ids) {
         if (t.with_pieces)
-          tokens.push_back({{"id", id}, {"piece", r->tokenizer->decode({id})}});
+          tokens.push_back({{"id", id}, {"piece", r->tokenizer->token_bytes(id)}});
         else
           tokens.push_back(id);
       }
