@@ -221,7 +221,7 @@ size_t accepted_by(const JsonSchema& schema, const std::string& text, bool* done
 const json kPerson = json::parse(R"({
   "type": "object",
   "properties": {
-    "name": {"type": "string", "description": "not enforced", "minLength": 1},
+    "name": {"type": "string", "description": "a name", "pattern": "^[A-Z]", "minLength": 1},
     "age": {"type": "integer"},
     "height": {"type": "number"},
     "nick": {"type": ["string", "null"]},
@@ -389,4 +389,30 @@ TEST_CASE("json mask: its shortcuts keep exactly the tokens a full check keeps",
     }
     CHECK(allowed > 0);
   }
+}
+
+TEST_CASE("json schema: item counts and string lengths are bounded", "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(json::parse(R"({
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"type": "integer"},
+                            "minItems": 1, "maxItems": 2},
+                   "code": {"type": "string", "minLength": 2, "maxLength": 3},
+                   "none": {"type": "array", "maxItems": 0}}})"));
+  auto check = [&](const std::string& text, size_t want) {
+    INFO(text);
+    CHECK(accepted_by(*schema, text) == want);
+  };
+  const std::string ok = R"({"tags":[1,2],"code":"a\né","none":[]})";
+  bool done = false;
+  CHECK(accepted_by(*schema, ok, &done) == ok.size());
+  CHECK(done);
+  check(R"({"tags":[])", 9);               // at least one item
+  check(R"({"tags":[1,2,3]})", 12);        // at most two: the second ',' is refused
+  check(R"({"code":"a"})", 10);            // two characters at least: the quote is refused
+  check(R"({"code":"abcd"})", 12);         // three at most: the fourth is refused
+  check(R"({"code":"\u00e9\t\"x"})", 19);  // escapes count one each
+  check(R"({"none":[1]})", 9);
+  CHECK_THROWS_WITH(JsonSchema::compile(json::parse(
+                        R"({"type":"object","properties":{"a":{"minItems":3,"maxItems":2}}})")),
+                    Catch::Contains("minimum above its maximum"));
 }

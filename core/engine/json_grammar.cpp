@@ -33,6 +33,9 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   utf8_lo_ = o.utf8_lo_;
   utf8_hi_ = o.utf8_hi_;
   spaces_ = o.spaces_;
+  str_len_ = o.str_len_;
+  str_min_ = o.str_min_;
+  str_max_ = o.str_max_;
   lit_ = o.lit_;
   value_node_ = o.value_node_;
   enum_trie_ = o.enum_trie_;
@@ -42,7 +45,7 @@ void JsonGrammar::assign(const JsonGrammar& o) {
 }
 
 bool JsonGrammar::in_plain_string() const {
-  return mode_ == Mode::String && utf8_left_ == 0 &&
+  return mode_ == Mode::String && utf8_left_ == 0 && str_max_ == UINT32_MAX &&
          !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
 }
 
@@ -96,6 +99,9 @@ bool JsonGrammar::start_value(uint8_t c) {
       return true;
     case '"':
       mode_ = Mode::String;
+      str_len_ = 0;
+      str_min_ = schema_->node(n).min_length;
+      str_max_ = schema_->node(n).max_length;
       return true;
     case 't':
       lit_ = "rue";
@@ -171,13 +177,15 @@ bool JsonGrammar::string_byte(uint8_t c) {
       spaces_ = 0;
       return true;
     }
-    return end_value();
+    return str_len_ >= str_min_ && end_value();
   }
+  if (c < 0x20 || c == 0x7f) return false;
+  // A character begins here (an escape counts as one).
+  if (++str_len_ > str_max_) return false;
   if (c == '\\') {
     mode_ = Mode::Escape;
     return true;
   }
-  if (c < 0x20 || c == 0x7f) return false;
   if (c >= 0x80) {
     // A UTF-8 lead byte: how many continuation bytes it wants, and the range of the
     // first (no overlong forms, surrogates or code points past U+10FFFF).
@@ -265,6 +273,9 @@ bool JsonGrammar::between(uint8_t c) {
       f.phase = Phase::InKey;
       f.key_pos = n.key_trie >= 0 ? 0 : -1;
       mode_ = Mode::String;
+      str_len_ = 0;
+      str_min_ = 0;
+      str_max_ = UINT32_MAX;
       return true;
     case Phase::Colon:
       if (c != ':') return false;
@@ -272,7 +283,9 @@ bool JsonGrammar::between(uint8_t c) {
       mode_ = Mode::Value;
       return true;
     case Phase::First:
-      if (c == ']') return close();
+      if (c == ']') return n.min_items == 0 && close();
+      if (n.max_items == 0) return false;
+      f.seen = 1;
       value_node_ = n.items;
       return start_value(c);
     case Phase::AfterValue:
@@ -281,13 +294,15 @@ bool JsonGrammar::between(uint8_t c) {
           if (!may_add_key(f)) return false;
           f.phase = Phase::Key;
         } else {
+          if (f.seen >= n.max_items) return false;
+          f.seen++;
           value_node_ = n.items;
           mode_ = Mode::Value;
         }
         return true;
       }
       if (f.object ? c == '}' : c == ']')
-        return (!f.object || (n.required & ~f.seen) == 0) && close();
+        return (f.object ? (n.required & ~f.seen) == 0 : f.seen >= n.min_items) && close();
       return false;
     case Phase::InKey:
       break;

@@ -59,7 +59,7 @@ class JsonGrammar {
     AfterValue,  // after a value: ',' or the close
   };
   struct Frame {
-    uint64_t seen;  // objects: the declared keys given so far
+    uint64_t seen;  // objects: the declared keys given so far; arrays: the items
     int32_t node;
     int32_t key_pos;    // objects, in a key: the position in the key trie (-1: off it)
     int32_t key_value;  // objects: the node of the current key's value
@@ -85,6 +85,7 @@ class JsonGrammar {
   uint8_t utf8_left_ = 0;                    // continuation bytes still due in a string
   uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xbf;  // the range of the next one
   uint8_t spaces_ = 0;
+  uint32_t str_len_ = 0, str_min_ = 0, str_max_ = UINT32_MAX;  // the string's characters
   const char* lit_ = nullptr;
   int32_t value_node_;
   int32_t enum_trie_ = -1, enum_pos_ = 0;

@@ -222,6 +222,20 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
     if (s["items"].is_array()) fail("%s: items as a list (tuples) is not supported", path.c_str());
     n.items = compile_node(s["items"], path + "/items");
   }
+  auto bound = [&](const char* key, uint32_t* out) {
+    if (!s.contains(key)) return;
+    if (!s[key].is_number_unsigned() && !s[key].is_number_integer())
+      fail("%s: %s must be a whole number", path.c_str(), key);
+    const int64_t v = s[key].get<int64_t>();
+    if (v < 0) fail("%s: %s must not be negative", path.c_str(), key);
+    *out = static_cast<uint32_t>(std::min<int64_t>(v, UINT32_MAX - 1));
+  };
+  bound("minItems", &n.min_items);
+  bound("maxItems", &n.max_items);
+  bound("minLength", &n.min_length);
+  bound("maxLength", &n.max_length);
+  if (n.min_items > n.max_items || n.min_length > n.max_length)
+    fail("%s: a minimum above its maximum accepts nothing", path.c_str());
   nodes_.push_back(std::move(n));
   return static_cast<int>(nodes_.size()) - 1;
 }

@@ -1,11 +1,12 @@
 // A JSON schema compiled for constrained decoding (JsonGrammar walks it byte by byte).
 //
 // Enforced: `type` (one or a list), `properties` with `required` and
-// `additionalProperties` (false, a schema, or anything), `items`, `enum`, `const`,
+// `additionalProperties` (false, a schema, or anything), `items`, `minItems` /
+// `maxItems`, `minLength` / `maxLength` (characters; an escape counts one), `enum`, `const`,
 // `anyOf` / `oneOf` whose alternatives differ in type, `allOf` of one schema, and local
 // `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion included). Keywords that only
-// describe or bound values (`description`, `format`, `pattern`, `minLength`, `minimum`,
-// `minItems`, ...) are accepted and not enforced. Anything else that would change
+// describe or bound values otherwise (`description`, `format`, `pattern`, `minimum`, ...)
+// are accepted and not enforced. Anything else that would change
 // which documents are valid is refused with an llm::Error naming its place.
 #pragma once
 
@@ -58,7 +59,9 @@ class JsonSchema {
     bool extra_keys = true;  // additionalProperties is not false
     int extra_value = kAny;
     int key_trie = -1;
-    int items = kAny;    // arrays
+    int items = kAny;  // arrays
+    uint32_t min_items = 0, max_items = UINT32_MAX;
+    uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
     int enum_trie = -1;  // enum / const: the value is one of these, as compact JSON
   };
 
