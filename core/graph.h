@@ -3,6 +3,7 @@
 // runs them in that order and plans intermediate memory from their liveness.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -96,6 +97,17 @@ const char* op_name(Op op);
 
 // Op::Sample's parameters per row: temperature, u, top_k, top_p, min_p.
 inline constexpr int kSampleParamCount = 5;
+using SampleRow = std::array<float, kSampleParamCount>;
+// A greedy row: temperature 0, every cut off (top_p 1).
+inline constexpr SampleRow kGreedySampleRow = {0.f, 0.f, 0.f, 1.f, 0.f};
+// n greedy rows, one after the other.
+inline std::vector<float> greedy_sample_rows(size_t n) {
+  std::vector<float> rows;
+  rows.reserve(n * kSampleParamCount);
+  for (size_t i = 0; i < n; i++)
+    rows.insert(rows.end(), kGreedySampleRow.begin(), kGreedySampleRow.end());
+  return rows;
+}
 
 enum class RopeStyle : uint8_t { NeoX, GptJ };
 

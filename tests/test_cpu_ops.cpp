@@ -804,15 +804,6 @@ std::vector<int32_t> run_sample(Backend& be, const std::vector<float>& x, int64_
   return ids;
 }
 
-std::vector<float> greedy_params(int64_t R) {
-  std::vector<float> p;
-  for (int64_t r = 0; r < R; r++) {
-    const std::vector<float> row = sample_row_params(0.f, 0.f);
-    p.insert(p.end(), row.begin(), row.end());
-  }
-  return p;
-}
-
 }  // namespace
 
 TEST_CASE("cpu sample at temperature 0: the first of equal maxima, NaN below every number",
@@ -825,14 +816,15 @@ TEST_CASE("cpu sample at temperature 0: the first of equal maxima, NaN below eve
   std::vector<float> x;
   for (const auto& r : rows) x.insert(x.end(), r.begin(), r.end());
   const int64_t R = static_cast<int64_t>(rows.size());
-  for (auto& be : backends_1_and_3()) CHECK(run_sample(*be, x, R, 4, greedy_params(R)) == want);
+  for (auto& be : backends_1_and_3())
+    CHECK(run_sample(*be, x, R, 4, greedy_sample_rows(R)) == want);
   // Against llm::argmax (the host sampler's greedy pick) on rows without NaN.
   std::mt19937 rng(3);
   auto be = make_cpu_backend(2);
   const int64_t N = 32003;
   std::vector<float> v = uniform(9 * N, rng, -4.f, 4.f);
   v[5 * N + 17] = v[5 * N + 900] = 9.f;
-  const std::vector<int32_t> ids = run_sample(*be, v, 9, N, greedy_params(9));
+  const std::vector<int32_t> ids = run_sample(*be, v, 9, N, greedy_sample_rows(9));
   for (int64_t r = 0; r < 9; r++) CHECK(ids[r] == argmax(v.data() + r * N, static_cast<int>(N)));
 }
 

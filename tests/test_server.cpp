@@ -119,6 +119,21 @@ std::vector<std::string> sse_data(const std::string& body) {
   return out;
 }
 
+// A chat request streamed: its chunks in order ([DONE] checked and left out).
+std::vector<json> streamed(const TestServer& s, json body) {
+  body["stream"] = true;
+  auto c = s.client();
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  std::vector<std::string> data = sse_data(res->body);
+  REQUIRE(!data.empty());
+  CHECK(data.back() == "[DONE]");
+  std::vector<json> chunks;
+  for (size_t i = 0; i + 1 < data.size(); i++) chunks.push_back(json::parse(data[i]));
+  return chunks;
+}
+
 }  // namespace
 
 TEST_CASE("server: health, models, metrics", "[server]") {
@@ -422,23 +437,16 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   const json whole = post(s, "/v1/chat/completions", ask, 200)["choices"][0];
   CHECK(!whole["message"].contains("tool_calls"));
   CHECK(whole["finish_reason"] != "tool_calls");
-  ask["stream"] = true;
-  auto c = s.client();
-  auto res = c.Post("/v1/chat/completions", ask.dump(), "application/json");
-  REQUIRE(res);
-  REQUIRE(res->status == 200);
-  const auto data = sse_data(res->body);
-  REQUIRE(data.size() >= 3);
-  std::string streamed;
-  for (size_t i = 0; i + 1 < data.size(); i++) {
-    const json chunk = json::parse(data[i]);
+  const std::vector<json> chunks = streamed(s, ask);
+  REQUIRE(chunks.size() >= 2);
+  std::string text;
+  for (const json& chunk : chunks) {
     const json& d = chunk["choices"][0]["delta"];
     CHECK(!d.contains("tool_calls"));
-    if (d.contains("content")) streamed += d["content"].get<std::string>();
+    if (d.contains("content")) text += d["content"].get<std::string>();
   }
-  CHECK(streamed == whole["message"]["content"].get<std::string>());
-  CHECK(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"] ==
-        whole["finish_reason"]);
+  CHECK(text == whole["message"]["content"].get<std::string>());
+  CHECK(chunks.back()["choices"][0]["finish_reason"] == whole["finish_reason"]);
 
   json bad = with_tools;
   bad["tools"] = "x";
@@ -481,15 +489,9 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
     }
   }
   // Streamed: no content, the call in one chunk at the end.
-  forced["stream"] = true;
-  auto fc = s.client();
-  auto fres = fc.Post("/v1/chat/completions", forced.dump(), "application/json");
-  REQUIRE(fres);
   std::string streamed_content;
   int calls = 0;
-  for (const std::string& d : sse_data(fres->body)) {
-    if (d == "[DONE]") continue;
-    const json chunk = json::parse(d);
+  for (const json& chunk : streamed(s, forced)) {
     const json& delta = chunk["choices"][0]["delta"];
     if (delta.contains("content")) streamed_content += delta["content"].get<std::string>();
     if (delta.contains("tool_calls")) calls++;
@@ -587,18 +589,11 @@ TEST_CASE("server: n choices, streamed and not, each its own seeded request", "[
   CHECK(tokens <= 18);
 
   // Streamed: chunks of the three interleave, each adds up to its choice.
-  body["stream"] = true;
   body["stream_options"] = {{"include_usage", true}};
-  auto c = s.client();
-  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
-  REQUIRE(res);
-  REQUIRE(res->status == 200);
   std::vector<std::string> text(3);
   std::vector<int> finishes(3, 0);
   int usage_tokens = -1;
-  for (const std::string& d : sse_data(res->body)) {
-    if (d == "[DONE]") continue;
-    const json chunk = json::parse(d);
+  for (const json& chunk : streamed(s, body)) {
     if (chunk["choices"].empty()) {
       usage_tokens = chunk["usage"]["completion_tokens"].get<int>();
       continue;
@@ -641,16 +636,8 @@ TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[se
     force["tool_choice"] = "required";
     CHECK(post(s, "/v1/chat/completions", force, 400)["error"]["param"] == "tool_choice");
     // Streamed: the same split, piece by piece.
-    json sb = body;
-    sb["stream"] = true;
-    auto c = s.client();
-    auto res = c.Post("/v1/chat/completions", sb.dump(), "application/json");
-    REQUIRE(res);
-    REQUIRE(res->status == 200);
     std::string reasoning, content;
-    for (const std::string& d : sse_data(res->body)) {
-      if (d == "[DONE]") continue;
-      const json chunk = json::parse(d);
+    for (const json& chunk : streamed(s, body)) {
       const json& delta = chunk["choices"][0]["delta"];
       if (delta.contains("reasoning_content"))
         reasoning += delta["reasoning_content"].get<std::string>();

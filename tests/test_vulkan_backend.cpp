@@ -1009,12 +1009,7 @@ TEST_CASE("vulkan sample picks what the cpu picks (argmax and temperature; ties,
   // their bests: runs after the first must merge too (the counters start at zero again),
   // and the best's index may lie in any part.
   const int64_t R = 3, N = 32000;
-  std::vector<float> pv;
-  for (int64_t r = 0; r < R; r++) {
-    const std::vector<float> row = sample_row_params(0.f, 0.5f);
-    pv.insert(pv.end(), row.begin(), row.end());
-  }
-  const HostT params = f32_tensor({R, kSampleParamCount}, pv);
+  const HostT params = f32_tensor({R, kSampleParamCount}, greedy_sample_rows(R));
   const HostT ids = i32_tensor({R}, std::vector<int32_t>(R, -1));
   auto cpu = make_cpu_backend(1);
   HostT x = f32_tensor({R, N}, uniform(R * N, rng, -10.f, 10.f));

@@ -1,6 +1,10 @@
 #include "core/chat/reasoning.h"
 
 #include <algorithm>
+#include <optional>
+
+#include "core/chat/jinja_strings.h"
+#include "core/engine/stop_matcher.h"
 
 namespace llm {
 
@@ -12,17 +16,8 @@ const std::string kClose = "</think>";
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 std::string trim(const std::string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && is_space(s[b])) b++;
-  while (e > b && is_space(s[e - 1])) e--;
-  return s.substr(b, e - b);
-}
-
-// How many bytes at the end of text could begin tag.
-size_t partial_tag(const std::string& text, const std::string& tag) {
-  for (size_t n = std::min(tag.size() - 1, text.size()); n > 0; n--)
-    if (text.compare(text.size() - n, n, tag, 0, n) == 0) return n;
-  return 0;
+  static const std::optional<std::string> kSpace(" \t\r\n");
+  return jinja::py_strip(s, kSpace, true, true);
 }
 
 }  // namespace
@@ -55,7 +50,7 @@ ReasoningSplit ReasoningStream::push(const std::string& text) {
   if (state_ == State::Inside) {
     const size_t close = held_.find(kClose);
     if (close == std::string::npos) {
-      const size_t keep = partial_tag(held_, kClose);
+      const size_t keep = partial_match_at_end(held_, {kClose});
       out.reasoning = held_.substr(0, held_.size() - keep);
       held_.erase(0, held_.size() - keep);
       return out;

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "core/chat/jinja_strings.h"
+#include "core/engine/stop_matcher.h"
 #include "core/error.h"
 
 namespace llm {
@@ -13,9 +16,8 @@ namespace {
 using json = nlohmann::ordered_json;
 
 std::string trim(const std::string& s) {
-  const size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+  static const std::optional<std::string> kSpace(" \t\r\n");
+  return jinja::py_strip(s, kSpace, true, true);
 }
 
 bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
@@ -179,80 +181,6 @@ bool parse_kimi(const std::string& inner, ToolCall* out) {
   return true;
 }
 
-// [TOOL_CALLS] then a JSON list of calls, or NAME[ARGS]{...} / NAME[CALL_ID]ID[ARGS]{...}
-// (repeated, each after its own [TOOL_CALLS] or not).
-ParsedReply parse_mistral(const std::string& text) {
-  const std::string tag = "[TOOL_CALLS]";
-  ParsedReply r;
-  const size_t start = text.find(tag);
-  if (start == std::string::npos) {
-    r.content = trim(text);
-    return r;
-  }
-  std::string rest = trim(text.substr(start + tag.size()));
-  bool ok = true;
-  if (!rest.empty() && rest[0] == '[') {
-    const json list = parse_json(rest.substr(0, json_end(rest, 0)));
-    ok = list.is_array() && !list.empty();
-    for (size_t i = 0; ok && i < list.size(); i++) {
-      ToolCall c;
-      ok = call_from_object(list[i], &c);
-      r.calls.push_back(std::move(c));
-    }
-  } else {
-    size_t pos = 0;
-    while (ok && pos < rest.size()) {
-      const size_t a = rest.find("[ARGS]", pos);
-      if (a == std::string::npos) {
-        ok = false;
-        break;
-      }
-      ToolCall c;
-      c.name = trim(rest.substr(pos, a - pos));
-      const size_t id = c.name.find("[CALL_ID]");  // Mistral Small 3.2: NAME[CALL_ID]ID[ARGS]
-      if (id != std::string::npos) c.name = trim(c.name.substr(0, id));
-      const size_t b = a + 6, e = json_end(rest, b);
-      const json args = e == std::string::npos ? json() : parse_json(rest.substr(b, e - b));
-      ok = !c.name.empty() && args.is_object();
-      c.arguments = args.dump();
-      r.calls.push_back(std::move(c));
-      pos = e == std::string::npos ? rest.size() : e;
-      while (pos < rest.size() && (rest[pos] == ' ' || rest[pos] == '\n')) pos++;
-      if (rest.compare(pos, tag.size(), tag) == 0) pos += tag.size();
-    }
-  }
-  if (!ok) {
-    r.calls.clear();
-    r.content = trim(text);
-    return r;
-  }
-  r.content = trim(text.substr(0, start));
-  return r;
-}
-
-// TYPE<｜tool▁sep｜>NAME\n```json\n{...}\n``` (R1, V3) or NAME<｜tool▁sep｜>{...} (V3.1).
-bool parse_deepseek(const std::string& inner, ToolCall* out) {
-  const std::string sep = "<｜tool▁sep｜>";
-  const size_t s = inner.find(sep);
-  if (s == std::string::npos) return false;
-  std::string right = inner.substr(s + sep.size());
-  const size_t fence = right.find("```json");
-  std::string args;
-  if (fence != std::string::npos) {
-    out->name = trim(right.substr(0, fence));
-    const size_t close = right.find("```", fence + 7);
-    args =
-        right.substr(fence + 7, close == std::string::npos ? std::string::npos : close - fence - 7);
-  } else {
-    out->name = trim(inner.substr(0, s));
-    args = right;
-  }
-  const json j = parse_json(trim(args));
-  if (out->name.empty() || !j.is_object()) return false;
-  out->arguments = j.dump();
-  return true;
-}
-
 // A JSON list of calls after marker (up to end_marker, if any); content is what comes
 // before the marker.
 ParsedReply parse_marked_list(const std::string& text, const std::string& marker,
@@ -283,6 +211,56 @@ ParsedReply parse_marked_list(const std::string& text, const std::string& marker
   }
   r.content = trim(text.substr(0, start));
   return r;
+}
+
+// [TOOL_CALLS] then a JSON list of calls, or calls by name.
+ParsedReply parse_mistral(const std::string& text) {
+  const std::string tag = "[TOOL_CALLS]";
+  const size_t start = text.find(tag);
+  if (start == std::string::npos) return {trim(text), {}};
+  ParsedReply r;
+  const std::string rest = trim(text.substr(start + tag.size()));
+  if (!rest.empty() && rest[0] == '[') return parse_marked_list(text, tag, "");
+  // NAME[ARGS]{...} (Mistral Small 3.2: NAME[CALL_ID]ID[ARGS]{...}), each maybe after
+  // its own [TOOL_CALLS].
+  for (size_t pos = 0; pos < rest.size();) {
+    const size_t a = rest.find("[ARGS]", pos);
+    const size_t e = a == std::string::npos ? a : json_end(rest, a + 6);
+    ToolCall c;
+    c.name = trim(rest.substr(pos, std::min(a, rest.find("[CALL_ID]", pos)) - pos));
+    const json args = e == std::string::npos ? json() : parse_json(rest.substr(a + 6, e - a - 6));
+    if (c.name.empty() || !args.is_object()) return {trim(text), {}};
+    c.arguments = args.dump();
+    r.calls.push_back(std::move(c));
+    pos = e;
+    while (pos < rest.size() && (rest[pos] == ' ' || rest[pos] == '\n')) pos++;
+    if (rest.compare(pos, tag.size(), tag) == 0) pos += tag.size();
+  }
+  r.content = trim(text.substr(0, start));
+  return r;
+}
+
+// TYPE<｜tool▁sep｜>NAME\n```json\n{...}\n``` (R1, V3) or NAME<｜tool▁sep｜>{...} (V3.1).
+bool parse_deepseek(const std::string& inner, ToolCall* out) {
+  const std::string sep = "<｜tool▁sep｜>";
+  const size_t s = inner.find(sep);
+  if (s == std::string::npos) return false;
+  std::string right = inner.substr(s + sep.size());
+  const size_t fence = right.find("```json");
+  std::string args;
+  if (fence != std::string::npos) {
+    out->name = trim(right.substr(0, fence));
+    const size_t close = right.find("```", fence + 7);
+    args =
+        right.substr(fence + 7, close == std::string::npos ? std::string::npos : close - fence - 7);
+  } else {
+    out->name = trim(inner.substr(0, s));
+    args = right;
+  }
+  const json j = parse_json(trim(args));
+  if (out->name.empty() || !j.is_object()) return false;
+  out->arguments = j.dump();
+  return true;
 }
 
 // r with the markers that wrap a section of calls taken out of its content.
@@ -486,20 +464,11 @@ size_t tool_call_free_prefix(ToolCallSyntax syntax, const std::string& text) {
       return 0;
     return text.size();
   }
+  const std::vector<std::string> markers = call_markers(syntax);
   size_t free = text.size();
-  for (const std::string& m : call_markers(syntax)) {
-    const size_t at = text.find(m);
-    if (at != std::string::npos) {
-      free = std::min(free, at);
-      continue;
-    }
-    // The reply's end may be the start of a marker.
-    for (size_t n = std::min(m.size() - 1, text.size()); n > 0; n--)
-      if (text.compare(text.size() - n, n, m, 0, n) == 0) {
-        free = std::min(free, text.size() - n);
-        break;
-      }
-  }
+  for (const std::string& m : markers) free = std::min(free, text.find(m));
+  // Before any marker, the reply's end may still be the start of one.
+  if (free == text.size()) free -= partial_match_at_end(text, markers);
   return free;
 }
 

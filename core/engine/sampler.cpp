@@ -44,9 +44,9 @@ int32_t argmax(const float* values, int n) {
 
 Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) { validate(p); }
 
-std::array<float, kSampleParamCount> Sampler::device_params() {
+SampleRow Sampler::device_params() {
   const SamplingParams& p = params_;
-  if (p.temperature == 0.f) return {0.f, 0.f, 0.f, 1.f, 0.f};
+  if (p.temperature == 0.f) return kGreedySampleRow;
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
   return {p.temperature, std::min(static_cast<float>(u), 0x1.fffffep-1f),  // u stays below 1
           static_cast<float>(p.top_k), p.top_p, p.min_p};

@@ -62,7 +62,7 @@ class Sampler {
   // Op::Sample's parameters for one token (temperature, u, top_k, top_p, min_p), with
   // u, the uniform draw in [0, 1), from the sampler's own generator (0 when greedy), so
   // a seed repeats its tokens.
-  std::array<float, kSampleParamCount> device_params();
+  SampleRow device_params();
 
  private:
   bool adjusts() const;

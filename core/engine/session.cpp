@@ -179,8 +179,7 @@ Executor& Session::run_step(int T, int R, const int32_t* tokens, const Executor*
   ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
   ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
   ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));
-  std::vector<float> greedy(kSampleParamCount * static_cast<size_t>(R), 0.f);
-  for (int r = 0; r < R; r++) greedy[kSampleParamCount * r + 3] = 1.f;  // top_p off
+  const std::vector<float> greedy = greedy_sample_rows(static_cast<size_t>(R));
   ex.set_input(step_io::kSampleParams, greedy.data(), greedy.size() * sizeof(float));
   if (observer_ && profile_) {
     observer_(ex, position_, ex.run_profiled());

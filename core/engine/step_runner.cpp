@@ -89,8 +89,7 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
   in_table_.assign(static_cast<size_t>(S) * P, scratch_page_);
   in_rows_.assign(S, 0);
   in_states_.assign(S, scratch_row_);
-  in_params_.assign(kSampleParamCount * static_cast<size_t>(S), 0.f);
-  for (int s = 0; s < S; s++) in_params_[kSampleParamCount * s + 3] = 1.f;  // top_p off
+  in_params_ = greedy_sample_rows(static_cast<size_t>(S));
   std::copy(positions.begin(), positions.end(), in_pos_.begin());
   for (int t = n; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n) % ps;
   for (int s = 0; s < s_real; s++) {

@@ -35,7 +35,7 @@ struct StepSeq {
   bool wants_logits = false;  // logits of its last token in this step
   // Op::Sample's parameters for its row (temperature, u, top_k, top_p, min_p); greedy
   // by default.
-  std::array<float, kSampleParamCount> sample{0.f, 0.f, 0.f, 1.f, 0.f};
+  SampleRow sample = kGreedySampleRow;
 };
 
 class StepRunner {

@@ -4,6 +4,20 @@
 
 namespace llm {
 
+size_t partial_match_at_end(const std::string& text, const std::vector<std::string>& strings) {
+  size_t hold = 0;
+  for (const auto& s : strings) {
+    if (s.empty()) continue;
+    for (size_t len = std::min(s.size() - 1, text.size()); len > hold; len--) {
+      if (text.compare(text.size() - len, len, s, 0, len) == 0) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
 StopMatcher::StopMatcher(std::vector<std::string> stops) {
   for (auto& s : stops)
     if (!s.empty()) stops_.push_back(std::move(s));
@@ -28,16 +42,7 @@ std::string StopMatcher::push(const std::string& text) {
     return out;
   }
   // Hold back the longest suffix that is a proper prefix of some stop string.
-  size_t hold = 0;
-  for (const auto& s : stops_) {
-    const size_t max_len = std::min(s.size() - 1, pending_.size());
-    for (size_t len = max_len; len > hold; len--) {
-      if (pending_.compare(pending_.size() - len, len, s, 0, len) == 0) {
-        hold = len;
-        break;
-      }
-    }
-  }
+  const size_t hold = partial_match_at_end(pending_, stops_);
   std::string out = pending_.substr(0, pending_.size() - hold);
   pending_.erase(0, pending_.size() - hold);
   return out;

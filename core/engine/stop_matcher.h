@@ -8,6 +8,10 @@
 
 namespace llm {
 
+// The length of the longest end of text that is the start (a proper prefix) of one of
+// strings: what a stream must hold back until the next piece tells.
+size_t partial_match_at_end(const std::string& text, const std::vector<std::string>& strings);
+
 class StopMatcher {
  public:
   explicit StopMatcher(std::vector<std::string> stops);
