@@ -23,6 +23,7 @@ struct ServeOptions {
   std::string conv_template;
   std::string served_name;
   std::string reasoning_format = "deepseek";
+  std::string pooling;  // empty: the model's, else mean
 };
 
 void run_serve(ServeOptions o) {
@@ -71,7 +72,9 @@ void run_serve(ServeOptions o) {
     http.join();
     throw;
   }
-  srv.set_ready(*engine, *tok, chat.get());
+  const Pooling pooling =
+      o.pooling.empty() ? default_pooling(lm.model->config().pooling) : parse_pooling(o.pooling);
+  srv.set_ready(*engine, *tok, chat.get(), pooling);
   std::printf("llmcli: ready: model '%s', context %d tokens, %d sequences per batch, KV cache %s\n",
               o.http.model_name.c_str(), engine->context_size(), o.engine.max_seqs,
               format_bytes(engine->cache_bytes()).c_str());
@@ -115,6 +118,10 @@ void register_serve(CLI::App& app) {
                   "none: it stays in the content")
       ->check(CLI::IsMember({"deepseek", "none"}))
       ->capture_default_str();
+  cmd->add_option("--pooling", o->pooling,
+                  "How /v1/embeddings pools a prompt's rows: mean, last, cls (default: the "
+                  "model's, else mean)")
+      ->check(CLI::IsMember({"mean", "last", "cls", "none"}));
   cmd->add_option("--served-model-name", o->served_name,
                   "Model id in /v1/models (default: folder name)");
   cmd->callback([o]() { run_serve(*o); });

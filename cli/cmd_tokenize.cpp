@@ -29,17 +29,6 @@ struct TokenizeOptions {
   bool skip_special = false;
 };
 
-// The whole of file `path` (- for stdin), as bytes.
-std::string read_input(const std::string& path, const char* flag) {
-  if (path == "-")
-    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail("%s '%s' is a folder", flag, path.c_str());
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("%s: cannot read '%s': %s", flag, path.c_str(), std::strerror(errno));
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 void register_tokenize(CLI::App& app) {

@@ -1,7 +1,13 @@
 #include "cli/common.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 
 #include "backends/registry.h"
 #include "cli/progress.h"
@@ -124,6 +130,16 @@ std::string format_bytes(size_t bytes) {
   else
     std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
   return buf;
+}
+
+std::string read_input(const std::string& path, const char* flag) {
+  if (path == "-")
+    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("%s '%s' is a folder", flag, path.c_str());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("%s: cannot read '%s': %s", flag, path.c_str(), std::strerror(errno));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace llm::cli

@@ -53,6 +53,9 @@ std::string resolve_model(const std::string& model);
 
 std::string format_bytes(size_t bytes);
 
+// The whole of file `path` (- for stdin), as bytes; errors name `flag`.
+std::string read_input(const std::string& path, const char* flag);
+
 // Subcommands (one file each).
 void register_devices(CLI::App& app);
 void register_logits(CLI::App& app);
@@ -66,5 +69,6 @@ void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_trace(CLI::App& app);
 void register_pull(CLI::App& app);
+void register_embed(CLI::App& app);
 
 }  // namespace llm::cli

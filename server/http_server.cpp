@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "server/chat_reply.h"
+#include "server/embeddings.h"
 #include "server/openai_protocol.h"
 
 namespace llm::server {
@@ -25,6 +26,7 @@ struct Server::Ready {
   Engine* engine = nullptr;
   const Tokenizer* tokenizer = nullptr;
   const ChatPrompt* chat = nullptr;
+  Pooling pooling = Pooling::Mean;
 };
 
 namespace {
@@ -81,6 +83,7 @@ struct Route {
 };
 constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/v1/completions", "POST"},
+                             {"/v1/embeddings", "POST"},
                              {"/v1/models", "GET"},
                              {"/tokenize", "POST"},
                              {"/detokenize", "POST"},
@@ -223,11 +226,13 @@ int Server::bind() {
 
 void Server::serve() { http_->listen_after_bind(); }
 
-void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat) {
+void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat,
+                       Pooling pooling) {
   auto r = std::make_shared<Ready>();
   r->engine = &engine;
   r->tokenizer = &tokenizer;
   r->chat = chat;
+  r->pooling = pooling;
   metrics_.add_gauge({"llmrt_requests_running", "Requests being decoded",
                       [&engine] { return double(engine.stats().running); }});
   metrics_.add_gauge({"llmrt_requests_waiting", "Requests queued for admission",
@@ -382,6 +387,61 @@ void Server::routes() {
   });
   http_->Get("/metrics", [this](const Request&, Response& res) {
     res.set_content(metrics_.render(), "text/plain; version=0.0.4");
+  });
+
+  http_->Post("/v1/embeddings", [this](const Request& req, Response& res) {
+    InFlight guard(in_flight_);
+    const auto start = Clock::now();
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    auto cancel_all = [&] {
+      for (auto& st : streams) st->cancel();
+    };
+    try {
+      const std::shared_ptr<Ready> r = ready();
+      if (!r) throw ApiError(503, "the model is still loading", "", "server_error");
+      if (r->pooling == Pooling::None)
+        throw ApiError(400,
+                       "the server runs with --pooling none (a vector per token), which "
+                       "/v1/embeddings cannot return; restart it with mean, last or cls pooling");
+      const EmbeddingsRequest e = parse_embeddings_request(
+          parse_body(req.body), r->engine->vocab_size(), r->engine->hidden_size());
+      const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
+      int prompt_tokens = 0;
+      for (size_t i = 0; i < n; i++) {
+        EmbeddingRequest q;
+        q.prompt = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
+        q.pooling = r->pooling;
+        prompt_tokens += static_cast<int>(q.prompt.size());
+        try {
+          streams.push_back(r->engine->submit_embedding(std::move(q)));
+        } catch (const QueueFullError& ex) {
+          throw ApiError(429, ex.what(), "", "rate_limit_exceeded");
+        } catch (const Error& ex) {
+          throw ApiError(400, "input " + std::to_string(i) + ": " + ex.what(), "input");
+        }
+      }
+      std::vector<std::vector<float>> out;
+      for (auto& st : streams) {
+        GenerationEvent ev;
+        do ev = st->next();
+        while (ev.finish == FinishReason::None);
+        if (ev.finish == FinishReason::Error) throw ApiError(500, ev.error, "", "server_error");
+        if (ev.finish == FinishReason::Cancelled)
+          throw ApiError(503, "the server is shutting down", "", "server_error");
+        if (e.dimensions > 0) {
+          // Matryoshka-style: the leading values, at unit length again.
+          ev.embedding.resize(static_cast<size_t>(e.dimensions));
+          l2_normalize(ev.embedding.data(), ev.embedding.size());
+        }
+        out.push_back(std::move(ev.embedding));
+      }
+      metrics_.observe_request(seconds(start, Clock::now()));
+      metrics_.add_tokens(prompt_tokens, 0);
+      reply_json(res, 200, embeddings_response(opts_.model_name, out, e.base64, prompt_tokens));
+    } catch (const ApiError& ex) {
+      cancel_all();
+      reply_error(res, ex);
+    }
   });
 
   auto completion = [this](bool chat) {

@@ -46,8 +46,11 @@ class Server {
   // Accepts connections until shutdown(); call from its own thread after bind().
   void serve();
   // The model is loaded: completions are served from now on. chat may be null
-  // (no chat template): /v1/chat/completions then answers 400.
-  void set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat);
+  // (no chat template): /v1/chat/completions then answers 400. pooling: how
+  // /v1/embeddings pools a prompt's rows (None: it answers 400, as a vector per token is
+  // not OpenAI's shape).
+  void set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat,
+                 Pooling pooling = Pooling::Mean);
   // Stops accepting requests, lets in-flight ones finish for the grace period,
   // cancels the rest, and stops serve(). Safe to call from any thread, twice.
   void shutdown();

@@ -81,6 +81,8 @@ struct Engine::Sequence {
   // Prefix caching: the hash of the tokens up to the end of each of its first pages
   // that are published (or were adopted).
   std::vector<uint64_t> page_hashes;
+  // An embedding request: its rows are pooled here instead of sampled.
+  std::optional<EmbeddingPool> embedding;
   // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
   bool samples_on_device() const {
     return sampler.samples_on_device() && req.top_logprobs < 0 && !json;
@@ -187,14 +189,19 @@ EngineStats Engine::stats() const {
   return s;
 }
 
-std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
+void Engine::check_prompt(const std::vector<int32_t>& prompt) const {
   const int n_vocab = model_.config().vocab_size;
-  const int n = static_cast<int>(req.prompt.size());
+  const int n = static_cast<int>(prompt.size());
   if (n == 0) fail("the prompt is empty");
-  for (int32_t id : req.prompt)
+  for (int32_t id : prompt)
     if (id < 0 || id >= n_vocab) fail("token id %d is out of range (vocab size %d)", id, n_vocab);
   if (n > context_size_)
     fail("prompt of %d tokens exceeds the context window of %d tokens", n, context_size_);
+}
+
+std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
+  const int n_vocab = model_.config().vocab_size;
+  check_prompt(req.prompt);
   validate(req.sampling, n_vocab);
   if (req.top_logprobs > 20) fail("top_logprobs must be at most 20, got %d", req.top_logprobs);
   bool has_stop = false;
@@ -213,9 +220,23 @@ std::shared_ptr<RequestStream> Engine::submit(GenerationRequest req) {
   }
 
   auto seq = std::make_unique<Sequence>(std::move(req), tokenizer_);
-  seq->tokens = seq->req.prompt;
-  seq->n_prompt = n;
   if (seq->req.json) seq->json.emplace(*seq->req.json);
+  return enqueue(std::move(seq));
+}
+
+std::shared_ptr<RequestStream> Engine::submit_embedding(EmbeddingRequest req) {
+  check_prompt(req.prompt);
+  GenerationRequest g;
+  g.prompt = std::move(req.prompt);
+  auto seq = std::make_unique<Sequence>(std::move(g), nullptr);
+  seq->embedding.emplace(req.pooling, model_.config().hidden_size,
+                         static_cast<int>(seq->req.prompt.size()), req.normalize);
+  return enqueue(std::move(seq));
+}
+
+std::shared_ptr<RequestStream> Engine::enqueue(std::unique_ptr<Sequence> seq) {
+  seq->tokens = seq->req.prompt;
+  seq->n_prompt = static_cast<int>(seq->tokens.size());
   for (int32_t id : seq->tokens) seq->history.add_prompt(id);
   auto stream = std::make_shared<RequestStream>();
   seq->stream = stream;
@@ -264,7 +285,9 @@ void Engine::admit() {
   while (!waiting_.empty() && !free_state_slots_.empty() &&
          static_cast<int>(running_.size()) < opts_.max_seqs) {
     Sequence& s = *waiting_.front();
-    const int adopted = adopt_cached_prefix(s);
+    // An embedding pooled over every row computes every row.
+    const bool all_rows = s.embedding && s.embedding->needs_all_rows();
+    const int adopted = all_rows ? 0 : adopt_cached_prefix(s);
     // Keep a page in hand for each running sequence's next decode token.
     const int n_tokens = std::min(static_cast<int>(s.tokens.size()) + 1, context_size_);
     const int need = pages_->pages_for(n_tokens) - adopted;
@@ -278,6 +301,7 @@ void Engine::admit() {
     free_state_slots_.pop_back();
     if (runner_->has_recurrent_state()) runner_->clear_state_row(s.state_slot);
     s.n_cached = adopted * pages_->page_size();
+    if (s.embedding) s.embedding->reset();  // preempted before: it starts over
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.prefix_cached_tokens += static_cast<uint64_t>(s.n_cached);
@@ -374,6 +398,16 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
 }
 
 bool Engine::step() {
+  if (ahead_.empty()) {
+    // Embedding steps take turns with generation steps while both have work.
+    bool embeds = false, generates = false;
+    for (const auto& s : running_) (s->embedding ? embeds : generates) |= !s->done;
+    if (embeds && (embed_turn_ || !generates)) {
+      embed_turn_ = false;
+      return embed_step();
+    }
+    embed_turn_ = true;
+  }
   std::vector<Sequence*> in_step;
   std::vector<StepSeq> seqs;
   std::vector<char> on_host;
@@ -409,16 +443,17 @@ bool Engine::step() {
     }
     if (running_.empty()) return false;
 
-    // Decode tokens first, then prompt chunks in admission order.
+    // Decode tokens first, then prompt chunks in admission order (embeddings run in
+    // steps of their own).
     int budget = opts_.prefill_chunk_size;
     for (auto& s : running_) {
       const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-      s->take = pending == 1 ? 1 : 0;
+      s->take = pending == 1 && !s->embedding ? 1 : 0;
       budget -= s->take;
     }
     for (auto& s : running_) {
       const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-      if (pending > 1 && budget > 0) {
+      if (pending > 1 && budget > 0 && !s->embedding) {
         s->take = std::min(pending, budget);
         budget -= s->take;
       }
@@ -513,6 +548,58 @@ bool Engine::step() {
   std::lock_guard<std::mutex> lock(mu_);
   stats_.prompt_tokens += prompt_run;
   stats_.generated_tokens += generated;
+  stats_.steps++;
+  return true;
+}
+
+bool Engine::embed_step() {
+  // Every embedding prompt's pages are reserved at admission, so no preemption here.
+  int budget = opts_.prefill_chunk_size;
+  std::vector<Sequence*> in_step;
+  std::vector<StepSeq> seqs;
+  std::vector<int32_t> tokens, positions;
+  for (auto& s : running_) {
+    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+    if (!s->embedding || s->done || pending <= 0 || budget <= 0) continue;
+    if (static_cast<int>(seqs.size()) == opts_.max_seqs) break;
+    if (!s->pages.reserve(*pages_, static_cast<int>(s->tokens.size())))
+      fail("internal: an embedding prompt's pages were not reserved");
+    StepSeq q;
+    q.pages = &s->pages.pages();
+    q.state_slot = s->state_slot;
+    q.first = static_cast<int>(tokens.size());
+    q.count = std::min(pending, budget);
+    budget -= q.count;
+    for (int i = 0; i < q.count; i++) {
+      tokens.push_back(s->tokens[static_cast<size_t>(s->n_cached + i)]);
+      positions.push_back(s->n_cached + i);
+    }
+    seqs.push_back(q);
+    in_step.push_back(s.get());
+  }
+  if (seqs.empty()) return false;
+  runner_->run_hidden(tokens, positions, seqs);
+  const std::vector<float>& rows = runner_->hidden();
+  const size_t D = static_cast<size_t>(model_.config().hidden_size);
+  uint64_t prompt_run = 0;
+  for (size_t i = 0; i < in_step.size(); i++) {
+    Sequence& s = *in_step[i];
+    s.embedding->add(rows.data() + static_cast<size_t>(seqs[i].first) * D, s.n_cached,
+                     seqs[i].count);
+    s.n_cached += seqs[i].count;
+    prompt_run += static_cast<uint64_t>(seqs[i].count);
+    publish_full_pages(s);
+    if (s.n_cached < static_cast<int>(s.tokens.size())) continue;
+    GenerationEvent ev;
+    ev.embedding = s.embedding->result();
+    ev.finish = FinishReason::Stop;
+    ev.prompt_tokens = s.n_prompt;
+    finish(s, FinishReason::Stop);
+    s.stream->push(std::move(ev));
+  }
+  erase_done();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.prompt_tokens += prompt_run;
   stats_.steps++;
   return true;
 }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/engine/embedding.h"
 #include "core/engine/json_schema.h"
 #include "core/engine/sampler.h"
 #include "core/error.h"
@@ -66,6 +67,15 @@ struct GenerationRequest {
   std::shared_ptr<const JsonSchema> json;
 };
 
+// An embedding of a prompt: its final-norm rows pooled (core/engine/embedding.h). The
+// prompt's KV is computed as for generation (and shared with the prefix cache), in steps
+// of their own between generation steps.
+struct EmbeddingRequest {
+  std::vector<int32_t> prompt;
+  Pooling pooling = Pooling::Mean;
+  bool normalize = true;  // L2
+};
+
 enum class FinishReason { None, Stop, Length, Cancelled, Error };
 const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
 
@@ -77,6 +87,9 @@ struct GenerationEvent {
   std::string error;                         // FinishReason::Error
   int prompt_tokens = 0;
   int completion_tokens = 0;  // so far
+  // An embedding request's result (its one event before an error or cancellation):
+  // [hidden] pooled, [prompt_tokens, hidden] for Pooling::None.
+  std::vector<float> embedding;
   // When the engine queued it (the reader may take it later): for timings.
   std::chrono::steady_clock::time_point queued_at;
 };
@@ -134,6 +147,10 @@ class Engine {
   // Queues a request. Throws llm::Error for an invalid one (a prompt longer than
   // the context, bad sampling values) and QueueFullError when the queue is full.
   std::shared_ptr<RequestStream> submit(GenerationRequest req);
+  // Queues an embedding; its stream gets one event (finish Stop) with the embedding.
+  // Throws as submit() does.
+  std::shared_ptr<RequestStream> submit_embedding(EmbeddingRequest req);
+  int hidden_size() const { return model_.config().hidden_size; }
   EngineStats stats() const;
   int context_size() const { return context_size_; }
   int vocab_size() const { return model_.config().vocab_size; }
@@ -147,6 +164,12 @@ class Engine {
   void loop();
   void admit();
   bool step();
+  // Checks a prompt against the vocabulary and the context window.
+  void check_prompt(const std::vector<int32_t>& prompt) const;
+  std::shared_ptr<RequestStream> enqueue(std::unique_ptr<Sequence> seq);
+  // A step of embedding prompts only (their graph ends at the final norm); false if
+  // there is none to run. Between generation steps, turn by turn.
+  bool embed_step();
   void finish(Sequence& s, FinishReason why, const std::string& error = {});
   void preempt_one(const Sequence* keep);
   void publish_stats();  // scheduler thread: running/waiting/pages into stats_
@@ -186,6 +209,7 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   bool decode_ahead_ = false;
   bool prefix_cache_ = false;
+  bool embed_turn_ = true;  // the next step goes to embeddings when both wait
   // The sequences of the decode step queued ahead, in row order (empty: none queued).
   std::vector<Sequence*> ahead_;
   std::thread thread_;

@@ -49,10 +49,11 @@ void StepRunner::clear_state_row(int slot) {
     model_.backend().clear(*states_.at(name), row_bytes * slot, row_bytes);
 }
 
-Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
+Executor& StepRunner::executor_for(int n_tokens, int n_seqs, bool hidden) {
+  auto& executors = hidden ? hidden_executors_ : executors_;
   const auto key = std::make_pair(n_tokens, n_seqs);
-  auto it = executors_.find(key);
-  if (it != executors_.end()) return *it->second;
+  auto it = executors.find(key);
+  if (it != executors.end()) return *it->second;
   StepShape shape;
   shape.n_tokens = n_tokens;
   shape.n_seqs = n_seqs;
@@ -62,12 +63,13 @@ Executor& StepRunner::executor_for(int n_tokens, int n_seqs) {
   shape.n_cache_slots = (opts_.n_pages + 1) * opts_.page_size;
   shape.n_state_slots = opts_.max_seqs + 1;
   shape.kv_dtype = opts_.kv_dtype;
+  shape.hidden_output = hidden;
   Graph g = build_step_graph(model_.config(), shape,
                              [&](const std::string& n) { return model_.weight_dtype(n); });
   auto ex = std::make_unique<Executor>(
       model_.backend(), std::move(g), [&](const TensorInfo& t) { return model_.resolve(t); },
       [&](const TensorInfo& t) { return resolve_state(t); });
-  return *executors_.emplace(key, std::move(ex)).first->second;
+  return *executors.emplace(key, std::move(ex)).first->second;
 }
 
 std::pair<int, int> StepRunner::buckets(int n_tokens, int n_seqs) const {
@@ -120,6 +122,17 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
 
 void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
                      const std::vector<StepSeq>& seqs) {
+  run_step(tokens, positions, seqs, false);
+}
+
+void StepRunner::run_hidden(const std::vector<int32_t>& tokens,
+                            const std::vector<int32_t>& positions,
+                            const std::vector<StepSeq>& seqs) {
+  run_step(tokens, positions, seqs, true);
+}
+
+void StepRunner::run_step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                          const std::vector<StepSeq>& seqs, bool hidden) {
   const int n_real = static_cast<int>(tokens.size());
   const int s_real = static_cast<int>(seqs.size());
   if (n_real == 0 || s_real == 0) fail("internal: empty step");
@@ -127,20 +140,22 @@ void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32
     fail("internal: step of %d tokens / %d sequences exceeds %d / %d", n_real, s_real,
          opts_.max_tokens, opts_.max_seqs);
   const auto [T, S] = buckets(n_real, s_real);
-  Executor& ex = executor_for(T, S);
+  Executor& ex = executor_for(T, S, hidden);
   in_tokens_.assign(T, 0);
   std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
   ex.set_input(step_io::kTokens, in_tokens_.data(), in_tokens_.size() * sizeof(int32_t));
   set_step_inputs(ex, T, S, n_real, positions, seqs);
-  have_logits_ = have_sampled_ = false;
+  have_logits_ = have_sampled_ = have_hidden_ = false;
   last_ = nullptr;
   ex.run();
   last_ = &ex;
   last_rows_ = s_real;
+  last_tokens_ = n_real;
+  last_hidden_ = hidden;
 }
 
 bool StepRunner::can_run_ahead(int n_seqs) const {
-  if (!last_ || n_seqs <= 0 || n_seqs != last_rows_) return false;
+  if (!last_ || last_hidden_ || n_seqs <= 0 || n_seqs != last_rows_) return false;
   // The token input takes the sampled ids whole: one row per token, same executor.
   const auto [T, S] = buckets(n_seqs, n_seqs);
   const auto it = executors_.find({T, S});
@@ -169,8 +184,18 @@ bool StepRunner::run_ahead(const std::vector<int32_t>& positions, const std::vec
   return true;
 }
 
+const std::vector<float>& StepRunner::hidden() {
+  if (!last_ || !last_hidden_) fail("internal: hidden rows without an embedding step");
+  if (!have_hidden_) {
+    hidden_.resize(static_cast<size_t>(last_tokens_) * model_.config().hidden_size);
+    last_->read_output(step_io::kHidden, hidden_.data(), hidden_.size() * sizeof(float));
+    have_hidden_ = true;
+  }
+  return hidden_;
+}
+
 const std::vector<float>& StepRunner::logits() {
-  if (!last_) fail("internal: logits before a step");
+  if (!last_ || last_hidden_) fail("internal: logits before a step");
   if (!have_logits_) {
     const size_t V = model_.config().vocab_size;
     logits_.resize(static_cast<size_t>(last_rows_) * V);
@@ -181,7 +206,7 @@ const std::vector<float>& StepRunner::logits() {
 }
 
 const std::vector<int32_t>& StepRunner::sampled() {
-  if (!last_) fail("internal: sampled ids before a step");
+  if (!last_ || last_hidden_) fail("internal: sampled ids before a step");
   if (!have_sampled_) {
     sampled_.resize(static_cast<size_t>(last_rows_));
     last_->read_output(step_io::kSampled, sampled_.data(), sampled_.size() * sizeof(int32_t));

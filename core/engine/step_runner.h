@@ -49,6 +49,11 @@ class StepRunner {
   // without wants_logits are left unspecified.
   void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
            const std::vector<StepSeq>& seqs);
+  // An embedding step: like run, but the step's graph ends at the final norm, and
+  // hidden() then holds that output for every token ([tokens.size(), hidden] row-major).
+  void run_hidden(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                  const std::vector<StepSeq>& seqs);
+  const std::vector<float>& hidden();
   const std::vector<float>& logits();
   const std::vector<int32_t>& sampled();
   // Decoding a step ahead of the host: queues the next step of the last step's
@@ -70,8 +75,8 @@ class StepRunner {
   const std::map<std::pair<int, int>, std::unique_ptr<Executor>>& executors() const {
     return executors_;
   }
-  // The executor of a bucket, compiled on first use.
-  Executor& executor_for(int n_tokens, int n_seqs);
+  // The executor of a bucket, compiled on first use (hidden: an embedding step's).
+  Executor& executor_for(int n_tokens, int n_seqs, bool hidden = false);
   // Smallest bucket holding n (powers of two, capped at limit).
   static int bucket(int n, int limit);
 
@@ -83,6 +88,8 @@ class StepRunner {
   // tables, logit rows, sampling parameters and state rows) for a step of n tokens.
   void set_step_inputs(Executor& ex, int T, int S, int n, const std::vector<int32_t>& positions,
                        const std::vector<StepSeq>& seqs);
+  void run_step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                const std::vector<StepSeq>& seqs, bool hidden);
 
   Model& model_;
   StepRunnerOptions opts_;
@@ -93,10 +100,13 @@ class StepRunner {
   std::map<std::string, std::unique_ptr<DeviceBuffer>> states_;
   std::map<std::string, size_t> recurrent_row_bytes_;
   std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
+  std::map<std::pair<int, int>, std::unique_ptr<Executor>> hidden_executors_;
   Executor* last_ = nullptr;  // the executor of the last step
   int last_rows_ = 0;
-  bool have_logits_ = false, have_sampled_ = false;
-  std::vector<float> logits_;
+  int last_tokens_ = 0;
+  bool last_hidden_ = false;
+  bool have_logits_ = false, have_sampled_ = false, have_hidden_ = false;
+  std::vector<float> logits_, hidden_;
   std::vector<int32_t> sampled_;
   std::vector<float> in_params_;
   std::vector<int32_t> in_tokens_, in_pos_, in_seq_, in_slots_, in_table_, in_rows_, in_states_;

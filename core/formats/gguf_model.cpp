@@ -231,6 +231,24 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.bos_token_id = special_id("tokenizer.ggml.bos_token_id");
   const int eos = special_id("tokenizer.ggml.eos_token_id");
   if (eos >= 0) c.eos_token_ids.push_back(eos);
+  // llama.cpp's enum llama_pooling_type: 0 none, 1 mean, 2 cls, 3 last (4 rank: rerankers,
+  // whose score head is not loaded here).
+  switch (f.get_int_or(p + "pooling_type", -1)) {
+    case 0:
+      c.pooling = "none";
+      break;
+    case 1:
+      c.pooling = "mean";
+      break;
+    case 2:
+      c.pooling = "cls";
+      break;
+    case 3:
+      c.pooling = "last";
+      break;
+    default:
+      break;
+  }
   return c;
 }
 

@@ -23,6 +23,10 @@ struct StepShape {
   int n_cache_slots = 16;       // total KV cache slots (pages * page_size)
   int n_state_slots = 1;        // rows of recurrent State tensors (RWKV): sequences alive at once
   DType kv_dtype = DType::F32;  // KV cache elements: F32, F16 or BF16
+  // Embeddings: the step outputs the final norm's row of every token (kHidden,
+  // [n_tokens, hidden], for pooling over a sequence) instead of logits and sampled ids.
+  // The logit_rows and sample_params inputs are then declared but unused.
+  bool hidden_output = false;
 };
 
 // The KV cache element types a step can use; throws llm::Error for others.
@@ -39,6 +43,8 @@ inline constexpr const char* kLogitRows = "logit_rows";        // [R] i32 token 
 inline constexpr const char* kLogits = "logits";               // [R, vocab] f32 output
 inline constexpr const char* kSampleParams = "sample_params";  // [R, 5] f32: Op::Sample
 inline constexpr const char* kSampled = "sampled_ids";  // [R] i32 output: Op::Sample of logits
+inline constexpr const char* kHidden =
+    "hidden";  // [T, hidden] f32 output: StepShape::hidden_output
 // [S] i32: row of the recurrent State tensors that step sequence s reads and
 // updates. Only graphs with recurrent state (RWKV) declare it.
 inline constexpr const char* kStateSlots = "state_slots";

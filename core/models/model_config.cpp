@@ -375,15 +375,40 @@ ModelConfig parse_hf_config(const std::string& json_text) {
   return c;
 }
 
-ModelConfig load_hf_config(const std::string& dir) {
-  const std::filesystem::path path = std::filesystem::path(dir) / "config.json";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) fail("no config.json in '%s'", dir.c_str());
+namespace {
+
+std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open '%s': %s", path.string().c_str(), std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
-  return parse_hf_config(ss.str());
+  return ss.str();
+}
+
+}  // namespace
+
+std::string parse_st_pooling(const std::string& json_text) {
+  const json j = json::parse(json_text, nullptr, false);
+  if (!j.is_object()) fail("1_Pooling/config.json is not a JSON object");
+  auto on = [&](const char* key) {
+    const json* v = find_field(j, key);
+    return v && v->is_boolean() && v->get<bool>();
+  };
+  if (on("pooling_mode_lasttoken")) return "last";
+  if (on("pooling_mode_cls_token")) return "cls";
+  if (on("pooling_mode_mean_tokens")) return "mean";
+  return "";  // max or weighted-mean pooling: not offered, the default applies
+}
+
+ModelConfig load_hf_config(const std::string& dir) {
+  const std::filesystem::path path = std::filesystem::path(dir) / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) fail("no config.json in '%s'", dir.c_str());
+  ModelConfig c = parse_hf_config(read_text(path));
+  const std::filesystem::path pooling = std::filesystem::path(dir) / "1_Pooling" / "config.json";
+  if (std::filesystem::is_regular_file(pooling, ec))
+    c.pooling = parse_st_pooling(read_text(pooling));
+  return c;
 }
 
 }  // namespace llm

@@ -58,13 +58,19 @@ struct ModelConfig {
   int rescale_every = 0;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
+  // The pooling of an embedding model ("mean", "cls", "last", "none"), where its files
+  // name one (sentence-transformers' 1_Pooling/config.json, GGUF pooling_type); empty
+  // for generative models.
+  std::string pooling;
 };
 
 // Parses config.json text; throws llm::Error for an unknown model_type or a
 // missing/invalid field (the message names the field).
 ModelConfig parse_hf_config(const std::string& json_text);
-// Reads DIR/config.json.
+// Reads DIR/config.json (and DIR/1_Pooling/config.json where there is one).
 ModelConfig load_hf_config(const std::string& dir);
+// The pooling a sentence-transformers 1_Pooling/config.json names ("" for none we run).
+std::string parse_st_pooling(const std::string& json_text);
 
 // Model types this build can run.
 std::vector<std::string> supported_model_types();

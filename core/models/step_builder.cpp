@@ -109,13 +109,19 @@ TensorId StepBuilder::attention(int layer, const std::string& node, TensorId q, 
 }
 
 TensorId StepBuilder::rows_for_logits(TensorId x) {
-  // One token, one row: the row is that token's (a decode step saves a launch).
-  if (shape_.n_tokens == 1 && shape_.n_logit_rows == 1) return x;
+  // One token, one row: the row is that token's (a decode step saves a launch). Embedding
+  // steps keep every row.
+  if ((shape_.n_tokens == 1 && shape_.n_logit_rows == 1) || shape_.hidden_output) return x;
   const int64_t D = g_.tensor(x).shape.row_len();
   return g_.add(Op::GetRows, "logit_rows", {x, logit_rows}, DType::F32, {shape_.n_logit_rows, D});
 }
 
 void StepBuilder::logits(TensorId x, TensorId head, TensorId head_bias) {
+  if (shape_.hidden_output) {
+    // Embeddings are the final norm's output (llama.cpp's too); the head is not run.
+    g_.mark_output(x, step_io::kHidden);
+    return;
+  }
   std::vector<TensorId> ins = {x, head};
   if (head_bias >= 0) ins.push_back(head_bias);
   const TensorId out = g_.add(Op::MatMul, "output", ins, DType::F32,
