@@ -88,9 +88,10 @@ void run_embed(const EmbedOptions& o) {
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr,
-               "llmcli: %zu inputs, %zu tokens in %.3f s (%.1f tok/s); %s pooling, %zu values%s\n",
-               prompts.size(), n_tokens, s, static_cast<double>(n_tokens) / s,
-               pooling_name(req.pooling), dim, req.normalize ? ", L2-normalized" : "");
+               "llmcli: %zu input%s, %zu tokens in %.3f s (%.1f tok/s); %s pooling, %zu values%s\n",
+               prompts.size(), prompts.size() == 1 ? "" : "s", n_tokens, s,
+               static_cast<double>(n_tokens) / s, pooling_name(req.pooling), dim,
+               req.normalize ? ", L2-normalized" : "");
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // Embeddings: the final norm's rows of every fixture (checked through the head against
 // transformers' logits), their pooling, and embedding requests batched with generation.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "backends/registry.h"
@@ -290,4 +293,47 @@ TEST_CASE("embeddings: a model's pooling from sentence-transformers and GGUF met
   for (const GgufTensorInfo& t : src.tensors()) w.write_tensor(t.data, t.nbytes);
   w.finish();
   CHECK(config_from_gguf(GgufFile(dir.file("cls.gguf"))).pooling == "cls");
+}
+
+TEST_CASE("llmcli embed: one JSON array per input, from -p, --file or --token-ids",
+          "[embeddings][cli]") {
+  // Per-token rows of the reference prompt, through the head: transformers' logits.
+  const test::Reference ref = test::load_reference("llama3");
+  auto r = test::run_cli({"embed", test::model_dir("llama3"), "--device", "cpu", "--token-ids",
+                          test::join_ids(ref.input_ids), "--pooling", "none", "--no-normalize"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto rows = nlohmann::json::parse(r.out).get<std::vector<std::vector<float>>>();
+  REQUIRE(rows.size() == ref.input_ids.size());
+  std::vector<float> flat;
+  for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
+  const ModelConfig cfg = load_hf_config(test::model_dir("llama3"));
+  CHECK(test::max_rel_error(head_logits("llama3", cfg, flat), ref.logits) <= 1e-4);
+
+  // Texts: -p twice, or the same two lines in a file (blank lines skipped).
+  const std::string& model = test::tiny_chat_model("q0f32", 3);
+  r = test::run_cli({"embed", model, "--device", "cpu", "-p", "Hello world", "-p", "The sky"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 2);
+  const auto first = nlohmann::json::parse(r.out.substr(0, r.out.find('\n')));
+  CHECK(first.size() == 64);
+  CHECK(first != nlohmann::json::parse(r.out.substr(r.out.find('\n') + 1)));
+  test::TempDir dir;
+  test::write_file(dir.file("inputs.txt"), "Hello world\n\nThe sky\n");
+  const auto f =
+      test::run_cli({"embed", model, "--device", "cpu", "--file", dir.file("inputs.txt")});
+  REQUIRE(f.exit_code == 0);
+  CHECK(f.out == r.out);
+
+  const auto none = test::run_cli({"embed", model, "--device", "cpu"});
+  CHECK(none.exit_code != 0);
+  CHECK_THAT(none.err, Catch::Contains("give exactly one of"));
+  const auto empty = test::run_cli({"embed", model, "--device", "cpu", "-p", ""});
+  CHECK(empty.exit_code != 0);
+  CHECK_THAT(empty.err, Catch::Contains("empty"));
+  CHECK(test::run_cli({"embed", model, "--pooling", "max", "-p", "x"}).exit_code != 0);
+  const auto blank = test::run_cli({"embed", model, "--device", "cpu", "--file", dir.file("none")});
+  CHECK(blank.exit_code != 0);
+  CHECK_THAT(blank.err, Catch::Contains("cannot read"));
 }

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -48,13 +50,14 @@ struct TestServer {
     thread = std::thread([this] { srv->serve(); });
     if (load) this->load(eo);
   }
-  void load(EngineOptions eo, const std::string& path = tiny_model_path()) {
+  void load(EngineOptions eo, const std::string& path = tiny_model_path(),
+            Pooling pooling = Pooling::Mean) {
     model = Model::load(path, *backend);
     tok = Tokenizer::load(path);
     chat = std::make_unique<ChatPrompt>(*tok, path);
     if (eo.context_size == 0) eo.context_size = 256;
     engine = std::make_unique<Engine>(*model, tok.get(), eo);
-    srv->set_ready(*engine, *tok, chat.get());
+    srv->set_ready(*engine, *tok, chat.get(), pooling);
   }
   ~TestServer() {
     srv->shutdown();
@@ -203,6 +206,130 @@ TEST_CASE("server: tokenize and detokenize as llama.cpp's routes do", "[server]"
   CHECK(post(s, "/detokenize", {{"tokens", {s.tok->vocab_size()}}}, 400)["error"]["param"] ==
         "tokens");
   CHECK(post(s, "/tokenize", {{"text", "x"}}, 400)["error"]["param"] == "content");
+}
+
+namespace {
+
+std::vector<float> base64_to_floats(const std::string& b64) {
+  static const std::string kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::vector<uint8_t> bytes;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : b64) {
+    if (c == '=') break;
+    const size_t v = kAlphabet.find(c);
+    REQUIRE(v != std::string::npos);
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes.push_back(static_cast<uint8_t>(acc >> bits));
+    }
+  }
+  REQUIRE(bytes.size() % 4 == 0);
+  std::vector<float> out(bytes.size() / 4);
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+// The engine's own mean-pooled, normalized embedding of ids.
+std::vector<float> engine_embedding(const TestServer& s, const std::vector<int32_t>& ids) {
+  EmbeddingRequest r;
+  r.prompt = ids;
+  auto st = s.engine->submit_embedding(r);
+  GenerationEvent ev = st->next();
+  REQUIRE(ev.finish == FinishReason::Stop);
+  return ev.embedding;
+}
+
+}  // namespace
+
+TEST_CASE("server: /v1/embeddings as OpenAI's, every input shape, errors", "[server][embeddings]") {
+  TestServer s;
+  const int D = s.model->config().hidden_size;
+  const std::vector<std::string> texts = {"Hello world", "The sky is blue because",
+                                          "a much longer input, with punctuation; and more words"};
+  std::vector<std::vector<float>> want;
+  for (const auto& t : texts) want.push_back(engine_embedding(s, s.tok->encode(t, true)));
+
+  const json one = post(s, "/v1/embeddings", {{"model", "tiny"}, {"input", texts[0]}}, 200);
+  CHECK(one["object"] == "list");
+  CHECK(one["model"] == "tiny");
+  REQUIRE(one["data"].size() == 1);
+  CHECK(one["data"][0]["object"] == "embedding");
+  CHECK(one["data"][0]["index"] == 0);
+  CHECK(one["data"][0]["embedding"].get<std::vector<float>>() == want[0]);  // exact floats
+  const int n0 = static_cast<int>(s.tok->encode(texts[0], true).size());
+  CHECK(one["usage"]["prompt_tokens"] == n0);
+  CHECK(one["usage"]["total_tokens"] == n0);
+  double ss = 0;
+  for (float v : want[0]) ss += double(v) * v;
+  CHECK(std::fabs(ss - 1.0) < 1e-5);
+
+  // Several inputs at once (batched in the engine), each as alone.
+  const json many = post(s, "/v1/embeddings", {{"input", texts}}, 200);
+  REQUIRE(many["data"].size() == texts.size());
+  for (size_t i = 0; i < texts.size(); i++) {
+    CHECK(many["data"][i]["index"] == i);
+    const std::vector<float> got = many["data"][i]["embedding"].get<std::vector<float>>();
+    REQUIRE(got.size() == want[i].size());
+    for (size_t d = 0; d < got.size(); d++) CHECK(std::fabs(got[d] - want[i][d]) < 1e-5);
+  }
+  // Token ids, one list or several.
+  const std::vector<int32_t> ids = s.tok->encode(texts[1], true);
+  CHECK(post(s, "/v1/embeddings", {{"input", ids}}, 200)["data"][0]["embedding"]
+            .get<std::vector<float>>() == want[1]);
+  const json lists = post(s, "/v1/embeddings", {{"input", json::array({ids, ids})}}, 200);
+  CHECK(lists["data"].size() == 2);
+  CHECK(lists["usage"]["prompt_tokens"] == 2 * ids.size());
+  // base64: the float32 bytes themselves.
+  const json b64 =
+      post(s, "/v1/embeddings", {{"input", texts[1]}, {"encoding_format", "base64"}}, 200);
+  CHECK(base64_to_floats(b64["data"][0]["embedding"].get<std::string>()) == want[1]);
+  // dimensions: the leading values at unit length again.
+  const json cut = post(s, "/v1/embeddings", {{"input", texts[2]}, {"dimensions", 16}}, 200);
+  const std::vector<float> short_one = cut["data"][0]["embedding"].get<std::vector<float>>();
+  REQUIRE(short_one.size() == 16);
+  double head = 0;
+  for (int d = 0; d < 16; d++) head += double(want[2][d]) * want[2][d];
+  for (int d = 0; d < 16; d++) CHECK(std::fabs(short_one[d] - want[2][d] / std::sqrt(head)) < 1e-5);
+
+  auto param_of = [&](const json& body) {
+    const json e = post(s, "/v1/embeddings", body, 400);
+    check_error_shape(e);
+    return e["error"]["param"];
+  };
+  CHECK(param_of({{"model", "tiny"}}) == "input");
+  CHECK(param_of({{"input", ""}}) == "input");
+  CHECK(param_of({{"input", json::array()}}) == "input");
+  CHECK(param_of({{"input", {"a", ""}}}) == "input");
+  CHECK(param_of({{"input", json::array({"a", json::array({1, 2})})}}) == "input");
+  CHECK(param_of({{"input", {1, s.tok->vocab_size() + 5}}}) == "input");
+  CHECK(param_of({{"input", {1, -1}}}) == "input");
+  CHECK(param_of({{"input", 5}}) == "input");
+  CHECK(param_of({{"input", "x"}, {"encoding_format", "hex"}}) == "encoding_format");
+  CHECK(param_of({{"input", "x"}, {"dimensions", 0}}) == "dimensions");
+  CHECK(param_of({{"input", "x"}, {"dimensions", D + 1}}) == "dimensions");
+  // Longer than the context window (256 here): 400, naming the input.
+  const json long_input =
+      post(s, "/v1/embeddings", {{"input", {"fine", std::string(3000, 'z') + " end"}}}, 400);
+  CHECK_THAT(long_input["error"]["message"].get<std::string>(),
+             Catch::Contains("input 1") && Catch::Contains("context window"));
+  auto c = s.client();
+  auto bad = c.Post("/v1/embeddings", "{\"input\": [1,", "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  auto get = c.Get("/v1/embeddings");
+  REQUIRE(get);
+  CHECK(get->status == 405);
+}
+
+TEST_CASE("server: /v1/embeddings refuses a server pooling none", "[server][embeddings]") {
+  TestServer s({}, {}, /*load=*/false);
+  s.load({}, tiny_model_path(), Pooling::None);
+  const json e = post(s, "/v1/embeddings", {{"input", "hello"}}, 400);
+  CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains("--pooling none"));
 }
 
 TEST_CASE("server: chat and text completions, streamed and not, agree", "[server]") {
