@@ -416,3 +416,120 @@ TEST_CASE("json schema: item counts and string lengths are bounded", "[json_mode
                         R"({"type":"object","properties":{"a":{"minItems":3,"maxItems":2}}})")),
                     Catch::Contains("minimum above its maximum"));
 }
+
+namespace {
+
+// Whether the state can still close the object through digits, '-' and '.' (at most depth
+// more bytes): bounds must never leave a reply with no way out.
+bool can_finish(const JsonGrammar& state, int depth) {
+  JsonGrammar g = state;
+  if (g.feed('}') && g.done()) return true;
+  if (depth == 0) return false;
+  for (char c : std::string("0123456789.-")) {
+    JsonGrammar next = state;
+    if (next.feed(static_cast<uint8_t>(c)) && can_finish(next, depth - 1)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("json schema: numbers keep within minimum and maximum", "[json_mode][json_schema]") {
+  // Each schema of "v", and what the value must satisfy (the oracle: strtod's double).
+  struct Case {
+    const char* schema;
+    bool integer;
+    double lo, hi;
+    bool lo_open, hi_open;
+  };
+  const double inf = HUGE_VAL;
+  const std::vector<Case> cases = {
+      {R"({"type":"integer","minimum":1,"maximum":12})", true, 1, 12, false, false},
+      {R"({"type":"integer","minimum":-5})", true, -5, inf, false, false},
+      {R"({"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":100})", true, 0, 100, true,
+       true},
+      {R"({"type":"integer","maximum":-10})", true, -inf, -10, false, false},
+      {R"({"type":"integer","minimum":2.5,"maximum":7.5})", true, 2.5, 7.5, false, false},
+      {R"({"type":"number","minimum":0,"maximum":1})", false, 0, 1, false, false},
+      {R"({"type":"number","exclusiveMinimum":-1.5,"maximum":0.25})", false, -1.5, 0.25, true,
+       false},
+      {R"({"type":"number","minimum":0.1,"exclusiveMaximum":5})", false, 0.1, 5, false, true},
+      {R"({"type":"number","minimum":-40,"maximum":-39.5})", false, -40, -39.5, false, false},
+      {R"({"type":"number","minimum":100})", false, 100, inf, false, false},
+      // Draft 4: exclusiveMinimum as a flag beside minimum.
+      {R"({"type":"number","minimum":0,"exclusiveMinimum":true})", false, 0, inf, true, false},
+      {R"({"minimum":3,"maximum":3})", false, 3, 3, false, false},
+  };
+  std::vector<std::string> numbers;
+  for (int i = -120; i <= 120; i++) numbers.push_back(std::to_string(i));
+  for (const char* x :
+       {"-0",    "0.0",    "0.1",    "0.09",      "0.10",       "-1.5",     "-1.49",    "-1.51",
+        "0.25",  "0.250",  "0.2501", "4.999",     "5.0",        "5",        "-39.5",    "-39.49",
+        "-40.0", "-40.01", "99.99",  "100.5",     "2.5",        "7.5",      "3.0",      "3.00001",
+        "1e2",   "1E1",    "12.0",   "123456789", "-123456789", "0.000001", "1000000.5"})
+    numbers.push_back(x);
+  for (const Case& c : cases) {
+    INFO(c.schema);
+    const auto schema = JsonSchema::compile(
+        json{{"type", "object"}, {"properties", {{"v", json::parse(c.schema)}}}});
+    for (const std::string& x : numbers) {
+      INFO(x);
+      const double v = std::strtod(x.c_str(), nullptr);
+      const bool fractional = x.find_first_of(".eE") != std::string::npos;
+      const bool exponent = x.find_first_of("eE") != std::string::npos;
+      bool want =
+          !exponent && (c.lo_open ? v > c.lo : v >= c.lo) && (c.hi_open ? v < c.hi : v <= c.hi);
+      if (c.integer && fractional) want = false;
+      const std::string doc = "{\"v\":" + x + "}";
+      bool done = false;
+      const bool whole = accepted_by(*schema, doc, &done) == doc.size() && done;
+      CHECK(whole == want);
+      // Every prefix of the value taken can still end inside the bounds.
+      JsonGrammar g(*schema);
+      REQUIRE(g.feed("{\"v\":"));
+      for (char ch : x) {
+        if (!g.feed(static_cast<uint8_t>(ch))) break;
+        CHECK(can_finish(g, 5));
+      }
+    }
+  }
+  // Bounds that leave no number are refused; beside another type they only rule numbers out.
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"a":{"type":"integer",)"
+                                      R"("minimum":1.2,"maximum":1.8}}})")),
+      Catch::Contains("accept no number"));
+  CHECK_THROWS_WITH(JsonSchema::compile(json::parse(
+                        R"({"type":"object","properties":)"
+                        R"({"a":{"type":"number","exclusiveMinimum":1,"maximum":1}}})")),
+                    Catch::Contains("accept no number"));
+  const auto either = JsonSchema::compile(json::parse(
+      R"({"type":"object","properties":{"a":{"type":["number","null"],"minimum":9,"maximum":1}}})"));
+  CHECK(accepted_by(*either, R"({"a":null})") == 10);
+  CHECK(accepted_by(*either, R"({"a":5})") == 5);
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"a":{"minimum":"1"}}})")),
+      Catch::Contains("minimum must be a number"));
+
+  // The token mask's shortcuts agree with the full check inside bounded numbers.
+  auto tok = Tokenizer::load(test::data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf");
+  std::vector<std::string> bytes(static_cast<size_t>(tok->vocab_size()));
+  for (int id = 0; id < tok->vocab_size(); id++)
+    if (!tok->is_special(id)) bytes[static_cast<size_t>(id)] = tok->token_bytes(id);
+  const JsonTokenMask mask(bytes);
+  const auto age = JsonSchema::compile(json::parse(
+      R"({"type":"object","properties":{"age":{"type":"integer","minimum":18,"maximum":120},)"
+      R"("p":{"type":"number","exclusiveMinimum":0,"maximum":1}}})"));
+  for (const std::string& prefix : std::vector<std::string>{
+           R"({"age":)", R"({"age":1)", R"({"age":12)", R"({"p":0.)", R"({"p":0)", R"({"p":)"}) {
+    INFO(prefix);
+    JsonGrammar state(*age);
+    REQUIRE(state.feed(prefix));
+    std::vector<float> got(bytes.size(), 0.f);
+    mask.apply(state, got.data(), static_cast<int>(got.size()));
+    for (size_t id = 0; id < bytes.size(); id++) {
+      JsonGrammar g = state;
+      const bool want = !bytes[id].empty() && g.feed(bytes[id]);
+      if (want != (got[id] == 0.f)) FAIL_CHECK("token " << id << " '" << bytes[id] << "'");
+    }
+  }
+}

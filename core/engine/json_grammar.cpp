@@ -40,6 +40,11 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   value_node_ = o.value_node_;
   enum_trie_ = o.enum_trie_;
   enum_pos_ = o.enum_pos_;
+  bounds_ = o.bounds_;
+  neg_ = o.neg_;
+  int_part_ = o.int_part_;
+  frac_part_ = o.frac_part_;
+  frac_scale_ = o.frac_scale_;
   depth_ = o.depth_;
   std::copy(o.stack_.begin(), o.stack_.begin() + o.depth_, stack_.begin());
 }
@@ -119,7 +124,12 @@ bool JsonGrammar::start_value(uint8_t c) {
       integer_ = type == JsonSchema::kInteger;
       num_ = c == '-' ? Num::Minus : c == '0' ? Num::Zero : Num::Int;
       mode_ = Mode::Number;
-      return true;
+      bounds_ = schema_->node(n).bounded ? &schema_->node(n) : nullptr;
+      neg_ = c == '-';
+      int_part_ = c == '-' ? 0 : c - '0';
+      frac_part_ = 0;
+      frac_scale_ = 1;
+      return !bounds_ || number_possible();
   }
 }
 
@@ -210,32 +220,37 @@ bool JsonGrammar::string_byte(uint8_t c) {
 
 bool JsonGrammar::number_byte(uint8_t c) {
   const bool digit = c >= '0' && c <= '9';
+  const bool exp = (c == 'e' || c == 'E') && !integer_ && !bounds_;
+  bool took = false;
   switch (num_) {
     case Num::Minus:
       if (!digit) return false;
       num_ = c == '0' ? Num::Zero : Num::Int;
-      return true;
+      took = true;
+      break;
     case Num::Zero:
     case Num::Int:
-      if (digit && num_ == Num::Int) return true;
-      if (c == '.' && !integer_) {
+      if (digit && num_ == Num::Int) {
+        took = true;
+      } else if (c == '.' && !integer_) {
         num_ = Num::Dot;
-        return true;
-      }
-      if ((c == 'e' || c == 'E') && !integer_) {
+        took = true;
+      } else if (exp) {
         num_ = Num::Exp;
-        return true;
+        took = true;
       }
       break;
     case Num::Dot:
       if (!digit) return false;
       num_ = Num::Frac;
-      return true;
+      took = true;
+      break;
     case Num::Frac:
-      if (digit) return true;
-      if (c == 'e' || c == 'E') {
+      if (digit) {
+        took = true;
+      } else if (exp) {
         num_ = Num::Exp;
-        return true;
+        took = true;
       }
       break;
     case Num::Exp:
@@ -252,9 +267,86 @@ bool JsonGrammar::number_byte(uint8_t c) {
       if (digit) return true;
       break;
   }
+  if (took) {
+    if (!bounds_) return true;
+    if (digit && num_ == Num::Frac) {
+      frac_scale_ /= 10;
+      frac_part_ += (c - '0') * frac_scale_;
+    } else if (digit) {
+      int_part_ = int_part_ * 10 + (c - '0');
+    }
+    return number_possible();
+  }
   // The number ended at a complete part; c belongs to what follows it.
+  if (bounds_ && !number_in_bounds()) return false;
   end_value();
   return feed(c);
+}
+
+namespace {
+
+// Whether values in [a, b] (each end open or not) meet the node's bounds.
+bool meets(const JsonSchema::Node& n, long double a, bool a_open, long double b, bool b_open) {
+  long double lo = n.lo, hi = n.hi;
+  bool lo_open = n.lo_open, hi_open = n.hi_open;
+  if (a > lo || (a == lo && a_open)) {
+    lo = a;
+    lo_open = a_open;
+  }
+  if (b < hi || (b == hi && b_open)) {
+    hi = b;
+    hi_open = b_open;
+  }
+  return lo < hi || (lo == hi && !lo_open && !hi_open);
+}
+
+// The same for integers: the whole numbers in [a, b] against the whole numbers the node's
+// bounds take.
+bool meets_integer(const JsonSchema::Node& n, long double a, long double b) {
+  const long double lo = std::max(a, n.lo_open ? std::floor(static_cast<long double>(n.lo)) + 1
+                                               : std::ceil(static_cast<long double>(n.lo)));
+  const long double hi = std::min(b, n.hi_open ? std::ceil(static_cast<long double>(n.hi)) - 1
+                                               : std::floor(static_cast<long double>(n.hi)));
+  return lo <= hi;
+}
+
+}  // namespace
+
+bool JsonGrammar::number_possible() const {
+  const JsonSchema::Node& n = *bounds_;
+  const long double inf = HUGE_VALL;
+  // The magnitudes [a, b) that numbers starting so may take, as values.
+  auto range = [&](long double a, long double b) {
+    if (integer_) return neg_ ? meets_integer(n, -(b - 1), -a) : meets_integer(n, a, b - 1);
+    return neg_ ? meets(n, -b, true, -a, false) : meets(n, a, false, b, true);
+  };
+  switch (num_) {
+    case Num::Minus:
+      return range(0, inf);
+    case Num::Zero:
+      return range(0, 1);
+    case Num::Dot:
+      return range(int_part_, int_part_ + 1);
+    case Num::Frac:
+      return range(int_part_ + frac_part_, int_part_ + frac_part_ + frac_scale_);
+    case Num::Int: {
+      // More digits scale the range by 10 each: [m·10^j, (m+1)·10^j).
+      const long double far = neg_ ? -static_cast<long double>(n.lo) : n.hi;
+      if (std::isinf(far)) return true;  // unbounded on this side: enough digits get inside
+      for (long double a = int_part_, b = int_part_ + 1; a <= far; a *= 10, b *= 10)
+        if (range(a, b)) return true;
+      return false;
+    }
+    default:
+      return true;  // exponents are not taken with bounds
+  }
+}
+
+bool JsonGrammar::number_in_bounds() const {
+  // Compared as the double the text reads as (the bounds are doubles too).
+  const long double mag = static_cast<double>(int_part_ + frac_part_);
+  const long double v = neg_ ? -mag : mag;
+  return integer_ ? meets_integer(*bounds_, v, v) : meets(*bounds_, v, false, v, false);
 }
 
 bool JsonGrammar::between(uint8_t c) {

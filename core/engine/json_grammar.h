@@ -73,6 +73,10 @@ class JsonGrammar {
   bool key_byte(uint8_t c);
   bool string_byte(uint8_t c);
   bool number_byte(uint8_t c);
+  // A bounded number (bounds_): whether a number that starts as this one can still lie
+  // within the bounds, and whether the one that just ended does.
+  bool number_possible() const;
+  bool number_in_bounds() const;
   // Whether an object may take one more declared (or extra) key.
   bool may_add_key(const Frame& f) const;
   static bool space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -89,6 +93,10 @@ class JsonGrammar {
   const char* lit_ = nullptr;
   int32_t value_node_;
   int32_t enum_trie_ = -1, enum_pos_ = 0;
+  // A number with bounds (its node, else null): its sign, and its digits' value so far.
+  const JsonSchema::Node* bounds_ = nullptr;
+  bool neg_ = false;
+  long double int_part_ = 0, frac_part_ = 0, frac_scale_ = 1;
   int depth_ = 0;
   std::array<Frame, kMaxDepth> stack_{};
 };

@@ -109,6 +109,43 @@ int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::stri
   return static_cast<int>(nodes_.size()) - 1;
 }
 
+void JsonSchema::number_bounds(const json& s, const std::string& path, Node& n) {
+  auto number = [&](const char* key) {
+    if (!s[key].is_number() || !std::isfinite(s[key].get<double>()))
+      fail("%s: %s must be a number", path.c_str(), key);
+    return s[key].get<double>();
+  };
+  if (s.contains("minimum")) n.lo = number("minimum");
+  if (s.contains("maximum")) n.hi = number("maximum");
+  // Draft 4 writes exclusiveMinimum: true beside minimum; later drafts give the bound.
+  for (const char* key : {"exclusiveMinimum", "exclusiveMaximum"}) {
+    if (!s.contains(key)) continue;
+    const bool is_min = std::string(key) == "exclusiveMinimum";
+    double& bound = is_min ? n.lo : n.hi;
+    bool& open = is_min ? n.lo_open : n.hi_open;
+    if (s[key].is_boolean()) {
+      if (s[key].get<bool>() && std::isfinite(bound)) open = true;
+      continue;
+    }
+    const double v = number(key);
+    if (is_min ? v >= bound : v <= bound) {
+      bound = v;
+      open = true;
+    }
+  }
+  n.bounded = std::isfinite(n.lo) || std::isfinite(n.hi);
+  if (!n.bounded) return;
+  bool empty = n.lo > n.hi || (n.lo == n.hi && (n.lo_open || n.hi_open));
+  if (!(n.types & kNumber)) {
+    // Integers only: the whole numbers inside.
+    const double lo = n.lo_open ? std::floor(n.lo) + 1 : std::ceil(n.lo);
+    const double hi = n.hi_open ? std::ceil(n.hi) - 1 : std::floor(n.hi);
+    empty = empty || lo > hi;
+  }
+  if (empty && !(n.types & ~(kInteger | kNumber)))
+    fail("%s: the bounds accept no number", path.c_str());
+}
+
 int JsonSchema::compile_node(const json& s, const std::string& path) {
   if (nodes_.size() > 10000) fail("%s: the schema is too large", path.c_str());
   if (s.is_boolean()) {
@@ -236,6 +273,7 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
   bound("maxLength", &n.max_length);
   if (n.min_items > n.max_items || n.min_length > n.max_length)
     fail("%s: a minimum above its maximum accepts nothing", path.c_str());
+  number_bounds(s, path, n);
   nodes_.push_back(std::move(n));
   return static_cast<int>(nodes_.size()) - 1;
 }

@@ -2,14 +2,17 @@
 //
 // Enforced: `type` (one or a list), `properties` with `required` and
 // `additionalProperties` (false, a schema, or anything), `items`, `minItems` /
-// `maxItems`, `minLength` / `maxLength` (characters; an escape counts one), `enum`, `const`,
-// `anyOf` / `oneOf` whose alternatives differ in type, `allOf` of one schema, and local
-// `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion included). Keywords that only
-// describe or bound values otherwise (`description`, `format`, `pattern`, `minimum`, ...)
-// are accepted and not enforced. Anything else that would change
-// which documents are valid is refused with an llm::Error naming its place.
+// `maxItems`, `minLength` / `maxLength` (characters; an escape counts one), `minimum` /
+// `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
+// without an exponent), `enum`, `const`, `anyOf` / `oneOf` whose alternatives differ in
+// type, `allOf` of one schema, and local `$ref`s (`#/$defs/...`, `#/definitions/...`,
+// recursion included). Keywords that only describe or bound values otherwise
+// (`description`, `format`, `pattern`, `multipleOf`, ...) are accepted and not enforced.
+// Anything else that would change which documents are valid is refused with an
+// llm::Error naming its place.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -62,6 +65,10 @@ class JsonSchema {
     int items = kAny;  // arrays
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
+    // Numbers: the value's bounds (open: exclusive); bounded says whether there are any.
+    bool bounded = false;
+    double lo = -HUGE_VAL, hi = HUGE_VAL;
+    bool lo_open = false, hi_open = false;
     int enum_trie = -1;  // enum / const: the value is one of these, as compact JSON
   };
 
@@ -76,6 +83,8 @@ class JsonSchema {
 
  private:
   int compile_node(const nlohmann::json& s, const std::string& path);
+  // minimum / maximum / exclusiveMinimum / exclusiveMaximum of s into n.
+  void number_bounds(const nlohmann::json& s, const std::string& path, Node& n);
   int merge_alternatives(const std::vector<int>& alts, const std::string& path);
   int add_enum(const std::vector<nlohmann::json>& values, const std::string& path);
 
