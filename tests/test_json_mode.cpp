@@ -533,3 +533,66 @@ TEST_CASE("json schema: numbers keep within minimum and maximum", "[json_mode][j
     }
   }
 }
+
+TEST_CASE("json schema: date, time, date-time and uuid strings keep their format",
+          "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(json::parse(R"({"type":"object","properties":{
+      "d":{"type":"string","format":"date"}, "t":{"type":"string","format":"time"},
+      "dt":{"type":"string","format":"date-time"}, "u":{"type":"string","format":"uuid"},
+      "e":{"type":"string","format":"email"}, "n":{"type":["string","null"],"format":"date"}}})"));
+  auto whole = [&](const std::string& key, const std::string& value) {
+    const std::string doc = "{\"" + key + "\":\"" + value + "\"}";
+    bool done = false;
+    return accepted_by(*schema, doc, &done) == doc.size() && done;
+  };
+  for (const char* ok : {"2024-02-29", "1999-12-31", "0001-01-01", "2030-10-09"})
+    CHECK(whole("d", ok));
+  for (const char* bad : {"2024-13-01", "2024-00-10", "2024-1-01", "2024-01-32", "2024-01-00",
+                          "24-01-01", "2024/01/01", "2024-01-011", "2024-01-0", ""})
+    CHECK_FALSE(whole("d", bad));
+  for (const char* ok :
+       {"23:59:59Z", "00:00:00+01:00", "12:30:15.123-05:30", "08:00:60z", "19:05:00.5Z"})
+    CHECK(whole("t", ok));
+  for (const char* bad : {"24:00:00Z", "12:60:00Z", "12:00:61Z", "12:00:00", "12:00:00.Z", "12:00Z",
+                          "12:00:00+1:00", "12:00:00+24:00", "1:00:00Z"})
+    CHECK_FALSE(whole("t", bad));
+  CHECK(whole("dt", "2024-05-06T07:08:09Z"));
+  CHECK(whole("dt", "2024-05-06t07:08:09.25+02:00"));
+  CHECK_FALSE(whole("dt", "2024-05-06 07:08:09Z"));
+  CHECK_FALSE(whole("dt", "2024-05-06"));
+  CHECK(whole("u", "123e4567-e89b-12d3-A456-426614174000"));
+  CHECK_FALSE(whole("u", "123e4567e89b12d3a456426614174000"));
+  CHECK_FALSE(whole("u", "123e4567-e89b-12d3-a456-42661417400g"));
+  CHECK_FALSE(whole("u", "123e4567-e89b-12d3-a456-4266141740001"));
+  // Formats not enforced take any string; a format beside null still allows null.
+  CHECK(whole("e", "not an email \\u00e9"));
+  const std::string null_doc = R"({"n":null})";
+  CHECK(accepted_by(*schema, null_doc) == null_doc.size());
+  // Keys are not formatted, even after a formatted value.
+  const std::string two = R"({"d":"2024-01-02","t":"10:00:00Z"})";
+  CHECK(accepted_by(*schema, two) == two.size());
+
+  // The token mask's shortcuts agree with the full check inside formatted strings (plain
+  // string tokens are not taken whole there).
+  auto tok = Tokenizer::load(test::data_dir() + "/tokenizers/ggml-vocab-llama-spm.gguf");
+  std::vector<std::string> bytes(static_cast<size_t>(tok->vocab_size()));
+  for (int id = 0; id < tok->vocab_size(); id++)
+    if (!tok->is_special(id)) bytes[static_cast<size_t>(id)] = tok->token_bytes(id);
+  const JsonTokenMask mask(bytes);
+  for (const std::string& prefix : std::vector<std::string>{
+           R"({"d":")", R"({"d":"2024-0)", R"({"dt":"2024-01-01T1)", R"({"u":"12)"}) {
+    INFO(prefix);
+    JsonGrammar state(*schema);
+    REQUIRE(state.feed(prefix));
+    std::vector<float> got(bytes.size(), 0.f);
+    mask.apply(state, got.data(), static_cast<int>(got.size()));
+    int allowed = 0;
+    for (size_t id = 0; id < bytes.size(); id++) {
+      JsonGrammar g = state;
+      const bool want = !bytes[id].empty() && g.feed(bytes[id]);
+      if (want != (got[id] == 0.f)) FAIL_CHECK("token " << id << " '" << bytes[id] << "'");
+      allowed += want ? 1 : 0;
+    }
+    CHECK(allowed > 0);
+  }
+}

@@ -36,6 +36,9 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   str_len_ = o.str_len_;
   str_min_ = o.str_min_;
   str_max_ = o.str_max_;
+  fmt_ = o.fmt_;
+  fmt_state_ = o.fmt_state_;
+  fmt_prev_ = o.fmt_prev_;
   lit_ = o.lit_;
   value_node_ = o.value_node_;
   enum_trie_ = o.enum_trie_;
@@ -51,7 +54,7 @@ void JsonGrammar::assign(const JsonGrammar& o) {
 
 bool JsonGrammar::in_plain_string() const {
   return mode_ == Mode::String && utf8_left_ == 0 && str_max_ == UINT32_MAX &&
-         !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
+         fmt_ == StringFormat::None && !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
 }
 
 bool JsonGrammar::may_add_key(const Frame& f) const {
@@ -107,6 +110,8 @@ bool JsonGrammar::start_value(uint8_t c) {
       str_len_ = 0;
       str_min_ = schema_->node(n).min_length;
       str_max_ = schema_->node(n).max_length;
+      fmt_ = schema_->node(n).format;
+      fmt_state_ = fmt_prev_ = 0;
       return true;
     case 't':
       lit_ = "rue";
@@ -187,9 +192,13 @@ bool JsonGrammar::string_byte(uint8_t c) {
       spaces_ = 0;
       return true;
     }
-    return str_len_ >= str_min_ && end_value();
+    return str_len_ >= str_min_ && format_complete(fmt_, fmt_state_) && end_value();
   }
   if (c < 0x20 || c == 0x7f) return false;
+  // A formatted value (keys have none) is plain ASCII, no escapes.
+  const bool in_key = depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey;
+  if (fmt_ != StringFormat::None && !in_key && !format_step(fmt_, fmt_state_, fmt_prev_, c))
+    return false;
   // A character begins here (an escape counts as one).
   if (++str_len_ > str_max_) return false;
   if (c == '\\') {

@@ -90,6 +90,8 @@ class JsonGrammar {
   uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xbf;  // the range of the next one
   uint8_t spaces_ = 0;
   uint32_t str_len_ = 0, str_min_ = 0, str_max_ = UINT32_MAX;  // the string's characters
+  StringFormat fmt_ = StringFormat::None;  // a string value's format (json_formats.h)
+  uint8_t fmt_state_ = 0, fmt_prev_ = 0;
   const char* lit_ = nullptr;
   int32_t value_node_;
   int32_t enum_trie_ = -1, enum_pos_ = 0;

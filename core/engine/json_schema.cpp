@@ -274,6 +274,10 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
   if (n.min_items > n.max_items || n.min_length > n.max_length)
     fail("%s: a minimum above its maximum accepts nothing", path.c_str());
   number_bounds(s, path, n);
+  if (s.contains("format")) {
+    if (!s["format"].is_string()) fail("%s: format must be a name", path.c_str());
+    n.format = parse_string_format(s["format"].get<std::string>());
+  }
   nodes_.push_back(std::move(n));
   return static_cast<int>(nodes_.size()) - 1;
 }

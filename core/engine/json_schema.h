@@ -6,8 +6,9 @@
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
 // without an exponent), `enum`, `const`, `anyOf` / `oneOf` whose alternatives differ in
 // type, `allOf` of one schema, and local `$ref`s (`#/$defs/...`, `#/definitions/...`,
-// recursion included). Keywords that only describe or bound values otherwise
-// (`description`, `format`, `pattern`, `multipleOf`, ...) are accepted and not enforced.
+// recursion included), `format` date, time, date-time and uuid (json_formats.h). Keywords
+// that only describe or bound values otherwise (`description`, other formats, `pattern`,
+// `multipleOf`, ...) are accepted and not enforced.
 // Anything else that would change which documents are valid is refused with an
 // llm::Error naming its place.
 #pragma once
@@ -20,6 +21,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "core/engine/json_formats.h"
 
 namespace llm {
 
@@ -65,6 +68,7 @@ class JsonSchema {
     int items = kAny;  // arrays
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
+    StringFormat format = StringFormat::None;          // strings: `format`, where enforced
     // Numbers: the value's bounds (open: exclusive); bounded says whether there are any.
     bool bounded = false;
     double lo = -HUGE_VAL, hi = HUGE_VAL;
