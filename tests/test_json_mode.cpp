@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <string>
 
 #include "backends/registry.h"
@@ -221,7 +222,7 @@ size_t accepted_by(const JsonSchema& schema, const std::string& text, bool* done
 const json kPerson = json::parse(R"({
   "type": "object",
   "properties": {
-    "name": {"type": "string", "description": "a name", "pattern": "^[A-Z]", "minLength": 1},
+    "name": {"type": "string", "description": "a name", "format": "hostname", "minLength": 1},
     "age": {"type": "integer"},
     "height": {"type": "number"},
     "nick": {"type": ["string", "null"]},
@@ -572,4 +573,120 @@ TEST_CASE("json schema: date, time, date-time and uuid strings keep their format
   // string tokens are not taken whole there).
   check_mask_agrees(*schema,
                     {R"({"d":")", R"({"d":"2024-0)", R"({"dt":"2024-01-01T1)", R"({"u":"12)"});
+}
+
+TEST_CASE("json schema: pattern strings agree with std::regex (ECMAScript search)",
+          "[json_mode][json_schema]") {
+  // Each pattern with strings it must match (the random ones below rarely do).
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"^[A-Z][a-z]+$", {"Ann", "Zoe"}},
+      {"^\\d{3}-\\d{4}$", {"555-1234"}},
+      {"abc", {"abc", "xxabcyy"}},
+      {"^(foo|bar)+$", {"foo", "barfoobar"}},
+      {"^[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", {"a@b.cd", "x.y@z.org"}},
+      {"^a*b?c{0,2}$", {"", "aab", "bcc", "aaacc"}},
+      {"^\\w+(\\.\\w+)*$", {"a", "a.b_c.d9"}},
+      {"x$", {"x", "abx"}},
+      {"^(?:ab|cd)*e$", {"e", "abcde"}},
+      {"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){2}$", {"0a:FF:10"}},
+      {"^\\$\\d+\\.\\d\\d$", {"$1.50", "$100.00"}},
+      {"^[-+]?\\d*\\.?\\d+$", {"1", "-2.5", "+.5"}},
+      {".", {"a", "xyz"}},
+      {"^.{2,3}$", {"ab", "a b"}},
+      {"^[a-c]+?\\x41\\u0042$", {"abAB"}},
+  };
+  std::mt19937 rng(5);
+  const std::string alphabet = "abcdefxyzABCZ0123456789-_.@:+$ e";
+  for (const auto& [pattern, examples] : cases) {
+    INFO("pattern " << pattern);
+    const auto schema = JsonSchema::compile(json{
+        {"type", "object"}, {"properties", {{"s", {{"type", "string"}, {"pattern", pattern}}}}}});
+    const std::regex re(pattern, std::regex::ECMAScript);
+    std::vector<std::string> texts = examples;
+    for (int i = 0; i < 2000; i++) {
+      std::string t;
+      for (int n = static_cast<int>(rng() % 9); n > 0; n--) t += alphabet[rng() % alphabet.size()];
+      texts.push_back(t);
+    }
+    int matched = 0;
+    for (const std::string& t : texts) {
+      INFO("text '" << t << "'");
+      const bool want = std::regex_search(t, re);
+      const std::string doc = "{\"s\":\"" + t + "\"}";
+      bool done = false;
+      CHECK((accepted_by(*schema, doc, &done) == doc.size() && done) == want);
+      matched += want ? 1 : 0;
+    }
+    CHECK(matched >= static_cast<int>(examples.size()));
+    // No dead ends: from every state of the automaton an accepting one is reachable.
+    const PatternDfa dfa = PatternDfa::compile(pattern);
+    for (size_t d = 0; d < dfa.size(); d++) {
+      std::vector<char> seen(dfa.size(), 0);
+      std::vector<int> todo = {static_cast<int>(d)};
+      seen[d] = 1;
+      bool reaches = false;
+      while (!todo.empty() && !reaches) {
+        const int s = todo.back();
+        todo.pop_back();
+        reaches = dfa.accepting(s);
+        for (int c = 0; c < 256; c++) {
+          const int t = dfa.next(s, static_cast<uint8_t>(c));
+          if (t >= 0 && !seen[static_cast<size_t>(t)]) {
+            seen[static_cast<size_t>(t)] = 1;
+            todo.push_back(t);
+          }
+        }
+      }
+      CHECK(reaches);
+    }
+  }
+
+  // Characters are whole UTF-8 sequences; escapes are not written in pattern strings.
+  const auto two = JsonSchema::compile(
+      json::parse(R"({"type":"object","properties":{"s":{"type":"string","pattern":"^.{2}$"},)"
+                  R"("t":{"type":"string","pattern":"^[é日]+x$"}}})"));
+  bool done = false;
+  const std::string utf8 = "{\"s\":\"\xc3\xa9\xe6\x97\xa5\"}";
+  CHECK((accepted_by(*two, utf8, &done) == utf8.size() && done));
+  const std::string three = "{\"s\":\"\xc3\xa9\xe6\x97\xa5z\"}";
+  CHECK(accepted_by(*two, three) < three.size());
+  const std::string cls = "{\"t\":\"\xe6\x97\xa5\xc3\xa9x\"}";
+  CHECK((accepted_by(*two, cls, &done) == cls.size() && done));
+  CHECK(accepted_by(*two, R"({"s":"a\n"})") == 7);  // refused at the backslash
+
+  // Escaped characters stay literal; keys are not matched against value patterns.
+  const auto keyed = JsonSchema::compile(
+      json::parse(R"({"type":"object","properties":{"k":{"type":"string","pattern":"^z$"}},)"
+                  R"("additionalProperties":{"type":"string","pattern":"^z$"}})"));
+  const std::string keys = R"({"k":"z","other":"z"})";
+  CHECK((accepted_by(*keyed, keys, &done) == keys.size() && done));
+
+  auto fails_with = [](const std::string& pattern, const char* what) {
+    INFO(pattern);
+    CHECK_THROWS_WITH(JsonSchema::compile(json{
+                          {"type", "object"},
+                          {"properties", {{"s", {{"type", "string"}, {"pattern", pattern}}}}}}),
+                      Catch::Contains(what));
+  };
+  fails_with("(?=a)b", "lookaround");
+  fails_with("(a)\\1", "backreference");
+  fails_with("\\bword", "word boundary");
+  fails_with("a^b", "anchor");
+  fails_with("[abc", "unterminated '['");
+  fails_with("(ab", "unterminated '('");
+  fails_with("ab)", "unmatched ')'");
+  fails_with("a{3,1}", "m < n");
+  fails_with("*a", "repetition of nothing");
+  fails_with("[é-ü]", "non-ASCII");
+  fails_with("^\"$", "matches no string");
+  fails_with("^(a{1000}){1000}$", "too large");
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"s":{"pattern":5}}})")),
+      Catch::Contains("pattern must be a string"));
+
+  // The mask's shortcuts agree with the full check inside a pattern's string.
+  const auto phone = JsonSchema::compile(json::parse(
+      R"({"type":"object","properties":{"p":{"type":"string","pattern":"^\\d{3}-\\d{4}$"},)"
+      R"("w":{"type":"string","pattern":"^[a-z ]+$"}}})"));
+  check_mask_agrees(*phone, {R"({"p":")", R"({"p":"55)", R"({"p":"555-)", R"({"w":"ab)"});
 }

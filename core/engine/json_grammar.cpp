@@ -39,6 +39,8 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   fmt_ = o.fmt_;
   fmt_state_ = o.fmt_state_;
   fmt_prev_ = o.fmt_prev_;
+  pat_ = o.pat_;
+  pat_state_ = o.pat_state_;
   lit_ = o.lit_;
   value_node_ = o.value_node_;
   enum_trie_ = o.enum_trie_;
@@ -54,7 +56,8 @@ void JsonGrammar::assign(const JsonGrammar& o) {
 
 bool JsonGrammar::in_plain_string() const {
   return mode_ == Mode::String && utf8_left_ == 0 && str_max_ == UINT32_MAX &&
-         fmt_ == StringFormat::None && !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
+         fmt_ == StringFormat::None && pat_ < 0 &&
+         !(depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey);
 }
 
 bool JsonGrammar::may_add_key(const Frame& f) const {
@@ -112,6 +115,8 @@ bool JsonGrammar::start_value(uint8_t c) {
       str_max_ = schema_->node(n).max_length;
       fmt_ = schema_->node(n).format;
       fmt_state_ = fmt_prev_ = 0;
+      pat_ = schema_->node(n).pattern;
+      pat_state_ = PatternDfa::kStart;
       return true;
     case 't':
       lit_ = "rue";
@@ -164,6 +169,14 @@ bool JsonGrammar::key_byte(uint8_t c) {
 }
 
 bool JsonGrammar::string_byte(uint8_t c) {
+  // A value with a pattern (keys have none): every byte of its text goes through the
+  // pattern's automaton; it is written without escapes.
+  const bool in_key = depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey;
+  if (pat_ >= 0 && !in_key && c != '"') {
+    if (c == '\\') return false;
+    pat_state_ = schema_->pattern(pat_).next(pat_state_, c);
+    if (pat_state_ < 0) return false;
+  }
   if (utf8_left_ > 0) {
     if (c < utf8_lo_ || c > utf8_hi_) return false;
     utf8_left_--;
@@ -192,11 +205,11 @@ bool JsonGrammar::string_byte(uint8_t c) {
       spaces_ = 0;
       return true;
     }
-    return str_len_ >= str_min_ && format_complete(fmt_, fmt_state_) && end_value();
+    return str_len_ >= str_min_ && format_complete(fmt_, fmt_state_) &&
+           (pat_ < 0 || schema_->pattern(pat_).accepting(pat_state_)) && end_value();
   }
   if (c < 0x20 || c == 0x7f) return false;
   // A formatted value (keys have none) is plain ASCII, no escapes.
-  const bool in_key = depth_ > 0 && stack_[depth_ - 1].phase == Phase::InKey;
   if (fmt_ != StringFormat::None && !in_key && !format_step(fmt_, fmt_state_, fmt_prev_, c))
     return false;
   // A character begins here (an escape counts as one).

@@ -92,6 +92,7 @@ class JsonGrammar {
   uint32_t str_len_ = 0, str_min_ = 0, str_max_ = UINT32_MAX;  // the string's characters
   StringFormat fmt_ = StringFormat::None;  // a string value's format (json_formats.h)
   uint8_t fmt_state_ = 0, fmt_prev_ = 0;
+  int32_t pat_ = -1, pat_state_ = 0;  // a string value's pattern, and its automaton's state
   const char* lit_ = nullptr;
   int32_t value_node_;
   int32_t enum_trie_ = -1, enum_pos_ = 0;

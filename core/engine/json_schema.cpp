@@ -278,6 +278,15 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
     if (!s["format"].is_string()) fail("%s: format must be a name", path.c_str());
     n.format = parse_string_format(s["format"].get<std::string>());
   }
+  if (s.contains("pattern")) {
+    if (!s["pattern"].is_string()) fail("%s: pattern must be a string", path.c_str());
+    try {
+      patterns_.push_back(PatternDfa::compile(s["pattern"].get<std::string>()));
+    } catch (const Error& e) {
+      fail("%s: %s", path.c_str(), e.what());
+    }
+    n.pattern = static_cast<int>(patterns_.size()) - 1;
+  }
   nodes_.push_back(std::move(n));
   return static_cast<int>(nodes_.size()) - 1;
 }

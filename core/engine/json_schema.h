@@ -6,9 +6,10 @@
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
 // without an exponent), `enum`, `const`, `anyOf` / `oneOf` whose alternatives differ in
 // type, `allOf` of one schema, and local `$ref`s (`#/$defs/...`, `#/definitions/...`,
-// recursion included), `format` date, time, date-time and uuid (json_formats.h). Keywords
-// that only describe or bound values otherwise (`description`, other formats, `pattern`,
-// `multipleOf`, ...) are accepted and not enforced.
+// recursion included), `format` date, time, date-time and uuid (json_formats.h), and
+// `pattern` (json_pattern.h; such strings are written without escapes). Keywords that
+// only describe or bound values otherwise (`description`, other formats, `multipleOf`,
+// ...) are accepted and not enforced.
 // Anything else that would change which documents are valid is refused with an
 // llm::Error naming its place.
 #pragma once
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "core/engine/json_formats.h"
+#include "core/engine/json_pattern.h"
 
 namespace llm {
 
@@ -69,6 +71,7 @@ class JsonSchema {
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
     StringFormat format = StringFormat::None;          // strings: `format`, where enforced
+    int pattern = -1;                                  // strings: `pattern` (an automaton)
     // Numbers: the value's bounds (open: exclusive); bounded says whether there are any.
     bool bounded = false;
     double lo = -HUGE_VAL, hi = HUGE_VAL;
@@ -84,6 +87,7 @@ class JsonSchema {
   const Node& node(int i) const { return nodes_[static_cast<size_t>(i)]; }
   int root() const { return root_; }
   const Trie& trie(int i) const { return tries_[static_cast<size_t>(i)]; }
+  const PatternDfa& pattern(int i) const { return patterns_[static_cast<size_t>(i)]; }
 
  private:
   int compile_node(const nlohmann::json& s, const std::string& path);
@@ -94,6 +98,7 @@ class JsonSchema {
 
   std::vector<Node> nodes_;
   std::vector<Trie> tries_;
+  std::vector<PatternDfa> patterns_;
   int root_ = kAny;
   nlohmann::json doc_;                         // for $ref
   std::unordered_map<std::string, int> refs_;  // resolved $refs

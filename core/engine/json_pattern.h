@@ -1,0 +1,34 @@
+// JSON schema `pattern`s (ECMA-262 regular expressions, the subset without lookaround or
+// backreferences) compiled to a DFA over the bytes of a string value's text, for
+// constrained decoding. A pattern matches anywhere in the string unless anchored with
+// ^ / $, as the JSON schema spec says. Characters are UTF-8 sequences: '.', \D, \W, \S
+// and negated classes take any non-ASCII character whole.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llm {
+
+class PatternDfa {
+ public:
+  static constexpr int kMaxStates = 4096;
+
+  // Throws llm::Error naming the unsupported construct (lookaround, backreferences, a
+  // class range over non-ASCII characters, ...) or a pattern too large for kMaxStates.
+  static PatternDfa compile(const std::string& pattern);
+
+  static constexpr int kStart = 0;
+  // The state after byte c, or -1 when no match can go on.
+  int next(int state, uint8_t c) const { return trans_[static_cast<size_t>(state)][c]; }
+  bool accepting(int state) const { return accept_[static_cast<size_t>(state)] != 0; }
+  size_t size() const { return trans_.size(); }
+
+ private:
+  std::vector<std::array<int16_t, 256>> trans_;
+  std::vector<uint8_t> accept_;
+};
+
+}  // namespace llm
