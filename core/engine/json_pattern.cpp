@@ -41,7 +41,9 @@ struct Re {
 
 class Parser {
  public:
-  explicit Parser(const std::string& p) : p_(p) {}
+  // p: the pattern without its anchors; whole and offset for messages.
+  Parser(const std::string& p, const std::string& whole, size_t offset)
+      : p_(p), whole_(whole), offset_(offset) {}
 
   Re parse() {
     Re r = alternation();
@@ -51,7 +53,7 @@ class Parser {
 
  private:
   [[noreturn]] void bad(const char* what) const {
-    fail("pattern '%s': %s at offset %zu is not supported", p_.c_str(), what, i_);
+    fail("pattern '%s': %s at offset %zu is not supported", whole_.c_str(), what, i_ + offset_);
   }
   bool more() const { return i_ < p_.size(); }
   char peek() const { return p_[i_]; }
@@ -337,6 +339,8 @@ class Parser {
   }
 
   const std::string& p_;
+  const std::string& whole_;
+  size_t offset_;
   size_t i_ = 0;
 };
 
@@ -351,7 +355,7 @@ class Nfa {
   struct Frag {
     int start, end;
   };
-  static constexpr size_t kMaxNfaStates = 200000;
+  static constexpr size_t kMaxNfaStates = 50000;
 
   int add() {
     if (states.size() >= kMaxNfaStates) fail("pattern: too large (its repetitions expand too far)");
@@ -446,8 +450,11 @@ class Nfa {
         Frag f = empty();
         for (int k = 0; k < r.min; k++) f = concat(f, build(r.kids[0]));
         if (r.max < 0) return concat(f, star(build(r.kids[0])));
-        for (int k = r.min; k < r.max; k++) f = concat(f, optional(build(r.kids[0])));
-        return f;
+        // x(x(x)?)?)? rather than x?x?x?: a skip goes straight to the end, so the
+        // closures stay small.
+        Frag tail = empty();
+        for (int k = r.min; k < r.max; k++) tail = optional(concat(build(r.kids[0]), tail));
+        return concat(f, tail);
       }
     }
     return empty();
@@ -475,7 +482,7 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
   while (body.size() >= 2 + slashes && body[body.size() - 2 - slashes] == '\\') slashes++;
   const bool to_end = !body.empty() && body.back() == '$' && slashes % 2 == 0;
   if (to_end) body.pop_back();
-  const Re re = Parser(body).parse();
+  const Re re = Parser(body, pattern, from_start ? 1 : 0).parse();
 
   Nfa nfa;
   Nfa::Frag f = nfa.build(re);
@@ -521,58 +528,58 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
   };
 
   PatternDfa dfa;
+  dfa.n_classes_ = static_cast<size_t>(n_classes);
+  for (size_t c = 0; c < 256; c++) dfa.byte_class_[c] = static_cast<uint16_t>(byte_class[c]);
   std::map<std::vector<int>, int> ids;
   std::vector<std::vector<int>> sets = {closure({f.start})};
   ids[sets[0]] = 0;
   for (size_t d = 0; d < sets.size(); d++) {
     const std::vector<int> cur = sets[d];
-    std::array<int16_t, 256> row;
-    row.fill(-1);
-    std::vector<int> class_target(static_cast<size_t>(n_classes), -1);
     for (int k = 0; k < n_classes; k++) {
       const size_t c = static_cast<size_t>(representative[static_cast<size_t>(k)]);
       std::vector<int> next;
       for (int s : cur)
         if (nfa.states[static_cast<size_t>(s)].to >= 0 && nfa.states[static_cast<size_t>(s)].on[c])
           next.push_back(nfa.states[static_cast<size_t>(s)].to);
-      if (next.empty()) continue;
-      next = closure(std::move(next));
-      auto it = ids.find(next);
-      if (it == ids.end()) {
-        if (static_cast<int>(sets.size()) >= kMaxStates)
-          fail("pattern '%s': more than %d automaton states; simplify it", pattern.c_str(),
-               kMaxStates);
-        it = ids.emplace(next, static_cast<int>(sets.size())).first;
-        sets.push_back(next);
+      int target = -1;
+      if (!next.empty()) {
+        next = closure(std::move(next));
+        auto it = ids.find(next);
+        if (it == ids.end()) {
+          if (static_cast<int>(sets.size()) >= kMaxStates)
+            fail("pattern '%s': more than %d automaton states; simplify it", pattern.c_str(),
+                 kMaxStates);
+          it = ids.emplace(next, static_cast<int>(sets.size())).first;
+          sets.push_back(next);
+        }
+        target = it->second;
       }
-      class_target[static_cast<size_t>(k)] = it->second;
+      dfa.trans_.push_back(static_cast<int16_t>(target));
     }
-    for (size_t c = 0; c < 256; c++)
-      row[c] = static_cast<int16_t>(class_target[static_cast<size_t>(byte_class[c])]);
-    dfa.trans_.push_back(row);
     dfa.accept_.push_back(std::binary_search(cur.begin(), cur.end(), final_state) ? 1 : 0);
   }
   // States from which no accepting one is reachable are dead ends: cut the edges into
   // them, so a reply never enters a string it cannot finish.
-  const size_t n = dfa.trans_.size();
+  const size_t n = dfa.accept_.size(), nc = dfa.n_classes_;
   std::vector<char> live(dfa.accept_.begin(), dfa.accept_.end());
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t d = 0; d < n; d++) {
       if (live[d]) continue;
-      for (int16_t t : dfa.trans_[d])
+      for (size_t k = 0; k < nc; k++) {
+        const int16_t t = dfa.trans_[d * nc + k];
         if (t >= 0 && live[static_cast<size_t>(t)]) {
           live[d] = 1;
           changed = true;
           break;
         }
+      }
     }
   }
   if (!live[0])
     fail("pattern '%s' matches no string that can be written without escapes", pattern.c_str());
-  for (auto& row : dfa.trans_)
-    for (int16_t& t : row)
-      if (t >= 0 && !live[static_cast<size_t>(t)]) t = -1;
+  for (int16_t& t : dfa.trans_)
+    if (t >= 0 && !live[static_cast<size_t>(t)]) t = -1;
   return dfa;
 }
 

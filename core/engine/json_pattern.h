@@ -14,7 +14,7 @@ namespace llm {
 
 class PatternDfa {
  public:
-  static constexpr int kMaxStates = 4096;
+  static constexpr int kMaxStates = 30000;
 
   // Throws llm::Error naming the unsupported construct (lookaround, backreferences, a
   // class range over non-ASCII characters, ...) or a pattern too large for kMaxStates.
@@ -22,12 +22,17 @@ class PatternDfa {
 
   static constexpr int kStart = 0;
   // The state after byte c, or -1 when no match can go on.
-  int next(int state, uint8_t c) const { return trans_[static_cast<size_t>(state)][c]; }
+  int next(int state, uint8_t c) const {
+    return trans_[static_cast<size_t>(state) * n_classes_ + byte_class_[c]];
+  }
   bool accepting(int state) const { return accept_[static_cast<size_t>(state)] != 0; }
-  size_t size() const { return trans_.size(); }
+  size_t size() const { return accept_.size(); }
 
  private:
-  std::vector<std::array<int16_t, 256>> trans_;
+  // Bytes that no part of the pattern tells apart share a class and their transitions.
+  std::array<uint16_t, 256> byte_class_{};
+  size_t n_classes_ = 1;
+  std::vector<int16_t> trans_;  // [state][class]
   std::vector<uint8_t> accept_;
 };
 
