@@ -229,6 +229,7 @@ void run_chat(const ChatOptions& o) {
   eo.context_size = o.model.context_size;
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
+  eo.lookup_draft = o.sampling.lookup_draft;
   Engine engine(*lm.model, tok.get(), eo);
   std::fprintf(stderr, "llmcli: chat template from %s; context %d tokens, KV cache %s\n",
                prompt.origin().c_str(), engine.context_size(),

@@ -72,6 +72,7 @@ void run_generate(const GenerateOptions& o) {
   eo.context_size = o.model.context_size;
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
+  eo.lookup_draft = o.sampling.lookup_draft;
   Engine engine(*lm.model, tok.get(), eo);
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -118,6 +119,11 @@ void run_generate(const GenerateOptions& o) {
                req.prompt.size(), ttft, req.prompt.size() / ttft, ids.size());
   if (decoded > 0 && decode_s > 0)
     std::fprintf(stderr, ", decode %.1f tok/s", static_cast<double>(decoded) / decode_s);
+  const EngineStats st = engine.stats();
+  if (st.draft_tokens > 0)
+    std::fprintf(stderr, ", drafts %llu of %llu tokens kept",
+                 static_cast<unsigned long long>(st.draft_accepted),
+                 static_cast<unsigned long long>(st.draft_tokens));
   std::fprintf(stderr, " [%s]\n", finish_reason_name(finish));
 }
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "cli/sampling_options.h"
 #include "core/chat/chat_prompt.h"
 #include "core/engine/engine.h"
 #include "core/error.h"
@@ -110,6 +111,7 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--kv-cache-size", o->engine.kv_cache_tokens,
                   "KV cache in tokens, all sequences together (default: from free memory)");
+  add_lookup_draft_option(cmd, o->engine.lookup_draft);
   cmd->add_option("--threads-http", o->http.threads,
                   "HTTP worker threads (default: from --max-seqs)");
   cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");

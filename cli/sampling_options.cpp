@@ -25,6 +25,15 @@ void add_sampling_options(CLI::App* cmd, SamplingOptions& o) {
   cmd->add_option("--frequency-penalty", o.params.frequency_penalty,
                   "Subtract per occurrence in the output (-2..2)");
   o.seed = cmd->add_option("--seed", o.params.seed, "Random seed (default: random)");
+  add_lookup_draft_option(cmd, o.lookup_draft);
+}
+
+void add_lookup_draft_option(CLI::App* cmd, int& lookup_draft) {
+  cmd->add_option("--lookup-draft", lookup_draft,
+                  "Speculative decoding of greedy replies: check up to N tokens that followed "
+                  "the reply's latest words earlier (prompt lookup) in each step (0: off)")
+      ->check(CLI::Range(0, 32))
+      ->capture_default_str();
 }
 
 }  // namespace llm::cli

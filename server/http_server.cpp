@@ -248,6 +248,12 @@ void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPro
   metrics_.add_gauge({"llmrt_prefix_cached_tokens_total",
                       "Prompt tokens taken from the prefix cache instead of computed",
                       [&engine] { return double(engine.stats().prefix_cached_tokens); }});
+  metrics_.add_gauge({"llmrt_draft_tokens_total",
+                      "Speculative draft tokens checked (serve --lookup-draft)",
+                      [&engine] { return double(engine.stats().draft_tokens); }});
+  metrics_.add_gauge({"llmrt_draft_accepted_tokens_total",
+                      "Speculative draft tokens the model agreed with",
+                      [&engine] { return double(engine.stats().draft_accepted); }});
   std::lock_guard<std::mutex> lock(mu_);
   ready_ = std::move(r);
 }

@@ -8,6 +8,7 @@
 #include "backends/registry.h"
 #include "core/engine/engine.h"
 #include "core/engine/kv_pages.h"
+#include "core/engine/ngram_draft.h"
 #include "core/engine/stop_matcher.h"
 #include "test_util.h"
 
@@ -338,6 +339,21 @@ void check_batch_invariance(const std::string& device) {
   }
   CHECK(sampled[0].size() == 16);
   CHECK(sampled[0] == sampled[1]);
+  // Speculation by prompt lookup: the same greedy tokens, several per step.
+  std::vector<std::vector<int32_t>> repeated;
+  for (auto p : make_prompts(6, model->config().vocab_size, 8, 20)) {
+    p.insert(p.end(), p.begin(), p.end());
+    repeated.push_back(p);
+  }
+  const auto plain = decode_all(*model, repeated, 24, batch_options(4, 32));
+  EngineOptions spec = batch_options(4, 32);
+  spec.lookup_draft = 4;
+  Engine engine(*model, nullptr, spec);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : repeated) streams.push_back(engine.submit(greedy_request(p, 24)));
+  for (size_t i = 0; i < repeated.size(); i++) CHECK(collect(*streams[i]).tokens == plain[i]);
+  wait_idle(engine);
+  CHECK(engine.stats().draft_accepted > 0);
 }
 
 }  // namespace
@@ -401,6 +417,83 @@ TEST_CASE("engine on cuda: a batch decodes exactly as each prompt alone", "[cuda
 
 TEST_CASE("engine on vulkan: a batch decodes exactly as each prompt alone", "[vulkan][engine]") {
   check_batch_invariance("vulkan");
+}
+
+TEST_CASE("lookup drafts: the tokens after the latest earlier occurrence of the longest n-gram",
+          "[engine][speculative]") {
+  using V = std::vector<int32_t>;
+  CHECK(lookup_draft({1, 2, 3, 4, 1, 2}, 3) == V{3, 4, 1});
+  CHECK(lookup_draft({1, 2, 3, 4, 1, 2}, 10) == V{3, 4, 1, 2});  // up to the end
+  CHECK(lookup_draft({1, 2, 3}, 3).empty());                     // nothing repeats
+  CHECK(lookup_draft({5, 1, 7, 1, 8, 1}, 2) == V{8, 1});         // the latest occurrence
+  CHECK(lookup_draft({1, 2, 9, 3, 2, 8, 1, 2}, 2) == V{9, 3});   // the longer n-gram first
+  CHECK(lookup_draft({4, 4, 4, 4}, 3) == V{4});
+  CHECK(lookup_draft({1, 2, 1, 2}, 0).empty());
+  CHECK(lookup_draft({}, 4).empty());
+  CHECK(lookup_draft({7}, 4).empty());
+}
+
+TEST_CASE("engine: speculation by prompt lookup gives exactly the greedy tokens",
+          "[engine][speculative]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  const int vocab = model->config().vocab_size;
+  // Prompts that repeat themselves (as code being edited does), and plain ones.
+  std::vector<std::vector<int32_t>> prompts = make_prompts(4, vocab, 1, 30);
+  for (auto p : make_prompts(4, vocab, 5, 20)) {
+    p.insert(p.end(), p.begin(), p.end());
+    prompts.push_back(p);
+  }
+  const int n_new = 40;
+  const auto want = decode_all(*model, prompts, n_new, batch_options(1, 16));
+  auto run = [&](EngineOptions o, EngineStats* stats) {
+    o.lookup_draft = 5;
+    Engine engine(*model, nullptr, o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, n_new)));
+    std::vector<std::vector<int32_t>> got;
+    for (auto& s : streams) got.push_back(collect(*s).tokens);
+    wait_idle(engine);
+    CHECK(engine.stats().pages_used == 0);
+    *stats = engine.stats();
+    return got;
+  };
+  EngineStats st;
+  SECTION("one sequence at a time") {
+    CHECK(run(batch_options(1, 16), &st) == want);
+    CHECK(st.draft_tokens > 0);
+    CHECK(st.draft_accepted > 0);
+    CHECK(st.draft_accepted <= st.draft_tokens);
+    // Fewer steps than tokens: accepted drafts give several tokens a step.
+    CHECK(st.steps < st.generated_tokens);
+  }
+  SECTION("batched, with prefill chunks and decode in the same engine") {
+    CHECK(run(batch_options(8, 32), &st) == want);
+    CHECK(st.draft_accepted > 0);
+  }
+  SECTION("a KV cache so small that sequences are preempted") {
+    EngineOptions o = batch_options(4, 32);
+    o.context_size = 96;
+    o.kv_cache_tokens = 160;
+    CHECK(run(o, &st) == want);
+  }
+  SECTION("max_tokens and the context window end a draft's tokens where they must") {
+    EngineOptions o = batch_options(2, 16);
+    o.context_size = 48;
+    Engine plain(*model, nullptr, o);
+    o.lookup_draft = 5;
+    Engine spec(*model, nullptr, o);
+    for (const auto& p : prompts) {
+      for (int max_tokens : {1, 3, 7, -1}) {
+        INFO("max_tokens " << max_tokens << ", prompt of " << p.size());
+        const Collected a = collect(*plain.submit(greedy_request(p, max_tokens)));
+        const Collected b = collect(*spec.submit(greedy_request(p, max_tokens)));
+        CHECK(b.tokens == a.tokens);
+        CHECK(b.finish == a.finish);
+        if (max_tokens > 0) CHECK(b.tokens.size() <= size_t(max_tokens));
+      }
+    }
+  }
 }
 
 TEST_CASE("engine: cancelled requests return their pages, the rest finish", "[engine]") {

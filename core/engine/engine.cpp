@@ -7,6 +7,7 @@
 
 #include "core/engine/json_grammar.h"
 #include "core/engine/kv_pages.h"
+#include "core/engine/ngram_draft.h"
 #include "core/engine/step_runner.h"
 #include "core/engine/stop_matcher.h"
 
@@ -83,6 +84,11 @@ struct Engine::Sequence {
   std::vector<uint64_t> page_hashes;
   // An embedding request: its rows are pooled here instead of sampled.
   std::optional<EmbeddingPool> embedding;
+  std::vector<int32_t> draft;  // speculative tokens fed after its next one in this step
+  // Greedy on the device: a draft's tokens can be checked against the step's argmaxes.
+  bool may_speculate() const {
+    return samples_on_device() && req.sampling.temperature == 0.f && !embedding;
+  }
   // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
   bool samples_on_device() const {
     return sampler.samples_on_device() && req.top_logprobs < 0 && !json;
@@ -159,6 +165,11 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
                         : opts_.decode_ahead;
   decode_ahead_ = !runner_->has_recurrent_state() &&
                   (ahead < 0 ? model.backend().downloads_overlap() : ahead == 1);
+  if (const char* draft_env = std::getenv("LLM_LOOKUP_DRAFT"))
+    opts_.lookup_draft = std::atoi(draft_env);
+  if (opts_.lookup_draft < 0 || opts_.lookup_draft > 32)
+    fail("lookup draft must be in 0..32 tokens, got %d", opts_.lookup_draft);
+  if (opts_.lookup_draft > 0) decode_ahead_ = false;  // drafts are checked on the host
   const char* prefix_env = std::getenv("LLM_PREFIX_CACHE");
   prefix_cache_ = opts_.prefix_cache && !runner_->has_recurrent_state() &&
                   !(prefix_env && !std::strcmp(prefix_env, "0"));
@@ -398,6 +409,7 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
 }
 
 bool Engine::step() {
+  bool speculative = false;
   if (ahead_.empty()) {
     // Embedding steps take turns with generation steps while both have work.
     bool embeds = false, generates = false;
@@ -458,6 +470,27 @@ bool Engine::step() {
         budget -= s->take;
       }
     }
+    // Speculation in decode-only steps: greedy sequences take a draft of the tokens that
+    // followed their latest n-gram before, checked by sampling every token's row.
+    speculative = opts_.lookup_draft > 0;
+    for (auto& s : running_) speculative = speculative && s->take <= 1;
+    bool any_draft = false;
+    for (auto& s : running_) {
+      s->draft.clear();
+      if (!speculative || s->take != 1 || !s->may_speculate()) continue;
+      int room = std::min(
+          {opts_.lookup_draft, budget, context_size_ - static_cast<int>(s->tokens.size())});
+      if (s->req.max_tokens > 0) room = std::min(room, s->req.max_tokens - s->n_generated - 1);
+      if (room <= 0) continue;
+      s->draft = lookup_draft(s->tokens, room);
+      // Its slots, without preempting anyone.
+      if (!s->draft.empty() &&
+          !s->pages.reserve(*pages_, static_cast<int>(s->tokens.size() + s->draft.size())))
+        s->draft.clear();
+      budget -= static_cast<int>(s->draft.size());
+      any_draft = any_draft || !s->draft.empty();
+    }
+    speculative = any_draft;
     // Rows without logit bias, penalties or logprobs are sampled on the device by
     // the step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
     // their logits on the host.
@@ -474,6 +507,11 @@ bool Engine::step() {
         tokens.push_back(s->tokens[s->n_cached + i]);
         positions.push_back(s->n_cached + i);
       }
+      for (size_t i = 0; i < s->draft.size(); i++) {
+        tokens.push_back(s->draft[i]);
+        positions.push_back(s->n_cached + s->take + static_cast<int>(i));
+      }
+      q.count += static_cast<int>(s->draft.size());
       const bool host = q.wants_logits && !s->samples_on_device();
       if (q.wants_logits && !host) {
         q.sample = s->sampler.device_params();
@@ -484,8 +522,13 @@ bool Engine::step() {
       in_step.push_back(s.get());
     }
     if (seqs.empty()) return false;
-    runner_->run(tokens, positions, seqs);
+    runner_->run(tokens, positions, seqs, speculative ? StepOutput::AllRows : StepOutput::LastRows);
   }
+  // The row of a sequence's last token (one row per sequence, or per token when
+  // speculating).
+  auto row = [&](size_t i) {
+    return speculative ? static_cast<size_t>(seqs[i].first + seqs[i].count - 1) : i;
+  };
 
   const int n_vocab = model_.config().vocab_size;
   std::vector<int32_t> sampled(in_step.size(), -1);
@@ -493,7 +536,7 @@ bool Engine::step() {
     std::vector<int32_t> ids;
     if (any_host || !queue_ahead(in_step, ids)) ids = runner_->sampled();
     for (size_t i = 0; i < in_step.size(); i++)
-      if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[i];
+      if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[row(i)];
   }
   static const std::vector<float> kNoLogits;
   const std::vector<float>& logits = any_host ? runner_->logits() : kNoLogits;
@@ -504,17 +547,17 @@ bool Engine::step() {
     for (size_t i = first; i < in_step.size(); i += step) {
       if (!on_host[i]) continue;
       Sequence& s = *in_step[i];
-      const float* row = logits.data() + i * size_t(n_vocab);
+      const float* lrow = logits.data() + row(i) * size_t(n_vocab);
       if (s.json) {
         // JSON mode: only tokens that keep the reply inside its object (-1: none can).
-        masked.assign(row, row + n_vocab);
+        masked.assign(lrow, lrow + n_vocab);
         if (!json_mask_->apply(*s.json, masked.data(), n_vocab)) {
           sampled[i] = -1;
           continue;
         }
-        row = masked.data();
+        lrow = masked.data();
       }
-      sampled[i] = s.sampler.sample(row, n_vocab, &s.history);
+      sampled[i] = s.sampler.sample(lrow, n_vocab, &s.history);
     }
   };
   const size_t n_threads =
@@ -528,7 +571,7 @@ bool Engine::step() {
   } else {
     sample_rows(0, 1);
   }
-  uint64_t prompt_run = 0, generated = 0;
+  uint64_t prompt_run = 0, generated = 0, drafted = 0, accepted = 0;
   for (size_t i = 0; i < in_step.size(); i++) {
     Sequence& s = *in_step[i];
     if (s.done) continue;  // finished while its step was queued ahead
@@ -541,13 +584,35 @@ bool Engine::step() {
       finish(s, FinishReason::Error, "JSON mode: no token of the vocabulary continues the object");
       continue;
     }
-    emit_token(s, sampled[i], on_host[i] ? logits.data() + i * size_t(n_vocab) : nullptr);
+    if (!s.draft.empty()) {
+      // The draft's tokens the argmax agrees with, in order: each one's KV is then valid.
+      // Row first + j holds the argmax after the j-th token fed.
+      const std::vector<int32_t>& ids = runner_->sampled();
+      const size_t first = static_cast<size_t>(seqs[i].first);
+      size_t a = 0;
+      while (a < s.draft.size() && s.draft[a] == ids[first + a]) a++;
+      drafted += s.draft.size();
+      accepted += a;
+      for (size_t j = 0; j < a && !s.done; j++) {
+        emit_token(s, s.draft[j], nullptr);
+        generated++;
+        if (s.done) break;
+        s.n_cached++;
+        publish_full_pages(s);
+      }
+      sampled[i] = ids[first + a];
+      s.draft.clear();
+      if (s.done) continue;
+    }
+    emit_token(s, sampled[i], on_host[i] ? logits.data() + row(i) * size_t(n_vocab) : nullptr);
     generated++;
   }
   erase_done();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.prompt_tokens += prompt_run;
   stats_.generated_tokens += generated;
+  stats_.draft_tokens += drafted;
+  stats_.draft_accepted += accepted;
   stats_.steps++;
   return true;
 }
@@ -578,7 +643,7 @@ bool Engine::embed_step() {
     in_step.push_back(s.get());
   }
   if (seqs.empty()) return false;
-  runner_->run_hidden(tokens, positions, seqs);
+  runner_->run(tokens, positions, seqs, StepOutput::Hidden);
   const std::vector<float>& rows = runner_->hidden();
   const size_t D = static_cast<size_t>(model_.config().hidden_size);
   uint64_t prompt_run = 0;

@@ -50,6 +50,12 @@ struct EngineOptions {
   // earlier turns of a chat) takes them instead of computing them again. Off for
   // recurrent state (RWKV); LLM_PREFIX_CACHE=0 turns it off.
   bool prefix_cache = true;
+  // Speculative decoding by prompt lookup (core/engine/ngram_draft.h): a greedy sequence
+  // whose latest tokens occurred before gets up to this many of the tokens that followed
+  // them as a draft, checked in the same step; the tokens the model agrees with are kept,
+  // so the output is the same and a step may give several tokens. 0: off. Steps with a
+  // draft are not queued ahead of the host. LLM_LOOKUP_DRAFT=N overrides.
+  int lookup_draft = 0;
 };
 
 struct GenerationRequest {
@@ -134,6 +140,8 @@ struct EngineStats {
   uint64_t preemptions = 0;
   uint64_t prefix_cached_tokens = 0;  // prompt tokens taken from the prefix cache
   int pages_cached = 0;               // pages holding a cached prefix (in use or not)
+  uint64_t draft_tokens = 0;          // speculative draft tokens checked
+  uint64_t draft_accepted = 0;        // of which the model agreed with
 };
 
 class Engine {

@@ -49,8 +49,10 @@ void StepRunner::clear_state_row(int slot) {
     model_.backend().clear(*states_.at(name), row_bytes * slot, row_bytes);
 }
 
-Executor& StepRunner::executor_for(int n_tokens, int n_seqs, bool hidden) {
-  auto& executors = hidden ? hidden_executors_ : executors_;
+Executor& StepRunner::executor_for(int n_tokens, int n_seqs, StepOutput output) {
+  auto& executors = output == StepOutput::Hidden    ? hidden_executors_
+                    : output == StepOutput::AllRows ? all_rows_executors_
+                                                    : executors_;
   const auto key = std::make_pair(n_tokens, n_seqs);
   auto it = executors.find(key);
   if (it != executors.end()) return *it->second;
@@ -58,12 +60,12 @@ Executor& StepRunner::executor_for(int n_tokens, int n_seqs, bool hidden) {
   shape.n_tokens = n_tokens;
   shape.n_seqs = n_seqs;
   shape.max_pages_per_seq = opts_.max_pages_per_seq;
-  shape.n_logit_rows = n_seqs;
+  shape.n_logit_rows = output == StepOutput::AllRows ? n_tokens : n_seqs;
   shape.page_size = opts_.page_size;
   shape.n_cache_slots = (opts_.n_pages + 1) * opts_.page_size;
   shape.n_state_slots = opts_.max_seqs + 1;
   shape.kv_dtype = opts_.kv_dtype;
-  shape.hidden_output = hidden;
+  shape.hidden_output = output == StepOutput::Hidden;
   Graph g = build_step_graph(model_.config(), shape,
                              [&](const std::string& n) { return model_.weight_dtype(n); });
   auto ex = std::make_unique<Executor>(
@@ -81,7 +83,9 @@ std::pair<int, int> StepRunner::buckets(int n_tokens, int n_seqs) const {
 
 void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
                                  const std::vector<int32_t>& positions,
-                                 const std::vector<StepSeq>& seqs) {
+                                 const std::vector<StepSeq>& seqs, StepOutput output) {
+  const bool all_rows = output == StepOutput::AllRows;
+  const int R = all_rows ? T : S;
   const int s_real = static_cast<int>(seqs.size());
   const int P = opts_.max_pages_per_seq;
   const int ps = opts_.page_size;
@@ -89,9 +93,11 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
   in_seq_.assign(T, s_real < S ? s_real : 0);
   in_slots_.resize(T);
   in_table_.assign(static_cast<size_t>(S) * P, scratch_page_);
-  in_rows_.assign(S, 0);
+  in_rows_.assign(R, 0);
+  if (all_rows)
+    for (int t = 0; t < T; t++) in_rows_[t] = t;
   in_states_.assign(S, scratch_row_);
-  in_params_ = greedy_sample_rows(static_cast<size_t>(S));
+  in_params_ = greedy_sample_rows(static_cast<size_t>(R));
   std::copy(positions.begin(), positions.end(), in_pos_.begin());
   for (int t = n; t < T; t++) in_slots_[t] = scratch_page_ * ps + (t - n) % ps;
   for (int s = 0; s < s_real; s++) {
@@ -104,8 +110,13 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
       in_seq_[t] = s;
       in_slots_[t] = pages[pos / ps] * ps + pos % ps;
     }
-    in_rows_[s] = q.first + q.count - 1;
-    std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * s);
+    if (all_rows) {
+      for (int t = q.first; t < q.first + q.count; t++)
+        std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * t);
+    } else {
+      in_rows_[s] = q.first + q.count - 1;
+      std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * s);
+    }
     in_states_[s] = q.state_slot;
   }
   auto set = [&](const char* name, const std::vector<int32_t>& v) {
@@ -122,17 +133,11 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
 
 void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
                      const std::vector<StepSeq>& seqs) {
-  run_step(tokens, positions, seqs, false);
+  run(tokens, positions, seqs, StepOutput::LastRows);
 }
 
-void StepRunner::run_hidden(const std::vector<int32_t>& tokens,
-                            const std::vector<int32_t>& positions,
-                            const std::vector<StepSeq>& seqs) {
-  run_step(tokens, positions, seqs, true);
-}
-
-void StepRunner::run_step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
-                          const std::vector<StepSeq>& seqs, bool hidden) {
+void StepRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                     const std::vector<StepSeq>& seqs, StepOutput output) {
   const int n_real = static_cast<int>(tokens.size());
   const int s_real = static_cast<int>(seqs.size());
   if (n_real == 0 || s_real == 0) fail("internal: empty step");
@@ -140,22 +145,23 @@ void StepRunner::run_step(const std::vector<int32_t>& tokens, const std::vector<
     fail("internal: step of %d tokens / %d sequences exceeds %d / %d", n_real, s_real,
          opts_.max_tokens, opts_.max_seqs);
   const auto [T, S] = buckets(n_real, s_real);
-  Executor& ex = executor_for(T, S, hidden);
+  Executor& ex = executor_for(T, S, output);
   in_tokens_.assign(T, 0);
   std::copy(tokens.begin(), tokens.end(), in_tokens_.begin());
   ex.set_input(step_io::kTokens, in_tokens_.data(), in_tokens_.size() * sizeof(int32_t));
-  set_step_inputs(ex, T, S, n_real, positions, seqs);
+  set_step_inputs(ex, T, S, n_real, positions, seqs, output);
   have_logits_ = have_sampled_ = have_hidden_ = false;
   last_ = nullptr;
   ex.run();
   last_ = &ex;
-  last_rows_ = s_real;
+  last_rows_ = output == StepOutput::AllRows ? n_real : s_real;
   last_tokens_ = n_real;
-  last_hidden_ = hidden;
+  last_output_ = output;
 }
 
 bool StepRunner::can_run_ahead(int n_seqs) const {
-  if (!last_ || last_hidden_ || n_seqs <= 0 || n_seqs != last_rows_) return false;
+  if (!last_ || last_output_ != StepOutput::LastRows || n_seqs <= 0 || n_seqs != last_rows_)
+    return false;
   // The token input takes the sampled ids whole: one row per token, same executor.
   const auto [T, S] = buckets(n_seqs, n_seqs);
   const auto it = executors_.find({T, S});
@@ -185,7 +191,8 @@ bool StepRunner::run_ahead(const std::vector<int32_t>& positions, const std::vec
 }
 
 const std::vector<float>& StepRunner::hidden() {
-  if (!last_ || !last_hidden_) fail("internal: hidden rows without an embedding step");
+  if (!last_ || last_output_ != StepOutput::Hidden)
+    fail("internal: hidden rows without an embedding step");
   if (!have_hidden_) {
     hidden_.resize(static_cast<size_t>(last_tokens_) * model_.config().hidden_size);
     last_->read_output(step_io::kHidden, hidden_.data(), hidden_.size() * sizeof(float));
@@ -195,7 +202,7 @@ const std::vector<float>& StepRunner::hidden() {
 }
 
 const std::vector<float>& StepRunner::logits() {
-  if (!last_ || last_hidden_) fail("internal: logits before a step");
+  if (!last_ || last_output_ == StepOutput::Hidden) fail("internal: logits before a step");
   if (!have_logits_) {
     const size_t V = model_.config().vocab_size;
     logits_.resize(static_cast<size_t>(last_rows_) * V);
@@ -206,7 +213,7 @@ const std::vector<float>& StepRunner::logits() {
 }
 
 const std::vector<int32_t>& StepRunner::sampled() {
-  if (!last_ || last_hidden_) fail("internal: sampled ids before a step");
+  if (!last_ || last_output_ == StepOutput::Hidden) fail("internal: sampled ids before a step");
   if (!have_sampled_) {
     sampled_.resize(static_cast<size_t>(last_rows_));
     last_->read_output(step_io::kSampled, sampled_.data(), sampled_.size() * sizeof(int32_t));

@@ -26,6 +26,11 @@ struct StepRunnerOptions {
   DType kv_dtype = DType::F32;  // KV cache elements
 };
 
+// What a step's graph ends in: logits and sampled ids of each sequence's last token, of
+// every token (speculative decoding checks a draft's tokens in one step), or the final
+// norm's row of every token (embeddings).
+enum class StepOutput { LastRows, AllRows, Hidden };
+
 // One sequence's part of a step: its tokens are tokens[first, first + count).
 struct StepSeq {
   const std::vector<int>* pages = nullptr;  // page table covering every position used
@@ -49,10 +54,11 @@ class StepRunner {
   // without wants_logits are left unspecified.
   void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
            const std::vector<StepSeq>& seqs);
-  // An embedding step: like run, but the step's graph ends at the final norm, and
-  // hidden() then holds that output for every token ([tokens.size(), hidden] row-major).
-  void run_hidden(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
-                  const std::vector<StepSeq>& seqs);
+  // A step with another output: AllRows samples every token's row (sampled() then holds
+  // one id per token, each row with its sequence's parameters); Hidden ends at the final
+  // norm, and hidden() holds that row for every token ([tokens.size(), hidden]).
+  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+           const std::vector<StepSeq>& seqs, StepOutput output);
   const std::vector<float>& hidden();
   const std::vector<float>& logits();
   const std::vector<int32_t>& sampled();
@@ -75,8 +81,8 @@ class StepRunner {
   const std::map<std::pair<int, int>, std::unique_ptr<Executor>>& executors() const {
     return executors_;
   }
-  // The executor of a bucket, compiled on first use (hidden: an embedding step's).
-  Executor& executor_for(int n_tokens, int n_seqs, bool hidden = false);
+  // The executor of a bucket, compiled on first use.
+  Executor& executor_for(int n_tokens, int n_seqs, StepOutput output = StepOutput::LastRows);
   // Smallest bucket holding n (powers of two, capped at limit).
   static int bucket(int n, int limit);
 
@@ -87,9 +93,7 @@ class StepRunner {
   // Sets every input of ex but the tokens (the sequences' rows, positions, slots, page
   // tables, logit rows, sampling parameters and state rows) for a step of n tokens.
   void set_step_inputs(Executor& ex, int T, int S, int n, const std::vector<int32_t>& positions,
-                       const std::vector<StepSeq>& seqs);
-  void run_step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
-                const std::vector<StepSeq>& seqs, bool hidden);
+                       const std::vector<StepSeq>& seqs, StepOutput output = StepOutput::LastRows);
 
   Model& model_;
   StepRunnerOptions opts_;
@@ -99,12 +103,12 @@ class StepRunner {
   size_t cache_bytes_ = 0;
   std::map<std::string, std::unique_ptr<DeviceBuffer>> states_;
   std::map<std::string, size_t> recurrent_row_bytes_;
-  std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;
-  std::map<std::pair<int, int>, std::unique_ptr<Executor>> hidden_executors_;
+  std::map<std::pair<int, int>, std::unique_ptr<Executor>> executors_;  // LastRows
+  std::map<std::pair<int, int>, std::unique_ptr<Executor>> all_rows_executors_, hidden_executors_;
   Executor* last_ = nullptr;  // the executor of the last step
   int last_rows_ = 0;
   int last_tokens_ = 0;
-  bool last_hidden_ = false;
+  StepOutput last_output_ = StepOutput::LastRows;
   bool have_logits_ = false, have_sampled_ = false, have_hidden_ = false;
   std::vector<float> logits_, hidden_;
   std::vector<int32_t> sampled_;
