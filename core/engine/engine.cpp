@@ -408,8 +408,20 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
   s.stream->push(std::move(ev));
 }
 
+// What one step runs: its sequences in row order, and how each one's token is drawn.
+struct Engine::StepPlan {
+  std::vector<Sequence*> in_step;
+  std::vector<StepSeq> seqs;
+  std::vector<char> on_host;  // sampled on the host (its logits copied back)
+  bool any_host = false, any_device = false;
+  bool speculative = false;  // every token's row sampled (drafts to check)
+  // The row of sequence i's last token.
+  size_t row(size_t i) const {
+    return speculative ? static_cast<size_t>(seqs[i].first + seqs[i].count - 1) : i;
+  }
+};
+
 bool Engine::step() {
-  bool speculative = false;
   if (ahead_.empty()) {
     // Embedding steps take turns with generation steps while both have work.
     bool embeds = false, generates = false;
@@ -420,150 +432,156 @@ bool Engine::step() {
     }
     embed_turn_ = true;
   }
-  std::vector<Sequence*> in_step;
-  std::vector<StepSeq> seqs;
-  std::vector<char> on_host;
-  bool any_host = false, any_device = false;
-  if (!ahead_.empty()) {
-    // The step queued ahead: one device-sampled token for each of its sequences (those
-    // finished since are skipped below).
-    in_step = std::move(ahead_);
-    ahead_.clear();
-    for (size_t i = 0; i < in_step.size(); i++) {
-      StepSeq q;
-      q.first = static_cast<int>(i);
-      q.count = 1;
-      q.wants_logits = true;
-      seqs.push_back(q);
-      on_host.push_back(false);
-    }
-    any_device = true;
-  } else {
-    // Every decode token needs its slot: grow page tables oldest first, preempting
-    // the youngest sequences when pages run out.
-    std::sort(running_.begin(), running_.end(),
-              [](const auto& a, const auto& b) { return a->admitted < b->admitted; });
-    for (size_t i = 0; i < running_.size(); i++) {
-      Sequence* s = running_[i].get();
-      const int want = static_cast<int>(s->tokens.size());
-      while (!s->pages.reserve(*pages_, want)) {
-        if (running_.size() == 1) fail("internal: the KV cache cannot hold one sequence");
-        const bool self_youngest = running_.back().get() == s;
-        preempt_one(self_youngest ? nullptr : s);
-        if (self_youngest) break;
-      }
-    }
-    if (running_.empty()) return false;
+  StepPlan plan;
+  if (!ahead_.empty())
+    take_ahead_step(plan);
+  else if (!run_next_step(plan))
+    return false;
+  finish_step(plan, sample_step(plan));
+  return true;
+}
 
-    // Decode tokens first, then prompt chunks in admission order (embeddings run in
-    // steps of their own).
-    int budget = opts_.prefill_chunk_size;
-    for (auto& s : running_) {
-      const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-      s->take = pending == 1 && !s->embedding ? 1 : 0;
+void Engine::take_ahead_step(StepPlan& plan) {
+  // The step queued ahead: one device-sampled token for each of its sequences (those
+  // finished since are skipped when its tokens are taken).
+  plan.in_step = std::move(ahead_);
+  ahead_.clear();
+  for (size_t i = 0; i < plan.in_step.size(); i++) {
+    StepSeq q;
+    q.first = static_cast<int>(i);
+    q.count = 1;
+    q.wants_logits = true;
+    plan.seqs.push_back(q);
+    plan.on_host.push_back(false);
+  }
+  plan.any_device = true;
+}
+
+bool Engine::run_next_step(StepPlan& plan) {
+  // Every decode token needs its slot: grow page tables oldest first, preempting
+  // the youngest sequences when pages run out.
+  std::sort(running_.begin(), running_.end(),
+            [](const auto& a, const auto& b) { return a->admitted < b->admitted; });
+  for (size_t i = 0; i < running_.size(); i++) {
+    Sequence* s = running_[i].get();
+    const int want = static_cast<int>(s->tokens.size());
+    while (!s->pages.reserve(*pages_, want)) {
+      if (running_.size() == 1) fail("internal: the KV cache cannot hold one sequence");
+      const bool self_youngest = running_.back().get() == s;
+      preempt_one(self_youngest ? nullptr : s);
+      if (self_youngest) break;
+    }
+  }
+  if (running_.empty()) return false;
+
+  // Decode tokens first, then prompt chunks in admission order (embeddings run in
+  // steps of their own).
+  int budget = opts_.prefill_chunk_size;
+  for (auto& s : running_) {
+    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+    s->take = pending == 1 && !s->embedding ? 1 : 0;
+    budget -= s->take;
+  }
+  for (auto& s : running_) {
+    const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
+    if (pending > 1 && budget > 0 && !s->embedding) {
+      s->take = std::min(pending, budget);
       budget -= s->take;
     }
-    for (auto& s : running_) {
-      const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
-      if (pending > 1 && budget > 0 && !s->embedding) {
-        s->take = std::min(pending, budget);
-        budget -= s->take;
-      }
-    }
-    // Speculation in decode-only steps: greedy sequences take a draft of the tokens that
-    // followed their latest n-gram before, checked by sampling every token's row.
-    speculative = opts_.lookup_draft > 0;
-    for (auto& s : running_) speculative = speculative && s->take <= 1;
-    bool any_draft = false;
-    for (auto& s : running_) {
-      s->draft.clear();
-      if (!speculative || s->take != 1 || !s->may_speculate()) continue;
-      int room = std::min(
-          {opts_.lookup_draft, budget, context_size_ - static_cast<int>(s->tokens.size())});
-      if (s->req.max_tokens > 0) room = std::min(room, s->req.max_tokens - s->n_generated - 1);
-      if (room <= 0) continue;
-      s->draft = lookup_draft(s->tokens, room);
-      // Its slots, without preempting anyone.
-      if (!s->draft.empty() &&
-          !s->pages.reserve(*pages_, static_cast<int>(s->tokens.size() + s->draft.size())))
-        s->draft.clear();
-      budget -= static_cast<int>(s->draft.size());
-      any_draft = any_draft || !s->draft.empty();
-    }
-    speculative = any_draft;
-    // Rows without logit bias, penalties or logprobs are sampled on the device by
-    // the step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
-    // their logits on the host.
-    std::vector<int32_t> tokens, positions;
-    for (auto& s : running_) {
-      if (s->take == 0) continue;
-      StepSeq q;
-      q.pages = &s->pages.pages();
-      q.state_slot = s->state_slot;
-      q.first = static_cast<int>(tokens.size());
-      q.count = s->take;
-      q.wants_logits = s->n_cached + s->take == static_cast<int>(s->tokens.size());
-      for (int i = 0; i < s->take; i++) {
-        tokens.push_back(s->tokens[s->n_cached + i]);
-        positions.push_back(s->n_cached + i);
-      }
-      for (size_t i = 0; i < s->draft.size(); i++) {
-        tokens.push_back(s->draft[i]);
-        positions.push_back(s->n_cached + s->take + static_cast<int>(i));
-      }
-      q.count += static_cast<int>(s->draft.size());
-      const bool host = q.wants_logits && !s->samples_on_device();
-      if (q.wants_logits && !host) {
-        q.sample = s->sampler.device_params();
-      }
-      (host ? any_host : any_device) |= q.wants_logits;
-      on_host.push_back(host);
-      seqs.push_back(q);
-      in_step.push_back(s.get());
-    }
-    if (seqs.empty()) return false;
-    runner_->run(tokens, positions, seqs, speculative ? StepOutput::AllRows : StepOutput::LastRows);
   }
-  // The row of a sequence's last token (one row per sequence, or per token when
-  // speculating).
-  auto row = [&](size_t i) {
-    return speculative ? static_cast<size_t>(seqs[i].first + seqs[i].count - 1) : i;
-  };
+  plan.speculative = plan_drafts(budget);
+  // Rows without logit bias, penalties or logprobs are sampled on the device by
+  // the step's Op::Sample (R ids cross the bus, not R x vocab logits); the others need
+  // their logits on the host.
+  std::vector<int32_t> tokens, positions;
+  for (auto& s : running_) {
+    if (s->take == 0) continue;
+    StepSeq q;
+    q.pages = &s->pages.pages();
+    q.state_slot = s->state_slot;
+    q.first = static_cast<int>(tokens.size());
+    q.count = s->take + static_cast<int>(s->draft.size());
+    q.wants_logits = s->n_cached + s->take == static_cast<int>(s->tokens.size());
+    for (int i = 0; i < s->take; i++) {
+      tokens.push_back(s->tokens[s->n_cached + i]);
+      positions.push_back(s->n_cached + i);
+    }
+    for (size_t i = 0; i < s->draft.size(); i++) {
+      tokens.push_back(s->draft[i]);
+      positions.push_back(s->n_cached + s->take + static_cast<int>(i));
+    }
+    const bool host = q.wants_logits && !s->samples_on_device();
+    if (q.wants_logits && !host) q.sample = s->sampler.device_params();
+    (host ? plan.any_host : plan.any_device) |= q.wants_logits;
+    plan.on_host.push_back(host);
+    plan.seqs.push_back(q);
+    plan.in_step.push_back(s.get());
+  }
+  if (plan.seqs.empty()) return false;
+  runner_->run(tokens, positions, plan.seqs,
+               plan.speculative ? StepOutput::AllRows : StepOutput::LastRows);
+  return true;
+}
 
-  const int n_vocab = model_.config().vocab_size;
-  std::vector<int32_t> sampled(in_step.size(), -1);
-  if (any_device) {
-    std::vector<int32_t> ids;
-    if (any_host || !queue_ahead(in_step, ids)) ids = runner_->sampled();
-    for (size_t i = 0; i < in_step.size(); i++)
-      if (seqs[i].wants_logits && !on_host[i]) sampled[i] = ids[row(i)];
+bool Engine::plan_drafts(int& budget) {
+  // Only in decode-only steps: greedy sequences take a draft of the tokens that followed
+  // their latest n-gram before, checked by sampling every token's row.
+  bool decode_only = opts_.lookup_draft > 0;
+  for (auto& s : running_) decode_only = decode_only && s->take <= 1;
+  bool any = false;
+  for (auto& s : running_) {
+    s->draft.clear();
+    if (!decode_only || s->take != 1 || !s->may_speculate()) continue;
+    int room =
+        std::min({opts_.lookup_draft, budget, context_size_ - static_cast<int>(s->tokens.size())});
+    if (s->req.max_tokens > 0) room = std::min(room, s->req.max_tokens - s->n_generated - 1);
+    if (room <= 0) continue;
+    s->draft = lookup_draft(s->tokens, room);
+    // Its slots, without preempting anyone.
+    if (!s->draft.empty() &&
+        !s->pages.reserve(*pages_, static_cast<int>(s->tokens.size() + s->draft.size())))
+      s->draft.clear();
+    budget -= static_cast<int>(s->draft.size());
+    any = any || !s->draft.empty();
   }
-  static const std::vector<float> kNoLogits;
-  const std::vector<float>& logits = any_host ? runner_->logits() : kNoLogits;
+  return any;
+}
+
+std::vector<int32_t> Engine::sample_step(const StepPlan& plan) {
+  const std::vector<Sequence*>& in_step = plan.in_step;
+  std::vector<int32_t> sampled(in_step.size(), -1);
+  if (plan.any_device) {
+    std::vector<int32_t> ids;
+    if (plan.any_host || !queue_ahead(in_step, ids)) ids = runner_->sampled();
+    for (size_t i = 0; i < in_step.size(); i++)
+      if (plan.seqs[i].wants_logits && !plan.on_host[i]) sampled[i] = ids[plan.row(i)];
+  }
+  if (!plan.any_host) return sampled;
+  const int n_vocab = model_.config().vocab_size;
+  const std::vector<float>& logits = runner_->logits();
   // Sampling reads every logit of a row (softmax); with many rows the host
   // threads share them. Each sequence has its own sampler, so rows are independent.
   auto sample_rows = [&](size_t first, size_t step) {
     std::vector<float> masked;
     for (size_t i = first; i < in_step.size(); i += step) {
-      if (!on_host[i]) continue;
+      if (!plan.on_host[i]) continue;
       Sequence& s = *in_step[i];
-      const float* lrow = logits.data() + row(i) * size_t(n_vocab);
+      const float* row = logits.data() + plan.row(i) * size_t(n_vocab);
       if (s.json) {
         // JSON mode: only tokens that keep the reply inside its object (-1: none can).
-        masked.assign(lrow, lrow + n_vocab);
+        masked.assign(row, row + n_vocab);
         if (!json_mask_->apply(*s.json, masked.data(), n_vocab)) {
           sampled[i] = -1;
           continue;
         }
-        lrow = masked.data();
+        row = masked.data();
       }
-      sampled[i] = s.sampler.sample(lrow, n_vocab, &s.history);
+      sampled[i] = s.sampler.sample(row, n_vocab, &s.history);
     }
   };
   const size_t n_threads =
       std::min<size_t>({in_step.size(), std::max(1u, std::thread::hardware_concurrency()), 16});
-  if (!any_host) {
-  } else if (n_threads > 1 && in_step.size() * size_t(n_vocab) >= (1u << 20)) {
+  if (n_threads > 1 && in_step.size() * size_t(n_vocab) >= (1u << 20)) {
     std::vector<std::thread> pool;
     for (size_t t = 1; t < n_threads; t++) pool.emplace_back(sample_rows, t, n_threads);
     sample_rows(0, n_threads);
@@ -571,16 +589,22 @@ bool Engine::step() {
   } else {
     sample_rows(0, 1);
   }
+  return sampled;
+}
+
+void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampled) {
+  const int n_vocab = model_.config().vocab_size;
   uint64_t prompt_run = 0, generated = 0, drafted = 0, accepted = 0;
-  for (size_t i = 0; i < in_step.size(); i++) {
-    Sequence& s = *in_step[i];
+  for (size_t i = 0; i < plan.in_step.size(); i++) {
+    Sequence& s = *plan.in_step[i];
     if (s.done) continue;  // finished while its step was queued ahead
     const bool was_prefill = s.take > 1 || s.n_cached < s.n_prompt;
     if (was_prefill) prompt_run += s.take;
     s.n_cached += s.take;
     publish_full_pages(s);
-    if (!seqs[i].wants_logits) continue;
-    if (sampled[i] < 0) {
+    if (!plan.seqs[i].wants_logits) continue;
+    int32_t next = sampled[i];
+    if (next < 0) {
       finish(s, FinishReason::Error, "JSON mode: no token of the vocabulary continues the object");
       continue;
     }
@@ -588,7 +612,7 @@ bool Engine::step() {
       // The draft's tokens the argmax agrees with, in order: each one's KV is then valid.
       // Row first + j holds the argmax after the j-th token fed.
       const std::vector<int32_t>& ids = runner_->sampled();
-      const size_t first = static_cast<size_t>(seqs[i].first);
+      const size_t first = static_cast<size_t>(plan.seqs[i].first);
       size_t a = 0;
       while (a < s.draft.size() && s.draft[a] == ids[first + a]) a++;
       drafted += s.draft.size();
@@ -600,11 +624,13 @@ bool Engine::step() {
         s.n_cached++;
         publish_full_pages(s);
       }
-      sampled[i] = ids[first + a];
+      next = ids[first + a];
       s.draft.clear();
       if (s.done) continue;
     }
-    emit_token(s, sampled[i], on_host[i] ? logits.data() + row(i) * size_t(n_vocab) : nullptr);
+    emit_token(
+        s, next,
+        plan.on_host[i] ? runner_->logits().data() + plan.row(i) * size_t(n_vocab) : nullptr);
     generated++;
   }
   erase_done();
@@ -614,7 +640,6 @@ bool Engine::step() {
   stats_.draft_tokens += drafted;
   stats_.draft_accepted += accepted;
   stats_.steps++;
-  return true;
 }
 
 bool Engine::embed_step() {

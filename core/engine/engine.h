@@ -169,9 +169,21 @@ class Engine {
 
  private:
   struct Sequence;
+  struct StepPlan;
   void loop();
   void admit();
+  // One step of the scheduler: an embedding step, the step queued ahead, or the next
+  // one planned from the running sequences; false when there was nothing to run.
   bool step();
+  void take_ahead_step(StepPlan& plan);
+  bool run_next_step(StepPlan& plan);
+  // Drafts for the decode-only step being planned (speculative decoding), within the
+  // step's token budget; true if any sequence has one.
+  bool plan_drafts(int& budget);
+  // The token each sequence of the step draws (-1: a JSON reply that cannot go on).
+  std::vector<int32_t> sample_step(const StepPlan& plan);
+  // Takes the step's tokens: KV accounting, drafts kept, events out, stats.
+  void finish_step(const StepPlan& plan, const std::vector<int32_t>& sampled);
   // Checks a prompt against the vocabulary and the context window.
   void check_prompt(const std::vector<int32_t>& prompt) const;
   std::shared_ptr<RequestStream> enqueue(std::unique_ptr<Sequence> seq);
