@@ -680,6 +680,8 @@ TEST_CASE("json schema: pattern strings agree with std::regex (ECMAScript search
   fails_with("[é-ü]", "non-ASCII");
   fails_with("^\"$", "matches no string");
   fails_with("^(a{1000}){1000}$", "too large");
+  fails_with(std::string(100000, '(') + "a" + std::string(100000, ')'), "nested more than 32");
+  fails_with("^(a|b)*a(a|b){14}$", "more than 30000 automaton states");
   CHECK_THROWS_WITH(
       JsonSchema::compile(json::parse(R"({"type":"object","properties":{"s":{"pattern":5}}})")),
       Catch::Contains("pattern must be a string"));

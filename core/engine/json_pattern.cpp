@@ -13,6 +13,11 @@ namespace {
 
 using ByteSet = std::bitset<256>;
 
+// A pattern as error messages quote it: long ones cut.
+std::string quoted(const std::string& pattern) {
+  return pattern.size() <= 80 ? pattern : pattern.substr(0, 77) + "...";
+}
+
 // Bytes a JSON string's raw text may hold (a pattern's string is written without escapes,
 // so '"', '\' and control characters cannot appear in it).
 ByteSet text_bytes() {
@@ -53,7 +58,8 @@ class Parser {
 
  private:
   [[noreturn]] void bad(const char* what) const {
-    fail("pattern '%s': %s at offset %zu is not supported", whole_.c_str(), what, i_ + offset_);
+    fail("pattern '%s': %s at offset %zu is not supported", quoted(whole_).c_str(), what,
+         i_ + offset_);
   }
   bool more() const { return i_ < p_.size(); }
   char peek() const { return p_[i_]; }
@@ -301,7 +307,9 @@ class Parser {
           else
             bad("a lookaround or named group");
         }
+        if (++depth_ > kMaxDepth) bad("groups nested more than 32 deep");
         Re inner = alternation();
+        depth_--;
         if (!more() || peek() != ')') bad("an unterminated '('");
         i_++;
         return inner;
@@ -338,10 +346,12 @@ class Parser {
     }
   }
 
+  static constexpr int kMaxDepth = 32;
   const std::string& p_;
   const std::string& whole_;
   size_t offset_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 // Thompson's construction over bytes: each state has at most one byte-set edge.
@@ -509,20 +519,31 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
   std::vector<int> representative(static_cast<size_t>(n_classes), -1);
   for (int c = 255; c >= 0; c--) representative[static_cast<size_t>(byte_class[c])] = c;
 
+  // The subset construction's work is bounded, so that no pattern stalls a request.
+  constexpr size_t kMaxWork = size_t{1} << 25;
+  size_t work = 0;
+  auto spend = [&](size_t n) {
+    work += n;
+    if (work > kMaxWork)
+      fail("pattern '%s' is too complex to compile; simplify it", quoted(pattern).c_str());
+  };
+  std::vector<uint32_t> mark(nfa.states.size(), 0);  // == stamp: in the set being closed
+  uint32_t stamp = 0;
   auto closure = [&](std::vector<int> set) {
-    std::vector<char> in(nfa.states.size(), 0);
+    stamp++;
     std::vector<int> stack = set;
-    for (int s : set) in[static_cast<size_t>(s)] = 1;
+    for (int s : set) mark[static_cast<size_t>(s)] = stamp;
     while (!stack.empty()) {
       const int s = stack.back();
       stack.pop_back();
       for (int e : nfa.states[static_cast<size_t>(s)].eps)
-        if (!in[static_cast<size_t>(e)]) {
-          in[static_cast<size_t>(e)] = 1;
+        if (mark[static_cast<size_t>(e)] != stamp) {
+          mark[static_cast<size_t>(e)] = stamp;
           set.push_back(e);
           stack.push_back(e);
         }
     }
+    spend(set.size());
     std::sort(set.begin(), set.end());
     return set;
   };
@@ -537,6 +558,7 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
     const std::vector<int> cur = sets[d];
     for (int k = 0; k < n_classes; k++) {
       const size_t c = static_cast<size_t>(representative[static_cast<size_t>(k)]);
+      spend(cur.size());
       std::vector<int> next;
       for (int s : cur)
         if (nfa.states[static_cast<size_t>(s)].to >= 0 && nfa.states[static_cast<size_t>(s)].on[c])
@@ -547,8 +569,8 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
         auto it = ids.find(next);
         if (it == ids.end()) {
           if (static_cast<int>(sets.size()) >= kMaxStates)
-            fail("pattern '%s': more than %d automaton states; simplify it", pattern.c_str(),
-                 kMaxStates);
+            fail("pattern '%s': more than %d automaton states; simplify it",
+                 quoted(pattern).c_str(), kMaxStates);
           it = ids.emplace(next, static_cast<int>(sets.size())).first;
           sets.push_back(next);
         }
@@ -577,7 +599,8 @@ PatternDfa PatternDfa::compile(const std::string& pattern) {
     }
   }
   if (!live[0])
-    fail("pattern '%s' matches no string that can be written without escapes", pattern.c_str());
+    fail("pattern '%s' matches no string that can be written without escapes",
+         quoted(pattern).c_str());
   for (int16_t& t : dfa.trans_)
     if (t >= 0 && !live[static_cast<size_t>(t)]) t = -1;
   return dfa;
