@@ -354,6 +354,17 @@ void check_batch_invariance(const std::string& device) {
   for (size_t i = 0; i < repeated.size(); i++) CHECK(collect(*streams[i]).tokens == plain[i]);
   wait_idle(engine);
   CHECK(engine.stats().draft_accepted > 0);
+  // ... and sampled ones, seed for seed.
+  GenerationRequest warm = greedy_request(repeated[0], 24);
+  warm.sampling.temperature = 0.3f;
+  warm.sampling.top_k = 20;
+  warm.sampling.seed = 3;
+  Engine one(*model, nullptr, batch_options(1, 16));
+  const auto want_sampled = collect(*one.submit(warm)).tokens;
+  EngineOptions spec_one = batch_options(1, 16);
+  spec_one.lookup_draft = 4;
+  Engine drafted(*model, nullptr, spec_one);
+  CHECK(collect(*drafted.submit(warm)).tokens == want_sampled);
 }
 
 }  // namespace
@@ -476,6 +487,34 @@ TEST_CASE("engine: speculation by prompt lookup gives exactly the greedy tokens"
     o.context_size = 96;
     o.kv_cache_tokens = 160;
     CHECK(run(o, &st) == want);
+  }
+  SECTION("sampled replies (temperature, top-k, top-p, min-p): the same tokens, seed for seed") {
+    auto sampled = [&](int draft, EngineStats* stats) {
+      EngineOptions o = batch_options(4, 32);
+      o.lookup_draft = draft;
+      Engine engine(*model, nullptr, o);
+      std::vector<std::shared_ptr<RequestStream>> streams;
+      for (size_t i = 0; i < prompts.size(); i++) {
+        GenerationRequest r = greedy_request(prompts[i], n_new);
+        r.sampling.temperature = 0.3f;
+        r.sampling.top_k = 20;
+        r.sampling.top_p = 0.9f;
+        r.sampling.min_p = 0.01f;
+        r.sampling.seed = 100 + i;
+        streams.push_back(engine.submit(r));
+      }
+      std::vector<std::vector<int32_t>> got;
+      for (auto& s : streams) got.push_back(collect(*s).tokens);
+      wait_idle(engine);
+      *stats = engine.stats();
+      return got;
+    };
+    EngineStats none;
+    const auto want_sampled = sampled(0, &none);
+    CHECK(want_sampled != want);  // not the greedy tokens
+    CHECK(sampled(5, &st) == want_sampled);
+    CHECK(st.draft_accepted > 0);
+    CHECK(st.draft_accepted < st.draft_tokens);  // some rows drew otherwise
   }
   SECTION("max_tokens and the context window end a draft's tokens where they must") {
     EngineOptions o = batch_options(2, 16);

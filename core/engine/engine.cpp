@@ -85,10 +85,9 @@ struct Engine::Sequence {
   // An embedding request: its rows are pooled here instead of sampled.
   std::optional<EmbeddingPool> embedding;
   std::vector<int32_t> draft;  // speculative tokens fed after its next one in this step
-  // Greedy on the device: a draft's tokens can be checked against the step's argmaxes.
-  bool may_speculate() const {
-    return samples_on_device() && req.sampling.temperature == 0.f && !embedding;
-  }
+  // Sampled on the device: each of a draft's rows draws its token (with the u the
+  // sequence would use there), and the draft is kept up to the first row that differs.
+  bool may_speculate() const { return samples_on_device() && !embedding; }
   // Its tokens are drawn by the step's Op::Sample (no logits cross to the host).
   bool samples_on_device() const {
     return sampler.samples_on_device() && req.top_logprobs < 0 && !json;
@@ -512,6 +511,8 @@ bool Engine::run_next_step(StepPlan& plan) {
     }
     const bool host = q.wants_logits && !s->samples_on_device();
     if (q.wants_logits && !host) q.sample = s->sampler.device_params();
+    if (!s->draft.empty())
+      q.more_samples = s->sampler.peek_device_params(static_cast<int>(s->draft.size()));
     (host ? plan.any_host : plan.any_device) |= q.wants_logits;
     plan.on_host.push_back(host);
     plan.seqs.push_back(q);
@@ -524,8 +525,8 @@ bool Engine::run_next_step(StepPlan& plan) {
 }
 
 bool Engine::plan_drafts(int& budget) {
-  // Only in decode-only steps: greedy sequences take a draft of the tokens that followed
-  // their latest n-gram before, checked by sampling every token's row.
+  // Only in decode-only steps: sequences sampled on the device take a draft of the tokens
+  // that followed their latest n-gram before, checked by sampling every token's row.
   bool decode_only = opts_.lookup_draft > 0;
   for (auto& s : running_) decode_only = decode_only && s->take <= 1;
   bool any = false;
@@ -609,8 +610,10 @@ void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampl
       continue;
     }
     if (!s.draft.empty()) {
-      // The draft's tokens the argmax agrees with, in order: each one's KV is then valid.
-      // Row first + j holds the argmax after the j-th token fed.
+      // The draft's tokens that the rows drew too, in order: each one's KV is then valid,
+      // and each drawn as it would be without the draft (a token drawn from the row's
+      // distribution, kept when it is the draft's: exact speculative sampling for a
+      // draft of one candidate). Row first + j holds the draw after the j-th token fed.
       const std::vector<int32_t>& ids = runner_->sampled();
       const size_t first = static_cast<size_t>(plan.seqs[i].first);
       size_t a = 0;
@@ -625,6 +628,7 @@ void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampl
         publish_full_pages(s);
       }
       next = ids[first + a];
+      s.sampler.skip_device_params(static_cast<int>(a));  // the draws of the kept rows
       s.draft.clear();
       if (s.done) continue;
     }

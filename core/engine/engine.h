@@ -50,11 +50,12 @@ struct EngineOptions {
   // earlier turns of a chat) takes them instead of computing them again. Off for
   // recurrent state (RWKV); LLM_PREFIX_CACHE=0 turns it off.
   bool prefix_cache = true;
-  // Speculative decoding by prompt lookup (core/engine/ngram_draft.h): a greedy sequence
-  // whose latest tokens occurred before gets up to this many of the tokens that followed
-  // them as a draft, checked in the same step; the tokens the model agrees with are kept,
-  // so the output is the same and a step may give several tokens. 0: off. Steps with a
-  // draft are not queued ahead of the host. LLM_LOOKUP_DRAFT=N overrides.
+  // Speculative decoding by prompt lookup (core/engine/ngram_draft.h): a sequence sampled
+  // on the device whose latest tokens occurred before gets up to this many of the tokens
+  // that followed them as a draft, checked in the same step (each row draws its token with
+  // the sequence's next u); the draft is kept up to the first row that drew otherwise, so
+  // the output is the same, seed for seed, and a step may give several tokens. 0: off.
+  // Steps are then not queued ahead of the host. LLM_LOOKUP_DRAFT=N overrides.
   int lookup_draft = 0;
 };
 

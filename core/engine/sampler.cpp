@@ -44,12 +44,28 @@ int32_t argmax(const float* values, int n) {
 
 Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) { validate(p); }
 
-SampleRow Sampler::device_params() {
-  const SamplingParams& p = params_;
+namespace {
+
+SampleRow device_row(const SamplingParams& p, std::mt19937_64& rng) {
   if (p.temperature == 0.f) return kGreedySampleRow;
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   return {p.temperature, std::min(static_cast<float>(u), 0x1.fffffep-1f),  // u stays below 1
           static_cast<float>(p.top_k), p.top_p, p.min_p};
+}
+
+}  // namespace
+
+SampleRow Sampler::device_params() { return device_row(params_, rng_); }
+
+std::vector<SampleRow> Sampler::peek_device_params(int n) const {
+  std::mt19937_64 rng = rng_;
+  std::vector<SampleRow> rows;
+  for (int i = 0; i < n; i++) rows.push_back(device_row(params_, rng));
+  return rows;
+}
+
+void Sampler::skip_device_params(int n) {
+  for (int i = 0; i < n; i++) device_row(params_, rng_);
 }
 
 bool Sampler::samples_on_device() const {

@@ -63,6 +63,12 @@ class Sampler {
   // u, the uniform draw in [0, 1), from the sampler's own generator (0 when greedy), so
   // a seed repeats its tokens.
   SampleRow device_params();
+  // The parameters of the n tokens after the next one, without drawing them (the
+  // generator is copied), and skip(n) to draw them after all: speculative decoding gives
+  // each of a draft's rows its own u, then keeps as many draws as it keeps tokens, so a
+  // seed gives the tokens it gives without speculation.
+  std::vector<SampleRow> peek_device_params(int n) const;
+  void skip_device_params(int n);
 
  private:
   bool adjusts() const;

@@ -111,8 +111,12 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
       in_slots_[t] = pages[pos / ps] * ps + pos % ps;
     }
     if (all_rows) {
-      for (int t = q.first; t < q.first + q.count; t++)
-        std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * t);
+      for (int t = q.first; t < q.first + q.count; t++) {
+        const size_t j = static_cast<size_t>(t - q.first);
+        const SampleRow& row =
+            j == 0 || j > q.more_samples.size() ? q.sample : q.more_samples[j - 1];
+        std::copy(row.begin(), row.end(), in_params_.begin() + kSampleParamCount * t);
+      }
     } else {
       in_rows_[s] = q.first + q.count - 1;
       std::copy(q.sample.begin(), q.sample.end(), in_params_.begin() + kSampleParamCount * s);

@@ -41,6 +41,8 @@ struct StepSeq {
   // Op::Sample's parameters for its row (temperature, u, top_k, top_p, min_p); greedy
   // by default.
   SampleRow sample = kGreedySampleRow;
+  // StepOutput::AllRows: the parameters of its rows after the first (a draft's tokens).
+  std::vector<SampleRow> more_samples;
 };
 
 class StepRunner {
