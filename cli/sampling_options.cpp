@@ -30,8 +30,8 @@ void add_sampling_options(CLI::App* cmd, SamplingOptions& o) {
 
 void add_lookup_draft_option(CLI::App* cmd, int& lookup_draft) {
   cmd->add_option("--lookup-draft", lookup_draft,
-                  "Speculative decoding of greedy replies: check up to N tokens that followed "
-                  "the reply's latest words earlier (prompt lookup) in each step (0: off)")
+                  "Speculative decoding: check up to N tokens that followed the reply's latest "
+                  "words earlier (prompt lookup) in each step; same tokens (0: off)")
       ->check(CLI::Range(0, 32))
       ->capture_default_str();
 }

@@ -17,7 +17,7 @@ struct SamplingOptions {
 
 // --temperature --top-p --top-k --min-p --repeat-penalty --presence-penalty
 // --frequency-penalty --seed, with defaults temperature 0.8, top_p 0.95; and
-// --lookup-draft (speculative decoding of greedy replies).
+// --lookup-draft (speculative decoding by prompt lookup).
 void add_sampling_options(CLI::App* cmd, SamplingOptions& o);
 // --lookup-draft N alone (serve, whose sampling comes with each request).
 void add_lookup_draft_option(CLI::App* cmd, int& lookup_draft);
