@@ -73,6 +73,28 @@ TEST_CASE("llmcli generate --json gives the reference greedy ids", "[cli]") {
   CHECK(j["ids"].get<std::vector<int32_t>>() == ref.greedy_ids);
 }
 
+TEST_CASE("llmcli generate --lookup-draft gives the reference greedy ids", "[cli][speculative]") {
+  // The reference prompt twice: its second half drafts from the first.
+  const Reference ref = load_reference("llama2");
+  std::vector<int32_t> twice = ref.input_ids;
+  twice.insert(twice.end(), ref.input_ids.begin(), ref.input_ids.end());
+  std::vector<std::vector<int32_t>> outs;
+  for (const char* draft : {"0", "6"}) {
+    const auto r =
+        run_cli({"generate", model_dir("llama2"), "--device", "cpu", "--token-ids", join_ids(twice),
+                 "-n", "24", "--temperature", "0", "--json", "--lookup-draft", draft});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    outs.push_back(nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>());
+    if (std::string(draft) != "0") CHECK_THAT(r.err, Catch::Contains("draft"));
+  }
+  CHECK(outs[0].size() == 24);
+  CHECK(outs[1] == outs[0]);
+  const auto bad =
+      run_cli({"generate", model_dir("llama2"), "--token-ids", "1,2", "--lookup-draft", "99"});
+  CHECK(bad.exit_code != 0);
+}
+
 TEST_CASE("llmcli generate with an f16 KV cache gives the reference greedy ids", "[cli]") {
   const Reference ref = load_reference("llama3");
   const auto r = run_cli({"generate", model_dir("llama3"), "--device", "cpu", "--token-ids",
