@@ -78,7 +78,7 @@ struct Engine::Sequence {
   StopMatcher stop;
   bool done = false;
   int take = 0;                     // tokens of this sequence in the current step
-  std::optional<JsonGrammar> json;  // JSON mode: where the reply stands in its object
+  std::optional<JsonReply> json;  // JSON mode: where the reply stands in its object
   // Prefix caching: the hash of the tokens up to the end of each of its first pages
   // that are published (or were adopted).
   std::vector<uint64_t> page_hashes;

@@ -2,18 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace llm {
-
-namespace {
-
-int type_slot(uint8_t bit) {
-  for (int i = 0; i < JsonSchema::kTypes; i++)
-    if (bit == (1u << i)) return i;
-  return 0;
-}
-
-}  // namespace
 
 JsonGrammar::JsonGrammar(const JsonSchema& schema) : schema_(&schema), value_node_(schema.root()) {}
 
@@ -95,9 +86,20 @@ bool JsonGrammar::start_value(uint8_t c) {
     else
       return false;
     if (!(nd.types & type)) return false;
-    const int d = nd.by_type[type_slot(type)];
-    if (d < 0 || d == n) break;
-    n = d;
+    if (nd.alternatives.empty()) break;
+    // anyOf: the alternatives of the byte's type (numbers: integer or number).
+    const uint8_t wanted = type & (JsonSchema::kInteger | JsonSchema::kNumber)
+                               ? JsonSchema::kInteger | JsonSchema::kNumber
+                               : type;
+    int only = -1, count = 0;
+    for (int a : nd.alternatives)
+      if (schema_->node(a).types & wanted) {
+        only = a;
+        count++;
+      }
+    if (count == 0) return false;
+    if (count > 1) return fork(nd.alternatives, wanted, c);
+    n = only;
   }
   spaces_ = 0;
   switch (c) {
@@ -141,6 +143,25 @@ bool JsonGrammar::start_value(uint8_t c) {
       frac_scale_ = 1;
       return !bounds_ || number_possible();
   }
+}
+
+bool JsonGrammar::fork(const std::vector<int>& alternatives, uint8_t wanted, uint8_t c) {
+  // This state goes on under the first alternative that takes c; each other one that
+  // takes it goes to forks_ (without a sink it is dropped: JsonReply keeps them).
+  std::optional<JsonGrammar> first;
+  for (int a : alternatives) {
+    if (!(schema_->node(a).types & wanted)) continue;
+    JsonGrammar g = *this;
+    g.value_node_ = a;
+    if (!g.start_value(c)) continue;
+    if (!first)
+      first = std::move(g);
+    else if (forks_)
+      forks_->push_back(std::move(g));
+  }
+  if (!first) return false;
+  *this = std::move(*first);
+  return true;
 }
 
 // A value just ended: its container goes on (or the reply is complete).
@@ -513,49 +534,138 @@ JsonTokenMask::JsonTokenMask(std::vector<std::string> token_bytes)
   }
 }
 
+bool JsonReply::feed(uint8_t c) {
+  std::vector<JsonGrammar> next, forks;
+  for (JsonGrammar& g : states_) {
+    forks.clear();
+    g.set_fork_sink(&forks);
+    const bool took = g.feed(c);
+    g.set_fork_sink(nullptr);
+    if (took) next.push_back(std::move(g));
+    for (JsonGrammar& f : forks) {
+      f.set_fork_sink(nullptr);
+      next.push_back(std::move(f));
+    }
+  }
+  if (next.size() > kMaxStates) next.resize(kMaxStates);
+  states_ = std::move(next);
+  return !states_.empty();
+}
+
+bool JsonReply::feed(const std::string& bytes) {
+  for (char c : bytes)
+    if (!feed(static_cast<uint8_t>(c))) return false;
+  return true;
+}
+
+namespace {
+
+// Whether state, or a state it forks into, takes bytes [p, p + n); g is scratch.
+bool takes(const JsonGrammar& state, const uint8_t* p, size_t n, JsonGrammar& g) {
+  g.assign(state);
+  std::vector<JsonGrammar> forks;
+  g.set_fork_sink(&forks);
+  bool ok = true;
+  for (size_t i = 0; i < n && ok; i++) {
+    ok = g.feed(p[i]);
+    if (forks.empty()) continue;
+    const std::vector<JsonGrammar> fs = std::move(forks);
+    forks.clear();
+    for (const JsonGrammar& f : fs) {
+      JsonGrammar h = f;
+      if (takes(f, p + i + 1, n - i - 1, h)) {
+        g.set_fork_sink(nullptr);
+        return true;
+      }
+    }
+  }
+  g.set_fork_sink(nullptr);
+  return ok;
+}
+
+bool takes(const JsonGrammar& state, const std::string& bytes, JsonGrammar& g) {
+  return takes(state, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), g);
+}
+
+}  // namespace
+
+namespace {
+
+// -inf for the tokens not allowed; whether an allowed one can still be drawn.
+bool mask_logits(const std::vector<char>& allowed, float* logits, int n_vocab) {
+  bool any = false;
+  for (int id = 0; id < n_vocab; id++) {
+    if (allowed[static_cast<size_t>(id)])
+      any = any || !std::isinf(logits[id]) || logits[id] > 0;
+    else
+      logits[id] = -INFINITY;
+  }
+  return any;
+}
+
+}  // namespace
+
 bool JsonTokenMask::apply(const JsonGrammar& state, float* logits, int n_vocab) const {
+  std::vector<char> allowed(static_cast<size_t>(std::max(n_vocab, 0)), 0);
+  mark_allowed(state, allowed);
+  return mask_logits(allowed, logits, n_vocab);
+}
+
+bool JsonTokenMask::apply(const JsonReply& reply, float* logits, int n_vocab) const {
+  std::vector<char> allowed(static_cast<size_t>(std::max(n_vocab, 0)), 0);
+  for (const JsonGrammar& state : reply.states()) mark_allowed(state, allowed);
+  return mask_logits(allowed, logits, n_vocab);
+}
+
+void JsonTokenMask::mark_allowed(const JsonGrammar& state, std::vector<char>& allowed) const {
   // Which first bytes the state takes, and (outside plain string text, where most tokens
   // take the shortcut below) which second bytes after each: a token refused there needs
   // no closer look. Between a container's parts that is nearly all of them (most
   // tokens start with a space, which is taken, and then a letter, which is not).
   std::array<bool, 256> first_ok{};
-  JsonGrammar next = state, after_first = state;
+  JsonGrammar next = state;
   for (int c = 0; c < 256; c++) {
-    next.assign(state);
-    first_ok[static_cast<size_t>(c)] = next.feed(static_cast<uint8_t>(c));
+    const uint8_t b = static_cast<uint8_t>(c);
+    first_ok[static_cast<size_t>(c)] = takes(state, &b, 1, next);
   }
   const bool plain = state.in_plain_string();
   std::vector<uint8_t> second_ok;
   if (!plain) {
     second_ok.assign(256 * 256, 0);
+    std::vector<JsonGrammar> after_first, forks;
     for (int a = 0; a < 256; a++) {
       if (!first_ok[static_cast<size_t>(a)]) continue;
-      after_first.assign(state);
-      after_first.feed(static_cast<uint8_t>(a));
-      for (int b = 0; b < 256; b++) {
-        next.assign(after_first);
-        second_ok[static_cast<size_t>(a * 256 + b)] = next.feed(static_cast<uint8_t>(b));
+      // The states after byte a (forks included), each tried with every second byte.
+      JsonGrammar g = state;
+      forks.clear();
+      g.set_fork_sink(&forks);
+      const bool took = g.feed(static_cast<uint8_t>(a));
+      g.set_fork_sink(nullptr);
+      after_first.clear();
+      if (took) after_first.push_back(g);
+      for (JsonGrammar& f : forks) {
+        f.set_fork_sink(nullptr);
+        after_first.push_back(f);
       }
+      for (const JsonGrammar& s : after_first)
+        for (int b = 0; b < 256; b++) {
+          uint8_t& ok = second_ok[static_cast<size_t>(a * 256 + b)];
+          const uint8_t bb = static_cast<uint8_t>(b);
+          if (!ok) ok = takes(s, &bb, 1, next) ? 1 : 0;
+        }
     }
   }
-  bool any = false;
+  const int n_vocab = static_cast<int>(allowed.size());
   for (int id = 0; id < n_vocab; id++) {
     const size_t i = static_cast<size_t>(id);
+    if (allowed[i]) continue;
     const int len = id < size() ? length_[i] : 0;
     const unsigned lead = id < size() ? lead_[i] : 0;
     bool ok = len > 0 && first_ok[lead & 0xff];
     if (ok && !plain && len >= 2) ok = second_ok[(lead & 0xff) * 256 + (lead >> 8)] != 0;
-    if (ok && len > 1 && !(plain && plain_[i])) {
-      next.assign(state);
-      ok = next.feed(bytes_[i]);
-    }
-    if (ok) {
-      any = any || !std::isinf(logits[id]) || logits[id] > 0;
-    } else {
-      logits[id] = -INFINITY;
-    }
+    if (ok && len > 1 && !(plain && plain_[i])) ok = takes(state, bytes_[i], next);
+    if (ok) allowed[i] = 1;
   }
-  return any;
 }
 
 }  // namespace llm

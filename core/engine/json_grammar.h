@@ -36,6 +36,10 @@ class JsonGrammar {
   // Inside a string value, between characters: any run of plain characters (no quote,
   // backslash or control byte; whole UTF-8 sequences) is taken.
   bool in_plain_string() const;
+  // Where a value may follow several anyOf alternatives of its type, this state takes
+  // the first that fits and puts a state for each other one in *sink (null: dropped).
+  // JsonReply follows them all.
+  void set_fork_sink(std::vector<JsonGrammar>* sink) { forks_ = sink; }
 
  private:
   enum class Mode : uint8_t {
@@ -68,6 +72,7 @@ class JsonGrammar {
   };
 
   bool start_value(uint8_t c);
+  bool fork(const std::vector<int>& alternatives, uint8_t wanted, uint8_t c);
   bool end_value();
   bool between(uint8_t c);
   bool key_byte(uint8_t c);
@@ -102,18 +107,42 @@ class JsonGrammar {
   long double int_part_ = 0, frac_part_ = 0, frac_scale_ = 1;
   int depth_ = 0;
   std::array<Frame, kMaxDepth> stack_{};
+  std::vector<JsonGrammar>* forks_ = nullptr;
+};
+
+// A reply under a schema: the JsonGrammar states of every anyOf alternative it may still
+// follow (one, unless alternatives share a type, as unions of objects do).
+class JsonReply {
+ public:
+  static constexpr size_t kMaxStates = 64;  // more open alternatives are dropped
+
+  explicit JsonReply(const JsonSchema& schema) : states_{JsonGrammar(schema)} {}
+  // Takes one byte; false (nothing left to follow) if no state takes it.
+  bool feed(uint8_t c);
+  bool feed(const std::string& bytes);
+  // The object is closed (every state left took the same bytes, so all are).
+  bool done() const { return !states_.empty() && states_[0].done(); }
+  const std::vector<JsonGrammar>& states() const { return states_; }
+
+ private:
+  std::vector<JsonGrammar> states_;
 };
 
 // The bytes of every token (Tokenizer::token_bytes), for masks.
 class JsonTokenMask {
  public:
   explicit JsonTokenMask(std::vector<std::string> token_bytes);
-  // Sets the logits of tokens that cannot follow `state` to -inf; false when none can.
+  // Sets the logits of tokens that cannot follow `state` (or any state of `reply`) to -inf;
+  // false when none can.
   bool apply(const JsonGrammar& state, float* logits, int n_vocab) const;
+  bool apply(const JsonReply& reply, float* logits, int n_vocab) const;
   const std::string& bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
   int size() const { return static_cast<int>(bytes_.size()); }
 
  private:
+  // Sets allowed[id] for the tokens that can follow state.
+  void mark_allowed(const JsonGrammar& state, std::vector<char>& allowed) const;
+
   std::vector<std::string> bytes_;
   // Per token, packed for the scan over the vocabulary: its first two bytes, its length
   // (capped at 255), and whether it is plain string characters only (taken whole inside

@@ -93,17 +93,16 @@ int JsonSchema::add_enum(const std::vector<json>& values, const std::string& pat
   return static_cast<int>(nodes_.size()) - 1;
 }
 
-int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::string& path) {
+int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::string&) {
   Node merged;
   merged.types = 0;
   for (int a : alts) {
     const uint8_t types = nodes_[static_cast<size_t>(a)].types;
     const bool numbers = (types & (kInteger | kNumber)) != 0;
     if ((merged.types & types) != 0 || (numbers && (merged.types & (kInteger | kNumber)) != 0))
-      fail("%s: anyOf/oneOf alternatives of the same type are not supported", path.c_str());
+      overlapping_ = true;
     merged.types |= types;
-    for (int i = 0; i < kTypes; i++)
-      if (types & (1u << i)) merged.by_type[i] = a;
+    merged.alternatives.push_back(a);
   }
   nodes_.push_back(std::move(merged));
   return static_cast<int>(nodes_.size()) - 1;

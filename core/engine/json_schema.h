@@ -4,14 +4,14 @@
 // `additionalProperties` (false, a schema, or anything), `items`, `minItems` /
 // `maxItems`, `minLength` / `maxLength` (characters; an escape counts one), `minimum` /
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
-// without an exponent), `enum`, `const`, `anyOf` / `oneOf` whose alternatives differ in
-// type, `allOf` of one schema, and local `$ref`s (`#/$defs/...`, `#/definitions/...`,
-// recursion included), `format` date, time, date-time and uuid (json_formats.h), and
-// `pattern` (json_pattern.h; such strings are written without escapes). Keywords that
-// only describe or bound values otherwise (`description`, other formats, `multipleOf`,
-// ...) are accepted and not enforced.
-// Anything else that would change which documents are valid is refused with an
-// llm::Error naming its place.
+// without an exponent), `enum`, `const`, `anyOf` / `oneOf` (oneOf taken as anyOf;
+// alternatives of one type, such as unions of objects, are followed side by side),
+// `allOf` of one schema, local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion
+// included), `format` date, time, date-time and uuid (json_formats.h), and `pattern`
+// (json_pattern.h; such strings are written without escapes). Keywords that only
+// describe or bound values otherwise (`description`, other formats, `multipleOf`, ...)
+// are accepted and not enforced. Anything else that would change which documents are
+// valid is refused with an llm::Error naming its place.
 #pragma once
 
 #include <cmath>
@@ -41,7 +41,6 @@ class JsonSchema {
     kNull = 64,
     kAnyType = 127,
   };
-  static constexpr int kTypes = 7;
   static constexpr int kAny = 0;  // the node that takes any value
   static constexpr int kMaxKeys = 64;
 
@@ -59,7 +58,9 @@ class JsonSchema {
 
   struct Node {
     uint8_t types = kAnyType;
-    int by_type[kTypes] = {-1, -1, -1, -1, -1, -1, -1};  // anyOf: the node for each type
+    // anyOf / oneOf: the alternatives' nodes (types is the union of theirs). A value goes
+    // to those of its type; where several share it, the grammar follows each (JsonReply).
+    std::vector<int> alternatives;
     // Objects: declared keys, the node of each one's value, and which are required.
     std::vector<std::string> keys;
     std::vector<int> key_values;
@@ -88,6 +89,9 @@ class JsonSchema {
   int root() const { return root_; }
   const Trie& trie(int i) const { return tries_[static_cast<size_t>(i)]; }
   const PatternDfa& pattern(int i) const { return patterns_[static_cast<size_t>(i)]; }
+  // Whether some anyOf / oneOf has alternatives of one type (a reply may then have to be
+  // followed under several of them at once).
+  bool has_overlapping_alternatives() const { return overlapping_; }
 
  private:
   int compile_node(const nlohmann::json& s, const std::string& path);
@@ -100,6 +104,7 @@ class JsonSchema {
   std::vector<Trie> tries_;
   std::vector<PatternDfa> patterns_;
   int root_ = kAny;
+  bool overlapping_ = false;
   nlohmann::json doc_;                         // for $ref
   std::unordered_map<std::string, int> refs_;  // resolved $refs
 };
