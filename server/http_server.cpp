@@ -491,9 +491,7 @@ void Server::routes() {
               g.json = JsonSchema::compile(job->format.forced->schema);
             } catch (const Error&) {
               // Parameters this server cannot enforce: any arguments object.
-              job->format.forced->schema["properties"][job->format.forced->arguments_key] = {
-                  {"type", "object"}};
-              g.json = JsonSchema::compile(job->format.forced->schema);
+              g.json = JsonSchema::compile(job->format.forced->loose_schema);
             }
           }
           try {

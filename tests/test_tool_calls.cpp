@@ -10,6 +10,7 @@
 
 #include "core/chat/chat_template.h"
 #include "core/chat/tool_calls.h"
+#include "core/engine/json_grammar.h"
 #include "core/error.h"
 
 using namespace llm;
@@ -254,12 +255,22 @@ TEST_CASE("a forced call is one JSON object after the syntax's opener", "[tool_c
     {"type": "function", "function": {"name": "b"}}])");
   const ForcedToolCall one = forced_tool_call(ToolCallSyntax::HermesJson, tools, "a");
   CHECK(one.opener == "<tool_call>\n");
-  CHECK(one.schema["properties"]["name"]["enum"] == nlohmann::json::array({"a"}));
+  CHECK(one.schema["properties"]["name"]["const"] == "a");
   CHECK(one.schema["properties"]["arguments"] == tools[0]["function"]["parameters"]);
   const ForcedToolCall any = forced_tool_call(ToolCallSyntax::Llama3Json, tools, "");
   CHECK(any.opener.empty());
-  CHECK(any.schema["properties"]["name"]["enum"].size() == 2);
-  CHECK(any.schema["properties"]["parameters"] == nlohmann::json{{"type", "object"}});
+  CHECK(any.loose_schema["properties"]["name"]["enum"].size() == 2);
+  CHECK(any.loose_schema["properties"]["parameters"] == nlohmann::json{{"type", "object"}});
+  // Any of several tools: each call with its own parameters.
+  const auto schema = JsonSchema::compile(any.schema);
+  auto whole = [&](const std::string& doc) {
+    JsonReply r(*schema);
+    return r.feed(doc) && r.done();
+  };
+  CHECK(whole(R"({"name": "a", "parameters": {"x": 1}})"));
+  CHECK(whole(R"({"name": "b", "parameters": {"y": "free"}})"));
+  CHECK_FALSE(whole(R"({"name": "a", "parameters": {"x": "one"}})"));
+  CHECK_FALSE(whole(R"({"name": "c", "parameters": {}})"));
   CHECK_THROWS_WITH(forced_tool_call(ToolCallSyntax::QwenXml, tools, "a"),
                     Catch::Contains("qwen-xml"));
   ToolCall c;

@@ -504,20 +504,27 @@ ForcedToolCall forced_tool_call(ToolCallSyntax syntax, const nlohmann::json& too
         "(Hermes/Qwen <tool_call>, Llama 3); this one's are %s",
         tool_call_syntax_name(syntax));
   }
-  nlohmann::json names = nlohmann::json::array();
-  nlohmann::json params = {{"type", "object"}};
+  // One object per tool that may be called: its name and its parameters (anyOf when
+  // several; the recognizer follows each until the name tells them apart). The loose
+  // schema takes any arguments object, for parameters that cannot be enforced.
+  nlohmann::json names = nlohmann::json::array(), calls = nlohmann::json::array();
+  auto call = [&](const nlohmann::json& name, const nlohmann::json& params) {
+    return nlohmann::json{{"type", "object"},
+                          {"properties", {{"name", name}, {f.arguments_key, params}}},
+                          {"required", {"name", f.arguments_key}},
+                          {"additionalProperties", false}};
+  };
   for (const auto& t : tools) {
     const nlohmann::json& fn = t.at("function");
     const std::string n = fn.value("name", "");
     if (!name.empty() && n != name) continue;
     names.push_back(n);
-    if (fn.contains("parameters")) params = fn["parameters"];
+    calls.push_back(call({{"const", n}}, fn.contains("parameters")
+                                             ? fn["parameters"]
+                                             : nlohmann::json{{"type", "object"}}));
   }
-  if (names.size() != 1) params = {{"type", "object"}};  // several tools: any arguments
-  f.schema = {{"type", "object"},
-              {"properties", {{"name", {{"enum", names}}}, {f.arguments_key, params}}},
-              {"required", {"name", f.arguments_key}},
-              {"additionalProperties", false}};
+  f.loose_schema = call({{"enum", names}}, {{"type", "object"}});
+  f.schema = calls.size() == 1 ? calls[0] : nlohmann::json{{"anyOf", calls}};
   return f;
 }
 

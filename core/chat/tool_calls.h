@@ -57,7 +57,8 @@ size_t tool_call_free_prefix(ToolCallSyntax syntax, const std::string& text);
 // where one tool is possible), the text the reply starts after (it goes at the end of
 // the prompt), and the key of the arguments.
 struct ForcedToolCall {
-  nlohmann::json schema;
+  nlohmann::json schema;        // the call of one of the tools, with its parameters
+  nlohmann::json loose_schema;  // any arguments object (parameters that cannot be enforced)
   std::string opener;
   std::string arguments_key;
 };
