@@ -303,7 +303,8 @@ TEST_CASE("json schema: what it cannot enforce is refused with its place", "[jso
   fails_with(R"({"type":"object","required":["b"]})", "required key \"b\"");
   fails_with(R"({"type":"object","properties":{"a":{"$ref":"#/$defs/x"}}})", "points nowhere");
   fails_with(R"({"type":"object","properties":{"a":{"type":"date"}}})", "unknown type 'date'");
-  fails_with(R"({"type":"object","properties":{"a":{"items":[{}]}}})", "tuples");
+  fails_with(R"({"type":"object","properties":{"a":{"prefixItems":{}}}})",
+             "prefixItems must be a list");
 }
 
 TEST_CASE("json schema: the engine keeps a random model's replies to the schema",
@@ -776,4 +777,31 @@ TEST_CASE("json schema: anyOf alternatives of one type are followed side by side
       *schema, {R"({"pet":)", R"({"pet":{")", R"({"pet":{"kind":")", R"({"pet":{"kind":"dog",")",
                 R"({"pet":{"kind":"dog"},"id":)", R"({"pet":{"kind":"dog"},"n":1)",
                 R"({"pet":{"kind":"dog"},"list":[)"});
+}
+
+TEST_CASE("json schema: tuples give their first items their own schemas",
+          "[json_mode][json_schema]") {
+  // 2020-12's prefixItems (pydantic's Tuple[int, str]), then items for the rest; and the
+  // earlier drafts' items list with additionalItems.
+  const auto schema = JsonSchema::compile(json::parse(R"({"type": "object", "properties": {
+      "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}],
+               "items": false, "minItems": 2},
+      "head": {"prefixItems": [{"const": "x"}], "items": {"type": "boolean"}},
+      "old": {"type": "array", "items": [{"type": "null"}], "additionalItems": false}}})"));
+  auto whole = [&](const std::string& doc) {
+    JsonReply r(*schema);
+    return r.feed(doc) && r.done();
+  };
+  for (const char* ok : {R"({"pair":[1,"a"]})", R"({"head":["x"]})", R"({"head":["x",true,false]})",
+                         R"({"head":[]})", R"({"old":[null]})", R"({"old":[]})"}) {
+    INFO(ok);
+    CHECK(whole(ok));
+  }
+  for (const char* bad :
+       {R"({"pair":["a",1]})", R"({"pair":[1]})", R"({"pair":[1,"a",2]})", R"({"head":["y"]})",
+        R"({"head":["x",1]})", R"({"old":[null,null]})", R"({"old":[1]})"}) {
+    INFO(bad);
+    CHECK_FALSE(whole(bad));
+  }
+  check_mask_agrees(*schema, {R"({"pair":[)", R"({"pair":[1,)", R"({"head":["x",)"});
 }

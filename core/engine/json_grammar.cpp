@@ -421,7 +421,7 @@ bool JsonGrammar::between(uint8_t c) {
       if (c == ']') return n.min_items == 0 && close();
       if (n.max_items == 0) return false;
       f.seen = 1;
-      value_node_ = n.items;
+      value_node_ = item_node(n, 0);
       return start_value(c);
     case Phase::AfterValue:
       if (c == ',') {
@@ -431,7 +431,7 @@ bool JsonGrammar::between(uint8_t c) {
         } else {
           if (f.seen >= n.max_items) return false;
           f.seen++;
-          value_node_ = n.items;
+          value_node_ = item_node(n, f.seen - 1);
           mode_ = Mode::Value;
         }
         return true;

@@ -82,6 +82,10 @@ class JsonGrammar {
   // within the bounds, and whether the one that just ended does.
   bool number_possible() const;
   bool number_in_bounds() const;
+  // The node of an array's index-th item (tuples give the first ones their own).
+  static int item_node(const JsonSchema::Node& n, uint64_t index) {
+    return index < n.prefix_items.size() ? n.prefix_items[static_cast<size_t>(index)] : n.items;
+  }
   // Whether an object may take one more declared (or extra) key.
   bool may_add_key(const Frame& f) const;
   static bool space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }

@@ -175,9 +175,9 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
     nodes_[static_cast<size_t>(slot)] = copy;
     return slot;
   }
-  for (const char* k : {"not", "if", "then", "else", "patternProperties", "prefixItems",
-                        "dependentRequired", "dependentSchemas", "unevaluatedProperties",
-                        "unevaluatedItems", "propertyNames", "contains"})
+  for (const char* k :
+       {"not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
+        "unevaluatedProperties", "unevaluatedItems", "propertyNames", "contains"})
     if (s.contains(k)) fail("%s: '%s' is not supported", path.c_str(), k);
   for (const char* k : {"anyOf", "oneOf"}) {
     if (!s.contains(k)) continue;
@@ -215,7 +215,7 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
   } else if (s.contains("properties") || s.contains("required") ||
              s.contains("additionalProperties")) {
     n.types = kObject;
-  } else if (s.contains("items")) {
+  } else if (s.contains("items") || s.contains("prefixItems")) {
     n.types = kArray;
   }
   if (n.types & kObject) {
@@ -254,9 +254,26 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
     n.key_trie = static_cast<int>(tries_.size());
     tries_.push_back(std::move(t));
   }
-  if ((n.types & kArray) && s.contains("items")) {
-    if (s["items"].is_array()) fail("%s: items as a list (tuples) is not supported", path.c_str());
-    n.items = compile_node(s["items"], path + "/items");
+  // Tuples: prefixItems (2020-12) or items as a list (earlier drafts) give the first items
+  // their own schemas; items / additionalItems then the rest (false: no more).
+  bool closed_tuple = false;
+  if (n.types & kArray) {
+    const bool listed = s.contains("items") && s["items"].is_array();
+    const char* prefix = s.contains("prefixItems") ? "prefixItems" : listed ? "items" : nullptr;
+    if (prefix) {
+      if (!s[prefix].is_array()) fail("%s: %s must be a list", path.c_str(), prefix);
+      for (size_t i = 0; i < s[prefix].size(); i++)
+        n.prefix_items.push_back(
+            compile_node(s[prefix][i], path + "/" + prefix + "/" + std::to_string(i)));
+    }
+    const char* rest = listed ? "additionalItems" : "items";
+    if (s.contains(rest)) {
+      const json& r = s[rest];
+      if (r.is_boolean() && !r.get<bool>())
+        closed_tuple = true;
+      else
+        n.items = compile_node(r, path + "/" + rest);
+    }
   }
   auto bound = [&](const char* key, uint32_t* out) {
     if (!s.contains(key)) return;
@@ -270,6 +287,8 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
   bound("maxItems", &n.max_items);
   bound("minLength", &n.min_length);
   bound("maxLength", &n.max_length);
+  if (closed_tuple)
+    n.max_items = std::min(n.max_items, static_cast<uint32_t>(n.prefix_items.size()));
   if (n.min_items > n.max_items || n.min_length > n.max_length)
     fail("%s: a minimum above its maximum accepts nothing", path.c_str());
   number_bounds(s, path, n);

@@ -6,12 +6,12 @@
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
 // without an exponent), `enum`, `const`, `anyOf` / `oneOf` (oneOf taken as anyOf;
 // alternatives of one type, such as unions of objects, are followed side by side),
-// `allOf` of one schema, local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion
-// included), `format` date, time, date-time and uuid (json_formats.h), and `pattern`
-// (json_pattern.h; such strings are written without escapes). Keywords that only
-// describe or bound values otherwise (`description`, other formats, `multipleOf`, ...)
-// are accepted and not enforced. Anything else that would change which documents are
-// valid is refused with an llm::Error naming its place.
+// `prefixItems` and `items` lists (tuples), `allOf` of one schema, local `$ref`s (`#/$defs/...`,
+// `#/definitions/...`, recursion included), `format` date, time, date-time and uuid
+// (json_formats.h), and `pattern` (json_pattern.h; such strings are written without escapes).
+// Keywords that only describe or bound values otherwise (`description`, other formats,
+// `multipleOf`, ...) are accepted and not enforced. Anything else that would change which documents
+// are valid is refused with an llm::Error naming its place.
 #pragma once
 
 #include <cmath>
@@ -68,7 +68,8 @@ class JsonSchema {
     bool extra_keys = true;  // additionalProperties is not false
     int extra_value = kAny;
     int key_trie = -1;
-    int items = kAny;  // arrays
+    int items = kAny;               // arrays: the items after prefix_items
+    std::vector<int> prefix_items;  // arrays: the first items' nodes (tuples)
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
     StringFormat format = StringFormat::None;          // strings: `format`, where enforced
