@@ -805,3 +805,31 @@ TEST_CASE("json schema: tuples give their first items their own schemas",
   }
   check_mask_agrees(*schema, {R"({"pair":[)", R"({"pair":[1,)", R"({"head":["x",)"});
 }
+
+TEST_CASE("json schema: objects keep within minProperties and maxProperties",
+          "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(json::parse(R"({"type": "object", "properties": {
+      "tags": {"type": "object", "additionalProperties": {"type": "integer"},
+               "minProperties": 1, "maxProperties": 2},
+      "fixed": {"properties": {"a": {}, "b": {}, "c": {}}, "additionalProperties": false,
+                "minProperties": 2}}})"));
+  auto whole = [&](const std::string& doc) {
+    JsonReply r(*schema);
+    return r.feed(doc) && r.done();
+  };
+  for (const char* ok : {R"({"tags":{"x":1}})", R"({"tags":{"x":1,"y":2}})",
+                         R"({"fixed":{"a":1,"c":2}})", R"({"fixed":{"c":1,"b":2,"a":3}})"}) {
+    INFO(ok);
+    CHECK(whole(ok));
+  }
+  for (const char* bad : {R"({"tags":{}})", R"({"tags":{"x":1,"y":2,"z":3}})",
+                          R"({"fixed":{"a":1}})", R"({"fixed":{}})"}) {
+    INFO(bad);
+    CHECK_FALSE(whole(bad));
+  }
+  check_mask_agrees(*schema, {R"({"tags":{)", R"({"tags":{"x":1,"y":2)", R"({"fixed":{"a":1)"});
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"a":{"type":"integer"}},)"
+                                      R"("additionalProperties":false,"minProperties":2})")),
+      Catch::Contains("minProperties asks for more keys"));
+}

@@ -53,6 +53,7 @@ bool JsonGrammar::in_plain_string() const {
 
 bool JsonGrammar::may_add_key(const Frame& f) const {
   const JsonSchema::Node& n = schema_->node(f.node);
+  if (f.count >= n.max_props) return false;
   if (n.extra_keys) return true;
   return n.key_trie >= 0 && (schema_->trie(n.key_trie).nodes[0].below & ~f.seen) != 0;
 }
@@ -107,7 +108,7 @@ bool JsonGrammar::start_value(uint8_t c) {
     case '[':
       if (depth_ == kMaxDepth) return false;
       stack_[depth_++] =
-          Frame{0, n, -1, JsonSchema::kAny, c == '{', c == '{' ? Phase::KeyFirst : Phase::First};
+          Frame{0, n, -1, JsonSchema::kAny, c == '{', c == '{' ? Phase::KeyFirst : Phase::First, 0};
       mode_ = Mode::Between;
       return true;
     case '"':
@@ -221,6 +222,7 @@ bool JsonGrammar::string_byte(uint8_t c) {
       } else {
         return false;
       }
+      f.count++;
       f.phase = Phase::Colon;
       mode_ = Mode::Between;
       spaces_ = 0;
@@ -401,7 +403,7 @@ bool JsonGrammar::between(uint8_t c) {
   };
   switch (f.phase) {
     case Phase::KeyFirst:
-      if (c == '}') return n.required == 0 && close();
+      if (c == '}') return n.required == 0 && n.min_props == 0 && close();
       [[fallthrough]];
     case Phase::Key:
       if (c != '"' || (f.phase == Phase::KeyFirst && !may_add_key(f))) return false;
@@ -437,7 +439,9 @@ bool JsonGrammar::between(uint8_t c) {
         return true;
       }
       if (f.object ? c == '}' : c == ']')
-        return (f.object ? (n.required & ~f.seen) == 0 : f.seen >= n.min_items) && close();
+        return (f.object ? (n.required & ~f.seen) == 0 && f.count >= n.min_props
+                         : f.seen >= n.min_items) &&
+               close();
       return false;
     case Phase::InKey:
       break;

@@ -69,6 +69,7 @@ class JsonGrammar {
     int32_t key_value;  // objects: the node of the current key's value
     bool object;
     Phase phase;
+    uint32_t count;  // objects: the keys given so far (declared or not)
   };
 
   bool start_value(uint8_t c);

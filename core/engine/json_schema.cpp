@@ -287,6 +287,11 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
   bound("maxItems", &n.max_items);
   bound("minLength", &n.min_length);
   bound("maxLength", &n.max_length);
+  bound("minProperties", &n.min_props);
+  bound("maxProperties", &n.max_props);
+  if (n.min_props > n.max_props ||
+      (!n.extra_keys && n.min_props > static_cast<uint32_t>(n.keys.size())))
+    fail("%s: minProperties asks for more keys than the object may have", path.c_str());
   if (closed_tuple)
     n.max_items = std::min(n.max_items, static_cast<uint32_t>(n.prefix_items.size()));
   if (n.min_items > n.max_items || n.min_length > n.max_length)

@@ -1,17 +1,19 @@
 // A JSON schema compiled for constrained decoding (JsonGrammar walks it byte by byte).
 //
-// Enforced: `type` (one or a list), `properties` with `required` and
-// `additionalProperties` (false, a schema, or anything), `items`, `minItems` /
-// `maxItems`, `minLength` / `maxLength` (characters; an escape counts one), `minimum` /
+// Enforced: `type` (one or a list); `properties` with `required` and
+// `additionalProperties` (false, a schema, or anything), `minProperties` /
+// `maxProperties`; `items`, tuples (`prefixItems`, or `items` as a list with
+// `additionalItems`), `minItems` / `maxItems`; `minLength` / `maxLength` (characters; an
+// escape counts one), `format` date, time, date-time and uuid (json_formats.h),
+// `pattern` (json_pattern.h; such strings are written without escapes); `minimum` /
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
-// without an exponent), `enum`, `const`, `anyOf` / `oneOf` (oneOf taken as anyOf;
-// alternatives of one type, such as unions of objects, are followed side by side),
-// `prefixItems` and `items` lists (tuples), `allOf` of one schema, local `$ref`s (`#/$defs/...`,
-// `#/definitions/...`, recursion included), `format` date, time, date-time and uuid
-// (json_formats.h), and `pattern` (json_pattern.h; such strings are written without escapes).
-// Keywords that only describe or bound values otherwise (`description`, other formats,
-// `multipleOf`, ...) are accepted and not enforced. Anything else that would change which documents
-// are valid is refused with an llm::Error naming its place.
+// without an exponent); `enum`, `const`; `anyOf` / `oneOf` (oneOf taken as anyOf;
+// alternatives of one type, such as unions of objects, are followed side by side);
+// `allOf` of one schema; local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion
+// included). Keywords that only describe or bound values otherwise (`description`, other
+// formats, `multipleOf`, `uniqueItems`, ...) are accepted and not enforced. Anything else
+// that would change which documents are valid is refused with an llm::Error naming its
+// place.
 #pragma once
 
 #include <cmath>
@@ -71,6 +73,7 @@ class JsonSchema {
     int items = kAny;               // arrays: the items after prefix_items
     std::vector<int> prefix_items;  // arrays: the first items' nodes (tuples)
     uint32_t min_items = 0, max_items = UINT32_MAX;
+    uint32_t min_props = 0, max_props = UINT32_MAX;    // objects: keys in all
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
     StringFormat format = StringFormat::None;          // strings: `format`, where enforced
     int pattern = -1;                                  // strings: `pattern` (an automaton)
