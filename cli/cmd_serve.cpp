@@ -76,9 +76,14 @@ void run_serve(ServeOptions o) {
   const Pooling pooling =
       o.pooling.empty() ? default_pooling(lm.model->config().pooling) : parse_pooling(o.pooling);
   srv.set_ready(*engine, *tok, chat.get(), pooling);
-  std::printf("llmcli: ready: model '%s', context %d tokens, %d sequences per batch, KV cache %s\n",
-              o.http.model_name.c_str(), engine->context_size(), o.engine.max_seqs,
-              format_bytes(engine->cache_bytes()).c_str());
+  std::printf(
+      "llmcli: ready: model '%s', context %d tokens, %d sequences per batch, KV cache %s, "
+      "embeddings pooled by %s%s\n",
+      o.http.model_name.c_str(), engine->context_size(), o.engine.max_seqs,
+      format_bytes(engine->cache_bytes()).c_str(), pooling_name(pooling),
+      o.engine.lookup_draft > 0
+          ? (", drafts of up to " + std::to_string(o.engine.lookup_draft) + " tokens").c_str()
+          : "");
   std::fflush(stdout);
 
   int sig = 0;

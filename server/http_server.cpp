@@ -412,24 +412,38 @@ void Server::routes() {
       const EmbeddingsRequest e = parse_embeddings_request(
           parse_body(req.body), r->engine->vocab_size(), r->engine->hidden_size());
       const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
+      // Every input checked before any runs.
+      std::vector<EmbeddingRequest> inputs(n);
       int prompt_tokens = 0;
       for (size_t i = 0; i < n; i++) {
-        EmbeddingRequest q;
+        EmbeddingRequest& q = inputs[i];
         q.prompt = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
         q.pooling = r->pooling;
         prompt_tokens += static_cast<int>(q.prompt.size());
-        try {
-          streams.push_back(r->engine->submit_embedding(std::move(q)));
-        } catch (const QueueFullError& ex) {
-          throw ApiError(429, ex.what(), "", "rate_limit_exceeded");
-        } catch (const Error& ex) {
-          throw ApiError(400, "input " + std::to_string(i) + ": " + ex.what(), "input");
-        }
+        if (q.prompt.empty() || static_cast<int>(q.prompt.size()) > r->engine->context_size())
+          throw ApiError(400,
+                         "input " + std::to_string(i) + ": " + std::to_string(q.prompt.size()) +
+                             " tokens; the context window takes 1 to " +
+                             std::to_string(r->engine->context_size()),
+                         "input");
       }
+      // Submitted as far as the engine's queue takes them, the rest as earlier ones end:
+      // a request of many inputs is refused (429) only when none of it can be queued.
       std::vector<std::vector<float>> out;
-      for (auto& st : streams) {
+      size_t next = 0;
+      for (size_t i = 0; i < n; i++) {
+        for (; next < n; next++) {
+          try {
+            streams.push_back(r->engine->submit_embedding(inputs[next]));
+          } catch (const QueueFullError& ex) {
+            if (next == i) throw ApiError(429, ex.what(), "", "rate_limit_exceeded");
+            break;
+          } catch (const Error& ex) {
+            throw ApiError(400, "input " + std::to_string(next) + ": " + ex.what(), "input");
+          }
+        }
         GenerationEvent ev;
-        do ev = st->next();
+        do ev = streams[i]->next();
         while (ev.finish == FinishReason::None);
         if (ev.finish == FinishReason::Error) throw ApiError(500, ev.error, "", "server_error");
         if (ev.finish == FinishReason::Cancelled)

@@ -325,6 +325,26 @@ TEST_CASE("server: /v1/embeddings as OpenAI's, every input shape, errors", "[ser
   CHECK(get->status == 405);
 }
 
+TEST_CASE("server: /v1/embeddings of more inputs than the queue takes, in waves",
+          "[server][embeddings]") {
+  EngineOptions eo;
+  eo.max_seqs = 1;
+  eo.prefill_chunk_size = 16;
+  eo.max_queue = 2;
+  TestServer s(eo);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 10; i++) texts.push_back("input number " + std::to_string(i) + " here");
+  const json all = post(s, "/v1/embeddings", {{"input", texts}}, 200);
+  REQUIRE(all["data"].size() == texts.size());
+  for (size_t i = 0; i < texts.size(); i++) {
+    INFO(i);
+    const std::vector<float> want = engine_embedding(s, s.tok->encode(texts[i], true));
+    const std::vector<float> got = all["data"][i]["embedding"].get<std::vector<float>>();
+    REQUIRE(got.size() == want.size());
+    for (size_t d = 0; d < got.size(); d++) CHECK(std::fabs(got[d] - want[d]) < 1e-5);
+  }
+}
+
 TEST_CASE("server: /v1/embeddings refuses a server pooling none", "[server][embeddings]") {
   TestServer s({}, {}, /*load=*/false);
   s.load({}, tiny_model_path(), Pooling::None);
