@@ -488,6 +488,17 @@ TEST_CASE("engine: speculation by prompt lookup gives exactly the greedy tokens"
     o.kv_cache_tokens = 160;
     CHECK(run(o, &st) == want);
   }
+  SECTION("recurrent state (RWKV) cannot take back a draft: none is made") {
+    auto rwkv = Model::load(test::model_dir("rwkv"), *backend);
+    const auto plain = decode_all(*rwkv, prompts, 12, batch_options(4, 32));
+    EngineOptions o = batch_options(4, 32);
+    o.lookup_draft = 5;
+    Engine engine(*rwkv, nullptr, o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const auto& p : prompts) streams.push_back(engine.submit(greedy_request(p, 12)));
+    for (size_t i = 0; i < prompts.size(); i++) CHECK(collect(*streams[i]).tokens == plain[i]);
+    CHECK(engine.stats().draft_tokens == 0);
+  }
   SECTION("sampled replies (temperature, top-k, top-p, min-p): the same tokens, seed for seed") {
     auto sampled = [&](int draft, EngineStats* stats) {
       EngineOptions o = batch_options(4, 32);

@@ -77,7 +77,7 @@ struct Engine::Sequence {
   std::unique_ptr<StreamDecoder> decoder;
   StopMatcher stop;
   bool done = false;
-  int take = 0;                     // tokens of this sequence in the current step
+  int take = 0;                   // tokens of this sequence in the current step
   std::optional<JsonReply> json;  // JSON mode: where the reply stands in its object
   // Prefix caching: the hash of the tokens up to the end of each of its first pages
   // that are published (or were adopted).
@@ -168,6 +168,8 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
     opts_.lookup_draft = std::atoi(draft_env);
   if (opts_.lookup_draft < 0 || opts_.lookup_draft > 32)
     fail("lookup draft must be in 0..32 tokens, got %d", opts_.lookup_draft);
+  // A recurrent state takes every token fed, a rejected draft's too: no drafts there.
+  if (runner_->has_recurrent_state()) opts_.lookup_draft = 0;
   if (opts_.lookup_draft > 0) decode_ahead_ = false;  // drafts are checked on the host
   const char* prefix_env = std::getenv("LLM_PREFIX_CACHE");
   prefix_cache_ = opts_.prefix_cache && !runner_->has_recurrent_state() &&

@@ -55,7 +55,8 @@ struct EngineOptions {
   // that followed them as a draft, checked in the same step (each row draws its token with
   // the sequence's next u); the draft is kept up to the first row that drew otherwise, so
   // the output is the same, seed for seed, and a step may give several tokens. 0: off.
-  // Steps are then not queued ahead of the host. LLM_LOOKUP_DRAFT=N overrides.
+  // Steps are then not queued ahead of the host. Off for recurrent state (RWKV), which
+  // cannot take back a rejected draft. LLM_LOOKUP_DRAFT=N overrides.
   int lookup_draft = 0;
 };
 
