@@ -6,9 +6,12 @@ namespace llm::server {
 
 namespace {
 
-std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls) {
+std::vector<ResponseToolCall> response_calls(const std::vector<ToolCall>& calls, bool one_call) {
   std::vector<ResponseToolCall> out;
-  for (const ToolCall& c : calls) out.push_back({random_id("call_"), c.name, c.arguments});
+  for (const ToolCall& c : calls) {
+    if (one_call && !out.empty()) break;
+    out.push_back({random_id("call_"), c.name, c.arguments});
+  }
   return out;
 }
 
@@ -18,7 +21,7 @@ ShownReply show_reply(const ReplyFormat& format, std::string text) {
   ShownReply out;
   ToolCall call;
   if (format.forced && forced_call_from_reply(*format.forced, text, &call)) {
-    out.calls = response_calls({call});
+    out.calls = response_calls({call}, true);
     return out;
   }
   if (format.thinks) {
@@ -29,7 +32,7 @@ ShownReply show_reply(const ReplyFormat& format, std::string text) {
   if (format.tools != ToolCallSyntax::None) {
     ParsedReply parsed = parse_tool_calls(format.tools, text);
     if (!parsed.calls.empty()) {
-      out.calls = response_calls(parsed.calls);
+      out.calls = response_calls(parsed.calls, format.one_call);
       text = std::move(parsed.content);
     }
   }
@@ -65,7 +68,7 @@ ShownReply StreamedReply::push(const std::string& text, bool ended) {
     if (ended) {
       ParsedReply end = tools_->finish();
       out.content += end.content;
-      out.calls = response_calls(end.calls);
+      out.calls = response_calls(end.calls, format_.one_call);
     }
   }
   return out;

@@ -20,6 +20,7 @@ struct ReplyFormat {
   bool thinks = false;                          // a think block at the start is reasoning_content
   bool think_inside = false;                    // ... and the prompt opened it
   std::optional<ForcedToolCall> forced;         // the reply is this call's JSON object
+  bool one_call = false;                        // parallel_tool_calls false: the first only
 };
 
 struct ShownReply {

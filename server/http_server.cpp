@@ -488,6 +488,7 @@ void Server::routes() {
           }
           if (!p.tools.is_null()) {
             job->format.tools = r.chat->tool_call_syntax();
+            job->format.one_call = !p.parallel_tool_calls;
             g.keep_special =
                 job->format.tools != ToolCallSyntax::None;  // markers may be such tokens
           }

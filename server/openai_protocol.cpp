@@ -292,6 +292,8 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
     if (!r.forced_tool.empty() && r.tools.is_null())
       throw ApiError(400, "'tool_choice' forces a call but there are no 'tools'", "tool_choice");
   }
+  if (present(body, "parallel_tool_calls"))
+    r.parallel_tool_calls = bool_field(body, "parallel_tool_calls");
   if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");
   if (present(body, "top_logprobs")) {
     r.top_logprobs = static_cast<int>(int_field(body, "top_logprobs", 0, 20));

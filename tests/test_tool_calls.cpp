@@ -12,6 +12,7 @@
 #include "core/chat/tool_calls.h"
 #include "core/engine/json_grammar.h"
 #include "core/error.h"
+#include "server/chat_reply.h"
 
 using namespace llm;
 using nlohmann::ordered_json;
@@ -278,4 +279,30 @@ TEST_CASE("a forced call is one JSON object after the syntax's opener", "[tool_c
   CHECK(c.name == "a");
   CHECK(c.arguments == R"({"x":1})");
   CHECK_FALSE(forced_call_from_reply(any, "{\"name\": \"a\", \"parame", &c));
+}
+
+TEST_CASE("parallel_tool_calls false: a reply's first call only", "[tool_calls][server]") {
+  server::ReplyFormat f;
+  f.tools = ToolCallSyntax::HermesJson;
+  const std::string reply =
+      "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n"
+      "<tool_call>\n{\"name\": \"b\", \"arguments\": {\"x\": 1}}\n</tool_call>";
+  CHECK(server::show_reply(f, reply).calls.size() == 2);
+  f.one_call = true;
+  const server::ShownReply one = server::show_reply(f, reply);
+  REQUIRE(one.calls.size() == 1);
+  CHECK(one.calls[0].name == "a");
+  server::StreamedReply streamed(f);
+  const size_t half = reply.size() / 2;
+  const server::ShownReply a = streamed.push(reply.substr(0, half), false);
+  const server::ShownReply b = streamed.push(reply.substr(half), true);
+  REQUIRE(a.calls.size() + b.calls.size() == 1);
+  CHECK(b.calls[0].name == "a");
+  // The request field is a boolean.
+  const auto body = nlohmann::ordered_json::parse(
+      R"({"messages": [{"role": "user", "content": "hi"}], "parallel_tool_calls": false})");
+  CHECK_FALSE(server::parse_chat_request(body, 100).parallel_tool_calls);
+  auto bad = body;
+  bad["parallel_tool_calls"] = "no";
+  CHECK_THROWS_AS(server::parse_chat_request(bad, 100), server::ApiError);
 }
