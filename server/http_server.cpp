@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "server/chat_reply.h"
 #include "server/embeddings.h"
+#include "server/generation_plan.h"
 #include "server/openai_protocol.h"
 
 namespace llm::server {
@@ -476,65 +477,10 @@ void Server::routes() {
         job->req = chat ? parse_chat_request(body, vocab) : parse_completion_request(body, vocab);
         const ParsedRequest& p = job->req;
 
-        GenerationRequest g;
-        if (chat) {
-          if (!r.chat) throw ApiError(400, "this model has no chat template; use /v1/completions");
-          nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-          for (const auto& m : p.messages) {
-            nlohmann::ordered_json msg = {{"role", m.role}, {"content", m.content}};
-            for (auto it = m.tool_fields.begin(); it != m.tool_fields.end(); ++it)
-              msg[it.key()] = *it;
-            messages.push_back(std::move(msg));
-          }
-          if (!p.tools.is_null()) {
-            job->format.tools = r.chat->tool_call_syntax();
-            job->format.one_call = !p.parallel_tool_calls;
-            g.keep_special =
-                job->format.tools != ToolCallSyntax::None;  // markers may be such tokens
-          }
-          if (!p.forced_tool.empty()) {
-            // The reply is constrained to the call's JSON object, after the syntax's
-            // opener, which goes at the end of the prompt.
-            const nlohmann::json tools = nlohmann::json::parse(p.tools.dump());
-            try {
-              job->format.forced = forced_tool_call(r.chat->tool_call_syntax(), tools,
-                                                    p.forced_tool == "*" ? "" : p.forced_tool);
-            } catch (const Error& e) {
-              throw ApiError(400, e.what(), "tool_choice");
-            }
-            try {
-              g.json = JsonSchema::compile(job->format.forced->schema);
-            } catch (const Error&) {
-              // Parameters this server cannot enforce: any arguments object.
-              g.json = JsonSchema::compile(job->format.forced->loose_schema);
-            }
-          }
-          try {
-            std::string rendered = r.chat->render(messages, p.tools);
-            job->format.thinks = !job->format.forced && opts_.split_reasoning && r.chat->thinks();
-            job->format.think_inside = job->format.thinks && prompt_opens_think(rendered);
-            if (job->format.forced) rendered += job->format.forced->opener;
-            g.prompt = r.chat->encode_rendered(rendered);
-          } catch (const Error& e) {
-            throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
-          }
-        } else {
-          g.prompt =
-              p.prompt_tokens.empty() ? r.tokenizer->encode(p.prompt, true) : p.prompt_tokens;
-        }
-        g.sampling.temperature = p.temperature;
-        g.sampling.top_p = p.top_p;
-        g.sampling.top_k = p.top_k;
-        g.sampling.min_p = p.min_p;
-        g.sampling.presence_penalty = p.presence_penalty;
-        g.sampling.frequency_penalty = p.frequency_penalty;
-        g.sampling.repetition_penalty = p.repetition_penalty;
-        const uint64_t seed = p.seed ? *p.seed : std::random_device{}();
-        for (const auto& [id, bias] : p.logit_bias) g.sampling.logit_bias[id] = bias;
-        g.max_tokens = p.max_tokens ? *p.max_tokens : -1;
-        g.stop = p.stop;
-        g.top_logprobs = p.logprobs ? p.top_logprobs : -1;
-        if (!job->format.forced) g.json = p.json;
+        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning);
+        GenerationRequest& g = plan.request;
+        job->format = plan.format;
+        const uint64_t seed = g.sampling.seed;
         // n choices: as many engine requests, each seeded with seed + its index.
         job->choices.resize(static_cast<size_t>(p.n));
         try {
