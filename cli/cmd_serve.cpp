@@ -75,7 +75,15 @@ void run_serve(ServeOptions o) {
   }
   const Pooling pooling =
       o.pooling.empty() ? default_pooling(lm.model->config().pooling) : parse_pooling(o.pooling);
-  srv.set_ready(*engine, *tok, chat.get(), pooling);
+  server::ModelDetails details;
+  details.family = lm.model->config().model_type;
+  details.format =
+      std::filesystem::is_directory(lm.path)
+          ? (std::filesystem::exists(lm.path + "/llm-config.json") ? "native" : "safetensors")
+          : "gguf";
+  details.quantization = o.model.quantization;
+  details.bytes = lm.model->weight_bytes();
+  srv.set_ready(*engine, *tok, chat.get(), pooling, details);
   std::printf(
       "llmcli: ready: model '%s', context %d tokens, %d sequences per batch, KV cache %s, "
       "embeddings pooled by %s%s\n",

@@ -86,6 +86,61 @@ EmbeddingsRequest parse_embeddings_request(const ojson& body, int vocab_size, in
   return r;
 }
 
+void check_embedding_length(const std::vector<int32_t>& prompt, size_t index, int context) {
+  if (prompt.empty() || static_cast<int>(prompt.size()) > context)
+    throw ApiError(400,
+                   "input " + std::to_string(index) + ": " + std::to_string(prompt.size()) +
+                       " tokens; the context window takes 1 to " + std::to_string(context),
+                   "input");
+}
+
+std::vector<std::vector<float>> run_embeddings(Engine& engine,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               Pooling pooling, bool normalize, int dimensions) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  struct CancelLeft {  // on an error, what is still queued stops
+    std::vector<std::shared_ptr<RequestStream>>& streams;
+    bool armed = true;
+    ~CancelLeft() {
+      if (armed)
+        for (auto& st : streams) st->cancel();
+    }
+  } cancel_left{streams};
+  const size_t n = prompts.size();
+  std::vector<std::vector<float>> out;
+  size_t next = 0;
+  for (size_t i = 0; i < n; i++) {
+    for (; next < n; next++) {
+      EmbeddingRequest q;
+      q.prompt = prompts[next];
+      q.pooling = pooling;
+      q.normalize = normalize;
+      try {
+        streams.push_back(engine.submit_embedding(std::move(q)));
+      } catch (const QueueFullError& ex) {
+        if (next == i) throw ApiError(429, ex.what(), "", "rate_limit_exceeded");
+        break;
+      } catch (const Error& ex) {
+        throw ApiError(400, "input " + std::to_string(next) + ": " + ex.what(), "input");
+      }
+    }
+    GenerationEvent ev;
+    do ev = streams[i]->next();
+    while (ev.finish == FinishReason::None);
+    if (ev.finish == FinishReason::Error) throw ApiError(500, ev.error, "", "server_error");
+    if (ev.finish == FinishReason::Cancelled)
+      throw ApiError(503, "the server is shutting down", "", "server_error");
+    if (dimensions > 0) {
+      // Matryoshka-style: the leading values, at unit length again.
+      ev.embedding.resize(static_cast<size_t>(dimensions));
+      if (normalize) l2_normalize(ev.embedding.data(), ev.embedding.size());
+    }
+    out.push_back(std::move(ev.embedding));
+  }
+  cancel_left.armed = false;
+  return out;
+}
+
 json json_floats(const float* v, size_t n) {
   json out = json::array();
   out.get_ref<json::array_t&>().reserve(n);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/engine/engine.h"
+
 namespace llm::server {
 
 struct EmbeddingsRequest {
@@ -33,6 +35,18 @@ EmbeddingsRequest parse_embeddings_request(const nlohmann::ordered_json& body, i
 nlohmann::json embeddings_response(const std::string& model,
                                    const std::vector<std::vector<float>>& embeddings, bool base64,
                                    int prompt_tokens);
+
+// Throws ApiError (400, param input) unless the prompt has 1 to context tokens.
+void check_embedding_length(const std::vector<int32_t>& prompt, size_t index, int context);
+
+// The embeddings of prompts through the engine, in order: queued as far as the engine's
+// queue takes them, the rest as earlier ones finish; cut to `dimensions` (> 0) and at
+// unit length again when normalized. Throws ApiError: 429 when none can be queued, 400
+// for a prompt the engine refuses (naming its index), 500 / 503 when the engine fails or
+// stops; what was queued is cancelled then.
+std::vector<std::vector<float>> run_embeddings(Engine& engine,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               Pooling pooling, bool normalize, int dimensions);
 
 // v as JSON numbers, each the shortest decimal that reads back as the same float.
 nlohmann::json json_floats(const float* v, size_t n);

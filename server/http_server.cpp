@@ -9,7 +9,6 @@
 #include <chrono>
 #include <ctime>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include "core/error.h"
@@ -17,46 +16,17 @@
 #include "server/embeddings.h"
 #include "server/generation_plan.h"
 #include "server/openai_protocol.h"
+#include "server/server_state.h"
 
 namespace llm::server {
 
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-struct Server::Ready {
-  Engine* engine = nullptr;
-  const Tokenizer* tokenizer = nullptr;
-  const ChatPrompt* chat = nullptr;
-  Pooling pooling = Pooling::Mean;
-};
 
 namespace {
 
-void reply_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(dump(body), "application/json");
-}
-
 void reply_error(httplib::Response& res, const ApiError& e) {
-  if (e.status == 429 || e.status == 503) res.set_header("Retry-After", "1");
   reply_json(res, e.status, error_body(e));
 }
-
-double seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-// Counts a request as in flight for as long as this lives.
-class InFlight {
- public:
-  explicit InFlight(std::atomic<int>& n) : n_(n) { n_++; }
-  ~InFlight() { n_--; }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
-
- private:
-  std::atomic<int>& n_;
-};
 
 // Debian's cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG is
 // compiled into the library), so a burst of clients overflows the accept queue
@@ -89,6 +59,14 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/tokenize", "POST"},
                              {"/detokenize", "POST"},
                              {"/health", "GET"},
+                             {"/api/chat", "POST"},
+                             {"/api/generate", "POST"},
+                             {"/api/embed", "POST"},
+                             {"/api/embeddings", "POST"},
+                             {"/api/show", "POST"},
+                             {"/api/tags", "GET"},
+                             {"/api/ps", "GET"},
+                             {"/api/version", "GET"},
                              {"/metrics", "GET"}};
 
 const Route* find_route(const std::string& path) {
@@ -228,12 +206,13 @@ int Server::bind() {
 void Server::serve() { http_->listen_after_bind(); }
 
 void Server::set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat,
-                       Pooling pooling) {
+                       Pooling pooling, ModelDetails details) {
   auto r = std::make_shared<Ready>();
   r->engine = &engine;
   r->tokenizer = &tokenizer;
   r->chat = chat;
   r->pooling = pooling;
+  r->details = std::move(details);
   metrics_.add_gauge({"llmrt_requests_running", "Requests being decoded",
                       [&engine] { return double(engine.stats().running); }});
   metrics_.add_gauge({"llmrt_requests_waiting", "Requests queued for admission",
@@ -291,8 +270,8 @@ void Server::routes() {
       res.set_header("Connection", "close");  // the body, if any, is left unread
       return httplib::Server::HandlerResponse::Handled;
     }
-    const bool guarded =
-        req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize";
+    const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
+                         req.path == "/tokenize" || req.path == "/detokenize";
     if (!opts_.api_key.empty() && guarded &&
         !bearer_matches(req.get_header_value("Authorization"), opts_.api_key)) {
       const bool missing = !req.has_header("Authorization");
@@ -399,10 +378,6 @@ void Server::routes() {
   http_->Post("/v1/embeddings", [this](const Request& req, Response& res) {
     InFlight guard(in_flight_);
     const auto start = Clock::now();
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    auto cancel_all = [&] {
-      for (auto& st : streams) st->cancel();
-    };
     try {
       const std::shared_ptr<Ready> r = ready();
       if (!r) throw ApiError(503, "the model is still loading", "", "server_error");
@@ -414,53 +389,19 @@ void Server::routes() {
           parse_body(req.body), r->engine->vocab_size(), r->engine->hidden_size());
       const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
       // Every input checked before any runs.
-      std::vector<EmbeddingRequest> inputs(n);
+      std::vector<std::vector<int32_t>> prompts(n);
       int prompt_tokens = 0;
       for (size_t i = 0; i < n; i++) {
-        EmbeddingRequest& q = inputs[i];
-        q.prompt = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
-        q.pooling = r->pooling;
-        prompt_tokens += static_cast<int>(q.prompt.size());
-        if (q.prompt.empty() || static_cast<int>(q.prompt.size()) > r->engine->context_size())
-          throw ApiError(400,
-                         "input " + std::to_string(i) + ": " + std::to_string(q.prompt.size()) +
-                             " tokens; the context window takes 1 to " +
-                             std::to_string(r->engine->context_size()),
-                         "input");
+        prompts[i] = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
+        prompt_tokens += static_cast<int>(prompts[i].size());
+        check_embedding_length(prompts[i], i, r->engine->context_size());
       }
-      // Submitted as far as the engine's queue takes them, the rest as earlier ones end:
-      // a request of many inputs is refused (429) only when none of it can be queued.
-      std::vector<std::vector<float>> out;
-      size_t next = 0;
-      for (size_t i = 0; i < n; i++) {
-        for (; next < n; next++) {
-          try {
-            streams.push_back(r->engine->submit_embedding(inputs[next]));
-          } catch (const QueueFullError& ex) {
-            if (next == i) throw ApiError(429, ex.what(), "", "rate_limit_exceeded");
-            break;
-          } catch (const Error& ex) {
-            throw ApiError(400, "input " + std::to_string(next) + ": " + ex.what(), "input");
-          }
-        }
-        GenerationEvent ev;
-        do ev = streams[i]->next();
-        while (ev.finish == FinishReason::None);
-        if (ev.finish == FinishReason::Error) throw ApiError(500, ev.error, "", "server_error");
-        if (ev.finish == FinishReason::Cancelled)
-          throw ApiError(503, "the server is shutting down", "", "server_error");
-        if (e.dimensions > 0) {
-          // Matryoshka-style: the leading values, at unit length again.
-          ev.embedding.resize(static_cast<size_t>(e.dimensions));
-          l2_normalize(ev.embedding.data(), ev.embedding.size());
-        }
-        out.push_back(std::move(ev.embedding));
-      }
+      const std::vector<std::vector<float>> out =
+          run_embeddings(*r->engine, prompts, r->pooling, true, e.dimensions);
       metrics_.observe_request(seconds(start, Clock::now()));
       metrics_.add_tokens(prompt_tokens, 0);
       reply_json(res, 200, embeddings_response(opts_.model_name, out, e.base64, prompt_tokens));
     } catch (const ApiError& ex) {
-      cancel_all();
       reply_error(res, ex);
     }
   });
@@ -668,6 +609,7 @@ void Server::routes() {
   };
   http_->Post("/v1/chat/completions", completion(true));
   http_->Post("/v1/completions", completion(false));
+  ollama_routes();
 }
 
 }  // namespace llm::server

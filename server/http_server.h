@@ -34,6 +34,14 @@ struct ServerOptions {
   bool split_reasoning = true;
 };
 
+// What /api/tags and /api/show say about the model (Ollama's routes).
+struct ModelDetails {
+  std::string family;        // the architecture (model_type)
+  std::string format;        // "gguf", "safetensors" or "native"
+  std::string quantization;  // as loaded ("q4f16_1", "q8_0", ...), empty: as stored
+  size_t bytes = 0;          // weights on the device
+};
+
 class Server {
  public:
   explicit Server(ServerOptions opts);
@@ -50,7 +58,7 @@ class Server {
   // /v1/embeddings pools a prompt's rows (None: it answers 400, as a vector per token is
   // not OpenAI's shape).
   void set_ready(Engine& engine, const Tokenizer& tokenizer, const ChatPrompt* chat,
-                 Pooling pooling = Pooling::Mean);
+                 Pooling pooling = Pooling::Mean, ModelDetails details = {});
   // Stops accepting requests, lets in-flight ones finish for the grace period,
   // cancels the rest, and stops serve(). Safe to call from any thread, twice.
   void shutdown();
@@ -59,6 +67,7 @@ class Server {
 
  private:
   void routes();
+  void ollama_routes();  // ollama_routes.cpp
   std::shared_ptr<Ready> ready() const;
 
   ServerOptions opts_;

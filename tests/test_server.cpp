@@ -1009,3 +1009,124 @@ TEST_CASE("llmcli serve: listens, answers, and exits cleanly on SIGTERM", "[serv
   fclose(out);
   CHECK_THAT(rest, Catch::Contains("stopped"));
 }
+
+namespace {
+
+// The JSON objects of an NDJSON body, one a line.
+std::vector<json> ndjson(const std::string& body) {
+  std::vector<json> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find('\n', pos);
+    if (end == std::string::npos) end = body.size();
+    if (end > pos) out.push_back(json::parse(body.substr(pos, end - pos)));
+    pos = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("server: Ollama's routes (chat, generate, embed, tags, show, version)",
+          "[server][ollama]") {
+  TestServer s;
+  auto c = s.client();
+  const json chat = {{"model", "tiny"},
+                     {"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})},
+                     {"options", {{"temperature", 0}, {"num_predict", 6}}}};
+  // Not streamed: the message and Ollama's counts; the same text as OpenAI's route.
+  json one = chat;
+  one["stream"] = false;
+  const json r = post(s, "/api/chat", one, 200);
+  CHECK(r["done"] == true);
+  CHECK(r["done_reason"] == "length");
+  CHECK(r["message"]["role"] == "assistant");
+  CHECK(r["eval_count"] == 6);
+  CHECK(r["prompt_eval_count"].get<int>() > 0);
+  CHECK(r["total_duration"].get<int64_t>() > 0);
+  const json openai = post(s, "/v1/chat/completions", chat_body("Hello", 6), 200);
+  CHECK(r["message"]["content"] == openai["choices"][0]["message"]["content"]);
+  // Streamed by default: NDJSON pieces, then the last line with done.
+  auto res = c.Post("/api/chat", chat.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK_THAT(res->get_header_value("Content-Type"), Catch::Contains("application/x-ndjson"));
+  const std::vector<json> lines = ndjson(res->body);
+  REQUIRE(lines.size() >= 2);
+  std::string text;
+  for (size_t i = 0; i + 1 < lines.size(); i++) {
+    CHECK(lines[i]["done"] == false);
+    text += lines[i]["message"]["content"].get<std::string>();
+  }
+  CHECK(lines.back()["done"] == true);
+  CHECK(lines.back()["eval_count"] == 6);
+  CHECK(text == r["message"]["content"]);
+
+  // Generate: through the chat template unless raw; raw is the completions route's text.
+  const json gen = post(s, "/api/generate",
+                        {{"prompt", "Once upon a time"},
+                         {"raw", true},
+                         {"stream", false},
+                         {"options", {{"temperature", 0}, {"num_predict", 5}}}},
+                        200);
+  const json comp =
+      post(s, "/v1/completions",
+           {{"prompt", "Once upon a time"}, {"max_tokens", 5}, {"temperature", 0}}, 200);
+  CHECK(gen["response"] == comp["choices"][0]["text"]);
+  CHECK(gen["done"] == true);
+  const json templated = post(s, "/api/generate",
+                              {{"prompt", "Hello"},
+                               {"stream", false},
+                               {"options", {{"temperature", 0}, {"num_predict", 6}}}},
+                              200);
+  CHECK(templated["response"] == r["message"]["content"]);
+  // format "json": one JSON object.
+  const json js = post(s, "/api/chat",
+                       {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                        {"format", "json"},
+                        {"stream", false},
+                        {"options", {{"num_predict", 48}, {"seed", 3}}}},
+                       200);
+  if (js["done_reason"] == "stop")
+    CHECK(json::parse(js["message"]["content"].get<std::string>()).is_object());
+
+  // Embed: unit vectors, the same as /v1/embeddings'.
+  const json emb = post(s, "/api/embed", {{"model", "tiny"}, {"input", {"a b c", "d e"}}}, 200);
+  REQUIRE(emb["embeddings"].size() == 2);
+  const json v1 = post(s, "/v1/embeddings", {{"input", "a b c"}}, 200);
+  CHECK(emb["embeddings"][0] == v1["data"][0]["embedding"]);
+  CHECK(emb["prompt_eval_count"].get<int>() > 0);
+  const json legacy = post(s, "/api/embeddings", {{"prompt", "a b c"}}, 200);
+  CHECK(legacy["embedding"].size() == emb["embeddings"][0].size());
+  // truncate (the default) cuts an input to the context; false refuses it.
+  const std::string huge(4000, 'z');
+  CHECK(post(s, "/api/embed", {{"input", huge}}, 200)["embeddings"].size() == 1);
+  CHECK(post(s, "/api/embed", {{"input", huge}, {"truncate", false}}, 400).contains("error"));
+
+  // The model, as Ollama lists it.
+  auto tags = c.Get("/api/tags");
+  REQUIRE(tags);
+  const json t = json::parse(tags->body);
+  REQUIRE(t["models"].size() == 1);
+  CHECK(t["models"][0]["name"] == "tiny");
+  auto ver = c.Get("/api/version");
+  REQUIRE(ver);
+  CHECK(json::parse(ver->body).contains("version"));
+  const json show = post(s, "/api/show", {{"model", "tiny"}}, 200);
+  CHECK(show["model_info"]["llmrt.context_length"] == 256);
+  CHECK(show["capabilities"].size() >= 2);
+  auto ps = c.Get("/api/ps");
+  REQUIRE(ps);
+  CHECK(json::parse(ps->body)["models"].size() == 1);
+
+  // Errors in Ollama's shape.
+  CHECK(post(s, "/api/chat", {{"messages", "hi"}}, 400)["error"].is_string());
+  CHECK(
+      post(s, "/api/generate", {{"prompt", "x"}, {"images", {"AAAA"}}}, 400)["error"].is_string());
+  CHECK(
+      post(s, "/api/chat", {{"messages", json::array()}, {"format", 5}}, 400)["error"].is_string());
+  auto bad = c.Post("/api/chat", "{\"messages\": [", "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(json::parse(bad->body).contains("error"));
+}

@@ -1,0 +1,267 @@
+// Ollama's routes (server/ollama_api.h): chat and generate (streamed as NDJSON by
+// default), embed, tags, show, ps, version. They share the engine with the OpenAI routes.
+#include <httplib.h>
+
+#include <memory>
+
+#include "core/error.h"
+#include "server/embeddings.h"
+#include "server/generation_plan.h"
+#include "server/ollama_api.h"
+#include "server/openai_protocol.h"
+#include "server/server_state.h"
+
+namespace llm::server {
+
+using json = nlohmann::json;
+
+namespace {
+
+void reply_error(httplib::Response& res, const ApiError& e) {
+  reply_json(res, e.status, ollama_error(e.what()));
+}
+
+// The one model this server runs, as Ollama lists it.
+json model_entry(const std::string& name, const ModelDetails& d, std::time_t since) {
+  return {{"name", name},
+          {"model", name},
+          {"modified_at", ollama_time(since)},
+          {"size", d.bytes},
+          {"digest", ""},
+          {"details",
+           {{"format", d.format},
+            {"family", d.family},
+            {"families", json::array({d.family})},
+            {"parameter_size", ""},
+            {"quantization_level", d.quantization}}}};
+}
+
+// A chat or generate request while it runs (kept alive by the streaming callbacks).
+struct OllamaJob {
+  explicit OllamaJob(std::atomic<int>& in_flight) : guard(in_flight) {}
+  InFlight guard;
+  std::shared_ptr<Server::Ready> ready;
+  std::shared_ptr<RequestStream> stream;
+  ReplyFormat format;
+  std::unique_ptr<StreamedReply> streamed;
+  Clock::time_point start = Clock::now(), first, last;
+  OllamaTimings timings;
+  bool done = false;
+
+  // Timings of one event.
+  void account(const GenerationEvent& ev) {
+    const auto now = Clock::now();
+    if (!ev.tokens.empty()) {
+      if (timings.eval_tokens == 0) first = now;
+      last = now;
+    }
+    timings.prompt_tokens = ev.prompt_tokens;
+    timings.eval_tokens = ev.completion_tokens;
+    timings.total_s = seconds(start, now);
+    timings.prompt_s = timings.eval_tokens > 0 ? seconds(start, first) : timings.total_s;
+    timings.eval_s = timings.eval_tokens > 0 ? seconds(first, last) : 0;
+  }
+};
+
+const char* done_reason(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
+
+}  // namespace
+
+void Server::ollama_routes() {
+  using httplib::Request;
+  using httplib::Response;
+  const std::time_t started = std::time(nullptr);
+
+  http_->Get("/api/version", [](const Request&, Response& res) {
+    reply_json(res, 200, {{"version", "0.1.0"}});
+  });
+  http_->Get("/api/tags", [this, started](const Request&, Response& res) {
+    const std::shared_ptr<Ready> r = ready();
+    json models = json::array();
+    if (r) models.push_back(model_entry(opts_.model_name, r->details, started));
+    reply_json(res, 200, {{"models", models}});
+  });
+  http_->Get("/api/ps", [this, started](const Request&, Response& res) {
+    const std::shared_ptr<Ready> r = ready();
+    json models = json::array();
+    if (r) {
+      json m = model_entry(opts_.model_name, r->details, started);
+      m["size_vram"] = r->details.bytes + r->engine->cache_bytes();
+      m["expires_at"] = "2999-01-01T00:00:00Z";  // loaded for as long as the server runs
+      models.push_back(std::move(m));
+    }
+    reply_json(res, 200, {{"models", models}});
+  });
+  http_->Post("/api/show", [this, started](const Request& req, Response& res) {
+    try {
+      const std::shared_ptr<Ready> r = ready();
+      if (!r) throw ApiError(503, "the model is still loading");
+      parse_body(req.body);
+      json caps = json::array({"completion", "embedding"});
+      if (r->chat && r->chat->tool_call_syntax() != ToolCallSyntax::None) caps.push_back("tools");
+      if (r->chat && r->chat->thinks()) caps.push_back("thinking");
+      const json entry = model_entry(opts_.model_name, r->details, started);
+      reply_json(res, 200,
+                 {{"modelfile", ""},
+                  {"parameters", ""},
+                  {"template", r->chat ? r->chat->origin() : ""},
+                  {"details", entry["details"]},
+                  {"model_info",
+                   {{"general.architecture", r->details.family},
+                    {"llmrt.context_length", r->engine->context_size()},
+                    {"llmrt.embedding_length", r->engine->hidden_size()}}},
+                  {"capabilities", caps},
+                  {"modified_at", entry["modified_at"]}});
+    } catch (const ApiError& e) {
+      reply_error(res, e);
+    }
+  });
+
+  // /api/embed: L2-normalized vectors of one input or several ("truncate", the default,
+  // cuts an input to the context); /api/embeddings: the older route, one prompt, its
+  // vector as pooled.
+  auto embed = [this](bool legacy) {
+    return [this, legacy](const Request& req, Response& res) {
+      InFlight guard(in_flight_);
+      const auto start = Clock::now();
+      try {
+        const std::shared_ptr<Ready> r = ready();
+        if (!r) throw ApiError(503, "the model is still loading");
+        if (r->pooling == Pooling::None)
+          throw ApiError(400, "the server runs with --pooling none (a vector per token)");
+        const nlohmann::ordered_json body = parse_body(req.body);
+        nlohmann::ordered_json openai = {{"input", body.contains(legacy ? "prompt" : "input")
+                                                       ? body[legacy ? "prompt" : "input"]
+                                                       : nullptr}};
+        if (!legacy && body.contains("dimensions")) openai["dimensions"] = body["dimensions"];
+        const EmbeddingsRequest e =
+            parse_embeddings_request(openai, r->engine->vocab_size(), r->engine->hidden_size());
+        const bool truncate = !body.contains("truncate") || body["truncate"] != false;
+        const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
+        std::vector<std::vector<int32_t>> prompts(n);
+        int prompt_tokens = 0;
+        for (size_t i = 0; i < n; i++) {
+          prompts[i] = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
+          if (truncate && static_cast<int>(prompts[i].size()) > r->engine->context_size())
+            prompts[i].resize(static_cast<size_t>(r->engine->context_size()));
+          check_embedding_length(prompts[i], i, r->engine->context_size());
+          prompt_tokens += static_cast<int>(prompts[i].size());
+        }
+        const auto out = run_embeddings(*r->engine, prompts, r->pooling, !legacy, e.dimensions);
+        metrics_.observe_request(seconds(start, Clock::now()));
+        metrics_.add_tokens(prompt_tokens, 0);
+        if (legacy) {
+          reply_json(res, 200, {{"embedding", json_floats(out[0].data(), out[0].size())}});
+          return;
+        }
+        json vectors = json::array();
+        for (const auto& v : out) vectors.push_back(json_floats(v.data(), v.size()));
+        reply_json(res, 200,
+                   {{"model", opts_.model_name},
+                    {"embeddings", std::move(vectors)},
+                    {"total_duration", static_cast<int64_t>(seconds(start, Clock::now()) * 1e9)},
+                    {"load_duration", 0},
+                    {"prompt_eval_count", prompt_tokens}});
+      } catch (const ApiError& e) {
+        reply_error(res, e);
+      }
+    };
+  };
+  http_->Post("/api/embed", embed(false));
+  http_->Post("/api/embeddings", embed(true));
+
+  auto generate = [this](bool chat_route) {
+    return [this, chat_route](const Request& req, Response& res) {
+      auto job = std::make_shared<OllamaJob>(in_flight_);
+      bool stream = true;
+      try {
+        job->ready = ready();
+        if (!job->ready) throw ApiError(503, "the model is still loading");
+        const Ready& r = *job->ready;
+        const OllamaRequest o =
+            parse_ollama_request(parse_body(req.body), chat_route, r.chat != nullptr);
+        stream = o.stream;
+        const int vocab = r.engine->vocab_size();
+        const ParsedRequest p = o.chat ? parse_chat_request(o.openai, vocab)
+                                       : parse_completion_request(o.openai, vocab);
+        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning);
+        job->format = plan.format;
+        try {
+          job->stream = r.engine->submit(plan.request);
+        } catch (const QueueFullError& e) {
+          throw ApiError(429, e.what());
+        } catch (const Error& e) {
+          throw ApiError(400, e.what());
+        }
+      } catch (const ApiError& e) {
+        reply_error(res, e);
+        return;
+      }
+      const std::string model = opts_.model_name;
+      if (!stream) {
+        std::string text;
+        GenerationEvent ev;
+        do {
+          ev = job->stream->next();
+          job->account(ev);
+          text += ev.text;
+        } while (ev.finish == FinishReason::None);
+        if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled)
+          return reply_error(res, ev.finish == FinishReason::Error
+                                      ? ApiError(500, ev.error)
+                                      : ApiError(503, "the server is shutting down"));
+        metrics_.observe_request(job->timings.total_s);
+        metrics_.add_tokens(job->timings.prompt_tokens, job->timings.eval_tokens);
+        reply_json(res, 200,
+                   ollama_reply(model, chat_route, show_reply(job->format, std::move(text)), true,
+                                done_reason(ev.finish), job->timings));
+        return;
+      }
+      res.set_chunked_content_provider(
+          "application/x-ndjson",
+          [this, job, chat_route, model](size_t, httplib::DataSink& sink) {
+            if (job->done) {
+              sink.done();
+              return true;
+            }
+            GenerationEvent ev;
+            if (!job->stream->next(ev, std::chrono::milliseconds(200))) return true;
+            job->account(ev);
+            const bool finished = ev.finish != FinishReason::None;
+            const bool ended_well = finished && ev.finish != FinishReason::Error &&
+                                    ev.finish != FinishReason::Cancelled;
+            if (!job->streamed) job->streamed = std::make_unique<StreamedReply>(job->format);
+            const ShownReply shown = job->streamed->push(ev.text, ended_well);
+            std::string out;
+            if (!shown.content.empty() || !shown.reasoning.empty() || !shown.calls.empty())
+              out += dump(ollama_reply(model, chat_route, shown, false, "", {})) + "\n";
+            if (finished) {
+              if (ended_well) {
+                out += dump(ollama_reply(model, chat_route, ShownReply{}, true,
+                                         done_reason(ev.finish), job->timings)) +
+                       "\n";
+                metrics_.observe_request(job->timings.total_s);
+                metrics_.add_tokens(job->timings.prompt_tokens, job->timings.eval_tokens);
+              } else {
+                out += dump(ollama_error(ev.finish == FinishReason::Error
+                                             ? ev.error
+                                             : std::string("the request was cancelled"))) +
+                       "\n";
+              }
+              job->done = true;
+            }
+            if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+            if (job->done) sink.done();
+            return true;
+          },
+          [job](bool success) {
+            // The client went away (or the write failed): stop generating for it.
+            if (!success || !job->done) job->stream->cancel();
+          });
+    };
+  };
+  http_->Post("/api/chat", generate(true));
+  http_->Post("/api/generate", generate(false));
+}
+
+}  // namespace llm::server
