@@ -51,7 +51,9 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
       const std::string param = "messages[" + std::to_string(i) + "]";
       if (!m.is_object()) throw ApiError(400, param + " must be an object", param);
       if (present(m, "images")) throw ApiError(400, "images are not supported", param);
-      ojson msg = {{"role", m.value("role", "")}, {"content", m.value("content", "")}};
+      // As given: the OpenAI parser checks their types.
+      ojson msg = {{"role", m.contains("role") ? m["role"] : ojson("")},
+                   {"content", m.contains("content") ? m["content"] : ojson("")}};
       if (present(m, "tool_calls")) msg["tool_calls"] = openai_tool_calls(m["tool_calls"], param);
       if (present(m, "tool_name")) msg["name"] = m["tool_name"];
       messages.push_back(std::move(msg));

@@ -1121,6 +1121,9 @@ TEST_CASE("server: Ollama's routes (chat, generate, embed, tags, show, version)"
 
   // Errors in Ollama's shape.
   CHECK(post(s, "/api/chat", {{"messages", "hi"}}, 400)["error"].is_string());
+  CHECK(post(s, "/api/chat", {{"messages", json::array({{{"role", 5}, {"content", "x"}}})}},
+             400)["error"]
+            .is_string());
   CHECK(
       post(s, "/api/generate", {{"prompt", "x"}, {"images", {"AAAA"}}}, 400)["error"].is_string());
   CHECK(
