@@ -43,7 +43,7 @@ GenerationPlan plan_generation(const ParsedRequest& p, const Tokenizer& tokenize
       }
     }
     try {
-      std::string rendered = chat->render(messages, p.tools);
+      std::string rendered = chat->render(messages, p.tools, p.template_kwargs);
       format.thinks = !format.forced && split_reasoning && chat->thinks();
       format.think_inside = format.thinks && prompt_opens_think(rendered);
       if (format.forced) rendered += format.forced->opener;

@@ -79,6 +79,11 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
       o["prompt"] = body["prompt"];
     }
   }
+  // think: the templates that take it (Qwen3 and the like) think or not.
+  if (present(body, "think")) {
+    if (!body["think"].is_boolean()) throw ApiError(400, "'think' must be a boolean", "think");
+    if (r.chat) o["chat_template_kwargs"] = {{"enable_thinking", body["think"]}};
+  }
   if (present(body, "format")) {
     const ojson& f = body["format"];
     if (f == "json")

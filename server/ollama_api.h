@@ -22,7 +22,8 @@ struct OllamaRequest {
 // /api/chat (chat_route) or /api/generate: messages / prompt (+ system, raw), tools,
 // format ("json" or a schema), options (temperature, top_p, top_k, min_p, seed, stop,
 // num_predict, repeat_penalty, presence_penalty, frequency_penalty; Ollama's defaults
-// temperature 0.8, top_k 40, top_p 0.9 where not given). A generate prompt goes through
+// temperature 0.8, top_k 40, top_p 0.9 where not given), think (the template's
+// enable_thinking). A generate prompt goes through
 // the chat template as a user message unless raw or there is no template. Throws ApiError
 // (400) for what it cannot serve (images, suffix) or malformed fields.
 OllamaRequest parse_ollama_request(const nlohmann::ordered_json& body, bool chat_route,

@@ -292,6 +292,16 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
     if (!r.forced_tool.empty() && r.tools.is_null())
       throw ApiError(400, "'tool_choice' forces a call but there are no 'tools'", "tool_choice");
   }
+  if (present(body, "chat_template_kwargs")) {
+    const ojson& k = body["chat_template_kwargs"];
+    if (!k.is_object())
+      throw ApiError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    for (const char* reserved : {"messages", "tools", "add_generation_prompt"})
+      if (k.contains(reserved))
+        throw ApiError(400, std::string("'chat_template_kwargs' may not set '") + reserved + "'",
+                       "chat_template_kwargs");
+    r.template_kwargs = k;
+  }
   if (present(body, "parallel_tool_calls"))
     r.parallel_tool_calls = bool_field(body, "parallel_tool_calls");
   if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");

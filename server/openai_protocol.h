@@ -62,7 +62,9 @@ struct ParsedRequest {
   nlohmann::ordered_json tools;       // chat: the tools for the template (null: none)
   // tool_choice that forces a call: "*" (required: any tool) or the tool's name.
   std::string forced_tool;
-  bool parallel_tool_calls = true;     // false: a reply's first tool call only
+  bool parallel_tool_calls = true;  // false: a reply's first tool call only
+  // chat_template_kwargs: more variables for the chat template (null: none).
+  nlohmann::ordered_json template_kwargs;
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
   std::optional<int> max_tokens;       // absent: until EOS or the context is full

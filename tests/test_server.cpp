@@ -796,6 +796,37 @@ TEST_CASE("server: a reasoning model's thinking goes to reasoning_content", "[se
   }
 }
 
+TEST_CASE("server: chat_template_kwargs (and Ollama's think) reach the template", "[server]") {
+  // Qwen3's template closes an empty think block when enable_thinking is false.
+  test::TempDir dir;
+  copy_with_template(dir, "Qwen-Qwen3-0.6B");
+  TestServer s({}, {}, false);
+  s.load({}, dir.path());
+  json body = chat_body("Hello", 1);
+  const int plain = post(s, "/v1/chat/completions", body, 200)["usage"]["prompt_tokens"];
+  body["chat_template_kwargs"] = {{"enable_thinking", false}};
+  const int closed = post(s, "/v1/chat/completions", body, 200)["usage"]["prompt_tokens"];
+  CHECK(closed > plain);
+  body["chat_template_kwargs"] = {{"enable_thinking", true}};
+  CHECK(post(s, "/v1/chat/completions", body, 200)["usage"]["prompt_tokens"] == plain);
+  const std::string rendered =
+      s.chat->render(nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hi"}])"), nullptr,
+                     nlohmann::ordered_json{{"enable_thinking", false}});
+  CHECK_THAT(rendered, Catch::Contains("<think>\n\n</think>"));
+  body["chat_template_kwargs"] = {{"messages", 1}};
+  CHECK(post(s, "/v1/chat/completions", body, 400)["error"]["param"] == "chat_template_kwargs");
+  body["chat_template_kwargs"] = "x";
+  CHECK(post(s, "/v1/chat/completions", body, 400)["error"]["param"] == "chat_template_kwargs");
+  // Ollama's think: false is the same prompt.
+  const json o = post(s, "/api/chat",
+                      {{"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})},
+                       {"think", false},
+                       {"stream", false},
+                       {"options", {{"num_predict", 1}}}},
+                      200);
+  CHECK(o["prompt_eval_count"] == closed);
+}
+
 TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {
   EngineOptions eo;
   eo.max_seqs = 1;

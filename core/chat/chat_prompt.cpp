@@ -18,10 +18,12 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
 }
 
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
-                               const nlohmann::ordered_json& tools) const {
-  if (tools.is_null()) return template_->render(messages, opts_);
+                               const nlohmann::ordered_json& tools,
+                               const nlohmann::ordered_json& kwargs) const {
+  if (tools.is_null() && kwargs.is_null()) return template_->render(messages, opts_);
   ChatTemplateOptions opts = opts_;
-  opts.extra_context = {{"tools", tools}};
+  opts.extra_context = kwargs.is_null() ? nlohmann::ordered_json::object() : kwargs;
+  if (!tools.is_null()) opts.extra_context["tools"] = tools;
   return template_->render(messages, opts);
 }
 

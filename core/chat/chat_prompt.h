@@ -25,9 +25,11 @@ class ChatPrompt {
              const std::string& conv_template = "");
 
   // messages: a JSON list of {"role", "content"}; ends with the assistant's turn opened.
-  // tools: a list for the template's `tools` variable, or null.
+  // tools: a list for the template's `tools` variable, or null. kwargs: more variables
+  // for the template (an object, e.g. {"enable_thinking": false}), or null.
   std::string render(const nlohmann::ordered_json& messages,
-                     const nlohmann::ordered_json& tools = nullptr) const;
+                     const nlohmann::ordered_json& tools = nullptr,
+                     const nlohmann::ordered_json& kwargs = nullptr) const;
   std::vector<int32_t> encode(const nlohmann::ordered_json& messages,
                               const nlohmann::ordered_json& tools = nullptr) const;
   // The ids of a prompt render() gave.
