@@ -29,6 +29,7 @@ struct ChatOptions {
   SamplingOptions sampling;
   std::string system;
   std::string conv_template;
+  std::string template_kwargs;  // --chat-template-kwargs
   int max_tokens = 1024;
   std::string format = "text";  // "json": every answer is one JSON object
   bool ignore_eos = false;
@@ -221,10 +222,12 @@ class Chat {
 void run_chat(const ChatOptions& o) {
   o.sampling.resolve();  // bad flags fail before the model loads
   if (o.max_tokens == 0 || o.max_tokens < -1) fail("--max-tokens must be >= 1 (or -1: no limit)");
+  const nlohmann::ordered_json template_kwargs = parse_template_kwargs(o.template_kwargs);
   const bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok = load_tokenizer(lm);
   ChatPrompt prompt(*tok, lm.path, o.conv_template);
+  prompt.set_default_kwargs(template_kwargs);
   EngineOptions eo;
   eo.context_size = o.model.context_size;
   eo.max_seqs = 1;
@@ -261,6 +264,7 @@ void register_chat(CLI::App& app) {
   add_model_options(cmd, o->model);
   add_sampling_options(cmd, o->sampling);
   cmd->add_option("--system", o->system, "System message");
+  add_template_kwargs_option(cmd, o->template_kwargs);
   cmd->add_option("--conv-template", o->conv_template,
                   "Built-in conversation template (default: the model's own)");
   cmd->add_option("--max-tokens", o->max_tokens,

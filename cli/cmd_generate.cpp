@@ -22,6 +22,7 @@ struct GenerateOptions {
   std::string token_ids;
   std::string system;
   std::string conv_template;
+  std::string template_kwargs;  // --chat-template-kwargs (with --chat)
   std::vector<std::string> stop;
   int n_new = 16;
   bool chat = false;
@@ -35,9 +36,10 @@ void run_generate(const GenerateOptions& o) {
   if (o.prompt.empty() == o.token_ids.empty())
     fail("give exactly one of -p TEXT (not empty) and --token-ids");
   if (o.chat && o.prompt.empty()) fail("--chat needs -p TEXT");
-  if (!o.chat && (!o.system.empty() || !o.conv_template.empty()))
-    fail("--system and --conv-template need --chat");
+  if (!o.chat && (!o.system.empty() || !o.conv_template.empty() || !o.template_kwargs.empty()))
+    fail("--system, --conv-template and --chat-template-kwargs need --chat");
   if (o.n_new < 1) fail("-n must be >= 1, got %d", o.n_new);
+  const nlohmann::ordered_json template_kwargs = parse_template_kwargs(o.template_kwargs);
   GenerationRequest req;
   req.sampling = o.sampling.resolve();
   req.max_tokens = o.n_new;
@@ -64,7 +66,9 @@ void run_generate(const GenerateOptions& o) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
     messages.push_back({{"role", "user"}, {"content", o.prompt}});
-    req.prompt = ChatPrompt(*tok, lm.path, o.conv_template).encode(messages);
+    ChatPrompt prompt(*tok, lm.path, o.conv_template);
+    prompt.set_default_kwargs(template_kwargs);
+    req.prompt = prompt.encode(messages);
   } else if (!o.prompt.empty()) {
     req.prompt = tok->encode(o.prompt, /*add_special=*/true);
   }
@@ -139,6 +143,7 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--chat", o->chat, "Render -p through the model's chat template");
   cmd->add_option("--system", o->system, "System message (with --chat)");
   cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");
+  add_template_kwargs_option(cmd, o->template_kwargs);
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   cmd->add_option("-n,--max-tokens", o->n_new, "New tokens to generate")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print {\"ids\":[...],\"finish_reason\":...}");

@@ -22,12 +22,14 @@ struct ServeOptions {
   server::ServerOptions http;
   EngineOptions engine;
   std::string conv_template;
+  std::string template_kwargs;  // --chat-template-kwargs: every request's defaults
   std::string served_name;
   std::string reasoning_format = "deepseek";
   std::string pooling;  // empty: the model's, else mean
 };
 
 void run_serve(ServeOptions o) {
+  const nlohmann::ordered_json template_kwargs = parse_template_kwargs(o.template_kwargs);
   if (o.http.port < 0 || o.http.port > 65535)
     fail("--port must be in 0..65535, got %d", o.http.port);
   if (o.http.max_body < 1024) fail("--max-body must be at least 1024 bytes");
@@ -63,6 +65,7 @@ void run_serve(ServeOptions o) {
     tok = load_tokenizer(lm);
     try {
       chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);
+      chat->set_default_kwargs(template_kwargs);
     } catch (const Error& e) {
       std::fprintf(stderr, "llmcli: no chat template (%s): /v1/chat/completions is off\n",
                    e.what());
@@ -128,6 +131,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--threads-http", o->http.threads,
                   "HTTP worker threads (default: from --max-seqs)");
   cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");
+  add_template_kwargs_option(cmd, o->template_kwargs);
   cmd->add_option("--reasoning-format", o->reasoning_format,
                   "deepseek: a reasoning model's <think> block goes to reasoning_content; "
                   "none: it stays in the content")

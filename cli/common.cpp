@@ -142,4 +142,22 @@ std::string read_input(const std::string& path, const char* flag) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+nlohmann::ordered_json parse_template_kwargs(const std::string& text) {
+  if (text.empty()) return nullptr;
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--chat-template-kwargs: %s", e.what());
+  }
+  if (!j.is_object()) fail("--chat-template-kwargs must be a JSON object, got %s", text.c_str());
+  return j;
+}
+
+void add_template_kwargs_option(CLI::App* cmd, std::string& text) {
+  cmd->add_option("--chat-template-kwargs", text,
+                  "More variables for the chat template, as a JSON object (e.g. "
+                  "'{\"enable_thinking\": false}')");
+}
+
 }  // namespace llm::cli

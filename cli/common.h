@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& lm);
 std::string resolve_model(const std::string& model);
 
 std::string format_bytes(size_t bytes);
+
+// --chat-template-kwargs JSON: more variables for the chat template (e.g.
+// '{"enable_thinking": false}'); an empty text gives null. Throws llm::Error naming the flag.
+nlohmann::ordered_json parse_template_kwargs(const std::string& text);
+void add_template_kwargs_option(CLI::App* cmd, std::string& text);
 
 // The whole of file `path` (- for stdin), as bytes; errors name `flag`.
 std::string read_input(const std::string& path, const char* flag);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -207,4 +208,37 @@ TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the ans
     if (!saved) std::this_thread::sleep_for(50ms);
   }
   CHECK(saved);
+}
+
+TEST_CASE("llmcli generate --chat-template-kwargs reaches the template", "[cli][chat]") {
+  // The tiny chat model with Qwen3's template, which closes an empty think block when
+  // enable_thinking is false: a longer prompt.
+  test::TempDir dir;
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(chat_model()))
+    fs::copy_file(e.path(), dir.path() + "/" + e.path().filename().string());
+  fs::copy_file(test::data_dir() + "/chat-templates/Qwen-Qwen3-0.6B.jinja",
+                dir.path() + "/chat_template.jinja", fs::copy_options::overwrite_existing);
+  auto prompt_tokens = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"generate", dir.path(),      "-p", "Hello", "--chat", "-n",
+                                     "1",        "--temperature", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_cli(args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const size_t at = r.err.find("prompt ");
+    REQUIRE(at != std::string::npos);
+    return std::stoi(r.err.substr(at + 7));
+  };
+  const int plain = prompt_tokens({});
+  CHECK(prompt_tokens({"--chat-template-kwargs", R"({"enable_thinking": false})"}) > plain);
+  CHECK(prompt_tokens({"--chat-template-kwargs", R"({"enable_thinking": true})"}) == plain);
+  const auto bad =
+      run_cli({"generate", dir.path(), "-p", "Hi", "--chat", "--chat-template-kwargs", "[1"});
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.err, Catch::Contains("--chat-template-kwargs"));
+  const auto no_chat =
+      run_cli({"generate", dir.path(), "-p", "Hi", "--chat-template-kwargs", "{}"});
+  CHECK(no_chat.exit_code != 0);
+  CHECK_THAT(no_chat.err, Catch::Contains("need --chat"));
 }

@@ -242,7 +242,7 @@ TEST_CASE("llmcli errors name the problem", "[cli][errors]") {
   }
   SECTION("options that need another") {
     check_error(run_cli({"generate", model_dir("llama3"), "--token-ids", ids, "--system", "hi"}),
-                "--system and --conv-template need --chat");
+                "--system, --conv-template and --chat-template-kwargs need --chat");
     check_error(run_cli({"generate", model_dir("llama3"), "-p", ""}),
                 "give exactly one of -p TEXT (not empty) and --token-ids");
   }

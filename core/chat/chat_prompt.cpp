@@ -1,5 +1,7 @@
 #include "core/chat/chat_prompt.h"
 
+#include "core/error.h"
+
 namespace llm {
 
 ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path,
@@ -20,11 +22,21 @@ ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, const std::string& model_path
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages,
                                const nlohmann::ordered_json& tools,
                                const nlohmann::ordered_json& kwargs) const {
-  if (tools.is_null() && kwargs.is_null()) return template_->render(messages, opts_);
+  if (tools.is_null() && kwargs.is_null() && default_kwargs_.is_null())
+    return template_->render(messages, opts_);
   ChatTemplateOptions opts = opts_;
-  opts.extra_context = kwargs.is_null() ? nlohmann::ordered_json::object() : kwargs;
+  opts.extra_context =
+      default_kwargs_.is_null() ? nlohmann::ordered_json::object() : default_kwargs_;
+  if (!kwargs.is_null())
+    for (auto it = kwargs.begin(); it != kwargs.end(); ++it) opts.extra_context[it.key()] = *it;
   if (!tools.is_null()) opts.extra_context["tools"] = tools;
   return template_->render(messages, opts);
+}
+
+void ChatPrompt::set_default_kwargs(const nlohmann::ordered_json& kwargs) {
+  if (!kwargs.is_null() && !kwargs.is_object())
+    fail("chat template kwargs must be a JSON object, got %s", kwargs.dump().c_str());
+  default_kwargs_ = kwargs;
 }
 
 std::vector<int32_t> ChatPrompt::encode(const nlohmann::ordered_json& messages,

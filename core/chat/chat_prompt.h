@@ -32,6 +32,9 @@ class ChatPrompt {
                      const nlohmann::ordered_json& kwargs = nullptr) const;
   std::vector<int32_t> encode(const nlohmann::ordered_json& messages,
                               const nlohmann::ordered_json& tools = nullptr) const;
+  // Variables every render() gives the template (llmcli's --chat-template-kwargs); a
+  // render's own kwargs win. Throws llm::Error unless an object (or null: none).
+  void set_default_kwargs(const nlohmann::ordered_json& kwargs);
   // The ids of a prompt render() gave.
   std::vector<int32_t> encode_rendered(const std::string& text) const;
   const std::string& origin() const { return origin_; }
@@ -47,6 +50,7 @@ class ChatPrompt {
   ToolCallSyntax tool_syntax_ = ToolCallSyntax::None;
   bool thinks_ = false;
   ChatTemplateOptions opts_;
+  nlohmann::ordered_json default_kwargs_;
 };
 
 }  // namespace llm
