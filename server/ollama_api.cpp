@@ -115,6 +115,11 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
   return r;
 }
 
+bool ollama_load_only(const ojson& body, bool chat_route) {
+  if (chat_route) return body.contains("messages") && body["messages"] == ojson::array();
+  return body.contains("prompt") && body["prompt"] == "" && !present(body, "images");
+}
+
 json ollama_reply(const std::string& model, bool chat_route, const ShownReply& shown, bool done,
                   const std::string& done_reason, const OllamaTimings& t) {
   json j = {{"model", model}, {"created_at", ollama_time(std::time(nullptr))}};

@@ -29,6 +29,10 @@ struct OllamaRequest {
 OllamaRequest parse_ollama_request(const nlohmann::ordered_json& body, bool chat_route,
                                    bool has_template);
 
+// An empty request (no messages, or an empty prompt): Ollama's way to load a model,
+// answered at once with done_reason "load".
+bool ollama_load_only(const nlohmann::ordered_json& body, bool chat_route);
+
 struct OllamaTimings {
   double total_s = 0, prompt_s = 0, eval_s = 0;
   int prompt_tokens = 0, eval_tokens = 0;

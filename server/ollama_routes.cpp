@@ -178,8 +178,14 @@ void Server::ollama_routes() {
         job->ready = ready();
         if (!job->ready) throw ApiError(503, "the model is still loading");
         const Ready& r = *job->ready;
-        const OllamaRequest o =
-            parse_ollama_request(parse_body(req.body), chat_route, r.chat != nullptr);
+        const nlohmann::ordered_json body = parse_body(req.body);
+        if (ollama_load_only(body, chat_route)) {
+          // Ollama's clients load a model with an empty request; this one is loaded.
+          reply_json(res, 200,
+                     ollama_reply(opts_.model_name, chat_route, ShownReply{}, true, "load", {}));
+          return;
+        }
+        const OllamaRequest o = parse_ollama_request(body, chat_route, r.chat != nullptr);
         stream = o.stream;
         const int vocab = r.engine->vocab_size();
         const ParsedRequest p = o.chat ? parse_chat_request(o.openai, vocab)

@@ -1150,6 +1150,12 @@ TEST_CASE("server: Ollama's routes (chat, generate, embed, tags, show, version)"
   REQUIRE(ps);
   CHECK(json::parse(ps->body)["models"].size() == 1);
 
+  // An empty request loads the model (it is loaded): done at once.
+  const json load = post(s, "/api/generate", {{"model", "tiny"}, {"prompt", ""}}, 200);
+  CHECK(load["done"] == true);
+  CHECK(load["done_reason"] == "load");
+  CHECK(post(s, "/api/chat", {{"messages", json::array()}}, 200)["done_reason"] == "load");
+
   // Errors in Ollama's shape.
   CHECK(post(s, "/api/chat", {{"messages", "hi"}}, 400)["error"].is_string());
   CHECK(post(s, "/api/chat", {{"messages", json::array({{{"role", 5}, {"content", "x"}}})}},
@@ -1157,8 +1163,9 @@ TEST_CASE("server: Ollama's routes (chat, generate, embed, tags, show, version)"
             .is_string());
   CHECK(
       post(s, "/api/generate", {{"prompt", "x"}, {"images", {"AAAA"}}}, 400)["error"].is_string());
-  CHECK(
-      post(s, "/api/chat", {{"messages", json::array()}, {"format", 5}}, 400)["error"].is_string());
+  const json format_five = {{"messages", json::array({{{"role", "user"}, {"content", "x"}}})},
+                            {"format", 5}};
+  CHECK(post(s, "/api/chat", format_five, 400)["error"].is_string());
   auto bad = c.Post("/api/chat", "{\"messages\": [", "application/json");
   REQUIRE(bad);
   CHECK(bad->status == 400);
