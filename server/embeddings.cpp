@@ -86,12 +86,22 @@ EmbeddingsRequest parse_embeddings_request(const ojson& body, int vocab_size, in
   return r;
 }
 
-void check_embedding_length(const std::vector<int32_t>& prompt, size_t index, int context) {
-  if (prompt.empty() || static_cast<int>(prompt.size()) > context)
-    throw ApiError(400,
-                   "input " + std::to_string(index) + ": " + std::to_string(prompt.size()) +
-                       " tokens; the context window takes 1 to " + std::to_string(context),
-                   "input");
+std::vector<std::vector<int32_t>> embedding_prompts(const EmbeddingsRequest& e,
+                                                    const Tokenizer& tokenizer, int context,
+                                                    bool truncate) {
+  const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
+  std::vector<std::vector<int32_t>> prompts(n);
+  for (size_t i = 0; i < n; i++) {
+    std::vector<int32_t>& p = prompts[i];
+    p = e.ids_given ? e.ids[i] : tokenizer.encode(e.texts[i], true);
+    if (truncate && static_cast<int>(p.size()) > context) p.resize(static_cast<size_t>(context));
+    if (p.empty() || static_cast<int>(p.size()) > context)
+      throw ApiError(400,
+                     "input " + std::to_string(i) + ": " + std::to_string(p.size()) +
+                         " tokens; the context window takes 1 to " + std::to_string(context),
+                     "input");
+  }
+  return prompts;
 }
 
 std::vector<std::vector<float>> run_embeddings(Engine& engine,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/engine/engine.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace llm::server {
 
@@ -36,8 +37,12 @@ nlohmann::json embeddings_response(const std::string& model,
                                    const std::vector<std::vector<float>>& embeddings, bool base64,
                                    int prompt_tokens);
 
-// Throws ApiError (400, param input) unless the prompt has 1 to context tokens.
-void check_embedding_length(const std::vector<int32_t>& prompt, size_t index, int context);
+// The token ids of a request's inputs (texts tokenized with the model's specials), every
+// one checked before any runs: ApiError (400, param input) unless it has 1 to context
+// tokens; truncate cuts longer ones to the context instead (Ollama's default).
+std::vector<std::vector<int32_t>> embedding_prompts(const EmbeddingsRequest& e,
+                                                    const Tokenizer& tokenizer, int context,
+                                                    bool truncate);
 
 // The embeddings of prompts through the engine, in order: queued as far as the engine's
 // queue takes them, the rest as earlier ones finish; cut to `dimensions` (> 0) and at

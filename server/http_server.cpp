@@ -387,15 +387,10 @@ void Server::routes() {
                        "/v1/embeddings cannot return; restart it with mean, last or cls pooling");
       const EmbeddingsRequest e = parse_embeddings_request(
           parse_body(req.body), r->engine->vocab_size(), r->engine->hidden_size());
-      const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
-      // Every input checked before any runs.
-      std::vector<std::vector<int32_t>> prompts(n);
+      const auto prompts =
+          embedding_prompts(e, *r->tokenizer, r->engine->context_size(), /*truncate=*/false);
       int prompt_tokens = 0;
-      for (size_t i = 0; i < n; i++) {
-        prompts[i] = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
-        prompt_tokens += static_cast<int>(prompts[i].size());
-        check_embedding_length(prompts[i], i, r->engine->context_size());
-      }
+      for (const auto& p : prompts) prompt_tokens += static_cast<int>(p.size());
       const std::vector<std::vector<float>> out =
           run_embeddings(*r->engine, prompts, r->pooling, true, e.dimensions);
       metrics_.observe_request(seconds(start, Clock::now()));

@@ -137,16 +137,10 @@ void Server::ollama_routes() {
         const EmbeddingsRequest e =
             parse_embeddings_request(openai, r->engine->vocab_size(), r->engine->hidden_size());
         const bool truncate = !body.contains("truncate") || body["truncate"] != false;
-        const size_t n = e.ids_given ? e.ids.size() : e.texts.size();
-        std::vector<std::vector<int32_t>> prompts(n);
+        const auto prompts =
+            embedding_prompts(e, *r->tokenizer, r->engine->context_size(), truncate);
         int prompt_tokens = 0;
-        for (size_t i = 0; i < n; i++) {
-          prompts[i] = e.ids_given ? e.ids[i] : r->tokenizer->encode(e.texts[i], true);
-          if (truncate && static_cast<int>(prompts[i].size()) > r->engine->context_size())
-            prompts[i].resize(static_cast<size_t>(r->engine->context_size()));
-          check_embedding_length(prompts[i], i, r->engine->context_size());
-          prompt_tokens += static_cast<int>(prompts[i].size());
-        }
+        for (const auto& p : prompts) prompt_tokens += static_cast<int>(p.size());
         const auto out = run_embeddings(*r->engine, prompts, r->pooling, !legacy, e.dimensions);
         metrics_.observe_request(seconds(start, Clock::now()));
         metrics_.add_tokens(prompt_tokens, 0);

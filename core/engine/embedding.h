@@ -20,8 +20,7 @@ Pooling default_pooling(const std::string& model_pooling);
 class EmbeddingPool {
  public:
   EmbeddingPool(Pooling pooling, int dim, int n_tokens, bool normalize);
-  // Starts over (the sequence is computed again from position `from`: earlier rows are
-  // not needed by the pooling, see needs_all_rows()).
+  // Starts over: the sequence was preempted and its rows are computed again.
   void reset();
   // Rows [count, dim] of positions [first, first + count).
   void add(const float* rows, int first, int count);

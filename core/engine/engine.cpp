@@ -657,7 +657,6 @@ bool Engine::embed_step() {
   for (auto& s : running_) {
     const int pending = static_cast<int>(s->tokens.size()) - s->n_cached;
     if (!s->embedding || s->done || pending <= 0 || budget <= 0) continue;
-    if (static_cast<int>(seqs.size()) == opts_.max_seqs) break;
     if (!s->pages.reserve(*pages_, static_cast<int>(s->tokens.size())))
       fail("internal: an embedding prompt's pages were not reserved");
     StepSeq q;
