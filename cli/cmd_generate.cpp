@@ -1,5 +1,6 @@
 // llmcli generate MODEL (-p TEXT [--chat] | --token-ids ...) -n N: one completion
 // through the engine, streamed to stdout (text for -p, ids for --token-ids).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include "cli/common.h"
 #include "cli/sampling_options.h"
 #include "core/chat/chat_prompt.h"
+#include "core/chat/infill_prompt.h"
 #include "core/engine/engine.h"
 #include "core/error.h"
 
@@ -30,10 +32,14 @@ struct GenerateOptions {
   std::string format = "text";  // "json": JSON mode
   std::string json_schema;      // a file: the reply follows this JSON schema
   bool ignore_eos = false;
+  bool infill = false;  // --suffix given: fill in the middle between -p and it
+  std::string suffix;
 };
 
 void run_generate(const GenerateOptions& o) {
-  if (o.prompt.empty() == o.token_ids.empty())
+  if (o.infill && (o.chat || !o.token_ids.empty()))
+    fail("--suffix takes the text before the cursor from -p, not with --chat or --token-ids");
+  if (!o.infill && o.prompt.empty() == o.token_ids.empty())
     fail("give exactly one of -p TEXT (not empty) and --token-ids");
   if (o.chat && o.prompt.empty()) fail("--chat needs -p TEXT");
   if (!o.chat && (!o.system.empty() || !o.conv_template.empty() || !o.template_kwargs.empty()))
@@ -61,7 +67,7 @@ void run_generate(const GenerateOptions& o) {
 
   LoadedModel lm = load_model(o.model);
   std::unique_ptr<Tokenizer> tok;
-  if (!o.prompt.empty() || !o.stop.empty() || req.json) tok = load_tokenizer(lm);
+  if (!o.prompt.empty() || o.infill || !o.stop.empty() || req.json) tok = load_tokenizer(lm);
   if (o.chat) {
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
@@ -78,6 +84,13 @@ void run_generate(const GenerateOptions& o) {
   eo.kv_dtype = kv_cache_dtype(o.model);
   eo.lookup_draft = o.sampling.lookup_draft;
   Engine engine(*lm.model, tok.get(), eo);
+  if (o.infill) {
+    // The prompt leaves room for -n new tokens (at most half the context).
+    const int budget = engine.context_size() - std::min(o.n_new, engine.context_size() / 2);
+    InfillPrompt infill = build_infill_prompt(*tok, {o.prompt, o.suffix, {}}, budget);
+    req.prompt = std::move(infill.tokens);
+    req.stop_token_ids = std::move(infill.stop_ids);
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   auto stream = engine.submit(req);
@@ -152,6 +165,14 @@ void register_generate(CLI::App& app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at the model's EOS tokens");
+  cmd->add_option_function<std::string>(
+      "--suffix",
+      [o](const std::string& s) {
+        o->suffix = s;
+        o->infill = true;
+      },
+      "Fill in the middle (code models): -p is the text before the cursor, this the text "
+      "after it");
   cmd->callback([o]() { run_generate(*o); });
 }
 

@@ -1,5 +1,6 @@
 #include "server/generation_plan.h"
 
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -8,7 +9,7 @@
 namespace llm::server {
 
 GenerationPlan plan_generation(const ParsedRequest& p, const Tokenizer& tokenizer,
-                               const ChatPrompt* chat, bool split_reasoning) {
+                               const ChatPrompt* chat, bool split_reasoning, int context_size) {
   GenerationPlan plan;
   GenerationRequest& g = plan.request;
   ReplyFormat& format = plan.format;
@@ -51,9 +52,22 @@ GenerationPlan plan_generation(const ParsedRequest& p, const Tokenizer& tokenize
     } catch (const Error& e) {
       throw ApiError(400, std::string("chat template: ") + e.what(), "messages");
     }
+  } else if (p.suffix) {
+    // Fill in the middle. The prompt keeps room for the reply: max_tokens, or 256 tokens,
+    // but at most half the context.
+    const int reply = std::min(p.max_tokens.value_or(256), context_size / 2);
+    try {
+      InfillPrompt infill = build_infill_prompt(tokenizer, {p.prompt, *p.suffix, p.infill_extra},
+                                                context_size - reply);
+      g.prompt = std::move(infill.tokens);
+      g.stop_token_ids = std::move(infill.stop_ids);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), "suffix");
+    }
   } else {
     g.prompt = p.prompt_tokens.empty() ? tokenizer.encode(p.prompt, true) : p.prompt_tokens;
   }
+  g.stop_token_ids.insert(g.stop_token_ids.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
   g.sampling.temperature = p.temperature;
   g.sampling.top_p = p.top_p;
   g.sampling.top_k = p.top_k;

@@ -20,9 +20,10 @@ struct GenerationPlan {
 };
 
 // Throws ApiError: 400 for a chat without a template, a forced call the template's syntax
-// cannot make, or a template error. split_reasoning: a thinking template's think block
-// goes to reasoning_content.
+// cannot make, a template error, or a fill-in-the-middle request (suffix) to a model
+// without FIM tokens. split_reasoning: a thinking template's think block goes to
+// reasoning_content. context_size: the engine's, which an infill prompt is cut to fit.
 GenerationPlan plan_generation(const ParsedRequest& p, const Tokenizer& tokenizer,
-                               const ChatPrompt* chat, bool split_reasoning);
+                               const ChatPrompt* chat, bool split_reasoning, int context_size);
 
 }  // namespace llm::server

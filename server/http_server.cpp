@@ -413,7 +413,8 @@ void Server::routes() {
         job->req = chat ? parse_chat_request(body, vocab) : parse_completion_request(body, vocab);
         const ParsedRequest& p = job->req;
 
-        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning);
+        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning,
+                                              r.engine->context_size());
         GenerationRequest& g = plan.request;
         job->format = plan.format;
         const uint64_t seed = g.sampling.seed;

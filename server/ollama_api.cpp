@@ -63,12 +63,15 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
     r.chat = true;
   } else {
     if (present(body, "images")) throw ApiError(400, "images are not supported", "images");
-    if (present(body, "suffix") && body["suffix"] != "")
-      throw ApiError(400, "'suffix' (fill in the middle) is not supported", "suffix");
     if (!present(body, "prompt") || !body["prompt"].is_string())
       throw ApiError(400, "'prompt' must be a string", "prompt");
+    if (present(body, "suffix") && !body["suffix"].is_string())
+      throw ApiError(400, "'suffix' must be a string", "suffix");
+    // A suffix asks to fill in the middle (code completion), without the chat template.
+    const bool infill = present(body, "suffix") && body["suffix"] != "";
+    if (infill) o["suffix"] = body["suffix"];
     const bool raw = present(body, "raw") && body["raw"] == true;
-    r.chat = !raw && has_template;
+    r.chat = !raw && !infill && has_template;
     if (r.chat) {
       ojson messages = ojson::array();
       if (present(body, "system"))

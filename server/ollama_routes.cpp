@@ -184,7 +184,8 @@ void Server::ollama_routes() {
         const int vocab = r.engine->vocab_size();
         const ParsedRequest p = o.chat ? parse_chat_request(o.openai, vocab)
                                        : parse_completion_request(o.openai, vocab);
-        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning);
+        GenerationPlan plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning,
+                                              r.engine->context_size());
         job->format = plan.format;
         try {
           job->stream = r.engine->submit(plan.request);

@@ -164,6 +164,19 @@ void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
     for (const std::string& x : r.stop)
       if (x.empty()) throw ApiError(400, "'stop' strings must not be empty", "stop");
   }
+  if (present(body, "stop_token_ids")) {
+    // vLLM's extension: ids that end the reply like the model's EOS.
+    const ojson& ids = body["stop_token_ids"];
+    if (!ids.is_array() || ids.size() > 64)
+      throw ApiError(400, "'stop_token_ids' must be a list of at most 64 token ids",
+                     "stop_token_ids");
+    for (const ojson& t : ids) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab_size)
+        throw ApiError(400, "'stop_token_ids' must be integers below " + std::to_string(vocab_size),
+                       "stop_token_ids");
+      r.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+  }
   if (present(body, "logit_bias")) {
     const ojson& b = body["logit_bias"];
     if (!b.is_object()) throw ApiError(400, "'logit_bias' must be an object", "logit_bias");
@@ -371,7 +384,27 @@ ParsedRequest parse_completion_request(const ojson& body, int vocab_size) {
   }
   if (present(body, "echo") && bool_field(body, "echo"))
     throw ApiError(400, "'echo' is not supported", "echo");
-  if (present(body, "suffix")) throw ApiError(400, "'suffix' is not supported", "suffix");
+  if (present(body, "suffix")) {
+    // Fill in the middle: the prompt is the code before the cursor, suffix the code after.
+    r.suffix = string_field(body, "suffix");
+    if (!r.prompt_tokens.empty())
+      throw ApiError(400, "'suffix' needs a text prompt, not token ids", "suffix");
+  }
+  if (present(body, "input_extra")) {
+    // llama.cpp's /infill field: other files of the project, [{"filename", "text"}].
+    const ojson& extra = body["input_extra"];
+    if (!extra.is_array())
+      throw ApiError(400, "'input_extra' must be a list of {\"filename\", \"text\"} objects",
+                     "input_extra");
+    for (const ojson& f : extra) {
+      if (!f.is_object() || (f.contains("text") && !f["text"].is_string()) ||
+          (f.contains("filename") && !f["filename"].is_string()))
+        throw ApiError(400, "'input_extra' items must be {\"filename\": string, \"text\": string}",
+                       "input_extra");
+      r.infill_extra.push_back({f.value("filename", "file"), f.value("text", "")});
+    }
+    if (!r.suffix) throw ApiError(400, "'input_extra' needs 'suffix'", "input_extra");
+  }
   if (present(body, "best_of") && int_field(body, "best_of", 1, 128) != 1)
     throw ApiError(400, "only best_of=1 is supported", "best_of");
   return r;

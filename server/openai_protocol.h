@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/chat/infill_prompt.h"
 #include "core/engine/json_schema.h"
 #include "core/error.h"
 
@@ -67,7 +68,11 @@ struct ParsedRequest {
   nlohmann::ordered_json template_kwargs;
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt (used when non-empty)
-  std::optional<int> max_tokens;       // absent: until EOS or the context is full
+  // completions: the text after the cursor; the prompt is then the text before it, and the
+  // reply fills the middle (core/chat/infill_prompt.h), with other files in infill_extra.
+  std::optional<std::string> suffix;
+  std::vector<InfillFile> infill_extra;
+  std::optional<int> max_tokens;  // absent: until EOS or the context is full
   float temperature = 1.f;
   float top_p = 1.f;
   int top_k = 0;
@@ -77,6 +82,7 @@ struct ParsedRequest {
   float repetition_penalty = 1.f;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
   std::map<int32_t, float> logit_bias;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage

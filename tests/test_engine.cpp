@@ -667,6 +667,21 @@ TEST_CASE("engine: text, stop strings across token boundaries, logprobs", "[engi
   CHECK(stopped.finish == FinishReason::Stop);
   CHECK(stopped.text == before);
   CHECK(stopped.tokens.size() < full.tokens.size());
+
+  // A stop token id (vLLM's stop_token_ids; a fill-in-the-middle prompt's separators) ends
+  // the reply at its first occurrence like EOS, even with ignore_eos: the id is the last
+  // token, its text not shown.
+  const int32_t stop_id = full.tokens[6];
+  const size_t first = static_cast<size_t>(
+      std::find(full.tokens.begin(), full.tokens.end(), stop_id) - full.tokens.begin());
+  GenerationRequest rt = greedy_request(prompt, 24);
+  rt.stop_token_ids = {stop_id};
+  const Collected by_id = collect(*engine.submit(rt));
+  CHECK(by_id.finish == FinishReason::Stop);
+  CHECK(by_id.tokens == std::vector<int32_t>(full.tokens.begin(), full.tokens.begin() + first + 1));
+  CHECK(by_id.text ==
+        m.tokenizer->decode(std::vector<int32_t>(full.tokens.begin(), full.tokens.begin() + first),
+                            true));
 }
 
 TEST_CASE("engine: seeded sampling is reproducible per request, also in a batch",

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "backends/registry.h"
+#include "core/chat/infill_prompt.h"
 #include "server/http_server.h"
 #include "test_util.h"
 
@@ -1170,4 +1171,84 @@ TEST_CASE("server: Ollama's routes (chat, generate, embed, tags, show, version)"
   REQUIRE(bad);
   CHECK(bad->status == 400);
   CHECK(json::parse(bad->body).contains("error"));
+}
+
+TEST_CASE("server: fill in the middle through /v1/completions' suffix and Ollama's",
+          "[server][infill]") {
+  TestServer s({}, {}, false);
+  s.load({}, test::tiny_code_model());
+  const std::string before = "def area(r):\n    return ", after = "\n\nprint(area(2))\n";
+  const InfillPrompt p = build_infill_prompt(*s.tok, {before, after, {}}, 200);
+  // The reply is the completion of the FIM prompt's ids.
+  const json by_ids = post(s, "/v1/completions",
+                           {{"prompt", p.tokens}, {"max_tokens", 6}, {"temperature", 0}}, 200);
+  const json fim =
+      post(s, "/v1/completions",
+           {{"prompt", before}, {"suffix", after}, {"max_tokens", 6}, {"temperature", 0}}, 200);
+  CHECK(fim["choices"][0]["text"] == by_ids["choices"][0]["text"]);
+  CHECK(fim["usage"]["prompt_tokens"] == static_cast<int>(p.tokens.size()));
+  // Other files (llama.cpp's input_extra) go before the prefix.
+  const InfillPrompt px =
+      build_infill_prompt(*s.tok, {before, after, {{"util.py", "PI = 3"}}}, 200);
+  const json extra = post(s, "/v1/completions",
+                          {{"prompt", before},
+                           {"suffix", after},
+                           {"input_extra", {{{"filename", "util.py"}, {"text", "PI = 3"}}}},
+                           {"max_tokens", 2},
+                           {"temperature", 0}},
+                          200);
+  CHECK(extra["usage"]["prompt_tokens"] == static_cast<int>(px.tokens.size()));
+  // Ollama's /api/generate with a suffix: the same middle, no chat template.
+  const json ollama = post(s, "/api/generate",
+                           {{"model", "tiny"},
+                            {"prompt", before},
+                            {"suffix", after},
+                            {"stream", false},
+                            {"options", {{"temperature", 0}, {"num_predict", 6}}}},
+                           200);
+  CHECK(ollama["response"] == fim["choices"][0]["text"]);
+  CHECK(ollama["prompt_eval_count"] == static_cast<int>(p.tokens.size()));
+
+  // stop_token_ids (vLLM's): the reply ends at the first of them.
+  GenerationRequest g;
+  g.prompt = p.tokens;
+  g.max_tokens = 6;
+  g.sampling.temperature = 0;
+  auto stream = s.engine->submit(g);
+  std::vector<int32_t> ids;
+  for (GenerationEvent ev = stream->next();; ev = stream->next()) {
+    ids.insert(ids.end(), ev.tokens.begin(), ev.tokens.end());
+    if (ev.finish != FinishReason::None) break;
+  }
+  REQUIRE(ids.size() == 6);
+  const auto first = std::find(ids.begin(), ids.end(), ids[3]) - ids.begin();
+  const json cut = post(
+      s, "/v1/completions",
+      {{"prompt", p.tokens}, {"max_tokens", 6}, {"temperature", 0}, {"stop_token_ids", {ids[3]}}},
+      200);
+  CHECK(cut["choices"][0]["finish_reason"] == "stop");
+  CHECK(cut["usage"]["completion_tokens"] == first + 1);
+
+  check_error_shape(post(s, "/v1/completions", {{"prompt", {1, 2}}, {"suffix", "x"}}, 400));
+  check_error_shape(post(s, "/v1/completions", {{"prompt", "a"}, {"suffix", 3}}, 400));
+  check_error_shape(
+      post(s, "/v1/completions", {{"prompt", "a"}, {"suffix", "b"}, {"input_extra", "x"}}, 400));
+  check_error_shape(
+      post(s, "/v1/completions", {{"prompt", "a"}, {"input_extra", json::array()}}, 400));
+  check_error_shape(post(s, "/v1/completions", {{"prompt", "a"}, {"stop_token_ids", {-1}}}, 400));
+  check_error_shape(post(s, "/v1/completions", {{"prompt", "a"}, {"stop_token_ids", 5}}, 400));
+  CHECK(post(s, "/api/generate", {{"prompt", "a"}, {"suffix", 1}}, 400)["error"].is_string());
+}
+
+TEST_CASE("server: a suffix to a model without FIM tokens is a 400 that says so",
+          "[server][infill]") {
+  TestServer s;
+  const json e = post(s, "/v1/completions", {{"prompt", "a"}, {"suffix", "b"}}, 400);
+  check_error_shape(e);
+  CHECK_THAT(e["error"]["message"].get<std::string>(),
+             Catch::Contains("no fill-in-the-middle tokens"));
+  CHECK(e["error"]["param"] == "suffix");
+  const json o =
+      post(s, "/api/generate", {{"prompt", "a"}, {"suffix", "b"}, {"stream", false}}, 400);
+  CHECK_THAT(o["error"].dump(), Catch::Contains("no fill-in-the-middle tokens"));
 }

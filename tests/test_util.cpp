@@ -176,4 +176,20 @@ const std::string& tiny_chat_model(const std::string& quantization, uint64_t see
   return made.emplace(key, o.out).first->second;
 }
 
+const std::string& tiny_code_model() {
+  static TempDir dir;
+  static std::string path;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!path.empty()) return path;
+  SynthOptions o;
+  o.shape = "tiny";
+  o.quantization = "q0f32";
+  o.vocab = data_dir() + "/tokenizers/ggml-vocab-starcoder.gguf";
+  o.out = dir.file("tiny-code");
+  synth_model(o);
+  path = o.out;
+  return path;
+}
+
 }  // namespace llm::test

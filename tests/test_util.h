@@ -86,6 +86,9 @@ void write_file(const std::string& path, const std::string& text);
 // native folder made once per (quantization, seed) for the whole test run: an
 // end-to-end model with a real tokenizer and chat template.
 const std::string& tiny_chat_model(const std::string& quantization, uint64_t seed);
+// The same tiny llama (q0f32) with StarCoder's vocabulary: a model with fill-in-the-middle
+// tokens (<fim_prefix>, ...), made once for the whole test run.
+const std::string& tiny_code_model();
 
 // Copies a fixture model folder into dst (a folder that exists).
 void copy_model(const std::string& name, const std::string& dst);

@@ -381,8 +381,10 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
   ev.tokens = {token};
   if (s.req.top_logprobs >= 0)
     ev.logprobs.push_back(token_logprobs(logits, n_vocab, token, s.req.top_logprobs));
+  const auto& stops = s.req.stop_token_ids;
   const bool eos =
-      !s.req.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
+      (!s.req.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end()) ||
+      std::find(stops.begin(), stops.end(), token) != stops.end();
   if (!eos && s.decoder) ev.text = s.stop.push(s.decoder->push(token));
 
   // JSON mode: the object closed with this token, so the reply is complete.

@@ -66,6 +66,9 @@ struct GenerationRequest {
   int max_tokens = 256;           // < 0: until the context window is full
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool ignore_eos = false;
+  // More tokens that end the reply (not shown), even with ignore_eos: e.g. a fill-in-the-
+  // middle prompt's padding and file separators, or vLLM's stop_token_ids.
+  std::vector<int32_t> stop_token_ids;
   int top_logprobs = -1;  // -1: no logprobs; 0..20: the chosen token's and this many others
   // Control tokens appear in the text (a reply's tool-call markers may be such tokens).
   bool keep_special = false;

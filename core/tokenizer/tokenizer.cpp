@@ -213,6 +213,7 @@ int32_t Tokenizer::vocab_size() const { return impl_->vocab.size(); }
 int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }
 std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->eos_ids; }
+const FimTokens& Tokenizer::fim_tokens() const { return impl_->fim; }
 bool Tokenizer::add_bos() const { return !impl_->prefix.empty(); }
 bool Tokenizer::add_eos() const { return !impl_->suffix.empty(); }
 std::string Tokenizer::pre_tokenizer_name() const { return impl_->pre_name; }

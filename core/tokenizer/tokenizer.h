@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/tokenizer/fim_tokens.h"
+
 namespace llm {
 
 class GgufFile;
@@ -49,6 +51,8 @@ class Tokenizer {
   int32_t eos_id() const;  // -1 when none
   // Every token that ends generation: EOS, end-of-turn tokens, ...
   std::vector<int32_t> eos_ids() const;
+  // Fill-in-the-middle markers (FimTokens::available() is false for models without).
+  const FimTokens& fim_tokens() const;
   bool add_bos() const;
   bool add_eos() const;
   // Control/unknown tokens: dropped by decode(skip_special), matched only with parse_special.

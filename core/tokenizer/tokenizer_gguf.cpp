@@ -114,6 +114,19 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   impl->add_typed_specials(phi3);
   impl->collect_eos_ids({token_id_or(f, "tokenizer.ggml.eot_token_id", v),
                          token_id_or(f, "tokenizer.ggml.eom_token_id", v)});
+  // The FIM markers llama.cpp's converter names (older files: prefix/suffix/middle).
+  auto named = [&](const char* key, const char* old_key) {
+    const int32_t id = token_id_or(f, std::string("tokenizer.ggml.") + key, v);
+    return id >= 0 ? id : token_id_or(f, std::string("tokenizer.ggml.") + old_key, v);
+  };
+  FimTokens fim;
+  fim.prefix = named("fim_pre_token_id", "prefix_token_id");
+  fim.suffix = named("fim_suf_token_id", "suffix_token_id");
+  fim.middle = named("fim_mid_token_id", "middle_token_id");
+  fim.pad = named("fim_pad_token_id", "fim_pad_token_id");
+  fim.repo = named("fim_rep_token_id", "fim_rep_token_id");
+  fim.file_sep = named("fim_sep_token_id", "fim_sep_token_id");
+  impl->fim = find_fim_tokens(v, fim);
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/tokenizer/bpe.h"
 #include "core/tokenizer/decoder.h"
+#include "core/tokenizer/fim_tokens.h"
 #include "core/tokenizer/normalizer.h"
 #include "core/tokenizer/pre_tokenizer.h"
 #include "core/tokenizer/special_tokens.h"
@@ -33,6 +34,7 @@ struct TokenizerImpl {
   std::vector<int32_t> prefix, suffix;  // added around the ids when add_special
   int32_t bos = -1, eos = -1;
   std::vector<int32_t> eos_ids;
+  FimTokens fim;
   int32_t padded_size = 0;  // ids in [vocab.size(), padded_size) decode to nothing
   std::string pre_name;
 

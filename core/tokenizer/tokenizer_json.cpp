@@ -363,6 +363,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
       }
     }
     impl->collect_eos_ids(gen_eos);
+    impl->fim = find_fim_tokens(v);
   } catch (const json::exception& e) {
     fail("%s: unexpected structure: %s", file.c_str(), e.what());
   }
