@@ -67,6 +67,9 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/api/tags", "GET"},
                              {"/api/ps", "GET"},
                              {"/api/version", "GET"},
+                             {"/completion", "POST"},
+                             {"/completions", "POST"},
+                             {"/infill", "POST"},
                              {"/metrics", "GET"}};
 
 const Route* find_route(const std::string& path) {
@@ -271,7 +274,9 @@ void Server::routes() {
       return httplib::Server::HandlerResponse::Handled;
     }
     const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
-                         req.path == "/tokenize" || req.path == "/detokenize";
+                         req.path == "/tokenize" || req.path == "/detokenize" ||
+                         req.path == "/completion" || req.path == "/completions" ||
+                         req.path == "/infill";
     if (!opts_.api_key.empty() && guarded &&
         !bearer_matches(req.get_header_value("Authorization"), opts_.api_key)) {
       const bool missing = !req.has_header("Authorization");
@@ -606,6 +611,7 @@ void Server::routes() {
   http_->Post("/v1/chat/completions", completion(true));
   http_->Post("/v1/completions", completion(false));
   ollama_routes();
+  llama_routes();
 }
 
 }  // namespace llm::server

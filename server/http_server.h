@@ -68,6 +68,7 @@ class Server {
  private:
   void routes();
   void ollama_routes();  // ollama_routes.cpp
+  void llama_routes();   // llama_routes.cpp
   std::shared_ptr<Ready> ready() const;
 
   ServerOptions opts_;

@@ -124,7 +124,7 @@ bool ollama_load_only(const ojson& body, bool chat_route) {
 }
 
 json ollama_reply(const std::string& model, bool chat_route, const ShownReply& shown, bool done,
-                  const std::string& done_reason, const OllamaTimings& t) {
+                  const std::string& done_reason, const ReplyTimings& t) {
   json j = {{"model", model}, {"created_at", ollama_time(std::time(nullptr))}};
   if (chat_route) {
     json msg = {{"role", "assistant"}, {"content", shown.content}};

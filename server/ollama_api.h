@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "server/chat_reply.h"
+#include "server/single_reply.h"
 
 namespace llm::server {
 
@@ -25,7 +26,8 @@ struct OllamaRequest {
 // temperature 0.8, top_k 40, top_p 0.9 where not given), think (the template's
 // enable_thinking). A generate prompt goes through
 // the chat template as a user message unless raw or there is no template. Throws ApiError
-// (400) for what it cannot serve (images, suffix) or malformed fields.
+// (400) for what it cannot serve (images) or malformed fields. A generate request with a
+// suffix fills in the middle (a completion body with suffix, no template).
 OllamaRequest parse_ollama_request(const nlohmann::ordered_json& body, bool chat_route,
                                    bool has_template);
 
@@ -33,16 +35,11 @@ OllamaRequest parse_ollama_request(const nlohmann::ordered_json& body, bool chat
 // answered at once with done_reason "load".
 bool ollama_load_only(const nlohmann::ordered_json& body, bool chat_route);
 
-struct OllamaTimings {
-  double total_s = 0, prompt_s = 0, eval_s = 0;
-  int prompt_tokens = 0, eval_tokens = 0;
-};
-
 // One line of a reply: a streamed piece (done false), or the last one (done true, with
 // done_reason "stop" / "length" and the timings). Chat replies carry message (content,
 // thinking, tool_calls with object arguments), generate replies response (and thinking).
 nlohmann::json ollama_reply(const std::string& model, bool chat_route, const ShownReply& shown,
-                            bool done, const std::string& done_reason, const OllamaTimings& t);
+                            bool done, const std::string& done_reason, const ReplyTimings& t);
 
 // RFC 3339 UTC, as Ollama writes times.
 std::string ollama_time(std::time_t t);

@@ -10,6 +10,7 @@
 #include "server/ollama_api.h"
 #include "server/openai_protocol.h"
 #include "server/server_state.h"
+#include "server/single_reply.h"
 
 namespace llm::server {
 
@@ -35,33 +36,6 @@ json model_entry(const std::string& name, const ModelDetails& d, std::time_t sin
             {"parameter_size", ""},
             {"quantization_level", d.quantization}}}};
 }
-
-// A chat or generate request while it runs (kept alive by the streaming callbacks).
-struct OllamaJob {
-  explicit OllamaJob(std::atomic<int>& in_flight) : guard(in_flight) {}
-  InFlight guard;
-  std::shared_ptr<Server::Ready> ready;
-  std::shared_ptr<RequestStream> stream;
-  ReplyFormat format;
-  std::unique_ptr<StreamedReply> streamed;
-  Clock::time_point start = Clock::now(), first, last;
-  OllamaTimings timings;
-  bool done = false;
-
-  // Timings of one event.
-  void account(const GenerationEvent& ev) {
-    const auto now = Clock::now();
-    if (!ev.tokens.empty()) {
-      if (timings.eval_tokens == 0) first = now;
-      last = now;
-    }
-    timings.prompt_tokens = ev.prompt_tokens;
-    timings.eval_tokens = ev.completion_tokens;
-    timings.total_s = seconds(start, now);
-    timings.prompt_s = timings.eval_tokens > 0 ? seconds(start, first) : timings.total_s;
-    timings.eval_s = timings.eval_tokens > 0 ? seconds(first, last) : 0;
-  }
-};
 
 const char* done_reason(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
 
@@ -166,7 +140,7 @@ void Server::ollama_routes() {
 
   auto generate = [this](bool chat_route) {
     return [this, chat_route](const Request& req, Response& res) {
-      auto job = std::make_shared<OllamaJob>(in_flight_);
+      auto job = std::make_shared<SingleJob>(in_flight_);
       bool stream = true;
       try {
         job->ready = ready();
@@ -199,66 +173,21 @@ void Server::ollama_routes() {
         return;
       }
       const std::string model = opts_.model_name;
-      if (!stream) {
-        std::string text;
-        GenerationEvent ev;
-        do {
-          ev = job->stream->next();
-          job->account(ev);
-          text += ev.text;
-        } while (ev.finish == FinishReason::None);
-        if (ev.finish == FinishReason::Error || ev.finish == FinishReason::Cancelled)
-          return reply_error(res, ev.finish == FinishReason::Error
-                                      ? ApiError(500, ev.error)
-                                      : ApiError(503, "the server is shutting down"));
-        metrics_.observe_request(job->timings.total_s);
-        metrics_.add_tokens(job->timings.prompt_tokens, job->timings.eval_tokens);
-        reply_json(res, 200,
-                   ollama_reply(model, chat_route, show_reply(job->format, std::move(text)), true,
-                                done_reason(ev.finish), job->timings));
-        return;
-      }
-      res.set_chunked_content_provider(
-          "application/x-ndjson",
-          [this, job, chat_route, model](size_t, httplib::DataSink& sink) {
-            if (job->done) {
-              sink.done();
-              return true;
-            }
-            GenerationEvent ev;
-            if (!job->stream->next(ev, std::chrono::milliseconds(200))) return true;
-            job->account(ev);
-            const bool finished = ev.finish != FinishReason::None;
-            const bool ended_well = finished && ev.finish != FinishReason::Error &&
-                                    ev.finish != FinishReason::Cancelled;
-            if (!job->streamed) job->streamed = std::make_unique<StreamedReply>(job->format);
-            const ShownReply shown = job->streamed->push(ev.text, ended_well);
-            std::string out;
-            if (!shown.content.empty() || !shown.reasoning.empty() || !shown.calls.empty())
-              out += dump(ollama_reply(model, chat_route, shown, false, "", {})) + "\n";
-            if (finished) {
-              if (ended_well) {
-                out += dump(ollama_reply(model, chat_route, ShownReply{}, true,
-                                         done_reason(ev.finish), job->timings)) +
-                       "\n";
-                metrics_.observe_request(job->timings.total_s);
-                metrics_.add_tokens(job->timings.prompt_tokens, job->timings.eval_tokens);
-              } else {
-                out += dump(ollama_error(ev.finish == FinishReason::Error
-                                             ? ev.error
-                                             : std::string("the request was cancelled"))) +
-                       "\n";
-              }
-              job->done = true;
-            }
-            if (!out.empty() && !sink.write(out.data(), out.size())) return false;
-            if (job->done) sink.done();
-            return true;
-          },
-          [job](bool success) {
-            // The client went away (or the write failed): stop generating for it.
-            if (!success || !job->done) job->stream->cancel();
-          });
+      SingleReplyFormat f;
+      f.stream_type = "application/x-ndjson";
+      f.piece = [model, chat_route](const ShownReply& shown, const ReplyTimings&) {
+        return dump(ollama_reply(model, chat_route, shown, false, "", {})) + "\n";
+      };
+      f.last = [model, chat_route](FinishReason why, const ReplyTimings& t) {
+        return dump(ollama_reply(model, chat_route, ShownReply{}, true, done_reason(why), t)) +
+               "\n";
+      };
+      f.error = [](const std::string& message) { return dump(ollama_error(message)) + "\n"; };
+      f.whole = [model, chat_route](ShownReply shown, FinishReason why, const ReplyTimings& t) {
+        return ollama_reply(model, chat_route, shown, true, done_reason(why), t);
+      };
+      f.reply_error = reply_error;
+      send_single_reply(job, stream, res, metrics_, f);
     };
   };
   http_->Post("/api/chat", generate(true));

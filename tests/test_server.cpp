@@ -1252,3 +1252,95 @@ TEST_CASE("server: a suffix to a model without FIM tokens is a 400 that says so"
       post(s, "/api/generate", {{"prompt", "a"}, {"suffix", "b"}, {"stream", false}}, 400);
   CHECK_THAT(o["error"].dump(), Catch::Contains("no fill-in-the-middle tokens"));
 }
+
+TEST_CASE("server: llama.cpp's /completion and /infill, streamed and not", "[server][llama]") {
+  TestServer s({}, {}, false);
+  s.load({}, test::tiny_code_model());
+  auto c = s.client();
+  const std::string prompt = "def add(a, b):\n";
+  const json openai =
+      post(s, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}}, 200);
+  const std::string expect = openai["choices"][0]["text"];
+
+  const json one =
+      post(s, "/completion", {{"prompt", prompt}, {"n_predict", 6}, {"temperature", 0}}, 200);
+  CHECK(one["content"] == expect);
+  CHECK(one["stop"] == true);
+  CHECK(one["stop_type"] == "limit");
+  CHECK(one["tokens_predicted"] == 6);
+  CHECK(one["tokens_evaluated"] == openai["usage"]["prompt_tokens"]);
+  CHECK(one["timings"]["predicted_n"] == 6);
+  CHECK(one["timings"]["prompt_ms"].get<double>() > 0);
+  // Token ids as the prompt, and /completions (llama-server's other name for it).
+  const std::vector<int32_t> ids = s.tok->encode(prompt, true);
+  const json by_ids =
+      post(s, "/completions", {{"prompt", ids}, {"n_predict", 6}, {"temperature", 0}}, 200);
+  CHECK(by_ids["content"] == expect);
+
+  // Streamed: events of content pieces, the last with stop and timings, no [DONE].
+  auto res = c.Post(
+      "/completion",
+      json{{"prompt", prompt}, {"n_predict", 6}, {"temperature", 0}, {"stream", true}}.dump(),
+      "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const std::vector<std::string> data = sse_data(res->body);
+  REQUIRE(data.size() >= 2);
+  std::string text;
+  for (size_t i = 0; i + 1 < data.size(); i++) {
+    const json e = json::parse(data[i]);
+    CHECK(e["stop"] == false);
+    text += e["content"].get<std::string>();
+  }
+  const json last = json::parse(data.back());
+  CHECK(last["stop"] == true);
+  CHECK(last["tokens_predicted"] == 6);
+  CHECK(text == expect);
+
+  // /infill: input_prefix, then prompt (the cursor's line), before the cursor.
+  const json fim = post(s, "/v1/completions",
+                        {{"prompt", "def area(r):\n    return "},
+                         {"suffix", "\n"},
+                         {"input_extra", {{{"filename", "m.py"}, {"text", "PI = 3"}}}},
+                         {"max_tokens", 6},
+                         {"temperature", 0}},
+                        200);
+  const json infill = post(s, "/infill",
+                           {{"input_prefix", "def area(r):\n"},
+                            {"prompt", "    return "},
+                            {"input_suffix", "\n"},
+                            {"input_extra", {{{"filename", "m.py"}, {"text", "PI = 3"}}}},
+                            {"n_predict", 6},
+                            {"temperature", 0}},
+                           200);
+  CHECK(infill["content"] == fim["choices"][0]["text"]);
+  CHECK(infill["tokens_evaluated"] == fim["usage"]["prompt_tokens"]);
+  // n_predict 0 (a client warming the cache): nothing generated, the prompt counted.
+  const json warm = post(s, "/infill", {{"input_prefix", "x = "}, {"n_predict", 0}}, 200);
+  CHECK(warm["content"] == "");
+  CHECK(warm["tokens_predicted"] == 0);
+  CHECK(warm["tokens_evaluated"].get<int>() > 0);
+
+  // What it cannot serve is 400 in llama-server's error shape.
+  for (const json& bad :
+       {json{{"prompt", "a"}, {"grammar", "root ::= \"a\""}}, json{{"prompt", "a"}, {"n_probs", 3}},
+        json{{"n_predict", 2}}, json{{"prompt", "a"}, {"ignore_eos", true}},
+        json{{"prompt", "a"}, {"logit_bias", {{1}}}}, json{{"prompt", "a"}, {"stream", "yes"}}}) {
+    const json e = post(s, "/completion", bad, 400);
+    CHECK(e["error"]["code"] == 400);
+    CHECK(e["error"]["message"].is_string());
+  }
+  auto malformed = c.Post("/infill", "{\"input_prefix\": ", "application/json");
+  REQUIRE(malformed);
+  CHECK(malformed->status == 400);
+}
+
+TEST_CASE("server: /infill to a model without FIM tokens says so", "[server][llama]") {
+  TestServer s;
+  const json e = post(s, "/infill", {{"input_prefix", "a"}, {"input_suffix", "b"}}, 400);
+  CHECK_THAT(e["error"]["message"].get<std::string>(),
+             Catch::Contains("no fill-in-the-middle tokens"));
+  // /completion works with any model.
+  const json ok = post(s, "/completion", {{"prompt", "Hello"}, {"n_predict", 2}}, 200);
+  CHECK(ok["tokens_predicted"] == 2);
+}

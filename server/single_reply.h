@@ -1,0 +1,58 @@
+// One generation sent back as a route's own format: the whole reply as one JSON body, or a
+// stream of lines (Ollama's NDJSON, llama.cpp's server-sent events). Shared by the Ollama
+// and llama.cpp routes, which differ only in how a piece, the last line and an error read.
+#pragma once
+
+#include <httplib.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "server/chat_reply.h"
+#include "server/metrics.h"
+#include "server/server_state.h"
+
+namespace llm::server {
+
+// Counts and durations of one reply, as Ollama and llama.cpp report them.
+struct ReplyTimings {
+  double total_s = 0, prompt_s = 0, eval_s = 0;
+  int prompt_tokens = 0, eval_tokens = 0;
+};
+
+// A request while it runs (kept alive by the streaming callbacks).
+struct SingleJob {
+  explicit SingleJob(std::atomic<int>& in_flight) : guard(in_flight) {}
+  InFlight guard;
+  std::shared_ptr<Server::Ready> ready;
+  std::shared_ptr<RequestStream> stream;
+  ReplyFormat format;
+  std::unique_ptr<StreamedReply> streamed;
+  Clock::time_point start = Clock::now(), first, last;
+  ReplyTimings timings;
+  bool done = false;
+
+  // Timings of one event.
+  void account(const GenerationEvent& ev);
+};
+
+struct SingleReplyFormat {
+  const char* stream_type = "";  // the stream's Content-Type
+  // A streamed piece of the reply, framed (a line, an event).
+  std::function<std::string(const ShownReply&, const ReplyTimings&)> piece;
+  // The stream's last piece, after a good finish.
+  std::function<std::string(FinishReason, const ReplyTimings&)> last;
+  // A stream's error piece (the request failed or was cancelled after it started).
+  std::function<std::string(const std::string&)> error;
+  // The body of a reply not streamed.
+  std::function<nlohmann::json(ShownReply, FinishReason, const ReplyTimings&)> whole;
+  // An error before or instead of a reply not streamed.
+  std::function<void(httplib::Response&, const ApiError&)> reply_error;
+};
+
+// Sends job's reply (its stream submitted) as `f` says; a client that leaves cancels it.
+void send_single_reply(const std::shared_ptr<SingleJob>& job, bool stream, httplib::Response& res,
+                       Metrics& metrics, const SingleReplyFormat& f);
+
+}  // namespace llm::server
