@@ -9,11 +9,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-bool present(const ojson& o, const char* key) {
-  const auto it = o.find(key);
-  return it != o.end() && !it->is_null();
-}
-
 std::string text_field(const ojson& body, const char* key) {
   if (!present(body, key)) return "";
   if (!body[key].is_string())

@@ -11,11 +11,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-bool present(const ojson& o, const char* key) {
-  const auto it = o.find(key);
-  return it != o.end() && !it->is_null();
-}
-
 // Ollama's assistant tool calls ({"function": {"name", "arguments": {...}}}) as OpenAI's,
 // which the chat template is given (arguments as the object they are).
 ojson openai_tool_calls(const ojson& calls, const std::string& param) {

@@ -57,15 +57,14 @@ ojson parse_body(const std::string& body) {
   return j;
 }
 
-namespace {
-
-const char* type_name(const ojson& v) { return v.type_name(); }
-
-// Optional fields: absent and null mean "use the default".
 bool present(const ojson& body, const char* key) {
   auto it = body.find(key);
   return it != body.end() && !it->is_null();
 }
+
+namespace {
+
+const char* type_name(const ojson& v) { return v.type_name(); }
 
 double number_field(const ojson& body, const char* key, double lo, double hi) {
   const ojson& v = body.at(key);

@@ -47,6 +47,8 @@ bool json_too_deep(const std::string& body, int max_depth);
 // not an object, or nesting deeper than 64. Ordered: what goes to the chat template
 // (tools, tool calls) keeps the client's key order.
 nlohmann::ordered_json parse_body(const std::string& body);
+// An optional field of a body: absent and null both mean "use the default".
+bool present(const nlohmann::ordered_json& body, const char* key);
 
 struct ChatMessage {
   std::string role;
