@@ -67,6 +67,8 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/api/tags", "GET"},
                              {"/api/ps", "GET"},
                              {"/api/version", "GET"},
+                             {"/v1/messages", "POST"},
+                             {"/v1/messages/count_tokens", "POST"},
                              {"/completion", "POST"},
                              {"/completions", "POST"},
                              {"/infill", "POST"},
@@ -85,6 +87,14 @@ const char* route_label(const std::string& path) {
 
 // Whether an Authorization header carries `key` as a bearer token (the scheme is
 // case-insensitive, RFC 9110), compared in time independent of where they differ.
+// Compares in time that does not depend on where the strings differ.
+bool same_key(const std::string& token, const std::string& key) {
+  if (token.size() != key.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < key.size(); i++) diff |= static_cast<unsigned char>(token[i] ^ key[i]);
+  return diff == 0;
+}
+
 bool bearer_matches(const std::string& header, const std::string& key) {
   const size_t sp = header.find(' ');
   if (sp == std::string::npos) return false;
@@ -92,11 +102,7 @@ bool bearer_matches(const std::string& header, const std::string& key) {
   for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   size_t start = sp;
   while (start < header.size() && header[start] == ' ') start++;
-  const std::string token = header.substr(start);
-  if (scheme != "bearer" || token.size() != key.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < key.size(); i++) diff |= static_cast<unsigned char>(token[i] ^ key[i]);
-  return diff == 0;
+  return scheme == "bearer" && same_key(header.substr(start), key);
 }
 
 // The request's body framing, checked before httplib reads the body (0.11 reads a
@@ -277,9 +283,12 @@ void Server::routes() {
                          req.path == "/tokenize" || req.path == "/detokenize" ||
                          req.path == "/completion" || req.path == "/completions" ||
                          req.path == "/infill";
+    // Anthropic's clients send the key as x-api-key.
     if (!opts_.api_key.empty() && guarded &&
-        !bearer_matches(req.get_header_value("Authorization"), opts_.api_key)) {
-      const bool missing = !req.has_header("Authorization");
+        !bearer_matches(req.get_header_value("Authorization"), opts_.api_key) &&
+        !(req.has_header("x-api-key") &&
+          same_key(req.get_header_value("x-api-key"), opts_.api_key))) {
+      const bool missing = !req.has_header("Authorization") && !req.has_header("x-api-key");
       reply_error(res, ApiError(401,
                                 missing ? "missing API key: send 'Authorization: Bearer KEY'"
                                         : "invalid API key",
@@ -612,6 +621,7 @@ void Server::routes() {
   http_->Post("/v1/completions", completion(false));
   ollama_routes();
   llama_routes();
+  anthropic_routes();
 }
 
 }  // namespace llm::server

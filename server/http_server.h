@@ -67,8 +67,9 @@ class Server {
 
  private:
   void routes();
-  void ollama_routes();  // ollama_routes.cpp
-  void llama_routes();   // llama_routes.cpp
+  void ollama_routes();     // ollama_routes.cpp
+  void llama_routes();      // llama_routes.cpp
+  void anthropic_routes();  // anthropic_routes.cpp
   std::shared_ptr<Ready> ready() const;
 
   ServerOptions opts_;

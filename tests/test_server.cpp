@@ -1344,3 +1344,206 @@ TEST_CASE("server: /infill to a model without FIM tokens says so", "[server][lla
   const json ok = post(s, "/completion", {{"prompt", "Hello"}, {"n_predict", 2}}, 200);
   CHECK(ok["tokens_predicted"] == 2);
 }
+
+namespace {
+
+// The named events of an Anthropic stream: (event, data) in order.
+std::vector<std::pair<std::string, json>> named_events(const std::string& body) {
+  std::vector<std::pair<std::string, json>> out;
+  size_t pos = 0;
+  while ((pos = body.find("event: ", pos)) != std::string::npos) {
+    const size_t nl = body.find('\n', pos);
+    const std::string name = body.substr(pos + 7, nl - pos - 7);
+    REQUIRE(body.compare(nl + 1, 6, "data: ") == 0);
+    const size_t end = body.find("\n\n", nl);
+    out.emplace_back(name, json::parse(body.substr(nl + 7, end - nl - 7)));
+    pos = end;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_tokens",
+          "[server][anthropic]") {
+  test::TempDir dir;
+  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
+  server::ServerOptions so;
+  so.api_key = "sekret";
+  TestServer s({}, so, false);
+  EngineOptions eo;
+  eo.context_size = 1024;
+  s.load(eo, dir.path());
+  const httplib::Headers key = {{"x-api-key", "sekret"}, {"anthropic-version", "2023-06-01"}};
+  const httplib::Headers bearer = {{"Authorization", "Bearer sekret"}};
+  auto tokens_of = [&](const json& anthropic) {
+    return post(s, "/v1/messages/count_tokens", anthropic, 200, key)["input_tokens"].get<int>();
+  };
+  auto openai_tokens = [&](json openai) {
+    openai["max_tokens"] = 1;
+    return post(s, "/v1/chat/completions", openai, 200, bearer)["usage"]["prompt_tokens"]
+        .get<int>();
+  };
+
+  // The same conversation in both APIs renders the same prompt: a system prompt, text
+  // blocks, tools, an assistant's tool_use and the user's tool_result.
+  const json schema = {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}};
+  const json a = {
+      {"model", "tiny"},
+      {"max_tokens", 8},
+      {"system", json::array({{{"type", "text"}, {"text", "Be brief."}}})},
+      {"tools", json::array({{{"name", "get_weather"},
+                              {"description", "Weather of a city"},
+                              {"input_schema", schema}}})},
+      {"messages",
+       json::array({{{"role", "user"}, {"content", "weather in Paris?"}},
+                    {{"role", "assistant"},
+                     {"content", json::array({{{"type", "text"}, {"text", "Let me look."}},
+                                              {{"type", "tool_use"},
+                                               {"id", "toolu_1"},
+                                               {"name", "get_weather"},
+                                               {"input", {{"city", "Paris"}}}}})}},
+                    {{"role", "user"},
+                     {"content", json::array({{{"type", "tool_result"},
+                                               {"tool_use_id", "toolu_1"},
+                                               {"content", "18 C"}},
+                                              {{"type", "text"}, {"text", "And tomorrow?"}}})}}})}};
+  const json o = {
+      {"tools", json::array({{{"type", "function"},
+                              {"function",
+                               {{"name", "get_weather"},
+                                {"description", "Weather of a city"},
+                                {"parameters", schema}}}}})},
+      {"messages",
+       json::array({{{"role", "system"}, {"content", "Be brief."}},
+                    {{"role", "user"}, {"content", "weather in Paris?"}},
+                    {{"role", "assistant"},
+                     {"content", "Let me look."},
+                     {"tool_calls", json::array({{{"id", "toolu_1"},
+                                                  {"type", "function"},
+                                                  {"function",
+                                                   {{"name", "get_weather"},
+                                                    {"arguments", {{"city", "Paris"}}}}}}})}},
+                    {{"role", "tool"}, {"tool_call_id", "toolu_1"}, {"content", "18 C"}},
+                    {{"role", "user"}, {"content", "And tomorrow?"}}})}};
+  const int n = tokens_of(a);
+  CHECK(n == openai_tokens(o));
+  CHECK(n > 60);
+
+  // Not streamed: a message with a text block, stop_reason and usage; the text of the
+  // OpenAI route at temperature 0.
+  json ask = {{"max_tokens", 8},
+              {"temperature", 0},
+              {"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})}};
+  const json m = post(s, "/v1/messages", ask, 200, key);
+  CHECK(m["type"] == "message");
+  CHECK(m["role"] == "assistant");
+  CHECK(m["id"].get<std::string>().rfind("msg_", 0) == 0);
+  CHECK(m["stop_reason"] == "max_tokens");
+  CHECK(m["usage"]["output_tokens"] == 8);
+  CHECK(m["usage"]["input_tokens"] == tokens_of(ask));
+  json same = post(s, "/v1/chat/completions",
+                   {{"max_tokens", 8},
+                    {"temperature", 0},
+                    {"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})}},
+                   200, bearer);
+  const std::string text = same["choices"][0]["message"]["content"];
+  REQUIRE(m["content"].size() == 1);
+  CHECK(m["content"][0]["type"] == "text");
+  CHECK(m["content"][0]["text"] == text);
+
+  // Streamed: message_start, one text block, message_delta, message_stop.
+  ask["stream"] = true;
+  auto c = s.client();
+  auto res = c.Post("/v1/messages", key, ask.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const auto ev = named_events(res->body);
+  REQUIRE(ev.size() >= 6);
+  CHECK(ev[0].first == "message_start");
+  CHECK(ev[0].second["message"]["usage"]["input_tokens"] == m["usage"]["input_tokens"]);
+  CHECK(ev[1].first == "content_block_start");
+  CHECK(ev[1].second["content_block"]["type"] == "text");
+  std::string streamed_text;
+  size_t i = 2;
+  for (; i < ev.size() && ev[i].first == "content_block_delta"; i++) {
+    CHECK(ev[i].second["index"] == 0);
+    streamed_text += ev[i].second["delta"]["text"].get<std::string>();
+  }
+  CHECK(streamed_text == text);
+  REQUIRE(i + 3 == ev.size());
+  CHECK(ev[i].first == "content_block_stop");
+  CHECK(ev[i + 1].first == "message_delta");
+  CHECK(ev[i + 1].second["delta"]["stop_reason"] == "max_tokens");
+  CHECK(ev[i + 1].second["usage"]["output_tokens"] == 8);
+  CHECK(ev[i + 2].first == "message_stop");
+
+  // A forced tool: a tool_use block with its input, stop_reason tool_use; streamed, the
+  // input as one input_json_delta.
+  json call = a;
+  call["max_tokens"] = 512;  // the random model writes much whitespace inside the call
+  call["temperature"] = 0;
+  call["messages"] = json::array({{{"role", "user"}, {"content", "weather in Paris?"}}});
+  call["tools"].push_back({{"name", "set_unit"},
+                           {"input_schema",
+                            {{"type", "object"},
+                             {"properties", {{"unit", {{"enum", {"c", "f"}}}}}},
+                             {"required", {"unit"}},
+                             {"additionalProperties", false}}}});
+  call["tool_choice"] = {{"type", "tool"}, {"name", "set_unit"}};
+  const json used = post(s, "/v1/messages", call, 200, key);
+  INFO(used.dump());
+  CHECK(used["stop_reason"] == "tool_use");
+  REQUIRE(used["content"].size() == 1);
+  CHECK(used["content"][0]["type"] == "tool_use");
+  CHECK(used["content"][0]["name"] == "set_unit");
+  const json input = used["content"][0]["input"];
+  CHECK((input == json{{"unit", "c"}} || input == json{{"unit", "f"}}));
+  call["stream"] = true;
+  res = c.Post("/v1/messages", key, call.dump(), "application/json");
+  REQUIRE(res);
+  const auto tev = named_events(res->body);
+  std::string partial;
+  bool tool_block = false;
+  for (const auto& [name, data] : tev) {
+    if (name == "content_block_start" && data["content_block"]["type"] == "tool_use") {
+      tool_block = true;
+      CHECK(data["content_block"]["name"] == "set_unit");
+    }
+    if (name == "content_block_delta" && data["delta"]["type"] == "input_json_delta")
+      partial += data["delta"]["partial_json"].get<std::string>();
+    if (name == "message_delta") CHECK(data["delta"]["stop_reason"] == "tool_use");
+  }
+  CHECK(tool_block);
+  CHECK(json::parse(partial) == input);
+
+  // Errors in Anthropic's shape.
+  auto bad = [&](const json& body, const std::string& what) {
+    const json e = post(s, "/v1/messages", body, 400, key);
+    CHECK(e["type"] == "error");
+    CHECK(e["error"]["type"] == "invalid_request_error");
+    CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains(what));
+  };
+  bad({{"max_tokens", 4}}, "messages");
+  bad({{"messages",
+        json::array(
+            {{{"role", "user"},
+              {"content", json::array({{{"type", "image"}, {"source", json::object()}}})}}})}},
+      "image blocks are not supported");
+  bad({{"messages", json::array({{{"role", "system"}, {"content", "x"}}})}}, "role");
+  json server_tool = ask;
+  server_tool["stream"] = false;
+  server_tool["tools"] = json::array({{{"type", "web_search_20250305"}, {"name", "web_search"}}});
+  bad(server_tool, "only client tools");
+  json choice = ask;
+  choice["stream"] = false;
+  choice["tool_choice"] = {{"type", "sometimes"}};
+  bad(choice, "tool_choice");
+  // The key: x-api-key or a bearer token; neither is 401.
+  auto denied = c.Post("/v1/messages", ask.dump(), "application/json");
+  REQUIRE(denied);
+  CHECK(denied->status == 401);
+  auto wrong = c.Post("/v1/messages", {{"x-api-key", "nope"}}, ask.dump(), "application/json");
+  REQUIRE(wrong);
+  CHECK(wrong->status == 401);
+}
