@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +33,12 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--kv-cache-type", o.kv_cache_type,
                   "KV cache elements: f32, or f16 / bf16 (half the memory and bandwidth)")
       ->capture_default_str();
+  cmd->add_option("--lora", o.lora,
+                  "LoRA adapter merged into the weights at load: a PEFT folder or a GGUF "
+                  "adapter (repeatable)");
+  cmd->add_option("--lora-scaled", o.lora_scaled,
+                  "LoRA adapter and a scale for it (repeatable): --lora-scaled PATH 0.5")
+      ->type_size(2);
 }
 
 DType kv_cache_dtype(const ModelOptions& o) {
@@ -67,6 +74,16 @@ LoadedModel load_model(const ModelOptions& o) {
   lm.backend = create_backend(o.device, o.threads);
   LoadOptions lo;
   lo.quantization = o.quantization;
+  for (const std::string& path : o.lora) lo.loras.push_back({path, 1.0f});
+  for (size_t i = 0; i + 1 < o.lora_scaled.size(); i += 2) {
+    const std::string& text = o.lora_scaled[i + 1];
+    char* end = nullptr;
+    const float scale = std::strtof(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !std::isfinite(scale))
+      fail("--lora-scaled %s %s: the scale must be a number", o.lora_scaled[i].c_str(),
+           text.c_str());
+    lo.loras.push_back({o.lora_scaled[i], scale});
+  }
   lm.path = resolve_model(o.model);
   lm.model = Model::load(lm.path, *lm.backend, lo);
   const ModelConfig& c = lm.model->config();

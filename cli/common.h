@@ -25,6 +25,8 @@ struct ModelOptions {
   int context_size = 0;
   std::string quantization;  // empty: as stored
   std::string kv_cache_type = "f32";
+  std::vector<std::string> lora;         // --lora PATH
+  std::vector<std::string> lora_scaled;  // --lora-scaled PATH SCALE, flattened
 };
 
 // --kv-cache-type as a DType (throws llm::Error naming the allowed types).

@@ -6,24 +6,14 @@
 
 #include "core/error.h"
 #include "core/formats/gguf_model.h"
+#include "core/formats/lora.h"
 #include "core/formats/native_folder.h"
 #include "core/formats/quantize.h"
+#include "core/path_util.h"
 
 namespace llm {
 
-namespace {
-
-bool is_dir(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
                                    const LoadOptions& opts) {
@@ -50,6 +40,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     fail("'%s' is not a model (expected a Hugging Face folder, a native folder or a .gguf file)",
          path.c_str());
   }
+  if (!opts.loras.empty()) apply_lora_adapters(opts.loras, m->config_, *m->store_);
   // A one-token graph names every weight the architecture reads.
   StepShape probe;
   const Graph g =

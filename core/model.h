@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/formats/lora.h"
 #include "core/formats/safetensors.h"
 #include "core/models/architecture.h"
 #include "core/models/model_config.h"
@@ -14,9 +15,13 @@
 namespace llm {
 
 struct LoadOptions {
+  LoadOptions() = default;
+  LoadOptions(std::string q) : quantization(std::move(q)) {}  // NOLINT: {scheme} reads well
   // MLC-style scheme applied to float matrices at load ("q4f16_1", "q8f16_1",
   // "q0f16", "q0bf16", "q0f32"); empty: keep the stored dtypes.
   std::string quantization;
+  // LoRA adapters merged into the weights before they go to the device, in order.
+  std::vector<LoraSpec> loras;
 };
 
 class Model {

@@ -9,6 +9,7 @@
 #include "core/chat/conv_templates.h"
 #include "core/error.h"
 #include "core/formats/gguf.h"
+#include "core/path_util.h"
 
 namespace llm {
 
@@ -17,16 +18,6 @@ namespace {
 bool exists(const std::string& p) {
   struct stat st;
   return stat(p.c_str(), &st) == 0;
-}
-
-bool is_dir(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string read_text(const std::string& path) {

@@ -252,6 +252,10 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   return c;
 }
 
+std::string hf_tensor_name(const std::string& arch, const std::string& gguf_name) {
+  return hf_name(arch, gguf_name);
+}
+
 DType gguf_transcode_target(const std::string& quantization) {
   if (quantization.empty()) return DType::Q8_0;
   const DType t = parse_quant_scheme(quantization).weight_dtype;

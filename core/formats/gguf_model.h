@@ -27,4 +27,9 @@ void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store,
 // type holds K-quant values exactly, so q4f16_1 gets the closer 8-bit one too).
 DType gguf_transcode_target(const std::string& quantization);
 
+// The Hugging Face name of a GGUF tensor of general.architecture `arch`
+// ("blk.3.ffn_up.weight" -> "model.layers.3.mlp.up_proj.weight"); names it does not
+// know come back unchanged.
+std::string hf_tensor_name(const std::string& arch, const std::string& gguf_name);
+
 }  // namespace llm

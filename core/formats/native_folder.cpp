@@ -20,6 +20,7 @@
 #include "core/formats/gguf_model.h"
 #include "core/formats/parallel_rows.h"
 #include "core/formats/quantize.h"
+#include "core/path_util.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace llm {
@@ -133,11 +134,6 @@ struct Source {
   bool unpermute_qk = false;
   NativeConfig native;
 };
-
-bool is_dir(const std::string& p) {
-  std::error_code ec;
-  return fs::is_directory(p, ec);
-}
 
 Source open_source(const std::string& src) {
   std::error_code ec;

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/path_util.h"
 #include "core/sources/http_download.h"
 
 namespace fs = std::filesystem;
@@ -63,11 +64,6 @@ std::string url_encode(const std::string& s, bool keep_slash) {
     }
   }
   return out;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string endpoint_of(const HubOptions& o) {
