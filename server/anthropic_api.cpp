@@ -7,19 +7,8 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-// The text of a block list's text blocks (or of a plain string); other blocks are refused.
 std::string block_text(const ojson& content, const std::string& param) {
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array())
-    throw ApiError(400, param + " must be a string or a list of content blocks", param);
-  std::string text;
-  for (const ojson& b : content) {
-    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") ||
-        !b["text"].is_string())
-      throw ApiError(400, param + ": only text blocks are supported here", param);
-    text += b["text"].get<std::string>();
-  }
-  return text;
+  return text_of_parts(content, param, {"text"});
 }
 
 // One Anthropic message as OpenAI messages: a user's tool results become tool messages

@@ -54,14 +54,7 @@ void Server::anthropic_routes() {
       job->ready = ready();
       if (!job->ready) throw ApiError(503, "the model is still loading", "", "server_error");
       GenerationPlan p = plan(*job->ready, req, &stream);
-      job->format = p.format;
-      try {
-        job->stream = job->ready->engine->submit(p.request);
-      } catch (const QueueFullError& e) {
-        throw ApiError(429, e.what(), "", "rate_limit_exceeded");
-      } catch (const Error& e) {
-        throw ApiError(400, e.what(), "messages");
-      }
+      submit_plan(*job, p, "messages");
     } catch (const ApiError& e) {
       reply_error(res, e);
       return;
@@ -69,12 +62,7 @@ void Server::anthropic_routes() {
     const std::string id = random_id("msg_"), model = opts_.model_name;
     auto events = std::make_shared<AnthropicStream>(id, model);
     SingleReplyFormat f;
-    f.stream_type = "text/event-stream";
-    f.piece = [events](const ShownReply& shown, const ReplyTimings& t) {
-      return events->piece(shown, t);
-    };
-    f.last = [events](FinishReason why, const ReplyTimings& t) { return events->last(why, t); };
-    f.error = [events](const std::string& message) { return events->error(message); };
+    stream_events(f, events);
     f.whole = [id, model](ShownReply shown, FinishReason why, const ReplyTimings& t) {
       return anthropic_message(id, model, shown, why, t);
     };

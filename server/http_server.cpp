@@ -67,6 +67,7 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/api/tags", "GET"},
                              {"/api/ps", "GET"},
                              {"/api/version", "GET"},
+                             {"/v1/responses", "POST"},
                              {"/v1/messages", "POST"},
                              {"/v1/messages/count_tokens", "POST"},
                              {"/completion", "POST"},
@@ -622,6 +623,7 @@ void Server::routes() {
   ollama_routes();
   llama_routes();
   anthropic_routes();
+  responses_routes();
 }
 
 }  // namespace llm::server

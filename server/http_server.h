@@ -70,6 +70,7 @@ class Server {
   void ollama_routes();     // ollama_routes.cpp
   void llama_routes();      // llama_routes.cpp
   void anthropic_routes();  // anthropic_routes.cpp
+  void responses_routes();  // responses_routes.cpp
   std::shared_ptr<Ready> ready() const;
 
   ServerOptions opts_;

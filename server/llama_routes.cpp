@@ -52,14 +52,7 @@ void Server::llama_routes() {
           }
           return;
         }
-        job->format = plan.format;
-        try {
-          job->stream = r.engine->submit(plan.request);
-        } catch (const QueueFullError& e) {
-          throw ApiError(429, e.what(), "", "rate_limit_exceeded");
-        } catch (const Error& e) {
-          throw ApiError(400, e.what(), "prompt");
-        }
+        submit_plan(*job, plan, "prompt");
       } catch (const ApiError& e) {
         reply_error(res, e);
         return;

@@ -57,6 +57,26 @@ ojson parse_body(const std::string& body) {
   return j;
 }
 
+std::string text_of_parts(const ojson& content, const std::string& param,
+                          std::initializer_list<const char*> text_types) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array())
+    throw ApiError(400, param + " must be a string or a list of text parts", param);
+  std::string text;
+  for (const ojson& part : content) {
+    const std::string type = part.is_object() ? part.value("type", "") : "";
+    bool known = false;
+    for (const char* t : text_types) known = known || type == t;
+    if (!known || !part.contains("text") || !part["text"].is_string())
+      throw ApiError(400,
+                     param + ": " + (type.empty() ? std::string("a part without a type") : type) +
+                         " parts are not supported (text only)",
+                     param);
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
 bool present(const ojson& body, const char* key) {
   auto it = body.find(key);
   return it != body.end() && !it->is_null();
@@ -110,21 +130,9 @@ std::string string_field(const ojson& body, const char* key) {
 
 // Content of a message: a string, or a list of parts of which only text is supported.
 std::string message_content(const ojson& m, size_t i) {
-  const std::string param = "messages[" + std::to_string(i) + "].content";
   auto it = m.find("content");
   if (it == m.end() || it->is_null()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_array()) {
-    std::string text;
-    for (const ojson& part : *it) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-          !part["text"].is_string())
-        throw ApiError(400, param + ": only text content parts are supported", param);
-      text += part["text"].get<std::string>();
-    }
-    return text;
-  }
-  throw ApiError(400, param + " must be a string or a list of text parts", param);
+  return text_of_parts(*it, "messages[" + std::to_string(i) + "].content", {"text"});
 }
 
 void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {

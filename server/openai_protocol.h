@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -47,6 +48,10 @@ bool json_too_deep(const std::string& body, int max_depth);
 // not an object, or nesting deeper than 64. Ordered: what goes to the chat template
 // (tools, tool calls) keeps the client's key order.
 nlohmann::ordered_json parse_body(const std::string& body);
+// Content as a string, or the text of a list of parts whose type is one of text_types
+// ({"type": ..., "text": ...}); other parts are 400 naming param.
+std::string text_of_parts(const nlohmann::ordered_json& content, const std::string& param,
+                          std::initializer_list<const char*> text_types);
 // An optional field of a body: absent and null both mean "use the default".
 bool present(const nlohmann::ordered_json& body, const char* key);
 

@@ -15,6 +15,17 @@ void SingleJob::account(const GenerationEvent& ev) {
   timings.eval_s = timings.eval_tokens > 0 ? seconds(first, last) : 0;
 }
 
+void submit_plan(SingleJob& job, const GenerationPlan& plan, const std::string& param) {
+  job.format = plan.format;
+  try {
+    job.stream = job.ready->engine->submit(plan.request);
+  } catch (const QueueFullError& e) {
+    throw ApiError(429, e.what(), "", "rate_limit_exceeded");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), param);
+  }
+}
+
 void send_single_reply(const std::shared_ptr<SingleJob>& job, bool stream, httplib::Response& res,
                        Metrics& metrics, const SingleReplyFormat& f) {
   if (!stream) {

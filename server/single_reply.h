@@ -10,6 +10,7 @@
 #include <string>
 
 #include "server/chat_reply.h"
+#include "server/generation_plan.h"
 #include "server/metrics.h"
 #include "server/server_state.h"
 
@@ -50,6 +51,22 @@ struct SingleReplyFormat {
   // An error before or instead of a reply not streamed.
   std::function<void(httplib::Response&, const ApiError&)> reply_error;
 };
+
+// Submits plan's request for job (job.ready set): 429 when the queue is full, 400 naming
+// param when the engine refuses it.
+void submit_plan(SingleJob& job, const GenerationPlan& plan, const std::string& param);
+
+// A stream writer's events (piece, last, error, as AnthropicStream and ResponsesStream
+// have them) as f's stream parts.
+template <class Events>
+void stream_events(SingleReplyFormat& f, const std::shared_ptr<Events>& events) {
+  f.stream_type = "text/event-stream";
+  f.piece = [events](const ShownReply& shown, const ReplyTimings& t) {
+    return events->piece(shown, t);
+  };
+  f.last = [events](FinishReason why, const ReplyTimings& t) { return events->last(why, t); };
+  f.error = [events](const std::string& message) { return events->error(message); };
+}
 
 // Sends job's reply (its stream submitted) as `f` says; a client that leaves cancels it.
 void send_single_reply(const std::shared_ptr<SingleJob>& job, bool stream, httplib::Response& res,

@@ -1547,3 +1547,147 @@ TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_toke
   REQUIRE(wrong);
   CHECK(wrong->status == 401);
 }
+
+TEST_CASE("server: OpenAI's Responses API, streamed and not, function calls",
+          "[server][responses]") {
+  test::TempDir dir;
+  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
+  TestServer s({}, {}, false);
+  EngineOptions eo;
+  eo.context_size = 1024;
+  s.load(eo, dir.path());
+  auto c = s.client();
+  const json weather = {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}};
+  const json unit = {{"type", "object"},
+                     {"properties", {{"unit", {{"enum", {"c", "f"}}}}}},
+                     {"required", {"unit"}},
+                     {"additionalProperties", false}};
+
+  // A conversation with instructions, a function call and its output renders the prompt
+  // of the same chat conversation.
+  const json input = json::array(
+      {{{"role", "user"}, {"content", "weather in Paris?"}},
+       {{"type", "function_call"},
+        {"call_id", "call_1"},
+        {"name", "get_weather"},
+        {"arguments", "{\"city\":\"Paris\"}"}},
+       {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "18 C"}},
+       {{"role", "user"},
+        {"content", json::array({{{"type", "input_text"}, {"text", "And tomorrow?"}}})}}});
+  const json tools = json::array({{{"type", "function"},
+                                   {"name", "get_weather"},
+                                   {"description", "Weather of a city"},
+                                   {"parameters", weather}}});
+  const json r = post(s, "/v1/responses",
+                      {{"instructions", "Be brief."},
+                       {"input", input},
+                       {"tools", tools},
+                       {"max_output_tokens", 6},
+                       {"temperature", 0}},
+                      200);
+  // Sent in the translation's key order: the template writes the tools with tojson.
+  using ojson = nlohmann::ordered_json;
+  const ojson chat_body = {
+      {"messages",
+       ojson::array({{{"role", "user"}, {"content", "weather in Paris?"}},
+                     {{"role", "assistant"},
+                      {"content", ""},
+                      {"tool_calls", ojson::array({{{"id", "call_1"},
+                                                    {"type", "function"},
+                                                    {"function",
+                                                     {{"name", "get_weather"},
+                                                      {"arguments", "{\"city\":\"Paris\"}"}}}}})}},
+                     {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "18 C"}},
+                     {{"role", "user"}, {"content", "And tomorrow?"}}})},
+      {"tools", ojson::array({{{"type", "function"},
+                               {"function",
+                                {{"name", "get_weather"},
+                                 {"description", "Weather of a city"},
+                                 {"parameters", ojson(weather)}}}}})},
+      {"max_tokens", 6},
+      {"temperature", 0}};
+  ojson with_system = chat_body;
+  with_system["messages"].insert(with_system["messages"].begin(),
+                                 ojson{{"role", "system"}, {"content", "Be brief."}});
+  auto chat_res = c.Post("/v1/chat/completions", with_system.dump(), "application/json");
+  REQUIRE(chat_res);
+  REQUIRE(chat_res->status == 200);
+  const json chat = json::parse(chat_res->body);
+  CHECK(r["object"] == "response");
+  CHECK(r["id"].get<std::string>().rfind("resp_", 0) == 0);
+  CHECK(r["usage"]["input_tokens"] == chat["usage"]["prompt_tokens"]);
+  CHECK(r["usage"]["output_tokens"] == 6);
+  CHECK(r["status"] == "incomplete");
+  CHECK(r["incomplete_details"]["reason"] == "max_output_tokens");
+  REQUIRE(r["output"].size() == 1);
+  CHECK(r["output"][0]["type"] == "message");
+  CHECK(r["output"][0]["content"][0]["type"] == "output_text");
+  CHECK(r["output"][0]["content"][0]["text"] == chat["choices"][0]["message"]["content"]);
+
+  // Streamed: created, in_progress, the message item's events, incomplete at the end.
+  auto res = c.Post(
+      "/v1/responses",
+      json{{"input", "Hello"}, {"max_output_tokens", 6}, {"temperature", 0}, {"stream", true}}
+          .dump(),
+      "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const auto ev = named_events(res->body);
+  REQUIRE(ev.size() >= 8);
+  CHECK(ev[0].first == "response.created");
+  CHECK(ev[1].first == "response.in_progress");
+  CHECK(ev[2].first == "response.output_item.added");
+  CHECK(ev[3].first == "response.content_part.added");
+  std::string text;
+  for (size_t i = 0; i < ev.size(); i++) {
+    CHECK(ev[i].second["sequence_number"] == static_cast<int>(i));
+    CHECK(ev[i].second["type"] == ev[i].first);
+    if (ev[i].first == "response.output_text.delta")
+      text += ev[i].second["delta"].get<std::string>();
+  }
+  const json whole = post(s, "/v1/responses",
+                          {{"input", "Hello"}, {"max_output_tokens", 6}, {"temperature", 0}}, 200);
+  CHECK(text == whole["output"][0]["content"][0]["text"]);
+  CHECK(ev.back().first == "response.incomplete");
+  CHECK(ev.back().second["response"]["output"] == json::array({[&] {
+          json item = whole["output"][0];
+          item["id"] = ev.back().second["response"]["output"][0]["id"];
+          return item;
+        }()}));
+  CHECK(ev[ev.size() - 2].first == "response.output_item.done");
+
+  // A forced function call: a function_call item with JSON arguments; streamed, its
+  // arguments events.
+  json forced = {
+      {"input", "weather in Paris?"},
+      {"tools",
+       json::array({tools[0], {{"type", "function"}, {"name", "set_unit"}, {"parameters", unit}}})},
+      {"tool_choice", {{"type", "function"}, {"name", "set_unit"}}},
+      {"max_output_tokens", 512},
+      {"temperature", 0}};
+  const json call = post(s, "/v1/responses", forced, 200);
+  INFO(call.dump());
+  CHECK(call["status"] == "completed");
+  REQUIRE(call["output"].size() == 1);
+  CHECK(call["output"][0]["type"] == "function_call");
+  CHECK(call["output"][0]["name"] == "set_unit");
+  const json args = json::parse(call["output"][0]["arguments"].get<std::string>());
+  CHECK((args == json{{"unit", "c"}} || args == json{{"unit", "f"}}));
+  forced["stream"] = true;
+  res = c.Post("/v1/responses", forced.dump(), "application/json");
+  REQUIRE(res);
+  std::string streamed_args;
+  for (const auto& [name, data] : named_events(res->body))
+    if (name == "response.function_call_arguments.done") streamed_args = data["arguments"];
+  CHECK(streamed_args == call["output"][0]["arguments"]);
+
+  // What it cannot serve is 400 in OpenAI's shape.
+  for (const json& bad :
+       {json{{"input", "x"}, {"previous_response_id", "resp_1"}}, json{{"max_output_tokens", 2}},
+        json{{"input", json::array({{{"role", "user"},
+                                     {"content", json::array({{{"type", "input_image"}}})}}})}},
+        json{{"input", "x"}, {"tools", json::array({{{"type", "web_search"}}})}},
+        json{{"input", "x"}, {"text", {{"format", {{"type", "yaml"}}}}}}}) {
+    check_error_shape(post(s, "/v1/responses", bad, 400));
+  }
+}

@@ -1,0 +1,311 @@
+#include "server/responses_api.h"
+
+namespace llm::server {
+
+using nlohmann::json;
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::string item_text(const ojson& content, const std::string& param) {
+  return text_of_parts(content, param, {"input_text", "output_text", "text"});
+}
+
+std::string string_of(const ojson& item, const char* key, const std::string& param) {
+  if (!item.contains(key) || !item[key].is_string())
+    throw ApiError(400, param + "." + key + " must be a string", param);
+  return item[key].get<std::string>();
+}
+
+// Input items as chat messages: consecutive function calls become one assistant message's
+// tool_calls, their outputs tool messages.
+ojson translate_input(const ojson& input) {
+  ojson messages = ojson::array();
+  if (input.is_string()) {
+    messages.push_back({{"role", "user"}, {"content", input}});
+    return messages;
+  }
+  if (!input.is_array() || input.empty())
+    throw ApiError(400, "'input' must be a string or a non-empty list of items", "input");
+  for (size_t i = 0; i < input.size(); i++) {
+    const ojson& item = input[i];
+    const std::string param = "input[" + std::to_string(i) + "]";
+    if (!item.is_object()) throw ApiError(400, param + " must be an object", param);
+    const std::string type = item.value("type", "message");
+    if (type == "message") {
+      std::string role = string_of(item, "role", param);
+      if (role == "developer") role = "system";
+      if (role != "system" && role != "user" && role != "assistant")
+        throw ApiError(400, param + ".role must be user, assistant, system or developer", param);
+      if (!item.contains("content")) throw ApiError(400, param + ".content is required", param);
+      messages.push_back({{"role", role}, {"content", item_text(item["content"], param)}});
+    } else if (type == "function_call") {
+      const ojson call = {{"id", string_of(item, "call_id", param)},
+                          {"type", "function"},
+                          {"function",
+                           {{"name", string_of(item, "name", param)},
+                            {"arguments", string_of(item, "arguments", param)}}}};
+      const bool extend = !messages.empty() && messages.back()["role"] == "assistant" &&
+                          messages.back().contains("tool_calls");
+      if (extend)
+        messages.back()["tool_calls"].push_back(call);
+      else
+        messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", {call}}});
+    } else if (type == "function_call_output") {
+      const ojson& out = item.contains("output") ? item["output"] : ojson("");
+      messages.push_back({{"role", "tool"},
+                          {"tool_call_id", string_of(item, "call_id", param)},
+                          {"content", out.is_string() ? out : ojson(item_text(out, param))}});
+    } else if (type == "reasoning") {
+      // Earlier reasoning is not shown to the model again (as chat templates drop it).
+    } else {
+      throw ApiError(400, param + ": items of type " + type + " are not supported", param);
+    }
+  }
+  return messages;
+}
+
+std::string new_id(const char* prefix) { return random_id(prefix); }
+
+json usage_of(const ReplyTimings& t) {
+  return {{"input_tokens", t.prompt_tokens},
+          {"input_tokens_details", {{"cached_tokens", 0}}},
+          {"output_tokens", t.eval_tokens},
+          {"output_tokens_details", {{"reasoning_tokens", 0}}},
+          {"total_tokens", t.prompt_tokens + t.eval_tokens}};
+}
+
+json message_item(const std::string& id, const std::string& text, const char* status) {
+  json content = json::array();
+  if (status == std::string("completed"))
+    content.push_back({{"type", "output_text"}, {"text", text}, {"annotations", json::array()}});
+  return {{"type", "message"},
+          {"id", id},
+          {"status", status},
+          {"role", "assistant"},
+          {"content", std::move(content)}};
+}
+
+json reasoning_item(const std::string& id, const std::string& text, bool done) {
+  json item = {{"type", "reasoning"}, {"id", id}, {"summary", json::array()}};
+  if (done) item["content"] = json::array({{{"type", "reasoning_text"}, {"text", text}}});
+  return item;
+}
+
+json call_item(const ResponseToolCall& c, const std::string& id, bool done) {
+  return {{"type", "function_call"},
+          {"id", id},
+          {"call_id", c.id},
+          {"name", c.name},
+          {"arguments", done ? c.arguments : ""},
+          {"status", done ? "completed" : "in_progress"}};
+}
+
+json response_json(const std::string& id, const std::string& model, int64_t created,
+                   const char* status, json output, const json& usage, bool cut) {
+  json r = {{"id", id},
+            {"object", "response"},
+            {"created_at", created},
+            {"status", status},
+            {"model", model},
+            {"output", std::move(output)},
+            {"parallel_tool_calls", true},
+            {"error", nullptr},
+            {"incomplete_details", nullptr},
+            {"usage", usage}};
+  if (cut) r["incomplete_details"] = {{"reason", "max_output_tokens"}};
+  return r;
+}
+
+}  // namespace
+
+ResponsesRequest parse_responses_request(const ojson& body) {
+  ResponsesRequest r;
+  ojson& o = r.openai;
+  o = ojson::object();
+  if (present(body, "previous_response_id"))
+    throw ApiError(400,
+                   "'previous_response_id' is not supported: this server stores no responses; "
+                   "send the whole conversation in 'input'",
+                   "previous_response_id");
+  if (present(body, "model")) o["model"] = body["model"];
+  ojson messages = ojson::array();
+  if (present(body, "instructions")) {
+    if (!body["instructions"].is_string())
+      throw ApiError(400, "'instructions' must be a string", "instructions");
+    messages.push_back({{"role", "system"}, {"content", body["instructions"]}});
+  }
+  if (!present(body, "input")) throw ApiError(400, "'input' is required", "input");
+  for (ojson& m : translate_input(body["input"])) messages.push_back(std::move(m));
+  o["messages"] = std::move(messages);
+  if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
+  for (const char* key : {"temperature", "top_p", "parallel_tool_calls"})
+    if (present(body, key)) o[key] = body[key];
+  if (present(body, "stream")) {
+    if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
+    r.stream = body["stream"].get<bool>();
+  }
+  if (present(body, "tools")) {
+    const ojson& tools = body["tools"];
+    if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
+    ojson out = ojson::array();
+    for (size_t i = 0; i < tools.size(); i++) {
+      const ojson& t = tools[i];
+      const std::string param = "tools[" + std::to_string(i) + "]";
+      if (!t.is_object() || t.value("type", "") != "function")
+        throw ApiError(400, param + ": only function tools are supported", param);
+      ojson fn = {{"name", string_of(t, "name", param)}};
+      if (present(t, "description")) fn["description"] = t["description"];
+      fn["parameters"] = present(t, "parameters") ? t["parameters"] : ojson::object();
+      out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    o["tools"] = std::move(out);
+  }
+  if (present(body, "tool_choice")) {
+    const ojson& c = body["tool_choice"];
+    if (c.is_string())
+      o["tool_choice"] = c;
+    else if (c.is_object() && c.value("type", "") == "function" && c.contains("name"))
+      o["tool_choice"] = {{"type", "function"}, {"function", {{"name", c["name"]}}}};
+    else
+      throw ApiError(400,
+                     "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                     "{\"type\": \"function\", \"name\": ...}",
+                     "tool_choice");
+  }
+  if (present(body, "text") && body["text"].is_object() && present(body["text"], "format")) {
+    const ojson& f = body["text"]["format"];
+    const std::string type = f.is_object() ? f.value("type", "") : "";
+    if (type == "json_schema") {
+      if (!f.contains("schema")) throw ApiError(400, "'text.format.schema' is required", "text");
+      o["response_format"] = {
+          {"type", "json_schema"},
+          {"json_schema", {{"name", f.value("name", "schema")}, {"schema", f["schema"]}}}};
+    } else if (type == "json_object") {
+      o["response_format"] = {{"type", "json_object"}};
+    } else if (type != "text") {
+      throw ApiError(400, "'text.format.type' must be text, json_object or json_schema", "text");
+    }
+  }
+  return r;
+}
+
+json responses_object(const std::string& id, const std::string& model, int64_t created,
+                      const ShownReply& reply, FinishReason why, const ReplyTimings& t) {
+  json output = json::array();
+  if (!reply.reasoning.empty())
+    output.push_back(reasoning_item(new_id("rs_"), reply.reasoning, true));
+  if (!reply.content.empty())
+    output.push_back(message_item(new_id("msg_"), reply.content, "completed"));
+  for (const ResponseToolCall& c : reply.calls) output.push_back(call_item(c, new_id("fc_"), true));
+  const bool cut = why == FinishReason::Length;
+  return response_json(id, model, created, cut ? "incomplete" : "completed", std::move(output),
+                       usage_of(t), cut);
+}
+
+std::string ResponsesStream::event(const char* type, json data) {
+  data["type"] = type;
+  data["sequence_number"] = seq_++;
+  return std::string("event: ") + type + "\ndata: " + dump(data) + "\n\n";
+}
+
+std::string ResponsesStream::start() {
+  if (started_) return "";
+  started_ = true;
+  const json r = response_json(id_, model_, created_, "in_progress", json::array(), nullptr, false);
+  std::string out = event("response.created", {{"response", r}});
+  return out + event("response.in_progress", {{"response", r}});  // numbered in this order
+}
+
+std::string ResponsesStream::open(const char* type) {
+  if (open_ == type) return "";
+  std::string out = close();
+  open_ = type;
+  text_.clear();
+  const int index = static_cast<int>(items_.size());
+  const bool message = open_ == "message";
+  json item = message ? message_item(new_id("msg_"), "", "in_progress")
+                      : reasoning_item(new_id("rs_"), "", false);
+  items_.push_back(item);
+  out += event("response.output_item.added", {{"output_index", index}, {"item", item}});
+  if (message)
+    out +=
+        event("response.content_part.added",
+              {{"item_id", item["id"]},
+               {"output_index", index},
+               {"content_index", 0},
+               {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}});
+  return out;
+}
+
+std::string ResponsesStream::close() {
+  if (open_.empty()) return "";
+  const int index = static_cast<int>(items_.size()) - 1;
+  json& item = items_[index];
+  const json id = item["id"];
+  std::string out;
+  if (open_ == "message") {
+    item = message_item(id, text_, "completed");
+    out += event("response.output_text.done",
+                 {{"item_id", id}, {"output_index", index}, {"content_index", 0}, {"text", text_}});
+    out += event("response.content_part.done", {{"item_id", id},
+                                                {"output_index", index},
+                                                {"content_index", 0},
+                                                {"part", item["content"][0]}});
+  } else {
+    item = reasoning_item(id, text_, true);
+    out += event("response.reasoning_text.done",
+                 {{"item_id", id}, {"output_index", index}, {"content_index", 0}, {"text", text_}});
+  }
+  out += event("response.output_item.done", {{"output_index", index}, {"item", item}});
+  open_.clear();
+  return out;
+}
+
+std::string ResponsesStream::piece(const ShownReply& shown, const ReplyTimings&) {
+  std::string out = start();
+  auto delta = [&](const char* type, const std::string& text) {
+    text_ += text;
+    const int index = static_cast<int>(items_.size()) - 1;
+    out += event(type, {{"item_id", items_[index]["id"]},
+                        {"output_index", index},
+                        {"content_index", 0},
+                        {"delta", text}});
+  };
+  if (!shown.reasoning.empty()) {
+    out += open("reasoning");
+    delta("response.reasoning_text.delta", shown.reasoning);
+  }
+  if (!shown.content.empty()) {
+    out += open("message");
+    delta("response.output_text.delta", shown.content);
+  }
+  for (const ResponseToolCall& c : shown.calls) {
+    out += close();
+    const int index = static_cast<int>(items_.size());
+    const std::string id = new_id("fc_");
+    items_.push_back(call_item(c, id, true));
+    out += event("response.output_item.added",
+                 {{"output_index", index}, {"item", call_item(c, id, false)}});
+    out += event("response.function_call_arguments.delta",
+                 {{"item_id", id}, {"output_index", index}, {"delta", c.arguments}});
+    out += event("response.function_call_arguments.done",
+                 {{"item_id", id}, {"output_index", index}, {"arguments", c.arguments}});
+    out += event("response.output_item.done", {{"output_index", index}, {"item", items_[index]}});
+  }
+  return out;
+}
+
+std::string ResponsesStream::last(FinishReason why, const ReplyTimings& t) {
+  std::string out = start() + close();
+  const bool cut = why == FinishReason::Length;
+  const json r = response_json(id_, model_, created_, cut ? "incomplete" : "completed", items_,
+                               usage_of(t), cut);
+  return out + event(cut ? "response.incomplete" : "response.completed", {{"response", r}});
+}
+
+std::string ResponsesStream::error(const std::string& message) {
+  return event("error", {{"code", "server_error"}, {"message", message}, {"param", nullptr}});
+}
+
+}  // namespace llm::server
