@@ -34,14 +34,14 @@ void translate_message(const ojson& m, size_t i, ojson& out) {
   for (size_t k = 0; k < content.size(); k++) {
     const ojson& b = content[k];
     const std::string bp = param + ".content[" + std::to_string(k) + "]";
-    const std::string type = b.is_object() ? b.value("type", "") : "";
+    const std::string type = b.is_object() ? optional_string(b, "type", "", bp) : "";
     if (type == "text" && b.contains("text") && b["text"].is_string()) {
       text += b["text"].get<std::string>();
     } else if (type == "tool_result" && role == "user") {
       if (!b.contains("tool_use_id") || !b["tool_use_id"].is_string())
         throw ApiError(400, bp + ".tool_use_id must be a string", bp);
       std::string result = b.contains("content") ? block_text(b["content"], bp + ".content") : "";
-      if (b.value("is_error", false)) result = "Error: " + result;
+      if (optional_bool(b, "is_error", false, bp)) result = "Error: " + result;
       out.push_back({{"role", "tool"}, {"tool_call_id", b["tool_use_id"]}, {"content", result}});
     } else if (type == "tool_use" && role == "assistant") {
       if (!b.contains("name") || !b["name"].is_string() || !b.contains("id") ||
@@ -134,7 +134,7 @@ AnthropicRequest parse_anthropic_request(const ojson& body) {
   }
   if (present(body, "tool_choice")) {
     const ojson& c = body["tool_choice"];
-    const std::string type = c.is_object() ? c.value("type", "") : "";
+    const std::string type = c.is_object() ? optional_string(c, "type", "", "tool_choice") : "";
     if (type == "auto") {
       o["tool_choice"] = "auto";
     } else if (type == "any") {
@@ -149,11 +149,12 @@ AnthropicRequest parse_anthropic_request(const ojson& body) {
                      "{\"type\": \"tool\", \"name\": ...}",
                      "tool_choice");
     }
-    if (c.value("disable_parallel_tool_use", false)) o["parallel_tool_calls"] = false;
+    if (optional_bool(c, "disable_parallel_tool_use", false, "tool_choice"))
+      o["parallel_tool_calls"] = false;
   }
   if (present(body, "thinking")) {
     const ojson& t = body["thinking"];
-    const std::string type = t.is_object() ? t.value("type", "") : "";
+    const std::string type = t.is_object() ? optional_string(t, "type", "", "thinking") : "";
     if (type != "enabled" && type != "disabled")
       throw ApiError(400, "'thinking' must be {\"type\": \"enabled\" | \"disabled\"}", "thinking");
     o["chat_template_kwargs"] = {{"enable_thinking", type == "enabled"}};

@@ -57,6 +57,23 @@ ojson parse_body(const std::string& body) {
   return j;
 }
 
+std::string optional_string(const ojson& o, const char* key, const std::string& def,
+                            const std::string& param) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return def;
+  if (!it->is_string())
+    throw ApiError(400, param + "." + key + " must be a string, not " + it->type_name(), param);
+  return it->get<std::string>();
+}
+
+bool optional_bool(const ojson& o, const char* key, bool def, const std::string& param) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return def;
+  if (!it->is_boolean())
+    throw ApiError(400, param + "." + key + " must be a boolean, not " + it->type_name(), param);
+  return it->get<bool>();
+}
+
 std::string text_of_parts(const ojson& content, const std::string& param,
                           std::initializer_list<const char*> text_types) {
   if (content.is_string()) return content.get<std::string>();
@@ -64,7 +81,7 @@ std::string text_of_parts(const ojson& content, const std::string& param,
     throw ApiError(400, param + " must be a string or a list of text parts", param);
   std::string text;
   for (const ojson& part : content) {
-    const std::string type = part.is_object() ? part.value("type", "") : "";
+    const std::string type = part.is_object() ? optional_string(part, "type", "", param) : "";
     bool known = false;
     for (const char* t : text_types) known = known || type == t;
     if (!known || !part.contains("text") || !part["text"].is_string())
@@ -298,7 +315,7 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
       bool known = false;
       if (r.tools.is_array())
         for (const ojson& t : r.tools)
-          known = known || t["function"].value("name", "") == r.forced_tool;
+          known = known || optional_string(t["function"], "name", "", "tools") == r.forced_tool;
       if (!known)
         throw ApiError(400, "'tool_choice' names '" + r.forced_tool + "', which is not in 'tools'",
                        "tool_choice");

@@ -31,7 +31,7 @@ ojson translate_input(const ojson& input) {
     const ojson& item = input[i];
     const std::string param = "input[" + std::to_string(i) + "]";
     if (!item.is_object()) throw ApiError(400, param + " must be an object", param);
-    const std::string type = item.value("type", "message");
+    const std::string type = optional_string(item, "type", "message", param);
     if (type == "message") {
       std::string role = string_of(item, "role", param);
       if (role == "developer") role = "system";
@@ -152,7 +152,7 @@ ResponsesRequest parse_responses_request(const ojson& body) {
     for (size_t i = 0; i < tools.size(); i++) {
       const ojson& t = tools[i];
       const std::string param = "tools[" + std::to_string(i) + "]";
-      if (!t.is_object() || t.value("type", "") != "function")
+      if (!t.is_object() || optional_string(t, "type", "", param) != "function")
         throw ApiError(400, param + ": only function tools are supported", param);
       ojson fn = {{"name", string_of(t, "name", param)}};
       if (present(t, "description")) fn["description"] = t["description"];
@@ -165,7 +165,8 @@ ResponsesRequest parse_responses_request(const ojson& body) {
     const ojson& c = body["tool_choice"];
     if (c.is_string())
       o["tool_choice"] = c;
-    else if (c.is_object() && c.value("type", "") == "function" && c.contains("name"))
+    else if (c.is_object() && optional_string(c, "type", "", "tool_choice") == "function" &&
+             c.contains("name") && c["name"].is_string())
       o["tool_choice"] = {{"type", "function"}, {"function", {{"name", c["name"]}}}};
     else
       throw ApiError(400,
@@ -175,12 +176,13 @@ ResponsesRequest parse_responses_request(const ojson& body) {
   }
   if (present(body, "text") && body["text"].is_object() && present(body["text"], "format")) {
     const ojson& f = body["text"]["format"];
-    const std::string type = f.is_object() ? f.value("type", "") : "";
+    const std::string type = f.is_object() ? optional_string(f, "type", "", "text.format") : "";
     if (type == "json_schema") {
       if (!f.contains("schema")) throw ApiError(400, "'text.format.schema' is required", "text");
-      o["response_format"] = {
-          {"type", "json_schema"},
-          {"json_schema", {{"name", f.value("name", "schema")}, {"schema", f["schema"]}}}};
+      o["response_format"] = {{"type", "json_schema"},
+                              {"json_schema",
+                               {{"name", optional_string(f, "name", "schema", "text.format")},
+                                {"schema", f["schema"]}}}};
     } else if (type == "json_object") {
       o["response_format"] = {{"type", "json_object"}};
     } else if (type != "text") {

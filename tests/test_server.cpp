@@ -1691,3 +1691,151 @@ TEST_CASE("server: OpenAI's Responses API, streamed and not, function calls",
     check_error_shape(post(s, "/v1/responses", bad, 400));
   }
 }
+
+namespace {
+
+// Every variant of body with one value (at any depth) replaced by one of another type.
+std::vector<json> type_mutations(const json& body) {
+  static const json kOthers[] = {5,
+                                 -1,
+                                 2.5,
+                                 "x",
+                                 nullptr,
+                                 json::array(),
+                                 json::object(),
+                                 true,
+                                 json::array({5}),
+                                 json{{"a", 5}}};
+  std::vector<json> out;
+  std::function<void(const json::json_pointer&, const json&)> walk =
+      [&](const json::json_pointer& at, const json& v) {
+        if (!at.empty())
+          for (const json& other : kOthers) {
+            if (other == v) continue;
+            json m = body;
+            m[at] = other;
+            out.push_back(std::move(m));
+          }
+        if (v.is_object())
+          for (auto it = v.begin(); it != v.end(); ++it) walk(at / it.key(), it.value());
+        if (v.is_array())
+          for (size_t i = 0; i < v.size(); i++) walk(at / i, v[i]);
+      };
+  walk(json::json_pointer(), body);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("server: a field of the wrong type anywhere is a 4xx, never a 500",
+          "[server][anthropic][responses][llama]") {
+  test::TempDir dir;
+  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
+  TestServer s({}, {}, false);
+  EngineOptions eo;
+  eo.context_size = 512;
+  s.load(eo, dir.path());
+  auto c = s.client();
+  const json schema = {{"type", "object"}, {"properties", {{"a", {{"type", "string"}}}}}};
+  const std::vector<std::pair<std::string, json>> bodies = {
+      {"/v1/messages",
+       {{"max_tokens", 1},
+        {"system", json::array({{{"type", "text"}, {"text", "s"}}})},
+        {"tools", json::array({{{"name", "f"}, {"input_schema", schema}}})},
+        {"tool_choice", {{"type", "auto"}}},
+        {"thinking", {{"type", "disabled"}}},
+        {"stop_sequences", {"x"}},
+        {"messages", json::array({{{"role", "user"}, {"content", "hi"}},
+                                  {{"role", "assistant"},
+                                   {"content", json::array({{{"type", "tool_use"},
+                                                             {"id", "t1"},
+                                                             {"name", "f"},
+                                                             {"input", {{"a", "b"}}}}})}},
+                                  {{"role", "user"},
+                                   {"content", json::array({{{"type", "tool_result"},
+                                                             {"tool_use_id", "t1"},
+                                                             {"content", "ok"}}})}}})}}},
+      {"/v1/responses",
+       {{"max_output_tokens", 1},
+        {"instructions", "s"},
+        {"tools", json::array({{{"type", "function"}, {"name", "f"}, {"parameters", schema}}})},
+        {"tool_choice", "auto"},
+        {"text", {{"format", {{"type", "text"}}}}},
+        {"input",
+         json::array(
+             {{{"role", "user"}, {"content", "hi"}},
+              {{"type", "function_call"}, {"call_id", "c1"}, {"name", "f"}, {"arguments", "{}"}},
+              {{"type", "function_call_output"}, {"call_id", "c1"}, {"output", "ok"}}})}}},
+      {"/completion",
+       {{"prompt", "hi"},
+        {"n_predict", 1},
+        {"temperature", 0.5},
+        {"stop", {"x"}},
+        {"logit_bias", json::array({json::array({1, 0.5})})}}},
+      {"/infill",
+       {{"input_prefix", "a"},
+        {"input_suffix", "b"},
+        {"input_extra", json::array({{{"filename", "f"}, {"text", "t"}}})},
+        {"n_predict", 1}}},
+      {"/v1/completions",
+       {{"prompt", "a"},
+        {"suffix", "b"},
+        {"max_tokens", 1},
+        {"stop_token_ids", {1}},
+        {"input_extra", json::array({{{"filename", "f"}, {"text", "t"}}})}}},
+      {"/api/generate",
+       {{"prompt", "a"}, {"suffix", "b"}, {"stream", false}, {"options", {{"num_predict", 1}}}}},
+      {"/v1/chat/completions",
+       {{"max_tokens", 1},
+        {"messages",
+         json::array(
+             {{{"role", "system"}, {"content", "s"}},
+              {{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "hi"}}})}},
+              {{"role", "assistant"},
+               {"content", nullptr},
+               {"tool_calls", json::array({{{"id", "c1"},
+                                            {"type", "function"},
+                                            {"function", {{"name", "f"}, {"arguments", "{}"}}}}})}},
+              {{"role", "tool"}, {"tool_call_id", "c1"}, {"content", "ok"}}})},
+        {"tools", json::array({{{"type", "function"},
+                                {"function", {{"name", "f"}, {"parameters", schema}}}}})},
+        {"tool_choice", {{"type", "function"}, {"function", {{"name", "f"}}}}},
+        {"response_format", {{"type", "json_object"}}},
+        {"stream_options", {{"include_usage", true}}},
+        {"logit_bias", {{"1", 2}}},
+        {"chat_template_kwargs", {{"x", 1}}}}},
+      {"/api/chat",
+       {{"stream", false},
+        {"messages",
+         json::array(
+             {{{"role", "user"}, {"content", "hi"}},
+              {{"role", "assistant"},
+               {"content", ""},
+               {"tool_calls",
+                json::array({{{"function", {{"name", "f"}, {"arguments", {{"a", "b"}}}}}}})}},
+              {{"role", "tool"}, {"content", "ok"}, {"tool_name", "f"}}})},
+        {"tools", json::array({{{"type", "function"},
+                                {"function", {{"name", "f"}, {"parameters", schema}}}}})},
+        {"format", "json"},
+        {"think", false},
+        {"options", {{"num_predict", 1}, {"temperature", 0.5}, {"stop", {"x"}}}}}},
+      {"/v1/embeddings", {{"input", json::array({"a", "b"})}, {"encoding_format", "float"}}},
+      {"/api/embed", {{"input", json::array({"a"})}, {"truncate", true}}}};
+  int requests = 0;
+  std::vector<std::string> failures;  // path, body and answer of each 5xx
+  for (const auto& [path, body] : bodies) {
+    for (const json& m : type_mutations(body)) {
+      json sent = m;
+      // Whatever the mutation, answer in a few tokens.
+      for (const char* key : {"max_tokens", "max_output_tokens", "n_predict"})
+        if (sent.contains(key) && !sent[key].is_number_integer()) sent.erase(key);
+      auto res = c.Post(path.c_str(), sent.dump(), "application/json");
+      REQUIRE(res);
+      if (res->status >= 500) failures.push_back(path + " " + sent.dump() + " -> " + res->body);
+      requests++;
+    }
+  }
+  CHECK(requests > 600);
+  for (const std::string& f : failures) UNSCOPED_INFO(f);
+  CHECK(failures.empty());
+}
