@@ -84,6 +84,10 @@ void check_rows_against_reference(const std::string& device, double tolerance) {
     return;
   }
   auto backend = device == "cpu" ? create_backend("cpu", 2) : create_backend(device);
+  // Where multi-token steps multiply on NVIDIA's cooperative matrices (fp16 products), the
+  // fp16 path's tolerance, as for the Vulkan fixture logits (measured on the H100: 3e-4 to
+  // 7e-4).
+  if (backend->info().details.find("coopmat NV (") != std::string::npos) tolerance = 1e-2;
   for (const char* name : kFixtures) {
     DYNAMIC_SECTION(name) {
       auto model = Model::load(test::model_dir(name), *backend);
