@@ -71,9 +71,14 @@ void translate_message(const ojson& m, size_t i, ojson& out) {
   }
 }
 
-const char* stop_reason(FinishReason why, bool calls) {
+const char* stop_reason(FinishReason why, bool calls, const std::string& stop_string) {
   if (calls) return "tool_use";
-  return why == FinishReason::Length ? "max_tokens" : "end_turn";
+  if (why == FinishReason::Length) return "max_tokens";
+  return stop_string.empty() ? "end_turn" : "stop_sequence";
+}
+
+json stop_sequence(const std::string& stop_string) {
+  return stop_string.empty() ? json(nullptr) : json(stop_string);
 }
 
 json tool_input(const std::string& arguments) {
@@ -176,8 +181,8 @@ json anthropic_message(const std::string& id, const std::string& model, const Sh
           {"role", "assistant"},
           {"model", model},
           {"content", std::move(content)},
-          {"stop_reason", stop_reason(why, !reply.calls.empty())},
-          {"stop_sequence", nullptr},
+          {"stop_reason", stop_reason(why, !reply.calls.empty(), t.stop_string)},
+          {"stop_sequence", stop_sequence(t.stop_string)},
           {"usage", {{"input_tokens", t.prompt_tokens}, {"output_tokens", t.eval_tokens}}}};
 }
 
@@ -238,12 +243,13 @@ std::string AnthropicStream::piece(const ShownReply& shown, const ReplyTimings& 
 }
 
 std::string AnthropicStream::last(FinishReason why, const ReplyTimings& t) {
-  std::string out = start(t) + close();
-  out +=
-      event("message_delta",
-            {{"type", "message_delta"},
-             {"delta", {{"stop_reason", stop_reason(why, any_call_)}, {"stop_sequence", nullptr}}},
-             {"usage", {{"output_tokens", t.eval_tokens}}}});
+  std::string out = start(t);
+  out += close();
+  out += event("message_delta", {{"type", "message_delta"},
+                                 {"delta",
+                                  {{"stop_reason", stop_reason(why, any_call_, t.stop_string)},
+                                   {"stop_sequence", stop_sequence(t.stop_string)}}},
+                                 {"usage", {{"output_tokens", t.eval_tokens}}}});
   return out + event("message_stop", {{"type", "message_stop"}});
 }
 

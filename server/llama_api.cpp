@@ -98,8 +98,8 @@ json llama_reply(const std::string& model, const std::string& content, bool last
             {"tokens_predicted", t.eval_tokens},
             {"tokens_evaluated", t.prompt_tokens}};
   if (!last) return j;
-  j["stop_type"] = why == FinishReason::Length ? "limit" : "eos";
-  j["stopping_word"] = "";
+  j["stop_type"] = why == FinishReason::Length ? "limit" : t.stop_string.empty() ? "eos" : "word";
+  j["stopping_word"] = t.stop_string;
   j["truncated"] = false;
   j["tokens_cached"] = 0;
   const double prompt_ms = t.prompt_s * 1e3, eval_ms = t.eval_s * 1e3;

@@ -299,7 +299,8 @@ std::string ResponsesStream::piece(const ShownReply& shown, const ReplyTimings&)
 }
 
 std::string ResponsesStream::last(FinishReason why, const ReplyTimings& t) {
-  std::string out = start() + close();
+  std::string out = start();
+  out += close();
   const bool cut = why == FinishReason::Length;
   const json r = response_json(id_, model_, created_, cut ? "incomplete" : "completed", items_,
                                usage_of(t), cut);

@@ -13,6 +13,7 @@ void SingleJob::account(const GenerationEvent& ev) {
   timings.total_s = seconds(start, now);
   timings.prompt_s = timings.eval_tokens > 0 ? seconds(start, first) : timings.total_s;
   timings.eval_s = timings.eval_tokens > 0 ? seconds(first, last) : 0;
+  if (!ev.stop_string.empty()) timings.stop_string = ev.stop_string;
 }
 
 void submit_plan(SingleJob& job, const GenerationPlan& plan, const std::string& param) {

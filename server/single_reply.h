@@ -16,10 +16,12 @@
 
 namespace llm::server {
 
-// Counts and durations of one reply, as Ollama and llama.cpp report them.
+// Counts and durations of one reply, as Ollama and llama.cpp report them, and the stop
+// string that ended it (Anthropic's stop_sequence, llama.cpp's stopping_word).
 struct ReplyTimings {
   double total_s = 0, prompt_s = 0, eval_s = 0;
   int prompt_tokens = 0, eval_tokens = 0;
+  std::string stop_string;
 };
 
 // A request while it runs (kept alive by the streaming callbacks).

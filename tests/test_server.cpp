@@ -1297,6 +1297,23 @@ TEST_CASE("server: llama.cpp's /completion and /infill, streamed and not", "[ser
   CHECK(last["tokens_predicted"] == 6);
   CHECK(text == expect);
 
+  // A stop string: stop_type word, stopping_word it.
+  size_t at = 1;
+  while (at + 2 <= expect.size() && expect.find(expect.substr(at, 2)) != at) at++;
+  if (at + 2 <= expect.size() && !(expect[at] & 0x80) && !(expect[at + 1] & 0x80)) {
+    const json word = post(s, "/completion",
+                           {{"prompt", prompt},
+                            {"n_predict", 6},
+                            {"temperature", 0},
+                            {"stop", {expect.substr(at, 2)}}},
+                           200);
+    CHECK(word["stop_type"] == "word");
+    CHECK(word["stopping_word"] == expect.substr(at, 2));
+    CHECK(word["content"] == expect.substr(0, at));
+  } else {
+    WARN("no two ASCII characters that first occur after the start: stop word unchecked");
+  }
+
   // /infill: input_prefix, then prompt (the cursor's line), before the cursor.
   const json fim = post(s, "/v1/completions",
                         {{"prompt", "def area(r):\n    return "},
@@ -1477,6 +1494,32 @@ TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_toke
   CHECK(ev[i + 1].second["delta"]["stop_reason"] == "max_tokens");
   CHECK(ev[i + 1].second["usage"]["output_tokens"] == 8);
   CHECK(ev[i + 2].first == "message_stop");
+
+  // A stop sequence ends the message there: stop_reason stop_sequence, and which one.
+  size_t at = 1;
+  while (at + 2 <= text.size() && text.find(text.substr(at, 2)) != at) at++;
+  if (at + 2 <= text.size() && !(text[at] & 0x80) && !(text[at + 1] & 0x80)) {
+    json stop = ask;
+    stop["stream"] = false;
+    stop["stop_sequences"] = {text.substr(at, 2)};
+    const json st = post(s, "/v1/messages", stop, 200, key);
+    CHECK(st["stop_reason"] == "stop_sequence");
+    CHECK(st["stop_sequence"] == text.substr(at, 2));
+    CHECK(st["content"][0]["text"] == text.substr(0, at));
+    stop["stream"] = true;
+    auto sr = c.Post("/v1/messages", key, stop.dump(), "application/json");
+    REQUIRE(sr);
+    bool seen = false;
+    for (const auto& [name, data] : named_events(sr->body))
+      if (name == "message_delta") {
+        seen = true;
+        CHECK(data["delta"]["stop_reason"] == "stop_sequence");
+        CHECK(data["delta"]["stop_sequence"] == text.substr(at, 2));
+      }
+    CHECK(seen);
+  } else {
+    WARN("no two ASCII characters that first occur after the start: stop sequence unchecked");
+  }
 
   // A forced tool: a tool_use block with its input, stop_reason tool_use; streamed, the
   // input as one input_json_delta.

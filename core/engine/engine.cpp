@@ -402,6 +402,7 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
     if (s.stop.stopped()) why = FinishReason::Stop;
   }
   ev.finish = why;
+  if (s.stop.stopped()) ev.stop_string = s.stop.matched();
   ev.prompt_tokens = s.n_prompt;
   ev.completion_tokens = s.n_generated;
   if (why != FinishReason::None)

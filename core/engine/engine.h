@@ -96,6 +96,7 @@ struct GenerationEvent {
   std::vector<TokenLogprobs> logprobs;  // one per new token when asked
   FinishReason finish = FinishReason::None;  // set on the last event of a request
   std::string error;                         // FinishReason::Error
+  std::string stop_string;                   // the stop string that ended it, if one did
   int prompt_tokens = 0;
   int completion_tokens = 0;  // so far
   // An embedding request's result (its one event before an error or cancellation):
