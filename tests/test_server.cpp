@@ -1863,7 +1863,15 @@ TEST_CASE("server: a field of the wrong type anywhere is a 4xx, never a 500",
         {"think", false},
         {"options", {{"num_predict", 1}, {"temperature", 0.5}, {"stop", {"x"}}}}}},
       {"/v1/embeddings", {{"input", json::array({"a", "b"})}, {"encoding_format", "float"}}},
-      {"/api/embed", {{"input", json::array({"a"})}, {"truncate", true}}}};
+      {"/api/embed", {{"input", json::array({"a"})}, {"truncate", true}}},
+      {"/api/embeddings", {{"prompt", "a"}, {"model", "tiny"}}},
+      {"/api/show", {{"model", "tiny"}}},
+      {"/tokenize", {{"content", "a"}, {"add_special", true}, {"with_pieces", true}}},
+      {"/detokenize", {{"tokens", {1, 2}}}},
+      {"/v1/messages/count_tokens",
+       {{"system", "s"},
+        {"tools", json::array({{{"name", "f"}, {"input_schema", schema}}})},
+        {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}}}};
   int requests = 0;
   std::vector<std::string> failures;  // path, body and answer of each 5xx
   for (const auto& [path, body] : bodies) {
