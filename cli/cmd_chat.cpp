@@ -105,6 +105,10 @@ class Chat {
       history_ = json::array();
       std::printf(arg.empty() ? "(system message removed, conversation cleared)\n"
                               : "(system message set, conversation cleared)\n");
+    } else if (cmd == "/save") {
+      save(arg);
+    } else if (cmd == "/load") {
+      load(arg);
     } else if (cmd == "/stats") {
       if (last_.tokens == 0)
         std::printf("(nothing generated yet)\n");
@@ -117,6 +121,8 @@ class Chat {
           "/reset          forget the conversation\n"
           "/system TEXT    set the system message (and reset)\n"
           "/stats          prompt and decode speed\n"
+          "/save FILE      write the conversation as OpenAI-style messages (JSON)\n"
+          "/load FILE      continue a conversation saved so (or any such messages list)\n"
           "/exit           quit (or Ctrl-D)\n"
           "Ctrl-C stops an answer. End a line with \\ to continue it, or wrap lines in \"\"\".\n");
     } else {
@@ -124,6 +130,70 @@ class Chat {
     }
     std::fflush(stdout);
     return true;
+  }
+
+  // The conversation as a messages list: the system message, then the turns.
+  void save(const std::string& path) {
+    json messages = json::array();
+    if (!system_.empty()) messages.push_back({{"role", "system"}, {"content", system_}});
+    for (const json& m : history_) messages.push_back(m);
+    std::FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "wb");
+    const std::string text = messages.dump(2) + "\n";
+    if (!f || std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fclose(f) != 0) {
+      if (f) std::fclose(f);
+      std::fprintf(stderr, "error: /save %s: cannot write it\n", path.c_str());
+      failures_++;
+      return;
+    }
+    std::printf("(saved %zu messages to %s)\n", messages.size(), path.c_str());
+  }
+
+  // A messages list in place of the conversation: a system message first, if any, then
+  // user and assistant turns with text content.
+  void load(const std::string& path) {
+    auto refuse = [&](const std::string& why) {
+      std::fprintf(stderr, "error: /load %s: %s; kept the conversation\n", path.c_str(),
+                   why.c_str());
+      failures_++;
+    };
+    std::FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "rb");
+    if (!f) return refuse("cannot read it");
+    std::string text;
+    char buf[65536];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+    json messages;
+    try {
+      messages = json::parse(text);
+    } catch (const json::exception& e) {
+      return refuse(std::string("not JSON (") + e.what() + ")");
+    }
+    if (!messages.is_array()) return refuse("expected a list of {\"role\", \"content\"} messages");
+    std::string system;
+    json turns = json::array();
+    for (size_t i = 0; i < messages.size(); i++) {
+      const json& m = messages[i];
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string())
+        return refuse("message " + std::to_string(i) + " is not {\"role\", \"content\"} text");
+      const std::string role = m["role"].get<std::string>();
+      if (role == "system" && i == 0) {
+        system = m["content"].get<std::string>();
+      } else if (role == "user" || role == "assistant") {
+        turns.push_back({{"role", role}, {"content", m["content"]}});
+      } else {
+        return refuse("message " + std::to_string(i) + " has role '" + role +
+                      "' (user and assistant turns after one optional system message)");
+      }
+    }
+    const std::string before = system_;
+    system_ = system;
+    if (!system_fits()) {
+      system_ = before;
+      return refuse("its system message leaves no room to answer");
+    }
+    history_ = std::move(turns);
+    std::printf("(loaded %zu messages from %s)\n", messages.size(), path.c_str());
   }
 
   json messages_with(const std::string& user, const json& history) const {

@@ -242,3 +242,52 @@ TEST_CASE("llmcli generate --chat-template-kwargs reaches the template", "[cli][
   CHECK(no_chat.exit_code != 0);
   CHECK_THAT(no_chat.err, Catch::Contains("need --chat"));
 }
+
+// /save writes the conversation as a messages list; /load continues it, so the next
+// answer is the one the unbroken conversation gives; bad files are refused.
+TEST_CASE("llmcli chat /save and /load a conversation", "[cli][chat]") {
+  TempDir tmp;
+  auto run = [&](const std::string& input, const std::string& name) {
+    write_file(tmp.file(name + ".in"), input);
+    return shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                 " --device cpu --temperature 0 --max-tokens 6 < " + tmp.file(name + ".in") +
+                 " 2>" + tmp.file(name + ".err") + "; echo \"exit $?\"");
+  };
+  const std::string saved = tmp.file("conv.json");
+  const std::string whole = run("Hello\nTell me more\n", "whole");
+  const std::string split =
+      run("Hello\n/save " + saved + "\n/reset\n/load " + saved + "\nTell me more\n", "split");
+  INFO(whole);
+  INFO(split);
+  const nlohmann::json conv = nlohmann::json::parse(read_file(saved));
+  REQUIRE(conv.size() == 2);
+  CHECK(conv[0] == nlohmann::json{{"role", "user"}, {"content", "Hello"}});
+  CHECK(conv[1]["role"] == "assistant");
+  const std::string first = conv[1]["content"];
+  REQUIRE(!first.empty());
+  CHECK_THAT(split, Catch::Contains("(saved 2 messages to " + saved + ")"));
+  CHECK_THAT(split, Catch::Contains("(loaded 2 messages from " + saved + ")"));
+  // The answer after /load is the unbroken conversation's second answer.
+  const size_t loaded = split.find("(loaded 2 messages");
+  const std::string after = split.substr(split.find('\n', loaded) + 1);
+  const std::string second = whole.substr(whole.find(first) + first.size() + 1);  // its '\n'
+  CHECK(after.substr(0, after.find("exit")) == second.substr(0, second.find("exit")));
+  CHECK_THAT(split, Catch::Contains("exit 0"));
+
+  // A system message travels with the file; bad files keep the conversation and fail.
+  write_file(tmp.file("sys.json"), R"([{"role": "system", "content": "Be brief."},
+                                       {"role": "user", "content": "Hello"}])");
+  write_file(tmp.file("bad.json"), R"([{"role": "tool", "content": "x"}])");
+  write_file(tmp.file("junk.json"), "{not json");
+  const std::string errs =
+      run("/load " + tmp.file("sys.json") + "\n/save " + tmp.file("again.json") + "\n/load " +
+              tmp.file("bad.json") + "\n/load " + tmp.file("junk.json") + "\n/load " +
+              tmp.file("missing.json") + "\n",
+          "errs");
+  CHECK(nlohmann::json::parse(read_file(tmp.file("again.json")))[0]["content"] == "Be brief.");
+  const std::string err = read_file(tmp.file("errs.err"));
+  CHECK_THAT(err, Catch::Contains("has role 'tool'"));
+  CHECK_THAT(err, Catch::Contains("not JSON"));
+  CHECK_THAT(err, Catch::Contains("cannot read it"));
+  CHECK_THAT(errs, !Catch::Contains("exit 0"));
+}
