@@ -74,7 +74,8 @@ LoadedModel load_model(const ModelOptions& o) {
   lm.backend = create_backend(o.device, o.threads);
   LoadOptions lo;
   lo.quantization = o.quantization;
-  for (const std::string& path : o.lora) lo.loras.push_back({path, 1.0f});
+  // Adapters may come from the Hub too (hf://ORG/NAME or hf://ORG/NAME/FILE.gguf).
+  for (const std::string& path : o.lora) lo.loras.push_back({resolve_model(path), 1.0f});
   for (size_t i = 0; i + 1 < o.lora_scaled.size(); i += 2) {
     const std::string& text = o.lora_scaled[i + 1];
     char* end = nullptr;
@@ -82,7 +83,7 @@ LoadedModel load_model(const ModelOptions& o) {
     if (text.empty() || *end != '\0' || !std::isfinite(scale))
       fail("--lora-scaled %s %s: the scale must be a number", o.lora_scaled[i].c_str(),
            text.c_str());
-    lo.loras.push_back({o.lora_scaled[i], scale});
+    lo.loras.push_back({resolve_model(o.lora_scaled[i]), scale});
   }
   lm.path = resolve_model(o.model);
   lm.model = Model::load(lm.path, *lm.backend, lo);

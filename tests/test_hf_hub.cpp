@@ -239,6 +239,9 @@ TEST_CASE("hf repository files: configs, tokenizer, the indexed shards only", "[
         std::vector<std::string>{"config.json", "model.safetensors"});
   CHECK(hf_repo_files({"config.json", "a.safetensors", "sub/b.safetensors"}, "") ==
         std::vector<std::string>{"config.json", "a.safetensors"});
+  // A PEFT adapter's repository (--lora hf://ORG/NAME).
+  CHECK(hf_repo_files({"README.md", "adapter_config.json", "adapter_model.safetensors"}, "") ==
+        std::vector<std::string>{"adapter_config.json", "adapter_model.safetensors"});
   CHECK_THROWS_WITH(hf_repo_files({"config.json"}, R"({"weight_map":{"a":"gone.safetensors"}})"),
                     Contains("gone.safetensors"));
   CHECK_THROWS_WITH(hf_repo_files({"config.json"}, R"({"weight_map":{"a":"../x.safetensors"}})"),
@@ -384,4 +387,33 @@ TEST_CASE("llmcli pull and generate take hf:// models", "[hf][cli]") {
   CHECK(bad.exit_code != 0);
   CHECK(bad.err.find("error: HTTP 404") != std::string::npos);
   CHECK(run_cli({"pull", "org/llama2"}).err.find("hf://ORG/NAME") != std::string::npos);
+}
+
+TEST_CASE("llmcli --lora takes an adapter from the Hub", "[hf][cli][lora]") {
+  // A rank-2 adapter of the llama2 fixture's layer-0 q_proj, in PEFT's layout.
+  TempDir adapter;
+  const SafetensorsFile base(model_dir("llama2") + "/model.safetensors");
+  const Shape w = base.tensors().at("model.layers.0.self_attn.q_proj.weight").shape;
+  std::vector<float> a(static_cast<size_t>(2 * w[1]), 0.25f), b(static_cast<size_t>(w[0] * 2));
+  for (size_t i = 0; i < b.size(); i++) b[i] = static_cast<float>(i % 7) * 0.1f - 0.3f;
+  const std::string q = "base_model.model.model.layers.0.self_attn.q_proj";
+  write_safetensors(adapter.file("adapter_model.safetensors"),
+                    {{q + ".lora_A.weight", {DType::F32, {2, w[1]}, a.data(), a.size() * 4}},
+                     {q + ".lora_B.weight", {DType::F32, {w[0], 2}, b.data(), b.size() * 4}}});
+  write_file(adapter.file("adapter_config.json"),
+             R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})");
+  FakeHub h({{"org/adapter", {adapter.path(), {}, "", ""}}});
+  TempDir cache, out;
+  ScopedEnv e1("HF_ENDPOINT", h.endpoint()), e2("LLMRT_CACHE", cache.path());
+  auto logits = [&](const std::string& lora, const std::string& file) {
+    const CommandResult r =
+        run_cli({"logits", model_dir("llama2"), "--device", "cpu", "--token-ids", "1,2,3", "--out",
+                 out.file(file), "--lora", lora});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return read_file(out.file(file));
+  };
+  CHECK(logits("hf://org/adapter", "hub.safetensors") ==
+        logits(adapter.path(), "local.safetensors"));
+  CHECK(fs::exists(cache.path() + "/hf/org/adapter/main/adapter_config.json"));
 }

@@ -107,6 +107,7 @@ const char* const kSmallFiles[] = {
     "chat_template.jinja", "chat_template.json",
     "added_tokens.json",   "vocab.json",
     "merges.txt",          "llm-config.json",
+    "adapter_config.json",  // a PEFT LoRA adapter's repository (--lora hf://...)
 };
 
 }  // namespace
