@@ -33,6 +33,7 @@ struct ChatOptions {
   int max_tokens = 1024;
   std::string format = "text";  // "json": every answer is one JSON object
   bool ignore_eos = false;
+  std::string load;  // --load FILE: a saved conversation to continue
 };
 
 struct AnswerStats {
@@ -150,7 +151,9 @@ class Chat {
 
   // A messages list in place of the conversation: a system message first, if any, then
   // user and assistant turns with text content.
-  void load(const std::string& path) {
+  // (public: --load calls it before the first message, reporting to stderr)
+ public:
+  void load(const std::string& path, std::FILE* report = stdout) {
     auto refuse = [&](const std::string& why) {
       std::fprintf(stderr, "error: /load %s: %s; kept the conversation\n", path.c_str(),
                    why.c_str());
@@ -193,9 +196,10 @@ class Chat {
       return refuse("its system message leaves no room to answer");
     }
     history_ = std::move(turns);
-    std::printf("(loaded %zu messages from %s)\n", messages.size(), path.c_str());
+    std::fprintf(report, "(loaded %zu messages from %s)\n", messages.size(), path.c_str());
   }
 
+ private:
   json messages_with(const std::string& user, const json& history) const {
     json m = json::array();
     if (!system_.empty()) m.push_back({{"role", "system"}, {"content", system_}});
@@ -315,6 +319,10 @@ void run_chat(const ChatOptions& o) {
   if (!chat.system_fits())
     fail("the system message leaves no room to answer in the context window of %d tokens",
          engine.context_size());
+  if (!o.load.empty()) {
+    chat.load(o.load, stderr);
+    if (chat.failures() > 0) fail("--load %s: see above", o.load.c_str());
+  }
   std::string msg;
   while (reader.read_message(msg))
     if (!chat.handle(msg)) break;
@@ -344,6 +352,8 @@ void register_chat(CLI::App& app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep answering past the model's EOS tokens");
+  cmd->add_option("--load", o->load,
+                  "Continue a conversation saved with /save (an OpenAI-style messages list)");
   cmd->callback([o]() { run_chat(*o); });
 }
 

@@ -273,6 +273,17 @@ TEST_CASE("llmcli chat /save and /load a conversation", "[cli][chat]") {
   const std::string second = whole.substr(whole.find(first) + first.size() + 1);  // its '\n'
   CHECK(after.substr(0, after.find("exit")) == second.substr(0, second.find("exit")));
   CHECK_THAT(split, Catch::Contains("exit 0"));
+  // --load does the same before the first message (its report on stderr).
+  write_file(tmp.file("more.in"), "Tell me more\n");
+  const std::string resumed = shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                                    " --device cpu --temperature 0 --max-tokens 6 --load " + saved +
+                                    " < " + tmp.file("more.in") + " 2>" + tmp.file("more.err"));
+  CHECK(resumed == second.substr(0, second.find("exit")));
+  CHECK_THAT(read_file(tmp.file("more.err")), Catch::Contains("(loaded 2 messages"));
+  const std::string missing =
+      shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() + " --device cpu --load " +
+            tmp.file("none.json") + " < /dev/null 2>&1; echo \"exit $?\"");
+  CHECK_THAT(missing, Catch::Contains("cannot read it") && !Catch::Contains("exit 0"));
 
   // A system message travels with the file; bad files keep the conversation and fail.
   write_file(tmp.file("sys.json"), R"([{"role": "system", "content": "Be brief."},
