@@ -84,6 +84,55 @@ class Chat {
     return static_cast<int>(prompt_.encode(only).size()) + kAnswerRoom <= engine_.context_size();
   }
 
+  // A messages list in place of the conversation: a system message first, if any, then
+  // user and assistant turns with text content (/load; --load before the first message,
+  // reporting to stderr).
+  void load(const std::string& path, std::FILE* report = stdout) {
+    auto refuse = [&](const std::string& why) {
+      std::fprintf(stderr, "error: /load %s: %s; kept the conversation\n", path.c_str(),
+                   why.c_str());
+      failures_++;
+    };
+    std::FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "rb");
+    if (!f) return refuse("cannot read it");
+    std::string text;
+    char buf[65536];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+    json messages;
+    try {
+      messages = json::parse(text);
+    } catch (const json::exception& e) {
+      return refuse(std::string("not JSON (") + e.what() + ")");
+    }
+    if (!messages.is_array()) return refuse("expected a list of {\"role\", \"content\"} messages");
+    std::string system;
+    json turns = json::array();
+    for (size_t i = 0; i < messages.size(); i++) {
+      const json& m = messages[i];
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string())
+        return refuse("message " + std::to_string(i) + " is not {\"role\", \"content\"} text");
+      const std::string role = m["role"].get<std::string>();
+      if (role == "system" && i == 0) {
+        system = m["content"].get<std::string>();
+      } else if (role == "user" || role == "assistant") {
+        turns.push_back({{"role", role}, {"content", m["content"]}});
+      } else {
+        return refuse("message " + std::to_string(i) + " has role '" + role +
+                      "' (user and assistant turns after one optional system message)");
+      }
+    }
+    const std::string before = system_;
+    system_ = system;
+    if (!system_fits()) {
+      system_ = before;
+      return refuse("its system message leaves no room to answer");
+    }
+    history_ = std::move(turns);
+    std::fprintf(report, "(loaded %zu messages from %s)\n", messages.size(), path.c_str());
+  }
+
  private:
   bool command(const std::string& input) {
     const size_t sp = input.find(' ');
@@ -149,57 +198,6 @@ class Chat {
     std::printf("(saved %zu messages to %s)\n", messages.size(), path.c_str());
   }
 
-  // A messages list in place of the conversation: a system message first, if any, then
-  // user and assistant turns with text content.
-  // (public: --load calls it before the first message, reporting to stderr)
- public:
-  void load(const std::string& path, std::FILE* report = stdout) {
-    auto refuse = [&](const std::string& why) {
-      std::fprintf(stderr, "error: /load %s: %s; kept the conversation\n", path.c_str(),
-                   why.c_str());
-      failures_++;
-    };
-    std::FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "rb");
-    if (!f) return refuse("cannot read it");
-    std::string text;
-    char buf[65536];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-    std::fclose(f);
-    json messages;
-    try {
-      messages = json::parse(text);
-    } catch (const json::exception& e) {
-      return refuse(std::string("not JSON (") + e.what() + ")");
-    }
-    if (!messages.is_array()) return refuse("expected a list of {\"role\", \"content\"} messages");
-    std::string system;
-    json turns = json::array();
-    for (size_t i = 0; i < messages.size(); i++) {
-      const json& m = messages[i];
-      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
-          !m.contains("content") || !m["content"].is_string())
-        return refuse("message " + std::to_string(i) + " is not {\"role\", \"content\"} text");
-      const std::string role = m["role"].get<std::string>();
-      if (role == "system" && i == 0) {
-        system = m["content"].get<std::string>();
-      } else if (role == "user" || role == "assistant") {
-        turns.push_back({{"role", role}, {"content", m["content"]}});
-      } else {
-        return refuse("message " + std::to_string(i) + " has role '" + role +
-                      "' (user and assistant turns after one optional system message)");
-      }
-    }
-    const std::string before = system_;
-    system_ = system;
-    if (!system_fits()) {
-      system_ = before;
-      return refuse("its system message leaves no room to answer");
-    }
-    history_ = std::move(turns);
-    std::fprintf(report, "(loaded %zu messages from %s)\n", messages.size(), path.c_str());
-  }
-
- private:
   json messages_with(const std::string& user, const json& history) const {
     json m = json::array();
     if (!system_.empty()) m.push_back({{"role", "system"}, {"content", system_}});
