@@ -56,6 +56,7 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
                              {"/v1/completions", "POST"},
                              {"/v1/embeddings", "POST"},
                              {"/v1/models", "GET"},
+                             {"/v1/models/{id}", "GET"},
                              {"/tokenize", "POST"},
                              {"/detokenize", "POST"},
                              {"/health", "GET"},
@@ -78,6 +79,10 @@ constexpr Route kRoutes[] = {{"/v1/chat/completions", "POST"},
 const Route* find_route(const std::string& path) {
   for (const Route& r : kRoutes)
     if (path == r.path) return &r;
+  // /v1/models/{id}: a model id may hold slashes ("org/name").
+  static const std::string kModel = "/v1/models/";
+  if (path.size() > kModel.size() && path.compare(0, kModel.size(), kModel) == 0)
+    return find_route("/v1/models/{id}");
   return nullptr;
 }
 
@@ -378,13 +383,21 @@ void Server::routes() {
       reply_error(res, e);
     }
   });
-  http_->Get("/v1/models", [this](const Request&, Response& res) {
-    json data = json::array();
-    data.push_back({{"id", opts_.model_name},
-                    {"object", "model"},
-                    {"created", static_cast<int64_t>(std::time(nullptr))},
-                    {"owned_by", "llmrt"}});
-    reply_json(res, 200, {{"object", "list"}, {"data", data}});
+  auto model_object = [this] {
+    return json{{"id", opts_.model_name},
+                {"object", "model"},
+                {"created", static_cast<int64_t>(std::time(nullptr))},
+                {"owned_by", "llmrt"}};
+  };
+  http_->Get("/v1/models", [model_object](const Request&, Response& res) {
+    reply_json(res, 200, {{"object", "list"}, {"data", json::array({model_object()})}});
+  });
+  http_->Get(R"(/v1/models/(.+))", [this, model_object](const Request& req, Response& res) {
+    const std::string id = req.matches[1].str();
+    if (id != opts_.model_name)
+      return reply_error(res, ApiError(404, "The model '" + id + "' does not exist", "model",
+                                       "invalid_request_error", "model_not_found"));
+    reply_json(res, 200, model_object());
   });
   http_->Get("/metrics", [this](const Request&, Response& res) {
     res.set_content(metrics_.render(), "text/plain; version=0.0.4");

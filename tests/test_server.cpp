@@ -161,6 +161,19 @@ TEST_CASE("server: health, models, metrics", "[server]") {
   CHECK(models["object"] == "list");
   CHECK(models["data"][0]["id"] == "tiny");
   CHECK(models["data"][0]["object"] == "model");
+  // One model by id (OpenAI's models.retrieve); another id is 404, another method 405.
+  auto one = c.Get("/v1/models/tiny");
+  REQUIRE(one);
+  REQUIRE(one->status == 200);
+  CHECK(json::parse(one->body) == models["data"][0]);
+  auto other = c.Get("/v1/models/org/other");
+  REQUIRE(other);
+  CHECK(other->status == 404);
+  check_error_shape(json::parse(other->body));
+  CHECK(json::parse(other->body)["error"]["code"] == "model_not_found");
+  auto wrong = c.Post("/v1/models/tiny", "{}", "application/json");
+  REQUIRE(wrong);
+  CHECK(wrong->status == 405);
 
   post(s, "/v1/chat/completions", chat_body("Hello", 4), 200);
   auto metrics = c.Get("/metrics");
