@@ -113,10 +113,7 @@ AnthropicRequest parse_anthropic_request(const ojson& body) {
   for (const char* key : {"temperature", "top_p", "top_k"})
     if (present(body, key)) o[key] = body[key];
   if (present(body, "stop_sequences")) o["stop"] = body["stop_sequences"];
-  if (present(body, "stream")) {
-    if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
-    r.stream = body["stream"].get<bool>();
-  }
+  r.stream = optional_bool(body, "stream", r.stream, "");
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");

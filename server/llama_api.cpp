@@ -32,10 +32,7 @@ LlamaRequest parse_llama_request(const ojson& body, bool infill) {
     if (!present(body, "prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     o["prompt"] = body["prompt"];
   }
-  if (present(body, "stream")) {
-    if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
-    r.stream = body["stream"].get<bool>();
-  }
+  r.stream = optional_bool(body, "stream", r.stream, "");
   // llama-server's sampling defaults where the request does not say.
   o["temperature"] = 0.8;
   o["top_k"] = 40;

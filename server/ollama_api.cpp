@@ -33,10 +33,7 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
   ojson& o = r.openai;
   o = ojson::object();
   if (present(body, "model")) o["model"] = body["model"];
-  if (present(body, "stream")) {
-    if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
-    r.stream = body["stream"].get<bool>();
-  }
+  r.stream = optional_bool(body, "stream", r.stream, "");
   if (chat_route) {
     if (!present(body, "messages") || !body["messages"].is_array())
       throw ApiError(400, "'messages' must be a list", "messages");

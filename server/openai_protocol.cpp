@@ -57,12 +57,22 @@ ojson parse_body(const std::string& body) {
   return j;
 }
 
+namespace {
+
+// A field's name in messages: 'key' at the top level, param.key inside param.
+std::string field_name(const std::string& param, const char* key) {
+  return param.empty() ? std::string("'") + key + "'" : param + "." + key;
+}
+
+}  // namespace
+
 std::string optional_string(const ojson& o, const char* key, const std::string& def,
                             const std::string& param) {
   auto it = o.find(key);
   if (it == o.end() || it->is_null()) return def;
   if (!it->is_string())
-    throw ApiError(400, param + "." + key + " must be a string, not " + it->type_name(), param);
+    throw ApiError(400, field_name(param, key) + " must be a string, got " + it->type_name(),
+                   param.empty() ? key : param);
   return it->get<std::string>();
 }
 
@@ -70,7 +80,8 @@ bool optional_bool(const ojson& o, const char* key, bool def, const std::string&
   auto it = o.find(key);
   if (it == o.end() || it->is_null()) return def;
   if (!it->is_boolean())
-    throw ApiError(400, param + "." + key + " must be a boolean, not " + it->type_name(), param);
+    throw ApiError(400, field_name(param, key) + " must be a boolean, got " + it->type_name(),
+                   param.empty() ? key : param);
   return it->get<bool>();
 }
 
@@ -129,13 +140,6 @@ int64_t int_field(const ojson& body, const char* key, int64_t lo, int64_t hi) {
     throw ApiError(400, msg, key);
   }
   return static_cast<int64_t>(x);
-}
-
-bool bool_field(const ojson& body, const char* key) {
-  const ojson& v = body.at(key);
-  if (!v.is_boolean())
-    throw ApiError(400, std::string("'") + key + "' must be a boolean, got " + type_name(v), key);
-  return v.get<bool>();
 }
 
 std::string string_field(const ojson& body, const char* key) {
@@ -243,7 +247,7 @@ void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
                      "response_format");
     }
   }
-  if (present(body, "stream")) r.stream = bool_field(body, "stream");
+  r.stream = optional_bool(body, "stream", r.stream, "");
   if (present(body, "stream_options")) {
     const ojson& so = body["stream_options"];
     if (!so.is_object())
@@ -251,7 +255,7 @@ void parse_common(const ojson& body, int vocab_size, ParsedRequest& r) {
     if (!r.stream)
       throw ApiError(400, "'stream_options' is only allowed when 'stream' is true",
                      "stream_options");
-    if (present(so, "include_usage")) r.include_usage = bool_field(so, "include_usage");
+    r.include_usage = optional_bool(so, "include_usage", r.include_usage, "stream_options");
   }
 }
 
@@ -339,9 +343,8 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
                        "chat_template_kwargs");
     r.template_kwargs = k;
   }
-  if (present(body, "parallel_tool_calls"))
-    r.parallel_tool_calls = bool_field(body, "parallel_tool_calls");
-  if (present(body, "logprobs")) r.logprobs = bool_field(body, "logprobs");
+  r.parallel_tool_calls = optional_bool(body, "parallel_tool_calls", r.parallel_tool_calls, "");
+  r.logprobs = optional_bool(body, "logprobs", r.logprobs, "");
   if (present(body, "top_logprobs")) {
     r.top_logprobs = static_cast<int>(int_field(body, "top_logprobs", 0, 20));
     if (!r.logprobs && r.top_logprobs > 0)
@@ -355,8 +358,8 @@ TokenizeRequest parse_tokenize_request(const ojson& body) {
   if (!body.contains("content") || !body["content"].is_string())
     throw ApiError(400, "'content' must be a string", "content");
   t.content = body["content"].get<std::string>();
-  if (present(body, "add_special")) t.add_special = bool_field(body, "add_special");
-  if (present(body, "with_pieces")) t.with_pieces = bool_field(body, "with_pieces");
+  t.add_special = optional_bool(body, "add_special", t.add_special, "");
+  t.with_pieces = optional_bool(body, "with_pieces", t.with_pieces, "");
   return t;
 }
 
@@ -406,7 +409,7 @@ ParsedRequest parse_completion_request(const ojson& body, int vocab_size) {
     r.top_logprobs = static_cast<int>(int_field(body, "logprobs", 0, 20));
     r.logprobs = true;
   }
-  if (present(body, "echo") && bool_field(body, "echo"))
+  if (optional_bool(body, "echo", false, ""))
     throw ApiError(400, "'echo' is not supported", "echo");
   if (present(body, "suffix")) {
     // Fill in the middle: the prompt is the code before the cursor, suffix the code after.

@@ -52,8 +52,8 @@ nlohmann::ordered_json parse_body(const std::string& body);
 // ({"type": ..., "text": ...}); other parts are 400 naming param.
 std::string text_of_parts(const nlohmann::ordered_json& content, const std::string& param,
                           std::initializer_list<const char*> text_types);
-// An optional string (bool) field of an object: def when absent or null, 400 naming param
-// when it is of another type.
+// An optional string (bool) field of the object at param ("" for a body's top level): def
+// when absent or null, 400 naming it when it is of another type.
 std::string optional_string(const nlohmann::ordered_json& o, const char* key,
                             const std::string& def, const std::string& param);
 bool optional_bool(const nlohmann::ordered_json& o, const char* key, bool def,

@@ -65,8 +65,6 @@ ojson translate_input(const ojson& input) {
   return messages;
 }
 
-std::string new_id(const char* prefix) { return random_id(prefix); }
-
 json usage_of(const ReplyTimings& t) {
   return {{"input_tokens", t.prompt_tokens},
           {"input_tokens_details", {{"cached_tokens", 0}}},
@@ -141,10 +139,7 @@ ResponsesRequest parse_responses_request(const ojson& body) {
   if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
   for (const char* key : {"temperature", "top_p", "parallel_tool_calls"})
     if (present(body, key)) o[key] = body[key];
-  if (present(body, "stream")) {
-    if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
-    r.stream = body["stream"].get<bool>();
-  }
+  r.stream = optional_bool(body, "stream", r.stream, "");
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
@@ -196,10 +191,11 @@ json responses_object(const std::string& id, const std::string& model, int64_t c
                       const ShownReply& reply, FinishReason why, const ReplyTimings& t) {
   json output = json::array();
   if (!reply.reasoning.empty())
-    output.push_back(reasoning_item(new_id("rs_"), reply.reasoning, true));
+    output.push_back(reasoning_item(random_id("rs_"), reply.reasoning, true));
   if (!reply.content.empty())
-    output.push_back(message_item(new_id("msg_"), reply.content, "completed"));
-  for (const ResponseToolCall& c : reply.calls) output.push_back(call_item(c, new_id("fc_"), true));
+    output.push_back(message_item(random_id("msg_"), reply.content, "completed"));
+  for (const ResponseToolCall& c : reply.calls)
+    output.push_back(call_item(c, random_id("fc_"), true));
   const bool cut = why == FinishReason::Length;
   return response_json(id, model, created, cut ? "incomplete" : "completed", std::move(output),
                        usage_of(t), cut);
@@ -226,8 +222,8 @@ std::string ResponsesStream::open(const char* type) {
   text_.clear();
   const int index = static_cast<int>(items_.size());
   const bool message = open_ == "message";
-  json item = message ? message_item(new_id("msg_"), "", "in_progress")
-                      : reasoning_item(new_id("rs_"), "", false);
+  json item = message ? message_item(random_id("msg_"), "", "in_progress")
+                      : reasoning_item(random_id("rs_"), "", false);
   items_.push_back(item);
   out += event("response.output_item.added", {{"output_index", index}, {"item", item}});
   if (message)
@@ -285,7 +281,7 @@ std::string ResponsesStream::piece(const ShownReply& shown, const ReplyTimings&)
   for (const ResponseToolCall& c : shown.calls) {
     out += close();
     const int index = static_cast<int>(items_.size());
-    const std::string id = new_id("fc_");
+    const std::string id = random_id("fc_");
     items_.push_back(call_item(c, id, true));
     out += event("response.output_item.added",
                  {{"output_index", index}, {"item", call_item(c, id, false)}});

@@ -106,6 +106,14 @@ void copy_with_template(const test::TempDir& dir, const std::string& template_na
                 dir.path() + "/chat_template.jinja", fs::copy_options::overwrite_existing);
 }
 
+// Loads the tiny model with a real chat template into s, with a context of n tokens.
+void load_templated(TestServer& s, const test::TempDir& dir, const std::string& tmpl, int n) {
+  copy_with_template(dir, tmpl);
+  EngineOptions eo;
+  eo.context_size = n;
+  s.load(eo, dir.path());
+}
+
 std::string trim_copy(const std::string& s) {
   const size_t b = s.find_first_not_of(" \n\r\t");
   return b == std::string::npos ? "" : s.substr(b, s.find_last_not_of(" \n\r\t") - b + 1);
@@ -555,11 +563,8 @@ TEST_CASE("server: errors in OpenAI's shape with the right status", "[server]") 
 // assistant's tool_calls and a tool's reply; what cannot be honoured is refused.
 TEST_CASE("server: tools go to the chat template", "[server]") {
   test::TempDir dir;
-  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
   TestServer s({}, {}, false);
-  EngineOptions eo;
-  eo.context_size = 1024;
-  s.load(eo, dir.path());
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 1024);
   const json weather = {
       {"type", "function"},
       {"function",
@@ -1397,13 +1402,10 @@ std::vector<std::pair<std::string, json>> named_events(const std::string& body) 
 TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_tokens",
           "[server][anthropic]") {
   test::TempDir dir;
-  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
   server::ServerOptions so;
   so.api_key = "sekret";
   TestServer s({}, so, false);
-  EngineOptions eo;
-  eo.context_size = 1024;
-  s.load(eo, dir.path());
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 1024);
   const httplib::Headers key = {{"x-api-key", "sekret"}, {"anthropic-version", "2023-06-01"}};
   const httplib::Headers bearer = {{"Authorization", "Bearer sekret"}};
   auto tokens_of = [&](const json& anthropic) {
@@ -1607,11 +1609,8 @@ TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_toke
 TEST_CASE("server: OpenAI's Responses API, streamed and not, function calls",
           "[server][responses]") {
   test::TempDir dir;
-  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
   TestServer s({}, {}, false);
-  EngineOptions eo;
-  eo.context_size = 1024;
-  s.load(eo, dir.path());
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 1024);
   auto c = s.client();
   const json weather = {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}};
   const json unit = {{"type", "object"},
@@ -1786,11 +1785,8 @@ std::vector<json> type_mutations(const json& body) {
 TEST_CASE("server: a field of the wrong type anywhere is a 4xx, never a 500",
           "[server][anthropic][responses][llama]") {
   test::TempDir dir;
-  copy_with_template(dir, "Qwen-Qwen2.5-7B-Instruct");
   TestServer s({}, {}, false);
-  EngineOptions eo;
-  eo.context_size = 512;
-  s.load(eo, dir.path());
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 512);
   auto c = s.client();
   const json schema = {{"type", "object"}, {"properties", {{"a", {{"type", "string"}}}}}};
   const std::vector<std::pair<std::string, json>> bodies = {

@@ -30,7 +30,6 @@ struct Delta {
   const HostTensor* full = nullptr;
   bool embedding = false;  // PEFT's lora_embedding_A/B: delta = (B A)^T
   float alpha = 0;         // scale = alpha / r (alpha / sqrt(r) with rsLoRA); 0: scale 1
-  std::string gguf_name;   // a GGUF adapter's name for it (for messages)
 };
 
 struct Adapter {
@@ -176,7 +175,6 @@ Adapter read_gguf(const std::string& path) {
     h.nbytes = t.nbytes;
     const std::string target = hf_tensor_name(arch, t.name.substr(0, t.name.size() - 7));
     Delta& d = ad.deltas[target];
-    d.gguf_name = t.name.substr(0, t.name.size() - 7);
     ad.gguf_tensors.push_back(std::make_unique<HostTensor>(h));
     if (is_a)
       d.a = ad.gguf_tensors.back().get();
@@ -240,30 +238,27 @@ void merge(const Adapter& ad, const std::string& target, const Delta& d, float u
     if (d.alpha != 0)
       scale *= d.alpha / (ad.rslora ? std::sqrt(static_cast<float>(r)) : static_cast<float>(r));
     if (d.embedding) {
-      // W[v, :] += scale * sum_k A[k, v] * B[:, k]: B's columns as rows.
-      std::vector<float> bt(b.size());
-      for (int64_t h = 0; h < out; h++)
-        for (int64_t j = 0; j < r; j++) bt[j * out + h] = b[h * r + j];
-      parallel_rows(rows, n_threads, [&](int64_t r0, int64_t r1) {
-        for (int64_t v = r0; v < r1; v++)
-          for (int64_t j = 0; j < r; j++) {
-            const float c = scale * a[j * rows + v];
-            float* dst = wf.data() + v * cols;
-            const float* src = bt.data() + j * cols;
-            for (int64_t h = 0; h < cols; h++) dst[h] += c * src[h];
-          }
-      });
-    } else {
-      parallel_rows(rows, n_threads, [&](int64_t r0, int64_t r1) {
-        for (int64_t o = r0; o < r1; o++)
-          for (int64_t j = 0; j < r; j++) {
-            const float c = scale * b[o * r + j];
-            float* dst = wf.data() + o * cols;
-            const float* src = a.data() + j * cols;
-            for (int64_t i = 0; i < cols; i++) dst[i] += c * src[i];
-          }
-      });
+      // (B A)^T = A^T B^T: the same product with A^T [vocab, r] and B^T [r, hidden].
+      auto transposed = [](const std::vector<float>& m, int64_t m_rows, int64_t m_cols) {
+        std::vector<float> t(m.size());
+        for (int64_t i = 0; i < m_rows; i++)
+          for (int64_t j = 0; j < m_cols; j++) t[j * m_rows + i] = m[i * m_cols + j];
+        return t;
+      };
+      std::vector<float> at = transposed(a, r, rows), bt = transposed(b, cols, r);
+      b = std::move(at);
+      a = std::move(bt);
     }
+    // W[o, :] += scale * sum_j B[o, j] * A[j, :]
+    parallel_rows(rows, n_threads, [&](int64_t r0, int64_t r1) {
+      for (int64_t o = r0; o < r1; o++)
+        for (int64_t j = 0; j < r; j++) {
+          const float c = scale * b[o * r + j];
+          float* dst = wf.data() + o * cols;
+          const float* src = a.data() + j * cols;
+          for (int64_t i = 0; i < cols; i++) dst[i] += c * src[i];
+        }
+    });
   }
   // Back to the weight's own dtype, so memory and --quantization stay as without the adapter.
   const DType dtype = w->dtype;
