@@ -1219,6 +1219,41 @@ TEST_CASE("vulkan attention over a long context (several chunks of keys)", "[vul
     }
 }
 
+// A decode step is planned (and its command buffer recorded) for the whole context, 32
+// splits a (token, head) here, and replayed at any length: short contexts leave most
+// splits few keys or none, and the merge must still be exact.
+TEST_CASE("vulkan decode attention planned for a long context runs short ones", "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(23);
+  const int page = 16, max_pages = 128;
+  std::vector<int32_t> table(max_pages);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  // From 1 key (31 splits without one) to 2,048 (64 a split), in one batch.
+  const std::vector<int32_t> positions = {0, 1, 63, 64, 65, 700, 2047, 1499};
+  const int64_t T = static_cast<int64_t>(positions.size());
+  const AttentionCase c{4, 2, 64, 0, 0.f, DType::F32, DType::F32};
+  const Node node = make_node(Op::Attention, attention_params(c, page));
+  for (bool by_subgroup : {true, false}) {
+    DYNAMIC_SECTION((by_subgroup ? "chunks of 64" : "chunks of 32 by trees")) {
+      ScopedEnv sg("LLM_VULKAN_ATTN_SUBGROUP", by_subgroup ? nullptr : "0");
+      const std::vector<HostT> ins =
+          attention_inputs(c, int64_t{max_pages} * page, positions, std::vector<int32_t>(T, 0),
+                           table, max_pages, rng);
+      const HostT out = zeros({T, int64_t{c.heads} * c.head_dim});
+      // compare_with_cpu replays the program: the merge counters are back at zero for the
+      // second run.
+      const double err = compare_with_cpu(node, ins, out);
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+      OneNode g(shared_vulkan(), node, ins, out);
+      const auto ds = g.program().dispatches();
+      REQUIRE(ds.size() == 1);
+      CHECK(ds[0].kernel.find("x32 +merge") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split and merged ones)",
           "[vulkan][ops][quant]") {
   VULKAN_TEST();
