@@ -82,6 +82,11 @@ class Program {
   }
   // How run_profiled() measures, for the profile's heading ("" when unsaid).
   virtual std::string profile_method() const { return ""; }
+  // The most keys a token of the next run attends to (its position + 1, at most the
+  // planned context). A backend may then replay a recording planned for that context
+  // rather than the whole one (Vulkan's split decode attention); results must not
+  // depend on it.
+  virtual void set_context_used(int64_t /*keys*/) {}
 };
 
 struct DeviceInfo {

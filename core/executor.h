@@ -33,6 +33,8 @@ class Executor {
   // before without the host in between. Sizes must match.
   void feed_input(const std::string& name, const Executor& src, const std::string& output);
   void run();
+  // Program::set_context_used for the next run: the most keys a token of it attends to.
+  void set_context_used(int64_t keys) { program_->set_context_used(keys); }
   // run() timing each dispatch (Program::run_profiled).
   std::vector<double> run_profiled();
   // Copies the first `bytes` of an Output tensor to the host (leading rows).

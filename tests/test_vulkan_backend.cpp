@@ -1252,6 +1252,25 @@ TEST_CASE("vulkan decode attention planned for a long context runs short ones", 
       CHECK(ds[0].kernel.find("x32 +merge") != std::string::npos);
     }
   }
+  // One token, told how long its context is (Program::set_context_used): the program
+  // replays a recording with fewer splits (1, 2, 4, 12, 24), or the planned 32.
+  static auto cpu = make_cpu_backend(2);
+  const std::vector<HostT> ins1 =
+      attention_inputs(c, int64_t{max_pages} * page, {0}, {0}, table, max_pages, rng);
+  const HostT out1 = zeros({1, int64_t{c.heads} * c.head_dim});
+  OneNode ref(*cpu, node, ins1, out1), g(shared_vulkan(), node, ins1, out1);
+  for (const int32_t pos : {0, 100, 250, 700, 1500, 2047, 30}) {
+    DYNAMIC_SECTION("one token at position " << pos) {
+      for (OneNode* n : {&ref, &g}) n->set_input(3, i32_tensor({1}, {pos}).data);
+      ref.run();
+      g.program().set_context_used(pos + 1);
+      for (int rep = 0; rep < 2; rep++) g.run();  // the counters are back at zero
+      const double err =
+          max_rel_error(decode(DType::F32, g.output()), decode(DType::F32, ref.output()));
+      INFO("max rel err " << err);
+      CHECK(err <= 1e-5);
+    }
+  }
 }
 
 TEST_CASE("vulkan decode attention rounds its output for the o GEMV (one split and merged ones)",

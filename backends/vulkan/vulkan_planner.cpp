@@ -173,16 +173,6 @@ Buffer& block_major_copy(Context& ctx, const std::shared_ptr<Context>& keep, Buf
   return *rows.block_major;
 }
 
-// Groups of a 2-d grid covering n groups (x at most 65535); shaders take
-// flat_group() / flat_id() and skip what lies past the end.
-void grid(Recorded& x, uint64_t n) {
-  n = std::max<uint64_t>(n, 1);
-  x.groups_x = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxGroups));
-  x.groups_y = static_cast<uint32_t>((n + x.groups_x - 1) / x.groups_x);
-  if (x.groups_y > kMaxGroups)
-    fail("vulkan backend: %s needs too many workgroups", x.label.c_str());
-}
-
 class Planner {
  public:
   Planner(const Backend& backend, const std::shared_ptr<Context>& ctx,
@@ -1261,11 +1251,11 @@ void Planner::plan_attention() {
     spec.push_back(o_norm_dt >= 0 ? 1 : 0);  // O_NEXT_NORM, O_NNWDT
     spec.push_back(std::max(o_norm_dt, 0));
   }
-  use(o_res >= 0    ? "attention_decode_o"
-      : by_subgroup ? "attention_decode_sg"
-      : decode      ? "attention_decode"
-                    : "attention",
-      spec);
+  const char* shader = o_res >= 0    ? "attention_decode_o"
+                       : by_subgroup ? "attention_decode_sg"
+                       : decode      ? "attention_decode"
+                                     : "attention";
+  use(shader, spec);
   x_.label = format_message("attention%s %s",
                             by_subgroup ? " decode/64"
                             : decode    ? " decode"
@@ -1277,6 +1267,16 @@ void Planner::plan_attention() {
     x_.label += format_message(" +o (%u slices a head) +add%s", o_parts,
                                o_norm_dt >= 0 ? " +rms_norm" : "");
   grid(x_, static_cast<uint64_t>(items) * splits + uint64_t{o_parts} * p.n_heads);
+  if (splits > 1) {
+    Recorded::Splits& v = x_.splits;
+    v.max = splits;
+    v.keys = static_cast<uint32_t>(split_keys);
+    v.items = static_cast<uint64_t>(items);
+    v.extra_groups = uint64_t{o_parts} * p.n_heads;
+    v.shader = shader;
+    v.spec = spec;
+    v.spec_index = 2;  // SPLITS
+  }
 }
 
 // O_WORKERS (attention_decode_o): bindings 11-18 and the push constants of o (node

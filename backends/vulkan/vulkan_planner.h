@@ -18,8 +18,6 @@ namespace vk {
 
 // The attention shader's MAX_D (the backend's op check refuses larger heads).
 constexpr int kAttentionMaxHeadDim = 1024;
-// The most workgroups of one grid dimension.
-constexpr uint32_t kMaxGroups = 65535;
 
 // The backend's choices that the plan follows.
 struct PlanSettings {

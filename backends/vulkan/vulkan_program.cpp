@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include "backends/vulkan/vulkan_step_times.h"
@@ -81,6 +82,11 @@ class VulkanProgram final : public Program {
     if (!writes.empty())
       d.vkUpdateDescriptorSets(dev, static_cast<uint32_t>(writes.size()), writes.data(), 0,
                                nullptr);
+    for (const Recorded& x : ds_)
+      if (x.splits.max > splits_max_) {
+        splits_max_ = x.splits.max;
+        split_keys_ = x.splits.keys;
+      }
     cb_ = record(false);
   }
 
@@ -94,6 +100,8 @@ class VulkanProgram final : public Program {
     const VkDevice dev = ctx_->device();
     for (VkCommandBuffer cb : {cb_, cb_profiled_})
       if (cb) d.vkFreeCommandBuffers(dev, ctx_->command_pool(), 1, &cb);
+    for (const auto& [n, cb] : by_splits_)
+      d.vkFreeCommandBuffers(dev, ctx_->command_pool(), 1, &cb);
     if (queries_) d.vkDestroyQueryPool(dev, queries_, nullptr);
     if (pool_) d.vkDestroyDescriptorPool(dev, pool_, nullptr);
   }
@@ -101,7 +109,7 @@ class VulkanProgram final : public Program {
   VulkanProgram& operator=(const VulkanProgram&) = delete;
 
   void run() override {
-    if (!profile_) return ctx_->submit_queued(cb_);
+    if (!profile_) return ctx_->submit_queued(splits_next_ ? with_splits(splits_next_) : cb_);
     // LLM_VULKAN_PROFILE=1: every run timed per dispatch, a summary at destruction.
     const std::vector<double> ms = run_profiled();
     if (totals_.empty()) totals_.assign(ds_.size(), 0.0);
@@ -113,6 +121,16 @@ class VulkanProgram final : public Program {
     std::vector<Program::Dispatch> out;
     for (const Recorded& x : ds_) out.push_back({x.label, x.nodes});
     return out;
+  }
+
+  // A context of `keys` takes one split per split_keys_ of it: rounded up to a
+  // multiple of 4 (few recordings), as planned where that is no fewer.
+  void set_context_used(int64_t keys) override {
+    if (splits_max_ == 0) return;
+    const int64_t k = split_keys_;
+    int64_t n = std::max<int64_t>(1, (keys + k - 1) / k);
+    if (n > 2) n = (n + 3) / 4 * 4;
+    splits_next_ = n < splits_max_ ? static_cast<uint32_t>(n) : 0;
   }
 
   std::string profile_method() const override {
@@ -156,7 +174,14 @@ class VulkanProgram final : public Program {
   // barrier where one depends on an earlier one (barrier_before), barriers against earlier
   // transfers at the start and for host reads at the end; timestamps between
   // dispatches when profiled.
-  VkCommandBuffer record(bool timestamps) {
+  // The step recorded with `n` splits (at most each dispatch's planned count), once.
+  VkCommandBuffer with_splits(uint32_t n) {
+    auto it = by_splits_.find(n);
+    if (it == by_splits_.end()) it = by_splits_.emplace(n, record(false, n)).first;
+    return it->second;
+  }
+
+  VkCommandBuffer record(bool timestamps, uint32_t splits = 0) {
     const DeviceApi& d = ctx_->d();
     VkCommandBuffer cb = VK_NULL_HANDLE;
     VkCommandBufferAllocateInfo cai{};
@@ -200,13 +225,18 @@ class VulkanProgram final : public Program {
         cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-      d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->pipeline);
-      d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x.pipeline->layout, 0, 1,
-                                &x.set, 0, nullptr);
+      // Fewer splits: the same dispatch on the pipeline specialized for them (its
+      // descriptor set layout is defined identically).
+      Recorded v;
+      const Recorded& run_x = splits && splits < x.splits.max ? with_split_count(x, splits, v) : x;
+      const Pipeline& pl = *run_x.pipeline;
+      d.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pl.pipeline);
+      d.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pl.layout, 0, 1, &x.set, 0,
+                                nullptr);
       if (x.push_words)
-        d.vkCmdPushConstants(cb, x.pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                             x.push_words * 4, x.push);
-      d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+        d.vkCmdPushConstants(cb, pl.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, x.push_words * 4,
+                             x.push);
+      d.vkCmdDispatch(cb, run_x.groups_x, run_x.groups_y, 1);
       // LLM_VULKAN_REPEAT: the dispatch again, after a barrier, so that the step's time
       // grows by what it costs inside the replay (profiles time it with a wait on each
       // side). A measuring aid: the step's results are then not those of the graph.
@@ -216,7 +246,7 @@ class VulkanProgram final : public Program {
         cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-        d.vkCmdDispatch(cb, x.groups_x, x.groups_y, 1);
+        d.vkCmdDispatch(cb, run_x.groups_x, run_x.groups_y, 1);
       }
       if (timestamps)
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
@@ -229,6 +259,16 @@ class VulkanProgram final : public Program {
     if (step_times) step_times->mark_step(cb, true);
     LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
     return cb;
+  }
+
+  // x's pipeline and grid with n splits, in v.
+  const Recorded& with_split_count(const Recorded& x, uint32_t n, Recorded& v) {
+    std::vector<int32_t> spec = x.splits.spec;
+    spec[x.splits.spec_index] = static_cast<int32_t>(n);
+    v.label = x.label;
+    v.pipeline = &ctx_->pipeline(x.splits.shader, static_cast<uint32_t>(x.bindings.size()), spec);
+    grid(v, x.splits.items * n + x.splits.extra_groups);
+    return v;
   }
 
   // Device time per dispatch label over the profiled runs, largest first (stderr).
@@ -259,9 +299,22 @@ class VulkanProgram final : public Program {
   VkCommandBuffer cb_ = VK_NULL_HANDLE;
   VkCommandBuffer cb_profiled_ = VK_NULL_HANDLE;
   VkQueryPool queries_ = VK_NULL_HANDLE;
+  // Split decode attention: the most splits any dispatch was planned with, the keys a
+  // split is planned for, the count the next run takes (0: as planned) and the
+  // recordings of the counts run so far.
+  uint32_t splits_max_ = 0, split_keys_ = 1, splits_next_ = 0;
+  std::map<uint32_t, VkCommandBuffer> by_splits_;
 };
 
 }  // namespace
+
+void grid(Recorded& x, uint64_t n) {
+  n = std::max<uint64_t>(n, 1);
+  x.groups_x = static_cast<uint32_t>(std::min<uint64_t>(n, kMaxGroups));
+  x.groups_y = static_cast<uint32_t>((n + x.groups_x - 1) / x.groups_x);
+  if (x.groups_y > kMaxGroups)
+    fail("vulkan backend: %s needs too many workgroups", x.label.c_str());
+}
 
 Buffer& vk_buffer(const DeviceBuffer& b) {
   const Buffer* vb = dynamic_cast<const Buffer*>(&b);

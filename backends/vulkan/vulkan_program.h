@@ -26,6 +26,9 @@ struct Region {
   }
 };
 
+// The most workgroups of one grid dimension.
+constexpr uint32_t kMaxGroups = 65535;
+
 // One recorded dispatch.
 struct Recorded {
   std::vector<Region> reads, writes;  // tensors, for the barriers (not the error word)
@@ -46,7 +49,23 @@ struct Recorded {
   uint32_t groups_x = 1, groups_y = 1;
   std::string label;
   std::vector<int> nodes;  // bound nodes it computes
+  // A decode attention whose keys are split over `max` workgroups an item (its SPLITS
+  // specialization constant at index spec_index) for the planned context: a shorter
+  // context replays a recording with fewer (Program::set_context_used). Any count is
+  // correct (the keys are shared evenly); fewer run and merge faster.
+  struct Splits {
+    uint32_t max = 0;                      // 0: not split
+    uint32_t keys = 1;                     // context tokens a split is planned for
+    uint64_t items = 0, extra_groups = 0;  // grid: items * splits + extra_groups
+    std::string shader;
+    std::vector<int32_t> spec;
+    size_t spec_index = 0;
+  } splits;
 };
+
+// Groups of a 2-d grid covering n groups (x at most kMaxGroups); shaders take
+// flat_group() / flat_id() and skip what lies past the end.
+void grid(Recorded& x, uint64_t n);
 
 // The buffer behind a tensor of this backend (fails on another backend's).
 Buffer& vk_buffer(const DeviceBuffer& b);

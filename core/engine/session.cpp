@@ -176,6 +176,7 @@ Executor& Session::run_step(int T, int R, const int32_t* tokens, const Executor*
   else
     ex.feed_input(step_io::kTokens, *fed_by, step_io::kSampled);
   ex.set_input(step_io::kPositions, pos.data(), T * sizeof(int32_t));
+  ex.set_context_used(int64_t{position_} + T);
   ex.set_input(step_io::kSeqIds, seq.data(), T * sizeof(int32_t));
   ex.set_input(step_io::kSlots, pos.data(), T * sizeof(int32_t));  // identity page table
   ex.set_input(step_io::kLogitRows, rows.data(), R * sizeof(int32_t));

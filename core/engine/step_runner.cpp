@@ -127,6 +127,7 @@ void StepRunner::set_step_inputs(Executor& ex, int T, int S, int n,
     ex.set_input(name, v.data(), v.size() * sizeof(int32_t));
   };
   set(step_io::kPositions, in_pos_);
+  ex.set_context_used(int64_t{*std::max_element(positions.begin(), positions.begin() + n)} + 1);
   set(step_io::kSeqIds, in_seq_);
   set(step_io::kSlots, in_slots_);
   set(step_io::kBlockTable, in_table_);
