@@ -139,6 +139,8 @@ class VulkanProgram final : public Program {
                : "";
   }
 
+  // Times the planned recording (every split a decode attention was planned with), not
+  // the one set_context_used picks for run(): the results are the same.
   std::vector<double> run_profiled() override {
     const PhysicalInfo& ph = ctx_->phys();
     if (ph.timestamp_bits == 0 || ds_.empty()) {
