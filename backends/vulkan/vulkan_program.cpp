@@ -172,10 +172,6 @@ class VulkanProgram final : public Program {
   }
 
  private:
-  // The whole step in one command buffer: dispatches in order with a global memory
-  // barrier where one depends on an earlier one (barrier_before), barriers against earlier
-  // transfers at the start and for host reads at the end; timestamps between
-  // dispatches when profiled.
   // The step recorded with `n` splits (at most each dispatch's planned count), once.
   VkCommandBuffer with_splits(uint32_t n) {
     auto it = by_splits_.find(n);
@@ -183,6 +179,11 @@ class VulkanProgram final : public Program {
     return it->second;
   }
 
+  // The whole step in one command buffer: dispatches in order with a global memory
+  // barrier where one depends on an earlier one (barrier_before), barriers against earlier
+  // transfers at the start and for host reads at the end; timestamps between
+  // dispatches when profiled; split decode attention with `splits` splits where that is
+  // fewer than planned (0: as planned).
   VkCommandBuffer record(bool timestamps, uint32_t splits = 0) {
     const DeviceApi& d = ctx_->d();
     VkCommandBuffer cb = VK_NULL_HANDLE;
