@@ -96,10 +96,8 @@ std::string event(const char* name, const json& data) {
 
 }  // namespace
 
-AnthropicRequest parse_anthropic_request(const ojson& body) {
-  AnthropicRequest r;
-  ojson& o = r.openai;
-  o = ojson::object();
+ojson parse_anthropic_request(const ojson& body) {
+  ojson o = ojson::object();
   if (present(body, "model")) o["model"] = body["model"];
   ojson messages = ojson::array();
   if (present(body, "system"))
@@ -113,7 +111,7 @@ AnthropicRequest parse_anthropic_request(const ojson& body) {
   for (const char* key : {"temperature", "top_p", "top_k"})
     if (present(body, key)) o[key] = body[key];
   if (present(body, "stop_sequences")) o["stop"] = body["stop_sequences"];
-  r.stream = optional_bool(body, "stream", r.stream, "");
+  o["stream"] = optional_bool(body, "stream", false, "");
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
@@ -161,7 +159,7 @@ AnthropicRequest parse_anthropic_request(const ojson& body) {
       throw ApiError(400, "'thinking' must be {\"type\": \"enabled\" | \"disabled\"}", "thinking");
     o["chat_template_kwargs"] = {{"enable_thinking", type == "enabled"}};
   }
-  return r;
+  return o;
 }
 
 json anthropic_message(const std::string& id, const std::string& model, const ShownReply& reply,

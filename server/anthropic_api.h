@@ -13,17 +13,13 @@
 
 namespace llm::server {
 
-struct AnthropicRequest {
-  nlohmann::ordered_json openai;  // an OpenAI chat body
-  bool stream = false;
-};
-
 // system (text or text blocks), messages (user text and tool_result blocks, assistant
 // text and tool_use blocks; thinking blocks are dropped), max_tokens, temperature, top_p,
 // top_k, stop_sequences, tools (name, description, input_schema), tool_choice (auto, any,
 // tool, none; disable_parallel_tool_use), thinking (the template's enable_thinking),
-// stream. Throws ApiError (400) for images, documents, server tools and malformed fields.
-AnthropicRequest parse_anthropic_request(const nlohmann::ordered_json& body);
+// stream, as the OpenAI chat body they mean (its "stream" says whether to stream). Throws
+// ApiError (400) for images, documents, server tools and malformed fields.
+nlohmann::ordered_json parse_anthropic_request(const nlohmann::ordered_json& body);
 
 // The reply as a message: thinking, text and tool_use blocks, stop_reason (end_turn,
 // max_tokens, tool_use) and usage.

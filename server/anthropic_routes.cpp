@@ -28,10 +28,10 @@ void Server::anthropic_routes() {
 
   // The request as the engine's: its plan, whether it streams.
   auto plan = [this](const Ready& r, const Request& req, bool* stream) {
-    const AnthropicRequest a = parse_anthropic_request(parse_body(req.body));
-    if (stream) *stream = a.stream;
+    const nlohmann::ordered_json chat = parse_anthropic_request(parse_body(req.body));
     if (!r.chat) throw ApiError(400, "this model has no chat template", "messages");
-    const ParsedRequest p = parse_chat_request(a.openai, r.engine->vocab_size());
+    const ParsedRequest p = parse_chat_request(chat, r.engine->vocab_size());
+    if (stream) *stream = p.stream;
     return plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning,
                            r.engine->context_size());
   };

@@ -117,10 +117,8 @@ json response_json(const std::string& id, const std::string& model, int64_t crea
 
 }  // namespace
 
-ResponsesRequest parse_responses_request(const ojson& body) {
-  ResponsesRequest r;
-  ojson& o = r.openai;
-  o = ojson::object();
+ojson parse_responses_request(const ojson& body) {
+  ojson o = ojson::object();
   if (present(body, "previous_response_id"))
     throw ApiError(400,
                    "'previous_response_id' is not supported: this server stores no responses; "
@@ -139,7 +137,7 @@ ResponsesRequest parse_responses_request(const ojson& body) {
   if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
   for (const char* key : {"temperature", "top_p", "parallel_tool_calls"})
     if (present(body, key)) o[key] = body[key];
-  r.stream = optional_bool(body, "stream", r.stream, "");
+  o["stream"] = optional_bool(body, "stream", false, "");
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];
     if (!tools.is_array()) throw ApiError(400, "'tools' must be a list", "tools");
@@ -184,7 +182,7 @@ ResponsesRequest parse_responses_request(const ojson& body) {
       throw ApiError(400, "'text.format.type' must be text, json_object or json_schema", "text");
     }
   }
-  return r;
+  return o;
 }
 
 json responses_object(const std::string& id, const std::string& model, int64_t created,

@@ -13,17 +13,13 @@
 
 namespace llm::server {
 
-struct ResponsesRequest {
-  nlohmann::ordered_json openai;  // an OpenAI chat body
-  bool stream = false;
-};
-
 // instructions, input (a string, or items: messages with text content, function_call,
 // function_call_output; reasoning items are dropped), tools (function tools), tool_choice,
 // parallel_tool_calls, max_output_tokens, temperature, top_p, text.format (text,
-// json_object, json_schema), stream. Throws ApiError (400) for images, files, built-in
-// tools, previous_response_id (nothing is stored) and malformed fields.
-ResponsesRequest parse_responses_request(const nlohmann::ordered_json& body);
+// json_object, json_schema), stream, as the OpenAI chat body they mean (its "stream" says
+// whether to stream). Throws ApiError (400) for images, files, built-in tools,
+// previous_response_id (nothing is stored) and malformed fields.
+nlohmann::ordered_json parse_responses_request(const nlohmann::ordered_json& body);
 
 // The response object: output items (reasoning, message with output_text, function_call),
 // status completed or incomplete (max_output_tokens), usage.

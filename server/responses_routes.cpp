@@ -33,9 +33,9 @@ void Server::responses_routes() {
       job->ready = ready();
       if (!job->ready) throw ApiError(503, "the model is still loading", "", "server_error");
       const Ready& r = *job->ready;
-      const ResponsesRequest rr = parse_responses_request(parse_body(req.body));
-      stream = rr.stream;
-      const ParsedRequest p = parse_chat_request(rr.openai, r.engine->vocab_size());
+      const ParsedRequest p =
+          parse_chat_request(parse_responses_request(parse_body(req.body)), r.engine->vocab_size());
+      stream = p.stream;
       GenerationPlan plan =
           plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning, r.engine->context_size());
       submit_plan(*job, plan, "input");
