@@ -1254,7 +1254,7 @@ TEST_CASE("vulkan decode attention planned for a long context runs short ones", 
   }
   // One token, told how long its context is (Program::set_context_used): the program
   // replays a recording with fewer splits (1, 2, 4, 12, 24), or the planned 32.
-  static auto cpu = make_cpu_backend(2);
+  auto cpu = make_cpu_backend(2);
   const std::vector<HostT> ins1 =
       attention_inputs(c, int64_t{max_pages} * page, {0}, {0}, table, max_pages, rng);
   const HostT out1 = zeros({1, int64_t{c.heads} * c.head_dim});
