@@ -340,4 +340,6 @@ VulkanBest vulkan_best_device() {
 
 int vulkan_validation_errors() { return vk::validation_error_count(); }
 
+int vulkan_pipelines_created() { return vk::pipelines_created(); }
+
 }  // namespace llm

@@ -24,4 +24,7 @@ VulkanBest vulkan_best_device();
 // Errors the validation layer reported so far (LLM_VULKAN_VALIDATION=1).
 int vulkan_validation_errors();
 
+// Compute pipelines created so far (all devices): what a step compiles on the fly shows.
+int vulkan_pipelines_created();
+
 }  // namespace llm

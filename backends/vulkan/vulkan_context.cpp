@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "backends/vulkan/vulkan_shaders.h"
 #include "backends/vulkan/vulkan_step_times.h"
@@ -24,6 +26,7 @@ constexpr size_t kStagingBytes = 64 * kMiB;
 constexpr size_t kSmallBuffer = 1 << 20;
 
 std::atomic<int> g_validation_errors{0};
+std::atomic<int> g_pipelines_created{0};
 
 VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
                                              VkDebugUtilsMessageTypeFlagsEXT,
@@ -56,6 +59,8 @@ bool validation_requested() {
 }
 
 int validation_error_count() { return g_validation_errors.load(); }
+
+int pipelines_created() { return g_pipelines_created.load(); }
 
 // ---- Instance ------------------------------------------------------------------------------
 
@@ -603,7 +608,7 @@ void Context::save_pipeline_cache() {
 }
 
 void Context::print_statistics(const std::string& name, const std::vector<int32_t>& spec,
-                               VkPipeline pipeline) {
+                               VkPipeline pipeline) const {
   std::string line = "pipeline " + name + " [";
   for (size_t i = 0; i < spec.size(); i++) line += (i ? " " : "") + std::to_string(spec[i]);
   line += "]";
@@ -647,6 +652,46 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
   auto key = std::make_pair(name, spec);
   auto it = pipelines_.find(key);
   if (it != pipelines_.end()) return it->second;
+  return pipelines_.emplace(key, create_pipeline(name, n_bindings, spec)).first->second;
+}
+
+void Context::prepare_pipelines(const std::vector<PipelineRequest>& requests) {
+  std::vector<const PipelineRequest*> todo;
+  for (const PipelineRequest& r : requests) {
+    const bool listed = std::any_of(todo.begin(), todo.end(), [&](const PipelineRequest* t) {
+      return t->name == r.name && t->spec == r.spec;
+    });
+    if (!listed && !pipelines_.count(std::make_pair(r.name, r.spec))) todo.push_back(&r);
+  }
+  if (todo.empty()) return;
+  // Threads take the next request in turn; what one fails with is thrown once all
+  // have finished, and what the others created is kept.
+  std::vector<Pipeline> made(todo.size());
+  std::vector<std::exception_ptr> errors(todo.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < todo.size();) {
+      try {
+        made[i] = create_pipeline(todo[i]->name, todo[i]->n_bindings, todo[i]->spec);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+  };
+  const size_t n_threads =
+      std::min<size_t>(todo.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < n_threads; t++) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < todo.size(); i++)
+    if (!errors[i]) pipelines_.emplace(std::make_pair(todo[i]->name, todo[i]->spec), made[i]);
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+Pipeline Context::create_pipeline(const std::string& name, uint32_t n_bindings,
+                                  const std::vector<int32_t>& spec) const {
   const ShaderCode* code = vulkan_shader(name.c_str());
   if (!code) fail("vulkan backend: no shader named %s in this build", name.c_str());
   Pipeline p;
@@ -702,7 +747,8 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t n_bindings,
          result_name(r));
   }
   if (stats) print_statistics(name, spec, p.pipeline);
-  return pipelines_.emplace(key, p).first->second;
+  g_pipelines_created++;
+  return p;
 }
 
 void Context::submit(VkCommandBuffer cb, bool wait) {

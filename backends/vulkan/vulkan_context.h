@@ -24,6 +24,8 @@ namespace llm::vk {
 // reports are printed and counted (tests fail on them).
 bool validation_requested();
 int validation_error_count();
+// Pipelines created so far by every context of the process.
+int pipelines_created();
 
 class Instance {
  public:
@@ -172,6 +174,14 @@ class Context {
   // constants (constant_id 0, 1, ...), created once and kept.
   const Pipeline& pipeline(const std::string& name, uint32_t n_bindings,
                            const std::vector<int32_t>& spec);
+  struct PipelineRequest {
+    std::string name;
+    uint32_t n_bindings = 0;
+    std::vector<int32_t> spec;
+  };
+  // Creates those of these pipelines not created yet, on several threads (a driver
+  // compiles each in up to a few hundred ms), so that a recording made later finds them.
+  void prepare_pipelines(const std::vector<PipelineRequest>& requests);
 
   // Submits a recorded command buffer after everything in flight has finished; with
   // wait, returns when it has finished too. A submission without wait is waited for by
@@ -215,8 +225,11 @@ class Context {
   StepTimes* step_times() const { return step_times_.get(); }
 
  private:
+  // A new pipeline (not kept); safe to call from several threads at once.
+  Pipeline create_pipeline(const std::string& name, uint32_t n_bindings,
+                           const std::vector<int32_t>& spec) const;
   void print_statistics(const std::string& name, const std::vector<int32_t>& spec,
-                        VkPipeline pipeline);
+                        VkPipeline pipeline) const;
   void record_transfer(const std::function<void(VkCommandBuffer)>& rec);
   // A ring slot for the next submission, waiting for its last one if still in flight.
   size_t acquire_slot();
