@@ -1111,11 +1111,40 @@ TEST_CASE("vulkan attention matches the cpu (GQA, window, softcap, ragged batch,
                                     {4, 1, 128, 3, 1.5f, F::BF16, F::BF16}});
 }
 
-TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[vulkan][ops]") {
+namespace {
+
+// The tiled prefill attention (attention_tiled.comp) checked for one program: its
+// output against the CPU's and, where `tiled`, that it took the tiled shader (or that it
+// did not).
+void check_prefill_attention(const AttentionCase& a, int page, int cache_pages, int max_pages,
+                             const std::vector<int32_t>& pos, const std::vector<int32_t>& seq,
+                             const std::vector<int32_t>& table, bool tiled, std::mt19937& rng) {
+  const int64_t T = static_cast<int64_t>(pos.size());
+  const Node node = make_node(Op::Attention, attention_params(a, page));
+  const std::vector<HostT> ins =
+      attention_inputs(a, int64_t{cache_pages} * page, pos, seq, table, max_pages, rng);
+  const HostT out = zeros({T, int64_t{a.heads} * a.head_dim});
+  const double err = compare_with_cpu(node, ins, out);
+  INFO("max rel err " << err);
+  CHECK(err <= 1e-5);
+  OneNode g(shared_vulkan(), node, ins, out);
+  const auto ds = g.program().dispatches();
+  REQUIRE(!ds.empty());
+  if (tiled) {
+    CHECK(ds.size() == 1);
+    CHECK(ds[0].kernel.find("attention tiled") != std::string::npos);
+  }
+  for (const auto& d : ds)
+    if (!tiled) CHECK(d.kernel.find("attention tiled") == std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("vulkan prefill attention in tiles of 32 queries matches the cpu", "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(17);
   // 53 tokens of three sequences; sequence 0's come in two runs around sequence 1's, so
-  // tiles hold one, two or three sequences (a pass over the keys for each).
+  // the first tile holds three sequences (a pass over the keys for each).
   const int page = 8, max_pages = 8, cache_pages = 24;
   std::vector<int32_t> table(cache_pages);
   std::iota(table.begin(), table.end(), 0);
@@ -1131,11 +1160,19 @@ TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[v
   run(1, 0, 7);
   run(0, 42, 9);
   run(2, 5, 25);
-  const int64_t T = static_cast<int64_t>(pos.size());
   // A fourth block-table row makes it under 16 tokens per sequence (a decode batch),
   // which keeps a workgroup per token.
   std::vector<int32_t> table4 = table;
   table4.insert(table4.end(), table.begin(), table.begin() + max_pages);
+  // One sequence of 100 tokens after 37 cached ones: tiles of 32 keys' chunks up to
+  // ten apart, the last tile short.
+  const int long_page = 16, long_max_pages = 10, long_cache_pages = 12;
+  std::vector<int32_t> long_table(long_cache_pages);
+  std::iota(long_table.begin(), long_table.end(), 0);
+  std::shuffle(long_table.begin(), long_table.end(), rng);
+  long_table.resize(long_max_pages);
+  std::vector<int32_t> long_pos(100);
+  std::iota(long_pos.begin(), long_pos.end(), 37);
   struct Case {
     AttentionCase a;
     bool tiled;
@@ -1149,25 +1186,23 @@ TEST_CASE("vulkan prefill attention in tiles of 16 queries matches the cpu", "[v
                         {{4, 2, 64, 9, 0.f, DType::F32, DType::F32}, false, &table},
                         {{2, 1, 130, 0, 0.f, DType::F32, DType::F32}, false, &table},
                         {{8, 2, 64, 0, 0.f, DType::F32, DType::F32}, false, &table4}};
-  for (const Case& c : cases) {
-    DYNAMIC_SECTION(attention_case_name(c.a)
-                    << ", " << c.table->size() / max_pages << " block-table rows") {
-      const Node node = make_node(Op::Attention, attention_params(c.a, page));
-      const std::vector<HostT> ins =
-          attention_inputs(c.a, int64_t{cache_pages} * page, pos, seq, *c.table, max_pages, rng);
-      const HostT out = zeros({T, int64_t{c.a.heads} * c.a.head_dim});
-      const double err = compare_with_cpu(node, ins, out);
-      INFO("max rel err " << err);
-      CHECK(err <= 1e-5);
-      OneNode g(shared_vulkan(), node, ins, out);
-      const auto ds = g.program().dispatches();
-      REQUIRE(!ds.empty());
-      if (c.tiled) {
-        CHECK(ds.size() == 1);
-        CHECK(ds[0].kernel.find("attention tiled") != std::string::npos);
+  // Chunks of 32 keys where the device has the shared memory (not lavapipe), and of 16.
+  for (const char* bkey : {"32", "16"}) {
+    ScopedEnv chunk("LLM_VULKAN_ATTN_BKEY", bkey);
+    for (const Case& c : cases) {
+      DYNAMIC_SECTION("chunks of " << bkey << ", " << attention_case_name(c.a) << ", "
+                                   << c.table->size() / max_pages << " block-table rows") {
+        check_prefill_attention(c.a, page, cache_pages, max_pages, pos, seq, *c.table, c.tiled,
+                                rng);
       }
-      for (const auto& d : ds)
-        if (!c.tiled) CHECK(d.kernel.find("attention tiled") == std::string::npos);
+    }
+    for (const AttentionCase& a : {AttentionCase{8, 2, 128, 0, 0.f, DType::F32, DType::F32},
+                                   AttentionCase{4, 4, 80, 0, 0.f, DType::F16, DType::F16}}) {
+      DYNAMIC_SECTION("chunks of " << bkey << ", " << attention_case_name(a)
+                                   << ", 100 tokens after 37") {
+        check_prefill_attention(a, long_page, long_cache_pages, long_max_pages, long_pos,
+                                std::vector<int32_t>(long_pos.size(), 0), long_table, true, rng);
+      }
     }
   }
 }
