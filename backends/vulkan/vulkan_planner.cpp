@@ -47,7 +47,7 @@ uint32_t env_uint(const char* name, uint32_t fallback) {
 constexpr int64_t kNormQuantMaxRow = 4096;
 // attention_tiled.comp: query rows per workgroup, head dims at most, and the fewest
 // tokens of a step that take it.
-constexpr int64_t kAttentionTile = 32;
+constexpr int64_t kAttentionTile = 16;
 constexpr int kAttentionTiledMaxHeadDim = 128;
 constexpr int64_t kAttentionTiledMinTokens = 16;
 // Attention splits the keys of each (token, head) when there are fewer pairs than
@@ -1167,14 +1167,9 @@ void Planner::plan_attention() {
   // At least 16 tokens per sequence on average (block table rows): a tile of
   // decode tokens of 16 sequences would take 16 passes over the keys.
   const int64_t n_seqs = std::max<int64_t>(1, in[5].shape[0]);
-  // Chunks of 32 keys need 39 KiB of shared memory, of 16 28 KiB (lavapipe has 32);
-  // LLM_VULKAN_ATTN_BKEY=16 takes 16 anyway (for testing).
-  const uint32_t smem = ctx_->phys().props.limits.maxComputeSharedMemorySize;
-  const uint32_t bkey_asked = env_uint("LLM_VULKAN_ATTN_BKEY", 32);
-  const int32_t bkey = smem >= 40 * 1024 && bkey_asked != 16 ? 32 : smem >= 29 * 1024 ? 16 : 0;
-  const bool tiled = tiled_on && bkey > 0 && T >= kAttentionTiledMinTokens &&
-                     T >= kAttentionTiledMinTokens * n_seqs && p.window <= 0 &&
-                     p.head_dim <= kAttentionTiledMaxHeadDim && p.head_dim % 4 == 0;
+  const bool tiled = tiled_on && T >= kAttentionTiledMinTokens && T >= kAttentionTile * n_seqs &&
+                     p.window <= 0 && p.head_dim <= kAttentionTiledMaxHeadDim &&
+                     p.head_dim % 4 == 0;
   const Recorded::Binding unused = error_binding();
   const bool k_vec4 = in[1].dtype == DType::F32 && p.head_dim % 4 == 0 && in[1].offset % 16 == 0;
   const bool kv_vec4 = k_vec4 && in[2].dtype == DType::F32 && in[2].offset % 16 == 0;
@@ -1185,6 +1180,10 @@ void Planner::plan_attention() {
   const int32_t kv_load = kv_vec4 ? 1 : kv_half4 ? 2 : 0;
   if (tiled) {
     x_.bindings.push_back(unused);  // binding 8, the splits' partials: none
+    // Chunks of 32 keys need 44 KiB of shared memory; 16 take 26 KiB.
+    // LLM_VULKAN_ATTN_BKEY=16 takes 16 anyway (for testing).
+    const bool smem_for_32 = ctx_->phys().props.limits.maxComputeSharedMemorySize >= 45 * 1024;
+    const int32_t bkey = smem_for_32 && env_uint("LLM_VULKAN_ATTN_BKEY", 32) != 16 ? 32 : 16;
     use("attention_tiled", {dt_code(in[1].dtype), dt_code(in[2].dtype), kv_load, bkey});
     x_.label = format_message("attention tiled %s", dtype_name(in[1].dtype));
     grid(x_, static_cast<uint64_t>((T + kAttentionTile - 1) / kAttentionTile) * p.n_heads);
