@@ -141,6 +141,10 @@ void register_serve(CLI::App& app) {
                   "How /v1/embeddings pools a prompt's rows: mean, last, cls (default: the "
                   "model's, else mean)")
       ->check(CLI::IsMember({"mean", "last", "cls", "none"}));
+  cmd->add_option("--responses-store", o->http.responses_stored,
+                  "Responses API responses kept in memory for previous_response_id (the most "
+                  "recent; 0: none)")
+      ->capture_default_str();
   cmd->add_option("--served-model-name", o->served_name,
                   "Model id in /v1/models (default: folder name)");
   cmd->callback([o]() { run_serve(*o); });

@@ -16,6 +16,7 @@
 #include "server/embeddings.h"
 #include "server/generation_plan.h"
 #include "server/openai_protocol.h"
+#include "server/response_store.h"
 #include "server/server_state.h"
 
 namespace llm::server {
@@ -194,7 +195,9 @@ struct Job {
 }  // namespace
 
 Server::Server(ServerOptions opts)
-    : opts_(std::move(opts)), http_(std::make_unique<httplib::Server>()) {
+    : opts_(std::move(opts)),
+      http_(std::make_unique<httplib::Server>()),
+      responses_(std::make_unique<ResponseStore>(opts_.responses_stored)) {
   const int threads = std::max(opts_.threads, 16);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(opts_.max_body);

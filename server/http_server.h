@@ -21,6 +21,8 @@ class Server;
 
 namespace llm::server {
 
+class ResponseStore;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;             // 0: any free port
@@ -32,6 +34,9 @@ struct ServerOptions {
   // Chat replies of templates that think (<think>...</think>) report the thinking as
   // reasoning_content, apart from the content; false keeps it in the content.
   bool split_reasoning = true;
+  // Responses API responses kept for previous_response_id and GET /v1/responses/{id}
+  // (the most recent; 0: none).
+  size_t responses_stored = 1024;
 };
 
 // What /api/tags and /api/show say about the model (Ollama's routes).
@@ -75,6 +80,7 @@ class Server {
 
   ServerOptions opts_;
   std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<ResponseStore> responses_;
   Metrics metrics_;
   mutable std::mutex mu_;
   std::shared_ptr<Ready> ready_;

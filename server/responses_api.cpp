@@ -99,15 +99,17 @@ json call_item(const ResponseToolCall& c, const std::string& id, bool done) {
           {"status", done ? "completed" : "in_progress"}};
 }
 
-json response_json(const std::string& id, const std::string& model, int64_t created,
-                   const char* status, json output, const json& usage, bool cut) {
-  json r = {{"id", id},
+json response_json(const ResponseMeta& m, const char* status, json output, const json& usage,
+                   bool cut) {
+  json r = {{"id", m.id},
             {"object", "response"},
-            {"created_at", created},
+            {"created_at", m.created},
             {"status", status},
-            {"model", model},
+            {"model", m.model},
             {"output", std::move(output)},
             {"parallel_tool_calls", true},
+            {"previous_response_id", m.previous_id.empty() ? json(nullptr) : json(m.previous_id)},
+            {"store", m.store},
             {"error", nullptr},
             {"incomplete_details", nullptr},
             {"usage", usage}};
@@ -117,13 +119,24 @@ json response_json(const std::string& id, const std::string& model, int64_t crea
 
 }  // namespace
 
-ojson parse_responses_request(const ojson& body) {
-  ojson o = ojson::object();
-  if (present(body, "previous_response_id"))
-    throw ApiError(400,
-                   "'previous_response_id' is not supported: this server stores no responses; "
-                   "send the whole conversation in 'input'",
-                   "previous_response_id");
+ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& stored) {
+  ResponsesRequest req;
+  ojson& o = req.chat;
+  o = ojson::object();
+  if (present(body, "previous_response_id")) {
+    const ojson& id = body["previous_response_id"];
+    if (!id.is_string())
+      throw ApiError(400, "'previous_response_id' must be a string", "previous_response_id");
+    req.previous_id = id.get<std::string>();
+    req.previous = stored(req.previous_id);
+    if (!req.previous)
+      throw ApiError(404,
+                     "no response '" + req.previous_id +
+                         "' is stored (this server keeps recent responses in memory, none "
+                         "across restarts; send the whole conversation in 'input')",
+                     "previous_response_id");
+  }
+  req.store = optional_bool(body, "store", true, "");
   if (present(body, "model")) o["model"] = body["model"];
   ojson messages = ojson::array();
   if (present(body, "instructions")) {
@@ -131,8 +144,11 @@ ojson parse_responses_request(const ojson& body) {
       throw ApiError(400, "'instructions' must be a string", "instructions");
     messages.push_back({{"role", "system"}, {"content", body["instructions"]}});
   }
+  if (req.previous)
+    for (ojson& m : conversation_messages(*req.previous)) messages.push_back(std::move(m));
   if (!present(body, "input")) throw ApiError(400, "'input' is required", "input");
-  for (ojson& m : translate_input(body["input"])) messages.push_back(std::move(m));
+  req.input_messages = translate_input(body["input"]);
+  for (const ojson& m : req.input_messages) messages.push_back(m);
   o["messages"] = std::move(messages);
   if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
   for (const char* key : {"temperature", "top_p", "parallel_tool_calls"})
@@ -182,11 +198,32 @@ ojson parse_responses_request(const ojson& body) {
       throw ApiError(400, "'text.format.type' must be text, json_object or json_schema", "text");
     }
   }
-  return o;
+  return req;
 }
 
-json responses_object(const std::string& id, const std::string& model, int64_t created,
-                      const ShownReply& reply, FinishReason why, const ReplyTimings& t) {
+ojson output_messages(const json& output) {
+  std::string text;
+  ojson calls = ojson::array();
+  for (const json& item : output) {
+    const std::string type = item.value("type", "");
+    if (type == "message") {
+      for (const json& part : item.value("content", json::array()))
+        if (part.value("type", "") == "output_text") text += part.value("text", "");
+    } else if (type == "function_call") {
+      calls.push_back(
+          {{"id", item.value("call_id", "")},
+           {"type", "function"},
+           {"function",
+            {{"name", item.value("name", "")}, {"arguments", item.value("arguments", "")}}}});
+    }
+  }
+  ojson m = {{"role", "assistant"}, {"content", text}};
+  if (!calls.empty()) m["tool_calls"] = std::move(calls);
+  return ojson::array({std::move(m)});
+}
+
+json responses_object(const ResponseMeta& meta, const ShownReply& reply, FinishReason why,
+                      const ReplyTimings& t) {
   json output = json::array();
   if (!reply.reasoning.empty())
     output.push_back(reasoning_item(random_id("rs_"), reply.reasoning, true));
@@ -195,8 +232,7 @@ json responses_object(const std::string& id, const std::string& model, int64_t c
   for (const ResponseToolCall& c : reply.calls)
     output.push_back(call_item(c, random_id("fc_"), true));
   const bool cut = why == FinishReason::Length;
-  return response_json(id, model, created, cut ? "incomplete" : "completed", std::move(output),
-                       usage_of(t), cut);
+  return response_json(meta, cut ? "incomplete" : "completed", std::move(output), usage_of(t), cut);
 }
 
 std::string ResponsesStream::event(const char* type, json data) {
@@ -208,7 +244,7 @@ std::string ResponsesStream::event(const char* type, json data) {
 std::string ResponsesStream::start() {
   if (started_) return "";
   started_ = true;
-  const json r = response_json(id_, model_, created_, "in_progress", json::array(), nullptr, false);
+  const json r = response_json(meta_, "in_progress", json::array(), nullptr, false);
   std::string out = event("response.created", {{"response", r}});
   return out + event("response.in_progress", {{"response", r}});  // numbered in this order
 }
@@ -296,8 +332,8 @@ std::string ResponsesStream::last(FinishReason why, const ReplyTimings& t) {
   std::string out = start();
   out += close();
   const bool cut = why == FinishReason::Length;
-  const json r = response_json(id_, model_, created_, cut ? "incomplete" : "completed", items_,
-                               usage_of(t), cut);
+  const json r = response_json(meta_, cut ? "incomplete" : "completed", items_, usage_of(t), cut);
+  if (on_finished) on_finished(r);
   return out + event(cut ? "response.incomplete" : "response.completed", {{"response", r}});
 }
 

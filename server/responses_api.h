@@ -1,41 +1,72 @@
 // OpenAI's Responses API beside Chat Completions (POST /v1/responses), which newer clients
-// speak (the OpenAI Agents SDK, Codex CLI). Stateless: a request carries its whole input.
+// speak (the OpenAI Agents SDK, Codex CLI). A request carries its input, and may continue a
+// stored response's conversation (server/response_store.h).
 // It is translated to the chat body this server validates (openai_protocol.h); the response
 // object and the events of its stream are built here.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/engine/engine.h"
 #include "server/openai_protocol.h"
+#include "server/response_store.h"
 #include "server/single_reply.h"
 
 namespace llm::server {
 
+// The conversation a stored response ends, by its id; nullptr when none is stored.
+using TurnLookup =
+    std::function<std::shared_ptr<const ConversationTurn>(const std::string& response_id)>;
+
+struct ResponsesRequest {
+  nlohmann::ordered_json chat;            // the OpenAI chat body it means ("stream" in it)
+  nlohmann::ordered_json input_messages;  // its input as chat messages, instructions apart
+  std::shared_ptr<const ConversationTurn> previous;  // previous_response_id's, or nullptr
+  std::string previous_id;
+  bool store = true;
+};
+
 // instructions, input (a string, or items: messages with text content, function_call,
-// function_call_output; reasoning items are dropped), tools (function tools), tool_choice,
-// parallel_tool_calls, max_output_tokens, temperature, top_p, text.format (text,
-// json_object, json_schema), stream, as the OpenAI chat body they mean (its "stream" says
-// whether to stream). Throws ApiError (400) for images, files, built-in tools,
-// previous_response_id (nothing is stored) and malformed fields.
-nlohmann::ordered_json parse_responses_request(const nlohmann::ordered_json& body);
+// function_call_output; reasoning items are dropped), previous_response_id (its
+// conversation goes first, its instructions do not), store, tools (function tools),
+// tool_choice, parallel_tool_calls, max_output_tokens, temperature, top_p, text.format
+// (text, json_object, json_schema), stream. Throws ApiError: 404 for a
+// previous_response_id not stored, 400 for images, files, built-in tools and malformed
+// fields.
+ResponsesRequest parse_responses_request(const nlohmann::ordered_json& body,
+                                         const TurnLookup& stored);
+
+// What the response objects of one request say besides their output.
+struct ResponseMeta {
+  std::string id, model;
+  int64_t created = 0;
+  std::string previous_id;  // empty: none
+  bool store = true;
+};
 
 // The response object: output items (reasoning, message with output_text, function_call),
 // status completed or incomplete (max_output_tokens), usage.
-nlohmann::json responses_object(const std::string& id, const std::string& model, int64_t created,
-                                const ShownReply& reply, FinishReason why, const ReplyTimings& t);
+nlohmann::json responses_object(const ResponseMeta& meta, const ShownReply& reply, FinishReason why,
+                                const ReplyTimings& t);
+
+// A response's output items as the chat messages that continue its conversation: one
+// assistant message with its text and function calls (reasoning dropped).
+nlohmann::ordered_json output_messages(const nlohmann::json& output);
 
 // The events of a streamed response: response.created and response.in_progress first,
 // then per output item its added / delta / done events, then response.completed (or
 // response.incomplete) with the whole response.
 class ResponsesStream {
  public:
-  ResponsesStream(std::string id, std::string model, int64_t created)
-      : id_(std::move(id)), model_(std::move(model)), created_(created) {}
+  explicit ResponsesStream(ResponseMeta meta) : meta_(std::move(meta)) {}
   std::string piece(const ShownReply& shown, const ReplyTimings& t);
   std::string last(FinishReason why, const ReplyTimings& t);
   std::string error(const std::string& message);
+  // Called by last() with the whole response (to store it).
+  std::function<void(const nlohmann::json& response)> on_finished;
 
  private:
   std::string event(const char* type, nlohmann::json data);
@@ -44,8 +75,7 @@ class ResponsesStream {
   std::string open(const char* type);
   std::string close();
 
-  std::string id_, model_;
-  int64_t created_ = 0;
+  ResponseMeta meta_;
   int seq_ = 0;
   bool started_ = false;
   nlohmann::json items_ = nlohmann::json::array();  // the output so far

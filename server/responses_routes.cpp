@@ -4,10 +4,12 @@
 
 #include <ctime>
 #include <memory>
+#include <optional>
 
 #include "core/error.h"
 #include "server/generation_plan.h"
 #include "server/openai_protocol.h"
+#include "server/response_store.h"
 #include "server/responses_api.h"
 #include "server/server_state.h"
 #include "server/single_reply.h"
@@ -28,13 +30,17 @@ void Server::responses_routes() {
 
   http_->Post("/v1/responses", [this](const Request& req, Response& res) {
     auto job = std::make_shared<SingleJob>(in_flight_);
+    ResponsesRequest rr;
     bool stream = false;
     try {
       job->ready = ready();
       if (!job->ready) throw ApiError(503, "the model is still loading", "", "server_error");
       const Ready& r = *job->ready;
-      const ParsedRequest p =
-          parse_chat_request(parse_responses_request(parse_body(req.body)), r.engine->vocab_size());
+      rr = parse_responses_request(parse_body(req.body), [this](const std::string& id) {
+        std::optional<StoredResponse> s = responses_->get(id);
+        return s ? s->turn : nullptr;
+      });
+      const ParsedRequest p = parse_chat_request(rr.chat, r.engine->vocab_size());
       stream = p.stream;
       GenerationPlan plan =
           plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning, r.engine->context_size());
@@ -43,16 +49,48 @@ void Server::responses_routes() {
       reply_error(res, e);
       return;
     }
-    const std::string id = random_id("resp_"), model = opts_.model_name;
-    const int64_t created = static_cast<int64_t>(std::time(nullptr));
-    auto events = std::make_shared<ResponsesStream>(id, model, created);
+    ResponseMeta meta{random_id("resp_"), opts_.model_name,
+                      static_cast<int64_t>(std::time(nullptr)), rr.previous_id,
+                      rr.store && responses_->capacity() > 0};
+    // A finished response is kept with its conversation: the earlier turns, its input and
+    // its output.
+    auto keep = [store = responses_.get(), meta, previous = rr.previous,
+                 input = rr.input_messages](const nlohmann::json& response) {
+      if (!meta.store) return;
+      auto turn = std::make_shared<ConversationTurn>();
+      turn->previous = previous;
+      turn->messages = input;
+      for (auto& m : output_messages(response["output"])) turn->messages.push_back(std::move(m));
+      store->put(meta.id, {response, std::move(turn)});
+    };
+    auto events = std::make_shared<ResponsesStream>(meta);
+    events->on_finished = keep;
     SingleReplyFormat f;
     stream_events(f, events);
-    f.whole = [id, model, created](ShownReply shown, FinishReason why, const ReplyTimings& t) {
-      return responses_object(id, model, created, shown, why, t);
+    f.whole = [meta, keep](ShownReply shown, FinishReason why, const ReplyTimings& t) {
+      nlohmann::json r = responses_object(meta, shown, why, t);
+      keep(r);
+      return r;
     };
     f.reply_error = reply_error;
     send_single_reply(job, stream, res, metrics_, f);
+  });
+
+  // A stored response, and dropping one.
+  const char* by_id = R"(/v1/responses/([A-Za-z0-9_\-]+))";
+  http_->Get(by_id, [this](const Request& req, Response& res) {
+    const std::string id = req.matches[1];
+    if (std::optional<StoredResponse> s = responses_->get(id))
+      reply_json(res, 200, s->response);
+    else
+      reply_error(res, ApiError(404, "no response '" + id + "' is stored", "response_id"));
+  });
+  http_->Delete(by_id, [this](const Request& req, Response& res) {
+    const std::string id = req.matches[1];
+    if (responses_->erase(id))
+      reply_json(res, 200, {{"id", id}, {"object", "response"}, {"deleted", true}});
+    else
+      reply_error(res, ApiError(404, "no response '" + id + "' is stored", "response_id"));
   });
 }
 

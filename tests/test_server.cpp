@@ -21,6 +21,7 @@
 #include "backends/registry.h"
 #include "core/chat/infill_prompt.h"
 #include "server/http_server.h"
+#include "server/response_store.h"
 #include "test_util.h"
 
 using namespace llm;
@@ -1738,13 +1739,134 @@ TEST_CASE("server: OpenAI's Responses API, streamed and not, function calls",
 
   // What it cannot serve is 400 in OpenAI's shape.
   for (const json& bad :
-       {json{{"input", "x"}, {"previous_response_id", "resp_1"}}, json{{"max_output_tokens", 2}},
+       {json{{"input", "x"}, {"previous_response_id", 5}}, json{{"max_output_tokens", 2}},
         json{{"input", json::array({{{"role", "user"},
                                      {"content", json::array({{{"type", "input_image"}}})}}})}},
         json{{"input", "x"}, {"tools", json::array({{{"type", "web_search"}}})}},
         json{{"input", "x"}, {"text", {{"format", {{"type", "yaml"}}}}}}}) {
     check_error_shape(post(s, "/v1/responses", bad, 400));
   }
+}
+
+TEST_CASE("server: Responses API conversations continue stored responses", "[server][responses]") {
+  test::TempDir dir;
+  TestServer s({}, {}, false);
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 1024);
+  auto c = s.client();
+  auto text_of = [](const json& r) -> std::string {
+    REQUIRE(r["output"].size() == 1);
+    return r["output"][0]["content"][0]["text"];
+  };
+  auto chat = [&](const json& messages) {
+    return post(s, "/v1/chat/completions",
+                {{"messages", messages}, {"max_tokens", 5}, {"temperature", 0}}, 200);
+  };
+  const json first = post(s, "/v1/responses",
+                          {{"instructions", "Be brief."},
+                           {"input", "My name is Ada."},
+                           {"max_output_tokens", 5},
+                           {"temperature", 0}},
+                          200);
+  CHECK(first["store"] == true);
+  CHECK(first["previous_response_id"].is_null());
+  auto got = c.Get(("/v1/responses/" + first["id"].get<std::string>()).c_str());
+  REQUIRE(got);
+  REQUIRE(got->status == 200);
+  CHECK(json::parse(got->body) == first);
+
+  // The next turn sees the first's input and output, not its instructions: the prompt
+  // and the greedy reply of the same chat conversation.
+  const json second = post(s, "/v1/responses",
+                           {{"previous_response_id", first["id"]},
+                            {"input", "What is my name?"},
+                            {"max_output_tokens", 5},
+                            {"temperature", 0}},
+                           200);
+  CHECK(second["previous_response_id"] == first["id"]);
+  const json turns = json::array({{{"role", "user"}, {"content", "My name is Ada."}},
+                                  {{"role", "assistant"}, {"content", text_of(first)}},
+                                  {{"role", "user"}, {"content", "What is my name?"}}});
+  const json same = chat(turns);
+  CHECK(second["usage"]["input_tokens"] == same["usage"]["prompt_tokens"]);
+  CHECK(text_of(second) == same["choices"][0]["message"]["content"]);
+
+  // Streamed, the third turn is stored too, as its last event showed it.
+  auto res = c.Post("/v1/responses",
+                    json{{"previous_response_id", second["id"]},
+                         {"input", "Again?"},
+                         {"max_output_tokens", 5},
+                         {"temperature", 0},
+                         {"stream", true}}
+                        .dump(),
+                    "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const json third = named_events(res->body).back().second["response"];
+  got = c.Get(("/v1/responses/" + third["id"].get<std::string>()).c_str());
+  REQUIRE(got);
+  REQUIRE(got->status == 200);
+  CHECK(json::parse(got->body) == third);
+  json longer = turns;
+  longer.push_back({{"role", "assistant"}, {"content", text_of(second)}});
+  longer.push_back({{"role", "user"}, {"content", "Again?"}});
+  CHECK(third["usage"]["input_tokens"] == chat(longer)["usage"]["prompt_tokens"]);
+
+  // store: false keeps nothing; a response dropped (or never stored) is 404, and the
+  // turns after it still hold its part of the conversation.
+  const json unstored =
+      post(s, "/v1/responses", {{"input", "x"}, {"store", false}, {"max_output_tokens", 1}}, 200);
+  CHECK(unstored["store"] == false);
+  got = c.Get(("/v1/responses/" + unstored["id"].get<std::string>()).c_str());
+  REQUIRE(got);
+  CHECK(got->status == 404);
+  check_error_shape(json::parse(got->body));
+  auto dropped = c.Delete(("/v1/responses/" + first["id"].get<std::string>()).c_str());
+  REQUIRE(dropped);
+  REQUIRE(dropped->status == 200);
+  CHECK(json::parse(dropped->body) ==
+        json{{"id", first["id"]}, {"object", "response"}, {"deleted", true}});
+  dropped = c.Delete(("/v1/responses/" + first["id"].get<std::string>()).c_str());
+  REQUIRE(dropped);
+  CHECK(dropped->status == 404);
+  check_error_shape(
+      post(s, "/v1/responses", {{"previous_response_id", first["id"]}, {"input", "x"}}, 404));
+  const json after = post(s, "/v1/responses",
+                          {{"previous_response_id", second["id"]},
+                           {"input", "Again?"},
+                           {"max_output_tokens", 5},
+                           {"temperature", 0}},
+                          200);
+  CHECK(after["usage"]["input_tokens"] == third["usage"]["input_tokens"]);
+  CHECK(text_of(after) == text_of(third));
+}
+
+TEST_CASE("server: the response store keeps the most recent responses", "[server][responses]") {
+  server::ResponseStore store(2);
+  auto turn = [](std::shared_ptr<const server::ConversationTurn> previous, const char* text) {
+    auto t = std::make_shared<server::ConversationTurn>();
+    t->previous = std::move(previous);
+    t->messages.push_back({{"role", "user"}, {"content", text}});
+    return t;
+  };
+  const auto a = turn(nullptr, "a"), b = turn(a, "b"), c = turn(b, "c");
+  store.put("a", {json{{"id", "a"}}, a});
+  store.put("b", {json{{"id", "b"}}, b});
+  store.put("c", {json{{"id", "c"}}, c});
+  CHECK_FALSE(store.get("a"));  // the oldest, dropped for c
+  REQUIRE(store.get("c"));
+  CHECK(store.get("c")->response == json{{"id", "c"}});
+  const nlohmann::ordered_json messages = server::conversation_messages(*store.get("c")->turn);
+  REQUIRE(messages.size() == 3);
+  CHECK(messages[0]["content"] == "a");
+  CHECK(messages[2]["content"] == "c");
+  CHECK(store.erase("b"));
+  CHECK_FALSE(store.erase("b"));
+  store.put("d", {json{{"id", "d"}}, nullptr});
+  CHECK(store.get("c"));
+  CHECK(store.get("d"));
+  server::ResponseStore none(0);
+  none.put("a", {json::object(), a});
+  CHECK_FALSE(none.get("a"));
 }
 
 namespace {
