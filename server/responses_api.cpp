@@ -113,6 +113,7 @@ json response_json(const ResponseMeta& m, const char* status, json output, const
             {"error", nullptr},
             {"incomplete_details", nullptr},
             {"usage", usage}};
+  for (const auto& [key, value] : m.echo.items()) r[key] = value;
   if (cut) r["incomplete_details"] = {{"reason", "max_output_tokens"}};
   return r;
 }
@@ -137,6 +138,20 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
                      "previous_response_id");
   }
   req.store = optional_bool(body, "store", true, "");
+  if (present(body, "metadata") && !body["metadata"].is_object())
+    throw ApiError(400, "'metadata' must be an object", "metadata");
+  auto echo = [&](const char* key, json fallback) {
+    req.echo[key] = present(body, key) ? json(body[key]) : std::move(fallback);
+  };
+  echo("instructions", nullptr);
+  echo("metadata", json::object());
+  echo("temperature", 1.0);
+  echo("top_p", 1.0);
+  echo("tool_choice", "auto");
+  echo("tools", json::array());
+  echo("max_output_tokens", nullptr);
+  echo("text", {{"format", {{"type", "text"}}}});
+  req.echo["truncation"] = "disabled";
   if (present(body, "model")) o["model"] = body["model"];
   ojson messages = ojson::array();
   if (present(body, "instructions")) {

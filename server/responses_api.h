@@ -27,12 +27,15 @@ struct ResponsesRequest {
   std::shared_ptr<const ConversationTurn> previous;  // previous_response_id's, or nullptr
   std::string previous_id;
   bool store = true;
+  // What the response object repeats of the request (instructions, metadata, temperature,
+  // top_p, tool_choice, tools, max_output_tokens, text), with OpenAI's defaults.
+  nlohmann::json echo = nlohmann::json::object();
 };
 
 // instructions, input (a string, or items: messages with text content, function_call,
 // function_call_output; reasoning items are dropped), previous_response_id (its
-// conversation goes first, its instructions do not), store, tools (function tools),
-// tool_choice, parallel_tool_calls, max_output_tokens, temperature, top_p, text.format
+// conversation goes first, its instructions do not), store, metadata (echoed), tools (function
+// tools), tool_choice, parallel_tool_calls, max_output_tokens, temperature, top_p, text.format
 // (text, json_object, json_schema), stream. Throws ApiError: 404 for a
 // previous_response_id not stored, 400 for images, files, built-in tools and malformed
 // fields.
@@ -45,6 +48,7 @@ struct ResponseMeta {
   int64_t created = 0;
   std::string previous_id;  // empty: none
   bool store = true;
+  nlohmann::json echo = nlohmann::json::object();  // ResponsesRequest::echo
 };
 
 // The response object: output items (reasoning, message with output_text, function_call),

@@ -49,9 +49,12 @@ void Server::responses_routes() {
       reply_error(res, e);
       return;
     }
-    ResponseMeta meta{random_id("resp_"), opts_.model_name,
-                      static_cast<int64_t>(std::time(nullptr)), rr.previous_id,
-                      rr.store && responses_->capacity() > 0};
+    ResponseMeta meta{random_id("resp_"),
+                      opts_.model_name,
+                      static_cast<int64_t>(std::time(nullptr)),
+                      rr.previous_id,
+                      rr.store && responses_->capacity() > 0,
+                      rr.echo};
     // A finished response is kept with its conversation: the earlier turns, its input and
     // its output.
     auto keep = [store = responses_.get(), meta, previous = rr.previous,

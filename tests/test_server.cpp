@@ -1769,6 +1769,15 @@ TEST_CASE("server: Responses API conversations continue stored responses", "[ser
                           200);
   CHECK(first["store"] == true);
   CHECK(first["previous_response_id"].is_null());
+  // The request's settings, repeated with OpenAI's defaults.
+  CHECK(first["instructions"] == "Be brief.");
+  CHECK(first["temperature"] == 0);
+  CHECK(first["max_output_tokens"] == 5);
+  CHECK(first["top_p"] == 1.0);
+  CHECK(first["tool_choice"] == "auto");
+  CHECK(first["tools"] == json::array());
+  CHECK(first["metadata"] == json::object());
+  CHECK(first["text"]["format"]["type"] == "text");
   auto got = c.Get(("/v1/responses/" + first["id"].get<std::string>()).c_str());
   REQUIRE(got);
   REQUIRE(got->status == 200);
@@ -1783,6 +1792,7 @@ TEST_CASE("server: Responses API conversations continue stored responses", "[ser
                             {"temperature", 0}},
                            200);
   CHECK(second["previous_response_id"] == first["id"]);
+  CHECK(second["instructions"].is_null());
   const json turns = json::array({{{"role", "user"}, {"content", "My name is Ada."}},
                                   {{"role", "assistant"}, {"content", text_of(first)}},
                                   {{"role", "user"}, {"content", "What is my name?"}}});
@@ -1814,8 +1824,11 @@ TEST_CASE("server: Responses API conversations continue stored responses", "[ser
   // store: false keeps nothing; a response dropped (or never stored) is 404, and the
   // turns after it still hold its part of the conversation.
   const json unstored =
-      post(s, "/v1/responses", {{"input", "x"}, {"store", false}, {"max_output_tokens", 1}}, 200);
+      post(s, "/v1/responses",
+           {{"input", "x"}, {"store", false}, {"max_output_tokens", 1}, {"metadata", {{"k", "v"}}}},
+           200);
   CHECK(unstored["store"] == false);
+  CHECK(unstored["metadata"] == json{{"k", "v"}});
   got = c.Get(("/v1/responses/" + unstored["id"].get<std::string>()).c_str());
   REQUIRE(got);
   CHECK(got->status == 404);
