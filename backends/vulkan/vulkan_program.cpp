@@ -39,6 +39,8 @@ class VulkanProgram final : public Program {
   VulkanProgram(std::shared_ptr<Context> ctx, std::vector<Recorded> dispatches,
                 std::vector<std::shared_ptr<Buffer>> keep)
       : ctx_(std::move(ctx)), ds_(std::move(dispatches)), keep_(std::move(keep)) {
+    // First: a pipeline that fails to compile then throws before this holds any handle.
+    prepare_split_pipelines();
     const DeviceApi& d = ctx_->d();
     const VkDevice dev = ctx_->device();
     uint32_t n_desc = 0;
@@ -96,7 +98,6 @@ class VulkanProgram final : public Program {
         splits_max_ = x.splits.max;
         split_keys_ = x.splits.keys;
       }
-    prepare_split_pipelines();
     cb_ = record(false);
   }
 
