@@ -138,6 +138,12 @@ TEST_CASE("config errors name the problem", "[config]") {
       parse(base_config("gpt2")),
       "unsupported model_type 'gpt2' (supported: llama, mistral, qwen2, phi3, gpt_neox, "
       "gptj, rwkv)");
+  // A GPTQ / AWQ / FP8 folder: its quantized layout named, not tensors missing later.
+  json q = base_config("llama");
+  q["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 128}};
+  REQUIRE_THROWS_WITH(parse(q), Catch::Contains("quant_method 'gptq'") && Catch::Contains("GGUF"));
+  q["quantization_config"] = nullptr;
+  CHECK(parse(q).hidden_size == base_config("llama")["hidden_size"]);
   json j = base_config("llama");
   j.erase("model_type");
   REQUIRE_THROWS_WITH(parse(j), "config.json: missing field 'model_type'");

@@ -318,6 +318,17 @@ ModelConfig parse_hf_config(const std::string& json_text) {
   }
   if (!known)
     fail("unsupported model_type '%s' (supported: %s)", c.model_type.c_str(), list.c_str());
+  // GPTQ, AWQ, bitsandbytes, FP8, compressed-tensors: weights stored in a quantized
+  // layout of their own, which the loader would otherwise report as missing tensors.
+  if (const json* q = find_field(j, "quantization_config"); q && !q->is_null()) {
+    const json* method = q->is_object() ? find_field(*q, "quant_method") : nullptr;
+    const std::string name = method && method->is_string() ? method->get<std::string>() : "?";
+    fail(
+        "config.json: the weights are quantized ('quantization_config', quant_method '%s'); "
+        "llmrt loads float checkpoints (f32/f16/bf16, which --quantization q4f16_1 or q8f16_1 "
+        "quantizes at load) and GGUF files: use the original float model or a GGUF of it",
+        name.c_str());
+  }
   if (c.model_type == "gpt_neox" || c.model_type == "gptj" || c.model_type == "rwkv") {
     if (c.model_type == "gpt_neox") parse_gpt_neox(j, &c);
     if (c.model_type == "gptj") parse_gptj(j, &c);
