@@ -484,6 +484,7 @@ void Server::routes() {
           j.last_token = now;
         }
         j.usage.prompt_tokens = ev.prompt_tokens;
+        if (&c == &j.choices.front()) j.usage.cached_tokens = ev.cached_tokens;
         c.completion_tokens = ev.completion_tokens;
         j.usage.completion_tokens = 0;
         for (const Job::Choice& o : j.choices) j.usage.completion_tokens += o.completion_tokens;

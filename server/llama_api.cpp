@@ -98,14 +98,17 @@ json llama_reply(const std::string& model, const std::string& content, bool last
   j["stop_type"] = why == FinishReason::Length ? "limit" : t.stop_string.empty() ? "eos" : "word";
   j["stopping_word"] = t.stop_string;
   j["truncated"] = false;
-  j["tokens_cached"] = 0;
+  j["tokens_cached"] = t.cached_tokens;
   const double prompt_ms = t.prompt_s * 1e3, eval_ms = t.eval_s * 1e3;
   // The decode rate counts the tokens after the first, as the engine's own summary does.
   const int decoded = t.eval_tokens > 1 ? t.eval_tokens - 1 : 0;
-  j["timings"] = {{"prompt_n", t.prompt_tokens},
+  // As llama-server: prompt_n counts the prompt tokens run, cache_n those the cache held.
+  const int run = t.prompt_tokens - t.cached_tokens;
+  j["timings"] = {{"cache_n", t.cached_tokens},
+                  {"prompt_n", run},
                   {"prompt_ms", prompt_ms},
-                  {"prompt_per_token_ms", t.prompt_tokens > 0 ? prompt_ms / t.prompt_tokens : 0.0},
-                  {"prompt_per_second", prompt_ms > 0 ? t.prompt_tokens * 1e3 / prompt_ms : 0.0},
+                  {"prompt_per_token_ms", run > 0 ? prompt_ms / run : 0.0},
+                  {"prompt_per_second", prompt_ms > 0 ? run * 1e3 / prompt_ms : 0.0},
                   {"predicted_n", t.eval_tokens},
                   {"predicted_ms", eval_ms},
                   {"predicted_per_token_ms", decoded > 0 ? eval_ms / decoded : 0.0},

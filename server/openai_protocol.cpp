@@ -483,7 +483,8 @@ json completion_logprobs(const std::vector<TokenLogprob>& lp) {
 json usage_json(const Usage& u) {
   return json{{"prompt_tokens", u.prompt_tokens},
               {"completion_tokens", u.completion_tokens},
-              {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+              {"total_tokens", u.prompt_tokens + u.completion_tokens},
+              {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json nullable(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }

@@ -132,6 +132,7 @@ struct TokenLogprob {
 struct Usage {
   int prompt_tokens = 0;
   int completion_tokens = 0;
+  int cached_tokens = 0;  // prompt tokens the prefix cache held (the first choice's)
 };
 
 // A tool call as the response reports it (function.arguments is a JSON string).

@@ -67,7 +67,7 @@ ojson translate_input(const ojson& input) {
 
 json usage_of(const ReplyTimings& t) {
   return {{"input_tokens", t.prompt_tokens},
-          {"input_tokens_details", {{"cached_tokens", 0}}},
+          {"input_tokens_details", {{"cached_tokens", t.cached_tokens}}},
           {"output_tokens", t.eval_tokens},
           {"output_tokens_details", {{"reasoning_tokens", 0}}},
           {"total_tokens", t.prompt_tokens + t.eval_tokens}};

@@ -9,6 +9,7 @@ void SingleJob::account(const GenerationEvent& ev) {
     last = now;
   }
   timings.prompt_tokens = ev.prompt_tokens;
+  timings.cached_tokens = ev.cached_tokens;
   timings.eval_tokens = ev.completion_tokens;
   timings.total_s = seconds(start, now);
   timings.prompt_s = timings.eval_tokens > 0 ? seconds(start, first) : timings.total_s;

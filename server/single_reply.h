@@ -21,6 +21,7 @@ namespace llm::server {
 struct ReplyTimings {
   double total_s = 0, prompt_s = 0, eval_s = 0;
   int prompt_tokens = 0, eval_tokens = 0;
+  int cached_tokens = 0;  // prompt tokens the prefix cache held
   std::string stop_string;
 };
 

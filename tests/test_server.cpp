@@ -1850,7 +1850,34 @@ TEST_CASE("server: Responses API conversations continue stored responses", "[ser
                            {"temperature", 0}},
                           200);
   CHECK(after["usage"]["input_tokens"] == third["usage"]["input_tokens"]);
+  // The same conversation again: its whole pages came from the prefix cache.
+  CHECK(after["usage"]["input_tokens_details"]["cached_tokens"].get<int>() >=
+        third["usage"]["input_tokens"].get<int>() - 17);
   CHECK(text_of(after) == text_of(third));
+}
+
+TEST_CASE("server: usage reports the prompt tokens the prefix cache held", "[server]") {
+  TestServer s;
+  std::string text;
+  for (int i = 0; i < 12; i++) text += "the quick brown fox jumps over the lazy dog ";
+  const json body = {{"prompt", text}, {"max_tokens", 2}, {"temperature", 0}};
+  const json first = post(s, "/v1/completions", body, 200);
+  CHECK(first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0);
+  // The same prompt again: whole pages of it (16 tokens each) come from the cache.
+  const json again = post(s, "/v1/completions", body, 200);
+  const int prompt = again["usage"]["prompt_tokens"],
+            cached = again["usage"]["prompt_tokens_details"]["cached_tokens"];
+  INFO(prompt << " prompt tokens, " << cached << " cached");
+  CHECK(prompt > 32);
+  CHECK(cached >= prompt - 16 - 1);
+  CHECK(cached < prompt);
+  CHECK(cached % 16 == 0);
+  CHECK(again["choices"][0]["text"] == first["choices"][0]["text"]);
+  // llama.cpp's route: tokens_cached, and prompt_n counting only the tokens run.
+  const json llama = post(s, "/completion", {{"prompt", text}, {"n_predict", 2}}, 200);
+  CHECK(llama["tokens_cached"] == cached);
+  CHECK(llama["timings"]["cache_n"] == cached);
+  CHECK(llama["timings"]["prompt_n"] == prompt - cached);
 }
 
 TEST_CASE("server: the response store keeps the most recent responses", "[server][responses]") {

@@ -67,7 +67,8 @@ struct Engine::Sequence {
   GenerationRequest req;
   std::vector<int32_t> tokens;  // prompt and generated tokens fed (or to feed) to the model
   int n_prompt = 0;
-  int n_cached = 0;  // tokens whose KV is in the cache
+  int n_cached = 0;        // tokens whose KV is in the cache
+  int prompt_cached = -1;  // prompt tokens the prefix cache held at the first admission
   int n_generated = 0;
   uint64_t admitted = 0;  // admission order: the youngest is preempted first
   PageTable pages;
@@ -278,6 +279,7 @@ void Engine::finish(Sequence& s, FinishReason why, const std::string& error) {
     ev.finish = why;
     ev.error = error;
     ev.prompt_tokens = s.n_prompt;
+    ev.cached_tokens = std::max(0, s.prompt_cached);
     ev.completion_tokens = s.n_generated;
     s.stream->push(std::move(ev));
   }
@@ -313,6 +315,7 @@ void Engine::admit() {
     free_state_slots_.pop_back();
     if (runner_->has_recurrent_state()) runner_->clear_state_row(s.state_slot);
     s.n_cached = adopted * pages_->page_size();
+    if (s.prompt_cached < 0) s.prompt_cached = std::min(s.n_cached, s.n_prompt);
     if (s.embedding) s.embedding->reset();  // preempted before: it starts over
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -404,6 +407,7 @@ void Engine::emit_token(Sequence& s, int32_t token, const float* logits) {
   ev.finish = why;
   if (s.stop.stopped()) ev.stop_string = s.stop.matched();
   ev.prompt_tokens = s.n_prompt;
+  ev.cached_tokens = std::max(0, s.prompt_cached);
   ev.completion_tokens = s.n_generated;
   if (why != FinishReason::None)
     finish(s, why);
@@ -692,6 +696,7 @@ bool Engine::embed_step() {
     ev.embedding = s.embedding->result();
     ev.finish = FinishReason::Stop;
     ev.prompt_tokens = s.n_prompt;
+    ev.cached_tokens = std::max(0, s.prompt_cached);
     finish(s, FinishReason::Stop);
     s.stream->push(std::move(ev));
   }

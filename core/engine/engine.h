@@ -98,6 +98,8 @@ struct GenerationEvent {
   std::string error;                         // FinishReason::Error
   std::string stop_string;                   // the stop string that ended it, if one did
   int prompt_tokens = 0;
+  // Of those, the ones whose KV the prefix cache held when the request was first admitted.
+  int cached_tokens = 0;
   int completion_tokens = 0;  // so far
   // An embedding request's result (its one event before an error or cancellation):
   // [hidden] pooled, [prompt_tokens, hidden] for Pooling::None.
