@@ -27,6 +27,7 @@ using json = nlohmann::ordered_json;
 struct ChatOptions {
   ModelOptions model;
   SamplingOptions sampling;
+  DraftOptions draft;
   std::string system;
   std::string conv_template;
   std::string template_kwargs;  // --chat-template-kwargs
@@ -305,6 +306,9 @@ void run_chat(const ChatOptions& o) {
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
   eo.lookup_draft = o.sampling.lookup_draft;
+  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm);
+  eo.draft_model = draft.get();
+  eo.draft_tokens = o.draft.max_tokens;
   Engine engine(*lm.model, tok.get(), eo);
   std::fprintf(stderr, "llmcli: chat template from %s; context %d tokens, KV cache %s\n",
                prompt.origin().c_str(), engine.context_size(),
@@ -339,6 +343,7 @@ void register_chat(CLI::App& app) {
   auto o = std::make_shared<ChatOptions>();
   add_model_options(cmd, o->model);
   add_sampling_options(cmd, o->sampling);
+  add_draft_options(cmd, o->draft);
   cmd->add_option("--system", o->system, "System message");
   add_template_kwargs_option(cmd, o->template_kwargs);
   cmd->add_option("--conv-template", o->conv_template,

@@ -20,6 +20,7 @@ namespace {
 struct GenerateOptions {
   ModelOptions model;
   SamplingOptions sampling;
+  DraftOptions draft;
   std::string prompt;
   std::string token_ids;
   std::string system;
@@ -83,6 +84,9 @@ void run_generate(const GenerateOptions& o) {
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
   eo.lookup_draft = o.sampling.lookup_draft;
+  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm);
+  eo.draft_model = draft.get();
+  eo.draft_tokens = o.draft.max_tokens;
   Engine engine(*lm.model, tok.get(), eo);
   if (o.infill) {
     // The prompt leaves room for -n new tokens (at most half the context).
@@ -151,6 +155,7 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   add_model_options(cmd, o->model);
   add_sampling_options(cmd, o->sampling);
+  add_draft_options(cmd, o->draft);
   cmd->add_option("-p,--prompt", o->prompt, "Prompt text (raw, or a user message with --chat)");
   cmd->add_option("--token-ids", o->token_ids, "Prompt token ids, comma-separated (prints ids)");
   cmd->add_flag("--chat", o->chat, "Render -p through the model's chat template");

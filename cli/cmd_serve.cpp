@@ -19,6 +19,7 @@ namespace {
 
 struct ServeOptions {
   ModelOptions model;
+  DraftOptions draft;
   server::ServerOptions http;
   EngineOptions engine;
   std::string conv_template;
@@ -56,12 +57,17 @@ void run_serve(ServeOptions o) {
   std::printf("llmcli: listening on http://%s:%d (model loading)\n", o.http.host.c_str(), port);
   std::fflush(stdout);
 
-  std::unique_ptr<Engine> engine;
+  // Declared in the order they depend on each other: the engine goes first.
   LoadedModel lm;
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<ChatPrompt> chat;
+  std::unique_ptr<Model> draft;
+  std::unique_ptr<Engine> engine;
   try {
     lm = load_model(o.model);
+    draft = load_draft_model(o.draft, o.model, lm);
+    o.engine.draft_model = draft.get();
+    o.engine.draft_tokens = o.draft.max_tokens;
     tok = load_tokenizer(lm);
     try {
       chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);
@@ -92,7 +98,9 @@ void run_serve(ServeOptions o) {
       "embeddings pooled by %s%s\n",
       o.http.model_name.c_str(), engine->context_size(), o.engine.max_seqs,
       format_bytes(engine->cache_bytes()).c_str(), pooling_name(pooling),
-      o.engine.lookup_draft > 0
+      draft ? (", draft model proposing up to " + std::to_string(o.draft.max_tokens) + " tokens")
+                  .c_str()
+      : o.engine.lookup_draft > 0
           ? (", drafts of up to " + std::to_string(o.engine.lookup_draft) + " tokens").c_str()
           : "");
   std::fflush(stdout);
@@ -128,6 +136,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--kv-cache-size", o->engine.kv_cache_tokens,
                   "KV cache in tokens, all sequences together (default: from free memory)");
   add_lookup_draft_option(cmd, o->engine.lookup_draft);
+  add_draft_options(cmd, o->draft);
   cmd->add_option("--threads-http", o->http.threads,
                   "HTTP worker threads (default: from --max-seqs)");
   cmd->add_option("--conv-template", o->conv_template, "Built-in conversation template to use");

@@ -69,6 +69,27 @@ std::vector<int32_t> parse_int_list(const std::string& text, const char* flag, c
   return ids;
 }
 
+void add_draft_options(CLI::App* cmd, DraftOptions& o) {
+  cmd->add_option("--draft-model", o.model,
+                  "Speculative decoding: a small model of the same vocabulary proposes tokens "
+                  "the model checks in one step (while one sequence runs)");
+  cmd->add_option("--draft-max", o.max_tokens, "Tokens the draft model proposes a step (1-32)")
+      ->check(CLI::Range(1, 32))
+      ->capture_default_str();
+}
+
+std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
+                                        const LoadedModel& lm) {
+  if (d.model.empty()) return nullptr;
+  std::unique_ptr<Model> m =
+      Model::load(resolve_model(d.model), *lm.backend, LoadOptions(o.quantization));
+  const ModelConfig& c = m->config();
+  std::fprintf(stderr, "llmcli: draft %s (%s, %d layers, hidden %d), weights %s\n", d.model.c_str(),
+               c.model_type.c_str(), c.num_layers, c.hidden_size,
+               format_bytes(m->weight_bytes()).c_str());
+  return m;
+}
+
 LoadedModel load_model(const ModelOptions& o) {
   LoadedModel lm;
   lm.backend = create_backend(o.device, o.threads);

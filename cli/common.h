@@ -46,6 +46,18 @@ struct LoadedModel {
 };
 LoadedModel load_model(const ModelOptions& o);
 
+// --draft-model PATH and --draft-max N (generate, chat, serve): speculative decoding with
+// a small model of the same vocabulary (EngineOptions::draft_model).
+struct DraftOptions {
+  std::string model;  // empty: none
+  int max_tokens = 4;
+};
+void add_draft_options(CLI::App* cmd, DraftOptions& o);
+// The draft model on lm's backend, quantized as the main model (--quantization); null
+// without --draft-model.
+std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
+                                        const LoadedModel& lm);
+
 // The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
 // llm::Error saying what is missing. Ids of the model's padded embedding rows past
 // the tokenizer's vocabulary decode to nothing (a warning says how many).

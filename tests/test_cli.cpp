@@ -95,6 +95,29 @@ TEST_CASE("llmcli generate --lookup-draft gives the reference greedy ids", "[cli
   CHECK(bad.exit_code != 0);
 }
 
+TEST_CASE("llmcli generate --draft-model gives the reference greedy ids", "[cli][speculative]") {
+  // The model as its own draft: the same ids.
+  const Reference ref = load_reference("llama2");
+  const auto r = run_cli({"generate", model_dir("llama2"), "--device", "cpu", "--token-ids",
+                          join_ids(ref.input_ids), "-n", std::to_string(ref.greedy_ids.size()),
+                          "--temperature", "0", "--json", "--draft-model", model_dir("llama2"),
+                          "--draft-max", "3"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>() == ref.greedy_ids);
+  CHECK_THAT(r.err, Catch::Contains("llmcli: draft "));
+  CHECK_THAT(r.err, Catch::Contains("drafts "));
+  // Another vocabulary (Llama 2's 32,000 tokens), or a recurrent model: refused, saying so.
+  const auto other = run_cli({"generate", model_dir("llama2"), "--token-ids", "1,2",
+                              "--draft-model", test::tiny_chat_model("q0f32", 11)});
+  CHECK(other.exit_code != 0);
+  CHECK_THAT(other.err, Catch::Contains("the draft model's vocabulary (32000 tokens)"));
+  const auto rwkv = run_cli(
+      {"generate", model_dir("llama2"), "--token-ids", "1,2", "--draft-model", model_dir("rwkv")});
+  CHECK(rwkv.exit_code != 0);
+  CHECK_THAT(rwkv.err, Catch::Contains("cannot take back rejected tokens"));
+}
+
 TEST_CASE("llmcli generate with an f16 KV cache gives the reference greedy ids", "[cli]") {
   const Reference ref = load_reference("llama3");
   const auto r = run_cli({"generate", model_dir("llama3"), "--device", "cpu", "--token-ids",

@@ -6,9 +6,11 @@
 #include <tuple>
 
 #include "backends/registry.h"
+#include "core/engine/draft_model.h"
 #include "core/engine/engine.h"
 #include "core/engine/kv_pages.h"
 #include "core/engine/ngram_draft.h"
+#include "core/engine/session.h"
 #include "core/engine/stop_matcher.h"
 #include "test_util.h"
 
@@ -290,6 +292,35 @@ namespace {
 
 // N prompts decoded together give the tokens each gets alone (greedy), on a GPU
 // backend; also against the reference greedy ids of the fixture.
+// Speculation with a draft model gives the tokens of decoding without it: the model as its
+// own draft (every draft kept) and its q4 quantization (some not), greedy and sampled.
+void check_draft_model(Model& model) {
+  auto q4 = Model::load(test::model_dir("llama2"), model.backend(), LoadOptions("q4f16_1"));
+  const auto prompts = make_prompts(2, model.config().vocab_size, 5, 30);
+  GenerationRequest sampled = greedy_request(prompts[1], 24);
+  sampled.sampling.temperature = 0.7f;
+  sampled.sampling.top_k = 30;
+  sampled.sampling.seed = 5;
+  Engine plain_engine(model, nullptr, batch_options(1, 16));
+  const auto want_greedy = collect(*plain_engine.submit(greedy_request(prompts[0], 24))).tokens;
+  const auto want_sampled = collect(*plain_engine.submit(sampled)).tokens;
+  for (Model* draft : {&model, q4.get()}) {
+    DYNAMIC_SECTION((draft == &model ? "the model as its own draft" : "a q4 draft")) {
+      EngineOptions o = batch_options(1, 16);
+      o.draft_model = draft;
+      o.draft_tokens = 3;
+      Engine engine(model, nullptr, o);
+      CHECK(collect(*engine.submit(greedy_request(prompts[0], 24))).tokens == want_greedy);
+      wait_idle(engine);
+      const EngineStats st = engine.stats();
+      CHECK(st.draft_tokens > 0);
+      if (draft == &model) CHECK(st.draft_accepted == st.draft_tokens);
+      CHECK(st.steps < 24);  // several tokens a step
+      CHECK(collect(*engine.submit(sampled)).tokens == want_sampled);
+    }
+  }
+}
+
 void check_batch_invariance(const std::string& device) {
   if (!test::has_device(device + ":")) {
     WARN("no " << device << " device: skipped");
@@ -365,6 +396,7 @@ void check_batch_invariance(const std::string& device) {
   spec_one.lookup_draft = 4;
   Engine drafted(*model, nullptr, spec_one);
   CHECK(collect(*drafted.submit(warm)).tokens == want_sampled);
+  check_draft_model(*model);
 }
 
 }  // namespace
@@ -420,6 +452,60 @@ TEST_CASE("engine: prompts that share a prefix reuse its cached pages and decode
     CHECK(decode_all(*model, prompts, 12, tight, 0ms, &preemptions) == want);
     CHECK(decode_all(*model, prompts, 12, tight, 3ms) == want);
   }
+}
+
+TEST_CASE("session rewind takes tokens back", "[engine][draft]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  const auto p = make_prompts(2, model->config().vocab_size, 12, 12);
+  SessionOptions so;
+  so.context_size = 64;
+  Session s(*model, so), fresh(*model, so);
+  s.forward(p[0], false);
+  s.rewind(5);
+  CHECK(s.position() == 5);
+  std::vector<int32_t> want(p[0].begin(), p[0].begin() + 5);
+  want.insert(want.end(), p[1].begin(), p[1].end());
+  const std::vector<float> got = s.forward(p[1], true), all = fresh.forward(want, true);
+  REQUIRE(all.size() > got.size());
+  float diff = 0;
+  for (size_t i = 0; i < got.size(); i++)
+    diff = std::max(diff, std::abs(got[i] - all[all.size() - got.size() + i]));
+  CHECK(diff <= 1e-4f);
+  CHECK_THROWS_WITH(s.rewind(100), "session rewind to 100: the sequence has 17 tokens");
+}
+
+TEST_CASE("engine: a draft model decodes as the model alone; mismatches are refused",
+          "[engine][draft]") {
+  auto backend = create_backend("cpu", 2);
+  auto model = Model::load(test::model_dir("llama2"), *backend);
+  check_draft_model(*model);
+  // A proposal after the model took another token than the draft's first: the draft
+  // model takes back what it ran past that point, as if it had never seen it.
+  SessionOptions so;
+  so.context_size = 64;
+  DraftModel follower(*model, so), fresh(*model, so);
+  std::vector<int32_t> seq = make_prompts(1, model->config().vocab_size, 10, 10)[0];
+  const std::vector<int32_t> first = follower.propose(7, seq, 4);
+  REQUIRE(first.size() == 4);
+  seq.push_back((first[0] + 1) % model->config().vocab_size);
+  CHECK(follower.propose(7, seq, 4) == fresh.propose(1, seq, 4));
+  // ... and one after it kept two of them and added its own.
+  seq.resize(seq.size() - 1);
+  seq.insert(seq.end(), first.begin(), first.begin() + 2);
+  seq.push_back(3);
+  CHECK(follower.propose(7, seq, 4) == DraftModel(*model, so).propose(1, seq, 4));
+  CHECK(follower.followed() == 1);
+  follower.drop(7);
+  CHECK(follower.followed() == 0);
+  auto other = Model::load(test::tiny_chat_model("q0f32", 11), *backend);
+  EngineOptions o = batch_options(1, 16);
+  o.draft_model = other.get();
+  CHECK_THROWS_WITH(Engine(*model, nullptr, o),
+                    "the draft model's vocabulary (32000 tokens) is not the model's (256)");
+  o.draft_model = model.get();
+  o.draft_tokens = 0;
+  CHECK_THROWS_WITH(Engine(*model, nullptr, o), "draft tokens must be in 1..32, got 0");
 }
 
 TEST_CASE("engine on cuda: a batch decodes exactly as each prompt alone", "[cuda][engine]") {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <optional>
 
+#include "core/engine/draft_model.h"
 #include "core/engine/json_grammar.h"
 #include "core/engine/kv_pages.h"
 #include "core/engine/ngram_draft.h"
@@ -171,7 +172,24 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
     fail("lookup draft must be in 0..32 tokens, got %d", opts_.lookup_draft);
   // A recurrent state takes every token fed, a rejected draft's too: no drafts there.
   if (runner_->has_recurrent_state()) opts_.lookup_draft = 0;
-  if (opts_.lookup_draft > 0) decode_ahead_ = false;  // drafts are checked on the host
+  if (opts_.draft_model) {
+    if (runner_->has_recurrent_state())
+      fail("a draft model needs a model whose cache can take tokens back (not %s)",
+           model.config().model_type.c_str());
+    if (opts_.draft_model->config().vocab_size != model.config().vocab_size)
+      fail("the draft model's vocabulary (%d tokens) is not the model's (%d)",
+           opts_.draft_model->config().vocab_size, model.config().vocab_size);
+    if (opts_.draft_tokens < 1 || opts_.draft_tokens > 32)
+      fail("draft tokens must be in 1..32, got %d", opts_.draft_tokens);
+    SessionOptions so;
+    so.context_size = context_size_;
+    so.page_size = opts_.page_size;
+    so.prefill_chunk_size = opts_.prefill_chunk_size;
+    so.kv_dtype = opts_.kv_dtype;
+    draft_ = std::make_unique<DraftModel>(*opts_.draft_model, so);
+  }
+  // Drafts are checked on the host.
+  if (opts_.lookup_draft > 0 || draft_) decode_ahead_ = false;
   const char* prefix_env = std::getenv("LLM_PREFIX_CACHE");
   prefix_cache_ = opts_.prefix_cache && !runner_->has_recurrent_state() &&
                   !(prefix_env && !std::strcmp(prefix_env, "0"));
@@ -270,6 +288,7 @@ std::shared_ptr<RequestStream> Engine::enqueue(std::unique_ptr<Sequence> seq) {
 void Engine::finish(Sequence& s, FinishReason why, const std::string& error) {
   if (s.done) return;
   s.done = true;
+  if (draft_ && s.stream) draft_->drop(s.stream->id());
   s.pages.release(*pages_);
   if (s.state_slot >= 0) free_state_slots_.push_back(s.state_slot);
   s.state_slot = -1;
@@ -536,17 +555,20 @@ bool Engine::run_next_step(StepPlan& plan) {
 bool Engine::plan_drafts(int& budget) {
   // Only in decode-only steps: sequences sampled on the device take a draft of the tokens
   // that followed their latest n-gram before, checked by sampling every token's row.
-  bool decode_only = opts_.lookup_draft > 0;
+  bool decode_only = opts_.lookup_draft > 0 || draft_;
   for (auto& s : running_) decode_only = decode_only && s->take <= 1;
+  // The draft model runs one sequence at a time: worth it while one runs.
+  const bool by_model = draft_ && running_.size() == 1;
+  const int most = by_model ? opts_.draft_tokens : opts_.lookup_draft;
   bool any = false;
   for (auto& s : running_) {
     s->draft.clear();
     if (!decode_only || s->take != 1 || !s->may_speculate()) continue;
-    int room =
-        std::min({opts_.lookup_draft, budget, context_size_ - static_cast<int>(s->tokens.size())});
+    int room = std::min({most, budget, context_size_ - static_cast<int>(s->tokens.size())});
     if (s->req.max_tokens > 0) room = std::min(room, s->req.max_tokens - s->n_generated - 1);
     if (room <= 0) continue;
-    s->draft = lookup_draft(s->tokens, room);
+    s->draft = by_model ? draft_->propose(s->stream->id(), s->tokens, room)
+                        : lookup_draft(s->tokens, room);
     // Its slots, without preempting anyone.
     if (!s->draft.empty() &&
         !s->pages.reserve(*pages_, static_cast<int>(s->tokens.size() + s->draft.size())))

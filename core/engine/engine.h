@@ -58,6 +58,13 @@ struct EngineOptions {
   // Steps are then not queued ahead of the host. Off for recurrent state (RWKV), which
   // cannot take back a rejected draft. LLM_LOOKUP_DRAFT=N overrides.
   int lookup_draft = 0;
+  // Speculative decoding with a draft model (core/engine/draft_model.h): a small model of
+  // the same vocabulary, on the same backend, proposes up to draft_tokens tokens greedily
+  // while one sequence runs that samples on the device; they are checked as lookup drafts
+  // are (the output is the same), in place of them. Not with a recurrent state (RWKV), and
+  // not while several sequences run (the draft model runs one sequence at a time).
+  Model* draft_model = nullptr;
+  int draft_tokens = 4;
 };
 
 struct GenerationRequest {
@@ -221,6 +228,7 @@ class Engine {
   int context_size_ = 0;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<class StepRunner> runner_;
+  std::unique_ptr<class DraftModel> draft_;  // EngineOptions::draft_model's follower
   std::unique_ptr<class PagePool> pages_;
   std::vector<int> free_state_slots_;
   uint64_t admit_counter_ = 0;

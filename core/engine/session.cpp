@@ -192,4 +192,13 @@ Executor& Session::run_step(int T, int R, const int32_t* tokens, const Executor*
   return ex;
 }
 
+void Session::rewind(int n) {
+  if (n < 0 || n > position_)
+    fail("session rewind to %d: the sequence has %d tokens", n, position_);
+  if (n > 0 && n < position_ && has_recurrent_state())
+    fail("session rewind: a recurrent state cannot take tokens back");
+  position_ = n;
+  greedy_from_ = nullptr;
+}
+
 }  // namespace llm

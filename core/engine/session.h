@@ -45,6 +45,11 @@ class Session {
   int position() const { return position_; }
 
   int context_size() const { return context_size_; }
+  // Whether the model keeps a recurrent state (RWKV), which rewind() cannot take back.
+  bool has_recurrent_state() const { return !recurrent_.empty(); }
+  // Forgets the tokens from position n on (0 <= n <= position()): the next forward writes
+  // their cache rows again. Throws llm::Error for a recurrent state (unless n is 0).
+  void rewind(int n);
   // Forgets the sequence (the cache is overwritten by the next forward).
   void reset() {
     position_ = 0;

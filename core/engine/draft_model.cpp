@@ -1,0 +1,43 @@
+#include "core/engine/draft_model.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace llm {
+
+DraftModel::DraftModel(Model& model, SessionOptions opts) : model_(model), opts_(opts) {
+  // A throwaway session says whether the architecture keeps a recurrent state.
+  SessionOptions probe = opts_;
+  probe.context_size = std::min(opts_.context_size, opts_.page_size);
+  if (Session(model_, probe).has_recurrent_state())
+    fail("draft model: a recurrent state (%s) cannot take back rejected tokens",
+         model_.config().model_type.c_str());
+}
+
+std::vector<int32_t> DraftModel::propose(uint64_t id, const std::vector<int32_t>& tokens, int n) {
+  Follower& f = followers_[id];
+  if (!f.session) f.session = std::make_unique<Session>(model_, opts_);
+  Session& s = *f.session;
+  n = std::min(n, s.context_size() - static_cast<int>(tokens.size()));
+  if (n <= 0 || tokens.empty()) return {};
+  // The tokens it holds that the sequence still has; at least the last one runs again,
+  // for its logits.
+  size_t keep = 0;
+  while (keep < f.seen.size() && keep < tokens.size() && f.seen[keep] == tokens[keep]) keep++;
+  keep = std::min(keep, tokens.size() - 1);
+  s.rewind(static_cast<int>(keep));
+  f.seen.resize(keep);
+  std::vector<int32_t> feed(tokens.begin() + static_cast<std::ptrdiff_t>(keep), tokens.end());
+  std::vector<int32_t> out;
+  while (true) {
+    const int32_t next = s.forward_greedy(feed);
+    f.seen.insert(f.seen.end(), feed.begin(), feed.end());
+    out.push_back(next);
+    if (static_cast<int>(out.size()) == n) break;
+    feed = {next};
+  }
+  return out;
+}
+
+}  // namespace llm

@@ -1,0 +1,41 @@
+// Speculative decoding with a draft model: a small model of the same vocabulary follows a
+// sequence in a Session of its own and proposes the tokens it would write greedily; the
+// engine checks them in one step of the large model (as it checks prompt-lookup drafts,
+// core/engine/ngram_draft.h) and keeps them up to the first one it would not have drawn.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "core/engine/session.h"
+#include "core/model.h"
+
+namespace llm {
+
+class DraftModel {
+ public:
+  // Throws llm::Error for a model with a recurrent state (RWKV: it cannot take back the
+  // tokens the large model rejects).
+  DraftModel(Model& model, SessionOptions opts);
+
+  // Up to n tokens the draft model writes greedily after `tokens` (sequence `id`'s so far):
+  // its session first runs the tokens it has not seen, after taking back those that
+  // differ (the drafts the large model rejected). Fewer near the end of the context.
+  std::vector<int32_t> propose(uint64_t id, const std::vector<int32_t>& tokens, int n);
+  // Forgets a finished sequence (its session's cache is freed).
+  void drop(uint64_t id) { followers_.erase(id); }
+  size_t followed() const { return followers_.size(); }
+
+ private:
+  struct Follower {
+    std::unique_ptr<Session> session;
+    std::vector<int32_t> seen;  // the tokens whose cache rows the session holds
+  };
+  Model& model_;
+  SessionOptions opts_;
+  std::map<uint64_t, Follower> followers_;
+};
+
+}  // namespace llm
