@@ -498,6 +498,8 @@ TEST_CASE("engine: a draft model decodes as the model alone; mismatches are refu
   CHECK(follower.followed() == 1);
   follower.drop(7);
   CHECK(follower.followed() == 0);
+  // The next sequence takes over the dropped one's session from the start.
+  CHECK(follower.propose(8, seq, 4) == DraftModel(*model, so).propose(1, seq, 4));
   auto other = Model::load(test::tiny_chat_model("q0f32", 11), *backend);
   EngineOptions o = batch_options(1, 16);
   o.draft_model = other.get();

@@ -7,17 +7,27 @@
 namespace llm {
 
 DraftModel::DraftModel(Model& model, SessionOptions opts) : model_(model), opts_(opts) {
-  // A throwaway session says whether the architecture keeps a recurrent state.
-  SessionOptions probe = opts_;
-  probe.context_size = std::min(opts_.context_size, opts_.page_size);
-  if (Session(model_, probe).has_recurrent_state())
+  idle_.push_back(std::make_unique<Session>(model_, opts_));
+  if (idle_.back()->has_recurrent_state())
     fail("draft model: a recurrent state (%s) cannot take back rejected tokens",
          model_.config().model_type.c_str());
 }
 
+void DraftModel::drop(uint64_t id) {
+  auto it = followers_.find(id);
+  if (it == followers_.end()) return;
+  it->second.session->reset();
+  idle_.push_back(std::move(it->second.session));
+  followers_.erase(it);
+}
+
 std::vector<int32_t> DraftModel::propose(uint64_t id, const std::vector<int32_t>& tokens, int n) {
   Follower& f = followers_[id];
-  if (!f.session) f.session = std::make_unique<Session>(model_, opts_);
+  if (!f.session) {
+    if (idle_.empty()) idle_.push_back(std::make_unique<Session>(model_, opts_));
+    f.session = std::move(idle_.back());
+    idle_.pop_back();
+  }
   Session& s = *f.session;
   n = std::min(n, s.context_size() - static_cast<int>(tokens.size()));
   if (n <= 0 || tokens.empty()) return {};

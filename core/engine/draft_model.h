@@ -16,6 +16,7 @@ namespace llm {
 
 class DraftModel {
  public:
+  // Allocates one session's cache now, so that running out of memory shows at start-up.
   // Throws llm::Error for a model with a recurrent state (RWKV: it cannot take back the
   // tokens the large model rejects).
   DraftModel(Model& model, SessionOptions opts);
@@ -24,8 +25,8 @@ class DraftModel {
   // its session first runs the tokens it has not seen, after taking back those that
   // differ (the drafts the large model rejected). Fewer near the end of the context.
   std::vector<int32_t> propose(uint64_t id, const std::vector<int32_t>& tokens, int n);
-  // Forgets a finished sequence (its session's cache is freed).
-  void drop(uint64_t id) { followers_.erase(id); }
+  // Forgets a finished sequence; its session (and cache) serves the next one.
+  void drop(uint64_t id);
   size_t followed() const { return followers_.size(); }
 
  private:
@@ -36,6 +37,7 @@ class DraftModel {
   Model& model_;
   SessionOptions opts_;
   std::map<uint64_t, Follower> followers_;
+  std::vector<std::unique_ptr<Session>> idle_;  // sessions of finished sequences
 };
 
 }  // namespace llm
