@@ -7,6 +7,15 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
+// Anthropic's usage: input_tokens counts the prompt tokens run, cache_read_input_tokens
+// those the prefix cache held (nothing is written to a cache on request).
+json usage_of(const ReplyTimings& t, int output_tokens) {
+  return {{"input_tokens", t.prompt_tokens - t.cached_tokens},
+          {"cache_creation_input_tokens", 0},
+          {"cache_read_input_tokens", t.cached_tokens},
+          {"output_tokens", output_tokens}};
+}
+
 std::string block_text(const ojson& content, const std::string& param) {
   return text_of_parts(content, param, {"text"});
 }
@@ -178,23 +187,22 @@ json anthropic_message(const std::string& id, const std::string& model, const Sh
           {"content", std::move(content)},
           {"stop_reason", stop_reason(why, !reply.calls.empty(), t.stop_string)},
           {"stop_sequence", stop_sequence(t.stop_string)},
-          {"usage", {{"input_tokens", t.prompt_tokens}, {"output_tokens", t.eval_tokens}}}};
+          {"usage", usage_of(t, t.eval_tokens)}};
 }
 
 std::string AnthropicStream::start(const ReplyTimings& t) {
   if (started_) return "";
   started_ = true;
-  return event("message_start",
-               {{"type", "message_start"},
-                {"message",
-                 {{"id", id_},
-                  {"type", "message"},
-                  {"role", "assistant"},
-                  {"model", model_},
-                  {"content", json::array()},
-                  {"stop_reason", nullptr},
-                  {"stop_sequence", nullptr},
-                  {"usage", {{"input_tokens", t.prompt_tokens}, {"output_tokens", 0}}}}}});
+  return event("message_start", {{"type", "message_start"},
+                                 {"message",
+                                  {{"id", id_},
+                                   {"type", "message"},
+                                   {"role", "assistant"},
+                                   {"model", model_},
+                                   {"content", json::array()},
+                                   {"stop_reason", nullptr},
+                                   {"stop_sequence", nullptr},
+                                   {"usage", usage_of(t, 0)}}}});
 }
 
 std::string AnthropicStream::close() {

@@ -1494,7 +1494,13 @@ TEST_CASE("server: Anthropic's /v1/messages, streamed and not, tools, count_toke
   const auto ev = named_events(res->body);
   REQUIRE(ev.size() >= 6);
   CHECK(ev[0].first == "message_start");
-  CHECK(ev[0].second["message"]["usage"]["input_tokens"] == m["usage"]["input_tokens"]);
+  // The same prompt again: the prefix cache held its whole pages.
+  const json& start_usage = ev[0].second["message"]["usage"];
+  CHECK(start_usage["input_tokens"].get<int>() +
+            start_usage["cache_read_input_tokens"].get<int>() ==
+        m["usage"]["input_tokens"].get<int>() + m["usage"]["cache_read_input_tokens"].get<int>());
+  CHECK(start_usage["cache_read_input_tokens"].get<int>() > 0);
+  CHECK(start_usage["cache_creation_input_tokens"] == 0);
   CHECK(ev[1].first == "content_block_start");
   CHECK(ev[1].second["content_block"]["type"] == "text");
   std::string streamed_text;
