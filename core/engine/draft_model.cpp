@@ -39,14 +39,14 @@ std::vector<int32_t> DraftModel::propose(uint64_t id, const std::vector<int32_t>
   s.rewind(static_cast<int>(keep));
   f.seen.resize(keep);
   std::vector<int32_t> feed(tokens.begin() + static_cast<std::ptrdiff_t>(keep), tokens.end());
+  // Queued a step ahead (Session::queue_greedy): the device does not wait for the host
+  // between the draft's tokens.
   std::vector<int32_t> out;
-  while (true) {
-    const int32_t next = s.forward_greedy(feed);
-    f.seen.insert(f.seen.end(), feed.begin(), feed.end());
-    out.push_back(next);
-    if (static_cast<int>(out.size()) == n) break;
-    feed = {next};
-  }
+  s.queue_greedy(feed);
+  for (int i = 1; i < n; i++) out.push_back(s.queue_greedy_next());
+  out.push_back(s.finish_greedy());
+  f.seen.insert(f.seen.end(), feed.begin(), feed.end());
+  f.seen.insert(f.seen.end(), out.begin(), out.end() - 1);
   return out;
 }
 
