@@ -28,6 +28,7 @@ nlohmann::ordered_json conversation_messages(const ConversationTurn& turn);
 struct StoredResponse {
   nlohmann::json response;  // the response object as it was sent
   std::shared_ptr<const ConversationTurn> turn;
+  nlohmann::json input_items = nlohmann::json::array();  // its input, items with ids
 };
 
 class ResponseStore {

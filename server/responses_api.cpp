@@ -1,5 +1,8 @@
 #include "server/responses_api.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 namespace llm::server {
 
 using nlohmann::json;
@@ -63,6 +66,29 @@ ojson translate_input(const ojson& input) {
     }
   }
   return messages;
+}
+
+// The input as OpenAI lists it back: a string as one user message, every item with an id
+// (messages without one get "msg_...", others keep theirs or take their call_id's).
+json input_items_of(const ojson& input) {
+  json items = json::array();
+  if (input.is_string()) {
+    items.push_back({{"type", "message"},
+                     {"id", random_id("msg_")},
+                     {"role", "user"},
+                     {"content", json::array({{{"type", "input_text"}, {"text", input}}})}});
+    return items;
+  }
+  for (const ojson& item : input) {
+    json j = json::parse(item.dump());
+    if (!j.contains("type")) j["type"] = "message";
+    if (!j.contains("id") || !j["id"].is_string())
+      j["id"] = j["type"] == "message" ? random_id("msg_") : random_id("item_");
+    if (j["type"] == "message" && j.contains("content") && j["content"].is_string())
+      j["content"] = json::array({{{"type", "input_text"}, {"text", j["content"]}}});
+    items.push_back(std::move(j));
+  }
+  return items;
 }
 
 json usage_of(const ReplyTimings& t) {
@@ -163,6 +189,7 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
     for (ojson& m : conversation_messages(*req.previous)) messages.push_back(std::move(m));
   if (!present(body, "input")) throw ApiError(400, "'input' is required", "input");
   req.input_messages = translate_input(body["input"]);
+  req.input_items = input_items_of(body["input"]);
   for (const ojson& m : req.input_messages) messages.push_back(m);
   o["messages"] = std::move(messages);
   if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
@@ -214,6 +241,37 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
     }
   }
   return req;
+}
+
+json input_items_page(const json& items, const std::string& order, const std::string& limit,
+                      const std::string& after) {
+  if (order != "asc" && order != "desc")
+    throw ApiError(400, "'order' must be asc or desc", "order");
+  int n = 20;
+  if (!limit.empty()) {
+    char* end = nullptr;
+    const long v = std::strtol(limit.c_str(), &end, 10);
+    if (*end != '\0' || v < 1 || v > 100)
+      throw ApiError(400, "'limit' must be an integer from 1 to 100", "limit");
+    n = static_cast<int>(v);
+  }
+  std::vector<json> ordered(items.begin(), items.end());
+  if (order == "desc") std::reverse(ordered.begin(), ordered.end());
+  size_t from = 0;
+  if (!after.empty()) {
+    while (from < ordered.size() && ordered[from].value("id", "") != after) from++;
+    if (from == ordered.size()) throw ApiError(400, "no input item '" + after + "'", "after");
+    from++;
+  }
+  json data = json::array();
+  for (size_t i = from; i < ordered.size() && static_cast<int>(data.size()) < n; i++)
+    data.push_back(ordered[i]);
+  const bool more = from + data.size() < ordered.size();
+  return {{"object", "list"},
+          {"data", data},
+          {"first_id", data.empty() ? json(nullptr) : data.front()["id"]},
+          {"last_id", data.empty() ? json(nullptr) : data.back()["id"]},
+          {"has_more", more}};
 }
 
 ojson output_messages(const json& output) {

@@ -24,6 +24,7 @@ using TurnLookup =
 struct ResponsesRequest {
   nlohmann::ordered_json chat;            // the OpenAI chat body it means ("stream" in it)
   nlohmann::ordered_json input_messages;  // its input as chat messages, instructions apart
+  nlohmann::json input_items;             // its input as items, each with an id
   std::shared_ptr<const ConversationTurn> previous;  // previous_response_id's, or nullptr
   std::string previous_id;
   bool store = true;
@@ -55,6 +56,12 @@ struct ResponseMeta {
 // status completed or incomplete (max_output_tokens), usage.
 nlohmann::json responses_object(const ResponseMeta& meta, const ShownReply& reply, FinishReason why,
                                 const ReplyTimings& t);
+
+// GET /v1/responses/{id}/input_items: a page of a stored response's input items as
+// OpenAI lists them; query: order ("desc", the default, or "asc"), limit (1-100,
+// default 20), after (an item id). Throws ApiError (400) for a bad query value.
+nlohmann::json input_items_page(const nlohmann::json& items, const std::string& order,
+                                const std::string& limit, const std::string& after);
 
 // A response's output items as the chat messages that continue its conversation: one
 // assistant message with its text and function calls (reasoning dropped).

@@ -57,14 +57,14 @@ void Server::responses_routes() {
                       rr.echo};
     // A finished response is kept with its conversation: the earlier turns, its input and
     // its output.
-    auto keep = [store = responses_.get(), meta, previous = rr.previous,
-                 input = rr.input_messages](const nlohmann::json& response) {
+    auto keep = [store = responses_.get(), meta, previous = rr.previous, input = rr.input_messages,
+                 items = rr.input_items](const nlohmann::json& response) {
       if (!meta.store) return;
       auto turn = std::make_shared<ConversationTurn>();
       turn->previous = previous;
       turn->messages = input;
       for (auto& m : output_messages(response["output"])) turn->messages.push_back(std::move(m));
-      store->put(meta.id, {response, std::move(turn)});
+      store->put(meta.id, {response, std::move(turn), items});
     };
     auto events = std::make_shared<ResponsesStream>(meta);
     events->on_finished = keep;
@@ -87,6 +87,23 @@ void Server::responses_routes() {
       reply_json(res, 200, s->response);
     else
       reply_error(res, ApiError(404, "no response '" + id + "' is stored", "response_id"));
+  });
+  http_->Get(R"(/v1/responses/([A-Za-z0-9_\-]+)/input_items)", [this](const Request& req,
+                                                                      Response& res) {
+    const std::string id = req.matches[1];
+    std::optional<StoredResponse> s = responses_->get(id);
+    if (!s) {
+      reply_error(res, ApiError(404, "no response '" + id + "' is stored", "response_id"));
+      return;
+    }
+    try {
+      reply_json(res, 200,
+                 input_items_page(s->input_items,
+                                  req.has_param("order") ? req.get_param_value("order") : "desc",
+                                  req.get_param_value("limit"), req.get_param_value("after")));
+    } catch (const ApiError& e) {
+      reply_error(res, e);
+    }
   });
   http_->Delete(by_id, [this](const Request& req, Response& res) {
     const std::string id = req.matches[1];

@@ -1827,6 +1827,42 @@ TEST_CASE("server: Responses API conversations continue stored responses", "[ser
   longer.push_back({{"role", "user"}, {"content", "Again?"}});
   CHECK(third["usage"]["input_tokens"] == chat(longer)["usage"]["prompt_tokens"]);
 
+  // Its input, as OpenAI lists it back: most recent first unless asked, in pages.
+  auto items = [&](const json& r, const std::string& query) {
+    auto res =
+        c.Get(("/v1/responses/" + r["id"].get<std::string>() + "/input_items" + query).c_str());
+    REQUIRE(res);
+    INFO(res->body);
+    return std::make_pair(res->status, json::parse(res->body));
+  };
+  auto [status, listed] = items(first, "");
+  REQUIRE(status == 200);
+  CHECK(listed["object"] == "list");
+  REQUIRE(listed["data"].size() == 1);
+  CHECK(listed["data"][0]["role"] == "user");
+  CHECK(listed["data"][0]["content"][0] ==
+        json{{"type", "input_text"}, {"text", "My name is Ada."}});
+  CHECK(listed["first_id"] == listed["data"][0]["id"]);
+  const json three = post(s, "/v1/responses",
+                          {{"input", json::array({{{"role", "user"}, {"content", "a"}},
+                                                  {{"role", "assistant"}, {"content", "b"}},
+                                                  {{"role", "user"}, {"content", "c"}}})},
+                           {"max_output_tokens", 1}},
+                          200);
+  auto [s1, page1] = items(three, "?order=asc&limit=2");
+  REQUIRE(s1 == 200);
+  REQUIRE(page1["data"].size() == 2);
+  CHECK(page1["data"][0]["content"][0]["text"] == "a");
+  CHECK(page1["has_more"] == true);
+  auto [s2, page2] = items(three, "?order=asc&after=" + page1["last_id"].get<std::string>());
+  REQUIRE(s2 == 200);
+  REQUIRE(page2["data"].size() == 1);
+  CHECK(page2["data"][0]["content"][0]["text"] == "c");
+  CHECK(page2["has_more"] == false);
+  CHECK(items(three, "").second["data"][0]["content"][0]["text"] == "c");  // desc
+  CHECK(items(three, "?limit=0").first == 400);
+  CHECK(items(three, "?order=up").first == 400);
+
   // store: false keeps nothing; a response dropped (or never stored) is 404, and the
   // turns after it still hold its part of the conversation.
   const json unstored =
