@@ -39,6 +39,7 @@ struct ChatOptions {
 
 struct AnswerStats {
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // of the prompt's, from the prefix cache (earlier turns)
   int tokens = 0;
   double prefill_s = 0;
   double decode_s = 0;
@@ -46,9 +47,11 @@ struct AnswerStats {
 
 void print_stats(const char* what, const AnswerStats& s) {
   std::printf(
-      "%s: prompt %d tokens in %.2f s (%.1f tok/s), answer %d tokens in %.2f s (%.1f tok/s)\n",
-      what, s.prompt_tokens, s.prefill_s, s.prefill_s > 0 ? s.prompt_tokens / s.prefill_s : 0,
-      s.tokens, s.decode_s, s.decode_s > 0 ? (s.tokens - 1) / s.decode_s : 0);
+      "%s: prompt %d tokens (%d cached) in %.2f s (%.1f tok/s), answer %d tokens in %.2f s "
+      "(%.1f tok/s)\n",
+      what, s.prompt_tokens, s.cached_tokens, s.prefill_s,
+      s.prefill_s > 0 ? (s.prompt_tokens - s.cached_tokens) / s.prefill_s : 0, s.tokens, s.decode_s,
+      s.decode_s > 0 ? (s.tokens - 1) / s.decode_s : 0);
 }
 
 std::string history_path() {
@@ -166,6 +169,11 @@ class Chat {
       else {
         print_stats("last answer", last_);
         print_stats("this session", total_);
+        const EngineStats es = engine_.stats();
+        if (es.draft_tokens > 0)
+          std::printf("speculation: %llu of %llu draft tokens kept\n",
+                      static_cast<unsigned long long>(es.draft_accepted),
+                      static_cast<unsigned long long>(es.draft_tokens));
       }
     } else if (cmd == "/help" || cmd == "/?") {
       std::printf(
@@ -253,6 +261,7 @@ class Chat {
       if (!stream->next(ev, std::chrono::milliseconds(50))) continue;
       if (st.tokens == 0 && !ev.tokens.empty()) first = Clock::now();
       st.tokens += static_cast<int>(ev.tokens.size());
+      st.cached_tokens = ev.cached_tokens;
       text += ev.text;
       std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
       std::fflush(stdout);
@@ -272,6 +281,7 @@ class Chat {
       st.decode_s = std::chrono::duration<double>(t1 - first).count();
       last_ = st;
       total_.prompt_tokens += st.prompt_tokens;
+      total_.cached_tokens += st.cached_tokens;
       total_.tokens += st.tokens;
       total_.prefill_s += st.prefill_s;
       total_.decode_s += st.decode_s;

@@ -121,6 +121,28 @@ TEST_CASE("llmcli chat reads messages from a pipe and answers each", "[cli][chat
   CHECK_THAT(read_file(tmp.file("err.txt")), Catch::Contains("chat template from"));
 }
 
+TEST_CASE("llmcli chat /stats counts the prompt tokens the earlier turns left cached",
+          "[cli][chat]") {
+  TempDir tmp;
+  std::string words;
+  for (int i = 0; i < 40; i++) words += "word ";
+  write_file(tmp.file("in.txt"), words + "\nAgain\n/stats\n");
+  const std::string out = shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+                                " --device cpu --temperature 0 --max-tokens 4 < " +
+                                tmp.file("in.txt") + " 2>/dev/null");
+  INFO(out);
+  // The second turn's prompt starts with the first turn: its whole pages (16 tokens)
+  // come from the prefix cache.
+  const size_t at = out.find("last answer: prompt ");
+  REQUIRE(at != std::string::npos);
+  int prompt = 0, cached = 0;
+  REQUIRE(std::sscanf(out.c_str() + at, "last answer: prompt %d tokens (%d cached)", &prompt,
+                      &cached) == 2);
+  CHECK(cached >= 32);
+  CHECK(cached % 16 == 0);
+  CHECK(cached < prompt);
+}
+
 // A message too long for the context is refused without trimming the conversation
 // (the next turn's prompt is as long as without it), a failed turn makes the piped run
 // exit non-zero, and a system message that leaves no room fails up front.
