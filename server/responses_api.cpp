@@ -177,7 +177,11 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
   echo("tools", json::array());
   echo("max_output_tokens", nullptr);
   echo("text", {{"format", {{"type", "text"}}}});
-  req.echo["truncation"] = "disabled";
+  const std::string truncation = optional_string(body, "truncation", "disabled", "truncation");
+  if (truncation != "auto" && truncation != "disabled")
+    throw ApiError(400, "'truncation' must be auto or disabled", "truncation");
+  req.truncate = truncation == "auto";
+  req.echo["truncation"] = truncation;
   if (present(body, "model")) o["model"] = body["model"];
   ojson messages = ojson::array();
   if (present(body, "instructions")) {
@@ -241,6 +245,17 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
     }
   }
   return req;
+}
+
+bool drop_oldest_turn(ojson& messages) {
+  size_t first = 0;
+  if (!messages.empty() && messages[0].value("role", "") == "system") first = 1;
+  if (messages.size() < first + 2) return false;
+  messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(first));
+  // Tool results whose call went with it.
+  while (messages.size() > first + 1 && messages[first].value("role", "") == "tool")
+    messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(first));
+  return true;
 }
 
 json input_items_page(const json& items, const std::string& order, const std::string& limit,

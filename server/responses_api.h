@@ -28,6 +28,7 @@ struct ResponsesRequest {
   std::shared_ptr<const ConversationTurn> previous;  // previous_response_id's, or nullptr
   std::string previous_id;
   bool store = true;
+  bool truncate = false;  // truncation "auto": drop the oldest turns to fit the context
   // What the response object repeats of the request (instructions, metadata, temperature,
   // top_p, tool_choice, tools, max_output_tokens, text), with OpenAI's defaults.
   nlohmann::json echo = nlohmann::json::object();
@@ -56,6 +57,11 @@ struct ResponseMeta {
 // status completed or incomplete (max_output_tokens), usage.
 nlohmann::json responses_object(const ResponseMeta& meta, const ShownReply& reply, FinishReason why,
                                 const ReplyTimings& t);
+
+// truncation "auto": drops the conversation's oldest turn (after a leading system
+// message: a message, with the tool results that answer its calls); false when only the
+// last message is left.
+bool drop_oldest_turn(nlohmann::ordered_json& messages);
 
 // GET /v1/responses/{id}/input_items: a page of a stored response's input items as
 // OpenAI lists them; query: order ("desc", the default, or "asc"), limit (1-100,

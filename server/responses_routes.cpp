@@ -2,6 +2,7 @@
 // named server-sent events. It shares the engine with the chat route.
 #include <httplib.h>
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 #include <optional>
@@ -40,10 +41,19 @@ void Server::responses_routes() {
         std::optional<StoredResponse> s = responses_->get(id);
         return s ? s->turn : nullptr;
       });
-      const ParsedRequest p = parse_chat_request(rr.chat, r.engine->vocab_size());
+      ParsedRequest p = parse_chat_request(rr.chat, r.engine->vocab_size());
       stream = p.stream;
+      const int context = r.engine->context_size();
       GenerationPlan plan =
-          plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning, r.engine->context_size());
+          plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning, context);
+      // truncation "auto": the oldest turns go until the prompt leaves room for the reply
+      // (max_output_tokens, at most half the context; at least one token).
+      const int room = 1 + std::min(std::max(plan.request.max_tokens, 0), context / 2);
+      while (rr.truncate && static_cast<int>(plan.request.prompt.size()) + room > context &&
+             drop_oldest_turn(rr.chat["messages"])) {
+        p = parse_chat_request(rr.chat, r.engine->vocab_size());
+        plan = plan_generation(p, *r.tokenizer, r.chat, opts_.split_reasoning, context);
+      }
       submit_plan(*job, plan, "input");
     } catch (const ApiError& e) {
       reply_error(res, e);

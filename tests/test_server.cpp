@@ -22,6 +22,7 @@
 #include "core/chat/infill_prompt.h"
 #include "server/http_server.h"
 #include "server/response_store.h"
+#include "server/responses_api.h"
 #include "test_util.h"
 
 using namespace llm;
@@ -1920,6 +1921,53 @@ TEST_CASE("server: usage reports the prompt tokens the prefix cache held", "[ser
   CHECK(llama["tokens_cached"] == cached);
   CHECK(llama["timings"]["cache_n"] == cached);
   CHECK(llama["timings"]["prompt_n"] == prompt - cached);
+}
+
+TEST_CASE("server: Responses truncation auto drops the oldest turns to fit the context",
+          "[server][responses]") {
+  test::TempDir dir;
+  TestServer s({}, {}, false);
+  load_templated(s, dir, "Qwen-Qwen2.5-7B-Instruct", 384);
+  std::string words, more;
+  for (int i = 0; i < 40; i++) words += "word ";
+  for (int i = 0; i < 80; i++) more += "word ";
+  // Three chained turns of about 85 tokens each, then one of 80 words (about 160): that
+  // no longer fits 384 tokens with room for its 8 output tokens, unless the oldest turns
+  // go.
+  json previous;
+  for (int turn = 0; turn < 3; turn++) {
+    json body = {{"input", words}, {"max_output_tokens", 8}, {"temperature", 0}};
+    if (turn > 0) body["previous_response_id"] = previous["id"];
+    previous = post(s, "/v1/responses", body, 200);
+  }
+  const json next = {{"previous_response_id", previous["id"]},
+                     {"input", more},
+                     {"max_output_tokens", 8},
+                     {"temperature", 0}};
+  check_error_shape(post(s, "/v1/responses", next, 400));
+  json auto_next = next;
+  auto_next["truncation"] = "auto";
+  const json r = post(s, "/v1/responses", auto_next, 200);
+  CHECK(r["truncation"] == "auto");
+  CHECK(r["usage"]["input_tokens"].get<int>() + 8 < 384);
+  CHECK(r["usage"]["input_tokens"].get<int>() > 160);  // the new input stayed
+  auto_next["truncation"] = "sometimes";
+  check_error_shape(post(s, "/v1/responses", auto_next, 400));
+}
+
+TEST_CASE("server: Responses truncation keeps the system message and whole tool turns",
+          "[server][responses]") {
+  using ojson = nlohmann::ordered_json;
+  ojson m = ojson::array(
+      {{{"role", "system"}, {"content", "s"}},
+       {{"role", "assistant"}, {"content", ""}, {"tool_calls", ojson::array({{{"id", "c1"}}})}},
+       {{"role", "tool"}, {"tool_call_id", "c1"}, {"content", "r"}},
+       {{"role", "user"}, {"content", "u"}}});
+  REQUIRE(server::drop_oldest_turn(m));
+  REQUIRE(m.size() == 2);
+  CHECK(m[0]["role"] == "system");
+  CHECK(m[1]["role"] == "user");
+  CHECK_FALSE(server::drop_oldest_turn(m));  // the last message stays
 }
 
 TEST_CASE("server: the response store keeps the most recent responses", "[server][responses]") {
