@@ -65,9 +65,7 @@ void run_serve(ServeOptions o) {
   std::unique_ptr<Engine> engine;
   try {
     lm = load_model(o.model);
-    draft = load_draft_model(o.draft, o.model, lm);
-    o.engine.draft_model = draft.get();
-    o.engine.draft_tokens = o.draft.max_tokens;
+    draft = load_draft_model(o.draft, o.model, lm, o.engine);
     tok = load_tokenizer(lm);
     try {
       chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);

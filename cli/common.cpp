@@ -79,7 +79,8 @@ void add_draft_options(CLI::App* cmd, DraftOptions& o) {
 }
 
 std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
-                                        const LoadedModel& lm) {
+                                        const LoadedModel& lm, EngineOptions& eo) {
+  eo.draft_model = nullptr;
   if (d.model.empty()) return nullptr;
   std::unique_ptr<Model> m =
       Model::load(resolve_model(d.model), *lm.backend, LoadOptions(o.quantization));
@@ -87,6 +88,8 @@ std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOption
   std::fprintf(stderr, "llmcli: draft %s (%s, %d layers, hidden %d), weights %s\n", d.model.c_str(),
                c.model_type.c_str(), c.num_layers, c.hidden_size,
                format_bytes(m->weight_bytes()).c_str());
+  eo.draft_model = m.get();
+  eo.draft_tokens = d.max_tokens;
   return m;
 }
 

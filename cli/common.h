@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/engine/engine.h"
 #include "core/model.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -53,10 +54,10 @@ struct DraftOptions {
   int max_tokens = 4;
 };
 void add_draft_options(CLI::App* cmd, DraftOptions& o);
-// The draft model on lm's backend, quantized as the main model (--quantization); null
-// without --draft-model.
+// The draft model on lm's backend, quantized as the main model (--quantization), set in
+// eo (draft_model, draft_tokens); null without --draft-model. It must outlive the engine.
 std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
-                                        const LoadedModel& lm);
+                                        const LoadedModel& lm, EngineOptions& eo);
 
 // The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
 // llm::Error saying what is missing. Ids of the model's padded embedding rows past

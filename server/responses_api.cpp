@@ -69,7 +69,7 @@ ojson translate_input(const ojson& input) {
 }
 
 // The input as OpenAI lists it back: a string as one user message, every item with an id
-// (messages without one get "msg_...", others keep theirs or take their call_id's).
+// (those without one get "msg_..." for messages, "item_..." for the others).
 json input_items_of(const ojson& input) {
   json items = json::array();
   if (input.is_string()) {
@@ -80,7 +80,7 @@ json input_items_of(const ojson& input) {
     return items;
   }
   for (const ojson& item : input) {
-    json j = json::parse(item.dump());
+    json j = item;
     if (!j.contains("type")) j["type"] = "message";
     if (!j.contains("id") || !j["id"].is_string())
       j["id"] = j["type"] == "message" ? random_id("msg_") : random_id("item_");

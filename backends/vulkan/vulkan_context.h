@@ -179,8 +179,9 @@ class Context {
     uint32_t n_bindings = 0;
     std::vector<int32_t> spec;
   };
-  // Creates those of these pipelines not created yet, on several threads (a driver
-  // compiles each in up to a few hundred ms), so that a recording made later finds them.
+  // Creates those of these pipelines not created yet (each once, however often asked),
+  // on several threads (a driver compiles each in up to a few hundred ms), so that a
+  // recording made later finds them.
   void prepare_pipelines(const std::vector<PipelineRequest>& requests);
 
   // Submits a recorded command buffer after everything in flight has finished; with

@@ -182,8 +182,9 @@ class VulkanProgram final : public Program {
 
  private:
   // The pipelines of every split count set_context_used can pick, created now and in
-  // parallel: created when a context first grows past a count, each would stall that
-  // step (7b on the H100: decode 115 tok/s instead of 287 over 256 tokens).
+  // parallel (Context::prepare_pipelines drops the repeats): created when a context first
+  // grows past a count, each would stall that step (7b on the H100: decode 115 tok/s
+  // instead of 287 over 256 tokens).
   void prepare_split_pipelines() {
     std::vector<Context::PipelineRequest> requests;
     for (const Recorded& x : ds_) {
@@ -193,9 +194,7 @@ class VulkanProgram final : public Program {
         if (n >= x.splits.max) break;
         std::vector<int32_t> spec = x.splits.spec;
         spec[x.splits.spec_index] = static_cast<int32_t>(n);
-        if (requests.empty() || requests.back().spec != spec ||
-            requests.back().name != x.splits.shader)
-          requests.push_back({x.splits.shader, static_cast<uint32_t>(x.bindings.size()), spec});
+        requests.push_back({x.splits.shader, static_cast<uint32_t>(x.bindings.size()), spec});
       }
     }
     ctx_->prepare_pipelines(requests);
