@@ -11,6 +11,10 @@ DraftModel::DraftModel(Model& model, SessionOptions opts) : model_(model), opts_
   if (idle_.back()->has_recurrent_state())
     fail("draft model: a recurrent state (%s) cannot take back rejected tokens",
          model_.config().model_type.c_str());
+  // Its usual steps: the last draft and the model's own token after a draft kept whole
+  // (2), or the model's token after a rejected one (1).
+  idle_.back()->prepare(1);
+  idle_.back()->prepare(2);
 }
 
 void DraftModel::drop(uint64_t id) {

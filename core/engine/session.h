@@ -50,6 +50,9 @@ class Session {
   // Forgets the tokens from position n on (0 <= n <= position()): the next forward writes
   // their cache rows again. Throws llm::Error for a recurrent state (unless n is 0).
   void rewind(int n);
+  // Compiles the step of n tokens (one logits row) now rather than on its first use: on
+  // Vulkan a new shape builds its pipelines, a stall where it happens mid-generation.
+  void prepare(int n_tokens) { executor_for(n_tokens, 1); }
   // Forgets the sequence (the cache is overwritten by the next forward).
   void reset() {
     position_ = 0;

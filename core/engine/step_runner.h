@@ -85,6 +85,12 @@ class StepRunner {
   }
   // The executor of a bucket, compiled on first use.
   Executor& executor_for(int n_tokens, int n_seqs, StepOutput output = StepOutput::LastRows);
+  // Compiles the executor of the bucket that a step of n tokens of n_seqs sequences takes
+  // (a step's shape compiled on first use can stall it: Vulkan builds its pipelines).
+  void prepare(int n_tokens, int n_seqs, StepOutput output) {
+    const std::pair<int, int> b = buckets(n_tokens, n_seqs);
+    executor_for(b.first, b.second, output);
+  }
   // Smallest bucket holding n (powers of two, capped at limit).
   static int bucket(int n, int limit);
 
