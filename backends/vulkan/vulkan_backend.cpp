@@ -54,14 +54,15 @@ std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64
   return out;
 }
 
-// Most tokens a matmul takes through the GEMVs where the tensor-core GEMM exists: one.
-// The GEMV dequantizes each weight once per token: on the H200, 8 sequences of 7b q4
-// decoded 319 tok/s through it and 889 through the GEMM (`bench --batch 8`).
-// LLM_VULKAN_GEMV_MAX_TOKENS sets it (1..8), for measuring.
+// Most tokens a matmul takes through the GEMVs where the tensor-core GEMM exists: four.
+// The GEMM wastes most of its 16-token tiles on a few tokens, and the integer-dot GEMV
+// reads the weights once for all of them; past four it loses (H100, `bench --batch
+// 1,2,4,8`, 7b q4 in all: GEMM 331 / 291 / 560 / 1,052 tok/s, GEMV up to 4 333 / 468 /
+// 597 / 1,045, up to 8 330 / 465 / 600 / 646). LLM_VULKAN_GEMV_MAX_TOKENS sets it (1..8).
 int64_t coop_gemv_max_tokens() {
   static const int64_t v = [] {
     const char* e = std::getenv("LLM_VULKAN_GEMV_MAX_TOKENS");
-    return e ? std::clamp<int64_t>(std::atoi(e), 1, kGemvMaxTokens) : 1;
+    return e ? std::clamp<int64_t>(std::atoi(e), 1, kGemvMaxTokens) : 4;
   }();
   return v;
 }

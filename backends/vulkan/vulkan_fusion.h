@@ -36,7 +36,7 @@ constexpr uint64_t gemv_shared_bytes(int64_t T, int64_t K, uint64_t sums, uint32
 // The backend's settings the rules depend on.
 struct FusionSettings {
   bool coop = false;                 // many-token matmuls on the tensor-core GEMM
-  int64_t coop_gemv_max_tokens = 1;  // ... and the most tokens the GEMVs take then
+  int64_t coop_gemv_max_tokens = 4;  // ... and the most tokens the GEMVs take then
   bool int_dot = false;              // integer-dot GEMVs
   bool shared_x = false;             // ... with x's planes in shared memory
   int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts

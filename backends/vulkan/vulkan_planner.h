@@ -22,7 +22,7 @@ constexpr int kAttentionMaxHeadDim = 1024;
 // The backend's choices that the plan follows.
 struct PlanSettings {
   bool coop = false;                 // many-token matmuls on the tensor-core GEMM
-  int64_t coop_gemv_max_tokens = 1;  // ... and the most tokens the GEMVs take then
+  int64_t coop_gemv_max_tokens = 4;  // ... and the most tokens the GEMVs take then
   bool int_dot = false;              // quantized GEMVs through integer dot products
   bool shared_x = false;             // ... with x's planes in shared memory
   uint32_t persist_wgs = 0;          // ... on a fixed grid of this many workgroups (0: one pass)
