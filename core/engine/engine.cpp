@@ -632,7 +632,7 @@ std::vector<int32_t> Engine::sample_step(const StepPlan& plan) {
 
 void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampled) {
   const int n_vocab = model_.config().vocab_size;
-  uint64_t prompt_run = 0, generated = 0, drafted = 0, accepted = 0;
+  uint64_t prompt_run = 0, generated = 0;
   for (size_t i = 0; i < plan.in_step.size(); i++) {
     Sequence& s = *plan.in_step[i];
     if (s.done) continue;  // finished while its step was queued ahead
@@ -655,8 +655,13 @@ void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampl
       const size_t first = static_cast<size_t>(plan.seqs[i].first);
       size_t a = 0;
       while (a < s.draft.size() && s.draft[a] == ids[first + a]) a++;
-      drafted += s.draft.size();
-      accepted += a;
+      {
+        // Counted before its tokens go out: a client reading the stats once its reply
+        // has ended (generate, chat's /stats) sees this step's drafts.
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.draft_tokens += s.draft.size();
+        stats_.draft_accepted += a;
+      }
       for (size_t j = 0; j < a && !s.done; j++) {
         emit_token(s, s.draft[j], nullptr);
         generated++;
@@ -678,8 +683,6 @@ void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampl
   std::lock_guard<std::mutex> lock(mu_);
   stats_.prompt_tokens += prompt_run;
   stats_.generated_tokens += generated;
-  stats_.draft_tokens += drafted;
-  stats_.draft_accepted += accepted;
   stats_.steps++;
 }
 
