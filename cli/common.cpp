@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -78,12 +79,54 @@ void add_draft_options(CLI::App* cmd, DraftOptions& o) {
       ->capture_default_str();
 }
 
+namespace {
+
+// A token's text for a message: control characters and bytes past ASCII as \xNN.
+std::string escaped(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+// Refuses a draft whose tokenizer writes other text for an id than the model's (Mistral's
+// and Llama 2's vocabularies both hold 32,000 tokens): its drafts would never be kept.
+// Either side without a tokenizer is not checked (token ids only).
+void check_draft_vocabulary(const std::string& model_path, const std::string& draft_path) {
+  std::unique_ptr<Tokenizer> a, b;
+  try {
+    a = Tokenizer::load(model_path);
+    b = Tokenizer::load(draft_path);
+  } catch (const Error&) {
+    return;
+  }
+  const int32_t n = std::min(a->vocab_size(), b->vocab_size());
+  for (int32_t id = 0; id < n; id++) {
+    const std::string x = a->token_bytes(id), y = b->token_bytes(id);
+    if (x != y)
+      fail(
+          "the draft model's vocabulary is not the model's: token %d is '%s' in the model and "
+          "'%s' in the draft (take a draft of the same model family)",
+          id, escaped(x).c_str(), escaped(y).c_str());
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
                                         const LoadedModel& lm, EngineOptions& eo) {
   eo.draft_model = nullptr;
   if (d.model.empty()) return nullptr;
-  std::unique_ptr<Model> m =
-      Model::load(resolve_model(d.model), *lm.backend, LoadOptions(o.quantization));
+  const std::string path = resolve_model(d.model);
+  check_draft_vocabulary(lm.path, path);
+  std::unique_ptr<Model> m = Model::load(path, *lm.backend, LoadOptions(o.quantization));
   const ModelConfig& c = m->config();
   std::fprintf(stderr, "llmcli: draft %s (%s, %d layers, hidden %d), weights %s\n", d.model.c_str(),
                c.model_type.c_str(), c.num_layers, c.hidden_size,

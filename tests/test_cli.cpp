@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/formats/safetensors.h"
@@ -116,6 +117,38 @@ TEST_CASE("llmcli generate --draft-model gives the reference greedy ids", "[cli]
       {"generate", model_dir("llama2"), "--token-ids", "1,2", "--draft-model", model_dir("rwkv")});
   CHECK(rwkv.exit_code != 0);
   CHECK_THAT(rwkv.err, Catch::Contains("cannot take back rejected tokens"));
+}
+
+TEST_CASE("llmcli refuses a draft model whose tokens spell other text", "[cli][speculative]") {
+  // A model of GPT-2's vocabulary, and copies of it with GPT-2's tokenizer.json: as it is,
+  // and with the ids of its first two tokens swapped (the same 50,257 tokens).
+  namespace fs = std::filesystem;
+  const TempDir dir;
+  const std::string model = dir.file("gpt2-vocab"), same = dir.file("same"),
+                    swapped = dir.file("swapped");
+  REQUIRE(run_cli({"synth", "--shape", "tiny", "--quantization", "q0f32", "--vocab",
+                   data_dir() + "/tokenizers/ggml-vocab-gpt-2.gguf", "-o", model})
+              .exit_code == 0);
+  nlohmann::json tok =
+      nlohmann::json::parse(read_file(data_dir() + "/tokenizers/hf-gpt2/tokenizer.json"));
+  for (const std::string& copy : {same, swapped}) {
+    fs::copy(model, copy, fs::copy_options::recursive);
+    if (copy == swapped) {
+      nlohmann::json& vocab = tok["model"]["vocab"];
+      for (auto& [piece, id] : vocab.items()) id = id == 0 ? 1 : id == 1 ? 0 : id.get<int>();
+    }
+    std::ofstream(copy + "/tokenizer.json") << tok.dump();
+  }
+  const auto ok = run_cli({"generate", model, "--device", "cpu", "-p", "hello", "-n", "4",
+                           "--temperature", "0", "--draft-model", same});
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK_THAT(ok.err, Catch::Contains("drafts "));
+  const auto bad = run_cli(
+      {"generate", model, "--device", "cpu", "-p", "hello", "-n", "4", "--draft-model", swapped});
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.err, Catch::Contains("the draft model's vocabulary is not the model's: token 0 "
+                                      "is '!' in the model and '\"' in the draft"));
 }
 
 TEST_CASE("llmcli generate with an f16 KV cache gives the reference greedy ids", "[cli]") {

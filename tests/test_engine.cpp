@@ -484,7 +484,8 @@ TEST_CASE("engine: a draft model decodes as the model alone; mismatches are refu
   // model takes back what it ran past that point, as if it had never seen it.
   SessionOptions so;
   so.context_size = 64;
-  DraftModel follower(*model, so), fresh(*model, so);
+  const int32_t V = model->config().vocab_size;
+  DraftModel follower(*model, so, V), fresh(*model, so, V);
   std::vector<int32_t> seq = make_prompts(1, model->config().vocab_size, 10, 10)[0];
   const std::vector<int32_t> first = follower.propose(7, seq, 4);
   REQUIRE(first.size() == 4);
@@ -494,12 +495,30 @@ TEST_CASE("engine: a draft model decodes as the model alone; mismatches are refu
   seq.resize(seq.size() - 1);
   seq.insert(seq.end(), first.begin(), first.begin() + 2);
   seq.push_back(3);
-  CHECK(follower.propose(7, seq, 4) == DraftModel(*model, so).propose(1, seq, 4));
+  CHECK(follower.propose(7, seq, 4) == DraftModel(*model, so, V).propose(1, seq, 4));
   CHECK(follower.followed() == 1);
   follower.drop(7);
   CHECK(follower.followed() == 0);
   // The next sequence takes over the dropped one's session from the start.
-  CHECK(follower.propose(8, seq, 4) == DraftModel(*model, so).propose(1, seq, 4));
+  CHECK(follower.propose(8, seq, 4) == DraftModel(*model, so, V).propose(1, seq, 4));
+  // Vocabularies padded differently: no draft id the large model lacks, and no drafts
+  // once the sequence holds an id the draft model lacks.
+  const std::vector<int32_t> full = DraftModel(*model, so, V).propose(1, seq, 4);
+  REQUIRE(full.size() == 4);
+  const int32_t limit = full[2];
+  std::vector<int32_t> below;
+  for (int32_t id : full) {
+    if (id >= limit) break;
+    below.push_back(id);
+  }
+  CHECK(DraftModel(*model, so, limit).propose(1, seq, 4) == below);
+  DraftModel wide(*model, so, V + 64);
+  std::vector<int32_t> padded = seq;
+  padded.push_back(V + 3);
+  CHECK(wide.propose(2, padded, 4).empty());
+  padded.push_back(5);
+  CHECK(wide.propose(2, padded, 4).empty());
+  CHECK(wide.propose(3, seq, 4) == full);
   auto other = Model::load(test::tiny_chat_model("q0f32", 11), *backend);
   EngineOptions o = batch_options(1, 16);
   o.draft_model = other.get();

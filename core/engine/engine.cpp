@@ -176,9 +176,12 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
     if (runner_->has_recurrent_state())
       fail("a draft model needs a model whose cache can take tokens back (not %s)",
            model.config().model_type.c_str());
-    if (opts_.draft_model->config().vocab_size != model.config().vocab_size)
-      fail("the draft model's vocabulary (%d tokens) is not the model's (%d)",
-           opts_.draft_model->config().vocab_size, model.config().vocab_size);
+    // Sizes may differ by the padding of the embeddings (Qwen2.5: 151,936 rows in 0.5B,
+    // 152,064 in 7B), as llama.cpp allows 128; the CLI compares the tokenizers' texts.
+    const int32_t draft_vocab = opts_.draft_model->config().vocab_size;
+    if (std::abs(draft_vocab - model.config().vocab_size) > 128)
+      fail("the draft model's vocabulary (%d tokens) is not the model's (%d)", draft_vocab,
+           model.config().vocab_size);
     if (opts_.draft_tokens < 1 || opts_.draft_tokens > 32)
       fail("draft tokens must be in 1..32, got %d", opts_.draft_tokens);
     SessionOptions so;
@@ -186,7 +189,7 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
     so.page_size = opts_.page_size;
     so.prefill_chunk_size = opts_.prefill_chunk_size;
     so.kv_dtype = opts_.kv_dtype;
-    draft_ = std::make_unique<DraftModel>(*opts_.draft_model, so);
+    draft_ = std::make_unique<DraftModel>(*opts_.draft_model, so, model.config().vocab_size);
   }
   // Drafts are checked on the host.
   if (opts_.lookup_draft > 0 || draft_) decode_ahead_ = false;
