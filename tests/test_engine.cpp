@@ -520,6 +520,24 @@ TEST_CASE("engine: a draft model decodes as the model alone; mismatches are refu
   CHECK(wide.propose(2, padded, 4).empty());
   CHECK(wide.propose(3, seq, 4) == full);
   auto other = Model::load(test::tiny_chat_model("q0f32", 11), *backend);
+  {
+    // A draft that hardly ever agrees (random weights of another seed): its proposals
+    // shrink to one token, so drafting costs about one draft step a token, not four.
+    auto stranger = Model::load(test::tiny_chat_model("q0f32", 12), *backend);
+    const auto prompt = make_prompts(1, other->config().vocab_size, 6, 6)[0];
+    Engine plain(*other, nullptr, batch_options(1, 16));
+    const auto want = collect(*plain.submit(greedy_request(prompt, 40))).tokens;
+    EngineOptions o = batch_options(1, 16);
+    o.draft_model = stranger.get();
+    o.draft_tokens = 4;
+    Engine engine(*other, nullptr, o);
+    CHECK(collect(*engine.submit(greedy_request(prompt, 40))).tokens == want);
+    wait_idle(engine);
+    const EngineStats st = engine.stats();
+    INFO(st.draft_accepted << " of " << st.draft_tokens << " kept");
+    CHECK(st.draft_accepted < st.draft_tokens / 4);
+    CHECK(st.draft_tokens < 60);  // 4 + 3 + 2 + 1 + one a token after
+  }
   EngineOptions o = batch_options(1, 16);
   o.draft_model = other.get();
   CHECK_THROWS_WITH(Engine(*model, nullptr, o),

@@ -87,6 +87,11 @@ struct Engine::Sequence {
   // An embedding request: its rows are pooled here instead of sampled.
   std::optional<EmbeddingPool> embedding;
   std::vector<int32_t> draft;  // speculative tokens fed after its next one in this step
+  // Tokens the draft model proposes next (EngineOptions::draft_tokens at most): two more
+  // after a draft kept whole, one fewer after a rejection (Hugging Face's assisted
+  // generation schedule), so a draft that rarely agrees costs about one step a token.
+  int draft_len = 0;
+  bool drafted_by_model = false;  // this step's draft came from the draft model
   // Sampled on the device: each of a draft's rows draws its token (with the u the
   // sequence would use there), and the draft is kept up to the first row that differs.
   bool may_speculate() const { return samples_on_device() && !embedding; }
@@ -573,11 +578,14 @@ bool Engine::plan_drafts(int& budget) {
   for (auto& s : running_) {
     s->draft.clear();
     if (!decode_only || s->take != 1 || !s->may_speculate()) continue;
-    int room = std::min({most, budget, context_size_ - static_cast<int>(s->tokens.size())});
+    if (by_model && s->draft_len <= 0) s->draft_len = most;
+    int room = std::min({by_model ? s->draft_len : most, budget,
+                         context_size_ - static_cast<int>(s->tokens.size())});
     if (s->req.max_tokens > 0) room = std::min(room, s->req.max_tokens - s->n_generated - 1);
     if (room <= 0) continue;
     s->draft = by_model ? draft_->propose(s->stream->id(), s->tokens, room)
                         : lookup_draft(s->tokens, room);
+    s->drafted_by_model = by_model;
     // Its slots, without preempting anyone.
     if (!s->draft.empty() &&
         !s->pages.reserve(*pages_, static_cast<int>(s->tokens.size() + s->draft.size())))
@@ -658,6 +666,9 @@ void Engine::finish_step(const StepPlan& plan, const std::vector<int32_t>& sampl
       const size_t first = static_cast<size_t>(plan.seqs[i].first);
       size_t a = 0;
       while (a < s.draft.size() && s.draft[a] == ids[first + a]) a++;
+      if (s.drafted_by_model)
+        s.draft_len = a == s.draft.size() ? std::min(s.draft_len + 2, opts_.draft_tokens)
+                                          : std::max(s.draft_len - 1, 1);
       {
         // Counted before its tokens go out: a client reading the stats once its reply
         // has ended (generate, chat's /stats) sees this step's drafts.

@@ -60,9 +60,10 @@ struct EngineOptions {
   int lookup_draft = 0;
   // Speculative decoding with a draft model (core/engine/draft_model.h): a small model of
   // the same vocabulary, on the same backend, proposes up to draft_tokens tokens greedily
-  // while one sequence runs that samples on the device; they are checked as lookup drafts
-  // are (the output is the same), in place of them. Not with a recurrent state (RWKV), and
-  // not while several sequences run (the draft model runs one sequence at a time).
+  // (fewer after rejections) while one sequence runs that samples on the device; they are
+  // checked as lookup drafts are (the output is the same), in place of them. Not with a
+  // recurrent state (RWKV), and not while several sequences run (the draft model runs one
+  // sequence at a time).
   Model* draft_model = nullptr;
   int draft_tokens = 4;
 };
