@@ -204,6 +204,10 @@ Engine::Engine(Model& model, const Tokenizer* tokenizer, EngineOptions opts)
   const int most_drafted =
       std::min(draft_ ? opts_.draft_tokens : opts_.lookup_draft, opts_.prefill_chunk_size - 1);
   for (int n = 2; n <= most_drafted + 1; n++) runner_->prepare(n, 1, StepOutput::AllRows);
+  // So are decode steps of 2-4 sequences, which Vulkan runs on GEMVs built for that many
+  // tokens (more take the GEMM, whose pipelines do not depend on the count).
+  for (int n = 2; n <= std::min(opts_.max_seqs, 4); n++)
+    runner_->prepare(n, n, StepOutput::LastRows);
   const char* prefix_env = std::getenv("LLM_PREFIX_CACHE");
   prefix_cache_ = opts_.prefix_cache && !runner_->has_recurrent_state() &&
                   !(prefix_env && !std::strcmp(prefix_env, "0"));
