@@ -67,12 +67,15 @@ constexpr uint32_t kAttnOSpin = 16384;
 constexpr int64_t kSampleSplitElems = 2048;
 constexpr int64_t kSampleMaxSplits = 64;
 // Threads per row (a power of two, at least a subgroup) and rows per group of
-// threads of matmul_gemv_q for rows of K weights. LLM_VULKAN_GEMV_TPR and
-// LLM_VULKAN_GEMV_ROWS override them (for tuning).
+// threads of matmul_gemv_q for rows of K weights (T tokens). LLM_VULKAN_GEMV_TPR and
+// LLM_VULKAN_GEMV_ROWS override them (for tuning), LLM_VULKAN_GEMV_ROWS_MULTI the rows
+// of steps of 2+ tokens only (x's shared loads serve every row a thread holds, and grow
+// with the tokens).
 struct GemvShape {
   uint32_t tpr = 32, rows = 4, unroll = 1;  // unroll: blocks a thread loads at once
 };
-GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint32_t threads) {
+GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, int64_t T, bool int_dot,
+                     uint32_t threads) {
   GemvShape s;
   // About two blocks per thread: enough loads in flight, few idle threads on short rows.
   // Integer dots: at most 64 threads per row and 2 rows per group (H200, 7b decode,
@@ -98,6 +101,7 @@ GemvShape gemv_shape(uint32_t subgroup, int64_t K, int64_t N, bool int_dot, uint
   s.unroll = 1;
   env("LLM_VULKAN_GEMV_TPR", s.tpr);
   env("LLM_VULKAN_GEMV_ROWS", s.rows);
+  if (T > 1) env("LLM_VULKAN_GEMV_ROWS_MULTI", s.rows);
   env("LLM_VULKAN_GEMV_UNROLL", s.unroll);
   s.tpr = std::clamp(s.tpr, subgroup, threads);
   s.rows = std::clamp<uint32_t>(s.rows, 1, 8);
@@ -889,7 +893,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   auto grid_for = [&](uint32_t threads) {
     Grid g;
     GemvShape& gs = g.gs;
-    gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2],
+    gs = gemv_shape(ctx_->phys().subgroup_size, K, seg_rows[0] + seg_rows[1] + seg_rows[2], T,
                     set_.int_dot, threads);
     if (qout) {
       gs.tpr = 16;
