@@ -316,7 +316,7 @@ void run_chat(const ChatOptions& o) {
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
   eo.lookup_draft = o.sampling.lookup_draft;
-  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm, eo);
+  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm, tok.get(), eo);
   Engine engine(*lm.model, tok.get(), eo);
   std::fprintf(stderr, "llmcli: chat template from %s; context %d tokens, KV cache %s\n",
                prompt.origin().c_str(), engine.context_size(),

@@ -84,7 +84,7 @@ void run_generate(const GenerateOptions& o) {
   eo.max_seqs = 1;
   eo.kv_dtype = kv_cache_dtype(o.model);
   eo.lookup_draft = o.sampling.lookup_draft;
-  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm, eo);
+  const std::unique_ptr<Model> draft = load_draft_model(o.draft, o.model, lm, tok.get(), eo);
   Engine engine(*lm.model, tok.get(), eo);
   if (o.infill) {
     // The prompt leaves room for -n new tokens (at most half the context).

@@ -65,8 +65,8 @@ void run_serve(ServeOptions o) {
   std::unique_ptr<Engine> engine;
   try {
     lm = load_model(o.model);
-    draft = load_draft_model(o.draft, o.model, lm, o.engine);
     tok = load_tokenizer(lm);
+    draft = load_draft_model(o.draft, o.model, lm, tok.get(), o.engine);
     try {
       chat = std::make_unique<ChatPrompt>(*tok, lm.path, o.conv_template);
       chat->set_default_kwargs(template_kwargs);

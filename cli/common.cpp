@@ -99,17 +99,18 @@ std::string escaped(const std::string& s) {
 // Refuses a draft whose tokenizer writes other text for an id than the model's (Mistral's
 // and Llama 2's vocabularies both hold 32,000 tokens): its drafts would never be kept.
 // Either side without a tokenizer is not checked (token ids only).
-void check_draft_vocabulary(const std::string& model_path, const std::string& draft_path) {
-  std::unique_ptr<Tokenizer> a, b;
+void check_draft_vocabulary(const LoadedModel& lm, const Tokenizer* tok,
+                            const std::string& draft_path) {
+  std::unique_ptr<Tokenizer> loaded, draft;
   try {
-    a = Tokenizer::load(model_path);
-    b = Tokenizer::load(draft_path);
+    if (!tok) tok = (loaded = Tokenizer::load(lm.path)).get();
+    draft = Tokenizer::load(draft_path);
   } catch (const Error&) {
     return;
   }
-  const int32_t n = std::min(a->vocab_size(), b->vocab_size());
+  const int32_t n = std::min(tok->vocab_size(), draft->vocab_size());
   for (int32_t id = 0; id < n; id++) {
-    const std::string x = a->token_bytes(id), y = b->token_bytes(id);
+    const std::string x = tok->token_bytes(id), y = draft->token_bytes(id);
     if (x != y)
       fail(
           "the draft model's vocabulary is not the model's: token %d is '%s' in the model and "
@@ -121,11 +122,12 @@ void check_draft_vocabulary(const std::string& model_path, const std::string& dr
 }  // namespace
 
 std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
-                                        const LoadedModel& lm, EngineOptions& eo) {
+                                        const LoadedModel& lm, const Tokenizer* tok,
+                                        EngineOptions& eo) {
   eo.draft_model = nullptr;
   if (d.model.empty()) return nullptr;
   const std::string path = resolve_model(d.model);
-  check_draft_vocabulary(lm.path, path);
+  check_draft_vocabulary(lm, tok, path);
   std::unique_ptr<Model> m = Model::load(path, *lm.backend, LoadOptions(o.quantization));
   const ModelConfig& c = m->config();
   std::fprintf(stderr, "llmcli: draft %s (%s, %d layers, hidden %d), weights %s\n", d.model.c_str(),

@@ -56,8 +56,11 @@ struct DraftOptions {
 void add_draft_options(CLI::App* cmd, DraftOptions& o);
 // The draft model on lm's backend, quantized as the main model (--quantization), set in
 // eo (draft_model, draft_tokens); null without --draft-model. It must outlive the engine.
+// tok: the model's tokenizer where the command loaded one (else read from lm's path),
+// whose tokens the draft's must spell alike.
 std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOptions& o,
-                                        const LoadedModel& lm, EngineOptions& eo);
+                                        const LoadedModel& lm, const Tokenizer* tok,
+                                        EngineOptions& eo);
 
 // The model's tokenizer (tokenizer.json in a folder, or the GGUF vocab); throws
 // llm::Error saying what is missing. Ids of the model's padded embedding rows past
