@@ -62,10 +62,11 @@ std::string check_op(const Node& node, const std::vector<const TensorInfo*>& inp
     return format_message("%s: %s must be %s, got %s", name, what, dtype_name(d),
                           dtype_name(t.dtype));
   };
-  // Matmul weights and get_rows tables may also be q8_0 / q4_0, with rows of whole blocks.
+  // Matmul weights and get_rows tables may also be quantized (q8_0 / q4_0, and q4_1 where
+  // Backend::runs_weight_dtype says so), with rows of whole blocks.
   auto need_float_or_quant = [&](const TensorInfo& t, const char* what) -> std::string {
     if (is_float(t.dtype)) return "";
-    if (t.dtype != DType::Q8_0 && t.dtype != DType::Q4_0)
+    if (!is_quant(t.dtype))
       return format_message("%s: %s %s are not supported", name, dtype_name(t.dtype), what);
     const int64_t block = dtype_info(t.dtype).block_elems;
     if (t.shape.row_len() % block != 0)
@@ -75,7 +76,7 @@ std::string check_op(const Node& node, const std::vector<const TensorInfo*>& inp
   };
   auto need_float = [&](const TensorInfo& t, const char* what) -> std::string {
     if (is_float(t.dtype)) return "";
-    if (t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0)
+    if (is_quant(t.dtype))
       return format_message(
           "%s: %s %s are not supported by the %s backend yet (only matmul weights and "
           "get_rows tables may be quantized)",

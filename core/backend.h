@@ -125,6 +125,12 @@ class Backend {
                                                       const std::string& what) {
     return from_host(t.data, t.nbytes, what);
   }
+  // Whether matmul weights and get_rows tables may have this dtype: every backend
+  // runs f32/f16/bf16, q8_0 and q4_0; the model loader converts others (q4_1) to q8_0
+  // for backends that do not run them.
+  virtual bool runs_weight_dtype(DType t) const {
+    return is_float(t) || t == DType::Q8_0 || t == DType::Q4_0;
+  }
   virtual void upload(DeviceBuffer& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual void download(const DeviceBuffer& src, size_t offset, void* dst, size_t bytes) = 0;
   // Fills bytes with zero.

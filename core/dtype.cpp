@@ -10,8 +10,9 @@ namespace llm {
 
 const DTypeInfo& dtype_info(DType t) {
   static const DTypeInfo kInfo[] = {
-      {"f32", 1, 4, true},  {"f16", 1, 2, true},     {"bf16", 1, 2, true},    {"i32", 1, 4, false},
-      {"i64", 1, 8, false}, {"q8_0", 32, 34, false}, {"q4_0", 32, 18, false},
+      {"f32", 1, 4, true},     {"f16", 1, 2, true},     {"bf16", 1, 2, true},
+      {"i32", 1, 4, false},    {"i64", 1, 8, false},    {"q8_0", 32, 34, false},
+      {"q4_0", 32, 18, false}, {"q4_1", 32, 20, false},
   };
   return kInfo[static_cast<int>(t)];
 }
@@ -28,9 +29,9 @@ bool dtype_from_name(const std::string& name, DType* out) {
   static const struct {
     const char* name;
     DType t;
-  } kNames[] = {{"f32", DType::F32},  {"f16", DType::F16}, {"bf16", DType::BF16},
-                {"i32", DType::I32},  {"i64", DType::I64}, {"q8_0", DType::Q8_0},
-                {"q4_0", DType::Q4_0}};
+  } kNames[] = {{"f32", DType::F32},   {"f16", DType::F16},  {"bf16", DType::BF16},
+                {"i32", DType::I32},   {"i64", DType::I64},  {"q8_0", DType::Q8_0},
+                {"q4_0", DType::Q4_0}, {"q4_1", DType::Q4_1}};
   for (const auto& n : kNames) {
     if (strcasecmp(name.c_str(), n.name) == 0) {
       *out = n.t;

@@ -16,6 +16,9 @@ enum class DType : uint8_t {
   I64,
   Q8_0,  // 32 int8 + f16 scale per block (GGUF Q8_0, MLC q8f16_1 values)
   Q4_0,  // 32 nibbles + f16 scale per block (GGUF Q4_0, MLC q4f16_1 values)
+  // 32 nibbles + f16 scale + f16 min per block (GGUF Q4_1): what Q4_K GGUF tensors
+  // load as on backends that run it (Backend::runs_weight_dtype), else q8_0.
+  Q4_1,
 };
 
 struct DTypeInfo {
@@ -30,7 +33,7 @@ inline const char* dtype_name(DType t) { return dtype_info(t).name; }
 // f32/f16/bf16.
 inline bool is_float(DType t) { return dtype_info(t).is_float; }
 // The block-quantized types (matmul weights and get_rows tables only).
-inline bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+inline bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
 // Bytes of a row of n elements; n must be a multiple of the block size.
 size_t dtype_row_bytes(DType t, int64_t n);
 // Parses names as written by safetensors ("F32", "BF16") or ours ("f32").

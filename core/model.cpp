@@ -35,7 +35,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, Backend& backend,
     auto gguf = std::make_shared<const GgufFile>(path);
     m->config_ = config_from_gguf(*gguf);
     m->store_ = std::make_unique<WeightStore>();
-    add_gguf_weights(gguf, *m->store_, gguf_transcode_target(opts.quantization));
+    add_gguf_weights(gguf, *m->store_, gguf_transcode_target(opts.quantization),
+                     backend.runs_weight_dtype(DType::Q4_1) && gguf_keeps_q4_1(opts.quantization));
   } else {
     fail("'%s' is not a model (expected a Hugging Face folder, a native folder or a .gguf file)",
          path.c_str());
@@ -53,9 +54,11 @@ DType Model::weight_dtype(const std::string& name) const {
   const HostTensor* t = store_->find(name);
   if (!t) fail("model '%s' is missing tensor '%s'", path_.c_str(), name.c_str());
   const DType stored = t->dtype;
-  if (!dtype_info(stored).is_float && stored != DType::Q8_0 && stored != DType::Q4_0)
-    fail("tensor '%s' has dtype %s; expected f32, f16, bf16, q8_0 or q4_0", name.c_str(),
+  if (!is_float(stored) && !is_quant(stored))
+    fail("tensor '%s' has dtype %s; expected f32, f16, bf16, q8_0, q4_0 or q4_1", name.c_str(),
          dtype_name(stored));
+  // A native folder's q4_1 (from a Q4_K GGUF) on a backend without q4_1 kernels.
+  if (!backend_.runs_weight_dtype(stored)) return DType::Q8_0;
   // --quantization converts float matrices whose rows fill whole blocks.
   if (has_target_ && dtype_info(stored).is_float && t->shape.rank == 2) {
     const DType target = target_dtype_;
@@ -85,6 +88,8 @@ void Model::upload(const Graph& g) {
     if (t->dtype == info.dtype) {
       if (misaligned)
         copy.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + bytes);
+    } else if (is_quant(t->dtype) && is_quant(info.dtype)) {
+      copy = quantize_tensor(*t, info.dtype);  // decoded, then requantized
     } else if (!dtype_info(t->dtype).is_float) {
       fail("tensor '%s' has dtype %s; expected %s", info.name.c_str(), dtype_name(t->dtype),
            dtype_name(info.dtype));
@@ -96,7 +101,7 @@ void Model::upload(const Graph& g) {
       convert_to_f32(t->dtype, data, f.data(), t->shape.numel());
       copy.resize(tensor_bytes(info.dtype, info.shape));
       convert_from_f32(info.dtype, f.data(), copy.data(), t->shape.numel());
-    } else if (info.dtype == DType::Q8_0 || info.dtype == DType::Q4_0) {
+    } else if (is_quant(info.dtype)) {
       copy = quantize_tensor(*t, info.dtype);
     } else {
       fail("tensor '%s': cannot convert %s to %s", info.name.c_str(), dtype_name(t->dtype),

@@ -211,7 +211,7 @@ TEST_CASE("cpu matmul takes f16 and bf16 biases", "[cpu][matmul]") {
   check_matmul(*be, 1, 40, 11, DType::F32, true, DType::BF16);
 }
 
-// ---- Quantized weights (q8_0 / q4_0) -----------------------------------------------------
+// ---- Quantized weights (q8_0 / q4_0 / q4_1) ----------------------------------------------
 
 // Quantizes rows of k floats to t; v becomes the values the bytes decode to.
 Bytes quantize_rows(DType t, std::vector<float>& v, int64_t k) {
@@ -219,21 +219,26 @@ Bytes quantize_rows(DType t, std::vector<float>& v, int64_t k) {
   const size_t rb = dtype_row_bytes(t, k);
   Bytes q(rb * rows);
   for (int64_t r = 0; r < rows; r++) {
-    if (t == DType::Q8_0) {
-      quantize_row_q8_0(&v[r * k], &q[r * rb], k);
-      dequantize_row_q8_0(&q[r * rb], &v[r * k], k);
-    } else {
-      quantize_row_q4_0(&v[r * k], &q[r * rb], k);
-      dequantize_row_q4_0(&q[r * rb], &v[r * k], k);
-    }
+    quantize_row(t, &v[r * k], &q[r * rb], k);
+    dequantize_row(t, &q[r * rb], &v[r * k], k);
   }
   return q;
+}
+
+// q4_1's min m of the block of 32 holding element k of row n (0 for the other types):
+// the integer path multiplies only the rest, w - m, by the rounded x.
+double block_min(DType t, const Bytes& w, int64_t K, int64_t n, int64_t k) {
+  if (t != DType::Q4_1) return 0.0;
+  uint16_t h;
+  std::memcpy(&h, &w[n * dtype_row_bytes(t, K) + k / 32 * 20 + 2], 2);
+  return f16_to_f32(h);
 }
 
 // Decode with quantized weights (up to cpu::kQuantGemvMaxTokens tokens) quantizes each
 // block of 32 values of x to int8 with d = max|x| / 127, so x is off by at most d / 2
 // per element, and output n by at most sum_blocks d / 2 * sum_block |w[n, k]| (w as
-// dequantized) plus float32 rounding: each output is checked against that bound.
+// dequantized; q4_1: |w[n, k] - m|, its min term taking the exact sum of x) plus float32
+// rounding: each output is checked against that bound.
 // Typically: x uniform in [-1, 1] has d ~ 1/127, an rms error of d / sqrt(12) per
 // element against an rms x of 1 / sqrt(3), so y's rms error is ~3.9e-3 of its rms
 // (independent of K). Measured max |err| / max |y|: 3.1e-3 .. 5.1e-3 over these sizes
@@ -282,11 +287,12 @@ void check_matmul_quant(Backend& be, int64_t T, int64_t K, int64_t N, DType wt, 
       double s = with_bias ? b[n] : 0.0, e = 0.0, mag = 0.0;
       for (int64_t k0 = 0; k0 < K; k0 += 32) {
         double amax = 0, wsum = 0;
+        const double m = block_min(wt, w_bytes, K, n, k0);
         for (int64_t k = k0; k < k0 + 32; k++) {
           const double xv = x[t * K + k], wv = w[n * K + k];
           s += xv * wv;
           amax = std::max(amax, std::fabs(xv));
-          wsum += std::fabs(wv);
+          wsum += std::fabs(wv - m);
           mag += std::fabs(xv * wv);
         }
         e += amax / 127 / 2 * wsum;
@@ -309,7 +315,7 @@ void check_matmul_quant(Backend& be, int64_t T, int64_t K, int64_t N, DType wt, 
   if (kind == XKind::kUniform && T * N >= 6) CHECK(max_err <= kQuantRelTol * max_ref);
 }
 
-TEST_CASE("cpu matmul q8_0/q4_0 matches a double reference on the dequantized weights",
+TEST_CASE("cpu matmul q8_0/q4_0/q4_1 matches a double reference on the dequantized weights",
           "[cpu][matmul][quant]") {
   struct Size {
     int64_t T, K, N;
@@ -325,7 +331,7 @@ TEST_CASE("cpu matmul q8_0/q4_0 matches a double reference on the dequantized we
     LevelCap cap(level);
     for (auto& be : backends_1_and_3()) {
       CAPTURE(level, be->info().details, cpu::matmul_q_isa());
-      for (DType wt : {DType::Q8_0, DType::Q4_0})
+      for (DType wt : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
         for (const Size& s : sizes)
           for (bool bias : {false, true})
             for (XKind kind : {XKind::kUniform, XKind::kOutlier, XKind::kOnGrid})
@@ -334,11 +340,12 @@ TEST_CASE("cpu matmul q8_0/q4_0 matches a double reference on the dequantized we
   }
 }
 
-TEST_CASE("cpu get_rows from q8_0/q4_0 tables is bit exact", "[cpu][get_rows][quant]") {
+// q4_1's q * d + m may round once (a fused multiply-add) or twice: within 2^-23 of |m| + 15 |d|.
+TEST_CASE("cpu get_rows from q8_0/q4_0/q4_1 tables is exact", "[cpu][get_rows][quant]") {
   const int64_t V = 11, D = 96;
   const std::vector<int32_t> ids = {3, 0, 10, 3, 7};
   auto be = make_cpu_backend(3);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     CAPTURE(dtype_name(t));
     std::mt19937 rng(6);
     std::vector<float> table = uniform(V * D, rng, -3.f, 3.f);
@@ -350,13 +357,15 @@ TEST_CASE("cpu get_rows from q8_0/q4_0 tables is bit exact", "[cpu][get_rows][qu
     const auto y = to_floats(run_node(*be, g, {{tt, tb}, {ti, to_bytes(ids)}}));
     std::vector<float> want(ids.size() * D);
     const size_t rb = dtype_row_bytes(t, D);
-    for (size_t r = 0; r < ids.size(); r++) {
-      if (t == DType::Q8_0)
-        dequantize_row_q8_0(&tb[ids[r] * rb], &want[r * D], D);
-      else
-        dequantize_row_q4_0(&tb[ids[r] * rb], &want[r * D], D);
+    for (size_t r = 0; r < ids.size(); r++) dequantize_row(t, &tb[ids[r] * rb], &want[r * D], D);
+    if (t != DType::Q4_1) {
+      CHECK(std::memcmp(y.data(), want.data(), want.size() * 4) == 0);
+      continue;
     }
-    CHECK(std::memcmp(y.data(), want.data(), want.size() * 4) == 0);
+    double worst = 0;  // in units of the bound: values in [-3, 3] give |m| + 15 |d| <= 9
+    for (size_t i = 0; i < want.size(); i++)
+      worst = std::max(worst, std::fabs(double(y[i]) - want[i]) / (9 * 0x1p-23));
+    CHECK(worst <= 1.0);
   }
 }
 
@@ -369,7 +378,7 @@ TEST_CASE("cpu check takes quantized matmul weights and tables, and nothing else
     for (TensorId id : n.inputs) ins.push_back(&g.tensor(id));
     return be->check(n, ins, g.tensor(n.output));
   };
-  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
     CAPTURE(dtype_name(wt));
     {
       Graph g;

@@ -511,7 +511,8 @@ TEST_CASE("GGUF: tensor infos, sizes and alignment", "[gguf]") {
   CHECK(llm::dtype_from_ggml_type(30, &dt));
   CHECK(dt == llm::DType::BF16);
   CHECK_FALSE(llm::dtype_from_ggml_type(12, &dt));
-  CHECK_FALSE(llm::dtype_from_ggml_type(3, &dt));
+  CHECK(llm::dtype_from_ggml_type(3, &dt));
+  CHECK(dt == llm::DType::Q4_1);
   CHECK_FALSE(llm::dtype_from_ggml_type(28, &dt));
   CHECK_FALSE(llm::dtype_from_ggml_type(999, &dt));
 }

@@ -270,9 +270,7 @@ std::string kernel_name(const BoundNode& bn) {
   switch (op) {
     case Op::MatMul: {
       const DType w = bn.inputs[1].dtype;
-      if ((w == DType::Q8_0 || w == DType::Q4_0) &&
-          bn.inputs[0].shape.rows() <= cpu::kQuantGemvMaxTokens)
-        name = "cpu_qgemv";
+      if (is_quant(w) && bn.inputs[0].shape.rows() <= cpu::kQuantGemvMaxTokens) name = "cpu_qgemv";
       return name + "_" + dtype_name(w);
     }
     case Op::GetRows:
@@ -289,6 +287,10 @@ std::string kernel_name(const BoundNode& bn) {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int n_threads) : pool_(std::make_shared<ThreadPool>(n_threads)) {}
+
+  bool runs_weight_dtype(DType t) const override {
+    return Backend::runs_weight_dtype(t) || t == DType::Q4_1;
+  }
 
   DeviceInfo info() const override {
     DeviceInfo d;

@@ -3,6 +3,7 @@
 // it (prefill; quantized decode has its own integer GEMV in cpu_matmul_q.cpp);
 // get_rows decodes whole rows. The q8_0 / q4_0 decoders are bit exact with
 // llm::dequantize_row_q8_0 / _q4_0: each value is one exact small integer times d.
+// q4_1's q * d + m may be one fused multiply-add here and two roundings there.
 #include <algorithm>
 #include <atomic>
 
@@ -56,6 +57,18 @@ LLM_CPU_INLINE void q4_0_block(const uint8_t* b, float d, float* dst) {
   }
 }
 
+// q4_1 block: f16 d, f16 m, then 16 bytes as q4_0's; value = q * d + m.
+LLM_CPU_INLINE void q4_1_block(const uint8_t* b, float d, float m, float* dst) {
+#pragma GCC unroll 2
+  for (int j = 0; j < 16; j += 8) {
+    const i32x8 q = __builtin_convertvector(LLM_LOADV(u8x8, b + 4 + j), i32x8);
+    const f32x8 lo = __builtin_convertvector(q & 15, f32x8) * d + m;
+    const f32x8 hi = __builtin_convertvector(q >> 4, f32x8) * d + m;
+    std::memcpy(dst + j, &lo, sizeof(lo));
+    std::memcpy(dst + j + 16, &hi, sizeof(hi));
+  }
+}
+
 LLM_CPU_INLINE uint16_t block_scale_bits(const uint8_t* block) {
   uint16_t h;
   std::memcpy(&h, block, 2);
@@ -72,6 +85,12 @@ LLM_CPU_CLONES void dequant_q4_0(const void* row, int64_t k0, int64_t n, float* 
   const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 18;
   for (int64_t i = 0; i < n; i += 32, b += 18, dst += 32)
     q4_0_block(b, f16_to_f32(block_scale_bits(b)), dst);
+}
+
+LLM_CPU_CLONES void dequant_q4_1(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 20;
+  for (int64_t i = 0; i < n; i += 32, b += 20, dst += 32)
+    q4_1_block(b, f16_to_f32(block_scale_bits(b)), f16_to_f32(block_scale_bits(b + 2)), dst);
 }
 
 #if LLM_CPU_X86_MULTIVERSION
@@ -134,6 +153,22 @@ LLM_AVX2_FN void dequant_q4_0_avx2(const void* row, int64_t k0, int64_t n, float
     }
   }
 }
+
+LLM_AVX2_FN void dequant_q4_1_avx2(const void* row, int64_t k0, int64_t n, float* dst) {
+  const uint8_t* b = static_cast<const uint8_t*>(row) + k0 / 32 * 20;
+  const __m256i m4 = _mm256_set1_epi32(15);
+  for (int64_t i = 0; i < n; i += 32, b += 20, dst += 32) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(block_scale_bits(b)));
+    const __m256 m = _mm256_set1_ps(_cvtsh_ss(block_scale_bits(b + 2)));
+    for (int j = 0; j < 16; j += 8) {
+      const __m256i q =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4 + j)));
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_srli_epi32(q, 4);
+      _mm256_storeu_ps(dst + j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), d, m));
+      _mm256_storeu_ps(dst + j + 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), d, m));
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -186,6 +221,7 @@ DequantRowFn dequant_row_fn(DType t) {
     if (t == DType::BF16) return dequant_bf16_avx2;
     if (t == DType::Q8_0) return dequant_q8_0_avx2;
     if (t == DType::Q4_0) return dequant_q4_0_avx2;
+    if (t == DType::Q4_1) return dequant_q4_1_avx2;
   }
 #endif
   switch (t) {
@@ -199,6 +235,8 @@ DequantRowFn dequant_row_fn(DType t) {
       return dequant_q8_0;
     case DType::Q4_0:
       return dequant_q4_0;
+    case DType::Q4_1:
+      return dequant_q4_1;
     default:
       return nullptr;
   }

@@ -152,12 +152,12 @@ const char* matmul_isa();
 void matmul(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,
             float* y, int64_t T, int64_t K, int64_t N);
 
-// Up to this many tokens, matmul with q8_0 / q4_0 weights takes matmul_q; longer
+// Up to this many tokens, matmul with quantized weights takes matmul_q; longer
 // batches decode weight tiles to float32 for the GEMM micro-kernel, which reuses each
 // decoded tile across tokens (measured: faster from ~16 tokens, slower at 8).
 constexpr int64_t kQuantGemvMaxTokens = 8;
 
-// matmul for q8_0 / q4_0 weights (K a multiple of 32) by integer dot products: the
+// matmul for q8_0 / q4_0 / q4_1 weights (K a multiple of 32) by integer dot products: the
 // rows of x are quantized to 8 bits per block of 32 first (see cpu_matmul_q.cpp for
 // the error this adds).
 void matmul_q(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,

@@ -295,7 +295,7 @@ const char* matmul_isa() { return kernel().isa; }
 void matmul(ThreadPool& pool, const float* x, const void* w, DType w_type, const float* bias,
             float* y, int64_t T, int64_t K, int64_t N) {
   if (T <= 0 || N <= 0) return;
-  if ((w_type == DType::Q8_0 || w_type == DType::Q4_0) && T <= kQuantGemvMaxTokens)
+  if (is_quant(w_type) && T <= kQuantGemvMaxTokens)
     return matmul_q(pool, x, w, w_type, bias, y, T, K, N);
   const Kernel kernel = cpu::kernel();
   Job job;

@@ -309,6 +309,11 @@ std::string CudaBackend::check(const Node& node, const std::vector<const TensorI
                                const TensorInfo& output) const {
   std::string why = check_op(node, inputs, output, "cuda");
   if (!why.empty()) return why;
+  for (const TensorInfo* t : inputs)
+    if (is_quant(t->dtype) && !runs_weight_dtype(t->dtype))
+      return format_message(
+          "%s: %s weights are not supported by the cuda backend (models load them as q8_0)",
+          op_name(node.op), dtype_name(t->dtype));
   // The kernels' own limits on top of the op set's rules.
   const char* name = op_name(node.op);
   const OpParams& p = node.params;

@@ -266,6 +266,11 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
   }
   std::string why = check_op(node, inputs, output, "vulkan");
   if (!why.empty()) return why;
+  for (const TensorInfo* t : inputs)
+    if (is_quant(t->dtype) && !runs_weight_dtype(t->dtype))
+      return format_message(
+          "%s: %s weights are not supported by the vulkan backend (models load them as q8_0)",
+          op_name(node.op), dtype_name(t->dtype));
   // Shaders index elements with 32-bit integers.
   auto fits = [&](const TensorInfo& t) {
     return t.shape.numel() < (int64_t{1} << 31) &&

@@ -484,6 +484,9 @@ bool dtype_from_ggml_type(uint32_t ggml_type, DType* out) {
     case 2:
       *out = DType::Q4_0;
       return true;
+    case 3:
+      *out = DType::Q4_1;
+      return true;
     case 8:
       *out = DType::Q8_0;
       return true;

@@ -262,7 +262,12 @@ DType gguf_transcode_target(const std::string& quantization) {
   return is_float(t) ? t : DType::Q8_0;
 }
 
-void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to) {
+bool gguf_keeps_q4_1(const std::string& quantization) {
+  return quantization.empty() || parse_quant_scheme(quantization).weight_dtype == DType::Q4_0;
+}
+
+void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DType transcode_to,
+                      bool q4_1) {
   const std::string arch = f->get_string("general.architecture");
   for (const GgufTensorInfo& t : f->tensors()) {
     // Folded into the config.
@@ -271,6 +276,20 @@ void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store, DTy
       continue;
     if (ggml_block_layout(t.ggml_type) != nullptr) {
       const DType target = t.shape.rank >= 2 ? transcode_to : DType::F32;
+      if (q4_1 && target == DType::Q8_0 && ggml_to_q4_1(t.ggml_type)) {
+        if (t.ggml_type == kGgmlQ4_1) {  // as stored, like Q4_0 and Q8_0
+          store.add_external(hf_name(arch, t.name),
+                             HostTensor{DType::Q4_1, t.shape, t.data, t.nbytes}, f);
+          continue;
+        }
+        try {
+          store.add_owned(hf_name(arch, t.name), DType::Q4_1, t.shape,
+                          transcode_ggml_tensor(t.ggml_type, t.data, t.shape, DType::Q4_1));
+          continue;
+        } catch (const Error&) {
+          // A scale beyond f16's range (not seen in real files): q8_0 below.
+        }
+      }
       try {
         store.add_owned(hf_name(arch, t.name), target, t.shape,
                         transcode_ggml_tensor(t.ggml_type, t.data, t.shape, target));

@@ -16,11 +16,17 @@ ModelConfig config_from_gguf(const GgufFile& f);
 
 // Adds f's tensors to store under Hugging Face names (token_embd.weight ->
 // model.embed_tokens.weight ...). The store keeps `f` alive. Tensors of the
-// GGUF block types no backend runs (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are
-// decoded and transcoded at this point: matrices to `transcode_to` (Q8_0, F16,
-// BF16 or F32), vectors to F32; the store owns those copies.
+// GGUF block types the backends do not all run (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+// Q6_K) are decoded and transcoded at this point: matrices to `transcode_to` (Q8_0,
+// F16, BF16 or F32), vectors to F32; the store owns those copies. With `q4_1` (and
+// transcode_to Q8_0), Q4_1 matrices stay as stored and Q4_K ones become Q4_1
+// (gguf_quants.h: the same 4-bit values, scales rounded to f16) instead.
 void add_gguf_weights(std::shared_ptr<const GgufFile> f, WeightStore& store,
-                      DType transcode_to = DType::Q8_0);
+                      DType transcode_to = DType::Q8_0, bool q4_1 = false);
+
+// Whether a quantization scheme name ("" for none) lets Q4_1 / Q4_K matrices load as
+// Q4_1: no scheme, or q4f16_1 (a float scheme decodes them, q8f16_1 asks for Q8_0).
+bool gguf_keeps_q4_1(const std::string& quantization);
 
 // What add_gguf_weights should transcode to under a quantization scheme name
 // ("" = as stored): f16 for q0f16, bf16 for q0bf16, f32 for q0f32, q8_0 otherwise (no 4-bit

@@ -1,6 +1,8 @@
 #include "core/formats/gguf_quants.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstring>
 
 #include "core/dtype.h"
@@ -121,6 +123,29 @@ void decode_q6_K(const uint8_t* b, float* y) {
   }
 }
 
+// A q4_K super-block as eight q4_1 blocks (value = q * d + m): sub-block j's nibbles
+// regrouped (q4_1 pairs value i with value i + 16 in a byte), d = d*sc and m = -dmin*mn
+// rounded to f16. False if one of them leaves f16's range.
+bool q4_K_to_q4_1(const uint8_t* b, uint8_t* out) {
+  const float d = half_at(b), dmin = half_at(b + 2);
+  const uint8_t* qs = b + 16;
+  for (int j = 0; j < 8; j++, out += 20) {
+    int sc, mn;
+    k_scale_min(b + 4, j, &sc, &mn);
+    const uint16_t dh = f32_to_f16(d * sc), mh = f32_to_f16(-(dmin * mn));
+    if (!std::isfinite(f16_to_f32(dh)) || !std::isfinite(f16_to_f32(mh))) return false;
+    std::memcpy(out, &dh, 2);
+    std::memcpy(out + 2, &mh, 2);
+    const uint8_t* q = qs + (j / 2) * 32;
+    const int shift = (j % 2) * 4;
+    for (int i = 0; i < 16; i++) {
+      const int lo = (q[i] >> shift) & 0x0F, hi = (q[i + 16] >> shift) & 0x0F;
+      out[4 + i] = static_cast<uint8_t>(lo | (hi << 4));
+    }
+  }
+  return true;
+}
+
 using DecodeFn = void (*)(const uint8_t*, float*);
 
 struct Entry {
@@ -163,7 +188,10 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
                                            DType target, int n_threads) {
   const GgmlBlockLayout* layout = ggml_block_layout(ggml_type);
   if (layout == nullptr) fail("ggml type %u cannot be decoded", ggml_type);
-  if (!is_float(target) && target != DType::Q8_0)
+  const bool to_q4_1 = target == DType::Q4_1;
+  if (to_q4_1 && !ggml_to_q4_1(ggml_type))
+    fail("%s tensors do not transcode to q4_1 (Q4_1 and Q4_K do)", layout->name);
+  if (!is_float(target) && target != DType::Q8_0 && !to_q4_1)
     fail("%s tensors transcode to f32, f16, bf16 or q8_0, not %s", layout->name,
          dtype_name(target));
   const int64_t cols = shape.row_len(), rows = shape.rows();
@@ -173,9 +201,22 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
   const size_t src_row = static_cast<size_t>(cols / layout->block_elems) * layout->block_bytes;
   const size_t dst_row = dtype_row_bytes(target, cols);
   std::vector<uint8_t> out(dst_row * rows);
+  const uint8_t* in = static_cast<const uint8_t*>(src);
+  if (to_q4_1 && ggml_type == kGgmlQ4_1) {
+    std::memcpy(out.data(), in, out.size());
+    return out;
+  }
+  std::atomic<bool> in_range{true};
   auto work = [&](int64_t r0, int64_t r1) {
     std::vector<float> f(cols);
     for (int64_t r = r0; r < r1; r++) {
+      if (to_q4_1) {  // q4_K: each super-block is 8 q4_1 blocks, no float decode
+        const uint8_t* b = in + r * src_row;
+        uint8_t* dst = out.data() + r * dst_row;
+        for (int64_t i = 0; i < cols / kQKK; i++)
+          if (!q4_K_to_q4_1(b + i * 144, dst + i * 8 * 20)) in_range = false;
+        continue;
+      }
       dequantize_ggml_row(ggml_type, static_cast<const uint8_t*>(src) + r * src_row, f.data(),
                           cols);
       uint8_t* dst = out.data() + r * dst_row;
@@ -187,7 +228,10 @@ std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, 
     }
   };
   parallel_rows(rows, n_threads, work);
+  if (!in_range) fail("a Q4_K scale or min exceeds the range of q4_1's f16 scales");
   return out;
 }
+
+bool ggml_to_q4_1(uint32_t ggml_type) { return ggml_type == kGgmlQ4_1 || ggml_type == kGgmlQ4_K; }
 
 }  // namespace llm

@@ -1,8 +1,9 @@
 // Decoding of the GGUF block types that no backend runs directly (Q4_1, Q5_0,
 // Q5_1, Q4_K, Q5_K, Q6_K): ggml's block layouts, dequantized exactly to floats.
 // At load such tensors are transcoded to a type the backends run (see
-// gguf_model.cpp): Q8_0 (q8f16_1) by default, F16 / BF16 / F32 under
-// --quantization q0f16 / q0bf16 / q0f32.
+// gguf_model.cpp): Q4_1 and Q4_K to Q4_1 where the backend runs it, the others (and
+// those elsewhere) to Q8_0 (q8f16_1), all to F16 / BF16 / F32 under --quantization
+// q0f16 / q0bf16 / q0f32.
 #pragma once
 
 #include <cstddef>
@@ -37,9 +38,15 @@ void dequantize_ggml_row(uint32_t ggml_type, const void* src, float* dst, int64_
 
 // Transcodes a whole tensor of one of the types above (rows of shape.row_len()
 // values, nbytes of blocks) to target: F32, F16 or BF16 (exact values, F16 / BF16
-// rounded to nearest even), or Q8_0 (the exact values requantized per block of
-// 32, ggml's rounding). Rows are split over n_threads threads (0: all hardware
-// threads).
+// rounded to nearest even), Q8_0 (the exact values requantized per block of 32,
+// ggml's rounding) or, for Q4_1 and Q4_K only, Q4_1 (Q4_1 copied; each Q4_K
+// sub-block of 32 becomes a Q4_1 block with the same 4-bit values, its scale d*sc and
+// min -dmin*mn rounded to f16: each value within 2^-11 (|d*sc| * 15 + |dmin*mn|);
+// throws if one leaves f16's range). Rows are split over n_threads threads (0: all
+// hardware threads).
+// Q4_1 and Q4_K: what transcode_ggml_tensor takes to Q4_1.
+bool ggml_to_q4_1(uint32_t ggml_type);
+
 std::vector<uint8_t> transcode_ggml_tensor(uint32_t ggml_type, const void* src, const Shape& shape,
                                            DType target, int n_threads = 0);
 

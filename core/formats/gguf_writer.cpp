@@ -37,6 +37,8 @@ uint32_t file_type_of(DType t) {
       return 1;  // LLAMA_FTYPE_MOSTLY_F16
     case DType::Q4_0:
       return 2;  // LLAMA_FTYPE_MOSTLY_Q4_0
+    case DType::Q4_1:
+      return 3;  // LLAMA_FTYPE_MOSTLY_Q4_1
     case DType::Q8_0:
       return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
     case DType::BF16:
@@ -114,6 +116,8 @@ uint32_t ggml_type_of(DType t) {
       return 1;
     case DType::Q4_0:
       return 2;
+    case DType::Q4_1:
+      return 3;
     case DType::Q8_0:
       return 8;
     case DType::BF16:
@@ -370,7 +374,7 @@ void write_llama_gguf(const std::string& path, const ModelConfig& cfg,
   bool quantized = false;
   for (const TensorSource& t : tensors) {
     if (t.name == "model.layers.0.self_attn.q_proj.weight") main = t.dtype;
-    quantized = quantized || t.dtype == DType::Q4_0 || t.dtype == DType::Q8_0;
+    quantized = quantized || is_quant(t.dtype);
   }
   w.set("general.file_type", gguf_u32(file_type_of(main)));
   if (quantized) w.set("general.quantization_version", gguf_u32(2));

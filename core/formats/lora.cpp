@@ -52,17 +52,13 @@ std::vector<float> to_f32(const HostTensor& t) {
     convert_to_f32(t.dtype, t.data, out.data(), n);
     return out;
   }
-  if (t.dtype != DType::Q8_0 && t.dtype != DType::Q4_0)
-    fail("cannot read %s values", dtype_name(t.dtype));
+  if (!is_quant(t.dtype)) fail("cannot read %s values", dtype_name(t.dtype));
   const int64_t rows = t.shape.rank >= 2 ? n / t.shape.row_len() : 1;
   const int64_t cols = n / rows;
   const size_t row_bytes = t.nbytes / static_cast<size_t>(rows);
   for (int64_t r = 0; r < rows; r++) {
     const uint8_t* src = static_cast<const uint8_t*>(t.data) + r * row_bytes;
-    if (t.dtype == DType::Q8_0)
-      dequantize_row_q8_0(src, out.data() + r * cols, cols);
-    else
-      dequantize_row_q4_0(src, out.data() + r * cols, cols);
+    dequantize_row(t.dtype, src, out.data() + r * cols, cols);
   }
   return out;
 }
@@ -166,7 +162,7 @@ Adapter read_gguf(const std::string& path) {
     if (!is_a && !is_b) continue;
     DType dt;
     if (!dtype_from_ggml_type(t.ggml_type, &dt))
-      fail("LoRA '%s': tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0)",
+      fail("LoRA '%s': tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
            path.c_str(), t.name.c_str(), t.ggml_type);
     HostTensor h;
     h.dtype = dt;

@@ -176,7 +176,9 @@ std::unique_ptr<WeightStore> open_weights(const Source& s, const std::string& qu
   if (s.kind == "native") return open_native_weights(s.path);
   if (s.kind == "hf") return WeightStore::open_dir(s.path);
   auto store = std::make_unique<WeightStore>();
-  add_gguf_weights(s.gguf, *store, gguf_transcode_target(quantization));
+  // Q4_1 kept: Model::load converts it where the backend has no q4_1 kernels.
+  add_gguf_weights(s.gguf, *store, gguf_transcode_target(quantization),
+                   gguf_keeps_q4_1(quantization));
   return store;
 }
 
@@ -193,7 +195,7 @@ DType converted_dtype(const HostTensor& t, DType target) {
 void convert_tensor(const HostTensor& t, DType to, uint8_t* dst, int n_threads) {
   if (to == t.dtype) {
     std::memcpy(dst, t.data, t.nbytes);
-  } else if (to == DType::Q8_0 || to == DType::Q4_0) {
+  } else if (is_quant(to)) {
     const std::vector<uint8_t> q = quantize_tensor(t, to, n_threads);
     std::memcpy(dst, q.data(), q.size());
   } else if (is_float(to)) {  // f32, or f16 / bf16 rounded to nearest even

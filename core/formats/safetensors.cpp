@@ -53,13 +53,13 @@ const char* st_dtype_name(DType t) {
   return nullptr;
 }
 
-// Quantized tensors (Q8_0/Q4_0) are stored as U8 [rows, row_bytes] holding the GGUF
+// Quantized tensors (Q8_0/Q4_0/Q4_1) are stored as U8 [rows, row_bytes] holding the GGUF
 // blocks, with their dtype and logical shape in the header metadata, so that standard
 // safetensors readers still accept the file.
 const char kPackedDtypePrefix[] = "llmrt.dtype.";
 const char kPackedShapePrefix[] = "llmrt.shape.";
 
-bool is_packed(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_packed(DType t) { return is_quant(t); }
 
 // The largest power of two (at most 64) dividing n; 64 for 0.
 size_t size_alignment(size_t n) {
