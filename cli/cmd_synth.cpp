@@ -24,7 +24,8 @@ void register_synth(CLI::App& app) {
   auto o = std::make_shared<SynthCliOptions>();
   cmd->add_option("--shape", o->synth.shape, "tiny, llama-1b, llama-7b or llama-8b")->required();
   cmd->add_option("--quantization", o->synth.quantization,
-                  "q4f16_1, q8f16_1, q0f16, q0bf16 or q0f32")
+                  "q4f16_1, q8f16_1, q0f16, q0bf16, q0f32, or q4_1 (GGUF Q4_1 blocks, "
+                  "--format gguf: what Q4_K files load as)")
       ->capture_default_str();
   cmd->add_option("--vocab", o->synth.vocab,
                   "Tokenizer: a GGUF vocab or a tokenizer.json (sets vocab_size)");

@@ -10,6 +10,7 @@
 #define DT_BF16 2
 #define DT_Q8_0 3
 #define DT_Q4_0 4
+#define DT_Q4_1 5
 
 // Bits of the error buffer (bad indices read from device memory).
 #define ERR_ROW_ID 1u

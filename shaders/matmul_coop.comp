@@ -85,7 +85,7 @@ shared float cs[8][CM * CN];  // a subgroup's output fragment on its way out
 // values of rows tid / 8 + 32 l of other dtypes.
 vec4 rx[8];
 uvec4 rq0, rq1;
-float rd;
+float rd, rm;  // the block's scale (and q4_1's min)
 float rw[32];
 uvec4 rv[8];  // W_VEC: rows tid / 8 + 32 l as raw uvec4 (l for halves, 2 l, 2 l + 1 for f32)
 
@@ -104,14 +104,15 @@ void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
         rx[2u * l + e / 4u][e % 4u] = k + e < k_end ? x[at + e] : 0.0;
     }
   }
-  if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0)) {
+  if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0 || WDT == DT_Q4_1)) {
     const uint n = n0 + tid / 2u, blk = k0 / 32u + tid % 2u;
-    rd = 0.0;  // rows and blocks past the end: zeros
+    rd = rm = 0.0;  // rows and blocks past the end: zeros
     rq0 = rq1 = uvec4(0u);
     if (n < p.N && blk < k_end / 32u) {
       const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);
-      const uint q = (row + split_scale_bytes(p.K)) / 16u + blk * (WDT == DT_Q8_0 ? 2u : 1u);
+      const uint q = (row + split_meta_bytes(p.K)) / 16u + blk * (WDT == DT_Q8_0 ? 2u : 1u);
       rd = f16_bits_to_f32(LOAD_U16(wq, row + blk * 2u));
+      if (WDT == DT_Q4_1) rm = f16_bits_to_f32(LOAD_U16(wq, row + split_scale_bytes(p.K) + blk * 2u));
       rq0 = wq4[q];
       if (WDT == DT_Q8_0) rq1 = wq4[q + 1u];
     }
@@ -141,6 +142,13 @@ void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
 
 // 1024 + q for the 4-bit q at bits 0-3 and 16-19 of v, as two halves.
 f16vec2 nib2(uint v) { return unpackFloat2x16(v | 0x64006400u); }
+// Two weights from the nibbles at bits 0-3 and 16-19 of v, as packed halves: (q - 8) d
+// (q4_0: the product of two f16 values rounds once, as in float32 then f16), or q d + m
+// (q4_1: in float32, rounded once).
+uint q4_pair(uint v) {
+  if (WDT == DT_Q4_1) return packFloat2x16(f16vec2((vec2(nib2(v)) - 1024.0) * rd + rm));
+  return packFloat2x16((nib2(v) - f16vec2(float16_t(1032.0))) * f16vec2(float16_t(rd)));
+}
 uint pack2(vec2 v) { return packFloat2x16(f16vec2(v)); }
 
 void stash(uint tid) {
@@ -151,21 +159,18 @@ void stash(uint tid) {
       as[r * SKV + tid % 8u] = uvec4(pack2(rx[2u * l].xy), pack2(rx[2u * l].zw),
                                      pack2(rx[2u * l + 1u].xy), pack2(rx[2u * l + 1u].zw));
   }
-  if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0)) {
+  if (SPLIT != 0 && (WDT == DT_Q4_0 || WDT == DT_Q8_0 || WDT == DT_Q4_1)) {
     // Row tid / 2, elements 32 (tid % 2) .. +32: four uvec4 of 8 halves.
     const uint base = (tid / 2u) * SKV + (tid % 2u) * 4u;
-    const float16_t d = float16_t(rd);  // exact: rd came from f16 bits
-    if (WDT == DT_Q4_0) {
-      // Word w: elements 4w..4w+3 in its low nibbles, 16+4w.. in its high ones. The
-      // products (q - 8) d of two f16 values round once, as in float32 then f16.
-      const f16vec2 d2 = f16vec2(d), off = f16vec2(float16_t(1032.0));
+    if (WDT != DT_Q8_0) {
+      // Word w: elements 4w..4w+3 in its low nibbles, 16+4w.. in its high ones.
       uint lo[8], hi[8];
       [[unroll]] for (uint w = 0u; w < 4u; w++) {
         const uint v = rq0[w];
-        lo[2u * w] = packFloat2x16((nib2((v & 0xfu) | ((v & 0xf00u) << 8)) - off) * d2);
-        lo[2u * w + 1u] = packFloat2x16((nib2(((v >> 16) & 0xfu) | ((v >> 8) & 0xf0000u)) - off) * d2);
-        hi[2u * w] = packFloat2x16((nib2(((v >> 4) & 0xfu) | ((v << 4) & 0xf0000u)) - off) * d2);
-        hi[2u * w + 1u] = packFloat2x16((nib2(((v >> 20) & 0xfu) | ((v >> 12) & 0xf0000u)) - off) * d2);
+        lo[2u * w] = q4_pair((v & 0xfu) | ((v & 0xf00u) << 8));
+        lo[2u * w + 1u] = q4_pair(((v >> 16) & 0xfu) | ((v >> 8) & 0xf0000u));
+        hi[2u * w] = q4_pair(((v >> 4) & 0xfu) | ((v << 4) & 0xf0000u));
+        hi[2u * w + 1u] = q4_pair(((v >> 20) & 0xfu) | ((v >> 12) & 0xf0000u));
       }
       bs[base] = uvec4(lo[0], lo[1], lo[2], lo[3]);
       bs[base + 1u] = uvec4(lo[4], lo[5], lo[6], lo[7]);

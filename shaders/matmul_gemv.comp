@@ -27,21 +27,25 @@ void main() {
   const uint tid = gl_LocalInvocationID.x;
   float acc[MAX_T];
   for (uint t = 0u; t < MAX_T; t++) acc[t] = 0.0;
-  if (WDT == DT_Q8_0 || WDT == DT_Q4_0) {
-    const uint bs = WDT == DT_Q8_0 ? 34u : 18u;
+  if (WDT == DT_Q8_0 || WDT == DT_Q4_0 || WDT == DT_Q4_1) {
+    const uint bs = gguf_block_bytes();
     const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);
     for (uint blk = tid; blk < p.K / 32u; blk += WG) {
       const uint sa = SPLIT != 0 ? row + blk * 2u : row + blk * bs;
-      const uint a = SPLIT != 0 ? row + split_scale_bytes(p.K) + blk * quant_block_bytes() : sa + 2u;
+      const uint ma = SPLIT != 0 ? sa + split_scale_bytes(p.K) : sa + 2u;  // q4_1's min
+      const uint a = SPLIT != 0 ? row + split_meta_bytes(p.K) + blk * quant_block_bytes()
+                                : sa + (WDT == DT_Q4_1 ? 4u : 2u);
       const float d = f16_bits_to_f32(LOAD_U16(wts, sa));
+      // q4_0: (q - 8) d; q4_1: q d + m.
+      const float m = WDT == DT_Q4_1 ? f16_bits_to_f32(LOAD_U16(wts, ma)) : -8.0 * d;
       float v[32];
       if (WDT == DT_Q8_0) {
         for (uint j = 0u; j < 32u; j++) v[j] = float(int(LOAD_BYTE(wts, a + j) << 24) >> 24) * d;
       } else {
         for (uint j = 0u; j < 16u; j++) {
           const uint q = LOAD_BYTE(wts, a + j);
-          v[j] = float(int(q & 15u) - 8) * d;
-          v[j + 16u] = float(int(q >> 4) - 8) * d;
+          v[j] = WDT == DT_Q4_1 ? float(q & 15u) * d + m : float(int(q & 15u) - 8) * d;
+          v[j + 16u] = WDT == DT_Q4_1 ? float(q >> 4) * d + m : float(int(q >> 4) - 8) * d;
         }
       }
       for (uint t = 0u; t < p.T; t++) {

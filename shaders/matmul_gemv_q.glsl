@@ -295,11 +295,11 @@ void norm_into_shared(uint nb) {
 float nib(uint v) { return uintBitsToFloat((v & 0x00780000u) | 0x3f800000u); }
 float byt(uint v) { return uintBitsToFloat((v & 0x007f8000u) | 0x3f800000u); }
 
-// Σ f·x over one block of 32 weights (quants q, one uvec4 for q4_0, two for q8_0)
+// Σ f·x over one block of 32 weights (quants q, one uvec4 for q4_0/q4_1, two for q8_0)
 // and the x of that block (xv[8]).
 float block_dot(uvec4 qa, uvec4 qb, vec4 xv[8]) {
   float s = 0.0;
-  if (WDT == DT_Q4_0) {
+  if (WDT != DT_Q8_0) {
     // Word w holds elements 4w..4w+3 (low nibbles) and 16+4w.. (high nibbles).
     for (uint w = 0u; w < 4u; w++) {
       const uint v = qa[w];
@@ -329,14 +329,14 @@ uvec4 w_quad(uint m, uint i) {
 }
 
 // Loads the weights of blocks B0, B0 + tpr, ... (U of them) of the R rows at byte
-// offsets srow into qa (qb: q8_0's second half) and their scales into d. Blocks past
-// the end load the last one again (valid memory; not used). A macro: arrays sized by
-// specialization constants do not pass to functions.
+// offsets srow into qa (qb: q8_0's second half), their scales into d and q4_1's mins
+// into mn. Blocks past the end load the last one again (valid memory; not used). A
+// macro: arrays sized by specialization constants do not pass to functions.
 #define ISSUE_BLOCKS(B0)                                                                  \
   [[unroll]] for (int u = 0; u < U; u++) {                                                \
     const uint blk_ = min((B0) + uint(u) * tpr, nb - 1u);                                 \
     [[unroll]] for (int r = 0; r < R; r++) {                                              \
-      const uint q = (srow[r] + scale_bytes) / 16u + blk_ * qpb;                          \
+      const uint q = (srow[r] + meta_bytes) / 16u + blk_ * qpb;                           \
       qa[u][0][r] = w_quad(seg, q);                                                       \
       qb[u][0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);                     \
       const uint sb = srow[r] + blk_ * 2u;                                                \
@@ -346,6 +346,12 @@ uvec4 w_quad(uint m, uint i) {
         qa[u][M - 1][r] = wts24[q];                                                       \
         qb[u][M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);                     \
         d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                             \
+      }                                                                                   \
+      if (WDT == DT_Q4_1) {                                                               \
+        const uint mb_ = sb + scale_bytes;                                                \
+        mn[u][0][r] = f16_bits_to_f32(                                                    \
+            MODE == 2 ? (w_word(seg, mb_ >> 2) >> ((mb_ & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, mb_)); \
+        if (MODE == 1) mn[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, mb_));            \
       }                                                                                   \
     }                                                                                     \
   }
@@ -583,7 +589,8 @@ void main() {
   // The blocks of this part: [b_lo, b_hi).
   const uint per_part = (nb + uint(KSPLIT) - 1u) / uint(KSPLIT);
   const uint b_lo = kp * per_part, b_hi = min(nb, b_lo + per_part);
-  const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K);
+  const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K),
+             meta_bytes = split_meta_bytes(p.K);
   // Rows of a task: R consecutive ones, or (ROPE_KV, R = 2) a pair that rotates
   // together. A group past the last task reads the last task's rows (valid memory) and
   // writes nothing; so do rows past N (row N - 1).
@@ -603,7 +610,7 @@ void main() {
   // The weights of U blocks per row in registers; the first ones are issued before x's
   // planes are copied (X_SHARED), so they are on their way during the copy.
   uvec4 qa[U][M][R], qb[U][M][R];
-  float d[U][M][R];
+  float d[U][M][R], mn[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
 #ifdef X_SHARED
   // NORM: the weights after the norm, whose registers would otherwise hold them too.
@@ -656,14 +663,18 @@ void main() {
               int dh = 0, dl = 0;
               [[unroll]] for (int w = 0; w < 4; w++) {
                 uint a = qa[u][m][r][w], b = qb[u][m][r][w];
-                if (WDT == DT_Q4_0) {
+                if (WDT != DT_Q8_0) {
                   b = (a >> 4) & 0x0f0f0f0fu;
                   a &= 0x0f0f0f0fu;
                 }
                 dh += dot4(a, h0[w]) + dot4(b, h1[w]);
                 dl += dot4(a, l0[w]) + dot4(b, l1[w]);
               }
-              acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
+              // q4_1: q d + m, the min times the block's sum of x (xs Σ s).
+              if (WDT == DT_Q4_1)
+                acc[m][r][t] += (float(dh * 256 + dl) * d[u][m][r] + float(int(meta.y)) * mn[u][m][r]) * xs;
+              else
+                acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
             }
         }
   #else
@@ -680,8 +691,9 @@ void main() {
           [[unroll]] for (int m = 0; m < M; m++)
             [[unroll]] for (int r = 0; r < R; r++) {
               const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
-              acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
-                                             : d[u][m][r] * (256.0 * s - 384.0 * xs);
+              acc[m][r][t] += WDT == DT_Q4_0   ? d[u][m][r] * (16.0 * s - 24.0 * xs)
+                              : WDT == DT_Q4_1 ? d[u][m][r] * (16.0 * s - 16.0 * xs) + mn[u][m][r] * xs
+                                               : d[u][m][r] * (256.0 * s - 384.0 * xs);
             }
         }
   #endif

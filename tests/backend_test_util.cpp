@@ -274,13 +274,8 @@ QuantMatrix quantize_random(DType t, int64_t N, int64_t K, std::mt19937& rng) {
   q.blocks.resize(row * N);
   q.values.resize(N * K);
   for (int64_t n = 0; n < N; n++) {
-    if (t == DType::Q8_0) {
-      quantize_row_q8_0(w.data() + n * K, q.blocks.data() + n * row, K);
-      dequantize_row_q8_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
-    } else {
-      quantize_row_q4_0(w.data() + n * K, q.blocks.data() + n * row, K);
-      dequantize_row_q4_0(q.blocks.data() + n * row, q.values.data() + n * K, K);
-    }
+    quantize_row(t, w.data() + n * K, q.blocks.data() + n * row, K);
+    dequantize_row(t, q.blocks.data() + n * row, q.values.data() + n * K, K);
   }
   return q;
 }

@@ -831,40 +831,57 @@ bool have_device(const std::string& prefix) {
   return false;
 }
 
-// A GPU backend without q4_1 kernels gets every K-quant matrix as q8_0: from the GGUF
-// directly, and from a native folder holding q4_1 (convert's output) by requantizing
-// at upload. The transcoded tensors are uploaded and their host copies freed
-// (WeightStore::release_owned); the logits must be the CPU's on the same q8_0 weights
-// (loaded with q8f16_1) within `tol`.
+// The K-quant model on a GPU backend, against the CPU with the same weights: q4_1 where
+// the backend runs it (its Q4_K matrices, Q5_K/Q6_K as q8_0: the CPU's default load),
+// else q8_0 for every K-quant matrix (the CPU under q8f16_1), from the GGUF directly and
+// from a native folder holding q4_1 (convert's output, requantized at upload). The
+// transcoded tensors are uploaded and their host copies freed
+// (WeightStore::release_owned). Prefill logits and those of a decode step after it (the
+// fused single-token GEMVs) must be the CPU's within `tol`, the decode step's against the
+// CPU's prefill of all the ids (which multiplies in float32: its own decode rounds x to 8
+// bits).
 void check_gpu_kquant(Backend& gpu, double tol) {
-  CHECK_FALSE(gpu.runs_weight_dtype(DType::Q4_1));
-  Graph g;
-  const TensorId x = g.input("x", DType::F32, {2, 64});
-  const TensorId w = g.weight("w", DType::Q4_1, {16, 64});
-  g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
-  const Node& mm = g.nodes()[0];
-  CHECK_THAT(gpu.check(mm, {&g.tensor(mm.inputs[0]), &g.tensor(mm.inputs[1])}, g.tensor(mm.output)),
-             Contains("q4_1 weights are not supported by the"));
-
+  const bool q4_1 = gpu.runs_weight_dtype(DType::Q4_1);
+  if (!q4_1) {
+    Graph g;
+    const TensorId x = g.input("x", DType::F32, {2, 64});
+    const TensorId w = g.weight("w", DType::Q4_1, {16, 64});
+    g.add(Op::MatMul, "mm", {x, w}, DType::F32, {2, 16});
+    const Node& mm = g.nodes()[0];
+    CHECK_THAT(
+        gpu.check(mm, {&g.tensor(mm.inputs[0]), &g.tensor(mm.inputs[1])}, g.tensor(mm.output)),
+        Contains("q4_1 weights are not supported by the"));
+  }
   TempDir dir;
   write_kquant_model(dir);
   auto cpu = make_cpu_backend(2);
   const std::string q = dir.file("q.gguf");
-  auto cm = Model::load(q, *cpu, LoadOptions{"q8f16_1"});
+  auto cm = Model::load(q, *cpu, LoadOptions{q4_1 ? "" : "q8f16_1"});
   auto gm = Model::load(q, gpu);
-  CHECK(gm->weight_dtype("model.layers.0.self_attn.q_proj.weight") == DType::Q8_0);
+  const std::string wq = "model.layers.0.self_attn.q_proj.weight";
+  CHECK(gm->weight_dtype(wq) == (q4_1 ? DType::Q4_1 : DType::Q8_0));
   CHECK(gm->weight_bytes() == cm->weight_bytes());
-  const std::vector<float> want = Session(*cm).forward(kKquantIds, true);
-  CHECK(max_rel_error(Session(*gm).forward(kKquantIds, true), want) <= tol);
+  // Prefill of all but the last id, then the last one as a decode step.
+  const std::vector<int32_t> prompt(kKquantIds.begin(), kKquantIds.end() - 1),
+      last = {kKquantIds.back()};
+  Session cs(*cm), gs(*gm);
+  CHECK(max_rel_error(gs.forward(prompt, true), cs.forward(prompt, true)) <= tol);
+  cs.reset();
+  const std::vector<float> all = cs.forward(kKquantIds, true);
+  const std::vector<float> want(all.end() - all.size() / kKquantIds.size(), all.end());
+  CHECK(max_rel_error(gs.forward(last, false), want) <= tol);
 
   GenConfigOptions o;
   o.quantization = "q4f16_1";  // Q4_K matrices written as q4_1
   convert_model(q, dir.file("native"), o);
   auto nm = Model::load(dir.file("native"), gpu);
-  CHECK(nm->weight_dtype("model.layers.0.self_attn.q_proj.weight") == DType::Q8_0);
-  // q4_1 -> f32 -> q8_0 rounds values that q4_1's f16 scales moved a little, so some
-  // land on the other q8_0 step (max|x| / 254 a block): measured 6.0e-3 on lavapipe.
-  CHECK(max_rel_error(Session(*nm).forward(kKquantIds, true), want) <= 2e-2);
+  CHECK(nm->weight_dtype(wq) == (q4_1 ? DType::Q4_1 : DType::Q8_0));
+  Session ns(*nm);
+  ns.forward(prompt, false);
+  // Without q4_1: q4_1 -> f32 -> q8_0 rounds values that q4_1's f16 scales moved a
+  // little, so some land on the other q8_0 step (max|x| / 254 a block): measured 6.0e-3
+  // on lavapipe.
+  CHECK(max_rel_error(ns.forward(last, false), want) <= (q4_1 ? tol : 2e-2));
 }
 
 }  // namespace
@@ -886,6 +903,14 @@ TEST_CASE("vulkan: a K-quant GGUF gives the cpu's logits", "[vulkan][gguf][kquan
     return;
   }
   ScopedEnv fp32("LLM_VULKAN_COOPMAT", "0");
-  auto gpu = create_backend("vulkan:0");
-  check_gpu_kquant(*gpu, 1e-4);
+  SECTION("float GEMVs") {
+    ScopedEnv no_dot("LLM_VULKAN_INT_DOT", "0");
+    auto gpu = create_backend("vulkan:0");
+    check_gpu_kquant(*gpu, 1e-4);
+  }
+  SECTION("integer-dot GEMVs (emulated on lavapipe)") {
+    ScopedEnv dot("LLM_VULKAN_INT_DOT", "1");
+    auto gpu = create_backend("vulkan:0");
+    check_gpu_kquant(*gpu, 1e-3);
+  }
 }

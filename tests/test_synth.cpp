@@ -281,6 +281,36 @@ TEST_CASE("synth GGUF and native folder of the same seed give the same logits", 
   }
 }
 
+// q4_1 stands in for a Q4_K file's matrices in benchmarks: GGUF only, since no
+// quantization scheme (and so no native folder's llm-config.json) names it.
+TEST_CASE("synth q4_1 writes a GGUF of Q4_1 matrices that the CPU runs as q4_1", "[synth][gguf]") {
+  TempDir tmp;
+  const std::string gguf = tmp.file("tiny.gguf");
+  synth({"--shape", "tiny", "--quantization", "q4_1", "--vocab", kSpmVocab, "--seed", "5",
+         "--format", "gguf", "-o", gguf});
+  GgufFile f(gguf);
+  CHECK(f.get_int("general.file_type") == 3);  // LLAMA_FTYPE_MOSTLY_Q4_1
+  for (const GgufTensorInfo& t : f.tensors()) {
+    INFO(t.name);
+    CHECK(t.ggml_type == (t.shape.rank == 1 ? 0u : 3u));
+  }
+  auto cpu = make_cpu_backend(2);
+  auto m = Model::load(gguf, *cpu);
+  CHECK(m->weight_dtype("model.layers.0.mlp.down_proj.weight") == DType::Q4_1);
+  CHECK(m->weight_dtype("model.embed_tokens.weight") == DType::Q4_1);
+  // The same random values as q0f32's, within a 4-bit step: the logits stay close.
+  const std::string f32 = tmp.file("f32.gguf");
+  synth({"--shape", "tiny", "--quantization", "q0f32", "--vocab", kSpmVocab, "--seed", "5",
+         "--format", "gguf", "-o", f32});
+  const double err = max_rel_error(cpu_logits(gguf), cpu_logits(f32));
+  CHECK(err <= 0.3);
+  CHECK(err > 1e-3);
+  const CommandResult r =
+      run_cli({"synth", "--shape", "tiny", "--quantization", "q4_1", "-o", tmp.file("n")});
+  CHECK(r.exit_code != 0);
+  CHECK_THAT(r.err, Catch::Contains("q4_1 writes GGUF files only"));
+}
+
 TEST_CASE("synth q0bf16 is the q0f32 model of the same seed rounded to bf16", "[synth]") {
   TempDir tmp;
   const std::string f32 = tmp.file("f32"), bf16 = tmp.file("bf16");

@@ -176,7 +176,7 @@ MatMulInputs matmul_inputs(DType wt, int64_t T, int64_t K, int64_t N, bool bias,
                            std::mt19937& rng) {
   const HostT x = f32_tensor({T, K}, uniform(T * K, rng, -2.f, 2.f));
   MatMulInputs m{{x}, {x}};
-  if (wt == DType::Q8_0 || wt == DType::Q4_0) {
+  if (is_quant(wt)) {
     const QuantMatrix q = quantize_random(wt, N, K, rng);
     m.gpu.push_back({wt, {N, K}, q.blocks});
     m.cpu.push_back(f32_tensor({N, K}, q.values));
@@ -282,8 +282,8 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
   struct KN {
     int64_t K, N;
   };
-  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
-    const bool quant = wt == DType::Q8_0 || wt == DType::Q4_0;
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    const bool quant = is_quant(wt);
     for (KN kn : {KN{67, 13}, KN{96, 130}, KN{160, 70}}) {
       if (quant && kn.K % 32) continue;
       for (int64_t T : {1, 3, 8, 9, 70}) {
@@ -336,7 +336,7 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
   struct KN {
     int64_t K, N;
   };
-  for (DType wt : {DType::Q4_0, DType::Q8_0})
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1})
     for (KN kn : {KN{96, 130}, KN{4096, 70}, KN{11008, 33}})
       for (int64_t T : {1, 3, 8}) {
         const bool bias = (T + kn.N) % 2 == 0;
@@ -379,8 +379,8 @@ TEST_CASE("vulkan tensor-core matmul matches the cpu within the fp16 bound", "[v
   struct TKN {
     int64_t T, K, N;
   };
-  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
-    const bool quant = wt == DType::Q8_0 || wt == DType::Q4_0;
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    const bool quant = is_quant(wt);
     // Token tiles of 16, 32, 64 and 128; K split over 2-4 workgroups (partials added by
     // matmul_reduce, with the bias) in the 20-, 40- and 64-token cases.
     for (TKN s : {TKN{9, 96, 13}, TKN{70, 160, 130}, TKN{200, 67, 300}, TKN{130, 288, 257},
@@ -425,7 +425,7 @@ TEST_CASE("vulkan's tensor-core GEMM adds the residual and the SiLU product in i
   const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
              act = make_node(Op::SiluMul, {3, 4}, 5), mo = make_node(Op::MatMul, {0, 6}, 7),
              add = make_node(Op::Add, {8, 7}, 9);
-  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
     DYNAMIC_SECTION(dtype_name(wt)) {
       const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
                         wo = quantize_random(wt, N, K, rng);
@@ -552,7 +552,7 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
   // tokens: x's planes leave too little shared memory for workgroups of 1,024 threads
   // on lavapipe (32 KB), which the backend forcing that size must then not take.
   for (int64_t K : {192, 2048, 4096})
-    for (DType wt : {DType::Q4_0, DType::Q8_0})
+    for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1})
       for (int64_t T : {1, 3}) {
         DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << K) {
           const QuantMatrix wg = quantize_random(wt, F, K, rng),
@@ -823,7 +823,7 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
   norm.params.eps = 1e-5f;
   const Node mq = make_node(Op::MatMul, {0, 1}, 4), mk = make_node(Op::MatMul, {0, 2}, 5),
              mv = make_node(Op::MatMul, {0, 3}, 6), add = make_node(Op::Add, {7, 0}, 9);
-  for (DType wt : {DType::Q4_0, DType::Q8_0})
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1})
     for (int64_t T : {1, 3})
       for (int segs : {2, 3})
         for (bool reader : {false, true}) {
@@ -1072,7 +1072,7 @@ TEST_CASE("vulkan get_rows and kv_append are exact", "[vulkan][ops]") {
       }
     }
   }
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     DYNAMIC_SECTION(dtype_name(t)) {
       const int64_t D = 96;
       const QuantMatrix table = quantize_random(t, V, D, rng);

@@ -35,20 +35,22 @@ void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char*
          bytes, offset, b.size());
 }
 
-// GGUF blocks of a q4_0/q8_0 [N, K] matrix in the backend's row layout
-// (shaders/weights.glsl): per row its K/32 f16 scales padded to 16 bytes, then the
-// quants of its blocks (16 bytes of nibbles or 32 int8 each).
+// GGUF blocks of a q4_0/q8_0/q4_1 [N, K] matrix in the backend's row layout
+// (shaders/weights.glsl): per row its K/32 f16 scales padded to 16 bytes (q4_1: then its
+// mins, padded alike), then the quants of its blocks (16 bytes of nibbles or 32 int8 each).
 std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64_t K) {
   const size_t nb = static_cast<size_t>(K / 32);
-  const size_t block = t == DType::Q8_0 ? 34 : 18, qb = block - 2;
-  const size_t scales = (nb * 2 + 15) / 16 * 16, row = scales + nb * qb;
+  const size_t block = dtype_info(t).block_bytes, meta = t == DType::Q4_1 ? 4 : 2,
+               qb = block - meta;
+  const size_t scales = (nb * 2 + 15) / 16 * 16, metas = scales * (meta / 2), row = metas + nb * qb;
   std::vector<uint8_t> out(row * static_cast<size_t>(N), 0);
   for (int64_t n = 0; n < N; n++) {
     uint8_t* dst = out.data() + row * n;
     const uint8_t* src = blocks + nb * block * n;
     for (size_t b = 0; b < nb; b++) {
       std::memcpy(dst + 2 * b, src + block * b, 2);
-      std::memcpy(dst + scales + qb * b, src + block * b + 2, qb);
+      if (meta == 4) std::memcpy(dst + scales + 2 * b, src + block * b + 2, 2);
+      std::memcpy(dst + metas + qb * b, src + block * b + meta, qb);
     }
   }
   return out;
@@ -162,9 +164,15 @@ class VulkanBackend final : public Backend {
     return std::make_unique<Buffer>(*ctx_, ctx_, bytes, what);
   }
 
+  // q4_1: every shader that reads weights takes it (only the opt-in fusions of
+  // attention_o.glsl and FFN_DOWN do not, and are not planned for it).
+  bool runs_weight_dtype(DType t) const override {
+    return Backend::runs_weight_dtype(t) || t == DType::Q4_1;
+  }
+
   std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,
                                               const std::string& what) override {
-    const bool quant = t.dtype == DType::Q8_0 || t.dtype == DType::Q4_0;
+    const bool quant = is_quant(t.dtype);
     const int64_t K = t.shape.row_len(), N = t.shape.rows();
     if (!quant || t.shape.rank != 2 || K % 32 != 0 || t.nbytes != tensor_bytes(t.dtype, t.shape))
       return from_host(t.data, t.nbytes, what);

@@ -66,8 +66,7 @@ bool FusionRules::gemv_q(size_t i) const {
   const TensorRef &x = bn.inputs[0], &w = bn.inputs[1];
   const uint32_t sg = phys_.subgroup_size;
   const int64_t max_t = set_.coop ? set_.coop_gemv_max_tokens : kGemvMaxTokens;
-  return x.shape.rows() <= max_t && (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) &&
-         w.offset == 0 &&
+  return x.shape.rows() <= max_t && is_quant(w.dtype) && w.offset == 0 &&
          vk_buffer(*w.buffer).holds_split(w.dtype, w.shape.rows(), w.shape.row_len()) &&
          phys_.subgroup_arithmetic && sg > 0 && sg <= kGemvQThreads && x.offset % 16 == 0 &&
          x.shape.row_len() % 4 == 0;
@@ -122,6 +121,8 @@ int FusionRules::ffn_down_fusable(size_t i) const {
   const int res = residual_add(i + 3);
   if (res < 0) return -1;
   const BoundNode &g = nodes_[i], &u = nodes_[i + 1], &dn = nodes_[i + 3], &add = nodes_[i + 4];
+  // FFN_DOWN's block-major copy of down holds q4_0 / q8_0 blocks only.
+  if (g.inputs[1].dtype == DType::Q4_1 || dn.inputs[1].dtype == DType::Q4_1) return -1;
   if (dn.inputs.size() != 2 || dn.output.shape.rows() != 1 || read_from(i + 3, g.node->output) ||
       read_from(i + 3, u.node->output) || read_from(i + 4, nodes_[i + 2].node->output) ||
       read_from(i + 5, dn.node->output))
@@ -159,8 +160,10 @@ bool FusionRules::norm_after_ffn(size_t i) const {
 // not overlap what the grid reads (the attention's inputs, o's weight, the residual) or
 // the attention's output.
 int FusionRules::attn_o_fusable(size_t i) const {
+  // attention_o.glsl reads q4_0 / q8_0 only.
   if (!set_.attn_o || !set_.int_dot || !phys_.atomic_float_add || i + 2 >= nodes_.size() ||
-      !nodes_[i + 1].node || !nodes_[i + 2].node || !gemv_q(i + 1))
+      !nodes_[i + 1].node || !nodes_[i + 2].node || !gemv_q(i + 1) ||
+      nodes_[i + 1].inputs[1].dtype == DType::Q4_1)
     return -1;
   const BoundNode &at = nodes_[i], &o = nodes_[i + 1];
   if (at.output.shape.rows() != 1 || o.inputs.size() != 2 || o.node->inputs[0] != at.node->output ||

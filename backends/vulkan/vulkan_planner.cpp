@@ -32,6 +32,8 @@ int32_t dt_code(DType t) {
       return 3;
     case DType::Q4_0:
       return 4;
+    case DType::Q4_1:
+      return 5;
     default:
       fail("vulkan backend: no shader reads %s tensors", dtype_name(t));
   }
@@ -450,8 +452,7 @@ void Planner::bind_zeroed(Recorded& d, size_t bytes, const char* what) {
 
 int32_t Planner::split(size_t k) const {
   const TensorRef& r = bn_->inputs[k];
-  const bool quant = r.dtype == DType::Q8_0 || r.dtype == DType::Q4_0;
-  return quant && r.offset == 0 &&
+  return is_quant(r.dtype) && r.offset == 0 &&
          vk_buffer(*r.buffer).holds_split(r.dtype, r.shape.rows(), r.shape.row_len());
 }
 

@@ -86,10 +86,9 @@ TensorSource random_tensor(const std::string& name, DType dtype, Shape shape, fl
             convert_from_f32(dtype, row.data(), out, cols);
             break;
           case DType::Q8_0:
-            quantize_row_q8_0(row.data(), out, cols);
-            break;
           case DType::Q4_0:
-            quantize_row_q4_0(row.data(), out, cols);
+          case DType::Q4_1:
+            quantize_row(dtype, row.data(), out, cols);
             break;
           default:
             fail("synth: cannot make %s tensors", dtype_name(dtype));
@@ -174,7 +173,12 @@ void synth_model(const SynthOptions& o) {
   if (o.out.empty()) fail("synth: no output path (-o)");
   if (o.format != "native" && o.format != "gguf")
     fail("unknown format '%s' (known: native, gguf)", o.format.c_str());
-  const QuantScheme scheme = parse_quant_scheme(o.quantization);
+  // q4_1 (GGUF only: no scheme names it) stands in for what a Q4_K GGUF loads as.
+  const bool q4_1 = o.quantization == "q4_1";
+  if (q4_1 && o.format != "gguf")
+    fail("synth: --quantization q4_1 writes GGUF files only (--format gguf)");
+  const QuantScheme scheme =
+      q4_1 ? QuantScheme{"q4_1", DType::Q4_1} : parse_quant_scheme(o.quantization);
   synth_config(o.shape);  // an unknown shape fails before the vocab is read
 
   // The vocab decides vocab_size and the special ids.
