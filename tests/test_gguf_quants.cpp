@@ -583,10 +583,10 @@ std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>
 // the logits of the float32 model `fake` holding those values quantized the same way
 // at load: the same weights reach the same kernels (bound 1e-6; measured 0, once
 // 3e-7). By default (and under q4f16_1) the CPU keeps Q4_1 and Q4_K matrices as q4_1
-// (the others q8_0); against the exact values that adds the integer GEMV's rounding of
-// x to 8 bits per block of 32 (cpu_matmul_q.cpp: ~4e-3 of y's rms per matmul) and
-// q4_1's f16 scales (2^-11): measured 1.7e-2 / 7.7e-3 (the Q4_1 / Q4_K models), where
-// the q8_0 copies of before measure 1.8e-2 / 1.3e-2; bound 3e-2.
+// and the others as q8_0 copies; against the exact values (the prompts are prefills of
+// over 8 tokens: float32 products) that leaves the q8_0 copies' rounding and q4_1's f16
+// scales (2^-11 of a Q4_K sub-block's range): measured 1.7e-2 / 7.7e-3 (the Q4_1+Q5 /
+// Q4_K+Q5_K+Q6_K models), where all-q8_0 copies measure 1.8e-2 / 1.3e-2; bound 3e-2.
 void check_against_fake(const std::string& q, const std::string& fake,
                         const std::vector<int32_t>& ids) {
   CHECK(max_rel_error(logits_of(q, ids, "q8f16_1"), logits_of(fake, ids, "q8f16_1")) <= 1e-6);
