@@ -927,7 +927,8 @@ TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEM
                    mv = make_node(Op::MatMul, {0, 3}, 6),
                    ak = make_node(Op::KvAppend, {10, 11, 12}, 12),
                    av = make_node(Op::KvAppend, {6, 11, 13}, 13);
-        const DType wt = DType::Q4_0;
+        // q4_1 (mins beside the scales) in the T = 3 cases.
+        const DType wt = T == 1 ? DType::Q4_0 : DType::Q4_1;
         const QuantMatrix wq = quantize_random(wt, Nq, K, rng),
                           wk = quantize_random(wt, Nkv, K, rng),
                           wv = quantize_random(wt, Nkv, K, rng);
