@@ -36,8 +36,7 @@ void main() {
       const uint a = SPLIT != 0 ? row + split_meta_bytes(p.K) + blk * quant_block_bytes()
                                 : sa + (WDT == DT_Q4_1 ? 4u : 2u);
       const float d = f16_bits_to_f32(LOAD_U16(wts, sa));
-      // q4_0: (q - 8) d; q4_1: q d + m.
-      const float m = WDT == DT_Q4_1 ? f16_bits_to_f32(LOAD_U16(wts, ma)) : -8.0 * d;
+      const float m = WDT == DT_Q4_1 ? f16_bits_to_f32(LOAD_U16(wts, ma)) : 0.0;  // q4_1: q d + m
       float v[32];
       if (WDT == DT_Q8_0) {
         for (uint j = 0u; j < 32u; j++) v[j] = float(int(LOAD_BYTE(wts, a + j) << 24) >> 24) * d;
