@@ -296,11 +296,13 @@ PlantedHead plant_head_maxima(QuantMatrix& w, DType t, int64_t N, int64_t K,
     if (d > top_v) top_v = d, h.top = n;
   }
   REQUIRE(top_v > 0);
-  for (size_t b = 0; b < row; b += block) {
-    uint8_t* d = w.blocks.data() + h.top * row + b;
-    const uint16_t s = f32_to_f16(4.f * f16_to_f32(uint16_t(d[0] | d[1] << 8)));
-    d[0] = static_cast<uint8_t>(s), d[1] = static_cast<uint8_t>(s >> 8);
-  }
+  // Every value of the row times 4: its scales (and q4_1's mins, which follow them).
+  for (size_t b = 0; b < row; b += block)
+    for (int i = 0; i < (t == DType::Q4_1 ? 2 : 1); i++) {
+      uint8_t* d = w.blocks.data() + h.top * row + b + 2 * i;
+      const uint16_t s = f32_to_f16(4.f * f16_to_f32(uint16_t(d[0] | d[1] << 8)));
+      d[0] = static_cast<uint8_t>(s), d[1] = static_cast<uint8_t>(s >> 8);
+    }
   h.lo = (h.top < 4 ? h.top + 2 : h.top / 2) & ~int64_t{1};
   h.pair = h.lo + 1;
   h.hi = (h.top + N) / 2 + 1;

@@ -138,7 +138,7 @@ TEST_CASE("cuda backend names what it cannot run and what does not fit", "[cuda]
   auto be = make_cuda_backend(0);
   TensorInfo x{"x", TensorKind::Input, DType::F32, {1, 64}, {}};
   TensorInfo out{"y", TensorKind::Intermediate, DType::F32, {1, 8}, {}};
-  for (DType q : {DType::Q8_0, DType::Q4_0}) {
+  for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     // Quantized matrices run; quantized KV caches do not (yet).
     TensorInfo w{"w", TensorKind::Weight, q, {8, 64}, {}};
     CHECK(be->check(make_node(Op::MatMul), {&x, &w}, out).empty());
@@ -359,7 +359,7 @@ TEST_CASE("cuda samples a token inside the quantized GEMV of its logits", "[cuda
       sample_row_params(50.f, 0.f),        sample_row_params(50.f, 0.62f),
       sample_row_params(50.f, 0.999f),     sample_row_params(0.7f, 0.9f, 3.f),
       sample_row_params(50.f, 0.62f, 40.f)};
-  for (DType wt : {DType::Q4_0, DType::Q8_0}) {
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
     // A few rows (two blocks of the grid) and many (every block, several rounds); the
     // weights through the shared-memory ring, and in registers (the kernels of devices
     // without room for the ring).
@@ -555,7 +555,7 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
                         {4096, 300, {24, 65}},
                         {8192, 3, {1, 8}}};  // T = 8 does not fit shared memory: GEMM path
   int run = 0;
-  for (DType wt : {DType::Q8_0, DType::Q4_0}) {
+  for (DType wt : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     for (const Case& c : cases) {
       const QuantMatrix w = quantize_random(wt, c.N, c.K, rng);
       for (int64_t T : c.Ts) {
@@ -623,11 +623,11 @@ TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM path
   }
 }
 
-TEST_CASE("cuda get_rows of q8_0/q4_0 tables is exact", "[cuda][ops][quant]") {
+TEST_CASE("cuda get_rows of q8_0/q4_0/q4_1 tables is exact", "[cuda][ops][quant]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(22);
   auto gpu = make_cuda_backend(0);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     for (int64_t D : {32, 96, 2080}) {
       for (bool via_weight : {false, true}) {
         DYNAMIC_SECTION(dtype_name(t) << " D=" << D << (via_weight ? " (upload_weight)" : "")) {

@@ -133,6 +133,11 @@ class CudaBackend final : public Backend {
     return buf;
   }
 
+  // q4_1: the GEMV, the tensor-core GEMM, the prefill dequantizer and get_rows read it.
+  bool runs_weight_dtype(DType t) const override {
+    return Backend::runs_weight_dtype(t) || t == DType::Q4_1;
+  }
+
   // Quantized matrices go into the split layout (quants apart from scales, rows
   // 16-byte aligned) that the kernels read; everything else is copied as is.
   std::unique_ptr<DeviceBuffer> upload_weight(const HostTensor& t,

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/cuda_common.h"
 #include "core/dtype.h"
@@ -16,6 +17,29 @@ namespace llm {
 namespace cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
+
+// The quantized weight types in the split layout (cuda_kernels.h) that the weight kernels
+// are instantiated for: int8 quants, nibbles with q - 8, nibbles with a min.
+enum QLayout : int { kLayoutQ8_0 = 0, kLayoutQ4_0 = 1, kLayoutQ4_1 = 2 };
+__host__ __device__ constexpr bool layout_is_q4(int l) { return l != kLayoutQ8_0; }
+inline QLayout layout_of(DType t) {
+  return t == DType::Q4_0 ? kLayoutQ4_0 : (t == DType::Q4_1 ? kLayoutQ4_1 : kLayoutQ8_0);
+}
+// Calls f(std::integral_constant<int, layout>) for t's layout (host side: picks the
+// kernel instantiation).
+template <typename F>
+void with_layout(DType t, F&& f) {
+  switch (layout_of(t)) {
+    case kLayoutQ4_0:
+      f(std::integral_constant<int, kLayoutQ4_0>{});
+      break;
+    case kLayoutQ4_1:
+      f(std::integral_constant<int, kLayoutQ4_1>{});
+      break;
+    default:
+      f(std::integral_constant<int, kLayoutQ8_0>{});
+  }
+}
 
 // Element types as stored; to_f32 converts one element exactly.
 __device__ __forceinline__ float to_f32(float v) { return v; }

@@ -77,14 +77,15 @@ void convert_to_f32(cudaStream_t stream, const void* src, DType src_type, float*
 void add_bias(cudaStream_t stream, float* y, const void* bias, DType bias_type, int64_t rows,
               int64_t n);
 
-// ---- quant.cu / qgemv.cu: Q8_0 and Q4_0 matrices ------------------------------------------
+// ---- quant.cu / qgemv.cu: Q8_0, Q4_0 and Q4_1 matrices -----------------------------------
 
 // The backend's layout of a quantized matrix [N, K] (K % 32 == 0): the quants of all
-// blocks row after row (16 bytes per Q4_0 block, GGUF's nibble order; 32 int8 per Q8_0
-// block), so every row starts 16-byte aligned, then at scales_offset() the f16 scales
+// blocks row after row (16 bytes per Q4_0 / Q4_1 block, GGUF's nibble order; 32 int8 per
+// Q8_0 block), so every row starts 16-byte aligned, then at scales_offset() the scales
 // [N, scale_stride] (K / 32 rounded up to a multiple of 4, the padding zero, so a
-// row's scales come in aligned groups of 4). Kernels stream the quants with 16-byte
-// loads and never touch the 18/34-byte GGUF blocks.
+// row's scales come in aligned groups of 4): f16 d, or for Q4_1 a 32-bit pair of f16
+// (d low, min high) so that one load brings both. Kernels stream the quants with 16-byte
+// loads and never touch the 18/20/34-byte GGUF blocks.
 size_t qsplit_quant_bytes(DType t, int64_t N, int64_t K);
 int64_t qsplit_scale_stride(int64_t K);
 size_t qsplit_scales_offset(DType t, int64_t N, int64_t K);
@@ -93,10 +94,10 @@ size_t qsplit_bytes(DType t, int64_t N, int64_t K);
 // A matrix in that layout.
 struct QMatrix {
   const uint8_t* qs = nullptr;
-  const uint16_t* scales = nullptr;  // f16 bits
+  const uint16_t* scales = nullptr;  // f16 bits (Q4_1: d, min pairs)
   DType type = DType::Q4_0;
   int64_t N = 0, K = 0;
-  int64_t scale_stride = 0;  // f16 scales per row
+  int64_t scale_stride = 0;  // scales (Q4_1: pairs) per row
 };
 QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K);
 

@@ -1,14 +1,16 @@
-// Decode GEMV over Q8_0 / Q4_0 matrices in the split layout (see cuda_kernels.h).
+// Decode GEMV over Q8_0 / Q4_0 / Q4_1 matrices in the split layout (see cuda_kernels.h).
 //
 // Bytes: one pass over the quants and scales, 16-byte loads coalesced across the warp
-// (a lane takes one 16-byte chunk: a whole Q4_0 block or half a Q8_0 block), each warp
+// (a lane takes one 16-byte chunk: a whole Q4_0 / Q4_1 block or half a Q8_0 block), each warp
 // working on two rows at once with the next iteration's loads issued before the current
 // one is computed. Arithmetic: each block first turns the rows of x into 16-bit
 // integers per block of 32 (s = round(x * 32512 / amax), kept as two int8 planes
 // s = 256 h + l) in shared memory, so one Q4_0 block costs 8 dp4a per plane and a few
-// float operations: the kernel stays bound by memory on the H100 where a float
-// dequantizing loop would be bound by issue. The 16-bit activations keep the result
-// within amax / 65024 per element of the float32 product, far tighter than q8 ones.
+// float operations (Q4_1's min one more: m times the block's sum of s, as the CPU's
+// q4_1 GEMV takes the sum of its rounded x): the kernel stays bound by memory on the
+// H100 where a float dequantizing loop would be bound by issue. The 16-bit activations
+// keep the result within amax / 65024 per element of the float32 product, far tighter
+// than q8 ones.
 //
 // One block of 24 warps per multiprocessor (80 registers a thread), at most one wave;
 // warps stride over row pairs, so the prologue (quantizing x, and optionally the
@@ -95,8 +97,12 @@ __device__ __forceinline__ uint32_t pack_bytes(int a, int b, int c, int d) {
 // warp in shared memory (cp.async) instead of two in registers, so more bytes are in
 // flight per multiprocessor than registers could hold. The ring starts at stage_off.
 // kSample (one token, one segment): Op::Sample of the row of logits computed, after it.
-template <bool kQ4, int TMAX, int kStages, bool kSample = false>
+// kL: the weights' QLayout.
+template <int kL, int TMAX, int kStages, bool kSample = false>
 __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
+  constexpr bool kQ4 = layout_is_q4(kL), kMin = kL == kLayoutQ4_1;
+  // A chunk's scale entry: f16 d, or Q4_1's (d, min) pair.
+  using Scale = std::conditional_t<kMin, uint32_t, uint16_t>;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float red[32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -145,7 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 
   struct Batch {
     uint4 w[kRows][kUnroll];
-    uint16_t d[kRows][kUnroll];
+    Scale d[kRows][kUnroll];
   };
   auto load = [&](int j, int it, Batch& b) {
 #pragma unroll
@@ -158,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         if (seg >= 0 && c < C) {
           const uint8_t* qrow = p.qs[seg] + static_cast<size_t>(n) * C * 16;
           b.w[r][u] = __ldg(reinterpret_cast<const uint4*>(qrow) + c);
-          b.d[r][u] = __ldg(reinterpret_cast<const unsigned short*>(p.sc[seg]) +
+          b.d[r][u] = __ldg(reinterpret_cast<const Scale*>(p.sc[seg]) +
                             static_cast<size_t>(n) * p.ss + (kQ4 ? c : c >> 1));
         } else {
           b.w[r][u] = make_uint4(0, 0, 0, 0);
@@ -170,8 +176,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 
   // The staged ring: per warp kStages batches, each [kRows * kUnroll][32 lanes] of
   // 16-byte chunks, then as many 4-byte words holding each chunk's scale (the aligned
-  // pair of u16 it sits in: scale rows have even strides). Every lane reads back only
-  // what it copied itself, so its own cp.async wait is all the synchronization needed.
+  // pair of u16 it sits in: scale rows have even strides; Q4_1: its own d, min pair).
+  // Every lane reads back only what it copied itself, so its own cp.async wait is all
+  // the synchronization needed.
   constexpr int kSlots = kRows * kUnroll;
   constexpr int kStageBytes = kSlots * 32 * (16 + 4);
   uint8_t* ring = smem + p.stage_off + static_cast<size_t>(warp) * kStages * kStageBytes;
@@ -190,7 +197,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         const int slot_i = (r * kUnroll + u) * 32 + lane;
         cp_async16_zfill(base + slot_i * 16, p.qs[sg] + (row * C + (ok ? c : 0)) * 16, ok);
         const size_t di = row * p.ss + (ok ? (kQ4 ? c : c >> 1) : 0);
-        cp_async4_zfill(base + kSlots * 32 * 16 + slot_i * 4, p.sc[sg] + (di & ~size_t{1}), ok);
+        cp_async4_zfill(base + kSlots * 32 * 16 + slot_i * 4,
+                        kMin ? p.sc[sg] + 2 * di : p.sc[sg] + (di & ~size_t{1}), ok);
       }
     }
   };
@@ -206,7 +214,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         b.w[r][u] = *reinterpret_cast<const uint4*>(base + slot_i * 16);
         const uint32_t dd =
             *reinterpret_cast<const uint32_t*>(base + kSlots * 32 * 16 + slot_i * 4);
-        b.d[r][u] = static_cast<uint16_t>(dd >> shift);
+        b.d[r][u] = kMin ? static_cast<Scale>(dd) : static_cast<Scale>(dd >> shift);
       }
   };
 
@@ -432,9 +440,13 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
         const int c = it * 32 * kUnroll + u * 32 + lane;
         if (c >= C) continue;
         const int blk = kQ4 ? c : c >> 1;
-        float dw[kRows];
+        float dw[kRows], mw[kRows];
 #pragma unroll
-        for (int r = 0; r < kRows; r++) dw[r] = __half2float(__ushort_as_half(cur.d[r][u]));
+        for (int r = 0; r < kRows; r++) {
+          dw[r] = __half2float(__ushort_as_half(static_cast<uint16_t>(cur.d[r][u])));
+          mw[r] =
+              kMin ? __half2float(__ushort_as_half(static_cast<uint16_t>(cur.d[r][u] >> 16))) : 0.f;
+        }
 #pragma unroll
         for (int t = 0; t < TMAX; t++) {
           if (t >= T) break;
@@ -443,7 +455,9 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
           if constexpr (kQ4) {
             const uint4 h0 = lds16(planes + c * 16), h1 = lds16(planes + A + c * 16);
             const uint4 l0 = lds16(planes + 2 * A + c * 16), l1 = lds16(planes + 3 * A + c * 16);
-            const int corr = 8 * a_sum[t * nb + blk];
+            // Q4_0's q - 8 comes off the integer dot; Q4_1 adds m * sum(x) instead.
+            const int xsum = a_sum[t * nb + blk];
+            const int corr = kMin ? 0 : 8 * xsum;
 #pragma unroll
             for (int r = 0; r < kRows; r++) {
               const uint4 w = cur.w[r][u];
@@ -462,6 +476,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
               }
               const int dot = dh * 256 + dl - corr;
               acc[r][t] = fmaf(static_cast<float>(dot), dw[r] * as, acc[r][t]);
+              if constexpr (kMin) acc[r][t] = fmaf(static_cast<float>(xsum), mw[r] * as, acc[r][t]);
             }
           } else {
             const uint4 h = lds16(planes + c * 16), l = lds16(planes + A + c * 16);
@@ -647,14 +662,14 @@ __global__ void __launch_bounds__(kThreads, 1) qgemv_kernel(const Params p) {
 constexpr int kRingStages = 3;  // batches per warp in the staged kernels' rings
 constexpr size_t kRingBytes = size_t{kWarps} * kRingStages * kRows * kUnroll * 32 * (16 + 4);
 
-template <bool kQ4, int TMAX>
+template <int kL, int TMAX>
 void set_smem_limit() {
-  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kQ4, TMAX, 0>,
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kL, TMAX, 0>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(kQGemvMaxSmem)));
 }
 
-template <bool kQ4, int TMAX, int S, bool kSample = false>
+template <int kL, int TMAX, int S, bool kSample = false>
 void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
@@ -666,26 +681,26 @@ void launch_one(cudaStream_t stream, const Params& p, unsigned grid, size_t smem
   attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kQ4, TMAX, S, kSample>, p));
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, qgemv_kernel<kL, TMAX, S, kSample>, p));
 }
 
-template <bool kQ4>
+template <int kL>
 void launch(cudaStream_t stream, const Params& p, unsigned grid, size_t smem, bool pdl,
             bool staged) {
   if (p.sample_out && staged)
-    launch_one<kQ4, 1, kRingStages, true>(stream, p, grid, smem, pdl);
+    launch_one<kL, 1, kRingStages, true>(stream, p, grid, smem, pdl);
   else if (p.sample_out)
-    launch_one<kQ4, 1, 0, true>(stream, p, grid, smem, pdl);
+    launch_one<kL, 1, 0, true>(stream, p, grid, smem, pdl);
   else if (staged && p.T == 1)
-    launch_one<kQ4, 1, kRingStages>(stream, p, grid, smem, pdl);
+    launch_one<kL, 1, kRingStages>(stream, p, grid, smem, pdl);
   else if (p.T == 1)
-    launch_one<kQ4, 1, 0>(stream, p, grid, smem, pdl);
+    launch_one<kL, 1, 0>(stream, p, grid, smem, pdl);
   else if (p.T == 2)
-    launch_one<kQ4, 2, 0>(stream, p, grid, smem, pdl);
+    launch_one<kL, 2, 0>(stream, p, grid, smem, pdl);
   else if (p.T <= 4)
-    launch_one<kQ4, 4, 0>(stream, p, grid, smem, pdl);
+    launch_one<kL, 4, 0>(stream, p, grid, smem, pdl);
   else
-    launch_one<kQ4, 8, 0>(stream, p, grid, smem, pdl);
+    launch_one<kL, 8, 0>(stream, p, grid, smem, pdl);
   LLM_CUDA_CHECK_LAUNCH("qgemv_kernel");
 }
 
@@ -710,28 +725,33 @@ size_t qgemv_smem_bytes(int64_t T, int64_t K) {
   return static_cast<size_t>(T) * (2 * K + 8 * (K / kBlock));
 }
 
-void qgemv_prepare(int smem_optin) {
-  // Per call rather than once: the attribute belongs to the current device.
+namespace {
+
+template <int kL>
+void prepare_layout(int smem_optin) {
   // The staged kernels may take all the device offers beside their static arrays.
-  for (auto* k :
-       {qgemv_kernel<true, 1, kRingStages>, qgemv_kernel<false, 1, kRingStages>,
-        qgemv_kernel<true, 1, kRingStages, true>, qgemv_kernel<false, 1, kRingStages, true>}) {
+  for (auto* k : {qgemv_kernel<kL, 1, kRingStages>, qgemv_kernel<kL, 1, kRingStages, true>}) {
     cudaFuncAttributes fa{};
     LLM_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
     LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         smem_optin - static_cast<int>(fa.sharedSizeBytes)));
   }
-  set_smem_limit<true, 1>();
-  set_smem_limit<true, 2>();
-  set_smem_limit<true, 4>();
-  set_smem_limit<true, 8>();
-  set_smem_limit<false, 1>();
-  set_smem_limit<false, 2>();
-  set_smem_limit<false, 4>();
-  set_smem_limit<false, 8>();
-  for (auto* k : {qgemv_kernel<true, 1, 0, true>, qgemv_kernel<false, 1, 0, true>})
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(kQGemvMaxSmem)));
+  set_smem_limit<kL, 1>();
+  set_smem_limit<kL, 2>();
+  set_smem_limit<kL, 4>();
+  set_smem_limit<kL, 8>();
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(qgemv_kernel<kL, 1, 0, true>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kQGemvMaxSmem)));
+}
+
+}  // namespace
+
+void qgemv_prepare(int smem_optin) {
+  // Per call rather than once: the attribute belongs to the current device.
+  prepare_layout<kLayoutQ8_0>(smem_optin);
+  prepare_layout<kLayoutQ4_0>(smem_optin);
+  prepare_layout<kLayoutQ4_1>(smem_optin);
 }
 
 void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
@@ -746,7 +766,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   p.K = static_cast<int>(a.K);
   p.nb = p.K / kBlock;
   p.ss = static_cast<int>(qsplit_scale_stride(a.K));
-  p.C = a.type == DType::Q4_0 ? p.nb : 2 * p.nb;
+  p.C = layout_is_q4(layout_of(a.type)) ? p.nb : 2 * p.nb;
   p.n_segs = a.n_segs;
   int rows = 0;
   for (int s = 0; s < a.n_segs; s++) {
@@ -828,10 +848,7 @@ void qgemv(cudaStream_t stream, const QGemvArgs& a, int n_sms, int smem_optin) {
   const bool staged =
       p.T == 1 && a.allow_staged && staged_smem + 8192 <= static_cast<size_t>(smem_optin);
   const size_t dyn = staged ? staged_smem : smem;
-  if (a.type == DType::Q4_0)
-    launch<true>(stream, p, grid, dyn, a.pdl, staged);
-  else
-    launch<false>(stream, p, grid, dyn, a.pdl, staged);
+  with_layout(a.type, [&](auto l) { launch<l()>(stream, p, grid, dyn, a.pdl, staged); });
 }
 
 }  // namespace cuda

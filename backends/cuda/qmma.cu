@@ -1,4 +1,4 @@
-// Batched-decode GEMM over Q4_0 / Q8_0 matrices in the split layout: y[T, N] = x · Wᵀ
+// Batched-decode GEMM over Q4_0 / Q4_1 / Q8_0 matrices in the split layout: y[T, N] = x · Wᵀ
 // (+ bias) for up to three matrices of one x (q/k/v, gate/up: their row tiles side by
 // side in one grid) on the tensor cores (mma.sync m16n8k16, f16 operands, f32 accumulators),
 // reading the quantized blocks straight from memory: one pass over the weights per
@@ -11,7 +11,7 @@
 // care in which order k comes, each thread takes a whole quantized block of each of its
 // rows (4 threads: 4 consecutive blocks, 64 bytes of a row), and
 // step s (of 8 per 128 columns) uses elements 4s..4s+3 of its block (low or high
-// nibbles of one word for Q4_0, one word for Q8_0), as (e0, e2) and (e1, e3) so that
+// nibbles of one word for Q4_0 / Q4_1, one word for Q8_0), as (e0, e2) and (e1, e3) so that
 // the nibble-to-half trick needs no byte shuffles. x is converted once to f16 in that
 // same order ("fragment order", qmma_convert_x), so A and B fragments are single 16- and
 // 8-byte loads from shared memory with no bank conflicts.
@@ -22,7 +22,7 @@
 // the tensor cores work. (Scale rows are padded to groups of 4, see qsplit_scale_stride.)
 //
 // Values are those of the cuBLAS path: x rounded to f16 (saturating), each weight
-// (q - 8) * d or q * d rounded to f16 once, products summed in float32.
+// (q - 8) * d, q * d + m or q * d rounded to f16 once, products summed in float32.
 //
 // Few row tiles (N / 128) cannot fill the GPU, so the columns are split (split-K):
 // each split writes float32 partials and a second kernel adds them in split order
@@ -114,6 +114,15 @@ __device__ __forceinline__ void dequant_step_q4(const uint4& q, int s, __half2 d
   hi = h2_bits(__hmul2(__hsub2(bits_h2(((w >> 8) & 0x000f000fu) | 0x64006400u), bias), d));
 }
 
+// Q4_1: q * d + m, one rounding (a fused multiply-add in f16).
+__device__ __forceinline__ void dequant_step_q4_1(const uint4& q, int s, __half2 d, __half2 m,
+                                                  uint32_t& lo, uint32_t& hi) {
+  const uint32_t w = (&q.x)[s & 3] >> ((s >> 2) * 4);
+  const __half2 bias = __half2half2(__ushort_as_half(0x6400));  // 1024
+  lo = h2_bits(__hfma2(__hsub2(bits_h2((w & 0x000f000fu) | 0x64006400u), bias), d, m));
+  hi = h2_bits(__hfma2(__hsub2(bits_h2(((w >> 8) & 0x000f000fu) | 0x64006400u), bias), d, m));
+}
+
 __device__ __forceinline__ void dequant_step_q8(const uint4& q0, const uint4& q1, int s, __half2 d,
                                                 uint32_t& lo, uint32_t& hi) {
   const uint32_t w = (s < 4 ? (&q0.x)[s] : (&q1.x)[s - 4]) ^ 0x80808080u;  // b + 128
@@ -123,31 +132,33 @@ __device__ __forceinline__ void dequant_step_q8(const uint4& q0, const uint4& q1
 }
 
 // Pipeline depth: chunks in flight while one is computed.
-template <bool kQ4>
+template <int kL>
 __host__ __device__ constexpr int stages() {
-  return kQ4 ? 4 : 3;
+  return layout_is_q4(kL) ? 4 : 3;
 }
 
 // One stage of shared memory: the chunk's weights (quants and scales of 4 blocks for
-// each of the block's rows) and its x in fragment order.
-template <bool kQ4, int NT>
+// each of the block's rows; Q4_1: (d, min) pairs) and its x in fragment order.
+template <int kL, int NT>
 struct Stage {
-  static constexpr int kQB = kQ4 ? 16 : 32;  // quant bytes per block
+  static constexpr int kQB = layout_is_q4(kL) ? 16 : 32;  // quant bytes per block
   static constexpr int kTok = 8 * NT;
+  using Scale = std::conditional_t<kL == kLayoutQ4_1, uint32_t, uint16_t>;
   uint8_t q[kRowsPerBlock][4 * kQB];
-  uint16_t d[kRowsPerBlock][4];
+  Scale d[kRowsPerBlock][4];
   __half x[kSteps][kTok][16];
 };
 
-template <bool kQ4, int NT>
+template <int kL, int NT>
 constexpr size_t smem_bytes() {
-  return sizeof(Stage<kQ4, NT>) * stages<kQ4>();
+  return sizeof(Stage<kL, NT>) * stages<kL>();
 }
 
-template <bool kQ4, int NT>
+template <int kL, int NT>
 __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
-  using St = Stage<kQ4, NT>;
-  constexpr int kQB = St::kQB, kTok = St::kTok, kStages = stages<kQ4>();
+  using St = Stage<kL, NT>;
+  constexpr bool kQ4 = layout_is_q4(kL), kMin = kL == kLayoutQ4_1;
+  constexpr int kQB = St::kQB, kTok = St::kTok, kStages = stages<kL>();
   extern __shared__ __align__(16) uint8_t smem_raw[];
   St* stage = reinterpret_cast<St*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -173,7 +184,11 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
     }
     for (int r = tid; r < kRowsPerBlock; r += kThreads) {
       const int row = min(row0 + r, sg.N - 1);
-      cp_async8(&S.d[r][0], sg.sc + static_cast<size_t>(row) * sg.ss + ch * 4);
+      const size_t at = static_cast<size_t>(row) * sg.ss + ch * 4;
+      if constexpr (kMin)
+        cp_async16(&S.d[r][0], sg.sc + 2 * at);
+      else
+        cp_async8(&S.d[r][0], sg.sc + at);
     }
     constexpr int kXPieces = kSteps * kTok * 2;
     for (int i = tid; i < kXPieces; i += kThreads) {
@@ -204,7 +219,7 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
     const St& S = stage[i % kStages];
     // This thread's block c of its rows (g, g + 8 of each m16 tile).
     uint4 q[kMT][2][kQ4 ? 1 : 2];
-    __half2 d[kMT][2];
+    __half2 d[kMT][2], m[kMT][2];
 #pragma unroll
     for (int mt = 0; mt < kMT; mt++)
 #pragma unroll
@@ -213,7 +228,9 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
         const uint4* src = reinterpret_cast<const uint4*>(&S.q[r][c * kQB]);
         q[mt][h][0] = src[0];
         if constexpr (!kQ4) q[mt][h][kQ4 ? 0 : 1] = src[1];
-        d[mt][h] = __half2half2(__ushort_as_half(S.d[r][c]));
+        d[mt][h] = __half2half2(__ushort_as_half(static_cast<uint16_t>(S.d[r][c])));
+        if constexpr (kMin)
+          m[mt][h] = __half2half2(__ushort_as_half(static_cast<uint16_t>(S.d[r][c] >> 16)));
       }
 #pragma unroll
     for (int s = 0; s < kSteps; s++) {
@@ -227,7 +244,10 @@ __global__ void __launch_bounds__(kThreads) qmma_kernel(const Params p) {
 #pragma unroll
       for (int mt = 0; mt < kMT; mt++) {
         uint32_t a[4];
-        if constexpr (kQ4) {
+        if constexpr (kMin) {
+          dequant_step_q4_1(q[mt][0][0], s, d[mt][0], m[mt][0], a[0], a[2]);
+          dequant_step_q4_1(q[mt][1][0], s, d[mt][1], m[mt][1], a[1], a[3]);
+        } else if constexpr (kQ4) {
           dequant_step_q4(q[mt][0][0], s, d[mt][0], a[0], a[2]);
           dequant_step_q4(q[mt][1][0], s, d[mt][1], a[1], a[3]);
         } else {
@@ -385,36 +405,32 @@ int64_t env_int(const char* name, int64_t fallback) {
 
 int tokens_per_block(int64_t T) { return T <= 16 ? 16 : (T <= 32 ? 32 : 64); }
 
-// Calls f(std::bool_constant<kQ4>, std::integral_constant<int, NT>) with the kernel
-// variant that takes T tokens of `type`.
+// Calls f(std::integral_constant<int, kL>, std::integral_constant<int, NT>) with the
+// kernel variant that takes T tokens of `type`.
 template <typename F>
 void with_variant(DType type, int64_t T, F&& f) {
-  auto pick_nt = [&](auto q4) {
+  with_layout(type, [&](auto l) {
     switch (tokens_per_block(T) / 8) {
       case 2:
-        f(q4, std::integral_constant<int, 2>{});
+        f(l, std::integral_constant<int, 2>{});
         break;
       case 4:
-        f(q4, std::integral_constant<int, 4>{});
+        f(l, std::integral_constant<int, 4>{});
         break;
       default:
-        f(q4, std::integral_constant<int, kMaxNT>{});
+        f(l, std::integral_constant<int, kMaxNT>{});
     }
-  };
-  if (type == DType::Q4_0)
-    pick_nt(std::true_type{});
-  else
-    pick_nt(std::false_type{});
+  });
 }
 
 // Raises the kernel's limit where the device has the room (kernels that do not fit are
 // never launched: see qmma_fits).
-template <bool kQ4, int NT>
+template <int kL, int NT>
 void set_smem_limit(int smem_optin) {
-  if (smem_bytes<kQ4, NT>() > static_cast<size_t>(smem_optin)) return;
-  LLM_CUDA_CHECK(cudaFuncSetAttribute(qmma_kernel<kQ4, NT>,
+  if (smem_bytes<kL, NT>() > static_cast<size_t>(smem_optin)) return;
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(qmma_kernel<kL, NT>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(smem_bytes<kQ4, NT>())));
+                                      static_cast<int>(smem_bytes<kL, NT>())));
 }
 
 int64_t n_chunks(int64_t K) { return (K + kChunk - 1) / kChunk; }
@@ -426,18 +442,17 @@ int64_t tokens_padded(int64_t T) {
 }  // namespace
 
 void qmma_prepare(int smem_optin) {
-  set_smem_limit<true, 2>(smem_optin);
-  set_smem_limit<true, 4>(smem_optin);
-  set_smem_limit<true, kMaxNT>(smem_optin);
-  set_smem_limit<false, 2>(smem_optin);
-  set_smem_limit<false, 4>(smem_optin);
-  set_smem_limit<false, kMaxNT>(smem_optin);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
+    for (int64_t T : {16, 32, 64})
+      with_variant(t, T, [&](auto l, auto nt) {
+        set_smem_limit<decltype(l)::value, decltype(nt)::value>(smem_optin);
+      });
 }
 
 bool qmma_fits(DType type, int64_t T, int smem_optin) {
   size_t need = 0;
-  with_variant(type, T, [&](auto q4, auto nt) {
-    need = smem_bytes<decltype(q4)::value, decltype(nt)::value>();
+  with_variant(type, T, [&](auto l, auto nt) {
+    need = smem_bytes<decltype(l)::value, decltype(nt)::value>();
   });
   return need <= static_cast<size_t>(smem_optin);
 }
@@ -456,12 +471,12 @@ int qmma_splits(const QMmaArgs& a, int n_sms) {
   const int64_t tiles = row_tiles * ((T + tokens_per_block(T) - 1) / tokens_per_block(T));
   // Blocks that fit on one multiprocessor at once, and the pipeline's depth.
   int per_sm = 0, fill = 0;
-  with_variant(a.segs[0].w.type, T, [&](auto q4, auto nt) {
-    constexpr bool kQ4 = decltype(q4)::value;
+  with_variant(a.segs[0].w.type, T, [&](auto l, auto nt) {
+    constexpr int kL = decltype(l)::value;
     constexpr int NT = decltype(nt)::value;
-    LLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, qmma_kernel<kQ4, NT>,
-                                                                 kThreads, smem_bytes<kQ4, NT>()));
-    fill = stages<kQ4>() - 1;
+    LLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, qmma_kernel<kL, NT>,
+                                                                 kThreads, smem_bytes<kL, NT>()));
+    fill = stages<kL>() - 1;
   });
   const int64_t slots = int64_t{n_sms} * std::max(1, per_sm), chunks = n_chunks(a.segs[0].w.K);
   // A block's time is about its chunks plus the pipeline's fill, and a launch takes as
@@ -556,10 +571,10 @@ void qmma(cudaStream_t stream, const QMmaArgs& a) {
   const dim3 grid(static_cast<unsigned>(tiles),
                   static_cast<unsigned>((T + tokens_per_block(T) - 1) / tokens_per_block(T)),
                   static_cast<unsigned>(p.splits));
-  with_variant(w0.type, T, [&](auto q4, auto nt) {
-    constexpr bool kQ4 = decltype(q4)::value;
+  with_variant(w0.type, T, [&](auto l, auto nt) {
+    constexpr int kL = decltype(l)::value;
     constexpr int NT = decltype(nt)::value;
-    qmma_kernel<kQ4, NT><<<grid, kThreads, smem_bytes<kQ4, NT>(), stream>>>(p);
+    qmma_kernel<kL, NT><<<grid, kThreads, smem_bytes<kL, NT>(), stream>>>(p);
   });
   LLM_CUDA_CHECK_LAUNCH("qmma_kernel");
   if (p.splits > 1) {

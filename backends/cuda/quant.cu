@@ -1,4 +1,4 @@
-// Q8_0 / Q4_0 matrices: the split layout (quants apart from scales, see
+// Q8_0 / Q4_0 / Q4_1 matrices: the split layout (quants apart from scales, see
 // cuda_kernels.h), repacking GGUF blocks into it, row gathers, and the prefill GEMM
 // (dequantize to f16 tiles of rows, cuBLAS f16 x f16 -> f32 on the tensor cores).
 #include <algorithm>
@@ -13,25 +13,34 @@ namespace {
 
 constexpr int kBlock = 32;
 
-bool is_q4(DType t) { return t == DType::Q4_0; }
-// Bytes of quants per block in the split layout.
-int quant_bytes(DType t) { return is_q4(t) ? 16 : 32; }
+// Bytes of quants per block in the split layout, and of its scale (Q4_1: d and min).
+int quant_bytes(DType t) { return layout_is_q4(layout_of(t)) ? 16 : 32; }
+int scale_bytes(DType t) { return t == DType::Q4_1 ? 4 : 2; }
 
-// One thread per block. GGUF blocks are 2-byte aligned (18 / 34 bytes): read as u16.
-template <int kQuantBytes>
+// One thread per block. GGUF blocks are 2-byte aligned (18 / 20 / 34 bytes): read as u16.
+// kL == kLayoutQ4_1: the block's d and min go out as one 32-bit pair.
+template <int kL>
 __global__ void repack_kernel(const uint16_t* __restrict__ src, uint8_t* __restrict__ qs,
                               uint16_t* __restrict__ scales, int64_t n_blocks, int64_t nb,
                               int64_t scale_stride) {
-  constexpr int kWords = kQuantBytes / 2 + 1;  // u16 per GGUF block
+  constexpr int kQuantBytes = layout_is_q4(kL) ? 16 : 32;
+  constexpr int kHead = kL == kLayoutQ4_1 ? 2 : 1;  // u16 before the quants
+  constexpr int kWords = kQuantBytes / 2 + kHead;   // u16 per GGUF block
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < n_blocks;
        b += stride) {
     const uint16_t* in = src + b * kWords;
-    scales[b / nb * scale_stride + b % nb] = in[0];
+    const int64_t si = b / nb * scale_stride + b % nb;
+    if constexpr (kL == kLayoutQ4_1)
+      reinterpret_cast<uint32_t*>(scales)[si] =
+          static_cast<uint32_t>(in[0]) | (static_cast<uint32_t>(in[1]) << 16);
+    else
+      scales[si] = in[0];
     uint32_t w[kQuantBytes / 4];
 #pragma unroll
     for (int i = 0; i < kQuantBytes / 4; i++)
-      w[i] = static_cast<uint32_t>(in[1 + 2 * i]) | (static_cast<uint32_t>(in[2 + 2 * i]) << 16);
+      w[i] = static_cast<uint32_t>(in[kHead + 2 * i]) |
+             (static_cast<uint32_t>(in[kHead + 1 + 2 * i]) << 16);
     uint4* out = reinterpret_cast<uint4*>(qs + b * kQuantBytes);
 #pragma unroll
     for (int i = 0; i < kQuantBytes / 16; i++)
@@ -39,17 +48,34 @@ __global__ void repack_kernel(const uint16_t* __restrict__ src, uint8_t* __restr
   }
 }
 
-// Block j of a row as 32 floats, exactly (q - 8) * d or q * d as the CPU computes them.
-template <bool kQ4>
-__device__ __forceinline__ void dequant_block(const uint8_t* qs, uint16_t scale_bits, float* out) {
-  const float d = __half2float(__ushort_as_half(scale_bits));
-  if constexpr (kQ4) {
+// The scale entry of block (row, blk): f16 d, or Q4_1's (d, min) pair.
+template <int kL>
+__device__ __forceinline__ uint32_t scale_at(const uint16_t* scales, int64_t i) {
+  if constexpr (kL == kLayoutQ4_1) return reinterpret_cast<const uint32_t*>(scales)[i];
+  return scales[i];
+}
+
+// Block j of a row as 32 floats, exactly (q - 8) * d, q * d + m or q * d as the CPU
+// computes them (q * d is exact in float32, so q4_1's one rounding is that of the add).
+template <int kL>
+__device__ __forceinline__ void dequant_block(const uint8_t* qs, uint32_t scale_bits, float* out) {
+  const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(scale_bits)));
+  if constexpr (layout_is_q4(kL)) {
     const uint4 raw = __ldg(reinterpret_cast<const uint4*>(qs));
     const uint8_t* q = reinterpret_cast<const uint8_t*>(&raw);
+    if constexpr (kL == kLayoutQ4_1) {
+      const float m = __half2float(__ushort_as_half(static_cast<uint16_t>(scale_bits >> 16)));
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-      out[j] = static_cast<float>((q[j] & 0x0f) - 8) * d;
-      out[j + 16] = static_cast<float>((q[j] >> 4) - 8) * d;
+      for (int j = 0; j < 16; j++) {
+        out[j] = __fadd_rn(static_cast<float>(q[j] & 0x0f) * d, m);
+        out[j + 16] = __fadd_rn(static_cast<float>(q[j] >> 4) * d, m);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        out[j] = static_cast<float>((q[j] & 0x0f) - 8) * d;
+        out[j + 16] = static_cast<float>((q[j] >> 4) - 8) * d;
+      }
     }
   } else {
     const uint4 r0 = __ldg(reinterpret_cast<const uint4*>(qs));
@@ -65,7 +91,7 @@ __device__ __forceinline__ void dequant_block(const uint8_t* qs, uint16_t scale_
 }
 
 // One block per output row, one thread per 32-element block of it.
-template <bool kQ4>
+template <int kL>
 __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
                                       const uint16_t* __restrict__ scales, int64_t V, int64_t nb,
                                       int64_t ss, const int32_t* __restrict__ ids,
@@ -81,10 +107,10 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
     for (int64_t i = threadIdx.x; i < nb * kBlock; i += blockDim.x) o[i] = 0.f;
     return;
   }
-  constexpr int kQB = kQ4 ? 16 : 32;
+  constexpr int kQB = layout_is_q4(kL) ? 16 : 32;
   for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) {
     float v[kBlock];
-    dequant_block<kQ4>(qs + (id * nb + b) * kQB, scales[id * ss + b], v);
+    dequant_block<kL>(qs + (id * nb + b) * kQB, scale_at<kL>(scales, id * ss + b), v);
     float4* dst = reinterpret_cast<float4*>(o + b * kBlock);
 #pragma unroll
     for (int i = 0; i < kBlock / 4; i++)
@@ -94,19 +120,19 @@ __global__ void get_rows_quant_kernel(const uint8_t* __restrict__ qs,
 
 // Columns [k0, k0 + kc) of rows [n0, n0 + rows) of W as f16 [rows, kc] (each value
 // rounded once), one thread per block of 32.
-template <bool kQ4>
+template <int kL>
 __global__ void dequant_f16_kernel(const uint8_t* __restrict__ qs,
                                    const uint16_t* __restrict__ scales, int64_t nb, int64_t ss,
                                    int64_t n0, int64_t b0, int64_t rows, int64_t kb,
                                    __half* __restrict__ out) {
-  constexpr int kQB = kQ4 ? 16 : 32;
+  constexpr int kQB = layout_is_q4(kL) ? 16 : 32;
   const int64_t n_blocks = rows * kb;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_blocks;
        i += stride) {
     const int64_t row = n0 + i / kb, blk = b0 + i % kb;
     float v[kBlock];
-    dequant_block<kQ4>(qs + (row * nb + blk) * kQB, scales[row * ss + blk], v);
+    dequant_block<kL>(qs + (row * nb + blk) * kQB, scale_at<kL>(scales, row * ss + blk), v);
     uint4* dst = reinterpret_cast<uint4*>(out + i * kBlock);
 #pragma unroll
     for (int c = 0; c < kBlock / 8; c++) {
@@ -153,7 +179,8 @@ size_t qsplit_scales_offset(DType t, int64_t N, int64_t K) {
 int64_t qsplit_scale_stride(int64_t K) { return (K / kBlock + 3) / 4 * 4; }
 
 size_t qsplit_bytes(DType t, int64_t N, int64_t K) {
-  return qsplit_scales_offset(t, N, K) + static_cast<size_t>(N) * qsplit_scale_stride(K) * 2;
+  return qsplit_scales_offset(t, N, K) +
+         static_cast<size_t>(N) * qsplit_scale_stride(K) * scale_bytes(t);
 }
 
 QMatrix qsplit_view(const void* base, DType t, int64_t N, int64_t K) {
@@ -177,12 +204,11 @@ void repack_quant(cudaStream_t stream, const void* blocks, DType t, int64_t N, i
   const int64_t nb = K / kBlock, ss = qsplit_scale_stride(K);
   // The scales of the padding blocks at the end of a row are zero: kernels that read
   // whole groups of 4 blocks multiply them away.
-  if (ss != nb) LLM_CUDA_CHECK(cudaMemsetAsync(scales, 0, N * ss * 2, stream));
+  if (ss != nb) LLM_CUDA_CHECK(cudaMemsetAsync(scales, 0, N * ss * scale_bytes(t), stream));
   const unsigned grid = grid_for(n_blocks, 256);
-  if (is_q4(t))
-    repack_kernel<16><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks, nb, ss);
-  else
-    repack_kernel<32><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks, nb, ss);
+  with_layout(t, [&](auto l) {
+    repack_kernel<l()><<<grid, 256, 0, stream>>>(src, qs, scales, n_blocks, nb, ss);
+  });
   LLM_CUDA_CHECK_LAUNCH("repack_kernel");
 }
 
@@ -191,12 +217,10 @@ void get_rows_quant(cudaStream_t stream, const QMatrix& table, const int32_t* id
   if (R <= 0) return;
   const int64_t nb = table.K / kBlock;
   const int threads = nb >= 128 ? 128 : 32;
-  if (is_q4(table.type))
-    get_rows_quant_kernel<true><<<static_cast<unsigned>(R), threads, 0, stream>>>(
+  with_layout(table.type, [&](auto l) {
+    get_rows_quant_kernel<l()><<<static_cast<unsigned>(R), threads, 0, stream>>>(
         table.qs, table.scales, table.N, nb, table.scale_stride, ids, out, err);
-  else
-    get_rows_quant_kernel<false><<<static_cast<unsigned>(R), threads, 0, stream>>>(
-        table.qs, table.scales, table.N, nb, table.scale_stride, ids, out, err);
+  });
   LLM_CUDA_CHECK_LAUNCH("get_rows_quant_kernel");
 }
 
@@ -260,12 +284,10 @@ void qgemm(cublasHandle_t cublas, cudaStream_t stream, const float* x, const QMa
     for (int64_t k0 = 0; k0 < K; k0 += kc) {
       const int64_t kn = std::min(kc, K - k0);
       const int64_t blocks = nr * (kn / kBlock);
-      if (is_q4(w.type))
-        dequant_f16_kernel<true><<<grid_for(blocks, 256), 256, 0, stream>>>(
+      with_layout(w.type, [&](auto l) {
+        dequant_f16_kernel<l()><<<grid_for(blocks, 256), 256, 0, stream>>>(
             w.qs, w.scales, nb, w.scale_stride, n0, k0 / kBlock, nr, kn / kBlock, w16);
-      else
-        dequant_f16_kernel<false><<<grid_for(blocks, 256), 256, 0, stream>>>(
-            w.qs, w.scales, nb, w.scale_stride, n0, k0 / kBlock, nr, kn / kBlock, w16);
+      });
       LLM_CUDA_CHECK_LAUNCH("dequant_f16_kernel");
       // Row-major y[T, N] (+)= x[:, k0:] · W[n0:, k0:]ᵀ as column-major
       // yᵀ = W' · x' (see gemm()); later column slices add to the first.
