@@ -2,9 +2,11 @@
 # Runs the GPU test suites and the benchmarks of docs/PERFORMANCE.md on this machine:
 # synthetic llama-7b / llama-1b q4f16_1 models, then `llmrt_tests "[cuda]"` and
 # `"[vulkan]"` and `llmcli bench` on every GPU backend llmcli sees. Logs go to OUTDIR.
+# The q41 step benches the same shapes in GGUF Q4_1 blocks (what Q4_K files load as)
+# against q4_0 and against their Q8_0 load (`--quantization q8f16_1`).
 #
-# usage: scripts/gpu_bench.sh [-b BUILD_DIR] [-o OUTDIR] [-m MODEL_DIR] [tests] [bench] [batch]
-#   (no step named: all three)
+# usage: scripts/gpu_bench.sh [-b BUILD_DIR] [-o OUTDIR] [-m MODEL_DIR] [tests] [bench] [batch] [q41]
+#   (no step named: tests, bench and batch)
 # Run from the repository root (the tests read tests/data).
 set -uo pipefail
 
@@ -36,6 +38,10 @@ for shape in 7b 1b; do
   [ -f "$models/$shape/llm-config.json" ] && continue
   "$cli" synth --shape "llama-$shape" --quantization q4f16_1 --vocab "$vocab" \
     -o "$models/$shape" > /dev/null || exit 1
+  if [[ " $steps " == *" q41 "* && ! -f "$models/$shape-q4_1.gguf" ]]; then
+    "$cli" synth --shape "llama-$shape" --quantization q4_1 --format gguf --vocab "$vocab" \
+      -o "$models/$shape-q4_1.gguf" > /dev/null || exit 1
+  fi
 done
 
 status=0
@@ -63,8 +69,19 @@ for step in $steps; do
             grep '^|' | tee -a "$out/batch_$b.md"
         done
         ;;
+      q41)
+        for m in 7b 1b; do
+          echo "=== bench $m q4_0 / q4_1 / q4_1 loaded as q8_0, $b"
+          for args in "$models/$m" "$models/$m-q4_1.gguf" \
+            "$models/$m-q4_1.gguf --quantization q8f16_1"; do
+            # shellcheck disable=SC2086 # args holds the model and its options
+            "$cli" bench $args --device "$b" -p 512 -n 128 -r 2 2>&1 | grep '^|' |
+              tee -a "$out/q41_$b.md"
+          done
+        done
+        ;;
       *)
-        echo "unknown step '$step' (tests, bench, batch)" >&2
+        echo "unknown step '$step' (tests, bench, batch, q41)" >&2
         exit 2
         ;;
     esac
