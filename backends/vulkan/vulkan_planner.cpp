@@ -72,7 +72,8 @@ constexpr int64_t kSampleMaxSplits = 64;
 // threads of matmul_gemv_q for rows of K weights (T tokens). LLM_VULKAN_GEMV_TPR and
 // LLM_VULKAN_GEMV_ROWS override them (for tuning), LLM_VULKAN_GEMV_ROWS_MULTI the rows
 // of steps of 2+ tokens only (x's shared loads serve every row a thread holds, and grow
-// with the tokens).
+// with the tokens; on the H100 2, 4 or 8 rows lost to the default at 2-8 tokens:
+// docs/PERFORMANCE.md, 34th session).
 struct GemvShape {
   uint32_t tpr = 32, rows = 4, unroll = 1;  // unroll: blocks a thread loads at once
 };
