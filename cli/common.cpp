@@ -10,6 +10,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <utility>
+#include <vector>
 
 #include "backends/registry.h"
 #include "cli/progress.h"
@@ -131,8 +133,7 @@ std::unique_ptr<Model> load_draft_model(const DraftOptions& d, const ModelOption
   std::unique_ptr<Model> m = Model::load(path, *lm.backend, LoadOptions(o.quantization));
   const ModelConfig& c = m->config();
   std::fprintf(stderr, "llmcli: draft %s (%s, %d layers, hidden %d), weights %s\n", d.model.c_str(),
-               c.model_type.c_str(), c.num_layers, c.hidden_size,
-               format_bytes(m->weight_bytes()).c_str());
+               c.model_type.c_str(), c.num_layers, c.hidden_size, format_weight_bytes(*m).c_str());
   eo.draft_model = m.get();
   eo.draft_tokens = d.max_tokens;
   return m;
@@ -160,7 +161,7 @@ LoadedModel load_model(const ModelOptions& o) {
   std::fprintf(stderr, "llmcli: %s (%s, %d layers, hidden %d) on %s (%s), weights %s\n",
                o.model.c_str(), c.model_type.c_str(), c.num_layers, c.hidden_size,
                lm.backend->info().id.c_str(), lm.backend->info().name.c_str(),
-               format_bytes(lm.model->weight_bytes()).c_str());
+               format_weight_bytes(*lm.model).c_str());
   return lm;
 }
 
@@ -206,6 +207,18 @@ std::string resolve_model(const std::string& model) {
       });
   if (bar) bar->finish();
   return path;
+}
+
+std::string format_weight_bytes(const Model& m) {
+  std::string s = format_bytes(m.weight_bytes());
+  std::vector<std::pair<size_t, DType>> parts;
+  for (const auto& [t, bytes] : m.weight_bytes_by_dtype()) parts.push_back({bytes, t});
+  if (parts.size() < 2) return s;
+  std::sort(parts.rbegin(), parts.rend());
+  for (size_t i = 0; i < parts.size(); i++)
+    s += (i ? ", " : " (") + std::string(dtype_name(parts[i].second)) + " " +
+         format_bytes(parts[i].first);
+  return s + ")";
 }
 
 std::string format_bytes(size_t bytes) {

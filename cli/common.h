@@ -71,6 +71,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const LoadedModel& lm);
 std::string resolve_model(const std::string& model);
 
 std::string format_bytes(size_t bytes);
+// "3.92 GiB (q4_1 3.64 GiB, q8_0 262.5 MiB, f32 1.1 MiB)": a model's weights on the device
+// and what each dtype they run in takes, largest first (one dtype: the total alone).
+std::string format_weight_bytes(const Model& m);
 
 // --chat-template-kwargs JSON: more variables for the chat template (e.g.
 // '{"enable_thinking": false}'); an empty text gives null. Throws llm::Error naming the flag.

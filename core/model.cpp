@@ -116,6 +116,7 @@ void Model::upload(const Graph& g) {
     // Device backends copied it: transcoded GGUF tensors need not stay in host memory.
     if (!keep_host_copies) store_->release_owned(info.name);
     weight_bytes_ += bytes;
+    dtype_bytes_[info.dtype] += bytes;
     if (!copy.empty() && keep_host_copies) converted_.push_back(std::move(copy));
   }
 }
