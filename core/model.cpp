@@ -115,10 +115,15 @@ void Model::upload(const Graph& g) {
     weights_[info.name] = backend_.upload_weight(host, "weight '" + info.name + "'");
     // Device backends copied it: transcoded GGUF tensors need not stay in host memory.
     if (!keep_host_copies) store_->release_owned(info.name);
-    weight_bytes_ += bytes;
     dtype_bytes_[info.dtype] += bytes;
     if (!copy.empty() && keep_host_copies) converted_.push_back(std::move(copy));
   }
+}
+
+size_t Model::weight_bytes() const {
+  size_t sum = 0;
+  for (const auto& [t, bytes] : dtype_bytes_) sum += bytes;
+  return sum;
 }
 
 TensorRef Model::resolve(const TensorInfo& t) const {

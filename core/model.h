@@ -36,7 +36,7 @@ class Model {
   const std::string& path() const { return path_; }
   // Bytes of weights on the device, and by the dtype they run in (a GGUF's Q5_K / Q6_K
   // matrices show up as q8_0: what they cost in memory).
-  size_t weight_bytes() const { return weight_bytes_; }
+  size_t weight_bytes() const;
   const std::map<DType, size_t>& weight_bytes_by_dtype() const { return dtype_bytes_; }
 
   // dtype of a stored weight matrix as the graph should use it.
@@ -54,7 +54,6 @@ class Model {
   std::unique_ptr<WeightStore> store_;
   std::map<std::string, std::unique_ptr<DeviceBuffer>> weights_;
   std::vector<std::vector<uint8_t>> converted_;  // host copies that device buffers may alias
-  size_t weight_bytes_ = 0;
   std::map<DType, size_t> dtype_bytes_;
   bool has_target_ = false;
   DType target_dtype_ = DType::F32;

@@ -538,7 +538,7 @@ std::vector<float> run_qmatmul(Backend& be, const std::vector<float>& x, int64_t
 //  - prefill (tensor cores): x and w are rounded to f16 (relative 2^-11 each, absolute
 //    2^-25 for x below f16's normal range) and accumulated in float32 by cuBLAS, so
 //    |Δ| <= (2 · 2^-11 + 2^-22 + K · 2^-24) · Σ_k |x_k w_k| + 2^-25 · Σ_k |w_k|.
-TEST_CASE("cuda q8_0/q4_0 matmul is within its derived bound (GEMV and GEMM paths)",
+TEST_CASE("cuda q8_0/q4_0/q4_1 matmul is within its derived bound (GEMV and GEMM paths)",
           "[cuda][ops][quant]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(21);
