@@ -111,8 +111,8 @@ void fetch(uint m0, uint n0, uint k0, uint k_end, uint tid) {
     if (n < p.N && blk < k_end / 32u) {
       const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);
       const uint q = (row + split_meta_bytes(p.K)) / 16u + blk * (WDT == DT_Q8_0 ? 2u : 1u);
-      rd = f16_bits_to_f32(LOAD_U16(wq, row + blk * 2u));
-      if (WDT == DT_Q4_1) rm = f16_bits_to_f32(LOAD_U16(wq, row + split_scale_bytes(p.K) + blk * 2u));
+      rd = f16_bits_to_f32(LOAD_U16(wq, row + blk * split_scale_stride()));
+      if (WDT == DT_Q4_1) rm = f16_bits_to_f32(LOAD_U16(wq, row + blk * 4u + 2u));
       rq0 = wq4[q];
       if (WDT == DT_Q8_0) rq1 = wq4[q + 1u];
     }

@@ -31,8 +31,8 @@ void main() {
     const uint bs = gguf_block_bytes();
     const uint row = p.w_off * 4u + n * quant_row_bytes(p.K);
     for (uint blk = tid; blk < p.K / 32u; blk += WG) {
-      const uint sa = SPLIT != 0 ? row + blk * 2u : row + blk * bs;
-      const uint ma = SPLIT != 0 ? sa + split_scale_bytes(p.K) : sa + 2u;  // q4_1's min
+      const uint sa = SPLIT != 0 ? row + blk * split_scale_stride() : row + blk * bs;
+      const uint ma = sa + 2u;  // q4_1's min
       const uint a = SPLIT != 0 ? row + split_meta_bytes(p.K) + blk * quant_block_bytes()
                                 : sa + (WDT == DT_Q4_1 ? 4u : 2u);
       const float d = f16_bits_to_f32(LOAD_U16(wts, sa));

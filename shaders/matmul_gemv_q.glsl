@@ -329,8 +329,9 @@ uvec4 w_quad(uint m, uint i) {
 }
 
 // Loads the weights of blocks B0, B0 + tpr, ... (U of them) of the R rows at byte
-// offsets srow into qa (qb: q8_0's second half), their scales into d and q4_1's mins
-// into mn. Blocks past the end load the last one again (valid memory; not used). A
+// offsets srow into qa (qb: q8_0's second half), their scales into d (q4_1: the raw
+// (d, min) word into dm, one register where two floats would take two; converted where
+// it is used). Blocks past the end load the last one again (valid memory; not used). A
 // macro: arrays sized by specialization constants do not pass to functions.
 #define ISSUE_BLOCKS(B0)                                                                  \
   [[unroll]] for (int u = 0; u < U; u++) {                                                \
@@ -339,19 +340,19 @@ uvec4 w_quad(uint m, uint i) {
       const uint q = (srow[r] + meta_bytes) / 16u + blk_ * qpb;                           \
       qa[u][0][r] = w_quad(seg, q);                                                       \
       qb[u][0][r] = WDT == DT_Q8_0 ? w_quad(seg, q + 1u) : uvec4(0u);                     \
-      const uint sb = srow[r] + blk_ * 2u;                                                \
-      d[u][0][r] = f16_bits_to_f32(                                                       \
-          MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, sb)); \
+      if (WDT == DT_Q4_1) {                                                               \
+        const uint dw_ = (srow[r] + blk_ * 4u) >> 2;                                      \
+        dm[u][0][r] = MODE == 2 ? w_word(seg, dw_) : wts[dw_];                            \
+        if (MODE == 1) dm[u][M - 1][r] = wts2[dw_];                                       \
+      } else {                                                                            \
+        const uint sb = srow[r] + blk_ * 2u;                                              \
+        d[u][0][r] = f16_bits_to_f32(                                                     \
+            MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, sb)); \
+        if (MODE == 1) d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));              \
+      }                                                                                   \
       if (MODE == 1) {                                                                    \
         qa[u][M - 1][r] = wts24[q];                                                       \
         qb[u][M - 1][r] = WDT == DT_Q8_0 ? wts24[q + 1u] : uvec4(0u);                     \
-        d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                             \
-      }                                                                                   \
-      if (WDT == DT_Q4_1) {                                                               \
-        const uint mb_ = sb + scale_bytes;                                                \
-        mn[u][0][r] = f16_bits_to_f32(                                                    \
-            MODE == 2 ? (w_word(seg, mb_ >> 2) >> ((mb_ & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, mb_)); \
-        if (MODE == 1) mn[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, mb_));            \
       }                                                                                   \
     }                                                                                     \
   }
@@ -589,8 +590,7 @@ void main() {
   // The blocks of this part: [b_lo, b_hi).
   const uint per_part = (nb + uint(KSPLIT) - 1u) / uint(KSPLIT);
   const uint b_lo = kp * per_part, b_hi = min(nb, b_lo + per_part);
-  const uint row_bytes = quant_row_bytes(p.K), scale_bytes = split_scale_bytes(p.K),
-             meta_bytes = split_meta_bytes(p.K);
+  const uint row_bytes = quant_row_bytes(p.K), meta_bytes = split_meta_bytes(p.K);
   // Rows of a task: R consecutive ones, or (ROPE_KV, R = 2) a pair that rotates
   // together. A group past the last task reads the last task's rows (valid memory) and
   // writes nothing; so do rows past N (row N - 1).
@@ -610,7 +610,8 @@ void main() {
   // The weights of U blocks per row in registers; the first ones are issued before x's
   // planes are copied (X_SHARED), so they are on their way during the copy.
   uvec4 qa[U][M][R], qb[U][M][R];
-  float d[U][M][R], mn[U][M][R];
+  float d[U][M][R];
+  uint dm[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
 #ifdef X_SHARED
   // NORM: the weights after the norm, whose registers would otherwise hold them too.
@@ -672,7 +673,8 @@ void main() {
               }
               // q4_1: q d + m, the min times the block's sum of x (xs Σ s).
               if (WDT == DT_Q4_1)
-                acc[m][r][t] += (float(dh * 256 + dl) * d[u][m][r] + float(int(meta.y)) * mn[u][m][r]) * xs;
+                acc[m][r][t] += (float(dh * 256 + dl) * f16_bits_to_f32(dm[u][m][r] & 0xffffu) +
+                                 float(int(meta.y)) * f16_bits_to_f32(dm[u][m][r] >> 16)) * xs;
               else
                 acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
             }
@@ -691,9 +693,11 @@ void main() {
           [[unroll]] for (int m = 0; m < M; m++)
             [[unroll]] for (int r = 0; r < R; r++) {
               const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
-              acc[m][r][t] += WDT == DT_Q4_0   ? d[u][m][r] * (16.0 * s - 24.0 * xs)
-                              : WDT == DT_Q4_1 ? d[u][m][r] * (16.0 * s - 16.0 * xs) + mn[u][m][r] * xs
-                                               : d[u][m][r] * (256.0 * s - 384.0 * xs);
+              acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
+                              : WDT == DT_Q4_1
+                                  ? f16_bits_to_f32(dm[u][m][r] & 0xffffu) * (16.0 * s - 16.0 * xs) +
+                                        f16_bits_to_f32(dm[u][m][r] >> 16) * xs
+                                  : d[u][m][r] * (256.0 * s - 384.0 * xs);
             }
         }
   #endif

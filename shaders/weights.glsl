@@ -8,15 +8,16 @@
 
 // Quantized matrices come in one of two layouts (specialization constant SPLIT):
 //  0: GGUF blocks as stored (18 / 34 / 20 bytes per block of 32);
-//  1: the backend's rows (VulkanBackend::upload_weight): the row's K/32 f16 scales,
-//     padded to 16 bytes (q4_1: then its K/32 f16 mins, padded alike), then its quants,
+//  1: the backend's rows (VulkanBackend::upload_weight): the row's K/32 f16 scales
+//     (q4_1: (scale, min) pairs, one 32-bit word a block), padded to 16 bytes, then its quants,
 //     16 bytes per block (q4_0/q4_1, GGUF's nibble order) or 32 (q8_0), so every row and
 //     every block of quants is 16-byte aligned.
 uint quant_block_bytes() { return WDT == DT_Q8_0 ? 32u : 16u; }
 uint gguf_block_bytes() { return WDT == DT_Q8_0 ? 34u : WDT == DT_Q4_1 ? 20u : 18u; }
-uint split_scale_bytes(uint K) { return (K / 32u * 2u + 15u) / 16u * 16u; }
-// Where a split row's quants start: after the scales (and q4_1's mins).
-uint split_meta_bytes(uint K) { return (WDT == DT_Q4_1 ? 2u : 1u) * split_scale_bytes(K); }
+// Bytes of a block's scale in a split row: f16, or q4_1's (scale, min) pair.
+uint split_scale_stride() { return WDT == DT_Q4_1 ? 4u : 2u; }
+// Where a split row's quants start: after the scales.
+uint split_meta_bytes(uint K) { return (K / 32u * split_scale_stride() + 15u) / 16u * 16u; }
 uint quant_row_bytes(uint K) {
   if (SPLIT != 0) return split_meta_bytes(K) + K / 32u * quant_block_bytes();
   return K / 32u * gguf_block_bytes();
@@ -29,8 +30,8 @@ float weight_at(uint off, uint row, uint K, uint i) {
   const uint r = off * 4u + row * quant_row_bytes(K);
   uint scale_at, min_at, q_at;
   if (SPLIT != 0) {
-    scale_at = r + blk * 2u;
-    min_at = scale_at + split_scale_bytes(K);
+    scale_at = r + blk * split_scale_stride();
+    min_at = scale_at + 2u;
     q_at = r + split_meta_bytes(K) + blk * quant_block_bytes();
   } else {
     scale_at = r + blk * gguf_block_bytes();

@@ -36,20 +36,20 @@ void check_range(const DeviceBuffer& b, size_t offset, size_t bytes, const char*
 }
 
 // GGUF blocks of a q4_0/q8_0/q4_1 [N, K] matrix in the backend's row layout
-// (shaders/weights.glsl): per row its K/32 f16 scales padded to 16 bytes (q4_1: then its
-// mins, padded alike), then the quants of its blocks (16 bytes of nibbles or 32 int8 each).
+// (shaders/weights.glsl): per row its K/32 f16 scales (q4_1: scale and min, the GGUF
+// block's first 4 bytes, so the GEMVs load both in one word) padded to 16 bytes, then
+// the quants of its blocks (16 bytes of nibbles or 32 int8 each).
 std::vector<uint8_t> split_rows(DType t, const uint8_t* blocks, int64_t N, int64_t K) {
   const size_t nb = static_cast<size_t>(K / 32);
   const size_t block = dtype_info(t).block_bytes, meta = t == DType::Q4_1 ? 4 : 2,
                qb = block - meta;
-  const size_t scales = (nb * 2 + 15) / 16 * 16, metas = scales * (meta / 2), row = metas + nb * qb;
+  const size_t metas = (nb * meta + 15) / 16 * 16, row = metas + nb * qb;
   std::vector<uint8_t> out(row * static_cast<size_t>(N), 0);
   for (int64_t n = 0; n < N; n++) {
     uint8_t* dst = out.data() + row * n;
     const uint8_t* src = blocks + nb * block * n;
     for (size_t b = 0; b < nb; b++) {
-      std::memcpy(dst + 2 * b, src + block * b, 2);
-      if (meta == 4) std::memcpy(dst + scales + 2 * b, src + block * b + 2, 2);
+      std::memcpy(dst + meta * b, src + block * b, meta);
       std::memcpy(dst + metas + qb * b, src + block * b + meta, qb);
     }
   }
