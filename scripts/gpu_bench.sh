@@ -23,6 +23,8 @@ shift $((OPTIND - 1))
 steps=${*:-tests bench batch}
 cli=$build/llmcli tests_bin=$build/tests/llmrt_tests
 [ -x "$cli" ] || { echo "no llmcli in $build (build first, or pass -b)" >&2; exit 1; }
+# The tests take this checkout's data and this llmcli, wherever the binaries were built.
+export LLMRT_TEST_DATA=$PWD/tests/data LLMRT_CLI=$(realpath "$cli")
 mkdir -p "$out" "$models"
 
 # GPU backends only: lavapipe (a Vulkan device of type cpu) is for the tests, not timings.

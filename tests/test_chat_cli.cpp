@@ -101,7 +101,7 @@ TEST_CASE("llmcli generate -p streams text, raw or through the chat template", "
 TEST_CASE("llmcli chat reads messages from a pipe and answers each", "[cli][chat]") {
   TempDir tmp;
   write_file(tmp.file("in.txt"), "Hello\n/stats\n/reset\nHello\n/system Be brief.\nHello\n");
-  const std::string cmd = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+  const std::string cmd = llm::test::cli_path() + " chat " + chat_model() +
                           " --device cpu --temperature 0 --max-tokens 8 < " + tmp.file("in.txt") +
                           " 2>" + tmp.file("err.txt");
   const std::string out = shell(cmd);
@@ -127,7 +127,7 @@ TEST_CASE("llmcli chat /stats counts the prompt tokens the earlier turns left ca
   std::string words;
   for (int i = 0; i < 40; i++) words += "word ";
   write_file(tmp.file("in.txt"), words + "\nAgain\n/stats\n");
-  const std::string out = shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+  const std::string out = shell(llm::test::cli_path() + " chat " + chat_model() +
                                 " --device cpu --temperature 0 --max-tokens 4 < " +
                                 tmp.file("in.txt") + " 2>/dev/null");
   INFO(out);
@@ -153,7 +153,7 @@ TEST_CASE("llmcli chat keeps the conversation when a message does not fit", "[cl
   write_file(tmp.file("plain.txt"), "Hello\nHello again\n/stats\n");
   write_file(tmp.file("long.txt"), "Hello\n" + words + "\nHello again\n/stats\n");
   auto run = [&](const std::string& in, const std::string& extra) {
-    const std::string cmd = std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+    const std::string cmd = llm::test::cli_path() + " chat " + chat_model() +
                             " --device cpu --temperature 0 --max-tokens 4 --context-size 128 " +
                             extra + " < " + tmp.file(in) + " 2>" + tmp.file("err.txt") +
                             "; echo \"rc=$?\"";
@@ -194,7 +194,7 @@ TEST_CASE("llmcli chat in a terminal: line editing, /stats, Ctrl-C stops the ans
   const std::string session = "llmrt_chat_" + std::to_string(getpid());
   // A long context so that an unlimited answer is still running when Ctrl-C comes.
   const std::string run =
-      std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+      llm::test::cli_path() + " chat " + chat_model() +
       " --device cpu --temperature 0 --max-tokens -1 --context-size 60000 --ignore-eos";
   REQUIRE(std::system(("LLMRT_CACHE=" + tmp.path() + " tmux new-session -d -x 160 -y 50 -s " +
                        session + " 'LLMRT_CACHE=" + tmp.path() + " " + run + "; sleep 30'")
@@ -271,7 +271,7 @@ TEST_CASE("llmcli chat /save and /load a conversation", "[cli][chat]") {
   TempDir tmp;
   auto run = [&](const std::string& input, const std::string& name) {
     write_file(tmp.file(name + ".in"), input);
-    return shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+    return shell(llm::test::cli_path() + " chat " + chat_model() +
                  " --device cpu --temperature 0 --max-tokens 6 < " + tmp.file(name + ".in") +
                  " 2>" + tmp.file(name + ".err") + "; echo \"exit $?\"");
   };
@@ -297,13 +297,13 @@ TEST_CASE("llmcli chat /save and /load a conversation", "[cli][chat]") {
   CHECK_THAT(split, Catch::Contains("exit 0"));
   // --load does the same before the first message (its report on stderr).
   write_file(tmp.file("more.in"), "Tell me more\n");
-  const std::string resumed = shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() +
+  const std::string resumed = shell(llm::test::cli_path() + " chat " + chat_model() +
                                     " --device cpu --temperature 0 --max-tokens 6 --load " + saved +
                                     " < " + tmp.file("more.in") + " 2>" + tmp.file("more.err"));
   CHECK(resumed == second.substr(0, second.find("exit")));
   CHECK_THAT(read_file(tmp.file("more.err")), Catch::Contains("(loaded 2 messages"));
   const std::string missing =
-      shell(std::string(LLM_CLI_PATH) + " chat " + chat_model() + " --device cpu --load " +
+      shell(llm::test::cli_path() + " chat " + chat_model() + " --device cpu --load " +
             tmp.file("none.json") + " < /dev/null 2>&1; echo \"exit $?\"");
   CHECK_THAT(missing, Catch::Contains("cannot read it") && !Catch::Contains("exit 0"));
 

@@ -9,12 +9,13 @@
 
 #include "core/chat/chat_template.h"
 #include "core/error.h"
+#include "test_util.h"
 
 using nlohmann::ordered_json;
 
 namespace {
 
-const std::string kDir = std::string(LLM_TEST_DATA) + "/chat-templates";
+const std::string kDir = llm::test::data_dir() + "/chat-templates";
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -25,8 +25,8 @@ using Catch::Contains;
 
 namespace {
 
-const std::string kModels = std::string(LLM_TEST_DATA) + "/models";
-const std::string kVocabs = std::string(LLM_TEST_DATA) + "/tokenizers";
+const std::string kModels = llm::test::data_dir() + "/models";
+const std::string kVocabs = llm::test::data_dir() + "/tokenizers";
 
 using llm::test::TempDir;
 

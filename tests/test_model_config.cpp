@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/models/model_config.h"
+#include "test_util.h"
 
 using Catch::Contains;
 using Catch::StartsWith;
@@ -14,7 +15,7 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kModels = std::string(LLM_TEST_DATA) + "/models";
+const std::string kModels = llm::test::data_dir() + "/models";
 
 // The smallest config each model type accepts; tests tweak single fields.
 json base_config(const std::string& model_type) {
@@ -187,7 +188,7 @@ TEST_CASE("config errors name the problem", "[config]") {
                       StartsWith("config.json: invalid JSON: "));
   REQUIRE_THROWS_WITH(llm::parse_hf_config("[]"), "config.json: expected a JSON object");
 
-  const std::string dir = std::string(LLM_TEST_DATA) + "/no_such_model";
+  const std::string dir = llm::test::data_dir() + "/no_such_model";
   REQUIRE_THROWS_WITH(llm::load_hf_config(dir), "no config.json in '" + dir + "'");
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/chat/chat_template.h"
 #include "core/chat/reasoning.h"
+#include "test_util.h"
 
 using namespace llm;
 
@@ -66,7 +67,7 @@ TEST_CASE("generation prompts that open a think block", "[reasoning]") {
   CHECK_FALSE(prompt_opens_think("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
   // GLM-4.7's template opens it; Qwen3's does not (it thinks when the model starts to).
   auto opens = [](const std::string& name) {
-    std::ifstream f(std::string(LLM_TEST_DATA) + "/chat-templates/" + name + ".jinja");
+    std::ifstream f(llm::test::data_dir() + "/chat-templates/" + name + ".jinja");
     REQUIRE(f.good());
     std::stringstream ss;
     ss << f.rdbuf();

@@ -25,7 +25,7 @@ using Catch::Contains;
 
 namespace {
 
-const std::string kModels = std::string(LLM_TEST_DATA) + "/models";
+const std::string kModels = llm::test::data_dir() + "/models";
 
 using llm::test::TempDir;
 

@@ -1021,12 +1021,13 @@ TEST_CASE("server: a slow client does not block the others", "[server]") {
 TEST_CASE("llmcli serve: listens, answers, and exits cleanly on SIGTERM", "[server][cli]") {
   int out_pipe[2];
   REQUIRE(pipe(out_pipe) == 0);
+  const std::string cli = llm::test::cli_path();  // before the fork: no allocation after it
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     dup2(out_pipe[1], 1);
     close(out_pipe[0]);
-    execl(LLM_CLI_PATH, LLM_CLI_PATH, "serve", tiny_model_path().c_str(), "--port", "0", "--device",
+    execl(cli.c_str(), cli.c_str(), "serve", tiny_model_path().c_str(), "--port", "0", "--device",
           "cpu", "--context-size", "128", static_cast<char*>(nullptr));
     _exit(127);
   }

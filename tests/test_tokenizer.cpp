@@ -22,13 +22,14 @@
 #include "core/tokenizer/pre_tokenizer.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/unicode.h"
+#include "test_util.h"
 
 namespace {
 
 using llm::Tokenizer;
 namespace fs = std::filesystem;
 
-std::string tok_dir() { return std::string(LLM_TEST_DATA) + "/tokenizers"; }
+std::string tok_dir() { return llm::test::data_dir() + "/tokenizers"; }
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -13,13 +13,14 @@
 #include "core/engine/json_grammar.h"
 #include "core/error.h"
 #include "server/chat_reply.h"
+#include "test_util.h"
 
 using namespace llm;
 using nlohmann::ordered_json;
 
 namespace {
 
-const std::string kDir = std::string(LLM_TEST_DATA) + "/chat-templates";
+const std::string kDir = llm::test::data_dir() + "/chat-templates";
 
 std::string read_template(const std::string& name) {
   std::ifstream f(kDir + "/" + name + ".jinja", std::ios::binary);

@@ -86,7 +86,7 @@ std::string shell_quote(const std::string& s) {
 
 CommandResult run_cli(const std::vector<std::string>& args) {
   TempDir tmp;
-  std::string cmd = shell_quote(LLM_CLI_PATH);
+  std::string cmd = shell_quote(cli_path());
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " >" + shell_quote(tmp.file("out")) + " 2>" + shell_quote(tmp.file("err")) + " </dev/null";
   const int status = std::system(cmd.c_str());

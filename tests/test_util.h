@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -13,7 +14,17 @@
 
 namespace llm::test {
 
-inline std::string data_dir() { return LLM_TEST_DATA; }
+// tests/data, or $LLMRT_TEST_DATA for a test binary run away from its source tree (the
+// GPU machine).
+inline std::string data_dir() {
+  const char* dir = std::getenv("LLMRT_TEST_DATA");
+  return dir && *dir ? dir : LLM_TEST_DATA;
+}
+// The llmcli built with the tests, or $LLMRT_CLI (a test binary run elsewhere).
+inline std::string cli_path() {
+  const char* cli = std::getenv("LLMRT_CLI");
+  return cli && *cli ? cli : LLM_CLI_PATH;
+}
 // A fixture model folder: tests/data/models/NAME (transformers' tiny checkpoints
 // from shared/) or tests/data/models-extra/NAME (made by scripts/make_fixtures.py).
 std::string model_dir(const std::string& name);
