@@ -307,6 +307,29 @@ TEST_CASE("json schema: what it cannot enforce is refused with its place", "[jso
              "prefixItems must be a list");
 }
 
+namespace {
+
+// Whether the decimal text x (no exponent) is a multiple of step / 10^decimals, exactly.
+bool decimal_multiple(const std::string& x, int64_t step, int decimals) {
+  __int128 digits = 0;
+  int frac = -1;
+  for (char ch : x) {
+    if (ch == '.') {
+      frac = 0;
+    } else if (ch >= '0' && ch <= '9') {
+      digits = digits * 10 + (ch - '0');
+      if (frac >= 0) frac++;
+    }
+  }
+  // digits / 10^frac = k · step / 10^decimals  <=>  digits · 10^decimals ≡ 0 (step · 10^frac)
+  __int128 num = digits, den = step;
+  for (int i = 0; i < decimals; i++) num *= 10;
+  for (int i = 0; i < std::max(frac, 0); i++) den *= 10;
+  return num % den == 0;
+}
+
+}  // namespace
+
 TEST_CASE("json schema: the engine keeps a random model's replies to the schema",
           "[json_mode][json_schema][engine]") {
   auto backend = create_backend("cpu", 2);
@@ -363,6 +386,31 @@ TEST_CASE("json schema: the engine keeps a random model's replies to the schema"
     unions++;
   }
   CHECK(unions > 0);
+
+  // multipleOf: a price in quarters and a count in sevens.
+  const auto steps = JsonSchema::compile(json::parse(R"({
+    "type": "object", "required": ["price", "n"], "additionalProperties": false,
+    "properties": {"price": {"type": "number", "multipleOf": 0.25, "minimum": 0, "maximum": 100},
+                   "n": {"type": "integer", "multipleOf": 7}}})"));
+  int stepped = 0;
+  for (uint64_t seed = 1; seed <= 8; seed++) {
+    FinishReason why = FinishReason::None;
+    const std::string text = constrained_reply(engine, *tok, steps, 64, seed, &why);
+    INFO("seed " << seed << ": " << text);
+    REQUIRE((why == FinishReason::Stop || why == FinishReason::Length));
+    if (why != FinishReason::Stop) continue;
+    const json j = json::parse(text);
+    CHECK(j["price"].get<double>() >= 0);
+    CHECK(j["price"].get<double>() <= 100);
+    // The multiples, exactly, on the numbers' text (n may be past 64 bits).
+    std::smatch price, n;
+    REQUIRE(std::regex_search(text, price, std::regex(R"re("price"\s*:\s*(-?[0-9.]+))re")));
+    REQUIRE(std::regex_search(text, n, std::regex(R"re("n"\s*:\s*(-?[0-9]+))re")));
+    CHECK(decimal_multiple(price[1], 25, 2));
+    CHECK(decimal_multiple(n[1], 7, 0));
+    stepped++;
+  }
+  CHECK(stepped > 0);
 }
 
 TEST_CASE("json grammar: assign gives the state a copy gives", "[json_mode][json_schema]") {
@@ -558,6 +606,87 @@ TEST_CASE("json schema: numbers keep within minimum and maximum", "[json_mode][j
       R"("p":{"type":"number","exclusiveMinimum":0,"maximum":1}}})"));
   check_mask_agrees(
       *age, {R"({"age":)", R"({"age":1)", R"({"age":12)", R"({"p":0.)", R"({"p":0)", R"({"p":)"});
+}
+
+TEST_CASE("json schema: numbers keep to multipleOf, within their bounds",
+          "[json_mode][json_schema]") {
+  struct Case {
+    const char* schema;
+    bool integer;
+    int64_t step;  // the multiples the values take: step / 10^decimals
+    int decimals;
+    double lo, hi;
+    bool lo_open;
+  };
+  const double inf = HUGE_VAL;
+  const std::vector<Case> cases = {
+      {R"({"type":"integer","multipleOf":3})", true, 3, 0, -inf, inf, false},
+      {R"({"type":"integer","multipleOf":5,"minimum":12,"maximum":38})", true, 5, 0, 12, 38, false},
+      // Integers that are multiples of 2.5 are those of 5.
+      {R"({"type":"integer","multipleOf":2.5})", true, 5, 0, -inf, inf, false},
+      {R"({"type":"number","multipleOf":0.5})", false, 5, 1, -inf, inf, false},
+      {R"({"type":"number","multipleOf":0.01,"minimum":0,"maximum":1})", false, 1, 2, 0, 1, false},
+      {R"({"type":"number","multipleOf":0.25,"exclusiveMinimum":0})", false, 25, 2, 0, inf, true},
+      {R"({"type":"number","multipleOf":3})", false, 3, 0, -inf, inf, false},
+      {R"({"type":"number","multipleOf":0.1})", false, 1, 1, -inf, inf, false},
+      {R"({"type":"number","multipleOf":1.5,"minimum":-3,"maximum":4.5})", false, 15, 1, -3, 4.5,
+       false},
+  };
+  std::vector<std::string> numbers;
+  for (int i = -60; i <= 60; i++) numbers.push_back(std::to_string(i));
+  for (const char* x :
+       {"0.5",  "1.5",  "2.50",   "0.25",  "0.3",  "0.30", "0.31", "0.01", "0.015", "1.00",
+        "-0.5", "-1.5", "4.5",    "4.55",  "-3.0", "-3.5", "7.5",  "2.5",  "0.75",  "0.125",
+        "6.0",  "9.00", "-9.00",  "12.5",  "0.1",  "0.2",  "0.7",  "0.99", "1.01",  "-0",
+        "0.0",  "1e1",  "100.50", "-4.50", "0.20", "1.20", "3.30", "0.60"})
+    numbers.push_back(x);
+  for (const Case& c : cases) {
+    INFO(c.schema);
+    const auto schema = JsonSchema::compile(
+        json{{"type", "object"}, {"properties", {{"v", json::parse(c.schema)}}}});
+    for (const std::string& x : numbers) {
+      INFO(x);
+      const double v = std::strtod(x.c_str(), nullptr);
+      const bool fractional = x.find_first_of(".eE") != std::string::npos;
+      const bool exponent = x.find_first_of("eE") != std::string::npos;
+      bool want = !exponent && (c.lo_open ? v > c.lo : v >= c.lo) && v <= c.hi &&
+                  decimal_multiple(x, c.step, c.decimals);
+      if (c.integer && fractional) want = false;
+      const std::string doc = "{\"v\":" + x + "}";
+      bool done = false;
+      const bool whole = accepted_by(*schema, doc, &done) == doc.size() && done;
+      CHECK(whole == want);
+      // Every prefix of the value taken can still end as a multiple inside the bounds.
+      JsonGrammar g(*schema);
+      REQUIRE(g.feed("{\"v\":"));
+      for (char ch : x) {
+        if (!g.feed(static_cast<uint8_t>(ch))) break;
+        CHECK(can_finish(g, 5));
+      }
+    }
+  }
+  // A step of more places than 9 is accepted and not enforced; 0 or less is refused, and so
+  // are bounds that hold no multiple.
+  const auto fine = JsonSchema::compile(
+      json::parse(R"({"type":"object","properties":{"v":{"type":"number","multipleOf":1e-12}}})"));
+  CHECK(accepted_by(*fine, R"({"v":0.123})") == 11);
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"v":{"multipleOf":0}}})")),
+      Catch::Contains("multipleOf must be greater than 0"));
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"v":{"type":"integer",)"
+                                      R"("multipleOf":5,"minimum":1,"maximum":4}}})")),
+      Catch::Contains("multiple of multipleOf"));
+  CHECK_THROWS_WITH(
+      JsonSchema::compile(json::parse(R"({"type":"object","properties":{"v":{"type":"number",)"
+                                      R"("multipleOf":0.5,"minimum":0.1,"maximum":0.2}}})")),
+      Catch::Contains("multiple of multipleOf"));
+  // The token mask's shortcuts agree with the full check inside such numbers.
+  const auto price = JsonSchema::compile(json::parse(
+      R"({"type":"object","properties":{"price":{"type":"number","multipleOf":0.01,"minimum":0},)"
+      R"("n":{"type":"integer","multipleOf":7}}})"));
+  check_mask_agrees(*price, {R"({"price":)", R"({"price":1)", R"({"price":1.2)", R"({"price":1.25)",
+                             R"({"n":)", R"({"n":1)"});
 }
 
 TEST_CASE("json schema: date, time, date-time and uuid strings keep their format",

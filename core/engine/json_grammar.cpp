@@ -41,6 +41,8 @@ void JsonGrammar::assign(const JsonGrammar& o) {
   int_part_ = o.int_part_;
   frac_part_ = o.frac_part_;
   frac_scale_ = o.frac_scale_;
+  digits_mod_ = o.digits_mod_;
+  decimals_ = o.decimals_;
   depth_ = o.depth_;
   std::copy(o.stack_.begin(), o.stack_.begin() + o.depth_, stack_.begin());
 }
@@ -142,6 +144,8 @@ bool JsonGrammar::start_value(uint8_t c) {
       int_part_ = c == '-' ? 0 : c - '0';
       frac_part_ = 0;
       frac_scale_ = 1;
+      decimals_ = 0;
+      digits_mod_ = bounds_ && bounds_->step ? static_cast<uint64_t>(int_part_) % step_units() : 0;
       return !bounds_ || number_possible();
   }
 }
@@ -314,10 +318,17 @@ bool JsonGrammar::number_byte(uint8_t c) {
   }
   if (took) {
     if (!bounds_) return true;
+    const uint64_t step = bounds_->step ? step_units() : 0;
     if (digit && num_ == Num::Frac) {
+      // With multipleOf, decimals past the step's are zeros (they change nothing).
+      if (step && decimals_ >= bounds_->step_decimals && c != '0') return false;
+      if (step && decimals_ < bounds_->step_decimals)
+        digits_mod_ = (digits_mod_ * 10 + static_cast<uint64_t>(c - '0')) % step;
+      decimals_++;
       frac_scale_ /= 10;
       frac_part_ += (c - '0') * frac_scale_;
     } else if (digit) {
+      if (step) digits_mod_ = (digits_mod_ * 10 + static_cast<uint64_t>(c - '0')) % step;
       int_part_ = int_part_ * 10 + (c - '0');
     }
     return number_possible();
@@ -330,8 +341,11 @@ bool JsonGrammar::number_byte(uint8_t c) {
 
 namespace {
 
-// Whether values in [a, b] (each end open or not) meet the node's bounds.
-bool meets(const JsonSchema::Node& n, long double a, bool a_open, long double b, bool b_open) {
+// Whether values in [a, b] (each end open or not) meet the node's bounds; with a step
+// (multipleOf, > 0), whether one of its multiples there does (the step's rounding
+// forgiven: the number's end checks it exactly).
+bool meets(const JsonSchema::Node& n, long double a, bool a_open, long double b, bool b_open,
+           long double step) {
   long double lo = n.lo, hi = n.hi;
   bool lo_open = n.lo_open, hi_open = n.hi_open;
   if (a > lo || (a == lo && a_open)) {
@@ -342,16 +356,26 @@ bool meets(const JsonSchema::Node& n, long double a, bool a_open, long double b,
     hi = b;
     hi_open = b_open;
   }
+  if (step > 0 && std::isfinite(lo)) {
+    // The first multiple from lo on (lo itself where it is one and the end is closed).
+    const long double q = lo / step;
+    long double first = std::ceil(q - 1e-9L * std::max(1.0L, std::fabs(q))) * step;
+    if (std::fabs(first - lo) <= 1e-9L * std::max(step, std::fabs(lo)))
+      first = lo_open ? lo + step : lo;
+    lo = std::max(lo, first);
+    lo_open = false;
+  }
   return lo < hi || (lo == hi && !lo_open && !hi_open);
 }
 
 // The same for integers: the whole numbers in [a, b] against the whole numbers the node's
-// bounds take.
-bool meets_integer(const JsonSchema::Node& n, long double a, long double b) {
-  const long double lo = std::max(a, n.lo_open ? std::floor(static_cast<long double>(n.lo)) + 1
-                                               : std::ceil(static_cast<long double>(n.lo)));
+// bounds take (with a whole step, its multiples).
+bool meets_integer(const JsonSchema::Node& n, long double a, long double b, long double step) {
+  long double lo = std::max(a, n.lo_open ? std::floor(static_cast<long double>(n.lo)) + 1
+                                         : std::ceil(static_cast<long double>(n.lo)));
   const long double hi = std::min(b, n.hi_open ? std::ceil(static_cast<long double>(n.hi)) - 1
                                                : std::floor(static_cast<long double>(n.hi)));
+  if (step > 0) lo = std::ceil(lo / step) * step;
   return lo <= hi;
 }
 
@@ -361,9 +385,11 @@ bool JsonGrammar::number_possible() const {
   const JsonSchema::Node& n = *bounds_;
   const long double inf = HUGE_VALL;
   // The magnitudes [a, b) that numbers starting so may take, as values.
+  const long double step = n.step ? step_value() : 0;
   auto range = [&](long double a, long double b) {
-    if (integer_) return neg_ ? meets_integer(n, -(b - 1), -a) : meets_integer(n, a, b - 1);
-    return neg_ ? meets(n, -b, true, -a, false) : meets(n, a, false, b, true);
+    if (integer_)
+      return neg_ ? meets_integer(n, -(b - 1), -a, step) : meets_integer(n, a, b - 1, step);
+    return neg_ ? meets(n, -b, true, -a, false, step) : meets(n, a, false, b, true, step);
   };
   switch (num_) {
     case Num::Minus:
@@ -388,10 +414,28 @@ bool JsonGrammar::number_possible() const {
 }
 
 bool JsonGrammar::number_in_bounds() const {
+  const JsonSchema::Node& n = *bounds_;
+  if (n.step) {
+    // Exactly: the digits as an integer, scaled to the step's decimals, modulo the step.
+    uint64_t r = digits_mod_;
+    const uint64_t step = step_units();
+    if (!integer_)
+      for (int d = decimals_; d < n.step_decimals; d++) r = r * 10 % step;
+    if (r != 0) return false;
+  }
   // Compared as the double the text reads as (the bounds are doubles too).
   const long double mag = static_cast<double>(int_part_ + frac_part_);
   const long double v = neg_ ? -mag : mag;
-  return integer_ ? meets_integer(*bounds_, v, v) : meets(*bounds_, v, false, v, false);
+  return integer_ ? meets_integer(n, v, v, 0) : meets(n, v, false, v, false, 0);
+}
+
+uint64_t JsonGrammar::step_units() const {
+  return integer_ ? JsonSchema::integer_step(*bounds_) : bounds_->step;
+}
+
+long double JsonGrammar::step_value() const {
+  return integer_ ? static_cast<long double>(step_units())
+                  : bounds_->step / std::pow(10.0L, bounds_->step_decimals);
 }
 
 bool JsonGrammar::between(uint8_t c) {

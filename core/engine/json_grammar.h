@@ -83,6 +83,9 @@ class JsonGrammar {
   // within the bounds, and whether the one that just ended does.
   bool number_possible() const;
   bool number_in_bounds() const;
+  // multipleOf: the step values are multiples of (integers: JsonSchema::integer_step).
+  uint64_t step_units() const;
+  long double step_value() const;
   // The node of an array's index-th item (tuples give the first ones their own).
   static int item_node(const JsonSchema::Node& n, uint64_t index) {
     return index < n.prefix_items.size() ? n.prefix_items[static_cast<size_t>(index)] : n.items;
@@ -106,10 +109,14 @@ class JsonGrammar {
   const char* lit_ = nullptr;
   int32_t value_node_;
   int32_t enum_trie_ = -1, enum_pos_ = 0;
-  // A number with bounds (its node, else null): its sign, and its digits' value so far.
+  // A number with bounds (its node, else null): its sign, and its digits' value so far;
+  // with multipleOf, the digits as an integer modulo the step (those past the step's
+  // decimals, zeros, not counted) and the decimals written.
   const JsonSchema::Node* bounds_ = nullptr;
   bool neg_ = false;
   long double int_part_ = 0, frac_part_ = 0, frac_scale_ = 1;
+  uint64_t digits_mod_ = 0;
+  int decimals_ = 0;
   int depth_ = 0;
   std::array<Frame, kMaxDepth> stack_{};
   std::vector<JsonGrammar>* forks_ = nullptr;

@@ -1,6 +1,8 @@
 #include "core/engine/json_schema.h"
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -108,6 +110,12 @@ int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::stri
   return static_cast<int>(nodes_.size()) - 1;
 }
 
+uint64_t JsonSchema::integer_step(const Node& n) {
+  uint64_t p = 1;
+  for (int d = 0; d < n.step_decimals; d++) p *= 10;
+  return n.step / std::gcd(n.step, p);
+}
+
 void JsonSchema::number_bounds(const json& s, const std::string& path, Node& n) {
   auto number = [&](const char* key) {
     if (!s[key].is_number() || !std::isfinite(s[key].get<double>()))
@@ -132,17 +140,40 @@ void JsonSchema::number_bounds(const json& s, const std::string& path, Node& n) 
       open = true;
     }
   }
-  n.bounded = std::isfinite(n.lo) || std::isfinite(n.hi);
+  if (s.contains("multipleOf")) {
+    const double m = number("multipleOf");
+    if (!(m > 0)) fail("%s: multipleOf must be greater than 0", path.c_str());
+    // Enforced where it is a decimal of at most 9 places (0.01, 0.5, 3, 2.5, ...).
+    for (int d = 0; d <= 9 && !n.step; d++) {
+      const double scaled = m * std::pow(10.0, d), r = std::round(scaled);
+      if (r >= 1 && r < 1e15 && std::fabs(scaled - r) <= 1e-9 * r) {
+        n.step = static_cast<uint64_t>(r);
+        n.step_decimals = d;
+      }
+    }
+  }
+  n.bounded = std::isfinite(n.lo) || std::isfinite(n.hi) || n.step;
   if (!n.bounded) return;
   bool empty = n.lo > n.hi || (n.lo == n.hi && (n.lo_open || n.hi_open));
+  // The step of the values taken: multipleOf's, or for integers only the least whole
+  // multiple of it.
+  long double step = n.step ? n.step / std::pow(10.0L, n.step_decimals) : 0;
   if (!(n.types & kNumber)) {
     // Integers only: the whole numbers inside.
     const double lo = n.lo_open ? std::floor(n.lo) + 1 : std::ceil(n.lo);
     const double hi = n.hi_open ? std::ceil(n.hi) - 1 : std::floor(n.hi);
     empty = empty || lo > hi;
+    if (n.step) step = integer_step(n);
+    if (n.step && !empty && std::isfinite(lo) && std::isfinite(hi))
+      empty = std::ceil(lo / step) * step > hi;
+  } else if (n.step && !empty && std::isfinite(n.lo) && std::isfinite(n.hi)) {
+    long double first = std::ceil(n.lo / step - 1e-9L) * step;
+    if (n.lo_open && first <= n.lo) first += step;
+    empty = first > n.hi || (first == n.hi && n.hi_open);
   }
   if (empty && !(n.types & ~(kInteger | kNumber)))
-    fail("%s: the bounds accept no number", path.c_str());
+    fail("%s: the bounds accept no number%s", path.c_str(),
+         n.step ? " that is a multiple of multipleOf" : "");
 }
 
 int JsonSchema::compile_node(const json& s, const std::string& path) {

@@ -6,14 +6,14 @@
 // `additionalItems`), `minItems` / `maxItems`; `minLength` / `maxLength` (characters; an
 // escape counts one), `format` date, time, date-time and uuid (json_formats.h),
 // `pattern` (json_pattern.h; such strings are written without escapes); `minimum` /
-// `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (numbers so bounded are written
-// without an exponent); `enum`, `const`; `anyOf` / `oneOf` (oneOf taken as anyOf;
-// alternatives of one type, such as unions of objects, are followed side by side);
-// `allOf` of one schema; local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion
-// included). Keywords that only describe or bound values otherwise (`description`, other
-// formats, `multipleOf`, `uniqueItems`, ...) are accepted and not enforced. Anything else
-// that would change which documents are valid is refused with an llm::Error naming its
-// place.
+// `maximum` / `exclusiveMinimum` / `exclusiveMaximum` and `multipleOf` (a decimal of up
+// to 9 places; numbers so bounded are written without an exponent, and with no more
+// significant decimals than the step has); `enum`, `const`; `anyOf` / `oneOf` (oneOf taken as
+// anyOf; alternatives of one type, such as unions of objects, are followed side by side); `allOf`
+// of one schema; local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion included). Keywords
+// that only describe or bound values otherwise (`description`, other formats, `uniqueItems`, a
+// `multipleOf` of more places, ...) are accepted and not enforced. Anything else that would change
+// which documents are valid is refused with an llm::Error naming its place.
 #pragma once
 
 #include <cmath>
@@ -77,10 +77,14 @@ class JsonSchema {
     uint32_t min_length = 0, max_length = UINT32_MAX;  // strings, in characters
     StringFormat format = StringFormat::None;          // strings: `format`, where enforced
     int pattern = -1;                                  // strings: `pattern` (an automaton)
-    // Numbers: the value's bounds (open: exclusive); bounded says whether there are any.
+    // Numbers: the value's bounds (open: exclusive) and multipleOf as step / 10^decimals
+    // (step 0: none, or not a decimal of at most 9 places and 15 digits); bounded says
+    // whether there are any of these.
     bool bounded = false;
     double lo = -HUGE_VAL, hi = HUGE_VAL;
     bool lo_open = false, hi_open = false;
+    uint64_t step = 0;
+    int step_decimals = 0;
     int enum_trie = -1;  // enum / const: the value is one of these, as compact JSON
   };
 
@@ -90,6 +94,8 @@ class JsonSchema {
   static std::shared_ptr<const JsonSchema> any_object();
 
   const Node& node(int i) const { return nodes_[static_cast<size_t>(i)]; }
+  // A node's multipleOf for integer values: the least whole multiple of its step.
+  static uint64_t integer_step(const Node& n);
   int root() const { return root_; }
   const Trie& trie(int i) const { return tries_[static_cast<size_t>(i)]; }
   const PatternDfa& pattern(int i) const { return patterns_[static_cast<size_t>(i)]; }
@@ -99,7 +105,7 @@ class JsonSchema {
 
  private:
   int compile_node(const nlohmann::json& s, const std::string& path);
-  // minimum / maximum / exclusiveMinimum / exclusiveMaximum of s into n.
+  // minimum / maximum / exclusiveMinimum / exclusiveMaximum and multipleOf of s into n.
   void number_bounds(const nlohmann::json& s, const std::string& path, Node& n);
   int merge_alternatives(const std::vector<int>& alts, const std::string& path);
   int add_enum(const std::vector<nlohmann::json>& values, const std::string& path);
