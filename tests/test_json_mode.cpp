@@ -2,6 +2,7 @@
 // full is JSON, every JSON object it is shown is accepted), its limits, and the engine
 // keeping a random model's replies inside one object.
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -522,6 +523,34 @@ bool can_finish(const JsonGrammar& state, int depth) {
   return false;
 }
 
+// One number schema (the value of "v") against each of numbers: a document with it is
+// taken whole exactly where valid(text, value) says (never with an exponent, nor with a
+// fraction where integer), and every prefix of a value taken can still end.
+void check_number_values(const char* value_schema, bool integer,
+                         const std::vector<std::string>& numbers,
+                         const std::function<bool(const std::string&, double)>& valid) {
+  INFO(value_schema);
+  const auto schema = JsonSchema::compile(
+      json{{"type", "object"}, {"properties", {{"v", json::parse(value_schema)}}}});
+  for (const std::string& x : numbers) {
+    INFO(x);
+    const double v = std::strtod(x.c_str(), nullptr);
+    const bool fractional = x.find_first_of(".eE") != std::string::npos;
+    const bool exponent = x.find_first_of("eE") != std::string::npos;
+    const bool want = !exponent && !(integer && fractional) && valid(x, v);
+    const std::string doc = "{\"v\":" + x + "}";
+    bool done = false;
+    const bool whole = accepted_by(*schema, doc, &done) == doc.size() && done;
+    CHECK(whole == want);
+    JsonGrammar g(*schema);
+    REQUIRE(g.feed("{\"v\":"));
+    for (char ch : x) {
+      if (!g.feed(static_cast<uint8_t>(ch))) break;
+      CHECK(can_finish(g, 5));
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("json schema: numbers keep within minimum and maximum", "[json_mode][json_schema]") {
@@ -558,31 +587,10 @@ TEST_CASE("json schema: numbers keep within minimum and maximum", "[json_mode][j
         "-40.0", "-40.01", "99.99",  "100.5",     "2.5",        "7.5",      "3.0",      "3.00001",
         "1e2",   "1E1",    "12.0",   "123456789", "-123456789", "0.000001", "1000000.5"})
     numbers.push_back(x);
-  for (const Case& c : cases) {
-    INFO(c.schema);
-    const auto schema = JsonSchema::compile(
-        json{{"type", "object"}, {"properties", {{"v", json::parse(c.schema)}}}});
-    for (const std::string& x : numbers) {
-      INFO(x);
-      const double v = std::strtod(x.c_str(), nullptr);
-      const bool fractional = x.find_first_of(".eE") != std::string::npos;
-      const bool exponent = x.find_first_of("eE") != std::string::npos;
-      bool want =
-          !exponent && (c.lo_open ? v > c.lo : v >= c.lo) && (c.hi_open ? v < c.hi : v <= c.hi);
-      if (c.integer && fractional) want = false;
-      const std::string doc = "{\"v\":" + x + "}";
-      bool done = false;
-      const bool whole = accepted_by(*schema, doc, &done) == doc.size() && done;
-      CHECK(whole == want);
-      // Every prefix of the value taken can still end inside the bounds.
-      JsonGrammar g(*schema);
-      REQUIRE(g.feed("{\"v\":"));
-      for (char ch : x) {
-        if (!g.feed(static_cast<uint8_t>(ch))) break;
-        CHECK(can_finish(g, 5));
-      }
-    }
-  }
+  for (const Case& c : cases)
+    check_number_values(c.schema, c.integer, numbers, [&](const std::string&, double v) {
+      return (c.lo_open ? v > c.lo : v >= c.lo) && (c.hi_open ? v < c.hi : v <= c.hi);
+    });
   // Bounds that leave no number are refused; beside another type they only rule numbers out.
   CHECK_THROWS_WITH(
       JsonSchema::compile(json::parse(R"({"type":"object","properties":{"a":{"type":"integer",)"
@@ -640,31 +648,11 @@ TEST_CASE("json schema: numbers keep to multipleOf, within their bounds",
         "6.0",  "9.00", "-9.00",  "12.5",  "0.1",  "0.2",  "0.7",  "0.99", "1.01",  "-0",
         "0.0",  "1e1",  "100.50", "-4.50", "0.20", "1.20", "3.30", "0.60"})
     numbers.push_back(x);
-  for (const Case& c : cases) {
-    INFO(c.schema);
-    const auto schema = JsonSchema::compile(
-        json{{"type", "object"}, {"properties", {{"v", json::parse(c.schema)}}}});
-    for (const std::string& x : numbers) {
-      INFO(x);
-      const double v = std::strtod(x.c_str(), nullptr);
-      const bool fractional = x.find_first_of(".eE") != std::string::npos;
-      const bool exponent = x.find_first_of("eE") != std::string::npos;
-      bool want = !exponent && (c.lo_open ? v > c.lo : v >= c.lo) && v <= c.hi &&
-                  decimal_multiple(x, c.step, c.decimals);
-      if (c.integer && fractional) want = false;
-      const std::string doc = "{\"v\":" + x + "}";
-      bool done = false;
-      const bool whole = accepted_by(*schema, doc, &done) == doc.size() && done;
-      CHECK(whole == want);
-      // Every prefix of the value taken can still end as a multiple inside the bounds.
-      JsonGrammar g(*schema);
-      REQUIRE(g.feed("{\"v\":"));
-      for (char ch : x) {
-        if (!g.feed(static_cast<uint8_t>(ch))) break;
-        CHECK(can_finish(g, 5));
-      }
-    }
-  }
+  for (const Case& c : cases)
+    check_number_values(c.schema, c.integer, numbers, [&](const std::string& x, double v) {
+      return (c.lo_open ? v > c.lo : v >= c.lo) && v <= c.hi &&
+             decimal_multiple(x, c.step, c.decimals);
+    });
   // A step of more places than 9 is accepted and not enforced; 0 or less is refused, and so
   // are bounds that hold no multiple.
   const auto fine = JsonSchema::compile(
