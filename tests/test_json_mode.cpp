@@ -412,6 +412,27 @@ TEST_CASE("json schema: the engine keeps a random model's replies to the schema"
     stepped++;
   }
   CHECK(stepped > 0);
+
+  // uniqueItems over an enum: each color at most once.
+  const auto colors = JsonSchema::compile(json::parse(R"({
+    "type": "object", "required": ["colors"], "additionalProperties": false,
+    "properties": {"colors": {"type": "array", "items": {"enum": ["red", "green", "blue"]},
+                              "uniqueItems": true, "minItems": 2}}})"));
+  int distinct = 0;
+  for (uint64_t seed = 1; seed <= 8; seed++) {
+    FinishReason why = FinishReason::None;
+    const std::string text = constrained_reply(engine, *tok, colors, 64, seed, &why);
+    INFO("seed " << seed << ": " << text);
+    REQUIRE((why == FinishReason::Stop || why == FinishReason::Length));
+    if (why != FinishReason::Stop) continue;
+    const json list = json::parse(text)["colors"];
+    CHECK(list.size() >= 2);
+    CHECK(list.size() <= 3);
+    for (size_t i = 0; i < list.size(); i++)
+      for (size_t k = i + 1; k < list.size(); k++) CHECK(list[i] != list[k]);
+    distinct++;
+  }
+  CHECK(distinct > 0);
 }
 
 TEST_CASE("json grammar: assign gives the state a copy gives", "[json_mode][json_schema]") {
@@ -510,15 +531,16 @@ TEST_CASE("json schema: item counts and string lengths are bounded", "[json_mode
 
 namespace {
 
-// Whether the state can still close the object through digits, '-' and '.' (at most depth
-// more bytes): bounds must never leave a reply with no way out.
-bool can_finish(const JsonGrammar& state, int depth) {
+// Whether the state can still close the object through the bytes of `alphabet` (digits,
+// '-' and '.' by default; at most depth more bytes): bounds must never leave a reply with
+// no way out.
+bool can_finish(const JsonGrammar& state, int depth, const std::string& alphabet = "0123456789.-") {
   JsonGrammar g = state;
   if (g.feed('}') && g.done()) return true;
   if (depth == 0) return false;
-  for (char c : std::string("0123456789.-")) {
+  for (char c : alphabet) {
     JsonGrammar next = state;
-    if (next.feed(static_cast<uint8_t>(c)) && can_finish(next, depth - 1)) return true;
+    if (next.feed(static_cast<uint8_t>(c)) && can_finish(next, depth - 1, alphabet)) return true;
   }
   return false;
 }
@@ -675,6 +697,47 @@ TEST_CASE("json schema: numbers keep to multipleOf, within their bounds",
       R"("n":{"type":"integer","multipleOf":7}}})"));
   check_mask_agrees(*price, {R"({"price":)", R"({"price":1)", R"({"price":1.2)", R"({"price":1.25)",
                              R"({"n":)", R"({"n":1)"});
+}
+
+TEST_CASE("json schema: uniqueItems over enum items gives each value once",
+          "[json_mode][json_schema]") {
+  const auto schema = JsonSchema::compile(json::parse(R"({"type":"object","properties":{
+    "tags": {"type":"array","items":{"enum":["a","b","ab"]},"uniqueItems":true},
+    "ns": {"type":"array","items":{"enum":[1,12,2]},"uniqueItems":true,"minItems":1},
+    "free": {"type":"array","items":{"type":"integer"},"uniqueItems":true}}})"));
+  // Each document, and how much of it is taken (all of a valid one).
+  const std::vector<std::pair<std::string, size_t>> docs = {
+      {R"({"tags":["a","b"]})", 18},
+      {R"({"tags":["a","b","ab"]})", 23},
+      {R"({"tags":["ab","a"]})", 19},
+      {R"({"tags":["a","a"]})", 15},           // the second "a" ends at its quote
+      {R"({"tags":["a","b","ab","a"]})", 21},  // no value is left for a fourth item
+      {R"({"ns":[1,12]})", 13},
+      {R"({"ns":[12,1,2]})", 15},
+      {R"({"ns":[1,1]})", 10},  // 1 again: refused where it ends (it could have been 12)
+      {R"({"ns":[2,12,1]})", 15},
+      {R"({"ns":[]})", 7},          // minItems
+      {R"({"free":[1,1,1]})", 16},  // uniqueItems over other items is not enforced
+  };
+  for (const auto& [doc, want] : docs) {
+    INFO(doc);
+    CHECK(accepted_by(*schema, doc) == want);
+    // Every prefix taken inside the array can still end (a few bytes close it).
+    JsonGrammar g(*schema);
+    bool in_array = false;
+    for (char ch : doc) {
+      if (!g.feed(static_cast<uint8_t>(ch))) break;
+      in_array = in_array || ch == '[';
+      if (in_array && !g.done()) CHECK(can_finish(g, 5, "\"ab12,]"));
+    }
+  }
+  // More items asked for than there are values is refused.
+  CHECK_THROWS_WITH(JsonSchema::compile(json::parse(
+                        R"({"type":"object","properties":{"v":{"type":"array",)"
+                        R"("items":{"enum":["x","y"]},"uniqueItems":true,"minItems":3}}})")),
+                    Catch::Contains("accepts nothing"));
+  check_mask_agrees(
+      *schema, {R"({"tags":["a",)", R"({"tags":["a","b",")", R"({"ns":[1,1)", R"({"ns":[12,)"});
 }
 
 TEST_CASE("json schema: date, time, date-time and uuid strings keep their format",

@@ -60,6 +60,19 @@ bool JsonGrammar::may_add_key(const Frame& f) const {
   return n.key_trie >= 0 && (schema_->trie(n.key_trie).nodes[0].below & ~f.seen) != 0;
 }
 
+JsonGrammar::Frame* JsonGrammar::unique_items_frame() {
+  if (depth_ == 0) return nullptr;
+  Frame& f = stack_[depth_ - 1];
+  if (f.object) return nullptr;
+  const JsonSchema::Node& n = schema_->node(f.node);
+  return n.unique_enum && schema_->node(n.items).enum_trie == enum_trie_ ? &f : nullptr;
+}
+
+bool JsonGrammar::enum_open(int next) {
+  const Frame* f = unique_items_frame();
+  return !f || (schema_->trie(enum_trie_).nodes[static_cast<size_t>(next)].below & ~f->taken) != 0;
+}
+
 bool JsonGrammar::start_value(uint8_t c) {
   int n = value_node_;
   uint8_t type = 0;
@@ -71,6 +84,7 @@ bool JsonGrammar::start_value(uint8_t c) {
       if (next < 0) return false;
       mode_ = Mode::Enum;
       enum_trie_ = nd.enum_trie;
+      if (!enum_open(next)) return false;
       enum_pos_ = next;
       return true;
     }
@@ -109,8 +123,8 @@ bool JsonGrammar::start_value(uint8_t c) {
     case '{':
     case '[':
       if (depth_ == kMaxDepth) return false;
-      stack_[depth_++] =
-          Frame{0, n, -1, JsonSchema::kAny, c == '{', c == '{' ? Phase::KeyFirst : Phase::First, 0};
+      stack_[depth_++] = Frame{
+          0, n, -1, JsonSchema::kAny, c == '{', c == '{' ? Phase::KeyFirst : Phase::First, 0, 0};
       mode_ = Mode::Between;
       return true;
     case '"':
@@ -476,6 +490,10 @@ bool JsonGrammar::between(uint8_t c) {
           f.phase = Phase::Key;
         } else {
           if (f.seen >= n.max_items) return false;
+          // Unique enum items: a value not yet taken must remain for the next one.
+          if (n.unique_enum &&
+              (schema_->trie(schema_->node(n.items).enum_trie).nodes[0].below & ~f.taken) == 0)
+            return false;
           f.seen++;
           value_node_ = item_node(n, f.seen - 1);
           mode_ = Mode::Value;
@@ -530,10 +548,17 @@ bool JsonGrammar::feed(uint8_t c) {
       const JsonSchema::Trie& t = schema_->trie(enum_trie_);
       const int next = t.child(enum_pos_, c);
       if (next >= 0) {
+        if (!enum_open(next)) return false;
         enum_pos_ = next;
         return true;
       }
-      if (t.nodes[static_cast<size_t>(enum_pos_)].value < 0) return false;
+      const int value = t.nodes[static_cast<size_t>(enum_pos_)].value;
+      if (value < 0) return false;
+      if (Frame* f = unique_items_frame()) {
+        const uint64_t bit = uint64_t{1} << value;
+        if (f->taken & bit) return false;
+        f->taken |= bit;
+      }
       end_value();
       return feed(c);
     }

@@ -70,6 +70,7 @@ class JsonGrammar {
     bool object;
     Phase phase;
     uint32_t count;  // objects: the keys given so far (declared or not)
+    uint64_t taken;  // arrays of unique enum items (Node::unique_enum): the values given
   };
 
   bool start_value(uint8_t c);
@@ -90,6 +91,10 @@ class JsonGrammar {
   static int item_node(const JsonSchema::Node& n, uint64_t index) {
     return index < n.prefix_items.size() ? n.prefix_items[static_cast<size_t>(index)] : n.items;
   }
+  // The array frame of unique enum items whose item is the enum value being read, or null.
+  Frame* unique_items_frame();
+  // Whether an enum value may still go on to trie node `next` (one not yet taken below it).
+  bool enum_open(int next);
   // Whether an object may take one more declared (or extra) key.
   bool may_add_key(const Frame& f) const;
   static bool space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }

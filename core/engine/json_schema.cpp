@@ -325,6 +325,24 @@ int JsonSchema::compile_node(const json& s, const std::string& path) {
     fail("%s: minProperties asks for more keys than the object may have", path.c_str());
   if (closed_tuple)
     n.max_items = std::min(n.max_items, static_cast<uint32_t>(n.prefix_items.size()));
+  // uniqueItems over items of one enum: each value once (the grammar keeps which were
+  // taken); the array can then hold at most as many items as there are values.
+  if ((n.types & kArray) && s.contains("uniqueItems")) {
+    if (!s["uniqueItems"].is_boolean()) fail("%s: uniqueItems must be true or false", path.c_str());
+    const Node* item = n.items >= 0 && static_cast<size_t>(n.items) < nodes_.size()
+                           ? &nodes_[static_cast<size_t>(n.items)]
+                           : nullptr;
+    if (s["uniqueItems"].get<bool>() && n.prefix_items.empty() && n.items != kAny && item &&
+        item->enum_trie >= 0) {
+      int values = 0;
+      for (const Trie::TrieNode& t : tries_[static_cast<size_t>(item->enum_trie)].nodes)
+        values = std::max(values, t.value + 1);
+      if (values <= kMaxKeys) {
+        n.unique_enum = true;
+        n.max_items = std::min(n.max_items, static_cast<uint32_t>(values));
+      }
+    }
+  }
   if (n.min_items > n.max_items || n.min_length > n.max_length)
     fail("%s: a minimum above its maximum accepts nothing", path.c_str());
   number_bounds(s, path, n);

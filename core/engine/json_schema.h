@@ -8,12 +8,14 @@
 // `pattern` (json_pattern.h; such strings are written without escapes); `minimum` /
 // `maximum` / `exclusiveMinimum` / `exclusiveMaximum` and `multipleOf` (a decimal of up
 // to 9 places; numbers so bounded are written without an exponent, and with no more
-// significant decimals than the step has); `enum`, `const`; `anyOf` / `oneOf` (oneOf taken as
-// anyOf; alternatives of one type, such as unions of objects, are followed side by side); `allOf`
-// of one schema; local `$ref`s (`#/$defs/...`, `#/definitions/...`, recursion included). Keywords
-// that only describe or bound values otherwise (`description`, other formats, `uniqueItems`, a
-// `multipleOf` of more places, ...) are accepted and not enforced. Anything else that would change
-// which documents are valid is refused with an llm::Error naming its place.
+// significant decimals than the step has); `enum`, `const`; `anyOf` / `oneOf` (oneOf
+// taken as anyOf; alternatives of one type, such as unions of objects, are followed side
+// by side); `allOf` of one schema; local `$ref`s (`#/$defs/...`, `#/definitions/...`,
+// recursion included); `uniqueItems` where the items are one `enum` (or `const`) of at
+// most 64 values. Keywords that only describe or bound values otherwise (`description`,
+// other formats, other `uniqueItems`, a `multipleOf` of more places, ...) are accepted
+// and not enforced. Anything else that would change which documents are valid is refused
+// with an llm::Error naming its place.
 #pragma once
 
 #include <cmath>
@@ -71,6 +73,7 @@ class JsonSchema {
     int extra_value = kAny;
     int key_trie = -1;
     int items = kAny;               // arrays: the items after prefix_items
+    bool unique_enum = false;       // arrays: uniqueItems over items of one enum (<= 64 values)
     std::vector<int> prefix_items;  // arrays: the first items' nodes (tuples)
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_props = 0, max_props = UINT32_MAX;    // objects: keys in all
