@@ -729,6 +729,14 @@ TEST_CASE("server: tools go to the chat template", "[server]") {
   const json e = post(s, "/v1/chat/completions", with_schema, 400);
   CHECK(e["error"]["param"] == "response_format");
   CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains("root must be an object"));
+  // A schema whose numbers can take no value is refused the same way, naming the place.
+  with_schema["response_format"]["json_schema"]["schema"] = json::parse(
+      R"({"type":"object","properties":{"n":{"type":"integer","multipleOf":5,"maximum":4,)"
+      R"("minimum":1}}})");
+  const json none = post(s, "/v1/chat/completions", with_schema, 400);
+  CHECK(none["error"]["param"] == "response_format");
+  CHECK_THAT(none["error"]["message"].get<std::string>(),
+             Catch::Contains("/properties/n") && Catch::Contains("multiple of multipleOf"));
 }
 
 TEST_CASE("server: n choices, streamed and not, each its own seeded request", "[server]") {
