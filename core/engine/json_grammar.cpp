@@ -353,57 +353,17 @@ bool JsonGrammar::number_byte(uint8_t c) {
   return feed(c);
 }
 
-namespace {
-
-// Whether values in [a, b] (each end open or not) meet the node's bounds; with a step
-// (multipleOf, > 0), whether one of its multiples there does (the step's rounding
-// forgiven: the number's end checks it exactly).
-bool meets(const JsonSchema::Node& n, long double a, bool a_open, long double b, bool b_open,
-           long double step) {
-  long double lo = n.lo, hi = n.hi;
-  bool lo_open = n.lo_open, hi_open = n.hi_open;
-  if (a > lo || (a == lo && a_open)) {
-    lo = a;
-    lo_open = a_open;
-  }
-  if (b < hi || (b == hi && b_open)) {
-    hi = b;
-    hi_open = b_open;
-  }
-  if (step > 0 && std::isfinite(lo)) {
-    // The first multiple from lo on (lo itself where it is one and the end is closed).
-    const long double q = lo / step;
-    long double first = std::ceil(q - 1e-9L * std::max(1.0L, std::fabs(q))) * step;
-    if (std::fabs(first - lo) <= 1e-9L * std::max(step, std::fabs(lo)))
-      first = lo_open ? lo + step : lo;
-    lo = std::max(lo, first);
-    lo_open = false;
-  }
-  return lo < hi || (lo == hi && !lo_open && !hi_open);
-}
-
-// The same for integers: the whole numbers in [a, b] against the whole numbers the node's
-// bounds take (with a whole step, its multiples).
-bool meets_integer(const JsonSchema::Node& n, long double a, long double b, long double step) {
-  long double lo = std::max(a, n.lo_open ? std::floor(static_cast<long double>(n.lo)) + 1
-                                         : std::ceil(static_cast<long double>(n.lo)));
-  const long double hi = std::min(b, n.hi_open ? std::ceil(static_cast<long double>(n.hi)) - 1
-                                               : std::floor(static_cast<long double>(n.hi)));
-  if (step > 0) lo = std::ceil(lo / step) * step;
-  return lo <= hi;
-}
-
-}  // namespace
-
 bool JsonGrammar::number_possible() const {
   const JsonSchema::Node& n = *bounds_;
   const long double inf = HUGE_VALL;
   // The magnitudes [a, b) that numbers starting so may take, as values.
-  const long double step = n.step ? step_value() : 0;
+  const long double step = JsonSchema::step_value(n, integer_);
   auto range = [&](long double a, long double b) {
     if (integer_)
-      return neg_ ? meets_integer(n, -(b - 1), -a, step) : meets_integer(n, a, b - 1, step);
-    return neg_ ? meets(n, -b, true, -a, false, step) : meets(n, a, false, b, true, step);
+      return neg_ ? JsonSchema::meets_integer(n, -(b - 1), -a, step)
+                  : JsonSchema::meets_integer(n, a, b - 1, step);
+    return neg_ ? JsonSchema::meets(n, -b, true, -a, false, step)
+                : JsonSchema::meets(n, a, false, b, true, step);
   };
   switch (num_) {
     case Num::Minus:
@@ -440,16 +400,12 @@ bool JsonGrammar::number_in_bounds() const {
   // Compared as the double the text reads as (the bounds are doubles too).
   const long double mag = static_cast<double>(int_part_ + frac_part_);
   const long double v = neg_ ? -mag : mag;
-  return integer_ ? meets_integer(n, v, v, 0) : meets(n, v, false, v, false, 0);
+  return integer_ ? JsonSchema::meets_integer(n, v, v, 0)
+                  : JsonSchema::meets(n, v, false, v, false, 0);
 }
 
 uint64_t JsonGrammar::step_units() const {
   return integer_ ? JsonSchema::integer_step(*bounds_) : bounds_->step;
-}
-
-long double JsonGrammar::step_value() const {
-  return integer_ ? static_cast<long double>(step_units())
-                  : bounds_->step / std::pow(10.0L, bounds_->step_decimals);
 }
 
 bool JsonGrammar::between(uint8_t c) {

@@ -84,9 +84,9 @@ class JsonGrammar {
   // within the bounds, and whether the one that just ended does.
   bool number_possible() const;
   bool number_in_bounds() const;
-  // multipleOf: the step values are multiples of (integers: JsonSchema::integer_step).
+  // multipleOf: the step values are multiples of, in units of its decimals (integers:
+  // JsonSchema::integer_step).
   uint64_t step_units() const;
-  long double step_value() const;
   // The node of an array's index-th item (tuples give the first ones their own).
   static int item_node(const JsonSchema::Node& n, uint64_t index) {
     return index < n.prefix_items.size() ? n.prefix_items[static_cast<size_t>(index)] : n.items;

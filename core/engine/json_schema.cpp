@@ -110,6 +110,45 @@ int JsonSchema::merge_alternatives(const std::vector<int>& alts, const std::stri
   return static_cast<int>(nodes_.size()) - 1;
 }
 
+bool JsonSchema::meets(const Node& n, long double a, bool a_open, long double b, bool b_open,
+                       long double step) {
+  long double lo = n.lo, hi = n.hi;
+  bool lo_open = n.lo_open, hi_open = n.hi_open;
+  if (a > lo || (a == lo && a_open)) {
+    lo = a;
+    lo_open = a_open;
+  }
+  if (b < hi || (b == hi && b_open)) {
+    hi = b;
+    hi_open = b_open;
+  }
+  if (step > 0 && std::isfinite(lo)) {
+    // The first multiple from lo on (lo itself where it is one and the end is closed).
+    const long double q = lo / step;
+    long double first = std::ceil(q - 1e-9L * std::max(1.0L, std::fabs(q))) * step;
+    if (std::fabs(first - lo) <= 1e-9L * std::max(step, std::fabs(lo)))
+      first = lo_open ? lo + step : lo;
+    lo = std::max(lo, first);
+    lo_open = false;
+  }
+  return lo < hi || (lo == hi && !lo_open && !hi_open);
+}
+
+bool JsonSchema::meets_integer(const Node& n, long double a, long double b, long double step) {
+  long double lo = std::max(a, n.lo_open ? std::floor(static_cast<long double>(n.lo)) + 1
+                                         : std::ceil(static_cast<long double>(n.lo)));
+  const long double hi = std::min(b, n.hi_open ? std::ceil(static_cast<long double>(n.hi)) - 1
+                                               : std::floor(static_cast<long double>(n.hi)));
+  if (step > 0) lo = std::ceil(lo / step) * step;
+  return lo <= hi;
+}
+
+long double JsonSchema::step_value(const Node& n, bool integer) {
+  if (!n.step) return 0;
+  return integer ? static_cast<long double>(integer_step(n))
+                 : n.step / std::pow(10.0L, n.step_decimals);
+}
+
 uint64_t JsonSchema::integer_step(const Node& n) {
   uint64_t p = 1;
   for (int d = 0; d < n.step_decimals; d++) p *= 10;
@@ -154,23 +193,9 @@ void JsonSchema::number_bounds(const json& s, const std::string& path, Node& n) 
   }
   n.bounded = std::isfinite(n.lo) || std::isfinite(n.hi) || n.step;
   if (!n.bounded) return;
-  bool empty = n.lo > n.hi || (n.lo == n.hi && (n.lo_open || n.hi_open));
-  // The step of the values taken: multipleOf's, or for integers only the least whole
-  // multiple of it.
-  long double step = n.step ? n.step / std::pow(10.0L, n.step_decimals) : 0;
-  if (!(n.types & kNumber)) {
-    // Integers only: the whole numbers inside.
-    const double lo = n.lo_open ? std::floor(n.lo) + 1 : std::ceil(n.lo);
-    const double hi = n.hi_open ? std::ceil(n.hi) - 1 : std::floor(n.hi);
-    empty = empty || lo > hi;
-    if (n.step) step = integer_step(n);
-    if (n.step && !empty && std::isfinite(lo) && std::isfinite(hi))
-      empty = std::ceil(lo / step) * step > hi;
-  } else if (n.step && !empty && std::isfinite(n.lo) && std::isfinite(n.hi)) {
-    long double first = std::ceil(n.lo / step - 1e-9L) * step;
-    if (n.lo_open && first <= n.lo) first += step;
-    empty = first > n.hi || (first == n.hi && n.hi_open);
-  }
+  const long double inf = HUGE_VALL;
+  const bool empty = n.types & kNumber ? !meets(n, -inf, false, inf, false, step_value(n, false))
+                                       : !meets_integer(n, -inf, inf, step_value(n, true));
   if (empty && !(n.types & ~(kInteger | kNumber)))
     fail("%s: the bounds accept no number%s", path.c_str(),
          n.step ? " that is a multiple of multipleOf" : "");

@@ -99,6 +99,16 @@ class JsonSchema {
   const Node& node(int i) const { return nodes_[static_cast<size_t>(i)]; }
   // A node's multipleOf for integer values: the least whole multiple of its step.
   static uint64_t integer_step(const Node& n);
+  // Its multipleOf as a value (integer values: integer_step), 0 where there is none.
+  static long double step_value(const Node& n, bool integer);
+  // Whether values in [a, b] (each end open or not) meet n's bounds; with a step (> 0),
+  // whether one of its multiples there does (the step's rounding forgiven: a number's
+  // end is checked exactly).
+  static bool meets(const Node& n, long double a, bool a_open, long double b, bool b_open,
+                    long double step);
+  // The same for integers: the whole numbers in [a, b] against the whole numbers n's
+  // bounds take (with a whole step, its multiples).
+  static bool meets_integer(const Node& n, long double a, long double b, long double step);
   int root() const { return root_; }
   const Trie& trie(int i) const { return tries_[static_cast<size_t>(i)]; }
   const PatternDfa& pattern(int i) const { return patterns_[static_cast<size_t>(i)]; }
