@@ -86,6 +86,10 @@ layout(constant_id = 4) const int R = 4;     // output rows per group of threads
 layout(constant_id = 5) const int MODE = 0;
 // Blocks of 32 weights per row a thread loads before computing any (more bytes in flight).
 layout(constant_id = 8) const int U = 1;
+// X8 (opt-in, steps of 2+ tokens, integer dots): x's high plane alone, an int8 rounding of
+// x (step 256 xs, as ggml's q8_1), half the dot products; its block sums are taken from
+// that plane.
+layout(constant_id = 20) const int X8 = 0;
 // A fixed grid whose workgroups loop over the tasks (see main).
 layout(constant_id = 9) const int PERSIST = 0;
 #ifdef X_SHARED
@@ -658,7 +662,13 @@ void main() {
           const uvec2 meta = xm[(p.x_off / 4u + p.T * nb * 4u) * 2u + uint(t) * nb + blk];
   #endif
           const float xs = uintBitsToFloat(meta.x);
-          const int corr = WDT == DT_Q4_0 ? 8 * int(meta.y) : 0;
+          int xsum = int(meta.y);
+          if (X8 != 0) {
+            xsum = 0;
+            [[unroll]] for (int w = 0; w < 4; w++) xsum += dot4(h0[w], 0x01010101u) + dot4(h1[w], 0x01010101u);
+            xsum *= 256;
+          }
+          const int corr = WDT == DT_Q4_0 ? 8 * xsum : 0;
           [[unroll]] for (int m = 0; m < M; m++)
             [[unroll]] for (int r = 0; r < R; r++) {
               int dh = 0, dl = 0;
@@ -669,12 +679,12 @@ void main() {
                   a &= 0x0f0f0f0fu;
                 }
                 dh += dot4(a, h0[w]) + dot4(b, h1[w]);
-                dl += dot4(a, l0[w]) + dot4(b, l1[w]);
+                if (X8 == 0) dl += dot4(a, l0[w]) + dot4(b, l1[w]);
               }
               // q4_1: q d + m, the min times the block's sum of x (xs Σ s).
               if (WDT == DT_Q4_1)
                 acc[m][r][t] += (float(dh * 256 + dl) * f16_bits_to_f32(dm[u][m][r] & 0xffffu) +
-                                 float(int(meta.y)) * f16_bits_to_f32(dm[u][m][r] >> 16)) * xs;
+                                 float(xsum) * f16_bits_to_f32(dm[u][m][r] >> 16)) * xs;
               else
                 acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
             }

@@ -462,7 +462,7 @@ std::vector<float> download_f32(Backend& be, const std::vector<TensorRef>& tenso
 
 double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float>& w,
                             const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
-                            const std::vector<float>& got) {
+                            const std::vector<float>& got, double x_step_div) {
   constexpr double kU32 = 1.0 / 16777216;
   double worst = 0;
   for (int64_t t = 0; t < T; t++) {
@@ -475,7 +475,7 @@ double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float
         const double xv = x[t * K + k], wv = w[n * K + k];
         y += xv * wv;
         a += std::fabs(xv * wv);
-        g += std::fabs(wv) * amax[k / 32] / 65024.0;
+        g += std::fabs(wv) * amax[k / 32] / x_step_div;
       }
       const double tol = 1.02 * g + (K / 32 + 16) * kU32 * (a + std::fabs(y));
       const double d = std::fabs(got[t * N + n] - y);

@@ -60,9 +60,12 @@ class OneNode {
 // 16-bit integer), exact integer products, float32 per-block terms. Per element the
 // bound is Σ_k |w_k| · amax_blk(k) / 65024 (the rounding of x) plus (K/32 + 16) · 2^-24 ·
 // (Σ_k |x_k w_k| + |y|) (float32). x [T, K], w the dequantized [N, K], got [T, N].
+// x_step_div: amax / x_step_div bounds x's rounding per element; 65024 for the 16-bit
+// integers, 253 for their high byte alone (Vulkan's LLM_VULKAN_GEMV_X8: s rounded to a
+// multiple of 256, off by at most 128.5 / 32512 of amax).
 double worst_q16_gemv_error(const std::vector<float>& x, const std::vector<float>& w,
                             const std::vector<float>* bias, int64_t T, int64_t K, int64_t N,
-                            const std::vector<float>& got);
+                            const std::vector<float>& got, double x_step_div = 65024.0);
 
 // The float32 tensors, downloaded and concatenated in order.
 std::vector<float> download_f32(Backend& be, const std::vector<TensorRef>& tensors);

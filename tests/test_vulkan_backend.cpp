@@ -361,6 +361,17 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
               bias ? &bv : nullptr, T, kn.K, kn.N, decode(DType::F32, g.output()));
           INFO("worst |Δ| / bound = " << worst);
           CHECK(worst <= 1.0);
+          if (T > 1) {
+            // LLM_VULKAN_GEMV_X8: x's high plane alone, within the int8 rounding's bound.
+            ScopedEnv x8("LLM_VULKAN_GEMV_X8", "1");
+            OneNode g8(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+            g8.run();
+            const double worst8 = worst_q16_gemv_error(
+                decode(DType::F32, mi.cpu[0].data), decode(DType::F32, mi.cpu[1].data),
+                bias ? &bv : nullptr, T, kn.K, kn.N, decode(DType::F32, g8.output()), 253.0);
+            INFO("x8: worst |Δ| / bound = " << worst8);
+            CHECK(worst8 <= 1.0);
+          }
         }
       }
 }

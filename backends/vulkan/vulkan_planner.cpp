@@ -720,8 +720,16 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
     return e && std::strcmp(e, "1") == 0;
   }();
   gemv_spec.push_back(prologue_only ? 1 : 0);  // PROLOGUE_ONLY
-  // FFN_DOWN: DN_ROWS, FFN_PARTS, NEXT_NORM, NNWDT.
-  gemv_spec.insert(gemv_spec.end(), ffn_spec.begin(), ffn_spec.end());
+  // FFN_DOWN: DN_ROWS, FFN_PARTS, NEXT_NORM, NNWDT (their defaults without it).
+  if (ffn_spec.empty())
+    gemv_spec.insert(gemv_spec.end(), {8, 0, 0, 0});
+  else
+    gemv_spec.insert(gemv_spec.end(), ffn_spec.begin(), ffn_spec.end());
+  // LLM_VULKAN_GEMV_X8=1: steps of 2+ tokens round x to int8 (X8; a measuring knob,
+  // read per plan so that tests can set it).
+  const char* x8_env = std::getenv("LLM_VULKAN_GEMV_X8");
+  const bool x8 = x8_env && std::strcmp(x8_env, "1") == 0;
+  gemv_spec.push_back(x8 && T > 1 ? 1 : 0);  // X8
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
