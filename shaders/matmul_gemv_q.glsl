@@ -98,6 +98,10 @@ layout(constant_id = 9) const int PERSIST = 0;
 // its result into shared memory: one dispatch less.
 layout(constant_id = 10) const int NORM = 0;
 layout(constant_id = 11) const int NWDT = DT_F32;
+// NORM_PAR (NORM, subgroups of 8 or more): the rounding of the normalized x spread over 8
+// threads a block of 32 (a vec4 each) instead of a thread a block, whose 128 threads
+// (K = 4,096) each walked 32 values while the rest of the workgroup waited.
+layout(constant_id = 21) const int NORM_PAR = 0;
 // A measuring aid (LLM_VULKAN_GEMV_PROLOGUE_ONLY=1): stop once x is in shared memory
 // (no weights, no outputs), so that a profile times the launch and the prologue alone.
 layout(constant_id = 15) const int PROLOGUE_ONLY = 0;
@@ -265,9 +269,45 @@ void rms_inv_into(float ss, uint n, float eps, uint t) {
   barrier();
 }
 
+// NORM_PAR: a thread's place counted by subgroups, so that 8 consecutive places share one.
+uint subgroup_place() { return gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID; }
+
+// NORM_PAR: one round of the rounding. Quad i (place q of the round) is x's vec4 i of the
+// step's rows, elements 4j .. 4j + 3 of block bi = i / 8 (j = i % 8); the 8 threads of a
+// block share its largest |x| and Σ s through red[] (they are in one subgroup).
+// xq, wq: the quad's x and norm weight (zero past the end). Every thread runs every
+// round, so the subgroup barriers are in uniform control flow.
+void norm_round_into_shared(uint i, vec4 xq, vec4 wq, uint nb) {
+  const uint q = subgroup_place(), j = q % 8u, first = q - j, bi = i / 8u;
+  const bool on = i < p.T * nb * 8u;
+  const vec4 v = xq * norm_inv[min(bi / nb, p.T - 1u)] * wq;
+  red[q] = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+  subgroupMemoryBarrierShared();
+  subgroupBarrier();
+  float amax = 0.0;
+  for (uint k = 0u; k < 8u; k++) amax = max(amax, red[first + k]);
+  uint h, l;
+  const int sum4 = quantize4(v, quantize_inv(amax), h, l);
+  if (on) {
+    sx[j / 4u][bi][j % 4u] = h;
+    sx[2u + j / 4u][bi][j % 4u] = l;
+  }
+  subgroupBarrier();  // the largest |x| read before the sums take red[]
+  red[q] = intBitsToFloat(sum4);
+  subgroupMemoryBarrierShared();
+  subgroupBarrier();
+  if (on && j == 0u) {
+    int sum = 0;
+    for (uint k = 0u; k < 8u; k++) sum += floatBitsToInt(red[first + k]);
+    sxm[bi] = quantize_meta(amax, sum);
+  }
+  subgroupBarrier();  // the sums read before the next round's values
+}
+
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
+  const uint quads = p.T * nb * 8u, kq = nb * 8u;
   for (uint t = 0u; t < p.T; t++) {
     const uint row = (p.x_off + t * p.K) / 4u;
     float ss = 0.0;
@@ -276,6 +316,15 @@ void norm_into_shared(uint nb) {
       ss += dot(v, v);
     }
     rms_inv_into(ss, p.K, p.eps, t);
+  }
+  if (NORM_PAR != 0) {
+    for (uint i0 = 0u; i0 < quads; i0 += WG) {
+      const uint i = i0 + subgroup_place();
+      const bool on = i < quads;
+      norm_round_into_shared(i, on ? x4[p.x_off / 4u + i] : vec4(0.0),
+                             on ? norm_weight4(0u, i % kq) : vec4(0.0), nb);
+    }
+    return;
   }
   for (uint i = tid; i < p.T * nb; i += WG) {
     const uint t = i / nb, e0 = (i % nb) * 32u;

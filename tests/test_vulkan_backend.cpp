@@ -903,6 +903,61 @@ TEST_CASE("vulkan runs q, k and v as one quantized GEMV after their norm", "[vul
         }
 }
 
+// The fused norm rounds x with 8 threads a block where subgroups hold 8 (NORM_PAR), else a
+// thread a block: the same values, so the same planes and outputs, over rows of several
+// rounds of the workgroup (K = 2,080: 520 vec4s a token) and a partial last round.
+TEST_CASE("vulkan's fused norm rounds x alike with one or eight threads a block", "[vulkan][ops]") {
+  VULKAN_TEST();
+  Backend& gpu = shared_vulkan(false, true);
+  if (gpu.info().details.find("x in shared memory") == std::string::npos) {
+    WARN("no shared-x integer-dot GEMV on " << gpu.info().name << ": skipped");
+    return;
+  }
+  std::mt19937 rng(27);
+  const int64_t K = 2080, Nq = 96, Nkv = 32;
+  Node norm = make_node(Op::RmsNorm, {7, 8}, 0);
+  norm.params.eps = 1e-5f;
+  const Node mq = make_node(Op::MatMul, {0, 1}, 4), mk = make_node(Op::MatMul, {0, 2}, 5),
+             mv = make_node(Op::MatMul, {0, 3}, 6);
+  auto cpu = make_cpu_backend(1);
+  for (int64_t T : {1, 3}) {
+    const QuantMatrix wq = quantize_random(DType::Q4_0, Nq, K, rng),
+                      wk = quantize_random(DType::Q4_0, Nkv, K, rng),
+                      wv = quantize_random(DType::Q4_0, Nkv, K, rng);
+    const std::vector<float> x = uniform(T * K, rng), nw = uniform(K, rng);
+    auto run = [&](Backend& be, bool quant, std::string* kernel) {
+      TestBuffers b(be);
+      const TensorRef x0{b.put(to_bytes(x)), 0, DType::F32, {T, K}};
+      const TensorRef wr{b.put(encode(DType::F16, nw)), 0, DType::F16, {K}};
+      const TensorRef xr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+      const TensorRef outs[3] = {{b.put(Bytes(T * Nq * 4)), 0, DType::F32, {T, Nq}},
+                                 {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}},
+                                 {b.put(Bytes(T * Nkv * 4)), 0, DType::F32, {T, Nkv}}};
+      const std::vector<BoundNode> nodes = {
+          BoundNode{&norm, {x0, wr}, xr},
+          BoundNode{&mq, {xr, b.weight(wq, DType::Q4_0, Nq, K, quant)}, outs[0]},
+          BoundNode{&mk, {xr, b.weight(wk, DType::Q4_0, Nkv, K, quant)}, outs[1]},
+          BoundNode{&mv, {xr, b.weight(wv, DType::Q4_0, Nkv, K, quant)}, outs[2]}};
+      auto prog = be.compile(nodes);
+      prog->run();
+      if (kernel) *kernel = prog->dispatches().at(0).kernel;
+      return download_f32(be, std::vector<TensorRef>(outs, outs + 3));
+    };
+    const std::vector<float> want = run(*cpu, false, nullptr);
+    std::vector<float> got[2];
+    for (int par : {0, 1}) {
+      INFO("T=" << T << " LLM_VULKAN_NORM_PAR=" << par);
+      ScopedEnv env("LLM_VULKAN_NORM_PAR", par ? "1" : "0");
+      std::string kernel;
+      got[par] = run(gpu, true, &kernel);
+      CHECK(kernel.rfind("rms_norm + matmul_gemv_q", 0) == 0);
+      CHECK(max_rel_error(got[par], want) <= 1e-4);
+    }
+    INFO("T=" << T);
+    CHECK(got[0] == got[1]);
+  }
+}
+
 TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEMV",
           "[vulkan][ops]") {
   VULKAN_TEST();

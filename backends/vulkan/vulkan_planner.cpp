@@ -730,6 +730,11 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   const char* x8_env = std::getenv("LLM_VULKAN_GEMV_X8");
   const bool x8 = x8_env && std::strcmp(x8_env, "1") == 0;
   gemv_spec.push_back(x8 && T > 1 ? 1 : 0);  // X8
+  // NORM_PAR: the fused norm rounds x with 8 threads a block where subgroups hold them
+  // (H100 tg128: 7b +2%, 1b +4-5%); LLM_VULKAN_NORM_PAR=0 keeps a thread a block.
+  const char* np_env = std::getenv("LLM_VULKAN_NORM_PAR");
+  const bool norm_par = sg >= 8 && !(np_env && std::strcmp(np_env, "0") == 0);
+  gemv_spec.push_back(norm_in && norm_par ? 1 : 0);  // NORM_PAR
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
