@@ -725,8 +725,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
     gemv_spec.insert(gemv_spec.end(), {8, 0, 0, 0});
   else
     gemv_spec.insert(gemv_spec.end(), ffn_spec.begin(), ffn_spec.end());
-  // LLM_VULKAN_GEMV_X8=1: steps of 2+ tokens round x to int8 (X8; a measuring knob,
-  // read per plan so that tests can set it).
+  // LLM_VULKAN_GEMV_X8=1 (opt-in, README): steps of 2+ tokens round x to int8 (X8), for
+  // half the dot products at ggml's q8_1 precision; read per plan so that tests can set it.
   const char* x8_env = std::getenv("LLM_VULKAN_GEMV_X8");
   const bool x8 = x8_env && std::strcmp(x8_env, "1") == 0;
   gemv_spec.push_back(x8 && T > 1 ? 1 : 0);  // X8
