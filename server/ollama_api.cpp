@@ -74,10 +74,17 @@ OllamaRequest parse_ollama_request(const ojson& body, bool chat_route, bool has_
       o["prompt"] = body["prompt"];
     }
   }
-  // think: the templates that take it (Qwen3 and the like) think or not.
+  // think: the templates that take it (Qwen3 and the like) think or not; "low", "medium"
+  // or "high" (as Ollama takes for gpt-oss) is the reasoning effort.
   if (present(body, "think")) {
-    if (!body["think"].is_boolean()) throw ApiError(400, "'think' must be a boolean", "think");
-    if (r.chat) o["chat_template_kwargs"] = {{"enable_thinking", body["think"]}};
+    const ojson& t = body["think"];
+    if (t.is_string() && (t == "low" || t == "medium" || t == "high")) {
+      if (r.chat) o["reasoning_effort"] = t;
+    } else if (t.is_boolean()) {
+      if (r.chat) o["chat_template_kwargs"] = {{"enable_thinking", t}};
+    } else {
+      throw ApiError(400, "'think' must be a boolean or \"low\", \"medium\" or \"high\"", "think");
+    }
   }
   if (present(body, "format")) {
     const ojson& f = body["format"];

@@ -1,5 +1,6 @@
 #include "server/openai_protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -342,6 +343,18 @@ ParsedRequest parse_chat_request(const ojson& body, int vocab_size) {
         throw ApiError(400, std::string("'chat_template_kwargs' may not set '") + reserved + "'",
                        "chat_template_kwargs");
     r.template_kwargs = k;
+  }
+  // reasoning_effort: a variable of the templates that read it (Solar Open, Command A
+  // reasoning, gpt-oss); chat_template_kwargs, where it sets one, wins.
+  if (present(body, "reasoning_effort")) {
+    const ojson& e = body["reasoning_effort"];
+    static const char* const kEfforts[] = {"none", "minimal", "low", "medium", "high"};
+    if (!e.is_string() || std::find(std::begin(kEfforts), std::end(kEfforts),
+                                    e.get<std::string>()) == std::end(kEfforts))
+      throw ApiError(400, "'reasoning_effort' must be none, minimal, low, medium or high",
+                     "reasoning_effort");
+    if (r.template_kwargs.is_null()) r.template_kwargs = ojson::object();
+    if (!r.template_kwargs.contains("reasoning_effort")) r.template_kwargs["reasoning_effort"] = e;
   }
   r.parallel_tool_calls = optional_bool(body, "parallel_tool_calls", r.parallel_tool_calls, "");
   r.logprobs = optional_bool(body, "logprobs", r.logprobs, "");

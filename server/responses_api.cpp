@@ -199,6 +199,13 @@ ResponsesRequest parse_responses_request(const ojson& body, const TurnLookup& st
   if (present(body, "max_output_tokens")) o["max_tokens"] = body["max_output_tokens"];
   for (const char* key : {"temperature", "top_p", "parallel_tool_calls"})
     if (present(body, key)) o[key] = body[key];
+  // reasoning: {"effort": ...} is chat completions' reasoning_effort (checked there).
+  echo("reasoning", {{"effort", nullptr}, {"summary", nullptr}});
+  if (present(body, "reasoning")) {
+    const ojson& rs = body["reasoning"];
+    if (!rs.is_object()) throw ApiError(400, "'reasoning' must be an object", "reasoning");
+    if (present(rs, "effort")) o["reasoning_effort"] = rs["effort"];
+  }
   o["stream"] = optional_bool(body, "stream", false, "");
   if (present(body, "tools")) {
     const ojson& tools = body["tools"];

@@ -856,6 +856,66 @@ TEST_CASE("server: chat_template_kwargs (and Ollama's think) reach the template"
   CHECK(o["prompt_eval_count"] == closed);
 }
 
+TEST_CASE("server: reasoning_effort (and the Responses API's reasoning.effort) reach the template",
+          "[server]") {
+  // Solar Open's template opens the reply with an empty think block at low or minimal
+  // effort, and takes high when none is given.
+  test::TempDir dir;
+  copy_with_template(dir, "upstage-Solar-Open-100B");
+  TestServer s({}, {}, false);
+  s.load({}, dir.path());
+  json body = chat_body("Hello", 1);
+  auto prompt_tokens = [&](const json& b) {
+    return post(s, "/v1/chat/completions", b, 200)["usage"]["prompt_tokens"].get<int>();
+  };
+  const int plain = prompt_tokens(body);
+  body["reasoning_effort"] = "low";
+  const int low = prompt_tokens(body);
+  CHECK(low > plain);
+  body["reasoning_effort"] = "high";
+  CHECK(prompt_tokens(body) == plain);
+  // chat_template_kwargs, where it sets the variable, wins.
+  body["reasoning_effort"] = "low";
+  body["chat_template_kwargs"] = {{"reasoning_effort", "high"}};
+  CHECK(prompt_tokens(body) == plain);
+  body.erase("chat_template_kwargs");
+  for (const json& bad : {json("max"), json(3), json(nullptr)}) {
+    body["reasoning_effort"] = bad;
+    if (bad.is_null()) {
+      CHECK(prompt_tokens(body) == plain);  // null is absent
+      continue;
+    }
+    CHECK(post(s, "/v1/chat/completions", body, 400)["error"]["param"] == "reasoning_effort");
+  }
+  // The Responses API: reasoning.effort, echoed back.
+  const json input = json::array({{{"role", "user"}, {"content", "Hello"}}});
+  const json r =
+      post(s, "/v1/responses",
+           {{"input", input}, {"max_output_tokens", 1}, {"reasoning", {{"effort", "low"}}}}, 200);
+  CHECK(r["reasoning"]["effort"] == "low");
+  const json r0 = post(s, "/v1/responses", {{"input", input}, {"max_output_tokens", 1}}, 200);
+  CHECK(r0["reasoning"]["effort"].is_null());
+  CHECK(r["usage"]["input_tokens"].get<int>() > r0["usage"]["input_tokens"].get<int>());
+  CHECK(r["usage"]["input_tokens"].get<int>() - r0["usage"]["input_tokens"].get<int>() ==
+        low - plain);
+  CHECK(post(s, "/v1/responses", {{"input", input}, {"reasoning", {{"effort", "max"}}}},
+             400)["error"]["param"] == "reasoning_effort");
+  CHECK(post(s, "/v1/responses", {{"input", input}, {"reasoning", "low"}}, 400)["error"]["param"] ==
+        "reasoning");
+  // Ollama's think takes an effort too.
+  auto ollama = [&](const json& think, int status) {
+    return post(s, "/api/chat",
+                {{"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})},
+                 {"think", think},
+                 {"stream", false},
+                 {"options", {{"num_predict", 1}}}},
+                status);
+  };
+  CHECK(ollama("low", 200)["prompt_eval_count"] == low);
+  CHECK(ollama("high", 200)["prompt_eval_count"] == plain);
+  CHECK(ollama("max", 400)["error"].get<std::string>().find("think") != std::string::npos);
+}
+
 TEST_CASE("server: a full queue answers 429 with Retry-After", "[server]") {
   EngineOptions eo;
   eo.max_seqs = 1;
