@@ -102,6 +102,12 @@ layout(constant_id = 11) const int NWDT = DT_F32;
 // threads a block of 32 (a vec4 each) instead of a thread a block, whose 128 threads
 // (K = 4,096) each walked 32 values while the rest of the workgroup waited.
 layout(constant_id = 21) const int NORM_PAR = 0;
+// NORM_PRE (NORM_PAR, one token): the first NORM_PRE rounds of x and of the norm weight
+// loaded at once before the sum of squares. The weight comes from DRAM (the weights
+// streamed since the last step evicted it from L2), and loaded round by round after the
+// sum it cost a trip to memory a round.
+layout(constant_id = 22) const int NORM_PRE = 0;
+const int NORM_PRE_N = NORM_PRE > 0 ? NORM_PRE : 1;  // its arrays' size (never 0)
 // A measuring aid (LLM_VULKAN_GEMV_PROLOGUE_ONLY=1): stop once x is in shared memory
 // (no weights, no outputs), so that a profile times the launch and the prologue alone.
 layout(constant_id = 15) const int PROLOGUE_ONLY = 0;
@@ -308,6 +314,30 @@ void norm_round_into_shared(uint i, vec4 xq, vec4 wq, uint nb) {
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
   const uint quads = p.T * nb * 8u, kq = nb * 8u;
+  if (NORM_PRE > 0) {
+    const uint place = subgroup_place(), x0 = p.x_off / 4u;
+    vec4 xr[NORM_PRE_N], wr[NORM_PRE_N];
+    [[unroll]] for (int c = 0; c < NORM_PRE; c++) {
+      const uint i = uint(c) * WG + place;
+      const bool on = i < quads;
+      xr[c] = on ? x4[x0 + i] : vec4(0.0);
+      wr[c] = on ? norm_weight4(0u, i) : vec4(0.0);
+    }
+    float ss = 0.0;  // in the order of the loop below (the same sum as without NORM_PRE)
+    [[unroll]] for (int c = 0; c < NORM_PRE; c++) ss += dot(xr[c], xr[c]);
+    for (uint i = uint(NORM_PRE) * WG + place; i < quads; i += WG) {
+      const vec4 v = x4[x0 + i];
+      ss += dot(v, v);
+    }
+    rms_inv_into(ss, p.K, p.eps, 0u);
+    [[unroll]] for (int c = 0; c < NORM_PRE; c++) norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
+    for (uint i0 = uint(NORM_PRE) * WG; i0 < quads; i0 += WG) {
+      const uint i = i0 + place;
+      const bool on = i < quads;
+      norm_round_into_shared(i, on ? x4[x0 + i] : vec4(0.0), on ? norm_weight4(0u, i) : vec4(0.0), nb);
+    }
+    return;
+  }
   for (uint t = 0u; t < p.T; t++) {
     const uint row = (p.x_off + t * p.K) / 4u;
     float ss = 0.0;

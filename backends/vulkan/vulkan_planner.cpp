@@ -735,6 +735,14 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   const char* np_env = std::getenv("LLM_VULKAN_NORM_PAR");
   const bool norm_par = sg >= 8 && !(np_env && std::strcmp(np_env, "0") == 0);
   gemv_spec.push_back(norm_in && norm_par ? 1 : 0);  // NORM_PAR
+  // NORM_PRE (one token): the rounds of x and of the norm weight a thread loads before the
+  // sum of squares, instead of round by round after it; LLM_VULKAN_NORM_PRE=0 keeps the old
+  // way (for measuring).
+  const uint32_t norm_pre_max = env_uint("LLM_VULKAN_NORM_PRE", 4);  // per plan: tests set it
+  const int64_t quads = K / 4, rounds = (quads + gl.threads - 1) / gl.threads;
+  gemv_spec.push_back(norm_in && norm_par && T == 1
+                          ? static_cast<int32_t>(std::min<int64_t>(rounds, norm_pre_max))
+                          : 0);  // NORM_PRE
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
       : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
