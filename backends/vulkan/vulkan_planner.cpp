@@ -953,16 +953,25 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   // workgroups, lost 0.6 µs each). QOUT's rounds of 32 rows need 256.
   // LLM_VULKAN_GEMV_THREADS fixes the size where it fits (256, 512, 1,024; for measuring
   // and tests).
+  // A GEMV that normalizes x itself (NORM) pays for that prologue once a workgroup, so
+  // it takes 512 threads where they fill two thirds of the multiprocessors (H100, 1b
+  // tg128 1,177-1,182 -> 1,190-1,195: q/k/v in 96 workgroups of 512 against 192 of 256;
+  // 7b's fill the GPU with 1,024 as before). LLM_VULKAN_QKV_THREADS fixes the size of
+  // the GEMVs of several matrices (q/k/v) alone (for measuring).
   uint32_t threads = !sx ? kGemvQThreads : kGemvQThreadsShared;
   Grid g = grid_for(threads);
+  static const uint32_t qkv_threads = env_uint("LLM_VULKAN_QKV_THREADS", 0);
+  const uint32_t fixed_threads = segs > 1 && qkv_threads ? qkv_threads : set_.gemv_threads;
   if (sx && !qout) {
     for (uint32_t t : {kGemvQThreadsMax, kGemvQThreadsMax / 2}) {
-      if (set_.gemv_threads && t != set_.gemv_threads) continue;
+      if (fixed_threads && t != fixed_threads) continue;
       const Grid big = grid_for(t);
       const uint64_t sums = (glu ? 2 : 1) * uint64_t{big.gs.rows} * static_cast<uint64_t>(T);
       if (gemv_shared_bytes(T, K, sums, t) > ctx_->phys().props.limits.maxComputeSharedMemorySize)
         continue;
-      if (set_.gemv_threads || big.groups >= set_.units) {
+      const uint64_t fill =
+          norm_in && t < kGemvQThreadsMax ? (2 * uint64_t{set_.units} + 2) / 3 : set_.units;
+      if (fixed_threads || big.groups >= fill) {
         threads = t;
         g = big;
         break;
