@@ -393,23 +393,6 @@ void write_dequantized_model(const std::string& src, DType t, const std::string&
   write_safetensors(dir + "/model.safetensors", out);
 }
 
-ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
-  const char* old = std::getenv(name);
-  had_ = old != nullptr;
-  if (had_) old_ = old;
-  if (value)
-    setenv(name, value, 1);
-  else
-    unsetenv(name);
-}
-
-ScopedEnv::~ScopedEnv() {
-  if (had_)
-    setenv(name_.c_str(), old_.c_str(), 1);
-  else
-    unsetenv(name_.c_str());
-}
-
 void check_fixture_reference(Backend& be, const char* name, double tol) {
   const Reference ref = load_reference(name);
   auto model = Model::load(model_dir(name), be);

@@ -165,19 +165,6 @@ void write_dequantized_fixture(const std::string& name, DType t, const std::stri
 // The same for the model folder src.
 void write_dequantized_model(const std::string& src, DType t, const std::string& dir);
 
-// Sets an environment variable for a scope (unsets it for a null value).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value);
-  ~ScopedEnv();
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
-
 // The model fixtures every GPU backend must match against transformers, with their
 // bounds (max |Δ| / max |ref|): float32 checkpoints at 1e-4, the f16/bf16 ones at 1e-2.
 struct Fixture {

@@ -176,25 +176,6 @@ std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>
 
 bool same_bytes(const std::string& a, const std::string& b) { return read_file(a) == read_file(b); }
 
-// Sets an environment variable for the scope (the CLI child processes inherit it).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* k, const std::string& v) : key_(k) {
-    if (const char* old = std::getenv(k)) old_ = old, had_ = true;
-    ::setenv(k, v.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      ::setenv(key_.c_str(), old_.c_str(), 1);
-    else
-      ::unsetenv(key_.c_str());
-  }
-
- private:
-  std::string key_, old_;
-  bool had_ = false;
-};
-
 }  // namespace
 
 TEST_CASE("hf:// URIs", "[hf]") {
@@ -370,7 +351,7 @@ TEST_CASE("hf:// errors: 401 without the token, 404, no server", "[hf]") {
 TEST_CASE("llmcli pull and generate take hf:// models", "[hf][cli]") {
   FakeHub h({{"org/llama2", {model_dir("llama2"), {}, "", ""}}});
   TempDir cache;
-  ScopedEnv e1("HF_ENDPOINT", h.endpoint()), e2("LLMRT_CACHE", cache.path());
+  ScopedEnv e1("HF_ENDPOINT", h.endpoint().c_str()), e2("LLMRT_CACHE", cache.path().c_str());
   const CommandResult pull = run_cli({"pull", "hf://org/llama2/model-f32.gguf"});
   REQUIRE(pull.exit_code == 0);
   CHECK(pull.out == cache.path() + "/hf/org/llama2/main/model-f32.gguf\n");
@@ -404,7 +385,7 @@ TEST_CASE("llmcli --lora takes an adapter from the Hub", "[hf][cli][lora]") {
              R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})");
   FakeHub h({{"org/adapter", {adapter.path(), {}, "", ""}}});
   TempDir cache, out;
-  ScopedEnv e1("HF_ENDPOINT", h.endpoint()), e2("LLMRT_CACHE", cache.path());
+  ScopedEnv e1("HF_ENDPOINT", h.endpoint().c_str()), e2("LLMRT_CACHE", cache.path().c_str());
   auto logits = [&](const std::string& lora, const std::string& file) {
     const CommandResult r =
         run_cli({"logits", model_dir("llama2"), "--device", "cpu", "--token-ids", "1,2,3", "--out",

@@ -20,6 +20,33 @@ inline std::string data_dir() {
   const char* dir = std::getenv("LLMRT_TEST_DATA");
   return dir && *dir ? dir : LLM_TEST_DATA;
 }
+// Sets an environment variable for a scope and restores it after (unsets it for a null
+// value): the tests' knobs, and what the CLI's child processes inherit.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) {
+      old_ = old;
+      had_ = true;
+    }
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      ::setenv(name_.c_str(), old_.c_str(), 1);
+    else
+      ::unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
 // The llmcli built with the tests, or $LLMRT_CLI (a test binary run elsewhere).
 inline std::string cli_path() {
   const char* cli = std::getenv("LLMRT_CLI");
