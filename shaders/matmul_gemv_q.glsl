@@ -330,11 +330,13 @@ void norm_into_shared(uint nb) {
       ss += dot(v, v);
     }
     rms_inv_into(ss, p.K, p.eps, 0u);
-    [[unroll]] for (int c = 0; c < NORM_PRE; c++) norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
+    [[unroll]] for (int c = 0; c < NORM_PRE; c++)
+      norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
     for (uint i0 = uint(NORM_PRE) * WG; i0 < quads; i0 += WG) {
       const uint i = i0 + place;
       const bool on = i < quads;
-      norm_round_into_shared(i, on ? x4[x0 + i] : vec4(0.0), on ? norm_weight4(0u, i) : vec4(0.0), nb);
+      norm_round_into_shared(i, on ? x4[x0 + i] : vec4(0.0), on ? norm_weight4(0u, i) : vec4(0.0),
+                             nb);
     }
     return;
   }
