@@ -473,8 +473,13 @@ void cache_put(bool is_k, uint i, float v) {
 }
 
 // Task j of segment seg (N rows), token t, with the products s0, s1 of its two rows:
-// the products as the matmuls write them, then the rope and the cache rows.
-void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
+// the products as the matmuls write them, then the rope and the cache rows. freq (the
+// pair's inverse frequency, 0 past the rotated dims), ps and sl (token t's position and
+// cache slot) are read by the caller: as arguments they are loaded before this function's
+// stores, in one trip to memory (past a store to another buffer the compiler cannot move a
+// load up, as the buffers may alias, and each would cost a trip of its own).
+void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1, float freq, int ps,
+                     int sl) {
   const uint n0 = rope_row(seg, j, 0u), n1 = rope_row(seg, j, 1u);
   if ((p.write_mask >> seg & 1u) != 0u) {
     if (seg == 0u) {
@@ -490,7 +495,7 @@ void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
   }
   float a = s0, b = s1;
   if (seg < 2u && j % (p.head_dim / 2u) < p.rot / 2u) {
-    const float theta = float(pos[p.pos_off + t]) * inv_freq[p.f_off + j % (p.head_dim / 2u)];
+    const float theta = float(ps) * freq;
     float sn, cs;
     sincos_accurate(theta, sn, cs);
     a = s0 * cs - s1 * sn;
@@ -505,7 +510,7 @@ void write_rope_pair(uint seg, uint N, uint j, uint t, float s0, float s1) {
     k_rot[p.kr_off + t * N + n0] = a;
     k_rot[p.kr_off + t * N + n1] = b;
   }
-  const int slot = slots[p.slots_off + t];
+  const int slot = sl;
   if (slot < 0 || uint(slot) >= p.cache_rows) {
     if (j == 0u) atomicOr(err_bits[0], ERR_SLOT);
     return;
@@ -565,6 +570,18 @@ uint task_of(uint task, out uint N, out uint j) {
   N = p.n3;
   return 2u;
 }
+
+#ifdef ROPE_KV
+// The inverse frequency of task j's pair in segment seg (0 where it does not rotate).
+float pair_freq(uint seg, uint j) {
+  const uint i = j % (p.head_dim / 2u);
+  return seg < 2u && i < p.rot / 2u ? inv_freq[p.f_off + i] : 0.0;
+}
+// write_rope_pair with the rope's inputs loaded first.
+#define WRITE_ROPE_PAIR(seg, N, j, t, s0, s1)                                        \
+  write_rope_pair(seg, N, j, t, s0, s1, pair_freq(seg, j), pos[p.pos_off + (t)], \
+                  slots[p.slots_off + (t)])
+#endif
 
 #ifdef FFN_DOWN
 #define NN_WEIGHT(i) LOAD_FLOAT(nn_w, NNWDT, p.nn_w_off, i)
@@ -811,7 +828,7 @@ void main() {
 #ifdef ROPE_KV
       [[unroll]] for (int t = 0; t < NT; t++) {
         const float s0 = subgroupAdd(acc[0][0][t]), s1 = subgroupAdd(acc[0][R - 1][t]);
-        if (lane == 0u && live) write_rope_pair(cseg, cN, cj, uint(t), s0, s1);
+        if (lane == 0u && live) WRITE_ROPE_PAIR(cseg, cN, cj, uint(t), s0, s1);
       }
 #else
       [[unroll]] for (int r = 0; r < R; r++)
@@ -844,7 +861,7 @@ void main() {
           s0 += partial[t][sg];
           s1 += partial[uint(NT) + t][sg];
         }
-        write_rope_pair(oseg, oN, oj, t, s0, s1);
+        WRITE_ROPE_PAIR(oseg, oN, oj, t, s0, s1);
       }
 #else
       for (uint o = tid; o < groups * uint(R * NT); o += WG) {
@@ -893,7 +910,7 @@ void main() {
 #ifdef ROPE_KV
           pair_s[r] = s[0];
           if (r == R - 1 && lane == 0u && live)
-            write_rope_pair(cseg, cN, cj, uint(t), pair_s[0], pair_s[R - 1]);
+            WRITE_ROPE_PAIR(cseg, cN, cj, uint(t), pair_s[0], pair_s[R - 1]);
 #else
           const uint n = cj * uint(R) + uint(r);
           if (lane == 0u && live && n < cN) write_out(cseg, cN, n, uint(t), s[0], s[M - 1]);
