@@ -313,9 +313,8 @@ void norm_round_into_shared(uint i, vec4 xq, vec4 wq, uint nb) {
 // NORM: x's RmsNorm, rounded into sx/sxm (as norm.comp with QUANT, then the copy).
 void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
-  const uint quads = p.T * nb * 8u, kq = nb * 8u;
+  const uint quads = p.T * nb * 8u, kq = nb * 8u, place = subgroup_place(), x0 = p.x_off / 4u;
   if (NORM_PRE > 0) {
-    const uint place = subgroup_place(), x0 = p.x_off / 4u;
     vec4 xr[NORM_PRE_N], wr[NORM_PRE_N];
     [[unroll]] for (int c = 0; c < NORM_PRE; c++) {
       const uint i = uint(c) * WG + place;
@@ -332,28 +331,23 @@ void norm_into_shared(uint nb) {
     rms_inv_into(ss, p.K, p.eps, 0u);
     [[unroll]] for (int c = 0; c < NORM_PRE; c++)
       norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
+  } else {
+    for (uint t = 0u; t < p.T; t++) {
+      const uint row = (p.x_off + t * p.K) / 4u;
+      float ss = 0.0;
+      for (uint i = tid; i < p.K / 4u; i += WG) {
+        const vec4 v = x4[row + i];
+        ss += dot(v, v);
+      }
+      rms_inv_into(ss, p.K, p.eps, t);
+    }
+  }
+  if (NORM_PAR != 0) {
+    // The rounds not loaded before the sum (NORM_PRE: those past its first ones).
     for (uint i0 = uint(NORM_PRE) * WG; i0 < quads; i0 += WG) {
       const uint i = i0 + place;
       const bool on = i < quads;
-      norm_round_into_shared(i, on ? x4[x0 + i] : vec4(0.0), on ? norm_weight4(0u, i) : vec4(0.0),
-                             nb);
-    }
-    return;
-  }
-  for (uint t = 0u; t < p.T; t++) {
-    const uint row = (p.x_off + t * p.K) / 4u;
-    float ss = 0.0;
-    for (uint i = tid; i < p.K / 4u; i += WG) {
-      const vec4 v = x4[row + i];
-      ss += dot(v, v);
-    }
-    rms_inv_into(ss, p.K, p.eps, t);
-  }
-  if (NORM_PAR != 0) {
-    for (uint i0 = 0u; i0 < quads; i0 += WG) {
-      const uint i = i0 + subgroup_place();
-      const bool on = i < quads;
-      norm_round_into_shared(i, on ? x4[p.x_off / 4u + i] : vec4(0.0),
+      norm_round_into_shared(i, on ? x4[x0 + i] : vec4(0.0),
                              on ? norm_weight4(0u, i % kq) : vec4(0.0), nb);
     }
     return;
