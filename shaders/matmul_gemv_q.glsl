@@ -29,9 +29,9 @@
 // the tasks (R rows of one matrix each), issuing the next task's first weights before
 // writing this one's sums; x's planes are then copied once per workgroup for many rows.
 //
-// QOUT (MODE 1, X_SHARED, one token, 16 groups of 2 rows): each round of a workgroup's
-// tasks is one block of 32 activations, which it also rounds into quantize_x.comp's
-// layout for the integer-dot down GEMV after it. With KSPLIT, K is cut into parts, a
+// QOUT (MODE 1, X_SHARED, one token, groups of 16 threads with 2 rows each): each round
+// of a workgroup's tasks is WG / 256 blocks of 32 activations, which it also rounds into
+// quantize_x.comp's layout for the integer-dot down GEMV after it. With KSPLIT, K is cut into parts, a
 // workgroup each, and the last part of a round to finish merges the sums and rounds.
 //
 // FFN_DOWN (QOUT, matmul_gemv_qdot_ffn*.comp): the down GEMV and the residual Add
@@ -120,13 +120,17 @@ layout(constant_id = 12) const int QOUT = 0;
 layout(std430, binding = 12) writeonly buffer QOutM { uvec2 qom[]; };
 layout(std430, binding = 12) writeonly buffer QOutW { uint qo_w[]; };
 // KSPLIT (QOUT, one pass): K cut into KSPLIT parts, a workgroup per (round, part), so
-// that a matrix of few rounds still fills the GPU; each part's sums of the round's 32
-// rows go to kpart, and the last part of the round to finish (a counter, reset by it)
-// adds them in part order, writes the outputs and rounds the block.
+// that a matrix of few rounds still fills the GPU; each part's sums of the round's rows
+// go to kpart, and the last part of the round to finish (a counter, reset by it) adds
+// them in part order, writes the outputs and rounds the blocks.
 layout(constant_id = 13) const int KSPLIT = 1;
 layout(std430, binding = 13) coherent buffer KPart { vec2 kpart[]; };
 layout(std430, binding = 14) buffer KCount { uint kcount[]; };
-shared vec2 ks_part[32];
+// QOUT: the rows of a workgroup's round (16 groups of 2 rows for every 256 threads), whole
+// blocks of down's x (BPR of them).
+#define QROWS (WG / 8u)
+#define BPR (WG / 256u)
+shared vec2 ks_part[QROWS];
 shared bool ks_merging;
 bool ks_final = false;  // this invocation writes the merged sums
 #ifdef FFN_DOWN
@@ -247,7 +251,7 @@ shared float red[WG];  // when subgroups are wider than a group of threads
 shared uvec4 sx[4][XBLOCKS];
 shared uvec2 sxm[XBLOCKS];
 shared float norm_inv[8];  // NORM: 1 / rms per token (NT <= 8)
-shared float act_s[32];    // QOUT: the round's activations
+shared float act_s[WG / 8u];  // QOUT: the round's activations (QROWS)
 #define QUANTIZE_PLANES_ONLY 1
 #include "quantize_block.glsl"
 
@@ -525,7 +529,7 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   }
 #if defined(X_SHARED) && !defined(ROPE_KV)
   if (KSPLIT > 1 && !ks_final) {
-    ks_part[n % 32u] = vec2(s, s2);  // this part's sums, merged in main
+    ks_part[n % QROWS] = vec2(s, s2);  // this part's sums, merged in main
     return;
   }
 #endif
@@ -533,7 +537,7 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
   const float v = s + b;
 #ifdef FFN_DOWN
   // Only the round's activations: nothing reads the products or the activation after.
-  act_s[n % 32u] = v / (1.0 + exp(-v)) * s2;
+  act_s[n % QROWS] = v / (1.0 + exp(-v)) * s2;
   return;
 #endif
   y[p.y_off + t * p.N + n] = v;
@@ -542,7 +546,7 @@ void write_out(uint seg, uint N, uint n, uint t, float s, float s2) {
     const float act = v / (1.0 + exp(-v)) * s2;
     out2[p.out2_off + t * p.N + n] = act;
 #if defined(X_SHARED) && !defined(ROPE_KV)
-    if (QOUT != 0) act_s[n % 32u] = act;
+    if (QOUT != 0) act_s[n % QROWS] = act;
 #endif
   } else if (p.fuse_add != 0u) {
     out2[p.out2_off + t * p.N + n] = v + residual[p.res_off + t * p.N + n];
@@ -913,41 +917,44 @@ void main() {
     }
 #if defined(X_SHARED) && !defined(ROPE_KV)
     if (QOUT != 0) {
-      // The round's 32 rows are one block of the down GEMV's x.
+      // The round's QROWS rows are BPR blocks of the down GEMV's x.
       barrier();
       // quantize_planes word by word from shared memory (few registers: the next
       // task's weights are in flight).
-      const uint blk = (base - step) * uint(R) / 32u;
+      const uint row0 = (base - step) * uint(R), rnd = row0 / QROWS;
       bool write_block = true;
       if (KSPLIT > 1) {
-        if (tid < 32u) kpart[(blk * uint(KSPLIT) + kp) * 32u + tid] = ks_part[tid];
+        if (tid < QROWS) kpart[(rnd * uint(KSPLIT) + kp) * QROWS + tid] = ks_part[tid];
         memoryBarrierBuffer();
         barrier();
-        if (tid == 0u) ks_merging = atomicAdd(kcount[blk], 1u) == uint(KSPLIT) - 1u;
+        if (tid == 0u) ks_merging = atomicAdd(kcount[rnd], 1u) == uint(KSPLIT) - 1u;
         barrier();
         write_block = ks_merging;  // uniform: shared
         if (write_block) {
           memoryBarrierBuffer();
-          if (tid == 0u) kcount[blk] = 0u;
-          if (tid < 32u) {
+          if (tid == 0u) kcount[rnd] = 0u;
+          if (tid < QROWS && row0 + tid < p.N) {
             vec2 sum = vec2(0.0);
-            for (uint q = 0u; q < uint(KSPLIT); q++) sum += kpart[(blk * uint(KSPLIT) + q) * 32u + tid];
+            for (uint q = 0u; q < uint(KSPLIT); q++)
+              sum += kpart[(rnd * uint(KSPLIT) + q) * QROWS + tid];
             ks_final = true;
-            write_out(0u, p.N, blk * 32u + tid, 0u, sum.x, sum.y);
+            write_out(0u, p.N, row0 + tid, 0u, sum.x, sum.y);
           }
           barrier();  // act_s
         }
       }
-      if (write_block && tid == 0u && blk < p.N / 32u) {
+      // A thread a block (threads of one subgroup: side by side).
+      const uint blk = row0 / 32u + tid, a0 = 32u * tid;
+      if (write_block && tid < BPR && blk < p.N / 32u) {
         float amax = 0.0;
-        for (uint k = 0u; k < 32u; k++) amax = max(amax, abs(act_s[k]));
+        for (uint k = 0u; k < 32u; k++) amax = max(amax, abs(act_s[a0 + k]));
         const float inv = quantize_inv(amax);
         int sum = 0;
         const uint qw = p.qo_off + blk * 16u;  // words: h of 0-15, h of 16-31, l, l
         for (uint w = 0u; w < 8u; w++) {
           uint h, l;
-          sum += quantize4(vec4(act_s[4u * w], act_s[4u * w + 1u], act_s[4u * w + 2u],
-                                act_s[4u * w + 3u]),
+          sum += quantize4(vec4(act_s[a0 + 4u * w], act_s[a0 + 4u * w + 1u],
+                                act_s[a0 + 4u * w + 2u], act_s[a0 + 4u * w + 3u]),
                            inv, h, l);
 #ifdef FFN_DOWN
           dn_words[w] = h;
@@ -965,8 +972,8 @@ void main() {
       }
       barrier();  // act_s is written again by the next round
 #ifdef FFN_DOWN
-      if (write_block && blk < p.N / 32u) {
-        ffn_down_round(blk);
+      if (write_block && row0 / 32u < p.N / 32u) {  // WG 256: one block a round
+        ffn_down_round(row0 / 32u);
         barrier();  // dn_words is written again by the next round
       }
 #endif

@@ -624,6 +624,71 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
       }
 }
 
+TEST_CASE("vulkan gate/up round the activation alike in workgroups of 256, 512 and 1,024",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  std::mt19937 rng(37);
+  // 256 rows: whole rounds of 1,024-thread workgroups (128 rows a round, 4 blocks of down's
+  // x). Tensor ids as in the case above.
+  const int64_t F = 256;
+  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
+             act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
+  for (int64_t K : {192, 2048})
+    for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
+      const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
+                        wd = quantize_random(wt, K, F, rng);
+      const std::vector<float> x = uniform(K, rng);
+      auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
+        TestBuffers b(be);
+        auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+          return b.weight(q, wt, n, k, quant);
+        };
+        const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {1, K}};
+        const TensorRef gr{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
+        const TensorRef ur{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
+        const TensorRef ar{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
+        const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
+        auto prog = be.compile(
+            {BoundNode{&mg, {xr, weight(wg, F, K)}, gr}, BoundNode{&mu, {xr, weight(wu, F, K)}, ur},
+             BoundNode{&act, {gr, ur}, ar}, BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
+        prog->run();
+        if (ds) *ds = prog->dispatches();
+        return download_f32(be, {gr, ur, ar, dr});
+      };
+      auto cpu = make_cpu_backend(1);
+      const std::vector<float> want = run(*cpu, false, nullptr);
+      int runs = 0;
+      for (Backend* gpu : gemv_backends()) {
+        const std::string& details = gpu->info().details;
+        if (!has_int_dot_gemv(*gpu) || details.find("x in shared memory") == std::string::npos)
+          continue;
+        for (const char* split : {"1", "2"}) {
+          ScopedEnv parts("LLM_VULKAN_GLU_SPLIT", split);
+          std::vector<float> first;
+          for (const char* threads : {"256", "512", "1024"}) {
+            INFO(details << ": " << dtype_name(wt) << " K=" << K << " parts=" << split
+                         << " LLM_VULKAN_GLU_THREADS=" << threads);
+            ScopedEnv size("LLM_VULKAN_GLU_THREADS", threads);
+            std::vector<Program::Dispatch> ds;
+            const std::vector<float> got = run(*gpu, true, &ds);
+            CHECK(max_rel_error(got, want) <= 1e-4);
+            // quantize_x, gate/up rounding the activation, down.
+            REQUIRE(ds.size() == 3);
+            CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
+            CHECK((ds[1].kernel.find("(K in 2 parts)") != std::string::npos) == (split[0] == '2'));
+            // The same sums and roundings whatever the workgroup's size.
+            if (first.empty())
+              first = got;
+            else
+              CHECK(got == first);
+            runs++;
+          }
+        }
+      }
+      if (runs == 0) WARN("no shared-x integer-dot GEMV: skipped");
+    }
+}
+
 // The backend whose single-token gate/up dispatches also compute down and its residual
 // Add (LLM_VULKAN_FFN_FUSE, integer dots forced): mode 1 sums down's parts with float
 // atomics, 2 in a reduce dispatch after it, 3 as 1 with the next RmsNorm's rounding

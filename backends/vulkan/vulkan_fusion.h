@@ -30,7 +30,10 @@ constexpr uint32_t kAttnDecodeThreads = 256;
 // tokens of K (72 bytes a block), `sums` partial sums (M * R * NT) per subgroup of at
 // least 4 threads, red (a float a thread) and under 512 bytes of small arrays.
 constexpr uint64_t gemv_shared_bytes(int64_t T, int64_t K, uint64_t sums, uint32_t threads) {
-  return static_cast<uint64_t>(T * (K / 32)) * 72 + (sums * (threads / 4) + threads) * 4 + 512;
+  // x's planes, the partial sums and red[], QOUT's round (threads / 8 rows: a vec2 and a
+  // float each) and the rest.
+  return static_cast<uint64_t>(T * (K / 32)) * 72 + (sums * (threads / 4) + threads) * 4 +
+         threads / 8 * 12 + 512;
 }
 
 // The backend's settings the rules depend on.

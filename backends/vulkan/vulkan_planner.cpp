@@ -978,6 +978,19 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       }
     }
   }
+  // Gate/up rounding the activation (QOUT) take 32 rows for every 256 threads of a
+  // workgroup, whole blocks of down's x; LLM_VULKAN_GLU_THREADS=512|1024 takes larger
+  // workgroups (fewer copies of the norm, as for the other shared-x GEMVs; for measuring,
+  // not with down inside: its rounds are one block).
+  if (qout && rules_.ffn_down_fusable(ni_) < 0) {
+    const uint32_t t = env_uint("LLM_VULKAN_GLU_THREADS", kGemvQThreadsShared);
+    if ((t == 512 || t == 1024) && N % (t / 8) == 0 &&
+        gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), t) <=
+            ctx_->phys().props.limits.maxComputeSharedMemorySize) {
+      threads = t;
+      g = grid_for(t);
+    }
+  }
   GemvShape& gs = g.gs;
   const bool persist = g.persist;
   uint64_t groups = g.groups;
@@ -988,8 +1001,9 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   uint32_t ksplit = 1;
   if (qout && !persist) {
     const uint64_t blocks = static_cast<uint64_t>(K / 32);
-    while (ksplit < 4 && groups * ksplit * 2 <= set_.persist_wgs &&
-           blocks / (ksplit * 2 * gs.tpr) >= 2)
+    const uint64_t wave =
+        std::max<uint64_t>(1, uint64_t{set_.persist_wgs} * kGemvQThreadsShared / threads);
+    while (ksplit < 4 && groups * ksplit * 2 <= wave && blocks / (ksplit * 2 * gs.tpr) >= 2)
       ksplit *= 2;
     if (const char* e = std::getenv("LLM_VULKAN_GLU_SPLIT")) {
       const int v = std::atoi(e);
