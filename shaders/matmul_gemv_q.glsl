@@ -112,6 +112,18 @@ const int NORM_PRE_N = NORM_PRE > 0 ? NORM_PRE : 1;  // its arrays' size (never 
 // (no weights, no outputs), so that a profile times the launch and the prologue alone.
 layout(constant_id = 15) const int PROLOGUE_ONLY = 0;
 #endif
+// QOUT: the rows of a workgroup's round (16 groups of 2 rows for every 256 threads), whole
+// blocks of down's x (BPR of them). Workgroups of 512 or 1,024 take the QOUT_WIDE variants
+// (matmul_gemv_qdot_sx*_wide.comp); the others keep literal sizes, which the compiler of
+// NVIDIA's driver turned into faster code (H100, 1b tg128: 1,150-1,153 with the sizes from
+// the workgroup's against 1,187-1,194).
+#ifdef QOUT_WIDE
+#define QROWS (WG / 8u)
+#define BPR (WG / 256u)
+#else
+#define QROWS 32u
+#define BPR 1u
+#endif
 #if defined(X_SHARED) && !defined(ROPE_KV)
 // QOUT (MODE 1, one token, a workgroup's round of tasks = 32 rows): the activation is
 // also rounded for the integer-dot down GEMV after it, into quantize_x.comp's layout at
@@ -126,10 +138,6 @@ layout(std430, binding = 12) writeonly buffer QOutW { uint qo_w[]; };
 layout(constant_id = 13) const int KSPLIT = 1;
 layout(std430, binding = 13) coherent buffer KPart { vec2 kpart[]; };
 layout(std430, binding = 14) buffer KCount { uint kcount[]; };
-// QOUT: the rows of a workgroup's round (16 groups of 2 rows for every 256 threads), whole
-// blocks of down's x (BPR of them).
-#define QROWS (WG / 8u)
-#define BPR (WG / 256u)
 shared vec2 ks_part[QROWS];
 shared bool ks_merging;
 bool ks_final = false;  // this invocation writes the merged sums
@@ -251,7 +259,7 @@ shared float red[WG];  // when subgroups are wider than a group of threads
 shared uvec4 sx[4][XBLOCKS];
 shared uvec2 sxm[XBLOCKS];
 shared float norm_inv[8];  // NORM: 1 / rms per token (NT <= 8)
-shared float act_s[WG / 8u];  // QOUT: the round's activations (QROWS)
+shared float act_s[QROWS];  // QOUT: the round's activations
 #define QUANTIZE_PLANES_ONLY 1
 #include "quantize_block.glsl"
 

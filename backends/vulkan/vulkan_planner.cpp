@@ -743,10 +743,13 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(norm_in && norm_par && T == 1
                           ? static_cast<int32_t>(std::min<int64_t>(rounds, norm_pre_max))
                           : 0);  // NORM_PRE
+  // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
+  // blocks (QOUT_WIDE).
+  const bool wide = qout && gl.threads > kGemvQThreadsShared;
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
       : rope_kv         ? "matmul_gemv_qdot_rope"
-      : qout && sg > 16 ? "matmul_gemv_qdot_sx16"
-      : sx              ? "matmul_gemv_qdot_sx"
+      : qout && sg > 16 ? (wide ? "matmul_gemv_qdot_sx16_wide" : "matmul_gemv_qdot_sx16")
+      : sx              ? (wide ? "matmul_gemv_qdot_sx_wide" : "matmul_gemv_qdot_sx")
       : set_.int_dot    ? "matmul_gemv_qdot"
                         : "matmul_gemv_q",
       gemv_spec);
@@ -979,11 +982,13 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
     }
   }
   // Gate/up rounding the activation (QOUT) take 32 rows for every 256 threads of a
-  // workgroup, whole blocks of down's x; LLM_VULKAN_GLU_THREADS=512|1024 takes larger
-  // workgroups (fewer copies of the norm, as for the other shared-x GEMVs; for measuring,
-  // not with down inside: its rounds are one block).
+  // workgroup, whole blocks of down's x. They take 512 where those workgroups fill every
+  // multiprocessor (fewer copies of the norm, as for the other shared-x GEMVs; H100, 7b
+  // tg128: 327.7-328.0 -> 331.8-332.5); not with down inside (its rounds are one block).
+  // LLM_VULKAN_GLU_THREADS=256|512|1024 fixes the size (for measuring and tests).
   if (qout && rules_.ffn_down_fusable(ni_) < 0) {
-    const uint32_t t = env_uint("LLM_VULKAN_GLU_THREADS", kGemvQThreadsShared);
+    const uint32_t fixed_glu = env_uint("LLM_VULKAN_GLU_THREADS", 0);  // per plan: tests set it
+    const uint32_t t = fixed_glu ? fixed_glu : N / 64 >= set_.units ? 512 : kGemvQThreadsShared;
     if ((t == 512 || t == 1024) && N % (t / 8) == 0 &&
         gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), t) <=
             ctx_->phys().props.limits.maxComputeSharedMemorySize) {
