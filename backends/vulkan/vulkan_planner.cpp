@@ -982,13 +982,13 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
     }
   }
   // Gate/up rounding the activation (QOUT) take 32 rows for every 256 threads of a
-  // workgroup, whole blocks of down's x. They take 512 where those workgroups fill every
-  // multiprocessor (fewer copies of the norm, as for the other shared-x GEMVs; H100, 7b
-  // tg128: 327.7-328.0 -> 331.8-332.5); not with down inside (its rounds are one block).
-  // LLM_VULKAN_GLU_THREADS=256|512|1024 fixes the size (for measuring and tests).
+  // workgroup, whole blocks of down's x. They take 512 where the rows fill such rounds
+  // (fewer copies of the norm, as for the other shared-x GEMVs; H100 tg128, against 256:
+  // 7b 330.4-330.7 -> 334.1-334.3, 1b 1,206.8-1,209.6 -> 1,211.0-1,211.1); not with down
+  // inside (its rounds are one block). LLM_VULKAN_GLU_THREADS=256|512|1024 fixes the size
+  // (for measuring and tests).
   if (qout && rules_.ffn_down_fusable(ni_) < 0) {
-    const uint32_t fixed_glu = env_uint("LLM_VULKAN_GLU_THREADS", 0);  // per plan: tests set it
-    const uint32_t t = fixed_glu ? fixed_glu : N / 64 >= set_.units ? 512 : kGemvQThreadsShared;
+    const uint32_t t = env_uint("LLM_VULKAN_GLU_THREADS", 512);  // per plan: tests set it
     if ((t == 512 || t == 1024) && N % (t / 8) == 0 &&
         gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), t) <=
             ctx_->phys().props.limits.maxComputeSharedMemorySize) {
