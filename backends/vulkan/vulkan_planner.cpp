@@ -953,7 +953,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   // X_SHARED: each workgroup copies (or normalizes) x once, so the largest workgroups
   // that still leave one or more per multiprocessor (H200, 7b tg128: 321.9 with 256
   // threads, 332.4-335.2 so; with 1,024 everywhere 1b's q/k/v and o, 48 and 32
-  // workgroups, lost 0.6 µs each). QOUT's rounds of 32 rows need 256.
+  // workgroups, lost 0.6 µs each). QOUT's sizes follow below.
   // LLM_VULKAN_GEMV_THREADS fixes the size where it fits (256, 512, 1,024; for measuring
   // and tests).
   // A GEMV that normalizes x itself (NORM) pays for that prologue once a workgroup, so
@@ -999,7 +999,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   GemvShape& gs = g.gs;
   const bool persist = g.persist;
   uint64_t groups = g.groups;
-  // Gate/up rounding the activation take 32 rows a workgroup, too few workgroups for
+  // Gate/up rounding the activation take 32 rows per 256 threads, too few workgroups for
   // the GPU on small models (1b: 256 against 528 that fit on the H200): K in 2 or 4
   // parts, each a workgroup, while they fit in one wave and each thread keeps at least
   // two blocks per row. LLM_VULKAN_GLU_SPLIT fixes the parts (1, 2, 4; for measuring).
