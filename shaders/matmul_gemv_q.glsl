@@ -30,9 +30,10 @@
 // writing this one's sums; x's planes are then copied once per workgroup for many rows.
 //
 // QOUT (MODE 1, X_SHARED, one token, groups of 16 threads with 2 rows each): each round
-// of a workgroup's tasks is WG / 256 blocks of 32 activations, which it also rounds into
-// quantize_x.comp's layout for the integer-dot down GEMV after it. With KSPLIT, K is cut into parts, a
-// workgroup each, and the last part of a round to finish merges the sums and rounds.
+// of a workgroup's tasks is WG / 256 blocks of 32 activations (QOUT_WIDE; else one),
+// which it also rounds into quantize_x.comp's layout for the integer-dot down GEMV after
+// it. With KSPLIT, K is cut into parts, a workgroup each, and the last part of a round to
+// finish merges the sums and rounds.
 //
 // FFN_DOWN (QOUT, matmul_gemv_qdot_ffn*.comp): the down GEMV and the residual Add
 // after it run in the same dispatch, split over K: each round's workgroup multiplies its
