@@ -676,6 +676,9 @@ TEST_CASE("vulkan gate/up round the activation alike in workgroups of 256, 512 a
             REQUIRE(ds.size() == 3);
             CHECK(ds[1].kernel.find("x2 +silu_mul +quantize") != std::string::npos);
             CHECK((ds[1].kernel.find("(K in 2 parts)") != std::string::npos) == (split[0] == '2'));
+            // Over 256 threads, the QOUT_WIDE variant (rounds of several blocks).
+            const std::string wide = std::string(" in ") + threads + " threads";
+            CHECK((ds[1].kernel.find(wide) != std::string::npos) == (threads[0] != '2'));
             // The same sums and roundings whatever the workgroup's size.
             if (first.empty())
               first = got;

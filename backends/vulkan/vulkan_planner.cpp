@@ -757,7 +757,8 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   for (size_t k = 1; k < segs; k++) rows += " + " + std::to_string(seg_rows[k]);
   const std::string qout_label =
       " x2 +silu_mul +quantize" +
-      (gl.ksplit > 1 ? format_message(" (K in %u parts)", gl.ksplit) : std::string());
+      (gl.ksplit > 1 ? format_message(" (K in %u parts)", gl.ksplit) : std::string()) +
+      (wide ? format_message(" in %u threads", gl.threads) : std::string());
   x_.label = format_message(
       "%smatmul_gemv_q %s T=%lld [%s x %lld]%s", norm_in ? "rms_norm + " : "",
       dtype_name(in[1].dtype), (long long)T, rows.c_str(), (long long)K,
