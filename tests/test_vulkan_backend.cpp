@@ -550,14 +550,54 @@ TEST_CASE("vulkan fuses a residual add into the quantized GEMV before it", "[vul
   });
 }
 
+// An FFN block of random weights, gate and up [F x K], down [K x F], and x [T x K].
+struct GateUpDown {
+  DType wt;
+  int64_t T, K, F;
+  QuantMatrix wg, wu, wd;
+  std::vector<float> x;
+  GateUpDown(DType wt_, int64_t T_, int64_t K_, int64_t F_, std::mt19937& rng)
+      : wt(wt_),
+        T(T_),
+        K(K_),
+        F(F_),
+        wg(quantize_random(wt, F, K, rng)),
+        wu(quantize_random(wt, F, K, rng)),
+        wd(quantize_random(wt, K, F, rng)),
+        x(uniform(T * K, rng)) {}
+  // Gate, up, SiluMul and down (the GPUs take the blocks where quant, the CPU their
+  // values), x and the activation sharing memory as the memory planner lays them out.
+  // Returns gate, up, the activation and down.
+  std::vector<float> run(Backend& be, bool quant, std::vector<Program::Dispatch>* ds) const {
+    // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
+    const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
+               act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
+    TestBuffers b(be);
+    auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
+      return b.weight(q, wt, n, k, quant);
+    };
+    DeviceBuffer* arena = b.put(Bytes(T * K * 4 + T * F * 12 + 4096));
+    be.upload(*arena, 0, x.data(), x.size() * 4);
+    const TensorRef xr{arena, 0, DType::F32, {T, K}};
+    const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
+    const TensorRef ur{
+        arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
+    const TensorRef ar{arena, 0, DType::F32, {T, F}};
+    const TensorRef dr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
+    auto prog = be.compile(
+        {BoundNode{&mg, {xr, weight(wg, F, K)}, gr}, BoundNode{&mu, {xr, weight(wu, F, K)}, ur},
+         BoundNode{&act, {gr, ur}, ar}, BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
+    prog->run();
+    if (ds) *ds = prog->dispatches();
+    return download_f32(be, {gr, ur, ar, dr});
+  }
+};
+
 TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down reads it",
           "[vulkan][ops]") {
   VULKAN_TEST();
   std::mt19937 rng(13);
   const int64_t F = 96;
-  // Tensor ids: x 0, gate/up/down weights 1/2/6, gate 3, up 4, act 5, down 7.
-  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
-             act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
   // K = 2048: 64 blocks a row, which gate/up that round the activation cut in parts
   // (3 rounds of 32 rows leave most workgroups of the fixed grid idle). K = 4096 with 3
   // tokens: x's planes leave too little shared memory for workgroups of 1,024 threads
@@ -566,31 +606,9 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
     for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1})
       for (int64_t T : {1, 3}) {
         DYNAMIC_SECTION(dtype_name(wt) << " T=" << T << " K=" << K) {
-          const QuantMatrix wg = quantize_random(wt, F, K, rng),
-                            wu = quantize_random(wt, F, K, rng),
-                            wd = quantize_random(wt, K, F, rng);
-          const std::vector<float> x = uniform(T * K, rng);
+          const GateUpDown ffn(wt, T, K, F, rng);
           auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-            TestBuffers b(be);
-            auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
-              return b.weight(q, wt, n, k, quant);
-            };
-            // x and act share memory, as the memory planner lays them out.
-            DeviceBuffer* arena = b.put(Bytes(T * K * 4 + T * F * 12 + 4096));
-            be.upload(*arena, 0, x.data(), x.size() * 4);
-            const TensorRef xr{arena, 0, DType::F32, {T, K}};
-            const TensorRef gr{arena, static_cast<size_t>(1024 + T * K * 4), DType::F32, {T, F}};
-            const TensorRef ur{
-                arena, static_cast<size_t>(2048 + T * K * 4 + T * F * 4), DType::F32, {T, F}};
-            const TensorRef ar{arena, 0, DType::F32, {T, F}};
-            const TensorRef dr{b.put(Bytes(T * K * 4)), 0, DType::F32, {T, K}};
-            auto prog = be.compile({BoundNode{&mg, {xr, weight(wg, F, K)}, gr},
-                                    BoundNode{&mu, {xr, weight(wu, F, K)}, ur},
-                                    BoundNode{&act, {gr, ur}, ar},
-                                    BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
-            prog->run();
-            if (ds) *ds = prog->dispatches();
-            return download_f32(be, {gr, ur, ar, dr});
+            return ffn.run(be, quant, ds);
           };
           check_gemv_backends(run, [&](const Backend& gpu, std::vector<Program::Dispatch> ds) {
             const std::string& details = gpu.info().details;
@@ -629,34 +647,13 @@ TEST_CASE("vulkan gate/up round the activation alike in workgroups of 256, 512 a
   VULKAN_TEST();
   std::mt19937 rng(37);
   // 256 rows: whole rounds of 1,024-thread workgroups (128 rows a round, 4 blocks of down's
-  // x). Tensor ids as in the case above.
+  // x).
   const int64_t F = 256;
-  const Node mg = make_node(Op::MatMul, {0, 1}, 3), mu = make_node(Op::MatMul, {0, 2}, 4),
-             act = make_node(Op::SiluMul, {3, 4}, 5), md = make_node(Op::MatMul, {5, 6}, 7);
   for (int64_t K : {192, 2048})
     for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
-      const QuantMatrix wg = quantize_random(wt, F, K, rng), wu = quantize_random(wt, F, K, rng),
-                        wd = quantize_random(wt, K, F, rng);
-      const std::vector<float> x = uniform(K, rng);
-      auto run = [&](Backend& be, bool quant, std::vector<Program::Dispatch>* ds) {
-        TestBuffers b(be);
-        auto weight = [&](const QuantMatrix& q, int64_t n, int64_t k) {
-          return b.weight(q, wt, n, k, quant);
-        };
-        const TensorRef xr{b.put(to_bytes(x)), 0, DType::F32, {1, K}};
-        const TensorRef gr{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
-        const TensorRef ur{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
-        const TensorRef ar{b.put(Bytes(F * 4)), 0, DType::F32, {1, F}};
-        const TensorRef dr{b.put(Bytes(K * 4)), 0, DType::F32, {1, K}};
-        auto prog = be.compile(
-            {BoundNode{&mg, {xr, weight(wg, F, K)}, gr}, BoundNode{&mu, {xr, weight(wu, F, K)}, ur},
-             BoundNode{&act, {gr, ur}, ar}, BoundNode{&md, {ar, weight(wd, K, F)}, dr}});
-        prog->run();
-        if (ds) *ds = prog->dispatches();
-        return download_f32(be, {gr, ur, ar, dr});
-      };
+      const GateUpDown ffn(wt, 1, K, F, rng);
       auto cpu = make_cpu_backend(1);
-      const std::vector<float> want = run(*cpu, false, nullptr);
+      const std::vector<float> want = ffn.run(*cpu, false, nullptr);
       int runs = 0;
       for (Backend* gpu : gemv_backends()) {
         const std::string& details = gpu->info().details;
@@ -670,7 +667,7 @@ TEST_CASE("vulkan gate/up round the activation alike in workgroups of 256, 512 a
                          << " LLM_VULKAN_GLU_THREADS=" << threads);
             ScopedEnv size("LLM_VULKAN_GLU_THREADS", threads);
             std::vector<Program::Dispatch> ds;
-            const std::vector<float> got = run(*gpu, true, &ds);
+            const std::vector<float> got = ffn.run(*gpu, true, &ds);
             CHECK(max_rel_error(got, want) <= 1e-4);
             // quantize_x, gate/up rounding the activation, down.
             REQUIRE(ds.size() == 3);
