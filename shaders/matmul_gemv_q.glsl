@@ -108,7 +108,10 @@ layout(constant_id = 21) const int NORM_PAR = 0;
 // streamed since the last step evicted it from L2), and loaded round by round after the
 // sum it cost a trip to memory a round.
 layout(constant_id = 22) const int NORM_PRE = 0;
-const int NORM_PRE_N = NORM_PRE > 0 ? NORM_PRE : 1;  // its arrays' size (never 0)
+// NORM_PRE's arrays have a literal size, so that glslc unrolls their loops and each
+// element stays a register whatever NORM_PRE the pipeline is given (the planner keeps
+// it at most NORM_PRE_MAX).
+#define NORM_PRE_MAX 4
 // A measuring aid (LLM_VULKAN_GEMV_PROLOGUE_ONLY=1): stop once x is in shared memory
 // (no weights, no outputs), so that a profile times the launch and the prologue alone.
 layout(constant_id = 15) const int PROLOGUE_ONLY = 0;
@@ -328,22 +331,23 @@ void norm_into_shared(uint nb) {
   const uint tid = gl_LocalInvocationID.x;
   const uint quads = p.T * nb * 8u, kq = nb * 8u, place = subgroup_place(), x0 = p.x_off / 4u;
   if (NORM_PRE > 0) {
-    vec4 xr[NORM_PRE_N], wr[NORM_PRE_N];
-    [[unroll]] for (int c = 0; c < NORM_PRE; c++) {
+    vec4 xr[NORM_PRE_MAX], wr[NORM_PRE_MAX];
+    [[unroll]] for (int c = 0; c < NORM_PRE_MAX; c++) {
       const uint i = uint(c) * WG + place;
-      const bool on = i < quads;
+      const bool on = c < NORM_PRE && i < quads;
       xr[c] = on ? x4[x0 + i] : vec4(0.0);
       wr[c] = on ? norm_weight4(0u, i) : vec4(0.0);
     }
     float ss = 0.0;  // in the order of the loop below (the same sum as without NORM_PRE)
-    [[unroll]] for (int c = 0; c < NORM_PRE; c++) ss += dot(xr[c], xr[c]);
+    [[unroll]] for (int c = 0; c < NORM_PRE_MAX; c++)
+      if (c < NORM_PRE) ss += dot(xr[c], xr[c]);
     for (uint i = uint(NORM_PRE) * WG + place; i < quads; i += WG) {
       const vec4 v = x4[x0 + i];
       ss += dot(v, v);
     }
     rms_inv_into(ss, p.K, p.eps, 0u);
-    [[unroll]] for (int c = 0; c < NORM_PRE; c++)
-      norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
+    [[unroll]] for (int c = 0; c < NORM_PRE_MAX; c++)
+      if (c < NORM_PRE) norm_round_into_shared(uint(c) * WG + place, xr[c], wr[c], nb);
   } else {
     for (uint t = 0u; t < p.T; t++) {
       const uint row = (p.x_off + t * p.K) / 4u;

@@ -24,6 +24,8 @@ constexpr uint32_t kGemvQThreads = 128;
 // default, and the largest (one workgroup per multiprocessor where the grid has enough).
 constexpr uint32_t kGemvQThreadsShared = 256;
 constexpr uint32_t kGemvQThreadsMax = 1024;
+// The most rounds of x a fused norm loads before its sum (NORM_PRE_MAX in matmul_gemv_q.glsl).
+constexpr int64_t kNormPreMax = 4;
 // The workgroup size of attention_decode_sg and attention_decode_o (their WG).
 constexpr uint32_t kAttnDecodeThreads = 256;
 // The shared memory of matmul_gemv_q.glsl with x in it (X_SHARED): x's planes of T

@@ -740,9 +740,9 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // way (for measuring).
   const uint32_t norm_pre_max = env_uint("LLM_VULKAN_NORM_PRE", 4);  // per plan: tests set it
   const int64_t quads = K / 4, rounds = (quads + gl.threads - 1) / gl.threads;
-  gemv_spec.push_back(norm_in && norm_par && T == 1
-                          ? static_cast<int32_t>(std::min<int64_t>(rounds, norm_pre_max))
-                          : 0);  // NORM_PRE
+  gemv_spec.push_back(norm_in && norm_par && T == 1 ? static_cast<int32_t>(std::min<int64_t>(
+                                                          {rounds, norm_pre_max, kNormPreMax}))
+                                                    : 0);  // NORM_PRE
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
