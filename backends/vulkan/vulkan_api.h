@@ -53,6 +53,11 @@ namespace llm::vk {
   X(vkCmdFillBuffer)               \
   X(vkCmdUpdateBuffer)             \
   X(vkCmdPipelineBarrier)          \
+  X(vkCreateEvent)                 \
+  X(vkDestroyEvent)                \
+  X(vkCmdSetEvent)                 \
+  X(vkGetEventStatus)              \
+  X(vkResetEvent)                  \
   X(vkCmdBindPipeline)             \
   X(vkCmdBindDescriptorSets)       \
   X(vkCmdPushConstants)            \

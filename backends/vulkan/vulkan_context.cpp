@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -495,9 +496,15 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &transfer_cb_));
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+  if (const char* sm = std::getenv("LLM_VULKAN_SUBMIT")) submit_mode_ = std::atoi(sm) & 3;
   for (Slot& slot : ring_) {
     LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &slot.fence));
     LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &slot.cb));
+    if (submit_mode_ & kSubmitTogether) {
+      VkEventCreateInfo ei{};
+      ei.sType = VK_STRUCTURE_TYPE_EVENT_CREATE_INFO;
+      LLM_VK_CHECK(d_.vkCreateEvent(device_, &ei, nullptr, &slot.event));
+    }
   }
 
   // Unified-memory devices (integrated GPUs, CPU drivers): device-local memory the host
@@ -578,8 +585,10 @@ Context::~Context() {
   memory_.reset();
   staging_memory_.reset();
   small_memory_.reset();
-  for (Slot& slot : ring_)
+  for (Slot& slot : ring_) {
     if (slot.fence) d_.vkDestroyFence(device_, slot.fence, nullptr);
+    if (slot.event) d_.vkDestroyEvent(device_, slot.event, nullptr);
+  }
   if (pool_) d_.vkDestroyCommandPool(device_, pool_, nullptr);
   if (device_) d_.vkDestroyDevice(device_, nullptr);
 }
@@ -760,12 +769,24 @@ void Context::submit(VkCommandBuffer cb, bool wait) {
 size_t Context::acquire_slot() {
   const size_t i = next_slot_;
   next_slot_ = (next_slot_ + 1) % kRing;
-  Slot& slot = ring_[i];
-  if (slot.busy) {
-    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
-    slot.busy = false;
-  }
+  wait_slot(i);
   return i;
+}
+
+void Context::wait_slot(size_t i) {
+  Slot& slot = ring_[i];
+  if (!slot.busy) return;
+  if (slot.with >= 0) {
+    Slot& w = ring_[static_cast<size_t>(slot.with)];
+    if (w.busy && w.use == slot.with_use) {
+      LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &w.fence, VK_TRUE, UINT64_MAX));
+      w.busy = false;
+    }
+    slot.with = -1;
+  } else {
+    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
+  }
+  slot.busy = false;
 }
 
 void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
@@ -782,16 +803,37 @@ void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
 
 void Context::wait_idle() {
   flush_transfer();
-  for (Slot& slot : ring_) {
-    if (!slot.busy) continue;
-    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
-    slot.busy = false;
-  }
+  for (size_t i = 0; i < kRing; i++) wait_slot(i);
 }
 
 void Context::submit_queued(VkCommandBuffer cb) {
-  flush_transfer();
-  submit_in_slot(acquire_slot(), cb);
+  if (!(submit_mode_ & kSubmitTogether) || open_slot_ < 0) {
+    flush_transfer();
+    submit_in_slot(acquire_slot(), cb);
+    return;
+  }
+  // The open transfer and the step in one submission, the step's fence for both (a
+  // submission boundary costs the GPU more than a barrier); the transfer's event tells
+  // the host when its downloads are done.
+  const size_t i = static_cast<size_t>(open_slot_);
+  open_slot_ = -1;
+  end_transfer(ring_[i].cb, true, ring_[i].event);
+  const size_t j = acquire_slot();
+  Slot& t = ring_[i];
+  Slot& s = ring_[j];
+  const VkCommandBuffer cbs[2] = {t.cb, cb};
+  VkSubmitInfo si{};
+  si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+  si.commandBufferCount = 2;
+  si.pCommandBuffers = cbs;
+  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &s.fence));
+  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, s.fence));
+  s.busy = true;
+  s.use++;
+  t.busy = true;
+  t.use++;
+  t.with = static_cast<int>(j);
+  t.with_use = s.use;
 }
 
 void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageFlags src_stages,
@@ -828,6 +870,7 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
     return cb;
   }
   const size_t i = acquire_slot();
+  if (ring_[i].event) LLM_VK_CHECK(d_.vkResetEvent(device_, ring_[i].event));
   begin_transfer(ring_[i].cb, true);
   open_slot_ = static_cast<int>(i);
   open_reads_.assign(1, read);
@@ -850,19 +893,34 @@ void Context::begin_transfer(VkCommandBuffer cb, bool queued) {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   LLM_VK_CHECK(d_.vkBeginCommandBuffer(cb, &bi));
   // After everything submitted before (programs read and write what transfers touch).
-  cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
-                     VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                     VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+  if (queued && light_barriers())
+    cmd_memory_barrier(
+        d_, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+  else
+    cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                       VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                       VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
   if (queued && step_times_) step_times_->transfer_begin(cb);
 }
 
-void Context::end_transfer(VkCommandBuffer cb, bool queued) {
+void Context::end_transfer(VkCommandBuffer cb, bool queued, VkEvent set) {
   if (queued && step_times_) step_times_->transfer_end(cb);
   // Before everything submitted after, and visible to the host (staging, readback).
-  cmd_memory_barrier(
-      d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
-      VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-      VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+  if (queued && light_barriers())
+    cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+                           VK_PIPELINE_STAGE_TRANSFER_BIT,
+                       VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
+                           VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                           VK_ACCESS_TRANSFER_WRITE_BIT);
+  else
+    cmd_memory_barrier(
+        d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+        VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+  if (set) d_.vkCmdSetEvent(cb, set, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT);
   LLM_VK_CHECK(d_.vkEndCommandBuffer(cb));
 }
 
@@ -917,8 +975,16 @@ void Context::finish_download(uint64_t ticket) {
   Slot& slot = ring_[dl.slot];
   // The slot has carried later submissions only after its fence was waited for.
   if (slot.busy && slot.use == dl.use) {
-    LLM_VK_CHECK(d_.vkWaitForFences(device_, 1, &slot.fence, VK_TRUE, UINT64_MAX));
-    slot.busy = false;
+    if (slot.with >= 0) {
+      // Submitted with the step after it: done when its event is set. The host polls
+      // (the next step is already queued, so a few microseconds late costs nothing).
+      VkResult r;
+      while ((r = d_.vkGetEventStatus(device_, slot.event)) == VK_EVENT_RESET)
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      if (r != VK_EVENT_SET) LLM_VK_CHECK(r);
+    } else {
+      wait_slot(dl.slot);
+    }
   }
   if (dl.bytes) std::memcpy(dl.dst, readback_->mapped() + dl.at, dl.bytes);
   if (downloads_.empty()) readback_used_ = 0;

@@ -224,6 +224,9 @@ class Context {
   // LLM_VULKAN_STEP_TIMES=1 (a measuring aid): timestamps around queued steps and
   // transfers; nullptr otherwise.
   StepTimes* step_times() const { return step_times_.get(); }
+  // LLM_VULKAN_SUBMIT's bits (kSubmitLightBarriers, kSubmitTogether).
+  int submit_mode() const { return submit_mode_; }
+  bool light_barriers() const { return submit_mode_ & kSubmitLightBarriers; }
 
  private:
   // A new pipeline (not kept); safe to call from several threads at once.
@@ -249,7 +252,7 @@ class Context {
   // submitted before / after it (and for host reads at the end).
   // queued: a ring slot's (LLM_VULKAN_STEP_TIMES times those).
   void begin_transfer(VkCommandBuffer cb, bool queued = false);
-  void end_transfer(VkCommandBuffer cb, bool queued = false);
+  void end_transfer(VkCommandBuffer cb, bool queued = false, VkEvent set = VK_NULL_HANDLE);
   std::string cache_path() const;
   void save_pipeline_cache();
 
@@ -268,7 +271,19 @@ class Context {
     VkCommandBuffer cb = VK_NULL_HANDLE;
     bool busy = false;
     uint64_t use = 0;  // how many submissions the slot has carried
+    // A queued transfer submitted with the step after it (kSubmitTogether) is done when
+    // that step's slot (with) finishes its submission with_use; its event is set once
+    // the transfer's own commands are, which is when its downloads may be read.
+    VkEvent event = VK_NULL_HANDLE;
+    int with = -1;
+    uint64_t with_use = 0;
   };
+  // How queued transfers and steps are submitted (LLM_VULKAN_SUBMIT, bits; default both):
+  // kSubmitLightBarriers: their barriers name the transfer and compute stages only, not
+  // every stage; kSubmitTogether: a step's transfer goes in the step's submission.
+  static constexpr int kSubmitLightBarriers = 1, kSubmitTogether = 2;
+  int submit_mode_ = kSubmitLightBarriers | kSubmitTogether;
+  void wait_slot(size_t i);  // waits for the slot's submission (if busy)
   std::array<Slot, kRing> ring_{};
   size_t next_slot_ = 0;
   int open_slot_ = -1;                          // the slot whose transfer command buffer is open

@@ -226,9 +226,18 @@ class VulkanProgram final : public Program {
     // Queued again while its last submission may still run (a step ahead).
     bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;
     LLM_VK_CHECK(d.vkBeginCommandBuffer(cb, &bi));
-    cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
-                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                       VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+    // The step's inputs come from transfers and earlier steps (light barriers), or from
+    // anything submitted before.
+    if (ctx_->light_barriers())
+      cmd_memory_barrier(d, cb,
+                         VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    else
+      cmd_memory_barrier(d, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
     StepTimes* step_times = timestamps ? nullptr : ctx_->step_times();
     if (step_times) step_times->mark_step(cb, false);
     const uint32_t n_q = static_cast<uint32_t>(ds_.size()) + 1;
