@@ -1816,6 +1816,30 @@ TEST_CASE("vulkan: decode through the cache equals a full forward pass", "[vulka
   }
 }
 
+// Queued greedy decoding (the device a step ahead of the host) in each way of submitting
+// a step's transfer (LLM_VULKAN_SUBMIT bits: 1 transfer/compute-only barriers, 2 the
+// transfer in the step's submission, its downloads read when its event is set): every
+// mode gives the reference's greedy ids.
+TEST_CASE("vulkan: queued greedy steps give the reference ids in every submission mode",
+          "[vulkan][models]") {
+  VULKAN_TEST();
+  const Reference ref = load_reference("llama3");
+  const std::vector<int32_t> want(ref.greedy_ids.begin(), ref.greedy_ids.begin() + 12);
+  for (const char* mode : {"0", "1", "2", "3"}) {
+    DYNAMIC_SECTION("LLM_VULKAN_SUBMIT=" << mode) {
+      ScopedEnv env("LLM_VULKAN_SUBMIT", mode);
+      auto backend = make_vulkan_backend();
+      REQUIRE(backend->downloads_overlap());
+      auto model = Model::load(model_dir("llama3"), *backend);
+      Session s(*model);
+      CHECK(greedy_queued(s, ref.input_ids, 12) == want);
+      // Again from a rewound sequence, behind the work of the first run.
+      s.reset();
+      CHECK(greedy_queued(s, ref.input_ids, 12) == want);
+    }
+  }
+}
+
 // The same quantized weights on the CPU (as float32 values) and on Vulkan (q8_0/q4_0
 // blocks, which the shaders dequantize exactly and multiply in float32).
 TEST_CASE("vulkan: q8f16_1 / q4f16_1 models match the cpu on the same quantized weights",
