@@ -224,8 +224,8 @@ class Context {
   // LLM_VULKAN_STEP_TIMES=1 (a measuring aid): timestamps around queued steps and
   // transfers; nullptr otherwise.
   StepTimes* step_times() const { return step_times_.get(); }
-  // LLM_VULKAN_SUBMIT's bits (kSubmitLightBarriers, kSubmitTogether).
-  int submit_mode() const { return submit_mode_; }
+  // Queued transfers and steps take barriers over the transfer and compute stages only
+  // (LLM_VULKAN_SUBMIT's bit kSubmitLightBarriers).
   bool light_barriers() const { return submit_mode_ & kSubmitLightBarriers; }
 
  private:
