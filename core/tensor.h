@@ -39,4 +39,16 @@ struct HostTensor {
   size_t nbytes = 0;
 };
 
+// A bound tensor as a raw pointer into a backend's memory (host or device), with its
+// type and shape: what the CPU and CUDA backends' recorded steps hand their kernels.
+struct TensorArg {
+  uint8_t* ptr = nullptr;
+  DType dtype = DType::F32;
+  Shape shape;
+  const float* f32() const { return reinterpret_cast<const float*>(ptr); }
+  float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
+  const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
+  int32_t* i32_mut() const { return reinterpret_cast<int32_t*>(ptr); }
+};
+
 }  // namespace llm

@@ -87,15 +87,7 @@ void host_memory(size_t* total, size_t* avail) {
 
 // ---- Programs --------------------------------------------------------------------------
 
-struct Arg {
-  uint8_t* ptr = nullptr;
-  DType dtype = DType::F32;
-  Shape shape;
-  const float* f32() const { return reinterpret_cast<const float*>(ptr); }
-  float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
-  const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
-  int32_t* i32_mut() const { return reinterpret_cast<int32_t*>(ptr); }
-};
+using Arg = TensorArg;  // a bound tensor in host memory
 
 struct Step {
   Op op;

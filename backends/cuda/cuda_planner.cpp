@@ -19,16 +19,7 @@ namespace {
 // Upper bound of the f16/bf16 -> f32 weight conversion buffer of the GEMM path.
 constexpr size_t kGemmScratchMax = 64 * kMiB;
 
-// A bound tensor as a device pointer.
-struct Arg {
-  uint8_t* ptr = nullptr;
-  DType dtype = DType::F32;
-  Shape shape;
-  const float* f32() const { return reinterpret_cast<const float*>(ptr); }
-  float* f32_mut() const { return reinterpret_cast<float*>(ptr); }
-  const int32_t* i32() const { return reinterpret_cast<const int32_t*>(ptr); }
-  int32_t* i32_mut() const { return reinterpret_cast<int32_t*>(ptr); }
-};
+using Arg = TensorArg;  // a bound tensor as a device pointer
 
 // Device memory a tensor occupies, for the aliasing rules of fused launches.
 struct Region {
