@@ -789,16 +789,25 @@ void Context::wait_slot(size_t i) {
   slot.busy = false;
 }
 
-void Context::submit_in_slot(size_t i, VkCommandBuffer cb) {
+void Context::submit_in_slot(size_t i, VkCommandBuffer cb, int with) {
   Slot& slot = ring_[i];
+  // with >= 0: that slot's open transfer goes first in the same submission, retired by
+  // this slot's fence.
+  const VkCommandBuffer cbs[2] = {with >= 0 ? ring_[static_cast<size_t>(with)].cb : cb, cb};
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cb;
+  si.commandBufferCount = with >= 0 ? 2 : 1;
+  si.pCommandBuffers = cbs;
   LLM_VK_CHECK(d_.vkResetFences(device_, 1, &slot.fence));
   LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
   slot.busy = true;
   slot.use++;
+  if (with < 0) return;
+  Slot& t = ring_[static_cast<size_t>(with)];
+  t.busy = true;
+  t.use++;
+  t.with = static_cast<int>(i);
+  t.with_use = slot.use;
 }
 
 void Context::wait_idle() {
@@ -807,33 +816,19 @@ void Context::wait_idle() {
 }
 
 void Context::submit_queued(VkCommandBuffer cb) {
-  if (!(submit_mode_ & kSubmitTogether) || open_slot_ < 0) {
-    flush_transfer();
-    submit_in_slot(acquire_slot(), cb);
-    return;
-  }
-  // The open transfer and the step in one submission, the step's fence for both (a
+  // The open transfer goes in the step's submission, the step's fence for both (a
   // submission boundary costs the GPU more than a barrier); the transfer's event tells
   // the host when its downloads are done.
-  const size_t i = static_cast<size_t>(open_slot_);
-  open_slot_ = -1;
-  end_transfer(ring_[i].cb, true, ring_[i].event);
-  const size_t j = acquire_slot();
-  Slot& t = ring_[i];
-  Slot& s = ring_[j];
-  const VkCommandBuffer cbs[2] = {t.cb, cb};
-  VkSubmitInfo si{};
-  si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-  si.commandBufferCount = 2;
-  si.pCommandBuffers = cbs;
-  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &s.fence));
-  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, s.fence));
-  s.busy = true;
-  s.use++;
-  t.busy = true;
-  t.use++;
-  t.with = static_cast<int>(j);
-  t.with_use = s.use;
+  int with = -1;
+  if ((submit_mode_ & kSubmitTogether) && open_slot_ >= 0) {
+    with = open_slot_;
+    open_slot_ = -1;
+    const Slot& t = ring_[static_cast<size_t>(with)];
+    end_transfer(t.cb, true, t.event);
+  } else {
+    flush_transfer();
+  }
+  submit_in_slot(acquire_slot(), cb, with);
 }
 
 void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageFlags src_stages,

@@ -237,7 +237,8 @@ class Context {
   void record_transfer(const std::function<void(VkCommandBuffer)>& rec);
   // A ring slot for the next submission, waiting for its last one if still in flight.
   size_t acquire_slot();
-  void submit_in_slot(size_t slot, VkCommandBuffer cb);
+  // with: a slot whose open transfer goes first in the same submission (-1: none).
+  void submit_in_slot(size_t slot, VkCommandBuffer cb, int with = -1);
   // Bytes [begin, end) of a buffer (none: a null buffer).
   struct Span {
     VkBuffer buffer = VK_NULL_HANDLE;
