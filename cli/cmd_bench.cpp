@@ -194,13 +194,11 @@ void run_bench(const BenchOptions& o) {
     }
     if (o.n_gen > 0) {
       // Greedy decoding with each token fed to the next step on the device and read
-      // while that step runs (Session::queue_greedy): every id still reaches the host.
+      // while later steps run (Session::decode_greedy): every id still reaches the host.
       const int32_t first = tok(rng);
       be.synchronize();
       const double t0 = now_s();
-      session.queue_greedy({first});
-      for (int i = 1; i < o.n_gen; i++) session.queue_greedy_next();
-      session.finish_greedy();
+      session.decode_greedy({first}, o.n_gen);
       be.synchronize();
       if (rep > 0) tg.push_back(o.n_gen / (now_s() - t0));
     }

@@ -152,6 +152,12 @@ class Backend {
   // Whether start_download returns before the copy is done (else queuing work ahead
   // of the host gains nothing and a host round trip is cheaper than Backend::copy).
   virtual bool downloads_overlap() const { return false; }
+  // Decoding with the host several steps behind the device: how many queued steps this
+  // backend sends in one submission at best (1: each at once), and holding queued
+  // programs until n are queued, then sending them together (waiting for queued work,
+  // a download included, sends what is held).
+  virtual int steps_per_submission() const { return 1; }
+  virtual void set_steps_per_submission(int /*n*/) {}
 
   // Returns an empty string when this backend implements the node as bound
   // (op, dtypes, parameters), or the reason why not.

@@ -145,6 +145,12 @@ TEST_CASE("session errors name the problem", "[models][cpu][errors]") {
   CHECK(s.queue_greedy_next() == want[1]);
   CHECK_THROWS_WITH(s.queue_greedy_next(), Catch::Contains("context window of 8 tokens is full"));
   CHECK(s.finish_greedy() == want[2]);
+  // decode_greedy checks the whole run against the context before it starts.
+  s.reset();
+  CHECK_THROWS_WITH(s.decode_greedy(prompt, 4, 2),
+                    Catch::Contains("context window of 8 tokens is full (0 tokens used, 9 more"));
+  CHECK(s.position() == 0);
+  CHECK(s.decode_greedy(prompt, 3, 2) == want);
 }
 
 TEST_CASE("GGUF files from llama.cpp's converter give the safetensors logits",

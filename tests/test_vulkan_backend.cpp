@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -245,6 +246,30 @@ TEST_CASE("vulkan queued copies keep the order they were asked in", "[vulkan]") 
   want[3] = 101;
   CHECK(again == want);
   CHECK_THROWS_WITH(be.finish_download(t3 + 1), Catch::Contains("out of order"));
+}
+
+TEST_CASE("vulkan downloads collected behind later ones wrap around the readback memory",
+          "[vulkan]") {
+  VULKAN_TEST();
+  // A host several steps behind the device never has all its downloads collected, so
+  // the readback memory (64 KiB, 16 bytes a download) is reused as a ring: 5,000
+  // downloads, each collected three later, go around it once.
+  Backend& be = shared_vulkan();
+  const int n = 5000;
+  std::vector<int32_t> values(n), got(n, -1);
+  std::iota(values.begin(), values.end(), 7);
+  auto buf = be.alloc(n * 4, "values");
+  be.upload(*buf, 0, values.data(), values.size() * 4);
+  std::deque<uint64_t> tickets;
+  for (int i = 0; i < n; i++) {
+    tickets.push_back(be.start_download(*buf, static_cast<size_t>(i) * 4, &got[i], 4));
+    if (tickets.size() > 3) {
+      be.finish_download(tickets.front());
+      tickets.pop_front();
+    }
+  }
+  for (uint64_t t : tickets) be.finish_download(t);
+  CHECK(got == values);
 }
 
 TEST_CASE("vulkan backend names what it cannot run and what does not fit", "[vulkan][errors]") {
@@ -1816,7 +1841,7 @@ TEST_CASE("vulkan: decode through the cache equals a full forward pass", "[vulka
   }
 }
 
-// Queued greedy decoding (the device a step ahead of the host) in each way of submitting
+// Queued greedy decoding (the device one or more steps ahead of the host) in each way of submitting
 // a step's transfer (LLM_VULKAN_SUBMIT bits: 1 transfer/compute-only barriers, 2 the
 // transfer in the step's submission, its downloads read when its event is set): every
 // mode gives the reference's greedy ids.
@@ -1836,6 +1861,22 @@ TEST_CASE("vulkan: queued greedy steps give the reference ids in every submissio
       // Again from a rewound sequence, behind the work of the first run.
       s.reset();
       CHECK(greedy_queued(s, ref.input_ids, 12) == want);
+      // The host 2 to 4 steps behind, the steps sent that many to a submission (and
+      // an uneven last batch), each run behind the last.
+      for (int ahead = 1; ahead <= 4; ahead++) {  // 4: the most it holds
+        INFO("ahead " << ahead);
+        s.reset();
+        const int before = vulkan_submissions();
+        CHECK(s.decode_greedy(ref.input_ids, 12, ahead) == want);
+        // The prompt's step, then the 11 fed steps `ahead` to a submission (with their
+        // transfers where those go with the step).
+        if (std::atoi(mode) & 2)
+          CHECK(vulkan_submissions() - before == 1 + (11 + ahead - 1) / ahead);
+      }
+      // A plain step right after: nothing is left held.
+      s.reset();
+      CHECK(greedy_on_device(s, ref.input_ids, 3) ==
+            std::vector<int32_t>(want.begin(), want.begin() + 3));
     }
   }
 }

@@ -87,6 +87,9 @@ class VulkanBackend final : public Backend {
     // LLM_VULKAN_STEP_AHEAD=0 (each token through the host, for measuring).
     const char* ahead = std::getenv("LLM_VULKAN_STEP_AHEAD");
     step_ahead_ = !(ahead && std::strcmp(ahead, "0") == 0);
+    // Decode steps a submission where the host is that far behind (Session::decode_greedy).
+    if (const char* sp = std::getenv("LLM_VULKAN_STEPS_PER_SUBMIT"))
+      steps_per_submission_ = std::clamp(std::atoi(sp), 1, vk::Context::kMaxSteps);
     // Integer dot products in the quantized GEMV where the device makes them fast;
     // LLM_VULKAN_INT_DOT=1 takes them where they are emulated too (lavapipe, in the
     // tests), 0 never.
@@ -220,6 +223,8 @@ class VulkanBackend final : public Backend {
     ctx_->raise_device_errors();
   }
   bool downloads_overlap() const override { return step_ahead_; }
+  int steps_per_submission() const override { return step_ahead_ ? steps_per_submission_ : 1; }
+  void set_steps_per_submission(int n) override { ctx_->set_steps_per_submission(n); }
 
   void synchronize() override {
     ctx_->wait_idle();
@@ -232,15 +237,16 @@ class VulkanBackend final : public Backend {
 
  private:
   std::shared_ptr<Context> ctx_;
-  bool step_ahead_ = true;      // downloads_overlap(): decode a step ahead of the host
-  bool coop_ = false;           // many-token matmuls through matmul_coop
-  bool int_dot_ = false;        // quantized GEMVs through quantize_x + matmul_gemv_qdot
-  bool shared_x_ = false;       // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
-  uint32_t persist_wgs_ = 0;    // ... on a fixed grid of this many workgroups (0: one pass)
-  uint32_t gemv_threads_ = 0;   // ... in workgroups of this size (0: chosen per matrix)
-  uint32_t units_ = 1;          // multiprocessors (kGemvUnitsUnknown where not reported)
-  int ffn_down_ = 0;            // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
-  bool ffn_next_norm_ = false;  // ... rounding the next RmsNorm's output too
+  bool step_ahead_ = true;        // downloads_overlap(): decode a step ahead of the host
+  int steps_per_submission_ = 2;  // LLM_VULKAN_STEPS_PER_SUBMIT (1 to 4)
+  bool coop_ = false;             // many-token matmuls through matmul_coop
+  bool int_dot_ = false;          // quantized GEMVs through quantize_x + matmul_gemv_qdot
+  bool shared_x_ = false;         // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
+  uint32_t persist_wgs_ = 0;      // ... on a fixed grid of this many workgroups (0: one pass)
+  uint32_t gemv_threads_ = 0;     // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t units_ = 1;            // multiprocessors (kGemvUnitsUnknown where not reported)
+  int ffn_down_ = 0;              // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
+  bool ffn_next_norm_ = false;    // ... rounding the next RmsNorm's output too
   int attn_o_ = 0;  // o and its Add inside the decode attention (O_WORKERS); 2: + next norm
 };
 
@@ -355,5 +361,6 @@ VulkanBest vulkan_best_device() {
 int vulkan_validation_errors() { return vk::validation_error_count(); }
 
 int vulkan_pipelines_created() { return vk::pipelines_created(); }
+int vulkan_submissions() { return vk::submissions(); }
 
 }  // namespace llm

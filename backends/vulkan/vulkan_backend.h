@@ -26,5 +26,7 @@ int vulkan_validation_errors();
 
 // Compute pipelines created so far (all devices): what a step compiles on the fly shows.
 int vulkan_pipelines_created();
+// Queue submissions made so far (all devices): how queued steps were batched shows.
+int vulkan_submissions();
 
 }  // namespace llm

@@ -28,6 +28,7 @@ constexpr size_t kSmallBuffer = 1 << 20;
 
 std::atomic<int> g_validation_errors{0};
 std::atomic<int> g_pipelines_created{0};
+std::atomic<int> g_submissions{0};
 
 VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
                                              VkDebugUtilsMessageTypeFlagsEXT,
@@ -62,6 +63,7 @@ bool validation_requested() {
 int validation_error_count() { return g_validation_errors.load(); }
 
 int pipelines_created() { return g_pipelines_created.load(); }
+int submissions() { return g_submissions.load(); }
 
 // ---- Instance ------------------------------------------------------------------------------
 
@@ -776,6 +778,7 @@ size_t Context::acquire_slot() {
 void Context::wait_slot(size_t i) {
   Slot& slot = ring_[i];
   if (!slot.busy) return;
+  if (held(i)) send_held();
   if (slot.with >= 0) {
     Slot& w = ring_[static_cast<size_t>(slot.with)];
     if (w.busy && w.use == slot.with_use) {
@@ -789,29 +792,57 @@ void Context::wait_slot(size_t i) {
   slot.busy = false;
 }
 
-void Context::submit_in_slot(size_t i, VkCommandBuffer cb, int with) {
-  Slot& slot = ring_[i];
-  // with >= 0: that slot's open transfer goes first in the same submission, retired by
-  // this slot's fence.
-  const VkCommandBuffer cbs[2] = {with >= 0 ? ring_[static_cast<size_t>(with)].cb : cb, cb};
+void Context::submit_in_slot(size_t i, VkCommandBuffer cb, int with, bool hold) {
+  // with >= 0: that slot's open transfer goes first in the same submission.
+  if (with >= 0) held_.push_back({static_cast<size_t>(with), ring_[static_cast<size_t>(with)].cb});
+  held_.push_back({i, cb});
+  for (size_t k = held_.size() - (with >= 0 ? 2 : 1); k < held_.size(); k++) {
+    Slot& slot = ring_[held_[k].slot];
+    slot.busy = true;
+    slot.use++;
+    slot.with = -1;
+  }
+  if (!hold) send_held();
+}
+
+void Context::send_held() {
+  if (held_.empty()) return;
+  // One submission, retired by the last slot's fence.
+  std::vector<VkCommandBuffer> cbs;
+  cbs.reserve(held_.size());
+  for (const Held& h : held_) cbs.push_back(h.cb);
+  const size_t last = held_.back().slot;
+  Slot& fenced = ring_[last];
+  for (size_t k = 0; k + 1 < held_.size(); k++) {
+    Slot& slot = ring_[held_[k].slot];
+    slot.with = static_cast<int>(last);
+    slot.with_use = fenced.use;
+  }
+  held_.clear();
+  held_steps_ = 0;
   VkSubmitInfo si{};
   si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-  si.commandBufferCount = with >= 0 ? 2 : 1;
-  si.pCommandBuffers = cbs;
-  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &slot.fence));
-  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, slot.fence));
-  slot.busy = true;
-  slot.use++;
-  if (with < 0) return;
-  Slot& t = ring_[static_cast<size_t>(with)];
-  t.busy = true;
-  t.use++;
-  t.with = static_cast<int>(i);
-  t.with_use = slot.use;
+  si.commandBufferCount = static_cast<uint32_t>(cbs.size());
+  si.pCommandBuffers = cbs.data();
+  LLM_VK_CHECK(d_.vkResetFences(device_, 1, &fenced.fence));
+  LLM_VK_CHECK(d_.vkQueueSubmit(queue_, 1, &si, fenced.fence));
+  g_submissions++;
+}
+
+bool Context::held(size_t slot) const {
+  for (const Held& h : held_)
+    if (h.slot == slot) return true;
+  return false;
+}
+
+void Context::set_steps_per_submission(int n) {
+  steps_per_submission_ = std::clamp(n, 1, kMaxSteps);
+  if (steps_per_submission_ == 1) send_held();
 }
 
 void Context::wait_idle() {
   flush_transfer();
+  send_held();
   for (size_t i = 0; i < kRing; i++) wait_slot(i);
 }
 
@@ -823,12 +854,14 @@ void Context::submit_queued(VkCommandBuffer cb) {
   if ((submit_mode_ & kSubmitTogether) && open_slot_ >= 0) {
     with = open_slot_;
     open_slot_ = -1;
-    const Slot& t = ring_[static_cast<size_t>(with)];
+    Slot& t = ring_[static_cast<size_t>(with)];
     end_transfer(t.cb, true, t.event);
+    t.evented = true;
   } else {
     flush_transfer();
   }
-  submit_in_slot(acquire_slot(), cb, with);
+  const size_t slot = acquire_slot();  // may send the held ones
+  submit_in_slot(slot, cb, with, ++held_steps_ < steps_per_submission_);
 }
 
 void cmd_memory_barrier(const DeviceApi& d, VkCommandBuffer cb, VkPipelineStageFlags src_stages,
@@ -866,6 +899,7 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
   }
   const size_t i = acquire_slot();
   if (ring_[i].event) LLM_VK_CHECK(d_.vkResetEvent(device_, ring_[i].event));
+  ring_[i].evented = false;
   begin_transfer(ring_[i].cb, true);
   open_slot_ = static_cast<int>(i);
   open_reads_.assign(1, read);
@@ -938,8 +972,14 @@ void Context::queue_copy(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src
 
 uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* dst, size_t bytes) {
   constexpr size_t kReadbackBytes = size_t{1} << 16;
-  const size_t at = (readback_used_ + 15) / 16 * 16;
-  if (bytes > kReadbackBytes || at + bytes > kReadbackBytes) {
+  // A ring: downloads finish in order, and a host several steps ahead always has some
+  // pending.
+  size_t at = (readback_used_ + 15) / 16 * 16;
+  if (at + bytes > kReadbackBytes) at = 0;
+  bool free = bytes <= kReadbackBytes;
+  for (const Download& d : downloads_)
+    if (d.bytes && at < d.at + d.bytes && d.at < at + bytes) free = false;
+  if (!free) {
     copy_to_host(src, offset, dst, bytes);  // waits for everything queued before
     return 0;
   }
@@ -967,10 +1007,11 @@ void Context::finish_download(uint64_t ticket) {
   downloads_.pop_front();
   downloads_finished_++;
   if (open_slot_ == static_cast<int>(dl.slot)) flush_transfer();
+  if (held(dl.slot)) send_held();
   Slot& slot = ring_[dl.slot];
   // The slot has carried later submissions only after its fence was waited for.
   if (slot.busy && slot.use == dl.use) {
-    if (slot.with >= 0) {
+    if (slot.evented) {
       // Submitted with the step after it: done when its event is set. The host polls
       // (the next step is already queued, so a few microseconds late costs nothing).
       VkResult r;

@@ -26,6 +26,7 @@ bool validation_requested();
 int validation_error_count();
 // Pipelines created so far by every context of the process.
 int pipelines_created();
+int submissions();  // vkQueueSubmit calls so far
 
 class Instance {
  public:
@@ -200,6 +201,12 @@ class Context {
   // one still runs. The recorded command buffer of a queued program must allow
   // simultaneous use.
   void submit_queued(VkCommandBuffer cb);
+  // Queued programs go out n to a submission (1: each at once): the boundary between
+  // two submissions costs NVIDIA's GPUs about 17 µs, a barrier about 3. Until the n-th
+  // they are held; anything that waits for queued work (or submits other work) sends
+  // them first. At most kMaxSteps.
+  void set_steps_per_submission(int n);
+  static constexpr int kMaxSteps = 4;
   // False (nothing queued) for uploads vkCmdUpdateBuffer cannot take: over 64 KiB, or
   // offset or size not a multiple of 4.
   bool queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes);
@@ -238,7 +245,10 @@ class Context {
   // A ring slot for the next submission, waiting for its last one if still in flight.
   size_t acquire_slot();
   // with: a slot whose open transfer goes first in the same submission (-1: none).
-  void submit_in_slot(size_t slot, VkCommandBuffer cb, int with = -1);
+  // hold: the submission waits in held_ for more (send_held() sends them all).
+  void submit_in_slot(size_t slot, VkCommandBuffer cb, int with = -1, bool hold = false);
+  void send_held();
+  bool held(size_t slot) const;  // whether the slot's submission is held
   // Bytes [begin, end) of a buffer (none: a null buffer).
   struct Span {
     VkBuffer buffer = VK_NULL_HANDLE;
@@ -265,17 +275,20 @@ class Context {
   VkQueue queue_ = VK_NULL_HANDLE;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer transfer_cb_ = VK_NULL_HANDLE;
-  // Submissions in flight: a fence and a transfer command buffer per slot.
-  static constexpr size_t kRing = 8;
+  // Submissions in flight: a fence and a transfer command buffer per slot (a queued
+  // step takes two: its transfer's and its own; kMaxSteps held behind as many sent).
+  static constexpr size_t kRing = 4 * kMaxSteps;
   struct Slot {
     VkFence fence = VK_NULL_HANDLE;
     VkCommandBuffer cb = VK_NULL_HANDLE;
     bool busy = false;
     uint64_t use = 0;  // how many submissions the slot has carried
-    // A queued transfer submitted with the step after it (kSubmitTogether) is done when
-    // that step's slot (with) finishes its submission with_use; its event is set once
-    // the transfer's own commands are, which is when its downloads may be read.
+    // A slot whose command buffer went out in the submission of a later slot (with):
+    // a queued transfer with the step after it (kSubmitTogether), or held steps sent
+    // together. It is done when that slot finishes its submission with_use. A queued
+    // transfer's event is set once its own commands are, when its downloads may be read.
     VkEvent event = VK_NULL_HANDLE;
+    bool evented = false;  // this use of the slot's transfer sets the event
     int with = -1;
     uint64_t with_use = 0;
   };
@@ -286,6 +299,13 @@ class Context {
   int submit_mode_ = kSubmitLightBarriers | kSubmitTogether;
   void wait_slot(size_t i);  // waits for the slot's submission (if busy)
   std::array<Slot, kRing> ring_{};
+  // Command buffers of slots not yet submitted, in order (set_steps_per_submission).
+  struct Held {
+    size_t slot;
+    VkCommandBuffer cb;
+  };
+  std::vector<Held> held_;
+  int held_steps_ = 0, steps_per_submission_ = 1;
   size_t next_slot_ = 0;
   int open_slot_ = -1;                          // the slot whose transfer command buffer is open
   std::vector<Span> open_reads_, open_writes_;  // its commands' since its last barrier

@@ -1,6 +1,7 @@
 #include "core/engine/session.h"
 
 #include <algorithm>
+#include <deque>
 #include <numeric>
 
 #include "core/error.h"
@@ -127,6 +128,61 @@ int32_t Session::finish_greedy() {
   greedy_from_->read_output(step_io::kSampled, &id, sizeof(id));
   greedy_from_ = nullptr;
   return id;
+}
+
+std::vector<int32_t> Session::decode_greedy(const std::vector<int32_t>& tokens, int n, int ahead) {
+  if (n <= 0) return {};
+  // Checked up front: a failure inside the loop would leave downloads unfinished.
+  if (position_ + static_cast<int64_t>(tokens.size()) + n - 1 > context_size_)
+    fail("context window of %d tokens is full (%d tokens used, %zu more asked)", context_size_,
+         position_, tokens.size() + static_cast<size_t>(n) - 1);
+  Backend& be = model_.backend();
+  if (ahead <= 0) ahead = be.steps_per_submission();
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  queue_greedy(tokens);
+  if (!be.downloads_overlap() || ahead == 1) {
+    for (int i = 1; i < n; i++) ids[static_cast<size_t>(i) - 1] = queue_greedy_next();
+    ids.back() = finish_greedy();
+    return ids;
+  }
+  // The id of step i is copied out in step i + 1's transfer and read after step i + ahead
+  // is queued: the host waits only for steps already sent.
+  std::deque<uint64_t> tickets;
+  be.set_steps_per_submission(ahead);
+  try {
+    for (int i = 1; i < n; i++) {
+      Executor& prev = *greedy_from_;
+      greedy_from_ = nullptr;
+      tickets.push_back(
+          prev.start_read_output(step_io::kSampled, &ids[static_cast<size_t>(i) - 1], 4));
+      greedy_from_ = &run_step(1, 1, nullptr, &prev);
+      while (static_cast<int>(tickets.size()) >= ahead) {
+        const uint64_t t = tickets.front();
+        tickets.pop_front();
+        be.finish_download(t);
+      }
+    }
+    be.set_steps_per_submission(1);
+    while (!tickets.empty()) {
+      const uint64_t t = tickets.front();
+      tickets.pop_front();
+      be.finish_download(t);
+    }
+  } catch (...) {
+    // The backend's queue stays usable: the remaining downloads are collected (their
+    // errors are the first one's) and what is held is sent.
+    be.set_steps_per_submission(1);
+    greedy_from_ = nullptr;
+    for (uint64_t t : tickets) {
+      try {
+        be.finish_download(t);
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  ids.back() = finish_greedy();
+  return ids;
 }
 
 Executor& Session::run_chunks(const std::vector<int32_t>& tokens, bool all_logits, float* logits) {

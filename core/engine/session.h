@@ -41,6 +41,11 @@ class Session {
   void queue_greedy(const std::vector<int32_t>& tokens);
   int32_t queue_greedy_next();
   int32_t finish_greedy();
+  // n greedy tokens after `tokens` (the first is the argmax of the last of them), each
+  // fed to the next step on the device, with the host `ahead` steps behind it (0: the
+  // backend's steps_per_submission()): a backend that batches submissions sends that
+  // many queued steps in one. ahead 1 is queue_greedy / queue_greedy_next.
+  std::vector<int32_t> decode_greedy(const std::vector<int32_t>& tokens, int n, int ahead = 0);
 
   int position() const { return position_; }
 
