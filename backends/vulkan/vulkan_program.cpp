@@ -292,18 +292,10 @@ class VulkanProgram final : public Program {
         d.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, queries_,
                               static_cast<uint32_t>(i + 1));
     }
-    // Where the host reads what steps write (unified memory, after the fence). Elsewhere
-    // every later reader is a transfer or a step, which starts with a barrier of its own.
-    // LLM_VULKAN_STEP_END_BARRIER=0|1 overrides that (for measuring).
-    static const int end_barrier_env = [] {
-      const char* e = std::getenv("LLM_VULKAN_STEP_END_BARRIER");
-      return e ? std::atoi(e) : -1;
-    }();
-    if (end_barrier_env > 0 || (end_barrier_env < 0 && ctx_->unified()) || timestamps)
-      cmd_memory_barrier(
-          d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-          VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    cmd_memory_barrier(
+        d, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+        VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     if (step_times) step_times->mark_step(cb, true);
     LLM_VK_CHECK(d.vkEndCommandBuffer(cb));
     return cb;
