@@ -248,6 +248,40 @@ TEST_CASE("vulkan queued copies keep the order they were asked in", "[vulkan]") 
   CHECK_THROWS_WITH(be.finish_download(t3 + 1), Catch::Contains("out of order"));
 }
 
+TEST_CASE("vulkan queued copies among many buffers at once", "[vulkan]") {
+  VULKAN_TEST();
+  // One queued transfer over 24 buffers: its small copies take a dispatch per two
+  // device buffers, more than a transfer has descriptor sets for (the rest go as copy
+  // commands), each buffer uploaded, copied on into the next and downloaded.
+  Backend& be = shared_vulkan();
+  const int n = 24;
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  std::vector<std::vector<int32_t>> got(n, std::vector<int32_t>(8, -1));
+  for (int i = 0; i < n; i++) bufs.push_back(be.alloc(64, "b" + std::to_string(i)));
+  be.synchronize();
+  std::vector<uint64_t> tickets;
+  for (int i = 0; i < n; i++) {
+    std::vector<int32_t> v(8);
+    std::iota(v.begin(), v.end(), 100 * i);
+    be.upload(*bufs[i], 0, v.data(), 32);                   // words 0-7
+    if (i > 0) be.copy(*bufs[i], 32, *bufs[i - 1], 0, 32);  // words 8-15: the last's
+    tickets.push_back(be.start_download(*bufs[i], 0, got[i].data(), 32));
+  }
+  for (uint64_t t : tickets) be.finish_download(t);
+  for (int i = 0; i < n; i++) {
+    INFO("buffer " << i);
+    std::vector<int32_t> want(8);
+    std::iota(want.begin(), want.end(), 100 * i);
+    CHECK(got[i] == want);
+    if (i > 0) {
+      std::vector<int32_t> copied(8);
+      be.download(*bufs[i], 32, copied.data(), 32);
+      std::iota(want.begin(), want.end(), 100 * (i - 1));
+      CHECK(copied == want);
+    }
+  }
+}
+
 TEST_CASE("vulkan downloads collected behind later ones wrap around the readback memory",
           "[vulkan]") {
   VULKAN_TEST();

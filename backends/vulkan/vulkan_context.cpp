@@ -499,6 +499,7 @@ Context::Context(std::unique_ptr<Instance> instance, const PhysicalInfo& phys, i
   VkFenceCreateInfo fci{};
   fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
   if (const char* sm = std::getenv("LLM_VULKAN_SUBMIT")) submit_mode_ = std::atoi(sm) & 3;
+  if (const char* sc = std::getenv("LLM_VULKAN_SMALL_COPIES")) small_copies_ = std::atoi(sc) != 0;
   for (Slot& slot : ring_) {
     LLM_VK_CHECK(d_.vkCreateFence(device_, &fci, nullptr, &slot.fence));
     LLM_VK_CHECK(d_.vkAllocateCommandBuffers(device_, &cai, &slot.cb));
@@ -584,6 +585,8 @@ Context::~Context() {
     d_.vkDestroyDescriptorSetLayout(device_, p.set_layout, nullptr);
   }
   if (cache_) d_.vkDestroyPipelineCache(device_, cache_, nullptr);
+  if (copy_pool_) d_.vkDestroyDescriptorPool(device_, copy_pool_, nullptr);
+  upload_ring_.reset();
   memory_.reset();
   staging_memory_.reset();
   small_memory_.reset();
@@ -852,6 +855,7 @@ void Context::submit_queued(VkCommandBuffer cb) {
   // the host when its downloads are done.
   int with = -1;
   if ((submit_mode_ & kSubmitTogether) && open_slot_ >= 0) {
+    flush_small_copies();
     with = open_slot_;
     open_slot_ = -1;
     Slot& t = ring_[static_cast<size_t>(with)];
@@ -887,9 +891,9 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
     const VkCommandBuffer cb = ring_[open_slot_].cb;
     if (overlaps(open_writes_, read) || overlaps(open_writes_, write) ||
         overlaps(open_reads_, write)) {
-      cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                         VK_PIPELINE_STAGE_TRANSFER_BIT,
-                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+      flush_small_copies();
+      cmd_memory_barrier(d_, cb, copy_stages(), copy_writes(), copy_stages(), copy_access());
+      copies_since_barrier_ = false;
       open_reads_.clear();
       open_writes_.clear();
     }
@@ -900,6 +904,9 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
   const size_t i = acquire_slot();
   if (ring_[i].event) LLM_VK_CHECK(d_.vkResetEvent(device_, ring_[i].event));
   ring_[i].evented = false;
+  ring_[i].copy_sets_used = 0;
+  ring_[i].upload_used = 0;
+  copies_since_barrier_ = false;
   begin_transfer(ring_[i].cb, true);
   open_slot_ = static_cast<int>(i);
   open_reads_.assign(1, read);
@@ -907,8 +914,150 @@ VkCommandBuffer Context::open_transfer(const Span& read, const Span& write) {
   return ring_[i].cb;
 }
 
+VkPipelineStageFlags Context::copy_stages() const {
+  return VK_PIPELINE_STAGE_TRANSFER_BIT |
+         (small_copies_ ? VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT : 0);
+}
+
+VkAccessFlags Context::copy_writes() const {
+  return VK_ACCESS_TRANSFER_WRITE_BIT | (small_copies_ ? VK_ACCESS_SHADER_WRITE_BIT : 0);
+}
+
+VkAccessFlags Context::copy_access() const {
+  return VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+         (small_copies_ ? VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT : 0);
+}
+
+bool Context::queue_small_copy(const void* data, const Buffer* src, VkDeviceSize src_offset,
+                               const Buffer& dst, VkDeviceSize dst_offset, size_t bytes) {
+  const VkDeviceSize range = phys_.props.limits.maxStorageBufferRange;
+  auto bindable = [&](const Buffer* b) { return !b || b->size() <= range; };
+  if (!small_copies_ || bytes == 0 || bytes % 4 || src_offset % 4 || dst_offset % 4 ||
+      !bindable(src) || !bindable(&dst))
+    return false;
+  const size_t used = open_slot_ >= 0 ? ring_[static_cast<size_t>(open_slot_)].upload_used : 0;
+  if (data && used + bytes > kUploadArea) return false;
+  if (!upload_ring_) {
+    upload_ring_ =
+        std::make_unique<Buffer>(*this, nullptr, kRing * kUploadArea, "upload ring", true);
+    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                              static_cast<uint32_t>(kRing * ring_[0].copy_sets.size() * 4)};
+    VkDescriptorPoolCreateInfo dpi{};
+    dpi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+    dpi.maxSets = static_cast<uint32_t>(kRing * ring_[0].copy_sets.size());
+    dpi.poolSizeCount = 1;
+    dpi.pPoolSizes = &size;
+    LLM_VK_CHECK(d_.vkCreateDescriptorPool(device_, &dpi, nullptr, &copy_pool_));
+    const Pipeline& pl = pipeline("small_copies", 4, {});
+    for (Slot& slot : ring_) {
+      std::array<VkDescriptorSetLayout, 8> layouts;
+      layouts.fill(pl.set_layout);
+      VkDescriptorSetAllocateInfo ai{};
+      ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+      ai.descriptorPool = copy_pool_;
+      ai.descriptorSetCount = static_cast<uint32_t>(layouts.size());
+      ai.pSetLayouts = layouts.data();
+      LLM_VK_CHECK(d_.vkAllocateDescriptorSets(device_, &ai, slot.copy_sets.data()));
+    }
+  }
+  const VkBuffer src_buffer = src ? src->get() : VK_NULL_HANDLE;
+  open_transfer({src_buffer, src_offset, src_offset + bytes},
+                {dst.get(), dst_offset, dst_offset + bytes});
+  Slot& slot = ring_[static_cast<size_t>(open_slot_)];
+  // The device buffers take bindings 2 and 3; the readback memory is binding 1.
+  auto binding = [&](const Buffer* b) -> int {
+    if (b == readback_.get()) return 1;
+    for (int k = 0; k < 2; k++)
+      if (copy_dev_[k] == b) return 2 + k;
+    for (int k = 0; k < 2; k++)
+      if (!copy_dev_[k]) {
+        copy_dev_[k] = b;
+        return 2 + k;
+      }
+    return -1;
+  };
+  if (copies_.size() == kMaxSmallCopies) flush_small_copies();
+  int s = src ? binding(src) : 0, t = binding(&dst);
+  if (s < 0 || t < 0) {
+    flush_small_copies();
+    s = src ? binding(src) : 0;
+    t = binding(&dst);
+  }
+  uint32_t src_at = static_cast<uint32_t>(src_offset / 4);
+  if (data) {
+    const size_t at = static_cast<size_t>(open_slot_) * kUploadArea + slot.upload_used;
+    std::memcpy(upload_ring_->mapped() + at, data, bytes);
+    slot.upload_used += bytes;
+    src_at = static_cast<uint32_t>(at / 4);
+  }
+  copies_.push_back({static_cast<uint32_t>(s), src_at, static_cast<uint32_t>(t),
+                     static_cast<uint32_t>(dst_offset / 4), static_cast<uint32_t>(bytes / 4)});
+  return true;
+}
+
+void Context::flush_small_copies() {
+  if (copies_.empty()) return;
+  Slot& slot = ring_[static_cast<size_t>(open_slot_)];
+  const VkCommandBuffer cb = slot.cb;
+  auto buffer_of = [&](uint32_t b) {
+    return b == 0 ? upload_ring_->get() : b == 1 ? readback_->get() : copy_dev_[b - 2]->get();
+  };
+  if (slot.copy_sets_used == slot.copy_sets.size()) {
+    // Out of descriptor sets: the same copies as commands.
+    for (const SmallCopy& c : copies_) {
+      const VkBufferCopy r{VkDeviceSize{c.src_at} * 4, VkDeviceSize{c.dst_at} * 4,
+                           VkDeviceSize{c.words} * 4};
+      d_.vkCmdCopyBuffer(cb, buffer_of(c.src), buffer_of(c.dst), 1, &r);
+    }
+  } else {
+    // Dispatches of disjoint copies bind the same buffers whole: a barrier between them
+    // keeps the synchronization validation layer, which cannot see which words each
+    // touches, content (model loading's many buffers; a decode step has one).
+    if (copies_since_barrier_)
+      cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    copies_since_barrier_ = true;
+    const VkDescriptorSet set = slot.copy_sets[slot.copy_sets_used++];
+    const VkBuffer bound[4] = {upload_ring_->get(),
+                               readback_ ? readback_->get() : upload_ring_->get(),
+                               copy_dev_[0] ? copy_dev_[0]->get() : upload_ring_->get(),
+                               copy_dev_[1]   ? copy_dev_[1]->get()
+                               : copy_dev_[0] ? copy_dev_[0]->get()
+                                              : upload_ring_->get()};
+    VkDescriptorBufferInfo infos[4];
+    VkWriteDescriptorSet writes[4];
+    for (uint32_t b = 0; b < 4; b++) {
+      infos[b] = {bound[b], 0, VK_WHOLE_SIZE};
+      writes[b] = {};
+      writes[b].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+      writes[b].dstSet = set;
+      writes[b].dstBinding = b;
+      writes[b].descriptorCount = 1;
+      writes[b].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      writes[b].pBufferInfo = &infos[b];
+    }
+    d_.vkUpdateDescriptorSets(device_, 4, writes, 0, nullptr);
+    const Pipeline& pl = pipeline("small_copies", 4, {});
+    uint32_t push[1 + 5 * kMaxSmallCopies] = {static_cast<uint32_t>(copies_.size())};
+    for (size_t k = 0; k < copies_.size(); k++) {
+      const SmallCopy& c = copies_[k];
+      const uint32_t op[5] = {c.src, c.src_at, c.dst, c.dst_at, c.words};
+      std::memcpy(push + 1 + 5 * k, op, sizeof op);
+    }
+    d_.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pl.pipeline);
+    d_.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pl.layout, 0, 1, &set, 0,
+                               nullptr);
+    d_.vkCmdPushConstants(cb, pl.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof push, push);
+    d_.vkCmdDispatch(cb, 1, 1, 1);
+  }
+  copies_.clear();
+  copy_dev_ = {};
+}
+
 void Context::flush_transfer() {
   if (open_slot_ < 0) return;
+  flush_small_copies();
   const size_t i = static_cast<size_t>(open_slot_);
   open_slot_ = -1;
   end_transfer(ring_[i].cb, true);
@@ -925,8 +1074,7 @@ void Context::begin_transfer(VkCommandBuffer cb, bool queued) {
   if (queued && light_barriers())
     cmd_memory_barrier(
         d_, cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-        VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-        VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+        VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, copy_stages(), copy_access());
   else
     cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                        VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
@@ -938,7 +1086,7 @@ void Context::end_transfer(VkCommandBuffer cb, bool queued, VkEvent set) {
   if (queued && step_times_) step_times_->transfer_end(cb);
   // Before everything submitted after, and visible to the host (staging, readback).
   if (queued && light_barriers())
-    cmd_memory_barrier(d_, cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+    cmd_memory_barrier(d_, cb, copy_stages(), copy_writes(),
                        VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
                            VK_PIPELINE_STAGE_TRANSFER_BIT,
                        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
@@ -956,6 +1104,7 @@ void Context::end_transfer(VkCommandBuffer cb, bool queued, VkEvent set) {
 bool Context::queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, size_t bytes) {
   if (bytes == 0) return true;
   if (bytes > 65536 || bytes % 4 || offset % 4) return false;
+  if (queue_small_copy(src, nullptr, 0, dst, offset, bytes)) return true;
   d_.vkCmdUpdateBuffer(open_transfer({}, {dst.get(), offset, offset + bytes}), dst.get(), offset,
                        bytes, src);
   return true;
@@ -964,6 +1113,7 @@ bool Context::queue_upload(Buffer& dst, VkDeviceSize offset, const void* src, si
 void Context::queue_copy(Buffer& dst, VkDeviceSize dst_offset, const Buffer& src,
                          VkDeviceSize src_offset, size_t bytes) {
   if (!bytes) return;
+  if (queue_small_copy(nullptr, &src, src_offset, dst, dst_offset, bytes)) return;
   const VkBufferCopy c{src_offset, dst_offset, bytes};
   d_.vkCmdCopyBuffer(open_transfer({src.get(), src_offset, src_offset + bytes},
                                    {dst.get(), dst_offset, dst_offset + bytes}),
@@ -985,7 +1135,8 @@ uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* d
   }
   if (!readback_)
     readback_ = std::make_unique<Buffer>(*this, nullptr, kReadbackBytes, "readback", true);
-  if (bytes) {
+  if (bytes && queue_small_copy(nullptr, &src, offset, *readback_, at, bytes)) {
+  } else if (bytes) {
     const VkBufferCopy c{offset, at, bytes};
     d_.vkCmdCopyBuffer(
         open_transfer({src.get(), offset, offset + bytes}, {readback_->get(), at, at + bytes}),

@@ -259,6 +259,19 @@ class Context {
   // what queued commands since the last barrier wrote, or write what they read).
   VkCommandBuffer open_transfer(const Span& read, const Span& write);
   void flush_transfer();
+  // A small copy of the open transfer, run with the others in one dispatch of
+  // small_copies.comp (bindings: 0 the upload ring, 1 readback_, 2 and 3 device
+  // buffers): from host data (src null) or a buffer into a buffer. False where it
+  // cannot be one (LLM_VULKAN_SMALL_COPIES=0, unaligned, too large): the caller
+  // records a copy command instead. Both are ordered by open_transfer's spans.
+  bool queue_small_copy(const void* data, const Buffer* src, VkDeviceSize src_offset,
+                        const Buffer& dst, VkDeviceSize dst_offset, size_t bytes);
+  // Records the pending small copies as a dispatch into the open transfer.
+  void flush_small_copies();
+  // The stages and accesses of a queued transfer's commands.
+  VkPipelineStageFlags copy_stages() const;
+  VkAccessFlags copy_writes() const;
+  VkAccessFlags copy_access() const;
   // A one-time transfer command buffer begun / ended with barriers against everything
   // submitted before / after it (and for host reads at the end).
   // queued: a ring slot's (LLM_VULKAN_STEP_TIMES times those).
@@ -289,6 +302,11 @@ class Context {
     // transfer's event is set once its own commands are, when its downloads may be read.
     VkEvent event = VK_NULL_HANDLE;
     bool evented = false;  // this use of the slot's transfer sets the event
+    // Its transfer's small-copy dispatches (descriptor sets, allocated when first
+    // needed) and the bytes of its upload ring area in use.
+    std::array<VkDescriptorSet, 8> copy_sets{};
+    size_t copy_sets_used = 0;
+    size_t upload_used = 0;
     int with = -1;
     uint64_t with_use = 0;
   };
@@ -317,6 +335,17 @@ class Context {
     size_t bytes;
   };
   std::deque<Download> downloads_;
+  struct SmallCopy {
+    uint32_t src, src_at, dst, dst_at, words;  // bindings and word offsets
+  };
+  static constexpr size_t kMaxSmallCopies = 6;  // what the push constants hold
+  static constexpr size_t kUploadArea = 16384;  // upload ring bytes a slot
+  bool small_copies_ = true;                    // LLM_VULKAN_SMALL_COPIES=0: copy commands
+  std::vector<SmallCopy> copies_;               // pending, of the open transfer
+  bool copies_since_barrier_ = false;           // a dispatch of them since the last barrier
+  std::array<const Buffer*, 2> copy_dev_{};     // their device buffers (bindings 2, 3)
+  std::unique_ptr<Buffer> upload_ring_;         // host visible, kRing areas
+  VkDescriptorPool copy_pool_ = VK_NULL_HANDLE;
   uint64_t downloads_started_ = 0, downloads_finished_ = 0;
   size_t readback_used_ = 0;
   std::unique_ptr<Buffer> readback_;  // host visible, for queued downloads
