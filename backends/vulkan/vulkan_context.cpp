@@ -941,16 +941,16 @@ bool Context::queue_small_copy(const void* data, const Buffer* src, VkDeviceSize
     upload_ring_ =
         std::make_unique<Buffer>(*this, nullptr, kRing * kUploadArea, "upload ring", true);
     VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                              static_cast<uint32_t>(kRing * ring_[0].copy_sets.size() * 4)};
+                              static_cast<uint32_t>(kRing * kCopySets * 4)};
     VkDescriptorPoolCreateInfo dpi{};
     dpi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
-    dpi.maxSets = static_cast<uint32_t>(kRing * ring_[0].copy_sets.size());
+    dpi.maxSets = static_cast<uint32_t>(kRing * kCopySets);
     dpi.poolSizeCount = 1;
     dpi.pPoolSizes = &size;
     LLM_VK_CHECK(d_.vkCreateDescriptorPool(device_, &dpi, nullptr, &copy_pool_));
     const Pipeline& pl = pipeline("small_copies", 4, {});
     for (Slot& slot : ring_) {
-      std::array<VkDescriptorSetLayout, 8> layouts;
+      std::array<VkDescriptorSetLayout, kCopySets> layouts;
       layouts.fill(pl.set_layout);
       VkDescriptorSetAllocateInfo ai{};
       ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
@@ -1002,7 +1002,7 @@ void Context::flush_small_copies() {
   auto buffer_of = [&](uint32_t b) {
     return b == 0 ? upload_ring_->get() : b == 1 ? readback_->get() : copy_dev_[b - 2]->get();
   };
-  if (slot.copy_sets_used == slot.copy_sets.size()) {
+  if (slot.copy_sets_used == kCopySets) {
     // Out of descriptor sets: the same copies as commands.
     for (const SmallCopy& c : copies_) {
       const VkBufferCopy r{VkDeviceSize{c.src_at} * 4, VkDeviceSize{c.dst_at} * 4,

@@ -291,6 +291,7 @@ class Context {
   // Submissions in flight: a fence and a transfer command buffer per slot (a queued
   // step takes two: its transfer's and its own; kMaxSteps held behind as many sent).
   static constexpr size_t kRing = 4 * kMaxSteps;
+  static constexpr size_t kCopySets = 8;  // small-copy dispatches a queued transfer
   struct Slot {
     VkFence fence = VK_NULL_HANDLE;
     VkCommandBuffer cb = VK_NULL_HANDLE;
@@ -304,7 +305,7 @@ class Context {
     bool evented = false;  // this use of the slot's transfer sets the event
     // Its transfer's small-copy dispatches (descriptor sets, allocated when first
     // needed) and the bytes of its upload ring area in use.
-    std::array<VkDescriptorSet, 8> copy_sets{};
+    std::array<VkDescriptorSet, kCopySets> copy_sets{};
     size_t copy_sets_used = 0;
     size_t upload_used = 0;
     int with = -1;
