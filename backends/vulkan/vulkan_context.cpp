@@ -948,10 +948,10 @@ bool Context::queue_small_copy(const void* data, const Buffer* src, VkDeviceSize
     dpi.poolSizeCount = 1;
     dpi.pPoolSizes = &size;
     LLM_VK_CHECK(d_.vkCreateDescriptorPool(device_, &dpi, nullptr, &copy_pool_));
-    const Pipeline& pl = pipeline("small_copies", 4, {});
+    copy_pipeline_ = &pipeline("small_copies", 4, {});
     for (Slot& slot : ring_) {
       std::array<VkDescriptorSetLayout, kCopySets> layouts;
-      layouts.fill(pl.set_layout);
+      layouts.fill(copy_pipeline_->set_layout);
       VkDescriptorSetAllocateInfo ai{};
       ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
       ai.descriptorPool = copy_pool_;
@@ -1019,12 +1019,11 @@ void Context::flush_small_copies() {
                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     copies_since_barrier_ = true;
     const VkDescriptorSet set = slot.copy_sets[slot.copy_sets_used++];
-    const VkBuffer bound[4] = {upload_ring_->get(),
-                               readback_ ? readback_->get() : upload_ring_->get(),
-                               copy_dev_[0] ? copy_dev_[0]->get() : upload_ring_->get(),
-                               copy_dev_[1]   ? copy_dev_[1]->get()
-                               : copy_dev_[0] ? copy_dev_[0]->get()
-                                              : upload_ring_->get()};
+    // Bindings no copy names get a buffer that exists (the upload ring, or dev0 twice).
+    const VkBuffer ring = upload_ring_->get();
+    const VkBuffer dev0 = copy_dev_[0] ? copy_dev_[0]->get() : ring;
+    const VkBuffer bound[4] = {ring, readback_ ? readback_->get() : ring, dev0,
+                               copy_dev_[1] ? copy_dev_[1]->get() : dev0};
     VkDescriptorBufferInfo infos[4];
     VkWriteDescriptorSet writes[4];
     for (uint32_t b = 0; b < 4; b++) {
@@ -1038,7 +1037,7 @@ void Context::flush_small_copies() {
       writes[b].pBufferInfo = &infos[b];
     }
     d_.vkUpdateDescriptorSets(device_, 4, writes, 0, nullptr);
-    const Pipeline& pl = pipeline("small_copies", 4, {});
+    const Pipeline& pl = *copy_pipeline_;
     uint32_t push[1 + 5 * kMaxSmallCopies] = {static_cast<uint32_t>(copies_.size())};
     for (size_t k = 0; k < copies_.size(); k++) {
       const SmallCopy& c = copies_[k];
@@ -1135,14 +1134,13 @@ uint64_t Context::queue_download(const Buffer& src, VkDeviceSize offset, void* d
   }
   if (!readback_)
     readback_ = std::make_unique<Buffer>(*this, nullptr, kReadbackBytes, "readback", true);
-  if (bytes && queue_small_copy(nullptr, &src, offset, *readback_, at, bytes)) {
-  } else if (bytes) {
+  if (!bytes) {
+    open_transfer({}, {});
+  } else if (!queue_small_copy(nullptr, &src, offset, *readback_, at, bytes)) {
     const VkBufferCopy c{offset, at, bytes};
     d_.vkCmdCopyBuffer(
         open_transfer({src.get(), offset, offset + bytes}, {readback_->get(), at, at + bytes}),
         src.get(), readback_->get(), 1, &c);
-  } else {
-    open_transfer({}, {});
   }
   readback_used_ = at + bytes;
   const size_t slot = static_cast<size_t>(open_slot_);

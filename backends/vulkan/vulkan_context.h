@@ -347,6 +347,7 @@ class Context {
   std::array<const Buffer*, 2> copy_dev_{};     // their device buffers (bindings 2, 3)
   std::unique_ptr<Buffer> upload_ring_;         // host visible, kRing areas
   VkDescriptorPool copy_pool_ = VK_NULL_HANDLE;
+  const Pipeline* copy_pipeline_ = nullptr;  // small_copies.comp's, with copy_pool_
   uint64_t downloads_started_ = 0, downloads_finished_ = 0;
   size_t readback_used_ = 0;
   std::unique_ptr<Buffer> readback_;  // host visible, for queued downloads

@@ -140,14 +140,19 @@ std::vector<int32_t> Session::decode_greedy(const std::vector<int32_t>& tokens, 
   if (ahead <= 0) ahead = be.steps_per_submission();
   std::vector<int32_t> ids(static_cast<size_t>(n));
   queue_greedy(tokens);
-  if (!be.downloads_overlap() || ahead == 1) {
+  if (!be.downloads_overlap()) {
     for (int i = 1; i < n; i++) ids[static_cast<size_t>(i) - 1] = queue_greedy_next();
     ids.back() = finish_greedy();
     return ids;
   }
   // The id of step i is copied out in step i + 1's transfer and read after step i + ahead
-  // is queued: the host waits only for steps already sent.
+  // is queued: the host waits only for steps already sent (ahead 1: queue_greedy_next).
   std::deque<uint64_t> tickets;
+  auto finish_oldest = [&] {
+    const uint64_t t = tickets.front();
+    tickets.pop_front();
+    be.finish_download(t);
+  };
   be.set_steps_per_submission(ahead);
   try {
     for (int i = 1; i < n; i++) {
@@ -156,18 +161,10 @@ std::vector<int32_t> Session::decode_greedy(const std::vector<int32_t>& tokens, 
       tickets.push_back(
           prev.start_read_output(step_io::kSampled, &ids[static_cast<size_t>(i) - 1], 4));
       greedy_from_ = &run_step(1, 1, nullptr, &prev);
-      while (static_cast<int>(tickets.size()) >= ahead) {
-        const uint64_t t = tickets.front();
-        tickets.pop_front();
-        be.finish_download(t);
-      }
+      while (static_cast<int>(tickets.size()) >= ahead) finish_oldest();
     }
     be.set_steps_per_submission(1);
-    while (!tickets.empty()) {
-      const uint64_t t = tickets.front();
-      tickets.pop_front();
-      be.finish_download(t);
-    }
+    while (!tickets.empty()) finish_oldest();
   } catch (...) {
     // The backend's queue stays usable: the remaining downloads are collected (their
     // errors are the first one's) and what is held is sent.
