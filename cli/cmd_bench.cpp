@@ -1,6 +1,7 @@
-// llmcli bench MODEL -p 512 -n 128: prefill and decode tokens/s in the manner
-// of llama-bench (random prompt tokens, warm-up run, mean ± std over -r runs);
-// with --profile, then the time per kernel of both steps.
+// llmcli bench MODEL -p 512 -n 128 [-d N]: prefill and decode tokens/s in the manner
+// of llama-bench (separate pp and tg tests on a fresh sequence, random tokens, a
+// warm-up run, mean ± std over -r runs); with --profile, then the time per kernel of
+// both steps.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,6 +24,7 @@ struct BenchOptions {
   ModelOptions model;
   int n_prompt = 512;
   int n_gen = 128;
+  int depth = 0;  // tokens in the context before each test (-d)
   int repetitions = 3;
   std::string batch = "1";
   bool json = false;
@@ -160,91 +162,126 @@ void run_batched(const BenchOptions& o) {
                 r["tg_tokens_per_second"].get<double>(), r["tg_stddev"].get<double>());
 }
 
+// One of llama-bench's tests: each run starts a fresh sequence, prefills `depth` random
+// tokens untimed, then times a prefill of n_prompt tokens (pp) or n_gen greedy decode
+// steps (tg); run 0 warms up (graph building, allocation, CUDA graph capture). The test
+// has a session of its own whose context is sized to it (depth + its tokens), as
+// llama-bench sizes each test's context, unless --context-size says otherwise.
+struct BenchTest {
+  bool decode = false;
+  int n = 0;  // tokens prefilled (pp) or generated (tg)
+  std::vector<double> samples;
+};
+
+void run_test(const BenchOptions& o, Model& model, const std::vector<int32_t>& depth_tokens,
+              const std::vector<int32_t>& prompt, std::mt19937& rng, BenchTest& test, Profiler& pre,
+              Profiler& dec, std::string& method) {
+  const int needed = o.depth + test.n;
+  if (o.model.context_size > 0 && o.model.context_size < needed)
+    fail("%s%d at depth %d needs a context of %d tokens; --context-size is %d",
+         test.decode ? "tg" : "pp", test.n, o.depth, needed, o.model.context_size);
+  SessionOptions so;
+  so.context_size = o.model.context_size > 0 ? o.model.context_size : needed;
+  so.prefill_chunk_size = std::max({1, o.n_prompt, o.depth});
+  so.kv_dtype = kv_cache_dtype(o.model);
+  Session session(model, so);
+  Backend& be = model.backend();
+  std::uniform_int_distribution<int32_t> tok(0, model.config().vocab_size - 1);
+  auto start = [&] {
+    session.reset();
+    if (!depth_tokens.empty()) session.forward(depth_tokens, false);
+  };
+  for (int rep = 0; rep <= o.repetitions; rep++) {
+    start();
+    const int32_t first = tok(rng);
+    be.synchronize();
+    const double t0 = now_s();
+    if (test.decode) {
+      // Greedy decoding with each token fed to the next step on the device and read
+      // while later steps run (Session::decode_greedy): every id still reaches the host.
+      session.decode_greedy({first}, test.n);
+    } else {
+      session.forward(prompt, false);
+    }
+    be.synchronize();
+    if (rep > 0) test.samples.push_back(test.n / (now_s() - t0));
+  }
+  if (!o.profile) return;
+  // Profiled runs come after the timed ones and are not the speed above: recording
+  // costs time (how the backend measures is printed with the tables). The depth's
+  // prefill is not profiled.
+  bool on = false, measured = true;
+  session.observe_steps(
+      [&](Executor& ex, int n_past, const std::vector<double>& ms) {
+        if (!on) return;
+        if (ms.empty()) {
+          measured = false;
+          return;
+        }
+        method = ex.program().profile_method();
+        const char* step = test.decode ? "decode" : "prefill";
+        (test.decode ? dec : pre).add(trace_step(ex, step, n_past), ms);
+      },
+      /*profile=*/true);
+  for (int rep = 0; rep < o.repetitions && measured; rep++) {
+    on = false;
+    start();
+    on = true;
+    if (test.decode) {
+      int32_t next = tok(rng);
+      for (int i = 0; i < test.n; i++) next = session.forward_greedy({next});
+    } else {
+      session.forward_greedy(prompt);
+    }
+  }
+  session.observe_steps(nullptr, false);
+  if (!measured) fail("--profile: device %s cannot time its kernels", be.info().id.c_str());
+}
+
 void run_bench(const BenchOptions& o) {
   if (o.n_prompt < 0 || o.n_gen < 0 || (o.n_prompt == 0 && o.n_gen == 0))
     fail("-p and -n must be >= 0 and not both 0");
+  if (o.depth < 0) fail("-d must be >= 0");
   if (o.repetitions <= 0) fail("-r must be positive");
-  if (o.batch != "1") return run_batched(o);
+  if (o.batch != "1") {
+    if (o.depth > 0) fail("-d runs with --batch 1 only");
+    return run_batched(o);
+  }
   LoadedModel lm = load_model(o.model);
   const ModelConfig& cfg = lm.model->config();
-  SessionOptions so;
-  so.context_size = o.model.context_size > 0 ? o.model.context_size : o.n_prompt + o.n_gen + 1;
-  so.prefill_chunk_size = std::max(1, o.n_prompt);
-  so.kv_dtype = kv_cache_dtype(o.model);
-  Session session(*lm.model, so);
   Backend& be = lm.model->backend();
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> tok(0, cfg.vocab_size - 1);
-  std::vector<int32_t> prompt(std::max(1, o.n_prompt));
-  for (int32_t& t : prompt) t = tok(rng);
+  auto random_tokens = [&](int n) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (int32_t& t : v) t = tok(rng);
+    return v;
+  };
+  const std::vector<int32_t> depth_tokens = random_tokens(o.depth);
+  const std::vector<int32_t> prompt = random_tokens(o.n_prompt);
 
-  std::vector<double> pp, tg;
-  // Run 0 warms up (graph building, allocation, CUDA graph capture) and is not counted.
-  for (int rep = 0; rep <= o.repetitions; rep++) {
-    session.reset();
-    if (o.n_prompt > 0) {
-      be.synchronize();
-      const double t0 = now_s();
-      session.forward(prompt, false);
-      be.synchronize();
-      if (rep > 0) pp.push_back(o.n_prompt / (now_s() - t0));
-    } else {
-      session.forward({prompt[0]}, false);
-    }
-    if (o.n_gen > 0) {
-      // Greedy decoding with each token fed to the next step on the device and read
-      // while later steps run (Session::decode_greedy): every id still reaches the host.
-      const int32_t first = tok(rng);
-      be.synchronize();
-      const double t0 = now_s();
-      session.decode_greedy({first}, o.n_gen);
-      be.synchronize();
-      if (rep > 0) tg.push_back(o.n_gen / (now_s() - t0));
-    }
-  }
-
-  // Profiled runs come after the timed ones and are not the speed above: recording
-  // costs time (how the backend measures is printed with the tables).
   Profiler pre("prefill"), dec("decode");
   std::string method;
-  if (o.profile) {
-    bool in_prefill = true, measured = true;
-    session.observe_steps(
-        [&](Executor& ex, int n_past, const std::vector<double>& ms) {
-          if (ms.empty()) {
-            measured = false;
-            return;
-          }
-          method = ex.program().profile_method();
-          const char* step = in_prefill ? "prefill" : "decode";
-          (in_prefill ? pre : dec).add(trace_step(ex, step, n_past), ms);
-        },
-        /*profile=*/true);
-    for (int rep = 0; rep < o.repetitions && measured; rep++) {
-      session.reset();
-      in_prefill = o.n_prompt > 0;
-      int32_t next = session.forward_greedy(prompt);
-      in_prefill = false;
-      for (int i = 0; i < o.n_gen; i++) next = session.forward_greedy({next});
-    }
-    session.observe_steps(nullptr, false);
-    if (!measured) fail("--profile: device %s cannot time its kernels", be.info().id.c_str());
-  }
+  std::vector<BenchTest> tests;
+  if (o.n_prompt > 0) tests.push_back({false, o.n_prompt, {}});
+  if (o.n_gen > 0) tests.push_back({true, o.n_gen, {}});
+  for (BenchTest& t : tests) run_test(o, *lm.model, depth_tokens, prompt, rng, t, pre, dec, method);
 
   const DeviceInfo dev = be.info();
   const std::string quant = o.model.quantization.empty() ? "as stored" : o.model.quantization;
   nlohmann::json results = nlohmann::json::array();
-  auto add = [&](const char* test, int n, const std::vector<double>& v) {
-    if (v.empty()) return;
-    const Stat s = stats(v);
-    results.push_back({{"test", std::string(test) + std::to_string(n)},
+  for (const BenchTest& t : tests) {
+    const Stat s = stats(t.samples);
+    // llama-bench's names: pp512, tg128, tg128 @ d4096.
+    std::string name = (t.decode ? "tg" : "pp") + std::to_string(t.n);
+    if (o.depth > 0) name += " @ d" + std::to_string(o.depth);
+    results.push_back({{"test", name},
+                       {"depth", o.depth},
                        {"tokens_per_second", s.mean},
                        {"stddev", s.std},
-                       {"samples", v}});
-  };
-  add("pp", o.n_prompt, pp);
-  add("tg", o.n_gen, tg);
+                       {"samples", t.samples}});
+  }
   if (o.json) {
     nlohmann::json j{{"model", o.model.model},
                      {"device", dev.id},
@@ -284,6 +321,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens (prefill test)")
       ->capture_default_str();
   cmd->add_option("-n,--n-gen", o->n_gen, "Generated tokens (decode test)")->capture_default_str();
+  cmd->add_option("-d,--depth", o->depth,
+                  "Tokens already in the context before each test (prefilled, not timed), "
+                  "as llama-bench's -d")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "Timed runs after one warm-up")
       ->capture_default_str();
   cmd->add_option("--batch", o->batch,

@@ -373,6 +373,24 @@ TEST_CASE("llmcli bench reports prefill and decode speed", "[cli]") {
   CHECK(j["results"][1]["test"] == "tg4");
   CHECK(j["results"][1]["samples"].size() == 2);
   CHECK(j["results"][1]["tokens_per_second"].get<double>() > 0);
+  CHECK(j["results"][1]["depth"] == 0);
+  // At a depth (llama-bench's -d): both tests after that many tokens, named as llama-bench's.
+  const auto d = run_cli({"bench", model_dir("llama2"), "--device", "cpu", "-p", "8", "-n", "4",
+                          "-d", "20", "-r", "1", "--json"});
+  INFO(d.err);
+  REQUIRE(d.exit_code == 0);
+  const auto jd = nlohmann::json::parse(d.out);
+  REQUIRE(jd["results"].size() == 2);
+  CHECK(jd["results"][0]["test"] == "pp8 @ d20");
+  CHECK(jd["results"][1]["test"] == "tg4 @ d20");
+  CHECK(jd["results"][1]["depth"] == 20);
+  CHECK(jd["results"][1]["samples"].size() == 1);
+  check_error(run_cli({"bench", model_dir("llama2"), "-p", "8", "-n", "4", "-d", "20",
+                       "--context-size", "16"}),
+              "pp8 at depth 20 needs a context of 28 tokens; --context-size is 16");
+  check_error(run_cli({"bench", model_dir("llama2"), "-d", "-1"}), "-d must be >= 0");
+  check_error(run_cli({"bench", model_dir("llama2"), "--batch", "2", "-d", "8"}),
+              "-d runs with --batch 1 only");
   // Batched: several sequences at once through the engine.
   const auto b = run_cli(
       {"bench", model_dir("llama2"), "--batch", "1,3", "-p", "8", "-n", "4", "-r", "1", "--json"});

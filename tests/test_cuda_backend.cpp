@@ -1017,8 +1017,9 @@ void write_bench_model(const std::string& dir, const BenchShape& m) {
   write_safetensors(dir + "/model.safetensors", tensors);
 }
 
-// llama-bench's pp512 / tg128, as llmcli bench runs them: prefill 512 random tokens, then
-// 128 greedy decode steps after them (context 641); each step is a whole Session::forward
+// pp512, then 128 greedy decode steps after the prompt (context 641: llama-bench's
+// tg128 @ d512, llmcli bench -d 512; its tg128 starts at an empty context); each step is
+// a whole Session::forward
 // (inputs up, graph replay, logits down, argmax on the host). Median of 3 after a warm-up.
 void bench_model(const std::string& dir, const BenchShape& m, const char* scheme, bool pdl = true) {
   ScopedEnv env("LLM_CUDA_PDL", pdl ? "1" : "0");
