@@ -62,6 +62,10 @@ for step in $steps; do
           echo "=== bench $m $b"
           "$cli" bench "$models/$m" --device "$b" -p 512 -n 128 -r 2 2>&1 | grep '^|' |
             tee -a "$out/bench_$b.md"
+          # decode after 512 tokens of context (what bench called tg128 before it ran its
+          # tests as llama-bench does)
+          "$cli" bench "$models/$m" --device "$b" -p 0 -n 128 -d 512 -r 2 2>&1 | grep '^| /' |
+            tee -a "$out/bench_$b.md"
         done
         ;;
       batch)
