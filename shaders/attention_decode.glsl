@@ -71,6 +71,9 @@ void main() {
   acc[0] = 0.0;
   const int pos = positions[p.pos_off + t];
   const int s = seq_ids[p.seq_off + t];
+  // q's element (D <= MAX_D <= WG: one a thread) loaded with the position and the
+  // sequence, in one trip to memory instead of a second one after their check.
+  const float q_elem = tid < D ? qry[p.q_off + item * D + tid] : 0.0;
   if (s < 0 || uint(s) >= p.n_seqs || pos < 0 || uint(pos) / p.page_size >= p.max_pages) {
     if (tid == 0u) atomicOr(err_bits[0], ERR_SEQ_OR_POS);
     finish(item, split, NEG_INF, 0.0, acc);
@@ -80,7 +83,7 @@ void main() {
   const uint kv_row = p.Hkv * D;
   const uint kv_off = (h / (p.H / p.Hkv)) * D;
   const uint n_pages = p.cache_rows / p.page_size;
-  for (uint d = tid; d < D; d += WG) qs[d] = qry[p.q_off + item * D + d];
+  if (tid < D) qs[tid] = q_elem;
   barrier();
 
   // This split's keys: [lo, hi] of the token's context lo0..pos cut in SPLITS parts.
