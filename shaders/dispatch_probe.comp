@@ -8,14 +8,24 @@ layout(local_size_x = 256) in;
 // a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it);
 // 6: p.rounds rounds in which every thread writes a word, passes a grid-wide barrier
 // and reads its neighbour workgroup's word (PREFETCH 1: through a coherent alias),
-// counting the words that do not match in outw[16].
+// counting the words that do not match in outw[16];
+// 7: a GEMV's reads without its arithmetic: groups of TPR threads, L rows a group
+// (every row p.rounds * TPR blocks of 16 bytes, and a 16-bit scale a block when SCALES),
+// one block a row a thread an iteration, from p.base (16-byte units); PATTERN 0 keeps
+// each row's blocks together (the backend's row layout), 1 puts an iteration's blocks
+// of a workgroup's rows together (tile-major); PREFETCH 1 issues the next iteration's
+// loads before this one's arithmetic (two sets of registers).
 layout(constant_id = 0) const int MODE = 0;
 layout(constant_id = 1) const uint SMEM_WORDS = 1;
 layout(constant_id = 2) const uint TAG = 0;  // distinct pipelines of the same code
 layout(constant_id = 3) const uint L = 1;
 layout(constant_id = 4) const uint PREFETCH = 0;
+layout(constant_id = 5) const uint PATTERN = 0;
+layout(constant_id = 6) const uint TPR = 16;
+layout(constant_id = 7) const uint SCALES = 1;
 layout(std430, binding = 0) volatile coherent buffer Sync { uint counter[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 w4[]; };
+layout(std430, binding = 1) readonly buffer W1 { uint w1[]; };
 layout(std430, binding = 2) buffer Out { uint outw[]; };
 layout(std430, binding = 3) buffer Data { uint data[]; };
 layout(std430, binding = 3) coherent buffer DataC { uint datac[]; };
@@ -63,6 +73,13 @@ uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
   return w4[((phase * groups + w) * L + k) * 256u + t];
 }
 
+// MODE 7: the 16-byte unit of row l's block of a thread's group in iteration it, and the
+// index of its scale (16-bit units, from the scales' start).
+uint gemv_unit(uint w, uint g, uint lane, uint it, uint l) {
+  if (PATTERN == 0u) return ((w * (256u / TPR) + g) * L + l) * p.rounds * TPR + it * TPR + lane;
+  return ((w * p.rounds + it) * L + l) * 256u + g * TPR + lane;
+}
+
 void main() {
   const uint G = gl_NumWorkGroups.x, w = gl_WorkGroupID.x, t = gl_LocalInvocationIndex;
   if (t == 0u) gen_s = counter[2];
@@ -84,6 +101,48 @@ void main() {
       if (v != want + nb) bad++;
     }
     if (bad != 0u) atomicAdd(outw[16], bad);
+  } else if (MODE == 7) {
+    const uint g = t / TPR, lane = t % TPR, iters = p.rounds;
+    const uint sbase = (p.base + gl_NumWorkGroups.x * 256u * L * iters) * 8u;  // halves
+    uvec4 acc = uvec4(0u);
+    uvec4 v[L], nv[L];
+    uint s[L], ns[L];
+    for (uint l = 0u; l < L; l++) {
+      const uint u = gemv_unit(w, g, lane, 0u, l);
+      v[l] = w4[p.base + u];
+      s[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+    }
+    for (uint it = 0u; it < iters; it++) {
+      const bool more = it + 1u < iters;
+      if (PREFETCH == 1u && more)
+        for (uint l = 0u; l < L; l++) {
+          const uint u = gemv_unit(w, g, lane, it + 1u, l);
+          nv[l] = w4[p.base + u];
+          ns[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+        }
+      // About the integer-dot GEMV's arithmetic on a block (nibbles split, 8 products).
+      for (uint l = 0u; l < L; l++)
+        for (uint k = 0u; k < 4u; k++) {
+          const uint a = v[l][k];
+          acc.x += (a & 0x0f0f0f0fu) * (0x01010101u + s[l]);
+          acc.y += ((a >> 4) & 0x0f0f0f0fu) * 0x01030507u;
+          acc.z ^= acc.x + acc.y;
+        }
+      if (more) {
+        if (PREFETCH == 1u)
+          for (uint l = 0u; l < L; l++) {
+            v[l] = nv[l];
+            s[l] = ns[l];
+          }
+        else
+          for (uint l = 0u; l < L; l++) {
+            const uint u = gemv_unit(w, g, lane, it + 1u, l);
+            v[l] = w4[p.base + u];
+            s[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+          }
+      }
+    }
+    if (acc.z == 0x12345678u && acc.w == 7u) outw[w] = acc.x;
   } else if (MODE == 3) {
     for (uint i = t; i < SMEM_WORDS; i += 256u) sm[i] = i + TAG;
     barrier();
