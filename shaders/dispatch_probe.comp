@@ -142,7 +142,7 @@ void main() {
           }
       }
     }
-    if (acc.z == 0x12345678u && acc.w == 7u) outw[w] = acc.x;
+    if (acc.z == 0x12345678u && acc.x == 7u) outw[w] = acc.y;
   } else if (MODE == 3) {
     for (uint i = t; i < SMEM_WORDS; i += 256u) sm[i] = i + TAG;
     barrier();
