@@ -93,6 +93,10 @@ layout(constant_id = 8) const int U = 1;
 layout(constant_id = 20) const int X8 = 0;
 // A fixed grid whose workgroups loop over the tasks (see main).
 layout(constant_id = 9) const int PERSIST = 0;
+// A measuring aid (LLM_VULKAN_GEMV_STRIP, bits; results are then wrong): 1 the products
+// without their arithmetic (each block's weights folded into the sum), 2 no sums'
+// exchange and no outputs, 4 no prologue (x's planes neither copied nor normalized).
+layout(constant_id = 23) const int STRIP = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
@@ -731,7 +735,8 @@ void main() {
   if (NORM == 0) {
     ISSUE_BLOCKS(b_lo + lane)
   }
-  if (NORM != 0) {
+  if ((STRIP & 4) != 0) {
+  } else if (NORM != 0) {
     norm_into_shared(nb);
   } else {
     const uint xb0 = p.x_off / 4u, nxb = p.T * nb;
@@ -760,6 +765,14 @@ void main() {
         const uint blk = blk0 + uint(u) * tpr;
         if (blk >= b_hi) break;
   #ifdef INT_DOT
+        if ((STRIP & 1) != 0) {
+          [[unroll]] for (int m = 0; m < M; m++)
+            [[unroll]] for (int r = 0; r < R; r++) {
+              const uvec4 q = qa[u][m][r];
+              acc[m][r][0] += float(q.x ^ q.y ^ q.z ^ q.w) * d[u][m][r];
+            }
+          continue;
+        }
         [[unroll]] for (int t = 0; t < NT; t++) {
   #ifdef X_SHARED
           const uint xi = uint(t) * nb + blk;
@@ -824,6 +837,18 @@ void main() {
       if (blk0 + tpr * uint(U) < b_hi) {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
+    }
+    if ((STRIP & 2) != 0) {
+      float sum = 0.0;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++)
+          [[unroll]] for (int t = 0; t < NT; t++) sum += acc[m][r][t];
+      if (sum == 1.25e-30) y[p.y_off] = sum;  // keeps the loads
+      base += step;
+      if (base >= tasks) break;
+      SET_TASK(base + g)
+      ISSUE_BLOCKS(b_lo + lane)
+      continue;
     }
     // This task's sums; the next task's first weights are issued before they are written.
     const uint cur = base + g, cseg = seg, cN = N, cj = j;

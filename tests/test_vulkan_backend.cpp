@@ -71,9 +71,9 @@ bool has_coop_gemm(const Backend& be) {
 // products where the device has them at all (emulated ones included: lavapipe), with
 // x's planes in shared memory unless shared_x is false, those on the fixed grid of
 // workgroups that loop over the rows (persist 1: the default size; 2: two workgroups,
-// so that every group takes many tasks, loading two blocks per row at once) or one
-// pass (persist 0; 3: one pass whose threads load two blocks per row at once); see
-// the workgroup sizes below.
+// so that every group takes many tasks, of 64 threads, loading two blocks per row at
+// once) or one pass (persist 0; 3: one pass whose threads load two blocks per row at
+// once); see the workgroup sizes below.
 Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool shared_x = true,
                        int persist = 1) {
   static Backend* backends[2][2][2][4] = {};
@@ -85,6 +85,9 @@ Backend& shared_vulkan(bool tensor_cores = false, bool int_dot = false, bool sha
     ScopedEnv pe("LLM_VULKAN_GEMV_PERSIST", persist == 0 || persist == 3 ? "0" : "1");
     ScopedEnv wgs("LLM_VULKAN_GEMV_WGS", persist == 2 ? "2" : nullptr);
     ScopedEnv unroll("LLM_VULKAN_GEMV_UNROLL", persist >= 2 ? "2" : nullptr);
+    // Tasks of 64 threads on the two-workgroup grid (several subgroups a task, their
+    // sums met in shared memory, round after round).
+    ScopedEnv ptpr("LLM_VULKAN_PERSIST_TPR", persist == 2 ? "64" : nullptr);
     // Workgroups of 1,024 threads on one pass, 256 on the two-workgroup grid, and
     // chosen per matrix on the others.
     ScopedEnv threads("LLM_VULKAN_GEMV_THREADS", persist == 0   ? "1024"

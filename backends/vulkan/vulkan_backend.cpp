@@ -111,6 +111,10 @@ class VulkanBackend final : public Backend {
     if (shared_x_ && !(pe && std::strcmp(pe, "0") == 0))
       persist_wgs_ = wgs ? static_cast<uint32_t>(std::max(1, std::atoi(wgs)))
                          : kGemvWorkgroupsPerUnit * units_;
+    // LLM_VULKAN_PERSIST_TPR fixes the threads a task on that grid (a power of two, at
+    // least a subgroup; for measuring, and for testing the wider groups).
+    if (const char* pt = std::getenv("LLM_VULKAN_PERSIST_TPR"))
+      persist_tpr_ = static_cast<uint32_t>(std::max(0, std::atoi(pt)));
     // LLM_VULKAN_GEMV_THREADS=256|512|1024 fixes their workgroup size (for measuring,
     // and for testing each size); by default it is chosen per matrix.
     if (const char* th = std::getenv("LLM_VULKAN_GEMV_THREADS")) {
@@ -245,6 +249,7 @@ class VulkanBackend final : public Backend {
   bool shared_x_ = false;         // ... with x's planes in shared memory (matmul_gemv_qdot_sx)
   uint32_t persist_wgs_ = 0;      // ... on a fixed grid of this many workgroups (0: one pass)
   uint32_t gemv_threads_ = 0;     // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t persist_tpr_ = 0;      // ... threads a task on the fixed grid (0: a subgroup)
   uint32_t units_ = 1;            // multiprocessors (kGemvUnitsUnknown where not reported)
   int ffn_down_ = 0;              // down inside gate/up (FFN_DOWN): 1 atomics, 2 parts + reduce
   bool ffn_next_norm_ = false;    // ... rounding the next RmsNorm's output too
@@ -308,10 +313,10 @@ std::string VulkanBackend::check(const Node& node, const std::vector<const Tenso
 }
 
 std::unique_ptr<Program> VulkanBackend::compile(std::vector<BoundNode> nodes) {
-  vk::Plan plan =
-      vk::plan_dispatches(*this, ctx_, nodes,
-                          {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_,
-                           gemv_threads_, units_, ffn_down_, ffn_next_norm_, attn_o_});
+  vk::Plan plan = vk::plan_dispatches(
+      *this, ctx_, nodes,
+      {coop_, coop_gemv_max_tokens(), int_dot_, shared_x_, persist_wgs_, gemv_threads_,
+       persist_tpr_, units_, ffn_down_, ffn_next_norm_, attn_o_});
   return vk::make_program(ctx_, std::move(plan.dispatches), std::move(plan.keep));
 }
 

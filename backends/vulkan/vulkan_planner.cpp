@@ -743,6 +743,10 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(norm_in && norm_par && T == 1 ? static_cast<int32_t>(std::min<int64_t>(
                                                           {rounds, norm_pre_max, kNormPreMax}))
                                                     : 0);  // NORM_PRE
+  // LLM_VULKAN_GEMV_STRIP (bits): the quantized GEMVs without their arithmetic (1), sums'
+  // exchange and outputs (2) or prologue (4), a measuring aid (results are then wrong).
+  static const uint32_t strip = env_uint("LLM_VULKAN_GEMV_STRIP", 0);
+  gemv_spec.push_back(static_cast<int32_t>(strip));  // STRIP
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
@@ -945,7 +949,12 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
         std::max<uint64_t>(1, uint64_t{set_.persist_wgs} * kGemvQThreadsShared / threads);
     g.persist = sx && set_.persist_wgs > 0 && (!glu || norm_in) && g.groups > 2 * persist_wgs;
     if (g.persist) {
-      if (!qout) gs.tpr = ctx_->phys().subgroup_size;
+      // A subgroup a task; LLM_VULKAN_PERSIST_TPR (a setting) takes wider tasks, whose
+      // subgroups' sums meet in shared memory (for measuring and testing: 7b q/k/v on the
+      // H100 lost 3.5% with 64 threads, 10% with 128; docs/PERFORMANCE.md, 47th session).
+      if (!qout)
+        gs.tpr = std::clamp(std::max(ctx_->phys().subgroup_size, set_.persist_tpr),
+                            ctx_->phys().subgroup_size, threads);
       gs.rows = 2;
       g.groups = std::min<uint64_t>(count_groups(), persist_wgs);
     }

@@ -27,6 +27,7 @@ struct PlanSettings {
   bool shared_x = false;             // ... with x's planes in shared memory
   uint32_t persist_wgs = 0;          // ... on a fixed grid of this many workgroups (0: one pass)
   uint32_t gemv_threads = 0;         // ... in workgroups of this size (0: chosen per matrix)
+  uint32_t persist_tpr = 0;          // ... threads a task on the fixed grid (0: a subgroup)
   uint32_t units = 1;                // the device's multiprocessors (compute units)
   int ffn_down = 0;                  // down and its Add inside gate/up: 1 atomics, 2 parts
   bool ffn_next_norm = false;        // ... 1 with the next RmsNorm's rounding too
