@@ -113,8 +113,14 @@ class VulkanBackend final : public Backend {
                          : kGemvWorkgroupsPerUnit * units_;
     // LLM_VULKAN_PERSIST_TPR fixes the threads a task on that grid (a power of two, at
     // least a subgroup; for measuring, and for testing the wider groups).
-    if (const char* pt = std::getenv("LLM_VULKAN_PERSIST_TPR"))
-      persist_tpr_ = static_cast<uint32_t>(std::max(0, std::atoi(pt)));
+    if (const char* pt = std::getenv("LLM_VULKAN_PERSIST_TPR")) {
+      // Rounded down to a power of two (the shader's groups are aligned ones); the
+      // planner clamps it to the subgroup and the workgroup.
+      const uint32_t v = static_cast<uint32_t>(std::clamp(std::atoi(pt), 0, 1024));
+      uint32_t p2 = 1;
+      while (p2 * 2 <= v) p2 *= 2;
+      persist_tpr_ = v ? p2 : 0;
+    }
     // LLM_VULKAN_GEMV_THREADS=256|512|1024 fixes their workgroup size (for measuring,
     // and for testing each size); by default it is chosen per matrix.
     if (const char* th = std::getenv("LLM_VULKAN_GEMV_THREADS")) {
