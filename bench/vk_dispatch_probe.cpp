@@ -39,11 +39,14 @@ struct Probe {
     return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
   }
 
+  // pattern, tpr: mode 7's layout and threads a row (the shader's PATTERN and TPR).
   Recorded dispatch(bool dependent, int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0,
-                    int smem = 1, int tag = 0, int loads = 1, int prefetch = 0) {
+                    int smem = 1, int tag = 0, int loads = 1, int prefetch = 0, int pattern = 0,
+                    int tpr = 16) {
     Recorded r;
     if (dependent) r.reads = r.writes = {Region{out.get(), 0, 65536}};
-    r.pipeline = &ctx->pipeline("dispatch_probe", 4, {mode, smem, tag, loads, prefetch});
+    r.pipeline =
+        &ctx->pipeline("dispatch_probe", 4, {mode, smem, tag, loads, prefetch, pattern, tpr});
     r.bindings = {{sync.get(), 0, 256},
                   {weights.get(), 0, weights->size()},
                   {out.get(), 0, 65536},
@@ -205,12 +208,8 @@ int main(int argc, char** argv) {
           for (uint32_t i = 0; i < 16; i++) {
             // 16-byte aligned regions, quants then scales, one after another.
             const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
-            Recorded r =
-                pr.dispatch(true, 7, wgs, gs.iters, base, 1, 0, static_cast<int>(gs.rows), pf);
-            r.pipeline = &pr.ctx->pipeline(
-                "dispatch_probe", 4,
-                {7, 1, 0, static_cast<int>(gs.rows), pf, pattern, static_cast<int>(gs.tpr), 1});
-            ds.push_back(r);
+            ds.push_back(pr.dispatch(true, 7, wgs, gs.iters, base, 1, 0, static_cast<int>(gs.rows),
+                                     pf, pattern, static_cast<int>(gs.tpr)));
           }
           const double us = pr.run(std::move(ds), 20) / 16;
           std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,

@@ -952,9 +952,7 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       // A subgroup a task; LLM_VULKAN_PERSIST_TPR (a setting) takes wider tasks, whose
       // subgroups' sums meet in shared memory (for measuring and testing: 7b q/k/v on the
       // H100 lost 3.5% with 64 threads, 10% with 128; docs/PERFORMANCE.md, 47th session).
-      if (!qout)
-        gs.tpr = std::clamp(std::max(ctx_->phys().subgroup_size, set_.persist_tpr),
-                            ctx_->phys().subgroup_size, threads);
+      if (!qout) gs.tpr = std::clamp(set_.persist_tpr, ctx_->phys().subgroup_size, threads);
       gs.rows = 2;
       g.groups = std::min<uint64_t>(count_groups(), persist_wgs);
     }
