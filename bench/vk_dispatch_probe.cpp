@@ -28,6 +28,9 @@ struct Probe {
   std::shared_ptr<Buffer> sync, weights, out;
   uint32_t units = 0;
 
+  // A grid of 4 workgroups of 256 a multiprocessor.
+  uint32_t wave() const { return units * 4; }
+
   // Microseconds per replay of the program, over n replays after a warm-up.
   double time_runs(Program& prog, int n) {
     prog.run();
@@ -74,6 +77,136 @@ struct Probe {
   }
 };
 
+// What one dispatch costs, dependent or not, by grid and shared-memory size.
+void print_dispatch_costs(Probe& pr) {
+  std::printf("\nA dispatch, per dispatch: dependent (a barrier before each) / independent\n");
+  struct Shape {
+    const char* what;
+    uint32_t groups;
+    int smem_a, smem_b, tag_b;
+  };
+  const Shape shapes[] = {
+      {"one word a workgroup, 64 workgroups", 64, 1, 1, 0},
+      {"one word a workgroup, 4 a unit", pr.wave(), 1, 1, 0},
+      {"two pipelines alternating, 4 a unit", pr.wave(), 1, 1, 1},
+      {"8 KB shared memory, 4 a unit", pr.wave(), 2048, 2048, 0},
+      {"40 KB shared memory, 4 a unit", pr.wave(), 10240, 10240, 0},
+      {"8 KB / 16 KB shared memory alternating", pr.wave(), 2048, 4096, 1},
+      {"8 KB / 40 KB shared memory alternating", pr.wave(), 2048, 10240, 1},
+  };
+  for (const Shape& s : shapes) {
+    double per[2];
+    for (int dep = 1; dep >= 0; dep--) {
+      double us[2];
+      for (int k = 0; k < 2; k++) {
+        std::vector<Recorded> ds;
+        const int n = k ? 402 : 2;
+        for (int i = 0; i < n; i++)
+          ds.push_back(i % 2 ? pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_b, s.tag_b)
+                             : pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_a, 0));
+        us[k] = pr.run(std::move(ds), 50);
+      }
+      per[dep] = (us[1] - us[0]) / 400;
+    }
+    std::printf("  %-42s %6.3f / %6.3f us\n", s.what, per[1], per[0]);
+  }
+}
+
+// What a grid-wide barrier (an atomic counter) costs inside one dispatch.
+void print_grid_barrier_costs(Probe& pr) {
+  std::printf("\nA grid-wide barrier inside one dispatch (atomic counter), per barrier:\n");
+  for (uint32_t per_unit : {1u, 2u, 4u}) {
+    const uint32_t g = pr.units * per_unit;
+    pr.take_counts();
+    const double one = pr.run({pr.dispatch(false, 1, g, 1)}, 20);
+    const double many = pr.run({pr.dispatch(false, 1, g, 401)}, 20);
+    std::printf("  %4u workgroups (%u a unit)                 %6.3f us (%u waits given up)\n", g,
+                per_unit, (many - one) / 400, pr.take_counts().second);
+  }
+}
+
+// Whether neighbours' words read after a grid-wide barrier are the ones written.
+void print_barrier_coherence(Probe& pr) {
+  std::printf("\nNeighbours' words read after a grid-wide barrier (should all match)\n");
+  for (int coherent : {0, 1}) {
+    const uint32_t g = pr.wave(), rounds = 101;
+    const int replays = 10;  // and a warm-up each
+    pr.take_counts();
+    const double one = pr.run({pr.dispatch(false, 6, g, 1, 0, 1, 0, 1, coherent)}, replays);
+    const double many = pr.run({pr.dispatch(false, 6, g, rounds, 0, 1, 0, 1, coherent)}, replays);
+    const auto [wrong, given_up] = pr.take_counts();
+    const double reads = (replays + 1.0) * (1 + rounds) * g * 256;
+    std::printf("  %s loads: %u of %.0f words wrong, %u waits given up; %.3f us a barrier\n",
+                coherent ? "coherent" : "plain", wrong, reads, given_up,
+                (many - one) / (rounds - 1));
+  }
+}
+
+// Streaming weights in phases: a dispatch a phase against one dispatch with grid barriers.
+void print_weight_streams(Probe& pr) {
+  std::printf("\nStreaming 64 phases of weights (%u workgroups): per phase\n", pr.wave());
+  for (int loads : {1, 4, 8}) {
+    const uint32_t phases = 64;
+    const double mb = double(pr.wave()) * 256 * 16 * loads / 1e6;
+    if (mb * 1e6 * phases > double(pr.weights->size())) continue;
+    double per_dispatch[2];
+    for (int dep = 0; dep < 2; dep++) {
+      std::vector<Recorded> ds;
+      for (uint32_t i = 0; i < phases; i++)
+        ds.push_back(pr.dispatch(dep, 4, pr.wave(), 0, i, 1, 0, loads));
+      per_dispatch[dep] = pr.run(std::move(ds), 20) / phases;
+    }
+    double synced[2];
+    pr.take_counts();
+    for (int pf : {0, 1})
+      synced[pf] =
+          pr.run({pr.dispatch(false, 5, pr.wave(), phases, 0, 1, 0, loads, pf)}, 20) / phases;
+    std::printf(
+        "  %6.2f MB a phase: a dependent dispatch each %6.2f us (%4.0f GB/s), independent "
+        "%6.2f us; one dispatch with grid barriers %6.2f us, loads issued before the "
+        "barrier %6.2f us (%u waits given up)\n",
+        mb, per_dispatch[1], mb * 1e3 / per_dispatch[1], per_dispatch[0], synced[0], synced[1],
+        pr.take_counts().second);
+  }
+}
+
+// A GEMV's reads (MODE 7): 16 dependent dispatches of one shape, each over its own
+// weights (no L2 hits between them), by layout and by loads in flight.
+void print_gemv_reads(Probe& pr) {
+  std::printf("\nGEMV-shaped reads, 16 dependent dispatches: per dispatch\n");
+  struct GemvShapeProbe {
+    const char* what;
+    uint32_t tpr, rows, iters, total_rows;
+  };
+  const GemvShapeProbe gshapes[] = {
+      {"gate/up 2 x [11008 x 4096]", 16, 4, 8, 22016},
+      {"q/k/v 3 x [4096 x 4096]", 32, 2, 4, 12288},
+      {"down [4096 x 11008] (K rounded to 10,240)", 64, 2, 5, 4096},
+      {"o [4096 x 4096]", 32, 2, 4, 4096},
+  };
+  for (const GemvShapeProbe& gs : gshapes) {
+    const uint32_t groups = 256 / gs.tpr;
+    const uint32_t wgs = (gs.total_rows + groups * gs.rows - 1) / (groups * gs.rows);
+    const size_t units = size_t{wgs} * 256 * gs.rows * gs.iters;  // 16-byte units
+    const size_t bytes = units * 16 + units * 2;
+    if (bytes * 16 > pr.weights->size()) continue;
+    for (int pattern : {0, 1})
+      for (int pf : {0, 1}) {
+        std::vector<Recorded> ds;
+        for (uint32_t i = 0; i < 16; i++) {
+          // 16-byte aligned regions, quants then scales, one after another.
+          const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
+          ds.push_back(pr.dispatch(true, 7, wgs, gs.iters, base, 1, 0, static_cast<int>(gs.rows),
+                                   pf, pattern, static_cast<int>(gs.tpr)));
+        }
+        const double us = pr.run(std::move(ds), 20) / 16;
+        std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,
+                    pattern ? "tile-major" : "row-major", pf ? "prefetch" : "plain", us,
+                    bytes / us / 1e3, wgs, bytes / 1e6);
+      }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,127 +229,15 @@ int main(int argc, char** argv) {
     pr.out = std::make_shared<Buffer>(*pr.ctx, pr.ctx, 65536, "out");
     pr.ctx->fill_zero(*pr.sync, 0, 256);
     pr.ctx->fill_zero(*pr.weights, 0, weight_bytes);
-    const uint32_t wave = pr.units * 4;  // 4 workgroups of 256 a multiprocessor
 
     const bool gemv_only = argc > 2 && std::string(argv[2]) == "gemv";
     if (!gemv_only) {
-      std::printf("\nA dispatch, per dispatch: dependent (a barrier before each) / independent\n");
-      struct Shape {
-        const char* what;
-        uint32_t groups;
-        int smem_a, smem_b, tag_b;
-      };
-      const Shape shapes[] = {
-          {"one word a workgroup, 64 workgroups", 64, 1, 1, 0},
-          {"one word a workgroup, 4 a unit", wave, 1, 1, 0},
-          {"two pipelines alternating, 4 a unit", wave, 1, 1, 1},
-          {"8 KB shared memory, 4 a unit", wave, 2048, 2048, 0},
-          {"40 KB shared memory, 4 a unit", wave, 10240, 10240, 0},
-          {"8 KB / 16 KB shared memory alternating", wave, 2048, 4096, 1},
-          {"8 KB / 40 KB shared memory alternating", wave, 2048, 10240, 1},
-      };
-      for (const Shape& s : shapes) {
-        double per[2];
-        for (int dep = 1; dep >= 0; dep--) {
-          double us[2];
-          for (int k = 0; k < 2; k++) {
-            std::vector<Recorded> ds;
-            const int n = k ? 402 : 2;
-            for (int i = 0; i < n; i++)
-              ds.push_back(i % 2 ? pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_b, s.tag_b)
-                                 : pr.dispatch(dep, 3, s.groups, 0, 0, s.smem_a, 0));
-            us[k] = pr.run(std::move(ds), 50);
-          }
-          per[dep] = (us[1] - us[0]) / 400;
-        }
-        std::printf("  %-42s %6.3f / %6.3f us\n", s.what, per[1], per[0]);
-      }
-
-      std::printf("\nA grid-wide barrier inside one dispatch (atomic counter), per barrier:\n");
-      for (uint32_t per_unit : {1u, 2u, 4u}) {
-        const uint32_t g = pr.units * per_unit;
-        pr.take_counts();
-        const double one = pr.run({pr.dispatch(false, 1, g, 1)}, 20);
-        const double many = pr.run({pr.dispatch(false, 1, g, 401)}, 20);
-        std::printf("  %4u workgroups (%u a unit)                 %6.3f us (%u waits given up)\n",
-                    g, per_unit, (many - one) / 400, pr.take_counts().second);
-      }
-
-      std::printf("\nNeighbours' words read after a grid-wide barrier (should all match)\n");
-      for (int coherent : {0, 1}) {
-        const uint32_t g = wave, rounds = 101;
-        const int replays = 10;  // and a warm-up each
-        pr.take_counts();
-        const double one = pr.run({pr.dispatch(false, 6, g, 1, 0, 1, 0, 1, coherent)}, replays);
-        const double many =
-            pr.run({pr.dispatch(false, 6, g, rounds, 0, 1, 0, 1, coherent)}, replays);
-        const auto [wrong, given_up] = pr.take_counts();
-        const double reads = (replays + 1.0) * (1 + rounds) * g * 256;
-        std::printf("  %s loads: %u of %.0f words wrong, %u waits given up; %.3f us a barrier\n",
-                    coherent ? "coherent" : "plain", wrong, reads, given_up,
-                    (many - one) / (rounds - 1));
-      }
-
-      std::printf("\nStreaming 64 phases of weights (%u workgroups): per phase\n", wave);
-      for (int loads : {1, 4, 8}) {
-        const uint32_t phases = 64;
-        const double mb = double(wave) * 256 * 16 * loads / 1e6;
-        if (mb * 1e6 * phases > double(weight_bytes)) continue;
-        double per_dispatch[2];
-        for (int dep = 0; dep < 2; dep++) {
-          std::vector<Recorded> ds;
-          for (uint32_t i = 0; i < phases; i++)
-            ds.push_back(pr.dispatch(dep, 4, wave, 0, i, 1, 0, loads));
-          per_dispatch[dep] = pr.run(std::move(ds), 20) / phases;
-        }
-        double synced[2];
-        pr.take_counts();
-        for (int pf : {0, 1})
-          synced[pf] =
-              pr.run({pr.dispatch(false, 5, wave, phases, 0, 1, 0, loads, pf)}, 20) / phases;
-        std::printf(
-            "  %6.2f MB a phase: a dependent dispatch each %6.2f us (%4.0f GB/s), independent "
-            "%6.2f us; one dispatch with grid barriers %6.2f us, loads issued before the "
-            "barrier %6.2f us (%u waits given up)\n",
-            mb, per_dispatch[1], mb * 1e3 / per_dispatch[1], per_dispatch[0], synced[0], synced[1],
-            pr.take_counts().second);
-      }
+      print_dispatch_costs(pr);
+      print_grid_barrier_costs(pr);
+      print_barrier_coherence(pr);
+      print_weight_streams(pr);
     }
-
-    // A GEMV's reads (MODE 7): 16 dependent dispatches of one shape, each over its own
-    // weights (no L2 hits between them), by layout and by loads in flight.
-    std::printf("\nGEMV-shaped reads, 16 dependent dispatches: per dispatch\n");
-    struct GemvShapeProbe {
-      const char* what;
-      uint32_t tpr, rows, iters, total_rows;
-    };
-    const GemvShapeProbe gshapes[] = {
-        {"gate/up 2 x [11008 x 4096]", 16, 4, 8, 22016},
-        {"q/k/v 3 x [4096 x 4096]", 32, 2, 4, 12288},
-        {"down [4096 x 11008] (K rounded to 10,240)", 64, 2, 5, 4096},
-        {"o [4096 x 4096]", 32, 2, 4, 4096},
-    };
-    for (const GemvShapeProbe& gs : gshapes) {
-      const uint32_t groups = 256 / gs.tpr;
-      const uint32_t wgs = (gs.total_rows + groups * gs.rows - 1) / (groups * gs.rows);
-      const size_t units = size_t{wgs} * 256 * gs.rows * gs.iters;  // 16-byte units
-      const size_t bytes = units * 16 + units * 2;
-      if (bytes * 16 > weight_bytes) continue;
-      for (int pattern : {0, 1})
-        for (int pf : {0, 1}) {
-          std::vector<Recorded> ds;
-          for (uint32_t i = 0; i < 16; i++) {
-            // 16-byte aligned regions, quants then scales, one after another.
-            const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
-            ds.push_back(pr.dispatch(true, 7, wgs, gs.iters, base, 1, 0, static_cast<int>(gs.rows),
-                                     pf, pattern, static_cast<int>(gs.tpr)));
-          }
-          const double us = pr.run(std::move(ds), 20) / 16;
-          std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,
-                      pattern ? "tile-major" : "row-major", pf ? "prefetch" : "plain", us,
-                      bytes / us / 1e3, wgs, bytes / 1e6);
-        }
-    }
+    print_gemv_reads(pr);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "llmrt-vk-probe: %s\n", e.what());
