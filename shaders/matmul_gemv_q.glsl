@@ -838,18 +838,6 @@ void main() {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
     }
-    if ((STRIP & 2) != 0) {
-      float sum = 0.0;
-      [[unroll]] for (int m = 0; m < M; m++)
-        [[unroll]] for (int r = 0; r < R; r++)
-          [[unroll]] for (int t = 0; t < NT; t++) sum += acc[m][r][t];
-      if (sum == 1.25e-30) y[p.y_off] = sum;  // keeps the loads
-      base += step;
-      if (base >= tasks) break;
-      SET_TASK(base + g)
-      ISSUE_BLOCKS(b_lo + lane)
-      continue;
-    }
     // This task's sums; the next task's first weights are issued before they are written.
     const uint cur = base + g, cseg = seg, cN = N, cj = j;
     const bool live = cur < tasks;
@@ -858,6 +846,16 @@ void main() {
     if (more) {
       SET_TASK(base + g)
       ISSUE_BLOCKS(b_lo + lane)
+    }
+    if ((STRIP & 2) != 0) {
+      // No exchange and no outputs; a never-true store keeps the sums (and their loads).
+      float sum = 0.0;
+      [[unroll]] for (int m = 0; m < M; m++)
+        [[unroll]] for (int r = 0; r < R; r++)
+          [[unroll]] for (int t = 0; t < NT; t++) sum += acc[m][r][t];
+      if (sum == 1.25e-30) y[p.y_off] = sum;
+      if (!more) break;
+      continue;
     }
     if (gl_SubgroupSize == tpr) {
       // A group is one subgroup: every lane gets the sums; lane 0 writes.
