@@ -42,14 +42,15 @@ struct Probe {
     return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
   }
 
-  // pattern, tpr: mode 7's layout and threads a row (the shader's PATTERN and TPR).
+  // pattern, tpr, threads: mode 7's layout, threads a row and workgroup size (the
+  // shader's PATTERN, TPR and specialization constant 8).
   Recorded dispatch(bool dependent, int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0,
                     int smem = 1, int tag = 0, int loads = 1, int prefetch = 0, int pattern = 0,
-                    int tpr = 16) {
+                    int tpr = 16, int threads = 256) {
     Recorded r;
     if (dependent) r.reads = r.writes = {Region{out.get(), 0, 65536}};
-    r.pipeline =
-        &ctx->pipeline("dispatch_probe", 4, {mode, smem, tag, loads, prefetch, pattern, tpr});
+    r.pipeline = &ctx->pipeline("dispatch_probe", 4,
+                                {mode, smem, tag, loads, prefetch, pattern, tpr, 1, threads});
     r.bindings = {{sync.get(), 0, 256},
                   {weights.get(), 0, weights->size()},
                   {out.get(), 0, 65536},
@@ -170,8 +171,31 @@ void print_weight_streams(Probe& pr) {
   }
 }
 
-// A GEMV's reads (MODE 7): 16 dependent dispatches of one shape, each over its own
-// weights (no L2 hits between them), by layout and by loads in flight.
+// Microseconds a dispatch of MODE 7 (a GEMV's reads), 16 dependent dispatches each over
+// its own weights (no L2 hits between them); bytes: each dispatch's, 0 where they do not
+// fit the weights buffer.
+double time_gemv_reads(Probe& pr, uint32_t total_rows, uint32_t rows, uint32_t iters, uint32_t tpr,
+                       uint32_t threads, int pattern, int prefetch, uint32_t* wgs_out,
+                       size_t* bytes_out) {
+  const uint32_t groups = threads / tpr;
+  const uint32_t wgs = (total_rows + groups * rows - 1) / (groups * rows);
+  const size_t units = size_t{wgs} * threads * rows * iters;  // 16-byte units
+  const size_t bytes = units * 16 + units * 2;
+  *wgs_out = wgs;
+  *bytes_out = 0;
+  if (bytes * 16 > pr.weights->size()) return 0;
+  std::vector<Recorded> ds;
+  for (uint32_t i = 0; i < 16; i++) {
+    // 16-byte aligned regions, quants then scales, one after another.
+    const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
+    ds.push_back(pr.dispatch(true, 7, wgs, iters, base, 1, 0, static_cast<int>(rows), prefetch,
+                             pattern, static_cast<int>(tpr), static_cast<int>(threads)));
+  }
+  *bytes_out = bytes;
+  return pr.run(std::move(ds), 20) / 16;
+}
+
+// A GEMV's reads by layout and by loads in flight (workgroups of 256).
 void print_gemv_reads(Probe& pr) {
   std::printf("\nGEMV-shaped reads, 16 dependent dispatches: per dispatch\n");
   struct GemvShapeProbe {
@@ -184,26 +208,48 @@ void print_gemv_reads(Probe& pr) {
       {"down [4096 x 11008] (K rounded to 10,240)", 64, 2, 5, 4096},
       {"o [4096 x 4096]", 32, 2, 4, 4096},
   };
-  for (const GemvShapeProbe& gs : gshapes) {
-    const uint32_t groups = 256 / gs.tpr;
-    const uint32_t wgs = (gs.total_rows + groups * gs.rows - 1) / (groups * gs.rows);
-    const size_t units = size_t{wgs} * 256 * gs.rows * gs.iters;  // 16-byte units
-    const size_t bytes = units * 16 + units * 2;
-    if (bytes * 16 > pr.weights->size()) continue;
+  for (const GemvShapeProbe& gs : gshapes)
     for (int pattern : {0, 1})
       for (int pf : {0, 1}) {
-        std::vector<Recorded> ds;
-        for (uint32_t i = 0; i < 16; i++) {
-          // 16-byte aligned regions, quants then scales, one after another.
-          const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
-          ds.push_back(pr.dispatch(true, 7, wgs, gs.iters, base, 1, 0, static_cast<int>(gs.rows),
-                                   pf, pattern, static_cast<int>(gs.tpr)));
-        }
-        const double us = pr.run(std::move(ds), 20) / 16;
+        uint32_t wgs = 0;
+        size_t bytes = 0;
+        const double us = time_gemv_reads(pr, gs.total_rows, gs.rows, gs.iters, gs.tpr, 256,
+                                          pattern, pf, &wgs, &bytes);
+        if (!bytes) continue;
         std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,
                     pattern ? "tile-major" : "row-major", pf ? "prefetch" : "plain", us,
                     bytes / us / 1e3, wgs, bytes / 1e6);
       }
+}
+
+// Gate/up's reads in the backend's launch shapes: workgroups of 256, 512 (the backend's
+// gate/up) and 1,024 threads, its four rows a group from one matrix or two (gate's and
+// up's, as its tasks read them); and q/k/v's in 256 and 1,024.
+void print_gemv_launch_shapes(Probe& pr) {
+  std::printf("\nGEMV-shaped reads by workgroup size, 16 dependent dispatches: per dispatch\n");
+  struct LaunchShape {
+    const char* what;
+    uint32_t tpr, rows, iters, total_rows, threads;
+    int pattern;
+  };
+  const LaunchShape shapes[] = {
+      {"gate/up, one matrix", 16, 4, 8, 22016, 256, 0},
+      {"gate/up, one matrix", 16, 4, 8, 22016, 512, 0},
+      {"gate/up, one matrix", 16, 4, 8, 22016, 1024, 0},
+      {"gate/up, two matrices", 16, 4, 8, 22016, 256, 2},
+      {"gate/up, two matrices", 16, 4, 8, 22016, 512, 2},
+      {"gate/up, two matrices", 16, 4, 8, 22016, 1024, 2},
+      {"q/k/v", 32, 2, 4, 12288, 256, 0},
+      {"q/k/v", 32, 2, 4, 12288, 1024, 0},
+  };
+  for (const LaunchShape& ls : shapes) {
+    uint32_t wgs = 0;
+    size_t bytes = 0;
+    const double us = time_gemv_reads(pr, ls.total_rows, ls.rows, ls.iters, ls.tpr, ls.threads,
+                                      ls.pattern, 0, &wgs, &bytes);
+    if (!bytes) continue;
+    std::printf("  %-24s %4u threads  %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", ls.what,
+                ls.threads, us, bytes / us / 1e3, wgs, bytes / 1e6);
   }
 }
 
@@ -238,6 +284,7 @@ int main(int argc, char** argv) {
       print_weight_streams(pr);
     }
     print_gemv_reads(pr);
+    print_gemv_launch_shapes(pr);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "llmrt-vk-probe: %s\n", e.what());

@@ -2,7 +2,10 @@
 // dependent dispatch, a change of shared-memory size, a grid-wide barrier and a
 // stream of weights cost on a device.
 #version 450
+// The workgroup size is specialization constant 8 (256 by default; MODE 7 takes others).
 layout(local_size_x = 256) in;
+layout(local_size_x_id = 8) in;
+#define WG gl_WorkGroupSize.x
 // 0: one word a workgroup; 1: grid-wide barriers; 3: shared memory of SMEM_WORDS;
 // 4: L 16-byte loads a thread from phase p.base; 5: p.rounds such phases, each ended by
 // a grid-wide barrier (PREFETCH 1: the next phase's loads issued before it);
@@ -13,8 +16,10 @@ layout(local_size_x = 256) in;
 // (every row p.rounds * TPR blocks of 16 bytes, and a 16-bit scale a block when SCALES),
 // one block a row a thread an iteration, from p.base (16-byte units); PATTERN 0 keeps
 // each row's blocks together (the backend's row layout), 1 puts an iteration's blocks
-// of a workgroup's rows together (tile-major); PREFETCH 1 issues the next iteration's
-// loads before this one's arithmetic (two sets of registers).
+// of a workgroup's rows together (tile-major), 2 is 0 over two matrices (a group's first
+// L / 2 rows from the first half of the region, the others from the second, as gate/up's
+// tasks read); PREFETCH 1 issues the next iteration's loads before this one's arithmetic
+// (two sets of registers).
 layout(constant_id = 0) const int MODE = 0;
 layout(constant_id = 1) const uint SMEM_WORDS = 1;
 layout(constant_id = 2) const uint TAG = 0;  // distinct pipelines of the same code
@@ -70,14 +75,18 @@ void grid_sync(uint groups, bool fence_all) {
 }
 
 uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
-  return w4[((phase * groups + w) * L + k) * 256u + t];
+  return w4[((phase * groups + w) * L + k) * WG + t];
 }
 
 // MODE 7: the 16-byte unit of row l's block of a thread's group in iteration it, and the
 // index of its scale (16-bit units, from the scales' start).
 uint gemv_unit(uint w, uint g, uint lane, uint it, uint l) {
-  if (PATTERN == 0u) return ((w * (256u / TPR) + g) * L + l) * p.rounds * TPR + it * TPR + lane;
-  return ((w * p.rounds + it) * L + l) * 256u + g * TPR + lane;
+  if (PATTERN == 0u) return ((w * (WG / TPR) + g) * L + l) * p.rounds * TPR + it * TPR + lane;
+  if (PATTERN == 2u) {
+    const uint h = L / 2u, second = l < h ? 0u : gl_NumWorkGroups.x * WG * h * p.rounds;
+    return second + ((w * (WG / TPR) + g) * h + l % h) * p.rounds * TPR + it * TPR + lane;
+  }
+  return ((w * p.rounds + it) * L + l) * WG + g * TPR + lane;
 }
 
 void main() {
@@ -90,20 +99,20 @@ void main() {
   } else if (MODE == 6) {
     uint bad = 0u;
     for (uint r = 0u; r < p.rounds; r++) {
-      const uint slot = (r & 1u) * G * 256u, want = r * 7u + 1u;
+      const uint slot = (r & 1u) * G * WG, want = r * 7u + 1u;
       if (PREFETCH == 1u)
-        datac[slot + w * 256u + t] = want + w;
+        datac[slot + w * WG + t] = want + w;
       else
-        data[slot + w * 256u + t] = want + w;
+        data[slot + w * WG + t] = want + w;
       grid_sync(G, true);
       const uint nb = (w + 1u) % G;
-      const uint v = PREFETCH == 1u ? datac[slot + nb * 256u + t] : data[slot + nb * 256u + t];
+      const uint v = PREFETCH == 1u ? datac[slot + nb * WG + t] : data[slot + nb * WG + t];
       if (v != want + nb) bad++;
     }
     if (bad != 0u) atomicAdd(outw[16], bad);
   } else if (MODE == 7) {
     const uint g = t / TPR, lane = t % TPR, iters = p.rounds;
-    const uint sbase = (p.base + gl_NumWorkGroups.x * 256u * L * iters) * 8u;  // halves
+    const uint sbase = (p.base + gl_NumWorkGroups.x * WG * L * iters) * 8u;  // halves
     uvec4 acc = uvec4(0u);
     uvec4 v[L], nv[L];
     uint s[L], ns[L];
@@ -144,7 +153,7 @@ void main() {
     }
     if (acc.z == 0x12345678u && acc.x == 7u) outw[w] = acc.y;
   } else if (MODE == 3) {
-    for (uint i = t; i < SMEM_WORDS; i += 256u) sm[i] = i + TAG;
+    for (uint i = t; i < SMEM_WORDS; i += WG) sm[i] = i + TAG;
     barrier();
     if (t == 0u) outw[w] = sm[(w * 31u) % SMEM_WORDS] + p.base;
   } else {
