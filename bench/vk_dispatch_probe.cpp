@@ -42,15 +42,16 @@ struct Probe {
     return std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
   }
 
-  // pattern, tpr, threads: mode 7's layout, threads a row and workgroup size (the
-  // shader's PATTERN, TPR and specialization constant 8).
+  // pattern, tpr, threads, coherent: mode 7's layout, threads a row, workgroup size and
+  // `coherent` weights (the shader's PATTERN, TPR, constant 8 and COHERENT).
   Recorded dispatch(bool dependent, int mode, uint32_t groups, uint32_t rounds, uint32_t base = 0,
                     int smem = 1, int tag = 0, int loads = 1, int prefetch = 0, int pattern = 0,
-                    int tpr = 16, int threads = 256) {
+                    int tpr = 16, int threads = 256, int coherent = 0) {
     Recorded r;
     if (dependent) r.reads = r.writes = {Region{out.get(), 0, 65536}};
-    r.pipeline = &ctx->pipeline("dispatch_probe", 4,
-                                {mode, smem, tag, loads, prefetch, pattern, tpr, 1, threads});
+    r.pipeline =
+        &ctx->pipeline("dispatch_probe", 4,
+                       {mode, smem, tag, loads, prefetch, pattern, tpr, 1, threads, coherent});
     r.bindings = {{sync.get(), 0, 256},
                   {weights.get(), 0, weights->size()},
                   {out.get(), 0, 65536},
@@ -175,7 +176,7 @@ void print_weight_streams(Probe& pr) {
 // its own weights (no L2 hits between them); bytes: each dispatch's, 0 where they do not
 // fit the weights buffer.
 double time_gemv_reads(Probe& pr, uint32_t total_rows, uint32_t rows, uint32_t iters, uint32_t tpr,
-                       uint32_t threads, int pattern, int prefetch, uint32_t* wgs_out,
+                       uint32_t threads, int pattern, int prefetch, int coherent, uint32_t* wgs_out,
                        size_t* bytes_out) {
   const uint32_t groups = threads / tpr;
   const uint32_t wgs = (total_rows + groups * rows - 1) / (groups * rows);
@@ -189,7 +190,7 @@ double time_gemv_reads(Probe& pr, uint32_t total_rows, uint32_t rows, uint32_t i
     // 16-byte aligned regions, quants then scales, one after another.
     const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
     ds.push_back(pr.dispatch(true, 7, wgs, iters, base, 1, 0, static_cast<int>(rows), prefetch,
-                             pattern, static_cast<int>(tpr), static_cast<int>(threads)));
+                             pattern, static_cast<int>(tpr), static_cast<int>(threads), coherent));
   }
   *bytes_out = bytes;
   return pr.run(std::move(ds), 20) / 16;
@@ -213,7 +214,7 @@ void print_gemv_reads(Probe& pr) {
       for (int pf : {0, 1}) {
         uint32_t wgs = 0;
         size_t bytes = 0;
-        const double us = time_gemv_reads(pr, gs.total_rows, gs.rows, gs.iters, gs.tpr, 256,
+        const double us = time_gemv_reads(pr, gs.total_rows, gs.rows, gs.iters, gs.tpr, 256, 0,
                                           pattern, pf, &wgs, &bytes);
         if (!bytes) continue;
         std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,
@@ -222,11 +223,13 @@ void print_gemv_reads(Probe& pr) {
       }
 }
 
-// Gate/up's reads in the backend's launch shapes: workgroups of 256, 512 (the backend's
-// gate/up) and 1,024 threads, its four rows a group from one matrix or two (gate's and
-// up's, as its tasks read them); and q/k/v's in 256 and 1,024.
+// The GEMVs' reads in the backend's launch shapes (gate/up in workgroups of 256, 512 and
+// 1,024 threads, its four rows a group from one matrix or two, gate's and up's, as its
+// tasks read them), through plain loads and through `coherent` ones as the backend's.
 void print_gemv_launch_shapes(Probe& pr) {
-  std::printf("\nGEMV-shaped reads by workgroup size, 16 dependent dispatches: per dispatch\n");
+  std::printf(
+      "\nGEMV-shaped reads by launch shape, 16 dependent dispatches: per dispatch, "
+      "plain / coherent loads\n");
   struct LaunchShape {
     const char* what;
     uint32_t tpr, rows, iters, total_rows, threads;
@@ -241,15 +244,22 @@ void print_gemv_launch_shapes(Probe& pr) {
       {"gate/up, two matrices", 16, 4, 8, 22016, 1024, 2},
       {"q/k/v", 32, 2, 4, 12288, 256, 0},
       {"q/k/v", 32, 2, 4, 12288, 1024, 0},
+      {"down (K rounded to 10,240)", 64, 2, 5, 4096, 128, 0},
+      {"o", 32, 2, 4, 4096, 1024, 0},
   };
   for (const LaunchShape& ls : shapes) {
     uint32_t wgs = 0;
     size_t bytes = 0;
-    const double us = time_gemv_reads(pr, ls.total_rows, ls.rows, ls.iters, ls.tpr, ls.threads,
-                                      ls.pattern, 0, &wgs, &bytes);
+    double us[2];
+    for (int coherent : {0, 1})
+      us[coherent] = time_gemv_reads(pr, ls.total_rows, ls.rows, ls.iters, ls.tpr, ls.threads,
+                                     ls.pattern, 0, coherent, &wgs, &bytes);
     if (!bytes) continue;
-    std::printf("  %-24s %4u threads  %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", ls.what,
-                ls.threads, us, bytes / us / 1e3, wgs, bytes / 1e6);
+    std::printf(
+        "  %-27s %4u threads  %7.2f / %7.2f us  %5.0f / %5.0f GB/s (%u workgroups, "
+        "%.1f MB)\n",
+        ls.what, ls.threads, us[0], us[1], bytes / us[0] / 1e3, bytes / us[1] / 1e3, wgs,
+        bytes / 1e6);
   }
 }
 

@@ -31,6 +31,13 @@ layout(constant_id = 7) const uint SCALES = 1;
 layout(std430, binding = 0) volatile coherent buffer Sync { uint counter[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec4 w4[]; };
 layout(std430, binding = 1) readonly buffer W1 { uint w1[]; };
+// MODE 7 with COHERENT: the same weights through `coherent` aliases (as the backend's
+// GEMVs read them: NVIDIA's driver serves such loads from L2, not L1).
+layout(constant_id = 9) const uint COHERENT = 0;
+layout(std430, binding = 1) readonly coherent buffer W4C { uvec4 w4c[]; };
+layout(std430, binding = 1) readonly coherent buffer W1C { uint w1c[]; };
+uvec4 weight_unit(uint i) { return COHERENT != 0u ? w4c[i] : w4[i]; }
+uint scale_word(uint i) { return SCALES == 0u ? 0u : COHERENT != 0u ? w1c[i] : w1[i]; }
 layout(std430, binding = 2) buffer Out { uint outw[]; };
 layout(std430, binding = 3) buffer Data { uint data[]; };
 layout(std430, binding = 3) coherent buffer DataC { uint datac[]; };
@@ -118,16 +125,16 @@ void main() {
     uint s[L], ns[L];
     for (uint l = 0u; l < L; l++) {
       const uint u = gemv_unit(w, g, lane, 0u, l);
-      v[l] = w4[p.base + u];
-      s[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+      v[l] = weight_unit(p.base + u);
+      s[l] = scale_word((sbase + u) / 2u);
     }
     for (uint it = 0u; it < iters; it++) {
       const bool more = it + 1u < iters;
       if (PREFETCH == 1u && more)
         for (uint l = 0u; l < L; l++) {
           const uint u = gemv_unit(w, g, lane, it + 1u, l);
-          nv[l] = w4[p.base + u];
-          ns[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+          nv[l] = weight_unit(p.base + u);
+          ns[l] = scale_word((sbase + u) / 2u);
         }
       // About the integer-dot GEMV's arithmetic on a block (nibbles split, 8 products).
       for (uint l = 0u; l < L; l++)
@@ -146,8 +153,8 @@ void main() {
         else
           for (uint l = 0u; l < L; l++) {
             const uint u = gemv_unit(w, g, lane, it + 1u, l);
-            v[l] = w4[p.base + u];
-            s[l] = SCALES != 0u ? w1[(sbase + u) / 2u] : 0u;
+            v[l] = weight_unit(p.base + u);
+            s[l] = scale_word((sbase + u) / 2u);
           }
       }
     }
