@@ -5,7 +5,11 @@
 // "Dependent" dispatches read and write one region, so make_program puts a barrier
 // before each; "independent" ones have no regions, no barriers, and may overlap.
 //
-//   llmrt-vk-probe [vulkan device index] [gemv: the GEMV-shaped reads only]
+//   llmrt-vk-probe [vulkan device index] [gemv: the GEMV-shaped reads only] [zeros]
+//
+// The weights are pseudo-random words, as quantized weights are; "zeros" fills them with
+// zeros instead (GPUs may read such memory faster than real weights, e.g. compressed).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -263,6 +267,23 @@ void print_gemv_launch_shapes(Probe& pr) {
   }
 }
 
+// Fills buf with pseudo-random words (xorshift), a chunk at a time through the host.
+void fill_random(Context& ctx, Buffer& buf, size_t bytes) {
+  const size_t chunk = size_t{64} << 20;
+  std::vector<uint32_t> words(chunk / 4);
+  uint32_t x = 2463534242u;
+  for (size_t off = 0; off < bytes; off += chunk) {
+    const size_t n = std::min(chunk, bytes - off);
+    for (size_t i = 0; i < n / 4; i++) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      words[i] = x;
+    }
+    ctx.copy_to_device(buf, off, words.data(), n);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,9 +305,23 @@ int main(int argc, char** argv) {
     pr.weights = std::make_shared<Buffer>(*pr.ctx, pr.ctx, weight_bytes, "weights");
     pr.out = std::make_shared<Buffer>(*pr.ctx, pr.ctx, 65536, "out");
     pr.ctx->fill_zero(*pr.sync, 0, 256);
-    pr.ctx->fill_zero(*pr.weights, 0, weight_bytes);
-
-    const bool gemv_only = argc > 2 && std::string(argv[2]) == "gemv";
+    bool gemv_only = false, zeros = false;
+    for (int i = 2; i < argc; i++) {
+      const std::string a = argv[i];
+      if (a == "gemv") {
+        gemv_only = true;
+      } else if (a == "zeros") {
+        zeros = true;
+      } else {
+        std::fprintf(stderr, "llmrt-vk-probe: unknown argument '%s'\n", a.c_str());
+        return 1;
+      }
+    }
+    if (zeros)
+      pr.ctx->fill_zero(*pr.weights, 0, weight_bytes);
+    else
+      fill_random(*pr.ctx, *pr.weights, weight_bytes);
+    std::printf("weights: %s\n", zeros ? "zeros" : "pseudo-random words");
     if (!gemv_only) {
       print_dispatch_costs(pr);
       print_grid_barrier_costs(pr);
