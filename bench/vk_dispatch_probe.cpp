@@ -229,7 +229,8 @@ void print_gemv_reads(Probe& pr) {
 
 // The GEMVs' reads in the backend's launch shapes (gate/up in workgroups of 256, 512 and
 // 1,024 threads, its four rows a group from one matrix or two, gate's and up's, as its
-// tasks read them), through plain loads and through `coherent` ones as the backend's.
+// tasks read them; or each row's scales at its start, the backend's split rows), through
+// plain loads and through `coherent` ones as the backend's.
 void print_gemv_launch_shapes(Probe& pr) {
   std::printf(
       "\nGEMV-shaped reads by launch shape, 16 dependent dispatches: per dispatch, "
@@ -250,6 +251,10 @@ void print_gemv_launch_shapes(Probe& pr) {
       {"q/k/v", 32, 2, 4, 12288, 1024, 0},
       {"down (K rounded to 10,240)", 64, 2, 5, 4096, 128, 0},
       {"o", 32, 2, 4, 4096, 1024, 0},
+      {"gate/up, split rows", 16, 4, 8, 22016, 512, 3},
+      {"q/k/v, split rows", 32, 2, 4, 12288, 1024, 3},
+      {"down, split rows", 64, 2, 5, 4096, 128, 3},
+      {"o, split rows", 32, 2, 4, 4096, 1024, 3},
   };
   for (const LaunchShape& ls : shapes) {
     uint32_t wgs = 0;

@@ -18,8 +18,9 @@ layout(local_size_x_id = 8) in;
 // each row's blocks together (the backend's row layout), 1 puts an iteration's blocks
 // of a workgroup's rows together (tile-major), 2 is 0 over two matrices (a group's first
 // L / 2 rows from the first half of the region, the others from the second, as gate/up's
-// tasks read); PREFETCH 1 issues the next iteration's loads before this one's arithmetic
-// (two sets of registers).
+// tasks read), 3 is 0 with each row's scales at its start (the backend's split rows:
+// p.rounds * TPR / 8 units of scales, then the blocks); PREFETCH 1 issues the next
+// iteration's loads before this one's arithmetic (two sets of registers).
 layout(constant_id = 0) const int MODE = 0;
 layout(constant_id = 1) const uint SMEM_WORDS = 1;
 layout(constant_id = 2) const uint TAG = 0;  // distinct pipelines of the same code
@@ -96,6 +97,21 @@ uint gemv_unit(uint w, uint g, uint lane, uint it, uint l) {
   return ((w * p.rounds + it) * L + l) * WG + g * TPR + lane;
 }
 
+// MODE 7: loads the block and the scale word of row l of a thread's group in iteration it
+// (sbase: where the scales start in PATTERN 0-2, in 16-bit units).
+void gemv_load(uint w, uint g, uint lane, uint it, uint l, uint sbase, out uvec4 v, out uint s) {
+  if (PATTERN == 3u) {
+    const uint nb = p.rounds * TPR, row_units = nb + nb / 8u;
+    const uint row = p.base + ((w * (WG / TPR) + g) * L + l) * row_units, b = it * TPR + lane;
+    v = weight_unit(row + nb / 8u + b);
+    s = scale_word(row * 4u + b / 2u);
+    return;
+  }
+  const uint u = gemv_unit(w, g, lane, it, l);
+  v = weight_unit(p.base + u);
+  s = scale_word((sbase + u) / 2u);
+}
+
 void main() {
   const uint G = gl_NumWorkGroups.x, w = gl_WorkGroupID.x, t = gl_LocalInvocationIndex;
   if (t == 0u) gen_s = counter[2];
@@ -123,19 +139,11 @@ void main() {
     uvec4 acc = uvec4(0u);
     uvec4 v[L], nv[L];
     uint s[L], ns[L];
-    for (uint l = 0u; l < L; l++) {
-      const uint u = gemv_unit(w, g, lane, 0u, l);
-      v[l] = weight_unit(p.base + u);
-      s[l] = scale_word((sbase + u) / 2u);
-    }
+    for (uint l = 0u; l < L; l++) gemv_load(w, g, lane, 0u, l, sbase, v[l], s[l]);
     for (uint it = 0u; it < iters; it++) {
       const bool more = it + 1u < iters;
       if (PREFETCH == 1u && more)
-        for (uint l = 0u; l < L; l++) {
-          const uint u = gemv_unit(w, g, lane, it + 1u, l);
-          nv[l] = weight_unit(p.base + u);
-          ns[l] = scale_word((sbase + u) / 2u);
-        }
+        for (uint l = 0u; l < L; l++) gemv_load(w, g, lane, it + 1u, l, sbase, nv[l], ns[l]);
       // About the integer-dot GEMV's arithmetic on a block (nibbles split, 8 products).
       for (uint l = 0u; l < L; l++)
         for (uint k = 0u; k < 4u; k++) {
@@ -151,11 +159,7 @@ void main() {
             s[l] = ns[l];
           }
         else
-          for (uint l = 0u; l < L; l++) {
-            const uint u = gemv_unit(w, g, lane, it + 1u, l);
-            v[l] = weight_unit(p.base + u);
-            s[l] = scale_word((sbase + u) / 2u);
-          }
+          for (uint l = 0u; l < L; l++) gemv_load(w, g, lane, it + 1u, l, sbase, v[l], s[l]);
       }
     }
     if (acc.z == 0x12345678u && acc.x == 7u) outw[w] = acc.y;
