@@ -97,6 +97,11 @@ layout(constant_id = 9) const int PERSIST = 0;
 // without their arithmetic (each block's weights folded into the sum), 2 no sums'
 // exchange and no outputs, 4 no prologue (x's planes neither copied nor normalized).
 layout(constant_id = 23) const int STRIP = 0;
+// LOOP_LOCAL: each iteration loads its own blocks at its top, instead of the next
+// iteration's (and the next task's first) being issued at the end of the one before,
+// so that nothing loaded lives across the loop's back edge and the compiler may unroll
+// and batch the loads of several iterations.
+layout(constant_id = 24) const int LOOP_LOCAL = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
@@ -732,7 +737,7 @@ void main() {
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
 #ifdef X_SHARED
   // NORM: the weights after the norm, whose registers would otherwise hold them too.
-  if (NORM == 0) {
+  if (NORM == 0 && LOOP_LOCAL == 0) {
     ISSUE_BLOCKS(b_lo + lane)
   }
   if ((STRIP & 4) != 0) {
@@ -750,17 +755,22 @@ void main() {
       y[0] = 0.0;
     return;
   }
-  if (NORM != 0) {
+  if (NORM != 0 && LOOP_LOCAL == 0) {
     ISSUE_BLOCKS(b_lo + lane)
   }
 #else
-  ISSUE_BLOCKS(b_lo + lane)
+  if (LOOP_LOCAL == 0) {
+    ISSUE_BLOCKS(b_lo + lane)
+  }
 #endif
   while (true) {
     [[unroll]] for (int m = 0; m < M; m++)
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
     for (uint blk0 = b_lo + lane; blk0 < b_hi; blk0 += tpr * uint(U)) {
+      if (LOOP_LOCAL != 0) {
+        ISSUE_BLOCKS(blk0)
+      }
       [[unroll]] for (int u = 0; u < U; u++) {
         const uint blk = blk0 + uint(u) * tpr;
         if (blk >= b_hi) break;
@@ -834,7 +844,7 @@ void main() {
         }
   #endif
       }
-      if (blk0 + tpr * uint(U) < b_hi) {
+      if (LOOP_LOCAL == 0 && blk0 + tpr * uint(U) < b_hi) {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
     }
@@ -845,7 +855,9 @@ void main() {
     const bool more = base < tasks;
     if (more) {
       SET_TASK(base + g)
-      ISSUE_BLOCKS(b_lo + lane)
+      if (LOOP_LOCAL == 0) {
+        ISSUE_BLOCKS(b_lo + lane)
+      }
     }
     if ((STRIP & 2) != 0) {
       // No exchange and no outputs; a never-true store keeps the sums (and their loads).

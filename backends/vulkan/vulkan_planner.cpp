@@ -747,6 +747,9 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // exchange and outputs (2) or prologue (4), a measuring aid (results are then wrong).
   static const uint32_t strip = env_uint("LLM_VULKAN_GEMV_STRIP", 0);
   gemv_spec.push_back(static_cast<int32_t>(strip));  // STRIP
+  // LLM_VULKAN_GEMV_LOOP=1: each iteration of the quantized GEMVs loads its own blocks
+  // (LOOP_LOCAL) instead of the next one's; read per plan so that tests can set it.
+  gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 0) ? 1 : 0);  // LOOP_LOCAL
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
