@@ -97,10 +97,11 @@ layout(constant_id = 9) const int PERSIST = 0;
 // without their arithmetic (each block's weights folded into the sum), 2 no sums'
 // exchange and no outputs, 4 no prologue (x's planes neither copied nor normalized).
 layout(constant_id = 23) const int STRIP = 0;
-// LOOP_LOCAL: each iteration loads its own blocks at its top, instead of the next
-// iteration's (and the next task's first) being issued at the end of the one before,
-// so that nothing loaded lives across the loop's back edge and the compiler may unroll
-// and batch the loads of several iterations.
+// LOOP_LOCAL (the planner's default): each iteration loads its own blocks at its top,
+// instead of the next iteration's (and the next task's first) being issued at the end
+// of the one before, so that nothing loaded lives across the loop's back edge and the
+// compiler may schedule the loads of several iterations together (a guess from the
+// measurements: H100, 7b decode +1.7%, down 18.5 -> 17.2 µs).
 layout(constant_id = 24) const int LOOP_LOCAL = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before

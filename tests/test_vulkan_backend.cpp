@@ -423,6 +423,14 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
               bias ? &bv : nullptr, T, kn.K, kn.N, decode(DType::F32, g.output()));
           INFO("worst |Δ| / bound = " << worst);
           CHECK(worst <= 1.0);
+          {
+            // LLM_VULKAN_GEMV_LOOP=0: the next block issued at the end of each iteration
+            // (the old loop) sums the same products in the same order: the same bits.
+            ScopedEnv loop("LLM_VULKAN_GEMV_LOOP", "0");
+            OneNode g0(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+            g0.run();
+            CHECK(decode(DType::F32, g0.output()) == decode(DType::F32, g.output()));
+          }
           if (T > 1) {
             // LLM_VULKAN_GEMV_X8: x's high plane alone, within the int8 rounding's bound.
             ScopedEnv x8("LLM_VULKAN_GEMV_X8", "1");

@@ -747,9 +747,11 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // exchange and outputs (2) or prologue (4), a measuring aid (results are then wrong).
   static const uint32_t strip = env_uint("LLM_VULKAN_GEMV_STRIP", 0);
   gemv_spec.push_back(static_cast<int32_t>(strip));  // STRIP
-  // LLM_VULKAN_GEMV_LOOP=1: each iteration of the quantized GEMVs loads its own blocks
-  // (LOOP_LOCAL) instead of the next one's; read per plan so that tests can set it.
-  gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 0) ? 1 : 0);  // LOOP_LOCAL
+  // LOOP_LOCAL: each iteration of the quantized GEMVs loads its own blocks, rather than
+  // issuing the next one's at its end (H100 tg128: 7b 360.1-360.4 -> 366.2-366.6, 1b
+  // 1,308.3 -> 1,331.6; the same text). LLM_VULKAN_GEMV_LOOP=0 keeps the old loop (for
+  // measuring); read per plan so that tests can set it.
+  gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 1) ? 1 : 0);  // LOOP_LOCAL
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
