@@ -849,7 +849,8 @@ void main() {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
     }
-    // This task's sums; the next task's first weights are issued before they are written.
+    // This task's sums; with the old loop (LOOP_LOCAL 0) the next task's first weights are
+    // issued before they are written.
     const uint cur = base + g, cseg = seg, cN = N, cj = j;
     const bool live = cur < tasks;
     base += step;
