@@ -176,28 +176,34 @@ void print_weight_streams(Probe& pr) {
   }
 }
 
-// Microseconds a dispatch of MODE 7 (a GEMV's reads), 16 dependent dispatches each over
-// its own weights (no L2 hits between them); bytes: each dispatch's, 0 where they do not
-// fit the weights buffer.
-double time_gemv_reads(Probe& pr, uint32_t total_rows, uint32_t rows, uint32_t iters, uint32_t tpr,
-                       uint32_t threads, int pattern, int prefetch, int coherent, uint32_t* wgs_out,
-                       size_t* bytes_out) {
+// What a dispatch of MODE 7 (a GEMV's reads) takes: microseconds, its workgroups and its
+// bytes (0 where 16 of them do not fit the weights buffer: nothing was timed).
+struct GemvReads {
+  double us = 0;
+  uint32_t workgroups = 0;
+  size_t bytes = 0;
+};
+
+// 16 dependent dispatches of MODE 7, each over its own weights (no L2 hits between them).
+GemvReads time_gemv_reads(Probe& pr, uint32_t total_rows, uint32_t rows, uint32_t iters,
+                          uint32_t tpr, uint32_t threads, int pattern, int prefetch, int coherent) {
   const uint32_t groups = threads / tpr;
-  const uint32_t wgs = (total_rows + groups * rows - 1) / (groups * rows);
-  const size_t units = size_t{wgs} * threads * rows * iters;  // 16-byte units
+  GemvReads r;
+  r.workgroups = (total_rows + groups * rows - 1) / (groups * rows);
+  const size_t units = size_t{r.workgroups} * threads * rows * iters;  // 16-byte units
   const size_t bytes = units * 16 + units * 2;
-  *wgs_out = wgs;
-  *bytes_out = 0;
-  if (bytes * 16 > pr.weights->size()) return 0;
+  if (bytes * 16 > pr.weights->size()) return r;
   std::vector<Recorded> ds;
   for (uint32_t i = 0; i < 16; i++) {
     // 16-byte aligned regions, quants then scales, one after another.
     const uint32_t base = static_cast<uint32_t>(i * ((bytes + 15) / 16));
-    ds.push_back(pr.dispatch(true, 7, wgs, iters, base, 1, 0, static_cast<int>(rows), prefetch,
-                             pattern, static_cast<int>(tpr), static_cast<int>(threads), coherent));
+    ds.push_back(pr.dispatch(true, 7, r.workgroups, iters, base, 1, 0, static_cast<int>(rows),
+                             prefetch, pattern, static_cast<int>(tpr), static_cast<int>(threads),
+                             coherent));
   }
-  *bytes_out = bytes;
-  return pr.run(std::move(ds), 20) / 16;
+  r.us = pr.run(std::move(ds), 20) / 16;
+  r.bytes = bytes;
+  return r;
 }
 
 // A GEMV's reads by layout and by loads in flight (workgroups of 256).
@@ -216,14 +222,12 @@ void print_gemv_reads(Probe& pr) {
   for (const GemvShapeProbe& gs : gshapes)
     for (int pattern : {0, 1})
       for (int pf : {0, 1}) {
-        uint32_t wgs = 0;
-        size_t bytes = 0;
-        const double us = time_gemv_reads(pr, gs.total_rows, gs.rows, gs.iters, gs.tpr, 256, 0,
-                                          pattern, pf, &wgs, &bytes);
-        if (!bytes) continue;
+        const GemvReads r =
+            time_gemv_reads(pr, gs.total_rows, gs.rows, gs.iters, gs.tpr, 256, pattern, pf, 0);
+        if (!r.bytes) continue;
         std::printf("  %-42s %-10s %-9s %7.2f us %5.0f GB/s (%u workgroups, %.1f MB)\n", gs.what,
-                    pattern ? "tile-major" : "row-major", pf ? "prefetch" : "plain", us,
-                    bytes / us / 1e3, wgs, bytes / 1e6);
+                    pattern ? "tile-major" : "row-major", pf ? "prefetch" : "plain", r.us,
+                    r.bytes / r.us / 1e3, r.workgroups, r.bytes / 1e6);
       }
 }
 
@@ -257,18 +261,16 @@ void print_gemv_launch_shapes(Probe& pr) {
       {"o, split rows", 32, 2, 4, 4096, 1024, 3},
   };
   for (const LaunchShape& ls : shapes) {
-    uint32_t wgs = 0;
-    size_t bytes = 0;
-    double us[2];
+    GemvReads r[2];
     for (int coherent : {0, 1})
-      us[coherent] = time_gemv_reads(pr, ls.total_rows, ls.rows, ls.iters, ls.tpr, ls.threads,
-                                     ls.pattern, 0, coherent, &wgs, &bytes);
-    if (!bytes) continue;
+      r[coherent] = time_gemv_reads(pr, ls.total_rows, ls.rows, ls.iters, ls.tpr, ls.threads,
+                                    ls.pattern, 0, coherent);
+    if (!r[0].bytes) continue;
     std::printf(
         "  %-27s %4u threads  %7.2f / %7.2f us  %5.0f / %5.0f GB/s (%u workgroups, "
         "%.1f MB)\n",
-        ls.what, ls.threads, us[0], us[1], bytes / us[0] / 1e3, bytes / us[1] / 1e3, wgs,
-        bytes / 1e6);
+        ls.what, ls.threads, r[0].us, r[1].us, r[0].bytes / r[0].us / 1e3,
+        r[1].bytes / r[1].us / 1e3, r[0].workgroups, r[0].bytes / 1e6);
   }
 }
 

@@ -86,8 +86,8 @@ uvec4 load_phase(uint phase, uint groups, uint w, uint t, uint k) {
   return w4[((phase * groups + w) * L + k) * WG + t];
 }
 
-// MODE 7: the 16-byte unit of row l's block of a thread's group in iteration it, and the
-// index of its scale (16-bit units, from the scales' start).
+// MODE 7, PATTERN 0-2: the 16-byte unit of row l's block of a thread's group in
+// iteration it (its scale is the unit's index in 16-bit units past the scales' start).
 uint gemv_unit(uint w, uint g, uint lane, uint it, uint l) {
   if (PATTERN == 0u) return ((w * (WG / TPR) + g) * L + l) * p.rounds * TPR + it * TPR + lane;
   if (PATTERN == 2u) {
