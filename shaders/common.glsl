@@ -31,6 +31,15 @@ float f16_bits_to_f32(uint h) {
   return uintBitsToFloat(sign | (((h & 0x7fffu) << 13) + 0x38000000u));
 }
 
+// The same without branches (selects only), for loops whose loads the compiler should be
+// free to batch across iterations.
+float f16_bits_to_f32_select(uint h) {
+  const uint em = h & 0x7fffu;
+  const float sub = float(em) * 5.9604644775390625e-08;  // exponent 0: m 2^-24, a normal f32
+  const uint nrm = em >= 0x7c00u ? (em << 13) | 0x7f800000u : (em << 13) + 0x38000000u;
+  return uintBitsToFloat((em < 0x400u ? floatBitsToUint(sub) : nrm) | ((h & 0x8000u) << 16));
+}
+
 float bf16_bits_to_f32(uint h) { return uintBitsToFloat(h << 16); }
 
 // Four halves (f16 or bf16 by dt, loaded as one uvec2) as floats.

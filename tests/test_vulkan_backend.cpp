@@ -28,6 +28,7 @@
 #include "core/backend.h"
 #include "core/engine/sampler.h"
 #include "core/engine/session.h"
+#include "core/formats/quantize.h"
 #include "core/model.h"
 #include "test_util.h"
 
@@ -116,6 +117,15 @@ std::vector<Backend*> gemv_backends() {
     out.push_back(&shared_vulkan(false, true, false, 3));
   }
   return out;
+}
+
+// The integer-dot GEMV backend (x's planes in shared memory), or null, with a warning,
+// where the device has none.
+Backend* int_dot_gemv_backend() {
+  const std::vector<Backend*> gpus = gemv_backends();
+  if (gpus.size() >= 2) return gpus[1];
+  WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
+  return nullptr;
 }
 
 // Checks run(gpu, true, &dispatches) of each GEMV backend against the CPU's
@@ -387,12 +397,9 @@ TEST_CASE("vulkan matmul matches the cpu (GEMV and tiled paths, every dtype)", "
 TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, several tokens)",
           "[vulkan][ops]") {
   VULKAN_TEST();
-  const std::vector<Backend*> gpus = gemv_backends();
-  if (gpus.size() < 2) {
-    WARN("the Vulkan device has no integer dot products (or no subgroup ops): skipped");
-    return;
-  }
-  Backend& gpu = *gpus[1];
+  Backend* int_dot = int_dot_gemv_backend();
+  if (!int_dot) return;
+  Backend& gpu = *int_dot;
   std::mt19937 rng(21);
   auto cpu = make_cpu_backend(2);
   struct KN {
@@ -431,6 +438,14 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
             g0.run();
             CHECK(decode(DType::F32, g0.output()) == decode(DType::F32, g.output()));
           }
+          {
+            // LLM_VULKAN_GEMV_HALF=2: the scales' exact conversion without branches gives
+            // the same bits as the one with them.
+            ScopedEnv half("LLM_VULKAN_GEMV_HALF", "2");
+            OneNode g2(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+            g2.run();
+            CHECK(decode(DType::F32, g2.output()) == decode(DType::F32, g.output()));
+          }
           if (T > 1) {
             // LLM_VULKAN_GEMV_X8: x's high plane alone, within the int8 rounding's bound.
             ScopedEnv x8("LLM_VULKAN_GEMV_X8", "1");
@@ -444,6 +459,49 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
           }
         }
       }
+}
+
+// Scales at the edges of f16 (subnormal, the smallest and largest normal, either sign)
+// become the same floats in the quantized GEMV as on the cpu, by each of its conversions.
+TEST_CASE("vulkan quantized GEMV converts subnormal and extreme f16 scales exactly",
+          "[vulkan][ops]") {
+  VULKAN_TEST();
+  Backend* int_dot = int_dot_gemv_backend();
+  if (!int_dot) return;
+  Backend& gpu = *int_dot;
+  std::mt19937 rng(23);
+  auto cpu = make_cpu_backend(2);
+  const int64_t T = 1, K = 4096, N = 70;
+  const uint16_t edges[] = {0x0001, 0x03ff, 0x8155, 0x0400, 0x8400, 0x7bff, 0x0000, 0x3c00};
+  for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1}) {
+    DYNAMIC_SECTION(dtype_name(wt)) {
+      MatMulInputs mi = matmul_inputs(wt, T, K, N, false, rng);
+      // Row n's scales (q4_1: its d) all edges[n % 8], so that a subnormal flushed to zero
+      // shows in its own outputs; the cpu's weights decoded again from the changed blocks.
+      std::vector<uint8_t>& blocks = mi.gpu[1].data;
+      const size_t block = dtype_row_bytes(wt, 32), row = dtype_row_bytes(wt, K);
+      for (size_t b = 0; b < blocks.size(); b += block) {
+        const uint16_t h = edges[b / row % (sizeof(edges) / sizeof(edges[0]))];
+        blocks[b] = static_cast<uint8_t>(h & 0xff);
+        blocks[b + 1] = static_cast<uint8_t>(h >> 8);
+      }
+      std::vector<float> w(N * K);
+      for (int64_t n = 0; n < N; n++)
+        dequantize_row(wt, blocks.data() + n * row, w.data() + n * K, K);
+      mi.cpu[1] = f32_tensor({N, K}, w);
+      const HostT out = zeros({T, N});
+      OneNode g(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+      g.run();
+      const double worst = worst_q16_gemv_error(decode(DType::F32, mi.cpu[0].data), w, nullptr, T,
+                                                K, N, decode(DType::F32, g.output()));
+      INFO("worst |Δ| / bound = " << worst);
+      CHECK(worst <= 1.0);
+      ScopedEnv half("LLM_VULKAN_GEMV_HALF", "2");
+      OneNode g2(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+      g2.run();
+      CHECK(decode(DType::F32, g2.output()) == decode(DType::F32, g.output()));
+    }
+  }
 }
 
 // The tensor-core GEMM (GL_NV_cooperative_matrix, fp16 inputs, float32 sums) where the
