@@ -18,22 +18,10 @@
 #define ERR_SEQ_OR_POS 4u
 #define ERR_PAGE 8u
 
-// f16 bits -> f32, exact for subnormals, inf and nan (unpackHalf2x16 may flush).
+// f16 bits -> f32, exact for subnormals, inf and nan (unpackHalf2x16 may flush). Selects
+// only, no branches: a branch on a loaded scale makes the thread wait for that load before
+// it may issue the loads after it (H100, 7b decode 366 -> 395 tok/s against the branches).
 float f16_bits_to_f32(uint h) {
-  const uint sign = (h & 0x8000u) << 16;
-  const uint e = h & 0x7c00u;
-  const uint m = h & 0x3ffu;
-  if (e == 0x7c00u) return uintBitsToFloat(sign | 0x7f800000u | (m << 13));
-  if (e == 0u) {
-    const float v = float(m) * 5.9604644775390625e-08;  // 2^-24
-    return (sign != 0u) ? -v : v;
-  }
-  return uintBitsToFloat(sign | (((h & 0x7fffu) << 13) + 0x38000000u));
-}
-
-// The same without branches (selects only), for loops whose loads the compiler should be
-// free to batch across iterations.
-float f16_bits_to_f32_select(uint h) {
   const uint em = h & 0x7fffu;
   const float sub = float(em) * 5.9604644775390625e-08;  // exponent 0: m 2^-24, a normal f32
   const uint nrm = em >= 0x7c00u ? (em << 13) | 0x7f800000u : (em << 13) + 0x38000000u;

@@ -103,15 +103,6 @@ layout(constant_id = 23) const int STRIP = 0;
 // compiler may schedule the loads of several iterations together (a guess from the
 // measurements: H100, 7b decode +1.7%, down 18.5 -> 17.2 µs).
 layout(constant_id = 24) const int LOOP_LOCAL = 0;
-// HALF (a measuring choice, LLM_VULKAN_GEMV_HALF): how the weights' f16 scales become
-// floats: 0 f16_bits_to_f32 (exact, branches), 1 unpackHalf2x16 (hardware; subnormals may
-// flush), 2 f16_bits_to_f32_select (exact, selects).
-layout(constant_id = 25) const int HALF = 0;
-float scale_f32(uint h) {
-  if (HALF == 1) return unpackHalf2x16(h).x;
-  if (HALF == 2) return f16_bits_to_f32_select(h);
-  return f16_bits_to_f32(h);
-}
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
@@ -461,9 +452,9 @@ uvec4 w_quad(uint m, uint i) {
         if (MODE == 1) dm[u][M - 1][r] = wts2[dw_];                                       \
       } else {                                                                            \
         const uint sb = srow[r] + blk_ * 2u;                                              \
-        d[u][0][r] = scale_f32(                                                           \
+        d[u][0][r] = f16_bits_to_f32(                                                           \
             MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, sb)); \
-        if (MODE == 1) d[u][M - 1][r] = scale_f32(LOAD_U16(wts2, sb));                    \
+        if (MODE == 1) d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                    \
       }                                                                                   \
       if (MODE == 1) {                                                                    \
         qa[u][M - 1][r] = wts24[q];                                                       \
@@ -641,7 +632,7 @@ void ffn_down_round(uint blk) {
       const uint e = blk * H + min(r0 + uint(i) * WG, H - 1u);
       qa[i] = dn_q[p.dn_off / 4u + e * qpb];
       qb[i] = WDT == DT_Q8_0 ? dn_q[p.dn_off / 4u + e * qpb + 1u] : uvec4(0u);
-      d[i] = scale_f32(LOAD_U16(dn_w, scale_at + e * 2u));
+      d[i] = f16_bits_to_f32(LOAD_U16(dn_w, scale_at + e * 2u));
     }
     [[unroll]] for (int i = 0; i < DN_ROWS; i++) {
       const uint r = r0 + uint(i) * WG;
@@ -825,8 +816,8 @@ void main() {
               }
               // q4_1: q d + m, the min times the block's sum of x (xs Σ s).
               if (WDT == DT_Q4_1)
-                acc[m][r][t] += (float(dh * 256 + dl) * scale_f32(dm[u][m][r] & 0xffffu) +
-                                 float(xsum) * scale_f32(dm[u][m][r] >> 16)) * xs;
+                acc[m][r][t] += (float(dh * 256 + dl) * f16_bits_to_f32(dm[u][m][r] & 0xffffu) +
+                                 float(xsum) * f16_bits_to_f32(dm[u][m][r] >> 16)) * xs;
               else
                 acc[m][r][t] += float(dh * 256 + dl - corr) * (d[u][m][r] * xs);
             }
@@ -847,8 +838,8 @@ void main() {
               const float s = block_dot(qa[u][m][r], qb[u][m][r], xv);
               acc[m][r][t] += WDT == DT_Q4_0 ? d[u][m][r] * (16.0 * s - 24.0 * xs)
                               : WDT == DT_Q4_1
-                                  ? scale_f32(dm[u][m][r] & 0xffffu) * (16.0 * s - 16.0 * xs) +
-                                        scale_f32(dm[u][m][r] >> 16) * xs
+                                  ? f16_bits_to_f32(dm[u][m][r] & 0xffffu) * (16.0 * s - 16.0 * xs) +
+                                        f16_bits_to_f32(dm[u][m][r] >> 16) * xs
                                   : d[u][m][r] * (256.0 * s - 384.0 * xs);
             }
         }
