@@ -103,6 +103,10 @@ layout(constant_id = 23) const int STRIP = 0;
 // compiler may schedule the loads of several iterations together (a guess from the
 // measurements: H100, 7b decode +1.7%, down 18.5 -> 17.2 µs).
 layout(constant_id = 24) const int LOOP_LOCAL = 0;
+// PRELOAD (with LOOP_LOCAL and X_SHARED): the first iteration's blocks are issued before
+// the prologue (x's copy or norm), so that they are on their way during it, and that
+// iteration uses them; 1 where the prologue is a copy (NORM 0), 2 for every prologue.
+layout(constant_id = 25) const int PRELOAD = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before
 // the matmul itself (weight of dtype NWDT at the binding after the others), rounding
@@ -736,9 +740,15 @@ void main() {
   float d[U][M][R];
   uint dm[U][M][R];
   const uint qpb = WDT == DT_Q8_0 ? 2u : 1u;  // uvec4 per block
+  // Whether the first iteration's blocks are in registers (PRELOAD).
+#ifdef X_SHARED
+  bool preloaded = LOOP_LOCAL != 0 && (PRELOAD == 2 || (PRELOAD == 1 && NORM == 0));
+#else
+  bool preloaded = false;
+#endif
 #ifdef X_SHARED
   // NORM: the weights after the norm, whose registers would otherwise hold them too.
-  if (NORM == 0 && LOOP_LOCAL == 0) {
+  if ((NORM == 0 && LOOP_LOCAL == 0) || preloaded) {
     ISSUE_BLOCKS(b_lo + lane)
   }
   if ((STRIP & 4) != 0) {
@@ -769,9 +779,10 @@ void main() {
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0;
     for (uint blk0 = b_lo + lane; blk0 < b_hi; blk0 += tpr * uint(U)) {
-      if (LOOP_LOCAL != 0) {
+      if (LOOP_LOCAL != 0 && !preloaded) {
         ISSUE_BLOCKS(blk0)
       }
+      preloaded = false;
       [[unroll]] for (int u = 0; u < U; u++) {
         const uint blk = blk0 + uint(u) * tpr;
         if (blk >= b_hi) break;
@@ -849,6 +860,7 @@ void main() {
         ISSUE_BLOCKS(blk0 + tpr * uint(U))
       }
     }
+    preloaded = false;  // also where this thread had no block of the task
     // This task's sums; with the old loop (LOOP_LOCAL 0) the next task's first weights are
     // issued before they are written.
     const uint cur = base + g, cseg = seg, cN = N, cj = j;

@@ -438,6 +438,14 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
             g0.run();
             CHECK(decode(DType::F32, g0.output()) == decode(DType::F32, g.output()));
           }
+          {
+            // LLM_VULKAN_GEMV_PRELOAD=1: the first blocks issued before x's copy, the same
+            // products in the same order.
+            ScopedEnv preload("LLM_VULKAN_GEMV_PRELOAD", "1");
+            OneNode gp(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
+            gp.run();
+            CHECK(decode(DType::F32, gp.output()) == decode(DType::F32, g.output()));
+          }
           if (T > 1) {
             // LLM_VULKAN_GEMV_X8: x's high plane alone, within the int8 rounding's bound.
             ScopedEnv x8("LLM_VULKAN_GEMV_X8", "1");
@@ -1126,14 +1134,17 @@ TEST_CASE("vulkan's fused norm rounds x alike with one or eight threads a block"
     const std::vector<float> want = run(*cpu, false, nullptr);
     // A thread a block; 8 threads a block with x and the norm weight loaded round by
     // round, with the first round loaded before the sum of squares (the rest after), and
-    // with as many rounds loaded before it as fit (NORM_PRE: single tokens only).
-    const char* settings[4][2] = {{"0", "0"}, {"1", "0"}, {"1", "1"}, {"1", "4"}};
-    std::vector<float> got[4];
-    for (int k = 0; k < 4; k++) {
-      INFO("T=" << T << " LLM_VULKAN_NORM_PAR=" << settings[k][0]
-                << " LLM_VULKAN_NORM_PRE=" << settings[k][1]);
+    // with as many rounds loaded before it as fit (NORM_PRE: single tokens only); that
+    // with the first weights issued before the norm (LLM_VULKAN_GEMV_PRELOAD=2).
+    const char* settings[5][3] = {
+        {"0", "0", "0"}, {"1", "0", "0"}, {"1", "1", "0"}, {"1", "4", "0"}, {"1", "4", "2"}};
+    std::vector<float> got[5];
+    for (int k = 0; k < 5; k++) {
+      INFO("T=" << T << " LLM_VULKAN_NORM_PAR=" << settings[k][0] << " LLM_VULKAN_NORM_PRE="
+                << settings[k][1] << " LLM_VULKAN_GEMV_PRELOAD=" << settings[k][2]);
       ScopedEnv par("LLM_VULKAN_NORM_PAR", settings[k][0]);
       ScopedEnv pre("LLM_VULKAN_NORM_PRE", settings[k][1]);
+      ScopedEnv preload("LLM_VULKAN_GEMV_PRELOAD", settings[k][2]);
       std::string kernel;
       got[k] = run(gpu, true, &kernel);
       CHECK(kernel.rfind("rms_norm + matmul_gemv_q", 0) == 0);

@@ -752,6 +752,9 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // 1,308.3 -> 1,331.6; the same text). LLM_VULKAN_GEMV_LOOP=0 keeps the old loop (for
   // measuring); read per plan so that tests can set it.
   gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 1) ? 1 : 0);  // LOOP_LOCAL
+  // PRELOAD: the first blocks issued before a shared-x GEMV's prologue (0 never, 1 before a
+  // copy of x, 2 before the norm too); read per plan so that tests can set it.
+  gemv_spec.push_back(static_cast<int32_t>(std::min(env_uint("LLM_VULKAN_GEMV_PRELOAD", 0), 2u)));
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
