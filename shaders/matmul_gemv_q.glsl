@@ -943,6 +943,13 @@ void main() {
 #ifdef CLUSTER16
     } else if (tpr == 16u) {
       // Groups of 16 within wider subgroups: clustered sums; each group's lane 0 writes.
+#ifdef ROPE_KV
+      [[unroll]] for (int t = 0; t < NT; t++) {
+        const float s0 = subgroupClusteredAdd(acc[0][0][t], 16u);
+        const float s1 = subgroupClusteredAdd(acc[0][R - 1][t], 16u);
+        if (lane == 0u && live) WRITE_ROPE_PAIR(cseg, cN, cj, uint(t), s0, s1);
+      }
+#else
       [[unroll]] for (int r = 0; r < R; r++)
         [[unroll]] for (int t = 0; t < NT; t++) {
           const float s = subgroupClusteredAdd(acc[0][r][t], 16u);
@@ -950,6 +957,7 @@ void main() {
           const uint n = cj * uint(R) + uint(r);
           if (lane == 0u && live && n < cN) write_out(cseg, cN, n, uint(t), s, s2);
         }
+#endif
 #endif
     } else {
       // Subgroups wider than a group: a tree in shared memory per (row, token).

@@ -1240,20 +1240,26 @@ TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEM
           }
           return got;
         };
-        check_gemv_backends(
-            run,
-            [](const Backend& gpu, std::vector<Program::Dispatch> ds) {
-              // With x in shared memory the ropes and appends join the GEMV.
-              if (gpu.info().details.find("x in shared memory") == std::string::npos) return;
-              ds = without_quantize(ds);
-              REQUIRE(ds.size() == 1);
-              CHECK(ds[0].kernel.find("+rope +kv_append") != std::string::npos);
-              CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
-            },
-            // The caches round to 16 bits in two of the cases.
-            [&](const Backend& gpu) {
-              return c.cache == DType::F32 ? (has_int_dot_gemv(gpu) ? 1e-4 : 1e-5) : 1e-2;
-            });
+        // Also in groups of 16 threads on the fixed grid (LLM_VULKAN_QKV_TPR=16: clustered
+        // halves of wider subgroups, or two subgroups of 8).
+        for (const char* qkv_tpr : {"0", "16"}) {
+          INFO("LLM_VULKAN_QKV_TPR=" << qkv_tpr);
+          ScopedEnv tpr_env("LLM_VULKAN_QKV_TPR", qkv_tpr);
+          check_gemv_backends(
+              run,
+              [](const Backend& gpu, std::vector<Program::Dispatch> ds) {
+                // With x in shared memory the ropes and appends join the GEMV.
+                if (gpu.info().details.find("x in shared memory") == std::string::npos) return;
+                ds = without_quantize(ds);
+                REQUIRE(ds.size() == 1);
+                CHECK(ds[0].kernel.find("+rope +kv_append") != std::string::npos);
+                CHECK(ds[0].nodes == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
+              },
+              // The caches round to 16 bits in two of the cases.
+              [&](const Backend& gpu) {
+                return c.cache == DType::F32 ? (has_int_dot_gemv(gpu) ? 1e-4 : 1e-5) : 1e-2;
+              });
+        }
       }
     }
 }

@@ -759,7 +759,7 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
   use(ffn_res >= 0      ? (sg > 16 ? "matmul_gemv_qdot_ffn16" : "matmul_gemv_qdot_ffn")
-      : rope_kv         ? "matmul_gemv_qdot_rope"
+      : rope_kv         ? (gs.tpr < sg ? "matmul_gemv_qdot_rope16" : "matmul_gemv_qdot_rope")
       : qout && sg > 16 ? (wide ? "matmul_gemv_qdot_sx16_wide" : "matmul_gemv_qdot_sx16")
       : sx              ? (wide ? "matmul_gemv_qdot_sx_wide" : "matmul_gemv_qdot_sx")
       : set_.int_dot    ? "matmul_gemv_qdot"
@@ -961,6 +961,13 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       // subgroups' sums meet in shared memory (for measuring and testing: 7b q/k/v on the
       // H100 lost 3.5% with 64 threads, 10% with 128; docs/PERFORMANCE.md, 47th session).
       if (!qout) gs.tpr = std::clamp(set_.persist_tpr, ctx_->phys().subgroup_size, threads);
+      // LLM_VULKAN_QKV_TPR=16|32|64 fixes q/k/v's (with the ropes) alone, 16 as clustered
+      // halves of wider subgroups (for measuring; read per plan so that tests can set it).
+      const uint32_t qkv_tpr = rope_kv ? env_uint("LLM_VULKAN_QKV_TPR", 0) : 0;
+      if (qkv_tpr == 16 && sg > 16 && ctx_->phys().subgroup_clustered)
+        gs.tpr = 16;
+      else if (qkv_tpr >= sg && qkv_tpr <= threads && (qkv_tpr & (qkv_tpr - 1)) == 0)
+        gs.tpr = qkv_tpr;
       gs.rows = 2;
       g.groups = std::min<uint64_t>(count_groups(), persist_wgs);
     }
