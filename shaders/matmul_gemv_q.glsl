@@ -105,7 +105,8 @@ layout(constant_id = 23) const int STRIP = 0;
 layout(constant_id = 24) const int LOOP_LOCAL = 0;
 // PRELOAD (with LOOP_LOCAL and X_SHARED): the first iteration's blocks are issued before
 // the prologue (x's copy or norm), so that they are on their way during it, and that
-// iteration uses them; 1 where the prologue is a copy (NORM 0), 2 for every prologue.
+// iteration uses them; 1 where the prologue is a copy (NORM 0; the planner's default), 2
+// for every prologue.
 layout(constant_id = 25) const int PRELOAD = 0;
 #ifdef X_SHARED
 // NORM: binding 0 holds x raw (float rows) and each workgroup takes the RmsNorm before

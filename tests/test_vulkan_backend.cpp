@@ -439,9 +439,9 @@ TEST_CASE("vulkan integer-dot GEMV matches the cpu (q4_0, q8_0, long rows, sever
             CHECK(decode(DType::F32, g0.output()) == decode(DType::F32, g.output()));
           }
           {
-            // LLM_VULKAN_GEMV_PRELOAD=1: the first blocks issued before x's copy, the same
+            // LLM_VULKAN_GEMV_PRELOAD=0: the first blocks issued after x's copy, the same
             // products in the same order.
-            ScopedEnv preload("LLM_VULKAN_GEMV_PRELOAD", "1");
+            ScopedEnv preload("LLM_VULKAN_GEMV_PRELOAD", "0");
             OneNode gp(gpu, make_node(Op::MatMul), mi.gpu, out, -1, 1);
             gp.run();
             CHECK(decode(DType::F32, gp.output()) == decode(DType::F32, g.output()));
@@ -721,10 +721,11 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
   VULKAN_TEST();
   std::mt19937 rng(13);
   const int64_t F = 96;
-  // K = 2048: 64 blocks a row, which gate/up that round the activation cut in parts
-  // (3 rounds of 32 rows leave most workgroups of the fixed grid idle). K = 4096 with 3
-  // tokens: x's planes leave too little shared memory for workgroups of 1,024 threads
-  // on lavapipe (32 KB), which the backend forcing that size must then not take.
+  // K = 4096: 128 blocks a row, which gate/up that round the activation cut in parts
+  // (3 rounds of 32 rows leave most workgroups of the fixed grid idle; 2,048 is too short
+  // for parts of four blocks a thread). K = 4096 with 3 tokens: x's planes leave too
+  // little shared memory for workgroups of 1,024 threads on lavapipe (32 KB), which the
+  // backend forcing that size must then not take.
   for (int64_t K : {192, 2048, 4096})
     for (DType wt : {DType::Q4_0, DType::Q8_0, DType::Q4_1})
       for (int64_t T : {1, 3}) {
@@ -749,7 +750,7 @@ TEST_CASE("vulkan fuses gate, up and silu_mul into one quantized GEMV, down read
               const size_t at = details.find("x in shared memory, ");
               const int wgs = at == std::string::npos ? 0 : std::atoi(details.c_str() + at + 20);
               CHECK((ds[1].kernel.find("(K in 2 parts)") != std::string::npos) ==
-                    (K == 2048 && wgs >= 6));
+                    (K == 4096 && wgs >= 6));
             } else if (has_int_dot_gemv(gpu)) {
               REQUIRE(ds.size() == 4);
               CHECK(ds[2].kernel.find("quantize_x") == 0);
@@ -1240,9 +1241,9 @@ TEST_CASE("vulkan runs q/k/v, their ropes and cache appends as one quantized GEM
           }
           return got;
         };
-        // Also in groups of 16 threads on the fixed grid (LLM_VULKAN_QKV_TPR=16: clustered
-        // halves of wider subgroups, or two subgroups of 8).
-        for (const char* qkv_tpr : {"0", "16"}) {
+        // Groups of the default size on the fixed grid, of 16 threads (clustered halves of
+        // wider subgroups, or two subgroups of 8) and of 32 (LLM_VULKAN_QKV_TPR).
+        for (const char* qkv_tpr : {"0", "16", "32"}) {
           INFO("LLM_VULKAN_QKV_TPR=" << qkv_tpr);
           ScopedEnv tpr_env("LLM_VULKAN_QKV_TPR", qkv_tpr);
           check_gemv_backends(

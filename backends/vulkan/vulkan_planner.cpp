@@ -752,9 +752,10 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   // 1,308.3 -> 1,331.6; the same text). LLM_VULKAN_GEMV_LOOP=0 keeps the old loop (for
   // measuring); read per plan so that tests can set it.
   gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 1) ? 1 : 0);  // LOOP_LOCAL
-  // PRELOAD: the first blocks issued before a shared-x GEMV's prologue (0 never, 1 before a
-  // copy of x, 2 before the norm too); read per plan so that tests can set it.
-  gemv_spec.push_back(static_cast<int32_t>(std::min(env_uint("LLM_VULKAN_GEMV_PRELOAD", 0), 2u)));
+  // PRELOAD: the first blocks issued before a shared-x GEMV's copy of x (H100 tg128: 7b
+  // 398.2-398.7 -> 401.3-402.7, 1b 1,362-1,365 -> 1,380-1,386; before the norm too, 2, lost
+  // 0.2%). LLM_VULKAN_GEMV_PRELOAD=0|2 (for measuring; read per plan so that tests can set it).
+  gemv_spec.push_back(static_cast<int32_t>(std::min(env_uint("LLM_VULKAN_GEMV_PRELOAD", 1), 2u)));
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
   const bool wide = qout && gl.threads > kGemvQThreadsShared;
@@ -961,9 +962,14 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       // subgroups' sums meet in shared memory (for measuring and testing: 7b q/k/v on the
       // H100 lost 3.5% with 64 threads, 10% with 128; docs/PERFORMANCE.md, 47th session).
       if (!qout) gs.tpr = std::clamp(set_.persist_tpr, ctx_->phys().subgroup_size, threads);
-      // LLM_VULKAN_QKV_TPR=16|32|64 fixes q/k/v's (with the ropes) alone, 16 as clustered
-      // halves of wider subgroups (for measuring; read per plan so that tests can set it).
-      const uint32_t qkv_tpr = rope_kv ? env_uint("LLM_VULKAN_QKV_TPR", 0) : 0;
+      // Q/k/v with the ropes take groups of 16 threads where subgroups are wider and have
+      // clustered adds (matmul_gemv_qdot_rope16): twice the groups, so 7b's 6,144 tasks
+      // fit the grid's 8,448 groups in one round instead of 1.45 (H100 tg128, with
+      // PRELOAD: 7b 401.3-402.7 -> 405.7-405.8; 1b's q/k/v are not on this grid).
+      // LLM_VULKAN_QKV_TPR=16|32|64 fixes it (for measuring; read per plan so that tests
+      // can set it).
+      uint32_t qkv_tpr = rope_kv ? env_uint("LLM_VULKAN_QKV_TPR", 0) : 0;
+      if (rope_kv && qkv_tpr == 0 && sg > 16 && ctx_->phys().subgroup_clustered) qkv_tpr = 16;
       if (qkv_tpr == 16 && sg > 16 && ctx_->phys().subgroup_clustered)
         gs.tpr = 16;
       else if (qkv_tpr >= sg && qkv_tpr <= threads && (qkv_tpr & (qkv_tpr - 1)) == 0)
@@ -1025,13 +1031,15 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   // Gate/up rounding the activation take 32 rows per 256 threads, too few workgroups for
   // the GPU on small models (1b: 256 against 528 that fit on the H200): K in 2 or 4
   // parts, each a workgroup, while they fit in one wave and each thread keeps at least
-  // two blocks per row. LLM_VULKAN_GLU_SPLIT fixes the parts (1, 2, 4; for measuring).
+  // four blocks per row (with two, 1b's gate/up took 15.8 µs in 2 parts against 14.2
+  // whole on the H100: tg128 1,380-1,386 -> 1,442). LLM_VULKAN_GLU_SPLIT fixes the parts
+  // (1, 2, 4; for measuring).
   uint32_t ksplit = 1;
   if (qout && !persist) {
     const uint64_t blocks = static_cast<uint64_t>(K / 32);
     const uint64_t wave =
         std::max<uint64_t>(1, uint64_t{set_.persist_wgs} * kGemvQThreadsShared / threads);
-    while (ksplit < 4 && groups * ksplit * 2 <= wave && blocks / (ksplit * 2 * gs.tpr) >= 2)
+    while (ksplit < 4 && groups * ksplit * 2 <= wave && blocks / (ksplit * 2 * gs.tpr) >= 4)
       ksplit *= 2;
     if (const char* e = std::getenv("LLM_VULKAN_GLU_SPLIT")) {
       const int v = std::atoi(e);
