@@ -1014,15 +1014,23 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
   // workgroup, whole blocks of down's x. They take 512 where the rows fill such rounds
   // (fewer copies of the norm, as for the other shared-x GEMVs; H100 tg128, against 256:
   // 7b 330.4-330.7 -> 334.1-334.3, 1b 1,206.8-1,209.6 -> 1,211.0-1,211.1); not with down
-  // inside (its rounds are one block). LLM_VULKAN_GLU_THREADS=256|512|1024 fixes the size
-  // (for measuring and tests).
+  // inside (its rounds are one block). They take 1,024 where workgroups of 512 would
+  // outnumber the multiprocessors and those of 1,024 would not: one a multiprocessor
+  // instead of two on some (H100 tg128: 7b, 172 against 86 workgroups, 404.4-406.0 ->
+  // 408.2; 1b's 128 of 512 lost 3% as 64 of 1,024). LLM_VULKAN_GLU_THREADS=256|512|1024
+  // fixes the size (for measuring and tests).
   if (qout && rules_.ffn_down_fusable(ni_) < 0) {
-    const uint32_t t = env_uint("LLM_VULKAN_GLU_THREADS", 512);  // per plan: tests set it
-    if ((t == 512 || t == 1024) && N % (t / 8) == 0 &&
-        gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), t) <=
-            ctx_->phys().props.limits.maxComputeSharedMemorySize) {
-      threads = t;
-      g = grid_for(t);
+    const uint32_t fixed = env_uint("LLM_VULKAN_GLU_THREADS", 0);  // per plan: tests set it
+    const uint64_t units = set_.units, rows = static_cast<uint64_t>(N);
+    const bool wide_one_wave = (rows + 63) / 64 > units && (rows + 127) / 128 <= units;
+    for (uint32_t t : {fixed ? fixed : wide_one_wave ? 1024u : 512u, fixed ? 0u : 512u}) {
+      if ((t == 512 || t == 1024) && N % (t / 8) == 0 &&
+          gemv_shared_bytes(T, K, 2 * 2 * static_cast<uint64_t>(T), t) <=
+              ctx_->phys().props.limits.maxComputeSharedMemorySize) {
+        threads = t;
+        g = grid_for(t);
+        break;
+      }
     }
   }
   GemvShape& gs = g.gs;
