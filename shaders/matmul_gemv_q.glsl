@@ -457,9 +457,9 @@ uvec4 w_quad(uint m, uint i) {
         if (MODE == 1) dm[u][M - 1][r] = wts2[dw_];                                       \
       } else {                                                                            \
         const uint sb = srow[r] + blk_ * 2u;                                              \
-        d[u][0][r] = f16_bits_to_f32(                                                           \
+        d[u][0][r] = f16_bits_to_f32(                                                     \
             MODE == 2 ? (w_word(seg, sb >> 2) >> ((sb & 2u) * 8u)) & 0xffffu : LOAD_U16(wts, sb)); \
-        if (MODE == 1) d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));                    \
+        if (MODE == 1) d[u][M - 1][r] = f16_bits_to_f32(LOAD_U16(wts2, sb));              \
       }                                                                                   \
       if (MODE == 1) {                                                                    \
         qa[u][M - 1][r] = wts24[q];                                                       \

@@ -754,7 +754,7 @@ void Planner::plan_gemv_q(const std::vector<int32_t>& spec) {
   gemv_spec.push_back(env_uint("LLM_VULKAN_GEMV_LOOP", 1) ? 1 : 0);  // LOOP_LOCAL
   // PRELOAD: the first blocks issued before a shared-x GEMV's copy of x (H100 tg128: 7b
   // 398.2-398.7 -> 401.3-402.7, 1b 1,362-1,365 -> 1,380-1,386; before the norm too, 2, lost
-  // 0.2%). LLM_VULKAN_GEMV_PRELOAD=0|2 (for measuring; read per plan so that tests can set it).
+  // 0.2-0.7%). LLM_VULKAN_GEMV_PRELOAD=0|2 (for measuring; read per plan so that tests can set it).
   gemv_spec.push_back(static_cast<int32_t>(std::min(env_uint("LLM_VULKAN_GEMV_PRELOAD", 1), 2u)));
   // Gate/up rounding the activation in workgroups over 256 threads: rounds of several
   // blocks (QOUT_WIDE).
@@ -968,9 +968,10 @@ Planner::GemvLaunch Planner::gemv_launch(bool glu, bool sx, bool norm_in, size_t
       // PRELOAD: 7b 401.3-402.7 -> 405.7-405.8; 1b's q/k/v are not on this grid).
       // LLM_VULKAN_QKV_TPR=16|32|64 fixes it (for measuring; read per plan so that tests
       // can set it).
+      const bool halves = sg > 16 && ctx_->phys().subgroup_clustered;
       uint32_t qkv_tpr = rope_kv ? env_uint("LLM_VULKAN_QKV_TPR", 0) : 0;
-      if (rope_kv && qkv_tpr == 0 && sg > 16 && ctx_->phys().subgroup_clustered) qkv_tpr = 16;
-      if (qkv_tpr == 16 && sg > 16 && ctx_->phys().subgroup_clustered)
+      if (rope_kv && qkv_tpr == 0 && halves) qkv_tpr = 16;
+      if (qkv_tpr == 16 && halves)
         gs.tpr = 16;
       else if (qkv_tpr >= sg && qkv_tpr <= threads && (qkv_tpr & (qkv_tpr - 1)) == 0)
         gs.tpr = qkv_tpr;
